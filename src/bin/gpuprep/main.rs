@@ -1,0 +1,312 @@
+//! The `gpuprep` command line. With no subcommand it runs the demo: the column
+//! statistics of the embedded digits data, GPU against CPU.
+
+mod bench;
+mod data;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use gpuprep::{cpu, io, ops, ColumnSummary, Gpu, GpuMatrix, StandardizeOptions};
+use ndarray::Array2;
+
+#[derive(Parser)]
+#[command(
+    name = "gpuprep",
+    version,
+    about = "Data preprocessing, weight init and normalization on any GPU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Device {
+    Gpu,
+    Cpu,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The adapters found, the one chosen, its limits and features.
+    Info,
+    /// Per-column statistics of a 2-D .npy file (f32 or f64, C or Fortran order).
+    Stats {
+        /// Input .npy file.
+        input: PathBuf,
+        /// Delta degrees of freedom of the variance (0: numpy's default).
+        #[arg(long, default_value_t = 0)]
+        ddof: usize,
+        /// Print JSON with count, ddof, mean, var, std, min, max.
+        #[arg(long)]
+        json: bool,
+        /// Where to compute.
+        #[arg(long, value_enum, default_value = "gpu")]
+        device: Device,
+    },
+    /// Center and/or scale the columns of a .npy file; writes .npy (f32) atomically.
+    /// With neither --center nor --scale, does both.
+    Preprocess {
+        /// Input .npy file.
+        input: PathBuf,
+        /// Output .npy file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Subtract each column's mean.
+        #[arg(long)]
+        center: bool,
+        /// Divide each column by its standard deviation (constant columns by 1).
+        #[arg(long)]
+        scale: bool,
+        /// Where to compute.
+        #[arg(long, value_enum, default_value = "gpu")]
+        device: Device,
+    },
+    /// One table of CPU twin against GPU at one shape (GB/s and fraction of the device's copy bandwidth).
+    Bench {
+        /// Rows N.
+        #[arg(long, default_value_t = 65_536)]
+        rows: usize,
+        /// Columns D.
+        #[arg(long, default_value_t = 256)]
+        cols: usize,
+        /// Ops recorded per submit.
+        #[arg(long, default_value_t = 10)]
+        reps: usize,
+        /// Submits timed (median reported).
+        #[arg(long, default_value_t = 7)]
+        trials: usize,
+        /// Skip the CPU twin (for shapes where it is slow).
+        #[arg(long)]
+        no_cpu: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => demo(),
+        Some(Command::Info) => info(),
+        Some(Command::Stats {
+            input,
+            ddof,
+            json,
+            device,
+        }) => stats(input, ddof, json, device),
+        Some(Command::Preprocess {
+            input,
+            output,
+            center,
+            scale,
+            device,
+        }) => preprocess(input, output, center, scale, device),
+        Some(Command::Bench {
+            rows,
+            cols,
+            reps,
+            trials,
+            no_cpu,
+        }) => bench::bench(bench::BenchArgs {
+            rows,
+            cols,
+            reps: reps.max(1),
+            trials: trials.max(1),
+            cpu: !no_cpu,
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gpuprep: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The GPU when asked for and present; `None` (and a clear note on stderr)
+/// when the CPU path must be used.
+fn gpu_or_cpu(device: Device) -> Option<Gpu> {
+    if device == Device::Cpu {
+        return None;
+    }
+    match Gpu::new() {
+        Ok(g) => Some(g),
+        Err(e) => {
+            eprintln!("gpuprep: {e}");
+            eprintln!("gpuprep: running on the CPU instead");
+            None
+        }
+    }
+}
+
+fn info() -> gpuprep::Result<()> {
+    let all = gpuprep::gpu::enumerate_adapters();
+    println!("adapters found: {}", all.len());
+    for a in &all {
+        println!(
+            "  {} ({:?}, {:?}, driver {:?})",
+            a.name, a.backend, a.device_type, a.driver_info
+        );
+    }
+    let gpu = Gpu::new()?;
+    let i = gpu.adapter_info();
+    let l = gpu.limits();
+    println!("chosen: {} ({:?}, {:?})", i.name, i.backend, i.device_type);
+    println!("  max_buffer_size                    {}", l.max_buffer_size);
+    println!(
+        "  max_storage_buffer_binding_size    {}",
+        l.max_storage_buffer_binding_size
+    );
+    println!(
+        "  max_compute_workgroup_storage_size {}",
+        l.max_compute_workgroup_storage_size
+    );
+    println!(
+        "  max_compute_invocations_per_wg     {}",
+        l.max_compute_invocations_per_workgroup
+    );
+    println!(
+        "  max_compute_workgroups_per_dim     {}",
+        l.max_compute_workgroups_per_dimension
+    );
+    println!(
+        "  subgroup size                      {}..{}",
+        i.subgroup_min_size, i.subgroup_max_size
+    );
+    println!(
+        "  features used: {:?}",
+        gpu.features() & gpuprep::gpu::wanted_features()
+    );
+    Ok(())
+}
+
+fn compute_stats(x: &Array2<f32>, ddof: usize, gpu: Option<&Gpu>) -> gpuprep::Result<ColumnSummary> {
+    match gpu {
+        Some(g) => {
+            let xg = GpuMatrix::upload(g, x.view())?;
+            ops::column_stats(g, &xg, ddof)?.download(g)
+        }
+        None => cpu::column_stats(x.view(), ddof),
+    }
+}
+
+fn stats(input: PathBuf, ddof: usize, json: bool, device: Device) -> gpuprep::Result<()> {
+    let x = io::read_npy_matrix(&input)?;
+    let gpu = gpu_or_cpu(device);
+    let s = compute_stats(&x, ddof, gpu.as_ref())?;
+    if json {
+        let v = serde_json::json!({
+            "count": s.count,
+            "ddof": s.ddof,
+            "device": gpu.as_ref().map_or("cpu".to_string(), |g| g.adapter_name()),
+            "mean": s.mean.to_vec(),
+            "var": s.var.to_vec(),
+            "std": s.std.to_vec(),
+            "min": s.min.to_vec(),
+            "max": s.max.to_vec(),
+        });
+        println!("{v}");
+    } else {
+        println!("{} rows x {} columns, ddof {}", s.count, s.mean.len(), s.ddof);
+        println!(
+            "{:>6} {:>14} {:>14} {:>14} {:>14} {:>14}",
+            "column", "mean", "var", "std", "min", "max"
+        );
+        for c in 0..s.mean.len() {
+            println!(
+                "{c:>6} {:>14.6} {:>14.6} {:>14.6} {:>14.6} {:>14.6}",
+                s.mean[c], s.var[c], s.std[c], s.min[c], s.max[c]
+            );
+        }
+    }
+    Ok(())
+}
+
+fn preprocess(
+    input: PathBuf,
+    output: PathBuf,
+    center: bool,
+    scale: bool,
+    device: Device,
+) -> gpuprep::Result<()> {
+    let opts = if !center && !scale {
+        StandardizeOptions::default()
+    } else {
+        StandardizeOptions { center, scale }
+    };
+    let x = io::read_npy_matrix(&input)?;
+    let y = match gpu_or_cpu(device) {
+        Some(g) => {
+            let xg = GpuMatrix::upload(&g, x.view())?;
+            let st = ops::column_stats(&g, &xg, 0)?;
+            ops::standardize_inplace(&g, &xg, &st, opts)?;
+            xg.download(&g)?
+        }
+        None => {
+            let st = cpu::column_stats(x.view(), 0)?;
+            cpu::standardize(x.view(), &st, opts)?.mapv(|v| v as f32)
+        }
+    };
+    io::write_npy_matrix(&output, y.view())?;
+    eprintln!("wrote {} ({} x {})", output.display(), y.nrows(), y.ncols());
+    Ok(())
+}
+
+fn max_abs_diff(a: &ndarray::Array1<f64>, b: &ndarray::Array1<f64>) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+fn demo() -> gpuprep::Result<()> {
+    let (x, labels) = data::digits()?;
+    println!(
+        "gpuprep demo: column statistics of the digits data ({} images of 8x8 pixels, {} classes; UCI, CC BY 4.0)",
+        x.nrows(),
+        labels.iter().collect::<std::collections::BTreeSet<_>>().len()
+    );
+    let t = Instant::now();
+    let cpu_s = cpu::column_stats(x.view(), 0)?;
+    let cpu_ms = t.elapsed().as_secs_f64() * 1e3;
+    let gpu = gpu_or_cpu(Device::Gpu);
+    match &gpu {
+        Some(g) => {
+            let i = g.adapter_info();
+            println!("adapter: {} ({:?}, {:?})", i.name, i.backend, i.device_type);
+            let xg = GpuMatrix::upload(g, x.view())?;
+            let _warm = ops::column_stats(g, &xg, 0)?.download(g)?;
+            let t = Instant::now();
+            let gs = ops::column_stats(g, &xg, 0)?.download(g)?;
+            let gpu_ms = t.elapsed().as_secs_f64() * 1e3;
+            println!("CPU (f64) {cpu_ms:.3} ms; GPU (f32, incl. readback) {gpu_ms:.3} ms");
+            println!("largest |GPU - CPU| over the 64 columns:");
+            println!(
+                "  mean {:.3e}  var {:.3e}  std {:.3e}",
+                max_abs_diff(&gs.mean, &cpu_s.mean),
+                max_abs_diff(&gs.var, &cpu_s.var),
+                max_abs_diff(&gs.std, &cpu_s.std)
+            );
+            println!(
+                "  min  {:.3e}  max {:.3e}",
+                max_abs_diff(&gs.min, &cpu_s.min),
+                max_abs_diff(&gs.max, &cpu_s.max)
+            );
+        }
+        None => println!("CPU (f64) {cpu_ms:.3} ms (no GPU: CPU only)"),
+    }
+    let grid = |title: &str, v: &ndarray::Array1<f64>| {
+        println!("{title} (8 x 8, as the image):");
+        for r in v.to_vec().chunks(8) {
+            println!(
+                "  {}",
+                r.iter().map(|m| format!("{m:6.2}")).collect::<Vec<_>>().join("")
+            );
+        }
+    };
+    grid("per-pixel mean", &cpu_s.mean);
+    grid("per-pixel std", &cpu_s.std);
+    let constant = cpu_s.std.iter().filter(|&&s| s == 0.0).count();
+    println!("{constant} pixels are constant (std 0): standardize scales them by 1, not inf");
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! gpuprep: the data preprocessing, weight initialization and normalization
+//! steps of neural-network training (cs231n's lecture of that name) as WGSL
+//! compute kernels on any wgpu adapter (Vulkan, Metal, DX12), each with a CPU
+//! twin on ndarray that computes the same function in f64.
+//!
+//! ```no_run
+//! use gpuprep::{Gpu, GpuMatrix, StandardizeOptions};
+//! # fn main() -> gpuprep::Result<()> {
+//! let gpu = Gpu::new()?;
+//! let x = ndarray::Array2::<f32>::from_shape_fn((1000, 64), |(i, j)| (i * j % 7) as f32);
+//! let xg = GpuMatrix::upload(&gpu, x.view())?;
+//! let stats = gpuprep::ops::column_stats(&gpu, &xg, 0)?;          // stays on the GPU
+//! let z = gpuprep::ops::standardize(&gpu, &xg, &stats, StandardizeOptions::default())?;
+//! let summary = stats.download(&gpu)?;                            // read back on request
+//! println!("{:?}", summary.mean);
+//! # let _ = z; Ok(()) }
+//! ```
+//!
+//! A host application that already has a `wgpu::Device` and `wgpu::Queue`
+//! wraps them with [`Gpu::from_device_queue`] and records gpuprep's work into
+//! its own encoder with the `encode_*` functions. gpuprep re-exports the wgpu
+//! it is built on as [`wgpu`], so the host can name exactly that version.
+
+#![warn(missing_docs)]
+
+pub mod cpu;
+pub mod error;
+pub mod gpu;
+pub mod io;
+pub mod matrix;
+pub mod ops;
+pub mod shaders;
+
+pub use wgpu;
+
+pub use cpu::{ColumnSummary, StandardizeOptions};
+pub use error::{Error, Result};
+pub use gpu::Gpu;
+pub use matrix::GpuMatrix;
+pub use ops::{ColumnStats, Stat};

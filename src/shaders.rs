@@ -1,0 +1,26 @@
+//! Every WGSL source gpuprep ships, in one list. A unit test parses and
+//! validates each with naga; the pipeline cache keys on [`Shader::name`].
+
+/// One WGSL file from `shaders/`.
+#[derive(Debug)]
+pub struct Shader {
+    /// The file's stem (`shaders/<name>.wgsl`), also the op's name.
+    pub name: &'static str,
+    /// The WGSL text.
+    pub source: &'static str,
+}
+
+/// Column statistics: Welford partials per row chunk, then a Chan merge.
+pub static COLUMN_STATS: Shader = Shader {
+    name: "column_stats",
+    source: include_str!("../shaders/column_stats.wgsl"),
+};
+
+/// Centering and scaling by per-column statistics.
+pub static STANDARDIZE: Shader = Shader {
+    name: "standardize",
+    source: include_str!("../shaders/standardize.wgsl"),
+};
+
+/// Every shader, for validation and for warming the pipeline cache.
+pub static ALL: &[&Shader] = &[&COLUMN_STATS, &STANDARDIZE];

@@ -1,0 +1,63 @@
+//! Shared test helpers: one GPU context per test binary, seeded data, and the
+//! comparison measures used against the f64 CPU twins.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use gpuprep::Gpu;
+use ndarray::Array2;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+/// The test GPU. A missing adapter fails the test (never a silent skip), with
+/// the way to get one.
+pub fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| match Gpu::new() {
+        Ok(g) => g,
+        Err(e) => panic!(
+            "GPU tests need a wgpu adapter: {e}\n\
+             On Debian/Ubuntu: `sudo apt-get install -y mesa-vulkan-drivers` (lavapipe, a CPU Vulkan driver)."
+        ),
+    })
+}
+
+/// A seeded N x D matrix of `offset + scale * N(0, 1)`.
+pub fn normal(n: usize, d: usize, offset: f32, scale: f32, seed: u64) -> Array2<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    Array2::from_shape_simple_fn((n, d), || {
+        let z: f32 = StandardNormal.sample(&mut rng);
+        offset + scale * z
+    })
+}
+
+/// Largest |a - b| / max(|b|, floor) over all elements.
+pub fn max_rel(a: impl IntoIterator<Item = f64>, b: impl IntoIterator<Item = f64>, floor: f64) -> f64 {
+    a.into_iter()
+        .zip(b)
+        .map(|(x, y)| {
+            if x.is_nan() || y.is_nan() {
+                f64::INFINITY
+            } else {
+                (x - y).abs() / y.abs().max(floor)
+            }
+        })
+        .fold(0.0, f64::max)
+}
+
+/// The awkward shapes every kernel is tested on: N = 1, D = 1, sizes that do
+/// not divide the workgroup, and one needing several workgroups on both axes.
+pub const SHAPES: &[(usize, usize)] = &[
+    (1, 1),
+    (1, 5),
+    (1, 8),
+    (5, 4),
+    (7, 1),
+    (1000, 1),
+    (3, 64),
+    (63, 65),
+    (257, 129),
+    (1025, 130),
+    (4099, 200),
+];
