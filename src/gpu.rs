@@ -402,7 +402,7 @@ impl Gpu {
         if size == 0 {
             return Ok(Vec::new());
         }
-        if offset % 4 != 0 || size % 4 != 0 || offset + size > buffer.size() {
+        if !offset.is_multiple_of(4) || !size.is_multiple_of(4) || offset + size > buffer.size() {
             return Err(Error::invalid(
                 "readback",
                 format!(

@@ -50,7 +50,7 @@ impl GpuMatrix {
 
     /// Overwrites every element with `value`.
     pub fn fill(&self, gpu: &Gpu, value: f32) {
-        if self.len() > 0 {
+        if !self.is_empty() {
             let v = vec![value; self.len()];
             gpu.queue()
                 .write_buffer(&self.buffer, 0, bytemuck::cast_slice(&v));

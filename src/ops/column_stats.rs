@@ -177,7 +177,7 @@ pub fn encode_column_stats_into(
         ));
     }
     // Four columns per thread when rows are whole vec4s.
-    let vec4 = d % 4 == 0;
+    let vec4 = d.is_multiple_of(4);
     let cols_per_group = if vec4 { 4 * COLS_PER_GROUP } else { COLS_PER_GROUP };
     let (rows_per_chunk, n_chunks) = plan(n, d.div_ceil(cols_per_group));
     let col_groups = d.div_ceil(cols_per_group);

@@ -37,7 +37,7 @@ fn check(x: &GpuMatrix, stats: &ColumnStats) -> Result<()> {
 
 /// Whether rows are whole vec4s (then each thread handles 4 adjacent columns).
 fn vec4(x: &GpuMatrix) -> bool {
-    x.cols() % 4 == 0
+    x.cols().is_multiple_of(4)
 }
 
 fn params(gpu: &Gpu, x: &GpuMatrix, opts: StandardizeOptions) -> Result<(wgpu::Buffer, [u32; 3])> {

@@ -114,6 +114,7 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
         );
     };
 
+    let mut checks = Vec::new();
     // column_stats: one read of X.
     let g = time_gpu(&gpu, a.reps, a.trials, |enc| {
         ops::encode_column_stats(&gpu, enc, &xg, 0).map(|_| ())
@@ -124,6 +125,19 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
         None
     };
     row("column_stats", c, g, bytes);
+    let want = cpu::column_stats(x.view(), 0)?;
+    let got = ops::column_stats(&gpu, &xg, 0)?.download(&gpu)?;
+    let rel = |a: &ndarray::Array1<f64>, b: &ndarray::Array1<f64>| {
+        a.iter()
+            .zip(b)
+            .map(|(p, q)| (p - q).abs() / q.abs().max(1e-30))
+            .fold(0.0, f64::max)
+    };
+    checks.push(format!(
+        "column_stats: max rel error vs f64 twin: mean {:.1e}, var {:.1e}",
+        rel(&got.mean, &want.mean),
+        rel(&got.var, &want.var)
+    ));
 
     // standardize = stats + apply: X read twice, Y written once.
     let opts = StandardizeOptions::default();
@@ -140,5 +154,19 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
         None
     };
     row("stats + standardize", c, g, 3.0 * bytes);
+    let z = ops::standardize(&gpu, &xg, &ops::column_stats(&gpu, &xg, 0)?, opts)?.download(&gpu)?;
+    let zc = cpu::standardize(x.view(), &want, opts)?;
+    let err = z
+        .iter()
+        .zip(zc.iter())
+        .map(|(&a, &b)| (a as f64 - b).abs())
+        .fold(0.0, f64::max);
+    checks.push(format!(
+        "standardize: max abs error vs f64 twin {err:.1e} (output has unit variance)"
+    ));
+    println!();
+    for c in checks {
+        println!("{c}");
+    }
     Ok(())
 }
