@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs on the lent GPU machine (no Rust there): the release binaries carried in
+# bin-h100/, PyTorch's figures at the same shape, results under $OUT.
+# Prepared here with: cargo build --release; scripts/stage-device.sh
+set -uo pipefail
+. ./.gl-prelude.sh
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+export XDG_RUNTIME_DIR=/tmp
+B=bin-h100
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem --format=csv > "$OUT/nvidia-smi.txt" 2>&1
+timeout 60 $B/gpuprep info > "$OUT/info.txt" 2>&1
+for t in $B/test-*; do
+    [ -x "$t" ] || continue
+    echo "== $t" >> "$OUT/tests.txt"
+    timeout 120 "$t" --test-threads 4 >> "$OUT/tests.txt" 2>&1
+done
+timeout 240 $B/gpuprep bench --rows 1048576 --cols 256 --reps 20 --trials 9 "${@}" > "$OUT/bench.txt" 2>&1
+for extra in $B/extra-*.sh; do [ -f "$extra" ] && timeout 200 bash "$extra" >> "$OUT/bench-extra.txt" 2>&1; done
+timeout 200 python3 peer_torch.py 1048576 256 > "$OUT/torch.txt" 2>&1
+[ -f peer_torch_norms.py ] && timeout 120 python3 peer_torch_norms.py > "$OUT/torch_norms.txt" 2>&1
+tail -n 50 "$OUT"/*.txt

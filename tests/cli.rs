@@ -1,0 +1,140 @@
+//! The command line, end to end: stats (text and JSON, GPU and CPU),
+//! preprocess (atomic output), and clear failures on bad input.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gpuprep"));
+    c.env(
+        "XDG_RUNTIME_DIR",
+        std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()),
+    );
+    c
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gpuprep-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn stats_json_gpu_and_cpu_agree() {
+    let dir = tmpdir("stats");
+    let x = common::normal(513, 6, 3.0, 2.0, 11);
+    // f64, Fortran order: the reader accepts both.
+    let xf = x
+        .mapv(f64::from)
+        .reversed_axes()
+        .as_standard_layout()
+        .reversed_axes()
+        .to_owned();
+    ndarray_npy::write_npy(dir.join("x.npy"), &xf).unwrap();
+    let mut got = Vec::new();
+    for device in ["gpu", "cpu"] {
+        let out = bin()
+            .args(["stats"])
+            .arg(dir.join("x.npy"))
+            .args(["--json", "--ddof", "1", "--device", device])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["count"], 513);
+        assert_eq!(v["ddof"], 1);
+        let mean: Vec<f64> = v["mean"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_f64().unwrap())
+            .collect();
+        let var: Vec<f64> = v["var"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_f64().unwrap())
+            .collect();
+        assert_eq!(mean.len(), 6);
+        got.push((mean, var));
+    }
+    let want = gpuprep::cpu::column_stats(x.view(), 1).unwrap();
+    for (mean, var) in got {
+        for c in 0..6 {
+            assert!((mean[c] - want.mean[c]).abs() < 1e-5 * (want.mean[c].abs() + 1.0));
+            assert!((var[c] - want.var[c]).abs() < 1e-5 * want.var[c]);
+        }
+    }
+}
+
+#[test]
+fn preprocess_writes_standardized_npy() {
+    let dir = tmpdir("pre");
+    let x = common::normal(300, 5, -7.0, 4.0, 12);
+    ndarray_npy::write_npy(dir.join("x.npy"), &x).unwrap();
+    for (flags, device) in [
+        (vec![], "gpu"),
+        (vec!["--center"], "cpu"),
+        (vec!["--center", "--scale"], "gpu"),
+    ] {
+        let out_path = dir.join(format!("y-{device}-{}.npy", flags.len()));
+        let out = bin()
+            .arg("preprocess")
+            .arg(dir.join("x.npy"))
+            .arg("-o")
+            .arg(&out_path)
+            .args(&flags)
+            .args(["--device", device])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let y: ndarray::Array2<f32> = ndarray_npy::read_npy(&out_path).unwrap();
+        let s = gpuprep::cpu::column_stats(y.view(), 0).unwrap();
+        assert!(s.mean.iter().all(|m| m.abs() < 1e-4), "{flags:?}: {:?}", s.mean);
+        let want_std = if flags == ["--center"] { None } else { Some(1.0) };
+        if let Some(w) = want_std {
+            assert!(
+                s.std.iter().all(|v| (v - w).abs() < 1e-4),
+                "{flags:?}: {:?}",
+                s.std
+            );
+        }
+    }
+    // Only the outputs remain: no temporary files left behind.
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
+}
+
+#[test]
+fn bad_input_fails_cleanly_and_writes_nothing() {
+    let dir = tmpdir("bad");
+    std::fs::write(dir.join("junk.npy"), b"not an npy file").unwrap();
+    let out_path = dir.join("y.npy");
+    let out = bin()
+        .arg("preprocess")
+        .arg(dir.join("junk.npy"))
+        .arg("-o")
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("junk.npy"));
+    assert!(!out_path.exists());
+    let out = bin().args(["stats", "/nonexistent/x.npy"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.npy"));
+}
+
+#[test]
+fn demo_runs_on_embedded_data() {
+    let out = bin().output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1797 images"), "{text}");
+    assert!(text.contains("largest |GPU - CPU|"), "{text}");
+}
