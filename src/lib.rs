@@ -29,6 +29,7 @@ pub mod gpu;
 pub mod io;
 pub mod matrix;
 pub mod ops;
+pub mod rng;
 pub mod shaders;
 
 pub use wgpu;

@@ -22,5 +22,11 @@ pub static STANDARDIZE: Shader = Shader {
     source: include_str!("../shaders/standardize.wgsl"),
 };
 
+/// Weight initialization: Philox4x32-10 and the fills built on it.
+pub static INIT: Shader = Shader {
+    name: "init",
+    source: include_str!("../shaders/init.wgsl"),
+};
+
 /// Every shader, for validation and for warming the pipeline cache.
-pub static ALL: &[&Shader] = &[&COLUMN_STATS, &STANDARDIZE];
+pub static ALL: &[&Shader] = &[&COLUMN_STATS, &STANDARDIZE, &INIT];

@@ -2,6 +2,7 @@
 //! on ndarray, accumulating in f64. Tests hold the GPU to these.
 
 pub mod column_stats;
+pub mod init;
 pub mod standardize;
 
 pub use column_stats::{column_stats, ColumnSummary};

@@ -3,6 +3,7 @@
 //! caller's `wgpu::CommandEncoder`.
 
 pub mod column_stats;
+pub mod init;
 pub mod standardize;
 
 pub use column_stats::{column_stats, encode_column_stats, encode_column_stats_into, ColumnStats, Stat};

@@ -3,6 +3,7 @@
 
 mod bench;
 mod data;
+mod init;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +66,8 @@ enum Command {
         #[arg(long, value_enum, default_value = "gpu")]
         device: Device,
     },
+    /// Initialize a weight tensor (torch.nn.init's schemes and the lecture's); writes f32 .npy atomically.
+    Init(init::InitArgs),
     /// One table of CPU twin against GPU at one shape (GB/s and fraction of the device's copy bandwidth).
     Bench {
         /// Rows N.
@@ -103,6 +106,10 @@ fn main() -> ExitCode {
             scale,
             device,
         }) => preprocess(input, output, center, scale, device),
+        Some(Command::Init(args)) => {
+            let gpu = gpu_or_cpu(args.device());
+            init::run(args, gpu)
+        }
         Some(Command::Bench {
             rows,
             cols,

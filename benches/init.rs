@@ -1,0 +1,88 @@
+//! Weight initialization, CPU twin against GPU at the same shapes.
+//!
+//! `gpu` times the fill with the output resident on the device (record,
+//! submit, wait); `gpu_x10` records ten fills per submit (the kernel's own
+//! cost, less the submit latency); `gpu_roundtrip` adds the readback. Throughput counts the
+//! bytes written (4 per f32). The GPU rows are skipped (with a note) when no
+//! adapter is present. Set `GPUPREP_BENCH_LARGE=1` to add 4096 x 4096 (the
+//! PyTorch figures in ANCHORS.md), which is slow on the CPU twin.
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use gpuprep::cpu::init::{self as twin, Scheme};
+use gpuprep::ops::init as gpu_init;
+use gpuprep::rng::Philox;
+use gpuprep::{Gpu, GpuMatrix};
+
+fn bench(c: &mut Criterion) {
+    let gpu = Gpu::new()
+        .map_err(|e| eprintln!("init bench: no GPU ({e}); CPU only"))
+        .ok();
+    let mut group = c.benchmark_group("init");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_secs(1));
+    let mut shapes = vec![(256usize, 256usize), (1024, 1024)];
+    if std::env::var_os("GPUPREP_BENCH_LARGE").is_some() {
+        shapes.push((4096, 4096));
+    }
+    let schemes = [
+        ("kaiming_uniform", Scheme::kaiming_uniform()),
+        ("kaiming_normal", Scheme::kaiming_normal()),
+        (
+            "sparse_0.9",
+            Scheme::Sparse {
+                sparsity: 0.9,
+                std: 0.01,
+            },
+        ),
+    ];
+    let rng = Philox::new(42);
+    for &(rows, cols) in &shapes {
+        let id = format!("{rows}x{cols}");
+        group.throughput(Throughput::Bytes((rows * cols * 4) as u64));
+        for (name, scheme) in &schemes {
+            group.bench_function(BenchmarkId::new(format!("cpu/{name}"), &id), |b| {
+                b.iter(|| twin::init(&[rows, cols], scheme, rng).unwrap())
+            });
+            let Some(g) = gpu.as_ref() else { continue };
+            let out = GpuMatrix::uninit(g, rows, cols).unwrap();
+            group.bench_function(BenchmarkId::new(format!("gpu/{name}"), &id), |b| {
+                b.iter(|| {
+                    let mut enc = g.encoder("bench");
+                    gpu_init::encode_init(g, &mut enc, &[rows, cols], scheme, rng, &out).unwrap();
+                    g.submit("bench", enc).unwrap();
+                    g.wait().unwrap();
+                })
+            });
+            // Ten fills per submit: the per-fill cost without the submit and
+            // wait latency (divide the time by 10; the throughput counts all ten).
+            group.throughput(Throughput::Bytes((10 * rows * cols * 4) as u64));
+            group.bench_function(BenchmarkId::new(format!("gpu_x10/{name}"), &id), |b| {
+                b.iter(|| {
+                    let mut enc = g.encoder("bench");
+                    for _ in 0..10 {
+                        gpu_init::encode_init(g, &mut enc, &[rows, cols], scheme, rng, &out).unwrap();
+                    }
+                    g.submit("bench", enc).unwrap();
+                    g.wait().unwrap();
+                })
+            });
+            group.throughput(Throughput::Bytes((rows * cols * 4) as u64));
+            group.bench_function(BenchmarkId::new(format!("gpu_roundtrip/{name}"), &id), |b| {
+                b.iter(|| {
+                    gpu_init::init(g, &[rows, cols], scheme, rng)
+                        .unwrap()
+                        .download(g)
+                        .unwrap()
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
