@@ -28,5 +28,18 @@ pub static INIT: Shader = Shader {
     source: include_str!("../shaders/init.wgsl"),
 };
 
+/// Batch norm: Welford partials + per-channel finalize (running statistics),
+/// apply, and the closed-form backward (gradient partials, finalize, dx).
+pub static BATCHNORM: Shader = Shader {
+    name: "batchnorm",
+    source: include_str!("../shaders/batchnorm.wgsl"),
+};
+
+/// Layer, instance and group norm: one row-normalization kernel family.
+pub static NORM: Shader = Shader {
+    name: "norm",
+    source: include_str!("../shaders/norm.wgsl"),
+};
+
 /// Every shader, for validation and for warming the pipeline cache.
-pub static ALL: &[&Shader] = &[&COLUMN_STATS, &STANDARDIZE, &INIT];
+pub static ALL: &[&Shader] = &[&COLUMN_STATS, &STANDARDIZE, &INIT, &BATCHNORM, &NORM];

@@ -1,8 +1,10 @@
 //! CPU twins: each computes the same function as the GPU op of the same name,
 //! on ndarray, accumulating in f64. Tests hold the GPU to these.
 
+pub mod batchnorm;
 pub mod column_stats;
 pub mod init;
+pub mod norm;
 pub mod standardize;
 
 pub use column_stats::{column_stats, ColumnSummary};

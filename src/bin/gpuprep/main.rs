@@ -4,6 +4,7 @@
 mod bench;
 mod data;
 mod init;
+mod normcheck;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +29,15 @@ struct Cli {
 enum Device {
     Gpu,
     Cpu,
+}
+
+/// Which normalization `normcheck` runs.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Kind {
+    Batch,
+    Layer,
+    Instance,
+    Group,
 }
 
 #[derive(Subcommand)]
@@ -68,6 +78,38 @@ enum Command {
     },
     /// Initialize a weight tensor (torch.nn.init's schemes and the lecture's); writes f32 .npy atomically.
     Init(init::InitArgs),
+    /// Batch, layer, instance or group norm forward + backward (training mode) on
+    /// your own tensors: writes y, dx, dgamma, dbeta, mean and invstd as .npy
+    /// into DIR, to compare with another framework.
+    Normcheck {
+        /// Which normalization.
+        #[arg(long, value_enum)]
+        kind: Kind,
+        /// Number of groups (group norm; must divide C).
+        #[arg(long)]
+        groups: Option<usize>,
+        /// Input x: (N, D) or (N, C, H, W, ...), f32 or f64.
+        #[arg(long)]
+        x: PathBuf,
+        /// Upstream gradient dy, shaped as x.
+        #[arg(long)]
+        dy: PathBuf,
+        /// gamma: C values (layer norm: x.shape[1:]); default ones.
+        #[arg(long)]
+        gamma: Option<PathBuf>,
+        /// beta: as gamma; default zeros.
+        #[arg(long)]
+        beta: Option<PathBuf>,
+        /// Added to the variance before the square root.
+        #[arg(long, default_value_t = 1e-5)]
+        eps: f64,
+        /// Where to compute (gpu: f32 results; cpu: the f64 twin).
+        #[arg(long, value_enum, default_value = "gpu")]
+        device: Device,
+        /// Output directory (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// One table of CPU twin against GPU at one shape (GB/s and fraction of the device's copy bandwidth).
     Bench {
         /// Rows N.
@@ -110,6 +152,28 @@ fn main() -> ExitCode {
             let gpu = gpu_or_cpu(args.device());
             init::run(args, gpu)
         }
+        Some(Command::Normcheck {
+            kind,
+            groups,
+            x,
+            dy,
+            gamma,
+            beta,
+            eps,
+            device,
+            out,
+        }) => norm_kind(kind, groups).and_then(|kind| {
+            normcheck::normcheck(normcheck::NormcheckArgs {
+                kind,
+                x,
+                dy,
+                gamma,
+                beta,
+                eps,
+                device,
+                out,
+            })
+        }),
         Some(Command::Bench {
             rows,
             cols,
@@ -130,6 +194,24 @@ fn main() -> ExitCode {
             eprintln!("gpuprep: error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn norm_kind(kind: Kind, groups: Option<usize>) -> gpuprep::Result<gpuprep::ops::NormKind> {
+    use gpuprep::ops::NormKind;
+    match (kind, groups) {
+        (Kind::Group, Some(groups)) => Ok(NormKind::Group { groups }),
+        (Kind::Group, None) => Err(gpuprep::Error::InvalidArgument {
+            op: "normcheck",
+            reason: "--kind group needs --groups G".into(),
+        }),
+        (_, Some(_)) => Err(gpuprep::Error::InvalidArgument {
+            op: "normcheck",
+            reason: "--groups is only for --kind group".into(),
+        }),
+        (Kind::Batch, None) => Ok(NormKind::Batch),
+        (Kind::Layer, None) => Ok(NormKind::Layer),
+        (Kind::Instance, None) => Ok(NormKind::Instance),
     }
 }
 

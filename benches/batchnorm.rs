@@ -1,0 +1,219 @@
+//! Batch norm forward (training) and backward, and layer / instance / group
+//! norm, CPU twin (f64) against GPU (f32) at the same shapes.
+//!
+//! Throughput counts the bytes each op must move at least: forward reads x
+//! and writes y (8 bytes per element), backward reads x and dy and writes dx
+//! (12 bytes per element). `gpu` times the kernels with the data resident on
+//! the device, several ops recorded per submit (launch overhead amortized);
+//! `gpu_roundtrip` adds the upload of x and the readback of y.
+//!
+//! `GPUPREP_BENCH_LARGE=1` adds the shapes of ../shared/ANCHORS.md (GPU
+//! only): batch norm on 2^20 x 256 (PyTorch on an H100: forward 1.258 ms,
+//! backward 2.097 ms), layer norm on 2^20 x 256, and batch / group /
+//! instance norm on (256, 64, 32, 32).
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use gpuprep::cpu::batchnorm::{BatchNormCpu, RunningStatsConfig};
+use gpuprep::cpu::norm::{norm_backward, norm_forward};
+use gpuprep::ops::{BatchNorm, Norm, NormKind};
+use gpuprep::{Gpu, GpuMatrix};
+use ndarray::{Array1, Array2, ArrayD, IxDyn};
+
+fn data(n: usize, f: usize, seed: u32) -> Array2<f32> {
+    // A cheap deterministic fill (an LCG), so setup does not dominate.
+    let mut s = 0x2545F491u32 ^ seed;
+    Array2::from_shape_simple_fn((n, f), || {
+        s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+        (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 0.5
+    })
+}
+
+fn tensor(m: &Array2<f32>, dims: &[usize]) -> ArrayD<f64> {
+    ArrayD::from_shape_vec(IxDyn(dims), m.iter().map(|&v| v as f64).collect()).unwrap()
+}
+
+/// Wall time of `iters` ops recorded by `record`, at most 16 per submit.
+fn time_gpu(gpu: &Gpu, iters: u64, mut record: impl FnMut(&mut gpuprep::wgpu::CommandEncoder)) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let k = left.min(16);
+        let mut enc = gpu.encoder("bench");
+        for _ in 0..k {
+            record(&mut enc);
+        }
+        let t = Instant::now();
+        gpu.submit("bench", enc).unwrap();
+        gpu.wait().unwrap();
+        total += t.elapsed();
+        left -= k;
+    }
+    total
+}
+
+fn large() -> bool {
+    std::env::var("GPUPREP_BENCH_LARGE").is_ok_and(|v| v == "1")
+}
+
+fn bench_batchnorm(c: &mut Criterion) {
+    let gpu = Gpu::new()
+        .map_err(|e| eprintln!("batchnorm bench: no GPU ({e}); CPU only"))
+        .ok();
+    let mut group = c.benchmark_group("batchnorm");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
+    // (N, C, S): 16 MiB each; the anchors' shapes with GPUPREP_BENCH_LARGE=1.
+    let mut shapes = vec![(16_384usize, 256usize, 1usize, true), (64, 64, 256, true)];
+    if large() {
+        shapes.push((1 << 20, 256, 1, false));
+        shapes.push((256, 64, 1024, false));
+    }
+    for (n, ch, s, with_cpu) in shapes {
+        let f = ch * s;
+        let id = if s == 1 {
+            format!("{n}x{ch}")
+        } else {
+            format!("{n}x{ch}x{s}")
+        };
+        let dims: Vec<usize> = if s == 1 { vec![n, ch] } else { vec![n, ch, s] };
+        let x = data(n, f, 1);
+        let dy = data(n, f, 2);
+        let len = (n * f) as u64;
+        if with_cpu {
+            let xt = tensor(&x, &dims);
+            let dyt = tensor(&dy, &dims);
+            let mut cpu = BatchNormCpu::new(ch, RunningStatsConfig::pytorch());
+            group.throughput(Throughput::Bytes(8 * len));
+            group.bench_function(BenchmarkId::new("forward/cpu", &id), |b| {
+                b.iter(|| cpu.forward_train(xt.view()).unwrap())
+            });
+            let (_, saved) = cpu.forward_train(xt.view()).unwrap();
+            group.throughput(Throughput::Bytes(12 * len));
+            group.bench_function(BenchmarkId::new("backward/cpu", &id), |b| {
+                b.iter(|| cpu.backward(xt.view(), dyt.view(), &saved).unwrap())
+            });
+        }
+        let Some(g) = gpu.as_ref() else { continue };
+        if len * 4 > g.max_binding_bytes() {
+            eprintln!("batchnorm bench: {id} exceeds this adapter's binding limit; skipped");
+            continue;
+        }
+        let mut bn = BatchNorm::new(g, ch, RunningStatsConfig::pytorch(), 1e-5).unwrap();
+        let xg = GpuMatrix::upload(g, x.view()).unwrap();
+        let dyg = GpuMatrix::upload(g, dy.view()).unwrap();
+        let y = GpuMatrix::uninit(g, n, f).unwrap();
+        group.throughput(Throughput::Bytes(8 * len));
+        group.bench_function(BenchmarkId::new("forward/gpu", &id), |b| {
+            b.iter_custom(|iters| time_gpu(g, iters, |enc| bn.encode_forward_train(g, enc, &xg, &y).unwrap()))
+        });
+        let grads = bn.backward(g, &xg, &dyg).unwrap();
+        group.throughput(Throughput::Bytes(12 * len));
+        group.bench_function(BenchmarkId::new("backward/gpu", &id), |b| {
+            b.iter_custom(|iters| {
+                time_gpu(g, iters, |enc| {
+                    bn.encode_backward(g, enc, &xg, &dyg, &grads).unwrap()
+                })
+            })
+        });
+        if with_cpu {
+            group.throughput(Throughput::Bytes(8 * len));
+            group.bench_function(BenchmarkId::new("forward/gpu_roundtrip", &id), |b| {
+                b.iter(|| {
+                    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+                    bn.forward_train(g, &xg).unwrap().download(g).unwrap()
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn bench_norms(c: &mut Criterion) {
+    let gpu = Gpu::new().ok();
+    let mut group = c.benchmark_group("norm");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    // (kind, N, C, S, CPU too)
+    let mut cases = vec![
+        (NormKind::Layer, 16_384usize, 256usize, 1usize, true),
+        (NormKind::Group { groups: 8 }, 64, 64, 256, true),
+        (NormKind::Instance, 64, 64, 256, true),
+    ];
+    if large() {
+        cases.push((NormKind::Layer, 1 << 20, 256, 1, false));
+        cases.push((NormKind::Group { groups: 8 }, 256, 64, 1024, false));
+        cases.push((NormKind::Instance, 256, 64, 1024, false));
+    }
+    for (kind, n, ch, s, with_cpu) in cases {
+        let f = ch * s;
+        let id = format!("{}/{n}x{ch}x{s}", kind.name());
+        let a = if kind == NormKind::Layer { f } else { ch };
+        let x = data(n, f, 3);
+        let dy = data(n, f, 4);
+        let len = (n * f) as u64;
+        if with_cpu {
+            let dims = [n, ch, s];
+            let xt = tensor(&x, &dims);
+            let dyt = tensor(&dy, &dims);
+            let gm = Array1::<f64>::ones(a);
+            let bt = Array1::<f64>::zeros(a);
+            group.throughput(Throughput::Bytes(8 * len));
+            group.bench_function(BenchmarkId::new("forward/cpu", &id), |b| {
+                b.iter(|| norm_forward(kind, xt.view(), gm.view(), bt.view(), 1e-5).unwrap())
+            });
+            let fw = norm_forward(kind, xt.view(), gm.view(), bt.view(), 1e-5).unwrap();
+            group.throughput(Throughput::Bytes(12 * len));
+            group.bench_function(BenchmarkId::new("backward/cpu", &id), |b| {
+                b.iter(|| {
+                    norm_backward(
+                        kind,
+                        xt.view(),
+                        dyt.view(),
+                        gm.view(),
+                        fw.stats.mean.view(),
+                        fw.stats.invstd.view(),
+                    )
+                    .unwrap()
+                })
+            });
+        }
+        let Some(g) = gpu.as_ref() else { continue };
+        if len * 4 > g.max_binding_bytes() {
+            continue;
+        }
+        let norm = Norm::new(kind, ch);
+        let xg = GpuMatrix::upload(g, x.view()).unwrap();
+        let dyg = GpuMatrix::upload(g, dy.view()).unwrap();
+        let gm = GpuMatrix::filled(g, 1, a, 1.0).unwrap();
+        let bt = GpuMatrix::filled(g, 1, a, 0.0).unwrap();
+        let out = norm.alloc_forward(g, &xg).unwrap();
+        let grads = norm.alloc_backward(g, &xg).unwrap();
+        group.throughput(Throughput::Bytes(8 * len));
+        group.bench_function(BenchmarkId::new("forward/gpu", &id), |b| {
+            b.iter_custom(|iters| {
+                time_gpu(g, iters, |enc| {
+                    norm.encode_forward(g, enc, &xg, &gm, &bt, &out).unwrap()
+                })
+            })
+        });
+        group.throughput(Throughput::Bytes(12 * len));
+        group.bench_function(BenchmarkId::new("backward/gpu", &id), |b| {
+            b.iter_custom(|iters| {
+                time_gpu(g, iters, |enc| {
+                    norm.encode_backward(g, enc, &xg, &dyg, &gm, &out.stats, &grads)
+                        .unwrap()
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_batchnorm, bench_norms);
+criterion_main!(benches);

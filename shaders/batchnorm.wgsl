@@ -1,0 +1,499 @@
+// Batch normalization, forward and backward, over an (N, C, S) tensor viewed as
+// the row-major matrix (N rows, F = C * S columns): channel c owns the S
+// consecutive columns c*S .. c*S+S-1 (S = 1 for (N, D) input). CPU twin:
+// src/cpu/batchnorm.rs (and the generic src/cpu/norm.rs).
+//
+// Every pass over the data gives one thread one column and a strided set of
+// rows, so a warp reads consecutive addresses and the column's channel is
+// computed once per thread, not per element. A workgroup of WG threads is
+// laid out as col_lanes (TC) columns x WG/TC row lanes (TC = WG for wide
+// matrices, fewer for narrow ones), and covers one column tile x one chunk
+// of rows; workgroups are numbered linearly over a 2D dispatch.
+//
+// Forward, training:
+//   stats_partials  Welford per thread over its rows, on values shifted by the
+//                   first element of the column (exact in f32 when the data sit
+//                   on a large offset), Chan merge across row lanes ->
+//                   one partial (count, shift, mean, M2) per (chunk, column).
+//   stats_finalize  one workgroup per channel: Chan merge of its chunks x S
+//                   columns (re-expressed against the channel's shift, the
+//                   first element of its reduced set) -> stats[c] =
+//                   (shift, mean - shift, invstd, biased var); updates the
+//                   running statistics (no atomics: partials, then finalize).
+//   apply           y = ((x - shift) - mean') * invstd * gamma + beta.
+// Forward, eval: eval_prepare writes stats[c] = (running_mean, 0,
+//   1/sqrt(running_var + eps), running_var), then apply.
+// Backward (closed form):
+//   grad_partials   per (chunk, column): sum(dy), sum(dy * xhat); the statistics
+//                   group of element (r, col) is r * g_row_stride + col / g_div,
+//                   so the same pass gives dgamma/dbeta for layer, instance and
+//                   group norm (shaders/norm.wgsl) as well.
+//   grad_finalize   one workgroup per channel: dbeta[c] = sum(dy), dgamma[c] = sum(dy * xhat).
+//   dx              dx = gamma * invstd * (dy - dbeta/M - xhat * dgamma/M), M = N * S.
+
+struct Params {
+    rows: u32,          // N: rows of the (N, F) view
+    cols: u32,          // F = C * S
+    chunk_rows: u32,    // rows per chunk
+    chunks: u32,        // number of row chunks P
+    col_lanes: u32,     // TC: columns per workgroup (power of two dividing WG)
+    col_tiles: u32,     // ceil(F / TC)
+    channels: u32,      // C: channels merged by the finalize passes
+    spatial: u32,       // S: consecutive columns per channel
+    g_row_stride: u32,  // grad_partials: statistics group = row * g_row_stride + col / g_div
+    g_div: u32,
+    flags: u32,         // FLAG_* below
+    _pad0: u32,
+    eps: f32,
+    momentum: f32,      // weight of the new batch in the running averages
+    _pad1: f32,
+    _pad2: f32,
+}
+
+const FLAG_UPDATE_RUNNING: u32 = 1u;   // stats_finalize updates running statistics
+const FLAG_UNBIASED: u32 = 2u;         // running_var takes the unbiased batch variance
+const FLAG_CUMULATIVE: u32 = 4u;       // momentum = 1 / batches seen (PyTorch's momentum=None)
+
+// Welford partial of one (chunk, column): count, the shift K subtracted from every
+// value, mean of (x - K), and M2 = sum((x - K - mean)^2).
+struct Partial {
+    count: u32,
+    shift: f32,
+    mean: f32,
+    m2: f32,
+}
+
+override WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> partials: array<Partial>;
+// per statistics group: (shift, mean - shift, invstd, biased var)
+@group(0) @binding(4) var<storage, read_write> stats: array<vec4<f32>>;
+// per channel: (running_mean, running_var, batches tracked, unused)
+@group(0) @binding(5) var<storage, read_write> running: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> gamma: array<f32>;
+@group(0) @binding(7) var<storage, read> beta: array<f32>;
+@group(0) @binding(8) var<storage, read_write> out: array<f32>;
+// per (chunk, column): (sum dy, sum dy * xhat)
+@group(0) @binding(9) var<storage, read_write> gpartials: array<vec2<f32>>;
+@group(0) @binding(10) var<storage, read_write> dgamma: array<f32>;
+@group(0) @binding(11) var<storage, read_write> dbeta: array<f32>;
+
+var<workgroup> sh_n: array<u32, WG>;
+var<workgroup> sh_a: array<f32, WG>;
+var<workgroup> sh_b: array<f32, WG>;
+
+// Chan et al.'s merge of two Welford states (na, ma, m2a) and (nb, mb, m2b);
+// returns (mean, M2) of the union (its count is na + nb).
+fn chan(na: u32, ma: f32, m2a: f32, nb: u32, mb: f32, m2b: f32) -> vec2<f32> {
+    if (nb == 0u) {
+        return vec2<f32>(ma, m2a);
+    }
+    if (na == 0u) {
+        return vec2<f32>(mb, m2b);
+    }
+    let fa = f32(na);
+    let fb = f32(nb) / f32(na + nb);
+    let d = mb - ma;
+    return vec2<f32>(ma + d * fb, m2a + m2b + d * d * fa * fb);
+}
+
+// Linear workgroup id over a 2D dispatch (the host splits large counts across y).
+fn linear_wg(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+@compute @workgroup_size(WG)
+fn stats_partials(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let wg = linear_wg(wid, nwg);
+    if (wg >= p.col_tiles * p.chunks) {
+        return;
+    }
+    let tc = p.col_lanes;
+    let tr = WG / tc;
+    let lane = li % tc;
+    let rl = li / tc;
+    let tile = wg % p.col_tiles;
+    let chunk = wg / p.col_tiles;
+    let col = tile * tc + lane;
+    let r0 = chunk * p.chunk_rows;
+    let r1 = min(r0 + p.chunk_rows, p.rows);
+
+    var n = 0u;
+    var mean = 0.0;
+    var m2 = 0.0;
+    var shift = 0.0;
+    if (col < p.cols) {
+        shift = x[col];
+        let f = p.cols;
+        var r = r0 + rl;
+        // four rows at a time: four independent loads in flight, one division
+        loop {
+            if (r + 3u * tr >= r1) {
+                break;
+            }
+            let v0 = x[r * f + col] - shift;
+            let v1 = x[(r + tr) * f + col] - shift;
+            let v2 = x[(r + 2u * tr) * f + col] - shift;
+            let v3 = x[(r + 3u * tr) * f + col] - shift;
+            let m4 = 0.25 * ((v0 + v1) + (v2 + v3));
+            let d0 = v0 - m4;
+            let d1 = v1 - m4;
+            let d2 = v2 - m4;
+            let d3 = v3 - m4;
+            let q4 = (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+            let mm = chan(n, mean, m2, 4u, m4, q4);
+            n = n + 4u;
+            mean = mm.x;
+            m2 = mm.y;
+            r = r + 4u * tr;
+        }
+        loop {
+            if (r >= r1) {
+                break;
+            }
+            let v = x[r * f + col] - shift;
+            n = n + 1u;
+            let d = v - mean;
+            mean = mean + d / f32(n);
+            m2 = m2 + d * (v - mean);
+            r = r + tr;
+        }
+    }
+    sh_n[li] = n;
+    sh_a[li] = mean;
+    sh_b[li] = m2;
+    workgroupBarrier();
+    for (var s = tr / 2u; s > 0u; s = s / 2u) {
+        if (rl < s) {
+            let o = li + s * tc;
+            let mm = chan(sh_n[li], sh_a[li], sh_b[li], sh_n[o], sh_a[o], sh_b[o]);
+            sh_n[li] = sh_n[li] + sh_n[o];
+            sh_a[li] = mm.x;
+            sh_b[li] = mm.y;
+        }
+        workgroupBarrier();
+    }
+    if (rl == 0u && col < p.cols) {
+        partials[chunk * p.cols + col] = Partial(sh_n[li], shift, sh_a[li], sh_b[li]);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn stats_finalize(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let c = linear_wg(wid, nwg);
+    if (c >= p.channels) {
+        return;
+    }
+    let sp = p.spatial;
+    let first = c * sp;
+    // the channel's shift: the first element of its reduced set, x[0, c, 0]
+    let k = partials[first].shift;
+    var n = 0u;
+    var mean = 0.0;
+    var m2 = 0.0;
+    let items = p.chunks * sp;
+    for (var j = li; j < items; j = j + WG) {
+        let q = partials[(j / sp) * p.cols + first + j % sp];
+        // re-express the partial's mean against the channel's shift
+        let mm = chan(n, mean, m2, q.count, (q.shift - k) + q.mean, q.m2);
+        n = n + q.count;
+        mean = mm.x;
+        m2 = mm.y;
+    }
+    sh_n[li] = n;
+    sh_a[li] = mean;
+    sh_b[li] = m2;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (li < s) {
+            let o = li + s;
+            let mm = chan(sh_n[li], sh_a[li], sh_b[li], sh_n[o], sh_a[o], sh_b[o]);
+            sh_n[li] = sh_n[li] + sh_n[o];
+            sh_a[li] = mm.x;
+            sh_b[li] = mm.y;
+        }
+        workgroupBarrier();
+    }
+    if (li == 0u) {
+        let cnt = f32(sh_n[0]);
+        let ms = sh_a[0];
+        let var_b = max(sh_b[0] / cnt, 0.0);
+        let invstd = 1.0 / sqrt(var_b + p.eps);
+        stats[c] = vec4<f32>(k, ms, invstd, var_b);
+        if ((p.flags & FLAG_UPDATE_RUNNING) != 0u) {
+            let old = running[c];
+            let t = old.z + 1.0;
+            var f = p.momentum;
+            if ((p.flags & FLAG_CUMULATIVE) != 0u) {
+                f = 1.0 / t;
+            }
+            var v = var_b;
+            if ((p.flags & FLAG_UNBIASED) != 0u && sh_n[0] > 1u) {
+                v = var_b * (cnt / (cnt - 1.0));
+            }
+            let bm = k + ms;
+            running[c] = vec4<f32>(old.x + f * (bm - old.x), old.y + f * (v - old.y), t, 0.0);
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn eval_prepare(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let c = gid.x + gid.y * nwg.x * WG;
+    if (c >= p.channels) {
+        return;
+    }
+    let r = running[c];
+    stats[c] = vec4<f32>(r.x, 0.0, 1.0 / sqrt(max(r.y, 0.0) + p.eps), r.y);
+}
+
+@compute @workgroup_size(WG)
+fn apply(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let wg = linear_wg(wid, nwg);
+    if (wg >= p.col_tiles * p.chunks) {
+        return;
+    }
+    let tc = p.col_lanes;
+    let tr = WG / tc;
+    let col = (wg % p.col_tiles) * tc + li % tc;
+    if (col >= p.cols) {
+        return;
+    }
+    let r0 = (wg / p.col_tiles) * p.chunk_rows;
+    let r1 = min(r0 + p.chunk_rows, p.rows);
+    let c = col / p.spatial;
+    let st = stats[c];
+    let k = st.x;
+    let ms = st.y;
+    let a = st.z * gamma[c];
+    let b = beta[c];
+    let f = p.cols;
+    var r = r0 + li / tc;
+    loop {
+        if (r + 3u * tr >= r1) {
+            break;
+        }
+        let i0 = r * f + col;
+        let i1 = i0 + tr * f;
+        let i2 = i1 + tr * f;
+        let i3 = i2 + tr * f;
+        let v0 = x[i0];
+        let v1 = x[i1];
+        let v2 = x[i2];
+        let v3 = x[i3];
+        out[i0] = ((v0 - k) - ms) * a + b;
+        out[i1] = ((v1 - k) - ms) * a + b;
+        out[i2] = ((v2 - k) - ms) * a + b;
+        out[i3] = ((v3 - k) - ms) * a + b;
+        r = r + 4u * tr;
+    }
+    loop {
+        if (r >= r1) {
+            break;
+        }
+        let i = r * f + col;
+        out[i] = ((x[i] - k) - ms) * a + b;
+        r = r + tr;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn grad_partials(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let wg = linear_wg(wid, nwg);
+    if (wg >= p.col_tiles * p.chunks) {
+        return;
+    }
+    let tc = p.col_lanes;
+    let tr = WG / tc;
+    let lane = li % tc;
+    let rl = li / tc;
+    let tile = wg % p.col_tiles;
+    let chunk = wg / p.col_tiles;
+    let col = tile * tc + lane;
+    let r0 = chunk * p.chunk_rows;
+    let r1 = min(r0 + p.chunk_rows, p.rows);
+
+    var s_dy = 0.0;
+    var s_dyx = 0.0;
+    if (col < p.cols) {
+        let f = p.cols;
+        let g0 = col / p.g_div;
+        let gs = p.g_row_stride;
+        var r = r0 + rl;
+        if (gs == 0u) {
+            // batch norm: one statistics group per column
+            let st = stats[g0];
+            loop {
+                if (r + 3u * tr >= r1) {
+                    break;
+                }
+                let i0 = r * f + col;
+                let i1 = i0 + tr * f;
+                let i2 = i1 + tr * f;
+                let i3 = i2 + tr * f;
+                let e0 = dy[i0];
+                let e1 = dy[i1];
+                let e2 = dy[i2];
+                let e3 = dy[i3];
+                let h0 = ((x[i0] - st.x) - st.y) * st.z;
+                let h1 = ((x[i1] - st.x) - st.y) * st.z;
+                let h2 = ((x[i2] - st.x) - st.y) * st.z;
+                let h3 = ((x[i3] - st.x) - st.y) * st.z;
+                s_dy = s_dy + ((e0 + e1) + (e2 + e3));
+                s_dyx = s_dyx + ((e0 * h0 + e1 * h1) + (e2 * h2 + e3 * h3));
+                r = r + 4u * tr;
+            }
+            loop {
+                if (r >= r1) {
+                    break;
+                }
+                let i = r * f + col;
+                let e = dy[i];
+                s_dy = s_dy + e;
+                s_dyx = s_dyx + e * (((x[i] - st.x) - st.y) * st.z);
+                r = r + tr;
+            }
+        } else {
+            // layer / instance / group norm: the statistics group changes with the row
+            loop {
+                if (r >= r1) {
+                    break;
+                }
+                let st = stats[r * gs + g0];
+                let i = r * f + col;
+                let e = dy[i];
+                s_dy = s_dy + e;
+                s_dyx = s_dyx + e * (((x[i] - st.x) - st.y) * st.z);
+                r = r + tr;
+            }
+        }
+    }
+    sh_a[li] = s_dy;
+    sh_b[li] = s_dyx;
+    workgroupBarrier();
+    for (var s = tr / 2u; s > 0u; s = s / 2u) {
+        if (rl < s) {
+            let o = li + s * tc;
+            sh_a[li] = sh_a[li] + sh_a[o];
+            sh_b[li] = sh_b[li] + sh_b[o];
+        }
+        workgroupBarrier();
+    }
+    if (rl == 0u && col < p.cols) {
+        gpartials[chunk * p.cols + col] = vec2<f32>(sh_a[li], sh_b[li]);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn grad_finalize(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let c = linear_wg(wid, nwg);
+    if (c >= p.channels) {
+        return;
+    }
+    let sp = p.spatial;
+    let first = c * sp;
+    var a = 0.0;
+    var b = 0.0;
+    let items = p.chunks * sp;
+    for (var j = li; j < items; j = j + WG) {
+        let q = gpartials[(j / sp) * p.cols + first + j % sp];
+        a = a + q.x;
+        b = b + q.y;
+    }
+    sh_a[li] = a;
+    sh_b[li] = b;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (li < s) {
+            sh_a[li] = sh_a[li] + sh_a[li + s];
+            sh_b[li] = sh_b[li] + sh_b[li + s];
+        }
+        workgroupBarrier();
+    }
+    if (li == 0u) {
+        dbeta[c] = sh_a[0];
+        dgamma[c] = sh_b[0];
+    }
+}
+
+@compute @workgroup_size(WG)
+fn dx(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let wg = linear_wg(wid, nwg);
+    if (wg >= p.col_tiles * p.chunks) {
+        return;
+    }
+    let tc = p.col_lanes;
+    let tr = WG / tc;
+    let col = (wg % p.col_tiles) * tc + li % tc;
+    if (col >= p.cols) {
+        return;
+    }
+    let r0 = (wg / p.col_tiles) * p.chunk_rows;
+    let r1 = min(r0 + p.chunk_rows, p.rows);
+    let c = col / p.spatial;
+    let st = stats[c];
+    let inv_m = 1.0 / (f32(p.rows) * f32(p.spatial));
+    let a = gamma[c] * st.z;
+    let mdy = dbeta[c] * inv_m;
+    let mdyx = dgamma[c] * inv_m;
+    let f = p.cols;
+    var r = r0 + li / tc;
+    loop {
+        if (r + 3u * tr >= r1) {
+            break;
+        }
+        let i0 = r * f + col;
+        let i1 = i0 + tr * f;
+        let i2 = i1 + tr * f;
+        let i3 = i2 + tr * f;
+        let h0 = ((x[i0] - st.x) - st.y) * st.z;
+        let h1 = ((x[i1] - st.x) - st.y) * st.z;
+        let h2 = ((x[i2] - st.x) - st.y) * st.z;
+        let h3 = ((x[i3] - st.x) - st.y) * st.z;
+        let e0 = dy[i0];
+        let e1 = dy[i1];
+        let e2 = dy[i2];
+        let e3 = dy[i3];
+        out[i0] = a * ((e0 - mdy) - h0 * mdyx);
+        out[i1] = a * ((e1 - mdy) - h1 * mdyx);
+        out[i2] = a * ((e2 - mdy) - h2 * mdyx);
+        out[i3] = a * ((e3 - mdy) - h3 * mdyx);
+        r = r + 4u * tr;
+    }
+    loop {
+        if (r >= r1) {
+            break;
+        }
+        let i = r * f + col;
+        let h = ((x[i] - st.x) - st.y) * st.z;
+        out[i] = a * ((dy[i] - mdy) - h * mdyx);
+        r = r + tr;
+    }
+}

@@ -1,0 +1,244 @@
+// Layer, instance and group normalization, forward and backward: one kernel
+// family. CPU twin: src/cpu/norm.rs.
+//
+// An (N, C, S) tensor (S = product of the trailing dimensions, 1 for (N, D))
+// is viewed as R = N * G rows of L = C * S / G contiguous elements, and each
+// row is normalized over itself:
+//   layer norm     G = 1  (L = C * S), gamma/beta elementwise over the sample (length C * S)
+//   instance norm  G = C  (L = S),     gamma/beta per channel
+//   group norm     G = G  (L = C/G*S), gamma/beta per channel
+// The affine index of element i of row r is (r % G) * L + i (elementwise) or
+// the channel (r % G) * (L / S) + i / S (per channel), which each thread
+// tracks incrementally as it strides along the row (no division per element).
+//
+// A workgroup of WG threads holds WG / TL rows ("slots") of TL lanes each
+// and strides over the rows. Per row: Welford per lane on values shifted by
+// the row's first element, Chan merge across the lanes in workgroup memory,
+// then the same workgroup applies the normalization (the second read of the
+// row hits the cache): one pass over memory, no atomics.
+//   row_forward   y = ((x - shift) - mean') * invstd * gamma + beta;
+//                 stats[r] = (shift, mean - shift, invstd, biased var)
+//   row_backward  per row: g = dy * gamma, xhat = ((x - shift) - mean') * invstd,
+//                 dx = invstd * (g - sum(g)/L - xhat * sum(g * xhat)/L)
+// dgamma/dbeta are column sums over rows of (dy * xhat, dy): the grad_partials
+// and grad_finalize passes of shaders/batchnorm.wgsl, with the statistics
+// group of element (n, col) = n * G + col / L.
+
+struct RowParams {
+    rows: u32,         // R = N * G
+    len: u32,          // L: elements per row
+    lanes: u32,        // TL: lanes per row (power of two dividing WG)
+    groups: u32,       // G: rows per sample
+    spatial: u32,      // S
+    per_channel: u32,  // 1: gamma/beta per channel; 0: elementwise over the sample
+    lane_q: u32,       // TL / S
+    lane_r: u32,       // TL % S
+    eps: f32,
+    _pad0: f32,
+    _pad1: f32,
+    _pad2: f32,
+}
+
+override WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: RowParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+// per row: (shift, mean - shift, invstd, biased var)
+@group(0) @binding(4) var<storage, read_write> stats: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> gamma: array<f32>;
+@group(0) @binding(7) var<storage, read> beta: array<f32>;
+@group(0) @binding(8) var<storage, read_write> out: array<f32>;
+
+var<workgroup> sh_n: array<u32, WG>;
+var<workgroup> sh_a: array<f32, WG>;
+var<workgroup> sh_b: array<f32, WG>;
+
+fn chan(na: u32, ma: f32, m2a: f32, nb: u32, mb: f32, m2b: f32) -> vec2<f32> {
+    if (nb == 0u) {
+        return vec2<f32>(ma, m2a);
+    }
+    if (na == 0u) {
+        return vec2<f32>(mb, m2b);
+    }
+    let fa = f32(na);
+    let fb = f32(nb) / f32(na + nb);
+    let d = mb - ma;
+    return vec2<f32>(ma + d * fb, m2a + m2b + d * d * fa * fb);
+}
+
+// Walks the affine index of a lane's elements i = lane, lane + TL, ... of one row.
+struct Affine {
+    idx: u32,  // current affine index
+    s: u32,    // position within the channel (per-channel mode)
+}
+
+fn affine_start(r: u32, lane: u32) -> Affine {
+    let g = r % p.groups;
+    if (p.per_channel == 0u) {
+        return Affine(g * p.len + lane, 0u);
+    }
+    let sp = p.spatial;
+    return Affine(g * (p.len / sp) + lane / sp, lane % sp);
+}
+
+fn affine_step(a: Affine) -> Affine {
+    if (p.per_channel == 0u) {
+        return Affine(a.idx + p.lanes, 0u);
+    }
+    var s = a.s + p.lane_r;
+    var idx = a.idx + p.lane_q;
+    if (s >= p.spatial) {
+        s = s - p.spatial;
+        idx = idx + 1u;
+    }
+    return Affine(idx, s);
+}
+
+@compute @workgroup_size(WG)
+fn row_forward(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let tl = p.lanes;
+    let slots = WG / tl;
+    let slot = li / tl;
+    let lane = li % tl;
+    let base_li = slot * tl;
+    let nblocks = (p.rows + slots - 1u) / slots;
+    let total_wg = nwg.x * nwg.y;
+    let len = p.len;
+    for (var blk = wid.x + wid.y * nwg.x; blk < nblocks; blk = blk + total_wg) {
+        let r = blk * slots + slot;
+        let valid = r < p.rows;
+        var n = 0u;
+        var mean = 0.0;
+        var m2 = 0.0;
+        var shift = 0.0;
+        if (valid) {
+            let base = r * len;
+            shift = x[base];
+            var i = lane;
+            loop {
+                if (i + 3u * tl >= len) {
+                    break;
+                }
+                let v0 = x[base + i] - shift;
+                let v1 = x[base + i + tl] - shift;
+                let v2 = x[base + i + 2u * tl] - shift;
+                let v3 = x[base + i + 3u * tl] - shift;
+                let m4 = 0.25 * ((v0 + v1) + (v2 + v3));
+                let d0 = v0 - m4;
+                let d1 = v1 - m4;
+                let d2 = v2 - m4;
+                let d3 = v3 - m4;
+                let q4 = (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+                let mm = chan(n, mean, m2, 4u, m4, q4);
+                n = n + 4u;
+                mean = mm.x;
+                m2 = mm.y;
+                i = i + 4u * tl;
+            }
+            loop {
+                if (i >= len) {
+                    break;
+                }
+                let v = x[base + i] - shift;
+                n = n + 1u;
+                let d = v - mean;
+                mean = mean + d / f32(n);
+                m2 = m2 + d * (v - mean);
+                i = i + tl;
+            }
+        }
+        sh_n[li] = n;
+        sh_a[li] = mean;
+        sh_b[li] = m2;
+        workgroupBarrier();
+        for (var s = tl / 2u; s > 0u; s = s / 2u) {
+            if (lane < s) {
+                let o = li + s;
+                let mm = chan(sh_n[li], sh_a[li], sh_b[li], sh_n[o], sh_a[o], sh_b[o]);
+                sh_n[li] = sh_n[li] + sh_n[o];
+                sh_a[li] = mm.x;
+                sh_b[li] = mm.y;
+            }
+            workgroupBarrier();
+        }
+        let ms = sh_a[base_li];
+        let var_b = max(sh_b[base_li] / f32(len), 0.0);
+        let invstd = 1.0 / sqrt(var_b + p.eps);
+        workgroupBarrier();
+        if (valid) {
+            if (lane == 0u) {
+                stats[r] = vec4<f32>(shift, ms, invstd, var_b);
+            }
+            let base = r * len;
+            var af = affine_start(r, lane);
+            for (var i = lane; i < len; i = i + tl) {
+                out[base + i] = ((x[base + i] - shift) - ms) * invstd * gamma[af.idx] + beta[af.idx];
+                af = affine_step(af);
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn row_backward(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let tl = p.lanes;
+    let slots = WG / tl;
+    let slot = li / tl;
+    let lane = li % tl;
+    let base_li = slot * tl;
+    let nblocks = (p.rows + slots - 1u) / slots;
+    let total_wg = nwg.x * nwg.y;
+    let len = p.len;
+    for (var blk = wid.x + wid.y * nwg.x; blk < nblocks; blk = blk + total_wg) {
+        let r = blk * slots + slot;
+        let valid = r < p.rows;
+        var st = vec4<f32>(0.0);
+        var s_g = 0.0;
+        var s_gx = 0.0;
+        if (valid) {
+            st = stats[r];
+            let base = r * len;
+            var af = affine_start(r, lane);
+            for (var i = lane; i < len; i = i + tl) {
+                let g = dy[base + i] * gamma[af.idx];
+                let h = ((x[base + i] - st.x) - st.y) * st.z;
+                s_g = s_g + g;
+                s_gx = s_gx + g * h;
+                af = affine_step(af);
+            }
+        }
+        sh_a[li] = s_g;
+        sh_b[li] = s_gx;
+        workgroupBarrier();
+        for (var s = tl / 2u; s > 0u; s = s / 2u) {
+            if (lane < s) {
+                sh_a[li] = sh_a[li] + sh_a[li + s];
+                sh_b[li] = sh_b[li] + sh_b[li + s];
+            }
+            workgroupBarrier();
+        }
+        let inv_l = 1.0 / f32(len);
+        let mg = sh_a[base_li] * inv_l;
+        let mgx = sh_b[base_li] * inv_l;
+        workgroupBarrier();
+        if (valid) {
+            let base = r * len;
+            var af = affine_start(r, lane);
+            for (var i = lane; i < len; i = i + tl) {
+                let g = dy[base + i] * gamma[af.idx];
+                let h = ((x[base + i] - st.x) - st.y) * st.z;
+                out[base + i] = st.z * ((g - mg) - h * mgx);
+                af = affine_step(af);
+            }
+        }
+    }
+}

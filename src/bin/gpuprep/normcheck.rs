@@ -1,0 +1,225 @@
+//! `gpuprep normcheck`: a conformance tool. Runs one normalization forward and
+//! backward (training mode) on the user's own tensors and writes every result
+//! as .npy, so it can be compared with another framework's:
+//! y, dx (shaped as x), dgamma, dbeta (shaped as gamma), mean, invstd
+//! (batch: (C,); layer: (N,); instance: (N, C); group: (N, G)).
+//! GPU results are f32, CPU (f64 twin) results f64. Every file is written
+//! atomically (temporary file, then rename).
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use gpuprep::cpu::norm::{norm_backward, norm_forward, NormKind, NormPlan, NormShape};
+use gpuprep::ops::Norm;
+use gpuprep::{io, Error, GpuMatrix};
+use ndarray::{Array1, Array2, ArrayD, IxDyn};
+use ndarray_npy::{ReadNpyError, ReadNpyExt, WriteNpyExt};
+
+use crate::{gpu_or_cpu, Device};
+
+fn invalid(reason: impl Into<String>) -> Error {
+    Error::InvalidArgument {
+        op: "normcheck",
+        reason: reason.into(),
+    }
+}
+
+fn mismatch(expected: String, got: String) -> Error {
+    Error::ShapeMismatch {
+        op: "normcheck",
+        expected,
+        got,
+    }
+}
+
+pub struct NormcheckArgs {
+    pub kind: NormKind,
+    pub x: PathBuf,
+    pub dy: PathBuf,
+    pub gamma: Option<PathBuf>,
+    pub beta: Option<PathBuf>,
+    pub eps: f64,
+    pub device: Device,
+    pub out: PathBuf,
+}
+
+/// Reads an .npy array of any rank, f32 or f64, as f64.
+fn read_npy(path: &Path) -> gpuprep::Result<ArrayD<f64>> {
+    let open = || {
+        File::open(path).map(BufReader::new).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let parse = |e: ReadNpyError| Error::Parse {
+        path: path.to_path_buf(),
+        line: None,
+        reason: format!("not an f32 or f64 array: {e}"),
+    };
+    match ArrayD::<f32>::read_npy(open()?) {
+        Ok(a) => Ok(a.mapv(f64::from)),
+        Err(ReadNpyError::WrongDescriptor(_)) => ArrayD::<f64>::read_npy(open()?).map_err(parse),
+        Err(e) => Err(parse(e)),
+    }
+}
+
+fn write_npy<T: ndarray_npy::WritableElement>(
+    dir: &Path,
+    name: &str,
+    a: &ArrayD<T>,
+) -> gpuprep::Result<PathBuf> {
+    let path = dir.join(name);
+    io::write_atomic(&path, |w| {
+        a.write_npy(w).map_err(|e| Error::Io {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })
+    })?;
+    Ok(path)
+}
+
+/// The shape of mean / invstd for `plan`, as the frameworks report them.
+fn stats_dims(plan: &NormPlan) -> Vec<usize> {
+    let NormShape { n, c, .. } = plan.shape;
+    match plan.kind {
+        NormKind::Batch => vec![c],
+        NormKind::Layer => vec![n],
+        NormKind::Instance => vec![n, c],
+        NormKind::Group { groups } => vec![n, groups],
+    }
+}
+
+fn reshape<T>(v: Vec<T>, dims: &[usize]) -> gpuprep::Result<ArrayD<T>> {
+    ArrayD::from_shape_vec(IxDyn(dims), v).map_err(|e| invalid(e.to_string()))
+}
+
+fn as_vector(path: &Path, a: ArrayD<f64>, len: usize) -> gpuprep::Result<Array1<f64>> {
+    if a.len() != len {
+        return Err(mismatch(
+            format!("{} with {len} elements", path.display()),
+            format!("shape {:?}", a.shape()),
+        ));
+    }
+    Ok(Array1::from_iter(a.iter().copied()))
+}
+
+pub fn normcheck(args: NormcheckArgs) -> gpuprep::Result<()> {
+    const OP: &str = "normcheck";
+    let x = read_npy(&args.x)?;
+    let dy = read_npy(&args.dy)?;
+    if dy.shape() != x.shape() {
+        return Err(mismatch(
+            format!("dy shaped as x, {:?}", x.shape()),
+            format!("{:?}", dy.shape()),
+        ));
+    }
+    let shape = NormShape::from_dims(OP, x.shape())?;
+    let plan = NormPlan::new(OP, args.kind, shape, true)?;
+    let a = plan.affine_len;
+    let affine_dims: Vec<usize> = match args.kind {
+        NormKind::Layer => x.shape()[1..].to_vec(),
+        _ => vec![shape.c],
+    };
+    let gamma = match &args.gamma {
+        Some(p) => as_vector(p, read_npy(p)?, a)?,
+        None => Array1::ones(a),
+    };
+    let beta = match &args.beta {
+        Some(p) => as_vector(p, read_npy(p)?, a)?,
+        None => Array1::zeros(a),
+    };
+    std::fs::create_dir_all(&args.out).map_err(|source| Error::Io {
+        path: args.out.clone(),
+        source,
+    })?;
+    let sdims = stats_dims(&plan);
+    let dir = &args.out;
+    let mut written = Vec::new();
+    match gpu_or_cpu(args.device) {
+        Some(g) => {
+            let eps = args.eps as f32;
+            let to_matrix = |t: &ArrayD<f64>| {
+                Array2::from_shape_vec((shape.n, shape.features()), t.iter().map(|&v| v as f32).collect())
+                    .map_err(|e| invalid(e.to_string()))
+            };
+            let row = |v: &Array1<f64>| v.mapv(|t| t as f32).insert_axis(ndarray::Axis(0));
+            let xg = GpuMatrix::upload(&g, to_matrix(&x)?.view())?;
+            let dyg = GpuMatrix::upload(&g, to_matrix(&dy)?.view())?;
+            let gg = GpuMatrix::upload(&g, row(&gamma).view())?;
+            let bg = GpuMatrix::upload(&g, row(&beta).view())?;
+            let norm = Norm::new(args.kind, shape.c).with_eps(eps);
+            let fw = norm.forward(&g, &xg, &gg, &bg)?;
+            let gr = norm.backward(&g, &xg, &dyg, &gg, &fw.stats)?;
+            let st = fw.stats.buffer.download(&g)?;
+            let f32s = |m: Array2<f32>| m.iter().copied().collect::<Vec<f32>>();
+            let mean: Vec<f32> = st.rows().into_iter().map(|r| r[0] + r[1]).collect();
+            let invstd: Vec<f32> = st.column(2).to_vec();
+            written.push(write_npy(
+                dir,
+                "y.npy",
+                &reshape(f32s(fw.y.download(&g)?), x.shape())?,
+            )?);
+            written.push(write_npy(
+                dir,
+                "dx.npy",
+                &reshape(f32s(gr.dx.download(&g)?), x.shape())?,
+            )?);
+            written.push(write_npy(
+                dir,
+                "dgamma.npy",
+                &reshape(f32s(gr.dgamma.download(&g)?), &affine_dims)?,
+            )?);
+            written.push(write_npy(
+                dir,
+                "dbeta.npy",
+                &reshape(f32s(gr.dbeta.download(&g)?), &affine_dims)?,
+            )?);
+            written.push(write_npy(dir, "mean.npy", &reshape(mean, &sdims)?)?);
+            written.push(write_npy(dir, "invstd.npy", &reshape(invstd, &sdims)?)?);
+            eprintln!(
+                "normcheck: {} norm on {} (f32)",
+                args.kind.name(),
+                g.adapter_name()
+            );
+        }
+        None => {
+            let fw = norm_forward(args.kind, x.view(), gamma.view(), beta.view(), args.eps)?;
+            let gr = norm_backward(
+                args.kind,
+                x.view(),
+                dy.view(),
+                gamma.view(),
+                fw.stats.mean.view(),
+                fw.stats.invstd.view(),
+            )?;
+            written.push(write_npy(dir, "y.npy", &fw.y)?);
+            written.push(write_npy(dir, "dx.npy", &gr.dx)?);
+            written.push(write_npy(
+                dir,
+                "dgamma.npy",
+                &reshape(gr.dgamma.to_vec(), &affine_dims)?,
+            )?);
+            written.push(write_npy(
+                dir,
+                "dbeta.npy",
+                &reshape(gr.dbeta.to_vec(), &affine_dims)?,
+            )?);
+            written.push(write_npy(
+                dir,
+                "mean.npy",
+                &reshape(fw.stats.mean.to_vec(), &sdims)?,
+            )?);
+            written.push(write_npy(
+                dir,
+                "invstd.npy",
+                &reshape(fw.stats.invstd.to_vec(), &sdims)?,
+            )?);
+            eprintln!("normcheck: {} norm on the CPU (f64 twin)", args.kind.name());
+        }
+    }
+    for p in written {
+        println!("{}", p.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,391 @@
+//! CPU twin of `shaders/batchnorm.wgsl`: batch normalization in f64.
+//!
+//! Three forms of the same function:
+//! - [`forward_staged`] / [`backward_staged`]: the lecture's computational graph,
+//!   literally, on an `(M, C)` matrix (rows are the reduced set, columns the
+//!   channels): forward steps 1 to 9 (mu, xmu, sq, var, sqrtvar, ivar, xhat,
+//!   gammax, out) and backward steps 9 to 0, each a node's local gradient;
+//! - [`backward_closed`]: the closed form
+//!   `dx = (1/M) * gamma * invstd * (M * dy - sum(dy) - xhat * sum(dy * xhat))`,
+//!   which the GPU computes (one reduction pass, one elementwise pass);
+//! - [`BatchNormCpu`]: a layer over `(N, D)` or `(N, C, H, W)` input with running
+//!   statistics (PyTorch's convention, the lecture's, or a cumulative average)
+//!   and an eval mode, built on the generic twin in [`super::norm`].
+
+use ndarray::{Array1, Array2, ArrayD, ArrayView1, ArrayView2, ArrayViewD, Axis, IxDyn};
+
+use super::norm::{check_eps, check_len, group_stats, norm_apply, NormKind, NormPlan, NormShape};
+use crate::error::{Error, Result};
+
+/// PyTorch's default eps.
+pub const DEFAULT_EPS: f64 = 1e-5;
+
+/// Everything the staged backward pass needs (the lecture's `cache`).
+#[derive(Clone, Debug)]
+pub struct StagedCache {
+    /// Step 7: the normalized input.
+    pub xhat: Array2<f64>,
+    /// The scale the forward pass used.
+    pub gamma: Array1<f64>,
+    /// Step 2: the centered input.
+    pub xmu: Array2<f64>,
+    /// Step 6: 1 / sqrtvar.
+    pub ivar: Array1<f64>,
+    /// Step 5: sqrt(var + eps).
+    pub sqrtvar: Array1<f64>,
+    /// Step 4: the biased variance.
+    pub var: Array1<f64>,
+    /// eps.
+    pub eps: f64,
+}
+
+fn check_matrix(op: &'static str, x: &ArrayView2<f64>, gamma: &ArrayView1<f64>) -> Result<()> {
+    let (m, c) = x.dim();
+    if m == 0 || c == 0 {
+        return Err(Error::shape(op, "(M, C) with M, C > 0", format!("({m}, {c})")));
+    }
+    if m == 1 {
+        return Err(Error::invalid(
+            op,
+            format!("Expected more than 1 value per channel when training, got input size [1, {c}]"),
+        ));
+    }
+    check_len(op, "gamma", gamma, c)
+}
+
+/// Forward pass, training mode, as the lecture's graph: `x` is `(M, C)`, statistics per column.
+pub fn forward_staged(
+    x: ArrayView2<f64>,
+    gamma: ArrayView1<f64>,
+    beta: ArrayView1<f64>,
+    eps: f64,
+) -> Result<(Array2<f64>, StagedCache)> {
+    const OP: &str = "batchnorm_forward_staged";
+    check_matrix(OP, &x, &gamma)?;
+    check_len(OP, "beta", &beta, x.ncols())?;
+    check_eps(OP, eps)?;
+    let m = x.nrows() as f64;
+    // step 1: mean of each column
+    let mu = x.sum_axis(Axis(0)) / m;
+    // step 2: subtract the mean
+    let xmu = &x - &mu;
+    // step 3: square
+    let sq = xmu.mapv(|v| v * v);
+    // step 4: biased variance
+    let var = sq.sum_axis(Axis(0)) / m;
+    // step 5: standard deviation
+    let sqrtvar = var.mapv(|v| (v + eps).sqrt());
+    // step 6: invert
+    let ivar = sqrtvar.mapv(|v| 1.0 / v);
+    // step 7: normalize
+    let xhat = &xmu * &ivar;
+    // step 8: scale
+    let gammax = &xhat * &gamma;
+    // step 9: shift
+    let out = &gammax + &beta;
+    let cache = StagedCache {
+        xhat,
+        gamma: gamma.to_owned(),
+        xmu,
+        ivar,
+        sqrtvar,
+        var,
+        eps,
+    };
+    Ok((out, cache))
+}
+
+/// Backward pass through the lecture's graph, node by node (steps 9 to 0).
+/// Returns `(dx, dgamma, dbeta)`.
+pub fn backward_staged(
+    dout: ArrayView2<f64>,
+    cache: &StagedCache,
+) -> Result<(Array2<f64>, Array1<f64>, Array1<f64>)> {
+    const OP: &str = "batchnorm_backward_staged";
+    if dout.dim() != cache.xhat.dim() {
+        return Err(Error::shape(
+            OP,
+            format!("dout of shape {:?}", cache.xhat.dim()),
+            format!("{:?}", dout.dim()),
+        ));
+    }
+    let StagedCache {
+        xhat,
+        gamma,
+        xmu,
+        ivar,
+        sqrtvar,
+        var,
+        eps,
+    } = cache;
+    let m = dout.nrows() as f64;
+    // step 9: out = gammax + beta
+    let dbeta = dout.sum_axis(Axis(0));
+    let dgammax = dout.to_owned();
+    // step 8: gammax = gamma * xhat
+    let dgamma = (&dgammax * xhat).sum_axis(Axis(0));
+    let dxhat = &dgammax * gamma;
+    // step 7: xhat = xmu * ivar
+    let divar = (&dxhat * xmu).sum_axis(Axis(0));
+    let dxmu1 = &dxhat * ivar;
+    // step 6: ivar = 1 / sqrtvar
+    let dsqrtvar = Array1::from_shape_fn(divar.len(), |j| -1.0 / (sqrtvar[j] * sqrtvar[j]) * divar[j]);
+    // step 5: sqrtvar = sqrt(var + eps)
+    let dvar = Array1::from_shape_fn(var.len(), |j| 0.5 / (var[j] + eps).sqrt() * dsqrtvar[j]);
+    // step 4: var = 1/M * sum(sq)
+    let dsq = Array2::from_shape_fn(dout.dim(), |(_, j)| dvar[j] / m);
+    // step 3: sq = xmu^2
+    let dxmu2 = 2.0 * xmu * &dsq;
+    // step 2: xmu = x - mu (two branches reach x: directly and through mu)
+    let dx1 = &dxmu1 + &dxmu2;
+    let dmu = -dx1.sum_axis(Axis(0));
+    // step 1: mu = 1/M * sum(x)
+    let dx2 = Array2::from_shape_fn(dout.dim(), |(_, j)| dmu[j] / m);
+    // step 0: sum the two branches
+    let dx = &dx1 + &dx2;
+    Ok((dx, dgamma, dbeta))
+}
+
+/// The closed-form backward pass on an `(M, C)` matrix:
+/// `dx = (1/M) * gamma * invstd * (M * dy - sum(dy) - xhat * sum(dy * xhat))`,
+/// `dgamma = sum(dy * xhat)`, `dbeta = sum(dy)`.
+pub fn backward_closed(
+    dout: ArrayView2<f64>,
+    xhat: ArrayView2<f64>,
+    gamma: ArrayView1<f64>,
+    invstd: ArrayView1<f64>,
+) -> Result<(Array2<f64>, Array1<f64>, Array1<f64>)> {
+    const OP: &str = "batchnorm_backward_closed";
+    if dout.dim() != xhat.dim() {
+        return Err(Error::shape(
+            OP,
+            format!("dout of shape {:?}", xhat.dim()),
+            format!("{:?}", dout.dim()),
+        ));
+    }
+    check_len(OP, "gamma", &gamma, xhat.ncols())?;
+    check_len(OP, "invstd", &invstd, xhat.ncols())?;
+    let m = dout.nrows() as f64;
+    let dbeta = dout.sum_axis(Axis(0));
+    let dgamma = (&dout * &xhat).sum_axis(Axis(0));
+    let dx = Array2::from_shape_fn(dout.dim(), |(i, j)| {
+        gamma[j] * invstd[j] / m * (m * dout[[i, j]] - dbeta[j] - xhat[[i, j]] * dgamma[j])
+    });
+    Ok((dx, dgamma, dbeta))
+}
+
+/// `(N, C, S...)` to the `(N * S, C)` matrix of the staged functions (channels last).
+pub fn to_channels_last(x: ArrayViewD<f64>) -> Result<Array2<f64>> {
+    let shape = NormShape::from_dims("batchnorm_to_channels_last", x.shape())?;
+    let flat: Vec<f64> = x.iter().copied().collect();
+    Ok(Array2::from_shape_fn((shape.n * shape.s, shape.c), |(r, c)| {
+        let (n, s) = (r / shape.s, r % shape.s);
+        flat[(n * shape.c + c) * shape.s + s]
+    }))
+}
+
+/// Inverse of [`to_channels_last`] for an input of shape `dims`.
+pub fn from_channels_last(m: ArrayView2<f64>, dims: &[usize]) -> Result<ArrayD<f64>> {
+    const OP: &str = "batchnorm_from_channels_last";
+    let shape = NormShape::from_dims(OP, dims)?;
+    if m.dim() != (shape.n * shape.s, shape.c) {
+        return Err(Error::shape(
+            OP,
+            format!("({}, {})", shape.n * shape.s, shape.c),
+            format!("{:?}", m.dim()),
+        ));
+    }
+    let mut out = vec![0.0; shape.len()];
+    for n in 0..shape.n {
+        for c in 0..shape.c {
+            for s in 0..shape.s {
+                out[(n * shape.c + c) * shape.s + s] = m[[n * shape.s + s, c]];
+            }
+        }
+    }
+    ArrayD::from_shape_vec(IxDyn(dims), out).map_err(|e| Error::invalid(OP, e.to_string()))
+}
+
+/// How running statistics are updated in training mode.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RunningStatsConfig {
+    /// Weight of the new batch: `running = (1 - m) * running + m * batch`.
+    /// `None`: a cumulative (equal-weight) average over the batches seen so far,
+    /// i.e. `m = 1 / num_batches_tracked`, as PyTorch's `momentum=None`.
+    pub momentum: Option<f64>,
+    /// Whether running_var takes the unbiased batch variance (`* M / (M - 1)`).
+    pub unbiased: bool,
+    /// Initial running variance (running mean always starts at 0).
+    pub initial_var: f64,
+}
+
+impl RunningStatsConfig {
+    /// PyTorch's default: momentum 0.1, unbiased running variance, running_var starts at 1.
+    pub fn pytorch() -> Self {
+        RunningStatsConfig {
+            momentum: Some(0.1),
+            unbiased: true,
+            initial_var: 1.0,
+        }
+    }
+
+    /// The lecture's (and cs231n assignment's) convention:
+    /// `running = 0.9 * running + 0.1 * batch` with the biased variance, starting at 0.
+    pub fn lecture() -> Self {
+        RunningStatsConfig {
+            momentum: Some(0.1),
+            unbiased: false,
+            initial_var: 0.0,
+        }
+    }
+
+    /// PyTorch's `momentum=None`: a cumulative average, unbiased variance.
+    pub fn cumulative() -> Self {
+        RunningStatsConfig {
+            momentum: None,
+            unbiased: true,
+            initial_var: 1.0,
+        }
+    }
+
+    /// The weight of the new batch for the update that makes `num_batches_tracked` (already incremented).
+    pub fn factor(&self, num_batches_tracked: u64) -> f64 {
+        match self.momentum {
+            Some(m) => m,
+            None => 1.0 / num_batches_tracked.max(1) as f64,
+        }
+    }
+}
+
+impl Default for RunningStatsConfig {
+    fn default() -> Self {
+        Self::pytorch()
+    }
+}
+
+/// What a training forward pass saves for the backward pass (as cuDNN and PyTorch do).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchNormSaved {
+    /// Batch mean per channel.
+    pub mean: Array1<f64>,
+    /// Batch inverse standard deviation `1 / sqrt(var + eps)` per channel.
+    pub invstd: Array1<f64>,
+    /// Biased batch variance per channel.
+    pub var: Array1<f64>,
+}
+
+/// A batch norm layer on the CPU in f64: the twin of the GPU `BatchNorm`.
+#[derive(Clone, Debug)]
+pub struct BatchNormCpu {
+    /// Scale, one per channel.
+    pub gamma: Array1<f64>,
+    /// Shift, one per channel.
+    pub beta: Array1<f64>,
+    /// Running mean, one per channel.
+    pub running_mean: Array1<f64>,
+    /// Running variance, one per channel.
+    pub running_var: Array1<f64>,
+    /// Training forward passes so far.
+    pub num_batches_tracked: u64,
+    /// Added to the variance before the square root.
+    pub eps: f64,
+    /// How running statistics are updated.
+    pub config: RunningStatsConfig,
+}
+
+impl BatchNormCpu {
+    /// `channels` features, gamma = 1, beta = 0, eps = 1e-5.
+    pub fn new(channels: usize, config: RunningStatsConfig) -> Self {
+        BatchNormCpu {
+            gamma: Array1::ones(channels),
+            beta: Array1::zeros(channels),
+            running_mean: Array1::zeros(channels),
+            running_var: Array1::from_elem(channels, config.initial_var),
+            num_batches_tracked: 0,
+            eps: DEFAULT_EPS,
+            config,
+        }
+    }
+
+    fn plan(&self, op: &'static str, x: &ArrayViewD<f64>, training: bool) -> Result<NormPlan> {
+        let shape = NormShape::from_dims(op, x.shape())?;
+        if shape.c != self.gamma.len() {
+            return Err(Error::shape(
+                op,
+                format!("{} channels (dimension 1)", self.gamma.len()),
+                format!("{:?}", x.shape()),
+            ));
+        }
+        check_eps(op, self.eps)?;
+        NormPlan::new(op, NormKind::Batch, shape, training)
+    }
+
+    /// Training mode: normalizes with the batch statistics, updates the running statistics.
+    pub fn forward_train(&mut self, x: ArrayViewD<f64>) -> Result<(ArrayD<f64>, BatchNormSaved)> {
+        const OP: &str = "batchnorm_forward_train";
+        let plan = self.plan(OP, &x, true)?;
+        let xf: Vec<f64> = x.iter().copied().collect();
+        let stats = group_stats(&plan, &xf, self.eps);
+        let y = norm_apply(
+            &plan,
+            &xf,
+            self.gamma.view(),
+            self.beta.view(),
+            stats.mean.view(),
+            stats.invstd.view(),
+        );
+        self.num_batches_tracked += 1;
+        let f = self.config.factor(self.num_batches_tracked);
+        let m = plan.group_len as f64;
+        let correction = if self.config.unbiased { m / (m - 1.0) } else { 1.0 };
+        for c in 0..plan.stat_groups {
+            self.running_mean[c] = (1.0 - f) * self.running_mean[c] + f * stats.mean[c];
+            self.running_var[c] = (1.0 - f) * self.running_var[c] + f * stats.var[c] * correction;
+        }
+        let y = ArrayD::from_shape_vec(IxDyn(x.shape()), y).map_err(|e| Error::invalid(OP, e.to_string()))?;
+        Ok((
+            y,
+            BatchNormSaved {
+                mean: stats.mean,
+                invstd: stats.invstd,
+                var: stats.var,
+            },
+        ))
+    }
+
+    /// Eval mode: normalizes with the running statistics.
+    pub fn forward_eval(&self, x: ArrayViewD<f64>) -> Result<ArrayD<f64>> {
+        const OP: &str = "batchnorm_forward_eval";
+        let plan = self.plan(OP, &x, false)?;
+        let xf: Vec<f64> = x.iter().copied().collect();
+        let invstd = self.running_var.mapv(|v| 1.0 / (v + self.eps).sqrt());
+        let y = norm_apply(
+            &plan,
+            &xf,
+            self.gamma.view(),
+            self.beta.view(),
+            self.running_mean.view(),
+            invstd.view(),
+        );
+        ArrayD::from_shape_vec(IxDyn(x.shape()), y).map_err(|e| Error::invalid(OP, e.to_string()))
+    }
+
+    /// Backward pass of a training forward pass on `x` (closed form).
+    /// Returns `(dx, dgamma, dbeta)`.
+    pub fn backward(
+        &self,
+        x: ArrayViewD<f64>,
+        dy: ArrayViewD<f64>,
+        saved: &BatchNormSaved,
+    ) -> Result<(ArrayD<f64>, Array1<f64>, Array1<f64>)> {
+        let g = super::norm::norm_backward(
+            NormKind::Batch,
+            x,
+            dy,
+            self.gamma.view(),
+            saved.mean.view(),
+            saved.invstd.view(),
+        )?;
+        Ok((g.dx, g.dgamma, g.dbeta))
+    }
+}

@@ -1,0 +1,463 @@
+//! GPU launcher for `shaders/norm.wgsl` (layer, instance and group norm) and
+//! the generic entry to all four normalizations; CPU twin: [`crate::cpu::norm`].
+//!
+//! Input and output live in a [`GpuMatrix`] of N rows and C * S columns: an
+//! `(N, C, H, W)` tensor in NCHW order is the N x (C * H * W) matrix with
+//! `channels = C`, and an `(N, D)` matrix is itself with `channels = D`.
+//! Batch norm here is the training-mode function alone (no running
+//! statistics); the layer with running statistics is
+//! [`crate::ops::batchnorm::BatchNorm`].
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::cpu::norm::{NormPlan, NormShape};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::matrix::GpuMatrix;
+use crate::ops::batchnorm;
+use crate::shaders;
+
+pub use crate::cpu::norm::NormKind;
+
+const OP: &str = "norm";
+const WG: usize = 256;
+
+/// Statistics a training forward pass saves for the backward pass, on the GPU.
+///
+/// `buffer` is a groups x 4 matrix; row g holds (shift, mean - shift, invstd,
+/// biased variance) of statistics group g, where the shift is the group's
+/// first element. Keeping the mean as shift + small remainder keeps
+/// `x - mean` exact in f32 for data on a large offset. The groups are: batch,
+/// one per channel; layer, one per sample; instance, per sample and channel;
+/// group, per sample and group (sample-major).
+#[derive(Debug, Clone)]
+pub struct NormStats {
+    /// The normalization that produced them.
+    pub kind: NormKind,
+    /// The groups x 4 statistics matrix.
+    pub buffer: GpuMatrix,
+}
+
+impl NormStats {
+    /// Uninitialized statistics for `groups` statistics groups.
+    pub fn uninit(gpu: &Gpu, kind: NormKind, groups: usize) -> Result<NormStats> {
+        Ok(NormStats {
+            kind,
+            buffer: GpuMatrix::uninit(gpu, groups, 4)?,
+        })
+    }
+
+    /// Number of statistics groups.
+    pub fn groups(&self) -> usize {
+        self.buffer.rows()
+    }
+
+    /// Downloads mean (shift + remainder, summed in f64), biased variance and invstd.
+    pub fn download(&self, gpu: &Gpu) -> Result<crate::cpu::norm::NormStats> {
+        let m = self.buffer.download(gpu)?;
+        let col = |j: usize| m.column(j).mapv(f64::from);
+        Ok(crate::cpu::norm::NormStats {
+            mean: col(0) + col(1),
+            var: col(3),
+            invstd: col(2),
+        })
+    }
+}
+
+/// Outputs of a forward pass: `y` (same shape as x) and the saved statistics.
+#[derive(Debug, Clone)]
+pub struct NormForward {
+    /// The normalized, scaled and shifted output.
+    pub y: GpuMatrix,
+    /// Per-group statistics for the backward pass.
+    pub stats: NormStats,
+}
+
+/// Gradients of a backward pass, on the GPU.
+#[derive(Debug, Clone)]
+pub struct NormGrads {
+    /// Gradient with respect to the input (same shape as x).
+    pub dx: GpuMatrix,
+    /// Gradient with respect to gamma (1 x affine length).
+    pub dgamma: GpuMatrix,
+    /// Gradient with respect to beta (1 x affine length).
+    pub dbeta: GpuMatrix,
+}
+
+/// A normalization: which kind, how many channels, and eps.
+///
+/// gamma and beta have C elements (batch, instance, group norm) or C * S
+/// (layer norm: elementwise over the sample, as PyTorch's
+/// `LayerNorm(x.shape[1:])`); any matrix shape with that many elements works.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Norm {
+    /// Which normalization.
+    pub kind: NormKind,
+    /// C, the size of dimension 1; the matrix's columns are C * S.
+    pub channels: usize,
+    /// Added to the variance before the square root (PyTorch's default 1e-5).
+    pub eps: f32,
+}
+
+impl Norm {
+    /// A normalization of `kind` over `channels` channels with eps 1e-5.
+    pub fn new(kind: NormKind, channels: usize) -> Norm {
+        Norm {
+            kind,
+            channels,
+            eps: 1e-5,
+        }
+    }
+
+    /// The same with another eps.
+    pub fn with_eps(self, eps: f32) -> Norm {
+        Norm { eps, ..self }
+    }
+
+    /// How this normalization partitions `x` (checks the shape and, in
+    /// training mode, batch norm's "more than one value per channel").
+    pub fn plan(&self, x: &GpuMatrix) -> Result<NormPlan> {
+        plan_for(OP, self.kind, x, self.channels, true)
+    }
+
+    /// Training-mode forward pass; submits, waits for nothing.
+    pub fn forward(
+        &self,
+        gpu: &Gpu,
+        x: &GpuMatrix,
+        gamma: &GpuMatrix,
+        beta: &GpuMatrix,
+    ) -> Result<NormForward> {
+        let out = self.alloc_forward(gpu, x)?;
+        let mut encoder = gpu.encoder(OP);
+        self.encode_forward(gpu, &mut encoder, x, gamma, beta, &out)?;
+        gpu.submit(OP, encoder)?;
+        Ok(out)
+    }
+
+    /// Outputs for a forward pass on `x`, for reuse across calls.
+    pub fn alloc_forward(&self, gpu: &Gpu, x: &GpuMatrix) -> Result<NormForward> {
+        let plan = self.plan(x)?;
+        Ok(NormForward {
+            y: GpuMatrix::uninit(gpu, x.rows(), x.cols())?,
+            stats: NormStats::uninit(gpu, self.kind, plan.stat_groups)?,
+        })
+    }
+
+    /// Records a training-mode forward pass into a caller's encoder.
+    pub fn encode_forward(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &GpuMatrix,
+        gamma: &GpuMatrix,
+        beta: &GpuMatrix,
+        out: &NormForward,
+    ) -> Result<()> {
+        let plan = self.plan(x)?;
+        check_eps(OP, self.eps)?;
+        check_input(gpu, OP, x)?;
+        check_len(OP, "gamma", gamma, plan.affine_len)?;
+        check_len(OP, "beta", beta, plan.affine_len)?;
+        check_same_shape(OP, "y", &out.y, x)?;
+        check_stats(OP, &out.stats, &plan)?;
+        check_distinct(OP, &[x, gamma, beta], &[&out.y, &out.stats.buffer])?;
+        match self.kind {
+            NormKind::Batch => {
+                batchnorm::encode_stats(gpu, encoder, x, plan.shape, self.eps, &out.stats.buffer, None)?;
+                batchnorm::encode_apply(
+                    gpu,
+                    encoder,
+                    x,
+                    plan.shape,
+                    &out.stats.buffer,
+                    gamma,
+                    beta,
+                    &out.y,
+                )
+            }
+            _ => encode_row_forward(gpu, encoder, &plan, x, gamma, beta, self.eps, out),
+        }
+    }
+
+    /// Backward pass of a training forward pass on `x` that saved `stats`; submits.
+    pub fn backward(
+        &self,
+        gpu: &Gpu,
+        x: &GpuMatrix,
+        dy: &GpuMatrix,
+        gamma: &GpuMatrix,
+        stats: &NormStats,
+    ) -> Result<NormGrads> {
+        let out = self.alloc_backward(gpu, x)?;
+        let mut encoder = gpu.encoder(OP);
+        self.encode_backward(gpu, &mut encoder, x, dy, gamma, stats, &out)?;
+        gpu.submit(OP, encoder)?;
+        Ok(out)
+    }
+
+    /// Outputs for a backward pass on `x`, for reuse across calls.
+    pub fn alloc_backward(&self, gpu: &Gpu, x: &GpuMatrix) -> Result<NormGrads> {
+        let plan = self.plan(x)?;
+        Ok(NormGrads {
+            dx: GpuMatrix::uninit(gpu, x.rows(), x.cols())?,
+            dgamma: GpuMatrix::uninit(gpu, 1, plan.affine_len)?,
+            dbeta: GpuMatrix::uninit(gpu, 1, plan.affine_len)?,
+        })
+    }
+
+    /// Records the backward pass into a caller's encoder: dx in closed form,
+    /// dgamma = sum(dy * xhat), dbeta = sum(dy) per affine index.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_backward(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &GpuMatrix,
+        dy: &GpuMatrix,
+        gamma: &GpuMatrix,
+        stats: &NormStats,
+        out: &NormGrads,
+    ) -> Result<()> {
+        let plan = self.plan(x)?;
+        check_input(gpu, OP, x)?;
+        check_same_shape(OP, "dy", dy, x)?;
+        check_len(OP, "gamma", gamma, plan.affine_len)?;
+        check_stats(OP, stats, &plan)?;
+        check_same_shape(OP, "dx", &out.dx, x)?;
+        check_len(OP, "dgamma", &out.dgamma, plan.affine_len)?;
+        check_len(OP, "dbeta", &out.dbeta, plan.affine_len)?;
+        check_distinct(
+            OP,
+            &[x, dy, gamma, &stats.buffer],
+            &[&out.dx, &out.dgamma, &out.dbeta],
+        )?;
+        batchnorm::encode_param_grads(gpu, encoder, x, dy, &plan, &stats.buffer, &out.dgamma, &out.dbeta)?;
+        match self.kind {
+            NormKind::Batch => batchnorm::encode_dx(
+                gpu,
+                encoder,
+                x,
+                dy,
+                plan.shape,
+                &stats.buffer,
+                gamma,
+                &out.dgamma,
+                &out.dbeta,
+                &out.dx,
+            ),
+            _ => encode_row_backward(gpu, encoder, &plan, x, dy, gamma, &stats.buffer, &out.dx),
+        }
+    }
+}
+
+/// Mirror of `RowParams` in shaders/norm.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+struct RowParams {
+    rows: u32,
+    len: u32,
+    lanes: u32,
+    groups: u32,
+    spatial: u32,
+    per_channel: u32,
+    lane_q: u32,
+    lane_r: u32,
+    eps: f32,
+    _pad: [f32; 3],
+}
+
+/// Rows of `plan` (N * G) each normalized over its L contiguous elements,
+/// with about four elements per lane and a power-of-two number of lanes.
+fn row_params(plan: &NormPlan, eps: f32) -> RowParams {
+    let len = plan.group_len as u32;
+    let lanes = len.div_ceil(4).next_power_of_two().min(WG as u32);
+    let s = plan.shape.s as u32;
+    RowParams {
+        rows: (plan.shape.n * plan.groups_per_sample) as u32,
+        len,
+        lanes,
+        groups: plan.groups_per_sample as u32,
+        spatial: s,
+        per_channel: (plan.kind != NormKind::Layer) as u32,
+        lane_q: lanes / s,
+        lane_r: lanes % s,
+        eps,
+        _pad: [0.0; 3],
+    }
+}
+
+/// Workgroups of a row pass: one per block of WG / lanes rows, capped at the
+/// device's per-dimension limit (the kernels stride over the rest).
+fn row_groups(gpu: &Gpu, p: &RowParams) -> [u32; 3] {
+    let slots = WG as u32 / p.lanes;
+    let limit = gpu.limits().max_compute_workgroups_per_dimension;
+    [p.rows.div_ceil(slots).clamp(1, limit), 1, 1]
+}
+
+#[allow(clippy::too_many_arguments)]
+fn encode_row_forward(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    plan: &NormPlan,
+    x: &GpuMatrix,
+    gamma: &GpuMatrix,
+    beta: &GpuMatrix,
+    eps: f32,
+    out: &NormForward,
+) -> Result<()> {
+    let p = row_params(plan, eps);
+    let params = gpu.uniform("norm params", &p);
+    let pipe = gpu.pipeline(&shaders::NORM, "row_forward", &[])?;
+    let bg = gpu.bind(
+        &pipe,
+        &[
+            (0, &params),
+            (1, x.buffer()),
+            (4, out.stats.buffer.buffer()),
+            (6, gamma.buffer()),
+            (7, beta.buffer()),
+            (8, out.y.buffer()),
+        ],
+    );
+    gpu.dispatch(encoder, "row_forward", &pipe, &bg, row_groups(gpu, &p));
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn encode_row_backward(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    plan: &NormPlan,
+    x: &GpuMatrix,
+    dy: &GpuMatrix,
+    gamma: &GpuMatrix,
+    stats: &GpuMatrix,
+    dx: &GpuMatrix,
+) -> Result<()> {
+    let p = row_params(plan, 0.0);
+    let params = gpu.uniform("norm params", &p);
+    let pipe = gpu.pipeline(&shaders::NORM, "row_backward", &[])?;
+    let bg = gpu.bind(
+        &pipe,
+        &[
+            (0, &params),
+            (1, x.buffer()),
+            (2, dy.buffer()),
+            (4, stats.buffer()),
+            (6, gamma.buffer()),
+            (8, dx.buffer()),
+        ],
+    );
+    gpu.dispatch(encoder, "row_backward", &pipe, &bg, row_groups(gpu, &p));
+    Ok(())
+}
+
+/// The `(N, C, S)` view of `x` with `channels` = C, and the plan of `kind` on it.
+pub(crate) fn plan_for(
+    op: &'static str,
+    kind: NormKind,
+    x: &GpuMatrix,
+    channels: usize,
+    training: bool,
+) -> Result<NormPlan> {
+    let (n, f) = x.shape();
+    if n == 0 || f == 0 || channels == 0 || f % channels != 0 {
+        return Err(Error::shape(
+            op,
+            format!("a non-empty N x (C * S) matrix with C = {channels} channels"),
+            format!("{n} x {f}"),
+        ));
+    }
+    let shape = NormShape {
+        n,
+        c: channels,
+        s: f / channels,
+    };
+    NormPlan::new(op, kind, shape, training)
+}
+
+pub(crate) fn check_eps(op: &'static str, eps: f32) -> Result<()> {
+    if !(eps.is_finite() && eps >= 0.0) {
+        return Err(Error::invalid(
+            op,
+            format!("eps must be finite and >= 0, got {eps}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The input fits one storage binding, and the device binds enough storage
+/// buffers for the widest kernel (batch norm's dx: 7).
+pub(crate) fn check_input(gpu: &Gpu, op: &'static str, x: &GpuMatrix) -> Result<()> {
+    gpu.check_binding(op, x.len() as u64 * 4)?;
+    let have = gpu.limits().max_storage_buffers_per_shader_stage;
+    if have < 7 {
+        return Err(Error::ExceedsLimit {
+            op,
+            what: "storage buffers per shader stage",
+            needed: 7,
+            limit: have as u64,
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_len(op: &'static str, what: &str, m: &GpuMatrix, len: usize) -> Result<()> {
+    if m.len() != len {
+        return Err(Error::shape(
+            op,
+            format!("{what} with {len} elements"),
+            format!("{} x {}", m.rows(), m.cols()),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_same_shape(op: &'static str, what: &str, m: &GpuMatrix, x: &GpuMatrix) -> Result<()> {
+    if m.shape() != x.shape() {
+        return Err(Error::shape(
+            op,
+            format!("{what} of {} x {}", x.rows(), x.cols()),
+            format!("{} x {}", m.rows(), m.cols()),
+        ));
+    }
+    Ok(())
+}
+
+fn check_stats(op: &'static str, stats: &NormStats, plan: &NormPlan) -> Result<()> {
+    if stats.buffer.shape() != (plan.stat_groups, 4) {
+        return Err(Error::shape(
+            op,
+            format!("statistics of {} x 4", plan.stat_groups),
+            format!("{} x {}", stats.buffer.rows(), stats.buffer.cols()),
+        ));
+    }
+    if stats.kind != plan.kind {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "statistics of {} norm used for {} norm",
+                stats.kind.name(),
+                plan.kind.name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// No output shares a buffer with an input or another output (wgpu forbids
+/// binding one buffer as both read-only and writable in a dispatch).
+pub(crate) fn check_distinct(op: &'static str, inputs: &[&GpuMatrix], outputs: &[&GpuMatrix]) -> Result<()> {
+    for (i, o) in outputs.iter().enumerate() {
+        if inputs.iter().any(|x| x.buffer() == o.buffer())
+            || outputs[..i].iter().any(|p| p.buffer() == o.buffer())
+        {
+            return Err(Error::invalid(
+                op,
+                "an output shares its buffer with an input or another output",
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,418 @@
+//! Batch norm: the CPU twin's staged graph against its closed form, the
+//! running-statistics conventions, and the GPU layer against the f64 twin.
+
+mod common;
+
+use common::{gpu, normal};
+use gpuprep::cpu::batchnorm::{
+    backward_closed, backward_staged, forward_staged, from_channels_last, to_channels_last, BatchNormCpu,
+    RunningStatsConfig,
+};
+use gpuprep::cpu::norm::{norm_backward, norm_forward, NormKind};
+use gpuprep::ops::{BatchNorm, NormGrads};
+use gpuprep::{Error, GpuMatrix};
+use ndarray::{Array1, Array2, ArrayD, IxDyn};
+
+/// A seeded tensor of `offset + scale * N(0, 1)` in f32, held as f64 (so GPU and CPU see the same values).
+fn tensor(dims: &[usize], offset: f32, scale: f32, seed: u64) -> ArrayD<f64> {
+    let n = dims[0];
+    let rest: usize = dims[1..].iter().product();
+    let m = normal(n, rest, offset, scale, seed);
+    ArrayD::from_shape_vec(IxDyn(dims), m.iter().map(|&v| v as f64).collect()).unwrap()
+}
+
+fn max_abs_diff<'a>(a: impl IntoIterator<Item = &'a f64>, b: impl IntoIterator<Item = &'a f64>) -> f64 {
+    a.into_iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+/// max |gpu - cpu| / max(scale, max |cpu|): the error relative to the size of
+/// the reference (or of the terms it is computed from, `scale`).
+fn rel_err(gpu: impl IntoIterator<Item = f32>, cpu: &[f64], scale: f64) -> f64 {
+    let cmax = cpu.iter().fold(scale, |m, v| m.max(v.abs())).max(1e-30);
+    let mut worst = 0.0f64;
+    let mut count = 0;
+    for (g, c) in gpu.into_iter().zip(cpu) {
+        let e = if g.is_finite() {
+            (g as f64 - c).abs()
+        } else {
+            f64::INFINITY
+        };
+        worst = worst.max(e);
+        count += 1;
+    }
+    assert_eq!(count, cpu.len(), "length");
+    worst / cmax
+}
+
+fn matrix(t: &ArrayD<f64>) -> Array2<f32> {
+    let n = t.shape()[0];
+    let rest = t.len() / n;
+    Array2::from_shape_vec((n, rest), t.iter().map(|&v| v as f32).collect()).unwrap()
+}
+
+#[test]
+fn staged_graph_and_closed_form_agree() {
+    for (i, dims) in [
+        vec![4usize, 5],
+        vec![7, 3],
+        vec![2, 3, 4, 5],
+        vec![16, 1],
+        vec![1, 2, 3, 3],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let seed = 10 + i as u64;
+        let x = tensor(dims, 3.0, 2.0, seed);
+        let dy = tensor(dims, 0.0, 1.0, seed + 1);
+        let c = dims[1];
+        let gamma = Array1::from_iter((0..c).map(|j| 0.5 + j as f64 * 0.25));
+        let beta = Array1::from_iter((0..c).map(|j| j as f64 * 0.1 - 0.2));
+        let xm = to_channels_last(x.view()).unwrap();
+        let dym = to_channels_last(dy.view()).unwrap();
+        let (out, cache) = forward_staged(xm.view(), gamma.view(), beta.view(), 1e-5).unwrap();
+        let (dx_s, dg_s, db_s) = backward_staged(dym.view(), &cache).unwrap();
+        let (dx_c, dg_c, db_c) =
+            backward_closed(dym.view(), cache.xhat.view(), gamma.view(), cache.ivar.view()).unwrap();
+        let fw = norm_forward(NormKind::Batch, x.view(), gamma.view(), beta.view(), 1e-5).unwrap();
+        let g = norm_backward(
+            NormKind::Batch,
+            x.view(),
+            dy.view(),
+            gamma.view(),
+            fw.stats.mean.view(),
+            fw.stats.invstd.view(),
+        )
+        .unwrap();
+        let errs = [
+            max_abs_diff(&dx_s, &dx_c),
+            max_abs_diff(&dg_s, &dg_c),
+            max_abs_diff(&db_s, &db_c),
+            max_abs_diff(&from_channels_last(out.view(), dims).unwrap(), &fw.y),
+            max_abs_diff(&from_channels_last(dx_s.view(), dims).unwrap(), &g.dx),
+            max_abs_diff(&dg_s, &g.dgamma),
+            max_abs_diff(&db_s, &g.dbeta),
+        ];
+        println!("{dims:?}: staged vs closed form, max |diff| {errs:?}");
+        assert!(errs.iter().all(|&e| e <= 1e-12), "{dims:?}: {errs:?}");
+    }
+}
+
+#[test]
+fn running_statistics_conventions() {
+    let dims = [6usize, 3, 2, 2];
+    let x1 = tensor(&dims, 1.0, 2.0, 7);
+    let x2 = tensor(&dims, -3.0, 0.5, 8);
+    let m = 24.0;
+    let train2 = |config| {
+        let mut bn = BatchNormCpu::new(3, config);
+        let (_, s1) = bn.forward_train(x1.view()).unwrap();
+        let (_, s2) = bn.forward_train(x2.view()).unwrap();
+        (bn, s1, s2)
+    };
+    // PyTorch: momentum 0.1 weights the new batch; unbiased running variance; starts at (0, 1)
+    let (bn, s1, s2) = train2(RunningStatsConfig::pytorch());
+    assert_eq!(bn.num_batches_tracked, 2);
+    for c in 0..3 {
+        let rm = 0.9 * (0.1 * s1.mean[c]) + 0.1 * s2.mean[c];
+        let rv = 0.9 * (0.9 + 0.1 * s1.var[c] * m / (m - 1.0)) + 0.1 * s2.var[c] * m / (m - 1.0);
+        assert!((bn.running_mean[c] - rm).abs() < 1e-14 && (bn.running_var[c] - rv).abs() < 1e-14);
+    }
+    // the lecture: running = 0.9 * running + 0.1 * batch, biased variance, starts at 0
+    let (bn, s1, s2) = train2(RunningStatsConfig::lecture());
+    for c in 0..3 {
+        let rm = 0.9 * (0.1 * s1.mean[c]) + 0.1 * s2.mean[c];
+        let rv = 0.9 * (0.1 * s1.var[c]) + 0.1 * s2.var[c];
+        assert!((bn.running_mean[c] - rm).abs() < 1e-14 && (bn.running_var[c] - rv).abs() < 1e-14);
+    }
+    // momentum None: the plain average of the batches
+    let (bn, s1, s2) = train2(RunningStatsConfig::cumulative());
+    for c in 0..3 {
+        let rm = 0.5 * (s1.mean[c] + s2.mean[c]);
+        let rv = 0.5 * (s1.var[c] + s2.var[c]) * m / (m - 1.0);
+        assert!((bn.running_mean[c] - rm).abs() < 1e-14 && (bn.running_var[c] - rv).abs() < 1e-14);
+    }
+    // eval normalizes with the running statistics
+    let y = bn.forward_eval(x1.view()).unwrap();
+    for (e, (v, xv)) in y.iter().zip(x1.iter()).enumerate() {
+        let c = (e / 4) % 3;
+        let want = (xv - bn.running_mean[c]) / (bn.running_var[c] + 1e-5).sqrt();
+        assert!((v - want).abs() < 1e-13);
+    }
+}
+
+#[test]
+fn one_value_per_channel_in_training_is_an_error() {
+    let mut bn = BatchNormCpu::new(3, RunningStatsConfig::pytorch());
+    for dims in [vec![1usize, 3], vec![1, 3, 1, 1]] {
+        let x = tensor(&dims, 0.0, 1.0, 1);
+        let e = bn.forward_train(x.view()).unwrap_err().to_string();
+        assert!(
+            e.contains("Expected more than 1 value per channel when training"),
+            "{e}"
+        );
+        assert!(bn.forward_eval(x.view()).is_ok());
+    }
+    // N = 1 with several positions is fine
+    assert!(bn
+        .forward_train(tensor(&[1, 3, 2, 1], 0.0, 1.0, 2).view())
+        .is_ok());
+
+    let g = gpu();
+    let mut gbn = BatchNorm::new(g, 3, RunningStatsConfig::pytorch(), 1e-5).unwrap();
+    let x = GpuMatrix::filled(g, 1, 3, 1.0).unwrap();
+    let e = gbn.forward_train(g, &x).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+    assert!(e
+        .to_string()
+        .contains("Expected more than 1 value per channel when training"));
+    assert!(gbn.forward_eval(g, &x).is_ok());
+    assert_eq!(gbn.num_batches_tracked(), 0);
+}
+
+#[test]
+fn gpu_bad_input_is_an_error_not_a_panic() {
+    let g = gpu();
+    let mut bn = BatchNorm::new(g, 4, RunningStatsConfig::pytorch(), 1e-5).unwrap();
+    let x = GpuMatrix::filled(g, 5, 6, 1.0).unwrap(); // 6 columns are not 4 channels x S
+    assert!(matches!(
+        bn.forward_train(g, &x),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let x = GpuMatrix::filled(g, 5, 8, 1.0).unwrap();
+    let y = bn.forward_train(g, &x).unwrap();
+    let dy = GpuMatrix::filled(g, 5, 4, 1.0).unwrap();
+    assert!(matches!(
+        bn.backward(g, &x, &dy),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let mut enc = g.encoder("t");
+    assert!(matches!(
+        bn.encode_forward_train(g, &mut enc, &x, &x),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let bad = NormGrads {
+        dx: y.clone(),
+        dgamma: GpuMatrix::uninit(g, 1, 3).unwrap(),
+        dbeta: GpuMatrix::uninit(g, 1, 4).unwrap(),
+    };
+    assert!(matches!(
+        bn.encode_backward(g, &mut enc, &x, &y, &bad),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(BatchNorm::new(g, 0, RunningStatsConfig::pytorch(), 1e-5).is_err());
+    assert!(BatchNorm::new(g, 2, RunningStatsConfig::pytorch(), -1.0).is_err());
+    let mut bad_m = RunningStatsConfig::pytorch();
+    bad_m.momentum = Some(1.5);
+    assert!(BatchNorm::new(g, 2, bad_m, 1e-5).is_err());
+}
+
+/// The largest |gamma * invstd * dy|: the size of the terms dx is the
+/// difference of (dx itself is tiny when N * S is 2).
+fn dx_scale(dy: &ArrayD<f64>, gamma: &Array1<f64>, invstd: &Array1<f64>) -> f64 {
+    let c = dy.shape()[1];
+    let s: usize = dy.shape()[2..].iter().product();
+    dy.iter()
+        .enumerate()
+        .map(|(e, v)| (gamma[(e / s) % c] * invstd[(e / s) % c] * v).abs())
+        .fold(0.0, f64::max)
+}
+
+/// The l2 norms of the terms of dgamma = sum(dy * xhat) and dbeta = sum(dy)
+/// (largest over channels): the size of a sum of random-sign terms, which a
+/// sum that cancels by chance falls far below (its f32 error does not).
+fn sum_scales(x: &ArrayD<f64>, dy: &ArrayD<f64>, mean: &Array1<f64>, invstd: &Array1<f64>) -> (f64, f64) {
+    let c = x.shape()[1];
+    let s: usize = x.shape()[2..].iter().product();
+    let mut sg = vec![0.0; c];
+    let mut sb = vec![0.0; c];
+    for (e, (xv, dv)) in x.iter().zip(dy.iter()).enumerate() {
+        let ch = (e / s) % c;
+        let t = dv * (xv - mean[ch]) * invstd[ch];
+        sg[ch] += t * t;
+        sb[ch] += dv * dv;
+    }
+    let m = |v: Vec<f64>| v.into_iter().fold(0.0f64, f64::max).sqrt();
+    (m(sg), m(sb))
+}
+
+/// Three training steps, eval, and a backward pass: GPU layer against the
+/// f64 layer. Returns the worst relative error seen.
+fn gpu_layer_case(dims: &[usize], offset: f32, config: RunningStatsConfig, seed: u64) -> f64 {
+    let g = gpu();
+    let c = dims[1];
+    let gamma = Array1::from_iter((0..c).map(|j| 0.75 + 0.5 * ((j * 7 % 5) as f64) / 5.0));
+    let beta = Array1::from_iter((0..c).map(|j| ((j * 3 % 7) as f64) / 7.0 - 0.5));
+    let gf = gamma.mapv(|v| v as f32);
+    let bf = beta.mapv(|v| v as f32);
+    let mut cpu = BatchNormCpu::new(c, config);
+    cpu.gamma = gf.mapv(f64::from);
+    cpu.beta = bf.mapv(f64::from);
+    let mut bn = BatchNorm::with_affine(g, gf.view(), bf.view(), config, 1e-5).unwrap();
+    let mut worst = 0.0f64;
+    let mut note = |what: &str, e: f64| {
+        assert!(
+            e <= 1e-5,
+            "{dims:?} offset {offset} {config:?}: {what} rel error {e:e}"
+        );
+        worst = worst.max(e);
+    };
+    let mut last = None;
+    for step in 0..3u64 {
+        let x = tensor(dims, offset, 1.0 + step as f32 * 0.5, seed + step);
+        let (y_cpu, saved) = cpu.forward_train(x.view()).unwrap();
+        let xg = GpuMatrix::upload(g, matrix(&x).view()).unwrap();
+        let yg = GpuMatrix::filled(g, xg.rows(), xg.cols(), f32::NAN).unwrap();
+        bn.saved_stats().buffer.fill(g, f32::NAN);
+        let mut enc = g.encoder("t");
+        bn.encode_forward_train(g, &mut enc, &xg, &yg).unwrap();
+        g.submit("t", enc).unwrap();
+        note(
+            "y",
+            rel_err(yg.download(g).unwrap(), y_cpu.as_slice().unwrap(), 0.0),
+        );
+        let st = bn.saved_stats().download(g).unwrap();
+        // the mean relative to |mean| + std (a mean near 0 is known to about std * 1e-7 in f32)
+        let std_max = saved.var.iter().fold(0.0f64, |m, v| m.max(v.sqrt()));
+        note(
+            "mean",
+            rel_err(
+                st.mean.iter().map(|&v| v as f32),
+                saved.mean.as_slice().unwrap(),
+                std_max,
+            ),
+        );
+        note(
+            "invstd",
+            rel_err(
+                st.invstd.iter().map(|&v| v as f32),
+                saved.invstd.as_slice().unwrap(),
+                0.0,
+            ),
+        );
+        last = Some((x, xg, saved));
+    }
+    assert_eq!(bn.num_batches_tracked(), 3);
+    note(
+        "running_mean",
+        rel_err(
+            bn.running_mean(g).unwrap(),
+            cpu.running_mean.as_slice().unwrap(),
+            0.0,
+        ),
+    );
+    note(
+        "running_var",
+        rel_err(
+            bn.running_var(g).unwrap(),
+            cpu.running_var.as_slice().unwrap(),
+            0.0,
+        ),
+    );
+    let (x, xg, saved) = last.unwrap();
+    // eval mode
+    let ye_cpu = cpu.forward_eval(x.view()).unwrap();
+    let ye = GpuMatrix::filled(g, xg.rows(), xg.cols(), f32::NAN).unwrap();
+    let mut enc = g.encoder("t");
+    bn.encode_forward_eval(g, &mut enc, &xg, &ye).unwrap();
+    g.submit("t", enc).unwrap();
+    note(
+        "y_eval",
+        rel_err(ye.download(g).unwrap(), ye_cpu.as_slice().unwrap(), 0.0),
+    );
+    // backward of the last training step
+    let dy = tensor(dims, 0.0, 1.0, seed + 100);
+    let (dx, dgamma, dbeta) = cpu.backward(x.view(), dy.view(), &saved).unwrap();
+    let dyg = GpuMatrix::upload(g, matrix(&dy).view()).unwrap();
+    let grads = NormGrads {
+        dx: GpuMatrix::filled(g, xg.rows(), xg.cols(), f32::NAN).unwrap(),
+        dgamma: GpuMatrix::filled(g, 1, c, f32::NAN).unwrap(),
+        dbeta: GpuMatrix::filled(g, 1, c, f32::NAN).unwrap(),
+    };
+    let mut enc = g.encoder("t");
+    bn.encode_backward(g, &mut enc, &xg, &dyg, &grads).unwrap();
+    g.submit("t", enc).unwrap();
+    let scale = dx_scale(&dy, &cpu.gamma, &saved.invstd);
+    note(
+        "dx",
+        rel_err(grads.dx.download(g).unwrap(), dx.as_slice().unwrap(), scale),
+    );
+    let (sg, sb) = sum_scales(&x, &dy, &saved.mean, &saved.invstd);
+    note(
+        "dgamma",
+        rel_err(grads.dgamma.download(g).unwrap(), dgamma.as_slice().unwrap(), sg),
+    );
+    note(
+        "dbeta",
+        rel_err(grads.dbeta.download(g).unwrap(), dbeta.as_slice().unwrap(), sb),
+    );
+    println!("{dims:?} offset {offset}: worst rel error {worst:.2e}");
+    worst
+}
+
+/// (N, D) and (N, C, H, W) shapes: N = 2 and N = 1 with positions, D = 1,
+/// sizes that do not divide the workgroup, several workgroups on both axes.
+const SHAPES: &[&[usize]] = &[
+    &[2, 1],
+    &[7, 1],
+    &[5, 3],
+    &[1000, 1],
+    &[3, 64],
+    &[63, 65],
+    &[1025, 130],
+    &[4099, 300],
+    &[1, 2, 3, 1],
+    &[2, 3, 1, 1],
+    &[5, 3, 4, 4],
+    &[9, 16, 7, 7],
+    &[33, 5, 1, 3],
+];
+
+#[test]
+fn gpu_layer_matches_twin_on_awkward_shapes() {
+    let mut worst = 0.0f64;
+    for (i, dims) in SHAPES.iter().enumerate() {
+        worst = worst.max(gpu_layer_case(
+            dims,
+            0.5,
+            RunningStatsConfig::pytorch(),
+            100 + 10 * i as u64,
+        ));
+    }
+    println!("batch norm, offset 0.5: worst GPU rel error {worst:.2e}");
+}
+
+#[test]
+fn gpu_layer_large_offset_keeps_precision() {
+    // 1e4 + unit noise: x - mean must not lose the noise in f32.
+    let mut worst = 0.0f64;
+    for (i, dims) in [
+        &[2usize, 3][..],
+        &[1000, 7],
+        &[4099, 70],
+        &[20000, 3],
+        &[6, 4, 5, 5],
+    ]
+    .iter()
+    .enumerate()
+    {
+        worst = worst.max(gpu_layer_case(
+            dims,
+            1e4,
+            RunningStatsConfig::pytorch(),
+            500 + 10 * i as u64,
+        ));
+    }
+    println!("batch norm, offset 1e4: worst GPU rel error {worst:.2e}");
+}
+
+#[test]
+fn gpu_layer_running_conventions() {
+    for config in [RunningStatsConfig::lecture(), RunningStatsConfig::cumulative()] {
+        gpu_layer_case(&[40, 3, 2, 2], 2.0, config, 900);
+        gpu_layer_case(&[300, 9], -1.0, config, 910);
+    }
+}
