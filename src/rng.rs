@@ -183,7 +183,7 @@ impl Philox {
         let pair = lane / 2;
         let r = radius_f64(x[2 * pair]);
         let (c, s) = cos_sin_turns_f64(x[2 * pair + 1]);
-        if lane % 2 == 0 {
+        if lane.is_multiple_of(2) {
             r * c
         } else {
             r * s
@@ -208,7 +208,7 @@ impl Philox {
         let pair = lane / 2;
         let r = radius_f32(x[2 * pair]);
         let (c, s) = cos_sin_turns_f32(x[2 * pair + 1]);
-        if lane % 2 == 0 {
+        if lane.is_multiple_of(2) {
             r * c
         } else {
             r * s
@@ -262,8 +262,9 @@ pub fn cos_sin_turns_f64(x: u32) -> (f64, f64) {
 // shaders/init.wgsl spells every one of them the same way, and
 // `polynomial_coefficients` that each is the f32 rounding of its formula.
 
-/// sqrt(2) rounded down to f32: the split point of the log's mantissa.
-pub const SQRT2_F32: f32 = 1.414_213_5;
+/// sqrt(2) rounded to f32 (which rounds down): the split point of the log's
+/// mantissa. The shader spells it 1.4142135.
+pub const SQRT2_F32: f32 = std::f32::consts::SQRT_2;
 /// ln 2, high part with 16 significant bits (times an exponent |e| <= 24 is exact).
 pub const LN2_HI: f32 = 0.693_145_75;
 /// ln 2 - LN2_HI.

@@ -1011,7 +1011,7 @@ fn constant_init_keeps_units_identical_random_breaks_symmetry() {
     let (w1r, w2r, lr_) = train(&x, &t, w1r, w2r, lr, steps);
     let spread_r = hidden_unit_spread(&w1r, &w2r);
     eprintln!(
-        "after {steps} steps: constant init spread {spread_c:e}, loss {:.3e}; random init spread {spread_r:.3}, loss {:.3e}",
+        "after {steps} steps: constant init spread {spread_c:e}, loss {:e}; random init spread {spread_r:.3}, loss {:e}",
         lc[steps], lr_[steps]
     );
     assert_eq!(spread_c, 0.0, "constant init: hidden units must stay identical");
