@@ -1121,3 +1121,112 @@ fn activation_statistics_of_a_deep_network() {
     let r = relu[2].1[9].std / relu[2].1[0].std;
     assert!((0.7..1.4).contains(&r), "ReLU with He: ratio {r}");
 }
+
+// ---------- the command line ----------
+
+fn gpuprep() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_gpuprep"));
+    c.env(
+        "XDG_RUNTIME_DIR",
+        std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()),
+    );
+    c
+}
+
+#[test]
+fn cli_init_writes_f32_npy_on_gpu_and_cpu() {
+    let dir = std::env::temp_dir().join(format!("gpuprep-init-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |args: &[&str], out: &str| {
+        let o = gpuprep()
+            .arg("init")
+            .args(args)
+            .arg("-o")
+            .arg(dir.join(out))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let a: ndarray::ArrayD<f32> = ndarray_npy::read_npy(dir.join(out)).unwrap();
+        a
+    };
+    let args = ["--scheme", "kaiming_normal", "--shape", "16,3,3,3", "--seed", "5"];
+    let g = run(&args, "g.npy");
+    let c = run(&[&args[..], &["--device", "cpu"]].concat(), "c.npy");
+    assert_eq!(g.shape(), &[16, 3, 3, 3]);
+    let want = init(&[16, 3, 3, 3], &Scheme::kaiming_normal(), Philox::new(5)).unwrap();
+    assert_eq!(c, want.mapv(|v| v as f32));
+    assert!(g.iter().zip(c.iter()).all(|(a, b)| ulp_distance(*a, *b) <= 6));
+    // The lecture's fixed-count sparse form, behind --connections.
+    let s = run(
+        &[
+            "--scheme",
+            "sparse",
+            "--connections",
+            "4",
+            "--shape",
+            "6,10",
+            "--seed",
+            "1",
+        ],
+        "s.npy",
+    );
+    for row in s.axis_iter(Axis(0)) {
+        assert_eq!(row.iter().filter(|&&v| v != 0.0).count(), 4);
+    }
+    // PyTorch's form, and a bias.
+    let p = run(
+        &[
+            "--scheme",
+            "sparse",
+            "--sparsity",
+            "0.5",
+            "--shape",
+            "7,3",
+            "--seed",
+            "1",
+        ],
+        "p.npy",
+    );
+    for col in p.axis_iter(Axis(1)) {
+        assert_eq!(col.iter().filter(|&&v| v != 0.0).count(), 3);
+    }
+    let b = run(
+        &[
+            "--scheme", "constant", "--value", "0.01", "--shape", "5", "--seed", "0",
+        ],
+        "b.npy",
+    );
+    assert_eq!(b.as_slice().unwrap(), &[0.01f32; 5]);
+    // A bad request fails cleanly and writes nothing.
+    let o = gpuprep()
+        .args([
+            "init", "--scheme", "constant", "--shape", "3", "--seed", "0", "-o",
+        ])
+        .arg(dir.join("bad.npy"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--value"));
+    let o = gpuprep()
+        .args([
+            "init",
+            "--scheme",
+            "calibrated",
+            "--shape",
+            "3",
+            "--seed",
+            "0",
+            "-o",
+        ])
+        .arg(dir.join("bad.npy"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(!dir.join("bad.npy").exists());
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
