@@ -26,6 +26,8 @@ const WG: usize = 256;
 /// Workgroups to aim for in a pass over the data: enough to fill a large GPU
 /// several times over, few enough that the partials stay small.
 const TARGET_GROUPS: usize = 2048;
+/// Fewest rows one thread lane reduces before the rows are split into more chunks.
+const MIN_ROWS_PER_LANE: usize = 64;
 /// Bytes of one Welford partial (count, shift, mean, M2).
 const PARTIAL_BYTES: u64 = 16;
 /// Bytes of one gradient partial (sum dy, sum dy * xhat).
@@ -59,13 +61,18 @@ struct Params {
 /// Layout of the column passes over an N x F matrix: TC = min(WG, F rounded
 /// up to a power of two) columns per workgroup, WG / TC row lanes, and row
 /// chunks of whole unrolled steps (4 rows per lane) so that about
-/// TARGET_GROUPS workgroups cover the matrix.
+/// TARGET_GROUPS workgroups cover the matrix, but at least MIN_ROWS_PER_LANE
+/// rows per lane (so the partials stay a small fraction of the data).
 fn layout(rows: usize, cols: usize) -> Params {
     let col_lanes = cols.next_power_of_two().min(WG);
     let col_tiles = cols.div_ceil(col_lanes);
-    let step = (WG / col_lanes) * 4;
+    let row_lanes = WG / col_lanes;
+    let step = row_lanes * 4;
     let want_chunks = (TARGET_GROUPS / col_tiles).max(1);
-    let chunk_rows = rows.div_ceil(want_chunks).max(step).next_multiple_of(step);
+    let chunk_rows = rows
+        .div_ceil(want_chunks)
+        .max(MIN_ROWS_PER_LANE * row_lanes)
+        .next_multiple_of(step);
     Params {
         rows: rows as u32,
         cols: cols as u32,

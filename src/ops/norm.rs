@@ -21,6 +21,8 @@ pub use crate::cpu::norm::NormKind;
 
 const OP: &str = "norm";
 const WG: usize = 256;
+/// Elements of a row each lane aims to reduce (four unrolled steps of four).
+const ELEMS_PER_LANE: u32 = 16;
 
 /// Statistics a training forward pass saves for the backward pass, on the GPU.
 ///
@@ -268,10 +270,12 @@ struct RowParams {
 }
 
 /// Rows of `plan` (N * G) each normalized over its L contiguous elements,
-/// with about four elements per lane and a power-of-two number of lanes.
+/// with about ELEMS_PER_LANE elements per lane and a power-of-two number of
+/// lanes: several short rows share a workgroup, so the barriers of the
+/// per-row reduction are paid once for all of them.
 fn row_params(plan: &NormPlan, eps: f32) -> RowParams {
     let len = plan.group_len as u32;
-    let lanes = len.div_ceil(4).next_power_of_two().min(WG as u32);
+    let lanes = len.div_ceil(ELEMS_PER_LANE).next_power_of_two().min(WG as u32);
     let s = plan.shape.s as u32;
     RowParams {
         rows: (plan.shape.n * plan.groups_per_sample) as u32,
