@@ -2,7 +2,13 @@
 //! on ndarray, accumulating in f64. Tests hold the GPU to these.
 
 pub mod column_stats;
+pub mod covariance;
+pub mod matmul;
+pub mod pca;
 pub mod standardize;
 
 pub use column_stats::{column_stats, ColumnSummary};
+pub use covariance::covariance;
+pub use matmul::{matmul, MatmulOptions};
+pub use pca::{NComponents, PcaModel, PcaOptions, Whitening};
 pub use standardize::{standardize, StandardizeOptions};

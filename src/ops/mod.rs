@@ -3,7 +3,13 @@
 //! caller's `wgpu::CommandEncoder`.
 
 pub mod column_stats;
+pub mod covariance;
+pub mod matmul;
+pub mod pca;
 pub mod standardize;
 
 pub use column_stats::{column_stats, encode_column_stats, encode_column_stats_into, ColumnStats, Stat};
+pub use covariance::{covariance, encode_covariance, encode_covariance_into, CovarianceConfig};
+pub use matmul::{encode_matmul, encode_matmul_into, matmul, MatmulConfig, MatmulOptions};
+pub use pca::Pca;
 pub use standardize::{encode_standardize, encode_standardize_inplace, standardize, standardize_inplace};
