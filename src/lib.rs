@@ -34,8 +34,8 @@ pub mod shaders;
 
 pub use wgpu;
 
-pub use cpu::{ColumnSummary, StandardizeOptions};
+pub use cpu::{ColumnSummary, NComponents, PcaModel, PcaOptions, StandardizeOptions, Whitening};
 pub use error::{Error, Result};
 pub use gpu::Gpu;
 pub use matrix::GpuMatrix;
-pub use ops::{ColumnStats, Stat};
+pub use ops::{ColumnStats, Pca, Stat};

@@ -41,5 +41,26 @@ pub static NORM: Shader = Shader {
     source: include_str!("../shaders/norm.wgsl"),
 };
 
+/// Covariance: upper-triangle tiles of (X - mu)^T (X - mu) per row slice, then
+/// a finalize pass that sums the slices, scales and mirrors.
+pub static COVARIANCE: Shader = Shader {
+    name: "covariance",
+    source: include_str!("../shaders/covariance.wgsl"),
+};
+
+/// The general product ((x - center) @ w) * scale + bias (PCA transforms, x @ w).
+pub static MATMUL: Shader = Shader {
+    name: "matmul",
+    source: include_str!("../shaders/matmul.wgsl"),
+};
+
 /// Every shader, for validation and for warming the pipeline cache.
-pub static ALL: &[&Shader] = &[&COLUMN_STATS, &STANDARDIZE, &INIT, &BATCHNORM, &NORM];
+pub static ALL: &[&Shader] = &[
+    &COLUMN_STATS,
+    &STANDARDIZE,
+    &INIT,
+    &BATCHNORM,
+    &NORM,
+    &COVARIANCE,
+    &MATMUL,
+];

@@ -3,9 +3,15 @@
 
 pub mod batchnorm;
 pub mod column_stats;
+pub mod covariance;
 pub mod init;
+pub mod matmul;
 pub mod norm;
+pub mod pca;
 pub mod standardize;
 
 pub use column_stats::{column_stats, ColumnSummary};
+pub use covariance::covariance;
+pub use matmul::{matmul, MatmulOptions};
+pub use pca::{NComponents, PcaModel, PcaOptions, Whitening};
 pub use standardize::{standardize, StandardizeOptions};

@@ -11,7 +11,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use gpuprep::{cpu, io, ops, ColumnSummary, Gpu, GpuMatrix, StandardizeOptions};
+use gpuprep::{
+    cpu, io, ops, ColumnSummary, Gpu, GpuMatrix, NComponents, Pca, PcaModel, PcaOptions, StandardizeOptions,
+    Whitening,
+};
 use ndarray::Array2;
 
 #[derive(Parser)]
@@ -40,6 +43,35 @@ enum Kind {
     Group,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum WhitenArg {
+    /// Divide each component by sqrt(eigenvalue + eps).
+    Pca,
+    /// PCA whitening rotated back to the input axes (U diag(1/sqrt(S + eps)) U^T).
+    Zca,
+}
+
+/// `--pca K|FRACTION|all`: an integer is a count of components, a number with a
+/// decimal point in (0, 1] a fraction of explained variance.
+fn parse_components(s: &str) -> Result<NComponents, String> {
+    if s.eq_ignore_ascii_case("all") {
+        return Ok(NComponents::All);
+    }
+    if let Ok(k) = s.parse::<usize>() {
+        return if k == 0 {
+            Err("the number of components must be at least 1".into())
+        } else {
+            Ok(NComponents::Count(k))
+        };
+    }
+    match s.parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(NComponents::Fraction(f)),
+        _ => Err(format!(
+            "{s:?}: expected a count of components (e.g. 50), a fraction of variance in (0, 1] (e.g. 0.99), or all"
+        )),
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// The adapters found, the one chosen, its limits and features.
@@ -58,8 +90,9 @@ enum Command {
         #[arg(long, value_enum, default_value = "gpu")]
         device: Device,
     },
-    /// Center and/or scale the columns of a .npy file; writes .npy (f32) atomically.
-    /// With neither --center nor --scale, does both.
+    /// Center and/or scale the columns of a .npy file, or with --pca project it onto its
+    /// principal components (reduce, whiten); writes .npy (f32) atomically.
+    /// With neither --center nor --scale nor --pca, centers and scales.
     Preprocess {
         /// Input .npy file.
         input: PathBuf,
@@ -70,8 +103,42 @@ enum Command {
         #[arg(long)]
         center: bool,
         /// Divide each column by its standard deviation (constant columns by 1).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "pca")]
         scale: bool,
+        /// PCA instead of standardization: keep K components (an integer), the
+        /// fewest reaching a FRACTION of the variance (e.g. 0.99), or all.
+        #[arg(long, value_name = "K|FRACTION", value_parser = parse_components)]
+        pca: Option<NComponents>,
+        /// Whiten after the PCA rotation.
+        #[arg(long, value_enum, requires = "pca")]
+        whiten: Option<WhitenArg>,
+        /// Added to each eigenvalue before whitening's square root.
+        #[arg(long, default_value_t = 1e-5, requires = "pca")]
+        eps: f64,
+        /// Delta degrees of freedom of the PCA covariance (0: the lecture's /N).
+        #[arg(long, default_value_t = 0, requires = "pca")]
+        ddof: usize,
+        /// Save the fitted PCA model (.npz, readable by numpy) for `gpuprep transform`.
+        #[arg(long, value_name = "M.npz", requires = "pca")]
+        save_model: Option<PathBuf>,
+        /// Where to compute.
+        #[arg(long, value_enum, default_value = "gpu")]
+        device: Device,
+    },
+    /// Applies a saved PCA model (from `preprocess --pca ... --save-model`) to a
+    /// .npy file; writes .npy (f32) atomically.
+    Transform {
+        /// Input .npy file.
+        input: PathBuf,
+        /// Output .npy file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The model (.npz).
+        #[arg(long, value_name = "M.npz")]
+        model: PathBuf,
+        /// Map transformed data back to the input space instead.
+        #[arg(long)]
+        inverse: bool,
         /// Where to compute.
         #[arg(long, value_enum, default_value = "gpu")]
         device: Device,
@@ -146,8 +213,29 @@ fn main() -> ExitCode {
             output,
             center,
             scale,
+            pca,
+            whiten,
+            eps,
+            ddof,
+            save_model,
             device,
-        }) => preprocess(input, output, center, scale, device),
+        }) => match pca {
+            Some(n_components) => {
+                let _ = center; // PCA always centers.
+                let options = PcaOptions {
+                    n_components,
+                    whitening: match whiten {
+                        None => Whitening::None,
+                        Some(WhitenArg::Pca) => Whitening::Pca,
+                        Some(WhitenArg::Zca) => Whitening::Zca,
+                    },
+                    eps,
+                    ddof,
+                };
+                preprocess_pca(input, output, options, save_model, device)
+            }
+            None => preprocess(input, output, center, scale, device),
+        },
         Some(Command::Init(args)) => {
             let gpu = gpu_or_cpu(args.device());
             init::run(args, gpu)
@@ -174,6 +262,13 @@ fn main() -> ExitCode {
                 out,
             })
         }),
+        Some(Command::Transform {
+            input,
+            output,
+            model,
+            inverse,
+            device,
+        }) => transform(input, output, model, inverse, device),
         Some(Command::Bench {
             rows,
             cols,
@@ -337,6 +432,78 @@ fn preprocess(
         None => {
             let st = cpu::column_stats(x.view(), 0)?;
             cpu::standardize(x.view(), &st, opts)?.mapv(|v| v as f32)
+        }
+    };
+    io::write_npy_matrix(&output, y.view())?;
+    eprintln!("wrote {} ({} x {})", output.display(), y.nrows(), y.ncols());
+    Ok(())
+}
+
+fn preprocess_pca(
+    input: PathBuf,
+    output: PathBuf,
+    options: PcaOptions,
+    save_model: Option<PathBuf>,
+    device: Device,
+) -> gpuprep::Result<()> {
+    let x = io::read_npy_matrix(&input)?;
+    let (y, model) = match gpu_or_cpu(device) {
+        Some(g) => {
+            let xg = GpuMatrix::upload(&g, x.view())?;
+            let pca = Pca::fit(&g, &xg, &options)?;
+            let y = pca.transform(&g, &xg)?.download(&g)?;
+            (y, pca.into_model())
+        }
+        None => {
+            let model = cpu::pca::fit(x.view(), &options)?;
+            (model.transform(x.view())?.mapv(|v| v as f32), model)
+        }
+    };
+    io::write_npy_matrix(&output, y.view())?;
+    let kept: f64 = model.explained_variance_ratio.sum();
+    eprintln!(
+        "wrote {} ({} x {}): {} of {} components, {:.4} of the variance",
+        output.display(),
+        y.nrows(),
+        y.ncols(),
+        model.n_components(),
+        model.n_features(),
+        kept
+    );
+    if let Some(path) = save_model {
+        model.save(&path)?;
+        eprintln!("wrote {} (PCA model)", path.display());
+    }
+    Ok(())
+}
+
+fn transform(
+    input: PathBuf,
+    output: PathBuf,
+    model: PathBuf,
+    inverse: bool,
+    device: Device,
+) -> gpuprep::Result<()> {
+    let model = PcaModel::load(&model)?;
+    let x = io::read_npy_matrix(&input)?;
+    let y = match gpu_or_cpu(device) {
+        Some(g) => {
+            let pca = Pca::from_model(&g, model)?;
+            let xg = GpuMatrix::upload(&g, x.view())?;
+            let yg = if inverse {
+                pca.inverse_transform(&g, &xg)?
+            } else {
+                pca.transform(&g, &xg)?
+            };
+            yg.download(&g)?
+        }
+        None => {
+            let y = if inverse {
+                model.inverse_transform(x.view())?
+            } else {
+                model.transform(x.view())?
+            };
+            y.mapv(|v| v as f32)
         }
     };
     io::write_npy_matrix(&output, y.view())?;

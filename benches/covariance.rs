@@ -1,0 +1,108 @@
+//! covariance and the fused PCA transforms, CPU twin against GPU, in GFLOP/s.
+//!
+//! Throughput is counted in floating-point operations as criterion "elements"
+//! (so its `Melem/s` reads as MFLOP/s): `2 N D^2` for the covariance (the
+//! general product's count, as cuBLAS's `x.T @ x` is quoted in ANCHORS.md,
+//! although the kernel computes only the upper triangle) and `2 N D M` for a
+//! transform to M columns. `gpu` times the kernels with X resident on the
+//! device (submit + wait); `gpu_fit` is the whole PCA fit (mean, covariance,
+//! one readback, eigh on the CPU). The GPU rows are skipped (with a note)
+//! when no adapter is present.
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use gpuprep::{cpu, ops, Gpu, GpuMatrix, NComponents, Pca, PcaOptions, Whitening};
+use ndarray::Array2;
+
+fn data(n: usize, d: usize) -> Array2<f32> {
+    // A cheap deterministic fill (an LCG) with an offset, so setup does not dominate.
+    let mut s = 0x2545F491u32;
+    Array2::from_shape_simple_fn((n, d), || {
+        s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+        100.0 + (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0
+    })
+}
+
+fn bench(c: &mut Criterion) {
+    let gpu = Gpu::new()
+        .map_err(|e| eprintln!("covariance bench: no GPU ({e}); CPU only"))
+        .ok();
+    let mut group = c.benchmark_group("covariance");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_secs(1));
+    for &(n, d) in &[(4096usize, 64usize), (16_384, 256), (65_536, 256)] {
+        let x = data(n, d);
+        let id = format!("{n}x{d}");
+        group.throughput(Throughput::Elements((2 * n * d * d) as u64));
+        group.bench_with_input(BenchmarkId::new("cpu", &id), &x, |b, x| {
+            b.iter(|| cpu::covariance(x.view(), 0).unwrap())
+        });
+        let Some(g) = gpu.as_ref() else { continue };
+        let xg = GpuMatrix::upload(g, x.view()).unwrap();
+        group.bench_with_input(BenchmarkId::new("gpu", &id), &xg, |b, xg| {
+            b.iter(|| {
+                let c = ops::covariance(g, xg, 0).unwrap();
+                g.wait().unwrap();
+                c
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("pca_transform");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_secs(1));
+    let (n, d) = (16_384usize, 256usize);
+    let x = data(n, d);
+    let xg = gpu.as_ref().map(|g| GpuMatrix::upload(g, x.view()).unwrap());
+    for (name, k, whitening) in [
+        ("decorrelate", NComponents::All, Whitening::None),
+        ("reduce_32", NComponents::Count(32), Whitening::None),
+        ("pca_whiten", NComponents::All, Whitening::Pca),
+        ("zca_whiten", NComponents::All, Whitening::Zca),
+    ] {
+        let opts = PcaOptions {
+            n_components: k,
+            whitening,
+            ..Default::default()
+        };
+        let model = cpu::pca::fit(x.view(), &opts).unwrap();
+        let id = format!("{name}/{n}x{d}");
+        group.throughput(Throughput::Elements((2 * n * d * model.output_dim()) as u64));
+        group.bench_with_input(BenchmarkId::new("cpu", &id), &x, |b, x| {
+            b.iter(|| model.transform(x.view()).unwrap())
+        });
+        let (Some(g), Some(xg)) = (gpu.as_ref(), xg.as_ref()) else {
+            continue;
+        };
+        let pca = Pca::from_model(g, model.clone()).unwrap();
+        let out = GpuMatrix::uninit(g, n, pca.output_dim()).unwrap();
+        group.bench_with_input(BenchmarkId::new("gpu", &id), xg, |b, xg| {
+            b.iter(|| {
+                let mut enc = g.encoder("bench");
+                pca.encode_transform_into(g, &mut enc, xg, &out).unwrap();
+                g.submit("bench", enc).unwrap();
+                g.wait().unwrap();
+            })
+        });
+    }
+    // The whole fit: mean + covariance on the GPU, readback, eigh.
+    group.throughput(Throughput::Elements((2 * n * d * d) as u64));
+    group.bench_with_input(BenchmarkId::new("cpu_fit", format!("{n}x{d}")), &x, |b, x| {
+        b.iter(|| cpu::pca::fit(x.view(), &PcaOptions::default()).unwrap())
+    });
+    if let (Some(g), Some(xg)) = (gpu.as_ref(), xg.as_ref()) {
+        group.bench_with_input(BenchmarkId::new("gpu_fit", format!("{n}x{d}")), xg, |b, xg| {
+            b.iter(|| Pca::fit(g, xg, &PcaOptions::default()).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,275 @@
+// Covariance of the columns of a row-major N x D matrix X:
+//     C = (X - mu)^T (X - mu) / (N - ddof)
+// CPU twin: src/cpu/covariance.rs. Launcher: src/ops/covariance.rs.
+//
+// C is symmetric, so only the TILE x TILE tiles on and above the diagonal are
+// computed (half the flops of a general product) and the finalize pass mirrors
+// them. Each element is centred with the mean buffer m as it is loaded into
+// workgroup memory: X - m is never materialized, and the products are of
+// centred values, which keeps f32 accurate on data with a large offset.
+// The f32 mean is itself rounded (by up to half an ulp of the data, 5e-4 at
+// 1e4); the kernel also sums the centred values, s = sum_n (x_n - m), and
+// removes that residual exactly:
+//     sum (x - mu)(x - mu)^T = sum (x - m)(x - m)^T - s s^T / N,
+// so C is the covariance about the data's own mean for any shift m near it.
+//
+// Pass 1, `covariance_partial`: workgroup (t, s) accumulates upper tile t over
+// the rows of slice s (rows_per_slice rows), KSTEP rows at a time through
+// workgroup memory, each thread holding an 8 x 8 register tile; it writes its
+// TILE x TILE partial sum to `partials[s][t]`, and the diagonal tiles' groups
+// write their columns' sums to `colsums[s]`. Splitting N into slices gives the
+// device enough workgroups when D (and so the number of tiles) is small.
+// Pass 2, `covariance_finalize`: sums the slices (compensated), removes
+// s s^T / N, scales by 1 / (N - ddof), writes the tile and its mirror.
+
+struct Params {
+    n: u32,              // rows of X
+    d: u32,              // columns of X
+    rows_per_slice: u32, // rows each slice of pass 1 covers
+    n_slices: u32,
+    n_blocks: u32,       // ceil(d / TILE)
+    n_tiles: u32,        // n_blocks * (n_blocks + 1) / 2, the upper tiles
+    scale: f32,          // 1 / (n - ddof)
+    inv_n: f32,          // 1 / n
+}
+
+// Threads along each side of a tile: TILE = 8 * WG. One of 4, 8, 16.
+override WG: u32 = 16u;
+// Rows of X per step through workgroup memory: 8 or 16 (KSTEP / (WG / 2) <= 8).
+override KSTEP: u32 = 8u;
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> mean: array<f32>;
+@group(0) @binding(2) var<storage, read_write> partials: array<vec4<f32>>;
+@group(0) @binding(3) var<uniform> params: Params;
+@group(0) @binding(4) var<storage, read_write> cov: array<f32>;
+// Column sums of the centred values per slice: [n_slices][n_blocks * TILE / 4].
+@group(0) @binding(5) var<storage, read_write> colsums: array<vec4<f32>>;
+
+// KSTEP rows x TILE columns of centred X for the tile's row block (a) and column block (b).
+var<workgroup> a_tile: array<vec4<f32>, KSTEP * 2u * WG>;
+var<workgroup> b_tile: array<vec4<f32>, KSTEP * 2u * WG>;
+
+// Upper tile number t -> (row block, column block), row by row.
+fn tile_coords(t: u32) -> vec2<u32> {
+    var bi = 0u;
+    var rem = t;
+    loop {
+        let len = params.n_blocks - bi;
+        if rem < len || len == 0u {
+            break;
+        }
+        rem -= len;
+        bi += 1u;
+    }
+    return vec2<u32>(bi, bi + rem);
+}
+
+// mean[c .. c + 4], zero past column d.
+fn load_mean(c: u32) -> vec4<f32> {
+    let d = params.d;
+    var m = vec4<f32>(0.0);
+    if c < d { m.x = mean[c]; }
+    if c + 1u < d { m.y = mean[c + 1u]; }
+    if c + 2u < d { m.z = mean[c + 2u]; }
+    if c + 3u < d { m.w = mean[c + 3u]; }
+    return m;
+}
+
+// X[row, c .. c + 4] - m, zero past the slice's end or column d.
+fn load_centred(row: u32, row_end: u32, c: u32, m: vec4<f32>) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if row < row_end {
+        let d = params.d;
+        let base = row * d;
+        if c < d { v.x = x[base + c] - m.x; }
+        if c + 1u < d { v.y = x[base + c + 1u] - m.y; }
+        if c + 2u < d { v.z = x[base + c + 2u] - m.z; }
+        if c + 3u < d { v.w = x[base + c + 3u] - m.w; }
+    }
+    return v;
+}
+
+@compute @workgroup_size(WG, WG, 1)
+fn covariance_partial(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let tile = 8u * WG;
+    let t4 = 2u * WG; // vec4s per row of a tile
+    let bij = tile_coords(wid.x);
+    let col_a = bij.x * tile;
+    let col_b = bij.y * tile;
+    let row_begin = wid.y * params.rows_per_slice;
+    let row_end = min(params.n, row_begin + params.rows_per_slice);
+
+    // This thread loads vec4 column c4 of rows k0, k0 + kstride, ... of each step.
+    let c4 = tid % t4;
+    let k0 = tid / t4;
+    let kstride = WG / 2u;
+    let sweeps = KSTEP / kstride;
+    let ma = load_mean(col_a + 4u * c4);
+    let mb = load_mean(col_b + 4u * c4);
+
+    // Loads for the next step are issued before the current step's arithmetic.
+    var pa: array<vec4<f32>, 8>;
+    var pb: array<vec4<f32>, 8>;
+    // Sum of the centred values this thread loads for column block a.
+    var csum = vec4<f32>(0.0);
+    for (var j = 0u; j < sweeps; j++) {
+        let r = row_begin + k0 + j * kstride;
+        pa[j] = load_centred(r, row_end, col_a + 4u * c4, ma);
+        pb[j] = load_centred(r, row_end, col_b + 4u * c4, mb);
+        csum += pa[j];
+    }
+
+    // acc[2 * r + h]: local row r (0..3: 4 * lid.y + r, 4..7: TILE/2 + 4 * lid.y + r - 4),
+    // columns 4 * lid.x .. + 4 (h = 0) and TILE/2 + 4 * lid.x .. + 4 (h = 1).
+    var acc: array<vec4<f32>, 16>;
+    for (var r0 = row_begin; r0 < row_end; r0 += KSTEP) {
+        for (var j = 0u; j < sweeps; j++) {
+            let slot = (k0 + j * kstride) * t4 + c4;
+            a_tile[slot] = pa[j];
+            b_tile[slot] = pb[j];
+        }
+        workgroupBarrier();
+        let next = r0 + KSTEP;
+        for (var j = 0u; j < sweeps; j++) {
+            let r = next + k0 + j * kstride;
+            pa[j] = load_centred(r, row_end, col_a + 4u * c4, ma);
+            pb[j] = load_centred(r, row_end, col_b + 4u * c4, mb);
+            csum += pa[j];
+        }
+        for (var k = 0u; k < KSTEP; k++) {
+            let a0 = a_tile[k * t4 + lid.y];
+            let a1 = a_tile[k * t4 + WG + lid.y];
+            let b0 = b_tile[k * t4 + lid.x];
+            let b1 = b_tile[k * t4 + WG + lid.x];
+            acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
+            acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
+            acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
+            acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
+            acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
+            acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
+            acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
+            acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
+            acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]);
+            acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
+            acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]);
+            acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
+            acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]);
+            acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
+            acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
+            acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
+        }
+        workgroupBarrier();
+    }
+
+    // partials[slice][tile] is TILE x TILE, row-major, in vec4s.
+    let base = (wid.y * params.n_tiles + wid.x) * tile * t4;
+    let lo = 4u * lid.y;
+    let hi = tile / 2u + 4u * lid.y;
+    store_partial(base, lo, lid.x, acc[0], acc[1]);
+    store_partial(base, lo + 1u, lid.x, acc[2], acc[3]);
+    store_partial(base, lo + 2u, lid.x, acc[4], acc[5]);
+    store_partial(base, lo + 3u, lid.x, acc[6], acc[7]);
+    store_partial(base, hi, lid.x, acc[8], acc[9]);
+    store_partial(base, hi + 1u, lid.x, acc[10], acc[11]);
+    store_partial(base, hi + 2u, lid.x, acc[12], acc[13]);
+    store_partial(base, hi + 3u, lid.x, acc[14], acc[15]);
+
+    // Diagonal tiles: the column sums of block a over this slice, reduced over
+    // the threads that loaded the same column (a_tile is free after the loop).
+    if bij.x == bij.y {
+        a_tile[k0 * t4 + c4] = csum;
+        workgroupBarrier();
+        if k0 == 0u {
+            var t = vec4<f32>(0.0);
+            for (var r = 0u; r < kstride; r++) {
+                t += a_tile[r * t4 + c4];
+            }
+            colsums[wid.y * params.n_blocks * t4 + bij.x * t4 + c4] = t;
+        }
+    }
+}
+
+fn store_partial(base: u32, local_row: u32, tx: u32, left: vec4<f32>, right: vec4<f32>) {
+    let t4 = 2u * WG;
+    partials[base + local_row * t4 + tx] = left;
+    partials[base + local_row * t4 + WG + tx] = right;
+}
+
+// Finalize: each workgroup reduces FIN_OUT vec4s of the tiles, FIN_LANES
+// threads per vec4 splitting the slices between them (so the pass has
+// parallelism even when D is small and the slices are many).
+const FIN_OUT: u32 = 16u;
+const FIN_LANES: u32 = 16u;
+var<workgroup> fin_sum: array<vec4<f32>, 256>;
+var<workgroup> fin_sj: array<vec4<f32>, 256>;
+var<workgroup> fin_si: array<f32, 256>;
+
+@compute @workgroup_size(256, 1, 1)
+fn covariance_finalize(
+    @builtin(local_invocation_index) tid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let tile = 8u * WG;
+    let t4 = 2u * WG;
+    let per_tile = tile * t4; // vec4s per tile
+    let total = params.n_tiles * per_tile; // vec4s per slice
+    let row4 = params.n_blocks * t4; // vec4s per slice of colsums
+    let d = params.d;
+    let o = tid % FIN_OUT;
+    let lane = tid / FIN_OUT;
+    let n_groups = (total + FIN_OUT - 1u) / FIN_OUT;
+    for (var grp = wid.x; grp < n_groups; grp += nwg.x) {
+        let i = grp * FIN_OUT + o;
+        var sum = vec4<f32>(0.0);
+        var si = 0.0;
+        var sj = vec4<f32>(0.0);
+        var gi = 0u;
+        var gj = 0u;
+        var diagonal = false;
+        if i < total {
+            let bij = tile_coords(i / per_tile);
+            let local = i % per_tile;
+            gi = bij.x * tile + local / t4;
+            gj = bij.y * tile + (local % t4) * 4u;
+            diagonal = bij.x == bij.y;
+            // Kahan-compensated sum over this lane's slices; s_i and s_j..j+3 likewise.
+            var comp = vec4<f32>(0.0);
+            for (var s = lane; s < params.n_slices; s += FIN_LANES) {
+                let y = partials[s * total + i] - comp;
+                let t = sum + y;
+                comp = (t - sum) - y;
+                sum = t;
+                si += colsums[s * row4 + gi / 4u][gi % 4u];
+                sj += colsums[s * row4 + gj / 4u];
+            }
+        }
+        fin_sum[tid] = sum;
+        fin_si[tid] = si;
+        fin_sj[tid] = sj;
+        workgroupBarrier();
+        if lane == 0u && i < total && gi < d {
+            for (var l = 1u; l < FIN_LANES; l++) {
+                sum += fin_sum[l * FIN_OUT + o];
+                si += fin_si[l * FIN_OUT + o];
+                sj += fin_sj[l * FIN_OUT + o];
+            }
+            let v = (sum - si * sj * params.inv_n) * params.scale;
+            for (var q = 0u; q < 4u; q++) {
+                let c = gj + q;
+                if c < d {
+                    cov[gi * d + c] = v[q];
+                    if !diagonal {
+                        cov[c * d + gi] = v[q];
+                    }
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+}

@@ -1,0 +1,172 @@
+// The general product with optional centring, per-column scale and bias:
+//     out[i, j] = scale[j] * sum_k (x[i, k] - center[k]) * w[k, j] + bias[j]
+// x is row-major N x K, w row-major K x M, out row-major N x M.
+// CPU twin: src/cpu/matmul.rs. Launcher: src/ops/matmul.rs.
+//
+// With no flags it is plain x @ w (weight initialization uses it so); the PCA
+// transforms are one such product each: decorrelate / reduce (centre), PCA
+// whitening (centre + scale), ZCA whitening (centre, w = U diag(1/sqrt(S+eps)) U^T),
+// inverse transform (bias = mean). The centring happens as x is loaded into
+// workgroup memory, so X - mu is never materialized.
+//
+// Each workgroup computes a BM x BN block of out (BM = 8 * WY rows, BN = 8 * WX
+// columns), KSTEP columns of x / rows of w at a time through workgroup memory,
+// each thread an 8 x 8 register tile. Row blocks are walked with a grid stride,
+// so N may exceed 65535 * BM.
+
+struct Params {
+    n: u32,     // rows of x and out
+    k: u32,     // columns of x, rows of w
+    m: u32,     // columns of w and out
+    flags: u32, // CENTER | SCALE | BIAS
+}
+
+const CENTER: u32 = 1u;
+const SCALE: u32 = 2u;
+const BIAS: u32 = 4u;
+
+// Threads along the output's columns (BN = 8 * WX) and rows (BM = 8 * WY).
+override WX: u32 = 16u;
+override WY: u32 = 16u;
+// Columns of x (rows of w) per step through workgroup memory: 8, 16 or 32.
+override KSTEP: u32 = 8u;
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> w: array<f32>;
+// The optional vectors: the launcher binds a placeholder when a flag is off.
+@group(0) @binding(2) var<storage, read> center: array<f32>;
+@group(0) @binding(3) var<storage, read> scale: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<uniform> params: Params;
+
+// KSTEP rows x BM values of x transposed (row stride BM/4 + 1 vec4s, the pad
+// keeps the transposing stores free of bank conflicts), and KSTEP rows x BN of w.
+var<workgroup> a_tile: array<vec4<f32>, KSTEP * (2u * WY + 1u)>;
+var<workgroup> b_tile: array<vec4<f32>, KSTEP * 2u * WX>;
+
+// w[kr, c .. c + 4], zero past row k or column m.
+fn load_w(kr: u32, c: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    let m = params.m;
+    if kr < params.k {
+        let base = kr * m;
+        if c < m { v.x = w[base + c]; }
+        if c + 1u < m { v.y = w[base + c + 1u]; }
+        if c + 2u < m { v.z = w[base + c + 2u]; }
+        if c + 3u < m { v.w = w[base + c + 3u]; }
+    }
+    return v;
+}
+
+// out[row, c .. c + 4] = v * scale + bias, within bounds.
+fn store_out(row: u32, c: u32, v: vec4<f32>) {
+    let m = params.m;
+    if row >= params.n {
+        return;
+    }
+    let base = row * m;
+    for (var q = 0u; q < 4u; q++) {
+        let col = c + q;
+        if col < m {
+            var o = v[q];
+            if (params.flags & SCALE) != 0u {
+                o *= scale[col];
+            }
+            if (params.flags & BIAS) != 0u {
+                o += bias[col];
+            }
+            out[base + col] = o;
+        }
+    }
+}
+
+@compute @workgroup_size(WX, WY, 1)
+fn matmul(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let bm = 8u * WY;
+    let bn = 8u * WX;
+    let a_stride = 2u * WY + 1u;
+    let b_stride = 2u * WX;
+    let threads = WX * WY;
+    let col0 = wid.x * bn;
+    let centred = (params.flags & CENTER) != 0u;
+    let n_row_blocks = (params.n + bm - 1u) / bm;
+
+    for (var rb = wid.y; rb < n_row_blocks; rb += nwg.y) {
+        let row0 = rb * bm;
+        // acc[2 * r + h]: local row r (0..3: 4 * lid.y + r, 4..7: BM/2 + 4 * lid.y + r - 4),
+        // columns 4 * lid.x .. + 4 (h = 0) and BN/2 + 4 * lid.x .. + 4 (h = 1).
+        var acc: array<vec4<f32>, 16>;
+        for (var k0 = 0u; k0 < params.k; k0 += KSTEP) {
+            for (var i = tid; i < bm * KSTEP; i += threads) {
+                let r = i / KSTEP;
+                let kk = i % KSTEP;
+                let row = row0 + r;
+                let kc = k0 + kk;
+                var v = 0.0;
+                if row < params.n && kc < params.k {
+                    v = x[row * params.k + kc];
+                    if centred {
+                        v -= center[kc];
+                    }
+                }
+                a_tile[kk * a_stride + r / 4u][r % 4u] = v;
+            }
+            for (var i = tid; i < KSTEP * b_stride; i += threads) {
+                let kk = i / b_stride;
+                let c4 = i % b_stride;
+                b_tile[i] = load_w(k0 + kk, col0 + 4u * c4);
+            }
+            workgroupBarrier();
+            for (var k = 0u; k < KSTEP; k++) {
+                let a0 = a_tile[k * a_stride + lid.y];
+                let a1 = a_tile[k * a_stride + WY + lid.y];
+                let b0 = b_tile[k * b_stride + lid.x];
+                let b1 = b_tile[k * b_stride + WX + lid.x];
+                acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
+                acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
+                acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
+                acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
+                acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
+                acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
+                acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
+                acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
+                acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]);
+                acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
+                acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]);
+                acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
+                acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]);
+                acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
+                acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
+                acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
+            }
+            workgroupBarrier();
+        }
+
+        let lo = row0 + 4u * lid.y;
+        let hi = row0 + bm / 2u + 4u * lid.y;
+        let c_left = col0 + 4u * lid.x;
+        let c_right = col0 + bn / 2u + 4u * lid.x;
+        store_out(lo, c_left, acc[0]);
+        store_out(lo, c_right, acc[1]);
+        store_out(lo + 1u, c_left, acc[2]);
+        store_out(lo + 1u, c_right, acc[3]);
+        store_out(lo + 2u, c_left, acc[4]);
+        store_out(lo + 2u, c_right, acc[5]);
+        store_out(lo + 3u, c_left, acc[6]);
+        store_out(lo + 3u, c_right, acc[7]);
+        store_out(hi, c_left, acc[8]);
+        store_out(hi, c_right, acc[9]);
+        store_out(hi + 1u, c_left, acc[10]);
+        store_out(hi + 1u, c_right, acc[11]);
+        store_out(hi + 2u, c_left, acc[12]);
+        store_out(hi + 2u, c_right, acc[13]);
+        store_out(hi + 3u, c_left, acc[14]);
+        store_out(hi + 3u, c_right, acc[15]);
+    }
+}

@@ -1,0 +1,152 @@
+//! CPU twin of `shaders/matmul.wgsl`, in f64.
+//!
+//! The general product with optional centring, per-column scale and bias:
+//! `out[i, j] = scale[j] * sum_k (x[i, k] - center[k]) * w[k, j] + bias[j]`
+//! for a row-major `N x K` matrix `x` and a `K x M` matrix `w`. Every step of
+//! the PCA family is one such product (decorrelate, reduce, PCA whitening,
+//! ZCA whitening, inverse transform), and with no options it is plain `x @ w`.
+
+use faer::linalg::matmul::matmul as faer_matmul;
+use faer::{Accum, Mat};
+use ndarray::{Array2, ArrayView1, ArrayView2};
+
+use crate::error::{Error, Result};
+
+const OP: &str = "matmul (cpu)";
+
+/// Rows centred and multiplied per block.
+const BLOCK: usize = 256;
+
+/// The optional vectors of the product; all `None` gives `x @ w`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MatmulOptions<'a> {
+    /// Subtracted from each row of `x` before the product (length `K`).
+    pub center: Option<ArrayView1<'a, f64>>,
+    /// Multiplies column `j` of the product (length `M`).
+    pub scale: Option<ArrayView1<'a, f64>>,
+    /// Added to column `j` after the scale (length `M`).
+    pub bias: Option<ArrayView1<'a, f64>>,
+}
+
+fn check_len(what: &str, v: Option<ArrayView1<'_, f64>>, len: usize) -> Result<()> {
+    match v {
+        Some(v) if v.len() != len => Err(Error::shape(
+            OP,
+            format!("{what} of length {len}"),
+            format!("length {}", v.len()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `out = ((x - center) @ w) * scale + bias` in f64 (see the module docs).
+pub fn matmul<A: Copy + Into<f64>>(
+    x: ArrayView2<'_, A>,
+    w: ArrayView2<'_, f64>,
+    options: &MatmulOptions<'_>,
+) -> Result<Array2<f64>> {
+    let (n, k) = x.dim();
+    let (kw, m) = w.dim();
+    if kw != k {
+        return Err(Error::shape(
+            OP,
+            format!("w with {k} rows (x is {n} x {k})"),
+            format!("{kw} x {m}"),
+        ));
+    }
+    check_len("center", options.center, k)?;
+    check_len("scale", options.scale, m)?;
+    check_len("bias", options.bias, m)?;
+
+    let wf = Mat::<f64>::from_fn(k, m, |i, j| w[[i, j]]);
+    let mut out = Array2::<f64>::zeros((n, m));
+    // The product of a block: out_block^T (M x rows) = w^T (M x K) * xb^T (K x rows),
+    // with xb^T column-major so each column is one (centred) row of x.
+    let mut xt = Mat::<f64>::zeros(k, BLOCK.min(n.max(1)));
+    let mut ot = Mat::<f64>::zeros(m, BLOCK.min(n.max(1)));
+    let par = faer::get_global_parallelism();
+    let mut start = 0;
+    while start < n {
+        let rows = BLOCK.min(n - start);
+        for r in 0..rows {
+            let col = xt.col_as_slice_mut(r);
+            match options.center {
+                Some(c) => {
+                    for ((o, &v), &cv) in col.iter_mut().zip(x.row(start + r).iter()).zip(c.iter()) {
+                        *o = v.into() - cv;
+                    }
+                }
+                None => {
+                    for (o, &v) in col.iter_mut().zip(x.row(start + r).iter()) {
+                        *o = v.into();
+                    }
+                }
+            }
+        }
+        faer_matmul(
+            ot.as_mut().subcols_mut(0, rows),
+            Accum::Replace,
+            wf.transpose(),
+            xt.as_ref().subcols(0, rows),
+            1.0,
+            par,
+        );
+        for r in 0..rows {
+            let mut orow = out.row_mut(start + r);
+            for j in 0..m {
+                let mut v = ot[(j, r)];
+                if let Some(s) = options.scale {
+                    v *= s[j];
+                }
+                if let Some(b) = options.bias {
+                    v += b[j];
+                }
+                orow[j] = v;
+            }
+        }
+        start += rows;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{array, Array1};
+
+    #[test]
+    fn affine_product_by_hand() {
+        let x = array![[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]];
+        let w = array![[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]];
+        let plain = matmul(x.view(), w.view(), &MatmulOptions::default()).unwrap();
+        assert_eq!(plain, array![[4.0, -1.0], [10.0, -1.0]]);
+        let c = array![1.0, 1.0, 1.0];
+        let s = array![2.0, 3.0];
+        let b = array![0.5, -0.5];
+        let o = MatmulOptions {
+            center: Some(c.view()),
+            scale: Some(s.view()),
+            bias: Some(b.view()),
+        };
+        let got = matmul(x.view(), w.view(), &o).unwrap();
+        // (x - 1) @ w = [[2, -1], [8, -1]]
+        assert_eq!(got, array![[4.5, -3.5], [16.5, -3.5]]);
+    }
+
+    #[test]
+    fn shapes_checked() {
+        let x = Array2::<f64>::zeros((3, 4));
+        let w = Array2::<f64>::zeros((3, 2));
+        assert!(matmul(x.view(), w.view(), &MatmulOptions::default()).is_err());
+        let w = Array2::<f64>::zeros((4, 2));
+        let bad = Array1::<f64>::zeros(3);
+        let o = MatmulOptions {
+            scale: Some(bad.view()),
+            ..Default::default()
+        };
+        assert!(matmul(x.view(), w.view(), &o).is_err());
+        let empty = Array2::<f64>::zeros((0, 4));
+        let got = matmul(empty.view(), w.view(), &MatmulOptions::default()).unwrap();
+        assert_eq!(got.dim(), (0, 2));
+    }
+}

@@ -1,0 +1,224 @@
+//! GPU launcher for `shaders/matmul.wgsl`; CPU twin: [`crate::cpu::matmul`].
+//!
+//! `out = ((x - center) @ w) * scale + bias`, each of `center`, `scale`, `bias`
+//! optional: with none of them it is plain `x @ w` (the entry point weight
+//! initialization uses), and every PCA transform is one such product.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::matrix::GpuMatrix;
+use crate::shaders;
+
+const OP: &str = "matmul";
+const CENTER: u32 = 1;
+const SCALE: u32 = 2;
+const BIAS: u32 = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    n: u32,
+    k: u32,
+    m: u32,
+    flags: u32,
+}
+
+/// The optional vectors of [`matmul`]. Each is read from row 0 of a matrix
+/// with that many columns: a `1 x len` matrix, or for `center` the buffer of
+/// [`crate::ColumnStats`] (5 x D, row 0 is the mean).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MatmulOptions<'a> {
+    /// Subtracted from each row of `x` as it is loaded (length K).
+    pub center: Option<&'a GpuMatrix>,
+    /// Multiplies column `j` of the product (length M).
+    pub scale: Option<&'a GpuMatrix>,
+    /// Added to column `j` after the scale (length M).
+    pub bias: Option<&'a GpuMatrix>,
+}
+
+/// The kernel's work split. `Default` picks by the output's width.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MatmulConfig {
+    /// `(wx, wy)`: `wx` threads along the output's columns and `wy` along its
+    /// rows, each computing 8 x 8 outputs (a `8 wy x 8 wx` block per
+    /// workgroup); each a power of two with `wx * wy <= 256`.
+    pub threads: Option<(u32, u32)>,
+    /// Inner-dimension step through workgroup memory: 8, 16 or 32 (default 8).
+    pub k_step: Option<u32>,
+}
+
+impl MatmulConfig {
+    fn threads(&self, m: usize) -> (u32, u32) {
+        if let Some(t) = self.threads {
+            return t;
+        }
+        // The narrowest column block that covers M (up to 128), 256 threads
+        // where the rows allow: a thin output reads x once and wastes little.
+        let wx = (m.div_ceil(8).next_power_of_two() as u32).clamp(1, 16);
+        let wy = (256 / wx).min(32);
+        (wx, wy)
+    }
+}
+
+fn check_vec(what: &str, v: Option<&GpuMatrix>, len: usize) -> Result<u32> {
+    match v {
+        Some(v) if v.cols() != len || v.rows() == 0 => Err(Error::shape(
+            OP,
+            format!("{what}: a matrix with {len} columns (row 0 is used)"),
+            format!("{} x {}", v.rows(), v.cols()),
+        )),
+        Some(_) => Ok(1),
+        None => Ok(0),
+    }
+}
+
+/// `((x - center) @ w) * scale + bias` as a new `N x M` matrix, submitted.
+pub fn matmul(gpu: &Gpu, x: &GpuMatrix, w: &GpuMatrix, opts: MatmulOptions) -> Result<GpuMatrix> {
+    let mut encoder = gpu.encoder(OP);
+    let out = encode_matmul(gpu, &mut encoder, x, w, opts)?;
+    gpu.submit(OP, encoder)?;
+    Ok(out)
+}
+
+/// Records [`matmul`] into a caller's encoder; the new output is valid once
+/// the caller submits.
+pub fn encode_matmul(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    x: &GpuMatrix,
+    w: &GpuMatrix,
+    opts: MatmulOptions,
+) -> Result<GpuMatrix> {
+    let out = GpuMatrix::uninit(gpu, x.rows(), w.cols())?;
+    encode_matmul_into(gpu, encoder, x, w, opts, &out)?;
+    Ok(out)
+}
+
+/// Records [`matmul`] into a caller's encoder, writing the caller's `N x M`
+/// output (which must not share a buffer with an input).
+pub fn encode_matmul_into(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    x: &GpuMatrix,
+    w: &GpuMatrix,
+    opts: MatmulOptions,
+    out: &GpuMatrix,
+) -> Result<()> {
+    encode_matmul_with(gpu, encoder, x, w, opts, out, MatmulConfig::default())
+}
+
+/// [`encode_matmul_into`] with an explicit thread layout (for tuning and tests).
+pub fn encode_matmul_with(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    x: &GpuMatrix,
+    w: &GpuMatrix,
+    opts: MatmulOptions,
+    out: &GpuMatrix,
+    config: MatmulConfig,
+) -> Result<()> {
+    let (n, k) = x.shape();
+    let (kw, m) = w.shape();
+    if kw != k {
+        return Err(Error::shape(
+            OP,
+            format!("w with {k} rows (x is {n} x {k})"),
+            format!("{kw} x {m}"),
+        ));
+    }
+    if out.shape() != (n, m) {
+        return Err(Error::shape(
+            OP,
+            format!("an output of {n} x {m}"),
+            format!("{} x {}", out.rows(), out.cols()),
+        ));
+    }
+    let flags = check_vec("center", opts.center, k)? * CENTER
+        + check_vec("scale", opts.scale, m)? * SCALE
+        + check_vec("bias", opts.bias, m)? * BIAS;
+    let inputs = [Some(x), Some(w), opts.center, opts.scale, opts.bias];
+    if inputs.iter().flatten().any(|i| i.buffer() == out.buffer()) {
+        return Err(Error::invalid(
+            OP,
+            "the output must not share a buffer with an input",
+        ));
+    }
+    if n == 0 || m == 0 {
+        return Ok(());
+    }
+
+    let (wx, wy) = config.threads(m);
+    let limits = gpu.limits();
+    if !(wx.is_power_of_two()
+        && wy.is_power_of_two()
+        && wx * wy <= 256
+        && wx <= limits.max_compute_workgroup_size_x
+        && wy <= limits.max_compute_workgroup_size_y
+        && wx * wy <= limits.max_compute_invocations_per_workgroup)
+    {
+        return Err(Error::invalid(
+            OP,
+            format!("thread layout {wx} x {wy}: each must be a power of two, at most 256 threads"),
+        ));
+    }
+    let k_step = config.k_step.unwrap_or(8);
+    if ![8, 16, 32].contains(&k_step) {
+        return Err(Error::invalid(
+            OP,
+            format!("k_step must be 8, 16 or 32, got {k_step}"),
+        ));
+    }
+    // a_tile + b_tile in the shader, in bytes.
+    let shared = 16 * k_step as u64 * ((2 * wy + 1) + 2 * wx) as u64;
+    if shared > limits.max_compute_workgroup_storage_size as u64 {
+        return Err(Error::ExceedsLimit {
+            op: OP,
+            what: "workgroup storage in bytes",
+            needed: shared,
+            limit: limits.max_compute_workgroup_storage_size as u64,
+        });
+    }
+    let (bm, bn) = (8 * wy as usize, 8 * wx as usize);
+    let col_groups = m.div_ceil(bn);
+    let row_groups = n
+        .div_ceil(bm)
+        .min(limits.max_compute_workgroups_per_dimension as usize);
+    gpu.check_workgroups(OP, [col_groups as u32, row_groups as u32, 1])?;
+
+    let params = gpu.uniform(
+        "matmul params",
+        &Params {
+            n: n as u32,
+            k: k as u32,
+            m: m as u32,
+            flags,
+        },
+    );
+    let constants = [("WX", wx as f64), ("WY", wy as f64), ("KSTEP", k_step as f64)];
+    let pipeline = gpu.pipeline(&shaders::MATMUL, "matmul", &constants)?;
+    // Absent vectors bind a placeholder the kernel never reads.
+    let or_x = |v: Option<&GpuMatrix>| v.map_or(x.buffer(), |v| v.buffer()).clone();
+    let (center, scale, bias) = (or_x(opts.center), or_x(opts.scale), or_x(opts.bias));
+    let bind_group = gpu.bind(
+        &pipeline,
+        &[
+            (0, x.buffer()),
+            (1, w.buffer()),
+            (2, &center),
+            (3, &scale),
+            (4, &bias),
+            (5, out.buffer()),
+            (6, &params),
+        ],
+    );
+    gpu.dispatch(
+        encoder,
+        OP,
+        &pipeline,
+        &bind_group,
+        [col_groups as u32, row_groups as u32, 1],
+    );
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! PCA, dimensionality reduction, PCA and ZCA whitening on the GPU; CPU twin:
+//! [`crate::cpu::pca`].
+//!
+//! [`Pca::fit`] computes the column mean ([`crate::ops::column_stats`]) and the
+//! covariance ([`crate::ops::covariance`]) on the GPU in one submit, reads the
+//! `D x D` covariance and the mean back once, and solves the small symmetric
+//! eigenproblem on the CPU (faer). Every transform is then one fused pass of
+//! the [`crate::ops::matmul`] kernel over X: `((X - mean) @ W) * scale` forward,
+//! `Y @ V + mean` back.
+
+use ndarray::{Array1, Array2};
+
+use crate::cpu::pca::PcaModel;
+pub use crate::cpu::pca::{NComponents, PcaOptions, Whitening};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::matrix::GpuMatrix;
+use crate::ops::column_stats::encode_column_stats;
+use crate::ops::covariance::encode_covariance;
+use crate::ops::matmul::{encode_matmul_into, MatmulOptions};
+
+const OP: &str = "pca";
+
+/// A fitted PCA whose transform matrices live on the GPU.
+#[derive(Debug, Clone)]
+pub struct Pca {
+    model: PcaModel,
+    /// 1 x D.
+    mean: GpuMatrix,
+    /// D x output_dim.
+    forward: GpuMatrix,
+    /// 1 x output_dim (PCA whitening only).
+    forward_scale: Option<GpuMatrix>,
+    /// output_dim x D.
+    inverse: GpuMatrix,
+}
+
+fn upload_f64(gpu: &Gpu, a: &Array2<f64>) -> Result<GpuMatrix> {
+    GpuMatrix::upload(gpu, a.mapv(|v| v as f32).view())
+}
+
+fn upload_row(gpu: &Gpu, a: &Array1<f64>) -> Result<GpuMatrix> {
+    let row = a.mapv(|v| v as f32).insert_axis(ndarray::Axis(0));
+    GpuMatrix::upload(gpu, row.view())
+}
+
+impl Pca {
+    /// Fits PCA on `x` (`N x D`, rows are samples): mean and covariance on the
+    /// GPU, one readback of the covariance and mean, the eigendecomposition on
+    /// the CPU. Errors on bad options, `N <= ddof`, or non-finite data.
+    pub fn fit(gpu: &Gpu, x: &GpuMatrix, options: &PcaOptions) -> Result<Pca> {
+        options.validate()?;
+        let (n, d) = x.shape();
+        if n == 0 || d == 0 {
+            return Err(Error::shape(
+                OP,
+                "at least 1 row and 1 column",
+                format!("{n} x {d}"),
+            ));
+        }
+        if options.ddof >= n {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "ddof = {} needs more than {} rows, got {n}",
+                    options.ddof, options.ddof
+                ),
+            ));
+        }
+        let mut encoder = gpu.encoder(OP);
+        let stats = encode_column_stats(gpu, &mut encoder, x, 0)?;
+        let cov = encode_covariance(gpu, &mut encoder, x, &stats.buffer, options.ddof)?;
+        // One readback: the covariance followed by the mean, copied side by side.
+        let both = GpuMatrix::uninit(gpu, d + 1, d)?;
+        let cov_bytes = (d * d * 4) as u64;
+        encoder.copy_buffer_to_buffer(cov.buffer(), 0, both.buffer(), 0, cov_bytes);
+        encoder.copy_buffer_to_buffer(stats.buffer.buffer(), 0, both.buffer(), cov_bytes, (d * 4) as u64);
+        gpu.submit(OP, encoder)?;
+        let host = both.download(gpu)?.mapv(f64::from);
+        let c = host.slice(ndarray::s![..d, ..]);
+        let mean = host.row(d).to_owned();
+        if let Some(j) = mean.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                op: OP,
+                location: format!("column {j} (its mean is not finite)"),
+            });
+        }
+        let model = PcaModel::from_covariance(mean, c, n, options)?;
+        Pca::from_model(gpu, model)
+    }
+
+    /// Uploads a fitted model's transform matrices (for example one loaded
+    /// with [`PcaModel::load`], or fitted by the CPU twin).
+    pub fn from_model(gpu: &Gpu, model: PcaModel) -> Result<Pca> {
+        let (w, scale) = model.transform_parts();
+        Ok(Pca {
+            mean: upload_row(gpu, &model.mean)?,
+            forward: upload_f64(gpu, &w)?,
+            forward_scale: scale.as_ref().map(|s| upload_row(gpu, s)).transpose()?,
+            inverse: upload_f64(gpu, &model.inverse_parts())?,
+            model,
+        })
+    }
+
+    /// The fitted model (host data: mean, components, eigenvalues, ...).
+    pub fn model(&self) -> &PcaModel {
+        &self.model
+    }
+
+    /// Consumes the GPU estimator, keeping the model.
+    pub fn into_model(self) -> PcaModel {
+        self.model
+    }
+
+    /// Columns of the transform's output (`k`, or `D` for ZCA).
+    pub fn output_dim(&self) -> usize {
+        self.model.output_dim()
+    }
+
+    /// Decorrelates / reduces / whitens `x` (`N x D`) into a new `N x output_dim` matrix.
+    pub fn transform(&self, gpu: &Gpu, x: &GpuMatrix) -> Result<GpuMatrix> {
+        let out = GpuMatrix::uninit(gpu, x.rows(), self.output_dim())?;
+        let mut encoder = gpu.encoder(OP);
+        self.encode_transform_into(gpu, &mut encoder, x, &out)?;
+        gpu.submit(OP, encoder)?;
+        Ok(out)
+    }
+
+    /// Records the forward transform into a caller's encoder and `N x output_dim` output.
+    pub fn encode_transform_into(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &GpuMatrix,
+        out: &GpuMatrix,
+    ) -> Result<()> {
+        if x.cols() != self.model.n_features() {
+            return Err(Error::shape(
+                OP,
+                format!("input with {} columns", self.model.n_features()),
+                format!("{} x {}", x.rows(), x.cols()),
+            ));
+        }
+        let opts = MatmulOptions {
+            center: Some(&self.mean),
+            scale: self.forward_scale.as_ref(),
+            bias: None,
+        };
+        encode_matmul_into(gpu, encoder, x, &self.forward, opts, out)
+    }
+
+    /// Maps transformed data (`N x output_dim`) back to the input space as a
+    /// new `N x D` matrix: exact with all components, the projection onto the
+    /// kept components otherwise.
+    pub fn inverse_transform(&self, gpu: &Gpu, y: &GpuMatrix) -> Result<GpuMatrix> {
+        let out = GpuMatrix::uninit(gpu, y.rows(), self.model.n_features())?;
+        let mut encoder = gpu.encoder(OP);
+        self.encode_inverse_transform_into(gpu, &mut encoder, y, &out)?;
+        gpu.submit(OP, encoder)?;
+        Ok(out)
+    }
+
+    /// Records the inverse transform into a caller's encoder and `N x D` output.
+    pub fn encode_inverse_transform_into(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        y: &GpuMatrix,
+        out: &GpuMatrix,
+    ) -> Result<()> {
+        if y.cols() != self.output_dim() {
+            return Err(Error::shape(
+                OP,
+                format!("transformed data with {} columns", self.output_dim()),
+                format!("{} x {}", y.rows(), y.cols()),
+            ));
+        }
+        let opts = MatmulOptions {
+            center: None,
+            scale: None,
+            bias: Some(&self.mean),
+        };
+        encode_matmul_into(gpu, encoder, y, &self.inverse, opts, out)
+    }
+}

@@ -1,0 +1,172 @@
+//! covariance: GPU against its f64 CPU twin.
+
+mod common;
+
+use common::{gpu, normal, SHAPES};
+use gpuprep::cpu::covariance::frobenius_rel_error;
+use gpuprep::ops::covariance::encode_covariance_with;
+use gpuprep::ops::CovarianceConfig;
+use gpuprep::{cpu, ops, Error, GpuMatrix};
+use ndarray::Array2;
+
+/// GPU covariance of `x` about its GPU column mean, output poisoned with NaN first,
+/// against the twin about the f64 mean; returns the Frobenius relative error.
+fn check(x: &Array2<f32>, ddof: usize, config: &CovarianceConfig) -> f64 {
+    let g = gpu();
+    let (n, d) = x.dim();
+    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    let out = GpuMatrix::filled(g, d, d, f32::NAN).unwrap();
+    let mut enc = g.encoder("test");
+    let stats = ops::encode_column_stats(g, &mut enc, &xg, 0).unwrap();
+    encode_covariance_with(g, &mut enc, &xg, &stats.buffer, ddof, &out, config).unwrap();
+    g.submit("test", enc).unwrap();
+    let got = out.download(g).unwrap().mapv(f64::from);
+    assert!(
+        got.iter().all(|v| v.is_finite()),
+        "{n}x{d}: an element was never written"
+    );
+    for i in 0..d {
+        for j in 0..d {
+            assert_eq!(got[[i, j]], got[[j, i]], "{n}x{d}: not symmetric at ({i}, {j})");
+        }
+    }
+    let want = cpu::covariance(x.view(), ddof).unwrap();
+    frobenius_rel_error(got.view(), want.view())
+}
+
+#[test]
+fn matches_cpu_on_awkward_shapes() {
+    for (i, &(n, d)) in SHAPES.iter().enumerate() {
+        let x = normal(n, d, 0.5, 2.0, 300 + i as u64);
+        let err = check(&x, 0, &CovarianceConfig::default());
+        assert!(err <= 1e-5, "{n}x{d}: rel error {err:e}");
+        if n > 1 {
+            let err = check(&x, 1, &CovarianceConfig::default());
+            assert!(err <= 1e-5, "{n}x{d} ddof 1: rel error {err:e}");
+        }
+    }
+}
+
+#[test]
+fn every_tile_size_and_many_slices() {
+    // Several tiles along both axes (blocks 0..3) and many row slices.
+    for (i, &(n, d, wg)) in [
+        (301, 100, 4),
+        (1000, 70, 4),
+        (517, 130, 8),
+        (999, 129, 16),
+        (64, 300, 16),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let x = normal(n, d, -3.0, 1.5, 40 + i as u64);
+        for (target, min_rows, kstep) in [(1, 256, 8), (4096, 8, 8), (50, 64, 16), (4096, 16, 16)] {
+            let config = CovarianceConfig {
+                tile_threads: Some(wg),
+                target_workgroups: target,
+                min_rows_per_slice: min_rows,
+                rows_per_step: kstep,
+            };
+            let err = check(&x, 0, &config);
+            assert!(err <= 1e-5, "{n}x{d} WG {wg} {config:?}: rel error {err:e}");
+        }
+    }
+}
+
+#[test]
+fn large_offset_stays_accurate() {
+    // 1e4 + unit noise: the kernel centres as it loads, so f32 keeps ~1e-7.
+    for (i, &(n, d)) in [(2, 3), (2000, 67), (4099, 130), (20000, 5)].iter().enumerate() {
+        let x = normal(n, d, 1e4, 1.0, 900 + i as u64);
+        let err = check(&x, 0, &CovarianceConfig::default());
+        eprintln!("offset 1e4, {n}x{d}: Frobenius rel error {err:.2e}");
+        assert!(err <= 1e-5, "offset 1e4, {n}x{d}: Frobenius rel error {err:e}");
+    }
+}
+
+#[test]
+fn fewer_rows_than_columns() {
+    for &(n, d) in &[(2, 9), (5, 40), (3, 200)] {
+        let x = normal(n, d, 1.0, 1.0, (n * d) as u64);
+        let err = check(&x, 0, &CovarianceConfig::default());
+        assert!(err <= 1e-5, "{n}x{d}: rel error {err:e}");
+    }
+}
+
+#[test]
+fn convenience_form_and_host_mean() {
+    let g = gpu();
+    let x = normal(300, 37, 5.0, 1.0, 5);
+    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    let want = cpu::covariance(x.view(), 1).unwrap();
+    let got = ops::covariance(g, &xg, 1)
+        .unwrap()
+        .download(g)
+        .unwrap()
+        .mapv(f64::from);
+    assert!(frobenius_rel_error(got.view(), want.view()) <= 1e-5);
+    // A 1 x D shift from the host, away from the mean: the kernel removes it
+    // (- s s^T / N), so the result is still the covariance about the mean.
+    let want = cpu::covariance(x.view(), 0).unwrap();
+    for delta in [0.0f32, 0.25, -3.0] {
+        let mean = cpu::covariance::column_mean(x.view())
+            .unwrap()
+            .mapv(|v| v as f32 + delta);
+        let mg = GpuMatrix::upload(g, mean.view().insert_axis(ndarray::Axis(0))).unwrap();
+        let mut enc = g.encoder("t");
+        let c = ops::encode_covariance(g, &mut enc, &xg, &mg, 0).unwrap();
+        g.submit("t", enc).unwrap();
+        let got = c.download(g).unwrap().mapv(f64::from);
+        let err = frobenius_rel_error(got.view(), want.view());
+        assert!(err <= 1e-5, "shift {delta}: rel error {err:e}");
+    }
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let g = gpu();
+    let x = GpuMatrix::upload(g, normal(4, 3, 0.0, 1.0, 1).view()).unwrap();
+    assert!(matches!(
+        ops::covariance(g, &x, 4),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let empty = GpuMatrix::uninit(g, 0, 3).unwrap();
+    assert!(ops::covariance(g, &empty, 0).is_err());
+    let mean = GpuMatrix::uninit(g, 1, 2).unwrap();
+    let mut enc = g.encoder("t");
+    assert!(matches!(
+        ops::encode_covariance(g, &mut enc, &x, &mean, 0),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let mean = GpuMatrix::uninit(g, 1, 3).unwrap();
+    let wrong_out = GpuMatrix::uninit(g, 3, 2).unwrap();
+    assert!(matches!(
+        ops::encode_covariance_into(g, &mut enc, &x, &mean, 0, &wrong_out),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let out = GpuMatrix::uninit(g, 3, 3).unwrap();
+    for bad in [
+        CovarianceConfig {
+            tile_threads: Some(5),
+            ..Default::default()
+        },
+        CovarianceConfig {
+            rows_per_step: 12,
+            ..Default::default()
+        },
+    ] {
+        assert!(encode_covariance_with(g, &mut enc, &x, &mean, 0, &out, &bad).is_err());
+    }
+}
+
+#[test]
+fn cpu_twin_by_hand() {
+    // numpy: np.cov(x.T, bias=True) and np.cov(x.T) (ddof 1).
+    let x = ndarray::array![[1.0f32, 2.0], [2.0, 4.0], [3.0, 6.0], [4.0, 9.0]];
+    let c = cpu::covariance(x.view(), 0).unwrap();
+    let want = ndarray::array![[1.25, 2.875], [2.875, 6.6875]];
+    assert!(frobenius_rel_error(c.view(), want.view()) < 1e-15);
+    let c1 = cpu::covariance(x.view(), 1).unwrap();
+    assert!(frobenius_rel_error(c1.view(), (want * (4.0 / 3.0)).view()) < 1e-15);
+}

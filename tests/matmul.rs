@@ -1,0 +1,195 @@
+//! matmul: GPU against its f64 CPU twin.
+
+mod common;
+
+use common::{gpu, normal};
+use gpuprep::cpu::covariance::frobenius_rel_error;
+use gpuprep::ops::matmul::encode_matmul_with;
+use gpuprep::ops::{MatmulConfig, MatmulOptions};
+use gpuprep::{cpu, ops, Error, GpuMatrix};
+use ndarray::{Array1, Array2, Axis};
+
+/// Runs the GPU product with the given flags (1 center, 2 scale, 4 bias) into
+/// a NaN-poisoned output and returns the Frobenius relative error against the twin.
+fn check(n: usize, k: usize, m: usize, flags: u32, config: MatmulConfig, seed: u64) -> f64 {
+    let g = gpu();
+    let x = normal(n, k, 50.0, 2.0, seed);
+    let w = normal(k, m, 0.0, 1.0, seed + 1);
+    let center: Array1<f32> = (0..k).map(|i| 50.0 + 0.01 * i as f32).collect();
+    let scale: Array1<f32> = (0..m).map(|j| 0.5 + 0.25 * j as f32).collect();
+    let bias: Array1<f32> = (0..m).map(|j| j as f32 - 3.0).collect();
+    let row = |a: &Array1<f32>| GpuMatrix::upload(g, a.view().insert_axis(Axis(0))).unwrap();
+    let (cg, sg, bg) = (row(&center), row(&scale), row(&bias));
+    let opts = MatmulOptions {
+        center: (flags & 1 != 0).then_some(&cg),
+        scale: (flags & 2 != 0).then_some(&sg),
+        bias: (flags & 4 != 0).then_some(&bg),
+    };
+    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    let wg = GpuMatrix::upload(g, w.view()).unwrap();
+    let out = GpuMatrix::filled(g, n, m, f32::NAN).unwrap();
+    let mut enc = g.encoder("test");
+    encode_matmul_with(g, &mut enc, &xg, &wg, opts, &out, config).unwrap();
+    g.submit("test", enc).unwrap();
+    let got = out.download(g).unwrap().mapv(f64::from);
+    assert!(
+        got.iter().all(|v| v.is_finite()),
+        "{n}x{k} @ {k}x{m} flags {flags}: an element was never written"
+    );
+    let (c64, s64, b64) = (
+        center.mapv(f64::from),
+        scale.mapv(f64::from),
+        bias.mapv(f64::from),
+    );
+    let want = cpu::matmul(
+        x.view(),
+        w.mapv(f64::from).view(),
+        &cpu::MatmulOptions {
+            center: (flags & 1 != 0).then(|| c64.view()),
+            scale: (flags & 2 != 0).then(|| s64.view()),
+            bias: (flags & 4 != 0).then(|| b64.view()),
+        },
+    )
+    .unwrap();
+    frobenius_rel_error(got.view(), want.view())
+}
+
+#[test]
+fn matches_cpu_on_awkward_shapes() {
+    let shapes = [
+        (1usize, 1usize, 1usize),
+        (1, 5, 3),
+        (7, 1, 4),
+        (5, 4, 1),
+        (63, 65, 9),
+        (257, 129, 130),
+        (1025, 33, 17),
+        (300, 256, 2),
+    ];
+    for (i, &(n, k, m)) in shapes.iter().enumerate() {
+        for flags in [0, 1, 3, 7] {
+            let err = check(
+                n,
+                k,
+                m,
+                flags,
+                MatmulConfig::default(),
+                10 * i as u64 + flags as u64,
+            );
+            assert!(err <= 1e-5, "{n}x{k} @ {k}x{m} flags {flags}: rel error {err:e}");
+        }
+    }
+}
+
+#[test]
+fn every_thread_layout() {
+    for (wx, wy, k_step) in [
+        (1, 32, 8),
+        (2, 32, 16),
+        (4, 8, 32),
+        (8, 32, 8),
+        (16, 16, 16),
+        (16, 4, 32),
+    ] {
+        let config = MatmulConfig {
+            threads: Some((wx, wy)),
+            k_step: Some(k_step),
+        };
+        for &(n, k, m) in &[(70, 20, 3), (300, 17, 40), (9, 130, 140)] {
+            let err = check(n, k, m, 7, config, (wx * 100 + wy) as u64);
+            assert!(err <= 1e-5, "{wx}x{wy}: {n}x{k} @ {k}x{m}: rel error {err:e}");
+        }
+    }
+}
+
+#[test]
+fn many_row_blocks_use_the_grid_stride() {
+    // More row blocks than workgroups along y would be needed on a small grid is
+    // exercised by N large relative to BM = 8 * wy with wy = 1.
+    let config = MatmulConfig {
+        threads: Some((16, 1)),
+        k_step: None,
+    };
+    let err = check(5000, 5, 20, 3, config, 77);
+    assert!(err <= 1e-5, "rel error {err:e}");
+}
+
+#[test]
+fn plain_product_by_hand() {
+    let g = gpu();
+    let x = ndarray::array![[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0]];
+    let w = ndarray::array![[1.0f32, 0.0], [0.0, 1.0], [1.0, -1.0]];
+    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    let wg = GpuMatrix::upload(g, w.view()).unwrap();
+    let y = ops::matmul(g, &xg, &wg, MatmulOptions::default())
+        .unwrap()
+        .download(g)
+        .unwrap();
+    assert_eq!(y, ndarray::array![[4.0f32, -1.0], [10.0, -1.0]]);
+}
+
+#[test]
+fn zero_inner_dimension_gives_the_bias() {
+    let g = gpu();
+    let x = GpuMatrix::uninit(g, 3, 0).unwrap();
+    let w = GpuMatrix::uninit(g, 0, 2).unwrap();
+    let b = GpuMatrix::upload(g, ndarray::array![[1.5f32, -2.0]].view()).unwrap();
+    let opts = MatmulOptions {
+        bias: Some(&b),
+        ..Default::default()
+    };
+    let y = ops::matmul(g, &x, &w, opts).unwrap().download(g).unwrap();
+    assert_eq!(y, Array2::from_shape_fn((3, 2), |(_, j)| [1.5f32, -2.0][j]));
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let g = gpu();
+    let x = GpuMatrix::uninit(g, 4, 3).unwrap();
+    let w = GpuMatrix::uninit(g, 2, 5).unwrap();
+    assert!(matches!(
+        ops::matmul(g, &x, &w, MatmulOptions::default()),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let w = GpuMatrix::uninit(g, 3, 5).unwrap();
+    let v = GpuMatrix::uninit(g, 1, 4).unwrap();
+    for opts in [
+        MatmulOptions {
+            center: Some(&v),
+            ..Default::default()
+        },
+        MatmulOptions {
+            scale: Some(&v),
+            ..Default::default()
+        },
+        MatmulOptions {
+            bias: Some(&v),
+            ..Default::default()
+        },
+    ] {
+        assert!(matches!(
+            ops::matmul(g, &x, &w, opts),
+            Err(Error::ShapeMismatch { .. })
+        ));
+    }
+    let mut enc = g.encoder("t");
+    let sq = GpuMatrix::uninit(g, 3, 3).unwrap();
+    let xs = GpuMatrix::uninit(g, 3, 3).unwrap();
+    assert!(matches!(
+        ops::encode_matmul_into(g, &mut enc, &xs, &sq, MatmulOptions::default(), &xs),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let out = GpuMatrix::uninit(g, 4, 5).unwrap();
+    for bad in [
+        MatmulConfig {
+            threads: Some((3, 8)),
+            k_step: None,
+        },
+        MatmulConfig {
+            threads: None,
+            k_step: Some(12),
+        },
+    ] {
+        assert!(encode_matmul_with(g, &mut enc, &x, &w, MatmulOptions::default(), &out, bad).is_err());
+    }
+}

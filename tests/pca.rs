@@ -1,0 +1,822 @@
+//! PCA, reduction, PCA and ZCA whitening: the CPU twin against the lecture's
+//! numpy formulas, and the GPU estimator against the twin.
+
+mod common;
+
+use common::{gpu, normal};
+use gpuprep::cpu::covariance::frobenius_rel_error;
+use gpuprep::cpu::pca::fit;
+use gpuprep::{cpu, ops, Error, GpuMatrix, NComponents, Pca, PcaModel, PcaOptions, Whitening};
+use ndarray::{array, s, Array2, ArrayView2, Axis};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+// The lecture's code run by numpy 2.4 on the data set below (script: tests/data/pca_lecture.py):
+// X -= mean; cov = X.T @ X / N; U, S, V = svd(cov); Xrot = X @ U; Xrot_reduced = X @ U[:, :2];
+// Xwhite = Xrot / sqrt(S + 1e-5); Xzca = Xwhite @ U.T.
+const COV: [[f64; 4]; 4] = [
+    [
+        0.5549000000000001,
+        0.5539,
+        -0.35860000000000003,
+        0.48760000000000003,
+    ],
+    [0.5539, 0.6449, -0.39960000000000007, 0.49609999999999993],
+    [
+        -0.35860000000000003,
+        -0.39960000000000007,
+        0.2804,
+        -0.35640000000000005,
+    ],
+    [
+        0.48760000000000003,
+        0.49609999999999993,
+        -0.35640000000000005,
+        0.5344,
+    ],
+];
+const S: [[f64; 4]; 1] = [[
+    1.8680600212849179,
+    0.09096483790152105,
+    0.0434227391669769,
+    0.012152401646584293,
+]];
+const U: [[f64; 4]; 4] = [
+    [
+        -0.5298612160946812,
+        0.08339999862868806,
+        0.8223711629850219,
+        -0.18972928661137745,
+    ],
+    [
+        -0.5677898221258413,
+        0.6267443226547141,
+        -0.333219353013928,
+        0.4168586507287193,
+    ],
+    [
+        0.3760439388587013,
+        0.022991193428466273,
+        0.4293275740633215,
+        0.8208167854163749,
+    ],
+    [
+        -0.5054233528603566,
+        -0.7744077732522793,
+        -0.16836973367129765,
+        0.34130846443253987,
+    ],
+];
+const XROT: [[f64; 4]; 10] = [
+    [
+        -1.2015279271531791,
+        -0.3460380667963705,
+        0.13931699258549574,
+        0.17052586952057594,
+    ],
+    [
+        2.210327847229528,
+        -0.006496672633735762,
+        -0.17288539185495358,
+        -0.020475406944196823,
+    ],
+    [
+        -1.1865659786151277,
+        0.3226206235399799,
+        -0.3186174382003223,
+        0.018974713027166332,
+    ],
+    [
+        -0.11421230466736518,
+        0.26217732011913975,
+        0.05263892869389437,
+        0.18800996107566875,
+    ],
+    [
+        -2.4136653776026322,
+        -0.3255483153952418,
+        0.005161152481846149,
+        -0.17919570812584906,
+    ],
+    [
+        -0.924429509812598,
+        0.40381194087066913,
+        -0.04177850306854612,
+        -0.004533704804575055,
+    ],
+    [
+        0.50139593120059,
+        0.2862728517010129,
+        0.5048580384490666,
+        -0.0875690331556955,
+    ],
+    [
+        1.4791122904591512,
+        0.08540175440088416,
+        -0.06587825720483478,
+        -0.10951450947517528,
+    ],
+    [
+        0.35025934587410623,
+        -0.22696916959323857,
+        -0.13614765546521934,
+        -0.03416434681539539,
+    ],
+    [
+        1.2993056830875254,
+        -0.45523226621309687,
+        0.03333213358357167,
+        0.057942165697477496,
+    ],
+];
+const XROT_REDUCED: [[f64; 2]; 10] = [
+    [-1.2015279271531791, -0.3460380667963705],
+    [2.210327847229528, -0.006496672633735762],
+    [-1.1865659786151277, 0.3226206235399799],
+    [-0.11421230466736518, 0.26217732011913975],
+    [-2.4136653776026322, -0.3255483153952418],
+    [-0.924429509812598, 0.40381194087066913],
+    [0.50139593120059, 0.2862728517010129],
+    [1.4791122904591512, 0.08540175440088416],
+    [0.35025934587410623, -0.22696916959323857],
+    [1.2993056830875254, -0.45523226621309687],
+];
+const XWHITE: [[f64; 4]; 10] = [
+    [
+        -0.8790980042311481,
+        -1.147263645486691,
+        0.6684908711133006,
+        1.5462531666584343,
+    ],
+    [
+        1.6171865466330428,
+        -0.02153923814890382,
+        -0.8295636021065995,
+        -0.18566193455043056,
+    ],
+    [
+        -0.8681510933837456,
+        1.0696248424294712,
+        -1.5288361086585522,
+        0.17205430581986159,
+    ],
+    [
+        -0.08356344186656628,
+        0.8692295354337884,
+        0.2525796935751242,
+        1.7047911762238754,
+    ],
+    [
+        -1.7659584670326074,
+        -1.0793313884803888,
+        0.024764985623850624,
+        -1.6248674287379103,
+    ],
+    [
+        -0.6763589249682328,
+        1.33880865669892,
+        -0.2004676342188694,
+        -0.04110963005482794,
+    ],
+    [
+        0.36684637326108815,
+        0.9491164902375986,
+        2.4224825963297825,
+        -0.794037263664992,
+    ],
+    [
+        1.0821926258986012,
+        0.2831432073124305,
+        -0.3161065475861483,
+        -0.9930291371456832,
+    ],
+    [
+        0.25626727848996506,
+        -0.7524995135112027,
+        -0.653283301002389,
+        -0.30978718712088404,
+    ],
+    [
+        0.9506371071996018,
+        -1.5092889464850148,
+        0.15993904693049288,
+        0.5253939325725696,
+    ],
+];
+const XZCA: [[f64; 4]; 10] = [
+    [
+        0.626496256019617,
+        0.20191683622680476,
+        1.1992356811342801,
+        1.7479622098310976,
+    ],
+    [
+        -1.5056644805243302,
+        -0.7326897936317238,
+        0.09908902495908024,
+        -0.7243782801823824,
+    ],
+    [
+        -0.7407081649065799,
+        1.7444687570214938,
+        -0.8170174404830034,
+        -0.07340863667344256,
+    ],
+    [
+        0.00103621165711754,
+        1.2187236556279142,
+        1.4963217387333478,
+        -0.09157031121854914,
+    ],
+    [
+        1.174347612716732,
+        -0.35936379255875334,
+        -2.011979262914605,
+        1.1696485855312977,
+    ],
+    [
+        0.3129739019226572,
+        1.2727832288660024,
+        -0.34336962290608186,
+        -0.6752146175748721,
+    ],
+    [
+        2.027610602160945,
+        -0.7516576510232635,
+        0.5480511380008973,
+        -1.5993003004513118,
+    ],
+    [
+        -0.6213479570963889,
+        -0.7456195278582823,
+        -0.5373464635033817,
+        -1.0519402008158822,
+    ],
+    [
+        -0.677010196211128,
+        -0.5285815803055092,
+        -0.455684162957176,
+        0.45747815177341067,
+    ],
+    [
+        -0.5977337857386494,
+        -1.3199801323646698,
+        0.8226993699366492,
+        0.8407233997806348,
+    ],
+];
+
+fn lecture_data() -> Array2<f64> {
+    array![
+        [2.5, 2.4, 0.5, 1.0],
+        [0.5, 0.7, 1.5, -1.0],
+        [2.2, 2.9, 0.2, 0.5],
+        [1.9, 2.2, 0.9, 0.0],
+        [3.1, 3.0, -0.3, 1.5],
+        [2.3, 2.7, 0.4, 0.25],
+        [2.0, 1.6, 1.1, -0.5],
+        [1.0, 1.1, 1.2, -0.75],
+        [1.5, 1.6, 0.8, 0.1],
+        [1.1, 0.9, 1.3, -0.2],
+    ]
+}
+
+fn to_array<const C: usize, const R: usize>(a: &[[f64; C]; R]) -> Array2<f64> {
+    Array2::from_shape_fn((R, C), |(i, j)| a[i][j])
+}
+
+fn max_abs_diff(a: ArrayView2<f64>, b: ArrayView2<f64>) -> f64 {
+    assert_eq!(a.dim(), b.dim());
+    a.iter()
+        .zip(b.iter())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+/// Max difference allowing each column of `got` to be negated (svd's signs are arbitrary).
+fn max_abs_diff_up_to_sign(got: ArrayView2<f64>, want: ArrayView2<f64>) -> f64 {
+    assert_eq!(got.dim(), want.dim());
+    let mut worst = 0.0f64;
+    for (g, w) in got.axis_iter(Axis(1)).zip(want.axis_iter(Axis(1))) {
+        let plus = g
+            .iter()
+            .zip(w.iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        let minus = g
+            .iter()
+            .zip(w.iter())
+            .map(|(a, b)| (a + b).abs())
+            .fold(0.0, f64::max);
+        worst = worst.max(plus.min(minus));
+    }
+    worst
+}
+
+/// Correlated columns with decaying variances: z @ mix + offset (f64).
+fn correlated(n: usize, d: usize, offset: f64, seed: u64) -> Array2<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let normal = Normal::new(0.0, 1.0).unwrap();
+    let z = Array2::from_shape_fn((n, d), |_| normal.sample(&mut rng));
+    let mix = Array2::from_shape_fn((d, d), |(i, j)| {
+        normal.sample(&mut rng) * if i == j { 2.0 } else { 0.5 } / (1.0 + j as f64)
+    });
+    z.dot(&mix) + offset
+}
+
+fn opts(n_components: NComponents, whitening: Whitening) -> PcaOptions {
+    PcaOptions {
+        n_components,
+        whitening,
+        ..Default::default()
+    }
+}
+
+// ---------------------------------------------------------------- CPU twin
+
+#[test]
+fn cpu_lecture_numbers_default_options() {
+    let x = lecture_data();
+    let c = cpu::covariance(x.view(), 0).unwrap();
+    assert!(max_abs_diff(c.view(), to_array(&COV).view()) < 1e-14);
+
+    let model = fit(x.view(), &PcaOptions::default()).unwrap();
+    let s = to_array(&S).row(0).to_owned();
+    assert!((&model.eigenvalues - &s).iter().all(|v| v.abs() < 1e-13));
+    assert!(max_abs_diff_up_to_sign(model.components.view(), to_array(&U).view()) < 1e-12);
+    let xrot = model.transform(x.view()).unwrap();
+    assert!(max_abs_diff_up_to_sign(xrot.view(), to_array(&XROT).view()) < 1e-12);
+
+    let reduced = fit(x.view(), &opts(NComponents::Count(2), Whitening::None)).unwrap();
+    let xr = reduced.transform(x.view()).unwrap();
+    assert!(max_abs_diff_up_to_sign(xr.view(), to_array(&XROT_REDUCED).view()) < 1e-12);
+
+    let white = fit(x.view(), &opts(NComponents::All, Whitening::Pca)).unwrap();
+    let xw = white.transform(x.view()).unwrap();
+    assert!(max_abs_diff_up_to_sign(xw.view(), to_array(&XWHITE).view()) < 1e-11);
+
+    // ZCA does not depend on the eigenvectors' signs.
+    let zca = fit(x.view(), &opts(NComponents::All, Whitening::Zca)).unwrap();
+    let xz = zca.transform(x.view()).unwrap();
+    assert!(max_abs_diff(xz.view(), to_array(&XZCA).view()) < 1e-11);
+}
+
+#[test]
+fn cpu_sign_and_order_are_deterministic() {
+    let x = correlated(200, 7, 3.0, 1);
+    let m = fit(x.view(), &PcaOptions::default()).unwrap();
+    for w in m.eigenvalues.windows(2) {
+        assert!(w[0] >= w[1]);
+    }
+    for col in m.components.axis_iter(Axis(1)) {
+        let big = col
+            .iter()
+            .cloned()
+            .fold(0.0f64, |a, v| if v.abs() > a.abs() { v } else { a });
+        assert!(big > 0.0, "largest entry must be positive: {col}");
+    }
+    let gram = m.components.t().dot(&m.components);
+    assert!(max_abs_diff(gram.view(), Array2::eye(7).view()) < 1e-12);
+    // The same data negated has the same components: signs come from the rule, not the solver.
+    let m2 = fit((-&x).view(), &PcaOptions::default()).unwrap();
+    assert!(max_abs_diff(m.components.view(), m2.components.view()) < 1e-10);
+}
+
+#[test]
+fn cpu_whitened_covariance_is_identity() {
+    let x = correlated(2000, 6, 1.0e4, 2);
+    for whitening in [Whitening::Pca, Whitening::Zca] {
+        let o = opts(NComponents::All, whitening);
+        let m = fit(x.view(), &o).unwrap();
+        let y = m.transform(x.view()).unwrap();
+        let c = cpu::covariance(y.view(), 0).unwrap();
+        // S / (S + eps) differs from 1 by about eps / S.
+        let tol = 2.0 * o.eps / m.eigenvalues[5];
+        let err = max_abs_diff(c.view(), Array2::eye(6).view());
+        assert!(err < tol, "{whitening:?}: |cov - I| = {err} (tol {tol})");
+        let mu = y.mean_axis(Axis(0)).unwrap();
+        assert!(mu.iter().all(|v| v.abs() < 1e-9), "{mu}");
+    }
+}
+
+#[test]
+fn cpu_full_reconstruction_returns_x() {
+    let x = correlated(300, 5, 1.0e4, 3);
+    for whitening in [Whitening::None, Whitening::Pca, Whitening::Zca] {
+        let m = fit(x.view(), &opts(NComponents::All, whitening)).unwrap();
+        let back = m
+            .inverse_transform(m.transform(x.view()).unwrap().view())
+            .unwrap();
+        let err = max_abs_diff(back.view(), x.view());
+        assert!(err < 1e-9, "{whitening:?}: {err}");
+    }
+}
+
+#[test]
+fn cpu_reduced_reconstruction_is_the_projection() {
+    let x = correlated(300, 6, 5.0, 4);
+    let m = fit(x.view(), &opts(NComponents::Count(3), Whitening::Pca)).unwrap();
+    let back = m
+        .inverse_transform(m.transform(x.view()).unwrap().view())
+        .unwrap();
+    let u = &m.components;
+    let want = (&x - &m.mean).dot(u).dot(&u.t()) + &m.mean;
+    assert!(max_abs_diff(back.view(), want.view()) < 1e-9);
+    // The residual's mean square is the discarded variance.
+    let resid = (&x - &back).mapv(|v| v * v).sum() / x.nrows() as f64;
+    let discarded: f64 = m.eigenvalues.slice(s![3..]).sum();
+    assert!((resid - discarded).abs() < 1e-9 * discarded.max(1.0));
+}
+
+#[test]
+fn cpu_fraction_picks_fewest_components() {
+    let x = correlated(500, 8, 0.0, 5);
+    let all = fit(x.view(), &PcaOptions::default()).unwrap();
+    let total: f64 = all.eigenvalues.sum();
+    let cum: Vec<f64> = all
+        .eigenvalues
+        .iter()
+        .scan(0.0, |c, v| {
+            *c += v;
+            Some(*c / total)
+        })
+        .collect();
+    for f in [0.05, 0.5, 0.8, 0.9, 0.95, 0.99, 0.999999, 1.0] {
+        let m = fit(x.view(), &opts(NComponents::Fraction(f), Whitening::None)).unwrap();
+        let k = m.n_components();
+        let kept: f64 = m.explained_variance_ratio.sum();
+        assert!(kept >= f || k == 8, "f {f}: kept {kept} with k {k}");
+        if k > 1 {
+            assert!(cum[k - 2] < f, "f {f}: {} components would do", k - 1);
+        }
+    }
+    // Exactly at a boundary: the fraction the first two reach selects two.
+    let m = fit(x.view(), &opts(NComponents::Fraction(cum[1]), Whitening::None)).unwrap();
+    assert_eq!(m.n_components(), 2);
+}
+
+#[test]
+fn cpu_fewer_rows_than_columns() {
+    let x = correlated(4, 9, 1.0, 6);
+    let m = fit(x.view(), &PcaOptions::default()).unwrap();
+    assert!(m.eigenvalues.iter().all(|&v| v >= 0.0));
+    assert!(
+        m.eigenvalues.slice(s![3..]).iter().all(|&v| v < 1e-12),
+        "rank <= N - 1"
+    );
+    let back = m
+        .inverse_transform(m.transform(x.view()).unwrap().view())
+        .unwrap();
+    assert!(max_abs_diff(back.view(), x.view()) < 1e-10);
+    // Whitening stays finite on zero eigenvalues (1 / sqrt(eps)).
+    let w = fit(x.view(), &opts(NComponents::All, Whitening::Pca)).unwrap();
+    assert!(w.transform(x.view()).unwrap().iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn cpu_one_row_one_column_and_constant_data() {
+    let x = array![[1.0, 2.0, 3.0]];
+    let m = fit(x.view(), &PcaOptions::default()).unwrap();
+    assert!(m.eigenvalues.iter().all(|&v| v == 0.0));
+    assert!(m.explained_variance_ratio.iter().all(|&v| v == 0.0));
+    let y = Array2::from_shape_fn((5, 1), |(i, _)| i as f64);
+    let m = fit(y.view(), &PcaOptions::default()).unwrap();
+    assert_eq!(m.components, array![[1.0]]);
+    assert!((m.eigenvalues[0] - 2.0).abs() < 1e-15);
+    let c = Array2::from_elem((6, 3), 7.0);
+    let m = fit(c.view(), &opts(NComponents::Fraction(0.9), Whitening::None)).unwrap();
+    assert_eq!(m.n_components(), 1);
+}
+
+#[test]
+fn cpu_bad_options_and_input_are_errors() {
+    let x = correlated(10, 3, 0.0, 7);
+    let bad = [
+        opts(NComponents::Count(0), Whitening::None),
+        opts(NComponents::Count(4), Whitening::None),
+        opts(NComponents::Fraction(0.0), Whitening::None),
+        opts(NComponents::Fraction(1.5), Whitening::None),
+        opts(NComponents::Fraction(f64::NAN), Whitening::None),
+        PcaOptions {
+            eps: -1.0,
+            ..Default::default()
+        },
+        PcaOptions {
+            ddof: 10,
+            ..Default::default()
+        },
+    ];
+    for o in bad {
+        assert!(fit(x.view(), &o).is_err(), "{o:?}");
+    }
+    let mut nan = x.clone();
+    nan[[3, 1]] = f64::NAN;
+    assert!(matches!(
+        fit(nan.view(), &PcaOptions::default()),
+        Err(Error::NonFinite { .. })
+    ));
+    let m = fit(x.view(), &PcaOptions::default()).unwrap();
+    assert!(m.transform(Array2::<f64>::zeros((2, 4)).view()).is_err());
+    assert!(m.inverse_transform(Array2::<f64>::zeros((2, 2)).view()).is_err());
+    assert!(fit(Array2::<f64>::zeros((0, 3)).view(), &PcaOptions::default()).is_err());
+}
+
+#[test]
+fn save_load_round_trip() {
+    let x = correlated(50, 5, 2.0, 8);
+    let dir = std::env::temp_dir().join(format!("gpuprep-pca-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.npz");
+    let o = PcaOptions {
+        n_components: NComponents::Count(3),
+        whitening: Whitening::Zca,
+        eps: 1e-3,
+        ddof: 1,
+    };
+    let m = fit(x.view(), &o).unwrap();
+    m.save(&path).unwrap();
+    let back = PcaModel::load(&path).unwrap();
+    assert_eq!(m, back);
+    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(leftovers.len(), 1, "temporary files left: {leftovers:?}");
+    std::fs::write(dir.join("junk.npz"), b"not a zip").unwrap();
+    assert!(matches!(
+        PcaModel::load(&dir.join("junk.npz")),
+        Err(Error::Parse { .. })
+    ));
+    assert!(matches!(
+        PcaModel::load(&dir.join("missing.npz")),
+        Err(Error::Io { .. })
+    ));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---------------------------------------------------------------- GPU against the twin
+
+/// Fits on the GPU and on the CPU (the same f32 data) and compares the models
+/// and the GPU transforms (of the GPU model) with the twin's (of the CPU model).
+fn check_gpu(x: &Array2<f32>, o: &PcaOptions) {
+    let g = gpu();
+    let (n, d) = x.dim();
+    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    let pca = Pca::fit(g, &xg, o).unwrap();
+    let gm = pca.model();
+    let cm = fit(x.view(), o).unwrap();
+    let what = format!("{n}x{d} {o:?}");
+    assert_eq!(gm.n_components(), cm.n_components(), "{what}");
+    let top = cm.eigenvalues[0].max(1e-30);
+    let ev_err = (&gm.eigenvalues - &cm.eigenvalues)
+        .iter()
+        .fold(0.0f64, |a, v| a.max(v.abs()))
+        / top;
+    assert!(
+        ev_err < 2e-5,
+        "{what}: eigenvalue error {ev_err:e} of the largest"
+    );
+    let mean_err = (&gm.mean - &cm.mean).iter().fold(0.0f64, |a, v| a.max(v.abs()));
+    assert!(
+        mean_err < 1e-6 * (1.0 + cm.mean.iter().fold(0.0f64, |a, v| a.max(v.abs()))),
+        "{what}"
+    );
+
+    // Transforms: GPU kernel against the twin on the same (GPU-fitted) model,
+    // poisoned output first.
+    let out = GpuMatrix::filled(g, n, pca.output_dim(), f32::NAN).unwrap();
+    let mut enc = g.encoder("t");
+    pca.encode_transform_into(g, &mut enc, &xg, &out).unwrap();
+    g.submit("t", enc).unwrap();
+    let y = out.download(g).unwrap().mapv(f64::from);
+    let want = gm.transform(x.view()).unwrap();
+    assert!(y.iter().all(|v| v.is_finite()), "{what}: unwritten output");
+    let err = frobenius_rel_error(y.view(), want.view());
+    // Whitening scales component j by 1/sqrt(S_j + eps): f32 rounding in a
+    // weak direction grows by up to sqrt((S_0 + eps) / (S_k-1 + eps)) against
+    // the output's norm (on rank-deficient data, 1/sqrt(eps) times noise).
+    let k = gm.n_components();
+    let amplification = match gm.whitening {
+        Whitening::None => 1.0,
+        _ => ((gm.eigenvalues[0] + gm.eps) / (gm.eigenvalues[k - 1] + gm.eps)).sqrt(),
+    };
+    let tol = 1e-5 * amplification;
+    assert!(err < tol, "{what}: transform rel error {err:e} (tol {tol:e})");
+
+    let back = GpuMatrix::filled(g, n, d, f32::NAN).unwrap();
+    let mut enc = g.encoder("t");
+    pca.encode_inverse_transform_into(g, &mut enc, &out, &back)
+        .unwrap();
+    g.submit("t", enc).unwrap();
+    let xb = back.download(g).unwrap().mapv(f64::from);
+    let want_back = gm.inverse_transform(y.view()).unwrap();
+    let err = frobenius_rel_error(xb.view(), want_back.view());
+    assert!(err < 1e-5, "{what}: inverse rel error {err:e}");
+
+    // Components agree with the twin's where the eigenvalue is well separated.
+    for j in 0..gm.n_components() {
+        let gap = (0..d)
+            .filter(|&i| i != j)
+            .map(|i| (cm.eigenvalues[i] - cm.eigenvalues[j]).abs())
+            .fold(f64::INFINITY, f64::min);
+        if gap > 1e-2 * top {
+            let dot: f64 = gm.components.column(j).dot(&cm.components.column(j));
+            assert!(dot > 1.0 - 1e-6, "{what}: component {j} cos {dot}");
+        }
+    }
+}
+
+#[test]
+fn gpu_matches_twin_across_options() {
+    let x = correlated(700, 10, 3.0, 20).mapv(|v| v as f32);
+    for n_components in [
+        NComponents::All,
+        NComponents::Count(1),
+        NComponents::Count(4),
+        NComponents::Fraction(0.9),
+    ] {
+        for whitening in [Whitening::None, Whitening::Pca, Whitening::Zca] {
+            check_gpu(&x, &opts(n_components, whitening));
+        }
+    }
+    check_gpu(
+        &x,
+        &PcaOptions {
+            ddof: 1,
+            eps: 0.1,
+            ..Default::default()
+        },
+    );
+}
+
+#[test]
+fn gpu_awkward_shapes() {
+    // D not a multiple of any tile, k = 1, k = D, N < D, N = 1, D = 1, offset 1e4.
+    for (i, &(n, d, offset)) in [
+        (1, 1, 0.0),
+        (1, 6, 1.0),
+        (9, 1, 2.0),
+        (5, 40, 0.0),
+        (300, 67, 1e4),
+        (1000, 130, 1e4),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let x = correlated(n, d, offset, 30 + i as u64).mapv(|v| v as f32);
+        check_gpu(&x, &opts(NComponents::Count(1), Whitening::None));
+        check_gpu(&x, &opts(NComponents::Count(d), Whitening::Pca));
+    }
+}
+
+#[test]
+fn gpu_lecture_numbers_default_options() {
+    let g = gpu();
+    let x = lecture_data().mapv(|v| v as f32);
+    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    let pca = Pca::fit(g, &xg, &PcaOptions::default()).unwrap();
+    let s = to_array(&S).row(0).to_owned();
+    let ev = (&pca.model().eigenvalues - &s)
+        .iter()
+        .fold(0.0f64, |a, v| a.max(v.abs()));
+    assert!(ev < 1e-6, "eigenvalues off by {ev}");
+    let y = pca
+        .transform(g, &xg)
+        .unwrap()
+        .download(g)
+        .unwrap()
+        .mapv(f64::from);
+    let e = max_abs_diff_up_to_sign(y.view(), to_array(&XROT).view());
+    assert!(e < 1e-5, "Xrot off by {e}");
+    let white = Pca::fit(g, &xg, &opts(NComponents::All, Whitening::Pca)).unwrap();
+    let y = white
+        .transform(g, &xg)
+        .unwrap()
+        .download(g)
+        .unwrap()
+        .mapv(f64::from);
+    // 1/sqrt(0.012) amplifies the f32 rounding about 9x.
+    let e = max_abs_diff_up_to_sign(y.view(), to_array(&XWHITE).view());
+    assert!(e < 1e-4, "Xwhite off by {e}");
+    let red = Pca::fit(g, &xg, &opts(NComponents::Count(2), Whitening::None)).unwrap();
+    let y = red
+        .transform(g, &xg)
+        .unwrap()
+        .download(g)
+        .unwrap()
+        .mapv(f64::from);
+    let e = max_abs_diff_up_to_sign(y.view(), to_array(&XROT_REDUCED).view());
+    assert!(e < 1e-5, "Xrot_reduced off by {e}");
+    let zca = Pca::fit(g, &xg, &opts(NComponents::All, Whitening::Zca)).unwrap();
+    let y = zca
+        .transform(g, &xg)
+        .unwrap()
+        .download(g)
+        .unwrap()
+        .mapv(f64::from);
+    let e = max_abs_diff(y.view(), to_array(&XZCA).view());
+    assert!(e < 1e-4, "Xzca off by {e}");
+}
+
+#[test]
+fn gpu_whitened_covariance_is_identity() {
+    let g = gpu();
+    let x = correlated(4000, 12, 1e4, 40).mapv(|v| v as f32);
+    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    for whitening in [Whitening::Pca, Whitening::Zca] {
+        let pca = Pca::fit(g, &xg, &opts(NComponents::All, whitening)).unwrap();
+        let y = pca.transform(g, &xg).unwrap();
+        let c = ops::covariance(g, &y, 0)
+            .unwrap()
+            .download(g)
+            .unwrap()
+            .mapv(f64::from);
+        let err = max_abs_diff(c.view(), Array2::eye(12).view());
+        // Exactly, cov(Y) = diag(S / (S + eps)): off by eps / S_min (3e-3 here) from I.
+        let s_min = pca.model().eigenvalues[11];
+        let tol = 1.01 * 1e-5 / s_min + 1e-4;
+        assert!(err < tol, "{whitening:?}: |cov(Y) - I| = {err:e} (tol {tol:e})");
+    }
+}
+
+#[test]
+fn gpu_full_reconstruction_returns_x() {
+    let g = gpu();
+    let x = correlated(500, 20, 1e4, 41).mapv(|v| v as f32);
+    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    for whitening in [Whitening::None, Whitening::Pca, Whitening::Zca] {
+        let pca = Pca::fit(g, &xg, &opts(NComponents::All, whitening)).unwrap();
+        let back = pca
+            .inverse_transform(g, &pca.transform(g, &xg).unwrap())
+            .unwrap()
+            .download(g)
+            .unwrap();
+        // Relative to the data's spread (values are 1e4 + O(1)).
+        let err = back
+            .iter()
+            .zip(x.iter())
+            .map(|(a, b)| (a - b).abs() as f64)
+            .fold(0.0, f64::max);
+        assert!(err < 1e-2, "{whitening:?}: max |X' - X| = {err:e}");
+    }
+}
+
+#[test]
+fn gpu_fraction_keeps_at_least_that_fraction() {
+    let g = gpu();
+    let x = correlated(800, 16, 0.0, 42).mapv(|v| v as f32);
+    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    for f in [0.5, 0.9, 0.99] {
+        let pca = Pca::fit(g, &xg, &opts(NComponents::Fraction(f), Whitening::None)).unwrap();
+        let m = pca.model();
+        let k = m.n_components();
+        assert!(m.explained_variance_ratio.sum() >= f);
+        let total: f64 = m.eigenvalues.sum();
+        if k > 1 {
+            let fewer: f64 = m.eigenvalues.slice(s![..k - 1]).sum() / total;
+            assert!(fewer < f, "f {f}: {} components would do", k - 1);
+        }
+        assert_eq!(pca.transform(g, &xg).unwrap().cols(), k);
+    }
+}
+
+#[test]
+fn gpu_model_from_file_transforms_the_same() {
+    let g = gpu();
+    let x = correlated(200, 9, 1.0, 43).mapv(|v| v as f32);
+    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    let pca = Pca::fit(g, &xg, &opts(NComponents::Count(4), Whitening::Pca)).unwrap();
+    let path = std::env::temp_dir().join(format!("gpuprep-pca-gpu-{}.npz", std::process::id()));
+    pca.model().save(&path).unwrap();
+    let loaded = Pca::from_model(g, PcaModel::load(&path).unwrap()).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let a = pca.transform(g, &xg).unwrap().download(g).unwrap();
+    let b = loaded.transform(g, &xg).unwrap().download(g).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn gpu_bad_input_is_an_error_not_a_panic() {
+    let g = gpu();
+    let x = normal(20, 4, 0.0, 1.0, 44);
+    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    assert!(Pca::fit(g, &xg, &opts(NComponents::Count(5), Whitening::None)).is_err());
+    assert!(Pca::fit(g, &xg, &opts(NComponents::Fraction(2.0), Whitening::None)).is_err());
+    let mut nan = x.clone();
+    nan[[7, 2]] = f32::NAN;
+    let ng = GpuMatrix::upload(g, nan.view()).unwrap();
+    assert!(matches!(
+        Pca::fit(g, &ng, &PcaOptions::default()),
+        Err(Error::NonFinite { .. })
+    ));
+    let pca = Pca::fit(g, &xg, &opts(NComponents::Count(2), Whitening::None)).unwrap();
+    let wrong = GpuMatrix::uninit(g, 3, 5).unwrap();
+    assert!(matches!(
+        pca.transform(g, &wrong),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        pca.inverse_transform(g, &wrong),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let empty = GpuMatrix::uninit(g, 0, 4).unwrap();
+    assert!(Pca::fit(g, &empty, &PcaOptions::default()).is_err());
+}
