@@ -134,7 +134,7 @@ fn main() -> gpuprep::Result<()> {
     ] {
         let config = CovarianceConfig {
             tile_threads: Some(wg),
-            target_workgroups: target,
+            target_workgroups: Some(target),
             min_rows_per_slice: 256,
             rows_per_step: kstep,
         };
@@ -186,7 +186,7 @@ fn main() -> gpuprep::Result<()> {
         ] {
             let config = CovarianceConfig {
                 tile_threads: Some(wg),
-                target_workgroups: target,
+                target_workgroups: Some(target),
                 min_rows_per_slice: 256,
                 rows_per_step: kstep,
             };

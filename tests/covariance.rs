@@ -64,7 +64,7 @@ fn every_tile_size_and_many_slices() {
         for (target, min_rows, kstep) in [(1, 256, 8), (4096, 8, 8), (50, 64, 16), (4096, 16, 16)] {
             let config = CovarianceConfig {
                 tile_threads: Some(wg),
-                target_workgroups: target,
+                target_workgroups: Some(target),
                 min_rows_per_slice: min_rows,
                 rows_per_step: kstep,
             };
