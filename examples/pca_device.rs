@@ -84,6 +84,8 @@ fn frob(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
 
 fn main() -> gpuprep::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--defaults`: no sweeps, only the default work splits.
+    let sweep = !std::env::args().any(|a| a == "--defaults");
     QUICK.store(quick, Ordering::Relaxed);
     let gpu = Gpu::new()?;
     let info = gpu.adapter_info();
@@ -131,7 +133,10 @@ fn main() -> gpuprep::Result<()> {
         (16, 2112, 16),
         (8, 2112, 8),
         (8, 2112, 16),
-    ] {
+    ]
+    .into_iter()
+    .filter(|_| sweep)
+    {
         let config = CovarianceConfig {
             tile_threads: Some(wg),
             target_workgroups: Some(target),
@@ -183,7 +188,10 @@ fn main() -> gpuprep::Result<()> {
             (16, 1056, 16),
             (16, 2112, 8),
             (16, 2112, 16),
-        ] {
+        ]
+        .into_iter()
+        .filter(|_| sweep)
+        {
             let config = CovarianceConfig {
                 tile_threads: Some(wg),
                 target_workgroups: Some(target),
@@ -200,6 +208,14 @@ fn main() -> gpuprep::Result<()> {
                 flops2 / t / 1e12
             );
         }
+        let t = time_gpu(&gpu, 3, |enc| {
+            ops::encode_covariance_into(&gpu, enc, &x2g, &s2.buffer, 0, &c2)
+        })?;
+        println!(
+            "  {n2} x {d2}: default config: {:.3} ms, {:.1} TFLOP/s",
+            t * 1e3,
+            flops2 / t / 1e12
+        );
     }
 
     println!("\n== matmul (X - mu) @ W at {n} x {d} ==");
@@ -225,12 +241,19 @@ fn main() -> gpuprep::Result<()> {
         };
         let mflops = 2.0 * (n * d * m) as f64;
         let moved = ((n * d + n * m) * 4) as f64;
-        for &(wx, wy, k_step) in layouts {
-            let th = (wx, wy, k_step);
-            let config = MatmulConfig {
-                threads: Some((wx, wy)),
-                k_step: Some(k_step),
-            };
+        let configs: Vec<MatmulConfig> = if sweep {
+            layouts
+                .iter()
+                .map(|&(wx, wy, k_step)| MatmulConfig {
+                    threads: Some((wx, wy)),
+                    k_step: Some(k_step),
+                })
+                .collect()
+        } else {
+            vec![MatmulConfig::default()]
+        };
+        for config in configs {
+            let th = (config.threads, config.k_step);
             let t = match time_gpu(&gpu, REPS, |enc| {
                 encode_matmul_with(&gpu, enc, &xg, &wg, opts, &out, config)
             }) {
@@ -241,7 +264,7 @@ fn main() -> gpuprep::Result<()> {
                 }
             };
             println!(
-                "  M {m:>3} (wx, wy, kstep) {:?}: {:>7.3} ms  {:>5.1} TFLOP/s  {:>5.0} GB/s",
+                "  M {m:>3} (threads, kstep) {:?}: {:>7.3} ms  {:>5.1} TFLOP/s  {:>5.0} GB/s",
                 th,
                 t * 1e3,
                 mflops / t / 1e12,
