@@ -1,6 +1,9 @@
-// The general product with optional centring, per-column scale and bias:
-//     out[i, j] = scale[j] * sum_k (x[i, k] - center[k]) * w[k, j] + bias[j]
-// x is row-major N x K, w row-major K x M, out row-major N x M.
+// The general product with optional centring, per-column scale and bias and
+// an activation:
+//     out[i, j] = act(scale[j] * sum_k (x[i, k] - center[k]) * w[k, j] + bias[j])
+// x is row-major N x K, out row-major N x M, w row-major K x M, or with
+// TRANSPOSE_W row-major M x K (a linear layer's (out, in) weight, x @ w^T).
+// act: identity, tanh or relu (ACT_TANH / ACT_RELU).
 // CPU twin: src/cpu/matmul.rs. Launcher: src/ops/matmul.rs.
 //
 // With no flags it is plain x @ w (weight initialization uses it so); the PCA
@@ -18,12 +21,15 @@ struct Params {
     n: u32,     // rows of x and out
     k: u32,     // columns of x, rows of w
     m: u32,     // columns of w and out
-    flags: u32, // CENTER | SCALE | BIAS
+    flags: u32, // CENTER | SCALE | BIAS | TRANSPOSE_W | ACT_TANH | ACT_RELU
 }
 
 const CENTER: u32 = 1u;
 const SCALE: u32 = 2u;
 const BIAS: u32 = 4u;
+const TRANSPOSE_W: u32 = 8u;
+const ACT_TANH: u32 = 16u;
+const ACT_RELU: u32 = 32u;
 
 // Threads along the output's columns (BN = 8 * WX) and rows (BM = 8 * WY).
 override WX: u32 = 16u;
@@ -45,16 +51,54 @@ override KSTEP: u32 = 8u;
 var<workgroup> a_tile: array<vec4<f32>, KSTEP * (2u * WY + 1u)>;
 var<workgroup> b_tile: array<vec4<f32>, KSTEP * 2u * WX>;
 
-// w[kr, c .. c + 4], zero past row k or column m.
+// The element (kr, c) of the K x M operand: w[kr, c], or w[c, kr] with TRANSPOSE_W.
+fn w_at(kr: u32, c: u32) -> f32 {
+    if (params.flags & TRANSPOSE_W) != 0u {
+        return w[c * params.k + kr];
+    }
+    return w[kr * params.m + c];
+}
+
+// Columns c .. c + 4 of row kr of the K x M operand, zero past row k or column m.
 fn load_w(kr: u32, c: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
     let m = params.m;
     if kr < params.k {
-        let base = kr * m;
-        if c < m { v.x = w[base + c]; }
-        if c + 1u < m { v.y = w[base + c + 1u]; }
-        if c + 2u < m { v.z = w[base + c + 2u]; }
-        if c + 3u < m { v.w = w[base + c + 3u]; }
+        if c < m { v.x = w_at(kr, c); }
+        if c + 1u < m { v.y = w_at(kr, c + 1u); }
+        if c + 2u < m { v.z = w_at(kr, c + 2u); }
+        if c + 3u < m { v.w = w_at(kr, c + 3u); }
+    }
+    return v;
+}
+
+// tanh accurate to a few ulps at every scale: the builtin is often computed as
+// (e^2x - 1) / (e^2x + 1), which loses all relative accuracy near 0 (the
+// lecture's small-random activations live there) and overflows to NaN for
+// large |x| on some drivers. Below 0.25 its Taylor series to x^11 (the next
+// term is under 1e-10 relative); above, (1 - e^-2|x|) / (1 + e^-2|x|) with
+// the sign restored, which never overflows.
+fn tanh_accurate(v: f32) -> f32 {
+    let a = abs(v);
+    if a < 0.25 {
+        let z = v * v;
+        let p = -1382.0 / 155925.0;
+        let q = fma(z, p, 62.0 / 2835.0);
+        let r = fma(z, q, -17.0 / 315.0);
+        let s = fma(z, r, 2.0 / 15.0);
+        let t = fma(z, s, -1.0 / 3.0);
+        return fma(v * z, t, v);
+    }
+    let e = exp(-2.0 * min(a, 15.0));
+    return sign(v) * (1.0 - e) / (1.0 + e);
+}
+
+fn activate(v: f32) -> f32 {
+    if (params.flags & ACT_TANH) != 0u {
+        return tanh_accurate(v);
+    }
+    if (params.flags & ACT_RELU) != 0u {
+        return max(v, 0.0);
     }
     return v;
 }
@@ -76,7 +120,7 @@ fn store_out(row: u32, c: u32, v: vec4<f32>) {
             if (params.flags & BIAS) != 0u {
                 o += bias[col];
             }
-            out[base + col] = o;
+            out[base + col] = activate(o);
         }
     }
 }

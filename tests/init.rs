@@ -8,12 +8,13 @@ mod common;
 use common::gpu;
 use gpuprep::cpu::init::lecture::{
     activation_statistics, hidden_unit_spread, lecture_step, squared_loss_grad, toy_input, toy_target, train,
-    variance_identity, LayerStats, Nonlinearity,
+    variance_identity, LayerStats,
 };
 use gpuprep::cpu::init::{
     fans, feistel_permute, init, normal_values, sparse_keeps, uniform_values, FanMode, Fans, Fill, Scheme,
     SparseAxis, KAIMING_GAIN,
 };
+use gpuprep::cpu::Activation;
 use gpuprep::ops::init as gpu_init;
 use gpuprep::rng::{ulp_distance, Philox};
 use gpuprep::{Error, GpuMatrix};
@@ -1086,7 +1087,7 @@ fn activation_statistics_of_a_deep_network() {
     let (layers, units, batch) = (10, 500, 1000);
     let he = Scheme::kaiming_normal();
     let mut all = Vec::new();
-    for nl in [Nonlinearity::Tanh, Nonlinearity::Relu] {
+    for nl in [Activation::Tanh, Activation::Relu] {
         let rows: Vec<(&str, Vec<LayerStats>)> = [
             ("0.01*randn", Scheme::SmallRandom),
             ("randn/sqrt(n)", Scheme::Calibrated),
@@ -1120,6 +1121,41 @@ fn activation_statistics_of_a_deep_network() {
     // He holds for ReLU.
     let r = relu[2].1[9].std / relu[2].1[0].std;
     assert!((0.7..1.4).contains(&r), "ReLU with He: ratio {r}");
+}
+
+#[test]
+fn activation_statistics_gpu_matches_cpu_twin() {
+    // The same network on the GPU (init, product with the activation fused,
+    // column statistics) and on the f64 twin, at awkward sizes: units not a
+    // multiple of the tile, a batch of one, one unit.
+    let g = gpu();
+    let schemes = [Scheme::SmallRandom, Scheme::Calibrated, Scheme::kaiming_normal()];
+    for &(layers, units, batch) in &[(4usize, 97usize, 130usize), (3, 1, 5), (2, 20, 1)] {
+        for nl in [Activation::Tanh, Activation::Relu] {
+            for s in &schemes {
+                let got =
+                    gpu_init::lecture::activation_statistics(g, s, nl, layers, units, batch, SEED).unwrap();
+                let want = activation_statistics(s, nl, layers, units, batch, SEED).unwrap();
+                assert_eq!(got.len(), layers);
+                for (l, (a, b)) in got.iter().zip(&want).enumerate() {
+                    let what =
+                        format!("{s:?} {nl:?} {layers}x{units}x{batch} layer {l}: gpu {a:?} cpu {b:?}");
+                    // Relative to the layer's own scale: the small-random
+                    // activations shrink by orders of magnitude.
+                    let scale = b.std.max(b.mean.abs());
+                    if scale == 0.0 {
+                        assert_eq!((a.mean, a.std), (0.0, 0.0), "{what}");
+                        continue;
+                    }
+                    assert!((a.std - b.std).abs() <= 1e-5 * scale, "{what}");
+                    assert!((a.mean - b.mean).abs() <= 1e-5 * scale, "{what}");
+                }
+            }
+        }
+    }
+    assert!(
+        gpu_init::lecture::activation_statistics(g, &schemes[0], Activation::Tanh, 2, 8, 0, SEED).is_err()
+    );
 }
 
 // ---------- the command line ----------

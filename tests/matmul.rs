@@ -5,16 +5,27 @@ mod common;
 use common::{gpu, normal};
 use gpuprep::cpu::covariance::frobenius_rel_error;
 use gpuprep::ops::matmul::encode_matmul_with;
-use gpuprep::ops::{MatmulConfig, MatmulOptions};
+use gpuprep::ops::{Activation, MatmulConfig, MatmulOptions};
 use gpuprep::{cpu, ops, Error, GpuMatrix};
 use ndarray::{Array1, Array2, Axis};
 
-/// Runs the GPU product with the given flags (1 center, 2 scale, 4 bias) into
-/// a NaN-poisoned output and returns the Frobenius relative error against the twin.
+/// Runs the GPU product with the given flags (1 center, 2 scale, 4 bias,
+/// 8 transposed w, 16 tanh, 32 relu) into a NaN-poisoned output and returns
+/// the Frobenius relative error against the twin.
 fn check(n: usize, k: usize, m: usize, flags: u32, config: MatmulConfig, seed: u64) -> f64 {
     let g = gpu();
     let x = normal(n, k, 50.0, 2.0, seed);
-    let w = normal(k, m, 0.0, 1.0, seed + 1);
+    let transpose_w = flags & 8 != 0;
+    let w = if transpose_w {
+        normal(m, k, 0.0, 1.0, seed + 1)
+    } else {
+        normal(k, m, 0.0, 1.0, seed + 1)
+    };
+    let activation = match flags & 48 {
+        16 => Activation::Tanh,
+        32 => Activation::Relu,
+        _ => Activation::Identity,
+    };
     let center: Array1<f32> = (0..k).map(|i| 50.0 + 0.01 * i as f32).collect();
     let scale: Array1<f32> = (0..m).map(|j| 0.5 + 0.25 * j as f32).collect();
     let bias: Array1<f32> = (0..m).map(|j| j as f32 - 3.0).collect();
@@ -24,6 +35,8 @@ fn check(n: usize, k: usize, m: usize, flags: u32, config: MatmulConfig, seed: u
         center: (flags & 1 != 0).then_some(&cg),
         scale: (flags & 2 != 0).then_some(&sg),
         bias: (flags & 4 != 0).then_some(&bg),
+        transpose_w,
+        activation,
     };
     let xg = GpuMatrix::upload(g, x.view()).unwrap();
     let wg = GpuMatrix::upload(g, w.view()).unwrap();
@@ -48,6 +61,8 @@ fn check(n: usize, k: usize, m: usize, flags: u32, config: MatmulConfig, seed: u
             center: (flags & 1 != 0).then(|| c64.view()),
             scale: (flags & 2 != 0).then(|| s64.view()),
             bias: (flags & 4 != 0).then(|| b64.view()),
+            transpose_w,
+            activation,
         },
     )
     .unwrap();
@@ -67,7 +82,7 @@ fn matches_cpu_on_awkward_shapes() {
         (300, 256, 2),
     ];
     for (i, &(n, k, m)) in shapes.iter().enumerate() {
-        for flags in [0, 1, 3, 7] {
+        for flags in [0, 1, 3, 7, 8, 8 + 4 + 16, 1 + 8 + 32] {
             let err = check(
                 n,
                 k,
@@ -115,6 +130,109 @@ fn many_row_blocks_use_the_grid_stride() {
 }
 
 #[test]
+fn linear_layer_with_activations() {
+    // A linear layer's (out, in) weight, tanh and relu, every thread layout
+    // family; small inputs so tanh is not saturated everywhere.
+    for (i, &(n, k, m)) in [(1usize, 1usize, 1usize), (33, 7, 5), (130, 70, 129)]
+        .iter()
+        .enumerate()
+    {
+        for flags in [8 + 16, 8 + 32, 8 + 2 + 4 + 32, 16] {
+            let g = gpu();
+            let x = normal(n, k, 0.0, 0.3, 500 + i as u64);
+            let w = normal(m, k, 0.0, 0.5, 600 + i as u64);
+            let b: Array1<f32> = (0..m).map(|j| 0.1 * j as f32 - 0.2).collect();
+            let s: Array1<f32> = (0..m).map(|j| 1.0 + 0.01 * j as f32).collect();
+            let row = |a: &Array1<f32>| GpuMatrix::upload(g, a.view().insert_axis(Axis(0))).unwrap();
+            let (bg, sg) = (row(&b), row(&s));
+            let activation = if flags & 16 != 0 {
+                Activation::Tanh
+            } else {
+                Activation::Relu
+            };
+            let transpose_w = flags & 8 != 0;
+            let w = if transpose_w { w } else { w.t().to_owned() };
+            let opts = MatmulOptions {
+                scale: (flags & 2 != 0).then_some(&sg),
+                bias: (flags & 4 != 0).then_some(&bg),
+                transpose_w,
+                activation,
+                ..Default::default()
+            };
+            let xg = GpuMatrix::upload(g, x.view()).unwrap();
+            let wg = GpuMatrix::upload(g, w.view()).unwrap();
+            let got = ops::matmul(g, &xg, &wg, opts).unwrap().download(g).unwrap();
+            let (b64, s64) = (b.mapv(f64::from), s.mapv(f64::from));
+            let want = cpu::matmul(
+                x.view(),
+                w.mapv(f64::from).view(),
+                &cpu::MatmulOptions {
+                    scale: (flags & 2 != 0).then(|| s64.view()),
+                    bias: (flags & 4 != 0).then(|| b64.view()),
+                    transpose_w,
+                    activation,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let max_abs = got
+                .iter()
+                .zip(want.iter())
+                .map(|(&a, &b)| (f64::from(a) - b).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                max_abs <= 1e-5,
+                "{n}x{k} flags {flags}: max abs error {max_abs:e}"
+            );
+            if activation == Activation::Relu {
+                assert!(got.iter().all(|&v| v >= 0.0));
+            }
+        }
+    }
+}
+
+#[test]
+fn tanh_saturates_without_nan() {
+    // |x @ w| up to 1e4: tanh must give +-1, not the NaN of exp overflow.
+    let g = gpu();
+    let x = ndarray::array![[100.0f32, -100.0], [1e4, 0.0]];
+    let w = ndarray::array![[1.0f32, 0.0], [0.0, 1.0]];
+    let opts = MatmulOptions {
+        activation: Activation::Tanh,
+        ..Default::default()
+    };
+    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    let wg = GpuMatrix::upload(g, w.view()).unwrap();
+    let y = ops::matmul(g, &xg, &wg, opts).unwrap().download(g).unwrap();
+    assert_eq!(y, ndarray::array![[1.0f32, -1.0], [1.0, 0.0]]);
+}
+
+#[test]
+fn tanh_keeps_relative_accuracy_near_zero() {
+    // (e^2x - 1) / (e^2x + 1) in f32 loses everything below 1e-3; the
+    // lecture's small-random activations live there.
+    let g = gpu();
+    let v: Vec<f32> = [
+        1e-30f32, 1e-8, -3e-6, 1e-4, -2e-3, 0.05, 0.2499, 0.25, -0.26, 0.7, 2.0, -8.0, 14.9,
+    ]
+    .to_vec();
+    let x = Array2::from_shape_vec((v.len(), 1), v.clone()).unwrap();
+    let w = ndarray::array![[1.0f32]];
+    let opts = MatmulOptions {
+        activation: Activation::Tanh,
+        ..Default::default()
+    };
+    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    let wg = GpuMatrix::upload(g, w.view()).unwrap();
+    let y = ops::matmul(g, &xg, &wg, opts).unwrap().download(g).unwrap();
+    for (&xi, &yi) in v.iter().zip(y.iter()) {
+        let want = f64::from(xi).tanh();
+        let rel = (f64::from(yi) - want).abs() / want.abs();
+        assert!(rel <= 1e-6, "tanh({xi:e}) = {yi:e}, want {want:e} (rel {rel:e})");
+    }
+}
+
+#[test]
 fn plain_product_by_hand() {
     let g = gpu();
     let x = ndarray::array![[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0]];
@@ -149,6 +267,16 @@ fn bad_input_is_an_error_not_a_panic() {
     let w = GpuMatrix::uninit(g, 2, 5).unwrap();
     assert!(matches!(
         ops::matmul(g, &x, &w, MatmulOptions::default()),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    // A transposed weight must have x's columns as its columns.
+    let wt = GpuMatrix::uninit(g, 5, 2).unwrap();
+    let opts = MatmulOptions {
+        transpose_w: true,
+        ..Default::default()
+    };
+    assert!(matches!(
+        ops::matmul(g, &x, &wt, opts),
         Err(Error::ShapeMismatch { .. })
     ));
     let w = GpuMatrix::uninit(g, 3, 5).unwrap();

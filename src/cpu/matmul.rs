@@ -1,10 +1,13 @@
 //! CPU twin of `shaders/matmul.wgsl`, in f64.
 //!
-//! The general product with optional centring, per-column scale and bias:
-//! `out[i, j] = scale[j] * sum_k (x[i, k] - center[k]) * w[k, j] + bias[j]`
-//! for a row-major `N x K` matrix `x` and a `K x M` matrix `w`. Every step of
-//! the PCA family is one such product (decorrelate, reduce, PCA whitening,
-//! ZCA whitening, inverse transform), and with no options it is plain `x @ w`.
+//! The general product with optional centring, per-column scale and bias and
+//! an activation:
+//! `out[i, j] = act(scale[j] * sum_k (x[i, k] - center[k]) * w[k, j] + bias[j])`
+//! for a row-major `N x K` matrix `x` and a `K x M` matrix `w` (or, with
+//! `transpose_w`, an `M x K` matrix: a linear layer's `(out, in)` weight, so
+//! the product is `x @ w^T`). Every step of the PCA family is one such product
+//! (decorrelate, reduce, PCA whitening, ZCA whitening, inverse transform), a
+//! fully connected layer is another, and with no options it is plain `x @ w`.
 
 use faer::linalg::matmul::matmul as faer_matmul;
 use faer::{Accum, Mat};
@@ -17,7 +20,30 @@ const OP: &str = "matmul (cpu)";
 /// Rows centred and multiplied per block.
 const BLOCK: usize = 256;
 
-/// The optional vectors of the product; all `None` gives `x @ w`.
+/// The elementwise function applied to each output of [`matmul`] last.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Activation {
+    /// No function: the affine product itself.
+    #[default]
+    Identity,
+    /// `tanh(v)`.
+    Tanh,
+    /// `max(0, v)`.
+    Relu,
+}
+
+impl Activation {
+    /// Apply it to one value.
+    pub fn apply(self, v: f64) -> f64 {
+        match self {
+            Activation::Identity => v,
+            Activation::Tanh => v.tanh(),
+            Activation::Relu => v.max(0.0),
+        }
+    }
+}
+
+/// The options of the product; the default gives `x @ w`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MatmulOptions<'a> {
     /// Subtracted from each row of `x` before the product (length `K`).
@@ -26,6 +52,10 @@ pub struct MatmulOptions<'a> {
     pub scale: Option<ArrayView1<'a, f64>>,
     /// Added to column `j` after the scale (length `M`).
     pub bias: Option<ArrayView1<'a, f64>>,
+    /// `w` is `M x K` and the product is `x @ w^T`.
+    pub transpose_w: bool,
+    /// Applied to each output last.
+    pub activation: Activation,
 }
 
 fn check_len(what: &str, v: Option<ArrayView1<'_, f64>>, len: usize) -> Result<()> {
@@ -39,19 +69,25 @@ fn check_len(what: &str, v: Option<ArrayView1<'_, f64>>, len: usize) -> Result<(
     }
 }
 
-/// `out = ((x - center) @ w) * scale + bias` in f64 (see the module docs).
+/// `out = act(((x - center) @ w) * scale + bias)` in f64 (see the module docs).
 pub fn matmul<A: Copy + Into<f64>>(
     x: ArrayView2<'_, A>,
     w: ArrayView2<'_, f64>,
     options: &MatmulOptions<'_>,
 ) -> Result<Array2<f64>> {
     let (n, k) = x.dim();
+    let w = if options.transpose_w { w.reversed_axes() } else { w };
     let (kw, m) = w.dim();
     if kw != k {
+        let (what, got) = if options.transpose_w {
+            ("columns", format!("{m} x {kw}"))
+        } else {
+            ("rows", format!("{kw} x {m}"))
+        };
         return Err(Error::shape(
             OP,
-            format!("w with {k} rows (x is {n} x {k})"),
-            format!("{kw} x {m}"),
+            format!("w with {k} {what} (x is {n} x {k})"),
+            got,
         ));
     }
     check_len("center", options.center, k)?;
@@ -101,7 +137,7 @@ pub fn matmul<A: Copy + Into<f64>>(
                 if let Some(b) = options.bias {
                     v += b[j];
                 }
-                orow[j] = v;
+                orow[j] = options.activation.apply(v);
             }
         }
         start += rows;
@@ -127,10 +163,34 @@ mod tests {
             center: Some(c.view()),
             scale: Some(s.view()),
             bias: Some(b.view()),
+            ..Default::default()
         };
         let got = matmul(x.view(), w.view(), &o).unwrap();
         // (x - 1) @ w = [[2, -1], [8, -1]]
         assert_eq!(got, array![[4.5, -3.5], [16.5, -3.5]]);
+        let relu = MatmulOptions {
+            activation: Activation::Relu,
+            ..o
+        };
+        let got = matmul(x.view(), w.view(), &relu).unwrap();
+        assert_eq!(got, array![[4.5, 0.0], [16.5, 0.0]]);
+    }
+
+    #[test]
+    fn linear_layer_with_transposed_weight() {
+        let x = array![[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]];
+        let w = array![[1.0, 0.0, 1.0], [0.0, 1.0, -1.0]]; // (out, in)
+        let o = MatmulOptions {
+            transpose_w: true,
+            activation: Activation::Tanh,
+            ..Default::default()
+        };
+        let got = matmul(x.view(), w.view(), &o).unwrap();
+        let want = array![[4.0, -1.0], [10.0, -1.0]].mapv(f64::tanh);
+        assert_eq!(got, want);
+        // The in dimension must match x's columns.
+        let bad = Array2::<f64>::zeros((2, 4));
+        assert!(matmul(x.view(), bad.view(), &o).is_err());
     }
 
     #[test]

@@ -12,6 +12,6 @@ pub mod standardize;
 
 pub use column_stats::{column_stats, ColumnSummary};
 pub use covariance::covariance;
-pub use matmul::{matmul, MatmulOptions};
+pub use matmul::{matmul, Activation, MatmulOptions};
 pub use pca::{NComponents, PcaModel, PcaOptions, Whitening};
 pub use standardize::{standardize, StandardizeOptions};

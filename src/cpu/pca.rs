@@ -363,6 +363,7 @@ impl PcaModel {
                 center: Some(self.mean.view()),
                 scale: scale.as_ref().map(|s| s.view()),
                 bias: None,
+                ..Default::default()
             },
         )
     }
@@ -379,6 +380,7 @@ impl PcaModel {
                 center: None,
                 scale: None,
                 bias: Some(self.mean.view()),
+                ..Default::default()
             },
         )
     }

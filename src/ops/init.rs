@@ -13,6 +13,8 @@
 //! The `u32` stream and uniform floats are bit-identical to the CPU's; normals
 //! agree to within a few ulps (see [`crate::rng`]).
 
+pub mod lecture;
+
 use bytemuck::{Pod, Zeroable};
 
 use crate::cpu::init::{self as twin, numel, Fill, Scheme, SparseAxis, SparsePlan};

@@ -1,11 +1,15 @@
 //! GPU launcher for `shaders/matmul.wgsl`; CPU twin: [`crate::cpu::matmul`].
 //!
-//! `out = ((x - center) @ w) * scale + bias`, each of `center`, `scale`, `bias`
-//! optional: with none of them it is plain `x @ w` (the entry point weight
-//! initialization uses), and every PCA transform is one such product.
+//! `out = act(((x - center) @ w) * scale + bias)`, each of `center`, `scale`,
+//! `bias` optional, `w` either `K x M` or (with `transpose_w`) a linear layer's
+//! `M x K` weight, and `act` identity, tanh or relu: with no options it is plain
+//! `x @ w`, every PCA transform is one such product, and a fully connected
+//! layer `act(x @ w^T + b)` is another (the lecture's activation experiment,
+//! [`crate::ops::init::lecture`]).
 
 use bytemuck::{Pod, Zeroable};
 
+pub use crate::cpu::matmul::Activation;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::matrix::GpuMatrix;
@@ -15,6 +19,9 @@ const OP: &str = "matmul";
 const CENTER: u32 = 1;
 const SCALE: u32 = 2;
 const BIAS: u32 = 4;
+const TRANSPOSE_W: u32 = 8;
+const ACT_TANH: u32 = 16;
+const ACT_RELU: u32 = 32;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -25,9 +32,9 @@ struct Params {
     flags: u32,
 }
 
-/// The optional vectors of [`matmul`]. Each is read from row 0 of a matrix
-/// with that many columns: a `1 x len` matrix, or for `center` the buffer of
-/// [`crate::ColumnStats`] (5 x D, row 0 is the mean).
+/// The options of [`matmul`]; the default gives `x @ w`. Each optional vector
+/// is read from row 0 of a matrix with that many columns: a `1 x len` matrix,
+/// or for `center` the buffer of [`crate::ColumnStats`] (5 x D, row 0 is the mean).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MatmulOptions<'a> {
     /// Subtracted from each row of `x` as it is loaded (length K).
@@ -36,6 +43,10 @@ pub struct MatmulOptions<'a> {
     pub scale: Option<&'a GpuMatrix>,
     /// Added to column `j` after the scale (length M).
     pub bias: Option<&'a GpuMatrix>,
+    /// `w` is `M x K` (row-major) and the product is `x @ w^T`.
+    pub transpose_w: bool,
+    /// Applied to each output last.
+    pub activation: Activation,
 }
 
 /// The kernel's work split. `Default` picks by the output's width.
@@ -76,7 +87,7 @@ fn check_vec(what: &str, v: Option<&GpuMatrix>, len: usize) -> Result<u32> {
     }
 }
 
-/// `((x - center) @ w) * scale + bias` as a new `N x M` matrix, submitted.
+/// `act(((x - center) @ w) * scale + bias)` as a new `N x M` matrix, submitted.
 pub fn matmul(gpu: &Gpu, x: &GpuMatrix, w: &GpuMatrix, opts: MatmulOptions) -> Result<GpuMatrix> {
     let mut encoder = gpu.encoder(OP);
     let out = encode_matmul(gpu, &mut encoder, x, w, opts)?;
@@ -93,7 +104,8 @@ pub fn encode_matmul(
     w: &GpuMatrix,
     opts: MatmulOptions,
 ) -> Result<GpuMatrix> {
-    let out = GpuMatrix::uninit(gpu, x.rows(), w.cols())?;
+    let m = if opts.transpose_w { w.rows() } else { w.cols() };
+    let out = GpuMatrix::uninit(gpu, x.rows(), m)?;
     encode_matmul_into(gpu, encoder, x, w, opts, &out)?;
     Ok(out)
 }
@@ -122,12 +134,17 @@ pub fn encode_matmul_with(
     config: MatmulConfig,
 ) -> Result<()> {
     let (n, k) = x.shape();
-    let (kw, m) = w.shape();
+    let (kw, m) = if opts.transpose_w {
+        (w.cols(), w.rows())
+    } else {
+        w.shape()
+    };
     if kw != k {
+        let what = if opts.transpose_w { "columns" } else { "rows" };
         return Err(Error::shape(
             OP,
-            format!("w with {k} rows (x is {n} x {k})"),
-            format!("{kw} x {m}"),
+            format!("w with {k} {what} (x is {n} x {k})"),
+            format!("{} x {}", w.rows(), w.cols()),
         ));
     }
     if out.shape() != (n, m) {
@@ -139,7 +156,13 @@ pub fn encode_matmul_with(
     }
     let flags = check_vec("center", opts.center, k)? * CENTER
         + check_vec("scale", opts.scale, m)? * SCALE
-        + check_vec("bias", opts.bias, m)? * BIAS;
+        + check_vec("bias", opts.bias, m)? * BIAS
+        + u32::from(opts.transpose_w) * TRANSPOSE_W
+        + match opts.activation {
+            Activation::Identity => 0,
+            Activation::Tanh => ACT_TANH,
+            Activation::Relu => ACT_RELU,
+        };
     let inputs = [Some(x), Some(w), opts.center, opts.scale, opts.bias];
     if inputs.iter().flatten().any(|i| i.buffer() == out.buffer()) {
         return Err(Error::invalid(

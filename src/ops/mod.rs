@@ -14,7 +14,7 @@ pub mod standardize;
 pub use batchnorm::BatchNorm;
 pub use column_stats::{column_stats, encode_column_stats, encode_column_stats_into, ColumnStats, Stat};
 pub use covariance::{covariance, encode_covariance, encode_covariance_into, CovarianceConfig};
-pub use matmul::{encode_matmul, encode_matmul_into, matmul, MatmulConfig, MatmulOptions};
+pub use matmul::{encode_matmul, encode_matmul_into, matmul, Activation, MatmulConfig, MatmulOptions};
 pub use norm::{Norm, NormForward, NormGrads, NormKind, NormStats};
 pub use pca::Pca;
 pub use standardize::{encode_standardize, encode_standardize_inplace, standardize, standardize_inplace};

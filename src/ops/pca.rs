@@ -145,6 +145,7 @@ impl Pca {
             center: Some(&self.mean),
             scale: self.forward_scale.as_ref(),
             bias: None,
+            ..Default::default()
         };
         encode_matmul_into(gpu, encoder, x, &self.forward, opts, out)
     }
@@ -179,6 +180,7 @@ impl Pca {
             center: None,
             scale: None,
             bias: Some(&self.mean),
+            ..Default::default()
         };
         encode_matmul_into(gpu, encoder, y, &self.inverse, opts, out)
     }

@@ -6,6 +6,7 @@
 use ndarray::{array, Array2, Axis};
 
 use super::{fill_tensor, init, Fill, Scheme};
+use crate::cpu::matmul::{matmul, Activation, MatmulOptions};
 use crate::rng::Philox;
 use crate::Result;
 
@@ -16,8 +17,9 @@ pub fn sigmoid(x: f64) -> f64 {
 
 /// `a @ b` by the obvious triple loop: every output entry is summed in the
 /// same order, so units that start identical stay bit-identical.
-fn matmul(a: &Array2<f64>, b: &Array2<f64>) -> Array2<f64> {
-    assert_eq!(a.ncols(), b.nrows(), "matmul: inner dimensions");
+/// (Shapes are the lecture's own, fixed by the callers.)
+fn ordered_product(a: &Array2<f64>, b: &Array2<f64>) -> Array2<f64> {
+    debug_assert_eq!(a.ncols(), b.nrows(), "inner dimensions");
     Array2::from_shape_fn((a.nrows(), b.ncols()), |(i, j)| {
         let mut s = 0.0;
         for k in 0..a.ncols() {
@@ -57,12 +59,12 @@ pub fn lecture_step(
     w1: &Array2<f64>,
     w2: &Array2<f64>,
 ) -> (Array2<f64>, Array2<f64>) {
-    let hidden = matmul(input, w1).mapv(sigmoid);
-    let output = matmul(&hidden, w2);
+    let hidden = ordered_product(input, w1).mapv(sigmoid);
+    let output = ordered_product(&hidden, w2);
     let diff = target - &output;
-    let new_w2 = w2 - &matmul(&hidden.t().to_owned(), &diff);
+    let new_w2 = w2 - &ordered_product(&hidden.t().to_owned(), &diff);
     let slope = hidden.mapv(|h| h * (1.0 - h));
-    let new_w1 = w1 - &matmul(&input.t().to_owned(), &slope);
+    let new_w1 = w1 - &ordered_product(&input.t().to_owned(), &slope);
     (new_w1, new_w2)
 }
 
@@ -86,13 +88,13 @@ pub fn squared_loss_grad(
     w1: &Array2<f64>,
     w2: &Array2<f64>,
 ) -> Grads {
-    let hidden = matmul(input, w1).mapv(sigmoid);
-    let residual = matmul(&hidden, w2) - target;
+    let hidden = ordered_product(input, w1).mapv(sigmoid);
+    let residual = ordered_product(&hidden, w2) - target;
     let loss = 0.5 * residual.iter().map(|r| r * r).sum::<f64>();
-    let dw2 = matmul(&hidden.t().to_owned(), &residual);
-    let dh = matmul(&residual, &w2.t().to_owned());
+    let dw2 = ordered_product(&hidden.t().to_owned(), &residual);
+    let dh = ordered_product(&residual, &w2.t().to_owned());
     let dz = &dh * &hidden.mapv(|h| h * (1.0 - h));
-    let dw1 = matmul(&input.t().to_owned(), &dz);
+    let dw1 = ordered_product(&input.t().to_owned(), &dz);
     Grads { loss, dw1, dw2 }
 }
 
@@ -133,25 +135,6 @@ pub fn hidden_unit_spread(w1: &Array2<f64>, w2: &Array2<f64>) -> f64 {
     spread
 }
 
-/// A hidden nonlinearity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Nonlinearity {
-    /// tanh.
-    Tanh,
-    /// max(0, x).
-    Relu,
-}
-
-impl Nonlinearity {
-    /// Apply it to one value.
-    pub fn apply(self, x: f64) -> f64 {
-        match self {
-            Nonlinearity::Tanh => x.tanh(),
-            Nonlinearity::Relu => x.max(0.0),
-        }
-    }
-}
-
 /// Mean and standard deviation (ddof 0) of one layer's activations.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LayerStats {
@@ -172,13 +155,23 @@ pub fn mean_std(values: &[f64]) -> LayerStats {
     }
 }
 
-/// The input of the activation experiment: `batch x units` unit gaussians,
-/// stream `u64::MAX` of `seed`.
+/// The stream of the activation experiment's input: stream `u64::MAX` of `seed`.
+pub fn experiment_input_rng(seed: u64) -> Philox {
+    Philox::with_stream(seed, u64::MAX)
+}
+
+/// The stream of layer `layer`'s weight: stream `layer` of `seed`.
+pub fn experiment_weight_rng(seed: u64, layer: usize) -> Philox {
+    Philox::with_stream(seed, layer as u64)
+}
+
+/// The input of the activation experiment: `batch x units` unit gaussians
+/// from [`experiment_input_rng`].
 pub fn experiment_input(batch: usize, units: usize, seed: u64) -> Result<Array2<f64>> {
     let x = fill_tensor(
         &[batch, units],
         &Fill::Normal { mean: 0.0, std: 1.0 },
-        Philox::with_stream(seed, u64::MAX),
+        experiment_input_rng(seed),
     )?;
     Ok(x.into_dimensionality().expect("2-D by construction"))
 }
@@ -186,16 +179,19 @@ pub fn experiment_input(batch: usize, units: usize, seed: u64) -> Result<Array2<
 /// The weights of layer `layer` (0-based) of the activation experiment:
 /// `(units, units)` in the `(out, in)` layout, stream `layer` of `seed`.
 pub fn experiment_weight(scheme: &Scheme, units: usize, layer: usize, seed: u64) -> Result<Array2<f64>> {
-    let w = init(&[units, units], scheme, Philox::with_stream(seed, layer as u64))?;
+    let w = init(&[units, units], scheme, experiment_weight_rng(seed, layer))?;
     Ok(w.into_dimensionality().expect("2-D by construction"))
 }
 
 /// The lecture's experiment: `layers` fully connected layers of `units`
-/// units, `H_l = f(H_{l-1} @ W_l^T)`, on `batch` unit-gaussian inputs; the
-/// mean and std of each layer's activations. Products by ndarray's `dot`.
+/// units, `H_l = act(H_{l-1} @ W_l^T)` with each `W_l` in the `(out, in)`
+/// layout ([`experiment_weight`]), on `batch` unit-gaussian inputs
+/// ([`experiment_input`]); the mean and std of each layer's activations.
+/// Each layer is one [`crate::cpu::matmul`] (f64) with a transposed weight and
+/// the activation fused; the GPU twin is [`crate::ops::init::lecture::activation_statistics`].
 pub fn activation_statistics(
     scheme: &Scheme,
-    nonlinearity: Nonlinearity,
+    activation: Activation,
     layers: usize,
     units: usize,
     batch: usize,
@@ -203,9 +199,14 @@ pub fn activation_statistics(
 ) -> Result<Vec<LayerStats>> {
     let mut h = experiment_input(batch, units, seed)?;
     let mut stats = Vec::with_capacity(layers);
+    let options = MatmulOptions {
+        transpose_w: true,
+        activation,
+        ..Default::default()
+    };
     for layer in 0..layers {
         let w = experiment_weight(scheme, units, layer, seed)?;
-        h = h.dot(&w.t()).mapv(|v| nonlinearity.apply(v));
+        h = matmul(h.view(), w.view(), &options)?;
         stats.push(mean_std(h.as_slice().expect("standard layout")));
     }
     Ok(stats)
