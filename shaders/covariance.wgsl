@@ -37,6 +37,9 @@ struct Params {
 override WG: u32 = 16u;
 // Rows of X per step through workgroup memory: 8 or 16 (KSTEP / (WG / 2) <= 8).
 override KSTEP: u32 = 8u;
+// D % 4 == 0: each thread's four columns are one aligned vec4 of X, loaded
+// through x4 in one instruction (the launcher binds X to both x and x4).
+override VEC4: bool = false;
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> mean: array<f32>;
@@ -45,6 +48,8 @@ override KSTEP: u32 = 8u;
 @group(0) @binding(4) var<storage, read_write> cov: array<f32>;
 // Column sums of the centred values per slice: [n_slices][n_blocks * TILE / 4].
 @group(0) @binding(5) var<storage, read_write> colsums: array<vec4<f32>>;
+// X again, as vec4s (read only when VEC4).
+@group(0) @binding(6) var<storage, read> x4: array<vec4<f32>>;
 
 // KSTEP rows x TILE columns of centred X for the tile's row block (a) and column block (b).
 var<workgroup> a_tile: array<vec4<f32>, KSTEP * 2u * WG>;
@@ -76,12 +81,17 @@ fn load_mean(c: u32) -> vec4<f32> {
     return m;
 }
 
-// X[row, c .. c + 4] - m, zero past the slice's end or column d.
+// X[row, c .. c + 4] - m, zero past the slice's end or column d (c is a
+// multiple of 4).
 fn load_centred(row: u32, row_end: u32, c: u32, m: vec4<f32>) -> vec4<f32> {
     var v = vec4<f32>(0.0);
     if row < row_end {
         let d = params.d;
         let base = row * d;
+        if VEC4 {
+            if c < d { v = x4[(base + c) / 4u] - m; }
+            return v;
+        }
         if c < d { v.x = x[base + c] - m.x; }
         if c + 1u < d { v.y = x[base + c + 1u] - m.y; }
         if c + 2u < d { v.z = x[base + c + 2u] - m.z; }

@@ -75,6 +75,16 @@ pub enum Error {
         message: String,
     },
 
+    /// An iterative solver did not converge: the eigendecomposition of a
+    /// covariance matrix (finite input, but the solver gave up).
+    #[error("{op}: {what} did not converge")]
+    NoConvergence {
+        /// The op whose solver gave up.
+        op: &'static str,
+        /// What was being solved, with its size.
+        what: String,
+    },
+
     /// The device was lost, or a wait on it failed.
     #[error("GPU device lost or unusable: {0}")]
     DeviceLost(String),

@@ -179,7 +179,10 @@ pub fn eigh_descending(c: ArrayView2<'_, f64>) -> Result<(Array1<f64>, Array2<f6
     let m = Mat::<f64>::from_fn(d, d, |i, j| c[[i, j]]);
     let evd = m
         .self_adjoint_eigen(Side::Lower)
-        .map_err(|e| Error::invalid(OP, format!("eigendecomposition of the covariance failed: {e:?}")))?;
+        .map_err(|_| Error::NoConvergence {
+            op: OP,
+            what: format!("the eigendecomposition of the {d} x {d} covariance"),
+        })?;
     let (u, s) = (evd.U(), evd.S().column_vector());
     // faer sorts ascending: reverse.
     let mut values = Array1::<f64>::zeros(d);

@@ -244,7 +244,22 @@ pub fn encode_covariance_with(
             inv_n: (1.0 / n as f64) as f32,
         },
     );
-    let constants = [("WG", p.wg as f64), ("KSTEP", p.kstep as f64)];
+    let vec4 = d.is_multiple_of(4);
+    let constants = [
+        ("WG", p.wg as f64),
+        ("KSTEP", p.kstep as f64),
+        ("VEC4", if vec4 { 1.0 } else { 0.0 }),
+    ];
+    // x4 views X as vec4s: a runtime-sized vec4 array needs a binding of at
+    // least 16 bytes, which a host's buffer of fewer than 4 elements lacks
+    // (the kernel never reads x4 then: D % 4 != 0).
+    let small;
+    let x4 = if x.buffer().size() >= 16 {
+        x.buffer()
+    } else {
+        small = gpu.storage_buffer(OP, 16, "covariance x4 placeholder")?;
+        &small
+    };
 
     let p1 = gpu.pipeline(&shaders::COVARIANCE, "covariance_partial", &constants)?;
     let bg1 = gpu.bind(
@@ -255,6 +270,7 @@ pub fn encode_covariance_with(
             (2, &partials),
             (3, &params),
             (5, &colsums),
+            (6, x4),
         ],
     );
     gpu.dispatch(
@@ -265,7 +281,7 @@ pub fn encode_covariance_with(
         [p.n_tiles as u32, p.n_slices as u32, 1],
     );
 
-    let p2 = gpu.pipeline(&shaders::COVARIANCE, "covariance_finalize", &constants)?;
+    let p2 = gpu.pipeline(&shaders::COVARIANCE, "covariance_finalize", &constants[..2])?;
     let bg2 = gpu.bind(
         &p2,
         &[(2, &partials), (3, &params), (4, out.buffer()), (5, &colsums)],
