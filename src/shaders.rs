@@ -54,9 +54,16 @@ pub static MATMUL: Shader = Shader {
     source: include_str!("../shaders/matmul.wgsl"),
 };
 
+/// A bit-exact device copy of a matrix (also the bandwidth ceiling of the benchmarks).
+pub static COPY: Shader = Shader {
+    name: "copy",
+    source: include_str!("../shaders/copy.wgsl"),
+};
+
 /// Every shader, for validation and for warming the pipeline cache.
 pub static ALL: &[&Shader] = &[
     &COLUMN_STATS,
+    &COPY,
     &STANDARDIZE,
     &INIT,
     &BATCHNORM,

@@ -4,6 +4,7 @@
 
 pub mod batchnorm;
 pub mod column_stats;
+pub mod copy;
 pub mod covariance;
 pub mod init;
 pub mod matmul;
@@ -13,6 +14,7 @@ pub mod standardize;
 
 pub use batchnorm::BatchNorm;
 pub use column_stats::{column_stats, encode_column_stats, encode_column_stats_into, ColumnStats, Stat};
+pub use copy::{copy, encode_copy_into};
 pub use covariance::{covariance, encode_covariance, encode_covariance_into, CovarianceConfig};
 pub use matmul::{encode_matmul, encode_matmul_into, matmul, Activation, MatmulConfig, MatmulOptions};
 pub use norm::{Norm, NormForward, NormGrads, NormKind, NormStats};
