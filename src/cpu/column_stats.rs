@@ -43,23 +43,28 @@ struct Block {
 impl Block {
     fn of(x: ArrayView2<f64>) -> Block {
         let (n, d) = x.dim();
+        // Rows as contiguous slices (the caller's blocks already are: no copy).
+        let x = x.as_standard_layout();
         let mut mean = vec![0.0; d];
         let mut min = vec![f64::INFINITY; d];
         let mut max = vec![f64::NEG_INFINITY; d];
-        for row in x.rows() {
-            for (c, &v) in row.iter().enumerate() {
-                mean[c] += v;
-                min[c] = min[c].min(v);
-                max[c] = max[c].max(v);
+        let rows = x.as_slice().map(|s| s.chunks_exact(d.max(1)));
+        // Zipped slices, no indexing: the compiler vectorizes these loops.
+        for row in rows.into_iter().flatten() {
+            for (((m, lo), hi), &v) in mean.iter_mut().zip(&mut min).zip(&mut max).zip(row) {
+                *m += v;
+                *lo = if v < *lo { v } else { *lo };
+                *hi = if v > *hi { v } else { *hi };
             }
         }
         let inv = 1.0 / n as f64;
         mean.iter_mut().for_each(|m| *m *= inv);
         let mut m2 = vec![0.0; d];
-        for row in x.rows() {
-            for (c, &v) in row.iter().enumerate() {
-                let t = v - mean[c];
-                m2[c] += t * t;
+        let rows = x.as_slice().map(|s| s.chunks_exact(d.max(1)));
+        for row in rows.into_iter().flatten() {
+            for ((s, &m), &v) in m2.iter_mut().zip(&mean).zip(row) {
+                let t = v - m;
+                *s += t * t;
             }
         }
         Block {

@@ -1,6 +1,6 @@
 //! CPU twin of `shaders/standardize.wgsl`, in f64.
 
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array1, Array2, ArrayView2, Zip};
 
 use crate::cpu::column_stats::ColumnSummary;
 use crate::error::{Error, Result};
@@ -42,7 +42,7 @@ pub fn standardize<T>(
     opts: StandardizeOptions,
 ) -> Result<Array2<f64>>
 where
-    T: Copy + Into<f64>,
+    T: Copy + Into<f64> + Sync,
 {
     let d = x.ncols();
     if stats.mean.len() != d {
@@ -52,10 +52,10 @@ where
             format!("statistics for {} columns", stats.mean.len()),
         ));
     }
-    let shift: Vec<f64> = (0..d)
+    let shift: Array1<f64> = (0..d)
         .map(|c| if opts.center { stats.mean[c] } else { 0.0 })
         .collect();
-    let inv: Vec<f64> = (0..d)
+    let inv: Array1<f64> = (0..d)
         .map(|c| {
             if opts.scale {
                 1.0 / column_scale(stats.std[c], stats.mean[c])
@@ -64,11 +64,10 @@ where
             }
         })
         .collect();
-    let mut out = Array2::<f64>::zeros(x.dim());
-    for (orow, xrow) in out.rows_mut().into_iter().zip(x.rows()) {
-        for (c, (o, &v)) in orow.into_iter().zip(xrow.iter()).enumerate() {
-            *o = (v.into() - shift[c]) * inv[c];
-        }
-    }
-    Ok(out)
+    // Elementwise over all threads (rayon); the per-column vectors broadcast
+    // along the rows.
+    Ok(Zip::from(&x)
+        .and_broadcast(&shift)
+        .and_broadcast(&inv)
+        .par_map_collect(|&v, &s, &i| (v.into() - s) * i))
 }
