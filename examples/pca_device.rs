@@ -12,7 +12,7 @@ use std::time::Instant;
 use gpuprep::ops::covariance::encode_covariance_with;
 use gpuprep::ops::matmul::encode_matmul_with;
 use gpuprep::ops::{CovarianceConfig, MatmulConfig, MatmulOptions};
-use gpuprep::{cpu, ops, Gpu, GpuMatrix, NComponents, Pca, PcaOptions, Whitening};
+use gpuprep::{cpu, ops, Gpu, GpuMatrix, GpuTimer, NComponents, Pca, PcaOptions, Whitening};
 use ndarray::Array2;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,15 +54,27 @@ fn time_gpu(
     gpu.wait()?;
     let mut times = Vec::new();
     let reps = if QUICK.load(Ordering::Relaxed) { 1 } else { reps };
+    // GPU timestamps where the device has them, else wall clock.
+    let timer = GpuTimer::new(gpu)?;
     for _ in 0..trials() {
         let mut enc = gpu.encoder("timed");
+        if let Some(timer) = &timer {
+            timer.start(&mut enc);
+        }
         for _ in 0..reps {
             record(&mut enc)?;
+        }
+        if let Some(timer) = &timer {
+            timer.stop(&mut enc);
         }
         let t = Instant::now();
         gpu.submit("timed", enc)?;
         gpu.wait()?;
-        times.push(t.elapsed().as_secs_f64() / reps as f64);
+        let secs = match &timer {
+            Some(timer) => timer.read_seconds(gpu)?,
+            None => t.elapsed().as_secs_f64(),
+        };
+        times.push(secs / reps as f64);
     }
     Ok(median(times))
 }

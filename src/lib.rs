@@ -31,6 +31,7 @@ pub mod matrix;
 pub mod ops;
 pub mod rng;
 pub mod shaders;
+pub mod timer;
 
 pub use wgpu;
 
@@ -39,3 +40,4 @@ pub use error::{Error, Result};
 pub use gpu::Gpu;
 pub use matrix::GpuMatrix;
 pub use ops::{ColumnStats, Pca, Stat};
+pub use timer::GpuTimer;

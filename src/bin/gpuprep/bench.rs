@@ -1,8 +1,10 @@
 //! `gpuprep bench`: one table of CPU twin against GPU at one shape.
 //!
-//! GPU times are wall clock around `reps` copies of the op recorded in one
-//! encoder and one submit, divided by `reps` (launch overhead amortized; data
-//! resident on the device), median of `trials` such submits. The device's
+//! GPU times cover `reps` copies of the op recorded in one encoder and one
+//! submit, divided by `reps` (launch overhead amortized; data resident on the
+//! device), median of `trials` such submits: measured with GPU timestamps
+//! ([`gpuprep::GpuTimer`]) where the device has them, else wall clock around
+//! the submit and wait. The device's
 //! copy bandwidth (the "of copy" column's ceiling) is measured the same way
 //! with `ops::copy`, a vec4 shader copy: one read and one write of every byte
 //! through the same path as the ops (`copy_buffer_to_buffer` ran at under a
@@ -10,7 +12,7 @@
 
 use std::time::Instant;
 
-use gpuprep::{cpu, ops, Gpu, GpuMatrix, StandardizeOptions};
+use gpuprep::{cpu, ops, Gpu, GpuMatrix, GpuTimer, StandardizeOptions};
 use ndarray::Array2;
 
 pub struct BenchArgs {
@@ -37,6 +39,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Median seconds per repetition of `record`, `reps` per submit.
 fn time_gpu(
     gpu: &Gpu,
+    timer: Option<&GpuTimer>,
     reps: usize,
     trials: usize,
     mut record: impl FnMut(&mut gpuprep::wgpu::CommandEncoder) -> gpuprep::Result<()>,
@@ -49,13 +52,24 @@ fn time_gpu(
     let mut times = Vec::with_capacity(trials);
     for _ in 0..trials {
         let mut enc = gpu.encoder("bench");
+        if let Some(timer) = timer {
+            timer.start(&mut enc);
+        }
         for _ in 0..reps {
             record(&mut enc)?;
+        }
+        if let Some(timer) = timer {
+            timer.stop(&mut enc);
         }
         let t = Instant::now();
         gpu.submit("bench", enc)?;
         gpu.wait()?;
-        times.push(t.elapsed().as_secs_f64() / reps as f64);
+        let wall = t.elapsed().as_secs_f64();
+        let secs = match timer {
+            Some(timer) => timer.read_seconds(gpu)?,
+            None => wall,
+        };
+        times.push(secs / reps as f64);
     }
     Ok(median(times))
 }
@@ -73,6 +87,12 @@ fn time_cpu(trials: usize, mut f: impl FnMut() -> gpuprep::Result<()>) -> gpupre
 
 pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
     let gpu = Gpu::new()?;
+    let timer = GpuTimer::new(&gpu)?;
+    let clock = if timer.is_some() {
+        "GPU timestamps"
+    } else {
+        "wall clock"
+    };
     let info = gpu.adapter_info();
     let (n, d) = (a.rows, a.cols);
     let bytes = (n * d * 4) as f64;
@@ -81,7 +101,7 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
         info.name, info.backend, info.device_type
     );
     println!(
-        "shape: {n} x {d} f32 ({:.1} MiB); GPU: median of {} submits of {} reps, wall clock",
+        "shape: {n} x {d} f32 ({:.1} MiB); GPU: median of {} submits of {} reps, {clock}",
         bytes / 1048576.0,
         a.trials,
         a.reps
@@ -90,7 +110,7 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
     let xg = GpuMatrix::upload(&gpu, x.view())?;
     let yg = GpuMatrix::uninit(&gpu, n, d)?;
 
-    let copy_s = time_gpu(&gpu, a.reps, a.trials, |enc| {
+    let copy_s = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
         ops::encode_copy_into(&gpu, enc, &xg, &yg)
     })?;
     let copy_gbs = 2.0 * bytes / copy_s / 1e9;
@@ -118,7 +138,7 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
 
     let mut checks = Vec::new();
     // column_stats: one read of X.
-    let g = time_gpu(&gpu, a.reps, a.trials, |enc| {
+    let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
         ops::encode_column_stats(&gpu, enc, &xg, 0).map(|_| ())
     })?;
     let c = if a.cpu {
@@ -143,7 +163,7 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
 
     // standardize = stats + apply: X read twice, Y written once.
     let opts = StandardizeOptions::default();
-    let g = time_gpu(&gpu, a.reps, a.trials, |enc| {
+    let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
         let st = ops::encode_column_stats(&gpu, enc, &xg, 0)?;
         ops::encode_standardize(&gpu, enc, &xg, &st, opts, &yg)
     })?;
