@@ -4,7 +4,8 @@
 //! Throughput counts the bytes each op must move at least: forward reads x
 //! and writes y (8 bytes per element), backward reads x and dy and writes dx
 //! (12 bytes per element). `gpu` times the kernels with the data resident on
-//! the device, several ops recorded per submit (launch overhead amortized);
+//! the device, several ops recorded per submit, on GPU timestamps where the
+//! device has them (`common::time_gpu`);
 //! `gpu_roundtrip` adds the upload of x and the readback of y.
 //!
 //! `GPUPREP_BENCH_LARGE=1` adds the shapes of ../shared/ANCHORS.md (GPU
@@ -12,8 +13,11 @@
 //! backward 2.097 ms), layer norm on 2^20 x 256, and batch / group /
 //! instance norm on (256, 64, 32, 32).
 
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Duration;
+
+use common::time_gpu;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gpuprep::cpu::batchnorm::{BatchNormCpu, RunningStatsConfig};
 use gpuprep::cpu::norm::{norm_backward, norm_forward};
@@ -32,25 +36,6 @@ fn data(n: usize, f: usize, seed: u32) -> Array2<f32> {
 
 fn tensor(m: &Array2<f32>, dims: &[usize]) -> ArrayD<f64> {
     ArrayD::from_shape_vec(IxDyn(dims), m.iter().map(|&v| v as f64).collect()).unwrap()
-}
-
-/// Wall time of `iters` ops recorded by `record`, at most 16 per submit.
-fn time_gpu(gpu: &Gpu, iters: u64, mut record: impl FnMut(&mut gpuprep::wgpu::CommandEncoder)) -> Duration {
-    let mut total = Duration::ZERO;
-    let mut left = iters;
-    while left > 0 {
-        let k = left.min(16);
-        let mut enc = gpu.encoder("bench");
-        for _ in 0..k {
-            record(&mut enc);
-        }
-        let t = Instant::now();
-        gpu.submit("bench", enc).unwrap();
-        gpu.wait().unwrap();
-        total += t.elapsed();
-        left -= k;
-    }
-    total
 }
 
 fn large() -> bool {

@@ -1,11 +1,15 @@
 //! column_stats, CPU twin against GPU at the same shapes.
 //!
-//! `gpu` times the kernels with X resident on the device (submit + wait);
+//! `gpu` times the kernel with X resident on the device, several per submit,
+//! on GPU timestamps where the device has them (`common::time_gpu`);
 //! `gpu_roundtrip` adds the upload of X and the readback of the statistics.
 //! The GPU rows are skipped (with a note) when no adapter is present.
 
+mod common;
+
 use std::time::Duration;
 
+use common::time_gpu;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gpuprep::{cpu, ops, Gpu, GpuMatrix};
 use ndarray::Array2;
@@ -42,11 +46,12 @@ fn bench(c: &mut Criterion) {
             continue;
         }
         let xg = GpuMatrix::upload(g, x.view()).unwrap();
+        let out = GpuMatrix::uninit(g, 5, d).unwrap();
         group.bench_with_input(BenchmarkId::new("gpu", &id), &xg, |b, xg| {
-            b.iter(|| {
-                let s = ops::column_stats(g, xg, 0).unwrap();
-                g.wait().unwrap();
-                s
+            b.iter_custom(|iters| {
+                time_gpu(g, iters, |enc| {
+                    ops::encode_column_stats_into(g, enc, xg, 0, &out).unwrap()
+                })
             })
         });
         group.bench_with_input(BenchmarkId::new("gpu_roundtrip", &id), &x, |b, x| {

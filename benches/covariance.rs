@@ -5,12 +5,16 @@
 //! general product's count, as cuBLAS's `x.T @ x` is quoted in ANCHORS.md,
 //! although the kernel computes only the upper triangle) and `2 N D M` for a
 //! transform to M columns. `gpu` times the kernels with X resident on the
-//! device (submit + wait); `gpu_fit` is the whole PCA fit (mean, covariance,
+//! device, several per submit, on GPU timestamps where the device has them
+//! (`common::time_gpu`); `gpu_fit` is the whole PCA fit (mean, covariance,
 //! one readback, eigh on the CPU). The GPU rows are skipped (with a note)
 //! when no adapter is present.
 
+mod common;
+
 use std::time::Duration;
 
+use common::time_gpu;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gpuprep::{cpu, ops, Gpu, GpuMatrix, NComponents, Pca, PcaOptions, Whitening};
 use ndarray::Array2;
@@ -42,11 +46,13 @@ fn bench(c: &mut Criterion) {
         });
         let Some(g) = gpu.as_ref() else { continue };
         let xg = GpuMatrix::upload(g, x.view()).unwrap();
+        let stats = ops::column_stats(g, &xg, 0).unwrap();
+        let out = GpuMatrix::uninit(g, d, d).unwrap();
         group.bench_with_input(BenchmarkId::new("gpu", &id), &xg, |b, xg| {
-            b.iter(|| {
-                let c = ops::covariance(g, xg, 0).unwrap();
-                g.wait().unwrap();
-                c
+            b.iter_custom(|iters| {
+                time_gpu(g, iters, |enc| {
+                    ops::encode_covariance_into(g, enc, xg, &stats.buffer, 0, &out).unwrap()
+                })
             })
         });
     }
@@ -83,11 +89,10 @@ fn bench(c: &mut Criterion) {
         let pca = Pca::from_model(g, model.clone()).unwrap();
         let out = GpuMatrix::uninit(g, n, pca.output_dim()).unwrap();
         group.bench_with_input(BenchmarkId::new("gpu", &id), xg, |b, xg| {
-            b.iter(|| {
-                let mut enc = g.encoder("bench");
-                pca.encode_transform_into(g, &mut enc, xg, &out).unwrap();
-                g.submit("bench", enc).unwrap();
-                g.wait().unwrap();
+            b.iter_custom(|iters| {
+                time_gpu(g, iters, |enc| {
+                    pca.encode_transform_into(g, enc, xg, &out).unwrap()
+                })
             })
         });
     }

@@ -1,14 +1,17 @@
 //! Weight initialization, CPU twin against GPU at the same shapes.
 //!
-//! `gpu` times the fill with the output resident on the device (record,
-//! submit, wait); `gpu_x10` records ten fills per submit (the kernel's own
-//! cost, less the submit latency); `gpu_roundtrip` adds the readback. Throughput counts the
+//! `gpu` times the fill with the output resident on the device, several per
+//! submit, on GPU timestamps where the device has them (`common::time_gpu`);
+//! `gpu_roundtrip` adds the readback. Throughput counts the
 //! bytes written (4 per f32). The GPU rows are skipped (with a note) when no
 //! adapter is present. Set `GPUPREP_BENCH_LARGE=1` to add 4096 x 4096 (the
 //! PyTorch figures in ANCHORS.md), which is slow on the CPU twin.
 
+mod common;
+
 use std::time::Duration;
 
+use common::time_gpu;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gpuprep::cpu::init::{self as twin, Scheme};
 use gpuprep::ops::init as gpu_init;
@@ -49,28 +52,15 @@ fn bench(c: &mut Criterion) {
             });
             let Some(g) = gpu.as_ref() else { continue };
             let out = GpuMatrix::uninit(g, rows, cols).unwrap();
+            // The fill's own time (several per submit, GPU timestamps where
+            // the device has them); the round trip below adds the readback.
             group.bench_function(BenchmarkId::new(format!("gpu/{name}"), &id), |b| {
-                b.iter(|| {
-                    let mut enc = g.encoder("bench");
-                    gpu_init::encode_init(g, &mut enc, &[rows, cols], scheme, rng, &out).unwrap();
-                    g.submit("bench", enc).unwrap();
-                    g.wait().unwrap();
+                b.iter_custom(|iters| {
+                    time_gpu(g, iters, |enc| {
+                        gpu_init::encode_init(g, enc, &[rows, cols], scheme, rng, &out).unwrap()
+                    })
                 })
             });
-            // Ten fills per submit: the per-fill cost without the submit and
-            // wait latency (divide the time by 10; the throughput counts all ten).
-            group.throughput(Throughput::Bytes((10 * rows * cols * 4) as u64));
-            group.bench_function(BenchmarkId::new(format!("gpu_x10/{name}"), &id), |b| {
-                b.iter(|| {
-                    let mut enc = g.encoder("bench");
-                    for _ in 0..10 {
-                        gpu_init::encode_init(g, &mut enc, &[rows, cols], scheme, rng, &out).unwrap();
-                    }
-                    g.submit("bench", enc).unwrap();
-                    g.wait().unwrap();
-                })
-            });
-            group.throughput(Throughput::Bytes((rows * cols * 4) as u64));
             group.bench_function(BenchmarkId::new(format!("gpu_roundtrip/{name}"), &id), |b| {
                 b.iter(|| {
                     gpu_init::init(g, &[rows, cols], scheme, rng)
