@@ -335,6 +335,33 @@ impl Gpu {
         })
     }
 
+    /// Records one dispatch of `entry` in `shader` into `encoder`: the cached
+    /// pipeline (built with `constants` on first use), a bind group of
+    /// `buffers` by binding number (created inside an error scope, so a bad
+    /// binding is an `Err`, not wgpu's panicking default handler), and one
+    /// compute pass. A grid with a zero dimension records nothing.
+    pub(crate) fn launch(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        shader: &'static Shader,
+        entry: &str,
+        constants: &[(&str, f64)],
+        buffers: &[(u32, &wgpu::Buffer)],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let pipeline = self.pipeline(shader, entry, constants)?;
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let bind_group = self.bind(&pipeline, buffers);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu {
+                op: shader.name,
+                message: format!("bind group for {entry}: {e}"),
+            });
+        }
+        self.dispatch(encoder, entry, &pipeline, &bind_group, groups);
+        Ok(())
+    }
+
     /// Records one compute pass with one dispatch into `encoder`.
     pub(crate) fn dispatch(
         &self,

@@ -129,9 +129,14 @@ pub(crate) fn encode_stats(
         "batchnorm partials",
     )?;
     let params = gpu.uniform("batchnorm params", &p);
-    let p1 = gpu.pipeline(&shaders::BATCHNORM, "stats_partials", &[])?;
-    let bg1 = gpu.bind(&p1, &[(0, &params), (1, x.buffer()), (3, &partials)]);
-    gpu.dispatch(encoder, "stats_partials", &p1, &bg1, groups);
+    gpu.launch(
+        encoder,
+        &shaders::BATCHNORM,
+        "stats_partials",
+        &[],
+        &[(0, &params), (1, x.buffer()), (3, &partials)],
+        groups,
+    )?;
     // The finalize binds `running` even when it does not update it.
     let scratch;
     let running_buf = match &running {
@@ -141,17 +146,19 @@ pub(crate) fn encode_stats(
             &scratch
         }
     };
-    let p2 = gpu.pipeline(&shaders::BATCHNORM, "stats_finalize", &[])?;
-    let bg2 = gpu.bind(
-        &p2,
+    gpu.launch(
+        encoder,
+        &shaders::BATCHNORM,
+        "stats_finalize",
+        &[],
         &[
             (0, &params),
             (3, &partials),
             (4, stats.buffer()),
             (5, running_buf),
         ],
-    );
-    gpu.dispatch(encoder, "stats_finalize", &p2, &bg2, [fx, fy, 1]);
+        [fx, fy, 1],
+    )?;
     Ok(())
 }
 
@@ -172,9 +179,11 @@ pub(crate) fn encode_apply(
     p.spatial = shape.s as u32;
     let groups = data_groups(gpu, &p)?;
     let params = gpu.uniform("batchnorm params", &p);
-    let pipe = gpu.pipeline(&shaders::BATCHNORM, "apply", &[])?;
-    let bg = gpu.bind(
-        &pipe,
+    gpu.launch(
+        encoder,
+        &shaders::BATCHNORM,
+        "apply",
+        &[],
         &[
             (0, &params),
             (1, x.buffer()),
@@ -183,8 +192,8 @@ pub(crate) fn encode_apply(
             (7, beta.buffer()),
             (8, y.buffer()),
         ],
-    );
-    gpu.dispatch(encoder, "apply", &pipe, &bg, groups);
+        groups,
+    )?;
     Ok(())
 }
 
@@ -204,9 +213,14 @@ fn encode_eval_prepare(
     };
     let (gx, gy) = grid_2d(gpu, OP, channels.div_ceil(WG))?;
     let params = gpu.uniform("batchnorm params", &p);
-    let pipe = gpu.pipeline(&shaders::BATCHNORM, "eval_prepare", &[])?;
-    let bg = gpu.bind(&pipe, &[(0, &params), (4, stats.buffer()), (5, running.buffer())]);
-    gpu.dispatch(encoder, "eval_prepare", &pipe, &bg, [gx, gy, 1]);
+    gpu.launch(
+        encoder,
+        &shaders::BATCHNORM,
+        "eval_prepare",
+        &[],
+        &[(0, &params), (4, stats.buffer()), (5, running.buffer())],
+        [gx, gy, 1],
+    )?;
     Ok(())
 }
 
@@ -255,9 +269,11 @@ pub(crate) fn encode_param_grads(
         "batchnorm grad partials",
     )?;
     let params = gpu.uniform("batchnorm params", &p);
-    let p1 = gpu.pipeline(&shaders::BATCHNORM, "grad_partials", &[])?;
-    let bg1 = gpu.bind(
-        &p1,
+    gpu.launch(
+        encoder,
+        &shaders::BATCHNORM,
+        "grad_partials",
+        &[],
         &[
             (0, &params),
             (1, x.buffer()),
@@ -265,19 +281,21 @@ pub(crate) fn encode_param_grads(
             (4, stats.buffer()),
             (9, &partials),
         ],
-    );
-    gpu.dispatch(encoder, "grad_partials", &p1, &bg1, groups);
-    let p2 = gpu.pipeline(&shaders::BATCHNORM, "grad_finalize", &[])?;
-    let bg2 = gpu.bind(
-        &p2,
+        groups,
+    )?;
+    gpu.launch(
+        encoder,
+        &shaders::BATCHNORM,
+        "grad_finalize",
+        &[],
         &[
             (0, &params),
             (9, &partials),
             (10, dgamma.buffer()),
             (11, dbeta.buffer()),
         ],
-    );
-    gpu.dispatch(encoder, "grad_finalize", &p2, &bg2, [fx, fy, 1]);
+        [fx, fy, 1],
+    )?;
     Ok(())
 }
 
@@ -300,9 +318,11 @@ pub(crate) fn encode_dx(
     p.spatial = shape.s as u32;
     let groups = data_groups(gpu, &p)?;
     let params = gpu.uniform("batchnorm params", &p);
-    let pipe = gpu.pipeline(&shaders::BATCHNORM, "dx", &[])?;
-    let bg = gpu.bind(
-        &pipe,
+    gpu.launch(
+        encoder,
+        &shaders::BATCHNORM,
+        "dx",
+        &[],
         &[
             (0, &params),
             (1, x.buffer()),
@@ -313,8 +333,8 @@ pub(crate) fn encode_dx(
             (10, dgamma.buffer()),
             (11, dbeta.buffer()),
         ],
-    );
-    gpu.dispatch(encoder, "dx", &pipe, &bg, groups);
+        groups,
+    )?;
     Ok(())
 }
 

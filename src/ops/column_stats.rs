@@ -203,15 +203,22 @@ pub fn encode_column_stats_into(
     } else {
         ("column_stats_partial", 1)
     };
-    let p1 = gpu.pipeline(&shaders::COLUMN_STATS, entry, &[])?;
-    let bg1 = gpu.bind(&p1, &[(0, &params), (binding, x.buffer()), (2, &partials)]);
-    gpu.dispatch(encoder, entry, &p1, &bg1, [col_groups as u32, n_chunks as u32, 1]);
+    gpu.launch(
+        encoder,
+        &shaders::COLUMN_STATS,
+        entry,
+        &[],
+        &[(0, &params), (binding, x.buffer()), (2, &partials)],
+        [col_groups as u32, n_chunks as u32, 1],
+    )?;
 
-    let p2 = gpu.pipeline(&shaders::COLUMN_STATS, "column_stats_finalize", &[])?;
-    let bg2 = gpu.bind(
-        &p2,
+    gpu.launch(
+        encoder,
+        &shaders::COLUMN_STATS,
+        "column_stats_finalize",
+        &[],
         &[(0, &params), (1, x.buffer()), (2, &partials), (3, out.buffer())],
-    );
-    gpu.dispatch(encoder, "column_stats_finalize", &p2, &bg2, [fin_x, fin_y, 1]);
+        [fin_x, fin_y, 1],
+    )?;
     Ok(())
 }

@@ -69,8 +69,13 @@ pub fn encode_copy_into(
         },
     );
     let (entry, src, dst) = if vec4 { ("copy_vec4", 3, 4) } else { ("copy", 1, 2) };
-    let pipeline = gpu.pipeline(&shaders::COPY, entry, &[])?;
-    let bind_group = gpu.bind(&pipeline, &[(0, &params), (src, x.buffer()), (dst, out.buffer())]);
-    gpu.dispatch(encoder, entry, &pipeline, &bind_group, [gx, gy, 1]);
+    gpu.launch(
+        encoder,
+        &shaders::COPY,
+        entry,
+        &[],
+        &[(0, &params), (src, x.buffer()), (dst, out.buffer())],
+        [gx, gy, 1],
+    )?;
     Ok(())
 }

@@ -261,9 +261,11 @@ pub fn encode_covariance_with(
         &small
     };
 
-    let p1 = gpu.pipeline(&shaders::COVARIANCE, "covariance_partial", &constants)?;
-    let bg1 = gpu.bind(
-        &p1,
+    gpu.launch(
+        encoder,
+        &shaders::COVARIANCE,
+        "covariance_partial",
+        &constants,
         &[
             (0, x.buffer()),
             (1, mean.buffer()),
@@ -272,24 +274,20 @@ pub fn encode_covariance_with(
             (5, &colsums),
             (6, x4),
         ],
-    );
-    gpu.dispatch(
-        encoder,
-        "covariance_partial",
-        &p1,
-        &bg1,
         [p.n_tiles as u32, p.n_slices as u32, 1],
-    );
+    )?;
 
-    let p2 = gpu.pipeline(&shaders::COVARIANCE, "covariance_finalize", &constants[..2])?;
-    let bg2 = gpu.bind(
-        &p2,
-        &[(2, &partials), (3, &params), (4, out.buffer()), (5, &colsums)],
-    );
     let vec4s = p.n_tiles * p.tile * p.tile / 4;
     let groups = vec4s
         .div_ceil(FINALIZE_OUT)
         .min(gpu.limits().max_compute_workgroups_per_dimension as usize);
-    gpu.dispatch(encoder, "covariance_finalize", &p2, &bg2, [groups as u32, 1, 1]);
+    gpu.launch(
+        encoder,
+        &shaders::COVARIANCE,
+        "covariance_finalize",
+        &constants[..2],
+        &[(2, &partials), (3, &params), (4, out.buffer()), (5, &colsums)],
+        [groups as u32, 1, 1],
+    )?;
     Ok(())
 }

@@ -308,9 +308,14 @@ impl Kernel {
             by_rows,
         };
         let uniform = gpu.uniform("init params", &params);
-        let pipeline = gpu.pipeline(&shaders::INIT, entry, &[])?;
-        let bind = gpu.bind(&pipeline, &[(0, &uniform), (1, out.buffer())]);
-        gpu.dispatch(encoder, entry, &pipeline, &bind, [gx as u32, gy as u32, 1]);
+        gpu.launch(
+            encoder,
+            &shaders::INIT,
+            entry,
+            &[],
+            &[(0, &uniform), (1, out.buffer())],
+            [gx as u32, gy as u32, 1],
+        )?;
         Ok(())
     }
 }

@@ -222,12 +222,14 @@ pub fn encode_matmul_with(
         },
     );
     let constants = [("WX", wx as f64), ("WY", wy as f64), ("KSTEP", k_step as f64)];
-    let pipeline = gpu.pipeline(&shaders::MATMUL, "matmul", &constants)?;
     // Absent vectors bind a placeholder the kernel never reads.
     let or_x = |v: Option<&GpuMatrix>| v.map_or(x.buffer(), |v| v.buffer()).clone();
     let (center, scale, bias) = (or_x(opts.center), or_x(opts.scale), or_x(opts.bias));
-    let bind_group = gpu.bind(
-        &pipeline,
+    gpu.launch(
+        encoder,
+        &shaders::MATMUL,
+        "matmul",
+        &constants,
         &[
             (0, x.buffer()),
             (1, w.buffer()),
@@ -237,13 +239,7 @@ pub fn encode_matmul_with(
             (5, out.buffer()),
             (6, &params),
         ],
-    );
-    gpu.dispatch(
-        encoder,
-        OP,
-        &pipeline,
-        &bind_group,
         [col_groups as u32, row_groups as u32, 1],
-    );
+    )?;
     Ok(())
 }

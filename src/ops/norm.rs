@@ -312,9 +312,11 @@ fn encode_row_forward(
 ) -> Result<()> {
     let p = row_params(plan, eps);
     let params = gpu.uniform("norm params", &p);
-    let pipe = gpu.pipeline(&shaders::NORM, "row_forward", &[])?;
-    let bg = gpu.bind(
-        &pipe,
+    gpu.launch(
+        encoder,
+        &shaders::NORM,
+        "row_forward",
+        &[],
         &[
             (0, &params),
             (1, x.buffer()),
@@ -323,8 +325,8 @@ fn encode_row_forward(
             (7, beta.buffer()),
             (8, out.y.buffer()),
         ],
-    );
-    gpu.dispatch(encoder, "row_forward", &pipe, &bg, row_groups(gpu, &p));
+        row_groups(gpu, &p),
+    )?;
     Ok(())
 }
 
@@ -341,9 +343,11 @@ fn encode_row_backward(
 ) -> Result<()> {
     let p = row_params(plan, 0.0);
     let params = gpu.uniform("norm params", &p);
-    let pipe = gpu.pipeline(&shaders::NORM, "row_backward", &[])?;
-    let bg = gpu.bind(
-        &pipe,
+    gpu.launch(
+        encoder,
+        &shaders::NORM,
+        "row_backward",
+        &[],
         &[
             (0, &params),
             (1, x.buffer()),
@@ -352,8 +356,8 @@ fn encode_row_backward(
             (6, gamma.buffer()),
             (8, dx.buffer()),
         ],
-    );
-    gpu.dispatch(encoder, "row_backward", &pipe, &bg, row_groups(gpu, &p));
+        row_groups(gpu, &p),
+    )?;
     Ok(())
 }
 

@@ -110,17 +110,19 @@ pub fn encode_standardize(
     } else {
         ("standardize", 1, 3)
     };
-    let p = gpu.pipeline(&shaders::STANDARDIZE, entry, &[])?;
-    let bg = gpu.bind(
-        &p,
+    gpu.launch(
+        encoder,
+        &shaders::STANDARDIZE,
+        entry,
+        &[],
         &[
             (0, &params),
             (bx, x.buffer()),
             (2, stats.buffer.buffer()),
             (by, out.buffer()),
         ],
-    );
-    gpu.dispatch(encoder, entry, &p, &bg, groups);
+        groups,
+    )?;
     Ok(())
 }
 
@@ -139,8 +141,13 @@ pub fn encode_standardize_inplace(
     } else {
         ("standardize_inplace", 4)
     };
-    let p = gpu.pipeline(&shaders::STANDARDIZE, entry, &[])?;
-    let bg = gpu.bind(&p, &[(0, &params), (2, stats.buffer.buffer()), (bxy, x.buffer())]);
-    gpu.dispatch(encoder, entry, &p, &bg, groups);
+    gpu.launch(
+        encoder,
+        &shaders::STANDARDIZE,
+        entry,
+        &[],
+        &[(0, &params), (2, stats.buffer.buffer()), (bxy, x.buffer())],
+        groups,
+    )?;
     Ok(())
 }
