@@ -30,6 +30,9 @@
 //                   group norm (shaders/norm.wgsl) as well.
 //   grad_finalize   one workgroup per channel: dbeta[c] = sum(dy), dgamma[c] = sum(dy * xhat).
 //   dx              dx = gamma * invstd * (dy - dbeta/M - xhat * dgamma/M), M = N * S.
+//
+// WG, the workgroup scratch arrays sh_n / sh_a / sh_b and chan() come from
+// shaders/common/welford.wgsl, which src/shaders.rs prepends.
 
 struct Params {
     rows: u32,          // N: rows of the (N, F) view
@@ -63,8 +66,6 @@ struct Partial {
     m2: f32,
 }
 
-override WG: u32 = 256u;
-
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> dy: array<f32>;
@@ -80,25 +81,6 @@ override WG: u32 = 256u;
 @group(0) @binding(9) var<storage, read_write> gpartials: array<vec2<f32>>;
 @group(0) @binding(10) var<storage, read_write> dgamma: array<f32>;
 @group(0) @binding(11) var<storage, read_write> dbeta: array<f32>;
-
-var<workgroup> sh_n: array<u32, WG>;
-var<workgroup> sh_a: array<f32, WG>;
-var<workgroup> sh_b: array<f32, WG>;
-
-// Chan et al.'s merge of two Welford states (na, ma, m2a) and (nb, mb, m2b);
-// returns (mean, M2) of the union (its count is na + nb).
-fn chan(na: u32, ma: f32, m2a: f32, nb: u32, mb: f32, m2b: f32) -> vec2<f32> {
-    if (nb == 0u) {
-        return vec2<f32>(ma, m2a);
-    }
-    if (na == 0u) {
-        return vec2<f32>(mb, m2b);
-    }
-    let fa = f32(na);
-    let fb = f32(nb) / f32(na + nb);
-    let d = mb - ma;
-    return vec2<f32>(ma + d * fb, m2a + m2b + d * d * fa * fb);
-}
 
 // Linear workgroup id over a 2D dispatch (the host splits large counts across y).
 fn linear_wg(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {

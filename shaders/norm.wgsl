@@ -23,6 +23,9 @@
 // dgamma/dbeta are column sums over rows of (dy * xhat, dy): the grad_partials
 // and grad_finalize passes of shaders/batchnorm.wgsl, with the statistics
 // group of element (n, col) = n * G + col / L.
+//
+// WG, the workgroup scratch arrays sh_n / sh_a / sh_b and chan() come from
+// shaders/common/welford.wgsl, which src/shaders.rs prepends.
 
 struct RowParams {
     rows: u32,         // R = N * G
@@ -39,8 +42,6 @@ struct RowParams {
     _pad2: f32,
 }
 
-override WG: u32 = 256u;
-
 @group(0) @binding(0) var<uniform> p: RowParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> dy: array<f32>;
@@ -49,23 +50,6 @@ override WG: u32 = 256u;
 @group(0) @binding(6) var<storage, read> gamma: array<f32>;
 @group(0) @binding(7) var<storage, read> beta: array<f32>;
 @group(0) @binding(8) var<storage, read_write> out: array<f32>;
-
-var<workgroup> sh_n: array<u32, WG>;
-var<workgroup> sh_a: array<f32, WG>;
-var<workgroup> sh_b: array<f32, WG>;
-
-fn chan(na: u32, ma: f32, m2a: f32, nb: u32, mb: f32, m2b: f32) -> vec2<f32> {
-    if (nb == 0u) {
-        return vec2<f32>(ma, m2a);
-    }
-    if (na == 0u) {
-        return vec2<f32>(mb, m2b);
-    }
-    let fa = f32(na);
-    let fb = f32(nb) / f32(na + nb);
-    let d = mb - ma;
-    return vec2<f32>(ma + d * fb, m2a + m2b + d * d * fa * fb);
-}
 
 // Walks the affine index of a lane's elements i = lane, lane + TL, ... of one row.
 struct Affine {

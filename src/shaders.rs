@@ -1,12 +1,16 @@
 //! Every WGSL source gpuprep ships, in one list. A unit test parses and
 //! validates each with naga; the pipeline cache keys on [`Shader::name`].
+//!
+//! Code two kernel families share lives once in `shaders/common/` and is
+//! prepended to each family's file at compile time (`concat!`), so the source
+//! a pipeline sees is the prelude followed by the op's file.
 
 /// One WGSL file from `shaders/`.
 #[derive(Debug)]
 pub struct Shader {
     /// The file's stem (`shaders/<name>.wgsl`), also the op's name.
     pub name: &'static str,
-    /// The WGSL text.
+    /// The WGSL text (any shared prelude from `shaders/common/` included).
     pub source: &'static str,
 }
 
@@ -32,13 +36,19 @@ pub static INIT: Shader = Shader {
 /// apply, and the closed-form backward (gradient partials, finalize, dx).
 pub static BATCHNORM: Shader = Shader {
     name: "batchnorm",
-    source: include_str!("../shaders/batchnorm.wgsl"),
+    source: concat!(
+        include_str!("../shaders/common/welford.wgsl"),
+        include_str!("../shaders/batchnorm.wgsl")
+    ),
 };
 
 /// Layer, instance and group norm: one row-normalization kernel family.
 pub static NORM: Shader = Shader {
     name: "norm",
-    source: include_str!("../shaders/norm.wgsl"),
+    source: concat!(
+        include_str!("../shaders/common/welford.wgsl"),
+        include_str!("../shaders/norm.wgsl")
+    ),
 };
 
 /// Covariance: upper-triangle tiles of (X - mu)^T (X - mu) per row slice, then

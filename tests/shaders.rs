@@ -39,3 +39,17 @@ fn every_file_in_shaders_is_listed() {
         }
     }
 }
+
+#[test]
+fn every_shared_prelude_is_used() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders/common");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            gpuprep::shaders::ALL.iter().any(|s| s.source.contains(&text)),
+            "{} is prepended to no shader in gpuprep::shaders::ALL",
+            p.display()
+        );
+    }
+}
