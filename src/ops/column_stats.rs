@@ -1,4 +1,4 @@
-//! GPU launcher for `shaders/column_stats.wgsl`; CPU twin: [`crate::cpu::column_stats`].
+//! GPU launcher for `shaders/column_stats.wgsl`; CPU twin: [`crate::cpu::column_stats`](mod@crate::cpu::column_stats).
 
 use bytemuck::{Pod, Zeroable};
 

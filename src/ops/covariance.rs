@@ -1,4 +1,4 @@
-//! GPU launcher for `shaders/covariance.wgsl`; CPU twin: [`crate::cpu::covariance`].
+//! GPU launcher for `shaders/covariance.wgsl`; CPU twin: [`crate::cpu::covariance`](mod@crate::cpu::covariance).
 //!
 //! `C = (X - mu)^T (X - mu) / (N - ddof)` from X and a mean buffer, without
 //! materializing `X - mu`: only the tiles on and above the diagonal are
@@ -133,7 +133,7 @@ fn plan(gpu: &Gpu, n: usize, d: usize, config: &CovarianceConfig) -> Result<Plan
 }
 
 /// The covariance of the columns of `x` (`D x D`, on the GPU): its column mean
-/// by [`crate::ops::column_stats`], then the covariance kernel, one submit.
+/// by [`crate::ops::column_stats()`], then the covariance kernel, one submit.
 pub fn covariance(gpu: &Gpu, x: &GpuMatrix, ddof: usize) -> Result<GpuMatrix> {
     let mut encoder = gpu.encoder(OP);
     let stats = encode_column_stats(gpu, &mut encoder, x, 0)?;

@@ -1,4 +1,4 @@
-//! GPU launcher for `shaders/matmul.wgsl`; CPU twin: [`crate::cpu::matmul`].
+//! GPU launcher for `shaders/matmul.wgsl`; CPU twin: [`crate::cpu::matmul`](mod@crate::cpu::matmul).
 //!
 //! `out = act(((x - center) @ w) * scale + bias)`, each of `center`, `scale`,
 //! `bias` optional, `w` either `K x M` or (with `transpose_w`) a linear layer's

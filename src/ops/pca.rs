@@ -1,11 +1,11 @@
 //! PCA, dimensionality reduction, PCA and ZCA whitening on the GPU; CPU twin:
 //! [`crate::cpu::pca`].
 //!
-//! [`Pca::fit`] computes the column mean ([`crate::ops::column_stats`]) and the
-//! covariance ([`crate::ops::covariance`]) on the GPU in one submit, reads the
+//! [`Pca::fit`] computes the column mean ([`crate::ops::column_stats()`]) and the
+//! covariance ([`crate::ops::covariance()`]) on the GPU in one submit, reads the
 //! `D x D` covariance and the mean back once, and solves the small symmetric
 //! eigenproblem on the CPU (faer). Every transform is then one fused pass of
-//! the [`crate::ops::matmul`] kernel over X: `((X - mean) @ W) * scale` forward,
+//! the [`crate::ops::matmul()`] kernel over X: `((X - mean) @ W) * scale` forward,
 //! `Y @ V + mean` back.
 
 use ndarray::{Array1, Array2};

@@ -1,4 +1,4 @@
-//! GPU launcher for `shaders/standardize.wgsl`; CPU twin: [`crate::cpu::standardize`].
+//! GPU launcher for `shaders/standardize.wgsl`; CPU twin: [`crate::cpu::standardize`](mod@crate::cpu::standardize).
 
 use bytemuck::{Pod, Zeroable};
 

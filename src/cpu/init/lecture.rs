@@ -187,7 +187,7 @@ pub fn experiment_weight(scheme: &Scheme, units: usize, layer: usize, seed: u64)
 /// units, `H_l = act(H_{l-1} @ W_l^T)` with each `W_l` in the `(out, in)`
 /// layout ([`experiment_weight`]), on `batch` unit-gaussian inputs
 /// ([`experiment_input`]); the mean and std of each layer's activations.
-/// Each layer is one [`crate::cpu::matmul`] (f64) with a transposed weight and
+/// Each layer is one [`crate::cpu::matmul()`] (f64) with a transposed weight and
 /// the activation fused; the GPU twin is [`crate::ops::init::lecture::activation_statistics`].
 pub fn activation_statistics(
     scheme: &Scheme,

@@ -2,9 +2,9 @@
 //! [`crate::cpu::init::lecture::activation_statistics`].
 //!
 //! The same network, the same Philox weights and inputs: each layer is one
-//! [`crate::ops::matmul`] (`act(H @ W^T)`, the weight in its `(out, in)`
+//! [`crate::ops::matmul()`] (`act(H @ W^T)`, the weight in its `(out, in)`
 //! layout, the activation fused into the product) and one
-//! [`crate::ops::column_stats`] pass. The whole forward pass is recorded into
+//! [`crate::ops::column_stats()`] pass. The whole forward pass is recorded into
 //! one command buffer; only the per-column statistics (5 x units per layer)
 //! are read back, and combined on the host in f64.
 
