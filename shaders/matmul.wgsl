@@ -2,7 +2,8 @@
 // an activation:
 //     out[i, j] = act(scale[j] * sum_k (x[i, k] - center[k]) * w[k, j] + bias[j])
 // x is row-major N x K, out row-major N x M, w row-major K x M, or with
-// TRANSPOSE_W row-major M x K (a linear layer's (out, in) weight, x @ w^T).
+// TRANSPOSE_W (an override: a pipeline of its own) row-major M x K (a linear
+// layer's (out, in) weight, x @ w^T).
 // act: identity, tanh or relu (ACT_TANH / ACT_RELU).
 // CPU twin: src/cpu/matmul.rs. Launcher: src/ops/matmul.rs.
 //
@@ -21,13 +22,12 @@ struct Params {
     n: u32,     // rows of x and out
     k: u32,     // columns of x, rows of w
     m: u32,     // columns of w and out
-    flags: u32, // CENTER | SCALE | BIAS | TRANSPOSE_W | ACT_TANH | ACT_RELU
+    flags: u32, // CENTER | SCALE | BIAS | ACT_TANH | ACT_RELU
 }
 
 const CENTER: u32 = 1u;
 const SCALE: u32 = 2u;
 const BIAS: u32 = 4u;
-const TRANSPOSE_W: u32 = 8u;
 const ACT_TANH: u32 = 16u;
 const ACT_RELU: u32 = 32u;
 
@@ -36,6 +36,9 @@ override WX: u32 = 16u;
 override WY: u32 = 16u;
 // Columns of x (rows of w) per step through workgroup memory: 8, 16 or 32.
 override KSTEP: u32 = 8u;
+// w is M x K: its tile is loaded like x's (rows of K contiguous values,
+// transposed into workgroup memory through a padded stride).
+override TRANSPOSE_W: bool = false;
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> w: array<f32>;
@@ -49,25 +52,18 @@ override KSTEP: u32 = 8u;
 // KSTEP rows x BM values of x transposed (row stride BM/4 + 1 vec4s, the pad
 // keeps the transposing stores free of bank conflicts), and KSTEP rows x BN of w.
 var<workgroup> a_tile: array<vec4<f32>, KSTEP * (2u * WY + 1u)>;
-var<workgroup> b_tile: array<vec4<f32>, KSTEP * 2u * WX>;
+var<workgroup> b_tile: array<vec4<f32>, KSTEP * (2u * WX + select(0u, 1u, TRANSPOSE_W))>;
 
-// The element (kr, c) of the K x M operand: w[kr, c], or w[c, kr] with TRANSPOSE_W.
-fn w_at(kr: u32, c: u32) -> f32 {
-    if (params.flags & TRANSPOSE_W) != 0u {
-        return w[c * params.k + kr];
-    }
-    return w[kr * params.m + c];
-}
-
-// Columns c .. c + 4 of row kr of the K x M operand, zero past row k or column m.
+// w[kr, c .. c + 4], zero past row k or column m.
 fn load_w(kr: u32, c: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
     let m = params.m;
     if kr < params.k {
-        if c < m { v.x = w_at(kr, c); }
-        if c + 1u < m { v.y = w_at(kr, c + 1u); }
-        if c + 2u < m { v.z = w_at(kr, c + 2u); }
-        if c + 3u < m { v.w = w_at(kr, c + 3u); }
+        let base = kr * m;
+        if c < m { v.x = w[base + c]; }
+        if c + 1u < m { v.y = w[base + c + 1u]; }
+        if c + 2u < m { v.z = w[base + c + 2u]; }
+        if c + 3u < m { v.w = w[base + c + 3u]; }
     }
     return v;
 }
@@ -135,7 +131,9 @@ fn matmul(
     let bm = 8u * WY;
     let bn = 8u * WX;
     let a_stride = 2u * WY + 1u;
-    let b_stride = 2u * WX;
+    // The pad vec4 keeps TRANSPOSE_W's transposing stores free of bank
+    // conflicts; the K x M layout's row stores do not need it.
+    let b_stride = 2u * WX + select(0u, 1u, TRANSPOSE_W);
     let threads = WX * WY;
     let col0 = wid.x * bn;
     let centred = (params.flags & CENTER) != 0u;
@@ -161,10 +159,26 @@ fn matmul(
                 }
                 a_tile[kk * a_stride + r / 4u][r % 4u] = v;
             }
-            for (var i = tid; i < KSTEP * b_stride; i += threads) {
-                let kk = i / b_stride;
-                let c4 = i % b_stride;
-                b_tile[i] = load_w(k0 + kk, col0 + 4u * c4);
+            if TRANSPOSE_W {
+                // Row c of w (column c of the product), KSTEP consecutive values
+                // per row: neighbouring threads read neighbouring addresses.
+                for (var i = tid; i < bn * KSTEP; i += threads) {
+                    let c = i / KSTEP;
+                    let kk = i % KSTEP;
+                    let col = col0 + c;
+                    let kc = k0 + kk;
+                    var v = 0.0;
+                    if col < params.m && kc < params.k {
+                        v = w[col * params.k + kc];
+                    }
+                    b_tile[kk * b_stride + c / 4u][c % 4u] = v;
+                }
+            } else {
+                for (var i = tid; i < KSTEP * 2u * WX; i += threads) {
+                    let kk = i / (2u * WX);
+                    let c4 = i % (2u * WX);
+                    b_tile[kk * b_stride + c4] = load_w(k0 + kk, col0 + 4u * c4);
+                }
             }
             workgroupBarrier();
             for (var k = 0u; k < KSTEP; k++) {

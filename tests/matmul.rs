@@ -111,8 +111,13 @@ fn every_thread_layout() {
             k_step: Some(k_step),
         };
         for &(n, k, m) in &[(70, 20, 3), (300, 17, 40), (9, 130, 140)] {
-            let err = check(n, k, m, 7, config, (wx * 100 + wy) as u64);
-            assert!(err <= 1e-5, "{wx}x{wy}: {n}x{k} @ {k}x{m}: rel error {err:e}");
+            for flags in [7, 7 + 8] {
+                let err = check(n, k, m, flags, config, (wx * 100 + wy) as u64);
+                assert!(
+                    err <= 1e-5,
+                    "{wx}x{wy} flags {flags}: {n}x{k} @ {k}x{m}: rel error {err:e}"
+                );
+            }
         }
     }
 }

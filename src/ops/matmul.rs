@@ -19,7 +19,6 @@ const OP: &str = "matmul";
 const CENTER: u32 = 1;
 const SCALE: u32 = 2;
 const BIAS: u32 = 4;
-const TRANSPOSE_W: u32 = 8;
 const ACT_TANH: u32 = 16;
 const ACT_RELU: u32 = 32;
 
@@ -157,7 +156,6 @@ pub fn encode_matmul_with(
     let flags = check_vec("center", opts.center, k)? * CENTER
         + check_vec("scale", opts.scale, m)? * SCALE
         + check_vec("bias", opts.bias, m)? * BIAS
-        + u32::from(opts.transpose_w) * TRANSPOSE_W
         + match opts.activation {
             Activation::Identity => 0,
             Activation::Tanh => ACT_TANH,
@@ -196,7 +194,8 @@ pub fn encode_matmul_with(
         ));
     }
     // a_tile + b_tile in the shader, in bytes.
-    let shared = 16 * k_step as u64 * ((2 * wy + 1) + 2 * wx) as u64;
+    let b_pad = u32::from(opts.transpose_w);
+    let shared = 16 * k_step as u64 * ((2 * wy + 1) + (2 * wx + b_pad)) as u64;
     if shared > limits.max_compute_workgroup_storage_size as u64 {
         return Err(Error::ExceedsLimit {
             op: OP,
@@ -221,7 +220,12 @@ pub fn encode_matmul_with(
             flags,
         },
     );
-    let constants = [("WX", wx as f64), ("WY", wy as f64), ("KSTEP", k_step as f64)];
+    let constants = [
+        ("WX", wx as f64),
+        ("WY", wy as f64),
+        ("KSTEP", k_step as f64),
+        ("TRANSPOSE_W", if opts.transpose_w { 1.0 } else { 0.0 }),
+    ];
     // Absent vectors bind a placeholder the kernel never reads.
     let or_x = |v: Option<&GpuMatrix>| v.map_or(x.buffer(), |v| v.buffer()).clone();
     let (center, scale, bias) = (or_x(opts.center), or_x(opts.scale), or_x(opts.bias));
