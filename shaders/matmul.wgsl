@@ -39,6 +39,10 @@ override KSTEP: u32 = 8u;
 // w is M x K: its tile is loaded like x's (rows of K contiguous values,
 // transposed into workgroup memory through a padded stride).
 override TRANSPOSE_W: bool = false;
+// K % 4 == 0: x's tile is loaded a vec4 of 4 consecutive columns at a time
+// through x4. M % 4 == 0 (without TRANSPOSE_W): w's through w4.
+override X_VEC4: bool = false;
+override W_VEC4: bool = false;
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> w: array<f32>;
@@ -48,6 +52,10 @@ override TRANSPOSE_W: bool = false;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<uniform> params: Params;
+// x and w again, as vec4s (read only with X_VEC4 / W_VEC4; the launcher binds
+// a placeholder to a buffer too small to be viewed so).
+@group(0) @binding(7) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read> w4: array<vec4<f32>>;
 
 // KSTEP rows x BM values of x transposed (row stride BM/4 + 1 vec4s, the pad
 // keeps the transposing stores free of bank conflicts), and KSTEP rows x BN of w.
@@ -58,6 +66,10 @@ var<workgroup> b_tile: array<vec4<f32>, KSTEP * (2u * WX + select(0u, 1u, TRANSP
 fn load_w(kr: u32, c: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
     let m = params.m;
+    if W_VEC4 {
+        if kr < params.k && c < m { v = w4[(kr * m + c) / 4u]; }
+        return v;
+    }
     if kr < params.k {
         let base = kr * m;
         if c < m { v.x = w[base + c]; }
@@ -145,19 +157,42 @@ fn matmul(
         // columns 4 * lid.x .. + 4 (h = 0) and BN/2 + 4 * lid.x .. + 4 (h = 1).
         var acc: array<vec4<f32>, 16>;
         for (var k0 = 0u; k0 < params.k; k0 += KSTEP) {
-            for (var i = tid; i < bm * KSTEP; i += threads) {
-                let r = i / KSTEP;
-                let kk = i % KSTEP;
-                let row = row0 + r;
-                let kc = k0 + kk;
-                var v = 0.0;
-                if row < params.n && kc < params.k {
-                    v = x[row * params.k + kc];
-                    if centred {
-                        v -= center[kc];
+            if X_VEC4 {
+                // Thread i: columns 4q .. 4q + 4 of the step, row r of the block.
+                let q4 = KSTEP / 4u;
+                for (var i = tid; i < bm * q4; i += threads) {
+                    let r = i / q4;
+                    let q = i % q4;
+                    let row = row0 + r;
+                    let kc = k0 + 4u * q;
+                    var v = vec4<f32>(0.0);
+                    if row < params.n && kc < params.k {
+                        v = x4[(row * params.k + kc) / 4u];
+                        if centred {
+                            v -= vec4<f32>(center[kc], center[kc + 1u], center[kc + 2u], center[kc + 3u]);
+                        }
                     }
+                    let slot = (4u * q) * a_stride + r / 4u;
+                    a_tile[slot][r % 4u] = v.x;
+                    a_tile[slot + a_stride][r % 4u] = v.y;
+                    a_tile[slot + 2u * a_stride][r % 4u] = v.z;
+                    a_tile[slot + 3u * a_stride][r % 4u] = v.w;
                 }
-                a_tile[kk * a_stride + r / 4u][r % 4u] = v;
+            } else {
+                for (var i = tid; i < bm * KSTEP; i += threads) {
+                    let r = i / KSTEP;
+                    let kk = i % KSTEP;
+                    let row = row0 + r;
+                    let kc = k0 + kk;
+                    var v = 0.0;
+                    if row < params.n && kc < params.k {
+                        v = x[row * params.k + kc];
+                        if centred {
+                            v -= center[kc];
+                        }
+                    }
+                    a_tile[kk * a_stride + r / 4u][r % 4u] = v;
+                }
             }
             if TRANSPOSE_W {
                 // Row c of w (column c of the product), KSTEP consecutive values

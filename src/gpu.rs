@@ -305,6 +305,18 @@ impl Gpu {
         Ok(buffer)
     }
 
+    /// `buffer` itself when it can be bound as an `array<vec4<f32>>` (at least
+    /// 16 bytes), else a 16-byte placeholder: for a kernel's vec4 view of a
+    /// matrix that it reads only when the shape allows, which a buffer of
+    /// fewer than 4 elements never does.
+    pub(crate) fn vec4_view(&self, op: &'static str, buffer: &wgpu::Buffer) -> Result<wgpu::Buffer> {
+        if buffer.size() >= 16 {
+            Ok(buffer.clone())
+        } else {
+            self.storage_buffer(op, 16, "vec4 placeholder")
+        }
+    }
+
     /// A small uniform buffer holding `value`.
     pub(crate) fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
         self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {

@@ -250,16 +250,8 @@ pub fn encode_covariance_with(
         ("KSTEP", p.kstep as f64),
         ("VEC4", if vec4 { 1.0 } else { 0.0 }),
     ];
-    // x4 views X as vec4s: a runtime-sized vec4 array needs a binding of at
-    // least 16 bytes, which a host's buffer of fewer than 4 elements lacks
-    // (the kernel never reads x4 then: D % 4 != 0).
-    let small;
-    let x4 = if x.buffer().size() >= 16 {
-        x.buffer()
-    } else {
-        small = gpu.storage_buffer(OP, 16, "covariance x4 placeholder")?;
-        &small
-    };
+    // x4 views X as vec4s (read only when D % 4 == 0).
+    let x4 = gpu.vec4_view(OP, x.buffer())?;
 
     gpu.launch(
         encoder,
@@ -272,7 +264,7 @@ pub fn encode_covariance_with(
             (2, &partials),
             (3, &params),
             (5, &colsums),
-            (6, x4),
+            (6, &x4),
         ],
         [p.n_tiles as u32, p.n_slices as u32, 1],
     )?;

@@ -225,7 +225,18 @@ pub fn encode_matmul_with(
         ("WY", wy as f64),
         ("KSTEP", k_step as f64),
         ("TRANSPOSE_W", if opts.transpose_w { 1.0 } else { 0.0 }),
+        ("X_VEC4", if k.is_multiple_of(4) { 1.0 } else { 0.0 }),
+        (
+            "W_VEC4",
+            if m.is_multiple_of(4) && !opts.transpose_w {
+                1.0
+            } else {
+                0.0
+            },
+        ),
     ];
+    // The vec4 views, read only when the shape allows.
+    let (x4, w4) = (gpu.vec4_view(OP, x.buffer())?, gpu.vec4_view(OP, w.buffer())?);
     // Absent vectors bind a placeholder the kernel never reads.
     let or_x = |v: Option<&GpuMatrix>| v.map_or(x.buffer(), |v| v.buffer()).clone();
     let (center, scale, bias) = (or_x(opts.center), or_x(opts.scale), or_x(opts.bias));
@@ -242,6 +253,8 @@ pub fn encode_matmul_with(
             (4, &bias),
             (5, out.buffer()),
             (6, &params),
+            (7, &x4),
+            (8, &w4),
         ],
         [col_groups as u32, row_groups as u32, 1],
     )?;
