@@ -8,7 +8,9 @@ use ndarray::{array, Array2, Axis};
 use super::{fill_tensor, init, Fill, Scheme};
 use crate::cpu::matmul::{matmul, Activation, MatmulOptions};
 use crate::rng::Philox;
-use crate::Result;
+use crate::{Error, Result};
+
+const OP: &str = "init lecture (cpu)";
 
 /// The logistic sigmoid.
 pub fn sigmoid(x: f64) -> f64 {
@@ -145,10 +147,13 @@ pub struct LayerStats {
 }
 
 /// Mean and standard deviation (ddof 0) of all entries, two-pass.
-pub fn mean_std(values: &[f64]) -> LayerStats {
-    let n = values.len().max(1) as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+pub fn mean_std<'a, I>(values: I) -> LayerStats
+where
+    I: IntoIterator<Item = &'a f64> + Clone,
+{
+    let n = values.clone().into_iter().count().max(1) as f64;
+    let mean = values.clone().into_iter().sum::<f64>() / n;
+    let var = values.into_iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
     LayerStats {
         mean,
         std: var.sqrt(),
@@ -173,14 +178,16 @@ pub fn experiment_input(batch: usize, units: usize, seed: u64) -> Result<Array2<
         &Fill::Normal { mean: 0.0, std: 1.0 },
         experiment_input_rng(seed),
     )?;
-    Ok(x.into_dimensionality().expect("2-D by construction"))
+    x.into_dimensionality()
+        .map_err(|e| Error::invalid(OP, e.to_string()))
 }
 
 /// The weights of layer `layer` (0-based) of the activation experiment:
 /// `(units, units)` in the `(out, in)` layout, stream `layer` of `seed`.
 pub fn experiment_weight(scheme: &Scheme, units: usize, layer: usize, seed: u64) -> Result<Array2<f64>> {
     let w = init(&[units, units], scheme, experiment_weight_rng(seed, layer))?;
-    Ok(w.into_dimensionality().expect("2-D by construction"))
+    w.into_dimensionality()
+        .map_err(|e| Error::invalid(OP, e.to_string()))
 }
 
 /// The lecture's experiment: `layers` fully connected layers of `units`
@@ -207,7 +214,7 @@ pub fn activation_statistics(
     for layer in 0..layers {
         let w = experiment_weight(scheme, units, layer, seed)?;
         h = matmul(h.view(), w.view(), &options)?;
-        stats.push(mean_std(h.as_slice().expect("standard layout")));
+        stats.push(mean_std(h.iter()));
     }
     Ok(stats)
 }
@@ -238,13 +245,10 @@ pub fn variance_identity(
     let wv = fill_tensor(&[samples, n], w, Philox::with_stream(seed, 1))?;
     let xv = fill_tensor(&[samples, n], x, Philox::with_stream(seed, 2))?;
     let s: Vec<f64> = (&wv * &xv).sum_axis(Axis(1)).iter().copied().collect();
-    let var = |a: &[f64]| {
-        let m = mean_std(a);
-        m.std * m.std
-    };
-    let var_s = var(&s);
-    let var_w = var(wv.as_slice().expect("standard layout"));
-    let var_x = var(xv.as_slice().expect("standard layout"));
+    let var = |m: LayerStats| m.std * m.std;
+    let var_s = var(mean_std(&s));
+    let var_w = var(mean_std(wv.iter()));
+    let var_x = var(mean_std(xv.iter()));
     Ok(VarianceIdentity {
         var_s,
         var_w,
