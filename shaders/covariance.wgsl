@@ -20,7 +20,9 @@
 // write their columns' sums to `colsums[s]`. Splitting N into slices gives the
 // device enough workgroups when D (and so the number of tiles) is small.
 // Pass 2, `covariance_finalize`: sums the slices (compensated), removes
-// s s^T / N, scales by 1 / (N - ddof), writes the tile and its mirror.
+// s s^T / N, scales by 1 / (N - ddof), writes the tile's entries on and above
+// the diagonal and their mirrors. (In a diagonal tile pass 1 skips the quarter
+// of each thread's outputs that lies wholly below the diagonal.)
 
 struct Params {
     n: u32,              // rows of X
@@ -109,6 +111,7 @@ fn covariance_partial(
     let tile = 8u * WG;
     let t4 = 2u * WG; // vec4s per row of a tile
     let bij = tile_coords(wid.x);
+    let diagonal = bij.x == bij.y;
     let col_a = bij.x * tile;
     let col_b = bij.y * tile;
     let row_begin = wid.y * params.rows_per_slice;
@@ -151,27 +154,52 @@ fn covariance_partial(
             pb[j] = load_centred(r, row_end, col_b + 4u * c4, mb);
             csum += pa[j];
         }
-        for (var k = 0u; k < KSTEP; k++) {
-            let a0 = a_tile[k * t4 + lid.y];
-            let a1 = a_tile[k * t4 + WG + lid.y];
-            let b0 = b_tile[k * t4 + lid.x];
-            let b1 = b_tile[k * t4 + WG + lid.x];
-            acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
-            acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
-            acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
-            acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
-            acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
-            acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
-            acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
-            acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
-            acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]);
-            acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
-            acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]);
-            acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
-            acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]);
-            acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
-            acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
-            acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
+        if diagonal {
+            // A diagonal tile: each thread's rows TILE/2 + .. against columns
+            // .. TILE/2 (acc 8, 10, 12, 14) lie wholly below the diagonal, which
+            // the finalize takes from the mirror: a quarter of the work skipped,
+            // the same for every thread.
+            for (var k = 0u; k < KSTEP; k++) {
+                let a0 = a_tile[k * t4 + lid.y];
+                let a1 = a_tile[k * t4 + WG + lid.y];
+                let b0 = b_tile[k * t4 + lid.x];
+                let b1 = b_tile[k * t4 + WG + lid.x];
+                acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
+                acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
+                acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
+                acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
+                acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
+                acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
+                acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
+                acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
+                acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
+                acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
+                acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
+                acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
+            }
+        } else {
+            for (var k = 0u; k < KSTEP; k++) {
+                let a0 = a_tile[k * t4 + lid.y];
+                let a1 = a_tile[k * t4 + WG + lid.y];
+                let b0 = b_tile[k * t4 + lid.x];
+                let b1 = b_tile[k * t4 + WG + lid.x];
+                acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
+                acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
+                acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
+                acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
+                acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
+                acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
+                acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
+                acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
+                acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]);
+                acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
+                acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]);
+                acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
+                acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]);
+                acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
+                acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
+                acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
+            }
         }
         workgroupBarrier();
     }
@@ -191,7 +219,7 @@ fn covariance_partial(
 
     // Diagonal tiles: the column sums of block a over this slice, reduced over
     // the threads that loaded the same column (a_tile is free after the loop).
-    if bij.x == bij.y {
+    if diagonal {
         a_tile[k0 * t4 + c4] = csum;
         workgroupBarrier();
         if k0 == 0u {
@@ -241,13 +269,11 @@ fn covariance_finalize(
         var sj = vec4<f32>(0.0);
         var gi = 0u;
         var gj = 0u;
-        var diagonal = false;
         if i < total {
             let bij = tile_coords(i / per_tile);
             let local = i % per_tile;
             gi = bij.x * tile + local / t4;
             gj = bij.y * tile + (local % t4) * 4u;
-            diagonal = bij.x == bij.y;
             // Kahan-compensated sum over this lane's slices; s_i and s_j..j+3 likewise.
             var comp = vec4<f32>(0.0);
             for (var s = lane; s < params.n_slices; s += FIN_LANES) {
@@ -270,13 +296,13 @@ fn covariance_finalize(
                 sj += fin_sj[l * FIN_OUT + o];
             }
             let v = (sum - si * sj * params.inv_n) * params.scale;
+            // The upper triangle and its mirror; below the diagonal of a
+            // diagonal tile the partials are not all summed (see above).
             for (var q = 0u; q < 4u; q++) {
                 let c = gj + q;
-                if c < d {
+                if c < d && c >= gi {
                     cov[gi * d + c] = v[q];
-                    if !diagonal {
-                        cov[c * d + gi] = v[q];
-                    }
+                    cov[c * d + gi] = v[q];
                 }
             }
         }
