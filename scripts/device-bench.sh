@@ -16,7 +16,7 @@ for t in $B/test-*; do
 done
 timeout 240 $B/gpuprep bench --rows 1048576 --cols 256 --reps 20 --trials 9 "${@}" > "$OUT/bench.txt" 2>&1
 [ -x $B/example-pca_device ] && timeout 200 $B/example-pca_device --defaults > "$OUT/pca.txt" 2>&1
-[ -x $B/example-activations ] && timeout 100 $B/example-activations > "$OUT/activations.txt" 2>&1
+timeout 100 $B/gpuprep activations > "$OUT/activations.txt" 2>&1
 for extra in $B/extra-*.sh; do [ -f "$extra" ] && timeout 200 bash "$extra" >> "$OUT/bench-extra.txt" 2>&1; done
 timeout 200 python3 peer_torch.py 1048576 256 > "$OUT/torch.txt" 2>&1
 [ -f peer_torch_norms.py ] && timeout 120 python3 peer_torch_norms.py > "$OUT/torch_norms.txt" 2>&1

@@ -138,3 +138,58 @@ fn demo_runs_on_embedded_data() {
     assert!(text.contains("1797 images"), "{text}");
     assert!(text.contains("largest |GPU - CPU|"), "{text}");
 }
+
+#[test]
+fn activations_table_on_gpu_matches_twin() {
+    let out = bin()
+        .args(["activations", "--layers", "3", "--units", "37", "--batch", "21"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("on the GPU"), "{text}");
+    // Two tables (tanh, relu) of 3 layers, 3 schemes: a mean and a std each.
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()) && l.contains('|'))
+        .collect();
+    assert_eq!(rows.len(), 6, "{text}");
+    for r in &rows {
+        let numbers: Vec<f64> = r
+            .split(|c: char| c == '|' || c.is_whitespace())
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        assert_eq!(numbers.len(), 7, "{r}"); // layer + 3 x (mean, std)
+        assert!(numbers[1..].iter().all(|v| v.is_finite()), "{r}");
+    }
+    let diff: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("largest GPU - CPU twin difference, relative to each layer's std: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(diff <= 1e-5, "GPU against twin: {diff:e}");
+
+    // The CPU twin alone.
+    let out = bin()
+        .args([
+            "activations",
+            "--layers",
+            "2",
+            "--units",
+            "8",
+            "--batch",
+            "4",
+            "--device",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("CPU twin (f64)") && !text.contains("largest GPU"),
+        "{text}"
+    );
+}

@@ -1,6 +1,7 @@
 //! The `gpuprep` command line. With no subcommand it runs the demo: the column
 //! statistics of the embedded digits data, GPU against CPU.
 
+mod activations;
 mod bench;
 mod data;
 mod init;
@@ -145,6 +146,25 @@ enum Command {
     },
     /// Initialize a weight tensor (torch.nn.init's schemes and the lecture's); writes f32 .npy atomically.
     Init(init::InitArgs),
+    /// The lecture's activation statistics: a deep tanh / ReLU network on unit-gaussian
+    /// input for 0.01 * randn, randn / sqrt(n) and He; the mean and std of each layer.
+    Activations {
+        /// Fully connected layers.
+        #[arg(long, default_value_t = 10)]
+        layers: usize,
+        /// Units per layer (and input features).
+        #[arg(long, default_value_t = 500)]
+        units: usize,
+        /// Input rows.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Philox seed of the weights and the input.
+        #[arg(long, default_value_t = 231)]
+        seed: u64,
+        /// Where to run the network (the CPU twin always runs, for the comparison).
+        #[arg(long, value_enum, default_value = "gpu")]
+        device: Device,
+    },
     /// Batch, layer, instance or group norm forward + backward (training mode) on
     /// your own tensors: writes y, dx, dgamma, dbeta, mean and invstd as .npy
     /// into DIR, to compare with another framework.
@@ -240,6 +260,21 @@ fn main() -> ExitCode {
             let gpu = gpu_or_cpu(args.device());
             init::run(args, gpu)
         }
+        Some(Command::Activations {
+            layers,
+            units,
+            batch,
+            seed,
+            device,
+        }) => activations::run(
+            activations::ActivationsArgs {
+                layers,
+                units,
+                batch,
+                seed,
+            },
+            gpu_or_cpu(device),
+        ),
         Some(Command::Normcheck {
             kind,
             groups,

@@ -1,0 +1,71 @@
+//! `gpuprep activations`: the lecture's activation statistics. A deep
+//! network of fully connected layers on unit-gaussian input, tanh and ReLU,
+//! for three initializations; the mean and std of each layer's activations.
+//!
+//! On the GPU each layer is one fused product `act(H @ W^T)` and one column
+//! statistics pass, the whole network in one submit; the f64 CPU twin runs
+//! the same network on the same Philox weights and the largest difference is
+//! printed. With `--device cpu` (or no adapter) only the twin runs.
+
+use gpuprep::cpu::init::lecture::{activation_statistics, LayerStats};
+use gpuprep::cpu::init::Scheme;
+use gpuprep::cpu::Activation;
+use gpuprep::ops::init::lecture::activation_statistics as gpu_activation_statistics;
+use gpuprep::Gpu;
+
+pub struct ActivationsArgs {
+    pub layers: usize,
+    pub units: usize,
+    pub batch: usize,
+    pub seed: u64,
+}
+
+pub fn run(a: ActivationsArgs, gpu: Option<Gpu>) -> gpuprep::Result<()> {
+    let schemes = [
+        ("0.01 * randn", Scheme::SmallRandom),
+        ("randn / sqrt(n)", Scheme::Calibrated),
+        ("He: randn * sqrt(2/n)", Scheme::kaiming_normal()),
+    ];
+    let device = if gpu.is_some() { "GPU" } else { "CPU twin (f64)" };
+    println!(
+        "{} layers of {} units, {} unit-gaussian inputs, seed {}, on the {device}",
+        a.layers, a.units, a.batch, a.seed
+    );
+    let mut worst = 0.0f64;
+    for act in [Activation::Tanh, Activation::Relu] {
+        println!("\n{act:?}: mean / std of each layer's activations");
+        print!("{:>5}", "layer");
+        for (name, _) in &schemes {
+            print!(" | {name:^23}");
+        }
+        println!();
+        let mut tables: Vec<Vec<LayerStats>> = Vec::new();
+        for (_, s) in &schemes {
+            let twin = activation_statistics(s, act, a.layers, a.units, a.batch, a.seed)?;
+            let shown = match &gpu {
+                Some(g) => {
+                    let got = gpu_activation_statistics(g, s, act, a.layers, a.units, a.batch, a.seed)?;
+                    for (x, y) in got.iter().zip(&twin) {
+                        let scale = y.std.max(y.mean.abs()).max(f64::MIN_POSITIVE);
+                        worst = worst.max((x.std - y.std).abs() / scale);
+                        worst = worst.max((x.mean - y.mean).abs() / scale);
+                    }
+                    got
+                }
+                None => twin,
+            };
+            tables.push(shown);
+        }
+        for l in 0..a.layers {
+            print!("{:>5}", l + 1);
+            for t in &tables {
+                print!(" | {:>+11.3e} {:>11.3e}", t[l].mean, t[l].std);
+            }
+            println!();
+        }
+    }
+    if gpu.is_some() {
+        println!("\nlargest GPU - CPU twin difference, relative to each layer's std: {worst:.2e}");
+    }
+    Ok(())
+}
