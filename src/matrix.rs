@@ -77,6 +77,31 @@ impl GpuMatrix {
         Ok(GpuMatrix { buffer, rows, cols })
     }
 
+    /// Checks that `self` can be the `shape` output of `op` while `inputs` are
+    /// read: its shape, and no buffer shared with an input (a kernel reading
+    /// and writing one buffer through two bindings races).
+    pub(crate) fn check_output(
+        &self,
+        op: &'static str,
+        shape: (usize, usize),
+        inputs: &[&GpuMatrix],
+    ) -> Result<()> {
+        if self.shape() != shape {
+            return Err(Error::shape(
+                op,
+                format!("an output of {} x {}", shape.0, shape.1),
+                format!("{} x {}", self.rows, self.cols),
+            ));
+        }
+        if inputs.iter().any(|i| i.buffer == self.buffer) {
+            return Err(Error::invalid(
+                op,
+                "the output must not share a buffer with an input",
+            ));
+        }
+        Ok(())
+    }
+
     /// Downloads the whole matrix.
     pub fn download(&self, gpu: &Gpu) -> Result<Array2<f32>> {
         let v = gpu.read_f32(&self.buffer, 0, self.len() as u64)?;

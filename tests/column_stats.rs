@@ -96,6 +96,12 @@ fn bad_input_is_an_error_not_a_panic() {
         ops::encode_column_stats_into(g, &mut enc, &x, 0, &wrong_out),
         Err(Error::ShapeMismatch { .. })
     ));
+    // Writing the statistics over the data they are computed from would race.
+    let square = GpuMatrix::upload(g, normal(5, 4, 0.0, 1.0, 2).view()).unwrap();
+    assert!(matches!(
+        ops::encode_column_stats_into(g, &mut enc, &square, 0, &square),
+        Err(Error::InvalidArgument { .. })
+    ));
 }
 
 #[test]

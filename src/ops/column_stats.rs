@@ -169,13 +169,7 @@ pub fn encode_column_stats_into(
             format!("ddof = {ddof} needs more than {ddof} rows, got {n}"),
         ));
     }
-    if out.shape() != (5, d) {
-        return Err(Error::shape(
-            OP,
-            format!("an output of 5 x {d}"),
-            format!("{} x {}", out.rows(), out.cols()),
-        ));
-    }
+    out.check_output(OP, (5, d), &[x])?;
     // Four columns per thread when rows are whole vec4s.
     let vec4 = d.is_multiple_of(4);
     let cols_per_group = if vec4 { 4 * COLS_PER_GROUP } else { COLS_PER_GROUP };

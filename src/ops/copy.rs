@@ -7,7 +7,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::matrix::GpuMatrix;
 use crate::ops::column_stats::grid_2d;
@@ -41,19 +41,7 @@ pub fn encode_copy_into(
     x: &GpuMatrix,
     out: &GpuMatrix,
 ) -> Result<()> {
-    if out.shape() != x.shape() {
-        return Err(Error::shape(
-            OP,
-            format!("an output of {} x {}", x.rows(), x.cols()),
-            format!("{} x {}", out.rows(), out.cols()),
-        ));
-    }
-    if out.buffer() == x.buffer() {
-        return Err(Error::invalid(
-            OP,
-            "the output must not share a buffer with the input",
-        ));
-    }
+    out.check_output(OP, x.shape(), &[x])?;
     if x.is_empty() {
         return Ok(());
     }

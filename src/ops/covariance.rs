@@ -207,19 +207,7 @@ pub fn encode_covariance_with(
             format!("{} x {}", mean.rows(), mean.cols()),
         ));
     }
-    if out.shape() != (d, d) {
-        return Err(Error::shape(
-            OP,
-            format!("an output of {d} x {d}"),
-            format!("{} x {}", out.rows(), out.cols()),
-        ));
-    }
-    if out.buffer() == x.buffer() || out.buffer() == mean.buffer() {
-        return Err(Error::invalid(
-            OP,
-            "the output must not share a buffer with an input",
-        ));
-    }
+    out.check_output(OP, (d, d), &[x, mean])?;
     let p = plan(gpu, n, d, config)?;
     let partials = gpu.storage_buffer(
         OP,

@@ -146,13 +146,11 @@ pub fn encode_matmul_with(
             format!("{} x {}", w.rows(), w.cols()),
         ));
     }
-    if out.shape() != (n, m) {
-        return Err(Error::shape(
-            OP,
-            format!("an output of {n} x {m}"),
-            format!("{} x {}", out.rows(), out.cols()),
-        ));
-    }
+    let inputs: Vec<&GpuMatrix> = [Some(x), Some(w), opts.center, opts.scale, opts.bias]
+        .into_iter()
+        .flatten()
+        .collect();
+    out.check_output(OP, (n, m), &inputs)?;
     let flags = check_vec("center", opts.center, k)? * CENTER
         + check_vec("scale", opts.scale, m)? * SCALE
         + check_vec("bias", opts.bias, m)? * BIAS
@@ -161,13 +159,6 @@ pub fn encode_matmul_with(
             Activation::Tanh => ACT_TANH,
             Activation::Relu => ACT_RELU,
         };
-    let inputs = [Some(x), Some(w), opts.center, opts.scale, opts.bias];
-    if inputs.iter().flatten().any(|i| i.buffer() == out.buffer()) {
-        return Err(Error::invalid(
-            OP,
-            "the output must not share a buffer with an input",
-        ));
-    }
     if n == 0 || m == 0 {
         return Ok(());
     }

@@ -91,19 +91,13 @@ pub fn encode_standardize(
     out: &GpuMatrix,
 ) -> Result<()> {
     check(x, stats)?;
-    if out.shape() != x.shape() {
-        return Err(Error::shape(
-            OP,
-            format!("an output of {} x {}", x.rows(), x.cols()),
-            format!("{} x {}", out.rows(), out.cols()),
-        ));
-    }
     if out.buffer() == x.buffer() {
         return Err(Error::invalid(
             OP,
             "output aliases the input: use encode_standardize_inplace",
         ));
     }
+    out.check_output(OP, x.shape(), &[&stats.buffer])?;
     let (params, groups) = params(gpu, x, opts)?;
     let (entry, bx, by) = if vec4(x) {
         ("standardize_vec4", 5, 6)
@@ -135,6 +129,7 @@ pub fn encode_standardize_inplace(
     opts: StandardizeOptions,
 ) -> Result<()> {
     check(x, stats)?;
+    x.check_output(OP, x.shape(), &[&stats.buffer])?;
     let (params, groups) = params(gpu, x, opts)?;
     let (entry, bxy) = if vec4(x) {
         ("standardize_inplace_vec4", 7)
