@@ -137,6 +137,22 @@ fn demo_runs_on_embedded_data() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("1797 images"), "{text}");
     assert!(text.contains("largest |GPU - CPU|"), "{text}");
+    // The lecture's PCA steps: 99% of the variance in 41 of 64 components,
+    // and both whitenings give an identity covariance on them.
+    assert!(text.contains("99% -> 41 (of 64)"), "{text}");
+    for name in ["PCA", "ZCA"] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("{name} whitening (GPU)")))
+            .unwrap_or_else(|| panic!("{text}"));
+        let within: f64 = line
+            .split("are 1 within ")
+            .nth(1)
+            .and_then(|r| r.split(';').next())
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(within < 1e-4, "{line}");
+    }
 }
 
 #[test]

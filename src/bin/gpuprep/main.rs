@@ -1,5 +1,6 @@
-//! The `gpuprep` command line. With no subcommand it runs the demo: the column
-//! statistics of the embedded digits data, GPU against CPU.
+//! The `gpuprep` command line. With no subcommand it runs the demo on the
+//! embedded digits data: column statistics, then the lecture's PCA and PCA /
+//! ZCA whitening, GPU against the f64 CPU twin.
 
 mod activations;
 mod bench;
@@ -553,7 +554,7 @@ fn max_abs_diff(a: &ndarray::Array1<f64>, b: &ndarray::Array1<f64>) -> f64 {
 fn demo() -> gpuprep::Result<()> {
     let (x, labels) = data::digits()?;
     println!(
-        "gpuprep demo: column statistics of the digits data ({} images of 8x8 pixels, {} classes; UCI, CC BY 4.0)",
+        "gpuprep demo: the digits data ({} images of 8x8 pixels, {} classes; UCI, CC BY 4.0)",
         x.nrows(),
         labels.iter().collect::<std::collections::BTreeSet<_>>().len()
     );
@@ -599,5 +600,64 @@ fn demo() -> gpuprep::Result<()> {
     grid("per-pixel std", &cpu_s.std);
     let constant = cpu_s.std.iter().filter(|&&s| s == 0.0).count();
     println!("{constant} pixels are constant (std 0): standardize scales them by 1, not inf");
+    demo_pca(gpu.as_ref(), &x)
+}
+
+/// The lecture's PCA steps on the digits data: the spectrum of the covariance,
+/// how many components keep 90 / 95 / 99 % of the variance, and PCA and ZCA
+/// whitening checked by the covariance of the result (the identity on the
+/// kept components), GPU against the f64 twin.
+fn demo_pca(gpu: Option<&Gpu>, x: &Array2<f32>) -> gpuprep::Result<()> {
+    println!("\nPCA (cov = Xc^T Xc / N, eigh, Xrot = Xc U, Xwhite = Xrot / sqrt(S + 1e-5)):");
+    let full = cpu::pca::fit(x.view(), &PcaOptions::default())?;
+    let ratios = &full.explained_variance_ratio;
+    let top: Vec<String> = ratios.iter().take(8).map(|r| format!("{:.3}", r)).collect();
+    println!(
+        "  explained variance ratio of the first 8 components: {}",
+        top.join(" ")
+    );
+    let mut line = String::from("  components needed:");
+    for f in [0.90, 0.95, 0.99] {
+        let k = cpu::pca::select_components(full.eigenvalues.view(), NComponents::Fraction(f))?;
+        line += &format!("  {:.0}% -> {k}", f * 100.0);
+    }
+    println!("{line} (of {})", x.ncols());
+    for (name, whitening) in [("PCA", Whitening::Pca), ("ZCA", Whitening::Zca)] {
+        let opts = PcaOptions {
+            n_components: NComponents::Fraction(0.99),
+            whitening,
+            ..Default::default()
+        };
+        let twin = cpu::pca::fit(x.view(), &opts)?;
+        let y_twin = twin.transform(x.view())?;
+        let (y, where_) = match gpu {
+            Some(g) => {
+                let xg = GpuMatrix::upload(g, x.view())?;
+                let pca = Pca::fit(g, &xg, &opts)?;
+                let y = pca.transform(g, &xg)?.download(g)?.mapv(f64::from);
+                (y, "GPU")
+            }
+            None => (y_twin.clone(), "CPU twin"),
+        };
+        // Covariance of the whitened data: I on the kept components (ZCA
+        // rotates back to pixel space, so its covariance is U_k U_k^T there).
+        let check = cpu::pca::fit(y.view(), &PcaOptions::default())?;
+        let k = twin.n_components();
+        let eig = &check.eigenvalues;
+        let worst = eig.iter().take(k).map(|v| (v - 1.0).abs()).fold(0.0, f64::max);
+        let scale = y_twin.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let diff = y
+            .iter()
+            .zip(y_twin.iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        println!(
+            "  {name} whitening ({where_}): {} x {}; the top {k} eigenvalues of its covariance are 1 within \
+             {worst:.1e}; |GPU - twin| <= {:.1e} of the output's range",
+            y.nrows(),
+            y.ncols(),
+            diff / scale.max(f64::MIN_POSITIVE)
+        );
+    }
     Ok(())
 }
