@@ -209,3 +209,45 @@ fn activations_table_on_gpu_matches_twin() {
         "{text}"
     );
 }
+
+#[test]
+fn bench_prints_every_row_with_accuracy_checks() {
+    let out = bin()
+        .args([
+            "bench", "--rows", "300", "--cols", "20", "--reps", "1", "--trials", "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for op in [
+        "column_stats",
+        "stats + standardize",
+        "covariance",
+        "PCA whitening transform",
+        "batch norm forward",
+        "batch norm backward",
+        "layer norm forward",
+        "layer norm backward",
+        "init kaiming_normal",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(op) && l.contains("/s"))
+            .unwrap_or_else(|| panic!("no row for {op}:\n{text}"));
+        let gpu_ms: f64 = line[op.len()..]
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(gpu_ms > 0.0 && gpu_ms.is_finite(), "{line}");
+    }
+    let cov_err: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("covariance: Frobenius rel error vs f64 twin "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(cov_err < 1e-5, "{text}");
+}

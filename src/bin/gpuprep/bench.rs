@@ -1,4 +1,7 @@
-//! `gpuprep bench`: one table of CPU twin against GPU at one shape.
+//! `gpuprep bench`: one table of CPU twin against GPU at one shape (N x D):
+//! column statistics, stats + standardize, covariance, the PCA-whitening
+//! product, batch norm and layer norm forward and backward, and a
+//! Kaiming-normal init of an N x D weight.
 //!
 //! GPU times cover `reps` copies of the op recorded in one encoder and one
 //! submit, divided by `reps` (launch overhead amortized; data resident on the
@@ -12,7 +15,21 @@
 
 use std::time::Instant;
 
-use gpuprep::{cpu, ops, Gpu, GpuMatrix, GpuTimer, StandardizeOptions};
+use gpuprep::cpu::batchnorm::{BatchNormCpu, RunningStatsConfig};
+use gpuprep::cpu::init::Scheme;
+use gpuprep::cpu::norm::{norm_backward, norm_forward};
+use gpuprep::ops::{BatchNorm, Norm, NormKind};
+use gpuprep::rng::Philox;
+use gpuprep::{cpu, ops, Gpu, GpuMatrix, GpuTimer, Pca, PcaOptions, StandardizeOptions, Whitening};
+
+/// What an op must move or compute at least, for its rate column.
+#[derive(Clone, Copy)]
+enum Work {
+    /// Bytes read and written (GB/s, and the fraction of the copy's).
+    Bytes(f64),
+    /// Floating-point operations (GFLOP/s).
+    Flops(f64),
+}
 use ndarray::Array2;
 
 pub struct BenchArgs {
@@ -120,19 +137,26 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
     );
     println!();
     println!(
-        "{:<22} {:>12} {:>12} {:>10} {:>10} {:>9}",
-        "op", "CPU ms", "GPU ms", "CPU/GPU", "GPU GB/s", "of copy"
+        "{:<24} {:>12} {:>12} {:>10} {:>16} {:>9}",
+        "op", "CPU ms", "GPU ms", "CPU/GPU", "GPU rate", "of copy"
     );
 
-    let row = |name: &str, cpu_s: Option<f64>, gpu_s: f64, moved: f64| {
-        let gbs = moved / gpu_s / 1e9;
+    let row = |name: &str, cpu_s: Option<f64>, gpu_s: f64, work: Work| {
+        let (rate, of_copy) = match work {
+            Work::Bytes(moved) => {
+                let gbs = moved / gpu_s / 1e9;
+                (
+                    format!("{:.*} GB/s", if gbs < 10.0 { 2 } else { 0 }, gbs),
+                    format!("{:.0}%", 100.0 * gbs / copy_gbs),
+                )
+            }
+            Work::Flops(flops) => (format!("{:.2} GFLOP/s", flops / gpu_s / 1e9), "-".into()),
+        };
         println!(
-            "{name:<22} {:>12} {:>12.4} {:>10} {:>10} {:>8.0}%",
+            "{name:<24} {:>12} {:>12.4} {:>10} {rate:>16} {of_copy:>9}",
             cpu_s.map_or("-".into(), |c| format!("{:.3}", c * 1e3)),
             gpu_s * 1e3,
             cpu_s.map_or("-".into(), |c| format!("{:.1}x", c / gpu_s)),
-            format!("{:.*}", if gbs < 10.0 { 2 } else { 0 }, gbs),
-            100.0 * gbs / copy_gbs
         );
     };
 
@@ -146,7 +170,7 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
     } else {
         None
     };
-    row("column_stats", c, g, bytes);
+    row("column_stats", c, g, Work::Bytes(bytes));
     let want = cpu::column_stats(x.view(), 0)?;
     let got = ops::column_stats(&gpu, &xg, 0)?.download(&gpu)?;
     let rel = |a: &ndarray::Array1<f64>, b: &ndarray::Array1<f64>| {
@@ -175,7 +199,7 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
     } else {
         None
     };
-    row("stats + standardize", c, g, 3.0 * bytes);
+    row("stats + standardize", c, g, Work::Bytes(3.0 * bytes));
     let z = ops::standardize(&gpu, &xg, &ops::column_stats(&gpu, &xg, 0)?, opts)?.download(&gpu)?;
     let zc = cpu::standardize(x.view(), &want, opts)?;
     let err = z
@@ -186,6 +210,128 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
     checks.push(format!(
         "standardize: max abs error vs f64 twin {err:.1e} (output has unit variance)"
     ));
+
+    // Covariance (2 N D^2 flops counted, as cuBLAS's x.T @ x; the kernel
+    // computes the upper triangle) and the PCA-whitening product
+    // ((X - mu) U) * s, 2 N D^2 flops.
+    let flops = 2.0 * n as f64 * (d * d) as f64;
+    let stats = ops::column_stats(&gpu, &xg, 0)?;
+    let cov = GpuMatrix::uninit(&gpu, d, d)?;
+    let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
+        ops::encode_covariance_into(&gpu, enc, &xg, &stats.buffer, 0, &cov)
+    })?;
+    let c = if a.cpu {
+        Some(time_cpu(a.trials, || cpu::covariance(x.view(), 0).map(|_| ()))?)
+    } else {
+        None
+    };
+    row("covariance", c, g, Work::Flops(flops));
+    let cov_twin = cpu::covariance(x.view(), 0)?;
+    checks.push(format!(
+        "covariance: Frobenius rel error vs f64 twin {:.1e}",
+        gpuprep::cpu::covariance::frobenius_rel_error(
+            cov.download(&gpu)?.mapv(f64::from).view(),
+            cov_twin.view()
+        )
+    ));
+    let model = gpuprep::PcaModel::from_covariance(
+        stats.download(&gpu)?.mean,
+        cov.download(&gpu)?.mapv(f64::from).view(),
+        n,
+        &PcaOptions {
+            whitening: Whitening::Pca,
+            ..Default::default()
+        },
+    )?;
+    let pca = Pca::from_model(&gpu, model.clone())?;
+    let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
+        pca.encode_transform_into(&gpu, enc, &xg, &yg)
+    })?;
+    let c = if a.cpu {
+        Some(time_cpu(a.trials, || model.transform(x.view()).map(|_| ()))?)
+    } else {
+        None
+    };
+    row("PCA whitening transform", c, g, Work::Flops(flops));
+
+    // Batch norm and layer norm, training forward (read x, write y) and
+    // backward (read x and dy, write dx), on the same N x D matrix.
+    let dyg = ops::copy(&gpu, &xg)?; // dy: any data will do for timing
+    let mut bn = BatchNorm::new(&gpu, d, RunningStatsConfig::pytorch(), 1e-5)?;
+    let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
+        bn.encode_forward_train(&gpu, enc, &xg, &yg)
+    })?;
+    let xt = if a.cpu {
+        Some(x.mapv(f64::from).into_dyn())
+    } else {
+        None
+    };
+    let mut bn_cpu = BatchNormCpu::new(d, RunningStatsConfig::pytorch());
+    let c = match &xt {
+        Some(xt) => Some(time_cpu(a.trials, || {
+            bn_cpu.forward_train(xt.view()).map(|_| ())
+        })?),
+        None => None,
+    };
+    row("batch norm forward", c, g, Work::Bytes(2.0 * bytes));
+    let grads = bn.backward(&gpu, &xg, &dyg)?;
+    let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
+        bn.encode_backward(&gpu, enc, &xg, &dyg, &grads)
+    })?;
+    let c = match &xt {
+        Some(xt) => {
+            let (_, saved) = bn_cpu.forward_train(xt.view())?;
+            Some(time_cpu(a.trials, || {
+                bn_cpu.backward(xt.view(), xt.view(), &saved).map(|_| ())
+            })?)
+        }
+        None => None,
+    };
+    row("batch norm backward", c, g, Work::Bytes(3.0 * bytes));
+    let norm = Norm::new(NormKind::Layer, d);
+    let gamma = GpuMatrix::filled(&gpu, 1, d, 1.0)?;
+    let beta = GpuMatrix::filled(&gpu, 1, d, 0.0)?;
+    let out = norm.alloc_forward(&gpu, &xg)?;
+    let lgrads = norm.alloc_backward(&gpu, &xg)?;
+    let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
+        norm.encode_forward(&gpu, enc, &xg, &gamma, &beta, &out)
+    })?;
+    let (ones, zeros) = (ndarray::Array1::<f64>::ones(d), ndarray::Array1::<f64>::zeros(d));
+    let layer_cpu =
+        |xt: &ndarray::ArrayD<f64>| norm_forward(NormKind::Layer, xt.view(), ones.view(), zeros.view(), 1e-5);
+    let c = match &xt {
+        Some(xt) => Some(time_cpu(a.trials, || layer_cpu(xt).map(|_| ()))?),
+        None => None,
+    };
+    row("layer norm forward", c, g, Work::Bytes(2.0 * bytes));
+    let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
+        norm.encode_backward(&gpu, enc, &xg, &dyg, &gamma, &out.stats, &lgrads)
+    })?;
+    let c = match &xt {
+        Some(xt) => {
+            let fw = layer_cpu(xt)?;
+            let (mean, invstd) = (fw.stats.mean.view(), fw.stats.invstd.view());
+            Some(time_cpu(a.trials, || {
+                norm_backward(NormKind::Layer, xt.view(), xt.view(), ones.view(), mean, invstd).map(|_| ())
+            })?)
+        }
+        None => None,
+    };
+    row("layer norm backward", c, g, Work::Bytes(3.0 * bytes));
+
+    // Kaiming-normal initialization of an N x D weight: D * N writes.
+    let scheme = Scheme::kaiming_normal();
+    let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
+        ops::init::encode_init(&gpu, enc, &[n, d], &scheme, Philox::new(1), &yg)
+    })?;
+    let c = if a.cpu {
+        Some(time_cpu(a.trials, || {
+            gpuprep::cpu::init::init(&[n, d], &scheme, Philox::new(1)).map(|_| ())
+        })?)
+    } else {
+        None
+    };
+    row("init kaiming_normal", c, g, Work::Bytes(bytes));
     println!();
     for c in checks {
         println!("{c}");

@@ -198,7 +198,9 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// One table of CPU twin against GPU at one shape (GB/s and fraction of the device's copy bandwidth).
+    /// One table of CPU twin against GPU at one shape: statistics, standardize, covariance, the
+    /// PCA-whitening product, batch and layer norm forward/backward, init (GB/s or GFLOP/s, and the
+    /// fraction of the device's copy bandwidth).
     Bench {
         /// Rows N.
         #[arg(long, default_value_t = 65_536)]
