@@ -49,6 +49,7 @@
 use std::f64::consts::SQRT_2;
 
 use ndarray::{Array2, ArrayD, IxDyn};
+use rayon::prelude::*;
 
 use crate::rng::{centered_from_bits, Philox, PHILOX_M0, PHILOX_M1, PHILOX_W0};
 use crate::{Error, Result};
@@ -479,20 +480,51 @@ pub fn fill_tensor(shape: &[usize], fill: &Fill, rng: Philox) -> Result<ArrayD<f
     ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|e| invalid(e.to_string()))
 }
 
-/// Stream elements `offset .. offset + n` as `center + half_width * s`.
-pub fn uniform_values(rng: Philox, offset: u64, n: usize, center: f64, half_width: f64) -> Vec<f64> {
-    let mut bits = vec![0u32; n];
-    rng.fill_bits(offset, &mut bits);
-    bits.iter()
-        .map(|&x| center + half_width * f64::from(centered_from_bits(x)))
-        .collect()
+/// Elements per parallel chunk of a fill (a multiple of 4: whole Philox blocks).
+const FILL_CHUNK: usize = 1 << 14;
+
+/// Fills `out` with `f(i, k)` for each stream element `i = offset + k`, in
+/// parallel chunks; `f` gets each chunk's start and its slice. The values do
+/// not depend on the chunking (the generator is counter-based).
+fn fill_parallel(offset: u64, out: &mut [f64], f: impl Fn(u64, &mut [f64]) + Sync) {
+    out.par_chunks_mut(FILL_CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| f(offset.wrapping_add((c * FILL_CHUNK) as u64), chunk));
 }
 
-/// Stream elements `offset .. offset + n` as `mean + std * z`.
+/// Stream elements `offset .. offset + n` as `center + half_width * s`.
+pub fn uniform_values(rng: Philox, offset: u64, n: usize, center: f64, half_width: f64) -> Vec<f64> {
+    let mut out = vec![0.0; n];
+    fill_parallel(offset, &mut out, |start, chunk| {
+        let mut bits = vec![0u32; chunk.len()];
+        rng.fill_bits(start, &mut bits);
+        for (o, &x) in chunk.iter_mut().zip(&bits) {
+            *o = center + half_width * f64::from(centered_from_bits(x));
+        }
+    });
+    out
+}
+
+/// Stream elements `offset .. offset + n` as `mean + std * z`: each Philox
+/// block's four normals computed once ([`Philox::normal_block`], the same
+/// values as [`Philox::normal`] element by element).
 pub fn normal_values(rng: Philox, offset: u64, n: usize, mean: f64, std: f64) -> Vec<f64> {
-    (0..n as u64)
-        .map(|k| mean + std * rng.normal(offset.wrapping_add(k)))
-        .collect()
+    let mut out = vec![0.0; n];
+    fill_parallel(offset, &mut out, |start, chunk| {
+        let mut i = start;
+        let mut k = 0;
+        while k < chunk.len() {
+            let lane = (i % 4) as usize;
+            let take = (4 - lane).min(chunk.len() - k);
+            let z = rng.normal_block(i / 4);
+            for j in 0..take {
+                chunk[k + j] = mean + std * z[lane + j];
+            }
+            k += take;
+            i = i.wrapping_add(take as u64);
+        }
+    });
+    out
 }
 
 /// The shader's small integer hash (xorshift-multiply with Philox's
@@ -591,6 +623,7 @@ pub fn orthogonal(rows: usize, cols: usize, gain: f64, rng: Philox) -> Array2<f6
     let qr = a.qr();
     let q = qr.compute_thin_Q();
     let r = qr.thin_R();
+    super::clear_avx_upper_state();
     let k = q.ncols();
     let sign: Vec<f64> = (0..k)
         .map(|j| if r[(j, j)] < 0.0 { -gain } else { gain })

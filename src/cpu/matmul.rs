@@ -127,6 +127,7 @@ pub fn matmul<A: Copy + Into<f64>>(
             1.0,
             par,
         );
+        super::clear_avx_upper_state_here();
         for r in 0..rows {
             let mut orow = out.row_mut(start + r);
             for j in 0..m {
@@ -142,6 +143,7 @@ pub fn matmul<A: Copy + Into<f64>>(
         }
         start += rows;
     }
+    super::clear_avx_upper_state();
     Ok(out)
 }
 

@@ -214,6 +214,7 @@ pub fn eigh_descending(c: ArrayView2<'_, f64>) -> Result<(Array1<f64>, Array2<f6
         op: OP,
         what: format!("the eigendecomposition of the {d} x {d} covariance"),
     })?;
+    super::clear_avx_upper_state();
     let s = s.column_vector();
     // faer sorts ascending: reverse.
     let mut values = Array1::<f64>::zeros(d);
