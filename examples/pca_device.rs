@@ -12,7 +12,7 @@ use std::time::Instant;
 use gpuprep::ops::covariance::encode_covariance_with;
 use gpuprep::ops::matmul::encode_matmul_with;
 use gpuprep::ops::{CovarianceConfig, MatmulConfig, MatmulOptions};
-use gpuprep::{cpu, ops, Gpu, GpuMatrix, GpuTimer, NComponents, Pca, PcaOptions, Whitening};
+use gpuprep::{cpu, ops, time_recorded, Gpu, GpuMatrix, GpuTimer, NComponents, Pca, PcaOptions, Whitening};
 use ndarray::Array2;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,34 +48,13 @@ fn time_gpu(
     reps: usize,
     mut record: impl FnMut(&mut gpuprep::wgpu::CommandEncoder) -> gpuprep::Result<()>,
 ) -> gpuprep::Result<f64> {
-    let mut enc = gpu.encoder("warm-up");
-    record(&mut enc)?;
-    gpu.submit("warm-up", enc)?;
-    gpu.wait()?;
-    let mut times = Vec::new();
+    time_recorded(gpu, None, 1, &mut record)?; // warm-up
     let reps = if QUICK.load(Ordering::Relaxed) { 1 } else { reps };
     // GPU timestamps where the device has them, else wall clock.
     let timer = GpuTimer::new(gpu)?;
-    for _ in 0..trials() {
-        let mut enc = gpu.encoder("timed");
-        if let Some(timer) = &timer {
-            timer.start(&mut enc);
-        }
-        for _ in 0..reps {
-            record(&mut enc)?;
-        }
-        if let Some(timer) = &timer {
-            timer.stop(&mut enc);
-        }
-        let t = Instant::now();
-        gpu.submit("timed", enc)?;
-        gpu.wait()?;
-        let secs = match &timer {
-            Some(timer) => timer.read_seconds(gpu)?,
-            None => t.elapsed().as_secs_f64(),
-        };
-        times.push(secs / reps as f64);
-    }
+    let times = (0..trials())
+        .map(|_| time_recorded(gpu, timer.as_ref(), reps, &mut record))
+        .collect::<gpuprep::Result<Vec<f64>>>()?;
     Ok(median(times))
 }
 

@@ -40,4 +40,4 @@ pub use error::{Error, Result};
 pub use gpu::Gpu;
 pub use matrix::GpuMatrix;
 pub use ops::{ColumnStats, Pca, Stat};
-pub use timer::GpuTimer;
+pub use timer::{time_recorded, GpuTimer};

@@ -18,6 +18,8 @@
 //! # }
 //! ```
 
+use std::time::Instant;
+
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
@@ -99,4 +101,36 @@ impl GpuTimer {
             )),
         }
     }
+}
+
+/// Records `reps` copies of the work `record` records into one encoder,
+/// submits it, waits, and returns the seconds per copy: from `timer`'s
+/// timestamps around the copies when given, else from the wall clock around
+/// the submit and the wait. The benchmarks' one clock.
+pub fn time_recorded(
+    gpu: &Gpu,
+    timer: Option<&GpuTimer>,
+    reps: usize,
+    mut record: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
+) -> Result<f64> {
+    let reps = reps.max(1);
+    let mut encoder = gpu.encoder("timed");
+    if let Some(t) = timer {
+        t.start(&mut encoder);
+    }
+    for _ in 0..reps {
+        record(&mut encoder)?;
+    }
+    if let Some(t) = timer {
+        t.stop(&mut encoder);
+    }
+    let start = Instant::now();
+    gpu.submit("timed", encoder)?;
+    gpu.wait()?;
+    let wall = start.elapsed().as_secs_f64();
+    let secs = match timer {
+        Some(t) => t.read_seconds(gpu)?,
+        None => wall,
+    };
+    Ok(secs / reps as f64)
 }

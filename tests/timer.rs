@@ -42,3 +42,26 @@ fn stamps_bracket_the_work() {
     let empty = timer.read_seconds(g).unwrap();
     assert!(empty < last, "empty stretch {empty} s, 8 column_stats {last} s");
 }
+
+#[test]
+fn time_recorded_with_and_without_timestamps() {
+    let g = gpu();
+    let x = GpuMatrix::upload(g, normal(2000, 33, 1.0, 1.0, 2).view()).unwrap();
+    let timer = GpuTimer::new(g).unwrap();
+    for t in [timer.as_ref(), None] {
+        let mut calls = 0;
+        let per_op = gpuprep::time_recorded(g, t, 3, |enc| {
+            calls += 1;
+            ops::encode_column_stats(g, enc, &x, 0).map(|_| ())
+        })
+        .unwrap();
+        assert_eq!(calls, 3);
+        assert!(per_op > 0.0 && per_op.is_finite(), "{per_op}");
+    }
+    // An error while recording comes back, and nothing is submitted.
+    let empty = GpuMatrix::uninit(g, 0, 4).unwrap();
+    let r = gpuprep::time_recorded(g, timer.as_ref(), 2, |enc| {
+        ops::encode_column_stats(g, enc, &empty, 0).map(|_| ())
+    });
+    assert!(r.is_err());
+}

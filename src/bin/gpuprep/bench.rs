@@ -20,7 +20,9 @@ use gpuprep::cpu::init::Scheme;
 use gpuprep::cpu::norm::{norm_backward, norm_forward};
 use gpuprep::ops::{BatchNorm, Norm, NormKind};
 use gpuprep::rng::Philox;
-use gpuprep::{cpu, ops, Gpu, GpuMatrix, GpuTimer, Pca, PcaOptions, StandardizeOptions, Whitening};
+use gpuprep::{
+    cpu, ops, time_recorded, Gpu, GpuMatrix, GpuTimer, Pca, PcaOptions, StandardizeOptions, Whitening,
+};
 
 /// What an op must move or compute at least, for its rate column.
 #[derive(Clone, Copy)]
@@ -62,32 +64,10 @@ fn time_gpu(
     mut record: impl FnMut(&mut gpuprep::wgpu::CommandEncoder) -> gpuprep::Result<()>,
 ) -> gpuprep::Result<f64> {
     // Warm-up: pipelines built, memory touched.
-    let mut enc = gpu.encoder("bench warm-up");
-    record(&mut enc)?;
-    gpu.submit("bench", enc)?;
-    gpu.wait()?;
-    let mut times = Vec::with_capacity(trials);
-    for _ in 0..trials {
-        let mut enc = gpu.encoder("bench");
-        if let Some(timer) = timer {
-            timer.start(&mut enc);
-        }
-        for _ in 0..reps {
-            record(&mut enc)?;
-        }
-        if let Some(timer) = timer {
-            timer.stop(&mut enc);
-        }
-        let t = Instant::now();
-        gpu.submit("bench", enc)?;
-        gpu.wait()?;
-        let wall = t.elapsed().as_secs_f64();
-        let secs = match timer {
-            Some(timer) => timer.read_seconds(gpu)?,
-            None => wall,
-        };
-        times.push(secs / reps as f64);
-    }
+    time_recorded(gpu, None, 1, &mut record)?;
+    let times = (0..trials)
+        .map(|_| time_recorded(gpu, timer, reps, &mut record))
+        .collect::<gpuprep::Result<Vec<f64>>>()?;
     Ok(median(times))
 }
 
