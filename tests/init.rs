@@ -1266,3 +1266,15 @@ fn cli_init_writes_f32_npy_on_gpu_and_cpu() {
     assert!(names.iter().all(|n| !n.contains(".tmp")), "{names:?}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn activation_statistics_gpu_zero_layers_is_empty() {
+    let g = gpu();
+    let s = Scheme::kaiming_normal();
+    assert!(
+        gpu_init::lecture::activation_statistics(g, &s, Activation::Relu, 0, 8, 4, SEED)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(gpu_init::lecture::activation_statistics(g, &s, Activation::Relu, 2, 0, 4, SEED).is_err());
+}

@@ -5,15 +5,18 @@
 //! [`crate::ops::matmul()`] (`act(H @ W^T)`, the weight in its `(out, in)`
 //! layout, the activation fused into the product) and one
 //! [`crate::ops::column_stats()`] pass. The whole forward pass is recorded into
-//! one command buffer; only the per-column statistics (5 x units per layer)
-//! are read back, and combined on the host in f64.
+//! one command buffer; only the per-column statistics (5 x units per layer,
+//! gathered into one matrix) are read back, once, and combined on the host in
+//! f64.
+
+use ndarray::ArrayView1;
 
 use crate::cpu::init::lecture::{experiment_input_rng, experiment_weight_rng, LayerStats};
 use crate::cpu::init::{Fill, Scheme};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::matrix::GpuMatrix;
-use crate::ops::column_stats::{encode_column_stats, ColumnStats};
+use crate::ops::column_stats::{encode_column_stats_into, Stat};
 use crate::ops::init::{encode_fill, encode_init};
 use crate::ops::matmul::{encode_matmul_into, Activation, MatmulOptions};
 
@@ -48,7 +51,11 @@ pub fn activation_statistics(
         activation,
         ..Default::default()
     };
-    let mut stats: Vec<ColumnStats> = Vec::with_capacity(layers);
+    // Each layer's 5 x units statistics (mean, var, std, min, max) land in
+    // rows 5l .. 5l + 5 of one matrix: one readback for the whole network.
+    let stats = GpuMatrix::uninit(gpu, 5, units)?;
+    let all = GpuMatrix::uninit(gpu, 5 * layers, units)?;
+    let stats_bytes = (5 * units * 4) as u64;
     for layer in 0..layers {
         // A weight buffer per layer: an orthogonal init is written through the
         // queue before the submit, so layers must not share one.
@@ -63,21 +70,30 @@ pub fn activation_statistics(
         )?;
         encode_matmul_into(gpu, &mut encoder, &h, &w, options, &next)?;
         std::mem::swap(&mut h, &mut next);
-        stats.push(encode_column_stats(gpu, &mut encoder, &h, 0)?);
+        encode_column_stats_into(gpu, &mut encoder, &h, 0, &stats)?;
+        encoder.copy_buffer_to_buffer(
+            stats.buffer(),
+            0,
+            all.buffer(),
+            layer as u64 * stats_bytes,
+            stats_bytes,
+        );
     }
     gpu.submit(OP, encoder)?;
-    stats
-        .iter()
-        .map(|s| {
-            let summary = s.download(gpu)?;
-            Ok(layer_stats(&summary.mean, &summary.var))
+    let all = all.download(gpu)?.mapv(f64::from);
+    Ok((0..layers)
+        .map(|l| {
+            layer_stats(
+                all.row(5 * l + Stat::Mean as usize),
+                all.row(5 * l + Stat::Var as usize),
+            )
         })
-        .collect()
+        .collect())
 }
 
 /// The mean and variance of all entries from equal-sized columns' means and
 /// variances (ddof 0), by the law of total variance.
-fn layer_stats(mean: &ndarray::Array1<f64>, var: &ndarray::Array1<f64>) -> LayerStats {
+fn layer_stats(mean: ArrayView1<f64>, var: ArrayView1<f64>) -> LayerStats {
     let d = mean.len().max(1) as f64;
     let m = mean.sum() / d;
     let within = var.sum() / d;
