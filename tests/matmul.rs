@@ -213,6 +213,43 @@ fn tanh_saturates_without_nan() {
 }
 
 #[test]
+fn activations_pass_nan_through() {
+    let g = gpu();
+    let x = ndarray::array![[f32::NAN, 1.0], [-2.0, 3.0]];
+    let w = ndarray::array![[1.0f32, 0.0], [0.0, 1.0]];
+    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    let wg = GpuMatrix::upload(g, w.view()).unwrap();
+    for act in [Activation::Tanh, Activation::Relu] {
+        let opts = MatmulOptions {
+            activation: act,
+            ..Default::default()
+        };
+        let y = ops::matmul(g, &xg, &wg, opts).unwrap().download(g).unwrap();
+        let want = cpu::matmul(
+            x.view(),
+            w.mapv(f64::from).view(),
+            &cpu::MatmulOptions {
+                activation: act,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        // Row 0 of the product is NaN (NaN * 0 is NaN); the activation must
+        // not turn it into a number. Row 1 is finite.
+        for j in 0..2 {
+            assert!(
+                y[[0, j]].is_nan() && want[[0, j]].is_nan(),
+                "{act:?}: {y:?} {want:?}"
+            );
+            assert!(
+                (f64::from(y[[1, j]]) - want[[1, j]]).abs() < 1e-6,
+                "{act:?}: {y:?} {want:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn tanh_keeps_relative_accuracy_near_zero() {
     // (e^2x - 1) / (e^2x + 1) in f32 loses everything below 1e-3; the
     // lecture's small-random activations live there.

@@ -28,7 +28,7 @@ pub enum Activation {
     Identity,
     /// `tanh(v)`.
     Tanh,
-    /// `max(0, v)`.
+    /// `max(0, v)`; NaN stays NaN (as in PyTorch).
     Relu,
 }
 
@@ -38,7 +38,13 @@ impl Activation {
         match self {
             Activation::Identity => v,
             Activation::Tanh => v.tanh(),
-            Activation::Relu => v.max(0.0),
+            Activation::Relu => {
+                if v.is_nan() {
+                    v
+                } else {
+                    v.max(0.0)
+                }
+            }
         }
     }
 }
