@@ -72,3 +72,23 @@ fn bad_input_is_an_error_not_a_panic() {
         Err(Error::InvalidArgument { .. })
     ));
 }
+
+#[test]
+fn more_elements_than_one_grid_row_holds() {
+    // 4097 x 4097 elements, not a multiple of 4: one thread each needs 65568
+    // workgroups of 256, past the 65535 of one dispatch dimension, so the
+    // grid is 2-D and the tail of its last row idle.
+    let g = gpu();
+    let (n, d) = (4097, 4097);
+    assert!(
+        (n * d * 4) as u64 <= g.max_binding_bytes(),
+        "adapter bindings too small"
+    );
+    let x = Array2::from_shape_fn((n, d), |(i, j)| (i * d + j) as f32);
+    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    let out = GpuMatrix::filled(g, n, d, f32::NAN).unwrap();
+    let mut enc = g.encoder("test");
+    ops::encode_copy_into(g, &mut enc, &xg, &out).unwrap();
+    g.submit("test", enc).unwrap();
+    assert_eq!(bits(&out.download(g).unwrap()), bits(&x));
+}

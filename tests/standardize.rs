@@ -139,3 +139,16 @@ fn errors() {
         Err(Error::ShapeMismatch { .. })
     ));
 }
+
+#[test]
+fn more_elements_than_one_grid_row_holds() {
+    // 4097 x 4097 (D % 4 != 0: one thread per element) needs 65568
+    // workgroups, past one dispatch dimension's 65535: the grid is 2-D.
+    let x = normal(4097, 4097, 3.0, 2.0, 4097);
+    let opts = StandardizeOptions::default();
+    for inplace in [false, true] {
+        let (got, want, st) = run(&x, opts, inplace);
+        let e = err(&got, &want, &st, opts);
+        assert!(e <= 1e-5, "inplace {inplace}: error {e:e}");
+    }
+}
