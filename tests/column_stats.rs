@@ -58,6 +58,14 @@ fn matches_cpu_on_awkward_shapes() {
 }
 
 #[test]
+fn more_columns_than_one_grid_row_holds() {
+    // 65537 columns: the finalize (one workgroup per column) needs a 2-D
+    // grid, its last row almost idle. (Slow on lavapipe: 256 threads a column.)
+    let x = normal(2, 65_537, -1.0, 0.5, 7);
+    check(&x, 1, 1e-5);
+}
+
+#[test]
 fn large_offset_keeps_variance_accurate() {
     // 1e4 + unit noise: E[x^2] - E[x]^2 in f32 would lose every digit.
     for (i, &(n, d)) in [(2, 3), (1000, 7), (4099, 70), (20000, 3)].iter().enumerate() {
