@@ -206,17 +206,15 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
         None
     };
     row("covariance", c, g, Work::Flops(flops));
+    let cov_gpu = cov.download(&gpu)?.mapv(f64::from);
     let cov_twin = cpu::covariance(x.view(), 0)?;
     checks.push(format!(
         "covariance: Frobenius rel error vs f64 twin {:.1e}",
-        gpuprep::cpu::covariance::frobenius_rel_error(
-            cov.download(&gpu)?.mapv(f64::from).view(),
-            cov_twin.view()
-        )
+        gpuprep::cpu::covariance::frobenius_rel_error(cov_gpu.view(), cov_twin.view())
     ));
     let model = gpuprep::PcaModel::from_covariance(
         stats.download(&gpu)?.mean,
-        cov.download(&gpu)?.mapv(f64::from).view(),
+        cov_gpu.view(),
         n,
         &PcaOptions {
             whitening: Whitening::Pca,
