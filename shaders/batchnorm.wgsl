@@ -31,8 +31,8 @@
 //   grad_finalize   one workgroup per channel: dbeta[c] = sum(dy), dgamma[c] = sum(dy * xhat).
 //   dx              dx = gamma * invstd * (dy - dbeta/M - xhat * dgamma/M), M = N * S.
 //
-// WG, the workgroup scratch arrays sh_n / sh_a / sh_b and chan() come from
-// shaders/common/welford.wgsl, which src/shaders.rs prepends.
+// WG, the workgroup scratch arrays sh_n / sh_a / sh_b, chan(), welford4() and
+// sh_merge() come from shaders/common/welford.wgsl, which src/shaders.rs prepends.
 
 struct Params {
     rows: u32,          // N: rows of the (N, F) view
@@ -124,13 +124,7 @@ fn stats_partials(
             let v1 = x[(r + tr) * f + col] - shift;
             let v2 = x[(r + 2u * tr) * f + col] - shift;
             let v3 = x[(r + 3u * tr) * f + col] - shift;
-            let m4 = 0.25 * ((v0 + v1) + (v2 + v3));
-            let d0 = v0 - m4;
-            let d1 = v1 - m4;
-            let d2 = v2 - m4;
-            let d3 = v3 - m4;
-            let q4 = (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
-            let mm = chan(n, mean, m2, 4u, m4, q4);
+            let mm = welford4(n, mean, m2, v0, v1, v2, v3);
             n = n + 4u;
             mean = mm.x;
             m2 = mm.y;
@@ -155,10 +149,7 @@ fn stats_partials(
     for (var s = tr / 2u; s > 0u; s = s / 2u) {
         if (rl < s) {
             let o = li + s * tc;
-            let mm = chan(sh_n[li], sh_a[li], sh_b[li], sh_n[o], sh_a[o], sh_b[o]);
-            sh_n[li] = sh_n[li] + sh_n[o];
-            sh_a[li] = mm.x;
-            sh_b[li] = mm.y;
+            sh_merge(li, o);
         }
         workgroupBarrier();
     }
@@ -200,10 +191,7 @@ fn stats_finalize(
     for (var s = WG / 2u; s > 0u; s = s / 2u) {
         if (li < s) {
             let o = li + s;
-            let mm = chan(sh_n[li], sh_a[li], sh_b[li], sh_n[o], sh_a[o], sh_b[o]);
-            sh_n[li] = sh_n[li] + sh_n[o];
-            sh_a[li] = mm.x;
-            sh_b[li] = mm.y;
+            sh_merge(li, o);
         }
         workgroupBarrier();
     }

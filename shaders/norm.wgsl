@@ -24,8 +24,8 @@
 // and grad_finalize passes of shaders/batchnorm.wgsl, with the statistics
 // group of element (n, col) = n * G + col / L.
 //
-// WG, the workgroup scratch arrays sh_n / sh_a / sh_b and chan() come from
-// shaders/common/welford.wgsl, which src/shaders.rs prepends.
+// WG, the workgroup scratch arrays sh_n / sh_a / sh_b, chan(), welford4() and
+// sh_merge() come from shaders/common/welford.wgsl, which src/shaders.rs prepends.
 
 struct RowParams {
     rows: u32,         // R = N * G
@@ -112,13 +112,7 @@ fn row_forward(
                 let v1 = x[base + i + tl] - shift;
                 let v2 = x[base + i + 2u * tl] - shift;
                 let v3 = x[base + i + 3u * tl] - shift;
-                let m4 = 0.25 * ((v0 + v1) + (v2 + v3));
-                let d0 = v0 - m4;
-                let d1 = v1 - m4;
-                let d2 = v2 - m4;
-                let d3 = v3 - m4;
-                let q4 = (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
-                let mm = chan(n, mean, m2, 4u, m4, q4);
+                let mm = welford4(n, mean, m2, v0, v1, v2, v3);
                 n = n + 4u;
                 mean = mm.x;
                 m2 = mm.y;
@@ -143,10 +137,7 @@ fn row_forward(
         for (var s = tl / 2u; s > 0u; s = s / 2u) {
             if (lane < s) {
                 let o = li + s;
-                let mm = chan(sh_n[li], sh_a[li], sh_b[li], sh_n[o], sh_a[o], sh_b[o]);
-                sh_n[li] = sh_n[li] + sh_n[o];
-                sh_a[li] = mm.x;
-                sh_b[li] = mm.y;
+                sh_merge(li, o);
             }
             workgroupBarrier();
         }

@@ -1,7 +1,7 @@
 // Shared by shaders/batchnorm.wgsl and shaders/norm.wgsl: src/shaders.rs
 // prepends this file to each (naga reports its lines first, then the op's).
-// The workgroup size, the scratch arrays of the workgroup reductions, and
-// Chan's merge of Welford states.
+// The workgroup size, the scratch arrays of the workgroup reductions, Chan's
+// merge of Welford states, and the two steps built on it.
 
 override WG: u32 = 256u;
 
@@ -24,3 +24,24 @@ fn chan(na: u32, ma: f32, m2a: f32, nb: u32, mb: f32, m2b: f32) -> vec2<f32> {
     return vec2<f32>(ma + d * fb, m2a + m2b + d * d * fa * fb);
 }
 
+// Four values merged into the Welford state (n, mean, m2) at once: their own
+// mean and M2 (one division for four values), then Chan's formula. Returns
+// the new (mean, M2); the count becomes n + 4.
+fn welford4(n: u32, mean: f32, m2: f32, v0: f32, v1: f32, v2: f32, v3: f32) -> vec2<f32> {
+    let m4 = 0.25 * ((v0 + v1) + (v2 + v3));
+    let d0 = v0 - m4;
+    let d1 = v1 - m4;
+    let d2 = v2 - m4;
+    let d3 = v3 - m4;
+    let q4 = (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+    return chan(n, mean, m2, 4u, m4, q4);
+}
+
+// One step of a workgroup tree reduction: the Welford state in slot o of
+// sh_n / sh_a / sh_b merged into slot li.
+fn sh_merge(li: u32, o: u32) {
+    let mm = chan(sh_n[li], sh_a[li], sh_b[li], sh_n[o], sh_a[o], sh_b[o]);
+    sh_n[li] = sh_n[li] + sh_n[o];
+    sh_a[li] = mm.x;
+    sh_b[li] = mm.y;
+}
