@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use common::time_gpu;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use gpuprep::cpu::batchnorm::{BatchNormCpu, RunningStatsConfig};
+use gpuprep::cpu::batchnorm::BatchNormCpu;
 use gpuprep::cpu::norm::{norm_backward, norm_forward};
+use gpuprep::model::norm::RunningStatsConfig;
 use gpuprep::ops::{BatchNorm, Norm, NormKind};
 use gpuprep::{Gpu, GpuMatrix};
 use ndarray::{Array1, Array2, ArrayD, IxDyn};

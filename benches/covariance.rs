@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use common::time_gpu;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use gpuprep::cpu::pca as cpu_pca;
 use gpuprep::{cpu, ops, Gpu, GpuMatrix, NComponents, Pca, PcaOptions, Whitening};
 use ndarray::Array2;
 
@@ -81,7 +82,7 @@ fn bench(c: &mut Criterion) {
         let id = format!("{name}/{n}x{d}");
         group.throughput(Throughput::Elements((2 * n * d * model.output_dim()) as u64));
         group.bench_with_input(BenchmarkId::new("cpu", &id), &x, |b, x| {
-            b.iter(|| model.transform(x.view()).unwrap())
+            b.iter(|| cpu_pca::transform(&model, x.view()).unwrap())
         });
         let (Some(g), Some(xg)) = (gpu.as_ref(), xg.as_ref()) else {
             continue;

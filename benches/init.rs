@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use common::time_gpu;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use gpuprep::cpu::init::{self as twin, Scheme};
+use gpuprep::cpu::init as twin;
+use gpuprep::model::init::Scheme;
 use gpuprep::ops::init as gpu_init;
 use gpuprep::rng::Philox;
 use gpuprep::{Gpu, GpuMatrix};

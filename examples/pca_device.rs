@@ -293,7 +293,7 @@ fn main() -> gpuprep::Result<()> {
     let t_fit = time_wall(|| Pca::fit(&gpu, &xg, &opts).map(|_| ()))?;
     let pca = Pca::fit(&gpu, &xg, &opts)?;
     let host_cov = cpu::covariance(x.slice(ndarray::s![..4096, ..]), 0)?;
-    let t_eigh = time_wall(|| cpu::pca::eigh_descending(host_cov.view()).map(|_| ()))?;
+    let t_eigh = time_wall(|| gpuprep::model::pca::eigh_descending(host_cov.view()).map(|_| ()))?;
     let t_tr = time_gpu(&gpu, REPS, |enc| pca.encode_transform_into(&gpu, enc, &xg, &out))?;
     let zca = Pca::fit(
         &gpu,

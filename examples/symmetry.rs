@@ -10,8 +10,9 @@
 //!    one, else by the CPU twin: the same numbers either way) the units
 //!    differ and the network fits the data.
 
+use gpuprep::cpu::init as twin;
 use gpuprep::cpu::init::lecture::{hidden_unit_spread, lecture_step, toy_input, toy_target, train};
-use gpuprep::cpu::init::{self as twin, Scheme};
+use gpuprep::model::init::Scheme;
 use gpuprep::ops::init as gpu_init;
 use gpuprep::rng::Philox;
 use gpuprep::Gpu;

@@ -23,11 +23,13 @@
 
 #![warn(missing_docs)]
 
+mod avx;
 pub mod cpu;
 pub mod error;
 pub mod gpu;
 pub mod io;
 pub mod matrix;
+pub mod model;
 pub mod ops;
 pub mod rng;
 pub mod shaders;
@@ -35,9 +37,15 @@ pub mod timer;
 
 pub use wgpu;
 
-pub use cpu::{ColumnSummary, NComponents, PcaModel, PcaOptions, StandardizeOptions, Whitening};
 pub use error::{Error, Result};
 pub use gpu::Gpu;
 pub use matrix::GpuMatrix;
-pub use ops::{ColumnStats, Pca, Stat};
+pub use model::init::{FanMode, Scheme};
+pub use model::matmul::Activation;
+pub use model::norm::{NormKind, NormSummary, RunningStatsConfig};
+pub use model::pca::{NComponents, PcaModel, PcaOptions, Whitening};
+pub use model::standardize::StandardizeOptions;
+pub use model::stats::ColumnSummary;
+pub use ops::{BatchNorm, ColumnStats, Norm, NormGrads, NormStats, Pca, Stat};
+pub use rng::Philox;
 pub use timer::{time_recorded, GpuTimer};

@@ -479,7 +479,7 @@ mod tests {
             ("PHILOX_M1", PHILOX_M1),
             ("PHILOX_W0", PHILOX_W0),
             ("PHILOX_W1", PHILOX_W1),
-            ("SPARSE_TAG", crate::cpu::init::SPARSE_TAG),
+            ("SPARSE_TAG", crate::model::init::SPARSE_TAG),
         ] {
             assert!(
                 wgsl.contains(&format!("const {name}: u32 = 0x{v:08X}u;")),

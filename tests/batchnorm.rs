@@ -6,9 +6,10 @@ mod common;
 use common::{gpu, normal};
 use gpuprep::cpu::batchnorm::{
     backward_closed, backward_staged, forward_staged, from_channels_last, to_channels_last, BatchNormCpu,
-    RunningStatsConfig,
 };
-use gpuprep::cpu::norm::{norm_backward, norm_forward, NormKind};
+use gpuprep::cpu::norm::{norm_backward, norm_forward};
+use gpuprep::model::norm::NormKind;
+use gpuprep::model::norm::RunningStatsConfig;
 use gpuprep::ops::{BatchNorm, NormGrads};
 use gpuprep::{Error, GpuMatrix};
 use ndarray::{Array1, Array2, ArrayD, IxDyn};

@@ -8,13 +8,12 @@ mod common;
 use common::gpu;
 use gpuprep::cpu::init::lecture::{
     activation_statistics, hidden_unit_spread, lecture_step, squared_loss_grad, toy_input, toy_target, train,
-    variance_identity, LayerStats,
+    variance_identity,
 };
-use gpuprep::cpu::init::{
-    fans, feistel_permute, init, normal_values, sparse_keeps, uniform_values, FanMode, Fans, Fill, Scheme,
-    SparseAxis, KAIMING_GAIN,
-};
-use gpuprep::cpu::Activation;
+use gpuprep::cpu::init::{feistel_permute, init, normal_values, sparse_keeps, uniform_values};
+use gpuprep::model::init::LayerStats;
+use gpuprep::model::init::{fans, FanMode, Fans, Fill, Scheme, SparseAxis, KAIMING_GAIN};
+use gpuprep::model::matmul::Activation;
 use gpuprep::ops::init as gpu_init;
 use gpuprep::rng::{ulp_distance, Philox};
 use gpuprep::{Error, GpuMatrix};

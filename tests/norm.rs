@@ -4,7 +4,8 @@
 mod common;
 
 use common::{gpu, normal};
-use gpuprep::cpu::norm::{norm_backward, norm_forward, NormKind};
+use gpuprep::cpu::norm::{norm_backward, norm_forward};
+use gpuprep::model::norm::NormKind;
 use gpuprep::ops::{Norm, NormForward, NormGrads, NormStats};
 use gpuprep::{Error, GpuMatrix};
 use ndarray::{Array1, Array2, ArrayD, IxDyn};
@@ -202,7 +203,7 @@ fn scales(
     x: &ArrayD<f64>,
     dy: &ArrayD<f64>,
     gamma: &Array1<f64>,
-    stats: &gpuprep::cpu::norm::NormStats,
+    stats: &gpuprep::model::norm::NormSummary,
 ) -> [f64; 3] {
     let dims = x.shape();
     let (n, c) = (dims[0], dims[1]);

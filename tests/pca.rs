@@ -5,7 +5,7 @@ mod common;
 
 use common::{gpu, normal};
 use gpuprep::cpu::covariance::frobenius_rel_error;
-use gpuprep::cpu::pca::fit;
+use gpuprep::cpu::pca::{self as cpu_pca, fit};
 use gpuprep::{cpu, ops, Error, GpuMatrix, NComponents, Pca, PcaModel, PcaOptions, Whitening};
 use ndarray::{array, s, Array2, ArrayView2, Axis};
 use rand::SeedableRng;
@@ -345,20 +345,20 @@ fn cpu_lecture_numbers_default_options() {
     let s = to_array(&S).row(0).to_owned();
     assert!((&model.eigenvalues - &s).iter().all(|v| v.abs() < 1e-13));
     assert!(max_abs_diff_up_to_sign(model.components.view(), to_array(&U).view()) < 1e-12);
-    let xrot = model.transform(x.view()).unwrap();
+    let xrot = cpu_pca::transform(&model, x.view()).unwrap();
     assert!(max_abs_diff_up_to_sign(xrot.view(), to_array(&XROT).view()) < 1e-12);
 
     let reduced = fit(x.view(), &opts(NComponents::Count(2), Whitening::None)).unwrap();
-    let xr = reduced.transform(x.view()).unwrap();
+    let xr = cpu_pca::transform(&reduced, x.view()).unwrap();
     assert!(max_abs_diff_up_to_sign(xr.view(), to_array(&XROT_REDUCED).view()) < 1e-12);
 
     let white = fit(x.view(), &opts(NComponents::All, Whitening::Pca)).unwrap();
-    let xw = white.transform(x.view()).unwrap();
+    let xw = cpu_pca::transform(&white, x.view()).unwrap();
     assert!(max_abs_diff_up_to_sign(xw.view(), to_array(&XWHITE).view()) < 1e-11);
 
     // ZCA does not depend on the eigenvectors' signs.
     let zca = fit(x.view(), &opts(NComponents::All, Whitening::Zca)).unwrap();
-    let xz = zca.transform(x.view()).unwrap();
+    let xz = cpu_pca::transform(&zca, x.view()).unwrap();
     assert!(max_abs_diff(xz.view(), to_array(&XZCA).view()) < 1e-11);
 }
 
@@ -389,7 +389,7 @@ fn cpu_whitened_covariance_is_identity() {
     for whitening in [Whitening::Pca, Whitening::Zca] {
         let o = opts(NComponents::All, whitening);
         let m = fit(x.view(), &o).unwrap();
-        let y = m.transform(x.view()).unwrap();
+        let y = cpu_pca::transform(&m, x.view()).unwrap();
         let c = cpu::covariance(y.view(), 0).unwrap();
         // S / (S + eps) differs from 1 by about eps / S.
         let tol = 2.0 * o.eps / m.eigenvalues[5];
@@ -405,9 +405,7 @@ fn cpu_full_reconstruction_returns_x() {
     let x = correlated(300, 5, 1.0e4, 3);
     for whitening in [Whitening::None, Whitening::Pca, Whitening::Zca] {
         let m = fit(x.view(), &opts(NComponents::All, whitening)).unwrap();
-        let back = m
-            .inverse_transform(m.transform(x.view()).unwrap().view())
-            .unwrap();
+        let back = cpu_pca::inverse_transform(&m, cpu_pca::transform(&m, x.view()).unwrap().view()).unwrap();
         let err = max_abs_diff(back.view(), x.view());
         assert!(err < 1e-9, "{whitening:?}: {err}");
     }
@@ -417,9 +415,7 @@ fn cpu_full_reconstruction_returns_x() {
 fn cpu_reduced_reconstruction_is_the_projection() {
     let x = correlated(300, 6, 5.0, 4);
     let m = fit(x.view(), &opts(NComponents::Count(3), Whitening::Pca)).unwrap();
-    let back = m
-        .inverse_transform(m.transform(x.view()).unwrap().view())
-        .unwrap();
+    let back = cpu_pca::inverse_transform(&m, cpu_pca::transform(&m, x.view()).unwrap().view()).unwrap();
     let u = &m.components;
     let want = (&x - &m.mean).dot(u).dot(&u.t()) + &m.mean;
     assert!(max_abs_diff(back.view(), want.view()) < 1e-9);
@@ -465,13 +461,14 @@ fn cpu_fewer_rows_than_columns() {
         m.eigenvalues.slice(s![3..]).iter().all(|&v| v < 1e-12),
         "rank <= N - 1"
     );
-    let back = m
-        .inverse_transform(m.transform(x.view()).unwrap().view())
-        .unwrap();
+    let back = cpu_pca::inverse_transform(&m, cpu_pca::transform(&m, x.view()).unwrap().view()).unwrap();
     assert!(max_abs_diff(back.view(), x.view()) < 1e-10);
     // Whitening stays finite on zero eigenvalues (1 / sqrt(eps)).
     let w = fit(x.view(), &opts(NComponents::All, Whitening::Pca)).unwrap();
-    assert!(w.transform(x.view()).unwrap().iter().all(|v| v.is_finite()));
+    assert!(cpu_pca::transform(&w, x.view())
+        .unwrap()
+        .iter()
+        .all(|v| v.is_finite()));
 }
 
 #[test]
@@ -517,8 +514,8 @@ fn cpu_bad_options_and_input_are_errors() {
         Err(Error::NonFinite { .. })
     ));
     let m = fit(x.view(), &PcaOptions::default()).unwrap();
-    assert!(m.transform(Array2::<f64>::zeros((2, 4)).view()).is_err());
-    assert!(m.inverse_transform(Array2::<f64>::zeros((2, 2)).view()).is_err());
+    assert!(cpu_pca::transform(&m, Array2::<f64>::zeros((2, 4)).view()).is_err());
+    assert!(cpu_pca::inverse_transform(&m, Array2::<f64>::zeros((2, 2)).view()).is_err());
     assert!(fit(Array2::<f64>::zeros((0, 3)).view(), &PcaOptions::default()).is_err());
 }
 
@@ -587,7 +584,7 @@ fn check_gpu(x: &Array2<f32>, o: &PcaOptions) {
     pca.encode_transform_into(g, &mut enc, &xg, &out).unwrap();
     g.submit("t", enc).unwrap();
     let y = out.download(g).unwrap().mapv(f64::from);
-    let want = gm.transform(x.view()).unwrap();
+    let want = cpu_pca::transform(gm, x.view()).unwrap();
     assert!(y.iter().all(|v| v.is_finite()), "{what}: unwritten output");
     let err = frobenius_rel_error(y.view(), want.view());
     // Whitening scales component j by 1/sqrt(S_j + eps): f32 rounding in a
@@ -607,7 +604,7 @@ fn check_gpu(x: &Array2<f32>, o: &PcaOptions) {
         .unwrap();
     g.submit("t", enc).unwrap();
     let xb = back.download(g).unwrap().mapv(f64::from);
-    let want_back = gm.inverse_transform(y.view()).unwrap();
+    let want_back = cpu_pca::inverse_transform(gm, y.view()).unwrap();
     let err = frobenius_rel_error(xb.view(), want_back.view());
     assert!(err < 1e-5, "{what}: inverse rel error {err:e}");
 

@@ -14,8 +14,9 @@
 
 use ndarray::{Array1, Array2, ArrayD, ArrayView1, ArrayView2, ArrayViewD, Axis, IxDyn};
 
-use super::norm::{check_eps, check_len, group_stats, norm_apply, NormKind, NormPlan, NormShape};
+use super::norm::{check_eps, check_len, group_stats, norm_apply};
 use crate::error::{Error, Result};
+use crate::model::norm::{NormKind, NormPlan, NormShape, RunningStatsConfig};
 
 /// PyTorch's default eps.
 pub const DEFAULT_EPS: f64 = 1e-5;
@@ -204,63 +205,6 @@ pub fn from_channels_last(m: ArrayView2<f64>, dims: &[usize]) -> Result<ArrayD<f
         }
     }
     ArrayD::from_shape_vec(IxDyn(dims), out).map_err(|e| Error::invalid(OP, e.to_string()))
-}
-
-/// How running statistics are updated in training mode.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RunningStatsConfig {
-    /// Weight of the new batch: `running = (1 - m) * running + m * batch`.
-    /// `None`: a cumulative (equal-weight) average over the batches seen so far,
-    /// i.e. `m = 1 / num_batches_tracked`, as PyTorch's `momentum=None`.
-    pub momentum: Option<f64>,
-    /// Whether running_var takes the unbiased batch variance (`* M / (M - 1)`).
-    pub unbiased: bool,
-    /// Initial running variance (running mean always starts at 0).
-    pub initial_var: f64,
-}
-
-impl RunningStatsConfig {
-    /// PyTorch's default: momentum 0.1, unbiased running variance, running_var starts at 1.
-    pub fn pytorch() -> Self {
-        RunningStatsConfig {
-            momentum: Some(0.1),
-            unbiased: true,
-            initial_var: 1.0,
-        }
-    }
-
-    /// The lecture's (and cs231n assignment's) convention:
-    /// `running = 0.9 * running + 0.1 * batch` with the biased variance, starting at 0.
-    pub fn lecture() -> Self {
-        RunningStatsConfig {
-            momentum: Some(0.1),
-            unbiased: false,
-            initial_var: 0.0,
-        }
-    }
-
-    /// PyTorch's `momentum=None`: a cumulative average, unbiased variance.
-    pub fn cumulative() -> Self {
-        RunningStatsConfig {
-            momentum: None,
-            unbiased: true,
-            initial_var: 1.0,
-        }
-    }
-
-    /// The weight of the new batch for the update that makes `num_batches_tracked` (already incremented).
-    pub fn factor(&self, num_batches_tracked: u64) -> f64 {
-        match self.momentum {
-            Some(m) => m,
-            None => 1.0 / num_batches_tracked.max(1) as f64,
-        }
-    }
-}
-
-impl Default for RunningStatsConfig {
-    fn default() -> Self {
-        Self::pytorch()
-    }
 }
 
 /// What a training forward pass saves for the backward pass (as cuDNN and PyTorch do).

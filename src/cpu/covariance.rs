@@ -102,7 +102,7 @@ pub fn covariance_shifted<A: Copy + Into<f64>>(
         matmul(acc.as_mut(), Accum::Add, b, b.transpose(), 1.0, par);
         start += rows;
     }
-    super::clear_avx_upper_state();
+    crate::avx::clear_avx_upper_state();
 
     // Remove the shift, scale, and symmetrize exactly (the product may round
     // its two triangles differently).

@@ -14,40 +14,12 @@ use faer::{Accum, Mat};
 use ndarray::{Array2, ArrayView1, ArrayView2};
 
 use crate::error::{Error, Result};
+use crate::model::matmul::Activation;
 
 const OP: &str = "matmul (cpu)";
 
 /// Rows centred and multiplied per block.
 const BLOCK: usize = 256;
-
-/// The elementwise function applied to each output of [`matmul`] last.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Activation {
-    /// No function: the affine product itself.
-    #[default]
-    Identity,
-    /// `tanh(v)`.
-    Tanh,
-    /// `max(0, v)`; NaN stays NaN (as in PyTorch).
-    Relu,
-}
-
-impl Activation {
-    /// Apply it to one value.
-    pub fn apply(self, v: f64) -> f64 {
-        match self {
-            Activation::Identity => v,
-            Activation::Tanh => v.tanh(),
-            Activation::Relu => {
-                if v.is_nan() {
-                    v
-                } else {
-                    v.max(0.0)
-                }
-            }
-        }
-    }
-}
 
 /// The options of the product; the default gives `x @ w`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -133,7 +105,7 @@ pub fn matmul<A: Copy + Into<f64>>(
             1.0,
             par,
         );
-        super::clear_avx_upper_state_here();
+        crate::avx::clear_avx_upper_state_here();
         for r in 0..rows {
             let mut orow = out.row_mut(start + r);
             for j in 0..m {
@@ -149,7 +121,7 @@ pub fn matmul<A: Copy + Into<f64>>(
         }
         start += rows;
     }
-    super::clear_avx_upper_state();
+    crate::avx::clear_avx_upper_state();
     Ok(out)
 }
 

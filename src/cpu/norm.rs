@@ -25,187 +25,7 @@
 use ndarray::{Array1, ArrayD, ArrayView1, ArrayViewD, IxDyn};
 
 use crate::error::{Error, Result};
-
-/// Which normalization.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NormKind {
-    /// Statistics per channel over the batch and positions.
-    Batch,
-    /// Statistics per sample over all its features.
-    Layer,
-    /// Statistics per sample and channel over the positions.
-    Instance,
-    /// Statistics per sample over groups of `groups` consecutive channel blocks.
-    Group {
-        /// Number of groups G (divides C).
-        groups: usize,
-    },
-}
-
-impl NormKind {
-    /// A short lowercase name ("batch", "layer", "instance", "group").
-    pub fn name(&self) -> &'static str {
-        match self {
-            NormKind::Batch => "batch",
-            NormKind::Layer => "layer",
-            NormKind::Instance => "instance",
-            NormKind::Group { .. } => "group",
-        }
-    }
-}
-
-/// The `(N, C, S)` view of an input of shape `(N, C, d2, d3, ...)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NormShape {
-    /// Samples N (dimension 0).
-    pub n: usize,
-    /// Channels C (dimension 1).
-    pub c: usize,
-    /// Positions S (product of the trailing dimensions; 1 for (N, D)).
-    pub s: usize,
-}
-
-impl NormShape {
-    /// Reads `(N, C, S)` from a shape of rank at least 2 with no zero dimension.
-    pub fn from_dims(op: &'static str, dims: &[usize]) -> Result<Self> {
-        if dims.len() < 2 || dims.contains(&0) {
-            return Err(Error::shape(
-                op,
-                "(N, D) or (N, C, H, W, ...) with every dimension > 0",
-                format!("{dims:?}"),
-            ));
-        }
-        let mut s = 1usize;
-        for &d in &dims[2..] {
-            s = s
-                .checked_mul(d)
-                .ok_or_else(|| Error::invalid(op, format!("shape {dims:?} has too many elements")))?;
-        }
-        let shape = NormShape {
-            n: dims[0],
-            c: dims[1],
-            s,
-        };
-        shape
-            .n
-            .checked_mul(shape.c)
-            .and_then(|v| v.checked_mul(shape.s))
-            .ok_or_else(|| Error::invalid(op, format!("shape {dims:?} has too many elements")))?;
-        Ok(shape)
-    }
-
-    /// Number of elements, N * C * S.
-    pub fn len(&self) -> usize {
-        self.n * self.c * self.s
-    }
-
-    /// Always false: a `NormShape` has no zero dimension.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Elements per sample, C * S.
-    pub fn features(&self) -> usize {
-        self.c * self.s
-    }
-}
-
-/// How a [`NormKind`] partitions an `(N, C, S)` input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NormPlan {
-    /// The normalization.
-    pub kind: NormKind,
-    /// The input's (N, C, S) view.
-    pub shape: NormShape,
-    /// Number of statistics groups (length of mean / invstd).
-    pub stat_groups: usize,
-    /// Elements in each statistics group (the reduction length M).
-    pub group_len: usize,
-    /// Length of gamma and beta.
-    pub affine_len: usize,
-    /// Groups per sample for the contiguous kinds (layer 1, instance C, group G); 0 for batch.
-    pub groups_per_sample: usize,
-}
-
-impl NormPlan {
-    /// Checks the kind against the shape. `training` matters for batch norm:
-    /// with one value per channel (N * S == 1) the batch variance is undefined
-    /// and, as PyTorch does, that is an error.
-    pub fn new(op: &'static str, kind: NormKind, shape: NormShape, training: bool) -> Result<Self> {
-        let NormShape { n, c, s } = shape;
-        let plan = |stat_groups, group_len, affine_len, gps| NormPlan {
-            kind,
-            shape,
-            stat_groups,
-            group_len,
-            affine_len,
-            groups_per_sample: gps,
-        };
-        match kind {
-            NormKind::Batch => {
-                if training && n * s == 1 {
-                    return Err(Error::invalid(op, format!(
-                            "Expected more than 1 value per channel when training, got input size [{n}, {c}{}]",
-                            if s == 1 { String::new() } else { format!(", spatial {s}") }
-                        ),
-                    ));
-                }
-                Ok(plan(c, n * s, c, 0))
-            }
-            NormKind::Layer => Ok(plan(n, c * s, c * s, 1)),
-            NormKind::Instance => {
-                if s == 1 {
-                    return Err(Error::invalid(
-                        op,
-                        format!(
-                            "Expected more than 1 spatial element when training, got input size [{n}, {c}] \
-                             (instance norm needs spatial dimensions)"
-                        ),
-                    ));
-                }
-                Ok(plan(n * c, s, c, c))
-            }
-            NormKind::Group { groups } => {
-                if groups == 0 || c % groups != 0 {
-                    return Err(Error::invalid(
-                        op,
-                        format!("number of groups {groups} must divide the number of channels {c}"),
-                    ));
-                }
-                Ok(plan(n * groups, (c / groups) * s, c, groups))
-            }
-        }
-    }
-
-    /// Statistics group of element (n, c, s).
-    pub fn stat_group(&self, n: usize, c: usize, s: usize) -> usize {
-        let NormShape { c: cc, s: ss, .. } = self.shape;
-        match self.kind {
-            NormKind::Batch => c,
-            // contiguous kinds: flat index / group length
-            _ => ((n * cc + c) * ss + s) / self.group_len,
-        }
-    }
-
-    /// Index into gamma / beta of element (., c, s).
-    pub fn affine_index(&self, c: usize, s: usize) -> usize {
-        match self.kind {
-            NormKind::Layer => c * self.shape.s + s,
-            _ => c,
-        }
-    }
-}
-
-/// Per-group statistics of a forward pass (training mode).
-#[derive(Clone, Debug, PartialEq)]
-pub struct NormStats {
-    /// Mean of each statistics group.
-    pub mean: Array1<f64>,
-    /// Biased variance of each statistics group.
-    pub var: Array1<f64>,
-    /// `1 / sqrt(var + eps)`.
-    pub invstd: Array1<f64>,
-}
+use crate::model::norm::{NormKind, NormPlan, NormShape, NormSummary};
 
 /// Result of [`norm_forward`].
 #[derive(Clone, Debug, PartialEq)]
@@ -213,7 +33,7 @@ pub struct NormOutput {
     /// The output, shaped as the input.
     pub y: ArrayD<f64>,
     /// Per-group statistics.
-    pub stats: NormStats,
+    pub stats: NormSummary,
 }
 
 /// Result of [`norm_backward`].
@@ -262,7 +82,7 @@ fn for_each_index(shape: NormShape, mut f: impl FnMut(usize, usize, usize, usize
 }
 
 /// Exact two-pass f64 statistics of each group of `plan` over the flat data `x` (memory order).
-pub fn group_stats(plan: &NormPlan, x: &[f64], eps: f64) -> NormStats {
+pub fn group_stats(plan: &NormPlan, x: &[f64], eps: f64) -> NormSummary {
     let g = plan.stat_groups;
     let m = plan.group_len as f64;
     let mut mean = Array1::<f64>::zeros(g);
@@ -276,7 +96,7 @@ pub fn group_stats(plan: &NormPlan, x: &[f64], eps: f64) -> NormStats {
     });
     var.mapv_inplace(|v| v / m);
     let invstd = var.mapv(|v| 1.0 / (v + eps).sqrt());
-    NormStats { mean, var, invstd }
+    NormSummary { mean, var, invstd }
 }
 
 /// `y = gamma * (x - mean) * invstd + beta` with per-group `mean`, `invstd` (training

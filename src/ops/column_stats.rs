@@ -2,10 +2,10 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::cpu::column_stats::ColumnSummary;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::matrix::GpuMatrix;
+use crate::model::stats::ColumnSummary;
 use crate::shaders;
 
 const OP: &str = "column_stats";

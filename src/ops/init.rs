@@ -17,10 +17,10 @@ pub mod lecture;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::cpu::init::{self as twin, numel, Fill, Scheme, SparseAxis, SparsePlan};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::matrix::GpuMatrix;
+use crate::model::init::{numel, orthogonal, Fill, Scheme, SparseAxis, SparsePlan};
 use crate::rng::Philox;
 use crate::shaders;
 
@@ -157,7 +157,7 @@ pub fn encode_fill_grid(
                     format!("{} x {} at offset {offset}", out.rows(), out.cols()),
                 ));
             }
-            let q = twin::orthogonal(rows, cols, gain, rng);
+            let q = orthogonal(rows, cols, gain, rng);
             let v: Vec<f32> = q.iter().map(|&x| x as f32).collect();
             if !v.is_empty() {
                 gpu.queue()

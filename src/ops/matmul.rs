@@ -9,10 +9,10 @@
 
 use bytemuck::{Pod, Zeroable};
 
-pub use crate::cpu::matmul::Activation;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::matrix::GpuMatrix;
+pub use crate::model::matmul::Activation;
 use crate::shaders;
 
 const OP: &str = "matmul";

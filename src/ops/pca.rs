@@ -10,11 +10,11 @@
 
 use ndarray::{Array1, Array2};
 
-use crate::cpu::pca::PcaModel;
-pub use crate::cpu::pca::{NComponents, PcaOptions, Whitening};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::matrix::GpuMatrix;
+use crate::model::pca::PcaModel;
+pub use crate::model::pca::{NComponents, PcaOptions, Whitening};
 use crate::ops::column_stats::encode_column_stats;
 use crate::ops::covariance::encode_covariance;
 use crate::ops::matmul::{encode_matmul_into, MatmulOptions};

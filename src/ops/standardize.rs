@@ -8,7 +8,7 @@ use crate::matrix::GpuMatrix;
 use crate::ops::column_stats::{grid_2d, ColumnStats};
 use crate::shaders;
 
-pub use crate::cpu::standardize::StandardizeOptions;
+pub use crate::model::standardize::StandardizeOptions;
 
 const OP: &str = "standardize";
 const WG: usize = 256;

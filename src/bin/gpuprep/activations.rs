@@ -7,9 +7,10 @@
 //! the same network on the same Philox weights and the largest difference is
 //! printed. With `--device cpu` (or no adapter) only the twin runs.
 
-use gpuprep::cpu::init::lecture::{activation_statistics, LayerStats};
-use gpuprep::cpu::init::Scheme;
-use gpuprep::cpu::Activation;
+use gpuprep::cpu::init::lecture::activation_statistics;
+use gpuprep::model::init::LayerStats;
+use gpuprep::model::init::Scheme;
+use gpuprep::model::matmul::Activation;
 use gpuprep::ops::init::lecture::activation_statistics as gpu_activation_statistics;
 use gpuprep::Gpu;
 

@@ -15,9 +15,11 @@
 
 use std::time::Instant;
 
-use gpuprep::cpu::batchnorm::{BatchNormCpu, RunningStatsConfig};
-use gpuprep::cpu::init::Scheme;
+use gpuprep::cpu::batchnorm::BatchNormCpu;
 use gpuprep::cpu::norm::{norm_backward, norm_forward};
+use gpuprep::cpu::pca as cpu_pca;
+use gpuprep::model::init::Scheme;
+use gpuprep::model::norm::RunningStatsConfig;
 use gpuprep::ops::{BatchNorm, Norm, NormKind};
 use gpuprep::rng::Philox;
 use gpuprep::{
@@ -226,7 +228,9 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
         pca.encode_transform_into(&gpu, enc, &xg, &yg)
     })?;
     let c = if a.cpu {
-        Some(time_cpu(a.trials, || model.transform(x.view()).map(|_| ()))?)
+        Some(time_cpu(a.trials, || {
+            cpu_pca::transform(&model, x.view()).map(|_| ())
+        })?)
     } else {
         None
     };

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use gpuprep::cpu::init::{self as twin, FanMode, Scheme, KAIMING_GAIN, SMALL_STD};
+use gpuprep::cpu::init as twin;
+use gpuprep::model::init::{FanMode, Scheme, KAIMING_GAIN, SMALL_STD};
 use gpuprep::rng::Philox;
 use gpuprep::{io, ops, Error, Gpu};
 use ndarray::{ArrayD, IxDyn};

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use gpuprep::cpu::pca as cpu_pca;
 use gpuprep::{
     cpu, io, ops, ColumnSummary, Gpu, GpuMatrix, NComponents, Pca, PcaModel, PcaOptions, StandardizeOptions,
     Whitening,
@@ -494,7 +495,7 @@ fn preprocess_pca(
         }
         None => {
             let model = cpu::pca::fit(x.view(), &options)?;
-            (model.transform(x.view())?.mapv(|v| v as f32), model)
+            (cpu_pca::transform(&model, x.view())?.mapv(|v| v as f32), model)
         }
     };
     io::write_npy_matrix(&output, y.view())?;
@@ -537,9 +538,9 @@ fn transform(
         }
         None => {
             let y = if inverse {
-                model.inverse_transform(x.view())?
+                cpu_pca::inverse_transform(&model, x.view())?
             } else {
-                model.transform(x.view())?
+                cpu_pca::transform(&model, x.view())?
             };
             y.mapv(|v| v as f32)
         }
@@ -620,7 +621,7 @@ fn demo_pca(gpu: Option<&Gpu>, x: &Array2<f32>) -> gpuprep::Result<()> {
     );
     let mut line = String::from("  components needed:");
     for f in [0.90, 0.95, 0.99] {
-        let k = cpu::pca::select_components(full.eigenvalues.view(), NComponents::Fraction(f))?;
+        let k = gpuprep::model::pca::select_components(full.eigenvalues.view(), NComponents::Fraction(f))?;
         line += &format!("  {:.0}% -> {k}", f * 100.0);
     }
     println!("{line} (of {})", x.ncols());
@@ -631,7 +632,7 @@ fn demo_pca(gpu: Option<&Gpu>, x: &Array2<f32>) -> gpuprep::Result<()> {
             ..Default::default()
         };
         let twin = cpu::pca::fit(x.view(), &opts)?;
-        let y_twin = twin.transform(x.view())?;
+        let y_twin = cpu_pca::transform(&twin, x.view())?;
         let (y, where_) = match gpu {
             Some(g) => {
                 let xg = GpuMatrix::upload(g, x.view())?;

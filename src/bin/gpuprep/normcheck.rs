@@ -10,7 +10,8 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use gpuprep::cpu::norm::{norm_backward, norm_forward, NormKind, NormPlan, NormShape};
+use gpuprep::cpu::norm::{norm_backward, norm_forward};
+use gpuprep::model::norm::{NormKind, NormPlan, NormShape};
 use gpuprep::ops::Norm;
 use gpuprep::{io, Error, GpuMatrix};
 use ndarray::{Array1, Array2, ArrayD, IxDyn};

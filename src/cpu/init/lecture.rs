@@ -5,8 +5,10 @@
 
 use ndarray::{array, Array2, Axis};
 
-use super::{fill_tensor, init, Fill, Scheme};
-use crate::cpu::matmul::{matmul, Activation, MatmulOptions};
+use super::{fill_tensor, init};
+use crate::cpu::matmul::{matmul, MatmulOptions};
+use crate::model::init::{experiment_input_rng, experiment_weight_rng, Fill, LayerStats, Scheme};
+use crate::model::matmul::Activation;
 use crate::rng::Philox;
 use crate::{Error, Result};
 
@@ -137,15 +139,6 @@ pub fn hidden_unit_spread(w1: &Array2<f64>, w2: &Array2<f64>) -> f64 {
     spread
 }
 
-/// Mean and standard deviation (ddof 0) of one layer's activations.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct LayerStats {
-    /// Mean of all activations of the layer.
-    pub mean: f64,
-    /// Their standard deviation.
-    pub std: f64,
-}
-
 /// Mean and standard deviation (ddof 0) of all entries, two-pass.
 pub fn mean_std<'a, I>(values: I) -> LayerStats
 where
@@ -158,16 +151,6 @@ where
         mean,
         std: var.sqrt(),
     }
-}
-
-/// The stream of the activation experiment's input: stream `u64::MAX` of `seed`.
-pub fn experiment_input_rng(seed: u64) -> Philox {
-    Philox::with_stream(seed, u64::MAX)
-}
-
-/// The stream of layer `layer`'s weight: stream `layer` of `seed`.
-pub fn experiment_weight_rng(seed: u64, layer: usize) -> Philox {
-    Philox::with_stream(seed, layer as u64)
 }
 
 /// The input of the activation experiment: `batch x units` unit gaussians

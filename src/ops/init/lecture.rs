@@ -11,11 +11,10 @@
 
 use ndarray::ArrayView1;
 
-use crate::cpu::init::lecture::{experiment_input_rng, experiment_weight_rng, LayerStats};
-use crate::cpu::init::{Fill, Scheme};
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::matrix::GpuMatrix;
+use crate::model::init::{experiment_input_rng, experiment_weight_rng, Fill, LayerStats, Scheme};
 use crate::ops::column_stats::{encode_column_stats_into, Stat};
 use crate::ops::init::{encode_fill, encode_init};
 use crate::ops::matmul::{encode_matmul_into, Activation, MatmulOptions};

@@ -1,28 +1,28 @@
-//! GPU launcher for `shaders/norm.wgsl` (layer, instance and group norm) and
-//! the generic entry to all four normalizations; CPU twin: [`crate::cpu::norm`].
+//! The normalization family on the GPU: batch, layer, instance and group norm
+//! forward and backward through one entry ([`Norm`]); CPU twin:
+//! [`crate::cpu::norm`]. Two kernel files serve it: `shaders/batchnorm.wgsl`
+//! (column passes: batch statistics, apply, and every kind's dgamma/dbeta;
+//! launchers in `columns.rs`) and `shaders/norm.wgsl` (row passes: layer,
+//! instance and group statistics, apply and dx; launchers in `rows.rs`). The
+//! layer with running statistics is [`crate::ops::batchnorm::BatchNorm`].
 //!
 //! Input and output live in a [`GpuMatrix`] of N rows and C * S columns: an
 //! `(N, C, H, W)` tensor in NCHW order is the N x (C * H * W) matrix with
 //! `channels = C`, and an `(N, D)` matrix is itself with `channels = D`.
 //! Batch norm here is the training-mode function alone (no running
-//! statistics); the layer with running statistics is
-//! [`crate::ops::batchnorm::BatchNorm`].
+//! statistics).
 
-use bytemuck::{Pod, Zeroable};
+pub(crate) mod columns;
+pub(crate) mod rows;
 
-use crate::cpu::norm::{NormPlan, NormShape};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::matrix::GpuMatrix;
-use crate::ops::batchnorm;
-use crate::shaders;
+use crate::model::norm::{NormPlan, NormShape, NormSummary};
 
-pub use crate::cpu::norm::NormKind;
+pub use crate::model::norm::NormKind;
 
 const OP: &str = "norm";
-const WG: usize = 256;
-/// Elements of a row each lane aims to reduce (four unrolled steps of four).
-const ELEMS_PER_LANE: u32 = 16;
 
 /// Statistics a training forward pass saves for the backward pass, on the GPU.
 ///
@@ -55,10 +55,10 @@ impl NormStats {
     }
 
     /// Downloads mean (shift + remainder, summed in f64), biased variance and invstd.
-    pub fn download(&self, gpu: &Gpu) -> Result<crate::cpu::norm::NormStats> {
+    pub fn download(&self, gpu: &Gpu) -> Result<NormSummary> {
         let m = self.buffer.download(gpu)?;
         let col = |j: usize| m.column(j).mapv(f64::from);
-        Ok(crate::cpu::norm::NormStats {
+        Ok(NormSummary {
             mean: col(0) + col(1),
             var: col(3),
             invstd: col(2),
@@ -166,8 +166,8 @@ impl Norm {
         check_distinct(OP, &[x, gamma, beta], &[&out.y, &out.stats.buffer])?;
         match self.kind {
             NormKind::Batch => {
-                batchnorm::encode_stats(gpu, encoder, x, plan.shape, self.eps, &out.stats.buffer, None)?;
-                batchnorm::encode_apply(
+                columns::encode_stats(gpu, encoder, x, plan.shape, self.eps, &out.stats.buffer, None)?;
+                columns::encode_apply(
                     gpu,
                     encoder,
                     x,
@@ -178,7 +178,7 @@ impl Norm {
                     &out.y,
                 )
             }
-            _ => encode_row_forward(gpu, encoder, &plan, x, gamma, beta, self.eps, out),
+            _ => rows::encode_row_forward(gpu, encoder, &plan, x, gamma, beta, self.eps, out),
         }
     }
 
@@ -234,9 +234,9 @@ impl Norm {
             &[x, dy, gamma, &stats.buffer],
             &[&out.dx, &out.dgamma, &out.dbeta],
         )?;
-        batchnorm::encode_param_grads(gpu, encoder, x, dy, &plan, &stats.buffer, &out.dgamma, &out.dbeta)?;
+        columns::encode_param_grads(gpu, encoder, x, dy, &plan, &stats.buffer, &out.dgamma, &out.dbeta)?;
         match self.kind {
-            NormKind::Batch => batchnorm::encode_dx(
+            NormKind::Batch => columns::encode_dx(
                 gpu,
                 encoder,
                 x,
@@ -248,117 +248,9 @@ impl Norm {
                 &out.dbeta,
                 &out.dx,
             ),
-            _ => encode_row_backward(gpu, encoder, &plan, x, dy, gamma, &stats.buffer, &out.dx),
+            _ => rows::encode_row_backward(gpu, encoder, &plan, x, dy, gamma, &stats.buffer, &out.dx),
         }
     }
-}
-
-/// Mirror of `RowParams` in shaders/norm.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-struct RowParams {
-    rows: u32,
-    len: u32,
-    lanes: u32,
-    groups: u32,
-    spatial: u32,
-    per_channel: u32,
-    lane_q: u32,
-    lane_r: u32,
-    eps: f32,
-    _pad: [f32; 3],
-}
-
-/// Rows of `plan` (N * G) each normalized over its L contiguous elements,
-/// with about ELEMS_PER_LANE elements per lane and a power-of-two number of
-/// lanes: several short rows share a workgroup, so the barriers of the
-/// per-row reduction are paid once for all of them.
-fn row_params(plan: &NormPlan, eps: f32) -> RowParams {
-    let len = plan.group_len as u32;
-    let lanes = len.div_ceil(ELEMS_PER_LANE).next_power_of_two().min(WG as u32);
-    let s = plan.shape.s as u32;
-    RowParams {
-        rows: (plan.shape.n * plan.groups_per_sample) as u32,
-        len,
-        lanes,
-        groups: plan.groups_per_sample as u32,
-        spatial: s,
-        per_channel: (plan.kind != NormKind::Layer) as u32,
-        lane_q: lanes / s,
-        lane_r: lanes % s,
-        eps,
-        _pad: [0.0; 3],
-    }
-}
-
-/// Workgroups of a row pass: one per block of WG / lanes rows, capped at the
-/// device's per-dimension limit (the kernels stride over the rest).
-fn row_groups(gpu: &Gpu, p: &RowParams) -> [u32; 3] {
-    let slots = WG as u32 / p.lanes;
-    let limit = gpu.limits().max_compute_workgroups_per_dimension;
-    [p.rows.div_ceil(slots).clamp(1, limit), 1, 1]
-}
-
-#[allow(clippy::too_many_arguments)]
-fn encode_row_forward(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
-    plan: &NormPlan,
-    x: &GpuMatrix,
-    gamma: &GpuMatrix,
-    beta: &GpuMatrix,
-    eps: f32,
-    out: &NormForward,
-) -> Result<()> {
-    let p = row_params(plan, eps);
-    let params = gpu.uniform("norm params", &p);
-    gpu.launch(
-        encoder,
-        &shaders::NORM,
-        "row_forward",
-        &[],
-        &[
-            (0, &params),
-            (1, x.buffer()),
-            (4, out.stats.buffer.buffer()),
-            (6, gamma.buffer()),
-            (7, beta.buffer()),
-            (8, out.y.buffer()),
-        ],
-        row_groups(gpu, &p),
-    )?;
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn encode_row_backward(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
-    plan: &NormPlan,
-    x: &GpuMatrix,
-    dy: &GpuMatrix,
-    gamma: &GpuMatrix,
-    stats: &GpuMatrix,
-    dx: &GpuMatrix,
-) -> Result<()> {
-    let p = row_params(plan, 0.0);
-    let params = gpu.uniform("norm params", &p);
-    gpu.launch(
-        encoder,
-        &shaders::NORM,
-        "row_backward",
-        &[],
-        &[
-            (0, &params),
-            (1, x.buffer()),
-            (2, dy.buffer()),
-            (4, stats.buffer()),
-            (6, gamma.buffer()),
-            (8, dx.buffer()),
-        ],
-        row_groups(gpu, &p),
-    )?;
-    Ok(())
 }
 
 /// The `(N, C, S)` view of `x` with `channels` = C, and the plan of `kind` on it.

@@ -1,0 +1,469 @@
+//! Weight initialization schemes and what they become for a shape (fans,
+//! gains, the fill a kernel runs), shared by the GPU launcher
+//! ([`crate::ops::init`]) and the CPU twin ([`crate::cpu::init`]).
+//!
+//! Weight initialization, the CPU twin of `shaders/init.wgsl`, in `f64`.
+//!
+//! # Layout and fans
+//! Weights are row-major with PyTorch's layout: `(out, in)` for a linear layer
+//! and `(out, in, kh, kw)` (any number of trailing receptive-field dimensions)
+//! for a convolution. As in `torch.nn.init._calculate_fan_in_and_fan_out`,
+//! `fan_in = shape[1] * receptive` and `fan_out = shape[0] * receptive`, where
+//! `receptive` is the product of `shape[2..]`; a tensor with fewer than two
+//! dimensions has no fans. The lecture writes `W = np.random.randn(D, H)` and
+//! `X @ W`, an `(in, out)` layout; here the same layer is `X @ W.T` with `W` of
+//! shape `(H, D)`, and `n = D = fan_in` either way.
+//!
+//! # Schemes (torch.nn.init names without the trailing underscore)
+//! | scheme | values |
+//! | --- | --- |
+//! | `zeros`, `constant` | the value (also the bias initializers: 0, or e.g. 0.01 for ReLU units) |
+//! | `uniform(a, b)` | `(a + b)/2 + (b - a)/2 * s`, `s` the centred uniform of [`crate::rng`] |
+//! | `normal(mean, std)` | `mean + std * z` |
+//! | `small_random` | `0.01 * z` (the lecture's `0.01 * np.random.randn(D, H)`) |
+//! | `calibrated` | `z / sqrt(fan_in)` (the lecture's `randn(n) / sqrt(n)`; LeCun) |
+//! | `kaiming_normal` | `gain / sqrt(fan) * z`, default gain `sqrt(2)`, fan_in |
+//! | `kaiming_uniform` | uniform in `±sqrt(3) * gain / sqrt(fan)` |
+//! | `xavier_normal` | `gain * sqrt(2 / (fan_in + fan_out)) * z` |
+//! | `xavier_uniform` | uniform in `±sqrt(3) * gain * sqrt(2 / (fan_in + fan_out))` |
+//! | `sparse` (PyTorch) | 2-D `(rows, cols)`: in each column, `ceil(sparsity * rows)` entries are zero, the rest `std * z` (std 0.01) |
+//! | `sparse_fixed` (the lecture) | 2-D `(out, in)`: each neuron (row) keeps exactly `connections` inputs, weights `std * z`, the rest zero |
+//! | `orthogonal` | `gain * Q`, Q from the QR of a normal matrix, computed on the CPU (see [`Fill::Orthogonal`]) |
+
+use std::f64::consts::SQRT_2;
+
+use ndarray::Array2;
+
+use crate::rng::Philox;
+use crate::{Error, Result};
+
+const OP: &str = "init";
+
+/// PyTorch's default gain for Kaiming (He) initialization: `sqrt(2)`, the gain
+/// of ReLU (`kaiming_*_(a=0)`).
+pub const KAIMING_GAIN: f64 = SQRT_2;
+
+/// The standard deviation of `small_random` and of both sparse schemes.
+pub const SMALL_STD: f64 = 0.01;
+
+/// Counter word 1 of the Philox blocks that key the sparse masks ("SPAR"):
+/// element blocks reach it only past element 2^34 * 0x53504152.
+pub const SPARSE_TAG: u32 = 0x5350_4152;
+
+/// Which fan a Kaiming initializer divides by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FanMode {
+    /// Preserve the variance of the activations in the forward pass (default).
+    #[default]
+    FanIn,
+    /// Preserve the variance of the gradients in the backward pass.
+    FanOut,
+}
+
+/// Fan-in and fan-out of a weight tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fans {
+    /// `shape[1] * prod(shape[2..])`.
+    pub fan_in: usize,
+    /// `shape[0] * prod(shape[2..])`.
+    pub fan_out: usize,
+}
+
+impl Fans {
+    /// The fan a mode selects.
+    pub fn get(&self, mode: FanMode) -> usize {
+        match mode {
+            FanMode::FanIn => self.fan_in,
+            FanMode::FanOut => self.fan_out,
+        }
+    }
+}
+
+/// PyTorch's fans for `(out, in)` and `(out, in, kh, kw, ...)` shapes.
+pub fn fans(shape: &[usize]) -> Result<Fans> {
+    if shape.len() < 2 {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            expected: "a weight with at least 2 dimensions (out, in, ...) to compute fans".into(),
+            got: format!("{shape:?}"),
+        });
+    }
+    let receptive = shape[2..].iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let fan = |d: usize| receptive.and_then(|r| r.checked_mul(d));
+    match (fan(shape[1]), fan(shape[0])) {
+        (Some(fan_in), Some(fan_out)) => Ok(Fans { fan_in, fan_out }),
+        _ => Err(invalid(format!("fans of {shape:?} overflow"))),
+    }
+}
+
+/// An initialization scheme, before the shape is known.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scheme {
+    /// All zeros (the recommended bias).
+    Zeros,
+    /// Every entry `value` (e.g. a bias of 0.01 for ReLU units).
+    Constant {
+        /// The value.
+        value: f64,
+    },
+    /// Uniform on `[low, high)`.
+    Uniform {
+        /// Lower bound.
+        low: f64,
+        /// Upper bound.
+        high: f64,
+    },
+    /// Normal with this mean and standard deviation.
+    Normal {
+        /// Mean.
+        mean: f64,
+        /// Standard deviation.
+        std: f64,
+    },
+    /// The lecture's small random numbers, `0.01 * randn`.
+    SmallRandom,
+    /// The lecture's calibrated variance, `randn / sqrt(fan_in)` (LeCun normal).
+    Calibrated,
+    /// He / Kaiming normal: `std = gain / sqrt(fan)`.
+    KaimingNormal {
+        /// Gain (`sqrt(2)` for ReLU).
+        gain: f64,
+        /// Which fan.
+        mode: FanMode,
+    },
+    /// He / Kaiming uniform: bound `sqrt(3) * gain / sqrt(fan)`.
+    KaimingUniform {
+        /// Gain (`sqrt(2)` for ReLU).
+        gain: f64,
+        /// Which fan.
+        mode: FanMode,
+    },
+    /// Xavier / Glorot normal: `std = gain * sqrt(2 / (fan_in + fan_out))`.
+    XavierNormal {
+        /// Gain (1 by default).
+        gain: f64,
+    },
+    /// Xavier / Glorot uniform: bound `sqrt(3)` times the normal's std.
+    XavierUniform {
+        /// Gain (1 by default).
+        gain: f64,
+    },
+    /// PyTorch's `sparse_`: `ceil(sparsity * rows)` zeros in each column of a
+    /// 2-D tensor, the rest `N(0, std^2)`.
+    Sparse {
+        /// Fraction of each column set to zero.
+        sparsity: f64,
+        /// Standard deviation of the rest (0.01 in PyTorch).
+        std: f64,
+    },
+    /// The lecture's sparse form: each neuron (row of an `(out, in)` weight)
+    /// connected to exactly `connections` inputs, weights `N(0, std^2)`.
+    SparseFixed {
+        /// Inputs each neuron keeps.
+        connections: usize,
+        /// Standard deviation of the kept weights.
+        std: f64,
+    },
+    /// `gain * Q` with orthonormal rows or columns (CPU only).
+    Orthogonal {
+        /// Gain.
+        gain: f64,
+    },
+}
+
+/// Whether a sparse mask counts per column or per row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SparseAxis {
+    /// Each column keeps `keep` of its `rows` entries (PyTorch's `sparse_`).
+    Columns,
+    /// Each row keeps `keep` of its `cols` entries (the lecture's form).
+    Rows,
+}
+
+/// A sparse fill of a 2-D tensor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SparsePlan {
+    /// Rows of the matrix.
+    pub rows: usize,
+    /// Columns of the matrix.
+    pub cols: usize,
+    /// Whether each column or each row keeps `keep` entries.
+    pub axis: SparseAxis,
+    /// Entries kept (nonzero) in each line.
+    pub keep: usize,
+    /// Standard deviation of the kept entries.
+    pub std: f64,
+}
+
+impl SparsePlan {
+    /// The length of one line (the entries a mask permutes).
+    pub fn line_len(&self) -> usize {
+        match self.axis {
+            SparseAxis::Columns => self.rows,
+            SparseAxis::Rows => self.cols,
+        }
+    }
+}
+
+/// What a scheme becomes for a given shape: one of the shader's fills
+/// (or the CPU's orthogonal).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Fill {
+    /// Every entry `value`.
+    Constant {
+        /// The value.
+        value: f64,
+    },
+    /// `center + half_width * s`, `s` the centred uniform in `[-1, 1)`.
+    Uniform {
+        /// Midpoint of the interval.
+        center: f64,
+        /// Half its width.
+        half_width: f64,
+    },
+    /// `mean + std * z`.
+    Normal {
+        /// Mean.
+        mean: f64,
+        /// Standard deviation.
+        std: f64,
+    },
+    /// Masked `std * z`.
+    Sparse(SparsePlan),
+    /// `gain * Q`, with `rows = shape[0]` and `cols` the product of the rest:
+    /// the `rows x cols` matrix of normals `z` (element `i` of the stream at
+    /// row-major position `i`), transposed if `rows < cols`, factored as
+    /// `QR` (Householder, faer), `Q`'s columns multiplied by the signs of
+    /// `R`'s diagonal (so that the result is unique and Haar-distributed), and
+    /// transposed back. There is no GPU QR: the GPU path uploads this.
+    Orthogonal {
+        /// `shape[0]`.
+        rows: usize,
+        /// The product of the other dimensions.
+        cols: usize,
+        /// Gain.
+        gain: f64,
+    },
+}
+
+fn invalid(reason: String) -> Error {
+    Error::InvalidArgument { op: OP, reason }
+}
+
+fn finite(name: &str, v: f64) -> Result<f64> {
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(invalid(format!("{name} must be finite, got {v}")))
+    }
+}
+
+fn nonneg(name: &str, v: f64) -> Result<f64> {
+    if finite(name, v)? >= 0.0 {
+        Ok(v)
+    } else {
+        Err(invalid(format!("{name} must be >= 0, got {v}")))
+    }
+}
+
+/// The number of elements of a shape.
+pub fn numel(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| invalid(format!("{shape:?} has more elements than usize holds")))
+}
+
+fn two_d(shape: &[usize], what: &str) -> Result<(usize, usize)> {
+    match shape {
+        [r, c] => Ok((*r, *c)),
+        _ => Err(Error::ShapeMismatch {
+            op: OP,
+            expected: format!("a 2-D weight (rows, cols) for {what}"),
+            got: format!("{shape:?}"),
+        }),
+    }
+}
+
+fn sparse_fits(rows: usize, cols: usize) -> Result<()> {
+    if rows > SPARSE_MAX_LINE || cols > SPARSE_MAX_LINE {
+        return Err(invalid(format!(
+            "sparse: {rows} x {cols} has a side longer than {SPARSE_MAX_LINE}"
+        )));
+    }
+    Ok(())
+}
+
+impl Scheme {
+    /// PyTorch's `kaiming_normal_` defaults: gain `sqrt(2)`, fan_in.
+    pub fn kaiming_normal() -> Self {
+        Scheme::KaimingNormal {
+            gain: KAIMING_GAIN,
+            mode: FanMode::FanIn,
+        }
+    }
+
+    /// PyTorch's `kaiming_uniform_` defaults: gain `sqrt(2)`, fan_in.
+    pub fn kaiming_uniform() -> Self {
+        Scheme::KaimingUniform {
+            gain: KAIMING_GAIN,
+            mode: FanMode::FanIn,
+        }
+    }
+
+    /// Resolve the fans and gains of this scheme for `shape`. A tensor with no
+    /// elements is a no-op for every scheme (as in PyTorch).
+    pub fn plan(&self, shape: &[usize]) -> Result<Fill> {
+        if numel(shape)? == 0 {
+            return Ok(Fill::Constant { value: 0.0 });
+        }
+        let sqrt3 = 3f64.sqrt();
+        Ok(match *self {
+            Scheme::Zeros => Fill::Constant { value: 0.0 },
+            Scheme::Constant { value } => Fill::Constant {
+                value: finite("value", value)?,
+            },
+            Scheme::Uniform { low, high } => {
+                let (low, high) = (finite("low", low)?, finite("high", high)?);
+                if low > high {
+                    return Err(invalid(format!("uniform needs low <= high, got {low} > {high}")));
+                }
+                Fill::Uniform {
+                    center: 0.5 * low + 0.5 * high,
+                    half_width: 0.5 * high - 0.5 * low,
+                }
+            }
+            Scheme::Normal { mean, std } => Fill::Normal {
+                mean: finite("mean", mean)?,
+                std: nonneg("std", std)?,
+            },
+            Scheme::SmallRandom => Fill::Normal {
+                mean: 0.0,
+                std: SMALL_STD,
+            },
+            Scheme::Calibrated => Fill::Normal {
+                mean: 0.0,
+                std: 1.0 / (fans(shape)?.fan_in as f64).sqrt(),
+            },
+            Scheme::KaimingNormal { gain, mode } => Fill::Normal {
+                mean: 0.0,
+                std: nonneg("gain", gain)? / (fans(shape)?.get(mode) as f64).sqrt(),
+            },
+            Scheme::KaimingUniform { gain, mode } => Fill::Uniform {
+                center: 0.0,
+                half_width: sqrt3 * nonneg("gain", gain)? / (fans(shape)?.get(mode) as f64).sqrt(),
+            },
+            Scheme::XavierNormal { gain } => {
+                let f = fans(shape)?;
+                Fill::Normal {
+                    mean: 0.0,
+                    std: nonneg("gain", gain)? * (2.0 / (f.fan_in as f64 + f.fan_out as f64)).sqrt(),
+                }
+            }
+            Scheme::XavierUniform { gain } => {
+                let f = fans(shape)?;
+                Fill::Uniform {
+                    center: 0.0,
+                    half_width: sqrt3
+                        * nonneg("gain", gain)?
+                        * (2.0 / (f.fan_in as f64 + f.fan_out as f64)).sqrt(),
+                }
+            }
+            Scheme::Sparse { sparsity, std } => {
+                let (rows, cols) = two_d(shape, "sparse")?;
+                sparse_fits(rows, cols)?;
+                let sparsity = finite("sparsity", sparsity)?;
+                if !(0.0..=1.0).contains(&sparsity) {
+                    return Err(invalid(format!("sparsity must be in [0, 1], got {sparsity}")));
+                }
+                // PyTorch: num_zeros = int(math.ceil(sparsity * rows)).
+                let zeros = (sparsity * rows as f64).ceil() as usize;
+                Fill::Sparse(SparsePlan {
+                    rows,
+                    cols,
+                    axis: SparseAxis::Columns,
+                    keep: rows - zeros.min(rows),
+                    std: nonneg("std", std)?,
+                })
+            }
+            Scheme::SparseFixed { connections, std } => {
+                let (rows, cols) = two_d(shape, "sparse_fixed")?;
+                sparse_fits(rows, cols)?;
+                if connections > cols {
+                    return Err(invalid(format!(
+                        "sparse_fixed: {connections} connections per neuron, but only {cols} inputs"
+                    )));
+                }
+                Fill::Sparse(SparsePlan {
+                    rows,
+                    cols,
+                    axis: SparseAxis::Rows,
+                    keep: connections,
+                    std: nonneg("std", std)?,
+                })
+            }
+            Scheme::Orthogonal { gain } => {
+                if shape.len() < 2 {
+                    return Err(Error::ShapeMismatch {
+                        op: OP,
+                        expected: "at least 2 dimensions for orthogonal".into(),
+                        got: format!("{shape:?}"),
+                    });
+                }
+                Fill::Orthogonal {
+                    rows: shape[0],
+                    cols: numel(&shape[1..])?,
+                    gain: finite("gain", gain)?,
+                }
+            }
+        })
+    }
+}
+
+/// Largest line length (and line count) a sparse fill accepts.
+pub const SPARSE_MAX_LINE: usize = u32::MAX as usize;
+
+/// `gain * Q` (see [`Fill::Orthogonal`]).
+pub fn orthogonal(rows: usize, cols: usize, gain: f64, rng: Philox) -> Array2<f64> {
+    let z = |i: usize, j: usize| rng.normal((i * cols + j) as u64);
+    let tall = rows >= cols;
+    let a = if tall {
+        faer::Mat::<f64>::from_fn(rows, cols, z)
+    } else {
+        faer::Mat::<f64>::from_fn(cols, rows, |i, j| z(j, i))
+    };
+    let qr = a.qr();
+    let q = qr.compute_thin_Q();
+    let r = qr.thin_R();
+    crate::avx::clear_avx_upper_state();
+    let k = q.ncols();
+    let sign: Vec<f64> = (0..k)
+        .map(|j| if r[(j, j)] < 0.0 { -gain } else { gain })
+        .collect();
+    if tall {
+        Array2::from_shape_fn((rows, cols), |(i, j)| q[(i, j)] * sign[j])
+    } else {
+        Array2::from_shape_fn((rows, cols), |(i, j)| q[(j, i)] * sign[i])
+    }
+}
+
+// The lecture's activation experiment: which streams feed it, what it measures.
+
+/// Mean and standard deviation (ddof 0) of one layer's activations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LayerStats {
+    /// Mean of all activations of the layer.
+    pub mean: f64,
+    /// Their standard deviation.
+    pub std: f64,
+}
+
+/// The stream of the activation experiment's input: stream `u64::MAX` of `seed`.
+pub fn experiment_input_rng(seed: u64) -> Philox {
+    Philox::with_stream(seed, u64::MAX)
+}
+
+/// The stream of layer `layer`'s weight: stream `layer` of `seed`.
+pub fn experiment_weight_rng(seed: u64, layer: usize) -> Philox {
+    Philox::with_stream(seed, layer as u64)
+}

@@ -1,0 +1,19 @@
+//! What the GPU ops ([`crate::ops`]) and the CPU twins ([`crate::cpu`]) share:
+//! options, fitted models and plans. Both depend on this layer and never on
+//! each other.
+//!
+//! | module | holds |
+//! | --- | --- |
+//! | [`stats`] | [`ColumnSummary`](stats::ColumnSummary): per-column statistics on the host |
+//! | [`standardize`] | [`StandardizeOptions`](standardize::StandardizeOptions) and the zero-variance rule |
+//! | [`matmul`] | the fused [`Activation`](matmul::Activation) |
+//! | [`pca`] | [`PcaOptions`](pca::PcaOptions), [`PcaModel`](pca::PcaModel) with its eigendecomposition and `.npz` form |
+//! | [`norm`] | [`NormKind`](norm::NormKind), [`NormShape`](norm::NormShape), [`NormPlan`](norm::NormPlan), [`NormSummary`](norm::NormSummary), [`RunningStatsConfig`](norm::RunningStatsConfig) |
+//! | [`init`] | [`Scheme`](init::Scheme), [`Fill`](init::Fill), [`SparsePlan`](init::SparsePlan), fans, the orthogonal matrix, the lecture experiment's streams |
+
+pub mod init;
+pub mod matmul;
+pub mod norm;
+pub mod pca;
+pub mod standardize;
+pub mod stats;

@@ -1,0 +1,472 @@
+//! PCA's options and its fitted model, shared by the GPU estimator
+//! ([`crate::ops::Pca`]) and the CPU paths: the eigendecomposition of the
+//! covariance, the choice of components, the transform matrices, and the
+//! model's `.npz` form.
+//!
+//! The eigendecomposition is faer's self-adjoint solver (a well-kept pure-Rust
+//! LAPACK-style implementation: tridiagonalization, then divide and conquer),
+//! run on the `D x D` covariance, which is small beside the data. Each
+//! component's sign is fixed so its entry of largest magnitude is positive
+//! (scikit-learn's `svd_flip`), and eigenvalues below zero (rounding on a
+//! rank-deficient covariance) are clamped to 0.
+//!
+//! The fitted [`PcaModel`] is plain host data; the GPU estimator fits it from
+//! GPU data, the CPU twin ([`crate::cpu::pca`]) from host data, and both run
+//! the transforms as one product with the matrices that
+//! [`PcaModel::transform_parts`] and [`PcaModel::inverse_parts`] give.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use faer::diag::Diag;
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::evd;
+use faer::{Mat, Par};
+use ndarray::{s, Array0, Array1, Array2, ArrayView1, ArrayView2};
+use ndarray_npy::{NpzReader, NpzWriter};
+
+use crate::error::{Error, Result};
+use crate::io::write_atomic;
+
+const OP: &str = "pca";
+
+/// Default `eps` of whitening (the lecture's `1e-5`).
+pub const DEFAULT_EPS: f64 = 1e-5;
+
+/// How many components to keep.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum NComponents {
+    /// All `D` components.
+    #[default]
+    All,
+    /// The first `k` components, `1 <= k <= D`.
+    Count(usize),
+    /// The fewest leading components whose explained variance ratio sums to at
+    /// least this fraction, in `(0, 1]`.
+    Fraction(f64),
+}
+
+/// Whitening applied after the rotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Whitening {
+    /// `Xc @ U[:, :k]`: decorrelate (all components) or reduce.
+    #[default]
+    None,
+    /// `Xc @ U[:, :k] / sqrt(S[:k] + eps)`: unit variance along each component.
+    Pca,
+    /// `Xc @ U[:, :k] diag(1/sqrt(S[:k] + eps)) U[:, :k].T`: PCA whitening rotated
+    /// back to the input axes (output has `D` columns).
+    Zca,
+}
+
+impl Whitening {
+    /// The code stored in a saved model: 0 none, 1 PCA, 2 ZCA.
+    pub fn code(self) -> i64 {
+        match self {
+            Whitening::None => 0,
+            Whitening::Pca => 1,
+            Whitening::Zca => 2,
+        }
+    }
+
+    /// Inverse of [`Whitening::code`].
+    pub fn from_code(code: i64) -> Option<Self> {
+        match code {
+            0 => Some(Whitening::None),
+            1 => Some(Whitening::Pca),
+            2 => Some(Whitening::Zca),
+            _ => None,
+        }
+    }
+}
+
+/// Options of a PCA fit. `Default` is the lecture's: all components, no
+/// whitening, `eps = 1e-5`, `ddof = 0`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PcaOptions {
+    /// How many components to keep.
+    pub n_components: NComponents,
+    /// Whitening applied after the rotation.
+    pub whitening: Whitening,
+    /// Added to each eigenvalue before the square root of whitening (`>= 0`).
+    pub eps: f64,
+    /// The covariance divides by `N - ddof`.
+    pub ddof: usize,
+}
+
+impl Default for PcaOptions {
+    fn default() -> Self {
+        PcaOptions {
+            n_components: NComponents::All,
+            whitening: Whitening::None,
+            eps: DEFAULT_EPS,
+            ddof: 0,
+        }
+    }
+}
+
+impl PcaOptions {
+    /// Checks the options that do not depend on the data.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.eps.is_finite() && self.eps >= 0.0) {
+            return Err(Error::invalid(
+                OP,
+                format!("eps must be finite and >= 0, got {}", self.eps),
+            ));
+        }
+        match self.n_components {
+            NComponents::Count(0) => Err(Error::invalid(OP, "n_components must be at least 1")),
+            NComponents::Fraction(f) if !(f > 0.0 && f <= 1.0) => Err(Error::invalid(
+                OP,
+                format!("a fraction of explained variance must be in (0, 1], got {f}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A fitted PCA: everything the transforms need, in f64.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PcaModel {
+    /// Column means of the training data (length `D`).
+    pub mean: Array1<f64>,
+    /// `D x k`: column `j` is the `j`-th principal axis (the lecture's `U[:, :k]`).
+    pub components: Array2<f64>,
+    /// All `D` eigenvalues of the covariance, descending, clamped at 0.
+    pub eigenvalues: Array1<f64>,
+    /// The kept components' eigenvalues (length `k`).
+    pub explained_variance: Array1<f64>,
+    /// `explained_variance / sum(eigenvalues)` (all 0 when the data has no variance).
+    pub explained_variance_ratio: Array1<f64>,
+    /// The whitening the transform applies.
+    pub whitening: Whitening,
+    /// Added to each eigenvalue before the square root of whitening.
+    pub eps: f64,
+    /// The covariance divided by `n_samples - ddof`.
+    pub ddof: usize,
+    /// Rows the model was fitted on.
+    pub n_samples: usize,
+}
+
+/// Below this size the eigendecomposition runs on one thread: measured on a
+/// 2-core machine with faer 0.24, one thread beat faer's rayon default up to
+/// D = 320 (D = 256: 5.5 ms against 7.2 ms) and lost from D = 384 (17.6
+/// against 15.9 ms); thread start-up and synchronization outweigh the work.
+pub const EIGH_SEQUENTIAL_BELOW: usize = 384;
+
+/// The parallelism of the eigendecomposition of a `d x d` matrix: one thread
+/// below [`EIGH_SEQUENTIAL_BELOW`], faer's global setting (all cores unless
+/// the application changed it with `faer::set_global_parallelism`) above.
+pub fn eigh_parallelism(d: usize) -> Par {
+    if d < EIGH_SEQUENTIAL_BELOW {
+        Par::Seq
+    } else {
+        faer::get_global_parallelism()
+    }
+}
+
+/// Eigendecomposition of a symmetric matrix, eigenvalues descending, each
+/// eigenvector's entry of largest magnitude positive, negative eigenvalues
+/// clamped to 0. Returns `(eigenvalues, eigenvectors as columns)`.
+pub fn eigh_descending(c: ArrayView2<'_, f64>) -> Result<(Array1<f64>, Array2<f64>)> {
+    let (d, d2) = c.dim();
+    if d != d2 || d == 0 {
+        return Err(Error::shape(
+            OP,
+            "a square, non-empty covariance",
+            format!("{d} x {d2}"),
+        ));
+    }
+    if let Some(i) = c.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            op: OP,
+            location: format!(
+                "covariance row {}, column {} (non-finite input data?)",
+                i / d,
+                i % d
+            ),
+        });
+    }
+    let m = Mat::<f64>::from_fn(d, d, |i, j| c[[i, j]]);
+    let mut u = Mat::<f64>::zeros(d, d);
+    let mut s = Diag::<f64>::zeros(d);
+    let par = eigh_parallelism(d);
+    let scratch =
+        evd::self_adjoint_evd_scratch::<f64>(d, evd::ComputeEigenvectors::Yes, par, Default::default());
+    evd::self_adjoint_evd(
+        m.as_ref(),
+        s.as_mut(),
+        Some(u.as_mut()),
+        par,
+        MemStack::new(&mut MemBuffer::new(scratch)),
+        Default::default(),
+    )
+    .map_err(|_| Error::NoConvergence {
+        op: OP,
+        what: format!("the eigendecomposition of the {d} x {d} covariance"),
+    })?;
+    crate::avx::clear_avx_upper_state();
+    let s = s.column_vector();
+    // faer sorts ascending: reverse.
+    let mut values = Array1::<f64>::zeros(d);
+    let mut vectors = Array2::<f64>::zeros((d, d));
+    for j in 0..d {
+        let src = d - 1 - j;
+        values[j] = s[src].max(0.0);
+        let mut best = 0;
+        for i in 1..d {
+            if u[(i, src)].abs() > u[(best, src)].abs() {
+                best = i;
+            }
+        }
+        let sign = if u[(best, src)] < 0.0 { -1.0 } else { 1.0 };
+        for i in 0..d {
+            vectors[[i, j]] = sign * u[(i, src)];
+        }
+    }
+    Ok((values, vectors))
+}
+
+/// The number of components `n_components` selects from descending, non-negative eigenvalues.
+pub fn select_components(eigenvalues: ArrayView1<'_, f64>, n_components: NComponents) -> Result<usize> {
+    let d = eigenvalues.len();
+    match n_components {
+        NComponents::All => Ok(d),
+        NComponents::Count(k) if (1..=d).contains(&k) => Ok(k),
+        NComponents::Count(k) => Err(Error::invalid(
+            OP,
+            format!("n_components = {k} must be in 1..={d}"),
+        )),
+        NComponents::Fraction(f) if f > 0.0 && f <= 1.0 => {
+            let total: f64 = eigenvalues.sum();
+            if total <= 0.0 {
+                return Ok(1);
+            }
+            let mut cum = 0.0;
+            for (i, &v) in eigenvalues.iter().enumerate() {
+                cum += v;
+                if cum / total >= f {
+                    return Ok(i + 1);
+                }
+            }
+            Ok(d)
+        }
+        NComponents::Fraction(f) => Err(Error::invalid(
+            OP,
+            format!("a fraction of explained variance must be in (0, 1], got {f}"),
+        )),
+    }
+}
+
+impl PcaModel {
+    /// Builds the model from a mean and a covariance (the GPU fit computes both
+    /// on the device and finishes here).
+    pub fn from_covariance(
+        mean: Array1<f64>,
+        cov: ArrayView2<'_, f64>,
+        n_samples: usize,
+        options: &PcaOptions,
+    ) -> Result<Self> {
+        options.validate()?;
+        if cov.dim() != (mean.len(), mean.len()) {
+            return Err(Error::shape(
+                OP,
+                format!("a {0} x {0} covariance", mean.len()),
+                format!("{} x {}", cov.nrows(), cov.ncols()),
+            ));
+        }
+        let (eigenvalues, vectors) = eigh_descending(cov)?;
+        let k = select_components(eigenvalues.view(), options.n_components)?;
+        let total: f64 = eigenvalues.sum();
+        let explained_variance = eigenvalues.slice(s![..k]).to_owned();
+        let explained_variance_ratio = if total > 0.0 {
+            explained_variance.mapv(|v| v / total)
+        } else {
+            Array1::zeros(k)
+        };
+        Ok(PcaModel {
+            mean,
+            components: vectors.slice(s![.., ..k]).to_owned(),
+            eigenvalues,
+            explained_variance,
+            explained_variance_ratio,
+            whitening: options.whitening,
+            eps: options.eps,
+            ddof: options.ddof,
+            n_samples,
+        })
+    }
+
+    /// Input columns `D`.
+    pub fn n_features(&self) -> usize {
+        self.mean.len()
+    }
+
+    /// Kept components `k`.
+    pub fn n_components(&self) -> usize {
+        self.components.ncols()
+    }
+
+    /// Columns of the transform's output: `k`, or `D` for ZCA.
+    pub fn output_dim(&self) -> usize {
+        match self.whitening {
+            Whitening::Zca => self.n_features(),
+            _ => self.n_components(),
+        }
+    }
+
+    fn inv_sqrt(&self) -> Array1<f64> {
+        self.explained_variance.mapv(|v| 1.0 / (v + self.eps).sqrt())
+    }
+
+    fn sqrt(&self) -> Array1<f64> {
+        self.explained_variance.mapv(|v| (v + self.eps).sqrt())
+    }
+
+    /// The forward transform as one product: `transform(X) = ((X - mean) @ W) * scale`.
+    /// Returns `(W: D x output_dim, scale: Some(per-column) for PCA whitening)`;
+    /// for ZCA `W = U diag(1/sqrt(S + eps)) U^T` is precomputed here.
+    pub fn transform_parts(&self) -> (Array2<f64>, Option<Array1<f64>>) {
+        match self.whitening {
+            Whitening::None => (self.components.clone(), None),
+            Whitening::Pca => (self.components.clone(), Some(self.inv_sqrt())),
+            Whitening::Zca => {
+                let scaled = &self.components * &self.inv_sqrt();
+                (scaled.dot(&self.components.t()), None)
+            }
+        }
+    }
+
+    /// The inverse transform as one product: `inverse(Y) = Y @ V + mean`, returns
+    /// `V` (`output_dim x D`).
+    pub fn inverse_parts(&self) -> Array2<f64> {
+        match self.whitening {
+            Whitening::None => self.components.t().to_owned(),
+            Whitening::Pca => {
+                let scaled = &self.components * &self.sqrt();
+                scaled.t().to_owned()
+            }
+            Whitening::Zca => {
+                let scaled = &self.components * &self.sqrt();
+                scaled.dot(&self.components.t())
+            }
+        }
+    }
+
+    /// Saves the model as a compressed `.npz` of named f64/i64 arrays, readable by
+    /// `numpy.load`: `mean`, `components` (D x k), `eigenvalues`, `explained_variance`,
+    /// `explained_variance_ratio`, `eps`, and the i64 scalars `whitening`
+    /// (0 none, 1 PCA, 2 ZCA), `ddof`, `n_samples`, `format_version` (1).
+    /// Written atomically (temporary file, then rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_atomic(path, |w| {
+            let err = |e: ndarray_npy::WriteNpzError| Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(e),
+            };
+            let scalar_i = |v: i64| Array0::from_elem((), v);
+            let mut npz = NpzWriter::new_compressed(w);
+            npz.add_array("mean", &self.mean).map_err(err)?;
+            npz.add_array("components", &self.components).map_err(err)?;
+            npz.add_array("eigenvalues", &self.eigenvalues).map_err(err)?;
+            npz.add_array("explained_variance", &self.explained_variance)
+                .map_err(err)?;
+            npz.add_array("explained_variance_ratio", &self.explained_variance_ratio)
+                .map_err(err)?;
+            npz.add_array("eps", &Array0::from_elem((), self.eps))
+                .map_err(err)?;
+            npz.add_array("whitening", &scalar_i(self.whitening.code()))
+                .map_err(err)?;
+            npz.add_array("ddof", &scalar_i(self.ddof as i64)).map_err(err)?;
+            npz.add_array("n_samples", &scalar_i(self.n_samples as i64))
+                .map_err(err)?;
+            npz.add_array("format_version", &scalar_i(1)).map_err(err)?;
+            npz.finish().map_err(err)?;
+            Ok(())
+        })
+    }
+
+    /// Loads a model written by [`PcaModel::save`] (or by numpy with the same
+    /// names and dtypes: `np.savez(path, mean=..., components=..., ...)`),
+    /// checking that the shapes agree and the values are finite.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bad = |reason: String| Error::Parse {
+            path: path.to_path_buf(),
+            line: None,
+            reason,
+        };
+        let file = File::open(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut npz =
+            NpzReader::new(BufReader::new(file)).map_err(|e| bad(format!("not an .npz file: {e}")))?;
+        macro_rules! get {
+            ($name:literal, $ty:ty) => {{
+                let a: $ty = npz
+                    .by_name($name)
+                    .map_err(|e| bad(format!("array {:?}: {e}", $name)))?;
+                a
+            }};
+        }
+        let mean = get!("mean", Array1<f64>);
+        let components = get!("components", Array2<f64>);
+        let eigenvalues = get!("eigenvalues", Array1<f64>);
+        let explained_variance = get!("explained_variance", Array1<f64>);
+        let explained_variance_ratio = get!("explained_variance_ratio", Array1<f64>);
+        let eps = get!("eps", Array0<f64>).into_scalar();
+        let whitening = get!("whitening", Array0<i64>).into_scalar();
+        let ddof = get!("ddof", Array0<i64>).into_scalar();
+        let n_samples = get!("n_samples", Array0<i64>).into_scalar();
+
+        let d = mean.len();
+        let k = components.ncols();
+        if d == 0
+            || components.nrows() != d
+            || k == 0
+            || k > d
+            || eigenvalues.len() != d
+            || explained_variance.len() != k
+            || explained_variance_ratio.len() != k
+        {
+            return Err(bad(format!(
+                "inconsistent model shapes: mean {d}, components {:?}, eigenvalues {}, \
+                 explained_variance {}, explained_variance_ratio {}",
+                components.dim(),
+                eigenvalues.len(),
+                explained_variance.len(),
+                explained_variance_ratio.len()
+            )));
+        }
+        let whitening = Whitening::from_code(whitening).ok_or_else(|| {
+            bad(format!(
+                "whitening must be 0 (none), 1 (pca) or 2 (zca), got {whitening}"
+            ))
+        })?;
+        if !(eps.is_finite() && eps >= 0.0) || ddof < 0 || n_samples < 0 {
+            return Err(bad(format!(
+                "bad scalars: eps {eps}, ddof {ddof}, n_samples {n_samples}"
+            )));
+        }
+        if !(mean.iter().all(|v| v.is_finite())
+            && components.iter().all(|v| v.is_finite())
+            && eigenvalues.iter().all(|v| v.is_finite())
+            && explained_variance.iter().all(|v| v.is_finite())
+            && explained_variance_ratio.iter().all(|v| v.is_finite()))
+        {
+            return Err(bad("non-finite values in the model".into()));
+        }
+        Ok(PcaModel {
+            mean,
+            components,
+            eigenvalues,
+            explained_variance,
+            explained_variance_ratio,
+            whitening,
+            eps,
+            ddof: ddof as usize,
+            n_samples: n_samples as usize,
+        })
+    }
+}
