@@ -94,14 +94,18 @@ fn bench_batchnorm(c: &mut Criterion) {
         let y = GpuMatrix::uninit(g, n, f).unwrap();
         group.throughput(Throughput::Bytes(8 * len));
         group.bench_function(BenchmarkId::new("forward/gpu", &id), |b| {
-            b.iter_custom(|iters| time_gpu(g, iters, |enc| bn.encode_forward_train(g, enc, &xg, &y).unwrap()))
+            b.iter_custom(|iters| {
+                time_gpu(g, iters, |enc| {
+                    bn.encode_forward_train_into(g, enc, &xg, &y).unwrap()
+                })
+            })
         });
         let grads = bn.backward(g, &xg, &dyg).unwrap();
         group.throughput(Throughput::Bytes(12 * len));
         group.bench_function(BenchmarkId::new("backward/gpu", &id), |b| {
             b.iter_custom(|iters| {
                 time_gpu(g, iters, |enc| {
-                    bn.encode_backward(g, enc, &xg, &dyg, &grads).unwrap()
+                    bn.encode_backward_into(g, enc, &xg, &dyg, &grads).unwrap()
                 })
             })
         });
@@ -184,7 +188,7 @@ fn bench_norms(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("forward/gpu", &id), |b| {
             b.iter_custom(|iters| {
                 time_gpu(g, iters, |enc| {
-                    norm.encode_forward(g, enc, &xg, &gm, &bt, &out).unwrap()
+                    norm.encode_forward_into(g, enc, &xg, &gm, &bt, &out).unwrap()
                 })
             })
         });
@@ -192,7 +196,7 @@ fn bench_norms(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("backward/gpu", &id), |b| {
             b.iter_custom(|iters| {
                 time_gpu(g, iters, |enc| {
-                    norm.encode_backward(g, enc, &xg, &dyg, &gm, &out.stats, &grads)
+                    norm.encode_backward_into(g, enc, &xg, &dyg, &gm, &out.stats, &grads)
                         .unwrap()
                 })
             })

@@ -42,22 +42,23 @@ fn bench(c: &mut Criterion) {
             b.iter(|| cpu::column_stats(x.view(), 0).unwrap())
         });
         let Some(g) = gpu.as_ref() else { continue };
-        if (n * d * 4) as u64 > g.max_binding_bytes() {
-            continue;
-        }
         let xg = GpuMatrix::upload(g, x.view()).unwrap();
-        let out = GpuMatrix::uninit(g, 5, d).unwrap();
+        let mut out = ops::ColumnStats::uninit(g, d).unwrap();
+        let opts = ops::ColumnStatsOptions::default();
         group.bench_with_input(BenchmarkId::new("gpu", &id), &xg, |b, xg| {
             b.iter_custom(|iters| {
                 time_gpu(g, iters, |enc| {
-                    ops::encode_column_stats_into(g, enc, xg, 0, &out).unwrap()
+                    ops::encode_column_stats_into(g, enc, xg, &mut out, &opts).unwrap()
                 })
             })
         });
         group.bench_with_input(BenchmarkId::new("gpu_roundtrip", &id), &x, |b, x| {
             b.iter(|| {
                 let xg = GpuMatrix::upload(g, x.view()).unwrap();
-                ops::column_stats(g, &xg, 0).unwrap().download(g).unwrap()
+                ops::column_stats(g, &xg, &ops::ColumnStatsOptions::ddof(0))
+                    .unwrap()
+                    .download(g)
+                    .unwrap()
             })
         });
     }

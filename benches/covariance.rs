@@ -47,12 +47,20 @@ fn bench(c: &mut Criterion) {
         });
         let Some(g) = gpu.as_ref() else { continue };
         let xg = GpuMatrix::upload(g, x.view()).unwrap();
-        let stats = ops::column_stats(g, &xg, 0).unwrap();
+        let stats = ops::column_stats(g, &xg, &ops::ColumnStatsOptions::ddof(0)).unwrap();
         let out = GpuMatrix::uninit(g, d, d).unwrap();
         group.bench_with_input(BenchmarkId::new("gpu", &id), &xg, |b, xg| {
             b.iter_custom(|iters| {
                 time_gpu(g, iters, |enc| {
-                    ops::encode_covariance_into(g, enc, xg, &stats.buffer, 0, &out).unwrap()
+                    ops::encode_covariance_into(
+                        g,
+                        enc,
+                        xg,
+                        &stats.buffer,
+                        &out,
+                        &ops::CovarianceOptions::ddof(0),
+                    )
+                    .unwrap()
                 })
             })
         });

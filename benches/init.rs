@@ -58,7 +58,7 @@ fn bench(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new(format!("gpu/{name}"), &id), |b| {
                 b.iter_custom(|iters| {
                     time_gpu(g, iters, |enc| {
-                        gpu_init::encode_init(g, enc, &[rows, cols], scheme, rng, &out).unwrap()
+                        gpu_init::encode_init_into(g, enc, &[rows, cols], scheme, rng, &out).unwrap()
                     })
                 })
             });

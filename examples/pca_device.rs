@@ -9,8 +9,8 @@
 
 use std::time::Instant;
 
-use gpuprep::ops::covariance::encode_covariance_with;
-use gpuprep::ops::matmul::encode_matmul_with;
+use gpuprep::ops::covariance::{encode_covariance_into, CovarianceOptions};
+use gpuprep::ops::matmul::encode_matmul_into;
 use gpuprep::ops::{CovarianceConfig, MatmulConfig, MatmulOptions};
 use gpuprep::{cpu, ops, time_recorded, Gpu, GpuMatrix, GpuTimer, NComponents, Pca, PcaOptions, Whitening};
 use ndarray::Array2;
@@ -101,9 +101,10 @@ fn main() -> gpuprep::Result<()> {
         copy * 1e3,
         2.0 * bytes as f64 / copy / 1e9
     );
-    let stats = ops::column_stats(&gpu, &xg, 0)?;
+    let stats = ops::column_stats(&gpu, &xg, &ops::ColumnStatsOptions::ddof(0))?;
     let t_stats = time_gpu(&gpu, REPS, |enc| {
-        ops::encode_column_stats(&gpu, enc, &xg, 0).map(|_| ())
+        let mut st = ops::ColumnStats::uninit(&gpu, xg.cols())?;
+        ops::encode_column_stats_into(&gpu, enc, &xg, &mut st, &ops::ColumnStatsOptions::default())
     })?;
     println!("column_stats {:.3} ms", t_stats * 1e3);
 
@@ -132,7 +133,17 @@ fn main() -> gpuprep::Result<()> {
             rows_per_step: kstep,
         };
         let t = time_gpu(&gpu, REPS, |enc| {
-            encode_covariance_with(&gpu, enc, &xg, &stats.buffer, 0, &cov, &config)
+            encode_covariance_into(
+                &gpu,
+                enc,
+                &xg,
+                &stats.buffer,
+                &cov,
+                &CovarianceOptions {
+                    ddof: 0,
+                    tuning: Some(config),
+                },
+            )
         })?;
         println!(
             "  tile {:>3} target {:>5} kstep {kstep:>2}: {:>8.3} ms  {:>6.1} TFLOP/s  (cuBLAS fp32 2.538 ms: {:.2}x)",
@@ -147,7 +158,14 @@ fn main() -> gpuprep::Result<()> {
         }
     }
     let t_default = time_gpu(&gpu, REPS, |enc| {
-        ops::encode_covariance_into(&gpu, enc, &xg, &stats.buffer, 0, &cov)
+        ops::encode_covariance_into(
+            &gpu,
+            enc,
+            &xg,
+            &stats.buffer,
+            &cov,
+            &ops::CovarianceOptions::ddof(0),
+        )
     })?;
     println!("  default config: {:.3} ms; best {:?}", t_default * 1e3, best.1);
 
@@ -155,7 +173,9 @@ fn main() -> gpuprep::Result<()> {
     let na = if quick { 1024 } else { 1 << 18 };
     let xa = data(na, d, 1.0e4, 2);
     let xag = GpuMatrix::upload(&gpu, xa.view())?;
-    let got = ops::covariance(&gpu, &xag, 0)?.download(&gpu)?.mapv(f64::from);
+    let got = ops::covariance(&gpu, &xag, &ops::CovarianceOptions::ddof(0))?
+        .download(&gpu)?
+        .mapv(f64::from);
     let want = cpu::covariance(xa.view(), 0)?;
     println!(
         "  accuracy, {na} x {d}, offset 1e4: Frobenius rel error {:.2e}",
@@ -167,7 +187,7 @@ fn main() -> gpuprep::Result<()> {
         let (n2, d2) = (1 << 18, 1024);
         let x2 = data(n2, d2, 0.0, 3);
         let x2g = GpuMatrix::upload(&gpu, x2.view())?;
-        let s2 = ops::column_stats(&gpu, &x2g, 0)?;
+        let s2 = ops::column_stats(&gpu, &x2g, &ops::ColumnStatsOptions::ddof(0))?;
         let c2 = GpuMatrix::uninit(&gpu, d2, d2)?;
         let flops2 = 2.0 * n2 as f64 * (d2 * d2) as f64;
         for (wg, target, kstep) in [
@@ -187,7 +207,17 @@ fn main() -> gpuprep::Result<()> {
                 rows_per_step: kstep,
             };
             let t = time_gpu(&gpu, 3, |enc| {
-                encode_covariance_with(&gpu, enc, &x2g, &s2.buffer, 0, &c2, &config)
+                encode_covariance_into(
+                    &gpu,
+                    enc,
+                    &x2g,
+                    &s2.buffer,
+                    &c2,
+                    &CovarianceOptions {
+                        ddof: 0,
+                        tuning: Some(config),
+                    },
+                )
             })?;
             println!(
                 "  {n2} x {d2}: tile {} target {target} kstep {kstep}: {:.3} ms, {:.1} TFLOP/s",
@@ -197,7 +227,7 @@ fn main() -> gpuprep::Result<()> {
             );
         }
         let t = time_gpu(&gpu, 3, |enc| {
-            ops::encode_covariance_into(&gpu, enc, &x2g, &s2.buffer, 0, &c2)
+            ops::encode_covariance_into(&gpu, enc, &x2g, &s2.buffer, &c2, &ops::CovarianceOptions::ddof(0))
         })?;
         println!(
             "  {n2} x {d2}: default config: {:.3} ms, {:.1} TFLOP/s",
@@ -243,7 +273,17 @@ fn main() -> gpuprep::Result<()> {
         for config in configs {
             let th = (config.threads, config.k_step);
             let t = match time_gpu(&gpu, REPS, |enc| {
-                encode_matmul_with(&gpu, enc, &xg, &wg, opts, &out, config)
+                encode_matmul_into(
+                    &gpu,
+                    enc,
+                    &xg,
+                    &wg,
+                    &out,
+                    &MatmulOptions {
+                        tuning: Some(config),
+                        ..opts
+                    },
+                )
             }) {
                 Ok(t) => t,
                 Err(e) => {
@@ -261,7 +301,7 @@ fn main() -> gpuprep::Result<()> {
         }
         // accuracy vs twin on the first rows
         let rows = 4096.min(n);
-        let got = ops::matmul(&gpu, &xg, &wg, opts)?
+        let got = ops::matmul(&gpu, &xg, &wg, &opts)?
             .download_rows(&gpu, 0, rows)?
             .mapv(f64::from);
         let mean = stats.download(&gpu)?.mean;

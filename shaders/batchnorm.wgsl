@@ -3,6 +3,11 @@
 // consecutive columns c*S .. c*S+S-1 (S = 1 for (N, D) input). CPU twin:
 // src/cpu/batchnorm.rs (and the generic src/cpu/norm.rs).
 //
+// A matrix larger than one binding is processed in pieces (row ranges bound
+// one at a time): each partial pass writes its chunks from chunk_base on, the
+// finalize passes merge the chunks of all pieces, and dx divides by the rows
+// of all pieces (total_rows).
+//
 // Every pass over the data gives one thread one column and a strided set of
 // rows, so a warp reads consecutive addresses and the column's channel is
 // computed once per thread, not per element. A workgroup of WG threads is
@@ -35,10 +40,10 @@
 // sh_merge() come from shaders/common/welford.wgsl, which src/shaders.rs prepends.
 
 struct Params {
-    rows: u32,          // N: rows of the (N, F) view
+    rows: u32,          // rows of the piece this dispatch covers (N when unsplit)
     cols: u32,          // F = C * S
     chunk_rows: u32,    // rows per chunk
-    chunks: u32,        // number of row chunks P
+    chunks: u32,        // row chunks: of this piece (data passes), of all pieces (finalize passes)
     col_lanes: u32,     // TC: columns per workgroup (power of two dividing WG)
     col_tiles: u32,     // ceil(F / TC)
     channels: u32,      // C: channels merged by the finalize passes
@@ -49,8 +54,10 @@ struct Params {
     _pad0: u32,
     eps: f32,
     momentum: f32,      // weight of the new batch in the running averages
-    _pad1: f32,
-    _pad2: f32,
+    chunk_base: u32,    // partial passes: this piece's first chunk
+    row_base: u32,      // this piece's first row of the (N, F) view
+    total_rows: u32,    // N: rows of all pieces
+    _pad1: u32,
 }
 
 const FLAG_UPDATE_RUNNING: u32 = 1u;   // stats_finalize updates running statistics
@@ -154,7 +161,7 @@ fn stats_partials(
         workgroupBarrier();
     }
     if (rl == 0u && col < p.cols) {
-        partials[chunk * p.cols + col] = Partial(sh_n[li], shift, sh_a[li], sh_b[li]);
+        partials[(p.chunk_base + chunk) * p.cols + col] = Partial(sh_n[li], shift, sh_a[li], sh_b[li]);
     }
 }
 
@@ -348,7 +355,7 @@ fn grad_partials(
                 if (r >= r1) {
                     break;
                 }
-                let st = stats[r * gs + g0];
+                let st = stats[(p.row_base + r) * gs + g0];
                 let i = r * f + col;
                 let e = dy[i];
                 s_dy = s_dy + e;
@@ -369,7 +376,7 @@ fn grad_partials(
         workgroupBarrier();
     }
     if (rl == 0u && col < p.cols) {
-        gpartials[chunk * p.cols + col] = vec2<f32>(sh_a[li], sh_b[li]);
+        gpartials[(p.chunk_base + chunk) * p.cols + col] = vec2<f32>(sh_a[li], sh_b[li]);
     }
 }
 
@@ -429,7 +436,7 @@ fn dx(
     let r1 = min(r0 + p.chunk_rows, p.rows);
     let c = col / p.spatial;
     let st = stats[c];
-    let inv_m = 1.0 / (f32(p.rows) * f32(p.spatial));
+    let inv_m = 1.0 / (f32(p.total_rows) * f32(p.spatial));
     let a = gamma[c] * st.z;
     let mdy = dbeta[c] * inv_m;
     let mdyx = dgamma[c] * inv_m;

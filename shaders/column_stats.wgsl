@@ -2,24 +2,26 @@
 //
 // Pass 1 (`column_stats_partial`): workgroup (64, 4) covers 64 columns of one
 // chunk of rows; each thread runs Welford over every 4th row of the chunk.
-// Values are shifted by the column's first element K = x[0, c] before
-// accumulation, so data with a large offset (1e4 + unit noise) keeps full
-// precision in f32; all partials share the same shift. The 4 row lanes are
-// merged in workgroup memory (Chan et al.), then one partial per
-// (column, chunk) is written.
+// Values are shifted by the column's first element K = x[0, c] (the `shift`
+// binding: row 0 of the whole matrix) before accumulation, so data with a
+// large offset (1e4 + unit noise) keeps full precision in f32; all partials
+// share the same shift. The 4 row lanes are merged in workgroup memory (Chan
+// et al.), then one partial per (column, chunk) is written. A matrix split
+// into pieces (row ranges bound one at a time) runs pass 1 once per piece,
+// each writing its chunks from `chunk_base` on.
 // Pass 2 (`column_stats_finalize`): one workgroup of 256 threads per column
 // merges that column's partials (strided loop, then a tree in workgroup
 // memory) and writes mean, var, std, min, max.
 
 struct Params {
-    n: u32,              // rows
+    n: u32,              // rows of this piece
     d: u32,              // columns
     rows_per_chunk: u32,
-    n_chunks: u32,
+    n_chunks: u32,       // chunks of all pieces (the partials' stride per column)
     ddof: f32,
     groups_x: u32,       // workgroups along x in the finalize dispatch
+    chunk_base: u32,     // this piece's first chunk
     _pad0: u32,
-    _pad1: u32,
 }
 
 // Welford state of a set of shifted values.
@@ -38,6 +40,8 @@ struct Partial {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 // The same X seen as vec4 (used by column_stats_partial_vec4 when D % 4 == 0).
 @group(0) @binding(4) var<storage, read> x4: array<vec4<f32>>;
+// Row 0 of the whole matrix: each column's shift.
+@group(0) @binding(5) var<storage, read> shift: array<f32>;
 
 const LANES: u32 = 4u;
 const COLS: u32 = 64u;
@@ -79,7 +83,7 @@ fn column_stats_partial(
     let d = params.d;
     var s = empty_partial();
     if (c < d) {
-        let shift = x[c];
+        let k = shift[c];
         let start = chunk * params.rows_per_chunk;
         let end = min(params.n, start + params.rows_per_chunk);
         var r = start + lid.y;
@@ -88,7 +92,7 @@ fn column_stats_partial(
                 break;
             }
             let v = x[r * d + c];
-            let y = v - shift;
+            let y = v - k;
             s.count = s.count + 1.0;
             let delta = y - s.mean;
             s.mean = s.mean + delta / s.count;
@@ -105,7 +109,7 @@ fn column_stats_partial(
         for (var l = 1u; l < LANES; l = l + 1u) {
             acc = merge(acc, lane_state[l * COLS + lid.x]);
         }
-        partials[c * params.n_chunks + chunk] = acc;
+        partials[c * params.n_chunks + params.chunk_base + chunk] = acc;
     }
 }
 
@@ -118,8 +122,8 @@ struct Partial4 {
     mx: vec4<f32>,
 }
 
-fn update4(s: ptr<function, Partial4>, v: vec4<f32>, shift: vec4<f32>) {
-    let y = v - shift;
+fn update4(s: ptr<function, Partial4>, v: vec4<f32>, k: vec4<f32>) {
+    let y = v - k;
     (*s).count = (*s).count + 1.0;
     let delta = y - (*s).mean;
     (*s).mean = (*s).mean + delta * (1.0 / (*s).count);
@@ -146,7 +150,7 @@ fn column_stats_partial_vec4(
     let big = vec4<f32>(3.0e38);
     var s = Partial4(0.0, vec4<f32>(0.0), vec4<f32>(0.0), big, -big);
     if (c4 < d4) {
-        let shift = x4[c4];
+        let k = vec4<f32>(shift[4u * c4], shift[4u * c4 + 1u], shift[4u * c4 + 2u], shift[4u * c4 + 3u]);
         let start = chunk * params.rows_per_chunk;
         let end = min(params.n, start + params.rows_per_chunk);
         var r = start + lid.y;
@@ -159,30 +163,30 @@ fn column_stats_partial_vec4(
             let b = x4[(r + LANES) * d4 + c4];
             let c = x4[(r + 2u * LANES) * d4 + c4];
             let e = x4[(r + 3u * LANES) * d4 + c4];
-            update4(&s, a, shift);
-            update4(&s, b, shift);
-            update4(&s, c, shift);
-            update4(&s, e, shift);
+            update4(&s, a, k);
+            update4(&s, b, k);
+            update4(&s, c, k);
+            update4(&s, e, k);
             r = r + 4u * LANES;
         }
         loop {
             if (r >= end) {
                 break;
             }
-            update4(&s, x4[r * d4 + c4], shift);
+            update4(&s, x4[r * d4 + c4], k);
             r = r + LANES;
         }
     }
     // Merge the 4 row lanes, one column of the 4 at a time.
-    for (var k = 0u; k < 4u; k = k + 1u) {
-        lane_state[lid.y * COLS + lid.x] = lane(s, k);
+    for (var q = 0u; q < 4u; q = q + 1u) {
+        lane_state[lid.y * COLS + lid.x] = lane(s, q);
         workgroupBarrier();
         if (lid.y == 0u && c4 < d4) {
             var acc = lane_state[lid.x];
             for (var l = 1u; l < LANES; l = l + 1u) {
                 acc = merge(acc, lane_state[l * COLS + lid.x]);
             }
-            partials[(c4 * 4u + k) * params.n_chunks + chunk] = acc;
+            partials[(c4 * 4u + q) * params.n_chunks + params.chunk_base + chunk] = acc;
         }
         workgroupBarrier();
     }
@@ -214,7 +218,7 @@ fn column_stats_finalize(
     if (lid.x == 0u && c < d) {
         let t = fin_state[0];
         let var_ = t.m2 / (t.count - params.ddof);
-        out[c] = x[c] + t.mean;
+        out[c] = shift[c] + t.mean;
         out[d + c] = var_;
         out[2u * d + c] = sqrt(var_);
         out[3u * d + c] = t.mn;

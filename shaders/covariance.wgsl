@@ -18,21 +18,27 @@
 // workgroup memory, each thread holding an 8 x 8 register tile; it writes its
 // TILE x TILE partial sum to `partials[s][t]`, and the diagonal tiles' groups
 // write their columns' sums to `colsums[s]`. Splitting N into slices gives the
-// device enough workgroups when D (and so the number of tiles) is small.
+// device enough workgroups when D (and so the number of tiles) is small. A
+// matrix split into pieces (row ranges bound one at a time) runs pass 1 once
+// per piece, its slices numbered from slice_base.
 // Pass 2, `covariance_finalize`: sums the slices (compensated), removes
 // s s^T / N, scales by 1 / (N - ddof), writes the tile's entries on and above
 // the diagonal and their mirrors. (In a diagonal tile pass 1 skips the quarter
 // of each thread's outputs that lies wholly below the diagonal.)
 
 struct Params {
-    n: u32,              // rows of X
+    n: u32,              // rows of X in this piece (pass 1)
     d: u32,              // columns of X
     rows_per_slice: u32, // rows each slice of pass 1 covers
-    n_slices: u32,
+    n_slices: u32,       // slices of all pieces
     n_blocks: u32,       // ceil(d / TILE)
     n_tiles: u32,        // n_blocks * (n_blocks + 1) / 2, the upper tiles
-    scale: f32,          // 1 / (n - ddof)
-    inv_n: f32,          // 1 / n
+    scale: f32,          // 1 / (N - ddof), N the rows of all pieces
+    inv_n: f32,          // 1 / N
+    slice_base: u32,     // this piece's first slice (pass 1)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 // Threads along each side of a tile: TILE = 8 * WG. One of 4, 8, 16.
@@ -205,7 +211,8 @@ fn covariance_partial(
     }
 
     // partials[slice][tile] is TILE x TILE, row-major, in vec4s.
-    let base = (wid.y * params.n_tiles + wid.x) * tile * t4;
+    let slice = params.slice_base + wid.y;
+    let base = (slice * params.n_tiles + wid.x) * tile * t4;
     let lo = 4u * lid.y;
     let hi = tile / 2u + 4u * lid.y;
     store_partial(base, lo, lid.x, acc[0], acc[1]);
@@ -227,7 +234,7 @@ fn covariance_partial(
             for (var r = 0u; r < kstride; r++) {
                 t += a_tile[r * t4 + c4];
             }
-            colsums[wid.y * params.n_blocks * t4 + bij.x * t4 + c4] = t;
+            colsums[slice * params.n_blocks * t4 + bij.x * t4 + c4] = t;
         }
     }
 }

@@ -37,6 +37,10 @@ struct Params {
     keep: u32,
     line_len: u32,
     by_rows: u32,
+    row_base: u32,   // fill_sparse: the matrix row of this piece's first element
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -260,8 +264,9 @@ fn fill_normal(@builtin(global_invocation_id) gid: vec3<u32>) {
     store4(t, bitcast<vec4<u32>>(params.a + params.b * z));
 }
 
-// Sparse: a whole rows x cols matrix (offset 0); entry (i, j) is std * z when
-// the permutation of its line puts its position below keep, else 0.
+// Sparse: a rows x cols matrix filled in pieces of whole rows (stream
+// element offset = row_base * cols); entry (i, j) is std * z when the
+// permutation of its line puts its position below keep, else 0.
 @compute @workgroup_size(WG)
 fn fill_sparse(@builtin(global_invocation_id) gid: vec3<u32>) {
     let t = invocation(gid);
@@ -270,10 +275,12 @@ fn fill_sparse(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let z = normal4(block_words(t));
     for (var l = 0u; l < 4u; l++) {
-        let e = 4u * t + l;
-        if (e < params.n) {
-            let row = e / params.cols;
-            let col = e - row * params.cols;
+        let e4 = 4u * t + l;
+        if (e4 >= params.lead && e4 - params.lead < params.n) {
+            let e = e4 - params.lead;
+            let local_row = e / params.cols;
+            let col = e - local_row * params.cols;
+            let row = params.row_base + local_row;
             let line = select(col, row, params.by_rows != 0u);
             let pos = select(row, col, params.by_rows != 0u);
             let keys = philox4x32_10(

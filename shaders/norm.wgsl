@@ -37,7 +37,7 @@ struct RowParams {
     lane_q: u32,       // TL / S
     lane_r: u32,       // TL % S
     eps: f32,
-    _pad0: f32,
+    row_base: u32,     // this piece's first row (a matrix larger than one binding is split into pieces)
     _pad1: f32,
     _pad2: f32,
 }
@@ -147,7 +147,7 @@ fn row_forward(
         workgroupBarrier();
         if (valid) {
             if (lane == 0u) {
-                stats[r] = vec4<f32>(shift, ms, invstd, var_b);
+                stats[p.row_base + r] = vec4<f32>(shift, ms, invstd, var_b);
             }
             let base = r * len;
             var af = affine_start(r, lane);
@@ -180,7 +180,7 @@ fn row_backward(
         var s_g = 0.0;
         var s_gx = 0.0;
         if (valid) {
-            st = stats[r];
+            st = stats[p.row_base + r];
             let base = r * len;
             var af = affine_start(r, lane);
             for (var i = lane; i < len; i = i + tl) {

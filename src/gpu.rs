@@ -6,24 +6,38 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ndarray::ArrayView2;
 use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
-use crate::shaders::Shader;
+use crate::matrix::Span;
+use crate::shaders::{Shader, Slot};
 
 /// How long a readback waits for the GPU before it gives up with
 /// [`Error::Timeout`] (a wait never hangs forever).
 pub const DEFAULT_READBACK_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// A pipeline: the shader, its entry point, and the bits of each `override`.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct PipelineKey {
     shader: &'static str,
-    entry: String,
-    constants: String,
+    entry: &'static str,
+    constants: Vec<(&'static str, u64)>,
 }
+
+/// Uniform buffers kept by content (never written after creation, so any
+/// number of recorded dispatches may share one); cleared when it grows past this.
+const UNIFORM_CACHE_MAX: usize = 4096;
+
+/// Each context's identity (wgpu's own ids repeat across instances).
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// One binding of a dispatch: the shader's slot and what it binds.
+pub(crate) type Bind<'a> = (Slot, &'a Span);
 
 /// A GPU context: everything gpuprep needs to run work on one device.
 ///
@@ -35,7 +49,20 @@ pub struct Gpu {
     info: Option<wgpu::AdapterInfo>,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    uniforms: Mutex<HashMap<Vec<u8>, Span>>,
+    scratch: Mutex<HashMap<(&'static str, u64), wgpu::Buffer>>,
+    lost: Arc<Lost>,
+    id: u64,
     readback_timeout: Duration,
+    max_block_bytes: Option<u64>,
+    max_piece_bytes: Option<u64>,
+}
+
+/// Set by wgpu's device-lost callback.
+#[derive(Default)]
+struct Lost {
+    flag: AtomicBool,
+    reason: Mutex<String>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -137,15 +164,70 @@ impl Gpu {
     /// Wraps a device and queue that a host application owns. Everything
     /// gpuprep does then runs on the host's device, with the host's limits
     /// and features; gpuprep never requires an optional feature.
+    ///
+    /// It installs a device-lost callback (wgpu keeps one per device), so that
+    /// every call after a loss returns [`Error::DeviceLost`]; a host that needs
+    /// a callback of its own can install it afterwards and call
+    /// [`Gpu::mark_lost`] from it.
     pub fn from_device_queue(device: wgpu::Device, queue: wgpu::Queue) -> Gpu {
+        let lost = Arc::new(Lost::default());
+        let seen = Arc::clone(&lost);
+        device.set_device_lost_callback(move |reason, message| {
+            seen.set(format!("{reason:?}: {message}"));
+        });
         Gpu {
             info: None,
             device,
             queue,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
+            uniforms: Mutex::new(HashMap::new()),
+            scratch: Mutex::new(HashMap::new()),
+            lost,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             readback_timeout: DEFAULT_READBACK_TIMEOUT,
+            max_block_bytes: None,
+            max_piece_bytes: None,
         }
+    }
+
+    /// This context's identity: the matrices it makes carry it, and every op
+    /// refuses a matrix made by another context (even on the same device:
+    /// share one context, e.g. as [`SharedGpu`], instead of wrapping a device twice).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Records that the device is lost: every later call returns
+    /// [`Error::DeviceLost`] with `reason` (for a host's own device-lost callback).
+    pub fn mark_lost(&self, reason: &str) {
+        self.lost.set(reason.to_string());
+    }
+
+    /// `Err(DeviceLost)` once the device is lost or destroyed.
+    pub(crate) fn check_alive(&self) -> Result<()> {
+        if self.lost.flag.load(Ordering::Acquire) {
+            let reason = self.lost.reason.lock().map(|r| r.clone()).unwrap_or_default();
+            return Err(Error::DeviceLost(reason));
+        }
+        Ok(())
+    }
+
+    /// Caps the bytes of one row block of the matrices this context makes
+    /// (below the device's `max_buffer_size`): matrices larger than that are
+    /// held as several buffers. For tests of the multi-buffer paths on small data.
+    pub fn with_max_block_bytes(mut self, bytes: u64) -> Gpu {
+        self.max_block_bytes = Some(bytes.max(4));
+        self
+    }
+
+    /// Caps the bytes of one piece an op binds (below the device's storage
+    /// binding limit): ops then split any matrix into more, smaller row
+    /// ranges. For tests of the split paths on small data (a piece smaller
+    /// than the offset alignment is staged through a scratch copy).
+    pub fn with_max_piece_bytes(mut self, bytes: u64) -> Gpu {
+        self.max_piece_bytes = Some(bytes.max(4));
+        self
     }
 
     /// Sets how long a readback waits for the GPU before [`Error::Timeout`].
@@ -191,6 +273,59 @@ impl Gpu {
         l.max_storage_buffer_binding_size.min(l.max_buffer_size)
     }
 
+    /// Largest buffer this context allocates for one row block, in bytes.
+    pub(crate) fn max_block_bytes(&self) -> u64 {
+        let cap = self.device.limits().max_buffer_size;
+        self.max_block_bytes.map_or(cap, |b| b.min(cap))
+    }
+
+    /// Largest piece an op binds, in bytes.
+    pub(crate) fn max_piece_bytes(&self) -> u64 {
+        // Kernels index a binding with u32 elements.
+        let cap = self.max_binding_bytes().min(u64::from(u32::MAX) / 4 * 4);
+        self.max_piece_bytes.map_or(cap, |b| b.min(cap))
+    }
+
+    /// The storage-offset alignment in bytes.
+    fn offset_alignment(&self) -> u64 {
+        u64::from(self.device.limits().min_storage_buffer_offset_alignment).max(4)
+    }
+
+    /// Whether a binding may start at byte `offset`.
+    pub(crate) fn offset_ok(&self, offset: u64) -> bool {
+        offset.is_multiple_of(self.offset_alignment())
+    }
+
+    /// The smallest row count whose byte length (rows of `cols` f32) is a
+    /// multiple of the storage-offset alignment.
+    pub(crate) fn align_rows(&self, cols: usize) -> usize {
+        let a = self.offset_alignment() as usize;
+        let row = (cols * 4).max(1);
+        let mut g = a;
+        let mut b = row % a;
+        while b != 0 {
+            (g, b) = (b, g % b);
+        }
+        a / g
+    }
+
+    /// Rows of `cols` f32 in one row block (a multiple of the alignment when
+    /// more than that fits).
+    pub(crate) fn block_rows(&self, cols: usize) -> usize {
+        let fit = (self.max_block_bytes() / (cols as u64 * 4).max(1)).max(1) as usize;
+        let align = self.align_rows(cols);
+        if fit >= align {
+            fit / align * align
+        } else {
+            fit
+        }
+    }
+
+    /// Rows of `cols` f32 in one piece an op binds.
+    pub(crate) fn piece_rows(&self, cols: usize) -> usize {
+        (self.max_piece_bytes() / (cols as u64 * 4).max(1)).max(1) as usize
+    }
+
     /// Checks that a storage binding of `bytes` fits the device.
     pub(crate) fn check_binding(&self, op: &'static str, bytes: u64) -> Result<()> {
         let limit = self.max_binding_bytes();
@@ -221,18 +356,34 @@ impl Gpu {
         Ok(())
     }
 
+    /// `Err` naming `op` unless `buffer` has `usage`.
+    pub(crate) fn require_usage(
+        &self,
+        op: &'static str,
+        buffer: &wgpu::Buffer,
+        usage: wgpu::BufferUsages,
+    ) -> Result<()> {
+        if !buffer.usage().contains(usage) {
+            return Err(Error::invalid(
+                op,
+                format!("a buffer with usage {:?} lacks {usage:?}", buffer.usage()),
+            ));
+        }
+        Ok(())
+    }
+
     /// A compute pipeline for `entry` in `shader` with the given `override`
     /// constants, built once per context and cached.
     pub(crate) fn pipeline(
         &self,
         shader: &'static Shader,
-        entry: &str,
-        constants: &[(&str, f64)],
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
     ) -> Result<wgpu::ComputePipeline> {
         let key = PipelineKey {
             shader: shader.name,
-            entry: entry.to_string(),
-            constants: format!("{constants:?}"),
+            entry,
+            constants: constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
         };
         if let Some(p) = self.pipelines.lock().map_err(poisoned)?.get(&key) {
             return Ok(p.clone());
@@ -285,14 +436,23 @@ impl Gpu {
         Ok(module)
     }
 
-    /// A storage buffer of `bytes` bytes (checked against the binding limit),
-    /// usable as a copy source and destination.
+    /// A storage buffer of `bytes` bytes (checked against the device's largest
+    /// buffer), usable as a copy source and destination.
     pub(crate) fn storage_buffer(&self, op: &'static str, bytes: u64, label: &str) -> Result<wgpu::Buffer> {
-        self.check_binding(op, bytes)?;
+        self.check_alive()?;
+        let limit = self.device.limits().max_buffer_size;
+        if bytes > limit {
+            return Err(Error::ExceedsLimit {
+                op,
+                what: "buffer size in bytes",
+                needed: bytes,
+                limit,
+            });
+        }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: bytes.max(4).next_multiple_of(4),
+            size: bytes.max(16).next_multiple_of(4),
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -305,94 +465,110 @@ impl Gpu {
         Ok(buffer)
     }
 
-    /// `buffer` itself when it can be bound as an `array<vec4<f32>>` (at least
-    /// 16 bytes), else a 16-byte placeholder: for a kernel's vec4 view of a
-    /// matrix that it reads only when the shape allows, which a buffer of
-    /// fewer than 4 elements never does.
-    pub(crate) fn vec4_view(&self, op: &'static str, buffer: &wgpu::Buffer) -> Result<wgpu::Buffer> {
-        if buffer.size() >= 16 {
-            Ok(buffer.clone())
+    /// A scratch storage buffer of at least `bytes` for the use `tag` (one tag
+    /// per distinct use within an op: two buffers an op needs at once have
+    /// different tags), from a pool keyed by tag and power-of-two size class:
+    /// allocated on first use, then shared by every later call. Sharing is
+    /// safe because the work a call records uses its scratch from one pass to
+    /// the next of that call, and wgpu orders passes that write a buffer.
+    pub(crate) fn scratch(&self, tag: &'static str, bytes: u64) -> Result<wgpu::Buffer> {
+        self.check_binding(tag, bytes)?;
+        let class = bytes
+            .max(256)
+            .next_power_of_two()
+            .min(self.max_binding_bytes().max(bytes));
+        let key = (tag, class);
+        if let Some(b) = self.scratch.lock().map_err(poisoned)?.get(&key) {
+            return Ok(b.clone());
+        }
+        let b = self.storage_buffer(tag, class, tag)?;
+        self.scratch.lock().map_err(poisoned)?.insert(key, b.clone());
+        Ok(b)
+    }
+
+    /// `span` when it can be bound as an `array<vec4<f32>>` (at least 16
+    /// bytes), else a 16-byte placeholder: for a kernel's vec4 view of a
+    /// matrix that it reads only when the shape allows, which a span of fewer
+    /// than 4 elements never does.
+    pub(crate) fn vec4_span(&self, span: &Span) -> Result<Span> {
+        if span.size >= 16 {
+            Ok(span.clone())
         } else {
-            self.storage_buffer(op, 16, "vec4 placeholder")
+            Ok(Span::whole(&self.scratch("vec4 placeholder", 16)?))
         }
     }
 
-    /// A small uniform buffer holding `value`.
-    pub(crate) fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+    /// A uniform buffer holding `value`, shared with every other use of the
+    /// same bytes (uniforms are never rewritten, so sharing is safe; a loop
+    /// over equal shapes allocates none).
+    pub(crate) fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> Result<Span> {
+        self.check_alive()?;
+        let bytes = bytemuck::bytes_of(value).to_vec();
+        let mut cache = self.uniforms.lock().map_err(poisoned)?;
+        if let Some(s) = cache.get(&bytes) {
+            return Ok(s.clone());
+        }
+        if cache.len() >= UNIFORM_CACHE_MAX {
+            cache.clear();
+        }
+        let buffer = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
-            contents: bytemuck::bytes_of(value),
+            contents: &bytes,
             usage: wgpu::BufferUsages::UNIFORM,
-        })
-    }
-
-    /// A bind group for group 0 of `pipeline` with `(binding, buffer)` pairs.
-    pub(crate) fn bind(
-        &self,
-        pipeline: &wgpu::ComputePipeline,
-        entries: &[(u32, &wgpu::Buffer)],
-    ) -> wgpu::BindGroup {
-        let layout = pipeline.get_bind_group_layout(0);
-        let entries: Vec<wgpu::BindGroupEntry> = entries
-            .iter()
-            .map(|(binding, buffer)| wgpu::BindGroupEntry {
-                binding: *binding,
-                resource: buffer.as_entire_binding(),
-            })
-            .collect();
-        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &layout,
-            entries: &entries,
-        })
+        });
+        let span = Span::whole(&buffer);
+        cache.insert(bytes, span.clone());
+        Ok(span)
     }
 
     /// Records one dispatch of `entry` in `shader` into `encoder`: the cached
     /// pipeline (built with `constants` on first use), a bind group of
-    /// `buffers` by binding number (created inside an error scope, so a bad
-    /// binding is an `Err`, not wgpu's panicking default handler), and one
-    /// compute pass. A grid with a zero dimension records nothing.
+    /// `binds` (created inside an error scope, so a bad binding is an `Err`,
+    /// not wgpu's panicking default handler), and one compute pass. A grid
+    /// with a zero dimension records nothing.
     pub(crate) fn launch(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         shader: &'static Shader,
-        entry: &str,
-        constants: &[(&str, f64)],
-        buffers: &[(u32, &wgpu::Buffer)],
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+        binds: &[Bind],
         groups: [u32; 3],
     ) -> Result<()> {
+        self.check_alive()?;
+        if groups.contains(&0) {
+            return Ok(());
+        }
+        self.check_workgroups(shader.name, groups)?;
         let pipeline = self.pipeline(shader, entry, constants)?;
+        let layout = pipeline.get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry> = binds
+            .iter()
+            .map(|(slot, span)| wgpu::BindGroupEntry {
+                binding: slot.binding,
+                resource: span.resource(),
+            })
+            .collect();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let bind_group = self.bind(&pipeline, buffers);
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(entry),
+            layout: &layout,
+            entries: &entries,
+        });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu {
                 op: shader.name,
                 message: format!("bind group for {entry}: {e}"),
             });
         }
-        self.dispatch(encoder, entry, &pipeline, &bind_group, groups);
-        Ok(())
-    }
-
-    /// Records one compute pass with one dispatch into `encoder`.
-    pub(crate) fn dispatch(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        label: &str,
-        pipeline: &wgpu::ComputePipeline,
-        bind_group: &wgpu::BindGroup,
-        groups: [u32; 3],
-    ) {
-        if groups.contains(&0) {
-            return;
-        }
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(label),
+            label: Some(entry),
             timestamp_writes: None,
         });
-        pass.set_pipeline(pipeline);
-        pass.set_bind_group(0, bind_group, &[]);
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        Ok(())
     }
 
     /// A fresh command encoder on this device.
@@ -401,9 +577,25 @@ impl Gpu {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
     }
 
+    /// Records `record` into a fresh encoder and submits it: the one helper
+    /// behind every op's convenience form (`ops::column_stats` is
+    /// `gpu.run(.., |e| ops::encode_column_stats_into(gpu, e, ..))`). Waits for nothing.
+    pub fn run<T>(
+        &self,
+        op: &'static str,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<T>,
+    ) -> Result<T> {
+        self.check_alive()?;
+        let mut encoder = self.encoder(op);
+        let out = record(&mut encoder)?;
+        self.submit(op, encoder)?;
+        Ok(out)
+    }
+
     /// Finishes `encoder` and submits it, turning validation errors into
     /// [`Error::Gpu`].
     pub fn submit(&self, op: &'static str, encoder: wgpu::CommandEncoder) -> Result<wgpu::SubmissionIndex> {
+        self.check_alive()?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let index = self.queue.submit([encoder.finish()]);
         if let Some(e) = pollster::block_on(scope.pop()) {
@@ -417,7 +609,9 @@ impl Gpu {
 
     /// Blocks until all submitted work is done (or the timeout passes).
     pub fn wait(&self) -> Result<()> {
-        self.poll_wait("wait", None)
+        self.check_alive()?;
+        self.poll_wait("wait", None)?;
+        self.check_alive()
     }
 
     fn poll_wait(&self, op: &'static str, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
@@ -434,23 +628,79 @@ impl Gpu {
         }
     }
 
+    /// Writes the rows of `x` (any layout) to `buffer` at byte `offset`
+    /// (through `Queue::write_buffer`, in bounded pieces so a large matrix
+    /// needs no second full-size host copy).
+    pub(crate) fn write_rows(&self, buffer: &wgpu::Buffer, offset: u64, x: ArrayView2<f32>) -> Result<()> {
+        self.check_alive()?;
+        self.require_usage("upload", buffer, wgpu::BufferUsages::COPY_DST)?;
+        let (rows, cols) = x.dim();
+        if rows * cols == 0 {
+            return Ok(());
+        }
+        let bytes = (rows * cols * 4) as u64;
+        if offset.checked_add(bytes).is_none_or(|e| e > buffer.size()) {
+            return Err(Error::invalid("upload", "rows past the end of the buffer"));
+        }
+        if let Some(s) = x.as_slice() {
+            self.queue.write_buffer(buffer, offset, bytemuck::cast_slice(s));
+            return Ok(());
+        }
+        let chunk_rows = ((16 << 20) / (cols * 4)).max(1);
+        let mut at = offset;
+        for part in x.axis_chunks_iter(ndarray::Axis(0), chunk_rows) {
+            let owned: Vec<f32> = part.iter().copied().collect();
+            self.queue.write_buffer(buffer, at, bytemuck::cast_slice(&owned));
+            at += (owned.len() * 4) as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` bytes of `value` (f32) to `buffer` at byte `offset`.
+    pub(crate) fn write_value(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        bytes: u64,
+        value: f32,
+    ) -> Result<()> {
+        self.check_alive()?;
+        self.require_usage("fill", buffer, wgpu::BufferUsages::COPY_DST)?;
+        if offset.checked_add(bytes).is_none_or(|e| e > buffer.size()) {
+            return Err(Error::invalid("fill", "bytes past the end of the buffer"));
+        }
+        const CHUNK: u64 = 4 << 20;
+        let v = vec![value; (bytes.min(CHUNK) / 4) as usize];
+        let mut at = 0;
+        while at < bytes {
+            let n = (bytes - at).min(CHUNK);
+            self.queue
+                .write_buffer(buffer, offset + at, bytemuck::cast_slice(&v[..(n / 4) as usize]));
+            at += n;
+        }
+        Ok(())
+    }
+
     /// Copies `size` bytes at `offset` of `buffer` back to the host: the one
     /// readback path every op uses (staging buffer, `map_async`, a
     /// futures-intrusive channel, a device poll bounded by the timeout).
+    /// The buffer needs `COPY_SRC`; the range must be in bounds and 4-byte aligned.
     pub fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+        self.check_alive()?;
         if size == 0 {
             return Ok(Vec::new());
         }
-        if !offset.is_multiple_of(4) || !size.is_multiple_of(4) || offset + size > buffer.size() {
+        let end = offset.checked_add(size);
+        if !offset.is_multiple_of(4) || !size.is_multiple_of(4) || end.is_none_or(|e| e > buffer.size()) {
             return Err(Error::invalid(
                 "readback",
                 format!(
-                    "range {offset}..{} of a {} byte buffer (must be in bounds and 4-byte aligned)",
-                    offset + size,
+                    "{size} bytes at {offset} of a {} byte buffer (must be in bounds and 4-byte aligned)",
                     buffer.size()
                 ),
             ));
         }
+        self.require_usage("readback", buffer, wgpu::BufferUsages::COPY_SRC)?;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("gpuprep readback"),
             size,
@@ -468,6 +718,7 @@ impl Gpu {
         // The submission is done, so the map callback has run (or runs on
         // this poll); the receive below cannot block.
         let _ = self.device.poll(wgpu::PollType::Poll);
+        self.check_alive()?;
         match pollster::block_on(rx.receive()) {
             Some(Ok(())) => {}
             Some(Err(e)) => return Err(Error::DeviceLost(format!("mapping readback buffer: {e}"))),
@@ -484,13 +735,31 @@ impl Gpu {
 
     /// Reads `len` f32 values starting at element `start` of `buffer`.
     pub fn read_f32(&self, buffer: &wgpu::Buffer, start: u64, len: u64) -> Result<Vec<f32>> {
-        let bytes = self.read_bytes(buffer, start * 4, len * 4)?;
+        let (offset, size) = match (start.checked_mul(4), len.checked_mul(4)) {
+            (Some(o), Some(s)) => (o, s),
+            _ => return Err(Error::invalid("readback", "element range overflows")),
+        };
+        self.read_f32_bytes(buffer, offset, size)
+    }
+
+    /// Reads `size` bytes at byte `offset` of `buffer` as f32.
+    pub(crate) fn read_f32_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<f32>> {
+        let bytes = self.read_bytes(buffer, offset, size)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 }
 
+impl Lost {
+    fn set(&self, reason: String) {
+        if let Ok(mut r) = self.reason.lock() {
+            *r = reason;
+        }
+        self.flag.store(true, Ordering::Release);
+    }
+}
+
 fn poisoned<T>(_: std::sync::PoisonError<T>) -> Error {
-    Error::DeviceLost("pipeline cache lock poisoned by a panic on another thread".into())
+    Error::DeviceLost("a gpuprep cache lock was poisoned by a panic on another thread".into())
 }
 
 /// Shares one [`Gpu`] between owners (for example a model object and the code

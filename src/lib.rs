@@ -9,8 +9,8 @@
 //! let gpu = Gpu::new()?;
 //! let x = ndarray::Array2::<f32>::from_shape_fn((1000, 64), |(i, j)| (i * j % 7) as f32);
 //! let xg = GpuMatrix::upload(&gpu, x.view())?;
-//! let stats = gpuprep::ops::column_stats(&gpu, &xg, 0)?;          // stays on the GPU
-//! let z = gpuprep::ops::standardize(&gpu, &xg, &stats, StandardizeOptions::default())?;
+//! let stats = gpuprep::ops::column_stats(&gpu, &xg, &Default::default())?; // stays on the GPU
+//! let z = gpuprep::ops::standardize(&gpu, &xg, &stats, &StandardizeOptions::default())?;
 //! let summary = stats.download(&gpu)?;                            // read back on request
 //! println!("{:?}", summary.mean);
 //! # let _ = z; Ok(()) }
@@ -18,7 +18,8 @@
 //!
 //! A host application that already has a `wgpu::Device` and `wgpu::Queue`
 //! wraps them with [`Gpu::from_device_queue`] and records gpuprep's work into
-//! its own encoder with the `encode_*` functions. gpuprep re-exports the wgpu
+//! its own encoder with the `encode_*_into` functions (each op has that one
+//! recording form and one convenience form that submits). gpuprep re-exports the wgpu
 //! it is built on as [`wgpu`], so the host can name exactly that version.
 
 #![warn(missing_docs)]

@@ -1,9 +1,45 @@
-//! Every WGSL source gpuprep ships, in one list. A unit test parses and
-//! validates each with naga; the pipeline cache keys on [`Shader::name`].
+//! Every WGSL source gpuprep ships, with its entry points and bindings named
+//! once, beside the source: the launchers in [`crate::ops`] refer to these
+//! names (never to a literal binding number), a unit test checks with naga that
+//! each named binding exists with that number and access and that each Rust
+//! `Params` mirror has its WGSL struct's size and field offsets, and the
+//! pipeline cache keys on [`Shader::name`] and the entry point.
 //!
 //! Code two kernel families share lives once in `shaders/common/` and is
 //! prepended to each family's file at compile time (`concat!`), so the source
 //! a pipeline sees is the prelude followed by the op's file.
+
+/// How a shader declares one binding of group 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `var<uniform>`.
+    Uniform,
+    /// `var<storage, read>`.
+    Read,
+    /// `var<storage, read_write>`.
+    ReadWrite,
+}
+
+/// One binding of group 0, by the name the WGSL gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    /// The WGSL variable's name.
+    pub name: &'static str,
+    /// Its `@binding` number.
+    pub binding: u32,
+    /// How it is declared.
+    pub access: Access,
+}
+
+impl Slot {
+    const fn new(name: &'static str, binding: u32, access: Access) -> Slot {
+        Slot {
+            name,
+            binding,
+            access,
+        }
+    }
+}
 
 /// One WGSL file from `shaders/`.
 #[derive(Debug)]
@@ -12,72 +48,427 @@ pub struct Shader {
     pub name: &'static str,
     /// The WGSL text (any shared prelude from `shaders/common/` included).
     pub source: &'static str,
+    /// Its compute entry points.
+    pub entries: &'static [&'static str],
+    /// Its bindings (group 0).
+    pub slots: &'static [Slot],
 }
 
-/// Column statistics: Welford partials per row chunk, then a Chan merge.
-pub static COLUMN_STATS: Shader = Shader {
-    name: "column_stats",
-    source: include_str!("../shaders/column_stats.wgsl"),
-};
+use Access::{Read, ReadWrite, Uniform};
 
-/// Centering and scaling by per-column statistics.
-pub static STANDARDIZE: Shader = Shader {
-    name: "standardize",
-    source: include_str!("../shaders/standardize.wgsl"),
-};
+/// `shaders/column_stats.wgsl`: Welford partials per row chunk, then a Chan merge.
+pub mod column_stats {
+    use super::*;
+    /// Pass 1, one f32 column per thread.
+    pub const PARTIAL: &str = "column_stats_partial";
+    /// Pass 1, four columns per thread (D % 4 == 0).
+    pub const PARTIAL_VEC4: &str = "column_stats_partial_vec4";
+    /// Pass 2: merge each column's partials.
+    pub const FINALIZE: &str = "column_stats_finalize";
+    /// `Params`.
+    pub const PARAMS: Slot = Slot::new("params", 0, Uniform);
+    /// The rows of X this dispatch reads.
+    pub const X: Slot = Slot::new("x", 1, Read);
+    /// Partials of every chunk of every piece.
+    pub const PARTIALS: Slot = Slot::new("partials", 2, ReadWrite);
+    /// The 5 x D output.
+    pub const OUT: Slot = Slot::new("out", 3, ReadWrite);
+    /// X as vec4s.
+    pub const X4: Slot = Slot::new("x4", 4, Read);
+    /// The per-column shift (1 x D).
+    pub const SHIFT: Slot = Slot::new("shift", 5, Read);
+    /// The shader.
+    pub static SHADER: Shader = Shader {
+        name: "column_stats",
+        source: include_str!("../shaders/column_stats.wgsl"),
+        entries: &[PARTIAL, PARTIAL_VEC4, FINALIZE],
+        slots: &[PARAMS, X, PARTIALS, OUT, X4, SHIFT],
+    };
+}
 
-/// Weight initialization: Philox4x32-10 and the fills built on it.
-pub static INIT: Shader = Shader {
-    name: "init",
-    source: include_str!("../shaders/init.wgsl"),
-};
+/// `shaders/standardize.wgsl`: centering and scaling by per-column statistics.
+pub mod standardize {
+    use super::*;
+    /// `y = f(x)`, one element per thread.
+    pub const APPLY: &str = "standardize";
+    /// In place, one element per thread.
+    pub const APPLY_INPLACE: &str = "standardize_inplace";
+    /// `y = f(x)`, one vec4 per thread (D % 4 == 0).
+    pub const APPLY_VEC4: &str = "standardize_vec4";
+    /// In place, one vec4 per thread.
+    pub const APPLY_INPLACE_VEC4: &str = "standardize_inplace_vec4";
+    /// `Params`.
+    pub const PARAMS: Slot = Slot::new("params", 0, Uniform);
+    /// Input.
+    pub const X: Slot = Slot::new("x", 1, Read);
+    /// The 5 x D statistics.
+    pub const STATS: Slot = Slot::new("stats", 2, Read);
+    /// Output.
+    pub const Y: Slot = Slot::new("y", 3, ReadWrite);
+    /// Input and output (in place).
+    pub const XY: Slot = Slot::new("xy", 4, ReadWrite);
+    /// Input as vec4s.
+    pub const X4: Slot = Slot::new("x4", 5, Read);
+    /// Output as vec4s.
+    pub const Y4: Slot = Slot::new("y4", 6, ReadWrite);
+    /// Input and output as vec4s.
+    pub const XY4: Slot = Slot::new("xy4", 7, ReadWrite);
+    /// The shader.
+    pub static SHADER: Shader = Shader {
+        name: "standardize",
+        source: include_str!("../shaders/standardize.wgsl"),
+        entries: &[APPLY, APPLY_INPLACE, APPLY_VEC4, APPLY_INPLACE_VEC4],
+        slots: &[PARAMS, X, STATS, Y, XY, X4, Y4, XY4],
+    };
+}
 
-/// Batch norm: Welford partials + per-channel finalize (running statistics),
-/// apply, and the closed-form backward (gradient partials, finalize, dx).
-pub static BATCHNORM: Shader = Shader {
-    name: "batchnorm",
-    source: concat!(
-        include_str!("../shaders/common/welford.wgsl"),
-        include_str!("../shaders/batchnorm.wgsl")
-    ),
-};
+/// `shaders/copy.wgsl`: a bit-exact device copy (also the benchmarks' bandwidth ceiling).
+pub mod copy {
+    use super::*;
+    /// One f32 per thread.
+    pub const COPY: &str = "copy";
+    /// One vec4 per thread.
+    pub const COPY_VEC4: &str = "copy_vec4";
+    /// `Params`.
+    pub const PARAMS: Slot = Slot::new("params", 0, Uniform);
+    /// Source.
+    pub const X: Slot = Slot::new("x", 1, Read);
+    /// Destination.
+    pub const OUT: Slot = Slot::new("out", 2, ReadWrite);
+    /// Source as vec4s.
+    pub const X4: Slot = Slot::new("x4", 3, Read);
+    /// Destination as vec4s.
+    pub const OUT4: Slot = Slot::new("out4", 4, ReadWrite);
+    /// The shader.
+    pub static SHADER: Shader = Shader {
+        name: "copy",
+        source: include_str!("../shaders/copy.wgsl"),
+        entries: &[COPY, COPY_VEC4],
+        slots: &[PARAMS, X, OUT, X4, OUT4],
+    };
+}
 
-/// Layer, instance and group norm: one row-normalization kernel family.
-pub static NORM: Shader = Shader {
-    name: "norm",
-    source: concat!(
-        include_str!("../shaders/common/welford.wgsl"),
-        include_str!("../shaders/norm.wgsl")
-    ),
-};
+/// `shaders/init.wgsl`: Philox4x32-10 and the fills built on it.
+pub mod init {
+    use super::*;
+    /// The raw u32 stream.
+    pub const RANDOM_BITS: &str = "random_bits";
+    /// A constant.
+    pub const FILL_CONSTANT: &str = "fill_constant";
+    /// Uniforms.
+    pub const FILL_UNIFORM: &str = "fill_uniform";
+    /// Normals.
+    pub const FILL_NORMAL: &str = "fill_normal";
+    /// A sparse mask of normals.
+    pub const FILL_SPARSE: &str = "fill_sparse";
+    /// `Params`.
+    pub const PARAMS: Slot = Slot::new("params", 0, Uniform);
+    /// The output (as u32 words).
+    pub const OUT: Slot = Slot::new("out", 1, ReadWrite);
+    /// The shader.
+    pub static SHADER: Shader = Shader {
+        name: "init",
+        source: include_str!("../shaders/init.wgsl"),
+        entries: &[RANDOM_BITS, FILL_CONSTANT, FILL_UNIFORM, FILL_NORMAL, FILL_SPARSE],
+        slots: &[PARAMS, OUT],
+    };
+}
 
-/// Covariance: upper-triangle tiles of (X - mu)^T (X - mu) per row slice, then
-/// a finalize pass that sums the slices, scales and mirrors.
-pub static COVARIANCE: Shader = Shader {
-    name: "covariance",
-    source: include_str!("../shaders/covariance.wgsl"),
-};
+/// `shaders/batchnorm.wgsl`: the norm family's column passes (batch
+/// statistics with the running update, apply, eval prepare, every kind's
+/// dgamma/dbeta, batch norm's dx).
+pub mod batchnorm {
+    use super::*;
+    /// Welford partials per (chunk, column).
+    pub const STATS_PARTIALS: &str = "stats_partials";
+    /// Per channel: merge, statistics, running update.
+    pub const STATS_FINALIZE: &str = "stats_finalize";
+    /// Statistics from the running averages (eval mode).
+    pub const EVAL_PREPARE: &str = "eval_prepare";
+    /// `y = xhat * gamma + beta`.
+    pub const APPLY: &str = "apply";
+    /// sum(dy), sum(dy * xhat) per (chunk, column).
+    pub const GRAD_PARTIALS: &str = "grad_partials";
+    /// dgamma, dbeta per affine index.
+    pub const GRAD_FINALIZE: &str = "grad_finalize";
+    /// Batch norm's dx.
+    pub const DX: &str = "dx";
+    /// `Params`.
+    pub const PARAMS: Slot = Slot::new("p", 0, Uniform);
+    /// Input.
+    pub const X: Slot = Slot::new("x", 1, Read);
+    /// Upstream gradient.
+    pub const DY: Slot = Slot::new("dy", 2, Read);
+    /// Welford partials.
+    pub const PARTIALS: Slot = Slot::new("partials", 3, ReadWrite);
+    /// Per statistics group (shift, mean - shift, invstd, var).
+    pub const STATS: Slot = Slot::new("stats", 4, ReadWrite);
+    /// Per channel (running mean, running var, batches, unused).
+    pub const RUNNING: Slot = Slot::new("running", 5, ReadWrite);
+    /// gamma.
+    pub const GAMMA: Slot = Slot::new("gamma", 6, Read);
+    /// beta.
+    pub const BETA: Slot = Slot::new("beta", 7, Read);
+    /// y or dx.
+    pub const OUT: Slot = Slot::new("out", 8, ReadWrite);
+    /// Gradient partials.
+    pub const GPARTIALS: Slot = Slot::new("gpartials", 9, ReadWrite);
+    /// dgamma.
+    pub const DGAMMA: Slot = Slot::new("dgamma", 10, ReadWrite);
+    /// dbeta.
+    pub const DBETA: Slot = Slot::new("dbeta", 11, ReadWrite);
+    /// The shader.
+    pub static SHADER: Shader = Shader {
+        name: "batchnorm",
+        source: concat!(
+            include_str!("../shaders/common/welford.wgsl"),
+            include_str!("../shaders/batchnorm.wgsl")
+        ),
+        entries: &[
+            STATS_PARTIALS,
+            STATS_FINALIZE,
+            EVAL_PREPARE,
+            APPLY,
+            GRAD_PARTIALS,
+            GRAD_FINALIZE,
+            DX,
+        ],
+        slots: &[
+            PARAMS, X, DY, PARTIALS, STATS, RUNNING, GAMMA, BETA, OUT, GPARTIALS, DGAMMA, DBETA,
+        ],
+    };
+}
 
-/// The general product ((x - center) @ w) * scale + bias (PCA transforms, x @ w).
-pub static MATMUL: Shader = Shader {
-    name: "matmul",
-    source: include_str!("../shaders/matmul.wgsl"),
-};
+/// `shaders/norm.wgsl`: the row passes of layer, instance and group norm.
+pub mod norm {
+    use super::*;
+    /// Statistics and apply, per row.
+    pub const ROW_FORWARD: &str = "row_forward";
+    /// dx, per row.
+    pub const ROW_BACKWARD: &str = "row_backward";
+    /// `RowParams`.
+    pub const PARAMS: Slot = Slot::new("p", 0, Uniform);
+    /// Input.
+    pub const X: Slot = Slot::new("x", 1, Read);
+    /// Upstream gradient.
+    pub const DY: Slot = Slot::new("dy", 2, Read);
+    /// Per row (shift, mean - shift, invstd, var).
+    pub const STATS: Slot = Slot::new("stats", 4, ReadWrite);
+    /// gamma.
+    pub const GAMMA: Slot = Slot::new("gamma", 6, Read);
+    /// beta.
+    pub const BETA: Slot = Slot::new("beta", 7, Read);
+    /// y or dx.
+    pub const OUT: Slot = Slot::new("out", 8, ReadWrite);
+    /// The shader.
+    pub static SHADER: Shader = Shader {
+        name: "norm",
+        source: concat!(
+            include_str!("../shaders/common/welford.wgsl"),
+            include_str!("../shaders/norm.wgsl")
+        ),
+        entries: &[ROW_FORWARD, ROW_BACKWARD],
+        slots: &[PARAMS, X, DY, STATS, GAMMA, BETA, OUT],
+    };
+}
 
-/// A bit-exact device copy of a matrix (also the bandwidth ceiling of the benchmarks).
-pub static COPY: Shader = Shader {
-    name: "copy",
-    source: include_str!("../shaders/copy.wgsl"),
-};
+/// `shaders/covariance.wgsl`: upper-triangle tiles of (X - mu)^T (X - mu) per
+/// row slice, then a finalize pass that sums the slices, scales and mirrors.
+pub mod covariance {
+    use super::*;
+    /// Pass 1: tiles per slice.
+    pub const PARTIAL: &str = "covariance_partial";
+    /// Pass 2: sum the slices, correct, scale, mirror.
+    pub const FINALIZE: &str = "covariance_finalize";
+    /// X.
+    pub const X: Slot = Slot::new("x", 0, Read);
+    /// The shift (row 0 of a matrix with D columns).
+    pub const MEAN: Slot = Slot::new("mean", 1, Read);
+    /// Tile partials per slice.
+    pub const PARTIALS: Slot = Slot::new("partials", 2, ReadWrite);
+    /// `Params`.
+    pub const PARAMS: Slot = Slot::new("params", 3, Uniform);
+    /// The D x D output.
+    pub const COV: Slot = Slot::new("cov", 4, ReadWrite);
+    /// Column sums per slice.
+    pub const COLSUMS: Slot = Slot::new("colsums", 5, ReadWrite);
+    /// X as vec4s.
+    pub const X4: Slot = Slot::new("x4", 6, Read);
+    /// The shader.
+    pub static SHADER: Shader = Shader {
+        name: "covariance",
+        source: include_str!("../shaders/covariance.wgsl"),
+        entries: &[PARTIAL, FINALIZE],
+        slots: &[X, MEAN, PARTIALS, PARAMS, COV, COLSUMS, X4],
+    };
+}
+
+/// `shaders/matmul.wgsl`: the general product `act(((x - center) @ w) * scale + bias)`.
+pub mod matmul {
+    use super::*;
+    /// The product.
+    pub const MATMUL: &str = "matmul";
+    /// x.
+    pub const X: Slot = Slot::new("x", 0, Read);
+    /// w.
+    pub const W: Slot = Slot::new("w", 1, Read);
+    /// center (length K).
+    pub const CENTER: Slot = Slot::new("center", 2, Read);
+    /// scale (length M).
+    pub const SCALE: Slot = Slot::new("scale", 3, Read);
+    /// bias (length M).
+    pub const BIAS: Slot = Slot::new("bias", 4, Read);
+    /// The output.
+    pub const OUT: Slot = Slot::new("out", 5, ReadWrite);
+    /// `Params`.
+    pub const PARAMS: Slot = Slot::new("params", 6, Uniform);
+    /// x as vec4s.
+    pub const X4: Slot = Slot::new("x4", 7, Read);
+    /// w as vec4s.
+    pub const W4: Slot = Slot::new("w4", 8, Read);
+    /// The shader.
+    pub static SHADER: Shader = Shader {
+        name: "matmul",
+        source: include_str!("../shaders/matmul.wgsl"),
+        entries: &[MATMUL],
+        slots: &[X, W, CENTER, SCALE, BIAS, OUT, PARAMS, X4, W4],
+    };
+}
 
 /// Every shader, for validation and for warming the pipeline cache.
 pub static ALL: &[&Shader] = &[
-    &COLUMN_STATS,
-    &COPY,
-    &STANDARDIZE,
-    &INIT,
-    &BATCHNORM,
-    &NORM,
-    &COVARIANCE,
-    &MATMUL,
+    &column_stats::SHADER,
+    &copy::SHADER,
+    &standardize::SHADER,
+    &init::SHADER,
+    &batchnorm::SHADER,
+    &norm::SHADER,
+    &covariance::SHADER,
+    &matmul::SHADER,
 ];
+
+/// The layout of a Rust mirror of a WGSL struct: its size and each named
+/// field's byte offset (padding fields, named `_...`, are left out).
+#[cfg(test)]
+pub(crate) struct Layout {
+    pub shader: &'static Shader,
+    pub wgsl_struct: &'static str,
+    pub size: usize,
+    pub fields: Vec<(&'static str, usize)>,
+}
+
+/// `layout!(shader, "WgslName", RustType { field, field, ... })`.
+#[cfg(test)]
+macro_rules! layout {
+    ($shader:expr, $wgsl:literal, $ty:ty { $($field:ident),* $(,)? }) => {
+        $crate::shaders::Layout {
+            shader: $shader,
+            wgsl_struct: $wgsl,
+            size: std::mem::size_of::<$ty>(),
+            fields: vec![$((stringify!($field), std::mem::offset_of!($ty, $field))),*],
+        }
+    };
+}
+#[cfg(test)]
+pub(crate) use layout;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module(s: &Shader) -> naga::Module {
+        naga::front::wgsl::parse_str(s.source)
+            .unwrap_or_else(|e| panic!("{}", e.emit_to_string_with_path(s.source, s.name)))
+    }
+
+    /// Every named binding exists in its shader with that number and access,
+    /// every binding of the shader is named, and every named entry point exists.
+    #[test]
+    fn named_slots_and_entries_match_the_wgsl() {
+        for s in ALL {
+            let m = module(s);
+            let mut seen = Vec::new();
+            for (_, var) in m.global_variables.iter() {
+                let Some(binding) = &var.binding else { continue };
+                let name = var.name.clone().unwrap_or_default();
+                let access = match var.space {
+                    naga::AddressSpace::Uniform => Access::Uniform,
+                    naga::AddressSpace::Storage { access } if access.contains(naga::StorageAccess::STORE) => {
+                        Access::ReadWrite
+                    }
+                    naga::AddressSpace::Storage { .. } => Access::Read,
+                    other => panic!("{}: {name}: unexpected space {other:?}", s.name),
+                };
+                assert_eq!(binding.group, 0, "{}: {name}", s.name);
+                let slot =
+                    s.slots.iter().find(|slot| slot.name == name).unwrap_or_else(|| {
+                        panic!("{}: binding {name} is not named in src/shaders.rs", s.name)
+                    });
+                assert_eq!(slot.binding, binding.binding, "{}: {name}", s.name);
+                assert_eq!(slot.access, access, "{}: {name}", s.name);
+                seen.push(name);
+            }
+            for slot in s.slots {
+                assert!(
+                    seen.iter().any(|n| n == slot.name),
+                    "{}: no binding {}",
+                    s.name,
+                    slot.name
+                );
+            }
+            let entries: Vec<&str> = m.entry_points.iter().map(|e| e.name.as_str()).collect();
+            for e in s.entries {
+                assert!(entries.contains(e), "{}: no entry point {e}", s.name);
+            }
+            for e in &entries {
+                assert!(s.entries.contains(e), "{}: entry point {e} is not named", s.name);
+            }
+        }
+    }
+
+    /// Every Rust `Params` mirror has its WGSL struct's size and field offsets.
+    #[test]
+    fn params_mirror_their_wgsl_structs() {
+        for l in crate::ops::params_layouts() {
+            let m = module(l.shader);
+            let mut layouter = naga::proc::Layouter::default();
+            layouter.update(m.to_ctx()).unwrap();
+            let (handle, ty) = m
+                .types
+                .iter()
+                .find(|(_, t)| t.name.as_deref() == Some(l.wgsl_struct))
+                .unwrap_or_else(|| panic!("{}: no struct {}", l.shader.name, l.wgsl_struct));
+            let naga::TypeInner::Struct { members, span } = &ty.inner else {
+                panic!("{} is not a struct", l.wgsl_struct)
+            };
+            assert_eq!(
+                *span as usize, l.size,
+                "{}::{}: size",
+                l.shader.name, l.wgsl_struct
+            );
+            assert_eq!(layouter[handle].size as usize, l.size);
+            for (name, offset) in &l.fields {
+                let member = members
+                    .iter()
+                    .find(|mm| mm.name.as_deref() == Some(name))
+                    .unwrap_or_else(|| panic!("{}::{}: no field {name}", l.shader.name, l.wgsl_struct));
+                assert_eq!(
+                    member.offset as usize, *offset,
+                    "{}::{}.{name}",
+                    l.shader.name, l.wgsl_struct
+                );
+            }
+            let named = members
+                .iter()
+                .filter(|mm| !mm.name.as_deref().unwrap_or("_").starts_with('_'))
+                .count();
+            assert_eq!(
+                named,
+                l.fields.len(),
+                "{}::{}: fields not mirrored",
+                l.shader.name,
+                l.wgsl_struct
+            );
+        }
+    }
+}

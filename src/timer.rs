@@ -6,10 +6,11 @@
 //! # fn main() -> gpuprep::Result<()> {
 //! # let gpu = gpuprep::Gpu::new()?;
 //! # let x = gpuprep::GpuMatrix::uninit(&gpu, 1024, 64)?;
+//! let mut stats = gpuprep::ColumnStats::uninit(&gpu, 64)?;
 //! if let Some(timer) = gpuprep::GpuTimer::new(&gpu)? {
 //!     let mut encoder = gpu.encoder("timed");
 //!     timer.start(&mut encoder);
-//!     gpuprep::ops::encode_column_stats(&gpu, &mut encoder, &x, 0)?;
+//!     gpuprep::ops::encode_column_stats_into(&gpu, &mut encoder, &x, &mut stats, &Default::default())?;
 //!     timer.stop(&mut encoder);
 //!     gpu.submit("timed", encoder)?;
 //!     println!("{:.3} ms", timer.read_seconds(&gpu)? * 1e3);

@@ -192,7 +192,7 @@ fn gpu_bad_input_is_an_error_not_a_panic() {
     ));
     let mut enc = g.encoder("t");
     assert!(matches!(
-        bn.encode_forward_train(g, &mut enc, &x, &x),
+        bn.encode_forward_train_into(g, &mut enc, &x, &x),
         Err(Error::InvalidArgument { .. })
     ));
     let bad = NormGrads {
@@ -201,7 +201,7 @@ fn gpu_bad_input_is_an_error_not_a_panic() {
         dbeta: GpuMatrix::uninit(g, 1, 4).unwrap(),
     };
     assert!(matches!(
-        bn.encode_backward(g, &mut enc, &x, &y, &bad),
+        bn.encode_backward_into(g, &mut enc, &x, &y, &bad),
         Err(Error::ShapeMismatch { .. })
     ));
     assert!(BatchNorm::new(g, 0, RunningStatsConfig::pytorch(), 1e-5).is_err());
@@ -267,9 +267,9 @@ fn gpu_layer_case(dims: &[usize], offset: f32, config: RunningStatsConfig, seed:
         let (y_cpu, saved) = cpu.forward_train(x.view()).unwrap();
         let xg = GpuMatrix::upload(g, matrix(&x).view()).unwrap();
         let yg = GpuMatrix::filled(g, xg.rows(), xg.cols(), f32::NAN).unwrap();
-        bn.saved_stats().buffer.fill(g, f32::NAN);
+        bn.saved_stats().buffer.fill(g, f32::NAN).unwrap();
         let mut enc = g.encoder("t");
-        bn.encode_forward_train(g, &mut enc, &xg, &yg).unwrap();
+        bn.encode_forward_train_into(g, &mut enc, &xg, &yg).unwrap();
         g.submit("t", enc).unwrap();
         note(
             "y",
@@ -318,7 +318,7 @@ fn gpu_layer_case(dims: &[usize], offset: f32, config: RunningStatsConfig, seed:
     let ye_cpu = cpu.forward_eval(x.view()).unwrap();
     let ye = GpuMatrix::filled(g, xg.rows(), xg.cols(), f32::NAN).unwrap();
     let mut enc = g.encoder("t");
-    bn.encode_forward_eval(g, &mut enc, &xg, &ye).unwrap();
+    bn.encode_forward_eval_into(g, &mut enc, &xg, &ye).unwrap();
     g.submit("t", enc).unwrap();
     note(
         "y_eval",
@@ -334,7 +334,7 @@ fn gpu_layer_case(dims: &[usize], offset: f32, config: RunningStatsConfig, seed:
         dbeta: GpuMatrix::filled(g, 1, c, f32::NAN).unwrap(),
     };
     let mut enc = g.encoder("t");
-    bn.encode_backward(g, &mut enc, &xg, &dyg, &grads).unwrap();
+    bn.encode_backward_into(g, &mut enc, &xg, &dyg, &grads).unwrap();
     g.submit("t", enc).unwrap();
     let scale = dx_scale(&dy, &cpu.gamma, &saved.invstd);
     note(

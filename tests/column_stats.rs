@@ -9,17 +9,16 @@ fn check(x: &ndarray::Array2<f32>, ddof: usize, var_tol: f64) {
     let g = gpu();
     let (n, d) = x.dim();
     let xg = GpuMatrix::upload(g, x.view()).unwrap();
-    let out = GpuMatrix::filled(g, 5, d, f32::NAN).unwrap();
+    let mut got = ops::ColumnStats {
+        count: 0,
+        ddof: 0,
+        buffer: GpuMatrix::filled(g, 5, d, f32::NAN).unwrap(),
+    };
     let mut enc = g.encoder("test");
-    ops::encode_column_stats_into(g, &mut enc, &xg, ddof, &out).unwrap();
+    ops::encode_column_stats_into(g, &mut enc, &xg, &mut got, &ops::ColumnStatsOptions::ddof(ddof)).unwrap();
     g.submit("test", enc).unwrap();
-    let got = ops::ColumnStats {
-        count: n,
-        ddof,
-        buffer: out,
-    }
-    .download(g)
-    .unwrap();
+    assert_eq!((got.count, got.ddof), (n, ddof));
+    let got = got.download(g).unwrap();
     let want = cpu::column_stats(x.view(), ddof).unwrap();
     let scale: Vec<f64> = want
         .mean
@@ -80,7 +79,10 @@ fn constant_column_has_zero_variance() {
     x.column_mut(2).fill(12345.678);
     let g = gpu();
     let xg = GpuMatrix::upload(g, x.view()).unwrap();
-    let s = ops::column_stats(g, &xg, 0).unwrap().download(g).unwrap();
+    let s = ops::column_stats(g, &xg, &ops::ColumnStatsOptions::ddof(0))
+        .unwrap()
+        .download(g)
+        .unwrap();
     assert_eq!(s.var[2], 0.0);
     assert_eq!(s.mean[2], 12345.678f32 as f64);
 }
@@ -90,24 +92,30 @@ fn bad_input_is_an_error_not_a_panic() {
     let g = gpu();
     let x = GpuMatrix::upload(g, normal(1, 3, 0.0, 1.0, 1).view()).unwrap();
     assert!(matches!(
-        ops::column_stats(g, &x, 1),
+        ops::column_stats(g, &x, &ops::ColumnStatsOptions::ddof(1)),
         Err(Error::InvalidArgument { .. })
     ));
     let empty = GpuMatrix::uninit(g, 0, 3).unwrap();
     assert!(matches!(
-        ops::column_stats(g, &empty, 0),
+        ops::column_stats(g, &empty, &ops::ColumnStatsOptions::ddof(0)),
         Err(Error::ShapeMismatch { .. })
     ));
-    let wrong_out = GpuMatrix::uninit(g, 5, 2).unwrap();
+    let mut wrong_out = ops::ColumnStats::uninit(g, 2).unwrap();
     let mut enc = g.encoder("t");
+    let opts = ops::ColumnStatsOptions::default();
     assert!(matches!(
-        ops::encode_column_stats_into(g, &mut enc, &x, 0, &wrong_out),
+        ops::encode_column_stats_into(g, &mut enc, &x, &mut wrong_out, &opts),
         Err(Error::ShapeMismatch { .. })
     ));
     // Writing the statistics over the data they are computed from would race.
     let square = GpuMatrix::upload(g, normal(5, 4, 0.0, 1.0, 2).view()).unwrap();
+    let mut over = ops::ColumnStats {
+        count: 0,
+        ddof: 0,
+        buffer: square.clone(),
+    };
     assert!(matches!(
-        ops::encode_column_stats_into(g, &mut enc, &square, 0, &square),
+        ops::encode_column_stats_into(g, &mut enc, &square, &mut over, &opts),
         Err(Error::InvalidArgument { .. })
     ));
 }

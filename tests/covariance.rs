@@ -4,7 +4,7 @@ mod common;
 
 use common::{gpu, normal, SHAPES};
 use gpuprep::cpu::covariance::frobenius_rel_error;
-use gpuprep::ops::covariance::encode_covariance_with;
+use gpuprep::ops::covariance::{encode_covariance_into, CovarianceOptions};
 use gpuprep::ops::CovarianceConfig;
 use gpuprep::{cpu, ops, Error, GpuMatrix};
 use ndarray::Array2;
@@ -17,8 +17,19 @@ fn check(x: &Array2<f32>, ddof: usize, config: &CovarianceConfig) -> f64 {
     let xg = GpuMatrix::upload(g, x.view()).unwrap();
     let out = GpuMatrix::filled(g, d, d, f32::NAN).unwrap();
     let mut enc = g.encoder("test");
-    let stats = ops::encode_column_stats(g, &mut enc, &xg, 0).unwrap();
-    encode_covariance_with(g, &mut enc, &xg, &stats.buffer, ddof, &out, config).unwrap();
+    let stats = common::record_stats(g, &mut enc, &xg, 0).unwrap();
+    encode_covariance_into(
+        g,
+        &mut enc,
+        &xg,
+        &stats.buffer,
+        &out,
+        &CovarianceOptions {
+            ddof,
+            tuning: Some(*config),
+        },
+    )
+    .unwrap();
     g.submit("test", enc).unwrap();
     let got = out.download(g).unwrap().mapv(f64::from);
     assert!(
@@ -103,7 +114,7 @@ fn convenience_form_and_host_mean() {
     let x = normal(300, 37, 5.0, 1.0, 5);
     let xg = GpuMatrix::upload(g, x.view()).unwrap();
     let want = cpu::covariance(x.view(), 1).unwrap();
-    let got = ops::covariance(g, &xg, 1)
+    let got = ops::covariance(g, &xg, &ops::CovarianceOptions::ddof(1))
         .unwrap()
         .download(g)
         .unwrap()
@@ -118,7 +129,8 @@ fn convenience_form_and_host_mean() {
             .mapv(|v| v as f32 + delta);
         let mg = GpuMatrix::upload(g, mean.view().insert_axis(ndarray::Axis(0))).unwrap();
         let mut enc = g.encoder("t");
-        let c = ops::encode_covariance(g, &mut enc, &xg, &mg, 0).unwrap();
+        let c = GpuMatrix::uninit(g, xg.cols(), xg.cols()).unwrap();
+        ops::encode_covariance_into(g, &mut enc, &xg, &mg, &c, &ops::CovarianceOptions::ddof(0)).unwrap();
         g.submit("t", enc).unwrap();
         let got = c.download(g).unwrap().mapv(f64::from);
         let err = frobenius_rel_error(got.view(), want.view());
@@ -131,21 +143,35 @@ fn bad_input_is_an_error_not_a_panic() {
     let g = gpu();
     let x = GpuMatrix::upload(g, normal(4, 3, 0.0, 1.0, 1).view()).unwrap();
     assert!(matches!(
-        ops::covariance(g, &x, 4),
+        ops::covariance(g, &x, &ops::CovarianceOptions::ddof(4)),
         Err(Error::InvalidArgument { .. })
     ));
     let empty = GpuMatrix::uninit(g, 0, 3).unwrap();
-    assert!(ops::covariance(g, &empty, 0).is_err());
+    assert!(ops::covariance(g, &empty, &ops::CovarianceOptions::ddof(0)).is_err());
     let mean = GpuMatrix::uninit(g, 1, 2).unwrap();
     let mut enc = g.encoder("t");
     assert!(matches!(
-        ops::encode_covariance(g, &mut enc, &x, &mean, 0),
+        ops::encode_covariance_into(
+            g,
+            &mut enc,
+            &x,
+            &mean,
+            &GpuMatrix::uninit(g, 3, 3).unwrap(),
+            &ops::CovarianceOptions::ddof(0)
+        ),
         Err(Error::ShapeMismatch { .. })
     ));
     let mean = GpuMatrix::uninit(g, 1, 3).unwrap();
     let wrong_out = GpuMatrix::uninit(g, 3, 2).unwrap();
     assert!(matches!(
-        ops::encode_covariance_into(g, &mut enc, &x, &mean, 0, &wrong_out),
+        ops::encode_covariance_into(
+            g,
+            &mut enc,
+            &x,
+            &mean,
+            &wrong_out,
+            &ops::CovarianceOptions::ddof(0)
+        ),
         Err(Error::ShapeMismatch { .. })
     ));
     let out = GpuMatrix::uninit(g, 3, 3).unwrap();
@@ -159,7 +185,18 @@ fn bad_input_is_an_error_not_a_panic() {
             ..Default::default()
         },
     ] {
-        assert!(encode_covariance_with(g, &mut enc, &x, &mean, 0, &out, &bad).is_err());
+        assert!(encode_covariance_into(
+            g,
+            &mut enc,
+            &x,
+            &mean,
+            &out,
+            &CovarianceOptions {
+                ddof: 0,
+                tuning: Some(bad)
+            }
+        )
+        .is_err());
     }
 }
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use gpuprep::{cpu, ops, wgpu, Gpu, GpuMatrix};
+use gpuprep::{cpu, wgpu, Gpu, GpuMatrix};
 use wgpu::util::DeviceExt;
 
 #[test]
@@ -31,9 +31,9 @@ fn records_into_the_hosts_encoder() {
     });
 
     let gpu = Gpu::from_device_queue(device.clone(), queue.clone());
-    let xg = GpuMatrix::from_buffer(host_buffer, n, d).unwrap();
+    let xg = GpuMatrix::from_buffer(&gpu, host_buffer, n, d).unwrap();
     let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("host") });
-    let stats = ops::encode_column_stats(&gpu, &mut encoder, &xg, 0).unwrap();
+    let stats = common::record_stats(&gpu, &mut encoder, &xg, 0).unwrap();
     // The host's own work in the same encoder: copy our result into its buffer.
     encoder.copy_buffer_to_buffer(stats.buffer.buffer(), 0, &host_readback, 0, (5 * d * 4) as u64);
     queue.submit([encoder.finish()]);
@@ -63,13 +63,13 @@ fn from_buffer_checks_usage_and_size() {
         usage: wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     });
-    assert!(GpuMatrix::from_buffer(b, 2, 2).is_err());
+    assert!(GpuMatrix::from_buffer(g, b, 2, 2).is_err());
     let b = g.device().create_buffer(&wgpu::BufferDescriptor {
         label: None,
         size: 16,
         usage: wgpu::BufferUsages::STORAGE,
         mapped_at_creation: false,
     });
-    assert!(GpuMatrix::from_buffer(b.clone(), 2, 2).is_ok());
-    assert!(GpuMatrix::from_buffer(b, 3, 2).is_err());
+    assert!(GpuMatrix::from_buffer(g, b.clone(), 2, 2).is_ok());
+    assert!(GpuMatrix::from_buffer(g, b, 3, 2).is_err());
 }

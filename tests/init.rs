@@ -101,7 +101,14 @@ fn gpu_bits(rng: Philox, offset: u64, n: usize, max_groups_x: Option<u32>) -> Ve
     let g = gpu();
     let out = GpuMatrix::filled(g, 1, n, f32::NAN).unwrap();
     let mut enc = g.encoder("test");
-    gpu_init::encode_random_bits_grid(g, &mut enc, rng, offset, &out, max_groups_x).unwrap();
+    gpu_init::encode_random_bits_into(
+        g,
+        &mut enc,
+        rng,
+        &out,
+        &gpu_init::FillOptions { offset, max_groups_x },
+    )
+    .unwrap();
     g.submit("test", enc).unwrap();
     bytemuck::pod_collect_to_vec(&g.read_bytes(out.buffer(), 0, 4 * n as u64).unwrap())
 }
@@ -124,7 +131,15 @@ fn gpu_fill(
     let g = gpu();
     let out = GpuMatrix::filled(g, rows, cols, f32::NAN).unwrap();
     let mut enc = g.encoder("test");
-    gpu_init::encode_fill_grid(g, &mut enc, fill, rng, offset, &out, max_groups_x).unwrap();
+    gpu_init::encode_fill_into(
+        g,
+        &mut enc,
+        fill,
+        rng,
+        &out,
+        &gpu_init::FillOptions { offset, max_groups_x },
+    )
+    .unwrap();
     g.submit("test", enc).unwrap();
     out.download(g).unwrap().into_raw_vec_and_offset().0
 }
@@ -336,7 +351,7 @@ fn gpu_matches_cpu_for_every_scheme() {
             let (rows, cols) = gpu_init::matrix_shape(shape).unwrap();
             let out = GpuMatrix::filled(g, rows, cols, f32::NAN).unwrap();
             let mut enc = g.encoder("test");
-            gpu_init::encode_init(g, &mut enc, shape, scheme, rng, &out).unwrap();
+            gpu_init::encode_init_into(g, &mut enc, shape, scheme, rng, &out).unwrap();
             g.submit("test", enc).unwrap();
             let got = out.download(g).unwrap().into_raw_vec_and_offset().0;
             let want: Vec<f64> = want.iter().copied().collect();
@@ -467,17 +482,20 @@ fn gpu_bad_input_is_an_error_not_a_panic() {
     let out = GpuMatrix::uninit(g, 3, 4).unwrap();
     let mut enc = g.encoder("test");
     assert!(matches!(
-        gpu_init::encode_init(g, &mut enc, &[4, 4], &Scheme::Zeros, Philox::new(1), &out),
+        gpu_init::encode_init_into(g, &mut enc, &[4, 4], &Scheme::Zeros, Philox::new(1), &out),
         Err(Error::ShapeMismatch { .. })
     ));
     assert!(matches!(
-        gpu_init::encode_fill(
+        gpu_init::encode_fill_into(
             g,
             &mut enc,
             &Fill::Normal { mean: 0.0, std: 1.0 },
             Philox::new(1),
-            u64::MAX - 3,
-            &out
+            &out,
+            &gpu_init::FillOptions {
+                offset: u64::MAX - 3,
+                max_groups_x: None
+            }
         ),
         Err(Error::InvalidArgument { .. })
     ));
@@ -488,17 +506,30 @@ fn gpu_bad_input_is_an_error_not_a_panic() {
     .plan(&[3, 4])
     .unwrap();
     assert!(matches!(
-        gpu_init::encode_fill(g, &mut enc, &plan, Philox::new(1), 4, &out),
+        gpu_init::encode_fill_into(
+            g,
+            &mut enc,
+            &plan,
+            Philox::new(1),
+            &out,
+            &gpu_init::FillOptions {
+                offset: 4,
+                max_groups_x: None
+            }
+        ),
         Err(Error::ShapeMismatch { .. })
     ));
     assert!(matches!(
-        gpu_init::encode_fill(
+        gpu_init::encode_fill_into(
             g,
             &mut enc,
             &Fill::Normal { mean: 0.0, std: 1e39 },
             Philox::new(1),
-            0,
-            &out
+            &out,
+            &gpu_init::FillOptions {
+                offset: 0,
+                max_groups_x: None
+            }
         ),
         Err(Error::InvalidArgument { .. })
     ));

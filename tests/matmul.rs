@@ -4,7 +4,7 @@ mod common;
 
 use common::{gpu, normal};
 use gpuprep::cpu::covariance::frobenius_rel_error;
-use gpuprep::ops::matmul::encode_matmul_with;
+use gpuprep::ops::matmul::encode_matmul_into;
 use gpuprep::ops::{Activation, MatmulConfig, MatmulOptions};
 use gpuprep::{cpu, ops, Error, GpuMatrix};
 use ndarray::{Array1, Array2, Axis};
@@ -37,12 +37,24 @@ fn check(n: usize, k: usize, m: usize, flags: u32, config: MatmulConfig, seed: u
         bias: (flags & 4 != 0).then_some(&bg),
         transpose_w,
         activation,
+        tuning: None,
     };
     let xg = GpuMatrix::upload(g, x.view()).unwrap();
     let wg = GpuMatrix::upload(g, w.view()).unwrap();
     let out = GpuMatrix::filled(g, n, m, f32::NAN).unwrap();
     let mut enc = g.encoder("test");
-    encode_matmul_with(g, &mut enc, &xg, &wg, opts, &out, config).unwrap();
+    encode_matmul_into(
+        g,
+        &mut enc,
+        &xg,
+        &wg,
+        &out,
+        &MatmulOptions {
+            tuning: Some(config),
+            ..opts
+        },
+    )
+    .unwrap();
     g.submit("test", enc).unwrap();
     let got = out.download(g).unwrap().mapv(f64::from);
     assert!(
@@ -166,7 +178,7 @@ fn linear_layer_with_activations() {
             };
             let xg = GpuMatrix::upload(g, x.view()).unwrap();
             let wg = GpuMatrix::upload(g, w.view()).unwrap();
-            let got = ops::matmul(g, &xg, &wg, opts).unwrap().download(g).unwrap();
+            let got = ops::matmul(g, &xg, &wg, &opts).unwrap().download(g).unwrap();
             let (b64, s64) = (b.mapv(f64::from), s.mapv(f64::from));
             let want = cpu::matmul(
                 x.view(),
@@ -208,7 +220,7 @@ fn tanh_saturates_without_nan() {
     };
     let xg = GpuMatrix::upload(g, x.view()).unwrap();
     let wg = GpuMatrix::upload(g, w.view()).unwrap();
-    let y = ops::matmul(g, &xg, &wg, opts).unwrap().download(g).unwrap();
+    let y = ops::matmul(g, &xg, &wg, &opts).unwrap().download(g).unwrap();
     assert_eq!(y, ndarray::array![[1.0f32, -1.0], [1.0, 0.0]]);
 }
 
@@ -224,7 +236,7 @@ fn activations_pass_nan_through() {
             activation: act,
             ..Default::default()
         };
-        let y = ops::matmul(g, &xg, &wg, opts).unwrap().download(g).unwrap();
+        let y = ops::matmul(g, &xg, &wg, &opts).unwrap().download(g).unwrap();
         let want = cpu::matmul(
             x.view(),
             w.mapv(f64::from).view(),
@@ -266,7 +278,7 @@ fn tanh_keeps_relative_accuracy_near_zero() {
     };
     let xg = GpuMatrix::upload(g, x.view()).unwrap();
     let wg = GpuMatrix::upload(g, w.view()).unwrap();
-    let y = ops::matmul(g, &xg, &wg, opts).unwrap().download(g).unwrap();
+    let y = ops::matmul(g, &xg, &wg, &opts).unwrap().download(g).unwrap();
     for (&xi, &yi) in v.iter().zip(y.iter()) {
         let want = f64::from(xi).tanh();
         let rel = (f64::from(yi) - want).abs() / want.abs();
@@ -281,7 +293,7 @@ fn plain_product_by_hand() {
     let w = ndarray::array![[1.0f32, 0.0], [0.0, 1.0], [1.0, -1.0]];
     let xg = GpuMatrix::upload(g, x.view()).unwrap();
     let wg = GpuMatrix::upload(g, w.view()).unwrap();
-    let y = ops::matmul(g, &xg, &wg, MatmulOptions::default())
+    let y = ops::matmul(g, &xg, &wg, &MatmulOptions::default())
         .unwrap()
         .download(g)
         .unwrap();
@@ -298,7 +310,7 @@ fn zero_inner_dimension_gives_the_bias() {
         bias: Some(&b),
         ..Default::default()
     };
-    let y = ops::matmul(g, &x, &w, opts).unwrap().download(g).unwrap();
+    let y = ops::matmul(g, &x, &w, &opts).unwrap().download(g).unwrap();
     assert_eq!(y, Array2::from_shape_fn((3, 2), |(_, j)| [1.5f32, -2.0][j]));
 }
 
@@ -308,7 +320,7 @@ fn bad_input_is_an_error_not_a_panic() {
     let x = GpuMatrix::uninit(g, 4, 3).unwrap();
     let w = GpuMatrix::uninit(g, 2, 5).unwrap();
     assert!(matches!(
-        ops::matmul(g, &x, &w, MatmulOptions::default()),
+        ops::matmul(g, &x, &w, &MatmulOptions::default()),
         Err(Error::ShapeMismatch { .. })
     ));
     // A transposed weight must have x's columns as its columns.
@@ -318,7 +330,7 @@ fn bad_input_is_an_error_not_a_panic() {
         ..Default::default()
     };
     assert!(matches!(
-        ops::matmul(g, &x, &wt, opts),
+        ops::matmul(g, &x, &wt, &opts),
         Err(Error::ShapeMismatch { .. })
     ));
     let w = GpuMatrix::uninit(g, 3, 5).unwrap();
@@ -338,7 +350,7 @@ fn bad_input_is_an_error_not_a_panic() {
         },
     ] {
         assert!(matches!(
-            ops::matmul(g, &x, &w, opts),
+            ops::matmul(g, &x, &w, &opts),
             Err(Error::ShapeMismatch { .. })
         ));
     }
@@ -346,7 +358,7 @@ fn bad_input_is_an_error_not_a_panic() {
     let sq = GpuMatrix::uninit(g, 3, 3).unwrap();
     let xs = GpuMatrix::uninit(g, 3, 3).unwrap();
     assert!(matches!(
-        ops::encode_matmul_into(g, &mut enc, &xs, &sq, MatmulOptions::default(), &xs),
+        ops::encode_matmul_into(g, &mut enc, &xs, &sq, &xs, &MatmulOptions::default()),
         Err(Error::InvalidArgument { .. })
     ));
     let out = GpuMatrix::uninit(g, 4, 5).unwrap();
@@ -360,6 +372,17 @@ fn bad_input_is_an_error_not_a_panic() {
             k_step: Some(12),
         },
     ] {
-        assert!(encode_matmul_with(g, &mut enc, &x, &w, MatmulOptions::default(), &out, bad).is_err());
+        assert!(encode_matmul_into(
+            g,
+            &mut enc,
+            &x,
+            &w,
+            &out,
+            &MatmulOptions {
+                tuning: Some(bad),
+                ..MatmulOptions::default()
+            }
+        )
+        .is_err());
     }
 }

@@ -272,8 +272,9 @@ fn gpu_case(kind: NormKind, dims: &[usize], offset: f32, seed: u64) -> f64 {
         dbeta: GpuMatrix::filled(g, 1, a, f32::NAN).unwrap(),
     };
     let mut enc = g.encoder("t");
-    norm.encode_forward(g, &mut enc, &xg, &gg, &bg, &out).unwrap();
-    norm.encode_backward(g, &mut enc, &xg, &dyg, &gg, &out.stats, &grads)
+    norm.encode_forward_into(g, &mut enc, &xg, &gg, &bg, &out)
+        .unwrap();
+    norm.encode_backward_into(g, &mut enc, &xg, &dyg, &gg, &out.stats, &grads)
         .unwrap();
     g.submit("t", enc).unwrap();
 
@@ -444,7 +445,7 @@ fn gpu_bad_input_is_an_error_not_a_panic() {
         stats: f.stats.clone(),
     };
     assert!(matches!(
-        layer.encode_forward(g, &mut enc, &x, &ones(6), &ones(6), &alias),
+        layer.encode_forward_into(g, &mut enc, &x, &ones(6), &ones(6), &alias),
         Err(Error::InvalidArgument { .. })
     ));
 }

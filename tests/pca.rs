@@ -721,7 +721,7 @@ fn gpu_whitened_covariance_is_identity() {
     for whitening in [Whitening::Pca, Whitening::Zca] {
         let pca = Pca::fit(g, &xg, &opts(NComponents::All, whitening)).unwrap();
         let y = pca.transform(g, &xg).unwrap();
-        let c = ops::covariance(g, &y, 0)
+        let c = ops::covariance(g, &y, &ops::CovarianceOptions::ddof(0))
             .unwrap()
             .download(g)
             .unwrap()

@@ -53,14 +53,17 @@ fn run(
     let g = gpu();
     let (n, d) = x.dim();
     let xg = GpuMatrix::upload(g, x.view()).unwrap();
-    let st = ops::column_stats(g, &xg, 0).unwrap();
+    let st = ops::column_stats(g, &xg, &ops::ColumnStatsOptions::ddof(0)).unwrap();
     let got = if inplace {
-        ops::standardize_inplace(g, &xg, &st, opts).unwrap();
+        g.run("standardize", |e| {
+            ops::encode_standardize_into(g, e, &xg, &st, &xg, &opts)
+        })
+        .unwrap();
         xg.download(g).unwrap()
     } else {
         let out = GpuMatrix::filled(g, n, d, f32::NAN).unwrap();
         let mut enc = g.encoder("t");
-        ops::encode_standardize(g, &mut enc, &xg, &st, opts, &out).unwrap();
+        ops::encode_standardize_into(g, &mut enc, &xg, &st, &out, &opts).unwrap();
         g.submit("t", enc).unwrap();
         out.download(g).unwrap()
     };
@@ -122,20 +125,26 @@ fn errors() {
     let g = gpu();
     let x = GpuMatrix::upload(g, normal(4, 3, 0.0, 1.0, 1).view()).unwrap();
     let other = GpuMatrix::upload(g, normal(4, 2, 0.0, 1.0, 1).view()).unwrap();
-    let st = ops::column_stats(g, &other, 0).unwrap();
+    let st = ops::column_stats(g, &other, &ops::ColumnStatsOptions::ddof(0)).unwrap();
     let opts = StandardizeOptions::default();
     assert!(matches!(
-        ops::standardize(g, &x, &st, opts),
+        ops::standardize(g, &x, &st, &opts),
         Err(Error::ShapeMismatch { .. })
     ));
-    let st = ops::column_stats(g, &x, 0).unwrap();
+    let st = ops::column_stats(g, &x, &ops::ColumnStatsOptions::ddof(0)).unwrap();
     let mut enc = g.encoder("t");
+    // The same view is in place; another view of the same buffer is refused
+    // (wgpu cannot bind one buffer read-only and read-write in one dispatch).
+    assert!(ops::encode_standardize_into(g, &mut enc, &x, &st, &x, &opts).is_ok());
+    let head = x.row_range(0..2).unwrap();
+    let tail = x.row_range(2..4).unwrap();
+    let st2 = ops::column_stats(g, &head, &ops::ColumnStatsOptions::ddof(0)).unwrap();
     assert!(matches!(
-        ops::encode_standardize(g, &mut enc, &x, &st, opts, &x),
+        ops::encode_standardize_into(g, &mut enc, &head, &st2, &tail, &opts),
         Err(Error::InvalidArgument { .. })
     ));
     assert!(matches!(
-        ops::encode_standardize(g, &mut enc, &x, &st, opts, &other),
+        ops::encode_standardize_into(g, &mut enc, &x, &st, &other, &opts),
         Err(Error::ShapeMismatch { .. })
     ));
 }

@@ -6,7 +6,7 @@ mod common;
 use std::time::Instant;
 
 use common::{gpu, normal};
-use gpuprep::{ops, GpuMatrix, GpuTimer};
+use gpuprep::{GpuMatrix, GpuTimer};
 
 #[test]
 fn stamps_bracket_the_work() {
@@ -23,7 +23,7 @@ fn stamps_bracket_the_work() {
         let mut enc = g.encoder("timed");
         timer.start(&mut enc);
         for _ in 0..reps {
-            ops::encode_column_stats(g, &mut enc, &x, 0).unwrap();
+            common::record_stats(g, &mut enc, &x, 0).unwrap();
         }
         timer.stop(&mut enc);
         let t = Instant::now();
@@ -52,7 +52,7 @@ fn time_recorded_with_and_without_timestamps() {
         let mut calls = 0;
         let per_op = gpuprep::time_recorded(g, t, 3, |enc| {
             calls += 1;
-            ops::encode_column_stats(g, enc, &x, 0).map(|_| ())
+            common::record_stats(g, enc, &x, 0).map(|_| ())
         })
         .unwrap();
         assert_eq!(calls, 3);
@@ -61,7 +61,7 @@ fn time_recorded_with_and_without_timestamps() {
     // An error while recording comes back, and nothing is submitted.
     let empty = GpuMatrix::uninit(g, 0, 4).unwrap();
     let r = gpuprep::time_recorded(g, timer.as_ref(), 2, |enc| {
-        ops::encode_column_stats(g, enc, &empty, 0).map(|_| ())
+        common::record_stats(g, enc, &empty, 0).map(|_| ())
     });
     assert!(r.is_err());
 }

@@ -101,7 +101,7 @@ impl BatchNorm {
             beta: GpuMatrix::upload(gpu, to2(beta).view())?,
             running: GpuMatrix::upload(gpu, running.view())?,
             saved: NormStats::uninit(gpu, NormKind::Batch, channels)?,
-            eval_stats: GpuMatrix::uninit(gpu, channels, 4)?,
+            eval_stats: GpuMatrix::uninit_whole(gpu, channels, 4)?,
             num_batches_tracked: 0,
         })
     }
@@ -179,14 +179,12 @@ impl BatchNorm {
     pub fn forward_train(&mut self, gpu: &Gpu, x: &GpuMatrix) -> Result<GpuMatrix> {
         self.plan("BatchNorm::forward_train", gpu, x, true)?;
         let y = GpuMatrix::uninit(gpu, x.rows(), x.cols())?;
-        let mut encoder = gpu.encoder(OP);
-        self.encode_forward_train(gpu, &mut encoder, x, &y)?;
-        gpu.submit(OP, encoder)?;
+        gpu.run(OP, |e| self.encode_forward_train_into(gpu, e, x, &y))?;
         Ok(y)
     }
 
     /// Records a training forward pass into a caller's encoder, writing `y`.
-    pub fn encode_forward_train(
+    pub fn encode_forward_train_into(
         &mut self,
         gpu: &Gpu,
         encoder: &mut wgpu::CommandEncoder,
@@ -227,14 +225,12 @@ impl BatchNorm {
     pub fn forward_eval(&self, gpu: &Gpu, x: &GpuMatrix) -> Result<GpuMatrix> {
         self.plan("BatchNorm::forward_eval", gpu, x, false)?;
         let y = GpuMatrix::uninit(gpu, x.rows(), x.cols())?;
-        let mut encoder = gpu.encoder(OP);
-        self.encode_forward_eval(gpu, &mut encoder, x, &y)?;
-        gpu.submit(OP, encoder)?;
+        gpu.run(OP, |e| self.encode_forward_eval_into(gpu, e, x, &y))?;
         Ok(y)
     }
 
     /// Records an eval forward pass into a caller's encoder, writing `y`.
-    pub fn encode_forward_eval(
+    pub fn encode_forward_eval_into(
         &self,
         gpu: &Gpu,
         encoder: &mut wgpu::CommandEncoder,
@@ -273,14 +269,12 @@ impl BatchNorm {
             dgamma: GpuMatrix::uninit(gpu, 1, self.channels)?,
             dbeta: GpuMatrix::uninit(gpu, 1, self.channels)?,
         };
-        let mut encoder = gpu.encoder(OP);
-        self.encode_backward(gpu, &mut encoder, x, dy, &grads)?;
-        gpu.submit(OP, encoder)?;
+        gpu.run(OP, |e| self.encode_backward_into(gpu, e, x, dy, &grads))?;
         Ok(grads)
     }
 
     /// Records the backward pass into a caller's encoder, writing `grads`.
-    pub fn encode_backward(
+    pub fn encode_backward_into(
         &self,
         gpu: &Gpu,
         encoder: &mut wgpu::CommandEncoder,

@@ -4,9 +4,9 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::matrix::GpuMatrix;
+use crate::matrix::{bind_input, pieces, GpuMatrix, Span};
 use crate::model::stats::ColumnSummary;
-use crate::shaders;
+use crate::shaders::column_stats as SH;
 
 const OP: &str = "column_stats";
 const COLS_PER_GROUP: usize = 64;
@@ -19,14 +19,46 @@ const TARGET_GROUPS: usize = 2048;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
+pub(crate) struct Params {
     n: u32,
     d: u32,
     rows_per_chunk: u32,
     n_chunks: u32,
     ddof: f32,
     groups_x: u32,
-    _pad: [u32; 2],
+    chunk_base: u32,
+    _pad: u32,
+}
+
+#[cfg(test)]
+pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
+    vec![crate::shaders::layout!(
+        &SH::SHADER,
+        "Params",
+        Params {
+            n,
+            d,
+            rows_per_chunk,
+            n_chunks,
+            ddof,
+            groups_x,
+            chunk_base
+        }
+    )]
+}
+
+/// Options of [`column_stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ColumnStatsOptions {
+    /// Delta degrees of freedom of the variance (divisor `N - ddof`; 0 as numpy).
+    pub ddof: usize,
+}
+
+impl ColumnStatsOptions {
+    /// With this ddof.
+    pub fn ddof(ddof: usize) -> Self {
+        ColumnStatsOptions { ddof }
+    }
 }
 
 /// Per-column statistics of a matrix, resident on the GPU.
@@ -61,6 +93,15 @@ pub enum Stat {
 }
 
 impl ColumnStats {
+    /// Statistics of `cols` columns to be written by [`encode_column_stats_into`].
+    pub fn uninit(gpu: &Gpu, cols: usize) -> Result<ColumnStats> {
+        Ok(ColumnStats {
+            count: 0,
+            ddof: 0,
+            buffer: GpuMatrix::uninit_whole(gpu, 5, cols)?,
+        })
+    }
+
     /// Number of columns.
     pub fn cols(&self) -> usize {
         self.buffer.cols()
@@ -91,13 +132,13 @@ impl ColumnStats {
     }
 }
 
-/// How the partial pass splits the rows, given the workgroups along columns.
-fn plan(n: usize, col_groups: usize) -> (usize, usize) {
-    let want_chunks = (TARGET_GROUPS / col_groups).max(1);
+/// How the partial pass splits `n` rows of one piece, aiming at
+/// `want_chunks` chunks: (rows per chunk, chunks).
+fn plan(n: usize, want_chunks: usize) -> (usize, usize) {
     // At least 16 rows per thread lane before splitting further.
     let max_chunks = n.div_ceil(16 * ROW_LANES).max(1);
-    let chunks = want_chunks.min(max_chunks).min(65_535);
-    let rows_per_chunk = n.div_ceil(chunks);
+    let chunks = want_chunks.max(1).min(max_chunks).min(65_535);
+    let rows_per_chunk = n.div_ceil(chunks).max(1);
     (rows_per_chunk, n.div_ceil(rows_per_chunk))
 }
 
@@ -121,41 +162,27 @@ pub(crate) fn grid_2d(gpu: &Gpu, op: &'static str, groups: usize) -> Result<(u32
 /// Computes per-column count, mean, variance (divisor `N - ddof`), std, min
 /// and max of `x` on the GPU, and waits for nothing: the result stays on the
 /// device until [`ColumnStats::download`].
-pub fn column_stats(gpu: &Gpu, x: &GpuMatrix, ddof: usize) -> Result<ColumnStats> {
-    let mut encoder = gpu.encoder(OP);
-    let stats = encode_column_stats(gpu, &mut encoder, x, ddof)?;
-    gpu.submit(OP, encoder)?;
-    Ok(stats)
+pub fn column_stats(gpu: &Gpu, x: &GpuMatrix, options: &ColumnStatsOptions) -> Result<ColumnStats> {
+    let mut out = ColumnStats::uninit(gpu, x.cols())?;
+    gpu.run(OP, |e| encode_column_stats_into(gpu, e, x, &mut out, options))?;
+    Ok(out)
 }
 
-/// Records the column statistics of `x` into a caller's encoder. The result
-/// is valid once the caller submits the encoder.
-pub fn encode_column_stats(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
-    x: &GpuMatrix,
-    ddof: usize,
-) -> Result<ColumnStats> {
-    let out = GpuMatrix::uninit(gpu, 5, x.cols())?;
-    encode_column_stats_into(gpu, encoder, x, ddof, &out)?;
-    Ok(ColumnStats {
-        count: x.rows(),
-        ddof,
-        buffer: out,
-    })
-}
-
-/// Records the column statistics of `x` into a caller's encoder, writing them
-/// to `out`, a 5 x D matrix the caller owns (reuse it across calls to avoid
-/// an allocation per call). Rows of `out`: see [`Stat`].
+/// Records the column statistics of `x` into a caller's encoder, writing
+/// them to `out` (statistics of `x.cols()` columns, for example from
+/// [`ColumnStats::uninit`]: reuse it across calls to avoid an allocation per
+/// call) and setting its `count` and `ddof`. Rows of `out.buffer`: see [`Stat`].
+/// The result is valid once the caller submits the encoder.
 pub fn encode_column_stats_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
     x: &GpuMatrix,
-    ddof: usize,
-    out: &GpuMatrix,
+    out: &mut ColumnStats,
+    options: &ColumnStatsOptions,
 ) -> Result<()> {
     let (n, d) = x.shape();
+    let ddof = options.ddof;
+    x.check_device(gpu, OP)?;
     if n == 0 || d == 0 {
         return Err(Error::shape(
             OP,
@@ -169,50 +196,75 @@ pub fn encode_column_stats_into(
             format!("ddof = {ddof} needs more than {ddof} rows, got {n}"),
         ));
     }
-    out.check_output(OP, (5, d), &[x])?;
+    out.buffer.check_output(gpu, OP, (5, d), &[x])?;
+    let out_span = out.buffer.whole_span(gpu, OP)?;
     // Four columns per thread when rows are whole vec4s.
     let vec4 = d.is_multiple_of(4);
     let cols_per_group = if vec4 { 4 * COLS_PER_GROUP } else { COLS_PER_GROUP };
-    let (rows_per_chunk, n_chunks) = plan(n, d.div_ceil(cols_per_group));
     let col_groups = d.div_ceil(cols_per_group);
-    gpu.check_workgroups(OP, [col_groups as u32, n_chunks as u32, 1])?;
+    let pieces = pieces(gpu, &[x]);
+    let want_chunks = (TARGET_GROUPS / col_groups / pieces.len()).max(1);
+    let plans: Vec<(usize, usize)> = pieces.iter().map(|r| plan(r.len(), want_chunks)).collect();
+    let n_chunks: usize = plans.iter().map(|p| p.1).sum();
     let (fin_x, fin_y) = grid_2d(gpu, OP, d)?;
-
-    let partials = gpu.storage_buffer(OP, (d * n_chunks) as u64 * PARTIAL_BYTES, "column_stats partials")?;
-    let params = gpu.uniform(
-        "column_stats params",
-        &Params {
-            n: n as u32,
-            d: d as u32,
-            rows_per_chunk: rows_per_chunk as u32,
-            n_chunks: n_chunks as u32,
-            ddof: ddof as f32,
-            groups_x: fin_x,
-            _pad: [0; 2],
-        },
-    );
-
-    let (entry, binding) = if vec4 {
-        ("column_stats_partial_vec4", 4)
-    } else {
-        ("column_stats_partial", 1)
+    let partials_bytes = (d * n_chunks) as u64 * PARTIAL_BYTES;
+    let partials = Span::whole(&gpu.scratch("column_stats partials", partials_bytes)?);
+    let params = |rows: usize, rows_per_chunk: usize, chunk_base: usize| {
+        gpu.uniform(
+            "column_stats params",
+            &Params {
+                n: rows as u32,
+                d: d as u32,
+                rows_per_chunk: rows_per_chunk as u32,
+                n_chunks: n_chunks as u32,
+                ddof: ddof as f32,
+                groups_x: fin_x,
+                chunk_base: chunk_base as u32,
+                _pad: 0,
+            },
+        )
     };
+    let shift = bind_input(gpu, encoder, OP, "column_stats shift", x, 0..1)?;
+    let (entry, slot) = if vec4 {
+        (SH::PARTIAL_VEC4, SH::X4)
+    } else {
+        (SH::PARTIAL, SH::X)
+    };
+    let mut chunk_base = 0;
+    for (rows, &(rows_per_chunk, chunks)) in pieces.iter().zip(&plans) {
+        let xs = bind_input(gpu, encoder, OP, "column_stats x", x, rows.clone())?;
+        let xs = if vec4 { gpu.vec4_span(&xs)? } else { xs };
+        let p = params(rows.len(), rows_per_chunk, chunk_base)?;
+        gpu.launch(
+            encoder,
+            &SH::SHADER,
+            entry,
+            &[],
+            &[
+                (SH::PARAMS, &p),
+                (slot, &xs),
+                (SH::PARTIALS, &partials),
+                (SH::SHIFT, &shift),
+            ],
+            [col_groups as u32, chunks as u32, 1],
+        )?;
+        chunk_base += chunks;
+    }
+    let p = params(n, 0, 0)?;
     gpu.launch(
         encoder,
-        &shaders::COLUMN_STATS,
-        entry,
+        &SH::SHADER,
+        SH::FINALIZE,
         &[],
-        &[(0, &params), (binding, x.buffer()), (2, &partials)],
-        [col_groups as u32, n_chunks as u32, 1],
-    )?;
-
-    gpu.launch(
-        encoder,
-        &shaders::COLUMN_STATS,
-        "column_stats_finalize",
-        &[],
-        &[(0, &params), (1, x.buffer()), (2, &partials), (3, out.buffer())],
+        &[
+            (SH::PARAMS, &p),
+            (SH::PARTIALS, &partials),
+            (SH::OUT, &out_span),
+            (SH::SHIFT, &shift),
+        ],
         [fin_x, fin_y, 1],
     )?;
+    out.count = n;
+    out.ddof = ddof;
     Ok(())
 }

@@ -9,61 +9,79 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::matrix::GpuMatrix;
+use crate::matrix::{bind_input, pieces, GpuMatrix, OutputPiece};
 use crate::ops::column_stats::grid_2d;
-use crate::shaders;
+use crate::shaders::copy as SH;
 
 const OP: &str = "copy";
 const WG: usize = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
+pub(crate) struct Params {
     len: u32,
     groups_x: u32,
     _pad: [u32; 2],
 }
 
+#[cfg(test)]
+pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
+    vec![crate::shaders::layout!(
+        &SH::SHADER,
+        "Params",
+        Params { len, groups_x }
+    )]
+}
+
 /// A new matrix holding a copy of `x`, submitted.
 pub fn copy(gpu: &Gpu, x: &GpuMatrix) -> Result<GpuMatrix> {
     let out = GpuMatrix::uninit(gpu, x.rows(), x.cols())?;
-    let mut encoder = gpu.encoder(OP);
-    encode_copy_into(gpu, &mut encoder, x, &out)?;
-    gpu.submit(OP, encoder)?;
+    gpu.run(OP, |e| encode_copy_into(gpu, e, x, &out))?;
     Ok(out)
 }
 
 /// Records `out = x` into a caller's encoder. `out` must have `x`'s shape
-/// and its own buffer.
+/// and share no buffer with it.
 pub fn encode_copy_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
     x: &GpuMatrix,
     out: &GpuMatrix,
 ) -> Result<()> {
-    out.check_output(OP, x.shape(), &[x])?;
+    x.check_device(gpu, OP)?;
+    out.check_output(gpu, OP, x.shape(), &[x])?;
     if x.is_empty() {
         return Ok(());
     }
-    let vec4 = x.len().is_multiple_of(4);
-    let len = if vec4 { x.len() / 4 } else { x.len() };
-    let (gx, gy) = grid_2d(gpu, OP, len.div_ceil(WG))?;
-    let params = gpu.uniform(
-        "copy params",
-        &Params {
-            len: len as u32,
-            groups_x: gx,
-            _pad: [0; 2],
-        },
-    );
-    let (entry, src, dst) = if vec4 { ("copy_vec4", 3, 4) } else { ("copy", 1, 2) };
-    gpu.launch(
-        encoder,
-        &shaders::COPY,
-        entry,
-        &[],
-        &[(0, &params), (src, x.buffer()), (dst, out.buffer())],
-        [gx, gy, 1],
-    )?;
+    for rows in pieces(gpu, &[x, out]) {
+        let elems = rows.len() * x.cols();
+        let vec4 = elems.is_multiple_of(4);
+        let len = if vec4 { elems / 4 } else { elems };
+        let (gx, gy) = grid_2d(gpu, OP, len.div_ceil(WG))?;
+        let params = gpu.uniform(
+            "copy params",
+            &Params {
+                len: len as u32,
+                groups_x: gx,
+                _pad: [0; 2],
+            },
+        )?;
+        let xs = bind_input(gpu, encoder, OP, "copy x", x, rows.clone())?;
+        let piece = OutputPiece::new(gpu, encoder, OP, "copy out", out, rows, false)?;
+        let (entry, src, dst) = if vec4 {
+            (SH::COPY_VEC4, SH::X4, SH::OUT4)
+        } else {
+            (SH::COPY, SH::X, SH::OUT)
+        };
+        gpu.launch(
+            encoder,
+            &SH::SHADER,
+            entry,
+            &[],
+            &[(SH::PARAMS, &params), (src, &xs), (dst, &piece.span)],
+            [gx, gy, 1],
+        )?;
+        piece.finish(gpu, encoder, OP)?;
+    }
     Ok(())
 }

@@ -11,9 +11,9 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::matrix::GpuMatrix;
-use crate::ops::column_stats::encode_column_stats;
-use crate::shaders;
+use crate::matrix::{bind_input, pieces, GpuMatrix, Span};
+use crate::ops::column_stats::{encode_column_stats_into, ColumnStats, ColumnStatsOptions};
+use crate::shaders::covariance as SH;
 
 const OP: &str = "covariance";
 /// vec4s of the tiles each finalize workgroup reduces (`FIN_OUT` in the shader).
@@ -23,7 +23,7 @@ const MAX_PARTIAL_BYTES: u64 = 256 << 20;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
+pub(crate) struct Params {
     n: u32,
     d: u32,
     rows_per_slice: u32,
@@ -32,6 +32,43 @@ struct Params {
     n_tiles: u32,
     scale: f32,
     inv_n: f32,
+    slice_base: u32,
+    _pad: [u32; 3],
+}
+
+#[cfg(test)]
+pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
+    vec![crate::shaders::layout!(
+        &SH::SHADER,
+        "Params",
+        Params {
+            n,
+            d,
+            rows_per_slice,
+            n_slices,
+            n_blocks,
+            n_tiles,
+            scale,
+            inv_n,
+            slice_base
+        }
+    )]
+}
+
+/// Options of [`covariance`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CovarianceOptions {
+    /// The covariance divides by `N - ddof` (0: the lecture's `/ N`).
+    pub ddof: usize,
+    /// The kernel's work split; `None` picks by shape (for tuning and tests).
+    pub tuning: Option<CovarianceConfig>,
+}
+
+impl CovarianceOptions {
+    /// With this ddof.
+    pub fn ddof(ddof: usize) -> Self {
+        CovarianceOptions { ddof, tuning: None }
+    }
 }
 
 /// How the covariance kernel splits its work. `Default` picks by shape.
@@ -70,11 +107,9 @@ struct Plan {
     tile: usize,
     n_blocks: usize,
     n_tiles: usize,
-    rows_per_slice: usize,
-    n_slices: usize,
 }
 
-fn plan(gpu: &Gpu, n: usize, d: usize, config: &CovarianceConfig) -> Result<Plan> {
+fn plan(gpu: &Gpu, d: usize, config: &CovarianceConfig) -> Result<Plan> {
     let wg = config.tile_threads.unwrap_or(match d {
         0..=32 => 4,
         33..=64 => 8,
@@ -104,46 +139,62 @@ fn plan(gpu: &Gpu, n: usize, d: usize, config: &CovarianceConfig) -> Result<Plan
     }
     let tile = 8 * wg as usize;
     let n_blocks = d.div_ceil(tile);
-    let n_tiles = n_blocks * (n_blocks + 1) / 2;
-    let tile_bytes = (tile * tile * 4) as u64;
-    let max_slices_mem =
-        (MAX_PARTIAL_BYTES.min(gpu.max_binding_bytes()) / (n_tiles as u64 * tile_bytes)).max(1);
-    let target = config
-        .target_workgroups
-        .unwrap_or(if n_tiles < 16 { 528 } else { 1056 });
-    let want = target.div_ceil(n_tiles).max(1);
-    let by_rows = n.div_ceil(config.min_rows_per_slice.max(kstep)).max(1);
-    let slices = want
-        .min(by_rows)
-        .min(max_slices_mem as usize)
-        .min(limits.max_compute_workgroups_per_dimension as usize);
-    let rows_per_slice = n.div_ceil(slices).next_multiple_of(kstep);
-    let n_slices = n.div_ceil(rows_per_slice);
-    gpu.check_workgroups(OP, [n_tiles as u32, n_slices as u32, 1])?;
-    gpu.check_binding(OP, n_slices as u64 * n_tiles as u64 * tile_bytes)?;
     Ok(Plan {
         wg,
         kstep,
         tile,
         n_blocks,
-        n_tiles,
-        rows_per_slice,
-        n_slices,
+        n_tiles: n_blocks * (n_blocks + 1) / 2,
     })
+}
+
+/// Slices of each piece: (rows per slice, slices), about `target` workgroups
+/// over all pieces, within the partials' memory cap.
+fn slices(
+    gpu: &Gpu,
+    p: &Plan,
+    pieces: &[std::ops::Range<usize>],
+    config: &CovarianceConfig,
+) -> Result<Vec<(usize, usize)>> {
+    let tile_bytes = (p.tile * p.tile * 4) as u64;
+    let max_slices_mem =
+        (MAX_PARTIAL_BYTES.min(gpu.max_binding_bytes()) / (p.n_tiles as u64 * tile_bytes)).max(1) as usize;
+    let target = config
+        .target_workgroups
+        .unwrap_or(if p.n_tiles < 16 { 528 } else { 1056 });
+    let want = (target.div_ceil(p.n_tiles) / pieces.len())
+        .max(1)
+        .min((max_slices_mem / pieces.len()).max(1));
+    let limit = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    let out: Vec<(usize, usize)> = pieces
+        .iter()
+        .map(|r| {
+            let n = r.len();
+            let by_rows = n.div_ceil(config.min_rows_per_slice.max(p.kstep)).max(1);
+            let slices = want.min(by_rows).min(limit);
+            let rows_per_slice = n.div_ceil(slices).next_multiple_of(p.kstep);
+            (rows_per_slice, n.div_ceil(rows_per_slice))
+        })
+        .collect();
+    let total: usize = out.iter().map(|s| s.1).sum();
+    gpu.check_binding(OP, total as u64 * p.n_tiles as u64 * tile_bytes)?;
+    Ok(out)
 }
 
 /// The covariance of the columns of `x` (`D x D`, on the GPU): its column mean
 /// by [`crate::ops::column_stats()`], then the covariance kernel, one submit.
-pub fn covariance(gpu: &Gpu, x: &GpuMatrix, ddof: usize) -> Result<GpuMatrix> {
-    let mut encoder = gpu.encoder(OP);
-    let stats = encode_column_stats(gpu, &mut encoder, x, 0)?;
-    let out = encode_covariance(gpu, &mut encoder, x, &stats.buffer, ddof)?;
-    gpu.submit(OP, encoder)?;
+pub fn covariance(gpu: &Gpu, x: &GpuMatrix, options: &CovarianceOptions) -> Result<GpuMatrix> {
+    let out = GpuMatrix::uninit(gpu, x.cols(), x.cols())?;
+    let mut stats = ColumnStats::uninit(gpu, x.cols())?;
+    gpu.run(OP, |e| {
+        encode_column_stats_into(gpu, e, x, &mut stats, &ColumnStatsOptions::default())?;
+        encode_covariance_into(gpu, e, x, &stats.buffer, &out, options)
+    })?;
     Ok(out)
 }
 
-/// Records the covariance of the columns of `x` into a caller's encoder and
-/// returns the new `D x D` matrix (valid once the caller submits).
+/// Records the covariance of the columns of `x` into a caller's encoder,
+/// writing the caller's `D x D` output (valid once the caller submits).
 ///
 /// `mean` is the shift subtracted from each element as it is loaded, read
 /// from row 0 of a matrix with D columns: a `1 x D` matrix, or the buffer of
@@ -152,41 +203,17 @@ pub fn covariance(gpu: &Gpu, x: &GpuMatrix, ddof: usize) -> Result<GpuMatrix> {
 /// sums of the shifted data), so the result is always the covariance about the
 /// data's own mean; the shift only has to be close to it for f32 to stay
 /// accurate (the column mean in f32 is ideal). Twin: [`crate::cpu::covariance::covariance_shifted`].
-pub fn encode_covariance(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
-    x: &GpuMatrix,
-    mean: &GpuMatrix,
-    ddof: usize,
-) -> Result<GpuMatrix> {
-    let out = GpuMatrix::uninit(gpu, x.cols(), x.cols())?;
-    encode_covariance_into(gpu, encoder, x, mean, ddof, &out)?;
-    Ok(out)
-}
-
-/// [`encode_covariance`] into a caller's `D x D` output.
 pub fn encode_covariance_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
     x: &GpuMatrix,
     mean: &GpuMatrix,
-    ddof: usize,
     out: &GpuMatrix,
-) -> Result<()> {
-    encode_covariance_with(gpu, encoder, x, mean, ddof, out, &CovarianceConfig::default())
-}
-
-/// [`encode_covariance_into`] with an explicit work split (for tuning and tests).
-pub fn encode_covariance_with(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
-    x: &GpuMatrix,
-    mean: &GpuMatrix,
-    ddof: usize,
-    out: &GpuMatrix,
-    config: &CovarianceConfig,
+    options: &CovarianceOptions,
 ) -> Result<()> {
     let (n, d) = x.shape();
+    let ddof = options.ddof;
+    x.check_device(gpu, OP)?;
     if n == 0 || d == 0 {
         return Err(Error::shape(
             OP,
@@ -207,66 +234,85 @@ pub fn encode_covariance_with(
             format!("{} x {}", mean.rows(), mean.cols()),
         ));
     }
-    out.check_output(OP, (d, d), &[x, mean])?;
-    let p = plan(gpu, n, d, config)?;
-    let partials = gpu.storage_buffer(
-        OP,
-        (p.n_slices * p.n_tiles * p.tile * p.tile * 4) as u64,
+    out.check_output(gpu, OP, (d, d), &[x, mean])?;
+    let config = options.tuning.unwrap_or_default();
+    let p = plan(gpu, d, &config)?;
+    let pieces = pieces(gpu, &[x]);
+    let slices = slices(gpu, &p, &pieces, &config)?;
+    let n_slices: usize = slices.iter().map(|s| s.1).sum();
+    let mean_span = bind_input(gpu, encoder, OP, "covariance mean", mean, 0..1)?;
+    let out_span = out.whole_span(gpu, OP)?;
+    let partials = Span::whole(&gpu.scratch(
         "covariance partials",
-    )?;
-    let colsums = gpu.storage_buffer(
-        OP,
-        (p.n_slices * p.n_blocks * p.tile * 4) as u64,
+        (n_slices * p.n_tiles * p.tile * p.tile * 4) as u64,
+    )?);
+    let colsums = Span::whole(&gpu.scratch(
         "covariance column sums",
-    )?;
-    let params = gpu.uniform(
-        "covariance params",
-        &Params {
-            n: n as u32,
-            d: d as u32,
-            rows_per_slice: p.rows_per_slice as u32,
-            n_slices: p.n_slices as u32,
-            n_blocks: p.n_blocks as u32,
-            n_tiles: p.n_tiles as u32,
-            scale: (1.0 / (n - ddof) as f64) as f32,
-            inv_n: (1.0 / n as f64) as f32,
-        },
-    );
+        (n_slices * p.n_blocks * p.tile * 4) as u64,
+    )?);
+    let params = |rows: usize, rows_per_slice: usize, slice_base: usize| {
+        gpu.uniform(
+            "covariance params",
+            &Params {
+                n: rows as u32,
+                d: d as u32,
+                rows_per_slice: rows_per_slice as u32,
+                n_slices: n_slices as u32,
+                n_blocks: p.n_blocks as u32,
+                n_tiles: p.n_tiles as u32,
+                scale: (1.0 / (n - ddof) as f64) as f32,
+                inv_n: (1.0 / n as f64) as f32,
+                slice_base: slice_base as u32,
+                _pad: [0; 3],
+            },
+        )
+    };
     let vec4 = d.is_multiple_of(4);
     let constants = [
         ("WG", p.wg as f64),
         ("KSTEP", p.kstep as f64),
         ("VEC4", if vec4 { 1.0 } else { 0.0 }),
     ];
-    // x4 views X as vec4s (read only when D % 4 == 0).
-    let x4 = gpu.vec4_view(OP, x.buffer())?;
+    let mut slice_base = 0;
+    for (rows, &(rows_per_slice, count)) in pieces.iter().zip(&slices) {
+        let xs = bind_input(gpu, encoder, OP, "covariance x", x, rows.clone())?;
+        // x4 views X as vec4s (read only when D % 4 == 0).
+        let x4 = gpu.vec4_span(&xs)?;
+        let params = params(rows.len(), rows_per_slice, slice_base)?;
+        gpu.launch(
+            encoder,
+            &SH::SHADER,
+            SH::PARTIAL,
+            &constants,
+            &[
+                (SH::X, &xs),
+                (SH::MEAN, &mean_span),
+                (SH::PARTIALS, &partials),
+                (SH::PARAMS, &params),
+                (SH::COLSUMS, &colsums),
+                (SH::X4, &x4),
+            ],
+            [p.n_tiles as u32, count as u32, 1],
+        )?;
+        slice_base += count;
+    }
 
-    gpu.launch(
-        encoder,
-        &shaders::COVARIANCE,
-        "covariance_partial",
-        &constants,
-        &[
-            (0, x.buffer()),
-            (1, mean.buffer()),
-            (2, &partials),
-            (3, &params),
-            (5, &colsums),
-            (6, &x4),
-        ],
-        [p.n_tiles as u32, p.n_slices as u32, 1],
-    )?;
-
+    let params = params(n, 0, 0)?;
     let vec4s = p.n_tiles * p.tile * p.tile / 4;
     let groups = vec4s
         .div_ceil(FINALIZE_OUT)
         .min(gpu.limits().max_compute_workgroups_per_dimension as usize);
     gpu.launch(
         encoder,
-        &shaders::COVARIANCE,
-        "covariance_finalize",
+        &SH::SHADER,
+        SH::FINALIZE,
         &constants[..2],
-        &[(2, &partials), (3, &params), (4, out.buffer()), (5, &colsums)],
+        &[
+            (SH::PARTIALS, &partials),
+            (SH::PARAMS, &params),
+            (SH::COV, &out_span),
+            (SH::COLSUMS, &colsums),
+        ],
         [groups as u32, 1, 1],
     )?;
     Ok(())

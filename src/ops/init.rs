@@ -19,10 +19,10 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::matrix::GpuMatrix;
+use crate::matrix::{pieces, GpuMatrix, OutputPiece, Span};
 use crate::model::init::{numel, orthogonal, Fill, Scheme, SparseAxis, SparsePlan};
 use crate::rng::Philox;
-use crate::shaders;
+use crate::shaders::init as SH;
 
 const OP: &str = "init";
 /// Invocations per workgroup (the shader's `override WG` default).
@@ -30,7 +30,7 @@ const WG: u64 = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
+pub(crate) struct Params {
     seed_lo: u32,
     seed_hi: u32,
     stream_lo: u32,
@@ -47,6 +47,46 @@ struct Params {
     keep: u32,
     line_len: u32,
     by_rows: u32,
+    row_base: u32,
+    _pad: [u32; 3],
+}
+
+#[cfg(test)]
+pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
+    vec![crate::shaders::layout!(
+        &SH::SHADER,
+        "Params",
+        Params {
+            seed_lo,
+            seed_hi,
+            stream_lo,
+            stream_hi,
+            block_lo,
+            block_hi,
+            lead,
+            n,
+            blocks,
+            row_stride,
+            a,
+            b,
+            cols,
+            keep,
+            line_len,
+            by_rows,
+            row_base
+        }
+    )]
+}
+
+/// Where in the stream a fill starts, and the dispatch's shape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FillOptions {
+    /// Output element `o` is stream element `offset + o` (0: the whole tensor;
+    /// a tensor filled in pieces at their offsets equals the tensor filled at once).
+    pub offset: u64,
+    /// Caps the dispatch's x dimension at this many workgroups (tests use it to
+    /// reach the 2-D grid at small sizes); `None`: the device limit.
+    pub max_groups_x: Option<u32>,
 }
 
 /// The `(rows, cols)` of the GPU matrix that holds a tensor of `shape`:
@@ -65,19 +105,17 @@ pub fn matrix_shape(shape: &[usize]) -> Result<(usize, usize)> {
 pub fn init(gpu: &Gpu, shape: &[usize], scheme: &Scheme, rng: Philox) -> Result<GpuMatrix> {
     let (rows, cols) = matrix_shape(shape)?;
     let out = GpuMatrix::uninit(gpu, rows, cols)?;
-    let mut encoder = gpu.encoder(OP);
-    encode_init(gpu, &mut encoder, shape, scheme, rng, &out)?;
-    gpu.submit(OP, encoder)?;
+    gpu.run(OP, |e| encode_init_into(gpu, e, shape, scheme, rng, &out))?;
     Ok(out)
 }
 
 /// Records the initialization of `out`, which holds a tensor of `shape`
 /// (`out.len()` elements), into a caller's encoder.
 ///
-/// `orthogonal` has no GPU kernel: its matrix is computed by the CPU twin and
-/// written with `Queue::write_buffer`, which lands before the caller's next
-/// submit (so before the rest of `encoder`).
-pub fn encode_init(
+/// `orthogonal` has no GPU kernel: its matrix is computed on the CPU
+/// ([`crate::model::init::orthogonal`]) and written with `Queue::write_buffer`,
+/// which lands before the caller's next submit (so before the rest of `encoder`).
+pub fn encode_init_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
     shape: &[usize],
@@ -94,50 +132,58 @@ pub fn encode_init(
         ));
     }
     let fill = scheme.plan(shape)?;
-    encode_fill(gpu, encoder, &fill, rng, 0, out)
+    encode_fill_into(gpu, encoder, &fill, rng, out, &FillOptions::default())
 }
 
-/// Records a fill of `out` with stream elements `offset .. offset + out.len()`
-/// into a caller's encoder. A sparse fill covers a whole matrix (`offset` 0,
-/// `out.len() == rows * cols`); an orthogonal one is computed on the CPU.
-pub fn encode_fill(
+/// Fills a new `rows x cols` matrix with stream elements `options.offset ..`
+/// and submits.
+pub fn fill(
+    gpu: &Gpu,
+    fill: &Fill,
+    rng: Philox,
+    rows: usize,
+    cols: usize,
+    options: &FillOptions,
+) -> Result<GpuMatrix> {
+    let out = GpuMatrix::uninit(gpu, rows, cols)?;
+    gpu.run(OP, |e| encode_fill_into(gpu, e, fill, rng, &out, options))?;
+    Ok(out)
+}
+
+/// Records a fill of `out` with stream elements `options.offset ..
+/// options.offset + out.len()` into a caller's encoder. A sparse or
+/// orthogonal fill covers a whole matrix (`offset` 0, `out.len() == rows *
+/// cols`); an orthogonal one is computed on the CPU.
+pub fn encode_fill_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
     fill: &Fill,
     rng: Philox,
-    offset: u64,
     out: &GpuMatrix,
+    options: &FillOptions,
 ) -> Result<()> {
-    encode_fill_grid(gpu, encoder, fill, rng, offset, out, None)
-}
-
-/// [`encode_fill`] with the dispatch's x dimension capped at `max_groups_x`
-/// workgroups (tests use it to reach the 2-D grid at small sizes).
-#[doc(hidden)]
-pub fn encode_fill_grid(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
-    fill: &Fill,
-    rng: Philox,
-    offset: u64,
-    out: &GpuMatrix,
-    max_groups_x: Option<u32>,
-) -> Result<()> {
+    out.check_device(gpu, OP)?;
     let n = out.len();
+    let offset = options.offset;
     let k = Kernel {
         rng,
-        offset,
-        n,
-        max_groups_x,
+        max_groups_x: options.max_groups_x,
     };
     match *fill {
-        Fill::Constant { value } => k.dispatch(gpu, encoder, "fill_constant", value, 0.0, None, out),
-        Fill::Uniform { center, half_width } => {
-            k.dispatch(gpu, encoder, "fill_uniform", center, half_width, None, out)
-        }
-        Fill::Normal { mean, std } => k.dispatch(gpu, encoder, "fill_normal", mean, std, None, out),
+        Fill::Constant { value } => k.run(gpu, encoder, SH::FILL_CONSTANT, value, 0.0, None, out, offset),
+        Fill::Uniform { center, half_width } => k.run(
+            gpu,
+            encoder,
+            SH::FILL_UNIFORM,
+            center,
+            half_width,
+            None,
+            out,
+            offset,
+        ),
+        Fill::Normal { mean, std } => k.run(gpu, encoder, SH::FILL_NORMAL, mean, std, None, out, offset),
         Fill::Sparse(plan) => {
-            if offset != 0 || plan.rows.checked_mul(plan.cols) != Some(n) {
+            if offset != 0 || plan.rows.checked_mul(plan.cols) != Some(n) || out.cols() != plan.cols {
                 return Err(Error::shape(
                     OP,
                     format!(
@@ -147,7 +193,7 @@ pub fn encode_fill_grid(
                     format!("{} x {} at offset {offset}", out.rows(), out.cols()),
                 ));
             }
-            k.dispatch(gpu, encoder, "fill_sparse", 0.0, plan.std, Some(&plan), out)
+            k.run(gpu, encoder, SH::FILL_SPARSE, 0.0, plan.std, Some(&plan), out, 0)
         }
         Fill::Orthogonal { rows, cols, gain } => {
             if offset != 0 || rows.checked_mul(cols) != Some(n) {
@@ -157,77 +203,109 @@ pub fn encode_fill_grid(
                     format!("{} x {} at offset {offset}", out.rows(), out.cols()),
                 ));
             }
-            let q = orthogonal(rows, cols, gain, rng);
-            let v: Vec<f32> = q.iter().map(|&x| x as f32).collect();
-            if !v.is_empty() {
-                gpu.queue()
-                    .write_buffer(out.buffer(), 0, bytemuck::cast_slice(&v));
+            let q = orthogonal(rows, cols, gain, rng).mapv(|x| x as f32);
+            let q = q
+                .into_shape_with_order((out.rows(), out.cols()))
+                .map_err(|e| Error::invalid(OP, e.to_string()))?;
+            let mut start = 0;
+            for b in out.blocks() {
+                gpu.write_rows(
+                    &b.buffer,
+                    b.offset,
+                    q.slice(ndarray::s![start..start + b.rows, ..]),
+                )?;
+                start += b.rows;
             }
             Ok(())
         }
     }
 }
 
-/// Fills a new `rows x cols` matrix with stream elements `offset ..` and
-/// submits.
-pub fn fill(gpu: &Gpu, fill: &Fill, rng: Philox, offset: u64, rows: usize, cols: usize) -> Result<GpuMatrix> {
-    let out = GpuMatrix::uninit(gpu, rows, cols)?;
-    let mut encoder = gpu.encoder(OP);
-    encode_fill(gpu, &mut encoder, fill, rng, offset, &out)?;
-    gpu.submit(OP, encoder)?;
-    Ok(out)
-}
-
-/// Records the raw `u32` stream, elements `offset .. offset + out.len()`,
-/// into `out`'s buffer (as bit patterns; read them with [`Gpu::read_bytes`]).
-pub fn encode_random_bits(
+/// Records the raw `u32` stream, elements `options.offset .. + out.len()`,
+/// into `out` (as bit patterns; read them with [`Gpu::read_bytes`]).
+pub fn encode_random_bits_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
     rng: Philox,
-    offset: u64,
     out: &GpuMatrix,
+    options: &FillOptions,
 ) -> Result<()> {
-    encode_random_bits_grid(gpu, encoder, rng, offset, out, None)
-}
-
-/// [`encode_random_bits`] with the dispatch's x dimension capped (tests).
-#[doc(hidden)]
-pub fn encode_random_bits_grid(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
-    rng: Philox,
-    offset: u64,
-    out: &GpuMatrix,
-    max_groups_x: Option<u32>,
-) -> Result<()> {
+    out.check_device(gpu, OP)?;
     Kernel {
         rng,
-        offset,
-        n: out.len(),
-        max_groups_x,
+        max_groups_x: options.max_groups_x,
     }
-    .dispatch(gpu, encoder, "random_bits", 0.0, 0.0, None, out)
+    .run(gpu, encoder, SH::RANDOM_BITS, 0.0, 0.0, None, out, options.offset)
 }
 
 /// Elements `offset .. offset + n` of the `u32` stream, computed on the GPU
 /// and read back: bit-identical to [`Philox::fill_bits`].
 pub fn random_bits(gpu: &Gpu, rng: Philox, offset: u64, n: usize) -> Result<Vec<u32>> {
     let out = GpuMatrix::uninit(gpu, 1, n)?;
-    let mut encoder = gpu.encoder(OP);
-    encode_random_bits(gpu, &mut encoder, rng, offset, &out)?;
-    gpu.submit(OP, encoder)?;
-    let bytes = gpu.read_bytes(out.buffer(), 0, 4 * n as u64)?;
-    Ok(bytemuck::pod_collect_to_vec(&bytes))
+    let options = FillOptions {
+        offset,
+        max_groups_x: None,
+    };
+    gpu.run(OP, |e| encode_random_bits_into(gpu, e, rng, &out, &options))?;
+    let v = out.download(gpu)?;
+    Ok(v.iter().map(|x| x.to_bits()).collect())
 }
 
 struct Kernel {
     rng: Philox,
-    offset: u64,
-    n: usize,
     max_groups_x: Option<u32>,
 }
 
 impl Kernel {
+    /// Every piece of `out`, piece `rows` from stream element `offset + rows.start * cols`.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        entry: &'static str,
+        a: f64,
+        b: f64,
+        sparse: Option<&SparsePlan>,
+        out: &GpuMatrix,
+        offset: u64,
+    ) -> Result<()> {
+        let total = out.len() as u64;
+        if total == 0 {
+            return Ok(());
+        }
+        if offset.checked_add(total).is_none() {
+            return Err(Error::invalid(
+                OP,
+                format!("stream elements {offset} + {total} run past 2^64"),
+            ));
+        }
+        for (name, v) in [("first parameter", a), ("second parameter", b)] {
+            if !(v as f32).is_finite() {
+                return Err(Error::invalid(OP, format!("{name} {v} is not finite in f32")));
+            }
+        }
+        let cols = out.cols() as u64;
+        for rows in pieces(gpu, &[out]) {
+            let piece = OutputPiece::new(gpu, encoder, OP, "init out", out, rows.clone(), false)?;
+            let at = offset + rows.start as u64 * cols;
+            self.dispatch(
+                gpu,
+                encoder,
+                entry,
+                a,
+                b,
+                sparse,
+                &piece.span,
+                rows.len() as u64 * cols,
+                at,
+                rows.start,
+            )?;
+            piece.finish(gpu, encoder, OP)?;
+        }
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn dispatch(
         &self,
@@ -237,12 +315,11 @@ impl Kernel {
         a: f64,
         b: f64,
         sparse: Option<&SparsePlan>,
-        out: &GpuMatrix,
+        out: &Span,
+        n: u64,
+        offset: u64,
+        row_base: usize,
     ) -> Result<()> {
-        let n = self.n as u64;
-        if n == 0 {
-            return Ok(());
-        }
         // 4 * block + lane stays within u32 in the shader.
         if n > u64::from(u32::MAX) - 8 {
             return Err(Error::ExceedsLimit {
@@ -252,20 +329,8 @@ impl Kernel {
                 limit: u64::from(u32::MAX) - 8,
             });
         }
-        if self.offset.checked_add(n).is_none() {
-            return Err(Error::invalid(
-                OP,
-                format!("stream elements {} + {n} run past 2^64", self.offset),
-            ));
-        }
-        for (name, v) in [("first parameter", a), ("second parameter", b)] {
-            if !(v as f32).is_finite() {
-                return Err(Error::invalid(OP, format!("{name} {v} is not finite in f32")));
-            }
-        }
-        gpu.check_binding(OP, 4 * n)?;
-        let lead = self.offset % 4;
-        let first_block = self.offset / 4;
+        let lead = offset % 4;
+        let first_block = offset / 4;
         let blocks = (lead + n).div_ceil(4);
         let groups = blocks.div_ceil(WG);
         let limit = u64::from(gpu.limits().max_compute_workgroups_per_dimension);
@@ -306,14 +371,16 @@ impl Kernel {
             keep,
             line_len,
             by_rows,
+            row_base: row_base as u32,
+            _pad: [0; 3],
         };
-        let uniform = gpu.uniform("init params", &params);
+        let uniform = gpu.uniform("init params", &params)?;
         gpu.launch(
             encoder,
-            &shaders::INIT,
+            &SH::SHADER,
             entry,
             &[],
-            &[(0, &uniform), (1, out.buffer())],
+            &[(SH::PARAMS, &uniform), (SH::OUT, out)],
             [gx as u32, gy as u32, 1],
         )?;
         Ok(())

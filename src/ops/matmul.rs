@@ -11,9 +11,9 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::matrix::GpuMatrix;
+use crate::matrix::{bind_input, pieces, GpuMatrix, OutputPiece};
 pub use crate::model::matmul::Activation;
-use crate::shaders;
+use crate::shaders::matmul as SH;
 
 const OP: &str = "matmul";
 const CENTER: u32 = 1;
@@ -24,11 +24,20 @@ const ACT_RELU: u32 = 32;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
+pub(crate) struct Params {
     n: u32,
     k: u32,
     m: u32,
     flags: u32,
+}
+
+#[cfg(test)]
+pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
+    vec![crate::shaders::layout!(
+        &SH::SHADER,
+        "Params",
+        Params { n, k, m, flags }
+    )]
 }
 
 /// The options of [`matmul`]; the default gives `x @ w`. Each optional vector
@@ -46,6 +55,8 @@ pub struct MatmulOptions<'a> {
     pub transpose_w: bool,
     /// Applied to each output last.
     pub activation: Activation,
+    /// The kernel's thread layout; `None` picks by shape (for tuning and tests).
+    pub tuning: Option<MatmulConfig>,
 }
 
 /// The kernel's work split. `Default` picks by the output's width.
@@ -87,51 +98,27 @@ fn check_vec(what: &str, v: Option<&GpuMatrix>, len: usize) -> Result<u32> {
 }
 
 /// `act(((x - center) @ w) * scale + bias)` as a new `N x M` matrix, submitted.
-pub fn matmul(gpu: &Gpu, x: &GpuMatrix, w: &GpuMatrix, opts: MatmulOptions) -> Result<GpuMatrix> {
-    let mut encoder = gpu.encoder(OP);
-    let out = encode_matmul(gpu, &mut encoder, x, w, opts)?;
-    gpu.submit(OP, encoder)?;
-    Ok(out)
-}
-
-/// Records [`matmul`] into a caller's encoder; the new output is valid once
-/// the caller submits.
-pub fn encode_matmul(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
-    x: &GpuMatrix,
-    w: &GpuMatrix,
-    opts: MatmulOptions,
-) -> Result<GpuMatrix> {
-    let m = if opts.transpose_w { w.rows() } else { w.cols() };
+pub fn matmul(gpu: &Gpu, x: &GpuMatrix, w: &GpuMatrix, options: &MatmulOptions) -> Result<GpuMatrix> {
+    let m = if options.transpose_w { w.rows() } else { w.cols() };
     let out = GpuMatrix::uninit(gpu, x.rows(), m)?;
-    encode_matmul_into(gpu, encoder, x, w, opts, &out)?;
+    gpu.run(OP, |e| encode_matmul_into(gpu, e, x, w, &out, options))?;
     Ok(out)
 }
 
 /// Records [`matmul`] into a caller's encoder, writing the caller's `N x M`
-/// output (which must not share a buffer with an input).
+/// output (which must not share a buffer with an input). `x` and `out` may be
+/// of any size (they are split into binding-sized row ranges); `w` and the
+/// vectors must each fit one binding.
 pub fn encode_matmul_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
     x: &GpuMatrix,
     w: &GpuMatrix,
-    opts: MatmulOptions,
     out: &GpuMatrix,
+    options: &MatmulOptions,
 ) -> Result<()> {
-    encode_matmul_with(gpu, encoder, x, w, opts, out, MatmulConfig::default())
-}
-
-/// [`encode_matmul_into`] with an explicit thread layout (for tuning and tests).
-pub fn encode_matmul_with(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
-    x: &GpuMatrix,
-    w: &GpuMatrix,
-    opts: MatmulOptions,
-    out: &GpuMatrix,
-    config: MatmulConfig,
-) -> Result<()> {
+    let opts = options;
+    x.check_device(gpu, OP)?;
     let (n, k) = x.shape();
     let (kw, m) = if opts.transpose_w {
         (w.cols(), w.rows())
@@ -150,7 +137,7 @@ pub fn encode_matmul_with(
         .into_iter()
         .flatten()
         .collect();
-    out.check_output(OP, (n, m), &inputs)?;
+    out.check_output(gpu, OP, (n, m), &inputs)?;
     let flags = check_vec("center", opts.center, k)? * CENTER
         + check_vec("scale", opts.scale, m)? * SCALE
         + check_vec("bias", opts.bias, m)? * BIAS
@@ -163,6 +150,7 @@ pub fn encode_matmul_with(
         return Ok(());
     }
 
+    let config = opts.tuning.unwrap_or_default();
     let (wx, wy) = config.threads(m);
     let limits = gpu.limits();
     if !(wx.is_power_of_two()
@@ -197,20 +185,6 @@ pub fn encode_matmul_with(
     }
     let (bm, bn) = (8 * wy as usize, 8 * wx as usize);
     let col_groups = m.div_ceil(bn);
-    let row_groups = n
-        .div_ceil(bm)
-        .min(limits.max_compute_workgroups_per_dimension as usize);
-    gpu.check_workgroups(OP, [col_groups as u32, row_groups as u32, 1])?;
-
-    let params = gpu.uniform(
-        "matmul params",
-        &Params {
-            n: n as u32,
-            k: k as u32,
-            m: m as u32,
-            flags,
-        },
-    );
     let constants = [
         ("WX", wx as f64),
         ("WY", wy as f64),
@@ -226,28 +200,57 @@ pub fn encode_matmul_with(
             },
         ),
     ];
-    // The vec4 views, read only when the shape allows.
-    let (x4, w4) = (gpu.vec4_view(OP, x.buffer())?, gpu.vec4_view(OP, w.buffer())?);
-    // Absent vectors bind a placeholder the kernel never reads.
-    let or_x = |v: Option<&GpuMatrix>| v.map_or(x.buffer(), |v| v.buffer()).clone();
-    let (center, scale, bias) = (or_x(opts.center), or_x(opts.scale), or_x(opts.bias));
-    gpu.launch(
-        encoder,
-        &shaders::MATMUL,
-        "matmul",
-        &constants,
-        &[
-            (0, x.buffer()),
-            (1, w.buffer()),
-            (2, &center),
-            (3, &scale),
-            (4, &bias),
-            (5, out.buffer()),
-            (6, &params),
-            (7, &x4),
-            (8, &w4),
-        ],
-        [col_groups as u32, row_groups as u32, 1],
-    )?;
+    let w_span = w.whole_span(gpu, OP)?;
+    let w4 = gpu.vec4_span(&w_span)?;
+    // Absent vectors bind a placeholder the kernel never reads (w's bytes).
+    let center = match opts.center {
+        Some(v) => bind_input(gpu, encoder, OP, "matmul center", v, 0..1)?,
+        None => w_span.clone(),
+    };
+    let scale = match opts.scale {
+        Some(v) => bind_input(gpu, encoder, OP, "matmul scale", v, 0..1)?,
+        None => w_span.clone(),
+    };
+    let bias = match opts.bias {
+        Some(v) => bind_input(gpu, encoder, OP, "matmul bias", v, 0..1)?,
+        None => w_span.clone(),
+    };
+    for rows in pieces(gpu, &[x, out]) {
+        let np = rows.len();
+        let row_groups = np
+            .div_ceil(bm)
+            .min(limits.max_compute_workgroups_per_dimension as usize);
+        let params = gpu.uniform(
+            "matmul params",
+            &Params {
+                n: np as u32,
+                k: k as u32,
+                m: m as u32,
+                flags,
+            },
+        )?;
+        let xs = bind_input(gpu, encoder, OP, "matmul x", x, rows.clone())?;
+        let x4 = gpu.vec4_span(&xs)?;
+        let piece = OutputPiece::new(gpu, encoder, OP, "matmul out", out, rows, false)?;
+        gpu.launch(
+            encoder,
+            &SH::SHADER,
+            SH::MATMUL,
+            &constants,
+            &[
+                (SH::X, &xs),
+                (SH::W, &w_span),
+                (SH::CENTER, &center),
+                (SH::SCALE, &scale),
+                (SH::BIAS, &bias),
+                (SH::OUT, &piece.span),
+                (SH::PARAMS, &params),
+                (SH::X4, &x4),
+                (SH::W4, &w4),
+            ],
+            [col_groups as u32, row_groups as u32, 1],
+        )?;
+        piece.finish(gpu, encoder, OP)?;
+    }
     Ok(())
 }

@@ -1,6 +1,14 @@
-//! GPU launchers: one module per shader in `shaders/`, each with a
-//! convenience form that submits and an `encode_*` form that records into a
-//! caller's `wgpu::CommandEncoder`.
+//! GPU launchers: one module per kernel family in `shaders/`. Every op has
+//! one recording form, `encode_<op>_into(gpu, encoder, inputs, outputs,
+//! &options)`, which records into a caller's `wgpu::CommandEncoder` (a host
+//! batches gpuprep's work with its own in one submit), and one convenience
+//! form, `<op>(gpu, inputs, &options)`, which allocates the outputs, records
+//! through [`Gpu::run`](crate::Gpu::run) and submits, waiting for nothing.
+//!
+//! Inputs and outputs are [`GpuMatrix`](crate::GpuMatrix) views of any size:
+//! each launcher splits the rows into pieces that fit one storage binding and
+//! one buffer, and reductions merge the pieces' partials exactly, so a split
+//! is invisible to the caller.
 
 pub mod batchnorm;
 pub mod column_stats;
@@ -13,10 +21,29 @@ pub mod pca;
 pub mod standardize;
 
 pub use batchnorm::BatchNorm;
-pub use column_stats::{column_stats, encode_column_stats, encode_column_stats_into, ColumnStats, Stat};
+pub use column_stats::{column_stats, encode_column_stats_into, ColumnStats, ColumnStatsOptions, Stat};
 pub use copy::{copy, encode_copy_into};
-pub use covariance::{covariance, encode_covariance, encode_covariance_into, CovarianceConfig};
-pub use matmul::{encode_matmul, encode_matmul_into, matmul, Activation, MatmulConfig, MatmulOptions};
+pub use covariance::{covariance, encode_covariance_into, CovarianceConfig, CovarianceOptions};
+pub use init::{encode_fill_into, encode_init_into, FillOptions};
+pub use matmul::{encode_matmul_into, matmul, Activation, MatmulConfig, MatmulOptions};
 pub use norm::{Norm, NormForward, NormGrads, NormKind, NormStats};
 pub use pca::Pca;
-pub use standardize::{encode_standardize, encode_standardize_inplace, standardize, standardize_inplace};
+pub use standardize::{encode_standardize_into, standardize};
+
+/// Every launcher's `Params` mirror, for the naga layout test in `shaders.rs`.
+#[cfg(test)]
+pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
+    [
+        column_stats::params_layouts(),
+        standardize::params_layouts(),
+        copy::params_layouts(),
+        init::params_layouts(),
+        covariance::params_layouts(),
+        matmul::params_layouts(),
+        norm::columns::params_layouts(),
+        norm::rows::params_layouts(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}

@@ -15,8 +15,8 @@ use crate::gpu::Gpu;
 use crate::matrix::GpuMatrix;
 use crate::model::pca::PcaModel;
 pub use crate::model::pca::{NComponents, PcaOptions, Whitening};
-use crate::ops::column_stats::encode_column_stats;
-use crate::ops::covariance::encode_covariance;
+use crate::ops::column_stats::{encode_column_stats_into, ColumnStats, ColumnStatsOptions};
+use crate::ops::covariance::{encode_covariance_into, CovarianceOptions};
 use crate::ops::matmul::{encode_matmul_into, MatmulOptions};
 
 const OP: &str = "pca";
@@ -67,15 +67,31 @@ impl Pca {
                 ),
             ));
         }
-        let mut encoder = gpu.encoder(OP);
-        let stats = encode_column_stats(gpu, &mut encoder, x, 0)?;
-        let cov = encode_covariance(gpu, &mut encoder, x, &stats.buffer, options.ddof)?;
+        let mut stats = ColumnStats::uninit(gpu, d)?;
+        let cov = GpuMatrix::uninit(gpu, d, d)?;
         // One readback: the covariance followed by the mean, copied side by side.
         let both = GpuMatrix::uninit(gpu, d + 1, d)?;
         let cov_bytes = (d * d * 4) as u64;
-        encoder.copy_buffer_to_buffer(cov.buffer(), 0, both.buffer(), 0, cov_bytes);
-        encoder.copy_buffer_to_buffer(stats.buffer.buffer(), 0, both.buffer(), cov_bytes, (d * 4) as u64);
-        gpu.submit(OP, encoder)?;
+        gpu.run(OP, |e| {
+            encode_column_stats_into(gpu, e, x, &mut stats, &ColumnStatsOptions::default())?;
+            encode_covariance_into(
+                gpu,
+                e,
+                x,
+                &stats.buffer,
+                &cov,
+                &CovarianceOptions::ddof(options.ddof),
+            )?;
+            e.copy_buffer_to_buffer(cov.buffer(), cov.offset(), both.buffer(), 0, cov_bytes);
+            e.copy_buffer_to_buffer(
+                stats.buffer.buffer(),
+                stats.buffer.offset(),
+                both.buffer(),
+                cov_bytes,
+                (d * 4) as u64,
+            );
+            Ok(())
+        })?;
         let host = both.download(gpu)?.mapv(f64::from);
         let c = host.slice(ndarray::s![..d, ..]);
         let mean = host.row(d).to_owned();
@@ -120,9 +136,7 @@ impl Pca {
     /// Decorrelates / reduces / whitens `x` (`N x D`) into a new `N x output_dim` matrix.
     pub fn transform(&self, gpu: &Gpu, x: &GpuMatrix) -> Result<GpuMatrix> {
         let out = GpuMatrix::uninit(gpu, x.rows(), self.output_dim())?;
-        let mut encoder = gpu.encoder(OP);
-        self.encode_transform_into(gpu, &mut encoder, x, &out)?;
-        gpu.submit(OP, encoder)?;
+        gpu.run(OP, |e| self.encode_transform_into(gpu, e, x, &out))?;
         Ok(out)
     }
 
@@ -147,7 +161,7 @@ impl Pca {
             bias: None,
             ..Default::default()
         };
-        encode_matmul_into(gpu, encoder, x, &self.forward, opts, out)
+        encode_matmul_into(gpu, encoder, x, &self.forward, out, &opts)
     }
 
     /// Maps transformed data (`N x output_dim`) back to the input space as a
@@ -155,9 +169,7 @@ impl Pca {
     /// kept components otherwise.
     pub fn inverse_transform(&self, gpu: &Gpu, y: &GpuMatrix) -> Result<GpuMatrix> {
         let out = GpuMatrix::uninit(gpu, y.rows(), self.model.n_features())?;
-        let mut encoder = gpu.encoder(OP);
-        self.encode_inverse_transform_into(gpu, &mut encoder, y, &out)?;
-        gpu.submit(OP, encoder)?;
+        gpu.run(OP, |e| self.encode_inverse_transform_into(gpu, e, y, &out))?;
         Ok(out)
     }
 
@@ -182,6 +194,6 @@ impl Pca {
             bias: Some(&self.mean),
             ..Default::default()
         };
-        encode_matmul_into(gpu, encoder, y, &self.inverse, opts, out)
+        encode_matmul_into(gpu, encoder, y, &self.inverse, out, &opts)
     }
 }

@@ -4,9 +4,9 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::matrix::GpuMatrix;
+use crate::matrix::{bind_input, pieces, GpuMatrix, OutputPiece};
 use crate::ops::column_stats::{grid_2d, ColumnStats};
-use crate::shaders;
+use crate::shaders::standardize as SH;
 
 pub use crate::model::standardize::StandardizeOptions;
 
@@ -15,7 +15,7 @@ const WG: usize = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
+pub(crate) struct Params {
     len: u32,
     d: u32,
     center: u32,
@@ -24,34 +24,19 @@ struct Params {
     _pad: [u32; 3],
 }
 
-fn check(x: &GpuMatrix, stats: &ColumnStats) -> Result<()> {
-    if stats.cols() != x.cols() || stats.buffer.rows() != 5 {
-        return Err(Error::shape(
-            OP,
-            format!("statistics for {} columns", x.cols()),
-            format!("statistics for {} columns", stats.cols()),
-        ));
-    }
-    Ok(())
-}
-
-/// Whether rows are whole vec4s (then each thread handles 4 adjacent columns).
-fn vec4(x: &GpuMatrix) -> bool {
-    x.cols().is_multiple_of(4)
-}
-
-fn params(gpu: &Gpu, x: &GpuMatrix, opts: StandardizeOptions) -> Result<(wgpu::Buffer, [u32; 3])> {
-    let len = if vec4(x) { x.len() / 4 } else { x.len() };
-    let (gx, gy) = grid_2d(gpu, OP, len.div_ceil(WG))?;
-    let p = Params {
-        len: len as u32,
-        d: x.cols() as u32,
-        center: opts.center as u32,
-        scale: opts.scale as u32,
-        groups_x: gx,
-        _pad: [0; 3],
-    };
-    Ok((gpu.uniform("standardize params", &p), [gx, gy, 1]))
+#[cfg(test)]
+pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
+    vec![crate::shaders::layout!(
+        &SH::SHADER,
+        "Params",
+        Params {
+            len,
+            d,
+            center,
+            scale,
+            groups_x
+        }
+    )]
 }
 
 /// Returns `x` centered and/or scaled by `stats` as a new matrix.
@@ -59,90 +44,105 @@ pub fn standardize(
     gpu: &Gpu,
     x: &GpuMatrix,
     stats: &ColumnStats,
-    opts: StandardizeOptions,
+    options: &StandardizeOptions,
 ) -> Result<GpuMatrix> {
     let out = GpuMatrix::uninit(gpu, x.rows(), x.cols())?;
-    let mut encoder = gpu.encoder(OP);
-    encode_standardize(gpu, &mut encoder, x, stats, opts, &out)?;
-    gpu.submit(OP, encoder)?;
+    gpu.run(OP, |e| encode_standardize_into(gpu, e, x, stats, &out, options))?;
     Ok(out)
 }
 
-/// Centers and/or scales `x` in place.
-pub fn standardize_inplace(
-    gpu: &Gpu,
-    x: &GpuMatrix,
-    stats: &ColumnStats,
-    opts: StandardizeOptions,
-) -> Result<()> {
-    let mut encoder = gpu.encoder(OP);
-    encode_standardize_inplace(gpu, &mut encoder, x, stats, opts)?;
-    gpu.submit(OP, encoder)?;
-    Ok(())
-}
-
-/// Records `out = standardize(x)` into a caller's encoder.
-pub fn encode_standardize(
+/// Records `out = standardize(x)` into a caller's encoder. `out` is either
+/// `x` itself (in place: pass the same matrix) or a matrix of `x`'s shape that
+/// shares no buffer with the inputs.
+pub fn encode_standardize_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
     x: &GpuMatrix,
     stats: &ColumnStats,
-    opts: StandardizeOptions,
     out: &GpuMatrix,
+    options: &StandardizeOptions,
 ) -> Result<()> {
-    check(x, stats)?;
-    if out.buffer() == x.buffer() {
-        return Err(Error::invalid(
+    x.check_device(gpu, OP)?;
+    if stats.cols() != x.cols() || stats.buffer.rows() != 5 {
+        return Err(Error::shape(
             OP,
-            "output aliases the input: use encode_standardize_inplace",
+            format!("statistics for {} columns", x.cols()),
+            format!("statistics for {} columns", stats.cols()),
         ));
     }
-    out.check_output(OP, x.shape(), &[&stats.buffer])?;
-    let (params, groups) = params(gpu, x, opts)?;
-    let (entry, bx, by) = if vec4(x) {
-        ("standardize_vec4", 5, 6)
+    let inplace = out.same_view(x);
+    if inplace {
+        out.check_output(gpu, OP, x.shape(), &[&stats.buffer])?;
     } else {
-        ("standardize", 1, 3)
-    };
-    gpu.launch(
-        encoder,
-        &shaders::STANDARDIZE,
-        entry,
-        &[],
-        &[
-            (0, &params),
-            (bx, x.buffer()),
-            (2, stats.buffer.buffer()),
-            (by, out.buffer()),
-        ],
-        groups,
-    )?;
-    Ok(())
-}
-
-/// Records an in-place standardization of `x` into a caller's encoder.
-pub fn encode_standardize_inplace(
-    gpu: &Gpu,
-    encoder: &mut wgpu::CommandEncoder,
-    x: &GpuMatrix,
-    stats: &ColumnStats,
-    opts: StandardizeOptions,
-) -> Result<()> {
-    check(x, stats)?;
-    x.check_output(OP, x.shape(), &[&stats.buffer])?;
-    let (params, groups) = params(gpu, x, opts)?;
-    let (entry, bxy) = if vec4(x) {
-        ("standardize_inplace_vec4", 7)
-    } else {
-        ("standardize_inplace", 4)
-    };
-    gpu.launch(
-        encoder,
-        &shaders::STANDARDIZE,
-        entry,
-        &[],
-        &[(0, &params), (2, stats.buffer.buffer()), (bxy, x.buffer())],
-        groups,
-    )?;
+        if out.shares_buffer(x) {
+            return Err(Error::invalid(
+                OP,
+                "the output shares a buffer with the input: pass the input itself to standardize in place",
+            ));
+        }
+        out.check_output(gpu, OP, x.shape(), &[&stats.buffer])?;
+    }
+    let stats_span = stats.buffer.whole_span(gpu, OP)?;
+    // Each thread handles 4 adjacent columns when rows are whole vec4s.
+    let vec4 = x.cols().is_multiple_of(4);
+    for rows in pieces(gpu, &[x, out]) {
+        let elems = rows.len() * x.cols();
+        let len = if vec4 { elems / 4 } else { elems };
+        let (gx, gy) = grid_2d(gpu, OP, len.div_ceil(WG))?;
+        let params = gpu.uniform(
+            "standardize params",
+            &Params {
+                len: len as u32,
+                d: x.cols() as u32,
+                center: options.center as u32,
+                scale: options.scale as u32,
+                groups_x: gx,
+                _pad: [0; 3],
+            },
+        )?;
+        if inplace {
+            let piece = OutputPiece::new(gpu, encoder, OP, "standardize out", out, rows, true)?;
+            let (entry, slot) = if vec4 {
+                (SH::APPLY_INPLACE_VEC4, SH::XY4)
+            } else {
+                (SH::APPLY_INPLACE, SH::XY)
+            };
+            gpu.launch(
+                encoder,
+                &SH::SHADER,
+                entry,
+                &[],
+                &[
+                    (SH::PARAMS, &params),
+                    (SH::STATS, &stats_span),
+                    (slot, &piece.span),
+                ],
+                [gx, gy, 1],
+            )?;
+            piece.finish(gpu, encoder, OP)?;
+        } else {
+            let xs = bind_input(gpu, encoder, OP, "standardize x", x, rows.clone())?;
+            let piece = OutputPiece::new(gpu, encoder, OP, "standardize out", out, rows, false)?;
+            let (entry, xslot, yslot) = if vec4 {
+                (SH::APPLY_VEC4, SH::X4, SH::Y4)
+            } else {
+                (SH::APPLY, SH::X, SH::Y)
+            };
+            gpu.launch(
+                encoder,
+                &SH::SHADER,
+                entry,
+                &[],
+                &[
+                    (SH::PARAMS, &params),
+                    (xslot, &xs),
+                    (SH::STATS, &stats_span),
+                    (yslot, &piece.span),
+                ],
+                [gx, gy, 1],
+            )?;
+            piece.finish(gpu, encoder, OP)?;
+        }
+    }
     Ok(())
 }

@@ -61,3 +61,21 @@ pub const SHAPES: &[(usize, usize)] = &[
     (1025, 130),
     (4099, 200),
 ];
+
+/// Records the column statistics of `x` into `enc` (into new statistics).
+pub fn record_stats(
+    g: &Gpu,
+    enc: &mut gpuprep::wgpu::CommandEncoder,
+    x: &gpuprep::GpuMatrix,
+    ddof: usize,
+) -> gpuprep::Result<gpuprep::ColumnStats> {
+    let mut st = gpuprep::ColumnStats::uninit(g, x.cols())?;
+    gpuprep::ops::encode_column_stats_into(
+        g,
+        enc,
+        x,
+        &mut st,
+        &gpuprep::ops::ColumnStatsOptions::ddof(ddof),
+    )?;
+    Ok(st)
+}

@@ -144,8 +144,10 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
 
     let mut checks = Vec::new();
     // column_stats: one read of X.
+    let mut st = ops::ColumnStats::uninit(&gpu, d)?;
+    let stats_opts = ops::ColumnStatsOptions::default();
     let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
-        ops::encode_column_stats(&gpu, enc, &xg, 0).map(|_| ())
+        ops::encode_column_stats_into(&gpu, enc, &xg, &mut st, &stats_opts)
     })?;
     let c = if a.cpu {
         Some(time_cpu(a.trials, || cpu::column_stats(x.view(), 0).map(|_| ()))?)
@@ -154,7 +156,7 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
     };
     row("column_stats", c, g, Work::Bytes(bytes));
     let want = cpu::column_stats(x.view(), 0)?;
-    let got = ops::column_stats(&gpu, &xg, 0)?.download(&gpu)?;
+    let got = ops::column_stats(&gpu, &xg, &ops::ColumnStatsOptions::ddof(0))?.download(&gpu)?;
     let rel = |a: &ndarray::Array1<f64>, b: &ndarray::Array1<f64>| {
         a.iter()
             .zip(b)
@@ -170,8 +172,8 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
     // standardize = stats + apply: X read twice, Y written once.
     let opts = StandardizeOptions::default();
     let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
-        let st = ops::encode_column_stats(&gpu, enc, &xg, 0)?;
-        ops::encode_standardize(&gpu, enc, &xg, &st, opts, &yg)
+        ops::encode_column_stats_into(&gpu, enc, &xg, &mut st, &stats_opts)?;
+        ops::encode_standardize_into(&gpu, enc, &xg, &st, &yg, &opts)
     })?;
     let c = if a.cpu {
         Some(time_cpu(a.trials, || {
@@ -182,7 +184,13 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
         None
     };
     row("stats + standardize", c, g, Work::Bytes(3.0 * bytes));
-    let z = ops::standardize(&gpu, &xg, &ops::column_stats(&gpu, &xg, 0)?, opts)?.download(&gpu)?;
+    let z = ops::standardize(
+        &gpu,
+        &xg,
+        &ops::column_stats(&gpu, &xg, &ops::ColumnStatsOptions::ddof(0))?,
+        &opts,
+    )?
+    .download(&gpu)?;
     let zc = cpu::standardize(x.view(), &want, opts)?;
     let err = z
         .iter()
@@ -197,10 +205,17 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
     // computes the upper triangle) and the PCA-whitening product
     // ((X - mu) U) * s, 2 N D^2 flops.
     let flops = 2.0 * n as f64 * (d * d) as f64;
-    let stats = ops::column_stats(&gpu, &xg, 0)?;
+    let stats = ops::column_stats(&gpu, &xg, &ops::ColumnStatsOptions::ddof(0))?;
     let cov = GpuMatrix::uninit(&gpu, d, d)?;
     let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
-        ops::encode_covariance_into(&gpu, enc, &xg, &stats.buffer, 0, &cov)
+        ops::encode_covariance_into(
+            &gpu,
+            enc,
+            &xg,
+            &stats.buffer,
+            &cov,
+            &ops::CovarianceOptions::ddof(0),
+        )
     })?;
     let c = if a.cpu {
         Some(time_cpu(a.trials, || cpu::covariance(x.view(), 0).map(|_| ()))?)
@@ -241,7 +256,7 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
     let dyg = ops::copy(&gpu, &xg)?; // dy: any data will do for timing
     let mut bn = BatchNorm::new(&gpu, d, RunningStatsConfig::pytorch(), 1e-5)?;
     let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
-        bn.encode_forward_train(&gpu, enc, &xg, &yg)
+        bn.encode_forward_train_into(&gpu, enc, &xg, &yg)
     })?;
     let xt = if a.cpu {
         Some(x.mapv(f64::from).into_dyn())
@@ -258,7 +273,7 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
     row("batch norm forward", c, g, Work::Bytes(2.0 * bytes));
     let grads = bn.backward(&gpu, &xg, &dyg)?;
     let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
-        bn.encode_backward(&gpu, enc, &xg, &dyg, &grads)
+        bn.encode_backward_into(&gpu, enc, &xg, &dyg, &grads)
     })?;
     let c = match &xt {
         Some(xt) => {
@@ -276,7 +291,7 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
     let out = norm.alloc_forward(&gpu, &xg)?;
     let lgrads = norm.alloc_backward(&gpu, &xg)?;
     let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
-        norm.encode_forward(&gpu, enc, &xg, &gamma, &beta, &out)
+        norm.encode_forward_into(&gpu, enc, &xg, &gamma, &beta, &out)
     })?;
     let (ones, zeros) = (ndarray::Array1::<f64>::ones(d), ndarray::Array1::<f64>::zeros(d));
     let layer_cpu =
@@ -287,7 +302,7 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
     };
     row("layer norm forward", c, g, Work::Bytes(2.0 * bytes));
     let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
-        norm.encode_backward(&gpu, enc, &xg, &dyg, &gamma, &out.stats, &lgrads)
+        norm.encode_backward_into(&gpu, enc, &xg, &dyg, &gamma, &out.stats, &lgrads)
     })?;
     let c = match &xt {
         Some(xt) => {
@@ -304,7 +319,7 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
     // Kaiming-normal initialization of an N x D weight: D * N writes.
     let scheme = Scheme::kaiming_normal();
     let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
-        ops::init::encode_init(&gpu, enc, &[n, d], &scheme, Philox::new(1), &yg)
+        ops::init::encode_init_into(&gpu, enc, &[n, d], &scheme, Philox::new(1), &yg)
     })?;
     let c = if a.cpu {
         Some(time_cpu(a.trials, || {

@@ -380,6 +380,10 @@ fn info() -> gpuprep::Result<()> {
     println!("chosen: {} ({:?}, {:?})", i.name, i.backend, i.device_type);
     println!("  max_buffer_size                    {}", l.max_buffer_size);
     println!(
+        "  min_storage_buffer_offset_align    {}",
+        l.min_storage_buffer_offset_alignment
+    );
+    println!(
         "  max_storage_buffer_binding_size    {}",
         l.max_storage_buffer_binding_size
     );
@@ -410,7 +414,7 @@ fn compute_stats(x: &Array2<f32>, ddof: usize, gpu: Option<&Gpu>) -> gpuprep::Re
     match gpu {
         Some(g) => {
             let xg = GpuMatrix::upload(g, x.view())?;
-            ops::column_stats(g, &xg, ddof)?.download(g)
+            ops::column_stats(g, &xg, &ops::ColumnStatsOptions::ddof(ddof))?.download(g)
         }
         None => cpu::column_stats(x.view(), ddof),
     }
@@ -464,8 +468,10 @@ fn preprocess(
     let y = match gpu_or_cpu(device) {
         Some(g) => {
             let xg = GpuMatrix::upload(&g, x.view())?;
-            let st = ops::column_stats(&g, &xg, 0)?;
-            ops::standardize_inplace(&g, &xg, &st, opts)?;
+            let st = ops::column_stats(&g, &xg, &ops::ColumnStatsOptions::ddof(0))?;
+            g.run("standardize", |e| {
+                ops::encode_standardize_into(&g, e, &xg, &st, &xg, &opts)
+            })?;
             xg.download(&g)?
         }
         None => {
@@ -570,9 +576,9 @@ fn demo() -> gpuprep::Result<()> {
             let i = g.adapter_info();
             println!("adapter: {} ({:?}, {:?})", i.name, i.backend, i.device_type);
             let xg = GpuMatrix::upload(g, x.view())?;
-            let _warm = ops::column_stats(g, &xg, 0)?.download(g)?;
+            let _warm = ops::column_stats(g, &xg, &ops::ColumnStatsOptions::ddof(0))?.download(g)?;
             let t = Instant::now();
-            let gs = ops::column_stats(g, &xg, 0)?.download(g)?;
+            let gs = ops::column_stats(g, &xg, &ops::ColumnStatsOptions::ddof(0))?.download(g)?;
             let gpu_ms = t.elapsed().as_secs_f64() * 1e3;
             println!("CPU (f64) {cpu_ms:.3} ms; GPU (f32, incl. readback) {gpu_ms:.3} ms");
             println!("largest |GPU - CPU| over the 64 columns:");

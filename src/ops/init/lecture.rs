@@ -15,8 +15,8 @@ use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::matrix::GpuMatrix;
 use crate::model::init::{experiment_input_rng, experiment_weight_rng, Fill, LayerStats, Scheme};
-use crate::ops::column_stats::{encode_column_stats_into, Stat};
-use crate::ops::init::{encode_fill, encode_init};
+use crate::ops::column_stats::{encode_column_stats_into, ColumnStats, ColumnStatsOptions, Stat};
+use crate::ops::init::{encode_fill_into, encode_init_into, FillOptions};
 use crate::ops::matmul::{encode_matmul_into, Activation, MatmulOptions};
 
 const OP: &str = "activation_statistics";
@@ -37,13 +37,13 @@ pub fn activation_statistics(
     let mut encoder = gpu.encoder(OP);
     let mut h = GpuMatrix::uninit(gpu, batch, units)?;
     let mut next = GpuMatrix::uninit(gpu, batch, units)?;
-    encode_fill(
+    encode_fill_into(
         gpu,
         &mut encoder,
         &Fill::Normal { mean: 0.0, std: 1.0 },
         experiment_input_rng(seed),
-        0,
         &h,
+        &FillOptions::default(),
     )?;
     let options = MatmulOptions {
         transpose_w: true,
@@ -52,14 +52,14 @@ pub fn activation_statistics(
     };
     // Each layer's 5 x units statistics (mean, var, std, min, max) land in
     // rows 5l .. 5l + 5 of one matrix: one readback for the whole network.
-    let stats = GpuMatrix::uninit(gpu, 5, units)?;
+    let mut stats = ColumnStats::uninit(gpu, units)?;
     let all = GpuMatrix::uninit(gpu, 5 * layers, units)?;
     let stats_bytes = (5 * units * 4) as u64;
     for layer in 0..layers {
         // A weight buffer per layer: an orthogonal init is written through the
         // queue before the submit, so layers must not share one.
         let w = GpuMatrix::uninit(gpu, units, units)?;
-        encode_init(
+        encode_init_into(
             gpu,
             &mut encoder,
             &[units, units],
@@ -67,11 +67,11 @@ pub fn activation_statistics(
             experiment_weight_rng(seed, layer),
             &w,
         )?;
-        encode_matmul_into(gpu, &mut encoder, &h, &w, options, &next)?;
+        encode_matmul_into(gpu, &mut encoder, &h, &w, &next, &options)?;
         std::mem::swap(&mut h, &mut next);
-        encode_column_stats_into(gpu, &mut encoder, &h, 0, &stats)?;
+        encode_column_stats_into(gpu, &mut encoder, &h, &mut stats, &ColumnStatsOptions::default())?;
         encoder.copy_buffer_to_buffer(
-            stats.buffer(),
+            stats.buffer.buffer(),
             0,
             all.buffer(),
             layer as u64 * stats_bytes,

@@ -8,12 +8,14 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::matrix::GpuMatrix;
+use std::ops::Range;
+
+use crate::matrix::{bind_input, pieces, GpuMatrix, OutputPiece, Span};
 use crate::model::norm::{NormKind, NormPlan, NormShape, RunningStatsConfig};
 use crate::ops::column_stats::grid_2d;
-use crate::shaders;
+use crate::shaders::batchnorm as SH;
 
 const OP: &str = "batchnorm";
 const WG: usize = 256;
@@ -34,7 +36,7 @@ const FLAG_CUMULATIVE: u32 = 4;
 /// Mirror of `Params` in shaders/batchnorm.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-struct Params {
+pub(crate) struct Params {
     rows: u32,
     cols: u32,
     chunk_rows: u32,
@@ -49,20 +51,49 @@ struct Params {
     _pad0: u32,
     eps: f32,
     momentum: f32,
-    _pad1: [f32; 2],
+    chunk_base: u32,
+    row_base: u32,
+    total_rows: u32,
+    _pad1: u32,
 }
 
-/// Layout of the column passes over an N x F matrix: TC = min(WG, F rounded
-/// up to a power of two) columns per workgroup, WG / TC row lanes, and row
-/// chunks of whole unrolled steps (4 rows per lane) so that about
-/// TARGET_GROUPS workgroups cover the matrix, but at least MIN_ROWS_PER_LANE
+#[cfg(test)]
+pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
+    vec![crate::shaders::layout!(
+        &SH::SHADER,
+        "Params",
+        Params {
+            rows,
+            cols,
+            chunk_rows,
+            chunks,
+            col_lanes,
+            col_tiles,
+            channels,
+            spatial,
+            g_row_stride,
+            g_div,
+            flags,
+            eps,
+            momentum,
+            chunk_base,
+            row_base,
+            total_rows
+        }
+    )]
+}
+
+/// Layout of the column passes over a piece of `rows` rows of an N x F matrix:
+/// TC = min(WG, F rounded up to a power of two) columns per workgroup, WG / TC
+/// row lanes, and row chunks of whole unrolled steps (4 rows per lane) so that
+/// about `target` workgroups cover the piece, but at least MIN_ROWS_PER_LANE
 /// rows per lane (so the partials stay a small fraction of the data).
-fn layout(rows: usize, cols: usize) -> Params {
+fn layout(rows: usize, cols: usize, target: usize) -> Params {
     let col_lanes = cols.next_power_of_two().min(WG);
     let col_tiles = cols.div_ceil(col_lanes);
     let row_lanes = WG / col_lanes;
     let step = row_lanes * 4;
-    let want_chunks = (TARGET_GROUPS / col_tiles).max(1);
+    let want_chunks = (target / col_tiles).max(1);
     let chunk_rows = rows
         .div_ceil(want_chunks)
         .max(MIN_ROWS_PER_LANE * row_lanes)
@@ -74,8 +105,45 @@ fn layout(rows: usize, cols: usize) -> Params {
         chunks: rows.div_ceil(chunk_rows) as u32,
         col_lanes: col_lanes as u32,
         col_tiles: col_tiles as u32,
+        total_rows: rows as u32,
         ..Default::default()
     }
+}
+
+/// One piece of a column pass: its rows and its layout (chunk_base and
+/// row_base set).
+struct Piece {
+    rows: Range<usize>,
+    p: Params,
+}
+
+/// The pieces of a column pass over `mats` (all N x F) and their chunks in all.
+fn split(gpu: &Gpu, mats: &[&GpuMatrix], cols: usize, base: Params) -> (Vec<Piece>, u32) {
+    let ranges = pieces(gpu, mats);
+    let n: usize = ranges.iter().map(|r| r.len()).sum();
+    let target = (TARGET_GROUPS / ranges.len().max(1)).max(1);
+    let mut chunk_base = 0;
+    let out = ranges
+        .into_iter()
+        .map(|rows| {
+            let l = layout(rows.len(), cols, target);
+            let p = Params {
+                rows: l.rows,
+                cols: l.cols,
+                chunk_rows: l.chunk_rows,
+                chunks: l.chunks,
+                col_lanes: l.col_lanes,
+                col_tiles: l.col_tiles,
+                chunk_base,
+                row_base: rows.start as u32,
+                total_rows: n as u32,
+                ..base
+            };
+            chunk_base += l.chunks;
+            Piece { rows, p }
+        })
+        .collect();
+    (out, chunk_base)
 }
 
 fn data_groups(gpu: &Gpu, p: &Params) -> Result<[u32; 3]> {
@@ -101,55 +169,60 @@ pub(crate) fn encode_stats(
     stats: &GpuMatrix,
     running: Option<RunningUpdate>,
 ) -> Result<()> {
-    let mut p = layout(shape.n, shape.features());
-    p.channels = shape.c as u32;
-    p.spatial = shape.s as u32;
-    p.eps = eps;
+    let mut base = Params {
+        channels: shape.c as u32,
+        spatial: shape.s as u32,
+        eps,
+        ..Default::default()
+    };
     if let Some(r) = &running {
-        p.flags = FLAG_UPDATE_RUNNING;
+        base.flags = FLAG_UPDATE_RUNNING;
         if r.config.unbiased {
-            p.flags |= FLAG_UNBIASED;
+            base.flags |= FLAG_UNBIASED;
         }
         match r.config.momentum {
-            Some(m) => p.momentum = m as f32,
-            None => p.flags |= FLAG_CUMULATIVE,
+            Some(m) => base.momentum = m as f32,
+            None => base.flags |= FLAG_CUMULATIVE,
         }
     }
-    let groups = data_groups(gpu, &p)?;
-    let (fx, fy) = grid_2d(gpu, OP, shape.c)?;
-    let partials = gpu.storage_buffer(
-        OP,
-        p.chunks as u64 * p.cols as u64 * PARTIAL_BYTES,
+    let (pieces, chunks) = split(gpu, &[x], shape.features(), base);
+    let partials = Span::whole(&gpu.scratch(
         "batchnorm partials",
-    )?;
-    let params = gpu.uniform("batchnorm params", &p);
-    gpu.launch(
-        encoder,
-        &shaders::BATCHNORM,
-        "stats_partials",
-        &[],
-        &[(0, &params), (1, x.buffer()), (3, &partials)],
-        groups,
-    )?;
+        u64::from(chunks) * shape.features() as u64 * PARTIAL_BYTES,
+    )?);
+    for piece in &pieces {
+        let xs = bind_input(gpu, encoder, OP, "batchnorm x", x, piece.rows.clone())?;
+        let params = gpu.uniform("batchnorm params", &piece.p)?;
+        gpu.launch(
+            encoder,
+            &SH::SHADER,
+            SH::STATS_PARTIALS,
+            &[],
+            &[(SH::PARAMS, &params), (SH::X, &xs), (SH::PARTIALS, &partials)],
+            data_groups(gpu, &piece.p)?,
+        )?;
+    }
+    let Some(first) = pieces.first() else {
+        return Err(Error::shape(OP, "at least one row", "0 rows"));
+    };
+    let fin = Params { chunks, ..first.p };
+    let (fx, fy) = grid_2d(gpu, OP, shape.c)?;
+    let params = gpu.uniform("batchnorm params", &fin)?;
     // The finalize binds `running` even when it does not update it.
-    let scratch;
-    let running_buf = match &running {
-        Some(r) => r.running.buffer(),
-        None => {
-            scratch = gpu.storage_buffer(OP, 16, "batchnorm unused running")?;
-            &scratch
-        }
+    let running_span = match &running {
+        Some(r) => r.running.whole_span(gpu, OP)?,
+        None => Span::whole(&gpu.scratch("batchnorm unused running", 16)?),
     };
     gpu.launch(
         encoder,
-        &shaders::BATCHNORM,
-        "stats_finalize",
+        &SH::SHADER,
+        SH::STATS_FINALIZE,
         &[],
         &[
-            (0, &params),
-            (3, &partials),
-            (4, stats.buffer()),
-            (5, running_buf),
+            (SH::PARAMS, &params),
+            (SH::PARTIALS, &partials),
+            (SH::STATS, &stats.whole_span(gpu, OP)?),
+            (SH::RUNNING, &running_span),
         ],
         [fx, fy, 1],
     )?;
@@ -168,26 +241,38 @@ pub(crate) fn encode_apply(
     beta: &GpuMatrix,
     y: &GpuMatrix,
 ) -> Result<()> {
-    let mut p = layout(shape.n, shape.features());
-    p.channels = shape.c as u32;
-    p.spatial = shape.s as u32;
-    let groups = data_groups(gpu, &p)?;
-    let params = gpu.uniform("batchnorm params", &p);
-    gpu.launch(
-        encoder,
-        &shaders::BATCHNORM,
-        "apply",
-        &[],
-        &[
-            (0, &params),
-            (1, x.buffer()),
-            (4, stats.buffer()),
-            (6, gamma.buffer()),
-            (7, beta.buffer()),
-            (8, y.buffer()),
-        ],
-        groups,
-    )?;
+    let base = Params {
+        channels: shape.c as u32,
+        spatial: shape.s as u32,
+        ..Default::default()
+    };
+    let (stats, gamma, beta) = (
+        stats.whole_span(gpu, OP)?,
+        gamma.whole_span(gpu, OP)?,
+        beta.whole_span(gpu, OP)?,
+    );
+    let (pieces, _) = split(gpu, &[x, y], shape.features(), base);
+    for piece in pieces {
+        let xs = bind_input(gpu, encoder, OP, "batchnorm x", x, piece.rows.clone())?;
+        let out = OutputPiece::new(gpu, encoder, OP, "batchnorm out", y, piece.rows.clone(), false)?;
+        let params = gpu.uniform("batchnorm params", &piece.p)?;
+        gpu.launch(
+            encoder,
+            &SH::SHADER,
+            SH::APPLY,
+            &[],
+            &[
+                (SH::PARAMS, &params),
+                (SH::X, &xs),
+                (SH::STATS, &stats),
+                (SH::GAMMA, &gamma),
+                (SH::BETA, &beta),
+                (SH::OUT, &out.span),
+            ],
+            data_groups(gpu, &piece.p)?,
+        )?;
+        out.finish(gpu, encoder, OP)?;
+    }
     Ok(())
 }
 
@@ -206,13 +291,17 @@ pub(crate) fn encode_eval_prepare(
         ..Default::default()
     };
     let (gx, gy) = grid_2d(gpu, OP, channels.div_ceil(WG))?;
-    let params = gpu.uniform("batchnorm params", &p);
+    let params = gpu.uniform("batchnorm params", &p)?;
     gpu.launch(
         encoder,
-        &shaders::BATCHNORM,
-        "eval_prepare",
+        &SH::SHADER,
+        SH::EVAL_PREPARE,
         &[],
-        &[(0, &params), (4, stats.buffer()), (5, running.buffer())],
+        &[
+            (SH::PARAMS, &params),
+            (SH::STATS, &stats.whole_span(gpu, OP)?),
+            (SH::RUNNING, &running.whole_span(gpu, OP)?),
+        ],
         [gx, gy, 1],
     )?;
     Ok(())
@@ -233,60 +322,69 @@ pub(crate) fn encode_param_grads(
     dbeta: &GpuMatrix,
 ) -> Result<()> {
     let sh = plan.shape;
-    let mut p = layout(sh.n, sh.features());
+    let mut base = Params::default();
     match plan.kind {
         NormKind::Batch => {
-            p.channels = sh.c as u32;
-            p.spatial = sh.s as u32;
-            p.g_row_stride = 0;
-            p.g_div = sh.s as u32;
+            base.channels = sh.c as u32;
+            base.spatial = sh.s as u32;
+            base.g_row_stride = 0;
+            base.g_div = sh.s as u32;
         }
         NormKind::Layer => {
             // elementwise affine: one "channel" per column
-            p.channels = sh.features() as u32;
-            p.spatial = 1;
-            p.g_row_stride = 1;
-            p.g_div = sh.features() as u32;
+            base.channels = sh.features() as u32;
+            base.spatial = 1;
+            base.g_row_stride = 1;
+            base.g_div = sh.features() as u32;
         }
         NormKind::Instance | NormKind::Group { .. } => {
-            p.channels = sh.c as u32;
-            p.spatial = sh.s as u32;
-            p.g_row_stride = plan.groups_per_sample as u32;
-            p.g_div = plan.group_len as u32;
+            base.channels = sh.c as u32;
+            base.spatial = sh.s as u32;
+            base.g_row_stride = plan.groups_per_sample as u32;
+            base.g_div = plan.group_len as u32;
         }
     }
-    let groups = data_groups(gpu, &p)?;
-    let (fx, fy) = grid_2d(gpu, OP, p.channels as usize)?;
-    let partials = gpu.storage_buffer(
-        OP,
-        p.chunks as u64 * p.cols as u64 * GRAD_PARTIAL_BYTES,
+    let (pieces, chunks) = split(gpu, &[x, dy], sh.features(), base);
+    let partials = Span::whole(&gpu.scratch(
         "batchnorm grad partials",
-    )?;
-    let params = gpu.uniform("batchnorm params", &p);
+        u64::from(chunks) * sh.features() as u64 * GRAD_PARTIAL_BYTES,
+    )?);
+    let stats = stats.whole_span(gpu, OP)?;
+    for piece in &pieces {
+        let xs = bind_input(gpu, encoder, OP, "batchnorm x", x, piece.rows.clone())?;
+        let dys = bind_input(gpu, encoder, OP, "batchnorm dy", dy, piece.rows.clone())?;
+        let params = gpu.uniform("batchnorm params", &piece.p)?;
+        gpu.launch(
+            encoder,
+            &SH::SHADER,
+            SH::GRAD_PARTIALS,
+            &[],
+            &[
+                (SH::PARAMS, &params),
+                (SH::X, &xs),
+                (SH::DY, &dys),
+                (SH::STATS, &stats),
+                (SH::GPARTIALS, &partials),
+            ],
+            data_groups(gpu, &piece.p)?,
+        )?;
+    }
+    let Some(first) = pieces.first() else {
+        return Err(Error::shape(OP, "at least one row", "0 rows"));
+    };
+    let fin = Params { chunks, ..first.p };
+    let (fx, fy) = grid_2d(gpu, OP, fin.channels as usize)?;
+    let params = gpu.uniform("batchnorm params", &fin)?;
     gpu.launch(
         encoder,
-        &shaders::BATCHNORM,
-        "grad_partials",
+        &SH::SHADER,
+        SH::GRAD_FINALIZE,
         &[],
         &[
-            (0, &params),
-            (1, x.buffer()),
-            (2, dy.buffer()),
-            (4, stats.buffer()),
-            (9, &partials),
-        ],
-        groups,
-    )?;
-    gpu.launch(
-        encoder,
-        &shaders::BATCHNORM,
-        "grad_finalize",
-        &[],
-        &[
-            (0, &params),
-            (9, &partials),
-            (10, dgamma.buffer()),
-            (11, dbeta.buffer()),
+            (SH::PARAMS, &params),
+            (SH::GPARTIALS, &partials),
+            (SH::DGAMMA, &dgamma.whole_span(gpu, OP)?),
+            (SH::DBETA, &dbeta.whole_span(gpu, OP)?),
         ],
         [fx, fy, 1],
     )?;
@@ -307,27 +405,41 @@ pub(crate) fn encode_dx(
     dbeta: &GpuMatrix,
     dx: &GpuMatrix,
 ) -> Result<()> {
-    let mut p = layout(shape.n, shape.features());
-    p.channels = shape.c as u32;
-    p.spatial = shape.s as u32;
-    let groups = data_groups(gpu, &p)?;
-    let params = gpu.uniform("batchnorm params", &p);
-    gpu.launch(
-        encoder,
-        &shaders::BATCHNORM,
-        "dx",
-        &[],
-        &[
-            (0, &params),
-            (1, x.buffer()),
-            (2, dy.buffer()),
-            (4, stats.buffer()),
-            (6, gamma.buffer()),
-            (8, dx.buffer()),
-            (10, dgamma.buffer()),
-            (11, dbeta.buffer()),
-        ],
-        groups,
-    )?;
+    let base = Params {
+        channels: shape.c as u32,
+        spatial: shape.s as u32,
+        ..Default::default()
+    };
+    let (stats, gamma, dgamma, dbeta) = (
+        stats.whole_span(gpu, OP)?,
+        gamma.whole_span(gpu, OP)?,
+        dgamma.whole_span(gpu, OP)?,
+        dbeta.whole_span(gpu, OP)?,
+    );
+    let (pieces, _) = split(gpu, &[x, dy, dx], shape.features(), base);
+    for piece in pieces {
+        let xs = bind_input(gpu, encoder, OP, "batchnorm x", x, piece.rows.clone())?;
+        let dys = bind_input(gpu, encoder, OP, "batchnorm dy", dy, piece.rows.clone())?;
+        let out = OutputPiece::new(gpu, encoder, OP, "batchnorm out", dx, piece.rows.clone(), false)?;
+        let params = gpu.uniform("batchnorm params", &piece.p)?;
+        gpu.launch(
+            encoder,
+            &SH::SHADER,
+            SH::DX,
+            &[],
+            &[
+                (SH::PARAMS, &params),
+                (SH::X, &xs),
+                (SH::DY, &dys),
+                (SH::STATS, &stats),
+                (SH::GAMMA, &gamma),
+                (SH::OUT, &out.span),
+                (SH::DGAMMA, &dgamma),
+                (SH::DBETA, &dbeta),
+            ],
+            data_groups(gpu, &piece.p)?,
+        )?;
+        out.finish(gpu, encoder, OP)?;
+    }
     Ok(())
 }

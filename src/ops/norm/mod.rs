@@ -45,7 +45,7 @@ impl NormStats {
     pub fn uninit(gpu: &Gpu, kind: NormKind, groups: usize) -> Result<NormStats> {
         Ok(NormStats {
             kind,
-            buffer: GpuMatrix::uninit(gpu, groups, 4)?,
+            buffer: GpuMatrix::uninit_whole(gpu, groups, 4)?,
         })
     }
 
@@ -131,9 +131,7 @@ impl Norm {
         beta: &GpuMatrix,
     ) -> Result<NormForward> {
         let out = self.alloc_forward(gpu, x)?;
-        let mut encoder = gpu.encoder(OP);
-        self.encode_forward(gpu, &mut encoder, x, gamma, beta, &out)?;
-        gpu.submit(OP, encoder)?;
+        gpu.run(OP, |e| self.encode_forward_into(gpu, e, x, gamma, beta, &out))?;
         Ok(out)
     }
 
@@ -147,7 +145,7 @@ impl Norm {
     }
 
     /// Records a training-mode forward pass into a caller's encoder.
-    pub fn encode_forward(
+    pub fn encode_forward_into(
         &self,
         gpu: &Gpu,
         encoder: &mut wgpu::CommandEncoder,
@@ -192,9 +190,9 @@ impl Norm {
         stats: &NormStats,
     ) -> Result<NormGrads> {
         let out = self.alloc_backward(gpu, x)?;
-        let mut encoder = gpu.encoder(OP);
-        self.encode_backward(gpu, &mut encoder, x, dy, gamma, stats, &out)?;
-        gpu.submit(OP, encoder)?;
+        gpu.run(OP, |e| {
+            self.encode_backward_into(gpu, e, x, dy, gamma, stats, &out)
+        })?;
         Ok(out)
     }
 
@@ -211,7 +209,7 @@ impl Norm {
     /// Records the backward pass into a caller's encoder: dx in closed form,
     /// dgamma = sum(dy * xhat), dbeta = sum(dy) per affine index.
     #[allow(clippy::too_many_arguments)]
-    pub fn encode_backward(
+    pub fn encode_backward_into(
         &self,
         gpu: &Gpu,
         encoder: &mut wgpu::CommandEncoder,
@@ -287,10 +285,11 @@ pub(crate) fn check_eps(op: &'static str, eps: f32) -> Result<()> {
     Ok(())
 }
 
-/// The input fits one storage binding, and the device binds enough storage
-/// buffers for the widest kernel (batch norm's dx: 7).
+/// The input is on this device, and the device binds enough storage buffers
+/// for the widest kernel (batch norm's dx: 7). Any size of input works: the
+/// launchers split it into binding-sized pieces.
 pub(crate) fn check_input(gpu: &Gpu, op: &'static str, x: &GpuMatrix) -> Result<()> {
-    gpu.check_binding(op, x.len() as u64 * 4)?;
+    x.check_device(gpu, op)?;
     let have = gpu.limits().max_storage_buffers_per_shader_stage;
     if have < 7 {
         return Err(Error::ExceedsLimit {
@@ -350,9 +349,7 @@ fn check_stats(op: &'static str, stats: &NormStats, plan: &NormPlan) -> Result<(
 /// binding one buffer as both read-only and writable in a dispatch).
 pub(crate) fn check_distinct(op: &'static str, inputs: &[&GpuMatrix], outputs: &[&GpuMatrix]) -> Result<()> {
     for (i, o) in outputs.iter().enumerate() {
-        if inputs.iter().any(|x| x.buffer() == o.buffer())
-            || outputs[..i].iter().any(|p| p.buffer() == o.buffer())
-        {
+        if inputs.iter().any(|x| x.shares_buffer(o)) || outputs[..i].iter().any(|p| p.shares_buffer(o)) {
             return Err(Error::invalid(
                 op,
                 "an output shares its buffer with an input or another output",

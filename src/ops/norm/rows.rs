@@ -6,10 +6,11 @@ use bytemuck::{Pod, Zeroable};
 use super::NormForward;
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::matrix::GpuMatrix;
+use crate::matrix::{bind_input, pieces, GpuMatrix, OutputPiece};
 use crate::model::norm::{NormKind, NormPlan};
-use crate::shaders;
+use crate::shaders::norm as SH;
 
+const OP: &str = "norm";
 const WG: usize = 256;
 /// Elements of a row each lane aims to reduce (four unrolled steps of four).
 const ELEMS_PER_LANE: u32 = 16;
@@ -17,7 +18,7 @@ const ELEMS_PER_LANE: u32 = 16;
 /// Mirror of `RowParams` in shaders/norm.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-struct RowParams {
+pub(crate) struct RowParams {
     rows: u32,
     len: u32,
     lanes: u32,
@@ -27,7 +28,28 @@ struct RowParams {
     lane_q: u32,
     lane_r: u32,
     eps: f32,
-    _pad: [f32; 3],
+    row_base: u32,
+    _pad: [f32; 2],
+}
+
+#[cfg(test)]
+pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
+    vec![crate::shaders::layout!(
+        &SH::SHADER,
+        "RowParams",
+        RowParams {
+            rows,
+            len,
+            lanes,
+            groups,
+            spatial,
+            per_channel,
+            lane_q,
+            lane_r,
+            eps,
+            row_base
+        }
+    )]
 }
 
 /// Rows of `plan` (N * G) each normalized over its L contiguous elements,
@@ -48,7 +70,8 @@ fn row_params(plan: &NormPlan, eps: f32) -> RowParams {
         lane_q: lanes / s,
         lane_r: lanes % s,
         eps,
-        _pad: [0.0; 3],
+        row_base: 0,
+        _pad: [0.0; 2],
     }
 }
 
@@ -58,6 +81,23 @@ fn row_groups(gpu: &Gpu, p: &RowParams) -> [u32; 3] {
     let slots = WG as u32 / p.lanes;
     let limit = gpu.limits().max_compute_workgroups_per_dimension;
     [p.rows.div_ceil(slots).clamp(1, limit), 1, 1]
+}
+
+/// The pieces of a row pass over `mats` (N x F), each with its params: the
+/// norm rows (N * G of them) of its samples, from `row_base` on.
+fn split(gpu: &Gpu, mats: &[&GpuMatrix], base: RowParams) -> Vec<(std::ops::Range<usize>, RowParams)> {
+    let g = base.groups.max(1);
+    pieces(gpu, mats)
+        .into_iter()
+        .map(|r| {
+            let p = RowParams {
+                rows: r.len() as u32 * g,
+                row_base: r.start as u32 * g,
+                ..base
+            };
+            (r, p)
+        })
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -71,23 +111,32 @@ pub(crate) fn encode_row_forward(
     eps: f32,
     out: &NormForward,
 ) -> Result<()> {
-    let p = row_params(plan, eps);
-    let params = gpu.uniform("norm params", &p);
-    gpu.launch(
-        encoder,
-        &shaders::NORM,
-        "row_forward",
-        &[],
-        &[
-            (0, &params),
-            (1, x.buffer()),
-            (4, out.stats.buffer.buffer()),
-            (6, gamma.buffer()),
-            (7, beta.buffer()),
-            (8, out.y.buffer()),
-        ],
-        row_groups(gpu, &p),
-    )?;
+    let (stats, gamma, beta) = (
+        out.stats.buffer.whole_span(gpu, OP)?,
+        gamma.whole_span(gpu, OP)?,
+        beta.whole_span(gpu, OP)?,
+    );
+    for (rows, p) in split(gpu, &[x, &out.y], row_params(plan, eps)) {
+        let params = gpu.uniform("norm params", &p)?;
+        let xs = bind_input(gpu, encoder, OP, "norm x", x, rows.clone())?;
+        let y = OutputPiece::new(gpu, encoder, OP, "norm out", &out.y, rows, false)?;
+        gpu.launch(
+            encoder,
+            &SH::SHADER,
+            SH::ROW_FORWARD,
+            &[],
+            &[
+                (SH::PARAMS, &params),
+                (SH::X, &xs),
+                (SH::STATS, &stats),
+                (SH::GAMMA, &gamma),
+                (SH::BETA, &beta),
+                (SH::OUT, &y.span),
+            ],
+            row_groups(gpu, &p),
+        )?;
+        y.finish(gpu, encoder, OP)?;
+    }
     Ok(())
 }
 
@@ -102,22 +151,28 @@ pub(crate) fn encode_row_backward(
     stats: &GpuMatrix,
     dx: &GpuMatrix,
 ) -> Result<()> {
-    let p = row_params(plan, 0.0);
-    let params = gpu.uniform("norm params", &p);
-    gpu.launch(
-        encoder,
-        &shaders::NORM,
-        "row_backward",
-        &[],
-        &[
-            (0, &params),
-            (1, x.buffer()),
-            (2, dy.buffer()),
-            (4, stats.buffer()),
-            (6, gamma.buffer()),
-            (8, dx.buffer()),
-        ],
-        row_groups(gpu, &p),
-    )?;
+    let (stats, gamma) = (stats.whole_span(gpu, OP)?, gamma.whole_span(gpu, OP)?);
+    for (rows, p) in split(gpu, &[x, dy, dx], row_params(plan, 0.0)) {
+        let params = gpu.uniform("norm params", &p)?;
+        let xs = bind_input(gpu, encoder, OP, "norm x", x, rows.clone())?;
+        let dys = bind_input(gpu, encoder, OP, "norm dy", dy, rows.clone())?;
+        let out = OutputPiece::new(gpu, encoder, OP, "norm out", dx, rows, false)?;
+        gpu.launch(
+            encoder,
+            &SH::SHADER,
+            SH::ROW_BACKWARD,
+            &[],
+            &[
+                (SH::PARAMS, &params),
+                (SH::X, &xs),
+                (SH::DY, &dys),
+                (SH::STATS, &stats),
+                (SH::GAMMA, &gamma),
+                (SH::OUT, &out.span),
+            ],
+            row_groups(gpu, &p),
+        )?;
+        out.finish(gpu, encoder, OP)?;
+    }
     Ok(())
 }
