@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use gpuprep::cpu::init::{self as twin, FanMode, Scheme, KAIMING_GAIN, SMALL_STD};
 use gpuprep::rng::Philox;
-use gpuprep::{io, ops, Error, Gpu};
+use gpuprep::{io, ops, Error};
 use ndarray::{ArrayD, IxDyn};
 use ndarray_npy::WriteNpyExt;
 
-use super::Device;
+use crate::common::{gpu_or_cpu, Device};
 
 /// The scheme names: torch.nn.init's without the trailing underscore, plus
 /// the lecture's small_random and calibrated.
@@ -41,6 +41,7 @@ pub enum Mode {
     FanOut,
 }
 
+/// Initialize a weight tensor (torch.nn.init's schemes and the lecture's); writes f32 .npy atomically.
 #[derive(Args)]
 pub struct InitArgs {
     /// The scheme.
@@ -88,13 +89,6 @@ pub struct InitArgs {
     /// Output .npy file (f32, written atomically).
     #[arg(short, long)]
     output: PathBuf,
-}
-
-impl InitArgs {
-    /// Where to compute.
-    pub fn device(&self) -> Device {
-        self.device
-    }
 }
 
 fn scheme(a: &InitArgs) -> gpuprep::Result<Scheme> {
@@ -155,9 +149,10 @@ fn scheme(a: &InitArgs) -> gpuprep::Result<Scheme> {
     })
 }
 
-/// Runs `gpuprep init` on `gpu` (None: the CPU twin).
-pub fn run(a: InitArgs, gpu: Option<Gpu>) -> gpuprep::Result<()> {
+/// Runs `gpuprep init` on the GPU, or on the CPU twin (`--device cpu`, or no adapter).
+pub fn run(a: InitArgs) -> gpuprep::Result<()> {
     let scheme = scheme(&a)?;
+    let gpu = gpu_or_cpu(a.device);
     let rng = Philox::with_stream(a.seed, a.stream);
     let shape = a.shape.clone();
     let (values, device): (Vec<f32>, String) = match &gpu {

@@ -16,7 +16,7 @@ use gpuprep::{io, Error, GpuMatrix};
 use ndarray::{Array1, Array2, ArrayD, IxDyn};
 use ndarray_npy::{ReadNpyError, ReadNpyExt, WriteNpyExt};
 
-use crate::{gpu_or_cpu, Device};
+use crate::common::{gpu_or_cpu, Device};
 
 fn invalid(reason: impl Into<String>) -> Error {
     Error::InvalidArgument {
@@ -33,15 +33,58 @@ fn mismatch(expected: String, got: String) -> Error {
     }
 }
 
+/// Which normalization `normcheck` runs.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    Batch,
+    Layer,
+    Instance,
+    Group,
+}
+
+/// Batch, layer, instance or group norm forward + backward (training mode) on
+/// your own tensors: writes y, dx, dgamma, dbeta, mean and invstd as .npy
+/// into DIR, to compare with another framework.
+#[derive(clap::Args)]
 pub struct NormcheckArgs {
-    pub kind: NormKind,
-    pub x: PathBuf,
-    pub dy: PathBuf,
-    pub gamma: Option<PathBuf>,
-    pub beta: Option<PathBuf>,
-    pub eps: f64,
-    pub device: Device,
-    pub out: PathBuf,
+    /// Which normalization.
+    #[arg(long, value_enum)]
+    kind: Kind,
+    /// Number of groups (group norm; must divide C).
+    #[arg(long)]
+    groups: Option<usize>,
+    /// Input x: (N, D) or (N, C, H, W, ...), f32 or f64.
+    #[arg(long)]
+    x: PathBuf,
+    /// Upstream gradient dy, shaped as x.
+    #[arg(long)]
+    dy: PathBuf,
+    /// gamma: C values (layer norm: x.shape[1:]); default ones.
+    #[arg(long)]
+    gamma: Option<PathBuf>,
+    /// beta: as gamma; default zeros.
+    #[arg(long)]
+    beta: Option<PathBuf>,
+    /// Added to the variance before the square root.
+    #[arg(long, default_value_t = 1e-5)]
+    eps: f64,
+    /// Where to compute (gpu: f32 results; cpu: the f64 twin).
+    #[arg(long, value_enum, default_value = "gpu")]
+    device: Device,
+    /// Output directory (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn norm_kind(kind: Kind, groups: Option<usize>) -> gpuprep::Result<NormKind> {
+    match (kind, groups) {
+        (Kind::Group, Some(groups)) => Ok(NormKind::Group { groups }),
+        (Kind::Group, None) => Err(invalid("--kind group needs --groups G")),
+        (_, Some(_)) => Err(invalid("--groups is only for --kind group")),
+        (Kind::Batch, None) => Ok(NormKind::Batch),
+        (Kind::Layer, None) => Ok(NormKind::Layer),
+        (Kind::Instance, None) => Ok(NormKind::Instance),
+    }
 }
 
 /// Reads an .npy array of any rank, f32 or f64, as f64.
@@ -104,8 +147,10 @@ fn as_vector(path: &Path, a: ArrayD<f64>, len: usize) -> gpuprep::Result<Array1<
     Ok(Array1::from_iter(a.iter().copied()))
 }
 
-pub fn normcheck(args: NormcheckArgs) -> gpuprep::Result<()> {
+/// Reads the tensors, runs forward and backward, writes the six results.
+pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
     const OP: &str = "normcheck";
+    let kind = norm_kind(args.kind, args.groups)?;
     let x = read_npy(&args.x)?;
     let dy = read_npy(&args.dy)?;
     if dy.shape() != x.shape() {
@@ -115,9 +160,9 @@ pub fn normcheck(args: NormcheckArgs) -> gpuprep::Result<()> {
         ));
     }
     let shape = NormShape::from_dims(OP, x.shape())?;
-    let plan = NormPlan::new(OP, args.kind, shape, true)?;
+    let plan = NormPlan::new(OP, kind, shape, true)?;
     let a = plan.affine_len;
-    let affine_dims: Vec<usize> = match args.kind {
+    let affine_dims: Vec<usize> = match kind {
         NormKind::Layer => x.shape()[1..].to_vec(),
         _ => vec![shape.c],
     };
@@ -148,7 +193,7 @@ pub fn normcheck(args: NormcheckArgs) -> gpuprep::Result<()> {
             let dyg = GpuMatrix::upload(&g, to_matrix(&dy)?.view())?;
             let gg = GpuMatrix::upload(&g, row(&gamma).view())?;
             let bg = GpuMatrix::upload(&g, row(&beta).view())?;
-            let norm = Norm::new(args.kind, shape.c).with_eps(eps);
+            let norm = Norm::new(kind, shape.c).with_eps(eps);
             let fw = norm.forward(&g, &xg, &gg, &bg)?;
             let gr = norm.backward(&g, &xg, &dyg, &gg, &fw.stats)?;
             let st = fw.stats.buffer.download(&g)?;
@@ -177,16 +222,12 @@ pub fn normcheck(args: NormcheckArgs) -> gpuprep::Result<()> {
             )?);
             written.push(write_npy(dir, "mean.npy", &reshape(mean, &sdims)?)?);
             written.push(write_npy(dir, "invstd.npy", &reshape(invstd, &sdims)?)?);
-            eprintln!(
-                "normcheck: {} norm on {} (f32)",
-                args.kind.name(),
-                g.adapter_name()
-            );
+            eprintln!("normcheck: {} norm on {} (f32)", kind.name(), g.adapter_name());
         }
         None => {
-            let fw = norm_forward(args.kind, x.view(), gamma.view(), beta.view(), args.eps)?;
+            let fw = norm_forward(kind, x.view(), gamma.view(), beta.view(), args.eps)?;
             let gr = norm_backward(
-                args.kind,
+                kind,
                 x.view(),
                 dy.view(),
                 gamma.view(),
@@ -215,7 +256,7 @@ pub fn normcheck(args: NormcheckArgs) -> gpuprep::Result<()> {
                 "invstd.npy",
                 &reshape(fw.stats.invstd.to_vec(), &sdims)?,
             )?);
-            eprintln!("normcheck: {} norm on the CPU (f64 twin)", args.kind.name());
+            eprintln!("normcheck: {} norm on the CPU (f64 twin)", kind.name());
         }
     }
     for p in written {
