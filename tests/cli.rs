@@ -1,7 +1,11 @@
 //! The command line, end to end: stats (text and JSON, GPU and CPU),
-//! preprocess (atomic output), and clear failures on bad input.
+//! preprocess (atomic output), and clear failures on bad input. The modules in
+//! tests/cli/ hold the argument parsing, JSON, CSV and file-safety cases.
 
 mod common;
+
+#[path = "cli/args.rs"]
+mod args;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -57,7 +57,7 @@ pub struct InitArgs {
     #[arg(long, default_value_t = 0)]
     stream: u64,
     /// Gain (default: sqrt(2) for kaiming_*, 1 for xavier_* and orthogonal).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     gain: Option<f64>,
     /// Which fan kaiming_* divides by.
     #[arg(long, value_enum, default_value = "fan_in")]
@@ -69,19 +69,19 @@ pub struct InitArgs {
     #[arg(long)]
     connections: Option<usize>,
     /// constant: the value.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     value: Option<f64>,
     /// uniform: lower bound (default 0).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     low: f64,
     /// uniform: upper bound (default 1).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     high: f64,
     /// normal: mean.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     mean: f64,
     /// normal: standard deviation (default 1); sparse: of the kept weights (default 0.01).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     std: Option<f64>,
     /// Where to compute (orthogonal is computed on the CPU either way).
     #[arg(long, value_enum, default_value = "gpu")]

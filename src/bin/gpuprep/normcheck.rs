@@ -66,7 +66,7 @@ pub struct NormcheckArgs {
     #[arg(long)]
     beta: Option<PathBuf>,
     /// Added to the variance before the square root.
-    #[arg(long, default_value_t = 1e-5)]
+    #[arg(long, default_value_t = 1e-5, allow_negative_numbers = true)]
     eps: f64,
     /// Where to compute (gpu: f32 results; cpu: the f64 twin).
     #[arg(long, value_enum, default_value = "gpu")]

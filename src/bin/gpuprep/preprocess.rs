@@ -61,7 +61,7 @@ pub struct PreprocessArgs {
     #[arg(long, value_enum, requires = "pca")]
     whiten: Option<WhitenArg>,
     /// Added to each eigenvalue before whitening's square root.
-    #[arg(long, default_value_t = 1e-5, requires = "pca")]
+    #[arg(long, default_value_t = 1e-5, requires = "pca", allow_negative_numbers = true)]
     eps: f64,
     /// Delta degrees of freedom of the PCA covariance (0: the lecture's /N).
     #[arg(long, default_value_t = 0, requires = "pca")]
