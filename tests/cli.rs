@@ -6,6 +6,8 @@ mod common;
 
 #[path = "cli/args.rs"]
 mod args;
+#[path = "cli/json.rs"]
+mod json;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -15,7 +15,8 @@ pub struct StatsArgs {
     /// Delta degrees of freedom of the variance (0: numpy's default).
     #[arg(long, default_value_t = 0)]
     ddof: usize,
-    /// Print JSON with count, ddof, mean, var, std, min, max.
+    /// Print JSON with count, ddof, mean, var, std, min, max (NaN and +/-inf as
+    /// the strings "NaN", "Infinity", "-Infinity").
     #[arg(long)]
     json: bool,
     /// Where to compute.
@@ -33,6 +34,26 @@ fn compute_stats(x: &Array2<f32>, ddof: usize, gpu: Option<&Gpu>) -> gpuprep::Re
     }
 }
 
+/// One statistic as JSON: a number when finite, else the string `"NaN"`,
+/// `"Infinity"` or `"-Infinity"` (proto3's JSON mapping of floats). The output
+/// stays strict JSON (serde_json, JavaScript's `JSON.parse` and jq all read it),
+/// and Python's `float()` reads each of the three names.
+fn json_number(v: f64) -> serde_json::Value {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "Infinity".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Infinity".into()
+    } else {
+        v.into()
+    }
+}
+
+fn json_numbers(v: &ndarray::Array1<f64>) -> serde_json::Value {
+    v.iter().map(|&x| json_number(x)).collect()
+}
+
 /// Reads the input, computes its column statistics and prints them.
 pub fn run(a: StatsArgs) -> gpuprep::Result<()> {
     let x = io::read_npy_matrix(&a.input)?;
@@ -43,11 +64,11 @@ pub fn run(a: StatsArgs) -> gpuprep::Result<()> {
             "count": s.count,
             "ddof": s.ddof,
             "device": gpu.as_ref().map_or("cpu".to_string(), |g| g.adapter_name()),
-            "mean": s.mean.to_vec(),
-            "var": s.var.to_vec(),
-            "std": s.std.to_vec(),
-            "min": s.min.to_vec(),
-            "max": s.max.to_vec(),
+            "mean": json_numbers(&s.mean),
+            "var": json_numbers(&s.var),
+            "std": json_numbers(&s.std),
+            "min": json_numbers(&s.min),
+            "max": json_numbers(&s.max),
         });
         println!("{v}");
     } else {
