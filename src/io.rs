@@ -1,10 +1,13 @@
 //! File I/O shared by the library and the command line: .npy matrices in,
-//! .npy out written atomically (temporary file, then rename), and the CSV
-//! data set embedded in the binary.
+//! .npy out written atomically (temporary file, then rename) in sets that
+//! appear together or not at all, checks that no output replaces an input, and
+//! the CSV data set embedded in the binary.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use ndarray::{Array2, ArrayView2};
 use ndarray_npy::{ReadNpyError, ReadNpyExt, WriteNpyExt};
@@ -40,37 +43,458 @@ pub fn read_npy_matrix(path: &Path) -> Result<Array2<f32>> {
 
 /// Writes `path` so that it is either absent (on error) or complete: the data
 /// goes to a temporary file beside it, which is renamed over `path` at the end.
+/// An [`OutputSet`] of one output: errors name `path`, never the temporary.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> Result<()>) -> Result<()> {
+    let mut set = OutputSet::new();
+    set.write(path, write)?;
+    set.commit()
+}
+
+/// The outputs of one command, written so that they all appear together or none
+/// does: each is written in full to a temporary file beside its path (flushed
+/// and synced), and [`commit`](OutputSet::commit) renames them into place only
+/// once every one has been written. Dropping the set without committing removes
+/// the temporaries.
+///
+/// Temporaries are named `.NAME.gpuprep-PID-SEQ.tmp`. While they exist they are
+/// listed in a process-wide registry, so that [`remove_temporaries`] (called by
+/// the command line on SIGINT and SIGTERM) can remove them. A process killed
+/// outright (SIGKILL, power loss) cannot; the next set that writes into the same
+/// directory removes the temporaries whose PID is no longer a running process
+/// (Linux: checked in /proc; elsewhere nothing is removed).
+///
+/// ```
+/// # fn main() -> gpuprep::Result<()> {
+/// # let dir = std::env::temp_dir().join(format!("gpuprep-doc-outputset-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// let y = ndarray::arr2(&[[1.0f32, 2.0], [3.0, 4.0]]);
+/// let mean = ndarray::arr1(&[2.0f64, 3.0]);
+/// let mut outputs = gpuprep::io::OutputSet::new();
+/// outputs.write_npy(&dir.join("y.npy"), &y)?;
+/// outputs.write_npy(&dir.join("mean.npy"), &mean)?;
+/// assert!(!dir.join("y.npy").exists()); // nothing is in place yet
+/// outputs.commit()?; // now both are
+/// assert!(dir.join("y.npy").exists() && dir.join("mean.npy").exists());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Default)]
+pub struct OutputSet {
+    /// (temporary, final path), in the order written.
+    staged: Vec<(PathBuf, PathBuf)>,
+    /// Directories already swept for stale temporaries.
+    swept: Vec<PathBuf>,
+}
+
+impl OutputSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Writes the output `path` to its temporary with `write` (a buffered writer
+    /// on the temporary file), then flushes and syncs it. `path` itself is not
+    /// touched until [`commit`](OutputSet::commit).
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming `path` when the temporary cannot be created, written
+    /// or synced (a missing directory, a full disk, ...), or after
+    /// [`remove_temporaries`]; whatever `write` returns.
+    pub fn write(
+        &mut self,
+        path: &Path,
+        write: impl FnOnce(&mut BufWriter<File>) -> Result<()>,
+    ) -> Result<()> {
+        let tmp = self.stage(path)?;
+        let file = {
+            // Created under the registry's lock, so a signal's clean-up either
+            // runs first (and this fails) or sees the file.
+            let mut live = live_temporaries();
+            if live.abandoned {
+                return Err(interrupted(path));
+            }
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(io_err(path))?;
+            live.paths.push(tmp.clone());
+            file
+        };
+        self.staged.push((tmp.clone(), path.to_path_buf()));
+        let mut w = BufWriter::new(file);
+        write(&mut w).map_err(|e| name_user_path(e, &tmp, path))?;
+        w.flush().map_err(io_err(path))?;
+        w.get_ref().sync_all().map_err(io_err(path))?;
+        Ok(())
+    }
+
+    /// Writes the output `path` through a function that takes a path (such as
+    /// [`PcaModel::save`](crate::PcaModel::save)): `write` is given the
+    /// temporary's path, and errors that name the temporary are reported with
+    /// `path` instead.
+    ///
+    /// # Errors
+    /// As [`write`](OutputSet::write).
+    pub fn write_with(&mut self, path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+        let tmp = self.stage(path)?;
+        {
+            let mut live = live_temporaries();
+            if live.abandoned {
+                return Err(interrupted(path));
+            }
+            live.paths.push(tmp.clone());
+        }
+        self.staged.push((tmp.clone(), path.to_path_buf()));
+        write(&tmp).map_err(|e| name_user_path(e, &tmp, path))
+    }
+
+    /// Writes an array (any [`WriteNpyExt`]: f32 or f64, any rank) as .npy to
+    /// the output `path`, as [`write`](OutputSet::write).
+    ///
+    /// # Errors
+    /// As [`write`](OutputSet::write).
+    pub fn write_npy<T: WriteNpyExt + ?Sized>(&mut self, path: &Path, a: &T) -> Result<()> {
+        self.write(path, |w| {
+            a.write_npy(w).map_err(|e| Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(e),
+            })
+        })
+    }
+
+    /// Renames every temporary over its output path. If one rename fails, those
+    /// already done are undone (an output that existed before gets its old file
+    /// back, through a hard link made before the renames; a new one is removed),
+    /// so that still none of the set appears.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the output whose rename failed, or every output after
+    /// [`remove_temporaries`].
+    pub fn commit(mut self) -> Result<()> {
+        let staged = std::mem::take(&mut self.staged);
+        // Under the lock: a signal's clean-up waits until the set is wholly in
+        // place (or wholly not).
+        let mut live = live_temporaries();
+        let forget = |live: &mut Live, p: &Path| live.paths.retain(|q| q != p);
+        let result = if live.abandoned {
+            Err(interrupted(
+                staged.first().map_or(Path::new(""), |s| s.1.as_path()),
+            ))
+        } else {
+            // Hard links to the files about to be replaced, to restore them if a
+            // later rename fails.
+            let mut backups: Vec<Option<PathBuf>> = Vec::new();
+            for (_, path) in &staged {
+                let backup = match (std::fs::symlink_metadata(path), temp_path(path)) {
+                    (Ok(_), Ok(b)) if std::fs::hard_link(path, &b).is_ok() => {
+                        live.paths.push(b.clone());
+                        Some(b)
+                    }
+                    _ => None,
+                };
+                backups.push(backup);
+            }
+            let mut done = 0;
+            let mut failed = None;
+            for (tmp, path) in &staged {
+                match std::fs::rename(tmp, path) {
+                    Ok(()) => {
+                        forget(&mut live, tmp);
+                        done += 1;
+                    }
+                    Err(source) => {
+                        failed = Some(Error::Io {
+                            path: path.clone(),
+                            source,
+                        });
+                        break;
+                    }
+                }
+            }
+            if failed.is_some() {
+                for ((_, path), backup) in staged.iter().zip(&backups).take(done) {
+                    let _ = match backup {
+                        Some(b) => std::fs::rename(b, path),
+                        None => std::fs::remove_file(path),
+                    };
+                }
+            }
+            for b in backups.iter().flatten() {
+                let _ = std::fs::remove_file(b);
+                forget(&mut live, b);
+            }
+            failed.map_or(Ok(()), Err)
+        };
+        // Whatever was not renamed (an error, or an interrupt) is removed.
+        for (tmp, _) in &staged {
+            if live.paths.contains(tmp) {
+                let _ = std::fs::remove_file(tmp);
+                forget(&mut live, tmp);
+            }
+        }
+        result
+    }
+
+    /// The temporary for `path`, after sweeping its directory once for stale ones.
+    fn stage(&mut self, path: &Path) -> Result<PathBuf> {
+        let tmp = temp_path(path)?;
+        let dir = parent_dir(path).to_path_buf();
+        if !self.swept.contains(&dir) {
+            remove_stale_temporaries(&dir);
+            self.swept.push(dir);
+        }
+        Ok(tmp)
+    }
+}
+
+impl Drop for OutputSet {
+    fn drop(&mut self) {
+        if self.staged.is_empty() {
+            return;
+        }
+        let mut live = live_temporaries();
+        for (tmp, _) in self.staged.drain(..) {
+            let _ = std::fs::remove_file(&tmp);
+            live.paths.retain(|q| *q != tmp);
+        }
+    }
+}
+
+/// The temporaries this process has created and not yet renamed or removed.
+struct Live {
+    paths: Vec<PathBuf>,
+    /// Set by [`remove_temporaries`]: no temporary may be created or committed after it.
+    abandoned: bool,
+}
+
+static LIVE: Mutex<Live> = Mutex::new(Live {
+    paths: Vec::new(),
+    abandoned: false,
+});
+
+fn live_temporaries() -> MutexGuard<'static, Live> {
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Removes every temporary file this process's [`OutputSet`]s have open, and
+/// makes every later write or commit in this process fail: for a signal
+/// handler (a thread that received SIGINT or SIGTERM), just before it exits.
+/// Returns how many files were removed. A commit in progress finishes first,
+/// so a set's outputs are still all in place or none.
+pub fn remove_temporaries() -> usize {
+    let mut live = live_temporaries();
+    live.abandoned = true;
+    let mut removed = 0;
+    for p in live.paths.drain(..) {
+        if std::fs::remove_file(&p).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+const TMP_TAG: &str = ".gpuprep-";
+const TMP_END: &str = ".tmp";
+
+/// `.NAME.gpuprep-PID-SEQ.tmp` beside `path`, NAME shortened where the whole
+/// would pass the usual 255-byte limit of a file name.
+fn temp_path(path: &Path) -> Result<PathBuf> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
     let file_name = path
         .file_name()
         .ok_or_else(|| Error::invalid("write", format!("{} has no file name", path.display())))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp: PathBuf = path.with_file_name(tmp_name);
-    let result = (|| {
-        let file = File::create(&tmp).map_err(io_err(&tmp))?;
-        let mut w = BufWriter::new(file);
-        write(&mut w)?;
-        w.flush().map_err(io_err(&tmp))?;
-        w.get_ref().sync_all().map_err(io_err(&tmp))?;
-        drop(w);
-        std::fs::rename(&tmp, path).map_err(io_err(path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let suffix = format!("{TMP_TAG}{}-{seq}{TMP_END}", std::process::id());
+    let mut name = file_name.to_string_lossy().into_owned();
+    let room = 255 - 1 - suffix.len();
+    if name.len() > room {
+        let mut cut = room;
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        name.truncate(cut);
     }
-    result
+    Ok(path.with_file_name(format!(".{name}{suffix}")))
 }
 
-/// Writes a 2-D f32 array as .npy, atomically.
-pub fn write_npy_matrix(path: &Path, a: ArrayView2<f32>) -> Result<()> {
-    write_atomic(path, |w| {
-        a.write_npy(w).map_err(|e| Error::Io {
+/// The PID in a temporary's name, if `name` is one of ours.
+fn temp_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?.strip_suffix(TMP_END)?;
+    let (_, id) = rest.rsplit_once(TMP_TAG)?;
+    let (pid, seq) = id.split_once('-')?;
+    seq.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// Whether `pid` may be a running process (true where that cannot be told).
+fn may_be_running(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+}
+
+/// Removes the temporaries in `dir` left by processes that no longer run
+/// (killed outright while writing). Returns how many were removed.
+pub fn remove_stale_temporaries(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let me = std::process::id();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temp_pid) else {
+            continue;
+        };
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if pid != me && is_file && !may_be_running(pid) && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn interrupted(path: &Path) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::Interrupted,
+            "interrupted by a signal: not written",
+        ),
+    }
+}
+
+/// `e` with the temporary's path replaced by the user's.
+fn name_user_path(e: Error, tmp: &Path, path: &Path) -> Error {
+    match e {
+        Error::Io { path: p, source } if p == tmp => Error::Io {
             path: path.to_path_buf(),
-            source: std::io::Error::other(e),
-        })
+            source,
+        },
+        Error::Parse {
+            path: p,
+            line,
+            reason,
+        } if p == tmp => Error::Parse {
+            path: path.to_path_buf(),
+            line,
+            reason,
+        },
+        e => e,
+    }
+}
+
+/// What identifies a file: its canonical path and, on Unix, its device and inode
+/// (so that a hard link is the same file too).
+#[derive(Debug)]
+struct Identity {
+    canonical: PathBuf,
+    inode: Option<(u64, u64)>,
+}
+
+impl Identity {
+    fn same(&self, other: &Identity) -> bool {
+        self.canonical == other.canonical || (self.inode.is_some() && self.inode == other.inode)
+    }
+}
+
+#[cfg(unix)]
+fn inode(m: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn inode(_: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
+}
+
+/// The identity of an existing file (symbolic links followed).
+fn existing_identity(path: &Path) -> Option<Identity> {
+    let canonical = std::fs::canonicalize(path).ok()?;
+    let inode = std::fs::metadata(path).ok().as_ref().and_then(inode);
+    Some(Identity { canonical, inode })
+}
+
+/// The identity an output will have: the file's where it exists, else its
+/// directory's canonical path joined with its name.
+fn output_identity(path: &Path) -> Result<Identity> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::invalid("output", format!("{} has no file name", path.display())))?;
+    if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+        return Err(Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory, not a file"),
+        });
+    }
+    if let Some(id) = existing_identity(path) {
+        return Ok(id);
+    }
+    let dir = parent_dir(path);
+    let canonical = std::fs::canonicalize(dir).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(e.kind(), format!("cannot write into {}: {e}", dir.display())),
+    })?;
+    Ok(Identity {
+        canonical: canonical.join(name),
+        inode: None,
     })
+}
+
+/// Refuses a set of outputs that would replace one of the inputs, or name one
+/// file twice. Paths are compared canonically (symbolic links followed; an
+/// output that does not exist yet by its directory's canonical path and its
+/// name) and, on Unix, by device and inode (hard links). Also refuses an output
+/// that is a directory or whose directory does not exist, before any work is done.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] (from `op`) naming both paths; [`Error::Io`] naming
+/// the output whose directory is missing.
+pub fn check_outputs(op: &'static str, inputs: &[&Path], outputs: &[&Path]) -> Result<()> {
+    let ins: Vec<(&Path, Identity)> = inputs
+        .iter()
+        .filter_map(|&p| existing_identity(p).map(|id| (p, id)))
+        .collect();
+    let mut outs: Vec<(&Path, Identity)> = Vec::new();
+    for &out in outputs {
+        let id = output_identity(out)?;
+        if let Some((input, _)) = ins.iter().find(|(_, i)| i.same(&id)) {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "the output {} is the same file as the input {}: refusing to replace an input (choose another output path)",
+                    out.display(),
+                    input.display()
+                ),
+            ));
+        }
+        if let Some((other, _)) = outs.iter().find(|(_, o)| o.same(&id)) {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "the outputs {} and {} are the same file: each output needs its own path",
+                    other.display(),
+                    out.display()
+                ),
+            ));
+        }
+        outs.push((out, id));
+    }
+    Ok(())
+}
+
+/// Writes a 2-D f32 array as .npy, atomically (an [`OutputSet`] of one).
+pub fn write_npy_matrix(path: &Path, a: ArrayView2<f32>) -> Result<()> {
+    let mut set = OutputSet::new();
+    set.write_npy(path, &a)?;
+    set.commit()
 }
 
 /// Parses comma-separated numbers, one row per line, all rows the same length.

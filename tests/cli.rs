@@ -6,14 +6,19 @@ mod common;
 
 #[path = "cli/args.rs"]
 mod args;
+#[path = "cli/files.rs"]
+mod files;
 #[path = "cli/json.rs"]
 mod json;
 
 use std::path::PathBuf;
 use std::process::Command;
 
+/// The binary under test; `GPUPREP_TEST_BIN` runs the tests against another
+/// build (an older one, to see a new test fail before its fix).
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_gpuprep"));
+    let path = std::env::var_os("GPUPREP_TEST_BIN").unwrap_or(env!("CARGO_BIN_EXE_gpuprep").into());
+    let mut c = Command::new(path);
     c.env(
         "XDG_RUNTIME_DIR",
         std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()),
@@ -23,6 +28,7 @@ fn bin() -> Command {
 
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("gpuprep-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
 }

@@ -27,3 +27,37 @@ pub fn gpu_or_cpu(device: Device) -> Option<Gpu> {
         }
     }
 }
+
+/// On SIGINT or SIGTERM: removes the temporary files of the outputs being
+/// written ([`gpuprep::io::remove_temporaries`]) and exits with 128 + the
+/// signal's number (130, 143), as a shell reports a process killed by it.
+/// A thread waits for the signals, so the clean-up runs outside a signal handler.
+#[cfg(unix)]
+pub fn remove_temporaries_on_signals() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("gpuprep: warning: cannot watch for SIGINT / SIGTERM ({e}): an interrupted write may leave a temporary file");
+            return;
+        }
+    };
+    let watcher = std::thread::Builder::new()
+        .name("gpuprep-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                let removed = gpuprep::io::remove_temporaries();
+                let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+                eprintln!("gpuprep: {name}: stopped; removed {removed} temporary file(s), no output written");
+                // _exit: no at-exit handlers run while other threads may still be inside the driver.
+                signal_hook::low_level::exit(128 + signal);
+            }
+        });
+    if let Err(e) = watcher {
+        eprintln!("gpuprep: warning: cannot watch for SIGINT / SIGTERM ({e})");
+    }
+}
+
+/// Elsewhere the signals keep their default action.
+#[cfg(not(unix))]
+pub fn remove_temporaries_on_signals() {}

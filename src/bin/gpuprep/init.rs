@@ -152,6 +152,7 @@ fn scheme(a: &InitArgs) -> gpuprep::Result<Scheme> {
 /// Runs `gpuprep init` on the GPU, or on the CPU twin (`--device cpu`, or no adapter).
 pub fn run(a: InitArgs) -> gpuprep::Result<()> {
     let scheme = scheme(&a)?;
+    io::check_outputs("init", &[], &[&a.output])?;
     let gpu = gpu_or_cpu(a.device);
     let rng = Philox::with_stream(a.seed, a.stream);
     let shape = a.shape.clone();

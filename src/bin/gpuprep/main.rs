@@ -47,6 +47,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    common::remove_temporaries_on_signals();
     let result = match cli.command {
         None => demo::run(demo::DemoArgs::default()),
         Some(Command::Demo(a)) => demo::run(a),

@@ -14,7 +14,7 @@ use gpuprep::cpu::norm::{norm_backward, norm_forward, NormKind, NormPlan, NormSh
 use gpuprep::ops::Norm;
 use gpuprep::{io, Error, GpuMatrix};
 use ndarray::{Array1, Array2, ArrayD, IxDyn};
-use ndarray_npy::{ReadNpyError, ReadNpyExt, WriteNpyExt};
+use ndarray_npy::{ReadNpyError, ReadNpyExt};
 
 use crate::common::{gpu_or_cpu, Device};
 
@@ -107,18 +107,24 @@ fn read_npy(path: &Path) -> gpuprep::Result<ArrayD<f64>> {
     }
 }
 
+/// The six outputs, in the order written.
+const OUTPUTS: [&str; 6] = [
+    "y.npy",
+    "dx.npy",
+    "dgamma.npy",
+    "dbeta.npy",
+    "mean.npy",
+    "invstd.npy",
+];
+
 fn write_npy<T: ndarray_npy::WritableElement>(
+    out: &mut io::OutputSet,
     dir: &Path,
     name: &str,
     a: &ArrayD<T>,
 ) -> gpuprep::Result<PathBuf> {
     let path = dir.join(name);
-    io::write_atomic(&path, |w| {
-        a.write_npy(w).map_err(|e| Error::Io {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })
-    })?;
+    out.write_npy(&path, a)?;
     Ok(path)
 }
 
@@ -178,8 +184,19 @@ pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
         path: args.out.clone(),
         source,
     })?;
+    let outputs: Vec<PathBuf> = OUTPUTS.iter().map(|n| args.out.join(n)).collect();
+    let mut inputs = vec![args.x.as_path(), args.dy.as_path()];
+    inputs.extend(args.gamma.as_deref());
+    inputs.extend(args.beta.as_deref());
+    io::check_outputs(
+        OP,
+        &inputs,
+        &outputs.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+    )?;
     let sdims = stats_dims(&plan);
     let dir = &args.out;
+    // The six files appear together or not at all.
+    let mut out = io::OutputSet::new();
     let mut written = Vec::new();
     match gpu_or_cpu(args.device) {
         Some(g) => {
@@ -201,27 +218,31 @@ pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
             let mean: Vec<f32> = st.rows().into_iter().map(|r| r[0] + r[1]).collect();
             let invstd: Vec<f32> = st.column(2).to_vec();
             written.push(write_npy(
+                &mut out,
                 dir,
                 "y.npy",
                 &reshape(f32s(fw.y.download(&g)?), x.shape())?,
             )?);
             written.push(write_npy(
+                &mut out,
                 dir,
                 "dx.npy",
                 &reshape(f32s(gr.dx.download(&g)?), x.shape())?,
             )?);
             written.push(write_npy(
+                &mut out,
                 dir,
                 "dgamma.npy",
                 &reshape(f32s(gr.dgamma.download(&g)?), &affine_dims)?,
             )?);
             written.push(write_npy(
+                &mut out,
                 dir,
                 "dbeta.npy",
                 &reshape(f32s(gr.dbeta.download(&g)?), &affine_dims)?,
             )?);
-            written.push(write_npy(dir, "mean.npy", &reshape(mean, &sdims)?)?);
-            written.push(write_npy(dir, "invstd.npy", &reshape(invstd, &sdims)?)?);
+            written.push(write_npy(&mut out, dir, "mean.npy", &reshape(mean, &sdims)?)?);
+            written.push(write_npy(&mut out, dir, "invstd.npy", &reshape(invstd, &sdims)?)?);
             eprintln!("normcheck: {} norm on {} (f32)", kind.name(), g.adapter_name());
         }
         None => {
@@ -234,24 +255,28 @@ pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
                 fw.stats.mean.view(),
                 fw.stats.invstd.view(),
             )?;
-            written.push(write_npy(dir, "y.npy", &fw.y)?);
-            written.push(write_npy(dir, "dx.npy", &gr.dx)?);
+            written.push(write_npy(&mut out, dir, "y.npy", &fw.y)?);
+            written.push(write_npy(&mut out, dir, "dx.npy", &gr.dx)?);
             written.push(write_npy(
+                &mut out,
                 dir,
                 "dgamma.npy",
                 &reshape(gr.dgamma.to_vec(), &affine_dims)?,
             )?);
             written.push(write_npy(
+                &mut out,
                 dir,
                 "dbeta.npy",
                 &reshape(gr.dbeta.to_vec(), &affine_dims)?,
             )?);
             written.push(write_npy(
+                &mut out,
                 dir,
                 "mean.npy",
                 &reshape(fw.stats.mean.to_vec(), &sdims)?,
             )?);
             written.push(write_npy(
+                &mut out,
                 dir,
                 "invstd.npy",
                 &reshape(fw.stats.invstd.to_vec(), &sdims)?,
@@ -259,6 +284,7 @@ pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
             eprintln!("normcheck: {} norm on the CPU (f64 twin)", kind.name());
         }
     }
+    out.commit()?;
     for p in written {
         println!("{}", p.display());
     }

@@ -76,6 +76,9 @@ pub struct PreprocessArgs {
 
 /// Standardizes, or with `--pca` fits and applies a PCA; writes the output (and the model).
 pub fn run(a: PreprocessArgs) -> gpuprep::Result<()> {
+    let mut outputs = vec![a.output.as_path()];
+    outputs.extend(a.save_model.as_deref());
+    io::check_outputs("preprocess", &[&a.input], &outputs)?;
     match a.pca {
         Some(n_components) => {
             // PCA always centers: --center changes nothing.
@@ -136,7 +139,13 @@ fn pca(a: PreprocessArgs, options: PcaOptions) -> gpuprep::Result<()> {
             (model.transform(x.view())?.mapv(|v| v as f32), model)
         }
     };
-    io::write_npy_matrix(&a.output, y.view())?;
+    // Both outputs appear together or neither does.
+    let mut out = io::OutputSet::new();
+    out.write_npy(&a.output, &y)?;
+    if let Some(path) = &a.save_model {
+        out.write_with(path, |tmp| model.save(tmp))?;
+    }
+    out.commit()?;
     let kept: f64 = model.explained_variance_ratio.sum();
     eprintln!(
         "wrote {} ({} x {}): {} of {} components, {:.4} of the variance",
@@ -147,8 +156,7 @@ fn pca(a: PreprocessArgs, options: PcaOptions) -> gpuprep::Result<()> {
         model.n_features(),
         kept
     );
-    if let Some(path) = a.save_model {
-        model.save(&path)?;
+    if let Some(path) = &a.save_model {
         eprintln!("wrote {} (PCA model)", path.display());
     }
     Ok(())

@@ -28,6 +28,7 @@ pub struct TransformArgs {
 
 /// Loads the model and the input, transforms, writes the output.
 pub fn run(a: TransformArgs) -> gpuprep::Result<()> {
+    io::check_outputs("transform", &[&a.input, &a.model], &[&a.output])?;
     let model = PcaModel::load(&a.model)?;
     let x = io::read_npy_matrix(&a.input)?;
     let y = match gpu_or_cpu(a.device) {
