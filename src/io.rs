@@ -29,16 +29,310 @@ fn parse_err(path: &Path, reason: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Reads a 2-D .npy file of f32 or f64 (C or Fortran order) as f32.
-pub fn read_npy_matrix(path: &Path) -> Result<Array2<f32>> {
-    let open = || File::open(path).map(BufReader::new).map_err(io_err(path));
-    match Array2::<f32>::read_npy(open()?) {
-        Ok(a) => Ok(a),
-        Err(ReadNpyError::WrongDescriptor(_)) => Array2::<f64>::read_npy(open()?)
-            .map(|a| a.mapv(|v| v as f32))
-            .map_err(|e| parse_err(path, format!("not a 2-D f32 or f64 array: {e}"))),
-        Err(e) => Err(parse_err(path, format!("not a 2-D f32 or f64 array: {e}"))),
+/// The file formats a matrix is read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// numpy's .npy: a 2-D f32 or f64 array, C or Fortran order.
+    Npy,
+    /// Text: one row per line, fields split by a [`Delimiter`] (see [`parse_csv`]).
+    Csv,
+}
+
+impl Format {
+    /// CSV for a name ending in `.csv` (any case), .npy for anything else.
+    pub fn from_path(path: &Path) -> Format {
+        match path.extension() {
+            Some(e) if e.eq_ignore_ascii_case("csv") => Format::Csv,
+            _ => Format::Npy,
+        }
     }
+}
+
+/// What a reader does with NaN and +/-infinity in the data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NonFinite {
+    /// Refuse them: [`Error::NonFinite`] naming the first one's place.
+    #[default]
+    Reject,
+    /// Read them as values (numpy's behaviour: statistics propagate them).
+    Allow,
+}
+
+/// How the fields of a CSV line are separated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delimiter {
+    /// One character (`,` by default; `;`, `\t`, `|`, ...).
+    Char(char),
+    /// Runs of spaces and tabs, leading and trailing ones ignored (numpy.loadtxt's default).
+    Whitespace,
+}
+
+impl Default for Delimiter {
+    fn default() -> Self {
+        Delimiter::Char(',')
+    }
+}
+
+/// How [`read_matrix`] reads a file.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadOptions {
+    /// The format; `None`: by the file's extension ([`Format::from_path`]).
+    pub format: Option<Format>,
+    /// The CSV delimiter (CSV only).
+    pub delimiter: Delimiter,
+    /// NaN and +/-infinity: refused or read.
+    pub non_finite: NonFinite,
+    /// The op named in a [`Error::NonFinite`].
+    pub op: &'static str,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            format: None,
+            delimiter: Delimiter::default(),
+            non_finite: NonFinite::Reject,
+            op: "read",
+        }
+    }
+}
+
+/// Reads a matrix as f32 from a 2-D .npy file (f32 or f64, C or Fortran order)
+/// or a CSV file ([`parse_csv`]'s rules). The same rules hold for both formats:
+/// NaN and +/-infinity are read or refused as `options.non_finite` says, and a
+/// value beyond f32's range (an f64 .npy element or a CSV number such as 1e39
+/// or 1e400) is always an error, never silently infinity.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be read; [`Error::Parse`] for a malformed
+/// file or an out-of-range value (with the line and column in a CSV, the
+/// element's index in a .npy); [`Error::NonFinite`] for a refused NaN or infinity.
+pub fn read_matrix(path: &Path, options: &ReadOptions) -> Result<Array2<f32>> {
+    match options.format.unwrap_or_else(|| Format::from_path(path)) {
+        Format::Npy => read_npy(path, options),
+        Format::Csv => {
+            let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+            let csv = CsvOptions {
+                delimiter: options.delimiter,
+                non_finite: options.non_finite,
+                op: options.op,
+            };
+            parse_csv_as::<f32>(path, &text, &csv)
+        }
+    }
+}
+
+/// Reads a 2-D .npy file of f32 or f64 (C or Fortran order) as f32. NaN and
+/// +/-infinity are read as values; an f64 element beyond f32's range is an
+/// error ([`read_matrix`] with [`NonFinite::Allow`]).
+pub fn read_npy_matrix(path: &Path) -> Result<Array2<f32>> {
+    read_npy(
+        path,
+        &ReadOptions {
+            format: Some(Format::Npy),
+            non_finite: NonFinite::Allow,
+            ..Default::default()
+        },
+    )
+}
+
+fn read_npy(path: &Path, options: &ReadOptions) -> Result<Array2<f32>> {
+    let open = || File::open(path).map(BufReader::new).map_err(io_err(path));
+    let bad = |e: ReadNpyError| parse_err(path, format!("not a 2-D f32 or f64 array: {e}"));
+    let a = match Array2::<f32>::read_npy(open()?) {
+        Ok(a) => a,
+        Err(ReadNpyError::WrongDescriptor(_)) => {
+            let a = Array2::<f64>::read_npy(open()?).map_err(bad)?;
+            if let Some(((r, c), v)) = a
+                .indexed_iter()
+                .find(|(_, v)| v.is_finite() && (**v as f32).is_infinite())
+            {
+                return Err(parse_err(
+                    path,
+                    format!(
+                        "element [{r}, {c}] = {v:e} is beyond the range of f32 (largest {:e}); \
+                         gpuprep reads f64 files as f32",
+                        f32::MAX
+                    ),
+                ));
+            }
+            a.mapv(|v| v as f32)
+        }
+        Err(e) => return Err(bad(e)),
+    };
+    if options.non_finite == NonFinite::Reject {
+        if let Some(((r, c), v)) = a.indexed_iter().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                op: options.op,
+                location: format!("{} element [{r}, {c}] ({v})", path.display()),
+            });
+        }
+    }
+    Ok(a)
+}
+
+/// How [`parse_csv`] reads text.
+#[derive(Clone, Copy, Debug)]
+pub struct CsvOptions {
+    /// The field delimiter.
+    pub delimiter: Delimiter,
+    /// NaN and +/-infinity (`nan`, `inf`, `-Infinity`, ...): refused or read.
+    pub non_finite: NonFinite,
+    /// The op named in a [`Error::NonFinite`].
+    pub op: &'static str,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            delimiter: Delimiter::default(),
+            non_finite: NonFinite::Reject,
+            op: "read",
+        }
+    }
+}
+
+/// A number type [`parse_csv`] can produce.
+trait CsvNumber: Copy {
+    const NAME: &'static str;
+    /// `v` (finite) in this type, or None where it overflows to infinity.
+    fn from_f64(v: f64) -> Option<Self>;
+}
+
+impl CsvNumber for f64 {
+    const NAME: &'static str = "f64";
+    fn from_f64(v: f64) -> Option<f64> {
+        Some(v)
+    }
+}
+
+impl CsvNumber for f32 {
+    const NAME: &'static str = "f32";
+    fn from_f64(v: f64) -> Option<f32> {
+        let x = v as f32;
+        (x.is_finite() || !v.is_finite()).then_some(x)
+    }
+}
+
+/// Parses comma-separated numbers ([`CsvOptions::default`]: finite values only);
+/// see [`parse_csv`]. `name` is used in error messages (a path or a label).
+pub fn parse_csv_matrix(name: &Path, text: &str) -> Result<Array2<f64>> {
+    parse_csv(name, text, &CsvOptions::default())
+}
+
+/// Parses numbers in text, one row per line, all rows the same length.
+///
+/// - Fields are split by `options.delimiter` and trimmed of spaces; an empty
+///   field is an error. There is no quoting.
+/// - Blank lines and lines starting with `#` are skipped; a UTF-8 byte-order mark
+///   is ignored; line ends may be `\n` or `\r\n`.
+/// - Header: the first line is a header (and skipped) when none of its fields is
+///   a number; it must have as many fields as the rows. A first line where some
+///   fields are numbers and others are not is an error, not a header (a typo in
+///   the first row must not silently drop it).
+/// - Values: Rust's (and Python's `float()`) number syntax. `nan`, `inf`,
+///   `-infinity` (any case) are NaN and infinities, refused or read as
+///   `options.non_finite` says; a number beyond the type's range (`1e400` for
+///   f64) is an error, never silently infinity.
+///
+/// `name` is used in error messages (a path or a label); lines and columns are
+/// counted from 1.
+///
+/// # Errors
+/// [`Error::Parse`] with the line (and the column in its reason) for a field
+/// that is not a number, a row of another length, an out-of-range value, or no
+/// rows at all; [`Error::NonFinite`] for a refused NaN or infinity.
+pub fn parse_csv(name: &Path, text: &str, options: &CsvOptions) -> Result<Array2<f64>> {
+    parse_csv_as::<f64>(name, text, options)
+}
+
+fn parse_csv_as<T: CsvNumber>(name: &Path, text: &str, options: &CsvOptions) -> Result<Array2<T>> {
+    let at = |line: usize, reason: String| Error::Parse {
+        path: name.to_path_buf(),
+        line: Some(line),
+        reason,
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut values: Vec<T> = Vec::new();
+    let mut cols: Option<usize> = None;
+    let mut rows = 0;
+    let mut header: Option<(usize, usize)> = None; // (line, fields)
+    let mut fields: Vec<&str> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        fields.clear();
+        match options.delimiter {
+            Delimiter::Char(d) => fields.extend(line.split(d).map(str::trim)),
+            Delimiter::Whitespace => fields.extend(trimmed.split([' ', '\t']).filter(|f| !f.is_empty())),
+        }
+        if cols.is_none() && header.is_none() && fields.iter().all(|f| f.parse::<f64>().is_err()) {
+            header = Some((line_no, fields.len()));
+            continue;
+        }
+        match cols {
+            None => {
+                if let Some((h, n)) = header {
+                    if n != fields.len() {
+                        return Err(at(
+                            line_no,
+                            format!("{} fields, but the header on line {h} has {n}", fields.len()),
+                        ));
+                    }
+                }
+                cols = Some(fields.len());
+            }
+            Some(c) if c != fields.len() => {
+                return Err(at(line_no, format!("{} fields, expected {c}", fields.len())));
+            }
+            Some(_) => {}
+        }
+        for (j, field) in fields.iter().enumerate() {
+            let col = j + 1;
+            if field.is_empty() {
+                return Err(at(line_no, format!("column {col}: empty field")));
+            }
+            let v: f64 = field.parse().map_err(|_| {
+                let hint = if rows == 0 && header.is_none() {
+                    " (not a header either: a header has no numeric field)"
+                } else {
+                    ""
+                };
+                at(line_no, format!("column {col}: not a number: {field:?}{hint}"))
+            })?;
+            if !v.is_finite() {
+                let word = field.trim_start_matches(['+', '-']).to_ascii_lowercase();
+                if !matches!(word.as_str(), "nan" | "inf" | "infinity") {
+                    return Err(at(
+                        line_no,
+                        format!("column {col}: {field} is beyond the range of f64"),
+                    ));
+                }
+                if options.non_finite == NonFinite::Reject {
+                    return Err(Error::NonFinite {
+                        op: options.op,
+                        location: format!("{} line {line_no}, column {col} ({field})", name.display()),
+                    });
+                }
+            }
+            let x = T::from_f64(v).ok_or_else(|| {
+                at(
+                    line_no,
+                    format!("column {col}: {field} is beyond the range of {}", T::NAME),
+                )
+            })?;
+            values.push(x);
+        }
+        rows += 1;
+    }
+    let cols = cols.ok_or_else(|| match header {
+        Some((h, _)) => at(h, "a header and no rows of numbers".into()),
+        None => parse_err(name, "no rows"),
+    })?;
+    Array2::from_shape_vec((rows, cols), values).map_err(|e| parse_err(name, e))
 }
 
 /// Writes `path` so that it is either absent (on error) or complete: the data
@@ -495,41 +789,4 @@ pub fn write_npy_matrix(path: &Path, a: ArrayView2<f32>) -> Result<()> {
     let mut set = OutputSet::new();
     set.write_npy(path, &a)?;
     set.commit()
-}
-
-/// Parses comma-separated numbers, one row per line, all rows the same length.
-/// `name` is used in error messages (a path or a label).
-pub fn parse_csv_matrix(name: &Path, text: &str) -> Result<Array2<f64>> {
-    let mut values = Vec::new();
-    let mut cols = None;
-    let mut rows = 0;
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let before = values.len();
-        for field in line.split(',') {
-            let v: f64 = field.trim().parse().map_err(|_| Error::Parse {
-                path: name.to_path_buf(),
-                line: Some(i + 1),
-                reason: format!("not a number: {field:?}"),
-            })?;
-            values.push(v);
-        }
-        let n = values.len() - before;
-        match cols {
-            None => cols = Some(n),
-            Some(c) if c != n => {
-                return Err(Error::Parse {
-                    path: name.to_path_buf(),
-                    line: Some(i + 1),
-                    reason: format!("{n} fields, expected {c}"),
-                })
-            }
-            _ => {}
-        }
-        rows += 1;
-    }
-    let cols = cols.ok_or_else(|| parse_err(name, "no rows"))?;
-    Array2::from_shape_vec((rows, cols), values).map_err(|e| parse_err(name, e))
 }

@@ -6,6 +6,8 @@ mod common;
 
 #[path = "cli/args.rs"]
 mod args;
+#[path = "cli/csv.rs"]
+mod csv;
 #[path = "cli/files.rs"]
 mod files;
 #[path = "cli/json.rs"]

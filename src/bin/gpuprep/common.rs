@@ -1,7 +1,13 @@
-//! What several subcommands share: where to compute (`--device`) and the GPU-or-CPU choice.
+//! What several subcommands share: where to compute (`--device`) and the
+//! GPU-or-CPU choice, how the input matrix is read (`--format`, `--delimiter`),
+//! and the clean-up of temporaries on SIGINT / SIGTERM.
+
+use std::path::Path;
 
 use clap::ValueEnum;
+use gpuprep::io::{self, Delimiter, Format, NonFinite, ReadOptions};
 use gpuprep::Gpu;
+use ndarray::Array2;
 
 /// Where a subcommand computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -25,6 +31,72 @@ pub fn gpu_or_cpu(device: Device) -> Option<Gpu> {
             eprintln!("gpuprep: running on the CPU instead");
             None
         }
+    }
+}
+
+/// `--format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// By the extension: .csv is CSV, anything else .npy.
+    Auto,
+    /// numpy's .npy (f32 or f64, C or Fortran order).
+    Npy,
+    /// Numbers separated by --delimiter, one row per line; a first line without numbers is a header.
+    Csv,
+}
+
+/// How the input matrix is read: the flags every subcommand with one shares.
+#[derive(clap::Args, Debug)]
+pub struct InputFormat {
+    /// The input's format.
+    #[arg(long, value_enum, default_value = "auto")]
+    format: FormatArg,
+    /// CSV field delimiter: one character (default ","), "tab", or "whitespace" (runs of spaces and tabs).
+    #[arg(long, value_parser = parse_delimiter)]
+    delimiter: Option<Delimiter>,
+}
+
+fn parse_delimiter(s: &str) -> Result<Delimiter, String> {
+    match s {
+        "tab" | "\\t" => return Ok(Delimiter::Char('\t')),
+        "whitespace" => return Ok(Delimiter::Whitespace),
+        _ => {}
+    }
+    let mut chars = s.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if !(c.is_alphanumeric() || "+-.#\"".contains(c)) => Ok(Delimiter::Char(c)),
+        _ => Err(format!(
+            "{s:?}: expected one character that cannot be part of a number (, ; | ...), \"tab\" or \"whitespace\""
+        )),
+    }
+}
+
+impl InputFormat {
+    /// Reads the matrix at `path` as f32, by the same rules in both formats: NaN
+    /// and +/-inf as `non_finite` says (named by their place when refused), and a
+    /// value beyond f32's range always an error.
+    pub fn read(&self, op: &'static str, path: &Path, non_finite: NonFinite) -> gpuprep::Result<Array2<f32>> {
+        let format = match self.format {
+            FormatArg::Auto => Format::from_path(path),
+            FormatArg::Npy => Format::Npy,
+            FormatArg::Csv => Format::Csv,
+        };
+        if format == Format::Npy && self.delimiter.is_some() {
+            return Err(gpuprep::Error::InvalidArgument {
+                op,
+                reason: format!(
+                    "--delimiter is for CSV input, and {} is read as .npy (name it .csv or pass --format csv)",
+                    path.display()
+                ),
+            });
+        }
+        let options = ReadOptions {
+            format: Some(format),
+            delimiter: self.delimiter.unwrap_or_default(),
+            non_finite,
+            op,
+        };
+        io::read_matrix(path, &options)
     }
 }
 

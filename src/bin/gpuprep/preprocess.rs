@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 
 use clap::ValueEnum;
+use gpuprep::io::NonFinite;
 use gpuprep::{cpu, io, ops, GpuMatrix, NComponents, Pca, PcaOptions, StandardizeOptions, Whitening};
 
-use crate::common::{gpu_or_cpu, Device};
+use crate::common::{gpu_or_cpu, Device, InputFormat};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum WhitenArg {
@@ -37,13 +38,16 @@ fn parse_components(s: &str) -> Result<NComponents, String> {
     }
 }
 
-/// Center and/or scale the columns of a .npy file, or with --pca project it onto its
-/// principal components (reduce, whiten); writes .npy (f32) atomically.
-/// With neither --center nor --scale nor --pca, centers and scales.
+/// Center and/or scale the columns of a matrix (.npy or CSV; finite values only),
+/// or with --pca project it onto its principal components (reduce, whiten);
+/// writes .npy (f32) atomically. With neither --center nor --scale nor --pca,
+/// centers and scales.
 #[derive(clap::Args)]
 pub struct PreprocessArgs {
-    /// Input .npy file.
+    /// Input .npy or .csv file.
     input: PathBuf,
+    #[command(flatten)]
+    format: InputFormat,
     /// Output .npy file.
     #[arg(short, long)]
     output: PathBuf,
@@ -107,7 +111,7 @@ fn standardize(a: PreprocessArgs) -> gpuprep::Result<()> {
             scale: a.scale,
         }
     };
-    let x = io::read_npy_matrix(&a.input)?;
+    let x = a.format.read("preprocess", &a.input, NonFinite::Reject)?;
     let y = match gpu_or_cpu(a.device) {
         Some(g) => {
             let xg = GpuMatrix::upload(&g, x.view())?;
@@ -126,7 +130,7 @@ fn standardize(a: PreprocessArgs) -> gpuprep::Result<()> {
 }
 
 fn pca(a: PreprocessArgs, options: PcaOptions) -> gpuprep::Result<()> {
-    let x = io::read_npy_matrix(&a.input)?;
+    let x = a.format.read("preprocess", &a.input, NonFinite::Reject)?;
     let (y, model) = match gpu_or_cpu(a.device) {
         Some(g) => {
             let xg = GpuMatrix::upload(&g, x.view())?;

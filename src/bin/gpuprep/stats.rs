@@ -2,16 +2,20 @@
 
 use std::path::PathBuf;
 
-use gpuprep::{cpu, io, ops, ColumnSummary, Gpu, GpuMatrix};
+use gpuprep::io::NonFinite;
+use gpuprep::{cpu, ops, ColumnSummary, Gpu, GpuMatrix};
 use ndarray::Array2;
 
-use crate::common::{gpu_or_cpu, Device};
+use crate::common::{gpu_or_cpu, Device, InputFormat};
 
-/// Per-column statistics of a 2-D .npy file (f32 or f64, C or Fortran order).
+/// Per-column statistics of a matrix: a 2-D .npy file (f32 or f64, C or Fortran
+/// order) or CSV. NaN and +/-inf in the data are read, and propagate as in numpy.
 #[derive(clap::Args)]
 pub struct StatsArgs {
-    /// Input .npy file.
+    /// Input .npy or .csv file.
     input: PathBuf,
+    #[command(flatten)]
+    format: InputFormat,
     /// Delta degrees of freedom of the variance (0: numpy's default).
     #[arg(long, default_value_t = 0)]
     ddof: usize,
@@ -56,7 +60,7 @@ fn json_numbers(v: &ndarray::Array1<f64>) -> serde_json::Value {
 
 /// Reads the input, computes its column statistics and prints them.
 pub fn run(a: StatsArgs) -> gpuprep::Result<()> {
-    let x = io::read_npy_matrix(&a.input)?;
+    let x = a.format.read("stats", &a.input, NonFinite::Allow)?;
     let gpu = gpu_or_cpu(a.device);
     let s = compute_stats(&x, a.ddof, gpu.as_ref())?;
     if a.json {

@@ -2,16 +2,19 @@
 
 use std::path::PathBuf;
 
+use gpuprep::io::NonFinite;
 use gpuprep::{io, GpuMatrix, Pca, PcaModel};
 
-use crate::common::{gpu_or_cpu, Device};
+use crate::common::{gpu_or_cpu, Device, InputFormat};
 
 /// Applies a saved PCA model (from `preprocess --pca ... --save-model`) to a
-/// .npy file; writes .npy (f32) atomically.
+/// matrix (.npy or CSV; finite values only); writes .npy (f32) atomically.
 #[derive(clap::Args)]
 pub struct TransformArgs {
-    /// Input .npy file.
+    /// Input .npy or .csv file.
     input: PathBuf,
+    #[command(flatten)]
+    format: InputFormat,
     /// Output .npy file.
     #[arg(short, long)]
     output: PathBuf,
@@ -30,7 +33,7 @@ pub struct TransformArgs {
 pub fn run(a: TransformArgs) -> gpuprep::Result<()> {
     io::check_outputs("transform", &[&a.input, &a.model], &[&a.output])?;
     let model = PcaModel::load(&a.model)?;
-    let x = io::read_npy_matrix(&a.input)?;
+    let x = a.format.read("transform", &a.input, NonFinite::Reject)?;
     let y = match gpu_or_cpu(a.device) {
         Some(g) => {
             let pca = Pca::from_model(&g, model)?;
