@@ -1,4 +1,5 @@
-//! Argument parsing: negative numbers as flag values, without `=`.
+//! Argument parsing (negative numbers as flag values, without `=`), and output
+//! into a pipe closed early.
 
 use super::{bin, tmpdir};
 
@@ -66,4 +67,31 @@ fn negative_numbers_as_flag_values() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("unexpected argument"), "{err}");
+}
+
+#[test]
+fn a_closed_stdout_pipe_ends_the_program_quietly() {
+    use std::io::Read;
+    // A table of 5000 lines (about 450 kB): more than a pipe holds, so the
+    // program is still writing when the reader goes away.
+    let dir = tmpdir("pipe");
+    let x = dir.join("wide.npy");
+    ndarray_npy::write_npy(&x, &ndarray::Array2::<f32>::ones((2, 5000))).unwrap();
+    let mut child = bin()
+        .arg("stats")
+        .arg(&x)
+        .args(["--device", "cpu"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read the first line, as `| head -1` would, then close the pipe.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
 }

@@ -46,6 +46,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so printing to a closed pipe (`gpuprep demo | head`)
+    // would panic in println!; take the default action instead, as Unix tools do.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_DFL before any other thread
+    // exists; no handler code is installed.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     common::remove_temporaries_on_signals();
     let result = match cli.command {
