@@ -8,6 +8,7 @@ mod common;
 mod args;
 #[path = "cli/csv.rs"]
 mod csv;
+#[cfg(unix)] // symbolic links, signals, sh
 #[path = "cli/files.rs"]
 mod files;
 #[path = "cli/json.rs"]
