@@ -353,6 +353,7 @@ fn sigterm_and_sigint_during_a_write_leave_no_temporary() {
         }
         assert_eq!(got, Some(code), "SIG{signal}");
         assert!(names(&dir).is_empty(), "SIG{signal}: {:?}", names(&dir));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -401,4 +402,5 @@ fn temporaries_of_killed_processes_are_removed_by_the_next_write() {
     ];
     want.sort();
     assert_eq!(names(&dir), want);
+    let _ = std::fs::remove_dir_all(&dir);
 }
