@@ -1,10 +1,13 @@
 //! File I/O shared by the library and the command line: .npy matrices in,
-//! .npy out written atomically (temporary file, then rename), and the CSV
-//! data set embedded in the binary.
+//! .npy out written atomically (temporary file, then rename) in sets that
+//! appear together or not at all, checks that no output replaces an input, and
+//! the CSV data set embedded in the binary.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use ndarray::{Array2, ArrayView2};
 use ndarray_npy::{ReadNpyError, ReadNpyExt, WriteNpyExt};
@@ -26,86 +29,764 @@ fn parse_err(path: &Path, reason: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Reads a 2-D .npy file of f32 or f64 (C or Fortran order) as f32.
-pub fn read_npy_matrix(path: &Path) -> Result<Array2<f32>> {
-    let open = || File::open(path).map(BufReader::new).map_err(io_err(path));
-    match Array2::<f32>::read_npy(open()?) {
-        Ok(a) => Ok(a),
-        Err(ReadNpyError::WrongDescriptor(_)) => Array2::<f64>::read_npy(open()?)
-            .map(|a| a.mapv(|v| v as f32))
-            .map_err(|e| parse_err(path, format!("not a 2-D f32 or f64 array: {e}"))),
-        Err(e) => Err(parse_err(path, format!("not a 2-D f32 or f64 array: {e}"))),
+/// The file formats a matrix is read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// numpy's .npy: a 2-D f32 or f64 array, C or Fortran order.
+    Npy,
+    /// Text: one row per line, fields split by a [`Delimiter`] (see [`parse_csv`]).
+    Csv,
+}
+
+impl Format {
+    /// CSV for a name ending in `.csv` (any case), .npy for anything else.
+    pub fn from_path(path: &Path) -> Format {
+        match path.extension() {
+            Some(e) if e.eq_ignore_ascii_case("csv") => Format::Csv,
+            _ => Format::Npy,
+        }
     }
+}
+
+/// What a reader does with NaN and +/-infinity in the data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NonFinite {
+    /// Refuse them: [`Error::NonFinite`] naming the first one's place.
+    #[default]
+    Reject,
+    /// Read them as values (numpy's behaviour: statistics propagate them).
+    Allow,
+}
+
+/// How the fields of a CSV line are separated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delimiter {
+    /// One character (`,` by default; `;`, `\t`, `|`, ...).
+    Char(char),
+    /// Runs of spaces and tabs, leading and trailing ones ignored (numpy.loadtxt's default).
+    Whitespace,
+}
+
+impl Default for Delimiter {
+    fn default() -> Self {
+        Delimiter::Char(',')
+    }
+}
+
+/// How [`read_matrix`] reads a file.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadOptions {
+    /// The format; `None`: by the file's extension ([`Format::from_path`]).
+    pub format: Option<Format>,
+    /// The CSV delimiter (CSV only).
+    pub delimiter: Delimiter,
+    /// NaN and +/-infinity: refused or read.
+    pub non_finite: NonFinite,
+    /// The op named in a [`Error::NonFinite`].
+    pub op: &'static str,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            format: None,
+            delimiter: Delimiter::default(),
+            non_finite: NonFinite::Reject,
+            op: "read",
+        }
+    }
+}
+
+/// Reads a matrix as f32 from a 2-D .npy file (f32 or f64, C or Fortran order)
+/// or a CSV file ([`parse_csv`]'s rules). The same rules hold for both formats:
+/// NaN and +/-infinity are read or refused as `options.non_finite` says, and a
+/// value beyond f32's range (an f64 .npy element or a CSV number such as 1e39
+/// or 1e400) is always an error, never silently infinity.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be read; [`Error::Parse`] for a malformed
+/// file or an out-of-range value (with the line and column in a CSV, the
+/// element's index in a .npy); [`Error::NonFinite`] for a refused NaN or infinity.
+pub fn read_matrix(path: &Path, options: &ReadOptions) -> Result<Array2<f32>> {
+    match options.format.unwrap_or_else(|| Format::from_path(path)) {
+        Format::Npy => read_npy(path, options),
+        Format::Csv => {
+            let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+            let csv = CsvOptions {
+                delimiter: options.delimiter,
+                non_finite: options.non_finite,
+                op: options.op,
+            };
+            parse_csv_as::<f32>(path, &text, &csv)
+        }
+    }
+}
+
+/// Reads a 2-D .npy file of f32 or f64 (C or Fortran order) as f32. NaN and
+/// +/-infinity are read as values; an f64 element beyond f32's range is an
+/// error ([`read_matrix`] with [`NonFinite::Allow`]).
+pub fn read_npy_matrix(path: &Path) -> Result<Array2<f32>> {
+    read_npy(
+        path,
+        &ReadOptions {
+            format: Some(Format::Npy),
+            non_finite: NonFinite::Allow,
+            ..Default::default()
+        },
+    )
+}
+
+fn read_npy(path: &Path, options: &ReadOptions) -> Result<Array2<f32>> {
+    let open = || File::open(path).map(BufReader::new).map_err(io_err(path));
+    let bad = |e: ReadNpyError| parse_err(path, format!("not a 2-D f32 or f64 array: {e}"));
+    let a = match Array2::<f32>::read_npy(open()?) {
+        Ok(a) => a,
+        Err(ReadNpyError::WrongDescriptor(_)) => {
+            let a = Array2::<f64>::read_npy(open()?).map_err(bad)?;
+            if let Some(((r, c), v)) = a
+                .indexed_iter()
+                .find(|(_, v)| v.is_finite() && (**v as f32).is_infinite())
+            {
+                return Err(parse_err(
+                    path,
+                    format!(
+                        "element [{r}, {c}] = {v:e} is beyond the range of f32 (largest {:e}); \
+                         gpuprep reads f64 files as f32",
+                        f32::MAX
+                    ),
+                ));
+            }
+            a.mapv(|v| v as f32)
+        }
+        Err(e) => return Err(bad(e)),
+    };
+    if options.non_finite == NonFinite::Reject {
+        if let Some(((r, c), v)) = a.indexed_iter().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                op: options.op,
+                location: format!("{} element [{r}, {c}] ({v})", path.display()),
+            });
+        }
+    }
+    Ok(a)
+}
+
+/// How [`parse_csv`] reads text.
+#[derive(Clone, Copy, Debug)]
+pub struct CsvOptions {
+    /// The field delimiter.
+    pub delimiter: Delimiter,
+    /// NaN and +/-infinity (`nan`, `inf`, `-Infinity`, ...): refused or read.
+    pub non_finite: NonFinite,
+    /// The op named in a [`Error::NonFinite`].
+    pub op: &'static str,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            delimiter: Delimiter::default(),
+            non_finite: NonFinite::Reject,
+            op: "read",
+        }
+    }
+}
+
+/// A number type [`parse_csv`] can produce.
+trait CsvNumber: Copy {
+    const NAME: &'static str;
+    /// `v` (finite) in this type, or None where it overflows to infinity.
+    fn from_f64(v: f64) -> Option<Self>;
+}
+
+impl CsvNumber for f64 {
+    const NAME: &'static str = "f64";
+    fn from_f64(v: f64) -> Option<f64> {
+        Some(v)
+    }
+}
+
+impl CsvNumber for f32 {
+    const NAME: &'static str = "f32";
+    fn from_f64(v: f64) -> Option<f32> {
+        let x = v as f32;
+        (x.is_finite() || !v.is_finite()).then_some(x)
+    }
+}
+
+/// Parses comma-separated numbers ([`CsvOptions::default`]: finite values only);
+/// see [`parse_csv`]. `name` is used in error messages (a path or a label).
+pub fn parse_csv_matrix(name: &Path, text: &str) -> Result<Array2<f64>> {
+    parse_csv(name, text, &CsvOptions::default())
+}
+
+/// Parses numbers in text, one row per line, all rows the same length.
+///
+/// - Fields are split by `options.delimiter` and trimmed of spaces; an empty
+///   field is an error. There is no quoting.
+/// - Blank lines and lines starting with `#` are skipped; a UTF-8 byte-order mark
+///   is ignored; line ends may be `\n` or `\r\n`.
+/// - Header: the first line is a header (and skipped) when none of its fields is
+///   a number; it must have as many fields as the rows. A first line where some
+///   fields are numbers and others are not is an error, not a header (a typo in
+///   the first row must not silently drop it).
+/// - Values: Rust's (and Python's `float()`) number syntax. `nan`, `inf`,
+///   `-infinity` (any case) are NaN and infinities, refused or read as
+///   `options.non_finite` says; a number beyond the type's range (`1e400` for
+///   f64) is an error, never silently infinity.
+///
+/// `name` is used in error messages (a path or a label); lines and columns are
+/// counted from 1.
+///
+/// # Errors
+/// [`Error::Parse`] with the line (and the column in its reason) for a field
+/// that is not a number, a row of another length, an out-of-range value, or no
+/// rows at all; [`Error::NonFinite`] for a refused NaN or infinity.
+pub fn parse_csv(name: &Path, text: &str, options: &CsvOptions) -> Result<Array2<f64>> {
+    parse_csv_as::<f64>(name, text, options)
+}
+
+fn parse_csv_as<T: CsvNumber>(name: &Path, text: &str, options: &CsvOptions) -> Result<Array2<T>> {
+    let at = |line: usize, reason: String| Error::Parse {
+        path: name.to_path_buf(),
+        line: Some(line),
+        reason,
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut values: Vec<T> = Vec::new();
+    let mut cols: Option<usize> = None;
+    let mut rows = 0;
+    let mut header: Option<(usize, usize)> = None; // (line, fields)
+    let mut fields: Vec<&str> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        fields.clear();
+        match options.delimiter {
+            Delimiter::Char(d) => fields.extend(line.split(d).map(str::trim)),
+            Delimiter::Whitespace => fields.extend(trimmed.split([' ', '\t']).filter(|f| !f.is_empty())),
+        }
+        if cols.is_none() && header.is_none() && fields.iter().all(|f| f.parse::<f64>().is_err()) {
+            header = Some((line_no, fields.len()));
+            continue;
+        }
+        match cols {
+            None => {
+                if let Some((h, n)) = header {
+                    if n != fields.len() {
+                        return Err(at(
+                            line_no,
+                            format!("{} fields, but the header on line {h} has {n}", fields.len()),
+                        ));
+                    }
+                }
+                cols = Some(fields.len());
+            }
+            Some(c) if c != fields.len() => {
+                return Err(at(line_no, format!("{} fields, expected {c}", fields.len())));
+            }
+            Some(_) => {}
+        }
+        for (j, field) in fields.iter().enumerate() {
+            let col = j + 1;
+            if field.is_empty() {
+                return Err(at(line_no, format!("column {col}: empty field")));
+            }
+            let v: f64 = field.parse().map_err(|_| {
+                let hint = if rows == 0 && header.is_none() {
+                    " (not a header either: a header has no numeric field)"
+                } else {
+                    ""
+                };
+                at(line_no, format!("column {col}: not a number: {field:?}{hint}"))
+            })?;
+            if !v.is_finite() {
+                let word = field.trim_start_matches(['+', '-']).to_ascii_lowercase();
+                if !matches!(word.as_str(), "nan" | "inf" | "infinity") {
+                    return Err(at(
+                        line_no,
+                        format!("column {col}: {field} is beyond the range of f64"),
+                    ));
+                }
+                if options.non_finite == NonFinite::Reject {
+                    return Err(Error::NonFinite {
+                        op: options.op,
+                        location: format!("{} line {line_no}, column {col} ({field})", name.display()),
+                    });
+                }
+            }
+            let x = T::from_f64(v).ok_or_else(|| {
+                at(
+                    line_no,
+                    format!("column {col}: {field} is beyond the range of {}", T::NAME),
+                )
+            })?;
+            values.push(x);
+        }
+        rows += 1;
+    }
+    let cols = cols.ok_or_else(|| match header {
+        Some((h, _)) => at(h, "a header and no rows of numbers".into()),
+        None => parse_err(name, "no rows"),
+    })?;
+    Array2::from_shape_vec((rows, cols), values).map_err(|e| parse_err(name, e))
 }
 
 /// Writes `path` so that it is either absent (on error) or complete: the data
 /// goes to a temporary file beside it, which is renamed over `path` at the end.
+/// An [`OutputSet`] of one output: errors name `path`, never the temporary.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> Result<()>) -> Result<()> {
+    let mut set = OutputSet::new();
+    set.write(path, write)?;
+    set.commit()
+}
+
+/// The outputs of one command, written so that they all appear together or none
+/// does: each is written in full to a temporary file beside its path (flushed
+/// and synced), and [`commit`](OutputSet::commit) renames them into place only
+/// once every one has been written. Dropping the set without committing removes
+/// the temporaries.
+///
+/// Temporaries are named `.NAME.gpuprep-PID-SEQ.tmp`. While they exist they are
+/// listed in a process-wide registry, so that [`remove_temporaries`] (called by
+/// the command line on SIGINT and SIGTERM) can remove them. A process killed
+/// outright (SIGKILL, power loss) cannot; the next set that writes into the same
+/// directory removes the temporaries whose PID is no longer a running process
+/// (Linux: checked in /proc; elsewhere nothing is removed).
+///
+/// ```
+/// # fn main() -> gpuprep::Result<()> {
+/// # let dir = std::env::temp_dir().join(format!("gpuprep-doc-outputset-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// let y = ndarray::arr2(&[[1.0f32, 2.0], [3.0, 4.0]]);
+/// let mean = ndarray::arr1(&[2.0f64, 3.0]);
+/// let mut outputs = gpuprep::io::OutputSet::new();
+/// outputs.write_npy(&dir.join("y.npy"), &y)?;
+/// outputs.write_npy(&dir.join("mean.npy"), &mean)?;
+/// assert!(!dir.join("y.npy").exists()); // nothing is in place yet
+/// outputs.commit()?; // now both are
+/// assert!(dir.join("y.npy").exists() && dir.join("mean.npy").exists());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Default)]
+pub struct OutputSet {
+    /// (temporary, final path), in the order written.
+    staged: Vec<(PathBuf, PathBuf)>,
+    /// Directories already swept for stale temporaries.
+    swept: Vec<PathBuf>,
+}
+
+impl OutputSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Writes the output `path` to its temporary with `write` (a buffered writer
+    /// on the temporary file), then flushes and syncs it. `path` itself is not
+    /// touched until [`commit`](OutputSet::commit).
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming `path` when the temporary cannot be created, written
+    /// or synced (a missing directory, a full disk, ...), or after
+    /// [`remove_temporaries`]; whatever `write` returns.
+    pub fn write(
+        &mut self,
+        path: &Path,
+        write: impl FnOnce(&mut BufWriter<File>) -> Result<()>,
+    ) -> Result<()> {
+        let tmp = self.stage(path)?;
+        let file = {
+            // Created under the registry's lock, so a signal's clean-up either
+            // runs first (and this fails) or sees the file.
+            let mut live = live_temporaries();
+            if live.abandoned {
+                return Err(interrupted(path));
+            }
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(io_err(path))?;
+            live.paths.push(tmp.clone());
+            file
+        };
+        self.staged.push((tmp.clone(), path.to_path_buf()));
+        let mut w = BufWriter::new(file);
+        write(&mut w).map_err(|e| name_user_path(e, &tmp, path))?;
+        w.flush().map_err(io_err(path))?;
+        w.get_ref().sync_all().map_err(io_err(path))?;
+        Ok(())
+    }
+
+    /// Writes the output `path` through a function that takes a path (such as
+    /// [`PcaModel::save`](crate::PcaModel::save)): `write` is given the
+    /// temporary's path, and errors that name the temporary are reported with
+    /// `path` instead.
+    ///
+    /// # Errors
+    /// As [`write`](OutputSet::write).
+    pub fn write_with(&mut self, path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+        let tmp = self.stage(path)?;
+        {
+            let mut live = live_temporaries();
+            if live.abandoned {
+                return Err(interrupted(path));
+            }
+            live.paths.push(tmp.clone());
+        }
+        self.staged.push((tmp.clone(), path.to_path_buf()));
+        write(&tmp).map_err(|e| name_user_path(e, &tmp, path))
+    }
+
+    /// Writes an array (any [`WriteNpyExt`]: f32 or f64, any rank) as .npy to
+    /// the output `path`, as [`write`](OutputSet::write).
+    ///
+    /// # Errors
+    /// As [`write`](OutputSet::write).
+    pub fn write_npy<T: WriteNpyExt + ?Sized>(&mut self, path: &Path, a: &T) -> Result<()> {
+        self.write(path, |w| {
+            a.write_npy(w).map_err(|e| Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(e),
+            })
+        })
+    }
+
+    /// Renames every temporary over its output path. If one rename fails, those
+    /// already done are undone (an output that existed before gets its old file
+    /// back, through a hard link made before the renames; a new one is removed),
+    /// so that still none of the set appears.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the output whose rename failed, or every output after
+    /// [`remove_temporaries`].
+    pub fn commit(mut self) -> Result<()> {
+        let staged = std::mem::take(&mut self.staged);
+        // Under the lock: a signal's clean-up waits until the set is wholly in
+        // place (or wholly not).
+        let mut live = live_temporaries();
+        let forget = |live: &mut Live, p: &Path| live.paths.retain(|q| q != p);
+        let result = if live.abandoned {
+            Err(interrupted(
+                staged.first().map_or(Path::new(""), |s| s.1.as_path()),
+            ))
+        } else {
+            // Hard links to the files about to be replaced, to restore them if a
+            // later rename fails.
+            let mut backups: Vec<Option<PathBuf>> = Vec::new();
+            for (_, path) in &staged {
+                let backup = match (std::fs::symlink_metadata(path), temp_path(path)) {
+                    (Ok(_), Ok(b)) if std::fs::hard_link(path, &b).is_ok() => {
+                        live.paths.push(b.clone());
+                        Some(b)
+                    }
+                    _ => None,
+                };
+                backups.push(backup);
+            }
+            let mut done = 0;
+            let mut failed = None;
+            for (tmp, path) in &staged {
+                match std::fs::rename(tmp, path) {
+                    Ok(()) => {
+                        forget(&mut live, tmp);
+                        done += 1;
+                    }
+                    Err(source) => {
+                        failed = Some(Error::Io {
+                            path: path.clone(),
+                            source,
+                        });
+                        break;
+                    }
+                }
+            }
+            if failed.is_some() {
+                for ((_, path), backup) in staged.iter().zip(&backups).take(done) {
+                    let _ = match backup {
+                        Some(b) => std::fs::rename(b, path),
+                        None => std::fs::remove_file(path),
+                    };
+                }
+            }
+            for b in backups.iter().flatten() {
+                let _ = std::fs::remove_file(b);
+                forget(&mut live, b);
+            }
+            failed.map_or(Ok(()), Err)
+        };
+        // Whatever was not renamed (an error, or an interrupt) is removed.
+        for (tmp, _) in &staged {
+            if live.paths.contains(tmp) {
+                let _ = std::fs::remove_file(tmp);
+                forget(&mut live, tmp);
+            }
+        }
+        result
+    }
+
+    /// The temporary for `path`, after sweeping its directory once for stale ones.
+    fn stage(&mut self, path: &Path) -> Result<PathBuf> {
+        let tmp = temp_path(path)?;
+        let dir = parent_dir(path).to_path_buf();
+        if !self.swept.contains(&dir) {
+            remove_stale_temporaries(&dir);
+            self.swept.push(dir);
+        }
+        Ok(tmp)
+    }
+}
+
+impl Drop for OutputSet {
+    fn drop(&mut self) {
+        if self.staged.is_empty() {
+            return;
+        }
+        let mut live = live_temporaries();
+        for (tmp, _) in self.staged.drain(..) {
+            let _ = std::fs::remove_file(&tmp);
+            live.paths.retain(|q| *q != tmp);
+        }
+    }
+}
+
+/// The temporaries this process has created and not yet renamed or removed.
+struct Live {
+    paths: Vec<PathBuf>,
+    /// Set by [`remove_temporaries`]: no temporary may be created or committed after it.
+    abandoned: bool,
+}
+
+static LIVE: Mutex<Live> = Mutex::new(Live {
+    paths: Vec::new(),
+    abandoned: false,
+});
+
+fn live_temporaries() -> MutexGuard<'static, Live> {
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Removes every temporary file this process's [`OutputSet`]s have open, and
+/// makes every later write or commit in this process fail: for a signal
+/// handler (a thread that received SIGINT or SIGTERM), just before it exits.
+/// Returns how many files were removed. A commit in progress finishes first,
+/// so a set's outputs are still all in place or none.
+pub fn remove_temporaries() -> usize {
+    let mut live = live_temporaries();
+    live.abandoned = true;
+    let mut removed = 0;
+    for p in live.paths.drain(..) {
+        if std::fs::remove_file(&p).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+const TMP_TAG: &str = ".gpuprep-";
+const TMP_END: &str = ".tmp";
+
+/// `.NAME.gpuprep-PID-SEQ.tmp` beside `path`, NAME shortened where the whole
+/// would pass the usual 255-byte limit of a file name.
+fn temp_path(path: &Path) -> Result<PathBuf> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
     let file_name = path
         .file_name()
         .ok_or_else(|| Error::invalid("write", format!("{} has no file name", path.display())))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp: PathBuf = path.with_file_name(tmp_name);
-    let result = (|| {
-        let file = File::create(&tmp).map_err(io_err(&tmp))?;
-        let mut w = BufWriter::new(file);
-        write(&mut w)?;
-        w.flush().map_err(io_err(&tmp))?;
-        w.get_ref().sync_all().map_err(io_err(&tmp))?;
-        drop(w);
-        std::fs::rename(&tmp, path).map_err(io_err(path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let suffix = format!("{TMP_TAG}{}-{seq}{TMP_END}", std::process::id());
+    let mut name = file_name.to_string_lossy().into_owned();
+    let room = 255 - 1 - suffix.len();
+    if name.len() > room {
+        let mut cut = room;
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        name.truncate(cut);
     }
-    result
+    Ok(path.with_file_name(format!(".{name}{suffix}")))
 }
 
-/// Writes a 2-D f32 array as .npy, atomically.
-pub fn write_npy_matrix(path: &Path, a: ArrayView2<f32>) -> Result<()> {
-    write_atomic(path, |w| {
-        a.write_npy(w).map_err(|e| Error::Io {
+/// The PID in a temporary's name, if `name` is one of ours.
+fn temp_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?.strip_suffix(TMP_END)?;
+    let (_, id) = rest.rsplit_once(TMP_TAG)?;
+    let (pid, seq) = id.split_once('-')?;
+    seq.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// Whether `pid` may be a running process (true where that cannot be told).
+fn may_be_running(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+}
+
+/// Removes the temporaries in `dir` left by processes that no longer run
+/// (killed outright while writing). Returns how many were removed.
+pub fn remove_stale_temporaries(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let me = std::process::id();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temp_pid) else {
+            continue;
+        };
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if pid != me && is_file && !may_be_running(pid) && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn interrupted(path: &Path) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::Interrupted,
+            "interrupted by a signal: not written",
+        ),
+    }
+}
+
+/// `e` with the temporary's path replaced by the user's.
+fn name_user_path(e: Error, tmp: &Path, path: &Path) -> Error {
+    match e {
+        Error::Io { path: p, source } if p == tmp => Error::Io {
             path: path.to_path_buf(),
-            source: std::io::Error::other(e),
-        })
+            source,
+        },
+        Error::Parse {
+            path: p,
+            line,
+            reason,
+        } if p == tmp => Error::Parse {
+            path: path.to_path_buf(),
+            line,
+            reason,
+        },
+        e => e,
+    }
+}
+
+/// What identifies a file: its canonical path and, on Unix, its device and inode
+/// (so that a hard link is the same file too).
+#[derive(Debug)]
+struct Identity {
+    canonical: PathBuf,
+    inode: Option<(u64, u64)>,
+}
+
+impl Identity {
+    fn same(&self, other: &Identity) -> bool {
+        self.canonical == other.canonical || (self.inode.is_some() && self.inode == other.inode)
+    }
+}
+
+#[cfg(unix)]
+fn inode(m: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn inode(_: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
+}
+
+/// The identity of an existing file (symbolic links followed).
+fn existing_identity(path: &Path) -> Option<Identity> {
+    let canonical = std::fs::canonicalize(path).ok()?;
+    let inode = std::fs::metadata(path).ok().as_ref().and_then(inode);
+    Some(Identity { canonical, inode })
+}
+
+/// The identity an output will have: the file's where it exists, else its
+/// directory's canonical path joined with its name.
+fn output_identity(path: &Path) -> Result<Identity> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::invalid("output", format!("{} has no file name", path.display())))?;
+    if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+        return Err(Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory, not a file"),
+        });
+    }
+    if let Some(id) = existing_identity(path) {
+        return Ok(id);
+    }
+    let dir = parent_dir(path);
+    let canonical = std::fs::canonicalize(dir).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(e.kind(), format!("cannot write into {}: {e}", dir.display())),
+    })?;
+    Ok(Identity {
+        canonical: canonical.join(name),
+        inode: None,
     })
 }
 
-/// Parses comma-separated numbers, one row per line, all rows the same length.
-/// `name` is used in error messages (a path or a label).
-pub fn parse_csv_matrix(name: &Path, text: &str) -> Result<Array2<f64>> {
-    let mut values = Vec::new();
-    let mut cols = None;
-    let mut rows = 0;
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
+/// Refuses a set of outputs that would replace one of the inputs, or name one
+/// file twice. Paths are compared canonically (symbolic links followed; an
+/// output that does not exist yet by its directory's canonical path and its
+/// name) and, on Unix, by device and inode (hard links). Also refuses an output
+/// that is a directory or whose directory does not exist, before any work is done.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] (from `op`) naming both paths; [`Error::Io`] naming
+/// the output whose directory is missing.
+pub fn check_outputs(op: &'static str, inputs: &[&Path], outputs: &[&Path]) -> Result<()> {
+    let ins: Vec<(&Path, Identity)> = inputs
+        .iter()
+        .filter_map(|&p| existing_identity(p).map(|id| (p, id)))
+        .collect();
+    let mut outs: Vec<(&Path, Identity)> = Vec::new();
+    for &out in outputs {
+        let id = output_identity(out)?;
+        if let Some((input, _)) = ins.iter().find(|(_, i)| i.same(&id)) {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "the output {} is the same file as the input {}: refusing to replace an input (choose another output path)",
+                    out.display(),
+                    input.display()
+                ),
+            ));
         }
-        let before = values.len();
-        for field in line.split(',') {
-            let v: f64 = field.trim().parse().map_err(|_| Error::Parse {
-                path: name.to_path_buf(),
-                line: Some(i + 1),
-                reason: format!("not a number: {field:?}"),
-            })?;
-            values.push(v);
+        if let Some((other, _)) = outs.iter().find(|(_, o)| o.same(&id)) {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "the outputs {} and {} are the same file: each output needs its own path",
+                    other.display(),
+                    out.display()
+                ),
+            ));
         }
-        let n = values.len() - before;
-        match cols {
-            None => cols = Some(n),
-            Some(c) if c != n => {
-                return Err(Error::Parse {
-                    path: name.to_path_buf(),
-                    line: Some(i + 1),
-                    reason: format!("{n} fields, expected {c}"),
-                })
-            }
-            _ => {}
-        }
-        rows += 1;
+        outs.push((out, id));
     }
-    let cols = cols.ok_or_else(|| parse_err(name, "no rows"))?;
-    Array2::from_shape_vec((rows, cols), values).map_err(|e| parse_err(name, e))
+    Ok(())
+}
+
+/// Writes a 2-D f32 array as .npy, atomically (an [`OutputSet`] of one).
+pub fn write_npy_matrix(path: &Path, a: ArrayView2<f32>) -> Result<()> {
+    let mut set = OutputSet::new();
+    set.write_npy(path, &a)?;
+    set.commit()
 }

@@ -1,13 +1,27 @@
 //! The command line, end to end: stats (text and JSON, GPU and CPU),
-//! preprocess (atomic output), and clear failures on bad input.
+//! preprocess (atomic output), and clear failures on bad input. The modules in
+//! tests/cli/ hold the argument parsing, JSON, CSV and file-safety cases.
 
 mod common;
+
+#[path = "cli/args.rs"]
+mod args;
+#[path = "cli/csv.rs"]
+mod csv;
+#[cfg(unix)] // symbolic links, signals, sh
+#[path = "cli/files.rs"]
+mod files;
+#[path = "cli/json.rs"]
+mod json;
 
 use std::path::PathBuf;
 use std::process::Command;
 
+/// The binary under test; `GPUPREP_TEST_BIN` runs the tests against another
+/// build (an older one, to see a new test fail before its fix).
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_gpuprep"));
+    let path = std::env::var_os("GPUPREP_TEST_BIN").unwrap_or(env!("CARGO_BIN_EXE_gpuprep").into());
+    let mut c = Command::new(path);
     c.env(
         "XDG_RUNTIME_DIR",
         std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()),
@@ -17,6 +31,7 @@ fn bin() -> Command {
 
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("gpuprep-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
 }

@@ -12,16 +12,33 @@ use gpuprep::model::init::LayerStats;
 use gpuprep::model::init::Scheme;
 use gpuprep::model::matmul::Activation;
 use gpuprep::ops::init::lecture::activation_statistics as gpu_activation_statistics;
-use gpuprep::Gpu;
 
+use crate::common::{gpu_or_cpu, Device};
+
+/// The lecture's activation statistics: a deep tanh / ReLU network on unit-gaussian
+/// input for 0.01 * randn, randn / sqrt(n) and He; the mean and std of each layer.
+#[derive(clap::Args)]
 pub struct ActivationsArgs {
-    pub layers: usize,
-    pub units: usize,
-    pub batch: usize,
-    pub seed: u64,
+    /// Fully connected layers.
+    #[arg(long, default_value_t = 10)]
+    layers: usize,
+    /// Units per layer (and input features).
+    #[arg(long, default_value_t = 500)]
+    units: usize,
+    /// Input rows.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Philox seed of the weights and the input.
+    #[arg(long, default_value_t = 231)]
+    seed: u64,
+    /// Where to run the network (the CPU twin always runs, for the comparison).
+    #[arg(long, value_enum, default_value = "gpu")]
+    device: Device,
 }
 
-pub fn run(a: ActivationsArgs, gpu: Option<Gpu>) -> gpuprep::Result<()> {
+/// Prints the two tables (tanh, ReLU), and on the GPU the largest difference from the twin.
+pub fn run(a: ActivationsArgs) -> gpuprep::Result<()> {
+    let gpu = gpu_or_cpu(a.device);
     let schemes = [
         ("0.01 * randn", Scheme::SmallRandom),
         ("randn / sqrt(n)", Scheme::Calibrated),

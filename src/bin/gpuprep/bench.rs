@@ -25,6 +25,7 @@ use gpuprep::rng::Philox;
 use gpuprep::{
     cpu, ops, time_recorded, Gpu, GpuMatrix, GpuTimer, Pca, PcaOptions, StandardizeOptions, Whitening,
 };
+use ndarray::Array2;
 
 /// What an op must move or compute at least, for its rate column.
 #[derive(Clone, Copy)]
@@ -34,14 +35,27 @@ enum Work {
     /// Floating-point operations (GFLOP/s).
     Flops(f64),
 }
-use ndarray::Array2;
 
+/// One table of CPU twin against GPU at one shape: statistics, standardize, covariance, the
+/// PCA-whitening product, batch and layer norm forward/backward, init (GB/s or GFLOP/s, and the
+/// fraction of the device's copy bandwidth).
+#[derive(clap::Args)]
 pub struct BenchArgs {
-    pub rows: usize,
-    pub cols: usize,
-    pub reps: usize,
-    pub trials: usize,
-    pub cpu: bool,
+    /// Rows N.
+    #[arg(long, default_value_t = 65_536)]
+    rows: usize,
+    /// Columns D.
+    #[arg(long, default_value_t = 256)]
+    cols: usize,
+    /// Ops recorded per submit.
+    #[arg(long, default_value_t = 10)]
+    reps: usize,
+    /// Submits timed (median reported).
+    #[arg(long, default_value_t = 7)]
+    trials: usize,
+    /// Skip the CPU twin (for shapes where it is slow).
+    #[arg(long)]
+    no_cpu: bool,
 }
 
 fn data(n: usize, d: usize) -> Array2<f32> {
@@ -84,7 +98,10 @@ fn time_cpu(trials: usize, mut f: impl FnMut() -> gpuprep::Result<()>) -> gpupre
     Ok(median(times))
 }
 
-pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
+/// Measures every row and prints the table (at least one rep and one trial).
+pub fn run(mut a: BenchArgs) -> gpuprep::Result<()> {
+    a.reps = a.reps.max(1);
+    a.trials = a.trials.max(1);
     let gpu = Gpu::new()?;
     let timer = GpuTimer::new(&gpu)?;
     let clock = if timer.is_some() {
@@ -149,7 +166,7 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
     let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
         ops::encode_column_stats_into(&gpu, enc, &xg, &mut st, &stats_opts)
     })?;
-    let c = if a.cpu {
+    let c = if !a.no_cpu {
         Some(time_cpu(a.trials, || cpu::column_stats(x.view(), 0).map(|_| ()))?)
     } else {
         None
@@ -175,7 +192,7 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
         ops::encode_column_stats_into(&gpu, enc, &xg, &mut st, &stats_opts)?;
         ops::encode_standardize_into(&gpu, enc, &xg, &st, &yg, &opts)
     })?;
-    let c = if a.cpu {
+    let c = if !a.no_cpu {
         Some(time_cpu(a.trials, || {
             let st = cpu::column_stats(x.view(), 0)?;
             cpu::standardize(x.view(), &st, opts).map(|_| ())
@@ -217,7 +234,7 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
             &ops::CovarianceOptions::ddof(0),
         )
     })?;
-    let c = if a.cpu {
+    let c = if !a.no_cpu {
         Some(time_cpu(a.trials, || cpu::covariance(x.view(), 0).map(|_| ()))?)
     } else {
         None
@@ -242,7 +259,7 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
     let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
         pca.encode_transform_into(&gpu, enc, &xg, &yg)
     })?;
-    let c = if a.cpu {
+    let c = if !a.no_cpu {
         Some(time_cpu(a.trials, || {
             cpu_pca::transform(&model, x.view()).map(|_| ())
         })?)
@@ -258,7 +275,7 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
     let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
         bn.encode_forward_train_into(&gpu, enc, &xg, &yg)
     })?;
-    let xt = if a.cpu {
+    let xt = if !a.no_cpu {
         Some(x.mapv(f64::from).into_dyn())
     } else {
         None
@@ -321,7 +338,7 @@ pub fn bench(a: BenchArgs) -> gpuprep::Result<()> {
     let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
         ops::init::encode_init_into(&gpu, enc, &[n, d], &scheme, Philox::new(1), &yg)
     })?;
-    let c = if a.cpu {
+    let c = if !a.no_cpu {
         Some(time_cpu(a.trials, || {
             gpuprep::cpu::init::init(&[n, d], &scheme, Philox::new(1)).map(|_| ())
         })?)

@@ -6,11 +6,11 @@ use clap::{Args, ValueEnum};
 use gpuprep::cpu::init as twin;
 use gpuprep::model::init::{FanMode, Scheme, KAIMING_GAIN, SMALL_STD};
 use gpuprep::rng::Philox;
-use gpuprep::{io, ops, Error, Gpu};
+use gpuprep::{io, ops, Error};
 use ndarray::{ArrayD, IxDyn};
 use ndarray_npy::WriteNpyExt;
 
-use super::Device;
+use crate::common::{gpu_or_cpu, Device};
 
 /// The scheme names: torch.nn.init's without the trailing underscore, plus
 /// the lecture's small_random and calibrated.
@@ -42,6 +42,7 @@ pub enum Mode {
     FanOut,
 }
 
+/// Initialize a weight tensor (torch.nn.init's schemes and the lecture's); writes f32 .npy atomically.
 #[derive(Args)]
 pub struct InitArgs {
     /// The scheme.
@@ -57,7 +58,7 @@ pub struct InitArgs {
     #[arg(long, default_value_t = 0)]
     stream: u64,
     /// Gain (default: sqrt(2) for kaiming_*, 1 for xavier_* and orthogonal).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     gain: Option<f64>,
     /// Which fan kaiming_* divides by.
     #[arg(long, value_enum, default_value = "fan_in")]
@@ -69,19 +70,19 @@ pub struct InitArgs {
     #[arg(long)]
     connections: Option<usize>,
     /// constant: the value.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     value: Option<f64>,
     /// uniform: lower bound (default 0).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     low: f64,
     /// uniform: upper bound (default 1).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     high: f64,
     /// normal: mean.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     mean: f64,
     /// normal: standard deviation (default 1); sparse: of the kept weights (default 0.01).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     std: Option<f64>,
     /// Where to compute (orthogonal is computed on the CPU either way).
     #[arg(long, value_enum, default_value = "gpu")]
@@ -89,13 +90,6 @@ pub struct InitArgs {
     /// Output .npy file (f32, written atomically).
     #[arg(short, long)]
     output: PathBuf,
-}
-
-impl InitArgs {
-    /// Where to compute.
-    pub fn device(&self) -> Device {
-        self.device
-    }
 }
 
 fn scheme(a: &InitArgs) -> gpuprep::Result<Scheme> {
@@ -156,9 +150,11 @@ fn scheme(a: &InitArgs) -> gpuprep::Result<Scheme> {
     })
 }
 
-/// Runs `gpuprep init` on `gpu` (None: the CPU twin).
-pub fn run(a: InitArgs, gpu: Option<Gpu>) -> gpuprep::Result<()> {
+/// Runs `gpuprep init` on the GPU, or on the CPU twin (`--device cpu`, or no adapter).
+pub fn run(a: InitArgs) -> gpuprep::Result<()> {
     let scheme = scheme(&a)?;
+    io::check_outputs("init", &[], &[&a.output])?;
+    let gpu = gpu_or_cpu(a.device);
     let rng = Philox::with_stream(a.seed, a.stream);
     let shape = a.shape.clone();
     let (values, device): (Vec<f32>, String) = match &gpu {

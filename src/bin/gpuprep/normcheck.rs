@@ -15,9 +15,9 @@ use gpuprep::model::norm::{NormKind, NormPlan, NormShape};
 use gpuprep::ops::Norm;
 use gpuprep::{io, Error, GpuMatrix};
 use ndarray::{Array1, Array2, ArrayD, IxDyn};
-use ndarray_npy::{ReadNpyError, ReadNpyExt, WriteNpyExt};
+use ndarray_npy::{ReadNpyError, ReadNpyExt};
 
-use crate::{gpu_or_cpu, Device};
+use crate::common::{gpu_or_cpu, Device};
 
 fn invalid(reason: impl Into<String>) -> Error {
     Error::InvalidArgument {
@@ -34,15 +34,58 @@ fn mismatch(expected: String, got: String) -> Error {
     }
 }
 
+/// Which normalization `normcheck` runs.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    Batch,
+    Layer,
+    Instance,
+    Group,
+}
+
+/// Batch, layer, instance or group norm forward + backward (training mode) on
+/// your own tensors: writes y, dx, dgamma, dbeta, mean and invstd as .npy
+/// into DIR, to compare with another framework.
+#[derive(clap::Args)]
 pub struct NormcheckArgs {
-    pub kind: NormKind,
-    pub x: PathBuf,
-    pub dy: PathBuf,
-    pub gamma: Option<PathBuf>,
-    pub beta: Option<PathBuf>,
-    pub eps: f64,
-    pub device: Device,
-    pub out: PathBuf,
+    /// Which normalization.
+    #[arg(long, value_enum)]
+    kind: Kind,
+    /// Number of groups (group norm; must divide C).
+    #[arg(long)]
+    groups: Option<usize>,
+    /// Input x: (N, D) or (N, C, H, W, ...), f32 or f64.
+    #[arg(long)]
+    x: PathBuf,
+    /// Upstream gradient dy, shaped as x.
+    #[arg(long)]
+    dy: PathBuf,
+    /// gamma: C values (layer norm: x.shape[1:]); default ones.
+    #[arg(long)]
+    gamma: Option<PathBuf>,
+    /// beta: as gamma; default zeros.
+    #[arg(long)]
+    beta: Option<PathBuf>,
+    /// Added to the variance before the square root.
+    #[arg(long, default_value_t = 1e-5, allow_negative_numbers = true)]
+    eps: f64,
+    /// Where to compute (gpu: f32 results; cpu: the f64 twin).
+    #[arg(long, value_enum, default_value = "gpu")]
+    device: Device,
+    /// Output directory (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn norm_kind(kind: Kind, groups: Option<usize>) -> gpuprep::Result<NormKind> {
+    match (kind, groups) {
+        (Kind::Group, Some(groups)) => Ok(NormKind::Group { groups }),
+        (Kind::Group, None) => Err(invalid("--kind group needs --groups G")),
+        (_, Some(_)) => Err(invalid("--groups is only for --kind group")),
+        (Kind::Batch, None) => Ok(NormKind::Batch),
+        (Kind::Layer, None) => Ok(NormKind::Layer),
+        (Kind::Instance, None) => Ok(NormKind::Instance),
+    }
 }
 
 /// Reads an .npy array of any rank, f32 or f64, as f64.
@@ -65,18 +108,24 @@ fn read_npy(path: &Path) -> gpuprep::Result<ArrayD<f64>> {
     }
 }
 
+/// The six outputs, in the order written.
+const OUTPUTS: [&str; 6] = [
+    "y.npy",
+    "dx.npy",
+    "dgamma.npy",
+    "dbeta.npy",
+    "mean.npy",
+    "invstd.npy",
+];
+
 fn write_npy<T: ndarray_npy::WritableElement>(
+    out: &mut io::OutputSet,
     dir: &Path,
     name: &str,
     a: &ArrayD<T>,
 ) -> gpuprep::Result<PathBuf> {
     let path = dir.join(name);
-    io::write_atomic(&path, |w| {
-        a.write_npy(w).map_err(|e| Error::Io {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })
-    })?;
+    out.write_npy(&path, a)?;
     Ok(path)
 }
 
@@ -105,8 +154,10 @@ fn as_vector(path: &Path, a: ArrayD<f64>, len: usize) -> gpuprep::Result<Array1<
     Ok(Array1::from_iter(a.iter().copied()))
 }
 
-pub fn normcheck(args: NormcheckArgs) -> gpuprep::Result<()> {
+/// Reads the tensors, runs forward and backward, writes the six results.
+pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
     const OP: &str = "normcheck";
+    let kind = norm_kind(args.kind, args.groups)?;
     let x = read_npy(&args.x)?;
     let dy = read_npy(&args.dy)?;
     if dy.shape() != x.shape() {
@@ -116,9 +167,9 @@ pub fn normcheck(args: NormcheckArgs) -> gpuprep::Result<()> {
         ));
     }
     let shape = NormShape::from_dims(OP, x.shape())?;
-    let plan = NormPlan::new(OP, args.kind, shape, true)?;
+    let plan = NormPlan::new(OP, kind, shape, true)?;
     let a = plan.affine_len;
-    let affine_dims: Vec<usize> = match args.kind {
+    let affine_dims: Vec<usize> = match kind {
         NormKind::Layer => x.shape()[1..].to_vec(),
         _ => vec![shape.c],
     };
@@ -134,8 +185,19 @@ pub fn normcheck(args: NormcheckArgs) -> gpuprep::Result<()> {
         path: args.out.clone(),
         source,
     })?;
+    let outputs: Vec<PathBuf> = OUTPUTS.iter().map(|n| args.out.join(n)).collect();
+    let mut inputs = vec![args.x.as_path(), args.dy.as_path()];
+    inputs.extend(args.gamma.as_deref());
+    inputs.extend(args.beta.as_deref());
+    io::check_outputs(
+        OP,
+        &inputs,
+        &outputs.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+    )?;
     let sdims = stats_dims(&plan);
     let dir = &args.out;
+    // The six files appear together or not at all.
+    let mut out = io::OutputSet::new();
     let mut written = Vec::new();
     match gpu_or_cpu(args.device) {
         Some(g) => {
@@ -149,7 +211,7 @@ pub fn normcheck(args: NormcheckArgs) -> gpuprep::Result<()> {
             let dyg = GpuMatrix::upload(&g, to_matrix(&dy)?.view())?;
             let gg = GpuMatrix::upload(&g, row(&gamma).view())?;
             let bg = GpuMatrix::upload(&g, row(&beta).view())?;
-            let norm = Norm::new(args.kind, shape.c).with_eps(eps);
+            let norm = Norm::new(kind, shape.c).with_eps(eps);
             let fw = norm.forward(&g, &xg, &gg, &bg)?;
             let gr = norm.backward(&g, &xg, &dyg, &gg, &fw.stats)?;
             let st = fw.stats.buffer.download(&g)?;
@@ -157,68 +219,73 @@ pub fn normcheck(args: NormcheckArgs) -> gpuprep::Result<()> {
             let mean: Vec<f32> = st.rows().into_iter().map(|r| r[0] + r[1]).collect();
             let invstd: Vec<f32> = st.column(2).to_vec();
             written.push(write_npy(
+                &mut out,
                 dir,
                 "y.npy",
                 &reshape(f32s(fw.y.download(&g)?), x.shape())?,
             )?);
             written.push(write_npy(
+                &mut out,
                 dir,
                 "dx.npy",
                 &reshape(f32s(gr.dx.download(&g)?), x.shape())?,
             )?);
             written.push(write_npy(
+                &mut out,
                 dir,
                 "dgamma.npy",
                 &reshape(f32s(gr.dgamma.download(&g)?), &affine_dims)?,
             )?);
             written.push(write_npy(
+                &mut out,
                 dir,
                 "dbeta.npy",
                 &reshape(f32s(gr.dbeta.download(&g)?), &affine_dims)?,
             )?);
-            written.push(write_npy(dir, "mean.npy", &reshape(mean, &sdims)?)?);
-            written.push(write_npy(dir, "invstd.npy", &reshape(invstd, &sdims)?)?);
-            eprintln!(
-                "normcheck: {} norm on {} (f32)",
-                args.kind.name(),
-                g.adapter_name()
-            );
+            written.push(write_npy(&mut out, dir, "mean.npy", &reshape(mean, &sdims)?)?);
+            written.push(write_npy(&mut out, dir, "invstd.npy", &reshape(invstd, &sdims)?)?);
+            eprintln!("normcheck: {} norm on {} (f32)", kind.name(), g.adapter_name());
         }
         None => {
-            let fw = norm_forward(args.kind, x.view(), gamma.view(), beta.view(), args.eps)?;
+            let fw = norm_forward(kind, x.view(), gamma.view(), beta.view(), args.eps)?;
             let gr = norm_backward(
-                args.kind,
+                kind,
                 x.view(),
                 dy.view(),
                 gamma.view(),
                 fw.stats.mean.view(),
                 fw.stats.invstd.view(),
             )?;
-            written.push(write_npy(dir, "y.npy", &fw.y)?);
-            written.push(write_npy(dir, "dx.npy", &gr.dx)?);
+            written.push(write_npy(&mut out, dir, "y.npy", &fw.y)?);
+            written.push(write_npy(&mut out, dir, "dx.npy", &gr.dx)?);
             written.push(write_npy(
+                &mut out,
                 dir,
                 "dgamma.npy",
                 &reshape(gr.dgamma.to_vec(), &affine_dims)?,
             )?);
             written.push(write_npy(
+                &mut out,
                 dir,
                 "dbeta.npy",
                 &reshape(gr.dbeta.to_vec(), &affine_dims)?,
             )?);
             written.push(write_npy(
+                &mut out,
                 dir,
                 "mean.npy",
                 &reshape(fw.stats.mean.to_vec(), &sdims)?,
             )?);
             written.push(write_npy(
+                &mut out,
                 dir,
                 "invstd.npy",
                 &reshape(fw.stats.invstd.to_vec(), &sdims)?,
             )?);
-            eprintln!("normcheck: {} norm on the CPU (f64 twin)", args.kind.name());
+            eprintln!("normcheck: {} norm on the CPU (f64 twin)", kind.name());
         }
     }
+    out.commit()?;
     for p in written {
         println!("{}", p.display());
     }

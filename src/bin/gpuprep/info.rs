@@ -1,0 +1,53 @@
+//! `gpuprep info`: the adapters found, the one chosen, its limits and features.
+
+use gpuprep::Gpu;
+
+/// The adapters found, the one chosen, its limits and features.
+#[derive(clap::Args)]
+pub struct InfoArgs {}
+
+/// Prints every adapter wgpu finds, then the chosen one's limits and the features gpuprep uses.
+pub fn run(_: InfoArgs) -> gpuprep::Result<()> {
+    let all = gpuprep::gpu::enumerate_adapters();
+    println!("adapters found: {}", all.len());
+    for a in &all {
+        println!(
+            "  {} ({:?}, {:?}, driver {:?})",
+            a.name, a.backend, a.device_type, a.driver_info
+        );
+    }
+    let gpu = Gpu::new()?;
+    let i = gpu.adapter_info();
+    let l = gpu.limits();
+    println!("chosen: {} ({:?}, {:?})", i.name, i.backend, i.device_type);
+    println!("  max_buffer_size                    {}", l.max_buffer_size);
+    println!(
+        "  min_storage_buffer_offset_align    {}",
+        l.min_storage_buffer_offset_alignment
+    );
+    println!(
+        "  max_storage_buffer_binding_size    {}",
+        l.max_storage_buffer_binding_size
+    );
+    println!(
+        "  max_compute_workgroup_storage_size {}",
+        l.max_compute_workgroup_storage_size
+    );
+    println!(
+        "  max_compute_invocations_per_wg     {}",
+        l.max_compute_invocations_per_workgroup
+    );
+    println!(
+        "  max_compute_workgroups_per_dim     {}",
+        l.max_compute_workgroups_per_dimension
+    );
+    println!(
+        "  subgroup size                      {}..{}",
+        i.subgroup_min_size, i.subgroup_max_size
+    );
+    println!(
+        "  features used: {:?}",
+        gpu.features() & gpuprep::gpu::wanted_features()
+    );
+    Ok(())
+}
