@@ -6,6 +6,7 @@
 //! | --- | --- |
 //! | [`stats`] | [`ColumnSummary`](stats::ColumnSummary): per-column statistics on the host |
 //! | [`standardize`] | [`StandardizeOptions`](standardize::StandardizeOptions) and the zero-variance rule |
+//! | [`moments`] | [`ColumnMoments`](moments::ColumnMoments) and [`CoMoments`](moments::CoMoments): mergeable accumulator states, saved in `.npz` |
 //! | [`matmul`] | the fused [`Activation`](matmul::Activation) |
 //! | [`pca`] | [`PcaOptions`](pca::PcaOptions), [`PcaModel`](pca::PcaModel) with its eigendecomposition and `.npz` form |
 //! | [`norm`] | [`NormKind`](norm::NormKind), [`NormShape`](norm::NormShape), [`NormPlan`](norm::NormPlan), [`NormSummary`](norm::NormSummary), [`RunningStatsConfig`](norm::RunningStatsConfig) |
@@ -13,6 +14,7 @@
 
 pub mod init;
 pub mod matmul;
+pub mod moments;
 pub mod norm;
 pub mod pca;
 pub mod standardize;

@@ -1,0 +1,170 @@
+//! The fused product on the host, `act(((x - center) @ w) * scale + bias)`;
+//! GPU op: [`crate::ops::matmul`](mod@crate::ops::matmul), f64 twin:
+//! [`crate::cpu::matmul`](mod@crate::cpu::matmul). Every PCA transform is one
+//! such product ([`super::pca`]).
+//!
+//! The scale is folded into `w` once (in f64, then rounded to the input's
+//! type). Row blocks of about 256 Ki elements run on all cores: each block's
+//! rows are centred in f64 and rounded once into a buffer (the centring is
+//! what keeps data with a large offset accurate in f32), multiplied by faer in
+//! the input's type straight into the block's rows of the output, and the
+//! bias and activation are applied there while the block is in cache.
+
+use faer::{Accum, MatMut, MatRef, Par};
+use ndarray::{s, Array2, ArrayView1, ArrayView2};
+use rayon::prelude::*;
+
+use super::{contiguous, dispatch, rows_for, HostFloat};
+use crate::error::{Error, Result};
+use crate::model::matmul::Activation;
+
+const OP: &str = "matmul (host)";
+
+/// Elements of `x` per block (one product, one rayon task).
+const BLOCK_ELEMS: usize = 1 << 18;
+/// At least this many rows per block (faer's kernels want a wide product).
+const MIN_BLOCK_ROWS: usize = 64;
+
+/// The options of [`matmul`]; the default gives `x @ w`. The same options as
+/// the twin's [`crate::cpu::MatmulOptions`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MatmulOptions<'a> {
+    /// Subtracted from each row of `x` before the product (length `K`).
+    pub center: Option<ArrayView1<'a, f64>>,
+    /// Multiplies column `j` of the product (length `M`).
+    pub scale: Option<ArrayView1<'a, f64>>,
+    /// Added to column `j` after the scale (length `M`).
+    pub bias: Option<ArrayView1<'a, f64>>,
+    /// `w` is `M x K` and the product is `x @ w^T` (a linear layer's weight).
+    pub transpose_w: bool,
+    /// Applied to each output last.
+    pub activation: Activation,
+}
+
+fn check_len(what: &str, v: Option<ArrayView1<'_, f64>>, len: usize) -> Result<()> {
+    match v {
+        Some(v) if v.len() != len => Err(Error::shape(
+            OP,
+            format!("{what} of length {len}"),
+            format!("length {}", v.len()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Returns `act(((x - center) @ w) * scale + bias)` (`N x M`) in `x`'s type:
+///
+/// ```text
+/// out[n, j] = act(scale[j] * sum_k (x[n, k] - center[k]) * w[k, j] + bias[j])
+/// ```
+///
+/// for `x` `N x K` and `w` `K x M` (or `M x K` with `transpose_w`); the
+/// products run in `x`'s type (f32 or f64), the centring in f64.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] when `w`, `center`, `scale` or `bias` do not fit `x`.
+///
+/// ```
+/// # fn main() -> gpuprep::Result<()> {
+/// use gpuprep::host::{matmul, MatmulOptions};
+/// use ndarray::array;
+/// let x = array![[1.0f32, 2.0], [3.0, 4.0]];
+/// let w = array![[1.0, 0.0], [1.0, 2.0]];
+/// let c = array![1.0, 1.0];
+/// let o = MatmulOptions { center: Some(c.view()), ..Default::default() };
+/// assert_eq!(matmul(x.view(), w.view(), &o)?, array![[1.0f32, 2.0], [5.0, 6.0]]);
+/// # Ok(()) }
+/// ```
+pub fn matmul<T: HostFloat>(
+    x: ArrayView2<'_, T>,
+    w: ArrayView2<'_, f64>,
+    options: &MatmulOptions<'_>,
+) -> Result<Array2<T>> {
+    let (n, k) = x.dim();
+    let w = if options.transpose_w { w.reversed_axes() } else { w };
+    let (kw, m) = w.dim();
+    if kw != k {
+        let (what, got) = if options.transpose_w {
+            ("columns", format!("{m} x {kw}"))
+        } else {
+            ("rows", format!("{kw} x {m}"))
+        };
+        return Err(Error::shape(
+            OP,
+            format!("w with {k} {what} (x is {n} x {k})"),
+            got,
+        ));
+    }
+    check_len("center", options.center, k)?;
+    check_len("scale", options.scale, m)?;
+    check_len("bias", options.bias, m)?;
+
+    let mut out = Array2::from_elem((n, m), T::default());
+    if n == 0 || m == 0 {
+        return Ok(out);
+    }
+    // (W diag(scale))^T, M x K: the product of a block is out_block^T = wt @ xb^T.
+    // Column-major: column i holds row i of w, scaled.
+    let mut wt = Vec::with_capacity(m * k);
+    for i in 0..k {
+        wt.extend((0..m).map(|j| T::from_f64(w[[i, j]] * options.scale.map_or(1.0, |s| s[j]))));
+    }
+    let wt = MatRef::from_column_major_slice(&wt, m, k);
+    let center = options.center.map(|c| c.to_vec());
+    let bias = options.bias.map(|b| b.to_vec());
+    let act = options.activation;
+    let block_rows = rows_for(BLOCK_ELEMS, k.max(m)).max(MIN_BLOCK_ROWS);
+    let Some(dst) = out.as_slice_mut() else {
+        return Err(Error::invalid(OP, "output array is not contiguous"));
+    };
+    dst.par_chunks_mut(block_rows * m).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(buf, scratch), (b, o)| {
+            let rows = o.len() / m;
+            let xb = x.slice(s![b * block_rows..b * block_rows + rows, ..]);
+            let data = contiguous(&xb, scratch);
+            let xt: &[T] = match &center {
+                Some(c) => {
+                    buf.resize(rows * k, T::default());
+                    dispatch(|| centre(data, c, buf));
+                    buf
+                }
+                None => data,
+            };
+            if k == 0 {
+                o.fill(T::default());
+            } else {
+                let ot = MatMut::from_column_major_slice_mut(o, m, rows);
+                let xt = MatRef::from_column_major_slice(xt, k, rows);
+                T::product(ot, Accum::Replace, wt, xt, Par::Seq);
+                crate::avx::clear_avx_upper_state_here();
+            }
+            if bias.is_some() || act != Activation::Identity {
+                epilogue(o, bias.as_deref(), act, m);
+            }
+        },
+    );
+    crate::avx::clear_avx_upper_state();
+    Ok(out)
+}
+
+/// `out = x - center` rounded to `T`, row by row (rows of `center.len()`).
+#[inline(always)]
+fn centre<T: HostFloat>(data: &[T], center: &[f64], out: &mut [T]) {
+    let k = center.len();
+    for (orow, xrow) in out.chunks_exact_mut(k).zip(data.chunks_exact(k)) {
+        for ((o, &v), &c) in orow.iter_mut().zip(xrow).zip(center) {
+            *o = T::from_f64(v.to_f64() - c);
+        }
+    }
+}
+
+/// Bias and activation on a block of output rows (rows of `m`), in f64.
+fn epilogue<T: HostFloat>(o: &mut [T], bias: Option<&[f64]>, act: Activation, m: usize) {
+    for row in o.chunks_exact_mut(m) {
+        for (j, v) in row.iter_mut().enumerate() {
+            let y = v.to_f64() + bias.map_or(0.0, |b| b[j]);
+            *v = T::from_f64(act.apply(y));
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! The fast CPU path: the ops users run on the host (`--device cpu` and the
+//! library's CPU entry points), one file per op, named as the GPU op.
+//!
+//! This is not the f64 reference in [`crate::cpu`] that the tests hold every
+//! path to. Data stays in its own type (f32 or f64; an f64 input is computed
+//! from f64, never rounded to f32 first), nothing makes a full-size f64 copy,
+//! and the work is split over row blocks on all cores (rayon):
+//!
+//! | module | computes | how |
+//! | --- | --- | --- |
+//! | [`column_stats`] | [`ColumnMoments`] / [`ColumnSummary`](crate::ColumnSummary) | one read of X: two passes per cache-sized block (sum, then squared deviations, in f64), Chan's merge between blocks |
+//! | [`standardize`] | `(x - mean) / std` | one read and one write, in f64 per element, rounded once |
+//! | [`covariance`] | [`CoMoments`] / covariance | one read of X: blocks shifted by a mean, their lower-triangle products in the input's type (faer), accumulated in f64 |
+//! | [`matmul`] | `act(((x - center) @ w) * scale + bias)` | centred row blocks through faer in the input's type, written into the output in place |
+//! | [`pca`] | fit, transform, inverse transform | [`covariance`], the shared eigendecomposition, [`matmul`] |
+//!
+//! Accuracy (the bars of DESIGN.md, checked in `tests/host.rs` against the
+//! twins): on f32 data with a large offset (`1e4 + N(0, 1)`) means agree to
+//! `1e-6` and variances and covariances to `1e-5` relative; on f64 data they
+//! agree to rounding.
+//!
+//! The elementwise loops are written so the compiler vectorizes them, and are
+//! compiled twice: for the baseline target and for AVX2 + FMA, chosen at run
+//! time (the crate is built for plain x86-64). No result depends on which ran:
+//! each loop keeps one accumulator per column, so no sum is reordered.
+
+pub mod column_stats;
+pub mod covariance;
+pub mod matmul;
+pub mod pca;
+pub mod standardize;
+
+pub use column_stats::{column_moments, column_stats};
+pub use covariance::{comoments, covariance};
+pub use matmul::{matmul, MatmulOptions};
+pub use standardize::{standardize, standardize_inplace};
+
+pub use crate::model::moments::{CoMoments, ColumnMoments};
+
+use ndarray::ArrayView2;
+
+mod sealed {
+    use faer::linalg::matmul::triangular::{self, BlockStructure};
+    use faer::{Accum, MatMut, MatRef, Par};
+
+    /// What the host path needs of an element type besides arithmetic: faer's
+    /// products for it. Private, so [`super::HostFloat`] is sealed and faer
+    /// stays out of the public API.
+    pub trait Sealed: Copy + Send + Sync + PartialOrd + Default + std::fmt::Debug + 'static {
+        /// `dst (+)= lhs @ rhs`.
+        fn product(
+            dst: MatMut<'_, Self>,
+            beta: Accum,
+            lhs: MatRef<'_, Self>,
+            rhs: MatRef<'_, Self>,
+            par: Par,
+        );
+        /// The lower triangle (diagonal included) of `dst (+)= lhs @ lhs^T`;
+        /// the strict upper triangle is left alone.
+        fn gram_lower(dst: MatMut<'_, Self>, beta: Accum, lhs: MatRef<'_, Self>, par: Par);
+    }
+
+    macro_rules! sealed {
+        ($t:ty) => {
+            impl Sealed for $t {
+                fn product(
+                    dst: MatMut<'_, $t>,
+                    beta: Accum,
+                    lhs: MatRef<'_, $t>,
+                    rhs: MatRef<'_, $t>,
+                    par: Par,
+                ) {
+                    faer::linalg::matmul::matmul(dst, beta, lhs, rhs, 1.0, par);
+                }
+                fn gram_lower(dst: MatMut<'_, $t>, beta: Accum, lhs: MatRef<'_, $t>, par: Par) {
+                    triangular::matmul(
+                        dst,
+                        BlockStructure::TriangularLower,
+                        beta,
+                        lhs,
+                        BlockStructure::Rectangular,
+                        lhs.transpose(),
+                        BlockStructure::Rectangular,
+                        1.0,
+                        par,
+                    );
+                }
+            }
+        };
+    }
+    sealed!(f32);
+    sealed!(f64);
+}
+
+/// The element types of the host path: `f32` and `f64` (sealed). Results come
+/// back in the input's type; an f64 input is computed in f64 throughout.
+pub trait HostFloat: sealed::Sealed {
+    /// Widens to f64 (exact).
+    fn to_f64(self) -> f64;
+    /// Rounds an f64 to this type (to nearest).
+    fn from_f64(v: f64) -> Self;
+}
+
+impl HostFloat for f32 {
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+
+impl HostFloat for f64 {
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
+
+/// Runs `f` compiled for AVX2 and FMA where the CPU has them, else as built.
+/// `f` must be `#[inline(always)]`-friendly: a closure called once is inlined
+/// into the AVX2 copy, so its loops are vectorized for 256-bit registers.
+#[inline(always)]
+pub(crate) fn dispatch<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA (checked above), all that
+            // `with_avx2` is compiled to assume.
+            return unsafe { with_avx2(f) };
+        }
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// The rows of `x` as one contiguous row-major slice: `x`'s own memory where
+/// it is in standard layout, else a copy in `scratch` (a block, never the
+/// whole matrix: callers pass row blocks).
+pub(crate) fn contiguous<'a, T: Copy>(x: &'a ArrayView2<'_, T>, scratch: &'a mut Vec<T>) -> &'a [T] {
+    if let Some(s) = x.as_slice() {
+        return s;
+    }
+    scratch.clear();
+    scratch.extend(x.iter().copied());
+    scratch
+}
+
+/// Rows per block so a block holds about `elems` elements (at least 1 row).
+pub(crate) fn rows_for(elems: usize, d: usize) -> usize {
+    (elems / d.max(1)).max(1)
+}

@@ -1,0 +1,168 @@
+//! Standardization on the host: `(x - mean) / std` per column; GPU op:
+//! [`crate::ops::standardize`](mod@crate::ops::standardize), f64 twin:
+//! [`crate::cpu::standardize`](mod@crate::cpu::standardize).
+//!
+//! One read and one write of the data, on all cores. Each element is widened
+//! to f64, shifted by the f64 mean and multiplied by the f64 inverse scale,
+//! then rounded once to the input's type: on f32 data with a large offset the
+//! result is as accurate as f32 can hold (an f32 subtraction of the rounded
+//! mean would lose up to half an ulp of the offset).
+
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
+use rayon::prelude::*;
+
+use super::{dispatch, rows_for, HostFloat};
+use crate::error::{Error, Result};
+use crate::model::standardize::{column_scale, StandardizeOptions};
+use crate::model::stats::ColumnSummary;
+
+const OP: &str = "standardize (host)";
+
+/// Elements per rayon task.
+const TASK_ELEMS: usize = 1 << 16;
+
+/// The per-column shift and inverse scale, checked against `d` columns.
+fn coefficients(d: usize, stats: &ColumnSummary, opts: StandardizeOptions) -> Result<(Vec<f64>, Vec<f64>)> {
+    if stats.mean.len() != d || stats.std.len() != d {
+        return Err(Error::shape(
+            OP,
+            format!("statistics for {d} columns"),
+            format!(
+                "statistics with {} means and {} stds",
+                stats.mean.len(),
+                stats.std.len()
+            ),
+        ));
+    }
+    let shift = (0..d)
+        .map(|c| if opts.center { stats.mean[c] } else { 0.0 })
+        .collect();
+    let inv = (0..d)
+        .map(|c| {
+            if opts.scale {
+                1.0 / column_scale(stats.std[c], stats.mean[c])
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    Ok((shift, inv))
+}
+
+/// Returns `x` centred and/or scaled by `stats`, in `x`'s type:
+///
+/// ```text
+/// out[n, c] = (x[n, c] - mean[c]) / scale[c]     (center; without it, no shift)
+/// scale[c]  = model::standardize::column_scale(std[c], mean[c])   (1 for a constant column)
+/// ```
+///
+/// computed in f64 per element and rounded once. The same function as the
+/// twin [`crate::cpu::standardize()`], which returns f64.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] when `stats` is not for `x`'s columns.
+///
+/// ```
+/// # fn main() -> gpuprep::Result<()> {
+/// use gpuprep::{host, StandardizeOptions};
+/// let x = ndarray::array![[1.0f32, 5.0], [3.0, 5.0]];
+/// let s = host::column_stats(x.view(), 0)?;
+/// let z = host::standardize(x.view(), &s, StandardizeOptions::default())?;
+/// assert_eq!(z, ndarray::array![[-1.0f32, 0.0], [1.0, 0.0]]);
+/// # Ok(()) }
+/// ```
+pub fn standardize<T: HostFloat>(
+    x: ArrayView2<'_, T>,
+    stats: &ColumnSummary,
+    opts: StandardizeOptions,
+) -> Result<Array2<T>> {
+    let (n, d) = x.dim();
+    let (shift, inv) = coefficients(d, stats, opts)?;
+    let mut out = Array2::from_elem((n, d), T::default());
+    if n == 0 || d == 0 {
+        return Ok(out);
+    }
+    let task_rows = rows_for(TASK_ELEMS, d);
+    // A fresh array is in standard layout: its memory is the rows in order.
+    let Some(dst) = out.as_slice_mut() else {
+        return Err(Error::invalid(OP, "output array is not contiguous"));
+    };
+    dst.par_chunks_mut(task_rows * d).enumerate().for_each(|(t, o)| {
+        let r0 = t * task_rows;
+        let xb = x.slice(s![r0..r0 + o.len() / d, ..]);
+        match xb.as_slice() {
+            Some(src) => dispatch(|| apply(src, o, &shift, &inv)),
+            None => {
+                for (orow, xrow) in o.chunks_exact_mut(d).zip(xb.axis_iter(Axis(0))) {
+                    for (((o, &v), &s), &i) in orow.iter_mut().zip(xrow.iter()).zip(&shift).zip(&inv) {
+                        *o = T::from_f64((v.to_f64() - s) * i);
+                    }
+                }
+            }
+        }
+    });
+    Ok(out)
+}
+
+/// [`standardize`] in place: overwrites `x` with its standardized values (no
+/// output allocation; any layout).
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] when `stats` is not for `x`'s columns (`x` is
+/// left unchanged).
+///
+/// ```
+/// # fn main() -> gpuprep::Result<()> {
+/// use gpuprep::{host, StandardizeOptions};
+/// let mut x = ndarray::array![[1.0f32, 5.0], [3.0, 5.0]];
+/// let s = host::column_stats(x.view(), 0)?;
+/// host::standardize_inplace(x.view_mut(), &s, StandardizeOptions::default())?;
+/// assert_eq!(x, ndarray::array![[-1.0f32, 0.0], [1.0, 0.0]]);
+/// # Ok(()) }
+/// ```
+pub fn standardize_inplace<T: HostFloat>(
+    mut x: ArrayViewMut2<'_, T>,
+    stats: &ColumnSummary,
+    opts: StandardizeOptions,
+) -> Result<()> {
+    let (n, d) = x.dim();
+    let (shift, inv) = coefficients(d, stats, opts)?;
+    if n == 0 || d == 0 {
+        return Ok(());
+    }
+    if let Some(data) = x.as_slice_mut() {
+        let task_rows = rows_for(TASK_ELEMS, d);
+        data.par_chunks_mut(task_rows * d)
+            .for_each(|o| dispatch(|| apply_inplace(o, &shift, &inv)));
+        return Ok(());
+    }
+    let shift = ndarray::Array1::from(shift);
+    let inv = ndarray::Array1::from(inv);
+    Zip::from(&mut x)
+        .and_broadcast(&shift)
+        .and_broadcast(&inv)
+        .par_for_each(|v, &s, &i| *v = T::from_f64((v.to_f64() - s) * i));
+    Ok(())
+}
+
+/// Row-major rows `src` into `dst` (same length, rows of `shift.len()`).
+#[inline(always)]
+fn apply<T: HostFloat>(src: &[T], dst: &mut [T], shift: &[f64], inv: &[f64]) {
+    let d = shift.len();
+    for (orow, xrow) in dst.chunks_exact_mut(d).zip(src.chunks_exact(d)) {
+        for (((o, &v), &s), &i) in orow.iter_mut().zip(xrow).zip(shift).zip(inv) {
+            *o = T::from_f64((v.to_f64() - s) * i);
+        }
+    }
+}
+
+/// [`apply`] in place.
+#[inline(always)]
+fn apply_inplace<T: HostFloat>(data: &mut [T], shift: &[f64], inv: &[f64]) {
+    let d = shift.len();
+    for row in data.chunks_exact_mut(d) {
+        for ((v, &s), &i) in row.iter_mut().zip(shift).zip(inv) {
+            *v = T::from_f64((v.to_f64() - s) * i);
+        }
+    }
+}

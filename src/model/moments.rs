@@ -1,0 +1,712 @@
+//! Mergeable accumulator states: what a pass over some rows leaves behind, so
+//! that the states of disjoint parts of a data set merge into the state of the
+//! whole.
+//!
+//! - [`ColumnMoments`]: per column the count, mean, `M2` (the sum of squared
+//!   deviations from the mean), min and max. [`ColumnMoments::finish`] turns
+//!   it into a [`ColumnSummary`].
+//! - [`CoMoments`]: the count, the column means and the co-moment matrix
+//!   `sum_n (x_n - mean)(x_n - mean)^T`. [`CoMoments::covariance`] divides it.
+//!
+//! Both hold absolute means and moments about the mean (never raw sums of
+//! squares), in f64, and merge with Chan, Golub and LeVeque's pairwise update,
+//! which is exact algebra and loses nothing to cancellation:
+//!
+//! ```text
+//! delta = mean_b - mean_a,  n = n_a + n_b
+//! mean  = mean_a + delta * n_b / n
+//! M2    = M2_a + M2_b + delta^2 * n_a * n_b / n
+//! C     = C_a + C_b + delta delta^T * n_a * n_b / n
+//! ```
+//!
+//! An empty state (count 0) is the identity of the merge. Merging is how the
+//! fast CPU path ([`crate::host`]) combines its row blocks, and it is the
+//! all-reduce of a data-parallel job: run one gpuprep per partition (Dask, Ray,
+//! Spark, or plain processes), save each state with `save_npz`, and merge the
+//! small states; the result is the state of the union, to rounding. A PCA
+//! fitted from merged [`CoMoments`] is the PCA of the whole data set, not an
+//! approximation (scikit-learn's `IncrementalPCA` is one).
+//!
+//! # Non-finite data
+//! As in numpy, a NaN in a column makes that column's mean, `M2` (so its
+//! variance), min and max NaN, and in [`CoMoments`] its row and column of the
+//! co-moment matrix NaN. An infinity gives an infinite or NaN mean and a NaN
+//! `M2` (numpy gives an infinite mean where all infinities of a column have
+//! one sign; the merged state may give NaN there).
+
+use std::io::{Read, Seek, Write};
+
+use ndarray::{Array0, Array1, Array2, Zip};
+use ndarray_npy::{NpzReader, NpzWriter, ReadableElement};
+
+use crate::error::{Error, Result};
+use crate::model::stats::ColumnSummary;
+
+/// Per-column count, mean, `M2`, min and max of some rows, in f64: the
+/// mergeable state behind [`ColumnSummary`].
+///
+/// ```
+/// use gpuprep::model::moments::ColumnMoments;
+/// use ndarray::array;
+/// # fn main() -> gpuprep::Result<()> {
+/// // Rows [1, 10] and [3, 30] as one state; row [5, 50] as another.
+/// let mut a = ColumnMoments {
+///     count: 2,
+///     mean: array![2.0, 20.0],
+///     m2: array![2.0, 200.0],
+///     min: array![1.0, 10.0],
+///     max: array![3.0, 30.0],
+/// };
+/// let mut b = ColumnMoments::new(2);
+/// b.count = 1;
+/// b.mean = array![5.0, 50.0];
+/// b.m2 = array![0.0, 0.0];
+/// b.min = b.mean.clone();
+/// b.max = b.mean.clone();
+/// a.merge(&b)?;
+/// let s = a.finish(0)?;
+/// assert_eq!(s.mean, array![3.0, 30.0]);
+/// assert!((s.var[0] - 8.0 / 3.0).abs() < 1e-12);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnMoments {
+    /// Rows accumulated.
+    pub count: u64,
+    /// Column means (0 while `count` is 0).
+    pub mean: Array1<f64>,
+    /// Sum of squared deviations from the mean, per column.
+    pub m2: Array1<f64>,
+    /// Column minima (`+inf` while `count` is 0).
+    pub min: Array1<f64>,
+    /// Column maxima (`-inf` while `count` is 0).
+    pub max: Array1<f64>,
+}
+
+/// Count, column means and co-moment matrix of some rows, in f64: the
+/// mergeable state behind the covariance.
+///
+/// ```text
+/// comoment = sum_n (x_n - mean)(x_n - mean)^T     (D x D, symmetric)
+/// covariance(ddof) = comoment / (count - ddof)
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoMoments {
+    /// Rows accumulated.
+    pub count: u64,
+    /// Column means (0 while `count` is 0).
+    pub mean: Array1<f64>,
+    /// `sum_n (x_n - mean)(x_n - mean)^T`, full and symmetric (`D x D`).
+    pub comoment: Array2<f64>,
+}
+
+/// numpy's `minimum`: NaN if either is NaN.
+pub(crate) fn nan_min(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
+    }
+}
+
+/// numpy's `maximum`: NaN if either is NaN.
+pub(crate) fn nan_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+/// Chan's merge of `(n_b, mean_b, m2_b)` into `(n_a, mean_a, m2_a)`, column by
+/// column, for `n_a, n_b > 0` (the caller handles an empty side and the
+/// count). Shared with the host path's block merges.
+pub(crate) fn chan_merge(
+    na: u64,
+    mean_a: &mut [f64],
+    m2_a: &mut [f64],
+    nb: u64,
+    mean_b: &[f64],
+    m2_b: &[f64],
+) {
+    let n = (na + nb) as f64;
+    let fb = nb as f64 / n;
+    let w = na as f64 * fb;
+    for (((ma, sa), &mb), &sb) in mean_a.iter_mut().zip(m2_a.iter_mut()).zip(mean_b).zip(m2_b) {
+        let delta = mb - *ma;
+        *ma += delta * fb;
+        *sa += sb + delta * delta * w;
+    }
+}
+
+fn dim_mismatch(op: &'static str, mine: usize, other: usize) -> Error {
+    Error::shape(
+        op,
+        format!("a state of {mine} columns"),
+        format!("a state of {other} columns"),
+    )
+}
+
+fn divisor(op: &'static str, count: u64, ddof: usize) -> Result<f64> {
+    if count <= ddof as u64 {
+        return Err(Error::invalid(
+            op,
+            format!("ddof = {ddof} needs more than {ddof} rows, got {count}"),
+        ));
+    }
+    Ok((count - ddof as u64) as f64)
+}
+
+fn write_err(array: &str) -> impl Fn(ndarray_npy::WriteNpzError) -> Error + '_ {
+    move |e| Error::Npz {
+        array: array.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+fn read<R, T, D>(npz: &mut NpzReader<R>, name: &str) -> Result<ndarray::Array<T, D>>
+where
+    R: Read + Seek,
+    T: ReadableElement,
+    D: ndarray::Dimension,
+{
+    npz.by_name(name).map_err(|e| Error::Npz {
+        array: name.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn bad(array: String, reason: impl Into<String>) -> Error {
+    Error::Npz {
+        array,
+        reason: reason.into(),
+    }
+}
+
+fn read_count<R: Read + Seek>(npz: &mut NpzReader<R>, prefix: &str) -> Result<u64> {
+    let name = format!("{prefix}count");
+    let count = read::<R, i64, ndarray::Ix0>(npz, &name)?.into_scalar();
+    u64::try_from(count).map_err(|_| bad(name, format!("a count must be >= 0, got {count}")))
+}
+
+fn check_len(name: String, len: usize, d: usize) -> Result<()> {
+    if len != d {
+        return Err(bad(name, format!("length {len}, but the mean has {d} columns")));
+    }
+    Ok(())
+}
+
+impl ColumnMoments {
+    /// The empty state of `d` columns: count 0, mean and `M2` 0, min `+inf`,
+    /// max `-inf` (the identity of [`ColumnMoments::merge`]).
+    pub fn new(d: usize) -> Self {
+        ColumnMoments {
+            count: 0,
+            mean: Array1::zeros(d),
+            m2: Array1::zeros(d),
+            min: Array1::from_elem(d, f64::INFINITY),
+            max: Array1::from_elem(d, f64::NEG_INFINITY),
+        }
+    }
+
+    /// Columns `D`.
+    pub fn dim(&self) -> usize {
+        self.mean.len()
+    }
+
+    /// The state behind a summary (`M2 = var * (count - ddof)`): statistics
+    /// downloaded from the GPU, or computed elsewhere, merge with others.
+    pub fn from_summary(s: &ColumnSummary) -> Self {
+        if s.count == 0 {
+            return ColumnMoments::new(s.mean.len());
+        }
+        let dof = s.count.saturating_sub(s.ddof) as f64;
+        ColumnMoments {
+            count: s.count as u64,
+            mean: s.mean.clone(),
+            m2: s.var.mapv(|v| v * dof),
+            min: s.min.clone(),
+            max: s.max.clone(),
+        }
+    }
+
+    /// Merges `other` (disjoint rows of the same columns) into `self`: the
+    /// state of the union (see the [module docs](self) for the formulas).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] when the two states have different column counts.
+    pub fn merge(&mut self, other: &ColumnMoments) -> Result<()> {
+        if self.dim() != other.dim() {
+            return Err(dim_mismatch("column moments merge", self.dim(), other.dim()));
+        }
+        if other.count == 0 {
+            return Ok(());
+        }
+        if self.count == 0 {
+            self.clone_from(other);
+            return Ok(());
+        }
+        match (
+            self.mean.as_slice_mut(),
+            self.m2.as_slice_mut(),
+            other.mean.as_slice(),
+            other.m2.as_slice(),
+        ) {
+            (Some(ma), Some(sa), Some(mb), Some(sb)) => chan_merge(self.count, ma, sa, other.count, mb, sb),
+            _ => {
+                // Arrays built by hand with strides: merge contiguous copies.
+                let mut mean = self.mean.to_vec();
+                let mut m2 = self.m2.to_vec();
+                let (mb, sb) = (other.mean.to_vec(), other.m2.to_vec());
+                chan_merge(self.count, &mut mean, &mut m2, other.count, &mb, &sb);
+                self.mean = Array1::from_vec(mean);
+                self.m2 = Array1::from_vec(m2);
+            }
+        }
+        Zip::from(&mut self.min)
+            .and(&other.min)
+            .for_each(|a, &b| *a = nan_min(*a, b));
+        Zip::from(&mut self.max)
+            .and(&other.max)
+            .for_each(|a, &b| *a = nan_max(*a, b));
+        self.count += other.count;
+        Ok(())
+    }
+
+    /// Returns the statistics: `var = M2 / (count - ddof)`, `std = sqrt(var)`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `count <= ddof` (an empty state included).
+    pub fn finish(&self, ddof: usize) -> Result<ColumnSummary> {
+        let dof = divisor("column moments", self.count, ddof)?;
+        let count = usize::try_from(self.count)
+            .map_err(|_| Error::invalid("column moments", "count does not fit usize"))?;
+        let var = self.m2.mapv(|m2| m2 / dof);
+        Ok(ColumnSummary {
+            count,
+            ddof,
+            mean: self.mean.clone(),
+            std: var.mapv(f64::sqrt),
+            var,
+            min: self.min.clone(),
+            max: self.max.clone(),
+        })
+    }
+
+    /// Writes the state into an open `.npz` as `{prefix}count` (i64 scalar),
+    /// `{prefix}mean`, `{prefix}m2`, `{prefix}min`, `{prefix}max` (f64, length
+    /// D), readable by `numpy.load`. Give a [`CoMoments`] in the same archive
+    /// another prefix (both write `count` and `mean`).
+    ///
+    /// # Errors
+    /// [`Error::Npz`] when the writer fails.
+    pub fn save_npz<W: Write + Seek>(&self, npz: &mut NpzWriter<W>, prefix: &str) -> Result<()> {
+        let name = format!("{prefix}count");
+        npz.add_array(name.as_str(), &Array0::from_elem((), self.count as i64))
+            .map_err(write_err(&name))?;
+        for (field, a) in [
+            ("mean", &self.mean),
+            ("m2", &self.m2),
+            ("min", &self.min),
+            ("max", &self.max),
+        ] {
+            let name = format!("{prefix}{field}");
+            npz.add_array(name.as_str(), a).map_err(write_err(&name))?;
+        }
+        Ok(())
+    }
+
+    /// Reads a state written by [`ColumnMoments::save_npz`] (or by numpy with
+    /// the same names and dtypes), checking it: the four vectors have one
+    /// length, the count is not negative, no `M2` is negative and no min
+    /// exceeds its max. A state with count 0 is read as [`ColumnMoments::new`]
+    /// (its values mean nothing). NaN values are accepted: they are the state
+    /// of data that held NaN (see the [module docs](self)).
+    ///
+    /// # Errors
+    /// [`Error::Npz`] naming the first array that is missing or wrong.
+    pub fn load_npz<R: Read + Seek>(npz: &mut NpzReader<R>, prefix: &str) -> Result<Self> {
+        let count = read_count(npz, prefix)?;
+        let mean: Array1<f64> = read(npz, &format!("{prefix}mean"))?;
+        let d = mean.len();
+        let mut get = |field: &str| -> Result<Array1<f64>> {
+            let name = format!("{prefix}{field}");
+            let a: Array1<f64> = read(npz, &name)?;
+            check_len(name, a.len(), d)?;
+            Ok(a)
+        };
+        let m2 = get("m2")?;
+        let min = get("min")?;
+        let max = get("max")?;
+        if count == 0 {
+            return Ok(ColumnMoments::new(d));
+        }
+        if let Some(c) = m2.iter().position(|&v| v < 0.0) {
+            return Err(bad(
+                format!("{prefix}m2"),
+                format!("column {c} is negative ({})", m2[c]),
+            ));
+        }
+        if let Some(c) = (0..d).find(|&c| min[c] > max[c]) {
+            return Err(bad(
+                format!("{prefix}min"),
+                format!("column {c}: min {} above max {}", min[c], max[c]),
+            ));
+        }
+        Ok(ColumnMoments {
+            count,
+            mean,
+            m2,
+            min,
+            max,
+        })
+    }
+}
+
+impl CoMoments {
+    /// The empty state of `d` columns (the identity of [`CoMoments::merge`]).
+    pub fn new(d: usize) -> Self {
+        CoMoments {
+            count: 0,
+            mean: Array1::zeros(d),
+            comoment: Array2::zeros((d, d)),
+        }
+    }
+
+    /// Columns `D`.
+    pub fn dim(&self) -> usize {
+        self.mean.len()
+    }
+
+    /// Merges `other` (disjoint rows of the same columns) into `self`:
+    /// `C = C_a + C_b + delta delta^T n_a n_b / n` (see the [module docs](self)).
+    /// The result is exactly symmetric when both inputs are.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] when the two states have different column
+    /// counts, or a co-moment matrix is not `D x D`.
+    pub fn merge(&mut self, other: &CoMoments) -> Result<()> {
+        let d = self.dim();
+        if other.dim() != d {
+            return Err(dim_mismatch("co-moments merge", d, other.dim()));
+        }
+        for c in [&self.comoment, &other.comoment] {
+            if c.dim() != (d, d) {
+                return Err(Error::shape(
+                    "co-moments merge",
+                    format!("a {d} x {d} co-moment matrix"),
+                    format!("{} x {}", c.nrows(), c.ncols()),
+                ));
+            }
+        }
+        if other.count == 0 {
+            return Ok(());
+        }
+        if self.count == 0 {
+            self.clone_from(other);
+            return Ok(());
+        }
+        let n = (self.count + other.count) as f64;
+        let fb = other.count as f64 / n;
+        let w = self.count as f64 * fb;
+        let delta: Vec<f64> = other.mean.iter().zip(&self.mean).map(|(b, a)| b - a).collect();
+        Zip::indexed(&mut self.comoment)
+            .and(&other.comoment)
+            .for_each(|(i, j), c, &cb| *c += cb + delta[i] * delta[j] * w);
+        Zip::from(&mut self.mean)
+            .and(&delta)
+            .for_each(|m, &dl| *m += dl * fb);
+        self.count += other.count;
+        Ok(())
+    }
+
+    /// Returns the covariance `comoment / (count - ddof)` (`D x D`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `count <= ddof` (an empty state included).
+    pub fn covariance(&self, ddof: usize) -> Result<Array2<f64>> {
+        let dof = divisor("co-moments", self.count, ddof)?;
+        Ok(self.comoment.mapv(|c| c / dof))
+    }
+
+    /// Writes the state into an open `.npz` as `{prefix}count` (i64 scalar),
+    /// `{prefix}mean` (f64, length D) and `{prefix}comoment` (f64, D x D).
+    /// Give a [`ColumnMoments`] in the same archive another prefix.
+    ///
+    /// # Errors
+    /// [`Error::Npz`] when the writer fails.
+    pub fn save_npz<W: Write + Seek>(&self, npz: &mut NpzWriter<W>, prefix: &str) -> Result<()> {
+        let name = format!("{prefix}count");
+        npz.add_array(name.as_str(), &Array0::from_elem((), self.count as i64))
+            .map_err(write_err(&name))?;
+        let name = format!("{prefix}mean");
+        npz.add_array(name.as_str(), &self.mean)
+            .map_err(write_err(&name))?;
+        let name = format!("{prefix}comoment");
+        npz.add_array(name.as_str(), &self.comoment)
+            .map_err(write_err(&name))?;
+        Ok(())
+    }
+
+    /// Reads a state written by [`CoMoments::save_npz`] (or by numpy with the
+    /// same names and dtypes), checking it: the co-moment matrix is `D x D`
+    /// for a mean of length `D`, the count is not negative and no diagonal
+    /// entry (a column's `M2`) is negative. A state with count 0 is read as
+    /// [`CoMoments::new`]. NaN values are accepted (see the [module docs](self)).
+    ///
+    /// # Errors
+    /// [`Error::Npz`] naming the first array that is missing or wrong.
+    pub fn load_npz<R: Read + Seek>(npz: &mut NpzReader<R>, prefix: &str) -> Result<Self> {
+        let count = read_count(npz, prefix)?;
+        let mean: Array1<f64> = read(npz, &format!("{prefix}mean"))?;
+        let name = format!("{prefix}comoment");
+        let comoment: Array2<f64> = read(npz, &name)?;
+        let d = mean.len();
+        if comoment.dim() != (d, d) {
+            return Err(bad(
+                name,
+                format!(
+                    "shape {} x {}, but the mean has {d} columns",
+                    comoment.nrows(),
+                    comoment.ncols()
+                ),
+            ));
+        }
+        if count == 0 {
+            return Ok(CoMoments::new(d));
+        }
+        if let Some(c) = (0..d).find(|&c| comoment[[c, c]] < 0.0) {
+            return Err(bad(
+                name,
+                format!("diagonal entry {c} is negative ({})", comoment[[c, c]]),
+            ));
+        }
+        Ok(CoMoments {
+            count,
+            mean,
+            comoment,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{s, Array2, ArrayView2};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use std::io::Cursor;
+
+    /// The states of `x` by the textbook two-pass sums in f64.
+    fn direct(x: ArrayView2<f64>) -> (ColumnMoments, CoMoments) {
+        let (n, d) = x.dim();
+        if n == 0 {
+            return (ColumnMoments::new(d), CoMoments::new(d));
+        }
+        let mean = x.sum_axis(ndarray::Axis(0)) / n as f64;
+        let xc = &x - &mean;
+        let m2 = xc.mapv(|v| v * v).sum_axis(ndarray::Axis(0));
+        let fold = |f: fn(f64, f64) -> f64, init: f64| {
+            Array1::from_iter((0..d).map(|c| x.column(c).iter().fold(init, |a, &b| f(a, b))))
+        };
+        let comoment = xc.t().dot(&xc);
+        (
+            ColumnMoments {
+                count: n as u64,
+                mean: mean.clone(),
+                m2,
+                min: fold(nan_min, f64::INFINITY),
+                max: fold(nan_max, f64::NEG_INFINITY),
+            },
+            CoMoments {
+                count: n as u64,
+                mean,
+                comoment,
+            },
+        )
+    }
+
+    fn rel(a: &Array1<f64>, b: &Array1<f64>) -> f64 {
+        let num = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+        let den = b.iter().map(|y| y.abs()).fold(0.0, f64::max);
+        if den == 0.0 {
+            num
+        } else {
+            num / den
+        }
+    }
+
+    /// `10 + j + U(-1, 1)`. (At an offset of 1e4 the f64 data itself holds
+    /// deviations only to about 1e-12 relative, the bar of these tests.)
+    fn data(n: usize, d: usize, seed: u64) -> Array2<f64> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        Array2::from_shape_fn((n, d), |(_, j)| 10.0 + j as f64 + rng.random::<f64>() * 2.0 - 1.0)
+    }
+
+    #[test]
+    fn merged_splits_equal_the_whole() {
+        for (n, d) in [(1usize, 1usize), (2, 3), (17, 5), (300, 8)] {
+            let x = data(n, d, n as u64 * 31 + d as u64);
+            let (whole_m, whole_c) = direct(x.view());
+            // Cuts: empty first and last parts, 1-row parts, uneven parts.
+            let mut cuts = vec![0, 0];
+            let mut r = 0;
+            for step in [1usize, 1, 3, 7, 0, 40] {
+                r = (r + step).min(n);
+                cuts.push(r);
+            }
+            cuts.push(n);
+            cuts.push(n);
+            let mut m = ColumnMoments::new(d);
+            let mut c = CoMoments::new(d);
+            for w in cuts.windows(2) {
+                let (pm, pc) = direct(x.slice(s![w[0]..w[1], ..]));
+                m.merge(&pm).unwrap();
+                c.merge(&pc).unwrap();
+            }
+            assert_eq!(m.count, n as u64);
+            assert_eq!(c.count, n as u64);
+            assert!(rel(&m.mean, &whole_m.mean) < 1e-12);
+            assert!(
+                rel(&m.m2, &whole_m.m2) < 1e-12,
+                "{n}x{d}: {} vs {}",
+                m.m2,
+                whole_m.m2
+            );
+            assert_eq!(m.min, whole_m.min);
+            assert_eq!(m.max, whole_m.max);
+            assert!(rel(&c.mean, &whole_c.mean) < 1e-12);
+            let flat = |a: &Array2<f64>| Array1::from_iter(a.iter().copied());
+            assert!(rel(&flat(&c.comoment), &flat(&whole_c.comoment)) < 1e-12);
+            assert_eq!(c.comoment, c.comoment.t());
+        }
+    }
+
+    #[test]
+    fn merge_is_identity_with_empty_and_checks_dims() {
+        let x = data(5, 3, 1);
+        let (m, c) = direct(x.view());
+        let mut e = ColumnMoments::new(3);
+        e.merge(&m).unwrap();
+        assert_eq!(e, m);
+        let mut m2 = m.clone();
+        m2.merge(&ColumnMoments::new(3)).unwrap();
+        assert_eq!(m2, m);
+        let mut ec = CoMoments::new(3);
+        ec.merge(&c).unwrap();
+        assert_eq!(ec, c);
+        assert!(m2.merge(&ColumnMoments::new(4)).is_err());
+        assert!(ec.merge(&CoMoments::new(2)).is_err());
+        let mut bad = CoMoments::new(3);
+        bad.comoment = Array2::zeros((3, 2));
+        assert!(ec.merge(&bad).is_err());
+    }
+
+    #[test]
+    fn finish_and_covariance() {
+        let x = data(9, 2, 2);
+        let (m, c) = direct(x.view());
+        let s = m.finish(1).unwrap();
+        assert_eq!(s.count, 9);
+        assert!((s.var[0] - m.m2[0] / 8.0).abs() < 1e-15);
+        assert!((s.std[1] - (m.m2[1] / 8.0).sqrt()).abs() < 1e-15);
+        assert!(m.finish(9).is_err());
+        assert!(ColumnMoments::new(2).finish(0).is_err());
+        let cov = c.covariance(0).unwrap();
+        assert!((cov[[0, 0]] - m.m2[0] / 9.0).abs() < 1e-9);
+        assert!(c.covariance(9).is_err());
+        assert!(CoMoments::new(2).covariance(0).is_err());
+        let back = ColumnMoments::from_summary(&s);
+        assert!(rel(&back.m2, &m.m2) < 1e-15);
+    }
+
+    #[test]
+    fn nan_propagates_as_in_numpy() {
+        let mut x = data(6, 3, 3);
+        x[[2, 1]] = f64::NAN;
+        let mut m = ColumnMoments::new(3);
+        let mut c = CoMoments::new(3);
+        for r in 0..6 {
+            let (pm, pc) = direct(x.slice(s![r..r + 1, ..]));
+            m.merge(&pm).unwrap();
+            c.merge(&pc).unwrap();
+        }
+        assert!(m.mean[1].is_nan() && m.m2[1].is_nan() && m.min[1].is_nan() && m.max[1].is_nan());
+        for col in [0, 2] {
+            assert!(m.mean[col].is_finite() && m.m2[col].is_finite() && m.min[col].is_finite());
+        }
+        assert!(c.comoment[[1, 0]].is_nan() && c.comoment[[2, 1]].is_nan());
+        assert!(c.comoment[[0, 2]].is_finite());
+    }
+
+    fn roundtrip(save: impl Fn(&mut NpzWriter<Cursor<Vec<u8>>>) -> Result<()>) -> NpzReader<Cursor<Vec<u8>>> {
+        let mut w = NpzWriter::new(Cursor::new(Vec::new()));
+        save(&mut w).unwrap();
+        let bytes = w.finish().unwrap().into_inner();
+        NpzReader::new(Cursor::new(bytes)).unwrap()
+    }
+
+    #[test]
+    fn npz_roundtrip_and_validation() {
+        let x = data(11, 4, 4);
+        let (m, c) = direct(x.view());
+        let mut r = roundtrip(|w| {
+            m.save_npz(w, "stats_")?;
+            c.save_npz(w, "cov_")
+        });
+        assert_eq!(ColumnMoments::load_npz(&mut r, "stats_").unwrap(), m);
+        assert_eq!(CoMoments::load_npz(&mut r, "cov_").unwrap(), c);
+        assert!(matches!(
+            ColumnMoments::load_npz(&mut r, "nope_"),
+            Err(Error::Npz { .. })
+        ));
+
+        // Empty states round-trip (their infinite min/max included).
+        let mut r = roundtrip(|w| ColumnMoments::new(3).save_npz(w, ""));
+        assert_eq!(
+            ColumnMoments::load_npz(&mut r, "").unwrap(),
+            ColumnMoments::new(3)
+        );
+
+        // A negative count, a length that disagrees, a negative M2 or diagonal.
+        let write = |count: i64, m2: Array1<f64>, min_len: usize| {
+            roundtrip(move |w| {
+                w.add_array("count", &Array0::from_elem((), count)).unwrap();
+                w.add_array("mean", &Array1::<f64>::zeros(3)).unwrap();
+                w.add_array("m2", &m2).unwrap();
+                w.add_array("min", &Array1::<f64>::zeros(min_len)).unwrap();
+                w.add_array("max", &Array1::<f64>::ones(3)).unwrap();
+                w.add_array("comoment", &Array2::from_diag(&m2)).unwrap();
+                Ok(())
+            })
+        };
+        let ok = Array1::from(vec![1.0, 2.0, 3.0]);
+        assert!(ColumnMoments::load_npz(&mut write(2, ok.clone(), 3), "").is_ok());
+        assert!(CoMoments::load_npz(&mut write(2, ok.clone(), 3), "").is_ok());
+        let neg = Array1::from(vec![1.0, -2.0, 3.0]);
+        for mut r in [
+            write(-1, ok.clone(), 3),
+            write(2, ok.clone(), 2),
+            write(2, neg.clone(), 3),
+        ] {
+            let e = ColumnMoments::load_npz(&mut r, "").unwrap_err();
+            assert!(matches!(e, Error::Npz { .. }), "{e}");
+        }
+        assert!(CoMoments::load_npz(&mut write(-1, ok.clone(), 3), "").is_err());
+        assert!(CoMoments::load_npz(&mut write(2, neg, 3), "").is_err());
+        let mut r = roundtrip(|w| {
+            w.add_array("count", &Array0::from_elem((), 2i64)).unwrap();
+            w.add_array("mean", &Array1::<f64>::zeros(3)).unwrap();
+            w.add_array("comoment", &Array2::<f64>::zeros((3, 2))).unwrap();
+            Ok(())
+        });
+        assert!(CoMoments::load_npz(&mut r, "").is_err());
+        // Wrong dtype: an f32 mean.
+        let mut r = roundtrip(|w| {
+            w.add_array("count", &Array0::from_elem((), 2i64)).unwrap();
+            w.add_array("mean", &Array1::<f32>::zeros(3)).unwrap();
+            Ok(())
+        });
+        assert!(CoMoments::load_npz(&mut r, "").is_err());
+    }
+}

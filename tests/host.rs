@@ -1,0 +1,630 @@
+//! The fast CPU path (`gpuprep::host`) against the f64 twins (`gpuprep::cpu`):
+//! seeded data, shapes that do and do not divide the blocks, tasks and column
+//! tiles, inputs that are not in standard layout, large offsets, f64 input,
+//! and bad input. No GPU needed.
+
+use gpuprep::cpu::covariance::frobenius_rel_error;
+use gpuprep::host::{self, MatmulOptions};
+use gpuprep::{
+    cpu, Activation, CoMoments, ColumnMoments, Error, NComponents, PcaOptions, StandardizeOptions, Whitening,
+};
+use ndarray::{s, Array1, Array2, ArrayView2, Axis};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+/// Shapes: N = 1, D = 1, sizes that divide nothing, several blocks
+/// (column stats: 64 Ki elements; covariance: 1 Mi), several tasks, a second
+/// column tile (8192), and the single-task covariance (D >= 1024).
+const SHAPES: &[(usize, usize)] = &[
+    (1, 1),
+    (1, 5),
+    (7, 1),
+    (1000, 1),
+    (63, 65),
+    (4099, 200),
+    (20_000, 64),
+    (3, 9000),
+    (2100, 700),
+];
+
+fn normal64(n: usize, d: usize, offset: f64, scale: f64, seed: u64) -> Array2<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    Array2::from_shape_simple_fn((n, d), || {
+        let z: f64 = StandardNormal.sample(&mut rng);
+        offset + scale * z
+    })
+}
+
+fn normal(n: usize, d: usize, offset: f32, scale: f32, seed: u64) -> Array2<f32> {
+    normal64(n, d, offset as f64, scale as f64, seed).mapv(|v| v as f32)
+}
+
+/// Columns of different spreads and some correlation (well-separated
+/// eigenvalues, so PCA's components are stable): `offset + z @ mix`.
+fn correlated(n: usize, d: usize, offset: f32, seed: u64) -> Array2<f32> {
+    let z = normal64(n, d, 0.0, 1.0, seed);
+    let mix = Array2::from_shape_fn((d, d), |(i, j)| {
+        if i == j {
+            (d - i) as f64
+        } else if j == i + 1 {
+            0.3
+        } else {
+            0.0
+        }
+    });
+    z.dot(&mix).mapv(|v| offset + v as f32)
+}
+
+/// The same matrix in Fortran (column-major) order.
+fn fortran<T: Clone>(x: &Array2<T>) -> Array2<T> {
+    x.t().as_standard_layout().into_owned().reversed_axes()
+}
+
+/// max |a - b| / max(max |b|, floor).
+fn rel(a: impl IntoIterator<Item = f64>, b: impl IntoIterator<Item = f64> + Clone, floor: f64) -> f64 {
+    let den = b.clone().into_iter().map(f64::abs).fold(floor, f64::max);
+    a.into_iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+        / den
+}
+
+/// Per element: |a - b| / max(|b|, floor), largest.
+fn rel_each(a: &Array1<f64>, b: &Array1<f64>, floor: f64) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / y.abs().max(floor))
+        .fold(0.0, f64::max)
+}
+
+fn check_stats<T>(x: ArrayView2<T>, ddof: usize, tol: f64, what: &str)
+where
+    T: host::HostFloat + Into<f64>,
+{
+    let got = host::column_stats(x, ddof).unwrap();
+    let want = cpu::column_stats(x, ddof).unwrap();
+    let (n, d) = x.dim();
+    assert_eq!((got.count, got.ddof), (n, ddof));
+    assert_eq!(got.min, want.min, "{what} {n}x{d}: min");
+    assert_eq!(got.max, want.max, "{what} {n}x{d}: max");
+    let spread = want.std.iter().fold(1e-300f64, |a, &b| a.max(b));
+    let e = rel_each(&got.mean, &want.mean, spread);
+    assert!(e <= tol, "{what} {n}x{d}: mean rel error {e:e}");
+    let e = rel_each(&got.var, &want.var, 1e-300);
+    assert!(e <= tol, "{what} {n}x{d}: var rel error {e:e}");
+    let e = rel_each(&got.std, &want.std, 1e-300);
+    assert!(e <= tol, "{what} {n}x{d}: std rel error {e:e}");
+}
+
+#[test]
+fn column_stats_match_the_twin() {
+    for (i, &(n, d)) in SHAPES.iter().enumerate() {
+        let x = normal(n, d, 0.5, 2.0, 100 + i as u64);
+        check_stats(x.view(), 0, 1e-12, "f32");
+        if n > 1 {
+            check_stats(x.view(), 1, 1e-12, "f32 ddof 1");
+        }
+        // Not in standard layout: Fortran order, and a column slice.
+        check_stats(fortran(&x).view(), 0, 1e-12, "fortran");
+        if d > 1 {
+            check_stats(x.slice(s![.., 1..]), 0, 1e-12, "sliced");
+        }
+        check_stats(normal64(n, d, -3.0, 0.1, 200 + i as u64).view(), 0, 1e-12, "f64");
+    }
+}
+
+#[test]
+fn column_stats_on_large_offsets() {
+    // The bars of DESIGN.md: mean 1e-6, variance 1e-5 relative.
+    for &(n, d) in &[(4099usize, 200usize), (100_000, 8), (1000, 1)] {
+        let x = normal(n, d, 1e4, 1.0, 7);
+        let got = host::column_stats(x.view(), 0).unwrap();
+        let want = cpu::column_stats(x.view(), 0).unwrap();
+        let e = rel_each(&got.mean, &want.mean, 1.0);
+        assert!(e <= 1e-6, "{n}x{d}: mean {e:e}");
+        let e = rel_each(&got.var, &want.var, 1e-300);
+        assert!(e <= 1e-5, "{n}x{d}: var {e:e}");
+    }
+    // f64 data at 1e6 + 0.1 N(0, 1): only exact f64 arithmetic keeps 1e-9
+    // (the data rounded to f32 would be off by about 1e-2 relative).
+    let x = normal64(5000, 33, 1e6, 0.1, 8);
+    let got = host::column_stats(x.view(), 1).unwrap();
+    let want = cpu::column_stats(x.view(), 1).unwrap();
+    let e = rel_each(&got.var, &want.var, 1e-300);
+    assert!(e <= 1e-9, "f64 var {e:e}");
+}
+
+#[test]
+fn column_stats_propagate_nan_and_refuse_bad_input() {
+    let mut x = normal(300, 4, 0.0, 1.0, 9);
+    x[[123, 2]] = f32::NAN;
+    let s = host::column_stats(x.view(), 0).unwrap();
+    assert!(s.mean[2].is_nan() && s.var[2].is_nan() && s.min[2].is_nan() && s.max[2].is_nan());
+    for c in [0, 1, 3] {
+        assert!(
+            s.mean[c].is_finite() && s.var[c].is_finite() && s.min[c].is_finite() && s.max[c].is_finite()
+        );
+    }
+    // Both infinities in a column: NaN mean, but min and max are still the infinities.
+    let mut y = normal(10, 2, 0.0, 1.0, 10);
+    y[[1, 0]] = f32::INFINITY;
+    y[[2, 0]] = f32::NEG_INFINITY;
+    let s = host::column_stats(y.view(), 0).unwrap();
+    assert!(s.mean[0].is_nan());
+    assert_eq!((s.min[0], s.max[0]), (f64::NEG_INFINITY, f64::INFINITY));
+
+    let empty = Array2::<f32>::zeros((0, 3));
+    assert!(matches!(
+        host::column_stats(empty.view(), 0),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let no_cols = Array2::<f32>::zeros((3, 0));
+    assert!(matches!(
+        host::column_stats(no_cols.view(), 0),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let one = Array2::<f32>::ones((1, 3));
+    assert!(matches!(
+        host::column_stats(one.view(), 1),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert_eq!(host::column_moments(empty.view()), ColumnMoments::new(3));
+}
+
+#[test]
+fn moments_of_row_splits_merge_to_the_whole() {
+    let x = normal64(5000, 37, 50.0, 3.0, 11);
+    let whole = host::column_moments(x.view());
+    let whole_c = host::comoments(x.view());
+    for cuts in [
+        vec![0, 0, 1, 2, 2500, 4999, 5000, 5000],
+        vec![0, 1234, 5000],
+        vec![0, 5000],
+    ] {
+        let mut m = ColumnMoments::new(37);
+        let mut c = CoMoments::new(37);
+        for w in cuts.windows(2) {
+            let part = x.slice(s![w[0]..w[1], ..]);
+            m.merge(&host::column_moments(part)).unwrap();
+            c.merge(&host::comoments(part)).unwrap();
+        }
+        assert_eq!(m.count, 5000);
+        assert!(rel(m.mean.iter().copied(), whole.mean.iter().copied(), 0.0) <= 1e-12);
+        assert!(rel_each(&m.m2, &whole.m2, 1e-300) <= 1e-12, "{cuts:?}");
+        assert_eq!((&m.min, &m.max), (&whole.min, &whole.max));
+        assert!(rel(c.mean.iter().copied(), whole_c.mean.iter().copied(), 0.0) <= 1e-12);
+        let e = frobenius_rel_error(c.comoment.view(), whole_c.comoment.view());
+        assert!(e <= 1e-12, "{cuts:?}: comoment {e:e}");
+        // The two states agree on the diagonal (M2).
+        let diag = Array1::from_iter((0..37).map(|j| c.comoment[[j, j]]));
+        assert!(rel_each(&diag, &m.m2, 1e-300) <= 1e-12);
+    }
+}
+
+fn check_standardize<T>(x: ArrayView2<T>, opts: StandardizeOptions, what: &str)
+where
+    T: host::HostFloat + Into<f64>,
+{
+    let stats = host::column_stats(x, 0).unwrap();
+    let got = host::standardize(x, &stats, opts).unwrap();
+    let want = cpu::standardize(x, &stats, opts).unwrap();
+    assert_eq!(got.dim(), want.dim());
+    // One rounding to T of the f64 value: half an ulp.
+    let eps = if std::mem::size_of::<T>() == 4 {
+        f32::EPSILON as f64
+    } else {
+        f64::EPSILON
+    };
+    for ((idx, &g), &w) in got.indexed_iter().zip(want.iter()) {
+        let g: f64 = g.into();
+        assert!(
+            (g - w).abs() <= eps * w.abs().max(1e-30),
+            "{what} {:?} at {idx:?}: {g} vs {w}",
+            x.dim()
+        );
+    }
+    // In place: the same values.
+    let mut y = x.to_owned();
+    host::standardize_inplace(y.view_mut(), &stats, opts).unwrap();
+    assert_eq!(y, got, "{what}: in place");
+}
+
+#[test]
+fn standardize_matches_the_twin() {
+    let all = [
+        StandardizeOptions::default(),
+        StandardizeOptions {
+            center: true,
+            scale: false,
+        },
+        StandardizeOptions {
+            center: false,
+            scale: true,
+        },
+    ];
+    for (i, &(n, d)) in SHAPES.iter().enumerate() {
+        let mut x = normal(n, d, 1e4, 1.0, 300 + i as u64);
+        // A constant column: divided by 1 (column_scale), not by 0.
+        x.column_mut(0).fill(5.0);
+        for opts in all {
+            check_standardize(x.view(), opts, "f32");
+            check_standardize(fortran(&x).view(), opts, "fortran");
+            if d > 1 {
+                check_standardize(x.slice(s![.., 1..]), opts, "sliced");
+            }
+        }
+        check_standardize(normal64(n, d, 1e6, 0.1, 400 + i as u64).view(), all[0], "f64");
+    }
+    // Sliced in place (not contiguous): the generic path.
+    let x = normal(50, 6, 2.0, 3.0, 12);
+    let stats = host::column_stats(x.slice(s![.., 2..]), 0).unwrap();
+    let want = host::standardize(x.slice(s![.., 2..]), &stats, all[0]).unwrap();
+    let mut y = x.clone();
+    host::standardize_inplace(y.slice_mut(s![.., 2..]), &stats, all[0]).unwrap();
+    assert_eq!(y.slice(s![.., 2..]), want);
+    assert_eq!(y.slice(s![.., ..2]), x.slice(s![.., ..2]));
+}
+
+#[test]
+fn standardize_refuses_statistics_of_other_columns() {
+    let x = normal(10, 3, 0.0, 1.0, 13);
+    let other = host::column_stats(normal(10, 4, 0.0, 1.0, 14).view(), 0).unwrap();
+    let opts = StandardizeOptions::default();
+    assert!(matches!(
+        host::standardize(x.view(), &other, opts),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let mut y = x.clone();
+    assert!(host::standardize_inplace(y.view_mut(), &other, opts).is_err());
+    assert_eq!(y, x);
+    let mut torn = host::column_stats(x.view(), 0).unwrap();
+    torn.std = Array1::zeros(2);
+    assert!(host::standardize(x.view(), &torn, opts).is_err());
+}
+
+fn check_covariance<T>(x: ArrayView2<T>, ddof: usize, tol: f64, what: &str)
+where
+    T: host::HostFloat + Into<f64>,
+{
+    let got = host::covariance(x, ddof).unwrap();
+    let want = cpu::covariance(x, ddof).unwrap();
+    let (n, d) = x.dim();
+    assert_eq!(got.dim(), (d, d));
+    assert_eq!(got, got.t(), "{what} {n}x{d}: not symmetric");
+    let e = frobenius_rel_error(got.view(), want.view());
+    assert!(e <= tol, "{what} {n}x{d} ddof {ddof}: rel error {e:e}");
+    // The state's mean is the column mean.
+    let c = host::comoments(x);
+    let m = cpu::covariance::column_mean(x).unwrap();
+    let spread = want.diag().iter().fold(1e-300f64, |a, &b| a.max(b.sqrt()));
+    let e = rel(c.mean.iter().copied(), m.iter().copied(), spread);
+    assert!(e <= 1e-6, "{what} {n}x{d}: mean {e:e}");
+}
+
+#[test]
+fn covariance_matches_the_twin() {
+    for (i, &(n, d)) in SHAPES.iter().enumerate() {
+        if d > 1100 {
+            continue; // a D x D result of 9000 columns: 650 MB per copy
+        }
+        let x = normal(n, d, 0.5, 2.0, 500 + i as u64);
+        check_covariance(x.view(), 0, 1e-5, "f32");
+        if n > 1 {
+            check_covariance(x.view(), 1, 1e-5, "f32 ddof 1");
+        }
+        check_covariance(fortran(&x).view(), 0, 1e-5, "fortran");
+        check_covariance(normal64(n, d, 0.5, 2.0, 600 + i as u64).view(), 0, 1e-12, "f64");
+    }
+    // The single-task path with faer's parallelism (D >= 1024).
+    check_covariance(normal(700, 1030, 3.0, 1.0, 15).view(), 0, 1e-5, "wide");
+}
+
+#[test]
+fn covariance_on_large_offsets() {
+    for &(n, d) in &[(4099usize, 200usize), (100_000, 16), (20_000, 64)] {
+        let x = correlated(n, d, 1e4, 16);
+        check_covariance(x.view(), 0, 1e-5, "offset 1e4");
+    }
+    // f64 at 1e6 + 0.1 N(0, 1): within 1e-9 of the twin (the data is not rounded to f32).
+    let x = normal64(5000, 40, 1e6, 0.1, 17);
+    check_covariance(x.view(), 1, 1e-9, "f64 offset 1e6");
+    let got = host::covariance(x.view(), 1).unwrap();
+    let want = cpu::covariance(x.view(), 1).unwrap();
+    let e = rel_each(&got.diag().to_owned(), &want.diag().to_owned(), 1e-300);
+    assert!(e <= 1e-9, "f64 variances {e:e}");
+}
+
+#[test]
+fn covariance_refuses_bad_input() {
+    let empty = Array2::<f32>::zeros((0, 3));
+    assert!(matches!(
+        host::covariance(empty.view(), 0),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let no_cols = Array2::<f32>::zeros((4, 0));
+    assert!(matches!(
+        host::covariance(no_cols.view(), 0),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let one = Array2::<f32>::ones((1, 3));
+    assert!(host::covariance(one.view(), 0).is_ok());
+    assert!(matches!(
+        host::covariance(one.view(), 1),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert_eq!(host::comoments(empty.view()), CoMoments::new(3));
+}
+
+/// The host product against the twin's, relative to the largest output of
+/// the same product without activation (tanh's outputs are at most 1 however
+/// large the affine values whose rounding they carry).
+fn check_matmul(
+    x: ArrayView2<f32>,
+    w: ArrayView2<f64>,
+    o: &MatmulOptions,
+    twin: &cpu::MatmulOptions,
+    what: &str,
+) {
+    let got = host::matmul(x, w, o).unwrap().mapv(f64::from);
+    let want = cpu::matmul(x, w, twin).unwrap();
+    assert_eq!(got.dim(), want.dim(), "{what}");
+    let affine = cpu::matmul(
+        x,
+        w,
+        &cpu::MatmulOptions {
+            activation: Activation::Identity,
+            ..*twin
+        },
+    )
+    .unwrap();
+    let floor = affine.iter().fold(1e-30f64, |a, &b| a.max(b.abs()));
+    let e = rel(got.iter().copied(), want.iter().copied(), floor);
+    assert!(e <= 1e-5, "{what} {:?} @ {:?}: rel error {e:e}", x.dim(), w.dim());
+}
+
+#[test]
+fn matmul_matches_the_twin() {
+    for (i, &(n, k)) in SHAPES.iter().enumerate() {
+        if k > 1000 {
+            continue;
+        }
+        let x = normal(n, k, 1e4, 1.0, 700 + i as u64);
+        let small = normal(n, k, 0.5, 1.0, 750 + i as u64);
+        for m in [1usize, 3, 70] {
+            let w = normal64(k, m, 0.0, 1.0, 800 + i as u64);
+            let wt = w.t().as_standard_layout().to_owned();
+            let center = normal64(1, k, 1e4, 0.01, 1).row(0).to_owned();
+            let scale = normal64(1, m, 1.0, 0.5, 2).row(0).to_owned();
+            let bias = normal64(1, m, 0.0, 1.0, 3).row(0).to_owned();
+            // Uncentred data with an offset loses digits in any f32 product:
+            // the plain product is checked on data near 0.
+            let plain = (MatmulOptions::default(), cpu::MatmulOptions::default());
+            check_matmul(small.view(), w.view(), &plain.0, &plain.1, "plain");
+            for act in [Activation::Identity, Activation::Tanh, Activation::Relu] {
+                let o = MatmulOptions {
+                    center: Some(center.view()),
+                    scale: Some(scale.view()),
+                    bias: Some(bias.view()),
+                    transpose_w: false,
+                    activation: act,
+                };
+                let t = cpu::MatmulOptions {
+                    center: o.center,
+                    scale: o.scale,
+                    bias: o.bias,
+                    transpose_w: false,
+                    activation: act,
+                };
+                check_matmul(x.view(), w.view(), &o, &t, "fused");
+                let o = MatmulOptions {
+                    transpose_w: true,
+                    ..o
+                };
+                let t = cpu::MatmulOptions {
+                    transpose_w: true,
+                    ..t
+                };
+                check_matmul(x.view(), wt.view(), &o, &t, "transposed w");
+                check_matmul(fortran(&x).view(), wt.view(), &o, &t, "fortran x");
+            }
+        }
+    }
+    // f64 in, f64 out, computed in f64.
+    let x = normal64(300, 20, 1e6, 0.1, 18);
+    let w = normal64(20, 5, 0.0, 1.0, 19);
+    let c = cpu::covariance::column_mean(x.view()).unwrap();
+    let o = MatmulOptions {
+        center: Some(c.view()),
+        ..Default::default()
+    };
+    let t = cpu::MatmulOptions {
+        center: Some(c.view()),
+        ..Default::default()
+    };
+    let got: Array2<f64> = host::matmul(x.view(), w.view(), &o).unwrap();
+    let want = cpu::matmul(x.view(), w.view(), &t).unwrap();
+    assert!(rel(got.iter().copied(), want.iter().copied(), 1e-30) <= 1e-12);
+}
+
+#[test]
+fn matmul_refuses_bad_shapes() {
+    let x = Array2::<f32>::zeros((3, 4));
+    let w = Array2::<f64>::zeros((3, 2));
+    assert!(matches!(
+        host::matmul(x.view(), w.view(), &MatmulOptions::default()),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let w = Array2::<f64>::zeros((4, 2));
+    let bad = Array1::<f64>::zeros(3);
+    for o in [
+        MatmulOptions {
+            center: Some(bad.view()),
+            ..Default::default()
+        },
+        MatmulOptions {
+            scale: Some(bad.view()),
+            ..Default::default()
+        },
+        MatmulOptions {
+            bias: Some(bad.view()),
+            ..Default::default()
+        },
+        MatmulOptions {
+            transpose_w: true,
+            ..Default::default()
+        },
+    ] {
+        assert!(host::matmul(x.view(), w.view(), &o).is_err());
+    }
+    let empty = Array2::<f32>::zeros((0, 4));
+    let got = host::matmul(empty.view(), w.view(), &MatmulOptions::default()).unwrap();
+    assert_eq!(got.dim(), (0, 2));
+    let no_k = Array2::<f32>::zeros((3, 0));
+    let w0 = Array2::<f64>::zeros((0, 2));
+    let b = Array1::from(vec![1.0, 2.0]);
+    let o = MatmulOptions {
+        bias: Some(b.view()),
+        ..Default::default()
+    };
+    assert_eq!(
+        host::matmul(no_k.view(), w0.view(), &o).unwrap(),
+        Array2::from_shape_fn((3, 2), |(_, j)| (j + 1) as f32)
+    );
+}
+
+#[test]
+fn pca_matches_the_twin() {
+    for &(n, d, offset) in &[
+        (2000usize, 9usize, 0.0f32),
+        (4099, 65, 1e4),
+        (20_000, 64, 3.0),
+        (5000, 200, 1e4),
+    ] {
+        let x = correlated(n, d, offset, 20 + d as u64);
+        for (k, whitening) in [
+            (NComponents::All, Whitening::None),
+            (NComponents::Count(3), Whitening::None),
+            (NComponents::All, Whitening::Pca),
+            (NComponents::Fraction(0.9), Whitening::Pca),
+            (NComponents::All, Whitening::Zca),
+        ] {
+            let opts = PcaOptions {
+                n_components: k,
+                whitening,
+                ..Default::default()
+            };
+            let got = host::pca::fit(x.view(), &opts).unwrap();
+            let want = cpu::pca::fit(x.view(), &opts).unwrap();
+            let what = format!("{n}x{d} {k:?} {whitening:?}");
+            assert_eq!(got.n_components(), want.n_components(), "{what}");
+            assert_eq!(got.n_samples, n);
+            let spread = want.eigenvalues[0].sqrt();
+            assert!(
+                rel(got.mean.iter().copied(), want.mean.iter().copied(), spread) <= 1e-6,
+                "{what}: mean"
+            );
+            let e = rel(
+                got.eigenvalues.iter().copied(),
+                want.eigenvalues.iter().copied(),
+                0.0,
+            );
+            assert!(e <= 1e-5, "{what}: eigenvalues {e:e}");
+            // The same deterministic signs: the components agree entry by entry.
+            let e = rel(
+                got.components.iter().copied(),
+                want.components.iter().copied(),
+                0.0,
+            );
+            assert!(e <= 1e-3, "{what}: components {e:e}");
+
+            let y = host::pca::transform(&got, x.view()).unwrap();
+            let y_twin = cpu::pca::transform(&want, x.view()).unwrap();
+            let e = rel(y.iter().map(|&v| v as f64), y_twin.iter().copied(), 0.0);
+            assert!(e <= 1e-3, "{what}: transform {e:e}");
+            // The host transform against the twin's, both with the twin's model:
+            // only the product differs.
+            let y2 = host::pca::transform(&want, x.view()).unwrap();
+            let e = rel(y2.iter().map(|&v| v as f64), y_twin.iter().copied(), 0.0);
+            assert!(e <= 1e-5, "{what}: transform with one model {e:e}");
+            let back = host::pca::inverse_transform(&want, y2.view()).unwrap();
+            let back_twin = cpu::pca::inverse_transform(&want, y_twin.view()).unwrap();
+            let scale = x.std_axis(Axis(0), 0.0).iter().fold(0.0f32, |a, &b| a.max(b)) as f64;
+            let e = rel(back.iter().map(|&v| v as f64), back_twin.iter().copied(), 0.0);
+            assert!(
+                e * (offset as f64).max(scale) / scale <= 1e-4,
+                "{what}: inverse {e:e}"
+            );
+            if k == NComponents::All {
+                let e = rel(back.iter().map(|&v| v as f64), x.iter().map(|&v| v as f64), 0.0);
+                assert!(
+                    e * (offset as f64).max(scale) / scale <= 1e-4,
+                    "{what}: roundtrip {e:e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn pca_on_f64_and_degenerate_input() {
+    let x = normal64(3000, 12, 1e6, 0.1, 21);
+    let opts = PcaOptions {
+        whitening: Whitening::Pca,
+        ..Default::default()
+    };
+    let got = host::pca::fit(x.view(), &opts).unwrap();
+    let want = cpu::pca::fit(x.view(), &opts).unwrap();
+    assert!(
+        rel(
+            got.eigenvalues.iter().copied(),
+            want.eigenvalues.iter().copied(),
+            0.0
+        ) <= 1e-9
+    );
+    let y: Array2<f64> = host::pca::transform(&got, x.view()).unwrap();
+    let cov = cpu::covariance(y.view(), 0).unwrap();
+    // Whitening leaves variance S / (S + eps) along each component.
+    let white = Array2::from_diag(&got.eigenvalues.mapv(|v| v / (v + got.eps)));
+    let e = frobenius_rel_error(cov.view(), white.view());
+    assert!(e <= 1e-9, "whitened covariance {e:e}");
+    // N = 1, D = 1, constant columns: a model without variance, finite transforms.
+    for (n, d) in [(1usize, 1usize), (1, 5), (7, 1)] {
+        let x = normal(n, d, 2.0, 1.0, 22);
+        let m = host::pca::fit(x.view(), &opts).unwrap();
+        let y = host::pca::transform(&m, x.view()).unwrap();
+        assert_eq!(y.dim(), (n, m.output_dim()));
+        assert!(y.iter().all(|v| v.is_finite()));
+    }
+}
+
+#[test]
+fn pca_refuses_bad_input() {
+    let opts = PcaOptions::default();
+    let empty = Array2::<f32>::zeros((0, 3));
+    assert!(matches!(
+        host::pca::fit(empty.view(), &opts),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let mut x = normal(20, 3, 0.0, 1.0, 23);
+    let model = host::pca::fit(x.view(), &opts).unwrap();
+    let wrong = Array2::<f32>::zeros((4, 2));
+    assert!(host::pca::transform(&model, wrong.view()).is_err());
+    assert!(host::pca::inverse_transform(&model, wrong.view()).is_err());
+    let ddof = PcaOptions { ddof: 20, ..opts };
+    assert!(matches!(
+        host::pca::fit(x.view(), &ddof),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let bad = PcaOptions {
+        n_components: NComponents::Count(4),
+        ..opts
+    };
+    assert!(host::pca::fit(x.view(), &bad).is_err());
+    x[[3, 1]] = f32::NAN;
+    assert!(matches!(
+        host::pca::fit(x.view(), &opts),
+        Err(Error::NonFinite { .. })
+    ));
+}
