@@ -13,6 +13,8 @@ mod csv;
 mod files;
 #[path = "cli/json.rs"]
 mod json;
+#[path = "cli/pipeline.rs"]
+mod pipeline;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -530,6 +530,7 @@ fn save_load_round_trip() {
         whitening: Whitening::Zca,
         eps: 1e-3,
         ddof: 1,
+        convention: Default::default(),
     };
     let m = fit(x.view(), &o).unwrap();
     m.save(&path).unwrap();

@@ -12,10 +12,12 @@
 //! | [`norm`] | [`NormKind`](norm::NormKind), [`NormShape`](norm::NormShape), [`NormPlan`](norm::NormPlan), [`NormSummary`](norm::NormSummary), [`RunningStatsConfig`](norm::RunningStatsConfig) |
 //! | [`init`] | [`Scheme`](init::Scheme), [`Fill`](init::Fill), [`SparsePlan`](init::SparsePlan), fans, the orthogonal matrix, the lecture experiment's streams |
 
+pub mod convention;
 pub mod init;
 pub mod matmul;
 pub mod moments;
 pub mod norm;
 pub mod pca;
+pub mod pipeline;
 pub mod standardize;
 pub mod stats;

@@ -16,7 +16,7 @@
 //! [`PcaModel::transform_parts`] and [`PcaModel::inverse_parts`] give.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read, Seek, Write};
 use std::path::Path;
 
 use faer::diag::Diag;
@@ -28,6 +28,7 @@ use ndarray_npy::{NpzReader, NpzWriter};
 
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
+pub use crate::model::convention::Convention;
 
 const OP: &str = "pca";
 
@@ -93,20 +94,30 @@ pub struct PcaOptions {
     pub eps: f64,
     /// The covariance divides by `N - ddof`.
     pub ddof: usize,
+    /// Whose rules choose the components and scale the whitening (see
+    /// [`Convention`]); [`PcaOptions::for_convention`] also sets its ddof and eps.
+    pub convention: Convention,
 }
 
 impl Default for PcaOptions {
     fn default() -> Self {
-        PcaOptions {
-            n_components: NComponents::All,
-            whitening: Whitening::None,
-            eps: DEFAULT_EPS,
-            ddof: 0,
-        }
+        PcaOptions::for_convention(Convention::Lecture)
     }
 }
 
 impl PcaOptions {
+    /// All components, no whitening, and the convention's ddof and eps
+    /// (lecture: 0 and 1e-5; scikit-learn: 1 and none).
+    pub fn for_convention(convention: Convention) -> Self {
+        PcaOptions {
+            n_components: NComponents::All,
+            whitening: Whitening::None,
+            eps: convention.whitening_eps(),
+            ddof: convention.ddof(),
+            convention,
+        }
+    }
+
     /// Checks the options that do not depend on the data.
     pub fn validate(&self) -> Result<()> {
         if !(self.eps.is_finite() && self.eps >= 0.0) {
@@ -117,6 +128,14 @@ impl PcaOptions {
         }
         match self.n_components {
             NComponents::Count(0) => Err(Error::invalid(OP, "n_components must be at least 1")),
+            NComponents::Fraction(f) if self.convention == Convention::Sklearn && !(f > 0.0 && f < 1.0) => {
+                Err(Error::invalid(
+                    OP,
+                    format!(
+                        "scikit-learn's convention takes a fraction of explained variance in (0, 1), got {f}"
+                    ),
+                ))
+            }
             NComponents::Fraction(f) if !(f > 0.0 && f <= 1.0) => Err(Error::invalid(
                 OP,
                 format!("a fraction of explained variance must be in (0, 1], got {f}"),
@@ -147,6 +166,8 @@ pub struct PcaModel {
     pub ddof: usize,
     /// Rows the model was fitted on.
     pub n_samples: usize,
+    /// Whose rules scale the whitening ([`Convention`]).
+    pub convention: Convention,
 }
 
 /// Below this size the eigendecomposition runs on one thread: measured on a
@@ -228,17 +249,40 @@ pub fn eigh_descending(c: ArrayView2<'_, f64>) -> Result<(Array1<f64>, Array2<f6
     Ok((values, vectors))
 }
 
-/// The number of components `n_components` selects from descending, non-negative eigenvalues.
+/// The number of components `n_components` selects from descending,
+/// non-negative eigenvalues, by the lecture's rules (a fraction keeps the
+/// fewest components reaching at least it): [`select_components_with`] for
+/// the others.
 pub fn select_components(eigenvalues: ArrayView1<'_, f64>, n_components: NComponents) -> Result<usize> {
+    select_components_with(eigenvalues, n_components, Convention::Lecture, usize::MAX)
+}
+
+/// The number of components `n_components` selects from descending,
+/// non-negative eigenvalues of a fit on `n_samples` rows, by `convention`'s
+/// rules (see [`Convention`]).
+pub fn select_components_with(
+    eigenvalues: ArrayView1<'_, f64>,
+    n_components: NComponents,
+    convention: Convention,
+    n_samples: usize,
+) -> Result<usize> {
     let d = eigenvalues.len();
+    let sklearn = convention == Convention::Sklearn;
     match n_components {
         NComponents::All => Ok(d),
+        NComponents::Count(k) if sklearn && k > d.min(n_samples) => Err(Error::invalid(
+            OP,
+            format!(
+                "n_components = {k} must be at most min(n_samples, n_features) = min({n_samples}, {d}) \
+                 under scikit-learn's convention"
+            ),
+        )),
         NComponents::Count(k) if (1..=d).contains(&k) => Ok(k),
         NComponents::Count(k) => Err(Error::invalid(
             OP,
             format!("n_components = {k} must be in 1..={d}"),
         )),
-        NComponents::Fraction(f) if f > 0.0 && f <= 1.0 => {
+        NComponents::Fraction(f) if f > 0.0 && f <= 1.0 && !(sklearn && f >= 1.0) => {
             let total: f64 = eigenvalues.sum();
             if total <= 0.0 {
                 return Ok(1);
@@ -246,7 +290,10 @@ pub fn select_components(eigenvalues: ArrayView1<'_, f64>, n_components: NCompon
             let mut cum = 0.0;
             for (i, &v) in eigenvalues.iter().enumerate() {
                 cum += v;
-                if cum / total >= f {
+                let ratio = cum / total;
+                // The lecture keeps the first k reaching f; scikit-learn's
+                // searchsorted(side='right') + 1 the first k passing it.
+                if (sklearn && ratio > f) || (!sklearn && ratio >= f) {
                     return Ok(i + 1);
                 }
             }
@@ -254,7 +301,10 @@ pub fn select_components(eigenvalues: ArrayView1<'_, f64>, n_components: NCompon
         }
         NComponents::Fraction(f) => Err(Error::invalid(
             OP,
-            format!("a fraction of explained variance must be in (0, 1], got {f}"),
+            format!(
+                "a fraction of explained variance must be in (0, 1{}, got {f}",
+                if sklearn { ")" } else { "]" }
+            ),
         )),
     }
 }
@@ -277,7 +327,12 @@ impl PcaModel {
             ));
         }
         let (eigenvalues, vectors) = eigh_descending(cov)?;
-        let k = select_components(eigenvalues.view(), options.n_components)?;
+        let k = select_components_with(
+            eigenvalues.view(),
+            options.n_components,
+            options.convention,
+            n_samples,
+        )?;
         let total: f64 = eigenvalues.sum();
         let explained_variance = eigenvalues.slice(s![..k]).to_owned();
         let explained_variance_ratio = if total > 0.0 {
@@ -295,6 +350,7 @@ impl PcaModel {
             eps: options.eps,
             ddof: options.ddof,
             n_samples,
+            convention: options.convention,
         })
     }
 
@@ -316,12 +372,26 @@ impl PcaModel {
         }
     }
 
-    fn inv_sqrt(&self) -> Array1<f64> {
-        self.explained_variance.mapv(|v| 1.0 / (v + self.eps).sqrt())
+    /// Whitening's divisor per kept component: `sqrt(S + eps)` (lecture,
+    /// pytorch), or scikit-learn's `sqrt(S)` clipped below at machine epsilon.
+    pub fn whitening_scale(&self) -> Array1<f64> {
+        match self.convention {
+            Convention::Sklearn => self.explained_variance.mapv(|v| v.sqrt().max(f64::EPSILON)),
+            _ => self.explained_variance.mapv(|v| (v + self.eps).sqrt()),
+        }
     }
 
+    fn inv_sqrt(&self) -> Array1<f64> {
+        self.whitening_scale().mapv(|s| 1.0 / s)
+    }
+
+    /// The inverse whitening's factor: the divisor, except that scikit-learn
+    /// multiplies back by the unclipped `sqrt(S)`.
     fn sqrt(&self) -> Array1<f64> {
-        self.explained_variance.mapv(|v| (v + self.eps).sqrt())
+        match self.convention {
+            Convention::Sklearn => self.explained_variance.mapv(f64::sqrt),
+            _ => self.whitening_scale(),
+        }
     }
 
     /// The forward transform as one product: `transform(X) = ((X - mean) @ W) * scale`.
@@ -357,56 +427,78 @@ impl PcaModel {
     /// Saves the model as a compressed `.npz` of named f64/i64 arrays, readable by
     /// `numpy.load`: `mean`, `components` (D x k), `eigenvalues`, `explained_variance`,
     /// `explained_variance_ratio`, `eps`, and the i64 scalars `whitening`
-    /// (0 none, 1 PCA, 2 ZCA), `ddof`, `n_samples`, `format_version` (1).
-    /// Written atomically (temporary file, then rename).
+    /// (0 none, 1 PCA, 2 ZCA), `ddof`, `n_samples`, `convention` (0 lecture,
+    /// 1 sklearn, 2 pytorch), `format_version` (2; version 1 files, without
+    /// `convention`, load as the lecture's). Written atomically (temporary file,
+    /// then rename).
     pub fn save(&self, path: &Path) -> Result<()> {
         write_atomic(path, |w| {
-            let err = |e: ndarray_npy::WriteNpzError| Error::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::other(e),
-            };
-            let scalar_i = |v: i64| Array0::from_elem((), v);
             let mut npz = NpzWriter::new_compressed(w);
-            npz.add_array("mean", &self.mean).map_err(err)?;
-            npz.add_array("components", &self.components).map_err(err)?;
-            npz.add_array("eigenvalues", &self.eigenvalues).map_err(err)?;
-            npz.add_array("explained_variance", &self.explained_variance)
-                .map_err(err)?;
-            npz.add_array("explained_variance_ratio", &self.explained_variance_ratio)
-                .map_err(err)?;
-            npz.add_array("eps", &Array0::from_elem((), self.eps))
-                .map_err(err)?;
-            npz.add_array("whitening", &scalar_i(self.whitening.code()))
-                .map_err(err)?;
-            npz.add_array("ddof", &scalar_i(self.ddof as i64)).map_err(err)?;
-            npz.add_array("n_samples", &scalar_i(self.n_samples as i64))
-                .map_err(err)?;
-            npz.add_array("format_version", &scalar_i(1)).map_err(err)?;
-            npz.finish().map_err(err)?;
+            self.write_npz(&mut npz, "", path)?;
+            npz_add(&mut npz, path, "format_version", &Array0::from_elem((), 2i64))?;
+            npz.finish().map_err(|e| npz_err(path, e))?;
             Ok(())
         })
+    }
+
+    /// Adds the model's arrays (the names of [`PcaModel::save`], each behind
+    /// `prefix`) to an open `.npz`; `path` names the file in errors.
+    pub fn write_npz<W: Write + Seek>(
+        &self,
+        npz: &mut NpzWriter<W>,
+        prefix: &str,
+        path: &Path,
+    ) -> Result<()> {
+        let name = |n: &str| format!("{prefix}{n}");
+        let scalar_i = |v: i64| Array0::from_elem((), v);
+        npz_add(npz, path, &name("mean"), &self.mean)?;
+        npz_add(npz, path, &name("components"), &self.components)?;
+        npz_add(npz, path, &name("eigenvalues"), &self.eigenvalues)?;
+        npz_add(npz, path, &name("explained_variance"), &self.explained_variance)?;
+        npz_add(
+            npz,
+            path,
+            &name("explained_variance_ratio"),
+            &self.explained_variance_ratio,
+        )?;
+        npz_add(npz, path, &name("eps"), &Array0::from_elem((), self.eps))?;
+        npz_add(npz, path, &name("whitening"), &scalar_i(self.whitening.code()))?;
+        npz_add(npz, path, &name("ddof"), &scalar_i(self.ddof as i64))?;
+        npz_add(npz, path, &name("n_samples"), &scalar_i(self.n_samples as i64))?;
+        npz_add(npz, path, &name("convention"), &scalar_i(self.convention.code()))?;
+        Ok(())
     }
 
     /// Loads a model written by [`PcaModel::save`] (or by numpy with the same
     /// names and dtypes: `np.savez(path, mean=..., components=..., ...)`),
     /// checking that the shapes agree and the values are finite.
     pub fn load(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut npz = NpzReader::new(BufReader::new(file)).map_err(|e| Error::Parse {
+            path: path.to_path_buf(),
+            line: None,
+            reason: format!("not an .npz file: {e}"),
+        })?;
+        Self::read_npz(&mut npz, "", path)
+    }
+
+    /// Reads a model's arrays (the names of [`PcaModel::save`], each behind
+    /// `prefix`) from an open `.npz`, with the checks of [`PcaModel::load`].
+    pub fn read_npz<R: Read + Seek>(npz: &mut NpzReader<R>, prefix: &str, path: &Path) -> Result<Self> {
         let bad = |reason: String| Error::Parse {
             path: path.to_path_buf(),
             line: None,
             reason,
         };
-        let file = File::open(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut npz =
-            NpzReader::new(BufReader::new(file)).map_err(|e| bad(format!("not an .npz file: {e}")))?;
         macro_rules! get {
             ($name:literal, $ty:ty) => {{
+                let key = format!("{prefix}{}", $name);
                 let a: $ty = npz
-                    .by_name($name)
-                    .map_err(|e| bad(format!("array {:?}: {e}", $name)))?;
+                    .by_name(&key)
+                    .map_err(|e| bad(format!("array {key:?}: {e}")))?;
                 a
             }};
         }
@@ -419,6 +511,11 @@ impl PcaModel {
         let whitening = get!("whitening", Array0<i64>).into_scalar();
         let ddof = get!("ddof", Array0<i64>).into_scalar();
         let n_samples = get!("n_samples", Array0<i64>).into_scalar();
+        let convention =
+            match npz.by_name::<ndarray::OwnedRepr<i64>, ndarray::Ix0>(&format!("{prefix}convention")) {
+                Ok(c) => c.into_scalar(),
+                Err(_) => 0,
+            };
 
         let d = mean.len();
         let k = components.ncols();
@@ -444,6 +541,11 @@ impl PcaModel {
                 "whitening must be 0 (none), 1 (pca) or 2 (zca), got {whitening}"
             ))
         })?;
+        let convention = Convention::from_code(convention).ok_or_else(|| {
+            bad(format!(
+                "convention must be 0 (lecture), 1 (sklearn) or 2 (pytorch), got {convention}"
+            ))
+        })?;
         if !(eps.is_finite() && eps >= 0.0) || ddof < 0 || n_samples < 0 {
             return Err(bad(format!(
                 "bad scalars: eps {eps}, ddof {ddof}, n_samples {n_samples}"
@@ -451,11 +553,11 @@ impl PcaModel {
         }
         if !(mean.iter().all(|v| v.is_finite())
             && components.iter().all(|v| v.is_finite())
-            && eigenvalues.iter().all(|v| v.is_finite())
-            && explained_variance.iter().all(|v| v.is_finite())
+            && eigenvalues.iter().all(|v| v.is_finite() && *v >= 0.0)
+            && explained_variance.iter().all(|v| v.is_finite() && *v >= 0.0)
             && explained_variance_ratio.iter().all(|v| v.is_finite()))
         {
-            return Err(bad("non-finite values in the model".into()));
+            return Err(bad("non-finite (or negative eigen-) values in the model".into()));
         }
         Ok(PcaModel {
             mean,
@@ -467,6 +569,30 @@ impl PcaModel {
             eps,
             ddof: ddof as usize,
             n_samples: n_samples as usize,
+            convention,
         })
     }
+}
+
+fn npz_err(path: &Path, e: ndarray_npy::WriteNpzError) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    }
+}
+
+/// Adds one array to an `.npz`, naming `path` in errors.
+pub(crate) fn npz_add<W, A, D>(
+    npz: &mut NpzWriter<W>,
+    path: &Path,
+    name: &str,
+    a: &ndarray::ArrayBase<A, D>,
+) -> Result<()>
+where
+    W: Write + Seek,
+    A: ndarray::Data,
+    A::Elem: ndarray_npy::WritableElement,
+    D: ndarray::Dimension,
+{
+    npz.add_array(name, a).map_err(|e| npz_err(path, e))
 }

@@ -33,7 +33,10 @@ fn fails_with(out: &Output, wants: &[&str]) {
 fn csv_input_reads_as_the_same_matrix_as_npy() {
     let dir = tmpdir("csv-same");
     let x = crate::common::normal(37, 4, 2.0, 3.0, 8);
-    ndarray_npy::write_npy(dir.join("x.npy"), &x).unwrap();
+    // CSV numbers are read as f64 (f64 stays f64): the .npy holds the same
+    // f64 values as the text.
+    let x64 = x.mapv(|v| format!("{v:e}").parse::<f64>().unwrap());
+    ndarray_npy::write_npy(dir.join("x.npy"), &x64).unwrap();
     let rows = |sep: &str| -> String {
         x.rows()
             .into_iter()
@@ -83,8 +86,8 @@ fn csv_input_reads_as_the_same_matrix_as_npy() {
             &dir.join(input),
         ));
     }
-    let y1: ndarray::Array2<f32> = ndarray_npy::read_npy(dir.join("y1.npy")).unwrap();
-    let y2: ndarray::Array2<f32> = ndarray_npy::read_npy(dir.join("y2.npy")).unwrap();
+    let y1: ndarray::Array2<f64> = ndarray_npy::read_npy(dir.join("y1.npy")).unwrap();
+    let y2: ndarray::Array2<f64> = ndarray_npy::read_npy(dir.join("y2.npy")).unwrap();
     assert_eq!(y1, y2);
     let model = dir.join("y1.npy.npz").display().to_string();
     let t = dir.join("t.npy").display().to_string();
@@ -92,7 +95,7 @@ fn csv_input_reads_as_the_same_matrix_as_npy() {
         &["transform", "--model", &model, "-o", &t, "--device", "cpu"],
         &dir.join("x.csv"),
     ));
-    let yt: ndarray::Array2<f32> = ndarray_npy::read_npy(&t).unwrap();
+    let yt: ndarray::Array2<f64> = ndarray_npy::read_npy(&t).unwrap();
     assert_eq!(yt, y1);
 
     // --delimiter on a .npy input is a mistake, said so.
@@ -129,10 +132,13 @@ fn csv_cells_that_are_not_finite_numbers_are_named_by_line_and_column() {
             &["f64.csv:3", "column 1", "1e400", "beyond the range of f64"],
         );
     }
+    // CSV numbers are f64: -1e39 is data on the CPU, and beyond the range of
+    // the GPU's f32 (an error, never infinity).
     let p = write("f32.csv", "1,2\n3,-1e39\n");
+    ok(&run(&["stats", "--device", "cpu"], &p));
     fails_with(
-        &run(&["stats", "--device", "cpu"], &p),
-        &["f32.csv:2", "column 2", "-1e39", "beyond the range of f32"],
+        &run(&["stats", "--device", "gpu"], &p),
+        &["-1e39", "beyond", "f32"],
     );
     // Malformed files.
     for (text, wants) in [
@@ -168,20 +174,27 @@ fn npy_input_follows_the_same_rules() {
     ndarray_npy::write_npy(dir.join("nan.npy"), &nan).unwrap();
     let y = dir.join("y.npy").display().to_string();
     let pre = ["preprocess", "--device", "cpu", "-o", &y];
-    for cmd in [&pre[..], &["stats", "--device", "cpu"]] {
+    // f64 stays f64: -1e39 is data on the CPU; the GPU computes in f32, where
+    // it is an error (never infinity).
+    let pre_gpu = ["preprocess", "--device", "gpu", "-o", &y];
+    for cmd in [&pre_gpu[..], &["stats", "--device", "gpu"]] {
         fails_with(
             &run(cmd, &dir.join("big.npy")),
-            &["big.npy", "element [1, 1]", "-1e39", "beyond the range of f32"],
+            &["-1e39", "beyond the range of f32"],
         );
     }
+    ok(&run(&["stats", "--device", "cpu"], &dir.join("big.npy")));
     fails_with(
         &run(&pre, &dir.join("nan.npy")),
         &["non-finite", "nan.npy element [2, 0] (NaN)"],
     );
-    // Within range, f64 input is read (as f32), and stats reads NaN.
+    // Within f32's range, f64 input works on both devices, and stats reads NaN.
     big[[1, 1]] = -1e38;
     ndarray_npy::write_npy(dir.join("ok.npy"), &big).unwrap();
     ok(&run(&pre, &dir.join("ok.npy")));
+    big[[1, 1]] = -1e18;
+    ndarray_npy::write_npy(dir.join("ok18.npy"), &big).unwrap();
+    ok(&run(&pre_gpu, &dir.join("ok18.npy")));
     ok(&run(&["stats", "--device", "cpu"], &dir.join("nan.npy")));
 }
 

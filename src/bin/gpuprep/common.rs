@@ -2,12 +2,11 @@
 //! GPU-or-CPU choice, how the input matrix is read (`--format`, `--delimiter`),
 //! and the clean-up of temporaries on SIGINT / SIGTERM.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use clap::ValueEnum;
-use gpuprep::io::{self, Delimiter, Format, NonFinite, ReadOptions};
+use gpuprep::io::{Delimiter, Format, NonFinite, ReadOptions};
 use gpuprep::Gpu;
-use ndarray::Array2;
 
 /// Where a subcommand computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -72,31 +71,36 @@ fn parse_delimiter(s: &str) -> Result<Delimiter, String> {
 }
 
 impl InputFormat {
-    /// Reads the matrix at `path` as f32, by the same rules in both formats: NaN
-    /// and +/-inf as `non_finite` says (named by their place when refused), and a
-    /// value beyond f32's range always an error.
-    pub fn read(&self, op: &'static str, path: &Path, non_finite: NonFinite) -> gpuprep::Result<Array2<f32>> {
-        let format = match self.format {
-            FormatArg::Auto => Format::from_path(path),
-            FormatArg::Npy => Format::Npy,
-            FormatArg::Csv => Format::Csv,
+    /// How the data set of `paths` is read: the format flags, checked against
+    /// each path (a `--delimiter` for a file read as .npy is an error).
+    pub fn options(
+        &self,
+        op: &'static str,
+        paths: &[PathBuf],
+        non_finite: NonFinite,
+    ) -> gpuprep::Result<ReadOptions> {
+        let forced = match self.format {
+            FormatArg::Auto => None,
+            FormatArg::Npy => Some(Format::Npy),
+            FormatArg::Csv => Some(Format::Csv),
         };
-        if format == Format::Npy && self.delimiter.is_some() {
-            return Err(gpuprep::Error::InvalidArgument {
-                op,
-                reason: format!(
-                    "--delimiter is for CSV input, and {} is read as .npy (name it .csv or pass --format csv)",
-                    path.display()
-                ),
-            });
+        for p in paths {
+            if forced.unwrap_or_else(|| Format::from_path(p)) == Format::Npy && self.delimiter.is_some() {
+                return Err(gpuprep::Error::InvalidArgument {
+                    op,
+                    reason: format!(
+                        "--delimiter is for CSV input, and {} is read as .npy (name it .csv or pass --format csv)",
+                        p.display()
+                    ),
+                });
+            }
         }
-        let options = ReadOptions {
-            format: Some(format),
+        Ok(ReadOptions {
+            format: forced,
             delimiter: self.delimiter.unwrap_or_default(),
             non_finite,
             op,
-        };
-        io::read_matrix(path, &options)
+        })
     }
 }
 
@@ -133,3 +137,80 @@ pub fn remove_temporaries_on_signals() {
 /// Elsewhere the signals keep their default action.
 #[cfg(not(unix))]
 pub fn remove_temporaries_on_signals() {}
+
+/// How a streamed command reads its data: where it computes, the chunk size,
+/// and whether it reports progress.
+#[derive(clap::Args, Debug)]
+pub struct StreamArgs {
+    /// Where to compute (gpu falls back to the CPU, with a notice, when there is no adapter).
+    #[arg(long, value_enum, default_value = "gpu")]
+    pub device: Device,
+    /// Rows per chunk read and computed at a time (default: about 32 MiB of data;
+    /// two chunks are in memory at once, whatever the file's size).
+    #[arg(long, value_name = "ROWS")]
+    pub chunk_rows: Option<usize>,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl StreamArgs {
+    /// Rows per chunk of `cols` columns of `elem` bytes.
+    pub fn chunk_rows(&self, cols: usize, elem: usize) -> usize {
+        self.chunk_rows
+            .unwrap_or(gpuprep::stream::DEFAULT_CHUNK_BYTES / (cols.max(1) * elem))
+            .max(1)
+    }
+}
+
+/// A progress bar on stderr for `total` rows of `bytes_per_row` bytes
+/// (bytes done, rate, time left), drawn only when stderr is a terminal, not
+/// `quiet`, and the work takes over about a second.
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    bytes_per_row: u64,
+}
+
+impl Progress {
+    pub fn new(label: &str, total_rows: usize, bytes_per_row: usize, quiet: bool) -> Progress {
+        use std::io::IsTerminal;
+        let show = !quiet && std::io::stderr().is_terminal();
+        let bar = show.then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(total_rows as u64 * bytes_per_row as u64),
+                indicatif::ProgressDrawTarget::stderr_with_hz(4),
+            );
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_prefix(label.to_string());
+            // Nothing is drawn for work that ends within a second.
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            bar
+        });
+        Progress {
+            bar,
+            bytes_per_row: bytes_per_row as u64,
+        }
+    }
+
+    /// `rows` of `total` done.
+    pub fn update(&mut self, rows: usize, _total: usize) {
+        if let Some(bar) = &self.bar {
+            if bar.is_hidden() && bar.elapsed() > std::time::Duration::from_secs(1) {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr_with_hz(4));
+            }
+            bar.set_position(rows as u64 * self.bytes_per_row);
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -9,11 +9,14 @@ mod bench;
 mod common;
 mod data;
 mod demo;
+mod fit;
 mod info;
 mod init;
+mod merge;
 mod normcheck;
 mod preprocess;
 mod stats;
+mod steps;
 mod transform;
 
 use std::process::ExitCode;
@@ -38,7 +41,9 @@ enum Command {
     Info(info::InfoArgs),
     Stats(stats::StatsArgs),
     Preprocess(preprocess::PreprocessArgs),
+    Fit(fit::FitArgs),
     Transform(transform::TransformArgs),
+    Merge(merge::MergeArgs),
     Init(init::InitArgs),
     Activations(activations::ActivationsArgs),
     Normcheck(normcheck::NormcheckArgs),
@@ -62,7 +67,9 @@ fn main() -> ExitCode {
         Some(Command::Info(a)) => info::run(a),
         Some(Command::Stats(a)) => stats::run(a),
         Some(Command::Preprocess(a)) => preprocess::run(a),
+        Some(Command::Fit(a)) => fit::run(a),
         Some(Command::Transform(a)) => transform::run(a),
+        Some(Command::Merge(a)) => merge::run(a),
         Some(Command::Init(a)) => init::run(a),
         Some(Command::Activations(a)) => activations::run(a),
         Some(Command::Normcheck(a)) => normcheck::run(a),

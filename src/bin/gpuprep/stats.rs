@@ -3,17 +3,20 @@
 use std::path::PathBuf;
 
 use gpuprep::io::NonFinite;
-use gpuprep::{cpu, ops, ColumnSummary, Gpu, GpuMatrix};
-use ndarray::Array2;
+use gpuprep::pipeline;
+use gpuprep::stream::Dataset;
 
-use crate::common::{gpu_or_cpu, Device, InputFormat};
+use crate::common::{InputFormat, Progress, StreamArgs};
+use crate::steps;
 
-/// Per-column statistics of a matrix: a 2-D .npy file (f32 or f64, C or Fortran
-/// order) or CSV. NaN and +/-inf in the data are read, and propagate as in numpy.
+/// Per-column statistics of a data set: 2-D .npy files (f32 or f64, C or Fortran
+/// order; several files are one data set) or CSV, read in chunks, never whole.
+/// NaN and +/-inf in the data are read, and propagate as in numpy.
 #[derive(clap::Args)]
 pub struct StatsArgs {
-    /// Input .npy or .csv file.
-    input: PathBuf,
+    /// Input .npy or .csv files.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
     #[command(flatten)]
     format: InputFormat,
     /// Delta degrees of freedom of the variance (0: numpy's default).
@@ -23,19 +26,8 @@ pub struct StatsArgs {
     /// the strings "NaN", "Infinity", "-Infinity").
     #[arg(long)]
     json: bool,
-    /// Where to compute.
-    #[arg(long, value_enum, default_value = "gpu")]
-    device: Device,
-}
-
-fn compute_stats(x: &Array2<f32>, ddof: usize, gpu: Option<&Gpu>) -> gpuprep::Result<ColumnSummary> {
-    match gpu {
-        Some(g) => {
-            let xg = GpuMatrix::upload(g, x.view())?;
-            ops::column_stats(g, &xg, &ops::ColumnStatsOptions::ddof(ddof))?.download(g)
-        }
-        None => cpu::column_stats(x.view(), ddof),
-    }
+    #[command(flatten)]
+    stream: StreamArgs,
 }
 
 /// One statistic as JSON: a number when finite, else the string `"NaN"`,
@@ -58,11 +50,16 @@ fn json_numbers(v: &ndarray::Array1<f64>) -> serde_json::Value {
     v.iter().map(|&x| json_number(x)).collect()
 }
 
-/// Reads the input, computes its column statistics and prints them.
+/// Streams the input, computes its column statistics and prints them.
 pub fn run(a: StatsArgs) -> gpuprep::Result<()> {
-    let x = a.format.read("stats", &a.input, NonFinite::Allow)?;
-    let gpu = gpu_or_cpu(a.device);
-    let s = compute_stats(&x, a.ddof, gpu.as_ref())?;
+    let read = a.format.options("stats", &a.inputs, NonFinite::Allow)?;
+    let mut ds = Dataset::open(&a.inputs, &read)?;
+    let gpu = steps::device(a.stream.device);
+    let mut bar = Progress::new("stats", ds.rows(), ds.cols() * ds.dtype().size(), a.stream.quiet);
+    let rows = a.stream.chunk_rows(ds.cols(), ds.dtype().size());
+    let m = pipeline::moments_dataset(&mut ds, steps::where_(&gpu), rows, &mut |d, t| bar.update(d, t))?;
+    drop(bar);
+    let s = m.finish(a.ddof)?;
     if a.json {
         let v = serde_json::json!({
             "count": s.count,

@@ -1,18 +1,23 @@
-//! `gpuprep transform`: apply a saved PCA model (or its inverse) to a matrix file.
+//! `gpuprep transform`: apply a saved model (or its inverse) to a data set, streamed.
 
 use std::path::PathBuf;
 
-use gpuprep::io::NonFinite;
-use gpuprep::{io, GpuMatrix, Pca, PcaModel};
+use gpuprep::io::{self, NonFinite};
+use gpuprep::stream::Dataset;
+use gpuprep::Pipeline;
 
-use crate::common::{gpu_or_cpu, Device, InputFormat};
+use crate::common::{InputFormat, StreamArgs};
+use crate::steps::{self, DtypeArg};
 
-/// Applies a saved PCA model (from `preprocess --pca ... --save-model`) to a
-/// matrix (.npy or CSV; finite values only); writes .npy (f32) atomically.
+/// Applies a model from `gpuprep fit` (or `preprocess --save-model`; a PCA model
+/// from an earlier gpuprep works too) to a data set (.npy or CSV files, finite
+/// values only, read in chunks), writing .npy chunk by chunk (atomically: all or
+/// nothing). The output keeps the input's dtype unless --dtype says otherwise.
 #[derive(clap::Args)]
 pub struct TransformArgs {
-    /// Input .npy or .csv file.
-    input: PathBuf,
+    /// Input .npy or .csv files (one data set).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
     #[command(flatten)]
     format: InputFormat,
     /// Output .npy file.
@@ -24,37 +29,27 @@ pub struct TransformArgs {
     /// Map transformed data back to the input space instead.
     #[arg(long)]
     inverse: bool,
-    /// Where to compute.
-    #[arg(long, value_enum, default_value = "gpu")]
-    device: Device,
+    /// The output's element type (default: the input's).
+    #[arg(long, value_enum)]
+    dtype: Option<DtypeArg>,
+    #[command(flatten)]
+    stream: StreamArgs,
 }
 
-/// Loads the model and the input, transforms, writes the output.
 pub fn run(a: TransformArgs) -> gpuprep::Result<()> {
-    io::check_outputs("transform", &[&a.input, &a.model], &[&a.output])?;
-    let model = PcaModel::load(&a.model)?;
-    let x = a.format.read("transform", &a.input, NonFinite::Reject)?;
-    let y = match gpu_or_cpu(a.device) {
-        Some(g) => {
-            let pca = Pca::from_model(&g, model)?;
-            let xg = GpuMatrix::upload(&g, x.view())?;
-            let yg = if a.inverse {
-                pca.inverse_transform(&g, &xg)?
-            } else {
-                pca.transform(&g, &xg)?
-            };
-            yg.download(&g)?
-        }
-        None => {
-            let y = if a.inverse {
-                gpuprep::cpu::pca::inverse_transform(&model, x.view())?
-            } else {
-                gpuprep::cpu::pca::transform(&model, x.view())?
-            };
-            y.mapv(|v| v as f32)
-        }
-    };
-    io::write_npy_matrix(&a.output, y.view())?;
-    eprintln!("wrote {} ({} x {})", a.output.display(), y.nrows(), y.ncols());
+    let mut inputs = steps::paths(&a.inputs);
+    inputs.push(&a.model);
+    io::check_outputs("transform", &inputs, &[&a.output])?;
+    let model = Pipeline::load(&a.model)?;
+    let read = a.format.options("transform", &a.inputs, NonFinite::Reject)?;
+    let mut ds = Dataset::open(&a.inputs, &read)?;
+    let gpu = steps::device(a.stream.device);
+    let dtype = a.dtype.map_or(ds.dtype(), DtypeArg::dtype);
+    let mut out = io::OutputSet::new();
+    let (rows, cols) = steps::transform_into(
+        &mut out, &a.output, &model, &mut ds, a.inverse, dtype, &gpu, &a.stream,
+    )?;
+    out.commit()?;
+    eprintln!("wrote {} ({rows} x {cols}, {dtype:?})", a.output.display());
     Ok(())
 }

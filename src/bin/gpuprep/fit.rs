@@ -1,0 +1,45 @@
+//! `gpuprep fit`: fit a preprocessing pipeline on one or more files (streamed)
+//! and save the model.
+
+use std::path::PathBuf;
+
+use gpuprep::io::{self, NonFinite};
+use gpuprep::stream::Dataset;
+
+use crate::common::{InputFormat, StreamArgs};
+use crate::steps::{self, StepArgs};
+
+/// Fits standardize / PCA / whitening on a data set (several files are one data
+/// set, their rows in order; read in chunks, never whole) and saves the model as
+/// one .npz readable by numpy, with the accumulated state, so `gpuprep merge`
+/// can combine models fitted on parts.
+#[derive(clap::Args)]
+pub struct FitArgs {
+    /// Input .npy or .csv files (finite values only).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    format: InputFormat,
+    /// The model file (.npz).
+    #[arg(short, long, value_name = "MODEL.npz")]
+    output: PathBuf,
+    #[command(flatten)]
+    steps: StepArgs,
+    #[command(flatten)]
+    stream: StreamArgs,
+}
+
+pub fn run(a: FitArgs) -> gpuprep::Result<()> {
+    io::check_outputs("fit", &steps::paths(&a.inputs), &[&a.output])?;
+    let options = a.steps.options();
+    options.validate()?;
+    let read = a.format.options("fit", &a.inputs, NonFinite::Reject)?;
+    let mut ds = Dataset::open(&a.inputs, &read)?;
+    let gpu = steps::device(a.stream.device);
+    let model = steps::fit(&mut ds, &options, &gpu, &a.stream)?;
+    let mut out = io::OutputSet::new();
+    out.write_with(&a.output, |tmp| model.save(tmp))?;
+    out.commit()?;
+    eprintln!("wrote {}: {}", a.output.display(), steps::describe(&model));
+    Ok(())
+}

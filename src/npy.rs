@@ -1,0 +1,527 @@
+//! Streaming `.npy` input and output: a 2-D f32 or f64 array read in row
+//! ranges and written row range by row range, so a file of any size passes
+//! through a bounded amount of memory.
+//!
+//! [`NpyReader`] parses the header (format versions 1 to 3; `<f4`, `<f8`,
+//! `>f4`, `>f8`; C or Fortran order), checks the file holds all the data it
+//! promises, and reads any row range into a row-major buffer of f32 or f64: a
+//! C-order range is one contiguous read, a Fortran-order range one read per
+//! column. [`NpyWriter`] writes the header of a known shape, then rows in
+//! order, and refuses to finish with fewer rows than promised.
+//!
+//! An f64 file read as f32 is rounded, and a finite value beyond f32's range
+//! is an error (never a silent infinity); reading f32 as f64 is exact.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+use crate::error::{Error, Result};
+use crate::host::HostFloat;
+
+/// The element type of a `.npy` file gpuprep reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    /// 32-bit IEEE float.
+    F32,
+    /// 64-bit IEEE float.
+    F64,
+}
+
+impl Dtype {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F64 => 8,
+        }
+    }
+
+    fn descr(self) -> &'static str {
+        match self {
+            Dtype::F32 => "<f4",
+            Dtype::F64 => "<f8",
+        }
+    }
+}
+
+/// An element type of [`NpyReader`] and [`NpyWriter`] buffers: f32 or f64.
+pub trait NpyFloat: HostFloat + bytemuck::Pod {
+    /// Its dtype.
+    const DTYPE: Dtype;
+}
+
+impl NpyFloat for f32 {
+    const DTYPE: Dtype = Dtype::F32;
+}
+
+impl NpyFloat for f64 {
+    const DTYPE: Dtype = Dtype::F64;
+}
+
+/// What a `.npy` header says about the array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NpyHeader {
+    /// Element type.
+    pub dtype: Dtype,
+    /// Byte order of the elements.
+    pub big_endian: bool,
+    /// Column-major (`fortran_order: True`).
+    pub fortran: bool,
+    /// (rows, cols); a 1-D array of n is one row of n.
+    pub shape: (usize, usize),
+    /// Byte offset of the first element.
+    pub data_offset: u64,
+}
+
+impl NpyHeader {
+    /// Bytes of data the header promises.
+    pub fn data_bytes(&self) -> Option<u64> {
+        (self.shape.0 as u64)
+            .checked_mul(self.shape.1 as u64)?
+            .checked_mul(self.dtype.size() as u64)
+    }
+}
+
+fn bad(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Parse {
+        path: path.to_path_buf(),
+        line: None,
+        reason: reason.into(),
+    }
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Parses a `.npy` header from the start of a file (`bytes` holds at least the
+/// whole header; more is fine). `path` names the file in errors.
+///
+/// # Errors
+/// [`Error::Parse`] for anything but a 1-D or 2-D f32/f64 array with a
+/// well-formed header.
+pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<NpyHeader> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(bad(path, "not a .npy file (no \\x93NUMPY magic)"));
+    }
+    let major = bytes[6];
+    let (len, start) = match major {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
+        2 | 3 => {
+            if bytes.len() < 12 {
+                return Err(bad(path, "truncated .npy header"));
+            }
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12usize,
+            )
+        }
+        v => {
+            return Err(bad(
+                path,
+                format!(".npy format version {v} is not supported (1 to 3 are)"),
+            ))
+        }
+    };
+    let end = start
+        .checked_add(len)
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| bad(path, "truncated .npy header"))?;
+    let text =
+        std::str::from_utf8(&bytes[start..end]).map_err(|_| bad(path, "the .npy header is not text"))?;
+    let dict = text.trim_end_matches(['\n', ' ', '\0']).trim();
+    let dict = dict
+        .strip_prefix('{')
+        .and_then(|d| d.strip_suffix('}'))
+        .ok_or_else(|| bad(path, format!("the .npy header is not a dict: {dict:?}")))?;
+    let value = |key: &str| -> Result<&str> {
+        let k1 = format!("'{key}':");
+        let k2 = format!("\"{key}\":");
+        let at = dict
+            .find(&k1)
+            .map(|i| i + k1.len())
+            .or_else(|| dict.find(&k2).map(|i| i + k2.len()))
+            .ok_or_else(|| bad(path, format!("the .npy header has no {key:?}")))?;
+        Ok(dict[at..].trim_start())
+    };
+    let descr = value("descr")?;
+    let quote = descr.chars().next().filter(|c| *c == '\'' || *c == '"');
+    let descr = quote
+        .and_then(|q| descr[1..].split(q).next())
+        .ok_or_else(|| bad(path, "the .npy header's descr is not a string"))?;
+    let (dtype, big_endian) = match descr {
+        "<f4" | "=f4" | "f4" => (Dtype::F32, false),
+        ">f4" => (Dtype::F32, true),
+        "<f8" | "=f8" | "f8" | "<d" => (Dtype::F64, false),
+        ">f8" => (Dtype::F64, true),
+        other => {
+            return Err(bad(
+                path,
+                format!("dtype {other:?}: gpuprep reads f32 (<f4) and f64 (<f8) arrays"),
+            ))
+        }
+    };
+    let fortran = {
+        let v = value("fortran_order")?;
+        if v.starts_with("True") {
+            true
+        } else if v.starts_with("False") {
+            false
+        } else {
+            return Err(bad(path, "the .npy header's fortran_order is not True or False"));
+        }
+    };
+    let shape_text = value("shape")?;
+    let shape_text = shape_text
+        .strip_prefix('(')
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| bad(path, "the .npy header's shape is not a tuple"))?;
+    let dims: Vec<usize> = shape_text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_end_matches('L').parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| {
+            bad(
+                path,
+                format!("the .npy shape ({shape_text}) is not a tuple of integers"),
+            )
+        })?;
+    let shape = match dims[..] {
+        [n] => (1, n),
+        [r, c] => (r, c),
+        _ => {
+            return Err(bad(
+                path,
+                format!("a {}-D array: gpuprep reads 1-D and 2-D arrays", dims.len()),
+            ))
+        }
+    };
+    let header = NpyHeader {
+        dtype,
+        big_endian,
+        fortran,
+        shape,
+        data_offset: end as u64,
+    };
+    if header.data_bytes().is_none() {
+        return Err(bad(path, format!("shape {shape:?} overflows")));
+    }
+    Ok(header)
+}
+
+/// A `.npy` file open for reading row ranges.
+#[derive(Debug)]
+pub struct NpyReader {
+    path: PathBuf,
+    file: File,
+    header: NpyHeader,
+    scratch: Vec<u8>,
+}
+
+impl NpyReader {
+    /// Opens `path`, parses its header and checks that the file holds all the
+    /// data the header promises.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be read; [`Error::Parse`] for a header
+    /// gpuprep does not read (see [`parse_header`]) or a truncated file.
+    pub fn open(path: &Path) -> Result<NpyReader> {
+        let mut file = File::open(path).map_err(io(path))?;
+        let mut head = vec![0u8; 4096];
+        let mut got = 0;
+        while got < head.len() {
+            let n = file.read(&mut head[got..]).map_err(io(path))?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        head.truncate(got);
+        // A version 2/3 header may be longer than 4 KiB.
+        if got >= 12 && head.starts_with(b"\x93NUMPY") && head[6] >= 2 {
+            let len = u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize;
+            if len + 12 > got && len < (64 << 20) {
+                let mut more = vec![0u8; len + 12 - got];
+                file.read_exact(&mut more)
+                    .map_err(|_| bad(path, "truncated .npy header"))?;
+                head.extend(more);
+            }
+        }
+        let header = parse_header(path, &head)?;
+        let len = file.metadata().map_err(io(path))?.len();
+        let need = header.data_offset + header.data_bytes().unwrap_or(u64::MAX);
+        if len < need {
+            return Err(bad(
+                path,
+                format!(
+                    "truncated: the header promises {} x {} {:?} ({need} bytes with the header), the file has {len}",
+                    header.shape.0, header.shape.1, header.dtype
+                ),
+            ));
+        }
+        Ok(NpyReader {
+            path: path.to_path_buf(),
+            file,
+            header,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The header.
+    pub fn header(&self) -> &NpyHeader {
+        &self.header
+    }
+
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.header.shape.0
+    }
+
+    /// Columns.
+    pub fn cols(&self) -> usize {
+        self.header.shape.1
+    }
+
+    /// The file's element type.
+    pub fn dtype(&self) -> Dtype {
+        self.header.dtype
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads rows `start .. start + out.nrows()` into `out` (row-major, the
+    /// file's column count), converting to `T`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a range past the end or a buffer of the
+    /// wrong shape; [`Error::Io`] on a read error; [`Error::Parse`] for an f64
+    /// value beyond f32's range when `T` is f32.
+    pub fn read_rows<T: NpyFloat>(&mut self, start: usize, mut out: ArrayViewMut2<T>) -> Result<()> {
+        let (count, cols) = out.dim();
+        let (rows, fcols) = self.header.shape;
+        if cols != fcols || start.checked_add(count).is_none_or(|e| e > rows) {
+            return Err(Error::invalid(
+                "npy read",
+                format!(
+                    "rows {start}..{} x {cols} of a {rows} x {fcols} file",
+                    start.saturating_add(count)
+                ),
+            ));
+        }
+        if count == 0 || cols == 0 {
+            return Ok(());
+        }
+        let out = out
+            .as_slice_mut()
+            .ok_or_else(|| Error::invalid("npy read", "the buffer must be row-major and contiguous"))?;
+        let size = self.header.dtype.size();
+        let bytes = count * cols * size;
+        self.scratch.resize(bytes, 0);
+        let base = self.header.data_offset;
+        if !self.header.fortran {
+            let at = base + (start * cols * size) as u64;
+            self.file.seek(SeekFrom::Start(at)).map_err(io(&self.path))?;
+            self.file.read_exact(&mut self.scratch).map_err(io(&self.path))?;
+        } else {
+            // Column j holds rows 0..rows contiguously: one read per column,
+            // transposed into row-major order below.
+            let mut col = vec![0u8; count * size];
+            for j in 0..cols {
+                let at = base + ((j * rows + start) * size) as u64;
+                self.file.seek(SeekFrom::Start(at)).map_err(io(&self.path))?;
+                self.file.read_exact(&mut col).map_err(io(&self.path))?;
+                for i in 0..count {
+                    let dst = (i * cols + j) * size;
+                    self.scratch[dst..dst + size].copy_from_slice(&col[i * size..(i + 1) * size]);
+                }
+            }
+        }
+        convert(
+            &self.path,
+            &self.scratch,
+            self.header.dtype,
+            self.header.big_endian,
+            start,
+            cols,
+            out,
+        )
+    }
+}
+
+/// Decodes `bytes` (elements of `dtype` in the given byte order) into `out`.
+fn convert<T: NpyFloat>(
+    path: &Path,
+    bytes: &[u8],
+    dtype: Dtype,
+    big_endian: bool,
+    first_row: usize,
+    cols: usize,
+    out: &mut [T],
+) -> Result<()> {
+    match dtype {
+        Dtype::F32 => {
+            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                let b = [b[0], b[1], b[2], b[3]];
+                let v = if big_endian {
+                    f32::from_be_bytes(b)
+                } else {
+                    f32::from_le_bytes(b)
+                };
+                *o = T::from_f64(f64::from(v));
+            }
+        }
+        Dtype::F64 => {
+            for (k, (o, b)) in out.iter_mut().zip(bytes.chunks_exact(8)).enumerate() {
+                let b = [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
+                let v = if big_endian {
+                    f64::from_be_bytes(b)
+                } else {
+                    f64::from_le_bytes(b)
+                };
+                let t = T::from_f64(v);
+                if T::DTYPE == Dtype::F32 && v.is_finite() && !t.to_f64().is_finite() {
+                    return Err(bad(
+                        path,
+                        format!(
+                            "element [{}, {}] = {v:e} is beyond the range of f32 (largest {:e})",
+                            first_row + k / cols.max(1),
+                            k % cols.max(1),
+                            f32::MAX
+                        ),
+                    ));
+                }
+                *o = t;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes a 2-D C-order `.npy` of a shape known up front, rows in order.
+#[derive(Debug)]
+pub struct NpyWriter<W: Write> {
+    w: W,
+    dtype: Dtype,
+    rows: usize,
+    cols: usize,
+    written: usize,
+    buf: Vec<u8>,
+}
+
+/// The bytes of a version 1 (or, for a long shape, 2) `.npy` header, padded so
+/// the data starts at a multiple of 64 bytes.
+pub fn header_bytes(dtype: Dtype, rows: usize, cols: usize) -> Vec<u8> {
+    let dict = format!(
+        "{{'descr': '{}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}",
+        dtype.descr()
+    );
+    let v1 = dict.len() + 1 + 10 <= u16::MAX as usize;
+    let prefix = if v1 { 10 } else { 12 };
+    let total = (prefix + dict.len() + 1).next_multiple_of(64);
+    let len = total - prefix;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(b"\x93NUMPY");
+    if v1 {
+        out.extend_from_slice(&[1, 0]);
+        out.extend_from_slice(&(len as u16).to_le_bytes());
+    } else {
+        out.extend_from_slice(&[2, 0]);
+        out.extend_from_slice(&(len as u32).to_le_bytes());
+    }
+    out.extend_from_slice(dict.as_bytes());
+    out.resize(total - 1, b' ');
+    out.push(b'\n');
+    out
+}
+
+impl<W: Write> NpyWriter<W> {
+    /// Writes the header of a `rows x cols` array of `dtype` to `w`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming `path` (the file `w` writes, for messages).
+    pub fn new(mut w: W, path: &Path, dtype: Dtype, rows: usize, cols: usize) -> Result<Self> {
+        w.write_all(&header_bytes(dtype, rows, cols)).map_err(io(path))?;
+        Ok(NpyWriter {
+            w,
+            dtype,
+            rows,
+            cols,
+            written: 0,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Appends rows (any layout), converting to the file's dtype. With an f32
+    /// file, a finite value beyond f32's range is an error, never infinity.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for rows of the wrong width or past the
+    /// promised count; [`Error::Parse`]-free: [`Error::InvalidArgument`] for an
+    /// out-of-range value; [`Error::Io`] on a write error.
+    pub fn write_rows<T: NpyFloat>(&mut self, path: &Path, x: ArrayView2<T>) -> Result<()> {
+        let (n, d) = x.dim();
+        if d != self.cols || self.written + n > self.rows {
+            return Err(Error::invalid(
+                "npy write",
+                format!(
+                    "{n} x {d} rows after {} of a {} x {} file",
+                    self.written, self.rows, self.cols
+                ),
+            ));
+        }
+        self.buf.clear();
+        match self.dtype {
+            Dtype::F32 => {
+                for (k, v) in x.iter().enumerate() {
+                    let w = v.to_f64();
+                    let f = w as f32;
+                    if w.is_finite() && f.is_infinite() {
+                        return Err(Error::invalid(
+                            "npy write",
+                            format!(
+                                "{}: element [{}, {}] = {w:e} is beyond the range of f32; write f64 (--dtype f64)",
+                                path.display(),
+                                self.written + k / d.max(1),
+                                k % d.max(1)
+                            ),
+                        ));
+                    }
+                    self.buf.extend_from_slice(&f.to_le_bytes());
+                }
+            }
+            Dtype::F64 => {
+                for v in x.iter() {
+                    self.buf.extend_from_slice(&v.to_f64().to_le_bytes());
+                }
+            }
+        }
+        self.w.write_all(&self.buf).map_err(io(path))?;
+        self.written += n;
+        Ok(())
+    }
+
+    /// Checks that every promised row was written and returns the writer.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when rows are missing.
+    pub fn finish(self) -> Result<W> {
+        if self.written != self.rows {
+            return Err(Error::invalid(
+                "npy write",
+                format!("{} of {} rows written", self.written, self.rows),
+            ));
+        }
+        Ok(self.w)
+    }
+}

@@ -1,0 +1,633 @@
+//! Fitting and applying [`Pipeline`]s: on the CPU's fast path
+//! ([`crate::host`]) or on the GPU, in memory or streamed from files of any
+//! size ([`fit_dataset`], [`transform_dataset`]).
+//!
+//! A fit accumulates a [`PipelineState`] chunk by chunk ([`PipelineState::partial_fit`]
+//! on the CPU, [`PipelineState::partial_fit_gpu`] on the GPU) and finishes
+//! with [`Pipeline::from_state`]: the eigendecomposition runs once, on the
+//! merged covariance, so a streamed fit is the fit of the whole data set
+//! (scikit-learn's `IncrementalPCA` updates an approximate SVD chunk by chunk
+//! instead, and its result depends on the chunking). States of disjoint parts
+//! merge ([`PipelineState::merge`]): the all-reduce of a data-parallel job, where
+//! Dask, Ray or Spark run one gpuprep per partition, save each fitted model
+//! (its state travels with it) and merge the small states.
+//!
+//! Precision: data stays in its own type on the CPU (an f64 file is computed
+//! from f64). On the GPU, which computes in f32, f64 data has a per-column
+//! shift (the data set's first row) subtracted in f64 on the host before it is
+//! rounded to f32, and added back in f64 to the results, so data on a large
+//! offset keeps its digits.
+
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, Zip};
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::host::{self, HostFloat};
+use crate::matrix::GpuMatrix;
+use crate::model::moments::{CoMoments, ColumnMoments};
+use crate::model::pipeline::{Pipeline, PipelineOptions, PipelineState, TransformParts};
+use crate::npy::{Dtype, NpyWriter};
+use crate::ops::{self, ColumnStats, ColumnStatsOptions, CovarianceOptions, MatmulOptions};
+use crate::stream::Dataset;
+
+const OP: &str = "pipeline";
+
+fn check_cols(what: &'static str, want: usize, got: usize) -> Result<()> {
+    if want != got {
+        return Err(Error::shape(
+            what,
+            format!("{want} columns"),
+            format!("{got} columns"),
+        ));
+    }
+    Ok(())
+}
+
+impl PipelineState {
+    /// Accumulates the rows of `x` on the CPU's fast path, in `x`'s own type.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for rows of another width.
+    pub fn partial_fit<T: HostFloat>(&mut self, x: ArrayView2<T>) -> Result<()> {
+        check_cols(OP, self.dim(), x.ncols())?;
+        if x.nrows() == 0 {
+            return Ok(());
+        }
+        self.moments.merge(&host::column_moments(x))?;
+        if let Some(c) = &mut self.comoments {
+            c.merge(&host::comoments(x))?;
+        }
+        Ok(())
+    }
+
+    /// Accumulates the rows of `x` on the GPU: column statistics and (with a
+    /// PCA step) the covariance in one submit, read back once (`5 x D` and
+    /// `D x D` values) and merged in f64. `shift`, when given, is what the
+    /// host subtracted from each column before the data became f32 (it is
+    /// added back to the means, minima and maxima).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for rows of another width or a shift of
+    /// another length; the ops' errors.
+    pub fn partial_fit_gpu(
+        &mut self,
+        gpu: &Gpu,
+        x: &GpuMatrix,
+        shift: Option<ArrayView1<f64>>,
+    ) -> Result<()> {
+        let d = self.dim();
+        check_cols(OP, d, x.cols())?;
+        if let Some(s) = shift {
+            check_cols(OP, d, s.len())?;
+        }
+        let n = x.rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let with_cov = self.comoments.is_some();
+        let mut stats = ColumnStats::uninit(gpu, d)?;
+        let both = GpuMatrix::uninit(gpu, 5 + if with_cov { d } else { 0 }, d)?;
+        gpu.run(OP, |e| {
+            ops::encode_column_stats_into(gpu, e, x, &mut stats, &ColumnStatsOptions::default())?;
+            e.copy_buffer_to_buffer(
+                stats.buffer.buffer(),
+                stats.buffer.offset(),
+                both.buffer(),
+                0,
+                (5 * d * 4) as u64,
+            );
+            if with_cov {
+                let cov = GpuMatrix::uninit(gpu, d, d)?;
+                ops::encode_covariance_into(gpu, e, x, &stats.buffer, &cov, &CovarianceOptions::ddof(0))?;
+                e.copy_buffer_to_buffer(
+                    cov.buffer(),
+                    cov.offset(),
+                    both.buffer(),
+                    (5 * d * 4) as u64,
+                    (d * d * 4) as u64,
+                );
+            }
+            Ok(())
+        })?;
+        let host_both = both.download(gpu)?.mapv(f64::from);
+        let zero = Array1::zeros(d);
+        let shift = shift.map_or(zero.view(), |s| s);
+        let row = |r: usize| &host_both.row(r) + &shift;
+        let mean = row(0);
+        // M2 from the std (ddof 0), which stays finite when the variance
+        // itself is beyond f32's range.
+        let std = host_both.row(2).to_owned();
+        let m = ColumnMoments {
+            count: n as u64,
+            m2: std.mapv(|v| v * v * n as f64),
+            min: row(3),
+            max: row(4),
+            mean: mean.clone(),
+        };
+        self.moments.merge(&m)?;
+        if let Some(c) = &mut self.comoments {
+            let cov = host_both.slice(ndarray::s![5.., ..]);
+            let chunk = CoMoments {
+                count: n as u64,
+                mean,
+                comoment: cov.mapv(|v| v * n as f64),
+            };
+            c.merge(&chunk)?;
+        }
+        Ok(())
+    }
+}
+
+impl Pipeline {
+    /// Fits the pipeline on the rows of `x` on the CPU's fast path.
+    ///
+    /// # Errors
+    /// As [`Pipeline::from_state`].
+    pub fn fit<T: HostFloat>(x: ArrayView2<T>, options: &PipelineOptions) -> Result<Pipeline> {
+        options.validate()?;
+        let mut state = PipelineState::new(x.ncols(), options.has_pca());
+        state.partial_fit(x)?;
+        Pipeline::from_state(state, options)
+    }
+
+    /// Fits the pipeline on a matrix on the GPU (statistics and covariance on
+    /// the device, the eigendecomposition on the host).
+    ///
+    /// # Errors
+    /// As [`Pipeline::from_state`], and the ops' errors.
+    pub fn fit_gpu(gpu: &Gpu, x: &GpuMatrix, options: &PipelineOptions) -> Result<Pipeline> {
+        options.validate()?;
+        let mut state = PipelineState::new(x.cols(), options.has_pca());
+        state.partial_fit_gpu(gpu, x, None)?;
+        Pipeline::from_state(state, options)
+    }
+
+    /// Applies the pipeline to the rows of `x` on the CPU's fast path, in `x`'s type.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for rows of another width.
+    pub fn transform<T: HostFloat>(&self, x: ArrayView2<T>) -> Result<Array2<T>> {
+        check_cols(OP, self.n_features(), x.ncols())?;
+        apply_host(&self.transform_parts(), x)
+    }
+
+    /// Maps transformed rows (`output_dim` columns) back to the input space.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for rows of another width.
+    pub fn inverse_transform<T: HostFloat>(&self, y: ArrayView2<T>) -> Result<Array2<T>> {
+        check_cols(OP, self.output_dim(), y.ncols())?;
+        apply_host(&self.inverse_parts(), y)
+    }
+
+    /// Uploads the transform matrices, for [`GpuPipeline::transform`].
+    ///
+    /// # Errors
+    /// The uploads' errors.
+    pub fn to_gpu(&self, gpu: &Gpu) -> Result<GpuPipeline> {
+        Ok(GpuPipeline {
+            forward: GpuParts::upload(gpu, &self.transform_parts())?,
+            inverse: GpuParts::upload(gpu, &self.inverse_parts())?,
+            n_features: self.n_features(),
+            output_dim: self.output_dim(),
+        })
+    }
+}
+
+fn apply_host<T: HostFloat>(parts: &TransformParts, x: ArrayView2<T>) -> Result<Array2<T>> {
+    match parts {
+        TransformParts::Elementwise {
+            center,
+            inv_scale,
+            bias,
+        } => {
+            let zero;
+            let bias = match bias {
+                Some(b) => b,
+                None => {
+                    zero = Array1::zeros(center.len());
+                    &zero
+                }
+            };
+            Ok(Zip::from(&x)
+                .and_broadcast(center)
+                .and_broadcast(inv_scale)
+                .and_broadcast(bias)
+                .par_map_collect(|&v, &c, &i, &b| T::from_f64((v.to_f64() - c) * i + b)))
+        }
+        TransformParts::Product {
+            center,
+            w,
+            scale,
+            bias,
+        } => host::matmul(
+            x,
+            w.view(),
+            &host::MatmulOptions {
+                center: center.as_ref().map(|c| c.view()),
+                scale: scale.as_ref().map(|s| s.view()),
+                bias: bias.as_ref().map(|b| b.view()),
+                ..Default::default()
+            },
+        ),
+    }
+}
+
+/// A pipeline's transform matrices on the GPU.
+#[derive(Debug, Clone)]
+pub struct GpuPipeline {
+    forward: GpuParts,
+    inverse: GpuParts,
+    n_features: usize,
+    output_dim: usize,
+}
+
+#[derive(Debug, Clone)]
+enum GpuParts {
+    /// Statistics whose mean row is the centering and whose std row is the
+    /// divisor, for the standardize kernel.
+    Elementwise(ColumnStats),
+    Product {
+        center: Option<GpuMatrix>,
+        w: GpuMatrix,
+        scale: Option<GpuMatrix>,
+        bias: Option<GpuMatrix>,
+        out_cols: usize,
+    },
+}
+
+fn row(gpu: &Gpu, v: &Array1<f64>) -> Result<GpuMatrix> {
+    GpuMatrix::upload(gpu, v.mapv(|x| x as f32).insert_axis(Axis(0)).view())
+}
+
+impl GpuParts {
+    fn upload(gpu: &Gpu, parts: &TransformParts) -> Result<GpuParts> {
+        Ok(match parts {
+            TransformParts::Elementwise {
+                center,
+                inv_scale,
+                bias,
+            } => {
+                let d = center.len();
+                let div = inv_scale.mapv(|i| 1.0 / i);
+                // (x - c) * i + b = (x - (c - b / i)) / (1 / i)
+                let mean = match bias {
+                    Some(b) => center - &(b / inv_scale),
+                    None => center.clone(),
+                };
+                let mut m = Array2::<f32>::zeros((5, d));
+                m.row_mut(0).assign(&mean.mapv(|v| v as f32));
+                m.row_mut(1).assign(&div.mapv(|v| (v * v) as f32));
+                m.row_mut(2).assign(&div.mapv(|v| v as f32));
+                ColumnStats {
+                    count: 0,
+                    ddof: 0,
+                    buffer: GpuMatrix::upload(gpu, m.view())?,
+                }
+                .into()
+            }
+            TransformParts::Product {
+                center,
+                w,
+                scale,
+                bias,
+            } => GpuParts::Product {
+                center: center.as_ref().map(|c| row(gpu, c)).transpose()?,
+                w: GpuMatrix::upload(gpu, w.mapv(|v| v as f32).view())?,
+                scale: scale.as_ref().map(|s| row(gpu, s)).transpose()?,
+                bias: bias.as_ref().map(|b| row(gpu, b)).transpose()?,
+                out_cols: w.ncols(),
+            },
+        })
+    }
+
+    fn out_cols(&self, in_cols: usize) -> usize {
+        match self {
+            GpuParts::Elementwise(_) => in_cols,
+            GpuParts::Product { out_cols, .. } => *out_cols,
+        }
+    }
+
+    fn encode(&self, gpu: &Gpu, e: &mut wgpu::CommandEncoder, x: &GpuMatrix, out: &GpuMatrix) -> Result<()> {
+        match self {
+            GpuParts::Elementwise(stats) => {
+                ops::encode_standardize_into(gpu, e, x, stats, out, &Default::default())
+            }
+            GpuParts::Product {
+                center,
+                w,
+                scale,
+                bias,
+                ..
+            } => ops::encode_matmul_into(
+                gpu,
+                e,
+                x,
+                w,
+                out,
+                &MatmulOptions {
+                    center: center.as_ref(),
+                    scale: scale.as_ref(),
+                    bias: bias.as_ref(),
+                    ..Default::default()
+                },
+            ),
+        }
+    }
+}
+
+impl From<ColumnStats> for GpuParts {
+    fn from(s: ColumnStats) -> Self {
+        GpuParts::Elementwise(s)
+    }
+}
+
+impl GpuPipeline {
+    /// Input columns.
+    pub fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    /// Output columns.
+    pub fn output_dim(&self) -> usize {
+        self.output_dim
+    }
+
+    /// The transform of `x` (`N x n_features`) as a new matrix, submitted.
+    pub fn transform(&self, gpu: &Gpu, x: &GpuMatrix) -> Result<GpuMatrix> {
+        let out = GpuMatrix::uninit(gpu, x.rows(), self.output_dim)?;
+        gpu.run(OP, |e| self.encode_transform_into(gpu, e, x, &out))?;
+        Ok(out)
+    }
+
+    /// Records the transform of `x` into `out` (`N x output_dim`).
+    pub fn encode_transform_into(
+        &self,
+        gpu: &Gpu,
+        e: &mut wgpu::CommandEncoder,
+        x: &GpuMatrix,
+        out: &GpuMatrix,
+    ) -> Result<()> {
+        check_cols(OP, self.n_features, x.cols())?;
+        self.forward.encode(gpu, e, x, out)
+    }
+
+    /// The inverse transform of `y` (`N x output_dim`) as a new matrix, submitted.
+    pub fn inverse_transform(&self, gpu: &Gpu, y: &GpuMatrix) -> Result<GpuMatrix> {
+        let out = GpuMatrix::uninit(gpu, y.rows(), self.n_features)?;
+        gpu.run(OP, |e| self.encode_inverse_transform_into(gpu, e, y, &out))?;
+        Ok(out)
+    }
+
+    /// Records the inverse transform of `y` into `out` (`N x n_features`).
+    pub fn encode_inverse_transform_into(
+        &self,
+        gpu: &Gpu,
+        e: &mut wgpu::CommandEncoder,
+        y: &GpuMatrix,
+        out: &GpuMatrix,
+    ) -> Result<()> {
+        check_cols(OP, self.output_dim, y.cols())?;
+        self.inverse.encode(gpu, e, y, out)
+    }
+}
+
+/// Where streamed work runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Device<'a> {
+    /// The CPU's fast path.
+    Cpu,
+    /// This GPU.
+    Gpu(&'a Gpu),
+}
+
+/// Reports progress of a streamed pass: called with rows done and rows in all.
+pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
+
+/// f64 rows minus `shift`, as f32 (for the GPU), refusing values beyond f32's range.
+fn shifted_f32(x: ArrayView2<f64>, shift: &Array1<f64>) -> Result<Array2<f32>> {
+    let y = Zip::from(&x)
+        .and_broadcast(shift)
+        .par_map_collect(|&v, &s| (v - s) as f32);
+    if let Some(((i, j), _)) = y
+        .indexed_iter()
+        .find(|(ij, v)| v.is_infinite() && x[*ij].is_finite())
+    {
+        return Err(Error::invalid(
+            OP,
+            format!("row {i}, column {j}: {:e} minus the column's shift ({:e}) is beyond the range of f32, in which the GPU computes", x[[i, j]], shift[j]),
+        ));
+    }
+    Ok(y)
+}
+
+/// Accumulates a data set into `state`, chunk by chunk, on `device`.
+///
+/// # Errors
+/// The readers', the ops' and the state's errors.
+pub fn accumulate_dataset(
+    state: &mut PipelineState,
+    ds: &mut Dataset,
+    device: Device,
+    chunk_rows: usize,
+    progress: Progress,
+) -> Result<()> {
+    check_cols(OP, state.dim(), ds.cols())?;
+    let total = ds.rows();
+    match (device, ds.dtype()) {
+        (Device::Cpu, Dtype::F32) => ds.for_each_chunk::<f32>(chunk_rows, |at, c| {
+            state.partial_fit(c)?;
+            progress(at + c.nrows(), total);
+            Ok(())
+        }),
+        (Device::Cpu, Dtype::F64) => ds.for_each_chunk::<f64>(chunk_rows, |at, c| {
+            state.partial_fit(c)?;
+            progress(at + c.nrows(), total);
+            Ok(())
+        }),
+        (Device::Gpu(gpu), Dtype::F32) => ds.for_each_chunk::<f32>(chunk_rows, |at, c| {
+            let xg = GpuMatrix::upload(gpu, c)?;
+            state.partial_fit_gpu(gpu, &xg, None)?;
+            progress(at + c.nrows(), total);
+            Ok(())
+        }),
+        (Device::Gpu(gpu), Dtype::F64) => {
+            let shift = ds.first_row()?.unwrap_or_else(|| Array1::zeros(ds.cols()));
+            ds.for_each_chunk::<f64>(chunk_rows, |at, c| {
+                let xg = GpuMatrix::upload(gpu, shifted_f32(c, &shift)?.view())?;
+                state.partial_fit_gpu(gpu, &xg, Some(shift.view()))?;
+                progress(at + c.nrows(), total);
+                Ok(())
+            })
+        }
+    }
+}
+
+/// Fits a pipeline on a data set streamed chunk by chunk.
+///
+/// # Errors
+/// As [`accumulate_dataset`] and [`Pipeline::from_state`].
+pub fn fit_dataset(
+    ds: &mut Dataset,
+    options: &PipelineOptions,
+    device: Device,
+    chunk_rows: usize,
+    progress: Progress,
+) -> Result<Pipeline> {
+    options.validate()?;
+    let mut state = PipelineState::new(ds.cols(), options.has_pca());
+    accumulate_dataset(&mut state, ds, device, chunk_rows, progress)?;
+    Pipeline::from_state(state, options)
+}
+
+/// Column moments of a data set streamed chunk by chunk (NaN propagates as in numpy).
+///
+/// # Errors
+/// The readers' and the ops' errors.
+pub fn moments_dataset(
+    ds: &mut Dataset,
+    device: Device,
+    chunk_rows: usize,
+    progress: Progress,
+) -> Result<ColumnMoments> {
+    let mut state = PipelineState::new(ds.cols(), false);
+    accumulate_dataset(&mut state, ds, device, chunk_rows, progress)?;
+    Ok(state.moments)
+}
+
+/// Streams a data set through a pipeline (forward, or `inverse`) into `out`,
+/// chunk by chunk; `T` is the output's element type.
+///
+/// # Errors
+/// The readers', the ops' and the writer's errors.
+#[allow(clippy::too_many_arguments)]
+pub fn transform_dataset<W: std::io::Write>(
+    model: &Pipeline,
+    ds: &mut Dataset,
+    inverse: bool,
+    device: Device,
+    chunk_rows: usize,
+    out: &mut NpyWriter<W>,
+    out_path: &std::path::Path,
+    progress: Progress,
+) -> Result<()> {
+    let (want, cols_out) = if inverse {
+        (model.output_dim(), model.n_features())
+    } else {
+        (model.n_features(), model.output_dim())
+    };
+    check_cols(OP, want, ds.cols())?;
+    let total = ds.rows();
+    match device {
+        Device::Cpu => match ds.dtype() {
+            Dtype::F32 => ds.for_each_chunk::<f32>(chunk_rows, |at, c| {
+                let y = if inverse {
+                    model.inverse_transform(c)?
+                } else {
+                    model.transform(c)?
+                };
+                out.write_rows(out_path, y.view())?;
+                progress(at + c.nrows(), total);
+                Ok(())
+            }),
+            Dtype::F64 => ds.for_each_chunk::<f64>(chunk_rows, |at, c| {
+                let y = if inverse {
+                    model.inverse_transform(c)?
+                } else {
+                    model.transform(c)?
+                };
+                out.write_rows(out_path, y.view())?;
+                progress(at + c.nrows(), total);
+                Ok(())
+            }),
+        },
+        Device::Gpu(gpu) => {
+            let g = model.to_gpu(gpu)?;
+            let parts = if inverse { &g.inverse } else { &g.forward };
+            let run = |x: &GpuMatrix| -> Result<GpuMatrix> {
+                let y = GpuMatrix::uninit(gpu, x.rows(), parts.out_cols(x.cols()))?;
+                gpu.run(OP, |e| parts.encode(gpu, e, x, &y))?;
+                Ok(y)
+            };
+            debug_assert_eq!(parts.out_cols(want), cols_out);
+            match ds.dtype() {
+                Dtype::F32 => ds.for_each_chunk::<f32>(chunk_rows, |at, c| {
+                    let y = run(&GpuMatrix::upload(gpu, c)?)?.download(gpu)?;
+                    out.write_rows(out_path, y.view())?;
+                    progress(at + c.nrows(), total);
+                    Ok(())
+                }),
+                Dtype::F64 => {
+                    // Subtract the f64 centering on the host, then the GPU
+                    // computes from zero-centred f32 data.
+                    let (host_center, host_bias, gpu_parts) = host_centered(model, inverse, gpu)?;
+                    ds.for_each_chunk::<f64>(chunk_rows, |at, c| {
+                        let xs = shifted_f32(c, &host_center)?;
+                        let xg = GpuMatrix::upload(gpu, xs.view())?;
+                        let y = GpuMatrix::uninit(gpu, xg.rows(), gpu_parts.out_cols(xg.cols()))?;
+                        gpu.run(OP, |e| gpu_parts.encode(gpu, e, &xg, &y))?;
+                        let mut y = y.download(gpu)?.mapv(f64::from);
+                        if let Some(b) = &host_bias {
+                            y += b;
+                        }
+                        out.write_rows(out_path, y.view())?;
+                        progress(at + c.nrows(), total);
+                        Ok(())
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// For f64 data on the GPU: the transform's centering (subtracted on the host
+/// in f64 before the data becomes f32), its bias (added on the host in f64 to
+/// the GPU's result), and the rest of the transform, on the GPU.
+fn host_centered(
+    model: &Pipeline,
+    inverse: bool,
+    gpu: &Gpu,
+) -> Result<(Array1<f64>, Option<Array1<f64>>, GpuParts)> {
+    let parts = if inverse {
+        model.inverse_parts()
+    } else {
+        model.transform_parts()
+    };
+    let (center, bias, rest) = match parts {
+        TransformParts::Elementwise {
+            center,
+            inv_scale,
+            bias,
+        } => {
+            let zero = Array1::zeros(center.len());
+            (
+                center,
+                bias,
+                TransformParts::Elementwise {
+                    center: zero,
+                    inv_scale,
+                    bias: None,
+                },
+            )
+        }
+        TransformParts::Product {
+            center,
+            w,
+            scale,
+            bias,
+        } => {
+            let k = w.nrows();
+            (
+                center.unwrap_or_else(|| Array1::zeros(k)),
+                bias,
+                TransformParts::Product {
+                    center: None,
+                    w,
+                    scale,
+                    bias: None,
+                },
+            )
+        }
+    };
+    Ok((center, bias, GpuParts::upload(gpu, &rest)?))
+}

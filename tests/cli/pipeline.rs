@@ -1,0 +1,262 @@
+//! `fit`, `merge`, `transform` and `preprocess` end to end: streamed in tiny
+//! chunks against one chunk, three processes' fits merged against one fit of
+//! the whole file, dtypes kept, inverse transforms, and refusals.
+
+use std::path::Path;
+use std::process::Output;
+
+use ndarray::{s, Array2};
+
+use super::{bin, tmpdir};
+
+fn ok(out: Output) -> Output {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn gpuprep(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn data(n: usize, d: usize) -> Array2<f64> {
+    let z = crate::common::normal(n, d, 0.0, 1.0, 99).mapv(f64::from);
+    Array2::from_shape_fn((n, d), |(i, j)| {
+        100.0 * j as f64 + z[[i, j]] * (1.0 + j as f64) + 0.5 * z[[i, 0]]
+    })
+}
+
+fn max_rel(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
+    let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max) / scale
+}
+
+const STEPS: &[&[&str]] = &[
+    &["--scale", "--pca", "3"],
+    &["--pca", "0.9", "--whiten", "zca"],
+    &["--center", "--whiten", "pca", "--convention", "sklearn"],
+    &[],
+];
+
+#[test]
+fn three_processes_merged_transform_like_one_fit() {
+    let dir = tmpdir("merge");
+    let x = data(1001, 5);
+    ndarray_npy::write_npy(dir.join("x.npy"), &x).unwrap();
+    // Three unequal parts, each fitted in its own process.
+    // (Two rows for the smallest: scikit-learn's ddof 1 needs more than one to fit alone.)
+    let parts = [0..2, 2..320, 320..1001];
+    for (k, r) in parts.iter().enumerate() {
+        ndarray_npy::write_npy(
+            dir.join(format!("x{k}.npy")),
+            &x.slice(s![r.clone(), ..]).to_owned(),
+        )
+        .unwrap();
+    }
+    for (si, steps) in STEPS.iter().enumerate() {
+        for device in ["cpu", "gpu"] {
+            let whole = dir.join(format!("whole{si}{device}.npz"));
+            let w = p(&whole);
+            let xin = p(&dir.join("x.npy"));
+            let mut args = vec!["fit", "-q", "--device", device, "-o", &w, &xin];
+            args.extend_from_slice(steps);
+            ok(gpuprep(&args));
+            let mut models = Vec::new();
+            for k in 0..3 {
+                let m = p(&dir.join(format!("m{si}{device}{k}.npz")));
+                let input = p(&dir.join(format!("x{k}.npy")));
+                let mut args = vec!["fit", "-q", "--device", device, "-o", &m, &input];
+                args.extend_from_slice(steps);
+                ok(gpuprep(&args));
+                models.push(m);
+            }
+            let merged = p(&dir.join(format!("merged{si}{device}.npz")));
+            let mut args = vec!["merge", "-o", &merged];
+            args.extend(models.iter().map(String::as_str));
+            ok(gpuprep(&args));
+            let (ya, yb) = (p(&dir.join("ya.npy")), p(&dir.join("yb.npy")));
+            let input = p(&dir.join("x.npy"));
+            ok(gpuprep(&[
+                "transform",
+                "-q",
+                "--device",
+                "cpu",
+                "--model",
+                &w,
+                "-o",
+                &ya,
+                &input,
+            ]));
+            ok(gpuprep(&[
+                "transform",
+                "-q",
+                "--device",
+                "cpu",
+                "--model",
+                &merged,
+                "-o",
+                &yb,
+                &input,
+            ]));
+            let a: Array2<f64> = ndarray_npy::read_npy(&ya).unwrap();
+            let b: Array2<f64> = ndarray_npy::read_npy(&yb).unwrap();
+            let tol = if device == "cpu" { 1e-9 } else { 1e-4 };
+            assert!(max_rel(&b, &a) < tol, "{steps:?} {device}: {:e}", max_rel(&b, &a));
+        }
+    }
+}
+
+#[test]
+fn tiny_chunks_equal_one_chunk_and_dtypes_are_kept() {
+    let dir = tmpdir("chunks");
+    let x = data(203, 6);
+    ndarray_npy::write_npy(dir.join("x64.npy"), &x).unwrap();
+    ndarray_npy::write_npy(dir.join("x32.npy"), &x.mapv(|v| v as f32)).unwrap();
+    for device in ["cpu", "gpu"] {
+        for steps in STEPS {
+            let run = |input: &str, chunk: &str, out: &Path| {
+                let o = p(out);
+                let i = p(&dir.join(input));
+                let mut args = vec![
+                    "preprocess",
+                    "-q",
+                    "--device",
+                    device,
+                    "--chunk-rows",
+                    chunk,
+                    "-o",
+                    &o,
+                    &i,
+                ];
+                args.extend_from_slice(steps);
+                ok(gpuprep(&args));
+            };
+            run("x64.npy", "7", &dir.join("a.npy"));
+            run("x64.npy", "100000", &dir.join("b.npy"));
+            let a: Array2<f64> = ndarray_npy::read_npy(dir.join("a.npy")).unwrap();
+            let b: Array2<f64> = ndarray_npy::read_npy(dir.join("b.npy")).unwrap();
+            let tol = if device == "cpu" { 1e-10 } else { 1e-4 };
+            assert!(max_rel(&a, &b) < tol, "{device} {steps:?}: {:e}", max_rel(&a, &b));
+            // f32 in, f32 out.
+            run("x32.npy", "7", &dir.join("c.npy"));
+            let c: Array2<f32> = ndarray_npy::read_npy(dir.join("c.npy")).unwrap();
+            assert_eq!(c.dim(), a.dim());
+        }
+    }
+    // --dtype changes the output's type.
+    let o = p(&dir.join("d.npy"));
+    let i = p(&dir.join("x64.npy"));
+    ok(gpuprep(&[
+        "preprocess",
+        "-q",
+        "--device",
+        "cpu",
+        "--dtype",
+        "f32",
+        "-o",
+        &o,
+        &i,
+    ]));
+    let _: Array2<f32> = ndarray_npy::read_npy(dir.join("d.npy")).unwrap();
+}
+
+#[test]
+fn inverse_transform_and_several_inputs() {
+    let dir = tmpdir("inverse");
+    let x = data(150, 4);
+    ndarray_npy::write_npy(dir.join("a.npy"), &x.slice(s![..60, ..]).to_owned()).unwrap();
+    ndarray_npy::write_npy(dir.join("b.npy"), &x.slice(s![60.., ..]).to_owned()).unwrap();
+    let (a, b, m, y, back) = (
+        p(&dir.join("a.npy")),
+        p(&dir.join("b.npy")),
+        p(&dir.join("m.npz")),
+        p(&dir.join("y.npy")),
+        p(&dir.join("back.npy")),
+    );
+    for device in ["cpu", "gpu"] {
+        ok(gpuprep(&[
+            "fit", "-q", "--device", device, "--scale", "--whiten", "zca", "-o", &m, &a, &b,
+        ]));
+        ok(gpuprep(&[
+            "transform",
+            "-q",
+            "--device",
+            device,
+            "--model",
+            &m,
+            "-o",
+            &y,
+            &a,
+            &b,
+        ]));
+        ok(gpuprep(&[
+            "transform",
+            "-q",
+            "--device",
+            device,
+            "--inverse",
+            "--model",
+            &m,
+            "-o",
+            &back,
+            &y,
+        ]));
+        let got: Array2<f64> = ndarray_npy::read_npy(&back).unwrap();
+        let tol = if device == "cpu" { 1e-10 } else { 1e-5 };
+        assert!(max_rel(&got, &x) < tol, "{device}: {:e}", max_rel(&got, &x));
+    }
+}
+
+#[test]
+fn refusals() {
+    let dir = tmpdir("refuse");
+    let x = data(20, 3);
+    ndarray_npy::write_npy(dir.join("x.npy"), &x).unwrap();
+    ndarray_npy::write_npy(dir.join("w.npy"), &data(20, 4)).unwrap();
+    let (xi, wi, m1, m2, m3, o) = (
+        p(&dir.join("x.npy")),
+        p(&dir.join("w.npy")),
+        p(&dir.join("m1.npz")),
+        p(&dir.join("m2.npz")),
+        p(&dir.join("m3.npz")),
+        p(&dir.join("o.npz")),
+    );
+    ok(gpuprep(&[
+        "fit", "-q", "--device", "cpu", "--pca", "2", "-o", &m1, &xi,
+    ]));
+    ok(gpuprep(&[
+        "fit", "-q", "--device", "cpu", "--pca", "3", "-o", &m2, &xi,
+    ]));
+    ok(gpuprep(&[
+        "fit", "-q", "--device", "cpu", "--pca", "2", "-o", &m3, &wi,
+    ]));
+    let fails = |args: &[&str], want: &str| {
+        let out = gpuprep(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{want:?} not in {err}");
+    };
+    fails(&["merge", "-o", &o, &m1, &m2], "other steps");
+    fails(&["merge", "-o", &o, &m1, &m3], "columns");
+    fails(&["fit", "-q", "-o", &o, &xi, &wi], "columns");
+    fails(&["transform", "-q", "--model", &m1, "-o", &o, &wi], "columns");
+    fails(
+        &[
+            "fit",
+            "-q",
+            "--pca",
+            "4",
+            "--convention",
+            "sklearn",
+            "-o",
+            &o,
+            &xi,
+        ],
+        "n_components",
+    );
+    fails(&["fit", "-q", "-o", &xi, &xi], "input");
+    assert!(!dir.join("o.npz").exists());
+}

@@ -1,0 +1,383 @@
+//! Fitted pipelines (standardize, PCA, whitening): in memory against the f64
+//! twins, streamed and merged against the one-shot fit, GPU against CPU, the
+//! conventions' rules, and the .npz round trip.
+
+mod common;
+
+use std::path::Path;
+
+use common::{gpu, normal};
+use gpuprep::model::pipeline::TransformParts;
+use gpuprep::npy::Dtype;
+use gpuprep::pipeline::{accumulate_dataset, fit_dataset, Device};
+use gpuprep::stream::Dataset;
+use gpuprep::{
+    cpu, Convention, Error, GpuMatrix, NComponents, Pipeline, PipelineOptions, PipelineState, Whitening,
+};
+use ndarray::{s, Array1, Array2, Axis};
+
+/// Correlated columns on different scales and offsets.
+fn data(n: usize, d: usize, seed: u64) -> Array2<f64> {
+    let z = normal(n, d, 0.0, 1.0, seed).mapv(f64::from);
+    let mix = Array2::from_shape_fn(
+        (d, d),
+        |(i, j)| if i <= j { 1.0 / (1.0 + (j - i) as f64) } else { 0.0 },
+    );
+    let mut x = z.dot(&mix);
+    for (j, mut c) in x.columns_mut().into_iter().enumerate() {
+        c.mapv_inplace(|v| 10.0 * j as f64 + v * (1.0 + j as f64));
+    }
+    x
+}
+
+fn max_abs(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
+    assert_eq!(a.dim(), b.dim());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+fn opts(center: bool, scale: bool, pca: Option<NComponents>, whitening: Whitening) -> PipelineOptions {
+    PipelineOptions {
+        center,
+        scale,
+        pca,
+        whitening,
+        ..Default::default()
+    }
+}
+
+/// The f64 twin of a pipeline: standardize by the twin's statistics, then the
+/// twin's PCA on the standardized data.
+fn twin(x: &Array2<f64>, o: &PipelineOptions) -> Array2<f64> {
+    let st = cpu::column_stats(x.view(), 0).unwrap();
+    let mut z = x.clone();
+    for (j, mut c) in z.columns_mut().into_iter().enumerate() {
+        let m = if o.center { st.mean[j] } else { 0.0 };
+        let d = if o.scale {
+            gpuprep::model::standardize::column_scale(st.std[j], st.mean[j])
+        } else {
+            1.0
+        };
+        c.mapv_inplace(|v| (v - m) / d);
+    }
+    match o.pca_options() {
+        None => z,
+        Some(po) => {
+            let m = cpu::pca::fit(z.view(), &po).unwrap();
+            cpu::pca::transform(&m, z.view()).unwrap()
+        }
+    }
+}
+
+const CASES: &[(bool, bool, Option<NComponents>, Whitening)] = &[
+    (true, false, None, Whitening::None),
+    (false, true, None, Whitening::None),
+    (true, true, None, Whitening::None),
+    (false, false, Some(NComponents::Count(3)), Whitening::None),
+    (true, true, Some(NComponents::Count(3)), Whitening::None),
+    (false, true, Some(NComponents::Fraction(0.9)), Whitening::Pca),
+    (true, true, None, Whitening::Zca),
+    (false, false, None, Whitening::Pca),
+];
+
+#[test]
+fn one_pass_fit_matches_the_twin_step_by_step() {
+    let x = data(500, 6, 1);
+    for &(center, scale, pca, whitening) in CASES {
+        let o = opts(center, scale, pca, whitening);
+        let model = Pipeline::fit(x.view(), &o).unwrap();
+        let got = model.transform(x.view()).unwrap();
+        let want = twin(&x, &o);
+        let err = max_abs(&got, &want);
+        assert!(err < 1e-9, "{o:?}: {err:e}");
+        assert_eq!(model.output_dim(), want.ncols());
+        // Inverse: exact with all components, a projection otherwise.
+        let back = model.inverse_transform(got.view()).unwrap();
+        if model.output_dim() == 6 || model.pca.is_none() {
+            assert!(
+                max_abs(&back, &x) < 1e-8,
+                "{o:?}: inverse {:e}",
+                max_abs(&back, &x)
+            );
+        } else {
+            let again = model.transform(back.view()).unwrap();
+            assert!(max_abs(&again, &got) < 1e-8, "{o:?}: projection");
+        }
+    }
+}
+
+#[test]
+fn streamed_and_merged_fits_equal_the_one_shot_fit() {
+    let x = data(1003, 5, 2);
+    let o = opts(true, true, Some(NComponents::Fraction(0.95)), Whitening::Zca);
+    let whole = Pipeline::fit(x.view(), &o).unwrap();
+    // Chunks of 7 rows (1003 = 143 * 7 + 2), f32 and f64.
+    let mut state = PipelineState::new(5, true);
+    for c in x.axis_chunks_iter(Axis(0), 7) {
+        state.partial_fit(c).unwrap();
+    }
+    let streamed = Pipeline::from_state(state, &o).unwrap();
+    let err = max_abs(
+        &streamed.transform(x.view()).unwrap(),
+        &whole.transform(x.view()).unwrap(),
+    );
+    assert!(err < 1e-9, "streamed: {err:e}");
+    // Three unequal parts fitted apart and merged (one of a single row).
+    let parts = [0..1, 1..400, 400..1003];
+    let mut merged = PipelineState::new(5, true);
+    for r in parts {
+        let m = Pipeline::fit(
+            x.slice(s![r, ..]).to_owned().view(),
+            &opts(true, true, None, Whitening::Pca),
+        )
+        .unwrap();
+        merged.merge(&m.state).unwrap();
+    }
+    let merged = Pipeline::from_state(merged, &o).unwrap();
+    let err = max_abs(
+        &merged.transform(x.view()).unwrap(),
+        &whole.transform(x.view()).unwrap(),
+    );
+    assert!(err < 1e-9, "merged: {err:e}");
+    assert_eq!(merged.state.count(), 1003);
+    // States of different widths or steps do not merge.
+    let mut a = PipelineState::new(5, true);
+    assert!(a.merge(&PipelineState::new(4, true)).is_err());
+    assert!(a.merge(&PipelineState::new(5, false)).is_err());
+}
+
+#[test]
+fn gpu_fit_and_transform_match_the_cpu() {
+    let g = gpu();
+    let x = data(777, 9, 3);
+    let xf = x.mapv(|v| v as f32);
+    let xg = GpuMatrix::upload(g, xf.view()).unwrap();
+    for &(center, scale, pca, whitening) in CASES {
+        let o = opts(center, scale, pca, whitening);
+        let cpu_model = Pipeline::fit(x.view(), &o).unwrap();
+        let gpu_model = Pipeline::fit_gpu(g, &xg, &o).unwrap();
+        let a = cpu_model.transform(x.view()).unwrap();
+        let b = gpu_model
+            .to_gpu(g)
+            .unwrap()
+            .transform(g, &xg)
+            .unwrap()
+            .download(g)
+            .unwrap()
+            .mapv(f64::from);
+        let scale_ = a.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let err = max_abs(&a, &b) / scale_;
+        assert!(err < 2e-4, "{o:?}: {err:e}");
+        // The GPU inverse.
+        let gp = gpu_model.to_gpu(g).unwrap();
+        let yg = gp.transform(g, &xg).unwrap();
+        let back = gp
+            .inverse_transform(g, &yg)
+            .unwrap()
+            .download(g)
+            .unwrap()
+            .mapv(f64::from);
+        let want = gpu_model
+            .inverse_transform(gpu_model.transform(x.view()).unwrap().view())
+            .unwrap();
+        let err = max_abs(&back, &want) / want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(err < 1e-4, "{o:?}: inverse {err:e}");
+    }
+}
+
+#[test]
+fn f64_data_keeps_its_digits_on_both_paths() {
+    // 1e6 + 0.1 N(0, 1): rounded to f32 first, the variance is 4% off.
+    let x = normal(4000, 3, 0.0, 0.1, 4).mapv(|v| 1.0e6 + f64::from(v));
+    let want = cpu::column_stats(x.view(), 0).unwrap();
+    let o = opts(true, true, Some(NComponents::All), Whitening::None);
+    for device in [Device::Cpu, Device::Gpu(gpu())] {
+        let mut ds = Dataset::from_array(Path::new("x"), x.clone(), Dtype::F64);
+        let model = fit_dataset(&mut ds, &o, device, 333, &mut |_, _| {}).unwrap();
+        let s = model.standardizer.as_ref().unwrap();
+        let tol = if matches!(device, Device::Cpu) { 1e-9 } else { 1e-5 };
+        for j in 0..3 {
+            let rel = (s.var[j] - want.var[j]).abs() / want.var[j];
+            assert!(rel < tol, "{device:?} column {j}: var rel {rel:e}");
+            assert!((s.mean[j] - want.mean[j]).abs() < 1e-6, "{device:?}: mean");
+        }
+    }
+}
+
+#[test]
+fn sklearn_convention_rules() {
+    // Explained variance / (n - 1); a fraction strictly passed; whitening
+    // divides by sqrt(S) clipped at machine epsilon.
+    let x = data(200, 4, 5);
+    let mut o = opts(false, false, Some(NComponents::All), Whitening::Pca);
+    o.convention = Convention::Sklearn;
+    let m = Pipeline::fit(x.view(), &o).unwrap();
+    let p = m.pca.as_ref().unwrap();
+    let lecture = Pipeline::fit(
+        x.view(),
+        &opts(false, false, Some(NComponents::All), Whitening::Pca),
+    )
+    .unwrap();
+    let pl = lecture.pca.as_ref().unwrap();
+    for k in 0..4 {
+        let r = p.explained_variance[k] / pl.explained_variance[k];
+        assert!((r - 200.0 / 199.0).abs() < 1e-12, "ratio {r}");
+    }
+    let y = m.transform(x.view()).unwrap();
+    let cov = cpu::covariance(y.view(), 1).unwrap();
+    for i in 0..4 {
+        assert!(
+            (cov[[i, i]] - 1.0).abs() < 1e-9,
+            "unit variance with ddof 1: {}",
+            cov[[i, i]]
+        );
+    }
+    // n_components above min(N, D) is an error under sklearn only.
+    let small = data(3, 4, 6);
+    let mut o4 = opts(false, false, Some(NComponents::Count(4)), Whitening::None);
+    assert!(Pipeline::fit(small.view(), &o4).is_ok());
+    o4.convention = Convention::Sklearn;
+    assert!(matches!(
+        Pipeline::fit(small.view(), &o4),
+        Err(Error::InvalidArgument { .. })
+    ));
+    // A fraction of 1.0 is the lecture's "all"; scikit-learn refuses it.
+    let mut of = opts(false, false, Some(NComponents::Fraction(1.0)), Whitening::None);
+    assert!(Pipeline::fit(x.view(), &of).is_ok());
+    of.convention = Convention::Sklearn;
+    assert!(Pipeline::fit(x.view(), &of).is_err());
+}
+
+#[test]
+fn fraction_tie_follows_each_convention() {
+    // Eigenvalues 3, 1 (ratios 0.75, 0.25): a fraction of exactly 0.75 keeps
+    // one component for the lecture (reaches it) and two for scikit-learn
+    // (does not pass it).
+    let x = ndarray::array![
+        [3.0f64.sqrt(), 0.0],
+        [-(3.0f64.sqrt()), 0.0],
+        [0.0, 1.0],
+        [0.0, -1.0]
+    ];
+    for (conv, want) in [(Convention::Lecture, 1), (Convention::Sklearn, 2)] {
+        let mut o = opts(false, false, Some(NComponents::Fraction(0.75)), Whitening::None);
+        o.convention = conv;
+        let m = Pipeline::fit(x.view(), &o).unwrap();
+        assert_eq!(m.output_dim(), want, "{conv:?}");
+    }
+}
+
+#[test]
+fn rank_deficient_whitening_stays_finite() {
+    // Column 2 = column 0 + column 1: one zero eigenvalue.
+    let mut x = data(100, 3, 7);
+    let c2 = &x.column(0) + &x.column(1);
+    x.column_mut(2).assign(&c2);
+    for (conv, w) in [
+        (Convention::Lecture, Whitening::Pca),
+        (Convention::Sklearn, Whitening::Pca),
+        (Convention::Lecture, Whitening::Zca),
+        (Convention::Sklearn, Whitening::Zca),
+    ] {
+        let mut o = opts(true, true, None, w);
+        o.convention = conv;
+        let m = Pipeline::fit(x.view(), &o).unwrap();
+        let y = m.transform(x.view()).unwrap();
+        assert!(y.iter().all(|v| v.is_finite()), "{conv:?} {w:?}");
+    }
+}
+
+#[test]
+fn save_load_round_trip_and_pca_model_files() {
+    let dir = std::env::temp_dir().join(format!("gpuprep-pipeline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let x = data(300, 5, 8);
+    for &(center, scale, pca, whitening) in CASES {
+        let mut o = opts(center, scale, pca, whitening);
+        o.convention = Convention::Sklearn;
+        o.pca = o.pca.map(|p| match p {
+            NComponents::Fraction(_) => NComponents::Fraction(0.8),
+            p => p,
+        });
+        let m = Pipeline::fit(x.view(), &o).unwrap();
+        let path = dir.join("m.npz");
+        m.save(&path).unwrap();
+        let back = Pipeline::load(&path).unwrap();
+        assert_eq!(back.options, m.options);
+        assert_eq!(back.state, m.state);
+        let err = max_abs(
+            &back.transform(x.view()).unwrap(),
+            &m.transform(x.view()).unwrap(),
+        );
+        assert_eq!(err, 0.0, "{o:?}");
+    }
+    // A PCA model saved on its own loads as a one-step pipeline.
+    let pm = cpu::pca::fit(x.view(), &gpuprep::PcaOptions::default()).unwrap();
+    let path = dir.join("pca.npz");
+    pm.save(&path).unwrap();
+    let p = Pipeline::load(&path).unwrap();
+    let err = max_abs(
+        &p.transform(x.view()).unwrap(),
+        &cpu::pca::transform(&pm, x.view()).unwrap(),
+    );
+    assert!(err < 1e-9);
+    // Garbage is an error.
+    std::fs::write(dir.join("bad.npz"), b"not a zip").unwrap();
+    assert!(Pipeline::load(&dir.join("bad.npz")).is_err());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn transform_parts_fold_the_steps_into_one_operation() {
+    let x = data(50, 4, 9);
+    let m = Pipeline::fit(
+        x.view(),
+        &opts(true, true, Some(NComponents::Count(2)), Whitening::Pca),
+    )
+    .unwrap();
+    match m.transform_parts() {
+        TransformParts::Product {
+            w,
+            center,
+            scale,
+            bias,
+        } => {
+            assert_eq!(w.dim(), (4, 2));
+            assert!(center.is_some() && scale.is_some() && bias.is_none());
+        }
+        other => panic!("{other:?}"),
+    }
+    let m = Pipeline::fit(x.view(), &opts(true, true, None, Whitening::None)).unwrap();
+    assert!(matches!(m.transform_parts(), TransformParts::Elementwise { .. }));
+}
+
+#[test]
+fn bad_options_and_data_are_errors() {
+    let x = data(10, 3, 10);
+    assert!(Pipeline::fit(x.view(), &opts(false, false, None, Whitening::None)).is_err());
+    let mut nan = x.clone();
+    nan[[3, 1]] = f64::NAN;
+    assert!(matches!(
+        Pipeline::fit(nan.view(), &PipelineOptions::default()),
+        Err(Error::NonFinite { .. })
+    ));
+    let m = Pipeline::fit(x.view(), &PipelineOptions::default()).unwrap();
+    assert!(m.transform(Array2::<f64>::zeros((2, 4)).view()).is_err());
+    let _ = Array1::<f64>::zeros(1);
+}
+
+#[test]
+fn streamed_gpu_fit_matches_cpu() {
+    let x = data(2001, 6, 11);
+    let o = opts(true, true, Some(NComponents::Count(4)), Whitening::Pca);
+    let mut a = PipelineState::new(6, true);
+    let mut ds = Dataset::from_array(Path::new("x"), x.clone(), Dtype::F32);
+    accumulate_dataset(&mut a, &mut ds, Device::Gpu(gpu()), 250, &mut |_, _| {}).unwrap();
+    let ma = Pipeline::from_state(a, &o).unwrap();
+    let mb = Pipeline::fit(x.mapv(|v| v as f32).view(), &o).unwrap();
+    let pa = ma.pca.as_ref().unwrap();
+    let pb = mb.pca.as_ref().unwrap();
+    for k in 0..4 {
+        let rel = (pa.explained_variance[k] - pb.explained_variance[k]).abs() / pb.explained_variance[k];
+        assert!(rel < 1e-4, "component {k}: {rel:e}");
+    }
+}
