@@ -92,6 +92,30 @@ impl GpuMatrix {
         Ok(m)
     }
 
+    /// Overwrites the matrix with `x` (same shape, any layout) through
+    /// `Queue::write_buffer`: the write lands before the next submit, after
+    /// every submit before it, so a matrix still read by submitted work can be
+    /// refilled for the next (streaming reuses two input matrices so).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for another shape; a buffer without `COPY_DST`.
+    pub fn write(&self, gpu: &Gpu, x: ArrayView2<f32>) -> Result<()> {
+        self.check_device(gpu, "GpuMatrix::write")?;
+        if x.dim() != self.shape() {
+            return Err(Error::shape(
+                "GpuMatrix::write",
+                format!("{} x {}", self.rows, self.cols),
+                format!("{} x {}", x.nrows(), x.ncols()),
+            ));
+        }
+        let mut start = 0;
+        for b in self.blocks.iter() {
+            gpu.write_rows(&b.buffer, b.offset, x.slice(s![start..start + b.rows, ..]))?;
+            start += b.rows;
+        }
+        Ok(())
+    }
+
     /// A new matrix whose contents are unspecified (zeros, in practice).
     pub fn uninit(gpu: &Gpu, rows: usize, cols: usize) -> Result<GpuMatrix> {
         gpu.check_alive()?;

@@ -64,7 +64,8 @@ impl PipelineState {
     /// PCA step) the covariance in one submit, read back once (`5 x D` and
     /// `D x D` values) and merged in f64. `shift`, when given, is what the
     /// host subtracted from each column before the data became f32 (it is
-    /// added back to the means, minima and maxima).
+    /// added back to the means, minima and maxima). The same as
+    /// [`PipelineState::submit_fit_gpu`] then [`PipelineState::finish_fit_gpu`].
     ///
     /// # Errors
     /// [`Error::ShapeMismatch`] for rows of another width or a shift of
@@ -75,14 +76,32 @@ impl PipelineState {
         x: &GpuMatrix,
         shift: Option<ArrayView1<f64>>,
     ) -> Result<()> {
+        let pending = self.submit_fit_gpu(gpu, x, shift)?;
+        self.finish_fit_gpu(gpu, pending)
+    }
+
+    /// Records and submits the GPU work of [`PipelineState::partial_fit_gpu`]
+    /// without waiting for it: a streamed fit submits chunk `k + 1` before it
+    /// reads chunk `k`'s results back, so the GPU works while the host reads
+    /// the file and merges.
+    ///
+    /// # Errors
+    /// As [`PipelineState::partial_fit_gpu`].
+    pub fn submit_fit_gpu(
+        &self,
+        gpu: &Gpu,
+        x: &GpuMatrix,
+        shift: Option<ArrayView1<f64>>,
+    ) -> Result<PendingFit> {
         let d = self.dim();
         check_cols(OP, d, x.cols())?;
         if let Some(s) = shift {
             check_cols(OP, d, s.len())?;
         }
         let n = x.rows();
+        let shift = shift.map(|s| s.to_owned());
         if n == 0 {
-            return Ok(());
+            return Ok(PendingFit { both: None, n, shift });
         }
         let with_cov = self.comoments.is_some();
         let mut stats = ColumnStats::uninit(gpu, d)?;
@@ -109,9 +128,26 @@ impl PipelineState {
             }
             Ok(())
         })?;
+        Ok(PendingFit {
+            both: Some(both),
+            n,
+            shift,
+        })
+    }
+
+    /// Reads back the results of [`PipelineState::submit_fit_gpu`] (waiting
+    /// for them) and merges them into this state.
+    ///
+    /// # Errors
+    /// The readback's and the merge's errors.
+    pub fn finish_fit_gpu(&mut self, gpu: &Gpu, pending: PendingFit) -> Result<()> {
+        let d = self.dim();
+        let n = pending.n;
+        let Some(both) = pending.both else {
+            return Ok(());
+        };
         let host_both = both.download(gpu)?.mapv(f64::from);
-        let zero = Array1::zeros(d);
-        let shift = shift.map_or(zero.view(), |s| s);
+        let shift = pending.shift.unwrap_or_else(|| Array1::zeros(d));
         let row = |r: usize| &host_both.row(r) + &shift;
         let mean = row(0);
         // M2 from the std (ddof 0), which stays finite when the variance
@@ -135,6 +171,48 @@ impl PipelineState {
             c.merge(&chunk)?;
         }
         Ok(())
+    }
+}
+
+/// A chunk's fit submitted to the GPU, not yet read back
+/// ([`PipelineState::submit_fit_gpu`]).
+#[derive(Debug)]
+pub struct PendingFit {
+    both: Option<GpuMatrix>,
+    n: usize,
+    shift: Option<Array1<f64>>,
+}
+
+/// Two input matrices of `rows x cols` reused in turn by a streamed GPU pass
+/// (a chunk's upload lands after the previous submit, so while chunk `k`
+/// computes, chunk `k + 1` is being read and written into the other one).
+struct Inputs {
+    bufs: [Option<GpuMatrix>; 2],
+    next: usize,
+}
+
+impl Inputs {
+    fn new() -> Inputs {
+        Inputs {
+            bufs: [None, None],
+            next: 0,
+        }
+    }
+
+    /// Uploads `x` into the next buffer (grown when needed) and returns its view.
+    fn upload(&mut self, gpu: &Gpu, x: ArrayView2<f32>) -> Result<GpuMatrix> {
+        let (n, d) = x.dim();
+        let slot = &mut self.bufs[self.next];
+        self.next = 1 - self.next;
+        if slot.as_ref().is_none_or(|b| b.rows() < n || b.cols() != d) {
+            *slot = Some(GpuMatrix::uninit(gpu, n, d)?);
+        }
+        let Some(buf) = slot.as_ref() else {
+            return Err(Error::invalid(OP, "no input buffer"));
+        };
+        let view = buf.row_range(0..n)?;
+        view.write(gpu, x)?;
+        Ok(view)
     }
 }
 
@@ -445,20 +523,34 @@ pub fn accumulate_dataset(
             progress(at + c.nrows(), total);
             Ok(())
         }),
-        (Device::Gpu(gpu), Dtype::F32) => ds.for_each_chunk::<f32>(chunk_rows, |at, c| {
-            let xg = GpuMatrix::upload(gpu, c)?;
-            state.partial_fit_gpu(gpu, &xg, None)?;
-            progress(at + c.nrows(), total);
+        (Device::Gpu(gpu), dtype) => {
+            // Chunk k + 1 is submitted before chunk k is read back.
+            let mut inputs = Inputs::new();
+            let mut pending: Option<(PendingFit, usize)> = None;
+            let mut step =
+                |state: &mut PipelineState, at: usize, x: ArrayView2<f32>, shift: Option<ArrayView1<f64>>| {
+                    let xg = inputs.upload(gpu, x)?;
+                    let next = state.submit_fit_gpu(gpu, &xg, shift)?;
+                    if let Some((p, done)) = pending.replace((next, at + x.nrows())) {
+                        state.finish_fit_gpu(gpu, p)?;
+                        progress(done, total);
+                    }
+                    Ok::<(), Error>(())
+                };
+            match dtype {
+                Dtype::F32 => ds.for_each_chunk::<f32>(chunk_rows, |at, c| step(state, at, c, None))?,
+                Dtype::F64 => {
+                    let shift = ds.first_row()?.unwrap_or_else(|| Array1::zeros(ds.cols()));
+                    ds.for_each_chunk::<f64>(chunk_rows, |at, c| {
+                        step(state, at, shifted_f32(c, &shift)?.view(), Some(shift.view()))
+                    })?
+                }
+            }
+            if let Some((p, done)) = pending {
+                state.finish_fit_gpu(gpu, p)?;
+                progress(done, total);
+            }
             Ok(())
-        }),
-        (Device::Gpu(gpu), Dtype::F64) => {
-            let shift = ds.first_row()?.unwrap_or_else(|| Array1::zeros(ds.cols()));
-            ds.for_each_chunk::<f64>(chunk_rows, |at, c| {
-                let xg = GpuMatrix::upload(gpu, shifted_f32(c, &shift)?.view())?;
-                state.partial_fit_gpu(gpu, &xg, Some(shift.view()))?;
-                progress(at + c.nrows(), total);
-                Ok(())
-            })
         }
     }
 }
@@ -542,40 +634,48 @@ pub fn transform_dataset<W: std::io::Write>(
             }),
         },
         Device::Gpu(gpu) => {
-            let g = model.to_gpu(gpu)?;
-            let parts = if inverse { &g.inverse } else { &g.forward };
-            let run = |x: &GpuMatrix| -> Result<GpuMatrix> {
-                let y = GpuMatrix::uninit(gpu, x.rows(), parts.out_cols(x.cols()))?;
-                gpu.run(OP, |e| parts.encode(gpu, e, x, &y))?;
-                Ok(y)
+            // f64 data: the centering is subtracted and the bias added on the
+            // host in f64; the GPU computes the rest from f32. f32 data: all
+            // on the GPU. Chunk k + 1 is submitted before chunk k is read back.
+            let f64_data = ds.dtype() == Dtype::F64;
+            let (host_center, host_bias, parts) = if f64_data {
+                let (c, b, p) = host_centered(model, inverse, gpu)?;
+                (Some(c), b, p)
+            } else {
+                let g = model.to_gpu(gpu)?;
+                (None, None, if inverse { g.inverse } else { g.forward })
             };
             debug_assert_eq!(parts.out_cols(want), cols_out);
-            match ds.dtype() {
-                Dtype::F32 => ds.for_each_chunk::<f32>(chunk_rows, |at, c| {
-                    let y = run(&GpuMatrix::upload(gpu, c)?)?.download(gpu)?;
-                    out.write_rows(out_path, y.view())?;
-                    progress(at + c.nrows(), total);
-                    Ok(())
-                }),
-                Dtype::F64 => {
-                    // Subtract the f64 centering on the host, then the GPU
-                    // computes from zero-centred f32 data.
-                    let (host_center, host_bias, gpu_parts) = host_centered(model, inverse, gpu)?;
-                    ds.for_each_chunk::<f64>(chunk_rows, |at, c| {
-                        let xs = shifted_f32(c, &host_center)?;
-                        let xg = GpuMatrix::upload(gpu, xs.view())?;
-                        let y = GpuMatrix::uninit(gpu, xg.rows(), gpu_parts.out_cols(xg.cols()))?;
-                        gpu.run(OP, |e| gpu_parts.encode(gpu, e, &xg, &y))?;
-                        let mut y = y.download(gpu)?.mapv(f64::from);
-                        if let Some(b) = &host_bias {
-                            y += b;
-                        }
-                        out.write_rows(out_path, y.view())?;
-                        progress(at + c.nrows(), total);
-                        Ok(())
-                    })
+            let mut inputs = Inputs::new();
+            let mut pending: Option<(GpuMatrix, usize)> = None;
+            let mut drain = |out: &mut NpyWriter<W>, y: GpuMatrix, done: usize| -> Result<()> {
+                let y = y.download(gpu)?;
+                match &host_bias {
+                    Some(b) => out.write_rows(out_path, (y.mapv(f64::from) + b).view())?,
+                    None => out.write_rows(out_path, y.view())?,
                 }
+                progress(done, total);
+                Ok(())
+            };
+            let mut step = |out: &mut NpyWriter<W>, at: usize, x: ArrayView2<f32>| -> Result<()> {
+                let xg = inputs.upload(gpu, x)?;
+                let y = GpuMatrix::uninit(gpu, xg.rows(), parts.out_cols(xg.cols()))?;
+                gpu.run(OP, |e| parts.encode(gpu, e, &xg, &y))?;
+                if let Some((prev, done)) = pending.replace((y, at + x.nrows())) {
+                    drain(out, prev, done)?;
+                }
+                Ok(())
+            };
+            match &host_center {
+                None => ds.for_each_chunk::<f32>(chunk_rows, |at, c| step(out, at, c))?,
+                Some(center) => ds.for_each_chunk::<f64>(chunk_rows, |at, c| {
+                    step(out, at, shifted_f32(c, center)?.view())
+                })?,
             }
+            if let Some((prev, done)) = pending {
+                drain(out, prev, done)?;
+            }
+            Ok(())
         }
     }
 }

@@ -8,11 +8,19 @@ use gpuprep::{Convention, GpuMatrix, NComponents, Pipeline, PipelineOptions, Whi
 use ndarray::{Array1, Array2};
 
 fn load2(name: &str) -> Array2<f64> {
-    ndarray_npy::read_npy(format!("{}/tests/data/sklearn/{name}.npy", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    ndarray_npy::read_npy(format!(
+        "{}/tests/data/sklearn/{name}.npy",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 fn load1(name: &str) -> Array1<f64> {
-    ndarray_npy::read_npy(format!("{}/tests/data/sklearn/{name}.npy", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    ndarray_npy::read_npy(format!(
+        "{}/tests/data/sklearn/{name}.npy",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 fn rel(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
@@ -40,11 +48,23 @@ fn every_case_matches_scikit_learn_on_cpu_and_gpu() {
         ("scaler", sk(true, true, None, Whitening::None)),
         ("center", sk(true, false, None, Whitening::None)),
         ("scale", sk(false, true, None, Whitening::None)),
-        ("pca3", sk(false, false, Some(NComponents::Count(3)), Whitening::None)),
-        ("scaled_pca3", sk(true, true, Some(NComponents::Count(3)), Whitening::None)),
-        ("scaled_pca_frac", sk(true, true, Some(NComponents::Fraction(0.9)), Whitening::None)),
+        (
+            "pca3",
+            sk(false, false, Some(NComponents::Count(3)), Whitening::None),
+        ),
+        (
+            "scaled_pca3",
+            sk(true, true, Some(NComponents::Count(3)), Whitening::None),
+        ),
+        (
+            "scaled_pca_frac",
+            sk(true, true, Some(NComponents::Fraction(0.9)), Whitening::None),
+        ),
         ("whiten_all", sk(false, false, None, Whitening::Pca)),
-        ("scaled_whiten2", sk(true, true, Some(NComponents::Count(2)), Whitening::Pca)),
+        (
+            "scaled_whiten2",
+            sk(true, true, Some(NComponents::Count(2)), Whitening::Pca),
+        ),
     ];
     let g = common::gpu();
     let (mut worst_cpu, mut worst_gpu) = (0.0f64, 0.0f64);
@@ -62,7 +82,10 @@ fn every_case_matches_scikit_learn_on_cpu_and_gpu() {
                 .fold(0.0, f64::max);
             assert!(err < 1e-10, "{name}: explained variance {err:e}");
             let comps = load2(&format!("{name}_components"));
-            assert!(rel(&p.components.t().to_owned(), &comps) < 1e-9, "{name}: components (signs included)");
+            assert!(
+                rel(&p.components.t().to_owned(), &comps) < 1e-9,
+                "{name}: components (signs included)"
+            );
         }
         let y = m.transform(test.view()).unwrap();
         let e = rel(&y, &want);
@@ -76,7 +99,14 @@ fn every_case_matches_scikit_learn_on_cpu_and_gpu() {
         let mg = Pipeline::fit_gpu(g, &trg, &o).unwrap().to_gpu(g).unwrap();
         let yg = mg.transform(g, &teg).unwrap();
         let e = rel(&yg.download(g).unwrap().mapv(f64::from), &want);
-        let ei = rel(&mg.inverse_transform(g, &yg).unwrap().download(g).unwrap().mapv(f64::from), &want_inv);
+        let ei = rel(
+            &mg.inverse_transform(g, &yg)
+                .unwrap()
+                .download(g)
+                .unwrap()
+                .mapv(f64::from),
+            &want_inv,
+        );
         assert!(e < 1e-4 && ei < 1e-5, "{name}: gpu {e:e} / inverse {ei:e}");
         worst_gpu = worst_gpu.max(e).max(ei);
     }
@@ -94,6 +124,10 @@ fn rank_deficient_whitening_and_the_fraction_tie_match_scikit_learn() {
     assert!(rel(&got, &want) < 1e-8, "{:e}", rel(&got, &want));
     let tie = load2("tie");
     let k = load1("tie_n_components")[0] as usize;
-    let m = Pipeline::fit(tie.view(), &sk(false, false, Some(NComponents::Fraction(0.75)), Whitening::None)).unwrap();
+    let m = Pipeline::fit(
+        tie.view(),
+        &sk(false, false, Some(NComponents::Fraction(0.75)), Whitening::None),
+    )
+    .unwrap();
     assert_eq!(m.output_dim(), k);
 }
