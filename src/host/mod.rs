@@ -8,11 +8,11 @@
 //!
 //! | module | computes | how |
 //! | --- | --- | --- |
-//! | [`column_stats`] | [`ColumnMoments`] / [`ColumnSummary`](crate::ColumnSummary) | one read of X: two passes per cache-sized block (sum, then squared deviations, in f64), Chan's merge between blocks |
-//! | [`standardize`] | `(x - mean) / std` | one read and one write, in f64 per element, rounded once |
-//! | [`covariance`] | [`CoMoments`] / covariance | one read of X: blocks shifted by a mean, their lower-triangle products in the input's type (faer), accumulated in f64 |
-//! | [`matmul`] | `act(((x - center) @ w) * scale + bias)` | centred row blocks through faer in the input's type, written into the output in place |
-//! | [`pca`] | fit, transform, inverse transform | [`covariance`], the shared eigendecomposition, [`matmul`] |
+//! | [`column_stats`](mod@column_stats) | [`ColumnMoments`] / [`ColumnSummary`](crate::ColumnSummary) | one read of X: two passes per cache-sized block (sum, then squared deviations, in f64), Chan's merge between blocks |
+//! | [`standardize`](mod@standardize) | `(x - mean) / std` | one read and one write, in f64 per element, rounded once |
+//! | [`covariance`](mod@covariance) | [`CoMoments`] / covariance | one read of X: blocks shifted by a mean, their lower-triangle products in the input's type (faer), accumulated in f64 |
+//! | [`matmul`](mod@matmul) | `act(((x - center) @ w) * scale + bias)` | centred row blocks through faer in the input's type, written into the output in place |
+//! | [`pca`](mod@pca) | fit, transform, inverse transform | [`comoments`], the shared eigendecomposition, [`matmul()`] |
 //!
 //! Accuracy (the bars of DESIGN.md, checked in `tests/host.rs` against the
 //! twins): on f32 data with a large offset (`1e4 + N(0, 1)`) means agree to
