@@ -327,6 +327,13 @@ fn covariance_on_large_offsets() {
         let x = correlated(n, d, 1e4, 16);
         check_covariance(x.view(), 0, 1e-5, "offset 1e4");
     }
+    // Rows that drift (sorted data): each task's shift, a block mean, is far
+    // from the later rows' values, and the covariance still holds.
+    let mut x = normal(50_000, 32, 1e4, 1.0, 24);
+    for (i, mut row) in x.rows_mut().into_iter().enumerate() {
+        row += 20.0 * i as f32 / 50_000.0;
+    }
+    check_covariance(x.view(), 0, 1e-5, "drifting rows");
     // f64 at 1e6 + 0.1 N(0, 1): within 1e-9 of the twin (the data is not rounded to f32).
     let x = normal64(5000, 40, 1e6, 0.1, 17);
     check_covariance(x.view(), 1, 1e-9, "f64 offset 1e6");

@@ -14,7 +14,7 @@ use faer::{Accum, MatMut, MatRef, Par};
 use ndarray::{s, Array2, ArrayView1, ArrayView2};
 use rayon::prelude::*;
 
-use super::{contiguous, dispatch, rows_for, HostFloat};
+use super::{contiguous, dispatch, new_output, rows_for, HostFloat};
 use crate::error::{Error, Result};
 use crate::model::matmul::Activation;
 
@@ -99,7 +99,7 @@ pub fn matmul<T: HostFloat>(
     check_len("scale", options.scale, m)?;
     check_len("bias", options.bias, m)?;
 
-    let mut out = Array2::from_elem((n, m), T::default());
+    let mut out = new_output::<T>(n, m);
     if n == 0 || m == 0 {
         return Ok(out);
     }

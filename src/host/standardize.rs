@@ -11,7 +11,7 @@
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
 use rayon::prelude::*;
 
-use super::{dispatch, rows_for, HostFloat};
+use super::{dispatch, new_output, rows_for, HostFloat};
 use crate::error::{Error, Result};
 use crate::model::standardize::{column_scale, StandardizeOptions};
 use crate::model::stats::ColumnSummary;
@@ -78,7 +78,7 @@ pub fn standardize<T: HostFloat>(
 ) -> Result<Array2<T>> {
     let (n, d) = x.dim();
     let (shift, inv) = coefficients(d, stats, opts)?;
-    let mut out = Array2::from_elem((n, d), T::default());
+    let mut out = new_output::<T>(n, d);
     if n == 0 || d == 0 {
         return Ok(out);
     }

@@ -1,0 +1,214 @@
+//! The fast CPU path (`gpuprep::host`) against the f64 twins, at the shape of
+//! the numpy figures in ANCHORS.md (262144 x 256 f32) and a smaller one.
+//!
+//! `cargo bench --bench host` runs criterion: one group per op, `host` and
+//! `twin` side by side, `Throughput::Bytes` for the memory-bound ops and
+//! floating-point operations as "elements" for the products (`2 N D^2` for the
+//! covariance, as `x.T @ x` is quoted, although only one triangle is computed;
+//! so criterion's `Melem/s` reads as MFLOP/s).
+//!
+//! With `GPUPREP_VS_NUMPY=path.npy` set it instead times the host ops on that
+//! file (f32, N x D) and prints one JSON line per op (median and min in ms over
+//! `GPUPREP_VS_NUMPY_REPS` runs, default 5, and the process's peak RSS); the
+//! ops are `GPUPREP_VS_NUMPY_OPS` (comma-separated, default all). This is
+//! what `scripts/cpu-vs-numpy.py` runs beside numpy on the same data.
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use gpuprep::{cpu, host, PcaOptions, StandardizeOptions, Whitening};
+use ndarray::Array2;
+
+fn data(n: usize, d: usize) -> Array2<f32> {
+    // A cheap deterministic fill (an LCG) with an offset, so setup does not dominate.
+    let mut s = 0x2545F491u32;
+    Array2::from_shape_simple_fn((n, d), || {
+        s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+        100.0 + (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0
+    })
+}
+
+const WHITEN: PcaOptions = PcaOptions {
+    n_components: gpuprep::NComponents::All,
+    whitening: Whitening::Pca,
+    eps: 1e-5,
+    ddof: 0,
+    convention: gpuprep::Convention::Lecture,
+};
+
+/// The ops compared with numpy, each one whole job on `x` (its result dropped).
+const OPS: &[&str] = &["stats", "standardize", "covariance", "pca_whiten"];
+
+fn run_op(op: &str, x: &Array2<f32>) -> gpuprep::Result<()> {
+    match op {
+        // numpy: x.mean(0), x.var(0)
+        "stats" => host::column_stats(x.view(), 0).map(drop),
+        // numpy: (x - x.mean(0)) / x.std(0)
+        "standardize" => {
+            let s = host::column_stats(x.view(), 0)?;
+            host::standardize(x.view(), &s, StandardizeOptions::default()).map(drop)
+        }
+        // numpy: x.T @ x (and the centred Xc.T @ Xc / N)
+        "covariance" => host::covariance(x.view(), 0).map(drop),
+        // numpy: mean, centre, cov, eigh, rotate, divide by sqrt(S + eps)
+        "pca_whiten" => {
+            let m = host::pca::fit(x.view(), &WHITEN)?;
+            host::pca::transform(&m, x.view()).map(drop)
+        }
+        _ => Err(gpuprep::Error::InvalidArgument {
+            op: "bench",
+            reason: format!("unknown op {op:?}: one of {OPS:?}"),
+        }),
+    }
+}
+
+/// Peak resident memory of this process (`VmHWM`), MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// The `GPUPREP_VS_NUMPY` mode (see the module docs).
+fn vs_numpy(path: &str) {
+    let file = std::fs::File::open(path).expect("opening GPUPREP_VS_NUMPY");
+    let x: Array2<f32> =
+        ndarray_npy::ReadNpyExt::read_npy(std::io::BufReader::new(file)).expect("an f32 N x D .npy");
+    let reps: usize = std::env::var("GPUPREP_VS_NUMPY_REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5)
+        .max(1);
+    let ops = std::env::var("GPUPREP_VS_NUMPY_OPS").unwrap_or_else(|_| OPS.join(","));
+    for op in ops.split(',').filter(|o| !o.is_empty()) {
+        let mut times = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            let t = Instant::now();
+            run_op(op, &x).expect("host op");
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        let line = serde_json::json!({
+            "op": op,
+            "shape": [x.nrows(), x.ncols()],
+            "median_ms": times[times.len() / 2],
+            "min_ms": times[0],
+            "reps": reps,
+            "threads": rayon::current_num_threads(),
+            "peak_rss_mib": peak_rss_mib(),
+        });
+        println!("{line}");
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let shapes = [(65_536usize, 256usize), (262_144, 256)];
+    let mut group = c.benchmark_group("host_column_stats");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    for &(n, d) in &shapes {
+        let x = data(n, d);
+        let id = format!("{n}x{d}");
+        group.throughput(Throughput::Bytes((n * d * 4) as u64));
+        group.bench_with_input(BenchmarkId::new("host", &id), &x, |b, x| {
+            b.iter(|| host::column_stats(x.view(), 0).unwrap())
+        });
+        if n <= 65_536 {
+            group.bench_with_input(BenchmarkId::new("twin", &id), &x, |b, x| {
+                b.iter(|| cpu::column_stats(x.view(), 0).unwrap())
+            });
+        }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("host_standardize");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    for &(n, d) in &shapes {
+        let x = data(n, d);
+        let s = host::column_stats(x.view(), 0).unwrap();
+        let id = format!("{n}x{d}");
+        let opts = StandardizeOptions::default();
+        group.throughput(Throughput::Bytes((2 * n * d * 4) as u64));
+        group.bench_with_input(BenchmarkId::new("host", &id), &x, |b, x| {
+            b.iter(|| host::standardize(x.view(), &s, opts).unwrap())
+        });
+        let mut y = x.clone();
+        group.bench_with_input(BenchmarkId::new("host_inplace", &id), &s, |b, s| {
+            b.iter(|| host::standardize_inplace(y.view_mut(), s, opts).unwrap())
+        });
+        if n <= 65_536 {
+            group.bench_with_input(BenchmarkId::new("twin", &id), &x, |b, x| {
+                b.iter(|| cpu::standardize(x.view(), &s, opts).unwrap())
+            });
+        }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("host_covariance");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_secs(1));
+    for &(n, d) in &shapes {
+        let x = data(n, d);
+        let id = format!("{n}x{d}");
+        group.throughput(Throughput::Elements((2 * n * d * d) as u64));
+        group.bench_with_input(BenchmarkId::new("host", &id), &x, |b, x| {
+            b.iter(|| host::covariance(x.view(), 0).unwrap())
+        });
+        if n <= 65_536 {
+            group.bench_with_input(BenchmarkId::new("twin", &id), &x, |b, x| {
+                b.iter(|| cpu::covariance(x.view(), 0).unwrap())
+            });
+        }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("host_pca");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5))
+        .warm_up_time(Duration::from_secs(1));
+    for &(n, d) in &shapes {
+        let x = data(n, d);
+        let id = format!("{n}x{d}");
+        let model = host::pca::fit(x.view(), &WHITEN).unwrap();
+        group.throughput(Throughput::Elements((2 * n * d * d) as u64));
+        group.bench_with_input(BenchmarkId::new("host_fit", &id), &x, |b, x| {
+            b.iter(|| host::pca::fit(x.view(), &WHITEN).unwrap())
+        });
+        group.bench_with_input(BenchmarkId::new("host_whiten", &id), &x, |b, x| {
+            b.iter(|| host::pca::transform(&model, x.view()).unwrap())
+        });
+        group.bench_with_input(BenchmarkId::new("host_fit_whiten", &id), &x, |b, x| {
+            b.iter(|| run_op("pca_whiten", x).unwrap())
+        });
+        if n <= 65_536 {
+            group.bench_with_input(BenchmarkId::new("twin_whiten", &id), &x, |b, x| {
+                b.iter(|| cpu::pca::transform(&model, x.view()).unwrap())
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+
+fn main() {
+    if let Ok(path) = std::env::var("GPUPREP_VS_NUMPY") {
+        vs_numpy(&path);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
