@@ -222,6 +222,7 @@ pub mod batchnorm {
         name: "batchnorm",
         source: concat!(
             include_str!("../shaders/common/welford.wgsl"),
+            include_str!("../shaders/common/scaled.wgsl"),
             include_str!("../shaders/batchnorm.wgsl")
         ),
         entries: &[
@@ -265,6 +266,7 @@ pub mod norm {
         name: "norm",
         source: concat!(
             include_str!("../shaders/common/welford.wgsl"),
+            include_str!("../shaders/common/scaled.wgsl"),
             include_str!("../shaders/norm.wgsl")
         ),
         entries: &[ROW_FORWARD, ROW_BACKWARD],
