@@ -562,3 +562,128 @@ fn gpu_layer_overflowing_spread_matches_twin() {
     println!("batch norm, std 1e20: y {e:.1e}, dx / dgamma / dbeta {errs:?}");
     assert!(errs.iter().all(|&e| e <= 1e-5), "{errs:?}");
 }
+
+fn torch_npy(case: &str, name: &str) -> ArrayD<f64> {
+    let p = format!(
+        "{}/tests/data/torch/batch_norm/{case}/{name}.npy",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    ndarray_npy::read_npy(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+/// PyTorch's nn.BatchNorm1d / 2d over three training steps (y and the running
+/// statistics after each), the backward pass of the third, and eval mode
+/// (tests/data/torch_conventions.py, f64), and the lecture's convention in
+/// numpy: the twin to f64 rounding, the GPU layer to f32's.
+#[test]
+fn batch_norm_matches_pytorch_and_the_lecture() {
+    let g = gpu();
+    for (case, config) in [
+        ("bn2d", RunningStatsConfig::pytorch()),
+        ("bn1d", RunningStatsConfig::pytorch()),
+        (
+            "bn2d_momentum_0_3",
+            RunningStatsConfig {
+                momentum: Some(0.3),
+                ..RunningStatsConfig::pytorch()
+            },
+        ),
+        ("lecture", RunningStatsConfig::lecture()),
+    ] {
+        let t = |n: &str| torch_npy(case, n);
+        let flat1 = |a: ArrayD<f64>| Array1::from_iter(a.iter().copied());
+        let (gamma, beta) = (flat1(t("gamma")), flat1(t("beta")));
+        let c = gamma.len();
+        let mut cpu = BatchNormCpu::new(c, config);
+        cpu.gamma = gamma.clone();
+        cpu.beta = beta.clone();
+        let mut bn = BatchNorm::with_affine(
+            g,
+            gamma.mapv(|v| v as f32).view(),
+            beta.mapv(|v| v as f32).view(),
+            config,
+            1e-5,
+        )
+        .unwrap();
+        let (mut worst_cpu, mut worst_gpu) = (0.0f64, 0.0f64);
+        let mut note = |what: &str, e_cpu: f64, e_gpu: f64| {
+            assert!(e_cpu <= 1e-12, "{case} {what}: twin {e_cpu:e}");
+            assert!(e_gpu <= 1e-5, "{case} {what}: GPU {e_gpu:e}");
+            worst_cpu = worst_cpu.max(e_cpu);
+            worst_gpu = worst_gpu.max(e_gpu);
+        };
+        // max |a - b| / max(scale, max |b|), in f64
+        let rel64 = |a: &[f64], b: &ArrayD<f64>, scale: f64| {
+            let bmax = b.iter().fold(scale, |m, v| m.max(v.abs())).max(1e-300);
+            a.iter()
+                .zip(b.iter())
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max)
+                / bmax
+        };
+        let mut last = None;
+        for k in 1..=3 {
+            let x = t(&format!("x{k}"));
+            let (y, saved) = cpu.forward_train(x.view()).unwrap();
+            let xg = GpuMatrix::upload(g, matrix(&x).view()).unwrap();
+            let yg = bn.forward_train(g, &xg).unwrap();
+            let want = t(&format!("y{k}"));
+            note(
+                &format!("y{k}"),
+                rel64(y.as_slice().unwrap(), &want, 0.0),
+                rel_err(yg.download(g).unwrap(), want.as_slice().unwrap(), 0.0),
+            );
+            for (name, cv, gv) in [
+                ("running_mean", &cpu.running_mean, bn.running_mean(g).unwrap()),
+                ("running_var", &cpu.running_var, bn.running_var(g).unwrap()),
+            ] {
+                let want = t(&format!("{name}{k}"));
+                note(
+                    &format!("{name}{k}"),
+                    rel64(cv.as_slice().unwrap(), &want, 0.0),
+                    rel_err(gv, want.as_slice().unwrap(), 0.0),
+                );
+            }
+            last = Some((x, xg, saved));
+        }
+        if case != "lecture" {
+            let (x, xg, saved) = last.unwrap();
+            let dy = t("dy");
+            let (dx, dgamma, dbeta) = cpu.backward(x.view(), dy.view(), &saved).unwrap();
+            let gr = bn
+                .backward(g, &xg, &GpuMatrix::upload(g, matrix(&dy).view()).unwrap())
+                .unwrap();
+            let scale = dx_scale(&dy, &cpu.gamma, &saved.invstd);
+            let (sg, sb) = sum_scales(&x, &dy, &saved.mean, &saved.invstd);
+            for (name, cv, gv, s) in [
+                (
+                    "dx",
+                    dx.as_slice().unwrap().to_vec(),
+                    gr.dx.download(g).unwrap(),
+                    scale,
+                ),
+                ("dgamma", dgamma.to_vec(), gr.dgamma.download(g).unwrap(), sg),
+                ("dbeta", dbeta.to_vec(), gr.dbeta.download(g).unwrap(), sb),
+            ] {
+                let want = t(name);
+                note(
+                    name,
+                    rel64(&cv, &want, s),
+                    rel_err(gv, want.as_slice().unwrap(), s),
+                );
+            }
+        }
+        let xe = t("x_eval");
+        let want = t("y_eval");
+        let ye = cpu.forward_eval(xe.view()).unwrap();
+        let yg = bn
+            .forward_eval(g, &GpuMatrix::upload(g, matrix(&xe).view()).unwrap())
+            .unwrap();
+        note(
+            "y_eval",
+            rel64(ye.as_slice().unwrap(), &want, 0.0),
+            rel_err(yg.download(g).unwrap(), want.as_slice().unwrap(), 0.0),
+        );
+        println!("batch norm {case} vs reference: worst twin {worst_cpu:.1e}, GPU {worst_gpu:.1e}");
+    }
+}

@@ -726,3 +726,105 @@ fn gpu_overflowing_spread_matches_the_twin() {
     }
     println!("overflowing spreads: worst GPU rel error {worst:.2e}");
 }
+
+fn torch_npy(case: &str, name: &str) -> ArrayD<f64> {
+    let p = format!(
+        "{}/tests/data/torch/layer_norm/{case}/{name}.npy",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    ndarray_npy::read_npy(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+/// max |a - b| / max(scale, max |b|).
+fn rel_to(a: impl IntoIterator<Item = f64>, b: &ArrayD<f64>, scale: f64) -> f64 {
+    let bmax = b.iter().fold(scale, |m, v| m.max(v.abs())).max(1e-300);
+    a.into_iter()
+        .zip(b.iter())
+        .map(|(x, y)| {
+            if x.is_finite() {
+                (x - y).abs()
+            } else {
+                f64::INFINITY
+            }
+        })
+        .fold(0.0, f64::max)
+        / bmax
+}
+
+/// PyTorch's F.layer_norm over several normalized_shapes, forward and
+/// autograd backward in f64 (tests/data/torch_conventions.py): the twin to
+/// f64 rounding, the GPU to f32's.
+#[test]
+fn layer_norm_matches_pytorch() {
+    let g = gpu();
+    let cases: &[(&str, &[usize])] = &[
+        ("nd_d", &[6]),
+        ("nchw_w", &[5]),
+        ("nchw_hw", &[4, 5]),
+        ("nchw_chw", &[3, 4, 5]),
+        ("ncl_l_offset", &[7]),
+    ];
+    for (case, ns) in cases {
+        let t = |n| torch_npy(case, n);
+        let x = t("x");
+        let kind = NormKind::layer("test", x.shape(), ns).unwrap();
+        let flat1 = |a: ArrayD<f64>| Array1::from_iter(a.iter().copied());
+        let (gamma, beta, dy) = (flat1(t("gamma")), flat1(t("beta")), t("dy"));
+        let fw = norm_forward(kind, x.view(), gamma.view(), beta.view(), 1e-5).unwrap();
+        let gr = norm_backward(
+            kind,
+            x.view(),
+            dy.view(),
+            gamma.view(),
+            fw.stats.mean.view(),
+            fw.stats.invstd.view(),
+        )
+        .unwrap();
+        let [sdx, sg, sb] = scales(kind, &x, &dy, &gamma, &fw.stats);
+        let cpu = [
+            rel_to(fw.y.iter().copied(), &t("y"), 0.0),
+            rel_to(gr.dx.iter().copied(), &t("dx"), sdx),
+            rel_to(gr.dgamma.iter().copied(), &t("dgamma"), sg),
+            rel_to(gr.dbeta.iter().copied(), &t("dbeta"), sb),
+            rel_to(fw.stats.mean.iter().copied(), &t("mean"), 0.0),
+            rel_to(fw.stats.invstd.iter().copied(), &t("rstd"), 0.0),
+        ];
+        // the GPU, from the f32 rounding of the same tensors
+        let xg = GpuMatrix::upload(g, matrix(&x).view()).unwrap();
+        let norm = Norm::new(kind, x.shape()[1]);
+        let (gg, bg) = (
+            GpuMatrix::upload(g, row(&gamma).view()).unwrap(),
+            GpuMatrix::upload(g, row(&beta).view()).unwrap(),
+        );
+        let f = norm.forward(g, &xg, &gg, &bg).unwrap();
+        let b = norm
+            .backward(
+                g,
+                &xg,
+                &GpuMatrix::upload(g, matrix(&dy).view()).unwrap(),
+                &gg,
+                &f.stats,
+            )
+            .unwrap();
+        let st = f.stats.download(g).unwrap();
+        let f64s = |m: Array2<f32>| m.iter().map(|&v| f64::from(v)).collect::<Vec<_>>();
+        let std_max = fw.stats.var.iter().fold(0.0f64, |m, v| m.max(v.sqrt()));
+        let gpu = [
+            rel_to(f64s(f.y.download(g).unwrap()), &t("y"), 0.0),
+            rel_to(f64s(b.dx.download(g).unwrap()), &t("dx"), sdx),
+            rel_to(f64s(b.dgamma.download(g).unwrap()), &t("dgamma"), sg),
+            rel_to(f64s(b.dbeta.download(g).unwrap()), &t("dbeta"), sb),
+            rel_to(st.mean.iter().copied(), &t("mean"), std_max),
+            rel_to(st.invstd.iter().copied(), &t("rstd"), 0.0),
+        ];
+        println!(
+            "layer norm {case} {:?} normalized_shape {ns:?} vs PyTorch (y, dx, dgamma, dbeta, mean, rstd): \
+             twin {:.1e}, GPU {:.1e}",
+            x.shape(),
+            cpu.iter().fold(0.0f64, |m, v| m.max(*v)),
+            gpu.iter().fold(0.0f64, |m, v| m.max(*v))
+        );
+        assert!(cpu.iter().all(|&e| e <= 1e-12), "{case}: twin {cpu:?}");
+        assert!(gpu.iter().all(|&e| e <= 1e-5), "{case}: GPU {gpu:?}");
+    }
+}
