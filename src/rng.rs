@@ -337,8 +337,10 @@ pub fn cos_sin_turns_f32(x: u32) -> (f32, f32) {
 // inverse normal CDF below 1/2, Wichura's AS241 (PPND16). Numerators and
 // denominators as coefficient lists, constant term first; the shader holds
 // the f32 roundings of the same lists (checked by `shader_constants_match`).
+// The digits are Wichura's, as published (more than f64 holds).
 
 /// AS241 central region (|p - 1/2| <= 0.425): numerator in `r = 0.180625 - q^2`.
+#[allow(clippy::excessive_precision)]
 pub const PPND_A: [f64; 8] = [
     3.387_132_872_796_366_608,
     133.141_667_891_784_377_45,
@@ -350,6 +352,7 @@ pub const PPND_A: [f64; 8] = [
     2_509.080_928_730_122_672_7,
 ];
 /// AS241 central region: denominator.
+#[allow(clippy::excessive_precision)]
 pub const PPND_B: [f64; 8] = [
     1.0,
     42.313_330_701_600_911_252,
@@ -361,6 +364,7 @@ pub const PPND_B: [f64; 8] = [
     5_226.495_278_852_854_561,
 ];
 /// AS241 intermediate tail (`r = sqrt(-ln p) <= 5`): numerator in `r - 1.6`.
+#[allow(clippy::excessive_precision)]
 pub const PPND_C: [f64; 8] = [
     1.423_437_110_749_683_577_34,
     4.630_337_846_156_545_295_9,
@@ -372,6 +376,7 @@ pub const PPND_C: [f64; 8] = [
     7.745_450_142_783_414_076_4e-4,
 ];
 /// AS241 intermediate tail: denominator.
+#[allow(clippy::excessive_precision)]
 pub const PPND_D: [f64; 8] = [
     1.0,
     2.053_191_626_637_758_821_87,
@@ -383,6 +388,7 @@ pub const PPND_D: [f64; 8] = [
     1.050_750_071_644_416_843_24e-9,
 ];
 /// AS241 far tail (`r > 5`): numerator in `r - 5`.
+#[allow(clippy::excessive_precision)]
 pub const PPND_E: [f64; 8] = [
     6.657_904_643_501_103_777_2,
     5.463_784_911_164_114_369_9,
@@ -394,6 +400,7 @@ pub const PPND_E: [f64; 8] = [
     2.010_334_399_292_288_132_65e-7,
 ];
 /// AS241 far tail: denominator.
+#[allow(clippy::excessive_precision)]
 pub const PPND_F: [f64; 8] = [
     1.0,
     0.599_832_206_555_887_937_69,

@@ -253,7 +253,7 @@ fn gpu_check(kind: NormKind, x: &ArrayD<f64>, seed: u64) -> f64 {
     .unwrap();
 
     let norm = Norm::new(kind, dims[1]);
-    let xg = GpuMatrix::upload(g, matrix(&x).view()).unwrap();
+    let xg = GpuMatrix::upload(g, matrix(x).view()).unwrap();
     let dyg = GpuMatrix::upload(g, matrix(&dy).view()).unwrap();
     let gg = GpuMatrix::upload(g, row(&gamma).view()).unwrap();
     let bg = GpuMatrix::upload(g, row(&beta).view()).unwrap();

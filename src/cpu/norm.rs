@@ -122,7 +122,7 @@ fn flat(x: &ArrayViewD<f64>) -> Vec<f64> {
 ///
 /// # Errors
 /// A shape that does not fit the kind, gamma or beta of the wrong length, or an
-/// eps that [`check_eps`](crate::model::norm::check_eps) refuses.
+/// eps that [`crate::model::norm::check_eps`] refuses.
 pub fn norm_forward(
     kind: NormKind,
     x: ArrayViewD<f64>,

@@ -683,7 +683,7 @@ impl TruncNormalPlan {
         if !(std > 0.0 && (std as f32) > 0.0) {
             return Err(invalid(format!("trunc_normal: std must be > 0, got {std}")));
         }
-        if !(low < high) {
+        if low >= high {
             return Err(invalid(format!(
                 "trunc_normal: needs low < high, got {low} >= {high}"
             )));
@@ -698,7 +698,7 @@ impl TruncNormalPlan {
         } else {
             1.0 - cdf_low - sf_high
         };
-        if !(mass >= TRUNC_NORMAL_MIN_MASS) {
+        if mass.is_nan() || mass < TRUNC_NORMAL_MIN_MASS {
             return Err(invalid(format!(
                 "trunc_normal: [{low}, {high}] has probability {mass:e} under N({mean}, {std}^2), \
                  below {TRUNC_NORMAL_MIN_MASS:e}: too far in the tail to sample in f32"

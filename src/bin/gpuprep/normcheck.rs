@@ -204,11 +204,14 @@ fn vector_or(path: &Option<PathBuf>, len: usize, default: f64) -> gpuprep::Resul
     }
 }
 
+/// dx, dgamma, dbeta and the statistics of a training step.
+type TrainResults = (Vec<f64>, Vec<f64>, Vec<f64>, NormSummary);
+
 /// What one run computes, on either device, as f64 (GPU values are f32 exactly).
 struct Results {
     y: Vec<f64>,
     /// dx, dgamma, dbeta and the statistics (training mode).
-    train: Option<(Vec<f64>, Vec<f64>, Vec<f64>, NormSummary)>,
+    train: Option<TrainResults>,
     /// The updated running mean and variance (batch norm, training).
     running: Option<(Vec<f64>, Vec<f64>)>,
 }
@@ -347,11 +350,11 @@ fn run_gpu(g: &gpuprep::Gpu, inp: &Inputs) -> gpuprep::Result<Results> {
 /// Reads the tensors, runs forward and backward, writes the results.
 pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
     check_eps(OP, args.eps)?;
+    let x = read_npy(&args.x)?;
+    let kind = norm_kind(&args, x.shape())?;
     if args.eval && args.dy.is_some() {
         return Err(invalid("--eval runs the forward pass alone: it takes no --dy"));
     }
-    let x = read_npy(&args.x)?;
-    let kind = norm_kind(&args, x.shape())?;
     let dy = match &args.dy {
         Some(p) => {
             let dy = read_npy(p)?;
