@@ -510,6 +510,10 @@ fn layer_norm_normalized_shape_follows_pytorch() {
         Err(Error::ShapeMismatch { .. })
     ));
     assert!(Norm::layer(&[3]).forward(g, &xg, &ones(3), &ones(3)).is_ok());
+    assert!(matches!(
+        Norm::layer(&[]).forward(g, &xg, &ones(1), &ones(1)),
+        Err(Error::ShapeMismatch { .. })
+    ));
 }
 
 #[test]

@@ -145,11 +145,17 @@ impl Norm {
     /// matrix carries no shape beyond (N, F): the twin
     /// ([`crate::cpu::norm::norm_forward`] with [`NormKind::layer`]) checks the
     /// dimensions themselves.
+    /// An empty `normalized_shape` (refused by PyTorch too) or one whose
+    /// product overflows gives length 0, which every call refuses.
     pub fn layer(normalized_shape: &[usize]) -> Norm {
-        let len = normalized_shape
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .unwrap_or(0);
+        let len = if normalized_shape.is_empty() {
+            0
+        } else {
+            normalized_shape
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .unwrap_or(0)
+        };
         Norm::new(NormKind::LayerTrailing { len }, 1)
     }
 
