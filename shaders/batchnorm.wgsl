@@ -33,11 +33,19 @@
 //                   group of element (r, col) is r * g_row_stride + col / g_div,
 //                   so the same pass gives dgamma/dbeta for layer, instance and
 //                   group norm (shaders/norm.wgsl) as well.
-//   grad_finalize   one workgroup per channel: dbeta[c] = sum(dy), dgamma[c] = sum(dy * xhat).
+//   grad_finalize   one workgroup per affine index: dbeta = sum(dy), dgamma = sum(dy * xhat)
+//                   over its columns (a channel's S consecutive ones; layer norm over
+//                   trailing dimensions of L elements: every L-th).
 //   dx              dx = gamma * invstd * (dy - dbeta/M - xhat * dgamma/M), M = N * S.
 //
-// WG, the workgroup scratch arrays sh_n / sh_a / sh_b, chan(), welford4() and
-// sh_merge() come from shaders/common/welford.wgsl, which src/shaders.rs prepends.
+// A group whose squared deviations overflow f32 is computed in units of 2^96
+// (shaders/common/scaled.wgsl: the Wf states, decode() of a statistics row);
+// NaN or inf in a channel gives it NaN statistics, as the twin.
+//
+// WG, the workgroup scratch arrays sh_n / sh_a / sh_b, chan() and welford4()
+// come from shaders/common/welford.wgsl, and Wf, merge_wf(), sh_merge_wf(),
+// decode() and stats_row() from shaders/common/scaled.wgsl, which
+// src/shaders.rs prepends.
 
 struct Params {
     rows: u32,          // rows of the piece this dispatch covers (N when unsplit)
@@ -51,21 +59,22 @@ struct Params {
     g_row_stride: u32,  // grad_partials: statistics group = row * g_row_stride + col / g_div
     g_div: u32,
     flags: u32,         // FLAG_* below
-    _pad0: u32,
+    aff_stride: u32,    // grad_finalize: affine index a sums columns a * aff_stride + j * pos_stride, j < spatial
     eps: f32,
     momentum: f32,      // weight of the new batch in the running averages
     chunk_base: u32,    // partial passes: this piece's first chunk
     row_base: u32,      // this piece's first row of the (N, F) view
     total_rows: u32,    // N: rows of all pieces
-    _pad1: u32,
+    pos_stride: u32,
 }
 
 const FLAG_UPDATE_RUNNING: u32 = 1u;   // stats_finalize updates running statistics
 const FLAG_UNBIASED: u32 = 2u;         // running_var takes the unbiased batch variance
 const FLAG_CUMULATIVE: u32 = 4u;       // momentum = 1 / batches seen (PyTorch's momentum=None)
 
-// Welford partial of one (chunk, column): count, the shift K subtracted from every
-// value, mean of (x - K), and M2 = sum((x - K - mean)^2).
+// Welford partial of one (chunk, column): count (with the SCALED bit of
+// shaders/common/scaled.wgsl), the shift K subtracted from every value, mean of
+// (x - K), and M2 = sum((x - K - mean)^2) (in units of 2^96 when SCALED).
 struct Partial {
     count: u32,
     shift: f32,
@@ -94,6 +103,44 @@ fn linear_wg(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
 }
 
+// Welford over rows r, r + tr, ... < r1 of column col, on x * sc - shift * sc
+// (sc = 1; or 2^-96 to redo a state that overflowed).
+fn column_welford(col: u32, r_first: u32, r1: u32, tr: u32, shift: f32, sc: f32) -> Wf {
+    let f = p.cols;
+    let ks = shift * sc;
+    var n = 0u;
+    var mean = 0.0;
+    var m2 = 0.0;
+    var r = r_first;
+    // four rows at a time: four independent loads in flight, one division
+    loop {
+        if (r + 3u * tr >= r1) {
+            break;
+        }
+        let v0 = x[r * f + col] * sc - ks;
+        let v1 = x[(r + tr) * f + col] * sc - ks;
+        let v2 = x[(r + 2u * tr) * f + col] * sc - ks;
+        let v3 = x[(r + 3u * tr) * f + col] * sc - ks;
+        let mm = welford4(n, mean, m2, v0, v1, v2, v3);
+        n = n + 4u;
+        mean = mm.x;
+        m2 = mm.y;
+        r = r + 4u * tr;
+    }
+    loop {
+        if (r >= r1) {
+            break;
+        }
+        let v = x[r * f + col] * sc - ks;
+        n = n + 1u;
+        let d = v - mean;
+        mean = mean + d / f32(n);
+        m2 = m2 + d * (v - mean);
+        r = r + tr;
+    }
+    return Wf(n, mean, m2);
+}
+
 @compute @workgroup_size(WG)
 fn stats_partials(
     @builtin(local_invocation_index) li: u32,
@@ -114,49 +161,25 @@ fn stats_partials(
     let r0 = chunk * p.chunk_rows;
     let r1 = min(r0 + p.chunk_rows, p.rows);
 
-    var n = 0u;
-    var mean = 0.0;
-    var m2 = 0.0;
+    var st = Wf(0u, 0.0, 0.0);
     var shift = 0.0;
     if (col < p.cols) {
         shift = x[col];
-        let f = p.cols;
-        var r = r0 + rl;
-        // four rows at a time: four independent loads in flight, one division
-        loop {
-            if (r + 3u * tr >= r1) {
-                break;
-            }
-            let v0 = x[r * f + col] - shift;
-            let v1 = x[(r + tr) * f + col] - shift;
-            let v2 = x[(r + 2u * tr) * f + col] - shift;
-            let v3 = x[(r + 3u * tr) * f + col] - shift;
-            let mm = welford4(n, mean, m2, v0, v1, v2, v3);
-            n = n + 4u;
-            mean = mm.x;
-            m2 = mm.y;
-            r = r + 4u * tr;
-        }
-        loop {
-            if (r >= r1) {
-                break;
-            }
-            let v = x[r * f + col] - shift;
-            n = n + 1u;
-            let d = v - mean;
-            mean = mean + d / f32(n);
-            m2 = m2 + d * (v - mean);
-            r = r + tr;
+        st = column_welford(col, r0 + rl, r1, tr, shift, 1.0);
+        if (!(is_finite(st.mean) && is_finite(st.m2))) {
+            // overflow (or NaN / inf in the data): again, in units of 2^96
+            st = column_welford(col, r0 + rl, r1, tr, shift, DOWN);
+            st.n = st.n | SCALED;
         }
     }
-    sh_n[li] = n;
-    sh_a[li] = mean;
-    sh_b[li] = m2;
+    sh_n[li] = st.n;
+    sh_a[li] = st.mean;
+    sh_b[li] = st.m2;
     workgroupBarrier();
     for (var s = tr / 2u; s > 0u; s = s / 2u) {
         if (rl < s) {
             let o = li + s * tc;
-            sh_merge(li, o);
+            sh_merge_wf(li, o);
         }
         workgroupBarrier();
     }
@@ -179,47 +202,63 @@ fn stats_finalize(
     let first = c * sp;
     // the channel's shift: the first element of its reduced set, x[0, c, 0]
     let k = partials[first].shift;
-    var n = 0u;
-    var mean = 0.0;
-    var m2 = 0.0;
+    var acc = Wf(0u, 0.0, 0.0);
     let items = p.chunks * sp;
     for (var j = li; j < items; j = j + WG) {
         let q = partials[(j / sp) * p.cols + first + j % sp];
-        // re-express the partial's mean against the channel's shift
-        let mm = chan(n, mean, m2, q.count, (q.shift - k) + q.mean, q.m2);
-        n = n + q.count;
-        mean = mm.x;
-        m2 = mm.y;
+        // re-express the partial's mean against the channel's shift (in units
+        // of 2^96 if the partial is, or if the difference of shifts overflows)
+        var qf = q.count & SCALED;
+        var qm = 0.0;
+        var qm2 = q.m2;
+        if (qf != 0u) {
+            qm = (q.shift * DOWN - k * DOWN) + q.mean;
+        } else {
+            qm = (q.shift - k) + q.mean;
+            if (!is_finite(qm)) {
+                qm = (q.shift * DOWN - k * DOWN) + q.mean * DOWN;
+                qm2 = down2(q.m2);
+                qf = SCALED;
+            }
+        }
+        acc = merge_wf(acc, Wf(q.count | qf, qm, qm2));
     }
-    sh_n[li] = n;
-    sh_a[li] = mean;
-    sh_b[li] = m2;
+    sh_n[li] = acc.n;
+    sh_a[li] = acc.mean;
+    sh_b[li] = acc.m2;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s = s / 2u) {
         if (li < s) {
             let o = li + s;
-            sh_merge(li, o);
+            sh_merge_wf(li, o);
         }
         workgroupBarrier();
     }
     if (li == 0u) {
-        let cnt = f32(sh_n[0]);
-        let ms = sh_a[0];
-        let var_b = max(sh_b[0] / cnt, 0.0);
-        let invstd = 1.0 / sqrt(var_b + p.eps);
-        stats[c] = vec4<f32>(k, ms, invstd, var_b);
+        let st = Wf(sh_n[0], sh_a[0], sh_b[0]);
+        let row = stats_row(st, k, p.eps);
+        stats[c] = row;
         if ((p.flags & FLAG_UPDATE_RUNNING) != 0u) {
+            let count = st.n & COUNT_MASK;
+            let cnt = f32(count);
+            // the data's units: 1, or 2^96 for a scaled group (whose variance
+            // may then be +inf in f32, its mean never)
+            let scaled = (st.n & SCALED) != 0u;
+            let unit = select(1.0, UP, scaled);
             let old = running[c];
             let t = old.z + 1.0;
             var f = p.momentum;
             if ((p.flags & FLAG_CUMULATIVE) != 0u) {
                 f = 1.0 / t;
             }
-            var v = var_b;
-            if ((p.flags & FLAG_UNBIASED) != 0u && sh_n[0] > 1u) {
-                v = var_b * (cnt / (cnt - 1.0));
+            var v = st.m2 / cnt;
+            if ((p.flags & FLAG_UNBIASED) != 0u && count > 1u) {
+                v = v * (cnt / (cnt - 1.0));
             }
-            let bm = k + ms;
+            if (scaled) {
+                v = up2(v);
+            }
+            let bm = (row.x + row.y) * unit;
             running[c] = vec4<f32>(old.x + f * (bm - old.x), old.y + f * (v - old.y), t, 0.0);
         }
     }
@@ -232,7 +271,14 @@ fn eval_prepare(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
         return;
     }
     let r = running[c];
-    stats[c] = vec4<f32>(r.x, 0.0, 1.0 / sqrt(max(r.y, 0.0) + p.eps), r.y);
+    // 1 / sqrt(var + eps) as the twin: NaN for a NaN running variance or one
+    // below -eps (tested by the bits, which a driver may not fold away)
+    let s = r.y + p.eps;
+    var inv = 1.0 / sqrt(s);
+    if (is_nan(s) || sign_bit(s)) {
+        inv = quiet_nan(s);
+    }
+    stats[c] = vec4<f32>(r.x, 0.0, inv, r.y);
 }
 
 @compute @workgroup_size(WG)
@@ -254,10 +300,11 @@ fn apply(
     let r0 = (wg / p.col_tiles) * p.chunk_rows;
     let r1 = min(r0 + p.chunk_rows, p.rows);
     let c = col / p.spatial;
-    let st = stats[c];
-    let k = st.x;
-    let ms = st.y;
-    let a = st.z * gamma[c];
+    let st = decode(stats[c]);
+    let sc = st.sc;
+    let k = st.k;
+    let ms = st.m;
+    let a = st.ist * gamma[c];
     let b = beta[c];
     let f = p.cols;
     var r = r0 + li / tc;
@@ -273,10 +320,10 @@ fn apply(
         let v1 = x[i1];
         let v2 = x[i2];
         let v3 = x[i3];
-        out[i0] = ((v0 - k) - ms) * a + b;
-        out[i1] = ((v1 - k) - ms) * a + b;
-        out[i2] = ((v2 - k) - ms) * a + b;
-        out[i3] = ((v3 - k) - ms) * a + b;
+        out[i0] = ((v0 * sc - k) - ms) * a + b;
+        out[i1] = ((v1 * sc - k) - ms) * a + b;
+        out[i2] = ((v2 * sc - k) - ms) * a + b;
+        out[i3] = ((v3 * sc - k) - ms) * a + b;
         r = r + 4u * tr;
     }
     loop {
@@ -284,7 +331,7 @@ fn apply(
             break;
         }
         let i = r * f + col;
-        out[i] = ((x[i] - k) - ms) * a + b;
+        out[i] = ((x[i] * sc - k) - ms) * a + b;
         r = r + tr;
     }
 }
@@ -318,7 +365,7 @@ fn grad_partials(
         var r = r0 + rl;
         if (gs == 0u) {
             // batch norm: one statistics group per column
-            let st = stats[g0];
+            let st = decode(stats[g0]);
             loop {
                 if (r + 3u * tr >= r1) {
                     break;
@@ -331,10 +378,10 @@ fn grad_partials(
                 let e1 = dy[i1];
                 let e2 = dy[i2];
                 let e3 = dy[i3];
-                let h0 = ((x[i0] - st.x) - st.y) * st.z;
-                let h1 = ((x[i1] - st.x) - st.y) * st.z;
-                let h2 = ((x[i2] - st.x) - st.y) * st.z;
-                let h3 = ((x[i3] - st.x) - st.y) * st.z;
+                let h0 = ((x[i0] * st.sc - st.k) - st.m) * st.ist;
+                let h1 = ((x[i1] * st.sc - st.k) - st.m) * st.ist;
+                let h2 = ((x[i2] * st.sc - st.k) - st.m) * st.ist;
+                let h3 = ((x[i3] * st.sc - st.k) - st.m) * st.ist;
                 s_dy = s_dy + ((e0 + e1) + (e2 + e3));
                 s_dyx = s_dyx + ((e0 * h0 + e1 * h1) + (e2 * h2 + e3 * h3));
                 r = r + 4u * tr;
@@ -346,7 +393,7 @@ fn grad_partials(
                 let i = r * f + col;
                 let e = dy[i];
                 s_dy = s_dy + e;
-                s_dyx = s_dyx + e * (((x[i] - st.x) - st.y) * st.z);
+                s_dyx = s_dyx + e * (((x[i] * st.sc - st.k) - st.m) * st.ist);
                 r = r + tr;
             }
         } else {
@@ -355,11 +402,11 @@ fn grad_partials(
                 if (r >= r1) {
                     break;
                 }
-                let st = stats[(p.row_base + r) * gs + g0];
+                let st = decode(stats[(p.row_base + r) * gs + g0]);
                 let i = r * f + col;
                 let e = dy[i];
                 s_dy = s_dy + e;
-                s_dyx = s_dyx + e * (((x[i] - st.x) - st.y) * st.z);
+                s_dyx = s_dyx + e * (((x[i] * st.sc - st.k) - st.m) * st.ist);
                 r = r + tr;
             }
         }
@@ -391,12 +438,12 @@ fn grad_finalize(
         return;
     }
     let sp = p.spatial;
-    let first = c * sp;
+    let first = c * p.aff_stride;
     var a = 0.0;
     var b = 0.0;
     let items = p.chunks * sp;
     for (var j = li; j < items; j = j + WG) {
-        let q = gpartials[(j / sp) * p.cols + first + j % sp];
+        let q = gpartials[(j / sp) * p.cols + first + (j % sp) * p.pos_stride];
         a = a + q.x;
         b = b + q.y;
     }
@@ -435,9 +482,9 @@ fn dx(
     let r0 = (wg / p.col_tiles) * p.chunk_rows;
     let r1 = min(r0 + p.chunk_rows, p.rows);
     let c = col / p.spatial;
-    let st = stats[c];
+    let st = decode(stats[c]);
     let inv_m = 1.0 / (f32(p.total_rows) * f32(p.spatial));
-    let a = gamma[c] * st.z;
+    let a = gamma[c] * st.invstd;
     let mdy = dbeta[c] * inv_m;
     let mdyx = dgamma[c] * inv_m;
     let f = p.cols;
@@ -450,10 +497,10 @@ fn dx(
         let i1 = i0 + tr * f;
         let i2 = i1 + tr * f;
         let i3 = i2 + tr * f;
-        let h0 = ((x[i0] - st.x) - st.y) * st.z;
-        let h1 = ((x[i1] - st.x) - st.y) * st.z;
-        let h2 = ((x[i2] - st.x) - st.y) * st.z;
-        let h3 = ((x[i3] - st.x) - st.y) * st.z;
+        let h0 = ((x[i0] * st.sc - st.k) - st.m) * st.ist;
+        let h1 = ((x[i1] * st.sc - st.k) - st.m) * st.ist;
+        let h2 = ((x[i2] * st.sc - st.k) - st.m) * st.ist;
+        let h3 = ((x[i3] * st.sc - st.k) - st.m) * st.ist;
         let e0 = dy[i0];
         let e1 = dy[i1];
         let e2 = dy[i2];
@@ -469,7 +516,7 @@ fn dx(
             break;
         }
         let i = r * f + col;
-        let h = ((x[i] - st.x) - st.y) * st.z;
+        let h = ((x[i] * st.sc - st.k) - st.m) * st.ist;
         out[i] = a * ((dy[i] - mdy) - h * mdyx);
         r = r + tr;
     }

@@ -38,9 +38,14 @@ struct Params {
     line_len: u32,
     by_rows: u32,
     row_base: u32,   // fill_sparse: the matrix row of this piece's first element
+    // fill_trunc_normal (mean in a, std in b): the bounds, Phi(alpha),
+    // 1 - Phi(beta) and the probability of [low, high] (src/model/init.rs).
+    low: f32,
+    high: f32,
+    cdf_low: f32,
+    sf_high: f32,
+    mass: f32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -74,6 +79,15 @@ const COS_C4: f32 = 0.2536695;
 const COS_C6: f32 = -0.02086348;
 const COS_C8: f32 = 0.00091926026;
 const COS_C10: f32 = -2.5202042e-5;
+
+// Wichura's AS241 (PPND16) coefficients, constant term first: the f32
+// roundings of PPND_A .. PPND_F in src/rng.rs.
+const PPND_A = array<f32, 8>(3.387133, 133.14166, 1971.591, 13731.693, 45921.953, 67265.77, 33430.574, 2509.0808);
+const PPND_B = array<f32, 8>(1.0, 42.31333, 687.187, 5394.196, 21213.795, 39307.895, 28729.086, 5226.495);
+const PPND_C = array<f32, 8>(1.4234371, 4.6303377, 5.7694974, 3.6478484, 1.2704582, 0.24178073, 0.022723844, 0.000774545);
+const PPND_D = array<f32, 8>(1.0, 2.0531917, 1.6763848, 0.68976736, 0.14810398, 0.015198667, 0.0005475938, 1.0507500425305238e-09);
+const PPND_E = array<f32, 8>(6.6579046, 5.4637847, 1.7848265, 0.2965606, 0.02653219, 0.0012426609, 2.711555498535745e-05, 2.010334441138184e-07);
+const PPND_F = array<f32, 8>(1.0, 0.5998322, 0.13692988, 0.014875362, 0.00078686915, 1.84631826414261e-05, 1.4215117971616564e-07, 2.0442631962214186e-15);
 
 // (hi, lo) of the 64-bit product a * b, from 16-bit halves.
 fn mulhilo(a: u32, b: u32) -> vec2<u32> {
@@ -180,6 +194,71 @@ fn normal4(x: vec4<u32>) -> vec4<f32> {
     return vec4<f32>(r0 * a0.x, r0 * a0.y, r1 * a1.x, r1 * a1.y);
 }
 
+// ln v of a positive normal f32: v = y * 2^e with y in [sqrt(1/2), sqrt(2)]
+// from the float's bits, ln v = e ln 2 + 2 atanh((y - 1) / (y + 1)).
+fn ln_f32(v: f32) -> f32 {
+    let bits = bitcast<u32>(v);
+    var e = i32(bits >> 23u) - 127;
+    var y = bitcast<f32>((bits & 0x007FFFFFu) | 0x3F800000u);
+    if (y > SQRT2_F32) {
+        y = y * 0.5;
+        e = e + 1;
+    }
+    let s = (y - 1.0) / (y + 1.0);
+    let s2 = s * s;
+    let p = s2 * (ATANH_C3 + s2 * (ATANH_C5 + s2 * (ATANH_C7 + s2 * ATANH_C9)));
+    let two_s = 2.0 * s;
+    let ln_y = two_s + two_s * p;
+    let ef = f32(e);
+    return ef * LN2_HI + (ef * LN2_LO + ln_y);
+}
+
+// c[0] + c[1] r + ... + c[7] r^7 by Horner's rule, from c[7] down.
+fn horner8(c: array<f32, 8>, r: f32) -> f32 {
+    var acc = c[7] * r + c[6];
+    acc = acc * r + c[5];
+    acc = acc * r + c[4];
+    acc = acc * r + c[3];
+    acc = acc * r + c[2];
+    acc = acc * r + c[1];
+    return acc * r + c[0];
+}
+
+// Phi^-1(p) for 0 < p <= 1/2: AS241's lower half.
+fn norm_ppf_lower(p: f32) -> f32 {
+    let q = p - 0.5;
+    if (q >= -0.425) {
+        let r = 0.180625 - q * q;
+        return q * horner8(PPND_A, r) / horner8(PPND_B, r);
+    }
+    var r = sqrt(-ln_f32(p));
+    if (r <= 5.0) {
+        r = r - 1.6;
+        return -(horner8(PPND_C, r) / horner8(PPND_D, r));
+    }
+    r = r - 5.0;
+    return -(horner8(PPND_E, r) / horner8(PPND_F, r));
+}
+
+// A truncated-normal value from the word x: u = (2 (x >> 9) + 1) * 2^-24
+// (0 < u < 1; u and 1 - u exact), the lower- and upper-tail probabilities
+// p = cdf_low + u * mass and q = sf_high + (1 - u) * mass, and the inverse CDF
+// at the smaller of the two.
+fn trunc_normal(x: u32) -> f32 {
+    let k = 2u * (x >> 9u) + 1u;
+    let u = f32(k) * (1.0 / 16777216.0);
+    let v = f32(16777216u - k) * (1.0 / 16777216.0);
+    let p = params.cdf_low + u * params.mass;
+    let q = params.sf_high + v * params.mass;
+    var z = 0.0;
+    if (p <= q) {
+        z = norm_ppf_lower(p);
+    } else {
+        z = -norm_ppf_lower(q);
+    }
+    return clamp(params.a + params.b * z, params.low, params.high);
+}
+
 fn mix32(v: u32) -> u32 {
     var x = v;
     x = x ^ (x >> 16u);
@@ -262,6 +341,18 @@ fn fill_normal(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let z = normal4(block_words(t));
     store4(t, bitcast<vec4<u32>>(params.a + params.b * z));
+}
+
+// The truncated normal N(a, b^2) on [low, high].
+@compute @workgroup_size(WG)
+fn fill_trunc_normal(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let t = invocation(gid);
+    if (t >= params.blocks) {
+        return;
+    }
+    let x = block_words(t);
+    let w = vec4<f32>(trunc_normal(x.x), trunc_normal(x.y), trunc_normal(x.z), trunc_normal(x.w));
+    store4(t, bitcast<vec4<u32>>(w));
 }
 
 // Sparse: a rows x cols matrix filled in pieces of whole rows (stream

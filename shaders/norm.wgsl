@@ -5,10 +5,12 @@
 // is viewed as R = N * G rows of L = C * S / G contiguous elements, and each
 // row is normalized over itself:
 //   layer norm     G = 1  (L = C * S), gamma/beta elementwise over the sample (length C * S)
+//   layer norm over trailing dimensions of L elements: G = C * S / L, gamma/beta
+//                  elementwise over each row (length L)
 //   instance norm  G = C  (L = S),     gamma/beta per channel
 //   group norm     G = G  (L = C/G*S), gamma/beta per channel
-// The affine index of element i of row r is (r % G) * L + i (elementwise) or
-// the channel (r % G) * (L / S) + i / S (per channel), which each thread
+// The affine index of element i of row r is i (elementwise) or the channel
+// (r % G) * (L / S) + i / S (per channel), which each thread
 // tracks incrementally as it strides along the row (no division per element).
 //
 // A workgroup of WG threads holds WG / TL rows ("slots") of TL lanes each
@@ -24,8 +26,13 @@
 // and grad_finalize passes of shaders/batchnorm.wgsl, with the statistics
 // group of element (n, col) = n * G + col / L.
 //
-// WG, the workgroup scratch arrays sh_n / sh_a / sh_b, chan(), welford4() and
-// sh_merge() come from shaders/common/welford.wgsl, which src/shaders.rs prepends.
+// A row whose squared deviations overflow f32 is computed in units of 2^96
+// (shaders/common/scaled.wgsl); NaN or inf in a row gives it NaN statistics.
+//
+// WG, the workgroup scratch arrays sh_n / sh_a / sh_b, chan() and welford4()
+// come from shaders/common/welford.wgsl, and Wf, merge_wf(), sh_merge_wf(),
+// decode() and stats_row() from shaders/common/scaled.wgsl, which
+// src/shaders.rs prepends.
 
 struct RowParams {
     rows: u32,         // R = N * G
@@ -60,7 +67,7 @@ struct Affine {
 fn affine_start(r: u32, lane: u32) -> Affine {
     let g = r % p.groups;
     if (p.per_channel == 0u) {
-        return Affine(g * p.len + lane, 0u);
+        return Affine(lane, 0u);
     }
     let sp = p.spatial;
     return Affine(g * (p.len / sp) + lane / sp, lane % sp);
@@ -77,6 +84,42 @@ fn affine_step(a: Affine) -> Affine {
         idx = idx + 1u;
     }
     return Affine(idx, s);
+}
+
+// Welford over elements lane, lane + tl, ... < len of the row at base, on
+// x * sc - shift * sc (sc = 1; or 2^-96 to redo a state that overflowed).
+fn row_welford(base: u32, lane: u32, tl: u32, len: u32, shift: f32, sc: f32) -> Wf {
+    let ks = shift * sc;
+    var n = 0u;
+    var mean = 0.0;
+    var m2 = 0.0;
+    var i = lane;
+    loop {
+        if (i + 3u * tl >= len) {
+            break;
+        }
+        let v0 = x[base + i] * sc - ks;
+        let v1 = x[base + i + tl] * sc - ks;
+        let v2 = x[base + i + 2u * tl] * sc - ks;
+        let v3 = x[base + i + 3u * tl] * sc - ks;
+        let mm = welford4(n, mean, m2, v0, v1, v2, v3);
+        n = n + 4u;
+        mean = mm.x;
+        m2 = mm.y;
+        i = i + 4u * tl;
+    }
+    loop {
+        if (i >= len) {
+            break;
+        }
+        let v = x[base + i] * sc - ks;
+        n = n + 1u;
+        let d = v - mean;
+        mean = mean + d / f32(n);
+        m2 = m2 + d * (v - mean);
+        i = i + tl;
+    }
+    return Wf(n, mean, m2);
 }
 
 @compute @workgroup_size(WG)
@@ -96,63 +139,40 @@ fn row_forward(
     for (var blk = wid.x + wid.y * nwg.x; blk < nblocks; blk = blk + total_wg) {
         let r = blk * slots + slot;
         let valid = r < p.rows;
-        var n = 0u;
-        var mean = 0.0;
-        var m2 = 0.0;
+        var st = Wf(0u, 0.0, 0.0);
         var shift = 0.0;
         if (valid) {
             let base = r * len;
             shift = x[base];
-            var i = lane;
-            loop {
-                if (i + 3u * tl >= len) {
-                    break;
-                }
-                let v0 = x[base + i] - shift;
-                let v1 = x[base + i + tl] - shift;
-                let v2 = x[base + i + 2u * tl] - shift;
-                let v3 = x[base + i + 3u * tl] - shift;
-                let mm = welford4(n, mean, m2, v0, v1, v2, v3);
-                n = n + 4u;
-                mean = mm.x;
-                m2 = mm.y;
-                i = i + 4u * tl;
-            }
-            loop {
-                if (i >= len) {
-                    break;
-                }
-                let v = x[base + i] - shift;
-                n = n + 1u;
-                let d = v - mean;
-                mean = mean + d / f32(n);
-                m2 = m2 + d * (v - mean);
-                i = i + tl;
+            st = row_welford(base, lane, tl, len, shift, 1.0);
+            if (!(is_finite(st.mean) && is_finite(st.m2))) {
+                // overflow (or NaN / inf in the row): again, in units of 2^96
+                st = row_welford(base, lane, tl, len, shift, DOWN);
+                st.n = st.n | SCALED;
             }
         }
-        sh_n[li] = n;
-        sh_a[li] = mean;
-        sh_b[li] = m2;
+        sh_n[li] = st.n;
+        sh_a[li] = st.mean;
+        sh_b[li] = st.m2;
         workgroupBarrier();
         for (var s = tl / 2u; s > 0u; s = s / 2u) {
             if (lane < s) {
                 let o = li + s;
-                sh_merge(li, o);
+                sh_merge_wf(li, o);
             }
             workgroupBarrier();
         }
-        let ms = sh_a[base_li];
-        let var_b = max(sh_b[base_li] / f32(len), 0.0);
-        let invstd = 1.0 / sqrt(var_b + p.eps);
+        let row = stats_row(Wf(sh_n[base_li], sh_a[base_li], sh_b[base_li]), shift, p.eps);
         workgroupBarrier();
         if (valid) {
             if (lane == 0u) {
-                stats[p.row_base + r] = vec4<f32>(shift, ms, invstd, var_b);
+                stats[p.row_base + r] = row;
             }
+            let d = decode(row);
             let base = r * len;
             var af = affine_start(r, lane);
             for (var i = lane; i < len; i = i + tl) {
-                out[base + i] = ((x[base + i] - shift) - ms) * invstd * gamma[af.idx] + beta[af.idx];
+                out[base + i] = ((x[base + i] * d.sc - d.k) - d.m) * d.ist * gamma[af.idx] + beta[af.idx];
                 af = affine_step(af);
             }
         }
@@ -176,16 +196,16 @@ fn row_backward(
     for (var blk = wid.x + wid.y * nwg.x; blk < nblocks; blk = blk + total_wg) {
         let r = blk * slots + slot;
         let valid = r < p.rows;
-        var st = vec4<f32>(0.0);
+        var st = Decoded(1.0, 0.0, 0.0, 0.0, 0.0);
         var s_g = 0.0;
         var s_gx = 0.0;
         if (valid) {
-            st = stats[p.row_base + r];
+            st = decode(stats[p.row_base + r]);
             let base = r * len;
             var af = affine_start(r, lane);
             for (var i = lane; i < len; i = i + tl) {
                 let g = dy[base + i] * gamma[af.idx];
-                let h = ((x[base + i] - st.x) - st.y) * st.z;
+                let h = ((x[base + i] * st.sc - st.k) - st.m) * st.ist;
                 s_g = s_g + g;
                 s_gx = s_gx + g * h;
                 af = affine_step(af);
@@ -210,8 +230,8 @@ fn row_backward(
             var af = affine_start(r, lane);
             for (var i = lane; i < len; i = i + tl) {
                 let g = dy[base + i] * gamma[af.idx];
-                let h = ((x[base + i] - st.x) - st.y) * st.z;
-                out[base + i] = st.z * ((g - mg) - h * mgx);
+                let h = ((x[base + i] * st.sc - st.k) - st.m) * st.ist;
+                out[base + i] = st.invstd * ((g - mg) - h * mgx);
                 af = affine_step(af);
             }
         }

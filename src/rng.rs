@@ -333,6 +333,193 @@ pub fn cos_sin_turns_f32(x: u32) -> (f32, f32) {
     rotate_quadrant(q, c, s)
 }
 
+// The truncated normal (see `crate::model::init::TruncNormalPlan`): the
+// inverse normal CDF below 1/2, Wichura's AS241 (PPND16). Numerators and
+// denominators as coefficient lists, constant term first; the shader holds
+// the f32 roundings of the same lists (checked by `shader_constants_match`).
+// The digits are Wichura's, as published (more than f64 holds).
+
+/// AS241 central region (|p - 1/2| <= 0.425): numerator in `r = 0.180625 - q^2`.
+#[allow(clippy::excessive_precision)]
+pub const PPND_A: [f64; 8] = [
+    3.387_132_872_796_366_608,
+    133.141_667_891_784_377_45,
+    1_971.590_950_306_551_442_7,
+    13_731.693_765_509_461_125,
+    45_921.953_931_549_871_457,
+    67_265.770_927_008_700_853,
+    33_430.575_583_588_128_105,
+    2_509.080_928_730_122_672_7,
+];
+/// AS241 central region: denominator.
+#[allow(clippy::excessive_precision)]
+pub const PPND_B: [f64; 8] = [
+    1.0,
+    42.313_330_701_600_911_252,
+    687.187_007_492_057_908_3,
+    5_394.196_021_424_751_107_7,
+    21_213.794_301_586_595_867,
+    39_307.895_800_092_710_61,
+    28_729.085_735_721_942_674,
+    5_226.495_278_852_854_561,
+];
+/// AS241 intermediate tail (`r = sqrt(-ln p) <= 5`): numerator in `r - 1.6`.
+#[allow(clippy::excessive_precision)]
+pub const PPND_C: [f64; 8] = [
+    1.423_437_110_749_683_577_34,
+    4.630_337_846_156_545_295_9,
+    5.769_497_221_460_691_405_5,
+    3.647_848_324_763_204_605_04,
+    1.270_458_252_452_368_382_58,
+    0.241_780_725_177_450_611_77,
+    0.022_723_844_989_269_184_583_3,
+    7.745_450_142_783_414_076_4e-4,
+];
+/// AS241 intermediate tail: denominator.
+#[allow(clippy::excessive_precision)]
+pub const PPND_D: [f64; 8] = [
+    1.0,
+    2.053_191_626_637_758_821_87,
+    1.676_384_830_183_803_849_4,
+    0.689_767_334_985_100_004_55,
+    0.148_103_976_427_480_074_59,
+    0.015_198_666_563_616_457_196_6,
+    5.475_938_084_995_344_946e-4,
+    1.050_750_071_644_416_843_24e-9,
+];
+/// AS241 far tail (`r > 5`): numerator in `r - 5`.
+#[allow(clippy::excessive_precision)]
+pub const PPND_E: [f64; 8] = [
+    6.657_904_643_501_103_777_2,
+    5.463_784_911_164_114_369_9,
+    1.784_826_539_917_291_335_8,
+    0.296_560_571_828_504_891_23,
+    0.026_532_189_526_576_123_093,
+    0.001_242_660_947_388_078_438_6,
+    2.711_555_568_743_487_578_15e-5,
+    2.010_334_399_292_288_132_65e-7,
+];
+/// AS241 far tail: denominator.
+#[allow(clippy::excessive_precision)]
+pub const PPND_F: [f64; 8] = [
+    1.0,
+    0.599_832_206_555_887_937_69,
+    0.136_929_880_922_735_805_31,
+    0.014_875_361_290_850_614_852_5,
+    7.868_691_311_456_132_591e-4,
+    1.846_318_317_510_054_681_8e-5,
+    1.421_511_758_316_445_888_7e-7,
+    2.044_263_103_389_939_785_64e-15,
+];
+
+/// The uniform of a truncated-normal draw: `u = (2 (x >> 9) + 1) * 2^-24`,
+/// the midpoint of one of 2^23 cells, so `0 < u < 1`; `u` and `1 - u` are
+/// exact in f32.
+#[inline]
+pub fn trunc_uniform_f32(x: u32) -> (f32, f32) {
+    let k = 2 * (x >> 9) + 1; // odd, < 2^24
+    (
+        k as f32 * (1.0 / 16_777_216.0),
+        (16_777_216 - k) as f32 * (1.0 / 16_777_216.0),
+    )
+}
+
+fn horner_f64(c: &[f64; 8], r: f64) -> f64 {
+    c.iter().rev().fold(0.0, |acc, &k| acc * r + k)
+}
+
+fn horner_f32(c: &[f64; 8], r: f32) -> f32 {
+    let mut acc = c[7] as f32;
+    for &k in c[..7].iter().rev() {
+        acc = acc * r + k as f32;
+    }
+    acc
+}
+
+/// `Phi^-1(p)` for `0 < p <= 1/2` in f64 (AS241's lower half).
+pub fn norm_ppf_lower_f64(p: f64) -> f64 {
+    let q = p - 0.5;
+    if q >= -0.425 {
+        let r = 0.180_625 - q * q;
+        return q * horner_f64(&PPND_A, r) / horner_f64(&PPND_B, r);
+    }
+    let r = (-p.ln()).sqrt();
+    if r <= 5.0 {
+        let r = r - 1.6;
+        -(horner_f64(&PPND_C, r) / horner_f64(&PPND_D, r))
+    } else {
+        let r = r - 5.0;
+        -(horner_f64(&PPND_E, r) / horner_f64(&PPND_F, r))
+    }
+}
+
+/// `ln v` of a positive normal f32, as the shader computes it: `v = y * 2^e`
+/// with `y` in `[sqrt(1/2), sqrt(2)]` from the float's bits, `ln v = e ln 2 +
+/// 2 atanh((y - 1) / (y + 1))` (the series of [`radius_f32`]).
+#[inline]
+pub fn ln_f32(v: f32) -> f32 {
+    let bits = v.to_bits();
+    let mut e = (bits >> 23) as i32 - 127;
+    let mut y = f32::from_bits((bits & 0x007F_FFFF) | 0x3F80_0000);
+    if y > SQRT2_F32 {
+        y *= 0.5;
+        e += 1;
+    }
+    let s = (y - 1.0) / (y + 1.0);
+    let s2 = s * s;
+    let p = s2 * (ATANH_C3 + s2 * (ATANH_C5 + s2 * (ATANH_C7 + s2 * ATANH_C9)));
+    let two_s = 2.0 * s;
+    let ln_y = two_s + two_s * p;
+    let ef = e as f32;
+    ef * LN2_HI + (ef * LN2_LO + ln_y)
+}
+
+/// [`norm_ppf_lower_f64`] in f32, operation for operation as the shader.
+pub fn norm_ppf_lower_f32(p: f32) -> f32 {
+    let q = p - 0.5;
+    if q >= -0.425 {
+        let r = 0.180_625 - q * q;
+        return q * horner_f32(&PPND_A, r) / horner_f32(&PPND_B, r);
+    }
+    let r = (-ln_f32(p)).sqrt();
+    if r <= 5.0 {
+        let r = r - 1.6;
+        -(horner_f32(&PPND_C, r) / horner_f32(&PPND_D, r))
+    } else {
+        let r = r - 5.0;
+        -(horner_f32(&PPND_E, r) / horner_f32(&PPND_F, r))
+    }
+}
+
+/// A truncated-normal value from the stream word `x` in f64 (the CPU twin's;
+/// see [`crate::model::init::TruncNormalPlan`] for the rule).
+pub fn trunc_normal_f64(x: u32, plan: &crate::model::init::TruncNormalPlan) -> f64 {
+    let (u, v) = trunc_uniform_f32(x);
+    let (u, v) = (f64::from(u), f64::from(v));
+    let p = plan.cdf_low + u * plan.mass;
+    let q = plan.sf_high + v * plan.mass;
+    let z = if p <= q {
+        norm_ppf_lower_f64(p)
+    } else {
+        -norm_ppf_lower_f64(q)
+    };
+    (plan.mean + plan.std * z).clamp(plan.low, plan.high)
+}
+
+/// [`trunc_normal_f64`] in f32, operation for operation as the shader, from
+/// the plan's values rounded to f32.
+pub fn trunc_normal_f32(x: u32, plan: &crate::model::init::TruncNormalPlan) -> f32 {
+    let (u, v) = trunc_uniform_f32(x);
+    let p = plan.cdf_low as f32 + u * plan.mass as f32;
+    let q = plan.sf_high as f32 + v * plan.mass as f32;
+    let z = if p <= q {
+        norm_ppf_lower_f32(p)
+    } else {
+        -norm_ppf_lower_f32(q)
+    };
+    (plan.mean as f32 + plan.std as f32 * z).clamp(plan.low as f32, plan.high as f32)
+}
+
 /// The distance in units in the last place between two `f32`s (0 for
 /// `+0` vs `-0`; `u32::MAX` if either is NaN).
 pub fn ulp_distance(a: f32, b: f32) -> u32 {
@@ -485,6 +672,30 @@ mod tests {
                 wgsl.contains(&format!("const {name}: u32 = 0x{v:08X}u;")),
                 "{name}"
             );
+        }
+        // AS241's coefficients: the shader's f32 arrays are the f32 roundings of ours
+        for (name, c) in [
+            ("PPND_A", PPND_A),
+            ("PPND_B", PPND_B),
+            ("PPND_C", PPND_C),
+            ("PPND_D", PPND_D),
+            ("PPND_E", PPND_E),
+            ("PPND_F", PPND_F),
+        ] {
+            let start = format!("const {name} = array<f32, 8>(");
+            let body = wgsl
+                .split(start.as_str())
+                .nth(1)
+                .and_then(|r| r.split(')').next())
+                .unwrap_or_else(|| panic!("{name} missing from the shader"));
+            let got: Vec<u32> = body
+                .split(',')
+                .map(|t| t.trim())
+                .filter(|t| !t.is_empty())
+                .map(|t| t.parse::<f32>().unwrap().to_bits())
+                .collect();
+            let want: Vec<u32> = c.iter().map(|&v| (v as f32).to_bits()).collect();
+            assert_eq!(got, want, "{name}");
         }
         let rounds = crate::cpu::init::FEISTEL_ROUNDS;
         assert!(wgsl.contains(&format!("const FEISTEL_ROUNDS: u32 = {rounds}u;")));

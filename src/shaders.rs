@@ -161,6 +161,8 @@ pub mod init {
     pub const FILL_NORMAL: &str = "fill_normal";
     /// A sparse mask of normals.
     pub const FILL_SPARSE: &str = "fill_sparse";
+    /// The truncated normal.
+    pub const FILL_TRUNC_NORMAL: &str = "fill_trunc_normal";
     /// `Params`.
     pub const PARAMS: Slot = Slot::new("params", 0, Uniform);
     /// The output (as u32 words).
@@ -169,7 +171,14 @@ pub mod init {
     pub static SHADER: Shader = Shader {
         name: "init",
         source: include_str!("../shaders/init.wgsl"),
-        entries: &[RANDOM_BITS, FILL_CONSTANT, FILL_UNIFORM, FILL_NORMAL, FILL_SPARSE],
+        entries: &[
+            RANDOM_BITS,
+            FILL_CONSTANT,
+            FILL_UNIFORM,
+            FILL_NORMAL,
+            FILL_SPARSE,
+            FILL_TRUNC_NORMAL,
+        ],
         slots: &[PARAMS, OUT],
     };
 }
@@ -222,6 +231,7 @@ pub mod batchnorm {
         name: "batchnorm",
         source: concat!(
             include_str!("../shaders/common/welford.wgsl"),
+            include_str!("../shaders/common/scaled.wgsl"),
             include_str!("../shaders/batchnorm.wgsl")
         ),
         entries: &[
@@ -265,6 +275,7 @@ pub mod norm {
         name: "norm",
         source: concat!(
             include_str!("../shaders/common/welford.wgsl"),
+            include_str!("../shaders/common/scaled.wgsl"),
             include_str!("../shaders/norm.wgsl")
         ),
         entries: &[ROW_FORWARD, ROW_BACKWARD],

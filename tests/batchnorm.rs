@@ -417,3 +417,273 @@ fn gpu_layer_running_conventions() {
         gpu_layer_case(&[300, 9], -1.0, config, 910);
     }
 }
+
+/// Issue 11: eval mode with a NaN or negative running variance gave a finite
+/// invstd of 1/sqrt(eps) on the GPU (WGSL's max(var, 0) drops NaN and clamps
+/// a negative variance) where the twin gives NaN. Now the channels agree:
+/// NaN for NaN and for a variance below -eps, finite above.
+#[test]
+fn gpu_eval_with_nan_or_negative_running_var_agrees_with_twin() {
+    let g = gpu();
+    let c = 5;
+    let mean = Array1::from(vec![0.5f32, 0.0, 1.0, -1.0, f32::NAN]);
+    let var = Array1::from(vec![f32::NAN, -1.0, -1e-6, 2.0, 1.0]);
+    let mut bn = BatchNorm::new(g, c, RunningStatsConfig::pytorch(), 1e-5).unwrap();
+    bn.set_running(g, mean.view(), var.view()).unwrap();
+    let mut cpu = BatchNormCpu::new(c, RunningStatsConfig::pytorch());
+    cpu.running_mean = mean.mapv(f64::from);
+    cpu.running_var = var.mapv(f64::from);
+    let x = tensor(&[7, c, 2], 0.0, 1.0, 3);
+    let want = cpu.forward_eval(x.view()).unwrap();
+    let y = bn
+        .forward_eval(g, &GpuMatrix::upload(g, matrix(&x).view()).unwrap())
+        .unwrap();
+    let y = y.download(g).unwrap();
+    for (e, (gv, cv)) in y.iter().zip(want.iter()).enumerate() {
+        let ch = (e / 2) % c;
+        assert_eq!(gv.is_nan(), cv.is_nan(), "channel {ch}: GPU {gv}, twin {cv}");
+        if !cv.is_nan() {
+            assert!(
+                (f64::from(*gv) - cv).abs() <= 1e-5 * cv.abs().max(1.0),
+                "channel {ch}: {gv} vs {cv}"
+            );
+        }
+    }
+    // channels 0, 1 and 4 are NaN, 2 and 3 finite
+    let nan_channels: Vec<usize> = (0..c).filter(|&ch| want[[0, ch, 0]].is_nan()).collect();
+    assert_eq!(nan_channels, vec![0, 1, 4]);
+}
+
+/// Issue 11: a NaN in a channel of a training batch: the GPU's invstd and
+/// running variance are NaN, as the twin's, and the other channels are exact.
+#[test]
+fn gpu_training_with_a_nan_channel_agrees_with_twin() {
+    let g = gpu();
+    let c = 3;
+    let mut x = tensor(&[6, c, 4], 1.0, 2.0, 5);
+    x[[2, 1, 3]] = f64::NAN;
+    let mut cpu = BatchNormCpu::new(c, RunningStatsConfig::pytorch());
+    let (_, saved) = cpu.forward_train(x.view()).unwrap();
+    let mut bn = BatchNorm::new(g, c, RunningStatsConfig::pytorch(), 1e-5).unwrap();
+    bn.forward_train(g, &GpuMatrix::upload(g, matrix(&x).view()).unwrap())
+        .unwrap();
+    let st = bn.saved_stats().download(g).unwrap();
+    let rv = bn.running_var(g).unwrap();
+    for ch in 0..c {
+        assert_eq!(st.invstd[ch].is_nan(), saved.invstd[ch].is_nan(), "invstd[{ch}]");
+        assert_eq!(rv[ch].is_nan(), cpu.running_var[ch].is_nan(), "running_var[{ch}]");
+    }
+    assert!(saved.invstd[1].is_nan() && st.invstd[1].is_nan());
+    assert!((st.invstd[0] - saved.invstd[0]).abs() <= 1e-6 * saved.invstd[0]);
+}
+
+/// Issue 11: eps 0 (or one that is 0 or subnormal in f32) is refused by the
+/// GPU layer and the twin alike.
+#[test]
+fn eps_that_is_not_a_positive_normal_f32_is_refused() {
+    let g = gpu();
+    for eps in [0.0f32, -1e-5, 1e-40, f32::NAN, f32::INFINITY] {
+        let e = BatchNorm::new(g, 2, RunningStatsConfig::pytorch(), eps).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "eps {eps}: {e}");
+    }
+    let x = tensor(&[4, 2], 0.0, 1.0, 1);
+    for eps in [0.0f64, 1e-50, 1e-40, -1.0] {
+        let mut bn = BatchNormCpu::new(2, RunningStatsConfig::pytorch());
+        bn.eps = eps;
+        assert!(bn.forward_train(x.view()).is_err(), "eps {eps}");
+        assert!(bn.forward_eval(x.view()).is_err(), "eps {eps}");
+        let xm = to_channels_last(x.view()).unwrap();
+        let ones = Array1::ones(2);
+        assert!(forward_staged(xm.view(), ones.view(), ones.view(), eps).is_err());
+    }
+    // a constant channel with the smallest normal eps: y = beta, exactly
+    let mut bn = BatchNorm::new(g, 2, RunningStatsConfig::pytorch(), f32::MIN_POSITIVE).unwrap();
+    let y = bn
+        .forward_train(g, &GpuMatrix::filled(g, 5, 2, 3.0).unwrap())
+        .unwrap();
+    assert!(y.download(g).unwrap().iter().all(|&v| v == 0.0));
+}
+
+/// Issue 11: a batch whose squared deviations overflow f32 (std 1e20): the
+/// GPU layer's y, mean, invstd, running mean and gradients match the twin;
+/// the variances beyond f32's range are +inf (f32 holds no more).
+#[test]
+fn gpu_layer_overflowing_spread_matches_twin() {
+    let g = gpu();
+    let dims = [50usize, 3, 4];
+    let c = dims[1];
+    let mut x = tensor(&dims, 0.0, 1e20, 9);
+    // channel 2: ordinary data beside the scaled channels
+    for v in x.slice_mut(ndarray::s![.., 2, ..]).iter_mut() {
+        *v = f64::from((*v * 1e-20) as f32);
+    }
+    let mut cpu = BatchNormCpu::new(c, RunningStatsConfig::pytorch());
+    let (y_cpu, saved) = cpu.forward_train(x.view()).unwrap();
+    let mut bn = BatchNorm::new(g, c, RunningStatsConfig::pytorch(), 1e-5).unwrap();
+    let xg = GpuMatrix::upload(g, matrix(&x).view()).unwrap();
+    let y = bn.forward_train(g, &xg).unwrap();
+    let e = rel_err(y.download(g).unwrap(), y_cpu.as_slice().unwrap(), 0.0);
+    assert!(e <= 1e-5, "y {e:e}");
+    let st = bn.saved_stats().download(g).unwrap();
+    for ch in 0..c {
+        let s = saved.var[ch].sqrt();
+        assert!((st.mean[ch] - saved.mean[ch]).abs() <= 1e-6 * s, "mean[{ch}]");
+        assert!(
+            (st.invstd[ch] - saved.invstd[ch]).abs() <= 1e-5 * saved.invstd[ch],
+            "invstd[{ch}]"
+        );
+    }
+    let rm = bn.running_mean(g).unwrap();
+    let rv = bn.running_var(g).unwrap();
+    for ch in 0..c {
+        let s = saved.var[ch].sqrt();
+        assert!(
+            (f64::from(rm[ch]) - cpu.running_mean[ch]).abs() <= 1e-6 * s,
+            "running_mean[{ch}]"
+        );
+        if cpu.running_var[ch] > f64::from(f32::MAX) {
+            assert_eq!(rv[ch], f32::INFINITY, "running_var[{ch}]");
+        } else {
+            assert!((f64::from(rv[ch]) - cpu.running_var[ch]).abs() <= 1e-5 * cpu.running_var[ch]);
+        }
+    }
+    let dy = tensor(&dims, 0.0, 1.0, 10);
+    let (dx, dgamma, dbeta) = cpu.backward(x.view(), dy.view(), &saved).unwrap();
+    let gr = bn
+        .backward(g, &xg, &GpuMatrix::upload(g, matrix(&dy).view()).unwrap())
+        .unwrap();
+    let scale = dx_scale(&dy, &cpu.gamma, &saved.invstd);
+    let (sg, sb) = sum_scales(&x, &dy, &saved.mean, &saved.invstd);
+    let errs = [
+        rel_err(gr.dx.download(g).unwrap(), dx.as_slice().unwrap(), scale),
+        rel_err(gr.dgamma.download(g).unwrap(), dgamma.as_slice().unwrap(), sg),
+        rel_err(gr.dbeta.download(g).unwrap(), dbeta.as_slice().unwrap(), sb),
+    ];
+    println!("batch norm, std 1e20: y {e:.1e}, dx / dgamma / dbeta {errs:?}");
+    assert!(errs.iter().all(|&e| e <= 1e-5), "{errs:?}");
+}
+
+fn torch_npy(case: &str, name: &str) -> ArrayD<f64> {
+    let p = format!(
+        "{}/tests/data/torch/batch_norm/{case}/{name}.npy",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    ndarray_npy::read_npy(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+/// PyTorch's nn.BatchNorm1d / 2d over three training steps (y and the running
+/// statistics after each), the backward pass of the third, and eval mode
+/// (tests/data/torch_conventions.py, f64), and the lecture's convention in
+/// numpy: the twin to f64 rounding, the GPU layer to f32's.
+#[test]
+fn batch_norm_matches_pytorch_and_the_lecture() {
+    let g = gpu();
+    for (case, config) in [
+        ("bn2d", RunningStatsConfig::pytorch()),
+        ("bn1d", RunningStatsConfig::pytorch()),
+        (
+            "bn2d_momentum_0_3",
+            RunningStatsConfig {
+                momentum: Some(0.3),
+                ..RunningStatsConfig::pytorch()
+            },
+        ),
+        ("lecture", RunningStatsConfig::lecture()),
+    ] {
+        let t = |n: &str| torch_npy(case, n);
+        let flat1 = |a: ArrayD<f64>| Array1::from_iter(a.iter().copied());
+        let (gamma, beta) = (flat1(t("gamma")), flat1(t("beta")));
+        let c = gamma.len();
+        let mut cpu = BatchNormCpu::new(c, config);
+        cpu.gamma = gamma.clone();
+        cpu.beta = beta.clone();
+        let mut bn = BatchNorm::with_affine(
+            g,
+            gamma.mapv(|v| v as f32).view(),
+            beta.mapv(|v| v as f32).view(),
+            config,
+            1e-5,
+        )
+        .unwrap();
+        let (mut worst_cpu, mut worst_gpu) = (0.0f64, 0.0f64);
+        let mut note = |what: &str, e_cpu: f64, e_gpu: f64| {
+            assert!(e_cpu <= 1e-12, "{case} {what}: twin {e_cpu:e}");
+            assert!(e_gpu <= 1e-5, "{case} {what}: GPU {e_gpu:e}");
+            worst_cpu = worst_cpu.max(e_cpu);
+            worst_gpu = worst_gpu.max(e_gpu);
+        };
+        // max |a - b| / max(scale, max |b|), in f64
+        let rel64 = |a: &[f64], b: &ArrayD<f64>, scale: f64| {
+            let bmax = b.iter().fold(scale, |m, v| m.max(v.abs())).max(1e-300);
+            a.iter()
+                .zip(b.iter())
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max)
+                / bmax
+        };
+        let mut last = None;
+        for k in 1..=3 {
+            let x = t(&format!("x{k}"));
+            let (y, saved) = cpu.forward_train(x.view()).unwrap();
+            let xg = GpuMatrix::upload(g, matrix(&x).view()).unwrap();
+            let yg = bn.forward_train(g, &xg).unwrap();
+            let want = t(&format!("y{k}"));
+            note(
+                &format!("y{k}"),
+                rel64(y.as_slice().unwrap(), &want, 0.0),
+                rel_err(yg.download(g).unwrap(), want.as_slice().unwrap(), 0.0),
+            );
+            for (name, cv, gv) in [
+                ("running_mean", &cpu.running_mean, bn.running_mean(g).unwrap()),
+                ("running_var", &cpu.running_var, bn.running_var(g).unwrap()),
+            ] {
+                let want = t(&format!("{name}{k}"));
+                note(
+                    &format!("{name}{k}"),
+                    rel64(cv.as_slice().unwrap(), &want, 0.0),
+                    rel_err(gv, want.as_slice().unwrap(), 0.0),
+                );
+            }
+            last = Some((x, xg, saved));
+        }
+        if case != "lecture" {
+            let (x, xg, saved) = last.unwrap();
+            let dy = t("dy");
+            let (dx, dgamma, dbeta) = cpu.backward(x.view(), dy.view(), &saved).unwrap();
+            let gr = bn
+                .backward(g, &xg, &GpuMatrix::upload(g, matrix(&dy).view()).unwrap())
+                .unwrap();
+            let scale = dx_scale(&dy, &cpu.gamma, &saved.invstd);
+            let (sg, sb) = sum_scales(&x, &dy, &saved.mean, &saved.invstd);
+            for (name, cv, gv, s) in [
+                (
+                    "dx",
+                    dx.as_slice().unwrap().to_vec(),
+                    gr.dx.download(g).unwrap(),
+                    scale,
+                ),
+                ("dgamma", dgamma.to_vec(), gr.dgamma.download(g).unwrap(), sg),
+                ("dbeta", dbeta.to_vec(), gr.dbeta.download(g).unwrap(), sb),
+            ] {
+                let want = t(name);
+                note(
+                    name,
+                    rel64(&cv, &want, s),
+                    rel_err(gv, want.as_slice().unwrap(), s),
+                );
+            }
+        }
+        let xe = t("x_eval");
+        let want = t("y_eval");
+        let ye = cpu.forward_eval(xe.view()).unwrap();
+        let yg = bn
+            .forward_eval(g, &GpuMatrix::upload(g, matrix(&xe).view()).unwrap())
+            .unwrap();
+        note(
+            "y_eval",
+            rel64(ye.as_slice().unwrap(), &want, 0.0),
+            rel_err(yg.download(g).unwrap(), want.as_slice().unwrap(), 0.0),
+        );
+        println!("batch norm {case} vs reference: worst twin {worst_cpu:.1e}, GPU {worst_gpu:.1e}");
+    }
+}

@@ -6,6 +6,8 @@ mod common;
 
 #[path = "cli/args.rs"]
 mod args;
+#[path = "cli/conventions.rs"]
+mod conventions;
 #[path = "cli/csv.rs"]
 mod csv;
 #[cfg(unix)] // symbolic links, signals, sh

@@ -10,12 +10,17 @@ use gpuprep::cpu::init::lecture::{
     activation_statistics, hidden_unit_spread, lecture_step, squared_loss_grad, toy_input, toy_target, train,
     variance_identity,
 };
-use gpuprep::cpu::init::{feistel_permute, init, normal_values, sparse_keeps, uniform_values};
+use gpuprep::cpu::init::{
+    feistel_permute, init, normal_values, sparse_keeps, trunc_normal_values, uniform_values,
+};
 use gpuprep::model::init::LayerStats;
-use gpuprep::model::init::{fans, FanMode, Fans, Fill, Scheme, SparseAxis, KAIMING_GAIN};
+use gpuprep::model::init::{
+    calculate_gain, fans, norm_cdf, FanMode, Fans, Fill, Nonlinearity, Scheme, SparseAxis, TruncNormalPlan,
+    KAIMING_GAIN,
+};
 use gpuprep::model::matmul::Activation;
 use gpuprep::ops::init as gpu_init;
-use gpuprep::rng::{ulp_distance, Philox};
+use gpuprep::rng::{trunc_normal_f32, ulp_distance, Philox};
 use gpuprep::{Error, GpuMatrix};
 use ndarray::{Array2, Axis};
 
@@ -330,6 +335,25 @@ fn gpu_matches_cpu_for_every_scheme() {
             std: 0.01,
         },
         Scheme::Orthogonal { gain: 1.0 },
+        Scheme::trunc_normal(),
+        Scheme::TruncNormal {
+            mean: 1.0,
+            std: 0.5,
+            low: 0.9,
+            high: 3.0,
+        },
+        Scheme::TruncNormal {
+            mean: 0.0,
+            std: 1.0,
+            low: 3.0,
+            high: 8.0,
+        },
+        Scheme::TruncNormal {
+            mean: -1.0,
+            std: 2.0,
+            low: -30.0,
+            high: -9.0,
+        },
     ];
     let shapes: [&[usize]; 7] = [
         &[1, 1],
@@ -369,6 +393,7 @@ fn gpu_matches_cpu_for_every_scheme() {
                     }
                     assert_close_f32(&got, &want, 0.0, 6.0, &what);
                 }
+                Fill::TruncNormal(t) => assert_trunc_close(&got, &want, &t, &what),
             }
         }
     }
@@ -1307,4 +1332,342 @@ fn activation_statistics_gpu_zero_layers_is_empty() {
             .is_empty()
     );
     assert!(gpu_init::lecture::activation_statistics(g, &s, Activation::Relu, 2, 0, 4, SEED).is_err());
+}
+
+// ---------- gains and the truncated normal (issue 10) ----------
+
+/// |gpu - twin| within 8 * 2^-23 * std * max(1, |z|) + 2 ulps of the value and
+/// of the mean: the f32 rounding of the plan's probabilities moves z by about
+/// 1e-7 (central) to 1e-7 / |z| (tails), and the f32 inverse CDF by a few ulps of z.
+fn assert_trunc_close(got: &[f32], want: &[f64], t: &TruncNormalPlan, what: &str) {
+    let ulp = |x: f64| {
+        let x = (x.abs() as f32).max(f32::MIN_POSITIVE);
+        f64::from(f32::from_bits(x.to_bits() + 1) - x)
+    };
+    let mut worst = 0.0f64;
+    for (k, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let z = (w - t.mean) / t.std;
+        let tol = 8.0 * t.std * z.abs().max(1.0) / 8_388_608.0 + 2.0 * ulp(w) + 2.0 * ulp(t.mean);
+        let e = (f64::from(g) - w).abs();
+        assert!(
+            e <= tol,
+            "{what}: element {k}: GPU {g} vs CPU {w} (tolerance {tol:e})"
+        );
+        assert!(f64::from(g) >= t.low as f32 as f64 && f64::from(g) <= t.high as f32 as f64);
+        worst = worst.max(e / tol);
+    }
+    eprintln!("{what}: worst |GPU - twin| {worst:.2} of the tolerance");
+}
+
+#[test]
+fn calculate_gain_follows_pytorch() {
+    use std::f64::consts::SQRT_2;
+    let want = [
+        ("linear", 1.0),
+        ("conv1d", 1.0),
+        ("conv2d", 1.0),
+        ("conv3d", 1.0),
+        ("conv_transpose1d", 1.0),
+        ("conv_transpose2d", 1.0),
+        ("conv_transpose3d", 1.0),
+        ("sigmoid", 1.0),
+        ("tanh", 5.0 / 3.0),
+        ("relu", SQRT_2),
+        ("leaky_relu", (2.0f64 / (1.0 + 0.01 * 0.01)).sqrt()),
+        ("selu", 0.75),
+    ];
+    assert_eq!(want.len(), Nonlinearity::NAMES.len());
+    for (name, gain) in want {
+        assert_eq!(calculate_gain(name, None).unwrap(), gain, "{name}");
+        assert_eq!(Nonlinearity::from_name(name, None).unwrap().name(), name);
+    }
+    assert_eq!(
+        calculate_gain("leaky_relu", Some(0.2)).unwrap(),
+        (2.0f64 / 1.04).sqrt()
+    );
+    assert_eq!(calculate_gain("leaky_relu", Some(0.0)).unwrap(), SQRT_2);
+    // as in PyTorch, the parameter is leaky_relu's alone
+    assert_eq!(calculate_gain("tanh", Some(0.2)).unwrap(), 5.0 / 3.0);
+    for bad in ["Relu", "softplus", ""] {
+        assert!(
+            matches!(calculate_gain(bad, None), Err(Error::InvalidArgument { .. })),
+            "{bad}"
+        );
+    }
+    assert!(calculate_gain("leaky_relu", Some(f64::NAN)).is_err());
+    // kaiming_*_(a, mode, nonlinearity): PyTorch's defaults are a = 0, fan_in, leaky_relu
+    let std = |s: Scheme| match s.plan(&[64, 32, 3, 3]).unwrap() {
+        Fill::Normal { std, .. } => std,
+        Fill::Uniform { half_width, .. } => half_width / 3f64.sqrt(),
+        f => panic!("{f:?}"),
+    };
+    let fan_in = (32.0f64 * 9.0).sqrt();
+    let fan_out = (64.0f64 * 9.0).sqrt();
+    assert_eq!(
+        std(Scheme::kaiming_normal_with(0.0, FanMode::FanIn, "leaky_relu").unwrap()),
+        SQRT_2 / fan_in
+    );
+    assert_eq!(
+        std(Scheme::kaiming_normal_with(0.0, FanMode::FanIn, "leaky_relu").unwrap()),
+        std(Scheme::kaiming_normal())
+    );
+    let g = (2.0f64 / (1.0 + 0.2 * 0.2)).sqrt();
+    assert!(
+        (std(Scheme::kaiming_normal_with(0.2, FanMode::FanOut, "leaky_relu").unwrap()) - g / fan_out).abs()
+            < 1e-16
+    );
+    assert!(
+        (std(Scheme::kaiming_uniform_with(0.2, FanMode::FanIn, "leaky_relu").unwrap()) - g / fan_in).abs()
+            < 1e-16
+    );
+    assert_eq!(
+        std(Scheme::kaiming_normal_with(0.5, FanMode::FanIn, "tanh").unwrap()),
+        5.0 / 3.0 / fan_in
+    );
+    assert!(Scheme::kaiming_normal_with(0.0, FanMode::FanIn, "elu").is_err());
+}
+
+#[test]
+fn inverse_normal_cdf_inverts_phi() {
+    use gpuprep::rng::{norm_ppf_lower_f32, norm_ppf_lower_f64};
+    let mut worst64 = 0.0f64;
+    let mut worst32 = 0.0f64;
+    // p from 1e-20 to 1/2, logarithmically, and across the 0.075 and exp(-25) branch points
+    let mut ps: Vec<f64> = (0..=2000)
+        .map(|i| 10f64.powf(-20.0 + 20.0 * i as f64 / 2000.0) * 0.5)
+        .collect();
+    ps.extend([
+        0.075,
+        0.0749999,
+        0.0750001,
+        (-25.0f64).exp(),
+        (-25.0f64).exp() * 1.0001,
+        0.5,
+    ]);
+    for &p in &ps {
+        let z = norm_ppf_lower_f64(p);
+        assert!(z <= 0.0);
+        // Phi(z) in the lower tail is exact to rounding with erfc
+        let back = norm_cdf(z);
+        worst64 = worst64.max((back - p).abs() / p);
+        let p32 = p as f32;
+        if f64::from(p32) >= f64::from(f32::MIN_POSITIVE) {
+            let z32 = f64::from(norm_ppf_lower_f32(p32));
+            let z64 = norm_ppf_lower_f64(f64::from(p32));
+            worst32 = worst32.max((z32 - z64).abs() / (z64.abs().max(1e-3) * f64::from(f32::EPSILON)));
+        }
+    }
+    eprintln!("Phi(ppf(p)) relative error {worst64:.2e}; f32 ppf {worst32:.1} eps of |z|");
+    assert!(worst64 < 1e-13, "f64 inverse CDF: {worst64:e}");
+    assert!(worst32 < 8.0, "f32 inverse CDF: {worst32} eps");
+}
+
+#[test]
+fn trunc_normal_arguments_are_checked() {
+    let plan = |mean, std, low, high| TruncNormalPlan::new(mean, std, low, high);
+    for (m, s, a, b) in [
+        (0.0, 0.0, -2.0, 2.0),
+        (0.0, -1.0, -2.0, 2.0),
+        (0.0, 1.0, 2.0, 2.0),
+        (0.0, 1.0, 2.0, -2.0),
+        (f64::NAN, 1.0, -2.0, 2.0),
+        (0.0, 1.0, f64::NEG_INFINITY, 2.0),
+        (0.0, 1.0, -2.0, 1e39),
+        (0.0, 1.0, 12.0, 13.0), // probability 1.8e-33
+        (0.0, 1e-50, -1.0, 1.0),
+    ] {
+        let e = plan(m, s, a, b).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{m} {s} {a} {b}: {e}");
+    }
+    let t = plan(0.0, 1.0, -2.0, 2.0).unwrap();
+    assert!((t.mass - 0.954_499_736_103_641_6).abs() < 1e-15);
+    assert!((t.cdf_low - 0.022_750_131_948_179_21).abs() < 1e-16 && t.cdf_low == t.sf_high);
+    // the far tail keeps its digits: P(9 < Z < 10) = Q(9) - Q(10) = 1.128512e-19
+    let t = plan(0.0, 1.0, 9.0, 10.0).unwrap();
+    assert!(
+        (t.mass / (1.128_588_405_953e-19 - 7.619_853_024_160e-24) - 1.0).abs() < 1e-9,
+        "{}",
+        t.mass
+    );
+}
+
+/// The truncated normal's CDF at v, computed on the side of the plan's mass.
+fn trunc_cdf(t: &TruncNormalPlan, v: f64) -> f64 {
+    let (a, z) = (
+        (t.low - t.mean) / t.std,
+        ((v - t.mean) / t.std).clamp(-40.0, 40.0),
+    );
+    let f = if a >= 0.0 {
+        (norm_cdf(-a) - norm_cdf(-z)) / t.mass
+    } else {
+        (norm_cdf(z) - t.cdf_low) / t.mass
+    };
+    f.clamp(0.0, 1.0)
+}
+
+const TRUNC_CASES: [(f64, f64, f64, f64); 5] = [
+    (0.0, 1.0, -2.0, 2.0),    // PyTorch's default
+    (0.0, 0.02, -0.04, 0.04), // the ViT convention: std 0.02, +-2 std
+    (1.0, 0.5, 0.9, 3.0),     // asymmetric about the mean
+    (0.0, 1.0, 3.0, 8.0),     // the upper tail
+    (-1.0, 2.0, -30.0, -9.0), // the lower tail, 4 std out
+];
+
+#[test]
+fn trunc_normal_moments_bounds_and_ks() {
+    let n = 1_000_000;
+    let crit = 1.95 / (n as f64).sqrt(); // KS at alpha = 0.001
+    for (i, (m, s, a, b)) in TRUNC_CASES.into_iter().enumerate() {
+        let t = TruncNormalPlan::new(m, s, a, b).unwrap();
+        let v = trunc_normal_values(Philox::new(SEED), 0, n, &t);
+        assert!(v.iter().all(|&x| x >= a && x <= b), "case {i}: out of [{a}, {b}]");
+        let (mean, var) = t.moments();
+        // a truncated normal is log-concave: kurtosis at most an exponential's 9
+        assert_moments(
+            &v,
+            mean,
+            var,
+            9.0 * var * var,
+            5.0,
+            &format!("trunc_normal{:?}", (m, s, a, b)),
+        );
+        let d = ks_statistic(v.clone(), |x| trunc_cdf(&t, x));
+        eprintln!(
+            "KS trunc_normal {:?}: D = {d:.6} (critical {crit:.6})",
+            (m, s, a, b)
+        );
+        assert!(d < crit, "case {i}: KS D = {d}");
+        // the check has teeth: the untruncated normal's moments are rejected
+        let (m0, _) = moments(&v);
+        if i == 2 {
+            assert!((m0 - m).abs() > 100.0 * (var / n as f64).sqrt());
+        }
+    }
+}
+
+#[test]
+fn gpu_trunc_normal_matches_the_f32_and_f64_twins() {
+    let n = 100_003;
+    for (i, (m, s, a, b)) in TRUNC_CASES.into_iter().enumerate() {
+        let t = TruncNormalPlan::new(m, s, a, b).unwrap();
+        let rng = Philox::with_stream(SEED, 900 + i as u64);
+        for offset in [0u64, 3, (1 << 40) + 1] {
+            let got = gpu_fill(&Fill::TruncNormal(t), rng, offset, 1, n, None);
+            let want = trunc_normal_values(rng, offset, n, &t);
+            assert_trunc_close(&got, &want, &t, &format!("trunc_normal {i} offset {offset}"));
+            // the shader's f32 arithmetic, operation for operation: a few ulps
+            let mut bits = vec![0u32; n];
+            rng.fill_bits(offset, &mut bits);
+            let w32: Vec<f64> = bits.iter().map(|&x| f64::from(trunc_normal_f32(x, &t))).collect();
+            assert_close_f32(&got, &w32, m, 8.0, &format!("trunc_normal {i} vs f32 twin"));
+            if offset == 0 {
+                let v: Vec<f64> = got.iter().map(|&x| f64::from(x)).collect();
+                let (mean, var) = t.moments();
+                assert_moments(
+                    &v,
+                    mean,
+                    var,
+                    9.0 * var * var,
+                    5.0,
+                    &format!("GPU trunc_normal {i}"),
+                );
+            }
+        }
+    }
+}
+
+fn torch_init() -> serde_json::Value {
+    let p = format!("{}/tests/data/torch/init.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+}
+
+/// calculate_gain of every name, and kaiming's / xavier's std and bound for
+/// several shapes and arguments, against PyTorch's own helpers
+/// (tests/data/torch_conventions.py).
+#[test]
+fn gains_and_stds_match_pytorch() {
+    let t = torch_init();
+    let mut worst = 0.0f64;
+    for e in t["gains"].as_array().unwrap() {
+        let name = e["nonlinearity"].as_str().unwrap();
+        let got = calculate_gain(name, e["param"].as_f64()).unwrap();
+        let want = e["gain"].as_f64().unwrap();
+        assert_eq!(got, want, "calculate_gain({name}, {})", e["param"]);
+    }
+    for e in t["stds"].as_array().unwrap() {
+        let scheme = e["scheme"].as_str().unwrap();
+        let shape: Vec<usize> = e["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
+        let mode = |e: &serde_json::Value| match e["mode"].as_str().unwrap() {
+            "fan_in" => FanMode::FanIn,
+            _ => FanMode::FanOut,
+        };
+        let kaiming = |e: &serde_json::Value, uniform: bool| {
+            let (a, nl) = (e["a"].as_f64().unwrap(), e["nonlinearity"].as_str().unwrap());
+            if uniform {
+                Scheme::kaiming_uniform_with(a, mode(e), nl).unwrap()
+            } else {
+                Scheme::kaiming_normal_with(a, mode(e), nl).unwrap()
+            }
+        };
+        let gain = e["gain"].as_f64().unwrap_or(0.0);
+        let (s, key) = match scheme {
+            "kaiming_normal" => (kaiming(e, false), "std"),
+            "kaiming_uniform" => (kaiming(e, true), "bound"),
+            "xavier_normal" => (Scheme::XavierNormal { gain }, "std"),
+            "xavier_uniform" => (Scheme::XavierUniform { gain }, "bound"),
+            "kaiming_normal_sample" => {
+                // PyTorch's own draws have the std of the formula (sampling error of 2e6 values)
+                let (sample, want) = (e["sample_std"].as_f64().unwrap(), e["std"].as_f64().unwrap());
+                assert!((sample / want - 1.0).abs() < 5.0 / (2.0f64 * 2e6).sqrt(), "{e}");
+                let got = match kaiming(e, false).plan(&shape).unwrap() {
+                    Fill::Normal { std, .. } => std,
+                    f => panic!("{f:?}"),
+                };
+                assert!((got - want).abs() <= 2e-16 * want);
+                continue;
+            }
+            _ => panic!("{scheme}"),
+        };
+        let got = match s.plan(&shape).unwrap() {
+            Fill::Normal { std, .. } => std,
+            Fill::Uniform { half_width, .. } => half_width,
+            f => panic!("{f:?}"),
+        };
+        let want = e[key].as_f64().unwrap();
+        let rel = (got - want).abs() / want;
+        worst = worst.max(rel);
+        assert!(rel <= 4e-16, "{scheme} {shape:?} {e}: {got} vs {want}");
+    }
+    println!("kaiming / xavier std and bound vs PyTorch: worst relative difference {worst:.1e}");
+}
+
+/// trunc_normal_'s sample moments (PyTorch, 10^6 values) against the analytic
+/// moments our sampler is tested to: the two samplers draw one distribution.
+#[test]
+fn trunc_normal_moments_match_pytorch_samples() {
+    let t = torch_init();
+    for e in t["trunc_normal"].as_array().unwrap() {
+        let f = |k: &str| e[k].as_f64().unwrap();
+        let plan = TruncNormalPlan::new(f("mean"), f("std"), f("a"), f("b")).unwrap();
+        let (mean, var) = plan.moments();
+        let n = f("n");
+        let (se_m, se_v) = ((var / n).sqrt(), (8.0 * var * var / n).sqrt());
+        println!(
+            "trunc_normal({}, {}, {}, {}): PyTorch's sample mean {:.2} se, var {:.2} se from the analytic moments",
+            f("mean"),
+            f("std"),
+            f("a"),
+            f("b"),
+            (f("sample_mean") - mean) / se_m,
+            (f("sample_var") - var) / se_v
+        );
+        assert!((f("sample_mean") - mean).abs() < 5.0 * se_m, "{e}");
+        assert!((f("sample_var") - var).abs() < 5.0 * se_v, "{e}");
+        assert!(f("min") >= f("a") && f("max") <= f("b"));
+    }
 }

@@ -5,7 +5,7 @@ mod common;
 
 use common::{gpu, normal};
 use gpuprep::cpu::norm::{norm_backward, norm_forward};
-use gpuprep::model::norm::NormKind;
+use gpuprep::model::norm::{NormKind, NormPlan, NormShape};
 use gpuprep::ops::{Norm, NormForward, NormGrads, NormStats};
 use gpuprep::{Error, GpuMatrix};
 use ndarray::{Array1, Array2, ArrayD, IxDyn};
@@ -23,6 +23,7 @@ fn vector(len: usize, offset: f32, scale: f32, seed: u64) -> Array1<f64> {
 fn affine_len(kind: NormKind, dims: &[usize]) -> usize {
     match kind {
         NormKind::Layer => dims[1..].iter().product(),
+        NormKind::LayerTrailing { len } => len,
         _ => dims[1],
     }
 }
@@ -205,40 +206,38 @@ fn scales(
     gamma: &Array1<f64>,
     stats: &gpuprep::model::norm::NormSummary,
 ) -> [f64; 3] {
-    let dims = x.shape();
-    let (n, c) = (dims[0], dims[1]);
-    let s: usize = dims[2..].iter().product();
-    let groups = match kind {
-        NormKind::Batch => c,
-        NormKind::Layer => 1,
-        NormKind::Instance => c,
-        NormKind::Group { groups } => groups,
-    };
+    let plan = plan_of(kind, x.shape());
+    let NormShape { c, s, .. } = plan.shape;
     let a_len = gamma.len();
     let (mut sdx, mut sg, mut sb) = (0.0f64, vec![0.0; a_len], vec![0.0; a_len]);
     for (e, (xv, dv)) in x.iter().zip(dy.iter()).enumerate() {
         let (ni, ci, si) = (e / (c * s), (e / s) % c, e % s);
-        let k = match kind {
-            NormKind::Batch => ci,
-            _ => ni * groups + ci / (c / groups),
-        };
-        let a = if kind == NormKind::Layer { ci * s + si } else { ci };
+        let k = plan.stat_group(ni, ci, si);
+        let a = plan.affine_index(ci, si);
         let xh = (xv - stats.mean[k]) * stats.invstd[k];
         sdx = sdx.max((gamma[a] * stats.invstd[k] * dv).abs());
         sg[a] += (dv * xh).powi(2);
         sb[a] += dv * dv;
     }
-    let _ = n;
     let m = |v: Vec<f64>| v.into_iter().fold(0.0f64, f64::max).sqrt();
     [sdx, m(sg), m(sb)]
+}
+
+fn plan_of(kind: NormKind, dims: &[usize]) -> NormPlan {
+    NormPlan::new("test", kind, NormShape::from_dims("test", dims).unwrap(), true).unwrap()
 }
 
 /// Forward and backward of `kind` on the GPU (outputs poisoned with NaN)
 /// against the f64 twin; returns the worst relative error.
 fn gpu_case(kind: NormKind, dims: &[usize], offset: f32, seed: u64) -> f64 {
+    gpu_check(kind, &tensor(dims, offset, 1.0, seed), seed)
+}
+
+/// [`gpu_case`] on a given input `x` (f32 values held as f64).
+fn gpu_check(kind: NormKind, x: &ArrayD<f64>, seed: u64) -> f64 {
     let g = gpu();
+    let dims = x.shape();
     let a = affine_len(kind, dims);
-    let x = tensor(dims, offset, 1.0, seed);
     let dy = tensor(dims, 0.0, 1.0, seed + 1);
     let gamma = vector(a, 1.0, 0.3, seed + 2).mapv(|v| v as f32 as f64);
     let beta = vector(a, 0.0, 0.3, seed + 3).mapv(|v| v as f32 as f64);
@@ -254,7 +253,7 @@ fn gpu_case(kind: NormKind, dims: &[usize], offset: f32, seed: u64) -> f64 {
     .unwrap();
 
     let norm = Norm::new(kind, dims[1]);
-    let xg = GpuMatrix::upload(g, matrix(&x).view()).unwrap();
+    let xg = GpuMatrix::upload(g, matrix(x).view()).unwrap();
     let dyg = GpuMatrix::upload(g, matrix(&dy).view()).unwrap();
     let gg = GpuMatrix::upload(g, row(&gamma).view()).unwrap();
     let bg = GpuMatrix::upload(g, row(&beta).view()).unwrap();
@@ -279,7 +278,7 @@ fn gpu_case(kind: NormKind, dims: &[usize], offset: f32, seed: u64) -> f64 {
     g.submit("t", enc).unwrap();
 
     let st = out.stats.download(g).unwrap();
-    let [sdx, sg, sb] = scales(kind, &x, &dy, &gamma, &fw.stats);
+    let [sdx, sg, sb] = scales(kind, x, &dy, &gamma, &fw.stats);
     let std_max = fw.stats.var.iter().fold(0.0f64, |m, v| m.max(v.sqrt()));
     let errs = [
         (
@@ -322,14 +321,20 @@ fn gpu_case(kind: NormKind, dims: &[usize], offset: f32, seed: u64) -> f64 {
     ];
     let mut worst = 0.0f64;
     for (what, e) in errs {
-        assert!(
-            e <= 1e-5,
-            "{kind:?} {dims:?} offset {offset}: {what} rel error {e:e}"
-        );
+        assert!(e <= 1e-5, "{kind:?} {dims:?} seed {seed}: {what} rel error {e:e}");
         worst = worst.max(e);
     }
+    // the variance: f32's rounding of the twin's (+inf beyond f32's range)
+    for (gv, cv) in st.var.iter().zip(&fw.stats.var) {
+        if *cv > f64::from(f32::MAX) {
+            assert_eq!(*gv, f64::INFINITY, "{kind:?} {dims:?}: var {cv:e} beyond f32");
+        } else {
+            let e = (gv - cv).abs() / cv.max(1e-30);
+            assert!(e <= 1e-5, "{kind:?} {dims:?}: var {gv:e} vs {cv:e}");
+        }
+    }
     println!(
-        "{:>8} {dims:?} offset {offset}: worst rel error {worst:.2e}",
+        "{:>8} {kind:?} {dims:?}: worst rel error {worst:.2e}",
         kind.name()
     );
     worst
@@ -448,4 +453,382 @@ fn gpu_bad_input_is_an_error_not_a_panic() {
         layer.encode_forward_into(g, &mut enc, &x, &ones(6), &ones(6), &alias),
         Err(Error::InvalidArgument { .. })
     ));
+}
+
+/// PyTorch's `LayerNorm(normalized_shape)`: the shape is the tail of the
+/// input's after dimension 0; all of `x.shape[1:]` is plain layer norm.
+#[test]
+fn layer_norm_normalized_shape_follows_pytorch() {
+    let dims = [2usize, 3, 4, 5];
+    assert_eq!(NormKind::layer("t", &dims, &[3, 4, 5]).unwrap(), NormKind::Layer);
+    assert_eq!(
+        NormKind::layer("t", &dims, &[4, 5]).unwrap(),
+        NormKind::LayerTrailing { len: 20 }
+    );
+    assert_eq!(
+        NormKind::layer("t", &dims, &[5]).unwrap(),
+        NormKind::LayerTrailing { len: 5 }
+    );
+    for bad in [&[][..], &[4], &[5, 4], &[2, 3, 4, 5], &[3, 4, 6]] {
+        let e = NormKind::layer("t", &dims, bad).unwrap_err();
+        assert!(matches!(e, Error::ShapeMismatch { .. }), "{bad:?}: {e}");
+    }
+    // the twin checks len against the dimensions themselves
+    let x = tensor(&dims, 0.0, 1.0, 1);
+    let k = NormKind::LayerTrailing { len: 10 }; // divides 60 but is no tail
+    let e = norm_forward(
+        k,
+        x.view(),
+        Array1::ones(10).view(),
+        Array1::zeros(10).view(),
+        1e-5,
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { .. }), "{e}");
+    // mean / invstd are shaped as the leading dimensions
+    let plan = plan_of(NormKind::LayerTrailing { len: 20 }, &dims);
+    assert_eq!((plan.stat_groups, plan.group_len, plan.affine_len), (6, 20, 20));
+    assert_eq!(plan.stats_dims(&dims), vec![2, 3]);
+    assert_eq!(
+        plan_of(NormKind::LayerTrailing { len: 5 }, &dims).stats_dims(&dims),
+        vec![2, 3, 4]
+    );
+    assert_eq!(
+        plan_of(NormKind::LayerTrailing { len: 1 }, &[2, 3, 1]).stats_dims(&[2, 3, 1]),
+        vec![2, 3]
+    );
+    // on the GPU: a length that does not divide the row, and gamma of the wrong length
+    let g = gpu();
+    let xg = GpuMatrix::filled(g, 4, 6, 1.0).unwrap();
+    let ones = |n| GpuMatrix::filled(g, 1, n, 1.0).unwrap();
+    assert!(matches!(
+        Norm::layer(&[4]).forward(g, &xg, &ones(4), &ones(4)),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        Norm::layer(&[3]).forward(g, &xg, &ones(6), &ones(6)),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(Norm::layer(&[3]).forward(g, &xg, &ones(3), &ones(3)).is_ok());
+    assert!(matches!(
+        Norm::layer(&[]).forward(g, &xg, &ones(1), &ones(1)),
+        Err(Error::ShapeMismatch { .. })
+    ));
+}
+
+#[test]
+fn layer_norm_over_trailing_dims_twin_gradient_check_and_gpu() {
+    let cases: &[(&[usize], usize)] = &[
+        (&[2, 3, 2, 2], 4),
+        (&[2, 3, 2, 3], 3),
+        (&[3, 2, 1, 3], 3),
+        (&[4, 3, 5], 5),
+        (&[2, 2, 3, 1], 1),
+    ];
+    for (i, (dims, len)) in cases.iter().enumerate() {
+        let kind = NormKind::LayerTrailing { len: *len };
+        for offset in [0.0, 10.0] {
+            let r = grad_check(kind, dims, 40 + i as u64, offset);
+            println!("layer over {len} of {dims:?} offset {offset}: rel_error {r:?}");
+            assert!(r.iter().all(|&e| e <= 1e-7), "{dims:?} {len}: {r:?}");
+        }
+    }
+    // GPU: rows of several runs, runs that do not divide the workgroup, many runs
+    let mut worst = 0.0f64;
+    for (i, (dims, len)) in [
+        (&[3usize, 4, 5, 5][..], 25usize),
+        (&[2, 6, 13, 11], 11),
+        (&[2, 6, 13, 11], 143),
+        (&[70, 8, 3, 3], 9),
+        (&[1000, 2, 1, 3], 3),
+        (&[4, 2, 1000], 1000),
+        (&[3, 7, 300], 300),
+        (&[5, 64, 1, 1], 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for offset in [0.5, 1e4] {
+            worst = worst.max(gpu_case(
+                NormKind::LayerTrailing { len: *len },
+                dims,
+                offset,
+                6000 + i as u64,
+            ));
+        }
+    }
+    // layer norm's dgamma/dbeta over 70,000 affine entries: a 2-D finalize grid
+    worst = worst.max(gpu_case(
+        NormKind::LayerTrailing { len: 70_000 },
+        &[2, 2, 70_000],
+        0.0,
+        6100,
+    ));
+    println!("layer norm over trailing dims: worst GPU rel error {worst:.2e}");
+}
+
+/// Issue 11: an eps of 0, or one that rounds to 0 (or to a subnormal) in f32,
+/// made a constant group divide 0 by 0 and write NaN silently. Refused on
+/// both paths; the smallest normal f32 works.
+#[test]
+fn eps_must_be_a_positive_normal_f32() {
+    let g = gpu();
+    let x = GpuMatrix::filled(g, 4, 6, 2.0).unwrap();
+    let ones = |n| GpuMatrix::filled(g, 1, n, 1.0).unwrap();
+    let xt = tensor(&[4, 6], 0.0, 1.0, 1).mapv(|_| 2.0);
+    for kind in [NormKind::Batch, NormKind::Layer, NormKind::Group { groups: 2 }] {
+        for eps in [0.0f64, -1e-5, 1e-50, 1e-40, f64::NAN, f64::INFINITY, 1e39] {
+            let e = Norm::new(kind, 6)
+                .with_eps(eps as f32)
+                .forward(g, &x, &ones(6), &ones(6))
+                .unwrap_err();
+            assert!(
+                matches!(e, Error::InvalidArgument { .. }),
+                "{kind:?} eps {eps}: {e}"
+            );
+            let a = Array1::ones(6);
+            let e = norm_forward(kind, xt.view(), a.view(), a.view(), eps).unwrap_err();
+            assert!(e.to_string().contains("eps"), "{kind:?} eps {eps}: {e}");
+        }
+        // the smallest normal f32: a constant group gives y = beta exactly
+        let f = Norm::new(kind, 6)
+            .with_eps(f32::MIN_POSITIVE)
+            .forward(g, &x, &ones(6), &GpuMatrix::filled(g, 1, 6, 0.25).unwrap())
+            .unwrap();
+        assert!(f.y.download(g).unwrap().iter().all(|&v| v == 0.25), "{kind:?}");
+        let a = Array1::ones(6);
+        let y = norm_forward(
+            kind,
+            xt.view(),
+            a.view(),
+            (0.25 * &a).view(),
+            f64::from(f32::MIN_POSITIVE),
+        )
+        .unwrap();
+        assert!(y.y.iter().all(|&v| v == 0.25));
+    }
+}
+
+/// Issue 11: a NaN in a group gave the GPU a finite invstd of 1/sqrt(eps)
+/// (WGSL's max(var, 0) drops NaN) where the twin has NaN. Now the group's
+/// mean, variance and invstd are NaN on both, the other groups untouched.
+#[test]
+fn gpu_nan_group_has_nan_statistics_as_the_twin() {
+    let g = gpu();
+    let dims = [6usize, 4, 3];
+    for kind in [
+        NormKind::Batch,
+        NormKind::Layer,
+        NormKind::Instance,
+        NormKind::Group { groups: 2 },
+        NormKind::LayerTrailing { len: 3 },
+    ] {
+        for bad in [f64::NAN, f64::INFINITY] {
+            let mut x = tensor(&dims, 1.0, 1.0, 3);
+            // element (n = 1, c = 2, s = 1)
+            x[[1, 2, 1]] = bad;
+            let a = affine_len(kind, &dims);
+            let (gm, bt) = (Array1::<f64>::ones(a), Array1::<f64>::zeros(a));
+            let want = norm_forward(kind, x.view(), gm.view(), bt.view(), 1e-5).unwrap();
+            let xg = GpuMatrix::upload(g, matrix(&x).view()).unwrap();
+            let f = Norm::new(kind, dims[1])
+                .forward(
+                    g,
+                    &xg,
+                    &GpuMatrix::filled(g, 1, a, 1.0).unwrap(),
+                    &GpuMatrix::filled(g, 1, a, 0.0).unwrap(),
+                )
+                .unwrap();
+            let st = f.stats.download(g).unwrap();
+            let nan_groups = want.stats.invstd.iter().filter(|v| v.is_nan()).count();
+            assert_eq!(nan_groups, 1, "{kind:?}");
+            for (i, (gv, cv)) in st.invstd.iter().zip(&want.stats.invstd).enumerate() {
+                assert_eq!(
+                    gv.is_nan(),
+                    cv.is_nan(),
+                    "{kind:?} {bad}: invstd[{i}] GPU {gv} twin {cv}"
+                );
+                if !cv.is_nan() {
+                    assert!((gv - cv).abs() <= 1e-5 * cv, "{kind:?} invstd[{i}] {gv} vs {cv}");
+                }
+                assert_eq!(
+                    st.var[i].is_nan(),
+                    want.stats.var[i].is_nan(),
+                    "{kind:?} var[{i}]"
+                );
+                // (an inf makes the twin's mean inf and the GPU's Welford mean NaN)
+                assert_eq!(
+                    st.mean[i].is_finite(),
+                    want.stats.mean[i].is_finite(),
+                    "{kind:?} mean[{i}]"
+                );
+            }
+            let y = f.y.download(g).unwrap();
+            for (e, (gv, cv)) in y.iter().zip(want.y.iter()).enumerate() {
+                assert_eq!(
+                    gv.is_nan(),
+                    cv.is_nan(),
+                    "{kind:?} {bad}: y[{e}] GPU {gv} twin {cv}"
+                );
+            }
+        }
+    }
+}
+
+/// A seeded tensor of `scale * N(0, 1)`, with every third element moved to
+/// `shift`: finite f32 data whose squared deviations overflow f32.
+fn wide_tensor(dims: &[usize], scale: f32, shift: f32, seed: u64) -> ArrayD<f64> {
+    let mut t = tensor(dims, 0.0, scale, seed);
+    for (i, v) in t.iter_mut().enumerate() {
+        if i % 3 == 1 {
+            *v = f64::from(shift);
+        }
+        *v = f64::from((*v).clamp(-3.3e38, 3.3e38) as f32);
+    }
+    t
+}
+
+/// Issue 11: finite data whose squared deviations overflow f32 (a spread of
+/// 1e20, values near +-3e38) gave inf variances and zero or NaN outputs on
+/// the GPU. Those groups are now computed in units of 2^96: y, mean, invstd
+/// and the gradients match the twin, the variance is +inf only where the
+/// twin's exceeds f32's range.
+#[test]
+fn gpu_overflowing_spread_matches_the_twin() {
+    let mut worst = 0.0f64;
+    let kinds = [
+        NormKind::Batch,
+        NormKind::Layer,
+        NormKind::Instance,
+        NormKind::Group { groups: 2 },
+        NormKind::LayerTrailing { len: 12 },
+    ];
+    for (i, &(scale, shift)) in [
+        (1e20f32, 0.0f32),
+        (1e20, 3e20),
+        (1e38, 3e38),
+        (1e38, -3.2e38),
+        (3e19, 1.0),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for dims in [&[9usize, 4, 12][..], &[300, 2, 12]] {
+            for (j, &kind) in kinds.iter().enumerate() {
+                let x = wide_tensor(dims, scale, shift, 7000 + 10 * i as u64 + j as u64);
+                worst = worst.max(gpu_check(kind, &x, 7000 + i as u64));
+            }
+        }
+    }
+    // one overflowing group among ordinary ones (the scaled and unscaled paths side by side)
+    let mut x = tensor(&[40, 4, 12], 1.0, 1.0, 7100);
+    for v in x.slice_mut(ndarray::s![.., 1, ..]).iter_mut() {
+        *v = f64::from((*v * 1e25) as f32);
+    }
+    for &kind in &kinds {
+        worst = worst.max(gpu_check(kind, &x, 7101));
+    }
+    println!("overflowing spreads: worst GPU rel error {worst:.2e}");
+}
+
+fn torch_npy(case: &str, name: &str) -> ArrayD<f64> {
+    let p = format!(
+        "{}/tests/data/torch/layer_norm/{case}/{name}.npy",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    ndarray_npy::read_npy(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+/// max |a - b| / max(scale, max |b|).
+fn rel_to(a: impl IntoIterator<Item = f64>, b: &ArrayD<f64>, scale: f64) -> f64 {
+    let bmax = b.iter().fold(scale, |m, v| m.max(v.abs())).max(1e-300);
+    a.into_iter()
+        .zip(b.iter())
+        .map(|(x, y)| {
+            if x.is_finite() {
+                (x - y).abs()
+            } else {
+                f64::INFINITY
+            }
+        })
+        .fold(0.0, f64::max)
+        / bmax
+}
+
+/// PyTorch's F.layer_norm over several normalized_shapes, forward and
+/// autograd backward in f64 (tests/data/torch_conventions.py): the twin to
+/// f64 rounding, the GPU to f32's.
+#[test]
+fn layer_norm_matches_pytorch() {
+    let g = gpu();
+    let cases: &[(&str, &[usize])] = &[
+        ("nd_d", &[6]),
+        ("nchw_w", &[5]),
+        ("nchw_hw", &[4, 5]),
+        ("nchw_chw", &[3, 4, 5]),
+        ("ncl_l_offset", &[7]),
+    ];
+    for (case, ns) in cases {
+        let t = |n| torch_npy(case, n);
+        let x = t("x");
+        let kind = NormKind::layer("test", x.shape(), ns).unwrap();
+        let flat1 = |a: ArrayD<f64>| Array1::from_iter(a.iter().copied());
+        let (gamma, beta, dy) = (flat1(t("gamma")), flat1(t("beta")), t("dy"));
+        let fw = norm_forward(kind, x.view(), gamma.view(), beta.view(), 1e-5).unwrap();
+        let gr = norm_backward(
+            kind,
+            x.view(),
+            dy.view(),
+            gamma.view(),
+            fw.stats.mean.view(),
+            fw.stats.invstd.view(),
+        )
+        .unwrap();
+        let [sdx, sg, sb] = scales(kind, &x, &dy, &gamma, &fw.stats);
+        let cpu = [
+            rel_to(fw.y.iter().copied(), &t("y"), 0.0),
+            rel_to(gr.dx.iter().copied(), &t("dx"), sdx),
+            rel_to(gr.dgamma.iter().copied(), &t("dgamma"), sg),
+            rel_to(gr.dbeta.iter().copied(), &t("dbeta"), sb),
+            rel_to(fw.stats.mean.iter().copied(), &t("mean"), 0.0),
+            rel_to(fw.stats.invstd.iter().copied(), &t("rstd"), 0.0),
+        ];
+        // the GPU, from the f32 rounding of the same tensors
+        let xg = GpuMatrix::upload(g, matrix(&x).view()).unwrap();
+        let norm = Norm::new(kind, x.shape()[1]);
+        let (gg, bg) = (
+            GpuMatrix::upload(g, row(&gamma).view()).unwrap(),
+            GpuMatrix::upload(g, row(&beta).view()).unwrap(),
+        );
+        let f = norm.forward(g, &xg, &gg, &bg).unwrap();
+        let b = norm
+            .backward(
+                g,
+                &xg,
+                &GpuMatrix::upload(g, matrix(&dy).view()).unwrap(),
+                &gg,
+                &f.stats,
+            )
+            .unwrap();
+        let st = f.stats.download(g).unwrap();
+        let f64s = |m: Array2<f32>| m.iter().map(|&v| f64::from(v)).collect::<Vec<_>>();
+        let std_max = fw.stats.var.iter().fold(0.0f64, |m, v| m.max(v.sqrt()));
+        let gpu = [
+            rel_to(f64s(f.y.download(g).unwrap()), &t("y"), 0.0),
+            rel_to(f64s(b.dx.download(g).unwrap()), &t("dx"), sdx),
+            rel_to(f64s(b.dgamma.download(g).unwrap()), &t("dgamma"), sg),
+            rel_to(f64s(b.dbeta.download(g).unwrap()), &t("dbeta"), sb),
+            rel_to(st.mean.iter().copied(), &t("mean"), std_max),
+            rel_to(st.invstd.iter().copied(), &t("rstd"), 0.0),
+        ];
+        println!(
+            "layer norm {case} {:?} normalized_shape {ns:?} vs PyTorch (y, dx, dgamma, dbeta, mean, rstd): \
+             twin {:.1e}, GPU {:.1e}",
+            x.shape(),
+            cpu.iter().fold(0.0f64, |m, v| m.max(*v)),
+            gpu.iter().fold(0.0f64, |m, v| m.max(*v))
+        );
+        assert!(cpu.iter().all(|&e| e <= 1e-12), "{case}: twin {cpu:?}");
+        assert!(gpu.iter().all(|&e| e <= 1e-5), "{case}: GPU {gpu:?}");
+    }
 }

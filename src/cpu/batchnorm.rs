@@ -261,6 +261,26 @@ impl BatchNormCpu {
             ));
         }
         check_eps(op, self.eps)?;
+        if let Some(m) = self.config.momentum {
+            if !(m.is_finite() && (0.0..=1.0).contains(&m)) {
+                return Err(Error::invalid(op, format!("momentum must be in [0, 1], got {m}")));
+            }
+        }
+        if self.running_mean.len() != shape.c
+            || self.running_var.len() != shape.c
+            || self.beta.len() != shape.c
+        {
+            return Err(Error::shape(
+                op,
+                format!("beta, running_mean and running_var of {} values", shape.c),
+                format!(
+                    "{}, {} and {}",
+                    self.beta.len(),
+                    self.running_mean.len(),
+                    self.running_var.len()
+                ),
+            ));
+        }
         NormPlan::new(op, NormKind::Batch, shape, training)
     }
 

@@ -25,8 +25,10 @@
 use ndarray::{Array2, ArrayD, IxDyn};
 use rayon::prelude::*;
 
-use crate::model::init::{numel, orthogonal, Fill, Scheme, SparseAxis, SparsePlan, SPARSE_TAG};
-use crate::rng::{centered_from_bits, Philox, PHILOX_M0, PHILOX_M1, PHILOX_W0};
+use crate::model::init::{
+    numel, orthogonal, Fill, Scheme, SparseAxis, SparsePlan, TruncNormalPlan, SPARSE_TAG,
+};
+use crate::rng::{centered_from_bits, trunc_normal_f64, Philox, PHILOX_M0, PHILOX_M1, PHILOX_W0};
 use crate::{Error, Result};
 
 pub mod lecture;
@@ -53,6 +55,7 @@ pub fn fill_tensor(shape: &[usize], fill: &Fill, rng: Philox) -> Result<ArrayD<f
             Fill::Constant { value } => vec![value; n],
             Fill::Uniform { center, half_width } => uniform_values(rng, 0, n, center, half_width),
             Fill::Normal { mean, std } => normal_values(rng, 0, n, mean, std),
+            Fill::TruncNormal(plan) => trunc_normal_values(rng, 0, n, &plan),
             Fill::Sparse(plan) => {
                 if plan.rows * plan.cols != n {
                     return Err(Error::ShapeMismatch {
@@ -120,6 +123,20 @@ pub fn normal_values(rng: Philox, offset: u64, n: usize, mean: f64, std: f64) ->
             }
             k += take;
             i = i.wrapping_add(take as u64);
+        }
+    });
+    out
+}
+
+/// Stream elements `offset .. offset + n` as truncated normals
+/// ([`crate::rng::trunc_normal_f64`]: one word per element, as the uniforms).
+pub fn trunc_normal_values(rng: Philox, offset: u64, n: usize, plan: &TruncNormalPlan) -> Vec<f64> {
+    let mut out = vec![0.0; n];
+    fill_parallel(offset, &mut out, |start, chunk| {
+        let mut bits = vec![0u32; chunk.len()];
+        rng.fill_bits(start, &mut bits);
+        for (o, &x) in chunk.iter_mut().zip(&bits) {
+            *o = trunc_normal_f64(x, plan);
         }
     });
     out

@@ -12,6 +12,7 @@
 //! | --- | --- | --- | --- |
 //! | batch | c | N * S | C |
 //! | layer | n | C * S | C * S (PyTorch's elementwise affine over `x.shape[1..]`) |
+//! | layer over trailing dims (L = prod(normalized_shape)) | flat index / L | L | L (elementwise, every run of L) |
 //! | instance | n * C + c | S | C |
 //! | group (G) | n * G + c / (C / G) | (C / G) * S | C |
 //!
@@ -58,15 +59,7 @@ pub(crate) fn check_len(op: &'static str, what: &str, v: &ArrayView1<f64>, len: 
     Ok(())
 }
 
-pub(crate) fn check_eps(op: &'static str, eps: f64) -> Result<()> {
-    if !(eps.is_finite() && eps >= 0.0) {
-        return Err(Error::invalid(
-            op,
-            format!("eps must be finite and >= 0, got {eps}"),
-        ));
-    }
-    Ok(())
-}
+pub(crate) use crate::model::norm::check_eps;
 
 /// Calls `f(n, c, s, flat_index)` for every element in memory order.
 fn for_each_index(shape: NormShape, mut f: impl FnMut(usize, usize, usize, usize)) {
@@ -124,7 +117,12 @@ fn flat(x: &ArrayViewD<f64>) -> Vec<f64> {
 
 /// Forward pass in training mode (statistics of the input itself).
 ///
-/// `gamma` and `beta` have length C (batch, instance, group) or C * S (layer).
+/// `gamma` and `beta` have length C (batch, instance, group), C * S (layer) or
+/// L (layer over trailing dimensions of L elements, [`NormKind::LayerTrailing`]).
+///
+/// # Errors
+/// A shape that does not fit the kind, gamma or beta of the wrong length, or an
+/// eps that [`crate::model::norm::check_eps`] refuses.
 pub fn norm_forward(
     kind: NormKind,
     x: ArrayViewD<f64>,
@@ -134,6 +132,7 @@ pub fn norm_forward(
 ) -> Result<NormOutput> {
     const OP: &str = "norm_forward";
     let shape = NormShape::from_dims(OP, x.shape())?;
+    kind.check_dims(OP, x.shape())?;
     let plan = NormPlan::new(OP, kind, shape, true)?;
     check_len(OP, "gamma", &gamma, plan.affine_len)?;
     check_len(OP, "beta", &beta, plan.affine_len)?;
@@ -162,6 +161,7 @@ pub fn norm_backward(
 ) -> Result<NormGrads> {
     const OP: &str = "norm_backward";
     let shape = NormShape::from_dims(OP, x.shape())?;
+    kind.check_dims(OP, x.shape())?;
     if dy.shape() != x.shape() {
         return Err(Error::shape(
             OP,

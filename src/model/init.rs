@@ -29,6 +29,16 @@
 //! | `sparse` (PyTorch) | 2-D `(rows, cols)`: in each column, `ceil(sparsity * rows)` entries are zero, the rest `std * z` (std 0.01) |
 //! | `sparse_fixed` (the lecture) | 2-D `(out, in)`: each neuron (row) keeps exactly `connections` inputs, weights `std * z`, the rest zero |
 //! | `orthogonal` | `gain * Q`, Q from the QR of a normal matrix, computed on the CPU (see [`Fill::Orthogonal`]) |
+//! | `trunc_normal(mean, std, a, b)` | the normal `N(mean, std^2)` conditioned on `[a, b]`, by the inverse CDF (see [`TruncNormalPlan`]) |
+//!
+//! # Gains
+//! [`calculate_gain`] and [`Nonlinearity`] are `torch.nn.init.calculate_gain`:
+//! 1 for linear, the convolutions and sigmoid, 5/3 for tanh, `sqrt(2)` for
+//! relu, `sqrt(2 / (1 + a^2))` for leaky_relu with negative slope `a`
+//! (default 0.01), 3/4 for selu. [`Scheme::kaiming_normal_with`] and
+//! [`Scheme::kaiming_uniform_with`] take kaiming's `a`, `mode` and
+//! `nonlinearity` as PyTorch's `kaiming_normal_` does (defaults 0, fan_in,
+//! leaky_relu: gain `sqrt(2)`).
 
 use std::f64::consts::SQRT_2;
 
@@ -49,6 +59,137 @@ pub const SMALL_STD: f64 = 0.01;
 /// Counter word 1 of the Philox blocks that key the sparse masks ("SPAR"):
 /// element blocks reach it only past element 2^34 * 0x53504152.
 pub const SPARSE_TAG: u32 = 0x5350_4152;
+
+/// A nonlinearity by its `torch.nn.init.calculate_gain` name, with the gain
+/// PyTorch recommends for it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Nonlinearity {
+    /// `linear`: gain 1.
+    Linear,
+    /// `conv1d`: gain 1.
+    Conv1d,
+    /// `conv2d`: gain 1.
+    Conv2d,
+    /// `conv3d`: gain 1.
+    Conv3d,
+    /// `conv_transpose1d`: gain 1.
+    ConvTranspose1d,
+    /// `conv_transpose2d`: gain 1.
+    ConvTranspose2d,
+    /// `conv_transpose3d`: gain 1.
+    ConvTranspose3d,
+    /// `sigmoid`: gain 1.
+    Sigmoid,
+    /// `tanh`: gain 5/3.
+    Tanh,
+    /// `relu`: gain `sqrt(2)`.
+    Relu,
+    /// `leaky_relu`: gain `sqrt(2 / (1 + negative_slope^2))`.
+    LeakyRelu {
+        /// The slope for negative inputs (PyTorch's `param`, default 0.01).
+        negative_slope: f64,
+    },
+    /// `selu`: gain 3/4.
+    Selu,
+}
+
+impl Nonlinearity {
+    /// Every name [`Nonlinearity::from_name`] accepts, as PyTorch spells them.
+    pub const NAMES: [&'static str; 12] = [
+        "linear",
+        "conv1d",
+        "conv2d",
+        "conv3d",
+        "conv_transpose1d",
+        "conv_transpose2d",
+        "conv_transpose3d",
+        "sigmoid",
+        "tanh",
+        "relu",
+        "leaky_relu",
+        "selu",
+    ];
+
+    /// The nonlinearity PyTorch calls `name`; `param` is leaky_relu's negative
+    /// slope (default 0.01) and, as in PyTorch, unused by the others.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown name or a slope that is not finite.
+    pub fn from_name(name: &str, param: Option<f64>) -> Result<Self> {
+        Ok(match name {
+            "linear" => Nonlinearity::Linear,
+            "conv1d" => Nonlinearity::Conv1d,
+            "conv2d" => Nonlinearity::Conv2d,
+            "conv3d" => Nonlinearity::Conv3d,
+            "conv_transpose1d" => Nonlinearity::ConvTranspose1d,
+            "conv_transpose2d" => Nonlinearity::ConvTranspose2d,
+            "conv_transpose3d" => Nonlinearity::ConvTranspose3d,
+            "sigmoid" => Nonlinearity::Sigmoid,
+            "tanh" => Nonlinearity::Tanh,
+            "relu" => Nonlinearity::Relu,
+            "leaky_relu" => Nonlinearity::LeakyRelu {
+                negative_slope: finite("negative_slope", param.unwrap_or(0.01))?,
+            },
+            "selu" => Nonlinearity::Selu,
+            _ => {
+                return Err(invalid(format!(
+                    "unsupported nonlinearity {name:?} (one of {})",
+                    Self::NAMES.join(", ")
+                )))
+            }
+        })
+    }
+
+    /// PyTorch's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Nonlinearity::Linear => "linear",
+            Nonlinearity::Conv1d => "conv1d",
+            Nonlinearity::Conv2d => "conv2d",
+            Nonlinearity::Conv3d => "conv3d",
+            Nonlinearity::ConvTranspose1d => "conv_transpose1d",
+            Nonlinearity::ConvTranspose2d => "conv_transpose2d",
+            Nonlinearity::ConvTranspose3d => "conv_transpose3d",
+            Nonlinearity::Sigmoid => "sigmoid",
+            Nonlinearity::Tanh => "tanh",
+            Nonlinearity::Relu => "relu",
+            Nonlinearity::LeakyRelu { .. } => "leaky_relu",
+            Nonlinearity::Selu => "selu",
+        }
+    }
+
+    /// The recommended gain (`torch.nn.init.calculate_gain`).
+    pub fn gain(&self) -> f64 {
+        match *self {
+            Nonlinearity::Tanh => 5.0 / 3.0,
+            Nonlinearity::Relu => SQRT_2,
+            Nonlinearity::LeakyRelu { negative_slope } => {
+                (2.0 / (1.0 + negative_slope * negative_slope)).sqrt()
+            }
+            Nonlinearity::Selu => 0.75,
+            _ => 1.0,
+        }
+    }
+}
+
+/// `torch.nn.init.calculate_gain(nonlinearity, param)`: the recommended gain
+/// of a nonlinearity by name (see [`Nonlinearity`]).
+///
+/// ```
+/// use gpuprep::model::init::calculate_gain;
+/// assert_eq!(calculate_gain("tanh", None).unwrap(), 5.0 / 3.0);
+/// assert_eq!(calculate_gain("relu", None).unwrap(), 2f64.sqrt());
+/// let g = calculate_gain("leaky_relu", Some(0.2)).unwrap();
+/// assert!((g - (2.0 / 1.04f64).sqrt()).abs() < 1e-15);
+/// assert!(calculate_gain("softplus", None).is_err());
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a name PyTorch does not know, or a
+/// leaky_relu slope that is not finite.
+pub fn calculate_gain(nonlinearity: &str, param: Option<f64>) -> Result<f64> {
+    Ok(Nonlinearity::from_name(nonlinearity, param)?.gain())
+}
 
 /// Which fan a Kaiming initializer divides by.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -169,6 +310,18 @@ pub enum Scheme {
         /// Gain.
         gain: f64,
     },
+    /// PyTorch's `trunc_normal_(mean, std, a, b)`: `N(mean, std^2)`
+    /// conditioned on `[low, high]` (absolute bounds, not in units of std).
+    TruncNormal {
+        /// Mean of the untruncated normal.
+        mean: f64,
+        /// Its standard deviation (> 0).
+        std: f64,
+        /// Lower bound `a` (PyTorch's default -2).
+        low: f64,
+        /// Upper bound `b` (PyTorch's default 2).
+        high: f64,
+    },
 }
 
 /// Whether a sparse mask counts per column or per row.
@@ -230,6 +383,8 @@ pub enum Fill {
     },
     /// Masked `std * z`.
     Sparse(SparsePlan),
+    /// The truncated normal of a [`TruncNormalPlan`].
+    TruncNormal(TruncNormalPlan),
     /// `gain * Q`, with `rows = shape[0]` and `cols` the product of the rest:
     /// the `rows x cols` matrix of normals `z` (element `i` of the stream at
     /// row-major position `i`), transposed if `rows < cols`, factored as
@@ -308,6 +463,43 @@ impl Scheme {
         Scheme::KaimingUniform {
             gain: KAIMING_GAIN,
             mode: FanMode::FanIn,
+        }
+    }
+
+    /// PyTorch's `kaiming_normal_(tensor, a, mode, nonlinearity)`: std
+    /// `calculate_gain(nonlinearity, a) / sqrt(fan)`. PyTorch's defaults are
+    /// `a = 0`, fan_in, `"leaky_relu"` (gain `sqrt(2)`); `a` is leaky_relu's
+    /// negative slope and, as in PyTorch, unused by the other nonlinearities.
+    ///
+    /// # Errors
+    /// An unknown nonlinearity, or an `a` that is not finite.
+    pub fn kaiming_normal_with(a: f64, mode: FanMode, nonlinearity: &str) -> Result<Self> {
+        Ok(Scheme::KaimingNormal {
+            gain: calculate_gain(nonlinearity, Some(a))?,
+            mode,
+        })
+    }
+
+    /// PyTorch's `kaiming_uniform_(tensor, a, mode, nonlinearity)`: bound
+    /// `sqrt(3) * calculate_gain(nonlinearity, a) / sqrt(fan)`; see
+    /// [`Scheme::kaiming_normal_with`].
+    ///
+    /// # Errors
+    /// An unknown nonlinearity, or an `a` that is not finite.
+    pub fn kaiming_uniform_with(a: f64, mode: FanMode, nonlinearity: &str) -> Result<Self> {
+        Ok(Scheme::KaimingUniform {
+            gain: calculate_gain(nonlinearity, Some(a))?,
+            mode,
+        })
+    }
+
+    /// PyTorch's `trunc_normal_` defaults: mean 0, std 1, bounds -2 and 2.
+    pub fn trunc_normal() -> Self {
+        Scheme::TruncNormal {
+            mean: 0.0,
+            std: 1.0,
+            low: -2.0,
+            high: 2.0,
         }
     }
 
@@ -402,6 +594,9 @@ impl Scheme {
                     std: nonneg("std", std)?,
                 })
             }
+            Scheme::TruncNormal { mean, std, low, high } => {
+                Fill::TruncNormal(TruncNormalPlan::new(mean, std, low, high)?)
+            }
             Scheme::Orthogonal { gain } => {
                 if shape.len() < 2 {
                     return Err(Error::ShapeMismatch {
@@ -417,6 +612,125 @@ impl Scheme {
                 }
             }
         })
+    }
+}
+
+/// A truncated normal, ready to sample: `N(mean, std^2)` conditioned on
+/// `[low, high]`, by the inverse CDF of the standard normal `Phi`.
+///
+/// With `alpha = (low - mean) / std`, `beta = (high - mean) / std`, the plan
+/// holds `cdf_low = Phi(alpha)`, `sf_high = 1 - Phi(beta) = Phi(-beta)` and
+/// `mass = Phi(beta) - Phi(alpha)`, each computed in f64 on its own tail (so
+/// none is the difference of two numbers near 1). Element `i` of the stream
+/// (a `u32` word `x`) becomes, with `u = (2 (x >> 9) + 1) * 2^-24` (23 bits,
+/// the midpoint of a cell: `0 < u < 1`, and `u` and `1 - u` exact in f32):
+///
+/// ```text
+/// p = cdf_low + u * mass          (the lower-tail probability of the value)
+/// q = sf_high + (1 - u) * mass    (its upper-tail probability; p + q = 1)
+/// z = Phi^-1(p) if p <= q, else -Phi^-1(q)
+/// value = clamp(mean + std * z, low, high)
+/// ```
+///
+/// so `Phi^-1` is only evaluated at a probability of at most 1/2, in full
+/// relative precision even deep in a tail, by Wichura's AS241 (PPND16,
+/// relative error about 1e-16 in f64; the shader evaluates the same rational
+/// functions in f32). See [`crate::rng::trunc_normal_f64`]. PyTorch draws
+/// `erfinv` of a uniform instead; the distribution is the same, the numbers
+/// (from another generator) are not.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TruncNormalPlan {
+    /// Mean of the untruncated normal.
+    pub mean: f64,
+    /// Its standard deviation.
+    pub std: f64,
+    /// Lower bound.
+    pub low: f64,
+    /// Upper bound.
+    pub high: f64,
+    /// `Phi((low - mean) / std)`.
+    pub cdf_low: f64,
+    /// `1 - Phi((high - mean) / std)`.
+    pub sf_high: f64,
+    /// `Phi((high - mean) / std) - Phi((low - mean) / std)`: the probability of `[low, high]`.
+    pub mass: f64,
+}
+
+/// The standard normal's CDF, `Phi(z) = erfc(-z / sqrt 2) / 2`.
+pub fn norm_cdf(z: f64) -> f64 {
+    0.5 * libm::erfc(-z / SQRT_2)
+}
+
+/// Smallest probability of `[low, high]` a truncated normal accepts: below it
+/// the tail probabilities would leave f32's normal range on the GPU.
+pub const TRUNC_NORMAL_MIN_MASS: f64 = 1e-20;
+
+impl TruncNormalPlan {
+    /// Checks the arguments and computes the tail probabilities.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] unless mean, std, low and high are finite in
+    /// f32, `std > 0`, `low < high`, and the interval holds a probability of
+    /// at least [`TRUNC_NORMAL_MIN_MASS`] (about 9 standard deviations into a tail).
+    pub fn new(mean: f64, std: f64, low: f64, high: f64) -> Result<Self> {
+        for (name, v) in [("mean", mean), ("std", std), ("low (a)", low), ("high (b)", high)] {
+            if !(v.is_finite() && (v as f32).is_finite()) {
+                return Err(invalid(format!(
+                    "trunc_normal: {name} must be finite in f32, got {v}"
+                )));
+            }
+        }
+        if !(std > 0.0 && (std as f32) > 0.0) {
+            return Err(invalid(format!("trunc_normal: std must be > 0, got {std}")));
+        }
+        if low >= high {
+            return Err(invalid(format!(
+                "trunc_normal: needs low < high, got {low} >= {high}"
+            )));
+        }
+        let (alpha, beta) = ((low - mean) / std, (high - mean) / std);
+        let cdf_low = norm_cdf(alpha);
+        let sf_high = norm_cdf(-beta);
+        let mass = if beta <= 0.0 {
+            norm_cdf(beta) - cdf_low
+        } else if alpha >= 0.0 {
+            norm_cdf(-alpha) - sf_high
+        } else {
+            1.0 - cdf_low - sf_high
+        };
+        if mass.is_nan() || mass < TRUNC_NORMAL_MIN_MASS {
+            return Err(invalid(format!(
+                "trunc_normal: [{low}, {high}] has probability {mass:e} under N({mean}, {std}^2), \
+                 below {TRUNC_NORMAL_MIN_MASS:e}: too far in the tail to sample in f32"
+            )));
+        }
+        Ok(TruncNormalPlan {
+            mean,
+            std,
+            low,
+            high,
+            cdf_low,
+            sf_high,
+            mass,
+        })
+    }
+
+    /// The distribution's mean and variance (the moments of the truncated
+    /// normal): with `Z = mass` and `phi` the standard normal density,
+    /// `mean + std * (phi(alpha) - phi(beta)) / Z` and
+    /// `std^2 * (1 + (alpha phi(alpha) - beta phi(beta)) / Z - ((phi(alpha) - phi(beta)) / Z)^2)`.
+    pub fn moments(&self) -> (f64, f64) {
+        let phi = |z: f64| (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        let (a, b) = (
+            (self.low - self.mean) / self.std,
+            (self.high - self.mean) / self.std,
+        );
+        let z = self.mass;
+        let d = (phi(a) - phi(b)) / z;
+        (
+            self.mean + self.std * d,
+            self.std * self.std * (1.0 + (a * phi(a) - b * phi(b)) / z - d * d),
+        )
     }
 }
 

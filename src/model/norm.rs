@@ -22,14 +22,81 @@ pub enum NormKind {
         /// Number of groups G (divides C).
         groups: usize,
     },
+    /// Layer norm over the trailing dimensions whose product is `len`:
+    /// PyTorch's `LayerNorm(normalized_shape)` with `len = prod(normalized_shape)`.
+    /// Statistics per run of `len` consecutive elements (per `(n, c)` for an
+    /// `(N, C, H, W)` input normalized over `(H, W)`), gamma and beta of `len`
+    /// elements, applied elementwise to every run. [`NormKind::layer`] builds it
+    /// from the shapes and checks them as PyTorch does; `len = C * S` is
+    /// [`NormKind::Layer`].
+    LayerTrailing {
+        /// Elements normalized together: the product of `normalized_shape`.
+        len: usize,
+    },
 }
 
 impl NormKind {
+    /// Layer norm of an input of shape `dims` over its trailing dimensions
+    /// `normalized_shape`, as PyTorch's `LayerNorm(normalized_shape)`: the
+    /// shape must be non-empty and equal `dims[dims.len() - k..]`; it may not
+    /// reach dimension 0 (the samples). Returns [`NormKind::Layer`] when it
+    /// covers `dims[1..]`, else [`NormKind::LayerTrailing`].
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] when `normalized_shape` is empty, is not the
+    /// tail of `dims`, or includes dimension 0.
+    pub fn layer(op: &'static str, dims: &[usize], normalized_shape: &[usize]) -> Result<NormKind> {
+        let (r, k) = (dims.len(), normalized_shape.len());
+        if k == 0 || k >= r || dims[r - k..] != *normalized_shape {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "a normalized_shape that is the tail of the input's shape {dims:?} after dimension 0 (the samples)"
+                ),
+                format!("normalized_shape {normalized_shape:?}"),
+            ));
+        }
+        if k == r - 1 {
+            return Ok(NormKind::Layer);
+        }
+        let len = normalized_shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| {
+                Error::invalid(
+                    op,
+                    format!("normalized_shape {normalized_shape:?} has too many elements"),
+                )
+            })?;
+        Ok(NormKind::LayerTrailing { len })
+    }
+
+    /// Checks a [`NormKind::LayerTrailing`] against the full shape of its input:
+    /// `len` is the product of some trailing dimensions after dimension 0
+    /// (any other kind passes).
+    pub fn check_dims(&self, op: &'static str, dims: &[usize]) -> Result<()> {
+        let NormKind::LayerTrailing { len } = *self else {
+            return Ok(());
+        };
+        let mut p = 1usize;
+        for &d in dims.iter().skip(1).rev() {
+            p = p.saturating_mul(d);
+            if p == len {
+                return Ok(());
+            }
+        }
+        Err(Error::shape(
+            op,
+            format!("an input whose trailing dimensions (after dimension 0) multiply to {len}, the layer norm's normalized length"),
+            format!("{dims:?}"),
+        ))
+    }
+
     /// A short lowercase name ("batch", "layer", "instance", "group").
     pub fn name(&self) -> &'static str {
         match self {
             NormKind::Batch => "batch",
-            NormKind::Layer => "layer",
+            NormKind::Layer | NormKind::LayerTrailing { .. } => "layer",
             NormKind::Instance => "instance",
             NormKind::Group { .. } => "group",
         }
@@ -135,6 +202,17 @@ impl NormPlan {
                 Ok(plan(c, n * s, c, 0))
             }
             NormKind::Layer => Ok(plan(n, c * s, c * s, 1)),
+            NormKind::LayerTrailing { len } => {
+                let f = c * s;
+                if len == 0 || f % len != 0 {
+                    return Err(Error::shape(
+                        op,
+                        format!("a normalized length that divides the {f} features of a sample"),
+                        format!("{len}"),
+                    ));
+                }
+                Ok(plan(n * (f / len), len, len, f / len))
+            }
             NormKind::Instance => {
                 if s == 1 {
                     return Err(Error::invalid(
@@ -173,9 +251,63 @@ impl NormPlan {
     pub fn affine_index(&self, c: usize, s: usize) -> usize {
         match self.kind {
             NormKind::Layer => c * self.shape.s + s,
+            NormKind::LayerTrailing { len } => (c * self.shape.s + s) % len,
             _ => c,
         }
     }
+
+    /// The leading dimensions of an input of shape `dims` that index the
+    /// statistics groups, as the frameworks shape mean and invstd: batch `(C,)`,
+    /// layer `dims[..r - k]` (`(N,)` over all of a sample), instance `(N, C)`,
+    /// group `(N, G)`.
+    pub fn stats_dims(&self, dims: &[usize]) -> Vec<usize> {
+        let NormShape { n, c, .. } = self.shape;
+        match self.kind {
+            NormKind::Batch => vec![c],
+            NormKind::Layer => vec![n],
+            NormKind::LayerTrailing { len } => {
+                // the fewest trailing dimensions (at least one) that multiply to len
+                let mut k = dims.len().saturating_sub(1).max(1);
+                let mut p = dims.get(k).copied().unwrap_or(1);
+                while k > 1 && p < len {
+                    k -= 1;
+                    p = p.saturating_mul(dims[k]);
+                }
+                dims[..k].to_vec()
+            }
+            NormKind::Instance => vec![n, c],
+            NormKind::Group { groups } => vec![n, groups],
+        }
+    }
+}
+
+/// Checks eps as every normalization uses it: positive, finite, and a normal
+/// number in f32 (the GPU computes in f32, and a driver may flush subnormals to
+/// zero). An eps of 0, or one that rounds to 0 in f32 (1e-50), would make a
+/// constant group divide 0 by 0 and write NaN.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the eps.
+pub fn check_eps(op: &'static str, eps: f64) -> Result<()> {
+    let e32 = eps as f32;
+    if !(eps.is_finite() && eps > 0.0) {
+        return Err(Error::invalid(
+            op,
+            format!("eps must be positive and finite, got {eps}"),
+        ));
+    }
+    if !(e32.is_finite() && e32 >= f32::MIN_POSITIVE) {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "eps {eps} is {e32} in f32: it must be a positive normal f32 (from {:e} to {:e}), \
+                 or a constant group divides 0 by 0",
+                f32::MIN_POSITIVE,
+                f32::MAX
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Per-group statistics of a forward pass (training mode), on the host: what the

@@ -11,7 +11,7 @@
 //! grid is 2-D. Output element `o` is stream element `offset + o`, so a tensor
 //! filled in pieces equals the tensor filled at once, on the GPU as on the CPU.
 //! The `u32` stream and uniform floats are bit-identical to the CPU's; normals
-//! agree to within a few ulps (see [`crate::rng`]).
+//! and truncated normals agree to within a few ulps (see [`crate::rng`]).
 
 pub mod lecture;
 
@@ -20,7 +20,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::matrix::{pieces, GpuMatrix, OutputPiece, Span};
-use crate::model::init::{numel, orthogonal, Fill, Scheme, SparseAxis, SparsePlan};
+use crate::model::init::{numel, orthogonal, Fill, Scheme, SparseAxis, SparsePlan, TruncNormalPlan};
 use crate::rng::Philox;
 use crate::shaders::init as SH;
 
@@ -48,7 +48,12 @@ pub(crate) struct Params {
     line_len: u32,
     by_rows: u32,
     row_base: u32,
-    _pad: [u32; 3],
+    low: f32,
+    high: f32,
+    cdf_low: f32,
+    sf_high: f32,
+    mass: f32,
+    _pad: u32,
 }
 
 #[cfg(test)]
@@ -73,7 +78,12 @@ pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
             keep,
             line_len,
             by_rows,
-            row_base
+            row_base,
+            low,
+            high,
+            cdf_low,
+            sf_high,
+            mass
         }
     )]
 }
@@ -168,6 +178,7 @@ pub fn encode_fill_into(
     let k = Kernel {
         rng,
         max_groups_x: options.max_groups_x,
+        trunc: None,
     };
     match *fill {
         Fill::Constant { value } => k.run(gpu, encoder, SH::FILL_CONSTANT, value, 0.0, None, out, offset),
@@ -182,6 +193,16 @@ pub fn encode_fill_into(
             offset,
         ),
         Fill::Normal { mean, std } => k.run(gpu, encoder, SH::FILL_NORMAL, mean, std, None, out, offset),
+        Fill::TruncNormal(t) => Kernel { trunc: Some(t), ..k }.run(
+            gpu,
+            encoder,
+            SH::FILL_TRUNC_NORMAL,
+            t.mean,
+            t.std,
+            None,
+            out,
+            offset,
+        ),
         Fill::Sparse(plan) => {
             if offset != 0 || plan.rows.checked_mul(plan.cols) != Some(n) || out.cols() != plan.cols {
                 return Err(Error::shape(
@@ -234,6 +255,7 @@ pub fn encode_random_bits_into(
     Kernel {
         rng,
         max_groups_x: options.max_groups_x,
+        trunc: None,
     }
     .run(gpu, encoder, SH::RANDOM_BITS, 0.0, 0.0, None, out, options.offset)
 }
@@ -251,9 +273,12 @@ pub fn random_bits(gpu: &Gpu, rng: Philox, offset: u64, n: usize) -> Result<Vec<
     Ok(v.iter().map(|x| x.to_bits()).collect())
 }
 
+#[derive(Clone, Copy)]
 struct Kernel {
     rng: Philox,
     max_groups_x: Option<u32>,
+    /// fill_trunc_normal's bounds and tail probabilities.
+    trunc: Option<TruncNormalPlan>,
 }
 
 impl Kernel {
@@ -280,7 +305,13 @@ impl Kernel {
                 format!("stream elements {offset} + {total} run past 2^64"),
             ));
         }
-        for (name, v) in [("first parameter", a), ("second parameter", b)] {
+        let t = self
+            .trunc
+            .map_or([0.0; 5], |t| [t.low, t.high, t.cdf_low, t.sf_high, t.mass]);
+        for (name, v) in [("first parameter", a), ("second parameter", b)]
+            .into_iter()
+            .chain(["low", "high", "cdf_low", "sf_high", "mass"].into_iter().zip(t))
+        {
             if !(v as f32).is_finite() {
                 return Err(Error::invalid(OP, format!("{name} {v} is not finite in f32")));
             }
@@ -372,7 +403,23 @@ impl Kernel {
             line_len,
             by_rows,
             row_base: row_base as u32,
-            _pad: [0; 3],
+            low: 0.0,
+            high: 0.0,
+            cdf_low: 0.0,
+            sf_high: 0.0,
+            mass: 0.0,
+            _pad: 0,
+        };
+        let params = match self.trunc {
+            Some(t) => Params {
+                low: t.low as f32,
+                high: t.high as f32,
+                cdf_low: t.cdf_low as f32,
+                sf_high: t.sf_high as f32,
+                mass: t.mass as f32,
+                ..params
+            },
+            None => params,
         };
         let uniform = gpu.uniform("init params", &params)?;
         gpu.launch(

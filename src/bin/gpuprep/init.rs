@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use gpuprep::cpu::init as twin;
-use gpuprep::model::init::{FanMode, Scheme, KAIMING_GAIN, SMALL_STD};
+use gpuprep::model::init::{calculate_gain, FanMode, Scheme, KAIMING_GAIN, SMALL_STD};
 use gpuprep::rng::Philox;
 use gpuprep::{io, ops, Error};
 use ndarray::{ArrayD, IxDyn};
@@ -29,6 +29,28 @@ pub enum SchemeName {
     Orthogonal,
     SmallRandom,
     Calibrated,
+    TruncNormal,
+}
+
+/// A nonlinearity by torch.nn.init.calculate_gain's name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum NonlinearityName {
+    Linear,
+    Conv1d,
+    Conv2d,
+    Conv3d,
+    #[value(name = "conv_transpose1d")]
+    ConvTranspose1d,
+    #[value(name = "conv_transpose2d")]
+    ConvTranspose2d,
+    #[value(name = "conv_transpose3d")]
+    ConvTranspose3d,
+    Sigmoid,
+    Tanh,
+    Relu,
+    LeakyRelu,
+    Selu,
 }
 
 /// Kaiming's fan.
@@ -58,8 +80,17 @@ pub struct InitArgs {
     #[arg(long, default_value_t = 0)]
     stream: u64,
     /// Gain (default: sqrt(2) for kaiming_*, 1 for xavier_* and orthogonal).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, conflicts_with = "nonlinearity")]
     gain: Option<f64>,
+    /// The gain of this nonlinearity, as torch.nn.init.calculate_gain (kaiming_*:
+    /// PyTorch's nonlinearity argument, default leaky_relu; xavier_*, orthogonal:
+    /// gain=calculate_gain(NAME)).
+    #[arg(long, value_enum)]
+    nonlinearity: Option<NonlinearityName>,
+    /// leaky_relu's negative slope (kaiming's `a`, default 0; calculate_gain's
+    /// param elsewhere, default 0.01).
+    #[arg(long, allow_negative_numbers = true, conflicts_with = "gain")]
+    a: Option<f64>,
     /// Which fan kaiming_* divides by.
     #[arg(long, value_enum, default_value = "fan_in")]
     mode: Mode,
@@ -72,16 +103,16 @@ pub struct InitArgs {
     /// constant: the value.
     #[arg(long, allow_negative_numbers = true)]
     value: Option<f64>,
-    /// uniform: lower bound (default 0).
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    low: f64,
-    /// uniform: upper bound (default 1).
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    high: f64,
-    /// normal: mean.
+    /// uniform: lower bound (default 0); trunc_normal: PyTorch's a (default -2).
+    #[arg(long, allow_negative_numbers = true)]
+    low: Option<f64>,
+    /// uniform: upper bound (default 1); trunc_normal: PyTorch's b (default 2).
+    #[arg(long, allow_negative_numbers = true)]
+    high: Option<f64>,
+    /// normal, trunc_normal: mean (default 0).
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     mean: f64,
-    /// normal: standard deviation (default 1); sparse: of the kept weights (default 0.01).
+    /// normal, trunc_normal: standard deviation (default 1); sparse: of the kept weights (default 0.01).
     #[arg(long, allow_negative_numbers = true)]
     std: Option<f64>,
     /// Where to compute (orthogonal is computed on the CPU either way).
@@ -92,11 +123,71 @@ pub struct InitArgs {
     output: PathBuf,
 }
 
+fn invalid(reason: String) -> Error {
+    Error::InvalidArgument { op: "init", reason }
+}
+
+/// The gain of `--nonlinearity` / `--a`, or None when neither was given.
+/// `slope_default` is leaky_relu's slope without `--a` (kaiming: 0; calculate_gain: 0.01).
+fn nonlinearity_gain(
+    a: &InitArgs,
+    default: Option<NonlinearityName>,
+    slope_default: f64,
+) -> gpuprep::Result<Option<f64>> {
+    let Some(name) = a
+        .nonlinearity
+        .or(default)
+        .or(a.a.map(|_| NonlinearityName::LeakyRelu))
+    else {
+        return Ok(None);
+    };
+    let name = name
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
+    if a.a.is_some() && name != "leaky_relu" {
+        return Err(invalid(format!(
+            "--a is leaky_relu's negative slope; --nonlinearity {name} takes none"
+        )));
+    }
+    Ok(Some(calculate_gain(&name, Some(a.a.unwrap_or(slope_default)))?))
+}
+
 fn scheme(a: &InitArgs) -> gpuprep::Result<Scheme> {
     let mode = match a.mode {
         Mode::FanIn => FanMode::FanIn,
         Mode::FanOut => FanMode::FanOut,
     };
+    let takes_gain = matches!(
+        a.scheme,
+        SchemeName::KaimingNormal
+            | SchemeName::KaimingUniform
+            | SchemeName::XavierNormal
+            | SchemeName::XavierUniform
+            | SchemeName::Orthogonal
+    );
+    if !takes_gain && (a.nonlinearity.is_some() || a.a.is_some() || a.gain.is_some()) {
+        return Err(invalid(format!(
+            "--gain, --nonlinearity and --a are for kaiming_*, xavier_* and orthogonal, not {:?}",
+            a.scheme
+        )));
+    }
+    let kaiming = matches!(a.scheme, SchemeName::KaimingNormal | SchemeName::KaimingUniform);
+    // kaiming_*: PyTorch's nonlinearity='leaky_relu', a=0 (gain sqrt 2)
+    let named = if kaiming {
+        nonlinearity_gain(a, Some(NonlinearityName::LeakyRelu), 0.0)?
+    } else {
+        nonlinearity_gain(a, None, 0.01)?
+    };
+    let gain = |default: f64| a.gain.or(named).unwrap_or(default);
+    if a.scheme != SchemeName::Uniform
+        && a.scheme != SchemeName::TruncNormal
+        && (a.low.is_some() || a.high.is_some())
+    {
+        return Err(invalid(
+            "--low and --high are for uniform and trunc_normal".into(),
+        ));
+    }
     Ok(match a.scheme {
         SchemeName::Zeros => Scheme::Zeros,
         SchemeName::Constant => Scheme::Constant {
@@ -106,25 +197,27 @@ fn scheme(a: &InitArgs) -> gpuprep::Result<Scheme> {
             })?,
         },
         SchemeName::Uniform => Scheme::Uniform {
-            low: a.low,
-            high: a.high,
+            low: a.low.unwrap_or(0.0),
+            high: a.high.unwrap_or(1.0),
+        },
+        SchemeName::TruncNormal => Scheme::TruncNormal {
+            mean: a.mean,
+            std: a.std.unwrap_or(1.0),
+            low: a.low.unwrap_or(-2.0),
+            high: a.high.unwrap_or(2.0),
         },
         SchemeName::Normal => Scheme::Normal {
             mean: a.mean,
             std: a.std.unwrap_or(1.0),
         },
-        SchemeName::XavierUniform => Scheme::XavierUniform {
-            gain: a.gain.unwrap_or(1.0),
-        },
-        SchemeName::XavierNormal => Scheme::XavierNormal {
-            gain: a.gain.unwrap_or(1.0),
-        },
+        SchemeName::XavierUniform => Scheme::XavierUniform { gain: gain(1.0) },
+        SchemeName::XavierNormal => Scheme::XavierNormal { gain: gain(1.0) },
         SchemeName::KaimingUniform => Scheme::KaimingUniform {
-            gain: a.gain.unwrap_or(KAIMING_GAIN),
+            gain: gain(KAIMING_GAIN),
             mode,
         },
         SchemeName::KaimingNormal => Scheme::KaimingNormal {
-            gain: a.gain.unwrap_or(KAIMING_GAIN),
+            gain: gain(KAIMING_GAIN),
             mode,
         },
         SchemeName::Sparse => {
@@ -142,9 +235,7 @@ fn scheme(a: &InitArgs) -> gpuprep::Result<Scheme> {
                 }
             }
         }
-        SchemeName::Orthogonal => Scheme::Orthogonal {
-            gain: a.gain.unwrap_or(1.0),
-        },
+        SchemeName::Orthogonal => Scheme::Orthogonal { gain: gain(1.0) },
         SchemeName::SmallRandom => Scheme::SmallRandom,
         SchemeName::Calibrated => Scheme::Calibrated,
     })

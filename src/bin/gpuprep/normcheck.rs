@@ -2,33 +2,41 @@
 //! backward (training mode) on the user's own tensors and writes every result
 //! as .npy, so it can be compared with another framework's:
 //! y, dx (shaped as x), dgamma, dbeta (shaped as gamma), mean, invstd
-//! (batch: (C,); layer: (N,); instance: (N, C); group: (N, G)).
-//! GPU results are f32, CPU (f64 twin) results f64. Every file is written
-//! atomically (temporary file, then rename).
+//! (batch: (C,); layer: (N,), or the leading dimensions before
+//! `--normalized-shape`; instance: (N, C); group: (N, G)).
+//! Batch norm also takes running statistics (`--running-mean`,
+//! `--running-var`, `--momentum`, `--convention`) and writes them updated
+//! (running_mean.npy, running_var.npy), or, with `--eval`, normalizes with
+//! them and writes y alone.
+//! GPU results are f32, CPU (f64 twin) results f64. The files of one run
+//! appear together or not at all (temporary files, then renames).
 
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
+use gpuprep::cpu::batchnorm::BatchNormCpu;
 use gpuprep::cpu::norm::{norm_backward, norm_forward};
-use gpuprep::model::norm::{NormKind, NormPlan, NormShape};
-use gpuprep::ops::Norm;
+use gpuprep::model::norm::{check_eps, NormKind, NormPlan, NormShape, NormSummary, RunningStatsConfig};
+use gpuprep::ops::{BatchNorm, Norm};
 use gpuprep::{io, Error, GpuMatrix};
 use ndarray::{Array1, Array2, ArrayD, IxDyn};
 use ndarray_npy::{ReadNpyError, ReadNpyExt};
 
 use crate::common::{gpu_or_cpu, Device};
 
+const OP: &str = "normcheck";
+
 fn invalid(reason: impl Into<String>) -> Error {
     Error::InvalidArgument {
-        op: "normcheck",
+        op: OP,
         reason: reason.into(),
     }
 }
 
 fn mismatch(expected: String, got: String) -> Error {
     Error::ShapeMismatch {
-        op: "normcheck",
+        op: OP,
         expected,
         got,
     }
@@ -43,9 +51,19 @@ pub enum Kind {
     Group,
 }
 
+/// How batch norm updates its running statistics.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Convention {
+    /// PyTorch: unbiased running variance, running_var starts at 1.
+    Pytorch,
+    /// The lecture (cs231n): biased running variance, running_var starts at 0.
+    Lecture,
+}
+
 /// Batch, layer, instance or group norm forward + backward (training mode) on
 /// your own tensors: writes y, dx, dgamma, dbeta, mean and invstd as .npy
-/// into DIR, to compare with another framework.
+/// into DIR, to compare with another framework. Batch norm: also the updated
+/// running statistics, or eval mode with `--eval`.
 #[derive(clap::Args)]
 pub struct NormcheckArgs {
     /// Which normalization.
@@ -54,21 +72,43 @@ pub struct NormcheckArgs {
     /// Number of groups (group norm; must divide C).
     #[arg(long)]
     groups: Option<usize>,
+    /// Layer norm over these trailing dimensions of x, as PyTorch's
+    /// LayerNorm(normalized_shape), e.g. H,W for (N, C, H, W); gamma and beta
+    /// have this shape. Default: all of x.shape[1:].
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    normalized_shape: Option<Vec<usize>>,
     /// Input x: (N, D) or (N, C, H, W, ...), f32 or f64.
     #[arg(long)]
     x: PathBuf,
-    /// Upstream gradient dy, shaped as x.
-    #[arg(long)]
-    dy: PathBuf,
-    /// gamma: C values (layer norm: x.shape[1:]); default ones.
+    /// Upstream gradient dy, shaped as x (not with --eval).
+    #[arg(long, required_unless_present = "eval")]
+    dy: Option<PathBuf>,
+    /// gamma: C values (layer norm: the normalized shape); default ones.
     #[arg(long)]
     gamma: Option<PathBuf>,
     /// beta: as gamma; default zeros.
     #[arg(long)]
     beta: Option<PathBuf>,
-    /// Added to the variance before the square root.
+    /// Added to the variance before the square root (a positive normal f32).
     #[arg(long, default_value_t = 1e-5, allow_negative_numbers = true)]
     eps: f64,
+    /// Batch norm: the running mean before this step, C values (default zeros).
+    #[arg(long)]
+    running_mean: Option<PathBuf>,
+    /// Batch norm: the running variance before this step, C values (default
+    /// ones for --convention pytorch, zeros for lecture).
+    #[arg(long)]
+    running_var: Option<PathBuf>,
+    /// Batch norm: weight of this batch in the running averages,
+    /// running = (1 - momentum) * running + momentum * batch (default 0.1).
+    #[arg(long, allow_negative_numbers = true)]
+    momentum: Option<f64>,
+    /// Batch norm: the running-statistics convention (default pytorch).
+    #[arg(long, value_enum)]
+    convention: Option<Convention>,
+    /// Batch norm: eval mode, normalizing with the running statistics; writes y.npy alone.
+    #[arg(long)]
+    eval: bool,
     /// Where to compute (gpu: f32 results; cpu: the f64 twin).
     #[arg(long, value_enum, default_value = "gpu")]
     device: Device,
@@ -77,13 +117,47 @@ pub struct NormcheckArgs {
     out: PathBuf,
 }
 
-fn norm_kind(kind: Kind, groups: Option<usize>) -> gpuprep::Result<NormKind> {
-    match (kind, groups) {
+impl NormcheckArgs {
+    /// The batch-only flags given, by name.
+    fn batch_flags(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.running_mean.is_some() {
+            v.push("--running-mean");
+        }
+        if self.running_var.is_some() {
+            v.push("--running-var");
+        }
+        if self.momentum.is_some() {
+            v.push("--momentum");
+        }
+        if self.convention.is_some() {
+            v.push("--convention");
+        }
+        if self.eval {
+            v.push("--eval");
+        }
+        v
+    }
+}
+
+fn norm_kind(args: &NormcheckArgs, dims: &[usize]) -> gpuprep::Result<NormKind> {
+    if args.kind != Kind::Batch {
+        if let Some(flag) = args.batch_flags().first() {
+            return Err(invalid(format!("{flag} is only for --kind batch")));
+        }
+    }
+    if args.kind != Kind::Layer && args.normalized_shape.is_some() {
+        return Err(invalid("--normalized-shape is only for --kind layer"));
+    }
+    match (args.kind, args.groups) {
         (Kind::Group, Some(groups)) => Ok(NormKind::Group { groups }),
         (Kind::Group, None) => Err(invalid("--kind group needs --groups G")),
         (_, Some(_)) => Err(invalid("--groups is only for --kind group")),
         (Kind::Batch, None) => Ok(NormKind::Batch),
-        (Kind::Layer, None) => Ok(NormKind::Layer),
+        (Kind::Layer, None) => match &args.normalized_shape {
+            Some(ns) => NormKind::layer(OP, dims, ns),
+            None => Ok(NormKind::Layer),
+        },
         (Kind::Instance, None) => Ok(NormKind::Instance),
     }
 }
@@ -108,38 +182,6 @@ fn read_npy(path: &Path) -> gpuprep::Result<ArrayD<f64>> {
     }
 }
 
-/// The six outputs, in the order written.
-const OUTPUTS: [&str; 6] = [
-    "y.npy",
-    "dx.npy",
-    "dgamma.npy",
-    "dbeta.npy",
-    "mean.npy",
-    "invstd.npy",
-];
-
-fn write_npy<T: ndarray_npy::WritableElement>(
-    out: &mut io::OutputSet,
-    dir: &Path,
-    name: &str,
-    a: &ArrayD<T>,
-) -> gpuprep::Result<PathBuf> {
-    let path = dir.join(name);
-    out.write_npy(&path, a)?;
-    Ok(path)
-}
-
-/// The shape of mean / invstd for `plan`, as the frameworks report them.
-fn stats_dims(plan: &NormPlan) -> Vec<usize> {
-    let NormShape { n, c, .. } = plan.shape;
-    match plan.kind {
-        NormKind::Batch => vec![c],
-        NormKind::Layer => vec![n],
-        NormKind::Instance => vec![n, c],
-        NormKind::Group { groups } => vec![n, groups],
-    }
-}
-
 fn reshape<T>(v: Vec<T>, dims: &[usize]) -> gpuprep::Result<ArrayD<T>> {
     ArrayD::from_shape_vec(IxDyn(dims), v).map_err(|e| invalid(e.to_string()))
 }
@@ -154,138 +196,290 @@ fn as_vector(path: &Path, a: ArrayD<f64>, len: usize) -> gpuprep::Result<Array1<
     Ok(Array1::from_iter(a.iter().copied()))
 }
 
-/// Reads the tensors, runs forward and backward, writes the six results.
-pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
-    const OP: &str = "normcheck";
-    let kind = norm_kind(args.kind, args.groups)?;
-    let x = read_npy(&args.x)?;
-    let dy = read_npy(&args.dy)?;
-    if dy.shape() != x.shape() {
-        return Err(mismatch(
-            format!("dy shaped as x, {:?}", x.shape()),
-            format!("{:?}", dy.shape()),
-        ));
+/// An optional vector input of `len` values, or `default` everywhere.
+fn vector_or(path: &Option<PathBuf>, len: usize, default: f64) -> gpuprep::Result<Array1<f64>> {
+    match path {
+        Some(p) => as_vector(p, read_npy(p)?, len),
+        None => Ok(Array1::from_elem(len, default)),
     }
+}
+
+/// dx, dgamma, dbeta and the statistics of a training step.
+type TrainResults = (Vec<f64>, Vec<f64>, Vec<f64>, NormSummary);
+
+/// What one run computes, on either device, as f64 (GPU values are f32 exactly).
+struct Results {
+    y: Vec<f64>,
+    /// dx, dgamma, dbeta and the statistics (training mode).
+    train: Option<TrainResults>,
+    /// The updated running mean and variance (batch norm, training).
+    running: Option<(Vec<f64>, Vec<f64>)>,
+}
+
+/// The inputs as the run needs them.
+struct Inputs {
+    kind: NormKind,
+    plan: NormPlan,
+    x: ArrayD<f64>,
+    dy: Option<ArrayD<f64>>,
+    gamma: Array1<f64>,
+    beta: Array1<f64>,
+    /// Batch norm: the layer's running statistics and convention.
+    batch: Option<(Array1<f64>, Array1<f64>, RunningStatsConfig)>,
+    eval: bool,
+    eps: f64,
+}
+
+fn run_cpu(inp: &Inputs) -> gpuprep::Result<Results> {
+    if let Some((rm, rv, config)) = &inp.batch {
+        let mut bn = BatchNormCpu::new(inp.plan.shape.c, *config);
+        bn.gamma = inp.gamma.clone();
+        bn.beta = inp.beta.clone();
+        bn.running_mean = rm.clone();
+        bn.running_var = rv.clone();
+        bn.eps = inp.eps;
+        if inp.eval {
+            let y = bn.forward_eval(inp.x.view())?;
+            return Ok(Results {
+                y: y.iter().copied().collect(),
+                train: None,
+                running: None,
+            });
+        }
+        let dy = inp.dy.as_ref().ok_or_else(|| invalid("training needs --dy"))?;
+        let (y, saved) = bn.forward_train(inp.x.view())?;
+        let (dx, dgamma, dbeta) = bn.backward(inp.x.view(), dy.view(), &saved)?;
+        return Ok(Results {
+            y: y.iter().copied().collect(),
+            train: Some((
+                dx.iter().copied().collect(),
+                dgamma.to_vec(),
+                dbeta.to_vec(),
+                NormSummary {
+                    mean: saved.mean,
+                    var: saved.var,
+                    invstd: saved.invstd,
+                },
+            )),
+            running: Some((bn.running_mean.to_vec(), bn.running_var.to_vec())),
+        });
+    }
+    let dy = inp.dy.as_ref().ok_or_else(|| invalid("training needs --dy"))?;
+    let fw = norm_forward(inp.kind, inp.x.view(), inp.gamma.view(), inp.beta.view(), inp.eps)?;
+    let gr = norm_backward(
+        inp.kind,
+        inp.x.view(),
+        dy.view(),
+        inp.gamma.view(),
+        fw.stats.mean.view(),
+        fw.stats.invstd.view(),
+    )?;
+    Ok(Results {
+        y: fw.y.iter().copied().collect(),
+        train: Some((
+            gr.dx.iter().copied().collect(),
+            gr.dgamma.to_vec(),
+            gr.dbeta.to_vec(),
+            fw.stats,
+        )),
+        running: None,
+    })
+}
+
+fn run_gpu(g: &gpuprep::Gpu, inp: &Inputs) -> gpuprep::Result<Results> {
+    let shape = inp.plan.shape;
+    let eps = inp.eps as f32;
+    let to_matrix = |t: &ArrayD<f64>| {
+        Array2::from_shape_vec((shape.n, shape.features()), t.iter().map(|&v| v as f32).collect())
+            .map_err(|e| invalid(e.to_string()))
+    };
+    let f32s = |v: &Array1<f64>| v.mapv(|t| t as f32);
+    let f64s = |m: Array2<f32>| m.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>();
+    let xg = GpuMatrix::upload(g, to_matrix(&inp.x)?.view())?;
+    let dyg = match &inp.dy {
+        Some(dy) if !inp.eval => Some(GpuMatrix::upload(g, to_matrix(dy)?.view())?),
+        _ => None,
+    };
+    if let Some((rm, rv, config)) = &inp.batch {
+        let mut bn =
+            BatchNorm::with_affine(g, f32s(&inp.gamma).view(), f32s(&inp.beta).view(), *config, eps)?;
+        bn.set_running(g, f32s(rm).view(), f32s(rv).view())?;
+        if inp.eval {
+            let y = bn.forward_eval(g, &xg)?;
+            return Ok(Results {
+                y: f64s(y.download(g)?),
+                train: None,
+                running: None,
+            });
+        }
+        let dyg = dyg.ok_or_else(|| invalid("training needs --dy"))?;
+        let y = bn.forward_train(g, &xg)?;
+        let gr = bn.backward(g, &xg, &dyg)?;
+        let stats = bn.saved_stats().download(g)?;
+        let back = |v: Array1<f32>| v.iter().map(|&t| f64::from(t)).collect::<Vec<f64>>();
+        return Ok(Results {
+            y: f64s(y.download(g)?),
+            train: Some((
+                f64s(gr.dx.download(g)?),
+                f64s(gr.dgamma.download(g)?),
+                f64s(gr.dbeta.download(g)?),
+                stats,
+            )),
+            running: Some((back(bn.running_mean(g)?), back(bn.running_var(g)?))),
+        });
+    }
+    let dyg = dyg.ok_or_else(|| invalid("training needs --dy"))?;
+    let row = |v: &Array1<f64>| f32s(v).insert_axis(ndarray::Axis(0));
+    let gg = GpuMatrix::upload(g, row(&inp.gamma).view())?;
+    let bg = GpuMatrix::upload(g, row(&inp.beta).view())?;
+    let norm = Norm::new(inp.kind, shape.c).with_eps(eps);
+    let fw = norm.forward(g, &xg, &gg, &bg)?;
+    let gr = norm.backward(g, &xg, &dyg, &gg, &fw.stats)?;
+    Ok(Results {
+        y: f64s(fw.y.download(g)?),
+        train: Some((
+            f64s(gr.dx.download(g)?),
+            f64s(gr.dgamma.download(g)?),
+            f64s(gr.dbeta.download(g)?),
+            fw.stats.download(g)?,
+        )),
+        running: None,
+    })
+}
+
+/// Reads the tensors, runs forward and backward, writes the results.
+pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
+    check_eps(OP, args.eps)?;
+    let x = read_npy(&args.x)?;
+    let kind = norm_kind(&args, x.shape())?;
+    if args.eval && args.dy.is_some() {
+        return Err(invalid("--eval runs the forward pass alone: it takes no --dy"));
+    }
+    let dy = match &args.dy {
+        Some(p) => {
+            let dy = read_npy(p)?;
+            if dy.shape() != x.shape() {
+                return Err(mismatch(
+                    format!("dy shaped as x, {:?}", x.shape()),
+                    format!("{:?}", dy.shape()),
+                ));
+            }
+            Some(dy)
+        }
+        None => None,
+    };
     let shape = NormShape::from_dims(OP, x.shape())?;
-    let plan = NormPlan::new(OP, kind, shape, true)?;
+    let plan = NormPlan::new(OP, kind, shape, !args.eval)?;
     let a = plan.affine_len;
-    let affine_dims: Vec<usize> = match kind {
-        NormKind::Layer => x.shape()[1..].to_vec(),
+    let affine_dims: Vec<usize> = match (kind, &args.normalized_shape) {
+        (NormKind::Layer, _) => x.shape()[1..].to_vec(),
+        (NormKind::LayerTrailing { .. }, Some(ns)) => ns.clone(),
         _ => vec![shape.c],
     };
-    let gamma = match &args.gamma {
-        Some(p) => as_vector(p, read_npy(p)?, a)?,
-        None => Array1::ones(a),
+    let gamma = vector_or(&args.gamma, a, 1.0)?;
+    let beta = vector_or(&args.beta, a, 0.0)?;
+    let batch = if kind == NormKind::Batch {
+        let mut config = match args.convention.unwrap_or(Convention::Pytorch) {
+            Convention::Pytorch => RunningStatsConfig::pytorch(),
+            Convention::Lecture => RunningStatsConfig::lecture(),
+        };
+        if let Some(m) = args.momentum {
+            if !(m.is_finite() && (0.0..=1.0).contains(&m)) {
+                return Err(invalid(format!("--momentum must be in [0, 1], got {m}")));
+            }
+            config.momentum = Some(m);
+        }
+        let rm = vector_or(&args.running_mean, shape.c, 0.0)?;
+        let rv = vector_or(&args.running_var, shape.c, config.initial_var)?;
+        Some((rm, rv, config))
+    } else {
+        None
     };
-    let beta = match &args.beta {
-        Some(p) => as_vector(p, read_npy(p)?, a)?,
-        None => Array1::zeros(a),
-    };
+
+    let mut names = vec!["y.npy"];
+    if !args.eval {
+        names.extend(["dx.npy", "dgamma.npy", "dbeta.npy", "mean.npy", "invstd.npy"]);
+        if batch.is_some() {
+            names.extend(["running_mean.npy", "running_var.npy"]);
+        }
+    }
     std::fs::create_dir_all(&args.out).map_err(|source| Error::Io {
         path: args.out.clone(),
         source,
     })?;
-    let outputs: Vec<PathBuf> = OUTPUTS.iter().map(|n| args.out.join(n)).collect();
-    let mut inputs = vec![args.x.as_path(), args.dy.as_path()];
-    inputs.extend(args.gamma.as_deref());
-    inputs.extend(args.beta.as_deref());
+    let outputs: Vec<PathBuf> = names.iter().map(|n| args.out.join(n)).collect();
+    let mut inputs = vec![args.x.as_path()];
+    for p in [
+        &args.dy,
+        &args.gamma,
+        &args.beta,
+        &args.running_mean,
+        &args.running_var,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        inputs.push(p.as_path());
+    }
     io::check_outputs(
         OP,
         &inputs,
         &outputs.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
     )?;
-    let sdims = stats_dims(&plan);
-    let dir = &args.out;
-    // The six files appear together or not at all.
+
+    let inp = Inputs {
+        kind,
+        plan,
+        x,
+        dy,
+        gamma,
+        beta,
+        batch,
+        eval: args.eval,
+        eps: args.eps,
+    };
+    let gpu = gpu_or_cpu(args.device);
+    let res = match &gpu {
+        Some(g) => run_gpu(g, &inp)?,
+        None => run_cpu(&inp)?,
+    };
+    let sdims = plan.stats_dims(inp.x.shape());
+    let xdims = inp.x.shape().to_vec();
+    let c = [shape.c];
+    let mut tensors: Vec<(&str, Vec<f64>, &[usize])> = vec![("y.npy", res.y, &xdims)];
+    if let Some((dx, dgamma, dbeta, stats)) = res.train {
+        tensors.push(("dx.npy", dx, &xdims));
+        tensors.push(("dgamma.npy", dgamma, &affine_dims));
+        tensors.push(("dbeta.npy", dbeta, &affine_dims));
+        tensors.push(("mean.npy", stats.mean.to_vec(), &sdims));
+        tensors.push(("invstd.npy", stats.invstd.to_vec(), &sdims));
+    }
+    if let Some((rm, rv)) = res.running {
+        tensors.push(("running_mean.npy", rm, &c));
+        tensors.push(("running_var.npy", rv, &c));
+    }
+    // The files appear together or not at all.
     let mut out = io::OutputSet::new();
     let mut written = Vec::new();
-    match gpu_or_cpu(args.device) {
-        Some(g) => {
-            let eps = args.eps as f32;
-            let to_matrix = |t: &ArrayD<f64>| {
-                Array2::from_shape_vec((shape.n, shape.features()), t.iter().map(|&v| v as f32).collect())
-                    .map_err(|e| invalid(e.to_string()))
-            };
-            let row = |v: &Array1<f64>| v.mapv(|t| t as f32).insert_axis(ndarray::Axis(0));
-            let xg = GpuMatrix::upload(&g, to_matrix(&x)?.view())?;
-            let dyg = GpuMatrix::upload(&g, to_matrix(&dy)?.view())?;
-            let gg = GpuMatrix::upload(&g, row(&gamma).view())?;
-            let bg = GpuMatrix::upload(&g, row(&beta).view())?;
-            let norm = Norm::new(kind, shape.c).with_eps(eps);
-            let fw = norm.forward(&g, &xg, &gg, &bg)?;
-            let gr = norm.backward(&g, &xg, &dyg, &gg, &fw.stats)?;
-            let st = fw.stats.buffer.download(&g)?;
-            let f32s = |m: Array2<f32>| m.iter().copied().collect::<Vec<f32>>();
-            let mean: Vec<f32> = st.rows().into_iter().map(|r| r[0] + r[1]).collect();
-            let invstd: Vec<f32> = st.column(2).to_vec();
-            written.push(write_npy(
-                &mut out,
-                dir,
-                "y.npy",
-                &reshape(f32s(fw.y.download(&g)?), x.shape())?,
-            )?);
-            written.push(write_npy(
-                &mut out,
-                dir,
-                "dx.npy",
-                &reshape(f32s(gr.dx.download(&g)?), x.shape())?,
-            )?);
-            written.push(write_npy(
-                &mut out,
-                dir,
-                "dgamma.npy",
-                &reshape(f32s(gr.dgamma.download(&g)?), &affine_dims)?,
-            )?);
-            written.push(write_npy(
-                &mut out,
-                dir,
-                "dbeta.npy",
-                &reshape(f32s(gr.dbeta.download(&g)?), &affine_dims)?,
-            )?);
-            written.push(write_npy(&mut out, dir, "mean.npy", &reshape(mean, &sdims)?)?);
-            written.push(write_npy(&mut out, dir, "invstd.npy", &reshape(invstd, &sdims)?)?);
-            eprintln!("normcheck: {} norm on {} (f32)", kind.name(), g.adapter_name());
+    for (name, v, dims) in tensors {
+        let path = args.out.join(name);
+        if gpu.is_some() {
+            out.write_npy(&path, &reshape(v.iter().map(|&t| t as f32).collect(), dims)?)?;
+        } else {
+            out.write_npy(&path, &reshape(v, dims)?)?;
         }
-        None => {
-            let fw = norm_forward(kind, x.view(), gamma.view(), beta.view(), args.eps)?;
-            let gr = norm_backward(
-                kind,
-                x.view(),
-                dy.view(),
-                gamma.view(),
-                fw.stats.mean.view(),
-                fw.stats.invstd.view(),
-            )?;
-            written.push(write_npy(&mut out, dir, "y.npy", &fw.y)?);
-            written.push(write_npy(&mut out, dir, "dx.npy", &gr.dx)?);
-            written.push(write_npy(
-                &mut out,
-                dir,
-                "dgamma.npy",
-                &reshape(gr.dgamma.to_vec(), &affine_dims)?,
-            )?);
-            written.push(write_npy(
-                &mut out,
-                dir,
-                "dbeta.npy",
-                &reshape(gr.dbeta.to_vec(), &affine_dims)?,
-            )?);
-            written.push(write_npy(
-                &mut out,
-                dir,
-                "mean.npy",
-                &reshape(fw.stats.mean.to_vec(), &sdims)?,
-            )?);
-            written.push(write_npy(
-                &mut out,
-                dir,
-                "invstd.npy",
-                &reshape(fw.stats.invstd.to_vec(), &sdims)?,
-            )?);
-            eprintln!("normcheck: {} norm on the CPU (f64 twin)", kind.name());
-        }
+        written.push(path);
     }
     out.commit()?;
+    let mode = if inp.eval { "eval" } else { "training" };
+    match &gpu {
+        Some(g) => eprintln!(
+            "normcheck: {} norm ({mode}) on {} (f32)",
+            kind.name(),
+            g.adapter_name()
+        ),
+        None => eprintln!("normcheck: {} norm ({mode}) on the CPU (f64 twin)", kind.name()),
+    }
     for p in written {
         println!("{}", p.display());
     }

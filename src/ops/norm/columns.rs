@@ -48,13 +48,13 @@ pub(crate) struct Params {
     g_row_stride: u32,
     g_div: u32,
     flags: u32,
-    _pad0: u32,
+    aff_stride: u32,
     eps: f32,
     momentum: f32,
     chunk_base: u32,
     row_base: u32,
     total_rows: u32,
-    _pad1: u32,
+    pos_stride: u32,
 }
 
 #[cfg(test)]
@@ -74,11 +74,13 @@ pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
             g_row_stride,
             g_div,
             flags,
+            aff_stride,
             eps,
             momentum,
             chunk_base,
             row_base,
-            total_rows
+            total_rows,
+            pos_stride
         }
     )]
 }
@@ -309,7 +311,9 @@ pub(crate) fn encode_eval_prepare(
 
 /// Records dbeta = sum(dy) and dgamma = sum(dy * xhat) per affine index, for
 /// any kind: the column pass reads xhat's statistics group as
-/// `row * g_row_stride + col / g_div`.
+/// `row * g_row_stride + col / g_div`, and the finalize sums for affine index
+/// a the columns `a * aff_stride + j * pos_stride`, j < spatial (a channel's S
+/// consecutive columns; layer norm over trailing dimensions: every L-th column).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn encode_param_grads(
     gpu: &Gpu,
@@ -322,7 +326,11 @@ pub(crate) fn encode_param_grads(
     dbeta: &GpuMatrix,
 ) -> Result<()> {
     let sh = plan.shape;
-    let mut base = Params::default();
+    let mut base = Params {
+        aff_stride: sh.s as u32,
+        pos_stride: 1,
+        ..Default::default()
+    };
     match plan.kind {
         NormKind::Batch => {
             base.channels = sh.c as u32;
@@ -334,8 +342,19 @@ pub(crate) fn encode_param_grads(
             // elementwise affine: one "channel" per column
             base.channels = sh.features() as u32;
             base.spatial = 1;
+            base.aff_stride = 1;
             base.g_row_stride = 1;
             base.g_div = sh.features() as u32;
+        }
+        NormKind::LayerTrailing { len } => {
+            // elementwise affine over each run of len columns: affine index a
+            // gathers columns a, a + len, ... (groups_per_sample of them)
+            base.channels = len as u32;
+            base.spatial = plan.groups_per_sample as u32;
+            base.aff_stride = 1;
+            base.pos_stride = len as u32;
+            base.g_row_stride = plan.groups_per_sample as u32;
+            base.g_div = len as u32;
         }
         NormKind::Instance | NormKind::Group { .. } => {
             base.channels = sh.c as u32;

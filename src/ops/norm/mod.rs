@@ -30,8 +30,17 @@ const OP: &str = "norm";
 /// biased variance) of statistics group g, where the shift is the group's
 /// first element. Keeping the mean as shift + small remainder keeps
 /// `x - mean` exact in f32 for data on a large offset. The groups are: batch,
-/// one per channel; layer, one per sample; instance, per sample and channel;
-/// group, per sample and group (sample-major).
+/// one per channel; layer, one per sample (per run of the normalized length
+/// for [`NormKind::LayerTrailing`]); instance, per sample and channel; group,
+/// per sample and group (sample-major).
+///
+/// A group whose squared deviations overflow f32 (a spread beyond about 1e19,
+/// or values near +-3e38) is computed in units of 2^96, exactly (a power of
+/// two): its row holds (shift * 2^-96, (mean - shift) * 2^-96, -invstd * 2^96,
+/// biased variance), the negative invstd marking the scaled form. Its variance
+/// is f32's: +inf where it exceeds f32's range (mean and invstd are
+/// representable and exact to f32 rounding). [`NormStats::download`] undoes
+/// the scaling. A group holding NaN or inf has NaN statistics, as the twin.
 #[derive(Debug, Clone)]
 pub struct NormStats {
     /// The normalization that produced them.
@@ -54,16 +63,32 @@ impl NormStats {
         self.buffer.rows()
     }
 
-    /// Downloads mean (shift + remainder, summed in f64), biased variance and invstd.
+    /// Downloads mean (shift + remainder, summed in f64), biased variance and
+    /// invstd (a scaled group's converted back, see the type's documentation).
     pub fn download(&self, gpu: &Gpu) -> Result<NormSummary> {
-        let m = self.buffer.download(gpu)?;
-        let col = |j: usize| m.column(j).mapv(f64::from);
-        Ok(NormSummary {
-            mean: col(0) + col(1),
-            var: col(3),
-            invstd: col(2),
-        })
+        Ok(summary_of(&self.buffer.download(gpu)?))
     }
+}
+
+/// 2^96: the unit of a scaled statistics row.
+const SCALED_UNIT: f64 = 79_228_162_514_264_337_593_543_950_336.0;
+
+/// The host form of a groups x 4 statistics matrix (see [`NormStats`]).
+pub(crate) fn summary_of(m: &ndarray::Array2<f32>) -> NormSummary {
+    let g = m.nrows();
+    let mut s = NormSummary {
+        mean: ndarray::Array1::zeros(g),
+        var: ndarray::Array1::zeros(g),
+        invstd: ndarray::Array1::zeros(g),
+    };
+    for (i, r) in m.rows().into_iter().enumerate() {
+        let (k, d, inv, var) = (f64::from(r[0]), f64::from(r[1]), f64::from(r[2]), f64::from(r[3]));
+        let scaled = r[2].is_sign_negative();
+        s.mean[i] = if scaled { (k + d) * SCALED_UNIT } else { k + d };
+        s.invstd[i] = if scaled { -inv / SCALED_UNIT } else { inv };
+        s.var[i] = var;
+    }
+    s
 }
 
 /// Outputs of a forward pass: `y` (same shape as x) and the saved statistics.
@@ -88,9 +113,11 @@ pub struct NormGrads {
 
 /// A normalization: which kind, how many channels, and eps.
 ///
-/// gamma and beta have C elements (batch, instance, group norm) or C * S
+/// gamma and beta have C elements (batch, instance, group norm), C * S
 /// (layer norm: elementwise over the sample, as PyTorch's
-/// `LayerNorm(x.shape[1:])`); any matrix shape with that many elements works.
+/// `LayerNorm(x.shape[1:])`) or L (layer norm over trailing dimensions of L
+/// elements, PyTorch's `LayerNorm(normalized_shape)`: [`Norm::layer`]); any
+/// matrix shape with that many elements works.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Norm {
     /// Which normalization.
@@ -109,6 +136,27 @@ impl Norm {
             channels,
             eps: 1e-5,
         }
+    }
+
+    /// PyTorch's `LayerNorm(normalized_shape)` on an N x F matrix that holds
+    /// a tensor of any shape whose trailing dimensions are `normalized_shape`
+    /// (F a multiple of their product L): statistics per run of L consecutive
+    /// elements of a row, gamma and beta of L elements. eps 1e-5. The
+    /// matrix carries no shape beyond (N, F): the twin
+    /// ([`crate::cpu::norm::norm_forward`] with [`NormKind::layer`]) checks the
+    /// dimensions themselves.
+    /// An empty `normalized_shape` (refused by PyTorch too) or one whose
+    /// product overflows gives length 0, which every call refuses.
+    pub fn layer(normalized_shape: &[usize]) -> Norm {
+        let len = if normalized_shape.is_empty() {
+            0
+        } else {
+            normalized_shape
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .unwrap_or(0)
+        };
+        Norm::new(NormKind::LayerTrailing { len }, 1)
     }
 
     /// The same with another eps.
@@ -276,13 +324,7 @@ pub(crate) fn plan_for(
 }
 
 pub(crate) fn check_eps(op: &'static str, eps: f32) -> Result<()> {
-    if !(eps.is_finite() && eps >= 0.0) {
-        return Err(Error::invalid(
-            op,
-            format!("eps must be finite and >= 0, got {eps}"),
-        ));
-    }
-    Ok(())
+    crate::model::norm::check_eps(op, f64::from(eps))
 }
 
 /// The input is on this device, and the device binds enough storage buffers

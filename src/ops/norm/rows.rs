@@ -66,7 +66,7 @@ fn row_params(plan: &NormPlan, eps: f32) -> RowParams {
         lanes,
         groups: plan.groups_per_sample as u32,
         spatial: s,
-        per_channel: (plan.kind != NormKind::Layer) as u32,
+        per_channel: !matches!(plan.kind, NormKind::Layer | NormKind::LayerTrailing { .. }) as u32,
         lane_q: lanes / s,
         lane_r: lanes % s,
         eps,

@@ -1,0 +1,155 @@
+// Shared by shaders/batchnorm.wgsl and shaders/norm.wgsl (src/shaders.rs
+// prepends it, after shaders/common/welford.wgsl): Welford states that survive
+// f32 overflow, and NaN by its bits.
+//
+// Finite f32 data can still overflow a variance: a spread beyond about 1e19
+// squares past f32's 3.4e38, and values near +-3e38 overflow x - shift itself.
+// A state that came out non-finite is recomputed in units of 2^96 (values
+// times 2^-96, exact: a power of two), where the deviations of any finite f32
+// values, squared and summed over 2^31 of them, stay below 1e30. Only what
+// is below 2^-30 in such a group underflows there: below f32's resolution
+// of a spread of 1e19. A state in those units carries the SCALED bit in its
+// count; merging a scaled with an unscaled state first scales the unscaled
+// one, and a merge of two unscaled states that overflows is redone scaled.
+// So data that never overflows takes exactly the arithmetic it took before,
+// and NaN or inf in the data ends as a NaN state (scaled, like any non-finite
+// one), which the finalize passes report as NaN statistics.
+//
+// A statistics row (shift, mean - shift, invstd, var) of a scaled group holds
+// (shift * 2^-96, (mean - shift) * 2^-96, -invstd * 2^96, var): the sign bit of
+// invstd (positive in every unscaled row) marks it, and decode() turns a row
+// into the values the kernels need.
+
+const SCALED: u32 = 0x80000000u;
+const COUNT_MASK: u32 = 0x7fffffffu;
+const DOWN: f32 = 0x1p-96f;
+const UP: f32 = 0x1p96f;
+
+// NaN by its bits: drivers may assume float comparisons never see a NaN.
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
+fn is_finite(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
+}
+
+fn sign_bit(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x80000000u) != 0u;
+}
+
+// A positive quiet NaN (made from a runtime value, so that no const-expression
+// is NaN).
+fn quiet_nan(like: f32) -> f32 {
+    return bitcast<f32>((bitcast<u32>(like) & 0x003fffffu) | 0x7fc00000u);
+}
+
+// v * 2^-192 (an M2, >= 0, or inf / NaN) by its exponent: exact, and 0 where
+// the result would be subnormal. Not (v * DOWN) * DOWN: a compiler may fold
+// the two constants into one, 2^-192, which is 0 in f32 (Mesa's does).
+fn down2(v: f32) -> f32 {
+    let b = bitcast<u32>(v);
+    let e = (b >> 23u) & 0xffu;
+    if (e == 0xffu) {
+        return v;
+    }
+    if (e <= 192u) {
+        return 0.0;
+    }
+    return bitcast<f32>(b - (192u << 23u));
+}
+
+// v * 2^192 by its exponent: +-inf past f32's range, 0 for 0 (and a subnormal,
+// which a GPU may flush anyway); for the same reason as down2.
+fn up2(v: f32) -> f32 {
+    let b = bitcast<u32>(v);
+    let e = (b >> 23u) & 0xffu;
+    if (e == 0xffu) {
+        return v;
+    }
+    if (e == 0u) {
+        return 0.0;
+    }
+    if (e + 192u >= 0xffu) {
+        return bitcast<f32>((b & 0x80000000u) | 0x7f800000u);
+    }
+    return bitcast<f32>(b + (192u << 23u));
+}
+
+// A Welford state: count (with the SCALED bit), mean and M2 (of values
+// already shifted by the state's shift).
+struct Wf {
+    n: u32,
+    mean: f32,
+    m2: f32,
+}
+
+// Chan's merge of two states in either units.
+fn merge_wf(a: Wf, b: Wf) -> Wf {
+    let na = a.n & COUNT_MASK;
+    let nb = b.n & COUNT_MASK;
+    let fa = a.n & SCALED;
+    let fb = b.n & SCALED;
+    var am = a.mean;
+    var am2 = a.m2;
+    var bm = b.mean;
+    var bm2 = b.m2;
+    if (fa == 0u && fb != 0u) {
+        am = am * DOWN;
+        am2 = down2(am2);
+    }
+    if (fb == 0u && fa != 0u) {
+        bm = bm * DOWN;
+        bm2 = down2(bm2);
+    }
+    var f = fa | fb;
+    var r = chan(na, am, am2, nb, bm, bm2);
+    if (f == 0u && !(is_finite(r.x) && is_finite(r.y))) {
+        r = chan(na, am * DOWN, down2(am2), nb, bm * DOWN, down2(bm2));
+        f = SCALED;
+    }
+    return Wf((na + nb) | f, r.x, r.y);
+}
+
+// One step of a workgroup tree reduction over sh_n / sh_a / sh_b holding Wf states.
+fn sh_merge_wf(li: u32, o: u32) {
+    let r = merge_wf(Wf(sh_n[li], sh_a[li], sh_b[li]), Wf(sh_n[o], sh_a[o], sh_b[o]));
+    sh_n[li] = r.n;
+    sh_a[li] = r.mean;
+    sh_b[li] = r.m2;
+}
+
+// What the kernels need of a statistics row: xhat = ((x * sc - k) - m) * ist,
+// and invstd (in the data's own units).
+struct Decoded {
+    sc: f32,
+    k: f32,
+    m: f32,
+    ist: f32,
+    invstd: f32,
+}
+
+fn decode(st: vec4<f32>) -> Decoded {
+    if (sign_bit(st.z) && !is_nan(st.z)) {
+        return Decoded(DOWN, st.x, st.y, -st.z, -st.z * DOWN);
+    }
+    return Decoded(1.0, st.x, st.y, st.z, st.z);
+}
+
+// The statistics row of a finished state (count cnt, mean ms relative to the
+// shift k, M2 m2): (k, ms, invstd, var), or the scaled form above. The
+// variance is NaN-propagating (M2 is a sum of non-negative terms, so it is
+// never negative), and so is invstd.
+fn stats_row(st: Wf, k: f32, eps: f32) -> vec4<f32> {
+    let cnt = f32(st.n & COUNT_MASK);
+    let v = st.m2 / cnt;
+    if ((st.n & SCALED) == 0u) {
+        return vec4<f32>(k, st.mean, 1.0 / sqrt(v + eps), v);
+    }
+    // eps * 2^-192 underflows: a scaled group's variance (above 1e29) dwarfs it
+    var ist = 1.0 / sqrt(v);
+    if (is_nan(v)) {
+        ist = v;
+    }
+    return vec4<f32>(k * DOWN, st.mean, -ist, up2(v));
+}
