@@ -212,7 +212,7 @@ fn reconstructions(out: &Path, r: &Results) -> Res {
         ));
     }
     rows.push((
-        "ZCA-whitened (stretched)".into(),
+        format!("ZCA-whitened, {} components (stretched)", r.zca_components),
         patch_images(&r.zca, side, |v| Box::new(stretch(v))),
     ));
     let cell = side * scale + 8;
