@@ -277,6 +277,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
             let i = g.adapter_info();
             println!("adapter: {} ({:?}, {:?})", i.name, i.backend, i.device_type);
         }
+        None if args.device == Device::Cpu => {
+            println!("--device cpu: every step runs on the f64 CPU twin only (the GPU column stays empty)")
+        }
         None => {
             println!("no GPU adapter: every step runs on the f64 CPU twin only (the GPU column stays empty)")
         }

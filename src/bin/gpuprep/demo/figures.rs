@@ -216,7 +216,7 @@ fn reconstructions(out: &Path, r: &Results) -> Res {
         patch_images(&r.zca, side, |v| Box::new(stretch(v))),
     ));
     let cell = side * scale + 8;
-    let left = 250;
+    let left = 330;
     let top = 50;
     let cols = r.shown_patches.nrows() as u32;
     let (w, h) = (left + cols * cell + 10, top + rows.len() as u32 * cell + 10);
