@@ -89,7 +89,7 @@ fn main() -> gpuprep::Result<()> {
             let config = MlpConfig {
                 widths: vec![64, 128, 64, 10],
                 batch_norm,
-                scheme: scheme.clone(),
+                scheme: *scheme,
                 seed: 1,
                 batch,
                 sgd: SgdOptions {

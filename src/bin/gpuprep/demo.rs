@@ -31,6 +31,13 @@ use crate::data;
 
 type Result<T> = gpuprep::Result<T>;
 
+/// Per (activation, init name): each layer's activations.
+pub type Activations = Vec<(Activation, &'static str, Vec<Vec<f32>>)>;
+/// Per run: (init name, batch norm, each epoch's report).
+pub type Curves = Vec<(&'static str, bool, Vec<EpochReport>)>;
+/// Per start: (name, the first layer's weight).
+pub type FirstLayers = Vec<(String, Array2<f64>)>;
+
 /// The main job (also what `gpuprep` alone runs): the lecture's steps on the
 /// digits and on natural-image patches, GPU against the f64 CPU twin, as one
 /// table and six PNG figures.
@@ -257,13 +264,13 @@ pub struct Results {
     pub zca: Array2<f64>,
     pub zca_components: usize,
     /// (activation, scheme name, per layer the activations).
-    pub activations: Vec<(Activation, &'static str, Vec<Vec<f32>>)>,
+    pub activations: Activations,
     /// The lecture's toy network after training: (name, W1, W2).
     pub toy: Vec<(&'static str, Array2<f64>, Array2<f64>)>,
     /// The digits MLP's first-layer units after training: (name, W1).
-    pub first_layers: Vec<(String, Array2<f64>)>,
+    pub first_layers: FirstLayers,
     /// Per run: (init name, batch norm, per epoch report).
-    pub curves: Vec<(&'static str, bool, Vec<EpochReport>)>,
+    pub curves: Curves,
 }
 
 /// Runs the demo.
@@ -658,11 +665,7 @@ fn init_row(gpu: Option<&Gpu>, table: &mut Table) -> Result<()> {
 
 /// The lecture's deep network: each layer's activations for tanh and ReLU
 /// under the three initializations (GPU: one fused product per layer).
-fn activation_experiment(
-    gpu: Option<&Gpu>,
-    sizes: &Sizes,
-    table: &mut Table,
-) -> Result<Vec<(Activation, &'static str, Vec<Vec<f32>>)>> {
+fn activation_experiment(gpu: Option<&Gpu>, sizes: &Sizes, table: &mut Table) -> Result<Activations> {
     let (layers, units, batch, seed) = (sizes.act_layers, sizes.act_units, sizes.act_batch, 231);
     let schemes = [
         ("0.01 * randn", Scheme::SmallRandom),
@@ -814,8 +817,6 @@ fn batchnorm_row(gpu: Option<&Gpu>, table: &mut Table) -> Result<()> {
     Ok(())
 }
 
-type Curves = Vec<(&'static str, bool, Vec<EpochReport>)>;
-
 /// The MLP on the digits: one step GPU against twin, then the training
 /// curves of three inits with and without batch norm, and a run from a
 /// constant init for the symmetry figure.
@@ -825,7 +826,7 @@ fn mlp_runs(
     labels: &Array1<u8>,
     sizes: &Sizes,
     table: &mut Table,
-) -> Result<(Curves, Vec<(String, Array2<f64>)>)> {
+) -> Result<(Curves, FirstLayers)> {
     let (train_rows, test_rows) = train_test_split(x.nrows(), 0.2, 0);
     let stats = cpu::column_stats(x.select(Axis(0), &train_rows).view(), 0)?;
     let z = cpu::standardize(x.view(), &stats, StandardizeOptions::default())?;
@@ -900,7 +901,7 @@ fn mlp_runs(
     let mut runs = 0;
     for batch_norm in [true, false] {
         for (name, scheme) in &schemes {
-            let c = config(scheme.clone(), batch_norm);
+            let c = config(*scheme, batch_norm);
             let (reports, w1) = train_run(gpu, &data, &c, sizes.epochs, &xtr, &ytr64, &xte, &yte64)?;
             runs += 1;
             if !batch_norm && *name == "He" {

@@ -11,6 +11,7 @@ use super::Results;
 
 type Res = gpuprep::Result<PathBuf>;
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
+type Series<'a> = Vec<(usize, &'a str, Vec<(f64, f64)>)>;
 
 /// Draws every figure into `out`; returns their paths.
 pub fn all(out: &Path, r: &Results) -> gpuprep::Result<Vec<PathBuf>> {
@@ -442,7 +443,7 @@ fn training(out: &Path, r: &Results) -> Res {
                 .margin(10)
                 .x_label_area_size(30)
                 .y_label_area_size(50);
-            let series: Vec<(usize, &str, Vec<(f64, f64)>)> = r
+            let series: Series<'_> = r
                 .curves
                 .iter()
                 .filter(|c| c.1 == bn)
