@@ -8,7 +8,7 @@
 //! device has them (`common::time_gpu`);
 //! `gpu_roundtrip` adds the upload of x and the readback of y.
 //!
-//! `GPUPREP_BENCH_LARGE=1` adds the shapes of ../shared/ANCHORS.md (GPU
+//! `GPUPREP_BENCH_LARGE=1` adds the shapes of PERFORMANCE.md (GPU
 //! only): batch norm on 2^20 x 256 (PyTorch on an H100: forward 1.258 ms,
 //! backward 2.097 ms), layer norm on 2^20 x 256, and batch / group /
 //! instance norm on (256, 64, 32, 32).

@@ -33,7 +33,7 @@ fn bench(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(5))
         .warm_up_time(Duration::from_secs(1));
     // (131072, 256) is 128 MiB, lavapipe's largest storage binding;
-    // (262144, 256) is the shape of the numpy figures in ANCHORS.md (CPU only here).
+    // (262144, 256) is the shape of the numpy figures in PERFORMANCE.md (CPU only here).
     for &(n, d) in &[(1024usize, 64usize), (131_072, 256), (262_144, 256)] {
         let x = data(n, d);
         let id = format!("{n}x{d}");

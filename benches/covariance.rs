@@ -2,7 +2,7 @@
 //!
 //! Throughput is counted in floating-point operations as criterion "elements"
 //! (so its `Melem/s` reads as MFLOP/s): `2 N D^2` for the covariance (the
-//! general product's count, as cuBLAS's `x.T @ x` is quoted in ANCHORS.md,
+//! general product's count, as cuBLAS's `x.T @ x` is quoted in PERFORMANCE.md,
 //! although the kernel computes only the upper triangle) and `2 N D M` for a
 //! transform to M columns. `gpu` times the kernels with X resident on the
 //! device, several per submit, on GPU timestamps where the device has them

@@ -5,7 +5,7 @@
 //! `gpu_roundtrip` adds the readback. Throughput counts the
 //! bytes written (4 per f32). The GPU rows are skipped (with a note) when no
 //! adapter is present. Set `GPUPREP_BENCH_LARGE=1` to add 4096 x 4096 (the
-//! PyTorch figures in ANCHORS.md), which is slow on the CPU twin.
+//! PyTorch figures in PERFORMANCE.md), which is slow on the CPU twin.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Device check for the PCA family at the shapes of ../shared/ANCHORS.md:
+//! Device check for the PCA family at the shapes of PERFORMANCE.md:
 //! covariance at N = 2^20, D = 256 (cuBLAS fp32 `x.T @ x`: 2.54 ms) and
 //! N = 2^18, D = 1024, the fused transforms, and the whole PCA-whitening
 //! pipeline (PyTorch: 12.3 ms), with several work splits of each kernel.

@@ -5,6 +5,9 @@
 // TRANSPOSE_W (an override: a pipeline of its own) row-major M x K (a linear
 // layer's (out, in) weight, x @ w^T).
 // act: identity, tanh or relu (ACT_TANH / ACT_RELU).
+// With TRANSPOSE_X (an override too) x is stored K x ldx, row-major, and the
+// product reads its columns row_base .. row_base + N: out = x_stored^T @ w, the
+// weight gradient dW = dY^T X of a linear layer without a transposed copy.
 // CPU twin: src/cpu/matmul.rs. Launcher: src/ops/matmul.rs.
 //
 // With no flags it is plain x @ w (weight initialization uses it so); the PCA
@@ -19,10 +22,14 @@
 // so N may exceed 65535 * BM.
 
 struct Params {
-    n: u32,     // rows of x and out
-    k: u32,     // columns of x, rows of w
-    m: u32,     // columns of w and out
-    flags: u32, // CENTER | SCALE | BIAS | ACT_TANH | ACT_RELU
+    n: u32,        // rows of x and out
+    k: u32,        // columns of x, rows of w
+    m: u32,        // columns of w and out
+    flags: u32,    // CENTER | SCALE | BIAS | ACT_TANH | ACT_RELU
+    ldx: u32,      // TRANSPOSE_X: the stored x's row length (its columns)
+    row_base: u32, // TRANSPOSE_X: the stored column of out's row 0
+    _pad0: u32,
+    _pad1: u32,
 }
 
 const CENTER: u32 = 1u;
@@ -39,6 +46,9 @@ override KSTEP: u32 = 8u;
 // w is M x K: its tile is loaded like x's (rows of K contiguous values,
 // transposed into workgroup memory through a padded stride).
 override TRANSPOSE_W: bool = false;
+// x is stored K x ldx (see Params): its tile is loaded k-major, as stored,
+// neighbouring threads reading neighbouring columns of the stored x.
+override TRANSPOSE_X: bool = false;
 // K % 4 == 0: x's tile is loaded a vec4 of 4 consecutive columns at a time
 // through x4. M % 4 == 0 (without TRANSPOSE_W): w's through w4.
 override X_VEC4: bool = false;
@@ -167,7 +177,22 @@ fn matmul(
         // columns 4 * lid.x .. + 4 (h = 0) and BN/2 + 4 * lid.x .. + 4 (h = 1).
         var acc: array<vec4<f32>, 16>;
         for (var k0 = 0u; k0 < params.k; k0 += KSTEP) {
-            if X_VEC4 {
+            if TRANSPOSE_X {
+                for (var i = tid; i < bm * KSTEP; i += threads) {
+                    let kk = i / bm;
+                    let r = i % bm;
+                    let row = row0 + r;
+                    let kc = k0 + kk;
+                    var v = 0.0;
+                    if row < params.n && kc < params.k {
+                        v = x[kc * params.ldx + params.row_base + row];
+                        if centred {
+                            v -= center[kc];
+                        }
+                    }
+                    a_tile[kk * a_stride + r / 4u][r % 4u] = v;
+                }
+            } else if X_VEC4 {
                 // Thread i: columns 4q .. 4q + 4 of the step, row r of the block.
                 let q4 = KSTEP / 4u;
                 for (var i = tid; i < bm * q4; i += threads) {

@@ -346,6 +346,57 @@ pub mod matmul {
     };
 }
 
+/// `shaders/train.wgsl`: the training loop's small kernels (ReLU forward and
+/// backward, softmax cross-entropy, SGD, row gather).
+pub mod train {
+    use super::*;
+    /// `out = max(x, 0)`.
+    pub const RELU: &str = "relu";
+    /// `out = dy * (y > 0)`.
+    pub const RELU_BACKWARD: &str = "relu_backward";
+    /// The SGD (momentum) update in place.
+    pub const SGD: &str = "sgd";
+    /// `out[r] = x[index[r]]`.
+    pub const GATHER_ROWS: &str = "gather_rows";
+    /// Softmax cross-entropy: its gradient and the loss / accuracy sums.
+    pub const SOFTMAX_XENT: &str = "softmax_xent";
+    /// `Params`.
+    pub const PARAMS: Slot = Slot::new("p", 0, Uniform);
+    /// Input (relu), source (gather_rows).
+    pub const X: Slot = Slot::new("x", 1, Read);
+    /// Upstream gradient (relu_backward).
+    pub const DY: Slot = Slot::new("dy", 2, Read);
+    /// ReLU's forward output (relu_backward).
+    pub const Y: Slot = Slot::new("y", 3, Read);
+    /// Output (relu, relu_backward, gather_rows).
+    pub const OUT: Slot = Slot::new("out", 4, ReadWrite);
+    /// Logits (N x C).
+    pub const LOGITS: Slot = Slot::new("logits", 5, Read);
+    /// Class indices as f32 (N).
+    pub const LABELS: Slot = Slot::new("labels", 6, Read);
+    /// The logits' gradient.
+    pub const DLOGITS: Slot = Slot::new("dlogits", 7, ReadWrite);
+    /// Loss / correct / row sums.
+    pub const METRICS: Slot = Slot::new("metrics", 8, ReadWrite);
+    /// The parameter's gradient (sgd).
+    pub const GRAD: Slot = Slot::new("grad", 9, Read);
+    /// The parameter, updated in place (sgd).
+    pub const PARAM: Slot = Slot::new("param", 10, ReadWrite);
+    /// The momentum buffer (sgd).
+    pub const VELOCITY: Slot = Slot::new("velocity", 11, ReadWrite);
+    /// Row numbers as f32 (gather_rows).
+    pub const INDEX: Slot = Slot::new("index", 12, Read);
+    /// The shader.
+    pub static SHADER: Shader = Shader {
+        name: "train",
+        source: include_str!("../shaders/train.wgsl"),
+        entries: &[RELU, RELU_BACKWARD, SGD, GATHER_ROWS, SOFTMAX_XENT],
+        slots: &[
+            PARAMS, X, DY, Y, OUT, LOGITS, LABELS, DLOGITS, METRICS, GRAD, PARAM, VELOCITY, INDEX,
+        ],
+    };
+}
+
 /// Every shader, for validation and for warming the pipeline cache.
 pub static ALL: &[&Shader] = &[
     &column_stats::SHADER,
@@ -356,6 +407,7 @@ pub static ALL: &[&Shader] = &[
     &norm::SHADER,
     &covariance::SHADER,
     &matmul::SHADER,
+    &train::SHADER,
 ];
 
 /// The layout of a Rust mirror of a WGSL struct: its size and each named

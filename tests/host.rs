@@ -423,6 +423,7 @@ fn matmul_matches_the_twin() {
                     bias: o.bias,
                     transpose_w: false,
                     activation: act,
+                    ..Default::default()
                 };
                 check_matmul(x.view(), w.view(), &o, &t, "fused");
                 let o = MatmulOptions {

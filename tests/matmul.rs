@@ -10,11 +10,28 @@ use gpuprep::{cpu, ops, Error, GpuMatrix};
 use ndarray::{Array1, Array2, Axis};
 
 /// Runs the GPU product with the given flags (1 center, 2 scale, 4 bias,
-/// 8 transposed w, 16 tanh, 32 relu) into a NaN-poisoned output and returns
-/// the Frobenius relative error against the twin.
+/// 8 transposed w, 16 tanh, 32 relu, 64 transposed x) into a NaN-poisoned
+/// output and returns the Frobenius relative error against the twin.
 fn check(n: usize, k: usize, m: usize, flags: u32, config: MatmulConfig, seed: u64) -> f64 {
-    let g = gpu();
-    let x = normal(n, k, 50.0, 2.0, seed);
+    check_on(gpu(), n, k, m, flags, config, seed)
+}
+
+fn check_on(
+    g: &gpuprep::Gpu,
+    n: usize,
+    k: usize,
+    m: usize,
+    flags: u32,
+    config: MatmulConfig,
+    seed: u64,
+) -> f64 {
+    let transpose_x = flags & 64 != 0;
+    // Stored K x N when transposed: the product reads it as its N x K transpose.
+    let x = if transpose_x {
+        normal(k, n, 50.0, 2.0, seed)
+    } else {
+        normal(n, k, 50.0, 2.0, seed)
+    };
     let transpose_w = flags & 8 != 0;
     let w = if transpose_w {
         normal(m, k, 0.0, 1.0, seed + 1)
@@ -36,6 +53,7 @@ fn check(n: usize, k: usize, m: usize, flags: u32, config: MatmulConfig, seed: u
         scale: (flags & 2 != 0).then_some(&sg),
         bias: (flags & 4 != 0).then_some(&bg),
         transpose_w,
+        transpose_x,
         activation,
         tuning: None,
     };
@@ -74,6 +92,7 @@ fn check(n: usize, k: usize, m: usize, flags: u32, config: MatmulConfig, seed: u
             scale: (flags & 2 != 0).then(|| s64.view()),
             bias: (flags & 4 != 0).then(|| b64.view()),
             transpose_w,
+            transpose_x,
             activation,
         },
     )
@@ -106,6 +125,80 @@ fn matches_cpu_on_awkward_shapes() {
             assert!(err <= 1e-5, "{n}x{k} @ {k}x{m} flags {flags}: rel error {err:e}");
         }
     }
+}
+
+#[test]
+fn transposed_x_matches_cpu_on_awkward_shapes() {
+    // dW = dY^T X: x is stored K x N. Every flag combines with it.
+    let shapes = [
+        (1usize, 1usize, 1usize),
+        (1, 5, 3),
+        (7, 1, 4),
+        (5, 4, 1),
+        (10, 64, 64),
+        (63, 65, 9),
+        (130, 257, 33),
+    ];
+    for (i, &(n, k, m)) in shapes.iter().enumerate() {
+        for flags in [64, 64 + 7, 64 + 8 + 4 + 16, 64 + 1 + 8 + 32] {
+            let err = check(
+                n,
+                k,
+                m,
+                flags,
+                MatmulConfig::default(),
+                900 + 10 * i as u64 + flags as u64,
+            );
+            assert!(
+                err <= 1e-5,
+                "x^T: {n}x{k} @ {k}x{m} flags {flags}: rel error {err:e}"
+            );
+        }
+    }
+    for (wx, wy, k_step) in [(1, 32, 8), (4, 8, 32), (16, 16, 16)] {
+        let config = MatmulConfig {
+            threads: Some((wx, wy)),
+            k_step: Some(k_step),
+        };
+        let err = check(70, 33, 20, 64 + 7, config, 77);
+        assert!(err <= 1e-5, "x^T {wx}x{wy}/{k_step}: rel error {err:e}");
+    }
+}
+
+#[test]
+fn transposed_x_splits_the_output_into_pieces() {
+    // Pieces of 3 rows of out (stored columns of x), each at its row_base; the
+    // unaligned ones are staged through scratch.
+    let g = gpuprep::Gpu::new().unwrap().with_max_piece_bytes(3 * 17 * 4);
+    for flags in [64, 64 + 5, 64 + 8 + 32] {
+        let err = check_on(&g, 40, 9, 17, flags, MatmulConfig::default(), 31 + flags as u64);
+        assert!(err <= 1e-5, "x^T split, flags {flags}: rel error {err:e}");
+    }
+}
+
+#[test]
+fn transposed_x_shapes_checked() {
+    let g = gpu();
+    // Stored 4 x 6: the product is 6 x 4 @ w, so w needs 4 rows.
+    let x = GpuMatrix::uninit(g, 4, 6).unwrap();
+    let opts = MatmulOptions {
+        transpose_x: true,
+        ..Default::default()
+    };
+    let bad = GpuMatrix::uninit(g, 6, 2).unwrap();
+    assert!(matches!(
+        ops::matmul(g, &x, &bad, &opts),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let w = GpuMatrix::uninit(g, 4, 2).unwrap();
+    let y = ops::matmul(g, &x, &w, &opts).unwrap();
+    assert_eq!(y.shape(), (6, 2));
+    let wrong_out = GpuMatrix::uninit(g, 4, 2).unwrap();
+    let mut enc = g.encoder("t");
+    assert!(matches!(
+        ops::encode_matmul_into(g, &mut enc, &x, &w, &wrong_out, &opts),
+        Err(Error::ShapeMismatch { .. })
+    ));
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! `out[i, j] = act(scale[j] * sum_k (x[i, k] - center[k]) * w[k, j] + bias[j])`
 //! for a row-major `N x K` matrix `x` and a `K x M` matrix `w` (or, with
 //! `transpose_w`, an `M x K` matrix: a linear layer's `(out, in)` weight, so
-//! the product is `x @ w^T`). Every step of the PCA family is one such product
+//! the product is `x @ w^T`; and with `transpose_x`, `x` stored as `K x N`,
+//! so the product is `x^T @ w`, a linear layer's weight gradient). Every step of the PCA family is one such product
 //! (decorrelate, reduce, PCA whitening, ZCA whitening, inverse transform), a
 //! fully connected layer is another, and with no options it is plain `x @ w`.
 
@@ -32,6 +33,8 @@ pub struct MatmulOptions<'a> {
     pub bias: Option<ArrayView1<'a, f64>>,
     /// `w` is `M x K` and the product is `x @ w^T`.
     pub transpose_w: bool,
+    /// `x` is stored `K x N` and the product is `x^T @ w`.
+    pub transpose_x: bool,
     /// Applied to each output last.
     pub activation: Activation,
 }
@@ -53,6 +56,7 @@ pub fn matmul<A: Copy + Into<f64>>(
     w: ArrayView2<'_, f64>,
     options: &MatmulOptions<'_>,
 ) -> Result<Array2<f64>> {
+    let x = if options.transpose_x { x.reversed_axes() } else { x };
     let (n, k) = x.dim();
     let w = if options.transpose_w { w.reversed_axes() } else { w };
     let (kw, m) = w.dim();
@@ -171,6 +175,23 @@ mod tests {
         // The in dimension must match x's columns.
         let bad = Array2::<f64>::zeros((2, 4));
         assert!(matmul(x.view(), bad.view(), &o).is_err());
+    }
+
+    #[test]
+    fn weight_gradient_with_transposed_x() {
+        // dW = dY^T X for dY (N x out) and X (N x in).
+        let dy = array![[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]];
+        let x = array![[1.0, 0.0, -1.0], [2.0, 1.0, 0.0], [0.0, 1.0, 1.0]];
+        let o = MatmulOptions {
+            transpose_x: true,
+            ..Default::default()
+        };
+        let got = matmul(dy.view(), x.view(), &o).unwrap();
+        assert_eq!(got, dy.t().dot(&x));
+        assert_eq!(got.dim(), (2, 3));
+        // x's stored rows are the inner dimension: they must match w's rows.
+        let bad = Array2::<f64>::zeros((2, 3));
+        assert!(matmul(dy.view(), bad.view(), &o).is_err());
     }
 
     #[test]

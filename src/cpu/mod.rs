@@ -11,6 +11,7 @@ pub mod matmul;
 pub mod norm;
 pub mod pca;
 pub mod standardize;
+pub mod train;
 
 pub use column_stats::column_stats;
 pub use covariance::covariance;

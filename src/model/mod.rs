@@ -10,6 +10,7 @@
 //! | [`matmul`] | the fused [`Activation`](matmul::Activation) |
 //! | [`pca`] | [`PcaOptions`](pca::PcaOptions), [`PcaModel`](pca::PcaModel) with its eigendecomposition and `.npz` form |
 //! | [`norm`] | [`NormKind`](norm::NormKind), [`NormShape`](norm::NormShape), [`NormPlan`](norm::NormPlan), [`NormSummary`](norm::NormSummary), [`RunningStatsConfig`](norm::RunningStatsConfig) |
+//! | [`train`] | [`MlpConfig`](train::MlpConfig), [`SgdOptions`](train::SgdOptions), the epoch shuffle, the metrics layout |
 //! | [`init`] | [`Scheme`](init::Scheme), [`Fill`](init::Fill), [`SparsePlan`](init::SparsePlan), fans, the orthogonal matrix, the lecture experiment's streams |
 
 pub mod convention;
@@ -21,3 +22,4 @@ pub mod pca;
 pub mod pipeline;
 pub mod standardize;
 pub mod stats;
+pub mod train;

@@ -2,10 +2,12 @@
 //!
 //! `out = act(((x - center) @ w) * scale + bias)`, each of `center`, `scale`,
 //! `bias` optional, `w` either `K x M` or (with `transpose_w`) a linear layer's
-//! `M x K` weight, and `act` identity, tanh or relu: with no options it is plain
+//! `M x K` weight, `x` either `N x K` or (with `transpose_x`) stored `K x N`,
+//! and `act` identity, tanh or relu: with no options it is plain
 //! `x @ w`, every PCA transform is one such product, and a fully connected
 //! layer `act(x @ w^T + b)` is another (the lecture's activation experiment,
-//! [`crate::ops::init::lecture`]).
+//! [`crate::ops::init::lecture`]). A linear layer's backward pass is two more:
+//! `dX = dY @ W` (plain) and `dW = dY^T @ X` (`transpose_x`).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -29,6 +31,9 @@ pub(crate) struct Params {
     k: u32,
     m: u32,
     flags: u32,
+    ldx: u32,
+    row_base: u32,
+    _pad: [u32; 2],
 }
 
 #[cfg(test)]
@@ -36,7 +41,14 @@ pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
     vec![crate::shaders::layout!(
         &SH::SHADER,
         "Params",
-        Params { n, k, m, flags }
+        Params {
+            n,
+            k,
+            m,
+            flags,
+            ldx,
+            row_base
+        }
     )]
 }
 
@@ -53,6 +65,10 @@ pub struct MatmulOptions<'a> {
     pub bias: Option<&'a GpuMatrix>,
     /// `w` is `M x K` (row-major) and the product is `x @ w^T`.
     pub transpose_w: bool,
+    /// `x` is stored `K x N` (row-major) and the product is `x^T @ w`: with
+    /// `x = dY` and `w = X` it is a linear layer's weight gradient `dY^T X`.
+    /// The stored `x` must then fit one binding (the output is still split).
+    pub transpose_x: bool,
     /// Applied to each output last.
     pub activation: Activation,
     /// The kernel's thread layout; `None` picks by shape (for tuning and tests).
@@ -100,7 +116,8 @@ fn check_vec(what: &str, v: Option<&GpuMatrix>, len: usize) -> Result<u32> {
 /// `act(((x - center) @ w) * scale + bias)` as a new `N x M` matrix, submitted.
 pub fn matmul(gpu: &Gpu, x: &GpuMatrix, w: &GpuMatrix, options: &MatmulOptions) -> Result<GpuMatrix> {
     let m = if options.transpose_w { w.rows() } else { w.cols() };
-    let out = GpuMatrix::uninit(gpu, x.rows(), m)?;
+    let n = if options.transpose_x { x.cols() } else { x.rows() };
+    let out = GpuMatrix::uninit(gpu, n, m)?;
     gpu.run(OP, |e| encode_matmul_into(gpu, e, x, w, &out, options))?;
     Ok(out)
 }
@@ -119,7 +136,11 @@ pub fn encode_matmul_into(
 ) -> Result<()> {
     let opts = options;
     x.check_device(gpu, OP)?;
-    let (n, k) = x.shape();
+    let (n, k) = if opts.transpose_x {
+        (x.cols(), x.rows())
+    } else {
+        x.shape()
+    };
     let (kw, m) = if opts.transpose_w {
         (w.cols(), w.rows())
     } else {
@@ -129,7 +150,14 @@ pub fn encode_matmul_into(
         let what = if opts.transpose_w { "columns" } else { "rows" };
         return Err(Error::shape(
             OP,
-            format!("w with {k} {what} (x is {n} x {k})"),
+            format!(
+                "w with {k} {what} (x is {}{n} x {k})",
+                if opts.transpose_x {
+                    "stored transposed, "
+                } else {
+                    ""
+                }
+            ),
             format!("{} x {}", w.rows(), w.cols()),
         ));
     }
@@ -190,7 +218,15 @@ pub fn encode_matmul_into(
         ("WY", wy as f64),
         ("KSTEP", k_step as f64),
         ("TRANSPOSE_W", if opts.transpose_w { 1.0 } else { 0.0 }),
-        ("X_VEC4", if k.is_multiple_of(4) { 1.0 } else { 0.0 }),
+        ("TRANSPOSE_X", if opts.transpose_x { 1.0 } else { 0.0 }),
+        (
+            "X_VEC4",
+            if k.is_multiple_of(4) && !opts.transpose_x {
+                1.0
+            } else {
+                0.0
+            },
+        ),
         (
             "W_VEC4",
             if m.is_multiple_of(4) && !opts.transpose_w {
@@ -215,7 +251,15 @@ pub fn encode_matmul_into(
         Some(v) => bind_input(gpu, encoder, OP, "matmul bias", v, 0..1)?,
         None => w_span.clone(),
     };
-    for rows in pieces(gpu, &[x, out]) {
+    // Transposed, x is bound whole and each piece of the output reads its
+    // columns `rows` of it.
+    let x_whole = if opts.transpose_x {
+        Some(x.whole_span(gpu, OP)?)
+    } else {
+        None
+    };
+    let split: Vec<&GpuMatrix> = if opts.transpose_x { vec![out] } else { vec![x, out] };
+    for rows in pieces(gpu, &split) {
         let np = rows.len();
         let row_groups = np
             .div_ceil(bm)
@@ -227,9 +271,15 @@ pub fn encode_matmul_into(
                 k: k as u32,
                 m: m as u32,
                 flags,
+                ldx: if opts.transpose_x { n as u32 } else { k as u32 },
+                row_base: if opts.transpose_x { rows.start as u32 } else { 0 },
+                _pad: [0; 2],
             },
         )?;
-        let xs = bind_input(gpu, encoder, OP, "matmul x", x, rows.clone())?;
+        let xs = match &x_whole {
+            Some(span) => span.clone(),
+            None => bind_input(gpu, encoder, OP, "matmul x", x, rows.clone())?,
+        };
         let x4 = gpu.vec4_span(&xs)?;
         let piece = OutputPiece::new(gpu, encoder, OP, "matmul out", out, rows, false)?;
         gpu.launch(

@@ -19,6 +19,7 @@ pub mod matmul;
 pub mod norm;
 pub mod pca;
 pub mod standardize;
+pub mod train;
 
 pub use batchnorm::BatchNorm;
 pub use column_stats::{column_stats, encode_column_stats_into, ColumnStats, ColumnStatsOptions, Stat};
@@ -42,6 +43,7 @@ pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
         matmul::params_layouts(),
         norm::columns::params_layouts(),
         norm::rows::params_layouts(),
+        train::params_layouts(),
     ]
     .into_iter()
     .flatten()

@@ -1,88 +1,556 @@
-//! `gpuprep demo` (and `gpuprep` with no subcommand): the main job on the embedded
-//! digits data. Column statistics, then the lecture's PCA and PCA / ZCA
-//! whitening, GPU against the f64 CPU twin.
+//! `gpuprep demo` (and `gpuprep` with no subcommand): the lecture, step by
+//! step, on real data shipped in the binary: the digits (1797 images of 8 x 8)
+//! and natural-image patches (32 x 32 x 3) cut from two photographs. Every
+//! step runs on the GPU and on its f64 CPU twin; one table gives each step's
+//! shape, CPU time, GPU time and the largest relative difference, and six PNG
+//! figures show what the steps do (their paths are printed).
+//!
+//! Without an adapter the notice says so and everything runs on the CPU twins.
 
+mod figures;
+mod patches;
+mod plot;
+
+use std::path::PathBuf;
 use std::time::Instant;
 
-use gpuprep::{cpu, ops, Gpu, GpuMatrix, NComponents, Pca, PcaOptions, Whitening};
-use ndarray::Array2;
+use gpuprep::cpu::batchnorm::BatchNormCpu;
+use gpuprep::cpu::init::lecture::{experiment_input, experiment_weight, train as toy_train};
+use gpuprep::cpu::train::MlpCpu;
+use gpuprep::model::init::{experiment_input_rng, experiment_weight_rng};
+use gpuprep::model::train::{train_test_split, EpochReport, MlpConfig, SgdOptions};
+use gpuprep::ops::train::{Labeled, Mlp};
+use gpuprep::{
+    cpu, ops, Activation, BatchNorm, Gpu, GpuMatrix, NComponents, Pca, PcaModel, PcaOptions, Philox,
+    RunningStatsConfig, Scheme, StandardizeOptions, Whitening,
+};
+use ndarray::{s, Array1, Array2, ArrayView2, Axis};
 
 use crate::common::{gpu_or_cpu, Device};
 use crate::data;
 
-/// The main job on the embedded digits data (also what `gpuprep` alone runs):
-/// column statistics, PCA, PCA / ZCA whitening, GPU against the f64 CPU twin.
-#[derive(clap::Args, Default)]
-pub struct DemoArgs {}
+type Result<T> = gpuprep::Result<T>;
 
-fn max_abs_diff(a: &ndarray::Array1<f64>, b: &ndarray::Array1<f64>) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+/// Per (activation, init name): each layer's activations.
+pub type Activations = Vec<(Activation, &'static str, Vec<Vec<f32>>)>;
+/// Per run: (init name, batch norm, each epoch's report).
+pub type Curves = Vec<(&'static str, bool, Vec<EpochReport>)>;
+/// Per start: (name, the first layer's weight).
+pub type FirstLayers = Vec<(String, Array2<f64>)>;
+
+/// The main job (also what `gpuprep` alone runs): the lecture's steps on the
+/// digits and on natural-image patches, GPU against the f64 CPU twin, as one
+/// table and six PNG figures.
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Where the figures go (created if missing).
+    #[arg(long, default_value = "gpuprep-demo")]
+    out: PathBuf,
+    /// Small sizes (16 x 16 patches, fewer of them, 3 epochs): a check in seconds.
+    #[arg(long)]
+    quick: bool,
+    /// Patch side in pixels (default 32: 3072 values per patch, the lecture's CIFAR shape).
+    #[arg(long)]
+    patch: Option<u32>,
+    /// Pixels between patches (sets N; default 32: 520 patches).
+    #[arg(long)]
+    stride: Option<u32>,
+    /// Training epochs of each MLP (default 5).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Where to compute (the CPU twins always run, for the comparison).
+    #[arg(long, value_enum, default_value = "gpu")]
+    device: Device,
 }
 
-/// Runs the demo: statistics of the digits, then [`demo_pca`].
-pub fn run(_: DemoArgs) -> gpuprep::Result<()> {
+impl Default for DemoArgs {
+    fn default() -> Self {
+        DemoArgs {
+            out: PathBuf::from("gpuprep-demo"),
+            quick: false,
+            patch: None,
+            stride: None,
+            epochs: None,
+            device: Device::Gpu,
+        }
+    }
+}
+
+/// The sizes of one run.
+struct Sizes {
+    patch: u32,
+    stride: u32,
+    epochs: usize,
+    /// Rows of patches ZCA-whitened (the product is N x D x D).
+    zca_rows: usize,
+    act_layers: usize,
+    act_units: usize,
+    act_batch: usize,
+}
+
+impl Sizes {
+    fn from(a: &DemoArgs) -> Sizes {
+        let quick = a.quick;
+        Sizes {
+            patch: a.patch.unwrap_or(if quick { 16 } else { 32 }).clamp(2, 256),
+            stride: a.stride.unwrap_or(if quick { 40 } else { 32 }).max(1),
+            epochs: a.epochs.unwrap_or(if quick { 3 } else { 5 }).max(1),
+            zca_rows: if quick { 64 } else { 128 },
+            act_layers: 10,
+            act_units: if quick { 64 } else { 256 },
+            act_batch: if quick { 128 } else { 500 },
+        }
+    }
+}
+
+/// One line of the table.
+struct Row {
+    step: String,
+    shape: String,
+    cpu_ms: Option<f64>,
+    gpu_ms: Option<f64>,
+    diff: Option<f64>,
+}
+
+struct Table(Vec<Row>);
+
+impl Table {
+    fn add(
+        &mut self,
+        step: &str,
+        shape: String,
+        cpu_ms: Option<f64>,
+        gpu_ms: Option<f64>,
+        diff: Option<f64>,
+    ) {
+        eprintln!("  done: {step}");
+        self.0.push(Row {
+            step: step.to_string(),
+            shape,
+            cpu_ms,
+            gpu_ms,
+            diff,
+        });
+    }
+
+    fn print(&self) {
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+        println!(
+            "\n{:<44} {:>16} {:>11} {:>11} {:>10}",
+            "step", "shape", "CPU ms", "GPU ms", "rel diff"
+        );
+        println!("{}", "-".repeat(96));
+        for r in &self.0 {
+            println!(
+                "{:<44} {:>16} {:>11} {:>11} {:>10}",
+                r.step,
+                r.shape,
+                ms(r.cpu_ms),
+                ms(r.gpu_ms),
+                r.diff.map_or("-".to_string(), |d| format!("{d:.1e}"))
+            );
+        }
+        println!(
+            "CPU: the f64 twin; GPU: f32 on the adapter, wall clock after a warm-up, until the \
+             result is on the device (the\nfit rows include reading back the covariance). rel diff: \
+             max |GPU - CPU| / max |CPU| over the output."
+        );
+    }
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// max |a - b| / max |b|.
+fn rel_diff<'a>(a: impl IntoIterator<Item = f64>, b: impl IntoIterator<Item = &'a f64> + Clone) -> f64 {
+    let scale = b.clone().into_iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let worst = a
+        .into_iter()
+        .zip(b)
+        .map(|(x, y)| {
+            if x.is_nan() || y.is_nan() {
+                f64::INFINITY
+            } else {
+                (x - y).abs()
+            }
+        })
+        .fold(0.0, f64::max);
+    worst / scale.max(f64::MIN_POSITIVE)
+}
+
+fn f64s(m: &Array2<f32>) -> Array2<f64> {
+    m.mapv(f64::from)
+}
+
+/// Times `f` on the GPU: once to warm up (pipelines), once measured, each
+/// waited for.
+fn gpu_timed<T>(g: &Gpu, mut f: impl FnMut() -> Result<T>) -> Result<(T, f64)> {
+    let _ = f()?;
+    g.wait()?;
+    let t = Instant::now();
+    let out = f()?;
+    g.wait()?;
+    Ok((out, ms_since(t)))
+}
+
+fn cpu_timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
+    let t = Instant::now();
+    let out = f()?;
+    Ok((out, ms_since(t)))
+}
+
+/// A model keeping the first `k` components of `full`, with `whitening`.
+fn truncated(full: &PcaModel, k: usize, whitening: Whitening, eps: f64) -> PcaModel {
+    let k = k.min(full.components.ncols());
+    PcaModel {
+        components: full.components.slice(s![.., ..k]).to_owned(),
+        explained_variance: full.explained_variance.slice(s![..k]).to_owned(),
+        explained_variance_ratio: full.explained_variance_ratio.slice(s![..k]).to_owned(),
+        whitening,
+        eps,
+        ..full.clone()
+    }
+}
+
+/// A PCA transform of `x` by `model`: on the GPU (with its time) or the twin.
+fn transform(
+    gpu: Option<&Gpu>,
+    model: &PcaModel,
+    x: &Array2<f32>,
+    inverse: bool,
+) -> Result<(Array2<f64>, Option<f64>)> {
+    match gpu {
+        Some(g) => {
+            let pca = Pca::from_model(g, model.clone())?;
+            let xg = GpuMatrix::upload(g, x.view())?;
+            let run = |x: &GpuMatrix| {
+                let y = pca.transform(g, x)?;
+                if inverse {
+                    pca.inverse_transform(g, &y)
+                } else {
+                    Ok(y)
+                }
+            };
+            // Warm up (pipelines) on a few rows, then time the whole.
+            run(&xg.row_range(0..xg.rows().min(8))?)?;
+            g.wait()?;
+            let t = Instant::now();
+            let y = run(&xg)?;
+            g.wait()?;
+            let t = ms_since(t);
+            Ok((f64s(&y.download(g)?), Some(t)))
+        }
+        None => {
+            let y = cpu::pca::transform(model, x.view())?;
+            let y = if inverse {
+                cpu::pca::inverse_transform(model, y.view())?
+            } else {
+                y
+            };
+            Ok((y, None))
+        }
+    }
+}
+
+/// What the figures need, gathered as the steps run.
+pub struct Results {
+    pub cloud: [Array2<f64>; 5],
+    pub digit_model: PcaModel,
+    pub patch_model: PcaModel,
+    pub patch: u32,
+    pub shown_patches: Array2<f64>,
+    pub reconstructions: Vec<(usize, Array2<f64>)>,
+    pub zca: Array2<f64>,
+    pub zca_components: usize,
+    /// (activation, scheme name, per layer the activations).
+    pub activations: Activations,
+    /// The lecture's toy network after training: (name, W1, W2).
+    pub toy: Vec<(&'static str, Array2<f64>, Array2<f64>)>,
+    /// The digits MLP's first-layer units after training: (name, W1).
+    pub first_layers: FirstLayers,
+    /// Per run: (init name, batch norm, per epoch report).
+    pub curves: Curves,
+}
+
+/// Runs the demo.
+pub fn run(args: DemoArgs) -> Result<()> {
+    let wall = Instant::now();
+    let sizes = Sizes::from(&args);
+    let gpu = gpu_or_cpu(args.device);
+    let g = gpu.as_ref();
+    match g {
+        Some(g) => {
+            let i = g.adapter_info();
+            println!("adapter: {} ({:?}, {:?})", i.name, i.backend, i.device_type);
+        }
+        None if args.device == Device::Cpu => {
+            println!("--device cpu: every step runs on the f64 CPU twin only (the GPU column stays empty)")
+        }
+        None => {
+            println!("no GPU adapter: every step runs on the f64 CPU twin only (the GPU column stays empty)")
+        }
+    }
+    std::fs::create_dir_all(&args.out).map_err(|source| gpuprep::Error::Io {
+        path: args.out.clone(),
+        source,
+    })?;
+    let mut table = Table(Vec::new());
+
+    // The digits.
     let (x, labels) = data::digits()?;
     println!(
         "gpuprep demo: the digits data ({} images of 8x8 pixels, {} classes; UCI, CC BY 4.0)",
         x.nrows(),
         labels.iter().collect::<std::collections::BTreeSet<_>>().len()
     );
-    let t = Instant::now();
-    let cpu_s = cpu::column_stats(x.view(), 0)?;
-    let cpu_ms = t.elapsed().as_secs_f64() * 1e3;
-    let gpu = gpu_or_cpu(Device::Gpu);
-    match &gpu {
+    let (summary, cpu_ms) = cpu_timed(|| cpu::column_stats(x.view(), 0))?;
+    let (gpu_ms, diff) = match g {
         Some(g) => {
-            let i = g.adapter_info();
-            println!("adapter: {} ({:?}, {:?})", i.name, i.backend, i.device_type);
             let xg = GpuMatrix::upload(g, x.view())?;
-            let _warm = ops::column_stats(g, &xg, &ops::ColumnStatsOptions::ddof(0))?.download(g)?;
-            let t = Instant::now();
-            let gs = ops::column_stats(g, &xg, &ops::ColumnStatsOptions::ddof(0))?.download(g)?;
-            let gpu_ms = t.elapsed().as_secs_f64() * 1e3;
-            println!("CPU (f64) {cpu_ms:.3} ms; GPU (f32, incl. readback) {gpu_ms:.3} ms");
-            println!("largest |GPU - CPU| over the 64 columns:");
-            println!(
-                "  mean {:.3e}  var {:.3e}  std {:.3e}",
-                max_abs_diff(&gs.mean, &cpu_s.mean),
-                max_abs_diff(&gs.var, &cpu_s.var),
-                max_abs_diff(&gs.std, &cpu_s.std)
+            let (st, t) = gpu_timed(g, || ops::column_stats(g, &xg, &ops::ColumnStatsOptions::ddof(0)))?;
+            let got = st.download(g)?;
+            let d = rel_diff(
+                got.mean.iter().chain(got.var.iter()).copied(),
+                summary.mean.iter().chain(summary.var.iter()),
             );
-            println!(
-                "  min  {:.3e}  max {:.3e}",
-                max_abs_diff(&gs.min, &cpu_s.min),
-                max_abs_diff(&gs.max, &cpu_s.max)
-            );
+            (Some(t), Some(d))
         }
-        None => println!("CPU (f64) {cpu_ms:.3} ms (no GPU: CPU only)"),
-    }
-    let grid = |title: &str, v: &ndarray::Array1<f64>| {
-        println!("{title} (8 x 8, as the image):");
-        for r in v.to_vec().chunks(8) {
-            println!(
-                "  {}",
-                r.iter().map(|m| format!("{m:6.2}")).collect::<Vec<_>>().join("")
-            );
-        }
+        None => (None, None),
     };
-    grid("per-pixel mean", &cpu_s.mean);
-    grid("per-pixel std", &cpu_s.std);
-    let constant = cpu_s.std.iter().filter(|&&s| s == 0.0).count();
+    table.add(
+        "column statistics (mean, var, min, max)",
+        "1797 x 64".into(),
+        Some(cpu_ms),
+        gpu_ms,
+        diff,
+    );
+    let constant = summary.std.iter().filter(|&&s| s == 0.0).count();
     println!("{constant} pixels are constant (std 0): standardize scales them by 1, not inf");
-    demo_pca(gpu.as_ref(), &x)
+
+    let opts = StandardizeOptions::default();
+    let (z_cpu, cpu_ms) = cpu_timed(|| cpu::standardize(x.view(), &summary, opts))?;
+    let (gpu_ms, diff) = match g {
+        Some(g) => {
+            let xg = GpuMatrix::upload(g, x.view())?;
+            let st = ops::column_stats(g, &xg, &Default::default())?;
+            let (z, t) = gpu_timed(g, || ops::standardize(g, &xg, &st, &opts))?;
+            (Some(t), Some(rel_diff(f64s(&z.download(g)?), &z_cpu)))
+        }
+        None => (None, None),
+    };
+    table.add(
+        "standardize (x - mean) / std",
+        "1797 x 64".into(),
+        Some(cpu_ms),
+        gpu_ms,
+        diff,
+    );
+
+    let (digit_model, cpu_ms) = cpu_timed(|| cpu::pca::fit(x.view(), &PcaOptions::default()))?;
+    let (gpu_ms, diff) = match g {
+        Some(g) => {
+            let xg = GpuMatrix::upload(g, x.view())?;
+            let (pca, t) = gpu_timed(g, || Pca::fit(g, &xg, &PcaOptions::default()))?;
+            (
+                Some(t),
+                Some(rel_diff(
+                    pca.model().eigenvalues.iter().copied(),
+                    &digit_model.eigenvalues,
+                )),
+            )
+        }
+        None => (None, None),
+    };
+    table.add(
+        "PCA fit: covariance, eigh (eigenvalues)",
+        "1797 x 64".into(),
+        Some(cpu_ms),
+        gpu_ms,
+        diff,
+    );
+    demo_pca_text(g, &x, &digit_model, &mut table)?;
+
+    // The 2-D cloud: two neighbouring pixels of the photographs.
+    let photos = patches::photos()?;
+    let pairs = patches::neighbour_pairs(&photos, 9);
+    let cloud = cloud_steps(g, &pairs)?;
+
+    // Natural-image patches.
+    let xp = patches::patches(&photos, sizes.patch, sizes.stride);
+    let (n, d) = xp.dim();
+    println!(
+        "image patches: {n} patches of {0}x{0}x3 = {d} values at stride {1} from data/china.jpg and \
+         data/flower.jpg (CC BY 2.0)",
+        sizes.patch, sizes.stride
+    );
+    let shape = format!("{n} x {d}");
+    let (psum, cpu_ms) = cpu_timed(|| cpu::column_stats(xp.view(), 0))?;
+    let xpg = g.map(|g| GpuMatrix::upload(g, xp.view())).transpose()?;
+    let (gpu_ms, diff) = match (g, &xpg) {
+        (Some(g), Some(xg)) => {
+            let (st, t) = gpu_timed(g, || ops::column_stats(g, xg, &Default::default()))?;
+            let got = st.download(g)?;
+            (Some(t), Some(rel_diff(got.var.iter().copied(), &psum.var)))
+        }
+        _ => (None, None),
+    };
+    table.add(
+        "column statistics of the patches",
+        shape.clone(),
+        Some(cpu_ms),
+        gpu_ms,
+        diff,
+    );
+
+    let (cov, cpu_ms) = cpu_timed(|| cpu::covariance(xp.view(), 0))?;
+    let (gpu_ms, diff) = match (g, &xpg) {
+        (Some(g), Some(xg)) => {
+            let warm = xg.row_range(0..n.min(64))?;
+            ops::covariance(g, &warm, &Default::default())?;
+            g.wait()?;
+            let t = Instant::now();
+            let c = ops::covariance(g, xg, &Default::default())?;
+            g.wait()?;
+            let t = ms_since(t);
+            (Some(t), Some(rel_diff(f64s(&c.download(g)?), &cov)))
+        }
+        _ => (None, None),
+    };
+    table.add(
+        "covariance Xc^T Xc / N",
+        shape.clone(),
+        Some(cpu_ms),
+        gpu_ms,
+        diff,
+    );
+
+    // One eigendecomposition (f64, on the CPU in both paths: the GPU's Pca
+    // reads its covariance back for it); the transforms below share it.
+    let (patch_model, cpu_ms) =
+        cpu_timed(|| PcaModel::from_covariance(psum.mean.clone(), cov.view(), n, &PcaOptions::default()))?;
+    table.add(
+        "eigh of the covariance (faer, f64, CPU)",
+        format!("{d} x {d}"),
+        Some(cpu_ms),
+        None,
+        None,
+    );
+
+    let shown: Vec<usize> = (0..8)
+        .map(|i| (i * n / 8 + n / 16).min(n.saturating_sub(1)))
+        .collect();
+    let shown_f32 = xp.select(Axis(0), &shown);
+    let mut reconstructions = Vec::new();
+    for k in [8usize, 32, 128] {
+        let model = truncated(&patch_model, k, Whitening::None, 0.0);
+        let (y, gpu_ms) = transform(g, &model, &xp, true)?;
+        if k == 32 {
+            let (want, cpu_ms) = cpu_timed(|| {
+                let r = cpu::pca::transform(&model, xp.view())?;
+                cpu::pca::inverse_transform(&model, r.view())
+            })?;
+            let diff = gpu_ms.map(|_| rel_diff(y.iter().copied(), &want));
+            table.add(
+                "reduce to 32 components and reconstruct",
+                shape.clone(),
+                Some(cpu_ms),
+                gpu_ms,
+                diff,
+            );
+        }
+        reconstructions.push((k, y.select(Axis(0), &shown)));
+    }
+    let zca_eps = 1e-3;
+    // ZCA on the components that hold 99% of the variance: U_k diag(1/sqrt(S_k + eps)) U_k^T
+    // costs D^2 k to build instead of D^3 (and drops the noise the rest would amplify).
+    let k99 =
+        gpuprep::model::pca::select_components(patch_model.eigenvalues.view(), NComponents::Fraction(0.99))?;
+    let zca_model = truncated(&patch_model, k99, Whitening::Zca, zca_eps);
+    let rows = sizes.zca_rows.min(n);
+    let xz = xp.slice(s![..rows, ..]).to_owned();
+    let (zca_cpu, cpu_ms) = cpu_timed(|| cpu::pca::transform(&zca_model, xz.view()))?;
+    let (zca, gpu_ms) = transform(g, &zca_model, &xz, false)?;
+    let diff = gpu_ms.map(|_| rel_diff(zca.iter().copied(), &zca_cpu));
+    table.add(
+        &format!("ZCA whitening ({k99} components, eps {zca_eps:.0e})"),
+        format!("{rows} x {d}"),
+        Some(cpu_ms),
+        gpu_ms,
+        diff,
+    );
+    let zca_for_figure = transform(g, &zca_model, &shown_f32, false)?.0;
+
+    // Weight initialization and the activation experiment.
+    init_row(g, &mut table)?;
+    let activations = activation_experiment(g, &sizes, &mut table)?;
+    batchnorm_row(g, &mut table)?;
+
+    // The symmetry experiment (the lecture's toy network, in f64).
+    let (tx, tt) = (
+        gpuprep::cpu::init::lecture::toy_input(),
+        gpuprep::cpu::init::lecture::toy_target(),
+    );
+    let c1 = Array2::from_elem((3, 4), 0.01);
+    let c2 = Array2::from_elem((4, 2), 0.09);
+    let r1 = cpu::init::init(&[3, 4], &Scheme::SmallRandom, Philox::with_stream(231, 0))?
+        .into_dimensionality()
+        .map_err(|e| gpuprep::Error::InvalidArgument {
+            op: "demo",
+            reason: e.to_string(),
+        })?;
+    let r2 = cpu::init::init(&[4, 2], &Scheme::SmallRandom, Philox::with_stream(231, 1))?
+        .into_dimensionality()
+        .map_err(|e| gpuprep::Error::InvalidArgument {
+            op: "demo",
+            reason: e.to_string(),
+        })?;
+    let (a1, a2, _) = toy_train(&tx, &tt, c1, c2, 0.5, 1000);
+    let (b1, b2, _) = toy_train(&tx, &tt, r1, r2, 0.5, 1000);
+    let toy = vec![
+        ("constant start (W1 = 0.01, W2 = 0.09)", a1, a2),
+        ("0.01 * randn start", b1, b2),
+    ];
+
+    // The MLP on the digits.
+    let (curves, first_layers) = mlp_runs(g, &x, &labels, &sizes, &mut table)?;
+
+    table.print();
+    let results = Results {
+        cloud,
+        digit_model,
+        patch_model,
+        patch: sizes.patch,
+        shown_patches: f64s(&shown_f32),
+        reconstructions,
+        zca: zca_for_figure,
+        zca_components: k99,
+        activations,
+        toy,
+        first_layers,
+        curves,
+    };
+    println!("\nfigures:");
+    for path in figures::all(&args.out, &results)? {
+        println!("  {}", path.display());
+    }
+    println!("demo wall time {:.1} s", wall.elapsed().as_secs_f64());
+    Ok(())
 }
 
-/// The lecture's PCA steps on the digits data: the spectrum of the covariance,
-/// how many components keep 90 / 95 / 99 % of the variance, and PCA and ZCA
-/// whitening checked by the covariance of the result (the identity on the
-/// kept components), GPU against the f64 twin.
-fn demo_pca(gpu: Option<&Gpu>, x: &Array2<f32>) -> gpuprep::Result<()> {
-    println!("\nPCA (cov = Xc^T Xc / N, eigh, Xrot = Xc U, Xwhite = Xrot / sqrt(S + 1e-5)):");
-    let full = cpu::pca::fit(x.view(), &PcaOptions::default())?;
-    let ratios = &full.explained_variance_ratio;
-    let top: Vec<String> = ratios.iter().take(8).map(|r| format!("{:.3}", r)).collect();
+/// The lecture's PCA steps on the digits as text: the spectrum, how many
+/// components keep 90 / 95 / 99 % of the variance, and PCA and ZCA whitening
+/// checked by the covariance of the result (the identity on the kept
+/// components), with a table row for each whitening.
+fn demo_pca_text(gpu: Option<&Gpu>, x: &Array2<f32>, full: &PcaModel, table: &mut Table) -> Result<()> {
+    let top: Vec<String> = full
+        .explained_variance_ratio
+        .iter()
+        .take(8)
+        .map(|r| format!("{r:.3}"))
+        .collect();
     println!(
-        "  explained variance ratio of the first 8 components: {}",
+        "PCA of the digits: explained variance ratio of the first 8 components: {}",
         top.join(" ")
     );
     let mut line = String::from("  components needed:");
@@ -98,35 +566,417 @@ fn demo_pca(gpu: Option<&Gpu>, x: &Array2<f32>) -> gpuprep::Result<()> {
             ..Default::default()
         };
         let twin = cpu::pca::fit(x.view(), &opts)?;
-        let y_twin = gpuprep::cpu::pca::transform(&twin, x.view())?;
-        let (y, where_) = match gpu {
+        let (y_twin, cpu_ms) = cpu_timed(|| cpu::pca::transform(&twin, x.view()))?;
+        let (y, where_, gpu_ms) = match gpu {
             Some(g) => {
                 let xg = GpuMatrix::upload(g, x.view())?;
                 let pca = Pca::fit(g, &xg, &opts)?;
-                let y = pca.transform(g, &xg)?.download(g)?.mapv(f64::from);
-                (y, "GPU")
+                let (y, t) = gpu_timed(g, || pca.transform(g, &xg))?;
+                (f64s(&y.download(g)?), "GPU", Some(t))
             }
-            None => (y_twin.clone(), "CPU twin"),
+            None => (y_twin.clone(), "CPU twin", None),
         };
-        // Covariance of the whitened data: I on the kept components (ZCA
-        // rotates back to pixel space, so its covariance is U_k U_k^T there).
         let check = cpu::pca::fit(y.view(), &PcaOptions::default())?;
         let k = twin.n_components();
-        let eig = &check.eigenvalues;
-        let worst = eig.iter().take(k).map(|v| (v - 1.0).abs()).fold(0.0, f64::max);
-        let scale = y_twin.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        let diff = y
+        let worst = check
+            .eigenvalues
             .iter()
-            .zip(y_twin.iter())
-            .map(|(a, b)| (a - b).abs())
+            .take(k)
+            .map(|v| (v - 1.0).abs())
             .fold(0.0, f64::max);
         println!(
-            "  {name} whitening ({where_}): {} x {}; the top {k} eigenvalues of its covariance are 1 within \
-             {worst:.1e}; |GPU - twin| <= {:.1e} of the output's range",
+            "  {name} whitening ({where_}): {} x {}; the top {k} eigenvalues of its covariance are 1 within {worst:.1e}",
             y.nrows(),
-            y.ncols(),
-            diff / scale.max(f64::MIN_POSITIVE)
+            y.ncols()
+        );
+        let diff = gpu_ms.map(|_| rel_diff(y.iter().copied(), &y_twin));
+        table.add(
+            &format!("{name} whitening, 99% of the variance"),
+            format!("1797 x 64 -> {}", y.ncols()),
+            Some(cpu_ms),
+            gpu_ms,
+            diff,
         );
     }
     Ok(())
+}
+
+/// The lecture's sequence on a 2-D cloud: original, zero-centred,
+/// normalized, decorrelated, whitened (GPU when there is one).
+fn cloud_steps(gpu: Option<&Gpu>, pairs: &Array2<f32>) -> Result<[Array2<f64>; 5]> {
+    let centre = StandardizeOptions {
+        center: true,
+        scale: false,
+    };
+    let decor = PcaOptions::default();
+    let white = PcaOptions {
+        whitening: Whitening::Pca,
+        ..Default::default()
+    };
+    Ok(match gpu {
+        Some(g) => {
+            let xg = GpuMatrix::upload(g, pairs.view())?;
+            let st = ops::column_stats(g, &xg, &Default::default())?;
+            let c = ops::standardize(g, &xg, &st, &centre)?;
+            let z = ops::standardize(g, &xg, &st, &StandardizeOptions::default())?;
+            let r = Pca::fit(g, &xg, &decor)?.transform(g, &xg)?;
+            let w = Pca::fit(g, &xg, &white)?.transform(g, &xg)?;
+            [
+                f64s(pairs),
+                f64s(&c.download(g)?),
+                f64s(&z.download(g)?),
+                f64s(&r.download(g)?),
+                f64s(&w.download(g)?),
+            ]
+        }
+        None => {
+            let s = cpu::column_stats(pairs.view(), 0)?;
+            [
+                f64s(pairs),
+                cpu::standardize(pairs.view(), &s, centre)?,
+                cpu::standardize(pairs.view(), &s, StandardizeOptions::default())?,
+                cpu::pca::transform(&cpu::pca::fit(pairs.view(), &decor)?, pairs.view())?,
+                cpu::pca::transform(&cpu::pca::fit(pairs.view(), &white)?, pairs.view())?,
+            ]
+        }
+    })
+}
+
+fn init_row(gpu: Option<&Gpu>, table: &mut Table) -> Result<()> {
+    let shape = [512usize, 512];
+    let scheme = Scheme::kaiming_normal();
+    let (w_cpu, cpu_ms) = cpu_timed(|| cpu::init::init(&shape, &scheme, Philox::new(7)))?;
+    let (gpu_ms, diff) = match gpu {
+        Some(g) => {
+            let (w, t) = gpu_timed(g, || ops::init::init(g, &shape, &scheme, Philox::new(7)))?;
+            (Some(t), Some(rel_diff(f64s(&w.download(g)?), w_cpu.iter())))
+        }
+        None => (None, None),
+    };
+    table.add(
+        "He init (Philox, the same stream)",
+        "512 x 512".into(),
+        Some(cpu_ms),
+        gpu_ms,
+        diff,
+    );
+    Ok(())
+}
+
+/// The lecture's deep network: each layer's activations for tanh and ReLU
+/// under the three initializations (GPU: one fused product per layer).
+fn activation_experiment(gpu: Option<&Gpu>, sizes: &Sizes, table: &mut Table) -> Result<Activations> {
+    let (layers, units, batch, seed) = (sizes.act_layers, sizes.act_units, sizes.act_batch, 231);
+    let schemes = [
+        ("0.01 * randn", Scheme::SmallRandom),
+        ("randn / sqrt(n)", Scheme::Calibrated),
+        ("He: randn * sqrt(2/n)", Scheme::kaiming_normal()),
+    ];
+    let mut out = Vec::new();
+    for act in [Activation::Tanh, Activation::Relu] {
+        for (name, scheme) in &schemes {
+            let opts = cpu::MatmulOptions {
+                transpose_w: true,
+                activation: act,
+                ..Default::default()
+            };
+            let twin_needed =
+                gpu.is_none() || (act == Activation::Tanh && matches!(scheme, Scheme::Calibrated));
+            let mut twin = Vec::new();
+            let t = Instant::now();
+            if twin_needed {
+                let mut h = experiment_input(batch, units, seed)?;
+                for l in 0..layers {
+                    let w = experiment_weight(scheme, units, l, seed)?;
+                    h = cpu::matmul(h.view(), w.view(), &opts)?;
+                    twin.push(h.clone());
+                }
+            }
+            let cpu_ms = ms_since(t);
+            let acts: Vec<Vec<f32>> = match gpu {
+                Some(g) => {
+                    let run = || -> Result<Vec<GpuMatrix>> {
+                        let mut e = g.encoder("demo activations");
+                        let h0 = GpuMatrix::uninit(g, batch, units)?;
+                        ops::init::encode_fill_into(
+                            g,
+                            &mut e,
+                            &gpuprep::model::init::Fill::Normal { mean: 0.0, std: 1.0 },
+                            experiment_input_rng(seed),
+                            &h0,
+                            &Default::default(),
+                        )?;
+                        let mut hs: Vec<GpuMatrix> = Vec::new();
+                        for l in 0..layers {
+                            let w = GpuMatrix::uninit(g, units, units)?;
+                            ops::init::encode_init_into(
+                                g,
+                                &mut e,
+                                &[units, units],
+                                scheme,
+                                experiment_weight_rng(seed, l),
+                                &w,
+                            )?;
+                            let next = GpuMatrix::uninit(g, batch, units)?;
+                            let o = ops::MatmulOptions {
+                                transpose_w: true,
+                                activation: act,
+                                ..Default::default()
+                            };
+                            ops::encode_matmul_into(g, &mut e, hs.last().unwrap_or(&h0), &w, &next, &o)?;
+                            hs.push(next);
+                        }
+                        g.submit("demo activations", e)?;
+                        Ok(hs)
+                    };
+                    let (hs, gpu_ms) = gpu_timed(g, run)?;
+                    let hs: Vec<Array2<f32>> = hs.iter().map(|h| h.download(g)).collect::<Result<_>>()?;
+                    if twin_needed {
+                        let diff = hs
+                            .iter()
+                            .zip(&twin)
+                            .map(|(a, b)| rel_diff(f64s(a), b))
+                            .fold(0.0, f64::max);
+                        table.add(
+                            &format!("{layers}-layer tanh network, randn / sqrt(n)"),
+                            format!("{batch} x {units}"),
+                            Some(cpu_ms),
+                            Some(gpu_ms),
+                            Some(diff),
+                        );
+                    }
+                    hs.into_iter().map(|h| h.into_raw_vec_and_offset().0).collect()
+                }
+                None => {
+                    if act == Activation::Tanh && matches!(scheme, Scheme::Calibrated) {
+                        table.add(
+                            &format!("{layers}-layer tanh network, randn / sqrt(n)"),
+                            format!("{batch} x {units}"),
+                            Some(cpu_ms),
+                            None,
+                            None,
+                        );
+                    }
+                    twin.iter()
+                        .map(|h| h.iter().map(|&v| v as f32).collect())
+                        .collect()
+                }
+            };
+            out.push((act, *name, acts));
+        }
+    }
+    Ok(out)
+}
+
+fn batchnorm_row(gpu: Option<&Gpu>, table: &mut Table) -> Result<()> {
+    let (n, c) = (1024usize, 128usize);
+    let x = cpu::init::init(&[n, c], &Scheme::Normal { mean: 3.0, std: 2.0 }, Philox::new(11))?;
+    let dy = cpu::init::init(&[n, c], &Scheme::Normal { mean: 0.0, std: 1.0 }, Philox::new(12))?;
+    let (x32, dy32) = (x.mapv(|v| v as f32), dy.mapv(|v| v as f32));
+    let x2: ArrayView2<f32> =
+        x32.view()
+            .into_dimensionality()
+            .map_err(|e| gpuprep::Error::InvalidArgument {
+                op: "demo",
+                reason: e.to_string(),
+            })?;
+    let dy2: ArrayView2<f32> =
+        dy32.view()
+            .into_dimensionality()
+            .map_err(|e| gpuprep::Error::InvalidArgument {
+                op: "demo",
+                reason: e.to_string(),
+            })?;
+    let ((dx_cpu, _, _), cpu_ms) = cpu_timed(|| {
+        let mut bn = BatchNormCpu::new(c, RunningStatsConfig::pytorch());
+        let (_, saved) = bn.forward_train(x.view())?;
+        bn.backward(x.view(), dy.view(), &saved)
+    })?;
+    let (gpu_ms, diff) = match gpu {
+        Some(g) => {
+            let (xg, dyg) = (GpuMatrix::upload(g, x2)?, GpuMatrix::upload(g, dy2)?);
+            let mut bn = BatchNorm::new(g, c, RunningStatsConfig::pytorch(), 1e-5)?;
+            let (grads, t) = gpu_timed(g, || {
+                bn.forward_train(g, &xg)?;
+                bn.backward(g, &xg, &dyg)
+            })?;
+            (
+                Some(t),
+                Some(rel_diff(f64s(&grads.dx.download(g)?), dx_cpu.iter())),
+            )
+        }
+        None => (None, None),
+    };
+    table.add(
+        "batch norm forward + backward (dx)",
+        format!("{n} x {c}"),
+        Some(cpu_ms),
+        gpu_ms,
+        diff,
+    );
+    Ok(())
+}
+
+/// The MLP on the digits: one step GPU against twin, then the training
+/// curves of three inits with and without batch norm, and a run from a
+/// constant init for the symmetry figure.
+fn mlp_runs(
+    gpu: Option<&Gpu>,
+    x: &Array2<f32>,
+    labels: &Array1<u8>,
+    sizes: &Sizes,
+    table: &mut Table,
+) -> Result<(Curves, FirstLayers)> {
+    let (train_rows, test_rows) = train_test_split(x.nrows(), 0.2, 0);
+    let stats = cpu::column_stats(x.select(Axis(0), &train_rows).view(), 0)?;
+    let z = cpu::standardize(x.view(), &stats, StandardizeOptions::default())?;
+    let pick = |rows: &[usize]| {
+        (
+            z.select(Axis(0), rows),
+            rows.iter().map(|&r| u32::from(labels[r])).collect::<Vec<u32>>(),
+        )
+    };
+    let (xtr, ytr) = pick(&train_rows);
+    let (xte, yte) = pick(&test_rows);
+    let ytr64: Array1<f64> = ytr.iter().map(|&v| f64::from(v)).collect();
+    let yte64: Array1<f64> = yte.iter().map(|&v| f64::from(v)).collect();
+    let data = match gpu {
+        Some(g) => Some((
+            Labeled::upload(g, xtr.mapv(|v| v as f32).view(), &ytr, 10)?,
+            Labeled::upload(g, xte.mapv(|v| v as f32).view(), &yte, 10)?,
+        )),
+        None => None,
+    };
+    let config = |scheme: Scheme, batch_norm: bool| MlpConfig {
+        widths: vec![64, 128, 64, 10],
+        batch_norm,
+        scheme,
+        seed: 1,
+        batch: 128,
+        sgd: SgdOptions {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.0,
+        },
+        eps: 1e-5,
+    };
+
+    // One epoch, GPU against the twin from the same weights.
+    {
+        let c = config(Scheme::kaiming_normal(), true);
+        let mut twin = MlpCpu::new(&c)?;
+        let (want, cpu_ms) =
+            cpu_timed(|| twin.train_epoch(xtr.view(), ytr64.view(), xte.view(), yte64.view()))?;
+        let (gpu_ms, diff) = match (gpu, &data) {
+            (Some(g), Some((tr, te))) => {
+                // Warm up the pipelines on a throw-away network.
+                Mlp::new(g, &c)?.train_epoch(g, tr, te)?;
+                let weights: Vec<Array2<f32>> = twin_weights(&MlpCpu::new(&c)?);
+                let mut net = Mlp::with_weights(g, &c, &weights)?;
+                g.wait()?;
+                let t = Instant::now();
+                let got = net.train_epoch(g, tr, te)?;
+                let t = ms_since(t);
+                (Some(t), Some((got.loss - want.loss).abs() / want.loss))
+            }
+            _ => (None, None),
+        };
+        table.add(
+            "MLP epoch: 11 SGD steps + eval (the loss)",
+            format!("{} x 64, batch 128", xtr.nrows()),
+            Some(cpu_ms),
+            gpu_ms,
+            diff,
+        );
+    }
+
+    let schemes: [(&'static str, Scheme); 3] = [
+        ("0.01 * randn", Scheme::SmallRandom),
+        ("randn / sqrt(n)", Scheme::Calibrated),
+        ("He", Scheme::kaiming_normal()),
+    ];
+    let mut curves = Vec::new();
+    let mut first_layers = Vec::new();
+    let t = Instant::now();
+    let mut runs = 0;
+    for batch_norm in [true, false] {
+        for (name, scheme) in &schemes {
+            let c = config(*scheme, batch_norm);
+            let (reports, w1) = train_run(gpu, &data, &c, sizes.epochs, &xtr, &ytr64, &xte, &yte64)?;
+            runs += 1;
+            if !batch_norm && *name == "He" {
+                first_layers.push(("He init".to_string(), w1));
+            }
+            curves.push((*name, batch_norm, reports));
+        }
+    }
+    let c = config(Scheme::Constant { value: 0.05 }, false);
+    let (reports, w1) = train_run(gpu, &data, &c, sizes.epochs, &xtr, &ytr64, &xte, &yte64)?;
+    runs += 1;
+    first_layers.insert(0, ("constant init (0.05)".to_string(), w1));
+    let last = reports.last().copied();
+    let total = ms_since(t);
+    table.add(
+        &format!("MLP training, {runs} runs of {} epochs", sizes.epochs),
+        "64-128-64-10".into(),
+        gpu.is_none().then_some(total),
+        gpu.is_some().then_some(total),
+        None,
+    );
+    println!(
+        "\nthe MLP (64-128-64-10, batch 128, SGD momentum 0.9) after {} epochs:",
+        sizes.epochs
+    );
+    for (name, bn, r) in &curves {
+        if let Some(r) = r.last() {
+            println!(
+                "  {name:<16} {:<14} loss {:.4}  train accuracy {:.3}  test accuracy {:.3}",
+                if *bn { "batch norm" } else { "no batch norm" },
+                r.loss,
+                r.train_accuracy,
+                r.test_accuracy
+            );
+        }
+    }
+    if let Some(r) = last {
+        println!(
+            "  {:<16} {:<14} loss {:.4}  train accuracy {:.3}  test accuracy {:.3}  (every hidden unit the same)",
+            "constant 0.05", "no batch norm", r.loss, r.train_accuracy, r.test_accuracy
+        );
+    }
+    Ok((curves, first_layers))
+}
+
+fn twin_weights(net: &MlpCpu) -> Vec<Array2<f32>> {
+    net.layers.iter().map(|l| l.w.mapv(|v| v as f32)).collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_run(
+    gpu: Option<&Gpu>,
+    data: &Option<(Labeled, Labeled)>,
+    c: &MlpConfig,
+    epochs: usize,
+    xtr: &Array2<f64>,
+    ytr: &Array1<f64>,
+    xte: &Array2<f64>,
+    yte: &Array1<f64>,
+) -> Result<(Vec<EpochReport>, Array2<f64>)> {
+    let mut reports = Vec::new();
+    match (gpu, data) {
+        (Some(g), Some((tr, te))) => {
+            let mut net = Mlp::new(g, c)?;
+            for _ in 0..epochs {
+                reports.push(net.train_epoch(g, tr, te)?);
+            }
+            Ok((reports, f64s(&net.weight(g, 0)?)))
+        }
+        _ => {
+            let mut net = MlpCpu::new(c)?;
+            for _ in 0..epochs {
+                reports.push(net.train_epoch(xtr.view(), ytr.view(), xte.view(), yte.view())?);
+            }
+            Ok((reports, net.layers[0].w.clone()))
+        }
+    }
 }

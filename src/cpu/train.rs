@@ -1,0 +1,539 @@
+//! CPU twin of `shaders/train.wgsl` and of the GPU training loop
+//! ([`crate::ops::train::Mlp`]), in f64: ReLU forward and backward, softmax
+//! cross-entropy with its gradient, the SGD (momentum) update, the row
+//! gather, and [`MlpCpu`], the same network trained by the same steps on the
+//! same batches.
+
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, Axis};
+
+use crate::cpu::batchnorm::{BatchNormCpu, BatchNormSaved};
+use crate::cpu::init::init;
+use crate::cpu::matmul::{matmul, MatmulOptions};
+use crate::error::{Error, Result};
+use crate::model::matmul::Activation;
+use crate::model::norm::RunningStatsConfig;
+use crate::model::train::{check_labels, epoch_order, EpochReport, MlpConfig, PassSums, SgdOptions};
+
+const OP: &str = "train (cpu)";
+
+/// `max(x, 0)` elementwise; NaN stays NaN.
+pub fn relu(x: ArrayView2<f64>) -> Array2<f64> {
+    x.mapv(|v| Activation::Relu.apply(v))
+}
+
+/// `dx = dy` where the forward output `y` is positive, else 0.
+pub fn relu_backward(dy: ArrayView2<f64>, y: ArrayView2<f64>) -> Result<Array2<f64>> {
+    if dy.dim() != y.dim() {
+        return Err(Error::shape(
+            OP,
+            format!("y of {:?}", dy.dim()),
+            format!("{:?}", y.dim()),
+        ));
+    }
+    Ok(ndarray::Zip::from(&dy)
+        .and(&y)
+        .map_collect(|&d, &v| if v > 0.0 { d } else { 0.0 }))
+}
+
+/// What [`softmax_xent`] returns: the sums and the gradient.
+#[derive(Clone, Debug)]
+pub struct XentOut {
+    /// Loss sum, correct rows and rows.
+    pub sums: PassSums,
+    /// `(softmax - onehot) * grad_scale`.
+    pub dlogits: Array2<f64>,
+}
+
+/// Softmax cross-entropy of each row of `logits` against its label (an
+/// integer in `0..classes` held as f64; any other makes the row's loss and
+/// gradient NaN, as on the GPU): `loss = logsumexp(z) - z_label`, correct when
+/// the first largest logit is the label's.
+pub fn softmax_xent(logits: ArrayView2<f64>, labels: ArrayView1<f64>, grad_scale: f64) -> Result<XentOut> {
+    let (n, c) = logits.dim();
+    if labels.len() != n || c == 0 {
+        return Err(Error::shape(
+            OP,
+            format!("{n} labels and at least one class"),
+            format!("{} labels, {c} classes", labels.len()),
+        ));
+    }
+    let mut sums = PassSums {
+        rows: n as f64,
+        ..Default::default()
+    };
+    let mut dlogits = Array2::<f64>::zeros((n, c));
+    for (r, z) in logits.outer_iter().enumerate() {
+        let l = labels[r];
+        let label = (l >= 0.0 && l < c as f64 && l.fract() == 0.0).then_some(l as usize);
+        let mut best = 0;
+        for j in 1..c {
+            if z[j] > z[best] {
+                best = j;
+            }
+        }
+        let zmax = z[best];
+        let s: f64 = z.iter().map(|&v| (v - zmax).exp()).sum();
+        match label {
+            Some(y) => {
+                sums.loss += s.ln() + zmax - z[y];
+                sums.correct += f64::from(u8::from(best == y));
+            }
+            None => sums.loss = f64::NAN,
+        }
+        for j in 0..c {
+            let mut g = (z[j] - zmax).exp() / s;
+            if Some(j) == label {
+                g -= 1.0;
+            }
+            dlogits[[r, j]] = if label.is_some() { g * grad_scale } else { f64::NAN };
+        }
+    }
+    Ok(XentOut { sums, dlogits })
+}
+
+/// One SGD step in place: `v = momentum * v + (g + weight_decay * p)`, `p -= lr * v`.
+pub fn sgd(
+    mut param: ArrayViewMut1<f64>,
+    grad: ArrayView1<f64>,
+    mut velocity: ArrayViewMut1<f64>,
+    options: &SgdOptions,
+) -> Result<()> {
+    if grad.len() != param.len() || velocity.len() != param.len() {
+        return Err(Error::shape(
+            OP,
+            format!("grad and velocity of {} values", param.len()),
+            format!("{} and {}", grad.len(), velocity.len()),
+        ));
+    }
+    let (lr, mu, wd) = (
+        f64::from(options.lr),
+        f64::from(options.momentum),
+        f64::from(options.weight_decay),
+    );
+    for ((p, &g), v) in param.iter_mut().zip(grad.iter()).zip(velocity.iter_mut()) {
+        *v = mu * *v + (g + wd * *p);
+        *p -= lr * *v;
+    }
+    Ok(())
+}
+
+/// `out[r] = x[index[r]]`; a row whose index is out of range is NaN.
+pub fn gather_rows(x: ArrayView2<f64>, index: &[u32]) -> Array2<f64> {
+    let mut out = Array2::<f64>::from_elem((index.len(), x.ncols()), f64::NAN);
+    for (r, &i) in index.iter().enumerate() {
+        if (i as usize) < x.nrows() {
+            out.row_mut(r).assign(&x.row(i as usize));
+        }
+    }
+    out
+}
+
+/// One layer's parameters and optimizer state.
+#[derive(Clone, Debug)]
+pub struct LayerCpu {
+    /// `(out, in)` weight.
+    pub w: Array2<f64>,
+    /// Bias (the last layer, and hidden layers without batch norm).
+    pub b: Option<Array1<f64>>,
+    /// Batch norm after the product (hidden layers, with batch norm).
+    pub bn: Option<BatchNormCpu>,
+    vw: Array2<f64>,
+    vb: Array1<f64>,
+    vgamma: Array1<f64>,
+    vbeta: Array1<f64>,
+}
+
+/// The network of [`MlpConfig`] on the CPU in f64, trained step by step as
+/// the GPU's [`crate::ops::train::Mlp`] is (the same batches, the same
+/// update), for tests and for machines without an adapter.
+#[derive(Clone, Debug)]
+pub struct MlpCpu {
+    /// The configuration.
+    pub config: MlpConfig,
+    /// The layers, input first.
+    pub layers: Vec<LayerCpu>,
+    epochs: u64,
+}
+
+/// What one layer's forward pass keeps for the backward pass.
+struct Tape {
+    input: Array2<f64>,
+    z: Array2<f64>,
+    saved: Option<BatchNormSaved>,
+    out: Array2<f64>,
+}
+
+impl MlpCpu {
+    /// The network with its weights drawn by `config.scheme` from the
+    /// config's Philox streams (the GPU's draws agree to a few f32 ulps).
+    pub fn new(config: &MlpConfig) -> Result<MlpCpu> {
+        config.check(OP)?;
+        let weights = (0..config.layers())
+            .map(|l| {
+                let shape = config.weight_shape(l);
+                init(&shape, &config.scheme, config.weight_rng(l))?
+                    .into_dimensionality()
+                    .map_err(|e| Error::invalid(OP, e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Self::with_weights(config, weights)
+    }
+
+    /// The network with the given `(out, in)` weights (biases 0, gamma 1, beta 0).
+    pub fn with_weights(config: &MlpConfig, weights: Vec<Array2<f64>>) -> Result<MlpCpu> {
+        config.check(OP)?;
+        if weights.len() != config.layers() {
+            return Err(Error::shape(
+                OP,
+                format!("{} weights", config.layers()),
+                format!("{}", weights.len()),
+            ));
+        }
+        let mut layers = Vec::new();
+        for (l, w) in weights.into_iter().enumerate() {
+            let [out, inp] = config.weight_shape(l);
+            if w.dim() != (out, inp) {
+                return Err(Error::shape(
+                    OP,
+                    format!("layer {l}'s weight of {out} x {inp}"),
+                    format!("{:?}", w.dim()),
+                ));
+            }
+            let bn = config.has_batch_norm(l).then(|| {
+                let mut bn = BatchNormCpu::new(out, RunningStatsConfig::pytorch());
+                bn.eps = f64::from(config.eps);
+                bn
+            });
+            layers.push(LayerCpu {
+                vw: Array2::zeros((out, inp)),
+                w,
+                b: config.has_bias(l).then(|| Array1::zeros(out)),
+                bn,
+                vb: Array1::zeros(out),
+                vgamma: Array1::zeros(out),
+                vbeta: Array1::zeros(out),
+            });
+        }
+        Ok(MlpCpu {
+            config: config.clone(),
+            layers,
+            epochs: 0,
+        })
+    }
+
+    fn forward(&mut self, x: ArrayView2<f64>, training: bool) -> Result<(Vec<Tape>, Array2<f64>)> {
+        let last = self.layers.len() - 1;
+        let mut h = x.to_owned();
+        let mut tapes = Vec::new();
+        for (l, layer) in self.layers.iter_mut().enumerate() {
+            let z = matmul(
+                h.view(),
+                layer.w.view(),
+                &MatmulOptions {
+                    bias: layer.b.as_ref().map(|b| b.view()),
+                    transpose_w: true,
+                    ..Default::default()
+                },
+            )?;
+            let (saved, out) = if l == last {
+                (None, z.clone())
+            } else if let Some(bn) = layer.bn.as_mut() {
+                if training {
+                    let (y, saved) = bn.forward_train(z.view().into_dyn())?;
+                    let y = y
+                        .into_dimensionality()
+                        .map_err(|e| Error::invalid(OP, e.to_string()))?;
+                    (Some(saved), relu(y.view()))
+                } else {
+                    let y = bn.forward_eval(z.view().into_dyn())?;
+                    let y = y
+                        .into_dimensionality()
+                        .map_err(|e| Error::invalid(OP, e.to_string()))?;
+                    (None, relu(y.view()))
+                }
+            } else {
+                (None, relu(z.view()))
+            };
+            let next = out.clone();
+            tapes.push(Tape {
+                input: h,
+                z,
+                saved,
+                out,
+            });
+            h = next;
+        }
+        Ok((tapes, h))
+    }
+
+    fn check_batch(&self, x: ArrayView2<f64>, labels: ArrayView1<f64>) -> Result<()> {
+        let inputs = self.config.widths[0];
+        if x.ncols() != inputs || labels.len() != x.nrows() {
+            return Err(Error::shape(
+                OP,
+                format!("x with {inputs} columns and one label per row"),
+                format!("{} x {} and {} labels", x.nrows(), x.ncols(), labels.len()),
+            ));
+        }
+        let l32: Vec<f32> = labels.iter().map(|&v| v as f32).collect();
+        check_labels(OP, &l32, self.config.classes())
+    }
+
+    /// One training step on a batch: forward (training-mode batch norm),
+    /// softmax cross-entropy with the gradient scaled by `1 / rows`, backward,
+    /// and the SGD update of every parameter. Returns the batch's sums.
+    pub fn step(&mut self, x: ArrayView2<f64>, labels: ArrayView1<f64>) -> Result<PassSums> {
+        self.check_batch(x, labels)?;
+        let (tapes, logits) = self.forward(x, true)?;
+        let xent = softmax_xent(logits.view(), labels, 1.0 / x.nrows() as f64)?;
+        let sgd_opts = self.config.sgd;
+        let mut g = xent.dlogits;
+        // Gradients of every layer first (each dX uses the weight before its update).
+        let mut grads = Vec::new();
+        for l in (0..self.layers.len()).rev() {
+            let layer = &self.layers[l];
+            let tape = &tapes[l];
+            if l + 1 < self.layers.len() {
+                // g is d(out) of this hidden layer: through ReLU, then batch norm.
+                let dy = relu_backward(g.view(), tape.out.view())?;
+                match (&layer.bn, &tape.saved) {
+                    (Some(bn), Some(saved)) => {
+                        let (dz, dgamma, dbeta) =
+                            bn.backward(tape.z.view().into_dyn(), dy.view().into_dyn(), saved)?;
+                        g = dz
+                            .into_dimensionality()
+                            .map_err(|e| Error::invalid(OP, e.to_string()))?;
+                        grads.push((l, None, None, Some((dgamma, dbeta))));
+                    }
+                    _ => {
+                        g = dy;
+                        grads.push((l, None, None, None));
+                    }
+                }
+            } else {
+                grads.push((l, None, None, None));
+            }
+            let dw = matmul(
+                g.view(),
+                tape.input.view(),
+                &MatmulOptions {
+                    transpose_x: true,
+                    ..Default::default()
+                },
+            )?;
+            let db = layer.b.as_ref().map(|_| g.sum_axis(Axis(0)));
+            let entry = grads.last_mut().expect("pushed above");
+            entry.1 = Some(dw);
+            entry.2 = db;
+            if l > 0 {
+                g = g.dot(&layer.w);
+            }
+        }
+        for (l, dw, db, bn) in grads {
+            let layer = &mut self.layers[l];
+            let dw = dw.expect("set above");
+            sgd_2d(&mut layer.w, &dw, &mut layer.vw, &sgd_opts)?;
+            if let (Some(b), Some(db)) = (layer.b.as_mut(), db) {
+                sgd(b.view_mut(), db.view(), layer.vb.view_mut(), &sgd_opts)?;
+            }
+            if let (Some(bnl), Some((dgamma, dbeta))) = (layer.bn.as_mut(), bn) {
+                sgd(
+                    bnl.gamma.view_mut(),
+                    dgamma.view(),
+                    layer.vgamma.view_mut(),
+                    &sgd_opts,
+                )?;
+                sgd(
+                    bnl.beta.view_mut(),
+                    dbeta.view(),
+                    layer.vbeta.view_mut(),
+                    &sgd_opts,
+                )?;
+            }
+        }
+        Ok(xent.sums)
+    }
+
+    /// The sums of an eval-mode forward pass (running statistics).
+    pub fn evaluate(&mut self, x: ArrayView2<f64>, labels: ArrayView1<f64>) -> Result<PassSums> {
+        self.check_batch(x, labels)?;
+        let (_, logits) = self.forward(x, false)?;
+        Ok(softmax_xent(logits.view(), labels, 0.0)?.sums)
+    }
+
+    /// The logits of an eval-mode forward pass.
+    pub fn logits(&mut self, x: ArrayView2<f64>) -> Result<Array2<f64>> {
+        Ok(self.forward(x, false)?.1)
+    }
+
+    /// One epoch as the GPU runs it: the batches of [`epoch_order`] (full
+    /// batches only), then eval-mode passes over the training and test sets.
+    pub fn train_epoch(
+        &mut self,
+        x: ArrayView2<f64>,
+        labels: ArrayView1<f64>,
+        test_x: ArrayView2<f64>,
+        test_labels: ArrayView1<f64>,
+    ) -> Result<EpochReport> {
+        self.check_batch(x, labels)?;
+        let order = epoch_order(x.nrows(), self.config.seed, self.epochs);
+        self.epochs += 1;
+        let b = self.config.batch;
+        let mut train = PassSums::default();
+        for k in 0..self.config.batches(x.nrows()) {
+            let idx = &order[k * b..(k + 1) * b];
+            let xb = gather_rows(x, idx);
+            let lb: Array1<f64> = idx.iter().map(|&i| labels[i as usize]).collect();
+            let s = self.step(xb.view(), lb.view())?;
+            train.loss += s.loss;
+            train.correct += s.correct;
+            train.rows += s.rows;
+        }
+        let tr = self.evaluate(x, labels)?;
+        let te = self.evaluate(test_x, test_labels)?;
+        Ok(EpochReport {
+            loss: train.mean_loss(),
+            train_accuracy: tr.accuracy(),
+            test_loss: te.mean_loss(),
+            test_accuracy: te.accuracy(),
+        })
+    }
+}
+
+fn sgd_2d(p: &mut Array2<f64>, g: &Array2<f64>, v: &mut Array2<f64>, o: &SgdOptions) -> Result<()> {
+    let shape = p.dim();
+    let (Some(ps), Some(gs), Some(vs)) = (p.as_slice_mut(), g.as_slice(), v.as_slice_mut()) else {
+        return Err(Error::invalid(
+            OP,
+            format!("parameters of {shape:?} not contiguous"),
+        ));
+    };
+    sgd(
+        ArrayViewMut1::from(ps),
+        ArrayView1::from(gs),
+        ArrayViewMut1::from(vs),
+        o,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn softmax_xent_by_hand() {
+        let z = array![[0.0, 0.0], [2.0, 0.0]];
+        let out = softmax_xent(z.view(), array![1.0, 1.0].view(), 0.5).unwrap();
+        let l1 = 2f64.ln();
+        let l2 = (1.0 + 2f64.exp()).ln() - 0.0;
+        assert!((out.sums.loss - (l1 + l2)).abs() < 1e-12);
+        // Ties go to the first class: row 0 is wrong, row 1 too.
+        assert_eq!(out.sums.correct, 0.0);
+        assert!((out.dlogits[[0, 0]] - 0.25).abs() < 1e-12);
+        assert!((out.dlogits[[0, 1]] + 0.25).abs() < 1e-12);
+        let bad = softmax_xent(z.view(), array![1.0, 2.0].view(), 1.0).unwrap();
+        assert!(bad.sums.loss.is_nan() && bad.dlogits.row(1).iter().all(|v| v.is_nan()));
+    }
+
+    #[test]
+    fn softmax_gradient_is_the_finite_difference() {
+        let z = array![[0.3, -1.2, 2.0], [1.0, 1.5, -0.5]];
+        let labels = array![2.0, 0.0];
+        let out = softmax_xent(z.view(), labels.view(), 1.0).unwrap();
+        let h = 1e-6;
+        let mut worst = 0.0f64;
+        for r in 0..2 {
+            for j in 0..3 {
+                let (mut zp, mut zm) = (z.clone(), z.clone());
+                zp[[r, j]] += h;
+                zm[[r, j]] -= h;
+                let lp = softmax_xent(zp.view(), labels.view(), 1.0).unwrap().sums.loss;
+                let lm = softmax_xent(zm.view(), labels.view(), 1.0).unwrap().sums.loss;
+                let num = (lp - lm) / (2.0 * h);
+                let a = out.dlogits[[r, j]];
+                worst = worst.max((a - num).abs() / (a.abs() + num.abs()).max(1e-8));
+            }
+        }
+        assert!(worst < 1e-7, "rel error {worst:e}");
+    }
+
+    #[test]
+    fn sgd_with_momentum_by_hand() {
+        let mut p = array![1.0, -2.0];
+        let mut v = array![0.5, 0.0];
+        let o = SgdOptions {
+            lr: 0.5,
+            momentum: 0.5,
+            weight_decay: 0.25,
+        };
+        sgd(p.view_mut(), array![1.0, 2.0].view(), v.view_mut(), &o).unwrap();
+        // v = 0.5 * 0.5 + (1 + 0.25) = 1.5; p = 1 - 0.75. v = 0 + (2 - 0.5) = 1.5; p = -2 - 0.75.
+        assert_eq!(v, array![1.5, 1.5]);
+        assert_eq!(p, array![0.25, -2.75]);
+    }
+
+    #[test]
+    fn relu_and_gather() {
+        let x = array![[-1.0, 2.0], [f64::NAN, 0.0]];
+        let y = relu(x.view());
+        assert_eq!(y[[0, 0]], 0.0);
+        assert!(y[[1, 0]].is_nan());
+        let d = relu_backward(array![[5.0, 6.0], [7.0, 8.0]].view(), y.view()).unwrap();
+        assert_eq!(d, array![[0.0, 6.0], [0.0, 0.0]]);
+        let g = gather_rows(x.view(), &[1, 0, 7]);
+        assert_eq!(g[[1, 1]], 2.0);
+        assert!(g.row(2).iter().all(|v| v.is_nan()));
+    }
+
+    /// The whole step's gradient: a step with lr = h on a network whose
+    /// loss we can evaluate, against centered finite differences of the loss
+    /// (batch norm in training mode, so the loss of a batch is a function of
+    /// the weights alone).
+    #[test]
+    fn step_gradient_is_the_finite_difference() {
+        for batch_norm in [false, true] {
+            let mut config = MlpConfig::new(&[3, 4, 3]);
+            config.batch_norm = batch_norm;
+            config.batch = 5;
+            config.seed = 3;
+            config.sgd = SgdOptions {
+                lr: 1.0,
+                momentum: 0.0,
+                weight_decay: 0.0,
+            };
+            let x = array![
+                [0.1, -0.5, 1.0],
+                [1.2, 0.3, -0.7],
+                [-0.4, 0.8, 0.2],
+                [0.9, -1.1, 0.5],
+                [0.0, 0.6, -0.3]
+            ];
+            let labels = array![0.0, 2.0, 1.0, 1.0, 0.0];
+            let net = MlpCpu::new(&config).unwrap();
+            let loss_of = |w0: &Array2<f64>| {
+                let mut n = net.clone();
+                n.layers[0].w = w0.clone();
+                let (_, logits) = n.forward(x.view(), true).unwrap();
+                softmax_xent(logits.view(), labels.view(), 1.0).unwrap().sums.loss / 5.0
+            };
+            // lr = 1: w_after = w - dW.
+            let mut stepped = net.clone();
+            stepped.step(x.view(), labels.view()).unwrap();
+            let dw = &net.layers[0].w - &stepped.layers[0].w;
+            let h = 1e-6;
+            let mut worst = 0.0f64;
+            for i in 0..4 {
+                for j in 0..3 {
+                    let (mut wp, mut wm) = (net.layers[0].w.clone(), net.layers[0].w.clone());
+                    wp[[i, j]] += h;
+                    wm[[i, j]] -= h;
+                    let num = (loss_of(&wp) - loss_of(&wm)) / (2.0 * h);
+                    let a = dw[[i, j]];
+                    worst = worst.max((a - num).abs() / (a.abs() + num.abs()).max(1e-8));
+                }
+            }
+            assert!(worst < 1e-6, "batch_norm {batch_norm}: rel error {worst:e}");
+        }
+    }
+}
