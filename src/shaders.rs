@@ -77,12 +77,14 @@ pub mod column_stats {
     pub const X4: Slot = Slot::new("x4", 4, Read);
     /// The per-column shift (1 x D).
     pub const SHIFT: Slot = Slot::new("shift", 5, Read);
+    /// Per-column counts of the non-NaN values (1 x D u32, when NaNs are ignored).
+    pub const COUNTS: Slot = Slot::new("counts", 6, ReadWrite);
     /// The shader.
     pub static SHADER: Shader = Shader {
         name: "column_stats",
         source: include_str!("../shaders/column_stats.wgsl"),
         entries: &[PARTIAL, PARTIAL_VEC4, FINALIZE],
-        slots: &[PARAMS, X, PARTIALS, OUT, X4, SHIFT],
+        slots: &[PARAMS, X, PARTIALS, OUT, X4, SHIFT, COUNTS],
     };
 }
 
