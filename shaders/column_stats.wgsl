@@ -46,7 +46,7 @@ struct Params {
 
 // Welford state of the finite values of a column, scaled by 2^-e.
 struct Partial {
-    n: u32,      // finite values
+    n: f32,      // finite values (a weight: exact below 2^24 per thread)
     mean: f32,   // mean of (x - K) * 2^-e
     m2: f32,     // sum of squared deviations, times 2^-2e
     mn: f32,     // min and max of the finite values, unscaled
@@ -142,7 +142,7 @@ fn shift_of(c: u32) -> f32 {
 }
 
 fn empty_partial(e: i32) -> Partial {
-    return Partial(0u, 0.0, 0.0, F32_MAX, -F32_MAX, e, 0u, 0u);
+    return Partial(0.0, 0.0, 0.0, F32_MAX, -F32_MAX, e, 0u, 0u);
 }
 
 // Raises the state's scale exponent to at least e_new, rescaling exactly.
@@ -173,47 +173,42 @@ fn push(p: ptr<function, Partial>, v: f32, k: f32) {
     }
     let sc = pow2(-(*p).e);
     let y = v * sc - k * sc;
-    (*p).n = (*p).n + 1u;
+    (*p).n = (*p).n + 1.0;
     let delta = y - (*p).mean;
-    (*p).mean = (*p).mean + delta / f32((*p).n);
+    (*p).mean = (*p).mean + delta / (*p).n;
     (*p).m2 = (*p).m2 + delta * (y - (*p).mean);
     (*p).mn = min((*p).mn, v);
     (*p).mx = max((*p).mx, v);
 }
 
-// Chan, Golub and LeVeque's pairwise merge of two states, at the larger scale.
+// Chan, Golub and LeVeque's pairwise merge of two states, at the larger
+// scale. Branch-free but for a rescale: an empty side has mean and M2 0, so
+// fb = 0 (b empty) or 1 (a empty) gives the other side exactly.
 fn merge(a: Partial, b: Partial) -> Partial {
     var r: Partial;
     r.mn = min(a.mn, b.mn);
     r.mx = max(a.mx, b.mx);
     r.nan = a.nan + b.nan;
     r.inf = a.inf | b.inf;
-    if (b.n == 0u) {
-        r.n = a.n;
-        r.mean = a.mean;
-        r.m2 = a.m2;
-        r.e = a.e;
-        return r;
+    r.n = a.n + b.n;
+    // Usually both have the scale their column started with (an empty side
+    // takes the other's).
+    r.e = select(a.e, b.e, a.n == 0.0);
+    var ma = a.mean;
+    var qa = a.m2;
+    var mb = b.mean;
+    var qb = b.m2;
+    if (a.e != b.e && a.n != 0.0 && b.n != 0.0) {
+        r.e = max(a.e, b.e);
+        ma = shrink(a.mean, a.e - r.e);
+        qa = shrink(a.m2, 2 * (a.e - r.e));
+        mb = shrink(b.mean, b.e - r.e);
+        qb = shrink(b.m2, 2 * (b.e - r.e));
     }
-    if (a.n == 0u) {
-        r.n = b.n;
-        r.mean = b.mean;
-        r.m2 = b.m2;
-        r.e = b.e;
-        return r;
-    }
-    let e = max(a.e, b.e);
-    let ma = shrink(a.mean, a.e - e);
-    let qa = shrink(a.m2, 2 * (a.e - e));
-    let mb = shrink(b.mean, b.e - e);
-    let qb = shrink(b.m2, 2 * (b.e - e));
-    let n = a.n + b.n;
     let delta = mb - ma;
-    let fb = f32(b.n) / f32(n);
-    r.n = n;
-    r.e = e;
+    let fb = b.n / max(r.n, 1.0);
     r.mean = ma + delta * fb;
-    r.m2 = qa + qb + delta * delta * f32(a.n) * fb;
+    r.m2 = qa + qb + delta * delta * a.n * fb;
     return r;
 }
 
@@ -249,9 +244,9 @@ fn column_stats_partial(
                 ksc = k * sc;
             } else {
                 let y = v * sc - ksc;
-                s.n = s.n + 1u;
+                s.n = s.n + 1.0;
                 let delta = y - s.mean;
-                s.mean = s.mean + delta / f32(s.n);
+                s.mean = s.mean + delta / s.n;
                 s.m2 = s.m2 + delta * (y - s.mean);
                 s.mn = min(s.mn, v);
                 s.mx = max(s.mx, v);
@@ -271,49 +266,70 @@ fn column_stats_partial(
 }
 
 // Welford over 4 columns at once, all values finite and within the lanes'
-// limits: one reciprocal per row for all 4.
+// limits: one reciprocal per row for all 4. Only what the loop needs is kept
+// (registers are what this loop runs out of first): the scale's exponent is
+// read back from its bits, the shift from its binding, the limit is a
+// constant in scaled units.
 struct Acc4 {
     count: f32,
     mean: vec4<f32>,
     m2: vec4<f32>,
     mn: vec4<f32>,
     mx: vec4<f32>,
-    e: vec4<i32>,
     sc: vec4<f32>,   // 2^-e
-    ksc: vec4<f32>,  // K * 2^-e
-    lim: vec4<u32>,  // limit_for(e)
+    nksc: vec4<f32>, // -K * 2^-e
 }
 
+// The Welford step (min and max are taken per batch by the caller).
 fn update4(s: ptr<function, Acc4>, v: vec4<f32>) {
-    let y = v * (*s).sc - (*s).ksc;
+    let y = fma(v, (*s).sc, (*s).nksc);
     (*s).count = (*s).count + 1.0;
     let delta = y - (*s).mean;
     (*s).mean = (*s).mean + delta * (1.0 / (*s).count);
     (*s).m2 = (*s).m2 + delta * (y - (*s).mean);
-    (*s).mn = min((*s).mn, v);
-    (*s).mx = max((*s).mx, v);
 }
 
-// Sets the lanes' scales from their exponents.
-fn set_scale4(s: ptr<function, Acc4>, k: vec4<f32>) {
-    (*s).sc = pow2_4(-(*s).e);
-    (*s).ksc = k * (*s).sc;
-    (*s).lim = limit_for4((*s).e);
+// 2^ROOM: the limit |x| * 2^-e < 2^ROOM in scaled units.
+const ROOM_SCALED: f32 = 1099511627776.0;
+
+// Whether the batch with extremes lo and hi needs the careful path: a value at
+// or past a lane's limit (finite compares, exact: the scale is a power of
+// two; an infinity passes any limit).
+fn past_limit4(s: ptr<function, Acc4>, lo: vec4<f32>, hi: vec4<f32>) -> bool {
+    return any(max(hi, -lo) * (*s).sc >= vec4<f32>(ROOM_SCALED));
+}
+
+// The lanes' scale exponents, from the scales' bits.
+fn exps4(s: ptr<function, Acc4>) -> vec4<i32> {
+    return vec4<i32>(127) - vec4<i32>(bitcast<vec4<u32>>((*s).sc) >> vec4<u32>(23u));
+}
+
+// The four shifts of the thread's columns.
+fn shifts4(c4: u32) -> vec4<f32> {
+    return vec4<f32>(shift_of(4u * c4), shift_of(4u * c4 + 1u), shift_of(4u * c4 + 2u), shift_of(4u * c4 + 3u));
+}
+
+// Sets the lanes' scales to 2^-e.
+fn set_scale4(s: ptr<function, Acc4>, e: vec4<i32>, k: vec4<f32>) {
+    (*s).sc = pow2_4(-e);
+    (*s).nksc = -(k * (*s).sc);
 }
 
 // Rescales the lanes whose largest new magnitude (bits m, all finite) passes
 // their limit.
-fn raise4(s: ptr<function, Acc4>, m: vec4<u32>, k: vec4<f32>) {
-    let e = select((*s).e, max((*s).e, exp_for4(m)), m >= (*s).lim);
-    let de = (*s).e - e;
-    (*s).mean = shrink4((*s).mean, de);
-    (*s).m2 = shrink4((*s).m2, 2 * de);
-    (*s).e = e;
-    set_scale4(s, k);
+fn raise4(s: ptr<function, Acc4>, m: vec4<u32>, c4: u32) {
+    let e0 = exps4(s);
+    let e = select(e0, max(e0, exp_for4(m)), m >= limit_for4(e0));
+    let de = e0 - e;
+    // A state a NaN slipped into stays NaN (see column_stats_partial_vec4).
+    let keep = max(abs_bits4((*s).mean), abs_bits4((*s).m2)) >= vec4<u32>(INF_BITS);
+    (*s).mean = select(shrink4((*s).mean, de), (*s).mean, keep);
+    (*s).m2 = select(shrink4((*s).m2, 2 * de), (*s).m2, keep);
+    set_scale4(s, e, shifts4(c4));
 }
 
-fn lane(s: Acc4, q: u32) -> Partial {
-    return Partial(u32(s.count), s.mean[q], s.m2[q], s.mn[q], s.mx[q], s.e[q], 0u, 0u);
+fn lane(s: Acc4, e: vec4<i32>, q: u32) -> Partial {
+    return Partial(s.count, s.mean[q], s.m2[q], s.mn[q], s.mx[q], e[q], 0u, 0u);
 }
 
 // Vector form of column_stats_partial for D % 4 == 0: workgroup (64, 4)
@@ -330,16 +346,14 @@ fn column_stats_partial_vec4(
     let c4 = wg.x * COLS + lid.x;
     let chunk = wg.y;
     let big = vec4<f32>(F32_MAX);
-    var s = Acc4(0.0, vec4<f32>(0.0), vec4<f32>(0.0), big, -big, vec4<i32>(0), vec4<f32>(1.0), vec4<f32>(0.0), vec4<u32>(0u));
-    var k = vec4<f32>(0.0);
+    var s = Acc4(0.0, vec4<f32>(0.0), vec4<f32>(0.0), big, -big, vec4<f32>(1.0), vec4<f32>(0.0));
     let start = chunk * params.rows_per_chunk;
     let end = min(params.n, start + params.rows_per_chunk);
     // The first row of the slow path (end: none).
     var slow = end;
     if (c4 < d4) {
-        k = vec4<f32>(shift_of(4u * c4), shift_of(4u * c4 + 1u), shift_of(4u * c4 + 2u), shift_of(4u * c4 + 3u));
-        s.e = exp_for4(abs_bits4(k));
-        set_scale4(&s, k);
+        let k = shifts4(c4);
+        set_scale4(&s, exp_for4(abs_bits4(k)), k);
         var r = start + lid.y;
         // 4 rows per step, LANES apart.
         loop {
@@ -350,18 +364,23 @@ fn column_stats_partial_vec4(
             let b = x4[(r + LANES) * d4 + c4];
             let c = x4[(r + 2u * LANES) * d4 + c4];
             let e = x4[(r + 3u * LANES) * d4 + c4];
-            let m = max(max(abs_bits4(a), abs_bits4(b)), max(abs_bits4(c), abs_bits4(e)));
-            if (any(m >= s.lim)) {
+            let lo = min(min(a, b), min(c, e));
+            let hi = max(max(a, b), max(c, e));
+            if (past_limit4(&s, lo, hi)) {
+                // The exact magnitudes, by their bits.
+                let m = max(max(abs_bits4(a), abs_bits4(b)), max(abs_bits4(c), abs_bits4(e)));
                 if (any(m >= vec4<u32>(INF_BITS))) {
                     slow = r;
                     break;
                 }
-                raise4(&s, m, k);
+                raise4(&s, m, c4);
             }
             update4(&s, a);
             update4(&s, b);
             update4(&s, c);
             update4(&s, e);
+            s.mn = min(s.mn, lo);
+            s.mx = max(s.mx, hi);
             r = r + 4u * LANES;
         }
         loop {
@@ -369,35 +388,69 @@ fn column_stats_partial_vec4(
                 break;
             }
             let v = x4[r * d4 + c4];
-            let m = abs_bits4(v);
-            if (any(m >= s.lim)) {
+            if (past_limit4(&s, v, v)) {
+                let m = abs_bits4(v);
                 if (any(m >= vec4<u32>(INF_BITS))) {
                     slow = r;
                     break;
                 }
-                raise4(&s, m, k);
+                raise4(&s, m, c4);
             }
             update4(&s, v);
+            s.mn = min(s.mn, v);
+            s.mx = max(s.mx, v);
             r = r + LANES;
         }
+        // min and max may pass over a NaN (drivers may assume there is none),
+        // so a NaN can reach the Welford step; it stays in the state (its
+        // bits are checked here) and the thread then starts over, value by value.
+        if (any(abs_bits4(s.mean) >= vec4<u32>(INF_BITS)) || any(abs_bits4(s.m2) >= vec4<u32>(INF_BITS))) {
+            s.count = 0.0;
+            s.mean = vec4<f32>(0.0);
+            s.m2 = vec4<f32>(0.0);
+            s.mn = big;
+            s.mx = -big;
+            set_scale4(&s, exp_for4(abs_bits4(k)), k);
+            slow = start + lid.y;
+        }
+    }
+    // Each lane's state; from the first row with a NaN or an infinity on,
+    // one value at a time (the slow path).
+    let e = exps4(&s);
+    var k = vec4<f32>(0.0);
+    if (c4 < d4) {
+        k = shifts4(c4);
+    }
+    var p0 = lane(s, e, 0u);
+    var p1 = lane(s, e, 1u);
+    var p2 = lane(s, e, 2u);
+    var p3 = lane(s, e, 3u);
+    for (var r = slow; r < end; r = r + LANES) {
+        let v = x4[r * d4 + c4];
+        push(&p0, v.x, k.x);
+        push(&p1, v.y, k.y);
+        push(&p2, v.z, k.z);
+        push(&p3, v.w, k.w);
     }
     // Merge the 4 row lanes, one column of the 4 at a time.
-    for (var q = 0u; q < 4u; q = q + 1u) {
-        var p = lane(s, q);
-        for (var r = slow; r < end; r = r + LANES) {
-            push(&p, x4[r * d4 + c4][q], k[q]);
+    merge_lanes(p0, 0u, lid, c4, d4, chunk);
+    merge_lanes(p1, 1u, lid, c4, d4, chunk);
+    merge_lanes(p2, 2u, lid, c4, d4, chunk);
+    merge_lanes(p3, 3u, lid, c4, d4, chunk);
+}
+
+// The row lanes' states of column 4 * c4 + q merged into its chunk's partial.
+fn merge_lanes(p: Partial, q: u32, lid: vec3<u32>, c4: u32, d4: u32, chunk: u32) {
+    lane_state[lid.y * COLS + lid.x] = p;
+    workgroupBarrier();
+    if (lid.y == 0u && c4 < d4) {
+        var acc = lane_state[lid.x];
+        for (var l = 1u; l < LANES; l = l + 1u) {
+            acc = merge(acc, lane_state[l * COLS + lid.x]);
         }
-        lane_state[lid.y * COLS + lid.x] = p;
-        workgroupBarrier();
-        if (lid.y == 0u && c4 < d4) {
-            var acc = lane_state[lid.x];
-            for (var l = 1u; l < LANES; l = l + 1u) {
-                acc = merge(acc, lane_state[l * COLS + lid.x]);
-            }
-            partials[(c4 * 4u + q) * params.n_chunks + params.chunk_base + chunk] = acc;
-        }
-        workgroupBarrier();
+        partials[(c4 * 4u + q) * params.n_chunks + params.chunk_base + chunk] = acc;
     }
+    workgroupBarrier();
 }
 
 var<workgroup> fin_state: array<Partial, 256>;
@@ -452,7 +505,7 @@ fn column_stats_finalize(
         if (count > 0u && (ignore || t.nan == 0u)) {
             let pos = (t.inf & 1u) != 0u;
             let neg = (t.inf & 2u) != 0u;
-            let finite = t.n > 0u;
+            let finite = t.n > 0.0;
             if (pos && !neg) {
                 o_mean = INF_BITS;
             } else if (neg && !pos) {
