@@ -296,12 +296,18 @@ pub mod covariance {
     pub const COLSUMS: Slot = Slot::new("colsums", 5, ReadWrite);
     /// X as vec4s.
     pub const X4: Slot = Slot::new("x4", 6, Read);
+    /// Pass 0: each column's power-of-two scale from its extremes.
+    pub const SCALES: &str = "covariance_scales";
+    /// A column_stats buffer (rows 3 and 4: min and max).
+    pub const RANGE: Slot = Slot::new("range", 7, Read);
+    /// Each column's scale (written by pass 0, read by passes 1 and 2).
+    pub const SCALES_OUT: Slot = Slot::new("scales", 8, ReadWrite);
     /// The shader.
     pub static SHADER: Shader = Shader {
         name: "covariance",
         source: include_str!("../shaders/covariance.wgsl"),
-        entries: &[PARTIAL, FINALIZE],
-        slots: &[X, MEAN, PARTIALS, PARAMS, COV, COLSUMS, X4],
+        entries: &[SCALES, PARTIAL, FINALIZE],
+        slots: &[X, MEAN, PARTIALS, PARAMS, COV, COLSUMS, X4, RANGE, SCALES_OUT],
     };
 }
 

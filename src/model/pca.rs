@@ -89,7 +89,8 @@ pub struct PcaOptions {
     pub n_components: NComponents,
     /// Whitening applied after the rotation.
     pub whitening: Whitening,
-    /// Added to each eigenvalue before the square root of whitening (`>= 0`).
+    /// Added to each eigenvalue before the square root of whitening (`> 0`
+    /// when whitening; `>= 0` otherwise, where it is unused).
     pub eps: f64,
     /// The covariance divides by `N - ddof`.
     pub ddof: usize,
@@ -113,6 +114,14 @@ impl PcaOptions {
             return Err(Error::invalid(
                 OP,
                 format!("eps must be finite and >= 0, got {}", self.eps),
+            ));
+        }
+        // Whitening divides by sqrt(S + eps): with eps 0 a rank-deficient
+        // covariance (S = 0) would give inf and NaN.
+        if self.whitening != Whitening::None && self.eps <= 0.0 {
+            return Err(Error::invalid(
+                OP,
+                format!("whitening needs eps > 0, got {}", self.eps),
             ));
         }
         match self.n_components {
@@ -444,7 +453,11 @@ impl PcaModel {
                 "whitening must be 0 (none), 1 (pca) or 2 (zca), got {whitening}"
             ))
         })?;
-        if !(eps.is_finite() && eps >= 0.0) || ddof < 0 || n_samples < 0 {
+        if !(eps.is_finite() && eps >= 0.0)
+            || ddof < 0
+            || n_samples < 0
+            || (whitening != Whitening::None && eps <= 0.0)
+        {
             return Err(bad(format!(
                 "bad scalars: eps {eps}, ddof {ddof}, n_samples {n_samples}"
             )));
