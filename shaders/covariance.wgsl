@@ -13,6 +13,16 @@
 //     sum (x - mu)(x - mu)^T = sum (x - m)(x - m)^T - s s^T / N,
 // so C is the covariance about the data's own mean for any shift m near it.
 //
+// Range. Each column c is also scaled by a power of two, sc_c = 2^-e_c with
+// 2^e_c the largest magnitude among its minimum, maximum and shift (pass 0,
+// `covariance_scales`, from a column_stats buffer): the kernel accumulates
+// (x*sc - m*sc), exact scalings whose magnitudes stay below 4, so products and
+// sums stay far from f32's limits whatever the data's magnitude (a spread of
+// 1e20, values near +-3.4e38), and the finalize multiplies by 2^(e_i + e_j),
+// writing inf (by its bits) where the covariance itself is beyond f32. A
+// column whose shift or extremes are not finite (NaN or inf in it) has scale
+// 0 and gets NaN in its row and column (numpy's cov gives NaN there too).
+//
 // Pass 1, `covariance_partial`: workgroup (t, s) accumulates upper tile t over
 // the rows of slice s (rows_per_slice rows), KSTEP rows at a time through
 // workgroup memory, each thread holding an 8 x 8 register tile; it writes its
@@ -36,7 +46,7 @@ struct Params {
     scale: f32,          // 1 / (N - ddof), N the rows of all pieces
     inv_n: f32,          // 1 / N
     slice_base: u32,     // this piece's first slice (pass 1)
-    _pad0: u32,
+    raw: u32,            // 1: write the scaled covariance (the caller unscales)
     _pad1: u32,
     _pad2: u32,
 }
@@ -53,11 +63,57 @@ override VEC4: bool = false;
 @group(0) @binding(1) var<storage, read> mean: array<f32>;
 @group(0) @binding(2) var<storage, read_write> partials: array<vec4<f32>>;
 @group(0) @binding(3) var<uniform> params: Params;
-@group(0) @binding(4) var<storage, read_write> cov: array<f32>;
+// Written as bits: an overflow is inf and a bad column NaN by their patterns.
+@group(0) @binding(4) var<storage, read_write> cov: array<u32>;
 // Column sums of the centred values per slice: [n_slices][n_blocks * TILE / 4].
 @group(0) @binding(5) var<storage, read_write> colsums: array<vec4<f32>>;
 // X again, as vec4s (read only when VEC4).
 @group(0) @binding(6) var<storage, read> x4: array<vec4<f32>>;
+// A column_stats buffer (5 x D; rows 3 and 4 are each column's min and max).
+@group(0) @binding(7) var<storage, read> range: array<f32>;
+// Each column's scale 2^-e (0 for a column that is not finite), from pass 0.
+@group(0) @binding(8) var<storage, read_write> scales: array<f32>;
+
+const ABS: u32 = 0x7fffffffu;
+const INF_BITS: u32 = 0x7f800000u;
+const NAN_BITS: u32 = 0x7fc00000u;
+
+// 2^p for p in [-126, 127], from its bits.
+fn pow2(p: i32) -> f32 {
+    return bitcast<f32>(u32(p + 127) << 23u);
+}
+
+// Pass 0: one thread per column.
+@compute @workgroup_size(256, 1, 1)
+fn covariance_scales(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    let d = params.d;
+    if c >= d {
+        return;
+    }
+    let m = bitcast<u32>(mean[c]) & ABS;
+    let lo = bitcast<u32>(range[3u * d + c]) & ABS;
+    let hi = bitcast<u32>(range[4u * d + c]) & ABS;
+    let big = max(m, max(lo, hi));
+    if big >= INF_BITS {
+        scales[c] = 0.0;
+        return;
+    }
+    // The largest magnitude's exponent; each scaled value is then below 2.
+    let e = clamp(i32(big >> 23u) - 127, -126, 126);
+    scales[c] = pow2(-e);
+}
+
+// scales[c .. c + 4], zero past column d.
+fn load_scale(c: u32) -> vec4<f32> {
+    let d = params.d;
+    var s = vec4<f32>(0.0);
+    if c < d { s.x = scales[c]; }
+    if c + 1u < d { s.y = scales[c + 1u]; }
+    if c + 2u < d { s.z = scales[c + 2u]; }
+    if c + 3u < d { s.w = scales[c + 3u]; }
+    return s;
+}
 
 // KSTEP rows x TILE columns of centred X for the tile's row block (a) and column block (b).
 var<workgroup> a_tile: array<vec4<f32>, KSTEP * 2u * WG>;
@@ -89,21 +145,21 @@ fn load_mean(c: u32) -> vec4<f32> {
     return m;
 }
 
-// X[row, c .. c + 4] - m, zero past the slice's end or column d (c is a
-// multiple of 4).
-fn load_centred(row: u32, row_end: u32, c: u32, m: vec4<f32>) -> vec4<f32> {
+// (X[row, c .. c + 4] - m) * sc, as X * sc + nm with nm = -m * sc, zero past
+// the slice's end or column d (c is a multiple of 4).
+fn load_centred(row: u32, row_end: u32, c: u32, sc: vec4<f32>, nm: vec4<f32>) -> vec4<f32> {
     var v = vec4<f32>(0.0);
     if row < row_end {
         let d = params.d;
         let base = row * d;
         if VEC4 {
-            if c < d { v = x4[(base + c) / 4u] - m; }
+            if c < d { v = fma(x4[(base + c) / 4u], sc, nm); }
             return v;
         }
-        if c < d { v.x = x[base + c] - m.x; }
-        if c + 1u < d { v.y = x[base + c + 1u] - m.y; }
-        if c + 2u < d { v.z = x[base + c + 2u] - m.z; }
-        if c + 3u < d { v.w = x[base + c + 3u] - m.w; }
+        if c < d { v.x = fma(x[base + c], sc.x, nm.x); }
+        if c + 1u < d { v.y = fma(x[base + c + 1u], sc.y, nm.y); }
+        if c + 2u < d { v.z = fma(x[base + c + 2u], sc.z, nm.z); }
+        if c + 3u < d { v.w = fma(x[base + c + 3u], sc.w, nm.w); }
     }
     return v;
 }
@@ -128,8 +184,10 @@ fn covariance_partial(
     let k0 = tid / t4;
     let kstride = WG / 2u;
     let sweeps = KSTEP / kstride;
-    let ma = load_mean(col_a + 4u * c4);
-    let mb = load_mean(col_b + 4u * c4);
+    let sa = load_scale(col_a + 4u * c4);
+    let sb = load_scale(col_b + 4u * c4);
+    let ma = -(load_mean(col_a + 4u * c4) * sa);
+    let mb = -(load_mean(col_b + 4u * c4) * sb);
 
     // Loads for the next step are issued before the current step's arithmetic.
     var pa: array<vec4<f32>, 8>;
@@ -138,8 +196,8 @@ fn covariance_partial(
     var csum = vec4<f32>(0.0);
     for (var j = 0u; j < sweeps; j++) {
         let r = row_begin + k0 + j * kstride;
-        pa[j] = load_centred(r, row_end, col_a + 4u * c4, ma);
-        pb[j] = load_centred(r, row_end, col_b + 4u * c4, mb);
+        pa[j] = load_centred(r, row_end, col_a + 4u * c4, sa, ma);
+        pb[j] = load_centred(r, row_end, col_b + 4u * c4, sb, mb);
         csum += pa[j];
     }
 
@@ -156,8 +214,8 @@ fn covariance_partial(
         let next = r0 + KSTEP;
         for (var j = 0u; j < sweeps; j++) {
             let r = next + k0 + j * kstride;
-            pa[j] = load_centred(r, row_end, col_a + 4u * c4, ma);
-            pb[j] = load_centred(r, row_end, col_b + 4u * c4, mb);
+            pa[j] = load_centred(r, row_end, col_a + 4u * c4, sa, ma);
+            pb[j] = load_centred(r, row_end, col_b + 4u * c4, sb, mb);
             csum += pa[j];
         }
         if diagonal {
@@ -239,6 +297,20 @@ fn covariance_partial(
     }
 }
 
+// The bits of v * 2^p (v finite, p in [-252, 252]): +-inf past f32's range.
+fn unscaled_bits(v: f32, p: i32) -> u32 {
+    let b = bitcast<u32>(v);
+    let a = b & ABS;
+    if a == 0u {
+        return b;
+    }
+    if i32(a >> 23u) - 127 + p > 127 {
+        return (b & 0x80000000u) | INF_BITS;
+    }
+    let h = p / 2;
+    return bitcast<u32>(v * pow2(h) * pow2(p - h));
+}
+
 fn store_partial(base: u32, local_row: u32, tx: u32, left: vec4<f32>, right: vec4<f32>) {
     let t4 = 2u * WG;
     partials[base + local_row * t4 + tx] = left;
@@ -303,13 +375,21 @@ fn covariance_finalize(
                 sj += fin_sj[l * FIN_OUT + o];
             }
             let v = (sum - si * sj * params.inv_n) * params.scale;
+            let ei = 127 - i32(bitcast<u32>(scales[gi]) >> 23u);
+            let bad_i = scales[gi] == 0.0;
             // The upper triangle and its mirror; below the diagonal of a
             // diagonal tile the partials are not all summed (see above).
             for (var q = 0u; q < 4u; q++) {
                 let c = gj + q;
                 if c < d && c >= gi {
-                    cov[gi * d + c] = v[q];
-                    cov[c * d + gi] = v[q];
+                    var bits = bitcast<u32>(v[q]);
+                    if bad_i || scales[c] == 0.0 {
+                        bits = NAN_BITS;
+                    } else if params.raw == 0u {
+                        bits = unscaled_bits(v[q], ei + 127 - i32(bitcast<u32>(scales[c]) >> 23u));
+                    }
+                    cov[gi * d + c] = bits;
+                    cov[c * d + gi] = bits;
                 }
             }
         }

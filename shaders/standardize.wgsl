@@ -3,8 +3,18 @@
 //   center only: y = x - mean           (the lecture's X - np.mean(X, axis=0))
 //   scale only:  y = x / scale
 //   both:        y = (x - mean) / scale (the lecture's X / np.std(X, axis=0) after centering)
-// scale is the column's std, or 1 for a column whose std is below
-// 10 * eps(f32) * max(1, |mean|) (a constant column: scikit-learn's rule, not inf).
+// scale is the column's std, or 1 for a column that is constant up to
+// rounding by scikit-learn's rule (`_is_constant_feature`; twin:
+// model::standardize::is_constant):
+//   var <= n eps var + (n |mean| eps)^2,  eps = 2^-52 (f64's, as scikit-learn)
+// tested as std * sqrt(max(0, 1 - n eps)) <= n eps |mean| (params.c1 and
+// params.ne), which holds where var is beyond f32 (std is finite there). A std
+// below the smallest normal f32 counts as constant (it may be flushed to 0);
+// a NaN std (its bits) never does, so NaN statistics give NaN. A NaN mean
+// (its bits) is not constant; an infinite one is (n eps |mean| = inf).
+// When x - mean overflows (x and mean near opposite ends of f32's range) it is
+// recomputed as (x/2 - mean/2) / scale * 2: the result is finite whenever
+// the standardized value is.
 // One thread per element (per vec4 of 4 adjacent columns when D % 4 == 0); the dispatch is 2-D when N*D needs more than 65535 workgroups.
 
 struct Params {
@@ -13,9 +23,9 @@ struct Params {
     center: u32,
     scale: u32,
     groups_x: u32,  // workgroups along x
+    ne: f32,        // n * eps (n the rows the statistics cover)
+    c1: f32,        // sqrt(max(0, 1 - n * eps))
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -29,7 +39,22 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> xy4: array<vec4<f32>>;
 
 const WG: u32 = 256u;
-const EPS_F32: f32 = 1.1920929e-7;
+const ABS: u32 = 0x7fffffffu;
+const INF_BITS: u32 = 0x7f800000u;
+const MIN_NORMAL_BITS: u32 = 0x00800000u;
+
+// Whether a column with this std and mean is constant up to rounding.
+fn constant(s: f32, mean: f32) -> bool {
+    let sb = bitcast<u32>(s) & ABS;
+    let mb = bitcast<u32>(mean) & ABS;
+    if (sb >= INF_BITS || mb > INF_BITS) {
+        return false;
+    }
+    if (sb < MIN_NORMAL_BITS || mb == INF_BITS) {
+        return true;
+    }
+    return s * params.c1 <= params.ne * abs(mean);
+}
 
 fn apply(v: f32, c: u32) -> f32 {
     let mean = stats[c];
@@ -39,10 +64,16 @@ fn apply(v: f32, c: u32) -> f32 {
     }
     if (params.scale != 0u) {
         var s = stats[2u * params.d + c];
-        if (s < 10.0 * EPS_F32 * max(1.0, abs(mean))) {
+        if (constant(s, mean)) {
             s = 1.0;
         }
-        r = r / s;
+        if (params.center != 0u && (bitcast<u32>(r) & ABS) == INF_BITS) {
+            // x - mean past f32's range (x and mean near opposite limits):
+            // halved, exactly, before the division.
+            r = (v * 0.5 - mean * 0.5) / s * 2.0;
+        } else {
+            r = r / s;
+        }
     }
     return r;
 }

@@ -357,7 +357,10 @@ impl GpuParts {
                 m.row_mut(0).assign(&mean.mapv(|v| v as f32));
                 m.row_mut(1).assign(&div.mapv(|v| (v * v) as f32));
                 m.row_mut(2).assign(&div.mapv(|v| v as f32));
+                // count 0: the constant-column rule (which scales with the
+                // count) never fires; the divisors are already the fitted ones.
                 ColumnStats {
+                    counts: None,
                     count: 0,
                     ddof: 0,
                     buffer: GpuMatrix::upload(gpu, m.view())?,

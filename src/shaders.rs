@@ -77,12 +77,14 @@ pub mod column_stats {
     pub const X4: Slot = Slot::new("x4", 4, Read);
     /// The per-column shift (1 x D).
     pub const SHIFT: Slot = Slot::new("shift", 5, Read);
+    /// Per-column counts of the non-NaN values (1 x D u32, when NaNs are ignored).
+    pub const COUNTS: Slot = Slot::new("counts", 6, ReadWrite);
     /// The shader.
     pub static SHADER: Shader = Shader {
         name: "column_stats",
         source: include_str!("../shaders/column_stats.wgsl"),
         entries: &[PARTIAL, PARTIAL_VEC4, FINALIZE],
-        slots: &[PARAMS, X, PARTIALS, OUT, X4, SHIFT],
+        slots: &[PARAMS, X, PARTIALS, OUT, X4, SHIFT, COUNTS],
     };
 }
 
@@ -305,12 +307,18 @@ pub mod covariance {
     pub const COLSUMS: Slot = Slot::new("colsums", 5, ReadWrite);
     /// X as vec4s.
     pub const X4: Slot = Slot::new("x4", 6, Read);
+    /// Pass 0: each column's power-of-two scale from its extremes.
+    pub const SCALES: &str = "covariance_scales";
+    /// A column_stats buffer (rows 3 and 4: min and max).
+    pub const RANGE: Slot = Slot::new("range", 7, Read);
+    /// Each column's scale (written by pass 0, read by passes 1 and 2).
+    pub const SCALES_OUT: Slot = Slot::new("scales", 8, ReadWrite);
     /// The shader.
     pub static SHADER: Shader = Shader {
         name: "covariance",
         source: include_str!("../shaders/covariance.wgsl"),
-        entries: &[PARTIAL, FINALIZE],
-        slots: &[X, MEAN, PARTIALS, PARAMS, COV, COLSUMS, X4],
+        entries: &[SCALES, PARTIAL, FINALIZE],
+        slots: &[X, MEAN, PARTIALS, PARAMS, COV, COLSUMS, X4, RANGE, SCALES_OUT],
     };
 }
 

@@ -210,3 +210,119 @@ fn cpu_twin_by_hand() {
     let c1 = cpu::covariance(x.view(), 1).unwrap();
     assert!(frobenius_rel_error(c1.view(), (want * (4.0 / 3.0)).view()) < 1e-15);
 }
+
+/// Columns of every magnitude side by side: the products of the first ones
+/// overflow f32 (before: inf and NaN), those of the tiny ones underflow it.
+fn magnitudes(n: usize, d: usize, seed: u64) -> Array2<f32> {
+    let z = normal(n, d, 0.0, 1.0, seed);
+    let w = normal(n, 1, 0.0, 1.0, seed + 1);
+    let scales = [1e20f64, 1e30, 1e18, 1.0, 1e-25, 1e-20, 1e15, 1e37];
+    let offsets = [0.0f64, 1e31, -3e38, 1e4, 0.0, 1e-19, -1e20, 0.0];
+    Array2::from_shape_fn((n, d), |(i, j)| {
+        // A shared factor correlates the columns.
+        let v = offsets[j % 8] + scales[j % 8] * (z[[i, j]] as f64 + w[[i, 0]] as f64);
+        v.clamp(-3.4e38, 3.4e38) as f32
+    })
+}
+
+/// `got` (GPU) against the twin: inf where the twin is beyond f32, NaN where
+/// it is NaN, else within `tol` of sqrt(C_ii C_jj) (the entry's own scale).
+fn close_to_twin(got: &Array2<f64>, want: &Array2<f64>, tol: f64, what: &str) {
+    let d = want.nrows();
+    for i in 0..d {
+        for j in 0..d {
+            let (g, w) = (got[[i, j]], want[[i, j]]);
+            let w32 = w as f32 as f64;
+            let unit = (want[[i, i]] * want[[j, j]]).sqrt();
+            // Below f32's range the right answer is 0 or subnormal; an entry
+            // whose error bar (tol * unit) passes f32's range may be inf of
+            // either sign (f32 cannot hold the value within it).
+            let bar = tol * unit + f32::MIN_POSITIVE as f64;
+            let ok = if w.is_nan() {
+                g.is_nan()
+            } else if g.is_infinite() {
+                g == w32 || bar > f32::MAX as f64
+            } else {
+                !w32.is_infinite() && (g - w).abs() <= bar
+            };
+            assert!(ok, "{what} ({i}, {j}): gpu {g:e}, twin {w:e}");
+            assert!(
+                g.to_bits() == got[[j, i]].to_bits(),
+                "{what}: not symmetric at ({i}, {j})"
+            );
+        }
+    }
+}
+
+fn gpu_cov(x: &Array2<f32>, ddof: usize, with_stats: bool) -> Array2<f64> {
+    let g = gpu();
+    let d = x.ncols();
+    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    let out = GpuMatrix::filled(g, d, d, f32::NAN).unwrap();
+    let mut enc = g.encoder("test");
+    let stats = common::record_stats(g, &mut enc, &xg, 0).unwrap();
+    let opts = CovarianceOptions::ddof(ddof);
+    if with_stats {
+        encode_covariance_into(g, &mut enc, &xg, &stats.buffer, &out, &opts).unwrap();
+    } else {
+        // A 1 x D shift: the launcher takes the extremes from its own pass.
+        let mean = GpuMatrix::uninit(g, 1, d).unwrap();
+        enc.copy_buffer_to_buffer(stats.buffer.buffer(), 0, mean.buffer(), 0, (d * 4) as u64);
+        encode_covariance_into(g, &mut enc, &xg, &mean, &out, &opts).unwrap();
+    }
+    g.submit("test", enc).unwrap();
+    out.download(g).unwrap().mapv(f64::from)
+}
+
+#[test]
+fn products_beyond_f32_stay_exact_in_scale() {
+    for (i, &(n, d)) in [(2, 8), (300, 8), (1000, 16), (517, 13), (64, 70)]
+        .iter()
+        .enumerate()
+    {
+        let x = magnitudes(n, d, 500 + i as u64);
+        let want = cpu::covariance(x.view(), 1).unwrap();
+        for with_stats in [true, false] {
+            let got = gpu_cov(&x, 1, with_stats);
+            close_to_twin(&got, &want, 2e-5, &format!("{n}x{d} stats {with_stats}"));
+        }
+    }
+}
+
+#[test]
+fn values_near_the_f32_limit() {
+    let n = 401;
+    let x = Array2::from_shape_fn((n, 4), |(i, j)| match j {
+        0 => {
+            if i % 2 == 0 {
+                3e38f32
+            } else {
+                -3e38
+            }
+        }
+        1 => f32::MAX,
+        2 => (i as f32 / n as f32 * 2.0 - 1.0) * f32::MAX,
+        _ => (i % 7) as f32,
+    });
+    let want = cpu::covariance(x.view(), 0).unwrap();
+    let got = gpu_cov(&x, 0, true);
+    close_to_twin(&got, &want, 2e-5, "near f32::MAX");
+    assert_eq!(got[[1, 1]], 0.0);
+    assert!(got[[0, 0]].is_infinite() && got[[3, 3]].is_finite() && got[[0, 3]].is_finite());
+}
+
+#[test]
+fn a_non_finite_column_gives_nan_in_its_row_and_column() {
+    let mut x = normal(200, 6, 1.0, 2.0, 510);
+    x[[17, 1]] = f32::NAN;
+    x[[0, 4]] = f32::INFINITY;
+    let want = cpu::covariance(x.view(), 0).unwrap();
+    for with_stats in [true, false] {
+        let got = gpu_cov(&x, 0, with_stats);
+        close_to_twin(&got, &want, 2e-5, "non-finite");
+        for k in 0..6 {
+            assert!(got[[1, k]].is_nan() && got[[4, k]].is_nan());
+        }
+        assert!(got[[0, 2]].is_finite());
+    }
+}

@@ -818,3 +818,102 @@ fn gpu_bad_input_is_an_error_not_a_panic() {
     let empty = GpuMatrix::uninit(g, 0, 4).unwrap();
     assert!(Pca::fit(g, &empty, &PcaOptions::default()).is_err());
 }
+
+// ---------------------------------------------------------------- range and eps
+
+/// A correlated N x D matrix of spread `scale` (the GPU's f32 covariance of it
+/// is beyond f32 for scale 1e20: before, the fit said "non-finite").
+fn spread(n: usize, d: usize, scale: f64, seed: u64) -> Array2<f32> {
+    correlated(n, d, 0.0, seed).mapv(|v| (v * scale) as f32)
+}
+
+#[test]
+fn gpu_fit_of_data_whose_covariance_is_beyond_f32() {
+    let g = gpu();
+    for (scale, d) in [(1e20, 5), (1e36, 8), (1e-30, 4)] {
+        let x = spread(300, d, scale, 60);
+        let xg = GpuMatrix::upload(g, x.view()).unwrap();
+        let o = PcaOptions::default();
+        let got = Pca::fit(g, &xg, &o).unwrap().into_model();
+        let want = fit(x.view(), &o).unwrap();
+        let top = want.eigenvalues[0];
+        for (a, b) in got.eigenvalues.iter().zip(&want.eigenvalues) {
+            assert!(
+                (a - b).abs() <= 1e-4 * top,
+                "scale {scale:e}: eigenvalue {a:e} vs {b:e}"
+            );
+        }
+        // The leading components agree (signs are fixed by svd_flip).
+        let err = max_abs_diff(
+            got.components.slice(s![.., ..2]),
+            want.components.slice(s![.., ..2]),
+        );
+        assert!(err < 1e-3, "scale {scale:e}: components differ by {err:e}");
+    }
+}
+
+#[test]
+fn whitening_refuses_eps_that_is_zero_or_zero_in_f32() {
+    let g = gpu();
+    // Rank-deficient: column 2 = column 0 + column 1, so one eigenvalue is 0
+    // and 1/sqrt(0 + eps) is infinite with eps = 0.
+    let mut x = correlated(50, 3, 1.0, 61);
+    for r in 0..50 {
+        x[[r, 2]] = x[[r, 0]] + x[[r, 1]];
+    }
+    let x32 = x.mapv(|v| v as f32);
+    let xg = GpuMatrix::upload(g, x32.view()).unwrap();
+    for whitening in [Whitening::Pca, Whitening::Zca] {
+        let o = PcaOptions {
+            whitening,
+            eps: 0.0,
+            ..Default::default()
+        };
+        assert!(
+            matches!(fit(x.view(), &o), Err(Error::InvalidArgument { .. })),
+            "{o:?}"
+        );
+        assert!(
+            matches!(Pca::fit(g, &xg, &o), Err(Error::InvalidArgument { .. })),
+            "{o:?}"
+        );
+        // 1e-50 is positive in f64 (the CPU path takes it) but 0 in f32.
+        let o = PcaOptions { eps: 1e-50, ..o };
+        assert!(
+            matches!(Pca::fit(g, &xg, &o), Err(Error::InvalidArgument { .. })),
+            "{o:?}"
+        );
+        let m = fit(x.view(), &o).unwrap();
+        assert!(cpu_pca::transform(&m, x.view())
+            .unwrap()
+            .iter()
+            .all(|v| v.is_finite()));
+        assert!(matches!(
+            Pca::from_model(g, m),
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
+    // No whitening: eps is unused, 0 is fine.
+    let o = PcaOptions {
+        eps: 0.0,
+        ..Default::default()
+    };
+    assert!(fit(x.view(), &o).is_ok() && Pca::fit(g, &xg, &o).is_ok());
+}
+
+#[test]
+fn a_saved_model_that_whitens_with_eps_zero_is_refused() {
+    let x = correlated(30, 3, 0.0, 62);
+    let o = PcaOptions {
+        whitening: Whitening::Pca,
+        ..Default::default()
+    };
+    let mut m = fit(x.view(), &o).unwrap();
+    m.eps = 0.0;
+    let dir = std::env::temp_dir().join(format!("gpuprep-pca-eps-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("eps0.npz");
+    m.save(&path).unwrap();
+    assert!(matches!(PcaModel::load(&path), Err(Error::Parse { .. })));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

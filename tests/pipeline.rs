@@ -53,7 +53,7 @@ fn twin(x: &Array2<f64>, o: &PipelineOptions) -> Array2<f64> {
     for (j, mut c) in z.columns_mut().into_iter().enumerate() {
         let m = if o.center { st.mean[j] } else { 0.0 };
         let d = if o.scale {
-            gpuprep::model::standardize::column_scale(st.std[j], st.mean[j])
+            gpuprep::model::standardize::column_scale(st.std[j], st.mean[j], st.count)
         } else {
             1.0
         };

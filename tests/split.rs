@@ -93,6 +93,7 @@ fn elementwise_ops_split_are_bit_identical() {
             count: n,
             ddof: 0,
             buffer: GpuMatrix::upload(&sg, host_stats.view()).unwrap(),
+            counts: None,
         };
         let opts = StandardizeOptions::default();
         let a = ops::standardize(&sg, &xs, &st_split, &opts)

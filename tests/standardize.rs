@@ -161,3 +161,125 @@ fn more_elements_than_one_grid_row_holds() {
         assert!(e <= 1e-5, "inplace {inplace}: error {e:e}");
     }
 }
+
+/// The standardized columns' std on the host (f64 over the GPU's f32 output).
+fn out_std(y: &Array2<f32>) -> Vec<f64> {
+    cpu::column_stats(y.view(), 0).unwrap().std.to_vec()
+}
+
+/// scikit-learn's relative rule (`_is_constant_feature`): low variance is
+/// still variance, a constant is constant at any offset. (Before: an absolute
+/// floor left 1e-7 N(0,1) at std 1e-7 and took 1e6 + 0.1 N(0,1) for constant.)
+#[test]
+fn low_variance_columns_are_scaled_constants_are_not() {
+    for d in [4usize, 5] {
+        let z = normal(1000, d, 0.0, 1.0, 31);
+        let x = Array2::from_shape_fn((1000, d), |(i, j)| match j {
+            0 => 1e-7 * z[[i, j]],
+            1 => 1e6 + 0.1 * z[[i, j]],
+            2 => 123_456.78,
+            3 => -3.0e7,
+            _ => z[[i, j]],
+        });
+        let (got, want, cs) = run(&x, StandardizeOptions::default(), false);
+        // Column 1's f32 mean is as far from the f64 one as half an ulp of
+        // 1e6 (0.03): up to 0.3 of its std 0.1, the same for every row.
+        for c in 0..d {
+            let tol = if c == 1 { 0.32 } else { 1e-4 };
+            let e = err(
+                &got.slice(ndarray::s![.., c..c + 1]).to_owned(),
+                &want.slice(ndarray::s![.., c..c + 1]).to_owned(),
+                &cs,
+                StandardizeOptions::default(),
+            );
+            assert!(e <= tol, "d {d} column {c}: error {e:e}");
+        }
+        for (c, s) in out_std(&got).into_iter().enumerate() {
+            let want_std = if c == 2 || c == 3 { 0.0 } else { 1.0 };
+            assert!((s - want_std).abs() < 1e-4, "d {d} column {c}: std {s}");
+        }
+        assert!(got.column(2).iter().all(|&v| v == 0.0));
+        // Scale only: the constant columns keep their values (divided by 1).
+        let opts = StandardizeOptions {
+            center: false,
+            scale: true,
+        };
+        let (got, _, _) = run(&x, opts, false);
+        assert!(got.column(2).iter().all(|&v| v == 123_456.78));
+        assert!(got.column(3).iter().all(|&v| v == -3.0e7));
+        let s = out_std(&got);
+        assert!((s[0] - 1.0).abs() < 1e-4, "{s:?}");
+        // Column 1 keeps its offset (1e7 after scaling, where f32's spacing is
+        // 1): divided by its std, not by 1.
+        let std1 = cpu::column_stats(x.view(), 0).unwrap().std[1];
+        let want1 = x[[0, 1]] as f64 / std1;
+        assert!(
+            (got[[0, 1]] as f64 - want1).abs() < 1e-5 * want1,
+            "{} vs {want1}",
+            got[[0, 1]]
+        );
+    }
+}
+
+/// Data whose squared deviations overflow f32 (before: the variance came out
+/// inf and the output all zeros), and values at opposite ends of f32's range
+/// (x - mean overflows f32).
+#[test]
+fn extreme_magnitudes_standardize_to_unit_variance() {
+    let g = gpu();
+    let z = normal(500, 8, 0.0, 1.0, 32);
+    let x = Array2::from_shape_fn((500, 8), |(i, j)| match j {
+        0 => 1e20 * z[[i, j]],
+        1 => 1e37 * z[[i, j]],
+        2 => 1e-30 * z[[i, j]],
+        3 => {
+            if i == 7 {
+                3e38
+            } else {
+                -3e38
+            }
+        }
+        4 => 3e38 * (i as f32 / 250.0 - 1.0),
+        _ => z[[i, j]],
+    });
+    let (got, want, cs) = run(&x, StandardizeOptions::default(), false);
+    assert!(got.iter().all(|v| v.is_finite()));
+    let e = err(&got, &want, &cs, StandardizeOptions::default());
+    assert!(e <= 1e-4, "error {e:e}");
+    for (c, s) in out_std(&got).into_iter().enumerate() {
+        assert!((s - 1.0).abs() < 1e-4, "column {c}: std {s}");
+    }
+    // In place too, on the scalar path (D = 7).
+    let x7 = x.slice(ndarray::s![.., ..7]).to_owned();
+    let (got, want, cs) = run(&x7, StandardizeOptions::default(), true);
+    assert!(err(&got, &want, &cs, StandardizeOptions::default()) <= 1e-4);
+    let _ = g;
+}
+
+/// NaN statistics give NaN outputs (they are never taken for constant); with
+/// NaN-ignoring statistics only the NaN entries stay NaN (scikit-learn).
+#[test]
+fn nan_statistics_give_nan() {
+    let g = gpu();
+    let mut x = normal(64, 4, 1.0, 2.0, 33);
+    x[[5, 1]] = f32::NAN;
+    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    let opts = StandardizeOptions::default();
+    let st = ops::column_stats(g, &xg, &ops::ColumnStatsOptions::ddof(0)).unwrap();
+    let y = ops::standardize(g, &xg, &st, &opts).unwrap().download(g).unwrap();
+    assert!(y.column(1).iter().all(|v| v.is_nan()));
+    assert!(y.column(0).iter().all(|v| v.is_finite()));
+    let st = ops::column_stats(g, &xg, &ops::ColumnStatsOptions::ddof(0).ignoring_nan()).unwrap();
+    let y = ops::standardize(g, &xg, &st, &opts).unwrap().download(g).unwrap();
+    let cs = cpu::column_stats_with(x.view(), &ops::ColumnStatsOptions::ddof(0).ignoring_nan()).unwrap();
+    let want = cpu::standardize(x.view(), &cs, opts).unwrap();
+    for ((r, c), &w) in want.indexed_iter() {
+        let v = y[[r, c]] as f64;
+        if w.is_nan() {
+            assert!(v.is_nan(), "({r}, {c})");
+        } else {
+            assert!((v - w).abs() < 1e-5 * w.abs().max(1.0), "({r}, {c}): {v} vs {w}");
+        }
+    }
+    assert!(y[[5, 1]].is_nan() && y[[6, 1]].is_finite());
+}

@@ -4,81 +4,160 @@
 //! exactly in two passes in f64 (mean, then squared deviations) while it sits
 //! in cache, and blocks are merged with Chan's pairwise formula. Blocks run on
 //! all cores.
+//!
+//! Like the shader, each column's state keeps the finite values (count, mean,
+//! M2, min, max) apart from its NaN count and the infinities it has seen, and
+//! the result follows numpy's rules for them (see [`crate::model::stats`]). A
+//! block whose column sum is not finite (a NaN or an infinity in that column:
+//! f32 data sum to at most 3.4e38 per row, far inside f64) has that column
+//! recomputed value by value; all-finite data pays nothing for it.
 
 use ndarray::{Array1, ArrayView2, Axis};
 
 use crate::error::{Error, Result};
-use crate::model::stats::ColumnSummary;
+use crate::model::stats::{ColumnStatsOptions, ColumnSummary};
 
 const OP: &str = "column_stats (cpu)";
 
-/// Welford/Chan state of one block of rows, per column.
+/// `inf` bits of [`Block::inf`]: a `+inf` was seen.
+const POS_INF: u8 = 1;
+/// A `-inf` was seen.
+const NEG_INF: u8 = 2;
+
+/// Per-column state of one block of rows: the finite values' count, mean, M2,
+/// min and max, the NaN count, and which infinities were seen.
 struct Block {
-    count: f64,
+    n: Vec<f64>,
     mean: Vec<f64>,
     m2: Vec<f64>,
     min: Vec<f64>,
     max: Vec<f64>,
+    nan: Vec<u64>,
+    inf: Vec<u8>,
 }
 
 impl Block {
     fn of(x: ArrayView2<f64>) -> Block {
-        let (n, d) = x.dim();
+        let (rows, d) = x.dim();
         // Rows as contiguous slices (the caller's blocks already are: no copy).
         let x = x.as_standard_layout();
         let mut mean = vec![0.0; d];
         let mut min = vec![f64::INFINITY; d];
         let mut max = vec![f64::NEG_INFINITY; d];
-        let rows = x.as_slice().map(|s| s.chunks_exact(d.max(1)));
+        let rows_of = || {
+            x.as_slice()
+                .map(|s| s.chunks_exact(d.max(1)))
+                .into_iter()
+                .flatten()
+        };
         // Zipped slices, no indexing: the compiler vectorizes these loops.
-        for row in rows.into_iter().flatten() {
+        for row in rows_of() {
             for (((m, lo), hi), &v) in mean.iter_mut().zip(&mut min).zip(&mut max).zip(row) {
                 *m += v;
                 *lo = if v < *lo { v } else { *lo };
                 *hi = if v > *hi { v } else { *hi };
             }
         }
-        let inv = 1.0 / n as f64;
-        mean.iter_mut().for_each(|m| *m *= inv);
+        // A division, not a product with 1/rows: a constant column's mean is
+        // then the constant itself, and its variance exactly 0.
+        let rows_f = rows as f64;
+        mean.iter_mut().for_each(|m| *m /= rows_f);
         let mut m2 = vec![0.0; d];
-        let rows = x.as_slice().map(|s| s.chunks_exact(d.max(1)));
-        for row in rows.into_iter().flatten() {
+        for row in rows_of() {
             for ((s, &m), &v) in m2.iter_mut().zip(&mean).zip(row) {
                 let t = v - m;
                 *s += t * t;
             }
         }
-        Block {
-            count: n as f64,
+        let mut b = Block {
+            n: vec![rows as f64; d],
             mean,
             m2,
             min,
             max,
+            nan: vec![0; d],
+            inf: vec![0; d],
+        };
+        for c in 0..d {
+            if !b.mean[c].is_finite() {
+                b.recompute(x.column(c), c);
+            }
         }
+        b
+    }
+
+    /// Column `c` value by value: NaNs counted, infinities noted, the
+    /// finite values summed in two passes.
+    fn recompute(&mut self, col: ndarray::ArrayView1<f64>, c: usize) {
+        let (mut n, mut sum, mut nan, mut inf) = (0.0, 0.0, 0, 0);
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for &v in col {
+            if v.is_nan() {
+                nan += 1;
+            } else if v == f64::INFINITY {
+                inf |= POS_INF;
+            } else if v == f64::NEG_INFINITY {
+                inf |= NEG_INF;
+            } else {
+                n += 1.0;
+                sum += v;
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+        }
+        let mean = if n > 0.0 { sum / n } else { 0.0 };
+        let m2 = col
+            .iter()
+            .filter(|v| v.is_finite())
+            .map(|&v| (v - mean) * (v - mean))
+            .sum();
+        self.n[c] = n;
+        self.mean[c] = mean;
+        self.m2[c] = m2;
+        self.min[c] = lo;
+        self.max[c] = hi;
+        self.nan[c] = nan;
+        self.inf[c] = inf;
     }
 
     fn merge(mut self, b: Block) -> Block {
-        let n = self.count + b.count;
-        let fb = b.count / n;
         for c in 0..self.mean.len() {
-            let delta = b.mean[c] - self.mean[c];
-            self.mean[c] += delta * fb;
-            self.m2[c] += b.m2[c] + delta * delta * self.count * fb;
+            let (na, nb) = (self.n[c], b.n[c]);
+            if nb > 0.0 {
+                let n = na + nb;
+                let fb = nb / n;
+                let delta = b.mean[c] - self.mean[c];
+                self.mean[c] += delta * fb;
+                self.m2[c] += b.m2[c] + delta * delta * na * fb;
+                self.n[c] = n;
+            }
             self.min[c] = self.min[c].min(b.min[c]);
             self.max[c] = self.max[c].max(b.max[c]);
+            self.nan[c] += b.nan[c];
+            self.inf[c] |= b.inf[c];
         }
-        self.count = n;
         self
     }
 }
 
 /// Per-column count, mean, variance (divisor `N - ddof`), std, min and max,
-/// accumulated in f64.
+/// accumulated in f64, NaNs propagating (numpy's rules: see
+/// [`crate::model::stats`]). [`column_stats_with`] takes all the options.
 pub fn column_stats<T>(x: ArrayView2<T>, ddof: usize) -> Result<ColumnSummary>
 where
     T: Copy + Into<f64> + Send + Sync,
 {
+    column_stats_with(x, &ColumnStatsOptions::ddof(ddof))
+}
+
+/// Per-column statistics with `options` (ddof, and whether NaNs are left
+/// out), accumulated in f64: the twin of [`crate::ops::column_stats()`].
+pub fn column_stats_with<T>(x: ArrayView2<T>, options: &ColumnStatsOptions) -> Result<ColumnSummary>
+where
+    T: Copy + Into<f64> + Send + Sync,
+{
     let (n, d) = x.dim();
+    let ddof = options.ddof;
     if n == 0 || d == 0 {
         return Err(Error::shape(
             OP,
@@ -96,6 +175,8 @@ where
     let threads = std::thread::available_parallelism()
         .map_or(1, |t| t.get())
         .min(n.div_ceil(rows_per_block));
+    // Each thread holds its state (7 values per column) and one block.
+    super::alloc::check2::<f64>(OP, threads, 8 * d + rows_per_block * d)?;
     let rows_per_thread = n.div_ceil(threads);
     let run = |lo: usize, hi: usize| -> Option<Block> {
         let mut acc: Option<Block> = None;
@@ -126,19 +207,131 @@ where
             handles.into_iter().map(|h| h.join().ok().flatten()).collect()
         })
     };
-    let total = blocks
+    let t = blocks
         .into_iter()
         .flatten()
         .reduce(Block::merge)
         .ok_or_else(|| Error::invalid(OP, "worker thread failed"))?;
-    let var = Array1::from_iter(total.m2.iter().map(|m2| m2 / (n - ddof) as f64));
-    Ok(ColumnSummary {
+    let mut out = ColumnSummary {
         count: n,
+        counts: Array1::from_elem(d, n),
         ddof,
-        mean: Array1::from_vec(total.mean),
-        std: var.mapv(f64::sqrt),
-        var,
-        min: Array1::from_vec(total.min),
-        max: Array1::from_vec(total.max),
-    })
+        mean: Array1::zeros(d),
+        var: Array1::zeros(d),
+        std: Array1::zeros(d),
+        min: Array1::zeros(d),
+        max: Array1::zeros(d),
+    };
+    for c in 0..d {
+        let count = if options.ignore_nan {
+            n - t.nan[c] as usize
+        } else {
+            n
+        };
+        out.counts[c] = count;
+        let (pos, neg) = (t.inf[c] & POS_INF != 0, t.inf[c] & NEG_INF != 0);
+        let finite = t.n[c] > 0.0;
+        let (mean, var, min, max) = if count == 0 || (!options.ignore_nan && t.nan[c] > 0) {
+            (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
+        } else {
+            let mean = match (pos, neg) {
+                (true, true) => f64::NAN,
+                (true, false) => f64::INFINITY,
+                (false, true) => f64::NEG_INFINITY,
+                // The mean of finite values lies between their extremes.
+                (false, false) => t.mean[c].max(t.min[c]).min(t.max[c]),
+            };
+            let var = if pos || neg || count <= ddof {
+                f64::NAN
+            } else {
+                t.m2[c] / (count - ddof) as f64
+            };
+            let min = if neg {
+                f64::NEG_INFINITY
+            } else if finite {
+                t.min[c]
+            } else {
+                f64::INFINITY
+            };
+            let max = if pos {
+                f64::INFINITY
+            } else if finite {
+                t.max[c]
+            } else {
+                f64::NEG_INFINITY
+            };
+            (mean, var, min, max)
+        };
+        out.mean[c] = mean;
+        out.var[c] = var;
+        out.std[c] = var.sqrt();
+        out.min[c] = min;
+        out.max[c] = max;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    fn same(a: f64, b: f64) -> bool {
+        a == b || (a.is_nan() && b.is_nan())
+    }
+
+    #[test]
+    fn non_finite_values_follow_numpy() {
+        let (nan, inf) = (f64::NAN, f64::INFINITY);
+        // Columns: [1, nan, 3], [1, inf, 3], [inf, -inf, 0], [inf, inf, inf].
+        let x = array![[1.0, 1.0, inf, inf], [nan, inf, -inf, inf], [3.0, 3.0, 0.0, inf]];
+        let s = column_stats(x.view(), 0).unwrap();
+        let want_mean = [nan, inf, nan, inf];
+        let want_var = [nan, nan, nan, nan];
+        let want_min = [nan, 1.0, -inf, inf];
+        let want_max = [nan, inf, inf, inf];
+        for c in 0..4 {
+            assert!(same(s.mean[c], want_mean[c]), "mean {c}: {}", s.mean[c]);
+            assert!(same(s.var[c], want_var[c]), "var {c}: {}", s.var[c]);
+            assert!(same(s.std[c], want_var[c]), "std {c}: {}", s.std[c]);
+            assert!(same(s.min[c], want_min[c]), "min {c}: {}", s.min[c]);
+            assert!(same(s.max[c], want_max[c]), "max {c}: {}", s.max[c]);
+        }
+        assert_eq!(s.counts.to_vec(), vec![3; 4]);
+        // Ignoring NaN: column 0 is [1, 3]: numpy's nanmean 2, nanvar 1.
+        let s = column_stats_with(x.view(), &ColumnStatsOptions::ddof(0).ignoring_nan()).unwrap();
+        assert_eq!((s.mean[0], s.var[0], s.min[0], s.max[0]), (2.0, 1.0, 1.0, 3.0));
+        assert_eq!(s.counts.to_vec(), vec![2, 3, 3, 3]);
+        assert!(same(s.mean[1], inf) && s.var[1].is_nan());
+    }
+
+    #[test]
+    fn all_nan_column_ignoring_nan_is_nan() {
+        let nan = f64::NAN;
+        let x = array![[nan, 1.0], [nan, 2.0]];
+        let s = column_stats_with(x.view(), &ColumnStatsOptions::ddof(1).ignoring_nan()).unwrap();
+        assert_eq!(s.counts.to_vec(), vec![0, 2]);
+        assert!(s.mean[0].is_nan() && s.var[0].is_nan() && s.min[0].is_nan() && s.max[0].is_nan());
+        assert_eq!((s.mean[1], s.var[1]), (1.5, 0.5));
+        // One value left with ddof 1: no degrees of freedom, variance NaN (numpy).
+        let x = array![[nan], [4.0]];
+        let s = column_stats_with(x.view(), &ColumnStatsOptions::ddof(1).ignoring_nan()).unwrap();
+        assert_eq!(s.mean[0], 4.0);
+        assert!(s.var[0].is_nan());
+    }
+
+    #[test]
+    fn non_finite_values_in_some_blocks_only() {
+        // 70000 rows x 1 column: several blocks, a NaN in the last one only.
+        let mut x = ndarray::Array2::<f64>::from_shape_fn((70_000, 1), |(i, _)| (i % 10) as f64);
+        x[[69_999, 0]] = f64::NAN;
+        let s = column_stats_with(x.view(), &ColumnStatsOptions::ddof(0).ignoring_nan()).unwrap();
+        assert_eq!(s.counts[0], 69_999);
+        let want = column_stats(x.slice(ndarray::s![..69_999, ..]), 0).unwrap();
+        assert!((s.mean[0] - want.mean[0]).abs() < 1e-12);
+        assert!((s.var[0] - want.var[0]).abs() < 1e-12);
+        assert_eq!((s.min[0], s.max[0]), (0.0, 9.0));
+        let s = column_stats(x.view(), 0).unwrap();
+        assert!(s.mean[0].is_nan() && s.min[0].is_nan() && s.max[0].is_nan());
+    }
 }

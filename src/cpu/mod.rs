@@ -3,6 +3,7 @@
 //! GPU path runs from here: the options, models and plans both sides share
 //! live in [`crate::model`].
 
+pub(crate) mod alloc;
 pub mod batchnorm;
 pub mod column_stats;
 pub mod covariance;
@@ -13,7 +14,7 @@ pub mod pca;
 pub mod standardize;
 pub mod train;
 
-pub use column_stats::column_stats;
+pub use column_stats::{column_stats, column_stats_with};
 pub use covariance::covariance;
 pub use matmul::{matmul, MatmulOptions};
 pub use standardize::standardize;

@@ -6,7 +6,8 @@ use crate::error::{Error, Result};
 use crate::model::standardize::{column_scale, StandardizeOptions};
 use crate::model::stats::ColumnSummary;
 
-/// `x` centered and/or scaled by `stats`, in f64.
+/// `x` centered and/or scaled by `stats`, in f64: `(x - mean) / scale` with
+/// [`column_scale`]'s scale (1 for a constant column, scikit-learn's rule).
 pub fn standardize<T>(
     x: ArrayView2<T>,
     stats: &ColumnSummary,
@@ -16,6 +17,7 @@ where
     T: Copy + Into<f64> + Sync,
 {
     let d = x.ncols();
+    crate::cpu::alloc::check2::<f64>("standardize (cpu)", x.nrows(), d)?;
     if stats.mean.len() != d {
         return Err(Error::shape(
             "standardize (cpu)",
@@ -29,7 +31,7 @@ where
     let inv: Array1<f64> = (0..d)
         .map(|c| {
             if opts.scale {
-                1.0 / column_scale(stats.std[c], stats.mean[c])
+                1.0 / column_scale(stats.std[c], stats.mean[c], stats.count)
             } else {
                 1.0
             }

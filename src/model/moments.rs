@@ -284,6 +284,7 @@ impl ColumnMoments {
         let var = self.m2.mapv(|m2| m2 / dof);
         Ok(ColumnSummary {
             count,
+            counts: Array1::from_elem(self.mean.len(), count),
             ddof,
             mean: self.mean.clone(),
             std: var.mapv(f64::sqrt),

@@ -90,7 +90,8 @@ pub struct PcaOptions {
     pub n_components: NComponents,
     /// Whitening applied after the rotation.
     pub whitening: Whitening,
-    /// Added to each eigenvalue before the square root of whitening (`>= 0`).
+    /// Added to each eigenvalue before the square root of whitening (`> 0`
+    /// when whitening; `>= 0` otherwise, where it is unused).
     pub eps: f64,
     /// The covariance divides by `N - ddof`.
     pub ddof: usize,
@@ -124,6 +125,15 @@ impl PcaOptions {
             return Err(Error::invalid(
                 OP,
                 format!("eps must be finite and >= 0, got {}", self.eps),
+            ));
+        }
+        // Whitening divides by sqrt(S + eps): with eps 0 a rank-deficient
+        // covariance (S = 0) would give inf and NaN. (scikit-learn's
+        // convention clips sqrt(S) at machine epsilon instead.)
+        if self.whitening != Whitening::None && self.convention != Convention::Sklearn && self.eps <= 0.0 {
+            return Err(Error::invalid(
+                OP,
+                format!("whitening needs eps > 0, got {}", self.eps),
             ));
         }
         match self.n_components {
@@ -546,7 +556,12 @@ impl PcaModel {
                 "convention must be 0 (lecture), 1 (sklearn) or 2 (pytorch), got {convention}"
             ))
         })?;
-        if !(eps.is_finite() && eps >= 0.0) || ddof < 0 || n_samples < 0 {
+        // Whitening by sqrt(S + eps) needs eps > 0 (scikit-learn's clips instead).
+        if !(eps.is_finite() && eps >= 0.0)
+            || ddof < 0
+            || n_samples < 0
+            || (whitening != Whitening::None && convention != Convention::Sklearn && eps <= 0.0)
+        {
             return Err(bad(format!(
                 "bad scalars: eps {eps}, ddof {ddof}, n_samples {n_samples}"
             )));

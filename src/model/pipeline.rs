@@ -154,7 +154,7 @@ impl Standardizer {
             .std
             .iter()
             .zip(&s.mean)
-            .map(|(&sd, &mean)| column_scale(sd, mean))
+            .map(|(&sd, &mean)| column_scale(sd, mean, s.count))
             .collect();
         Ok(Standardizer {
             mean: s.mean,

@@ -5,14 +5,16 @@ use bytemuck::{Pod, Zeroable};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::matrix::{bind_input, pieces, GpuMatrix, Span};
+pub use crate::model::stats::ColumnStatsOptions;
 use crate::model::stats::ColumnSummary;
 use crate::shaders::column_stats as SH;
 
 const OP: &str = "column_stats";
 const COLS_PER_GROUP: usize = 64;
 const ROW_LANES: usize = 4;
-/// Bytes of one Welford partial (count, mean, m2, min, max as f32).
-const PARTIAL_BYTES: u64 = 20;
+/// Bytes of one Welford partial (count, mean, m2, min, max, scale exponent,
+/// NaN count, infinities seen: 8 x 4 bytes).
+const PARTIAL_BYTES: u64 = 32;
 /// Aim for about this many workgroups in the partial pass: enough to fill a
 /// large GPU, few enough that the finalize pass stays cheap.
 const TARGET_GROUPS: usize = 2048;
@@ -24,10 +26,10 @@ pub(crate) struct Params {
     d: u32,
     rows_per_chunk: u32,
     n_chunks: u32,
-    ddof: f32,
+    ddof: u32,
     groups_x: u32,
     chunk_base: u32,
-    _pad: u32,
+    ignore_nan: u32,
 }
 
 #[cfg(test)]
@@ -42,30 +44,18 @@ pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
             n_chunks,
             ddof,
             groups_x,
-            chunk_base
+            chunk_base,
+            ignore_nan
         }
     )]
-}
-
-/// Options of [`column_stats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ColumnStatsOptions {
-    /// Delta degrees of freedom of the variance (divisor `N - ddof`; 0 as numpy).
-    pub ddof: usize,
-}
-
-impl ColumnStatsOptions {
-    /// With this ddof.
-    pub fn ddof(ddof: usize) -> Self {
-        ColumnStatsOptions { ddof }
-    }
 }
 
 /// Per-column statistics of a matrix, resident on the GPU.
 ///
 /// `buffer` is a 5 x D matrix whose rows are mean, variance, standard
 /// deviation, minimum and maximum: the next op reads it where it lies, and
-/// [`ColumnStats::download`] brings it to the host only when asked.
+/// [`ColumnStats::download`] brings it to the host only when asked. NaN and
+/// infinities follow numpy's rules ([`crate::model::stats`]).
 #[derive(Debug, Clone)]
 pub struct ColumnStats {
     /// Rows the statistics were computed over.
@@ -74,6 +64,11 @@ pub struct ColumnStats {
     pub ddof: usize,
     /// The 5 x D statistics matrix.
     pub buffer: GpuMatrix,
+    /// With NaNs ignored ([`ColumnStatsOptions::ignore_nan`]): a 1 x D matrix
+    /// whose elements are the bit patterns of each column's count of non-NaN
+    /// values as `u32` ([`ColumnStats::download`] reads them); `None` when
+    /// every column counts all `count` rows.
+    pub counts: Option<GpuMatrix>,
 }
 
 /// Row of [`ColumnStats::buffer`] holding each statistic.
@@ -99,6 +94,7 @@ impl ColumnStats {
             count: 0,
             ddof: 0,
             buffer: GpuMatrix::uninit_whole(gpu, 5, cols)?,
+            counts: None,
         })
     }
 
@@ -111,8 +107,13 @@ impl ColumnStats {
     pub fn download(&self, gpu: &Gpu) -> Result<ColumnSummary> {
         let m = self.buffer.download(gpu)?;
         let row = |s: Stat| m.row(s as usize).mapv(f64::from);
+        let counts = match &self.counts {
+            Some(c) => c.download(gpu)?.row(0).mapv(|v| v.to_bits() as usize),
+            None => ndarray::Array1::from_elem(self.cols(), self.count),
+        };
         Ok(ColumnSummary {
             count: self.count,
+            counts,
             ddof: self.ddof,
             mean: row(Stat::Mean),
             var: row(Stat::Var),
@@ -162,6 +163,16 @@ pub(crate) fn grid_2d(gpu: &Gpu, op: &'static str, groups: usize) -> Result<(u32
 /// Computes per-column count, mean, variance (divisor `N - ddof`), std, min
 /// and max of `x` on the GPU, and waits for nothing: the result stays on the
 /// device until [`ColumnStats::download`].
+///
+/// Accumulates in f32 in a scaled space, so finite data of any magnitude
+/// (a spread of 1e20, values near +-3.4e38) gives finite means and standard
+/// deviations; NaN propagates, or is left out with
+/// [`ColumnStatsOptions::ignore_nan`] (see [`crate::model::stats`]).
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for an empty matrix, [`Error::InvalidArgument`]
+/// for `ddof >= N`, and the context's errors (a lost device, a matrix of
+/// another context).
 pub fn column_stats(gpu: &Gpu, x: &GpuMatrix, options: &ColumnStatsOptions) -> Result<ColumnStats> {
     let mut out = ColumnStats::uninit(gpu, x.cols())?;
     gpu.run(OP, |e| encode_column_stats_into(gpu, e, x, &mut out, options))?;
@@ -171,7 +182,8 @@ pub fn column_stats(gpu: &Gpu, x: &GpuMatrix, options: &ColumnStatsOptions) -> R
 /// Records the column statistics of `x` into a caller's encoder, writing
 /// them to `out` (statistics of `x.cols()` columns, for example from
 /// [`ColumnStats::uninit`]: reuse it across calls to avoid an allocation per
-/// call) and setting its `count` and `ddof`. Rows of `out.buffer`: see [`Stat`].
+/// call) and setting its `count`, `ddof` and `counts` (allocated here when
+/// NaNs are ignored and `out` has none). Rows of `out.buffer`: see [`Stat`].
 /// The result is valid once the caller submits the encoder.
 pub fn encode_column_stats_into(
     gpu: &Gpu,
@@ -189,6 +201,14 @@ pub fn encode_column_stats_into(
             "at least 1 row and 1 column",
             format!("{n} x {d}"),
         ));
+    }
+    if n > u32::MAX as usize {
+        return Err(Error::ExceedsLimit {
+            op: OP,
+            what: "rows",
+            needed: n as u64,
+            limit: u32::MAX as u64,
+        });
     }
     if ddof >= n {
         return Err(Error::invalid(
@@ -209,6 +229,25 @@ pub fn encode_column_stats_into(
     let (fin_x, fin_y) = grid_2d(gpu, OP, d)?;
     let partials_bytes = (d * n_chunks) as u64 * PARTIAL_BYTES;
     let partials = Span::whole(&gpu.scratch("column_stats partials", partials_bytes)?);
+    // Per-column counts only when NaNs are ignored; a placeholder otherwise.
+    let counts = if options.ignore_nan {
+        let c = match out.counts.take() {
+            Some(c) if c.shape() == (1, d) && c.check_output(gpu, OP, (1, d), &[x]).is_ok() => c,
+            _ => GpuMatrix::uninit_whole(gpu, 1, d)?,
+        };
+        if c.shares_buffer(&out.buffer) {
+            return Err(Error::invalid(
+                OP,
+                "the counts must not share a buffer with the statistics",
+            ));
+        }
+        let span = c.whole_span(gpu, OP)?;
+        out.counts = Some(c);
+        span
+    } else {
+        out.counts = None;
+        Span::whole(&gpu.scratch("column_stats counts placeholder", 16)?)
+    };
     let params = |rows: usize, rows_per_chunk: usize, chunk_base: usize| {
         gpu.uniform(
             "column_stats params",
@@ -217,10 +256,10 @@ pub fn encode_column_stats_into(
                 d: d as u32,
                 rows_per_chunk: rows_per_chunk as u32,
                 n_chunks: n_chunks as u32,
-                ddof: ddof as f32,
+                ddof: ddof as u32,
                 groups_x: fin_x,
                 chunk_base: chunk_base as u32,
-                _pad: 0,
+                ignore_nan: options.ignore_nan as u32,
             },
         )
     };
@@ -261,6 +300,7 @@ pub fn encode_column_stats_into(
             (SH::PARTIALS, &partials),
             (SH::OUT, &out_span),
             (SH::SHIFT, &shift),
+            (SH::COUNTS, &counts),
         ],
         [fin_x, fin_y, 1],
     )?;

@@ -33,7 +33,8 @@ pub(crate) struct Params {
     scale: f32,
     inv_n: f32,
     slice_base: u32,
-    _pad: [u32; 3],
+    raw: u32,
+    _pad: [u32; 2],
 }
 
 #[cfg(test)]
@@ -50,7 +51,8 @@ pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
             n_tiles,
             scale,
             inv_n,
-            slice_base
+            slice_base,
+            raw
         }
     )]
 }
@@ -203,6 +205,21 @@ pub fn covariance(gpu: &Gpu, x: &GpuMatrix, options: &CovarianceOptions) -> Resu
 /// sums of the shifted data), so the result is always the covariance about the
 /// data's own mean; the shift only has to be close to it for f32 to stay
 /// accurate (the column mean in f32 is ideal). Twin: [`crate::cpu::covariance::covariance_shifted`].
+///
+/// # Range
+/// Each column is scaled by a power of two from its largest magnitude, so the
+/// products stay inside f32 for data of any magnitude; an entry whose value is
+/// beyond f32 is written as `inf`, and a column holding NaN or an infinity
+/// gets NaN in its row and column. The magnitudes come from a
+/// [`crate::ColumnStats`] buffer: when `mean` has 5 rows it is taken to be one
+/// (rows 3 and 4, the minimum and maximum of the columns of `x`: pass the
+/// statistics of this `x`); otherwise the column statistics of `x` are
+/// recorded here first (one more read of `x`).
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for an empty `x`, a `mean` without D columns or an
+/// output that is not `D x D`; [`Error::InvalidArgument`] for `ddof >= N` or
+/// an output sharing a buffer with an input; the context's errors.
 pub fn encode_covariance_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
@@ -211,6 +228,23 @@ pub fn encode_covariance_into(
     out: &GpuMatrix,
     options: &CovarianceOptions,
 ) -> Result<()> {
+    encode_covariance_scaled_into(gpu, encoder, x, mean, out, options, false).map(|_| ())
+}
+
+/// [`encode_covariance_into`], with `raw` the output left in each column's
+/// scale: entry `(i, j)` times `1 / (s_i s_j)` is the covariance, where `s` is
+/// the `1 x D` span of scales returned (each a power of two, 0 for a column
+/// that is not finite). For a caller that unscales in f64 (the PCA fit), so a
+/// covariance beyond f32 still gives its eigenvectors.
+pub(crate) fn encode_covariance_scaled_into(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    x: &GpuMatrix,
+    mean: &GpuMatrix,
+    out: &GpuMatrix,
+    options: &CovarianceOptions,
+    raw: bool,
+) -> Result<Span> {
     let (n, d) = x.shape();
     let ddof = options.ddof;
     x.check_device(gpu, OP)?;
@@ -240,7 +274,25 @@ pub fn encode_covariance_into(
     let pieces = pieces(gpu, &[x]);
     let slices = slices(gpu, &p, &pieces, &config)?;
     let n_slices: usize = slices.iter().map(|s| s.1).sum();
-    let mean_span = bind_input(gpu, encoder, OP, "covariance mean", mean, 0..1)?;
+    // The shift and the extremes: the caller's statistics, or ours.
+    let (mean_span, range_span) = if mean.rows() == 5 {
+        let span = bind_input(gpu, encoder, OP, "covariance mean", mean, 0..5)?;
+        (span.clone(), span)
+    } else {
+        let buffer = gpu.scratch("covariance range stats", (5 * d * 4) as u64)?;
+        let mut st = ColumnStats {
+            count: 0,
+            ddof: 0,
+            buffer: GpuMatrix::from_buffer(gpu, buffer, 5, d)?,
+            counts: None,
+        };
+        encode_column_stats_into(gpu, encoder, x, &mut st, &ColumnStatsOptions::default())?;
+        (
+            bind_input(gpu, encoder, OP, "covariance mean", mean, 0..1)?,
+            st.buffer.whole_span(gpu, OP)?,
+        )
+    };
+    let scales = Span::whole(&gpu.scratch("covariance scales", (d * 4) as u64)?);
     let out_span = out.whole_span(gpu, OP)?;
     let partials = Span::whole(&gpu.scratch(
         "covariance partials",
@@ -263,7 +315,8 @@ pub fn encode_covariance_into(
                 scale: (1.0 / (n - ddof) as f64) as f32,
                 inv_n: (1.0 / n as f64) as f32,
                 slice_base: slice_base as u32,
-                _pad: [0; 3],
+                raw: raw as u32,
+                _pad: [0; 2],
             },
         )
     };
@@ -273,6 +326,20 @@ pub fn encode_covariance_into(
         ("KSTEP", p.kstep as f64),
         ("VEC4", if vec4 { 1.0 } else { 0.0 }),
     ];
+    let p0 = params(0, 0, 0)?;
+    gpu.launch(
+        encoder,
+        &SH::SHADER,
+        SH::SCALES,
+        &constants[..2],
+        &[
+            (SH::PARAMS, &p0),
+            (SH::MEAN, &mean_span),
+            (SH::RANGE, &range_span),
+            (SH::SCALES_OUT, &scales),
+        ],
+        [d.div_ceil(256) as u32, 1, 1],
+    )?;
     let mut slice_base = 0;
     for (rows, &(rows_per_slice, count)) in pieces.iter().zip(&slices) {
         let xs = bind_input(gpu, encoder, OP, "covariance x", x, rows.clone())?;
@@ -291,6 +358,7 @@ pub fn encode_covariance_into(
                 (SH::PARAMS, &params),
                 (SH::COLSUMS, &colsums),
                 (SH::X4, &x4),
+                (SH::SCALES_OUT, &scales),
             ],
             [p.n_tiles as u32, count as u32, 1],
         )?;
@@ -312,8 +380,9 @@ pub fn encode_covariance_into(
             (SH::PARAMS, &params),
             (SH::COV, &out_span),
             (SH::COLSUMS, &colsums),
+            (SH::SCALES_OUT, &scales),
         ],
         [groups as u32, 1, 1],
     )?;
-    Ok(())
+    Ok(scales)
 }

@@ -16,10 +16,28 @@ use crate::matrix::GpuMatrix;
 use crate::model::pca::PcaModel;
 pub use crate::model::pca::{NComponents, PcaOptions, Whitening};
 use crate::ops::column_stats::{encode_column_stats_into, ColumnStats, ColumnStatsOptions};
-use crate::ops::covariance::{encode_covariance_into, CovarianceOptions};
+use crate::ops::covariance::{encode_covariance_scaled_into, CovarianceOptions};
 use crate::ops::matmul::{encode_matmul_into, MatmulOptions};
 
 const OP: &str = "pca";
+
+/// Whitening divides by `sqrt(S + eps)` and the GPU holds the result in f32:
+/// an eps that is not positive, or that rounds to 0 in f32 (below 1.4e-45,
+/// e.g. 1e-50), would divide a zero eigenvalue by 0 (inf and NaN in the
+/// output), so it is refused.
+fn check_eps_f32(whitening: Whitening, eps: f64) -> Result<()> {
+    let e = eps as f32;
+    if whitening != Whitening::None && (e.is_nan() || e <= 0.0) {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "whitening needs eps > 0 that is positive in f32 too (at least {:e}), got {eps:e}",
+                f32::from_bits(1)
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// A fitted PCA whose transform matrices live on the GPU.
 #[derive(Debug, Clone)]
@@ -67,47 +85,66 @@ impl Pca {
                 ),
             ));
         }
+        check_eps_f32(options.whitening, options.eps)?;
         let mut stats = ColumnStats::uninit(gpu, d)?;
         let cov = GpuMatrix::uninit(gpu, d, d)?;
-        // One readback: the covariance followed by the mean, copied side by side.
-        let both = GpuMatrix::uninit(gpu, d + 1, d)?;
+        // One readback: the covariance in its columns' scales, the mean, and
+        // the scales, copied one after the other (the covariance is unscaled
+        // here in f64, so one beyond f32's range still has its eigenvectors).
+        let all = GpuMatrix::uninit(gpu, d + 2, d)?;
         let cov_bytes = (d * d * 4) as u64;
+        let row_bytes = (d * 4) as u64;
         gpu.run(OP, |e| {
             encode_column_stats_into(gpu, e, x, &mut stats, &ColumnStatsOptions::default())?;
-            encode_covariance_into(
+            let scales = encode_covariance_scaled_into(
                 gpu,
                 e,
                 x,
                 &stats.buffer,
                 &cov,
                 &CovarianceOptions::ddof(options.ddof),
+                true,
             )?;
-            e.copy_buffer_to_buffer(cov.buffer(), cov.offset(), both.buffer(), 0, cov_bytes);
+            e.copy_buffer_to_buffer(cov.buffer(), cov.offset(), all.buffer(), 0, cov_bytes);
             e.copy_buffer_to_buffer(
                 stats.buffer.buffer(),
                 stats.buffer.offset(),
-                both.buffer(),
+                all.buffer(),
                 cov_bytes,
-                (d * 4) as u64,
+                row_bytes,
+            );
+            e.copy_buffer_to_buffer(
+                &scales.buffer,
+                scales.offset,
+                all.buffer(),
+                cov_bytes + row_bytes,
+                row_bytes,
             );
             Ok(())
         })?;
-        let host = both.download(gpu)?.mapv(f64::from);
-        let c = host.slice(ndarray::s![..d, ..]);
+        let host = all.download(gpu)?.mapv(f64::from);
         let mean = host.row(d).to_owned();
+        // Entry (i, j) was scaled by s_i s_j, powers of two (0: not finite).
+        let inv: Vec<f64> = host
+            .row(d + 1)
+            .iter()
+            .map(|&s| if s > 0.0 { 1.0 / s } else { f64::NAN })
+            .collect();
+        let c = ndarray::Array2::from_shape_fn((d, d), |(i, j)| host[[i, j]] * inv[i] * inv[j]);
         if let Some(j) = mean.iter().position(|v| !v.is_finite()) {
             return Err(Error::NonFinite {
                 op: OP,
                 location: format!("column {j} (its mean is not finite)"),
             });
         }
-        let model = PcaModel::from_covariance(mean, c, n, options)?;
+        let model = PcaModel::from_covariance(mean, c.view(), n, options)?;
         Pca::from_model(gpu, model)
     }
 
     /// Uploads a fitted model's transform matrices (for example one loaded
     /// with [`PcaModel::load`], or fitted by the CPU twin).
     pub fn from_model(gpu: &Gpu, model: PcaModel) -> Result<Pca> {
+        check_eps_f32(model.whitening, model.eps)?;
         let (w, scale) = model.transform_parts();
         Ok(Pca {
             mean: upload_row(gpu, &model.mean)?,

@@ -21,7 +21,9 @@ pub(crate) struct Params {
     center: u32,
     scale: u32,
     groups_x: u32,
-    _pad: [u32; 3],
+    ne: f32,
+    c1: f32,
+    _pad: u32,
 }
 
 #[cfg(test)]
@@ -34,12 +36,17 @@ pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
             d,
             center,
             scale,
-            groups_x
+            groups_x,
+            ne,
+            c1
         }
     )]
 }
 
-/// Returns `x` centered and/or scaled by `stats` as a new matrix.
+/// Returns `x` centered and/or scaled by `stats` as a new matrix: `(x - mean)
+/// / scale`, the scale 1 for a column that
+/// [`is_constant`](crate::model::standardize::is_constant) by scikit-learn's
+/// rule (with `n = stats.count`), else its std.
 pub fn standardize(
     gpu: &Gpu,
     x: &GpuMatrix,
@@ -83,6 +90,9 @@ pub fn encode_standardize_into(
         out.check_output(gpu, OP, x.shape(), &[&stats.buffer])?;
     }
     let stats_span = stats.buffer.whole_span(gpu, OP)?;
+    // scikit-learn's constant-column rule (model::standardize::is_constant).
+    let ne = stats.count as f64 * f64::EPSILON;
+    let c1 = (1.0 - ne).max(0.0).sqrt();
     // Each thread handles 4 adjacent columns when rows are whole vec4s.
     let vec4 = x.cols().is_multiple_of(4);
     for rows in pieces(gpu, &[x, out]) {
@@ -97,7 +107,9 @@ pub fn encode_standardize_into(
                 center: options.center as u32,
                 scale: options.scale as u32,
                 groups_x: gx,
-                _pad: [0; 3],
+                ne: ne as f32,
+                c1: c1 as f32,
+                _pad: 0,
             },
         )?;
         if inplace {
