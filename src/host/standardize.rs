@@ -40,7 +40,11 @@ fn coefficients(d: usize, stats: &ColumnSummary, opts: StandardizeOptions) -> Re
     let inv = (0..d)
         .map(|c| {
             if opts.scale {
-                1.0 / column_scale(stats.std[c], stats.mean[c], stats.counts.get(c).copied().unwrap_or(stats.count))
+                1.0 / column_scale(
+                    stats.std[c],
+                    stats.mean[c],
+                    stats.counts.get(c).copied().unwrap_or(stats.count),
+                )
             } else {
                 1.0
             }
