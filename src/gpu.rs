@@ -17,8 +17,13 @@ use crate::error::{Error, Result};
 use crate::matrix::Span;
 use crate::shaders::{Shader, Slot};
 
-/// How long a readback waits for the GPU before it gives up with
-/// [`Error::Timeout`] (a wait never hangs forever).
+/// How long a readback ([`Gpu::read_bytes`] and everything that downloads) or
+/// a [`Gpu::wait`] waits for the GPU before it gives up with
+/// [`Error::Timeout`]. The bound covers the whole call: the submit of the
+/// readback's copy (which a driver may block behind a long-running kernel;
+/// lavapipe does, inside `vkQueueSubmit`), the device poll and the mapping
+/// all run on a worker thread that the call waits for at most this long. A
+/// call that times out leaves that thread to finish when the GPU does.
 pub const DEFAULT_READBACK_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A pipeline: the shader, its entry point, and the bits of each `override`.
@@ -230,7 +235,8 @@ impl Gpu {
         self
     }
 
-    /// Sets how long a readback waits for the GPU before [`Error::Timeout`].
+    /// Sets how long a readback or a wait waits for the GPU before
+    /// [`Error::Timeout`] (see [`DEFAULT_READBACK_TIMEOUT`] for what it bounds).
     pub fn with_readback_timeout(mut self, timeout: Duration) -> Gpu {
         self.readback_timeout = timeout;
         self
@@ -593,7 +599,9 @@ impl Gpu {
     }
 
     /// Finishes `encoder` and submits it, turning validation errors into
-    /// [`Error::Gpu`].
+    /// [`Error::Gpu`]. Waits for nothing, but is not bounded by the readback
+    /// timeout: a driver may block a submit behind work already queued
+    /// (lavapipe does, behind a long-running kernel).
     pub fn submit(&self, op: &'static str, encoder: wgpu::CommandEncoder) -> Result<wgpu::SubmissionIndex> {
         self.check_alive()?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -607,24 +615,41 @@ impl Gpu {
         Ok(index)
     }
 
-    /// Blocks until all submitted work is done (or the timeout passes).
+    /// Blocks until all submitted work is done, at most the readback timeout
+    /// ([`Error::Timeout`]; the poll runs on a worker thread, so a driver that
+    /// blocks inside it cannot hold the call longer).
     pub fn wait(&self) -> Result<()> {
         self.check_alive()?;
-        self.poll_wait("wait", None)?;
+        let device = self.device.clone();
+        let timeout = self.readback_timeout;
+        self.bounded("wait", move || poll_wait(&device, "wait", None, timeout))?;
         self.check_alive()
     }
 
-    fn poll_wait(&self, op: &'static str, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
-        match self.device.poll(wgpu::PollType::Wait {
-            submission_index: index,
-            timeout: Some(self.readback_timeout),
-        }) {
-            Ok(_) => Ok(()),
-            Err(wgpu::PollError::Timeout) => Err(Error::Timeout {
+    /// Runs `work` on a worker thread and waits for its result at most the
+    /// readback timeout: the one bound on everything that waits for the GPU.
+    fn bounded<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        work: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name(format!("gpuprep {op}"))
+            .spawn(move || {
+                let _ = tx.send(work());
+            })
+            .map_err(|e| Error::DeviceLost(format!("{op}: cannot start a wait thread: {e}")))?;
+        match rx.recv_timeout(self.readback_timeout) {
+            Ok(r) => r,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(Error::Timeout {
                 op,
                 seconds: self.readback_timeout.as_secs_f64(),
             }),
-            Err(e) => Err(Error::DeviceLost(e.to_string())),
+            // The worker panicked inside wgpu: an error here, not a panic.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                Err(Error::DeviceLost(format!("{op}: the wait thread failed")))
+            }
         }
     }
 
@@ -683,7 +708,9 @@ impl Gpu {
 
     /// Copies `size` bytes at `offset` of `buffer` back to the host: the one
     /// readback path every op uses (staging buffer, `map_async`, a
-    /// futures-intrusive channel, a device poll bounded by the timeout).
+    /// futures-intrusive channel), its submit, poll and mapping on a worker
+    /// thread that the call waits for at most the readback timeout
+    /// ([`Error::Timeout`]; see [`DEFAULT_READBACK_TIMEOUT`]).
     /// The buffer needs `COPY_SRC`; the range must be in bounds and 4-byte aligned.
     pub fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
         self.check_alive()?;
@@ -709,27 +736,48 @@ impl Gpu {
         });
         let mut encoder = self.encoder("gpuprep readback");
         encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
-        let index = self.submit("readback", encoder)?;
-        let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
-        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.poll_wait("readback", Some(index))?;
-        // The submission is done, so the map callback has run (or runs on
-        // this poll); the receive below cannot block.
-        let _ = self.device.poll(wgpu::PollType::Poll);
-        self.check_alive()?;
-        match pollster::block_on(rx.receive()) {
-            Some(Ok(())) => {}
-            Some(Err(e)) => return Err(Error::DeviceLost(format!("mapping readback buffer: {e}"))),
-            None => return Err(Error::DeviceLost("readback callback dropped".into())),
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let commands = encoder.finish();
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu {
+                op: "readback",
+                message: e.to_string(),
+            });
         }
-        let bytes = staging
-            .slice(..)
-            .get_mapped_range()
-            .map_err(|e| Error::DeviceLost(format!("mapped range: {e}")))?
-            .to_vec();
-        staging.unmap();
+        let (device, queue) = (self.device.clone(), self.queue.clone());
+        let timeout = self.readback_timeout;
+        // Submit, poll and map on a worker: the timeout bounds all of it.
+        let bytes = self.bounded("readback", move || {
+            let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let index = queue.submit([commands]);
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                return Err(Error::Gpu {
+                    op: "readback",
+                    message: e.to_string(),
+                });
+            }
+            let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+            staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+            poll_wait(&device, "readback", Some(index), timeout)?;
+            // The submission is done, so the map callback has run (or runs on
+            // this poll); the receive below cannot block.
+            let _ = device.poll(wgpu::PollType::Poll);
+            match pollster::block_on(rx.receive()) {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Err(Error::DeviceLost(format!("mapping readback buffer: {e}"))),
+                None => return Err(Error::DeviceLost("readback callback dropped".into())),
+            }
+            let bytes = staging
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|e| Error::DeviceLost(format!("mapped range: {e}")))?
+                .to_vec();
+            staging.unmap();
+            Ok(bytes)
+        })?;
+        self.check_alive()?;
         Ok(bytes)
     }
 
@@ -746,6 +794,27 @@ impl Gpu {
     pub(crate) fn read_f32_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<f32>> {
         let bytes = self.read_bytes(buffer, offset, size)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+}
+
+/// Polls `device` until submission `index` (all work: `None`) is done, at
+/// most `timeout` (wgpu's own bound on the poll).
+fn poll_wait(
+    device: &wgpu::Device,
+    op: &'static str,
+    index: Option<wgpu::SubmissionIndex>,
+    timeout: Duration,
+) -> Result<()> {
+    match device.poll(wgpu::PollType::Wait {
+        submission_index: index,
+        timeout: Some(timeout),
+    }) {
+        Ok(_) => Ok(()),
+        Err(wgpu::PollError::Timeout) => Err(Error::Timeout {
+            op,
+            seconds: timeout.as_secs_f64(),
+        }),
+        Err(e) => Err(Error::DeviceLost(e.to_string())),
     }
 }
 

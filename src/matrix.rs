@@ -507,6 +507,9 @@ pub(crate) fn bind_input(
     m: &GpuMatrix,
     rows: Range<usize>,
 ) -> Result<Span> {
+    // Every operand an op binds passes here: one place refuses a matrix of
+    // another context (a panic inside wgpu-core otherwise).
+    m.check_device(gpu, op)?;
     let row_bytes = m.cols as u64 * 4;
     let size = rows.len() as u64 * row_bytes;
     if let Some(span) = m.span(rows.clone()) {

@@ -36,7 +36,9 @@ pub struct GpuTimer {
 impl GpuTimer {
     /// A timer, or `None` when the device was created without
     /// `TIMESTAMP_QUERY` (then time with the wall clock around a wait).
+    /// [`Error::DeviceLost`] once the device is lost.
     pub fn new(gpu: &Gpu) -> Result<Option<GpuTimer>> {
+        gpu.check_alive()?;
         if !gpu.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
             return Ok(None);
         }

@@ -77,6 +77,11 @@ pub fn covariance_shifted<A: Copy + Into<f64>>(
         ));
     }
 
+    // acc and the result (D x D each) and one block, before any is allocated.
+    super::alloc::check_bytes(
+        OP,
+        8 * (2 * (d as u128) * (d as u128) + (d as u128) * (BLOCK.min(n) as u128 + 1)),
+    )?;
     // acc = sum over blocks of B B^T, B = (X_block - mu)^T (D x rows, column-major:
     // each column of B is one centred row of X, so filling it reads X in order).
     let mut acc = Mat::<f64>::zeros(d, d);

@@ -48,6 +48,9 @@ pub fn init(shape: &[usize], scheme: &Scheme, rng: Philox) -> Result<ArrayD<f64>
 /// Fill a whole tensor of `shape` (stream elements `0..numel`).
 pub fn fill_tensor(shape: &[usize], fill: &Fill, rng: Philox) -> Result<ArrayD<f64>> {
     let n = numel(shape)?;
+    // Refused here rather than aborted by the allocator (200000 x 200000 is
+    // 320 GB of f64).
+    super::alloc::check::<f64>(OP, n)?;
     let data = if n == 0 {
         Vec::new()
     } else {

@@ -76,6 +76,12 @@ pub fn matmul<A: Copy + Into<f64>>(
     check_len("scale", options.scale, m)?;
     check_len("bias", options.bias, m)?;
 
+    // The output, w, and the two blocks, before any of them is allocated.
+    let block = BLOCK.min(n.max(1)) as u128;
+    super::alloc::check_bytes(
+        OP,
+        8 * ((n as u128) * (m as u128) + (k as u128) * (m as u128) + block * (k as u128 + m as u128)),
+    )?;
     let wf = Mat::<f64>::from_fn(k, m, |i, j| w[[i, j]]);
     let mut out = Array2::<f64>::zeros((n, m));
     // The product of a block: out_block^T (M x rows) = w^T (M x K) * xb^T (K x rows),

@@ -95,3 +95,43 @@ fn a_closed_stdout_pipe_ends_the_program_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert_ne!(out.status.code(), Some(101), "{err}");
 }
+
+#[test]
+fn init_values_beyond_f32_are_refused_on_every_device() {
+    // Before: `--device cpu` wrote infinity (exit 0); the GPU path refused.
+    let dir = tmpdir("init-range");
+    let w = dir.join("w.npy");
+    for device in ["cpu", "gpu"] {
+        for scheme in [
+            &["--scheme", "constant", "--value", "1e39"][..],
+            &["--scheme", "normal", "--mean", "0", "--std", "1e39"],
+            &["--scheme", "constant", "--value", "-3.5e38"],
+        ] {
+            let out = bin()
+                .arg("init")
+                .args(scheme)
+                .args(["--shape", "3,4", "--seed", "1", "--device", device, "-o"])
+                .arg(&w)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{device} {scheme:?}: exit 0\n{err}");
+            assert!(err.contains("f32"), "{device} {scheme:?}: {err}");
+            assert!(!w.exists(), "{device} {scheme:?}: an output was written");
+        }
+        // The largest finite f32 is a value, not an error.
+        let out = bin()
+            .args(["init", "--scheme", "constant", "--value", "3.4028234e38"])
+            .args(["--shape", "2", "--seed", "1", "--device", device, "-o"])
+            .arg(&w)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{device}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(read(&w).iter().all(|&v| v == f32::MAX));
+        std::fs::remove_file(&w).unwrap();
+    }
+}
