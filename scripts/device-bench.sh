@@ -14,7 +14,8 @@ for t in $B/test-*; do
     echo "== $t" >> "$OUT/tests.txt"
     timeout 120 "$t" --test-threads 4 >> "$OUT/tests.txt" 2>&1
 done
-timeout 240 $B/gpuprep bench --rows 1048576 --cols 256 --reps 20 --trials 9 "${@}" > "$OUT/bench.txt" 2>&1
+timeout 240 $B/gpuprep bench --rows 1048576 --cols 256 --reps 20 --trials 9 --json "${@}" > "$OUT/bench.json" 2> "$OUT/bench-stderr.txt"
+timeout 60 $B/gpuprep bench --rows 1048576 --cols 256 --reps 20 --trials 3 --no-cpu > "$OUT/bench.txt" 2>&1
 [ -x $B/example-pca_device ] && timeout 200 $B/example-pca_device --defaults > "$OUT/pca.txt" 2>&1
 timeout 100 $B/gpuprep activations > "$OUT/activations.txt" 2>&1
 for extra in $B/extra-*.sh; do [ -f "$extra" ] && timeout 200 bash "$extra" >> "$OUT/bench-extra.txt" 2>&1; done

@@ -231,9 +231,10 @@ fn bench_prints_every_row_with_accuracy_checks() {
             .lines()
             .find(|l| l.starts_with(op) && l.contains("/s"))
             .unwrap_or_else(|| panic!("no row for {op}:\n{text}"));
+        // After the op: shape, CPU ms, CPU path, GPU ms.
         let gpu_ms: f64 = line[op.len()..]
             .split_whitespace()
-            .nth(1)
+            .nth(3)
             .unwrap()
             .parse()
             .unwrap();
@@ -246,4 +247,67 @@ fn bench_prints_every_row_with_accuracy_checks() {
         .parse()
         .unwrap();
     assert!(cov_err < 1e-5, "{text}");
+}
+
+#[test]
+fn bench_json_has_every_row_with_times_rates_and_checks() {
+    let out = bin()
+        .args([
+            "bench", "--rows", "257", "--cols", "9", "--reps", "2", "--trials", "1", "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pos = |v: &serde_json::Value| v.as_f64().is_some_and(|t| t > 0.0 && t.is_finite());
+    assert!(
+        pos(&doc["copy"]["gb_s"]) && pos(&doc["copy"]["gpu_ms"]),
+        "{doc:#}"
+    );
+    assert!(["GPU timestamps", "wall clock"].contains(&doc["gpu_clock"].as_str().unwrap()));
+    assert_eq!((doc["rows"].as_u64(), doc["cols"].as_u64()), (Some(257), Some(9)));
+    let ops = doc["ops"].as_array().unwrap();
+    let names: Vec<&str> = ops.iter().map(|o| o["op"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "column_stats",
+            "column_stats (small)",
+            "stats + standardize",
+            "covariance",
+            "PCA whitening transform",
+            "batch norm forward",
+            "batch norm backward",
+            "layer norm forward",
+            "layer norm backward",
+            "init kaiming_normal",
+        ]
+    );
+    for o in ops {
+        assert!(
+            pos(&o["gpu_ms"]) && pos(&o["cpu_ms"]) && pos(&o["gpu_rate"]),
+            "{o}"
+        );
+        assert!(["host", "twin"].contains(&o["cpu_path"].as_str().unwrap()), "{o}");
+        assert!(
+            ["GB/s", "GFLOP/s"].contains(&o["gpu_rate_unit"].as_str().unwrap()),
+            "{o}"
+        );
+        // A fraction of the copy ceiling exactly for the memory-bound rows
+        // at the bench's shape.
+        let at_shape = o["rows"] == 257 && o["cols"] == 9;
+        let bytes = o["gpu_rate_unit"] == "GB/s";
+        assert_eq!(pos(&o["of_copy"]), bytes && at_shape, "{o}");
+        assert!(o["round_trip_ms"].is_null() || pos(&o["round_trip_ms"]), "{o}");
+    }
+    let small = &ops[1];
+    assert_eq!(
+        (small["rows"].as_u64(), small["cols"].as_u64()),
+        (Some(1024), Some(64))
+    );
+    assert!(pos(&small["round_trip_ms"]), "{small}");
+    for c in doc["checks"].as_array().unwrap() {
+        let v = c["value"].as_f64().unwrap();
+        assert!(v.is_finite() && v < 1e-5, "{c}");
+    }
 }

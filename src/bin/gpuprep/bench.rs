@@ -1,31 +1,39 @@
-//! `gpuprep bench`: one table of CPU twin against GPU at one shape (N x D):
-//! column statistics, stats + standardize, covariance, the PCA-whitening
-//! product, batch norm and layer norm forward and backward, and a
-//! Kaiming-normal init of an N x D weight.
+//! `gpuprep bench`: one table (or `--json`) of the CPU path against the GPU
+//! at one shape (N x D): column statistics, stats + standardize, covariance,
+//! the PCA-whitening product, batch norm and layer norm forward and backward,
+//! a Kaiming-normal init of an N x D weight, and the small-size round trip
+//! (upload + statistics + readback of 1024 x 64).
 //!
-//! GPU times cover `reps` copies of the op recorded in one encoder and one
-//! submit, divided by `reps` (launch overhead amortized; data resident on the
-//! device), median of `trials` such submits: measured with GPU timestamps
-//! ([`gpuprep::GpuTimer`]) where the device has them, else wall clock around
-//! the submit and wait. The device's
-//! copy bandwidth (the "of copy" column's ceiling) is measured the same way
-//! with `ops::copy`, a vec4 shader copy: one read and one write of every byte
-//! through the same path as the ops (`copy_buffer_to_buffer` ran at under a
-//! third of that on an H100's Vulkan driver).
+//! - CPU: the path `--device cpu` runs (`gpuprep::host`: f32 storage, f64
+//!   accumulation, all cores) where the op has one, else the f64 twin (the
+//!   `cpu path` column says which); wall clock, median of up to 5 runs.
+//! - GPU: `reps` copies of the op recorded in one encoder and one submit,
+//!   divided by `reps` (launch overhead amortized; data resident on the
+//!   device), median of `trials` such submits: measured with GPU timestamps
+//!   ([`gpuprep::GpuTimer`]) where the device has them, else wall clock
+//!   around the submit and wait (the header says which).
+//! - Round trip: wall clock of what a caller with host data waits for: the
+//!   upload, the op (one submit) and the readback of its result, median of
+//!   `trials`.
+//! - The device's copy bandwidth (the "of copy" column's ceiling) is measured
+//!   in the same run, as the GPU column, with `ops::copy`, a vec4 shader
+//!   copy: one read and one write of every byte through the same path as the
+//!   ops (`copy_buffer_to_buffer` ran at under a third of that on an H100's
+//!   Vulkan driver).
 
 use std::time::Instant;
 
 use gpuprep::cpu::batchnorm::BatchNormCpu;
 use gpuprep::cpu::norm::{norm_backward, norm_forward};
-use gpuprep::cpu::pca as cpu_pca;
 use gpuprep::model::init::Scheme;
 use gpuprep::model::norm::RunningStatsConfig;
 use gpuprep::ops::{BatchNorm, Norm, NormKind};
 use gpuprep::rng::Philox;
 use gpuprep::{
-    cpu, ops, time_recorded, Gpu, GpuMatrix, GpuTimer, Pca, PcaOptions, StandardizeOptions, Whitening,
+    cpu, host, ops, time_recorded, Gpu, GpuMatrix, GpuTimer, Pca, PcaOptions, StandardizeOptions, Whitening,
 };
 use ndarray::Array2;
+use serde_json::json;
 
 /// What an op must move or compute at least, for its rate column.
 #[derive(Clone, Copy)]
@@ -53,9 +61,41 @@ pub struct BenchArgs {
     /// Submits timed (median reported).
     #[arg(long, default_value_t = 7)]
     trials: usize,
-    /// Skip the CPU twin (for shapes where it is slow).
+    /// Skip the CPU column (for shapes where it is slow).
     #[arg(long)]
     no_cpu: bool,
+    /// Print one JSON object (every row, the copy ceiling, the accuracy
+    /// checks) on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One measured row.
+struct Row {
+    op: &'static str,
+    shape: (usize, usize),
+    /// "host" (the fast CPU path) or "twin" (the f64 reference).
+    cpu_path: &'static str,
+    cpu_s: Option<f64>,
+    gpu_s: f64,
+    round_trip_s: Option<f64>,
+    work: Work,
+}
+
+impl Row {
+    /// The GPU's rate and its unit, and the fraction of the copy ceiling
+    /// (memory-bound rows only).
+    /// The ceiling was measured at the bench's shape: rows of another shape
+    /// (the small round trip) get no fraction.
+    fn rate(&self, copy_gbs: f64, shape: (usize, usize)) -> (f64, &'static str, Option<f64>) {
+        match self.work {
+            Work::Bytes(moved) => {
+                let gbs = moved / self.gpu_s / 1e9;
+                (gbs, "GB/s", (self.shape == shape).then_some(gbs / copy_gbs))
+            }
+            Work::Flops(flops) => (flops / self.gpu_s / 1e9, "GFLOP/s", None),
+        }
+    }
 }
 
 fn data(n: usize, d: usize) -> Array2<f32> {
@@ -87,10 +127,11 @@ fn time_gpu(
     Ok(median(times))
 }
 
-fn time_cpu(trials: usize, mut f: impl FnMut() -> gpuprep::Result<()>) -> gpuprep::Result<f64> {
+/// Wall-clock median of `trials` runs of `f` after one warm-up.
+fn time_wall(trials: usize, mut f: impl FnMut() -> gpuprep::Result<()>) -> gpuprep::Result<f64> {
     f()?;
     let mut times = Vec::new();
-    for _ in 0..trials.min(5) {
+    for _ in 0..trials {
         let t = Instant::now();
         f()?;
         times.push(t.elapsed().as_secs_f64());
@@ -98,7 +139,12 @@ fn time_cpu(trials: usize, mut f: impl FnMut() -> gpuprep::Result<()>) -> gpupre
     Ok(median(times))
 }
 
-/// Measures every row and prints the table (at least one rep and one trial).
+fn ms(v: Option<f64>) -> String {
+    v.map_or("-".into(), |s| format!("{:.3}", s * 1e3))
+}
+
+/// Measures every row and prints the table or the JSON (at least one rep and
+/// one trial).
 pub fn run(mut a: BenchArgs) -> gpuprep::Result<()> {
     a.reps = a.reps.max(1);
     a.trials = a.trials.max(1);
@@ -112,139 +158,140 @@ pub fn run(mut a: BenchArgs) -> gpuprep::Result<()> {
     let info = gpu.adapter_info();
     let (n, d) = (a.rows, a.cols);
     let bytes = (n * d * 4) as f64;
-    println!(
-        "adapter: {} ({:?}, {:?})",
-        info.name, info.backend, info.device_type
-    );
-    println!(
-        "shape: {n} x {d} f32 ({:.1} MiB); GPU: median of {} submits of {} reps, {clock}",
-        bytes / 1048576.0,
-        a.trials,
-        a.reps
-    );
     let x = data(n, d);
     let xg = GpuMatrix::upload(&gpu, x.view())?;
     let yg = GpuMatrix::uninit(&gpu, n, d)?;
+    let tg = |record: &mut dyn FnMut(&mut gpuprep::wgpu::CommandEncoder) -> gpuprep::Result<()>| {
+        time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, record)
+    };
+    let tc = |f: &mut dyn FnMut() -> gpuprep::Result<()>| -> gpuprep::Result<Option<f64>> {
+        if a.no_cpu {
+            Ok(None)
+        } else {
+            time_wall(a.trials.min(5), f).map(Some)
+        }
+    };
+    let trip = |f: &mut dyn FnMut() -> gpuprep::Result<()>| time_wall(a.trials, f).map(Some);
 
-    let copy_s = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
-        ops::encode_copy_into(&gpu, enc, &xg, &yg)
-    })?;
+    let copy_s = tg(&mut |enc| ops::encode_copy_into(&gpu, enc, &xg, &yg))?;
     let copy_gbs = 2.0 * bytes / copy_s / 1e9;
-    println!(
-        "device copy (shader): {:.3} ms, {copy_gbs:.1} GB/s (read + write)",
-        copy_s * 1e3
-    );
-    println!();
-    println!(
-        "{:<24} {:>12} {:>12} {:>10} {:>16} {:>9}",
-        "op", "CPU ms", "GPU ms", "CPU/GPU", "GPU rate", "of copy"
-    );
 
-    let row = |name: &str, cpu_s: Option<f64>, gpu_s: f64, work: Work| {
-        let (rate, of_copy) = match work {
-            Work::Bytes(moved) => {
-                let gbs = moved / gpu_s / 1e9;
-                (
-                    format!("{:.*} GB/s", if gbs < 10.0 { 2 } else { 0 }, gbs),
-                    format!("{:.0}%", 100.0 * gbs / copy_gbs),
-                )
-            }
-            Work::Flops(flops) => (format!("{:.2} GFLOP/s", flops / gpu_s / 1e9), "-".into()),
-        };
-        println!(
-            "{name:<24} {:>12} {:>12.4} {:>10} {rate:>16} {of_copy:>9}",
-            cpu_s.map_or("-".into(), |c| format!("{:.3}", c * 1e3)),
-            gpu_s * 1e3,
-            cpu_s.map_or("-".into(), |c| format!("{:.1}x", c / gpu_s)),
-        );
-    };
-
-    let mut checks = Vec::new();
-    // column_stats: one read of X.
-    let mut st = ops::ColumnStats::uninit(&gpu, d)?;
-    let stats_opts = ops::ColumnStatsOptions::default();
-    let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
-        ops::encode_column_stats_into(&gpu, enc, &xg, &mut st, &stats_opts)
-    })?;
-    let c = if !a.no_cpu {
-        Some(time_cpu(a.trials, || cpu::column_stats(x.view(), 0).map(|_| ()))?)
-    } else {
-        None
-    };
-    row("column_stats", c, g, Work::Bytes(bytes));
-    let want = cpu::column_stats(x.view(), 0)?;
-    let got = ops::column_stats(&gpu, &xg, &ops::ColumnStatsOptions::ddof(0))?.download(&gpu)?;
+    let mut rows = Vec::new();
+    let mut checks: Vec<(&str, &str, f64)> = Vec::new();
     let rel = |a: &ndarray::Array1<f64>, b: &ndarray::Array1<f64>| {
         a.iter()
             .zip(b)
             .map(|(p, q)| (p - q).abs() / q.abs().max(1e-30))
             .fold(0.0, f64::max)
     };
-    checks.push(format!(
-        "column_stats: max rel error vs f64 twin: mean {:.1e}, var {:.1e}",
+
+    // column_stats: one read of X.
+    let mut st = ops::ColumnStats::uninit(&gpu, d)?;
+    let stats_opts = ops::ColumnStatsOptions::default();
+    let ddof0 = ops::ColumnStatsOptions::ddof(0);
+    rows.push(Row {
+        op: "column_stats",
+        shape: (n, d),
+        cpu_path: "host",
+        cpu_s: tc(&mut || host::column_stats(x.view(), 0).map(|_| ()))?,
+        gpu_s: tg(&mut |enc| ops::encode_column_stats_into(&gpu, enc, &xg, &mut st, &stats_opts))?,
+        round_trip_s: trip(&mut || {
+            let xg = GpuMatrix::upload(&gpu, x.view())?;
+            ops::column_stats(&gpu, &xg, &ddof0)?.download(&gpu).map(|_| ())
+        })?,
+        work: Work::Bytes(bytes),
+    });
+    let want = cpu::column_stats(x.view(), 0)?;
+    let got = ops::column_stats(&gpu, &xg, &ddof0)?.download(&gpu)?;
+    checks.push((
+        "column_stats",
+        "mean, max rel error vs f64 twin",
         rel(&got.mean, &want.mean),
-        rel(&got.var, &want.var)
     ));
+    checks.push((
+        "column_stats",
+        "var, max rel error vs f64 twin",
+        rel(&got.var, &want.var),
+    ));
+
+    // The small-size path: 1024 x 64 uploaded, reduced, read back.
+    let small = data(1024, 64);
+    let small_g = GpuMatrix::upload(&gpu, small.view())?;
+    let mut small_st = ops::ColumnStats::uninit(&gpu, 64)?;
+    rows.push(Row {
+        op: "column_stats (small)",
+        shape: (1024, 64),
+        cpu_path: "host",
+        cpu_s: tc(&mut || host::column_stats(small.view(), 0).map(|_| ()))?,
+        gpu_s: tg(&mut |enc| ops::encode_column_stats_into(&gpu, enc, &small_g, &mut small_st, &stats_opts))?,
+        round_trip_s: trip(&mut || {
+            let xg = GpuMatrix::upload(&gpu, small.view())?;
+            ops::column_stats(&gpu, &xg, &ddof0)?.download(&gpu).map(|_| ())
+        })?,
+        work: Work::Bytes((1024 * 64 * 4) as f64),
+    });
 
     // standardize = stats + apply: X read twice, Y written once.
     let opts = StandardizeOptions::default();
-    let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
-        ops::encode_column_stats_into(&gpu, enc, &xg, &mut st, &stats_opts)?;
-        ops::encode_standardize_into(&gpu, enc, &xg, &st, &yg, &opts)
-    })?;
-    let c = if !a.no_cpu {
-        Some(time_cpu(a.trials, || {
-            let st = cpu::column_stats(x.view(), 0)?;
-            cpu::standardize(x.view(), &st, opts).map(|_| ())
-        })?)
-    } else {
-        None
-    };
-    row("stats + standardize", c, g, Work::Bytes(3.0 * bytes));
-    let z = ops::standardize(
-        &gpu,
-        &xg,
-        &ops::column_stats(&gpu, &xg, &ops::ColumnStatsOptions::ddof(0))?,
-        &opts,
-    )?
-    .download(&gpu)?;
+    rows.push(Row {
+        op: "stats + standardize",
+        shape: (n, d),
+        cpu_path: "host",
+        cpu_s: tc(&mut || {
+            let st = host::column_stats(x.view(), 0)?;
+            host::standardize(x.view(), &st, opts).map(|_| ())
+        })?,
+        gpu_s: tg(&mut |enc| {
+            ops::encode_column_stats_into(&gpu, enc, &xg, &mut st, &stats_opts)?;
+            ops::encode_standardize_into(&gpu, enc, &xg, &st, &yg, &opts)
+        })?,
+        round_trip_s: trip(&mut || {
+            let xg = GpuMatrix::upload(&gpu, x.view())?;
+            let st = ops::column_stats(&gpu, &xg, &ddof0)?;
+            ops::standardize(&gpu, &xg, &st, &opts)?
+                .download(&gpu)
+                .map(|_| ())
+        })?,
+        work: Work::Bytes(3.0 * bytes),
+    });
+    let z = ops::standardize(&gpu, &xg, &ops::column_stats(&gpu, &xg, &ddof0)?, &opts)?.download(&gpu)?;
     let zc = cpu::standardize(x.view(), &want, opts)?;
     let err = z
         .iter()
         .zip(zc.iter())
         .map(|(&a, &b)| (a as f64 - b).abs())
         .fold(0.0, f64::max);
-    checks.push(format!(
-        "standardize: max abs error vs f64 twin {err:.1e} (output has unit variance)"
+    checks.push((
+        "stats + standardize",
+        "max abs error vs f64 twin (unit variance)",
+        err,
     ));
 
     // Covariance (2 N D^2 flops counted, as cuBLAS's x.T @ x; the kernel
     // computes the upper triangle) and the PCA-whitening product
     // ((X - mu) U) * s, 2 N D^2 flops.
     let flops = 2.0 * n as f64 * (d * d) as f64;
-    let stats = ops::column_stats(&gpu, &xg, &ops::ColumnStatsOptions::ddof(0))?;
+    let stats = ops::column_stats(&gpu, &xg, &ddof0)?;
     let cov = GpuMatrix::uninit(&gpu, d, d)?;
-    let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
-        ops::encode_covariance_into(
-            &gpu,
-            enc,
-            &xg,
-            &stats.buffer,
-            &cov,
-            &ops::CovarianceOptions::ddof(0),
-        )
-    })?;
-    let c = if !a.no_cpu {
-        Some(time_cpu(a.trials, || cpu::covariance(x.view(), 0).map(|_| ()))?)
-    } else {
-        None
-    };
-    row("covariance", c, g, Work::Flops(flops));
+    let cov_opts = ops::CovarianceOptions::ddof(0);
+    rows.push(Row {
+        op: "covariance",
+        shape: (n, d),
+        cpu_path: "host",
+        cpu_s: tc(&mut || host::covariance(x.view(), 0).map(|_| ()))?,
+        gpu_s: tg(&mut |enc| ops::encode_covariance_into(&gpu, enc, &xg, &stats.buffer, &cov, &cov_opts))?,
+        round_trip_s: trip(&mut || {
+            let xg = GpuMatrix::upload(&gpu, x.view())?;
+            ops::covariance(&gpu, &xg, &cov_opts)?.download(&gpu).map(|_| ())
+        })?,
+        work: Work::Flops(flops),
+    });
     let cov_gpu = cov.download(&gpu)?.mapv(f64::from);
     let cov_twin = cpu::covariance(x.view(), 0)?;
-    checks.push(format!(
-        "covariance: Frobenius rel error vs f64 twin {:.1e}",
-        gpuprep::cpu::covariance::frobenius_rel_error(cov_gpu.view(), cov_twin.view())
+    checks.push((
+        "covariance",
+        "Frobenius rel error vs f64 twin",
+        gpuprep::cpu::covariance::frobenius_rel_error(cov_gpu.view(), cov_twin.view()),
     ));
     let model = gpuprep::PcaModel::from_covariance(
         stats.download(&gpu)?.mean,
@@ -256,99 +303,192 @@ pub fn run(mut a: BenchArgs) -> gpuprep::Result<()> {
         },
     )?;
     let pca = Pca::from_model(&gpu, model.clone())?;
-    let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
-        pca.encode_transform_into(&gpu, enc, &xg, &yg)
-    })?;
-    let c = if !a.no_cpu {
-        Some(time_cpu(a.trials, || {
-            cpu_pca::transform(&model, x.view()).map(|_| ())
-        })?)
-    } else {
-        None
-    };
-    row("PCA whitening transform", c, g, Work::Flops(flops));
+    rows.push(Row {
+        op: "PCA whitening transform",
+        shape: (n, d),
+        cpu_path: "host",
+        cpu_s: tc(&mut || host::pca::transform(&model, x.view()).map(|_| ()))?,
+        gpu_s: tg(&mut |enc| pca.encode_transform_into(&gpu, enc, &xg, &yg))?,
+        round_trip_s: trip(&mut || {
+            let xg = GpuMatrix::upload(&gpu, x.view())?;
+            pca.transform(&gpu, &xg)?.download(&gpu).map(|_| ())
+        })?,
+        work: Work::Flops(flops),
+    });
 
     // Batch norm and layer norm, training forward (read x, write y) and
-    // backward (read x and dy, write dx), on the same N x D matrix.
+    // backward (read x and dy, write dx), on the same N x D matrix. The CPU
+    // column is the f64 twin: these have no host path of their own.
     let dyg = ops::copy(&gpu, &xg)?; // dy: any data will do for timing
     let mut bn = BatchNorm::new(&gpu, d, RunningStatsConfig::pytorch(), 1e-5)?;
-    let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
-        bn.encode_forward_train_into(&gpu, enc, &xg, &yg)
-    })?;
-    let xt = if !a.no_cpu {
-        Some(x.mapv(f64::from).into_dyn())
-    } else {
-        None
-    };
+    let xt = (!a.no_cpu).then(|| x.mapv(f64::from).into_dyn());
     let mut bn_cpu = BatchNormCpu::new(d, RunningStatsConfig::pytorch());
-    let c = match &xt {
-        Some(xt) => Some(time_cpu(a.trials, || {
-            bn_cpu.forward_train(xt.view()).map(|_| ())
-        })?),
+    let cpu_bn = match &xt {
+        Some(xt) => tc(&mut || bn_cpu.forward_train(xt.view()).map(|_| ()))?,
         None => None,
     };
-    row("batch norm forward", c, g, Work::Bytes(2.0 * bytes));
+    rows.push(Row {
+        op: "batch norm forward",
+        shape: (n, d),
+        cpu_path: "twin",
+        cpu_s: cpu_bn,
+        gpu_s: tg(&mut |enc| bn.encode_forward_train_into(&gpu, enc, &xg, &yg))?,
+        round_trip_s: None,
+        work: Work::Bytes(2.0 * bytes),
+    });
     let grads = bn.backward(&gpu, &xg, &dyg)?;
-    let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
-        bn.encode_backward_into(&gpu, enc, &xg, &dyg, &grads)
-    })?;
-    let c = match &xt {
+    let cpu_bwd = match &xt {
         Some(xt) => {
             let (_, saved) = bn_cpu.forward_train(xt.view())?;
-            Some(time_cpu(a.trials, || {
-                bn_cpu.backward(xt.view(), xt.view(), &saved).map(|_| ())
-            })?)
+            tc(&mut || bn_cpu.backward(xt.view(), xt.view(), &saved).map(|_| ()))?
         }
         None => None,
     };
-    row("batch norm backward", c, g, Work::Bytes(3.0 * bytes));
+    rows.push(Row {
+        op: "batch norm backward",
+        shape: (n, d),
+        cpu_path: "twin",
+        cpu_s: cpu_bwd,
+        gpu_s: tg(&mut |enc| bn.encode_backward_into(&gpu, enc, &xg, &dyg, &grads))?,
+        round_trip_s: None,
+        work: Work::Bytes(3.0 * bytes),
+    });
     let norm = Norm::new(NormKind::Layer, d);
     let gamma = GpuMatrix::filled(&gpu, 1, d, 1.0)?;
     let beta = GpuMatrix::filled(&gpu, 1, d, 0.0)?;
     let out = norm.alloc_forward(&gpu, &xg)?;
     let lgrads = norm.alloc_backward(&gpu, &xg)?;
-    let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
-        norm.encode_forward_into(&gpu, enc, &xg, &gamma, &beta, &out)
-    })?;
     let (ones, zeros) = (ndarray::Array1::<f64>::ones(d), ndarray::Array1::<f64>::zeros(d));
     let layer_cpu =
         |xt: &ndarray::ArrayD<f64>| norm_forward(NormKind::Layer, xt.view(), ones.view(), zeros.view(), 1e-5);
-    let c = match &xt {
-        Some(xt) => Some(time_cpu(a.trials, || layer_cpu(xt).map(|_| ()))?),
+    let cpu_ln = match &xt {
+        Some(xt) => tc(&mut || layer_cpu(xt).map(|_| ()))?,
         None => None,
     };
-    row("layer norm forward", c, g, Work::Bytes(2.0 * bytes));
-    let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
-        norm.encode_backward_into(&gpu, enc, &xg, &dyg, &gamma, &out.stats, &lgrads)
-    })?;
-    let c = match &xt {
+    rows.push(Row {
+        op: "layer norm forward",
+        shape: (n, d),
+        cpu_path: "twin",
+        cpu_s: cpu_ln,
+        gpu_s: tg(&mut |enc| norm.encode_forward_into(&gpu, enc, &xg, &gamma, &beta, &out))?,
+        round_trip_s: None,
+        work: Work::Bytes(2.0 * bytes),
+    });
+    let cpu_lnb = match &xt {
         Some(xt) => {
             let fw = layer_cpu(xt)?;
             let (mean, invstd) = (fw.stats.mean.view(), fw.stats.invstd.view());
-            Some(time_cpu(a.trials, || {
+            tc(&mut || {
                 norm_backward(NormKind::Layer, xt.view(), xt.view(), ones.view(), mean, invstd).map(|_| ())
-            })?)
+            })?
         }
         None => None,
     };
-    row("layer norm backward", c, g, Work::Bytes(3.0 * bytes));
+    rows.push(Row {
+        op: "layer norm backward",
+        shape: (n, d),
+        cpu_path: "twin",
+        cpu_s: cpu_lnb,
+        gpu_s: tg(&mut |enc| norm.encode_backward_into(&gpu, enc, &xg, &dyg, &gamma, &out.stats, &lgrads))?,
+        round_trip_s: None,
+        work: Work::Bytes(3.0 * bytes),
+    });
 
     // Kaiming-normal initialization of an N x D weight: D * N writes.
     let scheme = Scheme::kaiming_normal();
-    let g = time_gpu(&gpu, timer.as_ref(), a.reps, a.trials, |enc| {
-        ops::init::encode_init_into(&gpu, enc, &[n, d], &scheme, Philox::new(1), &yg)
-    })?;
-    let c = if !a.no_cpu {
-        Some(time_cpu(a.trials, || {
-            gpuprep::cpu::init::init(&[n, d], &scheme, Philox::new(1)).map(|_| ())
-        })?)
-    } else {
-        None
-    };
-    row("init kaiming_normal", c, g, Work::Bytes(bytes));
+    rows.push(Row {
+        op: "init kaiming_normal",
+        shape: (n, d),
+        cpu_path: "twin",
+        cpu_s: tc(&mut || gpuprep::cpu::init::init(&[n, d], &scheme, Philox::new(1)).map(|_| ()))?,
+        gpu_s: tg(&mut |enc| ops::init::encode_init_into(&gpu, enc, &[n, d], &scheme, Philox::new(1), &yg))?,
+        round_trip_s: trip(&mut || {
+            ops::init::init(&gpu, &[n, d], &scheme, Philox::new(1))?
+                .download(&gpu)
+                .map(|_| ())
+        })?,
+        work: Work::Bytes(bytes),
+    });
+
+    if a.json {
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let (rate, unit, of_copy) = r.rate(copy_gbs, (n, d));
+                json!({
+                    "op": r.op,
+                    "rows": r.shape.0,
+                    "cols": r.shape.1,
+                    "cpu_path": r.cpu_path,
+                    "cpu_ms": r.cpu_s.map(|s| s * 1e3),
+                    "gpu_ms": r.gpu_s * 1e3,
+                    "cpu_over_gpu": r.cpu_s.map(|c| c / r.gpu_s),
+                    "round_trip_ms": r.round_trip_s.map(|s| s * 1e3),
+                    "gpu_rate": rate,
+                    "gpu_rate_unit": unit,
+                    "of_copy": of_copy,
+                })
+            })
+            .collect();
+        let checks: Vec<serde_json::Value> = checks
+            .iter()
+            .map(|(op, what, v)| json!({ "op": op, "check": what, "value": v }))
+            .collect();
+        let doc = json!({
+            "adapter": info.name,
+            "backend": format!("{:?}", info.backend),
+            "device_type": format!("{:?}", info.device_type),
+            "gpu_clock": clock,
+            "rows": n,
+            "cols": d,
+            "reps": a.reps,
+            "trials": a.trials,
+            "copy": { "gpu_ms": copy_s * 1e3, "gb_s": copy_gbs },
+            "ops": rows,
+            "checks": checks,
+        });
+        println!("{doc:#}");
+        return Ok(());
+    }
+
+    println!(
+        "adapter: {} ({:?}, {:?})",
+        info.name, info.backend, info.device_type
+    );
+    println!(
+        "shape: {n} x {d} f32 ({:.1} MiB); GPU: median of {} submits of {} reps, {clock}; \
+         round trip: upload + op + readback, wall clock",
+        bytes / 1048576.0,
+        a.trials,
+        a.reps
+    );
+    println!(
+        "device copy (shader): {:.3} ms, {copy_gbs:.1} GB/s (read + write)",
+        copy_s * 1e3
+    );
     println!();
-    for c in checks {
-        println!("{c}");
+    println!(
+        "{:<24} {:>13} {:>10} {:>6} {:>10} {:>8} {:>11} {:>16} {:>8}",
+        "op", "shape", "CPU ms", "path", "GPU ms", "CPU/GPU", "trip ms", "GPU rate", "of copy"
+    );
+    for r in &rows {
+        let (rate, unit, of_copy) = r.rate(copy_gbs, (n, d));
+        let rate = format!("{:.*} {unit}", if rate < 10.0 { 2 } else { 0 }, rate);
+        println!(
+            "{:<24} {:>13} {:>10} {:>6} {:>10.4} {:>8} {:>11} {rate:>16} {:>8}",
+            r.op,
+            format!("{}x{}", r.shape.0, r.shape.1),
+            ms(r.cpu_s),
+            r.cpu_path,
+            r.gpu_s * 1e3,
+            r.cpu_s.map_or("-".into(), |c| format!("{:.1}x", c / r.gpu_s)),
+            ms(r.round_trip_s),
+            of_copy.map_or("-".into(), |f| format!("{:.0}%", 100.0 * f)),
+        );
+    }
+    println!();
+    for (op, what, v) in checks {
+        println!("{op}: {what} {v:.1e}");
     }
     Ok(())
 }
