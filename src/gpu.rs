@@ -26,6 +26,12 @@ use crate::shaders::{Shader, Slot};
 /// call that times out leaves that thread to finish when the GPU does.
 pub const DEFAULT_READBACK_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Readback staging buffers a context keeps for reuse, at most.
+const STAGING_POOL_MAX: usize = 8;
+
+/// The largest readback staging buffer a context keeps for reuse (bytes).
+const STAGING_POOL_MAX_BYTES: u64 = 16 << 20;
+
 /// A pipeline: the shader, its entry point, and the bits of each `override`.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct PipelineKey {
@@ -56,6 +62,9 @@ pub struct Gpu {
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     uniforms: Mutex<HashMap<Vec<u8>, Span>>,
     scratch: Mutex<HashMap<(&'static str, u64), wgpu::Buffer>>,
+    /// Readback staging buffers not in use, by size class (a buffer is taken
+    /// out while mapped, so concurrent readbacks never share one).
+    staging: Mutex<Vec<wgpu::Buffer>>,
     lost: Arc<Lost>,
     id: u64,
     readback_timeout: Duration,
@@ -188,6 +197,7 @@ impl Gpu {
             pipelines: Mutex::new(HashMap::new()),
             uniforms: Mutex::new(HashMap::new()),
             scratch: Mutex::new(HashMap::new()),
+            staging: Mutex::new(Vec::new()),
             lost,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             readback_timeout: DEFAULT_READBACK_TIMEOUT,
@@ -707,60 +717,80 @@ impl Gpu {
     }
 
     /// Copies `size` bytes at `offset` of `buffer` back to the host: the one
-    /// readback path every op uses (staging buffer, `map_async`, a
-    /// futures-intrusive channel), its submit, poll and mapping on a worker
-    /// thread that the call waits for at most the readback timeout
-    /// ([`Error::Timeout`]; see [`DEFAULT_READBACK_TIMEOUT`]).
+    /// readback path every op uses (see [`Gpu::run_and_read`]).
     /// The buffer needs `COPY_SRC`; the range must be in bounds and 4-byte aligned.
     pub fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
-        self.check_alive()?;
         if size == 0 {
+            self.check_alive()?;
             return Ok(Vec::new());
         }
+        self.run_and_read("readback", |_| Ok(()), buffer, offset, size)
+    }
+
+    /// Records `record` and the copy of `size` bytes at `offset` of `buffer`
+    /// into a pooled staging buffer in one encoder, submits once, and returns
+    /// the bytes: a small op and its readback in one submit (the round trip
+    /// of [`crate::ops::column_summary`]). The submit, the poll and the
+    /// mapping run on a worker thread that the call waits for at most the
+    /// readback timeout ([`Error::Timeout`]; see [`DEFAULT_READBACK_TIMEOUT`]).
+    /// The buffer needs `COPY_SRC`; the range must be in bounds and 4-byte
+    /// aligned.
+    pub fn run_and_read(
+        &self,
+        op: &'static str,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        size: u64,
+    ) -> Result<Vec<u8>> {
+        self.check_alive()?;
         let end = offset.checked_add(size);
         if !offset.is_multiple_of(4) || !size.is_multiple_of(4) || end.is_none_or(|e| e > buffer.size()) {
             return Err(Error::invalid(
-                "readback",
+                op,
                 format!(
                     "{size} bytes at {offset} of a {} byte buffer (must be in bounds and 4-byte aligned)",
                     buffer.size()
                 ),
             ));
         }
-        self.require_usage("readback", buffer, wgpu::BufferUsages::COPY_SRC)?;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("gpuprep readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut encoder = self.encoder("gpuprep readback");
+        self.require_usage(op, buffer, wgpu::BufferUsages::COPY_SRC)?;
+        let mut encoder = self.encoder(op);
+        record(&mut encoder)?;
+        if size == 0 {
+            self.submit(op, encoder)?;
+            return Ok(Vec::new());
+        }
+        let staging = self.take_staging(size);
         encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let commands = encoder.finish();
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu {
-                op: "readback",
+                op,
                 message: e.to_string(),
             });
         }
         let (device, queue) = (self.device.clone(), self.queue.clone());
         let timeout = self.readback_timeout;
-        // Submit, poll and map on a worker: the timeout bounds all of it.
-        let bytes = self.bounded("readback", move || {
+        // Submit, poll and map on a worker: the timeout bounds all of it. A
+        // staging buffer comes back to the pool only from a call that ended
+        // (one left behind by a timeout is dropped when its worker ends).
+        let (bytes, staging) = self.bounded(op, move || {
             let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
             let index = queue.submit([commands]);
             if let Some(e) = pollster::block_on(scope.pop()) {
                 return Err(Error::Gpu {
-                    op: "readback",
+                    op,
                     message: e.to_string(),
                 });
             }
+            let slice = staging.slice(..size);
             let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
-            staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            slice.map_async(wgpu::MapMode::Read, move |r| {
                 let _ = tx.send(r);
             });
-            poll_wait(&device, "readback", Some(index), timeout)?;
+            poll_wait(&device, op, Some(index), timeout)?;
             // The submission is done, so the map callback has run (or runs on
             // this poll); the receive below cannot block.
             let _ = device.poll(wgpu::PollType::Poll);
@@ -769,16 +799,58 @@ impl Gpu {
                 Some(Err(e)) => return Err(Error::DeviceLost(format!("mapping readback buffer: {e}"))),
                 None => return Err(Error::DeviceLost("readback callback dropped".into())),
             }
-            let bytes = staging
-                .slice(..)
+            let bytes = slice
                 .get_mapped_range()
                 .map_err(|e| Error::DeviceLost(format!("mapped range: {e}")))?
                 .to_vec();
             staging.unmap();
-            Ok(bytes)
+            Ok((bytes, staging))
         })?;
         self.check_alive()?;
+        self.recycle_staging(staging);
         Ok(bytes)
+    }
+
+    /// A staging buffer of at least `size` bytes: the smallest free one of the
+    /// pool that fits (its size class is `size` rounded up to a power of two),
+    /// else a new one of that class.
+    fn take_staging(&self, size: u64) -> wgpu::Buffer {
+        let class = size.max(256).checked_next_power_of_two().unwrap_or(size);
+        if let Ok(mut pool) = self.staging.lock() {
+            if let Some(i) = (0..pool.len())
+                .filter(|&i| pool[i].size() >= size)
+                .min_by_key(|&i| pool[i].size())
+            {
+                return pool.swap_remove(i);
+            }
+        }
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("gpuprep readback"),
+            size: class,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Returns a staging buffer to the pool: at most [`STAGING_POOL_MAX`]
+    /// buffers, none over [`STAGING_POOL_MAX_BYTES`] (a large readback's
+    /// buffer is freed, not kept).
+    fn recycle_staging(&self, b: wgpu::Buffer) {
+        if b.size() > STAGING_POOL_MAX_BYTES {
+            return;
+        }
+        if let Ok(mut pool) = self.staging.lock() {
+            if pool.len() >= STAGING_POOL_MAX {
+                // Keep the larger ones: they serve more requests.
+                if let Some(i) = (0..pool.len()).min_by_key(|&i| pool[i].size()) {
+                    if pool[i].size() < b.size() {
+                        pool[i] = b;
+                    }
+                }
+            } else {
+                pool.push(b);
+            }
+        }
     }
 
     /// Reads `len` f32 values starting at element `start` of `buffer`.

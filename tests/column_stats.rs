@@ -390,3 +390,80 @@ fn extreme_and_non_finite_data_split_into_pieces() {
     same_as_twin(&g, &x, &ops::ColumnStatsOptions::default(), 2e-5);
     same_as_twin(&g, &x, &ops::ColumnStatsOptions::default().ignoring_nan(), 2e-5);
 }
+
+/// Bit-for-bit equal summaries (NaN equal to NaN).
+fn same_summary(a: &gpuprep::ColumnSummary, b: &gpuprep::ColumnSummary) -> bool {
+    let bits = |v: &ndarray::Array1<f64>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    (a.count, a.ddof, &a.counts) == (b.count, b.ddof, &b.counts)
+        && [
+            (&a.mean, &b.mean),
+            (&a.var, &b.var),
+            (&a.std, &b.std),
+            (&a.min, &b.min),
+            (&a.max, &b.max),
+        ]
+        .iter()
+        .all(|(p, q)| bits(p) == bits(q))
+}
+
+#[test]
+fn column_summary_in_one_submit_equals_stats_then_download() {
+    let g = gpu();
+    for (i, &(n, d)) in SHAPES.iter().enumerate() {
+        let mut x = normal(n, d, 1e4, 1.0, 40 + i as u64);
+        if n > 2 {
+            x[[1, 0]] = f32::NAN;
+        }
+        let xg = GpuMatrix::upload(g, x.view()).unwrap();
+        for opts in [
+            ops::ColumnStatsOptions::ddof(0),
+            ops::ColumnStatsOptions::ddof(0).ignoring_nan(),
+        ] {
+            let one = ops::column_summary(g, &xg, &opts).unwrap();
+            let two = ops::column_stats(g, &xg, &opts).unwrap().download(g).unwrap();
+            assert!(same_summary(&one, &two), "{n} x {d} {opts:?}:\n{one:?}\n{two:?}");
+        }
+    }
+    // The errors of column_stats.
+    let x = GpuMatrix::upload(g, normal(3, 2, 0.0, 1.0, 1).view()).unwrap();
+    assert!(matches!(
+        ops::column_summary(g, &x, &ops::ColumnStatsOptions::ddof(3)),
+        Err(Error::InvalidArgument { .. })
+    ));
+}
+
+#[test]
+fn pooled_readbacks_of_many_sizes_and_threads_never_mix() {
+    // Staging buffers are reused by size class: interleave sizes, and run
+    // threads at once, so a shared or stale staging buffer would show.
+    let g = gpu();
+    let mats: Vec<(ndarray::Array2<f32>, GpuMatrix)> =
+        [(1usize, 1usize), (3, 5), (64, 17), (700, 33), (5, 1)]
+            .iter()
+            .enumerate()
+            .map(|(i, &(n, d))| {
+                let x = normal(n, d, 0.0, 1.0, 60 + i as u64);
+                let xg = GpuMatrix::upload(g, x.view()).unwrap();
+                (x, xg)
+            })
+            .collect();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let mats = &mats;
+            s.spawn(move || {
+                for round in 0..6 {
+                    let (x, xg) = &mats[(t + round) % mats.len()];
+                    assert_eq!(&xg.download(g).unwrap(), x, "thread {t} round {round}");
+                    let rows = xg
+                        .download_rows(g, x.nrows() / 2, x.nrows() - x.nrows() / 2)
+                        .unwrap();
+                    assert_eq!(
+                        rows,
+                        x.slice(ndarray::s![x.nrows() / 2.., ..]),
+                        "thread {t} round {round}"
+                    );
+                }
+            });
+        }
+    });
+}

@@ -106,6 +106,11 @@ impl ColumnStats {
     /// Downloads everything (one readback).
     pub fn download(&self, gpu: &Gpu) -> Result<ColumnSummary> {
         let m = self.buffer.download(gpu)?;
+        self.summary(gpu, m.view())
+    }
+
+    /// The summary from the downloaded 5 x D matrix `m`.
+    fn summary(&self, gpu: &Gpu, m: ndarray::ArrayView2<'_, f32>) -> Result<ColumnSummary> {
         let row = |s: Stat| m.row(s as usize).mapv(f64::from);
         let counts = match &self.counts {
             Some(c) => c.download(gpu)?.row(0).mapv(|v| v.to_bits() as usize),
@@ -177,6 +182,32 @@ pub fn column_stats(gpu: &Gpu, x: &GpuMatrix, options: &ColumnStatsOptions) -> R
     let mut out = ColumnStats::uninit(gpu, x.cols())?;
     gpu.run(OP, |e| encode_column_stats_into(gpu, e, x, &mut out, options))?;
     Ok(out)
+}
+
+/// The column statistics of `x` read back to the host: the op and its
+/// readback in one submit and one wait (the small-data round trip: upload,
+/// this, done). The same numbers as [`column_stats`] then
+/// [`ColumnStats::download`], which take two submits; with
+/// [`ColumnStatsOptions::ignore_nan`] the per-column counts take a second
+/// readback.
+///
+/// # Errors
+/// As [`column_stats`], and the readback's ([`Error::Timeout`],
+/// [`Error::DeviceLost`]).
+pub fn column_summary(gpu: &Gpu, x: &GpuMatrix, options: &ColumnStatsOptions) -> Result<ColumnSummary> {
+    let mut out = ColumnStats::uninit(gpu, x.cols())?;
+    let span = out.buffer.whole_span(gpu, OP)?;
+    let bytes = gpu.run_and_read(
+        OP,
+        |e| encode_column_stats_into(gpu, e, x, &mut out, options),
+        &span.buffer,
+        span.offset,
+        span.size,
+    )?;
+    let values: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
+    let m = ndarray::ArrayView2::from_shape((5, x.cols()), &values)
+        .map_err(|e| Error::invalid(OP, format!("readback of the statistics: {e}")))?;
+    out.summary(gpu, m)
 }
 
 /// Records the column statistics of `x` into a caller's encoder, writing

@@ -22,7 +22,9 @@ pub mod standardize;
 pub mod train;
 
 pub use batchnorm::BatchNorm;
-pub use column_stats::{column_stats, encode_column_stats_into, ColumnStats, ColumnStatsOptions, Stat};
+pub use column_stats::{
+    column_stats, column_summary, encode_column_stats_into, ColumnStats, ColumnStatsOptions, Stat,
+};
 pub use copy::{copy, encode_copy_into};
 pub use covariance::{covariance, encode_covariance_into, CovarianceConfig, CovarianceOptions};
 pub use init::{encode_fill_into, encode_init_into, FillOptions};

@@ -2,7 +2,8 @@
 //! at one shape (N x D): column statistics, stats + standardize, covariance,
 //! the PCA-whitening product, batch norm and layer norm forward and backward,
 //! a Kaiming-normal init of an N x D weight, and the small-size round trip
-//! (upload + statistics + readback of 1024 x 64).
+//! (upload + statistics + readback of 1024 x 64: `ops::column_summary`, one
+//! submit).
 //!
 //! - CPU: the path `--device cpu` runs (`gpuprep::host`: f32 storage, f64
 //!   accumulation, all cores) where the op has one, else the f64 twin (the
@@ -197,7 +198,7 @@ pub fn run(mut a: BenchArgs) -> gpuprep::Result<()> {
         gpu_s: tg(&mut |enc| ops::encode_column_stats_into(&gpu, enc, &xg, &mut st, &stats_opts))?,
         round_trip_s: trip(&mut || {
             let xg = GpuMatrix::upload(&gpu, x.view())?;
-            ops::column_stats(&gpu, &xg, &ddof0)?.download(&gpu).map(|_| ())
+            ops::column_summary(&gpu, &xg, &ddof0).map(|_| ())
         })?,
         work: Work::Bytes(bytes),
     });
@@ -226,7 +227,7 @@ pub fn run(mut a: BenchArgs) -> gpuprep::Result<()> {
         gpu_s: tg(&mut |enc| ops::encode_column_stats_into(&gpu, enc, &small_g, &mut small_st, &stats_opts))?,
         round_trip_s: trip(&mut || {
             let xg = GpuMatrix::upload(&gpu, small.view())?;
-            ops::column_stats(&gpu, &xg, &ddof0)?.download(&gpu).map(|_| ())
+            ops::column_summary(&gpu, &xg, &ddof0).map(|_| ())
         })?,
         work: Work::Bytes((1024 * 64 * 4) as f64),
     });
