@@ -66,6 +66,20 @@ pub enum Error {
         location: String,
     },
 
+    /// Finite input whose result is beyond the output type's range (it
+    /// would be written as infinity).
+    #[error("{op}: the result at {location} is beyond {dtype}'s range (from finite input); {hint}")]
+    Overflow {
+        /// The op whose result overflowed.
+        op: &'static str,
+        /// Where the first such value sits (for example "row 3, column 7").
+        location: String,
+        /// The output's element type ("f32").
+        dtype: &'static str,
+        /// What to do instead.
+        hint: &'static str,
+    },
+
     /// wgpu reported a validation or out-of-memory error.
     #[error("{op}: GPU error: {message}")]
     Gpu {

@@ -462,6 +462,11 @@ impl<W: Write> NpyWriter<W> {
         })
     }
 
+    /// The element type it writes.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
     /// Appends rows (any layout), converting to the file's dtype. With an f32
     /// file, a finite value beyond f32's range is an error, never infinity.
     ///

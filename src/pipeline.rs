@@ -19,6 +19,7 @@
 //! offset keeps its digits.
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, Zip};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -105,7 +106,10 @@ impl PipelineState {
         }
         let with_cov = self.comoments.is_some();
         let mut stats = ColumnStats::uninit(gpu, d)?;
-        let both = GpuMatrix::uninit(gpu, 5 + if with_cov { d } else { 0 }, d)?;
+        // Rows: the 5 statistics; with a PCA step also the covariance's
+        // per-column power-of-two scales and the scaled covariance (unscaled
+        // in f64 on the host, so a covariance beyond f32 stays finite).
+        let both = GpuMatrix::uninit(gpu, 5 + if with_cov { 1 + d } else { 0 }, d)?;
         gpu.run(OP, |e| {
             ops::encode_column_stats_into(gpu, e, x, &mut stats, &ColumnStatsOptions::default())?;
             e.copy_buffer_to_buffer(
@@ -117,12 +121,27 @@ impl PipelineState {
             );
             if with_cov {
                 let cov = GpuMatrix::uninit(gpu, d, d)?;
-                ops::encode_covariance_into(gpu, e, x, &stats.buffer, &cov, &CovarianceOptions::ddof(0))?;
+                let scales = ops::covariance::encode_covariance_scaled_into(
+                    gpu,
+                    e,
+                    x,
+                    &stats.buffer,
+                    &cov,
+                    &CovarianceOptions::ddof(0),
+                    true,
+                )?;
+                e.copy_buffer_to_buffer(
+                    &scales.buffer,
+                    scales.offset,
+                    both.buffer(),
+                    (5 * d * 4) as u64,
+                    (d * 4) as u64,
+                );
                 e.copy_buffer_to_buffer(
                     cov.buffer(),
                     cov.offset(),
                     both.buffer(),
-                    (5 * d * 4) as u64,
+                    (6 * d * 4) as u64,
                     (d * d * 4) as u64,
                 );
             }
@@ -162,11 +181,19 @@ impl PipelineState {
         };
         self.moments.merge(&m)?;
         if let Some(c) = &mut self.comoments {
-            let cov = host_both.slice(ndarray::s![5.., ..]);
+            // Entry (i, j) was scaled by s_i s_j, powers of two (0: a column
+            // that is not finite, whose entries become NaN).
+            let inv: Vec<f64> = host_both
+                .row(5)
+                .iter()
+                .map(|&s| if s > 0.0 { 1.0 / s } else { f64::NAN })
+                .collect();
+            let cov = host_both.slice(ndarray::s![6.., ..]);
+            let nf = n as f64;
             let chunk = CoMoments {
                 count: n as u64,
                 mean,
-                comoment: cov.mapv(|v| v * n as f64),
+                comoment: Array2::from_shape_fn((d, d), |(i, j)| cov[[i, j]] * inv[i] * inv[j] * nf),
             };
             c.merge(&chunk)?;
         }
@@ -246,7 +273,7 @@ impl Pipeline {
     /// [`Error::ShapeMismatch`] for rows of another width.
     pub fn transform<T: HostFloat>(&self, x: ArrayView2<T>) -> Result<Array2<T>> {
         check_cols(OP, self.n_features(), x.ncols())?;
-        apply_host(&self.transform_parts(), x)
+        apply_checked(&self.transform_parts(), x)
     }
 
     /// Maps transformed rows (`output_dim` columns) back to the input space.
@@ -255,7 +282,7 @@ impl Pipeline {
     /// [`Error::ShapeMismatch`] for rows of another width.
     pub fn inverse_transform<T: HostFloat>(&self, y: ArrayView2<T>) -> Result<Array2<T>> {
         check_cols(OP, self.output_dim(), y.ncols())?;
-        apply_host(&self.inverse_parts(), y)
+        apply_checked(&self.inverse_parts(), y)
     }
 
     /// Uploads the transform matrices, for [`GpuPipeline::transform`].
@@ -265,10 +292,63 @@ impl Pipeline {
     pub fn to_gpu(&self, gpu: &Gpu) -> Result<GpuPipeline> {
         Ok(GpuPipeline {
             forward: GpuParts::upload(gpu, &self.transform_parts())?,
-            inverse: GpuParts::upload(gpu, &self.inverse_parts())?,
+            // A model whose inverse cannot run on the GPU still transforms
+            // forward there; the inverse then says why it cannot.
+            inverse: match GpuParts::upload(gpu, &self.inverse_parts()) {
+                Ok(p) => Ok(p),
+                Err(Error::InvalidArgument { reason, .. }) => Err(reason),
+                Err(e) => return Err(e),
+            },
             n_features: self.n_features(),
             output_dim: self.output_dim(),
         })
+    }
+}
+
+/// What to do when a result is beyond f32: compute in f64.
+const F64_HINT: &str = "compute in f64 (f64 input, or on the command line --dtype f64 with --device cpu)";
+
+/// Refuses a result row that is not finite where its input row is: the
+/// output type overflowed, and would hold infinity without a word. (A NaN or
+/// infinity in the input propagates as numpy's does, and is not refused.)
+fn check_overflow<T: HostFloat + Sync>(x: ArrayView2<T>, y: ArrayView2<T>) -> Result<()> {
+    let finite = |v: &T| v.to_f64().is_finite();
+    let all_finite = match y.as_slice() {
+        Some(s) => s
+            .par_chunks(1 << 16)
+            .all(|c| c.iter().fold(true, |a, v| a & finite(v))),
+        None => y.iter().all(finite),
+    };
+    if all_finite {
+        return Ok(());
+    }
+    for (i, (xr, yr)) in x.rows().into_iter().zip(y.rows()).enumerate() {
+        if let Some(c) = yr.iter().position(|v| !finite(v)) {
+            if xr.iter().all(finite) {
+                return Err(Error::Overflow {
+                    op: OP,
+                    location: format!("row {i}, column {c}"),
+                    dtype: T::NAME,
+                    hint: F64_HINT,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`apply_host`], and where finite f32 rows overflowed in f32 arithmetic
+/// (the product's sums, near f32's limits), the same in f64 rounded once to
+/// f32; a result that is beyond f32 even so is [`Error::Overflow`].
+fn apply_checked<T: HostFloat + Sync>(parts: &TransformParts, x: ArrayView2<T>) -> Result<Array2<T>> {
+    let y = apply_host(parts, x)?;
+    match check_overflow(x, y.view()) {
+        Err(Error::Overflow { .. }) if T::NAME != "f64" => {
+            let y = apply_host(parts, x.mapv(|v| v.to_f64()).view())?.mapv(T::from_f64);
+            check_overflow(x, y.view())?;
+            Ok(y)
+        }
+        r => r.map(|()| y),
     }
 }
 
@@ -315,7 +395,8 @@ fn apply_host<T: HostFloat>(parts: &TransformParts, x: ArrayView2<T>) -> Result<
 #[derive(Debug, Clone)]
 pub struct GpuPipeline {
     forward: GpuParts,
-    inverse: GpuParts,
+    /// The inverse, or why it cannot run on the GPU.
+    inverse: std::result::Result<GpuParts, String>,
     n_features: usize,
     output_dim: usize,
 }
@@ -348,6 +429,23 @@ impl GpuParts {
             } => {
                 let d = center.len();
                 let div = inv_scale.mapv(|i| 1.0 / i);
+                // The standardize kernel divides in f32 and treats a divisor
+                // below the smallest normal f32 as a constant column's (GPUs
+                // may flush it to 0): such a divisor (a multiplier beyond
+                // 8.5e37, from data near f32's limits) cannot run there.
+                if let Some(c) = div
+                    .iter()
+                    .position(|&v| !(v as f32).is_finite() || (v as f32).abs() < f32::MIN_POSITIVE)
+                {
+                    return Err(Error::invalid(
+                        OP,
+                        format!(
+                            "column {c} is multiplied by {:e}, beyond what the GPU's f32 kernel holds; \
+                             run on the CPU (--device cpu)",
+                            inv_scale[c]
+                        ),
+                    ));
+                }
                 // (x - c) * i + b = (x - (c - b / i)) / (1 / i)
                 let mean = match bias {
                     Some(b) => center - &(b / inv_scale),
@@ -424,6 +522,12 @@ impl From<ColumnStats> for GpuParts {
 }
 
 impl GpuPipeline {
+    fn inverse_parts(&self) -> Result<&GpuParts> {
+        self.inverse
+            .as_ref()
+            .map_err(|reason| Error::invalid(OP, format!("the inverse transform: {reason}")))
+    }
+
     /// Input columns.
     pub fn n_features(&self) -> usize {
         self.n_features
@@ -469,7 +573,7 @@ impl GpuPipeline {
         out: &GpuMatrix,
     ) -> Result<()> {
         check_cols(OP, self.output_dim, y.cols())?;
-        self.inverse.encode(gpu, e, y, out)
+        self.inverse_parts()?.encode(gpu, e, y, out)
     }
 }
 
@@ -614,8 +718,9 @@ pub fn transform_dataset<W: std::io::Write>(
     check_cols(OP, want, ds.cols())?;
     let total = ds.rows();
     match device {
-        Device::Cpu => match ds.dtype() {
-            Dtype::F32 => ds.for_each_chunk::<f32>(chunk_rows, |at, c| {
+        // f32 input written as f64 is computed in f64 (exact widening).
+        Device::Cpu => match (ds.dtype(), out.dtype()) {
+            (Dtype::F32, Dtype::F32) => ds.for_each_chunk::<f32>(chunk_rows, |at, c| {
                 let y = if inverse {
                     model.inverse_transform(c)?
                 } else {
@@ -625,7 +730,7 @@ pub fn transform_dataset<W: std::io::Write>(
                 progress(at + c.nrows(), total);
                 Ok(())
             }),
-            Dtype::F64 => ds.for_each_chunk::<f64>(chunk_rows, |at, c| {
+            _ => ds.for_each_chunk::<f64>(chunk_rows, |at, c| {
                 let y = if inverse {
                     model.inverse_transform(c)?
                 } else {
@@ -646,13 +751,34 @@ pub fn transform_dataset<W: std::io::Write>(
                 (Some(c), b, p)
             } else {
                 let g = model.to_gpu(gpu)?;
-                (None, None, if inverse { g.inverse } else { g.forward })
+                let parts = if inverse {
+                    g.inverse_parts()?.clone()
+                } else {
+                    g.forward
+                };
+                (None, None, parts)
             };
             debug_assert_eq!(parts.out_cols(want), cols_out);
             let mut inputs = Inputs::new();
-            let mut pending: Option<(GpuMatrix, usize)> = None;
-            let mut drain = |out: &mut NpyWriter<W>, y: GpuMatrix, done: usize| -> Result<()> {
+            // (output, rows done, the first row of the chunk if its input
+            // was all finite: a non-finite output there is an overflow).
+            let mut pending: Option<(GpuMatrix, usize, Option<usize>)> = None;
+            let mut drain = |out: &mut NpyWriter<W>,
+                             y: GpuMatrix,
+                             done: usize,
+                             finite_from: Option<usize>|
+             -> Result<()> {
                 let y = y.download(gpu)?;
+                if let Some(first) = finite_from {
+                    if let Some(i) = y.iter().position(|v| !v.is_finite()) {
+                        return Err(Error::Overflow {
+                            op: OP,
+                            location: format!("row {}, column {}", first + i / y.ncols(), i % y.ncols()),
+                            dtype: "f32",
+                            hint: "the GPU computes in f32: run on the CPU with --dtype f64 (or f64 input)",
+                        });
+                    }
+                }
                 match &host_bias {
                     Some(b) => out.write_rows(out_path, (y.mapv(f64::from) + b).view())?,
                     None => out.write_rows(out_path, y.view())?,
@@ -664,8 +790,9 @@ pub fn transform_dataset<W: std::io::Write>(
                 let xg = inputs.upload(gpu, x)?;
                 let y = GpuMatrix::uninit(gpu, xg.rows(), parts.out_cols(xg.cols()))?;
                 gpu.run(OP, |e| parts.encode(gpu, e, &xg, &y))?;
-                if let Some((prev, done)) = pending.replace((y, at + x.nrows())) {
-                    drain(out, prev, done)?;
+                let finite = x.iter().all(|v| v.is_finite()).then_some(at);
+                if let Some((prev, done, f)) = pending.replace((y, at + x.nrows(), finite)) {
+                    drain(out, prev, done, f)?;
                 }
                 Ok(())
             };
@@ -675,8 +802,8 @@ pub fn transform_dataset<W: std::io::Write>(
                     step(out, at, shifted_f32(c, center)?.view())
                 })?,
             }
-            if let Some((prev, done)) = pending {
-                drain(out, prev, done)?;
+            if let Some((prev, done, f)) = pending {
+                drain(out, prev, done, f)?;
             }
             Ok(())
         }

@@ -322,6 +322,24 @@ fn covariance_matches_the_twin() {
 }
 
 #[test]
+fn covariance_near_the_f32_limits_falls_back_to_f64() {
+    // Products of values near 3e38 overflow f32: before, the host path's
+    // covariance was inf (and a PCA fit refused the data as non-finite).
+    for &(n, d) in &[(1usize, 1usize), (37, 3), (3000, 5)] {
+        let x =
+            normal(n, d, 0.0, 1.0, 70).mapv(|v| v.signum() * (2.5e38 + 0.5e38 * (v.abs() / 4.0).min(1.0)));
+        let got = host::covariance(x.view(), 0).unwrap();
+        assert!(got.iter().all(|v| v.is_finite()), "{n}x{d}");
+        check_covariance(x.view(), 0, 1e-6, "near f32 limits");
+    }
+    // NaN data keeps its NaN (no fallback to hide it).
+    let mut x = normal(40, 3, 0.0, 1.0, 71);
+    x[[5, 1]] = f32::NAN;
+    let c = host::covariance(x.view(), 0).unwrap();
+    assert!(c[[1, 1]].is_nan() && c[[0, 0]].is_finite());
+}
+
+#[test]
 fn covariance_on_large_offsets() {
     for &(n, d) in &[(4099usize, 200usize), (100_000, 16), (20_000, 64)] {
         let x = correlated(n, d, 1e4, 16);

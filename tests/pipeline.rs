@@ -381,3 +381,76 @@ fn streamed_gpu_fit_matches_cpu() {
         assert!(rel < 1e-4, "component {k}: {rel:e}");
     }
 }
+
+/// Data whose columns spread near f32's limits: +-(2.5e38 .. 3e38), std
+/// about 2.7e38 (an inverse multiplies by that; its f32 reciprocal is
+/// below the normal range).
+fn near_limits(n: usize, d: usize) -> Array2<f32> {
+    normal(n, d, 0.0, 1.0, 7).mapv(|v| v.signum() * (2.5e38 + 0.5e38 * (v.abs() / 4.0).min(1.0)))
+}
+
+#[test]
+fn results_beyond_f32_are_errors_not_infinity() {
+    let x = near_limits(40, 3);
+    for o in [
+        opts(false, true, None, Whitening::None),
+        opts(true, true, Some(NComponents::Count(2)), Whitening::None),
+    ] {
+        let model = Pipeline::fit(x.view(), &o).unwrap();
+        // The forward transform of the data is finite. Its inverse is too
+        // when exact (all components); a reconstruction from fewer may land
+        // beyond f32 near its limits, and then says so.
+        let z = model.transform(x.view()).unwrap();
+        assert!(z.iter().all(|v| v.is_finite()), "{o:?}");
+        match model.inverse_transform(z.view()) {
+            Ok(back) => assert!(back.iter().all(|v| v.is_finite()), "{o:?}"),
+            Err(Error::Overflow { .. }) if o.pca.is_some() => {}
+            Err(e) => panic!("{o:?}: {e}"),
+        }
+        // An inverse of 10 standard deviations is beyond f32: an error, in
+        // f32; in f64 the value.
+        let ten = Array2::<f32>::from_elem((2, model.output_dim()), 10.0);
+        let err = model.inverse_transform(ten.view()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Overflow { dtype: "f32", .. }) && err.to_string().contains("row 0"),
+            "{o:?}: {err}"
+        );
+        let x64 = model.inverse_transform(ten.mapv(f64::from).view()).unwrap();
+        assert!(
+            x64.iter().all(|v| v.is_finite() && v.abs() > f64::from(f32::MAX)),
+            "{o:?}"
+        );
+        // NaN or infinity in the input propagates (numpy's rule), unrefused.
+        // (The check is per row: a row with a non-finite input is the
+        // input's, whatever else overflows in it.)
+        let mut bad = Array2::<f32>::zeros((2, model.output_dim()));
+        bad[[0, 0]] = f32::NAN;
+        let y = model.inverse_transform(bad.view()).unwrap();
+        assert!(
+            y[[0, 0]].is_nan() && y.row(1).iter().all(|v| v.is_finite()),
+            "{y:?}"
+        );
+    }
+}
+
+#[test]
+fn a_gpu_inverse_beyond_f32_kernel_range_is_refused_forward_still_runs() {
+    let g = gpu();
+    let x = near_limits(40, 3);
+    let model = Pipeline::fit(x.view(), &opts(false, true, None, Whitening::None)).unwrap();
+    let gp = model.to_gpu(g).unwrap();
+    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    let z = gp.transform(g, &xg).unwrap().download(g).unwrap();
+    let want = model.transform(x.view()).unwrap();
+    let err = z
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(err < 1e-5, "{err}");
+    // The inverse multiplies by about 1.7e38: before, the kernel took the
+    // divisor 1/1.7e38 (below f32's normal range) for a constant column's
+    // and returned its input unchanged.
+    let e = gp.inverse_transform(g, &xg).unwrap_err();
+    assert!(e.to_string().contains("--device cpu"), "{e}");
+}

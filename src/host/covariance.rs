@@ -160,6 +160,12 @@ fn task_comoments<T: HostFloat>(rows: ArrayView2<'_, T>, block_rows: usize, par:
         dispatch(|| add_lower(&gram, &mut acc, d));
         r0 = r1;
     }
+    if T::NAME != "f64" && !(acc.iter().chain(&sums).all(|v| v.is_finite())) && all_finite(rows) {
+        // Finite data whose shifted values or products overflow the input's
+        // type (values near f32's limits): this task again in f64, a block
+        // at a time (memory: one block).
+        return task_comoments_f64(rows, block_rows, par);
+    }
     let inv_n = 1.0 / n as f64;
     let mean = Array1::from_iter(shift.iter().zip(&sums).map(|(k, s)| k.to_f64() + s * inv_n));
     let comoment = Array2::from_shape_fn((d, d), |(i, j)| {
@@ -171,6 +177,27 @@ fn task_comoments<T: HostFloat>(rows: ArrayView2<'_, T>, block_rows: usize, par:
         mean,
         comoment,
     }
+}
+
+/// Whether every value of `rows` is finite.
+fn all_finite<T: HostFloat>(rows: ArrayView2<'_, T>) -> bool {
+    rows.iter().all(|v| v.to_f64().is_finite())
+}
+
+/// [`task_comoments`] computed in f64: each block widened (exactly) and its
+/// state merged in row order.
+fn task_comoments_f64<T: HostFloat>(rows: ArrayView2<'_, T>, block_rows: usize, par: Par) -> CoMoments {
+    let (n, d) = rows.dim();
+    let mut total = CoMoments::new(d);
+    let mut r0 = 0;
+    while r0 < n {
+        let r1 = (r0 + block_rows).min(n);
+        let block = rows.slice(s![r0..r1, ..]).mapv(|v| v.to_f64());
+        // Same width by construction: the merge cannot fail.
+        let _ = total.merge(&task_comoments(block.view(), block_rows, par));
+        r0 = r1;
+    }
+    total
 }
 
 /// Column means of a row-major block, in f64.

@@ -105,6 +105,8 @@ mod sealed {
 /// The element types of the host path: `f32` and `f64` (sealed). Results come
 /// back in the input's type; an f64 input is computed in f64 throughout.
 pub trait HostFloat: sealed::Sealed {
+    /// The type's name ("f32", "f64").
+    const NAME: &'static str;
     /// Widens to f64 (exact).
     fn to_f64(self) -> f64;
     /// Rounds an f64 to this type (to nearest).
@@ -112,6 +114,7 @@ pub trait HostFloat: sealed::Sealed {
 }
 
 impl HostFloat for f32 {
+    const NAME: &'static str = "f32";
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self as f64
@@ -123,6 +126,7 @@ impl HostFloat for f32 {
 }
 
 impl HostFloat for f64 {
+    const NAME: &'static str = "f64";
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self

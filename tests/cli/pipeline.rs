@@ -260,3 +260,84 @@ fn refusals() {
     fails(&["fit", "-q", "-o", &xi, &xi], "input");
     assert!(!dir.join("o.npz").exists());
 }
+
+#[test]
+fn results_beyond_f32_are_refused_and_f64_output_computes_in_f64() {
+    let dir = tmpdir("pipeline-overflow");
+    let x = crate::common::normal(40, 3, 0.0, 1.0, 5)
+        .mapv(|v| v.signum() * (2.5e38 + 0.5e38 * (v.abs() / 4.0).min(1.0)));
+    let (xp, ten, y) = (dir.join("x.npy"), dir.join("ten.npy"), dir.join("y.npy"));
+    ndarray_npy::write_npy(&xp, &x).unwrap();
+    ndarray_npy::write_npy(&ten, &Array2::<f32>::from_elem((3, 2), 10.0)).unwrap();
+    for steps in [&["--scale"][..], &["--center", "--scale", "--pca", "2"]] {
+        let m = dir.join("m.npz");
+        ok(bin()
+            .args(["fit", &p(&xp), "-o", &p(&m), "--quiet"])
+            .args(steps)
+            .output()
+            .unwrap());
+        let ten_in = if steps.len() == 1 {
+            let t3 = dir.join("ten3.npy");
+            ndarray_npy::write_npy(&t3, &Array2::<f32>::from_elem((3, 3), 10.0)).unwrap();
+            t3
+        } else {
+            ten.clone()
+        };
+        for device in ["cpu", "gpu"] {
+            let out = gpuprep(&[
+                "transform",
+                &p(&ten_in),
+                "--model",
+                &p(&m),
+                "--inverse",
+                "-o",
+                &p(&y),
+                "--device",
+                device,
+                "--quiet",
+            ]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{steps:?} {device}: exit 0");
+            assert!(err.contains("f32"), "{steps:?} {device}: {err}");
+            assert!(!y.exists(), "{steps:?} {device}: output left behind");
+        }
+        ok(gpuprep(&[
+            "transform",
+            &p(&ten_in),
+            "--model",
+            &p(&m),
+            "--inverse",
+            "-o",
+            &p(&y),
+            "--device",
+            "cpu",
+            "--dtype",
+            "f64",
+            "--quiet",
+        ]));
+        let back: Array2<f64> = ndarray_npy::read_npy(&y).unwrap();
+        assert!(
+            back.iter()
+                .all(|v| v.is_finite() && v.abs() > f64::from(f32::MAX)),
+            "{back:?}"
+        );
+        std::fs::remove_file(&y).unwrap();
+        // Forward, the same data is finite on both devices.
+        for device in ["cpu", "gpu"] {
+            ok(gpuprep(&[
+                "transform",
+                &p(&xp),
+                "--model",
+                &p(&m),
+                "-o",
+                &p(&y),
+                "--device",
+                device,
+                "--quiet",
+            ]));
+            let z: Array2<f32> = ndarray_npy::read_npy(&y).unwrap();
+            assert!(z.iter().all(|v| v.is_finite()), "{steps:?} {device}");
+            std::fs::remove_file(&y).unwrap();
+        }
+    }
+}
