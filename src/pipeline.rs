@@ -539,6 +539,9 @@ impl GpuPipeline {
     }
 
     /// The transform of `x` (`N x n_features`) as a new matrix, submitted.
+    /// Computed in f32 and left on the device unchecked: a result beyond
+    /// f32's range is infinity there (the host transforms and
+    /// [`transform_dataset`] refuse such results with [`Error::Overflow`]).
     pub fn transform(&self, gpu: &Gpu, x: &GpuMatrix) -> Result<GpuMatrix> {
         let out = GpuMatrix::uninit(gpu, x.rows(), self.output_dim)?;
         gpu.run(OP, |e| self.encode_transform_into(gpu, e, x, &out))?;
