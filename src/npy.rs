@@ -485,6 +485,15 @@ impl<W: Write> NpyWriter<W> {
                 ),
             ));
         }
+        // The same type, row-major and contiguous, on a little-endian host:
+        // the values' bytes are the file's, written as they are.
+        if T::DTYPE == self.dtype && cfg!(target_endian = "little") {
+            if let Some(v) = x.as_slice() {
+                self.w.write_all(bytemuck::cast_slice(v)).map_err(io(path))?;
+                self.written += n;
+                return Ok(());
+            }
+        }
         self.buf.clear();
         match self.dtype {
             Dtype::F32 => {
