@@ -181,19 +181,14 @@ impl PipelineState {
         };
         self.moments.merge(&m)?;
         if let Some(c) = &mut self.comoments {
-            // Entry (i, j) was scaled by s_i s_j, powers of two (0: a column
-            // that is not finite, whose entries become NaN).
-            let inv: Vec<f64> = host_both
-                .row(5)
-                .iter()
-                .map(|&s| if s > 0.0 { 1.0 / s } else { f64::NAN })
-                .collect();
-            let cov = host_both.slice(ndarray::s![6.., ..]);
-            let nf = n as f64;
             let chunk = CoMoments {
                 count: n as u64,
                 mean,
-                comoment: Array2::from_shape_fn((d, d), |(i, j)| cov[[i, j]] * inv[i] * inv[j] * nf),
+                comoment: ops::covariance::unscale(
+                    host_both.slice(ndarray::s![6.., ..]),
+                    host_both.row(5),
+                    n as f64,
+                ),
             };
             c.merge(&chunk)?;
         }

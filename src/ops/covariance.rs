@@ -231,6 +231,22 @@ pub fn encode_covariance_into(
     encode_covariance_scaled_into(gpu, encoder, x, mean, out, options, false).map(|_| ())
 }
 
+/// The covariance from the output of [`encode_covariance_scaled_into`] with
+/// `raw`, read back: entry `(i, j)` was scaled by `s_i s_j` (powers of two, so
+/// the unscaling in f64 is exact; a scale of 0 marks a column that is not
+/// finite, whose entries become NaN), times `factor`.
+pub(crate) fn unscale(
+    raw: ndarray::ArrayView2<'_, f64>,
+    scales: ndarray::ArrayView1<'_, f64>,
+    factor: f64,
+) -> ndarray::Array2<f64> {
+    let inv: Vec<f64> = scales
+        .iter()
+        .map(|&s| if s > 0.0 { 1.0 / s } else { f64::NAN })
+        .collect();
+    ndarray::Array2::from_shape_fn(raw.dim(), |(i, j)| raw[[i, j]] * inv[i] * inv[j] * factor)
+}
+
 /// [`encode_covariance_into`], with `raw` the output left in each column's
 /// scale: entry `(i, j)` times `1 / (s_i s_j)` is the covariance, where `s` is
 /// the `1 x D` span of scales returned (each a power of two, 0 for a column

@@ -16,7 +16,7 @@ use crate::matrix::GpuMatrix;
 use crate::model::pca::PcaModel;
 pub use crate::model::pca::{NComponents, PcaOptions, Whitening};
 use crate::ops::column_stats::{encode_column_stats_into, ColumnStats, ColumnStatsOptions};
-use crate::ops::covariance::{encode_covariance_scaled_into, CovarianceOptions};
+use crate::ops::covariance::{encode_covariance_scaled_into, unscale, CovarianceOptions};
 use crate::ops::matmul::{encode_matmul_into, MatmulOptions};
 
 const OP: &str = "pca";
@@ -124,13 +124,7 @@ impl Pca {
         })?;
         let host = all.download(gpu)?.mapv(f64::from);
         let mean = host.row(d).to_owned();
-        // Entry (i, j) was scaled by s_i s_j, powers of two (0: not finite).
-        let inv: Vec<f64> = host
-            .row(d + 1)
-            .iter()
-            .map(|&s| if s > 0.0 { 1.0 / s } else { f64::NAN })
-            .collect();
-        let c = ndarray::Array2::from_shape_fn((d, d), |(i, j)| host[[i, j]] * inv[i] * inv[j]);
+        let c = unscale(host.slice(ndarray::s![..d, ..]), host.row(d + 1), 1.0);
         if let Some(j) = mean.iter().position(|v| !v.is_finite()) {
             return Err(Error::NonFinite {
                 op: OP,
