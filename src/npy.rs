@@ -326,9 +326,20 @@ impl NpyReader {
             .as_slice_mut()
             .ok_or_else(|| Error::invalid("npy read", "the buffer must be row-major and contiguous"))?;
         let size = self.header.dtype.size();
+        let base = self.header.data_offset;
+        // Rows of the buffer's own type, in C order and the host's byte
+        // order: the file's bytes are the values, read straight into `out`.
+        let native = self.header.big_endian == cfg!(target_endian = "big");
+        if T::DTYPE == self.header.dtype && native && !self.header.fortran {
+            let at = base + (start * cols * size) as u64;
+            self.file.seek(SeekFrom::Start(at)).map_err(io(&self.path))?;
+            return self
+                .file
+                .read_exact(bytemuck::cast_slice_mut(out))
+                .map_err(io(&self.path));
+        }
         let bytes = count * cols * size;
         self.scratch.resize(bytes, 0);
-        let base = self.header.data_offset;
         if !self.header.fortran {
             let at = base + (start * cols * size) as u64;
             self.file.seek(SeekFrom::Start(at)).map_err(io(&self.path))?;

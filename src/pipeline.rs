@@ -18,7 +18,9 @@
 //! rounded to f32, and added back in f64 to the results, so data on a large
 //! offset keeps its digits.
 
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, Zip};
+use std::sync::mpsc;
+
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, Zip};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -27,7 +29,7 @@ use crate::host::{self, HostFloat};
 use crate::matrix::GpuMatrix;
 use crate::model::moments::{CoMoments, ColumnMoments};
 use crate::model::pipeline::{Pipeline, PipelineOptions, PipelineState, TransformParts};
-use crate::npy::{Dtype, NpyWriter};
+use crate::npy::{Dtype, NpyFloat, NpyWriter};
 use crate::ops::{self, ColumnStats, ColumnStatsOptions, CovarianceOptions, MatmulOptions};
 use crate::stream::Dataset;
 
@@ -268,7 +270,22 @@ impl Pipeline {
     /// [`Error::ShapeMismatch`] for rows of another width.
     pub fn transform<T: HostFloat>(&self, x: ArrayView2<T>) -> Result<Array2<T>> {
         check_cols(OP, self.n_features(), x.ncols())?;
-        apply_checked(&self.transform_parts(), x)
+        let parts = self.transform_parts();
+        let mut out = new_output_for(&parts, x.nrows())?;
+        apply_into(&parts, x, out.view_mut())?;
+        Ok(out)
+    }
+
+    /// [`transform`](Pipeline::transform) into `out` (`x.nrows() x
+    /// output_dim`, in standard layout), reusing its memory: a streamed
+    /// transform allocates nothing per chunk.
+    ///
+    /// # Errors
+    /// As [`transform`](Pipeline::transform), and [`Error::ShapeMismatch`] /
+    /// [`Error::InvalidArgument`] for an `out` of another shape or layout.
+    pub fn transform_into<T: HostFloat>(&self, x: ArrayView2<T>, out: ArrayViewMut2<T>) -> Result<()> {
+        check_cols(OP, self.n_features(), x.ncols())?;
+        apply_into(&self.transform_parts(), x, out)
     }
 
     /// Maps transformed rows (`output_dim` columns) back to the input space.
@@ -277,7 +294,24 @@ impl Pipeline {
     /// [`Error::ShapeMismatch`] for rows of another width.
     pub fn inverse_transform<T: HostFloat>(&self, y: ArrayView2<T>) -> Result<Array2<T>> {
         check_cols(OP, self.output_dim(), y.ncols())?;
-        apply_checked(&self.inverse_parts(), y)
+        let parts = self.inverse_parts();
+        let mut out = new_output_for(&parts, y.nrows())?;
+        apply_into(&parts, y, out.view_mut())?;
+        Ok(out)
+    }
+
+    /// [`inverse_transform`](Pipeline::inverse_transform) into `out`
+    /// (`y.nrows() x n_features`, in standard layout).
+    ///
+    /// # Errors
+    /// As [`transform_into`](Pipeline::transform_into).
+    pub fn inverse_transform_into<T: HostFloat>(
+        &self,
+        y: ArrayView2<T>,
+        out: ArrayViewMut2<T>,
+    ) -> Result<()> {
+        check_cols(OP, self.output_dim(), y.ncols())?;
+        apply_into(&self.inverse_parts(), y, out)
     }
 
     /// Uploads the transform matrices, for [`GpuPipeline::transform`].
@@ -303,87 +337,136 @@ impl Pipeline {
 /// What to do when a result is beyond f32: compute in f64.
 const F64_HINT: &str = "compute in f64 (f64 input, or on the command line --dtype f64 with --device cpu)";
 
-/// Refuses a result row that is not finite where its input row is: the
-/// output type overflowed, and would hold infinity without a word. (A NaN or
-/// infinity in the input propagates as numpy's does, and is not refused.)
-fn check_overflow<T: HostFloat + Sync>(x: ArrayView2<T>, y: ArrayView2<T>) -> Result<()> {
+/// The first result that is not finite where its input row is all finite:
+/// the output type overflowed, and would hold infinity without a word. (A
+/// NaN or infinity in the input propagates as numpy's does, and is not
+/// refused.) Called only when some result is not finite.
+fn first_overflow<T: HostFloat>(x: ArrayView2<T>, y: ArrayView2<T>) -> Option<(usize, usize)> {
     let finite = |v: &T| v.to_f64().is_finite();
-    let all_finite = match y.as_slice() {
-        Some(s) => s
-            .par_chunks(1 << 16)
-            .all(|c| c.iter().fold(true, |a, v| a & finite(v))),
-        None => y.iter().all(finite),
-    };
-    if all_finite {
+    x.rows()
+        .into_iter()
+        .zip(y.rows())
+        .enumerate()
+        .find_map(|(i, (xr, yr))| {
+            let c = yr.iter().position(|v| !finite(v))?;
+            xr.iter().all(finite).then_some((i, c))
+        })
+}
+
+fn overflow<T: HostFloat>((row, col): (usize, usize)) -> Error {
+    Error::Overflow {
+        op: OP,
+        location: format!("row {row}, column {col}"),
+        dtype: T::NAME,
+        hint: F64_HINT,
+    }
+}
+
+/// Whether every value of `y` (standard layout) is finite, in one parallel pass.
+fn all_finite<T: HostFloat>(y: &[T]) -> bool {
+    y.par_chunks(1 << 16)
+        .map(|c| host::dispatch(|| c.iter().fold(true, |a, v| a & v.to_f64().is_finite())))
+        .reduce(|| true, |a, b| a & b)
+}
+
+/// [`apply_host`] into `out`, and where finite f32 rows overflowed in f32
+/// arithmetic (the product's sums, near f32's limits), the same in f64
+/// rounded once to f32; a result that is beyond f32 even so is
+/// [`Error::Overflow`].
+fn apply_into<T: HostFloat>(
+    parts: &TransformParts,
+    x: ArrayView2<T>,
+    mut out: ArrayViewMut2<T>,
+) -> Result<()> {
+    if apply_host(parts, x, out.view_mut())? {
         return Ok(());
     }
-    for (i, (xr, yr)) in x.rows().into_iter().zip(y.rows()).enumerate() {
-        if let Some(c) = yr.iter().position(|v| !finite(v)) {
-            if xr.iter().all(finite) {
-                return Err(Error::Overflow {
-                    op: OP,
-                    location: format!("row {i}, column {c}"),
-                    dtype: T::NAME,
-                    hint: F64_HINT,
-                });
-            }
-        }
+    let Some(at) = first_overflow(x, out.view()) else {
+        return Ok(());
+    };
+    if T::NAME == "f64" {
+        return Err(overflow::<T>(at));
     }
-    Ok(())
-}
-
-/// [`apply_host`], and where finite f32 rows overflowed in f32 arithmetic
-/// (the product's sums, near f32's limits), the same in f64 rounded once to
-/// f32; a result that is beyond f32 even so is [`Error::Overflow`].
-fn apply_checked<T: HostFloat + Sync>(parts: &TransformParts, x: ArrayView2<T>) -> Result<Array2<T>> {
-    let y = apply_host(parts, x)?;
-    match check_overflow(x, y.view()) {
-        Err(Error::Overflow { .. }) if T::NAME != "f64" => {
-            let y = apply_host(parts, x.mapv(|v| v.to_f64()).view())?.mapv(T::from_f64);
-            check_overflow(x, y.view())?;
-            Ok(y)
-        }
-        r => r.map(|()| y),
+    let mut y = host::new_output::<f64>(x.nrows(), out.ncols());
+    apply_host(parts, x.mapv(|v| v.to_f64()).view(), y.view_mut())?;
+    out.zip_mut_with(&y, |o, &v| *o = T::from_f64(v));
+    match first_overflow(x, out.view()) {
+        Some(at) => Err(overflow::<T>(at)),
+        None => Ok(()),
     }
 }
 
-fn apply_host<T: HostFloat>(parts: &TransformParts, x: ArrayView2<T>) -> Result<Array2<T>> {
+/// The transform into `out` (`x`'s rows, the transform's columns, standard
+/// layout) in `x`'s type; whether every result is finite.
+fn apply_host<T: HostFloat>(
+    parts: &TransformParts,
+    x: ArrayView2<T>,
+    mut out: ArrayViewMut2<T>,
+) -> Result<bool> {
+    let (want, cols) = match parts {
+        TransformParts::Elementwise { center, .. } => (center.len(), center.len()),
+        TransformParts::Product { w, .. } => (w.nrows(), w.ncols()),
+    };
+    check_cols(OP, want, x.ncols())?;
+    if out.dim() != (x.nrows(), cols) {
+        return Err(Error::shape(
+            OP,
+            format!("an output of {} x {cols}", x.nrows()),
+            format!("{} x {}", out.nrows(), out.ncols()),
+        ));
+    }
+    let layout = || {
+        Error::invalid(
+            OP,
+            "the output must be in standard (row-major, contiguous) layout",
+        )
+    };
     match parts {
         TransformParts::Elementwise {
             center,
             inv_scale,
             bias,
         } => {
-            let zero;
-            let bias = match bias {
-                Some(b) => b,
-                None => {
-                    zero = Array1::zeros(center.len());
-                    &zero
-                }
-            };
-            Ok(Zip::from(&x)
-                .and_broadcast(center)
-                .and_broadcast(inv_scale)
-                .and_broadcast(bias)
-                .par_map_collect(|&v, &c, &i, &b| T::from_f64((v.to_f64() - c) * i + b)))
+            let dst = out.as_slice_mut().ok_or_else(layout)?;
+            let bias = bias.as_ref().map(|b| b.to_vec());
+            Ok(host::standardize::affine_into(
+                x,
+                &center.to_vec(),
+                &inv_scale.to_vec(),
+                bias.as_deref(),
+                dst,
+            ))
         }
         TransformParts::Product {
             center,
             w,
             scale,
             bias,
-        } => host::matmul(
-            x,
-            w.view(),
-            &host::MatmulOptions {
-                center: center.as_ref().map(|c| c.view()),
-                scale: scale.as_ref().map(|s| s.view()),
-                bias: bias.as_ref().map(|b| b.view()),
-                ..Default::default()
-            },
-        ),
+        } => {
+            host::matmul_into(
+                x,
+                w.view(),
+                &host::MatmulOptions {
+                    center: center.as_ref().map(|c| c.view()),
+                    scale: scale.as_ref().map(|s| s.view()),
+                    bias: bias.as_ref().map(|b| b.view()),
+                    ..Default::default()
+                },
+                out.view_mut(),
+            )?;
+            Ok(all_finite(out.as_slice().ok_or_else(layout)?))
+        }
     }
+}
+
+/// A new output for `x`'s rows through `parts`, checked against the memory available.
+fn new_output_for<T: HostFloat>(parts: &TransformParts, rows: usize) -> Result<Array2<T>> {
+    let cols = match parts {
+        TransformParts::Elementwise { center, .. } => center.len(),
+        TransformParts::Product { w, .. } => w.ncols(),
+    };
+    crate::cpu::alloc::check2::<T>(OP, rows, cols)?;
+    Ok(host::new_output(rows, cols))
 }
 
 /// A pipeline's transform matrices on the GPU.
@@ -698,7 +781,7 @@ pub fn moments_dataset(
 /// # Errors
 /// The readers', the ops' and the writer's errors.
 #[allow(clippy::too_many_arguments)]
-pub fn transform_dataset<W: std::io::Write>(
+pub fn transform_dataset<W: std::io::Write + Send>(
     model: &Pipeline,
     ds: &mut Dataset,
     inverse: bool,
@@ -717,28 +800,19 @@ pub fn transform_dataset<W: std::io::Write>(
     let total = ds.rows();
     match device {
         // f32 input written as f64 is computed in f64 (exact widening).
-        Device::Cpu => match (ds.dtype(), out.dtype()) {
-            (Dtype::F32, Dtype::F32) => ds.for_each_chunk::<f32>(chunk_rows, |at, c| {
-                let y = if inverse {
-                    model.inverse_transform(c)?
-                } else {
-                    model.transform(c)?
-                };
-                out.write_rows(out_path, y.view())?;
-                progress(at + c.nrows(), total);
-                Ok(())
-            }),
-            _ => ds.for_each_chunk::<f64>(chunk_rows, |at, c| {
-                let y = if inverse {
-                    model.inverse_transform(c)?
-                } else {
-                    model.transform(c)?
-                };
-                out.write_rows(out_path, y.view())?;
-                progress(at + c.nrows(), total);
-                Ok(())
-            }),
-        },
+        Device::Cpu => {
+            let parts = if inverse {
+                model.inverse_parts()
+            } else {
+                model.transform_parts()
+            };
+            match (ds.dtype(), out.dtype()) {
+                (Dtype::F32, Dtype::F32) => {
+                    transform_host::<f32, W>(&parts, ds, chunk_rows, out, out_path, progress)
+                }
+                _ => transform_host::<f64, W>(&parts, ds, chunk_rows, out, out_path, progress),
+            }
+        }
         Device::Gpu(gpu) => {
             // f64 data: the centering is subtracted and the bias added on the
             // host in f64; the GPU computes the rest from f32. f32 data: all
@@ -806,6 +880,68 @@ pub fn transform_dataset<W: std::io::Write>(
             Ok(())
         }
     }
+}
+
+/// The CPU side of [`transform_dataset`]: three stages at once, the
+/// dataset's reader thread filling chunk k + 1, this thread transforming
+/// chunk k into an output buffer, and a writer thread writing chunk k - 1.
+/// Two output buffers go round between this thread and the writer, so the
+/// transform allocates nothing per chunk (the last, shorter chunk aside).
+fn transform_host<T: NpyFloat, W: std::io::Write + Send>(
+    parts: &TransformParts,
+    ds: &mut Dataset,
+    chunk_rows: usize,
+    out: &mut NpyWriter<W>,
+    out_path: &std::path::Path,
+    progress: Progress,
+) -> Result<()> {
+    const BUFFERS: usize = 2;
+    let total = ds.rows();
+    std::thread::scope(|scope| {
+        // Full buffers (and the rows done when written) to the writer; its
+        // written buffers back. Dropping `full_tx` ends the writer's loop.
+        let (full_tx, full_rx) = mpsc::sync_channel::<(Array2<T>, usize)>(1);
+        let (free_tx, free_rx) = mpsc::channel::<(Array2<T>, usize)>();
+        let writer = scope.spawn(move || -> Result<()> {
+            for (y, done) in full_rx {
+                out.write_rows(out_path, y.view())?;
+                // The receiver is gone only once the transform stopped.
+                let _ = free_tx.send((y, done));
+            }
+            Ok(())
+        });
+        let mut made = 0usize;
+        let run = ds.for_each_chunk::<T>(chunk_rows, |at, c| {
+            let mut y = if made < BUFFERS {
+                made += 1;
+                None
+            } else {
+                match free_rx.recv() {
+                    Ok((y, done)) => {
+                        progress(done, total);
+                        Some(y)
+                    }
+                    // The writer stopped: its error is returned below.
+                    Err(_) => return Err(Error::invalid(OP, "the writer stopped")),
+                }
+            }
+            .filter(|y| y.nrows() == c.nrows())
+            .map_or_else(|| new_output_for(parts, c.nrows()), Ok)?;
+            apply_into(parts, c, y.view_mut())?;
+            full_tx
+                .send((y, at + c.nrows()))
+                .map_err(|_| Error::invalid(OP, "the writer stopped"))
+        });
+        drop(full_tx);
+        let wrote = writer
+            .join()
+            .unwrap_or_else(|_| Err(Error::invalid(OP, "the writer thread panicked")));
+        for (_, done) in free_rx.try_iter() {
+            progress(done, total);
+        }
+        // The writer's error first: a failed send above is its consequence.
+        wrote.and(run)
+    })
 }
 
 /// For f64 data on the GPU: the transform's centering (subtracted on the host

@@ -255,20 +255,19 @@ impl Dataset {
                         let take = chunk_rows.min(n - at);
                         let Ok(mut buf) = empty_rx.recv() else { return };
                         if buf.dim() != (take, cols) {
-                            buf = Array2::from_elem((take, cols), T::default());
+                            buf = crate::host::new_output(take, cols);
                         }
                         let r = part.read(at, buf.view_mut()).and_then(|()| {
                             if reject {
-                                if let Some(((i, j), v)) =
-                                    buf.indexed_iter().find(|(_, v)| !v.to_f64().is_finite())
-                                {
+                                if let Some(k) = first_non_finite(&buf) {
+                                    let (i, j) = (k / cols.max(1), k % cols.max(1));
                                     return Err(Error::NonFinite {
                                         op,
                                         location: format!(
                                             "{} element [{}, {j}] ({})",
                                             part.path().display(),
                                             at + i,
-                                            v.to_f64()
+                                            buf[[i, j]].to_f64()
                                         ),
                                     });
                                 }
@@ -293,4 +292,24 @@ impl Dataset {
             Ok(())
         })
     }
+}
+
+/// The row-major index of the first NaN or infinity in `x` (a buffer in
+/// standard layout): one vectorized pass over the values, and a search only
+/// in the block that holds one.
+fn first_non_finite<T: NpyFloat>(x: &Array2<T>) -> Option<usize> {
+    const BLOCK: usize = 1 << 12;
+    let finite = |v: &T| v.to_f64().is_finite();
+    let Some(s) = x.as_slice() else {
+        return x.iter().position(|v| !finite(v));
+    };
+    crate::host::dispatch(|| {
+        s.chunks(BLOCK).enumerate().find_map(|(b, c)| {
+            if c.iter().fold(true, |ok, v| ok & finite(v)) {
+                None
+            } else {
+                c.iter().position(|v| !finite(v)).map(|k| b * BLOCK + k)
+            }
+        })
+    })
 }

@@ -392,7 +392,15 @@ fn check_matmul(
     twin: &cpu::MatmulOptions,
     what: &str,
 ) {
-    let got = host::matmul(x, w, o).unwrap().mapv(f64::from);
+    let got32 = host::matmul(x, w, o).unwrap();
+    // Into a reused buffer, poisoned first: the same bits.
+    let mut into = Array2::<f32>::from_elem(got32.dim(), f32::NAN);
+    host::matmul_into(x, w, o, into.view_mut()).unwrap();
+    assert!(
+        into.iter().zip(&got32).all(|(a, b)| a.to_bits() == b.to_bits()),
+        "{what}: matmul_into"
+    );
+    let got = got32.mapv(f64::from);
     let want = cpu::matmul(x, w, twin).unwrap();
     assert_eq!(got.dim(), want.dim(), "{what}");
     let affine = cpu::matmul(
@@ -407,6 +415,26 @@ fn check_matmul(
     let floor = affine.iter().fold(1e-30f64, |a, &b| a.max(b.abs()));
     let e = rel(got.iter().copied(), want.iter().copied(), floor);
     assert!(e <= 1e-5, "{what} {:?} @ {:?}: rel error {e:e}", x.dim(), w.dim());
+}
+
+#[test]
+fn matmul_into_refuses_outputs_of_another_shape_or_layout() {
+    let x = normal(9, 4, 0.0, 1.0, 1);
+    let w = normal64(4, 3, 0.0, 1.0, 2);
+    let o = MatmulOptions::default();
+    for (r, c) in [(9, 2), (8, 3), (9, 4), (0, 0)] {
+        let mut out = Array2::<f32>::zeros((r, c));
+        let err = host::matmul_into(x.view(), w.view(), &o, out.view_mut()).unwrap_err();
+        assert!(matches!(err, Error::ShapeMismatch { .. }), "{r} x {c}: {err}");
+    }
+    let mut t = Array2::<f32>::zeros((3, 9));
+    let err = host::matmul_into(x.view(), w.view(), &o, t.view_mut().reversed_axes()).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    // w that does not fit x is refused before any output is looked at.
+    let mut out = Array2::<f32>::zeros((9, 3));
+    let err =
+        host::matmul_into(x.view(), normal64(5, 3, 0.0, 1.0, 3).view(), &o, out.view_mut()).unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
 }
 
 #[test]

@@ -454,3 +454,207 @@ fn a_gpu_inverse_beyond_f32_kernel_range_is_refused_forward_still_runs() {
     let e = gp.inverse_transform(g, &xg).unwrap_err();
     assert!(e.to_string().contains("--device cpu"), "{e}");
 }
+
+/// Every pipeline shape of step the host path has: elementwise (center,
+/// scale), a product (PCA), and a whitened product.
+fn host_models(x: &Array2<f32>) -> Vec<Pipeline> {
+    let d = x.ncols();
+    [
+        opts(true, true, None, Whitening::None),
+        opts(false, true, None, Whitening::None),
+        opts(
+            true,
+            false,
+            Some(NComponents::Count(d.div_ceil(2))),
+            Whitening::None,
+        ),
+        opts(true, true, None, Whitening::Zca),
+        opts(false, false, None, Whitening::Pca),
+    ]
+    .iter()
+    .map(|o| Pipeline::fit(x.view(), o).unwrap())
+    .collect()
+}
+
+#[test]
+fn transform_into_writes_every_value_as_transform_does() {
+    // Awkward shapes: one row, one column, sizes that divide nothing; data on an offset.
+    for (n, d) in [(1, 1), (1, 5), (37, 1), (301, 7), (1000, 33)] {
+        let x = normal(n.max(2), d, 1e4, 1.0, 11);
+        for model in host_models(&x) {
+            let x = x.slice(s![..n, ..]);
+            let want = model.transform(x).unwrap();
+            let mut out = Array2::<f32>::from_elem((n, model.output_dim()), f32::NAN);
+            model.transform_into(x, out.view_mut()).unwrap();
+            assert!(
+                out.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{n} x {d}: {:?}",
+                model.options
+            );
+            let mut back = Array2::<f32>::from_elem((n, d), f32::NAN);
+            model
+                .inverse_transform_into(want.view(), back.view_mut())
+                .unwrap();
+            let back_want = model.inverse_transform(want.view()).unwrap();
+            assert!(back
+                .iter()
+                .zip(&back_want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+            // A column-sliced input (not contiguous) gives the same.
+            let wide = ndarray::concatenate![Axis(1), x, x];
+            let mut out2 = Array2::<f32>::from_elem(out.dim(), f32::NAN);
+            model
+                .transform_into(wide.slice(s![.., ..d]), out2.view_mut())
+                .unwrap();
+            assert_eq!(out2, out);
+        }
+    }
+}
+
+#[test]
+fn transform_into_refuses_outputs_of_another_shape_or_layout() {
+    let x = normal(20, 4, 0.0, 1.0, 3);
+    for model in host_models(&x) {
+        let k = model.output_dim();
+        let mut short = Array2::<f32>::zeros((19, k));
+        assert!(matches!(
+            model.transform_into(x.view(), short.view_mut()),
+            Err(Error::ShapeMismatch { .. })
+        ));
+        let mut narrow = Array2::<f32>::zeros((20, k + 1));
+        assert!(matches!(
+            model.transform_into(x.view(), narrow.view_mut()),
+            Err(Error::ShapeMismatch { .. })
+        ));
+        // Column-major: the right shape, not standard layout.
+        let mut t = Array2::<f32>::zeros((k, 20));
+        let err = model.transform_into(x.view(), t.view_mut().reversed_axes());
+        if k > 1 {
+            assert!(matches!(err, Err(Error::InvalidArgument { .. })), "{err:?}");
+        }
+        let mut bad_in = Array2::<f32>::zeros((20, k));
+        assert!(matches!(
+            model.transform_into(Array2::<f32>::zeros((20, 5)).view(), bad_in.view_mut()),
+            Err(Error::ShapeMismatch { .. })
+        ));
+    }
+}
+
+/// A writer that fails once it has taken `left` bytes.
+struct FailAfter {
+    left: usize,
+}
+
+impl std::io::Write for FailAfter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if b.len() > self.left {
+            return Err(std::io::Error::other("disk full (test)"));
+        }
+        self.left -= b.len();
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn stream(
+    model: &Pipeline,
+    ds: &mut Dataset,
+    chunk: usize,
+    dtype: Dtype,
+    w: impl std::io::Write + Send,
+) -> gpuprep::Result<()> {
+    let path = Path::new("out.npy");
+    let mut npy = gpuprep::npy::NpyWriter::new(w, path, dtype, ds.rows(), model.output_dim())?;
+    let mut seen = Vec::new();
+    gpuprep::pipeline::transform_dataset(
+        model,
+        ds,
+        false,
+        Device::Cpu,
+        chunk,
+        &mut npy,
+        path,
+        &mut |done, total| seen.push((done, total)),
+    )?;
+    npy.finish()?;
+    // Progress is reported in order, every chunk, and ends at the total.
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "{seen:?}");
+    assert_eq!(seen.last().map(|s| s.0), Some(ds.rows()).filter(|&r| r > 0));
+    Ok(())
+}
+
+#[test]
+fn streamed_host_transform_equals_the_in_memory_one_for_any_chunking() {
+    let x = data(203, 6, 5);
+    for (dtype, chunks) in [
+        (Dtype::F32, [1usize, 7, 64, 203, 1000]),
+        (Dtype::F64, [1, 7, 64, 203, 1000]),
+    ] {
+        for model in host_models(&x.mapv(|v| v as f32)) {
+            let want: Vec<u8> = {
+                let mut v = gpuprep::npy::header_bytes(dtype, 203, model.output_dim());
+                match dtype {
+                    Dtype::F32 => {
+                        let y = model.transform(x.mapv(|v| v as f32).view()).unwrap();
+                        v.extend(y.iter().flat_map(|f| f.to_le_bytes()));
+                    }
+                    Dtype::F64 => {
+                        let y = model.transform(x.view()).unwrap();
+                        v.extend(y.iter().flat_map(|f| f.to_le_bytes()));
+                    }
+                }
+                v
+            };
+            for chunk in chunks {
+                let data = match dtype {
+                    Dtype::F32 => x.mapv(|v| f64::from(v as f32)),
+                    Dtype::F64 => x.clone(),
+                };
+                let mut ds = Dataset::from_array(Path::new("x"), data, dtype);
+                let mut got = Vec::new();
+                stream(&model, &mut ds, chunk, dtype, &mut got).unwrap();
+                assert!(got == want, "{dtype:?}, chunks of {chunk}: {:?}", model.options);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_failing_writer_or_reader_stops_the_streamed_transform_with_its_error() {
+    let x = data(500, 5, 8);
+    let model = Pipeline::fit(
+        x.view(),
+        &opts(true, true, Some(NComponents::Count(3)), Whitening::Pca),
+    )
+    .unwrap();
+    // The writer fails in the middle of the data, and on the header.
+    for left in [0, 200, 128 + 3 * 8 * 250] {
+        let mut ds = Dataset::from_array(Path::new("x"), x.clone(), Dtype::F64);
+        let err = stream(&model, &mut ds, 16, Dtype::F64, FailAfter { left }).unwrap_err();
+        assert!(
+            matches!(&err, Error::Io { path, .. } if path == Path::new("out.npy"))
+                && err.to_string().contains("disk full"),
+            "{left}: {err}"
+        );
+    }
+    // The reader refuses a NaN in the 401st row: no output past it, the row named.
+    let dir = std::env::temp_dir().join(format!("gpuprep-pipeline-stream-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("nan.npy");
+    let mut bad = x.mapv(|v| v as f32);
+    bad[[400, 2]] = f32::NAN;
+    ndarray_npy::write_npy(&path, &bad).unwrap();
+    let read = gpuprep::io::ReadOptions {
+        non_finite: gpuprep::io::NonFinite::Reject,
+        ..Default::default()
+    };
+    let mut ds = Dataset::open(std::slice::from_ref(&path), &read).unwrap();
+    let err = stream(&model, &mut ds, 16, Dtype::F32, Vec::new()).unwrap_err();
+    assert!(
+        matches!(&err, Error::NonFinite { location, .. } if location.contains("[400, 2]")),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

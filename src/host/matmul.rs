@@ -11,7 +11,7 @@
 //! bias and activation are applied there while the block is in cache.
 
 use faer::{Accum, MatMut, MatRef, Par};
-use ndarray::{s, Array2, ArrayView1, ArrayView2};
+use ndarray::{s, Array2, ArrayView1, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 use super::{contiguous, dispatch, new_output, rows_for, HostFloat};
@@ -80,6 +80,19 @@ pub fn matmul<T: HostFloat>(
     w: ArrayView2<'_, f64>,
     options: &MatmulOptions<'_>,
 ) -> Result<Array2<T>> {
+    let (n, m) = check(x, w, options)?;
+    crate::cpu::alloc::check2::<T>(OP, n, m)?;
+    let mut out = new_output::<T>(n, m);
+    matmul_into(x, w, options, out.view_mut())?;
+    Ok(out)
+}
+
+/// The product's shape `(N, M)`, once `w` and the options fit `x`.
+fn check<T>(
+    x: ArrayView2<'_, T>,
+    w: ArrayView2<'_, f64>,
+    options: &MatmulOptions<'_>,
+) -> Result<(usize, usize)> {
     let (n, k) = x.dim();
     let w = if options.transpose_w { w.reversed_axes() } else { w };
     let (kw, m) = w.dim();
@@ -98,10 +111,33 @@ pub fn matmul<T: HostFloat>(
     check_len("center", options.center, k)?;
     check_len("scale", options.scale, m)?;
     check_len("bias", options.bias, m)?;
+    Ok((n, m))
+}
 
-    let mut out = new_output::<T>(n, m);
+/// [`matmul`] into `out` (`N x M`, in standard layout: a buffer reused from
+/// call to call, so a streamed transform allocates nothing per chunk).
+///
+/// # Errors
+/// As [`matmul`], and [`Error::ShapeMismatch`] / [`Error::InvalidArgument`]
+/// for an `out` of another shape or not in standard layout.
+pub fn matmul_into<T: HostFloat>(
+    x: ArrayView2<'_, T>,
+    w: ArrayView2<'_, f64>,
+    options: &MatmulOptions<'_>,
+    mut out: ArrayViewMut2<'_, T>,
+) -> Result<()> {
+    let (n, m) = check(x, w, options)?;
+    let k = x.ncols();
+    let w = if options.transpose_w { w.reversed_axes() } else { w };
+    if out.dim() != (n, m) {
+        return Err(Error::shape(
+            OP,
+            format!("an output of {n} x {m}"),
+            format!("{} x {}", out.nrows(), out.ncols()),
+        ));
+    }
     if n == 0 || m == 0 {
-        return Ok(out);
+        return Ok(());
     }
     // (W diag(scale))^T, M x K: the product of a block is out_block^T = wt @ xb^T.
     // Column-major: column i holds row i of w, scaled.
@@ -115,7 +151,10 @@ pub fn matmul<T: HostFloat>(
     let act = options.activation;
     let block_rows = rows_for(BLOCK_ELEMS, k.max(m)).max(MIN_BLOCK_ROWS);
     let Some(dst) = out.as_slice_mut() else {
-        return Err(Error::invalid(OP, "output array is not contiguous"));
+        return Err(Error::invalid(
+            OP,
+            "the output must be in standard (row-major, contiguous) layout",
+        ));
     };
     dst.par_chunks_mut(block_rows * m).enumerate().for_each_init(
         || (Vec::new(), Vec::new()),
@@ -145,7 +184,7 @@ pub fn matmul<T: HostFloat>(
         },
     );
     crate::avx::clear_avx_upper_state();
-    Ok(out)
+    Ok(())
 }
 
 /// `out = x - center` rounded to `T`, row by row (rows of `center.len()`).

@@ -32,7 +32,7 @@ pub mod standardize;
 
 pub use column_stats::{column_moments, column_stats};
 pub use covariance::{comoments, covariance};
-pub use matmul::{matmul, MatmulOptions};
+pub use matmul::{matmul, matmul_into, MatmulOptions};
 pub use standardize::{standardize, standardize_inplace};
 
 pub use crate::model::moments::{CoMoments, ColumnMoments};

@@ -86,26 +86,57 @@ pub fn standardize<T: HostFloat>(
     if n == 0 || d == 0 {
         return Ok(out);
     }
-    let task_rows = rows_for(TASK_ELEMS, d);
     // A fresh array is in standard layout: its memory is the rows in order.
     let Some(dst) = out.as_slice_mut() else {
         return Err(Error::invalid(OP, "output array is not contiguous"));
     };
-    dst.par_chunks_mut(task_rows * d).enumerate().for_each(|(t, o)| {
-        let r0 = t * task_rows;
-        let xb = x.slice(s![r0..r0 + o.len() / d, ..]);
-        match xb.as_slice() {
-            Some(src) => dispatch(|| apply(src, o, &shift, &inv)),
-            None => {
-                for (orow, xrow) in o.chunks_exact_mut(d).zip(xb.axis_iter(Axis(0))) {
-                    for (((o, &v), &s), &i) in orow.iter_mut().zip(xrow.iter()).zip(&shift).zip(&inv) {
-                        *o = T::from_f64((v.to_f64() - s) * i);
+    affine_into(x, &shift, &inv, None, dst);
+    Ok(out)
+}
+
+/// `out[n, c] = (x[n, c] - shift[c]) * mul[c] (+ add[c])`, in f64 per
+/// element and rounded once to `T`, into `out` (`x`'s elements, row-major),
+/// on all cores: the kernel of [`standardize`] and of a pipeline's
+/// elementwise steps. Returns whether every output is finite (checked per
+/// task while its block is in cache), so a caller can tell an overflow from
+/// finite input without another pass.
+///
+/// `shift`, `mul` and `add` have `x.ncols()` elements and `out` has
+/// `x.len()` (the caller's checks).
+pub(crate) fn affine_into<T: HostFloat>(
+    x: ArrayView2<'_, T>,
+    shift: &[f64],
+    mul: &[f64],
+    add: Option<&[f64]>,
+    out: &mut [T],
+) -> bool {
+    let d = x.ncols();
+    debug_assert_eq!(out.len(), x.len());
+    if out.is_empty() || d == 0 {
+        return true;
+    }
+    let task_rows = rows_for(TASK_ELEMS, d);
+    out.par_chunks_mut(task_rows * d)
+        .enumerate()
+        .map(|(t, o)| {
+            let r0 = t * task_rows;
+            let xb = x.slice(s![r0..r0 + o.len() / d, ..]);
+            match xb.as_slice() {
+                Some(src) => dispatch(|| apply(src, o, shift, mul, add)),
+                None => {
+                    let mut finite = true;
+                    for (orow, xrow) in o.chunks_exact_mut(d).zip(xb.axis_iter(Axis(0))) {
+                        for (j, (o, &v)) in orow.iter_mut().zip(xrow.iter()).enumerate() {
+                            let y = (v.to_f64() - shift[j]) * mul[j] + add.map_or(0.0, |a| a[j]);
+                            *o = T::from_f64(y);
+                            finite &= o.to_f64().is_finite();
+                        }
                     }
+                    finite
                 }
             }
-        }
-    });
-    Ok(out)
+        })
+        .reduce(|| true, |a, b| a & b)
 }
 
 /// [`standardize`] in place: overwrites `x` with its standardized values (no
@@ -149,15 +180,31 @@ pub fn standardize_inplace<T: HostFloat>(
     Ok(())
 }
 
-/// Row-major rows `src` into `dst` (same length, rows of `shift.len()`).
+/// Row-major rows `src` into `dst` (same length, rows of `shift.len()`);
+/// whether every result is finite.
 #[inline(always)]
-fn apply<T: HostFloat>(src: &[T], dst: &mut [T], shift: &[f64], inv: &[f64]) {
+fn apply<T: HostFloat>(src: &[T], dst: &mut [T], shift: &[f64], mul: &[f64], add: Option<&[f64]>) -> bool {
     let d = shift.len();
-    for (orow, xrow) in dst.chunks_exact_mut(d).zip(src.chunks_exact(d)) {
-        for (((o, &v), &s), &i) in orow.iter_mut().zip(xrow).zip(shift).zip(inv) {
-            *o = T::from_f64((v.to_f64() - s) * i);
+    let mut finite = true;
+    match add {
+        None => {
+            for (orow, xrow) in dst.chunks_exact_mut(d).zip(src.chunks_exact(d)) {
+                for (((o, &v), &s), &i) in orow.iter_mut().zip(xrow).zip(shift).zip(mul) {
+                    *o = T::from_f64((v.to_f64() - s) * i);
+                    finite &= o.to_f64().is_finite();
+                }
+            }
+        }
+        Some(add) => {
+            for (orow, xrow) in dst.chunks_exact_mut(d).zip(src.chunks_exact(d)) {
+                for ((((o, &v), &s), &i), &a) in orow.iter_mut().zip(xrow).zip(shift).zip(mul).zip(add) {
+                    *o = T::from_f64((v.to_f64() - s) * i + a);
+                    finite &= o.to_f64().is_finite();
+                }
+            }
         }
     }
+    finite
 }
 
 /// [`apply`] in place.

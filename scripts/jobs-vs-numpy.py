@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Whole jobs, gpuprep's command line on the CPU path against numpy, in one run.
+
+A whole job is what a user runs: load the file, compute, save the result. Each
+side runs as its own process, in interleaved rounds (so both see the same
+machine load), with the output on --out-dir (default /dev/shm, so the disk's
+speed is left out; gpuprep fsyncs its outputs before renaming them into place,
+np.save does not). The table gives the median over rounds, the range, the
+ratio numpy / gpuprep, and each side's peak RSS (the child's ru_maxrss).
+
+Jobs (262144 x 256 f32, 100 + N(0, 1), by default; the shape of ANCHORS.md):
+
+    stats        gpuprep stats --device cpu X       | mean and var of np.load(X)
+    standardize  gpuprep preprocess --device cpu    | np.save((x - mean) / std)
+    pca_whiten   gpuprep preprocess --whiten pca    | xc = x - mean; S, U = eigh(xc.T @ xc / N);
+                 --device cpu                       | np.save(xc @ U[:, ::-1] / sqrt(S[::-1] + 1e-5))
+
+    python3 scripts/jobs-vs-numpy.py [--n 262144] [--d 256] [--rounds 5]
+        [--jobs stats,standardize,pca_whiten] [--out-dir /dev/shm] [--bin target/release/gpuprep]
+        [--json out.json]
+
+Builds the release binary unless --bin names one. Installs numpy with pip if it is missing.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+try:
+    import numpy as np
+except ImportError:
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "numpy"])
+    import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+NUMPY_JOBS = {
+    "stats": """
+import numpy as np, sys
+x = np.load(sys.argv[1])
+m, v = x.mean(0), x.var(0)
+print(float(m[0]), float(v[0]))
+""",
+    "standardize": """
+import numpy as np, sys
+x = np.load(sys.argv[1])
+np.save(sys.argv[2], (x - x.mean(0)) / x.std(0))
+""",
+    "pca_whiten": """
+import numpy as np, sys
+x = np.load(sys.argv[1])
+xc = x - x.mean(0)
+s, u = np.linalg.eigh(xc.T @ xc / x.shape[0])
+np.save(sys.argv[2], (xc @ u[:, ::-1]) / np.sqrt(s[::-1] + 1e-5))
+""",
+}
+
+GPUPREP_JOBS = {
+    "stats": lambda x, out: ["stats", "--device", "cpu", x],
+    "standardize": lambda x, out: ["preprocess", "--device", "cpu", "-q", x, "-o", out],
+    "pca_whiten": lambda x, out: ["preprocess", "--device", "cpu", "-q", "--whiten", "pca", x, "-o", out],
+}
+
+TARGETS = {"stats": 3.0, "standardize": 1.5, "pca_whiten": 1.5}
+
+
+def run(cmd):
+    """Wall seconds and peak RSS (MB) of one child process."""
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t
+    err = p.stderr.read().decode()
+    p.stderr.close()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{err}")
+    return wall, usage.ru_maxrss / 1024.0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=262144)
+    ap.add_argument("--d", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--jobs", default="stats,standardize,pca_whiten")
+    ap.add_argument("--out-dir", default="/dev/shm")
+    ap.add_argument("--bin", default=None)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+
+    exe = a.bin
+    if exe is None:
+        subprocess.check_call(["cargo", "build", "--release", "--locked", "--bin", "gpuprep"], cwd=ROOT)
+        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+        exe = os.path.join(target, "release", "gpuprep")
+
+    jobs = a.jobs.split(",")
+    for j in jobs:
+        if j not in NUMPY_JOBS:
+            sys.exit(f"unknown job {j!r}: expected one of {', '.join(NUMPY_JOBS)}")
+    with tempfile.TemporaryDirectory(dir=a.out_dir) as tmp:
+        x_path = os.path.join(tmp, "x.npy")
+        rng = np.random.default_rng(0)
+        np.save(x_path, (100.0 + rng.standard_normal((a.n, a.d), dtype=np.float32)).astype(np.float32))
+        scripts = {}
+        for j in jobs:
+            scripts[j] = os.path.join(tmp, f"np_{j}.py")
+            with open(scripts[j], "w") as f:
+                f.write(NUMPY_JOBS[j])
+        times = {j: {"gpuprep": [], "numpy": []} for j in jobs}
+        rss = {j: {"gpuprep": 0.0, "numpy": 0.0} for j in jobs}
+        for r in range(a.rounds):
+            for j in jobs:
+                for side in ("gpuprep", "numpy") if r % 2 == 0 else ("numpy", "gpuprep"):
+                    out = os.path.join(tmp, f"out_{side}.npy")
+                    if side == "gpuprep":
+                        cmd = [exe] + GPUPREP_JOBS[j](x_path, out)
+                    else:
+                        cmd = [sys.executable, scripts[j], x_path, out]
+                    wall, peak = run(cmd)
+                    times[j][side].append(wall)
+                    rss[j][side] = max(rss[j][side], peak)
+                    if os.path.exists(out):
+                        os.remove(out)
+        print(f"{a.n} x {a.d} f32, {a.rounds} rounds, output to {a.out_dir}, load average {os.getloadavg()[0]:.2f}")
+        print(f"{'job':<12} {'gpuprep s':>20} {'numpy s':>20} {'ratio':>7} {'target':>7} {'RSS MB gpuprep/numpy':>22}")
+        result = {}
+        for j in jobs:
+            g, n = times[j]["gpuprep"], times[j]["numpy"]
+            gm, nm = statistics.median(g), statistics.median(n)
+            ratio = nm / gm
+            met = "met" if ratio >= TARGETS[j] else "MISSED"
+            print(
+                f"{j:<12} {gm:6.3f} ({min(g):.2f}-{max(g):.2f}) {nm:6.3f} ({min(n):.2f}-{max(n):.2f}) "
+                f"{ratio:6.2f}x {TARGETS[j]:5.1f}x {met:<6} {rss[j]['gpuprep']:6.0f} / {rss[j]['numpy']:.0f}"
+            )
+            result[j] = {
+                "gpuprep_s": g,
+                "numpy_s": n,
+                "ratio": ratio,
+                "target": TARGETS[j],
+                "peak_rss_mb": rss[j],
+            }
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump({"n": a.n, "d": a.d, "rounds": a.rounds, "jobs": result}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
