@@ -32,10 +32,9 @@ import tempfile
 import time
 
 try:
-    import numpy as np
+    import numpy  # noqa: F401  (the jobs' children import it)
 except ImportError:
     subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "numpy"])
-    import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,8 +105,14 @@ def main():
             sys.exit(f"unknown job {j!r}: expected one of {', '.join(NUMPY_JOBS)}")
     with tempfile.TemporaryDirectory(dir=a.out_dir) as tmp:
         x_path = os.path.join(tmp, "x.npy")
-        rng = np.random.default_rng(0)
-        np.save(x_path, (100.0 + rng.standard_normal((a.n, a.d), dtype=np.float32)).astype(np.float32))
+        # In a child: a child's ru_maxrss counts the RSS its parent had when it
+        # forked, so this process never holds the data.
+        subprocess.check_call([
+            sys.executable, "-c",
+            "import numpy as np, sys; n, d = int(sys.argv[2]), int(sys.argv[3]); "
+            "np.save(sys.argv[1], (100.0 + np.random.default_rng(0).standard_normal((n, d), dtype=np.float32)).astype(np.float32))",
+            x_path, str(a.n), str(a.d),
+        ])
         scripts = {}
         for j in jobs:
             scripts[j] = os.path.join(tmp, f"np_{j}.py")

@@ -166,13 +166,86 @@ fn task_moments<T: HostFloat>(rows: ArrayView2<'_, T>, block_rows: usize, tile: 
     }
 }
 
+/// Columns per strip of [`strip_two_pass`]: its sums, squared deviations,
+/// minima and maxima stay in registers across the rows of a block.
+const STRIP: usize = 16;
+
 /// Columns `c0..c1` of a block (`data`, row-major, rows of `d`): the mean and
 /// `M2` in f64 by two passes, min and max in `T` (NaN not yet accounted for).
+/// Strips of [`STRIP`] columns, then the rest column-vector-wise; each
+/// column's sums run over the rows in order either way, so the result does
+/// not depend on the strip width.
 #[inline(always)]
 fn block_two_pass<T: HostFloat>(data: &[T], d: usize, c0: usize, c1: usize, t: &mut Tile<T>) {
+    let full = c0 + (c1 - c0) / STRIP * STRIP;
+    let mut c = c0;
+    while c < full {
+        let o = c - c0..c - c0 + STRIP;
+        strip_two_pass::<T, STRIP>(
+            data,
+            d,
+            c,
+            &mut t.mean[o.clone()],
+            &mut t.m2[o.clone()],
+            &mut t.lo[o.clone()],
+            &mut t.hi[o],
+        );
+        c += STRIP;
+    }
+    if full < c1 {
+        rest_two_pass(data, d, full, c1, full - c0, t);
+    }
+}
+
+/// [`block_two_pass`] of the `S` columns from `c`, accumulators in registers.
+#[inline(always)]
+fn strip_two_pass<T: HostFloat, const S: usize>(
+    data: &[T],
+    d: usize,
+    c: usize,
+    mean: &mut [f64],
+    m2: &mut [f64],
+    lo: &mut [T],
+    hi: &mut [T],
+) {
+    let mut sum = [0.0f64; S];
+    let mut l = [T::default(); S];
+    let mut h = [T::default(); S];
+    l.copy_from_slice(&data[c..c + S]);
+    h.copy_from_slice(&data[c..c + S]);
+    let mut rows = 0usize;
+    for row in data.chunks_exact(d) {
+        let v = &row[c..c + S];
+        for k in 0..S {
+            sum[k] += v[k].to_f64();
+            l[k] = if v[k] < l[k] { v[k] } else { l[k] };
+            h[k] = if v[k] > h[k] { v[k] } else { h[k] };
+        }
+        rows += 1;
+    }
+    let n = rows as f64;
+    let m = sum.map(|s| s / n);
+    let mut q = [0.0f64; S];
+    for row in data.chunks_exact(d) {
+        let v = &row[c..c + S];
+        for k in 0..S {
+            let e = v[k].to_f64() - m[k];
+            q[k] += e * e;
+        }
+    }
+    mean.copy_from_slice(&m);
+    m2.copy_from_slice(&q);
+    lo.copy_from_slice(&l);
+    hi.copy_from_slice(&h);
+}
+
+/// [`block_two_pass`] of columns `c0..c1`, into the tile from `at`: one
+/// accumulator per column in memory (the columns a strip leaves over).
+#[inline(always)]
+fn rest_two_pass<T: HostFloat>(data: &[T], d: usize, c0: usize, c1: usize, at: usize, t: &mut Tile<T>) {
     let w = c1 - c0;
-    let (mean, m2) = (&mut t.mean[..w], &mut t.m2[..w]);
-    let (lo, hi) = (&mut t.lo[..w], &mut t.hi[..w]);
+    let (mean, m2) = (&mut t.mean[at..at + w], &mut t.m2[at..at + w]);
+    let (lo, hi) = (&mut t.lo[at..at + w], &mut t.hi[at..at + w]);
     mean.fill(0.0);
     m2.fill(0.0);
     lo.copy_from_slice(&data[c0..c1]);
