@@ -272,7 +272,7 @@ impl Pipeline {
         check_cols(OP, self.n_features(), x.ncols())?;
         let parts = self.transform_parts();
         let mut out = new_output_for(&parts, x.nrows())?;
-        apply_into(&parts, x, out.view_mut())?;
+        apply_into(&parts, x, out.view_mut(), 0)?;
         Ok(out)
     }
 
@@ -285,7 +285,7 @@ impl Pipeline {
     /// [`Error::InvalidArgument`] for an `out` of another shape or layout.
     pub fn transform_into<T: HostFloat>(&self, x: ArrayView2<T>, out: ArrayViewMut2<T>) -> Result<()> {
         check_cols(OP, self.n_features(), x.ncols())?;
-        apply_into(&self.transform_parts(), x, out)
+        apply_into(&self.transform_parts(), x, out, 0)
     }
 
     /// Maps transformed rows (`output_dim` columns) back to the input space.
@@ -296,7 +296,7 @@ impl Pipeline {
         check_cols(OP, self.output_dim(), y.ncols())?;
         let parts = self.inverse_parts();
         let mut out = new_output_for(&parts, y.nrows())?;
-        apply_into(&parts, y, out.view_mut())?;
+        apply_into(&parts, y, out.view_mut(), 0)?;
         Ok(out)
     }
 
@@ -311,7 +311,7 @@ impl Pipeline {
         out: ArrayViewMut2<T>,
     ) -> Result<()> {
         check_cols(OP, self.output_dim(), y.ncols())?;
-        apply_into(&self.inverse_parts(), y, out)
+        apply_into(&self.inverse_parts(), y, out, 0)
     }
 
     /// Uploads the transform matrices, for [`GpuPipeline::transform`].
@@ -353,10 +353,10 @@ fn first_overflow<T: HostFloat>(x: ArrayView2<T>, y: ArrayView2<T>) -> Option<(u
         })
 }
 
-fn overflow<T: HostFloat>((row, col): (usize, usize)) -> Error {
+fn overflow<T: HostFloat>(first_row: usize, (row, col): (usize, usize)) -> Error {
     Error::Overflow {
         op: OP,
-        location: format!("row {row}, column {col}"),
+        location: format!("row {}, column {col}", first_row + row),
         dtype: T::NAME,
         hint: F64_HINT,
     }
@@ -372,11 +372,13 @@ fn all_finite<T: HostFloat>(y: &[T]) -> bool {
 /// [`apply_host`] into `out`, and where finite f32 rows overflowed in f32
 /// arithmetic (the product's sums, near f32's limits), the same in f64
 /// rounded once to f32; a result that is beyond f32 even so is
-/// [`Error::Overflow`].
+/// [`Error::Overflow`], naming the row as `first_row` (the data set's row
+/// of `x`'s first) plus its row in `x`.
 fn apply_into<T: HostFloat>(
     parts: &TransformParts,
     x: ArrayView2<T>,
     mut out: ArrayViewMut2<T>,
+    first_row: usize,
 ) -> Result<()> {
     if apply_host(parts, x, out.view_mut())? {
         return Ok(());
@@ -385,13 +387,13 @@ fn apply_into<T: HostFloat>(
         return Ok(());
     };
     if T::NAME == "f64" {
-        return Err(overflow::<T>(at));
+        return Err(overflow::<T>(first_row, at));
     }
     let mut y = host::new_output::<f64>(x.nrows(), out.ncols());
     apply_host(parts, x.mapv(|v| v.to_f64()).view(), y.view_mut())?;
     out.zip_mut_with(&y, |o, &v| *o = T::from_f64(v));
     match first_overflow(x, out.view()) {
-        Some(at) => Err(overflow::<T>(at)),
+        Some(at) => Err(overflow::<T>(first_row, at)),
         None => Ok(()),
     }
 }
@@ -927,7 +929,7 @@ fn transform_host<T: NpyFloat, W: std::io::Write + Send>(
             }
             .filter(|y| y.nrows() == c.nrows())
             .map_or_else(|| new_output_for(parts, c.nrows()), Ok)?;
-            apply_into(parts, c, y.view_mut())?;
+            apply_into(parts, c, y.view_mut(), at)?;
             full_tx
                 .send((y, at + c.nrows()))
                 .map_err(|_| Error::invalid(OP, "the writer stopped"))

@@ -658,3 +658,18 @@ fn a_failing_writer_or_reader_stops_the_streamed_transform_with_its_error() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_streamed_overflow_names_the_data_sets_row_not_the_chunks() {
+    // Columns with a spread of 1e-20: a value of 1e30 standardizes beyond f32.
+    let fit = normal(100, 3, 0.0, 1e-20, 4);
+    let model = Pipeline::fit(fit.view(), &opts(true, true, None, Whitening::None)).unwrap();
+    let mut x = fit.mapv(f64::from);
+    x[[77, 1]] = 1e30;
+    let mut ds = Dataset::from_array(Path::new("x"), x, Dtype::F32);
+    let err = stream(&model, &mut ds, 16, Dtype::F32, Vec::new()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Overflow { location, .. } if location == "row 77, column 1"),
+        "{err}"
+    );
+}
