@@ -364,9 +364,7 @@ fn overflow<T: HostFloat>(first_row: usize, (row, col): (usize, usize)) -> Error
 
 /// Whether every value of `y` (standard layout) is finite, in one parallel pass.
 fn all_finite<T: HostFloat>(y: &[T]) -> bool {
-    y.par_chunks(1 << 16)
-        .map(|c| host::dispatch(|| c.iter().fold(true, |a, v| a & v.to_f64().is_finite())))
-        .reduce(|| true, |a, b| a & b)
+    y.par_chunks(1 << 16).all(|c| host::first_non_finite(c).is_none())
 }
 
 /// [`apply_host`] into `out`, and where finite f32 rows overflowed in f32

@@ -259,7 +259,10 @@ impl Dataset {
                         }
                         let r = part.read(at, buf.view_mut()).and_then(|()| {
                             if reject {
-                                if let Some(k) = first_non_finite(&buf) {
+                                if let Some(k) = buf.as_slice().map_or_else(
+                                    || buf.iter().position(|v| !v.to_f64().is_finite()),
+                                    crate::host::first_non_finite,
+                                ) {
                                     let (i, j) = (k / cols.max(1), k % cols.max(1));
                                     return Err(Error::NonFinite {
                                         op,
@@ -292,24 +295,4 @@ impl Dataset {
             Ok(())
         })
     }
-}
-
-/// The row-major index of the first NaN or infinity in `x` (a buffer in
-/// standard layout): one vectorized pass over the values, and a search only
-/// in the block that holds one.
-fn first_non_finite<T: NpyFloat>(x: &Array2<T>) -> Option<usize> {
-    const BLOCK: usize = 1 << 12;
-    let finite = |v: &T| v.to_f64().is_finite();
-    let Some(s) = x.as_slice() else {
-        return x.iter().position(|v| !finite(v));
-    };
-    crate::host::dispatch(|| {
-        s.chunks(BLOCK).enumerate().find_map(|(b, c)| {
-            if c.iter().fold(true, |ok, v| ok & finite(v)) {
-                None
-            } else {
-                c.iter().position(|v| !finite(v)).map(|k| b * BLOCK + k)
-            }
-        })
-    })
 }

@@ -171,6 +171,23 @@ pub(crate) fn contiguous<'a, T: Copy>(x: &'a ArrayView2<'_, T>, scratch: &'a mut
     scratch
 }
 
+/// The index of the first NaN or infinity in `s`: one vectorized pass over
+/// blocks of values, and a search only in the block that holds one (the
+/// reader's refusal of non-finite data, the transforms' overflow check).
+pub(crate) fn first_non_finite<T: HostFloat>(s: &[T]) -> Option<usize> {
+    const BLOCK: usize = 1 << 12;
+    let finite = |v: &T| v.to_f64().is_finite();
+    dispatch(|| {
+        s.chunks(BLOCK).enumerate().find_map(|(b, c)| {
+            if c.iter().fold(true, |ok, v| ok & finite(v)) {
+                None
+            } else {
+                c.iter().position(|v| !finite(v)).map(|k| b * BLOCK + k)
+            }
+        })
+    })
+}
+
 /// Rows per block so a block holds about `elems` elements (at least 1 row).
 pub(crate) fn rows_for(elems: usize, d: usize) -> usize {
     (elems / d.max(1)).max(1)
