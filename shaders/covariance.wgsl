@@ -25,7 +25,9 @@
 //
 // Pass 1, `covariance_partial`: workgroup (t, s) accumulates upper tile t over
 // the rows of slice s (rows_per_slice rows), KSTEP rows at a time through
-// workgroup memory, each thread holding an 8 x 8 register tile; it writes its
+// workgroup memory (double-buffered where it fits, the next step's rows loaded
+// into registers during the current step's FMAs), each thread holding an
+// 8 x 8 register tile; it writes its
 // TILE x TILE partial sum to `partials[s][t]`, and the diagonal tiles' groups
 // write their columns' sums to `colsums[s]`. Splitting N into slices gives the
 // device enough workgroups when D (and so the number of tiles) is small. A
@@ -58,6 +60,12 @@ override KSTEP: u32 = 8u;
 // D % 4 == 0: each thread's four columns are one aligned vec4 of X, loaded
 // through x4 in one instruction (the launcher binds X to both x and x4).
 override VEC4: bool = false;
+// Buffers of the tiles: 2 where the device's workgroup memory holds them
+// (steps alternate between them, one barrier per step), else 1 (the
+// launcher's choice). Declared with the other overrides, before any global
+// variable (naga 30's override processing panics on one declared after a
+// workgroup array whose size uses overrides).
+override NBUF: u32 = 2u;
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> mean: array<f32>;
@@ -115,9 +123,10 @@ fn load_scale(c: u32) -> vec4<f32> {
     return s;
 }
 
-// KSTEP rows x TILE columns of centred X for the tile's row block (a) and column block (b).
-var<workgroup> a_tile: array<vec4<f32>, KSTEP * 2u * WG>;
-var<workgroup> b_tile: array<vec4<f32>, KSTEP * 2u * WG>;
+// NBUF buffers of KSTEP rows x TILE columns of centred X for the tile's row
+// block (a) and column block (b).
+var<workgroup> a_tile: array<vec4<f32>, NBUF * KSTEP * 2u * WG>;
+var<workgroup> b_tile: array<vec4<f32>, NBUF * KSTEP * 2u * WG>;
 
 // Upper tile number t -> (row block, column block), row by row.
 fn tile_coords(t: u32) -> vec2<u32> {
@@ -204,13 +213,22 @@ fn covariance_partial(
     // acc[2 * r + h]: local row r (0..3: 4 * lid.y + r, 4..7: TILE/2 + 4 * lid.y + r - 4),
     // columns 4 * lid.x .. + 4 (h = 0) and TILE/2 + 4 * lid.x .. + 4 (h = 1).
     var acc: array<vec4<f32>, 16>;
+    // Step s computes from buffer s % NBUF. With two buffers the step's
+    // prefetched rows go to the other one after its FMAs, and the barrier
+    // that ends the step both publishes them and retires the step's reads
+    // before the buffer is written again; with one, a second barrier retires
+    // the reads before the stores.
+    let buf_len = KSTEP * t4;
+    for (var j = 0u; j < sweeps; j++) {
+        let slot = (k0 + j * kstride) * t4 + c4;
+        a_tile[slot] = pa[j];
+        b_tile[slot] = pb[j];
+    }
+    workgroupBarrier();
+    var buf = 0u;
     for (var r0 = row_begin; r0 < row_end; r0 += KSTEP) {
-        for (var j = 0u; j < sweeps; j++) {
-            let slot = (k0 + j * kstride) * t4 + c4;
-            a_tile[slot] = pa[j];
-            b_tile[slot] = pb[j];
-        }
-        workgroupBarrier();
+        let base = buf * buf_len;
+        let other = (buf + 1u) % NBUF;
         let next = r0 + KSTEP;
         for (var j = 0u; j < sweeps; j++) {
             let r = next + k0 + j * kstride;
@@ -224,10 +242,10 @@ fn covariance_partial(
             // the finalize takes from the mirror: a quarter of the work skipped,
             // the same for every thread.
             for (var k = 0u; k < KSTEP; k++) {
-                let a0 = a_tile[k * t4 + lid.y];
-                let a1 = a_tile[k * t4 + WG + lid.y];
-                let b0 = b_tile[k * t4 + lid.x];
-                let b1 = b_tile[k * t4 + WG + lid.x];
+                let a0 = a_tile[base + k * t4 + lid.y];
+                let a1 = a_tile[base + k * t4 + WG + lid.y];
+                let b0 = b_tile[base + k * t4 + lid.x];
+                let b1 = b_tile[base + k * t4 + WG + lid.x];
                 acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
                 acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
                 acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
@@ -243,10 +261,10 @@ fn covariance_partial(
             }
         } else {
             for (var k = 0u; k < KSTEP; k++) {
-                let a0 = a_tile[k * t4 + lid.y];
-                let a1 = a_tile[k * t4 + WG + lid.y];
-                let b0 = b_tile[k * t4 + lid.x];
-                let b1 = b_tile[k * t4 + WG + lid.x];
+                let a0 = a_tile[base + k * t4 + lid.y];
+                let a1 = a_tile[base + k * t4 + WG + lid.y];
+                let b0 = b_tile[base + k * t4 + lid.x];
+                let b1 = b_tile[base + k * t4 + WG + lid.x];
                 acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
                 acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
                 acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
@@ -265,7 +283,17 @@ fn covariance_partial(
                 acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
             }
         }
+        if NBUF == 1u {
+            workgroupBarrier();
+        }
+        let next_base = other * buf_len;
+        for (var j = 0u; j < sweeps; j++) {
+            let slot = next_base + (k0 + j * kstride) * t4 + c4;
+            a_tile[slot] = pa[j];
+            b_tile[slot] = pb[j];
+        }
         workgroupBarrier();
+        buf = other;
     }
 
     // partials[slice][tile] is TILE x TILE, row-major, in vec4s.

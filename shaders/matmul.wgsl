@@ -18,8 +18,11 @@
 //
 // Each workgroup computes a BM x BN block of out (BM = 8 * WY rows, BN = 8 * WX
 // columns), KSTEP columns of x / rows of w at a time through workgroup memory,
-// each thread an 8 x 8 register tile. Row blocks are walked with a grid stride,
-// so N may exceed 65535 * BM.
+// each thread an 8 x 8 register tile. The tiles are double-buffered where
+// workgroup memory allows: the next step's loads are issued before the current
+// step's FMAs (held in registers with PREFETCH) and land in the other buffer,
+// one barrier per step. Row
+// blocks are walked with a grid stride, so N may exceed 65535 * BM.
 
 struct Params {
     n: u32,        // rows of x and out
@@ -38,6 +41,9 @@ const BIAS: u32 = 4u;
 const ACT_TANH: u32 = 16u;
 const ACT_RELU: u32 = 32u;
 
+// Every override is declared before the first global variable: naga 30's
+// override processing panics on one declared after a workgroup array whose
+// size uses overrides.
 // Threads along the output's columns (BN = 8 * WX) and rows (BM = 8 * WY).
 override WX: u32 = 16u;
 override WY: u32 = 16u;
@@ -53,6 +59,20 @@ override TRANSPOSE_X: bool = false;
 // through x4. M % 4 == 0 (without TRANSPOSE_W): w's through w4.
 override X_VEC4: bool = false;
 override W_VEC4: bool = false;
+// Buffers of the tiles: 2 (steps alternate between them), or 1 where two do
+// not fit the device's workgroup memory (the launcher's choice).
+override NBUF: u32 = 2u;
+// PREFETCH: each thread loads its share of the next step's tiles into
+// registers before the current step's arithmetic and stores it to workgroup
+// memory after, so the loads' latency hides behind the FMAs. A_ITERS and
+// B_ITERS are its loads per step (the launcher sets them; at most 8 of the
+// vec4 paths' or 32 of the scalar paths'); without PREFETCH (a thread with
+// more loads than registers to hold them) the next step's tiles are loaded
+// straight into the other buffer before the current step's arithmetic (after
+// it, behind a barrier, with one buffer).
+override PREFETCH: bool = false;
+override A_ITERS: u32 = 1u;
+override B_ITERS: u32 = 1u;
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> w: array<f32>;
@@ -67,10 +87,11 @@ override W_VEC4: bool = false;
 @group(0) @binding(7) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read> w4: array<vec4<f32>>;
 
-// KSTEP rows x BM values of x transposed (row stride BM/4 + 1 vec4s, the pad
-// keeps the transposing stores free of bank conflicts), and KSTEP rows x BN of w.
-var<workgroup> a_tile: array<vec4<f32>, KSTEP * (2u * WY + 1u)>;
-var<workgroup> b_tile: array<vec4<f32>, KSTEP * (2u * WX + select(0u, 1u, TRANSPOSE_W))>;
+// NBUF buffers of: KSTEP rows x BM values of x transposed (row stride BM/4 + 1
+// vec4s, the pad keeps the transposing stores free of bank conflicts), and
+// KSTEP rows x BN of w.
+var<workgroup> a_tile: array<vec4<f32>, NBUF * KSTEP * (2u * WY + 1u)>;
+var<workgroup> b_tile: array<vec4<f32>, NBUF * KSTEP * (2u * WX + select(0u, 1u, TRANSPOSE_W))>;
 
 // w[kr, c .. c + 4], zero past row k or column m.
 fn load_w(kr: u32, c: u32) -> vec4<f32> {
@@ -153,6 +174,195 @@ fn store_out(row: u32, c: u32, v: vec4<f32>) {
     }
 }
 
+fn a_stride() -> u32 {
+    return 2u * WY + 1u;
+}
+
+// The pad vec4 keeps TRANSPOSE_W's transposing stores free of bank
+// conflicts; the K x M layout's row stores do not need it.
+fn b_stride() -> u32 {
+    return 2u * WX + select(0u, 1u, TRANSPOSE_W);
+}
+
+// Whether x's (w's) tile moves a vec4 per load.
+fn a_vec4() -> bool {
+    return X_VEC4 && !TRANSPOSE_X;
+}
+
+fn b_vec4() -> bool {
+    return !TRANSPOSE_W;
+}
+
+// Loads per step of x's and w's tiles (all threads together).
+fn a_count() -> u32 {
+    return select(8u * WY * KSTEP, 2u * WY * KSTEP, a_vec4());
+}
+
+fn b_count() -> u32 {
+    return select(8u * WX * KSTEP, 2u * WX * KSTEP, b_vec4());
+}
+
+// Load i (< a_count()) of x's tile for the step at k0: a vec4 of 4
+// consecutive columns of one row (X_VEC4), else one value in .x; centred,
+// and zero past the matrix.
+fn fetch_a(i: u32, row0: u32, k0: u32) -> vec4<f32> {
+    let bm = 8u * WY;
+    let centred = (params.flags & CENTER) != 0u;
+    var v = vec4<f32>(0.0);
+    if TRANSPOSE_X {
+        // k-major, as stored: neighbouring threads read neighbouring columns.
+        let row = row0 + i % bm;
+        let kc = k0 + i / bm;
+        if row < params.n && kc < params.k {
+            v.x = x[kc * params.ldx + params.row_base + row];
+            if centred {
+                v.x -= center[kc];
+            }
+        }
+    } else if X_VEC4 {
+        let q4 = KSTEP / 4u;
+        let row = row0 + i / q4;
+        let kc = k0 + 4u * (i % q4);
+        if row < params.n && kc < params.k {
+            v = x4[(row * params.k + kc) / 4u];
+            if centred {
+                v -= vec4<f32>(center[kc], center[kc + 1u], center[kc + 2u], center[kc + 3u]);
+            }
+        }
+    } else {
+        let row = row0 + i / KSTEP;
+        let kc = k0 + i % KSTEP;
+        if row < params.n && kc < params.k {
+            v.x = x[row * params.k + kc];
+            if centred {
+                v.x -= center[kc];
+            }
+        }
+    }
+    return v;
+}
+
+// Stores load i of x's tile (from fetch_a) into buffer buf, transposed.
+fn put_a(buf: u32, i: u32, v: vec4<f32>) {
+    let bm = 8u * WY;
+    let st = a_stride();
+    let base = buf * KSTEP * st;
+    if TRANSPOSE_X {
+        let r = i % bm;
+        a_tile[base + (i / bm) * st + r / 4u][r % 4u] = v.x;
+    } else if X_VEC4 {
+        let q4 = KSTEP / 4u;
+        let r = i / q4;
+        let slot = base + (4u * (i % q4)) * st + r / 4u;
+        a_tile[slot][r % 4u] = v.x;
+        a_tile[slot + st][r % 4u] = v.y;
+        a_tile[slot + 2u * st][r % 4u] = v.z;
+        a_tile[slot + 3u * st][r % 4u] = v.w;
+    } else {
+        let r = i / KSTEP;
+        a_tile[base + (i % KSTEP) * st + r / 4u][r % 4u] = v.x;
+    }
+}
+
+// Load i (< b_count()) of w's tile for the step at k0: a vec4 of 4
+// consecutive columns of one row of w (K x M), or with TRANSPOSE_W one value
+// in .x (row c of w, KSTEP consecutive values per row: neighbouring threads
+// read neighbouring addresses).
+fn fetch_b(i: u32, col0: u32, k0: u32) -> vec4<f32> {
+    if TRANSPOSE_W {
+        let col = col0 + i / KSTEP;
+        let kc = k0 + i % KSTEP;
+        var v = vec4<f32>(0.0);
+        if col < params.m && kc < params.k {
+            v.x = w[col * params.k + kc];
+        }
+        return v;
+    }
+    let c4 = i % (2u * WX);
+    return load_w(k0 + i / (2u * WX), col0 + 4u * c4);
+}
+
+fn put_b(buf: u32, i: u32, v: vec4<f32>) {
+    let st = b_stride();
+    let base = buf * KSTEP * st;
+    if TRANSPOSE_W {
+        let c = i / KSTEP;
+        b_tile[base + (i % KSTEP) * st + c / 4u][c % 4u] = v.x;
+    } else {
+        b_tile[base + (i / (2u * WX)) * st + i % (2u * WX)] = v;
+    }
+}
+
+// The registers PREFETCH holds a step's loads in: iteration j in slot j
+// (vec4 loads) or in component j % 4 of slot j / 4 (scalar loads).
+struct Staged {
+    a: array<vec4<f32>, 8>,
+    b: array<vec4<f32>, 8>,
+}
+
+fn fetch_step(st: ptr<function, Staged>, tid: u32, row0: u32, col0: u32, k0: u32) {
+    let threads = WX * WY;
+    for (var j = 0u; j < A_ITERS; j++) {
+        let i = tid + j * threads;
+        var v = vec4<f32>(0.0);
+        if i < a_count() {
+            v = fetch_a(i, row0, k0);
+        }
+        if a_vec4() {
+            (*st).a[j] = v;
+        } else {
+            (*st).a[j / 4u][j % 4u] = v.x;
+        }
+    }
+    for (var j = 0u; j < B_ITERS; j++) {
+        let i = tid + j * threads;
+        var v = vec4<f32>(0.0);
+        if i < b_count() {
+            v = fetch_b(i, col0, k0);
+        }
+        if b_vec4() {
+            (*st).b[j] = v;
+        } else {
+            (*st).b[j / 4u][j % 4u] = v.x;
+        }
+    }
+}
+
+fn put_step(st: ptr<function, Staged>, tid: u32, buf: u32) {
+    let threads = WX * WY;
+    for (var j = 0u; j < A_ITERS; j++) {
+        let i = tid + j * threads;
+        if i < a_count() {
+            var v = (*st).a[j];
+            if !a_vec4() {
+                v = vec4<f32>((*st).a[j / 4u][j % 4u]);
+            }
+            put_a(buf, i, v);
+        }
+    }
+    for (var j = 0u; j < B_ITERS; j++) {
+        let i = tid + j * threads;
+        if i < b_count() {
+            var v = (*st).b[j];
+            if !b_vec4() {
+                v = vec4<f32>((*st).b[j / 4u][j % 4u]);
+            }
+            put_b(buf, i, v);
+        }
+    }
+}
+
+// The step at k0 straight into buffer buf (without PREFETCH).
+fn load_step(tid: u32, row0: u32, col0: u32, k0: u32, buf: u32) {
+    let threads = WX * WY;
+    for (var i = tid; i < a_count(); i += threads) {
+        put_a(buf, i, fetch_a(i, row0, k0));
+    }
+    for (var i = tid; i < b_count(); i += threads) {
+        put_b(buf, i, fetch_b(i, col0, k0));
+    }
+}
+
 @compute @workgroup_size(WX, WY, 1)
 fn matmul(
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -162,100 +372,48 @@ fn matmul(
 ) {
     let bm = 8u * WY;
     let bn = 8u * WX;
-    let a_stride = 2u * WY + 1u;
-    // The pad vec4 keeps TRANSPOSE_W's transposing stores free of bank
-    // conflicts; the K x M layout's row stores do not need it.
-    let b_stride = 2u * WX + select(0u, 1u, TRANSPOSE_W);
-    let threads = WX * WY;
+    let a_st = a_stride();
+    let b_st = b_stride();
     let col0 = wid.x * bn;
-    let centred = (params.flags & CENTER) != 0u;
     let n_row_blocks = (params.n + bm - 1u) / bm;
+    var staged: Staged;
 
     for (var rb = wid.y; rb < n_row_blocks; rb += nwg.y) {
         let row0 = rb * bm;
         // acc[2 * r + h]: local row r (0..3: 4 * lid.y + r, 4..7: BM/2 + 4 * lid.y + r - 4),
         // columns 4 * lid.x .. + 4 (h = 0) and BN/2 + 4 * lid.x .. + 4 (h = 1).
         var acc: array<vec4<f32>, 16>;
+        // Step s reads buffer s % 2 while the next step's tiles go into the
+        // other; one barrier per step: the one that ends step s both publishes
+        // step s + 1's tiles and retires step s's reads before step s + 2
+        // overwrites its buffer. With one buffer a second barrier retires the
+        // reads before the next step's tiles are stored.
+        if PREFETCH {
+            fetch_step(&staged, tid, row0, col0, 0u);
+            put_step(&staged, tid, 0u);
+        } else {
+            load_step(tid, row0, col0, 0u, 0u);
+        }
+        workgroupBarrier();
+        var buf = 0u;
         for (var k0 = 0u; k0 < params.k; k0 += KSTEP) {
-            if TRANSPOSE_X {
-                for (var i = tid; i < bm * KSTEP; i += threads) {
-                    let kk = i / bm;
-                    let r = i % bm;
-                    let row = row0 + r;
-                    let kc = k0 + kk;
-                    var v = 0.0;
-                    if row < params.n && kc < params.k {
-                        v = x[kc * params.ldx + params.row_base + row];
-                        if centred {
-                            v -= center[kc];
-                        }
-                    }
-                    a_tile[kk * a_stride + r / 4u][r % 4u] = v;
-                }
-            } else if X_VEC4 {
-                // Thread i: columns 4q .. 4q + 4 of the step, row r of the block.
-                let q4 = KSTEP / 4u;
-                for (var i = tid; i < bm * q4; i += threads) {
-                    let r = i / q4;
-                    let q = i % q4;
-                    let row = row0 + r;
-                    let kc = k0 + 4u * q;
-                    var v = vec4<f32>(0.0);
-                    if row < params.n && kc < params.k {
-                        v = x4[(row * params.k + kc) / 4u];
-                        if centred {
-                            v -= vec4<f32>(center[kc], center[kc + 1u], center[kc + 2u], center[kc + 3u]);
-                        }
-                    }
-                    let slot = (4u * q) * a_stride + r / 4u;
-                    a_tile[slot][r % 4u] = v.x;
-                    a_tile[slot + a_stride][r % 4u] = v.y;
-                    a_tile[slot + 2u * a_stride][r % 4u] = v.z;
-                    a_tile[slot + 3u * a_stride][r % 4u] = v.w;
-                }
-            } else {
-                for (var i = tid; i < bm * KSTEP; i += threads) {
-                    let r = i / KSTEP;
-                    let kk = i % KSTEP;
-                    let row = row0 + r;
-                    let kc = k0 + kk;
-                    var v = 0.0;
-                    if row < params.n && kc < params.k {
-                        v = x[row * params.k + kc];
-                        if centred {
-                            v -= center[kc];
-                        }
-                    }
-                    a_tile[kk * a_stride + r / 4u][r % 4u] = v;
+            let next = k0 + KSTEP;
+            let more = next < params.k;
+            let other = (buf + 1u) % NBUF;
+            if more {
+                if PREFETCH {
+                    fetch_step(&staged, tid, row0, col0, next);
+                } else if NBUF == 2u {
+                    load_step(tid, row0, col0, next, other);
                 }
             }
-            if TRANSPOSE_W {
-                // Row c of w (column c of the product), KSTEP consecutive values
-                // per row: neighbouring threads read neighbouring addresses.
-                for (var i = tid; i < bn * KSTEP; i += threads) {
-                    let c = i / KSTEP;
-                    let kk = i % KSTEP;
-                    let col = col0 + c;
-                    let kc = k0 + kk;
-                    var v = 0.0;
-                    if col < params.m && kc < params.k {
-                        v = w[col * params.k + kc];
-                    }
-                    b_tile[kk * b_stride + c / 4u][c % 4u] = v;
-                }
-            } else {
-                for (var i = tid; i < KSTEP * 2u * WX; i += threads) {
-                    let kk = i / (2u * WX);
-                    let c4 = i % (2u * WX);
-                    b_tile[kk * b_stride + c4] = load_w(k0 + kk, col0 + 4u * c4);
-                }
-            }
-            workgroupBarrier();
+            let ab = buf * KSTEP * a_st;
+            let bb = buf * KSTEP * b_st;
             for (var k = 0u; k < KSTEP; k++) {
-                let a0 = a_tile[k * a_stride + lid.y];
-                let a1 = a_tile[k * a_stride + WY + lid.y];
-                let b0 = b_tile[k * b_stride + lid.x];
-                let b1 = b_tile[k * b_stride + WX + lid.x];
+                let a0 = a_tile[ab + k * a_st + lid.y];
+                let a1 = a_tile[ab + k * a_st + WY + lid.y];
+                let b0 = b_tile[bb + k * b_st + lid.x];
+                let b1 = b_tile[bb + k * b_st + WX + lid.x];
                 acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
                 acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
                 acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
@@ -273,7 +431,18 @@ fn matmul(
                 acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
                 acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
             }
+            if NBUF == 1u {
+                workgroupBarrier();
+            }
+            if more {
+                if PREFETCH {
+                    put_step(&staged, tid, other);
+                } else if NBUF == 1u {
+                    load_step(tid, row0, col0, next, other);
+                }
+            }
             workgroupBarrier();
+            buf = other;
         }
 
         let lo = row0 + 4u * lid.y;

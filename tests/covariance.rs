@@ -12,7 +12,10 @@ use ndarray::Array2;
 /// GPU covariance of `x` about its GPU column mean, output poisoned with NaN first,
 /// against the twin about the f64 mean; returns the Frobenius relative error.
 fn check(x: &Array2<f32>, ddof: usize, config: &CovarianceConfig) -> f64 {
-    let g = gpu();
+    check_on(gpu(), x, ddof, config)
+}
+
+fn check_on(g: &gpuprep::Gpu, x: &Array2<f32>, ddof: usize, config: &CovarianceConfig) -> f64 {
     let (n, d) = x.dim();
     let xg = GpuMatrix::upload(g, x.view()).unwrap();
     let out = GpuMatrix::filled(g, d, d, f32::NAN).unwrap();
@@ -81,6 +84,25 @@ fn every_tile_size_and_many_slices() {
             };
             let err = check(&x, 0, &config);
             assert!(err <= 1e-5, "{n}x{d} WG {wg} {config:?}: rel error {err:e}");
+        }
+    }
+}
+
+#[test]
+fn one_tile_buffer_where_workgroup_memory_is_small() {
+    // 16 x 16 threads, 16 rows per step: 16 KiB of tiles, two buffers on
+    // lavapipe's 32 KiB, one on this device (a second barrier per step).
+    let g = common::small_memory_gpu();
+    for (n, d) in [(301usize, 130usize), (40, 17), (999, 256)] {
+        let x = normal(n, d, 1e4, 1.0, n as u64 + d as u64);
+        for kstep in [8, 16] {
+            let config = CovarianceConfig {
+                tile_threads: Some(16),
+                rows_per_step: kstep,
+                ..CovarianceConfig::default()
+            };
+            let err = check_on(&g, &x, 1, &config);
+            assert!(err <= 1e-5, "{n}x{d} step {kstep}: rel error {err:e}");
         }
     }
 }

@@ -228,6 +228,73 @@ fn every_thread_layout() {
 }
 
 #[test]
+fn every_buffering_mode_over_any_number_of_steps() {
+    // The tile loads' four modes, as chosen on a device with 32 KiB of
+    // workgroup memory (lavapipe): registers + two buffers (16 x 8 / 8),
+    // straight loads + two buffers (1 x 32 / 8: 16 vec4 loads per thread are
+    // too many to hold), straight loads + one buffer (16 x 4 / 32: two do not
+    // fit), registers + one buffer (16 x 16 / 16). Each over K of 1, 2, an
+    // odd number and many steps, the last step partial, with every load path
+    // (vec4 and scalar x and w, both transposes).
+    for (wx, wy, k_step) in [(16, 8, 8), (1, 32, 8), (16, 4, 32), (16, 16, 16)] {
+        let config = MatmulConfig {
+            threads: Some((wx, wy)),
+            k_step: Some(k_step),
+        };
+        for k in [
+            k_step as usize,
+            2 * k_step as usize,
+            3 * k_step as usize + 5,
+            100,
+            101,
+        ] {
+            for (m, flags) in [(40, 7), (37, 1), (40, 8 + 3), (36, 64 + 5)] {
+                let err = check(70, k, m, flags, config, (k * 7 + m) as u64 + flags as u64);
+                assert!(
+                    err <= 1e-5,
+                    "{wx}x{wy}/{k_step} flags {flags}: 70x{k} @ {k}x{m}: rel error {err:e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn one_tile_buffer_where_workgroup_memory_is_small() {
+    // On a device with 16 KiB of workgroup memory: 16 x 8 / 16 (12.5 KiB of
+    // tiles, registers) and 4 x 8 / 32 (12.8 KiB, straight loads) get one
+    // buffer and a second barrier per step; 16 x 8 / 8 still gets two.
+    let g = common::small_memory_gpu();
+    for (wx, wy, k_step) in [(16, 8, 16), (4, 8, 32), (16, 8, 8)] {
+        let config = MatmulConfig {
+            threads: Some((wx, wy)),
+            k_step: Some(k_step),
+        };
+        for (k, m, flags) in [(100, 40, 7), (33, 37, 8 + 1), (64, 36, 64 + 5)] {
+            let err = check_on(&g, 70, k, m, flags, config, (k + m) as u64);
+            assert!(
+                err <= 1e-5,
+                "{wx}x{wy}/{k_step} flags {flags}: 70x{k} @ {k}x{m}: rel error {err:e}"
+            );
+        }
+    }
+    // 16 x 16 / 16 needs 16.6 KiB even with one buffer: refused, not run.
+    let xg = GpuMatrix::upload(&g, common::normal(20, 16, 0.0, 1.0, 3).view()).unwrap();
+    let wg = GpuMatrix::upload(&g, common::normal(16, 20, 0.0, 1.0, 4).view()).unwrap();
+    let too_big = MatmulOptions {
+        tuning: Some(MatmulConfig {
+            threads: Some((16, 16)),
+            k_step: Some(16),
+        }),
+        ..Default::default()
+    };
+    assert!(matches!(
+        ops::matmul(&g, &xg, &wg, &too_big),
+        Err(Error::ExceedsLimit { .. })
+    ));
+}
+
+#[test]
 fn many_row_blocks_use_the_grid_stride() {
     // More row blocks than workgroups along y would be needed on a small grid is
     // exercised by N large relative to BM = 8 * wy with wy = 1.

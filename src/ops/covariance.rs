@@ -337,10 +337,19 @@ pub(crate) fn encode_covariance_scaled_into(
         )
     };
     let vec4 = d.is_multiple_of(4);
+    // a_tile and b_tile of the partial pass, one buffer each, in bytes: two
+    // buffers where they fit (double-buffered), else one.
+    let tiles_bytes = 2 * 16 * p.kstep as u64 * 2 * p.wg as u64;
+    let buffers = if 2 * tiles_bytes <= gpu.limits().max_compute_workgroup_storage_size as u64 {
+        2
+    } else {
+        1
+    };
     let constants = [
         ("WG", p.wg as f64),
         ("KSTEP", p.kstep as f64),
         ("VEC4", if vec4 { 1.0 } else { 0.0 }),
+        ("NBUF", buffers as f64),
     ];
     let p0 = params(0, 0, 0)?;
     gpu.launch(

@@ -101,6 +101,41 @@ impl MatmulConfig {
     }
 }
 
+/// Whether the kernel's threads hold the next step's tile loads in registers
+/// (`PREFETCH`), and how many loads each makes per step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Prefetch {
+    on: bool,
+    a_iters: u32,
+    b_iters: u32,
+}
+
+impl Prefetch {
+    /// The shader's registers for one step's loads: 8 vec4s each for x's
+    /// and w's tiles, a vec4 or a scalar per load.
+    const SLOTS: u32 = 8;
+
+    fn new(wx: u32, wy: u32, k_step: u32, x_vec4: bool, transpose_w: bool) -> Prefetch {
+        let threads = wx * wy;
+        // Loads per step of all threads: a vec4 of 4 columns of x (of w's
+        // K x M layout) each, else one value.
+        let a_loads = if x_vec4 { 2 * wy * k_step } else { 8 * wy * k_step };
+        let b_loads = if transpose_w {
+            8 * wx * k_step
+        } else {
+            2 * wx * k_step
+        };
+        let a_iters = a_loads.div_ceil(threads);
+        let b_iters = b_loads.div_ceil(threads);
+        let fits = |iters: u32, vec4: bool| iters <= if vec4 { Self::SLOTS } else { 4 * Self::SLOTS };
+        Prefetch {
+            on: fits(a_iters, x_vec4) && fits(b_iters, !transpose_w),
+            a_iters,
+            b_iters,
+        }
+    }
+}
+
 fn check_vec(what: &str, v: Option<&GpuMatrix>, len: usize) -> Result<u32> {
     match v {
         Some(v) if v.cols() != len || v.rows() == 0 => Err(Error::shape(
@@ -200,33 +235,31 @@ pub fn encode_matmul_into(
             format!("k_step must be 8, 16 or 32, got {k_step}"),
         ));
     }
-    // a_tile + b_tile in the shader, in bytes.
+    // One buffer of a_tile + b_tile in the shader, in bytes: two where they
+    // fit (double-buffered), else one.
     let b_pad = u32::from(opts.transpose_w);
     let shared = 16 * k_step as u64 * ((2 * wy + 1) + (2 * wx + b_pad)) as u64;
-    if shared > limits.max_compute_workgroup_storage_size as u64 {
+    let room = limits.max_compute_workgroup_storage_size as u64;
+    if shared > room {
         return Err(Error::ExceedsLimit {
             op: OP,
             what: "workgroup storage in bytes",
             needed: shared,
-            limit: limits.max_compute_workgroup_storage_size as u64,
+            limit: room,
         });
     }
+    let buffers = if 2 * shared <= room { 2 } else { 1 };
     let (bm, bn) = (8 * wy as usize, 8 * wx as usize);
     let col_groups = m.div_ceil(bn);
+    let x_vec4 = k.is_multiple_of(4) && !opts.transpose_x;
+    let prefetch = Prefetch::new(wx, wy, k_step, x_vec4, opts.transpose_w);
     let constants = [
         ("WX", wx as f64),
         ("WY", wy as f64),
         ("KSTEP", k_step as f64),
         ("TRANSPOSE_W", if opts.transpose_w { 1.0 } else { 0.0 }),
         ("TRANSPOSE_X", if opts.transpose_x { 1.0 } else { 0.0 }),
-        (
-            "X_VEC4",
-            if k.is_multiple_of(4) && !opts.transpose_x {
-                1.0
-            } else {
-                0.0
-            },
-        ),
+        ("X_VEC4", if x_vec4 { 1.0 } else { 0.0 }),
         (
             "W_VEC4",
             if m.is_multiple_of(4) && !opts.transpose_w {
@@ -235,6 +268,10 @@ pub fn encode_matmul_into(
                 0.0
             },
         ),
+        ("NBUF", buffers as f64),
+        ("PREFETCH", if prefetch.on { 1.0 } else { 0.0 }),
+        ("A_ITERS", prefetch.a_iters as f64),
+        ("B_ITERS", prefetch.b_iters as f64),
     ];
     let w_span = w.whole_span(gpu, OP)?;
     let w4 = gpu.vec4_span(&w_span)?;
@@ -303,4 +340,28 @@ pub fn encode_matmul_into(
         piece.finish(gpu, encoder, OP)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Prefetch;
+
+    #[test]
+    fn prefetch_holds_at_most_the_shaders_registers() {
+        // The default layout for a wide output: one vec4 of x and two of w
+        // (or 8 scalars of a transposed w) per thread per step.
+        let p = Prefetch::new(16, 8, 8, true, false);
+        assert_eq!((p.on, p.a_iters, p.b_iters), (true, 1, 2));
+        let p = Prefetch::new(16, 8, 8, false, true);
+        assert_eq!((p.on, p.a_iters, p.b_iters), (true, 4, 8));
+        // One column of threads loads 16 vec4s of x per step: too many.
+        assert!(!Prefetch::new(1, 32, 8, true, false).on);
+        // 16 x 4 / 32: 16 vec4s of w per thread.
+        assert!(!Prefetch::new(16, 4, 32, true, false).on);
+        assert!(Prefetch::new(16, 16, 16, true, false).on);
+        // At the bound: 32 scalars of x (4 x 8 threads / 16), 8 vec4s.
+        let p = Prefetch::new(4, 8, 16, false, false);
+        assert_eq!((p.on, p.a_iters), (true, 32));
+        assert!(!Prefetch::new(2, 8, 16, false, false).on);
+    }
 }

@@ -23,6 +23,18 @@ pub fn gpu() -> &'static Gpu {
     })
 }
 
+/// A context on a device with WebGPU's default limits: 16 KiB of workgroup
+/// memory, where the product kernels' tiles get one buffer, not two.
+pub fn small_memory_gpu() -> Gpu {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+        .expect("no adapter: apt-get install -y mesa-vulkan-drivers");
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    assert_eq!(device.limits().max_compute_workgroup_storage_size, 16384);
+    Gpu::from_device_queue(device, queue)
+}
+
 /// A seeded N x D matrix of `offset + scale * N(0, 1)`.
 pub fn normal(n: usize, d: usize, offset: f32, scale: f32, seed: u64) -> Array2<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
