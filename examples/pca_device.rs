@@ -131,6 +131,7 @@ fn main() -> gpuprep::Result<()> {
             target_workgroups: Some(target),
             min_rows_per_slice: 256,
             rows_per_step: kstep,
+            single_buffer: false,
         };
         let t = time_gpu(&gpu, REPS, |enc| {
             encode_covariance_into(
@@ -205,6 +206,7 @@ fn main() -> gpuprep::Result<()> {
                 target_workgroups: Some(target),
                 min_rows_per_slice: 256,
                 rows_per_step: kstep,
+                single_buffer: false,
             };
             let t = time_gpu(&gpu, 3, |enc| {
                 encode_covariance_into(
@@ -265,6 +267,7 @@ fn main() -> gpuprep::Result<()> {
                 .map(|&(wx, wy, k_step)| MatmulConfig {
                     threads: Some((wx, wy)),
                     k_step: Some(k_step),
+                    ..Default::default()
                 })
                 .collect()
         } else {

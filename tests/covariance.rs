@@ -75,12 +75,18 @@ fn every_tile_size_and_many_slices() {
     .enumerate()
     {
         let x = normal(n, d, -3.0, 1.5, 40 + i as u64);
-        for (target, min_rows, kstep) in [(1, 256, 8), (4096, 8, 8), (50, 64, 16), (4096, 16, 16)] {
+        for (target, min_rows, kstep, single_buffer) in [
+            (1, 256, 8, false),
+            (4096, 8, 8, true),
+            (50, 64, 16, false),
+            (4096, 16, 16, true),
+        ] {
             let config = CovarianceConfig {
                 tile_threads: Some(wg),
                 target_workgroups: Some(target),
                 min_rows_per_slice: min_rows,
                 rows_per_step: kstep,
+                single_buffer,
             };
             let err = check(&x, 0, &config);
             assert!(err <= 1e-5, "{n}x{d} WG {wg} {config:?}: rel error {err:e}");

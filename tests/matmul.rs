@@ -159,6 +159,7 @@ fn transposed_x_matches_cpu_on_awkward_shapes() {
         let config = MatmulConfig {
             threads: Some((wx, wy)),
             k_step: Some(k_step),
+            ..Default::default()
         };
         let err = check(70, 33, 20, 64 + 7, config, 77);
         assert!(err <= 1e-5, "x^T {wx}x{wy}/{k_step}: rel error {err:e}");
@@ -214,6 +215,7 @@ fn every_thread_layout() {
         let config = MatmulConfig {
             threads: Some((wx, wy)),
             k_step: Some(k_step),
+            ..Default::default()
         };
         for &(n, k, m) in &[(70, 20, 3), (300, 17, 40), (9, 130, 140)] {
             for flags in [7, 7 + 8] {
@@ -235,11 +237,22 @@ fn every_buffering_mode_over_any_number_of_steps() {
     // too many to hold), straight loads + one buffer (16 x 4 / 32: two do not
     // fit), registers + one buffer (16 x 16 / 16). Each over K of 1, 2, an
     // odd number and many steps, the last step partial, with every load path
-    // (vec4 and scalar x and w, both transposes).
-    for (wx, wy, k_step) in [(16, 8, 8), (1, 32, 8), (16, 4, 32), (16, 16, 16)] {
+    // (vec4 and scalar x and w, both transposes). And 16 x 8 / 8 with each
+    // of the two forced off.
+    for (wx, wy, k_step, single_buffer, no_prefetch) in [
+        (16, 8, 8, false, false),
+        (16, 8, 8, true, false),
+        (16, 8, 8, false, true),
+        (16, 8, 8, true, true),
+        (1, 32, 8, false, false),
+        (16, 4, 32, false, false),
+        (16, 16, 16, false, false),
+    ] {
         let config = MatmulConfig {
             threads: Some((wx, wy)),
             k_step: Some(k_step),
+            single_buffer,
+            no_prefetch,
         };
         for k in [
             k_step as usize,
@@ -252,7 +265,7 @@ fn every_buffering_mode_over_any_number_of_steps() {
                 let err = check(70, k, m, flags, config, (k * 7 + m) as u64 + flags as u64);
                 assert!(
                     err <= 1e-5,
-                    "{wx}x{wy}/{k_step} flags {flags}: 70x{k} @ {k}x{m}: rel error {err:e}"
+                    "{config:?} flags {flags}: 70x{k} @ {k}x{m}: rel error {err:e}"
                 );
             }
         }
@@ -269,6 +282,7 @@ fn one_tile_buffer_where_workgroup_memory_is_small() {
         let config = MatmulConfig {
             threads: Some((wx, wy)),
             k_step: Some(k_step),
+            ..Default::default()
         };
         for (k, m, flags) in [(100, 40, 7), (33, 37, 8 + 1), (64, 36, 64 + 5)] {
             let err = check_on(&g, 70, k, m, flags, config, (k + m) as u64);
@@ -285,6 +299,7 @@ fn one_tile_buffer_where_workgroup_memory_is_small() {
         tuning: Some(MatmulConfig {
             threads: Some((16, 16)),
             k_step: Some(16),
+            ..Default::default()
         }),
         ..Default::default()
     };
@@ -301,6 +316,7 @@ fn many_row_blocks_use_the_grid_stride() {
     let config = MatmulConfig {
         threads: Some((16, 1)),
         k_step: None,
+        ..Default::default()
     };
     let err = check(5000, 5, 20, 3, config, 77);
     assert!(err <= 1e-5, "rel error {err:e}");
@@ -526,10 +542,12 @@ fn bad_input_is_an_error_not_a_panic() {
         MatmulConfig {
             threads: Some((3, 8)),
             k_step: None,
+            ..Default::default()
         },
         MatmulConfig {
             threads: None,
             k_step: Some(12),
+            ..Default::default()
         },
     ] {
         assert!(encode_matmul_into(

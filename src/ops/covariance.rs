@@ -88,6 +88,9 @@ pub struct CovarianceConfig {
     /// Rows of X per step through workgroup memory: 8 or 16 (16 was 5% faster
     /// on an H100).
     pub rows_per_step: u32,
+    /// One buffer of tiles (two barriers per step) even where two fit the
+    /// device's workgroup memory (to measure what double-buffering gives).
+    pub single_buffer: bool,
 }
 
 impl Default for CovarianceConfig {
@@ -97,6 +100,7 @@ impl Default for CovarianceConfig {
             target_workgroups: None,
             min_rows_per_slice: 256,
             rows_per_step: 16,
+            single_buffer: false,
         }
     }
 }
@@ -106,6 +110,7 @@ impl Default for CovarianceConfig {
 struct Plan {
     wg: u32,
     kstep: usize,
+    single_buffer: bool,
     tile: usize,
     n_blocks: usize,
     n_tiles: usize,
@@ -144,6 +149,7 @@ fn plan(gpu: &Gpu, d: usize, config: &CovarianceConfig) -> Result<Plan> {
     Ok(Plan {
         wg,
         kstep,
+        single_buffer: config.single_buffer,
         tile,
         n_blocks,
         n_tiles: n_blocks * (n_blocks + 1) / 2,
@@ -340,7 +346,8 @@ pub(crate) fn encode_covariance_scaled_into(
     // a_tile and b_tile of the partial pass, one buffer each, in bytes: two
     // buffers where they fit (double-buffered), else one.
     let tiles_bytes = 2 * 16 * p.kstep as u64 * 2 * p.wg as u64;
-    let buffers = if 2 * tiles_bytes <= gpu.limits().max_compute_workgroup_storage_size as u64 {
+    let room = gpu.limits().max_compute_workgroup_storage_size as u64;
+    let buffers = if 2 * tiles_bytes <= room && !p.single_buffer {
         2
     } else {
         1

@@ -84,6 +84,12 @@ pub struct MatmulConfig {
     pub threads: Option<(u32, u32)>,
     /// Inner-dimension step through workgroup memory: 8, 16 or 32 (default 8).
     pub k_step: Option<u32>,
+    /// One buffer of tiles (two barriers per step) even where two fit the
+    /// device's workgroup memory (to measure what double-buffering gives).
+    pub single_buffer: bool,
+    /// Load each step's tiles straight into workgroup memory, never through
+    /// registers ahead of the FMAs (the same measurement).
+    pub no_prefetch: bool,
 }
 
 impl MatmulConfig {
@@ -248,7 +254,11 @@ pub fn encode_matmul_into(
             limit: room,
         });
     }
-    let buffers = if 2 * shared <= room { 2 } else { 1 };
+    let buffers = if 2 * shared <= room && !config.single_buffer {
+        2
+    } else {
+        1
+    };
     let (bm, bn) = (8 * wy as usize, 8 * wx as usize);
     let col_groups = m.div_ceil(bn);
     let x_vec4 = k.is_multiple_of(4) && !opts.transpose_x;
@@ -269,7 +279,14 @@ pub fn encode_matmul_into(
             },
         ),
         ("NBUF", buffers as f64),
-        ("PREFETCH", if prefetch.on { 1.0 } else { 0.0 }),
+        (
+            "PREFETCH",
+            if prefetch.on && !config.no_prefetch {
+                1.0
+            } else {
+                0.0
+            },
+        ),
         ("A_ITERS", prefetch.a_iters as f64),
         ("B_ITERS", prefetch.b_iters as f64),
     ];

@@ -75,7 +75,8 @@ pub struct BenchArgs {
 struct Row {
     op: &'static str,
     shape: (usize, usize),
-    /// "host" (the fast CPU path) or "twin" (the f64 reference).
+    /// "host" (the fast CPU path), "twin" (the f64 reference), or "none"
+    /// (a GPU variant of the row above, for comparison).
     cpu_path: &'static str,
     cpu_s: Option<f64>,
     gpu_s: f64,
@@ -316,6 +317,52 @@ pub fn run(mut a: BenchArgs) -> gpuprep::Result<()> {
         })?,
         work: Work::Flops(flops),
     });
+
+    // What the product kernels' double-buffered tiles give, measured in the
+    // same run: the covariance with one tile buffer (two barriers per step),
+    // and the whitening's product (X - mu) @ U with the tiles as the kernel
+    // had them before (one buffer, loads straight into workgroup memory)
+    // against its default.
+    let one_buffer = ops::CovarianceOptions {
+        ddof: 0,
+        tuning: Some(ops::CovarianceConfig {
+            single_buffer: true,
+            ..Default::default()
+        }),
+    };
+    rows.push(Row {
+        op: "covariance, 1 buffer",
+        shape: (n, d),
+        cpu_path: "none",
+        cpu_s: None,
+        gpu_s: tg(&mut |enc| ops::encode_covariance_into(&gpu, enc, &xg, &stats.buffer, &cov, &one_buffer))?,
+        round_trip_s: None,
+        work: Work::Flops(flops),
+    });
+    let u = GpuMatrix::upload(&gpu, model.components.mapv(|v| v as f32).view())?;
+    for (op, single, direct) in [
+        ("product (X - mu) @ U", false, false),
+        ("product, 1 buf, direct", true, true),
+    ] {
+        let opts = ops::MatmulOptions {
+            center: Some(&stats.buffer),
+            tuning: Some(ops::MatmulConfig {
+                single_buffer: single,
+                no_prefetch: direct,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        rows.push(Row {
+            op,
+            shape: (n, d),
+            cpu_path: "none",
+            cpu_s: None,
+            gpu_s: tg(&mut |enc| ops::encode_matmul_into(&gpu, enc, &xg, &u, &yg, &opts))?,
+            round_trip_s: None,
+            work: Work::Flops(flops),
+        });
+    }
 
     // Batch norm and layer norm, training forward (read x, write y) and
     // backward (read x and dy, write dx), on the same N x D matrix. The CPU
