@@ -32,7 +32,8 @@
 // WG, the workgroup scratch arrays sh_n / sh_a / sh_b, chan() and welford4()
 // come from shaders/common/welford.wgsl, and Wf, merge_wf(), sh_merge_wf(),
 // decode() and stats_row() from shaders/common/scaled.wgsl, which
-// src/shaders.rs prepends.
+// src/shaders.rs prepends. Where the adapter has subgroups, short rows take
+// shaders/norm_subgroup.wgsl's entry points instead (appended to this file).
 
 struct RowParams {
     rows: u32,         // R = N * G
@@ -73,17 +74,23 @@ fn affine_start(r: u32, lane: u32) -> Affine {
     return Affine(g * (p.len / sp) + lane / sp, lane % sp);
 }
 
-fn affine_step(a: Affine) -> Affine {
+// The step of TL lanes: tl = TL, q = TL / S, r = TL % S (the row passes on
+// subgroups pass their own lane count).
+fn affine_step_by(a: Affine, tl: u32, q: u32, r: u32) -> Affine {
     if (p.per_channel == 0u) {
-        return Affine(a.idx + p.lanes, 0u);
+        return Affine(a.idx + tl, 0u);
     }
-    var s = a.s + p.lane_r;
-    var idx = a.idx + p.lane_q;
+    var s = a.s + r;
+    var idx = a.idx + q;
     if (s >= p.spatial) {
         s = s - p.spatial;
         idx = idx + 1u;
     }
     return Affine(idx, s);
+}
+
+fn affine_step(a: Affine) -> Affine {
+    return affine_step_by(a, p.lanes, p.lane_q, p.lane_r);
 }
 
 // Welford over elements lane, lane + tl, ... < len of the row at base, on

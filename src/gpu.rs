@@ -70,6 +70,8 @@ pub struct Gpu {
     readback_timeout: Duration,
     max_block_bytes: Option<u64>,
     max_piece_bytes: Option<u64>,
+    /// Whether kernels may use subgroup operations where the device has them.
+    subgroups: AtomicBool,
 }
 
 /// Set by wgpu's device-lost callback.
@@ -203,6 +205,7 @@ impl Gpu {
             readback_timeout: DEFAULT_READBACK_TIMEOUT,
             max_block_bytes: None,
             max_piece_bytes: None,
+            subgroups: AtomicBool::new(true),
         }
     }
 
@@ -243,6 +246,34 @@ impl Gpu {
     pub fn with_max_piece_bytes(mut self, bytes: u64) -> Gpu {
         self.max_piece_bytes = Some(bytes.max(4));
         self
+    }
+
+    /// Keeps every kernel on its workgroup-memory path even where the device
+    /// has wgpu's `SUBGROUP` feature (for tests of both paths, and to measure
+    /// what subgroups give).
+    pub fn without_subgroups(self) -> Gpu {
+        self.set_subgroups(false);
+        self
+    }
+
+    /// Allows (the default) or forbids kernels' subgroup paths from now on,
+    /// as [`Gpu::without_subgroups`] does, on a shared context.
+    pub fn set_subgroups(&self, allowed: bool) {
+        self.subgroups.store(allowed, Ordering::Relaxed);
+    }
+
+    /// The device's subgroup sizes `(min, max)` when kernels may use
+    /// subgroup operations (the device has wgpu's `SUBGROUP` feature and
+    /// [`Gpu::without_subgroups`] was not called), else `None`.
+    pub fn subgroup_sizes(&self) -> Option<(u32, u32)> {
+        if !self.subgroups.load(Ordering::Relaxed)
+            || !self.device.features().contains(wgpu::Features::SUBGROUP)
+        {
+            return None;
+        }
+        let i = self.adapter_info();
+        (i.subgroup_min_size >= 1 && i.subgroup_max_size >= i.subgroup_min_size)
+            .then_some((i.subgroup_min_size, i.subgroup_max_size))
     }
 
     /// Sets how long a readback or a wait waits for the GPU before

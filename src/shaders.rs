@@ -285,6 +285,39 @@ pub mod norm {
     };
 }
 
+/// `shaders/norm_subgroup.wgsl`: the same row passes with one subgroup per
+/// row (no workgroup barriers), for adapters with wgpu's `SUBGROUP` feature.
+/// Built from the preludes, `shaders/norm.wgsl` (whose bindings and helpers
+/// it uses) and the file itself. (naga 30 takes subgroup operations without
+/// WGSL's `enable subgroups;`, which it rejects as not yet supported; the
+/// device's feature gates them, and the launcher uses this shader only on a
+/// device that has it.)
+pub mod norm_subgroup {
+    pub use super::norm::{BETA, DY, GAMMA, OUT, PARAMS, STATS, X};
+    use super::*;
+    /// Statistics and apply, a row per subgroup.
+    pub const ROW_FORWARD: &str = "row_forward_subgroup";
+    /// dx, a row per subgroup.
+    pub const ROW_BACKWARD: &str = "row_backward_subgroup";
+    /// The shader.
+    pub static SHADER: Shader = Shader {
+        name: "norm_subgroup",
+        source: concat!(
+            include_str!("../shaders/common/welford.wgsl"),
+            include_str!("../shaders/common/scaled.wgsl"),
+            include_str!("../shaders/norm.wgsl"),
+            include_str!("../shaders/norm_subgroup.wgsl")
+        ),
+        entries: &[
+            super::norm::ROW_FORWARD,
+            super::norm::ROW_BACKWARD,
+            ROW_FORWARD,
+            ROW_BACKWARD,
+        ],
+        slots: &[PARAMS, X, DY, STATS, GAMMA, BETA, OUT],
+    };
+}
+
 /// `shaders/covariance.wgsl`: upper-triangle tiles of (X - mu)^T (X - mu) per
 /// row slice, then a finalize pass that sums the slices, scales and mirrors.
 pub mod covariance {
@@ -413,6 +446,7 @@ pub static ALL: &[&Shader] = &[
     &init::SHADER,
     &batchnorm::SHADER,
     &norm::SHADER,
+    &norm_subgroup::SHADER,
     &covariance::SHADER,
     &matmul::SHADER,
     &train::SHADER,

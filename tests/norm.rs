@@ -235,7 +235,11 @@ fn gpu_case(kind: NormKind, dims: &[usize], offset: f32, seed: u64) -> f64 {
 
 /// [`gpu_case`] on a given input `x` (f32 values held as f64).
 fn gpu_check(kind: NormKind, x: &ArrayD<f64>, seed: u64) -> f64 {
-    let g = gpu();
+    gpu_check_on(gpu(), kind, x, seed)
+}
+
+/// [`gpu_check`] on a given context.
+fn gpu_check_on(g: &gpuprep::Gpu, kind: NormKind, x: &ArrayD<f64>, seed: u64) -> f64 {
     let dims = x.shape();
     let a = affine_len(kind, dims);
     let dy = tensor(dims, 0.0, 1.0, seed + 1);
@@ -614,7 +618,10 @@ fn eps_must_be_a_positive_normal_f32() {
 /// mean, variance and invstd are NaN on both, the other groups untouched.
 #[test]
 fn gpu_nan_group_has_nan_statistics_as_the_twin() {
-    let g = gpu();
+    nan_group_has_nan_statistics(gpu());
+}
+
+fn nan_group_has_nan_statistics(g: &gpuprep::Gpu) {
     let dims = [6usize, 4, 3];
     for kind in [
         NormKind::Batch,
@@ -729,6 +736,38 @@ fn gpu_overflowing_spread_matches_the_twin() {
         worst = worst.max(gpu_check(kind, &x, 7101));
     }
     println!("overflowing spreads: worst GPU rel error {worst:.2e}");
+}
+
+/// The row passes' workgroup-memory kernels, which a device with subgroups
+/// (lavapipe has them) takes only for rows longer than 16 lanes of its
+/// smallest subgroup: the row cases again on a context that keeps every row
+/// on them (the subgroup kernels take the short rows above).
+#[test]
+fn workgroup_row_passes_match_twin_without_subgroups() {
+    let g = gpuprep::Gpu::new().unwrap().without_subgroups();
+    assert_eq!(g.subgroup_sizes(), None);
+    let row_kinds = [NormKind::Layer, NormKind::Instance, NormKind::Group { groups: 2 }];
+    let mut worst = 0.0f64;
+    for (i, dims) in SHAPES.iter().enumerate() {
+        for (j, &kind) in row_kinds.iter().enumerate() {
+            let seed = 9000 + 100 * i as u64 + j as u64;
+            for offset in [0.5, 1e4] {
+                worst = worst.max(gpu_check_on(&g, kind, &tensor(dims, offset, 1.0, seed), seed));
+            }
+        }
+    }
+    for (i, &(scale, shift)) in [(1e20f32, 3e20f32), (1e38, -3.2e38)].iter().enumerate() {
+        for (j, &kind) in row_kinds
+            .iter()
+            .chain(&[NormKind::LayerTrailing { len: 12 }])
+            .enumerate()
+        {
+            let x = wide_tensor(&[9, 4, 12], scale, shift, 9500 + 10 * i as u64 + j as u64);
+            worst = worst.max(gpu_check_on(&g, kind, &x, 9500 + i as u64));
+        }
+    }
+    nan_group_has_nan_statistics(&g);
+    println!("workgroup row passes: worst GPU rel error {worst:.2e}");
 }
 
 fn torch_npy(case: &str, name: &str) -> ArrayD<f64> {

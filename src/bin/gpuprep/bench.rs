@@ -3,7 +3,10 @@
 //! the PCA-whitening product, batch norm and layer norm forward and backward,
 //! a Kaiming-normal init of an N x D weight, and the small-size round trip
 //! (upload + statistics + readback of 1024 x 64: `ops::column_summary`, one
-//! submit).
+//! submit). GPU-only rows (CPU path "none") measure kernel variants in the
+//! same run: covariance with one tile buffer, the product with its tiles as
+//! they were before double-buffering, and layer norm on the workgroup-memory
+//! row kernels where the device has subgroups ("no sg").
 //!
 //! - CPU: the path `--device cpu` runs (`gpuprep::host`: f32 storage, f64
 //!   accumulation, all cores) where the op has one, else the f64 twin (the
@@ -441,6 +444,28 @@ pub fn run(mut a: BenchArgs) -> gpuprep::Result<()> {
         round_trip_s: None,
         work: Work::Bytes(3.0 * bytes),
     });
+    // The same two on the workgroup-memory row kernels, where the device
+    // has subgroups (what the subgroup kernels give, in the same run).
+    if gpu.subgroup_sizes().is_some() {
+        gpu.set_subgroups(false);
+        let fwd = tg(&mut |enc| norm.encode_forward_into(&gpu, enc, &xg, &gamma, &beta, &out));
+        let bwd = tg(&mut |enc| norm.encode_backward_into(&gpu, enc, &xg, &dyg, &gamma, &out.stats, &lgrads));
+        gpu.set_subgroups(true);
+        for (op, s, traffic) in [
+            ("layer norm fwd, no sg", fwd?, 2.0),
+            ("layer norm bwd, no sg", bwd?, 3.0),
+        ] {
+            rows.push(Row {
+                op,
+                shape: (n, d),
+                cpu_path: "none",
+                cpu_s: None,
+                gpu_s: s,
+                round_trip_s: None,
+                work: Work::Bytes(traffic * bytes),
+            });
+        }
+    }
 
     // Kaiming-normal initialization of an N x D weight: D * N writes.
     let scheme = Scheme::kaiming_normal();

@@ -1,5 +1,6 @@
-//! Launchers of `shaders/norm.wgsl`: the row passes of layer, instance and
-//! group norm (each statistics group a contiguous run of one row).
+//! Launchers of `shaders/norm.wgsl` and `shaders/norm_subgroup.wgsl`: the
+//! row passes of layer, instance and group norm (each statistics group a
+//! contiguous run of one row).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -9,6 +10,8 @@ use crate::gpu::Gpu;
 use crate::matrix::{bind_input, pieces, GpuMatrix, OutputPiece};
 use crate::model::norm::{NormKind, NormPlan};
 use crate::shaders::norm as SH;
+use crate::shaders::norm_subgroup as SG;
+use crate::shaders::Shader;
 
 const OP: &str = "norm";
 const WG: usize = 256;
@@ -75,12 +78,34 @@ fn row_params(plan: &NormPlan, eps: f32) -> RowParams {
     }
 }
 
-/// Workgroups of a row pass: one per block of WG / lanes rows, capped at the
+/// Which kernels a row pass runs: one subgroup per row (no workgroup
+/// barriers) where the device has subgroups and a row wants no more lanes
+/// than its smallest subgroup has, else WG / lanes rows per workgroup
+/// through workgroup memory. Returns the shader, its forward and backward
+/// entry points, and the rows one workgroup covers.
+fn row_kernels(gpu: &Gpu, p: &RowParams) -> (&'static Shader, &'static str, &'static str, u32) {
+    match gpu.subgroup_sizes() {
+        Some((min, _)) if p.lanes <= min => (
+            &SG::SHADER,
+            SG::ROW_FORWARD,
+            SG::ROW_BACKWARD,
+            // at most this many subgroups per workgroup
+            (WG as u32 / min).max(1),
+        ),
+        _ => (
+            &SH::SHADER,
+            SH::ROW_FORWARD,
+            SH::ROW_BACKWARD,
+            WG as u32 / p.lanes,
+        ),
+    }
+}
+
+/// Workgroups of a row pass covering `per_group` rows each, capped at the
 /// device's per-dimension limit (the kernels stride over the rest).
-fn row_groups(gpu: &Gpu, p: &RowParams) -> [u32; 3] {
-    let slots = WG as u32 / p.lanes;
+fn row_groups(gpu: &Gpu, p: &RowParams, per_group: u32) -> [u32; 3] {
     let limit = gpu.limits().max_compute_workgroups_per_dimension;
-    [p.rows.div_ceil(slots).clamp(1, limit), 1, 1]
+    [p.rows.div_ceil(per_group).clamp(1, limit), 1, 1]
 }
 
 /// The pieces of a row pass over `mats` (N x F), each with its params: the
@@ -120,10 +145,11 @@ pub(crate) fn encode_row_forward(
         let params = gpu.uniform("norm params", &p)?;
         let xs = bind_input(gpu, encoder, OP, "norm x", x, rows.clone())?;
         let y = OutputPiece::new(gpu, encoder, OP, "norm out", &out.y, rows, false)?;
+        let (shader, forward, _, per_group) = row_kernels(gpu, &p);
         gpu.launch(
             encoder,
-            &SH::SHADER,
-            SH::ROW_FORWARD,
+            shader,
+            forward,
             &[],
             &[
                 (SH::PARAMS, &params),
@@ -133,7 +159,7 @@ pub(crate) fn encode_row_forward(
                 (SH::BETA, &beta),
                 (SH::OUT, &y.span),
             ],
-            row_groups(gpu, &p),
+            row_groups(gpu, &p, per_group),
         )?;
         y.finish(gpu, encoder, OP)?;
     }
@@ -157,10 +183,11 @@ pub(crate) fn encode_row_backward(
         let xs = bind_input(gpu, encoder, OP, "norm x", x, rows.clone())?;
         let dys = bind_input(gpu, encoder, OP, "norm dy", dy, rows.clone())?;
         let out = OutputPiece::new(gpu, encoder, OP, "norm out", dx, rows, false)?;
+        let (shader, _, backward, per_group) = row_kernels(gpu, &p);
         gpu.launch(
             encoder,
-            &SH::SHADER,
-            SH::ROW_BACKWARD,
+            shader,
+            backward,
             &[],
             &[
                 (SH::PARAMS, &params),
@@ -170,7 +197,7 @@ pub(crate) fn encode_row_backward(
                 (SH::GAMMA, &gamma),
                 (SH::OUT, &out.span),
             ],
-            row_groups(gpu, &p),
+            row_groups(gpu, &p, per_group),
         )?;
         out.finish(gpu, encoder, OP)?;
     }

@@ -1,0 +1,133 @@
+// Layer, instance and group norm's row passes on subgroups: one subgroup per
+// row at a time, so a row needs no workgroup barrier and no workgroup memory.
+// CPU twin: src/cpu/norm.rs. Launcher: src/ops/norm/rows.rs, which takes
+// these where the device has wgpu's SUBGROUP feature and a row wants no more
+// lanes than a subgroup has (the workgroup passes of shaders/norm.wgsl
+// elsewhere). src/shaders.rs builds this shader from the preludes,
+// shaders/norm.wgsl (its bindings, RowParams, affine walk and row_welford)
+// and then this file.
+//
+// Correct for any subgroup size and any assignment of invocations to
+// subgroups, a partial subgroup included: an invocation's lane is its rank
+// among its subgroup's active invocations (subgroupExclusiveAdd(1)) and a
+// row's lane count their number (subgroupAdd(1)), so the lanes of a row are
+// exactly the invocations that take part in its reductions.
+//
+// The row's Welford state is the lanes' states combined by the exact parallel
+// formula, three subgroup sums:
+//     n = sum n_l,  mean = sum n_l mean_l / n,
+//     M2 = sum (M2_l + n_l (mean_l - mean)^2)   (each term >= 0),
+// in units of 2^96 for every lane where any lane's state needed them (see
+// shaders/common/scaled.wgsl) or where the sums themselves overflow.
+
+struct Lanes {
+    tl: u32,    // lanes in the row: the subgroup's active invocations
+    lane: u32,  // this invocation's rank among them
+    q: u32,     // tl / S
+    r: u32,     // tl % S
+}
+
+fn subgroup_lanes() -> Lanes {
+    let tl = subgroupAdd(1u);
+    let lane = subgroupExclusiveAdd(1u);
+    let sp = max(p.spatial, 1u);
+    return Lanes(tl, lane, tl / sp, tl % sp);
+}
+
+// The lanes' states (count, mean, M2, all in the same units) combined.
+fn subgroup_combine(n: u32, mean: f32, m2: f32) -> Wf {
+    let total = subgroupAdd(n);
+    let fl = f32(n);
+    let mu = subgroupAdd(fl * mean) / f32(max(total, 1u));
+    let d = mean - mu;
+    let q = subgroupAdd(m2 + fl * d * d);
+    return Wf(total, mu, q);
+}
+
+// The row's state from each lane's (either units, as merge_wf takes them).
+fn subgroup_merge_wf(st: Wf) -> Wf {
+    let n = st.n & COUNT_MASK;
+    let scaled = subgroupOr(st.n & SCALED) != 0u;
+    var mean = st.mean;
+    var m2 = st.m2;
+    if (scaled && (st.n & SCALED) == 0u) {
+        mean = mean * DOWN;
+        m2 = down2(m2);
+    }
+    var r = subgroup_combine(n, mean, m2);
+    if (scaled) {
+        r.n = r.n | SCALED;
+    } else if (!(is_finite(r.mean) && is_finite(r.m2))) {
+        r = subgroup_combine(n, mean * DOWN, down2(m2));
+        r.n = r.n | SCALED;
+    }
+    return r;
+}
+
+@compute @workgroup_size(WG)
+fn row_forward_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(subgroup_id) sg: u32,
+    @builtin(num_subgroups) nsg: u32,
+) {
+    let ln = subgroup_lanes();
+    let len = p.len;
+    let stride = nwg.x * nwg.y * nsg;
+    for (var r = (wid.x + wid.y * nwg.x) * nsg + sg; r < p.rows; r = r + stride) {
+        let base = r * len;
+        let shift = x[base];
+        var st = row_welford(base, ln.lane, ln.tl, len, shift, 1.0);
+        if (!(is_finite(st.mean) && is_finite(st.m2))) {
+            // overflow (or NaN / inf in the row): again, in units of 2^96
+            st = row_welford(base, ln.lane, ln.tl, len, shift, DOWN);
+            st.n = st.n | SCALED;
+        }
+        let row = stats_row(subgroup_merge_wf(st), shift, p.eps);
+        if (ln.lane == 0u) {
+            stats[p.row_base + r] = row;
+        }
+        let d = decode(row);
+        var af = affine_start(r, ln.lane);
+        for (var i = ln.lane; i < len; i = i + ln.tl) {
+            out[base + i] = ((x[base + i] * d.sc - d.k) - d.m) * d.ist * gamma[af.idx] + beta[af.idx];
+            af = affine_step_by(af, ln.tl, ln.q, ln.r);
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn row_backward_subgroup(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(subgroup_id) sg: u32,
+    @builtin(num_subgroups) nsg: u32,
+) {
+    let ln = subgroup_lanes();
+    let len = p.len;
+    let inv_l = 1.0 / f32(len);
+    let stride = nwg.x * nwg.y * nsg;
+    for (var r = (wid.x + wid.y * nwg.x) * nsg + sg; r < p.rows; r = r + stride) {
+        let st = decode(stats[p.row_base + r]);
+        let base = r * len;
+        var s_g = 0.0;
+        var s_gx = 0.0;
+        var af = affine_start(r, ln.lane);
+        for (var i = ln.lane; i < len; i = i + ln.tl) {
+            let g = dy[base + i] * gamma[af.idx];
+            let h = ((x[base + i] * st.sc - st.k) - st.m) * st.ist;
+            s_g = s_g + g;
+            s_gx = s_gx + g * h;
+            af = affine_step_by(af, ln.tl, ln.q, ln.r);
+        }
+        let mg = subgroupAdd(s_g) * inv_l;
+        let mgx = subgroupAdd(s_gx) * inv_l;
+        af = affine_start(r, ln.lane);
+        for (var i = ln.lane; i < len; i = i + ln.tl) {
+            let g = dy[base + i] * gamma[af.idx];
+            let h = ((x[base + i] * st.sc - st.k) - st.m) * st.ist;
+            out[base + i] = st.invstd * ((g - mg) - h * mgx);
+            af = affine_step_by(af, ln.tl, ln.q, ln.r);
+        }
+    }
+}
