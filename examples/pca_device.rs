@@ -3,7 +3,8 @@
 //! N = 2^18, D = 1024, the fused transforms, and the whole PCA-whitening
 //! pipeline (PyTorch: 12.3 ms), with several work splits of each kernel.
 //!
-//! `cargo run --release --example pca_device [-- --quick]`. GPU times are wall
+//! `cargo run --release --example pca_device [-- --quick]` (`-- --eigh`: only
+//! the host eigendecomposition, one thread against all). GPU times are wall
 //! clock around `REPS` copies recorded into one encoder and one submit,
 //! divided by `REPS`, median of `TRIALS` submits (data resident on the device).
 
@@ -78,6 +79,9 @@ fn main() -> gpuprep::Result<()> {
     // `--defaults`: no sweeps, only the default work splits.
     let sweep = !std::env::args().any(|a| a == "--defaults");
     QUICK.store(quick, Ordering::Relaxed);
+    if std::env::args().any(|a| a == "--eigh") {
+        return eigh_sweep(quick);
+    }
     let gpu = Gpu::new()?;
     let info = gpu.adapter_info();
     println!(
@@ -372,5 +376,40 @@ fn main() -> gpuprep::Result<()> {
         t_zca * 1e3,
         t_red * 1e3
     );
+
+    eigh_sweep(quick)
+}
+
+/// The eigendecomposition on this machine's CPU, one thread against faer's
+/// default (all cores), from D = 64 to 1024: where threads start to pay
+/// (gpuprep::model::pca::EIGH_SEQUENTIAL_BELOW). `--eigh` runs only this.
+fn eigh_sweep(quick: bool) -> gpuprep::Result<()> {
+    println!(
+        "\n== eigh on the host CPU ({} threads available), one thread vs all ==",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let sizes: &[usize] = if quick {
+        &[64, 256]
+    } else {
+        &[64, 128, 256, 320, 384, 512, 768, 1024]
+    };
+    for &d in sizes {
+        let c = cpu::covariance(data(2 * d, d, 0.0, d as u32).view(), 0)?;
+        let seq =
+            time_wall(|| gpuprep::model::pca::eigh_descending_with(c.view(), faer::Par::Seq).map(|_| ()))?;
+        let all = time_wall(|| {
+            gpuprep::model::pca::eigh_descending_with(c.view(), faer::get_global_parallelism()).map(|_| ())
+        })?;
+        let picked = match gpuprep::model::pca::eigh_parallelism(d) {
+            faer::Par::Seq => "one thread",
+            _ => "all",
+        };
+        println!(
+            "  D = {d:>4}: one thread {:>8.3} ms, all {:>8.3} ms (one / all {:.2}); gpuprep picks {picked}",
+            seq * 1e3,
+            all * 1e3,
+            seq / all
+        );
+    }
     Ok(())
 }

@@ -201,6 +201,12 @@ pub fn eigh_parallelism(d: usize) -> Par {
 /// eigenvector's entry of largest magnitude positive, negative eigenvalues
 /// clamped to 0. Returns `(eigenvalues, eigenvectors as columns)`.
 pub fn eigh_descending(c: ArrayView2<'_, f64>) -> Result<(Array1<f64>, Array2<f64>)> {
+    eigh_descending_with(c, eigh_parallelism(c.nrows()))
+}
+
+/// [`eigh_descending`] with the given parallelism (to measure what threads
+/// give at a size: `pca_device` sweeps it).
+pub fn eigh_descending_with(c: ArrayView2<'_, f64>, par: Par) -> Result<(Array1<f64>, Array2<f64>)> {
     let (d, d2) = c.dim();
     if d != d2 || d == 0 {
         return Err(Error::shape(
@@ -222,7 +228,6 @@ pub fn eigh_descending(c: ArrayView2<'_, f64>) -> Result<(Array1<f64>, Array2<f6
     let m = Mat::<f64>::from_fn(d, d, |i, j| c[[i, j]]);
     let mut u = Mat::<f64>::zeros(d, d);
     let mut s = Diag::<f64>::zeros(d);
-    let par = eigh_parallelism(d);
     let scratch =
         evd::self_adjoint_evd_scratch::<f64>(d, evd::ComputeEigenvectors::Yes, par, Default::default());
     evd::self_adjoint_evd(
