@@ -65,8 +65,9 @@ override NBUF: u32 = 2u;
 // PREFETCH: each thread loads its share of the next step's tiles into
 // registers before the current step's arithmetic and stores it to workgroup
 // memory after, so the loads' latency hides behind the FMAs. A_ITERS and
-// B_ITERS are its loads per step (the launcher sets them; at most 8 of the
-// vec4 paths' or 32 of the scalar paths'); without PREFETCH (a thread with
+// B_ITERS are its loads per step (the launcher sets them; at most 4 of the
+// vec4 paths' or 16 of the scalar paths', so the staging costs a thread at
+// most 32 registers beside its 64 accumulators); without PREFETCH (a thread with
 // more loads than registers to hold them) the next step's tiles are loaded
 // straight into the other buffer before the current step's arithmetic (after
 // it, behind a barrier, with one buffer).
@@ -296,8 +297,8 @@ fn put_b(buf: u32, i: u32, v: vec4<f32>) {
 // The registers PREFETCH holds a step's loads in: iteration j in slot j
 // (vec4 loads) or in component j % 4 of slot j / 4 (scalar loads).
 struct Staged {
-    a: array<vec4<f32>, 8>,
-    b: array<vec4<f32>, 8>,
+    a: array<vec4<f32>, 4>,
+    b: array<vec4<f32>, 4>,
 }
 
 fn fetch_step(st: ptr<function, Staged>, tid: u32, row0: u32, col0: u32, k0: u32) {

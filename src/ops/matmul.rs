@@ -117,9 +117,9 @@ struct Prefetch {
 }
 
 impl Prefetch {
-    /// The shader's registers for one step's loads: 8 vec4s each for x's
+    /// The shader's registers for one step's loads: 4 vec4s each for x's
     /// and w's tiles, a vec4 or a scalar per load.
-    const SLOTS: u32 = 8;
+    const SLOTS: u32 = 4;
 
     fn new(wx: u32, wy: u32, k_step: u32, x_vec4: bool, transpose_w: bool) -> Prefetch {
         let threads = wx * wy;
@@ -376,9 +376,12 @@ mod tests {
         // 16 x 4 / 32: 16 vec4s of w per thread.
         assert!(!Prefetch::new(16, 4, 32, true, false).on);
         assert!(Prefetch::new(16, 16, 16, true, false).on);
-        // At the bound: 32 scalars of x (4 x 8 threads / 16), 8 vec4s.
-        let p = Prefetch::new(4, 8, 16, false, false);
-        assert_eq!((p.on, p.a_iters), (true, 32));
-        assert!(!Prefetch::new(2, 8, 16, false, false).on);
+        // At the bound: 16 scalars of x (4 x 8 threads / 8), 4 vec4s.
+        let p = Prefetch::new(4, 8, 8, false, false);
+        assert_eq!((p.on, p.a_iters), (true, 16));
+        assert!(!Prefetch::new(2, 8, 8, false, false).on);
+        let p = Prefetch::new(4, 8, 8, true, false);
+        assert_eq!((p.on, p.a_iters), (true, 4));
+        assert!(!Prefetch::new(4, 8, 16, true, false).on);
     }
 }
