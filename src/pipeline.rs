@@ -207,9 +207,10 @@ pub struct PendingFit {
     shift: Option<Array1<f64>>,
 }
 
-/// Two input matrices of `rows x cols` reused in turn by a streamed GPU pass
+/// Two device matrices reused in turn by a streamed GPU pass, for its inputs
 /// (a chunk's upload lands after the previous submit, so while chunk `k`
-/// computes, chunk `k + 1` is being read and written into the other one).
+/// computes, chunk `k + 1` is being read and written into the other one) or
+/// its outputs (chunk `k` computes into one while chunk `k - 1`'s is read back).
 struct Inputs {
     bufs: [Option<GpuMatrix>; 2],
     next: usize,
@@ -237,6 +238,19 @@ impl Inputs {
         let view = buf.row_range(0..n)?;
         view.write(gpu, x)?;
         Ok(view)
+    }
+
+    /// The next buffer (grown when needed) as an `n x d` output.
+    fn take(&mut self, gpu: &Gpu, n: usize, d: usize) -> Result<GpuMatrix> {
+        let slot = &mut self.bufs[self.next];
+        self.next = 1 - self.next;
+        if slot.as_ref().is_none_or(|b| b.rows() < n || b.cols() != d) {
+            *slot = Some(GpuMatrix::uninit(gpu, n, d)?);
+        }
+        match slot.as_ref() {
+            Some(buf) => buf.row_range(0..n),
+            None => Err(Error::invalid(OP, "no output buffer")),
+        }
     }
 }
 
@@ -797,7 +811,6 @@ pub fn transform_dataset<W: std::io::Write + Send>(
         (model.n_features(), model.output_dim())
     };
     check_cols(OP, want, ds.cols())?;
-    let total = ds.rows();
     match device {
         // f32 input written as f64 is computed in f64 (exact widening).
         Device::Cpu => {
@@ -816,7 +829,7 @@ pub fn transform_dataset<W: std::io::Write + Send>(
         Device::Gpu(gpu) => {
             // f64 data: the centering is subtracted and the bias added on the
             // host in f64; the GPU computes the rest from f32. f32 data: all
-            // on the GPU. Chunk k + 1 is submitted before chunk k is read back.
+            // on the GPU.
             let f64_data = ds.dtype() == Dtype::F64;
             let (host_center, host_bias, parts) = if f64_data {
                 let (c, b, p) = host_centered(model, inverse, gpu)?;
@@ -831,55 +844,135 @@ pub fn transform_dataset<W: std::io::Write + Send>(
                 (None, None, parts)
             };
             debug_assert_eq!(parts.out_cols(want), cols_out);
-            let mut inputs = Inputs::new();
-            // (output, rows done, the first row of the chunk if its input
-            // was all finite: a non-finite output there is an overflow).
-            let mut pending: Option<(GpuMatrix, usize, Option<usize>)> = None;
-            let mut drain = |out: &mut NpyWriter<W>,
-                             y: GpuMatrix,
-                             done: usize,
-                             finite_from: Option<usize>|
-             -> Result<()> {
-                let y = y.download(gpu)?;
-                if let Some(first) = finite_from {
-                    if let Some(i) = y.iter().position(|v| !v.is_finite()) {
-                        return Err(Error::Overflow {
-                            op: OP,
-                            location: format!("row {}, column {}", first + i / y.ncols(), i % y.ncols()),
-                            dtype: "f32",
-                            hint: "the GPU computes in f32: run on the CPU with --dtype f64 (or f64 input)",
-                        });
-                    }
-                }
-                match &host_bias {
-                    Some(b) => out.write_rows(out_path, (y.mapv(f64::from) + b).view())?,
-                    None => out.write_rows(out_path, y.view())?,
-                }
-                progress(done, total);
-                Ok(())
+            let host = HostSide {
+                center: host_center.as_ref(),
+                bias: host_bias.as_ref(),
             };
-            let mut step = |out: &mut NpyWriter<W>, at: usize, x: ArrayView2<f32>| -> Result<()> {
-                let xg = inputs.upload(gpu, x)?;
-                let y = GpuMatrix::uninit(gpu, xg.rows(), parts.out_cols(xg.cols()))?;
-                gpu.run(OP, |e| parts.encode(gpu, e, &xg, &y))?;
-                let finite = x.iter().all(|v| v.is_finite()).then_some(at);
-                if let Some((prev, done, f)) = pending.replace((y, at + x.nrows(), finite)) {
-                    drain(out, prev, done, f)?;
-                }
-                Ok(())
-            };
-            match &host_center {
-                None => ds.for_each_chunk::<f32>(chunk_rows, |at, c| step(out, at, c))?,
-                Some(center) => ds.for_each_chunk::<f64>(chunk_rows, |at, c| {
-                    step(out, at, shifted_f32(c, center)?.view())
-                })?,
-            }
-            if let Some((prev, done, f)) = pending {
-                drain(out, prev, done, f)?;
-            }
-            Ok(())
+            transform_gpu(gpu, &parts, host, ds, chunk_rows, out, out_path, progress)
         }
     }
+}
+
+/// What the host adds around the GPU's part of a transform of f64 data: the
+/// centering subtracted in f64 before the data becomes f32, and the bias
+/// added in f64 to the GPU's result.
+#[derive(Clone, Copy)]
+struct HostSide<'a> {
+    center: Option<&'a Array1<f64>>,
+    bias: Option<&'a Array1<f64>>,
+}
+
+/// A transformed chunk on its way to the writer: f32 from the GPU, or f64
+/// once the host added a bias in f64.
+enum Rows {
+    F32(Array2<f32>),
+    F64(Array2<f64>),
+}
+
+/// The GPU side of [`transform_dataset`]: the dataset's reader thread fills
+/// chunk k + 1 while this thread uploads chunk k and submits its transform,
+/// then reads chunk k - 1's result back (the GPU computes chunk k meanwhile)
+/// and hands it to a writer thread, which writes it while the next chunk
+/// goes round. Two input and two output buffers on the device go round too,
+/// so no chunk allocates device memory (the last, shorter one takes a view).
+#[allow(clippy::too_many_arguments)]
+fn transform_gpu<W: std::io::Write + Send>(
+    gpu: &Gpu,
+    parts: &GpuParts,
+    host: HostSide,
+    ds: &mut Dataset,
+    chunk_rows: usize,
+    out: &mut NpyWriter<W>,
+    out_path: &std::path::Path,
+    progress: Progress,
+) -> Result<()> {
+    let total = ds.rows();
+    std::thread::scope(|scope| {
+        // Chunks (and the rows done when written) to the writer, the rows
+        // done back once written. Dropping `rows_tx` ends the writer's loop.
+        let (rows_tx, rows_rx) = mpsc::sync_channel::<(Rows, usize)>(1);
+        let (done_tx, done_rx) = mpsc::channel::<usize>();
+        let writer = scope.spawn(move || -> Result<()> {
+            for (rows, done) in rows_rx {
+                match rows {
+                    Rows::F32(y) => out.write_rows(out_path, y.view())?,
+                    Rows::F64(y) => out.write_rows(out_path, y.view())?,
+                }
+                // The receiver is gone only once the transform stopped.
+                let _ = done_tx.send(done);
+            }
+            Ok(())
+        });
+        let mut inputs = Inputs::new();
+        let mut outputs = Inputs::new();
+        // (output, rows done, the first row of the chunk if its input was
+        // all finite: a non-finite output there is an overflow).
+        let mut pending: Option<(GpuMatrix, usize, Option<usize>)> = None;
+        let mut drain = |y: GpuMatrix, done: usize, finite_from: Option<usize>| -> Result<()> {
+            let y = y.download(gpu)?;
+            if let Some(first) = finite_from {
+                if let Some(i) = y.as_slice().and_then(host::first_non_finite) {
+                    return Err(Error::Overflow {
+                        op: OP,
+                        location: format!("row {}, column {}", first + i / y.ncols(), i % y.ncols()),
+                        dtype: "f32",
+                        hint: "the GPU computes in f32: run on the CPU with --dtype f64 (or f64 input)",
+                    });
+                }
+            }
+            let rows = match host.bias {
+                Some(b) => {
+                    let mut z = y.mapv(f64::from);
+                    z += b;
+                    Rows::F64(z)
+                }
+                None => Rows::F32(y),
+            };
+            for d in done_rx.try_iter() {
+                progress(d, total);
+            }
+            rows_tx
+                .send((rows, done))
+                .map_err(|_| Error::invalid(OP, "the writer stopped"))
+        };
+        let mut step = |at: usize, x: ArrayView2<f32>| -> Result<()> {
+            let xg = inputs.upload(gpu, x)?;
+            let y = outputs.take(gpu, xg.rows(), parts.out_cols(xg.cols()))?;
+            gpu.run(OP, |e| parts.encode(gpu, e, &xg, &y))?;
+            let finite = x
+                .as_slice()
+                .map_or_else(
+                    || x.iter().all(|v| v.is_finite()),
+                    |s| host::first_non_finite(s).is_none(),
+                )
+                .then_some(at);
+            if let Some((prev, done, f)) = pending.replace((y, at + x.nrows(), finite)) {
+                drain(prev, done, f)?;
+            }
+            Ok(())
+        };
+        let mut run = match host.center {
+            None => ds.for_each_chunk::<f32>(chunk_rows, &mut step),
+            Some(center) => {
+                ds.for_each_chunk::<f64>(chunk_rows, |at, c| step(at, shifted_f32(c, center)?.view()))
+            }
+        };
+        if run.is_ok() {
+            if let Some((prev, done, f)) = pending.take() {
+                run = drain(prev, done, f);
+            }
+        }
+        drop(drain);
+        drop(rows_tx);
+        let wrote = writer
+            .join()
+            .unwrap_or_else(|_| Err(Error::invalid(OP, "the writer thread panicked")));
+        for d in done_rx.try_iter() {
+            progress(d, total);
+        }
+        // The writer's error first: a failed send above is its consequence.
+        wrote.and(run)
+    })
 }
 
 /// The CPU side of [`transform_dataset`]: three stages at once, the

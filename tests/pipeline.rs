@@ -565,6 +565,17 @@ fn stream(
     dtype: Dtype,
     w: impl std::io::Write + Send,
 ) -> gpuprep::Result<()> {
+    stream_on(Device::Cpu, model, ds, chunk, dtype, w)
+}
+
+fn stream_on(
+    device: Device,
+    model: &Pipeline,
+    ds: &mut Dataset,
+    chunk: usize,
+    dtype: Dtype,
+    w: impl std::io::Write + Send,
+) -> gpuprep::Result<()> {
     let path = Path::new("out.npy");
     let mut npy = gpuprep::npy::NpyWriter::new(w, path, dtype, ds.rows(), model.output_dim())?;
     let mut seen = Vec::new();
@@ -572,7 +583,7 @@ fn stream(
         model,
         ds,
         false,
-        Device::Cpu,
+        device,
         chunk,
         &mut npy,
         path,
@@ -668,6 +679,106 @@ fn a_streamed_overflow_names_the_data_sets_row_not_the_chunks() {
     x[[77, 1]] = 1e30;
     let mut ds = Dataset::from_array(Path::new("x"), x, Dtype::F32);
     let err = stream(&model, &mut ds, 16, Dtype::F32, Vec::new()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Overflow { location, .. } if location == "row 77, column 1"),
+        "{err}"
+    );
+}
+
+/// The values of a written .npy (its header skipped), as f64.
+fn npy_values(bytes: &[u8], dtype: Dtype) -> Vec<f64> {
+    let header = u16::from_le_bytes([bytes[8], bytes[9]]) as usize + 10;
+    match dtype {
+        Dtype::F32 => bytes[header..]
+            .chunks(4)
+            .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap())))
+            .collect(),
+        Dtype::F64 => bytes[header..]
+            .chunks(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+    }
+}
+
+#[test]
+fn streamed_gpu_transform_equals_the_in_memory_one_for_any_chunking() {
+    // f32 data: every chunking writes the bits of one in-memory GPU
+    // transform (each output row depends on its own input row only). f64
+    // data (centred and biased on the host in f64): the CPU's result to f32's
+    // accuracy. The chunks reuse two device buffers each way, the last
+    // shorter one a view of them.
+    let g = gpu();
+    let x = data(203, 6, 5);
+    for model in host_models(&x.mapv(|v| v as f32)) {
+        let gm = model.to_gpu(g).unwrap();
+        let xg = GpuMatrix::upload(g, x.mapv(|v| v as f32).view()).unwrap();
+        let want32 = gm.transform(g, &xg).unwrap().download(g).unwrap();
+        let want64 = model.transform(x.view()).unwrap();
+        let scale = want64.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        for chunk in [1usize, 7, 64, 203, 1000] {
+            let mut ds = Dataset::from_array(Path::new("x"), x.mapv(|v| f64::from(v as f32)), Dtype::F32);
+            let mut got = Vec::new();
+            stream_on(Device::Gpu(g), &model, &mut ds, chunk, Dtype::F32, &mut got).unwrap();
+            let got = npy_values(&got, Dtype::F32);
+            assert_eq!(got.len(), want32.len());
+            for (a, b) in got.iter().zip(want32.iter()) {
+                assert_eq!(
+                    a.to_bits(),
+                    f64::from(*b).to_bits(),
+                    "f32, chunks of {chunk}: {:?}",
+                    model.options
+                );
+            }
+            let mut ds = Dataset::from_array(Path::new("x"), x.clone(), Dtype::F64);
+            let mut got = Vec::new();
+            stream_on(Device::Gpu(g), &model, &mut ds, chunk, Dtype::F64, &mut got).unwrap();
+            let got = npy_values(&got, Dtype::F64);
+            let err = got
+                .iter()
+                .zip(want64.iter())
+                .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                err <= 1e-5 * scale,
+                "f64, chunks of {chunk}: {err:e} {:?}",
+                model.options
+            );
+        }
+    }
+}
+
+#[test]
+fn a_streamed_gpu_transform_stops_with_its_writers_error_and_names_an_overflow() {
+    let g = gpu();
+    let x = data(500, 5, 8);
+    let model = Pipeline::fit(
+        x.view(),
+        &opts(true, true, Some(NComponents::Count(3)), Whitening::Pca),
+    )
+    .unwrap();
+    for left in [0, 200, 128 + 3 * 4 * 250] {
+        let mut ds = Dataset::from_array(Path::new("x"), x.clone(), Dtype::F32);
+        let err = stream_on(
+            Device::Gpu(g),
+            &model,
+            &mut ds,
+            16,
+            Dtype::F32,
+            FailAfter { left },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::Io { path, .. } if path == Path::new("out.npy"))
+                && err.to_string().contains("disk full"),
+            "{left}: {err}"
+        );
+    }
+    // Columns with a spread of 1e-20: a value of 1e30 standardizes beyond f32.
+    let fit = normal(100, 3, 0.0, 1e-20, 4);
+    let model = Pipeline::fit(fit.view(), &opts(true, true, None, Whitening::None)).unwrap();
+    let mut x = fit.mapv(f64::from);
+    x[[77, 1]] = 1e30;
+    let mut ds = Dataset::from_array(Path::new("x"), x, Dtype::F32);
+    let err = stream_on(Device::Gpu(g), &model, &mut ds, 16, Dtype::F32, Vec::new()).unwrap_err();
     assert!(
         matches!(&err, Error::Overflow { location, .. } if location == "row 77, column 1"),
         "{err}"
