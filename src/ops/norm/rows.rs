@@ -78,27 +78,34 @@ fn row_params(plan: &NormPlan, eps: f32) -> RowParams {
     }
 }
 
-/// Which kernels a row pass runs: one subgroup per row (no workgroup
-/// barriers) where the device has subgroups and a row wants no more lanes
-/// than its smallest subgroup has, else WG / lanes rows per workgroup
-/// through workgroup memory. Returns the shader, its forward and backward
-/// entry points, and the rows one workgroup covers.
-fn row_kernels(gpu: &Gpu, p: &RowParams) -> (&'static Shader, &'static str, &'static str, u32) {
-    match gpu.subgroup_sizes() {
-        Some((min, _)) if p.lanes <= min => (
-            &SG::SHADER,
-            SG::ROW_FORWARD,
-            SG::ROW_BACKWARD,
-            // at most this many subgroups per workgroup
-            (WG as u32 / min).max(1),
-        ),
-        _ => (
-            &SH::SHADER,
-            SH::ROW_FORWARD,
-            SH::ROW_BACKWARD,
-            WG as u32 / p.lanes,
-        ),
+/// Which kernel a row pass runs (`forward` or backward): one subgroup per
+/// row (no workgroup barriers) where the device has subgroups and a row
+/// wants no more lanes than its smallest subgroup has, else WG / lanes rows
+/// per workgroup through workgroup memory. Returns the shader, the entry
+/// point, and the rows one workgroup covers. A driver that cannot build the
+/// subgroup kernel gets the workgroup one, and subgroups are switched off
+/// for the context (so the build is not retried on every call).
+fn row_kernel(gpu: &Gpu, p: &RowParams, forward: bool) -> (&'static Shader, &'static str, u32) {
+    if let Some((min, _)) = gpu.subgroup_sizes() {
+        let entry = if forward {
+            SG::ROW_FORWARD
+        } else {
+            SG::ROW_BACKWARD
+        };
+        if p.lanes <= min {
+            if gpu.pipeline(&SG::SHADER, entry, &[]).is_ok() {
+                // at most this many subgroups per workgroup
+                return (&SG::SHADER, entry, (WG as u32 / min).max(1));
+            }
+            gpu.set_subgroups(false);
+        }
     }
+    let entry = if forward {
+        SH::ROW_FORWARD
+    } else {
+        SH::ROW_BACKWARD
+    };
+    (&SH::SHADER, entry, WG as u32 / p.lanes)
 }
 
 /// Workgroups of a row pass covering `per_group` rows each, capped at the
@@ -145,11 +152,11 @@ pub(crate) fn encode_row_forward(
         let params = gpu.uniform("norm params", &p)?;
         let xs = bind_input(gpu, encoder, OP, "norm x", x, rows.clone())?;
         let y = OutputPiece::new(gpu, encoder, OP, "norm out", &out.y, rows, false)?;
-        let (shader, forward, _, per_group) = row_kernels(gpu, &p);
+        let (shader, entry, per_group) = row_kernel(gpu, &p, true);
         gpu.launch(
             encoder,
             shader,
-            forward,
+            entry,
             &[],
             &[
                 (SH::PARAMS, &params),
@@ -183,11 +190,11 @@ pub(crate) fn encode_row_backward(
         let xs = bind_input(gpu, encoder, OP, "norm x", x, rows.clone())?;
         let dys = bind_input(gpu, encoder, OP, "norm dy", dy, rows.clone())?;
         let out = OutputPiece::new(gpu, encoder, OP, "norm out", dx, rows, false)?;
-        let (shader, _, backward, per_group) = row_kernels(gpu, &p);
+        let (shader, entry, per_group) = row_kernel(gpu, &p, false);
         gpu.launch(
             encoder,
             shader,
-            backward,
+            entry,
             &[],
             &[
                 (SH::PARAMS, &params),
