@@ -962,7 +962,6 @@ fn transform_gpu<W: std::io::Write + Send>(
                 run = drain(prev, done, f);
             }
         }
-        drop(drain);
         drop(rows_tx);
         let wrote = writer
             .join()
