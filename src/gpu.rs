@@ -110,6 +110,17 @@ pub fn enumerate_adapters() -> Vec<wgpu::AdapterInfo> {
         .collect()
 }
 
+/// Every adapter wgpu can see, with the cooperative-matrix configurations
+/// (wgpu's `EXPERIMENTAL_COOPERATIVE_MATRIX`: tensor cores on NVIDIA) each
+/// offers; gpuprep uses none of them yet, `gpuprep info` reports them.
+pub fn cooperative_matrix_configs() -> Vec<(wgpu::AdapterInfo, Vec<wgpu::CooperativeMatrixProperties>)> {
+    let inst = instance();
+    pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()))
+        .iter()
+        .map(|a| (a.get_info(), a.cooperative_matrix_properties()))
+        .collect()
+}
+
 async fn pick_adapter(inst: &wgpu::Instance) -> Result<wgpu::Adapter> {
     if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
         let wanted_lc = wanted.to_lowercase();

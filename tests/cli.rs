@@ -319,3 +319,19 @@ fn bench_json_has_every_row_with_times_rates_and_checks() {
         assert!(v.is_finite() && v < 1e-5, "{c}");
     }
 }
+
+#[test]
+fn info_names_the_adapter_and_what_gpuprep_uses_of_it() {
+    let out = bin().arg("info").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "adapters found:",
+        "chosen:",
+        "subgroup size",
+        "norm rows on subgroups",
+        "cooperative matri",
+    ] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+}

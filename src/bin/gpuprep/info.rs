@@ -49,5 +49,27 @@ pub fn run(_: InfoArgs) -> gpuprep::Result<()> {
         "  features used: {:?}",
         gpu.features() & gpuprep::gpu::wanted_features()
     );
+    match gpu.subgroup_sizes() {
+        Some((min, max)) => println!(
+            "  {:<35}rows of up to {} elements (subgroups of {min}..{max})",
+            "norm rows on subgroups",
+            16 * min
+        ),
+        None => println!("  {:<35}no (workgroup memory)", "norm rows on subgroups"),
+    }
+    for (a, configs) in gpuprep::gpu::cooperative_matrix_configs() {
+        if a.name != i.name || a.backend != i.backend {
+            continue;
+        }
+        if configs.is_empty() {
+            println!("  {:<35}none offered", "cooperative matrices");
+        }
+        for c in configs {
+            println!(
+                "  {:<35}{}x{}x{} {:?} x {:?} -> {:?}",
+                "cooperative matrix", c.m_size, c.n_size, c.k_size, c.ab_type, c.ab_type, c.cr_type
+            );
+        }
+    }
     Ok(())
 }
