@@ -81,6 +81,11 @@ override NBUF: u32 = 2u;
 @group(0) @binding(7) var<storage, read> range: array<f32>;
 // Each column's scale 2^-e (0 for a column that is not finite), from pass 0.
 @group(0) @binding(8) var<storage, read_write> scales: array<f32>;
+// Per slice, each column's largest |x - m| * sc (layout as colsums).
+@group(0) @binding(9) var<storage, read_write> colmax: array<vec4<f32>>;
+// `covariance_moments`' output, 2 x D: the column means, and each column's
+// largest |x - m| * sc.
+@group(0) @binding(10) var<storage, read_write> moments: array<f32>;
 
 const ABS: u32 = 0x7fffffffu;
 const INF_BITS: u32 = 0x7f800000u;
@@ -201,13 +206,16 @@ fn covariance_partial(
     // Loads for the next step are issued before the current step's arithmetic.
     var pa: array<vec4<f32>, 8>;
     var pb: array<vec4<f32>, 8>;
-    // Sum of the centred values this thread loads for column block a.
+    // Sum and largest magnitude of the centred values this thread loads
+    // for column block a.
     var csum = vec4<f32>(0.0);
+    var cmax = vec4<f32>(0.0);
     for (var j = 0u; j < sweeps; j++) {
         let r = row_begin + k0 + j * kstride;
         pa[j] = load_centred(r, row_end, col_a + 4u * c4, sa, ma);
         pb[j] = load_centred(r, row_end, col_b + 4u * c4, sb, mb);
         csum += pa[j];
+        cmax = max(cmax, abs(pa[j]));
     }
 
     // acc[2 * r + h]: local row r (0..3: 4 * lid.y + r, 4..7: TILE/2 + 4 * lid.y + r - 4),
@@ -235,6 +243,7 @@ fn covariance_partial(
             pa[j] = load_centred(r, row_end, col_a + 4u * c4, sa, ma);
             pb[j] = load_centred(r, row_end, col_b + 4u * c4, sb, mb);
             csum += pa[j];
+            cmax = max(cmax, abs(pa[j]));
         }
         if diagonal {
             // A diagonal tile: each thread's rows TILE/2 + .. against columns
@@ -310,9 +319,11 @@ fn covariance_partial(
     store_partial(base, hi + 2u, lid.x, acc[12], acc[13]);
     store_partial(base, hi + 3u, lid.x, acc[14], acc[15]);
 
-    // Diagonal tiles: the column sums of block a over this slice, reduced over
-    // the threads that loaded the same column (a_tile is free after the loop).
+    // Diagonal tiles: the column sums and largest magnitudes of block a over
+    // this slice, reduced over the threads that loaded the same column
+    // (a_tile is free after the loop).
     if diagonal {
+        let at = slice * params.n_blocks * t4 + bij.x * t4 + c4;
         a_tile[k0 * t4 + c4] = csum;
         workgroupBarrier();
         if k0 == 0u {
@@ -320,7 +331,17 @@ fn covariance_partial(
             for (var r = 0u; r < kstride; r++) {
                 t += a_tile[r * t4 + c4];
             }
-            colsums[slice * params.n_blocks * t4 + bij.x * t4 + c4] = t;
+            colsums[at] = t;
+        }
+        workgroupBarrier();
+        a_tile[k0 * t4 + c4] = cmax;
+        workgroupBarrier();
+        if k0 == 0u {
+            var t = vec4<f32>(0.0);
+            for (var r = 0u; r < kstride; r++) {
+                t = max(t, a_tile[r * t4 + c4]);
+            }
+            colmax[at] = t;
         }
     }
 }
@@ -423,4 +444,38 @@ fn covariance_finalize(
         }
         workgroupBarrier();
     }
+}
+
+// The column means and ranges the partial pass saw, for a fit that took its
+// shift m and scales from a prefix of the rows (one read of X for both
+// statistics and covariance): mean = m + (sum of the slices' column sums) /
+// (N sc), compensated; and the largest |x - m| * sc over the slices, by which
+// the caller checks that the scales kept every product inside f32's range.
+// One thread per column.
+@compute @workgroup_size(256, 1, 1)
+fn covariance_moments(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    let d = params.d;
+    if c >= d {
+        return;
+    }
+    let row4 = params.n_blocks * 2u * WG;
+    var sum = 0.0;
+    var comp = 0.0;
+    var big = 0.0;
+    for (var s = 0u; s < params.n_slices; s++) {
+        let y = colsums[s * row4 + c / 4u][c % 4u] - comp;
+        let t = sum + y;
+        comp = (t - sum) - y;
+        sum = t;
+        big = max(big, colmax[s * row4 + c / 4u][c % 4u]);
+    }
+    let sc = scales[c];
+    if sc == 0.0 {
+        moments[c] = bitcast<f32>(NAN_BITS);
+        moments[d + c] = bitcast<f32>(NAN_BITS);
+        return;
+    }
+    moments[c] = mean[c] + sum * params.inv_n / sc;
+    moments[d + c] = big;
 }

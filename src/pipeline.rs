@@ -131,6 +131,7 @@ impl PipelineState {
                     &cov,
                     &CovarianceOptions::ddof(0),
                     true,
+                    None,
                 )?;
                 e.copy_buffer_to_buffer(
                     &scales.buffer,

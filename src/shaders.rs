@@ -346,12 +346,31 @@ pub mod covariance {
     pub const RANGE: Slot = Slot::new("range", 7, Read);
     /// Each column's scale (written by pass 0, read by passes 1 and 2).
     pub const SCALES_OUT: Slot = Slot::new("scales", 8, ReadWrite);
+    /// Each column's largest scaled |x - m| per slice.
+    pub const COLMAX: Slot = Slot::new("colmax", 9, ReadWrite);
+    /// The column means and ranges from the slices (after pass 1, for a
+    /// one-pass fit).
+    pub const MOMENTS: &str = "covariance_moments";
+    /// Its 2 x D output.
+    pub const MOMENTS_OUT: Slot = Slot::new("moments", 10, ReadWrite);
     /// The shader.
     pub static SHADER: Shader = Shader {
         name: "covariance",
         source: include_str!("../shaders/covariance.wgsl"),
-        entries: &[SCALES, PARTIAL, FINALIZE],
-        slots: &[X, MEAN, PARTIALS, PARAMS, COV, COLSUMS, X4, RANGE, SCALES_OUT],
+        entries: &[SCALES, PARTIAL, FINALIZE, MOMENTS],
+        slots: &[
+            X,
+            MEAN,
+            PARTIALS,
+            PARAMS,
+            COV,
+            COLSUMS,
+            X4,
+            RANGE,
+            SCALES_OUT,
+            COLMAX,
+            MOMENTS_OUT,
+        ],
     };
 }
 

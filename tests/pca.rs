@@ -554,7 +554,9 @@ fn save_load_round_trip() {
 
 /// Fits on the GPU and on the CPU (the same f32 data) and compares the models
 /// and the GPU transforms (of the GPU model) with the twin's (of the CPU model).
-fn check_gpu(x: &Array2<f32>, o: &PcaOptions) {
+/// The GPU fit and its transforms against the twin; returns whether the fit
+/// read X once.
+fn check_gpu(x: &Array2<f32>, o: &PcaOptions) -> bool {
     let g = gpu();
     let (n, d) = x.dim();
     let xg = GpuMatrix::upload(g, x.view()).unwrap();
@@ -620,6 +622,7 @@ fn check_gpu(x: &Array2<f32>, o: &PcaOptions) {
             assert!(dot > 1.0 - 1e-6, "{what}: component {j} cos {dot}");
         }
     }
+    pca.fitted_in_one_pass()
 }
 
 #[test]
@@ -916,4 +919,49 @@ fn a_saved_model_that_whitens_with_eps_zero_is_refused() {
     m.save(&path).unwrap();
     assert!(matches!(PcaModel::load(&path), Err(Error::Parse { .. })));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn gpu_fit_reads_x_once_where_a_prefix_represents_the_data() {
+    // From ONE_PASS_MIN_ROWS rows on: the statistics of a prefix give the
+    // covariance its shift and scales, its column sums the mean of all rows.
+    let n0 = ops::pca::ONE_PASS_MIN_ROWS;
+    for (i, &(n, d, offset)) in [(n0, 1, 0.0), (n0 + 3, 7, 1e4), (n0 + 1001, 130, 3.0)]
+        .iter()
+        .enumerate()
+    {
+        let x = correlated(n, d, offset, 60 + i as u64).mapv(|v| v as f32);
+        assert!(
+            check_gpu(&x, &opts(NComponents::All, Whitening::Pca)),
+            "{n}x{d}: two passes"
+        );
+        assert!(
+            check_gpu(&x, &opts(NComponents::Count(1), Whitening::None)),
+            "{n}x{d}: two passes"
+        );
+    }
+    // Fewer rows: two passes.
+    let x = correlated(n0 - 1, 3, 1.0, 64).mapv(|v| v as f32);
+    assert!(!check_gpu(&x, &opts(NComponents::All, Whitening::None)));
+}
+
+#[test]
+fn gpu_fit_takes_two_passes_where_the_prefix_misleads() {
+    let n = ops::pca::ONE_PASS_MIN_ROWS + 100;
+    let all = opts(NComponents::All, Whitening::None);
+    // The first 5000 rows (more than the prefix) 1e4 away from the rest: the
+    // prefix's mean is far from the data's, in standard deviations.
+    let mut x = correlated(n, 4, 0.0, 70);
+    x.slice_mut(s![..5000, ..]).mapv_inplace(|v| v + 1e4);
+    assert!(!check_gpu(&x.mapv(|v| v as f32), &all));
+    // A value 1e15 times the prefix's, past the prefix's scales' range.
+    let mut x = correlated(n, 4, 0.0, 71);
+    x[[n - 7, 2]] = 1e15;
+    assert!(!check_gpu(&x.mapv(|v| v as f32), &all));
+    // A NaN after the prefix: refused, as on two passes.
+    let mut x = correlated(n, 4, 0.0, 72).mapv(|v| v as f32);
+    x[[n - 1, 1]] = f32::NAN;
+    let g = gpu();
+    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    assert!(matches!(Pca::fit(g, &xg, &all), Err(Error::NonFinite { .. })));
 }

@@ -234,7 +234,7 @@ pub fn encode_covariance_into(
     out: &GpuMatrix,
     options: &CovarianceOptions,
 ) -> Result<()> {
-    encode_covariance_scaled_into(gpu, encoder, x, mean, out, options, false).map(|_| ())
+    encode_covariance_scaled_into(gpu, encoder, x, mean, out, options, false, None).map(|_| ())
 }
 
 /// The covariance from the output of [`encode_covariance_scaled_into`] with
@@ -258,6 +258,12 @@ pub(crate) fn unscale(
 /// the `1 x D` span of scales returned (each a power of two, 0 for a column
 /// that is not finite). For a caller that unscales in f64 (the PCA fit), so a
 /// covariance beyond f32 still gives its eigenvectors.
+///
+/// With `moments` (a `2 x D` output) it also writes the column means of `x`
+/// (row 0) and each column's largest `|x - m| * s` (row 1), from the column
+/// sums the kernel keeps anyway: for a fit whose shift `m` and extremes came
+/// from a prefix of the rows, so that one read of `x` gives both.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn encode_covariance_scaled_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
@@ -266,6 +272,7 @@ pub(crate) fn encode_covariance_scaled_into(
     out: &GpuMatrix,
     options: &CovarianceOptions,
     raw: bool,
+    moments: Option<&GpuMatrix>,
 ) -> Result<Span> {
     let (n, d) = x.shape();
     let ddof = options.ddof;
@@ -291,6 +298,9 @@ pub(crate) fn encode_covariance_scaled_into(
         ));
     }
     out.check_output(gpu, OP, (d, d), &[x, mean])?;
+    if let Some(m) = moments {
+        m.check_output(gpu, OP, (2, d), &[x, mean, out])?;
+    }
     let config = options.tuning.unwrap_or_default();
     let p = plan(gpu, d, &config)?;
     let pieces = pieces(gpu, &[x]);
@@ -322,6 +332,10 @@ pub(crate) fn encode_covariance_scaled_into(
     )?);
     let colsums = Span::whole(&gpu.scratch(
         "covariance column sums",
+        (n_slices * p.n_blocks * p.tile * 4) as u64,
+    )?);
+    let colmax = Span::whole(&gpu.scratch(
+        "covariance column ranges",
         (n_slices * p.n_blocks * p.tile * 4) as u64,
     )?);
     let params = |rows: usize, rows_per_slice: usize, slice_base: usize| {
@@ -391,6 +405,7 @@ pub(crate) fn encode_covariance_scaled_into(
                 (SH::COLSUMS, &colsums),
                 (SH::X4, &x4),
                 (SH::SCALES_OUT, &scales),
+                (SH::COLMAX, &colmax),
             ],
             [p.n_tiles as u32, count as u32, 1],
         )?;
@@ -416,5 +431,23 @@ pub(crate) fn encode_covariance_scaled_into(
         ],
         [groups as u32, 1, 1],
     )?;
+    if let Some(m) = moments {
+        let m_span = m.whole_span(gpu, OP)?;
+        gpu.launch(
+            encoder,
+            &SH::SHADER,
+            SH::MOMENTS,
+            &constants[..2],
+            &[
+                (SH::PARAMS, &params),
+                (SH::MEAN, &mean_span),
+                (SH::COLSUMS, &colsums),
+                (SH::COLMAX, &colmax),
+                (SH::SCALES_OUT, &scales),
+                (SH::MOMENTS_OUT, &m_span),
+            ],
+            [d.div_ceil(256) as u32, 1, 1],
+        )?;
+    }
     Ok(scales)
 }

@@ -4,7 +4,8 @@
 //! [`Pca::fit`] computes the column mean ([`crate::ops::column_stats()`]) and the
 //! covariance ([`crate::ops::covariance()`]) on the GPU in one submit, reads the
 //! `D x D` covariance and the mean back once, and solves the small symmetric
-//! eigenproblem on the CPU (faer). Every transform is then one fused pass of
+//! eigenproblem on the CPU (faer). From [`ONE_PASS_MIN_ROWS`] rows on it reads
+//! X once for both where the data allow (see [`Pca::fit`]). Every transform is then one fused pass of
 //! the [`crate::ops::matmul()`] kernel over X: `((X - mean) @ W) * scale` forward,
 //! `Y @ V + mean` back.
 
@@ -20,6 +21,16 @@ use crate::ops::covariance::{encode_covariance_scaled_into, unscale, CovarianceO
 use crate::ops::matmul::{encode_matmul_into, MatmulOptions};
 
 const OP: &str = "pca";
+
+/// Rows whose column statistics give a one-pass fit its shift and scales.
+const PREFIX_ROWS: usize = 4096;
+
+/// A fit on at least this many rows reads X once (see [`Pca::fit`]).
+pub const ONE_PASS_MIN_ROWS: usize = 8 * PREFIX_ROWS;
+
+/// The largest scaled `|x - m| * s` a one-pass fit accepts: its products stay
+/// below 2^80 and a slice's sums below 2^111, far inside f32's 2^128.
+const ONE_PASS_LIMIT: f64 = (1u64 << 40) as f64;
 
 /// Whitening divides by `sqrt(S + eps)` and the GPU holds the result in f32:
 /// an eps that is not positive, or that rounds to 0 in f32 (below 1.4e-45,
@@ -51,6 +62,8 @@ pub struct Pca {
     forward_scale: Option<GpuMatrix>,
     /// output_dim x D.
     inverse: GpuMatrix,
+    /// Whether the fit read X once.
+    one_pass: bool,
 }
 
 fn upload_f64(gpu: &Gpu, a: &Array2<f64>) -> Result<GpuMatrix> {
@@ -62,10 +75,99 @@ fn upload_row(gpu: &Gpu, a: &Array1<f64>) -> Result<GpuMatrix> {
     GpuMatrix::upload(gpu, row.view())
 }
 
+/// The fit in one read of X, where the data allow it: the column statistics
+/// of the first [`PREFIX_ROWS`] rows give the covariance kernel its shift and
+/// its columns' scales, and the kernel's own column sums give the mean of
+/// all rows (its correction `- s s^T / N` makes the covariance the one about
+/// that mean for any shift). `None` (the caller then takes two passes, the
+/// statistics of all rows first) where the prefix was not representative
+/// enough for f32: a column not finite, a covariance or mean not finite, a
+/// value whose scaled distance from the shift passed [`ONE_PASS_LIMIT`], or a
+/// shift further than one standard deviation from the mean (the correction
+/// would cancel more than one bit).
+fn fit_one_pass(
+    gpu: &Gpu,
+    x: &GpuMatrix,
+    options: &PcaOptions,
+) -> Result<Option<(Array1<f64>, Array2<f64>)>> {
+    let (_, d) = x.shape();
+    let prefix = x.row_range(0..PREFIX_ROWS)?;
+    let mut stats = ColumnStats::uninit(gpu, d)?;
+    let cov = GpuMatrix::uninit(gpu, d, d)?;
+    let moments = GpuMatrix::uninit(gpu, 2, d)?;
+    // One readback: the scaled covariance, the means and ranges, the scales
+    // and the shift (the prefix's mean), one after the other.
+    let all = GpuMatrix::uninit(gpu, d + 4, d)?;
+    let cov_bytes = (d * d * 4) as u64;
+    let row_bytes = (d * 4) as u64;
+    gpu.run(OP, |e| {
+        encode_column_stats_into(gpu, e, &prefix, &mut stats, &ColumnStatsOptions::default())?;
+        let scales = encode_covariance_scaled_into(
+            gpu,
+            e,
+            x,
+            &stats.buffer,
+            &cov,
+            &CovarianceOptions::ddof(options.ddof),
+            true,
+            Some(&moments),
+        )?;
+        e.copy_buffer_to_buffer(cov.buffer(), cov.offset(), all.buffer(), 0, cov_bytes);
+        e.copy_buffer_to_buffer(
+            moments.buffer(),
+            moments.offset(),
+            all.buffer(),
+            cov_bytes,
+            2 * row_bytes,
+        );
+        e.copy_buffer_to_buffer(
+            &scales.buffer,
+            scales.offset,
+            all.buffer(),
+            cov_bytes + 2 * row_bytes,
+            row_bytes,
+        );
+        e.copy_buffer_to_buffer(
+            stats.buffer.buffer(),
+            stats.buffer.offset(),
+            all.buffer(),
+            cov_bytes + 3 * row_bytes,
+            row_bytes,
+        );
+        Ok(())
+    })?;
+    let host = all.download(gpu)?.mapv(f64::from);
+    let (mean, range, scales, shift) = (host.row(d), host.row(d + 1), host.row(d + 2), host.row(d + 3));
+    // (NaN fails both tests.)
+    let scaled = scales.iter().all(|&s| s > 0.0);
+    let in_range = range.iter().all(|&r| r <= ONE_PASS_LIMIT);
+    if !(scaled && in_range) {
+        return Ok(None);
+    }
+    let c = unscale(host.slice(ndarray::s![..d, ..]), scales, 1.0);
+    if !(mean.iter().all(|v| v.is_finite()) && c.iter().all(|v| v.is_finite())) {
+        return Ok(None);
+    }
+    let near = (0..d).all(|j| {
+        let dm = mean[j] - shift[j];
+        dm * dm <= c[[j, j]]
+    });
+    Ok(near.then(|| (mean.to_owned(), c)))
+}
+
 impl Pca {
     /// Fits PCA on `x` (`N x D`, rows are samples): mean and covariance on the
     /// GPU, one readback of the covariance and mean, the eigendecomposition on
     /// the CPU. Errors on bad options, `N <= ddof`, or non-finite data.
+    ///
+    /// From [`ONE_PASS_MIN_ROWS`] rows on, one read of `x` gives both: the
+    /// statistics of its first 4096 rows give the covariance kernel its shift
+    /// and its columns' power-of-two scales, and the kernel's column sums give
+    /// the mean of all rows. Where that prefix misleads (a shift more than one
+    /// standard deviation from a column's mean, a value past the scales'
+    /// range, anything not finite) the result is not used and the fit takes
+    /// the two passes it takes below that size, the statistics of all rows
+    /// first; [`Pca::fitted_in_one_pass`] says which it took.
     pub fn fit(gpu: &Gpu, x: &GpuMatrix, options: &PcaOptions) -> Result<Pca> {
         options.validate()?;
         let (n, d) = x.shape();
@@ -86,6 +188,14 @@ impl Pca {
             ));
         }
         check_eps_f32(options.whitening, options.eps)?;
+        if n >= ONE_PASS_MIN_ROWS {
+            if let Some((mean, c)) = fit_one_pass(gpu, x, options)? {
+                let model = PcaModel::from_covariance(mean, c.view(), n, options)?;
+                let mut pca = Pca::from_model(gpu, model)?;
+                pca.one_pass = true;
+                return Ok(pca);
+            }
+        }
         let mut stats = ColumnStats::uninit(gpu, d)?;
         let cov = GpuMatrix::uninit(gpu, d, d)?;
         // One readback: the covariance in its columns' scales, the mean, and
@@ -104,6 +214,7 @@ impl Pca {
                 &cov,
                 &CovarianceOptions::ddof(options.ddof),
                 true,
+                None,
             )?;
             e.copy_buffer_to_buffer(cov.buffer(), cov.offset(), all.buffer(), 0, cov_bytes);
             e.copy_buffer_to_buffer(
@@ -146,7 +257,14 @@ impl Pca {
             forward_scale: scale.as_ref().map(|s| upload_row(gpu, s)).transpose()?,
             inverse: upload_f64(gpu, &model.inverse_parts())?,
             model,
+            one_pass: false,
         })
+    }
+
+    /// Whether [`Pca::fit`] read X once (statistics and covariance in one
+    /// pass), not twice; false for a model that was not fitted here.
+    pub fn fitted_in_one_pass(&self) -> bool {
+        self.one_pass
     }
 
     /// The fitted model (host data: mean, components, eigenvalues, ...).
