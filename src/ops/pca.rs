@@ -75,6 +75,16 @@ fn upload_row(gpu: &Gpu, a: &Array1<f64>) -> Result<GpuMatrix> {
     GpuMatrix::upload(gpu, row.view())
 }
 
+/// Copies each `(buffer, offset, bytes)` into `all`, one after the other:
+/// one readback for several results.
+fn pack(e: &mut wgpu::CommandEncoder, all: &GpuMatrix, parts: &[(&wgpu::Buffer, u64, u64)]) {
+    let mut at = all.offset();
+    for &(buffer, offset, bytes) in parts {
+        e.copy_buffer_to_buffer(buffer, offset, all.buffer(), at, bytes);
+        at += bytes;
+    }
+}
+
 /// The fit in one read of X, where the data allow it: the column statistics
 /// of the first [`PREFIX_ROWS`] rows give the covariance kernel its shift and
 /// its columns' scales, and the kernel's own column sums give the mean of
@@ -112,27 +122,15 @@ fn fit_one_pass(
             true,
             Some(&moments),
         )?;
-        e.copy_buffer_to_buffer(cov.buffer(), cov.offset(), all.buffer(), 0, cov_bytes);
-        e.copy_buffer_to_buffer(
-            moments.buffer(),
-            moments.offset(),
-            all.buffer(),
-            cov_bytes,
-            2 * row_bytes,
-        );
-        e.copy_buffer_to_buffer(
-            &scales.buffer,
-            scales.offset,
-            all.buffer(),
-            cov_bytes + 2 * row_bytes,
-            row_bytes,
-        );
-        e.copy_buffer_to_buffer(
-            stats.buffer.buffer(),
-            stats.buffer.offset(),
-            all.buffer(),
-            cov_bytes + 3 * row_bytes,
-            row_bytes,
+        pack(
+            e,
+            &all,
+            &[
+                (cov.buffer(), cov.offset(), cov_bytes),
+                (moments.buffer(), moments.offset(), 2 * row_bytes),
+                (&scales.buffer, scales.offset, row_bytes),
+                (stats.buffer.buffer(), stats.buffer.offset(), row_bytes),
+            ],
         );
         Ok(())
     })?;
@@ -216,20 +214,14 @@ impl Pca {
                 true,
                 None,
             )?;
-            e.copy_buffer_to_buffer(cov.buffer(), cov.offset(), all.buffer(), 0, cov_bytes);
-            e.copy_buffer_to_buffer(
-                stats.buffer.buffer(),
-                stats.buffer.offset(),
-                all.buffer(),
-                cov_bytes,
-                row_bytes,
-            );
-            e.copy_buffer_to_buffer(
-                &scales.buffer,
-                scales.offset,
-                all.buffer(),
-                cov_bytes + row_bytes,
-                row_bytes,
+            pack(
+                e,
+                &all,
+                &[
+                    (cov.buffer(), cov.offset(), cov_bytes),
+                    (stats.buffer.buffer(), stats.buffer.offset(), row_bytes),
+                    (&scales.buffer, scales.offset, row_bytes),
+                ],
             );
             Ok(())
         })?;
