@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use gpuprep::{cpu, host, PcaOptions, StandardizeOptions, Whitening};
+use gpuprep::{cpu, host, PcaOptions, RunningStatsConfig, StandardizeOptions, Whitening};
 use ndarray::Array2;
 
 fn data(n: usize, d: usize) -> Array2<f32> {
@@ -37,29 +37,55 @@ const WHITEN: PcaOptions = PcaOptions {
 };
 
 /// The ops compared with numpy, each one whole job on `x` (its result dropped).
-const OPS: &[&str] = &["stats", "standardize", "covariance", "pca_whiten"];
+const OPS: &[&str] = &[
+    "stats",
+    "standardize",
+    "covariance",
+    "pca_whiten",
+    "batchnorm_fwd",
+    "batchnorm_bwd",
+];
 
-fn run_op(op: &str, x: &Array2<f32>) -> gpuprep::Result<()> {
-    match op {
+/// The timed work of `op` on `x`, after any set-up it needs (not timed).
+fn prepare<'a>(
+    op: &str,
+    x: &'a Array2<f32>,
+) -> gpuprep::Result<Box<dyn FnMut() -> gpuprep::Result<()> + 'a>> {
+    let d = x.ncols();
+    Ok(match op {
         // numpy: x.mean(0), x.var(0)
-        "stats" => host::column_stats(x.view(), 0).map(drop),
+        "stats" => Box::new(move || host::column_stats(x.view(), 0).map(drop)),
         // numpy: (x - x.mean(0)) / x.std(0)
-        "standardize" => {
+        "standardize" => Box::new(move || {
             let s = host::column_stats(x.view(), 0)?;
             host::standardize(x.view(), &s, StandardizeOptions::default()).map(drop)
-        }
+        }),
         // numpy: x.T @ x (and the centred Xc.T @ Xc / N)
-        "covariance" => host::covariance(x.view(), 0).map(drop),
+        "covariance" => Box::new(move || host::covariance(x.view(), 0).map(drop)),
         // numpy: mean, centre, cov, eigh, rotate, divide by sqrt(S + eps)
-        "pca_whiten" => {
+        "pca_whiten" => Box::new(move || {
             let m = host::pca::fit(x.view(), &WHITEN)?;
             host::pca::transform(&m, x.view()).map(drop)
-        }
-        _ => Err(gpuprep::Error::InvalidArgument {
-            op: "bench",
-            reason: format!("unknown op {op:?}: one of {OPS:?}"),
         }),
-    }
+        // numpy: the lecture's batchnorm_forward, training mode
+        "batchnorm_fwd" => {
+            let mut bn = host::BatchNorm::new(d, RunningStatsConfig::lecture());
+            Box::new(move || bn.forward_train(x.view()).map(drop))
+        }
+        // numpy: the lecture's closed-form batchnorm_backward_alt from its
+        // cache (dy = x: any data will do for timing)
+        "batchnorm_bwd" => {
+            let mut bn = host::BatchNorm::new(d, RunningStatsConfig::lecture());
+            let (_, saved) = bn.forward_train(x.view())?;
+            Box::new(move || bn.backward(x.view(), x.view(), &saved).map(drop))
+        }
+        _ => {
+            return Err(gpuprep::Error::InvalidArgument {
+                op: "bench",
+                reason: format!("unknown op {op:?}: one of {OPS:?}"),
+            })
+        }
+    })
 }
 
 /// Peak resident memory of this process (`VmHWM`), MiB.
@@ -87,9 +113,10 @@ fn vs_numpy(path: &str) {
     let ops = std::env::var("GPUPREP_VS_NUMPY_OPS").unwrap_or_else(|_| OPS.join(","));
     for op in ops.split(',').filter(|o| !o.is_empty()) {
         let mut times = Vec::with_capacity(reps);
+        let mut work = prepare(op, &x).expect("host op set-up");
         for _ in 0..reps {
             let t = Instant::now();
-            run_op(op, &x).expect("host op");
+            work().expect("host op");
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
         times.sort_by(f64::total_cmp);
@@ -190,8 +217,9 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("host_whiten", &id), &x, |b, x| {
             b.iter(|| host::pca::transform(&model, x.view()).unwrap())
         });
-        group.bench_with_input(BenchmarkId::new("host_fit_whiten", &id), &x, |b, x| {
-            b.iter(|| run_op("pca_whiten", x).unwrap())
+        let mut fit_whiten = prepare("pca_whiten", &x).unwrap();
+        group.bench_function(BenchmarkId::new("host_fit_whiten", &id), |b| {
+            b.iter(|| fit_whiten().unwrap())
         });
         if n <= 65_536 {
             group.bench_with_input(BenchmarkId::new("twin_whiten", &id), &x, |b, x| {

@@ -682,3 +682,221 @@ fn pca_refuses_bad_input() {
         Err(Error::NonFinite { .. })
     ));
 }
+
+/// Batch norm shapes (N >= 2): D = 1, sizes that divide nothing, several
+/// backward tasks (64 Ki elements), a wide matrix.
+const BN_SHAPES: &[(usize, usize)] = &[
+    (2, 1),
+    (7, 1),
+    (2, 5),
+    (63, 65),
+    (4099, 200),
+    (3, 9000),
+    (20_000, 64),
+];
+
+/// max |a - b| / max(max |b|, 1e-300) over two arrays of any dimension.
+fn rel_all<D: ndarray::Dimension, E: ndarray::Dimension>(
+    a: &ndarray::Array<f64, D>,
+    b: &ndarray::Array<f64, E>,
+) -> f64 {
+    rel(a.iter().copied(), b.iter().copied(), 1e-300)
+}
+
+/// The host layer against the twin on `x` (in `T`), with the same gamma,
+/// beta and config: two training steps, eval, backward.
+fn check_batchnorm<T>(x: ArrayView2<T>, dy: ArrayView2<T>, tol: f64, what: &str)
+where
+    T: host::HostFloat + Into<f64> + Copy,
+{
+    let (n, d) = x.dim();
+    let xf = x.mapv(Into::into).into_dyn();
+    let dyf = dy.mapv(Into::into).into_dyn();
+    let mut twin = cpu::batchnorm::BatchNormCpu::new(d, gpuprep::RunningStatsConfig::pytorch());
+    twin.gamma = Array1::from_shape_fn(d, |j| 0.5 + (j % 7) as f64 * 0.25);
+    twin.beta = Array1::from_shape_fn(d, |j| (j % 5) as f64 - 2.0);
+    let mut bn = host::BatchNorm::new(d, gpuprep::RunningStatsConfig::pytorch());
+    bn.gamma = twin.gamma.clone();
+    bn.beta = twin.beta.clone();
+    for step in 0..2 {
+        let (y, saved) = bn.forward_train(x).unwrap();
+        let (yt, savedt) = twin.forward_train(xf.view()).unwrap();
+        let e = rel_all(&y.mapv(Into::into), &yt);
+        assert!(e <= tol, "{what} {n}x{d} step {step}: forward rel error {e:e}");
+        let e = rel_each(
+            &saved.mean,
+            &savedt.mean,
+            savedt.var.iter().fold(1e-300, |a, &b| a.max(b.sqrt())),
+        );
+        assert!(e <= 1e-9, "{what} {n}x{d}: saved mean rel error {e:e}");
+        let e = rel_each(&saved.invstd, &savedt.invstd, 1e-300);
+        assert!(e <= 1e-9, "{what} {n}x{d}: saved invstd rel error {e:e}");
+        let e = rel_each(&bn.running_mean, &twin.running_mean, 1.0);
+        assert!(e <= 1e-9, "{what} {n}x{d}: running mean rel error {e:e}");
+        let e = rel_each(&bn.running_var, &twin.running_var, 1e-300);
+        assert!(e <= 1e-9, "{what} {n}x{d}: running var rel error {e:e}");
+        assert_eq!(bn.num_batches_tracked, twin.num_batches_tracked);
+
+        let (dx, dgamma, dbeta) = bn.backward(x, dy, &saved).unwrap();
+        let (dxt, dgammat, dbetat) = twin.backward(xf.view(), dyf.view(), &savedt).unwrap();
+        // Relative to the size of dx's terms (at N = 2, dx is 0 exactly).
+        let terms = (0..d)
+            .map(|j| bn.gamma[j].abs() * saved.invstd[j])
+            .fold(0.0, f64::max)
+            * dyf.iter().fold(0.0f64, |a, &b| a.max(b.abs()));
+        let e = rel(dx.iter().map(|&v| v.into()), dxt.iter().copied(), terms);
+        assert!(e <= tol, "{what} {n}x{d}: dx rel error {e:e}");
+        let floor = (n as f64).sqrt();
+        let e = rel(dgamma.iter().copied(), dgammat.iter().copied(), floor);
+        assert!(e <= 1e-9, "{what} {n}x{d}: dgamma rel error {e:e}");
+        let e = rel(dbeta.iter().copied(), dbetat.iter().copied(), floor);
+        assert!(e <= 1e-9, "{what} {n}x{d}: dbeta rel error {e:e}");
+    }
+    let y = bn.forward_eval(x).unwrap();
+    let yt = twin.forward_eval(xf.view()).unwrap();
+    let e = rel_all(&y.mapv(Into::into), &yt);
+    assert!(e <= tol, "{what} {n}x{d}: eval rel error {e:e}");
+}
+
+#[test]
+fn batchnorm_matches_the_twin() {
+    for (i, &(n, d)) in BN_SHAPES.iter().enumerate() {
+        let seed = 200 + i as u64;
+        let dy = normal(n, d, 0.0, 1.0, seed + 50);
+        // f32 on N(0, 1), on a large offset, and on a tiny spread.
+        check_batchnorm(normal(n, d, 0.0, 1.0, seed).view(), dy.view(), 1e-6, "f32");
+        check_batchnorm(
+            normal(n, d, 1e4, 1.0, seed).view(),
+            dy.view(),
+            1e-5,
+            "f32 offset 1e4",
+        );
+        check_batchnorm(
+            normal(n, d, 3.0, 1e-3, seed).view(),
+            dy.view(),
+            1e-5,
+            "f32 spread 1e-3",
+        );
+        // f64 computes from f64: rounding only.
+        let x64 = normal64(n, d, 1e4, 1.0, seed);
+        check_batchnorm(
+            x64.view(),
+            normal64(n, d, 0.0, 1.0, seed + 50).view(),
+            1e-9,
+            "f64 offset 1e4",
+        );
+    }
+    // Inputs in Fortran order give the same results as in C order.
+    let x = normal(4099, 200, 5.0, 2.0, 7);
+    let dy = normal(4099, 200, 0.0, 1.0, 8);
+    check_batchnorm(fortran(&x).view(), fortran(&dy).view(), 1e-6, "f32 Fortran order");
+    let mut a = host::BatchNorm::new(200, gpuprep::RunningStatsConfig::pytorch());
+    let mut b = a.clone();
+    let (ya, sa) = a.forward_train(x.view()).unwrap();
+    let (yb, sb) = b.forward_train(fortran(&x).view()).unwrap();
+    assert_eq!(ya, yb);
+    assert_eq!(
+        a.backward(x.view(), dy.view(), &sa).unwrap(),
+        b.backward(fortran(&x).view(), fortran(&dy).view(), &sb).unwrap()
+    );
+}
+
+#[test]
+fn batchnorm_propagates_nan_and_refuses_overflow() {
+    let mut x = normal(300, 4, 0.0, 1.0, 21);
+    x[[123, 2]] = f32::NAN;
+    let mut bn = host::BatchNorm::new(4, gpuprep::RunningStatsConfig::pytorch());
+    let (y, saved) = bn.forward_train(x.view()).unwrap();
+    assert!(y.column(2).iter().all(|v| v.is_nan()));
+    for c in [0, 1, 3] {
+        assert!(y.column(c).iter().all(|v| v.is_finite()), "column {c}");
+    }
+    let dy = normal(300, 4, 0.0, 1.0, 22);
+    let (dx, dgamma, dbeta) = bn.backward(x.view(), dy.view(), &saved).unwrap();
+    assert!(dx.column(2).iter().all(|v| v.is_nan()) && dgamma[2].is_nan() && dbeta[2].is_finite());
+    assert!(dx.column(0).iter().all(|v| v.is_finite()));
+    // Infinity in dy propagates too.
+    let mut dy_inf = dy.clone();
+    dy_inf[[5, 1]] = f32::INFINITY;
+    let (dx, _, _) = bn
+        .backward(normal(300, 4, 0.0, 1.0, 21).view(), dy_inf.view(), &saved)
+        .unwrap();
+    assert!(!dx[[5, 1]].is_finite());
+
+    // Finite input, results beyond f32: an error, running statistics untouched.
+    let x = normal(50, 3, 0.0, 1.0, 23);
+    let mut bn = host::BatchNorm::new(3, gpuprep::RunningStatsConfig::pytorch());
+    bn.gamma[1] = 1e39;
+    match bn.forward_train(x.view()) {
+        Err(Error::Overflow { location, dtype, .. }) => {
+            assert!(location.ends_with("column 1"), "{location}");
+            assert_eq!(dtype, "f32");
+        }
+        other => panic!("expected an overflow error, got {other:?}"),
+    }
+    assert_eq!(bn.num_batches_tracked, 0);
+    assert_eq!(bn.running_mean, Array1::<f64>::zeros(3));
+    // The same in f64 is representable.
+    let (y64, saved) = bn.forward_train(x.mapv(f64::from).view()).unwrap();
+    assert!(y64.iter().all(|v| v.is_finite()));
+    let r = bn.backward(x.view(), (&dy.slice(s![..50, ..3]) * 1e30f32).view(), &saved);
+    assert!(matches!(r, Err(Error::Overflow { .. })), "{r:?}");
+}
+
+#[test]
+fn batchnorm_refuses_bad_input() {
+    let x = normal(10, 3, 0.0, 1.0, 31);
+    let mut bn = host::BatchNorm::new(3, gpuprep::RunningStatsConfig::pytorch());
+    let one = normal(1, 3, 0.0, 1.0, 32);
+    assert!(matches!(
+        bn.forward_train(one.view()),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert_eq!(bn.num_batches_tracked, 0);
+    // Eval takes a single row.
+    assert_eq!(bn.forward_eval(one.view()).unwrap().dim(), (1, 3));
+    let four = normal(10, 4, 0.0, 1.0, 33);
+    assert!(matches!(
+        bn.forward_train(four.view()),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        bn.forward_eval(four.view()),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let empty = Array2::<f32>::zeros((0, 3));
+    assert!(matches!(
+        bn.forward_eval(empty.view()),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let (_, saved) = bn.forward_train(x.view()).unwrap();
+    let dy = normal(9, 3, 0.0, 1.0, 34);
+    assert!(matches!(
+        bn.backward(x.view(), dy.view(), &saved),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let mut short = saved.clone();
+    short.invstd = Array1::ones(2);
+    let dy = normal(10, 3, 0.0, 1.0, 34);
+    assert!(matches!(
+        bn.backward(x.view(), dy.view(), &short),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    for eps in [0.0, -1.0, f64::NAN] {
+        let mut b = bn.clone();
+        b.eps = eps;
+        assert!(b.forward_train(x.view()).is_err(), "eps {eps}");
+    }
+    let mut b = bn.clone();
+    b.config.momentum = Some(1.5);
+    assert!(matches!(
+        b.forward_train(x.view()),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let mut b = bn.clone();
+    b.beta = Array1::zeros(2);
+    assert!(matches!(
+        b.forward_train(x.view()),
+        Err(Error::ShapeMismatch { .. })
+    ));
+}

@@ -16,6 +16,7 @@ use ndarray::{Array1, Array2, ArrayD, ArrayView1, ArrayView2, ArrayViewD, Axis, 
 
 use super::norm::{check_eps, check_len, group_stats, norm_apply};
 use crate::error::{Error, Result};
+pub use crate::model::norm::BatchNormSaved;
 use crate::model::norm::{NormKind, NormPlan, NormShape, RunningStatsConfig};
 
 /// PyTorch's default eps.
@@ -205,17 +206,6 @@ pub fn from_channels_last(m: ArrayView2<f64>, dims: &[usize]) -> Result<ArrayD<f
         }
     }
     ArrayD::from_shape_vec(IxDyn(dims), out).map_err(|e| Error::invalid(OP, e.to_string()))
-}
-
-/// What a training forward pass saves for the backward pass (as cuDNN and PyTorch do).
-#[derive(Clone, Debug, PartialEq)]
-pub struct BatchNormSaved {
-    /// Batch mean per channel.
-    pub mean: Array1<f64>,
-    /// Batch inverse standard deviation `1 / sqrt(var + eps)` per channel.
-    pub invstd: Array1<f64>,
-    /// Biased batch variance per channel.
-    pub var: Array1<f64>,
 }
 
 /// A batch norm layer on the CPU in f64: the twin of the GPU `BatchNorm`.

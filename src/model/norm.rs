@@ -378,3 +378,15 @@ impl Default for RunningStatsConfig {
         Self::pytorch()
     }
 }
+
+/// What a training forward pass of batch norm saves for the backward pass
+/// (as cuDNN and PyTorch do): the f64 twin's and the host layer's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchNormSaved {
+    /// Batch mean per channel.
+    pub mean: Array1<f64>,
+    /// Batch inverse standard deviation `1 / sqrt(var + eps)` per channel.
+    pub invstd: Array1<f64>,
+    /// Biased batch variance per channel.
+    pub var: Array1<f64>,
+}

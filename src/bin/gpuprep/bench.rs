@@ -27,7 +27,6 @@
 
 use std::time::Instant;
 
-use gpuprep::cpu::batchnorm::BatchNormCpu;
 use gpuprep::cpu::norm::{norm_backward, norm_forward};
 use gpuprep::model::init::Scheme;
 use gpuprep::model::norm::RunningStatsConfig;
@@ -368,37 +367,34 @@ pub fn run(mut a: BenchArgs) -> gpuprep::Result<()> {
     }
 
     // Batch norm and layer norm, training forward (read x, write y) and
-    // backward (read x and dy, write dx), on the same N x D matrix. The CPU
-    // column is the f64 twin: these have no host path of their own.
+    // backward (read x and dy, write dx), on the same N x D matrix. Batch
+    // norm's CPU column is the host layer (f32 data, f64 statistics); layer
+    // norm's is the f64 twin: it has no host path of its own.
     let dyg = ops::copy(&gpu, &xg)?; // dy: any data will do for timing
     let mut bn = BatchNorm::new(&gpu, d, RunningStatsConfig::pytorch(), 1e-5)?;
     let xt = (!a.no_cpu).then(|| x.mapv(f64::from).into_dyn());
-    let mut bn_cpu = BatchNormCpu::new(d, RunningStatsConfig::pytorch());
-    let cpu_bn = match &xt {
-        Some(xt) => tc(&mut || bn_cpu.forward_train(xt.view()).map(|_| ()))?,
-        None => None,
-    };
+    let mut bn_host = host::BatchNorm::new(d, RunningStatsConfig::pytorch());
+    let cpu_bn = tc(&mut || bn_host.forward_train(x.view()).map(|_| ()))?;
     rows.push(Row {
         op: "batch norm forward",
         shape: (n, d),
-        cpu_path: "twin",
+        cpu_path: "host",
         cpu_s: cpu_bn,
         gpu_s: tg(&mut |enc| bn.encode_forward_train_into(&gpu, enc, &xg, &yg))?,
         round_trip_s: None,
         work: Work::Bytes(2.0 * bytes),
     });
     let grads = bn.backward(&gpu, &xg, &dyg)?;
-    let cpu_bwd = match &xt {
-        Some(xt) => {
-            let (_, saved) = bn_cpu.forward_train(xt.view())?;
-            tc(&mut || bn_cpu.backward(xt.view(), xt.view(), &saved).map(|_| ()))?
-        }
-        None => None,
+    let cpu_bwd = if a.no_cpu {
+        None
+    } else {
+        let (_, saved) = bn_host.forward_train(x.view())?;
+        tc(&mut || bn_host.backward(x.view(), x.view(), &saved).map(|_| ()))?
     };
     rows.push(Row {
         op: "batch norm backward",
         shape: (n, d),
-        cpu_path: "twin",
+        cpu_path: "host",
         cpu_s: cpu_bwd,
         gpu_s: tg(&mut |enc| bn.encode_backward_into(&gpu, enc, &xg, &dyg, &grads))?,
         round_trip_s: None,
