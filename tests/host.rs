@@ -61,22 +61,24 @@ fn fortran<T: Clone>(x: &Array2<T>) -> Array2<T> {
     x.t().as_standard_layout().into_owned().reversed_axes()
 }
 
-/// max |a - b| / max(max |b|, floor).
+/// max |a - b| / max(max |b|, floor); infinite where a pair differs by NaN
+/// (so a NaN result never passes for a small error).
 fn rel(a: impl IntoIterator<Item = f64>, b: impl IntoIterator<Item = f64> + Clone, floor: f64) -> f64 {
     let den = b.clone().into_iter().map(f64::abs).fold(floor, f64::max);
     a.into_iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
+        .fold(0.0, |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) })
         / den
 }
 
-/// Per element: |a - b| / max(|b|, floor), largest.
+/// Per element: |a - b| / max(|b|, floor), largest; infinite where a pair
+/// differs by NaN.
 fn rel_each(a: &Array1<f64>, b: &Array1<f64>, floor: f64) -> f64 {
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs() / y.abs().max(floor))
-        .fold(0.0, f64::max)
+        .fold(0.0, |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) })
 }
 
 fn check_stats<T>(x: ArrayView2<T>, ddof: usize, tol: f64, what: &str)
@@ -899,4 +901,136 @@ fn batchnorm_refuses_bad_input() {
         b.forward_train(x.view()),
         Err(Error::ShapeMismatch { .. })
     ));
+}
+
+/// `(N, C, S...)` shapes: one sample, one channel, one position (4-D), sizes
+/// that divide nothing, several tasks of samples.
+const BN_SPATIAL: &[&[usize]] = &[
+    &[2, 3, 4, 5],
+    &[1, 2, 3, 3],
+    &[5, 1, 7],
+    &[3, 4, 1, 1],
+    &[9, 16, 8, 8],
+    &[33, 7, 17, 19],
+];
+
+#[test]
+fn spatial_batchnorm_matches_the_twin() {
+    for (i, &dims) in BN_SPATIAL.iter().enumerate() {
+        let len: usize = dims.iter().product();
+        let c = dims[1];
+        let seed = 300 + i as u64;
+        for (offset, tol) in [(0.0, 1e-6), (1e4, 1e-5)] {
+            let x = normal(len, 1, offset, 1.0, seed)
+                .into_shape_with_order(dims)
+                .unwrap();
+            let dy = normal(len, 1, 0.0, 1.0, seed + 50)
+                .into_shape_with_order(dims)
+                .unwrap();
+            let xf = x.mapv(f64::from);
+            let dyf = dy.mapv(f64::from);
+            let mut twin = cpu::batchnorm::BatchNormCpu::new(c, gpuprep::RunningStatsConfig::pytorch());
+            twin.gamma = Array1::from_shape_fn(c, |j| 0.5 + (j % 7) as f64 * 0.25);
+            twin.beta = Array1::from_shape_fn(c, |j| (j % 5) as f64 - 2.0);
+            let mut bn = host::BatchNorm::new(c, gpuprep::RunningStatsConfig::pytorch());
+            bn.gamma = twin.gamma.clone();
+            bn.beta = twin.beta.clone();
+            let what = format!("{dims:?} offset {offset}");
+            for _ in 0..2 {
+                let (y, saved) = bn.forward_train(x.view()).unwrap();
+                let (yt, savedt) = twin.forward_train(xf.view()).unwrap();
+                assert_eq!(y.shape(), dims);
+                let e = rel_all(&y.mapv(f64::from), &yt);
+                assert!(e <= tol, "{what}: forward rel error {e:e}");
+                let e = rel_each(&saved.invstd, &savedt.invstd, 1e-300);
+                assert!(e <= 1e-9, "{what}: invstd rel error {e:e}");
+                let e = rel_each(&bn.running_var, &twin.running_var, 1e-300);
+                assert!(e <= 1e-9, "{what}: running var rel error {e:e}");
+                let e = rel_each(&bn.running_mean, &twin.running_mean, 1.0);
+                assert!(e <= 1e-9, "{what}: running mean rel error {e:e}");
+                let (dx, dgamma, dbeta) = bn.backward(x.view(), dy.view(), &saved).unwrap();
+                let (dxt, dgammat, dbetat) = twin.backward(xf.view(), dyf.view(), &savedt).unwrap();
+                let terms = (0..c).map(|j| bn.gamma[j] * saved.invstd[j]).fold(0.0, f64::max)
+                    * dyf.iter().fold(0.0f64, |a, &b| a.max(b.abs()));
+                let e = rel(dx.iter().map(|&v| v as f64), dxt.iter().copied(), terms);
+                assert!(e <= tol, "{what}: dx rel error {e:e}");
+                let floor = ((len / c) as f64).sqrt();
+                let e = rel(dgamma.iter().copied(), dgammat.iter().copied(), floor);
+                assert!(e <= 1e-9, "{what}: dgamma rel error {e:e}");
+                let e = rel(dbeta.iter().copied(), dbetat.iter().copied(), floor);
+                assert!(e <= 1e-9, "{what}: dbeta rel error {e:e}");
+            }
+            let e = rel_all(
+                &bn.forward_eval(x.view()).unwrap().mapv(f64::from),
+                &twin.forward_eval(xf.view()).unwrap(),
+            );
+            assert!(e <= tol, "{what}: eval rel error {e:e}");
+        }
+    }
+    // An array not in standard layout (channels last, viewed as NCHW) gives
+    // the same results as its standard copy.
+    let nhwc = normal(3 * 5 * 6 * 4, 1, 2.0, 3.0, 9)
+        .into_shape_with_order(vec![3, 5, 6, 4])
+        .unwrap();
+    let nchw = nhwc.view().permuted_axes(vec![0, 3, 1, 2]);
+    let standard = nchw.as_standard_layout().into_owned();
+    let dy = normal(3 * 4 * 5 * 6, 1, 0.0, 1.0, 10)
+        .into_shape_with_order(vec![3, 4, 5, 6])
+        .unwrap();
+    let mut a = host::BatchNorm::new(4, gpuprep::RunningStatsConfig::pytorch());
+    let mut b = a.clone();
+    let (ya, sa) = a.forward_train(nchw.view()).unwrap();
+    let (yb, sb) = b.forward_train(standard.view()).unwrap();
+    assert_eq!((ya, &sa), (yb, &sb));
+    let ga = a.backward(nchw.view(), dy.view(), &sa).unwrap();
+    let gb = b.backward(standard.view(), dy.view(), &sb).unwrap();
+    assert_eq!(ga, gb);
+}
+
+#[test]
+fn spatial_batchnorm_refuses_bad_input_and_overflow() {
+    let mut bn = host::BatchNorm::new(3, gpuprep::RunningStatsConfig::pytorch());
+    // One value per channel: an error in training, fine in eval.
+    let one = ndarray::ArrayD::<f32>::ones(vec![1, 3, 1, 1]);
+    assert!(matches!(
+        bn.forward_train(one.view()),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert_eq!(bn.forward_eval(one.view()).unwrap().shape(), &[1, 3, 1, 1]);
+    // One sample with positions trains.
+    let x = normal(12, 1, 0.0, 1.0, 41)
+        .into_shape_with_order(vec![1, 3, 2, 2])
+        .unwrap();
+    bn.forward_train(x.view()).unwrap();
+    for dims in [vec![2, 4, 3], vec![2, 3, 0, 2], vec![6]] {
+        let x = ndarray::ArrayD::<f32>::ones(dims.clone());
+        assert!(
+            matches!(bn.forward_train(x.view()), Err(Error::ShapeMismatch { .. })),
+            "{dims:?}"
+        );
+    }
+    let (_, saved) = bn.forward_train(x.view()).unwrap();
+    let dy = ndarray::ArrayD::<f32>::ones(vec![1, 3, 4]);
+    assert!(matches!(
+        bn.backward(x.view(), dy.view(), &saved),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    // Overflow from finite input names the element; NaN propagates.
+    let x = normal(2 * 3 * 16, 1, 0.0, 1.0, 42)
+        .into_shape_with_order(vec![2, 3, 4, 4])
+        .unwrap();
+    let mut big = host::BatchNorm::new(3, gpuprep::RunningStatsConfig::pytorch());
+    big.gamma[2] = 1e39;
+    match big.forward_train(x.view()) {
+        Err(Error::Overflow { location, .. }) => assert!(location.starts_with("index [0, 2,"), "{location}"),
+        other => panic!("expected an overflow error, got {other:?}"),
+    }
+    assert_eq!(big.num_batches_tracked, 0);
+    let mut nan = x.clone();
+    nan[[1, 0, 2, 3]] = f32::NAN;
+    let (y, _) = host::BatchNorm::new(3, gpuprep::RunningStatsConfig::pytorch())
+        .forward_train(nan.view())
+        .unwrap();
+    assert!(y.slice(s![.., 0, .., ..]).iter().all(|v| v.is_nan()));
+    assert!(y.slice(s![.., 1..3, .., ..]).iter().all(|v| v.is_finite()));
 }

@@ -12,7 +12,7 @@
 //! | [`standardize`](mod@standardize) | `(x - mean) / std` | one read and one write, in f64 per element, rounded once |
 //! | [`covariance`](mod@covariance) | [`CoMoments`] / covariance | one read of X: blocks shifted by a mean, their lower-triangle products in the input's type (faer), accumulated in f64 |
 //! | [`matmul`](mod@matmul) | `act(((x - center) @ w) * scale + bias)` | centred row blocks through faer in the input's type, written into the output in place |
-//! | [`batchnorm`](mod@batchnorm) | [`BatchNorm`]: training and eval forward, backward on `(N, C)` | the statistics as [`column_stats()`], then one read and one write; backward: one read of `x` and `dy` for the two sums (f64, per block), one more for `dx` |
+//! | [`batchnorm`](mod@batchnorm) | [`BatchNorm`]: training and eval forward, backward on `(N, C)` or `(N, C, H, W, ...)` | the statistics as [`column_stats()`], then one read and one write; backward: one read of `x` and `dy` for the two sums (f64, per block), one more for `dx` |
 //! | [`pca`](mod@pca) | fit, transform, inverse transform | [`comoments`], the shared eigendecomposition, [`matmul()`] |
 //!
 //! Accuracy (the bars of DESIGN.md, checked in `tests/host.rs` against the
@@ -32,7 +32,7 @@ pub mod matmul;
 pub mod pca;
 pub mod standardize;
 
-pub use batchnorm::BatchNorm;
+pub use batchnorm::{BatchNorm, BatchNormGrads};
 pub use column_stats::{column_moments, column_stats};
 pub use covariance::{comoments, covariance};
 pub use matmul::{matmul, matmul_into, MatmulOptions};
