@@ -26,7 +26,10 @@ fn max_abs_diff<'a>(a: impl IntoIterator<Item = &'a f64>, b: impl IntoIterator<I
     a.into_iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
+        .fold(
+            0.0,
+            |m: f64, d: f64| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+        )
 }
 
 /// max |gpu - cpu| / max(scale, max |cpu|): the error relative to the size of
@@ -618,7 +621,10 @@ fn batch_norm_matches_pytorch_and_the_lecture() {
             a.iter()
                 .zip(b.iter())
                 .map(|(x, y)| (x - y).abs())
-                .fold(0.0, f64::max)
+                .fold(
+                    0.0,
+                    |m: f64, d: f64| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+                )
                 / bmax
         };
         let mut last = None;

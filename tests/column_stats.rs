@@ -33,7 +33,10 @@ fn check(x: &ndarray::Array2<f32>, ddof: usize, var_tol: f64) {
         .zip(&want.mean)
         .zip(&scale)
         .map(|((a, b), s)| (a - b).abs() / s.max(1e-30))
-        .fold(0.0, f64::max);
+        .fold(
+            0.0,
+            |m: f64, d: f64| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+        );
     assert!(mean_err <= 2e-6, "{n}x{d} ddof {ddof}: mean error {mean_err:e}");
     let var_err = max_rel(got.var.iter().copied(), want.var.iter().copied(), 1e-30);
     assert!(

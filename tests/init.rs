@@ -59,7 +59,10 @@ fn ks_statistic(mut v: Vec<f64>, cdf: impl Fn(f64) -> f64) -> f64 {
             let f = cdf(x);
             (f - i as f64 / n).abs().max(((i + 1) as f64 / n - f).abs())
         })
-        .fold(0.0, f64::max)
+        .fold(
+            0.0,
+            |m: f64, d: f64| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+        )
 }
 
 /// Sample mean and variance (ddof 0).

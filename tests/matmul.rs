@@ -372,7 +372,10 @@ fn linear_layer_with_activations() {
                 .iter()
                 .zip(want.iter())
                 .map(|(&a, &b)| (f64::from(a) - b).abs())
-                .fold(0.0, f64::max);
+                .fold(
+                    0.0,
+                    |m: f64, d: f64| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+                );
             assert!(
                 max_abs <= 1e-5,
                 "{n}x{k} flags {flags}: max abs error {max_abs:e}"

@@ -33,7 +33,10 @@ fn rel_error<'a>(a: impl IntoIterator<Item = &'a f64>, b: impl IntoIterator<Item
     a.into_iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs() / (x.abs() + y.abs()).max(1e-8))
-        .fold(0.0, f64::max)
+        .fold(
+            0.0,
+            |m: f64, d: f64| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+        )
 }
 
 /// Centered differences with h = 1e-5 at every element of `p`, dividing by
@@ -790,7 +793,10 @@ fn rel_to(a: impl IntoIterator<Item = f64>, b: &ArrayD<f64>, scale: f64) -> f64 
                 f64::INFINITY
             }
         })
-        .fold(0.0, f64::max)
+        .fold(
+            0.0,
+            |m: f64, d: f64| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+        )
         / bmax
 }
 

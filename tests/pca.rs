@@ -291,7 +291,10 @@ fn max_abs_diff(a: ArrayView2<f64>, b: ArrayView2<f64>) -> f64 {
     a.iter()
         .zip(b.iter())
         .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
+        .fold(
+            0.0,
+            |m: f64, d: f64| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+        )
 }
 
 /// Max difference allowing each column of `got` to be negated (svd's signs are arbitrary).
@@ -303,12 +306,18 @@ fn max_abs_diff_up_to_sign(got: ArrayView2<f64>, want: ArrayView2<f64>) -> f64 {
             .iter()
             .zip(w.iter())
             .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+            .fold(
+                0.0,
+                |m: f64, d: f64| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+            );
         let minus = g
             .iter()
             .zip(w.iter())
             .map(|(a, b)| (a + b).abs())
-            .fold(0.0, f64::max);
+            .fold(
+                0.0,
+                |m: f64, d: f64| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+            );
         worst = worst.max(plus.min(minus));
     }
     worst
@@ -755,7 +764,10 @@ fn gpu_full_reconstruction_returns_x() {
             .iter()
             .zip(x.iter())
             .map(|(a, b)| (a - b).abs() as f64)
-            .fold(0.0, f64::max);
+            .fold(
+                0.0,
+                |m: f64, d: f64| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+            );
         assert!(err < 1e-2, "{whitening:?}: max |X' - X| = {err:e}");
     }
 }

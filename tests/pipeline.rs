@@ -32,7 +32,10 @@ fn data(n: usize, d: usize, seed: u64) -> Array2<f64> {
 
 fn max_abs(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
     assert_eq!(a.dim(), b.dim());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(
+        0.0,
+        |m: f64, d: f64| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+    )
 }
 
 fn opts(center: bool, scale: bool, pca: Option<NComponents>, whitening: Whitening) -> PipelineOptions {

@@ -32,7 +32,10 @@ fn read_any(p: &Path) -> ArrayD<f64> {
 fn rel(a: &ArrayD<f64>, b: &ArrayD<f64>, what: &str) -> f64 {
     assert_eq!(a.shape(), b.shape(), "{what}: shape");
     let bmax = b.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-300);
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max) / bmax
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(
+        0.0,
+        |m: f64, d: f64| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+    ) / bmax
 }
 
 fn run_ok(args: &[&str], extra: &[&Path]) -> String {

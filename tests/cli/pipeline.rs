@@ -31,7 +31,10 @@ fn data(n: usize, d: usize) -> Array2<f64> {
 
 fn max_rel(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
     let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max) / scale
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(
+        0.0,
+        |m: f64, d: f64| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+    ) / scale
 }
 
 const STEPS: &[&[&str]] = &[
