@@ -16,8 +16,8 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use gpuprep::{cpu, host, PcaOptions, RunningStatsConfig, StandardizeOptions, Whitening};
-use ndarray::Array2;
+use gpuprep::{cpu, host, NormKind, PcaOptions, RunningStatsConfig, StandardizeOptions, Whitening};
+use ndarray::{Array1, Array2};
 
 fn data(n: usize, d: usize) -> Array2<f32> {
     // A cheap deterministic fill (an LCG) with an offset, so setup does not dominate.
@@ -78,6 +78,29 @@ fn prepare<'a>(
             let mut bn = host::BatchNorm::new(d, RunningStatsConfig::lecture());
             let (_, saved) = bn.forward_train(x.view())?;
             Box::new(move || bn.backward(x.view(), x.view(), &saved).map(drop))
+        }
+        // numpy: the lecture's layernorm_forward (statistics per row)
+        "layernorm_fwd" => {
+            let (g, b) = (Array1::<f64>::ones(d), Array1::<f64>::zeros(d));
+            Box::new(move || {
+                host::norm_forward(NormKind::Layer, x.view(), g.view(), b.view(), 1e-5).map(drop)
+            })
+        }
+        // numpy: the lecture's closed-form layernorm_backward from its cache
+        "layernorm_bwd" => {
+            let g = Array1::<f64>::ones(d);
+            let (_, st) = host::norm_forward(NormKind::Layer, x.view(), g.view(), g.view(), 1e-5)?;
+            Box::new(move || {
+                host::norm_backward(
+                    NormKind::Layer,
+                    x.view(),
+                    x.view(),
+                    g.view(),
+                    st.mean.view(),
+                    st.invstd.view(),
+                )
+                .map(drop)
+            })
         }
         _ => {
             return Err(gpuprep::Error::InvalidArgument {

@@ -17,7 +17,7 @@ Compute only: loading and saving files are not timed (the command line is wired
 to the host path separately).
 
     python3 scripts/cpu-vs-numpy.py [--n 262144] [--d 256] [--rounds 3] [--reps 5] [--json out.json]
-        [--ops stats,standardize,covariance,pca_whiten,batchnorm_fwd,batchnorm_bwd] [--no-memory] [--cargo-args=--no-default-features]
+        [--ops stats,standardize,covariance,pca_whiten,batchnorm_fwd,batchnorm_bwd,layernorm_fwd,layernorm_bwd] [--no-memory] [--cargo-args=--no-default-features]
 
 Installs numpy with pip if it is missing. Respects CARGO_BUILD_BUILD_DIR.
 """
@@ -100,6 +100,33 @@ def np_batchnorm_bwd(x):
     return dx, dgamma, dbeta
 
 
+def np_layernorm_fwd(x):
+    # the lecture's layernorm_forward (gamma 1, beta 0), its cache kept
+    mu = x.mean(1, keepdims=True)
+    xmu = x - mu
+    ivar = 1.0 / np.sqrt((xmu ** 2).mean(1, keepdims=True) + EPS)
+    xhat = xmu * ivar
+    return xhat * np.ones(x.shape[1], x.dtype) + np.zeros(x.shape[1], x.dtype), (xhat, ivar)
+
+
+_LN_CACHE = {}
+
+
+def np_layernorm_bwd(x):
+    # the closed-form layer norm backward from the forward's cache (made once
+    # per array, untimed after the warm-up); dout = x, as the host's dy
+    key = id(x)
+    if key not in _LN_CACHE:
+        _LN_CACHE.clear()
+        _LN_CACHE[key] = np_layernorm_fwd(x)[1]
+    xhat, ivar = _LN_CACHE[key]
+    d = x.shape[1]
+    dxhat = x * np.ones(d, x.dtype)
+    dx = (1.0 / d) * ivar * (d * dxhat - dxhat.sum(1, keepdims=True)
+                             - xhat * (dxhat * xhat).sum(1, keepdims=True))
+    return dx, (x * xhat).sum(0), x.sum(0)
+
+
 # host op -> [(numpy label, numpy function)], target ratio (None: issue 13 sets none)
 OPS = {
     "stats": ([("x.mean(0); x.var(0)", np_stats)], 3.0),
@@ -108,6 +135,8 @@ OPS = {
     "pca_whiten": ([("mean, centre, cov, eigh, rotate, / sqrt(S + eps)", np_pca_whiten)], 1.5),
     "batchnorm_fwd": ([("the lecture's batchnorm_forward (train)", np_batchnorm_fwd)], None),
     "batchnorm_bwd": ([("the lecture's batchnorm_backward_alt", np_batchnorm_bwd)], None),
+    "layernorm_fwd": ([("the lecture's layernorm_forward", np_layernorm_fwd)], None),
+    "layernorm_bwd": ([("layer norm backward (closed form)", np_layernorm_bwd)], None),
 }
 
 

@@ -1034,3 +1034,209 @@ fn spatial_batchnorm_refuses_bad_input_and_overflow() {
     assert!(y.slice(s![.., 0, .., ..]).iter().all(|v| v.is_nan()));
     assert!(y.slice(s![.., 1..3, .., ..]).iter().all(|v| v.is_finite()));
 }
+
+/// Layer, instance, group (and batch) norm on the host against the twin's
+/// `norm_forward` / `norm_backward`, on `x` of shape `dims`.
+fn check_norm(kind: gpuprep::NormKind, dims: &[usize], offset: f64, seed: u64, f64_data: bool) {
+    let len: usize = dims.iter().product();
+    let x64 = normal64(len, 1, offset, 1.0, seed)
+        .into_shape_with_order(dims)
+        .unwrap();
+    let dy64 = normal64(len, 1, 0.0, 1.0, seed + 1)
+        .into_shape_with_order(dims)
+        .unwrap();
+    // the data as the host sees it (f32 rounds), and the twin the same values
+    let x32 = x64.mapv(|v| v as f32);
+    let dy32 = dy64.mapv(|v| v as f32);
+    let (xt, dyt) = if f64_data {
+        (x64.clone(), dy64.clone())
+    } else {
+        (x32.mapv(f64::from), dy32.mapv(f64::from))
+    };
+    let shape = gpuprep::model::norm::NormShape::from_dims("test", dims).unwrap();
+    let plan = gpuprep::model::norm::NormPlan::new("test", kind, shape, true).unwrap();
+    let a = plan.affine_len;
+    let gamma = Array1::from_shape_fn(a, |j| 0.5 + (j % 7) as f64 * 0.25);
+    let beta = Array1::from_shape_fn(a, |j| (j % 5) as f64 - 2.0);
+    let want = cpu::norm::norm_forward(kind, xt.view(), gamma.view(), beta.view(), 1e-5).unwrap();
+    let wg = cpu::norm::norm_backward(
+        kind,
+        xt.view(),
+        dyt.view(),
+        gamma.view(),
+        want.stats.mean.view(),
+        want.stats.invstd.view(),
+    )
+    .unwrap();
+    let what = format!("{kind:?} {dims:?} offset {offset} f64 {f64_data}");
+    let (y, stats, dx, dgamma, dbeta) = if f64_data {
+        let (y, st) = host::norm_forward(kind, x64.view(), gamma.view(), beta.view(), 1e-5).unwrap();
+        let (dx, dg, db) = host::norm_backward(
+            kind,
+            x64.view(),
+            dy64.view(),
+            gamma.view(),
+            st.mean.view(),
+            st.invstd.view(),
+        )
+        .unwrap();
+        (y, st, dx, dg, db)
+    } else {
+        let (y, st) = host::norm_forward(kind, x32.view(), gamma.view(), beta.view(), 1e-5).unwrap();
+        let (dx, dg, db) = host::norm_backward(
+            kind,
+            x32.view(),
+            dy32.view(),
+            gamma.view(),
+            st.mean.view(),
+            st.invstd.view(),
+        )
+        .unwrap();
+        (y.mapv(f64::from), st, dx.mapv(f64::from), dg, db)
+    };
+    let tol = match (f64_data, offset == 0.0) {
+        (true, _) => 1e-9,
+        (false, true) => 1e-6,
+        (false, false) => 1e-5,
+    };
+    assert_eq!(y.shape(), dims);
+    let e = rel_all(&y, &want.y);
+    assert!(e <= tol, "{what}: forward rel error {e:e}");
+    let e = rel_each(&stats.mean, &want.stats.mean, 1.0);
+    assert!(e <= 1e-9, "{what}: mean rel error {e:e}");
+    let e = rel_each(&stats.invstd, &want.stats.invstd, 1e-300);
+    assert!(e <= 1e-9, "{what}: invstd rel error {e:e}");
+    let e = rel_each(&stats.var, &want.stats.var, 1e-300);
+    assert!(e <= 1e-9, "{what}: var rel error {e:e}");
+    let terms = gamma.iter().fold(0.0f64, |m, v| m.max(v.abs()))
+        * stats.invstd.iter().fold(0.0f64, |m, v| m.max(*v))
+        * dyt.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let e = rel(dx.iter().copied(), wg.dx.iter().copied(), terms);
+    assert!(e <= tol, "{what}: dx rel error {e:e}");
+    let floor = ((len / a) as f64).sqrt();
+    let e = rel(dgamma.iter().copied(), wg.dgamma.iter().copied(), floor);
+    assert!(e <= 1e-9, "{what}: dgamma rel error {e:e}");
+    let e = rel(dbeta.iter().copied(), wg.dbeta.iter().copied(), floor);
+    assert!(e <= 1e-9, "{what}: dbeta rel error {e:e}");
+}
+
+#[test]
+fn norms_match_the_twin() {
+    use gpuprep::NormKind;
+    let cases: &[(NormKind, &[usize])] = &[
+        (NormKind::Layer, &[1, 1]),
+        (NormKind::Layer, &[1, 5]),
+        (NormKind::Layer, &[7, 1]),
+        (NormKind::Layer, &[63, 65]),
+        (NormKind::Layer, &[300, 3000]),
+        (NormKind::Layer, &[3, 70_000]),
+        (NormKind::Layer, &[2, 3, 4, 5]),
+        (NormKind::LayerTrailing { len: 20 }, &[2, 3, 4, 5]),
+        (NormKind::LayerTrailing { len: 5 }, &[4, 3, 5]),
+        (NormKind::Instance, &[2, 3, 4, 5]),
+        (NormKind::Instance, &[5, 1, 7]),
+        (NormKind::Instance, &[33, 7, 17, 19]),
+        (NormKind::Group { groups: 2 }, &[2, 4, 3, 3]),
+        (NormKind::Group { groups: 1 }, &[3, 6, 5]),
+        (NormKind::Group { groups: 7 }, &[33, 7, 17, 19]),
+        (NormKind::Batch, &[9, 16, 8, 8]),
+        (NormKind::Batch, &[63, 65]),
+    ];
+    for (i, &(kind, dims)) in cases.iter().enumerate() {
+        let seed = 400 + 3 * i as u64;
+        check_norm(kind, dims, 0.0, seed, false);
+        check_norm(kind, dims, 1e4, seed, false);
+        check_norm(kind, dims, 1e4, seed, true);
+    }
+    // A strided input (a transposed matrix) gives its standard copy's results.
+    let x = normal(40, 30, 1.0, 2.0, 450);
+    let xt = x.t();
+    let std = xt.as_standard_layout().into_owned();
+    let (g, b) = (Array1::<f64>::ones(40), Array1::<f64>::zeros(40));
+    let (y1, s1) = host::norm_forward(gpuprep::NormKind::Layer, xt, g.view(), b.view(), 1e-5).unwrap();
+    let (y2, s2) =
+        host::norm_forward(gpuprep::NormKind::Layer, std.view(), g.view(), b.view(), 1e-5).unwrap();
+    assert_eq!((y1, s1), (y2, s2));
+}
+
+#[test]
+fn norms_refuse_bad_input_and_overflow() {
+    use gpuprep::NormKind;
+    let x = normal(24, 1, 0.0, 1.0, 460)
+        .into_shape_with_order(vec![2, 4, 3])
+        .unwrap();
+    let ones = |n: usize| Array1::<f64>::ones(n);
+    let zeros = |n: usize| Array1::<f64>::zeros(n);
+    let f = |kind, g: &Array1<f64>, b: &Array1<f64>, eps| {
+        host::norm_forward(kind, x.view(), g.view(), b.view(), eps)
+    };
+    assert!(matches!(
+        f(NormKind::Group { groups: 3 }, &ones(4), &zeros(4), 1e-5),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        f(NormKind::Layer, &ones(4), &zeros(4), 1e-5),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        f(NormKind::Instance, &ones(4), &zeros(3), 1e-5),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(f(NormKind::Instance, &ones(4), &zeros(4), 0.0).is_err());
+    assert!(matches!(
+        f(NormKind::LayerTrailing { len: 5 }, &ones(5), &zeros(5), 1e-5),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let m = normal(6, 4, 0.0, 1.0, 461);
+    let r = host::norm_forward(
+        NormKind::Instance,
+        m.view(),
+        ones(4).view(),
+        zeros(4).view(),
+        1e-5,
+    );
+    assert!(
+        matches!(r, Err(Error::InvalidArgument { .. })),
+        "instance norm without positions: {r:?}"
+    );
+    let (_, st) = f(NormKind::Instance, &ones(4), &zeros(4), 1e-5).unwrap();
+    let dy = normal(24, 1, 0.0, 1.0, 462)
+        .into_shape_with_order(vec![2, 3, 4])
+        .unwrap();
+    let r = host::norm_backward(
+        NormKind::Instance,
+        x.view(),
+        dy.view(),
+        ones(4).view(),
+        st.mean.view(),
+        st.invstd.view(),
+    );
+    assert!(matches!(r, Err(Error::ShapeMismatch { .. })));
+    let dy = normal(24, 1, 0.0, 1.0, 462)
+        .into_shape_with_order(vec![2, 4, 3])
+        .unwrap();
+    let r = host::norm_backward(
+        NormKind::Instance,
+        x.view(),
+        dy.view(),
+        ones(4).view(),
+        st.mean.view(),
+        ones(3).view(),
+    );
+    assert!(matches!(r, Err(Error::ShapeMismatch { .. })));
+    // Overflow from finite input is an error; NaN propagates within its group.
+    let mut big = ones(4);
+    big[1] = 1e39;
+    match f(NormKind::Instance, &big, &zeros(4), 1e-5) {
+        Err(Error::Overflow { location, .. }) => assert!(location.starts_with("index [0, 1,"), "{location}"),
+        other => panic!("expected an overflow error, got {other:?}"),
+    }
+    let mut nan = normal(5, 6, 0.0, 1.0, 463);
+    nan[[3, 2]] = f32::NAN;
+    let (y, st) =
+        host::norm_forward(NormKind::Layer, nan.view(), ones(6).view(), zeros(6).view(), 1e-5).unwrap();
+    assert!(y.row(3).iter().all(|v| v.is_nan()) && st.mean[3].is_nan());
+    assert!([0, 1, 2, 4]
+        .iter()
+        .all(|&r| y.row(r).iter().all(|v| v.is_finite())));
+}

@@ -244,7 +244,13 @@ impl BatchNorm {
             Input::Planes(data, shape) => plane_affine(data, *shape, mean, &mul, &beta, out),
         };
         if !finite {
-            check_overflow(op, x.shape(), &[input], &[mean, &mul, &beta], out)?;
+            check_overflow(
+                op,
+                x.shape(),
+                || input.has_non_finite(),
+                &[mean, &mul, &beta],
+                out,
+            )?;
         }
         y.into_shape_with_order(x.raw_dim())
             .map_err(|e| Error::invalid(op, e.to_string()))
@@ -323,7 +329,13 @@ impl BatchNorm {
             _ => return Err(Error::invalid(OP, "x and dy of different ranks")),
         };
         if !finite {
-            check_overflow(OP, x.shape(), &[&xi, &di], &[&mean, &a, &b, &k], out)?;
+            check_overflow(
+                OP,
+                x.shape(),
+                || xi.has_non_finite() || di.has_non_finite(),
+                &[&mean, &a, &b, &k],
+                out,
+            )?;
         }
         let dx = dx
             .into_shape_with_order(x.raw_dim())
@@ -374,7 +386,7 @@ fn plane_stats<T: HostFloat>(data: &[T], shape: NormShape) -> (Array1<f64>, Arra
 
 /// The mean and the sum of squared deviations of one plane, in f64.
 #[inline(always)]
-fn plane_two_pass<T: HostFloat>(plane: &[T]) -> (f64, f64) {
+pub(super) fn plane_two_pass<T: HostFloat>(plane: &[T]) -> (f64, f64) {
     const LANES: usize = 8;
     let mut acc = [0.0f64; LANES];
     let mut chunks = plane.chunks_exact(LANES);
@@ -587,15 +599,15 @@ fn plane_input_grad<T: HostFloat>(
 /// of shape `dims`): an [`Error::Overflow`] naming its first element, unless
 /// the inputs or the per-channel coefficients hold NaN or infinity
 /// themselves (then it propagated, as in PyTorch, and the result stands).
-fn check_overflow<T: HostFloat>(
+pub(super) fn check_overflow<T: HostFloat>(
     op: &'static str,
     dims: &[usize],
-    inputs: &[&Input<'_, T>],
+    inputs_non_finite: impl FnOnce() -> bool,
     coefficients: &[&[f64]],
     y: &[T],
 ) -> Result<()> {
     let coefficients_finite = coefficients.iter().all(|c| c.iter().all(|v| v.is_finite()));
-    if !coefficients_finite || inputs.iter().any(|i| i.has_non_finite()) {
+    if !coefficients_finite || inputs_non_finite() {
         return Ok(());
     }
     let at = first_non_finite(y).unwrap_or(0);

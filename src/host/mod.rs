@@ -13,6 +13,7 @@
 //! | [`covariance`](mod@covariance) | [`CoMoments`] / covariance | one read of X: blocks shifted by a mean, their lower-triangle products in the input's type (faer), accumulated in f64 |
 //! | [`matmul`](mod@matmul) | `act(((x - center) @ w) * scale + bias)` | centred row blocks through faer in the input's type, written into the output in place |
 //! | [`batchnorm`](mod@batchnorm) | [`BatchNorm`]: training and eval forward, backward on `(N, C)` or `(N, C, H, W, ...)` | the statistics as [`column_stats()`], then one read and one write; backward: one read of `x` and `dy` for the two sums (f64, per block), one more for `dx` |
+//! | [`norm`](mod@norm) | [`norm_forward`] / [`norm_backward`]: layer, instance, group (and batch) norm | each run of consecutive elements read twice in cache for its statistics, then once more; backward: two reads of `x` and `dy` per run, `dgamma` / `dbeta` per block of runs in f64 |
 //! | [`pca`](mod@pca) | fit, transform, inverse transform | [`comoments`], the shared eigendecomposition, [`matmul()`] |
 //!
 //! Accuracy (the bars of DESIGN.md, checked in `tests/host.rs` against the
@@ -29,6 +30,7 @@ pub mod batchnorm;
 pub mod column_stats;
 pub mod covariance;
 pub mod matmul;
+pub mod norm;
 pub mod pca;
 pub mod standardize;
 
@@ -36,6 +38,7 @@ pub use batchnorm::{BatchNorm, BatchNormGrads};
 pub use column_stats::{column_moments, column_stats};
 pub use covariance::{comoments, covariance};
 pub use matmul::{matmul, matmul_into, MatmulOptions};
+pub use norm::{norm_backward, norm_forward};
 pub use standardize::{standardize, standardize_inplace};
 
 pub use crate::model::moments::{CoMoments, ColumnMoments};

@@ -27,7 +27,6 @@
 
 use std::time::Instant;
 
-use gpuprep::cpu::norm::{norm_backward, norm_forward};
 use gpuprep::model::init::Scheme;
 use gpuprep::model::norm::RunningStatsConfig;
 use gpuprep::ops::{BatchNorm, Norm, NormKind};
@@ -367,12 +366,10 @@ pub fn run(mut a: BenchArgs) -> gpuprep::Result<()> {
     }
 
     // Batch norm and layer norm, training forward (read x, write y) and
-    // backward (read x and dy, write dx), on the same N x D matrix. Batch
-    // norm's CPU column is the host layer (f32 data, f64 statistics); layer
-    // norm's is the f64 twin: it has no host path of its own.
+    // backward (read x and dy, write dx), on the same N x D matrix; the CPU
+    // column is the host path (f32 data, f64 statistics and sums).
     let dyg = ops::copy(&gpu, &xg)?; // dy: any data will do for timing
     let mut bn = BatchNorm::new(&gpu, d, RunningStatsConfig::pytorch(), 1e-5)?;
-    let xt = (!a.no_cpu).then(|| x.mapv(f64::from).into_dyn());
     let mut bn_host = host::BatchNorm::new(d, RunningStatsConfig::pytorch());
     let cpu_bn = tc(&mut || bn_host.forward_train(x.view()).map(|_| ()))?;
     rows.push(Row {
@@ -406,35 +403,30 @@ pub fn run(mut a: BenchArgs) -> gpuprep::Result<()> {
     let out = norm.alloc_forward(&gpu, &xg)?;
     let lgrads = norm.alloc_backward(&gpu, &xg)?;
     let (ones, zeros) = (ndarray::Array1::<f64>::ones(d), ndarray::Array1::<f64>::zeros(d));
-    let layer_cpu =
-        |xt: &ndarray::ArrayD<f64>| norm_forward(NormKind::Layer, xt.view(), ones.view(), zeros.view(), 1e-5);
-    let cpu_ln = match &xt {
-        Some(xt) => tc(&mut || layer_cpu(xt).map(|_| ()))?,
-        None => None,
-    };
+    let layer_host = || host::norm_forward(NormKind::Layer, x.view(), ones.view(), zeros.view(), 1e-5);
+    let cpu_ln = tc(&mut || layer_host().map(|_| ()))?;
     rows.push(Row {
         op: "layer norm forward",
         shape: (n, d),
-        cpu_path: "twin",
+        cpu_path: "host",
         cpu_s: cpu_ln,
         gpu_s: tg(&mut |enc| norm.encode_forward_into(&gpu, enc, &xg, &gamma, &beta, &out))?,
         round_trip_s: None,
         work: Work::Bytes(2.0 * bytes),
     });
-    let cpu_lnb = match &xt {
-        Some(xt) => {
-            let fw = layer_cpu(xt)?;
-            let (mean, invstd) = (fw.stats.mean.view(), fw.stats.invstd.view());
-            tc(&mut || {
-                norm_backward(NormKind::Layer, xt.view(), xt.view(), ones.view(), mean, invstd).map(|_| ())
-            })?
-        }
-        None => None,
+    let cpu_lnb = if a.no_cpu {
+        None
+    } else {
+        let (_, st) = layer_host()?;
+        let (mean, invstd) = (st.mean.view(), st.invstd.view());
+        tc(&mut || {
+            host::norm_backward(NormKind::Layer, x.view(), x.view(), ones.view(), mean, invstd).map(|_| ())
+        })?
     };
     rows.push(Row {
         op: "layer norm backward",
         shape: (n, d),
-        cpu_path: "twin",
+        cpu_path: "host",
         cpu_s: cpu_lnb,
         gpu_s: tg(&mut |enc| norm.encode_backward_into(&gpu, enc, &xg, &dyg, &gamma, &out.stats, &lgrads))?,
         round_trip_s: None,

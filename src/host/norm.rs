@@ -1,0 +1,420 @@
+//! Layer, instance and group norm on the host (and batch norm through
+//! [`super::BatchNorm`]), training-mode forward and the closed-form backward,
+//! for every [`NormKind`] on `(N, D)` or `(N, C, H, W, ...)` input. GPU op:
+//! [`crate::ops::Norm`]; f64 twin: [`crate::cpu::norm`], whose functions
+//! these mirror (same arguments, same checks, same statistics).
+//!
+//! Layer, instance and group norm take their statistics over runs of
+//! consecutive elements (a sample's features, an `(n, c)` plane, a group of
+//! planes): each run is read twice while in cache (sum, then squared
+//! deviations, in f64), normalized in f64 and rounded once to the input's
+//! type. The backward pass reads each run of `x` and `dy` once for the run's
+//! two sums and once for `dx`; `dgamma` and `dbeta` are summed per block of
+//! runs in f64 and the blocks added in block order (no result depends on
+//! the thread count).
+//!
+//! A result beyond the output type's range from finite input is an
+//! [`Error::Overflow`]; NaN or infinity in the input propagates.
+
+use std::borrow::Cow;
+
+use ndarray::{Array, Array1, ArrayView, ArrayView1, Dimension};
+use rayon::prelude::*;
+
+use super::batchnorm::{check_overflow, plane_two_pass, BatchNorm, BatchNormGrads};
+use super::{dispatch, first_non_finite, new_output, rows_for, HostFloat};
+use crate::error::{Error, Result};
+use crate::model::norm::{check_eps, NormKind, NormPlan, NormShape, NormSummary, RunningStatsConfig};
+
+/// Elements per task (whole runs).
+const TASK_ELEMS: usize = 1 << 16;
+
+fn check_len(op: &'static str, what: &str, v: &ArrayView1<'_, f64>, len: usize) -> Result<()> {
+    if v.len() != len {
+        return Err(Error::shape(
+            op,
+            format!("{what} of length {len}"),
+            format!("length {}", v.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// The elements of `x` in standard order: borrowed where `x` is in standard
+/// layout, else copied once.
+fn standard<'a, T: HostFloat, D: Dimension>(x: &ArrayView<'a, T, D>) -> Cow<'a, [T]> {
+    match x.to_slice() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(x.iter().copied().collect()),
+    }
+}
+
+/// How the runs of a contiguous kind map to gamma and beta: per element of
+/// a run (layer norm), or per block of `S` elements (instance, group norm).
+#[derive(Clone, Copy)]
+struct Runs {
+    /// Elements per run (the plan's group length).
+    len: usize,
+    /// Runs per sample.
+    per_sample: usize,
+    /// Positions S: the length of one channel's block.
+    s: usize,
+    /// gamma / beta index by element of the run (layer norm), else by channel.
+    elementwise: bool,
+}
+
+impl Runs {
+    fn new(plan: &NormPlan) -> Self {
+        Runs {
+            len: plan.group_len,
+            per_sample: plan.groups_per_sample,
+            s: plan.shape.s,
+            elementwise: matches!(plan.kind, NormKind::Layer | NormKind::LayerTrailing { .. }),
+        }
+    }
+
+    /// The first channel of run `r` (instance and group norm).
+    fn first_channel(&self, r: usize) -> usize {
+        (r % self.per_sample) * self.len / self.s
+    }
+
+    /// Runs per task.
+    fn per_task(&self) -> usize {
+        rows_for(TASK_ELEMS, self.len)
+    }
+}
+
+/// Forward pass in training mode, as [`crate::cpu::norm::norm_forward`]:
+/// the output (shaped as `x`, in `x`'s type) and each group's statistics.
+///
+/// `gamma` and `beta` have length C (batch, instance, group), C * S (layer)
+/// or L (layer over trailing dimensions of L elements).
+///
+/// # Errors
+/// A shape that does not fit the kind, gamma or beta of the wrong length, or
+/// a bad eps ([`Error::ShapeMismatch`] / [`Error::InvalidArgument`]);
+/// [`Error::Overflow`] for a result beyond `T`'s range from finite input.
+///
+/// ```
+/// # fn main() -> gpuprep::Result<()> {
+/// use gpuprep::{host, NormKind};
+/// let x = ndarray::array![[1.0f32, 3.0], [10.0, 10.0]];
+/// let (g, b) = (ndarray::Array1::ones(2), ndarray::Array1::zeros(2));
+/// let (y, stats) = host::norm_forward(NormKind::Layer, x.view(), g.view(), b.view(), 1e-5)?;
+/// assert!((y[[0, 0]] + 1.0).abs() < 1e-5 && y[[1, 0]] == 0.0);
+/// assert_eq!(stats.mean.to_vec(), vec![2.0, 10.0]);
+/// # Ok(()) }
+/// ```
+pub fn norm_forward<T: HostFloat, D: Dimension>(
+    kind: NormKind,
+    x: ArrayView<'_, T, D>,
+    gamma: ArrayView1<'_, f64>,
+    beta: ArrayView1<'_, f64>,
+    eps: f64,
+) -> Result<(Array<T, D>, NormSummary)> {
+    const OP: &str = "norm_forward (host)";
+    let shape = NormShape::from_dims(OP, x.shape())?;
+    kind.check_dims(OP, x.shape())?;
+    let plan = NormPlan::new(OP, kind, shape, true)?;
+    check_len(OP, "gamma", &gamma, plan.affine_len)?;
+    check_len(OP, "beta", &beta, plan.affine_len)?;
+    check_eps(OP, eps)?;
+    if kind == NormKind::Batch {
+        let mut bn = batch_layer(gamma, eps);
+        bn.beta = beta.to_owned();
+        let (y, saved) = bn.forward_train(x)?;
+        let stats = NormSummary {
+            mean: saved.mean,
+            var: saved.var,
+            invstd: saved.invstd,
+        };
+        return Ok((y, stats));
+    }
+    let runs = Runs::new(&plan);
+    let data = standard(&x);
+    let (gamma, beta) = (gamma.to_vec(), beta.to_vec());
+    let task = runs.per_task() * runs.len;
+    // Each run's mean and squared deviations, in run order.
+    let moments: Vec<(f64, f64)> = data
+        .par_chunks(task)
+        .map(|chunk| {
+            dispatch(|| {
+                chunk
+                    .chunks_exact(runs.len)
+                    .map(plane_two_pass)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect::<Vec<_>>()
+        .concat();
+    let m = runs.len as f64;
+    let mean: Array1<f64> = moments.iter().map(|&(mu, _)| mu).collect();
+    let var: Array1<f64> = moments.iter().map(|&(_, q)| q / m).collect();
+    let invstd = var.mapv(|v| 1.0 / (v + eps).sqrt());
+    let mut y = new_output::<T>(shape.n, shape.features());
+    let out = y
+        .as_slice_mut()
+        .ok_or_else(|| Error::invalid(OP, "the output is not contiguous"))?;
+    let (mean_s, invstd_s) = (mean.as_slice().unwrap_or(&[]), invstd.as_slice().unwrap_or(&[]));
+    let finite = out
+        .par_chunks_mut(task)
+        .zip(data.par_chunks(task))
+        .enumerate()
+        .map(|(t, (o, xc))| {
+            dispatch(|| {
+                let mut finite = true;
+                let first = t * runs.per_task();
+                for (i, (orun, xrun)) in o
+                    .chunks_exact_mut(runs.len)
+                    .zip(xc.chunks_exact(runs.len))
+                    .enumerate()
+                {
+                    let r = first + i;
+                    finite &= forward_run(&runs, r, xrun, mean_s[r], invstd_s[r], &gamma, &beta, orun);
+                }
+                finite
+            })
+        })
+        .reduce(|| true, |a, b| a & b);
+    if !finite {
+        check_overflow(
+            OP,
+            x.shape(),
+            || first_non_finite(&data).is_some(),
+            &[&gamma, &beta, mean_s, invstd_s],
+            out,
+        )?;
+    }
+    let y = y
+        .into_shape_with_order(x.raw_dim())
+        .map_err(|e| Error::invalid(OP, e.to_string()))?;
+    Ok((y, NormSummary { mean, var, invstd }))
+}
+
+/// A batch norm layer carrying `gamma` and `eps` (its running statistics
+/// unused).
+fn batch_layer(gamma: ArrayView1<'_, f64>, eps: f64) -> BatchNorm {
+    let mut bn = BatchNorm::new(gamma.len(), RunningStatsConfig::pytorch());
+    bn.gamma = gamma.to_owned();
+    bn.eps = eps;
+    bn
+}
+
+/// `out = gamma[a] * (x - mean) * invstd + beta[a]` over run `r`; whether
+/// every result is finite.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn forward_run<T: HostFloat>(
+    runs: &Runs,
+    r: usize,
+    x: &[T],
+    mean: f64,
+    invstd: f64,
+    gamma: &[f64],
+    beta: &[f64],
+    out: &mut [T],
+) -> bool {
+    let mut finite = true;
+    if runs.elementwise {
+        for (((o, &v), &g), &b) in out.iter_mut().zip(x).zip(gamma).zip(beta) {
+            *o = T::from_f64(g * ((v.to_f64() - mean) * invstd) + b);
+            finite &= o.to_f64().is_finite();
+        }
+    } else {
+        let c0 = runs.first_channel(r);
+        for (k, (ob, xb)) in out
+            .chunks_exact_mut(runs.s)
+            .zip(x.chunks_exact(runs.s))
+            .enumerate()
+        {
+            let (g, b) = (gamma[c0 + k], beta[c0 + k]);
+            for (o, &v) in ob.iter_mut().zip(xb) {
+                *o = T::from_f64(g * ((v.to_f64() - mean) * invstd) + b);
+                finite &= o.to_f64().is_finite();
+            }
+        }
+    }
+    finite
+}
+
+/// Backward pass in closed form, as [`crate::cpu::norm::norm_backward`]:
+/// `(dx, dgamma, dbeta)` from the forward's `mean` and `invstd` per group;
+/// with `xhat = (x - mean) * invstd` and `g = dy * gamma`, per group of `M`
+/// elements `dx = invstd / M * (M * g - sum(g) - xhat * sum(g * xhat))`, and
+/// per affine index `dgamma = sum(dy * xhat)`, `dbeta = sum(dy)`.
+///
+/// # Errors
+/// As [`norm_forward`], and [`Error::ShapeMismatch`] when `dy` is not shaped
+/// as `x` or `mean` / `invstd` do not have one value per group.
+pub fn norm_backward<T: HostFloat, D: Dimension>(
+    kind: NormKind,
+    x: ArrayView<'_, T, D>,
+    dy: ArrayView<'_, T, D>,
+    gamma: ArrayView1<'_, f64>,
+    mean: ArrayView1<'_, f64>,
+    invstd: ArrayView1<'_, f64>,
+) -> Result<BatchNormGrads<T, D>> {
+    const OP: &str = "norm_backward (host)";
+    let shape = NormShape::from_dims(OP, x.shape())?;
+    kind.check_dims(OP, x.shape())?;
+    if dy.shape() != x.shape() {
+        return Err(Error::shape(
+            OP,
+            format!("dy of shape {:?}", x.shape()),
+            format!("{:?}", dy.shape()),
+        ));
+    }
+    let plan = NormPlan::new(OP, kind, shape, true)?;
+    check_len(OP, "gamma", &gamma, plan.affine_len)?;
+    check_len(OP, "mean", &mean, plan.stat_groups)?;
+    check_len(OP, "invstd", &invstd, plan.stat_groups)?;
+    if kind == NormKind::Batch {
+        // eps does not enter the backward pass: any valid one will do.
+        let bn = batch_layer(gamma, 1e-5);
+        let saved = crate::model::norm::BatchNormSaved {
+            mean: mean.to_owned(),
+            invstd: invstd.to_owned(),
+            var: Array1::zeros(mean.len()),
+        };
+        return bn.backward(x, dy, &saved);
+    }
+    let runs = Runs::new(&plan);
+    let (xd, dd) = (standard(&x), standard(&dy));
+    let (gamma, mean, invstd) = (gamma.to_vec(), mean.to_vec(), invstd.to_vec());
+    let affine_len = plan.affine_len;
+    let task = runs.per_task() * runs.len;
+    let mut dx = new_output::<T>(shape.n, shape.features());
+    let out = dx
+        .as_slice_mut()
+        .ok_or_else(|| Error::invalid(OP, "the output is not contiguous"))?;
+    // Per task: dx of its runs, and its share of dgamma and dbeta.
+    let parts: Vec<(bool, Vec<f64>, Vec<f64>)> = out
+        .par_chunks_mut(task)
+        .zip(xd.par_chunks(task).zip(dd.par_chunks(task)))
+        .enumerate()
+        .map(|(t, (o, (xc, dc)))| {
+            dispatch(|| {
+                let mut finite = true;
+                let mut dgamma = vec![0.0; affine_len];
+                let mut dbeta = vec![0.0; affine_len];
+                let first = t * runs.per_task();
+                let chunks = o
+                    .chunks_exact_mut(runs.len)
+                    .zip(xc.chunks_exact(runs.len))
+                    .zip(dc.chunks_exact(runs.len));
+                for (i, ((orun, xrun), drun)) in chunks.enumerate() {
+                    let r = first + i;
+                    let run = Run {
+                        r,
+                        mean: mean[r],
+                        invstd: invstd[r],
+                    };
+                    finite &= backward_run(&runs, &run, xrun, drun, &gamma, orun, &mut dgamma, &mut dbeta);
+                }
+                (finite, dgamma, dbeta)
+            })
+        })
+        .collect();
+    let mut dgamma = Array1::<f64>::zeros(affine_len);
+    let mut dbeta = Array1::<f64>::zeros(affine_len);
+    let mut finite = true;
+    for (f, g, b) in &parts {
+        finite &= f;
+        for j in 0..affine_len {
+            dgamma[j] += g[j];
+            dbeta[j] += b[j];
+        }
+    }
+    if !finite {
+        check_overflow(
+            OP,
+            x.shape(),
+            || first_non_finite(&xd).is_some() || first_non_finite(&dd).is_some(),
+            &[&gamma, &mean, &invstd],
+            out,
+        )?;
+    }
+    let dx = dx
+        .into_shape_with_order(x.raw_dim())
+        .map_err(|e| Error::invalid(OP, e.to_string()))?;
+    Ok((dx, dgamma, dbeta))
+}
+
+/// One run's index and statistics.
+struct Run {
+    r: usize,
+    mean: f64,
+    invstd: f64,
+}
+
+/// The backward pass over one run: its sums `sum(g)`, `sum(g * xhat)`, then
+/// `dx` into `out`, and `dy * xhat`, `dy` added into `dgamma`, `dbeta`;
+/// whether every `dx` is finite.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn backward_run<T: HostFloat>(
+    runs: &Runs,
+    run: &Run,
+    x: &[T],
+    dy: &[T],
+    gamma: &[f64],
+    out: &mut [T],
+    dgamma: &mut [f64],
+    dbeta: &mut [f64],
+) -> bool {
+    let (mu, is) = (run.mean, run.invstd);
+    let m = runs.len as f64;
+    let (mut sum_g, mut sum_gx) = (0.0, 0.0);
+    let mut finite = true;
+    if runs.elementwise {
+        for ((((&v, &d), &g), dg), db) in x
+            .iter()
+            .zip(dy)
+            .zip(gamma)
+            .zip(dgamma.iter_mut())
+            .zip(dbeta.iter_mut())
+        {
+            let (xh, d) = ((v.to_f64() - mu) * is, d.to_f64());
+            let ge = d * g;
+            sum_g += ge;
+            sum_gx += ge * xh;
+            *dg += d * xh;
+            *db += d;
+        }
+        let k = is / m;
+        for (((o, &v), &d), &g) in out.iter_mut().zip(x).zip(dy).zip(gamma) {
+            let xh = (v.to_f64() - mu) * is;
+            *o = T::from_f64(k * (m * d.to_f64() * g - sum_g - xh * sum_gx));
+            finite &= o.to_f64().is_finite();
+        }
+    } else {
+        let c0 = runs.first_channel(run.r);
+        for (k, (xb, db)) in x.chunks_exact(runs.s).zip(dy.chunks_exact(runs.s)).enumerate() {
+            let g = gamma[c0 + k];
+            let (mut sd, mut sdx) = (0.0, 0.0);
+            for (&v, &d) in xb.iter().zip(db) {
+                let (xh, d) = ((v.to_f64() - mu) * is, d.to_f64());
+                sd += d;
+                sdx += d * xh;
+            }
+            sum_g += sd * g;
+            sum_gx += sdx * g;
+            dgamma[c0 + k] += sdx;
+            dbeta[c0 + k] += sd;
+        }
+        let kk = is / m;
+        let blocks = out
+            .chunks_exact_mut(runs.s)
+            .zip(x.chunks_exact(runs.s))
+            .zip(dy.chunks_exact(runs.s));
+        for (k, ((ob, xb), db)) in blocks.enumerate() {
+            let g = gamma[c0 + k];
+            for ((o, &v), &d) in ob.iter_mut().zip(xb).zip(db) {
+                let xh = (v.to_f64() - mu) * is;
+                *o = T::from_f64(kk * (m * d.to_f64() * g - sum_g - xh * sum_gx));
+                finite &= o.to_f64().is_finite();
+            }
+        }
+    }
+    finite
+}
