@@ -10,7 +10,7 @@
 //! in f64, and each output element is computed in f64 and rounded once:
 //!
 //! - forward (training): the statistics in one read (a matrix: as
-//!   [`column_stats`], two passes per cache-sized block; an `(N, C, S)`
+//!   [`column_stats()`], two passes per cache-sized block; an `(N, C, S)`
 //!   array: two passes over each `(n, c)` plane of `S` values, the planes
 //!   merged by Chan's formula in sample order), then one read and one write,
 //!   `(x - mean) * (gamma * invstd) + beta`;
