@@ -251,11 +251,7 @@ impl BatchNormCpu {
             ));
         }
         check_eps(op, self.eps)?;
-        if let Some(m) = self.config.momentum {
-            if !(m.is_finite() && (0.0..=1.0).contains(&m)) {
-                return Err(Error::invalid(op, format!("momentum must be in [0, 1], got {m}")));
-            }
-        }
+        self.config.check(op)?;
         if self.running_mean.len() != shape.c
             || self.running_var.len() != shape.c
             || self.beta.len() != shape.c
@@ -289,13 +285,13 @@ impl BatchNormCpu {
             stats.invstd.view(),
         );
         self.num_batches_tracked += 1;
-        let f = self.config.factor(self.num_batches_tracked);
-        let m = plan.group_len as f64;
-        let correction = if self.config.unbiased { m / (m - 1.0) } else { 1.0 };
-        for c in 0..plan.stat_groups {
-            self.running_mean[c] = (1.0 - f) * self.running_mean[c] + f * stats.mean[c];
-            self.running_var[c] = (1.0 - f) * self.running_var[c] + f * stats.var[c] * correction;
-        }
+        self.config.update(
+            &mut self.running_mean,
+            &mut self.running_var,
+            (&stats.mean, &stats.var),
+            plan.group_len,
+            self.num_batches_tracked,
+        );
         let y = ArrayD::from_shape_vec(IxDyn(x.shape()), y).map_err(|e| Error::invalid(OP, e.to_string()))?;
         Ok((
             y,

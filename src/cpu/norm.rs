@@ -48,16 +48,7 @@ pub struct NormGrads {
     pub dbeta: Array1<f64>,
 }
 
-pub(crate) fn check_len(op: &'static str, what: &str, v: &ArrayView1<f64>, len: usize) -> Result<()> {
-    if v.len() != len {
-        return Err(Error::shape(
-            op,
-            format!("{what} of length {len}"),
-            format!("length {}", v.len()),
-        ));
-    }
-    Ok(())
-}
+pub(crate) use crate::model::norm::check_len;
 
 pub(crate) use crate::model::norm::check_eps;
 

@@ -138,11 +138,7 @@ impl BatchNorm {
             ));
         }
         check_eps(op, self.eps)?;
-        if let Some(m) = self.config.momentum {
-            if !(m.is_finite() && (0.0..=1.0).contains(&m)) {
-                return Err(Error::invalid(op, format!("momentum must be in [0, 1], got {m}")));
-            }
-        }
+        self.config.check(op)?;
         let lens = [self.beta.len(), self.running_mean.len(), self.running_var.len()];
         if lens.iter().any(|&l| l != c) {
             return Err(Error::shape(
@@ -195,13 +191,13 @@ impl BatchNorm {
         let invstd = var.mapv(|v| 1.0 / (v + self.eps).sqrt());
         let y = self.affine(OP, &x, &input, &mean.to_vec(), &invstd.to_vec())?;
         self.num_batches_tracked += 1;
-        let f = self.config.factor(self.num_batches_tracked);
-        let m = (shape.n * shape.s) as f64;
-        let correction = if self.config.unbiased { m / (m - 1.0) } else { 1.0 };
-        for c in 0..self.channels() {
-            self.running_mean[c] = (1.0 - f) * self.running_mean[c] + f * mean[c];
-            self.running_var[c] = (1.0 - f) * self.running_var[c] + f * var[c] * correction;
-        }
+        self.config.update(
+            &mut self.running_mean,
+            &mut self.running_var,
+            (&mean, &var),
+            shape.n * shape.s,
+            self.num_batches_tracked,
+        );
         Ok((y, BatchNormSaved { mean, invstd, var }))
     }
 

@@ -24,21 +24,12 @@ use rayon::prelude::*;
 use super::batchnorm::{check_overflow, plane_two_pass, BatchNorm, BatchNormGrads};
 use super::{dispatch, first_non_finite, new_output, rows_for, HostFloat};
 use crate::error::{Error, Result};
-use crate::model::norm::{check_eps, NormKind, NormPlan, NormShape, NormSummary, RunningStatsConfig};
+use crate::model::norm::{
+    check_eps, check_len, NormKind, NormPlan, NormShape, NormSummary, RunningStatsConfig,
+};
 
 /// Elements per task (whole runs).
 const TASK_ELEMS: usize = 1 << 16;
-
-fn check_len(op: &'static str, what: &str, v: &ArrayView1<'_, f64>, len: usize) -> Result<()> {
-    if v.len() != len {
-        return Err(Error::shape(
-            op,
-            format!("{what} of length {len}"),
-            format!("length {}", v.len()),
-        ));
-    }
-    Ok(())
-}
 
 /// The elements of `x` in standard order: borrowed where `x` is in standard
 /// layout, else copied once.

@@ -371,6 +371,58 @@ impl RunningStatsConfig {
             None => 1.0 / num_batches_tracked.max(1) as f64,
         }
     }
+
+    /// Checks the momentum: finite and in `[0, 1]` (or `None`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming `op` and the momentum.
+    pub fn check(&self, op: &'static str) -> Result<()> {
+        match self.momentum {
+            Some(m) if !(m.is_finite() && (0.0..=1.0).contains(&m)) => {
+                Err(Error::invalid(op, format!("momentum must be in [0, 1], got {m}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The running statistics' update by a batch of `count` values per
+    /// channel with biased variance `var`, the update that makes
+    /// `num_batches_tracked` (already incremented): `running = (1 - f) *
+    /// running + f * batch`, the variance corrected by `count / (count - 1)`
+    /// where the config says unbiased.
+    pub fn update(
+        &self,
+        running_mean: &mut Array1<f64>,
+        running_var: &mut Array1<f64>,
+        (mean, var): (&Array1<f64>, &Array1<f64>),
+        count: usize,
+        num_batches_tracked: u64,
+    ) {
+        let f = self.factor(num_batches_tracked);
+        let m = count as f64;
+        let correction = if self.unbiased { m / (m - 1.0) } else { 1.0 };
+        for c in 0..running_mean.len().min(mean.len()) {
+            running_mean[c] = (1.0 - f) * running_mean[c] + f * mean[c];
+            running_var[c] = (1.0 - f) * running_var[c] + f * var[c] * correction;
+        }
+    }
+}
+
+/// Checks that `v` has `len` elements (gamma, beta, statistics).
+pub(crate) fn check_len(
+    op: &'static str,
+    what: &str,
+    v: &ndarray::ArrayView1<'_, f64>,
+    len: usize,
+) -> Result<()> {
+    if v.len() != len {
+        return Err(Error::shape(
+            op,
+            format!("{what} of length {len}"),
+            format!("length {}", v.len()),
+        ));
+    }
+    Ok(())
 }
 
 impl Default for RunningStatsConfig {

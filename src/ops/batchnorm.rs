@@ -82,14 +82,7 @@ impl BatchNorm {
             ));
         }
         check_eps(OP_NEW, eps)?;
-        if let Some(m) = config.momentum {
-            if !(m.is_finite() && (0.0..=1.0).contains(&m)) {
-                return Err(Error::invalid(
-                    OP_NEW,
-                    format!("momentum must be in [0, 1], got {m}"),
-                ));
-            }
-        }
+        config.check(OP_NEW)?;
         let to2 = |v: ArrayView1<f32>| v.to_owned().insert_axis(ndarray::Axis(0));
         let mut running = ndarray::Array2::<f32>::zeros((channels, 4));
         running.column_mut(1).fill(config.initial_var as f32);
