@@ -44,8 +44,9 @@ pub enum Error {
         reason: String,
     },
 
-    /// The work does not fit one of the adapter's limits.
-    #[error("{op}: {what} needs {needed} but the adapter allows at most {limit}")]
+    /// The work does not fit one of the adapter's limits, or the host's
+    /// memory.
+    #[error("{op}: {what} needs {needed}, beyond the limit of {limit}")]
     ExceedsLimit {
         /// The op that hit the limit.
         op: &'static str,
@@ -53,7 +54,8 @@ pub enum Error {
         what: &'static str,
         /// What the op needed.
         needed: u64,
-        /// The adapter's limit.
+        /// The limit (the adapter's, or the host memory available now; 0
+        /// where the allocator refused outright).
         limit: u64,
     },
 

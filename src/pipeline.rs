@@ -58,7 +58,7 @@ impl PipelineState {
         }
         self.moments.merge(&host::column_moments(x))?;
         if let Some(c) = &mut self.comoments {
-            c.merge(&host::comoments(x))?;
+            c.merge(&host::comoments(x)?)?;
         }
         Ok(())
     }
@@ -262,7 +262,7 @@ impl Pipeline {
     /// As [`Pipeline::from_state`].
     pub fn fit<T: HostFloat>(x: ArrayView2<T>, options: &PipelineOptions) -> Result<Pipeline> {
         options.validate()?;
-        let mut state = PipelineState::new(x.ncols(), options.has_pca());
+        let mut state = PipelineState::try_new(x.ncols(), options.has_pca())?;
         state.partial_fit(x)?;
         Pipeline::from_state(state, options)
     }
@@ -274,7 +274,7 @@ impl Pipeline {
     /// As [`Pipeline::from_state`], and the ops' errors.
     pub fn fit_gpu(gpu: &Gpu, x: &GpuMatrix, options: &PipelineOptions) -> Result<Pipeline> {
         options.validate()?;
-        let mut state = PipelineState::new(x.cols(), options.has_pca());
+        let mut state = PipelineState::try_new(x.cols(), options.has_pca())?;
         state.partial_fit_gpu(gpu, x, None)?;
         Pipeline::from_state(state, options)
     }
@@ -716,16 +716,8 @@ pub fn accumulate_dataset(
     check_cols(OP, state.dim(), ds.cols())?;
     let total = ds.rows();
     match (device, ds.dtype()) {
-        (Device::Cpu, Dtype::F32) => ds.for_each_chunk::<f32>(chunk_rows, |at, c| {
-            state.partial_fit(c)?;
-            progress(at + c.nrows(), total);
-            Ok(())
-        }),
-        (Device::Cpu, Dtype::F64) => ds.for_each_chunk::<f64>(chunk_rows, |at, c| {
-            state.partial_fit(c)?;
-            progress(at + c.nrows(), total);
-            Ok(())
-        }),
+        (Device::Cpu, Dtype::F32) => accumulate_host::<f32>(state, ds, chunk_rows, progress),
+        (Device::Cpu, Dtype::F64) => accumulate_host::<f64>(state, ds, chunk_rows, progress),
         (Device::Gpu(gpu), dtype) => {
             // Chunk k + 1 is submitted before chunk k is read back.
             let mut inputs = Inputs::new();
@@ -758,6 +750,34 @@ pub fn accumulate_dataset(
     }
 }
 
+/// [`accumulate_dataset`] on the host: the column moments merged per chunk,
+/// the co-moments (with a PCA step) through one [`host::CoMomentsStream`],
+/// so a wide data set's `D x D` state is formed once, not once per chunk.
+fn accumulate_host<T: HostFloat + NpyFloat>(
+    state: &mut PipelineState,
+    ds: &mut Dataset,
+    chunk_rows: usize,
+    progress: Progress,
+) -> Result<()> {
+    let total = ds.rows();
+    let mut stream = match state.comoments {
+        Some(_) => Some(host::CoMomentsStream::<T>::new(state.dim())?),
+        None => None,
+    };
+    ds.for_each_chunk::<T>(chunk_rows, |at, c| {
+        state.moments.merge(&host::column_moments(c))?;
+        if let Some(s) = &mut stream {
+            s.push(c)?;
+        }
+        progress(at + c.nrows(), total);
+        Ok(())
+    })?;
+    if let (Some(s), Some(c)) = (stream, &mut state.comoments) {
+        c.merge(&s.finish())?;
+    }
+    Ok(())
+}
+
 /// Fits a pipeline on a data set streamed chunk by chunk.
 ///
 /// # Errors
@@ -770,7 +790,7 @@ pub fn fit_dataset(
     progress: Progress,
 ) -> Result<Pipeline> {
     options.validate()?;
-    let mut state = PipelineState::new(ds.cols(), options.has_pca());
+    let mut state = PipelineState::try_new(ds.cols(), options.has_pca())?;
     accumulate_dataset(&mut state, ds, device, chunk_rows, progress)?;
     Pipeline::from_state(state, options)
 }

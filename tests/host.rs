@@ -179,7 +179,7 @@ fn column_stats_propagate_nan_and_refuse_bad_input() {
 fn moments_of_row_splits_merge_to_the_whole() {
     let x = normal64(5000, 37, 50.0, 3.0, 11);
     let whole = host::column_moments(x.view());
-    let whole_c = host::comoments(x.view());
+    let whole_c = host::comoments(x.view()).unwrap();
     for cuts in [
         vec![0, 0, 1, 2, 2500, 4999, 5000, 5000],
         vec![0, 1234, 5000],
@@ -190,7 +190,7 @@ fn moments_of_row_splits_merge_to_the_whole() {
         for w in cuts.windows(2) {
             let part = x.slice(s![w[0]..w[1], ..]);
             m.merge(&host::column_moments(part)).unwrap();
-            c.merge(&host::comoments(part)).unwrap();
+            c.merge(&host::comoments(part).unwrap()).unwrap();
         }
         assert_eq!(m.count, 5000);
         assert!(rel(m.mean.iter().copied(), whole.mean.iter().copied(), 0.0) <= 1e-12);
@@ -298,7 +298,7 @@ where
     let e = frobenius_rel_error(got.view(), want.view());
     assert!(e <= tol, "{what} {n}x{d} ddof {ddof}: rel error {e:e}");
     // The state's mean is the column mean.
-    let c = host::comoments(x);
+    let c = host::comoments(x).unwrap();
     let m = cpu::covariance::column_mean(x).unwrap();
     let spread = want.diag().iter().fold(1e-300f64, |a, &b| a.max(b.sqrt()));
     let e = rel(c.mean.iter().copied(), m.iter().copied(), spread);
@@ -363,6 +363,85 @@ fn covariance_on_large_offsets() {
     assert!(e <= 1e-9, "f64 variances {e:e}");
 }
 
+/// The streamed state against the twin's covariance and mean of all the rows.
+fn check_stream<T>(x: ArrayView2<T>, chunks: &[usize], tol: f64, what: &str)
+where
+    T: host::HostFloat + Into<f64>,
+{
+    let (n, d) = x.dim();
+    let mut stream = host::CoMomentsStream::<T>::new(d).unwrap();
+    assert_eq!(stream.dim(), d);
+    let mut at = 0;
+    for &c in chunks.iter().chain(std::iter::once(&n)) {
+        let end = (at + c).min(n);
+        stream.push(x.slice(s![at..end, ..])).unwrap();
+        at = end;
+    }
+    let got = stream.finish();
+    assert_eq!(got.count, n as u64, "{what}");
+    assert_eq!(got.comoment, got.comoment.t(), "{what}: not symmetric");
+    let cov = got.covariance(0).unwrap();
+    let want = cpu::covariance(x, 0).unwrap();
+    let e = frobenius_rel_error(cov.view(), want.view());
+    assert!(e <= tol, "{what} {n}x{d}: rel error {e:e}");
+    let m = cpu::covariance::column_mean(x).unwrap();
+    let spread = want.diag().iter().fold(1e-300f64, |a, &b| a.max(b.sqrt()));
+    let e = rel(got.mean.iter().copied(), m.iter().copied(), spread);
+    assert!(e <= 1e-6, "{what} {n}x{d}: mean {e:e}");
+}
+
+#[test]
+fn streamed_comoments_equal_the_whole_for_any_chunking() {
+    // Chunks of 0 and 1 rows, chunks across the 1024-row groups of the
+    // running state, a last chunk of the remainder; below D = 1024 (each
+    // chunk split over the cores) and from it (one running state).
+    let chunks = [0usize, 1, 700, 0, 1500, 399, 1];
+    for &(n, d, offset) in &[
+        (2700usize, 37usize, 1e4f32),
+        (2700, 1030, 1e4),
+        (5, 1024, 0.0),
+        (1, 1100, 3.0),
+    ] {
+        let x = normal(n, d, offset, 1.0, 900 + d as u64);
+        check_stream(x.view(), &chunks, 1e-5, "f32");
+        check_stream(fortran(&x).view(), &[333], 1e-5, "fortran");
+    }
+    let x = normal64(1300, 1030, 1e6, 0.1, 901);
+    check_stream(x.view(), &[1, 1024], 1e-9, "f64");
+    // A wide stream whose middle chunk overflows f32's products: that group
+    // is computed again in f64, the rest stays in f32.
+    let mut x = normal(2100, 1024, 0.0, 1.0, 902);
+    for v in x.slice_mut(s![1100..1400, ..]).iter_mut() {
+        *v = v.signum() * 2.5e38;
+    }
+    check_stream(x.view(), &[1000, 500], 1e-6, "near f32 limits");
+    // Products near, not past, f32's largest value: the diagonal alone does
+    // not answer for the triangle, and the full check passes it.
+    let x = Array2::from_shape_fn((4, 1024), |(i, j)| if (i + j) % 2 == 0 { 9e18f32 } else { -9e18 });
+    check_stream(x.view(), &[4], 1e-6, "near the largest f32 sum");
+    // Rows of another width are refused.
+    let mut stream = host::CoMomentsStream::<f32>::new(3).unwrap();
+    assert!(matches!(
+        stream.push(Array2::<f32>::zeros((2, 4)).view()),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert_eq!(stream.finish(), CoMoments::new(3));
+}
+
+#[test]
+fn states_too_large_for_memory_are_errors() {
+    // 200,000 columns: a D x D f64 state of 320 GB.
+    let x = Array2::<f32>::zeros((3, 200_000));
+    let limit = |r: gpuprep::Result<_>| matches!(r, Err(Error::ExceedsLimit { .. }));
+    assert!(limit(host::comoments(x.view()).map(|_| ())));
+    assert!(limit(host::covariance(x.view(), 0).map(|_| ())));
+    assert!(limit(host::CoMomentsStream::<f32>::new(200_000).map(|_| ())));
+    let opts = gpuprep::PcaOptions::default();
+    assert!(limit(host::pca::fit(x.view(), &opts).map(|_| ())));
+    assert!(limit(gpuprep::PipelineState::try_new(200_000, true).map(|_| ())));
+    assert!(gpuprep::PipelineState::try_new(200_000, false).is_ok());
+}
+
 #[test]
 fn covariance_refuses_bad_input() {
     let empty = Array2::<f32>::zeros((0, 3));
@@ -381,7 +460,7 @@ fn covariance_refuses_bad_input() {
         host::covariance(one.view(), 1),
         Err(Error::InvalidArgument { .. })
     ));
-    assert_eq!(host::comoments(empty.view()), CoMoments::new(3));
+    assert_eq!(host::comoments(empty.view()).unwrap(), CoMoments::new(3));
 }
 
 /// The host product against the twin's, relative to the largest output of

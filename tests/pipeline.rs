@@ -354,6 +354,31 @@ fn transform_parts_fold_the_steps_into_one_operation() {
 }
 
 #[test]
+fn a_wide_streamed_fit_equals_the_in_memory_fit() {
+    // From D = 1024 the host stream keeps one running co-moment state across
+    // the chunks (each chunk's state is not formed and merged): chunks of
+    // 333 rows, across its 1024-row groups, against the fit of all rows.
+    let (n, d) = (1500, 1030);
+    let x32 = normal(n, d, 50.0, 2.0, 31);
+    let x = x32.mapv(f64::from);
+    let o = opts(true, false, Some(NComponents::Count(4)), Whitening::None);
+    let whole = Pipeline::fit(x32.view(), &o).unwrap();
+    let want = cpu::covariance(x.view(), 0).unwrap();
+    for (dtype, tol) in [(Dtype::F32, 1e-5), (Dtype::F64, 1e-12)] {
+        let mut ds = Dataset::from_array(Path::new("x"), x.clone(), dtype);
+        let streamed = fit_dataset(&mut ds, &o, Device::Cpu, 333, &mut |_, _| {}).unwrap();
+        let c = streamed.state.comoments.as_ref().unwrap();
+        assert_eq!(c.count, n as u64);
+        let cov = c.covariance(0).unwrap();
+        let e = gpuprep::cpu::covariance::frobenius_rel_error(cov.view(), want.view());
+        assert!(e <= tol, "{dtype:?}: covariance against the twin {e:e}");
+        let w = whole.state.comoments.as_ref().unwrap().covariance(0).unwrap();
+        let e = gpuprep::cpu::covariance::frobenius_rel_error(cov.view(), w.view());
+        assert!(e <= 1e-5, "{dtype:?}: covariance against the in-memory fit {e:e}");
+    }
+}
+
+#[test]
 fn bad_options_and_data_are_errors() {
     let x = data(10, 3, 10);
     assert!(Pipeline::fit(x.view(), &opts(false, false, None, Whitening::None)).is_err());

@@ -26,7 +26,7 @@ pub(crate) fn check2<T>(op: &'static str, a: usize, b: usize) -> Result<()> {
 pub(crate) fn check_bytes(op: &'static str, bytes: u128) -> Result<()> {
     let too_big = |limit: u64| Error::ExceedsLimit {
         op,
-        what: "host memory in bytes",
+        what: "host memory in bytes (available now)",
         needed: u64::try_from(bytes).unwrap_or(u64::MAX),
         limit,
     };

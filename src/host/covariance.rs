@@ -28,7 +28,7 @@ use faer::{Accum, MatMut, MatRef, Par};
 use ndarray::{s, Array1, Array2, ArrayView2};
 use rayon::prelude::*;
 
-use super::{contiguous, dispatch, rows_for, HostFloat};
+use super::{contiguous, dispatch, first_non_finite, rows_for, HostFloat};
 use crate::error::{Error, Result};
 use crate::model::moments::CoMoments;
 
@@ -40,6 +40,12 @@ const BLOCK_ELEMS: usize = 1 << 18;
 /// At least this many rows per block, so the product's inner dimension is
 /// long enough for faer's kernels whatever `D`.
 const MIN_BLOCK_ROWS: usize = 256;
+/// Rows whose products are summed in the input's type (in `gram`) before
+/// they are added to the f64 accumulator: one block at `D = 256` (1024 rows);
+/// at larger `D` several blocks, so the `D x D` f64 update, which no cache
+/// holds there, costs as little per row as at `D = 256`, with the same
+/// rounding (sums of at most 1024 products in f32).
+const FLUSH_ROWS: usize = 1024;
 /// From this `D` on, the `D x D` accumulators of one task per core cost more
 /// than they give: one task, with faer's own parallelism inside the products.
 const ONE_TASK_FROM_D: usize = 1024;
@@ -54,30 +60,32 @@ const TASKS_PER_THREAD: usize = 2;
 /// The rows are split by the number of rayon threads, so results on machines
 /// with different core counts agree to rounding, not bit for bit.
 ///
+/// # Errors
+/// [`Error::ExceedsLimit`] when the `D x D` states do not fit in the memory
+/// the system has (a wide input: `D = 200,000` needs 320 GB per matrix).
+///
 /// ```
+/// # fn main() -> gpuprep::Result<()> {
 /// use gpuprep::host;
 /// use ndarray::array;
 /// let x = array![[1.0f32, 2.0], [3.0, 6.0]];
-/// let c = host::comoments(x.view());
+/// let c = host::comoments(x.view())?;
 /// assert_eq!(c.mean, array![2.0, 4.0]);
 /// assert_eq!(c.comoment, array![[2.0, 4.0], [4.0, 8.0]]);
+/// # Ok(()) }
 /// ```
-pub fn comoments<T: HostFloat>(x: ArrayView2<'_, T>) -> CoMoments {
+pub fn comoments<T: HostFloat>(x: ArrayView2<'_, T>) -> Result<CoMoments> {
     let (n, d) = x.dim();
     if n == 0 || d == 0 {
+        check_state::<T>(d, 0)?;
         let mut c = CoMoments::new(d);
         c.count = n as u64;
-        return c;
+        return Ok(c);
     }
-    let block_rows = rows_for(BLOCK_ELEMS, d).max(MIN_BLOCK_ROWS).min(n);
-    let blocks = n.div_ceil(block_rows);
-    let threads = rayon::current_num_threads().max(1);
-    let (tasks, par) = if d >= ONE_TASK_FROM_D || threads == 1 {
-        (1, faer::get_global_parallelism())
-    } else {
-        (blocks.min(threads * TASKS_PER_THREAD), Par::Seq)
-    };
+    let (block_rows, tasks, par) = plan(n, d);
+    check_state::<T>(d, tasks)?;
     // Whole blocks per task, the remainder spread over the first tasks.
+    let blocks = n.div_ceil(block_rows);
     let per = blocks / tasks;
     let extra = blocks % tasks;
     let start = |t: usize| ((t * per + t.min(extra)) * block_rows).min(n);
@@ -91,7 +99,120 @@ pub fn comoments<T: HostFloat>(x: ArrayView2<'_, T>) -> CoMoments {
         // Same width by construction: the merge cannot fail.
         let _ = total.merge(p);
     }
-    total
+    Ok(total)
+}
+
+/// Rows per block, tasks and the products' parallelism for `n x d` rows.
+fn plan(n: usize, d: usize) -> (usize, usize, Par) {
+    let block_rows = rows_for(BLOCK_ELEMS, d).max(MIN_BLOCK_ROWS).min(n.max(1));
+    let blocks = n.div_ceil(block_rows);
+    let threads = rayon::current_num_threads().max(1);
+    if d >= ONE_TASK_FROM_D || threads == 1 {
+        (block_rows, 1, faer::get_global_parallelism())
+    } else {
+        (block_rows, blocks.clamp(1, threads * TASKS_PER_THREAD), Par::Seq)
+    }
+}
+
+/// Checks that the `D x D` matrices of `tasks` tasks (the f64 accumulator,
+/// the products in `T` and the finished state each) and the total fit in
+/// memory.
+fn check_state<T>(d: usize, tasks: usize) -> Result<()> {
+    let d2 = (d as u128) * (d as u128);
+    let per_task = (16 + std::mem::size_of::<T>()) as u128;
+    crate::cpu::alloc::check_bytes(OP, d2 * (tasks as u128 * per_task + 8))
+}
+
+/// Rows streamed into one co-moment state chunk by chunk (a data set read in
+/// pieces): the state [`comoments`] gives for all the rows at once, to
+/// rounding. Where `D` is large (from 1024 columns) the chunks go into one
+/// running state, so the `D x D` work (adding the products into f64, forming
+/// the co-moment matrix) is done once per 1024 rows and once at the end
+/// rather than once per chunk: at `D = 3072` a 32 MiB chunk has 2730 rows, and
+/// finishing and merging a state per chunk cost about as much as its products.
+/// Below that each chunk is split over the cores ([`comoments`]) and merged.
+///
+/// ```
+/// # fn main() -> gpuprep::Result<()> {
+/// use gpuprep::host::{self, CoMomentsStream};
+/// let x = ndarray::Array2::from_shape_fn((100, 3), |(i, j)| ((i * (j + 2)) % 7) as f32);
+/// let mut stream = CoMomentsStream::new(3)?;
+/// for chunk in x.axis_chunks_iter(ndarray::Axis(0), 30) {
+///     stream.push(chunk)?;
+/// }
+/// let streamed = stream.finish();
+/// let whole = host::comoments(x.view())?;
+/// assert_eq!(streamed.count, 100);
+/// assert!((&streamed.comoment - &whole.comoment).iter().all(|e| e.abs() < 1e-9));
+/// # Ok(()) }
+/// ```
+pub struct CoMomentsStream<T: HostFloat> {
+    d: usize,
+    inner: Stream<T>,
+}
+
+enum Stream<T: HostFloat> {
+    /// Each chunk over all cores, its state merged in.
+    Split(CoMoments),
+    /// One running state, the products over all cores (faer's parallelism).
+    One(Box<Task<T>>),
+}
+
+impl<T: HostFloat> CoMomentsStream<T> {
+    /// An empty stream of `d` columns.
+    ///
+    /// # Errors
+    /// [`Error::ExceedsLimit`] when its `D x D` state does not fit in memory.
+    pub fn new(d: usize) -> Result<Self> {
+        let inner = if d >= ONE_TASK_FROM_D {
+            check_state::<T>(d, 1)?;
+            let (block_rows, _, par) = plan(usize::MAX, d);
+            Stream::One(Box::new(Task::new(d, block_rows, par)))
+        } else {
+            check_state::<T>(d, 0)?;
+            Stream::Split(CoMoments::new(d))
+        };
+        Ok(CoMomentsStream { d, inner })
+    }
+
+    /// Columns.
+    pub fn dim(&self) -> usize {
+        self.d
+    }
+
+    /// Adds the rows of `x`.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for rows of another width;
+    /// [`Error::ExceedsLimit`] as [`comoments`].
+    pub fn push(&mut self, x: ArrayView2<'_, T>) -> Result<()> {
+        if x.ncols() != self.d {
+            return Err(Error::shape(
+                OP,
+                format!("rows of {} columns", self.d),
+                format!("{} x {}", x.nrows(), x.ncols()),
+            ));
+        }
+        if x.nrows() == 0 {
+            return Ok(());
+        }
+        match &mut self.inner {
+            Stream::Split(total) => total.merge(&comoments(x)?),
+            Stream::One(task) => {
+                task.push(x);
+                crate::avx::clear_avx_upper_state();
+                Ok(())
+            }
+        }
+    }
+
+    /// The state of every row pushed.
+    pub fn finish(self) -> CoMoments {
+        match self.inner {
+            Stream::Split(total) => total,
+            Stream::One(task) => task.finish(),
+        }
+    }
 }
 
 /// Returns the covariance of `x`'s columns, `D x D` in f64, dividing by
@@ -101,7 +222,8 @@ pub fn comoments<T: HostFloat>(x: ArrayView2<'_, T>) -> CoMoments {
 ///
 /// # Errors
 /// [`Error::ShapeMismatch`] for an input without rows or columns;
-/// [`Error::InvalidArgument`] when `N <= ddof`.
+/// [`Error::InvalidArgument`] when `N <= ddof`; [`Error::ExceedsLimit`] as
+/// [`comoments`].
 ///
 /// ```
 /// # fn main() -> gpuprep::Result<()> {
@@ -125,58 +247,142 @@ pub fn covariance<T: HostFloat>(x: ArrayView2<'_, T>, ddof: usize) -> Result<Arr
             format!("ddof = {ddof} needs more than {ddof} rows, got {n}"),
         ));
     }
-    comoments(x).covariance(ddof)
+    comoments(x)?.covariance(ddof)
 }
 
-/// The state of one task's rows (`n >= 1`), block by block.
-fn task_comoments<T: HostFloat>(rows: ArrayView2<'_, T>, block_rows: usize, par: Par) -> CoMoments {
-    let (n, d) = rows.dim();
-    let mut scratch = Vec::new();
-    let mut buf = vec![T::default(); block_rows.min(n) * d];
-    let mut gram = vec![T::default(); d * d]; // column-major, lower triangle written
-    let mut acc = vec![0.0f64; d * d]; // column-major, lower triangle used
-    let mut sums = vec![0.0f64; d];
-    let mut part = vec![T::default(); d];
-    let mut shift: Vec<T> = Vec::new();
-    let mut r0 = 0;
-    while r0 < n {
-        let r1 = (r0 + block_rows).min(n);
-        let block = rows.slice(s![r0..r1, ..]);
-        let data = contiguous(&block, &mut scratch);
-        if shift.is_empty() {
-            shift = block_mean(data, d).into_iter().map(T::from_f64).collect();
-        }
-        let b = &mut buf[..(r1 - r0) * d];
-        dispatch(|| shift_rows(data, &shift, b, &mut part, &mut sums));
-        // Row-major rows x D is column-major D x rows: the columns are the rows b_n.
-        let bt = MatRef::from_column_major_slice(b, d, r1 - r0);
-        T::gram_lower(
-            MatMut::from_column_major_slice_mut(&mut gram, d, d),
-            Accum::Replace,
-            bt,
+/// The running state of one task (or one stream): its rows go through it
+/// block by block, and `D x D` work happens once per group of
+/// [`FLUSH_ROWS`] rows (the f64 update) and once at the end (the co-moment
+/// matrix), however the rows arrive.
+struct Task<T: HostFloat> {
+    d: usize,
+    block_rows: usize,
+    par: Par,
+    /// The first block's column means, rounded to `T`; empty until then.
+    shift: Vec<T>,
+    count: usize,
+    /// `sum (x - shift)` per column.
+    sums: Vec<f64>,
+    /// `sum (x - shift)(x - shift)^T`, column-major, lower triangle used.
+    acc: Vec<f64>,
+    /// The current group's products in `T`, column-major, lower triangle written.
+    gram: Vec<T>,
+    /// The shifted block.
+    buf: Vec<T>,
+    /// One block's column sums in `T`.
+    part: Vec<T>,
+    scratch: Vec<T>,
+    /// Groups of rows whose products overflow `T` (finite f32 data near
+    /// f32's limits), computed again in f64.
+    widened: Option<CoMoments>,
+}
+
+impl<T: HostFloat> Task<T> {
+    fn new(d: usize, block_rows: usize, par: Par) -> Self {
+        Task {
+            d,
+            block_rows,
             par,
-        );
-        crate::avx::clear_avx_upper_state_here();
-        dispatch(|| add_lower(&gram, &mut acc, d));
-        r0 = r1;
+            shift: Vec::new(),
+            count: 0,
+            sums: vec![0.0; d],
+            acc: vec![0.0; d * d],
+            gram: vec![T::default(); d * d],
+            buf: Vec::new(),
+            part: vec![T::default(); d],
+            scratch: Vec::new(),
+            widened: None,
+        }
     }
-    if T::NAME != "f64" && !(acc.iter().chain(&sums).all(|v| v.is_finite())) && all_finite(rows) {
-        // Finite data whose shifted values or products overflow the input's
-        // type (values near f32's limits): this task again in f64, a block
-        // at a time (memory: one block).
-        return task_comoments_f64(rows, block_rows, par);
+
+    /// Adds `rows` (`d` columns), a group of at most [`FLUSH_ROWS`] rows
+    /// (whole blocks) at a time.
+    fn push(&mut self, rows: ArrayView2<'_, T>) {
+        let n = rows.nrows();
+        let group_rows = self.block_rows * FLUSH_ROWS.div_ceil(self.block_rows);
+        let mut g0 = 0;
+        while g0 < n {
+            let g1 = (g0 + group_rows).min(n);
+            self.push_group(rows.slice(s![g0..g1, ..]));
+            g0 = g1;
+        }
     }
-    let inv_n = 1.0 / n as f64;
-    let mean = Array1::from_iter(shift.iter().zip(&sums).map(|(k, s)| k.to_f64() + s * inv_n));
-    let comoment = Array2::from_shape_fn((d, d), |(i, j)| {
-        let (lo, hi) = if i >= j { (i, j) } else { (j, i) };
-        acc[hi * d + lo] - sums[lo] * sums[hi] * inv_n
-    });
-    CoMoments {
-        count: n as u64,
-        mean,
-        comoment,
+
+    fn push_group(&mut self, rows: ArrayView2<'_, T>) {
+        let (n, d) = rows.dim();
+        let narrow = T::NAME != "f64";
+        let sums_before = if narrow { self.sums.clone() } else { Vec::new() };
+        let mut r0 = 0;
+        while r0 < n {
+            let r1 = (r0 + self.block_rows).min(n);
+            let block = rows.slice(s![r0..r1, ..]);
+            let data = contiguous(&block, &mut self.scratch);
+            if self.shift.is_empty() {
+                self.shift = block_mean(data, d).into_iter().map(T::from_f64).collect();
+            }
+            self.buf.resize((r1 - r0) * d, T::default());
+            let (shift, buf, part, sums) = (&self.shift, &mut self.buf, &mut self.part, &mut self.sums);
+            dispatch(|| shift_rows(data, shift, buf, part, sums));
+            // Row-major rows x D is column-major D x rows: the columns are the rows b_n.
+            let bt = MatRef::from_column_major_slice(&self.buf, d, r1 - r0);
+            T::gram_lower(
+                MatMut::from_column_major_slice_mut(&mut self.gram, d, d),
+                if r0 == 0 { Accum::Replace } else { Accum::Add },
+                bt,
+                self.par,
+            );
+            crate::avx::clear_avx_upper_state_here();
+            r0 = r1;
+        }
+        if narrow
+            && !(lower_finite(&self.gram, d) && self.sums.iter().all(|v| v.is_finite()))
+            && all_finite(rows)
+        {
+            // Finite data whose shifted values or products overflow the
+            // input's type (values near f32's limits): this group again in
+            // f64, a block at a time (memory: one block), kept apart.
+            self.sums = sums_before;
+            let wide = widened_comoments(rows, self.block_rows, self.par);
+            match &mut self.widened {
+                // Same width by construction: the merge cannot fail.
+                Some(w) => drop(w.merge(&wide)),
+                None => self.widened = Some(wide),
+            }
+            return;
+        }
+        add_lower(&self.gram, &mut self.acc, d, self.par);
+        self.count += n;
     }
+
+    /// The state of every row pushed.
+    fn finish(self) -> CoMoments {
+        let d = self.d;
+        let mut total = CoMoments::new(d);
+        if self.count > 0 {
+            let n = self.count;
+            let inv_n = 1.0 / n as f64;
+            total.count = n as u64;
+            total.mean = Array1::from_iter(
+                self.shift
+                    .iter()
+                    .zip(&self.sums)
+                    .map(|(k, s)| k.to_f64() + s * inv_n),
+            );
+            mirror_lower(&self.acc, &self.sums, inv_n, &mut total.comoment, d);
+        }
+        if let Some(w) = &self.widened {
+            // Same width by construction: the merge cannot fail.
+            let _ = total.merge(w);
+        }
+        total
+    }
+}
+
+/// The state of one task's rows.
+fn task_comoments<T: HostFloat>(rows: ArrayView2<'_, T>, block_rows: usize, par: Par) -> CoMoments {
+    let mut task = Task::new(rows.ncols(), block_rows, par);
+    task.push(rows);
+    task.finish()
 }
 
 /// Whether every value of `rows` is finite.
@@ -184,20 +390,52 @@ fn all_finite<T: HostFloat>(rows: ArrayView2<'_, T>) -> bool {
     rows.iter().all(|v| v.to_f64().is_finite())
 }
 
-/// [`task_comoments`] computed in f64: each block widened (exactly) and its
+/// Whether the lower triangle of a column-major Gram matrix `sum b b^T` is
+/// finite. By Cauchy-Schwarz every entry, and every partial sum the product
+/// formed on the way, is at most the larger of its two diagonal entries in
+/// magnitude (to rounding), so a diagonal below half of `T`'s largest value
+/// answers for the whole triangle; only a larger one needs the full scan.
+fn lower_finite<T: HostFloat>(gram: &[T], d: usize) -> bool {
+    let half_max = T::MAX.to_f64() / 2.0;
+    if (0..d).all(|j| gram[j * d + j].to_f64().abs() < half_max) {
+        return true;
+    }
+    (0..d).all(|j| first_non_finite(&gram[j * d + j..(j + 1) * d]).is_none())
+}
+
+/// The state of `rows` computed in f64: each block widened (exactly) and its
 /// state merged in row order.
-fn task_comoments_f64<T: HostFloat>(rows: ArrayView2<'_, T>, block_rows: usize, par: Par) -> CoMoments {
+fn widened_comoments<T: HostFloat>(rows: ArrayView2<'_, T>, block_rows: usize, par: Par) -> CoMoments {
     let (n, d) = rows.dim();
-    let mut total = CoMoments::new(d);
+    let mut task = Task::<f64>::new(d, block_rows, par);
     let mut r0 = 0;
     while r0 < n {
         let r1 = (r0 + block_rows).min(n);
-        let block = rows.slice(s![r0..r1, ..]).mapv(|v| v.to_f64());
-        // Same width by construction: the merge cannot fail.
-        let _ = total.merge(&task_comoments(block.view(), block_rows, par));
+        task.push(rows.slice(s![r0..r1, ..]).mapv(|v| v.to_f64()).view());
         r0 = r1;
     }
-    total
+    task.finish()
+}
+
+/// `out = acc - s s^T / n`, both triangles, from the lower triangle of the
+/// column-major `acc`, in tiles that stay in cache (reading the triangle by
+/// rows would touch a cache line per element at large `D`).
+fn mirror_lower(acc: &[f64], sums: &[f64], inv_n: f64, out: &mut Array2<f64>, d: usize) {
+    const TILE: usize = 64;
+    let Some(o) = out.as_slice_mut() else {
+        return;
+    };
+    for jb in (0..d).step_by(TILE) {
+        for ib in (jb..d).step_by(TILE) {
+            for j in jb..(jb + TILE).min(d) {
+                for i in ib.max(j)..(ib + TILE).min(d) {
+                    let v = acc[j * d + i] - sums[i] * sums[j] * inv_n;
+                    o[i * d + j] = v;
+                    o[j * d + i] = v;
+                }
+            }
+        }
+    }
 }
 
 /// Column means of a row-major block, in f64.
@@ -236,14 +474,24 @@ fn shift_rows<T: HostFloat>(data: &[T], shift: &[T], out: &mut [T], part: &mut [
     }
 }
 
-/// `acc += gram` on the lower triangle (column-major, diagonal included).
-#[inline(always)]
-fn add_lower<T: HostFloat>(gram: &[T], acc: &mut [f64], d: usize) {
-    for j in 0..d {
-        let g = &gram[j * d + j..(j + 1) * d];
-        let a = &mut acc[j * d + j..(j + 1) * d];
-        for (a, &g) in a.iter_mut().zip(g) {
-            *a += g.to_f64();
-        }
+/// `acc += gram` on the lower triangle (column-major, diagonal included):
+/// the columns split over the cores when the products are (`par`), else on
+/// this thread.
+fn add_lower<T: HostFloat>(gram: &[T], acc: &mut [f64], d: usize, par: Par) {
+    let column = |(j, (a, g)): (usize, (&mut [f64], &[T]))| {
+        dispatch(|| {
+            for (a, &g) in a[j..].iter_mut().zip(&g[j..]) {
+                *a += g.to_f64();
+            }
+        })
+    };
+    if par.degree() > 1 {
+        acc.par_chunks_mut(d)
+            .zip(gram.par_chunks(d))
+            .enumerate()
+            .with_min_len(64)
+            .for_each(column);
+    } else {
+        acc.chunks_mut(d).zip(gram.chunks(d)).enumerate().for_each(column);
     }
 }

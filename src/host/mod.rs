@@ -36,7 +36,7 @@ pub mod standardize;
 
 pub use batchnorm::{BatchNorm, BatchNormGrads};
 pub use column_stats::{column_moments, column_stats};
-pub use covariance::{comoments, covariance};
+pub use covariance::{comoments, covariance, CoMomentsStream};
 pub use matmul::{matmul, matmul_into, MatmulOptions};
 pub use norm::{norm_backward, norm_forward};
 pub use standardize::{standardize, standardize_inplace};
@@ -113,6 +113,8 @@ mod sealed {
 pub trait HostFloat: sealed::Sealed {
     /// The type's name ("f32", "f64").
     const NAME: &'static str;
+    /// The largest finite value.
+    const MAX: Self;
     /// Widens to f64 (exact).
     fn to_f64(self) -> f64;
     /// Rounds an f64 to this type (to nearest).
@@ -121,6 +123,7 @@ pub trait HostFloat: sealed::Sealed {
 
 impl HostFloat for f32 {
     const NAME: &'static str = "f32";
+    const MAX: Self = f32::MAX;
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self as f64
@@ -133,6 +136,7 @@ impl HostFloat for f32 {
 
 impl HostFloat for f64 {
     const NAME: &'static str = "f64";
+    const MAX: Self = f64::MAX;
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self

@@ -25,7 +25,8 @@ const OP: &str = "pca (host)";
 /// [`Error::ShapeMismatch`] for an input without rows or columns;
 /// [`Error::InvalidArgument`] for bad options or `N <= ddof`;
 /// [`Error::NonFinite`] when the data holds NaN or infinity (a column's mean
-/// is not finite).
+/// is not finite); [`Error::ExceedsLimit`] when the `D x D` matrices do not
+/// fit in memory.
 ///
 /// ```
 /// # fn main() -> gpuprep::Result<()> {
@@ -47,7 +48,7 @@ pub fn fit<T: HostFloat>(x: ArrayView2<'_, T>, options: &PcaOptions) -> Result<P
             format!("{n} x {d}"),
         ));
     }
-    let state = comoments(x);
+    let state = comoments(x)?;
     if let Some(c) = state.mean.iter().position(|v| !v.is_finite()) {
         return Err(Error::NonFinite {
             op: OP,

@@ -225,6 +225,9 @@ pub fn eigh_descending_with(c: ArrayView2<'_, f64>, par: Par) -> Result<(Array1<
             ),
         });
     }
+    // faer's copy of the matrix, its eigenvectors and workspace, and the
+    // sorted eigenvectors: about five D x D f64 matrices.
+    crate::cpu::alloc::check_bytes(OP, 40 * (d as u128) * (d as u128))?;
     let m = Mat::<f64>::from_fn(d, d, |i, j| c[[i, j]]);
     let mut u = Mat::<f64>::zeros(d, d);
     let mut s = Diag::<f64>::zeros(d);
@@ -439,7 +442,7 @@ impl PcaModel {
         }
     }
 
-    /// Saves the model as a compressed `.npz` of named f64/i64 arrays, readable by
+    /// Saves the model as an `.npz` (stored, as numpy's `savez`) of named f64/i64 arrays, readable by
     /// `numpy.load`: `mean`, `components` (D x k), `eigenvalues`, `explained_variance`,
     /// `explained_variance_ratio`, `eps`, and the i64 scalars `whitening`
     /// (0 none, 1 PCA, 2 ZCA), `ddof`, `n_samples`, `convention` (0 lecture,
@@ -448,7 +451,7 @@ impl PcaModel {
     /// then rename).
     pub fn save(&self, path: &Path) -> Result<()> {
         write_atomic(path, |w| {
-            let mut npz = NpzWriter::new_compressed(w);
+            let mut npz = NpzWriter::new(w);
             self.write_npz(&mut npz, "", path)?;
             npz_add(&mut npz, path, "format_version", &Array0::from_elem((), 2i64))?;
             npz.finish().map_err(|e| npz_err(path, e))?;
