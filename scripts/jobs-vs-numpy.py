@@ -8,14 +8,16 @@ speed is left out; gpuprep fsyncs its outputs before renaming them into place,
 np.save does not). The table gives the median over rounds, the range, the
 ratio numpy / gpuprep, and each side's peak RSS (the child's ru_maxrss).
 
-Jobs (262144 x 256 f32, 100 + N(0, 1), by default; the shape of ANCHORS.md):
+Jobs (262144 x 256 f32, 100 + N(0, 1), by default; the shape of ANCHORS.md;
+--dtype f64 writes the file in numpy's default type, and both sides then
+compute in f64):
 
     stats        gpuprep stats --device cpu X       | mean and var of np.load(X)
     standardize  gpuprep preprocess --device cpu    | np.save((x - mean) / std)
     pca_whiten   gpuprep preprocess --whiten pca    | xc = x - mean; S, U = eigh(xc.T @ xc / N);
                  --device cpu                       | np.save(xc @ U[:, ::-1] / sqrt(S[::-1] + 1e-5))
 
-    python3 scripts/jobs-vs-numpy.py [--n 262144] [--d 256] [--rounds 5]
+    python3 scripts/jobs-vs-numpy.py [--n 262144] [--d 256] [--dtype f32] [--rounds 5]
         [--jobs stats,standardize,pca_whiten] [--out-dir /dev/shm] [--bin target/release/gpuprep]
         [--json out.json]
 
@@ -86,6 +88,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=262144)
     ap.add_argument("--d", type=int, default=256)
+    ap.add_argument("--dtype", choices=["f32", "f64"], default="f32")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--jobs", default="stats,standardize,pca_whiten")
     ap.add_argument("--out-dir", default="/dev/shm")
@@ -109,9 +112,10 @@ def main():
         # forked, so this process never holds the data.
         subprocess.check_call([
             sys.executable, "-c",
-            "import numpy as np, sys; n, d = int(sys.argv[2]), int(sys.argv[3]); "
-            "np.save(sys.argv[1], (100.0 + np.random.default_rng(0).standard_normal((n, d), dtype=np.float32)).astype(np.float32))",
-            x_path, str(a.n), str(a.d),
+            "import numpy as np, sys; n, d, t = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]; "
+            "t = np.float32 if t == 'f32' else np.float64; "
+            "np.save(sys.argv[1], (100.0 + np.random.default_rng(0).standard_normal((n, d), dtype=t)).astype(t))",
+            x_path, str(a.n), str(a.d), a.dtype,
         ])
         scripts = {}
         for j in jobs:
@@ -133,7 +137,7 @@ def main():
                     rss[j][side] = max(rss[j][side], peak)
                     if os.path.exists(out):
                         os.remove(out)
-        print(f"{a.n} x {a.d} f32, {a.rounds} rounds, output to {a.out_dir}, load average {os.getloadavg()[0]:.2f}")
+        print(f"{a.n} x {a.d} {a.dtype}, {a.rounds} rounds, output to {a.out_dir}, load average {os.getloadavg()[0]:.2f}")
         print(f"{'job':<12} {'gpuprep s':>20} {'numpy s':>20} {'ratio':>7} {'target':>7} {'RSS MB gpuprep/numpy':>22}")
         result = {}
         for j in jobs:
@@ -154,7 +158,7 @@ def main():
             }
         if a.json:
             with open(a.json, "w") as f:
-                json.dump({"n": a.n, "d": a.d, "rounds": a.rounds, "jobs": result}, f, indent=1)
+                json.dump({"n": a.n, "d": a.d, "dtype": a.dtype, "rounds": a.rounds, "jobs": result}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -406,6 +406,10 @@ fn streamed_comoments_equal_the_whole_for_any_chunking() {
         check_stream(x.view(), &chunks, 1e-5, "f32");
         check_stream(fortran(&x).view(), &[333], 1e-5, "fortran");
     }
+    // Chunks of several blocks (7084 rows at D = 37), split over the tasks,
+    // between chunks of one block that go to the next task in turn.
+    let x = normal(40_000, 37, 1e4, 1.0, 903);
+    check_stream(x.view(), &[1, 15_000, 3, 20_000], 1e-5, "split chunks");
     let x = normal64(1300, 1030, 1e6, 0.1, 901);
     check_stream(x.view(), &[1, 1024], 1e-9, "f64");
     // A wide stream whose middle chunk overflows f32's products: that group

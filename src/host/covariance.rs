@@ -2,14 +2,17 @@
 //! read of the data; GPU op: [`crate::ops::covariance`](mod@crate::ops::covariance),
 //! f64 twin: [`crate::cpu::covariance`](mod@crate::cpu::covariance).
 //!
-//! The rows are split into one contiguous range per task (a few per core).
-//! A task takes its first block's column means (rounded to the input's type)
-//! as its shift `k`, and for each block of about 256 Ki elements writes the
-//! shifted rows `b = x - k` into a buffer that stays in L2 (one rounding of
-//! the exact difference), sums them per column (`s = sum b`, in the input's
-//! type within the block, in f64 across blocks), and adds the lower triangle
-//! of `B^T B` (faer's product in the input's type: f32 for f32 data, f64 for
-//! f64) into an f64 accumulator.
+//! The rows are split into one contiguous range per task (a few per core;
+//! one task with faer's parallelism inside its products from `D = 1024`; a
+//! [`CoMomentsStream`] splits each chunk so and keeps the tasks' states
+//! across chunks). A task takes its first block's column means (rounded to
+//! the input's type) as its shift `k`, and for each block of about 256 Ki
+//! elements (at least 256 rows) writes the shifted rows `b = x - k` into a
+//! buffer that stays in L2 (one rounding of the exact difference), sums them
+//! per column (`s = sum b`, in the input's type within the block, in f64
+//! across blocks), and sums the lower triangle of `B^T B` (faer's product in
+//! the input's type: f32 for f32 data, f64 for f64) over up to 1024 rows
+//! before adding it into an f64 accumulator.
 //! At the end of the task
 //!
 //! ```text
@@ -76,41 +79,21 @@ const TASKS_PER_THREAD: usize = 2;
 /// ```
 pub fn comoments<T: HostFloat>(x: ArrayView2<'_, T>) -> Result<CoMoments> {
     let (n, d) = x.dim();
-    if n == 0 || d == 0 {
-        check_state::<T>(d, 0)?;
-        let mut c = CoMoments::new(d);
-        c.count = n as u64;
-        return Ok(c);
-    }
-    let (block_rows, tasks, par) = plan(n, d);
-    check_state::<T>(d, tasks)?;
-    // Whole blocks per task, the remainder spread over the first tasks.
-    let blocks = n.div_ceil(block_rows);
-    let per = blocks / tasks;
-    let extra = blocks % tasks;
-    let start = |t: usize| ((t * per + t.min(extra)) * block_rows).min(n);
-    let parts: Vec<CoMoments> = (0..tasks)
-        .into_par_iter()
-        .map(|t| task_comoments(x.slice(s![start(t)..start(t + 1), ..]), block_rows, par))
-        .collect();
-    crate::avx::clear_avx_upper_state();
-    let mut total = CoMoments::new(d);
-    for p in &parts {
-        // Same width by construction: the merge cannot fail.
-        let _ = total.merge(p);
-    }
-    Ok(total)
+    let (block_rows, tasks, _) = plan(d);
+    // The tasks that get rows: no more than the blocks.
+    let mut stream = CoMomentsStream::with_tasks(d, tasks.min(n.div_ceil(block_rows)))?;
+    stream.push(x)?;
+    Ok(stream.finish())
 }
 
-/// Rows per block, tasks and the products' parallelism for `n x d` rows.
-fn plan(n: usize, d: usize) -> (usize, usize, Par) {
-    let block_rows = rows_for(BLOCK_ELEMS, d).max(MIN_BLOCK_ROWS).min(n.max(1));
-    let blocks = n.div_ceil(block_rows);
+/// Rows per block, tasks and the products' parallelism at `d` columns.
+fn plan(d: usize) -> (usize, usize, Par) {
+    let block_rows = rows_for(BLOCK_ELEMS, d).max(MIN_BLOCK_ROWS);
     let threads = rayon::current_num_threads().max(1);
     if d >= ONE_TASK_FROM_D || threads == 1 {
         (block_rows, 1, faer::get_global_parallelism())
     } else {
-        (block_rows, blocks.clamp(1, threads * TASKS_PER_THREAD), Par::Seq)
+        (block_rows, threads * TASKS_PER_THREAD, Par::Seq)
     }
 }
 
@@ -125,12 +108,15 @@ fn check_state<T>(d: usize, tasks: usize) -> Result<()> {
 
 /// Rows streamed into one co-moment state chunk by chunk (a data set read in
 /// pieces): the state [`comoments`] gives for all the rows at once, to
-/// rounding. Where `D` is large (from 1024 columns) the chunks go into one
-/// running state, so the `D x D` work (adding the products into f64, forming
-/// the co-moment matrix) is done once per 1024 rows and once at the end
-/// rather than once per chunk: at `D = 3072` a 32 MiB chunk has 2730 rows, and
-/// finishing and merging a state per chunk cost about as much as its products.
-/// Below that each chunk is split over the cores ([`comoments`]) and merged.
+/// rounding. The stream keeps its running states (one per task: a few per
+/// core below `D = 1024`, one with the products over all cores from it)
+/// across the chunks, so the `D x D` work (adding the products into f64,
+/// forming the co-moment matrix) is done once per 1024 rows of a task and
+/// once at the end rather than once per chunk: at `D = 3072` a 32 MiB chunk
+/// has 2730 rows, and forming and merging a state per chunk cost about as
+/// much as its products; at `D = 784` fresh per-chunk states spent a fifth of
+/// a fit zeroing pages. A chunk of several blocks is split over the tasks in
+/// whole blocks; a smaller one goes to the next task in turn.
 ///
 /// ```
 /// # fn main() -> gpuprep::Result<()> {
@@ -143,36 +129,38 @@ fn check_state<T>(d: usize, tasks: usize) -> Result<()> {
 /// let streamed = stream.finish();
 /// let whole = host::comoments(x.view())?;
 /// assert_eq!(streamed.count, 100);
-/// assert!((&streamed.comoment - &whole.comoment).iter().all(|e| e.abs() < 1e-9));
+/// // The same state to f32 rounding (the chunks' products sum in f32).
+/// let scale = whole.comoment.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+/// assert!((&streamed.comoment - &whole.comoment).iter().all(|e| e.abs() <= 1e-6 * scale));
 /// # Ok(()) }
 /// ```
 pub struct CoMomentsStream<T: HostFloat> {
     d: usize,
-    inner: Stream<T>,
-}
-
-enum Stream<T: HostFloat> {
-    /// Each chunk over all cores, its state merged in.
-    Split(CoMoments),
-    /// One running state, the products over all cores (faer's parallelism).
-    One(Box<Task<T>>),
+    block_rows: usize,
+    tasks: Vec<Task<T>>,
+    /// The task a chunk of one block goes to.
+    next: usize,
 }
 
 impl<T: HostFloat> CoMomentsStream<T> {
     /// An empty stream of `d` columns.
     ///
     /// # Errors
-    /// [`Error::ExceedsLimit`] when its `D x D` state does not fit in memory.
+    /// [`Error::ExceedsLimit`] when its `D x D` states do not fit in memory.
     pub fn new(d: usize) -> Result<Self> {
-        let inner = if d >= ONE_TASK_FROM_D {
-            check_state::<T>(d, 1)?;
-            let (block_rows, _, par) = plan(usize::MAX, d);
-            Stream::One(Box::new(Task::new(d, block_rows, par)))
-        } else {
-            check_state::<T>(d, 0)?;
-            Stream::Split(CoMoments::new(d))
-        };
-        Ok(CoMomentsStream { d, inner })
+        Self::with_tasks(d, plan(d).1)
+    }
+
+    fn with_tasks(d: usize, tasks: usize) -> Result<Self> {
+        let (block_rows, _, par) = plan(d);
+        check_state::<T>(d, tasks)?;
+        let tasks = (0..tasks.max(1)).map(|_| Task::new(d, block_rows, par)).collect();
+        Ok(CoMomentsStream {
+            d,
+            block_rows,
+            tasks,
+            next: 0,
+        })
     }
 
     /// Columns.
@@ -183,35 +171,51 @@ impl<T: HostFloat> CoMomentsStream<T> {
     /// Adds the rows of `x`.
     ///
     /// # Errors
-    /// [`Error::ShapeMismatch`] for rows of another width;
-    /// [`Error::ExceedsLimit`] as [`comoments`].
+    /// [`Error::ShapeMismatch`] for rows of another width.
     pub fn push(&mut self, x: ArrayView2<'_, T>) -> Result<()> {
+        let n = x.nrows();
         if x.ncols() != self.d {
             return Err(Error::shape(
                 OP,
                 format!("rows of {} columns", self.d),
-                format!("{} x {}", x.nrows(), x.ncols()),
+                format!("{n} x {}", x.ncols()),
             ));
         }
-        if x.nrows() == 0 {
+        if n == 0 || self.d == 0 {
+            for t in &mut self.tasks[..1] {
+                t.skip(n);
+            }
             return Ok(());
         }
-        match &mut self.inner {
-            Stream::Split(total) => total.merge(&comoments(x)?),
-            Stream::One(task) => {
-                task.push(x);
-                crate::avx::clear_avx_upper_state();
-                Ok(())
-            }
+        let blocks = n.div_ceil(self.block_rows);
+        let used = blocks.min(self.tasks.len());
+        if used == 1 {
+            let t = self.next % self.tasks.len();
+            self.next += 1;
+            self.tasks[t].push(x);
+        } else {
+            // Whole blocks per task, the remainder spread over the first tasks.
+            let (per, extra, br) = (blocks / used, blocks % used, self.block_rows);
+            let start = |t: usize| ((t * per + t.min(extra)) * br).min(n);
+            self.tasks[..used]
+                .par_iter_mut()
+                .enumerate()
+                .for_each(|(t, task)| task.push(x.slice(s![start(t)..start(t + 1), ..])));
         }
+        crate::avx::clear_avx_upper_state();
+        Ok(())
     }
 
-    /// The state of every row pushed.
+    /// The state of every row pushed (the tasks' states merged in order).
     pub fn finish(self) -> CoMoments {
-        match self.inner {
-            Stream::Split(total) => total,
-            Stream::One(task) => task.finish(),
+        let d = self.d;
+        let parts: Vec<CoMoments> = self.tasks.into_par_iter().map(Task::finish).collect();
+        let mut total = CoMoments::new(d);
+        for p in &parts {
+            // Same width by construction: the merge cannot fail.
+            let _ = total.merge(p);
         }
+        total
     }
 }
 
@@ -285,14 +289,19 @@ impl<T: HostFloat> Task<T> {
             par,
             shift: Vec::new(),
             count: 0,
-            sums: vec![0.0; d],
-            acc: vec![0.0; d * d],
-            gram: vec![T::default(); d * d],
+            sums: Vec::new(),
+            acc: Vec::new(),
+            gram: Vec::new(),
             buf: Vec::new(),
-            part: vec![T::default(); d],
+            part: Vec::new(),
             scratch: Vec::new(),
             widened: None,
         }
+    }
+
+    /// Counts `n` rows without columns (nothing else to add).
+    fn skip(&mut self, n: usize) {
+        self.count += n;
     }
 
     /// Adds `rows` (`d` columns), a group of at most [`FLUSH_ROWS`] rows
@@ -310,6 +319,13 @@ impl<T: HostFloat> Task<T> {
 
     fn push_group(&mut self, rows: ArrayView2<'_, T>) {
         let (n, d) = rows.dim();
+        if self.acc.is_empty() {
+            // The D x D buffers, at the first rows (a task that gets none costs nothing).
+            self.sums = vec![0.0; d];
+            self.acc = vec![0.0; d * d];
+            self.gram = vec![T::default(); d * d];
+            self.part = vec![T::default(); d];
+        }
         let narrow = T::NAME != "f64";
         let sums_before = if narrow { self.sums.clone() } else { Vec::new() };
         let mut r0 = 0;
@@ -358,7 +374,8 @@ impl<T: HostFloat> Task<T> {
     fn finish(self) -> CoMoments {
         let d = self.d;
         let mut total = CoMoments::new(d);
-        if self.count > 0 {
+        total.count = self.count as u64;
+        if self.count > 0 && d > 0 {
             let n = self.count;
             let inv_n = 1.0 / n as f64;
             total.count = n as u64;
@@ -376,13 +393,6 @@ impl<T: HostFloat> Task<T> {
         }
         total
     }
-}
-
-/// The state of one task's rows.
-fn task_comoments<T: HostFloat>(rows: ArrayView2<'_, T>, block_rows: usize, par: Par) -> CoMoments {
-    let mut task = Task::new(rows.ncols(), block_rows, par);
-    task.push(rows);
-    task.finish()
 }
 
 /// Whether every value of `rows` is finite.
