@@ -287,7 +287,7 @@ impl Pipeline {
         check_cols(OP, self.n_features(), x.ncols())?;
         let parts = self.transform_parts();
         let mut out = new_output_for(&parts, x.nrows())?;
-        apply_into(&parts, x, out.view_mut(), 0)?;
+        apply_into(&parts, None, x, out.view_mut(), 0)?;
         Ok(out)
     }
 
@@ -300,7 +300,7 @@ impl Pipeline {
     /// [`Error::InvalidArgument`] for an `out` of another shape or layout.
     pub fn transform_into<T: HostFloat>(&self, x: ArrayView2<T>, out: ArrayViewMut2<T>) -> Result<()> {
         check_cols(OP, self.n_features(), x.ncols())?;
-        apply_into(&self.transform_parts(), x, out, 0)
+        apply_into(&self.transform_parts(), None, x, out, 0)
     }
 
     /// Maps transformed rows (`output_dim` columns) back to the input space.
@@ -311,7 +311,7 @@ impl Pipeline {
         check_cols(OP, self.output_dim(), y.ncols())?;
         let parts = self.inverse_parts();
         let mut out = new_output_for(&parts, y.nrows())?;
-        apply_into(&parts, y, out.view_mut(), 0)?;
+        apply_into(&parts, None, y, out.view_mut(), 0)?;
         Ok(out)
     }
 
@@ -326,7 +326,7 @@ impl Pipeline {
         out: ArrayViewMut2<T>,
     ) -> Result<()> {
         check_cols(OP, self.output_dim(), y.ncols())?;
-        apply_into(&self.inverse_parts(), y, out, 0)
+        apply_into(&self.inverse_parts(), None, y, out, 0)
     }
 
     /// Uploads the transform matrices, for [`GpuPipeline::transform`].
@@ -389,11 +389,12 @@ fn all_finite<T: HostFloat>(y: &[T]) -> bool {
 /// of `x`'s first) plus its row in `x`.
 fn apply_into<T: HostFloat>(
     parts: &TransformParts,
+    plan: Option<&host::MatmulPlan<T>>,
     x: ArrayView2<T>,
     mut out: ArrayViewMut2<T>,
     first_row: usize,
 ) -> Result<()> {
-    if apply_host(parts, x, out.view_mut())? {
+    if apply_host(parts, plan, x, out.view_mut())? {
         return Ok(());
     }
     let Some(at) = first_overflow(x, out.view()) else {
@@ -403,7 +404,7 @@ fn apply_into<T: HostFloat>(
         return Err(overflow::<T>(first_row, at));
     }
     let mut y = host::new_output::<f64>(x.nrows(), out.ncols());
-    apply_host(parts, x.mapv(|v| v.to_f64()).view(), y.view_mut())?;
+    apply_host(parts, None, x.mapv(|v| v.to_f64()).view(), y.view_mut())?;
     out.zip_mut_with(&y, |o, &v| *o = T::from_f64(v));
     match first_overflow(x, out.view()) {
         Some(at) => Err(overflow::<T>(first_row, at)),
@@ -415,6 +416,7 @@ fn apply_into<T: HostFloat>(
 /// layout) in `x`'s type; whether every result is finite.
 fn apply_host<T: HostFloat>(
     parts: &TransformParts,
+    plan: Option<&host::MatmulPlan<T>>,
     x: ArrayView2<T>,
     mut out: ArrayViewMut2<T>,
 ) -> Result<bool> {
@@ -452,25 +454,38 @@ fn apply_host<T: HostFloat>(
                 dst,
             ))
         }
+        TransformParts::Product { .. } => {
+            match plan {
+                Some(p) => p.apply_into(x, out.view_mut())?,
+                None => product_plan::<T>(parts)?
+                    .ok_or_else(|| Error::invalid(OP, "a product without its matrix"))?
+                    .apply_into(x, out.view_mut())?,
+            }
+            Ok(all_finite(out.as_slice().ok_or_else(layout)?))
+        }
+    }
+}
+
+/// The host plan of a transform's product (`None` for an elementwise one),
+/// built once for every chunk of a streamed transform.
+fn product_plan<T: HostFloat>(parts: &TransformParts) -> Result<Option<host::MatmulPlan<T>>> {
+    match parts {
+        TransformParts::Elementwise { .. } => Ok(None),
         TransformParts::Product {
             center,
             w,
             scale,
             bias,
-        } => {
-            host::matmul_into(
-                x,
-                w.view(),
-                &host::MatmulOptions {
-                    center: center.as_ref().map(|c| c.view()),
-                    scale: scale.as_ref().map(|s| s.view()),
-                    bias: bias.as_ref().map(|b| b.view()),
-                    ..Default::default()
-                },
-                out.view_mut(),
-            )?;
-            Ok(all_finite(out.as_slice().ok_or_else(layout)?))
-        }
+        } => host::MatmulPlan::new(
+            w.view(),
+            &host::MatmulOptions {
+                center: center.as_ref().map(|c| c.view()),
+                scale: scale.as_ref().map(|s| s.view()),
+                bias: bias.as_ref().map(|b| b.view()),
+                ..Default::default()
+            },
+        )
+        .map(Some),
     }
 }
 
@@ -1010,6 +1025,7 @@ fn transform_host<T: NpyFloat, W: std::io::Write + Send>(
 ) -> Result<()> {
     const BUFFERS: usize = 2;
     let total = ds.rows();
+    let plan = product_plan::<T>(parts)?;
     std::thread::scope(|scope| {
         // Full buffers (and the rows done when written) to the writer; its
         // written buffers back. Dropping `full_tx` ends the writer's loop.
@@ -1040,7 +1056,7 @@ fn transform_host<T: NpyFloat, W: std::io::Write + Send>(
             }
             .filter(|y| y.nrows() == c.nrows())
             .map_or_else(|| new_output_for(parts, c.nrows()), Ok)?;
-            apply_into(parts, c, y.view_mut(), at)?;
+            apply_into(parts, plan.as_ref(), c, y.view_mut(), at)?;
             full_tx
                 .send((y, at + c.nrows()))
                 .map_err(|_| Error::invalid(OP, "the writer stopped"))

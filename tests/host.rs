@@ -523,6 +523,56 @@ fn matmul_into_refuses_outputs_of_another_shape_or_layout() {
 }
 
 #[test]
+fn a_matmul_plan_applies_to_many_inputs_as_matmul_does() {
+    // One plan (centre, scale, bias, tanh) for inputs of several row counts,
+    // each equal to matmul's result; wrong widths and outputs are refused.
+    let w = normal64(37, 11, 0.0, 0.3, 40);
+    let (c, sc, b) = (
+        Array1::from_shape_fn(37, |i| 50.0 + i as f64),
+        Array1::from_shape_fn(11, |j| 0.5 + j as f64 / 10.0),
+        Array1::from_shape_fn(11, |j| j as f64 - 5.0),
+    );
+    let o = MatmulOptions {
+        center: Some(c.view()),
+        scale: Some(sc.view()),
+        bias: Some(b.view()),
+        activation: gpuprep::Activation::Tanh,
+        ..Default::default()
+    };
+    let plan = host::MatmulPlan::<f32>::new(w.view(), &o).unwrap();
+    for (n, seed) in [(1usize, 41u64), (300, 42), (5000, 43), (0, 44)] {
+        let x = normal(n, 37, 50.0, 2.0, seed);
+        let mut out = Array2::from_elem((n, 11), f32::NAN);
+        plan.apply_into(x.view(), out.view_mut()).unwrap();
+        assert_eq!(out, host::matmul(x.view(), w.view(), &o).unwrap(), "{n} rows");
+    }
+    let x = normal(4, 36, 0.0, 1.0, 45);
+    let mut out = Array2::<f32>::zeros((4, 11));
+    let err = plan.apply_into(x.view(), out.view_mut()).unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+    let x = normal(4, 37, 0.0, 1.0, 46);
+    let mut out = Array2::<f32>::zeros((4, 10));
+    assert!(matches!(
+        plan.apply_into(x.view(), out.view_mut()),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let mut t = Array2::<f32>::zeros((11, 4));
+    assert!(matches!(
+        plan.apply_into(x.view(), t.view_mut().reversed_axes()),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let short = Array1::<f64>::zeros(10);
+    let o = MatmulOptions {
+        bias: Some(short.view()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        host::MatmulPlan::<f32>::new(w.view(), &o),
+        Err(Error::ShapeMismatch { .. })
+    ));
+}
+
+#[test]
 fn matmul_matches_the_twin() {
     for (i, &(n, k)) in SHAPES.iter().enumerate() {
         if k > 1000 {

@@ -37,7 +37,7 @@ pub mod standardize;
 pub use batchnorm::{BatchNorm, BatchNormGrads};
 pub use column_stats::{column_moments, column_stats};
 pub use covariance::{comoments, covariance, CoMomentsStream};
-pub use matmul::{matmul, matmul_into, MatmulOptions};
+pub use matmul::{matmul, matmul_into, MatmulOptions, MatmulPlan};
 pub use norm::{norm_backward, norm_forward};
 pub use standardize::{standardize, standardize_inplace};
 
