@@ -64,7 +64,9 @@ def np_pca_whiten(x):
     xc = x - mean
     cov = xc.T @ xc / x.shape[0]
     s, u = np.linalg.eigh(cov)
-    s, u = s[::-1], u[:, ::-1]
+    # Descending, u as a contiguous copy (sgemm on the reversed view is up
+    # to 1.7x slower at D = 784).
+    s, u = s[::-1], np.ascontiguousarray(u[:, ::-1])
     xrot = xc @ u
     return xrot / np.sqrt(s + EPS)
 

@@ -15,7 +15,8 @@ compute in f64):
     stats        gpuprep stats --device cpu X       | mean and var of np.load(X)
     standardize  gpuprep preprocess --device cpu    | np.save((x - mean) / std)
     pca_whiten   gpuprep preprocess --whiten pca    | xc = x - mean; S, U = eigh(xc.T @ xc / N);
-                 --device cpu                       | np.save(xc @ U[:, ::-1] / sqrt(S[::-1] + 1e-5))
+                 --device cpu                       | U = contiguous copy of U[:, ::-1];
+                                                    | np.save(xc @ U / sqrt(S[::-1] + 1e-5))
 
     python3 scripts/jobs-vs-numpy.py [--n 262144] [--d 256] [--dtype f32] [--rounds 5]
         [--jobs stats,standardize,pca_whiten] [--out-dir /dev/shm] [--bin target/release/gpuprep]
@@ -57,7 +58,10 @@ import numpy as np, sys
 x = np.load(sys.argv[1])
 xc = x - x.mean(0)
 s, u = np.linalg.eigh(xc.T @ xc / x.shape[0])
-np.save(sys.argv[2], (xc @ u[:, ::-1]) / np.sqrt(s[::-1] + 1e-5))
+# Descending, as a contiguous copy: sgemm on the reversed view is up to 1.7x
+# slower (60000 x 784: 0.735 s against 0.428 s).
+u = np.ascontiguousarray(u[:, ::-1])
+np.save(sys.argv[2], (xc @ u) / np.sqrt(s[::-1] + 1e-5))
 """,
 }
 
