@@ -44,10 +44,12 @@ const BLOCK_ELEMS: usize = 1 << 18;
 /// long enough for faer's kernels whatever `D`.
 const MIN_BLOCK_ROWS: usize = 256;
 /// Rows whose products are summed in the input's type (in `gram`) before
-/// they are added to the f64 accumulator: one block at `D = 256` (1024 rows);
-/// at larger `D` several blocks, so the `D x D` f64 update, which no cache
-/// holds there, costs as little per row as at `D = 256`, with the same
-/// rounding (sums of at most 1024 products in f32).
+/// they are added to the f64 accumulator, in whole blocks: one block up to
+/// `D = 256` (1024 rows there, more at smaller `D`); at larger `D` as many
+/// blocks as make 1024 rows or more (four of 256 rows from `D = 1024`), so
+/// the `D x D` f64 update, which no cache holds there, costs about as little
+/// per row as at `D = 256`, with about the same rounding (sums of 1024 to
+/// 1336 products in f32).
 const FLUSH_ROWS: usize = 1024;
 /// From this `D` on, the `D x D` accumulators of one task per core cost more
 /// than they give: one task, with faer's own parallelism inside the products.
