@@ -26,7 +26,7 @@
 use ndarray::{Array1, ArrayD, ArrayView1, ArrayViewD, IxDyn};
 
 use crate::error::{Error, Result};
-use crate::model::norm::{NormKind, NormPlan, NormShape, NormSummary};
+use crate::model::norm::{backward_plan, forward_plan, NormKind, NormPlan, NormShape, NormSummary};
 
 /// Result of [`norm_forward`].
 #[derive(Clone, Debug, PartialEq)]
@@ -122,12 +122,7 @@ pub fn norm_forward(
     eps: f64,
 ) -> Result<NormOutput> {
     const OP: &str = "norm_forward";
-    let shape = NormShape::from_dims(OP, x.shape())?;
-    kind.check_dims(OP, x.shape())?;
-    let plan = NormPlan::new(OP, kind, shape, true)?;
-    check_len(OP, "gamma", &gamma, plan.affine_len)?;
-    check_len(OP, "beta", &beta, plan.affine_len)?;
-    check_eps(OP, eps)?;
+    let plan = forward_plan(OP, kind, x.shape(), &gamma, &beta, eps)?;
     let xf = flat(&x);
     let stats = group_stats(&plan, &xf, eps);
     let y = norm_apply(&plan, &xf, gamma, beta, stats.mean.view(), stats.invstd.view());
@@ -151,19 +146,8 @@ pub fn norm_backward(
     invstd: ArrayView1<f64>,
 ) -> Result<NormGrads> {
     const OP: &str = "norm_backward";
-    let shape = NormShape::from_dims(OP, x.shape())?;
-    kind.check_dims(OP, x.shape())?;
-    if dy.shape() != x.shape() {
-        return Err(Error::shape(
-            OP,
-            format!("dy of shape {:?}", x.shape()),
-            format!("{:?}", dy.shape()),
-        ));
-    }
-    let plan = NormPlan::new(OP, kind, shape, true)?;
-    check_len(OP, "gamma", &gamma, plan.affine_len)?;
-    check_len(OP, "mean", &mean, plan.stat_groups)?;
-    check_len(OP, "invstd", &invstd, plan.stat_groups)?;
+    let plan = backward_plan(OP, kind, x.shape(), dy.shape(), &gamma, &mean, &invstd)?;
+    let shape = plan.shape;
     let xf = flat(&x);
     let dyf = flat(&dy);
     let g = plan.stat_groups;

@@ -24,9 +24,7 @@ use rayon::prelude::*;
 use super::batchnorm::{check_overflow, plane_two_pass, BatchNorm, BatchNormGrads};
 use super::{dispatch, first_non_finite, new_output, rows_for, HostFloat};
 use crate::error::{Error, Result};
-use crate::model::norm::{
-    check_eps, check_len, NormKind, NormPlan, NormShape, NormSummary, RunningStatsConfig,
-};
+use crate::model::norm::{backward_plan, forward_plan, NormKind, NormPlan, NormSummary, RunningStatsConfig};
 
 /// Elements per task (whole runs).
 const TASK_ELEMS: usize = 1 << 16;
@@ -104,12 +102,8 @@ pub fn norm_forward<T: HostFloat, D: Dimension>(
     eps: f64,
 ) -> Result<(Array<T, D>, NormSummary)> {
     const OP: &str = "norm_forward (host)";
-    let shape = NormShape::from_dims(OP, x.shape())?;
-    kind.check_dims(OP, x.shape())?;
-    let plan = NormPlan::new(OP, kind, shape, true)?;
-    check_len(OP, "gamma", &gamma, plan.affine_len)?;
-    check_len(OP, "beta", &beta, plan.affine_len)?;
-    check_eps(OP, eps)?;
+    let plan = forward_plan(OP, kind, x.shape(), &gamma, &beta, eps)?;
+    let shape = plan.shape;
     if kind == NormKind::Batch {
         let mut bn = batch_layer(gamma, eps);
         bn.beta = beta.to_owned();
@@ -246,19 +240,8 @@ pub fn norm_backward<T: HostFloat, D: Dimension>(
     invstd: ArrayView1<'_, f64>,
 ) -> Result<BatchNormGrads<T, D>> {
     const OP: &str = "norm_backward (host)";
-    let shape = NormShape::from_dims(OP, x.shape())?;
-    kind.check_dims(OP, x.shape())?;
-    if dy.shape() != x.shape() {
-        return Err(Error::shape(
-            OP,
-            format!("dy of shape {:?}", x.shape()),
-            format!("{:?}", dy.shape()),
-        ));
-    }
-    let plan = NormPlan::new(OP, kind, shape, true)?;
-    check_len(OP, "gamma", &gamma, plan.affine_len)?;
-    check_len(OP, "mean", &mean, plan.stat_groups)?;
-    check_len(OP, "invstd", &invstd, plan.stat_groups)?;
+    let plan = backward_plan(OP, kind, x.shape(), dy.shape(), &gamma, &mean, &invstd)?;
+    let shape = plan.shape;
     if kind == NormKind::Batch {
         // eps does not enter the backward pass: any valid one will do.
         let bn = batch_layer(gamma, 1e-5);

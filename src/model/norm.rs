@@ -408,6 +408,54 @@ impl RunningStatsConfig {
     }
 }
 
+/// The plan of a training forward pass over `x_shape`, after the checks the
+/// twin and the host path share: the shape fits `kind`, `gamma` and `beta`
+/// have one value per affine index, and `eps` is valid.
+pub(crate) fn forward_plan(
+    op: &'static str,
+    kind: NormKind,
+    x_shape: &[usize],
+    gamma: &ndarray::ArrayView1<'_, f64>,
+    beta: &ndarray::ArrayView1<'_, f64>,
+    eps: f64,
+) -> Result<NormPlan> {
+    let shape = NormShape::from_dims(op, x_shape)?;
+    kind.check_dims(op, x_shape)?;
+    let plan = NormPlan::new(op, kind, shape, true)?;
+    check_len(op, "gamma", gamma, plan.affine_len)?;
+    check_len(op, "beta", beta, plan.affine_len)?;
+    check_eps(op, eps)?;
+    Ok(plan)
+}
+
+/// The plan of a backward pass, after the checks the twin and the host path
+/// share: the shape fits `kind`, `dy` is shaped as `x`, `gamma` has one value
+/// per affine index, `mean` and `invstd` one per statistics group.
+pub(crate) fn backward_plan(
+    op: &'static str,
+    kind: NormKind,
+    x_shape: &[usize],
+    dy_shape: &[usize],
+    gamma: &ndarray::ArrayView1<'_, f64>,
+    mean: &ndarray::ArrayView1<'_, f64>,
+    invstd: &ndarray::ArrayView1<'_, f64>,
+) -> Result<NormPlan> {
+    let shape = NormShape::from_dims(op, x_shape)?;
+    kind.check_dims(op, x_shape)?;
+    if dy_shape != x_shape {
+        return Err(Error::shape(
+            op,
+            format!("dy of shape {x_shape:?}"),
+            format!("{dy_shape:?}"),
+        ));
+    }
+    let plan = NormPlan::new(op, kind, shape, true)?;
+    check_len(op, "gamma", gamma, plan.affine_len)?;
+    check_len(op, "mean", mean, plan.stat_groups)?;
+    check_len(op, "invstd", invstd, plan.stat_groups)?;
+    Ok(plan)
+}
+
 /// Checks that `v` has `len` elements (gamma, beta, statistics).
 pub(crate) fn check_len(
     op: &'static str,
