@@ -16,13 +16,15 @@
 // inverse transform (bias = mean). The centring happens as x is loaded into
 // workgroup memory, so X - mu is never materialized.
 //
-// Each workgroup computes a BM x BN block of out (BM = 8 * WY rows, BN = 8 * WX
-// columns), KSTEP columns of x / rows of w at a time through workgroup memory,
-// each thread an 8 x 8 register tile. The tiles are double-buffered where
-// workgroup memory allows: the next step's loads are issued before the current
-// step's FMAs (held in registers with PREFETCH) and land in the other buffer,
-// one barrier per step. Row
-// blocks are walked with a grid stride, so N may exceed 65535 * BM.
+// Each workgroup computes a BM x BN block of out (BM = 4 * TM4 * WY rows,
+// BN = 4 * TN4 * WX columns), KSTEP columns of x / rows of w at a time through
+// workgroup memory, each thread a (4 TM4) x (4 TN4) register tile: 8 x 8 by
+// default, smaller (a tuning option) for adapters with fewer registers per
+// thread, at more workgroup-memory reads per FMA. The tiles are
+// double-buffered where workgroup memory allows: the next step's loads are
+// issued before the current step's FMAs (held in registers with PREFETCH) and
+// land in the other buffer, one barrier per step. Row blocks are walked with
+// a grid stride, so N may exceed 65535 * BM.
 
 struct Params {
     n: u32,        // rows of x and out
@@ -44,9 +46,13 @@ const ACT_RELU: u32 = 32u;
 // Every override is declared before the first global variable: naga 30's
 // override processing panics on one declared after a workgroup array whose
 // size uses overrides.
-// Threads along the output's columns (BN = 8 * WX) and rows (BM = 8 * WY).
+// Threads along the output's columns (BN = 4 * TN4 * WX) and rows (BM = 4 * TM4 * WY).
 override WX: u32 = 16u;
 override WY: u32 = 16u;
+// Each thread's register tile, in groups of 4 rows (TM4) and 4 columns (TN4):
+// 1 or 2 each, so 4 x 4 to 8 x 8 outputs.
+override TM4: u32 = 2u;
+override TN4: u32 = 2u;
 // Columns of x (rows of w) per step through workgroup memory: 8, 16 or 32.
 override KSTEP: u32 = 8u;
 // w is M x K: its tile is loaded like x's (rows of K contiguous values,
@@ -91,8 +97,8 @@ override B_ITERS: u32 = 1u;
 // NBUF buffers of: KSTEP rows x BM values of x transposed (row stride BM/4 + 1
 // vec4s, the pad keeps the transposing stores free of bank conflicts), and
 // KSTEP rows x BN of w.
-var<workgroup> a_tile: array<vec4<f32>, NBUF * KSTEP * (2u * WY + 1u)>;
-var<workgroup> b_tile: array<vec4<f32>, NBUF * KSTEP * (2u * WX + select(0u, 1u, TRANSPOSE_W))>;
+var<workgroup> a_tile: array<vec4<f32>, NBUF * KSTEP * (TM4 * WY + 1u)>;
+var<workgroup> b_tile: array<vec4<f32>, NBUF * KSTEP * (TN4 * WX + select(0u, 1u, TRANSPOSE_W))>;
 
 // w[kr, c .. c + 4], zero past row k or column m.
 fn load_w(kr: u32, c: u32) -> vec4<f32> {
@@ -175,14 +181,23 @@ fn store_out(row: u32, c: u32, v: vec4<f32>) {
     }
 }
 
+// The block's rows and columns.
+fn block_rows() -> u32 {
+    return 4u * TM4 * WY;
+}
+
+fn block_cols() -> u32 {
+    return 4u * TN4 * WX;
+}
+
 fn a_stride() -> u32 {
-    return 2u * WY + 1u;
+    return TM4 * WY + 1u;
 }
 
 // The pad vec4 keeps TRANSPOSE_W's transposing stores free of bank
 // conflicts; the K x M layout's row stores do not need it.
 fn b_stride() -> u32 {
-    return 2u * WX + select(0u, 1u, TRANSPOSE_W);
+    return TN4 * WX + select(0u, 1u, TRANSPOSE_W);
 }
 
 // Whether x's (w's) tile moves a vec4 per load.
@@ -196,18 +211,18 @@ fn b_vec4() -> bool {
 
 // Loads per step of x's and w's tiles (all threads together).
 fn a_count() -> u32 {
-    return select(8u * WY * KSTEP, 2u * WY * KSTEP, a_vec4());
+    return select(block_rows() * KSTEP, block_rows() / 4u * KSTEP, a_vec4());
 }
 
 fn b_count() -> u32 {
-    return select(8u * WX * KSTEP, 2u * WX * KSTEP, b_vec4());
+    return select(block_cols() * KSTEP, block_cols() / 4u * KSTEP, b_vec4());
 }
 
 // Load i (< a_count()) of x's tile for the step at k0: a vec4 of 4
 // consecutive columns of one row (X_VEC4), else one value in .x; centred,
 // and zero past the matrix.
 fn fetch_a(i: u32, row0: u32, k0: u32) -> vec4<f32> {
-    let bm = 8u * WY;
+    let bm = block_rows();
     let centred = (params.flags & CENTER) != 0u;
     var v = vec4<f32>(0.0);
     if TRANSPOSE_X {
@@ -245,7 +260,7 @@ fn fetch_a(i: u32, row0: u32, k0: u32) -> vec4<f32> {
 
 // Stores load i of x's tile (from fetch_a) into buffer buf, transposed.
 fn put_a(buf: u32, i: u32, v: vec4<f32>) {
-    let bm = 8u * WY;
+    let bm = block_rows();
     let st = a_stride();
     let base = buf * KSTEP * st;
     if TRANSPOSE_X {
@@ -279,8 +294,8 @@ fn fetch_b(i: u32, col0: u32, k0: u32) -> vec4<f32> {
         }
         return v;
     }
-    let c4 = i % (2u * WX);
-    return load_w(k0 + i / (2u * WX), col0 + 4u * c4);
+    let c4 = i % (TN4 * WX);
+    return load_w(k0 + i / (TN4 * WX), col0 + 4u * c4);
 }
 
 fn put_b(buf: u32, i: u32, v: vec4<f32>) {
@@ -290,7 +305,7 @@ fn put_b(buf: u32, i: u32, v: vec4<f32>) {
         let c = i / KSTEP;
         b_tile[base + (i % KSTEP) * st + c / 4u][c % 4u] = v.x;
     } else {
-        b_tile[base + (i / (2u * WX)) * st + i % (2u * WX)] = v;
+        b_tile[base + (i / (TN4 * WX)) * st + i % (TN4 * WX)] = v;
     }
 }
 
@@ -371,8 +386,8 @@ fn matmul(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let bm = 8u * WY;
-    let bn = 8u * WX;
+    let bm = block_rows();
+    let bn = block_cols();
     let a_st = a_stride();
     let b_st = b_stride();
     let col0 = wid.x * bn;
@@ -381,8 +396,8 @@ fn matmul(
 
     for (var rb = wid.y; rb < n_row_blocks; rb += nwg.y) {
         let row0 = rb * bm;
-        // acc[2 * r + h]: local row r (0..3: 4 * lid.y + r, 4..7: BM/2 + 4 * lid.y + r - 4),
-        // columns 4 * lid.x .. + 4 (h = 0) and BN/2 + 4 * lid.x .. + 4 (h = 1).
+        // acc[(4 hr + r) TN4 + hc]: see the stores at the end (with the 8 x
+        // 8 tile: acc[2 r' + hc] for local row r' = 4 hr + r).
         var acc: array<vec4<f32>, 16>;
         // Step s reads buffer s % 2 while the next step's tiles go into the
         // other; one barrier per step: the one that ends step s both publishes
@@ -410,27 +425,44 @@ fn matmul(
             }
             let ab = buf * KSTEP * a_st;
             let bb = buf * KSTEP * b_st;
-            for (var k = 0u; k < KSTEP; k++) {
-                let a0 = a_tile[ab + k * a_st + lid.y];
-                let a1 = a_tile[ab + k * a_st + WY + lid.y];
-                let b0 = b_tile[bb + k * b_st + lid.x];
-                let b1 = b_tile[bb + k * b_st + WX + lid.x];
-                acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
-                acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
-                acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
-                acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
-                acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
-                acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
-                acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
-                acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
-                acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]);
-                acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
-                acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]);
-                acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
-                acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]);
-                acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
-                acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
-                acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
+            if TM4 == 2u && TN4 == 2u {
+                // The 8 x 8 tile written out: four 4 x 4 quadrants.
+                for (var k = 0u; k < KSTEP; k++) {
+                    let a0 = a_tile[ab + k * a_st + lid.y];
+                    let a1 = a_tile[ab + k * a_st + WY + lid.y];
+                    let b0 = b_tile[bb + k * b_st + lid.x];
+                    let b1 = b_tile[bb + k * b_st + WX + lid.x];
+                    acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
+                    acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
+                    acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
+                    acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
+                    acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
+                    acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
+                    acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
+                    acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
+                    acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]);
+                    acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
+                    acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]);
+                    acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
+                    acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]);
+                    acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
+                    acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
+                    acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
+                }
+            } else {
+                for (var k = 0u; k < KSTEP; k++) {
+                    for (var hr = 0u; hr < TM4; hr++) {
+                        let a = a_tile[ab + k * a_st + hr * WY + lid.y];
+                        for (var hc = 0u; hc < TN4; hc++) {
+                            let b = b_tile[bb + k * b_st + hc * WX + lid.x];
+                            let t = 4u * hr * TN4 + hc;
+                            acc[t] = fma(vec4<f32>(a.x), b, acc[t]);
+                            acc[t + TN4] = fma(vec4<f32>(a.y), b, acc[t + TN4]);
+                            acc[t + 2u * TN4] = fma(vec4<f32>(a.z), b, acc[t + 2u * TN4]);
+                            acc[t + 3u * TN4] = fma(vec4<f32>(a.w), b, acc[t + 3u * TN4]);
+                        }
+                    }
+                }
             }
             if NBUF == 1u {
                 workgroupBarrier();
@@ -446,25 +478,15 @@ fn matmul(
             buf = other;
         }
 
-        let lo = row0 + 4u * lid.y;
-        let hi = row0 + bm / 2u + 4u * lid.y;
-        let c_left = col0 + 4u * lid.x;
-        let c_right = col0 + bn / 2u + 4u * lid.x;
-        store_out(lo, c_left, acc[0]);
-        store_out(lo, c_right, acc[1]);
-        store_out(lo + 1u, c_left, acc[2]);
-        store_out(lo + 1u, c_right, acc[3]);
-        store_out(lo + 2u, c_left, acc[4]);
-        store_out(lo + 2u, c_right, acc[5]);
-        store_out(lo + 3u, c_left, acc[6]);
-        store_out(lo + 3u, c_right, acc[7]);
-        store_out(hi, c_left, acc[8]);
-        store_out(hi, c_right, acc[9]);
-        store_out(hi + 1u, c_left, acc[10]);
-        store_out(hi + 1u, c_right, acc[11]);
-        store_out(hi + 2u, c_left, acc[12]);
-        store_out(hi + 2u, c_right, acc[13]);
-        store_out(hi + 3u, c_left, acc[14]);
-        store_out(hi + 3u, c_right, acc[15]);
+        // acc[(4 hr + r) TN4 + hc]: row row0 + hr BM/TM4 + 4 lid.y + r, columns
+        // col0 + hc BN/TN4 + 4 lid.x .. + 4.
+        for (var hr = 0u; hr < TM4; hr++) {
+            for (var r = 0u; r < 4u; r++) {
+                let row = row0 + hr * (bm / TM4) + 4u * lid.y + r;
+                for (var hc = 0u; hc < TN4; hc++) {
+                    store_out(row, col0 + hc * (bn / TN4) + 4u * lid.x, acc[(4u * hr + r) * TN4 + hc]);
+                }
+            }
+        }
     }
 }

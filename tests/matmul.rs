@@ -230,6 +230,59 @@ fn every_thread_layout() {
 }
 
 #[test]
+fn every_register_tile() {
+    // Each register tile (4 or 8 rows by 4 or 8 columns per thread: the
+    // generic loop, and the written-out 8 x 8), with thread layouts that take
+    // registers + two buffers, straight loads, and one row or column of
+    // threads; blocks cut by N and M, K over several steps with a partial
+    // last one, every load path (vec4 and scalar x and w, both transposes).
+    for tile in [(4, 4), (4, 8), (8, 4), (8, 8)] {
+        for (wx, wy, k_step) in [(16, 8, 8), (1, 32, 8), (8, 1, 16), (4, 16, 32)] {
+            let config = MatmulConfig {
+                threads: Some((wx, wy)),
+                k_step: Some(k_step),
+                tile: Some(tile),
+                ..Default::default()
+            };
+            for &(n, k, m, flags) in &[
+                (1usize, 1usize, 1usize, 7u32),
+                (70, 37, 40, 7),
+                (33, 20, 37, 1 + 16),
+                (70, 21, 36, 8 + 3),
+                (45, 19, 36, 64 + 5),
+                (130, 64, 9, 2 + 32),
+            ] {
+                let err = check(n, k, m, flags, config, (n * 31 + k * 7 + m) as u64 + flags as u64);
+                assert!(
+                    err <= 1e-5,
+                    "tile {tile:?}, {wx}x{wy}/{k_step}, flags {flags}: {n}x{k} @ {k}x{m}: rel error {err:e}"
+                );
+            }
+        }
+    }
+    // Other sides are refused.
+    let g = gpu();
+    let xg = GpuMatrix::upload(g, normal(5, 4, 0.0, 1.0, 3).view()).unwrap();
+    let wg = GpuMatrix::upload(g, normal(4, 3, 0.0, 1.0, 4).view()).unwrap();
+    for tile in [(2, 4), (4, 16), (0, 8), (8, 3)] {
+        let opts = MatmulOptions {
+            tuning: Some(MatmulConfig {
+                tile: Some(tile),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(
+            matches!(
+                ops::matmul(g, &xg, &wg, &opts),
+                Err(Error::InvalidArgument { .. })
+            ),
+            "tile {tile:?}"
+        );
+    }
+}
+
+#[test]
 fn every_buffering_mode_over_any_number_of_steps() {
     // The tile loads' four modes, as chosen on a device with 32 KiB of
     // workgroup memory (lavapipe): registers + two buffers (16 x 8 / 8),
@@ -253,6 +306,7 @@ fn every_buffering_mode_over_any_number_of_steps() {
             k_step: Some(k_step),
             single_buffer,
             no_prefetch,
+            tile: None,
         };
         for k in [
             k_step as usize,

@@ -90,18 +90,25 @@ pub struct MatmulConfig {
     /// Load each step's tiles straight into workgroup memory, never through
     /// registers ahead of the FMAs (the same measurement).
     pub no_prefetch: bool,
+    /// `(rows, cols)` of each thread's register tile: 4 or 8 each (default
+    /// 8 x 8). A smaller tile needs fewer registers per thread (for adapters
+    /// with small register files) at the cost of more workgroup-memory reads
+    /// per FMA; on lavapipe 8 x 8 measured fastest (4.3 GFLOP/s against 1.8
+    /// for 4 x 4 at 8192 x 256 @ 256 x 256, 8 x 8 threads).
+    pub tile: Option<(u32, u32)>,
 }
 
 impl MatmulConfig {
-    fn threads(&self, m: usize) -> (u32, u32) {
+    fn threads(&self, m: usize, tile_cols: u32) -> (u32, u32) {
         if let Some(t) = self.threads {
             return t;
         }
-        // The narrowest column block that covers M (up to 128), so a thin
-        // output reads x once and wastes little; 128 threads for the widest
-        // (16 x 8 beat 16 x 16 by 10% on an H100 at M = 256), else up to 32
-        // rows of threads (4 x 32 was the best measured at M = 32).
-        let wx = (m.div_ceil(8).next_power_of_two() as u32).clamp(1, 16);
+        // The narrowest column block that covers M (up to 16 threads across),
+        // so a thin output reads x once and wastes little; 128 threads for
+        // the widest (16 x 8 beat 16 x 16 by 10% on an H100 at M = 256 with
+        // 8 x 8 tiles), else up to 32 rows of threads (4 x 32 was the best
+        // measured at M = 32).
+        let wx = (m.div_ceil(tile_cols as usize).next_power_of_two() as u32).clamp(1, 16);
         let wy = if wx == 16 { 8 } else { (256 / wx).min(32) };
         (wx, wy)
     }
@@ -121,16 +128,13 @@ impl Prefetch {
     /// and w's tiles, a vec4 or a scalar per load.
     const SLOTS: u32 = 4;
 
-    fn new(wx: u32, wy: u32, k_step: u32, x_vec4: bool, transpose_w: bool) -> Prefetch {
+    /// `bm x bn`: the workgroup's block of the output.
+    fn new(wx: u32, wy: u32, (bm, bn): (u32, u32), k_step: u32, x_vec4: bool, transpose_w: bool) -> Prefetch {
         let threads = wx * wy;
         // Loads per step of all threads: a vec4 of 4 columns of x (of w's
         // K x M layout) each, else one value.
-        let a_loads = if x_vec4 { 2 * wy * k_step } else { 8 * wy * k_step };
-        let b_loads = if transpose_w {
-            8 * wx * k_step
-        } else {
-            2 * wx * k_step
-        };
+        let a_loads = if x_vec4 { bm / 4 * k_step } else { bm * k_step };
+        let b_loads = if transpose_w { bn * k_step } else { bn / 4 * k_step };
         let a_iters = a_loads.div_ceil(threads);
         let b_iters = b_loads.div_ceil(threads);
         let fits = |iters: u32, vec4: bool| iters <= if vec4 { Self::SLOTS } else { 4 * Self::SLOTS };
@@ -220,7 +224,14 @@ pub fn encode_matmul_into(
     }
 
     let config = opts.tuning.unwrap_or_default();
-    let (wx, wy) = config.threads(m);
+    let (tile_rows, tile_cols) = config.tile.unwrap_or((8, 8));
+    if ![4, 8].contains(&tile_rows) || ![4, 8].contains(&tile_cols) {
+        return Err(Error::invalid(
+            OP,
+            format!("register tile {tile_rows} x {tile_cols}: each side must be 4 or 8"),
+        ));
+    }
+    let (wx, wy) = config.threads(m, tile_cols);
     let limits = gpu.limits();
     if !(wx.is_power_of_two()
         && wy.is_power_of_two()
@@ -244,7 +255,8 @@ pub fn encode_matmul_into(
     // One buffer of a_tile + b_tile in the shader, in bytes: two where they
     // fit (double-buffered), else one.
     let b_pad = u32::from(opts.transpose_w);
-    let shared = 16 * k_step as u64 * ((2 * wy + 1) + (2 * wx + b_pad)) as u64;
+    let (tm4, tn4) = (tile_rows / 4, tile_cols / 4);
+    let shared = 16 * k_step as u64 * ((tm4 * wy + 1) + (tn4 * wx + b_pad)) as u64;
     let room = limits.max_compute_workgroup_storage_size as u64;
     if shared > room {
         return Err(Error::ExceedsLimit {
@@ -259,13 +271,16 @@ pub fn encode_matmul_into(
     } else {
         1
     };
-    let (bm, bn) = (8 * wy as usize, 8 * wx as usize);
-    let col_groups = m.div_ceil(bn);
+    let (bm, bn) = (tile_rows * wy, tile_cols * wx);
+    let col_groups = m.div_ceil(bn as usize);
     let x_vec4 = k.is_multiple_of(4) && !opts.transpose_x;
-    let prefetch = Prefetch::new(wx, wy, k_step, x_vec4, opts.transpose_w);
+    let prefetch = Prefetch::new(wx, wy, (bm, bn), k_step, x_vec4, opts.transpose_w);
+    let bm = bm as usize;
     let constants = [
         ("WX", wx as f64),
         ("WY", wy as f64),
+        ("TM4", tm4 as f64),
+        ("TN4", tn4 as f64),
         ("KSTEP", k_step as f64),
         ("TRANSPOSE_W", if opts.transpose_w { 1.0 } else { 0.0 }),
         ("TRANSPOSE_X", if opts.transpose_x { 1.0 } else { 0.0 }),
@@ -367,21 +382,25 @@ mod tests {
     fn prefetch_holds_at_most_the_shaders_registers() {
         // The default layout for a wide output: one vec4 of x and two of w
         // (or 8 scalars of a transposed w) per thread per step.
-        let p = Prefetch::new(16, 8, 8, true, false);
+        let p = Prefetch::new(16, 8, (64, 128), 8, true, false);
         assert_eq!((p.on, p.a_iters, p.b_iters), (true, 1, 2));
-        let p = Prefetch::new(16, 8, 8, false, true);
+        let p = Prefetch::new(16, 8, (64, 128), 8, false, true);
         assert_eq!((p.on, p.a_iters, p.b_iters), (true, 4, 8));
         // One column of threads loads 16 vec4s of x per step: too many.
-        assert!(!Prefetch::new(1, 32, 8, true, false).on);
+        assert!(!Prefetch::new(1, 32, (256, 8), 8, true, false).on);
         // 16 x 4 / 32: 16 vec4s of w per thread.
-        assert!(!Prefetch::new(16, 4, 32, true, false).on);
-        assert!(Prefetch::new(16, 16, 16, true, false).on);
+        assert!(!Prefetch::new(16, 4, (32, 128), 32, true, false).on);
+        assert!(Prefetch::new(16, 16, (128, 128), 16, true, false).on);
         // At the bound: 16 scalars of x (4 x 8 threads / 8), 4 vec4s.
-        let p = Prefetch::new(4, 8, 8, false, false);
+        let p = Prefetch::new(4, 8, (64, 32), 8, false, false);
         assert_eq!((p.on, p.a_iters), (true, 16));
-        assert!(!Prefetch::new(2, 8, 8, false, false).on);
-        let p = Prefetch::new(4, 8, 8, true, false);
+        assert!(!Prefetch::new(2, 8, (64, 16), 8, false, false).on);
+        let p = Prefetch::new(4, 8, (64, 32), 8, true, false);
         assert_eq!((p.on, p.a_iters), (true, 4));
-        assert!(!Prefetch::new(4, 8, 16, true, false).on);
+        assert!(!Prefetch::new(4, 8, (64, 32), 16, true, false).on);
+        // 4 x 4 register tiles: 16 x 16 threads load a 64 x 8 tile of x as
+        // 128 vec4s (one each for half the threads).
+        let p = Prefetch::new(16, 16, (64, 64), 8, true, false);
+        assert_eq!((p.on, p.a_iters, p.b_iters), (true, 1, 1));
     }
 }

@@ -341,15 +341,21 @@ pub fn run(mut a: BenchArgs) -> gpuprep::Result<()> {
         work: Work::Flops(flops),
     });
     let u = GpuMatrix::upload(&gpu, model.components.mapv(|v| v as f32).view())?;
-    for (op, single, direct) in [
-        ("product (X - mu) @ U", false, false),
-        ("product, 1 buf, direct", true, true),
+    // The default (the adapter's register tile), the old tile handling, and
+    // each register tile on this adapter.
+    for (op, single, direct, tile) in [
+        ("product (X - mu) @ U", false, false, None),
+        ("product, 1 buf, direct", true, true, None),
+        ("product, 8x8 tiles", false, false, Some((8, 8))),
+        ("product, 8x4 tiles", false, false, Some((8, 4))),
+        ("product, 4x4 tiles", false, false, Some((4, 4))),
     ] {
         let opts = ops::MatmulOptions {
             center: Some(&stats.buffer),
             tuning: Some(ops::MatmulConfig {
                 single_buffer: single,
                 no_prefetch: direct,
+                tile,
                 ..Default::default()
             }),
             ..Default::default()
