@@ -32,7 +32,10 @@
 // write their columns' sums to `colsums[s]`. Splitting N into slices gives the
 // device enough workgroups when D (and so the number of tiles) is small. A
 // matrix split into pieces (row ranges bound one at a time) runs pass 1 once
-// per piece, its slices numbered from slice_base.
+// per piece, its slices numbered from slice_base. A stream of chunks
+// (`CovarianceStream`) runs pass 1 once per chunk with `accumulate`, all chunks
+// adding into the same slices, about the first chunk's shift and scales; pass 2
+// runs once at the end.
 // Pass 2, `covariance_finalize`: sums the slices (compensated), removes
 // s s^T / N, scales by 1 / (N - ddof), writes the tile's entries on and above
 // the diagonal and their mirrors. (In a diagonal tile pass 1 skips the quarter
@@ -49,7 +52,7 @@ struct Params {
     inv_n: f32,          // 1 / N
     slice_base: u32,     // this piece's first slice (pass 1)
     raw: u32,            // 1: write the scaled covariance (the caller unscales)
-    _pad1: u32,
+    accumulate: u32,     // 1: pass 1 adds into partials, colsums and colmax (a stream's chunks)
     _pad2: u32,
 }
 
@@ -110,6 +113,13 @@ fn covariance_scales(@builtin(global_invocation_id) gid: vec3<u32>) {
     let big = max(m, max(lo, hi));
     if big >= INF_BITS {
         scales[c] = 0.0;
+        return;
+    }
+    // A column of zeros has scale 1: its covariance is 0 at any scale, and
+    // where these statistics stand for more rows than they saw (a prefix, a
+    // stream's first chunk) later values of ordinary size stay in range.
+    if big == 0u {
+        scales[c] = 1.0;
         return;
     }
     // The largest magnitude's exponent; each scaled value is then below 2.
@@ -331,6 +341,9 @@ fn covariance_partial(
             for (var r = 0u; r < kstride; r++) {
                 t += a_tile[r * t4 + c4];
             }
+            if params.accumulate != 0u {
+                t += colsums[at];
+            }
             colsums[at] = t;
         }
         workgroupBarrier();
@@ -340,6 +353,9 @@ fn covariance_partial(
             var t = vec4<f32>(0.0);
             for (var r = 0u; r < kstride; r++) {
                 t = max(t, a_tile[r * t4 + c4]);
+            }
+            if params.accumulate != 0u {
+                t = max(t, colmax[at]);
             }
             colmax[at] = t;
         }
@@ -362,8 +378,15 @@ fn unscaled_bits(v: f32, p: i32) -> u32 {
 
 fn store_partial(base: u32, local_row: u32, tx: u32, left: vec4<f32>, right: vec4<f32>) {
     let t4 = 2u * WG;
-    partials[base + local_row * t4 + tx] = left;
-    partials[base + local_row * t4 + WG + tx] = right;
+    let l = base + local_row * t4 + tx;
+    let r = l + WG;
+    if params.accumulate != 0u {
+        partials[l] += left;
+        partials[r] += right;
+    } else {
+        partials[l] = left;
+        partials[r] = right;
+    }
 }
 
 // Finalize: each workgroup reduces FIN_OUT vec4s of the tiles, FIN_LANES

@@ -65,7 +65,10 @@ impl PipelineState {
 
     /// Accumulates the rows of `x` on the GPU: column statistics and (with a
     /// PCA step) the covariance in one submit, read back once (`5 x D` and
-    /// `D x D` values) and merged in f64. `shift`, when given, is what the
+    /// `D x D` values) and merged in f64. For many chunks of wide data, an
+    /// [`ops::CovarianceStream`] beside the statistics reads the `D x D`
+    /// values back once instead of once per chunk ([`accumulate_dataset`]
+    /// uses one). `shift`, when given, is what the
     /// host subtracted from each column before the data became f32 (it is
     /// added back to the means, minima and maxima). The same as
     /// [`PipelineState::submit_fit_gpu`] then [`PipelineState::finish_fit_gpu`].
@@ -96,6 +99,22 @@ impl PipelineState {
         x: &GpuMatrix,
         shift: Option<ArrayView1<f64>>,
     ) -> Result<PendingFit> {
+        let cov = if self.comoments.is_some() {
+            ChunkCov::PerChunk
+        } else {
+            ChunkCov::Skip
+        };
+        self.submit_chunk_gpu(gpu, x, shift, cov)
+    }
+
+    /// [`PipelineState::submit_fit_gpu`], the chunk's covariance per `cov`.
+    fn submit_chunk_gpu(
+        &self,
+        gpu: &Gpu,
+        x: &GpuMatrix,
+        shift: Option<ArrayView1<f64>>,
+        mut cov: ChunkCov,
+    ) -> Result<PendingFit> {
         let d = self.dim();
         check_cols(OP, d, x.cols())?;
         if let Some(s) = shift {
@@ -103,10 +122,15 @@ impl PipelineState {
         }
         let n = x.rows();
         let shift = shift.map(|s| s.to_owned());
+        let with_cov = matches!(cov, ChunkCov::PerChunk);
         if n == 0 {
-            return Ok(PendingFit { both: None, n, shift });
+            return Ok(PendingFit {
+                both: None,
+                n,
+                shift,
+                with_cov,
+            });
         }
-        let with_cov = self.comoments.is_some();
         let mut stats = ColumnStats::uninit(gpu, d)?;
         // Rows: the 5 statistics; with a PCA step also the covariance's
         // per-column power-of-two scales and the scaled covariance (unscaled
@@ -121,6 +145,9 @@ impl PipelineState {
                 0,
                 (5 * d * 4) as u64,
             );
+            if let ChunkCov::Stream(s) = &mut cov {
+                s.encode_push(gpu, e, x, &stats.buffer)?;
+            }
             if with_cov {
                 let cov = GpuMatrix::uninit(gpu, d, d)?;
                 let scales = ops::covariance::encode_covariance_scaled_into(
@@ -154,6 +181,7 @@ impl PipelineState {
             both: Some(both),
             n,
             shift,
+            with_cov,
         })
     }
 
@@ -183,7 +211,7 @@ impl PipelineState {
             mean: mean.clone(),
         };
         self.moments.merge(&m)?;
-        if let Some(c) = &mut self.comoments {
+        if let (true, Some(c)) = (pending.with_cov, &mut self.comoments) {
             let chunk = CoMoments {
                 count: n as u64,
                 mean,
@@ -206,6 +234,18 @@ pub struct PendingFit {
     both: Option<GpuMatrix>,
     n: usize,
     shift: Option<Array1<f64>>,
+    /// The chunk's covariance was computed and read back with it.
+    with_cov: bool,
+}
+
+/// What a chunk's GPU fit does for the covariance.
+enum ChunkCov<'a> {
+    /// Nothing (no PCA step, or a second pass that only wants it).
+    Skip,
+    /// Computes and reads back the chunk's own, merged on the host.
+    PerChunk,
+    /// Adds the chunk's products into a stream on the device.
+    Stream(&'a mut ops::CovarianceStream),
 }
 
 /// Two device matrices reused in turn by a streamed GPU pass, for its inputs
@@ -717,7 +757,12 @@ fn shifted_f32(x: ArrayView2<f64>, shift: &Array1<f64>) -> Result<Array2<f32>> {
     Ok(y)
 }
 
-/// Accumulates a data set into `state`, chunk by chunk, on `device`.
+/// Accumulates a data set into `state`, chunk by chunk, on `device`. On a
+/// GPU with a PCA step the co-moments accumulate on the device
+/// ([`ops::CovarianceStream`]) and are read back once; where the first
+/// chunk's statistics do not serve as the stream's shift and scales, a second
+/// pass over the data set merges each chunk's co-moments on the host instead
+/// (and reports its progress again).
 ///
 /// # Errors
 /// The readers', the ops' and the state's errors.
@@ -729,40 +774,101 @@ pub fn accumulate_dataset(
     progress: Progress,
 ) -> Result<()> {
     check_cols(OP, state.dim(), ds.cols())?;
-    let total = ds.rows();
     match (device, ds.dtype()) {
         (Device::Cpu, Dtype::F32) => accumulate_host::<f32>(state, ds, chunk_rows, progress),
         (Device::Cpu, Dtype::F64) => accumulate_host::<f64>(state, ds, chunk_rows, progress),
-        (Device::Gpu(gpu), dtype) => {
-            // Chunk k + 1 is submitted before chunk k is read back.
-            let mut inputs = Inputs::new();
-            let mut pending: Option<(PendingFit, usize)> = None;
-            let mut step =
-                |state: &mut PipelineState, at: usize, x: ArrayView2<f32>, shift: Option<ArrayView1<f64>>| {
-                    let xg = inputs.upload(gpu, x)?;
-                    let next = state.submit_fit_gpu(gpu, &xg, shift)?;
-                    if let Some((p, done)) = pending.replace((next, at + x.nrows())) {
-                        state.finish_fit_gpu(gpu, p)?;
-                        progress(done, total);
+        (Device::Gpu(gpu), _) => {
+            let shift = match ds.dtype() {
+                Dtype::F32 => None,
+                Dtype::F64 => Some(ds.first_row()?.unwrap_or_else(|| Array1::zeros(ds.cols()))),
+            };
+            if state.comoments.is_none() {
+                return accumulate_gpu(state, ds, gpu, chunk_rows, shift.as_ref(), None, progress);
+            }
+            // The co-moments accumulate on the device and are read back once;
+            // where the first chunk's shift and scales misled, a second pass
+            // takes them chunk by chunk, merged on the host.
+            let mut stream = ops::CovarianceStream::new(gpu, state.dim())?;
+            accumulate_gpu(
+                state,
+                ds,
+                gpu,
+                chunk_rows,
+                shift.as_ref(),
+                Some(&mut stream),
+                progress,
+            )?;
+            if stream.rows() == 0 {
+                return Ok(());
+            }
+            let chunk = match stream.finish(gpu)? {
+                Some(s) => CoMoments {
+                    count: s.count,
+                    mean: match &shift {
+                        Some(sh) => s.mean + sh,
+                        None => s.mean,
+                    },
+                    comoment: s.comoment,
+                },
+                None => {
+                    let mut again = PipelineState::try_new(state.dim(), true)?;
+                    accumulate_gpu(&mut again, ds, gpu, chunk_rows, shift.as_ref(), None, progress)?;
+                    match again.comoments {
+                        Some(c) => c,
+                        None => return Err(Error::invalid(OP, "the second pass kept no co-moments")),
                     }
-                    Ok::<(), Error>(())
-                };
-            match dtype {
-                Dtype::F32 => ds.for_each_chunk::<f32>(chunk_rows, |at, c| step(state, at, c, None))?,
-                Dtype::F64 => {
-                    let shift = ds.first_row()?.unwrap_or_else(|| Array1::zeros(ds.cols()));
-                    ds.for_each_chunk::<f64>(chunk_rows, |at, c| {
-                        step(state, at, shifted_f32(c, &shift)?.view(), Some(shift.view()))
-                    })?
                 }
+            };
+            match &mut state.comoments {
+                Some(c) => c.merge(&chunk),
+                None => Ok(()),
             }
-            if let Some((p, done)) = pending {
-                state.finish_fit_gpu(gpu, p)?;
-                progress(done, total);
-            }
-            Ok(())
         }
     }
+}
+
+/// The GPU arm of [`accumulate_dataset`]: chunk `k + 1` is submitted before
+/// chunk `k` is read back; each chunk's statistics are merged on the host,
+/// and its co-moments (with a PCA step) go into `stream` when given, else
+/// are read back and merged per chunk.
+fn accumulate_gpu(
+    state: &mut PipelineState,
+    ds: &mut Dataset,
+    gpu: &Gpu,
+    chunk_rows: usize,
+    shift: Option<&Array1<f64>>,
+    mut stream: Option<&mut ops::CovarianceStream>,
+    progress: Progress,
+) -> Result<()> {
+    let total = ds.rows();
+    let mut inputs = Inputs::new();
+    let mut pending: Option<(PendingFit, usize)> = None;
+    let per_chunk = state.comoments.is_some() && stream.is_none();
+    let mut step = |state: &mut PipelineState, at: usize, x: ArrayView2<f32>| {
+        let xg = inputs.upload(gpu, x)?;
+        let cov = match stream.as_deref_mut() {
+            Some(s) => ChunkCov::Stream(s),
+            None if per_chunk => ChunkCov::PerChunk,
+            None => ChunkCov::Skip,
+        };
+        let next = state.submit_chunk_gpu(gpu, &xg, shift.map(|s| s.view()), cov)?;
+        if let Some((p, done)) = pending.replace((next, at + x.nrows())) {
+            state.finish_fit_gpu(gpu, p)?;
+            progress(done, total);
+        }
+        Ok::<(), Error>(())
+    };
+    match shift {
+        None => ds.for_each_chunk::<f32>(chunk_rows, |at, c| step(state, at, c))?,
+        Some(sh) => {
+            ds.for_each_chunk::<f64>(chunk_rows, |at, c| step(state, at, shifted_f32(c, sh)?.view()))?
+        }
+    }
+    if let Some((p, done)) = pending {
+        state.finish_fit_gpu(gpu, p)?;
+        progress(done, total);
+    }
+    Ok(())
 }
 
 /// [`accumulate_dataset`] on the host: the column moments merged per chunk,

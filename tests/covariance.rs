@@ -354,3 +354,153 @@ fn a_non_finite_column_gives_nan_in_its_row_and_column() {
         assert!(got[[0, 2]].is_finite());
     }
 }
+
+/// Pushes the row ranges `cuts` of `x` into a device stream, each chunk with
+/// its own statistics recorded before it, one submit per chunk.
+fn stream_chunks(g: &gpuprep::Gpu, x: &Array2<f32>, cuts: &[usize]) -> Option<ops::StreamedComoments> {
+    let mut s = ops::CovarianceStream::new(g, x.ncols()).unwrap();
+    let mut at = 0;
+    for &len in cuts {
+        let chunk = x.slice(ndarray::s![at..at + len, ..]);
+        at += len;
+        let xg = GpuMatrix::upload(g, chunk).unwrap();
+        let mut enc = g.encoder("test");
+        // (An empty chunk has no statistics; the push does nothing with them.)
+        let stats = if len == 0 {
+            gpuprep::ColumnStats::uninit(g, x.ncols()).unwrap()
+        } else {
+            common::record_stats(g, &mut enc, &xg, 0).unwrap()
+        };
+        s.encode_push(g, &mut enc, &xg, &stats.buffer).unwrap();
+        g.submit("test", enc).unwrap();
+    }
+    assert_eq!(at, x.nrows(), "the cuts cover x");
+    assert_eq!(s.rows(), at as u64);
+    s.finish(g).unwrap()
+}
+
+#[test]
+fn a_device_stream_equals_the_twin_for_any_chunking() {
+    // Offset 1e4, unit spread: chunks of one size, of awkward sizes with
+    // single rows and an empty chunk, and the whole matrix at once; D = 1,
+    // 5, 37 and 130 (two blocks of tiles, not a multiple of 4). A context
+    // whose pieces hold 100 rows at D = 37 also splits chunks into pieces.
+    let small_pieces = gpuprep::Gpu::new().unwrap().with_max_piece_bytes(100 * 37 * 4);
+    for (d, g) in [
+        (1, gpu()),
+        (5, gpu()),
+        (37, gpu()),
+        (37, &small_pieces),
+        (130, gpu()),
+    ] {
+        let n = 1201;
+        let x = normal(n, d, 1.0e4, 1.0, 40 + d as u64);
+        let x64 = x.mapv(f64::from);
+        let want = cpu::covariance(x64.view(), 0).unwrap();
+        let want_mean = x64.mean_axis(ndarray::Axis(0)).unwrap();
+        for cuts in [vec![n], vec![300, 300, 300, 301], vec![600, 1, 0, 1, 333, 266]] {
+            let got = stream_chunks(g, &x, &cuts)
+                .unwrap_or_else(|| panic!("D = {d}, cuts {cuts:?}: the first chunk should serve"));
+            assert_eq!(got.count, n as u64);
+            let cov = got.comoment.mapv(|v| v / n as f64);
+            let e = frobenius_rel_error(cov.view(), want.view());
+            assert!(e <= 1e-5, "D = {d}, cuts {cuts:?}: covariance rel error {e:e}");
+            for j in 0..d {
+                let e = (got.mean[j] - want_mean[j]).abs();
+                assert!(e <= 1e-6 * 1.0e4, "D = {d}, column {j}: mean off by {e:e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_stream_says_when_its_first_chunk_misled() {
+    let g = gpu();
+    // Nothing pushed.
+    assert!(ops::CovarianceStream::new(g, 3)
+        .unwrap()
+        .finish(g)
+        .unwrap()
+        .is_none());
+    // Drift: the first chunk about 0, the rest about 100 (the shift is 50
+    // standard deviations from the mean of all rows).
+    let mut x = normal(400, 3, 0.0, 1.0, 5);
+    x.slice_mut(ndarray::s![100.., ..]).mapv_inplace(|v| v + 100.0);
+    assert!(stream_chunks(g, &x, &[100, 300]).is_none());
+    // The same rows swapped so that the first chunk's shift is near enough.
+    let mut y = x.clone();
+    for i in 0..100 {
+        let j = 100 + 3 * i;
+        for c in 0..3 {
+            let t = y[[i, c]];
+            y[[i, c]] = y[[j, c]];
+            y[[j, c]] = t;
+        }
+    }
+    // (The first 100 rows are now all about 100 and a quarter of all rows
+    // about 0: the shift is 25 from the mean of 75, within its standard
+    // deviation of 43.)
+    let got = stream_chunks(g, &y, &[100, 300]).expect("a representative first chunk serves");
+    let want = cpu::covariance(y.mapv(f64::from).view(), 0).unwrap();
+    let e = frobenius_rel_error(got.comoment.mapv(|v| v / 400.0).view(), want.view());
+    assert!(e <= 1e-5, "shuffled: {e:e}");
+    // A later chunk 1e30 times larger: past the first chunk's scales.
+    let mut z = normal(200, 2, 0.0, 1.0, 6);
+    z.slice_mut(ndarray::s![100.., ..]).mapv_inplace(|v| v * 1.0e30);
+    assert!(stream_chunks(g, &z, &[100, 100]).is_none());
+    // ... also when a chunk after it is small again (the range is the
+    // largest of all chunks).
+    let mut z = normal(300, 2, 0.0, 1.0, 6);
+    z.slice_mut(ndarray::s![100..200, ..])
+        .mapv_inplace(|v| v * 1.0e30);
+    assert!(stream_chunks(g, &z, &[100, 100, 100]).is_none());
+    // A column of zeros in the first chunk and sparse values later (a
+    // rarely lit pixel): scale 1 serves. Values of 1e-30 later do not.
+    let mut v = normal(300, 2, 0.0, 1.0, 8);
+    for i in 0..300 {
+        v[[i, 1]] = if i >= 100 && i % 13 == 0 { 0.5 } else { 0.0 };
+    }
+    let got = stream_chunks(g, &v, &[100, 200]).expect("a zero column in the first chunk serves");
+    let want = cpu::covariance(v.mapv(f64::from).view(), 0).unwrap();
+    let e = frobenius_rel_error(got.comoment.mapv(|c| c / 300.0).view(), want.view());
+    assert!(e <= 1e-5, "zero first chunk: {e:e}");
+    for i in 100..300 {
+        v[[i, 1]] = 1e-30 * (1 + i % 5) as f32;
+    }
+    assert!(stream_chunks(g, &v, &[100, 200]).is_none());
+    // A NaN.
+    let mut w = normal(50, 2, 0.0, 1.0, 7);
+    w[[30, 1]] = f32::NAN;
+    assert!(stream_chunks(g, &w, &[20, 30]).is_none());
+}
+
+#[test]
+fn a_stream_refuses_bad_shapes() {
+    let g = gpu();
+    assert!(matches!(
+        ops::CovarianceStream::new(g, 0),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let mut s = ops::CovarianceStream::new(g, 4).unwrap();
+    let x = GpuMatrix::upload(g, normal(10, 4, 0.0, 1.0, 8).view()).unwrap();
+    let wide = GpuMatrix::upload(g, normal(10, 5, 0.0, 1.0, 9).view()).unwrap();
+    let mut enc = g.encoder("test");
+    let stats = common::record_stats(g, &mut enc, &x, 0).unwrap();
+    let wide_stats = common::record_stats(g, &mut enc, &wide, 0).unwrap();
+    assert!(matches!(
+        s.encode_push(g, &mut enc, &wide, &wide_stats.buffer),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        s.encode_push(g, &mut enc, &x, &wide_stats.buffer),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let one_row = x.row_range(0..1).unwrap();
+    assert!(matches!(
+        s.encode_push(g, &mut enc, &x, &one_row),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    s.encode_push(g, &mut enc, &x, &stats.buffer).unwrap();
+    g.submit("test", enc).unwrap();
+    assert_eq!(s.rows(), 10);
+}

@@ -952,6 +952,16 @@ fn gpu_fit_reads_x_once_where_a_prefix_represents_the_data() {
             "{n}x{d}: two passes"
         );
     }
+    // A column of zeros in the prefix, sparse values after it (a pixel that
+    // is rarely lit): the zero column's scale is 1, so one pass serves.
+    let mut x = correlated(n0 + 50, 4, 0.0, 65);
+    for i in 0..x.nrows() {
+        x[[i, 1]] = if i >= 4096 && i % 97 == 0 { 0.5 } else { 0.0 };
+    }
+    assert!(
+        check_gpu(&x.mapv(|v| v as f32), &opts(NComponents::All, Whitening::None)),
+        "a zero column in the prefix: two passes"
+    );
     // Fewer rows: two passes.
     let x = correlated(n0 - 1, 3, 1.0, 64).mapv(|v| v as f32);
     assert!(!check_gpu(&x, &opts(NComponents::All, Whitening::None)));
@@ -969,6 +979,17 @@ fn gpu_fit_takes_two_passes_where_the_prefix_misleads() {
     // A value 1e15 times the prefix's, past the prefix's scales' range.
     let mut x = correlated(n, 4, 0.0, 71);
     x[[n - 7, 2]] = 1e15;
+    assert!(!check_gpu(&x.mapv(|v| v as f32), &all));
+    // A column of zeros in the prefix and values of 1e-30 after it: their
+    // products would fall below f32's normal range at the prefix's scale.
+    let mut x = correlated(n, 4, 0.0, 73);
+    for i in 0..n {
+        x[[i, 3]] = if i >= 4096 {
+            1e-30 * (1.0 + (i % 7) as f64)
+        } else {
+            0.0
+        };
+    }
     assert!(!check_gpu(&x.mapv(|v| v as f32), &all));
     // A NaN after the prefix: refused, as on two passes.
     let mut x = correlated(n, 4, 0.0, 72).mapv(|v| v as f32);

@@ -812,3 +812,57 @@ fn a_streamed_gpu_transform_stops_with_its_writers_error_and_names_an_overflow()
         "{err}"
     );
 }
+
+#[test]
+fn a_streamed_gpu_fit_takes_a_second_pass_only_where_the_first_chunk_misleads() {
+    // The co-moments accumulate on the device about the first chunk's
+    // statistics. Stationary data (f32, and f64 about 1e6 with its host
+    // shift): one pass. Drifting data (the first 250 rows about 0, the rest
+    // about 100): the first chunk misleads, and a second pass merges each
+    // chunk's co-moments on the host. Progress reaching the total once or
+    // twice tells which.
+    let mut drift = data(1000, 6, 12);
+    drift.slice_mut(s![250.., ..]).mapv_inplace(|v| v + 100.0);
+    let f64_data = normal(1000, 5, 0.0, 0.1, 13).mapv(|v| 1.0e6 + f64::from(v));
+    for (x, dtype, passes) in [
+        (data(1000, 6, 12), Dtype::F32, 1),
+        (f64_data.clone(), Dtype::F64, 1),
+        (drift.clone(), Dtype::F32, 2),
+        (drift.clone(), Dtype::F64, 2),
+    ] {
+        let d = x.ncols();
+        // The twin of what the GPU sees: f32 data as f32, f64 data as is.
+        let seen = if dtype == Dtype::F32 {
+            x.mapv(|v| f64::from(v as f32))
+        } else {
+            x.clone()
+        };
+        let want = cpu::covariance(seen.view(), 0).unwrap();
+        let mut state = PipelineState::new(d, true);
+        let mut ds = Dataset::from_array(Path::new("x"), x.clone(), dtype);
+        let mut done = 0;
+        accumulate_dataset(&mut state, &mut ds, Device::Gpu(gpu()), 250, &mut |r, t| {
+            if r == t {
+                done += 1;
+            }
+        })
+        .unwrap();
+        assert_eq!(done, passes, "{dtype:?}, {passes} pass(es) expected");
+        let c = state.comoments.as_ref().unwrap();
+        assert_eq!(c.count, 1000);
+        let cov = c.covariance(0).unwrap();
+        let e = gpuprep::cpu::covariance::frobenius_rel_error(cov.view(), want.view());
+        assert!(
+            e <= 1e-5,
+            "{dtype:?}, {passes} pass(es): covariance rel error {e:e}"
+        );
+        let mean = seen.mean_axis(Axis(0)).unwrap();
+        for j in 0..d {
+            let e = (c.mean[j] - mean[j]).abs();
+            assert!(
+                e <= 1e-6 * mean[j].abs().max(1.0),
+                "{dtype:?}: mean {j} off by {e:e}"
+            );
+        }
+    }
+}

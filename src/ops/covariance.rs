@@ -34,7 +34,8 @@ pub(crate) struct Params {
     inv_n: f32,
     slice_base: u32,
     raw: u32,
-    _pad: [u32; 2],
+    accumulate: u32,
+    _pad: u32,
 }
 
 #[cfg(test)]
@@ -52,7 +53,8 @@ pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
             scale,
             inv_n,
             slice_base,
-            raw
+            raw,
+            accumulate
         }
     )]
 }
@@ -352,7 +354,8 @@ pub(crate) fn encode_covariance_scaled_into(
                 inv_n: (1.0 / n as f64) as f32,
                 slice_base: slice_base as u32,
                 raw: raw as u32,
-                _pad: [0; 2],
+                accumulate: 0,
+                _pad: 0,
             },
         )
     };
@@ -450,4 +453,300 @@ pub(crate) fn encode_covariance_scaled_into(
         )?;
     }
     Ok(scales)
+}
+
+/// Co-moments of a stream of row chunks, accumulated on the device: every
+/// chunk's pass 1 adds into the same persistent partial sums, centred on the
+/// first chunk's column means and scaled by that chunk's powers of two, and
+/// one finalize and one readback of `D x D` values happen at the end, in
+/// [`CovarianceStream::finish`]. (Merging each chunk's own covariance on the
+/// host instead reads back and merges `D x D` values per chunk, which at
+/// wide D costs far more than the chunk's products on a GPU.)
+///
+/// The first chunk's statistics stand in for the whole stream's, as the
+/// one-pass PCA fit's prefix does; `finish` says when they misled (`None`): a
+/// shift further than one standard deviation from a column's mean of all
+/// chunks (the correction would cancel more than one bit), a later value
+/// past the scales' range (or so small against them that its products fall
+/// below f32's normal range), or anything not finite. The caller then takes
+/// another pass (the streamed fit does, chunk by chunk with per-chunk
+/// merges).
+#[derive(Debug)]
+pub struct CovarianceStream {
+    d: usize,
+    p: Plan,
+    slices: usize,
+    nbuf: u32,
+    /// The first chunk's column statistics (5 x D): row 0 is the shift,
+    /// rows 3 and 4 the extremes the scales come from.
+    shift: wgpu::Buffer,
+    scales: wgpu::Buffer,
+    partials: wgpu::Buffer,
+    colsums: wgpu::Buffer,
+    colmax: wgpu::Buffer,
+    rows: u64,
+}
+
+/// What [`CovarianceStream::finish`] gives: the rows pushed, their column
+/// means and `sum (x - mean)(x - mean)^T`, in f64.
+#[derive(Debug, Clone)]
+pub struct StreamedComoments {
+    /// Rows pushed.
+    pub count: u64,
+    /// Their column means.
+    pub mean: ndarray::Array1<f64>,
+    /// `sum_n (x_n - mean)(x_n - mean)^T` (`D x D`).
+    pub comoment: ndarray::Array2<f64>,
+}
+
+impl CovarianceStream {
+    /// An empty stream of rows of `d` columns, its partial sums allocated on
+    /// the device (about a thousand workgroups' worth of `TILE x TILE` tiles,
+    /// within the binding limit).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for `d == 0`; [`Error::ExceedsLimit`] where
+    /// one slice of partial sums does not fit a binding; the context's errors.
+    pub fn new(gpu: &Gpu, d: usize) -> Result<CovarianceStream> {
+        if d == 0 {
+            return Err(Error::shape(OP, "at least 1 column", "0 columns"));
+        }
+        let config = CovarianceConfig::default();
+        let p = plan(gpu, d, &config)?;
+        let tile_bytes = (p.tile * p.tile * 4) as u64;
+        let slice_bytes = p.n_tiles as u64 * tile_bytes;
+        let cap = MAX_PARTIAL_BYTES.min(gpu.max_binding_bytes());
+        let target: usize = if p.n_tiles < 16 { 528 } else { 1056 };
+        let slices = target
+            .div_ceil(p.n_tiles)
+            .min((cap / slice_bytes) as usize)
+            .min(gpu.limits().max_compute_workgroups_per_dimension as usize)
+            .max(1);
+        gpu.check_binding(OP, slices as u64 * slice_bytes)?;
+        let sums_bytes = (slices * p.n_blocks * p.tile * 4) as u64;
+        let tiles_bytes = 2 * 16 * p.kstep as u64 * 2 * p.wg as u64;
+        let room = gpu.limits().max_compute_workgroup_storage_size as u64;
+        let nbuf = if 2 * tiles_bytes <= room { 2 } else { 1 };
+        let buf = |bytes: u64, label: &str| gpu.storage_buffer(OP, bytes, label);
+        Ok(CovarianceStream {
+            d,
+            p,
+            slices,
+            nbuf,
+            shift: buf((5 * d * 4) as u64, "covariance stream shift")?,
+            scales: buf((d * 4) as u64, "covariance stream scales")?,
+            partials: buf(slices as u64 * slice_bytes, "covariance stream partials")?,
+            colsums: buf(sums_bytes, "covariance stream column sums")?,
+            colmax: buf(sums_bytes, "covariance stream column ranges")?,
+            rows: 0,
+        })
+    }
+
+    /// Rows pushed so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    fn constants(&self) -> [(&'static str, f64); 4] {
+        [
+            ("WG", self.p.wg as f64),
+            ("KSTEP", self.p.kstep as f64),
+            ("VEC4", if self.d.is_multiple_of(4) { 1.0 } else { 0.0 }),
+            ("NBUF", self.nbuf as f64),
+        ]
+    }
+
+    fn params(&self, gpu: &Gpu, rows: usize, rows_per_slice: usize, inv_n: f32) -> Result<Span> {
+        gpu.uniform(
+            "covariance stream params",
+            &Params {
+                n: rows as u32,
+                d: self.d as u32,
+                rows_per_slice: rows_per_slice as u32,
+                n_slices: self.slices as u32,
+                n_blocks: self.p.n_blocks as u32,
+                n_tiles: self.p.n_tiles as u32,
+                scale: 1.0,
+                inv_n,
+                slice_base: 0,
+                raw: 1,
+                accumulate: 1,
+                _pad: 0,
+            },
+        )
+    }
+
+    /// Records the chunk `x`'s products into the stream. `stats` is the
+    /// chunk's [`crate::ColumnStats`] buffer (`5 x D`, complete by the time
+    /// this work runs: record it earlier in the same encoder); the first
+    /// non-empty chunk's gives the stream its shift and scales.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for rows of another width or `stats` not
+    /// `5 x D`; the context's errors.
+    pub fn encode_push(
+        &mut self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        x: &GpuMatrix,
+        stats: &GpuMatrix,
+    ) -> Result<()> {
+        let d = self.d;
+        x.check_device(gpu, OP)?;
+        if x.cols() != d {
+            return Err(Error::shape(
+                OP,
+                format!("rows of {d} columns"),
+                format!("{} x {}", x.rows(), x.cols()),
+            ));
+        }
+        if stats.shape() != (5, d) {
+            return Err(Error::shape(
+                OP,
+                format!("a 5 x {d} column statistics buffer"),
+                format!("{} x {}", stats.rows(), stats.cols()),
+            ));
+        }
+        let n = x.rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let constants = self.constants();
+        let shift = Span::whole(&self.shift);
+        let scales = Span::whole(&self.scales);
+        if self.rows == 0 {
+            for b in [&self.partials, &self.colsums, &self.colmax] {
+                encoder.clear_buffer(b, 0, None);
+            }
+            let s = stats.whole_span(gpu, OP)?;
+            encoder.copy_buffer_to_buffer(&s.buffer, s.offset, &self.shift, 0, (5 * d * 4) as u64);
+            let p0 = self.params(gpu, 0, 0, 0.0)?;
+            gpu.launch(
+                encoder,
+                &SH::SHADER,
+                SH::SCALES,
+                &constants[..2],
+                &[
+                    (SH::PARAMS, &p0),
+                    (SH::MEAN, &shift),
+                    (SH::RANGE, &shift),
+                    (SH::SCALES_OUT, &scales),
+                ],
+                [d.div_ceil(256) as u32, 1, 1],
+            )?;
+        }
+        let partials = Span::whole(&self.partials);
+        let colsums = Span::whole(&self.colsums);
+        let colmax = Span::whole(&self.colmax);
+        let limit = gpu.limits().max_compute_workgroups_per_dimension as usize;
+        for rows in pieces(gpu, &[x]) {
+            let len = rows.len();
+            let rows_per_slice = len
+                .div_ceil(self.slices.min(limit))
+                .next_multiple_of(self.p.kstep);
+            let count = len.div_ceil(rows_per_slice);
+            let xs = bind_input(gpu, encoder, OP, "covariance x", x, rows)?;
+            let x4 = gpu.vec4_span(&xs)?;
+            let params = self.params(gpu, len, rows_per_slice, 0.0)?;
+            gpu.launch(
+                encoder,
+                &SH::SHADER,
+                SH::PARTIAL,
+                &constants,
+                &[
+                    (SH::X, &xs),
+                    (SH::MEAN, &shift),
+                    (SH::PARTIALS, &partials),
+                    (SH::PARAMS, &params),
+                    (SH::COLSUMS, &colsums),
+                    (SH::X4, &x4),
+                    (SH::SCALES_OUT, &scales),
+                    (SH::COLMAX, &colmax),
+                ],
+                [self.p.n_tiles as u32, count as u32, 1],
+            )?;
+        }
+        self.rows += n as u64;
+        Ok(())
+    }
+
+    /// Sums the slices, reads the co-moments back and checks that the first
+    /// chunk's shift and scales served every chunk (see the type's doc):
+    /// `Ok(None)` where they did not, or where nothing was pushed.
+    ///
+    /// # Errors
+    /// The context's errors (a lost device, a readback that timed out).
+    pub fn finish(self, gpu: &Gpu) -> Result<Option<StreamedComoments>> {
+        let d = self.d;
+        if self.rows == 0 {
+            return Ok(None);
+        }
+        let n = self.rows as f64;
+        let cov = GpuMatrix::filled(gpu, d, d, f32::NAN)?;
+        let constants = self.constants();
+        gpu.run(OP, |e| {
+            let params = self.params(gpu, 0, 0, (1.0 / n) as f32)?;
+            let vec4s = self.p.n_tiles * self.p.tile * self.p.tile / 4;
+            let groups = vec4s
+                .div_ceil(FINALIZE_OUT)
+                .min(gpu.limits().max_compute_workgroups_per_dimension as usize);
+            gpu.launch(
+                e,
+                &SH::SHADER,
+                SH::FINALIZE,
+                &constants[..2],
+                &[
+                    (SH::PARTIALS, &Span::whole(&self.partials)),
+                    (SH::PARAMS, &params),
+                    (SH::COV, &cov.whole_span(gpu, OP)?),
+                    (SH::COLSUMS, &Span::whole(&self.colsums)),
+                    (SH::SCALES_OUT, &Span::whole(&self.scales)),
+                ],
+                [groups as u32, 1, 1],
+            )?;
+            Ok(())
+        })?;
+        let raw = cov.download(gpu)?.mapv(f64::from);
+        let row4 = self.p.n_blocks * self.p.tile;
+        let sums_len = (self.slices * row4) as u64;
+        let colsums = gpu.read_f32(&self.colsums, 0, sums_len)?;
+        let colmax = gpu.read_f32(&self.colmax, 0, sums_len)?;
+        let scales: Vec<f64> = gpu
+            .read_f32(&self.scales, 0, d as u64)?
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let shift = gpu.read_f32(&self.shift, 0, d as u64)?;
+        // (NaN fails every test below.)
+        if !scales.iter().all(|&s| s > 0.0) {
+            return Ok(None);
+        }
+        let mut mean = ndarray::Array1::<f64>::zeros(d);
+        for j in 0..d {
+            let mut sum = 0.0;
+            let mut big = 0.0f64;
+            for s in 0..self.slices {
+                sum += f64::from(colsums[s * row4 + j]);
+                let m = f64::from(colmax[s * row4 + j]);
+                big = if m.is_nan() { f64::INFINITY } else { big.max(m) };
+            }
+            if big > crate::ops::pca::ONE_PASS_LIMIT || (big > 0.0 && big < crate::ops::pca::ONE_PASS_FLOOR) {
+                return Ok(None);
+            }
+            mean[j] = f64::from(shift[j]) + sum / (n * scales[j]);
+        }
+        let comoment = unscale(raw.view(), ndarray::ArrayView1::from(&scales), 1.0);
+        if !(mean.iter().all(|v| v.is_finite()) && comoment.iter().all(|v| v.is_finite())) {
+            return Ok(None);
+        }
+        let near = (0..d).all(|j| {
+            let dm = mean[j] - f64::from(shift[j]);
+            dm * dm * n <= comoment[[j, j]]
+        });
+        Ok(near.then_some(StreamedComoments {
+            count: self.rows,
+            mean,
+            comoment,
+        }))
+    }
 }

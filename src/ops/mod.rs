@@ -26,7 +26,10 @@ pub use column_stats::{
     column_stats, column_summary, encode_column_stats_into, ColumnStats, ColumnStatsOptions, Stat,
 };
 pub use copy::{copy, encode_copy_into};
-pub use covariance::{covariance, encode_covariance_into, CovarianceConfig, CovarianceOptions};
+pub use covariance::{
+    covariance, encode_covariance_into, CovarianceConfig, CovarianceOptions, CovarianceStream,
+    StreamedComoments,
+};
 pub use init::{encode_fill_into, encode_init_into, FillOptions};
 pub use matmul::{encode_matmul_into, matmul, Activation, MatmulConfig, MatmulOptions};
 pub use norm::{Norm, NormForward, NormGrads, NormKind, NormStats};

@@ -30,7 +30,10 @@ pub const ONE_PASS_MIN_ROWS: usize = 8 * PREFIX_ROWS;
 
 /// The largest scaled `|x - m| * s` a one-pass fit accepts: its products stay
 /// below 2^80 and a slice's sums below 2^111, far inside f32's 2^128.
-const ONE_PASS_LIMIT: f64 = (1u64 << 40) as f64;
+pub(crate) const ONE_PASS_LIMIT: f64 = (1u64 << 40) as f64;
+/// ... and below this (but not 0) the products of its scaled values would
+/// fall out of f32's normal range (a prefix of zeros, later values of 1e-30).
+pub(crate) const ONE_PASS_FLOOR: f64 = 1.0 / ONE_PASS_LIMIT;
 
 /// Whitening divides by `sqrt(S + eps)` and the GPU holds the result in f32:
 /// an eps that is not positive, or that rounds to 0 in f32 (below 1.4e-45,
@@ -138,7 +141,9 @@ fn fit_one_pass(
     let (mean, range, scales, shift) = (host.row(d), host.row(d + 1), host.row(d + 2), host.row(d + 3));
     // (NaN fails both tests.)
     let scaled = scales.iter().all(|&s| s > 0.0);
-    let in_range = range.iter().all(|&r| r <= ONE_PASS_LIMIT);
+    let in_range = range
+        .iter()
+        .all(|&r| r <= ONE_PASS_LIMIT && (r == 0.0 || r >= ONE_PASS_FLOOR));
     if !(scaled && in_range) {
         return Ok(None);
     }
