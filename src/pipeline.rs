@@ -240,7 +240,7 @@ pub struct PendingFit {
 
 /// What a chunk's GPU fit does for the covariance.
 enum ChunkCov<'a> {
-    /// Nothing (no PCA step, or a second pass that only wants it).
+    /// Nothing (no PCA step).
     Skip,
     /// Computes and reads back the chunk's own, merged on the host.
     PerChunk,
