@@ -191,6 +191,122 @@ fn slices(
     Ok(out)
 }
 
+/// The buffers and constants the kernel's passes share, and the passes.
+struct Passes<'a> {
+    gpu: &'a Gpu,
+    p: &'a Plan,
+    d: usize,
+    constants: [(&'static str, f64); 4],
+    /// Row 0: the shift `m`.
+    mean: &'a Span,
+    scales: &'a Span,
+    partials: &'a Span,
+    colsums: &'a Span,
+    colmax: &'a Span,
+}
+
+impl Passes<'_> {
+    /// The overrides; two buffers of tiles where they fit the device's
+    /// workgroup memory and `single_buffer` is not asked for.
+    fn constants(gpu: &Gpu, p: &Plan, d: usize) -> [(&'static str, f64); 4] {
+        // a_tile and b_tile of the partial pass, one buffer each, in bytes.
+        let tiles_bytes = 2 * 16 * p.kstep as u64 * 2 * p.wg as u64;
+        let room = gpu.limits().max_compute_workgroup_storage_size as u64;
+        let buffers = if 2 * tiles_bytes <= room && !p.single_buffer {
+            2
+        } else {
+            1
+        };
+        [
+            ("WG", p.wg as f64),
+            ("KSTEP", p.kstep as f64),
+            ("VEC4", if d.is_multiple_of(4) { 1.0 } else { 0.0 }),
+            ("NBUF", buffers as f64),
+        ]
+    }
+
+    /// Pass 0: each column's scale from `range` (a column_stats buffer).
+    fn scales(&self, e: &mut wgpu::CommandEncoder, params: &Span, range: &Span) -> Result<()> {
+        self.gpu.launch(
+            e,
+            &SH::SHADER,
+            SH::SCALES,
+            &self.constants[..2],
+            &[
+                (SH::PARAMS, params),
+                (SH::MEAN, self.mean),
+                (SH::RANGE, range),
+                (SH::SCALES_OUT, self.scales),
+            ],
+            [self.d.div_ceil(256) as u32, 1, 1],
+        )
+    }
+
+    /// Pass 1 over the rows `xs`, in `slices` slices.
+    fn partial(&self, e: &mut wgpu::CommandEncoder, xs: &Span, params: &Span, slices: usize) -> Result<()> {
+        // x4 views X as vec4s (read only when D % 4 == 0).
+        let x4 = self.gpu.vec4_span(xs)?;
+        self.gpu.launch(
+            e,
+            &SH::SHADER,
+            SH::PARTIAL,
+            &self.constants,
+            &[
+                (SH::X, xs),
+                (SH::MEAN, self.mean),
+                (SH::PARTIALS, self.partials),
+                (SH::PARAMS, params),
+                (SH::COLSUMS, self.colsums),
+                (SH::X4, &x4),
+                (SH::SCALES_OUT, self.scales),
+                (SH::COLMAX, self.colmax),
+            ],
+            [self.p.n_tiles as u32, slices as u32, 1],
+        )
+    }
+
+    /// Pass 2: the slices summed into `cov`.
+    fn finalize(&self, e: &mut wgpu::CommandEncoder, params: &Span, cov: &Span) -> Result<()> {
+        let vec4s = self.p.n_tiles * self.p.tile * self.p.tile / 4;
+        let groups = vec4s
+            .div_ceil(FINALIZE_OUT)
+            .min(self.gpu.limits().max_compute_workgroups_per_dimension as usize);
+        self.gpu.launch(
+            e,
+            &SH::SHADER,
+            SH::FINALIZE,
+            &self.constants[..2],
+            &[
+                (SH::PARTIALS, self.partials),
+                (SH::PARAMS, params),
+                (SH::COV, cov),
+                (SH::COLSUMS, self.colsums),
+                (SH::SCALES_OUT, self.scales),
+            ],
+            [groups as u32, 1, 1],
+        )
+    }
+
+    /// The column means and ranges of what pass 1 saw, into `out` (2 x D).
+    fn moments(&self, e: &mut wgpu::CommandEncoder, params: &Span, out: &Span) -> Result<()> {
+        self.gpu.launch(
+            e,
+            &SH::SHADER,
+            SH::MOMENTS,
+            &self.constants[..2],
+            &[
+                (SH::PARAMS, params),
+                (SH::MEAN, self.mean),
+                (SH::COLSUMS, self.colsums),
+                (SH::COLMAX, self.colmax),
+                (SH::SCALES_OUT, self.scales),
+                (SH::MOMENTS_OUT, out),
+            ],
+            [self.d.div_ceil(256) as u32, 1, 1],
+        )
+    }
+}
+
 /// The covariance of the columns of `x` (`D x D`, on the GPU): its column mean
 /// by [`crate::ops::column_stats()`], then the covariance kernel, one submit.
 pub fn covariance(gpu: &Gpu, x: &GpuMatrix, options: &CovarianceOptions) -> Result<GpuMatrix> {
@@ -359,98 +475,33 @@ pub(crate) fn encode_covariance_scaled_into(
             },
         )
     };
-    let vec4 = d.is_multiple_of(4);
-    // a_tile and b_tile of the partial pass, one buffer each, in bytes: two
-    // buffers where they fit (double-buffered), else one.
-    let tiles_bytes = 2 * 16 * p.kstep as u64 * 2 * p.wg as u64;
-    let room = gpu.limits().max_compute_workgroup_storage_size as u64;
-    let buffers = if 2 * tiles_bytes <= room && !p.single_buffer {
-        2
-    } else {
-        1
+    let passes = Passes {
+        gpu,
+        p: &p,
+        d,
+        constants: Passes::constants(gpu, &p, d),
+        mean: &mean_span,
+        scales: &scales,
+        partials: &partials,
+        colsums: &colsums,
+        colmax: &colmax,
     };
-    let constants = [
-        ("WG", p.wg as f64),
-        ("KSTEP", p.kstep as f64),
-        ("VEC4", if vec4 { 1.0 } else { 0.0 }),
-        ("NBUF", buffers as f64),
-    ];
-    let p0 = params(0, 0, 0)?;
-    gpu.launch(
-        encoder,
-        &SH::SHADER,
-        SH::SCALES,
-        &constants[..2],
-        &[
-            (SH::PARAMS, &p0),
-            (SH::MEAN, &mean_span),
-            (SH::RANGE, &range_span),
-            (SH::SCALES_OUT, &scales),
-        ],
-        [d.div_ceil(256) as u32, 1, 1],
-    )?;
+    passes.scales(encoder, &params(0, 0, 0)?, &range_span)?;
     let mut slice_base = 0;
     for (rows, &(rows_per_slice, count)) in pieces.iter().zip(&slices) {
         let xs = bind_input(gpu, encoder, OP, "covariance x", x, rows.clone())?;
-        // x4 views X as vec4s (read only when D % 4 == 0).
-        let x4 = gpu.vec4_span(&xs)?;
-        let params = params(rows.len(), rows_per_slice, slice_base)?;
-        gpu.launch(
+        passes.partial(
             encoder,
-            &SH::SHADER,
-            SH::PARTIAL,
-            &constants,
-            &[
-                (SH::X, &xs),
-                (SH::MEAN, &mean_span),
-                (SH::PARTIALS, &partials),
-                (SH::PARAMS, &params),
-                (SH::COLSUMS, &colsums),
-                (SH::X4, &x4),
-                (SH::SCALES_OUT, &scales),
-                (SH::COLMAX, &colmax),
-            ],
-            [p.n_tiles as u32, count as u32, 1],
+            &xs,
+            &params(rows.len(), rows_per_slice, slice_base)?,
+            count,
         )?;
         slice_base += count;
     }
-
     let params = params(n, 0, 0)?;
-    let vec4s = p.n_tiles * p.tile * p.tile / 4;
-    let groups = vec4s
-        .div_ceil(FINALIZE_OUT)
-        .min(gpu.limits().max_compute_workgroups_per_dimension as usize);
-    gpu.launch(
-        encoder,
-        &SH::SHADER,
-        SH::FINALIZE,
-        &constants[..2],
-        &[
-            (SH::PARTIALS, &partials),
-            (SH::PARAMS, &params),
-            (SH::COV, &out_span),
-            (SH::COLSUMS, &colsums),
-            (SH::SCALES_OUT, &scales),
-        ],
-        [groups as u32, 1, 1],
-    )?;
+    passes.finalize(encoder, &params, &out_span)?;
     if let Some(m) = moments {
-        let m_span = m.whole_span(gpu, OP)?;
-        gpu.launch(
-            encoder,
-            &SH::SHADER,
-            SH::MOMENTS,
-            &constants[..2],
-            &[
-                (SH::PARAMS, &params),
-                (SH::MEAN, &mean_span),
-                (SH::COLSUMS, &colsums),
-                (SH::COLMAX, &colmax),
-                (SH::SCALES_OUT, &scales),
-                (SH::MOMENTS_OUT, &m_span),
-            ],
-            [d.div_ceil(256) as u32, 1, 1],
-        )?;
+        passes.moments(encoder, &params, &m.whole_span(gpu, OP)?)?;
     }
     Ok(scales)
 }
@@ -476,7 +527,6 @@ pub struct CovarianceStream {
     d: usize,
     p: Plan,
     slices: usize,
-    nbuf: u32,
     /// The first chunk's column statistics (5 x D): row 0 is the shift,
     /// rows 3 and 4 the extremes the scales come from.
     shift: wgpu::Buffer,
@@ -524,15 +574,11 @@ impl CovarianceStream {
             .max(1);
         gpu.check_binding(OP, slices as u64 * slice_bytes)?;
         let sums_bytes = (slices * p.n_blocks * p.tile * 4) as u64;
-        let tiles_bytes = 2 * 16 * p.kstep as u64 * 2 * p.wg as u64;
-        let room = gpu.limits().max_compute_workgroup_storage_size as u64;
-        let nbuf = if 2 * tiles_bytes <= room { 2 } else { 1 };
         let buf = |bytes: u64, label: &str| gpu.storage_buffer(OP, bytes, label);
         Ok(CovarianceStream {
             d,
             p,
             slices,
-            nbuf,
             shift: buf((5 * d * 4) as u64, "covariance stream shift")?,
             scales: buf((d * 4) as u64, "covariance stream scales")?,
             partials: buf(slices as u64 * slice_bytes, "covariance stream partials")?,
@@ -547,13 +593,25 @@ impl CovarianceStream {
         self.rows
     }
 
-    fn constants(&self) -> [(&'static str, f64); 4] {
-        [
-            ("WG", self.p.wg as f64),
-            ("KSTEP", self.p.kstep as f64),
-            ("VEC4", if self.d.is_multiple_of(4) { 1.0 } else { 0.0 }),
-            ("NBUF", self.nbuf as f64),
-        ]
+    /// Runs `f` with the passes over this stream's buffers.
+    fn with_passes<R>(&self, gpu: &Gpu, f: impl FnOnce(&Passes) -> Result<R>) -> Result<R> {
+        let (mean, scales) = (Span::whole(&self.shift), Span::whole(&self.scales));
+        let (partials, colsums, colmax) = (
+            Span::whole(&self.partials),
+            Span::whole(&self.colsums),
+            Span::whole(&self.colmax),
+        );
+        f(&Passes {
+            gpu,
+            p: &self.p,
+            d: self.d,
+            constants: Passes::constants(gpu, &self.p, self.d),
+            mean: &mean,
+            scales: &scales,
+            partials: &partials,
+            colsums: &colsums,
+            colmax: &colmax,
+        })
     }
 
     fn params(&self, gpu: &Gpu, rows: usize, rows_per_slice: usize, inv_n: f32) -> Result<Span> {
@@ -611,61 +669,30 @@ impl CovarianceStream {
         if n == 0 {
             return Ok(());
         }
-        let constants = self.constants();
-        let shift = Span::whole(&self.shift);
-        let scales = Span::whole(&self.scales);
-        if self.rows == 0 {
+        let first = self.rows == 0;
+        if first {
             for b in [&self.partials, &self.colsums, &self.colmax] {
                 encoder.clear_buffer(b, 0, None);
             }
             let s = stats.whole_span(gpu, OP)?;
             encoder.copy_buffer_to_buffer(&s.buffer, s.offset, &self.shift, 0, (5 * d * 4) as u64);
-            let p0 = self.params(gpu, 0, 0, 0.0)?;
-            gpu.launch(
-                encoder,
-                &SH::SHADER,
-                SH::SCALES,
-                &constants[..2],
-                &[
-                    (SH::PARAMS, &p0),
-                    (SH::MEAN, &shift),
-                    (SH::RANGE, &shift),
-                    (SH::SCALES_OUT, &scales),
-                ],
-                [d.div_ceil(256) as u32, 1, 1],
-            )?;
         }
-        let partials = Span::whole(&self.partials);
-        let colsums = Span::whole(&self.colsums);
-        let colmax = Span::whole(&self.colmax);
         let limit = gpu.limits().max_compute_workgroups_per_dimension as usize;
-        for rows in pieces(gpu, &[x]) {
-            let len = rows.len();
-            let rows_per_slice = len
-                .div_ceil(self.slices.min(limit))
-                .next_multiple_of(self.p.kstep);
-            let count = len.div_ceil(rows_per_slice);
-            let xs = bind_input(gpu, encoder, OP, "covariance x", x, rows)?;
-            let x4 = gpu.vec4_span(&xs)?;
-            let params = self.params(gpu, len, rows_per_slice, 0.0)?;
-            gpu.launch(
-                encoder,
-                &SH::SHADER,
-                SH::PARTIAL,
-                &constants,
-                &[
-                    (SH::X, &xs),
-                    (SH::MEAN, &shift),
-                    (SH::PARTIALS, &partials),
-                    (SH::PARAMS, &params),
-                    (SH::COLSUMS, &colsums),
-                    (SH::X4, &x4),
-                    (SH::SCALES_OUT, &scales),
-                    (SH::COLMAX, &colmax),
-                ],
-                [self.p.n_tiles as u32, count as u32, 1],
-            )?;
-        }
+        self.with_passes(gpu, |passes| {
+            if first {
+                passes.scales(encoder, &self.params(gpu, 0, 0, 0.0)?, passes.mean)?;
+            }
+            for rows in pieces(gpu, &[x]) {
+                let len = rows.len();
+                let rows_per_slice = len
+                    .div_ceil(self.slices.min(limit))
+                    .next_multiple_of(self.p.kstep);
+                let xs = bind_input(gpu, encoder, OP, "covariance x", x, rows)?;
+                let params = self.params(gpu, len, rows_per_slice, 0.0)?;
+                passes.partial(encoder, &xs, &params, len.div_ceil(rows_per_slice))?;
+            }
+            Ok(())
+        })?;
         self.rows += n as u64;
         Ok(())
     }
@@ -683,28 +710,10 @@ impl CovarianceStream {
         }
         let n = self.rows as f64;
         let cov = GpuMatrix::filled(gpu, d, d, f32::NAN)?;
-        let constants = self.constants();
+        let cov_span = cov.whole_span(gpu, OP)?;
         gpu.run(OP, |e| {
             let params = self.params(gpu, 0, 0, (1.0 / n) as f32)?;
-            let vec4s = self.p.n_tiles * self.p.tile * self.p.tile / 4;
-            let groups = vec4s
-                .div_ceil(FINALIZE_OUT)
-                .min(gpu.limits().max_compute_workgroups_per_dimension as usize);
-            gpu.launch(
-                e,
-                &SH::SHADER,
-                SH::FINALIZE,
-                &constants[..2],
-                &[
-                    (SH::PARTIALS, &Span::whole(&self.partials)),
-                    (SH::PARAMS, &params),
-                    (SH::COV, &cov.whole_span(gpu, OP)?),
-                    (SH::COLSUMS, &Span::whole(&self.colsums)),
-                    (SH::SCALES_OUT, &Span::whole(&self.scales)),
-                ],
-                [groups as u32, 1, 1],
-            )?;
-            Ok(())
+            self.with_passes(gpu, |passes| passes.finalize(e, &params, &cov_span))
         })?;
         let raw = cov.download(gpu)?.mapv(f64::from);
         let row4 = self.p.n_blocks * self.p.tile;
