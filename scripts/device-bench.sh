@@ -18,6 +18,15 @@ timeout 240 $B/gpuprep bench --rows 1048576 --cols 256 --reps 20 --trials 9 --js
 timeout 60 $B/gpuprep bench --rows 1048576 --cols 256 --reps 20 --trials 3 --no-cpu > "$OUT/bench.txt" 2>&1
 [ -x $B/example-pca_device ] && timeout 200 $B/example-pca_device --defaults > "$OUT/pca.txt" 2>&1
 timeout 100 $B/gpuprep activations > "$OUT/activations.txt" 2>&1
+# The streamed wide fit (co-moments accumulated on the device): 50,000 x 3072
+# f32 in 32 MiB chunks (19 of them) against one chunk of all rows; before
+# ops::CovarianceStream the chunked fit merged 19 D x D states on the host.
+if timeout 60 python3 -c "import numpy as np; np.save('/tmp/wide.npy', (100 + np.random.default_rng(0).standard_normal((50000, 3072))).astype(np.float32))"; then
+    for rows in 2730 50000; do
+        TIMEFORMAT="fit --device gpu --pca all, chunk rows $rows: %R s wall"
+        { time timeout 60 $B/gpuprep fit --device gpu --pca all -q --chunk-rows $rows -o /tmp/wide-$rows.npz /tmp/wide.npy; } >> "$OUT/stream-fit.txt" 2>&1
+    done
+fi
 for extra in $B/extra-*.sh; do [ -f "$extra" ] && timeout 200 bash "$extra" >> "$OUT/bench-extra.txt" 2>&1; done
 timeout 200 python3 peer_torch.py 1048576 256 > "$OUT/torch.txt" 2>&1
 [ -f peer_torch_norms.py ] && timeout 120 python3 peer_torch_norms.py > "$OUT/torch_norms.txt" 2>&1
