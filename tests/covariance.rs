@@ -503,4 +503,12 @@ fn a_stream_refuses_bad_shapes() {
     s.encode_push(g, &mut enc, &x, &stats.buffer).unwrap();
     g.submit("test", enc).unwrap();
     assert_eq!(s.rows(), 10);
+    // Another context: refused, for the push and the finish.
+    let other = gpuprep::Gpu::new().unwrap();
+    let mut enc = other.encoder("test");
+    assert!(matches!(
+        s.encode_push(&other, &mut enc, &x, &stats.buffer),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(s.finish(&other), Err(Error::InvalidArgument { .. })));
 }

@@ -524,6 +524,8 @@ pub(crate) fn encode_covariance_scaled_into(
 /// merges).
 #[derive(Debug)]
 pub struct CovarianceStream {
+    /// The context whose device holds the buffers.
+    owner: u64,
     d: usize,
     p: Plan,
     slices: usize,
@@ -576,6 +578,7 @@ impl CovarianceStream {
         let sums_bytes = (slices * p.n_blocks * p.tile * 4) as u64;
         let buf = |bytes: u64, label: &str| gpu.storage_buffer(OP, bytes, label);
         Ok(CovarianceStream {
+            owner: gpu.id(),
             d,
             p,
             slices,
@@ -591,6 +594,17 @@ impl CovarianceStream {
     /// Rows pushed so far.
     pub fn rows(&self) -> u64 {
         self.rows
+    }
+
+    fn check_device(&self, gpu: &Gpu) -> Result<()> {
+        gpu.check_alive()?;
+        if self.owner != gpu.id() {
+            return Err(Error::invalid(
+                OP,
+                "the stream was made by another Gpu context (share one context per device)",
+            ));
+        }
+        Ok(())
     }
 
     /// Runs `f` with the passes over this stream's buffers.
@@ -641,7 +655,8 @@ impl CovarianceStream {
     ///
     /// # Errors
     /// [`Error::ShapeMismatch`] for rows of another width or `stats` not
-    /// `5 x D`; the context's errors.
+    /// `5 x D`; [`Error::InvalidArgument`] for a context other than the
+    /// stream's (or the inputs'); the context's errors.
     pub fn encode_push(
         &mut self,
         gpu: &Gpu,
@@ -650,7 +665,9 @@ impl CovarianceStream {
         stats: &GpuMatrix,
     ) -> Result<()> {
         let d = self.d;
+        self.check_device(gpu)?;
         x.check_device(gpu, OP)?;
+        stats.check_device(gpu, OP)?;
         if x.cols() != d {
             return Err(Error::shape(
                 OP,
@@ -702,8 +719,10 @@ impl CovarianceStream {
     /// `Ok(None)` where they did not, or where nothing was pushed.
     ///
     /// # Errors
-    /// The context's errors (a lost device, a readback that timed out).
+    /// [`Error::InvalidArgument`] for a context other than the stream's; the
+    /// context's errors (a lost device, a readback that timed out).
     pub fn finish(self, gpu: &Gpu) -> Result<Option<StreamedComoments>> {
+        self.check_device(gpu)?;
         let d = self.d;
         if self.rows == 0 {
             return Ok(None);
