@@ -522,6 +522,28 @@ pub(crate) fn encode_covariance_scaled_into(
 /// below f32's normal range), or anything not finite. The caller then takes
 /// another pass (the streamed fit does, chunk by chunk with per-chunk
 /// merges).
+///
+/// ```
+/// # fn main() -> gpuprep::Result<()> {
+/// use gpuprep::{ops, ColumnStats, Gpu, GpuMatrix};
+/// let gpu = Gpu::new()?;
+/// let x = ndarray::Array2::from_shape_fn((300, 3), |(i, j)| ((i * 7 + j * 3) % 10) as f32);
+/// let mut cov = ops::CovarianceStream::new(&gpu, 3)?;
+/// for chunk in x.axis_chunks_iter(ndarray::Axis(0), 100) {
+///     let chunk = GpuMatrix::upload(&gpu, chunk)?;
+///     let mut stats = ColumnStats::uninit(&gpu, 3)?;
+///     gpu.run("fit", |e| {
+///         ops::encode_column_stats_into(&gpu, e, &chunk, &mut stats, &Default::default())?;
+///         cov.encode_push(&gpu, e, &chunk, &stats.buffer)
+///     })?;
+/// }
+/// let s = cov.finish(&gpu)?.expect("the first chunk stands for the others");
+/// assert_eq!(s.count, 300);
+/// let c00 = s.comoment[[0, 0]] / 300.0; // the first column's variance
+/// # assert!((c00 - 8.25).abs() < 1e-4, "{c00}");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct CovarianceStream {
     /// The context whose device holds the buffers.
