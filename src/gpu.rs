@@ -227,6 +227,19 @@ impl Gpu {
         self.id
     }
 
+    /// Refuses a lost device, and a `what` (a matrix, a stream) made by
+    /// another context: `owner` is the [`Gpu::id`] of the one that made it.
+    pub(crate) fn check_owner(&self, owner: u64, op: &'static str, what: &str) -> Result<()> {
+        self.check_alive()?;
+        if owner != self.id {
+            return Err(Error::invalid(
+                op,
+                format!("the {what} was made by another Gpu context (share one context per device)"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Records that the device is lost: every later call returns
     /// [`Error::DeviceLost`] with `reason` (for a host's own device-lost callback).
     pub fn mark_lost(&self, reason: &str) {

@@ -315,14 +315,7 @@ impl GpuMatrix {
 
     /// Checks that this matrix lives on `gpu`'s device.
     pub(crate) fn check_device(&self, gpu: &Gpu, op: &'static str) -> Result<()> {
-        gpu.check_alive()?;
-        if self.owner != gpu.id() {
-            return Err(Error::invalid(
-                op,
-                "the matrix was made by another Gpu context (share one context per device)",
-            ));
-        }
-        Ok(())
+        gpu.check_owner(self.owner, op, "matrix")
     }
 
     /// Downloads the whole matrix.

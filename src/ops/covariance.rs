@@ -619,14 +619,7 @@ impl CovarianceStream {
     }
 
     fn check_device(&self, gpu: &Gpu) -> Result<()> {
-        gpu.check_alive()?;
-        if self.owner != gpu.id() {
-            return Err(Error::invalid(
-                OP,
-                "the stream was made by another Gpu context (share one context per device)",
-            ));
-        }
-        Ok(())
+        gpu.check_owner(self.owner, OP, "stream")
     }
 
     /// Runs `f` with the passes over this stream's buffers.
