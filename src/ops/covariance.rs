@@ -745,21 +745,36 @@ impl CovarianceStream {
         let n = self.rows as f64;
         let cov = GpuMatrix::filled(gpu, d, d, f32::NAN)?;
         let cov_span = cov.whole_span(gpu, OP)?;
+        let row4 = self.p.n_blocks * self.p.tile;
+        let sums_len = self.slices * row4;
+        // One readback: the scaled co-moments, the column sums and ranges per
+        // slice, the scales and the shift, one after the other.
+        let parts: [(&wgpu::Buffer, u64, usize); 5] = [
+            (&cov_span.buffer, cov_span.offset, d * d),
+            (&self.colsums, 0, sums_len),
+            (&self.colmax, 0, sums_len),
+            (&self.scales, 0, d),
+            (&self.shift, 0, d),
+        ];
+        let total: usize = parts.iter().map(|p| p.2).sum();
+        let all = gpu.storage_buffer(OP, (total * 4) as u64, "covariance stream readback")?;
         gpu.run(OP, |e| {
             let params = self.params(gpu, 0, 0, (1.0 / n) as f32)?;
-            self.with_passes(gpu, |passes| passes.finalize(e, &params, &cov_span))
+            self.with_passes(gpu, |passes| passes.finalize(e, &params, &cov_span))?;
+            let mut at = 0u64;
+            for &(buffer, offset, len) in &parts {
+                e.copy_buffer_to_buffer(buffer, offset, &all, at, (len * 4) as u64);
+                at += (len * 4) as u64;
+            }
+            Ok(())
         })?;
-        let raw = cov.download(gpu)?.mapv(f64::from);
-        let row4 = self.p.n_blocks * self.p.tile;
-        let sums_len = (self.slices * row4) as u64;
-        let colsums = gpu.read_f32(&self.colsums, 0, sums_len)?;
-        let colmax = gpu.read_f32(&self.colmax, 0, sums_len)?;
-        let scales: Vec<f64> = gpu
-            .read_f32(&self.scales, 0, d as u64)?
-            .into_iter()
-            .map(f64::from)
-            .collect();
-        let shift = gpu.read_f32(&self.shift, 0, d as u64)?;
+        let host = gpu.read_f32(&all, 0, total as u64)?;
+        let (raw, rest) = host.split_at(d * d);
+        let (colsums, rest) = rest.split_at(sums_len);
+        let (colmax, rest) = rest.split_at(sums_len);
+        let (scales, shift) = rest.split_at(d);
+        let raw = ndarray::Array2::from_shape_fn((d, d), |(i, j)| f64::from(raw[i * d + j]));
+        let scales: Vec<f64> = scales.iter().map(|&v| f64::from(v)).collect();
         // (NaN fails every test below.)
         if !scales.iter().all(|&s| s > 0.0) {
             return Ok(None);
