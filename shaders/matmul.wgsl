@@ -25,6 +25,14 @@
 // issued before the current step's FMAs (held in registers with PREFETCH) and
 // land in the other buffer, one barrier per step. Row blocks are walked with
 // a grid stride, so N may exceed 65535 * BM.
+//
+// Split-K (slices > 1, the launcher's choice where the output has too few
+// blocks to fill the device and K is long: a weight gradient over a large
+// batch): workgroup z of the grid sums only rows z k_len .. (z + 1) k_len of
+// the inner dimension (k_len a multiple of KSTEP) and writes its raw partial
+// product to slice z of out (slices x N x M, a scratch buffer); then
+// matmul_split_sum adds the slices in order (deterministic) and applies the
+// scale, bias and activation into the real output.
 
 struct Params {
     n: u32,        // rows of x and out
@@ -33,8 +41,8 @@ struct Params {
     flags: u32,    // CENTER | SCALE | BIAS | ACT_TANH | ACT_RELU
     ldx: u32,      // TRANSPOSE_X: the stored x's row length (its columns)
     row_base: u32, // TRANSPOSE_X: the stored column of out's row 0
-    _pad0: u32,
-    _pad1: u32,
+    k_len: u32,    // the columns of x (rows of w) each z-slice of the grid sums: K unsplit
+    slices: u32,   // the z-slices (split-K): 1, or > 1 and out holds their raw partials
 }
 
 const CENTER: u32 = 1u;
@@ -159,24 +167,35 @@ fn activate(v: f32) -> f32 {
     return v;
 }
 
-// out[row, c .. c + 4] = v * scale + bias, within bounds.
-fn store_out(row: u32, c: u32, v: vec4<f32>) {
+// One output's epilogue: act(v * scale[col] + bias[col]).
+fn finish_out(col: u32, v: f32) -> f32 {
+    var o = v;
+    if (params.flags & SCALE) != 0u {
+        o *= scale[col];
+    }
+    if (params.flags & BIAS) != 0u {
+        o += bias[col];
+    }
+    return activate(o);
+}
+
+// out[row, c .. c + 4] = act(v * scale + bias), within bounds; split, the raw
+// v into slice z's row instead.
+fn store_out(row: u32, c: u32, v: vec4<f32>, z: u32) {
     let m = params.m;
     if row >= params.n {
         return;
     }
-    let base = row * m;
+    let split = params.slices > 1u;
+    let base = select(row * m, (z * params.n + row) * m, split);
     for (var q = 0u; q < 4u; q++) {
         let col = c + q;
         if col < m {
-            var o = v[q];
-            if (params.flags & SCALE) != 0u {
-                o *= scale[col];
+            if split {
+                out[base + col] = v[q];
+            } else {
+                out[base + col] = finish_out(col, v[q]);
             }
-            if (params.flags & BIAS) != 0u {
-                o += bias[col];
-            }
-            out[base + col] = activate(o);
         }
     }
 }
@@ -392,6 +411,9 @@ fn matmul(
     let b_st = b_stride();
     let col0 = wid.x * bn;
     let n_row_blocks = (params.n + bm - 1u) / bm;
+    // This slice of the inner dimension (all of it unsplit: k_len >= K).
+    let kb = wid.z * params.k_len;
+    let ke = min(kb + params.k_len, params.k);
     var staged: Staged;
 
     for (var rb = wid.y; rb < n_row_blocks; rb += nwg.y) {
@@ -405,16 +427,16 @@ fn matmul(
         // overwrites its buffer. With one buffer a second barrier retires the
         // reads before the next step's tiles are stored.
         if PREFETCH {
-            fetch_step(&staged, tid, row0, col0, 0u);
+            fetch_step(&staged, tid, row0, col0, kb);
             put_step(&staged, tid, 0u);
         } else {
-            load_step(tid, row0, col0, 0u, 0u);
+            load_step(tid, row0, col0, kb, 0u);
         }
         workgroupBarrier();
         var buf = 0u;
-        for (var k0 = 0u; k0 < params.k; k0 += KSTEP) {
+        for (var k0 = kb; k0 < ke; k0 += KSTEP) {
             let next = k0 + KSTEP;
-            let more = next < params.k;
+            let more = next < ke;
             let other = (buf + 1u) % NBUF;
             if more {
                 if PREFETCH {
@@ -484,9 +506,26 @@ fn matmul(
             for (var r = 0u; r < 4u; r++) {
                 let row = row0 + hr * (bm / TM4) + 4u * lid.y + r;
                 for (var hc = 0u; hc < TN4; hc++) {
-                    store_out(row, col0 + hc * (bn / TN4) + 4u * lid.x, acc[(4u * hr + r) * TN4 + hc]);
+                    store_out(row, col0 + hc * (bn / TN4) + 4u * lid.x, acc[(4u * hr + r) * TN4 + hc], wid.z);
                 }
             }
         }
+    }
+}
+
+// Split-K's second pass: out[i] = act(scale * sum_z x[z N M + i] + bias),
+// x being the first pass's slices x N x M partials, summed in slice order.
+@compute @workgroup_size(256, 1, 1)
+fn matmul_split_sum(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let total = params.n * params.m;
+    for (var i = gid.x; i < total; i += nwg.x * 256u) {
+        var s = 0.0;
+        for (var z = 0u; z < params.slices; z++) {
+            s += x[z * total + i];
+        }
+        out[i] = finish_out(i % params.m, s);
     }
 }

@@ -72,7 +72,15 @@ pub struct Gpu {
     max_piece_bytes: Option<u64>,
     /// Whether kernels may use subgroup operations where the device has them.
     subgroups: AtomicBool,
+    /// See [`Gpu::loop_limit`].
+    loop_limit: Option<u64>,
 }
+
+/// The loop iterations one invocation of a shader may run, all its loops
+/// together, on Mesa's CPU adapters (llvmpipe, lavapipe): gallivm's
+/// `LP_MAX_TGSI_LOOP_ITERATIONS`, one counter per invocation shared by every
+/// loop, after which every loop exits early without an error.
+pub const SOFTWARE_LOOP_LIMIT: u64 = 65_535;
 
 /// Set by wgpu's device-lost callback.
 #[derive(Default)]
@@ -202,8 +210,12 @@ impl Gpu {
         device.set_device_lost_callback(move |reason, message| {
             seen.set(format!("{reason:?}: {message}"));
         });
+        // Every CPU adapter is held to Mesa's limit: the only one known
+        // (lavapipe), and a bound that costs a software adapter little.
+        let loop_limit = (device.adapter_info().device_type == wgpu::DeviceType::Cpu).then_some(SOFTWARE_LOOP_LIMIT);
         Gpu {
             info: None,
+            loop_limit,
             device,
             queue,
             modules: Mutex::new(HashMap::new()),
@@ -321,6 +333,14 @@ impl Gpu {
     /// itself (a context made by [`Gpu::from_device_queue`] asks the device).
     pub fn adapter_info(&self) -> wgpu::AdapterInfo {
         self.info.clone().unwrap_or_else(|| self.device.adapter_info())
+    }
+
+    /// The loop iterations one invocation may run in all its loops together
+    /// before the driver silently ends them ([`SOFTWARE_LOOP_LIMIT`] on a CPU
+    /// adapter), or `None` where no such limit is known (GPUs). Launchers
+    /// size each invocation's work below it.
+    pub fn loop_limit(&self) -> Option<u64> {
+        self.loop_limit
     }
 
     /// The adapter's name.

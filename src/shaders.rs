@@ -377,8 +377,10 @@ pub mod covariance {
 /// `shaders/matmul.wgsl`: the general product `act(((x - center) @ w) * scale + bias)`.
 pub mod matmul {
     use super::*;
-    /// The product.
+    /// The product (split-K: each z-slice's raw partial product).
     pub const MATMUL: &str = "matmul";
+    /// Split-K's second pass: sum the slices, then scale, bias, activation.
+    pub const SPLIT_SUM: &str = "matmul_split_sum";
     /// x.
     pub const X: Slot = Slot::new("x", 0, Read);
     /// w.
@@ -401,7 +403,7 @@ pub mod matmul {
     pub static SHADER: Shader = Shader {
         name: "matmul",
         source: include_str!("../shaders/matmul.wgsl"),
-        entries: &[MATMUL],
+        entries: &[MATMUL, SPLIT_SUM],
         slots: &[X, W, CENTER, SCALE, BIAS, OUT, PARAMS, X4, W4],
     };
 }

@@ -306,7 +306,7 @@ fn every_buffering_mode_over_any_number_of_steps() {
             k_step: Some(k_step),
             single_buffer,
             no_prefetch,
-            tile: None,
+            ..Default::default()
         };
         for k in [
             k_step as usize,
@@ -323,6 +323,130 @@ fn every_buffering_mode_over_any_number_of_steps() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn split_k_matches_the_twin_for_any_slicing() {
+    // The inner dimension cut into 2, 3, 7 and more slices than it has steps
+    // (capped: every slice gets at least one), over K of one step, a partial
+    // last step and many steps, with every load path (vec4 and scalar x and
+    // w, both transposes) and the epilogue (scale, bias, tanh, relu), which
+    // the second pass must apply once to the sum, not to each slice.
+    for (wx, wy, k_step) in [(16, 8, 8), (1, 32, 8), (4, 8, 32)] {
+        for split in [1, 2, 3, 7, 64] {
+            let config = MatmulConfig {
+                threads: Some((wx, wy)),
+                k_step: Some(k_step),
+                split_k: Some(split),
+                ..Default::default()
+            };
+            for k in [1, k_step as usize, 3 * k_step as usize + 5, 300] {
+                for (n, m, flags) in [(70, 40, 7), (9, 37, 1 + 16), (33, 40, 8 + 6 + 32), (36, 5, 64 + 7)] {
+                    let err = check(n, k, m, flags, config, (k * 11 + m) as u64 + flags as u64 + split as u64);
+                    assert!(
+                        err <= 1e-5,
+                        "split {split}, {wx}x{wy}/{k_step}, flags {flags}: {n}x{k} @ {k}x{m}: rel error {err:e}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn split_k_by_default_where_the_grid_is_small() {
+    use gpuprep::ops::matmul::{split_k, SPLIT_MIN_SLICE};
+    // A 256 x 256 weight gradient over a batch of 65,536: 8 blocks of 64 x
+    // 128, raised to 256 workgroups; a bias gradient (one block) gets the
+    // most slices its K allows; a whitening product is never split, nor a
+    // product whose K is short, nor one whose partials would not fit.
+    let big = 128 << 20;
+    assert_eq!(split_k(8, 65_536, 256 * 256, big), 32);
+    assert_eq!(split_k(1, 65_536, 256, big), 256);
+    assert_eq!(split_k(1, 4096, 1, big), (4096 / SPLIT_MIN_SLICE) as u32);
+    assert_eq!(split_k(16_384, 256, (1 << 20) * 256, big), 1);
+    assert_eq!(split_k(1, 2 * SPLIT_MIN_SLICE - 1, 16, big), 1);
+    assert_eq!(split_k(4, 1 << 20, 4096 * 4096, big), 1);
+    assert_eq!(split_k(4, 1 << 20, 1024 * 1024, 16 << 20), 4);
+
+    // The default splits such products on the device, and the twin holds
+    // them, poisoned output, offset data: a bias gradient's shape (one
+    // output column), a weight gradient's (x stored transposed), and a
+    // plain one, each with K across several slices and a partial last one.
+    for (n, k, m, flags) in [(20, 3001, 1, 64), (36, 2000, 24, 64 + 7), (5, 1500, 9, 1 + 4 + 16)] {
+        let err = check(n, k, m, flags, MatmulConfig::default(), k as u64 + flags as u64);
+        assert!(err <= 1e-5, "{n}x{k} @ {k}x{m} flags {flags}: rel error {err:e}");
+    }
+
+    // What the slices are for, seen in one sum: 2^24 followed by 4095 ones.
+    // Summed in one f32 accumulator every one is lost (2^24 + 1 rounds to
+    // 2^24); in slices of SPLIT_MIN_SLICE only the first slice's are.
+    let g = gpu();
+    let k = 4096;
+    let mut x = Array2::<f32>::ones((1, k));
+    x[[0, 0]] = 16_777_216.0;
+    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    let wg = GpuMatrix::upload(g, Array2::<f32>::ones((k, 1)).view()).unwrap();
+    let sum = |split_k: Option<u32>| {
+        let opts = MatmulOptions {
+            tuning: Some(MatmulConfig {
+                split_k,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let got = ops::matmul(g, &xg, &wg, &opts).unwrap().download(g).unwrap()[[0, 0]];
+        f64::from(got) - 16_777_216.0
+    };
+    let (split, whole) = (sum(None), sum(Some(1)));
+    assert!(split >= 3000.0, "split by default: {split} of the 4095 ones kept");
+    assert!(whole < 100.0, "one accumulator: {whole} of the 4095 ones kept");
+}
+
+#[test]
+fn a_long_inner_dimension_is_summed_whole_on_any_adapter() {
+    // Mesa's CPU adapters (lavapipe) end every loop of an invocation after
+    // 65,535 iterations in all, silently: a product whose K runs one
+    // invocation past that summed only its first part (an error of 0.9 at K
+    // = 16,384 with 1 x 1 threads before the launcher bounded it). Where the
+    // adapter has such a limit, even a product told not to split is cut into
+    // the slices that keep each invocation under it. K = 40,000 is past the
+    // limit for each layout here: one thread (32 loads per step), a column
+    // of 32 threads over x stored transposed (64 loads per step), the
+    // default. The tolerance is f32's accumulation over slices of up to
+    // 16,384 terms, far below what a truncated sum gives.
+    if let Some(limit) = gpu().loop_limit() {
+        assert_eq!(limit, gpuprep::gpu::SOFTWARE_LOOP_LIMIT);
+    }
+    for (threads, flags, m) in [(Some((1, 1)), 1, 8), (Some((1, 32)), 64, 1), (None, 64 + 7, 3)] {
+        for split_k in [Some(1), None] {
+            let config = MatmulConfig {
+                threads,
+                split_k,
+                ..Default::default()
+            };
+            let err = check(16, 40_000, m, flags, config, 3 + flags as u64);
+            assert!(
+                err <= 5e-5,
+                "{threads:?} split {split_k:?} flags {flags}: 16x40000 @ 40000x{m}: rel error {err:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn split_k_over_output_pieces_shares_its_scratch() {
+    // The output cut into pieces of 3 rows (x stored transposed), each piece
+    // split: the pieces' passes reuse one scratch buffer in one encoder.
+    let g = gpuprep::Gpu::new().unwrap().with_max_piece_bytes(3 * 17 * 4);
+    for split in [None, Some(3)] {
+        let config = MatmulConfig {
+            split_k: split,
+            ..Default::default()
+        };
+        let err = check_on(&g, 40, 600, 17, 64 + 7, config, 5);
+        assert!(err <= 1e-5, "x^T pieces, split {split:?}: rel error {err:e}");
     }
 }
 
@@ -604,6 +728,10 @@ fn bad_input_is_an_error_not_a_panic() {
         MatmulConfig {
             threads: None,
             k_step: Some(12),
+            ..Default::default()
+        },
+        MatmulConfig {
+            split_k: Some(0),
             ..Default::default()
         },
     ] {

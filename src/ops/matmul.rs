@@ -13,7 +13,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::matrix::{bind_input, pieces, GpuMatrix, OutputPiece};
+use crate::matrix::{bind_input, pieces, GpuMatrix, OutputPiece, Span};
 pub use crate::model::matmul::Activation;
 use crate::shaders::matmul as SH;
 
@@ -33,7 +33,8 @@ pub(crate) struct Params {
     flags: u32,
     ldx: u32,
     row_base: u32,
-    _pad: [u32; 2],
+    k_len: u32,
+    slices: u32,
 }
 
 #[cfg(test)]
@@ -47,7 +48,9 @@ pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
             m,
             flags,
             ldx,
-            row_base
+            row_base,
+            k_len,
+            slices
         }
     )]
 }
@@ -96,6 +99,105 @@ pub struct MatmulConfig {
     /// per FMA; on lavapipe 8 x 8 measured fastest (4.3 GFLOP/s against 1.8
     /// for 4 x 4 at 8192 x 256 @ 256 x 256, 8 x 8 threads).
     pub tile: Option<(u32, u32)>,
+    /// Split-K: the inner dimension cut into this many slices, each its own
+    /// z-layer of workgroups writing a raw partial product to scratch, then
+    /// a pass summing them in order. `None` splits where the grid needs it
+    /// (see [`split_k`]); `Some(1)` never splits (to measure what it gives),
+    /// except where the adapter ends long loops ([`Gpu::loop_limit`]: a
+    /// CPU adapter), which always gets the slices that keep each
+    /// invocation under its limit.
+    pub split_k: Option<u32>,
+}
+
+/// Workgroups below which a product's grid is too small to fill a large GPU
+/// (an H100 has 132 SMs, each running several of these 128-256-thread
+/// workgroups at once): split-K raises a grid towards it.
+pub const SPLIT_TARGET_GROUPS: usize = 256;
+/// The shortest slice of the inner dimension split-K makes: 32 steps of 8,
+/// so each slice's FMAs (2 x 256 per output) outweigh its partial's write
+/// and read (8 bytes per output).
+pub const SPLIT_MIN_SLICE: usize = 256;
+/// The most slices split-K makes (the second pass reads that many partials
+/// per output).
+pub const SPLIT_MAX_SLICES: usize = 256;
+/// The most scratch split-K's partials take, in bytes (also bounded by the
+/// device's binding size).
+pub const SPLIT_MAX_SCRATCH: u64 = 64 << 20;
+
+/// Split-K's choice for a product of `groups` workgroups over an inner
+/// dimension of `k` and `outputs` elements (N x M): the slices, where the
+/// grid has fewer than [`SPLIT_TARGET_GROUPS`] workgroups and `k` is at
+/// least two [`SPLIT_MIN_SLICE`]s long; else 1 (no split). A weight
+/// gradient `dY^T X` of a 256 x 256 layer over a batch of 65,536 has 8
+/// output blocks of 64 x 128: 32 slices of 2048 rows make 256 workgroups;
+/// a whitening product of 2^20 rows has 16,384 blocks and is never split.
+pub fn split_k(groups: usize, k: usize, outputs: usize, scratch_limit: u64) -> u32 {
+    if groups >= SPLIT_TARGET_GROUPS || k < 2 * SPLIT_MIN_SLICE || outputs == 0 {
+        return 1;
+    }
+    let by_scratch = (scratch_limit.min(SPLIT_MAX_SCRATCH) / (4 * outputs as u64)) as usize;
+    let slices = SPLIT_TARGET_GROUPS
+        .div_ceil(groups)
+        .min(k / SPLIT_MIN_SLICE)
+        .min(SPLIT_MAX_SLICES)
+        .min(by_scratch);
+    slices.max(1) as u32
+}
+
+/// The loop iterations one invocation of the product kernel runs: per step
+/// of `k_step` (the step loop, the FMA loops, the tile loads' loops: twice
+/// each, fetch and put, with `prefetch`), and per row block (the first
+/// step's loads, the stores' loops), for `steps` steps and `row_blocks` row
+/// blocks per workgroup (the grid stride). An over-count: loops a compiler
+/// unrolls are counted as if it did not.
+fn kernel_iterations(
+    steps: u64,
+    row_blocks: u64,
+    k_step: u32,
+    (tm4, tn4): (u32, u32),
+    prefetch: Prefetch,
+) -> u64 {
+    let fma = if tm4 == 2 && tn4 == 2 {
+        k_step
+    } else {
+        k_step * (1 + tm4 + tm4 * tn4)
+    };
+    let loads = (prefetch.a_iters + prefetch.b_iters) * if prefetch.on { 2 } else { 1 };
+    let per_step = (1 + fma + loads) as u64;
+    let per_block = (loads + tm4 * (1 + 4 + 4 * tn4)) as u64;
+    row_blocks * (steps * per_step + per_block + 1)
+}
+
+/// The fewest slices of `k` that keep each invocation within `limit` loop
+/// iterations (see [`Gpu::loop_limit`]), half of it kept as margin; 1 where
+/// there is no limit.
+fn slices_for_loop_limit(
+    limit: Option<u64>,
+    k: usize,
+    row_blocks: u64,
+    k_step: u32,
+    tile: (u32, u32),
+    prefetch: Prefetch,
+) -> u32 {
+    let Some(limit) = limit else { return 1 };
+    let budget = limit / 2;
+    let steps = k.div_ceil(k_step as usize).max(1) as u64;
+    if kernel_iterations(steps, row_blocks, k_step, tile, prefetch) <= budget {
+        return 1;
+    }
+    let fixed = kernel_iterations(0, row_blocks, k_step, tile, prefetch);
+    let per_step = kernel_iterations(1, row_blocks, k_step, tile, prefetch) - fixed;
+    let max_steps = (budget.saturating_sub(fixed) / per_step).max(1);
+    steps.div_ceil(max_steps).min(u32::MAX as u64) as u32
+}
+
+/// Each slice's length for `slices` slices of `k` (a multiple of `k_step`,
+/// so no step straddles two slices), and the slices that length makes
+/// (fewer than asked where `k` is short: every slice has at least one step).
+fn slice_len(k: usize, slices: u32, k_step: u32) -> (u32, u32) {
+    let step = k_step as usize;
+    let len = k.div_ceil(slices.max(1) as usize).div_ceil(step).max(1) * step;
+    (len as u32, k.div_ceil(len).max(1) as u32)
 }
 
 impl MatmulConfig {
@@ -245,6 +347,9 @@ pub fn encode_matmul_into(
             format!("thread layout {wx} x {wy}: each must be a power of two, at most 256 threads"),
         ));
     }
+    if config.split_k == Some(0) {
+        return Err(Error::invalid(OP, "split_k must be at least 1 slice"));
+    }
     let k_step = config.k_step.unwrap_or(8);
     if ![8, 16, 32].contains(&k_step) {
         return Err(Error::invalid(
@@ -333,6 +438,25 @@ pub fn encode_matmul_into(
         let row_groups = np
             .div_ceil(bm)
             .min(limits.max_compute_workgroups_per_dimension as usize);
+        let groups = col_groups * row_groups;
+        let row_blocks = np.div_ceil(bm).div_ceil(row_groups.max(1)) as u64;
+        let prefetch_used = Prefetch {
+            on: prefetch.on && !config.no_prefetch,
+            ..prefetch
+        };
+        // Where the adapter ends long loops (a CPU adapter), at least the
+        // slices that keep every invocation under its limit, whatever the
+        // tuning asks: without them the sums would silently stop short.
+        let needed = slices_for_loop_limit(gpu.loop_limit(), k, row_blocks, k_step, (tm4, tn4), prefetch_used);
+        let asked = match config.split_k {
+            Some(s) => s,
+            None => split_k(groups, k, np * m, gpu.max_binding_bytes()),
+        }
+        .max(needed);
+        let (k_len, slices) = match slice_len(k, asked, k_step) {
+            (len, s) if s > 1 => (len, s),
+            _ => (k as u32, 1),
+        };
         let params = gpu.uniform(
             "matmul params",
             &Params {
@@ -342,7 +466,8 @@ pub fn encode_matmul_into(
                 flags,
                 ldx: if opts.transpose_x { n as u32 } else { k as u32 },
                 row_base: if opts.transpose_x { rows.start as u32 } else { 0 },
-                _pad: [0; 2],
+                k_len,
+                slices,
             },
         )?;
         let xs = match &x_whole {
@@ -351,6 +476,14 @@ pub fn encode_matmul_into(
         };
         let x4 = gpu.vec4_span(&xs)?;
         let piece = OutputPiece::new(gpu, encoder, OP, "matmul out", out, rows, false)?;
+        // Split, the product's slices go to scratch and a second pass sums
+        // them into the piece.
+        let partials = if slices > 1 {
+            let bytes = slices as u64 * (np * m) as u64 * 4;
+            Some(Span::whole(&gpu.scratch("matmul split-K partials", bytes)?))
+        } else {
+            None
+        };
         gpu.launch(
             encoder,
             &SH::SHADER,
@@ -362,13 +495,32 @@ pub fn encode_matmul_into(
                 (SH::CENTER, &center),
                 (SH::SCALE, &scale),
                 (SH::BIAS, &bias),
-                (SH::OUT, &piece.span),
+                (SH::OUT, partials.as_ref().unwrap_or(&piece.span)),
                 (SH::PARAMS, &params),
                 (SH::X4, &x4),
                 (SH::W4, &w4),
             ],
-            [col_groups as u32, row_groups as u32, 1],
+            [col_groups as u32, row_groups as u32, slices],
         )?;
+        if let Some(partials) = &partials {
+            let sum_groups = (np * m)
+                .div_ceil(256)
+                .min(limits.max_compute_workgroups_per_dimension as usize);
+            gpu.launch(
+                encoder,
+                &SH::SHADER,
+                SH::SPLIT_SUM,
+                &[],
+                &[
+                    (SH::X, partials),
+                    (SH::SCALE, &scale),
+                    (SH::BIAS, &bias),
+                    (SH::OUT, &piece.span),
+                    (SH::PARAMS, &params),
+                ],
+                [sum_groups as u32, 1, 1],
+            )?;
+        }
         piece.finish(gpu, encoder, OP)?;
     }
     Ok(())
@@ -376,7 +528,33 @@ pub fn encode_matmul_into(
 
 #[cfg(test)]
 mod tests {
-    use super::Prefetch;
+    use super::{kernel_iterations, slice_len, slices_for_loop_limit, Prefetch};
+
+    #[test]
+    fn slices_keep_each_invocation_under_the_loop_limit() {
+        let limit = Some(crate::gpu::SOFTWARE_LOOP_LIMIT);
+        // One thread, 32 straight loads per step: 41 iterations per step, so
+        // about 790 steps fit half the limit.
+        let p = Prefetch::new(1, 1, (8, 8), 8, true, false);
+        assert!(!p.on);
+        assert_eq!(kernel_iterations(1, 1, 8, (2, 2), p) - kernel_iterations(0, 1, 8, (2, 2), p), 1 + 8 + 32);
+        for k in [8, 1000, 6000, 40_000, 1 << 20] {
+            let s = slices_for_loop_limit(limit, k, 1, 8, (2, 2), p);
+            let (len, made) = slice_len(k, s, 8);
+            assert!(made >= s.min(k.div_ceil(8) as u32) && len as usize * made as usize >= k);
+            let it = kernel_iterations(len.div_ceil(8) as u64, 1, 8, (2, 2), p);
+            assert!(it <= crate::gpu::SOFTWARE_LOOP_LIMIT / 2, "K {k}: {s} slices, {it} iterations");
+            if k <= 6000 {
+                assert_eq!(s, 1, "K {k}");
+            }
+        }
+        // No limit (a GPU): never split for it; the grid stride multiplies.
+        assert_eq!(slices_for_loop_limit(None, 1 << 20, 1, 8, (2, 2), p), 1);
+        assert!(
+            slices_for_loop_limit(limit, 6000, 4, 8, (2, 2), p) > 1,
+            "4 row blocks per workgroup run the K loop 4 times"
+        );
+    }
 
     #[test]
     fn prefetch_holds_at_most_the_shaders_registers() {

@@ -5,7 +5,8 @@
 //! (upload + statistics + readback of 1024 x 64: `ops::column_summary`, one
 //! submit). GPU-only rows (CPU path "none") measure kernel variants in the
 //! same run: covariance with one tile buffer, the product with its tiles as
-//! they were before double-buffering, and layer norm on the workgroup-memory
+//! they were before double-buffering, a weight and a bias gradient without
+//! split-K, and layer norm on the workgroup-memory
 //! row kernels where the device has subgroups ("no sg").
 //!
 //! - CPU: the path `--device cpu` runs (`gpuprep::host`: f32 storage, f64
@@ -368,6 +369,38 @@ pub fn run(mut a: BenchArgs) -> gpuprep::Result<()> {
             gpu_s: tg(&mut |enc| ops::encode_matmul_into(&gpu, enc, &xg, &u, &yg, &opts))?,
             round_trip_s: None,
             work: Work::Flops(flops),
+        });
+    }
+
+    // A linear layer's weight and bias gradients over a batch of N rows
+    // (dY^T X and dY^T 1, x stored transposed): outputs of D x D and D x 1,
+    // a grid too small to fill a large GPU, so split-K cuts the batch into
+    // slices (the default) against one accumulator per output ("no split").
+    let dw = GpuMatrix::uninit(&gpu, d, d)?;
+    let db = GpuMatrix::uninit(&gpu, d, 1)?;
+    let ones = GpuMatrix::filled(&gpu, n, 1, 1.0)?;
+    for (op, target, w, split, work) in [
+        ("weight gradient dY^T X", &dw, &xg, None, Work::Flops(flops)),
+        ("weight gradient, no split-K", &dw, &xg, Some(1), Work::Flops(flops)),
+        ("bias gradient dY^T 1", &db, &ones, None, Work::Bytes(bytes)),
+        ("bias gradient, no split-K", &db, &ones, Some(1), Work::Bytes(bytes)),
+    ] {
+        let opts = ops::MatmulOptions {
+            transpose_x: true,
+            tuning: Some(ops::MatmulConfig {
+                split_k: split,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        rows.push(Row {
+            op,
+            shape: (n, d),
+            cpu_path: "none",
+            cpu_s: None,
+            gpu_s: tg(&mut |enc| ops::encode_matmul_into(&gpu, enc, &xg, w, target, &opts))?,
+            round_trip_s: None,
+            work,
         });
     }
 
