@@ -58,7 +58,7 @@ pub struct BenchArgs {
     /// Columns D.
     #[arg(long, default_value_t = 256)]
     cols: usize,
-    /// Ops recorded per submit.
+    /// Ops recorded per submit (fewer for an op whose reps would take over 0.25 s).
     #[arg(long, default_value_t = 10)]
     reps: usize,
     /// Submits timed (median reported).
@@ -115,7 +115,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Median seconds per repetition of `record`, `reps` per submit.
+/// What one submit of a row may take: an op slower than this over `reps`
+/// gets fewer reps per submit (at least one), so a slow row (a product
+/// without split-K) keeps the run short.
+const SUBMIT_BUDGET_S: f64 = 0.25;
+
+/// Median seconds per repetition of `record`, `reps` per submit (fewer
+/// where that would pass [`SUBMIT_BUDGET_S`]).
 fn time_gpu(
     gpu: &Gpu,
     timer: Option<&GpuTimer>,
@@ -123,8 +129,11 @@ fn time_gpu(
     trials: usize,
     mut record: impl FnMut(&mut gpuprep::wgpu::CommandEncoder) -> gpuprep::Result<()>,
 ) -> gpuprep::Result<f64> {
-    // Warm-up: pipelines built, memory touched.
+    // Warm-up: pipelines built, memory touched; then one rep to size the
+    // submits by.
     time_recorded(gpu, None, 1, &mut record)?;
+    let one = time_recorded(gpu, timer, 1, &mut record)?;
+    let reps = reps.min((SUBMIT_BUDGET_S / one.max(1e-9)) as usize).max(1);
     let times = (0..trials)
         .map(|_| time_recorded(gpu, timer, reps, &mut record))
         .collect::<gpuprep::Result<Vec<f64>>>()?;
@@ -381,9 +390,21 @@ pub fn run(mut a: BenchArgs) -> gpuprep::Result<()> {
     let ones = GpuMatrix::filled(&gpu, n, 1, 1.0)?;
     for (op, target, w, split, work) in [
         ("weight gradient dY^T X", &dw, &xg, None, Work::Flops(flops)),
-        ("weight gradient, no split-K", &dw, &xg, Some(1), Work::Flops(flops)),
+        (
+            "weight gradient, no split-K",
+            &dw,
+            &xg,
+            Some(1),
+            Work::Flops(flops),
+        ),
         ("bias gradient dY^T 1", &db, &ones, None, Work::Bytes(bytes)),
-        ("bias gradient, no split-K", &db, &ones, Some(1), Work::Bytes(bytes)),
+        (
+            "bias gradient, no split-K",
+            &db,
+            &ones,
+            Some(1),
+            Work::Bytes(bytes),
+        ),
     ] {
         let opts = ops::MatmulOptions {
             transpose_x: true,
