@@ -212,7 +212,8 @@ impl Gpu {
         });
         // Every CPU adapter is held to Mesa's limit: the only one known
         // (lavapipe), and a bound that costs a software adapter little.
-        let loop_limit = (device.adapter_info().device_type == wgpu::DeviceType::Cpu).then_some(SOFTWARE_LOOP_LIMIT);
+        let loop_limit =
+            (device.adapter_info().device_type == wgpu::DeviceType::Cpu).then_some(SOFTWARE_LOOP_LIMIT);
         Gpu {
             info: None,
             loop_limit,

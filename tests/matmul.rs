@@ -342,8 +342,20 @@ fn split_k_matches_the_twin_for_any_slicing() {
                 ..Default::default()
             };
             for k in [1, k_step as usize, 3 * k_step as usize + 5, 300] {
-                for (n, m, flags) in [(70, 40, 7), (9, 37, 1 + 16), (33, 40, 8 + 6 + 32), (36, 5, 64 + 7)] {
-                    let err = check(n, k, m, flags, config, (k * 11 + m) as u64 + flags as u64 + split as u64);
+                for (n, m, flags) in [
+                    (70, 40, 7),
+                    (9, 37, 1 + 16),
+                    (33, 40, 8 + 6 + 32),
+                    (36, 5, 64 + 7),
+                ] {
+                    let err = check(
+                        n,
+                        k,
+                        m,
+                        flags,
+                        config,
+                        (k * 11 + m) as u64 + flags as u64 + split as u64,
+                    );
                     assert!(
                         err <= 1e-5,
                         "split {split}, {wx}x{wy}/{k_step}, flags {flags}: {n}x{k} @ {k}x{m}: rel error {err:e}"
@@ -374,7 +386,11 @@ fn split_k_by_default_where_the_grid_is_small() {
     // them, poisoned output, offset data: a bias gradient's shape (one
     // output column), a weight gradient's (x stored transposed), and a
     // plain one, each with K across several slices and a partial last one.
-    for (n, k, m, flags) in [(20, 3001, 1, 64), (36, 2000, 24, 64 + 7), (5, 1500, 9, 1 + 4 + 16)] {
+    for (n, k, m, flags) in [
+        (20, 3001, 1, 64),
+        (36, 2000, 24, 64 + 7),
+        (5, 1500, 9, 1 + 4 + 16),
+    ] {
         let err = check(n, k, m, flags, MatmulConfig::default(), k as u64 + flags as u64);
         assert!(err <= 1e-5, "{n}x{k} @ {k}x{m} flags {flags}: rel error {err:e}");
     }

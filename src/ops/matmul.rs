@@ -447,7 +447,8 @@ pub fn encode_matmul_into(
         // Where the adapter ends long loops (a CPU adapter), at least the
         // slices that keep every invocation under its limit, whatever the
         // tuning asks: without them the sums would silently stop short.
-        let needed = slices_for_loop_limit(gpu.loop_limit(), k, row_blocks, k_step, (tm4, tn4), prefetch_used);
+        let needed =
+            slices_for_loop_limit(gpu.loop_limit(), k, row_blocks, k_step, (tm4, tn4), prefetch_used);
         let asked = match config.split_k {
             Some(s) => s,
             None => split_k(groups, k, np * m, gpu.max_binding_bytes()),
@@ -537,13 +538,19 @@ mod tests {
         // about 790 steps fit half the limit.
         let p = Prefetch::new(1, 1, (8, 8), 8, true, false);
         assert!(!p.on);
-        assert_eq!(kernel_iterations(1, 1, 8, (2, 2), p) - kernel_iterations(0, 1, 8, (2, 2), p), 1 + 8 + 32);
+        assert_eq!(
+            kernel_iterations(1, 1, 8, (2, 2), p) - kernel_iterations(0, 1, 8, (2, 2), p),
+            1 + 8 + 32
+        );
         for k in [8, 1000, 6000, 40_000, 1 << 20] {
             let s = slices_for_loop_limit(limit, k, 1, 8, (2, 2), p);
             let (len, made) = slice_len(k, s, 8);
             assert!(made >= s.min(k.div_ceil(8) as u32) && len as usize * made as usize >= k);
             let it = kernel_iterations(len.div_ceil(8) as u64, 1, 8, (2, 2), p);
-            assert!(it <= crate::gpu::SOFTWARE_LOOP_LIMIT / 2, "K {k}: {s} slices, {it} iterations");
+            assert!(
+                it <= crate::gpu::SOFTWARE_LOOP_LIMIT / 2,
+                "K {k}: {s} slices, {it} iterations"
+            );
             if k <= 6000 {
                 assert_eq!(s, 1, "K {k}");
             }
