@@ -344,6 +344,15 @@ impl Gpu {
         self.loop_limit
     }
 
+    /// This context with its launchers held to `limit` loop iterations per
+    /// invocation (`None`: no limit): for an adapter with a limit gpuprep does
+    /// not detect, and for tests, where a small limit sends small shapes
+    /// down the paths that very large ones take on lavapipe.
+    pub fn with_loop_limit(mut self, limit: Option<u64>) -> Gpu {
+        self.loop_limit = limit;
+        self
+    }
+
     /// The adapter's name.
     pub fn adapter_name(&self) -> String {
         self.adapter_info().name

@@ -528,3 +528,42 @@ fn a_long_stream_keeps_its_accuracy() {
         assert!(e <= 1e-5, "{chunks} chunks of {rows}: rel error {e:e}");
     }
 }
+
+#[test]
+fn slices_stay_under_the_loop_limit() {
+    // Lavapipe ends every loop of an invocation after 65,535 iterations in
+    // all: one slice of 56,000 rows (one workgroup asked for) summed only
+    // part of them (rel error 1.4e-2; 0.945 at a million rows). The launcher
+    // caps a slice's rows by the adapter's limit whatever the tuning asks.
+    let one_group = CovarianceConfig {
+        target_workgroups: Some(1),
+        ..Default::default()
+    };
+    for (n, d) in [(60_000, 1), (40_000, 3)] {
+        let x = normal(n, d, 1.0e4, 1.0, 7 + d as u64);
+        let err = check(&x, 0, &one_group);
+        assert!(err <= 1e-5, "{n}x{d}, one workgroup asked for: rel error {err:e}");
+    }
+    // A context held to a small limit takes the capped paths at small shapes:
+    // 1,024 rows per slice at most (a quarter of 4,096), and a stream whose
+    // fixed slices take 16 rows each (a quarter of 64) pushes a long chunk
+    // in parts that add into the same sums.
+    let small = gpuprep::Gpu::new().unwrap().with_loop_limit(Some(4096));
+    for (n, d) in [(5000, 7), (3000, 40)] {
+        let x = normal(n, d, 1.0e4, 1.0, 11 + d as u64);
+        let err = check_on(&small, &x, 1, &one_group);
+        assert!(err <= 1e-5, "{n}x{d} at a limit of 4096: rel error {err:e}");
+    }
+    let tiny = gpuprep::Gpu::new().unwrap().with_loop_limit(Some(64));
+    for (n, d, cuts) in [
+        (20_000, 1, vec![20_000]),
+        (6000, 37, vec![10, 5990]),
+    ] {
+        let x = normal(n, d, 1.0e4, 1.0, 13 + d as u64);
+        let want = cpu::covariance(x.mapv(f64::from).view(), 0).unwrap();
+        let got = stream_chunks(&tiny, &x, &cuts).expect("the first chunk serves");
+        let cov = got.comoment.mapv(|v| v / n as f64);
+        let e = frobenius_rel_error(cov.view(), want.view());
+        assert!(e <= 1e-5, "stream {n}x{d} at a limit of 64: rel error {e:e}");
+    }
+}
