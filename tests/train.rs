@@ -100,6 +100,55 @@ fn softmax_xent_matches_the_twin() {
 }
 
 #[test]
+fn softmax_xent_stays_under_the_loop_limit() {
+    // The kernel is one workgroup; each thread walks every 256th row and each
+    // row's classes three times. Lavapipe ends an invocation's loops after
+    // 65,535 iterations in all: 6,400 rows of 1,000 classes (25 rows of
+    // 3,003 iterations per thread) left gradient rows unwritten before the
+    // launcher cut such inputs into launches of fewer rows. A context held
+    // to a small limit takes that path at small shapes (2,000: 7,424 rows of
+    // 10 classes per launch), and refuses rows too long for even one per
+    // thread.
+    let small = Gpu::new().unwrap().with_loop_limit(Some(2000));
+    for (g, n, c) in [(gpu(), 6400, 1000), (&small, 20_000, 10), (&small, 300, 7)] {
+        let z = normal(n, c, 30.0, 4.0, n as u64 + c as u64);
+        let labels = labels_for(n, c, 3);
+        let (zg, lg) = (up(g, &z), up(g, &labels));
+        let (dz, m) = train::softmax_xent(g, &zg, &lg).unwrap();
+        let scale = 1.0 / n as f64;
+        let want = twin::softmax_xent(
+            z.mapv(f64::from).view(),
+            labels.column(0).mapv(f64::from).view(),
+            scale,
+        )
+        .unwrap();
+        let got = down(g, &dz);
+        assert!(
+            got.iter().all(|v| v.is_finite()),
+            "{n}x{c}: a gradient was never written"
+        );
+        let err = max_rel(got.iter().copied(), want.dlogits.iter().copied(), scale);
+        assert!(err < 1e-5, "{n}x{c}: dlogits rel error {err:e}");
+        let m = down(g, &m);
+        let loss_err = (m[[0, 0]] - want.sums.loss).abs() / want.sums.loss.max(1.0);
+        assert!(
+            loss_err < 1e-5,
+            "{n}x{c}: loss {} vs {}",
+            m[[0, 0]],
+            want.sums.loss
+        );
+        assert_eq!(m[[0, 1]], want.sums.correct, "{n}x{c}: correct");
+        assert_eq!(m[[0, 2]], n as f64, "{n}x{c}: rows");
+    }
+    let z = up(&small, &normal(4, 400, 0.0, 1.0, 1));
+    let labels = up(&small, &labels_for(4, 400, 0));
+    assert!(matches!(
+        train::softmax_xent(&small, &z, &labels),
+        Err(gpuprep::Error::ExceedsLimit { .. })
+    ));
+}
+
+#[test]
 fn softmax_xent_invalid_labels_give_nan() {
     let g = gpu();
     let z = normal(4, 3, 0.0, 1.0, 5);

@@ -254,60 +254,116 @@ pub fn encode_softmax_xent_into(
     let metrics_span = metrics.whole_span(gpu, OPX)?;
     let mut split = vec![logits, labels];
     split.extend(dlogits);
-    for rows in pieces(gpu, &split) {
-        let params = gpu.uniform(
-            "softmax_xent params",
-            &Params {
-                n: u32_of(OPX, "rows", rows.len())?,
-                cols: u32_of(OPX, "classes", c)?,
-                slot: u32_of(OPX, "slot", options.slot)?,
-                flags: if dlogits.is_some() { WRITE_GRAD } else { 0 },
-                grad_scale: options.grad_scale,
-                ..Default::default()
-            },
-        )?;
-        let zs = bind_input(gpu, encoder, OPX, "softmax_xent logits", logits, rows.clone())?;
-        let ls = bind_input(gpu, encoder, OPX, "softmax_xent labels", labels, rows.clone())?;
-        match dlogits {
-            Some(d) => {
-                let piece = OutputPiece::new(gpu, encoder, OPX, "softmax_xent dlogits", d, rows, false)?;
-                gpu.launch(
-                    encoder,
-                    &SH::SHADER,
-                    SH::SOFTMAX_XENT,
-                    &[],
-                    &[
-                        (SH::PARAMS, &params),
-                        (SH::LOGITS, &zs),
-                        (SH::LABELS, &ls),
-                        (SH::DLOGITS, &piece.span),
-                        (SH::METRICS, &metrics_span),
-                    ],
-                    [1, 1, 1],
-                )?;
-                piece.finish(gpu, encoder, OPX)?;
-            }
-            None => {
-                // The kernel never writes dlogits without WRITE_GRAD: a placeholder.
-                let placeholder = crate::matrix::Span::whole(&gpu.scratch("softmax_xent no grad", 16)?);
-                gpu.launch(
-                    encoder,
-                    &SH::SHADER,
-                    SH::SOFTMAX_XENT,
-                    &[],
-                    &[
-                        (SH::PARAMS, &params),
-                        (SH::LOGITS, &zs),
-                        (SH::LABELS, &ls),
-                        (SH::DLOGITS, &placeholder),
-                        (SH::METRICS, &metrics_span),
-                    ],
-                    [1, 1, 1],
-                )?;
-            }
+    let rows_per_launch = xent_rows_per_launch(gpu.loop_limit(), c, dlogits.is_some())?;
+    for piece in pieces(gpu, &split) {
+        let mut start = piece.start;
+        while start < piece.end {
+            let rows = start..piece.end.min(start.saturating_add(rows_per_launch));
+            start = rows.end;
+            record_xent(
+                gpu,
+                encoder,
+                logits,
+                labels,
+                dlogits,
+                &metrics_span,
+                options,
+                rows,
+            )?;
         }
     }
     Ok(())
+}
+
+/// The rows one launch of the (one-workgroup) softmax cross-entropy kernel
+/// may take: all of them, or where the adapter ends long loops
+/// ([`Gpu::loop_limit`]) as many as keep each thread's loops (`2C + 2` per
+/// row, `3C + 3` writing the gradient, and the final sum's) under half the
+/// limit. Without it, 524,288 rows of 10 classes on lavapipe left 158,976
+/// gradient rows unwritten and a loss sum 99% short.
+fn xent_rows_per_launch(limit: Option<u64>, classes: usize, grad: bool) -> Result<usize> {
+    let Some(limit) = limit else {
+        return Ok(usize::MAX);
+    };
+    let per_row = (classes as u64 + 1) * if grad { 3 } else { 2 };
+    let budget = (limit / 2).saturating_sub(16);
+    let rows_per_thread = budget / per_row;
+    if rows_per_thread == 0 {
+        return Err(Error::ExceedsLimit {
+            op: "softmax_xent",
+            what: "classes per row on this adapter (its loop limit)",
+            needed: classes as u64,
+            limit: budget / if grad { 3 } else { 2 } - 1,
+        });
+    }
+    Ok((rows_per_thread as usize).saturating_mul(WG))
+}
+
+/// One launch of the softmax cross-entropy kernel over `rows`.
+#[allow(clippy::too_many_arguments)]
+fn record_xent(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    logits: &GpuMatrix,
+    labels: &GpuMatrix,
+    dlogits: Option<&GpuMatrix>,
+    metrics_span: &crate::matrix::Span,
+    options: &XentOptions,
+    rows: std::ops::Range<usize>,
+) -> Result<()> {
+    const OPX: &str = "softmax_xent";
+    let c = logits.cols();
+    let params = gpu.uniform(
+        "softmax_xent params",
+        &Params {
+            n: u32_of(OPX, "rows", rows.len())?,
+            cols: u32_of(OPX, "classes", c)?,
+            slot: u32_of(OPX, "slot", options.slot)?,
+            flags: if dlogits.is_some() { WRITE_GRAD } else { 0 },
+            grad_scale: options.grad_scale,
+            ..Default::default()
+        },
+    )?;
+    let zs = bind_input(gpu, encoder, OPX, "softmax_xent logits", logits, rows.clone())?;
+    let ls = bind_input(gpu, encoder, OPX, "softmax_xent labels", labels, rows.clone())?;
+    match dlogits {
+        Some(d) => {
+            let piece = OutputPiece::new(gpu, encoder, OPX, "softmax_xent dlogits", d, rows, false)?;
+            gpu.launch(
+                encoder,
+                &SH::SHADER,
+                SH::SOFTMAX_XENT,
+                &[],
+                &[
+                    (SH::PARAMS, &params),
+                    (SH::LOGITS, &zs),
+                    (SH::LABELS, &ls),
+                    (SH::DLOGITS, &piece.span),
+                    (SH::METRICS, metrics_span),
+                ],
+                [1, 1, 1],
+            )?;
+            piece.finish(gpu, encoder, OPX)
+        }
+        None => {
+            // The kernel never writes dlogits without WRITE_GRAD: a placeholder.
+            let placeholder = crate::matrix::Span::whole(&gpu.scratch("softmax_xent no grad", 16)?);
+            gpu.launch(
+                encoder,
+                &SH::SHADER,
+                SH::SOFTMAX_XENT,
+                &[],
+                &[
+                    (SH::PARAMS, &params),
+                    (SH::LOGITS, &zs),
+                    (SH::LABELS, &ls),
+                    (SH::DLOGITS, &placeholder),
+                    (SH::METRICS, metrics_span),
+                ],
+                [1, 1, 1],
+            )
+        }
+    }
 }
 
 /// One SGD step in place on the GPU, submitted:
