@@ -427,6 +427,13 @@ fn grad_partials(
     }
 }
 
+// The index in gpartials of item j (chunk j / spatial, position j % spatial)
+// of the channel whose first partial is at `first`.
+fn grad_item(j: u32, first: u32) -> u32 {
+    let sp = p.spatial;
+    return (j / sp) * p.cols + first + (j % sp) * p.pos_stride;
+}
+
 @compute @workgroup_size(WG)
 fn grad_finalize(
     @builtin(local_invocation_index) li: u32,
@@ -442,8 +449,25 @@ fn grad_finalize(
     var a = 0.0;
     var b = 0.0;
     let items = p.chunks * sp;
-    for (var j = li; j < items; j = j + WG) {
-        let q = gpartials[(j / sp) * p.cols + first + (j % sp) * p.pos_stride];
+    // Four items per iteration: a thread's loop stays within lavapipe's
+    // 65,535 iterations per invocation for every partials buffer a 128 MiB
+    // binding holds (2^24 items: 16,384 iterations); the launcher refuses
+    // more.
+    var j = li;
+    loop {
+        if (j + 3u * WG >= items) {
+            break;
+        }
+        let q0 = gpartials[grad_item(j, first)];
+        let q1 = gpartials[grad_item(j + WG, first)];
+        let q2 = gpartials[grad_item(j + 2u * WG, first)];
+        let q3 = gpartials[grad_item(j + 3u * WG, first)];
+        a = a + ((q0.x + q1.x) + (q2.x + q3.x));
+        b = b + ((q0.y + q1.y) + (q2.y + q3.y));
+        j = j + 4u * WG;
+    }
+    for (; j < items; j = j + WG) {
+        let q = gpartials[grad_item(j, first)];
         a = a + q.x;
         b = b + q.y;
     }

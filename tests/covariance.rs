@@ -555,10 +555,7 @@ fn slices_stay_under_the_loop_limit() {
         assert!(err <= 1e-5, "{n}x{d} at a limit of 4096: rel error {err:e}");
     }
     let tiny = gpuprep::Gpu::new().unwrap().with_loop_limit(Some(64));
-    for (n, d, cuts) in [
-        (20_000, 1, vec![20_000]),
-        (6000, 37, vec![10, 5990]),
-    ] {
+    for (n, d, cuts) in [(20_000, 1, vec![20_000]), (6000, 37, vec![10, 5990])] {
         let x = normal(n, d, 1.0e4, 1.0, 13 + d as u64);
         let want = cpu::covariance(x.mapv(f64::from).view(), 0).unwrap();
         let got = stream_chunks(&tiny, &x, &cuts).expect("the first chunk serves");

@@ -877,3 +877,58 @@ fn layer_norm_matches_pytorch() {
         assert!(gpu.iter().all(|&e| e <= 1e-5), "{case}: GPU {gpu:?}");
     }
 }
+
+#[test]
+fn rows_too_long_for_the_loop_limit_are_refused() {
+    // Lavapipe ends every loop of an invocation after 65,535 iterations in
+    // all: an instance norm of 1 x 1 x 8,500,000 (one row, 33,204 elements
+    // per lane) left 225,600 gradients unwritten. Where the adapter has such
+    // a limit, rows that would run an invocation past half of it are
+    // refused. A context held to 2,000 iterations draws the line at small
+    // shapes: rows of 100,000 run (and match the twin), rows of 153,600 run
+    // forward (1.5 iterations per element per lane) but not backward (2),
+    // rows of 200,000 run neither.
+    let small = gpuprep::Gpu::new().unwrap().with_loop_limit(Some(2000));
+    let err = gpu_check_on(&small, NormKind::Layer, &tensor(&[2, 100_000], 1.0e3, 1.0, 5), 5);
+    assert!(err <= 1e-5);
+    for (len, forward_ok) in [(153_600, true), (200_000, false)] {
+        let norm = Norm::new(NormKind::Layer, len);
+        let x = GpuMatrix::filled(&small, 2, len, 1.0).unwrap();
+        let ones = GpuMatrix::filled(&small, 1, len, 1.0).unwrap();
+        let out = norm.alloc_forward(&small, &x).unwrap();
+        let grads = norm.alloc_backward(&small, &x).unwrap();
+        let mut enc = small.encoder("t");
+        let fwd = norm.encode_forward_into(&small, &mut enc, &x, &ones, &ones, &out);
+        assert_eq!(fwd.is_ok(), forward_ok, "rows of {len} forward: {fwd:?}");
+        let bwd = norm.encode_backward_into(&small, &mut enc, &x, &x, &ones, &out.stats, &grads);
+        assert!(
+            matches!(bwd, Err(Error::ExceedsLimit { .. })),
+            "rows of {len} backward: {bwd:?}"
+        );
+    }
+    // The adapter's own limit, where it has one: a row of 6 million.
+    let g = gpu();
+    if g.loop_limit().is_some() {
+        let len = 6_000_000;
+        let norm = Norm::new(NormKind::Layer, len);
+        let x = GpuMatrix::filled(g, 1, len, 1.0).unwrap();
+        let ones = GpuMatrix::filled(g, 1, len, 1.0).unwrap();
+        assert!(matches!(
+            norm.forward(g, &x, &ones, &ones),
+            Err(Error::ExceedsLimit { .. })
+        ));
+    }
+}
+
+#[test]
+fn parameter_gradients_over_many_partials() {
+    // 64 samples of 2^18 positions in pieces of 1 MiB: 2^24 partials for the
+    // one channel's dgamma and dbeta, which grad_finalize's threads walk.
+    // One at a time that was 65,536 loop iterations per thread, and lavapipe
+    // (65,535 per invocation) stopped short: dgamma rel error 0.93, dbeta
+    // 0.89. Four at a time it is 16,384.
+    let g = gpuprep::Gpu::new().unwrap().with_max_piece_bytes(1 << 20);
+    let x = tensor(&[64, 1, 1 << 18], 3.0, 1.0, 17);
+    let err = gpu_check_on(&g, NormKind::Instance, &x, 17);
+    assert!(err <= 1e-5);
+}

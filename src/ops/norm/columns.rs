@@ -392,6 +392,23 @@ pub(crate) fn encode_param_grads(
         return Err(Error::shape(OP, "at least one row", "0 rows"));
     };
     let fin = Params { chunks, ..first.p };
+    // grad_finalize's threads each walk a channel's chunks x spatial
+    // partials four at a time: refused where that would pass half the
+    // adapter's loop limit (never on lavapipe, whose 128 MiB binding holds
+    // at most 2^24 partials: 16,384 iterations).
+    if let Some(limit) = gpu.loop_limit() {
+        let items = u64::from(chunks) * u64::from(fin.spatial);
+        let needed = items.div_ceil(4 * WG as u64) + 3 + (WG as u64).ilog2() as u64 + 2;
+        if needed > limit / 2 {
+            return Err(Error::ExceedsLimit {
+                op: OP,
+                what:
+                    "loop iterations per invocation on this adapter (partials per channel for its loop limit)",
+                needed,
+                limit: limit / 2,
+            });
+        }
+    }
     let (fx, fy) = grid_2d(gpu, OP, fin.channels as usize)?;
     let params = gpu.uniform("batchnorm params", &fin)?;
     gpu.launch(

@@ -5,7 +5,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::NormForward;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::matrix::{bind_input, pieces, GpuMatrix, OutputPiece};
 use crate::model::norm::{NormKind, NormPlan};
@@ -115,6 +115,43 @@ fn row_groups(gpu: &Gpu, p: &RowParams, per_group: u32) -> [u32; 3] {
     [p.rows.div_ceil(per_group).clamp(1, limit), 1, 1]
 }
 
+/// Refuses a row pass whose invocations would run past half the adapter's
+/// loop limit ([`Gpu::loop_limit`]: lavapipe ends every loop of an
+/// invocation after 65,535 iterations in all, silently). Each lane walks
+/// `len / lanes` elements of its row: in the forward pass twice in fours
+/// (Welford, and again where the state overflowed) and once to write; in the
+/// backward pass twice; plus the lanes' tree, for every row block the grid
+/// stride gives a workgroup. On lavapipe that refuses rows of more than
+/// about 4.2 million elements backward (5.6 million forward), which summed
+/// only part of the row before (an instance norm of 1 x 1 x 8,500,000 left
+/// 225,600 gradients unwritten).
+fn check_loop_limit(gpu: &Gpu, p: &RowParams, groups: [u32; 3], per_group: u32, forward: bool) -> Result<()> {
+    let Some(limit) = gpu.loop_limit() else {
+        return Ok(());
+    };
+    let lanes = p.lanes.max(1) as u64;
+    let per_lane = (p.len as u64).div_ceil(lanes);
+    let tree = lanes.ilog2() as u64 + 1;
+    let per_row = if forward {
+        2 * (per_lane / 4 + 5) + tree + per_lane + 2
+    } else {
+        2 * (per_lane + 1) + tree + 1
+    };
+    let blocks = (p.rows as u64)
+        .div_ceil(per_group.max(1) as u64)
+        .div_ceil(groups[0].max(1) as u64);
+    let needed = blocks.max(1) * per_row;
+    if needed > limit / 2 {
+        return Err(Error::ExceedsLimit {
+            op: OP,
+            what: "loop iterations per invocation on this adapter (rows too long for its loop limit)",
+            needed,
+            limit: limit / 2,
+        });
+    }
+    Ok(())
+}
+
 /// The pieces of a row pass over `mats` (N x F), each with its params: the
 /// norm rows (N * G of them) of its samples, from `row_base` on.
 fn split(gpu: &Gpu, mats: &[&GpuMatrix], base: RowParams) -> Vec<(std::ops::Range<usize>, RowParams)> {
@@ -153,6 +190,8 @@ pub(crate) fn encode_row_forward(
         let xs = bind_input(gpu, encoder, OP, "norm x", x, rows.clone())?;
         let y = OutputPiece::new(gpu, encoder, OP, "norm out", &out.y, rows, false)?;
         let (shader, entry, per_group) = row_kernel(gpu, &p, true);
+        let groups = row_groups(gpu, &p, per_group);
+        check_loop_limit(gpu, &p, groups, per_group, true)?;
         gpu.launch(
             encoder,
             shader,
@@ -166,7 +205,7 @@ pub(crate) fn encode_row_forward(
                 (SH::BETA, &beta),
                 (SH::OUT, &y.span),
             ],
-            row_groups(gpu, &p, per_group),
+            groups,
         )?;
         y.finish(gpu, encoder, OP)?;
     }
@@ -191,6 +230,8 @@ pub(crate) fn encode_row_backward(
         let dys = bind_input(gpu, encoder, OP, "norm dy", dy, rows.clone())?;
         let out = OutputPiece::new(gpu, encoder, OP, "norm out", dx, rows, false)?;
         let (shader, entry, per_group) = row_kernel(gpu, &p, false);
+        let groups = row_groups(gpu, &p, per_group);
+        check_loop_limit(gpu, &p, groups, per_group, false)?;
         gpu.launch(
             encoder,
             shader,
@@ -204,7 +245,7 @@ pub(crate) fn encode_row_backward(
                 (SH::GAMMA, &gamma),
                 (SH::OUT, &out.span),
             ],
-            row_groups(gpu, &p, per_group),
+            groups,
         )?;
         out.finish(gpu, encoder, OP)?;
     }
