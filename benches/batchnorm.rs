@@ -100,6 +100,9 @@ fn bench_batchnorm(c: &mut Criterion) {
                 })
             })
         });
+        // backward differentiates the last forward_train (which a filter
+        // may have skipped above).
+        bn.forward_train(g, &xg).unwrap();
         let grads = bn.backward(g, &xg, &dyg).unwrap();
         group.throughput(Throughput::Bytes(12 * len));
         group.bench_function(BenchmarkId::new("backward/gpu", &id), |b| {

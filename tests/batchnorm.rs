@@ -186,8 +186,20 @@ fn gpu_bad_input_is_an_error_not_a_panic() {
         bn.forward_train(g, &x),
         Err(Error::ShapeMismatch { .. })
     ));
+    // No forward_train yet: no saved statistics to differentiate with.
     let x = GpuMatrix::filled(g, 5, 8, 1.0).unwrap();
+    assert!(matches!(
+        bn.backward(g, &x, &x),
+        Err(Error::InvalidArgument { .. })
+    ));
     let y = bn.forward_train(g, &x).unwrap();
+    // The saved statistics are of a 5-row batch, not of this one.
+    let other = GpuMatrix::filled(g, 10, 8, 1.0).unwrap();
+    assert!(matches!(
+        bn.backward(g, &other, &other),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(bn.backward(g, &x, &y).is_ok());
     let dy = GpuMatrix::filled(g, 5, 4, 1.0).unwrap();
     assert!(matches!(
         bn.backward(g, &x, &dy),

@@ -48,6 +48,9 @@ pub struct BatchNorm {
     /// C x 4: running mean, running var, batches tracked (f32), unused.
     running: GpuMatrix,
     saved: NormStats,
+    /// The shape of the last `forward_train`'s input, whose statistics
+    /// `saved` holds (`None` before the first).
+    saved_shape: Option<(usize, usize)>,
     eval_stats: GpuMatrix,
     num_batches_tracked: u64,
 }
@@ -94,6 +97,7 @@ impl BatchNorm {
             beta: GpuMatrix::upload(gpu, to2(beta).view())?,
             running: GpuMatrix::upload(gpu, running.view())?,
             saved: NormStats::uninit(gpu, NormKind::Batch, channels)?,
+            saved_shape: None,
             eval_stats: GpuMatrix::uninit_whole(gpu, channels, 4)?,
             num_batches_tracked: 0,
         })
@@ -211,6 +215,7 @@ impl BatchNorm {
             y,
         )?;
         self.num_batches_tracked += 1;
+        self.saved_shape = Some(x.shape());
         Ok(())
     }
 
@@ -255,6 +260,7 @@ impl BatchNorm {
     }
 
     /// Backward pass of the last `forward_train` (which was on `x`); submits.
+    /// An error before any `forward_train`, or for an `x` of another shape.
     pub fn backward(&self, gpu: &Gpu, x: &GpuMatrix, dy: &GpuMatrix) -> Result<NormGrads> {
         self.plan("BatchNorm::backward", gpu, x, true)?;
         let grads = NormGrads {
@@ -277,6 +283,24 @@ impl BatchNorm {
     ) -> Result<()> {
         const OPB: &str = "BatchNorm::backward";
         let plan = self.plan(OPB, gpu, x, true)?;
+        // The saved statistics are the last training forward pass's: without
+        // one, or for an input of another shape, they are not x's.
+        match self.saved_shape {
+            None => {
+                return Err(Error::invalid(
+                    OPB,
+                    "no forward_train to differentiate: the saved batch statistics come from it",
+                ))
+            }
+            Some(shape) if shape != x.shape() => {
+                return Err(Error::shape(
+                    OPB,
+                    format!("x of the last forward_train's shape, {} x {}", shape.0, shape.1),
+                    format!("{} x {}", x.rows(), x.cols()),
+                ))
+            }
+            Some(_) => {}
+        }
         check_same_shape(OPB, "dy", dy, x)?;
         check_same_shape(OPB, "dx", &grads.dx, x)?;
         check_len(OPB, "dgamma", &grads.dgamma, self.channels)?;
