@@ -470,3 +470,25 @@ fn pooled_readbacks_of_many_sizes_and_threads_never_mix() {
         }
     });
 }
+
+#[test]
+fn chunks_stay_under_a_loop_limit() {
+    // A context held to a loop limit of 32 iterations cuts the partial pass
+    // into chunks of at most 32 rows, below the 64 it would take (lavapipe's
+    // own 65,535 is never reached within its 128 MiB bindings): the
+    // statistics, with NaNs ignored and not, on both column paths, are still
+    // the twin's.
+    let g = gpuprep::Gpu::new().unwrap().with_loop_limit(Some(32));
+    for d in [3, 8] {
+        let x = normal(40_000, d, 1.0e4, 1.0, 21 + d as u64);
+        same_as_twin(&g, &x, &ops::ColumnStatsOptions::default(), 1e-5);
+        let mut xn = x.clone();
+        xn[[17, 0]] = f32::NAN;
+        xn[[39_000, d - 1]] = f32::NAN;
+        let opts = ops::ColumnStatsOptions {
+            ignore_nan: true,
+            ..Default::default()
+        };
+        same_as_twin(&g, &xn, &opts, 1e-5);
+    }
+}

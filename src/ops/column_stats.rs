@@ -139,11 +139,16 @@ impl ColumnStats {
 }
 
 /// How the partial pass splits `n` rows of one piece, aiming at
-/// `want_chunks` chunks: (rows per chunk, chunks).
-fn plan(n: usize, want_chunks: usize) -> (usize, usize) {
+/// `want_chunks` chunks, at most `max_rows` rows each: (rows per chunk,
+/// chunks).
+fn plan(n: usize, want_chunks: usize, max_rows: usize) -> (usize, usize) {
     // At least 16 rows per thread lane before splitting further.
     let max_chunks = n.div_ceil(16 * ROW_LANES).max(1);
-    let chunks = want_chunks.max(1).min(max_chunks).min(65_535);
+    let chunks = want_chunks
+        .max(1)
+        .min(max_chunks)
+        .max(n.div_ceil(max_rows.max(1)))
+        .min(65_535);
     let rows_per_chunk = n.div_ceil(chunks).max(1);
     (rows_per_chunk, n.div_ceil(rows_per_chunk))
 }
@@ -255,7 +260,16 @@ pub fn encode_column_stats_into(
     let col_groups = d.div_ceil(cols_per_group);
     let pieces = pieces(gpu, &[x]);
     let want_chunks = (TARGET_GROUPS / col_groups / pieces.len()).max(1);
-    let plans: Vec<(usize, usize)> = pieces.iter().map(|r| plan(r.len(), want_chunks)).collect();
+    // Where the adapter ends long loops (lavapipe: 65,535 iterations per
+    // invocation), chunks of at most that many rows: a lane walks a quarter of
+    // its chunk's rows, twice where a NaN restarts it. A 128 MiB binding
+    // never needs the cap (2^25 rows of one column make 4,097 iterations);
+    // larger bindings could.
+    let max_rows = gpu.loop_limit().map_or(usize::MAX, |l| l as usize);
+    let plans: Vec<(usize, usize)> = pieces
+        .iter()
+        .map(|r| plan(r.len(), want_chunks, max_rows))
+        .collect();
     let n_chunks: usize = plans.iter().map(|p| p.1).sum();
     let (fin_x, fin_y) = grid_2d(gpu, OP, d)?;
     let partials_bytes = (d * n_chunks) as u64 * PARTIAL_BYTES;
