@@ -705,3 +705,21 @@ fn batch_norm_matches_pytorch_and_the_lecture() {
         println!("batch norm {case} vs reference: worst twin {worst_cpu:.1e}, GPU {worst_gpu:.1e}");
     }
 }
+
+#[test]
+fn statistics_past_the_loop_limit_are_refused() {
+    // stats_finalize merges each channel's partials, every 256th per thread:
+    // a context held to 200 loop iterations refuses a channel of 60,000
+    // positions (at least 60,000 partials, 251 iterations) instead of merging
+    // part of them; the adapter's own limit takes it.
+    let small = gpuprep::Gpu::new().unwrap().with_loop_limit(Some(200));
+    for (g, ok) in [(&small, false), (gpu(), true)] {
+        let mut bn = BatchNorm::new(g, 1, RunningStatsConfig::pytorch(), 1e-5).unwrap();
+        let x = GpuMatrix::filled(g, 2, 60_000, 1.0).unwrap();
+        let got = bn.forward_train(g, &x);
+        assert_eq!(got.is_ok(), ok, "{got:?}");
+        if !ok {
+            assert!(matches!(got, Err(Error::ExceedsLimit { .. })));
+        }
+    }
+}

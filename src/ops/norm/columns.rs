@@ -208,6 +208,22 @@ pub(crate) fn encode_stats(
         return Err(Error::shape(OP, "at least one row", "0 rows"));
     };
     let fin = Params { chunks, ..first.p };
+    // stats_finalize's threads each merge every 256th of a channel's chunks
+    // x spatial partials: within the adapter's loop limit for every partials
+    // buffer a 128 MiB binding holds (2^23 partials: 32,768 iterations),
+    // refused past it on an adapter whose bindings hold more.
+    if let Some(limit) = gpu.loop_limit() {
+        let needed = (u64::from(chunks) * u64::from(fin.spatial)).div_ceil(WG as u64) + 16;
+        if needed > limit - limit / 64 {
+            return Err(Error::ExceedsLimit {
+                op: OP,
+                what:
+                    "loop iterations per invocation on this adapter (partials per channel for its loop limit)",
+                needed,
+                limit: limit - limit / 64,
+            });
+        }
+    }
     let (fx, fy) = grid_2d(gpu, OP, shape.c)?;
     let params = gpu.uniform("batchnorm params", &fin)?;
     // The finalize binds `running` even when it does not update it.
