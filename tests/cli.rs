@@ -337,6 +337,7 @@ fn info_names_the_adapter_and_what_gpuprep_uses_of_it() {
         "chosen:",
         "subgroup size",
         "norm rows on subgroups",
+        "loop limit",
         "cooperative matri",
     ] {
         assert!(text.contains(line), "no {line:?} in:\n{text}");

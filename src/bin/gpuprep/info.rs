@@ -57,6 +57,13 @@ pub fn run(_: InfoArgs) -> gpuprep::Result<()> {
         ),
         None => println!("  {:<35}no (workgroup memory)", "norm rows on subgroups"),
     }
+    match gpu.loop_limit() {
+        Some(l) => println!(
+            "  {:<35}{l} iterations per invocation (a CPU adapter: work is cut to stay under half)",
+            "loop limit"
+        ),
+        None => println!("  {:<35}none known", "loop limit"),
+    }
     for (a, configs) in gpuprep::gpu::cooperative_matrix_configs() {
         if a.name != i.name || a.backend != i.backend {
             continue;
