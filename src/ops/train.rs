@@ -326,43 +326,40 @@ fn record_xent(
     )?;
     let zs = bind_input(gpu, encoder, OPX, "softmax_xent logits", logits, rows.clone())?;
     let ls = bind_input(gpu, encoder, OPX, "softmax_xent labels", labels, rows.clone())?;
-    match dlogits {
-        Some(d) => {
-            let piece = OutputPiece::new(gpu, encoder, OPX, "softmax_xent dlogits", d, rows, false)?;
-            gpu.launch(
-                encoder,
-                &SH::SHADER,
-                SH::SOFTMAX_XENT,
-                &[],
-                &[
-                    (SH::PARAMS, &params),
-                    (SH::LOGITS, &zs),
-                    (SH::LABELS, &ls),
-                    (SH::DLOGITS, &piece.span),
-                    (SH::METRICS, metrics_span),
-                ],
-                [1, 1, 1],
-            )?;
-            piece.finish(gpu, encoder, OPX)
-        }
-        None => {
-            // The kernel never writes dlogits without WRITE_GRAD: a placeholder.
-            let placeholder = crate::matrix::Span::whole(&gpu.scratch("softmax_xent no grad", 16)?);
-            gpu.launch(
-                encoder,
-                &SH::SHADER,
-                SH::SOFTMAX_XENT,
-                &[],
-                &[
-                    (SH::PARAMS, &params),
-                    (SH::LOGITS, &zs),
-                    (SH::LABELS, &ls),
-                    (SH::DLOGITS, &placeholder),
-                    (SH::METRICS, metrics_span),
-                ],
-                [1, 1, 1],
-            )
-        }
+    let piece = match dlogits {
+        Some(d) => Some(OutputPiece::new(
+            gpu,
+            encoder,
+            OPX,
+            "softmax_xent dlogits",
+            d,
+            rows,
+            false,
+        )?),
+        None => None,
+    };
+    // The kernel never writes dlogits without WRITE_GRAD: a placeholder then.
+    let dl = match &piece {
+        Some(p) => p.span.clone(),
+        None => crate::matrix::Span::whole(&gpu.scratch("softmax_xent no grad", 16)?),
+    };
+    gpu.launch(
+        encoder,
+        &SH::SHADER,
+        SH::SOFTMAX_XENT,
+        &[],
+        &[
+            (SH::PARAMS, &params),
+            (SH::LOGITS, &zs),
+            (SH::LABELS, &ls),
+            (SH::DLOGITS, &dl),
+            (SH::METRICS, metrics_span),
+        ],
+        [1, 1, 1],
+    )?;
+    match piece {
+        Some(p) => p.finish(gpu, encoder, OPX),
+        None => Ok(()),
     }
 }
 
