@@ -344,6 +344,28 @@ impl Gpu {
         self.loop_limit
     }
 
+    /// Refuses a launch each of whose invocations would run `needed` loop
+    /// iterations, where that passes `budget` of the adapter's loop limit
+    /// ([`Gpu::loop_limit`]: half of it where a count may be short, nearly
+    /// all where it is exact); nothing where there is no limit. For inputs a
+    /// launcher cannot cut into shorter invocations.
+    pub(crate) fn check_loop_iterations(
+        &self,
+        op: &'static str,
+        needed: u64,
+        budget: fn(u64) -> u64,
+    ) -> Result<()> {
+        match self.loop_limit {
+            Some(limit) if needed > budget(limit) => Err(Error::ExceedsLimit {
+                op,
+                what: "loop iterations per invocation on this adapter (its loop limit ends longer loops silently)",
+                needed,
+                limit: budget(limit),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// This context with its launchers held to `limit` loop iterations per
     /// invocation (`None`: no limit): for an adapter with a limit gpuprep does
     /// not detect, and for tests, where a small limit sends small shapes

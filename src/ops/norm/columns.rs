@@ -212,18 +212,8 @@ pub(crate) fn encode_stats(
     // x spatial partials: within the adapter's loop limit for every partials
     // buffer a 128 MiB binding holds (2^23 partials: 32,768 iterations),
     // refused past it on an adapter whose bindings hold more.
-    if let Some(limit) = gpu.loop_limit() {
-        let needed = (u64::from(chunks) * u64::from(fin.spatial)).div_ceil(WG as u64) + 16;
-        if needed > limit - limit / 64 {
-            return Err(Error::ExceedsLimit {
-                op: OP,
-                what:
-                    "loop iterations per invocation on this adapter (partials per channel for its loop limit)",
-                needed,
-                limit: limit - limit / 64,
-            });
-        }
-    }
+    let needed = (u64::from(chunks) * u64::from(fin.spatial)).div_ceil(WG as u64) + 16;
+    gpu.check_loop_iterations(OP, needed, |l| l - l / 64)?;
     let (fx, fy) = grid_2d(gpu, OP, shape.c)?;
     let params = gpu.uniform("batchnorm params", &fin)?;
     // The finalize binds `running` even when it does not update it.
@@ -412,19 +402,9 @@ pub(crate) fn encode_param_grads(
     // partials four at a time: refused where that would pass half the
     // adapter's loop limit (never on lavapipe, whose 128 MiB binding holds
     // at most 2^24 partials: 16,384 iterations).
-    if let Some(limit) = gpu.loop_limit() {
-        let items = u64::from(chunks) * u64::from(fin.spatial);
-        let needed = items.div_ceil(4 * WG as u64) + 3 + (WG as u64).ilog2() as u64 + 2;
-        if needed > limit / 2 {
-            return Err(Error::ExceedsLimit {
-                op: OP,
-                what:
-                    "loop iterations per invocation on this adapter (partials per channel for its loop limit)",
-                needed,
-                limit: limit / 2,
-            });
-        }
-    }
+    let items = u64::from(chunks) * u64::from(fin.spatial);
+    let needed = items.div_ceil(4 * WG as u64) + 3 + (WG as u64).ilog2() as u64 + 2;
+    gpu.check_loop_iterations(OP, needed, |l| l / 2)?;
     let (fx, fy) = grid_2d(gpu, OP, fin.channels as usize)?;
     let params = gpu.uniform("batchnorm params", &fin)?;
     gpu.launch(

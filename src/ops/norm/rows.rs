@@ -5,7 +5,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::NormForward;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::matrix::{bind_input, pieces, GpuMatrix, OutputPiece};
 use crate::model::norm::{NormKind, NormPlan};
@@ -126,9 +126,6 @@ fn row_groups(gpu: &Gpu, p: &RowParams, per_group: u32) -> [u32; 3] {
 /// only part of the row before (an instance norm of 1 x 1 x 8,500,000 left
 /// 225,600 gradients unwritten).
 fn check_loop_limit(gpu: &Gpu, p: &RowParams, groups: [u32; 3], per_group: u32, forward: bool) -> Result<()> {
-    let Some(limit) = gpu.loop_limit() else {
-        return Ok(());
-    };
     let lanes = p.lanes.max(1) as u64;
     let per_lane = (p.len as u64).div_ceil(lanes);
     let tree = lanes.ilog2() as u64 + 1;
@@ -140,16 +137,7 @@ fn check_loop_limit(gpu: &Gpu, p: &RowParams, groups: [u32; 3], per_group: u32, 
     let blocks = (p.rows as u64)
         .div_ceil(per_group.max(1) as u64)
         .div_ceil(groups[0].max(1) as u64);
-    let needed = blocks.max(1) * per_row;
-    if needed > limit / 2 {
-        return Err(Error::ExceedsLimit {
-            op: OP,
-            what: "loop iterations per invocation on this adapter (rows too long for its loop limit)",
-            needed,
-            limit: limit / 2,
-        });
-    }
-    Ok(())
+    gpu.check_loop_iterations(OP, blocks.max(1) * per_row, |l| l / 2)
 }
 
 /// The pieces of a row pass over `mats` (N x F), each with its params: the
