@@ -33,6 +33,7 @@ pub mod io;
 pub mod matrix;
 pub mod model;
 pub mod npy;
+pub mod npz;
 pub mod ops;
 pub mod pipeline;
 pub mod rng;

@@ -51,14 +51,36 @@ impl Dtype {
 pub trait NpyFloat: HostFloat + bytemuck::Pod {
     /// Its dtype.
     const DTYPE: Dtype;
+
+    /// `x` itself as f32 rows, when `Self` is f32 (no copy).
+    fn as_f32(x: ArrayView2<'_, Self>) -> Option<ArrayView2<'_, f32>>;
+
+    /// `x` itself as f64 rows, when `Self` is f64 (no copy).
+    fn as_f64(x: ArrayView2<'_, Self>) -> Option<ArrayView2<'_, f64>>;
 }
 
 impl NpyFloat for f32 {
     const DTYPE: Dtype = Dtype::F32;
+
+    fn as_f32(x: ArrayView2<'_, f32>) -> Option<ArrayView2<'_, f32>> {
+        Some(x)
+    }
+
+    fn as_f64(_: ArrayView2<'_, f32>) -> Option<ArrayView2<'_, f64>> {
+        None
+    }
 }
 
 impl NpyFloat for f64 {
     const DTYPE: Dtype = Dtype::F64;
+
+    fn as_f32(_: ArrayView2<'_, f64>) -> Option<ArrayView2<'_, f32>> {
+        None
+    }
+
+    fn as_f64(x: ArrayView2<'_, f64>) -> Option<ArrayView2<'_, f64>> {
+        Some(x)
+    }
 }
 
 /// What a `.npy` header says about the array.
@@ -107,55 +129,9 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 /// [`Error::Parse`] for anything but a 1-D or 2-D f32/f64 array with a
 /// well-formed header.
 pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<NpyHeader> {
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return Err(bad(path, "not a .npy file (no \\x93NUMPY magic)"));
-    }
-    let major = bytes[6];
-    let (len, start) = match major {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
-        2 | 3 => {
-            if bytes.len() < 12 {
-                return Err(bad(path, "truncated .npy header"));
-            }
-            (
-                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-                12usize,
-            )
-        }
-        v => {
-            return Err(bad(
-                path,
-                format!(".npy format version {v} is not supported (1 to 3 are)"),
-            ))
-        }
-    };
-    let end = start
-        .checked_add(len)
-        .filter(|&e| e <= bytes.len())
-        .ok_or_else(|| bad(path, "truncated .npy header"))?;
-    let text =
-        std::str::from_utf8(&bytes[start..end]).map_err(|_| bad(path, "the .npy header is not text"))?;
-    let dict = text.trim_end_matches(['\n', ' ', '\0']).trim();
-    let dict = dict
-        .strip_prefix('{')
-        .and_then(|d| d.strip_suffix('}'))
-        .ok_or_else(|| bad(path, format!("the .npy header is not a dict: {dict:?}")))?;
-    let value = |key: &str| -> Result<&str> {
-        let k1 = format!("'{key}':");
-        let k2 = format!("\"{key}\":");
-        let at = dict
-            .find(&k1)
-            .map(|i| i + k1.len())
-            .or_else(|| dict.find(&k2).map(|i| i + k2.len()))
-            .ok_or_else(|| bad(path, format!("the .npy header has no {key:?}")))?;
-        Ok(dict[at..].trim_start())
-    };
-    let descr = value("descr")?;
-    let quote = descr.chars().next().filter(|c| *c == '\'' || *c == '"');
-    let descr = quote
-        .and_then(|q| descr[1..].split(q).next())
-        .ok_or_else(|| bad(path, "the .npy header's descr is not a string"))?;
-    let (dtype, big_endian) = match descr {
+    let (text, end) = header_text(bytes).map_err(|r| bad(path, r))?;
+    let dict = parse_header_dict(text).map_err(|r| bad(path, format!("the .npy header: {r}")))?;
+    let (dtype, big_endian) = match dict.descr.as_str() {
         "<f4" | "=f4" | "f4" => (Dtype::F32, false),
         ">f4" => (Dtype::F32, true),
         "<f8" | "=f8" | "f8" | "<d" => (Dtype::F64, false),
@@ -167,47 +143,20 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<NpyHeader> {
             ))
         }
     };
-    let fortran = {
-        let v = value("fortran_order")?;
-        if v.starts_with("True") {
-            true
-        } else if v.starts_with("False") {
-            false
-        } else {
-            return Err(bad(path, "the .npy header's fortran_order is not True or False"));
-        }
-    };
-    let shape_text = value("shape")?;
-    let shape_text = shape_text
-        .strip_prefix('(')
-        .and_then(|s| s.split(')').next())
-        .ok_or_else(|| bad(path, "the .npy header's shape is not a tuple"))?;
-    let dims: Vec<usize> = shape_text
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.trim_end_matches('L').parse::<usize>())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| {
-            bad(
-                path,
-                format!("the .npy shape ({shape_text}) is not a tuple of integers"),
-            )
-        })?;
-    let shape = match dims[..] {
+    let shape = match dict.shape[..] {
         [n] => (1, n),
         [r, c] => (r, c),
         _ => {
             return Err(bad(
                 path,
-                format!("a {}-D array: gpuprep reads 1-D and 2-D arrays", dims.len()),
+                format!("a {}-D array: gpuprep reads 1-D and 2-D arrays", dict.shape.len()),
             ))
         }
     };
     let header = NpyHeader {
         dtype,
         big_endian,
-        fortran,
+        fortran: dict.fortran_order,
         shape,
         data_offset: end as u64,
     };
@@ -215,6 +164,274 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<NpyHeader> {
         return Err(bad(path, format!("shape {shape:?} overflows")));
     }
     Ok(header)
+}
+
+/// What a `.npy` header's dictionary holds, as numpy writes it: the dtype's
+/// `descr`, `fortran_order` and `shape` (any rank).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HeaderDict {
+    pub descr: String,
+    pub fortran_order: bool,
+    pub shape: Vec<usize>,
+}
+
+/// Parses the Python literal of a `.npy` header, `{'descr': '<f8',
+/// 'fortran_order': False, 'shape': (3, 4), }`, as numpy's
+/// `ast.literal_eval` reads it: whitespace anywhere between tokens, either
+/// quote, a trailing comma. What numpy would not read as one unambiguous
+/// array is refused with the reason: a key given twice (Python keeps the last
+/// one silently), a missing or unknown key, a structured or object dtype.
+pub(crate) fn parse_header_dict(text: &str) -> std::result::Result<HeaderDict, String> {
+    let mut p = Lit {
+        s: text.as_bytes(),
+        i: 0,
+    };
+    p.ws();
+    p.expect(b'{')?;
+    let (mut descr, mut fortran, mut shape) = (None, None, None);
+    loop {
+        p.ws();
+        if p.eat(b'}') {
+            break;
+        }
+        let key = p.string()?;
+        p.ws();
+        p.expect(b':')?;
+        p.ws();
+        let repeated = match key.as_str() {
+            "descr" => {
+                if p.peek() == Some(b'[') {
+                    return Err("a structured dtype (a list of fields): gpuprep reads plain arrays".into());
+                }
+                descr.replace(p.string()?).is_some()
+            }
+            "fortran_order" => fortran.replace(p.boolean()?).is_some(),
+            "shape" => shape.replace(p.tuple()?).is_some(),
+            other => {
+                return Err(format!(
+                    "an unknown key {other:?} (numpy writes descr, fortran_order and shape)"
+                ))
+            }
+        };
+        if repeated {
+            return Err(format!("the key {key:?} appears twice"));
+        }
+        p.ws();
+        if !p.eat(b',') {
+            p.ws();
+            p.expect(b'}')?;
+            break;
+        }
+    }
+    p.ws();
+    if p.i != p.s.len() {
+        return Err("text after the dictionary".into());
+    }
+    let missing = |k: &str| format!("no {k:?} key");
+    Ok(HeaderDict {
+        descr: descr.ok_or_else(|| missing("descr"))?,
+        fortran_order: fortran.ok_or_else(|| missing("fortran_order"))?,
+        shape: shape.ok_or_else(|| missing("shape"))?,
+    })
+}
+
+/// A cursor over a Python literal.
+struct Lit<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Lit<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> bool {
+        let hit = self.peek() == Some(c);
+        if hit {
+            self.i += 1;
+        }
+        hit
+    }
+
+    fn found(&self) -> String {
+        match self.peek() {
+            Some(c) if c.is_ascii_graphic() => format!("{:?}", c as char),
+            Some(c) => format!("byte {c:#04x}"),
+            None => "the end".into(),
+        }
+    }
+
+    fn expect(&mut self, c: u8) -> std::result::Result<(), String> {
+        if self.eat(c) {
+            Ok(())
+        } else {
+            Err(format!(
+                "expected {:?} at offset {}, found {}",
+                c as char,
+                self.i,
+                self.found()
+            ))
+        }
+    }
+
+    fn string(&mut self) -> std::result::Result<String, String> {
+        let q = match self.peek() {
+            Some(q @ (b'\'' | b'"')) => q,
+            _ => {
+                return Err(format!(
+                    "expected a string at offset {}, found {}",
+                    self.i,
+                    self.found()
+                ))
+            }
+        };
+        self.i += 1;
+        let start = self.i;
+        while let Some(c) = self.peek() {
+            if c == b'\\' {
+                return Err("escapes in a header string".into());
+            }
+            if c == q {
+                let v =
+                    std::str::from_utf8(&self.s[start..self.i]).map_err(|_| "a string that is not UTF-8")?;
+                self.i += 1;
+                return Ok(v.to_string());
+            }
+            self.i += 1;
+        }
+        Err("an unterminated string".into())
+    }
+
+    fn boolean(&mut self) -> std::result::Result<bool, String> {
+        for (word, v) in [(&b"True"[..], true), (&b"False"[..], false)] {
+            if self.s[self.i..].starts_with(word) {
+                self.i += word.len();
+                return Ok(v);
+            }
+        }
+        Err(format!(
+            "expected True or False at offset {}, found {}",
+            self.i,
+            self.found()
+        ))
+    }
+
+    fn int(&mut self) -> std::result::Result<usize, String> {
+        let start = self.i;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.i += 1;
+        }
+        let digits = std::str::from_utf8(&self.s[start..self.i]).unwrap_or("");
+        // Python 2's numpy wrote long integers as `3L`.
+        self.eat(b'L');
+        digits.parse::<usize>().map_err(|_| {
+            format!(
+                "expected a non-negative integer at offset {start}, found {}",
+                self.found()
+            )
+        })
+    }
+
+    fn tuple(&mut self) -> std::result::Result<Vec<usize>, String> {
+        self.expect(b'(')?;
+        let mut dims = Vec::new();
+        let mut comma = true;
+        loop {
+            self.ws();
+            if self.eat(b')') {
+                // (3) is the integer 3 in Python, not a tuple.
+                if dims.len() == 1 && !comma {
+                    return Err("the shape (n) is not a tuple: numpy writes (n,)".into());
+                }
+                return Ok(dims);
+            }
+            if !comma {
+                return Err(format!("expected ',' or ')' in the shape at offset {}", self.i));
+            }
+            dims.push(self.int()?);
+            self.ws();
+            comma = self.eat(b',');
+        }
+    }
+}
+
+/// Splits a `.npy` file's first bytes into the header's text and the offset
+/// of the data: the magic, the version (1 to 3) and the header's length are
+/// checked. `bytes` holds at least the whole header.
+pub(crate) fn header_text(bytes: &[u8]) -> std::result::Result<(&str, usize), String> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err("not a .npy file (no \\x93NUMPY magic)".into());
+    }
+    let (len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12usize,
+        ),
+        2 | 3 => return Err("truncated .npy header".into()),
+        v => return Err(format!(".npy format version {v} is not supported (1 to 3 are)")),
+    };
+    let end = start
+        .checked_add(len)
+        .filter(|&e| e <= bytes.len())
+        .ok_or("truncated .npy header")?;
+    let text = &bytes[start..end];
+    // Version 3 is UTF-8; 1 and 2 are latin-1, which numpy only ever fills with ASCII.
+    let text = std::str::from_utf8(text).map_err(|_| "the .npy header is not text")?;
+    Ok((text, end))
+}
+
+/// The length of the header of a `.npy` file from its first 12 bytes (magic,
+/// version, length): how many bytes to read before [`header_text`].
+pub(crate) fn header_len(first: &[u8]) -> Option<usize> {
+    if first.len() < 10 || &first[..6] != b"\x93NUMPY" {
+        return None;
+    }
+    match first[6] {
+        1 => Some(10 + u16::from_le_bytes([first[8], first[9]]) as usize),
+        2 | 3 if first.len() >= 12 => {
+            Some(12 + u32::from_le_bytes([first[8], first[9], first[10], first[11]]) as usize)
+        }
+        _ => None,
+    }
+}
+
+/// The bytes of a `.npy` header for `descr` and `shape` (C order): version 1,
+/// or 2 for a header too long for it, padded so the data starts at a multiple
+/// of 64 bytes, as numpy writes it.
+pub(crate) fn header_for(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let dims = match shape {
+        [n] => format!("({n},)"),
+        _ => format!(
+            "({})",
+            shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {dims}, }}");
+    let v1 = dict.len() + 1 + 10 <= u16::MAX as usize;
+    let prefix = if v1 { 10 } else { 12 };
+    let total = (prefix + dict.len() + 1).next_multiple_of(64);
+    let len = total - prefix;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(b"\x93NUMPY");
+    if v1 {
+        out.extend_from_slice(&[1, 0]);
+        out.extend_from_slice(&(len as u16).to_le_bytes());
+    } else {
+        out.extend_from_slice(&[2, 0]);
+        out.extend_from_slice(&(len as u32).to_le_bytes());
+    }
+    out.extend_from_slice(dict.as_bytes());
+    out.resize(total - 1, b' ');
+    out.push(b'\n');
+    out
 }
 
 /// A `.npy` file open for reading row ranges.
@@ -245,11 +462,11 @@ impl NpyReader {
             got += n;
         }
         head.truncate(got);
-        // A version 2/3 header may be longer than 4 KiB.
-        if got >= 12 && head.starts_with(b"\x93NUMPY") && head[6] >= 2 {
-            let len = u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize;
-            if len + 12 > got && len < (64 << 20) {
-                let mut more = vec![0u8; len + 12 - got];
+        // A header may be longer than 4 KiB (version 1 up to 64 KiB, 2 and 3
+        // up to 4 GiB; numpy itself refuses more than 10 KB unless asked).
+        if let Some(len) = header_len(&head) {
+            if len > got && len < (64 << 20) {
+                let mut more = vec![0u8; len - got];
                 file.read_exact(&mut more)
                     .map_err(|_| bad(path, "truncated .npy header"))?;
                 head.extend(more);
@@ -433,27 +650,7 @@ pub struct NpyWriter<W: Write> {
 /// The bytes of a version 1 (or, for a long shape, 2) `.npy` header, padded so
 /// the data starts at a multiple of 64 bytes.
 pub fn header_bytes(dtype: Dtype, rows: usize, cols: usize) -> Vec<u8> {
-    let dict = format!(
-        "{{'descr': '{}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}",
-        dtype.descr()
-    );
-    let v1 = dict.len() + 1 + 10 <= u16::MAX as usize;
-    let prefix = if v1 { 10 } else { 12 };
-    let total = (prefix + dict.len() + 1).next_multiple_of(64);
-    let len = total - prefix;
-    let mut out = Vec::with_capacity(total);
-    out.extend_from_slice(b"\x93NUMPY");
-    if v1 {
-        out.extend_from_slice(&[1, 0]);
-        out.extend_from_slice(&(len as u16).to_le_bytes());
-    } else {
-        out.extend_from_slice(&[2, 0]);
-        out.extend_from_slice(&(len as u32).to_le_bytes());
-    }
-    out.extend_from_slice(dict.as_bytes());
-    out.resize(total - 1, b' ');
-    out.push(b'\n');
-    out
+    header_for(dtype.descr(), &[rows, cols])
 }
 
 impl<W: Write> NpyWriter<W> {

@@ -389,6 +389,142 @@ impl Pipeline {
     }
 }
 
+/// Rows of an in-memory array a GPU takes at once: about
+/// [`crate::stream::DEFAULT_CHUNK_BYTES`] of f32, so device memory stays
+/// bounded whatever the array's size.
+fn memory_chunk_rows(cols: usize) -> usize {
+    (crate::stream::DEFAULT_CHUNK_BYTES / (4 * cols.max(1))).max(1)
+}
+
+/// The row ranges of `n` rows in chunks of `rows`.
+fn row_chunks(n: usize, rows: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    (0..n).step_by(rows.max(1)).map(move |a| a..(a + rows).min(n))
+}
+
+impl PipelineState {
+    /// Accumulates the rows of a host array (any layout) on `device`: the
+    /// CPU's fast path in `x`'s own type ([`PipelineState::partial_fit`]), or
+    /// the GPU in chunks of about 32 MiB. On the GPU, f64 rows have their
+    /// chunk's first row subtracted in f64 before they become f32 (and added
+    /// back to the statistics), so data on a large offset keeps its digits.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for rows of another width; on the GPU,
+    /// [`Error::InvalidArgument`] for f64 values beyond f32's range after the
+    /// shift, and the ops' errors.
+    pub fn partial_fit_on<T: NpyFloat>(&mut self, x: ArrayView2<T>, device: Device) -> Result<()> {
+        let gpu = match device {
+            Device::Cpu => return self.partial_fit(x),
+            Device::Gpu(gpu) => gpu,
+        };
+        check_cols(OP, self.dim(), x.ncols())?;
+        let mut inputs = Inputs::new();
+        for r in row_chunks(x.nrows(), memory_chunk_rows(x.ncols())) {
+            match (T::as_f32(x), T::as_f64(x)) {
+                (Some(x), _) => {
+                    let xg = inputs.upload(gpu, x.slice(ndarray::s![r, ..]))?;
+                    self.partial_fit_gpu(gpu, &xg, None)?;
+                }
+                (None, Some(x)) => {
+                    let c = x.slice(ndarray::s![r, ..]);
+                    let shift = c.row(0).mapv(|v| if v.is_finite() { v } else { 0.0 });
+                    let xg = inputs.upload(gpu, shifted_f32(c, &shift)?.view())?;
+                    self.partial_fit_gpu(gpu, &xg, Some(shift.view()))?;
+                }
+                (None, None) => return Err(Error::invalid(OP, "rows of neither f32 nor f64")),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Pipeline {
+    /// The transform (or with `inverse` the inverse transform) of a host
+    /// array (any layout) on `device`, in `x`'s own type: the CPU's fast path
+    /// ([`Pipeline::transform`]), or the GPU in chunks of about 32 MiB. On the
+    /// GPU f64 rows are centered in f64 on the host, the rest is computed in
+    /// f32 and the bias added back in f64, as a streamed transform does.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for rows of another width;
+    /// [`Error::Overflow`] for a result beyond the type (or on the GPU,
+    /// beyond f32) from finite input; the ops' errors.
+    pub fn transform_on<T: NpyFloat>(
+        &self,
+        x: ArrayView2<T>,
+        inverse: bool,
+        device: Device,
+    ) -> Result<Array2<T>> {
+        let gpu = match (device, inverse) {
+            (Device::Cpu, false) => return self.transform(x),
+            (Device::Cpu, true) => return self.inverse_transform(x),
+            (Device::Gpu(gpu), _) => gpu,
+        };
+        let (want, cols) = if inverse {
+            (self.output_dim(), self.n_features())
+        } else {
+            (self.n_features(), self.output_dim())
+        };
+        check_cols(OP, want, x.ncols())?;
+        crate::cpu::alloc::check2::<T>(OP, x.nrows(), cols)?;
+        let mut out = host::new_output::<T>(x.nrows(), cols);
+        let (center, bias, parts) = match T::as_f64(x) {
+            Some(_) => {
+                let (c, b, p) = host_centered(self, inverse, gpu)?;
+                (Some(c), b, p)
+            }
+            None => {
+                let g = self.to_gpu(gpu)?;
+                let p = if inverse {
+                    g.inverse_parts()?.clone()
+                } else {
+                    g.forward
+                };
+                (None, None, p)
+            }
+        };
+        let (mut inputs, mut outputs) = (Inputs::new(), Inputs::new());
+        for r in row_chunks(x.nrows(), memory_chunk_rows(x.ncols().max(cols))) {
+            let c = x.slice(ndarray::s![r.clone(), ..]);
+            let shifted;
+            let c32 = match (&center, T::as_f32(c), T::as_f64(c)) {
+                (None, Some(c), _) => c,
+                (Some(center), _, Some(c)) => {
+                    shifted = shifted_f32(c, center)?;
+                    shifted.view()
+                }
+                _ => return Err(Error::invalid(OP, "rows of neither f32 nor f64")),
+            };
+            let xg = inputs.upload(gpu, c32)?;
+            let yg = outputs.take(gpu, xg.rows(), cols)?;
+            gpu.run(OP, |e| parts.encode(gpu, e, &xg, &yg))?;
+            let y = yg.download(gpu)?;
+            let finite_in = c.iter().all(|v| v.to_f64().is_finite());
+            if finite_in {
+                if let Some(i) = y.as_slice().and_then(host::first_non_finite) {
+                    return Err(Error::Overflow {
+                        op: OP,
+                        location: format!("row {}, column {}", r.start + i / cols.max(1), i % cols.max(1)),
+                        dtype: "f32",
+                        hint: "the GPU computes in f32: run on the CPU (f64 input there is computed in f64)",
+                    });
+                }
+            }
+            let mut dst = out.slice_mut(ndarray::s![r, ..]);
+            match &bias {
+                Some(b) => Zip::from(&mut dst)
+                    .and(&y)
+                    .and_broadcast(b)
+                    .for_each(|o, &v, &bb| *o = T::from_f64(f64::from(v) + bb)),
+                None => Zip::from(&mut dst)
+                    .and(&y)
+                    .for_each(|o, &v| *o = T::from_f64(f64::from(v))),
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// What to do when a result is beyond f32: compute in f64.
 const F64_HINT: &str = "compute in f64 (f64 input, or on the command line --dtype f64 with --device cpu)";
 

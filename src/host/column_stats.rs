@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::{contiguous, dispatch, rows_for, HostFloat};
 use crate::error::{Error, Result};
-use crate::model::moments::{chan_merge, nan_max, nan_min, ColumnMoments};
+use crate::model::moments::{chan_merge, nan_max, nan_min, ColumnMoments, NanMoments};
 use crate::model::stats::ColumnSummary;
 
 const OP: &str = "column_stats (host)";
@@ -67,6 +67,52 @@ pub fn column_moments<T: HostFloat>(x: ArrayView2<'_, T>) -> ColumnMoments {
         let _ = total.merge(p);
     }
     total
+}
+
+/// Returns the per-column count, mean and `M2` of `x`'s values that are not
+/// NaN, accumulated in f64 (scikit-learn's `StandardScaler` disregards NaN
+/// when it fits). Data without NaN takes [`column_moments`]'s path; columns
+/// that hold NaN are summed again, in two passes over their values (the sum,
+/// then squared deviations from the mean), on all cores. Infinities are
+/// values: they make a column's mean infinite or NaN.
+///
+/// ```
+/// use gpuprep::host;
+/// let x = ndarray::array![[1.0f32, f32::NAN], [3.0, 4.0], [5.0, f32::NAN]];
+/// let m = host::column_moments_skip_nan(x.view());
+/// assert_eq!(m.count.to_vec(), vec![3, 1]);
+/// assert_eq!(m.mean.to_vec(), vec![3.0, 4.0]);
+/// assert_eq!(m.m2.to_vec(), vec![8.0, 0.0]);
+/// ```
+pub fn column_moments_skip_nan<T: HostFloat>(x: ArrayView2<'_, T>) -> NanMoments {
+    let all = column_moments(x);
+    let mut out = NanMoments::from_moments(&all);
+    let nan_cols: Vec<usize> = (0..x.ncols()).filter(|&c| all.mean[c].is_nan()).collect();
+    let redone: Vec<(usize, u64, f64, f64)> = nan_cols
+        .par_iter()
+        .map(|&c| {
+            let col = x.column(c);
+            let (mut n, mut sum) = (0u64, 0.0f64);
+            for v in col.iter().map(|v| v.to_f64()).filter(|v| !v.is_nan()) {
+                n += 1;
+                sum += v;
+            }
+            let mean = if n > 0 { sum / n as f64 } else { 0.0 };
+            let m2: f64 = col
+                .iter()
+                .map(|v| v.to_f64())
+                .filter(|v| !v.is_nan())
+                .map(|v| (v - mean) * (v - mean))
+                .sum();
+            (c, n, mean, m2)
+        })
+        .collect();
+    for (c, n, mean, m2) in redone {
+        out.count[c] = n;
+        out.mean[c] = mean;
+        out.m2[c] = m2;
+    }
+    out
 }
 
 /// Returns the statistics of `x`'s columns: count, mean, variance (divisor

@@ -35,13 +35,13 @@ pub mod pca;
 pub mod standardize;
 
 pub use batchnorm::{BatchNorm, BatchNormGrads};
-pub use column_stats::{column_moments, column_stats};
+pub use column_stats::{column_moments, column_moments_skip_nan, column_stats};
 pub use covariance::{comoments, covariance, CoMomentsStream};
 pub use matmul::{matmul, matmul_into, MatmulOptions, MatmulPlan};
 pub use norm::{norm_backward, norm_forward};
 pub use standardize::{standardize, standardize_inplace};
 
-pub use crate::model::moments::{CoMoments, ColumnMoments};
+pub use crate::model::moments::{CoMoments, ColumnMoments, NanMoments};
 
 use ndarray::{Array2, ArrayView2};
 

@@ -58,6 +58,13 @@ impl Convention {
         }
     }
 
+    /// Inverse of [`Convention::name`].
+    pub fn from_name(name: &str) -> Option<Convention> {
+        [Convention::Lecture, Convention::Sklearn, Convention::Pytorch]
+            .into_iter()
+            .find(|c| c.name() == name)
+    }
+
     /// The covariance's ddof: 1 for scikit-learn, else 0.
     pub fn ddof(self) -> usize {
         match self {

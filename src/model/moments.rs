@@ -36,8 +36,9 @@
 
 use std::io::{Read, Seek, Write};
 
-use ndarray::{Array0, Array1, Array2, Zip};
-use ndarray_npy::{NpzReader, NpzWriter, ReadableElement};
+use ndarray::{Array1, Array2, Zip};
+
+use crate::npz::{NpzReader, NpzWriter};
 
 use crate::error::{Error, Result};
 use crate::model::stats::ColumnSummary;
@@ -100,6 +101,88 @@ pub struct CoMoments {
     pub comoment: Array2<f64>,
 }
 
+/// Per-column count, mean and `M2` of the values that are not NaN, in f64:
+/// the state of scikit-learn's `StandardScaler`, which disregards NaN when it
+/// fits (each column has its own count). Merges as [`ColumnMoments`] does,
+/// column by column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NanMoments {
+    /// Values that are not NaN, per column.
+    pub count: Array1<u64>,
+    /// Their mean (0 where the count is 0).
+    pub mean: Array1<f64>,
+    /// Their sum of squared deviations from the mean.
+    pub m2: Array1<f64>,
+}
+
+impl NanMoments {
+    /// The empty state of `d` columns.
+    pub fn new(d: usize) -> Self {
+        NanMoments {
+            count: Array1::zeros(d),
+            mean: Array1::zeros(d),
+            m2: Array1::zeros(d),
+        }
+    }
+
+    /// Columns `D`.
+    pub fn dim(&self) -> usize {
+        self.mean.len()
+    }
+
+    /// The state of data without NaN, from its [`ColumnMoments`].
+    pub fn from_moments(m: &ColumnMoments) -> Self {
+        NanMoments {
+            count: Array1::from_elem(m.dim(), m.count),
+            mean: m.mean.clone(),
+            m2: m.m2.clone(),
+        }
+    }
+
+    /// Merges `other` (disjoint rows of the same columns) into `self`, each
+    /// column with Chan's formula over its own counts.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for states of other widths or vectors of other
+    /// lengths; [`Error::InvalidArgument`] when a column's count overflows.
+    pub fn merge(&mut self, other: &NanMoments) -> Result<()> {
+        let d = self.dim();
+        if other.dim() != d {
+            return Err(dim_mismatch("NaN-skipping moments merge", d, other.dim()));
+        }
+        for s in [self as &NanMoments, other] {
+            if s.count.len() != d || s.m2.len() != d {
+                return Err(Error::shape(
+                    "NaN-skipping moments merge",
+                    format!("count, mean and m2 of {d} values"),
+                    format!("{}, {} and {}", s.count.len(), s.mean.len(), s.m2.len()),
+                ));
+            }
+        }
+        for c in 0..d {
+            let (na, nb) = (self.count[c], other.count[c]);
+            if nb == 0 {
+                continue;
+            }
+            if na == 0 {
+                self.count[c] = nb;
+                self.mean[c] = other.mean[c];
+                self.m2[c] = other.m2[c];
+                continue;
+            }
+            let n = na
+                .checked_add(nb)
+                .ok_or_else(|| overflow("NaN-skipping moments merge"))?;
+            let fb = nb as f64 / n as f64;
+            let delta = other.mean[c] - self.mean[c];
+            self.mean[c] += delta * fb;
+            self.m2[c] += other.m2[c] + delta * delta * na as f64 * fb;
+            self.count[c] = n;
+        }
+        Ok(())
+    }
+}
+
 /// numpy's `minimum`: NaN if either is NaN.
 pub(crate) fn nan_min(a: f64, b: f64) -> f64 {
     if a.is_nan() || b.is_nan() {
@@ -147,6 +230,10 @@ fn dim_mismatch(op: &'static str, mine: usize, other: usize) -> Error {
     )
 }
 
+fn overflow(op: &'static str) -> Error {
+    Error::invalid(op, "the merged row count overflows")
+}
+
 fn divisor(op: &'static str, count: u64, ddof: usize) -> Result<f64> {
     if count <= ddof as u64 {
         return Err(Error::invalid(
@@ -157,43 +244,8 @@ fn divisor(op: &'static str, count: u64, ddof: usize) -> Result<f64> {
     Ok((count - ddof as u64) as f64)
 }
 
-fn write_err(array: &str) -> impl Fn(ndarray_npy::WriteNpzError) -> Error + '_ {
-    move |e| Error::Npz {
-        array: array.to_string(),
-        reason: e.to_string(),
-    }
-}
-
-fn read<R, T, D>(npz: &mut NpzReader<R>, name: &str) -> Result<ndarray::Array<T, D>>
-where
-    R: Read + Seek,
-    T: ReadableElement,
-    D: ndarray::Dimension,
-{
-    npz.by_name(name).map_err(|e| Error::Npz {
-        array: name.to_string(),
-        reason: e.to_string(),
-    })
-}
-
-fn bad(array: String, reason: impl Into<String>) -> Error {
-    Error::Npz {
-        array,
-        reason: reason.into(),
-    }
-}
-
-fn read_count<R: Read + Seek>(npz: &mut NpzReader<R>, prefix: &str) -> Result<u64> {
-    let name = format!("{prefix}count");
-    let count = read::<R, i64, ndarray::Ix0>(npz, &name)?.into_scalar();
-    u64::try_from(count).map_err(|_| bad(name, format!("a count must be >= 0, got {count}")))
-}
-
-fn check_len(name: String, len: usize, d: usize) -> Result<()> {
-    if len != d {
-        return Err(bad(name, format!("length {len}, but the mean has {d} columns")));
-    }
-    Ok(())
+fn bad<R: Read + Seek>(npz: &NpzReader<R>, array: &str, reason: impl std::fmt::Display) -> Error {
+    npz.bad(array, reason)
 }
 
 impl ColumnMoments {
@@ -246,6 +298,10 @@ impl ColumnMoments {
             self.clone_from(other);
             return Ok(());
         }
+        let total = self
+            .count
+            .checked_add(other.count)
+            .ok_or_else(|| overflow("column moments merge"))?;
         match (
             self.mean.as_slice_mut(),
             self.m2.as_slice_mut(),
@@ -269,7 +325,7 @@ impl ColumnMoments {
         Zip::from(&mut self.max)
             .and(&other.max)
             .for_each(|a, &b| *a = nan_max(*a, b));
-        self.count += other.count;
+        self.count = total;
         Ok(())
     }
 
@@ -300,57 +356,51 @@ impl ColumnMoments {
     /// another prefix (both write `count` and `mean`).
     ///
     /// # Errors
-    /// [`Error::Npz`] when the writer fails.
+    /// [`Error::Io`] when the writer fails.
     pub fn save_npz<W: Write + Seek>(&self, npz: &mut NpzWriter<W>, prefix: &str) -> Result<()> {
-        let name = format!("{prefix}count");
-        npz.add_array(name.as_str(), &Array0::from_elem((), self.count as i64))
-            .map_err(write_err(&name))?;
+        npz.i64(&format!("{prefix}count"), self.count as i64)?;
         for (field, a) in [
             ("mean", &self.mean),
             ("m2", &self.m2),
             ("min", &self.min),
             ("max", &self.max),
         ] {
-            let name = format!("{prefix}{field}");
-            npz.add_array(name.as_str(), a).map_err(write_err(&name))?;
+            npz.f64s(&format!("{prefix}{field}"), a)?;
         }
         Ok(())
     }
 
     /// Reads a state written by [`ColumnMoments::save_npz`] (or by numpy with
-    /// the same names and dtypes), checking it: the four vectors have one
-    /// length, the count is not negative, no `M2` is negative and no min
-    /// exceeds its max. A state with count 0 is read as [`ColumnMoments::new`]
-    /// (its values mean nothing). NaN values are accepted: they are the state
-    /// of data that held NaN (see the [module docs](self)).
+    /// the same names), checking it: the four vectors have `d` values (the
+    /// mean's length where `d` is `None`), the count is not negative, no `M2`
+    /// is negative and no min exceeds its max. A state with count 0 is read as
+    /// [`ColumnMoments::new`] (its values mean nothing). NaN values are
+    /// accepted: they are the state of data that held NaN (see the [module
+    /// docs](self)).
     ///
     /// # Errors
-    /// [`Error::Npz`] naming the first array that is missing or wrong.
-    pub fn load_npz<R: Read + Seek>(npz: &mut NpzReader<R>, prefix: &str) -> Result<Self> {
-        let count = read_count(npz, prefix)?;
-        let mean: Array1<f64> = read(npz, &format!("{prefix}mean"))?;
+    /// [`Error::Parse`] naming the first array that is missing or wrong.
+    pub fn load_npz<R: Read + Seek>(npz: &mut NpzReader<R>, prefix: &str, d: Option<usize>) -> Result<Self> {
+        let count = npz.count(&format!("{prefix}count"))?;
+        let mean = npz.f64s(&format!("{prefix}mean"), d)?;
         let d = mean.len();
-        let mut get = |field: &str| -> Result<Array1<f64>> {
-            let name = format!("{prefix}{field}");
-            let a: Array1<f64> = read(npz, &name)?;
-            check_len(name, a.len(), d)?;
-            Ok(a)
-        };
-        let m2 = get("m2")?;
-        let min = get("min")?;
-        let max = get("max")?;
+        let m2 = npz.f64s(&format!("{prefix}m2"), Some(d))?;
+        let min = npz.f64s(&format!("{prefix}min"), Some(d))?;
+        let max = npz.f64s(&format!("{prefix}max"), Some(d))?;
         if count == 0 {
             return Ok(ColumnMoments::new(d));
         }
         if let Some(c) = m2.iter().position(|&v| v < 0.0) {
             return Err(bad(
-                format!("{prefix}m2"),
+                npz,
+                &format!("{prefix}m2"),
                 format!("column {c} is negative ({})", m2[c]),
             ));
         }
         if let Some(c) = (0..d).find(|&c| min[c] > max[c]) {
             return Err(bad(
-                format!("{prefix}min"),
+                npz,
+                &format!("{prefix}min"),
                 format!("column {c}: min {} above max {}", min[c], max[c]),
             ));
         }
@@ -407,7 +457,11 @@ impl CoMoments {
             self.clone_from(other);
             return Ok(());
         }
-        let n = (self.count + other.count) as f64;
+        let total = self
+            .count
+            .checked_add(other.count)
+            .ok_or_else(|| overflow("co-moments merge"))?;
+        let n = total as f64;
         let fb = other.count as f64 / n;
         let w = self.count as f64 * fb;
         let delta: Vec<f64> = other.mean.iter().zip(&self.mean).map(|(b, a)| b - a).collect();
@@ -417,7 +471,7 @@ impl CoMoments {
         Zip::from(&mut self.mean)
             .and(&delta)
             .for_each(|m, &dl| *m += dl * fb);
-        self.count += other.count;
+        self.count = total;
         Ok(())
     }
 
@@ -435,50 +489,36 @@ impl CoMoments {
     /// Give a [`ColumnMoments`] in the same archive another prefix.
     ///
     /// # Errors
-    /// [`Error::Npz`] when the writer fails.
+    /// [`Error::Io`] when the writer fails.
     pub fn save_npz<W: Write + Seek>(&self, npz: &mut NpzWriter<W>, prefix: &str) -> Result<()> {
-        let name = format!("{prefix}count");
-        npz.add_array(name.as_str(), &Array0::from_elem((), self.count as i64))
-            .map_err(write_err(&name))?;
-        let name = format!("{prefix}mean");
-        npz.add_array(name.as_str(), &self.mean)
-            .map_err(write_err(&name))?;
-        let name = format!("{prefix}comoment");
-        npz.add_array(name.as_str(), &self.comoment)
-            .map_err(write_err(&name))?;
-        Ok(())
+        npz.i64(&format!("{prefix}count"), self.count as i64)?;
+        npz.f64s(&format!("{prefix}mean"), &self.mean)?;
+        npz.f64s(&format!("{prefix}comoment"), &self.comoment)
     }
 
     /// Reads a state written by [`CoMoments::save_npz`] (or by numpy with the
-    /// same names and dtypes), checking it: the co-moment matrix is `D x D`
-    /// for a mean of length `D`, the count is not negative and no diagonal
-    /// entry (a column's `M2`) is negative. A state with count 0 is read as
-    /// [`CoMoments::new`]. NaN values are accepted (see the [module docs](self)).
+    /// same names), checking it: the mean has `d` values (any number where
+    /// `d` is `None`) and the co-moment matrix is `D x D` (checked before it
+    /// is read), the count is not negative and no diagonal entry (a column's
+    /// `M2`) is negative. A state with count 0 is read as [`CoMoments::new`].
+    /// NaN values are accepted (see the [module docs](self)).
     ///
     /// # Errors
-    /// [`Error::Npz`] naming the first array that is missing or wrong.
-    pub fn load_npz<R: Read + Seek>(npz: &mut NpzReader<R>, prefix: &str) -> Result<Self> {
-        let count = read_count(npz, prefix)?;
-        let mean: Array1<f64> = read(npz, &format!("{prefix}mean"))?;
-        let name = format!("{prefix}comoment");
-        let comoment: Array2<f64> = read(npz, &name)?;
+    /// [`Error::Parse`] naming the first array that is missing or wrong.
+    pub fn load_npz<R: Read + Seek>(npz: &mut NpzReader<R>, prefix: &str, d: Option<usize>) -> Result<Self> {
+        let count = npz.count(&format!("{prefix}count"))?;
+        let mean = npz.f64s(&format!("{prefix}mean"), d)?;
         let d = mean.len();
-        if comoment.dim() != (d, d) {
-            return Err(bad(
-                name,
-                format!(
-                    "shape {} x {}, but the mean has {d} columns",
-                    comoment.nrows(),
-                    comoment.ncols()
-                ),
-            ));
-        }
+        crate::cpu::alloc::check2::<f64>("co-moments", d, d)?;
+        let name = format!("{prefix}comoment");
+        let comoment = npz.f64_matrix(&name, Some(d), Some(d))?;
         if count == 0 {
             return Ok(CoMoments::new(d));
         }
         if let Some(c) = (0..d).find(|&c| comoment[[c, c]] < 0.0) {
             return Err(bad(
-                name,
+                npz,
+                &name,
                 format!("diagonal entry {c} is negative ({})", comoment[[c, c]]),
             ));
         }
@@ -641,10 +681,11 @@ mod tests {
     }
 
     fn roundtrip(save: impl Fn(&mut NpzWriter<Cursor<Vec<u8>>>) -> Result<()>) -> NpzReader<Cursor<Vec<u8>>> {
-        let mut w = NpzWriter::new(Cursor::new(Vec::new()));
+        let p = std::path::Path::new("state.npz");
+        let mut w = NpzWriter::new(Cursor::new(Vec::new()), p);
         save(&mut w).unwrap();
         let bytes = w.finish().unwrap().into_inner();
-        NpzReader::new(Cursor::new(bytes)).unwrap()
+        NpzReader::new(Cursor::new(bytes), p).unwrap()
     }
 
     #[test]
@@ -655,59 +696,52 @@ mod tests {
             m.save_npz(w, "stats_")?;
             c.save_npz(w, "cov_")
         });
-        assert_eq!(ColumnMoments::load_npz(&mut r, "stats_").unwrap(), m);
-        assert_eq!(CoMoments::load_npz(&mut r, "cov_").unwrap(), c);
+        assert_eq!(ColumnMoments::load_npz(&mut r, "stats_", None).unwrap(), m);
+        assert_eq!(CoMoments::load_npz(&mut r, "cov_", Some(4)).unwrap(), c);
         assert!(matches!(
-            ColumnMoments::load_npz(&mut r, "nope_"),
-            Err(Error::Npz { .. })
+            ColumnMoments::load_npz(&mut r, "nope_", None),
+            Err(Error::Parse { .. })
         ));
+        // A width other than the one expected is refused.
+        assert!(CoMoments::load_npz(&mut r, "cov_", Some(5)).is_err());
 
         // Empty states round-trip (their infinite min/max included).
         let mut r = roundtrip(|w| ColumnMoments::new(3).save_npz(w, ""));
         assert_eq!(
-            ColumnMoments::load_npz(&mut r, "").unwrap(),
+            ColumnMoments::load_npz(&mut r, "", None).unwrap(),
             ColumnMoments::new(3)
         );
 
         // A negative count, a length that disagrees, a negative M2 or diagonal.
         let write = |count: i64, m2: Array1<f64>, min_len: usize| {
             roundtrip(move |w| {
-                w.add_array("count", &Array0::from_elem((), count)).unwrap();
-                w.add_array("mean", &Array1::<f64>::zeros(3)).unwrap();
-                w.add_array("m2", &m2).unwrap();
-                w.add_array("min", &Array1::<f64>::zeros(min_len)).unwrap();
-                w.add_array("max", &Array1::<f64>::ones(3)).unwrap();
-                w.add_array("comoment", &Array2::from_diag(&m2)).unwrap();
-                Ok(())
+                w.i64("count", count)?;
+                w.f64s("mean", &Array1::<f64>::zeros(3))?;
+                w.f64s("m2", &m2)?;
+                w.f64s("min", &Array1::<f64>::zeros(min_len))?;
+                w.f64s("max", &Array1::<f64>::ones(3))?;
+                w.f64s("comoment", &Array2::from_diag(&m2))
             })
         };
         let ok = Array1::from(vec![1.0, 2.0, 3.0]);
-        assert!(ColumnMoments::load_npz(&mut write(2, ok.clone(), 3), "").is_ok());
-        assert!(CoMoments::load_npz(&mut write(2, ok.clone(), 3), "").is_ok());
+        assert!(ColumnMoments::load_npz(&mut write(2, ok.clone(), 3), "", None).is_ok());
+        assert!(CoMoments::load_npz(&mut write(2, ok.clone(), 3), "", None).is_ok());
         let neg = Array1::from(vec![1.0, -2.0, 3.0]);
         for mut r in [
             write(-1, ok.clone(), 3),
             write(2, ok.clone(), 2),
             write(2, neg.clone(), 3),
         ] {
-            let e = ColumnMoments::load_npz(&mut r, "").unwrap_err();
-            assert!(matches!(e, Error::Npz { .. }), "{e}");
+            let e = ColumnMoments::load_npz(&mut r, "", None).unwrap_err();
+            assert!(matches!(e, Error::Parse { .. }), "{e}");
         }
-        assert!(CoMoments::load_npz(&mut write(-1, ok.clone(), 3), "").is_err());
-        assert!(CoMoments::load_npz(&mut write(2, neg, 3), "").is_err());
+        assert!(CoMoments::load_npz(&mut write(-1, ok.clone(), 3), "", None).is_err());
+        assert!(CoMoments::load_npz(&mut write(2, neg, 3), "", None).is_err());
         let mut r = roundtrip(|w| {
-            w.add_array("count", &Array0::from_elem((), 2i64)).unwrap();
-            w.add_array("mean", &Array1::<f64>::zeros(3)).unwrap();
-            w.add_array("comoment", &Array2::<f64>::zeros((3, 2))).unwrap();
-            Ok(())
+            w.i64("count", 2)?;
+            w.f64s("mean", &Array1::<f64>::zeros(3))?;
+            w.f64s("comoment", &Array2::<f64>::zeros((3, 2)))
         });
-        assert!(CoMoments::load_npz(&mut r, "").is_err());
-        // Wrong dtype: an f32 mean.
-        let mut r = roundtrip(|w| {
-            w.add_array("count", &Array0::from_elem((), 2i64)).unwrap();
-            w.add_array("mean", &Array1::<f32>::zeros(3)).unwrap();
-            Ok(())
-        });
-        assert!(CoMoments::load_npz(&mut r, "").is_err());
+        assert!(CoMoments::load_npz(&mut r, "", None).is_err());
     }
 }

@@ -15,20 +15,19 @@
 //! the transforms as one product with the matrices that
 //! [`PcaModel::transform_parts`] and [`PcaModel::inverse_parts`] give.
 
-use std::fs::File;
-use std::io::{BufReader, Read, Seek, Write};
+use std::io::{Read, Seek, Write};
 use std::path::Path;
 
 use faer::diag::Diag;
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::evd;
 use faer::{Mat, Par};
-use ndarray::{s, Array0, Array1, Array2, ArrayView1, ArrayView2};
-use ndarray_npy::{NpzReader, NpzWriter};
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2};
 
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 pub use crate::model::convention::Convention;
+use crate::npz::{NpzReader, NpzWriter};
 
 const OP: &str = "pca";
 
@@ -79,6 +78,22 @@ impl Whitening {
             2 => Some(Whitening::Zca),
             _ => None,
         }
+    }
+
+    /// The name stored in a saved model: "none", "pca" or "zca".
+    pub fn name(self) -> &'static str {
+        match self {
+            Whitening::None => "none",
+            Whitening::Pca => "pca",
+            Whitening::Zca => "zca",
+        }
+    }
+
+    /// Inverse of [`Whitening::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Whitening::None, Whitening::Pca, Whitening::Zca]
+            .into_iter()
+            .find(|w| w.name() == name)
     }
 }
 
@@ -442,146 +457,191 @@ impl PcaModel {
         }
     }
 
-    /// Saves the model as an `.npz` (stored, as numpy's `savez`) of named f64/i64 arrays, readable by
-    /// `numpy.load`: `mean`, `components` (D x k), `eigenvalues`, `explained_variance`,
-    /// `explained_variance_ratio`, `eps`, and the i64 scalars `whitening`
-    /// (0 none, 1 PCA, 2 ZCA), `ddof`, `n_samples`, `convention` (0 lecture,
-    /// 1 sklearn, 2 pytorch), `format_version` (2; version 1 files, without
-    /// `convention`, load as the lecture's). Written atomically (temporary file,
-    /// then rename).
+    /// Saves the model as an `.npz` readable by `numpy.load` (stored, as
+    /// numpy's `savez`), written atomically (temporary file, then rename):
+    /// `format` ("gpuprep.pca"), `format_version` (3), and the model's arrays
+    /// as [`PcaModel::write_npz`] names them. Files of versions 1 and 2
+    /// (integer codes, components as `D x k`) still load.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming `path`.
     pub fn save(&self, path: &Path) -> Result<()> {
         write_atomic(path, |w| {
-            let mut npz = NpzWriter::new(w);
-            self.write_npz(&mut npz, "", path)?;
-            npz_add(&mut npz, path, "format_version", &Array0::from_elem((), 2i64))?;
-            npz.finish().map_err(|e| npz_err(path, e))?;
+            let mut npz = NpzWriter::new(w, path);
+            npz.str("format", PCA_FORMAT)?;
+            npz.i64("format_version", PCA_FORMAT_VERSION)?;
+            self.write_npz(&mut npz, "")?;
+            npz.finish()?;
             Ok(())
         })
     }
 
-    /// Adds the model's arrays (the names of [`PcaModel::save`], each behind
-    /// `prefix`) to an open `.npz`; `path` names the file in errors.
-    pub fn write_npz<W: Write + Seek>(
-        &self,
-        npz: &mut NpzWriter<W>,
-        prefix: &str,
-        path: &Path,
-    ) -> Result<()> {
+    /// Adds the model's arrays to an open `.npz`, each name behind `prefix`:
+    /// `mean` (D), `components` (k x D, one component per row, as
+    /// scikit-learn's `components_`), `eigenvalues` (all D, descending),
+    /// `explained_variance` and `explained_variance_ratio` (k),
+    /// `n_components` (k), `whitening` ("none", "pca" or "zca"), `eps`,
+    /// `ddof`, `n_samples`, `convention` ("lecture", "sklearn" or "pytorch").
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the writer fails.
+    pub fn write_npz<W: Write + Seek>(&self, npz: &mut NpzWriter<W>, prefix: &str) -> Result<()> {
         let name = |n: &str| format!("{prefix}{n}");
-        let scalar_i = |v: i64| Array0::from_elem((), v);
-        npz_add(npz, path, &name("mean"), &self.mean)?;
-        npz_add(npz, path, &name("components"), &self.components)?;
-        npz_add(npz, path, &name("eigenvalues"), &self.eigenvalues)?;
-        npz_add(npz, path, &name("explained_variance"), &self.explained_variance)?;
-        npz_add(
-            npz,
-            path,
-            &name("explained_variance_ratio"),
-            &self.explained_variance_ratio,
-        )?;
-        npz_add(npz, path, &name("eps"), &Array0::from_elem((), self.eps))?;
-        npz_add(npz, path, &name("whitening"), &scalar_i(self.whitening.code()))?;
-        npz_add(npz, path, &name("ddof"), &scalar_i(self.ddof as i64))?;
-        npz_add(npz, path, &name("n_samples"), &scalar_i(self.n_samples as i64))?;
-        npz_add(npz, path, &name("convention"), &scalar_i(self.convention.code()))?;
+        npz.f64s(&name("mean"), &self.mean)?;
+        npz.f64s(&name("components"), &self.components.t())?;
+        npz.f64s(&name("eigenvalues"), &self.eigenvalues)?;
+        npz.f64s(&name("explained_variance"), &self.explained_variance)?;
+        npz.f64s(&name("explained_variance_ratio"), &self.explained_variance_ratio)?;
+        npz.i64(&name("n_components"), self.n_components() as i64)?;
+        npz.str(&name("whitening"), self.whitening.name())?;
+        npz.f64(&name("eps"), self.eps)?;
+        npz.i64(&name("ddof"), self.ddof as i64)?;
+        npz.i64(&name("n_samples"), self.n_samples as i64)?;
+        npz.str(&name("convention"), self.convention.name())?;
         Ok(())
     }
 
-    /// Loads a model written by [`PcaModel::save`] (or by numpy with the same
-    /// names and dtypes: `np.savez(path, mean=..., components=..., ...)`),
-    /// checking that the shapes agree and the values are finite.
+    /// Loads a model written by [`PcaModel::save`] (any format version), or
+    /// by numpy with the same names (`np.savez(path, format="gpuprep.pca",
+    /// format_version=3, mean=..., components=..., ...)`), checking that the
+    /// shapes agree and the values are finite.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be read; [`Error::Parse`] naming the
+    /// file and the array for anything missing, malformed or inconsistent, or
+    /// a format this gpuprep does not read.
     pub fn load(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut npz = NpzReader::new(BufReader::new(file)).map_err(|e| Error::Parse {
-            path: path.to_path_buf(),
-            line: None,
-            reason: format!("not an .npz file: {e}"),
-        })?;
-        Self::read_npz(&mut npz, "", path)
+        let mut npz = NpzReader::open(path)?;
+        let layout = if npz.has("format") {
+            let format = npz.str("format")?;
+            let version = npz.i64("format_version")?;
+            if format != PCA_FORMAT || version != PCA_FORMAT_VERSION {
+                return Err(npz.bad(
+                    "format",
+                    format!(
+                        "{format:?} version {version}: this gpuprep reads {PCA_FORMAT:?} versions 1 to {PCA_FORMAT_VERSION} \
+                         (a fitted pipeline loads with Pipeline::load)"
+                    ),
+                ));
+            }
+            Layout::Current
+        } else {
+            Layout::Coded
+        };
+        Self::read_npz(&mut npz, "", layout)
     }
 
-    /// Reads a model's arrays (the names of [`PcaModel::save`], each behind
-    /// `prefix`) from an open `.npz`, with the checks of [`PcaModel::load`].
-    pub fn read_npz<R: Read + Seek>(npz: &mut NpzReader<R>, prefix: &str, path: &Path) -> Result<Self> {
-        let bad = |reason: String| Error::Parse {
-            path: path.to_path_buf(),
-            line: None,
-            reason,
-        };
-        macro_rules! get {
-            ($name:literal, $ty:ty) => {{
-                let key = format!("{prefix}{}", $name);
-                let a: $ty = npz
-                    .by_name(&key)
-                    .map_err(|e| bad(format!("array {key:?}: {e}")))?;
-                a
-            }};
-        }
-        let mean = get!("mean", Array1<f64>);
-        let components = get!("components", Array2<f64>);
-        let eigenvalues = get!("eigenvalues", Array1<f64>);
-        let explained_variance = get!("explained_variance", Array1<f64>);
-        let explained_variance_ratio = get!("explained_variance_ratio", Array1<f64>);
-        let eps = get!("eps", Array0<f64>).into_scalar();
-        let whitening = get!("whitening", Array0<i64>).into_scalar();
-        let ddof = get!("ddof", Array0<i64>).into_scalar();
-        let n_samples = get!("n_samples", Array0<i64>).into_scalar();
-        let convention =
-            match npz.by_name::<ndarray::OwnedRepr<i64>, ndarray::Ix0>(&format!("{prefix}convention")) {
-                Ok(c) => c.into_scalar(),
-                Err(_) => 0,
-            };
-
+    /// Reads a model's arrays (the names of [`PcaModel::write_npz`], each
+    /// behind `prefix`) from an open `.npz`, with the checks of
+    /// [`PcaModel::load`]. `layout` says which version wrote them.
+    pub(crate) fn read_npz<R: Read + Seek>(
+        npz: &mut NpzReader<R>,
+        prefix: &str,
+        layout: Layout,
+    ) -> Result<Self> {
+        let key = |n: &str| format!("{prefix}{n}");
+        let mean = npz.f64s(&key("mean"), None)?;
         let d = mean.len();
-        let k = components.ncols();
-        if d == 0
-            || components.nrows() != d
-            || k == 0
-            || k > d
-            || eigenvalues.len() != d
-            || explained_variance.len() != k
-            || explained_variance_ratio.len() != k
-        {
-            return Err(bad(format!(
-                "inconsistent model shapes: mean {d}, components {:?}, eigenvalues {}, \
-                 explained_variance {}, explained_variance_ratio {}",
-                components.dim(),
-                eigenvalues.len(),
-                explained_variance.len(),
-                explained_variance_ratio.len()
-            )));
+        if d == 0 {
+            return Err(npz.bad(&key("mean"), "no columns"));
         }
-        let whitening = Whitening::from_code(whitening).ok_or_else(|| {
-            bad(format!(
-                "whitening must be 0 (none), 1 (pca) or 2 (zca), got {whitening}"
-            ))
-        })?;
-        let convention = Convention::from_code(convention).ok_or_else(|| {
-            bad(format!(
-                "convention must be 0 (lecture), 1 (sklearn) or 2 (pytorch), got {convention}"
-            ))
-        })?;
+        let eigenvalues = npz.f64s(&key("eigenvalues"), Some(d))?;
+        let (components, whitening, convention) = match layout {
+            Layout::Current => {
+                let k = npz.count(&key("n_components"))? as usize;
+                if k == 0 || k > d {
+                    return Err(npz.bad(&key("n_components"), format!("{k}, expected 1 to {d}")));
+                }
+                let c = npz.f64_matrix(&key("components"), Some(k), Some(d))?;
+                let w = npz.str(&key("whitening"))?;
+                let whitening = Whitening::from_name(&w).ok_or_else(|| {
+                    npz.bad(
+                        &key("whitening"),
+                        format!("{w:?}, expected \"none\", \"pca\" or \"zca\""),
+                    )
+                })?;
+                let cv = npz.str(&key("convention"))?;
+                let convention = Convention::from_name(&cv).ok_or_else(|| {
+                    npz.bad(
+                        &key("convention"),
+                        format!("{cv:?}, expected \"lecture\", \"sklearn\" or \"pytorch\""),
+                    )
+                })?;
+                (
+                    c.reversed_axes().as_standard_layout().to_owned(),
+                    whitening,
+                    convention,
+                )
+            }
+            Layout::Coded => {
+                let c = npz.f64_matrix(&key("components"), Some(d), None)?;
+                let w = npz.i64(&key("whitening"))?;
+                let whitening = Whitening::from_code(w).ok_or_else(|| {
+                    npz.bad(
+                        &key("whitening"),
+                        format!("{w}, expected 0 (none), 1 (pca) or 2 (zca)"),
+                    )
+                })?;
+                // Version 1 files have no convention: the lecture's.
+                let cv = if npz.has(&key("convention")) {
+                    npz.i64(&key("convention"))?
+                } else {
+                    0
+                };
+                let convention = Convention::from_code(cv).ok_or_else(|| {
+                    npz.bad(
+                        &key("convention"),
+                        format!("{cv}, expected 0 (lecture), 1 (sklearn) or 2 (pytorch)"),
+                    )
+                })?;
+                (c, whitening, convention)
+            }
+        };
+        let k = components.ncols();
+        if k == 0 || k > d {
+            return Err(npz.bad(&key("components"), format!("{k} components of {d} columns")));
+        }
+        let explained_variance = npz.f64s(&key("explained_variance"), Some(k))?;
+        let explained_variance_ratio = npz.f64s(&key("explained_variance_ratio"), Some(k))?;
+        let eps = npz.f64(&key("eps"))?;
+        let ddof = npz.count(&key("ddof"))?;
+        let n_samples = npz.count(&key("n_samples"))?;
         // Whitening by sqrt(S + eps) needs eps > 0 (scikit-learn's clips instead).
         if !(eps.is_finite() && eps >= 0.0)
-            || ddof < 0
-            || n_samples < 0
             || (whitening != Whitening::None && convention != Convention::Sklearn && eps <= 0.0)
         {
-            return Err(bad(format!(
-                "bad scalars: eps {eps}, ddof {ddof}, n_samples {n_samples}"
-            )));
+            return Err(npz.bad(
+                &key("eps"),
+                format!(
+                    "{eps}: whitening under the {} convention needs a finite eps > 0",
+                    convention.name()
+                ),
+            ));
         }
-        if !(mean.iter().all(|v| v.is_finite())
-            && components.iter().all(|v| v.is_finite())
-            && eigenvalues.iter().all(|v| v.is_finite() && *v >= 0.0)
-            && explained_variance.iter().all(|v| v.is_finite() && *v >= 0.0)
-            && explained_variance_ratio.iter().all(|v| v.is_finite()))
-        {
-            return Err(bad("non-finite (or negative eigen-) values in the model".into()));
+        for (name, ok) in [
+            ("mean", mean.iter().all(|v| v.is_finite())),
+            ("components", components.iter().all(|v| v.is_finite())),
+            (
+                "eigenvalues",
+                eigenvalues.iter().all(|v| v.is_finite() && *v >= 0.0),
+            ),
+            (
+                "explained_variance",
+                explained_variance.iter().all(|v| v.is_finite() && *v >= 0.0),
+            ),
+            (
+                "explained_variance_ratio",
+                explained_variance_ratio.iter().all(|v| v.is_finite()),
+            ),
+        ] {
+            if !ok {
+                return Err(npz.bad(&key(name), "non-finite (or negative eigen-) values"));
+            }
         }
+        let too_big = |v: u64| usize::try_from(v).ok();
+        let (Some(ddof), Some(n_samples)) = (too_big(ddof), too_big(n_samples)) else {
+            return Err(npz.bad(&key("n_samples"), "beyond this machine's usize"));
+        };
         Ok(PcaModel {
             mean,
             components,
@@ -590,32 +650,25 @@ impl PcaModel {
             explained_variance_ratio,
             whitening,
             eps,
-            ddof: ddof as usize,
-            n_samples: n_samples as usize,
+            ddof,
+            n_samples,
             convention,
         })
     }
 }
 
-fn npz_err(path: &Path, e: ndarray_npy::WriteNpzError) -> Error {
-    Error::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e),
-    }
-}
+/// The `format` of a PCA model saved on its own.
+pub const PCA_FORMAT: &str = "gpuprep.pca";
 
-/// Adds one array to an `.npz`, naming `path` in errors.
-pub(crate) fn npz_add<W, A, D>(
-    npz: &mut NpzWriter<W>,
-    path: &Path,
-    name: &str,
-    a: &ndarray::ArrayBase<A, D>,
-) -> Result<()>
-where
-    W: Write + Seek,
-    A: ndarray::Data,
-    A::Elem: ndarray_npy::WritableElement,
-    D: ndarray::Dimension,
-{
-    npz.add_array(name, a).map_err(|e| npz_err(path, e))
+/// The `format_version` [`PcaModel::save`] writes.
+pub const PCA_FORMAT_VERSION: i64 = 3;
+
+/// Which layout a saved model's PCA arrays have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// Strings for enums, components as `k x D` (PCA files of version 3,
+    /// pipelines of version 2).
+    Current,
+    /// Integer codes, components as `D x k` (earlier versions).
+    Coded,
 }

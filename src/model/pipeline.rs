@@ -24,24 +24,25 @@
 //! [`transform_parts`](PcaModel::transform_parts) and
 //! [`inverse_parts`](PcaModel::inverse_parts).
 
-use std::fs::File;
-use std::io::{BufReader, Seek};
+use std::io::{Read, Seek};
 use std::path::Path;
 
-use ndarray::{Array0, Array1, Array2};
-use ndarray_npy::{NpzReader, NpzWriter};
+use ndarray::{Array1, Array2};
 
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::model::convention::Convention;
 use crate::model::moments::{CoMoments, ColumnMoments};
-use crate::model::pca::{npz_add, NComponents, PcaModel, PcaOptions, Whitening};
+use crate::model::pca::{
+    Layout, NComponents, PcaModel, PcaOptions, Whitening, PCA_FORMAT, PCA_FORMAT_VERSION,
+};
 use crate::model::standardize::column_scale;
+use crate::npz::{NpzReader, NpzWriter};
 
 const OP: &str = "pipeline";
 
-/// The `format_version` of a saved pipeline.
-pub const FORMAT_VERSION: i64 = 1;
+/// The `format_version` [`Pipeline::save`] writes.
+pub const FORMAT_VERSION: i64 = 2;
 
 /// What a pipeline does. `Default`: center and scale (zero mean, unit
 /// variance), no PCA, the lecture's convention.
@@ -191,13 +192,48 @@ impl Standardizer {
 }
 
 /// The mergeable state of a fit: the column moments, and the co-moment matrix
-/// when the pipeline has a PCA step.
-#[derive(Clone, Debug, PartialEq)]
+/// when the pipeline has a PCA step; the columns' names where the data had
+/// them; and the identities of the fits merged into it, so that one fit
+/// merged twice (its rows counted twice) is refused.
+///
+/// Two states are equal (`==`) when their statistics and names are: the fit
+/// identities say where a state came from, not what it is.
+#[derive(Clone, Debug)]
 pub struct PipelineState {
     /// Count, mean, M2, min and max per column.
     pub moments: ColumnMoments,
     /// Count, mean and `sum (x - mean)(x - mean)^T`, for a PCA step.
     pub comoments: Option<CoMoments>,
+    /// The columns' names (a CSV header, a DataFrame's columns), if known.
+    pub feature_names: Option<Vec<String>>,
+    /// Random identities of the fits merged into this state (sorted, one per
+    /// fit; empty until [`Pipeline::from_state`] gives a fit its own).
+    pub fit_ids: Vec<u64>,
+}
+
+impl PartialEq for PipelineState {
+    fn eq(&self, other: &Self) -> bool {
+        self.moments == other.moments
+            && self.comoments == other.comoments
+            && self.feature_names == other.feature_names
+    }
+}
+
+/// A fresh random identity for a fit (the time, the process and a counter,
+/// through the standard library's randomly keyed hasher).
+fn fresh_fit_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.finish()
 }
 
 impl PipelineState {
@@ -208,6 +244,8 @@ impl PipelineState {
         PipelineState {
             moments: ColumnMoments::new(d),
             comoments: pca.then(|| CoMoments::new(d)),
+            feature_names: None,
+            fit_ids: Vec::new(),
         }
     }
 
@@ -234,11 +272,14 @@ impl PipelineState {
     }
 
     /// Merges the state of disjoint rows of the same columns into this one:
-    /// the state of the union, to rounding.
+    /// the state of the union, to rounding. An empty state without names
+    /// takes the other's names.
     ///
     /// # Errors
-    /// [`Error::ShapeMismatch`] for states of other columns, or one with
-    /// co-moments and one without.
+    /// [`Error::ShapeMismatch`] for states of other columns;
+    /// [`Error::InvalidArgument`] for one with co-moments and one without,
+    /// columns of other names, a fit already merged into this state (its rows
+    /// would count twice), or counts whose sum overflows.
     pub fn merge(&mut self, other: &PipelineState) -> Result<()> {
         if other.dim() != self.dim() {
             return Err(Error::shape(
@@ -247,15 +288,93 @@ impl PipelineState {
                 format!("{} columns", other.dim()),
             ));
         }
-        match (&mut self.comoments, &other.comoments) {
-            (Some(a), Some(b)) => a.merge(b)?,
-            (None, None) => {}
+        match (&self.comoments, &other.comoments) {
+            (Some(_), Some(_)) | (None, None) => {}
             _ => return Err(Error::invalid(
                 OP,
                 "one state has a PCA step's co-moments and the other has not: fit both with the same steps",
             )),
         }
-        self.moments.merge(&other.moments)
+        if let Some(id) = self
+            .fit_ids
+            .iter()
+            .find(|i| other.fit_ids.binary_search(i).is_ok())
+        {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "both states hold the fit {id:016x}: the same fit merged twice would count its rows twice"
+                ),
+            ));
+        }
+        if self.count().checked_add(other.count()).is_none() {
+            return Err(Error::invalid(OP, "the merged row count overflows"));
+        }
+        let names = match (&self.feature_names, &other.feature_names) {
+            (a, b) if a == b => a.clone(),
+            (None, b) if self.count() == 0 => b.clone(),
+            (a, None) if other.count() == 0 => a.clone(),
+            (Some(a), Some(b)) => {
+                let i = a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(0);
+                return Err(Error::invalid(
+                    OP,
+                    format!(
+                        "the states' columns have other names (column {i}: {:?} and {:?})",
+                        a.get(i).map_or("", String::as_str),
+                        b.get(i).map_or("", String::as_str)
+                    ),
+                ));
+            }
+            _ => return Err(Error::invalid(
+                OP,
+                "one state has feature names and the other has not: fit both from data with the same columns",
+            )),
+        };
+        if let (Some(a), Some(b)) = (&mut self.comoments, &other.comoments) {
+            a.merge(b)?;
+        }
+        self.moments.merge(&other.moments)?;
+        self.feature_names = names;
+        self.fit_ids.extend_from_slice(&other.fit_ids);
+        self.fit_ids.sort_unstable();
+        self.fit_ids.dedup();
+        Ok(())
+    }
+
+    /// Checks that the parts of the state agree with each other: the
+    /// co-moments count the same rows as the column moments and have their
+    /// width, the names (if any) name every column.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] saying what disagrees.
+    pub fn validate(&self) -> Result<()> {
+        let d = self.dim();
+        if let Some(c) = &self.comoments {
+            if c.dim() != d || c.comoment.dim() != (d, d) {
+                return Err(Error::invalid(
+                    OP,
+                    format!("co-moments of {} columns in a state of {d}", c.dim()),
+                ));
+            }
+            if c.count != self.moments.count {
+                return Err(Error::invalid(
+                    OP,
+                    format!(
+                        "the co-moments count {} rows and the column moments {}",
+                        c.count, self.moments.count
+                    ),
+                ));
+            }
+        }
+        if let Some(n) = &self.feature_names {
+            if n.len() != d {
+                return Err(Error::invalid(
+                    OP,
+                    format!("{} feature names for {d} columns", n.len()),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -307,6 +426,18 @@ impl Pipeline {
     /// scikit-learn's convention, ...).
     pub fn from_state(state: PipelineState, options: &PipelineOptions) -> Result<Pipeline> {
         options.validate()?;
+        state.validate()?;
+        // Whitening without a count keeps every component: say so, so the
+        // options read back from a saved model are the ones fitted.
+        let mut options = *options;
+        if options.pca.is_none() && options.whitening != Whitening::None {
+            options.pca = Some(NComponents::All);
+        }
+        let options = &options;
+        let mut state = state;
+        if state.fit_ids.is_empty() {
+            state.fit_ids.push(fresh_fit_id());
+        }
         let d = state.dim();
         if d == 0 || state.count() == 0 {
             return Err(Error::shape(
@@ -434,199 +565,417 @@ impl Pipeline {
     }
 
     /// Saves the pipeline as one `.npz` readable by `numpy.load` (stored, as
-    /// numpy's `savez`: deflate saved 4% of a D = 3072 model's 151 MB and took
-    /// 2.5 s):
-    /// `format_version` (1), `kind` ("pipeline" as the i64 1), the options
-    /// (`center`, `scale`, `whitening`, `convention` as i64, `n_components`
-    /// as an i64 count (-1 all, 0 none) and `variance_fraction` (f64, 0 when
-    /// a count), `eps` (f64, NaN for the convention's)), the standardizer
-    /// (`scaler_mean`, `scaler_var`, `scaler_scale`), the PCA step under
-    /// `pca_` (the names of [`PcaModel::save`]), and the state (`state_count`,
-    /// `state_mean`, `state_m2`, `state_min`, `state_max`, and
-    /// `state_co_count`, `state_co_mean`, `state_co_comoment` with a PCA step).
-    /// Written atomically.
+    /// numpy's `savez`: deflate saved 4% of a D = 3072 model's 151 MB and
+    /// took 2.5 s), written atomically. Every array is named for what it is
+    /// (see [`Pipeline::write_npz`] and the README's key table): strings for
+    /// the enums, the count of components kept, components in
+    /// scikit-learn's `k x D` layout, no sentinel values.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming `path`.
     pub fn save(&self, path: &Path) -> Result<()> {
         write_atomic(path, |w| {
-            let mut npz = NpzWriter::new(w);
-            self.write_npz(&mut npz, path)?;
-            npz.finish().map_err(|e| Error::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::other(e),
-            })?;
+            let mut npz = NpzWriter::new(w, path);
+            self.write_npz(&mut npz)?;
+            npz.finish()?;
             Ok(())
         })
     }
 
-    /// Adds the pipeline's arrays (the names of [`Pipeline::save`]) to an open `.npz`.
-    pub fn write_npz<W: std::io::Write + Seek>(&self, npz: &mut NpzWriter<W>, path: &Path) -> Result<()> {
-        let i = |v: i64| Array0::from_elem((), v);
-        let f = |v: f64| Array0::from_elem((), v);
+    /// Adds the pipeline's arrays to an open `.npz`:
+    ///
+    /// - `format` ("gpuprep.pipeline"), `format_version` (2);
+    /// - `n_features_in`, and `feature_names_in` where the data had names;
+    /// - the options: `center`, `scale` (bools), `whitening` ("none", "pca",
+    ///   "zca"), `convention` ("lecture", "sklearn", "pytorch"); with a PCA
+    ///   step `n_components` (the count kept) and what was asked for:
+    ///   `n_components_requested` (a count) or `variance_fraction_requested`
+    ///   (a fraction), neither for all components; `eps` only when set (else
+    ///   the convention's);
+    /// - the standardizer: `scaler_mean`, `scaler_var`, `scaler_scale`;
+    /// - the PCA step, fitted on the standardized data, under `pca_` (the
+    ///   names of [`PcaModel::write_npz`]);
+    /// - the state: `state_count`, `state_mean`, `state_m2`, `state_min`,
+    ///   `state_max`, with a PCA step `state_co_count`, `state_co_mean`,
+    ///   `state_co_comoment`, and `state_fit_ids`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the writer fails.
+    pub fn write_npz<W: std::io::Write + Seek>(&self, npz: &mut NpzWriter<W>) -> Result<()> {
         let o = &self.options;
-        npz_add(npz, path, "format_version", &i(FORMAT_VERSION))?;
-        npz_add(npz, path, "kind", &i(1))?;
-        npz_add(npz, path, "center", &i(o.center as i64))?;
-        npz_add(npz, path, "scale", &i(o.scale as i64))?;
-        npz_add(npz, path, "whitening", &i(o.whitening.code()))?;
-        npz_add(npz, path, "convention", &i(o.convention.code()))?;
-        let (count, fraction) = match o.pca {
-            None => (0, 0.0),
-            Some(NComponents::All) => (-1, 0.0),
-            Some(NComponents::Count(k)) => (k as i64, 0.0),
-            Some(NComponents::Fraction(fr)) => (0, fr),
-        };
-        npz_add(npz, path, "n_components", &i(count))?;
-        npz_add(npz, path, "variance_fraction", &f(fraction))?;
-        npz_add(npz, path, "eps", &f(o.eps.unwrap_or(f64::NAN)))?;
+        npz.str("format", FORMAT)?;
+        npz.i64("format_version", FORMAT_VERSION)?;
+        npz.i64("n_features_in", self.n_features() as i64)?;
+        if let Some(names) = &self.state.feature_names {
+            npz.strs("feature_names_in", names)?;
+        }
+        npz.bool("center", o.center)?;
+        npz.bool("scale", o.scale)?;
+        npz.str("whitening", o.whitening.name())?;
+        npz.str("convention", o.convention.name())?;
+        if let Some(p) = &self.pca {
+            npz.i64("n_components", p.n_components() as i64)?;
+        }
+        match o.pca {
+            Some(NComponents::Count(k)) => npz.i64("n_components_requested", k as i64)?,
+            Some(NComponents::Fraction(f)) => npz.f64("variance_fraction_requested", f)?,
+            Some(NComponents::All) | None => {}
+        }
+        if let Some(eps) = o.eps {
+            npz.f64("eps", eps)?;
+        }
         if let Some(s) = &self.standardizer {
-            npz_add(npz, path, "scaler_mean", &s.mean)?;
-            npz_add(npz, path, "scaler_var", &s.var)?;
-            npz_add(npz, path, "scaler_scale", &s.scale)?;
+            npz.f64s("scaler_mean", &s.mean)?;
+            npz.f64s("scaler_var", &s.var)?;
+            npz.f64s("scaler_scale", &s.scale)?;
         }
         if let Some(p) = &self.pca {
-            p.write_npz(npz, "pca_", path)?;
+            p.write_npz(npz, "pca_")?;
         }
         self.state.moments.save_npz(npz, "state_")?;
         if let Some(c) = &self.state.comoments {
             c.save_npz(npz, "state_co_")?;
         }
-        Ok(())
+        npz.u64s("state_fit_ids", &self.state.fit_ids)
     }
 
-    /// Loads a pipeline written by [`Pipeline::save`]; a PCA model written by
-    /// [`PcaModel::save`] loads as a pipeline of that one step (no state, so it
-    /// cannot be merged). Shapes are checked against each other and values
-    /// for finiteness.
+    /// Loads a pipeline written by [`Pipeline::save`] (format version 2, or
+    /// version 1 with integer codes); a PCA model written by
+    /// [`PcaModel::save`] loads as a pipeline of that one step (no state, so
+    /// it cannot be merged). Every array's shape is checked before it is
+    /// read, values for finiteness, and the parts against each other (the
+    /// standardizer against the state's moments, the PCA step's rows against
+    /// the state's).
     ///
     /// # Errors
-    /// [`Error::Io`] if the file cannot be read; [`Error::Parse`] for anything
-    /// malformed or inconsistent.
+    /// [`Error::Io`] if the file cannot be read; [`Error::Parse`] naming the
+    /// file and the array for anything malformed or inconsistent, or a
+    /// format this gpuprep does not read.
     pub fn load(path: &Path) -> Result<Pipeline> {
-        let bad = |reason: String| Error::Parse {
-            path: path.to_path_buf(),
-            line: None,
-            reason,
-        };
-        let file = File::open(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut npz =
-            NpzReader::new(BufReader::new(file)).map_err(|e| bad(format!("not an .npz file: {e}")))?;
-        let names = npz.names().map_err(|e| bad(format!("not an .npz file: {e}")))?;
-        let has = |n: &str| names.iter().any(|m| m == n || m == &format!("{n}.npy"));
-        if !has("kind") {
-            // A PCA model on its own.
-            let pca = PcaModel::read_npz(&mut npz, "", path)?;
-            let d = pca.n_features();
-            return Ok(Pipeline {
-                options: PipelineOptions {
-                    center: false,
-                    scale: false,
-                    pca: Some(NComponents::Count(pca.n_components())),
-                    whitening: pca.whitening,
-                    convention: pca.convention,
-                    eps: Some(pca.eps),
-                },
-                standardizer: None,
-                pca: Some(pca),
-                state: PipelineState::new(d, false),
-            });
-        }
-        let i = |npz: &mut NpzReader<BufReader<File>>, n: &str| -> Result<i64> {
-            let a: Array0<i64> = npz.by_name(n).map_err(|e| bad(format!("array {n:?}: {e}")))?;
-            Ok(a.into_scalar())
-        };
-        let f = |npz: &mut NpzReader<BufReader<File>>, n: &str| -> Result<f64> {
-            let a: Array0<f64> = npz.by_name(n).map_err(|e| bad(format!("array {n:?}: {e}")))?;
-            Ok(a.into_scalar())
-        };
-        let version = i(&mut npz, "format_version")?;
-        if version != FORMAT_VERSION || i(&mut npz, "kind")? != 1 {
-            return Err(bad(format!(
-                "a pipeline of format_version {version}: this gpuprep reads {FORMAT_VERSION}"
-            )));
-        }
-        let flag = |v: i64, n: &str| match v {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err(bad(format!("{n} must be 0 or 1, got {v}"))),
-        };
-        let center = flag(i(&mut npz, "center")?, "center")?;
-        let scale = flag(i(&mut npz, "scale")?, "scale")?;
-        let wcode = i(&mut npz, "whitening")?;
-        let whitening = Whitening::from_code(wcode).ok_or_else(|| bad(format!("whitening code {wcode}")))?;
-        let ccode = i(&mut npz, "convention")?;
-        let convention =
-            Convention::from_code(ccode).ok_or_else(|| bad(format!("convention code {ccode}")))?;
-        let count = i(&mut npz, "n_components")?;
-        let fraction = f(&mut npz, "variance_fraction")?;
-        let pca = match (count, fraction) {
-            (0, 0.0) => None,
-            (0, fr) => Some(NComponents::Fraction(fr)),
-            (-1, _) => Some(NComponents::All),
-            (k, _) if k > 0 => Some(NComponents::Count(k as usize)),
-            (k, _) => return Err(bad(format!("n_components {k}"))),
-        };
-        let eps = f(&mut npz, "eps")?;
-        let options = PipelineOptions {
-            center,
-            scale,
-            pca,
-            whitening,
-            convention,
-            eps: (!eps.is_nan()).then_some(eps),
-        };
-        options.validate().map_err(|e| bad(format!("bad options: {e}")))?;
-        let moments = ColumnMoments::load_npz(&mut npz, "state_").map_err(|e| bad(e.to_string()))?;
-        let comoments = if options.has_pca() {
-            Some(CoMoments::load_npz(&mut npz, "state_co_").map_err(|e| bad(e.to_string()))?)
-        } else {
-            None
-        };
-        let state = PipelineState { moments, comoments };
-        let d = state.dim();
-        let standardizer = if center || scale {
-            let mut get = |n: &str| -> Result<Array1<f64>> {
-                let a: Array1<f64> = npz.by_name(n).map_err(|e| bad(format!("array {n:?}: {e}")))?;
-                if a.len() != d || !a.iter().all(|v| v.is_finite()) {
-                    return Err(bad(format!("{n} must be {d} finite values")));
-                }
-                Ok(a)
+        let mut npz = NpzReader::open(path)?;
+        if npz.has("format") {
+            let format = npz.str("format")?;
+            let version = npz.i64("format_version")?;
+            return match (format.as_str(), version) {
+                (FORMAT, FORMAT_VERSION) => read_current(&mut npz),
+                (PCA_FORMAT, PCA_FORMAT_VERSION) => Ok(Pipeline::of_pca(PcaModel::read_npz(
+                    &mut npz,
+                    "",
+                    Layout::Current,
+                )?)),
+                (f, v) => Err(npz.bad(
+                    "format",
+                    format!(
+                        "{f:?} version {v}: this gpuprep reads {FORMAT:?} versions 1 to {FORMAT_VERSION} \
+                         and {PCA_FORMAT:?} versions 1 to {PCA_FORMAT_VERSION} (a newer gpuprep wrote it?)"
+                    ),
+                )),
             };
-            let (mean, var, scale_) = (get("scaler_mean")?, get("scaler_var")?, get("scaler_scale")?);
-            if scale_.iter().any(|&v| v <= 0.0) || var.iter().any(|&v| v < 0.0) {
-                return Err(bad(
-                    "scaler_scale must be positive and scaler_var non-negative".into()
+        }
+        if !npz.has("kind") {
+            // A PCA model on its own, of format version 1 or 2.
+            return Ok(Pipeline::of_pca(PcaModel::read_npz(&mut npz, "", Layout::Coded)?));
+        }
+        read_v1(&mut npz)
+    }
+
+    /// A pipeline of one PCA step, without a state.
+    fn of_pca(pca: PcaModel) -> Pipeline {
+        let d = pca.n_features();
+        Pipeline {
+            options: PipelineOptions {
+                center: false,
+                scale: false,
+                pca: Some(NComponents::Count(pca.n_components())),
+                whitening: pca.whitening,
+                convention: pca.convention,
+                eps: Some(pca.eps),
+            },
+            standardizer: None,
+            pca: Some(pca),
+            state: PipelineState::new(d, false),
+        }
+    }
+}
+
+/// The `format` of a saved pipeline.
+pub const FORMAT: &str = "gpuprep.pipeline";
+
+/// Reads a pipeline of format version 2.
+fn read_current<R: Read + Seek>(npz: &mut NpzReader<R>) -> Result<Pipeline> {
+    let d =
+        usize::try_from(npz.count("n_features_in")?).map_err(|_| npz.bad("n_features_in", "too large"))?;
+    if d == 0 {
+        return Err(npz.bad("n_features_in", "0 columns"));
+    }
+    let feature_names = if npz.has("feature_names_in") {
+        Some(npz.strs("feature_names_in", Some(d))?)
+    } else {
+        None
+    };
+    let center = npz.bool("center")?;
+    let scale = npz.bool("scale")?;
+    let w = npz.str("whitening")?;
+    let whitening = Whitening::from_name(&w).ok_or_else(|| {
+        npz.bad(
+            "whitening",
+            format!("{w:?}, expected \"none\", \"pca\" or \"zca\""),
+        )
+    })?;
+    let c = npz.str("convention")?;
+    let convention = Convention::from_name(&c).ok_or_else(|| {
+        npz.bad(
+            "convention",
+            format!("{c:?}, expected \"lecture\", \"sklearn\" or \"pytorch\""),
+        )
+    })?;
+    let has_pca = npz.has("n_components");
+    let requested = match (
+        npz.has("n_components_requested"),
+        npz.has("variance_fraction_requested"),
+    ) {
+        (true, true) => {
+            return Err(npz.bad(
+                "n_components_requested",
+                "beside variance_fraction_requested: a fit asks for one or the other",
+            ))
+        }
+        (true, false) => {
+            let k = npz.count("n_components_requested")?;
+            Some(NComponents::Count(
+                usize::try_from(k).map_err(|_| npz.bad("n_components_requested", "too large"))?,
+            ))
+        }
+        (false, true) => Some(NComponents::Fraction(npz.f64("variance_fraction_requested")?)),
+        (false, false) => has_pca.then_some(NComponents::All),
+    };
+    if requested.is_some() && !has_pca {
+        return Err(npz.bad(
+            "n_components",
+            "missing, though a number of components was requested",
+        ));
+    }
+    let eps = if npz.has("eps") {
+        Some(npz.f64("eps")?)
+    } else {
+        None
+    };
+    let options = PipelineOptions {
+        center,
+        scale,
+        pca: requested.filter(|_| has_pca),
+        whitening,
+        convention,
+        eps,
+    };
+    if options.has_pca() != has_pca {
+        return Err(npz.bad("n_components", "missing, though the pipeline whitens"));
+    }
+    options
+        .validate()
+        .map_err(|e| npz.bad("format", format!("the options: {e}")))?;
+    let moments = ColumnMoments::load_npz(npz, "state_", Some(d))?;
+    let comoments = if has_pca {
+        Some(CoMoments::load_npz(npz, "state_co_", Some(d))?)
+    } else {
+        None
+    };
+    let mut fit_ids = npz.u64s("state_fit_ids")?;
+    fit_ids.sort_unstable();
+    fit_ids.dedup();
+    let state = PipelineState {
+        moments,
+        comoments,
+        feature_names,
+        fit_ids,
+    };
+    state.validate().map_err(|e| npz.bad("state_co_count", e))?;
+    let standardizer = read_standardizer(npz, &state, center, scale)?;
+    let pca = if has_pca {
+        let p = PcaModel::read_npz(npz, "pca_", Layout::Current)?;
+        check_pca(npz, &p, &state, d)?;
+        let kept = npz.count("n_components")?;
+        if kept != p.n_components() as u64 {
+            return Err(npz.bad(
+                "n_components",
+                format!("{kept}, but pca_components holds {}", p.n_components()),
+            ));
+        }
+        if p.whitening != whitening || p.convention != convention {
+            return Err(npz.bad(
+                "pca_whitening",
+                "the PCA step's whitening or convention disagrees with the pipeline's",
+            ));
+        }
+        Some(p)
+    } else {
+        None
+    };
+    Ok(Pipeline {
+        options,
+        standardizer,
+        pca,
+        state,
+    })
+}
+
+/// The standardizer of a saved pipeline, checked against the state it was
+/// computed from.
+fn read_standardizer<R: Read + Seek>(
+    npz: &mut NpzReader<R>,
+    state: &PipelineState,
+    center: bool,
+    scale: bool,
+) -> Result<Option<Standardizer>> {
+    if !(center || scale) {
+        return Ok(None);
+    }
+    let d = state.dim();
+    let mean = npz.f64s("scaler_mean", Some(d))?;
+    let var = npz.f64s("scaler_var", Some(d))?;
+    let scale_ = npz.f64s("scaler_scale", Some(d))?;
+    for (name, a) in [
+        ("scaler_mean", &mean),
+        ("scaler_var", &var),
+        ("scaler_scale", &scale_),
+    ] {
+        if let Some(c) = a.iter().position(|v| !v.is_finite()) {
+            return Err(npz.bad(name, format!("column {c} is {}", a[c])));
+        }
+    }
+    if let Some(c) = (0..d).find(|&c| scale_[c] <= 0.0 || var[c] < 0.0) {
+        return Err(npz.bad(
+            "scaler_scale",
+            format!(
+                "column {c}: scale {} and variance {}; scales must be positive, variances not negative",
+                scale_[c], var[c]
+            ),
+        ));
+    }
+    if state.count() > 0 {
+        // What the state says the standardizer is, to rounding.
+        let from = Standardizer::from_moments(&state.moments, center, scale)
+            .map_err(|e| npz.bad("state_mean", e))?;
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(f64::MIN_POSITIVE);
+        for (name, a, b) in [
+            ("scaler_mean", &mean, &from.mean),
+            ("scaler_var", &var, &from.var),
+        ] {
+            if let Some(c) = (0..d).find(|&c| !close(a[c], b[c])) {
+                return Err(npz.bad(
+                    name,
+                    format!(
+                        "column {c} is {}, but the state's moments give {}: the model is inconsistent",
+                        a[c], b[c]
+                    ),
                 ));
             }
-            Some(Standardizer {
-                mean,
-                var,
-                scale: scale_,
-                with_mean: center,
-                with_std: scale,
-                n_samples: state.count() as usize,
-            })
-        } else {
-            None
-        };
-        let pca = if options.has_pca() {
-            let p = PcaModel::read_npz(&mut npz, "pca_", path)?;
-            if p.n_features() != d {
-                return Err(bad(format!(
-                    "the PCA step has {} features, the state {d}",
-                    p.n_features()
-                )));
-            }
-            Some(p)
-        } else {
-            None
-        };
-        Ok(Pipeline {
-            options,
-            standardizer,
-            pca,
-            state,
-        })
+        }
     }
+    Ok(Some(Standardizer {
+        mean,
+        var,
+        scale: scale_,
+        with_mean: center,
+        with_std: scale,
+        n_samples: usize::try_from(state.count()).unwrap_or(usize::MAX),
+    }))
+}
+
+/// Checks a pipeline's PCA step against its width and state.
+fn check_pca<R: Read + Seek>(
+    npz: &NpzReader<R>,
+    p: &PcaModel,
+    state: &PipelineState,
+    d: usize,
+) -> Result<()> {
+    if p.n_features() != d {
+        return Err(npz.bad(
+            "pca_mean",
+            format!("the PCA step has {} features, the pipeline {d}", p.n_features()),
+        ));
+    }
+    if let Some(c) = &state.comoments {
+        if c.count > 0 && c.count != p.n_samples as u64 {
+            return Err(npz.bad(
+                "pca_n_samples",
+                format!(
+                    "{}, but the state holds {} rows: the model is inconsistent",
+                    p.n_samples, c.count
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads a pipeline of format version 1: integer codes for the enums,
+/// `n_components` 0 with `variance_fraction` for a fraction, `eps` NaN for
+/// the convention's, components as `D x k`.
+fn read_v1<R: Read + Seek>(npz: &mut NpzReader<R>) -> Result<Pipeline> {
+    let version = npz.i64("format_version")?;
+    let kind = npz.i64("kind")?;
+    if version != 1 || kind != 1 {
+        return Err(npz.bad(
+            "format_version",
+            format!("a pipeline of format_version {version} (kind {kind}) without a format name: this gpuprep reads version 1 and \"gpuprep.pipeline\" version {FORMAT_VERSION}"),
+        ));
+    }
+    let center = npz.bool("center")?;
+    let scale = npz.bool("scale")?;
+    let wcode = npz.i64("whitening")?;
+    let whitening =
+        Whitening::from_code(wcode).ok_or_else(|| npz.bad("whitening", format!("code {wcode}")))?;
+    let ccode = npz.i64("convention")?;
+    let convention =
+        Convention::from_code(ccode).ok_or_else(|| npz.bad("convention", format!("code {ccode}")))?;
+    let count = npz.i64("n_components")?;
+    let fraction = npz.f64("variance_fraction")?;
+    let pca = match (count, fraction) {
+        (0, 0.0) => None,
+        (0, fr) => Some(NComponents::Fraction(fr)),
+        (-1, _) => Some(NComponents::All),
+        (k, _) if k > 0 => Some(NComponents::Count(k as usize)),
+        (k, _) => return Err(npz.bad("n_components", format!("{k}"))),
+    };
+    let eps = npz.f64("eps")?;
+    let options = PipelineOptions {
+        center,
+        scale,
+        pca,
+        whitening,
+        convention,
+        eps: (!eps.is_nan()).then_some(eps),
+    };
+    options
+        .validate()
+        .map_err(|e| npz.bad("format_version", format!("the options: {e}")))?;
+    let moments = ColumnMoments::load_npz(npz, "state_", None)?;
+    let d = moments.dim();
+    let comoments = if options.has_pca() {
+        Some(CoMoments::load_npz(npz, "state_co_", Some(d))?)
+    } else {
+        None
+    };
+    let state = PipelineState {
+        moments,
+        comoments,
+        feature_names: None,
+        fit_ids: Vec::new(),
+    };
+    state.validate().map_err(|e| npz.bad("state_co_count", e))?;
+    let standardizer = read_standardizer(npz, &state, center, scale)?;
+    let pca = if options.has_pca() {
+        let p = PcaModel::read_npz(npz, "pca_", Layout::Coded)?;
+        check_pca(npz, &p, &state, d)?;
+        Some(p)
+    } else {
+        None
+    };
+    Ok(Pipeline {
+        options,
+        standardizer,
+        pca,
+        state,
+    })
 }
