@@ -22,3 +22,25 @@ if command -v cargo-nextest >/dev/null 2>&1; then
 else
     cargo test --locked "$@"
 fi
+
+# The Python package: `pip install ./python` (maturin builds the compiled
+# core) into a virtual environment, then its pytest suite: scikit-learn's
+# estimator checks on the CPU path and the GPU, accuracy against
+# scikit-learn on its bundled data, and Dask on a cluster of worker
+# processes. GPUPREP_SKIP_PYTHON=1 skips it.
+if [ "${GPUPREP_SKIP_PYTHON:-0}" != 1 ]; then
+    venv="${GPUPREP_VENV:-target/python-venv}"
+    if [ ! -x "$venv/bin/python" ] && ! python3 -m venv "$venv"; then
+        # Debian's python3 ships venv separately.
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            apt-get install -y --no-install-recommends python3-venv && python3 -m venv "$venv"
+        else
+            echo "python3 -m venv failed: install python3-venv, or set GPUPREP_SKIP_PYTHON=1" >&2
+            exit 1
+        fi
+    fi
+    "$venv/bin/python" -m pip install --quiet --upgrade pip
+    "$venv/bin/python" -m pip install --quiet "./python[test]"
+    cargo build --locked --quiet --bin gpuprep
+    GPUPREP_CLI="$PWD/target/debug/gpuprep" "$venv/bin/python" -m pytest python/tests -q
+fi

@@ -168,7 +168,7 @@ where
     if ddof >= n {
         return Err(Error::invalid(
             OP,
-            format!("ddof = {ddof} needs more than {ddof} rows, got {n}"),
+            format!("ddof = {ddof} needs more than {ddof} rows, got n_samples = {n}"),
         ));
     }
     let rows_per_block = (65_536 / d).max(1);

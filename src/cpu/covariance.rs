@@ -73,7 +73,7 @@ pub fn covariance_shifted<A: Copy + Into<f64>>(
     if n <= ddof {
         return Err(Error::invalid(
             OP,
-            format!("ddof = {ddof} needs more than {ddof} rows, got {n}"),
+            format!("ddof = {ddof} needs more than {ddof} rows, got n_samples = {n}"),
         ));
     }
 

@@ -250,7 +250,7 @@ pub fn covariance<T: HostFloat>(x: ArrayView2<'_, T>, ddof: usize) -> Result<Arr
     if n <= ddof {
         return Err(Error::invalid(
             OP,
-            format!("ddof = {ddof} needs more than {ddof} rows, got {n}"),
+            format!("ddof = {ddof} needs more than {ddof} rows, got n_samples = {n}"),
         ));
     }
     comoments(x)?.covariance(ddof)

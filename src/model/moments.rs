@@ -238,7 +238,7 @@ fn divisor(op: &'static str, count: u64, ddof: usize) -> Result<f64> {
     if count <= ddof as u64 {
         return Err(Error::invalid(
             op,
-            format!("ddof = {ddof} needs more than {ddof} rows, got {count}"),
+            format!("ddof = {ddof} needs more than {ddof} rows, got n_samples = {count}"),
         ));
     }
     Ok((count - ddof as u64) as f64)

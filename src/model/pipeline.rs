@@ -378,6 +378,51 @@ impl PipelineState {
     }
 }
 
+impl PipelineState {
+    /// Writes the state into an open `.npz`, each name behind `prefix`:
+    /// `count`, `mean`, `m2`, `min`, `max`, with co-moments `co_count`,
+    /// `co_mean`, `co_comoment`, and `fit_ids` (the names a saved pipeline
+    /// has behind `state_`; its `feature_names_in` are the pipeline's).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the writer fails.
+    pub fn write_npz<W: std::io::Write + Seek>(&self, npz: &mut NpzWriter<W>, prefix: &str) -> Result<()> {
+        self.moments.save_npz(npz, prefix)?;
+        if let Some(c) = &self.comoments {
+            c.save_npz(npz, &format!("{prefix}co_"))?;
+        }
+        npz.u64s(&format!("{prefix}fit_ids"), &self.fit_ids)
+    }
+
+    /// Reads a state written by [`PipelineState::write_npz`] (of `d` columns
+    /// where given), with the checks of [`PipelineState::validate`]; names
+    /// are the caller's to set.
+    ///
+    /// # Errors
+    /// [`Error::Parse`] naming the array that is missing, malformed or
+    /// inconsistent.
+    pub fn read_npz<R: Read + Seek>(npz: &mut NpzReader<R>, prefix: &str, d: Option<usize>) -> Result<Self> {
+        let moments = ColumnMoments::load_npz(npz, prefix, d)?;
+        let co = format!("{prefix}co_");
+        let comoments = if npz.has(&format!("{co}count")) {
+            Some(CoMoments::load_npz(npz, &co, Some(moments.dim()))?)
+        } else {
+            None
+        };
+        let mut fit_ids = npz.u64s(&format!("{prefix}fit_ids"))?;
+        fit_ids.sort_unstable();
+        fit_ids.dedup();
+        let state = PipelineState {
+            moments,
+            comoments,
+            feature_names: None,
+            fit_ids,
+        };
+        state.validate().map_err(|e| npz.bad(&format!("{co}count"), e))?;
+        Ok(state)
+    }
+}
+
 /// A fitted pipeline (see the [module docs](self)).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pipeline {
@@ -465,7 +510,10 @@ impl Pipeline {
                 if n <= po.ddof {
                     return Err(Error::invalid(
                         OP,
-                        format!("ddof = {} needs more than {} rows, got {n}", po.ddof, po.ddof),
+                        format!(
+                            "ddof = {} needs more than {} rows, got n_samples = {n}",
+                            po.ddof, po.ddof
+                        ),
                     ));
                 }
                 let raw = co.covariance(po.ddof)?;
@@ -632,11 +680,7 @@ impl Pipeline {
         if let Some(p) = &self.pca {
             p.write_npz(npz, "pca_")?;
         }
-        self.state.moments.save_npz(npz, "state_")?;
-        if let Some(c) = &self.state.comoments {
-            c.save_npz(npz, "state_co_")?;
-        }
-        npz.u64s("state_fit_ids", &self.state.fit_ids)
+        self.state.write_npz(npz, "state_")
     }
 
     /// Loads a pipeline written by [`Pipeline::save`] (format version 2, or
@@ -652,17 +696,22 @@ impl Pipeline {
     /// file and the array for anything malformed or inconsistent, or a
     /// format this gpuprep does not read.
     pub fn load(path: &Path) -> Result<Pipeline> {
-        let mut npz = NpzReader::open(path)?;
+        Pipeline::read_npz(&mut NpzReader::open(path)?)
+    }
+
+    /// [`Pipeline::load`] from an open archive (a file, or bytes in memory).
+    ///
+    /// # Errors
+    /// As [`Pipeline::load`].
+    pub fn read_npz<R: Read + Seek>(npz: &mut NpzReader<R>) -> Result<Pipeline> {
         if npz.has("format") {
             let format = npz.str("format")?;
             let version = npz.i64("format_version")?;
             return match (format.as_str(), version) {
-                (FORMAT, FORMAT_VERSION) => read_current(&mut npz),
-                (PCA_FORMAT, PCA_FORMAT_VERSION) => Ok(Pipeline::of_pca(PcaModel::read_npz(
-                    &mut npz,
-                    "",
-                    Layout::Current,
-                )?)),
+                (FORMAT, FORMAT_VERSION) => read_current(npz),
+                (PCA_FORMAT, PCA_FORMAT_VERSION) => {
+                    Ok(Pipeline::of_pca(PcaModel::read_npz(npz, "", Layout::Current)?))
+                }
                 (f, v) => Err(npz.bad(
                     "format",
                     format!(
@@ -674,9 +723,9 @@ impl Pipeline {
         }
         if !npz.has("kind") {
             // A PCA model on its own, of format version 1 or 2.
-            return Ok(Pipeline::of_pca(PcaModel::read_npz(&mut npz, "", Layout::Coded)?));
+            return Ok(Pipeline::of_pca(PcaModel::read_npz(npz, "", Layout::Coded)?));
         }
-        read_v1(&mut npz)
+        read_v1(npz)
     }
 
     /// A pipeline of one PCA step, without a state.
@@ -774,22 +823,18 @@ fn read_current<R: Read + Seek>(npz: &mut NpzReader<R>) -> Result<Pipeline> {
     options
         .validate()
         .map_err(|e| npz.bad("format", format!("the options: {e}")))?;
-    let moments = ColumnMoments::load_npz(npz, "state_", Some(d))?;
-    let comoments = if has_pca {
-        Some(CoMoments::load_npz(npz, "state_co_", Some(d))?)
-    } else {
-        None
-    };
-    let mut fit_ids = npz.u64s("state_fit_ids")?;
-    fit_ids.sort_unstable();
-    fit_ids.dedup();
-    let state = PipelineState {
-        moments,
-        comoments,
-        feature_names,
-        fit_ids,
-    };
-    state.validate().map_err(|e| npz.bad("state_co_count", e))?;
+    let mut state = PipelineState::read_npz(npz, "state_", Some(d))?;
+    if state.comoments.is_some() != has_pca {
+        return Err(npz.bad(
+            "state_co_count",
+            if has_pca {
+                "missing: a PCA step needs the co-moments"
+            } else {
+                "present without a PCA step"
+            },
+        ));
+    }
+    state.feature_names = feature_names;
     let standardizer = read_standardizer(npz, &state, center, scale)?;
     let pca = if has_pca {
         let p = PcaModel::read_npz(npz, "pca_", Layout::Current)?;

@@ -249,7 +249,7 @@ pub fn encode_column_stats_into(
     if ddof >= n {
         return Err(Error::invalid(
             OP,
-            format!("ddof = {ddof} needs more than {ddof} rows, got {n}"),
+            format!("ddof = {ddof} needs more than {ddof} rows, got n_samples = {n}"),
         ));
     }
     out.buffer.check_output(gpu, OP, (5, d), &[x])?;

@@ -419,7 +419,7 @@ pub(crate) fn encode_covariance_scaled_into(
     if ddof >= n {
         return Err(Error::invalid(
             OP,
-            format!("ddof = {ddof} needs more than {ddof} rows, got {n}"),
+            format!("ddof = {ddof} needs more than {ddof} rows, got n_samples = {n}"),
         ));
     }
     if mean.cols() != d || mean.rows() == 0 {

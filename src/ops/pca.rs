@@ -185,7 +185,7 @@ impl Pca {
             return Err(Error::invalid(
                 OP,
                 format!(
-                    "ddof = {} needs more than {} rows, got {n}",
+                    "ddof = {} needs more than {} rows, got n_samples = {n}",
                     options.ddof, options.ddof
                 ),
             ));

@@ -1,0 +1,27 @@
+"""scikit-learn's own conformance suite (parametrize_with_checks) on each
+estimator, on the CPU path and on the GPU (lavapipe in CI)."""
+
+import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import gpuprep
+
+
+def _estimators():
+    out = []
+    for device in ("cpu", "gpu"):
+        out += [
+            gpuprep.StandardScaler(device=device),
+            gpuprep.StandardScaler(with_mean=False, device=device),
+            gpuprep.PCA(device=device),
+            gpuprep.PCA(n_components=2, whiten=True, device=device),
+            gpuprep.Preprocessor(device=device),
+            gpuprep.Preprocessor(n_components=2, whiten="pca", device=device),
+            gpuprep.Preprocessor(whiten="zca", convention="lecture", device=device),
+        ]
+    return out
+
+
+@parametrize_with_checks(_estimators())
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""gpuprep's Python estimators against scikit-learn, in one process on one
+array (the CPU path by default): fit_transform of StandardScaler and of
+PCA(32, whiten=True), the Python layer's overhead over the compiled core it
+calls, and whole jobs from a file (load, fit_transform, save).
+
+    python3 scripts/python-vs-sklearn.py [--n 262144] [--d 256] [--rounds 7] [--device cpu]
+
+Needs gpuprep installed (pip install ./python) and scikit-learn. Rounds
+alternate between the two libraries; medians are reported, with the ratio
+scikit-learn / gpuprep (above 1: gpuprep is faster). Not a test: timings
+depend on the machine and its load.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def timed(f, rounds):
+    out = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        f()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=262144)
+    ap.add_argument("--d", type=int, default=256)
+    ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "gpu", "auto"])
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    a = ap.parse_args()
+
+    import sklearn
+    from sklearn import decomposition, preprocessing
+    from threadpoolctl import threadpool_info
+
+    import gpuprep
+    from gpuprep import _gpuprep
+
+    rng = np.random.default_rng(0)
+    X = (100.0 + rng.standard_normal((a.n, a.d)) @ np.diag(np.linspace(0.5, 2.0, a.d))).astype(a.dtype)
+    blas = ", ".join(f"{i['internal_api']} ({i['num_threads']} threads)" for i in threadpool_info())
+    print(
+        f"X: {a.n} x {a.d} {a.dtype} ({X.nbytes / 2**20:.0f} MiB); device={a.device}; "
+        f"scikit-learn {sklearn.__version__}, numpy {np.__version__}, BLAS: {blas}; "
+        f"gpuprep {gpuprep.__version__}, {os.cpu_count()} cores"
+    )
+
+    rows = []
+
+    def pair(name, ours, theirs):
+        t_ours, t_theirs = [], []
+        for _ in range(a.rounds):  # alternate, so load drifts hit both
+            t_ours += timed(ours, 1)
+            t_theirs += timed(theirs, 1)
+        m_o, m_t = statistics.median(t_ours), statistics.median(t_theirs)
+        rows.append((name, m_o, m_t, m_t / m_o))
+        print(f"{name:<44} gpuprep {m_o * 1e3:8.1f} ms   scikit-learn {m_t * 1e3:8.1f} ms   ratio {m_t / m_o:5.2f}x")
+        sys.stdout.flush()
+
+    # Same results first: the comparison is of equal work.
+    y1 = gpuprep.StandardScaler(device=a.device).fit_transform(X)
+    y2 = preprocessing.StandardScaler().fit_transform(X)
+    print(f"StandardScaler: max |gpuprep - scikit-learn| = {np.max(np.abs(y1.astype(np.float64) - y2)):.2e}")
+    p1 = gpuprep.PCA(a.k, whiten=True, device=a.device).fit(X)
+    p2 = decomposition.PCA(a.k, whiten=True).fit(X)
+    print(
+        f"PCA({a.k}, whiten=True): explained variance rel. diff "
+        f"{np.max(np.abs(p1.explained_variance_ - p2.explained_variance_) / p2.explained_variance_):.2e} "
+        f"(scikit-learn's solver: {p2._fit_svd_solver})"
+    )
+    del y1, y2
+
+    pair(
+        "StandardScaler().fit_transform",
+        lambda: gpuprep.StandardScaler(device=a.device).fit_transform(X),
+        lambda: preprocessing.StandardScaler().fit_transform(X),
+    )
+    pair(
+        f"PCA({a.k}, whiten=True).fit_transform",
+        lambda: gpuprep.PCA(a.k, whiten=True, device=a.device).fit_transform(X),
+        lambda: decomposition.PCA(a.k, whiten=True).fit_transform(X),
+    )
+
+    # The Python layer's overhead: the estimator against the compiled calls it makes.
+    def core_scaler():
+        count, mean, m2 = _gpuprep.nan_moments(X, a.device)
+        scale = _gpuprep.standard_scale(m2 / count, mean, count)
+        _gpuprep.Model.standardizer(mean, scale, True, True).transform(X, a.device, finite="allow-nan")
+
+    def core_pca():
+        s = _gpuprep.State(a.d, True)
+        s.partial_fit(X, a.device, finite=True)
+        m = _gpuprep.Model.fit(s, center=False, scale=False, n_components=a.k, whiten="pca", convention="sklearn")
+        m.transform(X, a.device, finite="all")
+
+    for name, est, core in [
+        ("StandardScaler", lambda: gpuprep.StandardScaler(device=a.device).fit_transform(X), core_scaler),
+        ("PCA", lambda: gpuprep.PCA(a.k, whiten=True, device=a.device).fit_transform(X), core_pca),
+    ]:
+        t_est, t_core = [], []
+        for _ in range(a.rounds):
+            t_est += timed(est, 1)
+            t_core += timed(core, 1)
+        m_e, m_c = statistics.median(t_est), statistics.median(t_core)
+        print(f"{name} overhead of the Python layer: estimator {m_e * 1e3:.1f} ms, compiled calls {m_c * 1e3:.1f} ms: {100 * (m_e / m_c - 1):+.1f}%")
+
+    # Whole jobs from a file: load, fit_transform, save.
+    with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as tmp:
+        src, dst = os.path.join(tmp, "x.npy"), os.path.join(tmp, "y.npy")
+        np.save(src, X)
+
+        def job(make):
+            def run():
+                x = np.load(src)
+                np.save(dst, make().fit_transform(x))
+
+            return run
+
+        pair(
+            "job: load, StandardScaler, save",
+            job(lambda: gpuprep.StandardScaler(device=a.device)),
+            job(lambda: preprocessing.StandardScaler()),
+        )
+        pair(
+            f"job: load, PCA({a.k}, whiten=True), save",
+            job(lambda: gpuprep.PCA(a.k, whiten=True, device=a.device)),
+            job(lambda: decomposition.PCA(a.k, whiten=True)),
+        )
+
+    print("\n| op | gpuprep | scikit-learn | ratio |\n| --- | --- | --- | --- |")
+    for name, o, t, r in rows:
+        print(f"| {name} | {o * 1e3:.0f} ms | {t * 1e3:.0f} ms | {r:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
