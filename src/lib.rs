@@ -41,6 +41,10 @@ pub mod shaders;
 pub mod stream;
 pub mod timer;
 
+/// The ndarray gpuprep takes and returns (0.17): a host names this one, so
+/// `GpuMatrix::upload(&gpu, x.view())` type-checks whatever ndarray the host
+/// depends on itself.
+pub use ndarray;
 pub use wgpu;
 
 pub use error::{Error, Result};

@@ -219,8 +219,11 @@ impl GpuMatrix {
         if offset.checked_add(bytes).is_none_or(|end| end > buffer.size()) {
             return Err(Error::shape(
                 OP,
-                format!("a buffer of at least {offset} + {bytes} bytes for {rows} x {cols} f32"),
-                format!("{} bytes", buffer.size()),
+                format!(
+                    "a buffer of at least {} bytes ({rows} x {cols} f32 from byte {offset})",
+                    offset.saturating_add(bytes)
+                ),
+                format!("a buffer of {} bytes", buffer.size()),
             ));
         }
         gpu.check_binding(OP, bytes)?;
@@ -282,8 +285,8 @@ impl GpuMatrix {
         if self.shape() != shape {
             return Err(Error::shape(
                 op,
-                format!("an output of {} x {}", shape.0, shape.1),
-                format!("{} x {}", self.rows, self.cols),
+                format!("an output matrix of {} rows x {} columns", shape.0, shape.1),
+                format!("one of {} x {}", self.rows, self.cols),
             ));
         }
         if inputs.iter().any(|i| i.shares_buffer(self)) {

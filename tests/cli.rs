@@ -15,6 +15,9 @@ mod demo;
 #[cfg(unix)] // symbolic links, signals, sh
 #[path = "cli/files.rs"]
 mod files;
+#[cfg(unix)] // `script` gives a command a terminal
+#[path = "cli/first_contact.rs"]
+mod first_contact;
 #[path = "cli/json.rs"]
 mod json;
 #[path = "cli/pipeline.rs"]

@@ -429,7 +429,7 @@ fn init_nonlinearity_a_and_trunc_normal() {
         ),
         (
             vec!["--scheme", "normal", "--nonlinearity", "tanh"],
-            "are for kaiming_*, xavier_* and orthogonal",
+            "--nonlinearity does not apply to --scheme normal (it takes --mean, --std)",
         ),
         (
             vec![
@@ -457,7 +457,7 @@ fn init_nonlinearity_a_and_trunc_normal() {
         ),
         (
             vec!["--scheme", "normal", "--low", "-1"],
-            "--low and --high are for uniform and trunc_normal",
+            "--low does not apply to --scheme normal",
         ),
     ] {
         let mut args = vec![

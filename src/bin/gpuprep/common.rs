@@ -11,23 +11,43 @@ use gpuprep::Gpu;
 /// Where a subcommand computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Device {
-    /// The wgpu adapter (the CPU twin when there is none).
+    /// A GPU when there is one; the CPU path on a software adapter (lavapipe,
+    /// llvmpipe, WARP: the CPU path is several times faster there) or with no
+    /// adapter. One line on stderr says which, and why.
+    Auto,
+    /// The wgpu adapter, whatever it is (the CPU path, with a notice, when there is none).
     Gpu,
-    /// The f64 CPU twin.
+    /// The fast CPU path (multi-threaded, in the data's own type, f64 accumulation).
     Cpu,
 }
 
-/// The GPU when asked for and present; `None` (and a clear note on stderr)
-/// when the CPU path must be used.
+/// Where `device` computes: the GPU context, or `None` for the CPU path (with
+/// a line on stderr saying why when that was not asked for).
 pub fn gpu_or_cpu(device: Device) -> Option<Gpu> {
     if device == Device::Cpu {
         return None;
     }
     match Gpu::new() {
-        Ok(g) => Some(g),
+        Ok(g) if device == Device::Auto && g.adapter_info().device_type == gpuprep::wgpu::DeviceType::Cpu => {
+            eprintln!(
+                "gpuprep: {} is a software adapter (the CPU in disguise): computing on the CPU path, \
+                 which is faster there (--device gpu to use the adapter anyway)",
+                g.adapter_name()
+            );
+            None
+        }
+        Ok(g) => {
+            if device == Device::Auto {
+                eprintln!(
+                    "gpuprep: computing on {} (--device cpu for the CPU path)",
+                    g.adapter_name()
+                );
+            }
+            Some(g)
+        }
         Err(e) => {
             eprintln!("gpuprep: {e}");
-            eprintln!("gpuprep: running on the CPU instead");
+            eprintln!("gpuprep: running on the CPU path instead");
             None
         }
     }
@@ -142,8 +162,8 @@ pub fn remove_temporaries_on_signals() {}
 /// and whether it reports progress.
 #[derive(clap::Args, Debug)]
 pub struct StreamArgs {
-    /// Where to compute (gpu falls back to the CPU, with a notice, when there is no adapter).
-    #[arg(long, value_enum, default_value = "gpu")]
+    /// Where to compute.
+    #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
     /// Rows per chunk read and computed at a time (default: about 32 MiB of data;
     /// two chunks are in memory at once, whatever the file's size).
@@ -176,9 +196,12 @@ impl Progress {
         use std::io::IsTerminal;
         let show = !quiet && std::io::stderr().is_terminal();
         let bar = show.then(|| {
+            // Hidden from the start: nothing is drawn for work that ends
+            // within a second (a bar drawn at creation would stay on screen,
+            // with the next output on its line, as nothing clears it).
             let bar = indicatif::ProgressBar::with_draw_target(
                 Some(total_rows as u64 * bytes_per_row as u64),
-                indicatif::ProgressDrawTarget::stderr_with_hz(4),
+                indicatif::ProgressDrawTarget::hidden(),
             );
             if let Ok(style) = indicatif::ProgressStyle::with_template(
                 "{prefix} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
@@ -186,8 +209,6 @@ impl Progress {
                 bar.set_style(style.progress_chars("=> "));
             }
             bar.set_prefix(label.to_string());
-            // Nothing is drawn for work that ends within a second.
-            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
             bar
         });
         Progress {

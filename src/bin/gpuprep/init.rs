@@ -30,6 +30,35 @@ pub enum SchemeName {
     SmallRandom,
     Calibrated,
     TruncNormal,
+    /// PyTorch's default bias of nn.Linear and nn.Conv*: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    Bias,
+}
+
+impl SchemeName {
+    /// The name as the command line spells it.
+    fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+
+    /// The options that apply to the scheme (besides --shape, --seed, --stream, --device, -o).
+    fn options(self) -> &'static [&'static str] {
+        const GAIN: &[&str] = &["--gain", "--nonlinearity", "--a"];
+        match self {
+            SchemeName::Zeros | SchemeName::SmallRandom | SchemeName::Calibrated => &[],
+            SchemeName::Constant => &["--value"],
+            SchemeName::Uniform => &["--low", "--high"],
+            SchemeName::Normal => &["--mean", "--std"],
+            SchemeName::TruncNormal => &["--mean", "--std", "--low", "--high"],
+            SchemeName::XavierUniform | SchemeName::XavierNormal | SchemeName::Orthogonal => GAIN,
+            SchemeName::KaimingUniform | SchemeName::KaimingNormal => {
+                &["--gain", "--nonlinearity", "--a", "--mode"]
+            }
+            SchemeName::Sparse => &["--sparsity", "--connections", "--std"],
+            SchemeName::Bias => &["--fan-in"],
+        }
+    }
 }
 
 /// A nonlinearity by torch.nn.init.calculate_gain's name.
@@ -73,8 +102,8 @@ pub struct InitArgs {
     /// Shape, PyTorch's layout: OUT,IN[,KH,KW] (a bias: one number).
     #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
     shape: Vec<usize>,
-    /// Philox seed (the key).
-    #[arg(long)]
+    /// Philox seed (the key): one seed, one tensor.
+    #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Philox subsequence: different streams of one seed are independent.
     #[arg(long, default_value_t = 0)]
@@ -91,9 +120,9 @@ pub struct InitArgs {
     /// param elsewhere, default 0.01).
     #[arg(long, allow_negative_numbers = true, conflicts_with = "gain")]
     a: Option<f64>,
-    /// Which fan kaiming_* divides by.
-    #[arg(long, value_enum, default_value = "fan_in")]
-    mode: Mode,
+    /// Which fan kaiming_* divides by (default fan_in).
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
     /// sparse, PyTorch's rule: ceil(F * rows) zeros in each column, the rest N(0, std^2).
     #[arg(long, conflicts_with = "connections")]
     sparsity: Option<f64>,
@@ -110,13 +139,16 @@ pub struct InitArgs {
     #[arg(long, allow_negative_numbers = true)]
     high: Option<f64>,
     /// normal, trunc_normal: mean (default 0).
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    mean: f64,
+    #[arg(long, allow_negative_numbers = true)]
+    mean: Option<f64>,
     /// normal, trunc_normal: standard deviation (default 1); sparse: of the kept weights (default 0.01).
     #[arg(long, allow_negative_numbers = true)]
     std: Option<f64>,
+    /// bias: the fan_in of the layer the bias belongs to (its weight's in * prod(kernel)).
+    #[arg(long)]
+    fan_in: Option<usize>,
     /// Where to compute (orthogonal is computed on the CPU either way).
-    #[arg(long, value_enum, default_value = "gpu")]
+    #[arg(long, value_enum, default_value = "auto")]
     device: Device,
     /// Output .npy file (f32, written atomically).
     #[arg(short, long)]
@@ -153,25 +185,43 @@ fn nonlinearity_gain(
     Ok(Some(calculate_gain(&name, Some(a.a.unwrap_or(slope_default)))?))
 }
 
+/// Refuses an option given that does not apply to the scheme, naming both.
+fn check_options(a: &InitArgs) -> gpuprep::Result<()> {
+    let given = [
+        ("--gain", a.gain.is_some()),
+        ("--nonlinearity", a.nonlinearity.is_some()),
+        ("--a", a.a.is_some()),
+        ("--mode", a.mode.is_some()),
+        ("--sparsity", a.sparsity.is_some()),
+        ("--connections", a.connections.is_some()),
+        ("--value", a.value.is_some()),
+        ("--low", a.low.is_some()),
+        ("--high", a.high.is_some()),
+        ("--mean", a.mean.is_some()),
+        ("--std", a.std.is_some()),
+        ("--fan-in", a.fan_in.is_some()),
+    ];
+    let takes = a.scheme.options();
+    if let Some((flag, _)) = given.iter().find(|(f, on)| *on && !takes.contains(f)) {
+        return Err(invalid(format!(
+            "{flag} does not apply to --scheme {} ({})",
+            a.scheme.name(),
+            if takes.is_empty() {
+                "it takes no options".to_string()
+            } else {
+                format!("it takes {}", takes.join(", "))
+            }
+        )));
+    }
+    Ok(())
+}
+
 fn scheme(a: &InitArgs) -> gpuprep::Result<Scheme> {
-    let mode = match a.mode {
+    check_options(a)?;
+    let mode = match a.mode.unwrap_or(Mode::FanIn) {
         Mode::FanIn => FanMode::FanIn,
         Mode::FanOut => FanMode::FanOut,
     };
-    let takes_gain = matches!(
-        a.scheme,
-        SchemeName::KaimingNormal
-            | SchemeName::KaimingUniform
-            | SchemeName::XavierNormal
-            | SchemeName::XavierUniform
-            | SchemeName::Orthogonal
-    );
-    if !takes_gain && (a.nonlinearity.is_some() || a.a.is_some() || a.gain.is_some()) {
-        return Err(invalid(format!(
-            "--gain, --nonlinearity and --a are for kaiming_*, xavier_* and orthogonal, not {:?}",
-            a.scheme
-        )));
-    }
     let kaiming = matches!(a.scheme, SchemeName::KaimingNormal | SchemeName::KaimingUniform);
     // kaiming_*: PyTorch's nonlinearity='leaky_relu', a=0 (gain sqrt 2)
     let named = if kaiming {
@@ -180,14 +230,7 @@ fn scheme(a: &InitArgs) -> gpuprep::Result<Scheme> {
         nonlinearity_gain(a, None, 0.01)?
     };
     let gain = |default: f64| a.gain.or(named).unwrap_or(default);
-    if a.scheme != SchemeName::Uniform
-        && a.scheme != SchemeName::TruncNormal
-        && (a.low.is_some() || a.high.is_some())
-    {
-        return Err(invalid(
-            "--low and --high are for uniform and trunc_normal".into(),
-        ));
-    }
+    let mean = a.mean.unwrap_or(0.0);
     Ok(match a.scheme {
         SchemeName::Zeros => Scheme::Zeros,
         SchemeName::Constant => Scheme::Constant {
@@ -201,13 +244,13 @@ fn scheme(a: &InitArgs) -> gpuprep::Result<Scheme> {
             high: a.high.unwrap_or(1.0),
         },
         SchemeName::TruncNormal => Scheme::TruncNormal {
-            mean: a.mean,
+            mean,
             std: a.std.unwrap_or(1.0),
             low: a.low.unwrap_or(-2.0),
             high: a.high.unwrap_or(2.0),
         },
         SchemeName::Normal => Scheme::Normal {
-            mean: a.mean,
+            mean,
             std: a.std.unwrap_or(1.0),
         },
         SchemeName::XavierUniform => Scheme::XavierUniform { gain: gain(1.0) },
@@ -238,6 +281,21 @@ fn scheme(a: &InitArgs) -> gpuprep::Result<Scheme> {
         SchemeName::Orthogonal => Scheme::Orthogonal { gain: gain(1.0) },
         SchemeName::SmallRandom => Scheme::SmallRandom,
         SchemeName::Calibrated => Scheme::Calibrated,
+        SchemeName::Bias => {
+            let fan_in = match a.fan_in {
+                Some(f) if f > 0 => f,
+                Some(_) => return Err(invalid("--fan-in must be at least 1".into())),
+                None => return Err(invalid(
+                    "--scheme bias needs --fan-in N: the in_features (times the kernel size) of the layer"
+                        .into(),
+                )),
+            };
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            Scheme::Uniform {
+                low: -bound,
+                high: bound,
+            }
+        }
     })
 }
 
@@ -291,10 +349,10 @@ pub fn run(a: InitArgs) -> gpuprep::Result<()> {
     let var = w.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
     let nonzero = w.iter().filter(|&&v| v != 0.0).count();
     eprintln!(
-        "wrote {} ({:?} f32, {:?}, seed {}, stream {}, on {device}): mean {mean:.4e}, std {:.4e}, {nonzero} nonzero",
+        "wrote {} ({:?} f32, {}, seed {}, stream {}, on {device}): mean {mean:.4e}, std {:.4e}, {nonzero} nonzero",
         a.output.display(),
         shape,
-        a.scheme,
+        a.scheme.name(),
         a.seed,
         a.stream,
         var.sqrt()

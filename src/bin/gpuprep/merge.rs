@@ -44,13 +44,27 @@ pub fn run(a: MergeArgs) -> gpuprep::Result<()> {
             return Err(Error::InvalidArgument {
                 op: "merge",
                 reason: format!(
-                    "{} was fitted with other steps than {} ({:?} against {:?})",
+                    "{} was fitted with other steps than {}: {}",
                     path.display(),
                     a.models[0].display(),
-                    m.options,
-                    first.options
+                    steps::differences(&m.options, &first.options)
                 ),
             });
+        }
+    }
+    // One fit in two files (a copy, or a part given twice) would count its rows twice.
+    for (j, (pj, mj)) in a.models.iter().zip(&models).enumerate() {
+        for (pi, mi) in a.models.iter().zip(&models).take(j) {
+            if let Some(id) = mj.state.fit_ids.iter().find(|id| mi.state.fit_ids.contains(id)) {
+                return Err(Error::InvalidArgument {
+                    op: "merge",
+                    reason: format!(
+                        "{} and {} hold the same fit ({id:016x}): merged twice, its rows would count twice",
+                        pi.display(),
+                        pj.display()
+                    ),
+                });
+            }
         }
     }
     for (path, m) in a.models.iter().zip(&models).skip(1) {

@@ -179,6 +179,48 @@ pub fn transform_into(
     Ok((rows, cols))
 }
 
+/// The steps of `options` as the command line spells them.
+fn flags(o: &PipelineOptions) -> Vec<(&'static str, String)> {
+    vec![
+        ("--center", if o.center { "on" } else { "off" }.to_string()),
+        ("--scale", if o.scale { "on" } else { "off" }.to_string()),
+        (
+            "--pca",
+            match o.pca {
+                None => "none".to_string(),
+                Some(NComponents::All) => "all".to_string(),
+                Some(NComponents::Count(k)) => k.to_string(),
+                Some(NComponents::Fraction(f)) => f.to_string(),
+            },
+        ),
+        (
+            "--whiten",
+            match o.whitening {
+                Whitening::None => "none",
+                Whitening::Pca => "pca",
+                Whitening::Zca => "zca",
+            }
+            .to_string(),
+        ),
+        ("--convention", o.convention.name().to_string()),
+        (
+            "--eps",
+            o.eps.map_or("the convention's".to_string(), |e| e.to_string()),
+        ),
+    ]
+}
+
+/// How two models' steps differ, flag by flag: "--pca 3 against 0.9, ...".
+pub fn differences(a: &PipelineOptions, b: &PipelineOptions) -> String {
+    flags(a)
+        .into_iter()
+        .zip(flags(b))
+        .filter(|(x, y)| x.1 != y.1)
+        .map(|((flag, x), (_, y))| format!("{flag} {x} against {y}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A one-line description of a fitted model.
 pub fn describe(model: &Pipeline) -> String {
     let mut parts = Vec::new();
