@@ -22,6 +22,8 @@ mod first_contact;
 mod json;
 #[path = "cli/pipeline.rs"]
 mod pipeline;
+#[path = "cli/readme.rs"]
+mod readme;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -25,7 +25,9 @@ pub fn all(out: &Path, r: &Results) -> gpuprep::Result<Vec<PathBuf>> {
     ])
 }
 
-/// 1: original, zero-centred, normalized, decorrelated, whitened, on common axes.
+/// 1: original, zero-centred, normalized, decorrelated, whitened; each
+/// panel on square axes of its own (the steps change the scale by a factor of
+/// ten), with its covariance matrix written under it.
 fn cloud(out: &Path, r: &Results) -> Res {
     let titles = [
         "original",
@@ -34,48 +36,79 @@ fn cloud(out: &Path, r: &Results) -> Res {
         "decorrelated",
         "whitened",
     ];
-    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    for c in &r.cloud {
-        for &v in c.iter() {
-            lo = lo.min(v);
-            hi = hi.max(v);
-        }
-    }
-    let pad = 0.05 * (hi - lo).max(1e-9);
-    let (lo, hi) = (lo - pad, hi + pad);
-    let (w, h) = (1500u32, 390u32);
+    let (w, h) = (1500u32, 420u32);
     let mut canvas = Canvas::new(out.join("1-preprocessing.png"), w, h);
     canvas.draw(|root| -> DrawResult {
         root.fill(&WHITE)?;
-        let (top, body) = root.split_vertically(48);
+        let (top, rest) = root.split_vertically(48);
+        let (body, bottom) = rest.split_vertically(h - 48 - 40);
         label(
             &top,
             &format!(
                 "The lecture's preprocessing on real data: {} pairs of neighbouring gray values (2 px apart) \
-                 from the two photographs",
+                 from the two photographs; each panel on its own axes",
                 r.cloud[0].nrows()
             ),
             (12, 14),
             18,
         )?;
-        for (i, area) in body.split_evenly((1, 5)).iter().enumerate() {
+        let panels = body.split_evenly((1, 5));
+        let notes = bottom.split_evenly((1, 5));
+        for (i, area) in panels.iter().enumerate() {
+            let c = &r.cloud[i];
+            // Square axes around the panel's own points, the origin included.
+            let (mut lo, mut hi) = (0.0f64, 0.0f64);
+            for &v in c.iter() {
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+            let pad = 0.05 * (hi - lo).max(1e-9);
+            let (lo, hi) = (lo - pad, hi + pad);
             let mut chart = ChartBuilder::on(area)
                 .caption(titles[i], (FAMILY, 18))
-                .margin(8)
+                .margin(10)
                 .x_label_area_size(24)
-                .y_label_area_size(30)
+                .y_label_area_size(34)
                 .build_cartesian_2d(lo..hi, lo..hi)?;
             chart
                 .configure_mesh()
                 .max_light_lines(2)
-                .label_style((FAMILY, 11))
+                .x_labels(5)
+                .y_labels(5)
+                .label_style((FAMILY, 12))
                 .draw()?;
             let color = SERIES[i].mix(0.35);
             chart.draw_series(
-                r.cloud[i]
-                    .outer_iter()
+                c.outer_iter()
                     .map(|p| Circle::new((p[0], p[1]), 1, color.filled())),
             )?;
+            // The covariance says what the step did: centred, unit variances,
+            // no correlation, the identity.
+            let n = c.nrows().max(1) as f64;
+            let m0 = c.column(0).sum() / n;
+            let m1 = c.column(1).sum() / n;
+            let cov = |a: usize, b: usize, ma: f64, mb: f64| {
+                c.outer_iter().map(|p| (p[a] - ma) * (p[b] - mb)).sum::<f64>() / n
+            };
+            // Two decimals, and no "-0.00" for a rounding error below them.
+            let r2 = |v: f64| {
+                let x = (v * 100.0).round() / 100.0;
+                if x == 0.0 {
+                    0.0
+                } else {
+                    x
+                }
+            };
+            let text = format!(
+                "mean ({:.2}, {:.2})  cov [{:.2} {:.2}; {:.2} {:.2}]",
+                r2(m0),
+                r2(m1),
+                r2(cov(0, 0, m0, m0)),
+                r2(cov(0, 1, m0, m1)),
+                r2(cov(1, 0, m1, m0)),
+                r2(cov(1, 1, m1, m1))
+            );
+            label(&notes[i], &text, (40, 4), 12)?;
         }
         Ok(())
     })?;
@@ -150,7 +183,7 @@ fn eigen_images(out: &Path, r: &Results) -> Res {
         )?;
         let area = root.margin(top as i32 - 20, 10, (30 + dw + 30 + pw + 20) as i32, 10);
         let mut chart = ChartBuilder::on(&area)
-            .caption("cumulative explained variance", (FAMILY, 15))
+            .caption("cumulative explained variance", (FAMILY, 16))
             .margin(6)
             .x_label_area_size(34)
             .y_label_area_size(40)
@@ -158,7 +191,7 @@ fn eigen_images(out: &Path, r: &Results) -> Res {
         chart
             .configure_mesh()
             .x_desc("components kept (log scale)")
-            .label_style((FAMILY, 11))
+            .label_style((FAMILY, 12))
             .draw()?;
         chart
             .draw_series(LineSeries::new(cd, SERIES[0].stroke_width(2)))?
@@ -171,7 +204,7 @@ fn eigen_images(out: &Path, r: &Results) -> Res {
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::LowerRight)
-            .label_font((FAMILY, 13))
+            .label_font((FAMILY, 14))
             .background_style(WHITE)
             .border_style(BLACK)
             .draw()?;
@@ -213,7 +246,10 @@ fn reconstructions(out: &Path, r: &Results) -> Res {
         ));
     }
     rows.push((
-        format!("ZCA-whitened, {} components (stretched)", r.zca_components),
+        format!(
+            "ZCA-whitened (contrast stretched):\nthe {} components that hold\n99% of the variance",
+            r.zca_components
+        ),
         patch_images(&r.zca, side, |v| Box::new(stretch(v))),
     ));
     let cell = side * scale + 8;
@@ -231,7 +267,11 @@ fn reconstructions(out: &Path, r: &Results) -> Res {
             17,
         )?;
         for (i, (name, _)) in rows.iter().enumerate() {
-            label(root, name, (10, (top + i as u32 * cell + cell / 2 - 8) as i32), 14)?;
+            let lines: Vec<&str> = name.lines().collect();
+            let y0 = (top + i as u32 * cell + cell / 2) as i32 - 9 * lines.len() as i32;
+            for (j, line) in lines.iter().enumerate() {
+                label(root, line, (10, y0 + 18 * j as i32), 14)?;
+            }
         }
         Ok(())
     })?;
@@ -293,8 +333,12 @@ fn activations(out: &Path, r: &Results) -> Res {
                     }
                 }
                 let top_count = counts.iter().copied().max().unwrap_or(0).max(1) as f64;
+                // Margins wide enough that neighbouring panels' end labels
+                // (-1.0 and 1.0) do not run into each other.
                 let mut chart = ChartBuilder::on(&area)
                     .margin(3)
+                    .margin_left(12)
+                    .margin_right(12)
                     .x_label_area_size(14)
                     .build_cartesian_2d(lo..hi, 0f64..1.15f64)?;
                 chart
@@ -302,7 +346,7 @@ fn activations(out: &Path, r: &Results) -> Res {
                     .disable_mesh()
                     .disable_y_axis()
                     .x_labels(3)
-                    .label_style((FAMILY, 9))
+                    .label_style((FAMILY, 10))
                     .draw()?;
                 let width = (hi - lo) / bins as f64;
                 chart.draw_series(counts.iter().enumerate().map(|(b, &c)| {
@@ -316,7 +360,7 @@ fn activations(out: &Path, r: &Results) -> Res {
                 chart.draw_series(std::iter::once(Text::new(
                     text,
                     (lo + 0.02 * (hi - lo), 1.13),
-                    (FAMILY, 9).into_font(),
+                    (FAMILY, 10).into_font(),
                 )))?;
             }
         }
@@ -439,7 +483,7 @@ fn training(out: &Path, r: &Results) -> Res {
             );
             let mut builder = ChartBuilder::on(area);
             builder
-                .caption(title, (FAMILY, 15))
+                .caption(title, (FAMILY, 16))
                 .margin(10)
                 .x_label_area_size(30)
                 .y_label_area_size(50);
@@ -471,7 +515,7 @@ fn training(out: &Path, r: &Results) -> Res {
                 chart
                     .configure_mesh()
                     .x_desc("epoch")
-                    .label_style((FAMILY, 11))
+                    .label_style((FAMILY, 12))
                     .draw()?;
                 for (i, name, pts) in series {
                     chart
@@ -483,7 +527,7 @@ fn training(out: &Path, r: &Results) -> Res {
                 }
                 chart
                     .configure_series_labels()
-                    .position(SeriesLabelPosition::LowerRight)
+                    .position(SeriesLabelPosition::MiddleRight)
                     .label_font((FAMILY, 12))
                     .background_style(WHITE)
                     .border_style(BLACK)
@@ -494,7 +538,7 @@ fn training(out: &Path, r: &Results) -> Res {
                 chart
                     .configure_mesh()
                     .x_desc("epoch")
-                    .label_style((FAMILY, 11))
+                    .label_style((FAMILY, 12))
                     .draw()?;
                 for (i, name, pts) in series {
                     chart

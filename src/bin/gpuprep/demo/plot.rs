@@ -106,6 +106,9 @@ pub fn label(
     (x, y): (i32, i32),
     size: u32,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    // An even size: plotters' ab_glyph backend misplaces small glyphs (a
+    // '.' floats to mid-height) by a pixel at odd sizes.
+    let size = size + size % 2;
     root.draw(&Text::new(
         text.to_string(),
         (x, y),
