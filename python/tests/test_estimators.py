@@ -231,7 +231,7 @@ def test_dataframes_keep_feature_names_and_set_output():
         s.transform(df.rename(columns={"a": "z"}))
 
 
-def test_arrow_tables_and_readers_are_streamed_batch_by_batch(device):
+def test_arrow_tables_and_readers_are_streamed_batch_by_batch(device, tmp_path):
     pa = pytest.importorskip("pyarrow")
     X = offset_data(1000, 5, 9)
     cols = [f"f{i}" for i in range(5)]
@@ -244,6 +244,14 @@ def test_arrow_tables_and_readers_are_streamed_batch_by_batch(device):
         assert list(got.feature_names_in_) == cols
         tol = 1e-12 if device == "cpu" else 1e-4
         assert rel_up_to_sign(got.components_, want.components_, axis=1) < tol
+    # A Parquet file through pyarrow.dataset, batch by batch.
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "x.parquet"
+    pq.write_table(table, path, row_group_size=100)
+    got = gpuprep.PCA(3, device=device).fit(pads.dataset(path))
+    assert rel_up_to_sign(got.components_, want.components_, axis=1) < (1e-12 if device == "cpu" else 1e-4)
     # partial_fit takes more batches of the same columns.
     s = gpuprep.StandardScaler(device=device).fit(pa.Table.from_batches(batches[:3]))
     s.partial_fit(pa.RecordBatchReader.from_batches(table.schema, batches[3:]))
@@ -326,3 +334,27 @@ def test_auto_takes_the_cpu_path_on_a_software_adapter():
     b = gpuprep.StandardScaler(device="cpu").fit(X).transform(X)
     if info["software"]:
         np.testing.assert_array_equal(a, b)
+
+
+def test_without_an_adapter_gpu_raises_gpuerror_and_auto_takes_the_cpu_path():
+    # A process whose wgpu sees no adapter (WGPU_BACKEND names one this OS lacks).
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import numpy as np, gpuprep
+        assert gpuprep.device_info() is None
+        X = np.random.default_rng(0).normal(size=(50, 3))
+        gpuprep.StandardScaler(device="auto").fit(X)
+        try:
+            gpuprep.StandardScaler(device="gpu").fit(X)
+        except gpuprep.GpuError as e:
+            assert "device" in str(e) and "adapter" in str(e), e
+            print("GpuError raised")
+        """
+    )
+    env = dict(os.environ, WGPU_BACKEND="metal" if sys.platform != "darwin" else "dx12")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "GpuError raised" in out.stdout

@@ -454,6 +454,7 @@ class Preprocessor(_Estimator):
         model = _gpuprep.Model.load(os.fspath(path))
         with np.load(io.BytesIO(model.to_bytes())) as f:
             a = {k: f[k] for k in f.files}
+        # (A PCA model saved on its own loads as a pipeline of that one step.)
         if "format" in a and str(a["format"]) == "gpuprep.pipeline":
             if "n_components_requested" in a:
                 k = int(a["n_components_requested"])
