@@ -552,6 +552,54 @@ mod tests {
         }
     }
 
+    /// Every shader translates to the languages of the other backends: SPIR-V
+    /// (Vulkan), MSL (Metal) and HLSL (DX12), with its override constants
+    /// at their defaults, so Metal and DX12 portability is checked on a
+    /// machine that has neither. (wgpu runs the same naga translation when
+    /// it creates a pipeline on those backends.)
+    #[test]
+    fn every_shader_translates_to_spirv_msl_and_hlsl() {
+        use naga::back::{hlsl, msl, pipeline_constants, spv};
+        use naga::valid::{Capabilities, ValidationFlags, Validator};
+        for s in ALL {
+            let m = module(s);
+            let info = Validator::new(ValidationFlags::all(), Capabilities::all())
+                .validate(&m)
+                .unwrap_or_else(|e| panic!("{}: {}", s.name, e.emit_to_string_with_path(s.source, s.name)));
+            let (m, info) = pipeline_constants::process_overrides(&m, &info, None, &Default::default())
+                .unwrap_or_else(|e| panic!("{}: overrides: {e}", s.name));
+            // Subgroup operations need SPIR-V 1.3, MSL 2.1 (simd-groups) and
+            // shader model 6.0 (wave intrinsics).
+            let spv_options = spv::Options {
+                lang_version: (1, 3),
+                ..Default::default()
+            };
+            let words = spv::write_vec(&m, &info, &spv_options, None)
+                .unwrap_or_else(|e| panic!("{}: SPIR-V: {e}", s.name));
+            assert!(!words.is_empty());
+            let msl_options = msl::Options {
+                lang_version: (2, 4),
+                ..Default::default()
+            };
+            let (metal, _) = msl::write_string(&m, &info, &msl_options, &msl::PipelineOptions::default())
+                .unwrap_or_else(|e| panic!("{}: MSL: {e}", s.name));
+            assert!(metal.contains("kernel"), "{}: no kernel in the MSL", s.name);
+            let hlsl_options = hlsl::Options {
+                shader_model: hlsl::ShaderModel::V6_0,
+                ..Default::default()
+            };
+            let mut text = String::new();
+            hlsl::Writer::new(&mut text, &hlsl_options, &hlsl::PipelineOptions::default())
+                .write(&m, &info, None)
+                .unwrap_or_else(|e| panic!("{}: HLSL: {e}", s.name));
+            assert!(
+                text.contains("numthreads"),
+                "{}: no compute entry in the HLSL",
+                s.name
+            );
+        }
+    }
+
     /// Every Rust `Params` mirror has its WGSL struct's size and field offsets.
     #[test]
     fn params_mirror_their_wgsl_structs() {
