@@ -85,15 +85,6 @@ const ROOM: i32 = 40;
 const E_MIN: i32 = -126;
 const E_MAX: i32 = 107;
 
-// 2^p for p in [-126, 127], from its bits.
-fn pow2(p: i32) -> f32 {
-    return bitcast<f32>(u32(p + 127) << 23u);
-}
-
-fn pow2_4(p: vec4<i32>) -> vec4<f32> {
-    return bitcast<vec4<f32>>(vec4<u32>(p + 127) << vec4<u32>(23u));
-}
-
 // The scale exponent for a largest magnitude whose bits (sign cleared) are b.
 fn exp_for(b: u32) -> i32 {
     return clamp(i32(b >> 23u) - 127 - HEAD, E_MIN, E_MAX);

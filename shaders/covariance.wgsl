@@ -94,11 +94,6 @@ const ABS: u32 = 0x7fffffffu;
 const INF_BITS: u32 = 0x7f800000u;
 const NAN_BITS: u32 = 0x7fc00000u;
 
-// 2^p for p in [-126, 127], from its bits.
-fn pow2(p: i32) -> f32 {
-    return bitcast<f32>(u32(p + 127) << 23u);
-}
-
 // Pass 0: one thread per column.
 @compute @workgroup_size(256, 1, 1)
 fn covariance_scales(@builtin(global_invocation_id) gid: vec3<u32>) {

@@ -147,11 +147,6 @@ fn tanh_accurate(v: f32) -> f32 {
     return sign(v) * (1.0 - e) / (1.0 + e);
 }
 
-// NaN by its bits: drivers may assume float comparisons never see a NaN.
-fn is_nan(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
-}
-
 // A NaN passes through either activation (as in PyTorch), so a diverging
 // network shows it.
 fn activate(v: f32) -> f32 {

@@ -46,11 +46,6 @@ fn flat(gid: vec3<u32>) -> u32 {
     return gid.y * p.groups_x * WG + gid.x;
 }
 
-// NaN by its bits: drivers may assume float comparisons never see a NaN.
-fn is_nan(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
-}
-
 fn nan() -> f32 {
     return bitcast<f32>(0x7fc00000u);
 }

@@ -82,7 +82,10 @@ pub mod column_stats {
     /// The shader.
     pub static SHADER: Shader = Shader {
         name: "column_stats",
-        source: include_str!("../shaders/column_stats.wgsl"),
+        source: concat!(
+            include_str!("../shaders/common/float.wgsl"),
+            include_str!("../shaders/column_stats.wgsl")
+        ),
         entries: &[PARTIAL, PARTIAL_VEC4, FINALIZE],
         slots: &[PARAMS, X, PARTIALS, OUT, X4, SHIFT, COUNTS],
     };
@@ -232,6 +235,7 @@ pub mod batchnorm {
     pub static SHADER: Shader = Shader {
         name: "batchnorm",
         source: concat!(
+            include_str!("../shaders/common/float.wgsl"),
             include_str!("../shaders/common/welford.wgsl"),
             include_str!("../shaders/common/scaled.wgsl"),
             include_str!("../shaders/batchnorm.wgsl")
@@ -276,6 +280,7 @@ pub mod norm {
     pub static SHADER: Shader = Shader {
         name: "norm",
         source: concat!(
+            include_str!("../shaders/common/float.wgsl"),
             include_str!("../shaders/common/welford.wgsl"),
             include_str!("../shaders/common/scaled.wgsl"),
             include_str!("../shaders/norm.wgsl")
@@ -303,6 +308,7 @@ pub mod norm_subgroup {
     pub static SHADER: Shader = Shader {
         name: "norm_subgroup",
         source: concat!(
+            include_str!("../shaders/common/float.wgsl"),
             include_str!("../shaders/common/welford.wgsl"),
             include_str!("../shaders/common/scaled.wgsl"),
             include_str!("../shaders/norm.wgsl"),
@@ -356,7 +362,10 @@ pub mod covariance {
     /// The shader.
     pub static SHADER: Shader = Shader {
         name: "covariance",
-        source: include_str!("../shaders/covariance.wgsl"),
+        source: concat!(
+            include_str!("../shaders/common/float.wgsl"),
+            include_str!("../shaders/covariance.wgsl")
+        ),
         entries: &[SCALES, PARTIAL, FINALIZE, MOMENTS],
         slots: &[
             X,
@@ -402,7 +411,10 @@ pub mod matmul {
     /// The shader.
     pub static SHADER: Shader = Shader {
         name: "matmul",
-        source: include_str!("../shaders/matmul.wgsl"),
+        source: concat!(
+            include_str!("../shaders/common/float.wgsl"),
+            include_str!("../shaders/matmul.wgsl")
+        ),
         entries: &[MATMUL, SPLIT_SUM],
         slots: &[X, W, CENTER, SCALE, BIAS, OUT, PARAMS, X4, W4],
     };
@@ -451,7 +463,10 @@ pub mod train {
     /// The shader.
     pub static SHADER: Shader = Shader {
         name: "train",
-        source: include_str!("../shaders/train.wgsl"),
+        source: concat!(
+            include_str!("../shaders/common/float.wgsl"),
+            include_str!("../shaders/train.wgsl")
+        ),
         entries: &[RELU, RELU_BACKWARD, SGD, GATHER_ROWS, SOFTMAX_XENT],
         slots: &[
             PARAMS, X, DY, Y, OUT, LOGITS, LABELS, DLOGITS, METRICS, GRAD, PARAM, VELOCITY, INDEX,

@@ -25,25 +25,6 @@ const COUNT_MASK: u32 = 0x7fffffffu;
 const DOWN: f32 = 0x1p-96f;
 const UP: f32 = 0x1p96f;
 
-// NaN by its bits: drivers may assume float comparisons never see a NaN.
-fn is_nan(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
-}
-
-fn is_finite(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
-}
-
-fn sign_bit(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x80000000u) != 0u;
-}
-
-// A positive quiet NaN (made from a runtime value, so that no const-expression
-// is NaN).
-fn quiet_nan(like: f32) -> f32 {
-    return bitcast<f32>((bitcast<u32>(like) & 0x003fffffu) | 0x7fc00000u);
-}
-
 // v * 2^-192 (an M2, >= 0, or inf / NaN) by its exponent: exact, and 0 where
 // the result would be subnormal. Not (v * DOWN) * DOWN: a compiler may fold
 // the two constants into one, 2^-192, which is 0 in f32 (Mesa's does).
