@@ -19,6 +19,9 @@ mod files;
 mod json;
 #[path = "cli/pipeline.rs"]
 mod pipeline;
+#[cfg(unix)] // FIFOs, /dev/full, flock, sh
+#[path = "cli/robust.rs"]
+mod robust;
 
 use std::path::PathBuf;
 use std::process::Command;

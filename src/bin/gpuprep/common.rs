@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use clap::ValueEnum;
+use gpuprep::csvfile::{ColumnRef, CsvColumns, DEFAULT_MAX_LINE_BYTES};
 use gpuprep::io::{Delimiter, Format, NonFinite, ReadOptions};
 use gpuprep::Gpu;
 
@@ -40,7 +41,7 @@ pub enum FormatArg {
     Auto,
     /// numpy's .npy (f32 or f64, C or Fortran order).
     Npy,
-    /// Numbers separated by --delimiter, one row per line; a first line without numbers is a header.
+    /// Numbers separated by --delimiter, one row per line, "quoted" fields; a first line without numbers is a header.
     Csv,
 }
 
@@ -53,6 +54,34 @@ pub struct InputFormat {
     /// CSV field delimiter: one character (default ","), "tab", or "whitespace" (runs of spaces and tabs).
     #[arg(long, value_parser = parse_delimiter)]
     delimiter: Option<Delimiter>,
+    /// CSV: only these columns, in this order: header names or positions
+    /// counted from 0, comma-separated (quote a name with a comma: 'a,"b,c"').
+    #[arg(long, value_name = "COLS", value_parser = parse_columns)]
+    usecols: Option<ColumnList>,
+    /// CSV: leave these columns out (names or positions from 0, comma-separated).
+    #[arg(long, value_name = "COLS", value_parser = parse_columns)]
+    drop: Option<ColumnList>,
+    /// CSV: the label (target) column, kept out of the features (a name or a position from 0).
+    #[arg(long, value_name = "COL", value_parser = parse_column)]
+    label: Option<ColumnRef>,
+    /// CSV: the longest line read, in bytes (one line is held in memory at a time).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE_BYTES, allow_negative_numbers = true)]
+    max_line_bytes: usize,
+}
+
+/// A comma-separated list of columns (one CSV record).
+#[derive(Clone, Debug)]
+pub struct ColumnList(Vec<ColumnRef>);
+
+fn parse_columns(s: &str) -> Result<ColumnList, String> {
+    ColumnRef::parse_list(s).map(ColumnList)
+}
+
+fn parse_column(s: &str) -> Result<ColumnRef, String> {
+    match ColumnRef::parse_list(s)?.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(format!("{s:?}: one column (a name or a position from 0)")),
+    }
 }
 
 fn parse_delimiter(s: &str) -> Result<Delimiter, String> {
@@ -63,9 +92,11 @@ fn parse_delimiter(s: &str) -> Result<Delimiter, String> {
     }
     let mut chars = s.chars();
     match (chars.next(), chars.next()) {
-        (Some(c), None) if !(c.is_alphanumeric() || "+-.#\"".contains(c)) => Ok(Delimiter::Char(c)),
+        (Some(c), None) if c.is_ascii() && !(c.is_alphanumeric() || "+-.#\"\r\n".contains(c)) => {
+            Ok(Delimiter::Char(c))
+        }
         _ => Err(format!(
-            "{s:?}: expected one character that cannot be part of a number (, ; | ...), \"tab\" or \"whitespace\""
+            "{s:?}: expected one ASCII character that cannot be part of a number (, ; | ...), \"tab\" or \"whitespace\""
         )),
     }
 }
@@ -95,11 +126,23 @@ impl InputFormat {
                 });
             }
         }
+        if self.max_line_bytes == 0 {
+            return Err(gpuprep::Error::InvalidArgument {
+                op,
+                reason: "--max-line-bytes must be at least 1".into(),
+            });
+        }
         Ok(ReadOptions {
             format: forced,
             delimiter: self.delimiter.unwrap_or_default(),
             non_finite,
             op,
+            columns: CsvColumns {
+                usecols: self.usecols.clone().map(|c| c.0),
+                drop: self.drop.clone().map(|c| c.0).unwrap_or_default(),
+                label: self.label.clone(),
+                max_line_bytes: self.max_line_bytes,
+            },
         })
     }
 }
@@ -147,7 +190,7 @@ pub struct StreamArgs {
     pub device: Device,
     /// Rows per chunk read and computed at a time (default: about 32 MiB of data;
     /// two chunks are in memory at once, whatever the file's size).
-    #[arg(long, value_name = "ROWS")]
+    #[arg(long, value_name = "ROWS", allow_negative_numbers = true)]
     pub chunk_rows: Option<usize>,
     /// No progress bar.
     #[arg(long, short)]

@@ -80,7 +80,7 @@ pub struct StepArgs {
     scale: bool,
     /// Then PCA: keep K components (an integer), the fewest reaching a FRACTION of
     /// the variance (e.g. 0.99; scikit-learn's rule under --convention sklearn), or all.
-    #[arg(long, value_name = "K|FRACTION|all", value_parser = parse_components)]
+    #[arg(long, value_name = "K|FRACTION|all", value_parser = parse_components, allow_negative_numbers = true)]
     pca: Option<NComponents>,
     /// Whiten after the PCA rotation (without --pca: all components).
     #[arg(long, value_enum)]
