@@ -546,3 +546,61 @@ fn a_model_written_to_a_failing_writer_is_an_error_naming_it() {
         }
     }
 }
+
+/// Rank-deficient data whitened under scikit-learn's convention, the
+/// transform computed in f32 (on the GPU): the direction the data do not span
+/// has an eigenvalue at rounding level, and whitening's divisor is clipped at
+/// f32's epsilon (scikit-learn's rule for float32 data), so its values are of
+/// the order of the rounding, as scikit-learn's (before: f32 noise divided by
+/// f64's epsilon, about 1e9).
+#[test]
+fn rank_deficient_whitening_in_f32_stays_of_order_one() {
+    use gpuprep::{Convention, NComponents, Pipeline, PipelineOptions, Whitening};
+    let g = common::gpu();
+    let options = PipelineOptions {
+        center: true,
+        scale: false,
+        pca: Some(NComponents::All),
+        whitening: Whitening::Pca,
+        convention: Convention::Sklearn,
+        eps: None,
+    };
+    // A column that depends on the others: its eigenvalue is rounding
+    // noise of either sign (within eps * ||C||). Take data where the f64 fit
+    // gives one whose square root falls below f64's epsilon (a negative one
+    // is clipped there too), as the probe's did.
+    let (x, model) = (0..200)
+        .find_map(|seed| {
+            let mut x = common::normal(300, 3, 3.0, 2.0, seed).mapv(f64::from);
+            for mut r in x.rows_mut() {
+                r[2] = r[0] + 2.0 * r[1];
+            }
+            let model = Pipeline::fit(x.view(), &options).unwrap();
+            let s = model.pca.as_ref().unwrap().explained_variance[2];
+            (s.is_nan() || s.sqrt().is_nan() || s.sqrt() < f64::EPSILON).then_some((x, model))
+        })
+        .expect("no seed gives a null eigenvalue below epsilon^2");
+    let x32 = x.mapv(|v| v as f32);
+    let xg = GpuMatrix::upload(g, x32.view()).unwrap();
+    let y = model
+        .to_gpu(g)
+        .unwrap()
+        .transform(g, &xg)
+        .unwrap()
+        .download(g)
+        .unwrap();
+    let worst = y.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(
+        worst.is_finite() && worst < 1e3,
+        "largest whitened value {worst:e}"
+    );
+    // The spanned directions are whitened as on the CPU in f64.
+    let want = model.transform(x.view()).unwrap();
+    for j in 0..2 {
+        let col = y.column(j).mapv(f64::from);
+        let err = (&col - &want.column(j))
+            .iter()
+            .fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(err < 1e-4, "component {j}: {err:e}");
+    }
+}
