@@ -4,13 +4,13 @@
 //! the CSV data set embedded in the binary.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use ndarray::{Array2, ArrayView2};
-use ndarray_npy::{ReadNpyError, ReadNpyExt, WriteNpyExt};
+use ndarray_npy::WriteNpyExt;
 
 use crate::csvfile::{CsvColumns, CsvFile, CsvSpec};
 use crate::error::{Error, Result};
@@ -19,14 +19,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_path_buf(),
         source,
-    }
-}
-
-fn parse_err(path: &Path, reason: impl std::fmt::Display) -> Error {
-    Error::Parse {
-        path: path.to_path_buf(),
-        line: None,
-        reason: reason.to_string(),
     }
 }
 
@@ -151,29 +143,13 @@ pub fn read_npy_matrix(path: &Path) -> Result<Array2<f32>> {
 }
 
 fn read_npy(path: &Path, options: &ReadOptions) -> Result<Array2<f32>> {
-    let open = || File::open(path).map(BufReader::new).map_err(io_err(path));
-    let bad = |e: ReadNpyError| parse_err(path, format!("not a 2-D f32 or f64 array: {e}"));
-    let a = match Array2::<f32>::read_npy(open()?) {
-        Ok(a) => a,
-        Err(ReadNpyError::WrongDescriptor(_)) => {
-            let a = Array2::<f64>::read_npy(open()?).map_err(bad)?;
-            if let Some(((r, c), v)) = a
-                .indexed_iter()
-                .find(|(_, v)| v.is_finite() && (**v as f32).is_infinite())
-            {
-                return Err(parse_err(
-                    path,
-                    format!(
-                        "element [{r}, {c}] = {v:e} is beyond the range of f32 (largest {:e}); \
-                         gpuprep reads f64 files as f32",
-                        f32::MAX
-                    ),
-                ));
-            }
-            a.mapv(|v| v as f32)
-        }
-        Err(e) => return Err(bad(e)),
-    };
+    // The streaming reader: the header's shape is checked against the
+    // file's size, and the memory, before the array is allocated.
+    let mut r = crate::npy::NpyReader::open(path)?;
+    let (rows, cols) = (r.rows(), r.cols());
+    crate::cpu::alloc::check_bytes("read", 4 * rows as u128 * cols as u128)?;
+    let mut a = crate::host::new_output(rows, cols);
+    r.read_rows::<f32>(0, a.view_mut())?;
     if options.non_finite == NonFinite::Reject {
         if let Some(((r, c), v)) = a.indexed_iter().find(|(_, v)| !v.is_finite()) {
             return Err(Error::NonFinite {

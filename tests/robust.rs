@@ -604,3 +604,41 @@ fn rank_deficient_whitening_in_f32_stays_of_order_one() {
         assert!(err < 1e-4, "component {j}: {err:e}");
     }
 }
+
+#[test]
+fn read_matrix_checks_the_claim_and_refuses_1d() {
+    use gpuprep::io::{read_matrix, read_npy_matrix, ReadOptions};
+    let dir = scratch("read-matrix");
+    let big = dir.join("big.npy");
+    raw_npy(
+        &big,
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000, 1000000000), }",
+        &[0; 64],
+    );
+    let one = dir.join("one.npy");
+    raw_npy(
+        &one,
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }",
+        &[0; 24],
+    );
+    for (p, says) in [(&big, "truncated"), (&one, "1-D array")] {
+        let e = outcome(|| read_npy_matrix(p).map(|_| ()));
+        assert!(matches!(&e, Ok(Err(e)) if e.to_string().contains(says)), "{e:?}");
+        let e = outcome(|| read_matrix(p, &ReadOptions::default()).map(|_| ()));
+        assert!(matches!(&e, Ok(Err(e)) if e.to_string().contains(says)), "{e:?}");
+    }
+    let ok = dir.join("ok.npy");
+    raw_npy(
+        &ok,
+        "{'descr': '>f8', 'fortran_order': True, 'shape': (2, 2), }",
+        &[1.0f64, 2.0, 3.0, 4.0]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        read_npy_matrix(&ok).unwrap(),
+        ndarray::array![[1.0f32, 3.0], [2.0, 4.0]]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
