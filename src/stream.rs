@@ -300,6 +300,20 @@ impl Dataset {
     ) -> Result<()> {
         let chunk_rows = chunk_rows.max(1);
         let cols = self.cols;
+        // Two chunks are in memory at once: refuse a chunk size the machine
+        // cannot hold before allocating it.
+        let longest = self.parts.iter().map(Part::rows).max().unwrap_or(0);
+        let bytes = 2 * chunk_rows.min(longest) as u128 * cols as u128 * T::DTYPE.size() as u128;
+        crate::cpu::alloc::check_bytes(self.op, bytes).map_err(|_| {
+            Error::invalid(
+                self.op,
+                format!(
+                    "chunks of {} rows x {cols} columns ({bytes} bytes, two in memory) do not fit in memory: \
+                     choose fewer rows per chunk",
+                    chunk_rows.min(longest)
+                ),
+            )
+        })?;
         let reject = self.non_finite == NonFinite::Reject;
         let op = self.op;
         let parts = &mut self.parts;

@@ -198,6 +198,28 @@ fn size_arguments_are_checked_before_allocating() {
         c.args(args);
         refused(&run_within(c, 60), wants);
     }
+    // --chunk-rows: a sparse 1 TiB .npy (it holds what its header says)
+    // read in chunks of a million rows would need 2 TiB of buffers.
+    let dir = tmpdir("r-chunks");
+    let big = dir.join("big.npy");
+    raw_npy(
+        &big,
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (1048576, 131072), }",
+        &[],
+    );
+    let head = std::fs::metadata(&big).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
+    if f.set_len(head + (1u64 << 40)).is_ok() {
+        let mut c = bin();
+        c.args(["stats", "--device", "cpu", "--chunk-rows", "1000000"])
+            .arg(&big);
+        refused(
+            &run_within(c, 60),
+            &["chunks of 1000000 rows", "fewer rows per chunk"],
+        );
+    }
+    drop(f);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
