@@ -314,6 +314,19 @@ impl CsvFile {
     /// is not UTF-8, a line over the limit, no rows; [`Error::InvalidArgument`]
     /// for a column selection the header does not resolve.
     pub fn open(path: &Path, spec: &CsvSpec) -> Result<CsvFile> {
+        let meta = std::fs::metadata(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if !meta.is_file() {
+            return Err(Error::Parse {
+                path: path.to_path_buf(),
+                line: None,
+                reason: "not a regular file (a pipe, a device, a directory): CSV is read in two passes \
+                         (count the rows, then read them), so save it to a file first"
+                    .into(),
+            });
+        }
         Self::start(path, spec, None)
     }
 

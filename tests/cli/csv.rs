@@ -458,6 +458,11 @@ fn long_lines_and_bytes_that_are_not_utf8_are_named() {
         &run(&["stats", "--device", "cpu"], &p),
         &["head.csv:1", "not UTF-8"],
     );
+    // A directory or a pipe is said to be one (CSV is read twice).
+    fails_with(
+        &run(&["stats", "--device", "cpu", "--format", "csv"], &dir),
+        &["not a regular file"],
+    );
 }
 
 #[cfg(target_os = "linux")]
