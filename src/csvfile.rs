@@ -327,6 +327,18 @@ impl CsvFile {
                     .into(),
             });
         }
+        let mut magic = [0u8; 6];
+        let is_npy = File::open(path)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok()
+            && &magic == b"\x93NUMPY";
+        if is_npy {
+            return Err(Error::Parse {
+                path: path.to_path_buf(),
+                line: None,
+                reason: "a .npy file, read as CSV: leave out --format csv".into(),
+            });
+        }
         Self::start(path, spec, None)
     }
 

@@ -627,3 +627,38 @@ fn an_npz_entry_is_checked_before_it_inflates() {
     // Refused from the header: 256 MiB were never inflated.
     assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
 }
+
+#[test]
+fn empty_data_and_misread_formats_are_named() {
+    let dir = tmpdir("r-empty");
+    let e = dir.join("e.npy");
+    ndarray_npy::write_npy(&e, &ndarray::Array2::<f64>::zeros((0, 3))).unwrap();
+    let one = small(&dir, "one.npy");
+    let m = p(&dir.join("m.npz"));
+    for (args, path, wants) in [
+        (
+            &["stats"][..],
+            &e,
+            &["e.npy has 0 rows", "--ddof 0 need at least 1"][..],
+        ),
+        (
+            &["stats", "--ddof", "40"],
+            &one,
+            &["one.npy has 40 rows", "--ddof 40"],
+        ),
+        (&["fit", "-o", &m], &e, &["e.npy has 0 rows", "nothing to fit"]),
+        (
+            &["stats", "--format", "csv"],
+            &one,
+            &["one.npy", "a .npy file, read as CSV"],
+        ),
+    ] {
+        let out = bin()
+            .args(args)
+            .args(["--device", "cpu"])
+            .arg(path)
+            .output()
+            .unwrap();
+        refused(&out, wants);
+    }
+}

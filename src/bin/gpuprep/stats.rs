@@ -56,6 +56,18 @@ fn json_numbers(v: &ndarray::Array1<f64>) -> serde_json::Value {
 pub fn run(a: StatsArgs) -> gpuprep::Result<()> {
     let read = a.format.options("stats", &a.inputs, NonFinite::Allow)?;
     let mut ds = Dataset::open(&a.inputs, &read)?;
+    if ds.rows() <= a.ddof {
+        return Err(gpuprep::Error::InvalidArgument {
+            op: "stats",
+            reason: format!(
+                "{} has {} rows: statistics with --ddof {} need at least {}",
+                steps::names(&a.inputs),
+                ds.rows(),
+                a.ddof,
+                a.ddof + 1
+            ),
+        });
+    }
     let gpu = steps::device(a.stream.device);
     let mut bar = Progress::new("stats", ds.rows(), ds.cols() * ds.dtype().size(), a.stream.quiet);
     let rows = a.stream.chunk_rows(ds.cols(), ds.dtype().size());
