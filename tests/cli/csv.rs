@@ -434,6 +434,31 @@ fn feature_names_go_into_the_model_and_transform_checks_them() {
     let bare = dir.join("bare.csv");
     std::fs::write(&bare, "1,2,3\n").unwrap();
     ok(&run(&tr, &bare));
+    // Several files are one data set: their headers must agree.
+    let out = bin()
+        .args(["stats", "--device", "cpu"])
+        .arg(&train)
+        .arg(&bare)
+        .arg(&other)
+        .output()
+        .unwrap();
+    fails_with(
+        &out,
+        &[
+            "train.csv and",
+            "other.csv name their columns differently",
+            "column 2",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_slice(ok(&bin()
+        .args(["stats", "--json", "--device", "cpu"])
+        .arg(&bare)
+        .arg(&train)
+        .output()
+        .unwrap()))
+    .unwrap();
+    assert_eq!(v["count"], 5);
+    assert_eq!(v["feature_names"], serde_json::json!(["u", "v", "w"]));
 }
 
 #[test]
