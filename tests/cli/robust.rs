@@ -33,10 +33,15 @@ fn run_within(mut cmd: Command, secs: u64) -> Output {
     }
 }
 
-/// Fails unless `out` is a clean failure (exit 1) whose stderr has every `want`.
+/// Fails unless `out` is a clean failure (exit 1, or 2 for a value the
+/// argument parser refuses) whose stderr has every `want`.
 fn refused(out: &Output, wants: &[&str]) {
     let err = stderr(out);
-    assert_eq!(out.status.code(), Some(1), "status {:?}: {err}", out.status);
+    assert!(
+        matches!(out.status.code(), Some(1 | 2)),
+        "status {:?}: {err}",
+        out.status
+    );
     assert!(!err.contains("panicked"), "{err}");
     for w in wants {
         assert!(err.contains(w), "{w:?} not in: {err}");
@@ -173,6 +178,11 @@ fn size_arguments_are_checked_before_allocating() {
             &["--rows 1000000000 --cols 1000000000", "memory"][..],
         ),
         (&["bench", "--rows", "0"], &["--rows must be at least 1"]),
+        (&["bench", "--reps", "0"], &["--reps", "must be at least 1"]),
+        (
+            &["stats", "--chunk-rows", "0", "x.npy"],
+            &["--chunk-rows", "must be at least 1"],
+        ),
         (
             &["activations", "--units", "0", "--device", "cpu"],
             &["--units must be at least 1"],

@@ -59,10 +59,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 256, allow_negative_numbers = true)]
     cols: usize,
     /// Ops recorded per submit (fewer for an op whose reps would take over 0.25 s).
-    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = crate::common::parse_count)]
     reps: usize,
     /// Submits timed (median reported).
-    #[arg(long, default_value_t = 7, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 7, allow_negative_numbers = true, value_parser = crate::common::parse_count)]
     trials: usize,
     /// Skip the CPU column (for shapes where it is slow).
     #[arg(long)]

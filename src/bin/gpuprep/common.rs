@@ -69,6 +69,15 @@ pub struct InputFormat {
     max_line_bytes: usize,
 }
 
+/// A count of at least 1 (a size argument that makes work).
+pub fn parse_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a count (a whole number, at least 1)")),
+    }
+}
+
 /// A comma-separated list of columns (one CSV record).
 #[derive(Clone, Debug)]
 pub struct ColumnList(Vec<ColumnRef>);
@@ -190,7 +199,7 @@ pub struct StreamArgs {
     pub device: Device,
     /// Rows per chunk read and computed at a time (default: about 32 MiB of data;
     /// two chunks are in memory at once, whatever the file's size).
-    #[arg(long, value_name = "ROWS", allow_negative_numbers = true)]
+    #[arg(long, value_name = "ROWS", allow_negative_numbers = true, value_parser = parse_count)]
     pub chunk_rows: Option<usize>,
     /// No progress bar.
     #[arg(long, short)]
