@@ -242,7 +242,7 @@ impl<R: Read> Read for Input<R> {
             return Ok(0);
         }
         // Never more than one byte past the limit ahead of the record's start.
-        let room = (self.limit + 1 - used).min(out.len() as u64) as usize;
+        let room = (self.limit.saturating_add(1) - used).min(out.len() as u64) as usize;
         let n = room.min(self.out.len() - self.at);
         out[..n].copy_from_slice(&self.out[self.at..self.at + n]);
         self.at += n;
@@ -958,6 +958,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("t.csv:1") && e.contains("not UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn the_largest_line_limit_is_no_overflow() {
+        let cols = CsvColumns {
+            max_line_bytes: usize::MAX,
+            ..Default::default()
+        };
+        let (a, _) = read("1,2\n3,4\n", cols).unwrap();
+        assert_eq!(a, ndarray::array![[1.0, 2.0], [3.0, 4.0]]);
     }
 
     #[test]
