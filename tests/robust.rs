@@ -642,3 +642,45 @@ fn read_matrix_checks_the_claim_and_refuses_1d() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[cfg(unix)]
+#[test]
+fn output_sets_write_through_links_and_fifos() {
+    use gpuprep::io::OutputSet;
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    let dir = scratch("outputs");
+    let y = ndarray::arr2(&[[1.0f32, 2.0], [3.0, 4.0]]);
+    // A symbolic link: written at its target, the link kept.
+    std::fs::write(dir.join("target.npy"), b"old").unwrap();
+    std::os::unix::fs::symlink("target.npy", dir.join("link.npy")).unwrap();
+    // A FIFO: written straight through to its reader.
+    let fifo = dir.join("y.fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            std::fs::File::open(fifo).unwrap().read_to_end(&mut v).unwrap();
+            v
+        })
+    };
+    let mut set = OutputSet::new();
+    set.write_npy(&dir.join("link.npy"), &y).unwrap();
+    set.write_npy(&fifo, &y).unwrap();
+    set.commit().unwrap();
+    let through = reader.join().unwrap();
+    assert_eq!(through, std::fs::read(dir.join("target.npy")).unwrap());
+    let back: ndarray::Array2<f32> = ndarray_npy::read_npy(dir.join("target.npy")).unwrap();
+    assert_eq!(back, y);
+    assert!(std::fs::symlink_metadata(dir.join("link.npy"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    let _ = std::fs::remove_dir_all(&dir);
+}
