@@ -4,14 +4,15 @@
 //! the CSV data set embedded in the binary.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use ndarray::{Array2, ArrayView2};
-use ndarray_npy::{ReadNpyError, ReadNpyExt, WriteNpyExt};
+use ndarray_npy::WriteNpyExt;
 
+use crate::csvfile::{CsvColumns, CsvFile, CsvSpec};
 use crate::error::{Error, Result};
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -21,20 +22,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-fn parse_err(path: &Path, reason: impl std::fmt::Display) -> Error {
-    Error::Parse {
-        path: path.to_path_buf(),
-        line: None,
-        reason: reason.to_string(),
-    }
-}
-
 /// The file formats a matrix is read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     /// numpy's .npy: a 2-D f32 or f64 array, C or Fortran order.
     Npy,
-    /// Text: one row per line, fields split by a [`Delimiter`] (see [`parse_csv`]).
+    /// Text: one row per line, fields split by a [`Delimiter`] (see [`crate::csvfile`]).
     Csv,
 }
 
@@ -74,7 +67,7 @@ impl Default for Delimiter {
 }
 
 /// How [`read_matrix`] reads a file.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ReadOptions {
     /// The format; `None`: by the file's extension ([`Format::from_path`]).
     pub format: Option<Format>,
@@ -84,6 +77,9 @@ pub struct ReadOptions {
     pub non_finite: NonFinite,
     /// The op named in a [`Error::NonFinite`].
     pub op: &'static str,
+    /// CSV only: the columns read (`usecols`, `drop`, `label`) and the
+    /// longest line.
+    pub columns: CsvColumns,
 }
 
 impl Default for ReadOptions {
@@ -93,6 +89,19 @@ impl Default for ReadOptions {
             delimiter: Delimiter::default(),
             non_finite: NonFinite::Reject,
             op: "read",
+            columns: CsvColumns::default(),
+        }
+    }
+}
+
+impl ReadOptions {
+    /// The CSV reader's options.
+    pub fn csv_spec(&self) -> CsvSpec {
+        CsvSpec {
+            delimiter: self.delimiter,
+            non_finite: self.non_finite,
+            op: self.op,
+            columns: self.columns.clone(),
         }
     }
 }
@@ -111,13 +120,10 @@ pub fn read_matrix(path: &Path, options: &ReadOptions) -> Result<Array2<f32>> {
     match options.format.unwrap_or_else(|| Format::from_path(path)) {
         Format::Npy => read_npy(path, options),
         Format::Csv => {
-            let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-            let csv = CsvOptions {
-                delimiter: options.delimiter,
-                non_finite: options.non_finite,
-                op: options.op,
-            };
-            parse_csv_as::<f32>(path, &text, &csv)
+            let mut f = CsvFile::open(path, &options.csv_spec())?;
+            let mut a = crate::host::new_output(f.rows(), f.cols());
+            f.read_rows::<f32>(0, a.view_mut())?;
+            Ok(a)
         }
     }
 }
@@ -137,29 +143,13 @@ pub fn read_npy_matrix(path: &Path) -> Result<Array2<f32>> {
 }
 
 fn read_npy(path: &Path, options: &ReadOptions) -> Result<Array2<f32>> {
-    let open = || File::open(path).map(BufReader::new).map_err(io_err(path));
-    let bad = |e: ReadNpyError| parse_err(path, format!("not a 2-D f32 or f64 array: {e}"));
-    let a = match Array2::<f32>::read_npy(open()?) {
-        Ok(a) => a,
-        Err(ReadNpyError::WrongDescriptor(_)) => {
-            let a = Array2::<f64>::read_npy(open()?).map_err(bad)?;
-            if let Some(((r, c), v)) = a
-                .indexed_iter()
-                .find(|(_, v)| v.is_finite() && (**v as f32).is_infinite())
-            {
-                return Err(parse_err(
-                    path,
-                    format!(
-                        "element [{r}, {c}] = {v:e} is beyond the range of f32 (largest {:e}); \
-                         gpuprep reads f64 files as f32",
-                        f32::MAX
-                    ),
-                ));
-            }
-            a.mapv(|v| v as f32)
-        }
-        Err(e) => return Err(bad(e)),
-    };
+    // The streaming reader: the header's shape is checked against the
+    // file's size, and the memory, before the array is allocated.
+    let mut r = crate::npy::NpyReader::open(path)?;
+    let (rows, cols) = (r.rows(), r.cols());
+    crate::cpu::alloc::check_bytes("read", 4 * rows as u128 * cols as u128)?;
+    let mut a = crate::host::new_output(rows, cols);
+    r.read_rows::<f32>(0, a.view_mut())?;
     if options.non_finite == NonFinite::Reject {
         if let Some(((r, c), v)) = a.indexed_iter().find(|(_, v)| !v.is_finite()) {
             return Err(Error::NonFinite {
@@ -192,38 +182,17 @@ impl Default for CsvOptions {
     }
 }
 
-/// A number type [`parse_csv`] can produce.
-trait CsvNumber: Copy {
-    const NAME: &'static str;
-    /// `v` (finite) in this type, or None where it overflows to infinity.
-    fn from_f64(v: f64) -> Option<Self>;
-}
-
-impl CsvNumber for f64 {
-    const NAME: &'static str = "f64";
-    fn from_f64(v: f64) -> Option<f64> {
-        Some(v)
-    }
-}
-
-impl CsvNumber for f32 {
-    const NAME: &'static str = "f32";
-    fn from_f64(v: f64) -> Option<f32> {
-        let x = v as f32;
-        (x.is_finite() || !v.is_finite()).then_some(x)
-    }
-}
-
 /// Parses comma-separated numbers ([`CsvOptions::default`]: finite values only);
 /// see [`parse_csv`]. `name` is used in error messages (a path or a label).
 pub fn parse_csv_matrix(name: &Path, text: &str) -> Result<Array2<f64>> {
     parse_csv(name, text, &CsvOptions::default())
 }
 
-/// Parses numbers in text, one row per line, all rows the same length.
+/// Parses numbers in text, one row per line, all rows the same length
+/// (the rules of [`crate::csvfile`]).
 ///
 /// - Fields are split by `options.delimiter` and trimmed of spaces; an empty
-///   field is an error. There is no quoting.
+///   field is an error. `"` quotes a field (a delimiter inside it is text).
 /// - Blank lines and lines starting with `#` are skipped; a UTF-8 byte-order mark
 ///   is ignored; line ends may be `\n` or `\r\n`.
 /// - Header: the first line is a header (and skipped) when none of its fields is
@@ -243,96 +212,16 @@ pub fn parse_csv_matrix(name: &Path, text: &str) -> Result<Array2<f64>> {
 /// that is not a number, a row of another length, an out-of-range value, or no
 /// rows at all; [`Error::NonFinite`] for a refused NaN or infinity.
 pub fn parse_csv(name: &Path, text: &str, options: &CsvOptions) -> Result<Array2<f64>> {
-    parse_csv_as::<f64>(name, text, options)
-}
-
-fn parse_csv_as<T: CsvNumber>(name: &Path, text: &str, options: &CsvOptions) -> Result<Array2<T>> {
-    let at = |line: usize, reason: String| Error::Parse {
-        path: name.to_path_buf(),
-        line: Some(line),
-        reason,
+    let spec = CsvSpec {
+        delimiter: options.delimiter,
+        non_finite: options.non_finite,
+        op: options.op,
+        columns: CsvColumns::default(),
     };
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut values: Vec<T> = Vec::new();
-    let mut cols: Option<usize> = None;
-    let mut rows = 0;
-    let mut header: Option<(usize, usize)> = None; // (line, fields)
-    let mut fields: Vec<&str> = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
-        let trimmed = line.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        fields.clear();
-        match options.delimiter {
-            Delimiter::Char(d) => fields.extend(line.split(d).map(str::trim)),
-            Delimiter::Whitespace => fields.extend(trimmed.split([' ', '\t']).filter(|f| !f.is_empty())),
-        }
-        if cols.is_none() && header.is_none() && fields.iter().all(|f| f.parse::<f64>().is_err()) {
-            header = Some((line_no, fields.len()));
-            continue;
-        }
-        match cols {
-            None => {
-                if let Some((h, n)) = header {
-                    if n != fields.len() {
-                        return Err(at(
-                            line_no,
-                            format!("{} fields, but the header on line {h} has {n}", fields.len()),
-                        ));
-                    }
-                }
-                cols = Some(fields.len());
-            }
-            Some(c) if c != fields.len() => {
-                return Err(at(line_no, format!("{} fields, expected {c}", fields.len())));
-            }
-            Some(_) => {}
-        }
-        for (j, field) in fields.iter().enumerate() {
-            let col = j + 1;
-            if field.is_empty() {
-                return Err(at(line_no, format!("column {col}: empty field")));
-            }
-            let v: f64 = field.parse().map_err(|_| {
-                let hint = if rows == 0 && header.is_none() {
-                    " (not a header either: a header has no numeric field)"
-                } else {
-                    ""
-                };
-                at(line_no, format!("column {col}: not a number: {field:?}{hint}"))
-            })?;
-            if !v.is_finite() {
-                let word = field.trim_start_matches(['+', '-']).to_ascii_lowercase();
-                if !matches!(word.as_str(), "nan" | "inf" | "infinity") {
-                    return Err(at(
-                        line_no,
-                        format!("column {col}: {field} is beyond the range of f64"),
-                    ));
-                }
-                if options.non_finite == NonFinite::Reject {
-                    return Err(Error::NonFinite {
-                        op: options.op,
-                        location: format!("{} line {line_no}, column {col} ({field})", name.display()),
-                    });
-                }
-            }
-            let x = T::from_f64(v).ok_or_else(|| {
-                at(
-                    line_no,
-                    format!("column {col}: {field} is beyond the range of {}", T::NAME),
-                )
-            })?;
-            values.push(x);
-        }
-        rows += 1;
-    }
-    let cols = cols.ok_or_else(|| match header {
-        Some((h, _)) => at(h, "a header and no rows of numbers".into()),
-        None => parse_err(name, "no rows"),
-    })?;
-    Array2::from_shape_vec((rows, cols), values).map_err(|e| parse_err(name, e))
+    let mut f = CsvFile::from_text(name, text.as_bytes(), &spec)?;
+    let mut a = Array2::zeros((f.rows(), f.cols()));
+    f.read_rows::<f64>(0, a.view_mut())?;
+    Ok(a)
 }
 
 /// Writes `path` so that it is either absent (on error) or complete: the data
@@ -350,12 +239,25 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> Res
 /// once every one has been written. Dropping the set without committing removes
 /// the temporaries.
 ///
-/// Temporaries are named `.NAME.gpuprep-PID-SEQ.tmp`. While they exist they are
+/// - An output that is a symbolic link is written at the link's target (as
+///   `numpy.save` writes through it), the link kept.
+/// - An output that is not a regular file (a FIFO, a device such as
+///   `/dev/stdout` or `/dev/null`, a socket) is written straight through when
+///   [`write`](OutputSet::write) is called: no atomicity is possible there,
+///   and it is never replaced.
+/// - A commit holds an exclusive lock (`flock`) on each output directory
+///   while it renames, so two processes committing the same outputs leave
+///   all of one's, never a mix.
+///
+/// Temporaries are named `.NAME.gpuprep-HOST-PID-SEQ.tmp`, where HOST
+/// identifies the machine's boot and PID namespace. While they exist they are
 /// listed in a process-wide registry, so that [`remove_temporaries`] (called by
 /// the command line on SIGINT and SIGTERM) can remove them. A process killed
 /// outright (SIGKILL, power loss) cannot; the next set that writes into the same
-/// directory removes the temporaries whose PID is no longer a running process
-/// (Linux: checked in /proc; elsewhere nothing is removed).
+/// directory removes the temporaries that are provably dead: written in the
+/// same boot and PID namespace (the same HOST) by a PID that no longer exists
+/// (Linux; a temporary of another machine or container sharing the folder is
+/// never touched, nor is anything elsewhere).
 ///
 /// ```
 /// # fn main() -> gpuprep::Result<()> {
@@ -373,10 +275,58 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> Res
 /// ```
 #[derive(Debug, Default)]
 pub struct OutputSet {
-    /// (temporary, final path), in the order written.
-    staged: Vec<(PathBuf, PathBuf)>,
+    /// The outputs written to temporaries, in the order written.
+    staged: Vec<Staged>,
     /// Directories already swept for stale temporaries.
     swept: Vec<PathBuf>,
+}
+
+/// One output written to a temporary.
+#[derive(Debug)]
+struct Staged {
+    tmp: PathBuf,
+    /// Where it is renamed to: the output, or its symbolic link's target.
+    target: PathBuf,
+    /// The path as the user gave it (for messages).
+    user: PathBuf,
+}
+
+/// Where an output's bytes go.
+enum Destination {
+    /// A temporary beside `target`, renamed over it at the commit.
+    Rename { target: PathBuf },
+    /// Straight into the file (not a regular file: a FIFO, a device).
+    Through,
+}
+
+/// Where the output `path` is written (see [`OutputSet`]).
+fn destination(path: &Path) -> Result<Destination> {
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.is_dir() {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory, not a file"),
+            });
+        }
+        if !m.is_file() {
+            return Ok(Destination::Through);
+        }
+    }
+    // Follow symbolic links (a dangling one too: its target is created).
+    let mut target = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&target) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let link = std::fs::read_link(&target).map_err(io_err(path))?;
+                target = parent_dir(&target).join(link);
+            }
+            _ => return Ok(Destination::Rename { target }),
+        }
+    }
+    Err(Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other("too many levels of symbolic links"),
+    })
 }
 
 impl OutputSet {
@@ -387,7 +337,8 @@ impl OutputSet {
 
     /// Writes the output `path` to its temporary with `write` (a buffered writer
     /// on the temporary file), then flushes and syncs it. `path` itself is not
-    /// touched until [`commit`](OutputSet::commit).
+    /// touched until [`commit`](OutputSet::commit) (unless it is a FIFO or a
+    /// device, written straight through).
     ///
     /// # Errors
     /// [`Error::Io`] naming `path` when the temporary cannot be created, written
@@ -398,7 +349,12 @@ impl OutputSet {
         path: &Path,
         write: impl FnOnce(&mut BufWriter<File>) -> Result<()>,
     ) -> Result<()> {
-        let tmp = self.stage(path)?;
+        let Some(tmp) = self.stage(path)? else {
+            let file = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+            let mut w = BufWriter::new(file);
+            write(&mut w)?;
+            return w.flush().map_err(io_err(path));
+        };
         let file = {
             // Created under the registry's lock, so a signal's clean-up either
             // runs first (and this fails) or sees the file.
@@ -409,14 +365,15 @@ impl OutputSet {
             let file = OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .open(&tmp)
+                .open(&tmp.tmp)
                 .map_err(io_err(path))?;
-            live.paths.push(tmp.clone());
+            live.paths.push(tmp.tmp.clone());
             file
         };
-        self.staged.push((tmp.clone(), path.to_path_buf()));
+        let t = tmp.tmp.clone();
+        self.staged.push(tmp);
         let mut w = BufWriter::new(file);
-        write(&mut w).map_err(|e| name_user_path(e, &tmp, path))?;
+        write(&mut w).map_err(|e| name_user_path(e, &t, path))?;
         w.flush().map_err(io_err(path))?;
         w.get_ref().sync_all().map_err(io_err(path))?;
         Ok(())
@@ -425,21 +382,24 @@ impl OutputSet {
     /// Writes the output `path` through a function that takes a path (such as
     /// [`PcaModel::save`](crate::PcaModel::save)): `write` is given the
     /// temporary's path, and errors that name the temporary are reported with
-    /// `path` instead.
+    /// `path` instead. A FIFO or a device is given its own path.
     ///
     /// # Errors
     /// As [`write`](OutputSet::write).
     pub fn write_with(&mut self, path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-        let tmp = self.stage(path)?;
+        let Some(tmp) = self.stage(path)? else {
+            return write(path);
+        };
         {
             let mut live = live_temporaries();
             if live.abandoned {
                 return Err(interrupted(path));
             }
-            live.paths.push(tmp.clone());
+            live.paths.push(tmp.tmp.clone());
         }
-        self.staged.push((tmp.clone(), path.to_path_buf()));
-        write(&tmp).map_err(|e| name_user_path(e, &tmp, path))
+        let t = tmp.tmp.clone();
+        self.staged.push(tmp);
+        write(&t).map_err(|e| name_user_path(e, &t, path))
     }
 
     /// Writes an array (any [`WriteNpyExt`]: f32 or f64, any rank) as .npy to
@@ -459,28 +419,31 @@ impl OutputSet {
     /// Renames every temporary over its output path. If one rename fails, those
     /// already done are undone (an output that existed before gets its old file
     /// back, through a hard link made before the renames; a new one is removed),
-    /// so that still none of the set appears.
+    /// so that still none of the set appears. The output directories are
+    /// locked meanwhile (see [`OutputSet`]).
     ///
     /// # Errors
     /// [`Error::Io`] naming the output whose rename failed, or every output after
     /// [`remove_temporaries`].
     pub fn commit(mut self) -> Result<()> {
         let staged = std::mem::take(&mut self.staged);
+        // Other processes committing into the same directories wait.
+        let _locks = lock_dirs(staged.iter().map(|s| parent_dir(&s.target)));
         // Under the lock: a signal's clean-up waits until the set is wholly in
         // place (or wholly not).
         let mut live = live_temporaries();
         let forget = |live: &mut Live, p: &Path| live.paths.retain(|q| q != p);
         let result = if live.abandoned {
             Err(interrupted(
-                staged.first().map_or(Path::new(""), |s| s.1.as_path()),
+                staged.first().map_or(Path::new(""), |s| s.user.as_path()),
             ))
         } else {
             // Hard links to the files about to be replaced, to restore them if a
             // later rename fails.
             let mut backups: Vec<Option<PathBuf>> = Vec::new();
-            for (_, path) in &staged {
-                let backup = match (std::fs::symlink_metadata(path), temp_path(path)) {
-                    (Ok(_), Ok(b)) if std::fs::hard_link(path, &b).is_ok() => {
+            for s in &staged {
+                let backup = match (std::fs::symlink_metadata(&s.target), temp_path(&s.target)) {
+                    (Ok(_), Ok(b)) if std::fs::hard_link(&s.target, &b).is_ok() => {
                         live.paths.push(b.clone());
                         Some(b)
                     }
@@ -490,15 +453,15 @@ impl OutputSet {
             }
             let mut done = 0;
             let mut failed = None;
-            for (tmp, path) in &staged {
-                match std::fs::rename(tmp, path) {
+            for s in &staged {
+                match std::fs::rename(&s.tmp, &s.target) {
                     Ok(()) => {
-                        forget(&mut live, tmp);
+                        forget(&mut live, &s.tmp);
                         done += 1;
                     }
                     Err(source) => {
                         failed = Some(Error::Io {
-                            path: path.clone(),
+                            path: s.user.clone(),
                             source,
                         });
                         break;
@@ -506,10 +469,10 @@ impl OutputSet {
                 }
             }
             if failed.is_some() {
-                for ((_, path), backup) in staged.iter().zip(&backups).take(done) {
+                for (s, backup) in staged.iter().zip(&backups).take(done) {
                     let _ = match backup {
-                        Some(b) => std::fs::rename(b, path),
-                        None => std::fs::remove_file(path),
+                        Some(b) => std::fs::rename(b, &s.target),
+                        None => std::fs::remove_file(&s.target),
                     };
                 }
             }
@@ -520,24 +483,33 @@ impl OutputSet {
             failed.map_or(Ok(()), Err)
         };
         // Whatever was not renamed (an error, or an interrupt) is removed.
-        for (tmp, _) in &staged {
-            if live.paths.contains(tmp) {
-                let _ = std::fs::remove_file(tmp);
-                forget(&mut live, tmp);
+        for s in &staged {
+            if live.paths.contains(&s.tmp) {
+                let _ = std::fs::remove_file(&s.tmp);
+                forget(&mut live, &s.tmp);
             }
         }
         result
     }
 
-    /// The temporary for `path`, after sweeping its directory once for stale ones.
-    fn stage(&mut self, path: &Path) -> Result<PathBuf> {
-        let tmp = temp_path(path)?;
-        let dir = parent_dir(path).to_path_buf();
+    /// The temporary for `path` (after sweeping its directory once for stale
+    /// ones), or `None` for an output written straight through.
+    fn stage(&mut self, path: &Path) -> Result<Option<Staged>> {
+        let target = match destination(path)? {
+            Destination::Through => return Ok(None),
+            Destination::Rename { target } => target,
+        };
+        let tmp = temp_path(&target)?;
+        let dir = parent_dir(&target).to_path_buf();
         if !self.swept.contains(&dir) {
             remove_stale_temporaries(&dir);
             self.swept.push(dir);
         }
-        Ok(tmp)
+        Ok(Some(Staged {
+            tmp,
+            target,
+            user: path.to_path_buf(),
+        }))
     }
 }
 
@@ -547,11 +519,43 @@ impl Drop for OutputSet {
             return;
         }
         let mut live = live_temporaries();
-        for (tmp, _) in self.staged.drain(..) {
-            let _ = std::fs::remove_file(&tmp);
-            live.paths.retain(|q| *q != tmp);
+        for s in self.staged.drain(..) {
+            let _ = std::fs::remove_file(&s.tmp);
+            live.paths.retain(|q| *q != s.tmp);
         }
     }
+}
+
+/// Exclusive locks on directories, released when dropped (the files close).
+struct DirLocks(#[allow(dead_code)] Vec<File>);
+
+/// Locks each distinct directory (in one order, so two sets never wait on
+/// each other). A directory that cannot be opened or locked (a filesystem
+/// without `flock`) is passed over: the renames are still atomic one by one.
+fn lock_dirs<'a>(dirs: impl Iterator<Item = &'a Path>) -> DirLocks {
+    let mut all: Vec<PathBuf> = dirs
+        .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf()))
+        .collect();
+    all.sort();
+    all.dedup();
+    let mut held = Vec::new();
+    #[cfg(unix)]
+    for d in all {
+        use std::os::fd::AsRawFd;
+        let Ok(f) = File::open(&d) else { continue };
+        loop {
+            // SAFETY: flock on a descriptor this function owns.
+            let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+            if r == 0 {
+                held.push(f);
+                break;
+            }
+            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                break;
+            }
+        }
+    }
+    DirLocks(held)
 }
 
 /// The temporaries this process has created and not yet renamed or removed.
@@ -590,15 +594,38 @@ pub fn remove_temporaries() -> usize {
 const TMP_TAG: &str = ".gpuprep-";
 const TMP_END: &str = ".tmp";
 
-/// `.NAME.gpuprep-PID-SEQ.tmp` beside `path`, NAME shortened where the whole
-/// would pass the usual 255-byte limit of a file name.
+/// This process's PID space: a hash of the boot's id and the PID namespace
+/// (Linux), as 16 hex digits; `None` where that cannot be told.
+fn pid_space() -> Option<&'static str> {
+    static SPACE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    SPACE
+        .get_or_init(|| {
+            let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+            let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+            // FNV-1a: the same in every process.
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in boot.trim().bytes().chain([0]).chain(ns.to_string_lossy().bytes()) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+            Some(format!("{h:016x}"))
+        })
+        .as_deref()
+}
+
+/// `.NAME.gpuprep-HOST-PID-SEQ.tmp` beside `path`, NAME shortened where the
+/// whole would pass the usual 255-byte limit of a file name.
 fn temp_path(path: &Path) -> Result<PathBuf> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let file_name = path
         .file_name()
         .ok_or_else(|| Error::invalid("write", format!("{} has no file name", path.display())))?;
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    let suffix = format!("{TMP_TAG}{}-{seq}{TMP_END}", std::process::id());
+    let suffix = format!(
+        "{TMP_TAG}{}-{}-{seq}{TMP_END}",
+        pid_space().unwrap_or("unknown"),
+        std::process::id()
+    );
     let mut name = file_name.to_string_lossy().into_owned();
     let room = 255 - 1 - suffix.len();
     if name.len() > room {
@@ -611,24 +638,49 @@ fn temp_path(path: &Path) -> Result<PathBuf> {
     Ok(path.with_file_name(format!(".{name}{suffix}")))
 }
 
-/// The PID in a temporary's name, if `name` is one of ours.
-fn temp_pid(name: &str) -> Option<u32> {
+/// The PID space and PID in a temporary's name, if `name` is one of ours.
+fn temp_owner(name: &str) -> Option<(&str, u32)> {
     let rest = name.strip_prefix('.')?.strip_suffix(TMP_END)?;
     let (_, id) = rest.rsplit_once(TMP_TAG)?;
-    let (pid, seq) = id.split_once('-')?;
+    let mut parts = id.split('-');
+    let (space, pid, seq) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
     seq.parse::<u64>().ok()?;
-    pid.parse().ok()
+    Some((space, pid.parse().ok()?))
 }
 
-/// Whether `pid` may be a running process (true where that cannot be told).
-fn may_be_running(pid: u32) -> bool {
-    let proc = Path::new("/proc");
-    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+/// Whether `pid` is provably not a process of this PID space (`kill(pid, 0)`
+/// says there is none; a process of another user answers EPERM and counts as
+/// running, as does anything on a system where this cannot be asked).
+fn provably_dead(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Ok(p) = libc::pid_t::try_from(pid) else {
+            return false;
+        };
+        if p <= 0 {
+            return false;
+        }
+        // SAFETY: signal 0 only checks that the process exists.
+        let r = unsafe { libc::kill(p, 0) };
+        r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        false
+    }
 }
 
-/// Removes the temporaries in `dir` left by processes that no longer run
-/// (killed outright while writing). Returns how many were removed.
+/// Removes the temporaries in `dir` left by processes that provably no
+/// longer run: of this boot and PID namespace, and whose PID no process has
+/// (see [`OutputSet`]). Returns how many were removed.
 pub fn remove_stale_temporaries(dir: &Path) -> usize {
+    let Some(mine) = pid_space() else {
+        return 0;
+    };
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -636,11 +688,16 @@ pub fn remove_stale_temporaries(dir: &Path) -> usize {
     let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(temp_pid) else {
+        let Some((space, pid)) = name.to_str().and_then(temp_owner) else {
             continue;
         };
         let is_file = entry.file_type().is_ok_and(|t| t.is_file());
-        if pid != me && is_file && !may_be_running(pid) && std::fs::remove_file(entry.path()).is_ok() {
+        if space == mine
+            && pid != me
+            && is_file
+            && provably_dead(pid)
+            && std::fs::remove_file(entry.path()).is_ok()
+        {
             removed += 1;
         }
     }

@@ -26,6 +26,7 @@
 
 mod avx;
 pub mod cpu;
+pub mod csvfile;
 pub mod error;
 pub mod gpu;
 pub mod host;

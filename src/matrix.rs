@@ -282,6 +282,11 @@ impl GpuMatrix {
         inputs: &[&GpuMatrix],
     ) -> Result<()> {
         self.check_device(gpu, op)?;
+        // Inputs of another context first: their buffers are another
+        // device's, and comparing them below would say the wrong thing.
+        for i in inputs {
+            i.check_device(gpu, op)?;
+        }
         if self.shape() != shape {
             return Err(Error::shape(
                 op,

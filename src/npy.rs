@@ -92,7 +92,7 @@ pub struct NpyHeader {
     pub big_endian: bool,
     /// Column-major (`fortran_order: True`).
     pub fortran: bool,
-    /// (rows, cols); a 1-D array of n is one row of n.
+    /// (rows, cols).
     pub shape: (usize, usize),
     /// Byte offset of the first element.
     pub data_offset: u64,
@@ -126,30 +126,40 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 /// whole header; more is fine). `path` names the file in errors.
 ///
 /// # Errors
-/// [`Error::Parse`] for anything but a 1-D or 2-D f32/f64 array with a
-/// well-formed header.
+/// [`Error::Parse`] for anything but a 2-D f32/f64 array with a
+/// well-formed header (a 1-D array is refused, as scikit-learn refuses it:
+/// one row or one column is for the user to say).
 pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<NpyHeader> {
     let (text, end) = header_text(bytes).map_err(|r| bad(path, r))?;
     let dict = parse_header_dict(text).map_err(|r| bad(path, format!("the .npy header: {r}")))?;
-    let (dtype, big_endian) = match dict.descr.as_str() {
-        "<f4" | "=f4" | "f4" => (Dtype::F32, false),
-        ">f4" => (Dtype::F32, true),
-        "<f8" | "=f8" | "f8" | "<d" => (Dtype::F64, false),
-        ">f8" => (Dtype::F64, true),
-        other => {
+    let (dtype, big_endian) = float_descr(&dict.descr).ok_or_else(|| {
+        bad(
+            path,
+            format!(
+                "dtype {:?}: gpuprep reads f32 (<f4) and f64 (<f8) arrays (convert with x.astype(np.float64))",
+                dict.descr
+            ),
+        )
+    })?;
+    let shape = match dict.shape[..] {
+        [r, c] => (r, c),
+        [n] => {
             return Err(bad(
                 path,
-                format!("dtype {other:?}: gpuprep reads f32 (<f4) and f64 (<f8) arrays"),
+                format!(
+                    "a 1-D array of {n} values: gpuprep reads 2-D arrays (rows x columns), as scikit-learn does; \
+                     reshape it: x.reshape(-1, 1) for one column, x.reshape(1, -1) for one row"
+                ),
             ))
         }
-    };
-    let shape = match dict.shape[..] {
-        [n] => (1, n),
-        [r, c] => (r, c),
         _ => {
             return Err(bad(
                 path,
-                format!("a {}-D array: gpuprep reads 1-D and 2-D arrays", dict.shape.len()),
+                format!(
+                    "a {}-D array of shape {:?}: gpuprep reads 2-D arrays (rows x columns)",
+                    dict.shape.len(),
+                    dict.shape
+                ),
             ))
         }
     };
@@ -164,6 +174,26 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<NpyHeader> {
         return Err(bad(path, format!("shape {shape:?} overflows")));
     }
     Ok(header)
+}
+
+/// The element type and byte order of a float descr, in the spellings numpy
+/// reads: `<f8`, `>f4`, `=f8`, `|f8`, `f8`, `<d`, `f`, `float64`, `double`, ...
+fn float_descr(descr: &str) -> Option<(Dtype, bool)> {
+    let (order, rest) = match descr.as_bytes().first()? {
+        b'<' | b'>' | b'=' | b'|' => (descr.as_bytes()[0], &descr[1..]),
+        _ => (b'=', descr),
+    };
+    let big = match order {
+        b'>' => true,
+        b'<' => false,
+        _ => cfg!(target_endian = "big"),
+    };
+    let dtype = match rest {
+        "f4" | "f" | "float32" | "single" => Dtype::F32,
+        "f8" | "d" | "float64" | "double" | "float" => Dtype::F64,
+        _ => return None,
+    };
+    Some((dtype, big))
 }
 
 /// What a `.npy` header's dictionary holds, as numpy writes it: the dtype's
@@ -434,6 +464,119 @@ pub(crate) fn header_for(descr: &str, shape: &[usize]) -> Vec<u8> {
     out
 }
 
+/// The first bytes of a `.npy` file, holding at least its whole header: a
+/// header may be longer than 4 KiB (version 1 up to 64 KiB, 2 and 3 up to
+/// 4 GiB; numpy itself refuses more than 10 KB unless asked), and one
+/// claiming more than 64 MiB is refused.
+fn read_head(file: &mut File, path: &Path) -> Result<Vec<u8>> {
+    let mut head = vec![0u8; 4096];
+    let mut got = 0;
+    while got < head.len() {
+        let n = file.read(&mut head[got..]).map_err(io(path))?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    head.truncate(got);
+    if let Some(len) = header_len(&head) {
+        if len >= (64 << 20) {
+            return Err(bad(
+                path,
+                format!("a .npy header of {len} bytes (at most 64 MiB is read)"),
+            ));
+        }
+        if len > got {
+            let mut more = vec![0u8; len - got];
+            file.read_exact(&mut more)
+                .map_err(|_| bad(path, "truncated .npy header"))?;
+            head.extend(more);
+        }
+    }
+    Ok(head)
+}
+
+/// Reads a whole `.npy` array of any rank (f32 or f64, either byte order, C
+/// or Fortran order) as f64 in C order, with its dtype: for small tensors
+/// (`normcheck`'s). The header's claim is checked against the file's size
+/// and the machine's memory before anything is allocated.
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be read; [`Error::Parse`] for a header
+/// gpuprep does not read, a file shorter than its header promises, or an
+/// array too large for memory.
+pub fn read_array(path: &Path) -> Result<(ndarray::ArrayD<f64>, Dtype)> {
+    let mut file = File::open(path).map_err(io(path))?;
+    let head = read_head(&mut file, path)?;
+    let (text, offset) = header_text(&head).map_err(|r| bad(path, r))?;
+    let dict = parse_header_dict(text).map_err(|r| bad(path, format!("the .npy header: {r}")))?;
+    let (dtype, big) = float_descr(&dict.descr).ok_or_else(|| {
+        bad(
+            path,
+            format!(
+                "dtype {:?}: gpuprep reads f32 (<f4) and f64 (<f8) arrays",
+                dict.descr
+            ),
+        )
+    })?;
+    let count = dict
+        .shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|n| n.checked_mul(8).is_some())
+        .ok_or_else(|| bad(path, format!("shape {:?} overflows", dict.shape)))?;
+    let bytes = count as u64 * dtype.size() as u64;
+    let len = file.metadata().map_err(io(path))?.len();
+    if len < offset as u64 + bytes {
+        return Err(bad(
+            path,
+            format!(
+                "truncated: the header promises shape {:?} of {:?} ({} bytes with the header), the file has {len}",
+                dict.shape,
+                dtype,
+                offset as u64 + bytes
+            ),
+        ));
+    }
+    crate::cpu::alloc::check_bytes("npy read", (count as u128) * 8 + bytes as u128)?;
+    file.seek(SeekFrom::Start(offset as u64)).map_err(io(path))?;
+    let mut raw = vec![0u8; bytes as usize];
+    file.read_exact(&mut raw).map_err(io(path))?;
+    let mut values = vec![0f64; count];
+    match dtype {
+        Dtype::F32 => {
+            for (o, b) in values.iter_mut().zip(raw.chunks_exact(4)) {
+                let b = [b[0], b[1], b[2], b[3]];
+                *o = f64::from(if big {
+                    f32::from_be_bytes(b)
+                } else {
+                    f32::from_le_bytes(b)
+                });
+            }
+        }
+        Dtype::F64 => {
+            for (o, b) in values.iter_mut().zip(raw.chunks_exact(8)) {
+                let b = [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
+                *o = if big {
+                    f64::from_be_bytes(b)
+                } else {
+                    f64::from_le_bytes(b)
+                };
+            }
+        }
+    }
+    drop(raw);
+    let shape = ndarray::IxDyn(&dict.shape);
+    let a = if dict.fortran_order {
+        use ndarray::ShapeBuilder;
+        ndarray::ArrayD::from_shape_vec(shape.f(), values).map(|a| a.as_standard_layout().into_owned())
+    } else {
+        ndarray::ArrayD::from_shape_vec(shape, values)
+    }
+    .map_err(|e| bad(path, e.to_string()))?;
+    Ok((a, dtype))
+}
+
 /// A `.npy` file open for reading row ranges.
 #[derive(Debug)]
 pub struct NpyReader {
@@ -452,26 +595,7 @@ impl NpyReader {
     /// gpuprep does not read (see [`parse_header`]) or a truncated file.
     pub fn open(path: &Path) -> Result<NpyReader> {
         let mut file = File::open(path).map_err(io(path))?;
-        let mut head = vec![0u8; 4096];
-        let mut got = 0;
-        while got < head.len() {
-            let n = file.read(&mut head[got..]).map_err(io(path))?;
-            if n == 0 {
-                break;
-            }
-            got += n;
-        }
-        head.truncate(got);
-        // A header may be longer than 4 KiB (version 1 up to 64 KiB, 2 and 3
-        // up to 4 GiB; numpy itself refuses more than 10 KB unless asked).
-        if let Some(len) = header_len(&head) {
-            if len > got && len < (64 << 20) {
-                let mut more = vec![0u8; len - got];
-                file.read_exact(&mut more)
-                    .map_err(|_| bad(path, "truncated .npy header"))?;
-                head.extend(more);
-            }
-        }
+        let head = read_head(&mut file, path)?;
         let header = parse_header(path, &head)?;
         let len = file.metadata().map_err(io(path))?.len();
         let need = header.data_offset + header.data_bytes().unwrap_or(u64::MAX);

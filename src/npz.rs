@@ -47,15 +47,83 @@ fn zip_err(path: &Path, e: zip::result::ZipError) -> Error {
 
 /// Writes named arrays into an `.npz` (a zip of `.npy` files, stored).
 pub struct NpzWriter<W: Write + Seek> {
-    zip: zip::ZipWriter<W>,
+    /// `None` once finished.
+    zip: Option<zip::ZipWriter<Sticky<W>>>,
     path: PathBuf,
+}
+
+/// The writer under the zip writer: after its first failure it takes every
+/// later write and seek without doing them, so the zip writer's attempt to
+/// finish the archive when it is dropped (inside a failed `finish`) neither
+/// fails again nor prints `ZipWriter drop failed: ...` to stderr. The first
+/// error is the one returned.
+struct Sticky<W> {
+    inner: W,
+    failed: bool,
+    /// The position, once failed.
+    pos: u64,
+}
+
+impl<W: Write + Seek> Write for Sticky<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.failed {
+            self.pos += buf.len() as u64;
+            return Ok(buf.len());
+        }
+        self.inner.write(buf).inspect_err(|_| self.fail())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.failed {
+            return Ok(());
+        }
+        self.inner.flush().inspect_err(|_| self.fail())
+    }
+}
+
+impl<W: Write + Seek> Seek for Sticky<W> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        if self.failed {
+            self.pos = match to {
+                std::io::SeekFrom::Start(n) => n,
+                std::io::SeekFrom::Current(d) | std::io::SeekFrom::End(d) => {
+                    self.pos.saturating_add_signed(d)
+                }
+            };
+            return Ok(self.pos);
+        }
+        self.inner.seek(to).inspect_err(|_| self.fail())
+    }
+}
+
+impl<W: Write + Seek> Sticky<W> {
+    fn fail(&mut self) {
+        self.failed = true;
+        self.pos = self.inner.stream_position().unwrap_or(0);
+    }
+}
+
+impl<W: Write + Seek> Drop for NpzWriter<W> {
+    /// An archive dropped unfinished (a write failed: a full disk) is
+    /// abandoned: the zip writer's own drop would try to finish it and print
+    /// `ZipWriter drop failed: ...` to stderr; the error was already
+    /// returned, naming the file.
+    fn drop(&mut self) {
+        if let Some(z) = self.zip.take() {
+            std::mem::forget(z);
+        }
+    }
 }
 
 impl<W: Write + Seek> NpzWriter<W> {
     /// An archive written to `w`; `path` names the file in errors.
     pub fn new(w: W, path: &Path) -> Self {
         NpzWriter {
-            zip: zip::ZipWriter::new(w),
+            zip: Some(zip::ZipWriter::new(Sticky {
+                inner: w,
+                failed: false,
+                pos: 0,
+            })),
             path: path.to_path_buf(),
         }
     }
@@ -66,11 +134,14 @@ impl<W: Write + Seek> NpzWriter<W> {
         let options = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Stored)
             .large_file(large);
-        self.zip
-            .start_file(format!("{name}.npy"), options)
+        let zip = self.zip.as_mut().ok_or_else(|| Error::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other("the archive is already finished"),
+        })?;
+        zip.start_file(format!("{name}.npy"), options)
             .map_err(|e| zip_err(&self.path, e))?;
-        self.zip.write_all(&header).map_err(io_err(&self.path))?;
-        self.zip.write_all(data).map_err(io_err(&self.path))
+        zip.write_all(&header).map_err(io_err(&self.path))?;
+        zip.write_all(data).map_err(io_err(&self.path))
     }
 
     /// An f64 array of any rank (any layout; written in C order).
@@ -120,9 +191,12 @@ impl<W: Write + Seek> NpzWriter<W> {
     ///
     /// # Errors
     /// [`Error::Io`] naming the file.
-    pub fn finish(self) -> Result<W> {
-        let path = self.path;
-        self.zip.finish().map_err(|e| zip_err(&path, e))
+    pub fn finish(mut self) -> Result<W> {
+        let zip = self.zip.take().ok_or_else(|| Error::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other("the archive is already finished"),
+        })?;
+        zip.finish().map(|s| s.inner).map_err(|e| zip_err(&self.path, e))
     }
 }
 
@@ -386,7 +460,12 @@ impl<R: Read + Seek> NpzReader<R> {
                 declared.saturating_sub(hlen as u64)
             )));
         }
-        crate::cpu::alloc::check_bytes("npz read", bytes as u128)?;
+        crate::cpu::alloc::check_bytes("npz read", bytes as u128).map_err(|e| {
+            bad(format!(
+                "its {bytes} bytes ({:?} of {}) cannot be held: {e}",
+                dict.shape, dict.descr
+            ))
+        })?;
         let mut data = Vec::new();
         data.try_reserve_exact(bytes as usize)
             .map_err(|_| bad(format!("{bytes} bytes cannot be allocated")))?;

@@ -375,7 +375,7 @@ impl Pipeline {
     /// The uploads' errors.
     pub fn to_gpu(&self, gpu: &Gpu) -> Result<GpuPipeline> {
         Ok(GpuPipeline {
-            forward: GpuParts::upload(gpu, &self.transform_parts())?,
+            forward: GpuParts::upload(gpu, &f32_forward(self).transform_parts())?,
             // A model whose inverse cannot run on the GPU still transforms
             // forward there; the inverse then says why it cannot.
             inverse: match GpuParts::upload(gpu, &self.inverse_parts()) {
@@ -386,6 +386,32 @@ impl Pipeline {
             n_features: self.n_features(),
             output_dim: self.output_dim(),
         })
+    }
+}
+
+/// The pipeline whose forward transform is computed in f32 (on the GPU, or
+/// f32 data on the CPU): under scikit-learn's convention, whitening's divisor
+/// `sqrt(S)` is clipped below at f32's machine epsilon instead of f64's, as
+/// scikit-learn clips it for float32 data. A direction the data do not span
+/// (rank-deficient data: `S` at rounding level) then gives values of the
+/// order of the rounding, not f32 rounding noise divided by 2.2e-16 (values
+/// of 1e9 where scikit-learn's are of order 1). Other conventions add eps
+/// under the root and are returned as they are.
+fn f32_forward(model: &Pipeline) -> std::borrow::Cow<'_, Pipeline> {
+    use crate::model::pca::Whitening;
+    match &model.pca {
+        Some(p) if p.convention == crate::Convention::Sklearn && p.whitening != Whitening::None => {
+            let floor = f64::from(f32::EPSILON).powi(2);
+            let mut q = p.clone();
+            q.explained_variance.mapv_inplace(|v| v.max(floor));
+            std::borrow::Cow::Owned(Pipeline {
+                options: model.options,
+                standardizer: model.standardizer.clone(),
+                pca: Some(q),
+                state: PipelineState::new(model.n_features(), false),
+            })
+        }
+        _ => std::borrow::Cow::Borrowed(model),
     }
 }
 
@@ -1092,16 +1118,16 @@ pub fn transform_dataset<W: std::io::Write + Send>(
     match device {
         // f32 input written as f64 is computed in f64 (exact widening).
         Device::Cpu => {
-            let parts = if inverse {
-                model.inverse_parts()
-            } else {
-                model.transform_parts()
+            let f32_all = (ds.dtype(), out.dtype()) == (Dtype::F32, Dtype::F32);
+            let parts = match (inverse, f32_all) {
+                (true, _) => model.inverse_parts(),
+                (false, true) => f32_forward(model).transform_parts(),
+                (false, false) => model.transform_parts(),
             };
-            match (ds.dtype(), out.dtype()) {
-                (Dtype::F32, Dtype::F32) => {
-                    transform_host::<f32, W>(&parts, ds, chunk_rows, out, out_path, progress)
-                }
-                _ => transform_host::<f64, W>(&parts, ds, chunk_rows, out, out_path, progress),
+            if f32_all {
+                transform_host::<f32, W>(&parts, ds, chunk_rows, out, out_path, progress)
+            } else {
+                transform_host::<f64, W>(&parts, ds, chunk_rows, out, out_path, progress)
             }
         }
         Device::Gpu(gpu) => {
@@ -1326,7 +1352,7 @@ fn host_centered(
     let parts = if inverse {
         model.inverse_parts()
     } else {
-        model.transform_parts()
+        f32_forward(model).transform_parts()
     };
     let (center, bias, rest) = match parts {
         TransformParts::Elementwise {

@@ -2,8 +2,8 @@
 //! streamed fit, transform and statistic.
 //!
 //! [`Dataset::open`] takes `.npy` files (read in row ranges by
-//! [`crate::npy::NpyReader`], never whole) and CSV files (parsed
-//! whole: CSV is for small data), all with the same number of columns; their
+//! [`crate::npy::NpyReader`], never whole) and CSV files (read record by
+//! record by [`crate::csvfile::CsvFile`]), all with the same number of columns; their
 //! rows are one data set, in order. [`Dataset::for_each_chunk`] hands the rows
 //! to a closure a chunk at a time while a reader thread fills the next chunk,
 //! so reading overlaps the work, and memory holds two chunks whatever the
@@ -14,8 +14,9 @@ use std::sync::mpsc;
 
 use ndarray::{s, Array2, ArrayView2};
 
+use crate::csvfile::CsvFile;
 use crate::error::{Error, Result};
-use crate::io::{self, CsvOptions, Format, NonFinite, ReadOptions};
+use crate::io::{Format, NonFinite, ReadOptions};
 use crate::npy::{Dtype, NpyFloat, NpyReader};
 
 /// Bytes of one chunk by default (two are in flight): 32 MiB.
@@ -23,6 +24,7 @@ pub const DEFAULT_CHUNK_BYTES: usize = 32 << 20;
 
 enum Part {
     Npy(NpyReader),
+    Csv(Box<CsvFile>),
     Memory { path: PathBuf, data: Array2<f64> },
 }
 
@@ -30,6 +32,7 @@ impl Part {
     fn rows(&self) -> usize {
         match self {
             Part::Npy(r) => r.rows(),
+            Part::Csv(r) => r.rows(),
             Part::Memory { data, .. } => data.nrows(),
         }
     }
@@ -37,6 +40,7 @@ impl Part {
     fn cols(&self) -> usize {
         match self {
             Part::Npy(r) => r.cols(),
+            Part::Csv(r) => r.cols(),
             Part::Memory { data, .. } => data.ncols(),
         }
     }
@@ -44,6 +48,7 @@ impl Part {
     fn path(&self) -> &Path {
         match self {
             Part::Npy(r) => r.path(),
+            Part::Csv(r) => r.path(),
             Part::Memory { path, .. } => path,
         }
     }
@@ -51,6 +56,7 @@ impl Part {
     fn read<T: NpyFloat>(&mut self, start: usize, mut out: ndarray::ArrayViewMut2<T>) -> Result<()> {
         match self {
             Part::Npy(r) => r.read_rows(start, out),
+            Part::Csv(r) => r.read_rows(start, out),
             Part::Memory { path, data } => {
                 let src = data.slice(s![start..start + out.nrows(), ..]);
                 for ((i, j), v) in src.indexed_iter() {
@@ -73,6 +79,29 @@ impl Part {
     }
 }
 
+/// Refuses a data set gpuprep cannot compute on: no columns (numpy would
+/// hold 10^18 rows of nothing; scikit-learn refuses 0 features), or so many
+/// columns that the per-column state (about ten f64 per column) does not fit
+/// in memory, whatever a header claims.
+fn check_shape(op: &'static str, parts: &[Part], rows: usize, cols: usize) -> Result<()> {
+    let first = parts[0].path().display();
+    if cols == 0 {
+        return Err(Error::invalid(
+            op,
+            format!("{first} has {rows} rows of 0 columns: there is nothing to compute on"),
+        ));
+    }
+    crate::cpu::alloc::check_bytes(op, 80 * cols as u128).map_err(|_| {
+        Error::invalid(
+            op,
+            format!(
+                "{first} claims {cols} columns: the per-column statistics alone ({} bytes) do not fit in memory",
+                80 * cols as u128
+            ),
+        )
+    })
+}
+
 /// The rows of one or more files, read in chunks.
 pub struct Dataset {
     parts: Vec<Part>,
@@ -81,6 +110,7 @@ pub struct Dataset {
     dtype: Dtype,
     non_finite: NonFinite,
     op: &'static str,
+    names: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for Dataset {
@@ -117,28 +147,28 @@ impl Dataset {
         }
         let mut parts = Vec::with_capacity(paths.len());
         let mut f64_any = false;
+        let spec = options.csv_spec();
         for p in paths {
-            let part = match options.format.unwrap_or_else(|| Format::from_path(p)) {
+            let format = options.format.unwrap_or_else(|| Format::from_path(p));
+            if format == Format::Npy && options.columns.selects() {
+                return Err(Error::invalid(
+                    options.op,
+                    format!(
+                        "--usecols, --drop and --label choose CSV columns, and {} is read as .npy \
+                         (select its columns in numpy: x[:, cols])",
+                        p.display()
+                    ),
+                ));
+            }
+            let part = match format {
                 Format::Npy => {
                     let r = NpyReader::open(p)?;
                     f64_any |= r.dtype() == Dtype::F64;
                     Part::Npy(r)
                 }
                 Format::Csv => {
-                    let text = std::fs::read_to_string(p).map_err(|source| Error::Io {
-                        path: p.clone(),
-                        source,
-                    })?;
-                    let csv = CsvOptions {
-                        delimiter: options.delimiter,
-                        non_finite: options.non_finite,
-                        op: options.op,
-                    };
                     f64_any = true;
-                    Part::Memory {
-                        path: p.clone(),
-                        data: io::parse_csv(p, &text, &csv)?,
-                    }
+                    Part::Csv(Box::new(CsvFile::open(p, &spec)?))
                 }
             };
             parts.push(part);
@@ -151,7 +181,35 @@ impl Dataset {
                 format!("{} columns in {}", p.cols(), p.path().display()),
             ));
         }
-        let rows = parts.iter().map(Part::rows).sum();
+        // The names of the data set: those of the first file with a header;
+        // every other file with one must name the same columns.
+        let mut names: Option<(&Path, &[String])> = None;
+        for p in &parts {
+            let Part::Csv(f) = p else { continue };
+            let Some(n) = f.feature_names() else { continue };
+            match names {
+                None => names = Some((f.path(), n)),
+                Some((first, m)) if m != n => {
+                    let j = m.iter().zip(n).position(|(a, b)| a != b).unwrap_or(0);
+                    return Err(Error::invalid(
+                        options.op,
+                        format!(
+                            "{} and {} name their columns differently (column {}: {:?} and {:?}): \
+                             one data set has one set of columns",
+                            first.display(),
+                            f.path().display(),
+                            j + 1,
+                            m[j],
+                            n[j]
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        let names = names.map(|(_, n)| n.to_vec());
+        let rows: usize = parts.iter().map(Part::rows).sum();
+        check_shape(options.op, &parts, rows, cols)?;
         Ok(Dataset {
             parts,
             cols,
@@ -159,6 +217,7 @@ impl Dataset {
             dtype: if f64_any { Dtype::F64 } else { Dtype::F32 },
             non_finite: options.non_finite,
             op: options.op,
+            names,
         })
     }
 
@@ -175,7 +234,14 @@ impl Dataset {
             dtype,
             non_finite: NonFinite::Allow,
             op: "dataset",
+            names: None,
         }
+    }
+
+    /// The columns' names, from a CSV header (`None` for `.npy` input and
+    /// CSV without a header).
+    pub fn feature_names(&self) -> Option<&[String]> {
+        self.names.as_deref()
     }
 
     /// Rows of all files.
@@ -234,6 +300,20 @@ impl Dataset {
     ) -> Result<()> {
         let chunk_rows = chunk_rows.max(1);
         let cols = self.cols;
+        // Two chunks are in memory at once: refuse a chunk size the machine
+        // cannot hold before allocating it.
+        let longest = self.parts.iter().map(Part::rows).max().unwrap_or(0);
+        let bytes = 2 * chunk_rows.min(longest) as u128 * cols as u128 * T::DTYPE.size() as u128;
+        crate::cpu::alloc::check_bytes(self.op, bytes).map_err(|_| {
+            Error::invalid(
+                self.op,
+                format!(
+                    "chunks of {} rows x {cols} columns ({bytes} bytes, two in memory) do not fit in memory: \
+                     choose fewer rows per chunk",
+                    chunk_rows.min(longest)
+                ),
+            )
+        })?;
         let reject = self.non_finite == NonFinite::Reject;
         let op = self.op;
         let parts = &mut self.parts;

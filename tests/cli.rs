@@ -24,6 +24,9 @@ mod json;
 mod pipeline;
 #[path = "cli/readme.rs"]
 mod readme;
+#[cfg(unix)] // FIFOs, /dev/full, flock, sh
+#[path = "cli/robust.rs"]
+mod robust;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -321,6 +321,27 @@ fn a_matrix_of_another_context_is_refused() {
             "pca",
             outcome(|| gpuprep::Pca::fit(g, &y, &PcaOptions::default()).map(|_| ())),
         );
+        // An output of this context over the other's statistics buffer (the
+        // same device): the statistics are another context's, which is what
+        // is said (before: "the output must not share a buffer with an input").
+        let over = GpuMatrix::from_buffer_at(g, ost.buffer.buffer().clone(), ost.buffer.offset(), 2, 4);
+        if let Ok(over) = over {
+            refused(
+                "standardize into, stats of another context",
+                outcome(|| {
+                    g.run("t", |e| {
+                        ops::encode_standardize_into(
+                            g,
+                            e,
+                            &x.row_range(0..2)?,
+                            &ost,
+                            &over,
+                            &Default::default(),
+                        )
+                    })
+                }),
+            );
+        }
         let mut into = ops::ColumnStats::uninit(other, 4).unwrap();
         refused(
             "column_stats into",
@@ -367,4 +388,299 @@ fn cpu_allocations_that_cannot_be_made_are_errors_not_aborts() {
     let col = ndarray::ArrayView2::from_shape((200_000, 1).strides((0, 0)), &one).unwrap();
     let w = ndarray::Array2::<f64>::zeros((1, 200_000));
     assert!(huge(cpu::matmul(col, w.view(), &Default::default()).map(|_| ())));
+}
+
+/// A .npy file of version 1 with this header dictionary and data.
+fn raw_npy(path: &std::path::Path, dict: &str, data: &[u8]) {
+    let mut text = dict.to_string();
+    while !(10 + text.len() + 1).is_multiple_of(64) {
+        text.push(' ');
+    }
+    text.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(text.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(text.as_bytes());
+    bytes.extend_from_slice(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("gpuprep-robust-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn readers_check_a_headers_claim_before_allocating() {
+    use gpuprep::io::ReadOptions;
+    use gpuprep::stream::Dataset;
+    let dir = scratch("claims");
+    let wide = dir.join("wide.npy");
+    raw_npy(
+        &wide,
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 1000000000000000), }",
+        &[],
+    );
+    let empty = dir.join("empty.npy");
+    raw_npy(
+        &empty,
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000000000000, 0), }",
+        &[],
+    );
+    let one = dir.join("one.npy");
+    raw_npy(
+        &one,
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }",
+        &[0; 24],
+    );
+    for (path, says) in [
+        (&wide, "claims 1000000000000000 columns"),
+        (&empty, "0 columns"),
+        (&one, "1-D array"),
+    ] {
+        let e = outcome(|| Dataset::open(std::slice::from_ref(path), &ReadOptions::default()).map(|_| ()));
+        match e {
+            Ok(Err(e)) => assert!(e.to_string().contains(says), "{e}"),
+            other => panic!("{}: {other:?}", path.display()),
+        }
+    }
+    // Any rank (normcheck's reader): the claim against the file's size.
+    let t = dir.join("t.npy");
+    raw_npy(
+        &t,
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (100000, 100000, 100000), }",
+        &[0; 64],
+    );
+    let e = gpuprep::npy::read_array(&t).unwrap_err().to_string();
+    assert!(e.contains("truncated"), "{e}");
+    raw_npy(
+        &t,
+        "{'descr': '>f4', 'fortran_order': True, 'shape': (2, 1, 2), }",
+        &[1.0f32, 2.0, 3.0, 4.0]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect::<Vec<_>>(),
+    );
+    let (a, _) = gpuprep::npy::read_array(&t).unwrap();
+    assert_eq!(a.shape(), [2, 1, 2]);
+    assert_eq!(a.iter().copied().collect::<Vec<_>>(), [1.0, 3.0, 2.0, 4.0]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn experiments_that_make_no_work_are_refused() {
+    use gpuprep::model::init::Scheme;
+    use gpuprep::Activation;
+    let s = Scheme::kaiming_normal();
+    for (l, u, b) in [(2, 0, 4), (2, 4, 0), (0, 0, 4)] {
+        let r = cpu::init::lecture::activation_statistics(&s, Activation::Relu, l, u, b, 1);
+        assert!(matches!(r, Err(Error::InvalidArgument { .. })), "{r:?}");
+        let r = ops::init::lecture::activation_statistics(common::gpu(), &s, Activation::Relu, l, u, b, 1);
+        assert!(matches!(r, Err(Error::InvalidArgument { .. })), "{r:?}");
+    }
+}
+
+#[test]
+fn stale_temporaries_of_other_pid_spaces_are_kept() {
+    let dir = scratch("sweep");
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let names = [
+        format!(".y.npy.gpuprep-fedcba9876543210-{dead}-0.tmp"),
+        format!(".y.npy.gpuprep-{dead}-0.tmp"),
+    ];
+    for n in &names {
+        std::fs::write(dir.join(n), "").unwrap();
+    }
+    assert_eq!(gpuprep::io::remove_stale_temporaries(&dir), 0);
+    for n in &names {
+        assert!(dir.join(n).exists(), "{n}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_model_written_to_a_failing_writer_is_an_error_naming_it() {
+    use std::io::{Seek, SeekFrom, Write};
+    /// Accepts `room` bytes, then fails as a full disk does.
+    struct Full {
+        room: usize,
+        pos: u64,
+    }
+    impl Write for Full {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if self.room == 0 {
+                return Err(std::io::Error::from_raw_os_error(28));
+            }
+            let n = b.len().min(self.room);
+            self.room -= n;
+            self.pos += n as u64;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Seek for Full {
+        fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+            if let SeekFrom::Start(p) = to {
+                self.pos = p;
+            }
+            Ok(self.pos)
+        }
+    }
+    let x = common::normal(20, 3, 0.0, 1.0, 2).mapv(f64::from);
+    let model = gpuprep::Pipeline::fit(x.view(), &Default::default()).unwrap();
+    for room in [0, 100, 1000, 3000] {
+        let path = std::path::Path::new("model.npz");
+        let r = outcome(|| {
+            let mut npz = gpuprep::npz::NpzWriter::new(Full { room, pos: 0 }, path);
+            model.write_npz(&mut npz)?;
+            npz.finish().map(|_| ())
+        });
+        match r {
+            Ok(Err(Error::Io { path: p, .. })) => assert_eq!(p, path),
+            other => panic!("room {room}: {other:?}"),
+        }
+    }
+}
+
+/// Rank-deficient data whitened under scikit-learn's convention, the
+/// transform computed in f32 (on the GPU): the direction the data do not span
+/// has an eigenvalue at rounding level, and whitening's divisor is clipped at
+/// f32's epsilon (scikit-learn's rule for float32 data), so its values are of
+/// the order of the rounding, as scikit-learn's (before: f32 noise divided by
+/// f64's epsilon, about 1e9).
+#[test]
+fn rank_deficient_whitening_in_f32_stays_of_order_one() {
+    use gpuprep::{Convention, NComponents, Pipeline, PipelineOptions, Whitening};
+    let g = common::gpu();
+    let options = PipelineOptions {
+        center: true,
+        scale: false,
+        pca: Some(NComponents::All),
+        whitening: Whitening::Pca,
+        convention: Convention::Sklearn,
+        eps: None,
+    };
+    // A column that depends on the others: its eigenvalue is rounding
+    // noise of either sign (within eps * ||C||). Take data where the f64 fit
+    // gives one whose square root falls below f64's epsilon (a negative one
+    // is clipped there too), as the probe's did.
+    let (x, model) = (0..200)
+        .find_map(|seed| {
+            let mut x = common::normal(300, 3, 3.0, 2.0, seed).mapv(f64::from);
+            for mut r in x.rows_mut() {
+                r[2] = r[0] + 2.0 * r[1];
+            }
+            let model = Pipeline::fit(x.view(), &options).unwrap();
+            let s = model.pca.as_ref().unwrap().explained_variance[2];
+            (s.is_nan() || s.sqrt().is_nan() || s.sqrt() < f64::EPSILON).then_some((x, model))
+        })
+        .expect("no seed gives a null eigenvalue below epsilon^2");
+    let x32 = x.mapv(|v| v as f32);
+    let xg = GpuMatrix::upload(g, x32.view()).unwrap();
+    let y = model
+        .to_gpu(g)
+        .unwrap()
+        .transform(g, &xg)
+        .unwrap()
+        .download(g)
+        .unwrap();
+    let worst = y.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(
+        worst.is_finite() && worst < 1e3,
+        "largest whitened value {worst:e}"
+    );
+    // The spanned directions are whitened as on the CPU in f64.
+    let want = model.transform(x.view()).unwrap();
+    for j in 0..2 {
+        let col = y.column(j).mapv(f64::from);
+        let err = (&col - &want.column(j))
+            .iter()
+            .fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(err < 1e-4, "component {j}: {err:e}");
+    }
+}
+
+#[test]
+fn read_matrix_checks_the_claim_and_refuses_1d() {
+    use gpuprep::io::{read_matrix, read_npy_matrix, ReadOptions};
+    let dir = scratch("read-matrix");
+    let big = dir.join("big.npy");
+    raw_npy(
+        &big,
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000, 1000000000), }",
+        &[0; 64],
+    );
+    let one = dir.join("one.npy");
+    raw_npy(
+        &one,
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }",
+        &[0; 24],
+    );
+    for (p, says) in [(&big, "truncated"), (&one, "1-D array")] {
+        let e = outcome(|| read_npy_matrix(p).map(|_| ()));
+        assert!(matches!(&e, Ok(Err(e)) if e.to_string().contains(says)), "{e:?}");
+        let e = outcome(|| read_matrix(p, &ReadOptions::default()).map(|_| ()));
+        assert!(matches!(&e, Ok(Err(e)) if e.to_string().contains(says)), "{e:?}");
+    }
+    let ok = dir.join("ok.npy");
+    raw_npy(
+        &ok,
+        "{'descr': '>f8', 'fortran_order': True, 'shape': (2, 2), }",
+        &[1.0f64, 2.0, 3.0, 4.0]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        read_npy_matrix(&ok).unwrap(),
+        ndarray::array![[1.0f32, 3.0], [2.0, 4.0]]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(unix)]
+#[test]
+fn output_sets_write_through_links_and_fifos() {
+    use gpuprep::io::OutputSet;
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    let dir = scratch("outputs");
+    let y = ndarray::arr2(&[[1.0f32, 2.0], [3.0, 4.0]]);
+    // A symbolic link: written at its target, the link kept.
+    std::fs::write(dir.join("target.npy"), b"old").unwrap();
+    std::os::unix::fs::symlink("target.npy", dir.join("link.npy")).unwrap();
+    // A FIFO: written straight through to its reader.
+    let fifo = dir.join("y.fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            std::fs::File::open(fifo).unwrap().read_to_end(&mut v).unwrap();
+            v
+        })
+    };
+    let mut set = OutputSet::new();
+    set.write_npy(&dir.join("link.npy"), &y).unwrap();
+    set.write_npy(&fifo, &y).unwrap();
+    set.commit().unwrap();
+    let through = reader.join().unwrap();
+    assert_eq!(through, std::fs::read(dir.join("target.npy")).unwrap());
+    let back: ndarray::Array2<f32> = ndarray_npy::read_npy(dir.join("target.npy")).unwrap();
+    assert_eq!(back, y);
+    assert!(std::fs::symlink_metadata(dir.join("link.npy"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -18,3 +18,13 @@ pub use column_stats::{column_stats, column_stats_with};
 pub use covariance::covariance;
 pub use matmul::{matmul, MatmulOptions};
 pub use standardize::standardize;
+
+/// Checks that `bytes` bytes of host memory can be allocated now (the
+/// system's available memory, a cgroup's limit, the allocator's answer), so
+/// a caller sizing buffers from user input can refuse before it allocates.
+///
+/// # Errors
+/// [`crate::Error::ExceedsLimit`] naming `op`.
+pub fn check_host_bytes(op: &'static str, bytes: u128) -> crate::Result<()> {
+    alloc::check_bytes(op, bytes)
+}

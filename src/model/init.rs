@@ -781,3 +781,21 @@ pub fn experiment_input_rng(seed: u64) -> Philox {
 pub fn experiment_weight_rng(seed: u64, layer: usize) -> Philox {
     Philox::with_stream(seed, layer as u64)
 }
+
+/// Refuses an activation-statistics experiment whose layers would be
+/// statistics of nothing: no units or no rows. (No layers is an empty
+/// table, not an error.)
+///
+/// # Errors
+/// [`crate::Error::InvalidArgument`] naming the argument.
+pub fn check_experiment(op: &'static str, units: usize, batch: usize) -> crate::Result<()> {
+    for (name, v) in [("units", units), ("batch", batch)] {
+        if v == 0 {
+            return Err(crate::Error::InvalidArgument {
+                op,
+                reason: format!("{name} must be at least 1: there is no network to measure"),
+            });
+        }
+    }
+    Ok(())
+}

@@ -358,7 +358,7 @@ impl ColumnMoments {
     /// # Errors
     /// [`Error::Io`] when the writer fails.
     pub fn save_npz<W: Write + Seek>(&self, npz: &mut NpzWriter<W>, prefix: &str) -> Result<()> {
-        npz.i64(&format!("{prefix}count"), self.count as i64)?;
+        npz.i64(&format!("{prefix}count"), saved_count(self.count)?)?;
         for (field, a) in [
             ("mean", &self.mean),
             ("m2", &self.m2),
@@ -491,7 +491,7 @@ impl CoMoments {
     /// # Errors
     /// [`Error::Io`] when the writer fails.
     pub fn save_npz<W: Write + Seek>(&self, npz: &mut NpzWriter<W>, prefix: &str) -> Result<()> {
-        npz.i64(&format!("{prefix}count"), self.count as i64)?;
+        npz.i64(&format!("{prefix}count"), saved_count(self.count)?)?;
         npz.f64s(&format!("{prefix}mean"), &self.mean)?;
         npz.f64s(&format!("{prefix}comoment"), &self.comoment)
     }
@@ -528,6 +528,23 @@ impl CoMoments {
             comoment,
         })
     }
+}
+
+/// A row count as the `.npz` stores it (int64, numpy's default integer).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a count beyond `i64::MAX` (it would be
+/// written negative, and refused on load).
+pub(crate) fn saved_count(count: u64) -> Result<i64> {
+    i64::try_from(count).map_err(|_| {
+        Error::invalid(
+            "save",
+            format!(
+                "a count of {count} rows is beyond what a model file holds (int64: {})",
+                i64::MAX
+            ),
+        )
+    })
 }
 
 #[cfg(test)]

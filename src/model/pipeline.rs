@@ -307,8 +307,21 @@ impl PipelineState {
                 ),
             ));
         }
-        if self.count().checked_add(other.count()).is_none() {
-            return Err(Error::invalid(OP, "the merged row count overflows"));
+        // Counts are saved as int64 (numpy's integer): the sum must fit it.
+        if self
+            .count()
+            .checked_add(other.count())
+            .is_none_or(|n| n > i64::MAX as u64)
+        {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "the merged row count {} + {} overflows (a model holds at most {} rows)",
+                    self.count(),
+                    other.count(),
+                    i64::MAX
+                ),
+            ));
         }
         let names = match (&self.feature_names, &other.feature_names) {
             (a, b) if a == b => a.clone(),

@@ -319,8 +319,12 @@ fn interrupt_a_large_write(dir: &Path, signal: &str) -> Option<i32> {
         .spawn()
         .unwrap();
     let start = Instant::now();
-    let tag = format!(".gpuprep-{}-", child.id());
-    while !temporaries(dir).iter().any(|n| n.contains(&tag)) {
+    // `.NAME.gpuprep-HOST-PID-SEQ.tmp`
+    let tag = format!("-{}-", child.id());
+    while !temporaries(dir)
+        .iter()
+        .any(|n| n.contains(".gpuprep-") && n.contains(&tag))
+    {
         if child.try_wait().unwrap().is_some() || start.elapsed() > Duration::from_secs(60) {
             child.wait().unwrap();
             return None;
@@ -369,18 +373,28 @@ fn temporaries_of_killed_processes_are_removed_by_the_next_write() {
         }
     }
     assert!(killed, "the write finished before SIGKILL landed, three times");
-    assert_eq!(temporaries(&dir).len(), 1, "{:?}", names(&dir));
+    let left = temporaries(&dir);
+    assert_eq!(left.len(), 1, "{:?}", names(&dir));
+    // Its name says which boot and PID namespace wrote it (the same as ours).
+    let space = left[0]
+        .rsplit_once(".gpuprep-")
+        .unwrap()
+        .1
+        .split('-')
+        .next()
+        .unwrap()
+        .to_string();
     // ... as would another (a PID no longer running: a child that has exited and been reaped) ...
     let mut child = std::process::Command::new("true").spawn().unwrap();
     let dead = child.id();
     child.wait().unwrap();
     std::fs::write(
-        dir.join(format!(".m.npz.gpuprep-{dead}-3.tmp")),
+        dir.join(format!(".m.npz.gpuprep-{space}-{dead}-3.tmp")),
         "left by a killed process",
     )
     .unwrap();
     // ... while one of a running process (this test) and a file that only looks alike are kept.
-    let live = dir.join(format!(".w.npy.gpuprep-{}-0.tmp", std::process::id()));
+    let live = dir.join(format!(".w.npy.gpuprep-{space}-{}-0.tmp", std::process::id()));
     std::fs::write(&live, "being written").unwrap();
     std::fs::write(dir.join(".notes.tmp"), "").unwrap();
     std::fs::write(dir.join(".x.gpuprep-12x-0.tmp"), "").unwrap();

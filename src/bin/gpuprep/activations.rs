@@ -20,16 +20,16 @@ use crate::common::{gpu_or_cpu, Device};
 #[derive(clap::Args)]
 pub struct ActivationsArgs {
     /// Fully connected layers.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     layers: usize,
     /// Units per layer (and input features).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, allow_negative_numbers = true)]
     units: usize,
     /// Input rows.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, allow_negative_numbers = true)]
     batch: usize,
     /// Philox seed of the weights and the input.
-    #[arg(long, default_value_t = 231)]
+    #[arg(long, default_value_t = 231, allow_negative_numbers = true)]
     seed: u64,
     /// Where to run the network (the CPU twin always runs, for the comparison).
     #[arg(long, value_enum, default_value = "gpu")]
@@ -38,6 +38,27 @@ pub struct ActivationsArgs {
 
 /// Prints the two tables (tanh, ReLU), and on the GPU the largest difference from the twin.
 pub fn run(a: ActivationsArgs) -> gpuprep::Result<()> {
+    let invalid = |reason: String| gpuprep::Error::InvalidArgument {
+        op: "activations",
+        reason,
+    };
+    for (flag, v) in [("--layers", a.layers), ("--units", a.units), ("--batch", a.batch)] {
+        if v == 0 {
+            return Err(invalid(format!(
+                "{flag} must be at least 1: there is no network to measure"
+            )));
+        }
+    }
+    // The weights (units x units), the activations (batch x units) and the
+    // twin's f64 copies, before anything is allocated.
+    let (l, u, b) = (a.layers as u128, a.units as u128, a.batch as u128);
+    let bytes = 8 * (2 * u * u + 4 * b * u) + 8 * l;
+    gpuprep::cpu::check_host_bytes("activations", bytes).map_err(|_| {
+        invalid(format!(
+            "--units {} --batch {} needs about {bytes} bytes of host memory, more than this machine has available",
+            a.units, a.batch
+        ))
+    })?;
     let gpu = gpu_or_cpu(a.device);
     let schemes = [
         ("0.01 * randn", Scheme::SmallRandom),
@@ -45,18 +66,21 @@ pub fn run(a: ActivationsArgs) -> gpuprep::Result<()> {
         ("He: randn * sqrt(2/n)", Scheme::kaiming_normal()),
     ];
     let device = if gpu.is_some() { "GPU" } else { "CPU twin (f64)" };
-    println!(
+    outln!(
         "{} layers of {} units, {} unit-gaussian inputs, seed {}, on the {device}",
-        a.layers, a.units, a.batch, a.seed
+        a.layers,
+        a.units,
+        a.batch,
+        a.seed
     );
     let mut worst = 0.0f64;
     for act in [Activation::Tanh, Activation::Relu] {
-        println!("\n{act:?}: mean / std of each layer's activations");
-        print!("{:>5}", "layer");
+        outln!("\n{act:?}: mean / std of each layer's activations");
+        out!("{:>5}", "layer");
         for (name, _) in &schemes {
-            print!(" | {name:^23}");
+            out!(" | {name:^23}");
         }
-        println!();
+        outln!();
         let mut tables: Vec<Vec<LayerStats>> = Vec::new();
         for (_, s) in &schemes {
             let twin = activation_statistics(s, act, a.layers, a.units, a.batch, a.seed)?;
@@ -75,15 +99,15 @@ pub fn run(a: ActivationsArgs) -> gpuprep::Result<()> {
             tables.push(shown);
         }
         for l in 0..a.layers {
-            print!("{:>5}", l + 1);
+            out!("{:>5}", l + 1);
             for t in &tables {
-                print!(" | {:>+11.3e} {:>11.3e}", t[l].mean, t[l].std);
+                out!(" | {:>+11.3e} {:>11.3e}", t[l].mean, t[l].std);
             }
-            println!();
+            outln!();
         }
     }
     if gpu.is_some() {
-        println!("\nlargest GPU - CPU twin difference, relative to each layer's std: {worst:.2e}");
+        outln!("\nlargest GPU - CPU twin difference, relative to each layer's std: {worst:.2e}");
     }
     Ok(())
 }

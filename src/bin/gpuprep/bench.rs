@@ -53,16 +53,16 @@ enum Work {
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Rows N.
-    #[arg(long, default_value_t = 65_536)]
+    #[arg(long, default_value_t = 65_536, allow_negative_numbers = true)]
     rows: usize,
     /// Columns D.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, allow_negative_numbers = true)]
     cols: usize,
     /// Ops recorded per submit (fewer for an op whose reps would take over 0.25 s).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = crate::common::parse_count)]
     reps: usize,
     /// Submits timed (median reported).
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 7, allow_negative_numbers = true, value_parser = crate::common::parse_count)]
     trials: usize,
     /// Skip the CPU column (for shapes where it is slow).
     #[arg(long)]
@@ -158,7 +158,28 @@ fn ms(v: Option<f64>) -> String {
 
 /// Measures every row and prints the table or the JSON (at least one rep and
 /// one trial).
+/// Refuses sizes that make no work or that the host cannot hold, before
+/// anything is allocated: the bench keeps a few copies of the `rows x cols`
+/// data (f32 and f64) and a few `cols x cols` matrices.
+fn check_sizes(a: &BenchArgs) -> gpuprep::Result<()> {
+    let invalid = |reason: String| gpuprep::Error::InvalidArgument { op: "bench", reason };
+    for (flag, v) in [("--rows", a.rows), ("--cols", a.cols)] {
+        if v == 0 {
+            return Err(invalid(format!("{flag} must be at least 1")));
+        }
+    }
+    let (n, d) = (a.rows as u128, a.cols as u128);
+    let bytes = n * d * 8 * 6 + d * d * 8 * 6;
+    gpuprep::cpu::check_host_bytes("bench", bytes).map_err(|_| {
+        invalid(format!(
+            "--rows {} --cols {} needs about {bytes} bytes of host memory, more than this machine has available",
+            a.rows, a.cols
+        ))
+    })
+}
+
 pub fn run(mut a: BenchArgs) -> gpuprep::Result<()> {
+    check_sizes(&a)?;
     a.reps = a.reps.max(1);
     a.trials = a.trials.max(1);
     let gpu = Gpu::new()?;
@@ -568,34 +589,44 @@ pub fn run(mut a: BenchArgs) -> gpuprep::Result<()> {
             "ops": rows,
             "checks": checks,
         });
-        println!("{doc:#}");
+        outln!("{doc:#}");
         return Ok(());
     }
 
-    println!(
+    outln!(
         "adapter: {} ({:?}, {:?})",
-        info.name, info.backend, info.device_type
+        info.name,
+        info.backend,
+        info.device_type
     );
-    println!(
+    outln!(
         "shape: {n} x {d} f32 ({:.1} MiB); GPU: median of {} submits of {} reps, {clock}; \
          round trip: upload + op + readback, wall clock",
         bytes / 1048576.0,
         a.trials,
         a.reps
     );
-    println!(
+    outln!(
         "device copy (shader): {:.3} ms, {copy_gbs:.1} GB/s (read + write)",
         copy_s * 1e3
     );
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:<24} {:>13} {:>10} {:>6} {:>10} {:>8} {:>11} {:>16} {:>8}",
-        "op", "shape", "CPU ms", "path", "GPU ms", "CPU/GPU", "trip ms", "GPU rate", "of copy"
+        "op",
+        "shape",
+        "CPU ms",
+        "path",
+        "GPU ms",
+        "CPU/GPU",
+        "trip ms",
+        "GPU rate",
+        "of copy"
     );
     for r in &rows {
         let (rate, unit, of_copy) = r.rate(copy_gbs, (n, d));
         let rate = format!("{:.*} {unit}", if rate < 10.0 { 2 } else { 0 }, rate);
-        println!(
+        outln!(
             "{:<24} {:>13} {:>10} {:>6} {:>10.4} {:>8} {:>11} {rate:>16} {:>8}",
             r.op,
             format!("{}x{}", r.shape.0, r.shape.1),
@@ -607,9 +638,9 @@ pub fn run(mut a: BenchArgs) -> gpuprep::Result<()> {
             of_copy.map_or("-".into(), |f| format!("{:.0}%", 100.0 * f)),
         );
     }
-    println!();
+    outln!();
     for (op, what, v) in checks {
-        println!("{op}: {what} {v:.1e}");
+        outln!("{op}: {what} {v:.1e}");
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use clap::ValueEnum;
+use gpuprep::csvfile::{ColumnRef, CsvColumns, DEFAULT_MAX_LINE_BYTES};
 use gpuprep::io::{Delimiter, Format, NonFinite, ReadOptions};
 use gpuprep::Gpu;
 
@@ -29,25 +30,25 @@ pub fn gpu_or_cpu(device: Device) -> Option<Gpu> {
     }
     match Gpu::new() {
         Ok(g) if device == Device::Auto && g.adapter_info().device_type == gpuprep::wgpu::DeviceType::Cpu => {
-            eprintln!(
+            crate::output::note(&format!(
                 "gpuprep: {} is a software adapter (the CPU in disguise): computing on the CPU path, \
                  which is faster there (--device gpu to use the adapter anyway)",
                 g.adapter_name()
-            );
+            ));
             None
         }
         Ok(g) => {
             if device == Device::Auto {
-                eprintln!(
+                crate::output::note(&format!(
                     "gpuprep: computing on {} (--device cpu for the CPU path)",
                     g.adapter_name()
-                );
+                ));
             }
             Some(g)
         }
         Err(e) => {
-            eprintln!("gpuprep: {e}");
-            eprintln!("gpuprep: running on the CPU path instead");
+            crate::output::note(&format!("gpuprep: {e}"));
+            crate::output::note("gpuprep: running on the CPU path instead");
             None
         }
     }
@@ -60,7 +61,7 @@ pub enum FormatArg {
     Auto,
     /// numpy's .npy (f32 or f64, C or Fortran order).
     Npy,
-    /// Numbers separated by --delimiter, one row per line; a first line without numbers is a header.
+    /// Numbers separated by --delimiter, one row per line, "quoted" fields; a first line without numbers is a header.
     Csv,
 }
 
@@ -73,6 +74,43 @@ pub struct InputFormat {
     /// CSV field delimiter: one character (default ","), "tab", or "whitespace" (runs of spaces and tabs).
     #[arg(long, value_parser = parse_delimiter)]
     delimiter: Option<Delimiter>,
+    /// CSV: only these columns, in this order: header names or positions
+    /// counted from 0, comma-separated (quote a name with a comma: 'a,"b,c"').
+    #[arg(long, value_name = "COLS", value_parser = parse_columns)]
+    usecols: Option<ColumnList>,
+    /// CSV: leave these columns out (names or positions from 0, comma-separated).
+    #[arg(long, value_name = "COLS", value_parser = parse_columns)]
+    drop: Option<ColumnList>,
+    /// CSV: the label (target) column, kept out of the features (a name or a position from 0).
+    #[arg(long, value_name = "COL", value_parser = parse_column)]
+    label: Option<ColumnRef>,
+    /// CSV: the longest line read, in bytes (one line is held in memory at a time).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_LINE_BYTES, allow_negative_numbers = true)]
+    max_line_bytes: usize,
+}
+
+/// A count of at least 1 (a size argument that makes work).
+pub fn parse_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a count (a whole number, at least 1)")),
+    }
+}
+
+/// A comma-separated list of columns (one CSV record).
+#[derive(Clone, Debug)]
+pub struct ColumnList(Vec<ColumnRef>);
+
+fn parse_columns(s: &str) -> Result<ColumnList, String> {
+    ColumnRef::parse_list(s).map(ColumnList)
+}
+
+fn parse_column(s: &str) -> Result<ColumnRef, String> {
+    match ColumnRef::parse_list(s)?.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(format!("{s:?}: one column (a name or a position from 0)")),
+    }
 }
 
 fn parse_delimiter(s: &str) -> Result<Delimiter, String> {
@@ -83,9 +121,11 @@ fn parse_delimiter(s: &str) -> Result<Delimiter, String> {
     }
     let mut chars = s.chars();
     match (chars.next(), chars.next()) {
-        (Some(c), None) if !(c.is_alphanumeric() || "+-.#\"".contains(c)) => Ok(Delimiter::Char(c)),
+        (Some(c), None) if c.is_ascii() && !(c.is_alphanumeric() || "+-.#\"\r\n".contains(c)) => {
+            Ok(Delimiter::Char(c))
+        }
         _ => Err(format!(
-            "{s:?}: expected one character that cannot be part of a number (, ; | ...), \"tab\" or \"whitespace\""
+            "{s:?}: expected one ASCII character that cannot be part of a number (, ; | ...), \"tab\" or \"whitespace\""
         )),
     }
 }
@@ -115,11 +155,23 @@ impl InputFormat {
                 });
             }
         }
+        if self.max_line_bytes == 0 {
+            return Err(gpuprep::Error::InvalidArgument {
+                op,
+                reason: "--max-line-bytes must be at least 1".into(),
+            });
+        }
         Ok(ReadOptions {
             format: forced,
             delimiter: self.delimiter.unwrap_or_default(),
             non_finite,
             op,
+            columns: CsvColumns {
+                usecols: self.usecols.clone().map(|c| c.0),
+                drop: self.drop.clone().map(|c| c.0).unwrap_or_default(),
+                label: self.label.clone(),
+                max_line_bytes: self.max_line_bytes,
+            },
         })
     }
 }
@@ -134,7 +186,7 @@ pub fn remove_temporaries_on_signals() {
     let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("gpuprep: warning: cannot watch for SIGINT / SIGTERM ({e}): an interrupted write may leave a temporary file");
+            crate::output::note(&format!("gpuprep: warning: cannot watch for SIGINT / SIGTERM ({e}): an interrupted write may leave a temporary file"));
             return;
         }
     };
@@ -144,13 +196,17 @@ pub fn remove_temporaries_on_signals() {
             if let Some(signal) = signals.forever().next() {
                 let removed = gpuprep::io::remove_temporaries();
                 let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
-                eprintln!("gpuprep: {name}: stopped; removed {removed} temporary file(s), no output written");
+                crate::output::note(&format!(
+                    "gpuprep: {name}: stopped; removed {removed} temporary file(s), no output written"
+                ));
                 // _exit: no at-exit handlers run while other threads may still be inside the driver.
                 signal_hook::low_level::exit(128 + signal);
             }
         });
     if let Err(e) = watcher {
-        eprintln!("gpuprep: warning: cannot watch for SIGINT / SIGTERM ({e})");
+        crate::output::note(&format!(
+            "gpuprep: warning: cannot watch for SIGINT / SIGTERM ({e})"
+        ));
     }
 }
 
@@ -167,7 +223,7 @@ pub struct StreamArgs {
     pub device: Device,
     /// Rows per chunk read and computed at a time (default: about 32 MiB of data;
     /// two chunks are in memory at once, whatever the file's size).
-    #[arg(long, value_name = "ROWS")]
+    #[arg(long, value_name = "ROWS", allow_negative_numbers = true, value_parser = parse_count)]
     pub chunk_rows: Option<usize>,
     /// No progress bar.
     #[arg(long, short)]

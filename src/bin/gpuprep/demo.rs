@@ -123,7 +123,7 @@ impl Table {
         gpu_ms: Option<f64>,
         diff: Option<f64>,
     ) {
-        eprintln!("  done: {step}");
+        noteln!("  done: {step}");
         self.0.push(Row {
             step: step.to_string(),
             shape,
@@ -135,13 +135,17 @@ impl Table {
 
     fn print(&self) {
         let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
-        println!(
+        outln!(
             "\n{:<44} {:>16} {:>11} {:>11} {:>10}",
-            "step", "shape", "CPU ms", "GPU ms", "rel diff"
+            "step",
+            "shape",
+            "CPU ms",
+            "GPU ms",
+            "rel diff"
         );
-        println!("{}", "-".repeat(96));
+        outln!("{}", "-".repeat(96));
         for r in &self.0 {
-            println!(
+            outln!(
                 "{:<44} {:>16} {:>11} {:>11} {:>10}",
                 r.step,
                 r.shape,
@@ -150,7 +154,7 @@ impl Table {
                 r.diff.map_or("-".to_string(), |d| format!("{d:.1e}"))
             );
         }
-        println!(
+        outln!(
             "CPU: the f64 twin; GPU: f32 on the adapter, wall clock after a warm-up, until the \
              result is on the device (the\nfit rows include reading back the covariance). rel diff: \
              max |GPU - CPU| / max |CPU| over the output."
@@ -282,13 +286,13 @@ pub fn run(args: DemoArgs) -> Result<()> {
     match g {
         Some(g) => {
             let i = g.adapter_info();
-            println!("adapter: {} ({:?}, {:?})", i.name, i.backend, i.device_type);
+            outln!("adapter: {} ({:?}, {:?})", i.name, i.backend, i.device_type);
         }
         None if args.device == Device::Cpu => {
-            println!("--device cpu: every step runs on the f64 CPU twin only (the GPU column stays empty)")
+            outln!("--device cpu: every step runs on the f64 CPU twin only (the GPU column stays empty)")
         }
         None => {
-            println!("no GPU adapter: every step runs on the f64 CPU twin only (the GPU column stays empty)")
+            outln!("no GPU adapter: every step runs on the f64 CPU twin only (the GPU column stays empty)")
         }
     }
     std::fs::create_dir_all(&args.out).map_err(|source| gpuprep::Error::Io {
@@ -299,7 +303,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
 
     // The digits.
     let (x, labels) = data::digits()?;
-    println!(
+    outln!(
         "gpuprep demo: the digits data ({} images of 8x8 pixels, {} classes; UCI, CC BY 4.0)",
         x.nrows(),
         labels.iter().collect::<std::collections::BTreeSet<_>>().len()
@@ -326,7 +330,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         diff,
     );
     let constant = summary.std.iter().filter(|&&s| s == 0.0).count();
-    println!("{constant} pixels are constant (std 0): standardize scales them by 1, not inf");
+    outln!("{constant} pixels are constant (std 0): standardize scales them by 1, not inf");
 
     let opts = StandardizeOptions::default();
     let (z_cpu, cpu_ms) = cpu_timed(|| cpu::standardize(x.view(), &summary, opts))?;
@@ -379,10 +383,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
     // Natural-image patches.
     let xp = patches::patches(&photos, sizes.patch, sizes.stride);
     let (n, d) = xp.dim();
-    println!(
+    outln!(
         "image patches: {n} patches of {0}x{0}x3 = {d} values at stride {1} from data/china.jpg and \
          data/flower.jpg (CC BY 2.0)",
-        sizes.patch, sizes.stride
+        sizes.patch,
+        sizes.stride
     );
     let shape = format!("{n} x {d}");
     let (psum, cpu_ms) = cpu_timed(|| cpu::column_stats(xp.view(), 0))?;
@@ -530,11 +535,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
         first_layers,
         curves,
     };
-    println!("\nfigures:");
+    outln!("\nfigures:");
     for path in figures::all(&args.out, &results)? {
-        println!("  {}", path.display());
+        outln!("  {}", path.display());
     }
-    println!("demo wall time {:.1} s", wall.elapsed().as_secs_f64());
+    outln!("demo wall time {:.1} s", wall.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -549,7 +554,7 @@ fn demo_pca_text(gpu: Option<&Gpu>, x: &Array2<f32>, full: &PcaModel, table: &mu
         .take(8)
         .map(|r| format!("{r:.3}"))
         .collect();
-    println!(
+    outln!(
         "PCA of the digits: explained variance ratio of the first 8 components: {}",
         top.join(" ")
     );
@@ -558,7 +563,7 @@ fn demo_pca_text(gpu: Option<&Gpu>, x: &Array2<f32>, full: &PcaModel, table: &mu
         let k = gpuprep::model::pca::select_components(full.eigenvalues.view(), NComponents::Fraction(f))?;
         line += &format!("  {:.0}% -> {k}", f * 100.0);
     }
-    println!("{line} (of {})", x.ncols());
+    outln!("{line} (of {})", x.ncols());
     for (name, whitening) in [("PCA", Whitening::Pca), ("ZCA", Whitening::Zca)] {
         let opts = PcaOptions {
             n_components: NComponents::Fraction(0.99),
@@ -584,7 +589,7 @@ fn demo_pca_text(gpu: Option<&Gpu>, x: &Array2<f32>, full: &PcaModel, table: &mu
             .take(k)
             .map(|v| (v - 1.0).abs())
             .fold(0.0, f64::max);
-        println!(
+        outln!(
             "  {name} whitening ({where_}): {} x {}; the top {k} eigenvalues of its covariance are 1 within {worst:.1e}",
             y.nrows(),
             y.ncols()
@@ -923,13 +928,13 @@ fn mlp_runs(
         gpu.is_some().then_some(total),
         None,
     );
-    println!(
+    outln!(
         "\nthe MLP (64-128-64-10, batch 128, SGD momentum 0.9) after {} epochs:",
         sizes.epochs
     );
     for (name, bn, r) in &curves {
         if let Some(r) = r.last() {
-            println!(
+            outln!(
                 "  {name:<16} {:<14} loss {:.4}  train accuracy {:.3}  test accuracy {:.3}",
                 if *bn { "batch norm" } else { "no batch norm" },
                 r.loss,
@@ -939,7 +944,7 @@ fn mlp_runs(
         }
     }
     if let Some(r) = last {
-        println!(
+        outln!(
             "  {:<16} {:<14} loss {:.4}  train accuracy {:.3}  test accuracy {:.3}  (every hidden unit the same)",
             "constant 0.05", "no batch norm", r.loss, r.train_accuracy, r.test_accuracy
         );

@@ -7,6 +7,7 @@ use gpuprep::io::{self, NonFinite};
 use gpuprep::stream::Dataset;
 
 use crate::common::{InputFormat, StreamArgs};
+use crate::output;
 use crate::steps::{self, StepArgs};
 
 /// Fits standardize / PCA / whitening on a data set (several files are one data
@@ -36,10 +37,15 @@ pub fn run(a: FitArgs) -> gpuprep::Result<()> {
     let read = a.format.options("fit", &a.inputs, NonFinite::Reject)?;
     let mut ds = Dataset::open(&a.inputs, &read)?;
     let gpu = steps::device(a.stream.device);
-    let model = steps::fit(&mut ds, &options, &gpu, &a.stream)?;
+    let mut model = steps::fit(&mut ds, &options, &gpu, &a.stream)?;
+    model.state.feature_names = ds.feature_names().map(<[String]>::to_vec);
     let mut out = io::OutputSet::new();
     out.write_with(&a.output, |tmp| model.save(tmp))?;
     out.commit()?;
-    eprintln!("wrote {}: {}", a.output.display(), steps::describe(&model));
+    output::note(&format!(
+        "wrote {}: {}",
+        a.output.display(),
+        steps::describe(&model)
+    ));
     Ok(())
 }

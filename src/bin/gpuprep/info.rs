@@ -9,72 +9,82 @@ pub struct InfoArgs {}
 /// Prints every adapter wgpu finds, then the chosen one's limits and the features gpuprep uses.
 pub fn run(_: InfoArgs) -> gpuprep::Result<()> {
     let all = gpuprep::gpu::enumerate_adapters();
-    println!("adapters found: {}", all.len());
+    outln!("adapters found: {}", all.len());
     for a in &all {
-        println!(
+        outln!(
             "  {} ({:?}, {:?}, driver {:?})",
-            a.name, a.backend, a.device_type, a.driver_info
+            a.name,
+            a.backend,
+            a.device_type,
+            a.driver_info
         );
     }
     let gpu = Gpu::new()?;
     let i = gpu.adapter_info();
     let l = gpu.limits();
-    println!("chosen: {} ({:?}, {:?})", i.name, i.backend, i.device_type);
-    println!("  max_buffer_size                    {}", l.max_buffer_size);
-    println!(
+    outln!("chosen: {} ({:?}, {:?})", i.name, i.backend, i.device_type);
+    outln!("  max_buffer_size                    {}", l.max_buffer_size);
+    outln!(
         "  min_storage_buffer_offset_align    {}",
         l.min_storage_buffer_offset_alignment
     );
-    println!(
+    outln!(
         "  max_storage_buffer_binding_size    {}",
         l.max_storage_buffer_binding_size
     );
-    println!(
+    outln!(
         "  max_compute_workgroup_storage_size {}",
         l.max_compute_workgroup_storage_size
     );
-    println!(
+    outln!(
         "  max_compute_invocations_per_wg     {}",
         l.max_compute_invocations_per_workgroup
     );
-    println!(
+    outln!(
         "  max_compute_workgroups_per_dim     {}",
         l.max_compute_workgroups_per_dimension
     );
-    println!(
+    outln!(
         "  subgroup size                      {}..{}",
-        i.subgroup_min_size, i.subgroup_max_size
+        i.subgroup_min_size,
+        i.subgroup_max_size
     );
-    println!(
+    outln!(
         "  features used: {:?}",
         gpu.features() & gpuprep::gpu::wanted_features()
     );
     match gpu.subgroup_sizes() {
-        Some((min, max)) => println!(
+        Some((min, max)) => outln!(
             "  {:<35}rows of up to {} elements (subgroups of {min}..{max})",
             "norm rows on subgroups",
             16 * min
         ),
-        None => println!("  {:<35}no (workgroup memory)", "norm rows on subgroups"),
+        None => outln!("  {:<35}no (workgroup memory)", "norm rows on subgroups"),
     }
     match gpu.loop_limit() {
-        Some(l) => println!(
+        Some(l) => outln!(
             "  {:<35}{l} iterations per invocation (a CPU adapter: work is cut to stay under half)",
             "loop limit"
         ),
-        None => println!("  {:<35}none known", "loop limit"),
+        None => outln!("  {:<35}none known", "loop limit"),
     }
     for (a, configs) in gpuprep::gpu::cooperative_matrix_configs() {
         if a.name != i.name || a.backend != i.backend {
             continue;
         }
         if configs.is_empty() {
-            println!("  {:<35}none offered", "cooperative matrices");
+            outln!("  {:<35}none offered", "cooperative matrices");
         }
         for c in configs {
-            println!(
+            outln!(
                 "  {:<35}{}x{}x{} {:?} x {:?} -> {:?}",
-                "cooperative matrix", c.m_size, c.n_size, c.k_size, c.ab_type, c.ab_type, c.cr_type
+                "cooperative matrix",
+                c.m_size,
+                c.n_size,
+                c.k_size,
+                c.ab_type,
+                c.ab_type,
+                c.cr_type
             );
         }
     }

@@ -348,7 +348,7 @@ pub fn run(a: InitArgs) -> gpuprep::Result<()> {
     let mean = w.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
     let var = w.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
     let nonzero = w.iter().filter(|&&v| v != 0.0).count();
-    eprintln!(
+    crate::output::note(&format!(
         "wrote {} ({:?} f32, {}, seed {}, stream {}, on {device}): mean {mean:.4e}, std {:.4e}, {nonzero} nonzero",
         a.output.display(),
         shape,
@@ -356,6 +356,6 @@ pub fn run(a: InitArgs) -> gpuprep::Result<()> {
         a.seed,
         a.stream,
         var.sqrt()
-    );
+    ));
     Ok(())
 }

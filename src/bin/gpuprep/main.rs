@@ -4,6 +4,9 @@
 //! statistics, then the lecture's PCA and PCA / ZCA whitening, GPU against the
 //! f64 CPU twin.
 
+#[macro_use]
+mod output;
+
 mod activations;
 mod bench;
 mod common;
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    output::init();
     let cli = Cli::parse();
     common::remove_temporaries_on_signals();
     let result = match cli.command {
@@ -75,10 +79,11 @@ fn main() -> ExitCode {
         Some(Command::Normcheck(a)) => normcheck::run(a),
         Some(Command::Bench(a)) => bench::run(a),
     };
-    match result {
+    // Results that could not be written are a failure too.
+    match result.and_then(|()| output::finish()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("gpuprep: error: {e}");
+            output::note(&format!("gpuprep: error: {e}"));
             ExitCode::FAILURE
         }
     }

@@ -77,6 +77,10 @@ pub fn run(a: MergeArgs) -> gpuprep::Result<()> {
     let mut out = io::OutputSet::new();
     out.write_with(&a.output, |tmp| merged.save(tmp))?;
     out.commit()?;
-    eprintln!("wrote {}: {}", a.output.display(), steps::describe(&merged));
+    crate::output::note(&format!(
+        "wrote {}: {}",
+        a.output.display(),
+        steps::describe(&merged)
+    ));
     Ok(())
 }

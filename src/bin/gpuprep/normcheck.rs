@@ -11,8 +11,6 @@
 //! GPU results are f32, CPU (f64 twin) results f64. The files of one run
 //! appear together or not at all (temporary files, then renames).
 
-use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use gpuprep::cpu::batchnorm::BatchNormCpu;
@@ -21,7 +19,6 @@ use gpuprep::model::norm::{check_eps, NormKind, NormPlan, NormShape, NormSummary
 use gpuprep::ops::{BatchNorm, Norm};
 use gpuprep::{io, Error, GpuMatrix};
 use ndarray::{Array1, Array2, ArrayD, IxDyn};
-use ndarray_npy::{ReadNpyError, ReadNpyExt};
 
 use crate::common::{gpu_or_cpu, Device};
 
@@ -162,24 +159,62 @@ fn norm_kind(args: &NormcheckArgs, dims: &[usize]) -> gpuprep::Result<NormKind> 
     }
 }
 
-/// Reads an .npy array of any rank, f32 or f64, as f64.
+/// Reads an .npy array of any rank, f32 or f64, as f64: the header's shape
+/// is checked against the file's size and the memory before it is read.
 fn read_npy(path: &Path) -> gpuprep::Result<ArrayD<f64>> {
-    let open = || {
-        File::open(path).map(BufReader::new).map_err(|source| Error::Io {
+    gpuprep::npy::read_array(path).map(|(a, _)| a)
+}
+
+/// Refuses, for the GPU (which computes in f32), a finite value beyond f32's
+/// range: it would become infinity, or NaN downstream.
+fn check_f32(path: &Path, a: &ArrayD<f64>) -> gpuprep::Result<()> {
+    use ndarray::Dimension;
+    match a
+        .indexed_iter()
+        .find(|(_, v)| v.is_finite() && (**v as f32).is_infinite())
+    {
+        None => Ok(()),
+        Some((at, v)) => Err(Error::Parse {
             path: path.to_path_buf(),
-            source,
-        })
-    };
-    let parse = |e: ReadNpyError| Error::Parse {
-        path: path.to_path_buf(),
-        line: None,
-        reason: format!("not an f32 or f64 array: {e}"),
-    };
-    match ArrayD::<f32>::read_npy(open()?) {
-        Ok(a) => Ok(a.mapv(f64::from)),
-        Err(ReadNpyError::WrongDescriptor(_)) => ArrayD::<f64>::read_npy(open()?).map_err(parse),
-        Err(e) => Err(parse(e)),
+            line: None,
+            reason: format!(
+                "element {:?} = {v:e} is beyond the range of f32 (largest {:e}), in which the GPU computes; \
+                 run with --device cpu (f64)",
+                at.slice(),
+                f32::MAX
+            ),
+        }),
     }
+}
+
+/// Refuses GPU results that are not finite where every input was: f32
+/// overflowed on the way (never written as infinity).
+fn check_results(res: &Results) -> gpuprep::Result<()> {
+    let mut named: Vec<(&str, &[f64])> = vec![("y", res.y.as_slice())];
+    if let Some((dx, dg, db, stats)) = &res.train {
+        named.extend([
+            ("dx", dx.as_slice()),
+            ("dgamma", dg.as_slice()),
+            ("dbeta", db.as_slice()),
+        ]);
+        if let (Some(m), Some(i)) = (stats.mean.as_slice(), stats.invstd.as_slice()) {
+            named.extend([("mean", m), ("invstd", i)]);
+        }
+    }
+    if let Some((rm, rv)) = &res.running {
+        named.extend([("running_mean", rm.as_slice()), ("running_var", rv.as_slice())]);
+    }
+    for (name, v) in named {
+        if let Some(k) = v.iter().position(|t| !t.is_finite()) {
+            return Err(Error::Overflow {
+                op: OP,
+                location: format!("{name} element {k} (flat index)"),
+                dtype: "f32",
+                hint: "the GPU computes in f32: run with --device cpu (f64)",
+            });
+        }
+    }
+    Ok(())
 }
 
 fn reshape<T>(v: Vec<T>, dims: &[usize]) -> gpuprep::Result<ArrayD<T>> {
@@ -440,7 +475,37 @@ pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
     };
     let gpu = gpu_or_cpu(args.device);
     let res = match &gpu {
-        Some(g) => run_gpu(g, &inp)?,
+        Some(g) => {
+            // Every input within f32's range, and finite results from
+            // finite inputs: the GPU never quietly makes a value infinite.
+            let mut finite = true;
+            let mut tensors: Vec<(&Path, ArrayD<f64>)> = vec![(args.x.as_path(), inp.x.clone())];
+            if let (Some(p), Some(dy)) = (&args.dy, &inp.dy) {
+                tensors.push((p.as_path(), dy.clone()));
+            }
+            for (flag, v) in [(&args.gamma, &inp.gamma), (&args.beta, &inp.beta)] {
+                if let Some(p) = flag {
+                    tensors.push((p.as_path(), v.clone().into_dyn()));
+                }
+            }
+            if let Some((rm, rv, _)) = &inp.batch {
+                for (flag, v) in [(&args.running_mean, rm), (&args.running_var, rv)] {
+                    if let Some(p) = flag {
+                        tensors.push((p.as_path(), v.clone().into_dyn()));
+                    }
+                }
+            }
+            for (p, t) in &tensors {
+                check_f32(p, t)?;
+                finite &= t.iter().all(|v| v.is_finite());
+            }
+            drop(tensors);
+            let res = run_gpu(g, &inp)?;
+            if finite {
+                check_results(&res)?;
+            }
+            res
+        }
         None => run_cpu(&inp)?,
     };
     let sdims = plan.stats_dims(inp.x.shape());
@@ -473,15 +538,15 @@ pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
     out.commit()?;
     let mode = if inp.eval { "eval" } else { "training" };
     match &gpu {
-        Some(g) => eprintln!(
+        Some(g) => noteln!(
             "normcheck: {} norm ({mode}) on {} (f32)",
             kind.name(),
             g.adapter_name()
         ),
-        None => eprintln!("normcheck: {} norm ({mode}) on the CPU (f64 twin)", kind.name()),
+        None => noteln!("normcheck: {} norm ({mode}) on the CPU (f64 twin)", kind.name()),
     }
     for p in written {
-        println!("{}", p.display());
+        outln!("{}", p.display());
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ use gpuprep::io::{self, NonFinite};
 use gpuprep::stream::Dataset;
 
 use crate::common::{InputFormat, StreamArgs};
+use crate::output;
 use crate::steps::{self, DtypeArg, StepArgs};
 
 /// Standardize (center and/or scale), then PCA (reduce), then whiten (PCA or ZCA)
@@ -45,7 +46,8 @@ pub fn run(a: PreprocessArgs) -> gpuprep::Result<()> {
     let read = a.format.options("preprocess", &a.inputs, NonFinite::Reject)?;
     let mut ds = Dataset::open(&a.inputs, &read)?;
     let gpu = steps::device(a.stream.device);
-    let model = steps::fit(&mut ds, &options, &gpu, &a.stream)?;
+    let mut model = steps::fit(&mut ds, &options, &gpu, &a.stream)?;
+    model.state.feature_names = ds.feature_names().map(<[String]>::to_vec);
     let dtype = a.dtype.map_or(ds.dtype(), DtypeArg::dtype);
     // Both outputs appear together or neither does.
     let mut out = io::OutputSet::new();
@@ -56,13 +58,13 @@ pub fn run(a: PreprocessArgs) -> gpuprep::Result<()> {
         out.write_with(path, |tmp| model.save(tmp))?;
     }
     out.commit()?;
-    eprintln!(
+    output::note(&format!(
         "wrote {} ({rows} x {cols}, {dtype:?}): {}",
         a.output.display(),
         steps::describe(&model)
-    );
+    ));
     if let Some(path) = &a.save_model {
-        eprintln!("wrote {} (model)", path.display());
+        output::note(&format!("wrote {} (model)", path.display()));
     }
     Ok(())
 }

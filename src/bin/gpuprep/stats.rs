@@ -7,6 +7,7 @@ use gpuprep::pipeline;
 use gpuprep::stream::Dataset;
 
 use crate::common::{InputFormat, Progress, StreamArgs};
+use crate::output;
 use crate::steps;
 
 /// Per-column statistics of a data set: 2-D .npy files (f32 or f64, C or Fortran
@@ -20,10 +21,11 @@ pub struct StatsArgs {
     #[command(flatten)]
     format: InputFormat,
     /// Delta degrees of freedom of the variance (0: numpy's default).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     ddof: usize,
     /// Print JSON with count, ddof, mean, var, std, min, max (NaN and +/-inf as
-    /// the strings "NaN", "Infinity", "-Infinity").
+    /// the strings "NaN", "Infinity", "-Infinity"), and feature_names where a
+    /// CSV header named the columns.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -54,14 +56,27 @@ fn json_numbers(v: &ndarray::Array1<f64>) -> serde_json::Value {
 pub fn run(a: StatsArgs) -> gpuprep::Result<()> {
     let read = a.format.options("stats", &a.inputs, NonFinite::Allow)?;
     let mut ds = Dataset::open(&a.inputs, &read)?;
+    if ds.rows() <= a.ddof {
+        return Err(gpuprep::Error::InvalidArgument {
+            op: "stats",
+            reason: format!(
+                "{} has {} rows: statistics with --ddof {} need at least {}",
+                steps::names(&a.inputs),
+                ds.rows(),
+                a.ddof,
+                a.ddof + 1
+            ),
+        });
+    }
     let gpu = steps::device(a.stream.device);
     let mut bar = Progress::new("stats", ds.rows(), ds.cols() * ds.dtype().size(), a.stream.quiet);
     let rows = a.stream.chunk_rows(ds.cols(), ds.dtype().size());
     let m = pipeline::moments_dataset(&mut ds, steps::where_(&gpu), rows, &mut |d, t| bar.update(d, t))?;
     drop(bar);
     let s = m.finish(a.ddof)?;
+    let names = ds.feature_names();
     if a.json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "count": s.count,
             "ddof": s.ddof,
             "device": gpu.as_ref().map_or("cpu".to_string(), |g| g.adapter_name()),
@@ -71,19 +86,37 @@ pub fn run(a: StatsArgs) -> gpuprep::Result<()> {
             "min": json_numbers(&s.min),
             "max": json_numbers(&s.max),
         });
-        println!("{v}");
+        if let Some(n) = names {
+            v["feature_names"] = n.into();
+        }
+        output::print(&format!("{v}\n"))
     } else {
-        println!("{} rows x {} columns, ddof {}", s.count, s.mean.len(), s.ddof);
-        println!(
-            "{:>6} {:>14} {:>14} {:>14} {:>14} {:>14}",
+        use std::fmt::Write;
+        let mut t = String::new();
+        let _ = writeln!(t, "{} rows x {} columns, ddof {}", s.count, s.mean.len(), s.ddof);
+        let label = |c: usize| names.map_or_else(|| c.to_string(), |n| n[c].clone());
+        let width = (0..s.mean.len())
+            .map(|c| label(c).chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(6);
+        let _ = writeln!(
+            t,
+            "{:>width$} {:>14} {:>14} {:>14} {:>14} {:>14}",
             "column", "mean", "var", "std", "min", "max"
         );
         for c in 0..s.mean.len() {
-            println!(
-                "{c:>6} {:>14.6} {:>14.6} {:>14.6} {:>14.6} {:>14.6}",
-                s.mean[c], s.var[c], s.std[c], s.min[c], s.max[c]
+            let _ = writeln!(
+                t,
+                "{:>width$} {:>14.6} {:>14.6} {:>14.6} {:>14.6} {:>14.6}",
+                label(c),
+                s.mean[c],
+                s.var[c],
+                s.std[c],
+                s.min[c],
+                s.max[c]
             );
         }
+        output::print(&t)
     }
-    Ok(())
 }

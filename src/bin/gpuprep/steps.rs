@@ -80,7 +80,7 @@ pub struct StepArgs {
     scale: bool,
     /// Then PCA: keep K components (an integer), the fewest reaching a FRACTION of
     /// the variance (e.g. 0.99; scikit-learn's rule under --convention sklearn), or all.
-    #[arg(long, value_name = "K|FRACTION|all", value_parser = parse_components)]
+    #[arg(long, value_name = "K|FRACTION|all", value_parser = parse_components, allow_negative_numbers = true)]
     pca: Option<NComponents>,
     /// Whiten after the PCA rotation (without --pca: all components).
     #[arg(long, value_enum)]
@@ -127,6 +127,14 @@ pub fn where_(gpu: &Option<Gpu>) -> Where<'_> {
     }
 }
 
+/// The files of a data set, for messages.
+pub fn names(p: &[PathBuf]) -> String {
+    p.iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Fits `options` on the data set, streamed.
 pub fn fit(
     ds: &mut Dataset,
@@ -134,6 +142,12 @@ pub fn fit(
     gpu: &Option<Gpu>,
     s: &StreamArgs,
 ) -> gpuprep::Result<Pipeline> {
+    if ds.rows() == 0 {
+        return Err(gpuprep::Error::InvalidArgument {
+            op: "fit",
+            reason: format!("{} has 0 rows: there is nothing to fit", names(&ds.paths())),
+        });
+    }
     let mut bar = Progress::new("fit", ds.rows(), ds.cols() * ds.dtype().size(), s.quiet);
     let rows = s.chunk_rows(ds.cols(), ds.dtype().size());
     pipeline::fit_dataset(ds, options, where_(gpu), rows, &mut |done, total| {

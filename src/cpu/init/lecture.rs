@@ -187,6 +187,7 @@ pub fn activation_statistics(
     batch: usize,
     seed: u64,
 ) -> Result<Vec<LayerStats>> {
+    crate::model::init::check_experiment("activation statistics", units, batch)?;
     let mut h = experiment_input(batch, units, seed)?;
     let mut stats = Vec::with_capacity(layers);
     let options = MatmulOptions {

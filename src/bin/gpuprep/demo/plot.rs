@@ -28,7 +28,9 @@ fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         if plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_err() {
-            eprintln!("gpuprep: warning: the embedded font did not load; figures will have no text");
+            crate::output::note(
+                "gpuprep: warning: the embedded font did not load; figures will have no text",
+            );
         }
     });
 }
