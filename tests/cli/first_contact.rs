@@ -212,3 +212,89 @@ fn merge_names_the_files_and_flags_it_refuses() {
         &out,
     ]);
 }
+
+#[test]
+fn normcheck_keeps_the_inputs_dtype_and_runs_forward_alone() {
+    let dir = tmpdir("normcheck");
+    let x = crate::common::normal(16, 6, 1.0, 2.0, 9);
+    let dy = crate::common::normal(16, 6, 0.0, 1.0, 10);
+    ndarray_npy::write_npy(dir.join("x32.npy"), &x).unwrap();
+    ndarray_npy::write_npy(dir.join("dy32.npy"), &dy).unwrap();
+    ndarray_npy::write_npy(dir.join("x64.npy"), &x.mapv(f64::from)).unwrap();
+    ndarray_npy::write_npy(dir.join("dy64.npy"), &dy.mapv(f64::from)).unwrap();
+    for device in ["cpu", "gpu"] {
+        for bits in ["32", "64"] {
+            let out = dir.join(format!("o{device}{bits}"));
+            let (_, err) = ok(&[
+                "normcheck",
+                "--kind",
+                "layer",
+                "--x",
+                &s(&dir.join(format!("x{bits}.npy"))),
+                "--dy",
+                &s(&dir.join(format!("dy{bits}.npy"))),
+                "--device",
+                device,
+                "--out",
+                &s(&out),
+            ]);
+            assert!(err.contains(&format!("written as f{bits}")), "{err}");
+            for name in ["y", "dx", "dgamma", "dbeta", "mean", "invstd"] {
+                let path = out.join(format!("{name}.npy"));
+                let bytes = std::fs::read(&path).unwrap();
+                let header = String::from_utf8_lossy(&bytes[..128.min(bytes.len())]);
+                assert!(
+                    header.contains(&format!("<f{}", if bits == "32" { 4 } else { 8 })),
+                    "{device} {bits} {name}: {header}"
+                );
+            }
+        }
+    }
+    // The forward pass alone: y, mean and invstd, no --dy.
+    let out = dir.join("fwd");
+    let (_, err) = ok(&[
+        "normcheck",
+        "--kind",
+        "layer",
+        "--x",
+        &s(&dir.join("x64.npy")),
+        "--forward",
+        "--device",
+        "cpu",
+        "--out",
+        &s(&out),
+    ]);
+    assert!(err.contains("forward only"), "{err}");
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["invstd.npy", "mean.npy", "y.npy"]);
+    let e = fails(&[
+        "normcheck",
+        "--kind",
+        "layer",
+        "--x",
+        &s(&dir.join("x64.npy")),
+        "--forward",
+        "--dy",
+        &s(&dir.join("dy64.npy")),
+        "--out",
+        &s(&out),
+    ]);
+    assert!(e.contains("--forward runs the forward pass alone"), "{e}");
+    // Without --dy, --eval or --forward: the usage names what is missing.
+    let e = fails(&[
+        "normcheck",
+        "--kind",
+        "layer",
+        "--x",
+        &s(&dir.join("x64.npy")),
+        "--out",
+        &s(&out),
+    ]);
+    assert!(e.contains("--dy"), "{e}");
+    let (help, _) = ok(&["normcheck", "--help"]);
+    assert!(help.contains("required, but for --eval and --forward"), "{help}");
+}

@@ -8,8 +8,11 @@
 //! `--running-var`, `--momentum`, `--convention`) and writes them updated
 //! (running_mean.npy, running_var.npy), or, with `--eval`, normalizes with
 //! them and writes y alone.
-//! GPU results are f32, CPU (f64 twin) results f64. The files of one run
-//! appear together or not at all (temporary files, then renames).
+//! `--forward` runs the forward pass alone (training-mode statistics) and
+//! writes y, mean and invstd (and a batch norm's updated running statistics).
+//! The GPU computes in f32, the CPU (the f64 twin) in f64; either way the
+//! files keep x's dtype (f32 or f64), as `fit` and `transform` do. The files
+//! of one run appear together or not at all (temporary files, then renames).
 
 use std::path::{Path, PathBuf};
 
@@ -77,9 +80,13 @@ pub struct NormcheckArgs {
     /// Input x: (N, D) or (N, C, H, W, ...), f32 or f64.
     #[arg(long)]
     x: PathBuf,
-    /// Upstream gradient dy, shaped as x (not with --eval).
-    #[arg(long, required_unless_present = "eval")]
+    /// Upstream gradient dy, shaped as x: required, but for --eval and --forward.
+    #[arg(long, required_unless_present_any = ["eval", "forward"])]
     dy: Option<PathBuf>,
+    /// The forward pass alone, in training mode: writes y, mean and invstd
+    /// (and batch norm's updated running statistics); takes no --dy.
+    #[arg(long, conflicts_with = "eval")]
+    forward: bool,
     /// gamma: C values (layer norm: the normalized shape); default ones.
     #[arg(long)]
     gamma: Option<PathBuf>,
@@ -106,8 +113,9 @@ pub struct NormcheckArgs {
     /// Batch norm: eval mode, normalizing with the running statistics; writes y.npy alone.
     #[arg(long)]
     eval: bool,
-    /// Where to compute (gpu: f32 results; cpu: the f64 twin).
-    #[arg(long, value_enum, default_value = "gpu")]
+    /// Where to compute: the GPU in f32, the CPU (the f64 twin) in f64; the
+    /// files keep x's dtype either way.
+    #[arg(long, value_enum, default_value = "auto")]
     device: Device,
     /// Output directory (created if missing).
     #[arg(long)]
@@ -239,7 +247,8 @@ fn vector_or(path: &Option<PathBuf>, len: usize, default: f64) -> gpuprep::Resul
     }
 }
 
-/// dx, dgamma, dbeta and the statistics of a training step.
+/// dx, dgamma and dbeta (empty in a forward-only run) and the statistics of
+/// a training step.
 type TrainResults = (Vec<f64>, Vec<f64>, Vec<f64>, NormSummary);
 
 /// What one run computes, on either device, as f64 (GPU values are f32 exactly).
@@ -262,6 +271,8 @@ struct Inputs {
     /// Batch norm: the layer's running statistics and convention.
     batch: Option<(Array1<f64>, Array1<f64>, RunningStatsConfig)>,
     eval: bool,
+    /// The forward pass alone (no dy, no gradients).
+    forward: bool,
     eps: f64,
 }
 
@@ -281,15 +292,26 @@ fn run_cpu(inp: &Inputs) -> gpuprep::Result<Results> {
                 running: None,
             });
         }
-        let dy = inp.dy.as_ref().ok_or_else(|| invalid("training needs --dy"))?;
         let (y, saved) = bn.forward_train(inp.x.view())?;
-        let (dx, dgamma, dbeta) = bn.backward(inp.x.view(), dy.view(), &saved)?;
+        let (dx, dgamma, dbeta) = match &inp.dy {
+            Some(dy) if !inp.forward => {
+                let (dx, dg, db) = bn.backward(inp.x.view(), dy.view(), &saved)?;
+                (dx.iter().copied().collect(), dg.to_vec(), db.to_vec())
+            }
+            Some(_) => return Err(invalid("--forward takes no --dy")),
+            None if inp.forward => (Vec::new(), Vec::new(), Vec::new()),
+            None => {
+                return Err(invalid(
+                    "training needs --dy (or --forward for the forward pass alone)",
+                ))
+            }
+        };
         return Ok(Results {
             y: y.iter().copied().collect(),
             train: Some((
-                dx.iter().copied().collect(),
-                dgamma.to_vec(),
-                dbeta.to_vec(),
+                dx,
+                dgamma,
+                dbeta,
                 NormSummary {
                     mean: saved.mean,
                     var: saved.var,
@@ -299,8 +321,18 @@ fn run_cpu(inp: &Inputs) -> gpuprep::Result<Results> {
             running: Some((bn.running_mean.to_vec(), bn.running_var.to_vec())),
         });
     }
-    let dy = inp.dy.as_ref().ok_or_else(|| invalid("training needs --dy"))?;
     let fw = norm_forward(inp.kind, inp.x.view(), inp.gamma.view(), inp.beta.view(), inp.eps)?;
+    if inp.forward {
+        return Ok(Results {
+            y: fw.y.iter().copied().collect(),
+            train: Some((Vec::new(), Vec::new(), Vec::new(), fw.stats)),
+            running: None,
+        });
+    }
+    let dy = inp
+        .dy
+        .as_ref()
+        .ok_or_else(|| invalid("training needs --dy (or --forward for the forward pass alone)"))?;
     let gr = norm_backward(
         inp.kind,
         inp.x.view(),
@@ -332,7 +364,7 @@ fn run_gpu(g: &gpuprep::Gpu, inp: &Inputs) -> gpuprep::Result<Results> {
     let f64s = |m: Array2<f32>| m.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>();
     let xg = GpuMatrix::upload(g, to_matrix(&inp.x)?.view())?;
     let dyg = match &inp.dy {
-        Some(dy) if !inp.eval => Some(GpuMatrix::upload(g, to_matrix(dy)?.view())?),
+        Some(dy) if !inp.eval && !inp.forward => Some(GpuMatrix::upload(g, to_matrix(dy)?.view())?),
         _ => None,
     };
     if let Some((rm, rv, config)) = &inp.batch {
@@ -347,28 +379,48 @@ fn run_gpu(g: &gpuprep::Gpu, inp: &Inputs) -> gpuprep::Result<Results> {
                 running: None,
             });
         }
-        let dyg = dyg.ok_or_else(|| invalid("training needs --dy"))?;
         let y = bn.forward_train(g, &xg)?;
-        let gr = bn.backward(g, &xg, &dyg)?;
+        let (dx, dgamma, dbeta) = match dyg {
+            Some(dyg) => {
+                let gr = bn.backward(g, &xg, &dyg)?;
+                (
+                    f64s(gr.dx.download(g)?),
+                    f64s(gr.dgamma.download(g)?),
+                    f64s(gr.dbeta.download(g)?),
+                )
+            }
+            None if inp.forward => (Vec::new(), Vec::new(), Vec::new()),
+            None => {
+                return Err(invalid(
+                    "training needs --dy (or --forward for the forward pass alone)",
+                ))
+            }
+        };
         let stats = bn.saved_stats().download(g)?;
         let back = |v: Array1<f32>| v.iter().map(|&t| f64::from(t)).collect::<Vec<f64>>();
         return Ok(Results {
             y: f64s(y.download(g)?),
-            train: Some((
-                f64s(gr.dx.download(g)?),
-                f64s(gr.dgamma.download(g)?),
-                f64s(gr.dbeta.download(g)?),
-                stats,
-            )),
+            train: Some((dx, dgamma, dbeta, stats)),
             running: Some((back(bn.running_mean(g)?), back(bn.running_var(g)?))),
         });
     }
-    let dyg = dyg.ok_or_else(|| invalid("training needs --dy"))?;
     let row = |v: &Array1<f64>| f32s(v).insert_axis(ndarray::Axis(0));
     let gg = GpuMatrix::upload(g, row(&inp.gamma).view())?;
     let bg = GpuMatrix::upload(g, row(&inp.beta).view())?;
     let norm = Norm::new(inp.kind, shape.c).with_eps(eps);
     let fw = norm.forward(g, &xg, &gg, &bg)?;
+    let Some(dyg) = dyg else {
+        if inp.forward {
+            return Ok(Results {
+                y: f64s(fw.y.download(g)?),
+                train: Some((Vec::new(), Vec::new(), Vec::new(), fw.stats.download(g)?)),
+                running: None,
+            });
+        }
+        return Err(invalid(
+            "training needs --dy (or --forward for the forward pass alone)",
+        ));
+    };
     let gr = norm.backward(g, &xg, &dyg, &gg, &fw.stats)?;
     Ok(Results {
         y: f64s(fw.y.download(g)?),
@@ -385,10 +437,13 @@ fn run_gpu(g: &gpuprep::Gpu, inp: &Inputs) -> gpuprep::Result<Results> {
 /// Reads the tensors, runs forward and backward, writes the results.
 pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
     check_eps(OP, args.eps)?;
-    let x = read_npy(&args.x)?;
+    let (x, dtype) = gpuprep::npy::read_array(&args.x)?;
     let kind = norm_kind(&args, x.shape())?;
     if args.eval && args.dy.is_some() {
         return Err(invalid("--eval runs the forward pass alone: it takes no --dy"));
+    }
+    if args.forward && args.dy.is_some() {
+        return Err(invalid("--forward runs the forward pass alone: it takes no --dy"));
     }
     let dy = match &args.dy {
         Some(p) => {
@@ -433,7 +488,10 @@ pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
 
     let mut names = vec!["y.npy"];
     if !args.eval {
-        names.extend(["dx.npy", "dgamma.npy", "dbeta.npy", "mean.npy", "invstd.npy"]);
+        if !args.forward {
+            names.extend(["dx.npy", "dgamma.npy", "dbeta.npy"]);
+        }
+        names.extend(["mean.npy", "invstd.npy"]);
         if batch.is_some() {
             names.extend(["running_mean.npy", "running_var.npy"]);
         }
@@ -471,6 +529,7 @@ pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
         beta,
         batch,
         eval: args.eval,
+        forward: args.forward,
         eps: args.eps,
     };
     let gpu = gpu_or_cpu(args.device);
@@ -513,9 +572,11 @@ pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
     let c = [shape.c];
     let mut tensors: Vec<(&str, Vec<f64>, &[usize])> = vec![("y.npy", res.y, &xdims)];
     if let Some((dx, dgamma, dbeta, stats)) = res.train {
-        tensors.push(("dx.npy", dx, &xdims));
-        tensors.push(("dgamma.npy", dgamma, &affine_dims));
-        tensors.push(("dbeta.npy", dbeta, &affine_dims));
+        if !inp.forward {
+            tensors.push(("dx.npy", dx, &xdims));
+            tensors.push(("dgamma.npy", dgamma, &affine_dims));
+            tensors.push(("dbeta.npy", dbeta, &affine_dims));
+        }
         tensors.push(("mean.npy", stats.mean.to_vec(), &sdims));
         tensors.push(("invstd.npy", stats.invstd.to_vec(), &sdims));
     }
@@ -523,27 +584,39 @@ pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
         tensors.push(("running_mean.npy", rm, &c));
         tensors.push(("running_var.npy", rv, &c));
     }
-    // The files appear together or not at all.
+    // The files appear together or not at all, in x's dtype.
     let mut out = io::OutputSet::new();
     let mut written = Vec::new();
     for (name, v, dims) in tensors {
         let path = args.out.join(name);
-        if gpu.is_some() {
-            out.write_npy(&path, &reshape(v.iter().map(|&t| t as f32).collect(), dims)?)?;
-        } else {
-            out.write_npy(&path, &reshape(v, dims)?)?;
+        match dtype {
+            gpuprep::npy::Dtype::F32 => {
+                out.write_npy(&path, &reshape(v.iter().map(|&t| t as f32).collect(), dims)?)?
+            }
+            gpuprep::npy::Dtype::F64 => out.write_npy(&path, &reshape(v, dims)?)?,
         }
         written.push(path);
     }
     out.commit()?;
-    let mode = if inp.eval { "eval" } else { "training" };
+    let mode = match (inp.eval, inp.forward) {
+        (true, _) => "eval",
+        (false, true) => "training, forward only",
+        (false, false) => "training",
+    };
+    let written_as = match dtype {
+        gpuprep::npy::Dtype::F32 => "f32",
+        gpuprep::npy::Dtype::F64 => "f64",
+    };
     match &gpu {
         Some(g) => noteln!(
-            "normcheck: {} norm ({mode}) on {} (f32)",
+            "normcheck: {} norm ({mode}) on {}, computed in f32, written as {written_as} (x's dtype)",
             kind.name(),
             g.adapter_name()
         ),
-        None => noteln!("normcheck: {} norm ({mode}) on the CPU (f64 twin)", kind.name()),
+        None => noteln!(
+            "normcheck: {} norm ({mode}) on the CPU, computed in f64, written as {written_as} (x's dtype)",
+            kind.name()
+        ),
     }
     for p in written {
         outln!("{}", p.display());
