@@ -161,6 +161,41 @@ fn init_refuses_options_that_do_not_apply_and_has_pytorchs_bias() {
 }
 
 #[test]
+fn fit_refuses_eps_without_whitening() {
+    let dir = tmpdir("eps");
+    let x = crate::common::normal(50, 3, 0.0, 1.0, 4);
+    ndarray_npy::write_npy(dir.join("x.npy"), &x).unwrap();
+    for cmd in ["fit", "preprocess"] {
+        let out = s(&dir.join(if cmd == "fit" { "m.npz" } else { "y.npy" }));
+        let e = fails(&[
+            cmd,
+            &s(&dir.join("x.npy")),
+            "-o",
+            &out,
+            "--pca",
+            "2",
+            "--eps",
+            "0.1",
+            "--device",
+            "cpu",
+        ]);
+        assert!(e.contains("--eps") && e.contains("--whiten"), "{cmd}: {e}");
+    }
+    ok(&[
+        "fit",
+        &s(&dir.join("x.npy")),
+        "-o",
+        &s(&dir.join("m.npz")),
+        "--whiten",
+        "pca",
+        "--eps",
+        "0.1",
+        "--device",
+        "cpu",
+    ]);
+}
+
+#[test]
 fn merge_names_the_files_and_flags_it_refuses() {
     let dir = tmpdir("merge");
     let x = crate::common::normal(200, 4, 5.0, 2.0, 3);

@@ -32,7 +32,7 @@ pub struct FitArgs {
 
 pub fn run(a: FitArgs) -> gpuprep::Result<()> {
     io::check_outputs("fit", &steps::paths(&a.inputs), &[&a.output])?;
-    let options = a.steps.options();
+    let options = a.steps.options()?;
     options.validate()?;
     let read = a.format.options("fit", &a.inputs, NonFinite::Reject)?;
     let mut ds = Dataset::open(&a.inputs, &read)?;

@@ -41,7 +41,7 @@ pub fn run(a: PreprocessArgs) -> gpuprep::Result<()> {
     let mut outputs = vec![a.output.as_path()];
     outputs.extend(a.save_model.as_deref());
     io::check_outputs("preprocess", &steps::paths(&a.inputs), &outputs)?;
-    let options = a.steps.options();
+    let options = a.steps.options()?;
     options.validate()?;
     let read = a.format.options("preprocess", &a.inputs, NonFinite::Reject)?;
     let mut ds = Dataset::open(&a.inputs, &read)?;

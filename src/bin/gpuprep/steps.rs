@@ -94,9 +94,24 @@ pub struct StepArgs {
 }
 
 impl StepArgs {
-    pub fn options(&self) -> PipelineOptions {
+    /// The pipeline's options, refusing a flag that would change nothing:
+    /// `--eps` without whitening (it is added under whitening's square root
+    /// only).
+    ///
+    /// # Errors
+    /// [`gpuprep::Error::InvalidArgument`] naming the flag.
+    pub fn options(&self) -> gpuprep::Result<PipelineOptions> {
+        let refuse = |reason: &str| gpuprep::Error::InvalidArgument {
+            op: "fit",
+            reason: reason.to_string(),
+        };
+        if self.eps.is_some() && self.whiten.is_none() {
+            return Err(refuse(
+                "--eps is added under whitening's square root and does nothing without --whiten pca|zca",
+            ));
+        }
         let nothing = !self.center && !self.scale && self.pca.is_none() && self.whiten.is_none();
-        PipelineOptions {
+        Ok(PipelineOptions {
             center: self.center || nothing,
             scale: self.scale || nothing,
             pca: self.pca,
@@ -111,7 +126,7 @@ impl StepArgs {
                 ConventionArg::Pytorch => Convention::Pytorch,
             },
             eps: self.eps,
-        }
+        })
     }
 }
 
