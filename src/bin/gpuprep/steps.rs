@@ -32,7 +32,7 @@ pub enum ConventionArg {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SolverArg {
-    /// The top-k solver when the components kept are well below the columns (k <= D/8, D >= 256), else full.
+    /// The top-k solver when the components kept are well below the columns (k <= D/16, D >= 256; the full one where it has not converged after D products), else full.
     Auto,
     /// The full eigendecomposition of the covariance (all D eigenpairs).
     Full,
