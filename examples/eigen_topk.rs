@@ -4,7 +4,9 @@
 //! that `Solver::Auto` uses is read from this).
 //!
 //! `cargo run --release --example eigen_topk -- [--d 2048] [--n 4096] [--rank 64]
-//! [--noise 0.1] [--k 8,32,128,512] [--no-full] [--reps 3]`
+//! [--noise 0.1] [--k 8,32,128,512] [--no-full] [--reps 3] [--extra P] [--blocks Q]`;
+//! `-- --eigh-file C.npy [--reps R]` times only the full eigendecomposition of
+//! the matrix in the file (for scripts/eigh-vs-numpy.py).
 //!
 //! The data: `x = z diag(s) m + noise e` with `z` (N x rank), `m` (rank x D)
 //! and `e` standard normal, `s_j = exp(-j / 16)`; its covariance (f64, / N)
@@ -30,8 +32,36 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// `--eigh-file C.npy [--reps R]`: only the full eigendecomposition of the
+/// f64 matrix in the file, timed (the load left out); prints the seconds of
+/// each rep on one line (scripts/eigh-vs-numpy.py reads it).
+fn eigh_file(path: &str, reps: usize) -> gpuprep::Result<()> {
+    let mut r = gpuprep::npy::NpyReader::open(std::path::Path::new(path))?;
+    let mut c = Array2::<f64>::zeros((r.rows(), r.cols()));
+    r.read_rows(0, c.view_mut())?;
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        let t = Instant::now();
+        eigh_descending(c.view())?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "{}",
+        times
+            .iter()
+            .map(|t| format!("{t:.4}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(())
+}
+
 fn main() -> gpuprep::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--eigh-file") {
+        let path = args.get(i + 1).map(String::as_str).unwrap_or("");
+        return eigh_file(path, arg(&args, "--reps", 1));
+    }
     let d: usize = arg(&args, "--d", 2048);
     let n: usize = arg(&args, "--n", 2 * d);
     let rank: usize = arg(&args, "--rank", 64);
