@@ -5,7 +5,8 @@
 //! beta 0, eps 1e-5.
 //!
 //! `cargo run --release --example norm_host -- [--n 262144] [--d 256]
-//! [--offset 100] [--reps 7] [--ops bn_fwd,bn_bwd,ln_fwd,ln_bwd]`
+//! [--offset 100] [--reps 7] [--ops bn_fwd,bn_bwd,ln_fwd,ln_bwd] [--x X.npy --dy DY.npy]`
+//! (`--x` and `--dy`: 2-D f32 .npy files instead of the generated data)
 //!
 //! Prints one line per op: `op median_s min_s` (the median and minimum of
 //! `reps` runs after one warm-up). Threads: rayon's (`RAYON_NUM_THREADS`).
@@ -43,10 +44,27 @@ fn main() -> gpuprep::Result<()> {
     let offset: f32 = arg(&args, "--offset", 100.0);
     let reps: usize = arg(&args, "--reps", 7);
     let ops: String = arg(&args, "--ops", "bn_fwd,bn_bwd,ln_fwd,ln_bwd".to_string());
-    let rx = Philox::new(1);
-    let x = Array2::from_shape_fn((n, d), |(i, j)| offset + rx.normal_f32((i * d + j) as u64));
-    let rd = Philox::new(2);
-    let dy = Array2::from_shape_fn((n, d), |(i, j)| rd.normal_f32((i * d + j) as u64));
+    let read = |name: &str| -> gpuprep::Result<Option<Array2<f32>>> {
+        match args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)) {
+            Some(p) => gpuprep::io::read_npy_matrix(std::path::Path::new(p)).map(Some),
+            None => Ok(None),
+        }
+    };
+    let x = match read("--x")? {
+        Some(x) => x,
+        None => {
+            let rx = Philox::new(1);
+            Array2::from_shape_fn((n, d), |(i, j)| offset + rx.normal_f32((i * d + j) as u64))
+        }
+    };
+    let (n, d) = x.dim();
+    let dy = match read("--dy")? {
+        Some(dy) => dy,
+        None => {
+            let rd = Philox::new(2);
+            Array2::from_shape_fn((n, d), |(i, j)| rd.normal_f32((i * d + j) as u64))
+        }
+    };
     let (gamma, beta) = (Array1::<f64>::ones(d), Array1::<f64>::zeros(d));
     let mut bn = BatchNorm::new(d, RunningStatsConfig::pytorch());
     let (_, saved) = bn.forward_train(x.view())?;

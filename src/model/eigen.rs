@@ -288,7 +288,12 @@ pub fn top_eigenpairs(
         let kk = k.min(b0);
         let residual = residuals(&ritz, &ritz_image, &theta, d, kk);
         let converged = kk == k && residual <= tol * scale;
-        if converged || exact {
+        if (converged || exact) && cycles == 1 {
+            // The images came straight from this cycle's products.
+            if kk == k && (converged || residual <= 8.0 * tol * scale) {
+                return Ok(finish(&ritz, &theta, d, k, residual, cycles, products));
+            }
+        } else if converged || exact {
             // Check against a fresh product: the images were carried through
             // the restarts, and may have drifted.
             let mut fresh = vec![0.0; d * kk];
