@@ -18,8 +18,7 @@ torch.set_num_threads for PyTorch). Ops:
         [--bin target/release/examples/norm_host]
 
 Builds the example (examples/norm_host.rs) unless --bin names it. PyTorch from
-the environment (pip installs torch if missing; its CPU wheels come from
-download.pytorch.org/whl/cpu).
+the environment (pip installs torch from PyPI if missing).
 """
 
 import argparse
@@ -96,8 +95,7 @@ def main():
     try:
         import torch  # noqa: F401
     except ImportError:
-        subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "torch",
-                               "--index-url", "https://download.pytorch.org/whl/cpu"])
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "torch"])
     exe = a.bin
     if exe is None:
         subprocess.check_call(["cargo", "build", "--release", "--locked", "--example", "norm_host"], cwd=ROOT)
