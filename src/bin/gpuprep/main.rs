@@ -6,6 +6,7 @@
 
 mod activations;
 mod bench;
+mod bench_cpu;
 mod common;
 mod data;
 mod demo;
