@@ -64,8 +64,8 @@ pub struct PipelineOptions {
     /// the lecture; scikit-learn clips at machine epsilon instead).
     pub eps: Option<f64>,
     /// The PCA step's eigensolver (how the model is computed, not what it
-    /// is: not saved with the model; a loaded or merged model refits with
-    /// [`Solver::Auto`]).
+    /// is: not saved with the model; a loaded model says [`Solver::Auto`], and
+    /// a merge refits with it).
     pub solver: Solver,
 }
 
