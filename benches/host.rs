@@ -34,6 +34,7 @@ const WHITEN: PcaOptions = PcaOptions {
     eps: 1e-5,
     ddof: 0,
     convention: gpuprep::Convention::Lecture,
+    solver: gpuprep::Solver::Auto,
 };
 
 /// The ops compared with numpy, each one whole job on `x` (its result dropped).

@@ -27,6 +27,24 @@ if timeout 60 python3 -c "import numpy as np; np.save('/tmp/wide.npy', (100 + np
         { time timeout 60 $B/gpuprep fit --device gpu --pca all -q --chunk-rows $rows -o /tmp/wide-$rows.npz /tmp/wide.npy; } >> "$OUT/stream-fit.txt" 2>&1
     done
 fi
+# Top-k PCA of wide data (issue 25): 20,000 x 4,096 f32, rank 64 + noise,
+# k = 32, the covariance on the GPU and the top-k solver against the full
+# eigendecomposition on the host's cores; then the solvers alone on the
+# host (examples/eigen_topk.rs), D = 4096, k = 8 to 256.
+if timeout 120 python3 -c "
+import numpy as np
+rng = np.random.default_rng(0); n, d, r = 20000, 4096, 64
+m = rng.standard_normal((r, d), dtype=np.float32); s = np.exp(-np.arange(r) / 16).astype(np.float32)
+x = (rng.standard_normal((n, r), dtype=np.float32) * s) @ m + 0.1 * rng.standard_normal((n, d), dtype=np.float32)
+np.save('/tmp/topk.npy', x)"; then
+    for dev in gpu cpu; do
+        for solver in topk full; do
+            TIMEFORMAT="fit --device $dev --center --pca 32 --solver $solver, 20000 x 4096: %R s wall"
+            { time timeout 120 $B/gpuprep fit --device $dev --center --pca 32 --solver $solver -q -o /tmp/topk-$dev-$solver.npz /tmp/topk.npy; } >> "$OUT/topk.txt" 2>&1
+        done
+    done
+fi
+[ -x $B/example-eigen_topk ] && timeout 200 $B/example-eigen_topk --d 4096 --n 8192 --k 8,32,64,128,256 --reps 3 >> "$OUT/topk.txt" 2>&1
 for extra in $B/extra-*.sh; do [ -f "$extra" ] && timeout 200 bash "$extra" >> "$OUT/bench-extra.txt" 2>&1; done
 timeout 200 python3 peer_torch.py 1048576 256 > "$OUT/torch.txt" 2>&1
 [ -f peer_torch_norms.py ] && timeout 120 python3 peer_torch_norms.py > "$OUT/torch_norms.txt" 2>&1

@@ -10,7 +10,7 @@ for t in "$@"; do
     f=$(ls -t target/release/deps/"$t"-* 2>/dev/null | grep -v '\.d$' | head -n 1)
     [ -n "$f" ] && cp "$f" bin-h100/test-"$t" && strip bin-h100/test-"$t"
 done
-for e in pca_device; do
+for e in pca_device eigen_topk; do
     f=target/release/examples/$e
     [ -x "$f" ] && cp "$f" bin-h100/example-"$e" && strip bin-h100/example-"$e"
 done

@@ -257,6 +257,84 @@ fn bench_prints_every_row_with_accuracy_checks() {
     assert!(cov_err < 1e-5, "{text}");
 }
 
+/// `bench --device cpu`: the CPU path's rows alone, no adapter needed (none
+/// is looked for: `WGPU_BACKEND` names no backend), `--ops` picks rows,
+/// `--json` gives per-op medians; a row that does not exist is refused, and
+/// `--ops` without `--device cpu` too.
+#[test]
+fn bench_on_the_cpu_alone() {
+    let out = bin()
+        .env("WGPU_BACKEND", "none-at-all")
+        .args([
+            "bench", "--device", "cpu", "--rows", "300", "--cols", "24", "--trials", "1", "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["device"], "cpu");
+    let rows = doc["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["op"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "column_stats",
+            "standardize",
+            "covariance",
+            "pca_whiten",
+            "batchnorm_fwd",
+            "batchnorm_bwd",
+            "layernorm_fwd",
+            "layernorm_bwd",
+            "groupnorm_fwd",
+            "groupnorm_bwd",
+            "eigh",
+            "pca_topk"
+        ]
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r["median_s"].as_f64().is_some_and(|t| t > 0.0)),
+        "{doc:#}"
+    );
+    let out = bin()
+        .args([
+            "bench",
+            "--device",
+            "cpu",
+            "--rows",
+            "100",
+            "--cols",
+            "8",
+            "--trials",
+            "1",
+            "--ops",
+            "pca_topk,covariance",
+            "--k",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ops: Vec<&str> = text
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(ops, ["pca_topk", "covariance"], "{text}");
+    assert!(text.contains("k = 3"), "{text}");
+    for (args, want) in [
+        (vec!["bench", "--device", "cpu", "--ops", "nope"], "unknown op"),
+        (vec!["bench", "--ops", "covariance"], "--device cpu"),
+    ] {
+        let out = bin().args(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{want:?} not in {err}");
+    }
+}
+
 #[test]
 fn bench_json_has_every_row_with_times_rates_and_checks() {
     let out = bin()

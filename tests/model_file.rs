@@ -36,6 +36,7 @@ fn opts(pca: Option<NComponents>, whitening: Whitening, convention: Convention) 
         whitening,
         convention,
         eps: None,
+        solver: Default::default(),
     }
 }
 

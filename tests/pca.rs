@@ -540,6 +540,7 @@ fn save_load_round_trip() {
         eps: 1e-3,
         ddof: 1,
         convention: Default::default(),
+        solver: Default::default(),
     };
     let m = fit(x.view(), &o).unwrap();
     m.save(&path).unwrap();

@@ -40,6 +40,7 @@ fn sk(center: bool, scale: bool, pca: Option<NComponents>, whitening: Whitening)
         whitening,
         convention: Convention::Sklearn,
         eps: None,
+        solver: Default::default(),
     }
 }
 

@@ -564,6 +564,7 @@ fn rank_deficient_whitening_in_f32_stays_of_order_one() {
         whitening: Whitening::Pca,
         convention: Convention::Sklearn,
         eps: None,
+        ..Default::default()
     };
     // A column that depends on the others: its eigenvalue is rounding
     // noise of either sign (within eps * ||C||). Take data where the f64 fit

@@ -503,6 +503,7 @@ impl PyModel {
             whitening: whitening(whiten)?,
             convention: self::convention(convention)?,
             eps,
+            solver: Default::default(),
         };
         let state = state.inner.clone();
         let inner = run(py, || Pipeline::from_state(state, &options))?;
@@ -537,6 +538,7 @@ impl PyModel {
                 whitening: Whitening::None,
                 convention: Convention::Sklearn,
                 eps: None,
+                solver: Default::default(),
             },
             standardizer: Some(gpuprep::Standardizer {
                 var: scale.mapv(|s| s * s),

@@ -358,3 +358,19 @@ def test_without_an_adapter_gpu_raises_gpuerror_and_auto_takes_the_cpu_path():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "GpuError raised" in out.stdout
+
+
+def test_wide_data_takes_the_top_k_solver_and_keeps_noise_variance():
+    # D = 320 and k = 5 <= D / 16: the top-k solver, which knows only the
+    # kept eigenvalues and the total variance; noise_variance_ and the rest
+    # still equal scikit-learn's exact solver's.
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((400, 8)) * np.arange(8, 0, -1) @ rng.standard_normal((8, 320))
+    X += 0.01 * rng.standard_normal((400, 320))
+    ours = gpuprep.PCA(5, device="cpu").fit(X)
+    ref = decomposition.PCA(5, svd_solver="full").fit(X)
+    assert ours.n_components_ == 5
+    assert rel_up_to_sign(ours.components_, ref.components_, axis=1) < 1e-6
+    assert rel(ours.explained_variance_, ref.explained_variance_) < 1e-10
+    assert rel(ours.explained_variance_ratio_, ref.explained_variance_ratio_) < 1e-10
+    assert abs(ours.noise_variance_ - ref.noise_variance_) <= 1e-8 * ref.noise_variance_

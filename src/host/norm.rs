@@ -119,29 +119,15 @@ pub fn norm_forward<T: HostFloat, D: Dimension>(
     let data = standard(&x);
     let (gamma, beta) = (gamma.to_vec(), beta.to_vec());
     let task = runs.per_task() * runs.len;
-    // Each run's mean and squared deviations, in run order.
-    let moments: Vec<(f64, f64)> = data
-        .par_chunks(task)
-        .map(|chunk| {
-            dispatch(|| {
-                chunk
-                    .chunks_exact(runs.len)
-                    .map(plane_two_pass)
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect::<Vec<_>>()
-        .concat();
     let m = runs.len as f64;
-    let mean: Array1<f64> = moments.iter().map(|&(mu, _)| mu).collect();
-    let var: Array1<f64> = moments.iter().map(|&(_, q)| q / m).collect();
-    let invstd = var.mapv(|v| 1.0 / (v + eps).sqrt());
     let mut y = new_output::<T>(shape.n, shape.features());
     let out = y
         .as_slice_mut()
         .ok_or_else(|| Error::invalid(OP, "the output is not contiguous"))?;
-    let (mean_s, invstd_s) = (mean.as_slice().unwrap_or(&[]), invstd.as_slice().unwrap_or(&[]));
-    let finite = out
+    // One read of x from memory: each run's statistics (two passes over the
+    // run while it is in cache), then its output at once; the task's runs'
+    // statistics kept in run order.
+    let per_task: Vec<(Vec<(f64, f64)>, bool)> = out
         .par_chunks_mut(task)
         .zip(data.par_chunks(task))
         .enumerate()
@@ -149,18 +135,31 @@ pub fn norm_forward<T: HostFloat, D: Dimension>(
             dispatch(|| {
                 let mut finite = true;
                 let first = t * runs.per_task();
+                let mut stats = Vec::with_capacity(xc.len() / runs.len);
                 for (i, (orun, xrun)) in o
                     .chunks_exact_mut(runs.len)
                     .zip(xc.chunks_exact(runs.len))
                     .enumerate()
                 {
-                    let r = first + i;
-                    finite &= forward_run(&runs, r, xrun, mean_s[r], invstd_s[r], &gamma, &beta, orun);
+                    let (mu, q) = plane_two_pass(xrun);
+                    let invstd = 1.0 / (q / m + eps).sqrt();
+                    finite &= forward_run(&runs, first + i, xrun, mu, invstd, &gamma, &beta, orun);
+                    stats.push((mu, q));
                 }
-                finite
+                (stats, finite)
             })
         })
-        .reduce(|| true, |a, b| a & b);
+        .collect();
+    let finite = per_task.iter().all(|(_, f)| *f);
+    let moments = per_task.into_iter().flat_map(|(s, _)| s);
+    let (mut mean, mut var) = (Vec::new(), Vec::new());
+    for (mu, q) in moments {
+        mean.push(mu);
+        var.push(q / m);
+    }
+    let (mean, var) = (Array1::from(mean), Array1::from(var));
+    let invstd = var.mapv(|v| 1.0 / (v + eps).sqrt());
+    let (mean_s, invstd_s) = (mean.as_slice().unwrap_or(&[]), invstd.as_slice().unwrap_or(&[]));
     if !finite {
         check_overflow(
             OP,

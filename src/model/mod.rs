@@ -8,12 +8,14 @@
 //! | [`standardize`] | [`StandardizeOptions`](standardize::StandardizeOptions) and the zero-variance rule |
 //! | [`moments`] | [`ColumnMoments`](moments::ColumnMoments) and [`CoMoments`](moments::CoMoments): mergeable accumulator states, saved in `.npz` |
 //! | [`matmul`] | the fused [`Activation`](matmul::Activation) |
+//! | [`eigen`] | [`top_eigenpairs`](eigen::top_eigenpairs): the leading eigenpairs of a covariance without the full eigendecomposition |
 //! | [`pca`] | [`PcaOptions`](pca::PcaOptions), [`PcaModel`](pca::PcaModel) with its eigendecomposition and `.npz` form |
 //! | [`norm`] | [`NormKind`](norm::NormKind), [`NormShape`](norm::NormShape), [`NormPlan`](norm::NormPlan), [`NormSummary`](norm::NormSummary), [`RunningStatsConfig`](norm::RunningStatsConfig) |
 //! | [`train`] | [`MlpConfig`](train::MlpConfig), [`SgdOptions`](train::SgdOptions), the epoch shuffle, the metrics layout |
 //! | [`init`] | [`Scheme`](init::Scheme), [`Fill`](init::Fill), [`SparsePlan`](init::SparsePlan), fans, the orthogonal matrix, the lecture experiment's streams |
 
 pub mod convention;
+pub mod eigen;
 pub mod init;
 pub mod matmul;
 pub mod moments;

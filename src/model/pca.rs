@@ -3,12 +3,16 @@
 //! covariance, the choice of components, the transform matrices, and the
 //! model's `.npz` form.
 //!
-//! The eigendecomposition is faer's self-adjoint solver (a well-kept pure-Rust
-//! LAPACK-style implementation: tridiagonalization, then divide and conquer),
-//! run on the `D x D` covariance, which is small beside the data. Each
-//! component's sign is fixed so its entry of largest magnitude is positive
-//! (scikit-learn's `svd_flip`), and eigenvalues below zero (rounding on a
-//! rank-deficient covariance) are clamped to 0.
+//! The eigendecomposition runs on the `D x D` covariance, which is small
+//! beside the data, by one of two solvers ([`Solver`]): faer's self-adjoint
+//! solver for all `D` pairs (a well-kept pure-Rust LAPACK-style
+//! implementation: tridiagonalization, then divide and conquer, `O(D^3)`),
+//! or, when only the leading `k` components are kept, a block Krylov solver
+//! for those alone ([`crate::model::eigen`], `O(k D^2)` per cycle), chosen
+//! automatically where it is faster. Each component's sign is fixed so its
+//! entry of largest magnitude is positive (scikit-learn's `svd_flip`), and
+//! eigenvalues below zero (rounding on a rank-deficient covariance) are
+//! clamped to 0.
 //!
 //! The fitted [`PcaModel`] is plain host data; the GPU estimator fits it from
 //! GPU data, the CPU twin ([`crate::cpu::pca`]) from host data, and both run
@@ -45,6 +49,66 @@ pub enum NComponents {
     /// The fewest leading components whose explained variance ratio sums to at
     /// least this fraction, in `(0, 1]`.
     Fraction(f64),
+}
+
+/// Which eigensolver a PCA fit runs on the covariance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Solver {
+    /// The top-k solver where it is faster (a count or fraction of
+    /// components well below `D`, see [`topk_wins`]), the full
+    /// eigendecomposition otherwise, and where the top-k solver does not
+    /// converge within the full one's cost.
+    #[default]
+    Auto,
+    /// The full eigendecomposition: all `D` eigenpairs.
+    Full,
+    /// Only the leading eigenpairs ([`crate::model::eigen::top_eigenpairs`]);
+    /// a fraction of variance grows `k` until it is reached. An error where
+    /// it does not converge.
+    TopK,
+}
+
+impl Solver {
+    /// The name the command line takes: "auto", "full" or "topk".
+    pub fn name(self) -> &'static str {
+        match self {
+            Solver::Auto => "auto",
+            Solver::Full => "full",
+            Solver::TopK => "topk",
+        }
+    }
+
+    /// Inverse of [`Solver::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Solver::Auto, Solver::Full, Solver::TopK]
+            .into_iter()
+            .find(|v| v.name() == name)
+    }
+}
+
+/// [`Solver::Auto`] takes the top-k solver from this `D` up.
+pub const TOPK_MIN_FEATURES: usize = 256;
+
+/// [`Solver::Auto`] takes the top-k solver while `k * TOPK_MAX_FRACTION_INV <= D`.
+///
+/// Measured on a 2-core machine (examples/eigen_topk.rs, the covariance of
+/// rank-D/16 data plus noise): at D = 512 the full solver took 60 ms and
+/// the top-k one 11 ms for k = 16, 63 ms for k = 64, 71 ms for k = 128; at
+/// D = 1024, 311 ms against 50 ms (k = 32) and 520 ms (k = 64); at D = 2048,
+/// 1.46 s against 0.12 s (k = 32) and 1.33 s (k = 64). The crossover is
+/// about k = D / 16 (earlier where the k-th eigenvalue is small beside the
+/// largest: the residuals are measured against the largest).
+pub const TOPK_MAX_FRACTION_INV: usize = 16;
+
+/// Under [`Solver::Auto`], the top-k solver gives up after `D` products
+/// (about half the cost of the full eigendecomposition at this `D`) and the
+/// full solver runs instead.
+const AUTO_MAX_PRODUCTS_PER_FEATURE: usize = 1;
+
+/// Whether [`Solver::Auto`] computes `k` of `d` components with the top-k
+/// solver: `d >= TOPK_MIN_FEATURES` and `k <= d / TOPK_MAX_FRACTION_INV`.
+pub fn topk_wins(d: usize, k: usize) -> bool {
+    d >= TOPK_MIN_FEATURES && k.saturating_mul(TOPK_MAX_FRACTION_INV) <= d
 }
 
 /// Whitening applied after the rotation.
@@ -113,6 +177,9 @@ pub struct PcaOptions {
     /// Whose rules choose the components and scale the whitening (see
     /// [`Convention`]); [`PcaOptions::for_convention`] also sets its ddof and eps.
     pub convention: Convention,
+    /// The eigensolver (how, not what: the fitted model is the same to its
+    /// accuracy, and is not saved with it).
+    pub solver: Solver,
 }
 
 impl Default for PcaOptions {
@@ -131,6 +198,7 @@ impl PcaOptions {
             eps: convention.whitening_eps(),
             ddof: convention.ddof(),
             convention,
+            solver: Solver::Auto,
         }
     }
 
@@ -177,11 +245,19 @@ pub struct PcaModel {
     pub mean: Array1<f64>,
     /// `D x k`: column `j` is the `j`-th principal axis (the lecture's `U[:, :k]`).
     pub components: Array2<f64>,
-    /// All `D` eigenvalues of the covariance, descending, clamped at 0.
+    /// The leading eigenvalues of the covariance, descending, clamped at 0:
+    /// all `D` from the full eigendecomposition, the `k` kept from the top-k
+    /// solver (between `k` and `D` in a model loaded from a file).
     pub eigenvalues: Array1<f64>,
+    /// The total variance: the sum of all `D` eigenvalues (the sum of the
+    /// clamped eigenvalues from the full solver, the covariance's trace
+    /// from the top-k solver). Explained variance ratios divide by it, and
+    /// `total_variance - sum(explained_variance)` is the variance the
+    /// discarded components hold.
+    pub total_variance: f64,
     /// The kept components' eigenvalues (length `k`).
     pub explained_variance: Array1<f64>,
-    /// `explained_variance / sum(eigenvalues)` (all 0 when the data has no variance).
+    /// `explained_variance / total_variance` (all 0 when the data has no variance).
     pub explained_variance_ratio: Array1<f64>,
     /// The whitening the transform applies.
     pub whitening: Whitening,
@@ -300,45 +376,169 @@ pub fn select_components_with(
     n_samples: usize,
 ) -> Result<usize> {
     let d = eigenvalues.len();
-    let sklearn = convention == Convention::Sklearn;
+    match n_components {
+        NComponents::Fraction(f) => {
+            check_fraction(f, convention)?;
+            let total: f64 = eigenvalues.sum();
+            Ok(fraction_reached(eigenvalues, total, f, convention).unwrap_or(d))
+        }
+        n => count_of(n, d, convention, n_samples),
+    }
+}
+
+/// The count `All` or `Count(k)` stands for with `d` features and
+/// `n_samples` rows (a fraction: an error).
+fn count_of(n_components: NComponents, d: usize, convention: Convention, n_samples: usize) -> Result<usize> {
     match n_components {
         NComponents::All => Ok(d),
-        NComponents::Count(k) if sklearn && k > d.min(n_samples) => Err(Error::invalid(
-            OP,
-            format!(
-                "n_components = {k} must be at most min(n_samples, n_features) = min({n_samples}, {d}) \
+        NComponents::Count(k) if convention == Convention::Sklearn && k > d.min(n_samples) => {
+            Err(Error::invalid(
+                OP,
+                format!(
+                    "n_components = {k} must be at most min(n_samples, n_features) = min({n_samples}, {d}) \
                  under scikit-learn's convention"
-            ),
-        )),
+                ),
+            ))
+        }
         NComponents::Count(k) if (1..=d).contains(&k) => Ok(k),
         NComponents::Count(k) => Err(Error::invalid(
             OP,
             format!("n_components = {k} must be in 1..={d}"),
         )),
-        NComponents::Fraction(f) if f > 0.0 && f <= 1.0 && !(sklearn && f >= 1.0) => {
-            let total: f64 = eigenvalues.sum();
-            if total <= 0.0 {
-                return Ok(1);
-            }
-            let mut cum = 0.0;
-            for (i, &v) in eigenvalues.iter().enumerate() {
-                cum += v;
-                let ratio = cum / total;
-                // The lecture keeps the first k reaching f; scikit-learn's
-                // searchsorted(side='right') + 1 the first k passing it.
-                if (sklearn && ratio > f) || (!sklearn && ratio >= f) {
-                    return Ok(i + 1);
-                }
-            }
-            Ok(d)
-        }
         NComponents::Fraction(f) => Err(Error::invalid(
             OP,
-            format!(
-                "a fraction of explained variance must be in (0, 1{}, got {f}",
-                if sklearn { ")" } else { "]" }
-            ),
+            format!("a fraction {f} where a count was expected"),
         )),
+    }
+}
+
+fn check_fraction(f: f64, convention: Convention) -> Result<()> {
+    let sklearn = convention == Convention::Sklearn;
+    if f > 0.0 && f <= 1.0 && !(sklearn && f >= 1.0) {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        OP,
+        format!(
+            "a fraction of explained variance must be in (0, 1{}, got {f}",
+            if sklearn { ")" } else { "]" }
+        ),
+    ))
+}
+
+/// The number of leading eigenvalues (descending, non-negative) whose share
+/// of `total` reaches `f` by `convention`'s rule: the lecture keeps the
+/// first `k` reaching `f`, scikit-learn's `searchsorted(side='right') + 1`
+/// the first `k` passing it. 1 when `total` is 0; `None` when the
+/// eigenvalues given do not reach it.
+fn fraction_reached(
+    eigenvalues: ArrayView1<'_, f64>,
+    total: f64,
+    f: f64,
+    convention: Convention,
+) -> Option<usize> {
+    let sklearn = convention == Convention::Sklearn;
+    if total <= 0.0 {
+        return Some(1);
+    }
+    let mut cum = 0.0;
+    for (i, &v) in eigenvalues.iter().enumerate() {
+        cum += v;
+        let ratio = cum / total;
+        if (sklearn && ratio > f) || (!sklearn && ratio >= f) {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// The leading eigenpairs a fit keeps: `(eigenvalues known, descending and
+/// clamped; the kept vectors as columns, D x k; the total variance)`.
+fn solve(
+    cov: ArrayView2<'_, f64>,
+    n_samples: usize,
+    options: &PcaOptions,
+) -> Result<(Array1<f64>, Array2<f64>, f64)> {
+    let d = cov.nrows();
+    let full = || -> Result<(Array1<f64>, Array2<f64>, f64)> {
+        let (eigenvalues, vectors) = eigh_descending(cov)?;
+        let k = select_components_with(
+            eigenvalues.view(),
+            options.n_components,
+            options.convention,
+            n_samples,
+        )?;
+        let total = eigenvalues.sum();
+        Ok((eigenvalues, vectors.slice_move(s![.., ..k]), total))
+    };
+    let auto = options.solver == Solver::Auto;
+    let topk = match (options.solver, options.n_components) {
+        (Solver::Full, _) | (Solver::Auto, NComponents::All) => false,
+        (Solver::TopK, _) => true,
+        (Solver::Auto, NComponents::Count(k)) => topk_wins(d, k),
+        (Solver::Auto, NComponents::Fraction(_)) => topk_wins(d, 1),
+    };
+    if !topk {
+        return full();
+    }
+    if let Some(i) = cov.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            op: OP,
+            location: format!(
+                "covariance row {}, column {} (non-finite input data?)",
+                i / d,
+                i % d
+            ),
+        });
+    }
+    let trace = cov.diag().sum().max(0.0);
+    let topk_opts = crate::model::eigen::TopKOptions {
+        max_products: auto.then_some(AUTO_MAX_PRODUCTS_PER_FEATURE * d),
+        ..Default::default()
+    };
+    let run = |k: usize, start: Option<ArrayView2<'_, f64>>| {
+        crate::model::eigen::top_eigenpairs(cov, k, start, &topk_opts).map(|mut r| {
+            r.values.mapv_inplace(|v| v.max(0.0));
+            r
+        })
+    };
+    match options.n_components {
+        NComponents::Fraction(f) => {
+            check_fraction(f, options.convention)?;
+            // Grow k until the fraction of the trace is reached.
+            let mut k = d.min(8);
+            let mut start: Option<Array2<f64>> = None;
+            loop {
+                let r = match run(k, start.as_ref().map(|s| s.view())) {
+                    Ok(r) => r,
+                    Err(Error::NoConvergence { .. }) if auto => return full(),
+                    Err(e) => return Err(e),
+                };
+                let reached = fraction_reached(r.values.view(), trace, f, options.convention);
+                if let Some(kept) = reached.or((k == d).then_some(d)) {
+                    let kept = kept.min(k);
+                    return Ok((
+                        r.values.slice_move(s![..kept]),
+                        r.vectors.slice_move(s![.., ..kept]),
+                        trace,
+                    ));
+                }
+                let next = (2 * k).min(d);
+                if auto && !topk_wins(d, next) {
+                    return full();
+                }
+                start = Some(r.vectors);
+                k = next;
+            }
+        }
+        n => {
+            let k = count_of(n, d, options.convention, n_samples)?;
+            match run(k, None) {
+                Ok(r) => Ok((r.values, r.vectors, trace)),
+                Err(Error::NoConvergence { .. }) if auto => full(),
+                Err(e) => Err(e),
+            }
+        }
     }
 }
 
@@ -359,14 +559,8 @@ impl PcaModel {
                 format!("{} x {}", cov.nrows(), cov.ncols()),
             ));
         }
-        let (eigenvalues, vectors) = eigh_descending(cov)?;
-        let k = select_components_with(
-            eigenvalues.view(),
-            options.n_components,
-            options.convention,
-            n_samples,
-        )?;
-        let total: f64 = eigenvalues.sum();
+        let (eigenvalues, components, total) = solve(cov, n_samples, options)?;
+        let k = components.ncols();
         let explained_variance = eigenvalues.slice(s![..k]).to_owned();
         let explained_variance_ratio = if total > 0.0 {
             explained_variance.mapv(|v| v / total)
@@ -375,8 +569,9 @@ impl PcaModel {
         };
         Ok(PcaModel {
             mean,
-            components: vectors.slice(s![.., ..k]).to_owned(),
+            components,
             eigenvalues,
+            total_variance: total,
             explained_variance,
             explained_variance_ratio,
             whitening: options.whitening,
@@ -478,7 +673,9 @@ impl PcaModel {
 
     /// Adds the model's arrays to an open `.npz`, each name behind `prefix`:
     /// `mean` (D), `components` (k x D, one component per row, as
-    /// scikit-learn's `components_`), `eigenvalues` (all D, descending),
+    /// scikit-learn's `components_`), `eigenvalues` (the leading ones known,
+    /// descending: all D from the full solver, k from the top-k solver),
+    /// `total_variance` (the sum of all D eigenvalues),
     /// `explained_variance` and `explained_variance_ratio` (k),
     /// `n_components` (k), `whitening` ("none", "pca" or "zca"), `eps`,
     /// `ddof`, `n_samples`, `convention` ("lecture", "sklearn" or "pytorch").
@@ -490,6 +687,7 @@ impl PcaModel {
         npz.f64s(&name("mean"), &self.mean)?;
         npz.f64s(&name("components"), &self.components.t())?;
         npz.f64s(&name("eigenvalues"), &self.eigenvalues)?;
+        npz.f64(&name("total_variance"), self.total_variance)?;
         npz.f64s(&name("explained_variance"), &self.explained_variance)?;
         npz.f64s(&name("explained_variance_ratio"), &self.explained_variance_ratio)?;
         npz.i64(&name("n_components"), self.n_components() as i64)?;
@@ -545,7 +743,6 @@ impl PcaModel {
         if d == 0 {
             return Err(npz.bad(&key("mean"), "no columns"));
         }
-        let eigenvalues = npz.f64s(&key("eigenvalues"), Some(d))?;
         let (components, whitening, convention) = match layout {
             Layout::Current => {
                 let k = npz.count(&key("n_components"))? as usize;
@@ -601,6 +798,43 @@ impl PcaModel {
         if k == 0 || k > d {
             return Err(npz.bad(&key("components"), format!("{k} components of {d} columns")));
         }
+        // Files before the top-k solver hold all D eigenvalues and no total.
+        let eigenvalues = npz.f64s(&key("eigenvalues"), None)?;
+        let total_variance = if npz.has(&key("total_variance")) {
+            if !(k..=d).contains(&eigenvalues.len()) {
+                return Err(npz.bad(
+                    &key("eigenvalues"),
+                    format!(
+                        "{} values, expected {k} (the components) to {d} (the columns)",
+                        eigenvalues.len()
+                    ),
+                ));
+            }
+            npz.f64(&key("total_variance"))?
+        } else {
+            if eigenvalues.len() != d {
+                return Err(npz.bad(
+                    &key("eigenvalues"),
+                    format!(
+                        "{} values, expected all {d} (the file has no total_variance)",
+                        eigenvalues.len()
+                    ),
+                ));
+            }
+            eigenvalues.sum()
+        };
+        // The total holds the known eigenvalues (to rounding).
+        let known: f64 = eigenvalues.sum();
+        if known.is_finite()
+            && !(total_variance.is_finite()
+                && total_variance >= 0.0
+                && known <= total_variance * (1.0 + 1e-9) + 1e-300)
+        {
+            return Err(npz.bad(
+                &key("total_variance"),
+                format!("{total_variance}: a total variance must be finite, >= 0 and at least the sum of the eigenvalues ({known})"),
+            ));
+        }
         let explained_variance = npz.f64s(&key("explained_variance"), Some(k))?;
         let explained_variance_ratio = npz.f64s(&key("explained_variance_ratio"), Some(k))?;
         let eps = npz.f64(&key("eps"))?;
@@ -646,6 +880,7 @@ impl PcaModel {
             mean,
             components,
             eigenvalues,
+            total_variance,
             explained_variance,
             explained_variance_ratio,
             whitening,

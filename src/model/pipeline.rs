@@ -34,7 +34,7 @@ use crate::io::write_atomic;
 use crate::model::convention::Convention;
 use crate::model::moments::{CoMoments, ColumnMoments};
 use crate::model::pca::{
-    Layout, NComponents, PcaModel, PcaOptions, Whitening, PCA_FORMAT, PCA_FORMAT_VERSION,
+    Layout, NComponents, PcaModel, PcaOptions, Solver, Whitening, PCA_FORMAT, PCA_FORMAT_VERSION,
 };
 use crate::model::standardize::column_scale;
 use crate::npz::{NpzReader, NpzWriter};
@@ -63,6 +63,10 @@ pub struct PipelineOptions {
     /// Added under whitening's square root; `None`: the convention's (1e-5 for
     /// the lecture; scikit-learn clips at machine epsilon instead).
     pub eps: Option<f64>,
+    /// The PCA step's eigensolver (how the model is computed, not what it
+    /// is: not saved with the model; a loaded model says [`Solver::Auto`], and
+    /// a merge refits with it).
+    pub solver: Solver,
 }
 
 impl Default for PipelineOptions {
@@ -74,6 +78,7 @@ impl Default for PipelineOptions {
             whitening: Whitening::None,
             convention: Convention::Lecture,
             eps: None,
+            solver: Solver::Auto,
         }
     }
 }
@@ -90,6 +95,7 @@ impl PipelineOptions {
             let mut o = PcaOptions::for_convention(self.convention);
             o.n_components = self.pca.unwrap_or(NComponents::All);
             o.whitening = self.whitening;
+            o.solver = self.solver;
             if let Some(eps) = self.eps {
                 o.eps = eps;
             }
@@ -529,8 +535,8 @@ impl Pipeline {
                         ),
                     ));
                 }
-                let raw = co.covariance(po.ddof)?;
-                if let Some(i) = raw.iter().position(|v| !v.is_finite()) {
+                let mut cov_z = co.covariance(po.ddof)?;
+                if let Some(i) = cov_z.iter().position(|v| !v.is_finite()) {
                     return Err(Error::NonFinite {
                         op: OP,
                         location: format!("column {} (non-finite data)", i % d),
@@ -544,7 +550,12 @@ impl Pipeline {
                 };
                 let mean_z = (&co.mean - &c) / &dv;
                 let inv = dv.mapv(|v| 1.0 / v);
-                let cov_z = Array2::from_shape_fn((d, d), |(i, j)| raw[[i, j]] * inv[i] * inv[j]);
+                // In place: at D = 12,288 each D x D copy is 1.2 GB.
+                for (i, mut row) in cov_z.rows_mut().into_iter().enumerate() {
+                    for (v, s) in row.iter_mut().zip(&inv) {
+                        *v = *v * inv[i] * s;
+                    }
+                }
                 Some(PcaModel::from_covariance(mean_z, cov_z.view(), n, &po)?)
             }
         };
@@ -752,6 +763,7 @@ impl Pipeline {
                 whitening: pca.whitening,
                 convention: pca.convention,
                 eps: Some(pca.eps),
+                solver: Solver::Auto,
             },
             standardizer: None,
             pca: Some(pca),
@@ -829,6 +841,7 @@ fn read_current<R: Read + Seek>(npz: &mut NpzReader<R>) -> Result<Pipeline> {
         whitening,
         convention,
         eps,
+        solver: Solver::Auto,
     };
     if options.has_pca() != has_pca {
         return Err(npz.bad("n_components", "missing, though the pipeline whitens"));
@@ -1004,6 +1017,7 @@ fn read_v1<R: Read + Seek>(npz: &mut NpzReader<R>) -> Result<Pipeline> {
         whitening,
         convention,
         eps: (!eps.is_nan()).then_some(eps),
+        solver: Solver::Auto,
     };
     options
         .validate()

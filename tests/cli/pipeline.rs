@@ -344,3 +344,93 @@ fn results_beyond_f32_are_refused_and_f64_output_computes_in_f64() {
         }
     }
 }
+
+/// `--solver full|topk|auto`: the same model from each (the top-k one keeps
+/// the k eigenvalues it computed and the total variance), merges of top-k
+/// fits included; a solver that does not exist is refused.
+#[test]
+fn solvers_give_the_same_model() {
+    let dir = tmpdir("solver");
+    let z = crate::common::normal(400, 300, 0.0, 1.0, 7).mapv(f64::from);
+    // Rank 8 plus a little noise: the top 5 components are well separated.
+    let x = Array2::from_shape_fn((400, 300), |(i, j)| {
+        (0..8)
+            .map(|r| z[[i, r]] * (8 - r) as f64 * (((r + 1) * (j + 3)) as f64).sin())
+            .sum::<f64>()
+            + 0.01 * z[[i, (j + 11) % 300]]
+    });
+    ndarray_npy::write_npy(dir.join("x.npy"), &x).unwrap();
+    ndarray_npy::write_npy(dir.join("a.npy"), &x.slice(s![..150, ..]).to_owned()).unwrap();
+    ndarray_npy::write_npy(dir.join("b.npy"), &x.slice(s![150.., ..]).to_owned()).unwrap();
+    let xi = p(&dir.join("x.npy"));
+    let model = |name: &str| -> (Array2<f64>, ndarray::Array1<f64>, f64) {
+        let path = dir.join(name);
+        let mut z = ndarray_npy::NpzReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+        let c: Array2<f64> = z.by_name("pca_components").unwrap();
+        let e: ndarray::Array1<f64> = z.by_name("pca_eigenvalues").unwrap();
+        let t: ndarray::Array0<f64> = z.by_name("pca_total_variance").unwrap();
+        (c, e, t.into_scalar())
+    };
+    for solver in ["full", "topk", "auto"] {
+        let m = p(&dir.join(format!("{solver}.npz")));
+        ok(gpuprep(&[
+            "fit", "-q", "--device", "cpu", "--center", "--pca", "5", "--solver", solver, "-o", &m, &xi,
+        ]));
+    }
+    let (cf, ef, tf) = model("full.npz");
+    assert_eq!(ef.len(), 300);
+    for solver in ["topk", "auto"] {
+        let (c, e, t) = model(&format!("{solver}.npz"));
+        assert_eq!(e.len(), 5, "{solver}: the k eigenvalues computed");
+        assert!((t - tf).abs() <= 1e-10 * tf, "{solver}: total variance");
+        let du = (0..5)
+            .map(|r| {
+                let sign = if c.row(r).dot(&cf.row(r)) < 0.0 { -1.0 } else { 1.0 };
+                c.row(r)
+                    .iter()
+                    .zip(cf.row(r))
+                    .map(|(a, b)| (a - sign * b).abs())
+                    .fold(0.0, f64::max)
+            })
+            .fold(0.0, f64::max);
+        assert!(du <= 1e-6, "{solver}: components off by {du:e}");
+    }
+    // Top-k fits of two parts merged: the top-k fit of the whole.
+    let (ma, mb, mm) = (
+        p(&dir.join("ma.npz")),
+        p(&dir.join("mb.npz")),
+        p(&dir.join("merged.npz")),
+    );
+    for (part, m) in [("a.npy", &ma), ("b.npy", &mb)] {
+        ok(gpuprep(&[
+            "fit",
+            "-q",
+            "--device",
+            "cpu",
+            "--center",
+            "--pca",
+            "5",
+            "--solver",
+            "topk",
+            "-o",
+            m,
+            &p(&dir.join(part)),
+        ]));
+    }
+    ok(gpuprep(&["merge", "-o", &mm, &ma, &mb]));
+    let (c, _, t) = model("merged.npz");
+    assert!((t - tf).abs() <= 1e-10 * tf);
+    for r in 0..5 {
+        let sign = if c.row(r).dot(&cf.row(r)) < 0.0 { -1.0 } else { 1.0 };
+        let d = c
+            .row(r)
+            .iter()
+            .zip(cf.row(r))
+            .map(|(a, b)| (a - sign * b).abs())
+            .fold(0.0, f64::max);
+        assert!(d <= 1e-6, "merged component {r} off by {d:e}");
+    }
+    let out = gpuprep(&["fit", "-q", "--pca", "5", "--solver", "lanczos", "-o", &mm, &xi]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lanczos"));
+}

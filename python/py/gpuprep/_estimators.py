@@ -289,7 +289,16 @@ class PCA(ClassNamePrefixFeaturesOutMixin, _Estimator):
         self.mean_ = a["pca_mean"].astype(dtype, copy=False)
         self.n_components_ = k
         self.n_samples_ = n
-        self.noise_variance_ = float(eig[k:rank].mean()) if k < rank else 0.0
+        if k >= rank:
+            self.noise_variance_ = 0.0
+        elif len(eig) >= rank or "pca_total_variance" not in a:
+            self.noise_variance_ = float(eig[k:rank].mean())
+        else:
+            # The top-k solver knows k eigenvalues and the total variance:
+            # what the discarded ones hold, over the min(n, d) - k of them
+            # (those past min(n, d) are zero).
+            total = float(a["pca_total_variance"])
+            self.noise_variance_ = max(total - float(np.sum(eig[:k])), 0.0) / (rank - k)
         self.n_features_in_ = d
         if state.feature_names is not None:
             self.feature_names_in_ = np.asarray(state.feature_names, dtype=object)

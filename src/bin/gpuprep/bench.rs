@@ -71,6 +71,19 @@ pub struct BenchArgs {
     /// checks) on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    /// `cpu`: the CPU path alone (`gpuprep::host`), no adapter needed; `gpu`
+    /// (the default): the CPU path against the GPU.
+    #[arg(long, value_enum, default_value = "gpu")]
+    device: crate::common::Device,
+    /// With --device cpu: the rows to run, comma-separated (column_stats,
+    /// standardize, covariance, pca_whiten, batchnorm_fwd, batchnorm_bwd,
+    /// layernorm_fwd, layernorm_bwd, groupnorm_fwd, groupnorm_bwd, eigh,
+    /// pca_topk); default all.
+    #[arg(long)]
+    ops: Option<String>,
+    /// With --device cpu: the components of the pca_topk row.
+    #[arg(long, default_value_t = 32)]
+    k: usize,
 }
 
 /// One measured row.
@@ -182,6 +195,16 @@ pub fn run(mut a: BenchArgs) -> gpuprep::Result<()> {
     check_sizes(&a)?;
     a.reps = a.reps.max(1);
     a.trials = a.trials.max(1);
+    if a.device == crate::common::Device::Cpu {
+        let ops = crate::bench_cpu::pick(a.ops.as_deref())?;
+        return crate::bench_cpu::run(a.rows, a.cols, a.k, a.trials, &ops, a.json);
+    }
+    if a.ops.is_some() {
+        return Err(gpuprep::Error::InvalidArgument {
+            op: "bench",
+            reason: "--ops picks the rows of --device cpu; the GPU bench runs all its rows".into(),
+        });
+    }
     let gpu = Gpu::new()?;
     let timer = GpuTimer::new(&gpu)?;
     let clock = if timer.is_some() {

@@ -9,6 +9,7 @@ mod output;
 
 mod activations;
 mod bench;
+mod bench_cpu;
 mod common;
 mod data;
 mod demo;

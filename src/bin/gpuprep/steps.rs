@@ -8,7 +8,7 @@ use clap::ValueEnum;
 use gpuprep::npy::{Dtype, NpyWriter};
 use gpuprep::pipeline::{self, Device as Where};
 use gpuprep::stream::Dataset;
-use gpuprep::{io, Convention, Gpu, NComponents, Pipeline, PipelineOptions, Whitening};
+use gpuprep::{io, Convention, Gpu, NComponents, Pipeline, PipelineOptions, Solver, Whitening};
 
 use crate::common::{Device, Progress, StreamArgs};
 
@@ -28,6 +28,16 @@ pub enum ConventionArg {
     Sklearn,
     /// PyTorch's (the lecture's formulas for these steps).
     Pytorch,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SolverArg {
+    /// The top-k solver when the components kept are well below the columns (k <= D/16, D >= 256; the full one where it has not converged after D products), else full.
+    Auto,
+    /// The full eigendecomposition of the covariance (all D eigenpairs).
+    Full,
+    /// Only the leading eigenpairs (block Krylov on the covariance); an error where it does not converge.
+    Topk,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -91,6 +101,9 @@ pub struct StepArgs {
     /// Added to each eigenvalue under whitening's square root (default: the convention's, 1e-5 for the lecture).
     #[arg(long, allow_negative_numbers = true)]
     eps: Option<f64>,
+    /// The PCA step's eigensolver.
+    #[arg(long, value_enum, default_value = "auto")]
+    solver: SolverArg,
 }
 
 impl StepArgs {
@@ -126,6 +139,11 @@ impl StepArgs {
                 ConventionArg::Pytorch => Convention::Pytorch,
             },
             eps: self.eps,
+            solver: match self.solver {
+                SolverArg::Auto => Solver::Auto,
+                SolverArg::Full => Solver::Full,
+                SolverArg::Topk => Solver::TopK,
+            },
         })
     }
 }

@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Normalization layers on the CPU: gpuprep's host path against PyTorch's CPU
+kernels on the same data, in one run.
+
+The data (f32, N x D, default 262,144 x 256): x = offset + N(0, 1) and dy =
+N(0, 1), written once as .npy; then, in interleaved rounds, a child process
+of each side loads them and times each op (one warm-up, then --reps runs,
+median), both on --threads threads (RAYON_NUM_THREADS for gpuprep,
+torch.set_num_threads for PyTorch). Ops:
+
+    bn_fwd   batch norm, training forward   F.batch_norm(x, None, None, training=True)   | host::BatchNorm::forward_train
+    bn_bwd   its backward (dx, dgamma, dbeta; PyTorch's autograd backward alone)          | host::BatchNorm::backward
+    ln_fwd   layer norm over D, forward      F.layer_norm(x, (D,), w, b)                  | host::norm_forward(Layer)
+    ln_bwd   its backward                                                                 | host::norm_backward(Layer)
+
+    python3 scripts/vs-torch.py [--n 262144] [--d 256] [--offset 100] [--threads 2]
+        [--rounds 3] [--reps 7] [--ops bn_fwd,bn_bwd,ln_fwd,ln_bwd] [--out-dir /dev/shm]
+        [--bin target/release/examples/norm_host]
+
+Builds the example (examples/norm_host.rs) unless --bin names it. PyTorch from
+the environment (pip installs torch from PyPI if missing).
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TORCH = """
+import sys, time, numpy as np, torch
+import torch.nn.functional as F
+torch.set_num_threads(int(sys.argv[3]))
+x = torch.from_numpy(np.load(sys.argv[1]))
+dy = torch.from_numpy(np.load(sys.argv[2]))
+reps, ops = int(sys.argv[4]), sys.argv[5].split(",")
+d = x.shape[1]
+w, b = torch.ones(d), torch.zeros(d)
+
+def timed(f):
+    f()
+    t = []
+    for _ in range(reps):
+        s = time.perf_counter(); f(); t.append(time.perf_counter() - s)
+    t.sort()
+    return t[len(t) // 2], t[0]
+
+for op in ops:
+    if op == "bn_fwd":
+        r = timed(lambda: F.batch_norm(x, None, None, w, b, training=True))
+    elif op == "ln_fwd":
+        r = timed(lambda: F.layer_norm(x, (d,), w, b))
+    else:
+        xg = x.clone().requires_grad_(True)
+        wg, bg = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
+        if op == "bn_bwd":
+            fwd = lambda: F.batch_norm(xg, None, None, wg, bg, training=True)
+        else:
+            fwd = lambda: F.layer_norm(xg, (d,), wg, bg)
+        def bwd():
+            y = fwd()
+            s = time.perf_counter()
+            y.backward(dy)
+            xg.grad = wg.grad = bg.grad = None
+            return time.perf_counter() - s
+        bwd()
+        t = sorted(bwd() for _ in range(reps))
+        r = (t[len(t) // 2], t[0])
+    print(op, f"{r[0]:.5f}", f"{r[1]:.5f}", flush=True)
+"""
+
+
+def run(cmd, env=None):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+    return {line.split()[0]: float(line.split()[1]) for line in out.splitlines() if line.strip()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=262144)
+    ap.add_argument("--d", type=int, default=256)
+    ap.add_argument("--offset", type=float, default=100.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--ops", default="bn_fwd,bn_bwd,ln_fwd,ln_bwd")
+    ap.add_argument("--out-dir", default="/dev/shm")
+    ap.add_argument("--bin", default=None)
+    a = ap.parse_args()
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "torch"])
+    exe = a.bin
+    if exe is None:
+        subprocess.check_call(["cargo", "build", "--release", "--locked", "--example", "norm_host"], cwd=ROOT)
+        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+        exe = os.path.join(target, "release", "examples", "norm_host")
+    with tempfile.TemporaryDirectory(dir=a.out_dir) as tmp:
+        xp, dp, script = (os.path.join(tmp, f) for f in ("x.npy", "dy.npy", "t.py"))
+        rng = np.random.default_rng(0)
+        np.save(xp, (a.offset + rng.standard_normal((a.n, a.d), dtype=np.float32)).astype(np.float32))
+        np.save(dp, rng.standard_normal((a.n, a.d), dtype=np.float32))
+        with open(script, "w") as f:
+            f.write(TORCH)
+        env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
+        ops = a.ops.split(",")
+        g = {o: [] for o in ops}
+        t = {o: [] for o in ops}
+        for r in range(a.rounds):
+            for side in ("g", "t") if r % 2 == 0 else ("t", "g"):
+                if side == "g":
+                    res = run([exe, "--x", xp, "--dy", dp, "--reps", str(a.reps), "--ops", a.ops], env)
+                    for o in ops:
+                        g[o].append(res[o])
+                else:
+                    res = run([sys.executable, script, xp, dp, str(a.threads), str(a.reps), a.ops])
+                    for o in ops:
+                        t[o].append(res[o])
+        print(f"{a.n} x {a.d} f32, offset {a.offset}, {a.threads} threads, {a.rounds} rounds of {a.reps} reps, "
+              f"load average {os.getloadavg()[0]:.2f}")
+        print(f"{'op':<8} {'gpuprep s':>10} {'torch s':>10} {'torch/gpuprep':>14}")
+        for o in ops:
+            gm, tm = statistics.median(g[o]), statistics.median(t[o])
+            print(f"{o:<8} {gm:10.4f} {tm:10.4f} {tm / gm:13.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,563 @@
+//! The `k` largest eigenpairs of a symmetric `D x D` matrix (a covariance)
+//! without its full eigendecomposition: restarted block Krylov iteration with
+//! Rayleigh-Ritz, on the host, every large step a faer product on all cores.
+//!
+//! A cycle starts from an orthonormal block `Q0` of `b = k + p` columns and
+//! its image `C Q0`, and grows a basis of the block Krylov space
+//! `[Q0, C Q0, C^2 Q0, ...]`: each new block is the image of the last one,
+//! orthogonalized against the basis (twice, as blocks), then orthonormalized
+//! within itself by SVQB (the Gram matrix's eigendecomposition), which drops
+//! the directions already in the basis (an exhausted, invariant subspace:
+//! a rank-deficient covariance, or the whole space when the basis reaches
+//! `D` columns). Rayleigh-Ritz on the basis (`H = Q^T C Q`, `m x m`) gives
+//! Ritz pairs; the top `b` restart the next cycle, their images taken from
+//! the basis's (`C X = (C Q) Y`), so a cycle costs only the products of its
+//! new blocks. The iteration stops when every wanted pair's residual
+//! `||C x - theta x||` is below `tol * max|theta|` (checked once more with
+//! a fresh product), or when the basis spans an invariant subspace (then
+//! Rayleigh-Ritz is exact).
+//!
+//! Accuracy: a residual `r` bounds the eigenvalue's error by `r` (`r^2 / gap`
+//! once isolated) and the angle between the vector and the true one by
+//! `r / gap`, `gap` the distance to the rest of the spectrum. With the
+//! default `tol` (`1e-12`, or the product's rounding at large `D`) the
+//! vectors agree with a full eigendecomposition's to `1e-6` wherever the
+//! eigenvalue is separated from the others by `1e-6` of the largest. Where
+//! the spectrum has no gap at `k` (`lambda_k = lambda_{k+1}`), the `k`-th
+//! vector is not unique; the residuals still converge, and the result is
+//! one orthonormal basis of eigenvectors, not necessarily the one a full
+//! solver returns.
+//!
+//! Cost: each block of `b` columns multiplied costs `2 D^2 b` flops (the
+//! covariance is read once per block), orthogonalization `O(D m b)`, the
+//! Rayleigh-Ritz step `O(m^3)`: `O(k D^2)` per cycle against the full
+//! eigendecomposition's `O(D^3)`.
+
+use std::borrow::Cow;
+
+use faer::diag::Diag;
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::evd;
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, MatMut, MatRef, Par};
+use ndarray::{Array1, Array2, ArrayView2};
+
+use crate::error::{Error, Result};
+use crate::rng::Philox;
+
+const OP: &str = "eigen (top k)";
+
+/// Options of [`top_eigenpairs`]. `Default`: the tolerance and block shape
+/// the PCA fit uses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopKOptions {
+    /// Each wanted pair's residual `||C x - theta x||` must fall below `tol`
+    /// times the largest `|theta|`. `None`: `1e-12`, raised to the rounding
+    /// of a product at this `D` (`64 eps sqrt(D)`) where that is larger.
+    pub tol: Option<f64>,
+    /// Columns beyond `k` in the block (`None`: `max(8, k / 2)`, at most `D - k`).
+    pub extra: Option<usize>,
+    /// Blocks in the Krylov basis of one cycle (at least 2; `None`: 6).
+    pub blocks: Option<usize>,
+    /// Give up after this many matrix-vector products (columns multiplied)
+    /// (`None`: `max(4 D, 64 b)`).
+    pub max_products: Option<usize>,
+    /// Seed of the random start block (a fixed seed: the same input gives the
+    /// same result).
+    pub seed: u64,
+}
+
+impl Default for TopKOptions {
+    fn default() -> Self {
+        TopKOptions {
+            tol: None,
+            extra: None,
+            blocks: None,
+            max_products: None,
+            seed: 0x5eed_70b1,
+        }
+    }
+}
+
+/// What [`top_eigenpairs`] found.
+#[derive(Clone, Debug)]
+pub struct TopK {
+    /// The `k` largest eigenvalues, descending (not clamped: a covariance's
+    /// may be a rounding below 0).
+    pub values: Array1<f64>,
+    /// `D x k`: column `j` is the eigenvector of `values[j]`, its entry of
+    /// largest magnitude positive.
+    pub vectors: Array2<f64>,
+    /// The largest residual `||C x - theta x||` of the `k` pairs.
+    pub residual: f64,
+    /// Restart cycles run.
+    pub cycles: usize,
+    /// Matrix-vector products (columns multiplied by the matrix).
+    pub products: usize,
+}
+
+/// The `k` largest eigenpairs of the symmetric `c` (`D x D`; only symmetric
+/// input gives meaningful output), by restarted block Krylov iteration (see
+/// the [module docs](self)). `start` (`D x s`), if given, seeds the start
+/// block (for example the vectors of an earlier, smaller `k`); random
+/// columns fill the rest.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for a non-square or empty matrix, or a start
+/// block of another row count; [`Error::InvalidArgument`] for `k` outside
+/// `1..=D` or bad options; [`Error::NonFinite`] for a non-finite entry;
+/// [`Error::ExceedsLimit`] when the basis does not fit in memory;
+/// [`Error::NoConvergence`] when the residuals are still above `tol` after
+/// `max_products` products.
+pub fn top_eigenpairs(
+    c: ArrayView2<'_, f64>,
+    k: usize,
+    start: Option<ArrayView2<'_, f64>>,
+    options: &TopKOptions,
+) -> Result<TopK> {
+    let (d, d2) = c.dim();
+    if d != d2 || d == 0 {
+        return Err(Error::shape(
+            OP,
+            "a square, non-empty matrix",
+            format!("{d} x {d2}"),
+        ));
+    }
+    if !(1..=d).contains(&k) {
+        return Err(Error::invalid(OP, format!("k = {k} must be in 1..={d}")));
+    }
+    if let Some(s) = &start {
+        if s.nrows() != d {
+            return Err(Error::shape(
+                OP,
+                format!("a start block of {d} rows"),
+                format!("{} x {}", s.nrows(), s.ncols()),
+            ));
+        }
+    }
+    if let Some(t) = options.tol {
+        if !(t.is_finite() && t > 0.0 && t < 1.0) {
+            return Err(Error::invalid(OP, format!("tol must be in (0, 1), got {t}")));
+        }
+    }
+    if options.blocks.is_some_and(|q| q < 2) {
+        return Err(Error::invalid(OP, "a Krylov basis needs at least 2 blocks"));
+    }
+    if let Some(i) = c.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            op: OP,
+            location: format!("row {}, column {}", i / d, i % d),
+        });
+    }
+    let tol = options
+        .tol
+        .unwrap_or_else(|| (64.0 * f64::EPSILON * (d as f64).sqrt()).max(1e-12));
+    let b = (k + options.extra.unwrap_or((k / 2).max(8))).min(d);
+    let q = options.blocks.unwrap_or(6);
+    let m_max = b.saturating_mul(q).min(d);
+    let max_products = options.max_products.unwrap_or((4 * d).max(64 * b));
+    // The basis and its image, the Ritz vectors and theirs (D x b each), the
+    // Rayleigh quotient and its eigenvectors (m x m each).
+    let words = 2 * (d as u128) * ((m_max + 2 * b) as u128) + 2 * (m_max as u128).pow(2);
+    crate::cpu::alloc::check_bytes(OP, 8 * words)?;
+
+    // The matrix as faer sees it; symmetric, so row-major is as good as
+    // column-major (a copy only for a strided view).
+    let c: Cow<'_, [f64]> = match c.to_slice() {
+        Some(s) => Cow::Borrowed(s),
+        None => match c.reversed_axes().to_slice() {
+            Some(s) => Cow::Borrowed(s),
+            None => Cow::Owned(c.iter().copied().collect()),
+        },
+    };
+    let cm = MatRef::from_column_major_slice(&c[..], d, d);
+    let par = faer::get_global_parallelism();
+
+    let mut basis = Basis::new(d, m_max);
+    // The start block: the given columns, then random normals.
+    let mut z = vec![0.0; d * b];
+    let given = start.as_ref().map_or(0, |s| s.ncols().min(b));
+    if let Some(s) = &start {
+        for j in 0..given {
+            for i in 0..d {
+                z[j * d + i] = s[[i, j]];
+            }
+        }
+    }
+    let rng = Philox::new(options.seed);
+    for (i, v) in z[given * d..].iter_mut().enumerate() {
+        *v = rng.normal(i as u64);
+    }
+    let mut fill = (b * d) as u64;
+    let mut ritz = vec![0.0; d * b];
+    let mut ritz_image = vec![0.0; d * b];
+    let mut cycles = 0;
+    let mut products = 0;
+    // The Ritz block that restarts each cycle, and its image.
+    let mut b0 = 0;
+    // An estimate of the matrix's norm (from below: the largest image of
+    // the start block, then the largest Ritz value) against which the
+    // Krylov blocks' new directions are measured.
+    let mut norm_est = 0.0f64;
+    // New directions smaller than this (relative to the norm) change no
+    // residual by more than the tolerance.
+    let drop = tol / 8.0;
+    loop {
+        basis.clear();
+        if cycles == 0 {
+            // Random columns are never dependent in practice; if the given
+            // start made the block deficient, fill it with more.
+            let mut got = basis.extend(&mut z, b, None, 1e-8, par)?;
+            while got < b.min(d) {
+                let need = b.min(d) - got;
+                let mut more = vec![0.0; d * need];
+                for v in more.iter_mut() {
+                    *v = rng.normal(fill);
+                    fill += 1;
+                }
+                let added = basis.extend(&mut more, need, None, 1e-8, par)?;
+                if added == 0 {
+                    break;
+                }
+                got += added;
+            }
+            let n = basis.cols;
+            basis.multiply(cm, 0, n, par);
+            products += n;
+            norm_est = basis.image[..n * d].chunks_exact(d).map(norm).fold(0.0, f64::max);
+        } else {
+            basis.set_start(&ritz[..d * b0], &ritz_image[..d * b0], b0);
+        }
+        // Grow the Krylov basis: each new block is the last block's image.
+        let mut last = (0, basis.cols);
+        while basis.cols < m_max {
+            let (from, n) = last;
+            let mut next = basis.image[from * d..(from + n) * d].to_vec();
+            let start_col = basis.cols;
+            let added = basis.extend(&mut next, n, Some(norm_est), drop, par)?;
+            if added == 0 {
+                break;
+            }
+            basis.multiply(cm, start_col, added, par);
+            products += added;
+            last = (start_col, added);
+        }
+        cycles += 1;
+        let m = basis.cols;
+        let exact = m == d || basis.cols < m_max;
+        // Rayleigh-Ritz: H = Q^T (C Q), symmetrized.
+        let mut h = Mat::<f64>::zeros(m, m);
+        matmul(
+            h.as_mut(),
+            Accum::Replace,
+            basis.q(m).transpose(),
+            basis.w(m),
+            1.0,
+            par,
+        );
+        for i in 0..m {
+            for j in 0..i {
+                let v = 0.5 * (h[(i, j)] + h[(j, i)]);
+                h[(i, j)] = v;
+                h[(j, i)] = v;
+            }
+        }
+        let (theta, y) = small_eigh_descending(h.as_ref())?;
+        b0 = b.min(m);
+        {
+            let yb = y.as_ref().subcols(0, b0);
+            matmul(
+                MatMut::from_column_major_slice_mut(&mut ritz[..d * b0], d, b0),
+                Accum::Replace,
+                basis.q(m),
+                yb,
+                1.0,
+                par,
+            );
+            matmul(
+                MatMut::from_column_major_slice_mut(&mut ritz_image[..d * b0], d, b0),
+                Accum::Replace,
+                basis.w(m),
+                yb,
+                1.0,
+                par,
+            );
+        }
+        let scale = theta.iter().fold(0.0f64, |a, t| a.max(t.abs()));
+        norm_est = norm_est.max(scale);
+        let kk = k.min(b0);
+        let residual = residuals(&ritz, &ritz_image, &theta, d, kk);
+        let converged = kk == k && residual <= tol * scale;
+        if (converged || exact) && cycles == 1 {
+            // The images came straight from this cycle's products.
+            if kk == k && (converged || residual <= 8.0 * tol * scale) {
+                return Ok(finish(&ritz, &theta, d, k, residual, cycles, products));
+            }
+        } else if converged || exact {
+            // Check against a fresh product: the images were carried through
+            // the restarts, and may have drifted.
+            let mut fresh = vec![0.0; d * kk];
+            matmul(
+                MatMut::from_column_major_slice_mut(&mut fresh, d, kk),
+                Accum::Replace,
+                cm,
+                MatRef::from_column_major_slice(&ritz[..d * kk], d, kk),
+                1.0,
+                par,
+            );
+            products += kk;
+            let r = residuals(&ritz, &fresh, &theta, d, kk);
+            ritz_image[..d * kk].copy_from_slice(&fresh);
+            // An exhausted basis spans an invariant subspace (to the level
+            // at which `extend` drops directions, an eighth of the
+            // tolerance per direction): Rayleigh-Ritz is exact there.
+            if kk == k && (r <= tol * scale || (exact && r <= 8.0 * tol * scale)) {
+                return Ok(finish(&ritz, &theta, d, k, r, cycles, products));
+            }
+        }
+        if products >= max_products {
+            return Err(Error::NoConvergence {
+                op: OP,
+                what: format!(
+                    "the {k} largest eigenpairs of the {d} x {d} matrix (residual {:.1e} of the largest eigenvalue \
+                     after {products} products, tolerance {tol:.1e}; the spectrum may have no gap at k: \
+                     the full eigendecomposition always finishes)",
+                    residual / scale.max(f64::MIN_POSITIVE)
+                ),
+            });
+        }
+    }
+}
+
+fn norm(v: &[f64]) -> f64 {
+    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+}
+
+/// The largest residual `||img_j - theta_j x_j||` of the first `k` columns.
+fn residuals(x: &[f64], img: &[f64], theta: &[f64], d: usize, k: usize) -> f64 {
+    (0..k)
+        .map(|j| {
+            let (xs, ws) = (&x[j * d..(j + 1) * d], &img[j * d..(j + 1) * d]);
+            xs.iter()
+                .zip(ws)
+                .map(|(a, w)| {
+                    let r = w - theta[j] * a;
+                    r * r
+                })
+                .sum::<f64>()
+                .sqrt()
+        })
+        .fold(0.0, f64::max)
+}
+
+fn finish(
+    x: &[f64],
+    theta: &[f64],
+    d: usize,
+    k: usize,
+    residual: f64,
+    cycles: usize,
+    products: usize,
+) -> TopK {
+    let mut vectors = Array2::<f64>::zeros((d, k));
+    for j in 0..k {
+        let col = &x[j * d..(j + 1) * d];
+        let mut best = 0;
+        for (i, v) in col.iter().enumerate() {
+            if v.abs() > col[best].abs() {
+                best = i;
+            }
+        }
+        let sign = if col[best] < 0.0 { -1.0 } else { 1.0 };
+        for (i, v) in col.iter().enumerate() {
+            vectors[[i, j]] = sign * v;
+        }
+    }
+    TopK {
+        values: Array1::from_iter(theta[..k].iter().copied()),
+        vectors,
+        residual,
+        cycles,
+        products,
+    }
+}
+
+/// Eigenvalues (descending) and eigenvectors of a small symmetric matrix.
+fn small_eigh_descending(h: MatRef<'_, f64>) -> Result<(Vec<f64>, Mat<f64>)> {
+    let m = h.nrows();
+    let par = crate::model::pca::eigh_parallelism(m);
+    let mut u = Mat::<f64>::zeros(m, m);
+    let mut s = Diag::<f64>::zeros(m);
+    let scratch =
+        evd::self_adjoint_evd_scratch::<f64>(m, evd::ComputeEigenvectors::Yes, par, Default::default());
+    evd::self_adjoint_evd(
+        h,
+        s.as_mut(),
+        Some(u.as_mut()),
+        par,
+        MemStack::new(&mut MemBuffer::new(scratch)),
+        Default::default(),
+    )
+    .map_err(|_| Error::NoConvergence {
+        op: OP,
+        what: format!("the eigendecomposition of the {m} x {m} Rayleigh quotient"),
+    })?;
+    crate::avx::clear_avx_upper_state();
+    let s = s.column_vector();
+    let values = (0..m).map(|j| s[m - 1 - j]).collect();
+    let vectors = Mat::from_fn(m, m, |i, j| u[(i, m - 1 - j)]);
+    Ok((values, vectors))
+}
+
+/// An orthonormal basis (`D x cols`, column-major) and its image under the
+/// matrix, with room for `cap` columns.
+struct Basis {
+    d: usize,
+    cap: usize,
+    cols: usize,
+    q: Vec<f64>,
+    image: Vec<f64>,
+}
+
+impl Basis {
+    fn new(d: usize, cap: usize) -> Basis {
+        Basis {
+            d,
+            cap,
+            cols: 0,
+            q: vec![0.0; d * cap],
+            image: vec![0.0; d * cap],
+        }
+    }
+
+    fn clear(&mut self) {
+        self.cols = 0;
+    }
+
+    fn q(&self, n: usize) -> MatRef<'_, f64> {
+        MatRef::from_column_major_slice(&self.q[..self.d * n], self.d, n)
+    }
+
+    fn w(&self, n: usize) -> MatRef<'_, f64> {
+        MatRef::from_column_major_slice(&self.image[..self.d * n], self.d, n)
+    }
+
+    /// Starts the basis with orthonormal columns whose image is known.
+    fn set_start(&mut self, x: &[f64], img: &[f64], n: usize) {
+        let d = self.d;
+        self.q[..d * n].copy_from_slice(&x[..d * n]);
+        self.image[..d * n].copy_from_slice(&img[..d * n]);
+        self.cols = n;
+    }
+
+    /// The image of columns `from..from + n`: `C Q`.
+    fn multiply(&mut self, c: MatRef<'_, f64>, from: usize, n: usize, par: Par) {
+        let d = self.d;
+        let qs = MatRef::from_column_major_slice(&self.q[from * d..(from + n) * d], d, n);
+        let ws = MatMut::from_column_major_slice_mut(&mut self.image[from * d..(from + n) * d], d, n);
+        matmul(ws, Accum::Replace, c, qs, 1.0, par);
+    }
+
+    /// Appends an orthonormal basis of the part of `z` (`D x n`,
+    /// column-major; overwritten) outside the current basis, up to the
+    /// capacity; returns the number of columns added. A column whose part
+    /// outside the basis is at most `drop` times its reference norm is
+    /// dropped: `reference` (the matrix's norm, for images `C q` of unit
+    /// vectors), or the column's own norm where `None`. Directions within
+    /// the block closer than `1e-4` to the others are dropped too (they
+    /// would cost orthogonality).
+    fn extend(
+        &mut self,
+        z: &mut [f64],
+        n: usize,
+        reference: Option<f64>,
+        drop: f64,
+        par: Par,
+    ) -> Result<usize> {
+        let d = self.d;
+        let before: Vec<f64> = z
+            .chunks_exact(d)
+            .take(n)
+            .map(|col| reference.unwrap_or_else(|| norm(col)))
+            .collect();
+        // Twice is enough: the second pass leaves each column orthogonal to
+        // the basis to rounding, relative to what is left of it.
+        self.project(z, n, par);
+        self.project(z, n, par);
+        let mut kept = 0;
+        for j in 0..n {
+            let after = norm(&z[j * d..(j + 1) * d]);
+            if after > 0.0 && after > drop * before[j] {
+                z.copy_within(j * d..(j + 1) * d, kept * d);
+                z[kept * d..(kept + 1) * d].iter_mut().for_each(|v| *v /= after);
+                kept += 1;
+            }
+        }
+        if kept == 0 {
+            return Ok(0);
+        }
+        // Orthonormal within the block (SVQB), then once more against the
+        // basis and within: the second pass starts from nearly orthonormal
+        // columns, and leaves them orthonormal to rounding.
+        let (mut y, kept) = svqb(z, d, kept, 1e-4, par)?;
+        self.project(&mut y, kept, par);
+        let (y, kept) = svqb(&mut y, d, kept, 0.5, par)?;
+        let kept = kept.min(self.cap - self.cols);
+        let at = self.cols * d;
+        self.q[at..at + kept * d].copy_from_slice(&y[..kept * d]);
+        self.cols += kept;
+        Ok(kept)
+    }
+
+    /// `z -= Q (Q^T z)`.
+    fn project(&self, z: &mut [f64], n: usize, par: Par) {
+        let (d, m) = (self.d, self.cols);
+        if m == 0 || n == 0 {
+            return;
+        }
+        let mut t = Mat::<f64>::zeros(m, n);
+        let zr = MatRef::from_column_major_slice(&z[..d * n], d, n);
+        matmul(t.as_mut(), Accum::Replace, self.q(m).transpose(), zr, 1.0, par);
+        let zm = MatMut::from_column_major_slice_mut(&mut z[..d * n], d, n);
+        matmul(zm, Accum::Add, self.q(m), t.as_ref(), -1.0, par);
+    }
+}
+
+/// SVQB (Stathopoulos and Wu): an orthonormal basis of the span of `z`'s `n`
+/// unit columns (`D x n`, column-major), from the eigendecomposition of the
+/// Gram matrix `z^T z`, keeping the directions whose singular value is above
+/// `keep`. Returns the basis (column-major, `D x kept`) and `kept`.
+fn svqb(z: &mut [f64], d: usize, n: usize, keep: f64, par: Par) -> Result<(Vec<f64>, usize)> {
+    let zr = MatRef::from_column_major_slice(&z[..d * n], d, n);
+    let mut g = Mat::<f64>::zeros(n, n);
+    matmul(g.as_mut(), Accum::Replace, zr.transpose(), zr, 1.0, par);
+    for i in 0..n {
+        for j in 0..i {
+            let v = 0.5 * (g[(i, j)] + g[(j, i)]);
+            g[(i, j)] = v;
+            g[(j, i)] = v;
+        }
+    }
+    let (lambda, v) = small_eigh_descending(g.as_ref())?;
+    let kept = lambda.iter().take_while(|&&l| l > keep * keep).count();
+    if kept == 0 {
+        return Ok((Vec::new(), 0));
+    }
+    let mut vs = Mat::<f64>::zeros(n, kept);
+    for j in 0..kept {
+        let s = 1.0 / lambda[j].sqrt();
+        for i in 0..n {
+            vs[(i, j)] = v[(i, j)] * s;
+        }
+    }
+    let mut y = vec![0.0; d * kept];
+    matmul(
+        MatMut::from_column_major_slice_mut(&mut y, d, kept),
+        Accum::Replace,
+        zr,
+        vs.as_ref(),
+        1.0,
+        par,
+    );
+    Ok((y, kept))
+}
