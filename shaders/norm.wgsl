@@ -1,5 +1,5 @@
-// Layer, instance and group normalization, forward and backward: one kernel
-// family. CPU twin: src/cpu/norm.rs.
+// Layer, instance, group and RMS normalization, forward and backward: one
+// kernel family. CPU twin: src/cpu/norm.rs.
 //
 // An (N, C, S) tensor (S = product of the trailing dimensions, 1 for (N, D))
 // is viewed as R = N * G rows of L = C * S / G contiguous elements, and each
@@ -9,6 +9,11 @@
 //                  elementwise over each row (length L)
 //   instance norm  G = C  (L = S),     gamma/beta per channel
 //   group norm     G = G  (L = C/G*S), gamma/beta per channel
+//   RMS norm       as layer norm over trailing dimensions, without centring
+//                  (center = 0): stats[r] = (0, 0, 1 / sqrt(mean(x^2) + eps),
+//                  mean(x^2)), mean(x^2) = var + mean^2 (two non-negative
+//                  terms: nothing cancels), and the backward's sum(g) term,
+//                  the mean's gradient, is dropped
 // The affine index of element i of row r is i (elementwise) or the channel
 // (r % G) * (L / S) + i / S (per channel), which each thread
 // tracks incrementally as it strides along the row (no division per element).
@@ -46,7 +51,7 @@ struct RowParams {
     lane_r: u32,       // TL % S
     eps: f32,
     row_base: u32,     // this piece's first row (a matrix larger than one binding is split into pieces)
-    _pad1: f32,
+    center: u32,       // 1: subtract each row's mean (layer, instance, group); 0: RMS norm
     _pad2: f32,
 }
 
@@ -129,6 +134,44 @@ fn row_welford(base: u32, lane: u32, tl: u32, len: u32, shift: f32, sc: f32) -> 
     return Wf(n, mean, m2);
 }
 
+// RMS norm's statistics row (no centring) from a row's finished state
+// (count, mean relative to the shift k, M2): (0, 0, invstd, mean(x^2)) with
+// mean(x^2) = var + (k + mean)^2; in units of 2^96 (as stats_row's scaled
+// form) where the state was scaled or mean(x^2) overflows f32.
+fn rms_row(st: Wf, k: f32, eps: f32) -> vec4<f32> {
+    let cnt = f32(st.n & COUNT_MASK);
+    let v = st.m2 / cnt;
+    if ((st.n & SCALED) == 0u) {
+        let mu = k + st.mean;
+        let ms = v + mu * mu;
+        if (is_finite(ms) || is_nan(ms)) {
+            return vec4<f32>(0.0, 0.0, 1.0 / sqrt(ms + eps), ms);
+        }
+        // (k + mean)^2 beyond f32: the same in units of 2^96
+        let mu_s = mu * DOWN;
+        return scaled_rms(down2(v) + mu_s * mu_s);
+    }
+    let mu_s = k * DOWN + st.mean;
+    return scaled_rms(v + mu_s * mu_s);
+}
+
+// The statistics row of a mean square in units of 2^96 (eps vanishes there).
+fn scaled_rms(ms: f32) -> vec4<f32> {
+    var ist = 1.0 / sqrt(ms);
+    if (is_nan(ms)) {
+        ist = ms;
+    }
+    return vec4<f32>(0.0, 0.0, -ist, up2(ms));
+}
+
+// The statistics row of a finished state: centred (stats_row) or RMS.
+fn finish_row(st: Wf, k: f32, eps: f32) -> vec4<f32> {
+    if (p.center == 0u) {
+        return rms_row(st, k, eps);
+    }
+    return stats_row(st, k, eps);
+}
+
 @compute @workgroup_size(WG)
 fn row_forward(
     @builtin(local_invocation_index) li: u32,
@@ -169,7 +212,7 @@ fn row_forward(
             }
             workgroupBarrier();
         }
-        let row = stats_row(Wf(sh_n[base_li], sh_a[base_li], sh_b[base_li]), shift, p.eps);
+        let row = finish_row(Wf(sh_n[base_li], sh_a[base_li], sh_b[base_li]), shift, p.eps);
         workgroupBarrier();
         if (valid) {
             if (lane == 0u) {
@@ -229,7 +272,8 @@ fn row_backward(
             workgroupBarrier();
         }
         let inv_l = 1.0 / f32(len);
-        let mg = sh_a[base_li] * inv_l;
+        // RMS norm: no mean, no gradient through one.
+        let mg = sh_a[base_li] * inv_l * f32(p.center);
         let mgx = sh_b[base_li] * inv_l;
         workgroupBarrier();
         if (valid) {

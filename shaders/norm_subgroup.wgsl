@@ -1,4 +1,4 @@
-// Layer, instance and group norm's row passes on subgroups: one subgroup per
+// Layer, instance, group and RMS norm's row passes on subgroups: one subgroup per
 // row at a time, so a row needs no workgroup barrier and no workgroup memory.
 // CPU twin: src/cpu/norm.rs. Launcher: src/ops/norm/rows.rs, which takes
 // these where the device has wgpu's SUBGROUP feature and a row wants no more
@@ -83,7 +83,7 @@ fn row_forward_subgroup(
             st = row_welford(base, ln.lane, ln.tl, len, shift, DOWN);
             st.n = st.n | SCALED;
         }
-        let row = stats_row(subgroup_merge_wf(st), shift, p.eps);
+        let row = finish_row(subgroup_merge_wf(st), shift, p.eps);
         if (ln.lane == 0u) {
             stats[p.row_base + r] = row;
         }
@@ -120,7 +120,7 @@ fn row_backward_subgroup(
             s_gx = s_gx + g * h;
             af = affine_step_by(af, ln.tl, ln.q, ln.r);
         }
-        let mg = subgroupAdd(s_g) * inv_l;
+        let mg = subgroupAdd(s_g) * inv_l * f32(p.center);
         let mgx = subgroupAdd(s_gx) * inv_l;
         af = affine_start(r, ln.lane);
         for (var i = ln.lane; i < len; i = i + ln.tl) {

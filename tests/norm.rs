@@ -1,5 +1,6 @@
-//! Batch, layer, instance and group norm: the f64 twin against centered
-//! finite differences, then the GPU against the twin.
+//! Batch, layer, instance, group and RMS norm: the f64 twin against centered
+//! finite differences, then the GPU against the twin, and both against
+//! PyTorch's own results.
 
 mod common;
 
@@ -23,7 +24,7 @@ fn vector(len: usize, offset: f32, scale: f32, seed: u64) -> Array1<f64> {
 fn affine_len(kind: NormKind, dims: &[usize]) -> usize {
     match kind {
         NormKind::Layer => dims[1..].iter().product(),
-        NormKind::LayerTrailing { len } => len,
+        NormKind::LayerTrailing { len } | NormKind::Rms { len } => len,
         _ => dims[1],
     }
 }
@@ -931,4 +932,211 @@ fn parameter_gradients_over_many_partials() {
     let x = tensor(&[64, 1, 1 << 18], 3.0, 1.0, 17);
     let err = gpu_check_on(&g, NormKind::Instance, &x, 17);
     assert!(err <= 1e-5);
+}
+
+fn torch_rms(case: &str, name: &str) -> Option<ArrayD<f64>> {
+    let p = format!(
+        "{}/tests/data/torch/rms_norm/{case}/{name}.npy",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::path::Path::new(&p)
+        .exists()
+        .then(|| ndarray_npy::read_npy(&p).unwrap_or_else(|e| panic!("{p}: {e}")))
+}
+
+/// RMS norm, the twin against centered finite differences and the GPU
+/// against the twin: rows of several runs, runs that do not divide the
+/// workgroup, many runs, one element per run, a large offset.
+#[test]
+fn rms_norm_twin_gradient_check_and_gpu() {
+    let cases: &[(&[usize], usize)] = &[
+        (&[4, 5], 5),
+        (&[2, 3, 2, 2], 4),
+        (&[2, 3, 2, 3], 18),
+        (&[3, 2, 1, 3], 3),
+        (&[1, 7], 7),
+    ];
+    for (i, (dims, len)) in cases.iter().enumerate() {
+        let kind = NormKind::Rms { len: *len };
+        // (An offset of 10 over runs of three makes the rows nearly parallel
+        // to their normalization: dx, orthogonal to x, is then mostly
+        // cancellation, and the differences' h^2 error dominates it.)
+        for offset in [0.0, 2.0] {
+            let r = grad_check(kind, dims, 70 + i as u64, offset);
+            println!("rms over {len} of {dims:?} offset {offset}: rel_error {r:?}");
+            assert!(r.iter().all(|&e| e <= 1e-7), "{dims:?} {len}: {r:?}");
+        }
+    }
+    let mut worst = 0.0f64;
+    for (i, (dims, len)) in [
+        (&[1usize, 1][..], 1usize),
+        (&[3, 4, 5, 5], 25),
+        (&[2, 6, 13, 11], 11),
+        (&[2, 6, 13, 11], 858),
+        (&[70, 8, 3, 3], 9),
+        (&[1000, 2, 1, 3], 3),
+        (&[4, 2, 1000], 2000),
+        (&[5, 64, 1, 1], 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for offset in [0.5, 1e4] {
+            worst = worst.max(gpu_case(
+                NormKind::Rms { len: *len },
+                dims,
+                offset,
+                7000 + i as u64,
+            ));
+        }
+    }
+    println!("rms norm: worst GPU rel error {worst:.2e}");
+}
+
+/// RMS norm against PyTorch's `F.rms_norm` in float64 with autograd
+/// (tests/data/torch_rms_norm.py), 2-D to 4-D, with and without a weight,
+/// eps given or PyTorch's default (the dtype's machine epsilon): the f64
+/// twin and the host path in f64 to 1e-12, the host path in f32 to 1e-6,
+/// the GPU to 1e-5.
+#[test]
+fn rms_norm_matches_pytorch() {
+    let g = gpu();
+    let cases: &[(&str, &[usize])] = &[
+        ("nd_d", &[8]),
+        ("nd_d_noweight", &[8]),
+        ("ntd_d", &[7]),
+        ("nchw_hw", &[4, 5]),
+        ("nchw_chw_noweight", &[3, 4, 5]),
+        ("offset_d", &[6]),
+    ];
+    let flat1 = |a: ArrayD<f64>| Array1::from_iter(a.iter().copied());
+    for (case, ns) in cases {
+        let t = |n| torch_rms(case, n).unwrap_or_else(|| panic!("{case}/{n}.npy"));
+        let x = t("x");
+        let kind = NormKind::rms("test", x.shape(), ns).unwrap();
+        let len: usize = ns.iter().product();
+        assert_eq!(kind, NormKind::Rms { len });
+        let weighted = torch_rms(case, "weight").is_some();
+        let gamma = torch_rms(case, "weight").map_or_else(|| Array1::ones(len), flat1);
+        let beta = Array1::<f64>::zeros(len);
+        let eps = t("eps").into_iter().next().unwrap();
+        let dy = t("dy");
+        // the rstd PyTorch's leading dimensions shape
+        let rstd = t("rstd");
+        let fw = norm_forward(kind, x.view(), gamma.view(), beta.view(), eps).unwrap();
+        let gr = norm_backward(
+            kind,
+            x.view(),
+            dy.view(),
+            gamma.view(),
+            fw.stats.mean.view(),
+            fw.stats.invstd.view(),
+        )
+        .unwrap();
+        assert!(fw.stats.mean.iter().all(|&m| m == 0.0), "RMS norm has no mean");
+        let [sdx, sg, _] = scales(kind, &x, &dy, &gamma, &fw.stats);
+        let mut cpu = vec![
+            rel_to(fw.y.iter().copied(), &t("y"), 0.0),
+            rel_to(gr.dx.iter().copied(), &t("dx"), sdx),
+            rel_to(fw.stats.invstd.iter().copied(), &rstd, 0.0),
+        ];
+        if weighted {
+            cpu.push(rel_to(gr.dgamma.iter().copied(), &t("dweight"), sg));
+        }
+        // the host path, in f64 and in f32
+        let (hy, hs) = gpuprep::host::norm_forward(kind, x.view(), gamma.view(), beta.view(), eps).unwrap();
+        let (hdx, hdg, _) = gpuprep::host::norm_backward(
+            kind,
+            x.view(),
+            dy.view(),
+            gamma.view(),
+            hs.mean.view(),
+            hs.invstd.view(),
+        )
+        .unwrap();
+        let mut host = vec![
+            rel_to(hy.iter().copied(), &t("y"), 0.0),
+            rel_to(hdx.iter().copied(), &t("dx"), sdx),
+        ];
+        if weighted {
+            host.push(rel_to(hdg.iter().copied(), &t("dweight"), sg));
+        }
+        let (x32, dy32) = (x.mapv(|v| v as f32), dy.mapv(|v| v as f32));
+        let (fy, fs) = gpuprep::host::norm_forward(kind, x32.view(), gamma.view(), beta.view(), eps).unwrap();
+        let (fdx, fdg, _) = gpuprep::host::norm_backward(
+            kind,
+            x32.view(),
+            dy32.view(),
+            gamma.view(),
+            fs.mean.view(),
+            fs.invstd.view(),
+        )
+        .unwrap();
+        let f64s = |a: ArrayD<f32>| a.mapv(f64::from);
+        let mut host32 = vec![
+            rel_to(f64s(fy).iter().copied(), &t("y"), 0.0),
+            rel_to(f64s(fdx).iter().copied(), &t("dx"), sdx),
+        ];
+        if weighted {
+            host32.push(rel_to(fdg.iter().copied(), &t("dweight"), sg));
+        }
+        // the GPU, from the f32 rounding of the same tensors
+        let xg = GpuMatrix::upload(g, matrix(&x).view()).unwrap();
+        let norm = Norm::rms(ns).with_eps(eps as f32);
+        let (gg, bg) = (
+            GpuMatrix::upload(g, row(&gamma).view()).unwrap(),
+            GpuMatrix::upload(g, row(&beta).view()).unwrap(),
+        );
+        let f = norm.forward(g, &xg, &gg, &bg).unwrap();
+        let b = norm
+            .backward(
+                g,
+                &xg,
+                &GpuMatrix::upload(g, matrix(&dy).view()).unwrap(),
+                &gg,
+                &f.stats,
+            )
+            .unwrap();
+        let st = f.stats.download(g).unwrap();
+        let f32s = |m: Array2<f32>| m.iter().map(|&v| f64::from(v)).collect::<Vec<_>>();
+        let mut gpu = vec![
+            rel_to(f32s(f.y.download(g).unwrap()), &t("y"), 0.0),
+            rel_to(f32s(b.dx.download(g).unwrap()), &t("dx"), sdx),
+            rel_to(st.invstd.iter().copied(), &rstd, 0.0),
+        ];
+        if weighted {
+            gpu.push(rel_to(f32s(b.dgamma.download(g).unwrap()), &t("dweight"), sg));
+        }
+        let worst = |v: &[f64]| v.iter().fold(0.0f64, |m, e| m.max(*e));
+        println!(
+            "rms norm {case} {:?} normalized_shape {ns:?} eps {eps:e} vs PyTorch (y, dx, rstd[, dweight]): \
+             twin {:.1e}, host f64 {:.1e}, host f32 {:.1e}, GPU {:.1e}",
+            x.shape(),
+            worst(&cpu),
+            worst(&host),
+            worst(&host32),
+            worst(&gpu)
+        );
+        assert!(worst(&cpu) <= 1e-12, "{case}: twin {cpu:?}");
+        assert!(worst(&host) <= 1e-12, "{case}: host {host:?}");
+        assert!(worst(&host32) <= 1e-6, "{case}: host f32 {host32:?}");
+        assert!(worst(&gpu) <= 1e-5, "{case}: GPU {gpu:?}");
+    }
+}
+
+#[test]
+fn rms_norm_needs_a_tail_of_the_shape_and_defaults_to_f32_epsilon() {
+    let dims = [2, 3, 4, 5];
+    assert_eq!(
+        NormKind::rms("t", &dims, &[3, 4, 5]).unwrap(),
+        NormKind::Rms { len: 60 }
+    );
+    assert_eq!(NormKind::rms("t", &dims, &[5]).unwrap(), NormKind::Rms { len: 5 });
+    for bad in [&[][..], &[4][..], &[2, 3, 4, 5][..]] {
+        assert!(NormKind::rms("t", &dims, bad).is_err(), "{bad:?}");
+    }
+    assert!(!NormKind::Rms { len: 5 }.centers() && NormKind::Layer.centers());
+    assert_eq!(NormKind::Rms { len: 5 }.name(), "rms");
+    assert_eq!(Norm::rms(&[4, 5]).eps, f32::EPSILON);
+    assert_eq!(Norm::rms(&[4, 5]).kind, NormKind::Rms { len: 20 });
 }

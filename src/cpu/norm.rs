@@ -22,6 +22,11 @@
 //!
 //! Statistics are exact two-pass f64 (mean, then the centered sum of squares);
 //! the variance used for normalizing is the biased one (divide by the count).
+//!
+//! RMS norm ([`NormKind::Rms`]) is layer norm over trailing dimensions without
+//! the centring: its "mean" is 0 and its "variance" the mean of squares, so
+//! `xhat = x / sqrt(mean(x^2) + eps)`, and its backward drops the `sum(g)`
+//! term (the mean's gradient): `dx = invstd / M * (M * g - xhat * sum(g * xhat))`.
 
 use ndarray::{Array1, ArrayD, ArrayView1, ArrayViewD, IxDyn};
 
@@ -70,8 +75,10 @@ pub fn group_stats(plan: &NormPlan, x: &[f64], eps: f64) -> NormSummary {
     let g = plan.stat_groups;
     let m = plan.group_len as f64;
     let mut mean = Array1::<f64>::zeros(g);
-    for_each_index(plan.shape, |n, c, s, e| mean[plan.stat_group(n, c, s)] += x[e]);
-    mean.mapv_inplace(|v| v / m);
+    if plan.kind.centers() {
+        for_each_index(plan.shape, |n, c, s, e| mean[plan.stat_group(n, c, s)] += x[e]);
+        mean.mapv_inplace(|v| v / m);
+    }
     let mut var = Array1::<f64>::zeros(g);
     for_each_index(plan.shape, |n, c, s, e| {
         let k = plan.stat_group(n, c, s);
@@ -168,12 +175,14 @@ pub fn norm_backward(
         dgamma[a] += dyf[e] * xh;
         dbeta[a] += dyf[e];
     });
+    // RMS norm has no mean, so no gradient through one.
+    let centred = if plan.kind.centers() { 1.0 } else { 0.0 };
     let mut dx = vec![0.0; xf.len()];
     for_each_index(shape, |n, c, s, e| {
         let k = plan.stat_group(n, c, s);
         let a = plan.affine_index(c, s);
         let ge = dyf[e] * gamma[a];
-        dx[e] = invstd[k] / m * (m * ge - sum_g[k] - xhat[e] * sum_gx[k]);
+        dx[e] = invstd[k] / m * (m * ge - centred * sum_g[k] - xhat[e] * sum_gx[k]);
     });
     let dx = ArrayD::from_shape_vec(IxDyn(x.shape()), dx).map_err(|e| Error::invalid(OP, e.to_string()))?;
     Ok(NormGrads { dx, dgamma, dbeta })

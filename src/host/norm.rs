@@ -1,4 +1,4 @@
-//! Layer, instance and group norm on the host (and batch norm through
+//! Layer, instance, group and RMS norm on the host (and batch norm through
 //! [`super::BatchNorm`]), training-mode forward and the closed-form backward,
 //! for every [`NormKind`] on `(N, D)` or `(N, C, H, W, ...)` input. GPU op:
 //! [`crate::ops::Norm`]; f64 twin: [`crate::cpu::norm`], whose functions
@@ -50,6 +50,9 @@ struct Runs {
     s: usize,
     /// gamma / beta index by element of the run (layer norm), else by channel.
     elementwise: bool,
+    /// Whether the runs are centred (every kind but RMS norm, whose "mean"
+    /// is 0 and whose backward has no `sum(g)` term).
+    centred: bool,
 }
 
 impl Runs {
@@ -58,7 +61,8 @@ impl Runs {
             len: plan.group_len,
             per_sample: plan.groups_per_sample,
             s: plan.shape.s,
-            elementwise: matches!(plan.kind, NormKind::Layer | NormKind::LayerTrailing { .. }),
+            elementwise: plan.kind.elementwise(),
+            centred: plan.kind.centers(),
         }
     }
 
@@ -141,7 +145,11 @@ pub fn norm_forward<T: HostFloat, D: Dimension>(
                     .zip(xc.chunks_exact(runs.len))
                     .enumerate()
                 {
-                    let (mu, q) = plane_two_pass(xrun);
+                    let (mu, q) = if runs.centred {
+                        plane_two_pass(xrun)
+                    } else {
+                        (0.0, sum_squares(xrun))
+                    };
                     let invstd = 1.0 / (q / m + eps).sqrt();
                     finite &= forward_run(&runs, first + i, xrun, mu, invstd, &gamma, &beta, orun);
                     stats.push((mu, q));
@@ -173,6 +181,22 @@ pub fn norm_forward<T: HostFloat, D: Dimension>(
         .into_shape_with_order(x.raw_dim())
         .map_err(|e| Error::invalid(OP, e.to_string()))?;
     Ok((y, NormSummary { mean, var, invstd }))
+}
+
+/// `sum x^2` in f64 over a run (RMS norm's statistic), in eight lanes.
+#[inline(always)]
+fn sum_squares<T: HostFloat>(run: &[T]) -> f64 {
+    const LANES: usize = 8;
+    let mut acc = [0.0f64; LANES];
+    let mut chunks = run.chunks_exact(LANES);
+    for ch in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(ch) {
+            let v = v.to_f64();
+            *a += v * v;
+        }
+    }
+    let rest: f64 = chunks.remainder().iter().map(|v| v.to_f64().powi(2)).sum();
+    acc.iter().sum::<f64>() + rest
 }
 
 /// A batch norm layer carrying `gamma` and `eps` (its running statistics
@@ -339,6 +363,8 @@ fn backward_run<T: HostFloat>(
     let m = runs.len as f64;
     let (mut sum_g, mut sum_gx) = (0.0, 0.0);
     let mut finite = true;
+    // RMS norm has no mean, so no gradient through one: its sum(g) term is 0.
+    let centred = if runs.centred { 1.0 } else { 0.0 };
     if runs.elementwise {
         for ((((&v, &d), &g), dg), db) in x
             .iter()
@@ -355,6 +381,7 @@ fn backward_run<T: HostFloat>(
             *db += d;
         }
         let k = is / m;
+        sum_g *= centred;
         for (((o, &v), &d), &g) in out.iter_mut().zip(x).zip(dy).zip(gamma) {
             let xh = (v.to_f64() - mu) * is;
             *o = T::from_f64(k * (m * d.to_f64() * g - sum_g - xh * sum_gx));
@@ -376,6 +403,7 @@ fn backward_run<T: HostFloat>(
             dbeta[c0 + k] += sd;
         }
         let kk = is / m;
+        sum_g *= centred;
         let blocks = out
             .chunks_exact_mut(runs.s)
             .zip(x.chunks_exact(runs.s))

@@ -33,6 +33,17 @@ pub enum NormKind {
         /// Elements normalized together: the product of `normalized_shape`.
         len: usize,
     },
+    /// RMS norm over the trailing dimensions whose product is `len`:
+    /// PyTorch's `RMSNorm(normalized_shape)` / `F.rms_norm`. Per run of `len`
+    /// consecutive elements `y = x / sqrt(mean(x^2) + eps) * weight`: no
+    /// centring and no bias (beta is zero). Its statistics are mean 0, "var"
+    /// the mean of squares, and invstd `1 / sqrt(mean(x^2) + eps)`; weight
+    /// (gamma) is elementwise over each run. [`NormKind::rms`] builds it from
+    /// the shapes.
+    Rms {
+        /// Elements normalized together: the product of `normalized_shape`.
+        len: usize,
+    },
 }
 
 impl NormKind {
@@ -71,11 +82,32 @@ impl NormKind {
         Ok(NormKind::LayerTrailing { len })
     }
 
+    /// RMS norm of an input of shape `dims` over its trailing dimensions
+    /// `normalized_shape`, as PyTorch's `RMSNorm(normalized_shape)`: the shape
+    /// must be non-empty and equal `dims[dims.len() - k..]`, without dimension 0.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] as [`NormKind::layer`].
+    pub fn rms(op: &'static str, dims: &[usize], normalized_shape: &[usize]) -> Result<NormKind> {
+        match NormKind::layer(op, dims, normalized_shape)? {
+            NormKind::LayerTrailing { len } => Ok(NormKind::Rms { len }),
+            // Over all of a sample: one run of C * S elements.
+            _ => Ok(NormKind::Rms {
+                len: dims[1..].iter().product(),
+            }),
+        }
+    }
+
+    /// Whether the kind subtracts the mean (every kind but RMS norm).
+    pub fn centers(&self) -> bool {
+        !matches!(self, NormKind::Rms { .. })
+    }
+
     /// Checks a [`NormKind::LayerTrailing`] against the full shape of its input:
     /// `len` is the product of some trailing dimensions after dimension 0
     /// (any other kind passes).
     pub fn check_dims(&self, op: &'static str, dims: &[usize]) -> Result<()> {
-        let NormKind::LayerTrailing { len } = *self else {
+        let (NormKind::LayerTrailing { len } | NormKind::Rms { len }) = *self else {
             return Ok(());
         };
         let mut p = 1usize;
@@ -92,14 +124,24 @@ impl NormKind {
         ))
     }
 
-    /// A short lowercase name ("batch", "layer", "instance", "group").
+    /// A short lowercase name ("batch", "layer", "instance", "group", "rms").
     pub fn name(&self) -> &'static str {
         match self {
             NormKind::Batch => "batch",
             NormKind::Layer | NormKind::LayerTrailing { .. } => "layer",
             NormKind::Instance => "instance",
             NormKind::Group { .. } => "group",
+            NormKind::Rms { .. } => "rms",
         }
+    }
+
+    /// Whether gamma and beta are elementwise over each statistics group's
+    /// run (layer and RMS norm) rather than per channel.
+    pub fn elementwise(&self) -> bool {
+        matches!(
+            self,
+            NormKind::Layer | NormKind::LayerTrailing { .. } | NormKind::Rms { .. }
+        )
     }
 }
 
@@ -202,7 +244,7 @@ impl NormPlan {
                 Ok(plan(c, n * s, c, 0))
             }
             NormKind::Layer => Ok(plan(n, c * s, c * s, 1)),
-            NormKind::LayerTrailing { len } => {
+            NormKind::LayerTrailing { len } | NormKind::Rms { len } => {
                 let f = c * s;
                 if len == 0 || f % len != 0 {
                     return Err(Error::shape(
@@ -251,7 +293,7 @@ impl NormPlan {
     pub fn affine_index(&self, c: usize, s: usize) -> usize {
         match self.kind {
             NormKind::Layer => c * self.shape.s + s,
-            NormKind::LayerTrailing { len } => (c * self.shape.s + s) % len,
+            NormKind::LayerTrailing { len } | NormKind::Rms { len } => (c * self.shape.s + s) % len,
             _ => c,
         }
     }
@@ -265,7 +307,7 @@ impl NormPlan {
         match self.kind {
             NormKind::Batch => vec![c],
             NormKind::Layer => vec![n],
-            NormKind::LayerTrailing { len } => {
+            NormKind::LayerTrailing { len } | NormKind::Rms { len } => {
                 // the fewest trailing dimensions (at least one) that multiply to len
                 let mut k = dims.len().saturating_sub(1).max(1);
                 let mut p = dims.get(k).copied().unwrap_or(1);

@@ -106,6 +106,86 @@ fn normcheck_normalized_shape_matches_pytorch() {
     }
 }
 
+/// `normcheck --kind rms` against PyTorch's `F.rms_norm` (float64 autograd):
+/// with and without a weight, eps given or PyTorch's default (x's machine
+/// epsilon), 2-D to 4-D; y, dx, dweight and invstd in x's dtype.
+#[test]
+fn normcheck_rms_matches_pytorch() {
+    let dir = tmpdir("conv-rms");
+    let cases: &[(&str, &str, bool, bool)] = &[
+        // case, normalized shape, weighted, default eps
+        ("nd_d", "8", true, false),
+        ("nd_d_noweight", "8", false, true),
+        ("ntd_d", "7", true, true),
+        ("nchw_hw", "4,5", true, false),
+        ("nchw_chw_noweight", "3,4,5", false, false),
+    ];
+    for (case, ns, weighted, default_eps) in cases {
+        let t = |n: &str| torch("rms_norm", case, n);
+        let eps = read_any(&t("eps")).iter().next().copied().unwrap().to_string();
+        for device in ["cpu", "gpu"] {
+            let out = dir.join(format!("{case}-{device}"));
+            let mut args = vec![
+                "normcheck".to_string(),
+                "--kind".into(),
+                "rms".into(),
+                "--normalized-shape".into(),
+                ns.to_string(),
+                "--x".into(),
+                arg(&t("x")),
+                "--dy".into(),
+                arg(&t("dy")),
+                "--device".into(),
+                device.into(),
+                "--out".into(),
+                arg(&out),
+            ];
+            if *weighted {
+                args.extend(["--gamma".into(), arg(&t("weight"))]);
+            }
+            if !*default_eps {
+                args.extend(["--eps".into(), eps.clone()]);
+            }
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_ok(&a, &[]);
+            let mut names: Vec<String> = std::fs::read_dir(&out)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            assert_eq!(names, ["dweight.npy", "dx.npy", "invstd.npy", "y.npy"], "{case}");
+            let tol = if device == "cpu" { 1e-12 } else { 1e-5 };
+            let mut pairs = vec![("y", "y"), ("dx", "dx"), ("invstd", "rstd")];
+            if *weighted {
+                pairs.push(("dweight", "dweight"));
+            }
+            for (ours, theirs) in pairs {
+                let e = rel(
+                    &read_any(&out.join(format!("{ours}.npy"))),
+                    &read_any(&t(theirs)),
+                    ours,
+                );
+                println!("normcheck rms {case} on {device}: {ours} vs PyTorch {e:.1e}");
+                assert!(e <= tol, "{case} {device} {ours}: {e:e}");
+            }
+        }
+    }
+    let e = run_err(&[
+        "normcheck",
+        "--kind",
+        "rms",
+        "--x",
+        &arg(&torch("rms_norm", "nd_d", "x")),
+        "--dy",
+        &arg(&torch("rms_norm", "nd_d", "dy")),
+        "--beta",
+        &arg(&torch("rms_norm", "nd_d", "weight")),
+        "--out",
+        &arg(&dir.join("bad")),
+    ]);
+    assert!(e.contains("RMS norm has no bias"), "{e}");
+}
+
 /// Three training steps through `normcheck`, each fed the running statistics
 /// the previous one wrote, then `--eval`: PyTorch's nn.BatchNorm2d, and the
 /// lecture's convention with `--convention lecture`.

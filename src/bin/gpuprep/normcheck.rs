@@ -49,6 +49,8 @@ pub enum Kind {
     Layer,
     Instance,
     Group,
+    /// PyTorch's RMSNorm: no centring, no bias; writes y, dx, dweight and invstd.
+    Rms,
 }
 
 /// How batch norm updates its running statistics.
@@ -72,9 +74,9 @@ pub struct NormcheckArgs {
     /// Number of groups (group norm; must divide C).
     #[arg(long)]
     groups: Option<usize>,
-    /// Layer norm over these trailing dimensions of x, as PyTorch's
-    /// LayerNorm(normalized_shape), e.g. H,W for (N, C, H, W); gamma and beta
-    /// have this shape. Default: all of x.shape[1:].
+    /// Layer or RMS norm over these trailing dimensions of x, as PyTorch's
+    /// LayerNorm(normalized_shape) / RMSNorm(normalized_shape), e.g. H,W for
+    /// (N, C, H, W); gamma and beta have this shape. Default: all of x.shape[1:].
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     normalized_shape: Option<Vec<usize>>,
     /// Input x: (N, D) or (N, C, H, W, ...), f32 or f64.
@@ -87,15 +89,18 @@ pub struct NormcheckArgs {
     /// (and batch norm's updated running statistics); takes no --dy.
     #[arg(long, conflicts_with = "eval")]
     forward: bool,
-    /// gamma: C values (layer norm: the normalized shape); default ones.
+    /// gamma (RMS norm: the weight): C values (layer and RMS norm: the
+    /// normalized shape); default ones.
     #[arg(long)]
     gamma: Option<PathBuf>,
-    /// beta: as gamma; default zeros.
+    /// beta: as gamma; default zeros (RMS norm has none).
     #[arg(long)]
     beta: Option<PathBuf>,
-    /// Added to the variance before the square root (a positive normal f32).
-    #[arg(long, default_value_t = 1e-5, allow_negative_numbers = true)]
-    eps: f64,
+    /// Added to the variance (RMS norm: the mean square) before the square
+    /// root, a positive normal f32. Default 1e-5; RMS norm's default is
+    /// PyTorch's eps=None: the machine epsilon of x's dtype.
+    #[arg(long, allow_negative_numbers = true)]
+    eps: Option<f64>,
     /// Batch norm: the running mean before this step, C values (default zeros).
     #[arg(long)]
     running_mean: Option<PathBuf>,
@@ -151,8 +156,13 @@ fn norm_kind(args: &NormcheckArgs, dims: &[usize]) -> gpuprep::Result<NormKind> 
             return Err(invalid(format!("{flag} is only for --kind batch")));
         }
     }
-    if args.kind != Kind::Layer && args.normalized_shape.is_some() {
-        return Err(invalid("--normalized-shape is only for --kind layer"));
+    if !matches!(args.kind, Kind::Layer | Kind::Rms) && args.normalized_shape.is_some() {
+        return Err(invalid("--normalized-shape is only for --kind layer and rms"));
+    }
+    if args.kind == Kind::Rms && args.beta.is_some() {
+        return Err(invalid(
+            "--beta: RMS norm has no bias (PyTorch's RMSNorm has a weight alone)",
+        ));
     }
     match (args.kind, args.groups) {
         (Kind::Group, Some(groups)) => Ok(NormKind::Group { groups }),
@@ -164,6 +174,10 @@ fn norm_kind(args: &NormcheckArgs, dims: &[usize]) -> gpuprep::Result<NormKind> 
             None => Ok(NormKind::Layer),
         },
         (Kind::Instance, None) => Ok(NormKind::Instance),
+        (Kind::Rms, None) => match &args.normalized_shape {
+            Some(ns) => NormKind::rms(OP, dims, ns),
+            None => NormKind::rms(OP, dims, &dims[1..]),
+        },
     }
 }
 
@@ -436,8 +450,14 @@ fn run_gpu(g: &gpuprep::Gpu, inp: &Inputs) -> gpuprep::Result<Results> {
 
 /// Reads the tensors, runs forward and backward, writes the results.
 pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
-    check_eps(OP, args.eps)?;
     let (x, dtype) = gpuprep::npy::read_array(&args.x)?;
+    // PyTorch's RMSNorm takes eps=None for the machine epsilon of x's dtype.
+    let eps = args.eps.unwrap_or(match (args.kind, dtype) {
+        (Kind::Rms, gpuprep::npy::Dtype::F32) => f64::from(f32::EPSILON),
+        (Kind::Rms, gpuprep::npy::Dtype::F64) => f64::EPSILON,
+        _ => 1e-5,
+    });
+    check_eps(OP, eps)?;
     let kind = norm_kind(&args, x.shape())?;
     if args.eval && args.dy.is_some() {
         return Err(invalid("--eval runs the forward pass alone: it takes no --dy"));
@@ -462,10 +482,11 @@ pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
     let plan = NormPlan::new(OP, kind, shape, !args.eval)?;
     let a = plan.affine_len;
     let affine_dims: Vec<usize> = match (kind, &args.normalized_shape) {
-        (NormKind::Layer, _) => x.shape()[1..].to_vec(),
-        (NormKind::LayerTrailing { .. }, Some(ns)) => ns.clone(),
+        (NormKind::Layer, _) | (NormKind::Rms { .. }, None) => x.shape()[1..].to_vec(),
+        (NormKind::LayerTrailing { .. } | NormKind::Rms { .. }, Some(ns)) => ns.clone(),
         _ => vec![shape.c],
     };
+    let rms = matches!(kind, NormKind::Rms { .. });
     let gamma = vector_or(&args.gamma, a, 1.0)?;
     let beta = vector_or(&args.beta, a, 0.0)?;
     let batch = if kind == NormKind::Batch {
@@ -488,10 +509,15 @@ pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
 
     let mut names = vec!["y.npy"];
     if !args.eval {
-        if !args.forward {
-            names.extend(["dx.npy", "dgamma.npy", "dbeta.npy"]);
+        match (args.forward, rms) {
+            (false, false) => names.extend(["dx.npy", "dgamma.npy", "dbeta.npy"]),
+            (false, true) => names.extend(["dx.npy", "dweight.npy"]),
+            (true, _) => {}
         }
-        names.extend(["mean.npy", "invstd.npy"]);
+        if !rms {
+            names.push("mean.npy");
+        }
+        names.push("invstd.npy");
         if batch.is_some() {
             names.extend(["running_mean.npy", "running_var.npy"]);
         }
@@ -530,7 +556,7 @@ pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
         batch,
         eval: args.eval,
         forward: args.forward,
-        eps: args.eps,
+        eps,
     };
     let gpu = gpu_or_cpu(args.device);
     let res = match &gpu {
@@ -572,12 +598,22 @@ pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
     let c = [shape.c];
     let mut tensors: Vec<(&str, Vec<f64>, &[usize])> = vec![("y.npy", res.y, &xdims)];
     if let Some((dx, dgamma, dbeta, stats)) = res.train {
-        if !inp.forward {
-            tensors.push(("dx.npy", dx, &xdims));
-            tensors.push(("dgamma.npy", dgamma, &affine_dims));
-            tensors.push(("dbeta.npy", dbeta, &affine_dims));
+        match (inp.forward, rms) {
+            (false, false) => {
+                tensors.push(("dx.npy", dx, &xdims));
+                tensors.push(("dgamma.npy", dgamma, &affine_dims));
+                tensors.push(("dbeta.npy", dbeta, &affine_dims));
+            }
+            (false, true) => {
+                tensors.push(("dx.npy", dx, &xdims));
+                tensors.push(("dweight.npy", dgamma, &affine_dims));
+                let _ = dbeta;
+            }
+            (true, _) => {}
         }
-        tensors.push(("mean.npy", stats.mean.to_vec(), &sdims));
+        if !rms {
+            tensors.push(("mean.npy", stats.mean.to_vec(), &sdims));
+        }
         tensors.push(("invstd.npy", stats.invstd.to_vec(), &sdims));
     }
     if let Some((rm, rv)) = res.running {

@@ -352,7 +352,7 @@ pub(crate) fn encode_param_grads(
             base.g_row_stride = 1;
             base.g_div = sh.features() as u32;
         }
-        NormKind::LayerTrailing { len } => {
+        NormKind::LayerTrailing { len } | NormKind::Rms { len } => {
             // elementwise affine over each run of len columns: affine index a
             // gathers columns a, a + len, ... (groups_per_sample of them)
             base.channels = len as u32;

@@ -159,6 +159,20 @@ impl Norm {
         Norm::new(NormKind::LayerTrailing { len }, 1)
     }
 
+    /// PyTorch's `RMSNorm(normalized_shape)` on an N x F matrix that holds a
+    /// tensor whose trailing dimensions are `normalized_shape`: per run of L
+    /// consecutive elements `y = x / sqrt(mean(x^2) + eps) * weight`, weight
+    /// (gamma) of L elements and beta zero. eps is f32's machine epsilon,
+    /// PyTorch's default (`eps=None`) for float32; [`Norm::with_eps`] sets
+    /// another. Lengths as [`Norm::layer`].
+    pub fn rms(normalized_shape: &[usize]) -> Norm {
+        let len = match Norm::layer(normalized_shape).kind {
+            NormKind::LayerTrailing { len } => len,
+            _ => 0,
+        };
+        Norm::new(NormKind::Rms { len }, 1).with_eps(f32::EPSILON)
+    }
+
     /// The same with another eps.
     pub fn with_eps(self, eps: f32) -> Norm {
         Norm { eps, ..self }

@@ -1,5 +1,5 @@
 //! Launchers of `shaders/norm.wgsl` and `shaders/norm_subgroup.wgsl`: the
-//! row passes of layer, instance and group norm (each statistics group a
+//! row passes of layer, instance, group and RMS norm (each statistics group a
 //! contiguous run of one row).
 
 use bytemuck::{Pod, Zeroable};
@@ -8,7 +8,7 @@ use super::NormForward;
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::matrix::{bind_input, pieces, GpuMatrix, OutputPiece};
-use crate::model::norm::{NormKind, NormPlan};
+use crate::model::norm::NormPlan;
 use crate::shaders::norm as SH;
 use crate::shaders::norm_subgroup as SG;
 use crate::shaders::Shader;
@@ -32,7 +32,8 @@ pub(crate) struct RowParams {
     lane_r: u32,
     eps: f32,
     row_base: u32,
-    _pad: [f32; 2],
+    center: u32,
+    _pad: f32,
 }
 
 #[cfg(test)]
@@ -50,7 +51,8 @@ pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
             lane_q,
             lane_r,
             eps,
-            row_base
+            row_base,
+            center
         }
     )]
 }
@@ -69,12 +71,13 @@ fn row_params(plan: &NormPlan, eps: f32) -> RowParams {
         lanes,
         groups: plan.groups_per_sample as u32,
         spatial: s,
-        per_channel: !matches!(plan.kind, NormKind::Layer | NormKind::LayerTrailing { .. }) as u32,
+        per_channel: !plan.kind.elementwise() as u32,
         lane_q: lanes / s,
         lane_r: lanes % s,
         eps,
         row_base: 0,
-        _pad: [0.0; 2],
+        center: plan.kind.centers() as u32,
+        _pad: 0.0,
     }
 }
 
