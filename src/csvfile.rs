@@ -37,8 +37,32 @@ use std::sync::Arc;
 use ndarray::ArrayViewMut2;
 
 use crate::error::{Error, Result};
-use crate::io::{Delimiter, NonFinite};
 use crate::npy::NpyFloat;
+
+/// What a reader does with NaN and +/-infinity in the data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NonFinite {
+    /// Refuse them: [`Error::NonFinite`] naming the first one's place.
+    #[default]
+    Reject,
+    /// Read them as values (numpy's behaviour: statistics propagate them).
+    Allow,
+}
+
+/// How the fields of a CSV line are separated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delimiter {
+    /// One character (`,` by default; `;`, `\t`, `|`, ...).
+    Char(char),
+    /// Runs of spaces and tabs, leading and trailing ones ignored (numpy.loadtxt's default).
+    Whitespace,
+}
+
+impl Default for Delimiter {
+    fn default() -> Self {
+        Delimiter::Char(',')
+    }
+}
 
 /// The longest line read by default: 64 MiB.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 64 << 20;

@@ -14,7 +14,6 @@ use ndarray::ArrayView2;
 use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
-use crate::matrix::Span;
 use crate::shaders::{Shader, Slot};
 
 /// How long a readback ([`Gpu::read_bytes`] and everything that downloads) or
@@ -1013,3 +1012,31 @@ fn poisoned<T>(_: std::sync::PoisonError<T>) -> Error {
 /// Shares one [`Gpu`] between owners (for example a model object and the code
 /// that trains it).
 pub type SharedGpu = Arc<Gpu>;
+
+/// A byte range of one buffer, ready to bind.
+#[derive(Debug, Clone)]
+pub(crate) struct Span {
+    pub buffer: wgpu::Buffer,
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl Span {
+    /// The whole of `buffer`.
+    pub fn whole(buffer: &wgpu::Buffer) -> Span {
+        Span {
+            buffer: buffer.clone(),
+            offset: 0,
+            size: buffer.size(),
+        }
+    }
+
+    /// The `wgpu` binding resource.
+    pub fn resource(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: self.offset,
+            size: wgpu::BufferSize::new(self.size.max(4)),
+        })
+    }
+}

@@ -41,30 +41,7 @@ impl Format {
     }
 }
 
-/// What a reader does with NaN and +/-infinity in the data.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum NonFinite {
-    /// Refuse them: [`Error::NonFinite`] naming the first one's place.
-    #[default]
-    Reject,
-    /// Read them as values (numpy's behaviour: statistics propagate them).
-    Allow,
-}
-
-/// How the fields of a CSV line are separated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Delimiter {
-    /// One character (`,` by default; `;`, `\t`, `|`, ...).
-    Char(char),
-    /// Runs of spaces and tabs, leading and trailing ones ignored (numpy.loadtxt's default).
-    Whitespace,
-}
-
-impl Default for Delimiter {
-    fn default() -> Self {
-        Delimiter::Char(',')
-    }
-}
+pub use crate::csvfile::{Delimiter, NonFinite};
 
 /// How [`read_matrix`] reads a file.
 #[derive(Clone, Debug)]
@@ -147,7 +124,7 @@ fn read_npy(path: &Path, options: &ReadOptions) -> Result<Array2<f32>> {
     // file's size, and the memory, before the array is allocated.
     let mut r = crate::npy::NpyReader::open(path)?;
     let (rows, cols) = (r.rows(), r.cols());
-    crate::cpu::alloc::check_bytes("read", 4 * rows as u128 * cols as u128)?;
+    crate::alloc::check_bytes("read", 4 * rows as u128 * cols as u128)?;
     let mut a = crate::host::new_output(rows, cols);
     r.read_rows::<f32>(0, a.view_mut())?;
     if options.non_finite == NonFinite::Reject {

@@ -24,6 +24,7 @@
 
 #![warn(missing_docs)]
 
+mod alloc;
 mod avx;
 pub mod cpu;
 pub mod csvfile;

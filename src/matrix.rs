@@ -19,6 +19,7 @@ use ndarray::{s, Array2, ArrayView2};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+pub(crate) use crate::gpu::Span;
 
 /// One row block of a matrix: `rows` rows starting at byte `offset` of `buffer`.
 #[derive(Debug, Clone)]
@@ -26,34 +27,6 @@ pub(crate) struct Block {
     pub buffer: wgpu::Buffer,
     pub offset: u64,
     pub rows: usize,
-}
-
-/// A byte range of one buffer, ready to bind.
-#[derive(Debug, Clone)]
-pub(crate) struct Span {
-    pub buffer: wgpu::Buffer,
-    pub offset: u64,
-    pub size: u64,
-}
-
-impl Span {
-    /// The whole of `buffer`.
-    pub fn whole(buffer: &wgpu::Buffer) -> Span {
-        Span {
-            buffer: buffer.clone(),
-            offset: 0,
-            size: buffer.size(),
-        }
-    }
-
-    /// The `wgpu` binding resource.
-    pub fn resource(&self) -> wgpu::BindingResource<'_> {
-        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-            buffer: &self.buffer,
-            offset: self.offset,
-            size: wgpu::BufferSize::new(self.size.max(4)),
-        })
-    }
 }
 
 /// A rows x cols f32 matrix, row-major, in GPU storage buffers.

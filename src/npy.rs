@@ -538,7 +538,7 @@ pub fn read_array(path: &Path) -> Result<(ndarray::ArrayD<f64>, Dtype)> {
             ),
         ));
     }
-    crate::cpu::alloc::check_bytes("npy read", (count as u128) * 8 + bytes as u128)?;
+    crate::alloc::check_bytes("npy read", (count as u128) * 8 + bytes as u128)?;
     file.seek(SeekFrom::Start(offset as u64)).map_err(io(path))?;
     let mut raw = vec![0u8; bytes as usize];
     file.read_exact(&mut raw).map_err(io(path))?;

@@ -460,7 +460,7 @@ impl<R: Read + Seek> NpzReader<R> {
                 declared.saturating_sub(hlen as u64)
             )));
         }
-        crate::cpu::alloc::check_bytes("npz read", bytes as u128).map_err(|e| {
+        crate::alloc::check_bytes("npz read", bytes as u128).map_err(|e| {
             bad(format!(
                 "its {bytes} bytes ({:?} of {}) cannot be held: {e}",
                 dict.shape, dict.descr

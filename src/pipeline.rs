@@ -492,7 +492,7 @@ impl Pipeline {
             (self.n_features(), self.output_dim())
         };
         check_cols(OP, want, x.ncols())?;
-        crate::cpu::alloc::check2::<T>(OP, x.nrows(), cols)?;
+        crate::alloc::check2::<T>(OP, x.nrows(), cols)?;
         let mut out = host::new_output::<T>(x.nrows(), cols);
         let (center, bias, parts) = match T::as_f64(x) {
             Some(_) => {
@@ -697,7 +697,7 @@ fn new_output_for<T: HostFloat>(parts: &TransformParts, rows: usize) -> Result<A
         TransformParts::Elementwise { center, .. } => center.len(),
         TransformParts::Product { w, .. } => w.ncols(),
     };
-    crate::cpu::alloc::check2::<T>(OP, rows, cols)?;
+    crate::alloc::check2::<T>(OP, rows, cols)?;
     Ok(host::new_output(rows, cols))
 }
 

@@ -333,7 +333,7 @@ pub fn cos_sin_turns_f32(x: u32) -> (f32, f32) {
     rotate_quadrant(q, c, s)
 }
 
-// The truncated normal (see `crate::model::init::TruncNormalPlan`): the
+// The truncated normal (see `TruncNormalPlan`): the
 // inverse normal CDF below 1/2, Wichura's AS241 (PPND16). Numerators and
 // denominators as coefficient lists, constant term first; the shader holds
 // the f32 roundings of the same lists (checked by `shader_constants_match`).
@@ -492,8 +492,8 @@ pub fn norm_ppf_lower_f32(p: f32) -> f32 {
 }
 
 /// A truncated-normal value from the stream word `x` in f64 (the CPU twin's;
-/// see [`crate::model::init::TruncNormalPlan`] for the rule).
-pub fn trunc_normal_f64(x: u32, plan: &crate::model::init::TruncNormalPlan) -> f64 {
+/// see [`TruncNormalPlan`] for the rule).
+pub fn trunc_normal_f64(x: u32, plan: &TruncNormalPlan) -> f64 {
     let (u, v) = trunc_uniform_f32(x);
     let (u, v) = (f64::from(u), f64::from(v));
     let p = plan.cdf_low + u * plan.mass;
@@ -508,7 +508,7 @@ pub fn trunc_normal_f64(x: u32, plan: &crate::model::init::TruncNormalPlan) -> f
 
 /// [`trunc_normal_f64`] in f32, operation for operation as the shader, from
 /// the plan's values rounded to f32.
-pub fn trunc_normal_f32(x: u32, plan: &crate::model::init::TruncNormalPlan) -> f32 {
+pub fn trunc_normal_f32(x: u32, plan: &TruncNormalPlan) -> f32 {
     let (u, v) = trunc_uniform_f32(x);
     let p = plan.cdf_low as f32 + u * plan.mass as f32;
     let q = plan.sf_high as f32 + v * plan.mass as f32;
@@ -535,6 +535,133 @@ pub fn ulp_distance(a: f32, b: f32) -> u32 {
         }
     }
     (ordered(a) - ordered(b)).unsigned_abs().min(u64::from(u32::MAX)) as u32
+}
+
+/// A truncated normal, ready to sample: `N(mean, std^2)` conditioned on
+/// `[low, high]`, by the inverse CDF of the standard normal `Phi`.
+///
+/// With `alpha = (low - mean) / std`, `beta = (high - mean) / std`, the plan
+/// holds `cdf_low = Phi(alpha)`, `sf_high = 1 - Phi(beta) = Phi(-beta)` and
+/// `mass = Phi(beta) - Phi(alpha)`, each computed in f64 on its own tail (so
+/// none is the difference of two numbers near 1). Element `i` of the stream
+/// (a `u32` word `x`) becomes, with `u = (2 (x >> 9) + 1) * 2^-24` (23 bits,
+/// the midpoint of a cell: `0 < u < 1`, and `u` and `1 - u` exact in f32):
+///
+/// ```text
+/// p = cdf_low + u * mass          (the lower-tail probability of the value)
+/// q = sf_high + (1 - u) * mass    (its upper-tail probability; p + q = 1)
+/// z = Phi^-1(p) if p <= q, else -Phi^-1(q)
+/// value = clamp(mean + std * z, low, high)
+/// ```
+///
+/// so `Phi^-1` is only evaluated at a probability of at most 1/2, in full
+/// relative precision even deep in a tail, by Wichura's AS241 (PPND16,
+/// relative error about 1e-16 in f64; the shader evaluates the same rational
+/// functions in f32). See [`crate::rng::trunc_normal_f64`]. PyTorch draws
+/// `erfinv` of a uniform instead; the distribution is the same, the numbers
+/// (from another generator) are not.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TruncNormalPlan {
+    /// Mean of the untruncated normal.
+    pub mean: f64,
+    /// Its standard deviation.
+    pub std: f64,
+    /// Lower bound.
+    pub low: f64,
+    /// Upper bound.
+    pub high: f64,
+    /// `Phi((low - mean) / std)`.
+    pub cdf_low: f64,
+    /// `1 - Phi((high - mean) / std)`.
+    pub sf_high: f64,
+    /// `Phi((high - mean) / std) - Phi((low - mean) / std)`: the probability of `[low, high]`.
+    pub mass: f64,
+}
+
+/// The standard normal's CDF, `Phi(z) = erfc(-z / sqrt 2) / 2`.
+pub fn norm_cdf(z: f64) -> f64 {
+    0.5 * libm::erfc(-z / std::f64::consts::SQRT_2)
+}
+
+/// Smallest probability of `[low, high]` a truncated normal accepts: below it
+/// the tail probabilities would leave f32's normal range on the GPU.
+pub const TRUNC_NORMAL_MIN_MASS: f64 = 1e-20;
+
+impl TruncNormalPlan {
+    /// Checks the arguments and computes the tail probabilities.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] unless mean, std, low and high are finite in
+    /// f32, `std > 0`, `low < high`, and the interval holds a probability of
+    /// at least [`TRUNC_NORMAL_MIN_MASS`] (about 9 standard deviations into a tail).
+    pub fn new(mean: f64, std: f64, low: f64, high: f64) -> crate::Result<Self> {
+        for (name, v) in [("mean", mean), ("std", std), ("low (a)", low), ("high (b)", high)] {
+            if !(v.is_finite() && (v as f32).is_finite()) {
+                return Err(crate::Error::invalid(
+                    "init",
+                    format!("trunc_normal: {name} must be finite in f32, got {v}"),
+                ));
+            }
+        }
+        if !(std > 0.0 && (std as f32) > 0.0) {
+            return Err(crate::Error::invalid(
+                "init",
+                format!("trunc_normal: std must be > 0, got {std}"),
+            ));
+        }
+        if low >= high {
+            return Err(crate::Error::invalid(
+                "init",
+                format!("trunc_normal: needs low < high, got {low} >= {high}"),
+            ));
+        }
+        let (alpha, beta) = ((low - mean) / std, (high - mean) / std);
+        let cdf_low = norm_cdf(alpha);
+        let sf_high = norm_cdf(-beta);
+        let mass = if beta <= 0.0 {
+            norm_cdf(beta) - cdf_low
+        } else if alpha >= 0.0 {
+            norm_cdf(-alpha) - sf_high
+        } else {
+            1.0 - cdf_low - sf_high
+        };
+        if mass.is_nan() || mass < TRUNC_NORMAL_MIN_MASS {
+            return Err(crate::Error::invalid(
+                "init",
+                format!(
+                    "trunc_normal: [{low}, {high}] has probability {mass:e} under N({mean}, {std}^2), \
+                 below {TRUNC_NORMAL_MIN_MASS:e}: too far in the tail to sample in f32"
+                ),
+            ));
+        }
+        Ok(TruncNormalPlan {
+            mean,
+            std,
+            low,
+            high,
+            cdf_low,
+            sf_high,
+            mass,
+        })
+    }
+
+    /// The distribution's mean and variance (the moments of the truncated
+    /// normal): with `Z = mass` and `phi` the standard normal density,
+    /// `mean + std * (phi(alpha) - phi(beta)) / Z` and
+    /// `std^2 * (1 + (alpha phi(alpha) - beta phi(beta)) / Z - ((phi(alpha) - phi(beta)) / Z)^2)`.
+    pub fn moments(&self) -> (f64, f64) {
+        let phi = |z: f64| (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        let (a, b) = (
+            (self.low - self.mean) / self.std,
+            (self.high - self.mean) / self.std,
+        );
+        let z = self.mass;
+        let d = (phi(a) - phi(b)) / z;
+        (
+            self.mean + self.std * d,
+            self.std * self.std * (1.0 + (a * phi(a) - b * phi(b)) / z - d * d),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -91,7 +91,7 @@ fn check_shape(op: &'static str, parts: &[Part], rows: usize, cols: usize) -> Re
             format!("{first} has {rows} rows of 0 columns: there is nothing to compute on"),
         ));
     }
-    crate::cpu::alloc::check_bytes(op, 80 * cols as u128).map_err(|_| {
+    crate::alloc::check_bytes(op, 80 * cols as u128).map_err(|_| {
         Error::invalid(
             op,
             format!(
@@ -304,7 +304,7 @@ impl Dataset {
         // cannot hold before allocating it.
         let longest = self.parts.iter().map(Part::rows).max().unwrap_or(0);
         let bytes = 2 * chunk_rows.min(longest) as u128 * cols as u128 * T::DTYPE.size() as u128;
-        crate::cpu::alloc::check_bytes(self.op, bytes).map_err(|_| {
+        crate::alloc::check_bytes(self.op, bytes).map_err(|_| {
             Error::invalid(
                 self.op,
                 format!(

@@ -176,7 +176,7 @@ where
         .map_or(1, |t| t.get())
         .min(n.div_ceil(rows_per_block));
     // Each thread holds its state (7 values per column) and one block.
-    super::alloc::check2::<f64>(OP, threads, 8 * d + rows_per_block * d)?;
+    crate::alloc::check2::<f64>(OP, threads, 8 * d + rows_per_block * d)?;
     let rows_per_thread = n.div_ceil(threads);
     let run = |lo: usize, hi: usize| -> Option<Block> {
         let mut acc: Option<Block> = None;

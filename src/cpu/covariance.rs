@@ -78,7 +78,7 @@ pub fn covariance_shifted<A: Copy + Into<f64>>(
     }
 
     // acc and the result (D x D each) and one block, before any is allocated.
-    super::alloc::check_bytes(
+    crate::alloc::check_bytes(
         OP,
         8 * (2 * (d as u128) * (d as u128) + (d as u128) * (BLOCK.min(n) as u128 + 1)),
     )?;

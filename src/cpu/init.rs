@@ -50,7 +50,7 @@ pub fn fill_tensor(shape: &[usize], fill: &Fill, rng: Philox) -> Result<ArrayD<f
     let n = numel(shape)?;
     // Refused here rather than aborted by the allocator (200000 x 200000 is
     // 320 GB of f64).
-    super::alloc::check::<f64>(OP, n)?;
+    crate::alloc::check::<f64>(OP, n)?;
     let data = if n == 0 {
         Vec::new()
     } else {

@@ -78,7 +78,7 @@ pub fn matmul<A: Copy + Into<f64>>(
 
     // The output, w, and the two blocks, before any of them is allocated.
     let block = BLOCK.min(n.max(1)) as u128;
-    super::alloc::check_bytes(
+    crate::alloc::check_bytes(
         OP,
         8 * ((n as u128) * (m as u128) + (k as u128) * (m as u128) + block * (k as u128 + m as u128)),
     )?;

@@ -3,7 +3,6 @@
 //! GPU path runs from here: the options, models and plans both sides share
 //! live in [`crate::model`].
 
-pub(crate) mod alloc;
 pub mod batchnorm;
 pub mod column_stats;
 pub mod covariance;
@@ -26,5 +25,5 @@ pub use standardize::standardize;
 /// # Errors
 /// [`crate::Error::ExceedsLimit`] naming `op`.
 pub fn check_host_bytes(op: &'static str, bytes: u128) -> crate::Result<()> {
-    alloc::check_bytes(op, bytes)
+    crate::alloc::check_bytes(op, bytes)
 }

@@ -27,7 +27,7 @@ pub fn fit<A: Copy + Into<f64>>(x: ArrayView2<'_, A>, options: &PcaOptions) -> R
     options.validate()?;
     // The covariance and the eigendecomposition's D x D matrices (about 4).
     let d = x.ncols() as u128;
-    super::alloc::check_bytes(OP, 8 * 6 * d * d)?;
+    crate::alloc::check_bytes(OP, 8 * 6 * d * d)?;
     let mean = covariance::column_mean(x)?;
     if let Some(c) = mean.iter().position(|v| !v.is_finite()) {
         return Err(Error::NonFinite {

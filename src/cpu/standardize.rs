@@ -17,7 +17,7 @@ where
     T: Copy + Into<f64> + Sync,
 {
     let d = x.ncols();
-    crate::cpu::alloc::check2::<f64>("standardize (cpu)", x.nrows(), d)?;
+    crate::alloc::check2::<f64>("standardize (cpu)", x.nrows(), d)?;
     if stats.mean.len() != d {
         return Err(Error::shape(
             "standardize (cpu)",

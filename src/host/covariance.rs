@@ -105,7 +105,7 @@ fn plan(d: usize) -> (usize, usize, Par) {
 fn check_state<T>(d: usize, tasks: usize) -> Result<()> {
     let d2 = (d as u128) * (d as u128);
     let per_task = (16 + std::mem::size_of::<T>()) as u128;
-    crate::cpu::alloc::check_bytes(OP, d2 * (tasks as u128 * per_task + 8))
+    crate::alloc::check_bytes(OP, d2 * (tasks as u128 * per_task + 8))
 }
 
 /// Rows streamed into one co-moment state chunk by chunk (a data set read in

@@ -96,7 +96,7 @@ pub fn matmul<T: HostFloat>(
     options: &MatmulOptions<'_>,
 ) -> Result<Array2<T>> {
     let (n, m) = check(x, w, options)?;
-    crate::cpu::alloc::check2::<T>(OP, n, m)?;
+    crate::alloc::check2::<T>(OP, n, m)?;
     let mut out = new_output::<T>(n, m);
     matmul_into(x, w, options, out.view_mut())?;
     Ok(out)
@@ -184,7 +184,7 @@ impl<T: HostFloat> MatmulPlan<T> {
         check_len("center", options.center, k)?;
         check_len("scale", options.scale, m)?;
         check_len("bias", options.bias, m)?;
-        crate::cpu::alloc::check2::<T>(OP, k, m)?;
+        crate::alloc::check2::<T>(OP, k, m)?;
         let mut wt = Vec::with_capacity(m * k);
         for i in 0..k {
             wt.extend((0..m).map(|j| T::from_f64(w[[i, j]] * options.scale.map_or(1.0, |s| s[j]))));

@@ -17,6 +17,9 @@
 //! [`RunningStatsConfig::pytorch`](crate::model::norm::RunningStatsConfig::pytorch)),
 //! and the preprocessing steps follow the lecture's formulas under it.
 
+/// Default `eps` of whitening (the lecture's `1e-5`).
+pub const DEFAULT_EPS: f64 = 1e-5;
+
 /// Whose conventions a fit follows (see the [module docs](self)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Convention {
@@ -78,7 +81,7 @@ impl Convention {
     pub fn whitening_eps(self) -> f64 {
         match self {
             Convention::Sklearn => 0.0,
-            _ => crate::model::pca::DEFAULT_EPS,
+            _ => DEFAULT_EPS,
         }
     }
 }

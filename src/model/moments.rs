@@ -509,7 +509,7 @@ impl CoMoments {
         let count = npz.count(&format!("{prefix}count"))?;
         let mean = npz.f64s(&format!("{prefix}mean"), d)?;
         let d = mean.len();
-        crate::cpu::alloc::check2::<f64>("co-moments", d, d)?;
+        crate::alloc::check2::<f64>("co-moments", d, d)?;
         let name = format!("{prefix}comoment");
         let comoment = npz.f64_matrix(&name, Some(d), Some(d))?;
         if count == 0 {

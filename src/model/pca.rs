@@ -35,8 +35,7 @@ use crate::npz::{NpzReader, NpzWriter};
 
 const OP: &str = "pca";
 
-/// Default `eps` of whitening (the lecture's `1e-5`).
-pub const DEFAULT_EPS: f64 = 1e-5;
+pub use crate::model::convention::DEFAULT_EPS;
 
 /// How many components to keep.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
@@ -271,22 +270,7 @@ pub struct PcaModel {
     pub convention: Convention,
 }
 
-/// Below this size the eigendecomposition runs on one thread: measured on a
-/// 2-core machine with faer 0.24, one thread beat faer's rayon default up to
-/// D = 320 (D = 256: 5.5 ms against 7.2 ms) and lost from D = 384 (17.6
-/// against 15.9 ms); thread start-up and synchronization outweigh the work.
-pub const EIGH_SEQUENTIAL_BELOW: usize = 384;
-
-/// The parallelism of the eigendecomposition of a `d x d` matrix: one thread
-/// below [`EIGH_SEQUENTIAL_BELOW`], faer's global setting (all cores unless
-/// the application changed it with `faer::set_global_parallelism`) above.
-pub fn eigh_parallelism(d: usize) -> Par {
-    if d < EIGH_SEQUENTIAL_BELOW {
-        Par::Seq
-    } else {
-        faer::get_global_parallelism()
-    }
-}
+pub use crate::model::eigen::{eigh_parallelism, EIGH_SEQUENTIAL_BELOW};
 
 /// Eigendecomposition of a symmetric matrix, eigenvalues descending, each
 /// eigenvector's entry of largest magnitude positive, negative eigenvalues
@@ -318,7 +302,7 @@ pub fn eigh_descending_with(c: ArrayView2<'_, f64>, par: Par) -> Result<(Array1<
     }
     // faer's copy of the matrix, its eigenvectors and workspace, and the
     // sorted eigenvectors: about five D x D f64 matrices.
-    crate::cpu::alloc::check_bytes(OP, 40 * (d as u128) * (d as u128))?;
+    crate::alloc::check_bytes(OP, 40 * (d as u128) * (d as u128))?;
     let m = Mat::<f64>::from_fn(d, d, |i, j| c[[i, j]]);
     let mut u = Mat::<f64>::zeros(d, d);
     let mut s = Diag::<f64>::zeros(d);

@@ -263,7 +263,7 @@ impl PipelineState {
     /// [`Error::ExceedsLimit`] for such a state.
     pub fn try_new(d: usize, pca: bool) -> Result<PipelineState> {
         let d2 = if pca { (d as u128) * (d as u128) } else { 0 };
-        crate::cpu::alloc::check_bytes("pipeline state", 8 * (d2 + 8 * d as u128))?;
+        crate::alloc::check_bytes("pipeline state", 8 * (d2 + 8 * d as u128))?;
         Ok(PipelineState::new(d, pca))
     }
 
