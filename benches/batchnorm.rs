@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use common::time_gpu;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use gpuprep::cpu::batchnorm::BatchNormCpu;
 use gpuprep::cpu::norm::{norm_backward, norm_forward};
 use gpuprep::model::norm::RunningStatsConfig;
 use gpuprep::ops::{BatchNorm, Norm, NormKind};
@@ -72,7 +71,7 @@ fn bench_batchnorm(c: &mut Criterion) {
         if with_cpu {
             let xt = tensor(&x, &dims);
             let dyt = tensor(&dy, &dims);
-            let mut cpu = BatchNormCpu::new(ch, RunningStatsConfig::pytorch());
+            let mut cpu = gpuprep::cpu::batchnorm::BatchNorm::new(ch, RunningStatsConfig::pytorch());
             group.throughput(Throughput::Bytes(8 * len));
             group.bench_function(BenchmarkId::new("forward/cpu", &id), |b| {
                 b.iter(|| cpu.forward_train(xt.view()).unwrap())

@@ -5,7 +5,7 @@ mod common;
 
 use common::{gpu, normal};
 use gpuprep::cpu::batchnorm::{
-    backward_closed, backward_staged, forward_staged, from_channels_last, to_channels_last, BatchNormCpu,
+    backward_closed, backward_staged, forward_staged, from_channels_last, to_channels_last,
 };
 use gpuprep::cpu::norm::{norm_backward, norm_forward};
 use gpuprep::model::norm::NormKind;
@@ -112,7 +112,7 @@ fn running_statistics_conventions() {
     let x2 = tensor(&dims, -3.0, 0.5, 8);
     let m = 24.0;
     let train2 = |config| {
-        let mut bn = BatchNormCpu::new(3, config);
+        let mut bn = gpuprep::cpu::batchnorm::BatchNorm::new(3, config);
         let (_, s1) = bn.forward_train(x1.view()).unwrap();
         let (_, s2) = bn.forward_train(x2.view()).unwrap();
         (bn, s1, s2)
@@ -150,7 +150,7 @@ fn running_statistics_conventions() {
 
 #[test]
 fn one_value_per_channel_in_training_is_an_error() {
-    let mut bn = BatchNormCpu::new(3, RunningStatsConfig::pytorch());
+    let mut bn = gpuprep::cpu::batchnorm::BatchNorm::new(3, RunningStatsConfig::pytorch());
     for dims in [vec![1usize, 3], vec![1, 3, 1, 1]] {
         let x = tensor(&dims, 0.0, 1.0, 1);
         let e = bn.forward_train(x.view()).unwrap_err().to_string();
@@ -264,7 +264,7 @@ fn gpu_layer_case(dims: &[usize], offset: f32, config: RunningStatsConfig, seed:
     let beta = Array1::from_iter((0..c).map(|j| ((j * 3 % 7) as f64) / 7.0 - 0.5));
     let gf = gamma.mapv(|v| v as f32);
     let bf = beta.mapv(|v| v as f32);
-    let mut cpu = BatchNormCpu::new(c, config);
+    let mut cpu = gpuprep::cpu::batchnorm::BatchNorm::new(c, config);
     cpu.gamma = gf.mapv(f64::from);
     cpu.beta = bf.mapv(f64::from);
     let mut bn = BatchNorm::with_affine(g, gf.view(), bf.view(), config, 1e-5).unwrap();
@@ -445,7 +445,7 @@ fn gpu_eval_with_nan_or_negative_running_var_agrees_with_twin() {
     let var = Array1::from(vec![f32::NAN, -1.0, -1e-6, 2.0, 1.0]);
     let mut bn = BatchNorm::new(g, c, RunningStatsConfig::pytorch(), 1e-5).unwrap();
     bn.set_running(g, mean.view(), var.view()).unwrap();
-    let mut cpu = BatchNormCpu::new(c, RunningStatsConfig::pytorch());
+    let mut cpu = gpuprep::cpu::batchnorm::BatchNorm::new(c, RunningStatsConfig::pytorch());
     cpu.running_mean = mean.mapv(f64::from);
     cpu.running_var = var.mapv(f64::from);
     let x = tensor(&[7, c, 2], 0.0, 1.0, 3);
@@ -477,7 +477,7 @@ fn gpu_training_with_a_nan_channel_agrees_with_twin() {
     let c = 3;
     let mut x = tensor(&[6, c, 4], 1.0, 2.0, 5);
     x[[2, 1, 3]] = f64::NAN;
-    let mut cpu = BatchNormCpu::new(c, RunningStatsConfig::pytorch());
+    let mut cpu = gpuprep::cpu::batchnorm::BatchNorm::new(c, RunningStatsConfig::pytorch());
     let (_, saved) = cpu.forward_train(x.view()).unwrap();
     let mut bn = BatchNorm::new(g, c, RunningStatsConfig::pytorch(), 1e-5).unwrap();
     bn.forward_train(g, &GpuMatrix::upload(g, matrix(&x).view()).unwrap())
@@ -503,7 +503,7 @@ fn eps_that_is_not_a_positive_normal_f32_is_refused() {
     }
     let x = tensor(&[4, 2], 0.0, 1.0, 1);
     for eps in [0.0f64, 1e-50, 1e-40, -1.0] {
-        let mut bn = BatchNormCpu::new(2, RunningStatsConfig::pytorch());
+        let mut bn = gpuprep::cpu::batchnorm::BatchNorm::new(2, RunningStatsConfig::pytorch());
         bn.eps = eps;
         assert!(bn.forward_train(x.view()).is_err(), "eps {eps}");
         assert!(bn.forward_eval(x.view()).is_err(), "eps {eps}");
@@ -532,7 +532,7 @@ fn gpu_layer_overflowing_spread_matches_twin() {
     for v in x.slice_mut(ndarray::s![.., 2, ..]).iter_mut() {
         *v = f64::from((*v * 1e-20) as f32);
     }
-    let mut cpu = BatchNormCpu::new(c, RunningStatsConfig::pytorch());
+    let mut cpu = gpuprep::cpu::batchnorm::BatchNorm::new(c, RunningStatsConfig::pytorch());
     let (y_cpu, saved) = cpu.forward_train(x.view()).unwrap();
     let mut bn = BatchNorm::new(g, c, RunningStatsConfig::pytorch(), 1e-5).unwrap();
     let xg = GpuMatrix::upload(g, matrix(&x).view()).unwrap();
@@ -609,7 +609,7 @@ fn batch_norm_matches_pytorch_and_the_lecture() {
         let flat1 = |a: ArrayD<f64>| Array1::from_iter(a.iter().copied());
         let (gamma, beta) = (flat1(t("gamma")), flat1(t("beta")));
         let c = gamma.len();
-        let mut cpu = BatchNormCpu::new(c, config);
+        let mut cpu = gpuprep::cpu::batchnorm::BatchNorm::new(c, config);
         cpu.gamma = gamma.clone();
         cpu.beta = beta.clone();
         let mut bn = BatchNorm::with_affine(

@@ -357,7 +357,7 @@ fn a_non_finite_column_gives_nan_in_its_row_and_column() {
 
 /// Pushes the row ranges `cuts` of `x` into a device stream, each chunk with
 /// its own statistics recorded before it, one submit per chunk.
-fn stream_chunks(g: &gpuprep::Gpu, x: &Array2<f32>, cuts: &[usize]) -> Option<ops::StreamedComoments> {
+fn stream_chunks(g: &gpuprep::Gpu, x: &Array2<f32>, cuts: &[usize]) -> Option<gpuprep::CoMoments> {
     let mut s = ops::CovarianceStream::new(g, x.ncols()).unwrap();
     let mut at = 0;
     for &len in cuts {

@@ -847,7 +847,7 @@ where
     let (n, d) = x.dim();
     let xf = x.mapv(Into::into).into_dyn();
     let dyf = dy.mapv(Into::into).into_dyn();
-    let mut twin = cpu::batchnorm::BatchNormCpu::new(d, gpuprep::RunningStatsConfig::pytorch());
+    let mut twin = cpu::batchnorm::BatchNorm::new(d, gpuprep::RunningStatsConfig::pytorch());
     twin.gamma = Array1::from_shape_fn(d, |j| 0.5 + (j % 7) as f64 * 0.25);
     twin.beta = Array1::from_shape_fn(d, |j| (j % 5) as f64 - 2.0);
     let mut bn = host::BatchNorm::new(d, gpuprep::RunningStatsConfig::pytorch());
@@ -1062,7 +1062,7 @@ fn spatial_batchnorm_matches_the_twin() {
                 .unwrap();
             let xf = x.mapv(f64::from);
             let dyf = dy.mapv(f64::from);
-            let mut twin = cpu::batchnorm::BatchNormCpu::new(c, gpuprep::RunningStatsConfig::pytorch());
+            let mut twin = cpu::batchnorm::BatchNorm::new(c, gpuprep::RunningStatsConfig::pytorch());
             twin.gamma = Array1::from_shape_fn(c, |j| 0.5 + (j % 7) as f64 * 0.25);
             twin.beta = Array1::from_shape_fn(c, |j| (j % 5) as f64 - 2.0);
             let mut bn = host::BatchNorm::new(c, gpuprep::RunningStatsConfig::pytorch());

@@ -279,7 +279,7 @@ fn config(batch_norm: bool, batch: usize) -> MlpConfig {
 }
 
 /// Every parameter of the GPU network against the twin's, largest relative error.
-fn compare_parameters(g: &Gpu, gpu_net: &Mlp, cpu_net: &twin::MlpCpu) -> f64 {
+fn compare_parameters(g: &Gpu, gpu_net: &Mlp, cpu_net: &twin::Mlp) -> f64 {
     let mut worst = 0.0f64;
     for (l, layer) in cpu_net.layers.iter().enumerate() {
         let w = gpu_net.weight(g, l).unwrap().mapv(f64::from);
@@ -327,12 +327,12 @@ fn training_steps_match_the_twin() {
         let weights: Vec<Array2<f64>> = (0..3)
             .map(|l| gpu_net.weight(g, l).unwrap().mapv(f64::from))
             .collect();
-        let own = twin::MlpCpu::new(&c).unwrap();
+        let own = twin::Mlp::new(&c).unwrap();
         for (l, w) in weights.iter().enumerate() {
             let e = max_rel(w.iter().copied(), own.layers[l].w.iter().copied(), 1e-3);
             assert!(e < 1e-5, "layer {l}: GPU and CPU draws differ by {e:e}");
         }
-        let mut cpu_net = twin::MlpCpu::with_weights(&c, weights).unwrap();
+        let mut cpu_net = twin::Mlp::with_weights(&c, weights).unwrap();
         let x64 = x.mapv(f64::from);
         let l64: Array1<f64> = labels.iter().map(|&v| f64::from(v)).collect();
         // Three steps on the same batch: momentum and running statistics carry over.
@@ -385,7 +385,7 @@ fn epochs_match_the_twin_and_learn() {
     let weights: Vec<Array2<f64>> = (0..3)
         .map(|l| gpu_net.weight(g, l).unwrap().mapv(f64::from))
         .collect();
-    let mut cpu_net = twin::MlpCpu::with_weights(&c, weights).unwrap();
+    let mut cpu_net = twin::Mlp::with_weights(&c, weights).unwrap();
     let l64: Array1<f64> = labels.iter().map(|&v| f64::from(v)).collect();
     let t64: Array1<f64> = tl.iter().map(|&v| f64::from(v)).collect();
     let mut first = None;

@@ -8,7 +8,7 @@
 //! - [`backward_closed`]: the closed form
 //!   `dx = (1/M) * gamma * invstd * (M * dy - sum(dy) - xhat * sum(dy * xhat))`,
 //!   which the GPU computes (one reduction pass, one elementwise pass);
-//! - [`BatchNormCpu`]: a layer over `(N, D)` or `(N, C, H, W)` input with running
+//! - [`BatchNorm`]: a layer over `(N, D)` or `(N, C, H, W)` input with running
 //!   statistics (PyTorch's convention, the lecture's, or a cumulative average)
 //!   and an eval mode, built on the generic twin in [`super::norm`].
 
@@ -210,7 +210,7 @@ pub fn from_channels_last(m: ArrayView2<f64>, dims: &[usize]) -> Result<ArrayD<f
 
 /// A batch norm layer on the CPU in f64: the twin of the GPU `BatchNorm`.
 #[derive(Clone, Debug)]
-pub struct BatchNormCpu {
+pub struct BatchNorm {
     /// Scale, one per channel.
     pub gamma: Array1<f64>,
     /// Shift, one per channel.
@@ -227,10 +227,10 @@ pub struct BatchNormCpu {
     pub config: RunningStatsConfig,
 }
 
-impl BatchNormCpu {
+impl BatchNorm {
     /// `channels` features, gamma = 1, beta = 0, eps = 1e-5.
     pub fn new(channels: usize, config: RunningStatsConfig) -> Self {
-        BatchNormCpu {
+        BatchNorm {
             gamma: Array1::ones(channels),
             beta: Array1::zeros(channels),
             running_mean: Array1::zeros(channels),

@@ -1,12 +1,12 @@
 //! CPU twin of `shaders/train.wgsl` and of the GPU training loop
 //! ([`crate::ops::train::Mlp`]), in f64: ReLU forward and backward, softmax
 //! cross-entropy with its gradient, the SGD (momentum) update, the row
-//! gather, and [`MlpCpu`], the same network trained by the same steps on the
+//! gather, and [`Mlp`], the same network trained by the same steps on the
 //! same batches.
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, Axis};
 
-use crate::cpu::batchnorm::{BatchNormCpu, BatchNormSaved};
+use crate::cpu::batchnorm::{BatchNorm, BatchNormSaved};
 use crate::cpu::init::init;
 use crate::cpu::matmul::{matmul, MatmulOptions};
 use crate::error::{Error, Result};
@@ -136,7 +136,7 @@ pub struct LayerCpu {
     /// Bias (the last layer, and hidden layers without batch norm).
     pub b: Option<Array1<f64>>,
     /// Batch norm after the product (hidden layers, with batch norm).
-    pub bn: Option<BatchNormCpu>,
+    pub bn: Option<BatchNorm>,
     vw: Array2<f64>,
     vb: Array1<f64>,
     vgamma: Array1<f64>,
@@ -147,7 +147,7 @@ pub struct LayerCpu {
 /// the GPU's [`crate::ops::train::Mlp`] is (the same batches, the same
 /// update), for tests and for machines without an adapter.
 #[derive(Clone, Debug)]
-pub struct MlpCpu {
+pub struct Mlp {
     /// The configuration.
     pub config: MlpConfig,
     /// The layers, input first.
@@ -163,10 +163,10 @@ struct Tape {
     out: Array2<f64>,
 }
 
-impl MlpCpu {
+impl Mlp {
     /// The network with its weights drawn by `config.scheme` from the
     /// config's Philox streams (the GPU's draws agree to a few f32 ulps).
-    pub fn new(config: &MlpConfig) -> Result<MlpCpu> {
+    pub fn new(config: &MlpConfig) -> Result<Mlp> {
         config.check(OP)?;
         let weights = (0..config.layers())
             .map(|l| {
@@ -180,7 +180,7 @@ impl MlpCpu {
     }
 
     /// The network with the given `(out, in)` weights (biases 0, gamma 1, beta 0).
-    pub fn with_weights(config: &MlpConfig, weights: Vec<Array2<f64>>) -> Result<MlpCpu> {
+    pub fn with_weights(config: &MlpConfig, weights: Vec<Array2<f64>>) -> Result<Mlp> {
         config.check(OP)?;
         if weights.len() != config.layers() {
             return Err(Error::shape(
@@ -200,7 +200,7 @@ impl MlpCpu {
                 ));
             }
             let bn = config.has_batch_norm(l).then(|| {
-                let mut bn = BatchNormCpu::new(out, RunningStatsConfig::pytorch());
+                let mut bn = BatchNorm::new(out, RunningStatsConfig::pytorch());
                 bn.eps = f64::from(config.eps);
                 bn
             });
@@ -214,7 +214,7 @@ impl MlpCpu {
                 vbeta: Array1::zeros(out),
             });
         }
-        Ok(MlpCpu {
+        Ok(Mlp {
             config: config.clone(),
             layers,
             epochs: 0,
@@ -510,7 +510,7 @@ mod tests {
                 [0.0, 0.6, -0.3]
             ];
             let labels = array![0.0, 2.0, 1.0, 1.0, 0.0];
-            let net = MlpCpu::new(&config).unwrap();
+            let net = Mlp::new(&config).unwrap();
             let loss_of = |w0: &Array2<f64>| {
                 let mut n = net.clone();
                 n.layers[0].w = w0.clone();

@@ -3,7 +3,7 @@
 //! per channel over the batch and the positions, as the lecture's spatial
 //! batch norm): the training and eval forward passes and the closed-form
 //! backward pass. GPU op: [`crate::ops::BatchNorm`]; f64 twin:
-//! [`crate::cpu::batchnorm::BatchNormCpu`], whose conventions (running
+//! [`crate::cpu::batchnorm::BatchNorm`], whose conventions (running
 //! statistics, eps, the error for one value per channel) this layer keeps.
 //!
 //! Data stays in its own type (f32 or f64); every statistic and reduction is

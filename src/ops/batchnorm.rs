@@ -1,5 +1,5 @@
 //! The [`BatchNorm`] layer: batch normalization with its parameters and running
-//! statistics on the GPU; CPU twin: [`crate::cpu::batchnorm::BatchNormCpu`].
+//! statistics on the GPU; CPU twin: [`crate::cpu::batchnorm::BatchNorm`].
 //! Its kernels are the norm family's column passes ([`crate::ops::norm`]).
 //! Nothing is read back: a training loop runs on the device end to end.
 

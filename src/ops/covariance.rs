@@ -12,6 +12,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::matrix::{bind_input, pieces, GpuMatrix, Span};
+use crate::model::moments::CoMoments;
 use crate::ops::column_stats::{encode_column_stats_into, ColumnStats, ColumnStatsOptions};
 use crate::shaders::covariance as SH;
 
@@ -575,18 +576,6 @@ pub struct CovarianceStream {
     rows: u64,
 }
 
-/// What [`CovarianceStream::finish`] gives: the rows pushed, their column
-/// means and `sum (x - mean)(x - mean)^T`, in f64.
-#[derive(Debug, Clone)]
-pub struct StreamedComoments {
-    /// Rows pushed.
-    pub count: u64,
-    /// Their column means.
-    pub mean: ndarray::Array1<f64>,
-    /// `sum_n (x_n - mean)(x_n - mean)^T` (`D x D`).
-    pub comoment: ndarray::Array2<f64>,
-}
-
 impl CovarianceStream {
     /// An empty stream of rows of `d` columns, its partial sums allocated on
     /// the device (about a thousand workgroups' worth of `TILE x TILE` tiles,
@@ -759,7 +748,7 @@ impl CovarianceStream {
     /// # Errors
     /// [`Error::InvalidArgument`] for a context other than the stream's; the
     /// context's errors (a lost device, a readback that timed out).
-    pub fn finish(self, gpu: &Gpu) -> Result<Option<StreamedComoments>> {
+    pub fn finish(self, gpu: &Gpu) -> Result<Option<CoMoments>> {
         self.check_device(gpu)?;
         let d = self.d;
         if self.rows == 0 {
@@ -824,7 +813,7 @@ impl CovarianceStream {
             let dm = mean[j] - f64::from(shift[j]);
             dm * dm * n <= comoment[[j, j]]
         });
-        Ok(near.then_some(StreamedComoments {
+        Ok(near.then_some(CoMoments {
             count: self.rows,
             mean,
             comoment,

@@ -28,7 +28,6 @@ pub use column_stats::{
 pub use copy::{copy, encode_copy_into};
 pub use covariance::{
     covariance, encode_covariance_into, CovarianceConfig, CovarianceOptions, CovarianceStream,
-    StreamedComoments,
 };
 pub use init::{encode_fill_into, encode_init_into, FillOptions};
 pub use matmul::{encode_matmul_into, matmul, Activation, MatmulConfig, MatmulOptions};

@@ -14,9 +14,7 @@ mod plot;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use gpuprep::cpu::batchnorm::BatchNormCpu;
 use gpuprep::cpu::init::lecture::{experiment_input, experiment_weight, train as toy_train};
-use gpuprep::cpu::train::MlpCpu;
 use gpuprep::model::init::{experiment_input_rng, experiment_weight_rng};
 use gpuprep::model::train::{train_test_split, EpochReport, MlpConfig, SgdOptions};
 use gpuprep::ops::train::{Labeled, Mlp};
@@ -793,7 +791,7 @@ fn batchnorm_row(gpu: Option<&Gpu>, table: &mut Table) -> Result<()> {
                 reason: e.to_string(),
             })?;
     let ((dx_cpu, _, _), cpu_ms) = cpu_timed(|| {
-        let mut bn = BatchNormCpu::new(c, RunningStatsConfig::pytorch());
+        let mut bn = gpuprep::cpu::batchnorm::BatchNorm::new(c, RunningStatsConfig::pytorch());
         let (_, saved) = bn.forward_train(x.view())?;
         bn.backward(x.view(), dy.view(), &saved)
     })?;
@@ -869,14 +867,14 @@ fn mlp_runs(
     // One epoch, GPU against the twin from the same weights.
     {
         let c = config(Scheme::kaiming_normal(), true);
-        let mut twin = MlpCpu::new(&c)?;
+        let mut twin = gpuprep::cpu::train::Mlp::new(&c)?;
         let (want, cpu_ms) =
             cpu_timed(|| twin.train_epoch(xtr.view(), ytr64.view(), xte.view(), yte64.view()))?;
         let (gpu_ms, diff) = match (gpu, &data) {
             (Some(g), Some((tr, te))) => {
                 // Warm up the pipelines on a throw-away network.
                 Mlp::new(g, &c)?.train_epoch(g, tr, te)?;
-                let weights: Vec<Array2<f32>> = twin_weights(&MlpCpu::new(&c)?);
+                let weights: Vec<Array2<f32>> = twin_weights(&gpuprep::cpu::train::Mlp::new(&c)?);
                 let mut net = Mlp::with_weights(g, &c, &weights)?;
                 g.wait()?;
                 let t = Instant::now();
@@ -952,7 +950,7 @@ fn mlp_runs(
     Ok((curves, first_layers))
 }
 
-fn twin_weights(net: &MlpCpu) -> Vec<Array2<f32>> {
+fn twin_weights(net: &gpuprep::cpu::train::Mlp) -> Vec<Array2<f32>> {
     net.layers.iter().map(|l| l.w.mapv(|v| v as f32)).collect()
 }
 
@@ -977,7 +975,7 @@ fn train_run(
             Ok((reports, f64s(&net.weight(g, 0)?)))
         }
         _ => {
-            let mut net = MlpCpu::new(c)?;
+            let mut net = gpuprep::cpu::train::Mlp::new(c)?;
             for _ in 0..epochs {
                 reports.push(net.train_epoch(xtr.view(), ytr.view(), xte.view(), yte.view())?);
             }

@@ -16,7 +16,6 @@
 
 use std::path::{Path, PathBuf};
 
-use gpuprep::cpu::batchnorm::BatchNormCpu;
 use gpuprep::cpu::norm::{norm_backward, norm_forward};
 use gpuprep::model::norm::{check_eps, NormKind, NormPlan, NormShape, NormSummary, RunningStatsConfig};
 use gpuprep::ops::{BatchNorm, Norm};
@@ -292,7 +291,7 @@ struct Inputs {
 
 fn run_cpu(inp: &Inputs) -> gpuprep::Result<Results> {
     if let Some((rm, rv, config)) = &inp.batch {
-        let mut bn = BatchNormCpu::new(inp.plan.shape.c, *config);
+        let mut bn = gpuprep::cpu::batchnorm::BatchNorm::new(inp.plan.shape.c, *config);
         bn.gamma = inp.gamma.clone();
         bn.beta = inp.beta.clone();
         bn.running_mean = rm.clone();
