@@ -39,7 +39,7 @@ pub mod npz;
 pub mod ops;
 pub mod pipeline;
 pub mod rng;
-pub mod shaders;
+pub(crate) mod shaders;
 pub mod stream;
 pub mod timer;
 

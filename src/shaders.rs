@@ -43,6 +43,9 @@ impl Slot {
 
 /// One WGSL file from `shaders/`.
 #[derive(Debug)]
+// `entries` and `slots` are read by the naga tests below, which hold the
+// launchers' names to the WGSL.
+#[cfg_attr(not(test), allow(dead_code))]
 pub struct Shader {
     /// The file's stem (`shaders/<name>.wgsl`), also the op's name.
     pub name: &'static str,
@@ -475,7 +478,8 @@ pub mod train {
 }
 
 /// Every shader, for validation and for warming the pipeline cache.
-pub static ALL: &[&Shader] = &[
+#[cfg(test)]
+pub(crate) static ALL: &[&Shader] = &[
     &column_stats::SHADER,
     &copy::SHADER,
     &standardize::SHADER,
@@ -657,6 +661,36 @@ mod tests {
                 "{}::{}: fields not mirrored",
                 l.shader.name,
                 l.wgsl_struct
+            );
+        }
+    }
+
+    #[test]
+    fn every_file_in_shaders_is_listed() {
+        let listed: Vec<&str> = ALL.iter().map(|s| s.name).collect();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "wgsl") {
+                let stem = p.file_stem().unwrap().to_str().unwrap().to_string();
+                assert!(
+                    listed.contains(&stem.as_str()),
+                    "shaders/{stem}.wgsl is not in ALL"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_shared_prelude_is_used() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders/common");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            let text = std::fs::read_to_string(&p).unwrap();
+            assert!(
+                ALL.iter().any(|s| s.source.contains(&text)),
+                "{} is prepended to no shader in ALL",
+                p.display()
             );
         }
     }
