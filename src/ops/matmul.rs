@@ -219,10 +219,10 @@ impl MatmulConfig {
 /// Whether the kernel's threads hold the next step's tile loads in registers
 /// (`PREFETCH`), and how many loads each makes per step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Prefetch {
-    on: bool,
-    a_iters: u32,
-    b_iters: u32,
+pub(crate) struct Prefetch {
+    pub on: bool,
+    pub a_iters: u32,
+    pub b_iters: u32,
 }
 
 impl Prefetch {
@@ -248,18 +248,6 @@ impl Prefetch {
     }
 }
 
-fn check_vec(what: &str, v: Option<&GpuMatrix>, len: usize) -> Result<u32> {
-    match v {
-        Some(v) if v.cols() != len || v.rows() == 0 => Err(Error::shape(
-            OP,
-            format!("{what}: a matrix with {len} columns (row 0 is used)"),
-            format!("{} x {}", v.rows(), v.cols()),
-        )),
-        Some(_) => Ok(1),
-        None => Ok(0),
-    }
-}
-
 /// `act(((x - center) @ w) * scale + bias)` as a new `N x M` matrix, submitted.
 pub fn matmul(gpu: &Gpu, x: &GpuMatrix, w: &GpuMatrix, options: &MatmulOptions) -> Result<GpuMatrix> {
     let m = if options.transpose_w { w.rows() } else { w.cols() };
@@ -267,6 +255,239 @@ pub fn matmul(gpu: &Gpu, x: &GpuMatrix, w: &GpuMatrix, options: &MatmulOptions) 
     let out = GpuMatrix::uninit(gpu, n, m)?;
     gpu.run(OP, |e| encode_matmul_into(gpu, e, x, w, &out, options))?;
     Ok(out)
+}
+
+/// What one product launch is, decided from the shapes, the options and the
+/// device's limits alone: the output's size, the kernel's constants (thread
+/// layout, register tile, step, buffering, prefetch) and flags. Pure: it
+/// validates everything a launch could refuse before any binding is made,
+/// and is unit-tested without a device.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Plan {
+    /// Output rows `N`, the inner dimension `K`, output columns `M`.
+    pub n: usize,
+    pub k: usize,
+    pub m: usize,
+    /// The shader's `flags` (centre, scale, bias, activation).
+    pub flags: u32,
+    /// Threads along the output's columns and rows.
+    pub threads: (u32, u32),
+    /// The register tile in units of 4 (rows, cols).
+    pub tile4: (u32, u32),
+    /// The inner-dimension step.
+    pub k_step: u32,
+    /// The workgroup's block of the output (rows, columns).
+    pub block: (usize, usize),
+    /// Tile buffers in workgroup memory: 2 (double-buffered) or 1.
+    pub buffers: u32,
+    /// The tile loads, through registers ahead of the FMAs or not.
+    pub prefetch: Prefetch,
+    /// `x`'s rows are read as vec4s; `w`'s rows are.
+    pub x_vec4: bool,
+    pub w_vec4: bool,
+    /// Split-K asked for by the tuning (`None`: by the grid).
+    pub split_k: Option<u32>,
+    /// The stored layouts.
+    pub transpose_x: bool,
+    pub transpose_w: bool,
+}
+
+/// How one row piece of the output is launched: its grid and its slices of
+/// the inner dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PiecePlan {
+    /// Workgroups along the output's columns and rows.
+    pub groups: (u32, u32),
+    /// Each slice's length of `K`, and the slices (1: no split).
+    pub k_len: u32,
+    pub slices: u32,
+}
+
+impl Plan {
+    /// The plan of `x (N x K, or K x N stored transposed) @ w (K x M, or
+    /// M x K)` with the options' vectors of `vec_lens` (centre, scale, bias:
+    /// their matrices' column counts, if given), on a device with `limits`.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for shapes that do not fit;
+    /// [`Error::InvalidArgument`] for a tuning the kernel does not take;
+    /// [`Error::ExceedsLimit`] where its tiles do not fit workgroup memory.
+    pub fn new(
+        x: (usize, usize),
+        w: (usize, usize),
+        vec_lens: [Option<(usize, usize)>; 3],
+        options: &MatmulOptions,
+        limits: &wgpu::Limits,
+    ) -> Result<Plan> {
+        let opts = options;
+        let (n, k) = if opts.transpose_x { (x.1, x.0) } else { x };
+        let (kw, m) = if opts.transpose_w { (w.1, w.0) } else { w };
+        if kw != k {
+            let what = if opts.transpose_w { "columns" } else { "rows" };
+            let stored = if opts.transpose_x {
+                "stored transposed, "
+            } else {
+                ""
+            };
+            return Err(Error::shape(
+                OP,
+                format!("w with {k} {what} (x is {stored}{n} x {k})"),
+                format!("{} x {}", w.0, w.1),
+            ));
+        }
+        let [c, sc, b] = vec_lens;
+        let flags = check_len("center", c, k)? * CENTER
+            + check_len("scale", sc, m)? * SCALE
+            + check_len("bias", b, m)? * BIAS
+            + match opts.activation {
+                Activation::Identity => 0,
+                Activation::Tanh => ACT_TANH,
+                Activation::Relu => ACT_RELU,
+            };
+        let config = opts.tuning.unwrap_or_default();
+        let (tile_rows, tile_cols) = config.tile.unwrap_or((8, 8));
+        if ![4, 8].contains(&tile_rows) || ![4, 8].contains(&tile_cols) {
+            return Err(Error::invalid(
+                OP,
+                format!("register tile {tile_rows} x {tile_cols}: each side must be 4 or 8"),
+            ));
+        }
+        let (wx, wy) = config.threads(m, tile_cols);
+        if !(wx.is_power_of_two()
+            && wy.is_power_of_two()
+            && wx * wy <= 256
+            && wx <= limits.max_compute_workgroup_size_x
+            && wy <= limits.max_compute_workgroup_size_y
+            && wx * wy <= limits.max_compute_invocations_per_workgroup)
+        {
+            return Err(Error::invalid(
+                OP,
+                format!("thread layout {wx} x {wy}: each must be a power of two, at most 256 threads"),
+            ));
+        }
+        if config.split_k == Some(0) {
+            return Err(Error::invalid(OP, "split_k must be at least 1 slice"));
+        }
+        let k_step = config.k_step.unwrap_or(8);
+        if ![8, 16, 32].contains(&k_step) {
+            return Err(Error::invalid(
+                OP,
+                format!("k_step must be 8, 16 or 32, got {k_step}"),
+            ));
+        }
+        // One buffer of a_tile + b_tile in the shader, in bytes: two where
+        // they fit (double-buffered), else one.
+        let (tm4, tn4) = (tile_rows / 4, tile_cols / 4);
+        let b_pad = u32::from(opts.transpose_w);
+        let shared = 16 * k_step as u64 * ((tm4 * wy + 1) + (tn4 * wx + b_pad)) as u64;
+        let room = limits.max_compute_workgroup_storage_size as u64;
+        if shared > room {
+            return Err(Error::ExceedsLimit {
+                op: OP,
+                what: "workgroup storage in bytes",
+                needed: shared,
+                limit: room,
+            });
+        }
+        let buffers = if 2 * shared <= room && !config.single_buffer {
+            2
+        } else {
+            1
+        };
+        let (bm, bn) = (tile_rows * wy, tile_cols * wx);
+        let x_vec4 = k.is_multiple_of(4) && !opts.transpose_x;
+        let mut prefetch = Prefetch::new(wx, wy, (bm, bn), k_step, x_vec4, opts.transpose_w);
+        prefetch.on &= !config.no_prefetch;
+        Ok(Plan {
+            n,
+            k,
+            m,
+            flags,
+            threads: (wx, wy),
+            tile4: (tm4, tn4),
+            k_step,
+            block: (bm as usize, bn as usize),
+            buffers,
+            prefetch,
+            x_vec4,
+            w_vec4: m.is_multiple_of(4) && !opts.transpose_w,
+            split_k: config.split_k,
+            transpose_x: opts.transpose_x,
+            transpose_w: opts.transpose_w,
+        })
+    }
+
+    /// The kernel's override constants.
+    pub fn constants(&self) -> [(&'static str, f64); 13] {
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        [
+            ("WX", self.threads.0 as f64),
+            ("WY", self.threads.1 as f64),
+            ("TM4", self.tile4.0 as f64),
+            ("TN4", self.tile4.1 as f64),
+            ("KSTEP", self.k_step as f64),
+            ("TRANSPOSE_W", flag(self.transpose_w)),
+            ("TRANSPOSE_X", flag(self.transpose_x)),
+            ("X_VEC4", flag(self.x_vec4)),
+            ("W_VEC4", flag(self.w_vec4)),
+            ("NBUF", self.buffers as f64),
+            ("PREFETCH", flag(self.prefetch.on)),
+            ("A_ITERS", self.prefetch.a_iters as f64),
+            ("B_ITERS", self.prefetch.b_iters as f64),
+        ]
+    }
+
+    /// The launch of a piece of `rows` output rows, on a device whose
+    /// grids stop at `max_groups` per dimension, whose loops stop at
+    /// `loop_limit` (a CPU adapter) and whose bindings hold `max_binding`
+    /// bytes. Where the adapter ends long loops the piece gets at least the
+    /// slices that keep every invocation under its limit, whatever the
+    /// tuning asks: without them the sums would silently stop short.
+    pub fn piece(
+        &self,
+        rows: usize,
+        max_groups: u32,
+        loop_limit: Option<u64>,
+        max_binding: u64,
+    ) -> PiecePlan {
+        let (bm, bn) = self.block;
+        let col_groups = self.m.div_ceil(bn);
+        let row_groups = rows.div_ceil(bm).min(max_groups as usize);
+        let row_blocks = rows.div_ceil(bm).div_ceil(row_groups.max(1)) as u64;
+        let needed = slices_for_loop_limit(
+            loop_limit,
+            self.k,
+            row_blocks,
+            self.k_step,
+            self.tile4,
+            self.prefetch,
+        );
+        let asked = self
+            .split_k
+            .unwrap_or_else(|| split_k(col_groups * row_groups, self.k, rows * self.m, max_binding))
+            .max(needed);
+        let (k_len, slices) = match slice_len(self.k, asked, self.k_step) {
+            (len, s) if s > 1 => (len, s),
+            _ => (self.k as u32, 1),
+        };
+        PiecePlan {
+            groups: (col_groups as u32, row_groups as u32),
+            k_len,
+            slices,
+        }
+    }
+}
+
+fn check_len(what: &str, cols: Option<(usize, usize)>, len: usize) -> Result<u32> {
+    match cols {
+        Some((rows, c)) if c != len || rows == 0 => Err(Error::shape(
+            OP,
+            format!("{what}: a matrix with {len} columns (row 0 is used)"),
+            format!("{rows} x {c}"),
+        )),
+        Some(_) => Ok(1),
+        None => Ok(0),
+    }
 }
 
 /// Records [`matmul`] into a caller's encoder, writing the caller's `N x M`
@@ -281,194 +502,56 @@ pub fn encode_matmul_into(
     out: &GpuMatrix,
     options: &MatmulOptions,
 ) -> Result<()> {
-    let opts = options;
     x.check_device(gpu, OP)?;
-    let (n, k) = if opts.transpose_x {
-        (x.cols(), x.rows())
-    } else {
-        x.shape()
-    };
-    let (kw, m) = if opts.transpose_w {
-        (w.cols(), w.rows())
-    } else {
-        w.shape()
-    };
-    if kw != k {
-        let what = if opts.transpose_w { "columns" } else { "rows" };
-        return Err(Error::shape(
-            OP,
-            format!(
-                "w with {k} {what} (x is {}{n} x {k})",
-                if opts.transpose_x {
-                    "stored transposed, "
-                } else {
-                    ""
-                }
-            ),
-            format!("{} x {}", w.rows(), w.cols()),
-        ));
-    }
-    let inputs: Vec<&GpuMatrix> = [Some(x), Some(w), opts.center, opts.scale, opts.bias]
-        .into_iter()
-        .flatten()
-        .collect();
-    out.check_output(gpu, OP, (n, m), &inputs)?;
-    let flags = check_vec("center", opts.center, k)? * CENTER
-        + check_vec("scale", opts.scale, m)? * SCALE
-        + check_vec("bias", opts.bias, m)? * BIAS
-        + match opts.activation {
-            Activation::Identity => 0,
-            Activation::Tanh => ACT_TANH,
-            Activation::Relu => ACT_RELU,
-        };
-    if n == 0 || m == 0 {
+    let vecs = [options.center, options.scale, options.bias];
+    let lens = vecs.map(|v| v.map(GpuMatrix::shape));
+    let limits = gpu.limits();
+    let plan = Plan::new(x.shape(), w.shape(), lens, options, &limits)?;
+    let inputs: Vec<&GpuMatrix> = [Some(x), Some(w)].into_iter().chain(vecs).flatten().collect();
+    out.check_output(gpu, OP, (plan.n, plan.m), &inputs)?;
+    if plan.n == 0 || plan.m == 0 {
         return Ok(());
     }
-
-    let config = opts.tuning.unwrap_or_default();
-    let (tile_rows, tile_cols) = config.tile.unwrap_or((8, 8));
-    if ![4, 8].contains(&tile_rows) || ![4, 8].contains(&tile_cols) {
-        return Err(Error::invalid(
-            OP,
-            format!("register tile {tile_rows} x {tile_cols}: each side must be 4 or 8"),
-        ));
-    }
-    let (wx, wy) = config.threads(m, tile_cols);
-    let limits = gpu.limits();
-    if !(wx.is_power_of_two()
-        && wy.is_power_of_two()
-        && wx * wy <= 256
-        && wx <= limits.max_compute_workgroup_size_x
-        && wy <= limits.max_compute_workgroup_size_y
-        && wx * wy <= limits.max_compute_invocations_per_workgroup)
-    {
-        return Err(Error::invalid(
-            OP,
-            format!("thread layout {wx} x {wy}: each must be a power of two, at most 256 threads"),
-        ));
-    }
-    if config.split_k == Some(0) {
-        return Err(Error::invalid(OP, "split_k must be at least 1 slice"));
-    }
-    let k_step = config.k_step.unwrap_or(8);
-    if ![8, 16, 32].contains(&k_step) {
-        return Err(Error::invalid(
-            OP,
-            format!("k_step must be 8, 16 or 32, got {k_step}"),
-        ));
-    }
-    // One buffer of a_tile + b_tile in the shader, in bytes: two where they
-    // fit (double-buffered), else one.
-    let b_pad = u32::from(opts.transpose_w);
-    let (tm4, tn4) = (tile_rows / 4, tile_cols / 4);
-    let shared = 16 * k_step as u64 * ((tm4 * wy + 1) + (tn4 * wx + b_pad)) as u64;
-    let room = limits.max_compute_workgroup_storage_size as u64;
-    if shared > room {
-        return Err(Error::ExceedsLimit {
-            op: OP,
-            what: "workgroup storage in bytes",
-            needed: shared,
-            limit: room,
-        });
-    }
-    let buffers = if 2 * shared <= room && !config.single_buffer {
-        2
-    } else {
-        1
-    };
-    let (bm, bn) = (tile_rows * wy, tile_cols * wx);
-    let col_groups = m.div_ceil(bn as usize);
-    let x_vec4 = k.is_multiple_of(4) && !opts.transpose_x;
-    let prefetch = Prefetch::new(wx, wy, (bm, bn), k_step, x_vec4, opts.transpose_w);
-    let bm = bm as usize;
-    let constants = [
-        ("WX", wx as f64),
-        ("WY", wy as f64),
-        ("TM4", tm4 as f64),
-        ("TN4", tn4 as f64),
-        ("KSTEP", k_step as f64),
-        ("TRANSPOSE_W", if opts.transpose_w { 1.0 } else { 0.0 }),
-        ("TRANSPOSE_X", if opts.transpose_x { 1.0 } else { 0.0 }),
-        ("X_VEC4", if x_vec4 { 1.0 } else { 0.0 }),
-        (
-            "W_VEC4",
-            if m.is_multiple_of(4) && !opts.transpose_w {
-                1.0
-            } else {
-                0.0
-            },
-        ),
-        ("NBUF", buffers as f64),
-        (
-            "PREFETCH",
-            if prefetch.on && !config.no_prefetch {
-                1.0
-            } else {
-                0.0
-            },
-        ),
-        ("A_ITERS", prefetch.a_iters as f64),
-        ("B_ITERS", prefetch.b_iters as f64),
-    ];
     let w_span = w.whole_span(gpu, OP)?;
     let w4 = gpu.vec4_span(&w_span)?;
     // Absent vectors bind a placeholder the kernel never reads (w's bytes).
-    let center = match opts.center {
-        Some(v) => bind_input(gpu, encoder, OP, "matmul center", v, 0..1)?,
-        None => w_span.clone(),
-    };
-    let scale = match opts.scale {
-        Some(v) => bind_input(gpu, encoder, OP, "matmul scale", v, 0..1)?,
-        None => w_span.clone(),
-    };
-    let bias = match opts.bias {
-        Some(v) => bind_input(gpu, encoder, OP, "matmul bias", v, 0..1)?,
-        None => w_span.clone(),
-    };
+    let [center, scale, bias] =
+        [("center", vecs[0]), ("scale", vecs[1]), ("bias", vecs[2])].map(|(what, v)| match v {
+            Some(v) => bind_input(gpu, encoder, OP, what, v, 0..1),
+            None => Ok(w_span.clone()),
+        });
+    let (center, scale, bias) = (center?, scale?, bias?);
     // Transposed, x is bound whole and each piece of the output reads its
     // columns `rows` of it.
-    let x_whole = if opts.transpose_x {
+    let x_whole = if plan.transpose_x {
         Some(x.whole_span(gpu, OP)?)
     } else {
         None
     };
-    let split: Vec<&GpuMatrix> = if opts.transpose_x { vec![out] } else { vec![x, out] };
+    let split: Vec<&GpuMatrix> = if plan.transpose_x { vec![out] } else { vec![x, out] };
     for rows in pieces(gpu, &split) {
         let np = rows.len();
-        let row_groups = np
-            .div_ceil(bm)
-            .min(limits.max_compute_workgroups_per_dimension as usize);
-        let groups = col_groups * row_groups;
-        let row_blocks = np.div_ceil(bm).div_ceil(row_groups.max(1)) as u64;
-        let prefetch_used = Prefetch {
-            on: prefetch.on && !config.no_prefetch,
-            ..prefetch
-        };
-        // Where the adapter ends long loops (a CPU adapter), at least the
-        // slices that keep every invocation under its limit, whatever the
-        // tuning asks: without them the sums would silently stop short.
-        let needed =
-            slices_for_loop_limit(gpu.loop_limit(), k, row_blocks, k_step, (tm4, tn4), prefetch_used);
-        let asked = match config.split_k {
-            Some(s) => s,
-            None => split_k(groups, k, np * m, gpu.max_binding_bytes()),
-        }
-        .max(needed);
-        let (k_len, slices) = match slice_len(k, asked, k_step) {
-            (len, s) if s > 1 => (len, s),
-            _ => (k as u32, 1),
-        };
+        let pp = plan.piece(
+            np,
+            limits.max_compute_workgroups_per_dimension,
+            gpu.loop_limit(),
+            gpu.max_binding_bytes(),
+        );
         let params = gpu.uniform(
             "matmul params",
             &Params {
                 n: np as u32,
-                k: k as u32,
-                m: m as u32,
-                flags,
-                ldx: if opts.transpose_x { n as u32 } else { k as u32 },
-                row_base: if opts.transpose_x { rows.start as u32 } else { 0 },
-                k_len,
-                slices,
+                k: plan.k as u32,
+                m: plan.m as u32,
+                flags: plan.flags,
+                ldx: if plan.transpose_x {
+                    plan.n as u32
+                } else {
+                    plan.k as u32
+                },
+                row_base: if plan.transpose_x { rows.start as u32 } else { 0 },
+                k_len: pp.k_len,
+                slices: pp.slices,
             },
         )?;
         let xs = match &x_whole {
@@ -479,32 +562,34 @@ pub fn encode_matmul_into(
         let piece = OutputPiece::new(gpu, encoder, OP, "matmul out", out, rows, false)?;
         // Split, the product's slices go to scratch and a second pass sums
         // them into the piece.
-        let partials = if slices > 1 {
-            let bytes = slices as u64 * (np * m) as u64 * 4;
-            Some(Span::whole(&gpu.scratch("matmul split-K partials", bytes)?))
-        } else {
-            None
+        let partials = match pp.slices {
+            1 => None,
+            s => Some(Span::whole(&gpu.scratch(
+                "matmul split-K partials",
+                s as u64 * (np * plan.m) as u64 * 4,
+            )?)),
         };
+        let product_out = partials.as_ref().unwrap_or(&piece.span);
         gpu.launch(
             encoder,
             &SH::SHADER,
             SH::MATMUL,
-            &constants,
+            &plan.constants(),
             &[
                 (SH::X, &xs),
                 (SH::W, &w_span),
                 (SH::CENTER, &center),
                 (SH::SCALE, &scale),
                 (SH::BIAS, &bias),
-                (SH::OUT, partials.as_ref().unwrap_or(&piece.span)),
+                (SH::OUT, product_out),
                 (SH::PARAMS, &params),
                 (SH::X4, &x4),
                 (SH::W4, &w4),
             ],
-            [col_groups as u32, row_groups as u32, slices],
+            [pp.groups.0, pp.groups.1, pp.slices],
         )?;
         if let Some(partials) = &partials {
-            let sum_groups = (np * m)
+            let sum_groups = (np * plan.m)
                 .div_ceil(256)
                 .min(limits.max_compute_workgroups_per_dimension as usize);
             gpu.launch(
@@ -529,7 +614,171 @@ pub fn encode_matmul_into(
 
 #[cfg(test)]
 mod tests {
-    use super::{kernel_iterations, slice_len, slices_for_loop_limit, Prefetch};
+    use super::{kernel_iterations, slice_len, slices_for_loop_limit, Plan, Prefetch};
+    use super::{Activation, MatmulConfig, MatmulOptions};
+    use crate::error::Error;
+
+    fn plan(x: (usize, usize), w: (usize, usize), options: &MatmulOptions) -> crate::Result<Plan> {
+        Plan::new(x, w, [None; 3], options, &wgpu::Limits::default())
+    }
+
+    /// The plan, without a device: shapes, flags, the tuning's checks, the
+    /// buffering the device's workgroup memory allows, and each piece's
+    /// grid and slices.
+    #[test]
+    fn a_plan_checks_once_and_fixes_the_launch() {
+        let o = MatmulOptions::default();
+        let p = plan((100, 64), (64, 10), &o).unwrap();
+        assert_eq!((p.n, p.k, p.m, p.flags), (100, 64, 10, 0));
+        // Transposes read the stored shapes the other way round.
+        let t = MatmulOptions {
+            transpose_x: true,
+            transpose_w: true,
+            ..o
+        };
+        let p = plan((64, 100), (10, 64), &t).unwrap();
+        assert_eq!((p.n, p.k, p.m), (100, 64, 10));
+        assert!(!p.x_vec4 && !p.w_vec4);
+        assert!(matches!(
+            plan((100, 64), (63, 10), &o),
+            Err(Error::ShapeMismatch { .. })
+        ));
+        // The vectors' lengths and the flags they set.
+        let v = |c: usize| Some((1, c));
+        let f = |lens, act| {
+            Plan::new(
+                (5, 4),
+                (4, 3),
+                lens,
+                &MatmulOptions { activation: act, ..o },
+                &wgpu::Limits::default(),
+            )
+        };
+        assert_eq!(
+            f([v(4), v(3), v(3)], Activation::Relu).unwrap().flags,
+            1 + 2 + 4 + 32
+        );
+        assert_eq!(f([None, None, None], Activation::Tanh).unwrap().flags, 16);
+        assert!(f([v(3), None, None], Activation::Identity).is_err());
+        assert!(f([None, Some((0, 3)), None], Activation::Identity).is_err());
+        // The tuning's checks.
+        let tuned = |c: MatmulConfig| plan((100, 64), (64, 10), &MatmulOptions { tuning: Some(c), ..o });
+        for bad in [
+            MatmulConfig {
+                tile: Some((2, 8)),
+                ..Default::default()
+            },
+            MatmulConfig {
+                threads: Some((3, 8)),
+                ..Default::default()
+            },
+            MatmulConfig {
+                threads: Some((32, 16)),
+                ..Default::default()
+            },
+            MatmulConfig {
+                k_step: Some(12),
+                ..Default::default()
+            },
+            MatmulConfig {
+                split_k: Some(0),
+                ..Default::default()
+            },
+        ] {
+            assert!(
+                matches!(tuned(bad), Err(Error::InvalidArgument { .. })),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            tuned(MatmulConfig {
+                single_buffer: true,
+                ..Default::default()
+            })
+            .unwrap()
+            .buffers,
+            1
+        );
+        assert!(
+            !tuned(MatmulConfig {
+                no_prefetch: true,
+                ..Default::default()
+            })
+            .unwrap()
+            .prefetch
+            .on
+        );
+        // Workgroup memory: two tile buffers where they fit, one where only
+        // one does, refused where not even that.
+        let wide = MatmulOptions {
+            tuning: Some(MatmulConfig {
+                tile: Some((4, 4)),
+                threads: Some((16, 16)),
+                k_step: Some(32),
+                ..Default::default()
+            }),
+            ..o
+        };
+        let small = wgpu::Limits {
+            max_compute_workgroup_storage_size: 16384,
+            ..Default::default()
+        };
+        let big = wgpu::Limits {
+            max_compute_workgroup_storage_size: 65536,
+            ..Default::default()
+        };
+        let p = |l: &wgpu::Limits| Plan::new((512, 256), (256, 256), [None; 3], &wide, l);
+        assert!(matches!(p(&small), Err(Error::ExceedsLimit { .. })));
+        assert_eq!(p(&big).unwrap().buffers, 2);
+        let narrow = MatmulOptions {
+            tuning: Some(MatmulConfig {
+                threads: Some((8, 8)),
+                k_step: Some(16),
+                ..Default::default()
+            }),
+            ..o
+        };
+        let q = |l: &wgpu::Limits| Plan::new((512, 256), (256, 256), [None; 3], &narrow, l);
+        assert_eq!(q(&small).unwrap().buffers, 1);
+        assert_eq!(q(&big).unwrap().buffers, 2);
+        // Pieces: a weight gradient's small grid is split over K; a wide
+        // output is not; a CPU adapter's loop limit forces slices.
+        let grad = plan(
+            (65536, 256),
+            (65536, 256),
+            &MatmulOptions {
+                transpose_x: true,
+                ..o
+            },
+        )
+        .unwrap();
+        let pp = grad.piece(256, 65535, None, 128 << 20);
+        assert!(
+            pp.slices > 1 && pp.k_len as usize * pp.slices as usize >= 65536,
+            "{pp:?}"
+        );
+        let whiten = plan((1 << 20, 256), (256, 32), &o).unwrap();
+        assert_eq!(whiten.piece(1 << 20, 65535, None, 128 << 20).slices, 1);
+        let long = plan(
+            (64, 40_000),
+            (40_000, 8),
+            &MatmulOptions {
+                tuning: Some(MatmulConfig {
+                    split_k: Some(1),
+                    ..Default::default()
+                }),
+                ..o
+            },
+        )
+        .unwrap();
+        assert_eq!(long.piece(64, 65535, None, 128 << 20).slices, 1);
+        assert!(
+            long.piece(64, 65535, Some(crate::gpu::SOFTWARE_LOOP_LIMIT), 128 << 20)
+                .slices
+                > 1
+        );
+        assert_eq!(long.constants().len(), 13);
+    }
 
     #[test]
     fn slices_keep_each_invocation_under_the_loop_limit() {
