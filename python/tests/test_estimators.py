@@ -374,3 +374,19 @@ def test_wide_data_takes_the_top_k_solver_and_keeps_noise_variance():
     assert rel(ours.explained_variance_, ref.explained_variance_) < 1e-10
     assert rel(ours.explained_variance_ratio_, ref.explained_variance_ratio_) < 1e-10
     assert abs(ours.noise_variance_ - ref.noise_variance_) <= 1e-8 * ref.noise_variance_
+
+
+@pytest.mark.parametrize("d, decades", [(6, 9), (20, 9), (12, 6)])
+def test_graded_columns_keep_their_smallest_components(d, decades, device):
+    # Columns whose scales span up to 10^9 and no scaling step: the covariance's
+    # eigenvalues span 10^18, and the smallest must still equal LAPACK's SVD
+    # (scikit-learn's "full" solver) eigenvalue by eigenvalue, so whitening
+    # them does not blow up their error.
+    rng = np.random.default_rng(3)
+    mix = np.triu(1.0 / (1.0 + np.abs(np.subtract.outer(np.arange(d), np.arange(d)))))
+    X = (rng.standard_normal((3000, d)) @ mix) * np.logspace(0, decades, d)
+    ref = decomposition.PCA(whiten=True, svd_solver="full").fit(X)
+    ours = gpuprep.PCA(whiten=True, device=device).fit(X)
+    tol = TOL[device]
+    assert np.max(np.abs(ours.explained_variance_ / ref.explained_variance_ - 1)) < tol
+    assert rel_up_to_sign(ours.transform(X), ref.transform(X), axis=0) < tol
