@@ -115,52 +115,13 @@ pub fn top_eigenpairs(
     start: Option<ArrayView2<'_, f64>>,
     options: &TopKOptions,
 ) -> Result<TopK> {
-    let (d, d2) = c.dim();
-    if d != d2 || d == 0 {
-        return Err(Error::shape(
-            OP,
-            "a square, non-empty matrix",
-            format!("{d} x {d2}"),
-        ));
-    }
-    if !(1..=d).contains(&k) {
-        return Err(Error::invalid(OP, format!("k = {k} must be in 1..={d}")));
-    }
-    if let Some(s) = &start {
-        if s.nrows() != d {
-            return Err(Error::shape(
-                OP,
-                format!("a start block of {d} rows"),
-                format!("{} x {}", s.nrows(), s.ncols()),
-            ));
-        }
-    }
-    if let Some(t) = options.tol {
-        if !(t.is_finite() && t > 0.0 && t < 1.0) {
-            return Err(Error::invalid(OP, format!("tol must be in (0, 1), got {t}")));
-        }
-    }
-    if options.blocks.is_some_and(|q| q < 2) {
-        return Err(Error::invalid(OP, "a Krylov basis needs at least 2 blocks"));
-    }
+    let plan = TopKPlan::new(c.dim(), k, start.as_ref().map(|s| s.dim()), options)?;
     if let Some(i) = c.iter().position(|v| !v.is_finite()) {
         return Err(Error::NonFinite {
             op: OP,
-            location: format!("row {}, column {}", i / d, i % d),
+            location: format!("row {}, column {}", i / plan.d, i % plan.d),
         });
     }
-    let tol = options
-        .tol
-        .unwrap_or_else(|| (64.0 * f64::EPSILON * (d as f64).sqrt()).max(1e-12));
-    let b = (k + options.extra.unwrap_or((k / 2).max(8))).min(d);
-    let q = options.blocks.unwrap_or(6);
-    let m_max = b.saturating_mul(q).min(d);
-    let max_products = options.max_products.unwrap_or((4 * d).max(64 * b));
-    // The basis and its image, the Ritz vectors and theirs (D x b each), the
-    // Rayleigh quotient and its eigenvectors (m x m each).
-    let words = 2 * (d as u128) * ((m_max + 2 * b) as u128) + 2 * (m_max as u128).pow(2);
-    crate::alloc::check_bytes(OP, 8 * words)?;
-
     // The matrix as faer sees it; symmetric, so row-major is as good as
     // column-major (a copy only for a strided view).
     let c: Cow<'_, [f64]> = match c.to_slice() {
@@ -170,88 +131,242 @@ pub fn top_eigenpairs(
             None => Cow::Owned(c.iter().copied().collect()),
         },
     };
-    let cm = MatRef::from_column_major_slice(&c[..], d, d);
-    let par = faer::get_global_parallelism();
-
-    let mut basis = Basis::new(d, m_max);
-    // The start block: the given columns, then random normals.
-    let mut z = vec![0.0; d * b];
-    let given = start.as_ref().map_or(0, |s| s.ncols().min(b));
-    if let Some(s) = &start {
-        for j in 0..given {
-            for i in 0..d {
-                z[j * d + i] = s[[i, j]];
-            }
-        }
-    }
-    let rng = Philox::new(options.seed);
-    for (i, v) in z[given * d..].iter_mut().enumerate() {
-        *v = rng.normal(i as u64);
-    }
-    let mut fill = (b * d) as u64;
-    let mut ritz = vec![0.0; d * b];
-    let mut ritz_image = vec![0.0; d * b];
-    let mut cycles = 0;
-    let mut products = 0;
-    // The Ritz block that restarts each cycle, and its image.
-    let mut b0 = 0;
-    // An estimate of the matrix's norm (from below: the largest image of
-    // the start block, then the largest Ritz value) against which the
-    // Krylov blocks' new directions are measured.
-    let mut norm_est = 0.0f64;
-    // New directions smaller than this (relative to the norm) change no
-    // residual by more than the tolerance.
-    let drop = tol / 8.0;
+    let mut solver = Krylov::new(
+        MatRef::from_column_major_slice(&c[..], plan.d, plan.d),
+        &plan,
+        start,
+        options.seed,
+    );
     loop {
-        basis.clear();
-        if cycles == 0 {
-            // Random columns are never dependent in practice; if the given
-            // start made the block deficient, fill it with more.
-            let mut got = basis.extend(&mut z, b, None, 1e-8, par)?;
-            while got < b.min(d) {
-                let need = b.min(d) - got;
-                let mut more = vec![0.0; d * need];
-                for v in more.iter_mut() {
-                    *v = rng.normal(fill);
-                    fill += 1;
-                }
-                let added = basis.extend(&mut more, need, None, 1e-8, par)?;
-                if added == 0 {
-                    break;
-                }
-                got += added;
-            }
-            let n = basis.cols;
-            basis.multiply(cm, 0, n, par);
-            products += n;
-            norm_est = basis.image[..n * d].chunks_exact(d).map(norm).fold(0.0, f64::max);
-        } else {
-            basis.set_start(&ritz[..d * b0], &ritz_image[..d * b0], b0);
+        solver.start_cycle()?;
+        solver.grow()?;
+        if let Some(done) = solver.rayleigh_ritz()? {
+            return Ok(done);
         }
-        // Grow the Krylov basis: each new block is the last block's image.
-        let mut last = (0, basis.cols);
-        while basis.cols < m_max {
-            let (from, n) = last;
-            let mut next = basis.image[from * d..(from + n) * d].to_vec();
-            let start_col = basis.cols;
-            let added = basis.extend(&mut next, n, Some(norm_est), drop, par)?;
+        if solver.products >= plan.max_products {
+            return Err(solver.no_convergence());
+        }
+    }
+}
+
+/// The sizes and tolerances of one [`top_eigenpairs`] call, checked once.
+struct TopKPlan {
+    d: usize,
+    k: usize,
+    /// Columns of a block (`k` plus the extra ones).
+    b: usize,
+    /// Columns of the basis at most.
+    m_max: usize,
+    tol: f64,
+    max_products: usize,
+}
+
+impl TopKPlan {
+    fn new(
+        (d, d2): (usize, usize),
+        k: usize,
+        start: Option<(usize, usize)>,
+        options: &TopKOptions,
+    ) -> Result<TopKPlan> {
+        if d != d2 || d == 0 {
+            return Err(Error::shape(
+                OP,
+                "a square, non-empty matrix",
+                format!("{d} x {d2}"),
+            ));
+        }
+        if !(1..=d).contains(&k) {
+            return Err(Error::invalid(OP, format!("k = {k} must be in 1..={d}")));
+        }
+        if let Some((rows, cols)) = start {
+            if rows != d {
+                return Err(Error::shape(
+                    OP,
+                    format!("a start block of {d} rows"),
+                    format!("{rows} x {cols}"),
+                ));
+            }
+        }
+        if let Some(t) = options.tol {
+            if !(t.is_finite() && t > 0.0 && t < 1.0) {
+                return Err(Error::invalid(OP, format!("tol must be in (0, 1), got {t}")));
+            }
+        }
+        if options.blocks.is_some_and(|q| q < 2) {
+            return Err(Error::invalid(OP, "a Krylov basis needs at least 2 blocks"));
+        }
+        let tol = options
+            .tol
+            .unwrap_or_else(|| (64.0 * f64::EPSILON * (d as f64).sqrt()).max(1e-12));
+        let b = (k + options.extra.unwrap_or((k / 2).max(8))).min(d);
+        let m_max = b.saturating_mul(options.blocks.unwrap_or(6)).min(d);
+        let max_products = options.max_products.unwrap_or((4 * d).max(64 * b));
+        // The basis and its image, the Ritz vectors and theirs (D x b each), the
+        // Rayleigh quotient and its eigenvectors (m x m each).
+        let words = 2 * (d as u128) * ((m_max + 2 * b) as u128) + 2 * (m_max as u128).pow(2);
+        crate::alloc::check_bytes(OP, 8 * words)?;
+        Ok(TopKPlan {
+            d,
+            k,
+            b,
+            m_max,
+            tol,
+            max_products,
+        })
+    }
+}
+
+/// The state of the restarted block Krylov iteration.
+struct Krylov<'a> {
+    cm: MatRef<'a, f64>,
+    par: Par,
+    d: usize,
+    k: usize,
+    b: usize,
+    m_max: usize,
+    tol: f64,
+    basis: Basis,
+    /// The start block (first cycle only).
+    z: Vec<f64>,
+    rng: Philox,
+    /// The next counter of the random stream.
+    fill: u64,
+    /// The Ritz block that restarts each cycle (`b0` columns), and its image.
+    ritz: Vec<f64>,
+    ritz_image: Vec<f64>,
+    b0: usize,
+    cycles: usize,
+    products: usize,
+    /// An estimate of the matrix's norm (from below: the largest image of
+    /// the start block, then the largest Ritz value) against which the
+    /// Krylov blocks' new directions are measured.
+    norm_est: f64,
+    /// The last cycle's largest residual and largest |Ritz value|.
+    residual: f64,
+    scale: f64,
+}
+
+impl<'a> Krylov<'a> {
+    /// The start block: the given columns, then random normals.
+    fn new(
+        cm: MatRef<'a, f64>,
+        plan: &TopKPlan,
+        start: Option<ArrayView2<'_, f64>>,
+        seed: u64,
+    ) -> Krylov<'a> {
+        let (d, b) = (plan.d, plan.b);
+        let mut z = vec![0.0; d * b];
+        let given = start.as_ref().map_or(0, |s| s.ncols().min(b));
+        if let Some(s) = &start {
+            for j in 0..given {
+                for i in 0..d {
+                    z[j * d + i] = s[[i, j]];
+                }
+            }
+        }
+        let rng = Philox::new(seed);
+        for (i, v) in z[given * d..].iter_mut().enumerate() {
+            *v = rng.normal(i as u64);
+        }
+        Krylov {
+            cm,
+            par: faer::get_global_parallelism(),
+            d,
+            k: plan.k,
+            b,
+            m_max: plan.m_max,
+            tol: plan.tol,
+            basis: Basis::new(d, plan.m_max),
+            z,
+            rng,
+            fill: (b * d) as u64,
+            ritz: vec![0.0; d * b],
+            ritz_image: vec![0.0; d * b],
+            b0: 0,
+            cycles: 0,
+            products: 0,
+            norm_est: 0.0,
+            residual: 0.0,
+            scale: 0.0,
+        }
+    }
+
+    /// The cycle's first block: the start block (orthonormalized, its image
+    /// multiplied) in the first cycle, the last cycle's Ritz block after.
+    fn start_cycle(&mut self) -> Result<()> {
+        let (d, b, par) = (self.d, self.b.min(self.d), self.par);
+        self.basis.clear();
+        if self.cycles > 0 {
+            self.basis.set_start(
+                &self.ritz[..d * self.b0],
+                &self.ritz_image[..d * self.b0],
+                self.b0,
+            );
+            return Ok(());
+        }
+        // Random columns are never dependent in practice; if the given
+        // start made the block deficient, fill it with more.
+        let mut got = self.basis.extend(&mut self.z, self.b, None, 1e-8, par)?;
+        while got < b {
+            let need = b - got;
+            let mut more = vec![0.0; d * need];
+            for v in more.iter_mut() {
+                *v = self.rng.normal(self.fill);
+                self.fill += 1;
+            }
+            let added = self.basis.extend(&mut more, need, None, 1e-8, par)?;
             if added == 0 {
                 break;
             }
-            basis.multiply(cm, start_col, added, par);
-            products += added;
+            got += added;
+        }
+        let n = self.basis.cols;
+        self.basis.multiply(self.cm, 0, n, par);
+        self.products += n;
+        self.norm_est = self.basis.image[..n * d]
+            .chunks_exact(d)
+            .map(norm)
+            .fold(0.0, f64::max);
+        Ok(())
+    }
+
+    /// Grows the Krylov basis: each new block is the last block's image.
+    /// New directions smaller than an eighth of the tolerance (relative to
+    /// the norm) change no residual by more than the tolerance: dropped.
+    fn grow(&mut self) -> Result<()> {
+        let d = self.d;
+        let mut last = (0, self.basis.cols);
+        while self.basis.cols < self.m_max {
+            let (from, n) = last;
+            let mut next = self.basis.image[from * d..(from + n) * d].to_vec();
+            let start_col = self.basis.cols;
+            let added = self
+                .basis
+                .extend(&mut next, n, Some(self.norm_est), self.tol / 8.0, self.par)?;
+            if added == 0 {
+                break;
+            }
+            self.basis.multiply(self.cm, start_col, added, self.par);
+            self.products += added;
             last = (start_col, added);
         }
-        cycles += 1;
-        let m = basis.cols;
-        let exact = m == d || basis.cols < m_max;
-        // Rayleigh-Ritz: H = Q^T (C Q), symmetrized.
+        self.cycles += 1;
+        Ok(())
+    }
+
+    /// Rayleigh-Ritz on the basis: the Ritz block for the next cycle, and the
+    /// answer where the wanted pairs have converged.
+    fn rayleigh_ritz(&mut self) -> Result<Option<TopK>> {
+        let (d, k, par) = (self.d, self.k, self.par);
+        let m = self.basis.cols;
+        let exact = m == d || self.basis.cols < self.m_max;
+        // H = Q^T (C Q), symmetrized.
         let mut h = Mat::<f64>::zeros(m, m);
         matmul(
             h.as_mut(),
             Accum::Replace,
-            basis.q(m).transpose(),
-            basis.w(m),
+            self.basis.q(m).transpose(),
+            self.basis.w(m),
             1.0,
             par,
         );
@@ -263,68 +378,81 @@ pub fn top_eigenpairs(
             }
         }
         let (theta, y) = small_eigh_descending(h.as_ref())?;
-        b0 = b.min(m);
-        {
-            let yb = y.as_ref().subcols(0, b0);
-            matmul(
-                MatMut::from_column_major_slice_mut(&mut ritz[..d * b0], d, b0),
-                Accum::Replace,
-                basis.q(m),
-                yb,
-                1.0,
-                par,
-            );
-            matmul(
-                MatMut::from_column_major_slice_mut(&mut ritz_image[..d * b0], d, b0),
-                Accum::Replace,
-                basis.w(m),
-                yb,
-                1.0,
-                par,
-            );
-        }
+        self.b0 = self.b.min(m);
+        let b0 = self.b0;
+        let yb = y.as_ref().subcols(0, b0);
+        let ritz = MatMut::from_column_major_slice_mut(&mut self.ritz[..d * b0], d, b0);
+        matmul(ritz, Accum::Replace, self.basis.q(m), yb, 1.0, par);
+        let ritz_image = MatMut::from_column_major_slice_mut(&mut self.ritz_image[..d * b0], d, b0);
+        matmul(ritz_image, Accum::Replace, self.basis.w(m), yb, 1.0, par);
         let scale = theta.iter().fold(0.0f64, |a, t| a.max(t.abs()));
-        norm_est = norm_est.max(scale);
+        self.norm_est = self.norm_est.max(scale);
+        self.scale = scale;
         let kk = k.min(b0);
-        let residual = residuals(&ritz, &ritz_image, &theta, d, kk);
-        let converged = kk == k && residual <= tol * scale;
-        if (converged || exact) && cycles == 1 {
+        let tol = self.tol * scale;
+        self.residual = residuals(&self.ritz, &self.ritz_image, &theta, d, kk);
+        let converged = kk == k && self.residual <= tol;
+        if (converged || exact) && self.cycles == 1 {
             // The images came straight from this cycle's products.
-            if kk == k && (converged || residual <= 8.0 * tol * scale) {
-                return Ok(finish(&ritz, &theta, d, k, residual, cycles, products));
+            if kk == k && (converged || self.residual <= 8.0 * tol) {
+                return Ok(Some(self.finish(&theta, self.residual)));
             }
         } else if converged || exact {
-            // Check against a fresh product: the images were carried through
-            // the restarts, and may have drifted.
-            let mut fresh = vec![0.0; d * kk];
-            matmul(
-                MatMut::from_column_major_slice_mut(&mut fresh, d, kk),
-                Accum::Replace,
-                cm,
-                MatRef::from_column_major_slice(&ritz[..d * kk], d, kk),
-                1.0,
-                par,
-            );
-            products += kk;
-            let r = residuals(&ritz, &fresh, &theta, d, kk);
-            ritz_image[..d * kk].copy_from_slice(&fresh);
+            let r = self.fresh_residual(&theta, kk);
             // An exhausted basis spans an invariant subspace (to the level
             // at which `extend` drops directions, an eighth of the
             // tolerance per direction): Rayleigh-Ritz is exact there.
-            if kk == k && (r <= tol * scale || (exact && r <= 8.0 * tol * scale)) {
-                return Ok(finish(&ritz, &theta, d, k, r, cycles, products));
+            if kk == k && (r <= tol || (exact && r <= 8.0 * tol)) {
+                return Ok(Some(self.finish(&theta, r)));
             }
         }
-        if products >= max_products {
-            return Err(Error::NoConvergence {
-                op: OP,
-                what: format!(
-                    "the {k} largest eigenpairs of the {d} x {d} matrix (residual {:.1e} of the largest eigenvalue \
-                     after {products} products, tolerance {tol:.1e}; the spectrum may have no gap at k: \
-                     the full eigendecomposition always finishes)",
-                    residual / scale.max(f64::MIN_POSITIVE)
-                ),
-            });
+        Ok(None)
+    }
+
+    /// The residual of the first `kk` Ritz pairs against a fresh product:
+    /// the images were carried through the restarts, and may have drifted.
+    /// The fresh images replace the carried ones.
+    fn fresh_residual(&mut self, theta: &[f64], kk: usize) -> f64 {
+        let d = self.d;
+        let mut fresh = vec![0.0; d * kk];
+        let x = MatRef::from_column_major_slice(&self.ritz[..d * kk], d, kk);
+        matmul(
+            MatMut::from_column_major_slice_mut(&mut fresh, d, kk),
+            Accum::Replace,
+            self.cm,
+            x,
+            1.0,
+            self.par,
+        );
+        self.products += kk;
+        let r = residuals(&self.ritz, &fresh, theta, d, kk);
+        self.ritz_image[..d * kk].copy_from_slice(&fresh);
+        r
+    }
+
+    fn finish(&self, theta: &[f64], residual: f64) -> TopK {
+        finish(
+            &self.ritz,
+            theta,
+            self.d,
+            self.k,
+            residual,
+            self.cycles,
+            self.products,
+        )
+    }
+
+    fn no_convergence(&self) -> Error {
+        let (k, d, products) = (self.k, self.d, self.products);
+        Error::NoConvergence {
+            op: OP,
+            what: format!(
+                "the {k} largest eigenpairs of the {d} x {d} matrix (residual {:.1e} of the largest eigenvalue \
+                 after {products} products, tolerance {:.1e}; the spectrum may have no gap at k: \
+                 the full eigendecomposition always finishes)",
+                self.residual / self.scale.max(f64::MIN_POSITIVE),
+                self.tol
+            ),
         }
     }
 }
