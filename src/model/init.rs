@@ -545,74 +545,83 @@ impl Scheme {
                 center: 0.0,
                 half_width: sqrt3 * nonneg("gain", gain)? / (fans(shape)?.get(mode) as f64).sqrt(),
             },
-            Scheme::XavierNormal { gain } => {
-                let f = fans(shape)?;
-                Fill::Normal {
-                    mean: 0.0,
-                    std: nonneg("gain", gain)? * (2.0 / (f.fan_in as f64 + f.fan_out as f64)).sqrt(),
-                }
-            }
-            Scheme::XavierUniform { gain } => {
-                let f = fans(shape)?;
-                Fill::Uniform {
-                    center: 0.0,
-                    half_width: sqrt3
-                        * nonneg("gain", gain)?
-                        * (2.0 / (f.fan_in as f64 + f.fan_out as f64)).sqrt(),
-                }
-            }
-            Scheme::Sparse { sparsity, std } => {
-                let (rows, cols) = two_d(shape, "sparse")?;
-                sparse_fits(rows, cols)?;
-                let sparsity = finite("sparsity", sparsity)?;
-                if !(0.0..=1.0).contains(&sparsity) {
-                    return Err(invalid(format!("sparsity must be in [0, 1], got {sparsity}")));
-                }
-                // PyTorch: num_zeros = int(math.ceil(sparsity * rows)).
-                let zeros = (sparsity * rows as f64).ceil() as usize;
-                Fill::Sparse(SparsePlan {
-                    rows,
-                    cols,
-                    axis: SparseAxis::Columns,
-                    keep: rows - zeros.min(rows),
-                    std: nonneg("std", std)?,
-                })
-            }
+            Scheme::XavierNormal { gain } => Fill::Normal {
+                mean: 0.0,
+                std: xavier_std(shape, gain)?,
+            },
+            Scheme::XavierUniform { gain } => Fill::Uniform {
+                center: 0.0,
+                half_width: sqrt3 * xavier_std(shape, gain)?,
+            },
+            Scheme::Sparse { sparsity, std } => Fill::Sparse(sparse_plan(shape, sparsity, std)?),
             Scheme::SparseFixed { connections, std } => {
-                let (rows, cols) = two_d(shape, "sparse_fixed")?;
-                sparse_fits(rows, cols)?;
-                if connections > cols {
-                    return Err(invalid(format!(
-                        "sparse_fixed: {connections} connections per neuron, but only {cols} inputs"
-                    )));
-                }
-                Fill::Sparse(SparsePlan {
-                    rows,
-                    cols,
-                    axis: SparseAxis::Rows,
-                    keep: connections,
-                    std: nonneg("std", std)?,
-                })
+                Fill::Sparse(sparse_fixed_plan(shape, connections, std)?)
             }
             Scheme::TruncNormal { mean, std, low, high } => {
                 Fill::TruncNormal(TruncNormalPlan::new(mean, std, low, high)?)
             }
-            Scheme::Orthogonal { gain } => {
-                if shape.len() < 2 {
-                    return Err(Error::ShapeMismatch {
-                        op: OP,
-                        expected: "at least 2 dimensions for orthogonal".into(),
-                        got: format!("{shape:?}"),
-                    });
-                }
-                Fill::Orthogonal {
-                    rows: shape[0],
-                    cols: numel(&shape[1..])?,
-                    gain: finite("gain", gain)?,
-                }
-            }
+            Scheme::Orthogonal { gain } => orthogonal_plan(shape, gain)?,
         })
     }
+}
+
+/// Glorot and Bengio's standard deviation: `gain * sqrt(2 / (fan_in + fan_out))`.
+fn xavier_std(shape: &[usize], gain: f64) -> Result<f64> {
+    let f = fans(shape)?;
+    Ok(nonneg("gain", gain)? * (2.0 / (f.fan_in as f64 + f.fan_out as f64)).sqrt())
+}
+
+/// PyTorch's `sparse_`: in each column, `ceil(sparsity * rows)` zeros.
+fn sparse_plan(shape: &[usize], sparsity: f64, std: f64) -> Result<SparsePlan> {
+    let (rows, cols) = two_d(shape, "sparse")?;
+    sparse_fits(rows, cols)?;
+    let sparsity = finite("sparsity", sparsity)?;
+    if !(0.0..=1.0).contains(&sparsity) {
+        return Err(invalid(format!("sparsity must be in [0, 1], got {sparsity}")));
+    }
+    // PyTorch: num_zeros = int(math.ceil(sparsity * rows)).
+    let zeros = (sparsity * rows as f64).ceil() as usize;
+    Ok(SparsePlan {
+        rows,
+        cols,
+        axis: SparseAxis::Columns,
+        keep: rows - zeros.min(rows),
+        std: nonneg("std", std)?,
+    })
+}
+
+/// The lecture's sparse initialization: `connections` nonzero inputs per neuron (row).
+fn sparse_fixed_plan(shape: &[usize], connections: usize, std: f64) -> Result<SparsePlan> {
+    let (rows, cols) = two_d(shape, "sparse_fixed")?;
+    sparse_fits(rows, cols)?;
+    if connections > cols {
+        return Err(invalid(format!(
+            "sparse_fixed: {connections} connections per neuron, but only {cols} inputs"
+        )));
+    }
+    Ok(SparsePlan {
+        rows,
+        cols,
+        axis: SparseAxis::Rows,
+        keep: connections,
+        std: nonneg("std", std)?,
+    })
+}
+
+/// An orthogonal matrix of the first dimension by the rest, times `gain`.
+fn orthogonal_plan(shape: &[usize], gain: f64) -> Result<Fill> {
+    if shape.len() < 2 {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            expected: "at least 2 dimensions for orthogonal".into(),
+            got: format!("{shape:?}"),
+        });
+    }
+    Ok(Fill::Orthogonal {
+        rows: shape[0],
+        cols: numel(&shape[1..])?,
+        gain: finite("gain", gain)?,
+    })
 }
 
 pub use crate::rng::{norm_cdf, TruncNormalPlan, TRUNC_NORMAL_MIN_MASS};

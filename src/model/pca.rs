@@ -838,97 +838,14 @@ impl PcaModel {
             return Err(npz.bad(&key("mean"), "no columns"));
         }
         let (components, whitening, convention) = match layout {
-            Layout::Current => {
-                let k = npz.count(&key("n_components"))? as usize;
-                if k == 0 || k > d {
-                    return Err(npz.bad(&key("n_components"), format!("{k}, expected 1 to {d}")));
-                }
-                let c = npz.f64_matrix(&key("components"), Some(k), Some(d))?;
-                let w = npz.str(&key("whitening"))?;
-                let whitening = Whitening::from_name(&w).ok_or_else(|| {
-                    npz.bad(
-                        &key("whitening"),
-                        format!("{w:?}, expected \"none\", \"pca\" or \"zca\""),
-                    )
-                })?;
-                let cv = npz.str(&key("convention"))?;
-                let convention = Convention::from_name(&cv).ok_or_else(|| {
-                    npz.bad(
-                        &key("convention"),
-                        format!("{cv:?}, expected \"lecture\", \"sklearn\" or \"pytorch\""),
-                    )
-                })?;
-                (
-                    c.reversed_axes().as_standard_layout().to_owned(),
-                    whitening,
-                    convention,
-                )
-            }
-            Layout::Coded => {
-                let c = npz.f64_matrix(&key("components"), Some(d), None)?;
-                let w = npz.i64(&key("whitening"))?;
-                let whitening = Whitening::from_code(w).ok_or_else(|| {
-                    npz.bad(
-                        &key("whitening"),
-                        format!("{w}, expected 0 (none), 1 (pca) or 2 (zca)"),
-                    )
-                })?;
-                // Version 1 files have no convention: the lecture's.
-                let cv = if npz.has(&key("convention")) {
-                    npz.i64(&key("convention"))?
-                } else {
-                    0
-                };
-                let convention = Convention::from_code(cv).ok_or_else(|| {
-                    npz.bad(
-                        &key("convention"),
-                        format!("{cv}, expected 0 (lecture), 1 (sklearn) or 2 (pytorch)"),
-                    )
-                })?;
-                (c, whitening, convention)
-            }
+            Layout::Current => read_current_basis(npz, prefix, d)?,
+            Layout::Coded => read_coded_basis(npz, prefix, d)?,
         };
         let k = components.ncols();
         if k == 0 || k > d {
             return Err(npz.bad(&key("components"), format!("{k} components of {d} columns")));
         }
-        // Files before the top-k solver hold all D eigenvalues and no total.
-        let eigenvalues = npz.f64s(&key("eigenvalues"), None)?;
-        let total_variance = if npz.has(&key("total_variance")) {
-            if !(k..=d).contains(&eigenvalues.len()) {
-                return Err(npz.bad(
-                    &key("eigenvalues"),
-                    format!(
-                        "{} values, expected {k} (the components) to {d} (the columns)",
-                        eigenvalues.len()
-                    ),
-                ));
-            }
-            npz.f64(&key("total_variance"))?
-        } else {
-            if eigenvalues.len() != d {
-                return Err(npz.bad(
-                    &key("eigenvalues"),
-                    format!(
-                        "{} values, expected all {d} (the file has no total_variance)",
-                        eigenvalues.len()
-                    ),
-                ));
-            }
-            eigenvalues.sum()
-        };
-        // The total holds the known eigenvalues (to rounding).
-        let known: f64 = eigenvalues.sum();
-        if known.is_finite()
-            && !(total_variance.is_finite()
-                && total_variance >= 0.0
-                && known <= total_variance * (1.0 + 1e-9) + 1e-300)
-        {
-            return Err(npz.bad(
-                &key("total_variance"),
-                format!("{total_variance}: a total variance must be finite, >= 0 and at least the sum of the eigenvalues ({known})"),
-            ));
-        }
+        let (eigenvalues, total_variance) = read_spectrum(npz, prefix, k, d)?;
         let explained_variance = npz.f64s(&key("explained_variance"), Some(k))?;
         let explained_variance_ratio = npz.f64s(&key("explained_variance_ratio"), Some(k))?;
         let eps = npz.f64(&key("eps"))?;
@@ -946,20 +863,16 @@ impl PcaModel {
                 ),
             ));
         }
+        let finite = |v: &f64| v.is_finite();
+        let eigen = |v: &f64| v.is_finite() && *v >= 0.0;
         for (name, ok) in [
-            ("mean", mean.iter().all(|v| v.is_finite())),
-            ("components", components.iter().all(|v| v.is_finite())),
-            (
-                "eigenvalues",
-                eigenvalues.iter().all(|v| v.is_finite() && *v >= 0.0),
-            ),
-            (
-                "explained_variance",
-                explained_variance.iter().all(|v| v.is_finite() && *v >= 0.0),
-            ),
+            ("mean", mean.iter().all(finite)),
+            ("components", components.iter().all(finite)),
+            ("eigenvalues", eigenvalues.iter().all(eigen)),
+            ("explained_variance", explained_variance.iter().all(eigen)),
             (
                 "explained_variance_ratio",
-                explained_variance_ratio.iter().all(|v| v.is_finite()),
+                explained_variance_ratio.iter().all(finite),
             ),
         ] {
             if !ok {
@@ -984,6 +897,115 @@ impl PcaModel {
             convention,
         })
     }
+}
+
+/// The components (`D x k`), whitening and convention of a version 2 file
+/// (components stored `k x D`, as scikit-learn's, and names).
+fn read_current_basis<R: Read + Seek>(
+    npz: &mut NpzReader<R>,
+    prefix: &str,
+    d: usize,
+) -> Result<(Array2<f64>, Whitening, Convention)> {
+    let key = |n: &str| format!("{prefix}{n}");
+    let k = npz.count(&key("n_components"))? as usize;
+    if k == 0 || k > d {
+        return Err(npz.bad(&key("n_components"), format!("{k}, expected 1 to {d}")));
+    }
+    let c = npz.f64_matrix(&key("components"), Some(k), Some(d))?;
+    let whitening = read_whitening(npz, &key("whitening"))?;
+    let convention = read_convention(npz, &key("convention"))?;
+    Ok((
+        c.reversed_axes().as_standard_layout().to_owned(),
+        whitening,
+        convention,
+    ))
+}
+
+/// The whitening named by the string entry `key` of a version 2 file.
+pub(crate) fn read_whitening<R: Read + Seek>(npz: &mut NpzReader<R>, key: &str) -> Result<Whitening> {
+    let w = npz.str(key)?;
+    Whitening::from_name(&w)
+        .ok_or_else(|| npz.bad(key, format!("{w:?}, expected \"none\", \"pca\" or \"zca\"")))
+}
+
+/// The convention named by the string entry `key` of a version 2 file.
+pub(crate) fn read_convention<R: Read + Seek>(npz: &mut NpzReader<R>, key: &str) -> Result<Convention> {
+    let c = npz.str(key)?;
+    Convention::from_name(&c).ok_or_else(|| {
+        npz.bad(
+            key,
+            format!("{c:?}, expected \"lecture\", \"sklearn\" or \"pytorch\""),
+        )
+    })
+}
+
+/// The components (`D x k`), whitening and convention of a version 1 file
+/// (components stored `D x k`, integer codes; no convention: the lecture's).
+fn read_coded_basis<R: Read + Seek>(
+    npz: &mut NpzReader<R>,
+    prefix: &str,
+    d: usize,
+) -> Result<(Array2<f64>, Whitening, Convention)> {
+    let key = |n: &str| format!("{prefix}{n}");
+    let c = npz.f64_matrix(&key("components"), Some(d), None)?;
+    let w = npz.i64(&key("whitening"))?;
+    let whitening = Whitening::from_code(w).ok_or_else(|| {
+        npz.bad(
+            &key("whitening"),
+            format!("{w}, expected 0 (none), 1 (pca) or 2 (zca)"),
+        )
+    })?;
+    let cv = if npz.has(&key("convention")) {
+        npz.i64(&key("convention"))?
+    } else {
+        0
+    };
+    let convention = Convention::from_code(cv).ok_or_else(|| {
+        npz.bad(
+            &key("convention"),
+            format!("{cv}, expected 0 (lecture), 1 (sklearn) or 2 (pytorch)"),
+        )
+    })?;
+    Ok((c, whitening, convention))
+}
+
+/// The eigenvalues kept and the total variance (files before the top-k
+/// solver hold all `D` eigenvalues and no total), the total checked to hold
+/// the known eigenvalues (to rounding).
+fn read_spectrum<R: Read + Seek>(
+    npz: &mut NpzReader<R>,
+    prefix: &str,
+    k: usize,
+    d: usize,
+) -> Result<(Array1<f64>, f64)> {
+    let key = |n: &str| format!("{prefix}{n}");
+    let eigenvalues = npz.f64s(&key("eigenvalues"), None)?;
+    let n = eigenvalues.len();
+    let total_variance = if npz.has(&key("total_variance")) {
+        if !(k..=d).contains(&n) {
+            let why = format!("{n} values, expected {k} (the components) to {d} (the columns)");
+            return Err(npz.bad(&key("eigenvalues"), why));
+        }
+        npz.f64(&key("total_variance"))?
+    } else {
+        if n != d {
+            let why = format!("{n} values, expected all {d} (the file has no total_variance)");
+            return Err(npz.bad(&key("eigenvalues"), why));
+        }
+        eigenvalues.sum()
+    };
+    let known: f64 = eigenvalues.sum();
+    if known.is_finite()
+        && !(total_variance.is_finite()
+            && total_variance >= 0.0
+            && known <= total_variance * (1.0 + 1e-9) + 1e-300)
+    {
+        return Err(npz.bad(
+            &key("total_variance"),
+            format!("{total_variance}: a total variance must be finite, >= 0 and at least the sum of the eigenvalues ({known})"),
+        ));
+    }
+    Ok((eigenvalues, total_variance))
 }
 
 /// The `format` of a PCA model saved on its own.

@@ -34,7 +34,8 @@ use crate::io::write_atomic;
 use crate::model::convention::Convention;
 use crate::model::moments::{CoMoments, ColumnMoments};
 use crate::model::pca::{
-    Layout, NComponents, PcaModel, PcaOptions, Solver, Whitening, PCA_FORMAT, PCA_FORMAT_VERSION,
+    read_convention, read_whitening, Layout, NComponents, PcaModel, PcaOptions, Solver, Whitening,
+    PCA_FORMAT, PCA_FORMAT_VERSION,
 };
 use crate::model::standardize::column_scale;
 use crate::npz::{NpzReader, NpzWriter};
@@ -789,46 +790,10 @@ fn read_current<R: Read + Seek>(npz: &mut NpzReader<R>) -> Result<Pipeline> {
     };
     let center = npz.bool("center")?;
     let scale = npz.bool("scale")?;
-    let w = npz.str("whitening")?;
-    let whitening = Whitening::from_name(&w).ok_or_else(|| {
-        npz.bad(
-            "whitening",
-            format!("{w:?}, expected \"none\", \"pca\" or \"zca\""),
-        )
-    })?;
-    let c = npz.str("convention")?;
-    let convention = Convention::from_name(&c).ok_or_else(|| {
-        npz.bad(
-            "convention",
-            format!("{c:?}, expected \"lecture\", \"sklearn\" or \"pytorch\""),
-        )
-    })?;
+    let whitening = read_whitening(npz, "whitening")?;
+    let convention = read_convention(npz, "convention")?;
     let has_pca = npz.has("n_components");
-    let requested = match (
-        npz.has("n_components_requested"),
-        npz.has("variance_fraction_requested"),
-    ) {
-        (true, true) => {
-            return Err(npz.bad(
-                "n_components_requested",
-                "beside variance_fraction_requested: a fit asks for one or the other",
-            ))
-        }
-        (true, false) => {
-            let k = npz.count("n_components_requested")?;
-            Some(NComponents::Count(
-                usize::try_from(k).map_err(|_| npz.bad("n_components_requested", "too large"))?,
-            ))
-        }
-        (false, true) => Some(NComponents::Fraction(npz.f64("variance_fraction_requested")?)),
-        (false, false) => has_pca.then_some(NComponents::All),
-    };
-    if requested.is_some() && !has_pca {
-        return Err(npz.bad(
-            "n_components",
-            "missing, though a number of components was requested",
-        ));
-    }
+    let requested = read_requested(npz, has_pca)?;
     let eps = if npz.has("eps") {
         Some(npz.f64("eps")?)
     } else {
@@ -863,22 +828,7 @@ fn read_current<R: Read + Seek>(npz: &mut NpzReader<R>) -> Result<Pipeline> {
     state.feature_names = feature_names;
     let standardizer = read_standardizer(npz, &state, center, scale)?;
     let pca = if has_pca {
-        let p = PcaModel::read_npz(npz, "pca_", Layout::Current)?;
-        check_pca(npz, &p, &state, d)?;
-        let kept = npz.count("n_components")?;
-        if kept != p.n_components() as u64 {
-            return Err(npz.bad(
-                "n_components",
-                format!("{kept}, but pca_components holds {}", p.n_components()),
-            ));
-        }
-        if p.whitening != whitening || p.convention != convention {
-            return Err(npz.bad(
-                "pca_whitening",
-                "the PCA step's whitening or convention disagrees with the pipeline's",
-            ));
-        }
-        Some(p)
+        Some(read_pca_step(npz, &state, d, &options)?)
     } else {
         None
     };
@@ -888,6 +838,63 @@ fn read_current<R: Read + Seek>(npz: &mut NpzReader<R>) -> Result<Pipeline> {
         pca,
         state,
     })
+}
+
+/// The number of components the fit asked for (a count, a fraction, or all
+/// where the file has a PCA step and neither).
+fn read_requested<R: Read + Seek>(npz: &mut NpzReader<R>, has_pca: bool) -> Result<Option<NComponents>> {
+    let requested = match (
+        npz.has("n_components_requested"),
+        npz.has("variance_fraction_requested"),
+    ) {
+        (true, true) => {
+            return Err(npz.bad(
+                "n_components_requested",
+                "beside variance_fraction_requested: a fit asks for one or the other",
+            ))
+        }
+        (true, false) => {
+            let k = npz.count("n_components_requested")?;
+            Some(NComponents::Count(
+                usize::try_from(k).map_err(|_| npz.bad("n_components_requested", "too large"))?,
+            ))
+        }
+        (false, true) => Some(NComponents::Fraction(npz.f64("variance_fraction_requested")?)),
+        (false, false) => has_pca.then_some(NComponents::All),
+    };
+    if requested.is_some() && !has_pca {
+        return Err(npz.bad(
+            "n_components",
+            "missing, though a number of components was requested",
+        ));
+    }
+    Ok(requested)
+}
+
+/// The PCA step of a saved pipeline, checked against the state it was
+/// computed from and the pipeline's own entries.
+fn read_pca_step<R: Read + Seek>(
+    npz: &mut NpzReader<R>,
+    state: &PipelineState,
+    d: usize,
+    options: &PipelineOptions,
+) -> Result<PcaModel> {
+    let p = PcaModel::read_npz(npz, "pca_", Layout::Current)?;
+    check_pca(npz, &p, state, d)?;
+    let kept = npz.count("n_components")?;
+    if kept != p.n_components() as u64 {
+        return Err(npz.bad(
+            "n_components",
+            format!("{kept}, but pca_components holds {}", p.n_components()),
+        ));
+    }
+    if p.whitening != options.whitening || p.convention != options.convention {
+        return Err(npz.bad(
+            "pca_whitening",
+            "the PCA step's whitening or convention disagrees with the pipeline's",
+        ));
+    }
+    Ok(p)
 }
 
 /// The standardizer of a saved pipeline, checked against the state it was
