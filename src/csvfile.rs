@@ -394,49 +394,12 @@ impl CsvFile {
         let mut rows = 0usize;
         while let Some(line) = f.next_record(&mut r, &start, &mut rec)? {
             if width.is_none() && header.is_none() && !rec.iter().any(is_number) {
-                let mut names = Vec::with_capacity(rec.len());
-                for (j, field) in rec.iter().enumerate() {
-                    let name = std::str::from_utf8(field).map_err(|_| {
-                        parse_at(
-                            path,
-                            line,
-                            format!("the header's column {} is not UTF-8 text", j + 1),
-                        )
-                    })?;
-                    names.push(name.to_string());
-                }
-                header = Some((line, names));
+                header = Some((line, header_names(path, line, &rec)?));
                 continue;
             }
             match width {
                 None => {
-                    if let Some((h, names)) = &header {
-                        if names.len() != rec.len() {
-                            return Err(parse_at(
-                                path,
-                                line,
-                                format!(
-                                    "{} fields, but the header on line {h} has {}",
-                                    rec.len(),
-                                    names.len()
-                                ),
-                            ));
-                        }
-                    } else if let Some(j) = rec.iter().position(|v| !is_number(v)) {
-                        // Partly numbers: not a header; name the field.
-                        if rec[j].is_empty() {
-                            return Err(parse_at(path, line, format!("column {}: empty field", j + 1)));
-                        }
-                        return Err(parse_at(
-                            path,
-                            line,
-                            format!(
-                                "column {}: not a number: {} (not a header either: a header has no numeric field)",
-                                j + 1,
-                                show(&rec[j])
-                            ),
-                        ));
-                    }
+                    check_first_row(path, line, &rec, header.as_ref())?;
                     width = Some((line, rec.len()));
                 }
                 Some((_, w)) if w != rec.len() => {
@@ -707,6 +670,57 @@ impl CsvFile {
     }
 }
 
+/// A header's fields as names (each UTF-8 text).
+fn header_names(path: &Path, line: u64, rec: &::csv::ByteRecord) -> Result<Vec<String>> {
+    let mut names = Vec::with_capacity(rec.len());
+    for (j, field) in rec.iter().enumerate() {
+        let name = std::str::from_utf8(field).map_err(|_| {
+            parse_at(
+                path,
+                line,
+                format!("the header's column {} is not UTF-8 text", j + 1),
+            )
+        })?;
+        names.push(name.to_string());
+    }
+    Ok(names)
+}
+
+/// The first row of numbers: as wide as the header, or (without a header)
+/// all numbers, its first other field named.
+fn check_first_row(
+    path: &Path,
+    line: u64,
+    rec: &::csv::ByteRecord,
+    header: Option<&(u64, Vec<String>)>,
+) -> Result<()> {
+    if let Some((h, names)) = header {
+        if names.len() != rec.len() {
+            let why = format!(
+                "{} fields, but the header on line {h} has {}",
+                rec.len(),
+                names.len()
+            );
+            return Err(parse_at(path, line, why));
+        }
+    } else if let Some(j) = rec.iter().position(|v| !is_number(v)) {
+        // Partly numbers: not a header; name the field.
+        if rec[j].is_empty() {
+            return Err(parse_at(path, line, format!("column {}: empty field", j + 1)));
+        }
+        return Err(parse_at(
+            path,
+            line,
+            format!(
+                "column {}: not a number: {} (not a header either: a header has no numeric field)",
+                j + 1,
+                show(&rec[j])
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A field for a message: its text quoted, or its bytes where it is not UTF-8.
 fn show(field: &[u8]) -> String {
     match std::str::from_utf8(field) {
@@ -722,139 +736,139 @@ fn select(
     width: usize,
     names: Option<&[String]>,
 ) -> Result<(Vec<usize>, Option<Vec<String>>)> {
-    let op = spec.op;
-    let c = &spec.columns;
-    let resolve = |flag: &str, r: &ColumnRef| -> Result<usize> {
-        match r {
-            ColumnRef::Index(i) if *i < width => Ok(*i),
-            ColumnRef::Index(i) => Err(Error::invalid(
-                op,
-                format!(
-                    "{flag} {i}: {} has {width} columns (positions count from 0)",
-                    path.display()
-                ),
-            )),
-            ColumnRef::Name(n) => {
-                let Some(names) = names else {
-                    return Err(Error::invalid(
-                        op,
-                        format!(
-                            "{flag} {n:?}: {} has no header to name columns (give positions, from 0)",
-                            path.display()
-                        ),
-                    ));
-                };
-                let mut hits = names.iter().enumerate().filter(|(_, h)| *h == n).map(|(j, _)| j);
-                match (hits.next(), hits.next()) {
-                    (Some(j), None) => Ok(j),
-                    (Some(a), Some(b)) => Err(Error::invalid(
-                        op,
-                        format!(
-                            "{flag} {n:?}: {}'s header names columns {} and {} so (give a position, from 0)",
-                            path.display(),
-                            a,
-                            b
-                        ),
-                    )),
-                    _ => Err(Error::invalid(
-                        op,
-                        format!(
-                            "{flag} {n:?}: no such column in {}'s header ({})",
-                            path.display(),
-                            names
-                                .iter()
-                                .map(|h| format!("{h:?}"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    )),
-                }
-            }
-        }
+    let header = Header {
+        path,
+        op: spec.op,
+        width,
+        names,
     };
-    let mut keep: Vec<usize> = match &c.usecols {
-        Some(list) => {
-            let mut v = Vec::with_capacity(list.len());
-            for r in list {
-                let j = resolve("--usecols", r)?;
-                if v.contains(&j) {
-                    return Err(Error::invalid(
-                        op,
-                        format!("--usecols names column {j} twice ({r})"),
-                    ));
-                }
-                v.push(j);
-            }
-            v
-        }
-        None => (0..width).collect(),
-    };
-    let mut out = Vec::new();
-    for r in &c.drop {
-        out.push(("--drop", resolve("--drop", r)?, r));
-    }
-    if let Some(r) = &c.label {
-        out.push(("--label", resolve("--label", r)?, r));
-    }
-    for (flag, j, r) in out {
-        if c.usecols.is_some() && keep.contains(&j) {
-            return Err(Error::invalid(
-                op,
-                format!("{flag} {r} is also in --usecols: a column is either data or not"),
-            ));
-        }
-        keep.retain(|&k| k != j);
-    }
-    if keep.is_empty() {
-        return Err(Error::invalid(
-            op,
-            format!("no columns of {} are left to read", path.display()),
-        ));
-    }
+    let keep = header.kept(&spec.columns)?;
     let kept_names = match names {
         None => None,
-        Some(names) => {
-            let v: Vec<String> = keep.iter().map(|&j| names[j].clone()).collect();
-            if let Some((k, n)) = v.iter().enumerate().find(|(_, n)| unnamed(n)) {
-                let j = keep[k];
-                let what = if n.is_empty() {
-                    "has no name in the header".to_string()
-                } else {
-                    format!("is named {n:?} in the header (pandas' name for a column without one)")
-                };
-                let index = if j == 0 {
-                    " It looks like a pandas index (DataFrame.to_csv writes one unless index=False):"
-                } else {
-                    ""
-                };
-                return Err(Error::invalid(
-                    op,
-                    format!(
-                        "column {} of {} {what}; gpuprep will not treat it as a feature.{index} \
-                         leave it out with --drop {j}, or choose the columns with --usecols",
-                        j + 1,
-                        path.display()
-                    ),
-                ));
-            }
-            for (k, n) in v.iter().enumerate() {
-                if let Some(k2) = v[k + 1..].iter().position(|m| m == n) {
-                    return Err(Error::invalid(
-                        op,
-                        format!(
-                            "{}'s header names columns {} and {} {n:?}: feature names must be unique \
-                             (rename one, or leave one out with --drop)",
-                            path.display(),
-                            keep[k] + 1,
-                            keep[k + 1 + k2] + 1
-                        ),
-                    ));
-                }
-            }
-            Some(v)
-        }
+        Some(names) => Some(header.feature_names(names, &keep)?),
     };
     Ok((keep, kept_names))
+}
+
+/// What a selection is resolved against: the file's width and header.
+struct Header<'a> {
+    path: &'a Path,
+    op: &'static str,
+    width: usize,
+    names: Option<&'a [String]>,
+}
+
+impl Header<'_> {
+    fn invalid(&self, why: String) -> Error {
+        Error::invalid(self.op, why)
+    }
+
+    /// The column a `--usecols`, `--drop` or `--label` entry refers to.
+    fn resolve(&self, flag: &str, r: &ColumnRef) -> Result<usize> {
+        let (path, width) = (self.path.display(), self.width);
+        let n = match r {
+            ColumnRef::Index(i) if *i < width => return Ok(*i),
+            ColumnRef::Index(i) => {
+                return Err(self.invalid(format!(
+                    "{flag} {i}: {path} has {width} columns (positions count from 0)"
+                )))
+            }
+            ColumnRef::Name(n) => n,
+        };
+        let Some(names) = self.names else {
+            return Err(self.invalid(format!(
+                "{flag} {n:?}: {path} has no header to name columns (give positions, from 0)"
+            )));
+        };
+        let mut hits = names.iter().enumerate().filter(|(_, h)| *h == n).map(|(j, _)| j);
+        match (hits.next(), hits.next()) {
+            (Some(j), None) => Ok(j),
+            (Some(a), Some(b)) => Err(self.invalid(format!(
+                "{flag} {n:?}: {path}'s header names columns {a} and {b} so (give a position, from 0)"
+            ))),
+            _ => {
+                let all: Vec<String> = names.iter().map(|h| format!("{h:?}")).collect();
+                Err(self.invalid(format!(
+                    "{flag} {n:?}: no such column in {path}'s header ({})",
+                    all.join(", ")
+                )))
+            }
+        }
+    }
+
+    /// The columns to read, in order: `--usecols` (or all), less `--drop`
+    /// and `--label`.
+    fn kept(&self, c: &CsvColumns) -> Result<Vec<usize>> {
+        let mut keep: Vec<usize> = match &c.usecols {
+            Some(list) => {
+                let mut v = Vec::with_capacity(list.len());
+                for r in list {
+                    let j = self.resolve("--usecols", r)?;
+                    if v.contains(&j) {
+                        return Err(self.invalid(format!("--usecols names column {j} twice ({r})")));
+                    }
+                    v.push(j);
+                }
+                v
+            }
+            None => (0..self.width).collect(),
+        };
+        let mut out = Vec::new();
+        for r in &c.drop {
+            out.push(("--drop", self.resolve("--drop", r)?, r));
+        }
+        if let Some(r) = &c.label {
+            out.push(("--label", self.resolve("--label", r)?, r));
+        }
+        for (flag, j, r) in out {
+            if c.usecols.is_some() && keep.contains(&j) {
+                return Err(self.invalid(format!(
+                    "{flag} {r} is also in --usecols: a column is either data or not"
+                )));
+            }
+            keep.retain(|&k| k != j);
+        }
+        if keep.is_empty() {
+            return Err(self.invalid(format!("no columns of {} are left to read", self.path.display())));
+        }
+        Ok(keep)
+    }
+
+    /// The kept columns' names: each named (not pandas' unnamed index) and
+    /// unique.
+    fn feature_names(&self, names: &[String], keep: &[usize]) -> Result<Vec<String>> {
+        let path = self.path.display();
+        let v: Vec<String> = keep.iter().map(|&j| names[j].clone()).collect();
+        if let Some((k, n)) = v.iter().enumerate().find(|(_, n)| unnamed(n)) {
+            let j = keep[k];
+            let what = if n.is_empty() {
+                "has no name in the header".to_string()
+            } else {
+                format!("is named {n:?} in the header (pandas' name for a column without one)")
+            };
+            let index = if j == 0 {
+                " It looks like a pandas index (DataFrame.to_csv writes one unless index=False):"
+            } else {
+                ""
+            };
+            return Err(self.invalid(format!(
+                "column {} of {path} {what}; gpuprep will not treat it as a feature.{index} \
+                 leave it out with --drop {j}, or choose the columns with --usecols",
+                j + 1,
+            )));
+        }
+        for (k, n) in v.iter().enumerate() {
+            if let Some(k2) = v[k + 1..].iter().position(|m| m == n) {
+                return Err(self.invalid(format!(
+                    "{path}'s header names columns {} and {} {n:?}: feature names must be unique \
+                     (rename one, or leave one out with --drop)",
+                    keep[k] + 1,
+                    keep[k + 1 + k2] + 1
+                )));
+            }
+        }
+        Ok(v)
+    }
 }
 
 #[cfg(test)]
