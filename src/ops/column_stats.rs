@@ -156,7 +156,12 @@ fn plan(n: usize, want_chunks: usize, max_rows: usize) -> (usize, usize) {
 /// A 2-D grid of at least `groups` workgroups, each dimension within the
 /// device limit; returns (x, y).
 pub(crate) fn grid_2d(gpu: &Gpu, op: &'static str, groups: usize) -> Result<(u32, u32)> {
-    let limit = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    grid_2d_within(op, groups, gpu.limits().max_compute_workgroups_per_dimension)
+}
+
+/// [`grid_2d`] for a given limit per dimension.
+pub(crate) fn grid_2d_within(op: &'static str, groups: usize, limit: u32) -> Result<(u32, u32)> {
+    let limit = limit as usize;
     let x = groups.min(limit).max(1);
     let y = groups.div_ceil(x);
     if y > limit {
@@ -228,113 +233,34 @@ pub fn encode_column_stats_into(
     out: &mut ColumnStats,
     options: &ColumnStatsOptions,
 ) -> Result<()> {
-    let (n, d) = x.shape();
-    let ddof = options.ddof;
     x.check_device(gpu, OP)?;
-    if n == 0 || d == 0 {
-        return Err(Error::shape(
-            OP,
-            "at least 1 row and 1 column",
-            format!("{n} x {d}"),
-        ));
-    }
-    if n > u32::MAX as usize {
-        return Err(Error::ExceedsLimit {
-            op: OP,
-            what: "rows",
-            needed: n as u64,
-            limit: u32::MAX as u64,
-        });
-    }
-    if ddof >= n {
-        return Err(Error::invalid(
-            OP,
-            format!("ddof = {ddof} needs more than {ddof} rows, got n_samples = {n}"),
-        ));
-    }
-    out.buffer.check_output(gpu, OP, (5, d), &[x])?;
-    let out_span = out.buffer.whole_span(gpu, OP)?;
-    // Four columns per thread when rows are whole vec4s.
-    let vec4 = d.is_multiple_of(4);
-    let cols_per_group = if vec4 { 4 * COLS_PER_GROUP } else { COLS_PER_GROUP };
-    let col_groups = d.div_ceil(cols_per_group);
     let pieces = pieces(gpu, &[x]);
-    let want_chunks = (TARGET_GROUPS / col_groups / pieces.len()).max(1);
-    // Where the adapter ends long loops (lavapipe: 65,535 iterations per
-    // invocation), chunks of at most that many rows: a lane walks a quarter of
-    // its chunk's rows, twice where a NaN restarts it. A 128 MiB binding
-    // never needs the cap (2^25 rows of one column make 4,097 iterations);
-    // larger bindings could.
-    let max_rows = gpu.loop_limit().map_or(usize::MAX, |l| l as usize);
-    let plans: Vec<(usize, usize)> = pieces
-        .iter()
-        .map(|r| plan(r.len(), want_chunks, max_rows))
-        .collect();
-    let n_chunks: usize = plans.iter().map(|p| p.1).sum();
-    let (fin_x, fin_y) = grid_2d(gpu, OP, d)?;
-    let partials_bytes = (d * n_chunks) as u64 * PARTIAL_BYTES;
-    let partials = Span::whole(&gpu.scratch("column_stats partials", partials_bytes)?);
-    // Per-column counts only when NaNs are ignored; a placeholder otherwise.
-    let counts = if options.ignore_nan {
-        let c = match out.counts.take() {
-            Some(c) if c.shape() == (1, d) && c.check_output(gpu, OP, (1, d), &[x]).is_ok() => c,
-            _ => GpuMatrix::uninit_whole(gpu, 1, d)?,
-        };
-        if c.shares_buffer(&out.buffer) {
-            return Err(Error::invalid(
-                OP,
-                "the counts must not share a buffer with the statistics",
-            ));
-        }
-        let span = c.whole_span(gpu, OP)?;
-        out.counts = Some(c);
-        span
-    } else {
-        out.counts = None;
-        Span::whole(&gpu.scratch("column_stats counts placeholder", 16)?)
-    };
-    let params = |rows: usize, rows_per_chunk: usize, chunk_base: usize| {
-        gpu.uniform(
-            "column_stats params",
-            &Params {
-                n: rows as u32,
-                d: d as u32,
-                rows_per_chunk: rows_per_chunk as u32,
-                n_chunks: n_chunks as u32,
-                ddof: ddof as u32,
-                groups_x: fin_x,
-                chunk_base: chunk_base as u32,
-                ignore_nan: options.ignore_nan as u32,
-            },
-        )
-    };
+    let lens: Vec<usize> = pieces.iter().map(|r| r.len()).collect();
+    let plan = Plan::new(x.shape(), &lens, options, &gpu.limits(), gpu.loop_limit())?;
+    out.buffer.check_output(gpu, OP, (5, plan.d), &[x])?;
+    let out_span = out.buffer.whole_span(gpu, OP)?;
+    let partials = Span::whole(&gpu.scratch("column_stats partials", plan.partials_bytes())?);
+    let counts = counts_span(gpu, x, out, options.ignore_nan)?;
     let shift = bind_input(gpu, encoder, OP, "column_stats shift", x, 0..1)?;
-    let (entry, slot) = if vec4 {
+    let (entry, slot) = if plan.vec4 {
         (SH::PARTIAL_VEC4, SH::X4)
     } else {
         (SH::PARTIAL, SH::X)
     };
-    let mut chunk_base = 0;
-    for (rows, &(rows_per_chunk, chunks)) in pieces.iter().zip(&plans) {
+    for (rows, piece) in pieces.iter().zip(&plan.pieces) {
         let xs = bind_input(gpu, encoder, OP, "column_stats x", x, rows.clone())?;
-        let xs = if vec4 { gpu.vec4_span(&xs)? } else { xs };
-        let p = params(rows.len(), rows_per_chunk, chunk_base)?;
-        gpu.launch(
-            encoder,
-            &SH::SHADER,
-            entry,
-            &[],
-            &[
-                (SH::PARAMS, &p),
-                (slot, &xs),
-                (SH::PARTIALS, &partials),
-                (SH::SHIFT, &shift),
-            ],
-            [col_groups as u32, chunks as u32, 1],
-        )?;
-        chunk_base += chunks;
+        let xs = if plan.vec4 { gpu.vec4_span(&xs)? } else { xs };
+        let p = gpu.uniform("column_stats params", &plan.params(piece))?;
+        let slots = [
+            (SH::PARAMS, &p),
+            (slot, &xs),
+            (SH::PARTIALS, &partials),
+            (SH::SHIFT, &shift),
+        ];
+        let grid = [plan.col_groups as u32, piece.chunks as u32, 1];
+        gpu.launch(encoder, &SH::SHADER, entry, &[], &slots, grid)?;
     }
-    let p = params(n, 0, 0)?;
+    let p = gpu.uniform("column_stats params", &plan.params(&plan.finalize_piece()))?;
     gpu.launch(
         encoder,
         &SH::SHADER,
@@ -347,9 +273,223 @@ pub fn encode_column_stats_into(
             (SH::SHIFT, &shift),
             (SH::COUNTS, &counts),
         ],
-        [fin_x, fin_y, 1],
+        [plan.fin_grid.0, plan.fin_grid.1, 1],
     )?;
-    out.count = n;
-    out.ddof = ddof;
+    out.count = plan.n;
+    out.ddof = plan.ddof;
     Ok(())
+}
+
+/// The per-column counts' binding: `out.counts` (made or reused) where NaNs
+/// are ignored, a placeholder the kernel never writes otherwise.
+fn counts_span(gpu: &Gpu, x: &GpuMatrix, out: &mut ColumnStats, ignore_nan: bool) -> Result<Span> {
+    let d = x.cols();
+    if !ignore_nan {
+        out.counts = None;
+        return Ok(Span::whole(&gpu.scratch("column_stats counts placeholder", 16)?));
+    }
+    let c = match out.counts.take() {
+        Some(c) if c.shape() == (1, d) && c.check_output(gpu, OP, (1, d), &[x]).is_ok() => c,
+        _ => GpuMatrix::uninit_whole(gpu, 1, d)?,
+    };
+    if c.shares_buffer(&out.buffer) {
+        return Err(Error::invalid(
+            OP,
+            "the counts must not share a buffer with the statistics",
+        ));
+    }
+    let span = c.whole_span(gpu, OP)?;
+    out.counts = Some(c);
+    Ok(span)
+}
+
+/// The launch of one column-statistics op, checked once: the shape and
+/// options, the partial pass's chunks per piece of rows, the finalize grid.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Plan {
+    pub n: usize,
+    pub d: usize,
+    pub ddof: usize,
+    pub ignore_nan: bool,
+    /// Four columns per thread (rows are whole vec4s).
+    pub vec4: bool,
+    /// Workgroups across the columns in the partial pass.
+    pub col_groups: usize,
+    /// One entry per piece of rows, in order.
+    pub pieces: Vec<PiecePlan>,
+    /// Chunks over all pieces: the partials' rows.
+    pub n_chunks: usize,
+    /// The finalize pass's 2-D grid (one thread per column).
+    pub fin_grid: (u32, u32),
+}
+
+/// How the partial pass covers one piece of rows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct PiecePlan {
+    pub rows: usize,
+    pub rows_per_chunk: usize,
+    pub chunks: usize,
+    /// The piece's first chunk among all pieces'.
+    pub chunk_base: usize,
+}
+
+impl Plan {
+    /// Checks `(n, d)` and the options, and splits each piece of `pieces`
+    /// rows into chunks: about [`TARGET_GROUPS`] workgroups over all, at
+    /// most `loop_limit` rows a chunk where the adapter ends long loops
+    /// (lavapipe: 65,535 iterations per invocation; a lane walks a quarter
+    /// of its chunk's rows, twice where a NaN restarts it; a 128 MiB binding
+    /// never needs the cap, as 2^25 rows of one column make 4,097
+    /// iterations, but larger bindings could).
+    pub fn new(
+        (n, d): (usize, usize),
+        pieces: &[usize],
+        options: &ColumnStatsOptions,
+        limits: &wgpu::Limits,
+        loop_limit: Option<u64>,
+    ) -> Result<Plan> {
+        let ddof = options.ddof;
+        if n == 0 || d == 0 {
+            return Err(Error::shape(
+                OP,
+                "at least 1 row and 1 column",
+                format!("{n} x {d}"),
+            ));
+        }
+        if n > u32::MAX as usize {
+            return Err(Error::ExceedsLimit {
+                op: OP,
+                what: "rows",
+                needed: n as u64,
+                limit: u32::MAX as u64,
+            });
+        }
+        if ddof >= n {
+            return Err(Error::invalid(
+                OP,
+                format!("ddof = {ddof} needs more than {ddof} rows, got n_samples = {n}"),
+            ));
+        }
+        let vec4 = d.is_multiple_of(4);
+        let cols_per_group = if vec4 { 4 * COLS_PER_GROUP } else { COLS_PER_GROUP };
+        let col_groups = d.div_ceil(cols_per_group);
+        let want_chunks = (TARGET_GROUPS / col_groups / pieces.len().max(1)).max(1);
+        let max_rows = loop_limit.map_or(usize::MAX, |l| l as usize);
+        let mut chunk_base = 0;
+        let pieces: Vec<PiecePlan> = pieces
+            .iter()
+            .map(|&rows| {
+                let (rows_per_chunk, chunks) = plan(rows, want_chunks, max_rows);
+                let piece = PiecePlan {
+                    rows,
+                    rows_per_chunk,
+                    chunks,
+                    chunk_base,
+                };
+                chunk_base += chunks;
+                piece
+            })
+            .collect();
+        let fin_grid = grid_2d_within(OP, d, limits.max_compute_workgroups_per_dimension)?;
+        Ok(Plan {
+            n,
+            d,
+            ddof,
+            ignore_nan: options.ignore_nan,
+            vec4,
+            col_groups,
+            pieces,
+            n_chunks: chunk_base,
+            fin_grid,
+        })
+    }
+
+    /// Bytes of the partials: one Welford partial per column and chunk.
+    pub fn partials_bytes(&self) -> u64 {
+        (self.d * self.n_chunks) as u64 * PARTIAL_BYTES
+    }
+
+    /// The finalize pass's stand-in piece: all rows, no chunking.
+    pub fn finalize_piece(&self) -> PiecePlan {
+        PiecePlan {
+            rows: self.n,
+            rows_per_chunk: 0,
+            chunks: 0,
+            chunk_base: 0,
+        }
+    }
+
+    /// The kernel's parameters for one piece (or the finalize pass).
+    pub fn params(&self, piece: &PiecePlan) -> Params {
+        Params {
+            n: piece.rows as u32,
+            d: self.d as u32,
+            rows_per_chunk: piece.rows_per_chunk as u32,
+            n_chunks: self.n_chunks as u32,
+            ddof: self.ddof as u32,
+            groups_x: self.fin_grid.0,
+            chunk_base: piece.chunk_base as u32,
+            ignore_nan: self.ignore_nan as u32,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(ddof: usize) -> ColumnStatsOptions {
+        ColumnStatsOptions {
+            ddof,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_plan_refuses_empty_shapes_and_too_large_a_ddof() {
+        let limits = wgpu::Limits::default();
+        for shape in [(0, 3), (3, 0)] {
+            let e = Plan::new(shape, &[shape.0], &options(0), &limits, None).unwrap_err();
+            assert!(matches!(e, Error::ShapeMismatch { .. }), "{e}");
+        }
+        let e = Plan::new((3, 2), &[3], &options(3), &limits, None).unwrap_err();
+        assert!(e.to_string().contains("ddof = 3"), "{e}");
+        assert!(Plan::new((3, 2), &[3], &options(2), &limits, None).is_ok());
+    }
+
+    #[test]
+    fn a_plan_chunks_every_piece_and_numbers_the_chunks_in_order() {
+        let limits = wgpu::Limits::default();
+        for (d, vec4, groups) in [
+            (1, false, 1),
+            (5, false, 1),
+            (64, true, 1),
+            (260, true, 2),
+            (65, false, 2),
+        ] {
+            let lens = [1, 1000, 77_777, 3];
+            let n = lens.iter().sum();
+            for loop_limit in [None, Some(500)] {
+                let p = Plan::new((n, d), &lens, &options(1), &limits, loop_limit).unwrap();
+                assert_eq!((p.vec4, p.col_groups), (vec4, groups), "d = {d}");
+                let mut base = 0;
+                for (piece, &rows) in p.pieces.iter().zip(&lens) {
+                    assert_eq!((piece.rows, piece.chunk_base), (rows, base));
+                    // Every row in a chunk, no chunk empty, within the loop limit.
+                    assert!(piece.rows_per_chunk * piece.chunks >= rows);
+                    assert!(piece.rows_per_chunk * (piece.chunks - 1) < rows);
+                    assert!(piece.rows_per_chunk <= loop_limit.map_or(usize::MAX, |l| l as usize));
+                    base += piece.chunks;
+                }
+                assert_eq!(p.n_chunks, base);
+                assert_eq!(p.partials_bytes(), (d * base) as u64 * PARTIAL_BYTES);
+                assert!(p.fin_grid.0 as usize * p.fin_grid.1 as usize >= d);
+                let f = p.params(&p.finalize_piece());
+                assert_eq!(
+                    (f.n, f.d, f.n_chunks, f.ddof),
+                    (n as u32, d as u32, base as u32, 1)
+                );
+            }
+        }
+    }
 }
