@@ -410,26 +410,7 @@ pub(crate) fn encode_covariance_scaled_into(
     let (n, d) = x.shape();
     let ddof = options.ddof;
     x.check_device(gpu, OP)?;
-    if n == 0 || d == 0 {
-        return Err(Error::shape(
-            OP,
-            "at least 1 row and 1 column",
-            format!("{n} x {d}"),
-        ));
-    }
-    if ddof >= n {
-        return Err(Error::invalid(
-            OP,
-            format!("ddof = {ddof} needs more than {ddof} rows, got n_samples = {n}"),
-        ));
-    }
-    if mean.cols() != d || mean.rows() == 0 {
-        return Err(Error::shape(
-            OP,
-            format!("a mean with {d} columns (row 0 is used)"),
-            format!("{} x {}", mean.rows(), mean.cols()),
-        ));
-    }
+    check_shapes(x.shape(), ddof, mean.shape())?;
     out.check_output(gpu, OP, (d, d), &[x, mean])?;
     if let Some(m) = moments {
         m.check_output(gpu, OP, (2, d), &[x, mean, out])?;
@@ -439,38 +420,23 @@ pub(crate) fn encode_covariance_scaled_into(
     let pieces = pieces(gpu, &[x]);
     let slices = slices(gpu, &p, &pieces, &config)?;
     let n_slices: usize = slices.iter().map(|s| s.1).sum();
-    // The shift and the extremes: the caller's statistics, or ours.
-    let (mean_span, range_span) = if mean.rows() == 5 {
-        let span = bind_input(gpu, encoder, OP, "covariance mean", mean, 0..5)?;
-        (span.clone(), span)
-    } else {
-        let buffer = gpu.scratch("covariance range stats", (5 * d * 4) as u64)?;
-        let mut st = ColumnStats {
-            count: 0,
-            ddof: 0,
-            buffer: GpuMatrix::from_buffer(gpu, buffer, 5, d)?,
-            counts: None,
-        };
-        encode_column_stats_into(gpu, encoder, x, &mut st, &ColumnStatsOptions::default())?;
-        (
-            bind_input(gpu, encoder, OP, "covariance mean", mean, 0..1)?,
-            st.buffer.whole_span(gpu, OP)?,
-        )
+    let (mean_span, range_span) = shift_and_range(gpu, encoder, x, mean)?;
+    let scratch = Scratch {
+        scales: Span::whole(&gpu.scratch("covariance scales", (d * 4) as u64)?),
+        partials: Span::whole(&gpu.scratch(
+            "covariance partials",
+            (n_slices * p.n_tiles * p.tile * p.tile * 4) as u64,
+        )?),
+        colsums: Span::whole(&gpu.scratch(
+            "covariance column sums",
+            (n_slices * p.n_blocks * p.tile * 4) as u64,
+        )?),
+        colmax: Span::whole(&gpu.scratch(
+            "covariance column ranges",
+            (n_slices * p.n_blocks * p.tile * 4) as u64,
+        )?),
     };
-    let scales = Span::whole(&gpu.scratch("covariance scales", (d * 4) as u64)?);
     let out_span = out.whole_span(gpu, OP)?;
-    let partials = Span::whole(&gpu.scratch(
-        "covariance partials",
-        (n_slices * p.n_tiles * p.tile * p.tile * 4) as u64,
-    )?);
-    let colsums = Span::whole(&gpu.scratch(
-        "covariance column sums",
-        (n_slices * p.n_blocks * p.tile * 4) as u64,
-    )?);
-    let colmax = Span::whole(&gpu.scratch(
-        "covariance column ranges",
-        (n_slices * p.n_blocks * p.tile * 4) as u64,
-    )?);
     let params = |rows: usize, rows_per_slice: usize, slice_base: usize| {
         gpu.uniform(
             "covariance params",
@@ -490,17 +456,7 @@ pub(crate) fn encode_covariance_scaled_into(
             },
         )
     };
-    let passes = Passes {
-        gpu,
-        p: &p,
-        d,
-        constants: Passes::constants(gpu, &p, d),
-        mean: &mean_span,
-        scales: &scales,
-        partials: &partials,
-        colsums: &colsums,
-        colmax: &colmax,
-    };
+    let passes = scratch.passes(gpu, &p, d, &mean_span);
     passes.scales(encoder, &params(0, 0, 0)?, &range_span)?;
     let mut slice_base = 0;
     for (rows, &(rows_per_slice, count)) in pieces.iter().zip(&slices) {
@@ -518,7 +474,85 @@ pub(crate) fn encode_covariance_scaled_into(
     if let Some(m) = moments {
         passes.moments(encoder, &params, &m.whole_span(gpu, OP)?)?;
     }
-    Ok(scales)
+    Ok(scratch.scales)
+}
+
+/// Refuses an empty matrix, `ddof >= n`, and a mean of another width.
+fn check_shapes((n, d): (usize, usize), ddof: usize, (mean_rows, mean_cols): (usize, usize)) -> Result<()> {
+    if n == 0 || d == 0 {
+        return Err(Error::shape(
+            OP,
+            "at least 1 row and 1 column",
+            format!("{n} x {d}"),
+        ));
+    }
+    if ddof >= n {
+        return Err(Error::invalid(
+            OP,
+            format!("ddof = {ddof} needs more than {ddof} rows, got n_samples = {n}"),
+        ));
+    }
+    if mean_cols != d || mean_rows == 0 {
+        return Err(Error::shape(
+            OP,
+            format!("a mean with {d} columns (row 0 is used)"),
+            format!("{mean_rows} x {mean_cols}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The shift (row 0) and the extremes (rows 3 and 4) the scales come from:
+/// the caller's column statistics where `mean` is 5 x D, else the caller's
+/// mean and statistics computed here.
+fn shift_and_range(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    x: &GpuMatrix,
+    mean: &GpuMatrix,
+) -> Result<(Span, Span)> {
+    if mean.rows() == 5 {
+        let span = bind_input(gpu, encoder, OP, "covariance mean", mean, 0..5)?;
+        return Ok((span.clone(), span));
+    }
+    let d = x.cols();
+    let buffer = gpu.scratch("covariance range stats", (5 * d * 4) as u64)?;
+    let mut st = ColumnStats {
+        count: 0,
+        ddof: 0,
+        buffer: GpuMatrix::from_buffer(gpu, buffer, 5, d)?,
+        counts: None,
+    };
+    encode_column_stats_into(gpu, encoder, x, &mut st, &ColumnStatsOptions::default())?;
+    Ok((
+        bind_input(gpu, encoder, OP, "covariance mean", mean, 0..1)?,
+        st.buffer.whole_span(gpu, OP)?,
+    ))
+}
+
+/// The buffers the passes write between them: per-column scales, the
+/// partial tiles, and each slice's column sums and ranges.
+struct Scratch {
+    scales: Span,
+    partials: Span,
+    colsums: Span,
+    colmax: Span,
+}
+
+impl Scratch {
+    fn passes<'a>(&'a self, gpu: &'a Gpu, p: &'a Plan, d: usize, mean: &'a Span) -> Passes<'a> {
+        Passes {
+            gpu,
+            p,
+            d,
+            constants: Passes::constants(gpu, p, d),
+            mean,
+            scales: &self.scales,
+            partials: &self.partials,
+            colsums: &self.colsums,
+            colmax: &self.colmax,
+        }
+    }
 }
 
 /// Co-moments of a stream of row chunks, accumulated on the device: every
@@ -627,23 +661,14 @@ impl CovarianceStream {
 
     /// Runs `f` with the passes over this stream's buffers.
     fn with_passes<R>(&self, gpu: &Gpu, f: impl FnOnce(&Passes) -> Result<R>) -> Result<R> {
-        let (mean, scales) = (Span::whole(&self.shift), Span::whole(&self.scales));
-        let (partials, colsums, colmax) = (
-            Span::whole(&self.partials),
-            Span::whole(&self.colsums),
-            Span::whole(&self.colmax),
-        );
-        f(&Passes {
-            gpu,
-            p: &self.p,
-            d: self.d,
-            constants: Passes::constants(gpu, &self.p, self.d),
-            mean: &mean,
-            scales: &scales,
-            partials: &partials,
-            colsums: &colsums,
-            colmax: &colmax,
-        })
+        let mean = Span::whole(&self.shift);
+        let scratch = Scratch {
+            scales: Span::whole(&self.scales),
+            partials: Span::whole(&self.partials),
+            colsums: Span::whole(&self.colsums),
+            colmax: Span::whole(&self.colmax),
+        };
+        f(&scratch.passes(gpu, &self.p, self.d, &mean))
     }
 
     fn params(&self, gpu: &Gpu, rows: usize, rows_per_slice: usize, inv_n: f32) -> Result<Span> {
