@@ -345,36 +345,11 @@ impl Plan {
                 Activation::Relu => ACT_RELU,
             };
         let config = opts.tuning.unwrap_or_default();
-        let (tile_rows, tile_cols) = config.tile.unwrap_or((8, 8));
-        if ![4, 8].contains(&tile_rows) || ![4, 8].contains(&tile_cols) {
-            return Err(Error::invalid(
-                OP,
-                format!("register tile {tile_rows} x {tile_cols}: each side must be 4 or 8"),
-            ));
-        }
-        let (wx, wy) = config.threads(m, tile_cols);
-        if !(wx.is_power_of_two()
-            && wy.is_power_of_two()
-            && wx * wy <= 256
-            && wx <= limits.max_compute_workgroup_size_x
-            && wy <= limits.max_compute_workgroup_size_y
-            && wx * wy <= limits.max_compute_invocations_per_workgroup)
-        {
-            return Err(Error::invalid(
-                OP,
-                format!("thread layout {wx} x {wy}: each must be a power of two, at most 256 threads"),
-            ));
-        }
-        if config.split_k == Some(0) {
-            return Err(Error::invalid(OP, "split_k must be at least 1 slice"));
-        }
-        let k_step = config.k_step.unwrap_or(8);
-        if ![8, 16, 32].contains(&k_step) {
-            return Err(Error::invalid(
-                OP,
-                format!("k_step must be 8, 16 or 32, got {k_step}"),
-            ));
-        }
+        let Tuning {
+            tile: (tile_rows, tile_cols),
+            threads: (wx, wy),
+            k_step,
+        } = Tuning::check(&config, m, limits)?;
         // One buffer of a_tile + b_tile in the shader, in bytes: two where
         // they fit (double-buffered), else one.
         let (tm4, tn4) = (tile_rows / 4, tile_cols / 4);
@@ -415,6 +390,21 @@ impl Plan {
             transpose_x: opts.transpose_x,
             transpose_w: opts.transpose_w,
         })
+    }
+
+    /// The kernel's parameters for the output rows `rows` launched as `pp`.
+    pub fn params(&self, rows: &std::ops::Range<usize>, pp: &PiecePlan) -> Params {
+        Params {
+            n: rows.len() as u32,
+            k: self.k as u32,
+            m: self.m as u32,
+            flags: self.flags,
+            // Transposed, x is bound whole and each piece reads its columns `rows`.
+            ldx: if self.transpose_x { self.n } else { self.k } as u32,
+            row_base: if self.transpose_x { rows.start as u32 } else { 0 },
+            k_len: pp.k_len,
+            slices: pp.slices,
+        }
     }
 
     /// The kernel's override constants.
@@ -478,6 +468,55 @@ impl Plan {
     }
 }
 
+/// The kernel shape a tuning asks for, checked against the kernel and the device.
+struct Tuning {
+    /// The register tile (rows, columns).
+    tile: (u32, u32),
+    /// Threads along the output's columns and rows.
+    threads: (u32, u32),
+    k_step: u32,
+}
+
+impl Tuning {
+    fn check(config: &MatmulConfig, m: usize, limits: &wgpu::Limits) -> Result<Tuning> {
+        let (tile_rows, tile_cols) = config.tile.unwrap_or((8, 8));
+        if ![4, 8].contains(&tile_rows) || ![4, 8].contains(&tile_cols) {
+            return Err(Error::invalid(
+                OP,
+                format!("register tile {tile_rows} x {tile_cols}: each side must be 4 or 8"),
+            ));
+        }
+        let (wx, wy) = config.threads(m, tile_cols);
+        if !(wx.is_power_of_two()
+            && wy.is_power_of_two()
+            && wx * wy <= 256
+            && wx <= limits.max_compute_workgroup_size_x
+            && wy <= limits.max_compute_workgroup_size_y
+            && wx * wy <= limits.max_compute_invocations_per_workgroup)
+        {
+            return Err(Error::invalid(
+                OP,
+                format!("thread layout {wx} x {wy}: each must be a power of two, at most 256 threads"),
+            ));
+        }
+        if config.split_k == Some(0) {
+            return Err(Error::invalid(OP, "split_k must be at least 1 slice"));
+        }
+        let k_step = config.k_step.unwrap_or(8);
+        if ![8, 16, 32].contains(&k_step) {
+            return Err(Error::invalid(
+                OP,
+                format!("k_step must be 8, 16 or 32, got {k_step}"),
+            ));
+        }
+        Ok(Tuning {
+            tile: (tile_rows, tile_cols),
+            threads: (wx, wy),
+            k_step,
+        })
+    }
+}
+
 fn check_len(what: &str, cols: Option<(usize, usize)>, len: usize) -> Result<u32> {
     match cols {
         Some((rows, c)) if c != len || rows == 0 => Err(Error::shape(
@@ -528,86 +567,103 @@ pub fn encode_matmul_into(
     } else {
         None
     };
+    let bound = Bound {
+        w: w_span,
+        w4,
+        center,
+        scale,
+        bias,
+    };
     let split: Vec<&GpuMatrix> = if plan.transpose_x { vec![out] } else { vec![x, out] };
     for rows in pieces(gpu, &split) {
-        let np = rows.len();
-        let pp = plan.piece(
-            np,
-            limits.max_compute_workgroups_per_dimension,
-            gpu.loop_limit(),
-            gpu.max_binding_bytes(),
-        );
-        let params = gpu.uniform(
-            "matmul params",
-            &Params {
-                n: np as u32,
-                k: plan.k as u32,
-                m: plan.m as u32,
-                flags: plan.flags,
-                ldx: if plan.transpose_x {
-                    plan.n as u32
-                } else {
-                    plan.k as u32
-                },
-                row_base: if plan.transpose_x { rows.start as u32 } else { 0 },
-                k_len: pp.k_len,
-                slices: pp.slices,
-            },
-        )?;
         let xs = match &x_whole {
             Some(span) => span.clone(),
             None => bind_input(gpu, encoder, OP, "matmul x", x, rows.clone())?,
         };
-        let x4 = gpu.vec4_span(&xs)?;
-        let piece = OutputPiece::new(gpu, encoder, OP, "matmul out", out, rows, false)?;
-        // Split, the product's slices go to scratch and a second pass sums
-        // them into the piece.
-        let partials = match pp.slices {
-            1 => None,
-            s => Some(Span::whole(&gpu.scratch(
-                "matmul split-K partials",
-                s as u64 * (np * plan.m) as u64 * 4,
-            )?)),
-        };
-        let product_out = partials.as_ref().unwrap_or(&piece.span);
+        let piece = OutputPiece::new(gpu, encoder, OP, "matmul out", out, rows.clone(), false)?;
+        encode_piece(gpu, encoder, &plan, &bound, &xs, &piece.span, rows)?;
+        piece.finish(gpu, encoder, OP)?;
+    }
+    Ok(())
+}
+
+/// The bindings every piece of one product shares.
+struct Bound {
+    w: Span,
+    w4: Span,
+    center: Span,
+    scale: Span,
+    bias: Span,
+}
+
+/// Records the product of the output rows `rows` (bound as `out`) from `xs`:
+/// one pass, or where the plan splits the inner dimension, the slices into
+/// scratch and a second pass that sums them (then the scale and bias) into
+/// `out`.
+fn encode_piece(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    plan: &Plan,
+    b: &Bound,
+    xs: &Span,
+    out: &Span,
+    rows: std::ops::Range<usize>,
+) -> Result<()> {
+    let limits = gpu.limits();
+    let np = rows.len();
+    let pp = plan.piece(
+        np,
+        limits.max_compute_workgroups_per_dimension,
+        gpu.loop_limit(),
+        gpu.max_binding_bytes(),
+    );
+    let params = gpu.uniform("matmul params", &plan.params(&rows, &pp))?;
+    let x4 = gpu.vec4_span(xs)?;
+    let partials = match pp.slices {
+        1 => None,
+        s => Some(Span::whole(&gpu.scratch(
+            "matmul split-K partials",
+            s as u64 * (np * plan.m) as u64 * 4,
+        )?)),
+    };
+    let product_out = partials.as_ref().unwrap_or(out);
+    gpu.launch(
+        encoder,
+        &SH::SHADER,
+        SH::MATMUL,
+        &plan.constants(),
+        &[
+            (SH::X, xs),
+            (SH::W, &b.w),
+            (SH::CENTER, &b.center),
+            (SH::SCALE, &b.scale),
+            (SH::BIAS, &b.bias),
+            (SH::OUT, product_out),
+            (SH::PARAMS, &params),
+            (SH::X4, &x4),
+            (SH::W4, &b.w4),
+        ],
+        [pp.groups.0, pp.groups.1, pp.slices],
+    )?;
+    if let Some(partials) = &partials {
+        let sum_groups = (np * plan.m)
+            .div_ceil(256)
+            .min(limits.max_compute_workgroups_per_dimension as usize);
+        let slots = [
+            (SH::X, partials),
+            (SH::SCALE, &b.scale),
+            (SH::BIAS, &b.bias),
+            (SH::OUT, out),
+            (SH::PARAMS, &params),
+        ];
         gpu.launch(
             encoder,
             &SH::SHADER,
-            SH::MATMUL,
-            &plan.constants(),
-            &[
-                (SH::X, &xs),
-                (SH::W, &w_span),
-                (SH::CENTER, &center),
-                (SH::SCALE, &scale),
-                (SH::BIAS, &bias),
-                (SH::OUT, product_out),
-                (SH::PARAMS, &params),
-                (SH::X4, &x4),
-                (SH::W4, &w4),
-            ],
-            [pp.groups.0, pp.groups.1, pp.slices],
+            SH::SPLIT_SUM,
+            &[],
+            &slots,
+            [sum_groups as u32, 1, 1],
         )?;
-        if let Some(partials) = &partials {
-            let sum_groups = (np * plan.m)
-                .div_ceil(256)
-                .min(limits.max_compute_workgroups_per_dimension as usize);
-            gpu.launch(
-                encoder,
-                &SH::SHADER,
-                SH::SPLIT_SUM,
-                &[],
-                &[
-                    (SH::X, partials),
-                    (SH::SCALE, &scale),
-                    (SH::BIAS, &bias),
-                    (SH::OUT, &piece.span),
-                    (SH::PARAMS, &params),
-                ],
-                [sum_groups as u32, 1, 1],
-            )?;
-        }
-        piece.finish(gpu, encoder, OP)?;
     }
     Ok(())
 }
