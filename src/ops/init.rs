@@ -281,6 +281,16 @@ struct Kernel {
     trunc: Option<TruncNormalPlan>,
 }
 
+/// Where one fill starts and the grid that covers it.
+struct FillGrid {
+    /// Values before the fill's first in its first block of four.
+    lead: u64,
+    first_block: u64,
+    blocks: u64,
+    gx: u64,
+    gy: u64,
+}
+
 impl Kernel {
     /// Every piece of `out`, piece `rows` from stream element `offset + rows.start * cols`.
     #[allow(clippy::too_many_arguments)]
@@ -337,20 +347,9 @@ impl Kernel {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn dispatch(
-        &self,
-        gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
-        entry: &'static str,
-        a: f64,
-        b: f64,
-        sparse: Option<&SparsePlan>,
-        out: &Span,
-        n: u64,
-        offset: u64,
-        row_base: usize,
-    ) -> Result<()> {
+    /// The blocks of four that `n` values from `offset` on span, and a 2-D
+    /// grid of workgroups over them (at most `max_groups_x` wide, if set).
+    fn grid(&self, gpu: &Gpu, n: u64, offset: u64) -> Result<FillGrid> {
         // 4 * block + lane stays within u32 in the shader.
         if n > u64::from(u32::MAX) - 8 {
             return Err(Error::ExceedsLimit {
@@ -361,7 +360,6 @@ impl Kernel {
             });
         }
         let lead = offset % 4;
-        let first_block = offset / 4;
         let blocks = (lead + n).div_ceil(4);
         let groups = blocks.div_ceil(WG);
         let limit = u64::from(gpu.limits().max_compute_workgroups_per_dimension);
@@ -376,6 +374,36 @@ impl Kernel {
                 limit: gx_max * limit,
             });
         }
+        Ok(FillGrid {
+            lead,
+            first_block: offset / 4,
+            blocks,
+            gx,
+            gy,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        entry: &'static str,
+        a: f64,
+        b: f64,
+        sparse: Option<&SparsePlan>,
+        out: &Span,
+        n: u64,
+        offset: u64,
+        row_base: usize,
+    ) -> Result<()> {
+        let FillGrid {
+            lead,
+            first_block,
+            blocks,
+            gx,
+            gy,
+        } = self.grid(gpu, n, offset)?;
         let (cols, keep, line_len, by_rows) = match sparse {
             None => (0, 0, 0, 0),
             Some(p) => (

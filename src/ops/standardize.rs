@@ -69,26 +69,7 @@ pub fn encode_standardize_into(
     out: &GpuMatrix,
     options: &StandardizeOptions,
 ) -> Result<()> {
-    x.check_device(gpu, OP)?;
-    if stats.cols() != x.cols() || stats.buffer.rows() != 5 {
-        return Err(Error::shape(
-            OP,
-            format!("statistics for {} columns", x.cols()),
-            format!("statistics for {} columns", stats.cols()),
-        ));
-    }
-    let inplace = out.same_view(x);
-    if inplace {
-        out.check_output(gpu, OP, x.shape(), &[&stats.buffer])?;
-    } else {
-        if out.shares_buffer(x) {
-            return Err(Error::invalid(
-                OP,
-                "the output shares a buffer with the input: pass the input itself to standardize in place",
-            ));
-        }
-        out.check_output(gpu, OP, x.shape(), &[&stats.buffer])?;
-    }
+    let inplace = check_args(gpu, x, stats, out)?;
     let stats_span = stats.buffer.whole_span(gpu, OP)?;
     // scikit-learn's constant-column rule (model::standardize::is_constant).
     let ne = stats.count as f64 * f64::EPSILON;
@@ -112,6 +93,7 @@ pub fn encode_standardize_into(
                 _pad: 0,
             },
         )?;
+        let common = [(SH::PARAMS, &params), (SH::STATS, &stats_span)];
         if inplace {
             let piece = OutputPiece::new(gpu, encoder, OP, "standardize out", out, rows, true)?;
             let (entry, slot) = if vec4 {
@@ -119,18 +101,8 @@ pub fn encode_standardize_into(
             } else {
                 (SH::APPLY_INPLACE, SH::XY)
             };
-            gpu.launch(
-                encoder,
-                &SH::SHADER,
-                entry,
-                &[],
-                &[
-                    (SH::PARAMS, &params),
-                    (SH::STATS, &stats_span),
-                    (slot, &piece.span),
-                ],
-                [gx, gy, 1],
-            )?;
+            let slots = [common[0], common[1], (slot, &piece.span)];
+            gpu.launch(encoder, &SH::SHADER, entry, &[], &slots, [gx, gy, 1])?;
             piece.finish(gpu, encoder, OP)?;
         } else {
             let xs = bind_input(gpu, encoder, OP, "standardize x", x, rows.clone())?;
@@ -140,21 +112,32 @@ pub fn encode_standardize_into(
             } else {
                 (SH::APPLY, SH::X, SH::Y)
             };
-            gpu.launch(
-                encoder,
-                &SH::SHADER,
-                entry,
-                &[],
-                &[
-                    (SH::PARAMS, &params),
-                    (xslot, &xs),
-                    (SH::STATS, &stats_span),
-                    (yslot, &piece.span),
-                ],
-                [gx, gy, 1],
-            )?;
+            let slots = [common[0], common[1], (xslot, &xs), (yslot, &piece.span)];
+            gpu.launch(encoder, &SH::SHADER, entry, &[], &slots, [gx, gy, 1])?;
             piece.finish(gpu, encoder, OP)?;
         }
     }
     Ok(())
+}
+
+/// Checks the statistics' width and the output; returns whether the output
+/// is the input itself (in place).
+fn check_args(gpu: &Gpu, x: &GpuMatrix, stats: &ColumnStats, out: &GpuMatrix) -> Result<bool> {
+    x.check_device(gpu, OP)?;
+    if stats.cols() != x.cols() || stats.buffer.rows() != 5 {
+        return Err(Error::shape(
+            OP,
+            format!("statistics for {} columns", x.cols()),
+            format!("statistics for {} columns", stats.cols()),
+        ));
+    }
+    let inplace = out.same_view(x);
+    if !inplace && out.shares_buffer(x) {
+        return Err(Error::invalid(
+            OP,
+            "the output shares a buffer with the input: pass the input itself to standardize in place",
+        ));
+    }
+    out.check_output(gpu, OP, x.shape(), &[&stats.buffer])?;
+    Ok(inplace)
 }

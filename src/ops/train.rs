@@ -859,7 +859,27 @@ impl Mlp {
                 grad_scale: 1.0 / b as f32,
             },
         )?;
-        // Backward, last layer first; every gradient before any update.
+        self.encode_backward(gpu, encoder, x)?;
+        let o = &self.config.sgd;
+        for layer in &self.layers {
+            encode_sgd_into(gpu, encoder, &layer.w, &layer.dw, &layer.vw, o)?;
+            if let Some((b, db, vb)) = &layer.bias {
+                encode_sgd_into(gpu, encoder, b, db, vb, o)?;
+            }
+            if let Some((bn, dgamma, dbeta, vgamma, vbeta)) = &layer.bn {
+                encode_sgd_into(gpu, encoder, bn.gamma(), dgamma, vgamma, o)?;
+                encode_sgd_into(gpu, encoder, bn.beta(), dbeta, vbeta, o)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the backward pass of the batch `x` whose forward and loss
+    /// gradient are recorded: every layer's gradients, last layer first,
+    /// before any update.
+    fn encode_backward(&self, gpu: &Gpu, encoder: &mut wgpu::CommandEncoder, x: &GpuMatrix) -> Result<()> {
+        let acts = &self.train;
+        let last = self.layers.len() - 1;
         for l in (0..self.layers.len()).rev() {
             let layer = &self.layers[l];
             let g = if l == last {
@@ -897,17 +917,6 @@ impl Mlp {
                     &acts.d[l - 1],
                     &MatmulOptions::default(),
                 )?;
-            }
-        }
-        let o = &self.config.sgd;
-        for layer in &self.layers {
-            encode_sgd_into(gpu, encoder, &layer.w, &layer.dw, &layer.vw, o)?;
-            if let Some((b, db, vb)) = &layer.bias {
-                encode_sgd_into(gpu, encoder, b, db, vb, o)?;
-            }
-            if let Some((bn, dgamma, dbeta, vgamma, vbeta)) = &layer.bn {
-                encode_sgd_into(gpu, encoder, bn.gamma(), dgamma, vgamma, o)?;
-                encode_sgd_into(gpu, encoder, bn.beta(), dbeta, vbeta, o)?;
             }
         }
         Ok(())

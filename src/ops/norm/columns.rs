@@ -332,43 +332,7 @@ pub(crate) fn encode_param_grads(
     dbeta: &GpuMatrix,
 ) -> Result<()> {
     let sh = plan.shape;
-    let mut base = Params {
-        aff_stride: sh.s as u32,
-        pos_stride: 1,
-        ..Default::default()
-    };
-    match plan.kind {
-        NormKind::Batch => {
-            base.channels = sh.c as u32;
-            base.spatial = sh.s as u32;
-            base.g_row_stride = 0;
-            base.g_div = sh.s as u32;
-        }
-        NormKind::Layer => {
-            // elementwise affine: one "channel" per column
-            base.channels = sh.features() as u32;
-            base.spatial = 1;
-            base.aff_stride = 1;
-            base.g_row_stride = 1;
-            base.g_div = sh.features() as u32;
-        }
-        NormKind::LayerTrailing { len } | NormKind::Rms { len } => {
-            // elementwise affine over each run of len columns: affine index a
-            // gathers columns a, a + len, ... (groups_per_sample of them)
-            base.channels = len as u32;
-            base.spatial = plan.groups_per_sample as u32;
-            base.aff_stride = 1;
-            base.pos_stride = len as u32;
-            base.g_row_stride = plan.groups_per_sample as u32;
-            base.g_div = len as u32;
-        }
-        NormKind::Instance | NormKind::Group { .. } => {
-            base.channels = sh.c as u32;
-            base.spatial = sh.s as u32;
-            base.g_row_stride = plan.groups_per_sample as u32;
-            base.g_div = plan.group_len as u32;
-        }
-    }
+    let base = param_grads_layout(plan);
     let (pieces, chunks) = split(gpu, &[x, dy], sh.features(), base);
     let partials = Span::whole(&gpu.scratch(
         "batchnorm grad partials",
@@ -421,6 +385,51 @@ pub(crate) fn encode_param_grads(
         [fx, fy, 1],
     )?;
     Ok(())
+}
+
+/// How the dgamma/dbeta passes walk x and dy for each kind: the affine
+/// parameters ("channels"), the positions each gathers and their strides,
+/// and which statistics' row a row of x uses.
+fn param_grads_layout(plan: &NormPlan) -> Params {
+    let sh = plan.shape;
+    let mut base = Params {
+        aff_stride: sh.s as u32,
+        pos_stride: 1,
+        ..Default::default()
+    };
+    match plan.kind {
+        NormKind::Batch => {
+            base.channels = sh.c as u32;
+            base.spatial = sh.s as u32;
+            base.g_row_stride = 0;
+            base.g_div = sh.s as u32;
+        }
+        NormKind::Layer => {
+            // elementwise affine: one "channel" per column
+            base.channels = sh.features() as u32;
+            base.spatial = 1;
+            base.aff_stride = 1;
+            base.g_row_stride = 1;
+            base.g_div = sh.features() as u32;
+        }
+        NormKind::LayerTrailing { len } | NormKind::Rms { len } => {
+            // elementwise affine over each run of len columns: affine index a
+            // gathers columns a, a + len, ... (groups_per_sample of them)
+            base.channels = len as u32;
+            base.spatial = plan.groups_per_sample as u32;
+            base.aff_stride = 1;
+            base.pos_stride = len as u32;
+            base.g_row_stride = plan.groups_per_sample as u32;
+            base.g_div = len as u32;
+        }
+        NormKind::Instance | NormKind::Group { .. } => {
+            base.channels = sh.c as u32;
+            base.spatial = sh.s as u32;
+            base.g_row_stride = plan.groups_per_sample as u32;
+            base.g_div = plan.group_len as u32;
+        }
+    }
+    base
 }
 
 /// Records batch norm's `dx = gamma * invstd * (dy - dbeta/M - xhat * dgamma/M)`.
