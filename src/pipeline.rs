@@ -1213,25 +1213,7 @@ fn transform_gpu<W: std::io::Write + Send>(
         // all finite: a non-finite output there is an overflow).
         let mut pending: Option<(GpuMatrix, usize, Option<usize>)> = None;
         let mut drain = |y: GpuMatrix, done: usize, finite_from: Option<usize>| -> Result<()> {
-            let y = y.download(gpu)?;
-            if let Some(first) = finite_from {
-                if let Some(i) = y.as_slice().and_then(host::first_non_finite) {
-                    return Err(Error::Overflow {
-                        op: OP,
-                        location: format!("row {}, column {}", first + i / y.ncols(), i % y.ncols()),
-                        dtype: "f32",
-                        hint: "the GPU computes in f32: run on the CPU with --dtype f64 (or f64 input)",
-                    });
-                }
-            }
-            let rows = match host.bias {
-                Some(b) => {
-                    let mut z = y.mapv(f64::from);
-                    z += b;
-                    Rows::F64(z)
-                }
-                None => Rows::F32(y),
-            };
+            let rows = downloaded_rows(gpu, &y, finite_from, &host)?;
             for d in done_rx.try_iter() {
                 progress(d, total);
             }
@@ -1243,13 +1225,7 @@ fn transform_gpu<W: std::io::Write + Send>(
             let xg = inputs.upload(gpu, x)?;
             let y = outputs.take(gpu, xg.rows(), parts.out_cols(xg.cols()))?;
             gpu.run(OP, |e| parts.encode(gpu, e, &xg, &y))?;
-            let finite = x
-                .as_slice()
-                .map_or_else(
-                    || x.iter().all(|v| v.is_finite()),
-                    |s| host::first_non_finite(s).is_none(),
-                )
-                .then_some(at);
+            let finite = chunk_finite(x).then_some(at);
             if let Some((prev, done, f)) = pending.replace((y, at + x.nrows(), finite)) {
                 drain(prev, done, f)?;
             }
@@ -1275,6 +1251,39 @@ fn transform_gpu<W: std::io::Write + Send>(
         }
         // The writer's error first: a failed send above is its consequence.
         wrote.and(run)
+    })
+}
+
+/// Whether every value of the chunk `x` (any layout) is finite.
+fn chunk_finite(x: ArrayView2<f32>) -> bool {
+    x.as_slice().map_or_else(
+        || x.iter().all(|v| v.is_finite()),
+        |s| host::first_non_finite(s).is_none(),
+    )
+}
+
+/// A transformed chunk read back, the host's bias added. Where its input
+/// was all finite (its first row `finite_from`), a non-finite output is an
+/// overflow of f32, refused.
+fn downloaded_rows(gpu: &Gpu, y: &GpuMatrix, finite_from: Option<usize>, host: &HostSide) -> Result<Rows> {
+    let y = y.download(gpu)?;
+    if let Some(first) = finite_from {
+        if let Some(i) = y.as_slice().and_then(host::first_non_finite) {
+            return Err(Error::Overflow {
+                op: OP,
+                location: format!("row {}, column {}", first + i / y.ncols(), i % y.ncols()),
+                dtype: "f32",
+                hint: "the GPU computes in f32: run on the CPU with --dtype f64 (or f64 input)",
+            });
+        }
+    }
+    Ok(match host.bias {
+        Some(b) => {
+            let mut z = y.mapv(f64::from);
+            z += b;
+            Rows::F64(z)
+        }
+        None => Rows::F32(y),
     })
 }
 

@@ -171,6 +171,36 @@ where
             format!("ddof = {ddof} needs more than {ddof} rows, got n_samples = {n}"),
         ));
     }
+    let t = fold_blocks(x)?;
+    let mut out = ColumnSummary {
+        count: n,
+        counts: Array1::from_elem(d, n),
+        ddof,
+        mean: Array1::zeros(d),
+        var: Array1::zeros(d),
+        std: Array1::zeros(d),
+        min: Array1::zeros(d),
+        max: Array1::zeros(d),
+    };
+    for c in 0..d {
+        let (count, (mean, var, min, max)) = t.column(c, n, ddof, options.ignore_nan);
+        out.counts[c] = count;
+        out.mean[c] = mean;
+        out.var[c] = var;
+        out.std[c] = var.sqrt();
+        out.min[c] = min;
+        out.max[c] = max;
+    }
+    Ok(out)
+}
+
+/// The Welford state of all rows of `x`: blocks of about 64K values
+/// merged, the rows split between the machine's threads.
+fn fold_blocks<T>(x: ArrayView2<T>) -> Result<Block>
+where
+    T: Copy + Into<f64> + Send + Sync,
+{
+    let (n, d) = x.dim();
     let rows_per_block = (65_536 / d).max(1);
     let threads = std::thread::available_parallelism()
         .map_or(1, |t| t.get())
@@ -207,31 +237,22 @@ where
             handles.into_iter().map(|h| h.join().ok().flatten()).collect()
         })
     };
-    let t = blocks
+    blocks
         .into_iter()
         .flatten()
         .reduce(Block::merge)
-        .ok_or_else(|| Error::invalid(OP, "worker thread failed"))?;
-    let mut out = ColumnSummary {
-        count: n,
-        counts: Array1::from_elem(d, n),
-        ddof,
-        mean: Array1::zeros(d),
-        var: Array1::zeros(d),
-        std: Array1::zeros(d),
-        min: Array1::zeros(d),
-        max: Array1::zeros(d),
-    };
-    for c in 0..d {
-        let count = if options.ignore_nan {
-            n - t.nan[c] as usize
-        } else {
-            n
-        };
-        out.counts[c] = count;
+        .ok_or_else(|| Error::invalid(OP, "worker thread failed"))
+}
+
+impl Block {
+    /// Column `c`'s count, and its mean, variance, minimum and maximum under
+    /// numpy's rules for NaN and infinities.
+    fn column(&self, c: usize, n: usize, ddof: usize, ignore_nan: bool) -> (usize, (f64, f64, f64, f64)) {
+        let t = self;
+        let count = if ignore_nan { n - t.nan[c] as usize } else { n };
         let (pos, neg) = (t.inf[c] & POS_INF != 0, t.inf[c] & NEG_INF != 0);
         let finite = t.n[c] > 0.0;
-        let (mean, var, min, max) = if count == 0 || (!options.ignore_nan && t.nan[c] > 0) {
+        let (mean, var, min, max) = if count == 0 || (!ignore_nan && t.nan[c] > 0) {
             (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
         } else {
             let mean = match (pos, neg) {
@@ -262,13 +283,8 @@ where
             };
             (mean, var, min, max)
         };
-        out.mean[c] = mean;
-        out.var[c] = var;
-        out.std[c] = var.sqrt();
-        out.min[c] = min;
-        out.max[c] = max;
+        (count, (mean, var, min, max))
     }
-    Ok(out)
 }
 
 #[cfg(test)]

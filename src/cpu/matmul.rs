@@ -57,25 +57,9 @@ pub fn matmul<A: Copy + Into<f64>>(
     options: &MatmulOptions<'_>,
 ) -> Result<Array2<f64>> {
     let x = if options.transpose_x { x.reversed_axes() } else { x };
-    let (n, k) = x.dim();
     let w = if options.transpose_w { w.reversed_axes() } else { w };
-    let (kw, m) = w.dim();
-    if kw != k {
-        let (what, got) = if options.transpose_w {
-            ("columns", format!("{m} x {kw}"))
-        } else {
-            ("rows", format!("{kw} x {m}"))
-        };
-        return Err(Error::shape(
-            OP,
-            format!("w with {k} {what} (x is {n} x {k})"),
-            got,
-        ));
-    }
-    check_len("center", options.center, k)?;
-    check_len("scale", options.scale, m)?;
-    check_len("bias", options.bias, m)?;
-
+    let ((n, k), m) = (x.dim(), w.ncols());
+    check_shapes(x.dim(), w.dim(), options)?;
     // The output, w, and the two blocks, before any of them is allocated.
     let block = BLOCK.min(n.max(1)) as u128;
     crate::alloc::check_bytes(
@@ -133,6 +117,26 @@ pub fn matmul<A: Copy + Into<f64>>(
     }
     crate::avx::clear_avx_upper_state();
     Ok(out)
+}
+
+/// Refuses `x` (`N x K`, as used) and `w` (`K x M`, as used) whose inner
+/// dimensions differ, and vectors of other lengths.
+fn check_shapes((n, k): (usize, usize), (kw, m): (usize, usize), options: &MatmulOptions<'_>) -> Result<()> {
+    if kw != k {
+        let (what, got) = if options.transpose_w {
+            ("columns", format!("{m} x {kw}"))
+        } else {
+            ("rows", format!("{kw} x {m}"))
+        };
+        return Err(Error::shape(
+            OP,
+            format!("w with {k} {what} (x is {n} x {k})"),
+            got,
+        ));
+    }
+    check_len("center", options.center, k)?;
+    check_len("scale", options.scale, m)?;
+    check_len("bias", options.bias, m)
 }
 
 #[cfg(test)]

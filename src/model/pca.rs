@@ -546,25 +546,15 @@ fn fraction_reached(
     None
 }
 
-/// The leading eigenpairs a fit keeps: `(eigenvalues known, descending and
-/// clamped; the kept vectors as columns, D x k; the total variance)`.
-fn solve(
-    cov: ArrayView2<'_, f64>,
-    n_samples: usize,
-    options: &PcaOptions,
-) -> Result<(Array1<f64>, Array2<f64>, f64)> {
+/// What a solve gives: the kept eigenvalues (descending, clamped at 0),
+/// their vectors as columns (`D x k`) and the total variance.
+type Solved = (Array1<f64>, Array2<f64>, f64);
+
+/// The leading eigenpairs a fit keeps, by the solver the options ask for
+/// (auto: the top-k solver where `k` is well below `D`, falling back to the
+/// full eigendecomposition where it does not converge or pay).
+fn solve(cov: ArrayView2<'_, f64>, n_samples: usize, options: &PcaOptions) -> Result<Solved> {
     let d = cov.nrows();
-    let full = || -> Result<(Array1<f64>, Array2<f64>, f64)> {
-        let (eigenvalues, vectors) = eigh_descending(cov)?;
-        let k = select_components_with(
-            eigenvalues.view(),
-            options.n_components,
-            options.convention,
-            n_samples,
-        )?;
-        let total = eigenvalues.sum();
-        Ok((eigenvalues, vectors.slice_move(s![.., ..k]), total))
-    };
     let auto = options.solver == Solver::Auto;
     let topk = match (options.solver, options.n_components) {
         (Solver::Full, _) | (Solver::Auto, NComponents::All) => false,
@@ -573,7 +563,7 @@ fn solve(
         (Solver::Auto, NComponents::Fraction(_)) => topk_wins(d, 1),
     };
     if !topk {
-        return full();
+        return solve_full(cov, n_samples, options);
     }
     if let Some(i) = cov.iter().position(|v| !v.is_finite()) {
         return Err(Error::NonFinite {
@@ -590,49 +580,81 @@ fn solve(
         max_products: auto.then_some(AUTO_MAX_PRODUCTS_PER_FEATURE * d),
         ..Default::default()
     };
-    let run = |k: usize, start: Option<ArrayView2<'_, f64>>| {
-        crate::model::eigen::top_eigenpairs(cov, k, start, &topk_opts).map(|mut r| {
-            r.values.mapv_inplace(|v| v.max(0.0));
-            r
-        })
-    };
-    match options.n_components {
+    let found = match options.n_components {
         NComponents::Fraction(f) => {
             check_fraction(f, options.convention)?;
-            // Grow k until the fraction of the trace is reached.
-            let mut k = d.min(8);
-            let mut start: Option<Array2<f64>> = None;
-            loop {
-                let r = match run(k, start.as_ref().map(|s| s.view())) {
-                    Ok(r) => r,
-                    Err(Error::NoConvergence { .. }) if auto => return full(),
-                    Err(e) => return Err(e),
-                };
-                let reached = fraction_reached(r.values.view(), trace, f, options.convention);
-                if let Some(kept) = reached.or((k == d).then_some(d)) {
-                    let kept = kept.min(k);
-                    return Ok((
-                        r.values.slice_move(s![..kept]),
-                        r.vectors.slice_move(s![.., ..kept]),
-                        trace,
-                    ));
-                }
-                let next = (2 * k).min(d);
-                if auto && !topk_wins(d, next) {
-                    return full();
-                }
-                start = Some(r.vectors);
-                k = next;
-            }
+            solve_fraction(cov, f, trace, options, &topk_opts)
         }
         n => {
             let k = count_of(n, d, options.convention, n_samples)?;
-            match run(k, None) {
-                Ok(r) => Ok((r.values, r.vectors, trace)),
-                Err(Error::NoConvergence { .. }) if auto => full(),
-                Err(e) => Err(e),
-            }
+            top_k(cov, k, None, &topk_opts).map(|r| Some((r.values, r.vectors, trace)))
         }
+    };
+    match found {
+        Ok(Some(r)) => Ok(r),
+        // Auto gives up on the top-k solver where it does not pay.
+        Ok(None) => solve_full(cov, n_samples, options),
+        Err(Error::NoConvergence { .. }) if auto => solve_full(cov, n_samples, options),
+        Err(e) => Err(e),
+    }
+}
+
+/// All eigenpairs, the components selected from them.
+fn solve_full(cov: ArrayView2<'_, f64>, n_samples: usize, options: &PcaOptions) -> Result<Solved> {
+    let (eigenvalues, vectors) = eigh_descending(cov)?;
+    let k = select_components_with(
+        eigenvalues.view(),
+        options.n_components,
+        options.convention,
+        n_samples,
+    )?;
+    let total = eigenvalues.sum();
+    Ok((eigenvalues, vectors.slice_move(s![.., ..k]), total))
+}
+
+/// The top `k` eigenpairs, eigenvalues clamped at 0.
+fn top_k(
+    cov: ArrayView2<'_, f64>,
+    k: usize,
+    start: Option<ArrayView2<'_, f64>>,
+    opts: &crate::model::eigen::TopKOptions,
+) -> Result<crate::model::eigen::TopK> {
+    crate::model::eigen::top_eigenpairs(cov, k, start, opts).map(|mut r| {
+        r.values.mapv_inplace(|v| v.max(0.0));
+        r
+    })
+}
+
+/// The fewest components that explain the fraction `f` of the trace: the
+/// top-k solver's `k` doubled (each run started from the last one's vectors)
+/// until reached. `None` where auto finds the full solver cheaper first.
+fn solve_fraction(
+    cov: ArrayView2<'_, f64>,
+    f: f64,
+    trace: f64,
+    options: &PcaOptions,
+    topk_opts: &crate::model::eigen::TopKOptions,
+) -> Result<Option<Solved>> {
+    let d = cov.nrows();
+    let mut k = d.min(8);
+    let mut start: Option<Array2<f64>> = None;
+    loop {
+        let r = top_k(cov, k, start.as_ref().map(|s| s.view()), topk_opts)?;
+        let reached = fraction_reached(r.values.view(), trace, f, options.convention);
+        if let Some(kept) = reached.or((k == d).then_some(d)) {
+            let kept = kept.min(k);
+            return Ok(Some((
+                r.values.slice_move(s![..kept]),
+                r.vectors.slice_move(s![.., ..kept]),
+                trace,
+            )));
+        }
+        let next = (2 * k).min(d);
+        if options.solver == Solver::Auto && !topk_wins(d, next) {
+            return Ok(None);
+        }
+        start = Some(r.vectors);
+        k = next;
     }
 }
 
