@@ -18,13 +18,13 @@
 //! `rows x cols` f32, `100 + U(-1, 1)`-like values (the GPU bench's data plus
 //! 100: an offset, as DESIGN.md's accuracy bars assume).
 
-use std::time::Instant;
-
 use gpuprep::host::{self, BatchNorm};
 use gpuprep::model::eigen::{top_eigenpairs, TopKOptions};
 use gpuprep::{NormKind, PcaOptions, RunningStatsConfig, StandardizeOptions, Whitening};
 use ndarray::{Array1, Array2};
 use serde_json::json;
+
+use crate::bench::time_wall;
 
 /// Every row `--ops` may name, in table order.
 pub const OPS: &[&str] = &[
@@ -48,18 +48,6 @@ fn data(n: usize, d: usize, offset: f32, seed: u32) -> Array2<f32> {
         s = s.wrapping_mul(1664525).wrapping_add(1013904223);
         offset + (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
     })
-}
-
-fn time_wall(trials: usize, mut f: impl FnMut() -> gpuprep::Result<()>) -> gpuprep::Result<f64> {
-    f()?;
-    let mut t = Vec::new();
-    for _ in 0..trials {
-        let s = Instant::now();
-        f()?;
-        t.push(s.elapsed().as_secs_f64());
-    }
-    t.sort_by(|a, b| a.total_cmp(b));
-    Ok(t[t.len() / 2])
 }
 
 /// The rows `ops` names (comma-separated; `None`: all), checked.
@@ -90,25 +78,63 @@ pub fn run(n: usize, d: usize, k: usize, trials: usize, ops: &[&str], as_json: b
             reason: "--rows and --cols must be at least 1".into(),
         });
     }
-    let trials = trials.clamp(1, 9);
-    let x = data(n, d, 100.0, 0);
-    let needs_dy = ops.iter().any(|o| o.ends_with("_bwd"));
-    let dy = if needs_dy {
-        data(n, d, 0.0, 1)
-    } else {
-        Array2::zeros((0, d))
-    };
-    let needs_cov = ops.iter().any(|o| matches!(*o, "eigh" | "pca_topk"));
-    let cov = if needs_cov {
-        host::covariance(x.view(), 0)?
-    } else {
-        Array2::zeros((0, 0))
-    };
-    let (gamma, beta) = (Array1::<f64>::ones(d), Array1::<f64>::zeros(d));
-    let groups = if d.is_multiple_of(8) { 8 } else { 1 };
+    let inp = Inputs::new(n, d, k, trials, ops)?;
     let mut rows = Vec::new();
     for &op in ops {
-        let mut extra = String::new();
+        let (s, extra) = inp.time(op)?;
+        rows.push((op, s, extra));
+    }
+    print(&rows, n, d, inp.trials, as_json);
+    Ok(())
+}
+
+/// What the rows run on: X, dy and X's covariance (each only where a picked
+/// row needs it), unit gamma, zero beta, and the timing settings.
+struct Inputs {
+    x: Array2<f32>,
+    dy: Array2<f32>,
+    cov: Array2<f64>,
+    gamma: Array1<f64>,
+    beta: Array1<f64>,
+    /// Group norm's groups: 8, or 1 where D is not a multiple of 8.
+    groups: usize,
+    k: usize,
+    trials: usize,
+}
+
+impl Inputs {
+    fn new(n: usize, d: usize, k: usize, trials: usize, ops: &[&str]) -> gpuprep::Result<Inputs> {
+        let trials = trials.clamp(1, 9);
+        let x = data(n, d, 100.0, 0);
+        let needs_dy = ops.iter().any(|o| o.ends_with("_bwd"));
+        let dy = if needs_dy {
+            data(n, d, 0.0, 1)
+        } else {
+            Array2::zeros((0, d))
+        };
+        let needs_cov = ops.iter().any(|o| matches!(*o, "eigh" | "pca_topk"));
+        let cov = if needs_cov {
+            host::covariance(x.view(), 0)?
+        } else {
+            Array2::zeros((0, 0))
+        };
+        let (gamma, beta) = (Array1::<f64>::ones(d), Array1::<f64>::zeros(d));
+        let groups = if d.is_multiple_of(8) { 8 } else { 1 };
+        Ok(Inputs {
+            x,
+            dy,
+            cov,
+            gamma,
+            beta,
+            groups,
+            k,
+            trials,
+        })
+    }
+
+    /// The median seconds of row `op`, and its note.
+    fn time(&self, op: &str) -> gpuprep::Result<(f64, String)> {
+        let (x, d, trials) = (&self.x, self.x.ncols(), self.trials);
         let s = match op {
             "column_stats" => time_wall(trials, || host::column_stats(x.view(), 0).map(drop))?,
             "standardize" => time_wall(trials, || {
@@ -131,56 +157,72 @@ pub fn run(n: usize, d: usize, k: usize, trials: usize, ops: &[&str], as_json: b
             "batchnorm_bwd" => {
                 let mut bn = BatchNorm::new(d, RunningStatsConfig::pytorch());
                 let (_, saved) = bn.forward_train(x.view())?;
-                time_wall(trials, || bn.backward(x.view(), dy.view(), &saved).map(drop))?
+                time_wall(trials, || bn.backward(x.view(), self.dy.view(), &saved).map(drop))?
             }
             "layernorm_fwd" | "groupnorm_fwd" | "layernorm_bwd" | "groupnorm_bwd" => {
-                let (kind, g, b) = if op.starts_with("layer") {
-                    (NormKind::Layer, gamma.view(), beta.view())
-                } else {
-                    (NormKind::Group { groups }, gamma.view(), beta.view())
-                };
-                if groups != 8 && kind != NormKind::Layer {
-                    extra = format!("{groups} group (D not a multiple of 8)");
-                }
-                // Group norm on (N, C) takes a sample's channels in `groups` groups.
-                let (_, stats) = host::norm_forward(kind, x.view(), g, b, 1e-5)?;
-                if op.ends_with("_fwd") {
-                    time_wall(trials, || {
-                        host::norm_forward(kind, x.view(), g, b, 1e-5).map(drop)
-                    })?
-                } else {
-                    time_wall(trials, || {
-                        host::norm_backward(
-                            kind,
-                            x.view(),
-                            dy.view(),
-                            g,
-                            stats.mean.view(),
-                            stats.invstd.view(),
-                        )
-                        .map(drop)
-                    })?
-                }
+                return self.time_norm(op)
             }
             "eigh" => {
-                let c = cov.view();
+                let c = self.cov.view();
                 time_wall(trials.min(3), || {
                     gpuprep::model::pca::eigh_descending(c).map(drop)
                 })?
             }
-            "pca_topk" => {
-                let c = cov.view();
-                let kk = k.clamp(1, d);
-                let r = top_eigenpairs(c, kk, None, &TopKOptions::default())?;
-                extra = format!("k = {kk}: {} products, {} cycles", r.products, r.cycles);
-                time_wall(trials, || {
-                    top_eigenpairs(c, kk, None, &TopKOptions::default()).map(drop)
-                })?
-            }
+            "pca_topk" => return self.time_topk(),
             _ => unreachable!("pick() checked the names"),
         };
-        rows.push((op, s, extra));
+        Ok((s, String::new()))
     }
+
+    /// A layer or group norm row, forward or backward.
+    fn time_norm(&self, op: &str) -> gpuprep::Result<(f64, String)> {
+        let (x, trials, groups) = (&self.x, self.trials, self.groups);
+        let mut extra = String::new();
+        let (kind, g, b) = if op.starts_with("layer") {
+            (NormKind::Layer, self.gamma.view(), self.beta.view())
+        } else {
+            (NormKind::Group { groups }, self.gamma.view(), self.beta.view())
+        };
+        if groups != 8 && kind != NormKind::Layer {
+            extra = format!("{groups} group (D not a multiple of 8)");
+        }
+        // Group norm on (N, C) takes a sample's channels in `groups` groups.
+        let (_, stats) = host::norm_forward(kind, x.view(), g, b, 1e-5)?;
+        let s = if op.ends_with("_fwd") {
+            time_wall(trials, || {
+                host::norm_forward(kind, x.view(), g, b, 1e-5).map(drop)
+            })?
+        } else {
+            time_wall(trials, || {
+                host::norm_backward(
+                    kind,
+                    x.view(),
+                    self.dy.view(),
+                    g,
+                    stats.mean.view(),
+                    stats.invstd.view(),
+                )
+                .map(drop)
+            })?
+        };
+        Ok((s, extra))
+    }
+
+    /// The top-k solver on X's covariance, noting its products and cycles.
+    fn time_topk(&self) -> gpuprep::Result<(f64, String)> {
+        let c = self.cov.view();
+        let kk = self.k.clamp(1, self.x.ncols());
+        let r = top_eigenpairs(c, kk, None, &TopKOptions::default())?;
+        let extra = format!("k = {kk}: {} products, {} cycles", r.products, r.cycles);
+        let s = time_wall(self.trials, || {
+            top_eigenpairs(c, kk, None, &TopKOptions::default()).map(drop)
+        })?;
+        Ok((s, extra))
+    }
+}
+
+/// The rows (op, median seconds, note) as a table or one JSON object.
+fn print(rows: &[(&str, f64, String)], n: usize, d: usize, trials: usize, as_json: bool) {
     let threads = rayon::current_num_threads();
     if as_json {
         let doc = json!({
@@ -198,9 +240,8 @@ pub fn run(n: usize, d: usize, k: usize, trials: usize, ops: &[&str], as_json: b
     } else {
         println!("gpuprep bench --device cpu: {n} x {d} f32 (offset 100), {threads} threads, wall clock, median of {trials}");
         println!("{:<16} {:>12}  note", "op", "ms");
-        for (op, s, extra) in &rows {
+        for (op, s, extra) in rows {
             println!("{op:<16} {:>12.3}  {extra}", s * 1e3);
         }
     }
-    Ok(())
 }

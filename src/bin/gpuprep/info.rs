@@ -20,6 +20,14 @@ pub fn run(_: InfoArgs) -> gpuprep::Result<()> {
         );
     }
     let gpu = Gpu::new()?;
+    print_limits(&gpu);
+    print_paths(&gpu);
+    print_cooperative_matrices(&gpu);
+    Ok(())
+}
+
+/// The chosen adapter, its limits, subgroup sizes and the features used.
+fn print_limits(gpu: &Gpu) {
     let i = gpu.adapter_info();
     let l = gpu.limits();
     outln!("chosen: {} ({:?}, {:?})", i.name, i.backend, i.device_type);
@@ -53,6 +61,10 @@ pub fn run(_: InfoArgs) -> gpuprep::Result<()> {
         "  features used: {:?}",
         gpu.features() & gpuprep::gpu::wanted_features()
     );
+}
+
+/// Which kernels the adapter gets: norm rows on subgroups, and the loop limit.
+fn print_paths(gpu: &Gpu) {
     match gpu.subgroup_sizes() {
         Some((min, max)) => outln!(
             "  {:<35}rows of up to {} elements (subgroups of {min}..{max})",
@@ -68,6 +80,11 @@ pub fn run(_: InfoArgs) -> gpuprep::Result<()> {
         ),
         None => outln!("  {:<35}none known", "loop limit"),
     }
+}
+
+/// The cooperative-matrix shapes the chosen adapter offers.
+fn print_cooperative_matrices(gpu: &Gpu) {
+    let i = gpu.adapter_info();
     for (a, configs) in gpuprep::gpu::cooperative_matrix_configs() {
         if a.name != i.name || a.backend != i.backend {
             continue;
@@ -88,5 +105,4 @@ pub fn run(_: InfoArgs) -> gpuprep::Result<()> {
             );
         }
     }
-    Ok(())
 }

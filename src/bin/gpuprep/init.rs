@@ -263,39 +263,41 @@ fn scheme(a: &InitArgs) -> gpuprep::Result<Scheme> {
             gain: gain(KAIMING_GAIN),
             mode,
         },
-        SchemeName::Sparse => {
-            let std = a.std.unwrap_or(SMALL_STD);
-            match (a.sparsity, a.connections) {
-                (_, Some(connections)) => Scheme::SparseFixed { connections, std },
-                (Some(sparsity), None) => Scheme::Sparse { sparsity, std },
-                (None, None) => {
-                    return Err(Error::InvalidArgument {
-                        op: "init",
-                        reason:
-                            "--scheme sparse needs --sparsity F (PyTorch) or --connections C (the lecture)"
-                                .into(),
-                    })
-                }
-            }
-        }
+        SchemeName::Sparse => sparse(a)?,
         SchemeName::Orthogonal => Scheme::Orthogonal { gain: gain(1.0) },
         SchemeName::SmallRandom => Scheme::SmallRandom,
         SchemeName::Calibrated => Scheme::Calibrated,
-        SchemeName::Bias => {
-            let fan_in = match a.fan_in {
-                Some(f) if f > 0 => f,
-                Some(_) => return Err(invalid("--fan-in must be at least 1".into())),
-                None => return Err(invalid(
-                    "--scheme bias needs --fan-in N: the in_features (times the kernel size) of the layer"
-                        .into(),
-                )),
-            };
-            let bound = 1.0 / (fan_in as f64).sqrt();
-            Scheme::Uniform {
-                low: -bound,
-                high: bound,
-            }
+        SchemeName::Bias => bias(a)?,
+    })
+}
+
+/// `--scheme sparse`: PyTorch's (`--sparsity`) or the lecture's (`--connections`).
+fn sparse(a: &InitArgs) -> gpuprep::Result<Scheme> {
+    let std = a.std.unwrap_or(SMALL_STD);
+    match (a.sparsity, a.connections) {
+        (_, Some(connections)) => Ok(Scheme::SparseFixed { connections, std }),
+        (Some(sparsity), None) => Ok(Scheme::Sparse { sparsity, std }),
+        (None, None) => Err(invalid(
+            "--scheme sparse needs --sparsity F (PyTorch) or --connections C (the lecture)".into(),
+        )),
+    }
+}
+
+/// `--scheme bias`: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+fn bias(a: &InitArgs) -> gpuprep::Result<Scheme> {
+    let fan_in = match a.fan_in {
+        Some(f) if f > 0 => f,
+        Some(_) => return Err(invalid("--fan-in must be at least 1".into())),
+        None => {
+            return Err(invalid(
+                "--scheme bias needs --fan-in N: the in_features (times the kernel size) of the layer".into(),
+            ))
         }
+    };
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    Ok(Scheme::Uniform {
+        low: -bound,
+        high: bound,
     })
 }
 

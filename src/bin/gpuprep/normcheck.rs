@@ -273,6 +273,9 @@ struct Results {
     running: Option<(Vec<f64>, Vec<f64>)>,
 }
 
+/// Batch norm's running mean and variance, and its convention.
+type BatchState = (Array1<f64>, Array1<f64>, RunningStatsConfig);
+
 /// The inputs as the run needs them.
 struct Inputs {
     kind: NormKind,
@@ -282,70 +285,45 @@ struct Inputs {
     gamma: Array1<f64>,
     beta: Array1<f64>,
     /// Batch norm: the layer's running statistics and convention.
-    batch: Option<(Array1<f64>, Array1<f64>, RunningStatsConfig)>,
+    batch: Option<BatchState>,
     eval: bool,
     /// The forward pass alone (no dy, no gradients).
     forward: bool,
     eps: f64,
 }
 
-fn run_cpu(inp: &Inputs) -> gpuprep::Result<Results> {
-    if let Some((rm, rv, config)) = &inp.batch {
-        let mut bn = gpuprep::cpu::batchnorm::BatchNorm::new(inp.plan.shape.c, *config);
-        bn.gamma = inp.gamma.clone();
-        bn.beta = inp.beta.clone();
-        bn.running_mean = rm.clone();
-        bn.running_var = rv.clone();
-        bn.eps = inp.eps;
-        if inp.eval {
-            let y = bn.forward_eval(inp.x.view())?;
-            return Ok(Results {
-                y: y.iter().copied().collect(),
-                train: None,
-                running: None,
-            });
+/// The refusal of a training run without dy.
+const NEEDS_DY: &str = "training needs --dy (or --forward for the forward pass alone)";
+
+impl Results {
+    /// An eval-mode run: y alone.
+    fn eval(y: Vec<f64>) -> Results {
+        Results {
+            y,
+            train: None,
+            running: None,
         }
-        let (y, saved) = bn.forward_train(inp.x.view())?;
-        let (dx, dgamma, dbeta) = match &inp.dy {
-            Some(dy) if !inp.forward => {
-                let (dx, dg, db) = bn.backward(inp.x.view(), dy.view(), &saved)?;
-                (dx.iter().copied().collect(), dg.to_vec(), db.to_vec())
-            }
-            Some(_) => return Err(invalid("--forward takes no --dy")),
-            None if inp.forward => (Vec::new(), Vec::new(), Vec::new()),
-            None => {
-                return Err(invalid(
-                    "training needs --dy (or --forward for the forward pass alone)",
-                ))
-            }
-        };
-        return Ok(Results {
-            y: y.iter().copied().collect(),
-            train: Some((
-                dx,
-                dgamma,
-                dbeta,
-                NormSummary {
-                    mean: saved.mean,
-                    var: saved.var,
-                    invstd: saved.invstd,
-                },
-            )),
-            running: Some((bn.running_mean.to_vec(), bn.running_var.to_vec())),
-        });
+    }
+
+    /// A forward-only training run: y and the statistics, no gradients.
+    fn forward(y: Vec<f64>, stats: NormSummary) -> Results {
+        Results {
+            y,
+            train: Some((Vec::new(), Vec::new(), Vec::new(), stats)),
+            running: None,
+        }
+    }
+}
+
+fn run_cpu(inp: &Inputs) -> gpuprep::Result<Results> {
+    if let Some(batch) = &inp.batch {
+        return run_cpu_batch(inp, batch);
     }
     let fw = norm_forward(inp.kind, inp.x.view(), inp.gamma.view(), inp.beta.view(), inp.eps)?;
     if inp.forward {
-        return Ok(Results {
-            y: fw.y.iter().copied().collect(),
-            train: Some((Vec::new(), Vec::new(), Vec::new(), fw.stats)),
-            running: None,
-        });
+        return Ok(Results::forward(fw.y.iter().copied().collect(), fw.stats));
     }
-    let dy = inp
-        .dy
-        .as_ref()
-        .ok_or_else(|| invalid("training needs --dy (or --forward for the forward pass alone)"))?;
+    let dy = inp.dy.as_ref().ok_or_else(|| invalid(NEEDS_DY))?;
     let gr = norm_backward(
         inp.kind,
         inp.x.view(),
@@ -366,73 +344,72 @@ fn run_cpu(inp: &Inputs) -> gpuprep::Result<Results> {
     })
 }
 
+/// Batch norm on the twin, from the given running statistics.
+fn run_cpu_batch(inp: &Inputs, (rm, rv, config): &BatchState) -> gpuprep::Result<Results> {
+    let mut bn = gpuprep::cpu::batchnorm::BatchNorm::new(inp.plan.shape.c, *config);
+    bn.gamma = inp.gamma.clone();
+    bn.beta = inp.beta.clone();
+    bn.running_mean = rm.clone();
+    bn.running_var = rv.clone();
+    bn.eps = inp.eps;
+    if inp.eval {
+        let y = bn.forward_eval(inp.x.view())?;
+        return Ok(Results::eval(y.iter().copied().collect()));
+    }
+    let (y, saved) = bn.forward_train(inp.x.view())?;
+    let (dx, dgamma, dbeta) = match &inp.dy {
+        Some(dy) if !inp.forward => {
+            let (dx, dg, db) = bn.backward(inp.x.view(), dy.view(), &saved)?;
+            (dx.iter().copied().collect(), dg.to_vec(), db.to_vec())
+        }
+        Some(_) => return Err(invalid("--forward takes no --dy")),
+        None if inp.forward => (Vec::new(), Vec::new(), Vec::new()),
+        None => return Err(invalid(NEEDS_DY)),
+    };
+    let stats = NormSummary {
+        mean: saved.mean,
+        var: saved.var,
+        invstd: saved.invstd,
+    };
+    Ok(Results {
+        y: y.iter().copied().collect(),
+        train: Some((dx, dgamma, dbeta, stats)),
+        running: Some((bn.running_mean.to_vec(), bn.running_var.to_vec())),
+    })
+}
+
+fn f32s(v: &Array1<f64>) -> Array1<f32> {
+    v.mapv(|t| t as f32)
+}
+
+fn f64s(m: Array2<f32>) -> Vec<f64> {
+    m.iter().map(|&v| f64::from(v)).collect()
+}
+
 fn run_gpu(g: &gpuprep::Gpu, inp: &Inputs) -> gpuprep::Result<Results> {
     let shape = inp.plan.shape;
-    let eps = inp.eps as f32;
     let to_matrix = |t: &ArrayD<f64>| {
         Array2::from_shape_vec((shape.n, shape.features()), t.iter().map(|&v| v as f32).collect())
             .map_err(|e| invalid(e.to_string()))
     };
-    let f32s = |v: &Array1<f64>| v.mapv(|t| t as f32);
-    let f64s = |m: Array2<f32>| m.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>();
     let xg = GpuMatrix::upload(g, to_matrix(&inp.x)?.view())?;
     let dyg = match &inp.dy {
         Some(dy) if !inp.eval && !inp.forward => Some(GpuMatrix::upload(g, to_matrix(dy)?.view())?),
         _ => None,
     };
-    if let Some((rm, rv, config)) = &inp.batch {
-        let mut bn =
-            BatchNorm::with_affine(g, f32s(&inp.gamma).view(), f32s(&inp.beta).view(), *config, eps)?;
-        bn.set_running(g, f32s(rm).view(), f32s(rv).view())?;
-        if inp.eval {
-            let y = bn.forward_eval(g, &xg)?;
-            return Ok(Results {
-                y: f64s(y.download(g)?),
-                train: None,
-                running: None,
-            });
-        }
-        let y = bn.forward_train(g, &xg)?;
-        let (dx, dgamma, dbeta) = match dyg {
-            Some(dyg) => {
-                let gr = bn.backward(g, &xg, &dyg)?;
-                (
-                    f64s(gr.dx.download(g)?),
-                    f64s(gr.dgamma.download(g)?),
-                    f64s(gr.dbeta.download(g)?),
-                )
-            }
-            None if inp.forward => (Vec::new(), Vec::new(), Vec::new()),
-            None => {
-                return Err(invalid(
-                    "training needs --dy (or --forward for the forward pass alone)",
-                ))
-            }
-        };
-        let stats = bn.saved_stats().download(g)?;
-        let back = |v: Array1<f32>| v.iter().map(|&t| f64::from(t)).collect::<Vec<f64>>();
-        return Ok(Results {
-            y: f64s(y.download(g)?),
-            train: Some((dx, dgamma, dbeta, stats)),
-            running: Some((back(bn.running_mean(g)?), back(bn.running_var(g)?))),
-        });
+    if let Some(batch) = &inp.batch {
+        return run_gpu_batch(g, inp, batch, &xg, dyg.as_ref());
     }
     let row = |v: &Array1<f64>| f32s(v).insert_axis(ndarray::Axis(0));
     let gg = GpuMatrix::upload(g, row(&inp.gamma).view())?;
     let bg = GpuMatrix::upload(g, row(&inp.beta).view())?;
-    let norm = Norm::new(inp.kind, shape.c).with_eps(eps);
+    let norm = Norm::new(inp.kind, shape.c).with_eps(inp.eps as f32);
     let fw = norm.forward(g, &xg, &gg, &bg)?;
     let Some(dyg) = dyg else {
         if inp.forward {
-            return Ok(Results {
-                y: f64s(fw.y.download(g)?),
-                train: Some((Vec::new(), Vec::new(), Vec::new(), fw.stats.download(g)?)),
-                running: None,
-            });
+            return Ok(Results::forward(f64s(fw.y.download(g)?), fw.stats.download(g)?));
         }
-        return Err(invalid(
-            "training needs --dy (or --forward for the forward pass alone)",
-        ));
+        return Err(invalid(NEEDS_DY));
     };
     let gr = norm.backward(g, &xg, &dyg, &gg, &fw.stats)?;
     Ok(Results {
@@ -447,65 +424,168 @@ fn run_gpu(g: &gpuprep::Gpu, inp: &Inputs) -> gpuprep::Result<Results> {
     })
 }
 
+/// Batch norm on the GPU, from the given running statistics (`dyg`: dy on
+/// the device, for a training run's backward).
+fn run_gpu_batch(
+    g: &gpuprep::Gpu,
+    inp: &Inputs,
+    (rm, rv, config): &BatchState,
+    xg: &GpuMatrix,
+    dyg: Option<&GpuMatrix>,
+) -> gpuprep::Result<Results> {
+    let eps = inp.eps as f32;
+    let mut bn = BatchNorm::with_affine(g, f32s(&inp.gamma).view(), f32s(&inp.beta).view(), *config, eps)?;
+    bn.set_running(g, f32s(rm).view(), f32s(rv).view())?;
+    if inp.eval {
+        let y = bn.forward_eval(g, xg)?;
+        return Ok(Results::eval(f64s(y.download(g)?)));
+    }
+    let y = bn.forward_train(g, xg)?;
+    let (dx, dgamma, dbeta) = match dyg {
+        Some(dyg) => {
+            let gr = bn.backward(g, xg, dyg)?;
+            (
+                f64s(gr.dx.download(g)?),
+                f64s(gr.dgamma.download(g)?),
+                f64s(gr.dbeta.download(g)?),
+            )
+        }
+        None if inp.forward => (Vec::new(), Vec::new(), Vec::new()),
+        None => return Err(invalid(NEEDS_DY)),
+    };
+    let stats = bn.saved_stats().download(g)?;
+    let back = |v: Array1<f32>| v.iter().map(|&t| f64::from(t)).collect::<Vec<f64>>();
+    Ok(Results {
+        y: f64s(y.download(g)?),
+        train: Some((dx, dgamma, dbeta, stats)),
+        running: Some((back(bn.running_mean(g)?), back(bn.running_var(g)?))),
+    })
+}
+
 /// Reads the tensors, runs forward and backward, writes the results.
 pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
     let (x, dtype) = gpuprep::npy::read_array(&args.x)?;
-    // PyTorch's RMSNorm takes eps=None for the machine epsilon of x's dtype.
+    let inp = read_inputs(&args, x, dtype)?;
+    let names = output_names(&args, &inp);
+    std::fs::create_dir_all(&args.out).map_err(|source| Error::Io {
+        path: args.out.clone(),
+        source,
+    })?;
+    let outputs: Vec<PathBuf> = names.iter().map(|n| args.out.join(n)).collect();
+    let mut inputs = vec![args.x.as_path()];
+    inputs.extend(optional_inputs(&args).into_iter().flatten().map(PathBuf::as_path));
+    io::check_outputs(
+        OP,
+        &inputs,
+        &outputs.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+    )?;
+    let gpu = gpu_or_cpu(args.device);
+    let res = match &gpu {
+        Some(g) => run_gpu_checked(g, &args, &inp)?,
+        None => run_cpu(&inp)?,
+    };
+    let tensors = result_tensors(&args, &inp, res);
+    let written = write_tensors(&args.out, dtype, tensors)?;
+    note_run(&inp, dtype, gpu.as_ref());
+    for p in written {
+        outln!("{}", p.display());
+    }
+    Ok(())
+}
+
+/// The optional input files, in the order dy, gamma, beta, running mean,
+/// running variance.
+fn optional_inputs(args: &NormcheckArgs) -> [&Option<PathBuf>; 5] {
+    [
+        &args.dy,
+        &args.gamma,
+        &args.beta,
+        &args.running_mean,
+        &args.running_var,
+    ]
+}
+
+/// The eps of the run: `--eps`, else PyTorch's default for the kind and x's
+/// dtype (RMSNorm's eps=None: the machine epsilon of x's dtype), checked.
+fn eps(args: &NormcheckArgs, dtype: gpuprep::npy::Dtype) -> gpuprep::Result<f64> {
     let eps = args.eps.unwrap_or(match (args.kind, dtype) {
         (Kind::Rms, gpuprep::npy::Dtype::F32) => f64::from(f32::EPSILON),
         (Kind::Rms, gpuprep::npy::Dtype::F64) => f64::EPSILON,
         _ => 1e-5,
     });
     check_eps(OP, eps)?;
-    let kind = norm_kind(&args, x.shape())?;
+    Ok(eps)
+}
+
+/// dy (shaped as x), where the run takes one.
+fn read_dy(args: &NormcheckArgs, x: &ArrayD<f64>) -> gpuprep::Result<Option<ArrayD<f64>>> {
     if args.eval && args.dy.is_some() {
         return Err(invalid("--eval runs the forward pass alone: it takes no --dy"));
     }
     if args.forward && args.dy.is_some() {
         return Err(invalid("--forward runs the forward pass alone: it takes no --dy"));
     }
-    let dy = match &args.dy {
-        Some(p) => {
-            let dy = read_npy(p)?;
-            if dy.shape() != x.shape() {
-                return Err(mismatch(
-                    format!("dy shaped as x, {:?}", x.shape()),
-                    format!("{:?}", dy.shape()),
-                ));
-            }
-            Some(dy)
-        }
-        None => None,
+    let Some(p) = &args.dy else {
+        return Ok(None);
     };
+    let dy = read_npy(p)?;
+    if dy.shape() != x.shape() {
+        return Err(mismatch(
+            format!("dy shaped as x, {:?}", x.shape()),
+            format!("{:?}", dy.shape()),
+        ));
+    }
+    Ok(Some(dy))
+}
+
+/// Batch norm's running statistics (`c` channels) and convention, from the flags.
+fn batch_state(args: &NormcheckArgs, c: usize) -> gpuprep::Result<BatchState> {
+    let mut config = match args.convention.unwrap_or(Convention::Pytorch) {
+        Convention::Pytorch => RunningStatsConfig::pytorch(),
+        Convention::Lecture => RunningStatsConfig::lecture(),
+    };
+    if let Some(m) = args.momentum {
+        if !(m.is_finite() && (0.0..=1.0).contains(&m)) {
+            return Err(invalid(format!("--momentum must be in [0, 1], got {m}")));
+        }
+        config.momentum = Some(m);
+    }
+    let rm = vector_or(&args.running_mean, c, 0.0)?;
+    let rv = vector_or(&args.running_var, c, config.initial_var)?;
+    Ok((rm, rv, config))
+}
+
+/// Every input read and checked against x and the kind.
+fn read_inputs(args: &NormcheckArgs, x: ArrayD<f64>, dtype: gpuprep::npy::Dtype) -> gpuprep::Result<Inputs> {
+    let eps = eps(args, dtype)?;
+    let kind = norm_kind(args, x.shape())?;
+    let dy = read_dy(args, &x)?;
     let shape = NormShape::from_dims(OP, x.shape())?;
     let plan = NormPlan::new(OP, kind, shape, !args.eval)?;
-    let a = plan.affine_len;
-    let affine_dims: Vec<usize> = match (kind, &args.normalized_shape) {
-        (NormKind::Layer, _) | (NormKind::Rms { .. }, None) => x.shape()[1..].to_vec(),
-        (NormKind::LayerTrailing { .. } | NormKind::Rms { .. }, Some(ns)) => ns.clone(),
-        _ => vec![shape.c],
-    };
-    let rms = matches!(kind, NormKind::Rms { .. });
-    let gamma = vector_or(&args.gamma, a, 1.0)?;
-    let beta = vector_or(&args.beta, a, 0.0)?;
+    let gamma = vector_or(&args.gamma, plan.affine_len, 1.0)?;
+    let beta = vector_or(&args.beta, plan.affine_len, 0.0)?;
     let batch = if kind == NormKind::Batch {
-        let mut config = match args.convention.unwrap_or(Convention::Pytorch) {
-            Convention::Pytorch => RunningStatsConfig::pytorch(),
-            Convention::Lecture => RunningStatsConfig::lecture(),
-        };
-        if let Some(m) = args.momentum {
-            if !(m.is_finite() && (0.0..=1.0).contains(&m)) {
-                return Err(invalid(format!("--momentum must be in [0, 1], got {m}")));
-            }
-            config.momentum = Some(m);
-        }
-        let rm = vector_or(&args.running_mean, shape.c, 0.0)?;
-        let rv = vector_or(&args.running_var, shape.c, config.initial_var)?;
-        Some((rm, rv, config))
+        Some(batch_state(args, shape.c)?)
     } else {
         None
     };
+    Ok(Inputs {
+        kind,
+        plan,
+        x,
+        dy,
+        gamma,
+        beta,
+        batch,
+        eval: args.eval,
+        forward: args.forward,
+        eps,
+    })
+}
 
+/// The files the run writes, in order.
+fn output_names(args: &NormcheckArgs, inp: &Inputs) -> Vec<&'static str> {
+    let rms = matches!(inp.kind, NormKind::Rms { .. });
     let mut names = vec!["y.npy"];
     if !args.eval {
         match (args.forward, rms) {
@@ -517,122 +597,112 @@ pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
             names.push("mean.npy");
         }
         names.push("invstd.npy");
-        if batch.is_some() {
+        if inp.batch.is_some() {
             names.extend(["running_mean.npy", "running_var.npy"]);
         }
     }
-    std::fs::create_dir_all(&args.out).map_err(|source| Error::Io {
-        path: args.out.clone(),
-        source,
-    })?;
-    let outputs: Vec<PathBuf> = names.iter().map(|n| args.out.join(n)).collect();
-    let mut inputs = vec![args.x.as_path()];
-    for p in [
-        &args.dy,
-        &args.gamma,
-        &args.beta,
-        &args.running_mean,
-        &args.running_var,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        inputs.push(p.as_path());
-    }
-    io::check_outputs(
-        OP,
-        &inputs,
-        &outputs.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
-    )?;
+    names
+}
 
-    let inp = Inputs {
-        kind,
-        plan,
-        x,
-        dy,
-        gamma,
-        beta,
-        batch,
-        eval: args.eval,
-        forward: args.forward,
-        eps,
-    };
-    let gpu = gpu_or_cpu(args.device);
-    let res = match &gpu {
-        Some(g) => {
-            // Every input within f32's range, and finite results from
-            // finite inputs: the GPU never quietly makes a value infinite.
-            let mut finite = true;
-            let mut tensors: Vec<(&Path, ArrayD<f64>)> = vec![(args.x.as_path(), inp.x.clone())];
-            if let (Some(p), Some(dy)) = (&args.dy, &inp.dy) {
-                tensors.push((p.as_path(), dy.clone()));
-            }
-            for (flag, v) in [(&args.gamma, &inp.gamma), (&args.beta, &inp.beta)] {
-                if let Some(p) = flag {
-                    tensors.push((p.as_path(), v.clone().into_dyn()));
-                }
-            }
-            if let Some((rm, rv, _)) = &inp.batch {
-                for (flag, v) in [(&args.running_mean, rm), (&args.running_var, rv)] {
-                    if let Some(p) = flag {
-                        tensors.push((p.as_path(), v.clone().into_dyn()));
-                    }
-                }
-            }
-            for (p, t) in &tensors {
-                check_f32(p, t)?;
-                finite &= t.iter().all(|v| v.is_finite());
-            }
-            drop(tensors);
-            let res = run_gpu(g, &inp)?;
-            if finite {
-                check_results(&res)?;
-            }
-            res
+/// Runs on the GPU after checking every input is within f32's range; where
+/// every input was finite, refuses results that are not (the GPU never
+/// quietly makes a value infinite).
+fn run_gpu_checked(g: &gpuprep::Gpu, args: &NormcheckArgs, inp: &Inputs) -> gpuprep::Result<Results> {
+    let mut finite = true;
+    let mut tensors: Vec<(&Path, ArrayD<f64>)> = vec![(args.x.as_path(), inp.x.clone())];
+    if let (Some(p), Some(dy)) = (&args.dy, &inp.dy) {
+        tensors.push((p.as_path(), dy.clone()));
+    }
+    let mut vectors = vec![(&args.gamma, &inp.gamma), (&args.beta, &inp.beta)];
+    if let Some((rm, rv, _)) = &inp.batch {
+        vectors.extend([(&args.running_mean, rm), (&args.running_var, rv)]);
+    }
+    for (flag, v) in vectors {
+        if let Some(p) = flag {
+            tensors.push((p.as_path(), v.clone().into_dyn()));
         }
-        None => run_cpu(&inp)?,
-    };
-    let sdims = plan.stats_dims(inp.x.shape());
+    }
+    for (p, t) in &tensors {
+        check_f32(p, t)?;
+        finite &= t.iter().all(|v| v.is_finite());
+    }
+    drop(tensors);
+    let res = run_gpu(g, inp)?;
+    if finite {
+        check_results(&res)?;
+    }
+    Ok(res)
+}
+
+/// One output: file name, values, shape.
+type Tensor = (&'static str, Vec<f64>, Vec<usize>);
+
+/// gamma's shape: the normalized shape (layer and RMS norm), else (C,).
+fn affine_dims(args: &NormcheckArgs, inp: &Inputs) -> Vec<usize> {
+    match (inp.kind, &args.normalized_shape) {
+        (NormKind::Layer, _) | (NormKind::Rms { .. }, None) => inp.x.shape()[1..].to_vec(),
+        (NormKind::LayerTrailing { .. } | NormKind::Rms { .. }, Some(ns)) => ns.clone(),
+        _ => vec![inp.plan.shape.c],
+    }
+}
+
+/// The results as the files [`output_names`] lists, each with its shape.
+fn result_tensors(args: &NormcheckArgs, inp: &Inputs, res: Results) -> Vec<Tensor> {
+    let rms = matches!(inp.kind, NormKind::Rms { .. });
     let xdims = inp.x.shape().to_vec();
-    let c = [shape.c];
-    let mut tensors: Vec<(&str, Vec<f64>, &[usize])> = vec![("y.npy", res.y, &xdims)];
+    let sdims = inp.plan.stats_dims(inp.x.shape());
+    let affine = affine_dims(args, inp);
+    let c = vec![inp.plan.shape.c];
+    let mut tensors = vec![("y.npy", res.y, xdims.clone())];
     if let Some((dx, dgamma, dbeta, stats)) = res.train {
         match (inp.forward, rms) {
-            (false, false) => {
-                tensors.push(("dx.npy", dx, &xdims));
-                tensors.push(("dgamma.npy", dgamma, &affine_dims));
-                tensors.push(("dbeta.npy", dbeta, &affine_dims));
-            }
+            (false, false) => tensors.extend([
+                ("dx.npy", dx, xdims),
+                ("dgamma.npy", dgamma, affine.clone()),
+                ("dbeta.npy", dbeta, affine),
+            ]),
             (false, true) => {
-                tensors.push(("dx.npy", dx, &xdims));
-                tensors.push(("dweight.npy", dgamma, &affine_dims));
+                tensors.extend([("dx.npy", dx, xdims), ("dweight.npy", dgamma, affine)]);
                 let _ = dbeta;
             }
             (true, _) => {}
         }
         if !rms {
-            tensors.push(("mean.npy", stats.mean.to_vec(), &sdims));
+            tensors.push(("mean.npy", stats.mean.to_vec(), sdims.clone()));
         }
-        tensors.push(("invstd.npy", stats.invstd.to_vec(), &sdims));
+        tensors.push(("invstd.npy", stats.invstd.to_vec(), sdims));
     }
     if let Some((rm, rv)) = res.running {
-        tensors.push(("running_mean.npy", rm, &c));
-        tensors.push(("running_var.npy", rv, &c));
+        tensors.extend([("running_mean.npy", rm, c.clone()), ("running_var.npy", rv, c)]);
     }
-    // The files appear together or not at all, in x's dtype.
+    tensors
+}
+
+/// Writes the files into `dir` together or not at all, in x's dtype;
+/// returns their paths.
+fn write_tensors(
+    dir: &Path,
+    dtype: gpuprep::npy::Dtype,
+    tensors: Vec<Tensor>,
+) -> gpuprep::Result<Vec<PathBuf>> {
     let mut out = io::OutputSet::new();
     let mut written = Vec::new();
     for (name, v, dims) in tensors {
-        let path = args.out.join(name);
+        let path = dir.join(name);
         match dtype {
             gpuprep::npy::Dtype::F32 => {
-                out.write_npy(&path, &reshape(v.iter().map(|&t| t as f32).collect(), dims)?)?
+                out.write_npy(&path, &reshape(v.iter().map(|&t| t as f32).collect(), &dims)?)?
             }
-            gpuprep::npy::Dtype::F64 => out.write_npy(&path, &reshape(v, dims)?)?,
+            gpuprep::npy::Dtype::F64 => out.write_npy(&path, &reshape(v, &dims)?)?,
         }
         written.push(path);
     }
     out.commit()?;
+    Ok(written)
+}
+
+/// The note on stderr: the kind, the mode, where it ran and the files' dtype.
+fn note_run(inp: &Inputs, dtype: gpuprep::npy::Dtype, gpu: Option<&gpuprep::Gpu>) {
     let mode = match (inp.eval, inp.forward) {
         (true, _) => "eval",
         (false, true) => "training, forward only",
@@ -642,19 +712,15 @@ pub fn run(args: NormcheckArgs) -> gpuprep::Result<()> {
         gpuprep::npy::Dtype::F32 => "f32",
         gpuprep::npy::Dtype::F64 => "f64",
     };
-    match &gpu {
+    match gpu {
         Some(g) => noteln!(
             "normcheck: {} norm ({mode}) on {}, computed in f32, written as {written_as} (x's dtype)",
-            kind.name(),
+            inp.kind.name(),
             g.adapter_name()
         ),
         None => noteln!(
             "normcheck: {} norm ({mode}) on the CPU, computed in f64, written as {written_as} (x's dtype)",
-            kind.name()
+            inp.kind.name()
         ),
     }
-    for p in written {
-        outln!("{}", p.display());
-    }
-    Ok(())
 }

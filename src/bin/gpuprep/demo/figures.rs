@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 
 use gpuprep::Activation;
 use ndarray::Array2;
+use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::plot::{diverging, image_from, label, stretch, symmetric, Canvas, Grid, FAMILY, SERIES};
@@ -12,6 +15,7 @@ use super::Results;
 type Res = gpuprep::Result<PathBuf>;
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 type Series<'a> = Vec<(usize, &'a str, Vec<(f64, f64)>)>;
+type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
 /// Draws every figure into `out`; returns their paths.
 pub fn all(out: &Path, r: &Results) -> gpuprep::Result<Vec<PathBuf>> {
@@ -55,64 +59,76 @@ fn cloud(out: &Path, r: &Results) -> Res {
         let panels = body.split_evenly((1, 5));
         let notes = bottom.split_evenly((1, 5));
         for (i, area) in panels.iter().enumerate() {
-            let c = &r.cloud[i];
-            // Square axes around the panel's own points, the origin included.
-            let (mut lo, mut hi) = (0.0f64, 0.0f64);
-            for &v in c.iter() {
-                lo = lo.min(v);
-                hi = hi.max(v);
-            }
-            let pad = 0.05 * (hi - lo).max(1e-9);
-            let (lo, hi) = (lo - pad, hi + pad);
-            let mut chart = ChartBuilder::on(area)
-                .caption(titles[i], (FAMILY, 18))
-                .margin(10)
-                .x_label_area_size(24)
-                .y_label_area_size(34)
-                .build_cartesian_2d(lo..hi, lo..hi)?;
-            chart
-                .configure_mesh()
-                .max_light_lines(2)
-                .x_labels(5)
-                .y_labels(5)
-                .label_style((FAMILY, 12))
-                .draw()?;
-            let color = SERIES[i].mix(0.35);
-            chart.draw_series(
-                c.outer_iter()
-                    .map(|p| Circle::new((p[0], p[1]), 1, color.filled())),
-            )?;
-            // The covariance says what the step did: centred, unit variances,
-            // no correlation, the identity.
-            let n = c.nrows().max(1) as f64;
-            let m0 = c.column(0).sum() / n;
-            let m1 = c.column(1).sum() / n;
-            let cov = |a: usize, b: usize, ma: f64, mb: f64| {
-                c.outer_iter().map(|p| (p[a] - ma) * (p[b] - mb)).sum::<f64>() / n
-            };
-            // Two decimals, and no "-0.00" for a rounding error below them.
-            let r2 = |v: f64| {
-                let x = (v * 100.0).round() / 100.0;
-                if x == 0.0 {
-                    0.0
-                } else {
-                    x
-                }
-            };
-            let text = format!(
-                "mean ({:.2}, {:.2})  cov [{:.2} {:.2}; {:.2} {:.2}]",
-                r2(m0),
-                r2(m1),
-                r2(cov(0, 0, m0, m0)),
-                r2(cov(0, 1, m0, m1)),
-                r2(cov(1, 0, m1, m0)),
-                r2(cov(1, 1, m1, m1))
-            );
-            label(&notes[i], &text, (40, 4), 12)?;
+            cloud_panel(area, titles[i], &r.cloud[i], SERIES[i])?;
+            label(&notes[i], &covariance_note(&r.cloud[i]), (40, 4), 12)?;
         }
         Ok(())
     })?;
     canvas.save()
+}
+
+/// One step's points on square axes around them, the origin included.
+fn cloud_panel(area: &Area<'_>, title: &str, c: &Array2<f64>, color: RGBColor) -> DrawResult {
+    let (mut lo, mut hi) = (0.0f64, 0.0f64);
+    for &v in c.iter() {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    let pad = 0.05 * (hi - lo).max(1e-9);
+    let (lo, hi) = (lo - pad, hi + pad);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FAMILY, 18))
+        .margin(10)
+        .x_label_area_size(24)
+        .y_label_area_size(34)
+        .build_cartesian_2d(lo..hi, lo..hi)?;
+    chart
+        .configure_mesh()
+        .max_light_lines(2)
+        .x_labels(5)
+        .y_labels(5)
+        .label_style((FAMILY, 12))
+        .draw()?;
+    let color = color.mix(0.35);
+    chart.draw_series(
+        c.outer_iter()
+            .map(|p| Circle::new((p[0], p[1]), 1, color.filled())),
+    )?;
+    Ok(())
+}
+
+/// The mean and covariance of 2-D points, which say what the step did:
+/// centred, unit variances, no correlation, the identity.
+fn covariance_note(c: &Array2<f64>) -> String {
+    let n = c.nrows().max(1) as f64;
+    let m0 = c.column(0).sum() / n;
+    let m1 = c.column(1).sum() / n;
+    let cov = |a: usize, b: usize, ma: f64, mb: f64| {
+        c.outer_iter().map(|p| (p[a] - ma) * (p[b] - mb)).sum::<f64>() / n
+    };
+    // Two decimals, and no "-0.00" for a rounding error below them.
+    let r2 = |v: f64| {
+        let x = (v * 100.0).round() / 100.0;
+        if x == 0.0 {
+            0.0
+        } else {
+            x
+        }
+    };
+    format!(
+        "mean ({:.2}, {:.2})  cov [{:.2} {:.2}; {:.2} {:.2}]",
+        r2(m0),
+        r2(m1),
+        r2(cov(0, 0, m0, m0)),
+        r2(cov(0, 1, m0, m1)),
+        r2(cov(1, 0, m1, m0)),
+        r2(cov(1, 1, m1, m1))
+    )
+}
+
+/// A legend entry's line in `color`.
+fn legend_line(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
 }
 
 fn component_images(
@@ -151,20 +167,6 @@ fn eigen_images(out: &Path, r: &Results) -> Res {
     let w = 30 + dw + 30 + pw + 30 + chart_w;
     let h = top + dh.max(ph).max(420) + 20;
     let mut canvas = Canvas::new(out.join("2-eigen-images.png"), w, h);
-    let cum = |m: &gpuprep::PcaModel| -> Vec<(f64, f64)> {
-        let total: f64 = m.eigenvalues.sum().max(f64::MIN_POSITIVE);
-        let mut acc = 0.0;
-        m.eigenvalues
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                acc += v;
-                ((i + 1) as f64, acc / total)
-            })
-            .collect()
-    };
-    let (cd, cp) = (cum(&r.digit_model), cum(&r.patch_model));
-    let d = r.patch_model.eigenvalues.len() as f64;
     let side = r.patch;
     canvas.draw(|root| -> DrawResult {
         root.fill(&WHITE)?;
@@ -182,37 +184,58 @@ fn eigen_images(out: &Path, r: &Results) -> Res {
             15,
         )?;
         let area = root.margin(top as i32 - 20, 10, (30 + dw + 30 + pw + 20) as i32, 10);
-        let mut chart = ChartBuilder::on(&area)
-            .caption("cumulative explained variance", (FAMILY, 16))
-            .margin(6)
-            .x_label_area_size(34)
-            .y_label_area_size(40)
-            .build_cartesian_2d((1f64..d.max(64.0)).log_scale(), 0f64..1.02f64)?;
-        chart
-            .configure_mesh()
-            .x_desc("components kept (log scale)")
-            .label_style((FAMILY, 12))
-            .draw()?;
-        chart
-            .draw_series(LineSeries::new(cd, SERIES[0].stroke_width(2)))?
-            .label("digits (64)")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], SERIES[0].stroke_width(2)));
-        chart
-            .draw_series(LineSeries::new(cp, SERIES[1].stroke_width(2)))?
-            .label(format!("patches ({})", d as usize))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], SERIES[1].stroke_width(2)));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font((FAMILY, 14))
-            .background_style(WHITE)
-            .border_style(BLACK)
-            .draw()?;
-        Ok(())
+        cumulative_chart(&area, r)
     })?;
     digits.blit(&mut canvas, 30, top);
     patches.blit(&mut canvas, 30 + dw + 30, top);
     canvas.save()
+}
+
+/// (components kept, fraction of the variance they hold), for each k.
+fn cumulative(m: &gpuprep::PcaModel) -> Vec<(f64, f64)> {
+    let total: f64 = m.eigenvalues.sum().max(f64::MIN_POSITIVE);
+    let mut acc = 0.0;
+    m.eigenvalues
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            acc += v;
+            ((i + 1) as f64, acc / total)
+        })
+        .collect()
+}
+
+/// The cumulative explained variance of the digits and of the patches.
+fn cumulative_chart(area: &Area<'_>, r: &Results) -> DrawResult {
+    let d = r.patch_model.eigenvalues.len() as f64;
+    let mut chart = ChartBuilder::on(area)
+        .caption("cumulative explained variance", (FAMILY, 16))
+        .margin(6)
+        .x_label_area_size(34)
+        .y_label_area_size(40)
+        .build_cartesian_2d((1f64..d.max(64.0)).log_scale(), 0f64..1.02f64)?;
+    chart
+        .configure_mesh()
+        .x_desc("components kept (log scale)")
+        .label_style((FAMILY, 12))
+        .draw()?;
+    for (i, model, name) in [
+        (0, &r.digit_model, "digits (64)".to_string()),
+        (1, &r.patch_model, format!("patches ({})", d as usize)),
+    ] {
+        chart
+            .draw_series(LineSeries::new(cumulative(model), SERIES[i].stroke_width(2)))?
+            .label(name)
+            .legend(legend_line(SERIES[i]));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font((FAMILY, 14))
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
 }
 
 fn patch_images(
@@ -311,62 +334,73 @@ fn activations(out: &Path, r: &Results) -> Res {
             let act_name = if *act == Activation::Tanh { "tanh" } else { "ReLU" };
             label(root, act_name, (10, (y0 + 30) as i32), 14)?;
             label(root, name, (10, (y0 + 50) as i32), 12)?;
-            let (lo, hi) = if *act == Activation::Tanh { (-1.0f64, 1.0f64) } else { (0.0, 3.0) };
-            let bins = 30usize;
             for (l, values) in acts.iter().enumerate() {
                 let x0 = left + l as u32 * pw;
                 let area = root.margin(y0 as i32, (h - y0 - ph) as i32, x0 as i32, (w - x0 - pw) as i32);
-                let mut counts = vec![0usize; bins];
-                let mut zeros = 0usize;
-                let n = values.len().max(1) as f64;
-                let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-                let var = values.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
-                for &v in values {
-                    let v = f64::from(v);
-                    if *act == Activation::Relu && v == 0.0 {
-                        zeros += 1;
-                        continue;
-                    }
-                    if v >= lo && v <= hi {
-                        let b = (((v - lo) / (hi - lo)) * bins as f64) as usize;
-                        counts[b.min(bins - 1)] += 1;
-                    }
-                }
-                let top_count = counts.iter().copied().max().unwrap_or(0).max(1) as f64;
-                // Margins wide enough that neighbouring panels' end labels
-                // (-1.0 and 1.0) do not run into each other.
-                let mut chart = ChartBuilder::on(&area)
-                    .margin(3)
-                    .margin_left(12)
-                    .margin_right(12)
-                    .x_label_area_size(14)
-                    .build_cartesian_2d(lo..hi, 0f64..1.15f64)?;
-                chart
-                    .configure_mesh()
-                    .disable_mesh()
-                    .disable_y_axis()
-                    .x_labels(3)
-                    .label_style((FAMILY, 10))
-                    .draw()?;
-                let width = (hi - lo) / bins as f64;
-                chart.draw_series(counts.iter().enumerate().map(|(b, &c)| {
-                    let x = lo + b as f64 * width;
-                    Rectangle::new([(x, 0.0), (x + width, c as f64 / top_count)], SERIES[i % 3].filled())
-                }))?;
-                let mut text = format!("std {:.2e}", var.sqrt());
-                if *act == Activation::Relu {
-                    text += &format!(" 0s {:.0}%", 100.0 * zeros as f64 / n);
-                }
-                chart.draw_series(std::iter::once(Text::new(
-                    text,
-                    (lo + 0.02 * (hi - lo), 1.13),
-                    (FAMILY, 10).into_font(),
-                )))?;
+                histogram(&area, values, *act, SERIES[i % 3])?;
             }
         }
         Ok(())
     })?;
     canvas.save()
+}
+
+/// One layer's activations as a histogram over the activation's range
+/// (ReLU's zeros left out and counted), with the std written in.
+fn histogram(area: &Area<'_>, values: &[f32], act: Activation, color: RGBColor) -> DrawResult {
+    let (lo, hi) = if act == Activation::Tanh {
+        (-1.0f64, 1.0f64)
+    } else {
+        (0.0, 3.0)
+    };
+    let bins = 30usize;
+    let mut counts = vec![0usize; bins];
+    let mut zeros = 0usize;
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let var = values.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+    for &v in values {
+        let v = f64::from(v);
+        if act == Activation::Relu && v == 0.0 {
+            zeros += 1;
+            continue;
+        }
+        if v >= lo && v <= hi {
+            let b = (((v - lo) / (hi - lo)) * bins as f64) as usize;
+            counts[b.min(bins - 1)] += 1;
+        }
+    }
+    let top_count = counts.iter().copied().max().unwrap_or(0).max(1) as f64;
+    // Margins wide enough that neighbouring panels' end labels
+    // (-1.0 and 1.0) do not run into each other.
+    let mut chart = ChartBuilder::on(area)
+        .margin(3)
+        .margin_left(12)
+        .margin_right(12)
+        .x_label_area_size(14)
+        .build_cartesian_2d(lo..hi, 0f64..1.15f64)?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .disable_y_axis()
+        .x_labels(3)
+        .label_style((FAMILY, 10))
+        .draw()?;
+    let width = (hi - lo) / bins as f64;
+    chart.draw_series(counts.iter().enumerate().map(|(b, &c)| {
+        let x = lo + b as f64 * width;
+        Rectangle::new([(x, 0.0), (x + width, c as f64 / top_count)], color.filled())
+    }))?;
+    let mut text = format!("std {:.2e}", var.sqrt());
+    if act == Activation::Relu {
+        text += &format!(" 0s {:.0}%", 100.0 * zeros as f64 / n);
+    }
+    chart.draw_series(std::iter::once(Text::new(
+        text,
+        (lo + 0.02 * (hi - lo), 1.13),
+        (FAMILY, 10).into_font(),
+    )))?;
+    Ok(())
 }
 
 /// 5: hidden units after training from a constant and from a random start.
@@ -409,27 +443,9 @@ fn symmetry(out: &Path, r: &Results) -> Res {
             (10, 10),
             16,
         )?;
-        for (t, (name, w1, w2)) in r.toy.iter().enumerate() {
+        for (t, toy) in r.toy.iter().enumerate() {
             let x0 = 30 + t as i32 * (4 * cell as i32 + 260);
-            let y0 = 60i32;
-            label(root, &format!("lecture's network, {name}"), (x0, y0 - 18), 13)?;
-            label(root, "1000 steps of the true gradient", (x0, y0 - 2), 11)?;
-            // Rows: W1's three input weights, W2's two output weights; columns: hidden units.
-            let m: Vec<Vec<f64>> = (0..3)
-                .map(|i| (0..4).map(|j| w1[[i, j]]).collect())
-                .chain((0..2).map(|k| (0..4).map(|j| w2[[j, k]]).collect()))
-                .collect();
-            let big = m.iter().flatten().fold(0.0f64, |a, v| a.max(v.abs())).max(1e-12);
-            for (i, row) in m.iter().enumerate() {
-                let y = y0 + 14 + i as i32 * cell as i32;
-                let what = if i < 3 { format!("W1 from x{}", i + 1) } else { format!("W2 to y{}", i - 2) };
-                label(root, &what, (x0 + 4 * cell as i32 + 8, y + 14), 12)?;
-                for (j, &v) in row.iter().enumerate() {
-                    let x = x0 + j as i32 * cell as i32;
-                    root.draw(&Rectangle::new([(x, y), (x + cell as i32 - 2, y + cell as i32 - 2)], diverging(v / big).filled()))?;
-                    label(root, &format!("{v:+.2}"), (x + 3, y + 16), 11)?;
-                }
-            }
+            toy_weights(root, (x0, 60), cell as i32, toy)?;
         }
         for (i, (name, _)) in grids.iter().enumerate() {
             let y = grid_top + i as u32 * (gh + 40);
@@ -448,17 +464,45 @@ fn symmetry(out: &Path, r: &Results) -> Res {
     canvas.save()
 }
 
+/// The lecture's toy network after training, at `(x0, y0)`: rows W1's three
+/// input weights and W2's two output weights, columns the hidden units.
+fn toy_weights(
+    root: &Area<'_>,
+    (x0, y0): (i32, i32),
+    cell: i32,
+    (name, w1, w2): &(&str, Array2<f64>, Array2<f64>),
+) -> DrawResult {
+    label(root, &format!("lecture's network, {name}"), (x0, y0 - 18), 13)?;
+    label(root, "1000 steps of the true gradient", (x0, y0 - 2), 11)?;
+    let m: Vec<Vec<f64>> = (0..3)
+        .map(|i| (0..4).map(|j| w1[[i, j]]).collect())
+        .chain((0..2).map(|k| (0..4).map(|j| w2[[j, k]]).collect()))
+        .collect();
+    let big = m.iter().flatten().fold(0.0f64, |a, v| a.max(v.abs())).max(1e-12);
+    for (i, row) in m.iter().enumerate() {
+        let y = y0 + 14 + i as i32 * cell;
+        let what = if i < 3 {
+            format!("W1 from x{}", i + 1)
+        } else {
+            format!("W2 to y{}", i - 2)
+        };
+        label(root, &what, (x0 + 4 * cell + 8, y + 14), 12)?;
+        for (j, &v) in row.iter().enumerate() {
+            let x = x0 + j as i32 * cell;
+            root.draw(&Rectangle::new(
+                [(x, y), (x + cell - 2, y + cell - 2)],
+                diverging(v / big).filled(),
+            ))?;
+            label(root, &format!("{v:+.2}"), (x + 3, y + 16), 11)?;
+        }
+    }
+    Ok(())
+}
+
 /// 6: loss and test accuracy per epoch, per init, with and without batch norm.
 fn training(out: &Path, r: &Results) -> Res {
     let (w, h) = (1200u32, 800u32);
     let mut canvas = Canvas::new(out.join("6-training.png"), w, h);
-    let epochs = r.curves.iter().map(|c| c.2.len()).max().unwrap_or(1) as f64;
-    let max_loss = r
-        .curves
-        .iter()
-        .flat_map(|c| c.2.iter().map(|e| e.loss))
-        .filter(|v| v.is_finite())
-        .fold(1e-3f64, f64::max);
     canvas.draw(|root| -> DrawResult {
         root.fill(&WHITE)?;
         let (top, body) = root.split_vertically(40);
@@ -470,94 +514,95 @@ fn training(out: &Path, r: &Results) -> Res {
         )?;
         let panels = body.split_evenly((2, 2));
         for (p, area) in panels.iter().enumerate() {
-            let bn = p % 2 == 0;
-            let accuracy = p >= 2;
-            let title = format!(
-                "{} ({})",
-                if accuracy {
-                    "test accuracy"
-                } else {
-                    "training loss (log)"
-                },
-                if bn { "batch norm" } else { "no batch norm" }
-            );
-            let mut builder = ChartBuilder::on(area);
-            builder
-                .caption(title, (FAMILY, 16))
-                .margin(10)
-                .x_label_area_size(30)
-                .y_label_area_size(50);
-            let series: Series<'_> = r
-                .curves
-                .iter()
-                .filter(|c| c.1 == bn)
-                .enumerate()
-                .map(|(i, (name, _, reps))| {
-                    let pts = reps
-                        .iter()
-                        .enumerate()
-                        .map(|(e, rep)| {
-                            (
-                                (e + 1) as f64,
-                                if accuracy {
-                                    rep.test_accuracy
-                                } else {
-                                    rep.loss.max(1e-4)
-                                },
-                            )
-                        })
-                        .collect();
-                    (i, *name, pts)
-                })
-                .collect();
-            if accuracy {
-                let mut chart = builder.build_cartesian_2d(1f64..epochs.max(2.0), 0f64..1.0f64)?;
-                chart
-                    .configure_mesh()
-                    .x_desc("epoch")
-                    .label_style((FAMILY, 12))
-                    .draw()?;
-                for (i, name, pts) in series {
-                    chart
-                        .draw_series(LineSeries::new(pts, SERIES[i].stroke_width(2)))?
-                        .label(name)
-                        .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 18, y)], SERIES[i].stroke_width(2))
-                        });
-                }
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::MiddleRight)
-                    .label_font((FAMILY, 12))
-                    .background_style(WHITE)
-                    .border_style(BLACK)
-                    .draw()?;
-            } else {
-                let mut chart = builder
-                    .build_cartesian_2d(1f64..epochs.max(2.0), (1e-4f64..max_loss * 1.5).log_scale())?;
-                chart
-                    .configure_mesh()
-                    .x_desc("epoch")
-                    .label_style((FAMILY, 12))
-                    .draw()?;
-                for (i, name, pts) in series {
-                    chart
-                        .draw_series(LineSeries::new(pts, SERIES[i].stroke_width(2)))?
-                        .label(name)
-                        .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 18, y)], SERIES[i].stroke_width(2))
-                        });
-                }
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
-                    .label_font((FAMILY, 12))
-                    .background_style(WHITE)
-                    .border_style(BLACK)
-                    .draw()?;
-            }
+            training_panel(area, r, p % 2 == 0, p >= 2)?;
         }
         Ok(())
     })?;
     canvas.save()
+}
+
+/// One panel of figure 6: the runs with (`bn`) or without batch norm, their
+/// test accuracy or (log scale) training loss per epoch.
+fn training_panel(area: &Area<'_>, r: &Results, bn: bool, accuracy: bool) -> DrawResult {
+    let epochs = r.curves.iter().map(|c| c.2.len()).max().unwrap_or(1) as f64;
+    let max_loss = r
+        .curves
+        .iter()
+        .flat_map(|c| c.2.iter().map(|e| e.loss))
+        .filter(|v| v.is_finite())
+        .fold(1e-3f64, f64::max);
+    let title = format!(
+        "{} ({})",
+        if accuracy {
+            "test accuracy"
+        } else {
+            "training loss (log)"
+        },
+        if bn { "batch norm" } else { "no batch norm" }
+    );
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(title, (FAMILY, 16))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50);
+    let series: Series<'_> = r
+        .curves
+        .iter()
+        .filter(|c| c.1 == bn)
+        .enumerate()
+        .map(|(i, (name, _, reps))| {
+            let pts = reps
+                .iter()
+                .enumerate()
+                .map(|(e, rep)| {
+                    let y = if accuracy {
+                        rep.test_accuracy
+                    } else {
+                        rep.loss.max(1e-4)
+                    };
+                    ((e + 1) as f64, y)
+                })
+                .collect();
+            (i, *name, pts)
+        })
+        .collect();
+    if accuracy {
+        let chart = builder.build_cartesian_2d(1f64..epochs.max(2.0), 0f64..1.0f64)?;
+        draw_curves(chart, series, SeriesLabelPosition::MiddleRight)
+    } else {
+        let chart =
+            builder.build_cartesian_2d(1f64..epochs.max(2.0), (1e-4f64..max_loss * 1.5).log_scale())?;
+        draw_curves(chart, series, SeriesLabelPosition::UpperRight)
+    }
+}
+
+/// The curves on `chart` against the epoch, with their legend at `position`.
+fn draw_curves<'a, 'b: 'a, Y>(
+    mut chart: ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, Y>>,
+    series: Series<'_>,
+    position: SeriesLabelPosition,
+) -> DrawResult
+where
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .label_style((FAMILY, 12))
+        .draw()?;
+    for (i, name, pts) in series {
+        chart
+            .draw_series(LineSeries::new(pts, SERIES[i].stroke_width(2)))?
+            .label(name)
+            .legend(legend_line(SERIES[i]));
+    }
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font((FAMILY, 12))
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
 }
