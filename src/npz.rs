@@ -200,6 +200,20 @@ impl<W: Write + Seek> NpzWriter<W> {
     }
 }
 
+/// Whether `shape` has the rank of `want` and its sizes where `want` names one.
+fn shape_fits(want: &[Option<usize>], shape: &[usize]) -> bool {
+    want.len() == shape.len() && want.iter().zip(shape).all(|(w, &s)| w.is_none_or(|w| w == s))
+}
+
+/// A wanted shape as numpy prints one, `n` for any size: `(n, 3)`.
+fn show_shape(want: &[Option<usize>]) -> String {
+    let v: Vec<String> = want
+        .iter()
+        .map(|x| x.map_or("n".into(), |x| x.to_string()))
+        .collect();
+    format!("({})", v.join(", "))
+}
+
 /// numpy's fixed-width UTF-32 strings: the descr and the bytes.
 fn unicode(v: &[&str]) -> (String, Vec<u8>) {
     let width = v.iter().map(|s| s.chars().count()).max().unwrap_or(0).max(1);
@@ -430,22 +444,12 @@ impl<R: Read + Seek> NpzReader<R> {
         let dict = parse_header_dict(text).map_err(|r| bad(format!("the header: {r}")))?;
         let (kind, big) = Kind::parse(&dict.descr)
             .ok_or_else(|| bad(format!("dtype {:?} is not one gpuprep reads", dict.descr)))?;
-        if let Some(want) = want {
-            let fits = want.len() == dict.shape.len()
-                && want
-                    .iter()
-                    .zip(&dict.shape)
-                    .all(|(w, &s)| w.is_none_or(|w| w == s));
-            if !fits {
-                let show = |d: &[Option<usize>]| {
-                    let v: Vec<String> = d
-                        .iter()
-                        .map(|x| x.map_or("n".into(), |x| x.to_string()))
-                        .collect();
-                    format!("({})", v.join(", "))
-                };
-                return Err(bad(format!("shape {:?}, expected {}", dict.shape, show(want))));
-            }
+        if let Some(want) = want.filter(|w| !shape_fits(w, &dict.shape)) {
+            return Err(bad(format!(
+                "shape {:?}, expected {}",
+                dict.shape,
+                show_shape(want)
+            )));
         }
         let bytes = dict
             .shape

@@ -337,25 +337,9 @@ impl Dataset {
                         if buf.dim() != (take, cols) {
                             buf = crate::host::new_output(take, cols);
                         }
-                        let r = part.read(at, buf.view_mut()).and_then(|()| {
-                            if reject {
-                                if let Some(k) = buf.as_slice().map_or_else(
-                                    || buf.iter().position(|v| !v.to_f64().is_finite()),
-                                    crate::host::first_non_finite,
-                                ) {
-                                    let (i, j) = (k / cols.max(1), k % cols.max(1));
-                                    return Err(Error::NonFinite {
-                                        op,
-                                        location: format!(
-                                            "{} element [{}, {j}] ({})",
-                                            part.path().display(),
-                                            at + i,
-                                            buf[[i, j]].to_f64()
-                                        ),
-                                    });
-                                }
-                            }
-                            Ok(())
+                        let r = part.read(at, buf.view_mut()).and_then(|()| match reject {
+                            true => check_finite(op, part.path(), at, buf.view()),
+                            false => Ok(()),
                         });
                         let failed = r.is_err();
                         if full_tx.send(r.map(|()| (first + at, buf))).is_err() || failed {
@@ -374,5 +358,30 @@ impl Dataset {
             }
             Ok(())
         })
+    }
+}
+
+/// Refuses a chunk with a non-finite value, naming the file and the element
+/// (its row counted from `at`, the chunk's first row in the file).
+fn check_finite<T: NpyFloat>(op: &'static str, path: &Path, at: usize, buf: ArrayView2<T>) -> Result<()> {
+    let cols = buf.ncols().max(1);
+    let found = buf.as_slice().map_or_else(
+        || buf.iter().position(|v| !v.to_f64().is_finite()),
+        crate::host::first_non_finite,
+    );
+    match found {
+        None => Ok(()),
+        Some(k) => {
+            let (i, j) = (k / cols, k % cols);
+            Err(Error::NonFinite {
+                op,
+                location: format!(
+                    "{} element [{}, {j}] ({})",
+                    path.display(),
+                    at + i,
+                    buf[[i, j]].to_f64()
+                ),
+            })
+        }
     }
 }

@@ -122,15 +122,46 @@ pub fn norm_forward<T: HostFloat, D: Dimension>(
     let runs = Runs::new(&plan);
     let data = standard(&x);
     let (gamma, beta) = (gamma.to_vec(), beta.to_vec());
-    let task = runs.per_task() * runs.len;
     let m = runs.len as f64;
     let mut y = new_output::<T>(shape.n, shape.features());
     let out = y
         .as_slice_mut()
         .ok_or_else(|| Error::invalid(OP, "the output is not contiguous"))?;
-    // One read of x from memory: each run's statistics (two passes over the
-    // run while it is in cache), then its output at once; the task's runs'
-    // statistics kept in run order.
+    let (moments, finite) = forward_runs(&runs, &data, out, &gamma, &beta, eps);
+    let (mean, var): (Vec<f64>, Vec<f64>) = moments.into_iter().map(|(mu, q)| (mu, q / m)).unzip();
+    let (mean, var) = (Array1::from(mean), Array1::from(var));
+    let invstd = var.mapv(|v| 1.0 / (v + eps).sqrt());
+    let (mean_s, invstd_s) = (mean.as_slice().unwrap_or(&[]), invstd.as_slice().unwrap_or(&[]));
+    if !finite {
+        check_overflow(
+            OP,
+            x.shape(),
+            || first_non_finite(&data).is_some(),
+            &[&gamma, &beta, mean_s, invstd_s],
+            out,
+        )?;
+    }
+    let y = y
+        .into_shape_with_order(x.raw_dim())
+        .map_err(|e| Error::invalid(OP, e.to_string()))?;
+    Ok((y, NormSummary { mean, var, invstd }))
+}
+
+/// The forward of every run of `data` into `out`, the runs split between
+/// tasks: one read of x from memory, each run's statistics (two passes over
+/// the run while it is in cache), then its output at once. Returns each
+/// run's `(mean, sum of squared deviations)` in run order, and whether every
+/// output was finite.
+fn forward_runs<T: HostFloat>(
+    runs: &Runs,
+    data: &[T],
+    out: &mut [T],
+    gamma: &[f64],
+    beta: &[f64],
+    eps: f64,
+) -> (Vec<(f64, f64)>, bool) {
+    let task = runs.per_task() * runs.len;
+    let m = runs.len as f64;
     let per_task: Vec<(Vec<(f64, f64)>, bool)> = out
         .par_chunks_mut(task)
         .zip(data.par_chunks(task))
@@ -151,7 +182,7 @@ pub fn norm_forward<T: HostFloat, D: Dimension>(
                         (0.0, sum_squares(xrun))
                     };
                     let invstd = 1.0 / (q / m + eps).sqrt();
-                    finite &= forward_run(&runs, first + i, xrun, mu, invstd, &gamma, &beta, orun);
+                    finite &= forward_run(runs, first + i, xrun, mu, invstd, gamma, beta, orun);
                     stats.push((mu, q));
                 }
                 (stats, finite)
@@ -159,28 +190,7 @@ pub fn norm_forward<T: HostFloat, D: Dimension>(
         })
         .collect();
     let finite = per_task.iter().all(|(_, f)| *f);
-    let moments = per_task.into_iter().flat_map(|(s, _)| s);
-    let (mut mean, mut var) = (Vec::new(), Vec::new());
-    for (mu, q) in moments {
-        mean.push(mu);
-        var.push(q / m);
-    }
-    let (mean, var) = (Array1::from(mean), Array1::from(var));
-    let invstd = var.mapv(|v| 1.0 / (v + eps).sqrt());
-    let (mean_s, invstd_s) = (mean.as_slice().unwrap_or(&[]), invstd.as_slice().unwrap_or(&[]));
-    if !finite {
-        check_overflow(
-            OP,
-            x.shape(),
-            || first_non_finite(&data).is_some(),
-            &[&gamma, &beta, mean_s, invstd_s],
-            out,
-        )?;
-    }
-    let y = y
-        .into_shape_with_order(x.raw_dim())
-        .map_err(|e| Error::invalid(OP, e.to_string()))?;
-    Ok((y, NormSummary { mean, var, invstd }))
+    (per_task.into_iter().flat_map(|(s, _)| s).collect(), finite)
 }
 
 /// `sum x^2` in f64 over a run (RMS norm's statistic), in eight lanes.
@@ -279,11 +289,38 @@ pub fn norm_backward<T: HostFloat, D: Dimension>(
     let (xd, dd) = (standard(&x), standard(&dy));
     let (gamma, mean, invstd) = (gamma.to_vec(), mean.to_vec(), invstd.to_vec());
     let affine_len = plan.affine_len;
-    let task = runs.per_task() * runs.len;
     let mut dx = new_output::<T>(shape.n, shape.features());
     let out = dx
         .as_slice_mut()
         .ok_or_else(|| Error::invalid(OP, "the output is not contiguous"))?;
+    let (finite, dgamma, dbeta) = backward_runs(&runs, (&xd, &dd), out, [&gamma, &mean, &invstd], affine_len);
+    if !finite {
+        check_overflow(
+            OP,
+            x.shape(),
+            || first_non_finite(&xd).is_some() || first_non_finite(&dd).is_some(),
+            &[&gamma, &mean, &invstd],
+            out,
+        )?;
+    }
+    let dx = dx
+        .into_shape_with_order(x.raw_dim())
+        .map_err(|e| Error::invalid(OP, e.to_string()))?;
+    Ok((dx, dgamma, dbeta))
+}
+
+/// The backward of every run into `out` (dx), the runs split between
+/// tasks, each task's share of dgamma and dbeta summed after. `saved` is
+/// gamma, each run's mean and each run's invstd. Returns whether every dx
+/// was finite, dgamma and dbeta.
+fn backward_runs<T: HostFloat>(
+    runs: &Runs,
+    (xd, dd): (&[T], &[T]),
+    out: &mut [T],
+    [gamma, mean, invstd]: [&[f64]; 3],
+    affine_len: usize,
+) -> (bool, Array1<f64>, Array1<f64>) {
+    let task = runs.per_task() * runs.len;
     // Per task: dx of its runs, and its share of dgamma and dbeta.
     let parts: Vec<(bool, Vec<f64>, Vec<f64>)> = out
         .par_chunks_mut(task)
@@ -306,7 +343,7 @@ pub fn norm_backward<T: HostFloat, D: Dimension>(
                         mean: mean[r],
                         invstd: invstd[r],
                     };
-                    finite &= backward_run(&runs, &run, xrun, drun, &gamma, orun, &mut dgamma, &mut dbeta);
+                    finite &= backward_run(runs, &run, xrun, drun, gamma, orun, &mut dgamma, &mut dbeta);
                 }
                 (finite, dgamma, dbeta)
             })
@@ -322,19 +359,7 @@ pub fn norm_backward<T: HostFloat, D: Dimension>(
             dbeta[j] += b[j];
         }
     }
-    if !finite {
-        check_overflow(
-            OP,
-            x.shape(),
-            || first_non_finite(&xd).is_some() || first_non_finite(&dd).is_some(),
-            &[&gamma, &mean, &invstd],
-            out,
-        )?;
-    }
-    let dx = dx
-        .into_shape_with_order(x.raw_dim())
-        .map_err(|e| Error::invalid(OP, e.to_string()))?;
-    Ok((dx, dgamma, dbeta))
+    (finite, dgamma, dbeta)
 }
 
 /// One run's index and statistics.
