@@ -167,3 +167,26 @@ impl Error {
         }
     }
 }
+
+/// Refuses a matrix without rows or columns.
+pub(crate) fn check_nonempty(op: &'static str, (n, d): (usize, usize)) -> Result<()> {
+    if n == 0 || d == 0 {
+        return Err(Error::shape(
+            op,
+            "at least 1 row and 1 column",
+            format!("{n} x {d}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a `ddof` that leaves no degrees of freedom in `n` rows.
+pub(crate) fn check_ddof(op: &'static str, ddof: usize, n: usize) -> Result<()> {
+    if ddof >= n {
+        return Err(Error::invalid(
+            op,
+            format!("ddof = {ddof} needs more than {ddof} rows, got n_samples = {n}"),
+        ));
+    }
+    Ok(())
+}

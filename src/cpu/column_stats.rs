@@ -158,19 +158,8 @@ where
 {
     let (n, d) = x.dim();
     let ddof = options.ddof;
-    if n == 0 || d == 0 {
-        return Err(Error::shape(
-            OP,
-            "at least 1 row and 1 column",
-            format!("{n} x {d}"),
-        ));
-    }
-    if ddof >= n {
-        return Err(Error::invalid(
-            OP,
-            format!("ddof = {ddof} needs more than {ddof} rows, got n_samples = {n}"),
-        ));
-    }
+    crate::error::check_nonempty(OP, (n, d))?;
+    crate::error::check_ddof(OP, ddof, n)?;
     let t = fold_blocks(x)?;
     let mut out = ColumnSummary {
         count: n,

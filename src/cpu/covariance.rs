@@ -24,13 +24,7 @@ const BLOCK: usize = 256;
 /// Column means of `x` in f64 (`N >= 1`).
 pub fn column_mean<A: Copy + Into<f64>>(x: ArrayView2<'_, A>) -> Result<Array1<f64>> {
     let (n, d) = x.dim();
-    if n == 0 || d == 0 {
-        return Err(Error::shape(
-            OP,
-            "at least 1 row and 1 column",
-            format!("{n} x {d}"),
-        ));
-    }
+    crate::error::check_nonempty(OP, (n, d))?;
     let mut sum = vec![0.0f64; d];
     for row in x.rows() {
         for (s, &v) in sum.iter_mut().zip(row.iter()) {
@@ -56,13 +50,7 @@ pub fn covariance_shifted<A: Copy + Into<f64>>(
     ddof: usize,
 ) -> Result<Array2<f64>> {
     let (n, d) = x.dim();
-    if n == 0 || d == 0 {
-        return Err(Error::shape(
-            OP,
-            "at least 1 row and 1 column",
-            format!("{n} x {d}"),
-        ));
-    }
+    crate::error::check_nonempty(OP, (n, d))?;
     if mean.len() != d {
         return Err(Error::shape(
             OP,

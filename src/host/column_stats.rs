@@ -16,7 +16,7 @@ use ndarray::{s, ArrayView2};
 use rayon::prelude::*;
 
 use super::{contiguous, dispatch, rows_for, HostFloat};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::moments::{chan_merge, nan_max, nan_min, ColumnMoments, NanMoments};
 use crate::model::stats::ColumnSummary;
 
@@ -136,13 +136,7 @@ pub fn column_moments_skip_nan<T: HostFloat>(x: ArrayView2<'_, T>) -> NanMoments
 /// ```
 pub fn column_stats<T: HostFloat>(x: ArrayView2<'_, T>, ddof: usize) -> Result<ColumnSummary> {
     let (n, d) = x.dim();
-    if n == 0 || d == 0 {
-        return Err(Error::shape(
-            OP,
-            "at least 1 row and 1 column",
-            format!("{n} x {d}"),
-        ));
-    }
+    crate::error::check_nonempty(OP, (n, d))?;
     column_moments(x).finish(ddof)
 }
 

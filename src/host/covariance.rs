@@ -240,13 +240,7 @@ impl<T: HostFloat> CoMomentsStream<T> {
 /// ```
 pub fn covariance<T: HostFloat>(x: ArrayView2<'_, T>, ddof: usize) -> Result<Array2<f64>> {
     let (n, d) = x.dim();
-    if n == 0 || d == 0 {
-        return Err(Error::shape(
-            OP,
-            "at least 1 row and 1 column",
-            format!("{n} x {d}"),
-        ));
-    }
+    crate::error::check_nonempty(OP, (n, d))?;
     if n <= ddof {
         return Err(Error::invalid(
             OP,

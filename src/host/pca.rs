@@ -41,13 +41,7 @@ const OP: &str = "pca (host)";
 pub fn fit<T: HostFloat>(x: ArrayView2<'_, T>, options: &PcaOptions) -> Result<PcaModel> {
     options.validate()?;
     let (n, d) = x.dim();
-    if n == 0 || d == 0 {
-        return Err(Error::shape(
-            OP,
-            "at least 1 row and 1 column",
-            format!("{n} x {d}"),
-        ));
-    }
+    crate::error::check_nonempty(OP, (n, d))?;
     let state = comoments(x)?;
     if let Some(c) = state.mean.iter().position(|v| !v.is_finite()) {
         return Err(Error::NonFinite {

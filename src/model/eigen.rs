@@ -513,7 +513,22 @@ fn finish(
 /// Eigenvalues (descending) and eigenvectors of a small symmetric matrix.
 fn small_eigh_descending(h: MatRef<'_, f64>) -> Result<(Vec<f64>, Mat<f64>)> {
     let m = h.nrows();
-    let par = eigh_parallelism(m);
+    let what = || format!("the eigendecomposition of the {m} x {m} Rayleigh quotient");
+    let (s, u) = self_adjoint_evd(h, eigh_parallelism(m), OP, what)?;
+    let values = (0..m).map(|j| s[m - 1 - j]).collect();
+    let vectors = Mat::from_fn(m, m, |i, j| u[(i, m - 1 - j)]);
+    Ok((values, vectors))
+}
+
+/// faer's eigendecomposition of the symmetric `h`: eigenvalues ascending,
+/// eigenvectors as columns. [`Error::NoConvergence`] names `what()`.
+pub(crate) fn self_adjoint_evd(
+    h: MatRef<'_, f64>,
+    par: Par,
+    op: &'static str,
+    what: impl FnOnce() -> String,
+) -> Result<(Vec<f64>, Mat<f64>)> {
+    let m = h.nrows();
     let mut u = Mat::<f64>::zeros(m, m);
     let mut s = Diag::<f64>::zeros(m);
     let scratch =
@@ -526,15 +541,9 @@ fn small_eigh_descending(h: MatRef<'_, f64>) -> Result<(Vec<f64>, Mat<f64>)> {
         MemStack::new(&mut MemBuffer::new(scratch)),
         Default::default(),
     )
-    .map_err(|_| Error::NoConvergence {
-        op: OP,
-        what: format!("the eigendecomposition of the {m} x {m} Rayleigh quotient"),
-    })?;
+    .map_err(|_| Error::NoConvergence { op, what: what() })?;
     crate::avx::clear_avx_upper_state();
-    let s = s.column_vector();
-    let values = (0..m).map(|j| s[m - 1 - j]).collect();
-    let vectors = Mat::from_fn(m, m, |i, j| u[(i, m - 1 - j)]);
-    Ok((values, vectors))
+    Ok((s.column_vector().iter().copied().collect(), u))
 }
 
 /// An orthonormal basis (`D x cols`, column-major) and its image under the

@@ -22,9 +22,6 @@
 use std::io::{Read, Seek, Write};
 use std::path::Path;
 
-use faer::diag::Diag;
-use faer::dyn_stack::{MemBuffer, MemStack};
-use faer::linalg::evd;
 use faer::{Mat, Par};
 use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2};
 
@@ -304,24 +301,8 @@ pub fn eigh_descending_with(c: ArrayView2<'_, f64>, par: Par) -> Result<(Array1<
     // sorted eigenvectors: about five D x D f64 matrices.
     crate::alloc::check_bytes(OP, 40 * (d as u128) * (d as u128))?;
     let m = Mat::<f64>::from_fn(d, d, |i, j| c[[i, j]]);
-    let mut u = Mat::<f64>::zeros(d, d);
-    let mut s = Diag::<f64>::zeros(d);
-    let scratch =
-        evd::self_adjoint_evd_scratch::<f64>(d, evd::ComputeEigenvectors::Yes, par, Default::default());
-    evd::self_adjoint_evd(
-        m.as_ref(),
-        s.as_mut(),
-        Some(u.as_mut()),
-        par,
-        MemStack::new(&mut MemBuffer::new(scratch)),
-        Default::default(),
-    )
-    .map_err(|_| Error::NoConvergence {
-        op: OP,
-        what: format!("the eigendecomposition of the {d} x {d} covariance"),
-    })?;
-    crate::avx::clear_avx_upper_state();
-    let mut s: Vec<f64> = s.column_vector().iter().copied().collect();
+    let what = || format!("the eigendecomposition of the {d} x {d} covariance");
+    let (mut s, mut u) = crate::model::eigen::self_adjoint_evd(m.as_ref(), par, OP, what)?;
     if d <= JACOBI_MAX_D && graded(&s, c) {
         if let Some((js, ju)) = jacobi_eigh(c) {
             s = js;

@@ -349,13 +349,7 @@ impl Plan {
         loop_limit: Option<u64>,
     ) -> Result<Plan> {
         let ddof = options.ddof;
-        if n == 0 || d == 0 {
-            return Err(Error::shape(
-                OP,
-                "at least 1 row and 1 column",
-                format!("{n} x {d}"),
-            ));
-        }
+        crate::error::check_nonempty(OP, (n, d))?;
         if n > u32::MAX as usize {
             return Err(Error::ExceedsLimit {
                 op: OP,
@@ -364,12 +358,7 @@ impl Plan {
                 limit: u32::MAX as u64,
             });
         }
-        if ddof >= n {
-            return Err(Error::invalid(
-                OP,
-                format!("ddof = {ddof} needs more than {ddof} rows, got n_samples = {n}"),
-            ));
-        }
+        crate::error::check_ddof(OP, ddof, n)?;
         let vec4 = d.is_multiple_of(4);
         let cols_per_group = if vec4 { 4 * COLS_PER_GROUP } else { COLS_PER_GROUP };
         let col_groups = d.div_ceil(cols_per_group);

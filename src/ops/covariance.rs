@@ -479,19 +479,8 @@ pub(crate) fn encode_covariance_scaled_into(
 
 /// Refuses an empty matrix, `ddof >= n`, and a mean of another width.
 fn check_shapes((n, d): (usize, usize), ddof: usize, (mean_rows, mean_cols): (usize, usize)) -> Result<()> {
-    if n == 0 || d == 0 {
-        return Err(Error::shape(
-            OP,
-            "at least 1 row and 1 column",
-            format!("{n} x {d}"),
-        ));
-    }
-    if ddof >= n {
-        return Err(Error::invalid(
-            OP,
-            format!("ddof = {ddof} needs more than {ddof} rows, got n_samples = {n}"),
-        ));
-    }
+    crate::error::check_nonempty(OP, (n, d))?;
+    crate::error::check_ddof(OP, ddof, n)?;
     if mean_cols != d || mean_rows == 0 {
         return Err(Error::shape(
             OP,

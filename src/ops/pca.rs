@@ -174,13 +174,7 @@ impl Pca {
     pub fn fit(gpu: &Gpu, x: &GpuMatrix, options: &PcaOptions) -> Result<Pca> {
         options.validate()?;
         let (n, d) = x.shape();
-        if n == 0 || d == 0 {
-            return Err(Error::shape(
-                OP,
-                "at least 1 row and 1 column",
-                format!("{n} x {d}"),
-            ));
-        }
+        crate::error::check_nonempty(OP, (n, d))?;
         if options.ddof >= n {
             return Err(Error::invalid(
                 OP,
