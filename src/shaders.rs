@@ -502,20 +502,41 @@ pub(crate) struct Layout {
     pub fields: Vec<(&'static str, usize)>,
 }
 
-/// `layout!(shader, "WgslName", RustType { field, field, ... })`.
-#[cfg(test)]
-macro_rules! layout {
-    ($shader:expr, $wgsl:literal, $ty:ty { $($field:ident),* $(,)? }) => {
-        $crate::shaders::Layout {
-            shader: $shader,
-            wgsl_struct: $wgsl,
-            size: std::mem::size_of::<$ty>(),
-            fields: vec![$((stringify!($field), std::mem::offset_of!($ty, $field))),*],
+/// Declares a kernel's uniform parameters: a `#[repr(C)]`, `Pod` struct
+/// that mirrors the WGSL struct of the same name in `shader`, and (in tests)
+/// its [`Layout`], which `params_mirror_their_wgsl_structs` checks against
+/// the WGSL through naga. Fields named `_...` are padding.
+///
+/// `kernel_params! { SH::SHADER; pub(crate) struct Params { n: u32, ... } }`
+macro_rules! kernel_params {
+    (
+        $shader:path;
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident { $($field:ident: $ty:ty),* $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+        $vis struct $name { $($field: $ty),* }
+
+        #[cfg(test)]
+        impl $name {
+            /// The struct's layout, to check against its WGSL mirror.
+            pub(crate) fn layout() -> $crate::shaders::Layout {
+                $crate::shaders::Layout {
+                    shader: &$shader,
+                    wgsl_struct: stringify!($name),
+                    size: std::mem::size_of::<$name>(),
+                    fields: [$((stringify!($field), std::mem::offset_of!($name, $field))),*]
+                        .into_iter()
+                        .filter(|(name, _)| !name.starts_with('_'))
+                        .collect(),
+                }
+            }
         }
     };
 }
-#[cfg(test)]
-pub(crate) use layout;
+pub(crate) use kernel_params;
 
 #[cfg(test)]
 mod tests {

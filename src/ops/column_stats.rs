@@ -1,6 +1,5 @@
 //! GPU launcher for `shaders/column_stats.wgsl`; CPU twin: [`crate::cpu::column_stats`](mod@crate::cpu::column_stats).
 
-use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -19,35 +18,18 @@ const PARTIAL_BYTES: u64 = 32;
 /// large GPU, few enough that the finalize pass stays cheap.
 const TARGET_GROUPS: usize = 2048;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
-    n: u32,
-    d: u32,
-    rows_per_chunk: u32,
-    n_chunks: u32,
-    ddof: u32,
-    groups_x: u32,
-    chunk_base: u32,
-    ignore_nan: u32,
-}
-
-#[cfg(test)]
-pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
-    vec![crate::shaders::layout!(
-        &SH::SHADER,
-        "Params",
-        Params {
-            n,
-            d,
-            rows_per_chunk,
-            n_chunks,
-            ddof,
-            groups_x,
-            chunk_base,
-            ignore_nan
-        }
-    )]
+crate::shaders::kernel_params! {
+    SH::SHADER;
+    pub(crate) struct Params {
+        n: u32,
+        d: u32,
+        rows_per_chunk: u32,
+        n_chunks: u32,
+        ddof: u32,
+        groups_x: u32,
+        chunk_base: u32,
+        ignore_nan: u32,
+    }
 }
 
 /// Per-column statistics of a matrix, resident on the GPU.

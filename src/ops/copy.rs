@@ -5,7 +5,6 @@
 //! ceiling `gpuprep bench` and the device examples quote, because it moves
 //! bytes through the same shader load/store path as every other kernel.
 
-use bytemuck::{Pod, Zeroable};
 
 use crate::error::Result;
 use crate::gpu::Gpu;
@@ -16,21 +15,13 @@ use crate::shaders::copy as SH;
 const OP: &str = "copy";
 const WG: usize = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
-    len: u32,
-    groups_x: u32,
-    _pad: [u32; 2],
-}
-
-#[cfg(test)]
-pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
-    vec![crate::shaders::layout!(
-        &SH::SHADER,
-        "Params",
-        Params { len, groups_x }
-    )]
+crate::shaders::kernel_params! {
+    SH::SHADER;
+    pub(crate) struct Params {
+        len: u32,
+        groups_x: u32,
+        _pad: [u32; 2],
+    }
 }
 
 /// A new matrix holding a copy of `x`, submitted.

@@ -7,7 +7,6 @@
 //! sums the centred values and removes the rounding of the f32 mean exactly
 //! (`- s s^T / N`), so the result is the covariance about the data's own mean.
 
-use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -22,42 +21,22 @@ const FINALIZE_OUT: usize = 16;
 /// The partial sums are kept below this many bytes (and the binding limit).
 const MAX_PARTIAL_BYTES: u64 = 256 << 20;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
-    n: u32,
-    d: u32,
-    rows_per_slice: u32,
-    n_slices: u32,
-    n_blocks: u32,
-    n_tiles: u32,
-    scale: f32,
-    inv_n: f32,
-    slice_base: u32,
-    raw: u32,
-    accumulate: u32,
-    _pad: u32,
-}
-
-#[cfg(test)]
-pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
-    vec![crate::shaders::layout!(
-        &SH::SHADER,
-        "Params",
-        Params {
-            n,
-            d,
-            rows_per_slice,
-            n_slices,
-            n_blocks,
-            n_tiles,
-            scale,
-            inv_n,
-            slice_base,
-            raw,
-            accumulate
-        }
-    )]
+crate::shaders::kernel_params! {
+    SH::SHADER;
+    pub(crate) struct Params {
+        n: u32,
+        d: u32,
+        rows_per_slice: u32,
+        n_slices: u32,
+        n_blocks: u32,
+        n_tiles: u32,
+        scale: f32,
+        inv_n: f32,
+        slice_base: u32,
+        raw: u32,
+        accumulate: u32,
+        _pad: u32,
+    }
 }
 
 /// Options of [`covariance`].

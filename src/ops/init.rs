@@ -15,7 +15,6 @@
 
 pub mod lecture;
 
-use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -28,64 +27,33 @@ const OP: &str = "init";
 /// Invocations per workgroup (the shader's `override WG` default).
 const WG: u64 = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
-    seed_lo: u32,
-    seed_hi: u32,
-    stream_lo: u32,
-    stream_hi: u32,
-    block_lo: u32,
-    block_hi: u32,
-    lead: u32,
-    n: u32,
-    blocks: u32,
-    row_stride: u32,
-    a: f32,
-    b: f32,
-    cols: u32,
-    keep: u32,
-    line_len: u32,
-    by_rows: u32,
-    row_base: u32,
-    low: f32,
-    high: f32,
-    cdf_low: f32,
-    sf_high: f32,
-    mass: f32,
-    _pad: u32,
-}
-
-#[cfg(test)]
-pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
-    vec![crate::shaders::layout!(
-        &SH::SHADER,
-        "Params",
-        Params {
-            seed_lo,
-            seed_hi,
-            stream_lo,
-            stream_hi,
-            block_lo,
-            block_hi,
-            lead,
-            n,
-            blocks,
-            row_stride,
-            a,
-            b,
-            cols,
-            keep,
-            line_len,
-            by_rows,
-            row_base,
-            low,
-            high,
-            cdf_low,
-            sf_high,
-            mass
-        }
-    )]
+crate::shaders::kernel_params! {
+    SH::SHADER;
+    pub(crate) struct Params {
+        seed_lo: u32,
+        seed_hi: u32,
+        stream_lo: u32,
+        stream_hi: u32,
+        block_lo: u32,
+        block_hi: u32,
+        lead: u32,
+        n: u32,
+        blocks: u32,
+        row_stride: u32,
+        a: f32,
+        b: f32,
+        cols: u32,
+        keep: u32,
+        line_len: u32,
+        by_rows: u32,
+        row_base: u32,
+        low: f32,
+        high: f32,
+        cdf_low: f32,
+        sf_high: f32,
+        mass: f32,
+        _pad: u32,
+    }
 }
 
 /// Where in the stream a fill starts, and the dispatch's shape.

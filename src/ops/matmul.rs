@@ -9,7 +9,6 @@
 //! [`crate::ops::init::lecture`]). A linear layer's backward pass is two more:
 //! `dX = dY @ W` (plain) and `dW = dY^T @ X` (`transpose_x`).
 
-use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -24,35 +23,18 @@ const BIAS: u32 = 4;
 const ACT_TANH: u32 = 16;
 const ACT_RELU: u32 = 32;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
-    n: u32,
-    k: u32,
-    m: u32,
-    flags: u32,
-    ldx: u32,
-    row_base: u32,
-    k_len: u32,
-    slices: u32,
-}
-
-#[cfg(test)]
-pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
-    vec![crate::shaders::layout!(
-        &SH::SHADER,
-        "Params",
-        Params {
-            n,
-            k,
-            m,
-            flags,
-            ldx,
-            row_base,
-            k_len,
-            slices
-        }
-    )]
+crate::shaders::kernel_params! {
+    SH::SHADER;
+    pub(crate) struct Params {
+        n: u32,
+        k: u32,
+        m: u32,
+        flags: u32,
+        ldx: u32,
+        row_base: u32,
+        k_len: u32,
+        slices: u32,
+    }
 }
 
 /// The options of [`matmul`]; the default gives `x @ w`. Each optional vector

@@ -38,18 +38,15 @@ pub use standardize::{encode_standardize_into, standardize};
 /// Every launcher's `Params` mirror, for the naga layout test in `shaders.rs`.
 #[cfg(test)]
 pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
-    [
-        column_stats::params_layouts(),
-        standardize::params_layouts(),
-        copy::params_layouts(),
-        init::params_layouts(),
-        covariance::params_layouts(),
-        matmul::params_layouts(),
-        norm::columns::params_layouts(),
-        norm::rows::params_layouts(),
-        train::params_layouts(),
+    vec![
+        column_stats::Params::layout(),
+        standardize::Params::layout(),
+        copy::Params::layout(),
+        init::Params::layout(),
+        covariance::Params::layout(),
+        matmul::Params::layout(),
+        train::Params::layout(),
+        norm::columns::Params::layout(),
+        norm::rows::RowParams::layout(),
     ]
-    .into_iter()
-    .flatten()
-    .collect()
 }

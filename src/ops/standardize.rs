@@ -1,6 +1,5 @@
 //! GPU launcher for `shaders/standardize.wgsl`; CPU twin: [`crate::cpu::standardize`](mod@crate::cpu::standardize).
 
-use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -13,34 +12,18 @@ pub use crate::model::standardize::StandardizeOptions;
 const OP: &str = "standardize";
 const WG: usize = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(crate) struct Params {
-    len: u32,
-    d: u32,
-    center: u32,
-    scale: u32,
-    groups_x: u32,
-    ne: f32,
-    c1: f32,
-    _pad: u32,
-}
-
-#[cfg(test)]
-pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
-    vec![crate::shaders::layout!(
-        &SH::SHADER,
-        "Params",
-        Params {
-            len,
-            d,
-            center,
-            scale,
-            groups_x,
-            ne,
-            c1
-        }
-    )]
+crate::shaders::kernel_params! {
+    SH::SHADER;
+    pub(crate) struct Params {
+        len: u32,
+        d: u32,
+        center: u32,
+        scale: u32,
+        groups_x: u32,
+        ne: f32,
+        c1: f32,
+        _pad: u32,
+    }
 }
 
 /// Returns `x` centered and/or scaled by `stats` as a new matrix: `(x - mean)

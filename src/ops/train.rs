@@ -9,7 +9,6 @@
 //! [`BatchNorm`]: an epoch is one command buffer, and the only readback is
 //! the 12 floats of loss and accuracy sums at its end.
 
-use bytemuck::{Pod, Zeroable};
 use ndarray::{Array1, Array2, ArrayView2};
 
 use crate::error::{Error, Result};
@@ -29,40 +28,21 @@ use crate::shaders::train as SH;
 const WG: usize = 256;
 const WRITE_GRAD: u32 = 1;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Default)]
-pub(crate) struct Params {
-    n: u32,
-    cols: u32,
-    slot: u32,
-    flags: u32,
-    groups_x: u32,
-    src_rows: u32,
-    lr: f32,
-    momentum: f32,
-    weight_decay: f32,
-    grad_scale: f32,
-    _pad: [u32; 2],
-}
-
-#[cfg(test)]
-pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
-    vec![crate::shaders::layout!(
-        &SH::SHADER,
-        "Params",
-        Params {
-            n,
-            cols,
-            slot,
-            flags,
-            groups_x,
-            src_rows,
-            lr,
-            momentum,
-            weight_decay,
-            grad_scale
-        }
-    )]
+crate::shaders::kernel_params! {
+    SH::SHADER;
+    pub(crate) struct Params {
+        n: u32,
+        cols: u32,
+        slot: u32,
+        flags: u32,
+        groups_x: u32,
+        src_rows: u32,
+        lr: f32,
+        momentum: f32,
+        weight_decay: f32,
+        grad_scale: f32,
+        _pad: [u32; 2],
+    }
 }
 
 fn u32_of(op: &'static str, what: &str, v: usize) -> Result<u32> {

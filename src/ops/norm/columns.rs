@@ -6,7 +6,6 @@
 //! elementwise apply. Backward (closed form): one reduction pass for sum(dy)
 //! and sum(dy * xhat) per channel, one elementwise pass for dx.
 
-use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -33,56 +32,29 @@ const FLAG_UPDATE_RUNNING: u32 = 1;
 const FLAG_UNBIASED: u32 = 2;
 const FLAG_CUMULATIVE: u32 = 4;
 
-/// Mirror of `Params` in shaders/batchnorm.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub(crate) struct Params {
-    rows: u32,
-    cols: u32,
-    chunk_rows: u32,
-    chunks: u32,
-    col_lanes: u32,
-    col_tiles: u32,
-    channels: u32,
-    spatial: u32,
-    g_row_stride: u32,
-    g_div: u32,
-    flags: u32,
-    aff_stride: u32,
-    eps: f32,
-    momentum: f32,
-    chunk_base: u32,
-    row_base: u32,
-    total_rows: u32,
-    pos_stride: u32,
-}
-
-#[cfg(test)]
-pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
-    vec![crate::shaders::layout!(
-        &SH::SHADER,
-        "Params",
-        Params {
-            rows,
-            cols,
-            chunk_rows,
-            chunks,
-            col_lanes,
-            col_tiles,
-            channels,
-            spatial,
-            g_row_stride,
-            g_div,
-            flags,
-            aff_stride,
-            eps,
-            momentum,
-            chunk_base,
-            row_base,
-            total_rows,
-            pos_stride
-        }
-    )]
+crate::shaders::kernel_params! {
+    SH::SHADER;
+    /// Mirror of `Params` in shaders/batchnorm.wgsl.
+    pub(crate) struct Params {
+        rows: u32,
+        cols: u32,
+        chunk_rows: u32,
+        chunks: u32,
+        col_lanes: u32,
+        col_tiles: u32,
+        channels: u32,
+        spatial: u32,
+        g_row_stride: u32,
+        g_div: u32,
+        flags: u32,
+        aff_stride: u32,
+        eps: f32,
+        momentum: f32,
+        chunk_base: u32,
+        row_base: u32,
+        total_rows: u32,
+        pos_stride: u32,
+    }
 }
 
 /// Layout of the column passes over a piece of `rows` rows of an N x F matrix:

@@ -2,7 +2,6 @@
 //! row passes of layer, instance, group and RMS norm (each statistics group a
 //! contiguous run of one row).
 
-use bytemuck::{Pod, Zeroable};
 
 use super::NormForward;
 use crate::error::Result;
@@ -18,43 +17,23 @@ const WG: usize = 256;
 /// Elements of a row each lane aims to reduce (four unrolled steps of four).
 const ELEMS_PER_LANE: u32 = 16;
 
-/// Mirror of `RowParams` in shaders/norm.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub(crate) struct RowParams {
-    rows: u32,
-    len: u32,
-    lanes: u32,
-    groups: u32,
-    spatial: u32,
-    per_channel: u32,
-    lane_q: u32,
-    lane_r: u32,
-    eps: f32,
-    row_base: u32,
-    center: u32,
-    _pad: f32,
-}
-
-#[cfg(test)]
-pub(crate) fn params_layouts() -> Vec<crate::shaders::Layout> {
-    vec![crate::shaders::layout!(
-        &SH::SHADER,
-        "RowParams",
-        RowParams {
-            rows,
-            len,
-            lanes,
-            groups,
-            spatial,
-            per_channel,
-            lane_q,
-            lane_r,
-            eps,
-            row_base,
-            center
-        }
-    )]
+crate::shaders::kernel_params! {
+    SH::SHADER;
+    /// Mirror of `RowParams` in shaders/norm.wgsl.
+    pub(crate) struct RowParams {
+        rows: u32,
+        len: u32,
+        lanes: u32,
+        groups: u32,
+        spatial: u32,
+        per_channel: u32,
+        lane_q: u32,
+        lane_r: u32,
+        eps: f32,
+        row_base: u32,
+        center: u32,
+        _pad: f32,
+    }
 }
 
 /// Rows of `plan` (N * G) each normalized over its L contiguous elements,
