@@ -189,7 +189,28 @@ class StandardScaler(OneToOneFeatureMixin, _Estimator):
         return self._apply(X, inverse=True)
 
 
-class PCA(ClassNamePrefixFeaturesOutMixin, _Estimator):
+class _CompiledModel:
+    """transform and inverse_transform through the fitted compiled pipeline
+    ``self._model`` (PCA and Preprocessor)."""
+
+    def _model_forward(self, X):
+        check_is_fitted(self)
+        self._pending()
+        check_device(self.device)
+        x = self._validate(X, reset=False)
+        return self._model.transform(x, self.device, inverse=False, finite="all")
+
+    def _model_inverse(self, X, width, what):
+        check_is_fitted(self)
+        self._pending()
+        check_device(self.device)
+        x = check_array(X, dtype=[np.float64, np.float32], ensure_all_finite=False)
+        if x.shape[1] != width:
+            raise ValueError(f"X has {x.shape[1]} columns, but " + what.format(width))
+        return self._model.transform(x, self.device, inverse=True, finite="all")
+
+
+class PCA(_CompiledModel, ClassNamePrefixFeaturesOutMixin, _Estimator):
     """Principal component analysis with scikit-learn's conventions, as
     ``sklearn.decomposition.PCA``: the eigendecomposition of the covariance
     (divisor n - 1), components as rows, the sign rule of ``svd_flip``,
@@ -309,27 +330,17 @@ class PCA(ClassNamePrefixFeaturesOutMixin, _Estimator):
 
     def transform(self, X):
         """Projects X on the components (whitened when ``whiten``)."""
-        check_is_fitted(self)
-        self._pending()
-        check_device(self.device)
-        x = self._validate(X, reset=False)
-        return self._model.transform(x, self.device, inverse=False, finite="all")
+        return self._model_forward(X)
 
     def inverse_transform(self, X):
         """Maps projected rows back to the input space."""
-        check_is_fitted(self)
-        self._pending()
-        check_device(self.device)
-        x = check_array(X, dtype=[np.float64, np.float32], ensure_all_finite=False)
-        if x.shape[1] != self.n_components_:
-            raise ValueError(f"X has {x.shape[1]} columns, but this PCA has {self.n_components_} components")
-        return self._model.transform(x, self.device, inverse=True, finite="all")
+        return self._model_inverse(X, self.n_components_, "this PCA has {} components")
 
 
 _WHITEN = {None: "none", "pca": "pca", "zca": "zca"}
 
 
-class Preprocessor(_Estimator):
+class Preprocessor(_CompiledModel, _Estimator):
     """gpuprep's fused pipeline as one estimator: standardize (center and/or
     scale), then PCA, then PCA or ZCA whitening, in one pass over the data
     to fit and one product to transform; the command line's models
@@ -424,22 +435,12 @@ class Preprocessor(_Estimator):
 
     def transform(self, X):
         """Applies the fitted steps to X, in X's float dtype."""
-        check_is_fitted(self)
-        self._pending()
-        check_device(self.device)
-        x = self._validate(X, reset=False)
-        return self._model.transform(x, self.device, inverse=False, finite="all")
+        return self._model_forward(X)
 
     def inverse_transform(self, X):
         """Maps transformed rows back (exact with all components, the
         projection on the kept ones otherwise)."""
-        check_is_fitted(self)
-        self._pending()
-        check_device(self.device)
-        x = check_array(X, dtype=[np.float64, np.float32], ensure_all_finite=False)
-        if x.shape[1] != self._n_out:
-            raise ValueError(f"X has {x.shape[1]} columns, but the transform gives {self._n_out}")
-        return self._model.transform(x, self.device, inverse=True, finite="all")
+        return self._model_inverse(X, self._n_out, "the transform gives {}")
 
     def get_feature_names_out(self, input_features=None):
         """The input's names where the output keeps its columns (no PCA step,
