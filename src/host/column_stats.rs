@@ -124,8 +124,8 @@ pub fn column_moments_skip_nan<T: HostFloat>(x: ArrayView2<'_, T>) -> NanMoments
 /// ```
 ///
 /// # Errors
-/// [`Error::ShapeMismatch`] for an input without rows or columns;
-/// [`Error::InvalidArgument`] when `N <= ddof`.
+/// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) for an input without rows or columns;
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument) when `N <= ddof`.
 ///
 /// ```
 /// # fn main() -> gpuprep::Result<()> {

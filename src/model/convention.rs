@@ -32,6 +32,12 @@ pub enum Convention {
     Pytorch,
 }
 
+crate::model::names!(Convention, "\"lecture\", \"sklearn\" or \"pytorch\"" {
+    Lecture => "lecture",
+    Sklearn => "sklearn",
+    Pytorch => "pytorch",
+});
+
 impl Convention {
     /// The code stored in a saved model: 0 lecture, 1 sklearn, 2 pytorch.
     pub fn code(self) -> i64 {
@@ -50,22 +56,6 @@ impl Convention {
             2 => Some(Convention::Pytorch),
             _ => None,
         }
-    }
-
-    /// Its lowercase name ("lecture", "sklearn", "pytorch").
-    pub fn name(self) -> &'static str {
-        match self {
-            Convention::Lecture => "lecture",
-            Convention::Sklearn => "sklearn",
-            Convention::Pytorch => "pytorch",
-        }
-    }
-
-    /// Inverse of [`Convention::name`].
-    pub fn from_name(name: &str) -> Option<Convention> {
-        [Convention::Lecture, Convention::Sklearn, Convention::Pytorch]
-            .into_iter()
-            .find(|c| c.name() == name)
     }
 
     /// The covariance's ddof: 1 for scikit-learn, else 0.

@@ -14,6 +14,30 @@
 //! | [`train`] | [`MlpConfig`](train::MlpConfig), [`SgdOptions`](train::SgdOptions), the epoch shuffle, the metrics layout |
 //! | [`init`] | [`Scheme`](init::Scheme), [`Fill`](init::Fill), [`SparsePlan`](init::SparsePlan), fans, the orthogonal matrix, the lecture experiment's streams |
 
+/// `name()` and `from_name()` for a fieldless enum, from one table of its
+/// variants' names (the names saved models and the command line use).
+macro_rules! names {
+    ($ty:ident, $what:literal { $($variant:ident => $name:literal),* $(,)? }) => {
+        impl $ty {
+            #[doc = concat!("Its name: ", $what, ".")]
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),*
+                }
+            }
+
+            #[doc = concat!("Inverse of [`", stringify!($ty), "::name`].")]
+            pub fn from_name(name: &str) -> Option<Self> {
+                match name {
+                    $($name => Some($ty::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+pub(crate) use names;
+
 pub mod convention;
 pub mod eigen;
 pub mod init;

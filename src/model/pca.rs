@@ -64,23 +64,11 @@ pub enum Solver {
     TopK,
 }
 
-impl Solver {
-    /// The name the command line takes: "auto", "full" or "topk".
-    pub fn name(self) -> &'static str {
-        match self {
-            Solver::Auto => "auto",
-            Solver::Full => "full",
-            Solver::TopK => "topk",
-        }
-    }
-
-    /// Inverse of [`Solver::name`].
-    pub fn from_name(name: &str) -> Option<Self> {
-        [Solver::Auto, Solver::Full, Solver::TopK]
-            .into_iter()
-            .find(|v| v.name() == name)
-    }
-}
+crate::model::names!(Solver, "the command line takes \"auto\", \"full\" or \"topk\"" {
+    Auto => "auto",
+    Full => "full",
+    TopK => "topk",
+});
 
 /// [`Solver::Auto`] takes the top-k solver from this `D` up.
 pub const TOPK_MIN_FEATURES: usize = 256;
@@ -120,6 +108,12 @@ pub enum Whitening {
     Zca,
 }
 
+crate::model::names!(Whitening, "a saved model stores \"none\", \"pca\" or \"zca\"" {
+    None => "none",
+    Pca => "pca",
+    Zca => "zca",
+});
+
 impl Whitening {
     /// The code stored in a saved model: 0 none, 1 PCA, 2 ZCA.
     pub fn code(self) -> i64 {
@@ -138,22 +132,6 @@ impl Whitening {
             2 => Some(Whitening::Zca),
             _ => None,
         }
-    }
-
-    /// The name stored in a saved model: "none", "pca" or "zca".
-    pub fn name(self) -> &'static str {
-        match self {
-            Whitening::None => "none",
-            Whitening::Pca => "pca",
-            Whitening::Zca => "zca",
-        }
-    }
-
-    /// Inverse of [`Whitening::name`].
-    pub fn from_name(name: &str) -> Option<Self> {
-        [Whitening::None, Whitening::Pca, Whitening::Zca]
-            .into_iter()
-            .find(|w| w.name() == name)
     }
 }
 

@@ -5,7 +5,6 @@
 //! ceiling `gpuprep bench` and the device examples quote, because it moves
 //! bytes through the same shader load/store path as every other kernel.
 
-
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::matrix::{bind_input, pieces, GpuMatrix, OutputPiece};

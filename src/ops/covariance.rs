@@ -7,7 +7,6 @@
 //! sums the centred values and removes the rounding of the f32 mean exactly
 //! (`- s s^T / N`), so the result is the covariance about the data's own mean.
 
-
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::matrix::{bind_input, pieces, GpuMatrix, Span};

@@ -15,7 +15,6 @@
 
 pub mod lecture;
 
-
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::matrix::{pieces, GpuMatrix, OutputPiece, Span};

@@ -9,7 +9,6 @@
 //! [`crate::ops::init::lecture`]). A linear layer's backward pass is two more:
 //! `dX = dY @ W` (plain) and `dW = dY^T @ X` (`transpose_x`).
 
-
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::matrix::{bind_input, pieces, GpuMatrix, OutputPiece, Span};

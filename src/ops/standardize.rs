@@ -1,6 +1,5 @@
 //! GPU launcher for `shaders/standardize.wgsl`; CPU twin: [`crate::cpu::standardize`](mod@crate::cpu::standardize).
 
-
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::matrix::{bind_input, pieces, GpuMatrix, OutputPiece};

@@ -6,7 +6,6 @@
 //! elementwise apply. Backward (closed form): one reduction pass for sum(dy)
 //! and sum(dy * xhat) per channel, one elementwise pass for dx.
 
-
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use std::ops::Range;

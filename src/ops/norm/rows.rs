@@ -2,7 +2,6 @@
 //! row passes of layer, instance, group and RMS norm (each statistics group a
 //! contiguous run of one row).
 
-
 use super::NormForward;
 use crate::error::Result;
 use crate::gpu::Gpu;
