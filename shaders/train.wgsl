@@ -2,7 +2,7 @@
 // forward and backward, softmax cross-entropy with its gradient and the
 // loss / accuracy sums, the SGD (momentum) update, and a row gather for
 // shuffled mini-batches. The products (forward, dX = dY W, dW = dY^T X) are
-// shaders/matmul.wgsl's, batch norm is shaders/batchnorm.wgsl's.
+// shaders/matmul.wgsl's, batch norm is shaders/norm_columns.wgsl's.
 // CPU twin: src/cpu/train.rs. Launcher: src/ops/train.rs.
 //
 // Elementwise kernels run one element per thread on a 2-D grid (groups_x

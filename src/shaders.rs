@@ -191,10 +191,10 @@ pub mod init {
     };
 }
 
-/// `shaders/batchnorm.wgsl`: the norm family's column passes (batch
+/// `shaders/norm_columns.wgsl`: the norm family's column passes (batch
 /// statistics with the running update, apply, eval prepare, every kind's
 /// dgamma/dbeta, batch norm's dx).
-pub mod batchnorm {
+pub mod norm_columns {
     use super::*;
     /// Welford partials per (chunk, column).
     pub const STATS_PARTIALS: &str = "stats_partials";
@@ -236,12 +236,12 @@ pub mod batchnorm {
     pub const DBETA: Slot = Slot::new("dbeta", 11, ReadWrite);
     /// The shader.
     pub static SHADER: Shader = Shader {
-        name: "batchnorm",
+        name: "norm_columns",
         source: concat!(
             include_str!("../shaders/common/float.wgsl"),
             include_str!("../shaders/common/welford.wgsl"),
             include_str!("../shaders/common/scaled.wgsl"),
-            include_str!("../shaders/batchnorm.wgsl")
+            include_str!("../shaders/norm_columns.wgsl")
         ),
         entries: &[
             STATS_PARTIALS,
@@ -258,8 +258,8 @@ pub mod batchnorm {
     };
 }
 
-/// `shaders/norm.wgsl`: the row passes of layer, instance and group norm.
-pub mod norm {
+/// `shaders/norm_rows.wgsl`: the row passes of layer, instance and group norm.
+pub mod norm_rows {
     use super::*;
     /// Statistics and apply, per row.
     pub const ROW_FORWARD: &str = "row_forward";
@@ -281,27 +281,27 @@ pub mod norm {
     pub const OUT: Slot = Slot::new("out", 8, ReadWrite);
     /// The shader.
     pub static SHADER: Shader = Shader {
-        name: "norm",
+        name: "norm_rows",
         source: concat!(
             include_str!("../shaders/common/float.wgsl"),
             include_str!("../shaders/common/welford.wgsl"),
             include_str!("../shaders/common/scaled.wgsl"),
-            include_str!("../shaders/norm.wgsl")
+            include_str!("../shaders/norm_rows.wgsl")
         ),
         entries: &[ROW_FORWARD, ROW_BACKWARD],
         slots: &[PARAMS, X, DY, STATS, GAMMA, BETA, OUT],
     };
 }
 
-/// `shaders/norm_subgroup.wgsl`: the same row passes with one subgroup per
+/// `shaders/norm_rows_subgroup.wgsl`: the same row passes with one subgroup per
 /// row (no workgroup barriers), for adapters with wgpu's `SUBGROUP` feature.
-/// Built from the preludes, `shaders/norm.wgsl` (whose bindings and helpers
+/// Built from the preludes, `shaders/norm_rows.wgsl` (whose bindings and helpers
 /// it uses) and the file itself. (naga 30 takes subgroup operations without
 /// WGSL's `enable subgroups;`, which it rejects as not yet supported; the
 /// device's feature gates them, and the launcher uses this shader only on a
 /// device that has it.)
-pub mod norm_subgroup {
-    pub use super::norm::{BETA, DY, GAMMA, OUT, PARAMS, STATS, X};
+pub mod norm_rows_subgroup {
+    pub use super::norm_rows::{BETA, DY, GAMMA, OUT, PARAMS, STATS, X};
     use super::*;
     /// Statistics and apply, a row per subgroup.
     pub const ROW_FORWARD: &str = "row_forward_subgroup";
@@ -309,17 +309,17 @@ pub mod norm_subgroup {
     pub const ROW_BACKWARD: &str = "row_backward_subgroup";
     /// The shader.
     pub static SHADER: Shader = Shader {
-        name: "norm_subgroup",
+        name: "norm_rows_subgroup",
         source: concat!(
             include_str!("../shaders/common/float.wgsl"),
             include_str!("../shaders/common/welford.wgsl"),
             include_str!("../shaders/common/scaled.wgsl"),
-            include_str!("../shaders/norm.wgsl"),
-            include_str!("../shaders/norm_subgroup.wgsl")
+            include_str!("../shaders/norm_rows.wgsl"),
+            include_str!("../shaders/norm_rows_subgroup.wgsl")
         ),
         entries: &[
-            super::norm::ROW_FORWARD,
-            super::norm::ROW_BACKWARD,
+            super::norm_rows::ROW_FORWARD,
+            super::norm_rows::ROW_BACKWARD,
             ROW_FORWARD,
             ROW_BACKWARD,
         ],
@@ -484,9 +484,9 @@ pub(crate) static ALL: &[&Shader] = &[
     &copy::SHADER,
     &standardize::SHADER,
     &init::SHADER,
-    &batchnorm::SHADER,
-    &norm::SHADER,
-    &norm_subgroup::SHADER,
+    &norm_columns::SHADER,
+    &norm_rows::SHADER,
+    &norm_rows_subgroup::SHADER,
     &covariance::SHADER,
     &matmul::SHADER,
     &train::SHADER,

@@ -1,4 +1,4 @@
-// Shared by shaders/batchnorm.wgsl and shaders/norm.wgsl (src/shaders.rs
+// Shared by shaders/norm_columns.wgsl and shaders/norm_rows.wgsl (src/shaders.rs
 // prepends it, after shaders/common/welford.wgsl): Welford states that survive
 // f32 overflow, and NaN by its bits.
 //

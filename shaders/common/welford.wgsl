@@ -1,4 +1,4 @@
-// Shared by shaders/batchnorm.wgsl and shaders/norm.wgsl: src/shaders.rs
+// Shared by shaders/norm_columns.wgsl and shaders/norm_rows.wgsl: src/shaders.rs
 // prepends this file to each (naga reports its lines first, then the op's).
 // The workgroup size, the scratch arrays of the workgroup reductions, Chan's
 // merge of Welford states, and the two steps built on it.

@@ -1,4 +1,4 @@
-//! CPU twin of `shaders/batchnorm.wgsl`: batch normalization in f64.
+//! CPU twin of `shaders/norm_columns.wgsl`: batch normalization in f64.
 //!
 //! Three forms of the same function:
 //! - [`forward_staged`] / [`backward_staged`]: the lecture's computational graph,

@@ -1,5 +1,5 @@
-//! CPU twin of `shaders/norm.wgsl` (and of the per-channel reductions in
-//! `shaders/batchnorm.wgsl`): batch, layer, instance and group normalization,
+//! CPU twin of `shaders/norm_rows.wgsl` (and of the per-channel reductions in
+//! `shaders/norm_columns.wgsl`): batch, layer, instance and group normalization,
 //! forward and backward, in f64.
 //!
 //! One generic twin serves all four kinds. The input, whatever its rank, is

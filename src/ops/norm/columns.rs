@@ -1,4 +1,4 @@
-//! Launchers of `shaders/batchnorm.wgsl`: the column passes over an
+//! Launchers of `shaders/norm_columns.wgsl`: the column passes over an
 //! N x (C * S) matrix (batch norm's per-channel statistics with the running
 //! update, the apply, eval mode's prepare, every kind's dgamma/dbeta, and
 //! batch norm's dx). Forward (training): a Welford partial pass and a
@@ -13,7 +13,7 @@ use std::ops::Range;
 use crate::matrix::{bind_input, pieces, GpuMatrix, OutputPiece, Span};
 use crate::model::norm::{NormKind, NormPlan, NormShape, RunningStatsConfig};
 use crate::ops::column_stats::grid_2d;
-use crate::shaders::batchnorm as SH;
+use crate::shaders::norm_columns as SH;
 
 const OP: &str = "batchnorm";
 const WG: usize = 256;
@@ -33,7 +33,7 @@ const FLAG_CUMULATIVE: u32 = 4;
 
 crate::shaders::kernel_params! {
     SH::SHADER;
-    /// Mirror of `Params` in shaders/batchnorm.wgsl.
+    /// Mirror of `Params` in shaders/norm_columns.wgsl.
     pub(crate) struct Params {
         rows: u32,
         cols: u32,

@@ -1,8 +1,8 @@
 //! The normalization family on the GPU: batch, layer, instance and group norm
 //! forward and backward through one entry ([`Norm`]); CPU twin:
-//! [`crate::cpu::norm`]. Two kernel files serve it: `shaders/batchnorm.wgsl`
+//! [`crate::cpu::norm`]. Two kernel files serve it: `shaders/norm_columns.wgsl`
 //! (column passes: batch statistics, apply, and every kind's dgamma/dbeta;
-//! launchers in `columns.rs`) and `shaders/norm.wgsl` (row passes: layer,
+//! launchers in `columns.rs`) and `shaders/norm_rows.wgsl` (row passes: layer,
 //! instance and group statistics, apply and dx; launchers in `rows.rs`). The
 //! layer with running statistics is [`crate::ops::batchnorm::BatchNorm`].
 //!

@@ -1,4 +1,4 @@
-//! Launchers of `shaders/norm.wgsl` and `shaders/norm_subgroup.wgsl`: the
+//! Launchers of `shaders/norm_rows.wgsl` and `shaders/norm_rows_subgroup.wgsl`: the
 //! row passes of layer, instance, group and RMS norm (each statistics group a
 //! contiguous run of one row).
 
@@ -7,8 +7,8 @@ use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::matrix::{bind_input, pieces, GpuMatrix, OutputPiece};
 use crate::model::norm::NormPlan;
-use crate::shaders::norm as SH;
-use crate::shaders::norm_subgroup as SG;
+use crate::shaders::norm_rows as SH;
+use crate::shaders::norm_rows_subgroup as SG;
 use crate::shaders::Shader;
 
 const OP: &str = "norm";
@@ -18,7 +18,7 @@ const ELEMS_PER_LANE: u32 = 16;
 
 crate::shaders::kernel_params! {
     SH::SHADER;
-    /// Mirror of `RowParams` in shaders/norm.wgsl.
+    /// Mirror of `RowParams` in shaders/norm_rows.wgsl.
     pub(crate) struct RowParams {
         rows: u32,
         len: u32,

@@ -28,7 +28,7 @@
 //   row_backward  per row: g = dy * gamma, xhat = ((x - shift) - mean') * invstd,
 //                 dx = invstd * (g - sum(g)/L - xhat * sum(g * xhat)/L)
 // dgamma/dbeta are column sums over rows of (dy * xhat, dy): the grad_partials
-// and grad_finalize passes of shaders/batchnorm.wgsl, with the statistics
+// and grad_finalize passes of shaders/norm_columns.wgsl, with the statistics
 // group of element (n, col) = n * G + col / L.
 //
 // A row whose squared deviations overflow f32 is computed in units of 2^96
@@ -38,7 +38,7 @@
 // come from shaders/common/welford.wgsl, and Wf, merge_wf(), sh_merge_wf(),
 // decode() and stats_row() from shaders/common/scaled.wgsl, which
 // src/shaders.rs prepends. Where the adapter has subgroups, short rows take
-// shaders/norm_subgroup.wgsl's entry points instead (appended to this file).
+// shaders/norm_rows_subgroup.wgsl's entry points instead (appended to this file).
 
 struct RowParams {
     rows: u32,         // R = N * G

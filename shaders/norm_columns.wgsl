@@ -32,7 +32,7 @@
 //   grad_partials   per (chunk, column): sum(dy), sum(dy * xhat); the statistics
 //                   group of element (r, col) is r * g_row_stride + col / g_div,
 //                   so the same pass gives dgamma/dbeta for layer, instance and
-//                   group norm (shaders/norm.wgsl) as well.
+//                   group norm (shaders/norm_rows.wgsl) as well.
 //   grad_finalize   one workgroup per affine index: dbeta = sum(dy), dgamma = sum(dy * xhat)
 //                   over its columns (a channel's S consecutive ones; layer norm over
 //                   trailing dimensions of L elements: every L-th).

@@ -2,9 +2,9 @@
 // row at a time, so a row needs no workgroup barrier and no workgroup memory.
 // CPU twin: src/cpu/norm.rs. Launcher: src/ops/norm/rows.rs, which takes
 // these where the device has wgpu's SUBGROUP feature and a row wants no more
-// lanes than a subgroup has (the workgroup passes of shaders/norm.wgsl
+// lanes than a subgroup has (the workgroup passes of shaders/norm_rows.wgsl
 // elsewhere). src/shaders.rs builds this shader from the preludes,
-// shaders/norm.wgsl (its bindings, RowParams, affine walk and row_welford)
+// shaders/norm_rows.wgsl (its bindings, RowParams, affine walk and row_welford)
 // and then this file.
 //
 // Correct for any subgroup size and any assignment of invocations to
