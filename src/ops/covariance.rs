@@ -20,6 +20,14 @@ const FINALIZE_OUT: usize = 16;
 /// The partial sums are kept below this many bytes (and the binding limit).
 const MAX_PARTIAL_BYTES: u64 = 256 << 20;
 
+/// The largest scaled `|x - m| * s` a one-pass fit accepts (a PCA fit's or a
+/// stream's): its products stay below 2^80 and a slice's sums below 2^111,
+/// far inside f32's 2^128.
+pub(crate) const ONE_PASS_LIMIT: f64 = (1u64 << 40) as f64;
+/// ... and below this (but not 0) the products of its scaled values would
+/// fall out of f32's normal range (a prefix of zeros, later values of 1e-30).
+pub(crate) const ONE_PASS_FLOOR: f64 = 1.0 / ONE_PASS_LIMIT;
+
 crate::shaders::kernel_params! {
     SH::SHADER;
     pub(crate) struct Params {
@@ -792,7 +800,7 @@ impl CovarianceStream {
                 let m = f64::from(colmax[s * row4 + j]);
                 big = if m.is_nan() { f64::INFINITY } else { big.max(m) };
             }
-            if big > crate::ops::pca::ONE_PASS_LIMIT || (big > 0.0 && big < crate::ops::pca::ONE_PASS_FLOOR) {
+            if big > ONE_PASS_LIMIT || (big > 0.0 && big < ONE_PASS_FLOOR) {
                 return Ok(None);
             }
             mean[j] = f64::from(shift[j]) + sum / (n * scales[j]);

@@ -17,7 +17,9 @@ use crate::matrix::GpuMatrix;
 use crate::model::pca::PcaModel;
 pub use crate::model::pca::{NComponents, PcaOptions, Whitening};
 use crate::ops::column_stats::{encode_column_stats_into, ColumnStats, ColumnStatsOptions};
-use crate::ops::covariance::{encode_covariance_scaled_into, unscale, CovarianceOptions};
+use crate::ops::covariance::{
+    encode_covariance_scaled_into, unscale, CovarianceOptions, ONE_PASS_FLOOR, ONE_PASS_LIMIT,
+};
 use crate::ops::matmul::{encode_matmul_into, MatmulOptions};
 
 const OP: &str = "pca";
@@ -27,13 +29,6 @@ const PREFIX_ROWS: usize = 4096;
 
 /// A fit on at least this many rows reads X once (see [`Pca::fit`]).
 pub const ONE_PASS_MIN_ROWS: usize = 8 * PREFIX_ROWS;
-
-/// The largest scaled `|x - m| * s` a one-pass fit accepts: its products stay
-/// below 2^80 and a slice's sums below 2^111, far inside f32's 2^128.
-pub(crate) const ONE_PASS_LIMIT: f64 = (1u64 << 40) as f64;
-/// ... and below this (but not 0) the products of its scaled values would
-/// fall out of f32's normal range (a prefix of zeros, later values of 1e-30).
-pub(crate) const ONE_PASS_FLOOR: f64 = 1.0 / ONE_PASS_LIMIT;
 
 /// Whitening divides by `sqrt(S + eps)` and the GPU holds the result in f32:
 /// an eps that is not positive, or that rounds to 0 in f32 (below 1.4e-45,
