@@ -222,6 +222,26 @@ pub(crate) fn chan_merge(
     }
 }
 
+/// The count of a merge of `b` into `a`, or `None` where one side holds no
+/// rows and `a` is already the merge (made a copy of `b` where `a` was
+/// empty); refused where the counts' sum overflows.
+fn merged_count<T: Clone>(
+    a: &mut T,
+    a_count: u64,
+    b: &T,
+    b_count: u64,
+    op: &'static str,
+) -> Result<Option<u64>> {
+    if b_count == 0 {
+        return Ok(None);
+    }
+    if a_count == 0 {
+        a.clone_from(b);
+        return Ok(None);
+    }
+    a_count.checked_add(b_count).map(Some).ok_or_else(|| overflow(op))
+}
+
 fn dim_mismatch(op: &'static str, mine: usize, other: usize) -> Error {
     Error::shape(
         op,
@@ -291,17 +311,9 @@ impl ColumnMoments {
         if self.dim() != other.dim() {
             return Err(dim_mismatch("column moments merge", self.dim(), other.dim()));
         }
-        if other.count == 0 {
+        let Some(total) = merged_count(self, self.count, other, other.count, "column moments merge")? else {
             return Ok(());
-        }
-        if self.count == 0 {
-            self.clone_from(other);
-            return Ok(());
-        }
-        let total = self
-            .count
-            .checked_add(other.count)
-            .ok_or_else(|| overflow("column moments merge"))?;
+        };
         match (
             self.mean.as_slice_mut(),
             self.m2.as_slice_mut(),
@@ -450,17 +462,9 @@ impl CoMoments {
                 ));
             }
         }
-        if other.count == 0 {
+        let Some(total) = merged_count(self, self.count, other, other.count, "co-moments merge")? else {
             return Ok(());
-        }
-        if self.count == 0 {
-            self.clone_from(other);
-            return Ok(());
-        }
-        let total = self
-            .count
-            .checked_add(other.count)
-            .ok_or_else(|| overflow("co-moments merge"))?;
+        };
         let n = total as f64;
         let fb = other.count as f64 / n;
         let w = self.count as f64 * fb;
