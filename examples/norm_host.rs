@@ -1,11 +1,13 @@
 //! The host path's normalization layers timed on one shape (scripts/vs-torch.py
-//! runs this against PyTorch's CPU kernels on the same data): batch norm and
-//! layer norm, training forward and backward, on `N x D` f32 data
+//! runs this against PyTorch's CPU kernels on the same data): batch, layer,
+//! instance, group (4 groups) and RMS norm, training forward and backward, on
+//! `N x D` f32 data (instance and group norm see it as `(N, 16, D / 16)`)
 //! `offset + N(0, 1)` (Philox, seed 1), `dy` N(0, 1) (seed 2), gamma 1 and
 //! beta 0, eps 1e-5.
 //!
 //! `cargo run --release --example norm_host -- [--n 262144] [--d 256]
-//! [--offset 100] [--reps 7] [--ops bn_fwd,bn_bwd,ln_fwd,ln_bwd] [--x X.npy --dy DY.npy]`
+//! [--offset 100] [--reps 7] [--ops bn_fwd,bn_bwd,ln_fwd,ln_bwd,in_fwd,in_bwd,gn_fwd,gn_bwd,rms_fwd,rms_bwd]
+//! [--x X.npy --dy DY.npy]`
 //! (`--x` and `--dy`: 2-D f32 .npy files instead of the generated data)
 //!
 //! Prints one line per op: `op median_s min_s` (the median and minimum of
@@ -15,7 +17,7 @@ use std::time::Instant;
 
 use gpuprep::host::{self, BatchNorm};
 use gpuprep::{NormKind, Philox, RunningStatsConfig};
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, Array2, Array3, ArrayView3};
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter()
@@ -37,7 +39,12 @@ fn time(reps: usize, mut f: impl FnMut() -> gpuprep::Result<()>) -> gpuprep::Res
     Ok((t[t.len() / 2], t[0]))
 }
 
-fn main() -> gpuprep::Result<()> {
+fn unknown(op: &str) -> ! {
+    eprintln!("unknown op {op}: bn_, ln_, in_, gn_ or rms_ and fwd or bwd");
+    std::process::exit(2);
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = arg(&args, "--n", 262_144);
     let d: usize = arg(&args, "--d", 256);
@@ -68,28 +75,48 @@ fn main() -> gpuprep::Result<()> {
     let (gamma, beta) = (Array1::<f64>::ones(d), Array1::<f64>::zeros(d));
     let mut bn = BatchNorm::new(d, RunningStatsConfig::pytorch());
     let (_, saved) = bn.forward_train(x.view())?;
-    let (_, ln_stats) = host::norm_forward(NormKind::Layer, x.view(), gamma.view(), beta.view(), 1e-5)?;
+    // Instance and group norm over (N, 16, D / 16): 16 channels.
+    let c = 16;
+    let x3: Array3<f32> = x.clone().into_shape_with_order((n, c, d / c))?;
+    let dy3: Array3<f32> = dy.clone().into_shape_with_order((n, c, d / c))?;
+    let (gc, bc) = (Array1::<f64>::ones(c), Array1::<f64>::zeros(c));
+    let runs = [
+        ("ln", NormKind::Layer, false),
+        ("in", NormKind::Instance, true),
+        ("gn", NormKind::Group { groups: 4 }, true),
+        ("rms", NormKind::Rms { len: d }, false),
+    ];
     for op in ops.split(',') {
         let (med, min) = match op {
             "bn_fwd" => time(reps, || bn.forward_train(x.view()).map(drop))?,
             "bn_bwd" => time(reps, || bn.backward(x.view(), dy.view(), &saved).map(drop))?,
-            "ln_fwd" => time(reps, || {
-                host::norm_forward(NormKind::Layer, x.view(), gamma.view(), beta.view(), 1e-5).map(drop)
-            })?,
-            "ln_bwd" => time(reps, || {
-                host::norm_backward(
-                    NormKind::Layer,
-                    x.view(),
-                    dy.view(),
-                    gamma.view(),
-                    ln_stats.mean.view(),
-                    ln_stats.invstd.view(),
-                )
-                .map(drop)
-            })?,
-            other => {
-                eprintln!("unknown op {other}: bn_fwd, bn_bwd, ln_fwd, ln_bwd");
-                std::process::exit(2);
+            _ => {
+                let Some((name, dir)) = op.split_once('_') else {
+                    unknown(op)
+                };
+                let Some(&(_, kind, channels)) = runs.iter().find(|r| r.0 == name) else {
+                    unknown(op)
+                };
+                let (g, b) = if channels { (&gc, &bc) } else { (&gamma, &beta) };
+                let (x3v, dy3v): (ArrayView3<f32>, ArrayView3<f32>) = if channels {
+                    (x3.view(), dy3.view())
+                } else {
+                    (
+                        x.view().into_shape_with_order((n, 1, d))?,
+                        dy.view().into_shape_with_order((n, 1, d))?,
+                    )
+                };
+                let (_, st) = host::norm_forward(kind, x3v, g.view(), b.view(), 1e-5)?;
+                match dir {
+                    "fwd" => time(reps, || {
+                        host::norm_forward(kind, x3v, g.view(), b.view(), 1e-5).map(drop)
+                    })?,
+                    "bwd" => time(reps, || {
+                        host::norm_backward(kind, x3v, dy3v, g.view(), st.mean.view(), st.invstd.view())
+                            .map(drop)
+                    })?,
+                    _ => unknown(op),
+                }
             }
         };
         println!("{op} {med:.5} {min:.5}");

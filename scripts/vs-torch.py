@@ -12,9 +12,13 @@ torch.set_num_threads for PyTorch). Ops:
     bn_bwd   its backward (dx, dgamma, dbeta; PyTorch's autograd backward alone)          | host::BatchNorm::backward
     ln_fwd   layer norm over D, forward      F.layer_norm(x, (D,), w, b)                  | host::norm_forward(Layer)
     ln_bwd   its backward                                                                 | host::norm_backward(Layer)
+    in_fwd   instance norm of (N, 16, D/16)  F.instance_norm(x3, weight=w16, bias=b16)   | host::norm_forward(Instance)
+    gn_fwd   group norm, 4 groups, same view F.group_norm(x3, 4, w16, b16)                | host::norm_forward(Group { groups: 4 })
+    rms_fwd  RMS norm over D                 F.rms_norm(x, (D,), w)                       | host::norm_forward(Rms { len: D })
+    in_bwd, gn_bwd, rms_bwd                  their backwards                              | host::norm_backward
 
     python3 scripts/vs-torch.py [--n 262144] [--d 256] [--offset 100] [--threads 2]
-        [--rounds 3] [--reps 7] [--ops bn_fwd,bn_bwd,ln_fwd,ln_bwd] [--out-dir /dev/shm]
+        [--rounds 3] [--reps 7] [--ops bn_fwd,bn_bwd,ln_fwd,ln_bwd,in_fwd,...] [--out-dir /dev/shm]
         [--bin target/release/examples/norm_host]
 
 Builds the example (examples/norm_host.rs) unless --bin names it. PyTorch from
@@ -50,23 +54,37 @@ def timed(f):
     t.sort()
     return t[len(t) // 2], t[0]
 
+n = x.shape[0]
+w16, b16 = torch.ones(16), torch.zeros(16)
+
+def forward(kind, x, w, b, w16, b16):
+    if kind == "bn":
+        return F.batch_norm(x, None, None, w, b, training=True)
+    if kind == "ln":
+        return F.layer_norm(x, (d,), w, b)
+    if kind == "in":
+        return F.instance_norm(x.view(n, 16, d // 16), weight=w16, bias=b16).view(n, d)
+    if kind == "gn":
+        return F.group_norm(x.view(n, 16, d // 16), 4, w16, b16).view(n, d)
+    if kind == "rms":
+        return F.rms_norm(x, (d,), w, eps=1e-5)
+    raise SystemExit(f"unknown op {kind}")
+
 for op in ops:
-    if op == "bn_fwd":
-        r = timed(lambda: F.batch_norm(x, None, None, w, b, training=True))
-    elif op == "ln_fwd":
-        r = timed(lambda: F.layer_norm(x, (d,), w, b))
+    kind, direction = op.split("_")
+    if direction == "fwd":
+        r = timed(lambda: forward(kind, x, w, b, w16, b16))
     else:
         xg = x.clone().requires_grad_(True)
-        wg, bg = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
-        if op == "bn_bwd":
-            fwd = lambda: F.batch_norm(xg, None, None, wg, bg, training=True)
-        else:
-            fwd = lambda: F.layer_norm(xg, (d,), wg, bg)
+        params = [p.clone().requires_grad_(True) for p in (w, b, w16, b16)]
+        fwd = lambda: forward(kind, xg, *params)
         def bwd():
             y = fwd()
             s = time.perf_counter()
             y.backward(dy)
-            xg.grad = wg.grad = bg.grad = None
+            xg.grad = None
+            for p in params:
+                p.grad = None
             return time.perf_counter() - s
         bwd()
         t = sorted(bwd() for _ in range(reps))
