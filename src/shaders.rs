@@ -367,6 +367,7 @@ pub mod covariance {
         name: "covariance",
         source: concat!(
             include_str!("../shaders/common/float.wgsl"),
+            include_str!("../shaders/common/tile.wgsl"),
             include_str!("../shaders/covariance.wgsl")
         ),
         entries: &[SCALES, PARTIAL, FINALIZE, MOMENTS],
@@ -416,6 +417,7 @@ pub mod matmul {
         name: "matmul",
         source: concat!(
             include_str!("../shaders/common/float.wgsl"),
+            include_str!("../shaders/common/tile.wgsl"),
             include_str!("../shaders/matmul.wgsl")
         ),
         entries: &[MATMUL, SPLIT_SUM],
