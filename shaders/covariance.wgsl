@@ -27,7 +27,7 @@
 // the rows of slice s (rows_per_slice rows), KSTEP rows at a time through
 // workgroup memory (double-buffered where it fits, the next step's rows loaded
 // into registers during the current step's FMAs), each thread holding an
-// 8 x 8 register tile; it writes its
+// 8 x 8 register tile (shaders/common/tile.wgsl); it writes its
 // TILE x TILE partial sum to `partials[s][t]`, and the diagonal tiles' groups
 // write their columns' sums to `colsums[s]`. Splitting N into slices gives the
 // device enough workgroups when D (and so the number of tiles) is small. A
@@ -89,10 +89,6 @@ override NBUF: u32 = 2u;
 // `covariance_moments`' output, 2 x D: the column means, and each column's
 // largest |x - m| * sc.
 @group(0) @binding(10) var<storage, read_write> moments: array<f32>;
-
-const ABS: u32 = 0x7fffffffu;
-const INF_BITS: u32 = 0x7f800000u;
-const NAN_BITS: u32 = 0x7fc00000u;
 
 // Pass 0: one thread per column.
 @compute @workgroup_size(256, 1, 1)
@@ -260,18 +256,9 @@ fn covariance_partial(
                 let a1 = a_tile[base + k * t4 + WG + lid.y];
                 let b0 = b_tile[base + k * t4 + lid.x];
                 let b1 = b_tile[base + k * t4 + WG + lid.x];
-                acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
-                acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
-                acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
-                acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
-                acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
-                acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
-                acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
-                acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
-                acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
-                acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
-                acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
-                acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
+                tile_fma4(&acc, 0u, 2u, a0, b0);
+                tile_fma4(&acc, 1u, 2u, a0, b1);
+                tile_fma4(&acc, 9u, 2u, a1, b1);
             }
         } else {
             for (var k = 0u; k < KSTEP; k++) {
@@ -279,22 +266,7 @@ fn covariance_partial(
                 let a1 = a_tile[base + k * t4 + WG + lid.y];
                 let b0 = b_tile[base + k * t4 + lid.x];
                 let b1 = b_tile[base + k * t4 + WG + lid.x];
-                acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
-                acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
-                acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
-                acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
-                acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
-                acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
-                acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
-                acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
-                acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]);
-                acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
-                acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]);
-                acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
-                acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]);
-                acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
-                acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
-                acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
+                tile_fma_8x8(&acc, a0, a1, b0, b1);
             }
         }
         if NBUF == 1u {
@@ -355,20 +327,6 @@ fn covariance_partial(
             colmax[at] = t;
         }
     }
-}
-
-// The bits of v * 2^p (v finite, p in [-252, 252]): +-inf past f32's range.
-fn unscaled_bits(v: f32, p: i32) -> u32 {
-    let b = bitcast<u32>(v);
-    let a = b & ABS;
-    if a == 0u {
-        return b;
-    }
-    if i32(a >> 23u) - 127 + p > 127 {
-        return (b & 0x80000000u) | INF_BITS;
-    }
-    let h = p / 2;
-    return bitcast<u32>(v * pow2(h) * pow2(p - h));
 }
 
 fn store_partial(base: u32, local_row: u32, tx: u32, left: vec4<f32>, right: vec4<f32>) {
@@ -453,7 +411,7 @@ fn covariance_finalize(
                     if bad_i || scales[c] == 0.0 {
                         bits = NAN_BITS;
                     } else if params.raw == 0u {
-                        bits = unscaled_bits(v[q], ei + 127 - i32(bitcast<u32>(scales[c]) >> 23u));
+                        bits = scaled_bits(v[q], ei + 127 - i32(bitcast<u32>(scales[c]) >> 23u));
                     }
                     cov[gi * d + c] = bits;
                     cov[c * d + gi] = bits;

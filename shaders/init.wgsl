@@ -146,25 +146,10 @@ fn centered(x: u32) -> f32 {
 }
 
 // Box-Muller radius sqrt(-2 ln u1), u1 = ((x >> 8) + 1) * 2^-24 in (0, 1]:
-// u1 = y * 2^e with y in [sqrt(1/2), sqrt(2)] from the float's bits,
-// ln u1 = e ln 2 + 2 atanh((y - 1) / (y + 1)).
+// ln_scaled of the integer (x >> 8) + 1 (exact in f32) and 24.
 fn bm_radius(x: u32) -> f32 {
     let m = (x >> 8u) + 1u;
-    let bits = bitcast<u32>(f32(m));
-    var e = i32(bits >> 23u) - 127 - 24;
-    var y = bitcast<f32>((bits & 0x007FFFFFu) | 0x3F800000u);
-    if (y > SQRT2_F32) {
-        y = y * 0.5;
-        e = e + 1;
-    }
-    let s = (y - 1.0) / (y + 1.0);
-    let s2 = s * s;
-    let p = s2 * (ATANH_C3 + s2 * (ATANH_C5 + s2 * (ATANH_C7 + s2 * ATANH_C9)));
-    let two_s = 2.0 * s;
-    let ln_y = two_s + two_s * p;
-    let ef = f32(e);
-    let ln_u = ef * LN2_HI + (ef * LN2_LO + ln_y);
-    return sqrt(-2.0 * ln_u);
+    return sqrt(-2.0 * ln_scaled(f32(m), 24));
 }
 
 // (cos 2 pi t, sin 2 pi t) for t = (x >> 8) * 2^-24 turns: t = (q + f) / 4
@@ -194,11 +179,11 @@ fn normal4(x: vec4<u32>) -> vec4<f32> {
     return vec4<f32>(r0 * a0.x, r0 * a0.y, r1 * a1.x, r1 * a1.y);
 }
 
-// ln v of a positive normal f32: v = y * 2^e with y in [sqrt(1/2), sqrt(2)]
-// from the float's bits, ln v = e ln 2 + 2 atanh((y - 1) / (y + 1)).
-fn ln_f32(v: f32) -> f32 {
+// ln (v * 2^-k) of a positive normal f32 v: v * 2^-k = y * 2^e with y in
+// [sqrt(1/2), sqrt(2)] from the float's bits, ln = e ln 2 + 2 atanh((y - 1) / (y + 1)).
+fn ln_scaled(v: f32, k: i32) -> f32 {
     let bits = bitcast<u32>(v);
-    var e = i32(bits >> 23u) - 127;
+    var e = i32(bits >> 23u) - 127 - k;
     var y = bitcast<f32>((bits & 0x007FFFFFu) | 0x3F800000u);
     if (y > SQRT2_F32) {
         y = y * 0.5;
@@ -211,6 +196,11 @@ fn ln_f32(v: f32) -> f32 {
     let ln_y = two_s + two_s * p;
     let ef = f32(e);
     return ef * LN2_HI + (ef * LN2_LO + ln_y);
+}
+
+// ln v of a positive normal f32 (src/rng.rs's ln_f32).
+fn ln_f32(v: f32) -> f32 {
+    return ln_scaled(v, 0);
 }
 
 // c[0] + c[1] r + ... + c[7] r^7 by Horner's rule, from c[7] down.

@@ -18,7 +18,8 @@
 //
 // Each workgroup computes a BM x BN block of out (BM = 4 * TM4 * WY rows,
 // BN = 4 * TN4 * WX columns), KSTEP columns of x / rows of w at a time through
-// workgroup memory, each thread a (4 TM4) x (4 TN4) register tile: 8 x 8 by
+// workgroup memory, each thread a (4 TM4) x (4 TN4) register tile
+// (shaders/common/tile.wgsl): 8 x 8 by
 // default, smaller (a tuning option) for adapters with fewer registers per
 // thread, at more workgroup-memory reads per FMA. The tiles are
 // double-buffered where workgroup memory allows: the next step's loads are
@@ -443,28 +444,13 @@ fn matmul(
             let ab = buf * KSTEP * a_st;
             let bb = buf * KSTEP * b_st;
             if TM4 == 2u && TN4 == 2u {
-                // The 8 x 8 tile written out: four 4 x 4 quadrants.
+                // The 8 x 8 tile at constant indices: four 4 x 4 quadrants.
                 for (var k = 0u; k < KSTEP; k++) {
                     let a0 = a_tile[ab + k * a_st + lid.y];
                     let a1 = a_tile[ab + k * a_st + WY + lid.y];
                     let b0 = b_tile[bb + k * b_st + lid.x];
                     let b1 = b_tile[bb + k * b_st + WX + lid.x];
-                    acc[0] = fma(vec4<f32>(a0.x), b0, acc[0]);
-                    acc[1] = fma(vec4<f32>(a0.x), b1, acc[1]);
-                    acc[2] = fma(vec4<f32>(a0.y), b0, acc[2]);
-                    acc[3] = fma(vec4<f32>(a0.y), b1, acc[3]);
-                    acc[4] = fma(vec4<f32>(a0.z), b0, acc[4]);
-                    acc[5] = fma(vec4<f32>(a0.z), b1, acc[5]);
-                    acc[6] = fma(vec4<f32>(a0.w), b0, acc[6]);
-                    acc[7] = fma(vec4<f32>(a0.w), b1, acc[7]);
-                    acc[8] = fma(vec4<f32>(a1.x), b0, acc[8]);
-                    acc[9] = fma(vec4<f32>(a1.x), b1, acc[9]);
-                    acc[10] = fma(vec4<f32>(a1.y), b0, acc[10]);
-                    acc[11] = fma(vec4<f32>(a1.y), b1, acc[11]);
-                    acc[12] = fma(vec4<f32>(a1.z), b0, acc[12]);
-                    acc[13] = fma(vec4<f32>(a1.z), b1, acc[13]);
-                    acc[14] = fma(vec4<f32>(a1.w), b0, acc[14]);
-                    acc[15] = fma(vec4<f32>(a1.w), b1, acc[15]);
+                    tile_fma_8x8(&acc, a0, a1, b0, b1);
                 }
             } else {
                 for (var k = 0u; k < KSTEP; k++) {
@@ -472,11 +458,7 @@ fn matmul(
                         let a = a_tile[ab + k * a_st + hr * WY + lid.y];
                         for (var hc = 0u; hc < TN4; hc++) {
                             let b = b_tile[bb + k * b_st + hc * WX + lid.x];
-                            let t = 4u * hr * TN4 + hc;
-                            acc[t] = fma(vec4<f32>(a.x), b, acc[t]);
-                            acc[t + TN4] = fma(vec4<f32>(a.y), b, acc[t + TN4]);
-                            acc[t + 2u * TN4] = fma(vec4<f32>(a.z), b, acc[t + 2u * TN4]);
-                            acc[t + 3u * TN4] = fma(vec4<f32>(a.w), b, acc[t + 3u * TN4]);
+                            tile_fma4(&acc, 4u * hr * TN4 + hc, TN4, a, b);
                         }
                     }
                 }
