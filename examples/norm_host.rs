@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use gpuprep::host::{self, BatchNorm};
 use gpuprep::{NormKind, Philox, RunningStatsConfig};
-use ndarray::{Array1, Array2, Array3, ArrayView3};
+use ndarray::{Array1, Array2, ArrayView3};
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter()
@@ -77,8 +77,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (_, saved) = bn.forward_train(x.view())?;
     // Instance and group norm over (N, 16, D / 16): 16 channels.
     let c = 16;
-    let x3: Array3<f32> = x.clone().into_shape_with_order((n, c, d / c))?;
-    let dy3: Array3<f32> = dy.clone().into_shape_with_order((n, c, d / c))?;
+    let x3: ArrayView3<f32> = x.view().into_shape_with_order((n, c, d / c))?;
+    let dy3: ArrayView3<f32> = dy.view().into_shape_with_order((n, c, d / c))?;
     let (gc, bc) = (Array1::<f64>::ones(c), Array1::<f64>::zeros(c));
     let runs = [
         ("ln", NormKind::Layer, false),
@@ -99,7 +99,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 };
                 let (g, b) = if channels { (&gc, &bc) } else { (&gamma, &beta) };
                 let (x3v, dy3v): (ArrayView3<f32>, ArrayView3<f32>) = if channels {
-                    (x3.view(), dy3.view())
+                    (x3, dy3)
                 } else {
                     (
                         x.view().into_shape_with_order((n, 1, d))?,
