@@ -73,7 +73,10 @@ const LANES: u32 = 4u;
 const COLS: u32 = 64u;
 const FIN: u32 = 256u;
 
+const ABS: u32 = 0x7fffffffu;
+const INF_BITS: u32 = 0x7f800000u;
 const NEG_INF_BITS: u32 = 0xff800000u;
+const NAN_BITS: u32 = 0x7fc00000u;
 const F32_MAX: f32 = 3.4028234663852886e38;
 // After a rescale the largest magnitude sits near 2^(e + HEAD) ...
 const HEAD: i32 = 20;
@@ -126,7 +129,7 @@ fn abs_bits4(v: vec4<f32>) -> vec4<u32> {
 // The column's shift: row 0's value, or 0 where that is not finite.
 fn shift_of(c: u32) -> f32 {
     let k = shift[c];
-    return select(k, 0.0, !is_finite(k));
+    return select(k, 0.0, (bitcast<u32>(k) & ABS) >= INF_BITS);
 }
 
 fn empty_partial(e: i32) -> Partial {
@@ -170,9 +173,8 @@ fn push(p: ptr<function, Partial>, v: f32, k: f32) {
 }
 
 // Chan, Golub and LeVeque's pairwise merge of two states, at the larger
-// scale (chan_mix of shaders/common/welford.wgsl). Branch-free but for a
-// rescale: an empty side has mean and M2 0, so b's weight 0 (b empty) or 1
-// (a empty) gives the other side exactly.
+// scale. Branch-free but for a rescale: an empty side has mean and M2 0, so
+// fb = 0 (b empty) or 1 (a empty) gives the other side exactly.
 fn merge(a: Partial, b: Partial) -> Partial {
     var r: Partial;
     r.mn = min(a.mn, b.mn);
@@ -194,9 +196,10 @@ fn merge(a: Partial, b: Partial) -> Partial {
         mb = shrink(b.mean, b.e - r.e);
         qb = shrink(b.m2, 2 * (b.e - r.e));
     }
-    let mm = chan_mix(a.n, ma, qa, mb, qb, b.n / max(r.n, 1.0));
-    r.mean = mm.x;
-    r.m2 = mm.y;
+    let delta = mb - ma;
+    let fb = b.n / max(r.n, 1.0);
+    r.mean = ma + delta * fb;
+    r.m2 = qa + qb + delta * delta * a.n * fb;
     return r;
 }
 
@@ -242,7 +245,15 @@ fn column_stats_partial(
             r = r + LANES;
         }
     }
-    merge_lanes(s, lid, c, c < d, chunk);
+    lane_state[lid.y * COLS + lid.x] = s;
+    workgroupBarrier();
+    if (lid.y == 0u && c < d) {
+        var acc = lane_state[lid.x];
+        for (var l = 1u; l < LANES; l = l + 1u) {
+            acc = merge(acc, lane_state[l * COLS + lid.x]);
+        }
+        partials[c * params.n_chunks + params.chunk_base + chunk] = acc;
+    }
 }
 
 // Welford over 4 columns at once, all values finite and within the lanes'
@@ -412,34 +423,41 @@ fn column_stats_partial_vec4(
         push(&p2, v.z, k.z);
         push(&p3, v.w, k.w);
     }
-    // Merge the 4 row lanes, one column of the 4 at a time (a barrier
-    // between them: lane_state is reused).
-    let live = c4 < d4;
-    merge_lanes(p0, lid, 4u * c4, live, chunk);
-    workgroupBarrier();
-    merge_lanes(p1, lid, 4u * c4 + 1u, live, chunk);
-    workgroupBarrier();
-    merge_lanes(p2, lid, 4u * c4 + 2u, live, chunk);
-    workgroupBarrier();
-    merge_lanes(p3, lid, 4u * c4 + 3u, live, chunk);
-    workgroupBarrier();
+    // Merge the 4 row lanes, one column of the 4 at a time.
+    merge_lanes(p0, 0u, lid, c4, d4, chunk);
+    merge_lanes(p1, 1u, lid, c4, d4, chunk);
+    merge_lanes(p2, 2u, lid, c4, d4, chunk);
+    merge_lanes(p3, 3u, lid, c4, d4, chunk);
 }
 
-// The row lanes' states of column col (live: below D) merged into its
-// chunk's partial.
-fn merge_lanes(p: Partial, lid: vec3<u32>, col: u32, live: bool, chunk: u32) {
+// The row lanes' states of column 4 * c4 + q merged into its chunk's partial.
+fn merge_lanes(p: Partial, q: u32, lid: vec3<u32>, c4: u32, d4: u32, chunk: u32) {
     lane_state[lid.y * COLS + lid.x] = p;
     workgroupBarrier();
-    if (lid.y == 0u && live) {
+    if (lid.y == 0u && c4 < d4) {
         var acc = lane_state[lid.x];
         for (var l = 1u; l < LANES; l = l + 1u) {
             acc = merge(acc, lane_state[l * COLS + lid.x]);
         }
-        partials[col * params.n_chunks + params.chunk_base + chunk] = acc;
+        partials[(c4 * 4u + q) * params.n_chunks + params.chunk_base + chunk] = acc;
     }
+    workgroupBarrier();
 }
 
 var<workgroup> fin_state: array<Partial, 256>;
+
+// The bits of q * 2^p (q >= 0 finite, p in [-252, 214]): inf past f32's range.
+fn scaled_bits(q: f32, p: i32) -> u32 {
+    let qa = bitcast<u32>(q) & ABS;
+    if (qa == 0u) {
+        return 0u;
+    }
+    if (i32(qa >> 23u) - 127 + p > 127) {
+        return INF_BITS;
+    }
+    let h = p / 2;
+    return bitcast<u32>(q * pow2(h) * pow2(p - h));
+}
 
 @compute @workgroup_size(256, 1, 1)
 fn column_stats_finalize(

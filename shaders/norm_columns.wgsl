@@ -42,10 +42,10 @@
 // (shaders/common/scaled.wgsl: the Wf states, decode() of a statistics row);
 // NaN or inf in a channel gives it NaN statistics, as the twin.
 //
-// src/shaders.rs prepends the preludes: chan() and welford4() from
-// shaders/common/welford.wgsl; Wf, merge_wf(), welford_run(), decode(), xhat()
-// and stats_row() from shaders/common/scaled.wgsl; WG, the workgroup scratch
-// arrays sh_n / sh_a / sh_b and their trees from shaders/common/reduce.wgsl.
+// WG, the workgroup scratch arrays sh_n / sh_a / sh_b, chan() and welford4()
+// come from shaders/common/welford.wgsl, and Wf, merge_wf(), sh_merge_wf(),
+// decode() and stats_row() from shaders/common/scaled.wgsl, which
+// src/shaders.rs prepends.
 
 struct Params {
     rows: u32,          // rows of the piece this dispatch covers (N when unsplit)
@@ -103,32 +103,42 @@ fn linear_wg(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
 }
 
-// A data pass's workgroup (live: below col_tiles * chunks, uniform) covers a
-// column tile x a chunk of rows as TC = col_lanes columns x TR = WG / TC row
-// lanes; its thread li is row lane rl of column col, over rows r0 + rl,
-// r0 + rl + TR, ... < r1 of the chunk.
-fn live(wid: vec3<u32>, nwg: vec3<u32>) -> bool {
-    return linear_wg(wid, nwg) < p.col_tiles * p.chunks;
-}
-
-fn row_lanes() -> u32 {
-    return WG / p.col_lanes;
-}
-
-struct Cell {
-    rl: u32,
-    chunk: u32,
-    col: u32,
-    r0: u32,
-    r1: u32,
-}
-
-fn cell(li: u32, wid: vec3<u32>, nwg: vec3<u32>) -> Cell {
-    let wg = linear_wg(wid, nwg);
-    let tc = p.col_lanes;
-    let chunk = wg / p.col_tiles;
-    let r0 = chunk * p.chunk_rows;
-    return Cell(li / tc, chunk, (wg % p.col_tiles) * tc + li % tc, r0, min(r0 + p.chunk_rows, p.rows));
+// Welford over rows r, r + tr, ... < r1 of column col, on x * sc - shift * sc
+// (sc = 1; or 2^-96 to redo a state that overflowed).
+fn column_welford(col: u32, r_first: u32, r1: u32, tr: u32, shift: f32, sc: f32) -> Wf {
+    let f = p.cols;
+    let ks = shift * sc;
+    var n = 0u;
+    var mean = 0.0;
+    var m2 = 0.0;
+    var r = r_first;
+    // four rows at a time: four independent loads in flight, one division
+    loop {
+        if (r + 3u * tr >= r1) {
+            break;
+        }
+        let v0 = x[r * f + col] * sc - ks;
+        let v1 = x[(r + tr) * f + col] * sc - ks;
+        let v2 = x[(r + 2u * tr) * f + col] * sc - ks;
+        let v3 = x[(r + 3u * tr) * f + col] * sc - ks;
+        let mm = welford4(n, mean, m2, v0, v1, v2, v3);
+        n = n + 4u;
+        mean = mm.x;
+        m2 = mm.y;
+        r = r + 4u * tr;
+    }
+    loop {
+        if (r >= r1) {
+            break;
+        }
+        let v = x[r * f + col] * sc - ks;
+        n = n + 1u;
+        let d = v - mean;
+        mean = mean + d / f32(n);
+        m2 = m2 + d * (v - mean);
+        r = r + tr;
+    }
+    return Wf(n, mean, m2);
 }
 
 @compute @workgroup_size(WG)
@@ -137,21 +147,44 @@ fn stats_partials(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    if (!live(wid, nwg)) {
+    let wg = linear_wg(wid, nwg);
+    if (wg >= p.col_tiles * p.chunks) {
         return;
     }
-    let cl = cell(li, wid, nwg);
-    let col = cl.col;
-    let tr = row_lanes();
+    let tc = p.col_lanes;
+    let tr = WG / tc;
+    let lane = li % tc;
+    let rl = li / tc;
+    let tile = wg % p.col_tiles;
+    let chunk = wg / p.col_tiles;
+    let col = tile * tc + lane;
+    let r0 = chunk * p.chunk_rows;
+    let r1 = min(r0 + p.chunk_rows, p.rows);
+
     var st = Wf(0u, 0.0, 0.0);
     var shift = 0.0;
     if (col < p.cols) {
         shift = x[col];
-        st = welford_run(col, p.cols, cl.r0 + cl.rl, tr, cl.r1, shift);
+        st = column_welford(col, r0 + rl, r1, tr, shift, 1.0);
+        if (!(is_finite(st.mean) && is_finite(st.m2))) {
+            // overflow (or NaN / inf in the data): again, in units of 2^96
+            st = column_welford(col, r0 + rl, r1, tr, shift, DOWN);
+            st.n = st.n | SCALED;
+        }
     }
-    sh_tree_wf(li, st, cl.rl, tr, p.col_lanes);
-    if (cl.rl == 0u && col < p.cols) {
-        partials[(p.chunk_base + cl.chunk) * p.cols + col] = Partial(sh_n[li], shift, sh_a[li], sh_b[li]);
+    sh_n[li] = st.n;
+    sh_a[li] = st.mean;
+    sh_b[li] = st.m2;
+    workgroupBarrier();
+    for (var s = tr / 2u; s > 0u; s = s / 2u) {
+        if (rl < s) {
+            let o = li + s * tc;
+            sh_merge_wf(li, o);
+        }
+        workgroupBarrier();
+    }
+    if (rl == 0u && col < p.cols) {
+        partials[(p.chunk_base + chunk) * p.cols + col] = Partial(sh_n[li], shift, sh_a[li], sh_b[li]);
     }
 }
 
@@ -190,7 +223,17 @@ fn stats_finalize(
         }
         acc = merge_wf(acc, Wf(q.count | qf, qm, qm2));
     }
-    sh_tree_wf(li, acc, li, WG, 1u);
+    sh_n[li] = acc.n;
+    sh_a[li] = acc.mean;
+    sh_b[li] = acc.m2;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (li < s) {
+            let o = li + s;
+            sh_merge_wf(li, o);
+        }
+        workgroupBarrier();
+    }
     if (li == 0u) {
         let st = Wf(sh_n[0], sh_a[0], sh_b[0]);
         let row = stats_row(st, k, p.eps);
@@ -244,16 +287,18 @@ fn apply(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    if (!live(wid, nwg)) {
+    let wg = linear_wg(wid, nwg);
+    if (wg >= p.col_tiles * p.chunks) {
         return;
     }
-    let cl = cell(li, wid, nwg);
-    let col = cl.col;
+    let tc = p.col_lanes;
+    let tr = WG / tc;
+    let col = (wg % p.col_tiles) * tc + li % tc;
     if (col >= p.cols) {
         return;
     }
-    let tr = row_lanes();
-    let r1 = cl.r1;
+    let r0 = (wg / p.col_tiles) * p.chunk_rows;
+    let r1 = min(r0 + p.chunk_rows, p.rows);
     let c = col / p.spatial;
     let st = decode(stats[c]);
     let sc = st.sc;
@@ -262,7 +307,7 @@ fn apply(
     let a = st.ist * gamma[c];
     let b = beta[c];
     let f = p.cols;
-    var r = cl.r0 + cl.rl;
+    var r = r0 + li / tc;
     loop {
         if (r + 3u * tr >= r1) {
             break;
@@ -297,20 +342,27 @@ fn grad_partials(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    if (!live(wid, nwg)) {
+    let wg = linear_wg(wid, nwg);
+    if (wg >= p.col_tiles * p.chunks) {
         return;
     }
-    let cl = cell(li, wid, nwg);
-    let tr = row_lanes();
-    let col = cl.col;
-    let r1 = cl.r1;
+    let tc = p.col_lanes;
+    let tr = WG / tc;
+    let lane = li % tc;
+    let rl = li / tc;
+    let tile = wg % p.col_tiles;
+    let chunk = wg / p.col_tiles;
+    let col = tile * tc + lane;
+    let r0 = chunk * p.chunk_rows;
+    let r1 = min(r0 + p.chunk_rows, p.rows);
+
     var s_dy = 0.0;
     var s_dyx = 0.0;
     if (col < p.cols) {
         let f = p.cols;
         let g0 = col / p.g_div;
         let gs = p.g_row_stride;
-        var r = cl.r0 + cl.rl;
+        var r = r0 + rl;
         if (gs == 0u) {
             // batch norm: one statistics group per column
             let st = decode(stats[g0]);
@@ -326,10 +378,10 @@ fn grad_partials(
                 let e1 = dy[i1];
                 let e2 = dy[i2];
                 let e3 = dy[i3];
-                let h0 = xhat(st, x[i0]);
-                let h1 = xhat(st, x[i1]);
-                let h2 = xhat(st, x[i2]);
-                let h3 = xhat(st, x[i3]);
+                let h0 = ((x[i0] * st.sc - st.k) - st.m) * st.ist;
+                let h1 = ((x[i1] * st.sc - st.k) - st.m) * st.ist;
+                let h2 = ((x[i2] * st.sc - st.k) - st.m) * st.ist;
+                let h3 = ((x[i3] * st.sc - st.k) - st.m) * st.ist;
                 s_dy = s_dy + ((e0 + e1) + (e2 + e3));
                 s_dyx = s_dyx + ((e0 * h0 + e1 * h1) + (e2 * h2 + e3 * h3));
                 r = r + 4u * tr;
@@ -341,7 +393,7 @@ fn grad_partials(
                 let i = r * f + col;
                 let e = dy[i];
                 s_dy = s_dy + e;
-                s_dyx = s_dyx + e * xhat(st, x[i]);
+                s_dyx = s_dyx + e * (((x[i] * st.sc - st.k) - st.m) * st.ist);
                 r = r + tr;
             }
         } else {
@@ -354,14 +406,24 @@ fn grad_partials(
                 let i = r * f + col;
                 let e = dy[i];
                 s_dy = s_dy + e;
-                s_dyx = s_dyx + e * xhat(st, x[i]);
+                s_dyx = s_dyx + e * (((x[i] * st.sc - st.k) - st.m) * st.ist);
                 r = r + tr;
             }
         }
     }
-    sh_tree_sum2(li, s_dy, s_dyx, cl.rl, tr, p.col_lanes);
-    if (cl.rl == 0u && col < p.cols) {
-        gpartials[(p.chunk_base + cl.chunk) * p.cols + col] = vec2<f32>(sh_a[li], sh_b[li]);
+    sh_a[li] = s_dy;
+    sh_b[li] = s_dyx;
+    workgroupBarrier();
+    for (var s = tr / 2u; s > 0u; s = s / 2u) {
+        if (rl < s) {
+            let o = li + s * tc;
+            sh_a[li] = sh_a[li] + sh_a[o];
+            sh_b[li] = sh_b[li] + sh_b[o];
+        }
+        workgroupBarrier();
+    }
+    if (rl == 0u && col < p.cols) {
+        gpartials[(p.chunk_base + chunk) * p.cols + col] = vec2<f32>(sh_a[li], sh_b[li]);
     }
 }
 
@@ -409,7 +471,16 @@ fn grad_finalize(
         a = a + q.x;
         b = b + q.y;
     }
-    sh_tree_sum2(li, a, b, li, WG, 1u);
+    sh_a[li] = a;
+    sh_b[li] = b;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (li < s) {
+            sh_a[li] = sh_a[li] + sh_a[li + s];
+            sh_b[li] = sh_b[li] + sh_b[li + s];
+        }
+        workgroupBarrier();
+    }
     if (li == 0u) {
         dbeta[c] = sh_a[0];
         dgamma[c] = sh_b[0];
@@ -422,16 +493,18 @@ fn dx(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    if (!live(wid, nwg)) {
+    let wg = linear_wg(wid, nwg);
+    if (wg >= p.col_tiles * p.chunks) {
         return;
     }
-    let cl = cell(li, wid, nwg);
-    let col = cl.col;
+    let tc = p.col_lanes;
+    let tr = WG / tc;
+    let col = (wg % p.col_tiles) * tc + li % tc;
     if (col >= p.cols) {
         return;
     }
-    let tr = row_lanes();
-    let r1 = cl.r1;
+    let r0 = (wg / p.col_tiles) * p.chunk_rows;
+    let r1 = min(r0 + p.chunk_rows, p.rows);
     let c = col / p.spatial;
     let st = decode(stats[c]);
     let inv_m = 1.0 / (f32(p.total_rows) * f32(p.spatial));
@@ -439,7 +512,7 @@ fn dx(
     let mdy = dbeta[c] * inv_m;
     let mdyx = dgamma[c] * inv_m;
     let f = p.cols;
-    var r = cl.r0 + cl.rl;
+    var r = r0 + li / tc;
     loop {
         if (r + 3u * tr >= r1) {
             break;
@@ -448,10 +521,10 @@ fn dx(
         let i1 = i0 + tr * f;
         let i2 = i1 + tr * f;
         let i3 = i2 + tr * f;
-        let h0 = xhat(st, x[i0]);
-        let h1 = xhat(st, x[i1]);
-        let h2 = xhat(st, x[i2]);
-        let h3 = xhat(st, x[i3]);
+        let h0 = ((x[i0] * st.sc - st.k) - st.m) * st.ist;
+        let h1 = ((x[i1] * st.sc - st.k) - st.m) * st.ist;
+        let h2 = ((x[i2] * st.sc - st.k) - st.m) * st.ist;
+        let h3 = ((x[i3] * st.sc - st.k) - st.m) * st.ist;
         let e0 = dy[i0];
         let e1 = dy[i1];
         let e2 = dy[i2];
@@ -467,7 +540,7 @@ fn dx(
             break;
         }
         let i = r * f + col;
-        let h = xhat(st, x[i]);
+        let h = ((x[i] * st.sc - st.k) - st.m) * st.ist;
         out[i] = a * ((dy[i] - mdy) - h * mdyx);
         r = r + tr;
     }

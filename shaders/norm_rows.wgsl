@@ -34,11 +34,10 @@
 // A row whose squared deviations overflow f32 is computed in units of 2^96
 // (shaders/common/scaled.wgsl); NaN or inf in a row gives it NaN statistics.
 //
-// src/shaders.rs prepends the preludes: chan() and welford4() from
-// shaders/common/welford.wgsl; Wf, merge_wf(), welford_run(), decode(), xhat()
-// and stats_row() from shaders/common/scaled.wgsl; WG, the workgroup scratch
-// arrays sh_n / sh_a / sh_b and their trees from shaders/common/reduce.wgsl.
-// Where the adapter has subgroups, short rows take
+// WG, the workgroup scratch arrays sh_n / sh_a / sh_b, chan() and welford4()
+// come from shaders/common/welford.wgsl, and Wf, merge_wf(), sh_merge_wf(),
+// decode() and stats_row() from shaders/common/scaled.wgsl, which
+// src/shaders.rs prepends. Where the adapter has subgroups, short rows take
 // shaders/norm_rows_subgroup.wgsl's entry points instead (appended to this file).
 
 struct RowParams {
@@ -99,10 +98,40 @@ fn affine_step(a: Affine) -> Affine {
     return affine_step_by(a, p.lanes, p.lane_q, p.lane_r);
 }
 
-// Welford over elements lane, lane + tl, ... < len of the row at base, in
-// units of 2^96 where it overflows (shaders/common/scaled.wgsl).
-fn row_welford(base: u32, lane: u32, tl: u32, len: u32, shift: f32) -> Wf {
-    return welford_run(base, 1u, lane, tl, len, shift);
+// Welford over elements lane, lane + tl, ... < len of the row at base, on
+// x * sc - shift * sc (sc = 1; or 2^-96 to redo a state that overflowed).
+fn row_welford(base: u32, lane: u32, tl: u32, len: u32, shift: f32, sc: f32) -> Wf {
+    let ks = shift * sc;
+    var n = 0u;
+    var mean = 0.0;
+    var m2 = 0.0;
+    var i = lane;
+    loop {
+        if (i + 3u * tl >= len) {
+            break;
+        }
+        let v0 = x[base + i] * sc - ks;
+        let v1 = x[base + i + tl] * sc - ks;
+        let v2 = x[base + i + 2u * tl] * sc - ks;
+        let v3 = x[base + i + 3u * tl] * sc - ks;
+        let mm = welford4(n, mean, m2, v0, v1, v2, v3);
+        n = n + 4u;
+        mean = mm.x;
+        m2 = mm.y;
+        i = i + 4u * tl;
+    }
+    loop {
+        if (i >= len) {
+            break;
+        }
+        let v = x[base + i] * sc - ks;
+        n = n + 1u;
+        let d = v - mean;
+        mean = mean + d / f32(n);
+        m2 = m2 + d * (v - mean);
+        i = i + tl;
+    }
+    return Wf(n, mean, m2);
 }
 
 // RMS norm's statistics row (no centring) from a row's finished state
@@ -165,9 +194,24 @@ fn row_forward(
         if (valid) {
             let base = r * len;
             shift = x[base];
-            st = row_welford(base, lane, tl, len, shift);
+            st = row_welford(base, lane, tl, len, shift, 1.0);
+            if (!(is_finite(st.mean) && is_finite(st.m2))) {
+                // overflow (or NaN / inf in the row): again, in units of 2^96
+                st = row_welford(base, lane, tl, len, shift, DOWN);
+                st.n = st.n | SCALED;
+            }
         }
-        sh_tree_wf(li, st, lane, tl, 1u);
+        sh_n[li] = st.n;
+        sh_a[li] = st.mean;
+        sh_b[li] = st.m2;
+        workgroupBarrier();
+        for (var s = tl / 2u; s > 0u; s = s / 2u) {
+            if (lane < s) {
+                let o = li + s;
+                sh_merge_wf(li, o);
+            }
+            workgroupBarrier();
+        }
         let row = finish_row(Wf(sh_n[base_li], sh_a[base_li], sh_b[base_li]), shift, p.eps);
         workgroupBarrier();
         if (valid) {
@@ -178,7 +222,7 @@ fn row_forward(
             let base = r * len;
             var af = affine_start(r, lane);
             for (var i = lane; i < len; i = i + tl) {
-                out[base + i] = xhat(d, x[base + i]) * gamma[af.idx] + beta[af.idx];
+                out[base + i] = ((x[base + i] * d.sc - d.k) - d.m) * d.ist * gamma[af.idx] + beta[af.idx];
                 af = affine_step(af);
             }
         }
@@ -211,13 +255,22 @@ fn row_backward(
             var af = affine_start(r, lane);
             for (var i = lane; i < len; i = i + tl) {
                 let g = dy[base + i] * gamma[af.idx];
-                let h = xhat(st, x[base + i]);
+                let h = ((x[base + i] * st.sc - st.k) - st.m) * st.ist;
                 s_g = s_g + g;
                 s_gx = s_gx + g * h;
                 af = affine_step(af);
             }
         }
-        sh_tree_sum2(li, s_g, s_gx, lane, tl, 1u);
+        sh_a[li] = s_g;
+        sh_b[li] = s_gx;
+        workgroupBarrier();
+        for (var s = tl / 2u; s > 0u; s = s / 2u) {
+            if (lane < s) {
+                sh_a[li] = sh_a[li] + sh_a[li + s];
+                sh_b[li] = sh_b[li] + sh_b[li + s];
+            }
+            workgroupBarrier();
+        }
         let inv_l = 1.0 / f32(len);
         // RMS norm: no mean, no gradient through one.
         let mg = sh_a[base_li] * inv_l * f32(p.center);
@@ -228,7 +281,7 @@ fn row_backward(
             var af = affine_start(r, lane);
             for (var i = lane; i < len; i = i + tl) {
                 let g = dy[base + i] * gamma[af.idx];
-                let h = xhat(st, x[base + i]);
+                let h = ((x[base + i] * st.sc - st.k) - st.m) * st.ist;
                 out[base + i] = st.invstd * ((g - mg) - h * mgx);
                 af = affine_step(af);
             }

@@ -77,7 +77,12 @@ fn row_forward_subgroup(
     for (var r = (wid.x + wid.y * nwg.x) * nsg + sg; r < p.rows; r = r + stride) {
         let base = r * len;
         let shift = x[base];
-        let st = row_welford(base, ln.lane, ln.tl, len, shift);
+        var st = row_welford(base, ln.lane, ln.tl, len, shift, 1.0);
+        if (!(is_finite(st.mean) && is_finite(st.m2))) {
+            // overflow (or NaN / inf in the row): again, in units of 2^96
+            st = row_welford(base, ln.lane, ln.tl, len, shift, DOWN);
+            st.n = st.n | SCALED;
+        }
         let row = finish_row(subgroup_merge_wf(st), shift, p.eps);
         if (ln.lane == 0u) {
             stats[p.row_base + r] = row;
@@ -85,7 +90,7 @@ fn row_forward_subgroup(
         let d = decode(row);
         var af = affine_start(r, ln.lane);
         for (var i = ln.lane; i < len; i = i + ln.tl) {
-            out[base + i] = xhat(d, x[base + i]) * gamma[af.idx] + beta[af.idx];
+            out[base + i] = ((x[base + i] * d.sc - d.k) - d.m) * d.ist * gamma[af.idx] + beta[af.idx];
             af = affine_step_by(af, ln.tl, ln.q, ln.r);
         }
     }
@@ -110,7 +115,7 @@ fn row_backward_subgroup(
         var af = affine_start(r, ln.lane);
         for (var i = ln.lane; i < len; i = i + ln.tl) {
             let g = dy[base + i] * gamma[af.idx];
-            let h = xhat(st, x[base + i]);
+            let h = ((x[base + i] * st.sc - st.k) - st.m) * st.ist;
             s_g = s_g + g;
             s_gx = s_gx + g * h;
             af = affine_step_by(af, ln.tl, ln.q, ln.r);
@@ -120,7 +125,7 @@ fn row_backward_subgroup(
         af = affine_start(r, ln.lane);
         for (var i = ln.lane; i < len; i = i + ln.tl) {
             let g = dy[base + i] * gamma[af.idx];
-            let h = xhat(st, x[base + i]);
+            let h = ((x[base + i] * st.sc - st.k) - st.m) * st.ist;
             out[base + i] = st.invstd * ((g - mg) - h * mgx);
             af = affine_step_by(af, ln.tl, ln.q, ln.r);
         }

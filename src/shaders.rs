@@ -87,7 +87,6 @@ pub mod column_stats {
         name: "column_stats",
         source: concat!(
             include_str!("../shaders/common/float.wgsl"),
-            include_str!("../shaders/common/welford.wgsl"),
             include_str!("../shaders/column_stats.wgsl")
         ),
         entries: &[PARTIAL, PARTIAL_VEC4, FINALIZE],
@@ -125,10 +124,7 @@ pub mod standardize {
     /// The shader.
     pub static SHADER: Shader = Shader {
         name: "standardize",
-        source: concat!(
-            include_str!("../shaders/common/float.wgsl"),
-            include_str!("../shaders/standardize.wgsl")
-        ),
+        source: include_str!("../shaders/standardize.wgsl"),
         entries: &[APPLY, APPLY_INPLACE, APPLY_VEC4, APPLY_INPLACE_VEC4],
         slots: &[PARAMS, X, STATS, Y, XY, X4, Y4, XY4],
     };
@@ -245,7 +241,6 @@ pub mod norm_columns {
             include_str!("../shaders/common/float.wgsl"),
             include_str!("../shaders/common/welford.wgsl"),
             include_str!("../shaders/common/scaled.wgsl"),
-            include_str!("../shaders/common/reduce.wgsl"),
             include_str!("../shaders/norm_columns.wgsl")
         ),
         entries: &[
@@ -291,7 +286,6 @@ pub mod norm_rows {
             include_str!("../shaders/common/float.wgsl"),
             include_str!("../shaders/common/welford.wgsl"),
             include_str!("../shaders/common/scaled.wgsl"),
-            include_str!("../shaders/common/reduce.wgsl"),
             include_str!("../shaders/norm_rows.wgsl")
         ),
         entries: &[ROW_FORWARD, ROW_BACKWARD],
@@ -320,7 +314,6 @@ pub mod norm_rows_subgroup {
             include_str!("../shaders/common/float.wgsl"),
             include_str!("../shaders/common/welford.wgsl"),
             include_str!("../shaders/common/scaled.wgsl"),
-            include_str!("../shaders/common/reduce.wgsl"),
             include_str!("../shaders/norm_rows.wgsl"),
             include_str!("../shaders/norm_rows_subgroup.wgsl")
         ),

@@ -2,12 +2,6 @@
 // use them; see src/shaders.rs). NaN and infinity are told apart by their
 // bits: drivers may assume float comparisons never see a NaN.
 
-// An f32's bits with the sign cleared, +inf's, and the quiet NaN the kernels
-// write: a magnitude's bits at or past INF_BITS are an infinity or a NaN.
-const ABS: u32 = 0x7fffffffu;
-const INF_BITS: u32 = 0x7f800000u;
-const NAN_BITS: u32 = 0x7fc00000u;
-
 // NaN by its bits.
 fn is_nan(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
@@ -35,19 +29,4 @@ fn pow2(p: i32) -> f32 {
 
 fn pow2_4(p: vec4<i32>) -> vec4<f32> {
     return bitcast<vec4<f32>>(vec4<u32>(p + 127) << vec4<u32>(23u));
-}
-
-// The bits of v * 2^p (v finite, p in [-252, 252]), in two exact steps so
-// that no factor leaves f32's range: +-inf past it; a zero keeps its bits.
-fn scaled_bits(v: f32, p: i32) -> u32 {
-    let b = bitcast<u32>(v);
-    let a = b & ABS;
-    if (a == 0u) {
-        return b;
-    }
-    if (i32(a >> 23u) - 127 + p > 127) {
-        return (b & 0x80000000u) | INF_BITS;
-    }
-    let h = p / 2;
-    return bitcast<u32>(v * pow2(h) * pow2(p - h));
 }

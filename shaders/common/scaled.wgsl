@@ -1,7 +1,6 @@
 // Shared by shaders/norm_columns.wgsl and shaders/norm_rows.wgsl (src/shaders.rs
-// prepends it, after shaders/common/float.wgsl and shaders/common/welford.wgsl):
-// Welford states that survive f32 overflow, the Welford pass over a strided
-// run of x that falls back on them, and the statistics rows they end in.
+// prepends it, after shaders/common/welford.wgsl): Welford states that survive
+// f32 overflow, and NaN by its bits.
 //
 // Finite f32 data can still overflow a variance: a spread beyond about 1e19
 // squares past f32's 3.4e38, and values near +-3e38 overflow x - shift itself.
@@ -93,55 +92,12 @@ fn merge_wf(a: Wf, b: Wf) -> Wf {
     return Wf((na + nb) | f, r.x, r.y);
 }
 
-// Welford over x[base + i * stride] for i = first, first + step, ... < end,
-// on x * sc - shift * sc (sc = 1; or 2^-96 to redo a state that overflowed):
-// a column of the (N, F) view (base = col, stride = F, i the row) or a row
-// (base = its start, stride = 1, i the element). Reads the family's binding
-// x: array<f32>.
-fn welford_strided(base: u32, stride: u32, first: u32, step: u32, end: u32, shift: f32, sc: f32) -> Wf {
-    let ks = shift * sc;
-    var n = 0u;
-    var mean = 0.0;
-    var m2 = 0.0;
-    var i = first;
-    // four at a time: four independent loads in flight, one division
-    loop {
-        if (i + 3u * step >= end) {
-            break;
-        }
-        let v0 = x[base + i * stride] * sc - ks;
-        let v1 = x[base + (i + step) * stride] * sc - ks;
-        let v2 = x[base + (i + 2u * step) * stride] * sc - ks;
-        let v3 = x[base + (i + 3u * step) * stride] * sc - ks;
-        let mm = welford4(n, mean, m2, v0, v1, v2, v3);
-        n = n + 4u;
-        mean = mm.x;
-        m2 = mm.y;
-        i = i + 4u * step;
-    }
-    loop {
-        if (i >= end) {
-            break;
-        }
-        let v = x[base + i * stride] * sc - ks;
-        n = n + 1u;
-        let d = v - mean;
-        mean = mean + d / f32(n);
-        m2 = m2 + d * (v - mean);
-        i = i + step;
-    }
-    return Wf(n, mean, m2);
-}
-
-// welford_strided in the data's units, redone in units of 2^96 (SCALED)
-// where that overflows (or meets NaN / inf in the data).
-fn welford_run(base: u32, stride: u32, first: u32, step: u32, end: u32, shift: f32) -> Wf {
-    var st = welford_strided(base, stride, first, step, end, shift, 1.0);
-    if (!(is_finite(st.mean) && is_finite(st.m2))) {
-        st = welford_strided(base, stride, first, step, end, shift, DOWN);
-        st.n = st.n | SCALED;
-    }
-    return st;
+// One step of a workgroup tree reduction over sh_n / sh_a / sh_b holding Wf states.
+fn sh_merge_wf(li: u32, o: u32) {
+    let r = merge_wf(Wf(sh_n[li], sh_a[li], sh_b[li]), Wf(sh_n[o], sh_a[o], sh_b[o]));
+    sh_n[li] = r.n;
+    sh_a[li] = r.mean;
+    sh_b[li] = r.m2;
 }
 
 // What the kernels need of a statistics row: xhat = ((x * sc - k) - m) * ist,
@@ -159,11 +115,6 @@ fn decode(st: vec4<f32>) -> Decoded {
         return Decoded(DOWN, st.x, st.y, -st.z, -st.z * DOWN);
     }
     return Decoded(1.0, st.x, st.y, st.z, st.z);
-}
-
-// xhat of a value v of the group d decodes.
-fn xhat(d: Decoded, v: f32) -> f32 {
-    return ((v * d.sc - d.k) - d.m) * d.ist;
 }
 
 // The statistics row of a finished state (count cnt, mean ms relative to the

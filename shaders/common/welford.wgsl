@@ -1,17 +1,13 @@
-// Welford's running mean and M2, and Chan et al.'s merge of two states: the
-// arithmetic every statistics kernel shares (src/shaders.rs prepends this file
-// to shaders/column_stats.wgsl, shaders/norm_columns.wgsl and
-// shaders/norm_rows.wgsl). Pure functions: no bindings, no workgroup memory
-// (the norm family's workgroup reductions are shaders/common/reduce.wgsl).
+// Shared by shaders/norm_columns.wgsl and shaders/norm_rows.wgsl: src/shaders.rs
+// prepends this file to each (naga reports its lines first, then the op's).
+// The workgroup size, the scratch arrays of the workgroup reductions, Chan's
+// merge of Welford states, and the two steps built on it.
 
-// Chan's formula on float counts: the union of (na, ma, m2a) and a state
-// (mb, m2b) whose share of the union's count is wb = nb / (na + nb); returns
-// (mean, M2). An empty side (count 0, mean and M2 0) gives the other side
-// exactly: wb = 0 keeps a, and na = 0 with wb = 1 gives b.
-fn chan_mix(na: f32, ma: f32, m2a: f32, mb: f32, m2b: f32, wb: f32) -> vec2<f32> {
-    let d = mb - ma;
-    return vec2<f32>(ma + d * wb, m2a + m2b + d * d * na * wb);
-}
+override WG: u32 = 256u;
+
+var<workgroup> sh_n: array<u32, WG>;
+var<workgroup> sh_a: array<f32, WG>;
+var<workgroup> sh_b: array<f32, WG>;
 
 // Chan et al.'s merge of two Welford states (na, ma, m2a) and (nb, mb, m2b);
 // returns (mean, M2) of the union (its count is na + nb).
@@ -22,7 +18,10 @@ fn chan(na: u32, ma: f32, m2a: f32, nb: u32, mb: f32, m2b: f32) -> vec2<f32> {
     if (na == 0u) {
         return vec2<f32>(mb, m2b);
     }
-    return chan_mix(f32(na), ma, m2a, mb, m2b, f32(nb) / f32(na + nb));
+    let fa = f32(na);
+    let fb = f32(nb) / f32(na + nb);
+    let d = mb - ma;
+    return vec2<f32>(ma + d * fb, m2a + m2b + d * d * fa * fb);
 }
 
 // Four values merged into the Welford state (n, mean, m2) at once: their own
@@ -36,4 +35,13 @@ fn welford4(n: u32, mean: f32, m2: f32, v0: f32, v1: f32, v2: f32, v3: f32) -> v
     let d3 = v3 - m4;
     let q4 = (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
     return chan(n, mean, m2, 4u, m4, q4);
+}
+
+// One step of a workgroup tree reduction: the Welford state in slot o of
+// sh_n / sh_a / sh_b merged into slot li.
+fn sh_merge(li: u32, o: u32) {
+    let mm = chan(sh_n[li], sh_a[li], sh_b[li], sh_n[o], sh_a[o], sh_b[o]);
+    sh_n[li] = sh_n[li] + sh_n[o];
+    sh_a[li] = mm.x;
+    sh_b[li] = mm.y;
 }
