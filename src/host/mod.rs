@@ -169,6 +169,53 @@ fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether [`avx2_fn!`]'s AVX2 copy may run here.
+#[inline(always)]
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Defines a function generic over the element type whose body is compiled
+/// twice, for AVX2 and FMA and as built, and runs the first where the CPU
+/// has them. Unlike [`dispatch`], whose closure the inliner leaves out of the
+/// AVX2 copy once it holds loops (those then run in SSE2), the body here is
+/// the AVX2 copy's own.
+macro_rules! avx2_fn {
+    (
+        $(#[$meta:meta])*
+        fn $name:ident<$t:ident: $bound:path>($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block
+    ) => {
+        $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
+        fn $name<$t: $bound>($($arg: $ty),*) -> $ret {
+            #[allow(clippy::too_many_arguments)]
+            #[inline(always)]
+            fn body<$t: $bound>($($arg: $ty),*) -> $ret $body
+            #[cfg(target_arch = "x86_64")]
+            #[allow(clippy::too_many_arguments)]
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2<$t: $bound>($($arg: $ty),*) -> $ret {
+                body($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if $crate::host::has_avx2() {
+                // SAFETY: the CPU has AVX2 and FMA (checked above), all that
+                // `avx2` is compiled to assume.
+                return unsafe { avx2($($arg),*) };
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(crate) use avx2_fn;
+
 /// The rows of `x` as one contiguous row-major slice: `x`'s own memory where
 /// it is in standard layout, else a copy in `scratch` (a block, never the
 /// whole matrix: callers pass row blocks).

@@ -22,7 +22,7 @@ use ndarray::{Array, Array1, ArrayView, ArrayView1, Dimension};
 use rayon::prelude::*;
 
 use super::batchnorm::{check_overflow, plane_two_pass, BatchNorm, BatchNormGrads};
-use super::{dispatch, first_non_finite, new_output, rows_for, HostFloat};
+use super::{first_non_finite, new_output, rows_for, HostFloat};
 use crate::error::{Error, Result};
 use crate::model::norm::{backward_plan, forward_plan, NormKind, NormPlan, NormSummary, RunningStatsConfig};
 
@@ -161,36 +161,46 @@ fn forward_runs<T: HostFloat>(
     eps: f64,
 ) -> (Vec<(f64, f64)>, bool) {
     let task = runs.per_task() * runs.len;
-    let m = runs.len as f64;
     let per_task: Vec<(Vec<(f64, f64)>, bool)> = out
         .par_chunks_mut(task)
         .zip(data.par_chunks(task))
         .enumerate()
-        .map(|(t, (o, xc))| {
-            dispatch(|| {
-                let mut finite = true;
-                let first = t * runs.per_task();
-                let mut stats = Vec::with_capacity(xc.len() / runs.len);
-                for (i, (orun, xrun)) in o
-                    .chunks_exact_mut(runs.len)
-                    .zip(xc.chunks_exact(runs.len))
-                    .enumerate()
-                {
-                    let (mu, q) = if runs.centred {
-                        plane_two_pass(xrun)
-                    } else {
-                        (0.0, sum_squares(xrun))
-                    };
-                    let invstd = 1.0 / (q / m + eps).sqrt();
-                    finite &= forward_run(runs, first + i, xrun, mu, invstd, gamma, beta, orun);
-                    stats.push((mu, q));
-                }
-                (stats, finite)
-            })
-        })
+        .map(|(t, (o, xc))| forward_task(runs, t * runs.per_task(), xc, o, gamma, beta, eps))
         .collect();
     let finite = per_task.iter().all(|(_, f)| *f);
     (per_task.into_iter().flat_map(|(s, _)| s).collect(), finite)
+}
+
+super::avx2_fn! {
+    /// [`forward_runs`]'s work on one task's runs (the first is run `first`).
+    fn forward_task<T: HostFloat>(
+        runs: &Runs,
+        first: usize,
+        xc: &[T],
+        o: &mut [T],
+        gamma: &[f64],
+        beta: &[f64],
+        eps: f64,
+    ) -> (Vec<(f64, f64)>, bool) {
+        let m = runs.len as f64;
+        let mut finite = true;
+        let mut stats = Vec::with_capacity(xc.len() / runs.len);
+        for (i, (orun, xrun)) in o
+            .chunks_exact_mut(runs.len)
+            .zip(xc.chunks_exact(runs.len))
+            .enumerate()
+        {
+            let (mu, q) = if runs.centred {
+                plane_two_pass(xrun)
+            } else {
+                (0.0, sum_squares(xrun))
+            };
+            let invstd = 1.0 / (q / m + eps).sqrt();
+            finite &= forward_run(runs, first + i, xrun, mu, invstd, gamma, beta, orun);
+            stats.push((mu, q));
+        }
+        (stats, finite)
+    }
 }
 
 /// `sum x^2` in f64 over a run (RMS norm's statistic), in eight lanes.
@@ -327,26 +337,17 @@ fn backward_runs<T: HostFloat>(
         .zip(xd.par_chunks(task).zip(dd.par_chunks(task)))
         .enumerate()
         .map(|(t, (o, (xc, dc)))| {
-            dispatch(|| {
-                let mut finite = true;
-                let mut dgamma = vec![0.0; affine_len];
-                let mut dbeta = vec![0.0; affine_len];
-                let first = t * runs.per_task();
-                let chunks = o
-                    .chunks_exact_mut(runs.len)
-                    .zip(xc.chunks_exact(runs.len))
-                    .zip(dc.chunks_exact(runs.len));
-                for (i, ((orun, xrun), drun)) in chunks.enumerate() {
-                    let r = first + i;
-                    let run = Run {
-                        r,
-                        mean: mean[r],
-                        invstd: invstd[r],
-                    };
-                    finite &= backward_run(runs, &run, xrun, drun, gamma, orun, &mut dgamma, &mut dbeta);
-                }
-                (finite, dgamma, dbeta)
-            })
+            backward_task(
+                runs,
+                t * runs.per_task(),
+                xc,
+                dc,
+                o,
+                gamma,
+                mean,
+                invstd,
+                affine_len,
+            )
         })
         .collect();
     let mut dgamma = Array1::<f64>::zeros(affine_len);
@@ -360,6 +361,40 @@ fn backward_runs<T: HostFloat>(
         }
     }
     (finite, dgamma, dbeta)
+}
+
+super::avx2_fn! {
+    /// [`backward_runs`]'s work on one task's runs (the first is run
+    /// `first`): their dx, and the task's share of dgamma and dbeta.
+    fn backward_task<T: HostFloat>(
+        runs: &Runs,
+        first: usize,
+        xc: &[T],
+        dc: &[T],
+        o: &mut [T],
+        gamma: &[f64],
+        mean: &[f64],
+        invstd: &[f64],
+        affine_len: usize,
+    ) -> (bool, Vec<f64>, Vec<f64>) {
+        let mut finite = true;
+        let mut dgamma = vec![0.0; affine_len];
+        let mut dbeta = vec![0.0; affine_len];
+        let chunks = o
+            .chunks_exact_mut(runs.len)
+            .zip(xc.chunks_exact(runs.len))
+            .zip(dc.chunks_exact(runs.len));
+        for (i, ((orun, xrun), drun)) in chunks.enumerate() {
+            let r = first + i;
+            let run = Run {
+                r,
+                mean: mean[r],
+                invstd: invstd[r],
+            };
+            finite &= backward_run(runs, &run, xrun, drun, gamma, orun, &mut dgamma, &mut dbeta);
+        }
+        (finite, dgamma, dbeta)
+    }
 }
 
 /// One run's index and statistics.
