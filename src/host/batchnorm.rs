@@ -459,29 +459,30 @@ fn matrix_sums<T: HostFloat>(
                 let (xs, ds) = (contiguous(&xb, sx), contiguous(&db, sd));
                 let mut sum_dy = vec![0.0; c];
                 let mut sum_dyx = vec![0.0; c];
-                dispatch(|| row_sums(xs, ds, mean, &mut sum_dy, &mut sum_dyx));
+                row_sums(xs, ds, mean, &mut sum_dy, &mut sum_dyx);
                 (sum_dy, sum_dyx)
             },
         )
         .collect()
 }
 
-/// `sum_dy[j] += dy[i, j]` and `sum_dyx[j] += dy[i, j] * (x[i, j] - mean[j])`
-/// over the rows of `x` and `dy` (row-major, rows of `mean.len()`).
-#[inline(always)]
-fn row_sums<T: HostFloat>(x: &[T], dy: &[T], mean: &[f64], sum_dy: &mut [f64], sum_dyx: &mut [f64]) {
-    let c = mean.len();
-    for (xr, dr) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
-        for ((((s1, s2), &v), &g), &mu) in sum_dy
-            .iter_mut()
-            .zip(sum_dyx.iter_mut())
-            .zip(xr)
-            .zip(dr)
-            .zip(mean)
-        {
-            let g = g.to_f64();
-            *s1 += g;
-            *s2 += g * (v.to_f64() - mu);
+super::avx2_fn! {
+    /// `sum_dy[j] += dy[i, j]` and `sum_dyx[j] += dy[i, j] * (x[i, j] - mean[j])`
+    /// over the rows of `x` and `dy` (row-major, rows of `mean.len()`).
+    fn row_sums<T: HostFloat>(x: &[T], dy: &[T], mean: &[f64], sum_dy: &mut [f64], sum_dyx: &mut [f64]) {
+        let c = mean.len();
+        for (xr, dr) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
+            for ((((s1, s2), &v), &g), &mu) in sum_dy
+                .iter_mut()
+                .zip(sum_dyx.iter_mut())
+                .zip(xr)
+                .zip(dr)
+                .zip(mean)
+            {
+                let g = g.to_f64();
+                *s1 += g;
+                *s2 += g * (v.to_f64() - mu);
+            }
         }
     }
 }
@@ -532,30 +533,31 @@ fn matrix_input_grad<T: HostFloat>(
             |(sx, sd), (t, o)| {
                 let (xb, db) = (x.slice(s![rows(t), ..]), dy.slice(s![rows(t), ..]));
                 let (xs, ds) = (contiguous(&xb, sx), contiguous(&db, sd));
-                dispatch(|| row_input_grad(xs, ds, coef, o))
+                row_input_grad(xs, ds, coef, o)
             },
         )
         .reduce(|| true, |p, q| p & q)
 }
 
-/// `out[i, j] = a[j] dy[i, j] + b[j] (x[i, j] - mean[j]) + k[j]` in f64,
-/// rounded once; whether every result is finite.
-#[inline(always)]
-fn row_input_grad<T: HostFloat>(x: &[T], dy: &[T], coef: &Coefficients<'_>, out: &mut [T]) -> bool {
-    let Coefficients { mean, a, b, k } = *coef;
-    let c = mean.len();
-    let mut finite = true;
-    for ((orow, xr), dr) in out
-        .chunks_exact_mut(c)
-        .zip(x.chunks_exact(c))
-        .zip(dy.chunks_exact(c))
-    {
-        for (j, ((o, &v), &g)) in orow.iter_mut().zip(xr).zip(dr).enumerate() {
-            *o = T::from_f64(a[j] * g.to_f64() + b[j] * (v.to_f64() - mean[j]) + k[j]);
-            finite &= o.to_f64().is_finite();
+super::avx2_fn! {
+    /// `out[i, j] = a[j] dy[i, j] + b[j] (x[i, j] - mean[j]) + k[j]` in f64,
+    /// rounded once; whether every result is finite.
+    fn row_input_grad<T: HostFloat>(x: &[T], dy: &[T], coef: &Coefficients<'_>, out: &mut [T]) -> bool {
+        let Coefficients { mean, a, b, k } = *coef;
+        let c = mean.len();
+        let mut finite = true;
+        for ((orow, xr), dr) in out
+            .chunks_exact_mut(c)
+            .zip(x.chunks_exact(c))
+            .zip(dy.chunks_exact(c))
+        {
+            for (j, ((o, &v), &g)) in orow.iter_mut().zip(xr).zip(dr).enumerate() {
+                *o = T::from_f64(a[j] * g.to_f64() + b[j] * (v.to_f64() - mean[j]) + k[j]);
+                finite &= o.to_f64().is_finite();
+            }
         }
+        finite
     }
-    finite
 }
 
 /// `dx` of `(N, C, S)` data, by blocks of samples, plane by plane.

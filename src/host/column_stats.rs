@@ -15,7 +15,7 @@
 use ndarray::{s, ArrayView2};
 use rayon::prelude::*;
 
-use super::{contiguous, dispatch, rows_for, HostFloat};
+use super::{contiguous, rows_for, HostFloat};
 use crate::error::Result;
 use crate::model::moments::{chan_merge, nan_max, nan_min, ColumnMoments, NanMoments};
 use crate::model::stats::ColumnSummary;
@@ -173,7 +173,7 @@ fn task_moments<T: HostFloat>(rows: ArrayView2<'_, T>, block_rows: usize, tile: 
         while c0 < d {
             let c1 = (c0 + tile).min(d);
             let w = c1 - c0;
-            dispatch(|| block_two_pass(data, d, c0, c1, &mut t));
+            block_two_pass(data, d, c0, c1, &mut t);
             fix_nan_extrema(data, d, c0, c1, &mut t);
             if count == 0 {
                 mean[c0..c1].copy_from_slice(&t.mean[..w]);
@@ -210,30 +210,31 @@ fn task_moments<T: HostFloat>(rows: ArrayView2<'_, T>, block_rows: usize, tile: 
 /// minima and maxima stay in registers across the rows of a block.
 const STRIP: usize = 16;
 
-/// Columns `c0..c1` of a block (`data`, row-major, rows of `d`): the mean and
-/// `M2` in f64 by two passes, min and max in `T` (NaN not yet accounted for).
-/// Strips of [`STRIP`] columns, then the rest column-vector-wise; each
-/// column's sums run over the rows in order either way, so the result does
-/// not depend on the strip width.
-#[inline(always)]
-fn block_two_pass<T: HostFloat>(data: &[T], d: usize, c0: usize, c1: usize, t: &mut Tile<T>) {
-    let full = c0 + (c1 - c0) / STRIP * STRIP;
-    let mut c = c0;
-    while c < full {
-        let o = c - c0..c - c0 + STRIP;
-        strip_two_pass::<T, STRIP>(
-            data,
-            d,
-            c,
-            &mut t.mean[o.clone()],
-            &mut t.m2[o.clone()],
-            &mut t.lo[o.clone()],
-            &mut t.hi[o],
-        );
-        c += STRIP;
-    }
-    if full < c1 {
-        rest_two_pass(data, d, full, c1, full - c0, t);
+super::avx2_fn! {
+    /// Columns `c0..c1` of a block (`data`, row-major, rows of `d`): the mean and
+    /// `M2` in f64 by two passes, min and max in `T` (NaN not yet accounted for).
+    /// Strips of [`STRIP`] columns, then the rest column-vector-wise; each
+    /// column's sums run over the rows in order either way, so the result does
+    /// not depend on the strip width.
+    fn block_two_pass<T: HostFloat>(data: &[T], d: usize, c0: usize, c1: usize, t: &mut Tile<T>) {
+        let full = c0 + (c1 - c0) / STRIP * STRIP;
+        let mut c = c0;
+        while c < full {
+            let o = c - c0..c - c0 + STRIP;
+            strip_two_pass::<T, STRIP>(
+                data,
+                d,
+                c,
+                &mut t.mean[o.clone()],
+                &mut t.m2[o.clone()],
+                &mut t.lo[o.clone()],
+                &mut t.hi[o],
+            );
+            c += STRIP;
+        }
+        if full < c1 {
+            rest_two_pass(data, d, full, c1, full - c0, t);
+        }
     }
 }
 

@@ -334,7 +334,7 @@ impl<T: HostFloat> Task<T> {
             }
             self.buf.resize((r1 - r0) * d, T::default());
             let (shift, buf, part, sums) = (&self.shift, &mut self.buf, &mut self.part, &mut self.sums);
-            dispatch(|| shift_rows(data, shift, buf, part, sums));
+            shift_rows(data, shift, buf, part, sums);
             // Row-major rows x D is column-major D x rows: the columns are the rows b_n.
             let bt = MatRef::from_column_major_slice(&self.buf, d, r1 - r0);
             T::gram_lower(
@@ -458,25 +458,26 @@ fn block_mean<T: HostFloat>(data: &[T], d: usize) -> Vec<f64> {
     mean
 }
 
-/// `out = x - shift` in `T` (one rounding of the exact difference, as the
-/// shift is a `T` value), row by row, and `sums += sum(out)` per column: in
-/// `T` within the block, then added to the f64 sums. The block's rounding
-/// errors in `sums` reach the result only through the correction
-/// `s s^T / n`, which is small because the shift is a mean of the data
-/// (about 1e-8 relative at 262144 x 256 in f32).
-#[inline(always)]
-fn shift_rows<T: HostFloat>(data: &[T], shift: &[T], out: &mut [T], part: &mut [T], sums: &mut [f64]) {
-    let d = shift.len();
-    part.fill(T::default());
-    for (orow, xrow) in out.chunks_exact_mut(d).zip(data.chunks_exact(d)) {
-        for (((o, &v), &k), p) in orow.iter_mut().zip(xrow).zip(shift).zip(part.iter_mut()) {
-            let b = v - k;
-            *o = b;
-            *p += b;
+super::avx2_fn! {
+    /// `out = x - shift` in `T` (one rounding of the exact difference, as the
+    /// shift is a `T` value), row by row, and `sums += sum(out)` per column: in
+    /// `T` within the block, then added to the f64 sums. The block's rounding
+    /// errors in `sums` reach the result only through the correction
+    /// `s s^T / n`, which is small because the shift is a mean of the data
+    /// (about 1e-8 relative at 262144 x 256 in f32).
+    fn shift_rows<T: HostFloat>(data: &[T], shift: &[T], out: &mut [T], part: &mut [T], sums: &mut [f64]) {
+        let d = shift.len();
+        part.fill(T::default());
+        for (orow, xrow) in out.chunks_exact_mut(d).zip(data.chunks_exact(d)) {
+            for (((o, &v), &k), p) in orow.iter_mut().zip(xrow).zip(shift).zip(part.iter_mut()) {
+                let b = v - k;
+                *o = b;
+                *p += b;
+            }
         }
-    }
-    for (s, &p) in sums.iter_mut().zip(part.iter()) {
-        *s += p.to_f64();
+        for (s, &p) in sums.iter_mut().zip(part.iter()) {
+            *s += p.to_f64();
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use faer::{Accum, MatMut, MatRef, Par};
 use ndarray::{s, Array2, ArrayView1, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
-use super::{contiguous, dispatch, new_output, rows_for, HostFloat};
+use super::{contiguous, new_output, rows_for, HostFloat};
 use crate::error::{Error, Result};
 use crate::model::matmul::Activation;
 
@@ -243,7 +243,7 @@ impl<T: HostFloat> MatmulPlan<T> {
                 let xt: &[T] = match center {
                     Some(c) => {
                         buf.resize(rows * k, T::default());
-                        dispatch(|| centre(data, c, buf));
+                        centre(data, c, buf);
                         buf
                     }
                     None => data,
@@ -266,13 +266,14 @@ impl<T: HostFloat> MatmulPlan<T> {
     }
 }
 
-/// `out = x - center` rounded to `T`, row by row (rows of `center.len()`).
-#[inline(always)]
-fn centre<T: HostFloat>(data: &[T], center: &[f64], out: &mut [T]) {
-    let k = center.len();
-    for (orow, xrow) in out.chunks_exact_mut(k).zip(data.chunks_exact(k)) {
-        for ((o, &v), &c) in orow.iter_mut().zip(xrow).zip(center) {
-            *o = T::from_f64(v.to_f64() - c);
+super::avx2_fn! {
+    /// `out = x - center` rounded to `T`, row by row (rows of `center.len()`).
+    fn centre<T: HostFloat>(data: &[T], center: &[f64], out: &mut [T]) {
+        let k = center.len();
+        for (orow, xrow) in out.chunks_exact_mut(k).zip(data.chunks_exact(k)) {
+            for ((o, &v), &c) in orow.iter_mut().zip(xrow).zip(center) {
+                *o = T::from_f64(v.to_f64() - c);
+            }
         }
     }
 }

@@ -190,6 +190,15 @@ pub(crate) fn has_avx2() -> bool {
 macro_rules! avx2_fn {
     (
         $(#[$meta:meta])*
+        fn $name:ident<$t:ident: $bound:path>($($arg:ident: $ty:ty),* $(,)?) $body:block
+    ) => {
+        $crate::host::avx2_fn! {
+            $(#[$meta])*
+            fn $name<$t: $bound>($($arg: $ty),*) -> () $body
+        }
+    };
+    (
+        $(#[$meta:meta])*
         fn $name:ident<$t:ident: $bound:path>($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block
     ) => {
         $(#[$meta])*

@@ -11,7 +11,7 @@
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
 use rayon::prelude::*;
 
-use super::{dispatch, new_output, rows_for, HostFloat};
+use super::{new_output, rows_for, HostFloat};
 use crate::error::{Error, Result};
 use crate::model::standardize::{column_scale, StandardizeOptions};
 use crate::model::stats::ColumnSummary;
@@ -122,7 +122,7 @@ pub(crate) fn affine_into<T: HostFloat>(
             let r0 = t * task_rows;
             let xb = x.slice(s![r0..r0 + o.len() / d, ..]);
             match xb.as_slice() {
-                Some(src) => dispatch(|| apply(src, o, shift, mul, add)),
+                Some(src) => apply(src, o, shift, mul, add),
                 None => {
                     let mut finite = true;
                     for (orow, xrow) in o.chunks_exact_mut(d).zip(xb.axis_iter(Axis(0))) {
@@ -168,7 +168,7 @@ pub fn standardize_inplace<T: HostFloat>(
     if let Some(data) = x.as_slice_mut() {
         let task_rows = rows_for(TASK_ELEMS, d);
         data.par_chunks_mut(task_rows * d)
-            .for_each(|o| dispatch(|| apply_inplace(o, &shift, &inv)));
+            .for_each(|o| apply_inplace(o, &shift, &inv));
         return Ok(());
     }
     let shift = ndarray::Array1::from(shift);
@@ -180,40 +180,42 @@ pub fn standardize_inplace<T: HostFloat>(
     Ok(())
 }
 
-/// Row-major rows `src` into `dst` (same length, rows of `shift.len()`);
-/// whether every result is finite.
-#[inline(always)]
-fn apply<T: HostFloat>(src: &[T], dst: &mut [T], shift: &[f64], mul: &[f64], add: Option<&[f64]>) -> bool {
-    let d = shift.len();
-    let mut finite = true;
-    match add {
-        None => {
-            for (orow, xrow) in dst.chunks_exact_mut(d).zip(src.chunks_exact(d)) {
-                for (((o, &v), &s), &i) in orow.iter_mut().zip(xrow).zip(shift).zip(mul) {
-                    *o = T::from_f64((v.to_f64() - s) * i);
-                    finite &= o.to_f64().is_finite();
+super::avx2_fn! {
+    /// Row-major rows `src` into `dst` (same length, rows of `shift.len()`);
+    /// whether every result is finite.
+    fn apply<T: HostFloat>(src: &[T], dst: &mut [T], shift: &[f64], mul: &[f64], add: Option<&[f64]>) -> bool {
+        let d = shift.len();
+        let mut finite = true;
+        match add {
+            None => {
+                for (orow, xrow) in dst.chunks_exact_mut(d).zip(src.chunks_exact(d)) {
+                    for (((o, &v), &s), &i) in orow.iter_mut().zip(xrow).zip(shift).zip(mul) {
+                        *o = T::from_f64((v.to_f64() - s) * i);
+                        finite &= o.to_f64().is_finite();
+                    }
+                }
+            }
+            Some(add) => {
+                for (orow, xrow) in dst.chunks_exact_mut(d).zip(src.chunks_exact(d)) {
+                    for ((((o, &v), &s), &i), &a) in orow.iter_mut().zip(xrow).zip(shift).zip(mul).zip(add) {
+                        *o = T::from_f64((v.to_f64() - s) * i + a);
+                        finite &= o.to_f64().is_finite();
+                    }
                 }
             }
         }
-        Some(add) => {
-            for (orow, xrow) in dst.chunks_exact_mut(d).zip(src.chunks_exact(d)) {
-                for ((((o, &v), &s), &i), &a) in orow.iter_mut().zip(xrow).zip(shift).zip(mul).zip(add) {
-                    *o = T::from_f64((v.to_f64() - s) * i + a);
-                    finite &= o.to_f64().is_finite();
-                }
-            }
-        }
+        finite
     }
-    finite
 }
 
-/// [`apply`] in place.
-#[inline(always)]
-fn apply_inplace<T: HostFloat>(data: &mut [T], shift: &[f64], inv: &[f64]) {
-    let d = shift.len();
-    for row in data.chunks_exact_mut(d) {
-        for ((v, &s), &i) in row.iter_mut().zip(shift).zip(inv) {
-            *v = T::from_f64((v.to_f64() - s) * i);
+super::avx2_fn! {
+    /// [`apply`] in place.
+    fn apply_inplace<T: HostFloat>(data: &mut [T], shift: &[f64], inv: &[f64]) {
+        let d = shift.len();
+        for row in data.chunks_exact_mut(d) {
+            for ((v, &s), &i) in row.iter_mut().zip(shift).zip(inv) {
+                *v = T::from_f64((v.to_f64() - s) * i);
+            }
         }
     }
 }
