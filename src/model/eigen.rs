@@ -1,6 +1,10 @@
 //! The `k` largest eigenpairs of a symmetric `D x D` matrix (a covariance)
 //! without its full eigendecomposition: restarted block Krylov iteration with
 //! Rayleigh-Ritz, on the host, every large step a faer product on all cores.
+//! The solver sees the matrix only through its products with blocks
+//! ([`SymmetricProduct`]): [`top_eigenpairs`] multiplies a matrix in memory,
+//! the GPU fit (`crate::ops::pca`) the covariance where the device computed
+//! it, so that only blocks of vectors travel, never the `D x D` matrix.
 //!
 //! A cycle starts from an orthonormal block `Q0` of `b = k + p` columns and
 //! its image `C Q0`, and grows a basis of the block Krylov space
@@ -53,7 +57,8 @@ const OP: &str = "eigen (top k)";
 pub struct TopKOptions {
     /// Each wanted pair's residual `||C x - theta x||` must fall below `tol`
     /// times the largest `|theta|`. `None`: `1e-12`, raised to the rounding
-    /// of a product at this `D` (`64 eps sqrt(D)`) where that is larger.
+    /// of a product at this `D` where that is larger
+    /// ([`SymmetricProduct::rounding_floor`]; `64 eps sqrt(D)` in f64).
     pub tol: Option<f64>,
     /// Columns beyond `k` in the block (`None`: `max(8, k / 2)`, at most `D - k`).
     pub extra: Option<usize>,
@@ -96,6 +101,72 @@ pub struct TopK {
     pub products: usize,
 }
 
+/// A symmetric `D x D` matrix as the top-k solver uses it: its products with
+/// blocks of vectors, and the rounding of those products.
+pub trait SymmetricProduct {
+    /// `D`.
+    fn dim(&self) -> usize;
+
+    /// `out = A v` for the `n` columns of `v`; `v` and `out` are `D x n`,
+    /// column-major.
+    ///
+    /// # Errors
+    /// Whatever the product's device reports, or [`Error::NonFinite`] for a
+    /// product that is not finite.
+    fn apply(&mut self, v: &[f64], n: usize, out: &mut [f64]) -> Result<()>;
+
+    /// The smallest residual (relative to the largest eigenvalue) the
+    /// products' rounding lets the iteration reach reliably, the default
+    /// tolerance's floor. For f64 products, `64 eps sqrt(D)`.
+    fn rounding_floor(&self) -> f64 {
+        64.0 * f64::EPSILON * (self.dim() as f64).sqrt()
+    }
+}
+
+/// A symmetric matrix in memory, multiplied by faer on all cores (the
+/// entries' finiteness is the caller's to check).
+pub(crate) struct HostMatrix<'a> {
+    /// The entries; symmetric, so row-major is as good as column-major (a
+    /// copy only for a strided view).
+    data: Cow<'a, [f64]>,
+    d: usize,
+    par: Par,
+}
+
+impl<'a> HostMatrix<'a> {
+    /// `c` must be square.
+    pub(crate) fn new(c: ArrayView2<'a, f64>) -> HostMatrix<'a> {
+        let d = c.nrows();
+        let data = match c.to_slice() {
+            Some(s) => Cow::Borrowed(s),
+            None => match c.reversed_axes().to_slice() {
+                Some(s) => Cow::Borrowed(s),
+                None => Cow::Owned(c.iter().copied().collect()),
+            },
+        };
+        HostMatrix {
+            data,
+            d,
+            par: faer::get_global_parallelism(),
+        }
+    }
+}
+
+impl SymmetricProduct for HostMatrix<'_> {
+    fn dim(&self) -> usize {
+        self.d
+    }
+
+    fn apply(&mut self, v: &[f64], n: usize, out: &mut [f64]) -> Result<()> {
+        let d = self.d;
+        let cm = MatRef::from_column_major_slice(&self.data[..], d, d);
+        let vs = MatRef::from_column_major_slice(&v[..d * n], d, n);
+        let ws = MatMut::from_column_major_slice_mut(&mut out[..d * n], d, n);
+        matmul(ws, Accum::Replace, cm, vs, 1.0, self.par);
+        Ok(())
+    }
+}
+
 /// The `k` largest eigenpairs of the symmetric `c` (`D x D`; only symmetric
 /// input gives meaningful output), by restarted block Krylov iteration (see
 /// the [module docs](self)). `start` (`D x s`), if given, seeds the start
@@ -115,28 +186,34 @@ pub fn top_eigenpairs(
     start: Option<ArrayView2<'_, f64>>,
     options: &TopKOptions,
 ) -> Result<TopK> {
-    let plan = TopKPlan::new(c.dim(), k, start.as_ref().map(|s| s.dim()), options)?;
+    let plan = TopKPlan::new(c.dim(), k, start.as_ref().map(|s| s.dim()), options, 0.0)?;
     if let Some(i) = c.iter().position(|v| !v.is_finite()) {
         return Err(Error::NonFinite {
             op: OP,
             location: format!("row {}, column {}", i / plan.d, i % plan.d),
         });
     }
-    // The matrix as faer sees it; symmetric, so row-major is as good as
-    // column-major (a copy only for a strided view).
-    let c: Cow<'_, [f64]> = match c.to_slice() {
-        Some(s) => Cow::Borrowed(s),
-        None => match c.reversed_axes().to_slice() {
-            Some(s) => Cow::Borrowed(s),
-            None => Cow::Owned(c.iter().copied().collect()),
-        },
-    };
-    let mut solver = Krylov::new(
-        MatRef::from_column_major_slice(&c[..], plan.d, plan.d),
-        &plan,
-        start,
-        options.seed,
-    );
+    let mut host = HostMatrix::new(c);
+    top_eigenpairs_of(&mut host, k, start, options)
+}
+
+/// [`top_eigenpairs`] of a matrix given by its products (see
+/// [`SymmetricProduct`]); the default tolerance's floor is the product's
+/// [`SymmetricProduct::rounding_floor`].
+///
+/// # Errors
+/// As [`top_eigenpairs`] (without the check of the entries, which the
+/// product's owner makes), and whatever [`SymmetricProduct::apply`] returns.
+pub fn top_eigenpairs_of(
+    product: &mut dyn SymmetricProduct,
+    k: usize,
+    start: Option<ArrayView2<'_, f64>>,
+    options: &TopKOptions,
+) -> Result<TopK> {
+    let d = product.dim();
+    let floor = product.rounding_floor();
+    let plan = TopKPlan::new((d, d), k, start.as_ref().map(|s| s.dim()), options, floor)?;
+    let mut solver = Krylov::new(product, &plan, start, options.seed);
     loop {
         solver.start_cycle()?;
         solver.grow()?;
@@ -167,6 +244,7 @@ impl TopKPlan {
         k: usize,
         start: Option<(usize, usize)>,
         options: &TopKOptions,
+        floor: f64,
     ) -> Result<TopKPlan> {
         if d != d2 || d == 0 {
             return Err(Error::shape(
@@ -195,9 +273,7 @@ impl TopKPlan {
         if options.blocks.is_some_and(|q| q < 2) {
             return Err(Error::invalid(OP, "a Krylov basis needs at least 2 blocks"));
         }
-        let tol = options
-            .tol
-            .unwrap_or_else(|| (64.0 * f64::EPSILON * (d as f64).sqrt()).max(1e-12));
+        let tol = options.tol.unwrap_or_else(|| floor.max(1e-12));
         let b = (k + options.extra.unwrap_or((k / 2).max(8))).min(d);
         let m_max = b.saturating_mul(options.blocks.unwrap_or(6)).min(d);
         let max_products = options.max_products.unwrap_or((4 * d).max(64 * b));
@@ -218,7 +294,7 @@ impl TopKPlan {
 
 /// The state of the restarted block Krylov iteration.
 struct Krylov<'a> {
-    cm: MatRef<'a, f64>,
+    product: &'a mut dyn SymmetricProduct,
     par: Par,
     d: usize,
     k: usize,
@@ -249,7 +325,7 @@ struct Krylov<'a> {
 impl<'a> Krylov<'a> {
     /// The start block: the given columns, then random normals.
     fn new(
-        cm: MatRef<'a, f64>,
+        product: &'a mut dyn SymmetricProduct,
         plan: &TopKPlan,
         start: Option<ArrayView2<'_, f64>>,
         seed: u64,
@@ -269,7 +345,7 @@ impl<'a> Krylov<'a> {
             *v = rng.normal(i as u64);
         }
         Krylov {
-            cm,
+            product,
             par: faer::get_global_parallelism(),
             d,
             k: plan.k,
@@ -321,7 +397,7 @@ impl<'a> Krylov<'a> {
             got += added;
         }
         let n = self.basis.cols;
-        self.basis.multiply(self.cm, 0, n, par);
+        self.basis.multiply(&mut *self.product, 0, n)?;
         self.products += n;
         self.norm_est = self.basis.image[..n * d]
             .chunks_exact(d)
@@ -346,7 +422,7 @@ impl<'a> Krylov<'a> {
             if added == 0 {
                 break;
             }
-            self.basis.multiply(self.cm, start_col, added, self.par);
+            self.basis.multiply(&mut *self.product, start_col, added)?;
             self.products += added;
             last = (start_col, added);
         }
@@ -398,7 +474,7 @@ impl<'a> Krylov<'a> {
                 return Ok(Some(self.finish(&theta, self.residual)));
             }
         } else if converged || exact {
-            let r = self.fresh_residual(&theta, kk);
+            let r = self.fresh_residual(&theta, kk)?;
             // An exhausted basis spans an invariant subspace (to the level
             // at which `extend` drops directions, an eighth of the
             // tolerance per direction): Rayleigh-Ritz is exact there.
@@ -412,22 +488,14 @@ impl<'a> Krylov<'a> {
     /// The residual of the first `kk` Ritz pairs against a fresh product:
     /// the images were carried through the restarts, and may have drifted.
     /// The fresh images replace the carried ones.
-    fn fresh_residual(&mut self, theta: &[f64], kk: usize) -> f64 {
+    fn fresh_residual(&mut self, theta: &[f64], kk: usize) -> Result<f64> {
         let d = self.d;
         let mut fresh = vec![0.0; d * kk];
-        let x = MatRef::from_column_major_slice(&self.ritz[..d * kk], d, kk);
-        matmul(
-            MatMut::from_column_major_slice_mut(&mut fresh, d, kk),
-            Accum::Replace,
-            self.cm,
-            x,
-            1.0,
-            self.par,
-        );
+        self.product.apply(&self.ritz[..d * kk], kk, &mut fresh)?;
         self.products += kk;
         let r = residuals(&self.ritz, &fresh, theta, d, kk);
         self.ritz_image[..d * kk].copy_from_slice(&fresh);
-        r
+        Ok(r)
     }
 
     fn finish(&self, theta: &[f64], residual: f64) -> TopK {
@@ -588,11 +656,10 @@ impl Basis {
     }
 
     /// The image of columns `from..from + n`: `C Q`.
-    fn multiply(&mut self, c: MatRef<'_, f64>, from: usize, n: usize, par: Par) {
+    fn multiply(&mut self, product: &mut dyn SymmetricProduct, from: usize, n: usize) -> Result<()> {
         let d = self.d;
-        let qs = MatRef::from_column_major_slice(&self.q[from * d..(from + n) * d], d, n);
-        let ws = MatMut::from_column_major_slice_mut(&mut self.image[from * d..(from + n) * d], d, n);
-        matmul(ws, Accum::Replace, c, qs, 1.0, par);
+        let span = from * d..(from + n) * d;
+        product.apply(&self.q[span.clone()], n, &mut self.image[span])
     }
 
     /// Appends an orthonormal basis of the part of `z` (`D x n`,

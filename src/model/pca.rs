@@ -246,6 +246,7 @@ pub struct PcaModel {
 }
 
 pub use crate::model::eigen::{eigh_parallelism, EIGH_SEQUENTIAL_BELOW};
+use crate::model::eigen::{top_eigenpairs_of, SymmetricProduct, TopK, TopKOptions};
 
 /// Eigendecomposition of a symmetric matrix, eigenvalues descending, each
 /// eigenvector's entry of largest magnitude positive, negative eigenvalues
@@ -509,19 +510,25 @@ fn fraction_reached(
 /// their vectors as columns (`D x k`) and the total variance.
 type Solved = (Array1<f64>, Array2<f64>, f64);
 
+/// Whether a fit of `d` features with these options takes the top-k solver
+/// (auto: where `k` is well below `D`; see [`topk_wins`]). Where it does, the
+/// fit needs only the covariance's products and its trace
+/// ([`PcaModel::from_product`]).
+pub fn takes_topk(d: usize, options: &PcaOptions) -> bool {
+    match (options.solver, options.n_components) {
+        (Solver::Full, _) | (Solver::Auto, NComponents::All) => false,
+        (Solver::TopK, _) => true,
+        (Solver::Auto, NComponents::Count(k)) => topk_wins(d, k),
+        (Solver::Auto, NComponents::Fraction(_)) => topk_wins(d, 1),
+    }
+}
+
 /// The leading eigenpairs a fit keeps, by the solver the options ask for
 /// (auto: the top-k solver where `k` is well below `D`, falling back to the
 /// full eigendecomposition where it does not converge or pay).
 fn solve(cov: ArrayView2<'_, f64>, n_samples: usize, options: &PcaOptions) -> Result<Solved> {
     let d = cov.nrows();
-    let auto = options.solver == Solver::Auto;
-    let topk = match (options.solver, options.n_components) {
-        (Solver::Full, _) | (Solver::Auto, NComponents::All) => false,
-        (Solver::TopK, _) => true,
-        (Solver::Auto, NComponents::Count(k)) => topk_wins(d, k),
-        (Solver::Auto, NComponents::Fraction(_)) => topk_wins(d, 1),
-    };
-    if !topk {
+    if !takes_topk(d, options) {
         return solve_full(cov, n_samples, options);
     }
     if let Some(i) = cov.iter().position(|v| !v.is_finite()) {
@@ -535,26 +542,41 @@ fn solve(cov: ArrayView2<'_, f64>, n_samples: usize, options: &PcaOptions) -> Re
         });
     }
     let trace = cov.diag().sum().max(0.0);
-    let topk_opts = crate::model::eigen::TopKOptions {
+    let mut product = crate::model::eigen::HostMatrix::new(cov);
+    match solve_topk(&mut product, trace, n_samples, options)? {
+        Some(r) => Ok(r),
+        None => solve_full(cov, n_samples, options),
+    }
+}
+
+/// The top-k solver's answer, or `None` where auto gives up on it (it did
+/// not converge, or a fraction needs so many components that the full
+/// solver is cheaper): the caller then takes the full eigendecomposition.
+fn solve_topk(
+    product: &mut dyn SymmetricProduct,
+    trace: f64,
+    n_samples: usize,
+    options: &PcaOptions,
+) -> Result<Option<Solved>> {
+    let d = product.dim();
+    let auto = options.solver == Solver::Auto;
+    let topk_opts = TopKOptions {
         max_products: auto.then_some(AUTO_MAX_PRODUCTS_PER_FEATURE * d),
         ..Default::default()
     };
     let found = match options.n_components {
         NComponents::Fraction(f) => {
             check_fraction(f, options.convention)?;
-            solve_fraction(cov, f, trace, options, &topk_opts)
+            solve_fraction(product, f, trace, options, &topk_opts)
         }
         n => {
             let k = count_of(n, d, options.convention, n_samples)?;
-            top_k(cov, k, None, &topk_opts).map(|r| Some((r.values, r.vectors, trace)))
+            top_k(product, k, None, &topk_opts).map(|r| Some((r.values, r.vectors, trace)))
         }
     };
     match found {
-        Ok(Some(r)) => Ok(r),
-        // Auto gives up on the top-k solver where it does not pay.
-        Ok(None) => solve_full(cov, n_samples, options),
-        Err(Error::NoConvergence { .. }) if auto => solve_full(cov, n_samples, options),
-        Err(e) => Err(e),
+        Err(Error::NoConvergence { .. }) if auto => Ok(None),
+        other => other,
     }
 }
 
@@ -573,12 +595,12 @@ fn solve_full(cov: ArrayView2<'_, f64>, n_samples: usize, options: &PcaOptions) 
 
 /// The top `k` eigenpairs, eigenvalues clamped at 0.
 fn top_k(
-    cov: ArrayView2<'_, f64>,
+    product: &mut dyn SymmetricProduct,
     k: usize,
     start: Option<ArrayView2<'_, f64>>,
-    opts: &crate::model::eigen::TopKOptions,
-) -> Result<crate::model::eigen::TopK> {
-    crate::model::eigen::top_eigenpairs(cov, k, start, opts).map(|mut r| {
+    opts: &TopKOptions,
+) -> Result<TopK> {
+    top_eigenpairs_of(product, k, start, opts).map(|mut r| {
         r.values.mapv_inplace(|v| v.max(0.0));
         r
     })
@@ -588,17 +610,17 @@ fn top_k(
 /// top-k solver's `k` doubled (each run started from the last one's vectors)
 /// until reached. `None` where auto finds the full solver cheaper first.
 fn solve_fraction(
-    cov: ArrayView2<'_, f64>,
+    product: &mut dyn SymmetricProduct,
     f: f64,
     trace: f64,
     options: &PcaOptions,
-    topk_opts: &crate::model::eigen::TopKOptions,
+    topk_opts: &TopKOptions,
 ) -> Result<Option<Solved>> {
-    let d = cov.nrows();
+    let d = product.dim();
     let mut k = d.min(8);
     let mut start: Option<Array2<f64>> = None;
     loop {
-        let r = top_k(cov, k, start.as_ref().map(|s| s.view()), topk_opts)?;
+        let r = top_k(product, k, start.as_ref().map(|s| s.view()), topk_opts)?;
         let reached = fraction_reached(r.values.view(), trace, f, options.convention);
         if let Some(kept) = reached.or((k == d).then_some(d)) {
             let kept = kept.min(k);
@@ -634,7 +656,43 @@ impl PcaModel {
                 format!("{} x {}", cov.nrows(), cov.ncols()),
             ));
         }
-        let (eigenvalues, components, total) = solve(cov, n_samples, options)?;
+        let solved = solve(cov, n_samples, options)?;
+        Ok(PcaModel::assemble(mean, solved, n_samples, options))
+    }
+
+    /// Builds the model from a mean and a covariance given by its products
+    /// and its trace (the GPU fit's covariance left on the device), where
+    /// [`takes_topk`] says the options take the top-k solver. `None` where
+    /// they do not, or where auto gives up on the top-k solver: the caller
+    /// then needs the covariance itself ([`PcaModel::from_covariance`] with
+    /// [`Solver::Full`]).
+    ///
+    /// # Errors
+    /// As [`PcaModel::from_covariance`], and whatever the product returns.
+    pub fn from_product(
+        mean: Array1<f64>,
+        product: &mut dyn SymmetricProduct,
+        trace: f64,
+        n_samples: usize,
+        options: &PcaOptions,
+    ) -> Result<Option<Self>> {
+        options.validate()?;
+        if product.dim() != mean.len() {
+            return Err(Error::shape(
+                OP,
+                format!("a {0} x {0} covariance", mean.len()),
+                format!("{0} x {0}", product.dim()),
+            ));
+        }
+        if !takes_topk(mean.len(), options) {
+            return Ok(None);
+        }
+        let solved = solve_topk(product, trace.max(0.0), n_samples, options)?;
+        Ok(solved.map(|solved| PcaModel::assemble(mean, solved, n_samples, options)))
+    }
+
+    fn assemble(mean: Array1<f64>, solved: Solved, n_samples: usize, options: &PcaOptions) -> PcaModel {
+        let (eigenvalues, components, total) = solved;
         let k = components.ncols();
         let explained_variance = eigenvalues.slice(s![..k]).to_owned();
         let explained_variance_ratio = if total > 0.0 {
@@ -642,7 +700,7 @@ impl PcaModel {
         } else {
             Array1::zeros(k)
         };
-        Ok(PcaModel {
+        PcaModel {
             mean,
             components,
             eigenvalues,
@@ -654,7 +712,7 @@ impl PcaModel {
             ddof: options.ddof,
             n_samples,
             convention: options.convention,
-        })
+        }
     }
 
     /// Input columns `D`.

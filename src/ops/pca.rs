@@ -14,7 +14,8 @@ use ndarray::{Array1, Array2};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::matrix::GpuMatrix;
-use crate::model::pca::PcaModel;
+use crate::model::eigen::SymmetricProduct;
+use crate::model::pca::{takes_topk, PcaModel, Solver};
 pub use crate::model::pca::{NComponents, PcaOptions, Whitening};
 use crate::ops::column_stats::{encode_column_stats_into, ColumnStats, ColumnStatsOptions};
 use crate::ops::covariance::{
@@ -83,6 +84,124 @@ fn pack(e: &mut wgpu::CommandEncoder, all: &GpuMatrix, parts: &[(&wgpu::Buffer, 
     }
 }
 
+/// Copies the diagonal of the square `m` into row `row` of `all`.
+fn pack_diagonal(e: &mut wgpu::CommandEncoder, m: &GpuMatrix, all: &GpuMatrix, row: usize) -> Result<()> {
+    let d = m.rows();
+    let at = all.row_range(row..row + 1)?;
+    for i in 0..d {
+        let r = m.row_range(i..i + 1)?;
+        e.copy_buffer_to_buffer(
+            r.buffer(),
+            r.offset() + 4 * i as u64,
+            at.buffer(),
+            at.offset() + 4 * i as u64,
+            4,
+        );
+    }
+    Ok(())
+}
+
+/// The covariance a fit computed, as the host gets it.
+enum Fitted {
+    /// Read back whole (unscaled, f64).
+    Host(Array2<f64>),
+    /// Left on the device for the top-k solver: the raw covariance (entry
+    /// `(i, j)` times `1 / (s_i s_j)` is the covariance), the scales `s`, and
+    /// the covariance's diagonal (unscaled, f64).
+    Device {
+        raw: GpuMatrix,
+        scales: Vec<f64>,
+        diagonal: Vec<f64>,
+    },
+}
+
+impl Fitted {
+    /// The `(i, i)` entry of the covariance.
+    fn diagonal(&self, i: usize) -> f64 {
+        match self {
+            Fitted::Host(c) => c[[i, i]],
+            Fitted::Device { diagonal, .. } => diagonal[i],
+        }
+    }
+
+    fn finite(&self) -> bool {
+        match self {
+            Fitted::Host(c) => c.iter().all(|v| v.is_finite()),
+            Fitted::Device { diagonal, .. } => diagonal.iter().all(|v| v.is_finite()),
+        }
+    }
+}
+
+/// The readback after the covariance: the whole raw covariance where the
+/// fit takes the full eigendecomposition (then `rows` of results after it),
+/// only `rows` of results and the diagonal where it takes the top-k solver.
+struct Readback {
+    all: GpuMatrix,
+    /// Rows of the whole covariance first (0 for the top-k solver).
+    head: usize,
+}
+
+impl Readback {
+    fn new(gpu: &Gpu, d: usize, rows: usize, topk: bool) -> Result<Readback> {
+        let head = if topk { 0 } else { d };
+        Ok(Readback {
+            all: GpuMatrix::uninit(gpu, head + rows + usize::from(topk), d)?,
+            head,
+        })
+    }
+
+    /// Records the copies: the covariance (or its diagonal, last) and `parts`.
+    fn encode(
+        &self,
+        e: &mut wgpu::CommandEncoder,
+        cov: &GpuMatrix,
+        parts: &[(&wgpu::Buffer, u64, u64)],
+    ) -> Result<()> {
+        let d = cov.rows();
+        let bytes = (self.head * d * 4) as u64;
+        let mut all: Vec<(&wgpu::Buffer, u64, u64)> = Vec::with_capacity(parts.len() + 1);
+        if self.head > 0 {
+            all.push((cov.buffer(), cov.offset(), bytes));
+        }
+        all.extend_from_slice(parts);
+        pack(e, &self.all, &all);
+        if self.head == 0 {
+            pack_diagonal(e, cov, &self.all, self.all.rows() - 1)?;
+        }
+        Ok(())
+    }
+
+    /// Reads back: the results' rows, and the covariance (unscaled by the
+    /// `scales` row of the results).
+    fn finish(self, gpu: &Gpu, cov: GpuMatrix, scales_row: usize) -> Result<(Array2<f64>, Fitted)> {
+        let d = cov.rows();
+        let host = self.all.download(gpu)?.mapv(f64::from);
+        let results = host.slice(ndarray::s![self.head.., ..]).to_owned();
+        let scales = results.row(scales_row);
+        let fitted = if self.head > 0 {
+            Fitted::Host(unscale(host.slice(ndarray::s![..d, ..]), scales, 1.0))
+        } else {
+            let diag = results.row(results.nrows() - 1);
+            let diagonal = (0..d)
+                .map(|i| {
+                    let s = scales[i];
+                    if s > 0.0 {
+                        diag[i] / (s * s)
+                    } else {
+                        f64::NAN
+                    }
+                })
+                .collect();
+            Fitted::Device {
+                raw: cov,
+                scales: scales.to_vec(),
+                diagonal,
+            }
+        };
+        Ok((results, fitted))
+    }
+}
+
 /// The fit in one read of X, where the data allow it: the column statistics
 /// of the first [`PREFIX_ROWS`] rows give the covariance kernel its shift and
 /// its columns' scales, and the kernel's own column sums give the mean of
@@ -97,16 +216,16 @@ fn fit_one_pass(
     gpu: &Gpu,
     x: &GpuMatrix,
     options: &PcaOptions,
-) -> Result<Option<(Array1<f64>, Array2<f64>)>> {
+    topk: bool,
+) -> Result<Option<(Array1<f64>, Fitted)>> {
     let (_, d) = x.shape();
     let prefix = x.row_range(0..PREFIX_ROWS)?;
     let mut stats = ColumnStats::uninit(gpu, d)?;
     let cov = GpuMatrix::uninit(gpu, d, d)?;
     let moments = GpuMatrix::uninit(gpu, 2, d)?;
-    // One readback: the scaled covariance, the means and ranges, the scales
-    // and the shift (the prefix's mean), one after the other.
-    let all = GpuMatrix::uninit(gpu, d + 4, d)?;
-    let cov_bytes = (d * d * 4) as u64;
+    // One readback: the means and ranges, the scales and the shift (the
+    // prefix's mean), and the scaled covariance or its diagonal.
+    let readback = Readback::new(gpu, d, 4, topk)?;
     let row_bytes = (d * 4) as u64;
     gpu.run(OP, |e| {
         encode_column_stats_into(gpu, e, &prefix, &mut stats, &ColumnStatsOptions::default())?;
@@ -120,37 +239,191 @@ fn fit_one_pass(
             true,
             Some(&moments),
         )?;
-        pack(
+        readback.encode(
             e,
-            &all,
+            &cov,
             &[
-                (cov.buffer(), cov.offset(), cov_bytes),
                 (moments.buffer(), moments.offset(), 2 * row_bytes),
                 (&scales.buffer, scales.offset, row_bytes),
                 (stats.buffer.buffer(), stats.buffer.offset(), row_bytes),
             ],
-        );
-        Ok(())
+        )
     })?;
-    let host = all.download(gpu)?.mapv(f64::from);
-    let (mean, range, scales, shift) = (host.row(d), host.row(d + 1), host.row(d + 2), host.row(d + 3));
+    let (host, fitted) = readback.finish(gpu, cov, 2)?;
+    let (mean, range, scales, shift) = (host.row(0), host.row(1), host.row(2), host.row(3));
     // (NaN fails both tests.)
     let scaled = scales.iter().all(|&s| s > 0.0);
     let in_range = range
         .iter()
         .all(|&r| r <= ONE_PASS_LIMIT && (r == 0.0 || r >= ONE_PASS_FLOOR));
-    if !(scaled && in_range) {
-        return Ok(None);
-    }
-    let c = unscale(host.slice(ndarray::s![..d, ..]), scales, 1.0);
-    if !(mean.iter().all(|v| v.is_finite()) && c.iter().all(|v| v.is_finite())) {
+    if !(scaled && in_range && mean.iter().all(|v| v.is_finite()) && fitted.finite()) {
         return Ok(None);
     }
     let near = (0..d).all(|j| {
         let dm = mean[j] - shift[j];
-        dm * dm <= c[[j, j]]
+        dm * dm <= fitted.diagonal(j)
     });
-    Ok(near.then(|| (mean.to_owned(), c)))
+    Ok(near.then(|| (mean.to_owned(), fitted)))
+}
+
+/// The fit in two reads of X: the statistics of all rows, then the
+/// covariance about their mean.
+fn fit_two_pass(gpu: &Gpu, x: &GpuMatrix, options: &PcaOptions, topk: bool) -> Result<(Array1<f64>, Fitted)> {
+    let d = x.cols();
+    let mut stats = ColumnStats::uninit(gpu, d)?;
+    let cov = GpuMatrix::uninit(gpu, d, d)?;
+    // One readback: the mean and the scales, and the covariance in its
+    // columns' scales or its diagonal (the covariance is unscaled here in
+    // f64, so one beyond f32's range still has its eigenvectors).
+    let readback = Readback::new(gpu, d, 2, topk)?;
+    let row_bytes = (d * 4) as u64;
+    gpu.run(OP, |e| {
+        encode_column_stats_into(gpu, e, x, &mut stats, &ColumnStatsOptions::default())?;
+        let scales = encode_covariance_scaled_into(
+            gpu,
+            e,
+            x,
+            &stats.buffer,
+            &cov,
+            &CovarianceOptions::ddof(options.ddof),
+            true,
+            None,
+        )?;
+        readback.encode(
+            e,
+            &cov,
+            &[
+                (stats.buffer.buffer(), stats.buffer.offset(), row_bytes),
+                (&scales.buffer, scales.offset, row_bytes),
+            ],
+        )
+    })?;
+    let (host, fitted) = readback.finish(gpu, cov, 1)?;
+    let mean = host.row(0).to_owned();
+    if let Some(j) = mean.iter().position(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            op: OP,
+            location: format!("column {j} (its mean is not finite)"),
+        });
+    }
+    Ok((mean, fitted))
+}
+
+/// The model from the fit's mean and covariance: the top-k solver on the
+/// covariance left on the device where the options take it, the full
+/// eigendecomposition of the covariance read back otherwise (and where auto
+/// gives up on the top-k solver).
+fn finish_fit(
+    gpu: &Gpu,
+    mean: Array1<f64>,
+    fitted: Fitted,
+    n: usize,
+    options: &PcaOptions,
+) -> Result<PcaModel> {
+    let (raw, scales) = match fitted {
+        Fitted::Host(c) => return PcaModel::from_covariance(mean, c.view(), n, options),
+        Fitted::Device {
+            raw,
+            scales,
+            diagonal,
+        } => {
+            if let Some(j) = scales.iter().position(|&s| s.is_nan() || s <= 0.0) {
+                return Err(Error::NonFinite {
+                    op: OP,
+                    location: format!("column {j} (its covariance is not finite)"),
+                });
+            }
+            let trace = diagonal.iter().sum::<f64>();
+            let mut product = DeviceCovariance::new(gpu, &raw, &scales);
+            if let Some(model) = PcaModel::from_product(mean.clone(), &mut product, trace, n, options)? {
+                return Ok(model);
+            }
+            (raw, scales)
+        }
+    };
+    let host = raw.download(gpu)?.mapv(f64::from);
+    let c = unscale(host.view(), ndarray::ArrayView1::from(&scales[..]), 1.0);
+    let full = PcaOptions {
+        solver: Solver::Full,
+        ..*options
+    };
+    PcaModel::from_covariance(mean, c.view(), n, &full)
+}
+
+/// The covariance where the fit left it on the device (entry `(i, j)` scaled
+/// by `s_i s_j`), multiplied there by the product kernel for the top-k
+/// solver: each block goes up in f32 (`D x n`, row-major, its rows scaled by
+/// `1 / s`) as `w` in `raw @ w` (so `raw`, the `x` of the product, may be
+/// split over several bindings), and its image comes back (scaled by `1 / s`
+/// again, in f64). Only `D x n` blocks cross, never the `D x D` matrix.
+struct DeviceCovariance<'a> {
+    gpu: &'a Gpu,
+    raw: &'a GpuMatrix,
+    inv: Vec<f64>,
+    /// The last block's width and its device block and image (`D x n` each).
+    block: Option<(usize, GpuMatrix, GpuMatrix)>,
+    staging: Vec<f32>,
+}
+
+impl<'a> DeviceCovariance<'a> {
+    fn new(gpu: &'a Gpu, raw: &'a GpuMatrix, scales: &[f64]) -> DeviceCovariance<'a> {
+        DeviceCovariance {
+            gpu,
+            raw,
+            inv: scales.iter().map(|s| 1.0 / s).collect(),
+            block: None,
+            staging: Vec::new(),
+        }
+    }
+}
+
+impl SymmetricProduct for DeviceCovariance<'_> {
+    fn dim(&self) -> usize {
+        self.inv.len()
+    }
+
+    fn apply(&mut self, v: &[f64], n: usize, out: &mut [f64]) -> Result<()> {
+        let (gpu, d) = (self.gpu, self.inv.len());
+        if self.block.as_ref().is_none_or(|b| b.0 != n) {
+            self.block = Some((n, GpuMatrix::uninit(gpu, d, n)?, GpuMatrix::uninit(gpu, d, n)?));
+        }
+        let Some((_, block, image)) = &self.block else {
+            return Err(Error::invalid(OP, "the top-k block was not allocated"));
+        };
+        self.staging.clear();
+        self.staging
+            .extend((0..d * n).map(|at| (v[(at % n) * d + at / n] * self.inv[at / n]) as f32));
+        let staged = ndarray::ArrayView2::from_shape((d, n), &self.staging[..])
+            .map_err(|e| Error::invalid(OP, format!("the top-k block's shape: {e}")))?;
+        block.write(gpu, staged)?;
+        gpu.run(OP, |e| {
+            encode_matmul_into(gpu, e, self.raw, block, image, &MatmulOptions::default())
+        })?;
+        let img = image.download(gpu)?;
+        for (i, (row, s)) in img.rows().into_iter().zip(&self.inv).enumerate() {
+            for (j, &y) in row.iter().enumerate() {
+                let value = f64::from(y) * s;
+                if !value.is_finite() {
+                    return Err(Error::NonFinite {
+                        op: OP,
+                        location: format!(
+                            "row {i} of the covariance's product with a block (non-finite input data?)"
+                        ),
+                    });
+                }
+                out[j * d + i] = value;
+            }
+        }
+        Ok(())
+    }
+
+    /// f32 products: `eps_f32 sqrt(D)`. Measured on lavapipe (D = 256 to
+    /// 512, noise spectra with no gap): the residuals stall near `1e-7` of
+    /// the largest eigenvalue, 15 to 20 times below this; a tenth of it
+    /// did not converge.
+    fn rounding_floor(&self) -> f64 {
+        f64::from(f32::EPSILON) * (self.dim() as f64).sqrt()
+    }
 }
 
 impl Pca {
@@ -180,55 +453,17 @@ impl Pca {
             ));
         }
         check_eps_f32(options.whitening, options.eps)?;
+        let topk = takes_topk(d, options);
         if n >= ONE_PASS_MIN_ROWS {
-            if let Some((mean, c)) = fit_one_pass(gpu, x, options)? {
-                let model = PcaModel::from_covariance(mean, c.view(), n, options)?;
+            if let Some((mean, fitted)) = fit_one_pass(gpu, x, options, topk)? {
+                let model = finish_fit(gpu, mean, fitted, n, options)?;
                 let mut pca = Pca::from_model(gpu, model)?;
                 pca.one_pass = true;
                 return Ok(pca);
             }
         }
-        let mut stats = ColumnStats::uninit(gpu, d)?;
-        let cov = GpuMatrix::uninit(gpu, d, d)?;
-        // One readback: the covariance in its columns' scales, the mean, and
-        // the scales, copied one after the other (the covariance is unscaled
-        // here in f64, so one beyond f32's range still has its eigenvectors).
-        let all = GpuMatrix::uninit(gpu, d + 2, d)?;
-        let cov_bytes = (d * d * 4) as u64;
-        let row_bytes = (d * 4) as u64;
-        gpu.run(OP, |e| {
-            encode_column_stats_into(gpu, e, x, &mut stats, &ColumnStatsOptions::default())?;
-            let scales = encode_covariance_scaled_into(
-                gpu,
-                e,
-                x,
-                &stats.buffer,
-                &cov,
-                &CovarianceOptions::ddof(options.ddof),
-                true,
-                None,
-            )?;
-            pack(
-                e,
-                &all,
-                &[
-                    (cov.buffer(), cov.offset(), cov_bytes),
-                    (stats.buffer.buffer(), stats.buffer.offset(), row_bytes),
-                    (&scales.buffer, scales.offset, row_bytes),
-                ],
-            );
-            Ok(())
-        })?;
-        let host = all.download(gpu)?.mapv(f64::from);
-        let mean = host.row(d).to_owned();
-        let c = unscale(host.slice(ndarray::s![..d, ..]), host.row(d + 1), 1.0);
-        if let Some(j) = mean.iter().position(|v| !v.is_finite()) {
-            return Err(Error::NonFinite {
-                op: OP,
-                location: format!("column {j} (its mean is not finite)"),
-            });
-        }
-        let model = PcaModel::from_covariance(mean, c.view(), n, options)?;
+        let (mean, fitted) = fit_two_pass(gpu, x, options, topk)?;
+        let model = finish_fit(gpu, mean, fitted, n, options)?;
         Pca::from_model(gpu, model)
     }
 
