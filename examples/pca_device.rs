@@ -4,7 +4,8 @@
 //! pipeline (PyTorch: 12.3 ms), with several work splits of each kernel.
 //!
 //! `cargo run --release --example pca_device [-- --quick]` (`-- --eigh`: only
-//! the host eigendecomposition, one thread against all). GPU times are wall
+//! the host eigendecomposition, one thread against all; `-- --topk`: only the
+//! fit of wide data by the top-k solver on the device against the full one). GPU times are wall
 //! clock around `REPS` copies recorded into one encoder and one submit,
 //! divided by `REPS`, median of `TRIALS` submits (data resident on the device).
 
@@ -13,7 +14,9 @@ use std::time::Instant;
 use gpuprep::ops::covariance::{encode_covariance_into, CovarianceOptions};
 use gpuprep::ops::matmul::encode_matmul_into;
 use gpuprep::ops::{CovarianceConfig, MatmulConfig, MatmulOptions};
-use gpuprep::{cpu, ops, time_recorded, Gpu, GpuMatrix, GpuTimer, NComponents, Pca, PcaOptions, Whitening};
+use gpuprep::{
+    cpu, ops, time_recorded, Gpu, GpuMatrix, GpuTimer, NComponents, Pca, PcaOptions, Solver, Whitening,
+};
 use ndarray::Array2;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,6 +86,9 @@ fn main() -> gpuprep::Result<()> {
         return eigh_sweep(quick);
     }
     let gpu = Gpu::new()?;
+    if std::env::args().any(|a| a == "--topk") {
+        return topk_fit(&gpu, quick);
+    }
     let info = gpu.adapter_info();
     println!(
         "adapter: {} ({:?}, {:?})",
@@ -378,6 +384,57 @@ fn main() -> gpuprep::Result<()> {
     );
 
     eigh_sweep(quick)
+}
+
+/// Rank-`r` data plus noise, leading eigenvalues decaying by `e^(-j / 16)`.
+fn wide(n: usize, d: usize, r: usize) -> Array2<f32> {
+    let z = data(n, r, 0.0, 7);
+    let m = data(r, d, 0.0, 8);
+    let scaled = Array2::from_shape_fn((n, r), |(i, j)| z[[i, j]] * (-(j as f32) / 16.0).exp());
+    scaled.dot(&m) + data(n, d, 0.0, 9).mapv(|v| 0.1 * v)
+}
+
+/// `Pca::fit` of wide data keeping 32 components (issue 25): the top-k
+/// solver on the covariance left on the device (only `D x n` blocks cross)
+/// against the full eigendecomposition of the covariance read back, and
+/// the components' agreement. `--topk` runs only this.
+fn topk_fit(gpu: &Gpu, quick: bool) -> gpuprep::Result<()> {
+    let (n, d, k) = if quick { (2048, 256, 8) } else { (20_000, 4096, 32) };
+    println!("\n== PCA fit of {n} x {d} (rank 64 + noise), {k} components: top-k on the device vs full ==");
+    let x = wide(n, d, 64);
+    let xg = GpuMatrix::upload(gpu, x.view())?;
+    let mut models = Vec::new();
+    for solver in [Solver::TopK, Solver::Full] {
+        let opts = PcaOptions {
+            n_components: NComponents::Count(k),
+            solver,
+            ..Default::default()
+        };
+        let mut model = None;
+        let t = time_wall(|| {
+            model = Some(Pca::fit(gpu, &xg, &opts)?.into_model());
+            Ok(())
+        })?;
+        println!("  {solver:?}: {:.1} ms (wall, median of {})", t * 1e3, trials());
+        models.extend(model);
+    }
+    let (a, b) = (&models[0], &models[1]);
+    let mut worst = 0.0f64;
+    for j in 0..k {
+        let (u, v) = (a.components.column(j), b.components.column(j));
+        let sign = u.dot(&v).signum();
+        worst = u
+            .iter()
+            .zip(v)
+            .fold(worst, |w, (p, q)| w.max((p - sign * q).abs()));
+    }
+    let ev = a
+        .explained_variance
+        .iter()
+        .zip(&b.explained_variance)
+        .fold(0.0f64, |w, (p, q)| w.max((p - q).abs() / q.abs()));
+    println!("  top-k vs full: components max |du| {worst:.1e}, eigenvalues max rel {ev:.1e}");
+    Ok(())
 }
 
 /// The eigendecomposition on this machine's CPU, one thread against faer's

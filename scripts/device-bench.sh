@@ -44,6 +44,9 @@ np.save('/tmp/topk.npy', x)"; then
         done
     done
 fi
+# The library's fit (ops::Pca::fit): the top-k solver multiplies the
+# covariance on the device, against the full solver on the read-back one.
+[ -x $B/example-pca_device ] && timeout 200 $B/example-pca_device --topk >> "$OUT/topk.txt" 2>&1
 [ -x $B/example-eigen_topk ] && timeout 200 $B/example-eigen_topk --d 4096 --n 8192 --k 8,32,64,128,256 --reps 3 >> "$OUT/topk.txt" 2>&1
 for extra in $B/extra-*.sh; do [ -f "$extra" ] && timeout 200 bash "$extra" >> "$OUT/bench-extra.txt" 2>&1; done
 timeout 200 python3 peer_torch.py 1048576 256 > "$OUT/torch.txt" 2>&1
