@@ -596,6 +596,7 @@ fn matmul_matches_the_twin() {
                     scale: Some(scale.view()),
                     bias: Some(bias.view()),
                     transpose_w: false,
+                    transpose_x: false,
                     activation: act,
                 };
                 let t = cpu::MatmulOptions {

@@ -12,43 +12,17 @@
 
 use faer::linalg::matmul::matmul as faer_matmul;
 use faer::{Accum, Mat};
-use ndarray::{Array2, ArrayView1, ArrayView2};
+use ndarray::{Array2, ArrayView2};
 
-use crate::error::{Error, Result};
-use crate::model::matmul::Activation;
+use crate::error::Result;
+use crate::model::matmul::check_shapes;
 
 const OP: &str = "matmul (cpu)";
 
 /// Rows centred and multiplied per block.
 const BLOCK: usize = 256;
 
-/// The options of the product; the default gives `x @ w`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct MatmulOptions<'a> {
-    /// Subtracted from each row of `x` before the product (length `K`).
-    pub center: Option<ArrayView1<'a, f64>>,
-    /// Multiplies column `j` of the product (length `M`).
-    pub scale: Option<ArrayView1<'a, f64>>,
-    /// Added to column `j` after the scale (length `M`).
-    pub bias: Option<ArrayView1<'a, f64>>,
-    /// `w` is `M x K` and the product is `x @ w^T`.
-    pub transpose_w: bool,
-    /// `x` is stored `K x N` and the product is `x^T @ w`.
-    pub transpose_x: bool,
-    /// Applied to each output last.
-    pub activation: Activation,
-}
-
-fn check_len(what: &str, v: Option<ArrayView1<'_, f64>>, len: usize) -> Result<()> {
-    match v {
-        Some(v) if v.len() != len => Err(Error::shape(
-            OP,
-            format!("{what} of length {len}"),
-            format!("length {}", v.len()),
-        )),
-        _ => Ok(()),
-    }
-}
+pub use crate::model::matmul::MatmulOptions;
 
 /// `out = act(((x - center) @ w) * scale + bias)` in f64 (see the module docs).
 pub fn matmul<A: Copy + Into<f64>>(
@@ -59,7 +33,7 @@ pub fn matmul<A: Copy + Into<f64>>(
     let x = if options.transpose_x { x.reversed_axes() } else { x };
     let w = if options.transpose_w { w.reversed_axes() } else { w };
     let ((n, k), m) = (x.dim(), w.ncols());
-    check_shapes(x.dim(), w.dim(), options)?;
+    check_shapes(OP, x.dim(), w.dim(), options)?;
     // The output, w, and the two blocks, before any of them is allocated.
     let block = BLOCK.min(n.max(1)) as u128;
     crate::alloc::check_bytes(
@@ -119,29 +93,10 @@ pub fn matmul<A: Copy + Into<f64>>(
     Ok(out)
 }
 
-/// Refuses `x` (`N x K`, as used) and `w` (`K x M`, as used) whose inner
-/// dimensions differ, and vectors of other lengths.
-fn check_shapes((n, k): (usize, usize), (kw, m): (usize, usize), options: &MatmulOptions<'_>) -> Result<()> {
-    if kw != k {
-        let (what, got) = if options.transpose_w {
-            ("columns", format!("{m} x {kw}"))
-        } else {
-            ("rows", format!("{kw} x {m}"))
-        };
-        return Err(Error::shape(
-            OP,
-            format!("w with {k} {what} (x is {n} x {k})"),
-            got,
-        ));
-    }
-    check_len("center", options.center, k)?;
-    check_len("scale", options.scale, m)?;
-    check_len("bias", options.bias, m)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::matmul::Activation;
     use ndarray::{array, Array1};
 
     #[test]

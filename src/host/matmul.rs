@@ -11,12 +11,12 @@
 //! bias and activation are applied there while the block is in cache.
 
 use faer::{Accum, MatMut, MatRef, Par};
-use ndarray::{s, Array2, ArrayView1, ArrayView2, ArrayViewMut2};
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 use super::{contiguous, new_output, rows_for, HostFloat};
 use crate::error::{Error, Result};
-use crate::model::matmul::Activation;
+use crate::model::matmul::{check_shapes, check_vectors, Activation};
 
 const OP: &str = "matmul (host)";
 
@@ -40,32 +40,7 @@ fn block_rows(n: usize, k: usize, m: usize, threads: usize) -> usize {
     want.min(even)
 }
 
-/// The options of [`matmul`]; the default gives `x @ w`. The same options as
-/// the twin's [`crate::cpu::MatmulOptions`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct MatmulOptions<'a> {
-    /// Subtracted from each row of `x` before the product (length `K`).
-    pub center: Option<ArrayView1<'a, f64>>,
-    /// Multiplies column `j` of the product (length `M`).
-    pub scale: Option<ArrayView1<'a, f64>>,
-    /// Added to column `j` after the scale (length `M`).
-    pub bias: Option<ArrayView1<'a, f64>>,
-    /// `w` is `M x K` and the product is `x @ w^T` (a linear layer's weight).
-    pub transpose_w: bool,
-    /// Applied to each output last.
-    pub activation: Activation,
-}
-
-fn check_len(what: &str, v: Option<ArrayView1<'_, f64>>, len: usize) -> Result<()> {
-    match v {
-        Some(v) if v.len() != len => Err(Error::shape(
-            OP,
-            format!("{what} of length {len}"),
-            format!("length {}", v.len()),
-        )),
-        _ => Ok(()),
-    }
-}
+pub use crate::model::matmul::MatmulOptions;
 
 /// Returns `act(((x - center) @ w) * scale + bias)` (`N x M`) in `x`'s type:
 ///
@@ -73,7 +48,8 @@ fn check_len(what: &str, v: Option<ArrayView1<'_, f64>>, len: usize) -> Result<(
 /// out[n, j] = act(scale[j] * sum_k (x[n, k] - center[k]) * w[k, j] + bias[j])
 /// ```
 ///
-/// for `x` `N x K` and `w` `K x M` (or `M x K` with `transpose_w`); the
+/// for `x` `N x K` (or `K x N` with `transpose_x`) and `w` `K x M` (or `M x
+/// K` with `transpose_w`); the
 /// products run in `x`'s type (f32 or f64), the centring in f64.
 ///
 /// # Errors
@@ -95,38 +71,24 @@ pub fn matmul<T: HostFloat>(
     w: ArrayView2<'_, f64>,
     options: &MatmulOptions<'_>,
 ) -> Result<Array2<T>> {
-    let (n, m) = check(x, w, options)?;
+    let (x, n, m) = check(x, w, options)?;
     crate::alloc::check2::<T>(OP, n, m)?;
     let mut out = new_output::<T>(n, m);
-    matmul_into(x, w, options, out.view_mut())?;
+    MatmulPlan::new(w, options)?.apply_into(x, out.view_mut())?;
     Ok(out)
 }
 
-/// The product's shape `(N, M)`, once `w` and the options fit `x`.
-fn check<T>(
-    x: ArrayView2<'_, T>,
+/// `x` as used (`N x K`: transposed where `transpose_x`) and the product's
+/// shape `(N, M)`, once `w` and the options fit it.
+fn check<'x, T>(
+    x: ArrayView2<'x, T>,
     w: ArrayView2<'_, f64>,
     options: &MatmulOptions<'_>,
-) -> Result<(usize, usize)> {
-    let (n, k) = x.dim();
+) -> Result<(ArrayView2<'x, T>, usize, usize)> {
+    let x = if options.transpose_x { x.reversed_axes() } else { x };
     let w = if options.transpose_w { w.reversed_axes() } else { w };
-    let (kw, m) = w.dim();
-    if kw != k {
-        let (what, got) = if options.transpose_w {
-            ("columns", format!("{m} x {kw}"))
-        } else {
-            ("rows", format!("{kw} x {m}"))
-        };
-        return Err(Error::shape(
-            OP,
-            format!("w with {k} {what} (x is {n} x {k})"),
-            got,
-        ));
-    }
-    check_len("center", options.center, k)?;
-    check_len("scale", options.scale, m)?;
-    check_len("bias", options.bias, m)?;
-    Ok((n, m))
+    check_shapes(OP, x.dim(), w.dim(), options)?;
+    Ok((x, x.nrows(), w.ncols()))
 }
 
 /// [`matmul`] into `out` (`N x M`, in standard layout: a buffer reused from
@@ -141,7 +103,7 @@ pub fn matmul_into<T: HostFloat>(
     options: &MatmulOptions<'_>,
     out: ArrayViewMut2<'_, T>,
 ) -> Result<()> {
-    check(x, w, options)?;
+    let (x, _, _) = check(x, w, options)?;
     MatmulPlan::new(w, options)?.apply_into(x, out)
 }
 
@@ -173,7 +135,8 @@ pub struct MatmulPlan<T: HostFloat> {
 }
 
 impl<T: HostFloat> MatmulPlan<T> {
-    /// Prepares `w` (`K x M`, or `M x K` with `transpose_w`) and the options.
+    /// Prepares `w` (`K x M`, or `M x K` with `transpose_w`) and the options
+    /// (`transpose_x` is for [`matmul`]: the plan takes `x` as `N x K`).
     ///
     /// # Errors
     /// [`Error::ShapeMismatch`] when `center`, `scale` or `bias` do not fit
@@ -181,9 +144,7 @@ impl<T: HostFloat> MatmulPlan<T> {
     pub fn new(w: ArrayView2<'_, f64>, options: &MatmulOptions<'_>) -> Result<Self> {
         let w = if options.transpose_w { w.reversed_axes() } else { w };
         let (k, m) = w.dim();
-        check_len("center", options.center, k)?;
-        check_len("scale", options.scale, m)?;
-        check_len("bias", options.bias, m)?;
+        check_vectors(OP, k, m, options)?;
         crate::alloc::check2::<T>(OP, k, m)?;
         let mut wt = Vec::with_capacity(m * k);
         for i in 0..k {
@@ -285,5 +246,40 @@ fn epilogue<T: HostFloat>(o: &mut [T], bias: Option<&[f64]>, act: Activation, m:
             let y = v.to_f64() + bias.map_or(0.0, |b| b[j]);
             *v = T::from_f64(act.apply(y));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn transpose_x_is_the_product_of_the_transposed_data_as_the_twins() {
+        // dY^T X, a linear layer's weight gradient: x stored K x N.
+        let x = array![[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0]];
+        let w = array![[1.0, -1.0], [0.5, 2.0]];
+        let c = array![1.0, -1.0];
+        let o = MatmulOptions {
+            transpose_x: true,
+            center: Some(c.view()),
+            ..Default::default()
+        };
+        let got = matmul(x.view(), w.view(), &o).unwrap();
+        let want = crate::cpu::matmul(x.view(), w.view(), &o).unwrap();
+        assert_eq!(got.dim(), (3, 2));
+        assert_eq!(got.mapv(f64::from), want);
+        let xt = x.t().to_owned();
+        let plain = MatmulOptions {
+            transpose_x: false,
+            ..o
+        };
+        assert_eq!(matmul(xt.view(), w.view(), &plain).unwrap(), got);
+        // The shapes are checked as used: x^T is 3 x 2, so w needs 2 rows.
+        let bad = array![[1.0, 2.0]];
+        assert!(matches!(
+            matmul(x.view(), bad.view(), &o),
+            Err(Error::ShapeMismatch { .. })
+        ));
     }
 }
