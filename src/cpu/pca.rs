@@ -17,8 +17,8 @@ use ndarray::{Array2, ArrayView2};
 
 use super::covariance;
 use super::matmul::{matmul, MatmulOptions};
-use crate::error::{Error, Result};
-use crate::model::pca::{PcaModel, PcaOptions};
+use crate::error::Result;
+use crate::model::pca::{check_cols, PcaModel, PcaOptions};
 
 const OP: &str = "pca";
 
@@ -29,30 +29,15 @@ pub fn fit<A: Copy + Into<f64>>(x: ArrayView2<'_, A>, options: &PcaOptions) -> R
     let d = x.ncols() as u128;
     crate::alloc::check_bytes(OP, 8 * 6 * d * d)?;
     let mean = covariance::column_mean(x)?;
-    if let Some(c) = mean.iter().position(|v| !v.is_finite()) {
-        return Err(Error::NonFinite {
-            op: OP,
-            location: format!("column {c} (its mean is not finite)"),
-        });
-    }
+    // (A mean that is not finite is refused by the model; the shifted
+    // covariance of such data is computed first, at no risk.)
     let cov = covariance::covariance_shifted(x, mean.view(), options.ddof)?;
     PcaModel::from_covariance(mean, cov.view(), x.nrows(), options)
 }
 
-fn check_cols(what: &str, got: (usize, usize), want: usize) -> Result<()> {
-    if got.1 != want {
-        return Err(Error::shape(
-            OP,
-            format!("{what} with {want} columns"),
-            format!("{} x {}", got.0, got.1),
-        ));
-    }
-    Ok(())
-}
-
 /// Projects `x` (`N x D`) with the model's whitening: `N x output_dim`.
 pub fn transform<A: Copy + Into<f64>>(model: &PcaModel, x: ArrayView2<'_, A>) -> Result<Array2<f64>> {
-    check_cols("input", x.dim(), model.n_features())?;
+    check_cols(OP, "input", x.dim(), model.n_features())?;
     let (w, scale) = model.transform_parts();
     matmul(
         x,
@@ -69,7 +54,7 @@ pub fn transform<A: Copy + Into<f64>>(model: &PcaModel, x: ArrayView2<'_, A>) ->
 /// Maps transformed data (`N x output_dim`) back to the input space (`N x D`).
 /// Exact with all components; the projection onto the kept ones otherwise.
 pub fn inverse_transform<A: Copy + Into<f64>>(model: &PcaModel, y: ArrayView2<'_, A>) -> Result<Array2<f64>> {
-    check_cols("transformed data", y.dim(), model.output_dim())?;
+    check_cols(OP, "transformed data", y.dim(), model.output_dim())?;
     let v = model.inverse_parts();
     matmul(
         y,

@@ -13,8 +13,8 @@ use ndarray::{Array2, ArrayView2};
 
 use super::matmul::{matmul, MatmulOptions};
 use super::{comoments, HostFloat};
-use crate::error::{Error, Result};
-use crate::model::pca::{PcaModel, PcaOptions};
+use crate::error::Result;
+use crate::model::pca::{check_cols, PcaModel, PcaOptions};
 
 const OP: &str = "pca (host)";
 
@@ -43,25 +43,8 @@ pub fn fit<T: HostFloat>(x: ArrayView2<'_, T>, options: &PcaOptions) -> Result<P
     let (n, d) = x.dim();
     crate::error::check_nonempty(OP, (n, d))?;
     let state = comoments(x)?;
-    if let Some(c) = state.mean.iter().position(|v| !v.is_finite()) {
-        return Err(Error::NonFinite {
-            op: OP,
-            location: format!("column {c} (its mean is not finite)"),
-        });
-    }
     let cov = state.covariance(options.ddof)?;
     PcaModel::from_covariance(state.mean, cov.view(), n, options)
-}
-
-fn check_cols(what: &str, got: (usize, usize), want: usize) -> Result<()> {
-    if got.1 != want {
-        return Err(Error::shape(
-            OP,
-            format!("{what} with {want} columns"),
-            format!("{} x {}", got.0, got.1),
-        ));
-    }
-    Ok(())
 }
 
 /// Projects `x` (`N x D`) with the model's whitening: `N x output_dim`, in
@@ -70,7 +53,7 @@ fn check_cols(what: &str, got: (usize, usize), want: usize) -> Result<()> {
 /// # Errors
 /// [`Error::ShapeMismatch`] when `x` does not have the model's `D` columns.
 pub fn transform<T: HostFloat>(model: &PcaModel, x: ArrayView2<'_, T>) -> Result<Array2<T>> {
-    check_cols("input", x.dim(), model.n_features())?;
+    check_cols(OP, "input", x.dim(), model.n_features())?;
     let (w, scale) = model.transform_parts();
     matmul(
         x,
@@ -90,7 +73,7 @@ pub fn transform<T: HostFloat>(model: &PcaModel, x: ArrayView2<'_, T>) -> Result
 /// # Errors
 /// [`Error::ShapeMismatch`] when `y` does not have the model's `output_dim` columns.
 pub fn inverse_transform<T: HostFloat>(model: &PcaModel, y: ArrayView2<'_, T>) -> Result<Array2<T>> {
-    check_cols("transformed data", y.dim(), model.output_dim())?;
+    check_cols(OP, "transformed data", y.dim(), model.output_dim())?;
     let v = model.inverse_parts();
     matmul(
         y,

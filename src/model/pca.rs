@@ -639,6 +639,30 @@ fn solve_fraction(
     }
 }
 
+/// A mean that is not finite means data that is not (NaN or infinity).
+fn check_mean(mean: &Array1<f64>) -> Result<()> {
+    match mean.iter().position(|v| !v.is_finite()) {
+        Some(j) => Err(Error::NonFinite {
+            op: OP,
+            location: format!("column {j} (its mean is not finite)"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Refuses an input of `shape` without `want` columns (`what`: "input",
+/// "transformed data").
+pub(crate) fn check_cols(op: &'static str, what: &str, shape: (usize, usize), want: usize) -> Result<()> {
+    if shape.1 != want {
+        return Err(Error::shape(
+            op,
+            format!("{what} with {want} columns"),
+            format!("{} x {}", shape.0, shape.1),
+        ));
+    }
+    Ok(())
+}
+
 impl PcaModel {
     /// Builds the model from a mean and a covariance (the GPU fit computes both
     /// on the device and finishes here).
@@ -649,6 +673,7 @@ impl PcaModel {
         options: &PcaOptions,
     ) -> Result<Self> {
         options.validate()?;
+        check_mean(&mean)?;
         if cov.dim() != (mean.len(), mean.len()) {
             return Err(Error::shape(
                 OP,
@@ -677,6 +702,7 @@ impl PcaModel {
         options: &PcaOptions,
     ) -> Result<Option<Self>> {
         options.validate()?;
+        check_mean(&mean)?;
         if product.dim() != mean.len() {
             return Err(Error::shape(
                 OP,
