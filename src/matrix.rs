@@ -89,6 +89,20 @@ impl GpuMatrix {
         Ok(())
     }
 
+    /// A new `rows x cols` matrix that `record` writes (recording into a new
+    /// encoder, which is then submitted as `op`): the allocating form of an
+    /// op's `encode_*_into`.
+    pub fn recorded(
+        gpu: &Gpu,
+        op: &'static str,
+        (rows, cols): (usize, usize),
+        record: impl FnOnce(&mut wgpu::CommandEncoder, &GpuMatrix) -> Result<()>,
+    ) -> Result<GpuMatrix> {
+        let out = GpuMatrix::uninit(gpu, rows, cols)?;
+        gpu.run(op, |e| record(e, &out))?;
+        Ok(out)
+    }
+
     /// A new matrix whose contents are unspecified (zeros, in practice).
     pub fn uninit(gpu: &Gpu, rows: usize, cols: usize) -> Result<GpuMatrix> {
         gpu.check_alive()?;

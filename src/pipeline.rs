@@ -853,9 +853,9 @@ impl GpuPipeline {
     /// f32's range is infinity there (the host transforms and
     /// [`transform_dataset`] refuse such results with [`Error::Overflow`]).
     pub fn transform(&self, gpu: &Gpu, x: &GpuMatrix) -> Result<GpuMatrix> {
-        let out = GpuMatrix::uninit(gpu, x.rows(), self.output_dim)?;
-        gpu.run(OP, |e| self.encode_transform_into(gpu, e, x, &out))?;
-        Ok(out)
+        GpuMatrix::recorded(gpu, OP, (x.rows(), self.output_dim), |e, out| {
+            self.encode_transform_into(gpu, e, x, out)
+        })
     }
 
     /// Records the transform of `x` into `out` (`N x output_dim`).
@@ -872,9 +872,9 @@ impl GpuPipeline {
 
     /// The inverse transform of `y` (`N x output_dim`) as a new matrix, submitted.
     pub fn inverse_transform(&self, gpu: &Gpu, y: &GpuMatrix) -> Result<GpuMatrix> {
-        let out = GpuMatrix::uninit(gpu, y.rows(), self.n_features)?;
-        gpu.run(OP, |e| self.encode_inverse_transform_into(gpu, e, y, &out))?;
-        Ok(out)
+        GpuMatrix::recorded(gpu, OP, (y.rows(), self.n_features), |e, out| {
+            self.encode_inverse_transform_into(gpu, e, y, out)
+        })
     }
 
     /// Records the inverse transform of `y` into `out` (`N x n_features`).

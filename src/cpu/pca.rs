@@ -16,7 +16,7 @@
 use ndarray::{Array2, ArrayView2};
 
 use super::covariance;
-use super::matmul::{matmul, MatmulOptions};
+use super::matmul::matmul;
 use crate::error::Result;
 use crate::model::pca::{check_cols, PcaModel, PcaOptions};
 
@@ -38,32 +38,12 @@ pub fn fit<A: Copy + Into<f64>>(x: ArrayView2<'_, A>, options: &PcaOptions) -> R
 /// Projects `x` (`N x D`) with the model's whitening: `N x output_dim`.
 pub fn transform<A: Copy + Into<f64>>(model: &PcaModel, x: ArrayView2<'_, A>) -> Result<Array2<f64>> {
     check_cols(OP, "input", x.dim(), model.n_features())?;
-    let (w, scale) = model.transform_parts();
-    matmul(
-        x,
-        w.view(),
-        &MatmulOptions {
-            center: Some(model.mean.view()),
-            scale: scale.as_ref().map(|s| s.view()),
-            bias: None,
-            ..Default::default()
-        },
-    )
+    model.with_transform(|w, options| matmul(x, w, options))
 }
 
 /// Maps transformed data (`N x output_dim`) back to the input space (`N x D`).
 /// Exact with all components; the projection onto the kept ones otherwise.
 pub fn inverse_transform<A: Copy + Into<f64>>(model: &PcaModel, y: ArrayView2<'_, A>) -> Result<Array2<f64>> {
     check_cols(OP, "transformed data", y.dim(), model.output_dim())?;
-    let v = model.inverse_parts();
-    matmul(
-        y,
-        v.view(),
-        &MatmulOptions {
-            center: None,
-            scale: None,
-            bias: Some(model.mean.view()),
-            ..Default::default()
-        },
-    )
+    model.with_inverse(|v, options| matmul(y, v, options))
 }

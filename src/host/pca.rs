@@ -11,7 +11,7 @@
 
 use ndarray::{Array2, ArrayView2};
 
-use super::matmul::{matmul, MatmulOptions};
+use super::matmul::matmul;
 use super::{comoments, HostFloat};
 use crate::error::Result;
 use crate::model::pca::{check_cols, PcaModel, PcaOptions};
@@ -54,16 +54,7 @@ pub fn fit<T: HostFloat>(x: ArrayView2<'_, T>, options: &PcaOptions) -> Result<P
 /// [`Error::ShapeMismatch`] when `x` does not have the model's `D` columns.
 pub fn transform<T: HostFloat>(model: &PcaModel, x: ArrayView2<'_, T>) -> Result<Array2<T>> {
     check_cols(OP, "input", x.dim(), model.n_features())?;
-    let (w, scale) = model.transform_parts();
-    matmul(
-        x,
-        w.view(),
-        &MatmulOptions {
-            center: Some(model.mean.view()),
-            scale: scale.as_ref().map(|s| s.view()),
-            ..Default::default()
-        },
-    )
+    model.with_transform(|w, options| matmul(x, w, options))
 }
 
 /// Maps transformed data (`N x output_dim`) back to the input space (`N x
@@ -74,13 +65,5 @@ pub fn transform<T: HostFloat>(model: &PcaModel, x: ArrayView2<'_, T>) -> Result
 /// [`Error::ShapeMismatch`] when `y` does not have the model's `output_dim` columns.
 pub fn inverse_transform<T: HostFloat>(model: &PcaModel, y: ArrayView2<'_, T>) -> Result<Array2<T>> {
     check_cols(OP, "transformed data", y.dim(), model.output_dim())?;
-    let v = model.inverse_parts();
-    matmul(
-        y,
-        v.view(),
-        &MatmulOptions {
-            bias: Some(model.mean.view()),
-            ..Default::default()
-        },
-    )
+    model.with_inverse(|v, options| matmul(y, v, options))
 }

@@ -247,6 +247,7 @@ pub struct PcaModel {
 
 pub use crate::model::eigen::{eigh_parallelism, EIGH_SEQUENTIAL_BELOW};
 use crate::model::eigen::{top_eigenpairs_of, SymmetricProduct, TopK, TopKOptions};
+use crate::model::matmul::MatmulOptions;
 
 /// Eigendecomposition of a symmetric matrix, eigenvalues descending, each
 /// eigenvector's entry of largest magnitude positive, negative eigenvalues
@@ -809,6 +810,36 @@ impl PcaModel {
                 scaled.dot(&self.components.t())
             }
         }
+    }
+
+    /// Runs `product` on the forward transform's matrix and options (centre
+    /// at the mean, PCA whitening's scale): the host's and the twin's
+    /// transform, `product(w, options)` being their `matmul`.
+    pub(crate) fn with_transform<R>(
+        &self,
+        product: impl FnOnce(ArrayView2<'_, f64>, &MatmulOptions<'_>) -> R,
+    ) -> R {
+        let (w, scale) = self.transform_parts();
+        let options = MatmulOptions {
+            center: Some(self.mean.view()),
+            scale: scale.as_ref().map(|s| s.view()),
+            ..Default::default()
+        };
+        product(w.view(), &options)
+    }
+
+    /// Runs `product` on the inverse transform's matrix and options (the
+    /// mean as the bias).
+    pub(crate) fn with_inverse<R>(
+        &self,
+        product: impl FnOnce(ArrayView2<'_, f64>, &MatmulOptions<'_>) -> R,
+    ) -> R {
+        let v = self.inverse_parts();
+        let options = MatmulOptions {
+            bias: Some(self.mean.view()),
+            ..Default::default()
+        };
+        product(v.view(), &options)
     }
 
     /// Saves the model as an `.npz` readable by `numpy.load` (stored, as

@@ -25,9 +25,9 @@ crate::shaders::kernel_params! {
 
 /// A new matrix holding a copy of `x`, submitted.
 pub fn copy(gpu: &Gpu, x: &GpuMatrix) -> Result<GpuMatrix> {
-    let out = GpuMatrix::uninit(gpu, x.rows(), x.cols())?;
-    gpu.run(OP, |e| encode_copy_into(gpu, e, x, &out))?;
-    Ok(out)
+    GpuMatrix::recorded(gpu, OP, (x.rows(), x.cols()), |e, out| {
+        encode_copy_into(gpu, e, x, out)
+    })
 }
 
 /// Records `out = x` into a caller's encoder. `out` must have `x`'s shape

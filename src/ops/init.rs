@@ -81,9 +81,9 @@ pub fn matrix_shape(shape: &[usize]) -> Result<(usize, usize)> {
 /// elements `0..numel`), and submits.
 pub fn init(gpu: &Gpu, shape: &[usize], scheme: &Scheme, rng: Philox) -> Result<GpuMatrix> {
     let (rows, cols) = matrix_shape(shape)?;
-    let out = GpuMatrix::uninit(gpu, rows, cols)?;
-    gpu.run(OP, |e| encode_init_into(gpu, e, shape, scheme, rng, &out))?;
-    Ok(out)
+    GpuMatrix::recorded(gpu, OP, (rows, cols), |e, out| {
+        encode_init_into(gpu, e, shape, scheme, rng, out)
+    })
 }
 
 /// Records the initialization of `out`, which holds a tensor of `shape`
@@ -122,9 +122,9 @@ pub fn fill(
     cols: usize,
     options: &FillOptions,
 ) -> Result<GpuMatrix> {
-    let out = GpuMatrix::uninit(gpu, rows, cols)?;
-    gpu.run(OP, |e| encode_fill_into(gpu, e, fill, rng, &out, options))?;
-    Ok(out)
+    GpuMatrix::recorded(gpu, OP, (rows, cols), |e, out| {
+        encode_fill_into(gpu, e, fill, rng, out, options)
+    })
 }
 
 /// Records a fill of `out` with stream elements `options.offset ..

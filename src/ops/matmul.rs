@@ -233,9 +233,9 @@ impl Prefetch {
 pub fn matmul(gpu: &Gpu, x: &GpuMatrix, w: &GpuMatrix, options: &MatmulOptions) -> Result<GpuMatrix> {
     let m = if options.transpose_w { w.rows() } else { w.cols() };
     let n = if options.transpose_x { x.cols() } else { x.rows() };
-    let out = GpuMatrix::uninit(gpu, n, m)?;
-    gpu.run(OP, |e| encode_matmul_into(gpu, e, x, w, &out, options))?;
-    Ok(out)
+    GpuMatrix::recorded(gpu, OP, (n, m), |e, out| {
+        encode_matmul_into(gpu, e, x, w, out, options)
+    })
 }
 
 /// What one product launch is, decided from the shapes, the options and the

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::matrix::GpuMatrix;
 use crate::model::eigen::SymmetricProduct;
-use crate::model::pca::{takes_topk, PcaModel, Solver};
+use crate::model::pca::{check_cols, takes_topk, PcaModel, Solver};
 pub use crate::model::pca::{NComponents, PcaOptions, Whitening};
 use crate::ops::column_stats::{encode_column_stats_into, ColumnStats, ColumnStatsOptions};
 use crate::ops::covariance::{
@@ -499,9 +499,9 @@ impl Pca {
 
     /// Decorrelates / reduces / whitens `x` (`N x D`) into a new `N x output_dim` matrix.
     pub fn transform(&self, gpu: &Gpu, x: &GpuMatrix) -> Result<GpuMatrix> {
-        let out = GpuMatrix::uninit(gpu, x.rows(), self.output_dim())?;
-        gpu.run(OP, |e| self.encode_transform_into(gpu, e, x, &out))?;
-        Ok(out)
+        GpuMatrix::recorded(gpu, OP, (x.rows(), self.output_dim()), |e, out| {
+            self.encode_transform_into(gpu, e, x, out)
+        })
     }
 
     /// Records the forward transform into a caller's encoder and `N x output_dim` output.
@@ -512,17 +512,10 @@ impl Pca {
         x: &GpuMatrix,
         out: &GpuMatrix,
     ) -> Result<()> {
-        if x.cols() != self.model.n_features() {
-            return Err(Error::shape(
-                OP,
-                format!("input with {} columns", self.model.n_features()),
-                format!("{} x {}", x.rows(), x.cols()),
-            ));
-        }
+        check_cols(OP, "input", x.shape(), self.model.n_features())?;
         let opts = MatmulOptions {
             center: Some(&self.mean),
             scale: self.forward_scale.as_ref(),
-            bias: None,
             ..Default::default()
         };
         encode_matmul_into(gpu, encoder, x, &self.forward, out, &opts)
@@ -532,9 +525,9 @@ impl Pca {
     /// new `N x D` matrix: exact with all components, the projection onto the
     /// kept components otherwise.
     pub fn inverse_transform(&self, gpu: &Gpu, y: &GpuMatrix) -> Result<GpuMatrix> {
-        let out = GpuMatrix::uninit(gpu, y.rows(), self.model.n_features())?;
-        gpu.run(OP, |e| self.encode_inverse_transform_into(gpu, e, y, &out))?;
-        Ok(out)
+        GpuMatrix::recorded(gpu, OP, (y.rows(), self.model.n_features()), |e, out| {
+            self.encode_inverse_transform_into(gpu, e, y, out)
+        })
     }
 
     /// Records the inverse transform into a caller's encoder and `N x D` output.
@@ -545,16 +538,8 @@ impl Pca {
         y: &GpuMatrix,
         out: &GpuMatrix,
     ) -> Result<()> {
-        if y.cols() != self.output_dim() {
-            return Err(Error::shape(
-                OP,
-                format!("transformed data with {} columns", self.output_dim()),
-                format!("{} x {}", y.rows(), y.cols()),
-            ));
-        }
+        check_cols(OP, "transformed data", y.shape(), self.output_dim())?;
         let opts = MatmulOptions {
-            center: None,
-            scale: None,
             bias: Some(&self.mean),
             ..Default::default()
         };

@@ -35,9 +35,9 @@ pub fn standardize(
     stats: &ColumnStats,
     options: &StandardizeOptions,
 ) -> Result<GpuMatrix> {
-    let out = GpuMatrix::uninit(gpu, x.rows(), x.cols())?;
-    gpu.run(OP, |e| encode_standardize_into(gpu, e, x, stats, &out, options))?;
-    Ok(out)
+    GpuMatrix::recorded(gpu, OP, (x.rows(), x.cols()), |e, out| {
+        encode_standardize_into(gpu, e, x, stats, out, options)
+    })
 }
 
 /// Records `out = standardize(x)` into a caller's encoder. `out` is either

@@ -75,9 +75,9 @@ fn elementwise_params(op: &'static str, gpu: &Gpu, elems: usize) -> Result<(Para
 
 /// Returns `max(x, 0)` elementwise as a new matrix (NaN passes through).
 pub fn relu(gpu: &Gpu, x: &GpuMatrix) -> Result<GpuMatrix> {
-    let out = GpuMatrix::uninit(gpu, x.rows(), x.cols())?;
-    gpu.run("relu", |e| encode_relu_into(gpu, e, x, &out))?;
-    Ok(out)
+    GpuMatrix::recorded(gpu, "relu", (x.rows(), x.cols()), |e, out| {
+        encode_relu_into(gpu, e, x, out)
+    })
 }
 
 /// Records `out = max(x, 0)` into a caller's encoder (`out` of `x`'s shape,
@@ -416,9 +416,9 @@ pub fn encode_sgd_into(
 /// Returns rows `index[r]` of `x` (index: N x 1, row numbers as f32) as a
 /// new N x D matrix; a row whose index is not a row of `x` is NaN.
 pub fn gather_rows(gpu: &Gpu, x: &GpuMatrix, index: &GpuMatrix) -> Result<GpuMatrix> {
-    let out = GpuMatrix::uninit(gpu, index.rows(), x.cols())?;
-    gpu.run("gather_rows", |e| encode_gather_rows_into(gpu, e, x, index, &out))?;
-    Ok(out)
+    GpuMatrix::recorded(gpu, "gather_rows", (index.rows(), x.cols()), |e, out| {
+        encode_gather_rows_into(gpu, e, x, index, out)
+    })
 }
 
 /// Records `out[r] = x[index[r]]` into a caller's encoder. `x` is bound
