@@ -100,7 +100,7 @@ pub struct NpyHeader {
 
 impl NpyHeader {
     /// Bytes of data the header promises.
-    pub fn data_bytes(&self) -> Option<u64> {
+    pub(crate) fn data_bytes(&self) -> Option<u64> {
         (self.shape.0 as u64)
             .checked_mul(self.shape.1 as u64)?
             .checked_mul(self.dtype.size() as u64)

@@ -62,24 +62,24 @@
 //! `u32` streams and the uniform floats are bit-identical.
 
 /// First Philox multiplier (Salmon et al. 2011).
-pub const PHILOX_M0: u32 = 0xD251_1F53;
+pub(crate) const PHILOX_M0: u32 = 0xD251_1F53;
 /// Second Philox multiplier.
-pub const PHILOX_M1: u32 = 0xCD9E_8D57;
+pub(crate) const PHILOX_M1: u32 = 0xCD9E_8D57;
 /// Weyl increment of the first key word (golden ratio).
-pub const PHILOX_W0: u32 = 0x9E37_79B9;
+pub(crate) const PHILOX_W0: u32 = 0x9E37_79B9;
 /// Weyl increment of the second key word (sqrt(3) - 1).
-pub const PHILOX_W1: u32 = 0xBB67_AE85;
+pub(crate) const PHILOX_W1: u32 = 0xBB67_AE85;
 
 /// The high and low words of the 64-bit product `a * b`.
 #[inline]
-pub fn mulhilo(a: u32, b: u32) -> (u32, u32) {
+pub(crate) fn mulhilo(a: u32, b: u32) -> (u32, u32) {
     let p = u64::from(a) * u64::from(b);
     ((p >> 32) as u32, p as u32)
 }
 
 /// One Philox4x32 block with 10 rounds: `counter` and `key` as in Random123.
 #[inline]
-pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
+pub(crate) fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
     let mut c = counter;
     let mut k = key;
     for round in 0..10 {
@@ -99,14 +99,14 @@ const TWO_M24: f64 = 1.0 / 16_777_216.0;
 
 /// The uniform `u = (x >> 8) * 2^-24` in `[0, 1)`, exact in `f32` and `f64`.
 #[inline]
-pub fn uniform_from_bits(x: u32) -> f32 {
+pub(crate) fn uniform_from_bits(x: u32) -> f32 {
     (x >> 8) as f32 * (1.0 / 16_777_216.0)
 }
 
 /// The centred uniform `s = 2u - 1 = ((x >> 8) - 2^23) * 2^-23` in `[-1, 1)`,
 /// exact in `f32` and `f64`.
 #[inline]
-pub fn centered_from_bits(x: u32) -> f32 {
+pub(crate) fn centered_from_bits(x: u32) -> f32 {
     ((x >> 8) as i32 - 8_388_608) as f32 * (1.0 / 8_388_608.0)
 }
 
@@ -170,7 +170,7 @@ impl Philox {
         }
     }
 
-    /// Element `i` as a uniform in `[0, 1)` (see [`uniform_from_bits`]).
+    /// Element `i` as a uniform in `[0, 1)` (see `uniform_from_bits`).
     pub fn uniform(&self, i: u64) -> f32 {
         uniform_from_bits(self.bits(i))
     }
@@ -191,7 +191,7 @@ impl Philox {
     }
 
     /// The four `f64` normals of block `b` (elements `4b .. 4b + 4`).
-    pub fn normal_block(&self, b: u64) -> [f64; 4] {
+    pub(crate) fn normal_block(&self, b: u64) -> [f64; 4] {
         let x = self.block(b);
         let r0 = radius_f64(x[0]);
         let (c0, s0) = cos_sin_turns_f64(x[1]);
@@ -218,13 +218,13 @@ impl Philox {
 
 /// `u1(x) = ((x >> 8) + 1) * 2^-24`, in `(0, 1]`.
 #[inline]
-pub fn box_muller_u1(x: u32) -> f64 {
+pub(crate) fn box_muller_u1(x: u32) -> f64 {
     f64::from((x >> 8) + 1) * TWO_M24
 }
 
 /// Box-Muller radius `sqrt(-2 ln u1(x))` in `f64`.
 #[inline]
-pub fn radius_f64(x: u32) -> f64 {
+pub(crate) fn radius_f64(x: u32) -> f64 {
     (-2.0 * box_muller_u1(x).ln()).sqrt()
 }
 
@@ -252,7 +252,7 @@ fn rotate_quadrant<T: std::ops::Neg<Output = T>>(q: u32, c: T, s: T) -> (T, T) {
 /// `(cos 2 pi t, sin 2 pi t)` for `t = (x >> 8) * 2^-24`, in `f64`, with the
 /// same exact quadrant reduction as the shader (so exact zeros stay zeros).
 #[inline]
-pub fn cos_sin_turns_f64(x: u32) -> (f64, f64) {
+pub(crate) fn cos_sin_turns_f64(x: u32) -> (f64, f64) {
     let (q, f) = quarter_turns(x);
     let a = f64::from(f) * (1.0 / 4_194_304.0) * std::f64::consts::FRAC_PI_2;
     rotate_quadrant(q, a.cos(), a.sin())
@@ -264,45 +264,45 @@ pub fn cos_sin_turns_f64(x: u32) -> (f64, f64) {
 
 /// sqrt(2) rounded to f32 (which rounds down): the split point of the log's
 /// mantissa. The shader spells it 1.4142135.
-pub const SQRT2_F32: f32 = std::f32::consts::SQRT_2;
+pub(crate) const SQRT2_F32: f32 = std::f32::consts::SQRT_2;
 /// ln 2, high part with 16 significant bits (times an exponent |e| <= 24 is exact).
-pub const LN2_HI: f32 = 0.693_145_75;
+pub(crate) const LN2_HI: f32 = 0.693_145_75;
 /// ln 2 - LN2_HI.
-pub const LN2_LO: f32 = 1.428_606_8e-6;
+pub(crate) const LN2_LO: f32 = 1.428_606_8e-6;
 /// atanh series: ln y = 2s (1 + s^2/3 + s^4/5 + s^6/7 + s^8/9), s = (y-1)/(y+1).
-pub const ATANH_C3: f32 = 0.333_333_34;
+pub(crate) const ATANH_C3: f32 = 0.333_333_34;
 /// 1/5.
-pub const ATANH_C5: f32 = 0.2;
+pub(crate) const ATANH_C5: f32 = 0.2;
 /// 1/7.
-pub const ATANH_C7: f32 = 0.142_857_15;
+pub(crate) const ATANH_C7: f32 = 0.142_857_15;
 /// 1/9.
-pub const ATANH_C9: f32 = 0.111_111_11;
+pub(crate) const ATANH_C9: f32 = 0.111_111_11;
 /// sin(pi/2 f) = f (S1 + f^2 (S3 + f^2 (S5 + f^2 (S7 + f^2 S9)))), S_k = ±(pi/2)^k / k!.
-pub const SIN_S1: f32 = 1.570_796_4;
+pub(crate) const SIN_S1: f32 = 1.570_796_4;
 /// -(pi/2)^3 / 3!.
-pub const SIN_S3: f32 = -0.645_964_1;
+pub(crate) const SIN_S3: f32 = -0.645_964_1;
 /// (pi/2)^5 / 5!.
-pub const SIN_S5: f32 = 0.079_692_625;
+pub(crate) const SIN_S5: f32 = 0.079_692_625;
 /// -(pi/2)^7 / 7!.
-pub const SIN_S7: f32 = -0.004_681_754;
+pub(crate) const SIN_S7: f32 = -0.004_681_754;
 /// (pi/2)^9 / 9!.
-pub const SIN_S9: f32 = 0.000_160_441_18;
+pub(crate) const SIN_S9: f32 = 0.000_160_441_18;
 /// cos(pi/2 f) = 1 + f^2 (C2 + f^2 (C4 + f^2 (C6 + f^2 (C8 + f^2 C10)))).
-pub const COS_C2: f32 = -1.233_700_5;
+pub(crate) const COS_C2: f32 = -1.233_700_5;
 /// (pi/2)^4 / 4!.
-pub const COS_C4: f32 = 0.253_669_5;
+pub(crate) const COS_C4: f32 = 0.253_669_5;
 /// -(pi/2)^6 / 6!.
-pub const COS_C6: f32 = -0.020_863_48;
+pub(crate) const COS_C6: f32 = -0.020_863_48;
 /// (pi/2)^8 / 8!.
-pub const COS_C8: f32 = 0.000_919_260_26;
+pub(crate) const COS_C8: f32 = 0.000_919_260_26;
 /// -(pi/2)^10 / 10!.
-pub const COS_C10: f32 = -2.520_204_2e-5;
+pub(crate) const COS_C10: f32 = -2.520_204_2e-5;
 
 /// Box-Muller radius in `f32`, operation for operation as `bm_radius` in the
 /// shader: `u1 = y * 2^e` with `y` in `[sqrt(1/2), sqrt(2)]` taken from the
 /// float's bits, `ln u1 = e ln 2 + 2 atanh((y - 1)/(y + 1))`.
 #[inline]
-pub fn radius_f32(x: u32) -> f32 {
+pub(crate) fn radius_f32(x: u32) -> f32 {
     let m = (x >> 8) + 1; // 1 ..= 2^24, exact in f32
     let bits = (m as f32).to_bits();
     let mut e = (bits >> 23) as i32 - 127 - 24;
@@ -324,7 +324,7 @@ pub fn radius_f32(x: u32) -> f32 {
 /// `(cos 2 pi t, sin 2 pi t)` in `f32`, operation for operation as
 /// `cos_sin_turns` in the shader.
 #[inline]
-pub fn cos_sin_turns_f32(x: u32) -> (f32, f32) {
+pub(crate) fn cos_sin_turns_f32(x: u32) -> (f32, f32) {
     let (q, fi) = quarter_turns(x);
     let f = fi as f32 * (1.0 / 4_194_304.0);
     let f2 = f * f;
@@ -341,7 +341,7 @@ pub fn cos_sin_turns_f32(x: u32) -> (f32, f32) {
 
 /// AS241 central region (|p - 1/2| <= 0.425): numerator in `r = 0.180625 - q^2`.
 #[allow(clippy::excessive_precision)]
-pub const PPND_A: [f64; 8] = [
+pub(crate) const PPND_A: [f64; 8] = [
     3.387_132_872_796_366_608,
     133.141_667_891_784_377_45,
     1_971.590_950_306_551_442_7,
@@ -353,7 +353,7 @@ pub const PPND_A: [f64; 8] = [
 ];
 /// AS241 central region: denominator.
 #[allow(clippy::excessive_precision)]
-pub const PPND_B: [f64; 8] = [
+pub(crate) const PPND_B: [f64; 8] = [
     1.0,
     42.313_330_701_600_911_252,
     687.187_007_492_057_908_3,
@@ -365,7 +365,7 @@ pub const PPND_B: [f64; 8] = [
 ];
 /// AS241 intermediate tail (`r = sqrt(-ln p) <= 5`): numerator in `r - 1.6`.
 #[allow(clippy::excessive_precision)]
-pub const PPND_C: [f64; 8] = [
+pub(crate) const PPND_C: [f64; 8] = [
     1.423_437_110_749_683_577_34,
     4.630_337_846_156_545_295_9,
     5.769_497_221_460_691_405_5,
@@ -377,7 +377,7 @@ pub const PPND_C: [f64; 8] = [
 ];
 /// AS241 intermediate tail: denominator.
 #[allow(clippy::excessive_precision)]
-pub const PPND_D: [f64; 8] = [
+pub(crate) const PPND_D: [f64; 8] = [
     1.0,
     2.053_191_626_637_758_821_87,
     1.676_384_830_183_803_849_4,
@@ -389,7 +389,7 @@ pub const PPND_D: [f64; 8] = [
 ];
 /// AS241 far tail (`r > 5`): numerator in `r - 5`.
 #[allow(clippy::excessive_precision)]
-pub const PPND_E: [f64; 8] = [
+pub(crate) const PPND_E: [f64; 8] = [
     6.657_904_643_501_103_777_2,
     5.463_784_911_164_114_369_9,
     1.784_826_539_917_291_335_8,
@@ -401,7 +401,7 @@ pub const PPND_E: [f64; 8] = [
 ];
 /// AS241 far tail: denominator.
 #[allow(clippy::excessive_precision)]
-pub const PPND_F: [f64; 8] = [
+pub(crate) const PPND_F: [f64; 8] = [
     1.0,
     0.599_832_206_555_887_937_69,
     0.136_929_880_922_735_805_31,
@@ -416,7 +416,7 @@ pub const PPND_F: [f64; 8] = [
 /// the midpoint of one of 2^23 cells, so `0 < u < 1`; `u` and `1 - u` are
 /// exact in f32.
 #[inline]
-pub fn trunc_uniform_f32(x: u32) -> (f32, f32) {
+pub(crate) fn trunc_uniform_f32(x: u32) -> (f32, f32) {
     let k = 2 * (x >> 9) + 1; // odd, < 2^24
     (
         k as f32 * (1.0 / 16_777_216.0),
@@ -457,7 +457,7 @@ pub fn norm_ppf_lower_f64(p: f64) -> f64 {
 /// with `y` in `[sqrt(1/2), sqrt(2)]` from the float's bits, `ln v = e ln 2 +
 /// 2 atanh((y - 1) / (y + 1))` (the series of [`radius_f32`]).
 #[inline]
-pub fn ln_f32(v: f32) -> f32 {
+pub(crate) fn ln_f32(v: f32) -> f32 {
     let bits = v.to_bits();
     let mut e = (bits >> 23) as i32 - 127;
     let mut y = f32::from_bits((bits & 0x007F_FFFF) | 0x3F80_0000);
@@ -493,7 +493,7 @@ pub fn norm_ppf_lower_f32(p: f32) -> f32 {
 
 /// A truncated-normal value from the stream word `x` in f64 (the CPU twin's;
 /// see [`TruncNormalPlan`] for the rule).
-pub fn trunc_normal_f64(x: u32, plan: &TruncNormalPlan) -> f64 {
+pub(crate) fn trunc_normal_f64(x: u32, plan: &TruncNormalPlan) -> f64 {
     let (u, v) = trunc_uniform_f32(x);
     let (u, v) = (f64::from(u), f64::from(v));
     let p = plan.cdf_low + u * plan.mass;
@@ -506,7 +506,7 @@ pub fn trunc_normal_f64(x: u32, plan: &TruncNormalPlan) -> f64 {
     (plan.mean + plan.std * z).clamp(plan.low, plan.high)
 }
 
-/// [`trunc_normal_f64`] in f32, operation for operation as the shader, from
+/// `trunc_normal_f64` in f32, operation for operation as the shader, from
 /// the plan's values rounded to f32.
 pub fn trunc_normal_f32(x: u32, plan: &TruncNormalPlan) -> f32 {
     let (u, v) = trunc_uniform_f32(x);
@@ -557,7 +557,7 @@ pub fn ulp_distance(a: f32, b: f32) -> u32 {
 /// so `Phi^-1` is only evaluated at a probability of at most 1/2, in full
 /// relative precision even deep in a tail, by Wichura's AS241 (PPND16,
 /// relative error about 1e-16 in f64; the shader evaluates the same rational
-/// functions in f32). See [`crate::rng::trunc_normal_f64`]. PyTorch draws
+/// functions in f32). See `trunc_normal_f64`. PyTorch draws
 /// `erfinv` of a uniform instead; the distribution is the same, the numbers
 /// (from another generator) are not.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -46,7 +46,7 @@ pub fn init(shape: &[usize], scheme: &Scheme, rng: Philox) -> Result<ArrayD<f64>
 }
 
 /// Fill a whole tensor of `shape` (stream elements `0..numel`).
-pub fn fill_tensor(shape: &[usize], fill: &Fill, rng: Philox) -> Result<ArrayD<f64>> {
+pub(crate) fn fill_tensor(shape: &[usize], fill: &Fill, rng: Philox) -> Result<ArrayD<f64>> {
     let n = numel(shape)?;
     // Refused here rather than aborted by the allocator (200000 x 200000 is
     // 320 GB of f64).
@@ -110,7 +110,7 @@ pub fn uniform_values(rng: Philox, offset: u64, n: usize, center: f64, half_widt
 }
 
 /// Stream elements `offset .. offset + n` as `mean + std * z`: each Philox
-/// block's four normals computed once ([`Philox::normal_block`], the same
+/// block's four normals computed once (`Philox::normal_block`, the same
 /// values as [`Philox::normal`] element by element).
 pub fn normal_values(rng: Philox, offset: u64, n: usize, mean: f64, std: f64) -> Vec<f64> {
     let mut out = vec![0.0; n];
@@ -132,7 +132,7 @@ pub fn normal_values(rng: Philox, offset: u64, n: usize, mean: f64, std: f64) ->
 }
 
 /// Stream elements `offset .. offset + n` as truncated normals
-/// ([`crate::rng::trunc_normal_f64`]: one word per element, as the uniforms).
+/// (`rng::trunc_normal_f64`: one word per element, as the uniforms).
 pub fn trunc_normal_values(rng: Philox, offset: u64, n: usize, plan: &TruncNormalPlan) -> Vec<f64> {
     let mut out = vec![0.0; n];
     fill_parallel(offset, &mut out, |start, chunk| {
@@ -148,7 +148,7 @@ pub fn trunc_normal_values(rng: Philox, offset: u64, n: usize, plan: &TruncNorma
 /// The shader's small integer hash (xorshift-multiply with Philox's
 /// multipliers): the round function of the mask's Feistel network.
 #[inline]
-pub fn mix32(mut x: u32) -> u32 {
+pub(crate) fn mix32(mut x: u32) -> u32 {
     x ^= x >> 16;
     x = x.wrapping_mul(PHILOX_M0);
     x ^= x >> 15;
@@ -159,7 +159,7 @@ pub fn mix32(mut x: u32) -> u32 {
 
 /// The four Feistel round keys of sparse line `line`.
 #[inline]
-pub fn sparse_line_keys(rng: Philox, line: u32) -> [u32; 4] {
+pub(crate) fn sparse_line_keys(rng: Philox, line: u32) -> [u32; 4] {
     crate::rng::philox4x32_10(
         [line, SPARSE_TAG, rng.stream as u32, (rng.stream >> 32) as u32],
         rng.key(),
@@ -168,7 +168,7 @@ pub fn sparse_line_keys(rng: Philox, line: u32) -> [u32; 4] {
 
 /// Half the Feistel width: the smallest `h >= 1` with `4^h >= n`.
 #[inline]
-pub fn feistel_half_bits(n: u32) -> u32 {
+pub(crate) fn feistel_half_bits(n: u32) -> u32 {
     let mut h = 1;
     while h < 16 && (1u64 << (2 * h)) < u64::from(n) {
         h += 1;
@@ -180,7 +180,7 @@ pub fn feistel_half_bits(n: u32) -> u32 {
 /// position is kept visibly uneven on short lines (20 standard deviations off
 /// at n = 10 over 2e5 lines); eight were within 2.5 and twelve within 2.9 on
 /// lines of 2 to 100 (the largest of n deviations, as expected by chance).
-pub const FEISTEL_ROUNDS: u32 = 12;
+pub(crate) const FEISTEL_ROUNDS: u32 = 12;
 
 /// A pseudo-random permutation of `0..n` (n >= 1), evaluated at `p < n`.
 #[inline]
@@ -216,7 +216,7 @@ pub fn sparse_keeps(plan: &SparsePlan, rng: Philox, row: usize, col: usize) -> b
 
 /// The sparse fill: kept entries `std * z` (z the normal stream at the
 /// row-major index), the rest zero.
-pub fn sparse_values(plan: &SparsePlan, rng: Philox) -> Array2<f64> {
+pub(crate) fn sparse_values(plan: &SparsePlan, rng: Philox) -> Array2<f64> {
     Array2::from_shape_fn((plan.rows, plan.cols), |(i, j)| {
         if sparse_keeps(plan, rng, i, j) {
             plan.std * rng.normal((i * plan.cols + j) as u64)

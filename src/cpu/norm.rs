@@ -71,7 +71,7 @@ fn for_each_index(shape: NormShape, mut f: impl FnMut(usize, usize, usize, usize
 }
 
 /// Exact two-pass f64 statistics of each group of `plan` over the flat data `x` (memory order).
-pub fn group_stats(plan: &NormPlan, x: &[f64], eps: f64) -> NormSummary {
+pub(crate) fn group_stats(plan: &NormPlan, x: &[f64], eps: f64) -> NormSummary {
     let g = plan.stat_groups;
     let m = plan.group_len as f64;
     let mut mean = Array1::<f64>::zeros(g);
@@ -92,7 +92,7 @@ pub fn group_stats(plan: &NormPlan, x: &[f64], eps: f64) -> NormSummary {
 
 /// `y = gamma * (x - mean) * invstd + beta` with per-group `mean`, `invstd` (training
 /// statistics, or a batch norm's running statistics in eval mode).
-pub fn norm_apply(
+pub(crate) fn norm_apply(
     plan: &NormPlan,
     x: &[f64],
     gamma: ArrayView1<f64>,

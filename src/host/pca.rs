@@ -22,10 +22,10 @@ const OP: &str = "pca (host)";
 /// [`crate::cpu::pca::fit`], from products in `x`'s own type summed in f64.
 ///
 /// # Errors
-/// [`Error::ShapeMismatch`] for an input without rows or columns;
-/// [`Error::InvalidArgument`] for bad options or `N <= ddof`;
-/// [`Error::NonFinite`] when the data holds NaN or infinity (a column's mean
-/// is not finite); [`Error::ExceedsLimit`] when the `D x D` matrices do not
+/// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) for an input without rows or columns;
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for bad options or `N <= ddof`;
+/// [`Error::NonFinite`](crate::Error::NonFinite) when the data holds NaN or infinity (a column's mean
+/// is not finite); [`Error::ExceedsLimit`](crate::Error::ExceedsLimit) when the `D x D` matrices do not
 /// fit in memory.
 ///
 /// ```
@@ -51,7 +51,7 @@ pub fn fit<T: HostFloat>(x: ArrayView2<'_, T>, options: &PcaOptions) -> Result<P
 /// `x`'s type.
 ///
 /// # Errors
-/// [`Error::ShapeMismatch`] when `x` does not have the model's `D` columns.
+/// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) when `x` does not have the model's `D` columns.
 pub fn transform<T: HostFloat>(model: &PcaModel, x: ArrayView2<'_, T>) -> Result<Array2<T>> {
     check_cols(OP, "input", x.dim(), model.n_features())?;
     model.with_transform(|w, options| matmul(x, w, options))
@@ -62,7 +62,7 @@ pub fn transform<T: HostFloat>(model: &PcaModel, x: ArrayView2<'_, T>) -> Result
 /// kept ones otherwise.
 ///
 /// # Errors
-/// [`Error::ShapeMismatch`] when `y` does not have the model's `output_dim` columns.
+/// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) when `y` does not have the model's `output_dim` columns.
 pub fn inverse_transform<T: HostFloat>(model: &PcaModel, y: ArrayView2<'_, T>) -> Result<Array2<T>> {
     check_cols(OP, "transformed data", y.dim(), model.output_dim())?;
     model.with_inverse(|v, options| matmul(y, v, options))

@@ -58,7 +58,7 @@ pub const SMALL_STD: f64 = 0.01;
 
 /// Counter word 1 of the Philox blocks that key the sparse masks ("SPAR"):
 /// element blocks reach it only past element 2^34 * 0x53504152.
-pub const SPARSE_TAG: u32 = 0x5350_4152;
+pub(crate) const SPARSE_TAG: u32 = 0x5350_4152;
 
 /// A nonlinearity by its `torch.nn.init.calculate_gain` name, with the gain
 /// PyTorch recommends for it.
@@ -350,7 +350,7 @@ pub struct SparsePlan {
 
 impl SparsePlan {
     /// The length of one line (the entries a mask permutes).
-    pub fn line_len(&self) -> usize {
+    pub(crate) fn line_len(&self) -> usize {
         match self.axis {
             SparseAxis::Columns => self.rows,
             SparseAxis::Rows => self.cols,
@@ -627,7 +627,7 @@ fn orthogonal_plan(shape: &[usize], gain: f64) -> Result<Fill> {
 pub use crate::rng::{norm_cdf, TruncNormalPlan, TRUNC_NORMAL_MIN_MASS};
 
 /// Largest line length (and line count) a sparse fill accepts.
-pub const SPARSE_MAX_LINE: usize = u32::MAX as usize;
+pub(crate) const SPARSE_MAX_LINE: usize = u32::MAX as usize;
 
 /// `gain * Q` (see [`Fill::Orthogonal`]).
 pub fn orthogonal(rows: usize, cols: usize, gain: f64, rng: Philox) -> Array2<f64> {
@@ -680,7 +680,7 @@ pub fn experiment_weight_rng(seed: u64, layer: usize) -> Philox {
 ///
 /// # Errors
 /// [`crate::Error::InvalidArgument`] naming the argument.
-pub fn check_experiment(op: &'static str, units: usize, batch: usize) -> crate::Result<()> {
+pub(crate) fn check_experiment(op: &'static str, units: usize, batch: usize) -> crate::Result<()> {
     for (name, v) in [("units", units), ("batch", batch)] {
         if v == 0 {
             return Err(crate::Error::InvalidArgument {

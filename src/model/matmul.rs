@@ -6,8 +6,8 @@ use ndarray::ArrayView1;
 
 use crate::error::{Error, Result};
 
-/// The options of the product on the host ([`crate::host::matmul`]) and of
-/// its f64 twin ([`crate::cpu::matmul`]); the default gives `x @ w`.
+/// The options of the product on the host ([`crate::host::matmul()`]) and of
+/// its f64 twin ([`crate::cpu::matmul()`]); the default gives `x @ w`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MatmulOptions<'a> {
     /// Subtracted from each row of `x` before the product (length `K`).

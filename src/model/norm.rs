@@ -106,7 +106,7 @@ impl NormKind {
     /// Checks a [`NormKind::LayerTrailing`] against the full shape of its input:
     /// `len` is the product of some trailing dimensions after dimension 0
     /// (any other kind passes).
-    pub fn check_dims(&self, op: &'static str, dims: &[usize]) -> Result<()> {
+    pub(crate) fn check_dims(&self, op: &'static str, dims: &[usize]) -> Result<()> {
         let (NormKind::LayerTrailing { len } | NormKind::Rms { len }) = *self else {
             return Ok(());
         };

@@ -125,7 +125,7 @@ impl MlpConfig {
     }
 
     /// The Philox stream of layer `l`'s weight.
-    pub fn weight_rng(&self, l: usize) -> Philox {
+    pub(crate) fn weight_rng(&self, l: usize) -> Philox {
         Philox::with_stream(self.seed, l as u64)
     }
 
@@ -187,7 +187,7 @@ pub fn epoch_order(rows: usize, seed: u64, epoch: u64) -> Vec<u32> {
 
 /// Checks that every label is an integer in `0..classes` (the kernels turn
 /// any other into NaN, so the host refuses them before they get there).
-pub fn check_labels(op: &'static str, labels: &[f32], classes: usize) -> Result<()> {
+pub(crate) fn check_labels(op: &'static str, labels: &[f32], classes: usize) -> Result<()> {
     for (i, &l) in labels.iter().enumerate() {
         if !(l >= 0.0 && l < classes as f32 && l.fract() == 0.0) {
             return Err(Error::invalid(
@@ -202,7 +202,7 @@ pub fn check_labels(op: &'static str, labels: &[f32], classes: usize) -> Result<
 /// Where the sums of each pass land in the metrics vector: three values
 /// (loss sum, correct rows, rows) from a slot's start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MetricsSlot {
+pub(crate) enum MetricsSlot {
     /// The training batches of the epoch (training-mode batch norm).
     Train = 0,
     /// The whole training set, evaluated after the epoch (eval mode).
@@ -212,7 +212,7 @@ pub enum MetricsSlot {
 }
 
 /// Floats in the metrics vector.
-pub const METRICS_LEN: usize = 12;
+pub(crate) const METRICS_LEN: usize = 12;
 
 /// Sums of one pass: `loss / rows` is the mean loss, `correct / rows` the accuracy.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -227,7 +227,7 @@ pub struct PassSums {
 
 impl PassSums {
     /// Reads a slot of a metrics vector.
-    pub fn from_metrics(metrics: &[f32], slot: MetricsSlot) -> PassSums {
+    pub(crate) fn from_metrics(metrics: &[f32], slot: MetricsSlot) -> PassSums {
         let at = slot as usize;
         PassSums {
             loss: f64::from(metrics[at]),
@@ -264,7 +264,7 @@ pub struct EpochReport {
 
 impl EpochReport {
     /// From the three slots of a metrics vector.
-    pub fn from_metrics(metrics: &[f32]) -> EpochReport {
+    pub(crate) fn from_metrics(metrics: &[f32]) -> EpochReport {
         let train = PassSums::from_metrics(metrics, MetricsSlot::Train);
         let train_eval = PassSums::from_metrics(metrics, MetricsSlot::TrainEval);
         let test = PassSums::from_metrics(metrics, MetricsSlot::Test);

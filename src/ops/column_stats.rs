@@ -375,12 +375,12 @@ impl Plan {
     }
 
     /// Bytes of the partials: one Welford partial per column and chunk.
-    pub fn partials_bytes(&self) -> u64 {
+    pub(crate) fn partials_bytes(&self) -> u64 {
         (self.d * self.n_chunks) as u64 * PARTIAL_BYTES
     }
 
     /// The finalize pass's stand-in piece: all rows, no chunking.
-    pub fn finalize_piece(&self) -> PiecePlan {
+    pub(crate) fn finalize_piece(&self) -> PiecePlan {
         PiecePlan {
             rows: self.n,
             rows_per_chunk: 0,

@@ -93,21 +93,21 @@ pub struct MatmulConfig {
 /// Workgroups below which a product's grid is too small to fill a large GPU
 /// (an H100 has 132 SMs, each running several of these 128-256-thread
 /// workgroups at once): split-K raises a grid towards it.
-pub const SPLIT_TARGET_GROUPS: usize = 256;
+pub(crate) const SPLIT_TARGET_GROUPS: usize = 256;
 /// The shortest slice of the inner dimension split-K makes: 32 steps of 8,
 /// so each slice's FMAs (2 x 256 per output) outweigh its partial's write
 /// and read (8 bytes per output).
 pub const SPLIT_MIN_SLICE: usize = 256;
 /// The most slices split-K makes (the second pass reads that many partials
 /// per output).
-pub const SPLIT_MAX_SLICES: usize = 256;
+pub(crate) const SPLIT_MAX_SLICES: usize = 256;
 /// The most scratch split-K's partials take, in bytes (also bounded by the
 /// device's binding size).
-pub const SPLIT_MAX_SCRATCH: u64 = 64 << 20;
+pub(crate) const SPLIT_MAX_SCRATCH: u64 = 64 << 20;
 
 /// Split-K's choice for a product of `groups` workgroups over an inner
 /// dimension of `k` and `outputs` elements (N x M): the slices, where the
-/// grid has fewer than [`SPLIT_TARGET_GROUPS`] workgroups and `k` is at
+/// grid has fewer than `SPLIT_TARGET_GROUPS` workgroups and `k` is at
 /// least two [`SPLIT_MIN_SLICE`]s long; else 1 (no split). A weight
 /// gradient `dY^T X` of a 256 x 256 layer over a batch of 65,536 has 8
 /// output blocks of 64 x 128: 32 slices of 2048 rows make 256 workgroups;

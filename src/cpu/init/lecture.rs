@@ -140,7 +140,7 @@ pub fn hidden_unit_spread(w1: &Array2<f64>, w2: &Array2<f64>) -> f64 {
 }
 
 /// Mean and standard deviation (ddof 0) of all entries, two-pass.
-pub fn mean_std<'a, I>(values: I) -> LayerStats
+pub(crate) fn mean_std<'a, I>(values: I) -> LayerStats
 where
     I: IntoIterator<Item = &'a f64> + Clone,
 {
