@@ -5,11 +5,11 @@
 use super::NormForward;
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::matrix::{bind_input, pieces, GpuMatrix, OutputPiece};
+use crate::matrix::{bind_input, pieces, GpuMatrix, OutputPiece, Span};
 use crate::model::norm::NormPlan;
 use crate::shaders::norm_rows as SH;
 use crate::shaders::norm_rows_subgroup as SG;
-use crate::shaders::Shader;
+use crate::shaders::{Shader, Slot};
 
 const OP: &str = "norm";
 const WG: usize = 256;
@@ -149,36 +149,12 @@ pub(crate) fn encode_row_forward(
     eps: f32,
     out: &NormForward,
 ) -> Result<()> {
-    let (stats, gamma, beta) = (
-        out.stats.buffer.whole_span(gpu, OP)?,
-        gamma.whole_span(gpu, OP)?,
-        beta.whole_span(gpu, OP)?,
-    );
-    for (rows, p) in split(gpu, &[x, &out.y], row_params(plan, eps)) {
-        let params = gpu.uniform("norm params", &p)?;
-        let xs = bind_input(gpu, encoder, OP, "norm x", x, rows.clone())?;
-        let y = OutputPiece::new(gpu, encoder, OP, "norm out", &out.y, rows, false)?;
-        let (shader, entry, per_group) = row_kernel(gpu, &p, true);
-        let groups = row_groups(gpu, &p, per_group);
-        check_loop_limit(gpu, &p, groups, per_group, true)?;
-        gpu.launch(
-            encoder,
-            shader,
-            entry,
-            &[],
-            &[
-                (SH::PARAMS, &params),
-                (SH::X, &xs),
-                (SH::STATS, &stats),
-                (SH::GAMMA, &gamma),
-                (SH::BETA, &beta),
-                (SH::OUT, &y.span),
-            ],
-            groups,
-        )?;
-        y.finish(gpu, encoder, OP)?;
-    }
-    Ok(())
+    let whole = [
+        (SH::STATS, out.stats.buffer.whole_span(gpu, OP)?),
+        (SH::GAMMA, gamma.whole_span(gpu, OP)?),
+        (SH::BETA, beta.whole_span(gpu, OP)?),
+    ];
+    encode_row_pass(gpu, encoder, row_params(plan, eps), x, None, &whole, &out.y)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -192,31 +168,43 @@ pub(crate) fn encode_row_backward(
     stats: &GpuMatrix,
     dx: &GpuMatrix,
 ) -> Result<()> {
-    let (stats, gamma) = (stats.whole_span(gpu, OP)?, gamma.whole_span(gpu, OP)?);
-    for (rows, p) in split(gpu, &[x, dy, dx], row_params(plan, 0.0)) {
+    let whole = [
+        (SH::STATS, stats.whole_span(gpu, OP)?),
+        (SH::GAMMA, gamma.whole_span(gpu, OP)?),
+    ];
+    encode_row_pass(gpu, encoder, row_params(plan, 0.0), x, Some(dy), &whole, dx)
+}
+
+/// One row pass in binding-sized pieces of rows: the forward (no `dy`,
+/// writing `y` into `out`) or the backward (writing `dx`); `whole` are the
+/// bindings every piece shares (statistics, gamma, beta).
+fn encode_row_pass(
+    gpu: &Gpu,
+    encoder: &mut wgpu::CommandEncoder,
+    base: RowParams,
+    x: &GpuMatrix,
+    dy: Option<&GpuMatrix>,
+    whole: &[(Slot, Span)],
+    out: &GpuMatrix,
+) -> Result<()> {
+    let forward = dy.is_none();
+    let split_on: Vec<&GpuMatrix> = [Some(x), dy, Some(out)].into_iter().flatten().collect();
+    for (rows, p) in split(gpu, &split_on, base) {
         let params = gpu.uniform("norm params", &p)?;
         let xs = bind_input(gpu, encoder, OP, "norm x", x, rows.clone())?;
-        let dys = bind_input(gpu, encoder, OP, "norm dy", dy, rows.clone())?;
-        let out = OutputPiece::new(gpu, encoder, OP, "norm out", dx, rows, false)?;
-        let (shader, entry, per_group) = row_kernel(gpu, &p, false);
+        let dys = match dy {
+            Some(dy) => Some(bind_input(gpu, encoder, OP, "norm dy", dy, rows.clone())?),
+            None => None,
+        };
+        let piece = OutputPiece::new(gpu, encoder, OP, "norm out", out, rows, false)?;
+        let (shader, entry, per_group) = row_kernel(gpu, &p, forward);
         let groups = row_groups(gpu, &p, per_group);
-        check_loop_limit(gpu, &p, groups, per_group, false)?;
-        gpu.launch(
-            encoder,
-            shader,
-            entry,
-            &[],
-            &[
-                (SH::PARAMS, &params),
-                (SH::X, &xs),
-                (SH::DY, &dys),
-                (SH::STATS, &stats),
-                (SH::GAMMA, &gamma),
-                (SH::OUT, &out.span),
-            ],
-            groups,
-        )?;
-        out.finish(gpu, encoder, OP)?;
+        check_loop_limit(gpu, &p, groups, per_group, forward)?;
+        let mut binds = vec![(SH::PARAMS, &params), (SH::X, &xs), (SH::OUT, &piece.span)];
+        binds.extend(dys.as_ref().map(|d| (SH::DY, d)));
+        binds.extend(whole.iter().map(|(slot, span)| (*slot, span)));
+        gpu.launch(encoder, shader, entry, &[], &binds, groups)?;
+        piece.finish(gpu, encoder, OP)?;
     }
     Ok(())
 }
