@@ -267,16 +267,7 @@ pub fn eigh_descending_with(c: ArrayView2<'_, f64>, par: Par) -> Result<(Array1<
             format!("{d} x {d2}"),
         ));
     }
-    if let Some(i) = c.iter().position(|v| !v.is_finite()) {
-        return Err(Error::NonFinite {
-            op: OP,
-            location: format!(
-                "covariance row {}, column {} (non-finite input data?)",
-                i / d,
-                i % d
-            ),
-        });
-    }
+    check_covariance_finite(c)?;
     // faer's copy of the matrix, its eigenvectors and workspace, and the
     // sorted eigenvectors: about five D x D f64 matrices.
     crate::alloc::check_bytes(OP, 40 * (d as u128) * (d as u128))?;
@@ -290,6 +281,22 @@ pub fn eigh_descending_with(c: ArrayView2<'_, f64>, par: Par) -> Result<(Array1<
         }
     }
     Ok(sorted_descending(&s, u.as_ref()))
+}
+
+/// Refuses a covariance with an entry that is not finite (data that is not,
+/// or whose products overflowed), naming the entry.
+fn check_covariance_finite(c: ArrayView2<'_, f64>) -> Result<()> {
+    match c.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(Error::NonFinite {
+            op: OP,
+            location: format!(
+                "covariance row {}, column {} (non-finite input data?)",
+                i / c.ncols(),
+                i % c.ncols()
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Above this size the relatively accurate Jacobi solver is not run (its
@@ -532,16 +539,7 @@ fn solve(cov: ArrayView2<'_, f64>, n_samples: usize, options: &PcaOptions) -> Re
     if !takes_topk(d, options) {
         return solve_full(cov, n_samples, options);
     }
-    if let Some(i) = cov.iter().position(|v| !v.is_finite()) {
-        return Err(Error::NonFinite {
-            op: OP,
-            location: format!(
-                "covariance row {}, column {} (non-finite input data?)",
-                i / d,
-                i % d
-            ),
-        });
-    }
+    check_covariance_finite(cov)?;
     let trace = cov.diag().sum().max(0.0);
     let mut product = crate::model::eigen::HostMatrix::new(cov);
     match solve_topk(&mut product, trace, n_samples, options)? {
