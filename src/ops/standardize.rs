@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::matrix::{bind_input, pieces, GpuMatrix, OutputPiece};
-use crate::ops::column_stats::{grid_2d, ColumnStats};
+use crate::ops::column_stats::{grid_2d_within, ColumnStats};
 use crate::shaders::standardize as SH;
 
 pub use crate::model::standardize::StandardizeOptions;
@@ -40,6 +40,71 @@ pub fn standardize(
     })
 }
 
+/// The standardize pass of an `N x D` input, checked and fixed once, without
+/// a device: the constant-column rule's thresholds, the vec4 layout, and
+/// each piece's Params and grid.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Plan {
+    d: usize,
+    /// Each thread handles 4 adjacent columns (rows are whole vec4s).
+    vec4: bool,
+    center: bool,
+    scale: bool,
+    /// scikit-learn's constant-column rule
+    /// ([`is_constant`](crate::model::standardize::is_constant)) at the
+    /// statistics' count `n`: `n eps` and `sqrt(1 - n eps)`.
+    ne: f64,
+    c1: f64,
+}
+
+impl Plan {
+    /// The plan for `x` of `shape` standardized by statistics of
+    /// `stats_cols` columns over `count` rows.
+    pub(crate) fn new(
+        shape: (usize, usize),
+        stats_cols: usize,
+        count: usize,
+        options: &StandardizeOptions,
+    ) -> Result<Plan> {
+        let d = shape.1;
+        if stats_cols != d {
+            return Err(Error::shape(
+                OP,
+                format!("statistics for {d} columns"),
+                format!("statistics for {stats_cols} columns"),
+            ));
+        }
+        let ne = count as f64 * f64::EPSILON;
+        Ok(Plan {
+            d,
+            vec4: d.is_multiple_of(4),
+            center: options.center,
+            scale: options.scale,
+            ne,
+            c1: (1.0 - ne).max(0.0).sqrt(),
+        })
+    }
+
+    /// The Params and grid of a piece of `rows` rows, at most `limit`
+    /// workgroups per grid dimension.
+    pub(crate) fn piece(&self, rows: usize, limit: u32) -> Result<(Params, [u32; 3])> {
+        let elems = rows * self.d;
+        let len = if self.vec4 { elems / 4 } else { elems };
+        let (gx, gy) = grid_2d_within(OP, len.div_ceil(WG), limit)?;
+        let params = Params {
+            len: len as u32,
+            d: self.d as u32,
+            center: self.center as u32,
+            scale: self.scale as u32,
+            groups_x: gx,
+            ne: self.ne as f32,
+            c1: self.c1 as f32,
+            _pad: 0,
+        };
+        Ok((params, [gx, gy, 1]))
+    }
+}
+
 /// Records `out = standardize(x)` into a caller's encoder. `out` is either
 /// `x` itself (in place: pass the same matrix) or a matrix of `x`'s shape that
 /// shares no buffer with the inputs.
@@ -51,51 +116,34 @@ pub fn encode_standardize_into(
     out: &GpuMatrix,
     options: &StandardizeOptions,
 ) -> Result<()> {
+    let plan = Plan::new(x.shape(), stats.cols(), stats.count, options)?;
     let inplace = check_args(gpu, x, stats, out)?;
     let stats_span = stats.buffer.whole_span(gpu, OP)?;
-    // scikit-learn's constant-column rule (model::standardize::is_constant).
-    let ne = stats.count as f64 * f64::EPSILON;
-    let c1 = (1.0 - ne).max(0.0).sqrt();
-    // Each thread handles 4 adjacent columns when rows are whole vec4s.
-    let vec4 = x.cols().is_multiple_of(4);
+    let limit = gpu.limits().max_compute_workgroups_per_dimension;
     for rows in pieces(gpu, &[x, out]) {
-        let elems = rows.len() * x.cols();
-        let len = if vec4 { elems / 4 } else { elems };
-        let (gx, gy) = grid_2d(gpu, OP, len.div_ceil(WG))?;
-        let params = gpu.uniform(
-            "standardize params",
-            &Params {
-                len: len as u32,
-                d: x.cols() as u32,
-                center: options.center as u32,
-                scale: options.scale as u32,
-                groups_x: gx,
-                ne: ne as f32,
-                c1: c1 as f32,
-                _pad: 0,
-            },
-        )?;
+        let (p, grid) = plan.piece(rows.len(), limit)?;
+        let params = gpu.uniform("standardize params", &p)?;
         let common = [(SH::PARAMS, &params), (SH::STATS, &stats_span)];
         if inplace {
             let piece = OutputPiece::new(gpu, encoder, OP, "standardize out", out, rows, true)?;
-            let (entry, slot) = if vec4 {
+            let (entry, slot) = if plan.vec4 {
                 (SH::APPLY_INPLACE_VEC4, SH::XY4)
             } else {
                 (SH::APPLY_INPLACE, SH::XY)
             };
             let slots = [common[0], common[1], (slot, &piece.span)];
-            gpu.launch(encoder, &SH::SHADER, entry, &[], &slots, [gx, gy, 1])?;
+            gpu.launch(encoder, &SH::SHADER, entry, &[], &slots, grid)?;
             piece.finish(gpu, encoder, OP)?;
         } else {
             let xs = bind_input(gpu, encoder, OP, "standardize x", x, rows.clone())?;
             let piece = OutputPiece::new(gpu, encoder, OP, "standardize out", out, rows, false)?;
-            let (entry, xslot, yslot) = if vec4 {
+            let (entry, xslot, yslot) = if plan.vec4 {
                 (SH::APPLY_VEC4, SH::X4, SH::Y4)
             } else {
                 (SH::APPLY, SH::X, SH::Y)
             };
             let slots = [common[0], common[1], (xslot, &xs), (yslot, &piece.span)];
-            gpu.launch(encoder, &SH::SHADER, entry, &[], &slots, [gx, gy, 1])?;
+            gpu.launch(encoder, &SH::SHADER, entry, &[], &slots, grid)?;
             piece.finish(gpu, encoder, OP)?;
         }
     }
@@ -106,7 +154,7 @@ pub fn encode_standardize_into(
 /// is the input itself (in place).
 fn check_args(gpu: &Gpu, x: &GpuMatrix, stats: &ColumnStats, out: &GpuMatrix) -> Result<bool> {
     x.check_device(gpu, OP)?;
-    if stats.cols() != x.cols() || stats.buffer.rows() != 5 {
+    if stats.buffer.rows() != 5 {
         return Err(Error::shape(
             OP,
             format!("statistics for {} columns", x.cols()),
@@ -122,4 +170,72 @@ fn check_args(gpu: &Gpu, x: &GpuMatrix, stats: &ColumnStats, out: &GpuMatrix) ->
     }
     out.check_output(gpu, OP, x.shape(), &[&stats.buffer])?;
     Ok(inplace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(center: bool, scale: bool) -> StandardizeOptions {
+        StandardizeOptions { center, scale }
+    }
+
+    #[test]
+    fn a_plan_refuses_statistics_of_another_width() {
+        let e = Plan::new((4, 3), 2, 4, &opts(true, true)).unwrap_err();
+        assert!(matches!(e, Error::ShapeMismatch { .. }), "{e}");
+        assert!(e.to_string().contains("statistics for 3 columns"), "{e}");
+        assert!(Plan::new((4, 3), 3, 4, &opts(true, true)).is_ok());
+    }
+
+    #[test]
+    fn a_plan_takes_vec4_for_whole_rows_of_four_and_counts_threads_so() {
+        let limit = 65_535;
+        for (d, vec4) in [
+            (1, false),
+            (3, false),
+            (4, true),
+            (6, false),
+            (8, true),
+            (260, true),
+        ] {
+            let plan = Plan::new((1000, d), d, 1000, &opts(true, false)).unwrap();
+            assert_eq!(plan.vec4, vec4, "d = {d}");
+            for rows in [1, 7, 1000] {
+                let (p, grid) = plan.piece(rows, limit).unwrap();
+                let len = if vec4 { rows * d / 4 } else { rows * d };
+                assert_eq!(p.len as usize, len, "d = {d}, rows = {rows}");
+                assert_eq!(p.d as usize, d);
+                assert_eq!((p.center, p.scale), (1, 0));
+                // Enough threads for every element, in a grid the kernel reads back.
+                assert_eq!(grid[2], 1);
+                assert_eq!(grid[0], p.groups_x);
+                assert!((grid[0] as usize * grid[1] as usize) * WG >= len);
+            }
+        }
+    }
+
+    #[test]
+    fn a_plan_folds_large_grids_into_two_dimensions_and_refuses_beyond() {
+        let plan = Plan::new((1, 4), 4, 1, &opts(true, true)).unwrap();
+        // 4 * 2^20 rows of 4 columns: 2^20 vec4 threads, 4096 workgroups of 256.
+        let (_, grid) = plan.piece(1 << 20, 1000).unwrap();
+        assert_eq!(grid, [1000, 5, 1]);
+        assert!(matches!(
+            plan.piece(1 << 30, 100),
+            Err(Error::ExceedsLimit { .. })
+        ));
+    }
+
+    #[test]
+    fn a_plan_carries_the_constant_column_rule_of_its_count() {
+        // model::standardize::is_constant: var <= n eps (and sqrt(1 - n eps)).
+        for count in [0usize, 1, 1000, 1 << 40] {
+            let plan = Plan::new((2, 2), 2, count, &opts(true, true)).unwrap();
+            let (p, _) = plan.piece(2, 65_535).unwrap();
+            let ne = count as f64 * f64::EPSILON;
+            assert_eq!(p.ne, ne as f32);
+            assert_eq!(p.c1, (1.0 - ne).max(0.0).sqrt() as f32);
+        }
+    }
 }
