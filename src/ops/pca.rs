@@ -378,6 +378,9 @@ impl SymmetricProduct for DeviceCovariance<'_> {
 
     fn apply(&mut self, v: &[f64], n: usize, out: &mut [f64]) -> Result<()> {
         let (gpu, d) = (self.gpu, self.inv.len());
+        if n == 0 || d == 0 {
+            return Ok(());
+        }
         if self.block.as_ref().is_none_or(|b| b.0 != n) {
             self.block = Some((n, GpuMatrix::uninit(gpu, d, n)?, GpuMatrix::uninit(gpu, d, n)?));
         }
