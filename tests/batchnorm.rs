@@ -387,42 +387,27 @@ const SHAPES: &[&[usize]] = &[
     &[33, 5, 1, 3],
 ];
 
+/// [`gpu_layer_case`] under PyTorch's running statistics on each of `shapes`
+/// (seeds `seed`, `seed + 10`, ...); prints the worst relative error.
+fn gpu_layer_cases(shapes: &[&[usize]], offset: f32, seed: u64) {
+    let mut worst = 0.0f64;
+    for (i, dims) in shapes.iter().enumerate() {
+        let config = RunningStatsConfig::pytorch();
+        worst = worst.max(gpu_layer_case(dims, offset, config, seed + 10 * i as u64));
+    }
+    println!("batch norm, offset {offset}: worst GPU rel error {worst:.2e}");
+}
+
 #[test]
 fn gpu_layer_matches_twin_on_awkward_shapes() {
-    let mut worst = 0.0f64;
-    for (i, dims) in SHAPES.iter().enumerate() {
-        worst = worst.max(gpu_layer_case(
-            dims,
-            0.5,
-            RunningStatsConfig::pytorch(),
-            100 + 10 * i as u64,
-        ));
-    }
-    println!("batch norm, offset 0.5: worst GPU rel error {worst:.2e}");
+    gpu_layer_cases(SHAPES, 0.5, 100);
 }
 
 #[test]
 fn gpu_layer_large_offset_keeps_precision() {
     // 1e4 + unit noise: x - mean must not lose the noise in f32.
-    let mut worst = 0.0f64;
-    for (i, dims) in [
-        &[2usize, 3][..],
-        &[1000, 7],
-        &[4099, 70],
-        &[20000, 3],
-        &[6, 4, 5, 5],
-    ]
-    .iter()
-    .enumerate()
-    {
-        worst = worst.max(gpu_layer_case(
-            dims,
-            1e4,
-            RunningStatsConfig::pytorch(),
-            500 + 10 * i as u64,
-        ));
-    }
-    println!("batch norm, offset 1e4: worst GPU rel error {worst:.2e}");
+    let shapes: &[&[usize]] = &[&[2, 3], &[1000, 7], &[4099, 70], &[20000, 3], &[6, 4, 5, 5]];
+    gpu_layer_cases(shapes, 1e4, 500);
 }
 
 #[test]
