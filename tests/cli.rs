@@ -43,6 +43,18 @@ fn bin() -> Command {
     c
 }
 
+/// Runs `cmd`; fails, naming `what` and showing its standard error, unless
+/// it succeeds.
+fn succeeded(cmd: &mut Command, what: impl std::fmt::Display) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Runs `cmd` and returns its standard output (UTF-8); fails, showing its
 /// standard error, unless it succeeds.
 fn stdout_of(cmd: &mut Command) -> String {
