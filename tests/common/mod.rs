@@ -97,6 +97,48 @@ pub fn dead_pid() -> u32 {
     pid
 }
 
+/// The form of the elementwise ops that record `x` into `out`.
+pub type EncodeInto = fn(
+    &Gpu,
+    &mut gpuprep::wgpu::CommandEncoder,
+    &gpuprep::GpuMatrix,
+    &gpuprep::GpuMatrix,
+) -> gpuprep::Result<()>;
+
+/// `encode` from a `rows` x `cols` matrix refuses an output of the transposed
+/// shape (ShapeMismatch) and the input itself as output (InvalidArgument).
+pub fn refuses_wrong_and_aliased_outputs(encode: EncodeInto, rows: usize, cols: usize) {
+    let g = gpu();
+    let x = gpuprep::GpuMatrix::uninit(g, rows, cols).unwrap();
+    let wrong = gpuprep::GpuMatrix::uninit(g, cols, rows).unwrap();
+    let mut enc = g.encoder("test");
+    assert!(matches!(
+        encode(g, &mut enc, &x, &wrong),
+        Err(gpuprep::Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        encode(g, &mut enc, &x, &x),
+        Err(gpuprep::Error::InvalidArgument { .. })
+    ));
+}
+
+/// Submits `enc` and reads `out` back as f64, failing (naming `what`) where
+/// an element of it was never written: `out` is to start filled with NaN.
+pub fn submit_and_read_written(
+    g: &Gpu,
+    enc: gpuprep::wgpu::CommandEncoder,
+    out: &gpuprep::GpuMatrix,
+    what: &str,
+) -> Array2<f64> {
+    g.submit("test", enc).unwrap();
+    let got = out.download(g).unwrap().mapv(f64::from);
+    assert!(
+        got.iter().all(|v| v.is_finite()),
+        "{what}: an element was never written"
+    );
+    got
+}
+
 /// The awkward shapes every kernel is tested on: N = 1, D = 1, sizes that do
 /// not divide the workgroup, and one needing several workgroups on both axes.
 pub const SHAPES: &[(usize, usize)] = &[
