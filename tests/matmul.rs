@@ -73,12 +73,8 @@ fn check_on(
         },
     )
     .unwrap();
-    g.submit("test", enc).unwrap();
-    let got = out.download(g).unwrap().mapv(f64::from);
-    assert!(
-        got.iter().all(|v| v.is_finite()),
-        "{n}x{k} @ {k}x{m} flags {flags}: an element was never written"
-    );
+    let what = format!("{n}x{k} @ {k}x{m} flags {flags}");
+    let got = common::submit_and_read_written(g, enc, &out, &what);
     let (c64, s64, b64) = (
         center.mapv(f64::from),
         scale.mapv(f64::from),
@@ -717,17 +713,10 @@ fn bad_input_is_an_error_not_a_panic() {
             ..Default::default()
         },
     ] {
-        assert!(encode_matmul_into(
-            g,
-            &mut enc,
-            &x,
-            &w,
-            &out,
-            &MatmulOptions {
-                tuning: Some(bad),
-                ..MatmulOptions::default()
-            }
-        )
-        .is_err());
+        let opts = MatmulOptions {
+            tuning: Some(bad),
+            ..MatmulOptions::default()
+        };
+        assert!(encode_matmul_into(g, &mut enc, &x, &w, &out, &opts).is_err());
     }
 }
