@@ -159,14 +159,7 @@ fn gpu_fit_and_transform_match_the_cpu() {
         let cpu_model = Pipeline::fit(x.view(), &o).unwrap();
         let gpu_model = Pipeline::fit_gpu(g, &xg, &o).unwrap();
         let a = cpu_model.transform(x.view()).unwrap();
-        let b = gpu_model
-            .to_gpu(g)
-            .unwrap()
-            .transform(g, &xg)
-            .unwrap()
-            .download(g)
-            .unwrap()
-            .mapv(f64::from);
+        let b = common::gpu_transform(g, &gpu_model, &xg).mapv(f64::from);
         let scale_ = a.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         let err = max_abs(&a, &b) / scale_;
         assert!(err < 2e-4, "{o:?}: {err:e}");

@@ -552,13 +552,7 @@ fn rank_deficient_whitening_in_f32_stays_of_order_one() {
         .expect("no seed gives a null eigenvalue below epsilon^2");
     let x32 = x.mapv(|v| v as f32);
     let xg = GpuMatrix::upload(g, x32.view()).unwrap();
-    let y = model
-        .to_gpu(g)
-        .unwrap()
-        .transform(g, &xg)
-        .unwrap()
-        .download(g)
-        .unwrap();
+    let y = common::gpu_transform(g, &model, &xg);
     let worst = y.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     assert!(
         worst.is_finite() && worst < 1e3,

@@ -139,6 +139,12 @@ pub fn submit_and_read_written(
     got
 }
 
+/// `model`'s transform of `x` on `g`, read back.
+pub fn gpu_transform(g: &Gpu, model: &gpuprep::Pipeline, x: &gpuprep::GpuMatrix) -> Array2<f32> {
+    let model = model.to_gpu(g).unwrap();
+    model.transform(g, x).unwrap().download(g).unwrap()
+}
+
 /// The awkward shapes every kernel is tested on: N = 1, D = 1, sizes that do
 /// not divide the workgroup, and one needing several workgroups on both axes.
 pub const SHAPES: &[(usize, usize)] = &[
