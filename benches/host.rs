@@ -181,7 +181,8 @@ fn bench(c: &mut Criterion) {
     // The ops whose host path and twin take only the data: (group, seconds,
     // throughput of an n x d input, host, twin).
     type Op = fn(ArrayView2<f32>) -> gpuprep::Result<()>;
-    let data_only: [(&str, u64, fn(usize, usize) -> Throughput, Op, Op); 2] = [
+    type DataOnly = (&'static str, u64, fn(usize, usize) -> Throughput, Op, Op);
+    let data_only: [DataOnly; 2] = [
         (
             "host_column_stats",
             3,
