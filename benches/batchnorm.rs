@@ -15,9 +15,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::time_gpu;
+use common::bench_gpu;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gpuprep::cpu::norm::{norm_backward, norm_forward};
 use gpuprep::model::norm::RunningStatsConfig;
@@ -26,12 +24,7 @@ use gpuprep::{Gpu, GpuMatrix};
 use ndarray::{Array1, Array2, ArrayD, IxDyn};
 
 fn data(n: usize, f: usize, seed: u32) -> Array2<f32> {
-    // A cheap deterministic fill (an LCG), so setup does not dominate.
-    let mut s = 0x2545F491u32 ^ seed;
-    Array2::from_shape_simple_fn((n, f), || {
-        s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-        (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 0.5
-    })
+    common::lcg(n, f, seed, -0.5)
 }
 
 fn tensor(m: &Array2<f32>, dims: &[usize]) -> ArrayD<f64> {
@@ -43,14 +36,8 @@ fn large() -> bool {
 }
 
 fn bench_batchnorm(c: &mut Criterion) {
-    let gpu = Gpu::new()
-        .map_err(|e| eprintln!("batchnorm bench: no GPU ({e}); CPU only"))
-        .ok();
-    let mut group = c.benchmark_group("batchnorm");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(4))
-        .warm_up_time(Duration::from_secs(1));
+    let gpu = common::gpu_or_note("batchnorm");
+    let mut group = common::group(c, "batchnorm", 4);
     // (N, C, S): 16 MiB each; the anchors' shapes with GPUPREP_BENCH_LARGE=1.
     let mut shapes = vec![(16_384usize, 256usize, 1usize, true), (64, 64, 256, true)];
     if large() {
@@ -92,24 +79,16 @@ fn bench_batchnorm(c: &mut Criterion) {
         let dyg = GpuMatrix::upload(g, dy.view()).unwrap();
         let y = GpuMatrix::uninit(g, n, f).unwrap();
         group.throughput(Throughput::Bytes(8 * len));
-        group.bench_function(BenchmarkId::new("forward/gpu", &id), |b| {
-            b.iter_custom(|iters| {
-                time_gpu(g, iters, |enc| {
-                    bn.encode_forward_train_into(g, enc, &xg, &y).unwrap()
-                })
-            })
+        bench_gpu(&mut group, BenchmarkId::new("forward/gpu", &id), g, |enc| {
+            bn.encode_forward_train_into(g, enc, &xg, &y).unwrap()
         });
         // backward differentiates the last forward_train (which a filter
         // may have skipped above).
         bn.forward_train(g, &xg).unwrap();
         let grads = bn.backward(g, &xg, &dyg).unwrap();
         group.throughput(Throughput::Bytes(12 * len));
-        group.bench_function(BenchmarkId::new("backward/gpu", &id), |b| {
-            b.iter_custom(|iters| {
-                time_gpu(g, iters, |enc| {
-                    bn.encode_backward_into(g, enc, &xg, &dyg, &grads).unwrap()
-                })
-            })
+        bench_gpu(&mut group, BenchmarkId::new("backward/gpu", &id), g, |enc| {
+            bn.encode_backward_into(g, enc, &xg, &dyg, &grads).unwrap()
         });
         if with_cpu {
             group.throughput(Throughput::Bytes(8 * len));
@@ -126,11 +105,7 @@ fn bench_batchnorm(c: &mut Criterion) {
 
 fn bench_norms(c: &mut Criterion) {
     let gpu = Gpu::new().ok();
-    let mut group = c.benchmark_group("norm");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1));
+    let mut group = common::group(c, "norm", 3);
     // (kind, N, C, S, CPU too)
     let mut cases = vec![
         (NormKind::Layer, 16_384usize, 256usize, 1usize, true),
@@ -187,21 +162,13 @@ fn bench_norms(c: &mut Criterion) {
         let out = norm.alloc_forward(g, &xg).unwrap();
         let grads = norm.alloc_backward(g, &xg).unwrap();
         group.throughput(Throughput::Bytes(8 * len));
-        group.bench_function(BenchmarkId::new("forward/gpu", &id), |b| {
-            b.iter_custom(|iters| {
-                time_gpu(g, iters, |enc| {
-                    norm.encode_forward_into(g, enc, &xg, &gm, &bt, &out).unwrap()
-                })
-            })
+        bench_gpu(&mut group, BenchmarkId::new("forward/gpu", &id), g, |enc| {
+            norm.encode_forward_into(g, enc, &xg, &gm, &bt, &out).unwrap()
         });
         group.throughput(Throughput::Bytes(12 * len));
-        group.bench_function(BenchmarkId::new("backward/gpu", &id), |b| {
-            b.iter_custom(|iters| {
-                time_gpu(g, iters, |enc| {
-                    norm.encode_backward_into(g, enc, &xg, &dyg, &gm, &out.stats, &grads)
-                        .unwrap()
-                })
-            })
+        bench_gpu(&mut group, BenchmarkId::new("backward/gpu", &id), g, |enc| {
+            norm.encode_backward_into(g, enc, &xg, &dyg, &gm, &out.stats, &grads)
+                .unwrap()
         });
     }
     group.finish();

@@ -12,32 +12,20 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::time_gpu;
+use common::bench_gpu;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gpuprep::cpu::pca as cpu_pca;
-use gpuprep::{cpu, ops, Gpu, GpuMatrix, NComponents, Pca, PcaOptions, Whitening};
+use gpuprep::{cpu, ops, GpuMatrix, NComponents, Pca, PcaOptions, Whitening};
 use ndarray::Array2;
 
+/// The data, with an offset.
 fn data(n: usize, d: usize) -> Array2<f32> {
-    // A cheap deterministic fill (an LCG) with an offset, so setup does not dominate.
-    let mut s = 0x2545F491u32;
-    Array2::from_shape_simple_fn((n, d), || {
-        s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-        100.0 + (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0
-    })
+    common::lcg(n, d, 0, 100.0)
 }
 
 fn bench(c: &mut Criterion) {
-    let gpu = Gpu::new()
-        .map_err(|e| eprintln!("covariance bench: no GPU ({e}); CPU only"))
-        .ok();
-    let mut group = c.benchmark_group("covariance");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(5))
-        .warm_up_time(Duration::from_secs(1));
+    let gpu = common::gpu_or_note("covariance");
+    let mut group = common::group(c, "covariance", 5);
     for &(n, d) in &[(4096usize, 64usize), (16_384, 256), (65_536, 256)] {
         let x = data(n, d);
         let id = format!("{n}x{d}");
@@ -49,29 +37,14 @@ fn bench(c: &mut Criterion) {
         let xg = GpuMatrix::upload(g, x.view()).unwrap();
         let stats = ops::column_stats(g, &xg, &ops::ColumnStatsOptions::ddof(0)).unwrap();
         let out = GpuMatrix::uninit(g, d, d).unwrap();
-        group.bench_with_input(BenchmarkId::new("gpu", &id), &xg, |b, xg| {
-            b.iter_custom(|iters| {
-                time_gpu(g, iters, |enc| {
-                    ops::encode_covariance_into(
-                        g,
-                        enc,
-                        xg,
-                        &stats.buffer,
-                        &out,
-                        &ops::CovarianceOptions::ddof(0),
-                    )
-                    .unwrap()
-                })
-            })
+        bench_gpu(&mut group, BenchmarkId::new("gpu", &id), g, |enc| {
+            let opts = ops::CovarianceOptions::ddof(0);
+            ops::encode_covariance_into(g, enc, &xg, &stats.buffer, &out, &opts).unwrap()
         });
     }
     group.finish();
 
-    let mut group = c.benchmark_group("pca_transform");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(5))
-        .warm_up_time(Duration::from_secs(1));
+    let mut group = common::group(c, "pca_transform", 5);
     let (n, d) = (16_384usize, 256usize);
     let x = data(n, d);
     let xg = gpu.as_ref().map(|g| GpuMatrix::upload(g, x.view()).unwrap());
@@ -97,12 +70,8 @@ fn bench(c: &mut Criterion) {
         };
         let pca = Pca::from_model(g, model.clone()).unwrap();
         let out = GpuMatrix::uninit(g, n, pca.output_dim()).unwrap();
-        group.bench_with_input(BenchmarkId::new("gpu", &id), xg, |b, xg| {
-            b.iter_custom(|iters| {
-                time_gpu(g, iters, |enc| {
-                    pca.encode_transform_into(g, enc, xg, &out).unwrap()
-                })
-            })
+        bench_gpu(&mut group, BenchmarkId::new("gpu", &id), g, |enc| {
+            pca.encode_transform_into(g, enc, xg, &out).unwrap()
         });
     }
     // The whole fit: mean + covariance on the GPU, readback, eigh.

@@ -13,19 +13,18 @@
 //! ops are `GPUPREP_VS_NUMPY_OPS` (comma-separated, default all). This is
 //! what `scripts/cpu-vs-numpy.py` runs beside numpy on the same data.
 
-use std::time::{Duration, Instant};
+mod common;
 
-use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use std::time::Instant;
+
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use gpuprep::{cpu, host, NormKind, PcaOptions, RunningStatsConfig, StandardizeOptions, Whitening};
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, Array2, ArrayView2};
 
+/// The data, with an offset.
 fn data(n: usize, d: usize) -> Array2<f32> {
-    // A cheap deterministic fill (an LCG) with an offset, so setup does not dominate.
-    let mut s = 0x2545F491u32;
-    Array2::from_shape_simple_fn((n, d), || {
-        s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-        100.0 + (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0
-    })
+    common::lcg(n, d, 0, 100.0)
 }
 
 const WHITEN: PcaOptions = PcaOptions {
@@ -157,79 +156,80 @@ fn vs_numpy(path: &str) {
     }
 }
 
+/// Benches `host` on `x` as `host{suffix}` and, where the f64 twin is not too
+/// slow (up to 65,536 rows), `twin` as `twin{suffix}`.
+fn host_and_twin<R, S>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    suffix: &str,
+    id: &str,
+    x: &Array2<f32>,
+    host: impl Fn(ArrayView2<f32>) -> R,
+    twin: impl Fn(ArrayView2<f32>) -> S,
+) {
+    group.bench_with_input(BenchmarkId::new(format!("host{suffix}"), id), x, |b, x| {
+        b.iter(|| host(x.view()))
+    });
+    if x.nrows() <= 65_536 {
+        group.bench_with_input(BenchmarkId::new(format!("twin{suffix}"), id), x, |b, x| {
+            b.iter(|| twin(x.view()))
+        });
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let shapes = [(65_536usize, 256usize), (262_144, 256)];
-    let mut group = c.benchmark_group("host_column_stats");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1));
-    for &(n, d) in &shapes {
-        let x = data(n, d);
-        let id = format!("{n}x{d}");
-        group.throughput(Throughput::Bytes((n * d * 4) as u64));
-        group.bench_with_input(BenchmarkId::new("host", &id), &x, |b, x| {
-            b.iter(|| host::column_stats(x.view(), 0).unwrap())
-        });
-        if n <= 65_536 {
-            group.bench_with_input(BenchmarkId::new("twin", &id), &x, |b, x| {
-                b.iter(|| cpu::column_stats(x.view(), 0).unwrap())
-            });
+    // The ops whose host path and twin take only the data: (group, seconds,
+    // throughput of an n x d input, host, twin).
+    type Op = fn(ArrayView2<f32>) -> gpuprep::Result<()>;
+    type DataOnly = (&'static str, u64, fn(usize, usize) -> Throughput, Op, Op);
+    let data_only: [DataOnly; 2] = [
+        (
+            "host_column_stats",
+            3,
+            |n, d| Throughput::Bytes((n * d * 4) as u64),
+            |x| host::column_stats(x, 0).map(drop),
+            |x| cpu::column_stats(x, 0).map(drop),
+        ),
+        (
+            "host_covariance",
+            5,
+            |n, d| Throughput::Elements((2 * n * d * d) as u64),
+            |x| host::covariance(x, 0).map(drop),
+            |x| cpu::covariance(x, 0).map(drop),
+        ),
+    ];
+    for (name, secs, throughput, host_op, twin_op) in data_only {
+        let mut group = common::group(c, name, secs);
+        for &(n, d) in &shapes {
+            group.throughput(throughput(n, d));
+            host_and_twin(&mut group, "", &format!("{n}x{d}"), &data(n, d), host_op, twin_op);
         }
+        group.finish();
     }
-    group.finish();
 
-    let mut group = c.benchmark_group("host_standardize");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1));
+    let mut group = common::group(c, "host_standardize", 3);
     for &(n, d) in &shapes {
         let x = data(n, d);
         let s = host::column_stats(x.view(), 0).unwrap();
         let id = format!("{n}x{d}");
         let opts = StandardizeOptions::default();
         group.throughput(Throughput::Bytes((2 * n * d * 4) as u64));
-        group.bench_with_input(BenchmarkId::new("host", &id), &x, |b, x| {
-            b.iter(|| host::standardize(x.view(), &s, opts).unwrap())
-        });
+        host_and_twin(
+            &mut group,
+            "",
+            &id,
+            &x,
+            |x| host::standardize(x, &s, opts).unwrap(),
+            |x| cpu::standardize(x, &s, opts).unwrap(),
+        );
         let mut y = x.clone();
         group.bench_with_input(BenchmarkId::new("host_inplace", &id), &s, |b, s| {
             b.iter(|| host::standardize_inplace(y.view_mut(), s, opts).unwrap())
         });
-        if n <= 65_536 {
-            group.bench_with_input(BenchmarkId::new("twin", &id), &x, |b, x| {
-                b.iter(|| cpu::standardize(x.view(), &s, opts).unwrap())
-            });
-        }
     }
     group.finish();
 
-    let mut group = c.benchmark_group("host_covariance");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(5))
-        .warm_up_time(Duration::from_secs(1));
-    for &(n, d) in &shapes {
-        let x = data(n, d);
-        let id = format!("{n}x{d}");
-        group.throughput(Throughput::Elements((2 * n * d * d) as u64));
-        group.bench_with_input(BenchmarkId::new("host", &id), &x, |b, x| {
-            b.iter(|| host::covariance(x.view(), 0).unwrap())
-        });
-        if n <= 65_536 {
-            group.bench_with_input(BenchmarkId::new("twin", &id), &x, |b, x| {
-                b.iter(|| cpu::covariance(x.view(), 0).unwrap())
-            });
-        }
-    }
-    group.finish();
-
-    let mut group = c.benchmark_group("host_pca");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(5))
-        .warm_up_time(Duration::from_secs(1));
+    let mut group = common::group(c, "host_pca", 5);
     for &(n, d) in &shapes {
         let x = data(n, d);
         let id = format!("{n}x{d}");
@@ -238,18 +238,18 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("host_fit", &id), &x, |b, x| {
             b.iter(|| host::pca::fit(x.view(), &WHITEN).unwrap())
         });
-        group.bench_with_input(BenchmarkId::new("host_whiten", &id), &x, |b, x| {
-            b.iter(|| host::pca::transform(&model, x.view()).unwrap())
-        });
+        host_and_twin(
+            &mut group,
+            "_whiten",
+            &id,
+            &x,
+            |x| host::pca::transform(&model, x).unwrap(),
+            |x| cpu::pca::transform(&model, x).unwrap(),
+        );
         let mut fit_whiten = prepare("pca_whiten", &x).unwrap();
         group.bench_function(BenchmarkId::new("host_fit_whiten", &id), |b| {
             b.iter(|| fit_whiten().unwrap())
         });
-        if n <= 65_536 {
-            group.bench_with_input(BenchmarkId::new("twin_whiten", &id), &x, |b, x| {
-                b.iter(|| cpu::pca::transform(&model, x.view()).unwrap())
-            });
-        }
     }
     group.finish();
 }

@@ -9,25 +9,17 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::time_gpu;
+use common::bench_gpu;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gpuprep::cpu::init as twin;
 use gpuprep::model::init::Scheme;
 use gpuprep::ops::init as gpu_init;
 use gpuprep::rng::Philox;
-use gpuprep::{Gpu, GpuMatrix};
+use gpuprep::GpuMatrix;
 
 fn bench(c: &mut Criterion) {
-    let gpu = Gpu::new()
-        .map_err(|e| eprintln!("init bench: no GPU ({e}); CPU only"))
-        .ok();
-    let mut group = c.benchmark_group("init");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(5))
-        .warm_up_time(Duration::from_secs(1));
+    let gpu = common::gpu_or_note("init");
+    let mut group = common::group(c, "init", 5);
     let mut shapes = vec![(256usize, 256usize), (1024, 1024)];
     if std::env::var_os("GPUPREP_BENCH_LARGE").is_some() {
         shapes.push((4096, 4096));
@@ -55,12 +47,9 @@ fn bench(c: &mut Criterion) {
             let out = GpuMatrix::uninit(g, rows, cols).unwrap();
             // The fill's own time (several per submit, GPU timestamps where
             // the device has them); the round trip below adds the readback.
-            group.bench_function(BenchmarkId::new(format!("gpu/{name}"), &id), |b| {
-                b.iter_custom(|iters| {
-                    time_gpu(g, iters, |enc| {
-                        gpu_init::encode_init_into(g, enc, &[rows, cols], scheme, rng, &out).unwrap()
-                    })
-                })
+            let gpu_id = BenchmarkId::new(format!("gpu/{name}"), &id);
+            bench_gpu(&mut group, gpu_id, g, |enc| {
+                gpu_init::encode_init_into(g, enc, &[rows, cols], scheme, rng, &out).unwrap()
             });
             group.bench_function(BenchmarkId::new(format!("gpu_roundtrip/{name}"), &id), |b| {
                 b.iter(|| {

@@ -255,6 +255,21 @@ fn sum_scales(x: &ArrayD<f64>, dy: &ArrayD<f64>, mean: &Array1<f64>, invstd: &Ar
     (m(sg), m(sb))
 }
 
+/// The checks of one case, each of a relative error of at most 1e-5.
+struct Checks {
+    case: String,
+    worst: f64,
+}
+
+impl Checks {
+    /// Checks `what` ([`rel_err`] of `gpu` against `cpu`) and notes its error.
+    fn note(&mut self, what: &str, gpu: impl IntoIterator<Item = f32>, cpu: &[f64], scale: f64) {
+        let e = rel_err(gpu, cpu, scale);
+        assert!(e <= 1e-5, "{}: {what} rel error {e:e}", self.case);
+        self.worst = self.worst.max(e);
+    }
+}
+
 /// Three training steps, eval, and a backward pass: GPU layer against the
 /// f64 layer. Returns the worst relative error seen.
 fn gpu_layer_case(dims: &[usize], offset: f32, config: RunningStatsConfig, seed: u64) -> f64 {
@@ -268,13 +283,9 @@ fn gpu_layer_case(dims: &[usize], offset: f32, config: RunningStatsConfig, seed:
     cpu.gamma = gf.mapv(f64::from);
     cpu.beta = bf.mapv(f64::from);
     let mut bn = BatchNorm::with_affine(g, gf.view(), bf.view(), config, 1e-5).unwrap();
-    let mut worst = 0.0f64;
-    let mut note = |what: &str, e: f64| {
-        assert!(
-            e <= 1e-5,
-            "{dims:?} offset {offset} {config:?}: {what} rel error {e:e}"
-        );
-        worst = worst.max(e);
+    let mut checks = Checks {
+        case: format!("{dims:?} offset {offset} {config:?}"),
+        worst: 0.0,
     };
     let mut last = None;
     for step in 0..3u64 {
@@ -286,47 +297,36 @@ fn gpu_layer_case(dims: &[usize], offset: f32, config: RunningStatsConfig, seed:
         let mut enc = g.encoder("t");
         bn.encode_forward_train_into(g, &mut enc, &xg, &yg).unwrap();
         g.submit("t", enc).unwrap();
-        note(
-            "y",
-            rel_err(yg.download(g).unwrap(), y_cpu.as_slice().unwrap(), 0.0),
-        );
+        checks.note("y", yg.download(g).unwrap(), y_cpu.as_slice().unwrap(), 0.0);
         let st = bn.saved_stats().download(g).unwrap();
         // the mean relative to |mean| + std (a mean near 0 is known to about std * 1e-7 in f32)
         let std_max = saved.var.iter().fold(0.0f64, |m, v| m.max(v.sqrt()));
-        note(
+        checks.note(
             "mean",
-            rel_err(
-                st.mean.iter().map(|&v| v as f32),
-                saved.mean.as_slice().unwrap(),
-                std_max,
-            ),
+            st.mean.iter().map(|&v| v as f32),
+            saved.mean.as_slice().unwrap(),
+            std_max,
         );
-        note(
+        checks.note(
             "invstd",
-            rel_err(
-                st.invstd.iter().map(|&v| v as f32),
-                saved.invstd.as_slice().unwrap(),
-                0.0,
-            ),
+            st.invstd.iter().map(|&v| v as f32),
+            saved.invstd.as_slice().unwrap(),
+            0.0,
         );
         last = Some((x, xg, saved));
     }
     assert_eq!(bn.num_batches_tracked(), 3);
-    note(
+    checks.note(
         "running_mean",
-        rel_err(
-            bn.running_mean(g).unwrap(),
-            cpu.running_mean.as_slice().unwrap(),
-            0.0,
-        ),
+        bn.running_mean(g).unwrap(),
+        cpu.running_mean.as_slice().unwrap(),
+        0.0,
     );
-    note(
+    checks.note(
         "running_var",
-        rel_err(
-            bn.running_var(g).unwrap(),
-            cpu.running_var.as_slice().unwrap(),
-            0.0,
-        ),
+        bn.running_var(g).unwrap(),
+        cpu.running_var.as_slice().unwrap(),
+        0.0,
     );
     let (x, xg, saved) = last.unwrap();
     // eval mode
@@ -335,10 +335,7 @@ fn gpu_layer_case(dims: &[usize], offset: f32, config: RunningStatsConfig, seed:
     let mut enc = g.encoder("t");
     bn.encode_forward_eval_into(g, &mut enc, &xg, &ye).unwrap();
     g.submit("t", enc).unwrap();
-    note(
-        "y_eval",
-        rel_err(ye.download(g).unwrap(), ye_cpu.as_slice().unwrap(), 0.0),
-    );
+    checks.note("y_eval", ye.download(g).unwrap(), ye_cpu.as_slice().unwrap(), 0.0);
     // backward of the last training step
     let dy = tensor(dims, 0.0, 1.0, seed + 100);
     let (dx, dgamma, dbeta) = cpu.backward(x.view(), dy.view(), &saved).unwrap();
@@ -352,21 +349,22 @@ fn gpu_layer_case(dims: &[usize], offset: f32, config: RunningStatsConfig, seed:
     bn.encode_backward_into(g, &mut enc, &xg, &dyg, &grads).unwrap();
     g.submit("t", enc).unwrap();
     let scale = dx_scale(&dy, &cpu.gamma, &saved.invstd);
-    note(
-        "dx",
-        rel_err(grads.dx.download(g).unwrap(), dx.as_slice().unwrap(), scale),
-    );
+    checks.note("dx", grads.dx.download(g).unwrap(), dx.as_slice().unwrap(), scale);
     let (sg, sb) = sum_scales(&x, &dy, &saved.mean, &saved.invstd);
-    note(
+    checks.note(
         "dgamma",
-        rel_err(grads.dgamma.download(g).unwrap(), dgamma.as_slice().unwrap(), sg),
+        grads.dgamma.download(g).unwrap(),
+        dgamma.as_slice().unwrap(),
+        sg,
     );
-    note(
+    checks.note(
         "dbeta",
-        rel_err(grads.dbeta.download(g).unwrap(), dbeta.as_slice().unwrap(), sb),
+        grads.dbeta.download(g).unwrap(),
+        dbeta.as_slice().unwrap(),
+        sb,
     );
-    println!("{dims:?} offset {offset}: worst rel error {worst:.2e}");
-    worst
+    println!("{dims:?} offset {offset}: worst rel error {:.2e}", checks.worst);
+    checks.worst
 }
 
 /// (N, D) and (N, C, H, W) shapes: N = 2 and N = 1 with positions, D = 1,
@@ -387,42 +385,27 @@ const SHAPES: &[&[usize]] = &[
     &[33, 5, 1, 3],
 ];
 
+/// [`gpu_layer_case`] under PyTorch's running statistics on each of `shapes`
+/// (seeds `seed`, `seed + 10`, ...); prints the worst relative error.
+fn gpu_layer_cases(shapes: &[&[usize]], offset: f32, seed: u64) {
+    let mut worst = 0.0f64;
+    for (i, dims) in shapes.iter().enumerate() {
+        let config = RunningStatsConfig::pytorch();
+        worst = worst.max(gpu_layer_case(dims, offset, config, seed + 10 * i as u64));
+    }
+    println!("batch norm, offset {offset}: worst GPU rel error {worst:.2e}");
+}
+
 #[test]
 fn gpu_layer_matches_twin_on_awkward_shapes() {
-    let mut worst = 0.0f64;
-    for (i, dims) in SHAPES.iter().enumerate() {
-        worst = worst.max(gpu_layer_case(
-            dims,
-            0.5,
-            RunningStatsConfig::pytorch(),
-            100 + 10 * i as u64,
-        ));
-    }
-    println!("batch norm, offset 0.5: worst GPU rel error {worst:.2e}");
+    gpu_layer_cases(SHAPES, 0.5, 100);
 }
 
 #[test]
 fn gpu_layer_large_offset_keeps_precision() {
     // 1e4 + unit noise: x - mean must not lose the noise in f32.
-    let mut worst = 0.0f64;
-    for (i, dims) in [
-        &[2usize, 3][..],
-        &[1000, 7],
-        &[4099, 70],
-        &[20000, 3],
-        &[6, 4, 5, 5],
-    ]
-    .iter()
-    .enumerate()
-    {
-        worst = worst.max(gpu_layer_case(
-            dims,
-            1e4,
-            RunningStatsConfig::pytorch(),
-            500 + 10 * i as u64,
-        ));
-    }
-    println!("batch norm, offset 1e4: worst GPU rel error {worst:.2e}");
+    let shapes: &[&[usize]] = &[&[2, 3], &[1000, 7], &[4099, 70], &[20000, 3], &[6, 4, 5, 5]];
+    gpu_layer_cases(shapes, 1e4, 500);
 }
 
 #[test]
@@ -563,19 +546,39 @@ fn gpu_layer_overflowing_spread_matches_twin() {
         }
     }
     let dy = tensor(&dims, 0.0, 1.0, 10);
-    let (dx, dgamma, dbeta) = cpu.backward(x.view(), dy.view(), &saved).unwrap();
-    let gr = bn
-        .backward(g, &xg, &GpuMatrix::upload(g, matrix(&dy).view()).unwrap())
-        .unwrap();
-    let scale = dx_scale(&dy, &cpu.gamma, &saved.invstd);
-    let (sg, sb) = sum_scales(&x, &dy, &saved.mean, &saved.invstd);
-    let errs = [
-        rel_err(gr.dx.download(g).unwrap(), dx.as_slice().unwrap(), scale),
-        rel_err(gr.dgamma.download(g).unwrap(), dgamma.as_slice().unwrap(), sg),
-        rel_err(gr.dbeta.download(g).unwrap(), dbeta.as_slice().unwrap(), sb),
-    ];
+    let errs = backward_both(&bn, &cpu, &x, &xg, &saved, &dy).map(|(_, cv, gv, s)| rel_err(gv, &cv, s));
     println!("batch norm, std 1e20: y {e:.1e}, dx / dgamma / dbeta {errs:?}");
     assert!(errs.iter().all(|&e| e <= 1e-5), "{errs:?}");
+}
+
+/// The backward pass with `dy` of the training step that saved `saved` from
+/// `x` (on the device: `xg`), by the GPU layer and by the twin: for dx,
+/// dgamma and dbeta, (name, twin, GPU, the scale its error is taken against).
+fn backward_both(
+    bn: &BatchNorm,
+    twin: &gpuprep::cpu::batchnorm::BatchNorm,
+    x: &ArrayD<f64>,
+    xg: &GpuMatrix,
+    saved: &gpuprep::cpu::batchnorm::BatchNormSaved,
+    dy: &ArrayD<f64>,
+) -> [(&'static str, Vec<f64>, Array2<f32>, f64); 3] {
+    let g = gpu();
+    let (dx, dgamma, dbeta) = twin.backward(x.view(), dy.view(), saved).unwrap();
+    let gr = bn
+        .backward(g, xg, &GpuMatrix::upload(g, matrix(dy).view()).unwrap())
+        .unwrap();
+    let scale = dx_scale(dy, &twin.gamma, &saved.invstd);
+    let (sg, sb) = sum_scales(x, dy, &saved.mean, &saved.invstd);
+    [
+        (
+            "dx",
+            dx.as_slice().unwrap().to_vec(),
+            gr.dx.download(g).unwrap(),
+            scale,
+        ),
+        ("dgamma", dgamma.to_vec(), gr.dgamma.download(g).unwrap(), sg),
+        ("dbeta", dbeta.to_vec(), gr.dbeta.download(g).unwrap(), sb),
+    ]
 }
 
 fn torch_npy(case: &str, name: &str) -> ArrayD<f64> {
@@ -666,23 +669,7 @@ fn batch_norm_matches_pytorch_and_the_lecture() {
         }
         if case != "lecture" {
             let (x, xg, saved) = last.unwrap();
-            let dy = t("dy");
-            let (dx, dgamma, dbeta) = cpu.backward(x.view(), dy.view(), &saved).unwrap();
-            let gr = bn
-                .backward(g, &xg, &GpuMatrix::upload(g, matrix(&dy).view()).unwrap())
-                .unwrap();
-            let scale = dx_scale(&dy, &cpu.gamma, &saved.invstd);
-            let (sg, sb) = sum_scales(&x, &dy, &saved.mean, &saved.invstd);
-            for (name, cv, gv, s) in [
-                (
-                    "dx",
-                    dx.as_slice().unwrap().to_vec(),
-                    gr.dx.download(g).unwrap(),
-                    scale,
-                ),
-                ("dgamma", dgamma.to_vec(), gr.dgamma.download(g).unwrap(), sg),
-                ("dbeta", dbeta.to_vec(), gr.dbeta.download(g).unwrap(), sb),
-            ] {
+            for (name, cv, gv, s) in backward_both(&bn, &cpu, &x, &xg, &saved, &t("dy")) {
                 let want = t(name);
                 note(
                     name,

@@ -43,11 +43,33 @@ fn bin() -> Command {
     c
 }
 
+/// Runs `cmd`; fails, naming `what` and showing its standard error, unless
+/// it succeeds.
+fn succeeded(cmd: &mut Command, what: impl std::fmt::Display) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs `cmd` and returns its standard output (UTF-8); fails, showing its
+/// standard error, unless it succeeds.
+fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// [`stdout_of`], a JSON document.
+fn json_of(cmd: &mut Command) -> serde_json::Value {
+    serde_json::from_str(&stdout_of(cmd)).unwrap()
+}
+
 fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("gpuprep-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::fresh_dir(&format!("cli-{name}"))
 }
 
 #[test]
@@ -64,28 +86,19 @@ fn stats_json_gpu_and_cpu_agree() {
     ndarray_npy::write_npy(dir.join("x.npy"), &xf).unwrap();
     let mut got = Vec::new();
     for device in ["gpu", "cpu"] {
-        let out = bin()
-            .args(["stats"])
-            .arg(dir.join("x.npy"))
-            .args(["--json", "--ddof", "1", "--device", device])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = json_of(
+            bin()
+                .args(["stats"])
+                .arg(dir.join("x.npy"))
+                .args(["--json", "--ddof", "1", "--device", device]),
+        );
         assert_eq!(v["count"], 513);
         assert_eq!(v["ddof"], 1);
-        let mean: Vec<f64> = v["mean"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m.as_f64().unwrap())
-            .collect();
-        let var: Vec<f64> = v["var"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m.as_f64().unwrap())
-            .collect();
+        let numbers = |key: &str| -> Vec<f64> {
+            let values = v[key].as_array().unwrap();
+            values.iter().map(|m| m.as_f64().unwrap()).collect()
+        };
+        let (mean, var) = (numbers("mean"), numbers("var"));
         assert_eq!(mean.len(), 6);
         got.push((mean, var));
     }
@@ -161,12 +174,7 @@ fn bad_input_fails_cleanly_and_writes_nothing() {
 
 #[test]
 fn activations_table_on_gpu_matches_twin() {
-    let out = bin()
-        .args(["activations", "--layers", "3", "--units", "37", "--batch", "21"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = stdout_of(bin().args(["activations", "--layers", "3", "--units", "37", "--batch", "21"]));
     assert!(text.contains("on the GPU"), "{text}");
     // Two tables (tanh, relu) of 3 layers, 3 schemes: a mean and a std each.
     let rows: Vec<&str> = text
@@ -192,22 +200,17 @@ fn activations_table_on_gpu_matches_twin() {
     assert!(diff <= 1e-5, "GPU against twin: {diff:e}");
 
     // The CPU twin alone.
-    let out = bin()
-        .args([
-            "activations",
-            "--layers",
-            "2",
-            "--units",
-            "8",
-            "--batch",
-            "4",
-            "--device",
-            "cpu",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = stdout_of(bin().args([
+        "activations",
+        "--layers",
+        "2",
+        "--units",
+        "8",
+        "--batch",
+        "4",
+        "--device",
+        "cpu",
+    ]));
     assert!(
         text.contains("CPU twin (f64)") && !text.contains("largest GPU"),
         "{text}"
@@ -216,14 +219,9 @@ fn activations_table_on_gpu_matches_twin() {
 
 #[test]
 fn bench_prints_every_row_with_accuracy_checks() {
-    let out = bin()
-        .args([
-            "bench", "--rows", "300", "--cols", "20", "--reps", "1", "--trials", "1",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = stdout_of(bin().args([
+        "bench", "--rows", "300", "--cols", "20", "--reps", "1", "--trials", "1",
+    ]));
     for op in [
         "column_stats",
         "stats + standardize",
@@ -263,15 +261,9 @@ fn bench_prints_every_row_with_accuracy_checks() {
 /// `--ops` without `--device cpu` too.
 #[test]
 fn bench_on_the_cpu_alone() {
-    let out = bin()
-        .env("WGPU_BACKEND", "none-at-all")
-        .args([
-            "bench", "--device", "cpu", "--rows", "300", "--cols", "24", "--trials", "1", "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc = json_of(bin().env("WGPU_BACKEND", "none-at-all").args([
+        "bench", "--device", "cpu", "--rows", "300", "--cols", "24", "--trials", "1", "--json",
+    ]));
     assert_eq!(doc["device"], "cpu");
     let rows = doc["rows"].as_array().unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["op"].as_str().unwrap()).collect();
@@ -337,14 +329,9 @@ fn bench_on_the_cpu_alone() {
 
 #[test]
 fn bench_json_has_every_row_with_times_rates_and_checks() {
-    let out = bin()
-        .args([
-            "bench", "--rows", "257", "--cols", "9", "--reps", "2", "--trials", "1", "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc = json_of(bin().args([
+        "bench", "--rows", "257", "--cols", "9", "--reps", "2", "--trials", "1", "--json",
+    ]));
     let pos = |v: &serde_json::Value| v.as_f64().is_some_and(|t| t > 0.0 && t.is_finite());
     assert!(
         pos(&doc["copy"]["gb_s"]) && pos(&doc["copy"]["gpu_ms"]),
@@ -415,9 +402,7 @@ fn bench_json_has_every_row_with_times_rates_and_checks() {
 
 #[test]
 fn info_names_the_adapter_and_what_gpuprep_uses_of_it() {
-    let out = bin().arg("info").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = stdout_of(bin().arg("info"));
     for line in [
         "adapters found:",
         "chosen:",

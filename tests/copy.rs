@@ -3,7 +3,7 @@
 mod common;
 
 use common::{gpu, normal, SHAPES};
-use gpuprep::{ops, Error, GpuMatrix};
+use gpuprep::{ops, GpuMatrix};
 use ndarray::Array2;
 
 /// Special values whose bits a copy must keep: NaN payloads, -0, infinities,
@@ -59,18 +59,7 @@ fn empty_matrix_is_a_no_op() {
 
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
-    let g = gpu();
-    let x = GpuMatrix::uninit(g, 4, 3).unwrap();
-    let wrong = GpuMatrix::uninit(g, 3, 4).unwrap();
-    let mut enc = g.encoder("test");
-    assert!(matches!(
-        ops::encode_copy_into(g, &mut enc, &x, &wrong),
-        Err(Error::ShapeMismatch { .. })
-    ));
-    assert!(matches!(
-        ops::encode_copy_into(g, &mut enc, &x, &x),
-        Err(Error::InvalidArgument { .. })
-    ));
+    common::refuses_wrong_and_aliased_outputs(ops::encode_copy_into, 4, 3);
 }
 
 #[test]

@@ -33,12 +33,7 @@ fn check_on(g: &gpuprep::Gpu, x: &Array2<f32>, ddof: usize, config: &CovarianceC
         },
     )
     .unwrap();
-    g.submit("test", enc).unwrap();
-    let got = out.download(g).unwrap().mapv(f64::from);
-    assert!(
-        got.iter().all(|v| v.is_finite()),
-        "{n}x{d}: an element was never written"
-    );
+    let got = common::submit_and_read_written(g, enc, &out, &format!("{n}x{d}"));
     for i in 0..d {
         for j in 0..d {
             assert_eq!(got[[i, j]], got[[j, i]], "{n}x{d}: not symmetric at ({i}, {j})");
@@ -213,18 +208,11 @@ fn bad_input_is_an_error_not_a_panic() {
             ..Default::default()
         },
     ] {
-        assert!(encode_covariance_into(
-            g,
-            &mut enc,
-            &x,
-            &mean,
-            &out,
-            &CovarianceOptions {
-                ddof: 0,
-                tuning: Some(bad)
-            }
-        )
-        .is_err());
+        let opts = CovarianceOptions {
+            ddof: 0,
+            tuning: Some(bad),
+        };
+        assert!(encode_covariance_into(g, &mut enc, &x, &mean, &out, &opts).is_err());
     }
 }
 

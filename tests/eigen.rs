@@ -415,22 +415,15 @@ fn pca_with_the_top_k_solver_is_the_full_solver_model() {
             NComponents::Fraction(0.95),
             NComponents::Fraction(0.9999),
         ] {
-            let what = format!("{convention:?} {n:?}");
-            let full = PcaModel::from_covariance(
-                mean.clone(),
-                cov.view(),
-                300,
-                &pca_opts(n, Solver::Full, convention),
-            )
-            .unwrap();
-            let top = PcaModel::from_covariance(
-                mean.clone(),
-                cov.view(),
-                300,
-                &pca_opts(n, Solver::TopK, convention),
-            )
-            .unwrap();
-            same_model(&top, &full, &what);
+            let fit = |solver| {
+                let opts = pca_opts(n, solver, convention);
+                PcaModel::from_covariance(mean.clone(), cov.view(), 300, &opts).unwrap()
+            };
+            same_model(
+                &fit(Solver::TopK),
+                &fit(Solver::Full),
+                &format!("{convention:?} {n:?}"),
+            );
         }
     }
 }

@@ -120,13 +120,7 @@ fn every_family_runs_on_a_device_with_default_limits_and_no_features() {
     };
     let m = Pipeline::fit_gpu(&gpu, &xg, &o).unwrap();
     let mh = Pipeline::fit(x64.view(), &o).unwrap();
-    let y = m
-        .to_gpu(&gpu)
-        .unwrap()
-        .transform(&gpu, &xg)
-        .unwrap()
-        .download(&gpu)
-        .unwrap();
+    let y = common::gpu_transform(&gpu, &m, &xg);
     let yh = mh.transform(x64.view()).unwrap();
     // Up to each component's sign.
     for j in 0..5 {

@@ -185,6 +185,12 @@ fn gpu_u32_stream_is_bit_identical() {
     );
 }
 
+/// Uniform in [0, 1): what `Philox::uniform` draws.
+const UNIT_UNIFORM: Fill = Fill::Uniform {
+    center: 0.5,
+    half_width: 0.5,
+};
+
 #[test]
 fn gpu_two_dimensional_grid_covers_everything() {
     // Capping x at 3 workgroups turns 10-20 groups into a 2-D grid with idle
@@ -196,17 +202,7 @@ fn gpu_two_dimensional_grid_covers_everything() {
             cpu_bits(rng, offset, n),
             "offset {offset} n {n}"
         );
-        let got = gpu_fill(
-            &Fill::Uniform {
-                center: 0.5,
-                half_width: 0.5,
-            },
-            rng,
-            offset,
-            1,
-            n,
-            Some(2),
-        );
+        let got = gpu_fill(&UNIT_UNIFORM, rng, offset, 1, n, Some(2));
         let want: Vec<f32> = (0..n as u64).map(|k| rng.uniform(offset + k)).collect();
         assert_eq!(got, want);
     }
@@ -236,17 +232,7 @@ fn gpu_pieces_equal_the_whole() {
 fn gpu_uniform_floats_are_bit_identical() {
     for (seed, offset, n) in [(5u64, 0u64, 1usize), (5, 3, 4099), (u64::MAX, 1 << 40, 777)] {
         let rng = Philox::new(seed);
-        let got = gpu_fill(
-            &Fill::Uniform {
-                center: 0.5,
-                half_width: 0.5,
-            },
-            rng,
-            offset,
-            1,
-            n,
-            None,
-        );
+        let got = gpu_fill(&UNIT_UNIFORM, rng, offset, 1, n, None);
         let want: Vec<f32> = (0..n as u64).map(|k| rng.uniform(offset + k)).collect();
         assert_eq!(got, want, "seed {seed} offset {offset}");
         // The symmetric form center 0 is one rounding of the same product.
@@ -513,18 +499,16 @@ fn gpu_bad_input_is_an_error_not_a_panic() {
         gpu_init::encode_init_into(g, &mut enc, &[4, 4], &Scheme::Zeros, Philox::new(1), &out),
         Err(Error::ShapeMismatch { .. })
     ));
+    // `fill` into `out` from element `offset` on.
+    let mut fill_at = |fill: &Fill, offset: u64| {
+        let opts = gpu_init::FillOptions {
+            offset,
+            max_groups_x: None,
+        };
+        gpu_init::encode_fill_into(g, &mut enc, fill, Philox::new(1), &out, &opts)
+    };
     assert!(matches!(
-        gpu_init::encode_fill_into(
-            g,
-            &mut enc,
-            &Fill::Normal { mean: 0.0, std: 1.0 },
-            Philox::new(1),
-            &out,
-            &gpu_init::FillOptions {
-                offset: u64::MAX - 3,
-                max_groups_x: None
-            }
-        ),
+        fill_at(&Fill::Normal { mean: 0.0, std: 1.0 }, u64::MAX - 3),
         Err(Error::InvalidArgument { .. })
     ));
     let plan = (Scheme::Sparse {
@@ -533,32 +517,9 @@ fn gpu_bad_input_is_an_error_not_a_panic() {
     })
     .plan(&[3, 4])
     .unwrap();
+    assert!(matches!(fill_at(&plan, 4), Err(Error::ShapeMismatch { .. })));
     assert!(matches!(
-        gpu_init::encode_fill_into(
-            g,
-            &mut enc,
-            &plan,
-            Philox::new(1),
-            &out,
-            &gpu_init::FillOptions {
-                offset: 4,
-                max_groups_x: None
-            }
-        ),
-        Err(Error::ShapeMismatch { .. })
-    ));
-    assert!(matches!(
-        gpu_init::encode_fill_into(
-            g,
-            &mut enc,
-            &Fill::Normal { mean: 0.0, std: 1e39 },
-            Philox::new(1),
-            &out,
-            &gpu_init::FillOptions {
-                offset: 0,
-                max_groups_x: None
-            }
-        ),
+        fill_at(&Fill::Normal { mean: 0.0, std: 1e39 }, 0),
         Err(Error::InvalidArgument { .. })
     ));
     assert!(matches!(
@@ -1231,10 +1192,11 @@ fn gpuprep() -> std::process::Command {
 fn cli_init_writes_f32_npy_on_gpu_and_cpu() {
     let dir = std::env::temp_dir().join(format!("gpuprep-init-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let run = |args: &[&str], out: &str| {
+    // `gpuprep init ARGS -o OUT` (ARGS split at spaces), its output read back.
+    let run = |args: &str, out: &str| {
         let o = gpuprep()
             .arg("init")
-            .args(args)
+            .args(args.split_whitespace())
             .arg("-o")
             .arg(dir.join(out))
             .output()
@@ -1243,79 +1205,39 @@ fn cli_init_writes_f32_npy_on_gpu_and_cpu() {
         let a: ndarray::ArrayD<f32> = ndarray_npy::read_npy(dir.join(out)).unwrap();
         a
     };
-    let args = ["--scheme", "kaiming_normal", "--shape", "16,3,3,3", "--seed", "5"];
-    let g = run(&args, "g.npy");
-    let c = run(&[&args[..], &["--device", "cpu"]].concat(), "c.npy");
+    let args = "--scheme kaiming_normal --shape 16,3,3,3 --seed 5";
+    let g = run(args, "g.npy");
+    let c = run(&format!("{args} --device cpu"), "c.npy");
     assert_eq!(g.shape(), &[16, 3, 3, 3]);
     let want = init(&[16, 3, 3, 3], &Scheme::kaiming_normal(), Philox::new(5)).unwrap();
     assert_eq!(c, want.mapv(|v| v as f32));
     assert!(g.iter().zip(c.iter()).all(|(a, b)| ulp_distance(*a, *b) <= 6));
     // The lecture's fixed-count sparse form, behind --connections.
-    let s = run(
-        &[
-            "--scheme",
-            "sparse",
-            "--connections",
-            "4",
-            "--shape",
-            "6,10",
-            "--seed",
-            "1",
-        ],
-        "s.npy",
-    );
+    let s = run("--scheme sparse --connections 4 --shape 6,10 --seed 1", "s.npy");
     for row in s.axis_iter(Axis(0)) {
         assert_eq!(row.iter().filter(|&&v| v != 0.0).count(), 4);
     }
     // PyTorch's form, and a bias.
-    let p = run(
-        &[
-            "--scheme",
-            "sparse",
-            "--sparsity",
-            "0.5",
-            "--shape",
-            "7,3",
-            "--seed",
-            "1",
-        ],
-        "p.npy",
-    );
+    let p = run("--scheme sparse --sparsity 0.5 --shape 7,3 --seed 1", "p.npy");
     for col in p.axis_iter(Axis(1)) {
         assert_eq!(col.iter().filter(|&&v| v != 0.0).count(), 3);
     }
-    let b = run(
-        &[
-            "--scheme", "constant", "--value", "0.01", "--shape", "5", "--seed", "0",
-        ],
-        "b.npy",
-    );
+    let b = run("--scheme constant --value 0.01 --shape 5 --seed 0", "b.npy");
     assert_eq!(b.as_slice().unwrap(), &[0.01f32; 5]);
     // A bad request fails cleanly and writes nothing.
-    let o = gpuprep()
-        .args([
-            "init", "--scheme", "constant", "--shape", "3", "--seed", "0", "-o",
-        ])
-        .arg(dir.join("bad.npy"))
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--value"));
-    let o = gpuprep()
-        .args([
-            "init",
-            "--scheme",
-            "calibrated",
-            "--shape",
-            "3",
-            "--seed",
-            "0",
-            "-o",
-        ])
-        .arg(dir.join("bad.npy"))
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
+    let refused = |args: &str| {
+        let o = gpuprep()
+            .arg("init")
+            .args(args.split_whitespace())
+            .arg("-o")
+            .arg(dir.join("bad.npy"))
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{args}");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    assert!(refused("--scheme constant --shape 3 --seed 0").contains("--value"));
+    refused("--scheme calibrated --shape 3 --seed 0");
     assert!(!dir.join("bad.npy").exists());
     let names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
@@ -1516,6 +1438,13 @@ const TRUNC_CASES: [(f64, f64, f64, f64); 5] = [
     (-1.0, 2.0, -30.0, -9.0), // the lower tail, 4 std out
 ];
 
+/// The moments of `v` against the truncated normal's `t`.
+fn assert_trunc_moments(v: &[f64], t: &TruncNormalPlan, what: &str) {
+    let (mean, var) = t.moments();
+    // a truncated normal is log-concave: kurtosis at most an exponential's 9
+    assert_moments(v, mean, var, 9.0 * var * var, 5.0, what);
+}
+
 #[test]
 fn trunc_normal_moments_bounds_and_ks() {
     let n = 1_000_000;
@@ -1524,16 +1453,8 @@ fn trunc_normal_moments_bounds_and_ks() {
         let t = TruncNormalPlan::new(m, s, a, b).unwrap();
         let v = trunc_normal_values(Philox::new(SEED), 0, n, &t);
         assert!(v.iter().all(|&x| x >= a && x <= b), "case {i}: out of [{a}, {b}]");
-        let (mean, var) = t.moments();
-        // a truncated normal is log-concave: kurtosis at most an exponential's 9
-        assert_moments(
-            &v,
-            mean,
-            var,
-            9.0 * var * var,
-            5.0,
-            &format!("trunc_normal{:?}", (m, s, a, b)),
-        );
+        assert_trunc_moments(&v, &t, &format!("trunc_normal{:?}", (m, s, a, b)));
+        let (_, var) = t.moments();
         let d = ks_statistic(v.clone(), |x| trunc_cdf(&t, x));
         eprintln!(
             "KS trunc_normal {:?}: D = {d:.6} (critical {crit:.6})",
@@ -1565,15 +1486,7 @@ fn gpu_trunc_normal_matches_the_f32_and_f64_twins() {
             assert_close_f32(&got, &w32, m, 8.0, &format!("trunc_normal {i} vs f32 twin"));
             if offset == 0 {
                 let v: Vec<f64> = got.iter().map(|&x| f64::from(x)).collect();
-                let (mean, var) = t.moments();
-                assert_moments(
-                    &v,
-                    mean,
-                    var,
-                    9.0 * var * var,
-                    5.0,
-                    &format!("GPU trunc_normal {i}"),
-                );
+                assert_trunc_moments(&v, &t, &format!("GPU trunc_normal {i}"));
             }
         }
     }

@@ -73,21 +73,17 @@ fn check_on(
         },
     )
     .unwrap();
-    g.submit("test", enc).unwrap();
-    let got = out.download(g).unwrap().mapv(f64::from);
-    assert!(
-        got.iter().all(|v| v.is_finite()),
-        "{n}x{k} @ {k}x{m} flags {flags}: an element was never written"
-    );
+    let what = format!("{n}x{k} @ {k}x{m} flags {flags}");
+    let got = common::submit_and_read_written(g, enc, &out, &what);
     let (c64, s64, b64) = (
         center.mapv(f64::from),
         scale.mapv(f64::from),
         bias.mapv(f64::from),
     );
-    let want = cpu::matmul(
-        x.view(),
-        w.mapv(f64::from).view(),
-        &cpu::MatmulOptions {
+    let want = twin_matmul(
+        &x,
+        &w,
+        cpu::MatmulOptions {
             center: (flags & 1 != 0).then(|| c64.view()),
             scale: (flags & 2 != 0).then(|| s64.view()),
             bias: (flags & 4 != 0).then(|| b64.view()),
@@ -95,66 +91,42 @@ fn check_on(
             transpose_x,
             activation,
         },
-    )
-    .unwrap();
+    );
     frobenius_rel_error(got.view(), want.view())
+}
+
+/// N x K @ K x M shapes with a one in N, K or M.
+const ONES: [(usize, usize, usize); 4] = [(1, 1, 1), (1, 5, 3), (7, 1, 4), (5, 4, 1)];
+
+/// [`check`] of every N x K @ K x M shape under every flag set, on the
+/// default tiles (seed `seed + 10 i + flags` for the i-th shape): within
+/// 1e-5 relative error. `what` starts the message.
+fn check_shapes(what: &str, shapes: &[(usize, usize, usize)], flag_sets: &[u32], seed: u64) {
+    for (i, &(n, k, m)) in shapes.iter().enumerate() {
+        for &flags in flag_sets {
+            let seed = seed + 10 * i as u64 + flags as u64;
+            let err = check(n, k, m, flags, MatmulConfig::default(), seed);
+            assert!(
+                err <= 1e-5,
+                "{what}{n}x{k} @ {k}x{m} flags {flags}: rel error {err:e}"
+            );
+        }
+    }
 }
 
 #[test]
 fn matches_cpu_on_awkward_shapes() {
-    let shapes = [
-        (1usize, 1usize, 1usize),
-        (1, 5, 3),
-        (7, 1, 4),
-        (5, 4, 1),
-        (63, 65, 9),
-        (257, 129, 130),
-        (1025, 33, 17),
-        (300, 256, 2),
-    ];
-    for (i, &(n, k, m)) in shapes.iter().enumerate() {
-        for flags in [0, 1, 3, 7, 8, 8 + 4 + 16, 1 + 8 + 32] {
-            let err = check(
-                n,
-                k,
-                m,
-                flags,
-                MatmulConfig::default(),
-                10 * i as u64 + flags as u64,
-            );
-            assert!(err <= 1e-5, "{n}x{k} @ {k}x{m} flags {flags}: rel error {err:e}");
-        }
-    }
+    let more = [(63, 65, 9), (257, 129, 130), (1025, 33, 17), (300, 256, 2)];
+    let shapes = [&ONES[..], &more].concat();
+    check_shapes("", &shapes, &[0, 1, 3, 7, 8, 8 + 4 + 16, 1 + 8 + 32], 0);
 }
 
 #[test]
 fn transposed_x_matches_cpu_on_awkward_shapes() {
     // dW = dY^T X: x is stored K x N. Every flag combines with it.
-    let shapes = [
-        (1usize, 1usize, 1usize),
-        (1, 5, 3),
-        (7, 1, 4),
-        (5, 4, 1),
-        (10, 64, 64),
-        (63, 65, 9),
-        (130, 257, 33),
-    ];
-    for (i, &(n, k, m)) in shapes.iter().enumerate() {
-        for flags in [64, 64 + 7, 64 + 8 + 4 + 16, 64 + 1 + 8 + 32] {
-            let err = check(
-                n,
-                k,
-                m,
-                flags,
-                MatmulConfig::default(),
-                900 + 10 * i as u64 + flags as u64,
-            );
-            assert!(
-                err <= 1e-5,
-                "x^T: {n}x{k} @ {k}x{m} flags {flags}: rel error {err:e}"
-            );
-        }
-    }
+    let shapes = [&ONES[..], &[(10, 64, 64), (63, 65, 9), (130, 257, 33)]].concat();
+    let flag_sets = [64, 64 + 7, 64 + 8 + 4 + 16, 64 + 1 + 8 + 32];
+    check_shapes("x^T: ", &shapes, &flag_sets, 900);
     for (wx, wy, k_step) in [(1, 32, 8), (4, 8, 32), (16, 16, 16)] {
         let config = MatmulConfig {
             threads: Some((wx, wy)),
@@ -546,22 +518,19 @@ fn linear_layer_with_activations() {
                 activation,
                 ..Default::default()
             };
-            let xg = GpuMatrix::upload(g, x.view()).unwrap();
-            let wg = GpuMatrix::upload(g, w.view()).unwrap();
-            let got = ops::matmul(g, &xg, &wg, &opts).unwrap().download(g).unwrap();
+            let got = gpu_matmul(&x, &w, &opts);
             let (b64, s64) = (b.mapv(f64::from), s.mapv(f64::from));
-            let want = cpu::matmul(
-                x.view(),
-                w.mapv(f64::from).view(),
-                &cpu::MatmulOptions {
+            let want = twin_matmul(
+                &x,
+                &w,
+                cpu::MatmulOptions {
                     scale: (flags & 2 != 0).then(|| s64.view()),
                     bias: (flags & 4 != 0).then(|| b64.view()),
                     transpose_w,
                     activation,
                     ..Default::default()
                 },
-            )
-            .unwrap();
+            );
             let max_abs = got
                 .iter()
                 .zip(want.iter())
@@ -581,44 +550,50 @@ fn linear_layer_with_activations() {
     }
 }
 
+/// The f64 twin's `x @ w` (w widened to f64) under `opts`.
+fn twin_matmul(x: &Array2<f32>, w: &Array2<f32>, opts: cpu::MatmulOptions) -> Array2<f64> {
+    cpu::matmul(x.view(), w.mapv(f64::from).view(), &opts).unwrap()
+}
+
+/// `x @ w` on the test GPU under `opts`, read back.
+fn gpu_matmul(x: &Array2<f32>, w: &Array2<f32>, opts: &MatmulOptions) -> Array2<f32> {
+    let g = gpu();
+    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    let wg = GpuMatrix::upload(g, w.view()).unwrap();
+    ops::matmul(g, &xg, &wg, opts).unwrap().download(g).unwrap()
+}
+
+/// The product under an activation alone.
+fn activated(activation: Activation) -> MatmulOptions<'static> {
+    MatmulOptions {
+        activation,
+        ..Default::default()
+    }
+}
+
 #[test]
 fn tanh_saturates_without_nan() {
     // |x @ w| up to 1e4: tanh must give +-1, not the NaN of exp overflow.
-    let g = gpu();
     let x = ndarray::array![[100.0f32, -100.0], [1e4, 0.0]];
     let w = ndarray::array![[1.0f32, 0.0], [0.0, 1.0]];
-    let opts = MatmulOptions {
-        activation: Activation::Tanh,
-        ..Default::default()
-    };
-    let xg = GpuMatrix::upload(g, x.view()).unwrap();
-    let wg = GpuMatrix::upload(g, w.view()).unwrap();
-    let y = ops::matmul(g, &xg, &wg, &opts).unwrap().download(g).unwrap();
+    let y = gpu_matmul(&x, &w, &activated(Activation::Tanh));
     assert_eq!(y, ndarray::array![[1.0f32, -1.0], [1.0, 0.0]]);
 }
 
 #[test]
 fn activations_pass_nan_through() {
-    let g = gpu();
     let x = ndarray::array![[f32::NAN, 1.0], [-2.0, 3.0]];
     let w = ndarray::array![[1.0f32, 0.0], [0.0, 1.0]];
-    let xg = GpuMatrix::upload(g, x.view()).unwrap();
-    let wg = GpuMatrix::upload(g, w.view()).unwrap();
     for act in [Activation::Tanh, Activation::Relu] {
-        let opts = MatmulOptions {
-            activation: act,
-            ..Default::default()
-        };
-        let y = ops::matmul(g, &xg, &wg, &opts).unwrap().download(g).unwrap();
-        let want = cpu::matmul(
-            x.view(),
-            w.mapv(f64::from).view(),
-            &cpu::MatmulOptions {
+        let y = gpu_matmul(&x, &w, &activated(act));
+        let want = twin_matmul(
+            &x,
+            &w,
+            cpu::MatmulOptions {
                 activation: act,
                 ..Default::default()
             },
-        )
-        .unwrap();
+        );
         // Row 0 of the product is NaN (NaN * 0 is NaN); the activation must
         // not turn it into a number. Row 1 is finite.
         for j in 0..2 {
@@ -638,20 +613,13 @@ fn activations_pass_nan_through() {
 fn tanh_keeps_relative_accuracy_near_zero() {
     // (e^2x - 1) / (e^2x + 1) in f32 loses everything below 1e-3; the
     // lecture's small-random activations live there.
-    let g = gpu();
     let v: Vec<f32> = [
         1e-30f32, 1e-8, -3e-6, 1e-4, -2e-3, 0.05, 0.2499, 0.25, -0.26, 0.7, 2.0, -8.0, 14.9,
     ]
     .to_vec();
     let x = Array2::from_shape_vec((v.len(), 1), v.clone()).unwrap();
     let w = ndarray::array![[1.0f32]];
-    let opts = MatmulOptions {
-        activation: Activation::Tanh,
-        ..Default::default()
-    };
-    let xg = GpuMatrix::upload(g, x.view()).unwrap();
-    let wg = GpuMatrix::upload(g, w.view()).unwrap();
-    let y = ops::matmul(g, &xg, &wg, &opts).unwrap().download(g).unwrap();
+    let y = gpu_matmul(&x, &w, &activated(Activation::Tanh));
     for (&xi, &yi) in v.iter().zip(y.iter()) {
         let want = f64::from(xi).tanh();
         let rel = (f64::from(yi) - want).abs() / want.abs();
@@ -661,15 +629,9 @@ fn tanh_keeps_relative_accuracy_near_zero() {
 
 #[test]
 fn plain_product_by_hand() {
-    let g = gpu();
     let x = ndarray::array![[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0]];
     let w = ndarray::array![[1.0f32, 0.0], [0.0, 1.0], [1.0, -1.0]];
-    let xg = GpuMatrix::upload(g, x.view()).unwrap();
-    let wg = GpuMatrix::upload(g, w.view()).unwrap();
-    let y = ops::matmul(g, &xg, &wg, &MatmulOptions::default())
-        .unwrap()
-        .download(g)
-        .unwrap();
+    let y = gpu_matmul(&x, &w, &MatmulOptions::default());
     assert_eq!(y, ndarray::array![[4.0f32, -1.0], [10.0, -1.0]]);
 }
 
@@ -751,17 +713,10 @@ fn bad_input_is_an_error_not_a_panic() {
             ..Default::default()
         },
     ] {
-        assert!(encode_matmul_into(
-            g,
-            &mut enc,
-            &x,
-            &w,
-            &out,
-            &MatmulOptions {
-                tuning: Some(bad),
-                ..MatmulOptions::default()
-            }
-        )
-        .is_err());
+        let opts = MatmulOptions {
+            tuning: Some(bad),
+            ..MatmulOptions::default()
+        };
+        assert!(encode_matmul_into(g, &mut enc, &x, &w, &out, &opts).is_err());
     }
 }

@@ -159,14 +159,7 @@ fn gpu_fit_and_transform_match_the_cpu() {
         let cpu_model = Pipeline::fit(x.view(), &o).unwrap();
         let gpu_model = Pipeline::fit_gpu(g, &xg, &o).unwrap();
         let a = cpu_model.transform(x.view()).unwrap();
-        let b = gpu_model
-            .to_gpu(g)
-            .unwrap()
-            .transform(g, &xg)
-            .unwrap()
-            .download(g)
-            .unwrap()
-            .mapv(f64::from);
+        let b = common::gpu_transform(g, &gpu_model, &xg).mapv(f64::from);
         let scale_ = a.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         let err = max_abs(&a, &b) / scale_;
         assert!(err < 2e-4, "{o:?}: {err:e}");
@@ -586,16 +579,8 @@ impl std::io::Write for FailAfter {
     }
 }
 
-fn stream(
-    model: &Pipeline,
-    ds: &mut Dataset,
-    chunk: usize,
-    dtype: Dtype,
-    w: impl std::io::Write + Send,
-) -> gpuprep::Result<()> {
-    stream_on(Device::Cpu, model, ds, chunk, dtype, w)
-}
-
+/// Streams the transform of `ds` by `model` on `device`, `chunk` rows at a
+/// time, into `w` as an .npy of `dtype` named out.npy; checks the progress.
 fn stream_on(
     device: Device,
     model: &Pipeline,
@@ -622,6 +607,53 @@ fn stream_on(
     assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "{seen:?}");
     assert_eq!(seen.last().map(|s| s.0), Some(ds.rows()).filter(|&r| r > 0));
     Ok(())
+}
+
+/// 500 x 5 data and its model: standardized, whitened to 3 components.
+fn data_and_whitened_model() -> (Array2<f64>, Pipeline) {
+    let x = data(500, 5, 8);
+    let model = Pipeline::fit(
+        x.view(),
+        &opts(true, true, Some(NComponents::Count(3)), Whitening::Pca),
+    )
+    .unwrap();
+    (x, model)
+}
+
+/// Streams `x` (read as `dtype`) on `device` through `model` into writers
+/// that fail after each of `lefts` bytes: each failure is an I/O error
+/// naming the output.
+fn failing_writers_stop_the_stream(
+    device: Device,
+    x: &Array2<f64>,
+    model: &Pipeline,
+    dtype: Dtype,
+    lefts: [usize; 3],
+) {
+    for left in lefts {
+        let mut ds = Dataset::from_array(Path::new("x"), x.clone(), dtype);
+        let err = stream_on(device, model, &mut ds, 16, dtype, FailAfter { left }).unwrap_err();
+        assert!(
+            matches!(&err, Error::Io { path, .. } if path == Path::new("out.npy"))
+                && err.to_string().contains("disk full"),
+            "{left}: {err}"
+        );
+    }
+}
+
+/// A 1e30 among columns with a spread of 1e-20, streamed on `device` in
+/// chunks of 16: the overflow names the data set's row (77), not the chunk's.
+fn overflow_names_row_77(device: Device) {
+    let fit = normal(100, 3, 0.0, 1e-20, 4);
+    let model = Pipeline::fit(fit.view(), &opts(true, true, None, Whitening::None)).unwrap();
+    let mut x = fit.mapv(f64::from);
+    x[[77, 1]] = 1e30;
+    let mut ds = Dataset::from_array(Path::new("x"), x, Dtype::F32);
+    let err = stream_on(device, &model, &mut ds, 16, Dtype::F32, Vec::new()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Overflow { location, .. } if location == "row 77, column 1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -653,7 +685,7 @@ fn streamed_host_transform_equals_the_in_memory_one_for_any_chunking() {
                 };
                 let mut ds = Dataset::from_array(Path::new("x"), data, dtype);
                 let mut got = Vec::new();
-                stream(&model, &mut ds, chunk, dtype, &mut got).unwrap();
+                stream_on(Device::Cpu, &model, &mut ds, chunk, dtype, &mut got).unwrap();
                 assert!(got == want, "{dtype:?}, chunks of {chunk}: {:?}", model.options);
             }
         }
@@ -662,22 +694,10 @@ fn streamed_host_transform_equals_the_in_memory_one_for_any_chunking() {
 
 #[test]
 fn a_failing_writer_or_reader_stops_the_streamed_transform_with_its_error() {
-    let x = data(500, 5, 8);
-    let model = Pipeline::fit(
-        x.view(),
-        &opts(true, true, Some(NComponents::Count(3)), Whitening::Pca),
-    )
-    .unwrap();
+    let (x, model) = data_and_whitened_model();
     // The writer fails in the middle of the data, and on the header.
-    for left in [0, 200, 128 + 3 * 8 * 250] {
-        let mut ds = Dataset::from_array(Path::new("x"), x.clone(), Dtype::F64);
-        let err = stream(&model, &mut ds, 16, Dtype::F64, FailAfter { left }).unwrap_err();
-        assert!(
-            matches!(&err, Error::Io { path, .. } if path == Path::new("out.npy"))
-                && err.to_string().contains("disk full"),
-            "{left}: {err}"
-        );
-    }
+    let lefts = [0, 200, 128 + 3 * 8 * 250];
+    failing_writers_stop_the_stream(Device::Cpu, &x, &model, Dtype::F64, lefts);
     // The reader refuses a NaN in the 401st row: no output past it, the row named.
     let dir = std::env::temp_dir().join(format!("gpuprep-pipeline-stream-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -690,7 +710,7 @@ fn a_failing_writer_or_reader_stops_the_streamed_transform_with_its_error() {
         ..Default::default()
     };
     let mut ds = Dataset::open(std::slice::from_ref(&path), &read).unwrap();
-    let err = stream(&model, &mut ds, 16, Dtype::F32, Vec::new()).unwrap_err();
+    let err = stream_on(Device::Cpu, &model, &mut ds, 16, Dtype::F32, Vec::new()).unwrap_err();
     assert!(
         matches!(&err, Error::NonFinite { location, .. } if location.contains("[400, 2]")),
         "{err}"
@@ -701,16 +721,7 @@ fn a_failing_writer_or_reader_stops_the_streamed_transform_with_its_error() {
 #[test]
 fn a_streamed_overflow_names_the_data_sets_row_not_the_chunks() {
     // Columns with a spread of 1e-20: a value of 1e30 standardizes beyond f32.
-    let fit = normal(100, 3, 0.0, 1e-20, 4);
-    let model = Pipeline::fit(fit.view(), &opts(true, true, None, Whitening::None)).unwrap();
-    let mut x = fit.mapv(f64::from);
-    x[[77, 1]] = 1e30;
-    let mut ds = Dataset::from_array(Path::new("x"), x, Dtype::F32);
-    let err = stream(&model, &mut ds, 16, Dtype::F32, Vec::new()).unwrap_err();
-    assert!(
-        matches!(&err, Error::Overflow { location, .. } if location == "row 77, column 1"),
-        "{err}"
-    );
+    overflow_names_row_77(Device::Cpu);
 }
 
 /// The values of a written .npy (its header skipped), as f64.
@@ -776,41 +787,11 @@ fn streamed_gpu_transform_equals_the_in_memory_one_for_any_chunking() {
 
 #[test]
 fn a_streamed_gpu_transform_stops_with_its_writers_error_and_names_an_overflow() {
-    let g = gpu();
-    let x = data(500, 5, 8);
-    let model = Pipeline::fit(
-        x.view(),
-        &opts(true, true, Some(NComponents::Count(3)), Whitening::Pca),
-    )
-    .unwrap();
-    for left in [0, 200, 128 + 3 * 4 * 250] {
-        let mut ds = Dataset::from_array(Path::new("x"), x.clone(), Dtype::F32);
-        let err = stream_on(
-            Device::Gpu(g),
-            &model,
-            &mut ds,
-            16,
-            Dtype::F32,
-            FailAfter { left },
-        )
-        .unwrap_err();
-        assert!(
-            matches!(&err, Error::Io { path, .. } if path == Path::new("out.npy"))
-                && err.to_string().contains("disk full"),
-            "{left}: {err}"
-        );
-    }
+    let (x, model) = data_and_whitened_model();
+    let lefts = [0, 200, 128 + 3 * 4 * 250];
+    failing_writers_stop_the_stream(Device::Gpu(gpu()), &x, &model, Dtype::F32, lefts);
     // Columns with a spread of 1e-20: a value of 1e30 standardizes beyond f32.
-    let fit = normal(100, 3, 0.0, 1e-20, 4);
-    let model = Pipeline::fit(fit.view(), &opts(true, true, None, Whitening::None)).unwrap();
-    let mut x = fit.mapv(f64::from);
-    x[[77, 1]] = 1e30;
-    let mut ds = Dataset::from_array(Path::new("x"), x, Dtype::F32);
-    let err = stream_on(Device::Gpu(g), &model, &mut ds, 16, Dtype::F32, Vec::new()).unwrap_err();
-    assert!(
-        matches!(&err, Error::Overflow { location, .. } if location == "row 77, column 1"),
-        "{err}"
-    );
+    overflow_names_row_77(Device::Gpu(gpu()));
 }
 
 #[test]

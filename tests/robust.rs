@@ -10,6 +10,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use ndarray::ShapeBuilder;
 
+use common::{claiming_npy, raw_npy};
+
 use gpuprep::{cpu, ops, wgpu, Error, Gpu, GpuMatrix, PcaOptions, Result, StandardizeOptions};
 
 /// Runs `f`, returning "panicked" or the Debug form of its result.
@@ -390,25 +392,13 @@ fn cpu_allocations_that_cannot_be_made_are_errors_not_aborts() {
     assert!(huge(cpu::matmul(col, w.view(), &Default::default()).map(|_| ())));
 }
 
-/// A .npy file of version 1 with this header dictionary and data.
-fn raw_npy(path: &std::path::Path, dict: &str, data: &[u8]) {
-    let mut text = dict.to_string();
-    while !(10 + text.len() + 1).is_multiple_of(64) {
-        text.push(' ');
-    }
-    text.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(text.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(text.as_bytes());
-    bytes.extend_from_slice(data);
-    std::fs::write(path, bytes).unwrap();
+/// The bytes of `values`, each as `to_be` gives them (big-endian).
+fn big_endian<T: Copy, const N: usize>(values: &[T], to_be: fn(T) -> [u8; N]) -> Vec<u8> {
+    values.iter().flat_map(|&v| to_be(v)).collect()
 }
 
 fn scratch(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("gpuprep-robust-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::fresh_dir(&format!("robust-{name}"))
 }
 
 #[test]
@@ -417,23 +407,11 @@ fn readers_check_a_headers_claim_before_allocating() {
     use gpuprep::stream::Dataset;
     let dir = scratch("claims");
     let wide = dir.join("wide.npy");
-    raw_npy(
-        &wide,
-        "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 1000000000000000), }",
-        &[],
-    );
+    claiming_npy(&wide, "<f4", "(0, 1000000000000000)", &[]);
     let empty = dir.join("empty.npy");
-    raw_npy(
-        &empty,
-        "{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000000000000, 0), }",
-        &[],
-    );
+    claiming_npy(&empty, "<f8", "(1000000000000000000, 0)", &[]);
     let one = dir.join("one.npy");
-    raw_npy(
-        &one,
-        "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }",
-        &[0; 24],
-    );
+    claiming_npy(&one, "<f8", "(3,)", &[0; 24]);
     for (path, says) in [
         (&wide, "claims 1000000000000000 columns"),
         (&empty, "0 columns"),
@@ -447,20 +425,13 @@ fn readers_check_a_headers_claim_before_allocating() {
     }
     // Any rank (normcheck's reader): the claim against the file's size.
     let t = dir.join("t.npy");
-    raw_npy(
-        &t,
-        "{'descr': '<f8', 'fortran_order': False, 'shape': (100000, 100000, 100000), }",
-        &[0; 64],
-    );
+    claiming_npy(&t, "<f8", "(100000, 100000, 100000)", &[0; 64]);
     let e = gpuprep::npy::read_array(&t).unwrap_err().to_string();
     assert!(e.contains("truncated"), "{e}");
     raw_npy(
         &t,
         "{'descr': '>f4', 'fortran_order': True, 'shape': (2, 1, 2), }",
-        &[1.0f32, 2.0, 3.0, 4.0]
-            .iter()
-            .flat_map(|v| v.to_be_bytes())
-            .collect::<Vec<_>>(),
+        &big_endian(&[1.0f32, 2.0, 3.0, 4.0], f32::to_be_bytes),
     );
     let (a, _) = gpuprep::npy::read_array(&t).unwrap();
     assert_eq!(a.shape(), [2, 1, 2]);
@@ -484,9 +455,7 @@ fn experiments_that_make_no_work_are_refused() {
 #[test]
 fn stale_temporaries_of_other_pid_spaces_are_kept() {
     let dir = scratch("sweep");
-    let mut child = std::process::Command::new("true").spawn().unwrap();
-    let dead = child.id();
-    child.wait().unwrap();
+    let dead = common::dead_pid();
     let names = [
         format!(".y.npy.gpuprep-fedcba9876543210-{dead}-0.tmp"),
         format!(".y.npy.gpuprep-{dead}-0.tmp"),
@@ -583,13 +552,7 @@ fn rank_deficient_whitening_in_f32_stays_of_order_one() {
         .expect("no seed gives a null eigenvalue below epsilon^2");
     let x32 = x.mapv(|v| v as f32);
     let xg = GpuMatrix::upload(g, x32.view()).unwrap();
-    let y = model
-        .to_gpu(g)
-        .unwrap()
-        .transform(g, &xg)
-        .unwrap()
-        .download(g)
-        .unwrap();
+    let y = common::gpu_transform(g, &model, &xg);
     let worst = y.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     assert!(
         worst.is_finite() && worst < 1e3,
@@ -611,17 +574,9 @@ fn read_matrix_checks_the_claim_and_refuses_1d() {
     use gpuprep::io::{read_matrix, read_npy_matrix, ReadOptions};
     let dir = scratch("read-matrix");
     let big = dir.join("big.npy");
-    raw_npy(
-        &big,
-        "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000, 1000000000), }",
-        &[0; 64],
-    );
+    claiming_npy(&big, "<f4", "(1000000000, 1000000000)", &[0; 64]);
     let one = dir.join("one.npy");
-    raw_npy(
-        &one,
-        "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }",
-        &[0; 24],
-    );
+    claiming_npy(&one, "<f8", "(3,)", &[0; 24]);
     for (p, says) in [(&big, "truncated"), (&one, "1-D array")] {
         let e = outcome(|| read_npy_matrix(p).map(|_| ()));
         assert!(matches!(&e, Ok(Err(e)) if e.to_string().contains(says)), "{e:?}");
@@ -632,10 +587,7 @@ fn read_matrix_checks_the_claim_and_refuses_1d() {
     raw_npy(
         &ok,
         "{'descr': '>f8', 'fortran_order': True, 'shape': (2, 2), }",
-        &[1.0f64, 2.0, 3.0, 4.0]
-            .iter()
-            .flat_map(|v| v.to_be_bytes())
-            .collect::<Vec<_>>(),
+        &big_endian(&[1.0f64, 2.0, 3.0, 4.0], f64::to_be_bytes),
     );
     assert_eq!(
         read_npy_matrix(&ok).unwrap(),

@@ -25,6 +25,22 @@ fn split_gpu(cols: usize, piece_rows: usize, block_rows: usize) -> Gpu {
         .with_max_block_bytes((block_rows * cols * 4) as u64)
 }
 
+/// The matrix an op on `g` gave, read back.
+fn read_back(g: &Gpu, m: gpuprep::Result<GpuMatrix>) -> Array2<f32> {
+    m.unwrap().download(g).unwrap()
+}
+
+/// The largest |got - want|, infinite where one is NaN.
+fn max_abs_err(got: &Array2<f32>, want: &Array2<f64>) -> f64 {
+    got.iter()
+        .zip(want.iter())
+        .map(|(a, b)| (f64::from(*a) - b).abs())
+        .fold(
+            0.0,
+            |m: f64, d: f64| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+        )
+}
+
 fn bits(a: &Array2<f32>) -> Vec<u32> {
     a.iter().map(|v| v.to_bits()).collect()
 }
@@ -56,17 +72,12 @@ fn column_stats_split_matches_unsplit_and_twin() {
     for &(n, d) in SHAPES {
         // Offset data across pieces: the shift keeps f32 exact.
         let x = normal(n, d, 1.0e4, 1.0, 7 + n as u64);
-        let sg = split_gpu(d, 7, 64);
-        let xs = GpuMatrix::upload(&sg, x.view()).unwrap();
-        let split = ops::column_stats(&sg, &xs, &ColumnStatsOptions::default())
-            .unwrap()
-            .download(&sg)
-            .unwrap();
-        let xg = GpuMatrix::upload(gpu(), x.view()).unwrap();
-        let whole = ops::column_stats(gpu(), &xg, &ColumnStatsOptions::default())
-            .unwrap()
-            .download(gpu())
-            .unwrap();
+        let stats = |g: &Gpu| {
+            let xg = GpuMatrix::upload(g, x.view()).unwrap();
+            let st = ops::column_stats(g, &xg, &ColumnStatsOptions::default()).unwrap();
+            st.download(g).unwrap()
+        };
+        let (split, whole) = (stats(&split_gpu(d, 7, 64)), stats(gpu()));
         let twin = cpu::column_stats(x.view(), 0).unwrap();
         for (got, name) in [(&split, "split"), (&whole, "whole")] {
             let var = max_rel(got.var.iter().copied(), twin.var.iter().copied(), 1e-30);
@@ -96,14 +107,8 @@ fn elementwise_ops_split_are_bit_identical() {
             counts: None,
         };
         let opts = StandardizeOptions::default();
-        let a = ops::standardize(&sg, &xs, &st_split, &opts)
-            .unwrap()
-            .download(&sg)
-            .unwrap();
-        let b = ops::standardize(gpu(), &xg, &st_whole, &opts)
-            .unwrap()
-            .download(gpu())
-            .unwrap();
+        let a = read_back(&sg, ops::standardize(&sg, &xs, &st_split, &opts));
+        let b = read_back(gpu(), ops::standardize(gpu(), &xg, &st_whole, &opts));
         assert_eq!(bits(&a), bits(&b), "standardize {n}x{d}");
         // In place, split.
         sg.run("t", |e| {
@@ -113,11 +118,7 @@ fn elementwise_ops_split_are_bit_identical() {
         assert_eq!(bits(&xs.download(&sg).unwrap()), bits(&b), "in place {n}x{d}");
         // Copy.
         let xs = GpuMatrix::upload(&sg, x.view()).unwrap();
-        assert_eq!(
-            ops::copy(&sg, &xs).unwrap().download(&sg).unwrap(),
-            x,
-            "copy {n}x{d}"
-        );
+        assert_eq!(read_back(&sg, ops::copy(&sg, &xs)), x, "copy {n}x{d}");
         // Init fills: a stream split into pieces is the same stream.
         let fill = Fill::Normal { mean: 0.5, std: 2.0 };
         let rng = Philox::new(9);
@@ -125,14 +126,8 @@ fn elementwise_ops_split_are_bit_identical() {
             offset: 3,
             max_groups_x: None,
         };
-        let a = ops::init::fill(&sg, &fill, rng, n, d, &f)
-            .unwrap()
-            .download(&sg)
-            .unwrap();
-        let b = ops::init::fill(gpu(), &fill, rng, n, d, &f)
-            .unwrap()
-            .download(gpu())
-            .unwrap();
+        let a = read_back(&sg, ops::init::fill(&sg, &fill, rng, n, d, &f));
+        let b = read_back(gpu(), ops::init::fill(gpu(), &fill, rng, n, d, &f));
         assert_eq!(bits(&a), bits(&b), "fill {n}x{d}");
     }
     // A sparse fill in pieces of whole rows.
@@ -204,14 +199,7 @@ fn pca_split_matches_twin() {
     assert!(ev <= 1e-4, "eigenvalues {ev:e}");
     let y = pca.transform(&sg, &xs).unwrap().download(&sg).unwrap();
     let want = cpu::pca::transform(&twin, x.view()).unwrap();
-    let err = y
-        .iter()
-        .zip(want.iter())
-        .map(|(a, b)| (f64::from(*a) - b).abs())
-        .fold(
-            0.0,
-            |m: f64, d: f64| if d.is_nan() { f64::INFINITY } else { m.max(d) },
-        );
+    let err = max_abs_err(&y, &want);
     assert!(err <= 1e-3, "whitened {err:e}");
 }
 
@@ -354,13 +342,6 @@ fn a_matrix_larger_than_one_binding() {
     let tail = y.download_rows(g, n - 1000, 1000).unwrap();
     let want_tail = cpu::pca::transform(&want, x.slice(s![n - 1000.., ..])).unwrap();
     let scale = want.explained_variance[0].sqrt();
-    let err = tail
-        .iter()
-        .zip(want_tail.iter())
-        .map(|(a, b)| (f64::from(*a) - b).abs())
-        .fold(
-            0.0,
-            |m: f64, d: f64| if d.is_nan() { f64::INFINITY } else { m.max(d) },
-        );
+    let err = max_abs_err(&tail, &want_tail);
     assert!(err <= 1e-4 * scale, "transform {err:e} (scale {scale:e})");
 }

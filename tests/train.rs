@@ -426,18 +426,11 @@ fn epochs_match_the_twin_and_learn() {
 
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
+    common::refuses_wrong_and_aliased_outputs(train::encode_relu_into, 3, 4);
     let g = gpu();
     let a = GpuMatrix::uninit(g, 3, 4).unwrap();
     let b = GpuMatrix::uninit(g, 4, 3).unwrap();
     let mut e = g.encoder("t");
-    assert!(matches!(
-        train::encode_relu_into(g, &mut e, &a, &b),
-        Err(Error::ShapeMismatch { .. })
-    ));
-    assert!(matches!(
-        train::encode_relu_into(g, &mut e, &a, &a),
-        Err(Error::InvalidArgument { .. })
-    ));
     assert!(matches!(
         train::relu_backward(g, &a, &b),
         Err(Error::ShapeMismatch { .. })

@@ -1,7 +1,7 @@
 //! Argument parsing (negative numbers as flag values, without `=`), and output
 //! into a pipe closed early.
 
-use super::{bin, tmpdir};
+use super::{bin, succeeded, tmpdir};
 
 fn read(path: &std::path::Path) -> ndarray::ArrayD<f32> {
     ndarray_npy::read_npy(path).unwrap()
@@ -12,17 +12,10 @@ fn negative_numbers_as_flag_values() {
     let dir = tmpdir("negative");
     let w = dir.join("w.npy");
     let run = |args: &[&str]| {
-        let out = bin()
-            .arg("init")
-            .args(args)
-            .args(["--shape", "64,32", "--seed", "3", "--device", "cpu", "-o"])
-            .arg(&w)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let shape = ["--shape", "64,32", "--seed", "3", "--device", "cpu", "-o"];
+        succeeded(
+            bin().arg("init").args(args).args(shape).arg(&w),
+            format!("{args:?}"),
         );
         read(&w)
     };
@@ -120,16 +113,12 @@ fn init_values_beyond_f32_are_refused_on_every_device() {
             assert!(!w.exists(), "{device} {scheme:?}: an output was written");
         }
         // The largest finite f32 is a value, not an error.
-        let out = bin()
-            .args(["init", "--scheme", "constant", "--value", "3.4028234e38"])
-            .args(["--shape", "2", "--seed", "1", "--device", device, "-o"])
-            .arg(&w)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{device}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        succeeded(
+            bin()
+                .args(["init", "--scheme", "constant", "--value", "3.4028234e38"])
+                .args(["--shape", "2", "--seed", "1", "--device", device, "-o"])
+                .arg(&w),
+            device,
         );
         assert!(read(&w).iter().all(|&v| v == f32::MAX));
         std::fs::remove_file(&w).unwrap();

@@ -38,7 +38,40 @@ fn rel(a: &ArrayD<f64>, b: &ArrayD<f64>, what: &str) -> f64 {
     ) / bmax
 }
 
-fn run_ok(args: &[&str], extra: &[&Path]) -> String {
+/// Our outputs in `out` against PyTorch's, `pairs` naming each (ours,
+/// theirs, found by `t`): within `tol`, relative. `what` names the run.
+fn against_pytorch(out: &Path, pairs: &[(&str, &str)], t: impl Fn(&str) -> PathBuf, tol: f64, what: &str) {
+    for &(ours, theirs) in pairs {
+        let e = rel(
+            &read_any(&out.join(format!("{ours}.npy"))),
+            &read_any(&t(theirs)),
+            ours,
+        );
+        println!("normcheck {what}: {ours} vs PyTorch {e:.1e}");
+        assert!(e <= tol, "{what}: {ours}: {e:e}");
+    }
+}
+
+/// `normcheck --kind KIND --x X --dy DY --device DEVICE --out OUT MORE...`
+fn normcheck(kind: &str, x: &Path, dy: &Path, device: &str, out: &Path, more: &[&str]) -> Vec<String> {
+    let (x, dy, out) = (arg(x), arg(dy), arg(out));
+    let head = [
+        "normcheck",
+        "--kind",
+        kind,
+        "--x",
+        &x,
+        "--dy",
+        &dy,
+        "--device",
+        device,
+        "--out",
+        &out,
+    ];
+    head.iter().chain(more).map(|s| s.to_string()).collect()
+}
+
+fn run_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S], extra: &[&Path]) -> String {
     let out = bin().args(args).args(extra).output().unwrap();
     assert!(
         out.status.success(),
@@ -64,45 +97,19 @@ fn normcheck_normalized_shape_matches_pytorch() {
     let t = |n: &str| torch("layer_norm", "nchw_hw", n);
     for device in ["cpu", "gpu"] {
         let out = dir.join(device);
-        run_ok(
-            &[
-                "normcheck",
-                "--kind",
-                "layer",
-                "--normalized-shape",
-                "4,5",
-                "--x",
-                &arg(&t("x")),
-                "--dy",
-                &arg(&t("dy")),
-                "--gamma",
-                &arg(&t("gamma")),
-                "--beta",
-                &arg(&t("beta")),
-                "--device",
-                device,
-                "--out",
-                &arg(&out),
-            ],
-            &[],
-        );
+        let (gamma, beta) = (arg(&t("gamma")), arg(&t("beta")));
+        let more = ["--normalized-shape", "4,5", "--gamma", &gamma, "--beta", &beta];
+        run_ok(&normcheck("layer", &t("x"), &t("dy"), device, &out, &more), &[]);
         let tol = if device == "cpu" { 1e-12 } else { 1e-5 };
-        for (ours, theirs) in [
+        let pairs = [
             ("y", "y"),
             ("dx", "dx"),
             ("dgamma", "dgamma"),
             ("dbeta", "dbeta"),
             ("mean", "mean"),
             ("invstd", "rstd"),
-        ] {
-            let e = rel(
-                &read_any(&out.join(format!("{ours}.npy"))),
-                &read_any(&t(theirs)),
-                ours,
-            );
-            println!("normcheck layer (4, 5) on {device}: {ours} vs PyTorch {e:.1e}");
-            assert!(e <= tol, "{device} {ours}: {e:e}");
-        }
+        ];
+        against_pytorch(&out, &pairs, t, tol, &format!("layer (4, 5) on {device}"));
     }
 }
 
@@ -125,29 +132,15 @@ fn normcheck_rms_matches_pytorch() {
         let eps = read_any(&t("eps")).iter().next().copied().unwrap().to_string();
         for device in ["cpu", "gpu"] {
             let out = dir.join(format!("{case}-{device}"));
-            let mut args = vec![
-                "normcheck".to_string(),
-                "--kind".into(),
-                "rms".into(),
-                "--normalized-shape".into(),
-                ns.to_string(),
-                "--x".into(),
-                arg(&t("x")),
-                "--dy".into(),
-                arg(&t("dy")),
-                "--device".into(),
-                device.into(),
-                "--out".into(),
-                arg(&out),
-            ];
+            let more = ["--normalized-shape", ns];
+            let mut args = normcheck("rms", &t("x"), &t("dy"), device, &out, &more);
             if *weighted {
                 args.extend(["--gamma".into(), arg(&t("weight"))]);
             }
             if !*default_eps {
                 args.extend(["--eps".into(), eps.clone()]);
             }
-            let a: Vec<&str> = args.iter().map(String::as_str).collect();
-            run_ok(&a, &[]);
+            run_ok(&args, &[]);
             let mut names: Vec<String> = std::fs::read_dir(&out)
                 .unwrap()
                 .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -159,15 +152,7 @@ fn normcheck_rms_matches_pytorch() {
             if *weighted {
                 pairs.push(("dweight", "dweight"));
             }
-            for (ours, theirs) in pairs {
-                let e = rel(
-                    &read_any(&out.join(format!("{ours}.npy"))),
-                    &read_any(&t(theirs)),
-                    ours,
-                );
-                println!("normcheck rms {case} on {device}: {ours} vs PyTorch {e:.1e}");
-                assert!(e <= tol, "{case} {device} {ours}: {e:e}");
-            }
+            against_pytorch(&out, &pairs, t, tol, &format!("rms {case} on {device}"));
         }
     }
     let e = run_err(&[
@@ -204,29 +189,15 @@ fn normcheck_batch_running_statistics_and_eval_match_the_references() {
             let mut worst = 0.0f64;
             for k in 1..=3 {
                 let out = dir.join(format!("{case}-{device}-{k}"));
-                let mut args: Vec<String> = vec![
-                    "normcheck".into(),
-                    "--kind".into(),
-                    "batch".into(),
-                    "--x".into(),
-                    arg(&t(&format!("x{k}"))),
-                    "--dy".into(),
-                    // the dy of the last step (any tensor of x's shape for the others)
-                    arg(&t(if case == "lecture" { "x1" } else { "dy" })),
-                    "--gamma".into(),
-                    arg(&t("gamma")),
-                    "--beta".into(),
-                    arg(&t("beta")),
-                    "--device".into(),
-                    device.into(),
-                    "--out".into(),
-                    arg(&out),
-                ];
+                // the dy of the last step (any tensor of x's shape for the others)
+                let dy = t(if case == "lecture" { "x1" } else { "dy" });
+                let (gamma, beta) = (arg(&t("gamma")), arg(&t("beta")));
+                let more = ["--gamma", &gamma, "--beta", &beta];
+                let mut args = normcheck("batch", &t(&format!("x{k}")), &dy, device, &out, &more);
                 args.extend(flags.iter().map(|s| s.to_string()));
                 if let Some((rm, rv)) = &running {
                     args.extend(["--running-mean".into(), arg(rm), "--running-var".into(), arg(rv)]);
                 }
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let stdout = run_ok(&args, &[]);
                 assert!(stdout.contains("running_var.npy"), "{stdout}");
                 let mut check = |ours: &str, theirs: String| {

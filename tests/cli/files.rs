@@ -63,87 +63,41 @@ fn an_output_that_is_an_input_is_refused() {
     let model_bytes = std::fs::read(&model).unwrap();
     let x_str = x.to_str().unwrap();
     let relative = format!("{}/../x.npy", sub.display());
-    let cases: Vec<(Vec<String>, &str)> = vec![
-        (
-            vec!["preprocess".into(), x_str.into(), "-o".into(), x_str.into()],
-            "the input",
-        ),
-        (
-            vec!["preprocess".into(), x_str.into(), "-o".into(), relative],
-            "the input",
-        ),
-        (
-            vec![
-                "preprocess".into(),
-                x_str.into(),
-                "-o".into(),
-                dir.join("link.npy").display().to_string(),
-            ],
-            "the input",
-        ),
-        (
-            vec![
-                "preprocess".into(),
-                x_str.into(),
-                "-o".into(),
-                dir.join("hard.npy").display().to_string(),
-            ],
-            "the input",
-        ),
-        (
-            vec![
-                "preprocess".into(),
-                x_str.into(),
-                "--pca".into(),
-                "2".into(),
-                "-o".into(),
-                dir.join("z.npy").display().to_string(),
-                "--save-model".into(),
-                x_str.into(),
-            ],
-            "the input",
-        ),
-        (
-            vec![
-                "preprocess".into(),
-                x_str.into(),
-                "--pca".into(),
-                "2".into(),
-                "-o".into(),
-                dir.join("z.npy").display().to_string(),
-                "--save-model".into(),
-                dir.join("z.npy").display().to_string(),
-            ],
-            "the outputs",
-        ),
-        (
-            vec![
-                "transform".into(),
-                dir.join("y.npy").display().to_string(),
-                "--model".into(),
-                model.display().to_string(),
-                "-o".into(),
-                model.display().to_string(),
-            ],
-            "the input",
-        ),
-        (
-            vec![
-                "normcheck".into(),
-                "--kind".into(),
-                "batch".into(),
-                "--x".into(),
-                dx.display().to_string(),
-                "--dy".into(),
-                x_str.into(),
-                "--out".into(),
-                dir.display().to_string(),
-            ],
-            "the input",
-        ),
+    let [link, hard, z, y, m, dxs, d] = [
+        dir.join("link.npy"),
+        dir.join("hard.npy"),
+        dir.join("z.npy"),
+        dir.join("y.npy"),
+        model.clone(),
+        dx.clone(),
+        dir.clone(),
+    ]
+    .map(|p| p.display().to_string());
+    let save_x = ["preprocess", x_str, "--pca", "2", "-o", &z, "--save-model", x_str];
+    let save_z = ["preprocess", x_str, "--pca", "2", "-o", &z, "--save-model", &z];
+    let normcheck = [
+        "normcheck",
+        "--kind",
+        "batch",
+        "--x",
+        &dxs,
+        "--dy",
+        x_str,
+        "--out",
+        &d,
+    ];
+    let cases: [(&[&str], &str); 8] = [
+        (&["preprocess", x_str, "-o", x_str], "the input"),
+        (&["preprocess", x_str, "-o", &relative], "the input"),
+        (&["preprocess", x_str, "-o", &link], "the input"),
+        (&["preprocess", x_str, "-o", &hard], "the input"),
+        (&save_x, "the input"),
+        (&save_z, "the outputs"),
+        (&["transform", &y, "--model", &m, "-o", &m], "the input"),
+        (&normcheck, "the input"),
     ];
     let dx_bytes = std::fs::read(&dx).unwrap();
-    for (args, want) in &cases {
+    for &(args, want) in &cases {
         let out = bin().args(args).args(["--device", "cpu"]).output().unwrap();
         let err = stderr(&out);
         assert!(!out.status.success(), "{args:?} succeeded");

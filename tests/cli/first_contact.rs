@@ -248,6 +248,15 @@ fn merge_names_the_files_and_flags_it_refuses() {
     ]);
 }
 
+/// `gpuprep normcheck --kind layer --x X --out OUT MORE...`
+fn layer_normcheck<'a>(x: &'a str, out: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    [
+        &["normcheck", "--kind", "layer", "--x", x, "--out", out][..],
+        more,
+    ]
+    .concat()
+}
+
 #[test]
 fn normcheck_keeps_the_inputs_dtype_and_runs_forward_alone() {
     let dir = tmpdir("normcheck");
@@ -260,19 +269,10 @@ fn normcheck_keeps_the_inputs_dtype_and_runs_forward_alone() {
     for device in ["cpu", "gpu"] {
         for bits in ["32", "64"] {
             let out = dir.join(format!("o{device}{bits}"));
-            let (_, err) = ok(&[
-                "normcheck",
-                "--kind",
-                "layer",
-                "--x",
-                &s(&dir.join(format!("x{bits}.npy"))),
-                "--dy",
-                &s(&dir.join(format!("dy{bits}.npy"))),
-                "--device",
-                device,
-                "--out",
-                &s(&out),
-            ]);
+            let x_bits = s(&dir.join(format!("x{bits}.npy")));
+            let dy_bits = s(&dir.join(format!("dy{bits}.npy")));
+            let more = ["--dy", &dy_bits, "--device", device];
+            let (_, err) = ok(&layer_normcheck(&x_bits, &s(&out), &more));
             assert!(err.contains(&format!("written as f{bits}")), "{err}");
             for name in ["y", "dx", "dgamma", "dbeta", "mean", "invstd"] {
                 let path = out.join(format!("{name}.npy"));
@@ -286,19 +286,8 @@ fn normcheck_keeps_the_inputs_dtype_and_runs_forward_alone() {
         }
     }
     // The forward pass alone: y, mean and invstd, no --dy.
-    let out = dir.join("fwd");
-    let (_, err) = ok(&[
-        "normcheck",
-        "--kind",
-        "layer",
-        "--x",
-        &s(&dir.join("x64.npy")),
-        "--forward",
-        "--device",
-        "cpu",
-        "--out",
-        &s(&out),
-    ]);
+    let (x, out) = (s(&dir.join("x64.npy")), s(&dir.join("fwd")));
+    let (_, err) = ok(&layer_normcheck(&x, &out, &["--forward", "--device", "cpu"]));
     assert!(err.contains("forward only"), "{err}");
     let mut names: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
@@ -306,29 +295,11 @@ fn normcheck_keeps_the_inputs_dtype_and_runs_forward_alone() {
         .collect();
     names.sort();
     assert_eq!(names, ["invstd.npy", "mean.npy", "y.npy"]);
-    let e = fails(&[
-        "normcheck",
-        "--kind",
-        "layer",
-        "--x",
-        &s(&dir.join("x64.npy")),
-        "--forward",
-        "--dy",
-        &s(&dir.join("dy64.npy")),
-        "--out",
-        &s(&out),
-    ]);
+    let dy = s(&dir.join("dy64.npy"));
+    let e = fails(&layer_normcheck(&x, &out, &["--forward", "--dy", &dy]));
     assert!(e.contains("--forward runs the forward pass alone"), "{e}");
     // Without --dy, --eval or --forward: the usage names what is missing.
-    let e = fails(&[
-        "normcheck",
-        "--kind",
-        "layer",
-        "--x",
-        &s(&dir.join("x64.npy")),
-        "--out",
-        &s(&out),
-    ]);
+    let e = fails(&layer_normcheck(&x, &out, &[]));
     assert!(e.contains("--dy"), "{e}");
     let (help, _) = ok(&["normcheck", "--help"]);
     assert!(help.contains("required, but for --eval and --forward"), "{help}");

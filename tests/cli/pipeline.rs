@@ -18,6 +18,22 @@ fn gpuprep(args: &[&str]) -> Output {
     bin().args(args).output().unwrap()
 }
 
+/// `gpuprep fit -q --device DEVICE -o OUT INPUTS... STEPS...`
+fn fit(device: &str, out: &str, inputs: &[&str], steps: &[&str]) -> Output {
+    let mut args = vec!["fit", "-q", "--device", device, "-o", out];
+    args.extend_from_slice(inputs);
+    args.extend_from_slice(steps);
+    gpuprep(&args)
+}
+
+/// `gpuprep transform -q --device DEVICE --model MODEL -o OUT INPUTS... EXTRA...`
+fn transform(device: &str, model: &str, out: &str, inputs: &[&str], extra: &[&str]) -> Output {
+    let mut args = vec!["transform", "-q", "--device", device, "--model", model, "-o", out];
+    args.extend_from_slice(inputs);
+    args.extend_from_slice(extra);
+    gpuprep(&args)
+}
+
 fn p(path: &Path) -> String {
     path.display().to_string()
 }
@@ -35,6 +51,12 @@ fn max_rel(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
         0.0,
         |m: f64, d: f64| if d.is_nan() { f64::INFINITY } else { m.max(d) },
     ) / scale
+}
+
+/// Fails unless `got` is within `tol` of `want` ([`max_rel`]).
+fn assert_near(got: &Array2<f64>, want: &Array2<f64>, tol: f64, what: std::fmt::Arguments) {
+    let err = max_rel(got, want);
+    assert!(err < tol, "{what}: {err:e}");
 }
 
 const STEPS: &[&[&str]] = &[
@@ -64,16 +86,12 @@ fn three_processes_merged_transform_like_one_fit() {
             let whole = dir.join(format!("whole{si}{device}.npz"));
             let w = p(&whole);
             let xin = p(&dir.join("x.npy"));
-            let mut args = vec!["fit", "-q", "--device", device, "-o", &w, &xin];
-            args.extend_from_slice(steps);
-            ok(gpuprep(&args));
+            ok(fit(device, &w, &[&xin], steps));
             let mut models = Vec::new();
             for k in 0..3 {
                 let m = p(&dir.join(format!("m{si}{device}{k}.npz")));
                 let input = p(&dir.join(format!("x{k}.npy")));
-                let mut args = vec!["fit", "-q", "--device", device, "-o", &m, &input];
-                args.extend_from_slice(steps);
-                ok(gpuprep(&args));
+                ok(fit(device, &m, &[&input], steps));
                 models.push(m);
             }
             let merged = p(&dir.join(format!("merged{si}{device}.npz")));
@@ -82,32 +100,12 @@ fn three_processes_merged_transform_like_one_fit() {
             ok(gpuprep(&args));
             let (ya, yb) = (p(&dir.join("ya.npy")), p(&dir.join("yb.npy")));
             let input = p(&dir.join("x.npy"));
-            ok(gpuprep(&[
-                "transform",
-                "-q",
-                "--device",
-                "cpu",
-                "--model",
-                &w,
-                "-o",
-                &ya,
-                &input,
-            ]));
-            ok(gpuprep(&[
-                "transform",
-                "-q",
-                "--device",
-                "cpu",
-                "--model",
-                &merged,
-                "-o",
-                &yb,
-                &input,
-            ]));
+            ok(transform("cpu", &w, &ya, &[&input], &[]));
+            ok(transform("cpu", &merged, &yb, &[&input], &[]));
             let a: Array2<f64> = ndarray_npy::read_npy(&ya).unwrap();
             let b: Array2<f64> = ndarray_npy::read_npy(&yb).unwrap();
             let tol = if device == "cpu" { 1e-9 } else { 1e-4 };
-            assert!(max_rel(&b, &a) < tol, "{steps:?} {device}: {:e}", max_rel(&b, &a));
+            assert_near(&b, &a, tol, format_args!("{steps:?} {device}"));
         }
     }
 }
@@ -142,7 +140,7 @@ fn tiny_chunks_equal_one_chunk_and_dtypes_are_kept() {
             let a: Array2<f64> = ndarray_npy::read_npy(dir.join("a.npy")).unwrap();
             let b: Array2<f64> = ndarray_npy::read_npy(dir.join("b.npy")).unwrap();
             let tol = if device == "cpu" { 1e-10 } else { 1e-4 };
-            assert!(max_rel(&a, &b) < tol, "{device} {steps:?}: {:e}", max_rel(&a, &b));
+            assert_near(&a, &b, tol, format_args!("{device} {steps:?}"));
             // f32 in, f32 out.
             run("x32.npy", "7", &dir.join("c.npy"));
             let c: Array2<f32> = ndarray_npy::read_npy(dir.join("c.npy")).unwrap();
@@ -180,36 +178,12 @@ fn inverse_transform_and_several_inputs() {
         p(&dir.join("back.npy")),
     );
     for device in ["cpu", "gpu"] {
-        ok(gpuprep(&[
-            "fit", "-q", "--device", device, "--scale", "--whiten", "zca", "-o", &m, &a, &b,
-        ]));
-        ok(gpuprep(&[
-            "transform",
-            "-q",
-            "--device",
-            device,
-            "--model",
-            &m,
-            "-o",
-            &y,
-            &a,
-            &b,
-        ]));
-        ok(gpuprep(&[
-            "transform",
-            "-q",
-            "--device",
-            device,
-            "--inverse",
-            "--model",
-            &m,
-            "-o",
-            &back,
-            &y,
-        ]));
+        ok(fit(device, &m, &[&a, &b], &["--scale", "--whiten", "zca"]));
+        ok(transform(device, &m, &y, &[&a, &b], &[]));
+        ok(transform(device, &m, &back, &[&y], &["--inverse"]));
         let got: Array2<f64> = ndarray_npy::read_npy(&back).unwrap();
         let tol = if device == "cpu" { 1e-10 } else { 1e-5 };
-        assert!(max_rel(&got, &x) < tol, "{device}: {:e}", max_rel(&got, &x));
+        assert_near(&got, &x, tol, format_args!("{device}"));
     }
 }
 
@@ -227,15 +201,9 @@ fn refusals() {
         p(&dir.join("m3.npz")),
         p(&dir.join("o.npz")),
     );
-    ok(gpuprep(&[
-        "fit", "-q", "--device", "cpu", "--pca", "2", "-o", &m1, &xi,
-    ]));
-    ok(gpuprep(&[
-        "fit", "-q", "--device", "cpu", "--pca", "3", "-o", &m2, &xi,
-    ]));
-    ok(gpuprep(&[
-        "fit", "-q", "--device", "cpu", "--pca", "2", "-o", &m3, &wi,
-    ]));
+    ok(fit("cpu", &m1, &[&xi], &["--pca", "2"]));
+    ok(fit("cpu", &m2, &[&xi], &["--pca", "3"]));
+    ok(fit("cpu", &m3, &[&wi], &["--pca", "2"]));
     let fails = |args: &[&str], want: &str| {
         let out = gpuprep(args);
         assert!(!out.status.success(), "{args:?} succeeded");
@@ -287,37 +255,14 @@ fn results_beyond_f32_are_refused_and_f64_output_computes_in_f64() {
             ten.clone()
         };
         for device in ["cpu", "gpu"] {
-            let out = gpuprep(&[
-                "transform",
-                &p(&ten_in),
-                "--model",
-                &p(&m),
-                "--inverse",
-                "-o",
-                &p(&y),
-                "--device",
-                device,
-                "--quiet",
-            ]);
+            let out = transform(device, &p(&m), &p(&y), &[&p(&ten_in)], &["--inverse"]);
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(!out.status.success(), "{steps:?} {device}: exit 0");
             assert!(err.contains("f32"), "{steps:?} {device}: {err}");
             assert!(!y.exists(), "{steps:?} {device}: output left behind");
         }
-        ok(gpuprep(&[
-            "transform",
-            &p(&ten_in),
-            "--model",
-            &p(&m),
-            "--inverse",
-            "-o",
-            &p(&y),
-            "--device",
-            "cpu",
-            "--dtype",
-            "f64",
-            "--quiet",
-        ]));
+        let f64_out = ["--inverse", "--dtype", "f64"];
+        ok(transform("cpu", &p(&m), &p(&y), &[&p(&ten_in)], &f64_out));
         let back: Array2<f64> = ndarray_npy::read_npy(&y).unwrap();
         assert!(
             back.iter()
@@ -327,17 +272,7 @@ fn results_beyond_f32_are_refused_and_f64_output_computes_in_f64() {
         std::fs::remove_file(&y).unwrap();
         // Forward, the same data is finite on both devices.
         for device in ["cpu", "gpu"] {
-            ok(gpuprep(&[
-                "transform",
-                &p(&xp),
-                "--model",
-                &p(&m),
-                "-o",
-                &p(&y),
-                "--device",
-                device,
-                "--quiet",
-            ]));
+            ok(transform(device, &p(&m), &p(&y), &[&p(&xp)], &[]));
             let z: Array2<f32> = ndarray_npy::read_npy(&y).unwrap();
             assert!(z.iter().all(|v| v.is_finite()), "{steps:?} {device}");
             std::fs::remove_file(&y).unwrap();
@@ -373,9 +308,12 @@ fn solvers_give_the_same_model() {
     };
     for solver in ["full", "topk", "auto"] {
         let m = p(&dir.join(format!("{solver}.npz")));
-        ok(gpuprep(&[
-            "fit", "-q", "--device", "cpu", "--center", "--pca", "5", "--solver", solver, "-o", &m, &xi,
-        ]));
+        ok(fit(
+            "cpu",
+            &m,
+            &[&xi],
+            &["--center", "--pca", "5", "--solver", solver],
+        ));
     }
     let (cf, ef, tf) = model("full.npz");
     assert_eq!(ef.len(), 300);
@@ -402,20 +340,8 @@ fn solvers_give_the_same_model() {
         p(&dir.join("merged.npz")),
     );
     for (part, m) in [("a.npy", &ma), ("b.npy", &mb)] {
-        ok(gpuprep(&[
-            "fit",
-            "-q",
-            "--device",
-            "cpu",
-            "--center",
-            "--pca",
-            "5",
-            "--solver",
-            "topk",
-            "-o",
-            m,
-            &p(&dir.join(part)),
-        ]));
+        let topk = ["--center", "--pca", "5", "--solver", "topk"];
+        ok(fit("cpu", m, &[&p(&dir.join(part))], &topk));
     }
     ok(gpuprep(&["merge", "-o", &mm, &ma, &mb]));
     let (c, _, t) = model("merged.npz");

@@ -1,6 +1,6 @@
 //! The README's quick-start commands run as written, on data of their names.
 
-use super::{bin, tmpdir};
+use super::{bin, succeeded, tmpdir};
 
 #[test]
 fn the_readmes_quick_start_commands_run() {
@@ -23,16 +23,7 @@ fn the_readmes_quick_start_commands_run() {
         let Some(args) = command.strip_prefix("gpuprep ") else {
             continue;
         };
-        let out = bin()
-            .current_dir(&dir)
-            .args(args.split_whitespace())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{command}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeded(bin().current_dir(&dir).args(args.split_whitespace()), command);
         ran += 1;
     }
     assert!(ran >= 4, "{ran} commands in the quick start");

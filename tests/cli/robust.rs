@@ -11,6 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{bin, tmpdir};
+use crate::common::{claiming_npy, raw_npy};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -52,20 +53,6 @@ fn ok(out: &Output) {
     assert!(out.status.success(), "{:?}: {}", out.status, stderr(out));
 }
 
-/// A .npy file of version 1 with this header dictionary and data.
-fn raw_npy(path: &Path, dict: &str, data: &[u8]) {
-    let mut text = dict.to_string();
-    while !(10 + text.len() + 1).is_multiple_of(64) {
-        text.push(' ');
-    }
-    text.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(text.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(text.as_bytes());
-    bytes.extend_from_slice(data);
-    std::fs::write(path, bytes).unwrap();
-}
-
 fn small(dir: &Path, name: &str) -> PathBuf {
     let p = dir.join(name);
     ndarray_npy::write_npy(&p, &crate::common::normal(40, 3, 1.0, 2.0, 3)).unwrap();
@@ -76,34 +63,33 @@ fn p(path: &Path) -> String {
     path.display().to_string()
 }
 
+/// Runs each of `commands` on `input` (given last) for at most `secs`
+/// seconds: every one must be refused with all of `wants`.
+fn each_refuses(commands: &[Vec<&str>], input: &Path, secs: u64, wants: &[&str]) {
+    for args in commands {
+        let mut c = bin();
+        c.args(args).arg(input);
+        refused(&run_within(c, secs), wants);
+    }
+}
+
 #[test]
 fn headers_claiming_huge_shapes_are_refused_before_allocating() {
     let dir = tmpdir("r-huge");
     let wide = dir.join("wide.npy");
-    raw_npy(
-        &wide,
-        "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 1000000000000000), }",
-        &[],
-    );
+    claiming_npy(&wide, "<f4", "(0, 1000000000000000)", &[]);
     let y = p(&dir.join("y.npy"));
     let m = p(&dir.join("m.npz"));
-    for args in [
+    let commands = [
         vec!["stats", "--device", "cpu"],
         vec!["stats", "--device", "gpu"],
         vec!["fit", "--device", "cpu", "-o", &m],
         vec!["preprocess", "--device", "cpu", "-o", &y],
-    ] {
-        let mut c = bin();
-        c.args(&args).arg(&wide);
-        refused(&run_within(c, 60), &["wide.npy", "1000000000000000 columns"]);
-    }
+    ];
+    each_refuses(&commands, &wide, 60, &["wide.npy", "1000000000000000 columns"]);
     // normcheck's tensors (any rank) are checked against the file's size.
     let x = dir.join("x.npy");
-    raw_npy(
-        &x,
-        "{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000, 1000000), }",
-        &[0; 64],
-    );
+    claiming_npy(&x, "<f8", "(1000000000, 1000000)", &[0; 64]);
     let mut c = bin();
     c.args(["normcheck", "--kind", "batch", "--eval", "--device", "cpu", "--x"])
         .arg(&x)
@@ -116,21 +102,14 @@ fn headers_claiming_huge_shapes_are_refused_before_allocating() {
 fn degenerate_shapes_end_at_once() {
     let dir = tmpdir("r-degenerate");
     let empty = dir.join("empty.npy");
-    raw_npy(
-        &empty,
-        "{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000000000000, 0), }",
-        &[],
-    );
+    claiming_npy(&empty, "<f8", "(1000000000000000000, 0)", &[]);
     let m = p(&dir.join("m.npz"));
-    for args in [
+    let commands = [
         vec!["stats", "--device", "cpu"],
         vec!["stats", "--device", "gpu"],
         vec!["fit", "--device", "cpu", "-o", &m],
-    ] {
-        let mut c = bin();
-        c.args(&args).arg(&empty);
-        refused(&run_within(c, 30), &["empty.npy", "0 columns"]);
-    }
+    ];
+    each_refuses(&commands, &empty, 30, &["empty.npy", "0 columns"]);
 }
 
 #[test]
@@ -212,11 +191,7 @@ fn size_arguments_are_checked_before_allocating() {
     // read in chunks of a million rows would need 2 TiB of buffers.
     let dir = tmpdir("r-chunks");
     let big = dir.join("big.npy");
-    raw_npy(
-        &big,
-        "{'descr': '<f8', 'fortran_order': False, 'shape': (1048576, 131072), }",
-        &[],
-    );
+    claiming_npy(&big, "<f8", "(1048576, 131072)", &[]);
     let head = std::fs::metadata(&big).unwrap().len();
     let f = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
     if f.set_len(head + (1u64 << 40)).is_ok() {
@@ -356,9 +331,7 @@ fn the_sweep_keeps_temporaries_it_cannot_prove_dead() {
     let dir = tmpdir("r-sweep");
     let x = small(&dir, "x.npy");
     // A PID that no longer runs here ...
-    let mut child = Command::new("true").spawn().unwrap();
-    let dead = child.id();
-    child.wait().unwrap();
+    let dead = crate::common::dead_pid();
     // ... in names of another host or PID namespace, and of the old form
     // without one: none can be proved dead, so all are kept.
     let kept = [

@@ -2,6 +2,7 @@
 //! comparison measures used against the f64 CPU twins.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use gpuprep::Gpu;
@@ -56,6 +57,92 @@ pub fn max_rel(a: impl IntoIterator<Item = f64>, b: impl IntoIterator<Item = f64
             }
         })
         .fold(0.0, f64::max)
+}
+
+/// An empty folder for a test's files: `gpuprep-{name}-{pid}` in the
+/// temporary directory, emptied of what an earlier run left there.
+pub fn fresh_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gpuprep-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A .npy file of version 1 with this header dictionary and data.
+pub fn raw_npy(path: &Path, dict: &str, data: &[u8]) {
+    let mut text = dict.to_string();
+    while !(10 + text.len() + 1).is_multiple_of(64) {
+        text.push(' ');
+    }
+    text.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(text.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(text.as_bytes());
+    bytes.extend_from_slice(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A C-order .npy file whose header claims `descr` and `shape` (numpy's
+/// spelling: "(3,)", "(2, 5)"), then `data`, whatever its size.
+pub fn claiming_npy(path: &Path, descr: &str, shape: &str, data: &[u8]) {
+    let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    raw_npy(path, &dict, data);
+}
+
+/// The ID of a process that has ended: a PID that no longer runs here.
+pub fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+/// The form of the elementwise ops that record `x` into `out`.
+pub type EncodeInto = fn(
+    &Gpu,
+    &mut gpuprep::wgpu::CommandEncoder,
+    &gpuprep::GpuMatrix,
+    &gpuprep::GpuMatrix,
+) -> gpuprep::Result<()>;
+
+/// `encode` from a `rows` x `cols` matrix refuses an output of the transposed
+/// shape (ShapeMismatch) and the input itself as output (InvalidArgument).
+pub fn refuses_wrong_and_aliased_outputs(encode: EncodeInto, rows: usize, cols: usize) {
+    let g = gpu();
+    let x = gpuprep::GpuMatrix::uninit(g, rows, cols).unwrap();
+    let wrong = gpuprep::GpuMatrix::uninit(g, cols, rows).unwrap();
+    let mut enc = g.encoder("test");
+    assert!(matches!(
+        encode(g, &mut enc, &x, &wrong),
+        Err(gpuprep::Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        encode(g, &mut enc, &x, &x),
+        Err(gpuprep::Error::InvalidArgument { .. })
+    ));
+}
+
+/// Submits `enc` and reads `out` back as f64, failing (naming `what`) where
+/// an element of it was never written: `out` is to start filled with NaN.
+pub fn submit_and_read_written(
+    g: &Gpu,
+    enc: gpuprep::wgpu::CommandEncoder,
+    out: &gpuprep::GpuMatrix,
+    what: &str,
+) -> Array2<f64> {
+    g.submit("test", enc).unwrap();
+    let got = out.download(g).unwrap().mapv(f64::from);
+    assert!(
+        got.iter().all(|v| v.is_finite()),
+        "{what}: an element was never written"
+    );
+    got
+}
+
+/// `model`'s transform of `x` on `g`, read back.
+pub fn gpu_transform(g: &Gpu, model: &gpuprep::Pipeline, x: &gpuprep::GpuMatrix) -> Array2<f32> {
+    let model = model.to_gpu(g).unwrap();
+    model.transform(g, x).unwrap().download(g).unwrap()
 }
 
 /// The awkward shapes every kernel is tested on: N = 1, D = 1, sizes that do
