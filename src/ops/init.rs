@@ -17,7 +17,7 @@ pub mod lecture;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::matrix::{pieces, GpuMatrix, OutputPiece, Span};
+use crate::matrix::{pieces, GpuMatrix, OutputPiece};
 use crate::model::init::{numel, orthogonal, Fill, Scheme, SparseAxis, SparsePlan, TruncNormalPlan};
 use crate::rng::Philox;
 use crate::shaders::init as SH;
@@ -248,16 +248,6 @@ struct Kernel {
     trunc: Option<TruncNormalPlan>,
 }
 
-/// Where one fill starts and the grid that covers it.
-struct FillGrid {
-    /// Values before the fill's first in its first block of four.
-    lead: u64,
-    first_block: u64,
-    blocks: u64,
-    gx: u64,
-    gy: u64,
-}
-
 impl Kernel {
     /// Every piece of `out`, piece `rows` from stream element `offset + rows.start * cols`.
     #[allow(clippy::too_many_arguments)]
@@ -272,17 +262,52 @@ impl Kernel {
         out: &GpuMatrix,
         offset: u64,
     ) -> Result<()> {
-        let total = out.len() as u64;
-        if total == 0 {
+        if out.is_empty() {
             return Ok(());
         }
+        let plan = Plan::new(self, a, b, sparse, out.shape(), offset)?;
+        let limit = gpu.limits().max_compute_workgroups_per_dimension;
+        for rows in pieces(gpu, &[out]) {
+            let (p, grid) = plan.piece(rows.clone(), limit)?;
+            let piece = OutputPiece::new(gpu, encoder, OP, "init out", out, rows, false)?;
+            let uniform = gpu.uniform("init params", &p)?;
+            let binds = [(SH::PARAMS, &uniform), (SH::OUT, &piece.span)];
+            gpu.launch(encoder, &SH::SHADER, entry, &[], &binds, grid)?;
+            piece.finish(gpu, encoder, OP)?;
+        }
+        Ok(())
+    }
+}
+
+/// One fill of an `N x M` output, checked and fixed once, without a device:
+/// the parameters (finite in f32), the stream range (within 2^64), and each
+/// piece of rows' Params and grid.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Plan {
+    /// The Params every piece shares (the piece's own fields zero).
+    base: Params,
+    max_groups_x: Option<u32>,
+    offset: u64,
+    cols: u64,
+}
+
+impl Plan {
+    fn new(
+        kernel: &Kernel,
+        a: f64,
+        b: f64,
+        sparse: Option<&SparsePlan>,
+        (rows, cols): (usize, usize),
+        offset: u64,
+    ) -> Result<Plan> {
+        let total = rows as u64 * cols as u64;
         if offset.checked_add(total).is_none() {
             return Err(Error::invalid(
                 OP,
                 format!("stream elements {offset} + {total} run past 2^64"),
             ));
         }
-        let t = self
+        let t = kernel
             .trunc
             .map_or([0.0; 5], |t| [t.low, t.high, t.cdf_low, t.sf_high, t.mass]);
         for (name, v) in [("first parameter", a), ("second parameter", b)]
@@ -293,30 +318,55 @@ impl Kernel {
                 return Err(Error::invalid(OP, format!("{name} {v} is not finite in f32")));
             }
         }
-        let cols = out.cols() as u64;
-        for rows in pieces(gpu, &[out]) {
-            let piece = OutputPiece::new(gpu, encoder, OP, "init out", out, rows.clone(), false)?;
-            let at = offset + rows.start as u64 * cols;
-            self.dispatch(
-                gpu,
-                encoder,
-                entry,
-                a,
-                b,
-                sparse,
-                &piece.span,
-                rows.len() as u64 * cols,
-                at,
-                rows.start,
-            )?;
-            piece.finish(gpu, encoder, OP)?;
-        }
-        Ok(())
+        let (sparse_cols, keep, line_len, by_rows) = match sparse {
+            None => (0, 0, 0, 0),
+            Some(p) => (
+                p.cols as u32,
+                p.keep as u32,
+                p.line_len() as u32,
+                u32::from(p.axis == SparseAxis::Rows),
+            ),
+        };
+        let rng = kernel.rng;
+        let base = Params {
+            seed_lo: rng.seed as u32,
+            seed_hi: (rng.seed >> 32) as u32,
+            stream_lo: rng.stream as u32,
+            stream_hi: (rng.stream >> 32) as u32,
+            block_lo: 0,
+            block_hi: 0,
+            lead: 0,
+            n: 0,
+            blocks: 0,
+            row_stride: 0,
+            a: a as f32,
+            b: b as f32,
+            cols: sparse_cols,
+            keep,
+            line_len,
+            by_rows,
+            row_base: 0,
+            low: t[0] as f32,
+            high: t[1] as f32,
+            cdf_low: t[2] as f32,
+            sf_high: t[3] as f32,
+            mass: t[4] as f32,
+            _pad: 0,
+        };
+        Ok(Plan {
+            base,
+            max_groups_x: kernel.max_groups_x,
+            offset,
+            cols: cols as u64,
+        })
     }
 
-    /// The blocks of four that `n` values from `offset` on span, and a 2-D
-    /// grid of workgroups over them (at most `max_groups_x` wide, if set).
-    fn grid(&self, gpu: &Gpu, n: u64, offset: u64) -> Result<FillGrid> {
+    /// The Params and grid of the piece `rows`: stream elements from
+    /// `offset + rows.start * cols`, in the blocks of four they span, on a
+    /// 2-D grid at most `max_groups_x` (else `limit`) wide and `limit` high.
+    fn piece(&self, rows: std::ops::Range<usize>, limit: u32) -> Result<(Params, [u32; 3])> {
+        let n = rows.len() as u64 * self.cols;
+        let at = self.offset + rows.start as u64 * self.cols;
         // 4 * block + lane stays within u32 in the shader.
         if n > u64::from(u32::MAX) - 8 {
             return Err(Error::ExceedsLimit {
@@ -326,10 +376,10 @@ impl Kernel {
                 limit: u64::from(u32::MAX) - 8,
             });
         }
-        let lead = offset % 4;
+        let lead = at % 4;
         let blocks = (lead + n).div_ceil(4);
         let groups = blocks.div_ceil(WG);
-        let limit = u64::from(gpu.limits().max_compute_workgroups_per_dimension);
+        let limit = u64::from(limit);
         let gx_max = self.max_groups_x.map_or(limit, |m| u64::from(m).clamp(1, limit));
         let gx = groups.min(gx_max);
         let gy = groups.div_ceil(gx);
@@ -341,90 +391,101 @@ impl Kernel {
                 limit: gx_max * limit,
             });
         }
-        Ok(FillGrid {
-            lead,
-            first_block: offset / 4,
-            blocks,
-            gx,
-            gy,
-        })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn dispatch(
-        &self,
-        gpu: &Gpu,
-        encoder: &mut wgpu::CommandEncoder,
-        entry: &'static str,
-        a: f64,
-        b: f64,
-        sparse: Option<&SparsePlan>,
-        out: &Span,
-        n: u64,
-        offset: u64,
-        row_base: usize,
-    ) -> Result<()> {
-        let FillGrid {
-            lead,
-            first_block,
-            blocks,
-            gx,
-            gy,
-        } = self.grid(gpu, n, offset)?;
-        let (cols, keep, line_len, by_rows) = match sparse {
-            None => (0, 0, 0, 0),
-            Some(p) => (
-                p.cols as u32,
-                p.keep as u32,
-                p.line_len() as u32,
-                u32::from(p.axis == SparseAxis::Rows),
-            ),
-        };
+        let first_block = at / 4;
         let params = Params {
-            seed_lo: self.rng.seed as u32,
-            seed_hi: (self.rng.seed >> 32) as u32,
-            stream_lo: self.rng.stream as u32,
-            stream_hi: (self.rng.stream >> 32) as u32,
             block_lo: first_block as u32,
             block_hi: (first_block >> 32) as u32,
             lead: lead as u32,
             n: n as u32,
             blocks: blocks as u32,
             row_stride: (gx * WG) as u32,
-            a: a as f32,
-            b: b as f32,
-            cols,
-            keep,
-            line_len,
-            by_rows,
-            row_base: row_base as u32,
-            low: 0.0,
-            high: 0.0,
-            cdf_low: 0.0,
-            sf_high: 0.0,
-            mass: 0.0,
-            _pad: 0,
+            row_base: rows.start as u32,
+            ..self.base
         };
-        let params = match self.trunc {
-            Some(t) => Params {
-                low: t.low as f32,
-                high: t.high as f32,
-                cdf_low: t.cdf_low as f32,
-                sf_high: t.sf_high as f32,
-                mass: t.mass as f32,
-                ..params
-            },
-            None => params,
-        };
-        let uniform = gpu.uniform("init params", &params)?;
-        gpu.launch(
-            encoder,
-            &SH::SHADER,
-            entry,
-            &[],
-            &[(SH::PARAMS, &uniform), (SH::OUT, out)],
-            [gx as u32, gy as u32, 1],
-        )?;
-        Ok(())
+        Ok((params, [gx as u32, gy as u32, 1]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel(max_groups_x: Option<u32>, trunc: Option<TruncNormalPlan>) -> Kernel {
+        Kernel {
+            rng: Philox::with_stream(0x1234_5678_9abc_def0, 0x0fed_cba9_8765_4321),
+            max_groups_x,
+            trunc,
+        }
+    }
+
+    #[test]
+    fn a_plan_refuses_parameters_not_finite_in_f32_and_streams_past_2_64() {
+        let k = kernel(None, None);
+        for (a, b) in [(f64::NAN, 1.0), (0.0, f64::INFINITY), (1e39, 1.0), (0.0, -1e300)] {
+            let e = Plan::new(&k, a, b, None, (2, 3), 0).unwrap_err();
+            assert!(e.to_string().contains("not finite in f32"), "{e}");
+        }
+        let e = Plan::new(&k, 0.0, 1.0, None, (2, 3), u64::MAX - 5).unwrap_err();
+        assert!(e.to_string().contains("past 2^64"), "{e}");
+        assert!(Plan::new(&k, 0.0, 1.0, None, (2, 3), u64::MAX - 6).is_ok());
+    }
+
+    #[test]
+    fn a_piece_starts_at_its_stream_element_in_blocks_of_four() {
+        let k = kernel(None, None);
+        for offset in [0u64, 1, 2, 3, 4, 5, (1 << 34) + 3, u64::MAX - 100] {
+            let plan = Plan::new(&k, 0.5, 2.0, None, (7, 3), offset).unwrap();
+            for rows in [0..7, 2..5, 6..7] {
+                let (p, grid) = plan.piece(rows.clone(), 65_535).unwrap();
+                let at = offset + rows.start as u64 * 3;
+                let n = rows.len() as u64 * 3;
+                let first = u64::from(p.block_lo) | (u64::from(p.block_hi) << 32);
+                assert_eq!(first, at / 4, "offset {offset}, rows {rows:?}");
+                assert_eq!(u64::from(p.lead), at % 4);
+                assert_eq!(u64::from(p.n), n);
+                // The blocks cover the lead and the piece's values.
+                assert_eq!(u64::from(p.blocks), (at % 4 + n).div_ceil(4));
+                assert_eq!(p.row_base as usize, rows.start);
+                assert_eq!(grid, [1, 1, 1]);
+                assert_eq!(p.row_stride as u64, WG);
+                // The generator's key and stream, and the values' parameters.
+                assert_eq!((p.seed_lo, p.seed_hi), (0x9abc_def0, 0x1234_5678));
+                assert_eq!((p.stream_lo, p.stream_hi), (0x8765_4321, 0x0fed_cba9));
+                assert_eq!((p.a, p.b), (0.5, 2.0));
+            }
+        }
+    }
+
+    #[test]
+    fn a_piece_folds_its_grid_into_two_dimensions() {
+        // 3000 rows of 1000: 750,000 blocks, 2930 workgroups of 256.
+        let plan = Plan::new(&kernel(Some(100), None), 0.0, 1.0, None, (3000, 1000), 0).unwrap();
+        let (p, grid) = plan.piece(0..3000, 65_535).unwrap();
+        assert_eq!(grid, [100, 30, 1]);
+        assert_eq!(p.row_stride as u64, 100 * WG);
+        let plan = Plan::new(&kernel(None, None), 0.0, 1.0, None, (3000, 1000), 0).unwrap();
+        assert_eq!(plan.piece(0..3000, 1000).unwrap().1, [1000, 3, 1]);
+        assert!(matches!(plan.piece(0..3000, 50), Err(Error::ExceedsLimit { .. })));
+        // More values than the shader's u32 indices reach.
+        let wide = Plan::new(&kernel(None, None), 0.0, 1.0, None, (2, 1 << 31), 0).unwrap();
+        assert!(matches!(
+            wide.piece(0..2, 65_535),
+            Err(Error::ExceedsLimit { .. })
+        ));
+    }
+
+    #[test]
+    fn a_plan_carries_the_truncated_normal_and_sparse_parameters() {
+        let t = TruncNormalPlan::new(0.0, 1.0, -2.0, 2.0).unwrap();
+        let plan = Plan::new(&kernel(None, Some(t)), t.mean, t.std, None, (4, 4), 0).unwrap();
+        let (p, _) = plan.piece(0..4, 65_535).unwrap();
+        assert_eq!(
+            [p.low, p.high, p.cdf_low, p.sf_high, p.mass],
+            [t.low, t.high, t.cdf_low, t.sf_high, t.mass].map(|v| v as f32)
+        );
+        let plain = Plan::new(&kernel(None, None), 0.0, 1.0, None, (4, 4), 0).unwrap();
+        let (p, _) = plain.piece(0..4, 65_535).unwrap();
+        assert_eq!([p.low, p.high, p.cdf_low, p.sf_high, p.mass], [0.0; 5]);
+        assert_eq!([p.cols, p.keep, p.line_len, p.by_rows], [0; 4]);
     }
 }
