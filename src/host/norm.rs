@@ -201,10 +201,10 @@ impl F4 {
         o[2] = T::from_f64(self.0[2]);
         o[3] = T::from_f64(self.0[3]);
     }
-    /// The sum of the lanes, as a tree: `(l0 + l2) + (l1 + l3)`.
+    /// The sum of the lanes, in lane order.
     #[inline(always)]
     fn total(self) -> f64 {
-        (self.0[0] + self.0[2]) + (self.0[1] + self.0[3])
+        self.0.iter().sum()
     }
 }
 
@@ -224,10 +224,50 @@ f4_op!(Add, add, +);
 f4_op!(Sub, sub, -);
 f4_op!(Mul, mul, *);
 
-/// Whether every element of `s` is finite (one vectorized pass, in cache).
+/// How far ahead of the block in hand the tasks ask for their input
+/// (elements).
+const PREFETCH_ELEMS: usize = 2048;
+
+/// Asks the cache for `s[from..from + len]` (what lies inside `s`), one
+/// request per 64-byte line.
+#[inline(always)]
+fn prefetch<T>(s: &[T], from: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let step = (64 / std::mem::size_of::<T>().max(1)).max(1);
+        let end = (from + len).min(s.len());
+        let mut i = from;
+        while i < end {
+            // SAFETY: `i < s.len()`: the pointer lies inside `s`; a prefetch
+            // reads nothing and changes no state the program sees.
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                _mm_prefetch::<_MM_HINT_T0>(s.as_ptr().add(i).cast::<i8>());
+            }
+            i += step;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (s, from, len);
+}
+
+/// Whether every element of `s` is finite: `v - v` is 0 for a finite `v`
+/// and NaN for an infinite or NaN one, summed in 32 lanes of `T` (vector
+/// adds, no mask to pack per element), in cache.
 #[inline(always)]
 fn all_finite<T: HostFloat>(s: &[T]) -> bool {
-    s.iter().fold(true, |ok, v| ok & v.to_f64().is_finite())
+    let mut acc = [T::default(); 32];
+    let mut chunks = s.chunks_exact(32);
+    for ch in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(ch) {
+            *a += v - v;
+        }
+    }
+    let rest = chunks
+        .remainder()
+        .iter()
+        .fold(true, |ok, v| ok & v.to_f64().is_finite());
+    rest && acc.iter().all(|a| a.to_f64() == 0.0)
 }
 
 /// The forward of every run of `data` into `out`, the runs split between
@@ -285,6 +325,7 @@ super::avx2_fn! {
             .zip(var.chunks_mut(nb))
             .zip(invstd.chunks_mut(nb));
         for (b, ((((ob, xb), mb), vb), ib)) in blocks.enumerate() {
+            prefetch(xc, (b + 1) * nb * len + PREFETCH_ELEMS, nb * len);
             if runs.centred {
                 for (mu, xr) in mb.iter_mut().zip(xb.chunks_exact(len)) {
                     *mu = run_sum(xr);
@@ -334,15 +375,13 @@ fn lane_sum<T: HostFloat>(run: &[T], f: impl Fn(f64) -> f64) -> f64 {
             *a += f(v.to_f64());
         }
     }
+    let mut total = acc.iter().sum::<f64>();
     let mut fours = eights.remainder().chunks_exact(4);
-    for ch in &mut fours {
-        for (a, v) in acc.iter_mut().zip(ch) {
-            *a += f(v.to_f64());
-        }
+    if let Some(ch) = fours.next() {
+        let q: [f64; 4] = std::array::from_fn(|l| f(ch[l].to_f64()));
+        total += q.iter().sum::<f64>();
     }
-    let rest: f64 = fours.remainder().iter().map(|v| f(v.to_f64())).sum();
-    let half = |l: usize| acc[l] + acc[l + 4];
-    ((half(0) + half(2)) + (half(1) + half(3))) + rest
+    total + fours.remainder().iter().map(|v| f(v.to_f64())).sum::<f64>()
 }
 
 /// `out = (x - shift) * mul + add` over a block.
@@ -504,12 +543,16 @@ super::avx2_fn! {
         let mut finite = true;
         let mut dgamma = vec![0.0; affine_len];
         let mut dbeta = vec![0.0; affine_len];
+        let nb = block_runs(len);
         let blocks = o
-            .chunks_mut(BLOCK * len)
-            .zip(xc.chunks(BLOCK * len))
-            .zip(dc.chunks(BLOCK * len))
-            .zip(mean.chunks(BLOCK).zip(invstd.chunks(BLOCK)));
+            .chunks_mut(nb * len)
+            .zip(xc.chunks(nb * len))
+            .zip(dc.chunks(nb * len))
+            .zip(mean.chunks(nb).zip(invstd.chunks(nb)));
         for (b, (((ob, xb), db), (mb, ib))) in blocks.enumerate() {
+            let ahead = (b + 1) * nb * len + PREFETCH_ELEMS;
+            prefetch(xc, ahead, nb * len);
+            prefetch(dc, ahead, nb * len);
             let rows = ob
                 .chunks_exact_mut(len)
                 .zip(xb.chunks_exact(len))
@@ -517,7 +560,7 @@ super::avx2_fn! {
                 .zip(mb.iter().zip(ib));
             for (i, (((orun, xrun), drun), (&mean, &invstd))) in rows.enumerate() {
                 let run = Run {
-                    r: first + b * BLOCK + i,
+                    r: first + b * nb + i,
                     mean,
                     invstd,
                 };
