@@ -543,6 +543,8 @@ super::avx2_fn! {
         let mut finite = true;
         let mut dgamma = vec![0.0; affine_len];
         let mut dbeta = vec![0.0; affine_len];
+        // layer norm: each element's g and g * xhat, summed after
+        let mut scratch = vec![0.0; if runs.elementwise { 2 * len } else { 0 }];
         let nb = block_runs(len);
         let blocks = o
             .chunks_mut(nb * len)
@@ -565,7 +567,8 @@ super::avx2_fn! {
                     invstd,
                 };
                 if runs.elementwise {
-                    backward_elementwise(runs, &run, xrun, drun, gamma, orun, &mut dgamma, &mut dbeta);
+                    let (grads, scratch) = ((&mut dgamma[..], &mut dbeta[..]), &mut scratch[..]);
+                    backward_elementwise(runs, &run, xrun, drun, gamma, orun, grads, scratch);
                 } else {
                     backward_channels(runs, &run, xrun, drun, gamma, orun, &mut dgamma, &mut dbeta);
                 }
@@ -584,8 +587,10 @@ struct Run {
 }
 
 /// The backward pass over one run whose gamma is per element (layer norm):
-/// its sums `sum(g)`, `sum(g * xhat)` (`g = dy * gamma`), with `dy * xhat`
-/// and `dy` added into `dgamma` and `dbeta`, then `dx` into `out`.
+/// `dy * xhat` and `dy` added into `dgamma` and `dbeta`, each element's
+/// `g = dy * gamma` and `g * xhat` into `scratch` (two runs long) in the same
+/// loop (elementwise, so it vectorizes as a whole), their sums `sum(g)`,
+/// `sum(g * xhat)` in lanes, then `dx` into `out`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn backward_elementwise<T: HostFloat>(
@@ -595,48 +600,29 @@ fn backward_elementwise<T: HostFloat>(
     dy: &[T],
     gamma: &[f64],
     out: &mut [T],
-    dgamma: &mut [f64],
-    dbeta: &mut [f64],
+    (dgamma, dbeta): (&mut [f64], &mut [f64]),
+    scratch: &mut [f64],
 ) {
     let (mean, invstd) = (run.mean, run.invstd);
-    let (mu, is) = (F4::splat(mean), F4::splat(invstd));
-    // sum(g), sum(g * xhat) in four lanes, then one
-    let (mut ag, mut agx) = (F4::splat(0.0), F4::splat(0.0));
-    let (mut xs, mut ds, mut gs) = (x.chunks_exact(4), dy.chunks_exact(4), gamma.chunks_exact(4));
-    let (mut dgs, mut dbs) = (dgamma.chunks_exact_mut(4), dbeta.chunks_exact_mut(4));
-    for ((((xb, db), gb), dgb), dbb) in (&mut xs).zip(&mut ds).zip(&mut gs).zip(&mut dgs).zip(&mut dbs) {
-        let (xh, d) = ((F4::load(xb) - mu) * is, F4::load(db));
-        let ge = d * F4::load(gb);
-        ag = ag + ge;
-        agx = agx + ge * xh;
-        (F4::load(dgb) + d * xh).store(dgb);
-        (F4::load(dbb) + d).store(dbb);
-    }
-    let (mut rg, mut rgx) = (0.0, 0.0);
-    let tail = xs.remainder().iter().zip(ds.remainder()).zip(gs.remainder());
-    for (((&v, &d), &g), (dg, db)) in tail.zip(dgs.into_remainder().iter_mut().zip(dbs.into_remainder())) {
+    let (sg, sgx) = scratch.split_at_mut(runs.len);
+    let grads = dgamma.iter_mut().zip(dbeta.iter_mut());
+    let terms = sg.iter_mut().zip(sgx.iter_mut());
+    for ((((&v, &d), &g), (dg, db)), (tg, tgx)) in x.iter().zip(dy).zip(gamma).zip(grads).zip(terms) {
         let (xh, d) = ((v.to_f64() - mean) * invstd, d.to_f64());
         let ge = d * g;
-        rg += ge;
-        rgx += ge * xh;
+        *tg = ge;
+        *tgx = ge * xh;
         *dg += d * xh;
         *db += d;
     }
     // RMS norm has no mean, so no gradient through one: its sum(g) term is 0.
-    let sum_g = if runs.centred { ag.total() + rg } else { 0.0 };
-    let sum_gx = agx.total() + rgx;
+    let sum_g = if runs.centred { lane_sum(sg, |v| v) } else { 0.0 };
+    let sum_gx = lane_sum(sgx, |v| v);
     // dx = invstd / M * (M * g - sum(g) - xhat * sum(g * xhat))
     //    = (invstd * gamma) * dy + (c * (x - mean) + b)
     let k = invstd / runs.len as f64;
     let (b, c) = (-k * sum_g, -k * sum_gx * invstd);
-    let (bv, cv) = (F4::splat(b), F4::splat(c));
-    let mut os = out.chunks_exact_mut(4);
-    let (mut xs, mut ds, mut gs) = (x.chunks_exact(4), dy.chunks_exact(4), gamma.chunks_exact(4));
-    for (((ob, xb), db), gb) in (&mut os).zip(&mut xs).zip(&mut ds).zip(&mut gs) {
-        ((is * F4::load(gb)) * F4::load(db) + (cv * (F4::load(xb) - mu) + bv)).store(ob);
-    }
-    let rest = os.into_remainder().iter_mut().zip(xs.remainder());
-    for ((o, &v), (&d, &g)) in rest.zip(ds.remainder().iter().zip(gs.remainder())) {
+    for (((o, &v), &d), &g) in out.iter_mut().zip(x).zip(dy).zip(gamma) {
         *o = T::from_f64((invstd * g) * d.to_f64() + (c * (v.to_f64() - mean) + b));
     }
 }
