@@ -325,7 +325,10 @@ super::avx2_fn! {
             .zip(var.chunks_mut(nb))
             .zip(invstd.chunks_mut(nb));
         for (b, ((((ob, xb), mb), vb), ib)) in blocks.enumerate() {
-            prefetch(xc, (b + 1) * nb * len + PREFETCH_ELEMS, nb * len);
+            // (long runs: the hardware's prefetcher does better alone)
+            if nb > 1 {
+                prefetch(xc, (b + 1) * nb * len + PREFETCH_ELEMS, nb * len);
+            }
             if runs.centred {
                 for (mu, xr) in mb.iter_mut().zip(xb.chunks_exact(len)) {
                     *mu = run_sum(xr);
@@ -344,9 +347,11 @@ super::avx2_fn! {
             }
             let rows = ob.chunks_exact_mut(len).zip(xb.chunks_exact(len));
             for (i, ((orun, xrun), (&mu, &is))) in rows.zip(mb.iter().zip(ib.iter())).enumerate() {
-                forward_run(runs, first + b * nb + i, xrun, mu, is, gamma, beta, orun);
+                finite &= forward_run(runs, first + b * nb + i, xrun, mu, is, gamma, beta, orun);
             }
-            finite &= all_finite(ob);
+            if !runs.elementwise {
+                finite &= all_finite(ob);
+            }
         }
         finite
     }
@@ -407,7 +412,9 @@ fn batch_layer(gamma: ArrayView1<'_, f64>, eps: f64) -> BatchNorm {
     bn
 }
 
-/// `out = gamma[a] * (x - mean) * invstd + beta[a]` over run `r`.
+/// `out = gamma[a] * (x - mean) * invstd + beta[a]` over run `r`; with
+/// gamma per element (long runs), whether every result is finite (the
+/// caller checks the others' outputs per block).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn forward_run<T: HostFloat>(
@@ -419,10 +426,12 @@ fn forward_run<T: HostFloat>(
     gamma: &[f64],
     beta: &[f64],
     out: &mut [T],
-) {
+) -> bool {
+    let mut finite = true;
     if runs.elementwise {
         for (((o, &v), &g), &b) in out.iter_mut().zip(x).zip(gamma).zip(beta) {
             *o = T::from_f64(g * ((v.to_f64() - mean) * invstd) + b);
+            finite &= o.to_f64().is_finite();
         }
     } else {
         let c0 = runs.first_channel(r);
@@ -432,6 +441,7 @@ fn forward_run<T: HostFloat>(
             affine_block(xb, ob, mean, g * invstd, b);
         }
     }
+    finite
 }
 
 /// Backward pass in closed form, as [`crate::cpu::norm::norm_backward`]:
@@ -568,12 +578,14 @@ super::avx2_fn! {
                 };
                 if runs.elementwise {
                     let (grads, scratch) = ((&mut dgamma[..], &mut dbeta[..]), &mut scratch[..]);
-                    backward_elementwise(runs, &run, xrun, drun, gamma, orun, grads, scratch);
+                    finite &= backward_elementwise(runs, &run, xrun, drun, gamma, orun, grads, scratch);
                 } else {
                     backward_channels(runs, &run, xrun, drun, gamma, orun, &mut dgamma, &mut dbeta);
                 }
             }
-            finite &= all_finite(ob);
+            if !runs.elementwise {
+                finite &= all_finite(ob);
+            }
         }
         (finite, dgamma, dbeta)
     }
@@ -590,7 +602,8 @@ struct Run {
 /// `dy * xhat` and `dy` added into `dgamma` and `dbeta`, each element's
 /// `g = dy * gamma` and `g * xhat` into `scratch` (two runs long) in the same
 /// loop (elementwise, so it vectorizes as a whole), their sums `sum(g)`,
-/// `sum(g * xhat)` in lanes, then `dx` into `out`.
+/// `sum(g * xhat)` in lanes, then `dx` into `out`; whether every `dx` is
+/// finite.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn backward_elementwise<T: HostFloat>(
@@ -602,7 +615,7 @@ fn backward_elementwise<T: HostFloat>(
     out: &mut [T],
     (dgamma, dbeta): (&mut [f64], &mut [f64]),
     scratch: &mut [f64],
-) {
+) -> bool {
     let (mean, invstd) = (run.mean, run.invstd);
     let (sg, sgx) = scratch.split_at_mut(runs.len);
     let grads = dgamma.iter_mut().zip(dbeta.iter_mut());
@@ -622,9 +635,12 @@ fn backward_elementwise<T: HostFloat>(
     //    = (invstd * gamma) * dy + (c * (x - mean) + b)
     let k = invstd / runs.len as f64;
     let (b, c) = (-k * sum_g, -k * sum_gx * invstd);
+    let mut finite = true;
     for (((o, &v), &d), &g) in out.iter_mut().zip(x).zip(dy).zip(gamma) {
         *o = T::from_f64((invstd * g) * d.to_f64() + (c * (v.to_f64() - mean) + b));
+        finite &= o.to_f64().is_finite();
     }
+    finite
 }
 
 /// The backward pass over one run whose gamma is per channel block of `S`
