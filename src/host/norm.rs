@@ -255,6 +255,8 @@ fn prefetch<T>(s: &[T], from: usize, len: usize) {
 /// and NaN for an infinite or NaN one, summed in 32 lanes of `T` (vector
 /// adds, no mask to pack per element), in cache.
 #[inline(always)]
+// `v - v` is meant: 0 or NaN, as the comment above says
+#[allow(clippy::eq_op)]
 fn all_finite<T: HostFloat>(s: &[T]) -> bool {
     let mut acc = [T::default(); 32];
     let mut chunks = s.chunks_exact(32);
