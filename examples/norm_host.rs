@@ -12,6 +12,9 @@
 //!
 //! Prints one line per op: `op median_s min_s` (the median and minimum of
 //! `reps` runs after one warm-up). Threads: rayon's (`RAYON_NUM_THREADS`).
+//! With `--cpu` (Unix), the times are the process's CPU time (user + system,
+//! all threads) instead of wall time: steadier than wall time on a machine
+//! that other work keeps busy.
 
 use std::time::Instant;
 
@@ -27,13 +30,37 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-fn time(reps: usize, mut f: impl FnMut() -> gpuprep::Result<()>) -> gpuprep::Result<(f64, f64)> {
+/// The process's CPU time so far (user + system, all threads), in seconds.
+#[cfg(unix)]
+fn cpu_seconds() -> f64 {
+    // SAFETY: an all-zero rusage is a valid value of the plain C struct, and
+    // getrusage only writes the struct it is given.
+    let u = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(u.ru_utime) + secs(u.ru_stime)
+}
+
+#[cfg(not(unix))]
+fn cpu_seconds() -> f64 {
+    eprintln!("--cpu needs a Unix system");
+    std::process::exit(2);
+}
+
+fn time(reps: usize, cpu: bool, mut f: impl FnMut() -> gpuprep::Result<()>) -> gpuprep::Result<(f64, f64)> {
     f()?;
     let mut t = Vec::new();
-    for _ in 0..reps {
-        let s = Instant::now();
+    for _ in 0..reps.max(1) {
+        let (s, c) = (Instant::now(), if cpu { cpu_seconds() } else { 0.0 });
         f()?;
-        t.push(s.elapsed().as_secs_f64());
+        t.push(if cpu {
+            cpu_seconds() - c
+        } else {
+            s.elapsed().as_secs_f64()
+        });
     }
     t.sort_by(|a, b| a.total_cmp(b));
     Ok((t[t.len() / 2], t[0]))
@@ -50,6 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let d: usize = arg(&args, "--d", 256);
     let offset: f32 = arg(&args, "--offset", 100.0);
     let reps: usize = arg(&args, "--reps", 7);
+    let cpu = args.iter().any(|a| a == "--cpu");
     let ops: String = arg(&args, "--ops", "bn_fwd,bn_bwd,ln_fwd,ln_bwd".to_string());
     let read = |name: &str| -> gpuprep::Result<Option<Array2<f32>>> {
         match args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)) {
@@ -88,8 +116,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     for op in ops.split(',') {
         let (med, min) = match op {
-            "bn_fwd" => time(reps, || bn.forward_train(x.view()).map(drop))?,
-            "bn_bwd" => time(reps, || bn.backward(x.view(), dy.view(), &saved).map(drop))?,
+            "bn_fwd" => time(reps, cpu, || bn.forward_train(x.view()).map(drop))?,
+            "bn_bwd" => time(reps, cpu, || bn.backward(x.view(), dy.view(), &saved).map(drop))?,
             _ => {
                 let Some((name, dir)) = op.split_once('_') else {
                     unknown(op)
@@ -108,10 +136,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 };
                 let (_, st) = host::norm_forward(kind, x3v, g.view(), b.view(), 1e-5)?;
                 match dir {
-                    "fwd" => time(reps, || {
+                    "fwd" => time(reps, cpu, || {
                         host::norm_forward(kind, x3v, g.view(), b.view(), 1e-5).map(drop)
                     })?,
-                    "bwd" => time(reps, || {
+                    "bwd" => time(reps, cpu, || {
                         host::norm_backward(kind, x3v, dy3v, g.view(), st.mean.view(), st.invstd.view())
                             .map(drop)
                     })?,

@@ -1293,6 +1293,28 @@ fn norms_match_the_twin() {
     assert_eq!((y1, s1), (y2, s2));
 }
 
+/// Short runs (instance and group norm over small planes) go through the
+/// host's blocks of runs and its eight-, four- and one-lane steps: every run
+/// length from 2 (training needs two) to 17, run counts that do not fill a
+/// block, and more runs than one task holds.
+#[test]
+fn norms_short_runs_match_the_twin() {
+    use gpuprep::NormKind;
+    for l in 2..=17usize {
+        let seed = 700 + 3 * l as u64;
+        for dims in [vec![3, 5, l], vec![1, 1, l]] {
+            check_norm(NormKind::Instance, &dims, 0.0, seed, false);
+            check_norm(NormKind::Instance, &dims, 1e4, seed, false);
+            check_norm(NormKind::Instance, &dims, 1e4, seed, true);
+        }
+    }
+    // more than one task (65,536 elements), runs of 16 and of 4
+    check_norm(NormKind::Instance, &[611, 7, 16], 1e4, 760, false);
+    check_norm(NormKind::Instance, &[2411, 7, 4], 1e4, 761, false);
+    check_norm(NormKind::Group { groups: 3 }, &[713, 6, 3], 1e4, 762, false);
+    check_norm(NormKind::Group { groups: 2 }, &[5, 4, 5], 1e4, 763, true);
+}
+
 #[test]
 fn norms_refuse_bad_input_and_overflow() {
     use gpuprep::NormKind;

@@ -21,7 +21,7 @@ use std::borrow::Cow;
 use ndarray::{Array, Array1, ArrayView, ArrayView1, Dimension};
 use rayon::prelude::*;
 
-use super::batchnorm::{check_overflow, plane_two_pass, BatchNorm, BatchNormGrads};
+use super::batchnorm::{check_overflow, BatchNorm, BatchNormGrads};
 use super::{first_non_finite, new_output, rows_for, HostFloat};
 use crate::error::{Error, Result};
 use crate::model::norm::{backward_plan, forward_plan, NormKind, NormPlan, NormSummary, RunningStatsConfig};
@@ -122,15 +122,22 @@ pub fn norm_forward<T: HostFloat, D: Dimension>(
     let runs = Runs::new(&plan);
     let data = standard(&x);
     let (gamma, beta) = (gamma.to_vec(), beta.to_vec());
-    let m = runs.len as f64;
     let mut y = new_output::<T>(shape.n, shape.features());
     let out = y
         .as_slice_mut()
         .ok_or_else(|| Error::invalid(OP, "the output is not contiguous"))?;
-    let (moments, finite) = forward_runs(&runs, &data, out, &gamma, &beta, eps);
-    let (mean, var): (Vec<f64>, Vec<f64>) = moments.into_iter().map(|(mu, q)| (mu, q / m)).unzip();
-    let (mean, var) = (Array1::from(mean), Array1::from(var));
-    let invstd = var.mapv(|v| 1.0 / (v + eps).sqrt());
+    let groups = data.len() / runs.len.max(1);
+    let (mut mean, mut var, mut invstd) = (stats_output(groups), stats_output(groups), stats_output(groups));
+    let finite = forward_runs(
+        &runs,
+        &data,
+        out,
+        &gamma,
+        &beta,
+        eps,
+        [&mut mean, &mut var, &mut invstd],
+    );
+    let (mean, var, invstd) = (Array1::from(mean), Array1::from(var), Array1::from(invstd));
     let (mean_s, invstd_s) = (mean.as_slice().unwrap_or(&[]), invstd.as_slice().unwrap_or(&[]));
     if !finite {
         check_overflow(
@@ -147,11 +154,129 @@ pub fn norm_forward<T: HostFloat, D: Dimension>(
     Ok((y, NormSummary { mean, var, invstd }))
 }
 
+/// Runs per block inside a task: their means, variances and inverse standard
+/// deviations are divided and square-rooted together, in vector registers,
+/// and their outputs checked for finiteness together.
+const BLOCK: usize = 8;
+
+/// Elements per block of runs: short runs go [`BLOCK`] at a time, long ones
+/// (whose per-run work is small beside their elements') one at a time.
+const BLOCK_ELEMS: usize = 128;
+
+/// Runs per block for runs of `len` elements.
+fn block_runs(len: usize) -> usize {
+    (BLOCK_ELEMS / len.max(1)).clamp(1, BLOCK)
+}
+
+/// A new statistics vector of `len` zeros whose pages are not touched yet
+/// (as [`new_output`]: huge pages where large).
+fn stats_output(len: usize) -> Vec<f64> {
+    new_output::<f64>(1, len).into_raw_vec_and_offset().0
+}
+
+/// Four f64 lanes (one AVX2 register): the loops over a run step by four
+/// elements in these (by eight, in two, where they sum), then one by one, so
+/// short runs (instance norm's planes) vectorize as well as long ones. Each
+/// lane is plain f64 arithmetic, so the AVX2 copy and the baseline one give
+/// the same results.
+#[derive(Clone, Copy)]
+struct F4([f64; 4]);
+
+impl F4 {
+    #[inline(always)]
+    fn splat(v: f64) -> Self {
+        F4([v; 4])
+    }
+    /// The first four elements of `s`, widened.
+    #[inline(always)]
+    fn load<T: HostFloat>(s: &[T]) -> Self {
+        F4([s[0].to_f64(), s[1].to_f64(), s[2].to_f64(), s[3].to_f64()])
+    }
+    /// Rounds into the first four elements of `out`.
+    #[inline(always)]
+    fn store<T: HostFloat>(self, out: &mut [T]) {
+        let o = &mut out[..4];
+        o[0] = T::from_f64(self.0[0]);
+        o[1] = T::from_f64(self.0[1]);
+        o[2] = T::from_f64(self.0[2]);
+        o[3] = T::from_f64(self.0[3]);
+    }
+    /// The sum of the lanes, in lane order.
+    #[inline(always)]
+    fn total(self) -> f64 {
+        self.0.iter().sum()
+    }
+}
+
+macro_rules! f4_op {
+    ($tr:ident, $f:ident, $op:tt) => {
+        impl std::ops::$tr for F4 {
+            type Output = F4;
+            #[inline(always)]
+            fn $f(self, o: F4) -> F4 {
+                let (a, b) = (self.0, o.0);
+                F4([a[0] $op b[0], a[1] $op b[1], a[2] $op b[2], a[3] $op b[3]])
+            }
+        }
+    };
+}
+f4_op!(Add, add, +);
+f4_op!(Sub, sub, -);
+f4_op!(Mul, mul, *);
+
+/// How far ahead of the block in hand the tasks ask for their input
+/// (elements).
+const PREFETCH_ELEMS: usize = 2048;
+
+/// Asks the cache for `s[from..from + len]` (what lies inside `s`), one
+/// request per 64-byte line.
+#[inline(always)]
+fn prefetch<T>(s: &[T], from: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let step = (64 / std::mem::size_of::<T>().max(1)).max(1);
+        let end = (from + len).min(s.len());
+        let mut i = from;
+        while i < end {
+            // SAFETY: `i < s.len()`: the pointer lies inside `s`; a prefetch
+            // reads nothing and changes no state the program sees.
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                _mm_prefetch::<_MM_HINT_T0>(s.as_ptr().add(i).cast::<i8>());
+            }
+            i += step;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (s, from, len);
+}
+
+/// Whether every element of `s` is finite: `v - v` is 0 for a finite `v`
+/// and NaN for an infinite or NaN one, summed in 32 lanes of `T` (vector
+/// adds, no mask to pack per element), in cache.
+#[inline(always)]
+// `v - v` is meant: 0 or NaN, as the comment above says
+#[allow(clippy::eq_op)]
+fn all_finite<T: HostFloat>(s: &[T]) -> bool {
+    let mut acc = [T::default(); 32];
+    let mut chunks = s.chunks_exact(32);
+    for ch in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(ch) {
+            *a += v - v;
+        }
+    }
+    let rest = chunks
+        .remainder()
+        .iter()
+        .fold(true, |ok, v| ok & v.to_f64().is_finite());
+    rest && acc.iter().all(|a| a.to_f64() == 0.0)
+}
+
 /// The forward of every run of `data` into `out`, the runs split between
 /// tasks: one read of x from memory, each run's statistics (two passes over
-/// the run while it is in cache), then its output at once. Returns each
-/// run's `(mean, sum of squared deviations)` in run order, and whether every
-/// output was finite.
+/// the run while it is in cache), then its output at once. Each run's mean,
+/// variance and inverse standard deviation go into `stats`, in run order.
+/// Returns whether every output was finite.
 fn forward_runs<T: HostFloat>(
     runs: &Runs,
     data: &[T],
@@ -159,20 +284,26 @@ fn forward_runs<T: HostFloat>(
     gamma: &[f64],
     beta: &[f64],
     eps: f64,
-) -> (Vec<(f64, f64)>, bool) {
-    let task = runs.per_task() * runs.len;
-    let per_task: Vec<(Vec<(f64, f64)>, bool)> = out
-        .par_chunks_mut(task)
+    [mean, var, invstd]: [&mut [f64]; 3],
+) -> bool {
+    let per_task = runs.per_task();
+    let task = per_task * runs.len;
+    out.par_chunks_mut(task)
         .zip(data.par_chunks(task))
+        .zip(mean.par_chunks_mut(per_task))
+        .zip(var.par_chunks_mut(per_task))
+        .zip(invstd.par_chunks_mut(per_task))
         .enumerate()
-        .map(|(t, (o, xc))| forward_task(runs, t * runs.per_task(), xc, o, gamma, beta, eps))
-        .collect();
-    let finite = per_task.iter().all(|(_, f)| *f);
-    (per_task.into_iter().flat_map(|(s, _)| s).collect(), finite)
+        .map(|(t, ((((o, xc), mu), va), is))| {
+            forward_task(runs, t * per_task, xc, o, gamma, beta, eps, mu, va, is)
+        })
+        .reduce(|| true, |a, b| a & b)
 }
 
 super::avx2_fn! {
-    /// [`forward_runs`]'s work on one task's runs (the first is run `first`).
+    /// [`forward_runs`]'s work on one task's runs (the first is run `first`),
+    /// in blocks of [`BLOCK`] runs: their sums, means, squared deviations,
+    /// variances and inverse standard deviations, then their outputs.
     fn forward_task<T: HostFloat>(
         runs: &Runs,
         first: usize,
@@ -181,42 +312,97 @@ super::avx2_fn! {
         gamma: &[f64],
         beta: &[f64],
         eps: f64,
-    ) -> (Vec<(f64, f64)>, bool) {
-        let m = runs.len as f64;
+        mean: &mut [f64],
+        var: &mut [f64],
+        invstd: &mut [f64],
+    ) -> bool {
+        let len = runs.len;
+        let m = len as f64;
         let mut finite = true;
-        let mut stats = Vec::with_capacity(xc.len() / runs.len);
-        for (i, (orun, xrun)) in o
-            .chunks_exact_mut(runs.len)
-            .zip(xc.chunks_exact(runs.len))
-            .enumerate()
-        {
-            let (mu, q) = if runs.centred {
-                plane_two_pass(xrun)
-            } else {
-                (0.0, sum_squares(xrun))
-            };
-            let invstd = 1.0 / (q / m + eps).sqrt();
-            finite &= forward_run(runs, first + i, xrun, mu, invstd, gamma, beta, orun);
-            stats.push((mu, q));
+        let nb = block_runs(len);
+        let blocks = o
+            .chunks_mut(nb * len)
+            .zip(xc.chunks(nb * len))
+            .zip(mean.chunks_mut(nb))
+            .zip(var.chunks_mut(nb))
+            .zip(invstd.chunks_mut(nb));
+        for (b, ((((ob, xb), mb), vb), ib)) in blocks.enumerate() {
+            // (long runs: the hardware's prefetcher does better alone)
+            if nb > 1 {
+                prefetch(xc, (b + 1) * nb * len + PREFETCH_ELEMS, nb * len);
+            }
+            if runs.centred {
+                for (mu, xr) in mb.iter_mut().zip(xb.chunks_exact(len)) {
+                    *mu = run_sum(xr);
+                }
+                for mu in mb.iter_mut() {
+                    *mu /= m;
+                }
+            }
+            // RMS norm's "mean" stays 0: its deviations are the values
+            for ((q, &mu), xr) in vb.iter_mut().zip(mb.iter()).zip(xb.chunks_exact(len)) {
+                *q = run_squared_deviations(xr, mu);
+            }
+            for (q, is) in vb.iter_mut().zip(ib.iter_mut()) {
+                *q /= m;
+                *is = 1.0 / (*q + eps).sqrt();
+            }
+            let rows = ob.chunks_exact_mut(len).zip(xb.chunks_exact(len));
+            for (i, ((orun, xrun), (&mu, &is))) in rows.zip(mb.iter().zip(ib.iter())).enumerate() {
+                finite &= forward_run(runs, first + b * nb + i, xrun, mu, is, gamma, beta, orun);
+            }
+            if !runs.elementwise {
+                finite &= all_finite(ob);
+            }
         }
-        (stats, finite)
+        finite
     }
 }
 
-/// `sum x^2` in f64 over a run (RMS norm's statistic), in eight lanes.
+/// `sum x` in f64 over a run, in eight lanes (then four, then one).
 #[inline(always)]
-fn sum_squares<T: HostFloat>(run: &[T]) -> f64 {
-    const LANES: usize = 8;
-    let mut acc = [0.0f64; LANES];
-    let mut chunks = run.chunks_exact(LANES);
-    for ch in &mut chunks {
+fn run_sum<T: HostFloat>(run: &[T]) -> f64 {
+    lane_sum(run, |v| v)
+}
+
+/// `sum (x - mean)^2` in f64 over a run, in eight lanes (then four, then one).
+#[inline(always)]
+fn run_squared_deviations<T: HostFloat>(run: &[T], mean: f64) -> f64 {
+    lane_sum(run, |v| (v - mean) * (v - mean))
+}
+
+/// `sum f(x)` in f64 over a run, in eight lanes (then four, then one); the
+/// lanes added as [`F4::total`] of the two halves' sum.
+#[inline(always)]
+fn lane_sum<T: HostFloat>(run: &[T], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let mut eights = run.chunks_exact(8);
+    for ch in &mut eights {
         for (a, v) in acc.iter_mut().zip(ch) {
-            let v = v.to_f64();
-            *a += v * v;
+            *a += f(v.to_f64());
         }
     }
-    let rest: f64 = chunks.remainder().iter().map(|v| v.to_f64().powi(2)).sum();
-    acc.iter().sum::<f64>() + rest
+    let mut total = acc.iter().sum::<f64>();
+    let mut fours = eights.remainder().chunks_exact(4);
+    if let Some(ch) = fours.next() {
+        let q: [f64; 4] = std::array::from_fn(|l| f(ch[l].to_f64()));
+        total += q.iter().sum::<f64>();
+    }
+    total + fours.remainder().iter().map(|v| f(v.to_f64())).sum::<f64>()
+}
+
+/// `out = (x - shift) * mul + add` over a block.
+#[inline(always)]
+fn affine_block<T: HostFloat>(x: &[T], out: &mut [T], shift: f64, mul: f64, add: f64) {
+    let (sh, mu, ad) = (F4::splat(shift), F4::splat(mul), F4::splat(add));
+    let mut os = out.chunks_exact_mut(4);
+    let mut xs = x.chunks_exact(4);
+    for (ob, xb) in (&mut os).zip(&mut xs) {
+        ((F4::load(xb) - sh) * mu + ad).store(ob);
+    }
+    for (o, &v) in os.into_remainder().iter_mut().zip(xs.remainder()) {
+        *o = T::from_f64((v.to_f64() - shift) * mul + add);
+    }
 }
 
 /// A batch norm layer carrying `gamma` and `eps` (its running statistics
@@ -228,8 +414,9 @@ fn batch_layer(gamma: ArrayView1<'_, f64>, eps: f64) -> BatchNorm {
     bn
 }
 
-/// `out = gamma[a] * (x - mean) * invstd + beta[a]` over run `r`; whether
-/// every result is finite.
+/// `out = gamma[a] * (x - mean) * invstd + beta[a]` over run `r`; with
+/// gamma per element (long runs), whether every result is finite (the
+/// caller checks the others' outputs per block).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn forward_run<T: HostFloat>(
@@ -250,16 +437,10 @@ fn forward_run<T: HostFloat>(
         }
     } else {
         let c0 = runs.first_channel(r);
-        for (k, (ob, xb)) in out
-            .chunks_exact_mut(runs.s)
-            .zip(x.chunks_exact(runs.s))
-            .enumerate()
-        {
+        let blocks = out.chunks_exact_mut(runs.s).zip(x.chunks_exact(runs.s));
+        for (k, (ob, xb)) in blocks.enumerate() {
             let (g, b) = (gamma[c0 + k], beta[c0 + k]);
-            for (o, &v) in ob.iter_mut().zip(xb) {
-                *o = T::from_f64(g * ((v.to_f64() - mean) * invstd) + b);
-                finite &= o.to_f64().is_finite();
-            }
+            affine_block(xb, ob, mean, g * invstd, b);
         }
     }
     finite
@@ -297,7 +478,7 @@ pub fn norm_backward<T: HostFloat, D: Dimension>(
     }
     let runs = Runs::new(&plan);
     let (xd, dd) = (standard(&x), standard(&dy));
-    let (gamma, mean, invstd) = (gamma.to_vec(), mean.to_vec(), invstd.to_vec());
+    let (gamma, mean, invstd) = (gamma.to_vec(), standard(&mean), standard(&invstd));
     let affine_len = plan.affine_len;
     let mut dx = new_output::<T>(shape.n, shape.features());
     let out = dx
@@ -330,24 +511,16 @@ fn backward_runs<T: HostFloat>(
     [gamma, mean, invstd]: [&[f64]; 3],
     affine_len: usize,
 ) -> (bool, Array1<f64>, Array1<f64>) {
-    let task = runs.per_task() * runs.len;
+    let per_task = runs.per_task();
+    let task = per_task * runs.len;
     // Per task: dx of its runs, and its share of dgamma and dbeta.
     let parts: Vec<(bool, Vec<f64>, Vec<f64>)> = out
         .par_chunks_mut(task)
         .zip(xd.par_chunks(task).zip(dd.par_chunks(task)))
+        .zip(mean.par_chunks(per_task).zip(invstd.par_chunks(per_task)))
         .enumerate()
-        .map(|(t, (o, (xc, dc)))| {
-            backward_task(
-                runs,
-                t * runs.per_task(),
-                xc,
-                dc,
-                o,
-                gamma,
-                mean,
-                invstd,
-                affine_len,
-            )
+        .map(|(t, ((o, (xc, dc)), (mu, is)))| {
+            backward_task(runs, t * per_task, xc, dc, o, gamma, mu, is, affine_len)
         })
         .collect();
     let mut dgamma = Array1::<f64>::zeros(affine_len);
@@ -365,7 +538,8 @@ fn backward_runs<T: HostFloat>(
 
 super::avx2_fn! {
     /// [`backward_runs`]'s work on one task's runs (the first is run
-    /// `first`): their dx, and the task's share of dgamma and dbeta.
+    /// `first`; `mean` and `invstd` are the task's): their dx, and the
+    /// task's share of dgamma and dbeta.
     fn backward_task<T: HostFloat>(
         runs: &Runs,
         first: usize,
@@ -377,21 +551,43 @@ super::avx2_fn! {
         invstd: &[f64],
         affine_len: usize,
     ) -> (bool, Vec<f64>, Vec<f64>) {
+        let len = runs.len;
         let mut finite = true;
         let mut dgamma = vec![0.0; affine_len];
         let mut dbeta = vec![0.0; affine_len];
-        let chunks = o
-            .chunks_exact_mut(runs.len)
-            .zip(xc.chunks_exact(runs.len))
-            .zip(dc.chunks_exact(runs.len));
-        for (i, ((orun, xrun), drun)) in chunks.enumerate() {
-            let r = first + i;
-            let run = Run {
-                r,
-                mean: mean[r],
-                invstd: invstd[r],
-            };
-            finite &= backward_run(runs, &run, xrun, drun, gamma, orun, &mut dgamma, &mut dbeta);
+        // layer norm: each element's g and g * xhat, summed after
+        let mut scratch = vec![0.0; if runs.elementwise { 2 * len } else { 0 }];
+        let nb = block_runs(len);
+        let blocks = o
+            .chunks_mut(nb * len)
+            .zip(xc.chunks(nb * len))
+            .zip(dc.chunks(nb * len))
+            .zip(mean.chunks(nb).zip(invstd.chunks(nb)));
+        for (b, (((ob, xb), db), (mb, ib))) in blocks.enumerate() {
+            let ahead = (b + 1) * nb * len + PREFETCH_ELEMS;
+            prefetch(xc, ahead, nb * len);
+            prefetch(dc, ahead, nb * len);
+            let rows = ob
+                .chunks_exact_mut(len)
+                .zip(xb.chunks_exact(len))
+                .zip(db.chunks_exact(len))
+                .zip(mb.iter().zip(ib));
+            for (i, (((orun, xrun), drun), (&mean, &invstd))) in rows.enumerate() {
+                let run = Run {
+                    r: first + b * nb + i,
+                    mean,
+                    invstd,
+                };
+                if runs.elementwise {
+                    let (grads, scratch) = ((&mut dgamma[..], &mut dbeta[..]), &mut scratch[..]);
+                    finite &= backward_elementwise(runs, &run, xrun, drun, gamma, orun, grads, scratch);
+                } else {
+                    backward_channels(runs, &run, xrun, drun, gamma, orun, &mut dgamma, &mut dbeta);
+                }
+            }
+            if !runs.elementwise {
+                finite &= all_finite(ob);
+            }
         }
         (finite, dgamma, dbeta)
     }
@@ -404,12 +600,58 @@ struct Run {
     invstd: f64,
 }
 
-/// The backward pass over one run: its sums `sum(g)`, `sum(g * xhat)`, then
-/// `dx` into `out`, and `dy * xhat`, `dy` added into `dgamma`, `dbeta`;
-/// whether every `dx` is finite.
+/// The backward pass over one run whose gamma is per element (layer norm):
+/// `dy * xhat` and `dy` added into `dgamma` and `dbeta`, each element's
+/// `g = dy * gamma` and `g * xhat` into `scratch` (two runs long) in the same
+/// loop (elementwise, so it vectorizes as a whole), their sums `sum(g)`,
+/// `sum(g * xhat)` in lanes, then `dx` into `out`; whether every `dx` is
+/// finite.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn backward_run<T: HostFloat>(
+fn backward_elementwise<T: HostFloat>(
+    runs: &Runs,
+    run: &Run,
+    x: &[T],
+    dy: &[T],
+    gamma: &[f64],
+    out: &mut [T],
+    (dgamma, dbeta): (&mut [f64], &mut [f64]),
+    scratch: &mut [f64],
+) -> bool {
+    let (mean, invstd) = (run.mean, run.invstd);
+    let (sg, sgx) = scratch.split_at_mut(runs.len);
+    let grads = dgamma.iter_mut().zip(dbeta.iter_mut());
+    let terms = sg.iter_mut().zip(sgx.iter_mut());
+    for ((((&v, &d), &g), (dg, db)), (tg, tgx)) in x.iter().zip(dy).zip(gamma).zip(grads).zip(terms) {
+        let (xh, d) = ((v.to_f64() - mean) * invstd, d.to_f64());
+        let ge = d * g;
+        *tg = ge;
+        *tgx = ge * xh;
+        *dg += d * xh;
+        *db += d;
+    }
+    // RMS norm has no mean, so no gradient through one: its sum(g) term is 0.
+    let sum_g = if runs.centred { lane_sum(sg, |v| v) } else { 0.0 };
+    let sum_gx = lane_sum(sgx, |v| v);
+    // dx = invstd / M * (M * g - sum(g) - xhat * sum(g * xhat))
+    //    = (invstd * gamma) * dy + (c * (x - mean) + b)
+    let k = invstd / runs.len as f64;
+    let (b, c) = (-k * sum_g, -k * sum_gx * invstd);
+    let mut finite = true;
+    for (((o, &v), &d), &g) in out.iter_mut().zip(x).zip(dy).zip(gamma) {
+        *o = T::from_f64((invstd * g) * d.to_f64() + (c * (v.to_f64() - mean) + b));
+        finite &= o.to_f64().is_finite();
+    }
+    finite
+}
+
+/// The backward pass over one run whose gamma is per channel block of `S`
+/// elements (instance, group norm): per block `sum(dy)` and
+/// `sum(dy * xhat)`, added into `dgamma`, `dbeta` and (times gamma) into the
+/// run's sums, then `dx` into `out`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn backward_channels<T: HostFloat>(
     runs: &Runs,
     run: &Run,
     x: &[T],
@@ -418,64 +660,77 @@ fn backward_run<T: HostFloat>(
     out: &mut [T],
     dgamma: &mut [f64],
     dbeta: &mut [f64],
-) -> bool {
+) {
     let (mu, is) = (run.mean, run.invstd);
-    let m = runs.len as f64;
+    let c0 = runs.first_channel(run.r);
     let (mut sum_g, mut sum_gx) = (0.0, 0.0);
-    let mut finite = true;
-    // RMS norm has no mean, so no gradient through one: its sum(g) term is 0.
-    let centred = if runs.centred { 1.0 } else { 0.0 };
-    if runs.elementwise {
-        for ((((&v, &d), &g), dg), db) in x
-            .iter()
-            .zip(dy)
-            .zip(gamma)
-            .zip(dgamma.iter_mut())
-            .zip(dbeta.iter_mut())
-        {
-            let (xh, d) = ((v.to_f64() - mu) * is, d.to_f64());
-            let ge = d * g;
-            sum_g += ge;
-            sum_gx += ge * xh;
-            *dg += d * xh;
-            *db += d;
-        }
-        let k = is / m;
-        sum_g *= centred;
-        for (((o, &v), &d), &g) in out.iter_mut().zip(x).zip(dy).zip(gamma) {
-            let xh = (v.to_f64() - mu) * is;
-            *o = T::from_f64(k * (m * d.to_f64() * g - sum_g - xh * sum_gx));
-            finite &= o.to_f64().is_finite();
-        }
-    } else {
-        let c0 = runs.first_channel(run.r);
-        for (k, (xb, db)) in x.chunks_exact(runs.s).zip(dy.chunks_exact(runs.s)).enumerate() {
-            let g = gamma[c0 + k];
-            let (mut sd, mut sdx) = (0.0, 0.0);
-            for (&v, &d) in xb.iter().zip(db) {
-                let (xh, d) = ((v.to_f64() - mu) * is, d.to_f64());
-                sd += d;
-                sdx += d * xh;
-            }
-            sum_g += sd * g;
-            sum_gx += sdx * g;
-            dgamma[c0 + k] += sdx;
-            dbeta[c0 + k] += sd;
-        }
-        let kk = is / m;
-        sum_g *= centred;
-        let blocks = out
-            .chunks_exact_mut(runs.s)
-            .zip(x.chunks_exact(runs.s))
-            .zip(dy.chunks_exact(runs.s));
-        for (k, ((ob, xb), db)) in blocks.enumerate() {
-            let g = gamma[c0 + k];
-            for ((o, &v), &d) in ob.iter_mut().zip(xb).zip(db) {
-                let xh = (v.to_f64() - mu) * is;
-                *o = T::from_f64(kk * (m * d.to_f64() * g - sum_g - xh * sum_gx));
-                finite &= o.to_f64().is_finite();
-            }
-        }
+    for (k, (xb, db)) in x.chunks_exact(runs.s).zip(dy.chunks_exact(runs.s)).enumerate() {
+        let g = gamma[c0 + k];
+        let (sd, sdm) = block_sums(xb, db, mu);
+        let sdx = sdm * is;
+        sum_g += sd * g;
+        sum_gx += sdx * g;
+        dgamma[c0 + k] += sdx;
+        dbeta[c0 + k] += sd;
     }
-    finite
+    // RMS norm has no mean, so no gradient through one: its sum(g) term is 0.
+    if !runs.centred {
+        sum_g = 0.0;
+    }
+    // dx = invstd / M * (M * g - sum(g) - xhat * sum(g * xhat))
+    //    = (invstd * gamma) * dy + (c * (x - mean) + b)
+    let k = is / runs.len as f64;
+    let (b, c) = (-k * sum_g, -k * sum_gx * is);
+    let blocks = out
+        .chunks_exact_mut(runs.s)
+        .zip(x.chunks_exact(runs.s))
+        .zip(dy.chunks_exact(runs.s));
+    for (j, ((ob, xb), db)) in blocks.enumerate() {
+        dx_block(xb, db, ob, mu, is * gamma[c0 + j], c, b);
+    }
+}
+
+/// `(sum dy, sum dy * (x - mean))` in f64 over a block, in eight lanes
+/// (then four, then one).
+#[inline(always)]
+fn block_sums<T: HostFloat>(x: &[T], dy: &[T], mean: f64) -> (f64, f64) {
+    let mu = F4::splat(mean);
+    let z = F4::splat(0.0);
+    let (mut sa, mut sb, mut pa, mut pb) = (z, z, z, z);
+    let (mut xs, mut ds) = (x.chunks_exact(8), dy.chunks_exact(8));
+    for (xb, db) in (&mut xs).zip(&mut ds) {
+        let (d0, d1) = (F4::load(db), F4::load(&db[4..]));
+        sa = sa + d0;
+        sb = sb + d1;
+        pa = pa + d0 * (F4::load(xb) - mu);
+        pb = pb + d1 * (F4::load(&xb[4..]) - mu);
+    }
+    let (mut xq, mut dq) = (xs.remainder().chunks_exact(4), ds.remainder().chunks_exact(4));
+    for (xb, db) in (&mut xq).zip(&mut dq) {
+        let d = F4::load(db);
+        sa = sa + d;
+        pa = pa + d * (F4::load(xb) - mu);
+    }
+    let (mut rs, mut rp) = (0.0, 0.0);
+    for (&v, &d) in xq.remainder().iter().zip(dq.remainder()) {
+        let d = d.to_f64();
+        rs += d;
+        rp += d * (v.to_f64() - mean);
+    }
+    ((sa + sb).total() + rs, (pa + pb).total() + rp)
+}
+
+/// `out = a * dy + (c * (x - mean) + b)` over a block.
+#[inline(always)]
+fn dx_block<T: HostFloat>(x: &[T], dy: &[T], out: &mut [T], mean: f64, a: f64, c: f64, b: f64) {
+    let (mu, av, cv, bv) = (F4::splat(mean), F4::splat(a), F4::splat(c), F4::splat(b));
+    let mut os = out.chunks_exact_mut(4);
+    let (mut xs, mut ds) = (x.chunks_exact(4), dy.chunks_exact(4));
+    for ((ob, xb), db) in (&mut os).zip(&mut xs).zip(&mut ds) {
+        (av * F4::load(db) + (cv * (F4::load(xb) - mu) + bv)).store(ob);
+    }
+    let rest = os.into_remainder().iter_mut().zip(xs.remainder());
+    for ((o, &v), &d) in rest.zip(ds.remainder()) {
+        *o = T::from_f64(a * d.to_f64() + (c * (v.to_f64() - mean) + b));
+    }
 }
