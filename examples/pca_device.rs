@@ -77,6 +77,34 @@ fn frob(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
     gpuprep::cpu::covariance::frobenius_rel_error(a.view(), b.view())
 }
 
+/// The covariance kernel's work split of the sweeps: `wg` threads along a
+/// tile's side, about `target` workgroups, `kstep` rows a step.
+fn split(wg: u32, target: usize, kstep: u32) -> CovarianceConfig {
+    CovarianceConfig {
+        tile_threads: Some(wg),
+        target_workgroups: Some(target),
+        min_rows_per_slice: 256,
+        rows_per_step: kstep,
+        single_buffer: false,
+    }
+}
+
+/// The seconds of the (ddof 0) covariance of `x` into `cov`, `reps` copies a
+/// submit, with the work split `tuning` (`None`: the one picked by shape).
+fn time_covariance(
+    gpu: &Gpu,
+    reps: usize,
+    x: &GpuMatrix,
+    stats: &ops::ColumnStats,
+    cov: &GpuMatrix,
+    tuning: Option<CovarianceConfig>,
+) -> gpuprep::Result<f64> {
+    let opts = CovarianceOptions { ddof: 0, tuning };
+    time_gpu(gpu, reps, |enc| {
+        encode_covariance_into(gpu, enc, x, &stats.buffer, cov, &opts)
+    })
+}
+
 fn main() -> gpuprep::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     // `--defaults`: no sweeps, only the default work splits.
@@ -136,26 +164,8 @@ fn main() -> gpuprep::Result<()> {
     .into_iter()
     .filter(|_| sweep)
     {
-        let config = CovarianceConfig {
-            tile_threads: Some(wg),
-            target_workgroups: Some(target),
-            min_rows_per_slice: 256,
-            rows_per_step: kstep,
-            single_buffer: false,
-        };
-        let t = time_gpu(&gpu, REPS, |enc| {
-            encode_covariance_into(
-                &gpu,
-                enc,
-                &xg,
-                &stats.buffer,
-                &cov,
-                &CovarianceOptions {
-                    ddof: 0,
-                    tuning: Some(config),
-                },
-            )
-        })?;
+        let config = split(wg, target, kstep);
+        let t = time_covariance(&gpu, REPS, &xg, &stats, &cov, Some(config))?;
         println!(
             "  tile {:>3} target {:>5} kstep {kstep:>2}: {:>8.3} ms  {:>6.1} TFLOP/s  (cuBLAS fp32 2.538 ms: {:.2}x)",
             8 * wg,
@@ -168,16 +178,7 @@ fn main() -> gpuprep::Result<()> {
             best = (t, config);
         }
     }
-    let t_default = time_gpu(&gpu, REPS, |enc| {
-        ops::encode_covariance_into(
-            &gpu,
-            enc,
-            &xg,
-            &stats.buffer,
-            &cov,
-            &ops::CovarianceOptions::ddof(0),
-        )
-    })?;
+    let t_default = time_covariance(&gpu, REPS, &xg, &stats, &cov, None)?;
     println!("  default config: {:.3} ms; best {:?}", t_default * 1e3, best.1);
 
     // Accuracy against the f64 twin, offset 1e4 + uniform noise.
@@ -211,26 +212,7 @@ fn main() -> gpuprep::Result<()> {
         .into_iter()
         .filter(|_| sweep)
         {
-            let config = CovarianceConfig {
-                tile_threads: Some(wg),
-                target_workgroups: Some(target),
-                min_rows_per_slice: 256,
-                rows_per_step: kstep,
-                single_buffer: false,
-            };
-            let t = time_gpu(&gpu, 3, |enc| {
-                encode_covariance_into(
-                    &gpu,
-                    enc,
-                    &x2g,
-                    &s2.buffer,
-                    &c2,
-                    &CovarianceOptions {
-                        ddof: 0,
-                        tuning: Some(config),
-                    },
-                )
-            })?;
+            let t = time_covariance(&gpu, 3, &x2g, &s2, &c2, Some(split(wg, target, kstep)))?;
             println!(
                 "  {n2} x {d2}: tile {} target {target} kstep {kstep}: {:.3} ms, {:.1} TFLOP/s",
                 8 * wg,
@@ -238,9 +220,7 @@ fn main() -> gpuprep::Result<()> {
                 flops2 / t / 1e12
             );
         }
-        let t = time_gpu(&gpu, 3, |enc| {
-            ops::encode_covariance_into(&gpu, enc, &x2g, &s2.buffer, &c2, &ops::CovarianceOptions::ddof(0))
-        })?;
+        let t = time_covariance(&gpu, 3, &x2g, &s2, &c2, None)?;
         println!(
             "  {n2} x {d2}: default config: {:.3} ms, {:.1} TFLOP/s",
             t * 1e3,

@@ -39,18 +39,13 @@ fn digits() -> gpuprep::Result<(Array2<f32>, Vec<u32>)> {
 
 fn main() -> gpuprep::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let epochs = args
-        .iter()
-        .position(|a| a == "--epochs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10usize);
-    let batch = args
-        .iter()
-        .position(|a| a == "--batch")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(128usize);
+    // `--name value`, else the default.
+    let arg = |name: &str, default: usize| -> usize {
+        let i = args.iter().position(|a| a == name);
+        i.and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(default)
+    };
+    let epochs = arg("--epochs", 10);
+    let batch = arg("--batch", 128);
     let quiet = args.iter().any(|a| a == "--quiet");
 
     let gpu = Gpu::new()?;

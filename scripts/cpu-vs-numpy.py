@@ -22,7 +22,6 @@ to the host path separately).
 Installs numpy with pip if it is missing. Respects CARGO_BUILD_BUILD_DIR.
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -30,13 +29,13 @@ import sys
 import tempfile
 import time
 
+from _common import ROOT, parser
+
 try:
     import numpy as np
 except ImportError:
     subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "numpy"])
     import numpy as np
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # (op, numpy's job, target speed-up over numpy from issue 13)
 EPS = 1e-5
@@ -83,17 +82,27 @@ def np_batchnorm_fwd(x, gamma=None, beta=None):
     return gamma * xhat + beta, (xhat, gamma, ivar)
 
 
-_BN_CACHE = {}
+def forward_cache(forward):
+    """`forward(x)`'s cache for a backward, made once per array (so untimed
+    after the warm-up)."""
+    kept = {}
+
+    def cache(x):
+        if id(x) not in kept:
+            kept.clear()
+            kept[id(x)] = forward(x)[1]
+        return kept[id(x)]
+
+    return cache
+
+
+_bn_cache = forward_cache(np_batchnorm_fwd)
 
 
 def np_batchnorm_bwd(x):
-    # the lecture's batchnorm_backward_alt from the forward's cache (made
-    # once per array, untimed after the warm-up); dout = x, as the host's dy
-    key = id(x)
-    if key not in _BN_CACHE:
-        _BN_CACHE.clear()
-        _BN_CACHE[key] = np_batchnorm_fwd(x)[1]
-    xhat, gamma, ivar = _BN_CACHE[key]
+    # the lecture's batchnorm_backward_alt from the forward's cache; dout = x,
+    # as the host's dy
+    xhat, gamma, ivar = _bn_cache(x)
     dout = x
     n = x.shape[0]
     dbeta = dout.sum(0)
@@ -111,17 +120,13 @@ def np_layernorm_fwd(x):
     return xhat * np.ones(x.shape[1], x.dtype) + np.zeros(x.shape[1], x.dtype), (xhat, ivar)
 
 
-_LN_CACHE = {}
+_ln_cache = forward_cache(np_layernorm_fwd)
 
 
 def np_layernorm_bwd(x):
-    # the closed-form layer norm backward from the forward's cache (made once
-    # per array, untimed after the warm-up); dout = x, as the host's dy
-    key = id(x)
-    if key not in _LN_CACHE:
-        _LN_CACHE.clear()
-        _LN_CACHE[key] = np_layernorm_fwd(x)[1]
-    xhat, ivar = _LN_CACHE[key]
+    # the closed-form layer norm backward from the forward's cache; dout = x,
+    # as the host's dy
+    xhat, ivar = _ln_cache(x)
     d = x.shape[1]
     dxhat = x * np.ones(d, x.dtype)
     dx = (1.0 / d) * ivar * (d * dxhat - dxhat.sum(1, keepdims=True)
@@ -179,7 +184,7 @@ def time_np(f, x, reps):
 
 NP_PEAK = r"""
 import resource, sys, numpy as np
-sys.path.insert(0, {root!r})
+sys.path.insert(0, {scripts!r})
 import importlib.util
 spec = importlib.util.spec_from_file_location("cvn", {script!r})
 cvn = importlib.util.module_from_spec(spec); spec.loader.exec_module(cvn)
@@ -193,17 +198,14 @@ print(float(hwm[0].split()[1]) / 1024.0 if hwm else resource.getrusage(resource.
 
 
 def np_peak(path, label):
-    code = NP_PEAK.format(root=ROOT, script=os.path.abspath(__file__), path=path, label=label)
+    script = os.path.abspath(__file__)
+    code = NP_PEAK.format(scripts=os.path.dirname(script), script=script, path=path, label=label)
     out = subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.PIPE, text=True)
     return float(out.stdout.split()[-1])
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=262144)
-    ap.add_argument("--d", type=int, default=256)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--reps", type=int, default=5)
+    ap = parser(__doc__, n=262144, d=256, rounds=3, reps=5)
     ap.add_argument("--ops", default=",".join(OPS))
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     ap.add_argument("--json", help="also write the results here")

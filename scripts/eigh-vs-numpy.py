@@ -17,14 +17,13 @@ threads: as the environment sets them (OPENBLAS_NUM_THREADS, ...); gpuprep
 uses faer's default, all cores (one thread below D = 384).
 """
 
-import argparse
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _common import built, parser
 
 NUMPY = """
 import sys, time, numpy as np
@@ -55,18 +54,14 @@ def times(cmd):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--d", default="1024,3072,4096")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--out-dir", default="/dev/shm")
     ap.add_argument("--bin", default=None)
     a = ap.parse_args()
-    exe = a.bin
-    if exe is None:
-        subprocess.check_call(["cargo", "build", "--release", "--locked", "--example", "eigen_topk"], cwd=ROOT)
-        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-        exe = os.path.join(target, "release", "examples", "eigen_topk")
+    exe = built(a.bin, "--example", "eigen_topk")
     with tempfile.TemporaryDirectory(dir=a.out_dir) as tmp:
         script = os.path.join(tmp, "np_eigh.py")
         with open(script, "w") as f:

@@ -25,21 +25,19 @@ compute in f64):
 Builds the release binary unless --bin names one. Installs numpy with pip if it is missing.
 """
 
-import argparse
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
+
+from _common import built, parser, run_child
 
 try:
     import numpy  # noqa: F401  (the jobs' children import it)
 except ImportError:
     subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "numpy"])
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 NUMPY_JOBS = {
     "stats": """
@@ -74,24 +72,8 @@ GPUPREP_JOBS = {
 TARGETS = {"stats": 3.0, "standardize": 1.5, "pca_whiten": 1.5}
 
 
-def run(cmd):
-    """Wall seconds and peak RSS (MB) of one child process."""
-    t = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t
-    err = p.stderr.read().decode()
-    p.stderr.close()
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{err}")
-    return wall, usage.ru_maxrss / 1024.0
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=262144)
-    ap.add_argument("--d", type=int, default=256)
+    ap = parser(__doc__, n=262144, d=256)
     ap.add_argument("--dtype", choices=["f32", "f64"], default="f32")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--jobs", default="stats,standardize,pca_whiten")
@@ -100,12 +82,7 @@ def main():
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
 
-    exe = a.bin
-    if exe is None:
-        subprocess.check_call(["cargo", "build", "--release", "--locked", "--bin", "gpuprep"], cwd=ROOT)
-        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-        exe = os.path.join(target, "release", "gpuprep")
-
+    exe = built(a.bin, "--bin", "gpuprep")
     jobs = a.jobs.split(",")
     for j in jobs:
         if j not in NUMPY_JOBS:
@@ -136,7 +113,7 @@ def main():
                         cmd = [exe] + GPUPREP_JOBS[j](x_path, out)
                     else:
                         cmd = [sys.executable, scripts[j], x_path, out]
-                    wall, peak = run(cmd)
+                    wall, peak = run_child(cmd)
                     times[j][side].append(wall)
                     rss[j][side] = max(rss[j][side], peak)
                     if os.path.exists(out):

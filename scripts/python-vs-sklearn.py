@@ -12,7 +12,6 @@ scikit-learn / gpuprep (above 1: gpuprep is faster). Not a test: timings
 depend on the machine and its load.
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -20,6 +19,8 @@ import tempfile
 import time
 
 import numpy as np
+
+from _common import parser
 
 
 def timed(f, rounds):
@@ -32,11 +33,7 @@ def timed(f, rounds):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=262144)
-    ap.add_argument("--d", type=int, default=256)
-    ap.add_argument("--k", type=int, default=32)
-    ap.add_argument("--rounds", type=int, default=7)
+    ap = parser(__doc__, n=262144, d=256, k=32, rounds=7)
     ap.add_argument("--device", default="cpu", choices=["cpu", "gpu", "auto"])
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     a = ap.parse_args()

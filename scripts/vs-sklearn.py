@@ -33,14 +33,14 @@ Builds the release binary unless --bin names one; scikit-learn from the
 environment (pip installs it if missing).
 """
 
-import argparse
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
+
+from _common import built, parser, run_child
 
 try:
     import numpy as np
@@ -48,8 +48,6 @@ try:
 except ImportError:
     subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "numpy", "scikit-learn"])
     import numpy as np
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SKLEARN = """
 import sys, numpy as np
@@ -62,20 +60,6 @@ np.savez(sys.argv[2], components=p.components_, explained_variance=p.explained_v
 """
 
 EXACT = ("gpuprep-full", "eigh", "full")
-
-
-def run(cmd):
-    """Wall seconds and peak RSS (MB) of one child process."""
-    t = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t
-    err = p.stderr.read().decode()
-    p.stderr.close()
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({code}):\n{err}")
-    return wall, usage.ru_maxrss / 1024.0
 
 
 GEN = """
@@ -102,11 +86,7 @@ def load_model(side, path):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=20000)
-    ap.add_argument("--d", type=int, default=4096)
-    ap.add_argument("--k", type=int, default=32)
-    ap.add_argument("--rank", type=int, default=64)
+    ap = parser(__doc__, n=20000, d=4096, k=32, rank=64)
     ap.add_argument("--decay", type=float, default=16.0)
     ap.add_argument("--noise", type=float, default=0.1)
     ap.add_argument("--rounds", type=int, default=3)
@@ -121,11 +101,7 @@ def main():
     for s in sides:
         if s not in ("gpuprep", "gpuprep-full", "randomized", "eigh", "full"):
             sys.exit(f"unknown side {s!r}")
-    exe = a.bin
-    if exe is None:
-        subprocess.check_call(["cargo", "build", "--release", "--locked", "--bin", "gpuprep"], cwd=ROOT)
-        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-        exe = os.path.join(target, "release", "gpuprep")
+    exe = built(a.bin, "--bin", "gpuprep")
 
     with tempfile.TemporaryDirectory(dir=a.out_dir) as tmp:
         x_path = os.path.join(tmp, "x.npy")
@@ -148,7 +124,7 @@ def main():
                            "--solver", solver, x_path, "-o", out]
                 else:
                     cmd = [sys.executable, script, x_path, out, s, str(a.k)]
-                wall, peak = run(cmd)
+                wall, peak = run_child(cmd)
                 times[s].append(wall)
                 rss[s] = max(rss[s], peak)
                 models[s] = load_model(s, out)

@@ -25,7 +25,6 @@ Builds the example (examples/norm_host.rs) unless --bin names it. PyTorch from
 the environment (pip installs torch from PyPI if missing).
 """
 
-import argparse
 import os
 import statistics
 import subprocess
@@ -34,7 +33,7 @@ import tempfile
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _common import built, parser
 
 TORCH = """
 import sys, time, numpy as np, torch
@@ -99,9 +98,7 @@ def run(cmd, env=None):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=262144)
-    ap.add_argument("--d", type=int, default=256)
+    ap = parser(__doc__, n=262144, d=256)
     ap.add_argument("--offset", type=float, default=100.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
@@ -114,11 +111,7 @@ def main():
         import torch  # noqa: F401
     except ImportError:
         subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "torch"])
-    exe = a.bin
-    if exe is None:
-        subprocess.check_call(["cargo", "build", "--release", "--locked", "--example", "norm_host"], cwd=ROOT)
-        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-        exe = os.path.join(target, "release", "examples", "norm_host")
+    exe = built(a.bin, "--example", "norm_host")
     with tempfile.TemporaryDirectory(dir=a.out_dir) as tmp:
         xp, dp, script = (os.path.join(tmp, f) for f in ("x.npy", "dy.npy", "t.py"))
         rng = np.random.default_rng(0)

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{gpu, normal};
+use common::{fresh_dir, gpu, normal, submit_and_read_written};
 use gpuprep::cpu::covariance::frobenius_rel_error;
 use gpuprep::cpu::pca::{self as cpu_pca, fit};
 use gpuprep::{cpu, ops, Error, GpuMatrix, NComponents, Pca, PcaModel, PcaOptions, Solver, Whitening};
@@ -286,15 +286,16 @@ fn to_array<const C: usize, const R: usize>(a: &[[f64; C]; R]) -> Array2<f64> {
     Array2::from_shape_fn((R, C), |(i, j)| a[i][j])
 }
 
+/// The largest of `values` (0 for none), infinite where one is NaN.
+fn largest(values: impl IntoIterator<Item = f64>) -> f64 {
+    values
+        .into_iter()
+        .fold(0.0, |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) })
+}
+
 fn max_abs_diff(a: ArrayView2<f64>, b: ArrayView2<f64>) -> f64 {
     assert_eq!(a.dim(), b.dim());
-    a.iter()
-        .zip(b.iter())
-        .map(|(x, y)| (x - y).abs())
-        .fold(
-            0.0,
-            |m: f64, d: f64| if d.is_nan() { f64::INFINITY } else { m.max(d) },
-        )
+    largest(a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()))
 }
 
 /// Max difference allowing each column of `got` to be negated (svd's signs are arbitrary).
@@ -302,22 +303,8 @@ fn max_abs_diff_up_to_sign(got: ArrayView2<f64>, want: ArrayView2<f64>) -> f64 {
     assert_eq!(got.dim(), want.dim());
     let mut worst = 0.0f64;
     for (g, w) in got.axis_iter(Axis(1)).zip(want.axis_iter(Axis(1))) {
-        let plus = g
-            .iter()
-            .zip(w.iter())
-            .map(|(a, b)| (a - b).abs())
-            .fold(
-                0.0,
-                |m: f64, d: f64| if d.is_nan() { f64::INFINITY } else { m.max(d) },
-            );
-        let minus = g
-            .iter()
-            .zip(w.iter())
-            .map(|(a, b)| (a + b).abs())
-            .fold(
-                0.0,
-                |m: f64, d: f64| if d.is_nan() { f64::INFINITY } else { m.max(d) },
-            );
+        let plus = largest(g.iter().zip(w.iter()).map(|(a, b)| (a - b).abs()));
+        let minus = largest(g.iter().zip(w.iter()).map(|(a, b)| (a + b).abs()));
         worst = worst.max(plus.min(minus));
     }
     worst
@@ -531,8 +518,7 @@ fn cpu_bad_options_and_input_are_errors() {
 #[test]
 fn save_load_round_trip() {
     let x = correlated(50, 5, 2.0, 8);
-    let dir = std::env::temp_dir().join(format!("gpuprep-pca-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("pca-test");
     let path = dir.join("model.npz");
     let o = PcaOptions {
         n_components: NComponents::Count(3),
@@ -604,10 +590,8 @@ fn check_gpu(x: &Array2<f32>, o: &PcaOptions) -> bool {
     let out = GpuMatrix::filled(g, n, pca.output_dim(), f32::NAN).unwrap();
     let mut enc = g.encoder("t");
     pca.encode_transform_into(g, &mut enc, &xg, &out).unwrap();
-    g.submit("t", enc).unwrap();
-    let y = out.download(g).unwrap().mapv(f64::from);
+    let y = submit_and_read_written(g, enc, &out, &what);
     let want = cpu_pca::transform(gm, x.view()).unwrap();
-    assert!(y.iter().all(|v| v.is_finite()), "{what}: unwritten output");
     let err = frobenius_rel_error(y.view(), want.view());
     // Whitening scales component j by 1/sqrt(S_j + eps): f32 rounding in a
     // weak direction grows by up to sqrt((S_0 + eps) / (S_k-1 + eps)) against
@@ -624,8 +608,7 @@ fn check_gpu(x: &Array2<f32>, o: &PcaOptions) -> bool {
     let mut enc = g.encoder("t");
     pca.encode_inverse_transform_into(g, &mut enc, &out, &back)
         .unwrap();
-    g.submit("t", enc).unwrap();
-    let xb = back.download(g).unwrap().mapv(f64::from);
+    let xb = submit_and_read_written(g, enc, &back, &what);
     let want_back = cpu_pca::inverse_transform(gm, y.view()).unwrap();
     let err = frobenius_rel_error(xb.view(), want_back.view());
     assert!(err < 1e-5, "{what}: inverse rel error {err:e}");
@@ -698,41 +681,24 @@ fn gpu_lecture_numbers_default_options() {
         .iter()
         .fold(0.0f64, |a, v| a.max(v.abs()));
     assert!(ev < 1e-6, "eigenvalues off by {ev}");
-    let y = pca
-        .transform(g, &xg)
-        .unwrap()
-        .download(g)
-        .unwrap()
-        .mapv(f64::from);
-    let e = max_abs_diff_up_to_sign(y.view(), to_array(&XROT).view());
+    let transformed = |pca: &Pca| -> Array2<f64> {
+        pca.transform(g, &xg)
+            .unwrap()
+            .download(g)
+            .unwrap()
+            .mapv(f64::from)
+    };
+    let e = max_abs_diff_up_to_sign(transformed(&pca).view(), to_array(&XROT).view());
     assert!(e < 1e-5, "Xrot off by {e}");
     let white = Pca::fit(g, &xg, &opts(NComponents::All, Whitening::Pca)).unwrap();
-    let y = white
-        .transform(g, &xg)
-        .unwrap()
-        .download(g)
-        .unwrap()
-        .mapv(f64::from);
     // 1/sqrt(0.012) amplifies the f32 rounding about 9x.
-    let e = max_abs_diff_up_to_sign(y.view(), to_array(&XWHITE).view());
+    let e = max_abs_diff_up_to_sign(transformed(&white).view(), to_array(&XWHITE).view());
     assert!(e < 1e-4, "Xwhite off by {e}");
     let red = Pca::fit(g, &xg, &opts(NComponents::Count(2), Whitening::None)).unwrap();
-    let y = red
-        .transform(g, &xg)
-        .unwrap()
-        .download(g)
-        .unwrap()
-        .mapv(f64::from);
-    let e = max_abs_diff_up_to_sign(y.view(), to_array(&XROT_REDUCED).view());
+    let e = max_abs_diff_up_to_sign(transformed(&red).view(), to_array(&XROT_REDUCED).view());
     assert!(e < 1e-5, "Xrot_reduced off by {e}");
     let zca = Pca::fit(g, &xg, &opts(NComponents::All, Whitening::Zca)).unwrap();
-    let y = zca
-        .transform(g, &xg)
-        .unwrap()
-        .download(g)
-        .unwrap()
-        .mapv(f64::from);
-    let e = max_abs_diff(y.view(), to_array(&XZCA).view());
+    let e = max_abs_diff(transformed(&zca).view(), to_array(&XZCA).view());
     assert!(e < 1e-4, "Xzca off by {e}");
 }
 
@@ -770,14 +736,7 @@ fn gpu_full_reconstruction_returns_x() {
             .download(g)
             .unwrap();
         // Relative to the data's spread (values are 1e4 + O(1)).
-        let err = back
-            .iter()
-            .zip(x.iter())
-            .map(|(a, b)| (a - b).abs() as f64)
-            .fold(
-                0.0,
-                |m: f64, d: f64| if d.is_nan() { f64::INFINITY } else { m.max(d) },
-            );
+        let err = largest(back.iter().zip(x.iter()).map(|(a, b)| (a - b).abs() as f64));
         assert!(err < 1e-2, "{whitening:?}: max |X' - X| = {err:e}");
     }
 }
@@ -935,8 +894,7 @@ fn a_saved_model_that_whitens_with_eps_zero_is_refused() {
     };
     let mut m = fit(x.view(), &o).unwrap();
     m.eps = 0.0;
-    let dir = std::env::temp_dir().join(format!("gpuprep-pca-eps-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("pca-eps");
     let path = dir.join("eps0.npz");
     m.save(&path).unwrap();
     assert!(matches!(PcaModel::load(&path), Err(Error::Parse { .. })));
@@ -1080,13 +1038,15 @@ fn gpu_topk_solver_on_awkward_shapes_and_one_pass() {
 fn gpu_topk_solver_bad_input_is_an_error_not_a_panic() {
     let g = gpu();
     let mut x = low_rank(300, 64, 8, 0.0, 97);
-    x[[11, 5]] = f32::NAN;
-    let xg = GpuMatrix::upload(g, x.view()).unwrap();
     let o = topk(NComponents::Count(4), Whitening::None);
-    assert!(matches!(Pca::fit(g, &xg, &o), Err(Error::NonFinite { .. })));
-    x[[11, 5]] = f32::INFINITY;
-    let xg = GpuMatrix::upload(g, x.view()).unwrap();
-    assert!(matches!(Pca::fit(g, &xg, &o), Err(Error::NonFinite { .. })));
+    for bad in [f32::NAN, f32::INFINITY] {
+        x[[11, 5]] = bad;
+        let xg = GpuMatrix::upload(g, x.view()).unwrap();
+        assert!(
+            matches!(Pca::fit(g, &xg, &o), Err(Error::NonFinite { .. })),
+            "{bad}"
+        );
+    }
     let fine = GpuMatrix::upload(g, low_rank(30, 8, 2, 0.0, 98).view()).unwrap();
     assert!(Pca::fit(g, &fine, &topk(NComponents::Count(9), Whitening::None)).is_err());
     assert!(Pca::fit(g, &fine, &topk(NComponents::Fraction(1.5), Whitening::None)).is_err());
