@@ -135,6 +135,18 @@ fn results_to_a_full_or_closed_stdout_are_errors() {
         .output()
         .unwrap();
     refused(&out, &["standard output"]);
+    // /dev/null opened read-write on purpose (Python's subprocess.DEVNULL)
+    // is no closed stdout: the results go there, as with `> /dev/null`.
+    for redirect in ["1<> /dev/null", "> /dev/null"] {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("\"$0\" stats --device cpu \"$1\" {redirect}"))
+            .arg(bin().get_program())
+            .arg(&x)
+            .output()
+            .unwrap();
+        ok(&out);
+    }
     // A closing note that cannot be written is no failure: the model is there.
     let m = dir.join("m.npz");
     let out = Command::new("sh")

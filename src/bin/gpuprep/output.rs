@@ -10,37 +10,63 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 
+/// Whether descriptor 1 was closed when the process started, as seen before
+/// Rust's runtime replaced it (Linux: from `.init_array`, which the loader
+/// runs before `main` and so before the runtime's own set-up).
+#[cfg(target_os = "linux")]
+static STDOUT_CLOSED_AT_LOAD: AtomicBool = AtomicBool::new(false);
+
+#[cfg(target_os = "linux")]
+extern "C" fn detect_closed_stdout() {
+    // SAFETY: fcntl(F_GETFD) only queries descriptor 1; it fails with EBADF
+    // exactly when the descriptor is closed.
+    let closed = unsafe { libc::fcntl(1, libc::F_GETFD) } == -1;
+    STDOUT_CLOSED_AT_LOAD.store(closed, Ordering::Relaxed);
+}
+
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static DETECT_CLOSED_STDOUT: extern "C" fn() = detect_closed_stdout;
+
 /// Run first in `main`: tells whether standard output was closed when the
 /// program started. Rust's runtime opens /dev/null read-write on a closed
 /// standard descriptor before `main` (so no file opened later takes
-/// descriptor 1), which would swallow the results silently; a shell's
-/// `> /dev/null` opens it write-only. So a stdout that is /dev/null opened
-/// read-write is taken for a closed one, and [`print`] refuses to report
-/// results into it.
-// dev_t is u64 on Linux, i32 elsewhere: the cast is needed there.
-#[allow(clippy::unnecessary_cast)]
+/// descriptor 1), which would swallow the results silently. On Linux the
+/// descriptor is looked at before that, from `.init_array`: only a closed
+/// one counts, so a /dev/null opened read-write on purpose (Python's
+/// `subprocess.DEVNULL`, `1<>/dev/null`) takes the results as `> /dev/null`
+/// does. Elsewhere a stdout that is /dev/null opened read-write is taken for
+/// a closed one (a shell's `> /dev/null` opens it write-only).
 pub fn init() {
-    #[cfg(unix)]
-    {
-        // SAFETY: fcntl(F_GETFL) and fstat only query descriptor 1, into a
-        // zeroed struct this function owns.
-        let (mode, st) = unsafe {
-            let mut st: libc::stat = std::mem::zeroed();
-            let mode = libc::fcntl(1, libc::F_GETFL);
-            let ok = libc::fstat(1, &mut st) == 0;
-            (mode, ok.then_some(st))
-        };
-        let null = std::fs::metadata("/dev/null").ok();
-        let closed = match (st, null) {
-            (Some(st), Some(null)) if mode >= 0 => {
-                use std::os::unix::fs::MetadataExt;
-                (mode & libc::O_ACCMODE) == libc::O_RDWR
-                    && (st.st_mode & libc::S_IFMT) == libc::S_IFCHR
-                    && st.st_rdev as u64 == null.rdev()
-            }
-            _ => mode < 0,
-        };
-        STDOUT_CLOSED.store(closed, Ordering::Relaxed);
+    #[cfg(target_os = "linux")]
+    STDOUT_CLOSED.store(STDOUT_CLOSED_AT_LOAD.load(Ordering::Relaxed), Ordering::Relaxed);
+    #[cfg(all(unix, not(target_os = "linux")))]
+    STDOUT_CLOSED.store(null_opened_read_write(), Ordering::Relaxed);
+}
+
+/// Whether descriptor 1 is /dev/null opened read-write (or not open).
+// dev_t is u64 on Linux, i32 elsewhere: the cast is needed there.
+#[allow(clippy::unnecessary_cast, dead_code)]
+#[cfg(unix)]
+fn null_opened_read_write() -> bool {
+    // SAFETY: fcntl(F_GETFL) and fstat only query descriptor 1, into a
+    // zeroed struct this function owns.
+    let (mode, st) = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        let mode = libc::fcntl(1, libc::F_GETFL);
+        let ok = libc::fstat(1, &mut st) == 0;
+        (mode, ok.then_some(st))
+    };
+    let null = std::fs::metadata("/dev/null").ok();
+    match (st, null) {
+        (Some(st), Some(null)) if mode >= 0 => {
+            use std::os::unix::fs::MetadataExt;
+            (mode & libc::O_ACCMODE) == libc::O_RDWR
+                && (st.st_mode & libc::S_IFMT) == libc::S_IFCHR
+                && st.st_rdev as u64 == null.rdev()
+        }
+        _ => mode < 0,
     }
 }
 
