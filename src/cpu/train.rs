@@ -293,6 +293,8 @@ impl Mlp {
         for l in (0..self.layers.len()).rev() {
             let layer = &self.layers[l];
             let tape = &tapes[l];
+            // The batch norm's (dgamma, dbeta), where the layer has one.
+            let mut bn_grads = None;
             if l + 1 < self.layers.len() {
                 // g is d(out) of this hidden layer: through ReLU, then batch norm.
                 let dy = relu_backward(g.view(), tape.out.view())?;
@@ -303,15 +305,10 @@ impl Mlp {
                         g = dz
                             .into_dimensionality()
                             .map_err(|e| Error::invalid(OP, e.to_string()))?;
-                        grads.push((l, None, None, Some((dgamma, dbeta))));
+                        bn_grads = Some((dgamma, dbeta));
                     }
-                    _ => {
-                        g = dy;
-                        grads.push((l, None, None, None));
-                    }
+                    _ => g = dy,
                 }
-            } else {
-                grads.push((l, None, None, None));
             }
             let dw = matmul(
                 g.view(),
@@ -322,16 +319,13 @@ impl Mlp {
                 },
             )?;
             let db = layer.b.as_ref().map(|_| g.sum_axis(Axis(0)));
-            let entry = grads.last_mut().expect("pushed above");
-            entry.1 = Some(dw);
-            entry.2 = db;
+            grads.push((l, dw, db, bn_grads));
             if l > 0 {
                 g = g.dot(&layer.w);
             }
         }
         for (l, dw, db, bn) in grads {
             let layer = &mut self.layers[l];
-            let dw = dw.expect("set above");
             sgd_2d(&mut layer.w, &dw, &mut layer.vw, &sgd_opts)?;
             if let (Some(b), Some(db)) = (layer.b.as_mut(), db) {
                 sgd(b.view_mut(), db.view(), layer.vb.view_mut(), &sgd_opts)?;
