@@ -313,6 +313,26 @@ impl GpuMatrix {
         gpu.check_owner(self.owner, op, "matrix")
     }
 
+    /// Records `record` and reads this whole matrix back after it: one submit
+    /// where the matrix is one buffer (the copy to the staging buffer in the
+    /// same encoder), a submit and a [`GpuMatrix::download`] otherwise.
+    pub(crate) fn read_after(
+        &self,
+        gpu: &Gpu,
+        op: &'static str,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
+    ) -> Result<Array2<f32>> {
+        self.check_device(gpu, op)?;
+        if self.blocks.len() != 1 {
+            gpu.run(op, record)?;
+            return self.download(gpu);
+        }
+        let bytes = (self.rows as u64) * (self.cols as u64) * 4;
+        let raw = gpu.run_and_read(op, record, self.buffer(), self.offset(), bytes)?;
+        Array2::from_shape_vec((self.rows, self.cols), bytemuck::pod_collect_to_vec(&raw))
+            .map_err(|e| Error::DeviceLost(format!("readback size: {e}")))
+    }
+
     /// Downloads the whole matrix.
     pub fn download(&self, gpu: &Gpu) -> Result<Array2<f32>> {
         self.download_rows(gpu, 0, self.rows)

@@ -171,11 +171,27 @@ impl Readback {
         Ok(())
     }
 
-    /// Reads back: the results' rows, and the covariance (unscaled by the
-    /// `scales` row of the results).
-    fn finish(self, gpu: &Gpu, cov: GpuMatrix, scales_row: usize) -> Result<(Array2<f64>, Fitted)> {
+    /// Records `record` (the passes that write the covariance and the
+    /// results), then the copies ([`Readback::encode`]), and reads them back
+    /// in the same submit: the results' rows, and the covariance (unscaled by
+    /// the `scales` row of the results) or, for the top-k solver, its
+    /// diagonal.
+    fn read(
+        self,
+        gpu: &Gpu,
+        cov: GpuMatrix,
+        scales_row: usize,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<Vec<(wgpu::Buffer, u64, u64)>>,
+    ) -> Result<(Array2<f64>, Fitted)> {
         let d = cov.rows();
-        let host = self.all.download(gpu)?.mapv(f64::from);
+        let host = self
+            .all
+            .read_after(gpu, OP, |e| {
+                let parts = record(e)?;
+                let parts: Vec<_> = parts.iter().map(|(b, o, n)| (b, *o, *n)).collect();
+                self.encode(e, &cov, &parts)
+            })?
+            .mapv(f64::from);
         let results = host.slice(ndarray::s![self.head.., ..]).to_owned();
         let scales = results.row(scales_row);
         let fitted = if self.head > 0 {
@@ -202,6 +218,51 @@ impl Readback {
     }
 }
 
+/// The fit's passes, one submit and one readback: the column statistics of
+/// `stats_rows` (all of `x`, or a prefix), the covariance of `x` about their
+/// mean in its columns' scales (with the kernel's column means and ranges
+/// where `moments`). The rows read back: the kernel's means and ranges (with
+/// `moments`), the scales, the statistics' means; and the covariance (the
+/// full solver; unscaled here in f64, so one beyond f32's range still has its
+/// eigenvectors) or its diagonal (the top-k solver).
+fn fit_passes(
+    gpu: &Gpu,
+    x: &GpuMatrix,
+    stats_rows: &GpuMatrix,
+    options: &PcaOptions,
+    moments: bool,
+    topk: bool,
+) -> Result<(Array2<f64>, Fitted)> {
+    let d = x.cols();
+    let mut stats = ColumnStats::uninit(gpu, d)?;
+    let cov = GpuMatrix::uninit(gpu, d, d)?;
+    let sums = moments.then(|| GpuMatrix::uninit(gpu, 2, d)).transpose()?;
+    let head = 2 * usize::from(moments);
+    let readback = Readback::new(gpu, d, head + 2, topk)?;
+    let row_bytes = (d * 4) as u64;
+    let out = cov.clone();
+    readback.read(gpu, cov, head, |e| {
+        encode_column_stats_into(gpu, e, stats_rows, &mut stats, &ColumnStatsOptions::default())?;
+        let scales = encode_covariance_scaled_into(
+            gpu,
+            e,
+            x,
+            &stats.buffer,
+            &out,
+            &CovarianceOptions::ddof(options.ddof),
+            true,
+            sums.as_ref(),
+        )?;
+        let mut parts = Vec::with_capacity(3);
+        if let Some(m) = &sums {
+            parts.push((m.buffer().clone(), m.offset(), 2 * row_bytes));
+        }
+        parts.push((scales.buffer.clone(), scales.offset, row_bytes));
+        parts.push((stats.buffer.buffer().clone(), stats.buffer.offset(), row_bytes));
+        Ok(parts)
+    })
+}
+
 /// The fit in one read of X, where the data allow it: the column statistics
 /// of the first [`PREFIX_ROWS`] rows give the covariance kernel its shift and
 /// its columns' scales, and the kernel's own column sums give the mean of
@@ -218,38 +279,8 @@ fn fit_one_pass(
     options: &PcaOptions,
     topk: bool,
 ) -> Result<Option<(Array1<f64>, Fitted)>> {
-    let (_, d) = x.shape();
     let prefix = x.row_range(0..PREFIX_ROWS)?;
-    let mut stats = ColumnStats::uninit(gpu, d)?;
-    let cov = GpuMatrix::uninit(gpu, d, d)?;
-    let moments = GpuMatrix::uninit(gpu, 2, d)?;
-    // One readback: the means and ranges, the scales and the shift (the
-    // prefix's mean), and the scaled covariance or its diagonal.
-    let readback = Readback::new(gpu, d, 4, topk)?;
-    let row_bytes = (d * 4) as u64;
-    gpu.run(OP, |e| {
-        encode_column_stats_into(gpu, e, &prefix, &mut stats, &ColumnStatsOptions::default())?;
-        let scales = encode_covariance_scaled_into(
-            gpu,
-            e,
-            x,
-            &stats.buffer,
-            &cov,
-            &CovarianceOptions::ddof(options.ddof),
-            true,
-            Some(&moments),
-        )?;
-        readback.encode(
-            e,
-            &cov,
-            &[
-                (moments.buffer(), moments.offset(), 2 * row_bytes),
-                (&scales.buffer, scales.offset, row_bytes),
-                (stats.buffer.buffer(), stats.buffer.offset(), row_bytes),
-            ],
-        )
-    })?;
-    let (host, fitted) = readback.finish(gpu, cov, 2)?;
+    let (host, fitted) = fit_passes(gpu, x, &prefix, options, true, topk)?;
     let (mean, range, scales, shift) = (host.row(0), host.row(1), host.row(2), host.row(3));
     // (NaN fails both tests.)
     let scaled = scales.iter().all(|&s| s > 0.0);
@@ -259,7 +290,7 @@ fn fit_one_pass(
     if !(scaled && in_range && mean.iter().all(|v| v.is_finite()) && fitted.finite()) {
         return Ok(None);
     }
-    let near = (0..d).all(|j| {
+    let near = (0..x.cols()).all(|j| {
         let dm = mean[j] - shift[j];
         dm * dm <= fitted.diagonal(j)
     });
@@ -269,38 +300,10 @@ fn fit_one_pass(
 /// The fit in two reads of X: the statistics of all rows, then the
 /// covariance about their mean.
 fn fit_two_pass(gpu: &Gpu, x: &GpuMatrix, options: &PcaOptions, topk: bool) -> Result<(Array1<f64>, Fitted)> {
-    let d = x.cols();
-    let mut stats = ColumnStats::uninit(gpu, d)?;
-    let cov = GpuMatrix::uninit(gpu, d, d)?;
-    // One readback: the mean and the scales, and the covariance in its
-    // columns' scales or its diagonal (the covariance is unscaled here in
-    // f64, so one beyond f32's range still has its eigenvectors).
-    let readback = Readback::new(gpu, d, 2, topk)?;
-    let row_bytes = (d * 4) as u64;
-    gpu.run(OP, |e| {
-        encode_column_stats_into(gpu, e, x, &mut stats, &ColumnStatsOptions::default())?;
-        let scales = encode_covariance_scaled_into(
-            gpu,
-            e,
-            x,
-            &stats.buffer,
-            &cov,
-            &CovarianceOptions::ddof(options.ddof),
-            true,
-            None,
-        )?;
-        readback.encode(
-            e,
-            &cov,
-            &[
-                (stats.buffer.buffer(), stats.buffer.offset(), row_bytes),
-                (&scales.buffer, scales.offset, row_bytes),
-            ],
-        )
-    })?;
-    let (host, fitted) = readback.finish(gpu, cov, 1)?;
-    // (A mean that is not finite is refused by the model.)
-    Ok((host.row(0).to_owned(), fitted))
+    let (host, fitted) = fit_passes(gpu, x, x, options, false, topk)?;
+    // Rows: the scales, the means. (A mean that is not finite is refused by
+    // the model.)
+    Ok((host.row(1).to_owned(), fitted))
 }
 
 /// The model from the fit's mean and covariance: the top-k solver on the
@@ -393,10 +396,9 @@ impl SymmetricProduct for DeviceCovariance<'_> {
         let staged = ndarray::ArrayView2::from_shape((d, n), &self.staging[..])
             .map_err(|e| Error::invalid(OP, format!("the top-k block's shape: {e}")))?;
         block.write(gpu, staged)?;
-        gpu.run(OP, |e| {
+        let img = image.read_after(gpu, OP, |e| {
             encode_matmul_into(gpu, e, self.raw, block, image, &MatmulOptions::default())
         })?;
-        let img = image.download(gpu)?;
         for (i, (row, s)) in img.rows().into_iter().zip(&self.inv).enumerate() {
             for (j, &y) in row.iter().enumerate() {
                 let value = f64::from(y) * s;
