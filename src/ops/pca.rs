@@ -357,8 +357,11 @@ struct DeviceCovariance<'a> {
     gpu: &'a Gpu,
     raw: &'a GpuMatrix,
     inv: Vec<f64>,
-    /// The last block's width and its device block and image (`D x n` each).
-    block: Option<(usize, GpuMatrix, GpuMatrix)>,
+    /// Device blocks and their images (`D x n` each) by width `n`: the
+    /// solver multiplies blocks of a few widths (the block, the new
+    /// directions, the wanted vectors), each allocated once; at most four
+    /// kept.
+    blocks: Vec<(usize, GpuMatrix, GpuMatrix)>,
     staging: Vec<f32>,
 }
 
@@ -368,7 +371,7 @@ impl<'a> DeviceCovariance<'a> {
             gpu,
             raw,
             inv: scales.iter().map(|s| 1.0 / s).collect(),
-            block: None,
+            blocks: Vec::new(),
             staging: Vec::new(),
         }
     }
@@ -384,12 +387,19 @@ impl SymmetricProduct for DeviceCovariance<'_> {
         if n == 0 || d == 0 {
             return Ok(());
         }
-        if self.block.as_ref().is_none_or(|b| b.0 != n) {
-            self.block = Some((n, GpuMatrix::uninit(gpu, d, n)?, GpuMatrix::uninit(gpu, d, n)?));
-        }
-        let Some((_, block, image)) = &self.block else {
-            return Err(Error::invalid(OP, "the top-k block was not allocated"));
+        let at = match self.blocks.iter().position(|b| b.0 == n) {
+            Some(at) => at,
+            None => {
+                let pair = (n, GpuMatrix::uninit(gpu, d, n)?, GpuMatrix::uninit(gpu, d, n)?);
+                // (A few widths recur; a dropped direction makes a rare one.)
+                if self.blocks.len() == 4 {
+                    self.blocks.remove(0);
+                }
+                self.blocks.push(pair);
+                self.blocks.len() - 1
+            }
         };
+        let (_, block, image) = &self.blocks[at];
         self.staging.clear();
         self.staging
             .extend((0..d * n).map(|at| (v[(at % n) * d + at / n] * self.inv[at / n]) as f32));
