@@ -345,3 +345,33 @@ fn a_matrix_larger_than_one_binding() {
     let err = max_abs_err(&tail, &want_tail);
     assert!(err <= 1e-4 * scale, "transform {err:e} (scale {scale:e})");
 }
+
+#[test]
+fn pca_fit_whose_readback_spans_several_blocks() {
+    // Blocks of exactly one 20 x 20 covariance: the covariance fits one
+    // buffer, the rows read back with it (mean, scales) start a second. It
+    // failed with a GPU validation error (a copy past the first buffer).
+    let x = normal(300, 20, 5.0, 1.0, 13);
+    let sg = split_gpu(20, 7, 20);
+    let xs = GpuMatrix::upload(&sg, x.view()).unwrap();
+    for opts in [
+        PcaOptions::default(),
+        PcaOptions {
+            n_components: gpuprep::NComponents::Count(3),
+            solver: gpuprep::Solver::TopK,
+            ..Default::default()
+        },
+    ] {
+        let got = Pca::fit(&sg, &xs, &opts).unwrap().into_model();
+        let want = cpu::pca::fit(x.view(), &opts).unwrap();
+        let k = got.eigenvalues.len();
+        let ev = max_rel(
+            got.eigenvalues.iter().copied(),
+            want.eigenvalues.slice(s![..k]).iter().copied(),
+            1e-3,
+        );
+        assert!(ev <= 1e-4, "{opts:?}: eigenvalues {ev:e}");
+        let mean = max_rel(got.mean.iter().copied(), want.mean.iter().copied(), 1.0);
+        assert!(mean <= 1e-6, "{opts:?}: mean {mean:e}");
+    }
+}
