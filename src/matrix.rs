@@ -313,6 +313,27 @@ impl GpuMatrix {
         gpu.check_owner(self.owner, op, "matrix")
     }
 
+    /// Records copies of each `(buffer, offset, bytes)` into this matrix's
+    /// row-major data, one after the other from its start: several results
+    /// packed for one readback. Each copy is cut where this matrix passes
+    /// from one buffer to the next.
+    pub(crate) fn encode_pack(&self, e: &mut wgpu::CommandEncoder, parts: &[(&wgpu::Buffer, u64, u64)]) {
+        let row_bytes = self.cols as u64 * 4;
+        let mut at = 0u64;
+        for &(buffer, mut offset, mut bytes) in parts {
+            let mut start = 0u64;
+            for b in self.blocks.iter() {
+                let end = start + b.rows as u64 * row_bytes;
+                if bytes > 0 && at < end {
+                    let n = bytes.min(end - at);
+                    e.copy_buffer_to_buffer(buffer, offset, &b.buffer, b.offset + (at - start), n);
+                    (at, offset, bytes) = (at + n, offset + n, bytes - n);
+                }
+                start = end;
+            }
+        }
+    }
+
     /// Records `record` and reads this whole matrix back after it: one submit
     /// where the matrix is one buffer (the copy to the staging buffer in the
     /// same encoder), a submit and a [`GpuMatrix::download`] otherwise.

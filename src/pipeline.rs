@@ -138,13 +138,6 @@ impl PipelineState {
         let both = GpuMatrix::uninit(gpu, 5 + if with_cov { 1 + d } else { 0 }, d)?;
         gpu.run(OP, |e| {
             ops::encode_column_stats_into(gpu, e, x, &mut stats, &ColumnStatsOptions::default())?;
-            e.copy_buffer_to_buffer(
-                stats.buffer.buffer(),
-                stats.buffer.offset(),
-                both.buffer(),
-                0,
-                (5 * d * 4) as u64,
-            );
             if let ChunkCov::Stream(s) = &mut cov {
                 s.encode_push(gpu, e, x, &stats.buffer)?;
             }
@@ -160,20 +153,17 @@ impl PipelineState {
                     true,
                     None,
                 )?;
-                e.copy_buffer_to_buffer(
-                    &scales.buffer,
-                    scales.offset,
-                    both.buffer(),
-                    (5 * d * 4) as u64,
-                    (d * 4) as u64,
+                both.encode_pack(
+                    e,
+                    &[
+                        (stats.buffer.buffer(), stats.buffer.offset(), (5 * d * 4) as u64),
+                        (&scales.buffer, scales.offset, (d * 4) as u64),
+                        (cov.buffer(), cov.offset(), (d * d * 4) as u64),
+                    ],
                 );
-                e.copy_buffer_to_buffer(
-                    cov.buffer(),
-                    cov.offset(),
-                    both.buffer(),
-                    (6 * d * 4) as u64,
-                    (d * d * 4) as u64,
-                );
+            } else {
+                let stats_bytes = (5 * d * 4) as u64;
+                both.encode_pack(e, &[(stats.buffer.buffer(), stats.buffer.offset(), stats_bytes)]);
             }
             Ok(())
         })?;

@@ -374,4 +374,31 @@ fn pca_fit_whose_readback_spans_several_blocks() {
         let mean = max_rel(got.mean.iter().copied(), want.mean.iter().copied(), 1.0);
         assert!(mean <= 1e-6, "{opts:?}: mean {mean:e}");
     }
+    // The pipeline's per-chunk fit packs the statistics, the scales and the
+    // covariance the same way.
+    let mut state = gpuprep::PipelineState::new(20, true);
+    state.partial_fit_gpu(&sg, &xs, None).unwrap();
+    let mut host = gpuprep::PipelineState::new(20, true);
+    host.partial_fit(x.view()).unwrap();
+    let options = gpuprep::PipelineOptions {
+        center: true,
+        pca: Some(gpuprep::NComponents::All),
+        ..Default::default()
+    };
+    let fitted = |st| {
+        gpuprep::Pipeline::from_state(st, &options)
+            .unwrap()
+            .transform(x.view())
+            .unwrap()
+    };
+    let (a, b) = (fitted(state), fitted(host));
+    let err = max_rel(
+        a.iter().map(|&v| f64::from(v)),
+        b.iter().map(|&v| f64::from(v)),
+        1.0,
+    );
+    assert!(
+        err <= 1e-4,
+        "the pipeline fitted on the GPU against the host: {err:e}"
+    );
 }

@@ -74,28 +74,6 @@ fn upload_row(gpu: &Gpu, a: &Array1<f64>) -> Result<GpuMatrix> {
     GpuMatrix::upload(gpu, row.view())
 }
 
-/// Copies each `(buffer, offset, bytes)` into `all`, one after the other:
-/// one readback for several results. `all` may span several buffers (a
-/// covariance that just fits one, with the result rows after it, does not):
-/// each copy is cut at their boundaries.
-fn pack(e: &mut wgpu::CommandEncoder, all: &GpuMatrix, parts: &[(&wgpu::Buffer, u64, u64)]) {
-    let row_bytes = all.cols() as u64 * 4;
-    // Byte `at` of `all`'s row-major data, in its blocks.
-    let mut at = 0u64;
-    for &(buffer, mut offset, mut bytes) in parts {
-        let mut start = 0u64;
-        for b in all.blocks() {
-            let end = start + b.rows as u64 * row_bytes;
-            if bytes > 0 && at < end {
-                let n = bytes.min(end - at);
-                e.copy_buffer_to_buffer(buffer, offset, &b.buffer, b.offset + (at - start), n);
-                (at, offset, bytes) = (at + n, offset + n, bytes - n);
-            }
-            start = end;
-        }
-    }
-}
-
 /// Copies the diagonal of the square `m` into row `row` of `all`.
 fn pack_diagonal(e: &mut wgpu::CommandEncoder, m: &GpuMatrix, all: &GpuMatrix, row: usize) -> Result<()> {
     let d = m.rows();
@@ -176,7 +154,7 @@ impl Readback {
             all.push((cov.buffer(), cov.offset(), bytes));
         }
         all.extend_from_slice(parts);
-        pack(e, &self.all, &all);
+        self.all.encode_pack(e, &all);
         if self.head == 0 {
             pack_diagonal(e, cov, &self.all, self.all.rows() - 1)?;
         }
