@@ -17,10 +17,9 @@ use ndarray::{Array1, Array2, ArrayD, ArrayView1, ArrayView2, ArrayViewD, Axis, 
 use super::norm::{check_eps, check_len, group_stats, norm_apply};
 use crate::error::{Error, Result};
 pub use crate::model::norm::BatchNormSaved;
-use crate::model::norm::{NormKind, NormPlan, NormShape, RunningStatsConfig};
+use crate::model::norm::{BatchNormLayer, NormKind, NormPlan, NormShape, TwinPath};
 
-/// PyTorch's default eps.
-pub const DEFAULT_EPS: f64 = 1e-5;
+pub use crate::model::norm::DEFAULT_EPS;
 
 /// Everything the staged backward pass needs (the lecture's `cache`).
 #[derive(Clone, Debug)]
@@ -208,66 +207,13 @@ pub fn from_channels_last(m: ArrayView2<f64>, dims: &[usize]) -> Result<ArrayD<f
     ArrayD::from_shape_vec(IxDyn(dims), out).map_err(|e| Error::invalid(OP, e.to_string()))
 }
 
-/// A batch norm layer on the CPU in f64: the twin of the GPU `BatchNorm`.
-#[derive(Clone, Debug)]
-pub struct BatchNorm {
-    /// Scale, one per channel.
-    pub gamma: Array1<f64>,
-    /// Shift, one per channel.
-    pub beta: Array1<f64>,
-    /// Running mean, one per channel.
-    pub running_mean: Array1<f64>,
-    /// Running variance, one per channel.
-    pub running_var: Array1<f64>,
-    /// Training forward passes so far.
-    pub num_batches_tracked: u64,
-    /// Added to the variance before the square root.
-    pub eps: f64,
-    /// How running statistics are updated.
-    pub config: RunningStatsConfig,
-}
+/// A batch norm layer on the CPU in f64: the twin of the GPU `BatchNorm`
+/// (the host layer's struct, [`BatchNormLayer`], with the twin's passes).
+pub type BatchNorm = BatchNormLayer<TwinPath>;
 
 impl BatchNorm {
-    /// `channels` features, gamma = 1, beta = 0, eps = 1e-5.
-    pub fn new(channels: usize, config: RunningStatsConfig) -> Self {
-        BatchNorm {
-            gamma: Array1::ones(channels),
-            beta: Array1::zeros(channels),
-            running_mean: Array1::zeros(channels),
-            running_var: Array1::from_elem(channels, config.initial_var),
-            num_batches_tracked: 0,
-            eps: DEFAULT_EPS,
-            config,
-        }
-    }
-
     fn plan(&self, op: &'static str, x: &ArrayViewD<f64>, training: bool) -> Result<NormPlan> {
-        let shape = NormShape::from_dims(op, x.shape())?;
-        if shape.c != self.gamma.len() {
-            return Err(Error::shape(
-                op,
-                format!("{} channels (dimension 1)", self.gamma.len()),
-                format!("{:?}", x.shape()),
-            ));
-        }
-        check_eps(op, self.eps)?;
-        self.config.check(op)?;
-        if self.running_mean.len() != shape.c
-            || self.running_var.len() != shape.c
-            || self.beta.len() != shape.c
-        {
-            return Err(Error::shape(
-                op,
-                format!("beta, running_mean and running_var of {} values", shape.c),
-                format!(
-                    "{}, {} and {}",
-                    self.beta.len(),
-                    self.running_mean.len(),
-                    self.running_var.len()
-                ),
-            ));
-        }
-        NormPlan::new(op, NormKind::Batch, shape, training)
+        self.check(op, x.shape(), training)
     }
 
     /// Training mode: normalizes with the batch statistics, updates the running statistics.

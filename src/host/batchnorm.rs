@@ -33,10 +33,10 @@ use super::standardize::affine_into;
 use super::{column_stats, contiguous, dispatch, first_non_finite, new_output, rows_for, HostFloat};
 use crate::error::{Error, Result};
 use crate::model::moments::chan_merge;
-use crate::model::norm::{check_eps, BatchNormSaved, NormShape, RunningStatsConfig};
+pub use crate::model::norm::BatchNormSaved;
+use crate::model::norm::{BatchNormLayer, HostPath, NormShape};
 
-/// PyTorch's default eps.
-pub const DEFAULT_EPS: f64 = 1e-5;
+pub use crate::model::norm::DEFAULT_EPS;
 
 /// Elements per task (a block of rows, or of whole samples).
 const TASK_ELEMS: usize = 1 << 16;
@@ -46,24 +46,9 @@ const TASK_ELEMS: usize = 1 << 16;
 pub type BatchNormGrads<T, D> = (Array<T, D>, Array1<f64>, Array1<f64>);
 
 /// A batch norm layer on the host over `(N, C)` or `(N, C, H, W, ...)` data
-/// of type f32 or f64, parameters and running statistics in f64.
-#[derive(Clone, Debug)]
-pub struct BatchNorm {
-    /// Scale, one per channel.
-    pub gamma: Array1<f64>,
-    /// Shift, one per channel.
-    pub beta: Array1<f64>,
-    /// Running mean, one per channel.
-    pub running_mean: Array1<f64>,
-    /// Running variance, one per channel.
-    pub running_var: Array1<f64>,
-    /// Training forward passes so far.
-    pub num_batches_tracked: u64,
-    /// Added to the variance before the square root.
-    pub eps: f64,
-    /// How running statistics are updated.
-    pub config: RunningStatsConfig,
-}
+/// of type f32 or f64, parameters and running statistics in f64 (the
+/// twin's struct, [`BatchNormLayer`], with the host's passes).
+pub type BatchNorm = BatchNormLayer<HostPath>;
 
 /// An input as the passes read it: a matrix (any strides), or the elements
 /// of an `(N, C, S)` array in standard order (borrowed where the array is in
@@ -102,54 +87,6 @@ impl<'a, T: HostFloat> Input<'a, T> {
 }
 
 impl BatchNorm {
-    /// `channels` features, gamma = 1, beta = 0, eps = 1e-5.
-    pub fn new(channels: usize, config: RunningStatsConfig) -> Self {
-        BatchNorm {
-            gamma: Array1::ones(channels),
-            beta: Array1::zeros(channels),
-            running_mean: Array1::zeros(channels),
-            running_var: Array1::from_elem(channels, config.initial_var),
-            num_batches_tracked: 0,
-            eps: DEFAULT_EPS,
-            config,
-        }
-    }
-
-    /// The number of channels.
-    pub fn channels(&self) -> usize {
-        self.gamma.len()
-    }
-
-    /// Checks an input of shape `dims` and the layer's parameters for `op`.
-    fn check(&self, op: &'static str, dims: &[usize], training: bool) -> Result<NormShape> {
-        let shape = NormShape::from_dims(op, dims)?;
-        let NormShape { n, c, s } = shape;
-        if c != self.channels() {
-            return Err(Error::shape(
-                op,
-                format!("{} channels (dimension 1)", self.channels()),
-                format!("{dims:?}"),
-            ));
-        }
-        if training && n * s == 1 {
-            return Err(Error::invalid(
-                op,
-                format!("Expected more than 1 value per channel when training, got input size {dims:?}"),
-            ));
-        }
-        check_eps(op, self.eps)?;
-        self.config.check(op)?;
-        let lens = [self.beta.len(), self.running_mean.len(), self.running_var.len()];
-        if lens.iter().any(|&l| l != c) {
-            return Err(Error::shape(
-                op,
-                format!("beta, running_mean and running_var of {c} values"),
-                format!("{}, {} and {}", lens[0], lens[1], lens[2]),
-            ));
-        }
-        Ok(shape)
-    }
-
     /// Training mode: normalizes `x` (`(N, C)`, or `(N, C, H, W, ...)` with
     /// statistics per channel over the batch and the positions) with its
     /// batch statistics, updates the running statistics, and returns the
@@ -179,7 +116,7 @@ impl BatchNorm {
         x: ArrayView<'_, T, D>,
     ) -> Result<(Array<T, D>, BatchNormSaved)> {
         const OP: &str = "batchnorm_forward_train (host)";
-        let shape = self.check(OP, x.shape(), true)?;
+        let shape = self.check(OP, x.shape(), true)?.shape;
         let input = Input::new(OP, &x, shape)?;
         let (mean, var) = match &input {
             Input::Matrix(m) => {
@@ -208,7 +145,7 @@ impl BatchNorm {
     /// As [`BatchNorm::forward_train`], less the one for one value per channel.
     pub fn forward_eval<T: HostFloat, D: Dimension>(&self, x: ArrayView<'_, T, D>) -> Result<Array<T, D>> {
         const OP: &str = "batchnorm_forward_eval (host)";
-        let shape = self.check(OP, x.shape(), false)?;
+        let shape = self.check(OP, x.shape(), false)?.shape;
         let input = Input::new(OP, &x, shape)?;
         let invstd: Vec<f64> = self
             .running_var
@@ -268,7 +205,7 @@ impl BatchNorm {
         saved: &BatchNormSaved,
     ) -> Result<BatchNormGrads<T, D>> {
         const OP: &str = "batchnorm_backward (host)";
-        let shape = self.check(OP, x.shape(), false)?;
+        let shape = self.check(OP, x.shape(), false)?.shape;
         if dy.shape() != x.shape() {
             return Err(Error::shape(
                 OP,

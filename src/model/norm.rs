@@ -521,6 +521,112 @@ impl Default for RunningStatsConfig {
     }
 }
 
+/// PyTorch's default eps for the norm layers.
+pub const DEFAULT_EPS: f64 = 1e-5;
+
+/// The path a [`BatchNormLayer`] runs its passes on.
+pub trait LayerPath: Clone + Copy + std::fmt::Debug + Default {}
+
+/// The host path: f32 or f64 data on all cores ([`crate::host::BatchNorm`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostPath;
+
+/// The f64 twin, the tests' oracle ([`crate::cpu::BatchNorm`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TwinPath;
+
+impl LayerPath for HostPath {}
+impl LayerPath for TwinPath {}
+
+/// A batch norm layer's parameters and running statistics, in f64: one
+/// struct for the host layer ([`crate::host::BatchNorm`]) and the twin
+/// ([`crate::cpu::BatchNorm`]), whose passes are each path's own.
+#[derive(Clone, Debug)]
+pub struct BatchNormLayer<P: LayerPath> {
+    /// Scale, one per channel.
+    pub gamma: Array1<f64>,
+    /// Shift, one per channel.
+    pub beta: Array1<f64>,
+    /// Running mean, one per channel.
+    pub running_mean: Array1<f64>,
+    /// Running variance, one per channel.
+    pub running_var: Array1<f64>,
+    /// Training forward passes so far.
+    pub num_batches_tracked: u64,
+    /// Added to the variance before the square root.
+    pub eps: f64,
+    /// How running statistics are updated.
+    pub config: RunningStatsConfig,
+    path: std::marker::PhantomData<P>,
+}
+
+impl<P: LayerPath> BatchNormLayer<P> {
+    /// `channels` features, gamma = 1, beta = 0, eps = 1e-5.
+    pub fn new(channels: usize, config: RunningStatsConfig) -> Self {
+        BatchNormLayer {
+            gamma: Array1::ones(channels),
+            beta: Array1::zeros(channels),
+            running_mean: Array1::zeros(channels),
+            running_var: Array1::from_elem(channels, config.initial_var),
+            num_batches_tracked: 0,
+            eps: DEFAULT_EPS,
+            config,
+            path: std::marker::PhantomData,
+        }
+    }
+
+    /// The number of channels.
+    pub fn channels(&self) -> usize {
+        self.gamma.len()
+    }
+
+    /// The same parameters and running statistics on another path (the
+    /// host layer's state on the twin, say).
+    pub fn on_path<Q: LayerPath>(self) -> BatchNormLayer<Q> {
+        BatchNormLayer {
+            gamma: self.gamma,
+            beta: self.beta,
+            running_mean: self.running_mean,
+            running_var: self.running_var,
+            num_batches_tracked: self.num_batches_tracked,
+            eps: self.eps,
+            config: self.config,
+            path: std::marker::PhantomData,
+        }
+    }
+
+    /// Checks an input of shape `dims` and the layer's parameters for `op`;
+    /// `training` refuses one value per channel, as PyTorch does.
+    pub(crate) fn check(&self, op: &'static str, dims: &[usize], training: bool) -> Result<NormPlan> {
+        let shape = NormShape::from_dims(op, dims)?;
+        let NormShape { n, c, s } = shape;
+        if c != self.channels() {
+            return Err(Error::shape(
+                op,
+                format!("{} channels (dimension 1)", self.channels()),
+                format!("{dims:?}"),
+            ));
+        }
+        if training && n * s == 1 {
+            return Err(Error::invalid(
+                op,
+                format!("Expected more than 1 value per channel when training, got input size {dims:?}"),
+            ));
+        }
+        check_eps(op, self.eps)?;
+        self.config.check(op)?;
+        let lens = [self.beta.len(), self.running_mean.len(), self.running_var.len()];
+        if lens.iter().any(|&l| l != c) {
+            return Err(Error::shape(
+                op,
+                format!("beta, running_mean and running_var of {c} values"),
+                format!("{}, {} and {}", lens[0], lens[1], lens[2]),
+            ));
+        }
+        NormPlan::new(op, NormKind::Batch, shape, training)
+    }
+}
+
 /// What a training forward pass of batch norm saves for the backward pass
 /// (as cuDNN and PyTorch do): the f64 twin's and the host layer's.
 #[derive(Clone, Debug, PartialEq)]
