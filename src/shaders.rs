@@ -62,6 +62,7 @@ use Access::{Read, ReadWrite, Uniform};
 /// `shaders/column_stats.wgsl`: Welford partials per row chunk, then a Chan merge.
 pub mod column_stats {
     use super::*;
+    include!(concat!(env!("OUT_DIR"), "/column_stats_params.rs"));
     /// Pass 1, one f32 column per thread.
     pub const PARTIAL: &str = "column_stats_partial";
     /// Pass 1, four columns per thread (D % 4 == 0).
@@ -97,6 +98,7 @@ pub mod column_stats {
 /// `shaders/standardize.wgsl`: centering and scaling by per-column statistics.
 pub mod standardize {
     use super::*;
+    include!(concat!(env!("OUT_DIR"), "/standardize_params.rs"));
     /// `y = f(x)`, one element per thread.
     pub const APPLY: &str = "standardize";
     /// In place, one element per thread.
@@ -133,6 +135,7 @@ pub mod standardize {
 /// `shaders/copy.wgsl`: a bit-exact device copy (also the benchmarks' bandwidth ceiling).
 pub mod copy {
     use super::*;
+    include!(concat!(env!("OUT_DIR"), "/copy_params.rs"));
     /// One f32 per thread.
     pub const COPY: &str = "copy";
     /// One vec4 per thread.
@@ -159,6 +162,7 @@ pub mod copy {
 /// `shaders/init.wgsl`: Philox4x32-10 and the fills built on it.
 pub mod init {
     use super::*;
+    include!(concat!(env!("OUT_DIR"), "/init_params.rs"));
     /// The raw u32 stream.
     pub const RANDOM_BITS: &str = "random_bits";
     /// A constant.
@@ -196,6 +200,7 @@ pub mod init {
 /// dgamma/dbeta, batch norm's dx).
 pub mod norm_columns {
     use super::*;
+    include!(concat!(env!("OUT_DIR"), "/norm_columns_params.rs"));
     /// Welford partials per (chunk, column).
     pub const STATS_PARTIALS: &str = "stats_partials";
     /// Per channel: merge, statistics, running update.
@@ -261,6 +266,7 @@ pub mod norm_columns {
 /// `shaders/norm_rows.wgsl`: the row passes of layer, instance and group norm.
 pub mod norm_rows {
     use super::*;
+    include!(concat!(env!("OUT_DIR"), "/norm_rows_params.rs"));
     /// Statistics and apply, per row.
     pub const ROW_FORWARD: &str = "row_forward";
     /// dx, per row.
@@ -331,6 +337,7 @@ pub mod norm_rows_subgroup {
 /// row slice, then a finalize pass that sums the slices, scales and mirrors.
 pub mod covariance {
     use super::*;
+    include!(concat!(env!("OUT_DIR"), "/covariance_params.rs"));
     /// Pass 1: tiles per slice.
     pub const PARTIAL: &str = "covariance_partial";
     /// Pass 2: sum the slices, correct, scale, mirror.
@@ -390,6 +397,7 @@ pub mod covariance {
 /// `shaders/matmul.wgsl`: the general product `act(((x - center) @ w) * scale + bias)`.
 pub mod matmul {
     use super::*;
+    include!(concat!(env!("OUT_DIR"), "/matmul_params.rs"));
     /// The product (split-K: each z-slice's raw partial product).
     pub const MATMUL: &str = "matmul";
     /// Split-K's second pass: sum the slices, then scale, bias, activation.
@@ -429,6 +437,7 @@ pub mod matmul {
 /// backward, softmax cross-entropy, SGD, row gather).
 pub mod train {
     use super::*;
+    include!(concat!(env!("OUT_DIR"), "/train_params.rs"));
     /// `out = max(x, 0)`.
     pub const RELU: &str = "relu";
     /// `out = dy * (y > 0)`.
@@ -507,19 +516,21 @@ pub(crate) struct Layout {
 /// Declares a kernel's uniform parameters: a `#[repr(C)]`, `Pod` struct
 /// that mirrors the WGSL struct of the same name in `shader`, and (in tests)
 /// its [`Layout`], which `params_mirror_their_wgsl_structs` checks against
-/// the WGSL through naga. Fields named `_...` are padding.
+/// the WGSL through naga. Fields named `_...` are padding. build.rs writes
+/// one invocation per shader from the WGSL struct (`<stem>_params.rs` in
+/// `OUT_DIR`, included by the shader's module here).
 ///
-/// `kernel_params! { SH::SHADER; pub(crate) struct Params { n: u32, ... } }`
+/// `kernel_params! { SHADER; pub(crate) struct Params { n: u32, ... } }`
 macro_rules! kernel_params {
     (
         $shader:path;
         $(#[$meta:meta])*
-        $vis:vis struct $name:ident { $($field:ident: $ty:ty),* $(,)? }
+        $vis:vis struct $name:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty),* $(,)? }
     ) => {
         $(#[$meta])*
         #[repr(C)]
         #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-        $vis struct $name { $($field: $ty),* }
+        $vis struct $name { $($(#[$fmeta])* pub(crate) $field: $ty),* }
 
         #[cfg(test)]
         impl $name {

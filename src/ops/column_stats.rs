@@ -17,19 +17,7 @@ const PARTIAL_BYTES: u64 = 32;
 /// large GPU, few enough that the finalize pass stays cheap.
 const TARGET_GROUPS: usize = 2048;
 
-crate::shaders::kernel_params! {
-    SH::SHADER;
-    pub(crate) struct Params {
-        n: u32,
-        d: u32,
-        rows_per_chunk: u32,
-        n_chunks: u32,
-        ddof: u32,
-        groups_x: u32,
-        chunk_base: u32,
-        ignore_nan: u32,
-    }
-}
+pub(crate) use SH::Params;
 
 /// Per-column statistics of a matrix, resident on the GPU.
 ///

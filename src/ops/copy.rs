@@ -14,14 +14,7 @@ use crate::shaders::copy as SH;
 const OP: &str = "copy";
 const WG: usize = 256;
 
-crate::shaders::kernel_params! {
-    SH::SHADER;
-    pub(crate) struct Params {
-        len: u32,
-        groups_x: u32,
-        _pad: [u32; 2],
-    }
-}
+pub(crate) use SH::Params;
 
 /// A new matrix holding a copy of `x`, submitted.
 pub fn copy(gpu: &Gpu, x: &GpuMatrix) -> Result<GpuMatrix> {
@@ -53,7 +46,7 @@ pub fn encode_copy_into(
             &Params {
                 len: len as u32,
                 groups_x: gx,
-                _pad: [0; 2],
+                ..Default::default()
             },
         )?;
         let xs = bind_input(gpu, encoder, OP, "copy x", x, rows.clone())?;

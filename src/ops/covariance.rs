@@ -28,23 +28,7 @@ pub(crate) const ONE_PASS_LIMIT: f64 = (1u64 << 40) as f64;
 /// fall out of f32's normal range (a prefix of zeros, later values of 1e-30).
 pub(crate) const ONE_PASS_FLOOR: f64 = 1.0 / ONE_PASS_LIMIT;
 
-crate::shaders::kernel_params! {
-    SH::SHADER;
-    pub(crate) struct Params {
-        n: u32,
-        d: u32,
-        rows_per_slice: u32,
-        n_slices: u32,
-        n_blocks: u32,
-        n_tiles: u32,
-        scale: f32,
-        inv_n: f32,
-        slice_base: u32,
-        raw: u32,
-        accumulate: u32,
-        _pad: u32,
-    }
-}
+pub(crate) use SH::Params;
 
 /// Options of [`covariance`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -438,7 +422,7 @@ pub(crate) fn encode_covariance_scaled_into(
                 slice_base: slice_base as u32,
                 raw: raw as u32,
                 accumulate: 0,
-                _pad: 0,
+                ..Default::default()
             },
         )
     };
@@ -661,7 +645,7 @@ impl CovarianceStream {
                 slice_base: 0,
                 raw: 1,
                 accumulate: 1,
-                _pad: 0,
+                ..Default::default()
             },
         )
     }

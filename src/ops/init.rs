@@ -26,34 +26,7 @@ const OP: &str = "init";
 /// Invocations per workgroup (the shader's `override WG` default).
 const WG: u64 = 256;
 
-crate::shaders::kernel_params! {
-    SH::SHADER;
-    pub(crate) struct Params {
-        seed_lo: u32,
-        seed_hi: u32,
-        stream_lo: u32,
-        stream_hi: u32,
-        block_lo: u32,
-        block_hi: u32,
-        lead: u32,
-        n: u32,
-        blocks: u32,
-        row_stride: u32,
-        a: f32,
-        b: f32,
-        cols: u32,
-        keep: u32,
-        line_len: u32,
-        by_rows: u32,
-        row_base: u32,
-        low: f32,
-        high: f32,
-        cdf_low: f32,
-        sf_high: f32,
-        mass: f32,
-        _pad: u32,
-    }
-}
+pub(crate) use SH::Params;
 
 /// Where in the stream a fill starts, and the dispatch's shape.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -351,7 +324,7 @@ impl Plan {
             cdf_low: t[2] as f32,
             sf_high: t[3] as f32,
             mass: t[4] as f32,
-            _pad: 0,
+            ..Default::default()
         };
         Ok(Plan {
             base,

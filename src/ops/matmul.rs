@@ -22,19 +22,7 @@ const BIAS: u32 = 4;
 const ACT_TANH: u32 = 16;
 const ACT_RELU: u32 = 32;
 
-crate::shaders::kernel_params! {
-    SH::SHADER;
-    pub(crate) struct Params {
-        n: u32,
-        k: u32,
-        m: u32,
-        flags: u32,
-        ldx: u32,
-        row_base: u32,
-        k_len: u32,
-        slices: u32,
-    }
-}
+pub(crate) use SH::Params;
 
 /// The options of [`matmul`]; the default gives `x @ w`. Each optional vector
 /// is read from row 0 of a matrix with that many columns: a `1 x len` matrix,

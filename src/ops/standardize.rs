@@ -11,19 +11,7 @@ pub use crate::model::standardize::StandardizeOptions;
 const OP: &str = "standardize";
 const WG: usize = 256;
 
-crate::shaders::kernel_params! {
-    SH::SHADER;
-    pub(crate) struct Params {
-        len: u32,
-        d: u32,
-        center: u32,
-        scale: u32,
-        groups_x: u32,
-        ne: f32,
-        c1: f32,
-        _pad: u32,
-    }
-}
+pub(crate) use SH::Params;
 
 /// Returns `x` centered and/or scaled by `stats` as a new matrix: `(x - mean)
 /// / scale`, the scale 1 for a column that
@@ -99,7 +87,7 @@ impl Plan {
             groups_x: gx,
             ne: self.ne as f32,
             c1: self.c1 as f32,
-            _pad: 0,
+            ..Default::default()
         };
         Ok((params, [gx, gy, 1]))
     }

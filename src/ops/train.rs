@@ -28,22 +28,7 @@ use crate::shaders::train as SH;
 const WG: usize = 256;
 const WRITE_GRAD: u32 = 1;
 
-crate::shaders::kernel_params! {
-    SH::SHADER;
-    pub(crate) struct Params {
-        n: u32,
-        cols: u32,
-        slot: u32,
-        flags: u32,
-        groups_x: u32,
-        src_rows: u32,
-        lr: f32,
-        momentum: f32,
-        weight_decay: f32,
-        grad_scale: f32,
-        _pad: [u32; 2],
-    }
-}
+pub(crate) use SH::Params;
 
 fn u32_of(op: &'static str, what: &str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::invalid(op, format!("{what} {v} exceeds u32")))

@@ -31,30 +31,7 @@ const FLAG_UPDATE_RUNNING: u32 = 1;
 const FLAG_UNBIASED: u32 = 2;
 const FLAG_CUMULATIVE: u32 = 4;
 
-crate::shaders::kernel_params! {
-    SH::SHADER;
-    /// Mirror of `Params` in shaders/norm_columns.wgsl.
-    pub(crate) struct Params {
-        rows: u32,
-        cols: u32,
-        chunk_rows: u32,
-        chunks: u32,
-        col_lanes: u32,
-        col_tiles: u32,
-        channels: u32,
-        spatial: u32,
-        g_row_stride: u32,
-        g_div: u32,
-        flags: u32,
-        aff_stride: u32,
-        eps: f32,
-        momentum: f32,
-        chunk_base: u32,
-        row_base: u32,
-        total_rows: u32,
-        pos_stride: u32,
-    }
-}
+pub(crate) use SH::Params;
 
 /// Layout of the column passes over a piece of `rows` rows of an N x F matrix:
 /// TC = min(WG, F rounded up to a power of two) columns per workgroup, WG / TC

@@ -16,24 +16,7 @@ const WG: usize = 256;
 /// Elements of a row each lane aims to reduce (four unrolled steps of four).
 const ELEMS_PER_LANE: u32 = 16;
 
-crate::shaders::kernel_params! {
-    SH::SHADER;
-    /// Mirror of `RowParams` in shaders/norm_rows.wgsl.
-    pub(crate) struct RowParams {
-        rows: u32,
-        len: u32,
-        lanes: u32,
-        groups: u32,
-        spatial: u32,
-        per_channel: u32,
-        lane_q: u32,
-        lane_r: u32,
-        eps: f32,
-        row_base: u32,
-        center: u32,
-        _pad: f32,
-    }
-}
+pub(crate) use SH::RowParams;
 
 /// Rows of `plan` (N * G) each normalized over its L contiguous elements,
 /// with about ELEMS_PER_LANE elements per lane and a power-of-two number of
@@ -55,7 +38,7 @@ fn row_params(plan: &NormPlan, eps: f32) -> RowParams {
         eps,
         row_base: 0,
         center: plan.kind.centers() as u32,
-        _pad: 0.0,
+        ..Default::default()
     }
 }
 
