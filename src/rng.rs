@@ -304,21 +304,7 @@ pub(crate) const COS_C10: f32 = -2.520_204_2e-5;
 #[inline]
 pub(crate) fn radius_f32(x: u32) -> f32 {
     let m = (x >> 8) + 1; // 1 ..= 2^24, exact in f32
-    let bits = (m as f32).to_bits();
-    let mut e = (bits >> 23) as i32 - 127 - 24;
-    let mut y = f32::from_bits((bits & 0x007F_FFFF) | 0x3F80_0000);
-    if y > SQRT2_F32 {
-        y *= 0.5;
-        e += 1;
-    }
-    let s = (y - 1.0) / (y + 1.0);
-    let s2 = s * s;
-    let p = s2 * (ATANH_C3 + s2 * (ATANH_C5 + s2 * (ATANH_C7 + s2 * ATANH_C9)));
-    let two_s = 2.0 * s;
-    let ln_y = two_s + two_s * p;
-    let ef = e as f32;
-    let ln_u = ef * LN2_HI + (ef * LN2_LO + ln_y);
-    (-2.0 * ln_u).sqrt()
+    (-2.0 * ln_times_pow2_f32(m as f32, -24)).sqrt()
 }
 
 /// `(cos 2 pi t, sin 2 pi t)` in `f32`, operation for operation as
@@ -458,8 +444,16 @@ pub fn norm_ppf_lower_f64(p: f64) -> f64 {
 /// 2 atanh((y - 1) / (y + 1))` (the series of [`radius_f32`]).
 #[inline]
 pub(crate) fn ln_f32(v: f32) -> f32 {
+    ln_times_pow2_f32(v, 0)
+}
+
+/// `ln (v * 2^p)` of a positive normal f32 `v`: [`ln_f32`]'s series with
+/// `p` added to the exponent before it is multiplied by `ln 2` (so
+/// [`radius_f32`]'s `ln (m 2^-24)` rounds as the shader's does).
+#[inline]
+fn ln_times_pow2_f32(v: f32, p: i32) -> f32 {
     let bits = v.to_bits();
-    let mut e = (bits >> 23) as i32 - 127;
+    let mut e = (bits >> 23) as i32 - 127 + p;
     let mut y = f32::from_bits((bits & 0x007F_FFFF) | 0x3F80_0000);
     if y > SQRT2_F32 {
         y *= 0.5;
@@ -467,9 +461,9 @@ pub(crate) fn ln_f32(v: f32) -> f32 {
     }
     let s = (y - 1.0) / (y + 1.0);
     let s2 = s * s;
-    let p = s2 * (ATANH_C3 + s2 * (ATANH_C5 + s2 * (ATANH_C7 + s2 * ATANH_C9)));
+    let q = s2 * (ATANH_C3 + s2 * (ATANH_C5 + s2 * (ATANH_C7 + s2 * ATANH_C9)));
     let two_s = 2.0 * s;
-    let ln_y = two_s + two_s * p;
+    let ln_y = two_s + two_s * q;
     let ef = e as f32;
     ef * LN2_HI + (ef * LN2_LO + ln_y)
 }
