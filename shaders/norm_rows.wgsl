@@ -79,23 +79,28 @@ fn affine_start(r: u32, lane: u32) -> Affine {
     return Affine(g * (p.len / sp) + lane / sp, lane % sp);
 }
 
-// The step of TL lanes: tl = TL, q = TL / S, r = TL % S (the row passes on
-// subgroups pass their own lane count).
-fn affine_step_by(a: Affine, tl: u32, q: u32, r: u32) -> Affine {
+// The lanes that share a row: TL of a workgroup's slot (row_forward and
+// row_backward), or a subgroup's active invocations (the _subgroup passes).
+struct Lanes {
+    tl: u32,    // lanes in the row
+    lane: u32,  // this invocation's rank among them
+    q: u32,     // tl / S
+    r: u32,     // tl % S
+}
+
+// The step of the lanes along a row: tl elements, q whole channels and r
+// positions.
+fn affine_step(a: Affine, ln: Lanes) -> Affine {
     if (p.per_channel == 0u) {
-        return Affine(a.idx + tl, 0u);
+        return Affine(a.idx + ln.tl, 0u);
     }
-    var s = a.s + r;
-    var idx = a.idx + q;
+    var s = a.s + ln.r;
+    var idx = a.idx + ln.q;
     if (s >= p.spatial) {
         s = s - p.spatial;
         idx = idx + 1u;
     }
     return Affine(idx, s);
-}
-
-fn affine_step(a: Affine) -> Affine {
-    return affine_step_by(a, p.lanes, p.lane_q, p.lane_r);
 }
 
 // Welford over elements lane, lane + tl, ... < len of the row at base, on
@@ -132,6 +137,59 @@ fn row_welford(base: u32, lane: u32, tl: u32, len: u32, shift: f32, sc: f32) -> 
         i = i + tl;
     }
     return Wf(n, mean, m2);
+}
+
+// The lane's state of row r (first element at base, shift its first value):
+// row_welford, redone in units of 2^96 where it overflowed (or met NaN / inf).
+fn row_state(base: u32, ln: Lanes, len: u32, shift: f32) -> Wf {
+    var st = row_welford(base, ln.lane, ln.tl, len, shift, 1.0);
+    if (!(is_finite(st.mean) && is_finite(st.m2))) {
+        st = row_welford(base, ln.lane, ln.tl, len, shift, DOWN);
+        st.n = st.n | SCALED;
+    }
+    return st;
+}
+
+// The normalized value of x under a decoded statistics row.
+fn xhat(v: f32, d: Decoded) -> f32 {
+    return ((v * d.sc - d.k) - d.m) * d.ist;
+}
+
+// Row r's output from its statistics row: y = xhat * gamma + beta.
+fn row_apply(r: u32, ln: Lanes, len: u32, row: vec4<f32>) {
+    let d = decode(row);
+    let base = r * len;
+    var af = affine_start(r, ln.lane);
+    for (var i = ln.lane; i < len; i = i + ln.tl) {
+        out[base + i] = xhat(x[base + i], d) * gamma[af.idx] + beta[af.idx];
+        af = affine_step(af, ln);
+    }
+}
+
+// The lane's part of row r's (sum g, sum g * xhat), g = dy * gamma.
+fn row_grad_sums(r: u32, ln: Lanes, len: u32, st: Decoded) -> vec2<f32> {
+    let base = r * len;
+    var s_g = 0.0;
+    var s_gx = 0.0;
+    var af = affine_start(r, ln.lane);
+    for (var i = ln.lane; i < len; i = i + ln.tl) {
+        let g = dy[base + i] * gamma[af.idx];
+        s_g = s_g + g;
+        s_gx = s_gx + g * xhat(x[base + i], st);
+        af = affine_step(af, ln);
+    }
+    return vec2<f32>(s_g, s_gx);
+}
+
+// Row r's dx from the row's mean of g (0 for RMS norm) and of g * xhat.
+fn row_dx(r: u32, ln: Lanes, len: u32, st: Decoded, mg: f32, mgx: f32) {
+    let base = r * len;
+    var af = affine_start(r, ln.lane);
+    for (var i = ln.lane; i < len; i = i + ln.tl) {
+        let g = dy[base + i] * gamma[af.idx];
+        out[base + i] = st.invstd * ((g - mg) - xhat(x[base + i], st) * mgx);
+        af = affine_step(af, ln);
+    }
 }
 
 // RMS norm's statistics row (no centring) from a row's finished state
@@ -178,11 +236,10 @@ fn row_forward(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let tl = p.lanes;
-    let slots = WG / tl;
-    let slot = li / tl;
-    let lane = li % tl;
-    let base_li = slot * tl;
+    let ln = Lanes(p.lanes, li % p.lanes, p.lane_q, p.lane_r);
+    let slots = WG / ln.tl;
+    let slot = li / ln.tl;
+    let base_li = slot * ln.tl;
     let nblocks = (p.rows + slots - 1u) / slots;
     let total_wg = nwg.x * nwg.y;
     let len = p.len;
@@ -192,21 +249,15 @@ fn row_forward(
         var st = Wf(0u, 0.0, 0.0);
         var shift = 0.0;
         if (valid) {
-            let base = r * len;
-            shift = x[base];
-            st = row_welford(base, lane, tl, len, shift, 1.0);
-            if (!(is_finite(st.mean) && is_finite(st.m2))) {
-                // overflow (or NaN / inf in the row): again, in units of 2^96
-                st = row_welford(base, lane, tl, len, shift, DOWN);
-                st.n = st.n | SCALED;
-            }
+            shift = x[r * len];
+            st = row_state(r * len, ln, len, shift);
         }
         sh_n[li] = st.n;
         sh_a[li] = st.mean;
         sh_b[li] = st.m2;
         workgroupBarrier();
-        for (var s = tl / 2u; s > 0u; s = s / 2u) {
-            if (lane < s) {
+        for (var s = ln.tl / 2u; s > 0u; s = s / 2u) {
+            if (ln.lane < s) {
                 let o = li + s;
                 sh_merge_wf(li, o);
             }
@@ -215,16 +266,10 @@ fn row_forward(
         let row = finish_row(Wf(sh_n[base_li], sh_a[base_li], sh_b[base_li]), shift, p.eps);
         workgroupBarrier();
         if (valid) {
-            if (lane == 0u) {
+            if (ln.lane == 0u) {
                 stats[p.row_base + r] = row;
             }
-            let d = decode(row);
-            let base = r * len;
-            var af = affine_start(r, lane);
-            for (var i = lane; i < len; i = i + tl) {
-                out[base + i] = ((x[base + i] * d.sc - d.k) - d.m) * d.ist * gamma[af.idx] + beta[af.idx];
-                af = affine_step(af);
-            }
+            row_apply(r, ln, len, row);
         }
     }
 }
@@ -235,11 +280,10 @@ fn row_backward(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let tl = p.lanes;
-    let slots = WG / tl;
-    let slot = li / tl;
-    let lane = li % tl;
-    let base_li = slot * tl;
+    let ln = Lanes(p.lanes, li % p.lanes, p.lane_q, p.lane_r);
+    let slots = WG / ln.tl;
+    let slot = li / ln.tl;
+    let base_li = slot * ln.tl;
     let nblocks = (p.rows + slots - 1u) / slots;
     let total_wg = nwg.x * nwg.y;
     let len = p.len;
@@ -247,25 +291,16 @@ fn row_backward(
         let r = blk * slots + slot;
         let valid = r < p.rows;
         var st = Decoded(1.0, 0.0, 0.0, 0.0, 0.0);
-        var s_g = 0.0;
-        var s_gx = 0.0;
+        var sums = vec2<f32>(0.0, 0.0);
         if (valid) {
             st = decode(stats[p.row_base + r]);
-            let base = r * len;
-            var af = affine_start(r, lane);
-            for (var i = lane; i < len; i = i + tl) {
-                let g = dy[base + i] * gamma[af.idx];
-                let h = ((x[base + i] * st.sc - st.k) - st.m) * st.ist;
-                s_g = s_g + g;
-                s_gx = s_gx + g * h;
-                af = affine_step(af);
-            }
+            sums = row_grad_sums(r, ln, len, st);
         }
-        sh_a[li] = s_g;
-        sh_b[li] = s_gx;
+        sh_a[li] = sums.x;
+        sh_b[li] = sums.y;
         workgroupBarrier();
-        for (var s = tl / 2u; s > 0u; s = s / 2u) {
-            if (lane < s) {
+        for (var s = ln.tl / 2u; s > 0u; s = s / 2u) {
+            if (ln.lane < s) {
                 sh_a[li] = sh_a[li] + sh_a[li + s];
                 sh_b[li] = sh_b[li] + sh_b[li + s];
             }
@@ -277,14 +312,7 @@ fn row_backward(
         let mgx = sh_b[base_li] * inv_l;
         workgroupBarrier();
         if (valid) {
-            let base = r * len;
-            var af = affine_start(r, lane);
-            for (var i = lane; i < len; i = i + tl) {
-                let g = dy[base + i] * gamma[af.idx];
-                let h = ((x[base + i] * st.sc - st.k) - st.m) * st.ist;
-                out[base + i] = st.invstd * ((g - mg) - h * mgx);
-                af = affine_step(af);
-            }
+            row_dx(r, ln, len, st, mg, mgx);
         }
     }
 }

@@ -4,8 +4,9 @@
 // these where the device has wgpu's SUBGROUP feature and a row wants no more
 // lanes than a subgroup has (the workgroup passes of shaders/norm_rows.wgsl
 // elsewhere). src/shaders.rs builds this shader from the preludes,
-// shaders/norm_rows.wgsl (its bindings, RowParams, affine walk and row_welford)
-// and then this file.
+// shaders/norm_rows.wgsl (its bindings, RowParams, Lanes, the affine walk and
+// the per-row loops row_state, row_apply, row_grad_sums and row_dx) and then
+// this file.
 //
 // Correct for any subgroup size and any assignment of invocations to
 // subgroups, a partial subgroup included: an invocation's lane is its rank
@@ -19,13 +20,6 @@
 //     M2 = sum (M2_l + n_l (mean_l - mean)^2)   (each term >= 0),
 // in units of 2^96 for every lane where any lane's state needed them (see
 // shaders/common/scaled.wgsl) or where the sums themselves overflow.
-
-struct Lanes {
-    tl: u32,    // lanes in the row: the subgroup's active invocations
-    lane: u32,  // this invocation's rank among them
-    q: u32,     // tl / S
-    r: u32,     // tl % S
-}
 
 fn subgroup_lanes() -> Lanes {
     let tl = subgroupAdd(1u);
@@ -75,24 +69,13 @@ fn row_forward_subgroup(
     let len = p.len;
     let stride = nwg.x * nwg.y * nsg;
     for (var r = (wid.x + wid.y * nwg.x) * nsg + sg; r < p.rows; r = r + stride) {
-        let base = r * len;
-        let shift = x[base];
-        var st = row_welford(base, ln.lane, ln.tl, len, shift, 1.0);
-        if (!(is_finite(st.mean) && is_finite(st.m2))) {
-            // overflow (or NaN / inf in the row): again, in units of 2^96
-            st = row_welford(base, ln.lane, ln.tl, len, shift, DOWN);
-            st.n = st.n | SCALED;
-        }
+        let shift = x[r * len];
+        let st = row_state(r * len, ln, len, shift);
         let row = finish_row(subgroup_merge_wf(st), shift, p.eps);
         if (ln.lane == 0u) {
             stats[p.row_base + r] = row;
         }
-        let d = decode(row);
-        var af = affine_start(r, ln.lane);
-        for (var i = ln.lane; i < len; i = i + ln.tl) {
-            out[base + i] = ((x[base + i] * d.sc - d.k) - d.m) * d.ist * gamma[af.idx] + beta[af.idx];
-            af = affine_step_by(af, ln.tl, ln.q, ln.r);
-        }
+        row_apply(r, ln, len, row);
     }
 }
 
@@ -109,25 +92,9 @@ fn row_backward_subgroup(
     let stride = nwg.x * nwg.y * nsg;
     for (var r = (wid.x + wid.y * nwg.x) * nsg + sg; r < p.rows; r = r + stride) {
         let st = decode(stats[p.row_base + r]);
-        let base = r * len;
-        var s_g = 0.0;
-        var s_gx = 0.0;
-        var af = affine_start(r, ln.lane);
-        for (var i = ln.lane; i < len; i = i + ln.tl) {
-            let g = dy[base + i] * gamma[af.idx];
-            let h = ((x[base + i] * st.sc - st.k) - st.m) * st.ist;
-            s_g = s_g + g;
-            s_gx = s_gx + g * h;
-            af = affine_step_by(af, ln.tl, ln.q, ln.r);
-        }
-        let mg = subgroupAdd(s_g) * inv_l * f32(p.center);
-        let mgx = subgroupAdd(s_gx) * inv_l;
-        af = affine_start(r, ln.lane);
-        for (var i = ln.lane; i < len; i = i + ln.tl) {
-            let g = dy[base + i] * gamma[af.idx];
-            let h = ((x[base + i] * st.sc - st.k) - st.m) * st.ist;
-            out[base + i] = st.invstd * ((g - mg) - h * mgx);
-            af = affine_step_by(af, ln.tl, ln.q, ln.r);
-        }
+        let sums = row_grad_sums(r, ln, len, st);
+        let mg = subgroupAdd(sums.x) * inv_l * f32(p.center);
+        let mgx = subgroupAdd(sums.y) * inv_l;
+        row_dx(r, ln, len, st, mg, mgx);
     }
 }
