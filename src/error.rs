@@ -152,6 +152,19 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// `Ok` where `needed` is within `limit`, else [`Error::ExceedsLimit`].
+    pub(crate) fn check_limit(op: &'static str, what: &'static str, needed: u64, limit: u64) -> Result<()> {
+        if needed > limit {
+            return Err(Error::ExceedsLimit {
+                op,
+                what,
+                needed,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn shape(op: &'static str, expected: impl Into<String>, got: impl Into<String>) -> Self {
         Error::ShapeMismatch {
             op,

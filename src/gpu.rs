@@ -450,30 +450,19 @@ impl Gpu {
 
     /// Checks that a storage binding of `bytes` fits the device.
     pub(crate) fn check_binding(&self, op: &'static str, bytes: u64) -> Result<()> {
-        let limit = self.max_binding_bytes();
-        if bytes > limit {
-            return Err(Error::ExceedsLimit {
-                op,
-                what: "storage buffer binding size in bytes",
-                needed: bytes,
-                limit,
-            });
-        }
-        Ok(())
+        Error::check_limit(
+            op,
+            "storage buffer binding size in bytes",
+            bytes,
+            self.max_binding_bytes(),
+        )
     }
 
     /// Checks a dispatch size against the device's per-dimension limit.
     pub(crate) fn check_workgroups(&self, op: &'static str, groups: [u32; 3]) -> Result<()> {
         let limit = self.device.limits().max_compute_workgroups_per_dimension;
         for g in groups {
-            if g > limit {
-                return Err(Error::ExceedsLimit {
-                    op,
-                    what: "workgroups per dispatch dimension",
-                    needed: g as u64,
-                    limit: limit as u64,
-                });
-            }
+            Error::check_limit(op, "workgroups per dispatch dimension", g as u64, limit as u64)?;
         }
         Ok(())
     }
@@ -563,14 +552,7 @@ impl Gpu {
     pub(crate) fn storage_buffer(&self, op: &'static str, bytes: u64, label: &str) -> Result<wgpu::Buffer> {
         self.check_alive()?;
         let limit = self.device.limits().max_buffer_size;
-        if bytes > limit {
-            return Err(Error::ExceedsLimit {
-                op,
-                what: "buffer size in bytes",
-                needed: bytes,
-                limit,
-            });
-        }
+        Error::check_limit(op, "buffer size in bytes", bytes, limit)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),

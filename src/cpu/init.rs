@@ -98,15 +98,9 @@ fn fill_parallel(offset: u64, out: &mut [f64], f: impl Fn(u64, &mut [f64]) + Syn
 
 /// Stream elements `offset .. offset + n` as `center + half_width * s`.
 pub fn uniform_values(rng: Philox, offset: u64, n: usize, center: f64, half_width: f64) -> Vec<f64> {
-    let mut out = vec![0.0; n];
-    fill_parallel(offset, &mut out, |start, chunk| {
-        let mut bits = vec![0u32; chunk.len()];
-        rng.fill_bits(start, &mut bits);
-        for (o, &x) in chunk.iter_mut().zip(&bits) {
-            *o = center + half_width * f64::from(centered_from_bits(x));
-        }
-    });
-    out
+    word_values(rng, offset, n, |x| {
+        center + half_width * f64::from(centered_from_bits(x))
+    })
 }
 
 /// Stream elements `offset .. offset + n` as `mean + std * z`: each Philox
@@ -134,12 +128,17 @@ pub fn normal_values(rng: Philox, offset: u64, n: usize, mean: f64, std: f64) ->
 /// Stream elements `offset .. offset + n` as truncated normals
 /// (`rng::trunc_normal_f64`: one word per element, as the uniforms).
 pub fn trunc_normal_values(rng: Philox, offset: u64, n: usize, plan: &TruncNormalPlan) -> Vec<f64> {
+    word_values(rng, offset, n, |x| trunc_normal_f64(x, plan))
+}
+
+/// Stream elements `offset .. offset + n`, each `f` of its own 32-bit word.
+fn word_values(rng: Philox, offset: u64, n: usize, f: impl Fn(u32) -> f64 + Sync) -> Vec<f64> {
     let mut out = vec![0.0; n];
     fill_parallel(offset, &mut out, |start, chunk| {
         let mut bits = vec![0u32; chunk.len()];
         rng.fill_bits(start, &mut bits);
         for (o, &x) in chunk.iter_mut().zip(&bits) {
-            *o = trunc_normal_f64(x, plan);
+            *o = f(x);
         }
     });
     out

@@ -185,8 +185,7 @@ impl BatchNorm {
                 out,
             )?;
         }
-        y.into_shape_with_order(x.raw_dim())
-            .map_err(|e| Error::invalid(op, e.to_string()))
+        super::reshaped(op, y, x.raw_dim())
     }
 
     /// Backward pass of a training forward pass on `x` that saved `saved`
@@ -270,9 +269,7 @@ impl BatchNorm {
                 out,
             )?;
         }
-        let dx = dx
-            .into_shape_with_order(x.raw_dim())
-            .map_err(|e| Error::invalid(OP, e.to_string()))?;
+        let dx = super::reshaped(OP, dx, x.raw_dim())?;
         Ok((dx, dgamma, dbeta))
     }
 }

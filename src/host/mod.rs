@@ -43,7 +43,7 @@ pub use standardize::{standardize, standardize_inplace};
 
 pub use crate::model::moments::{CoMoments, ColumnMoments, NanMoments};
 
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array, Array2, ArrayView2, Dimension};
 
 mod sealed {
     use faer::linalg::matmul::triangular::{self, BlockStructure};
@@ -235,6 +235,17 @@ pub(crate) fn contiguous<'a, T: Copy>(x: &'a ArrayView2<'_, T>, scratch: &'a mut
     scratch.clear();
     scratch.extend(x.iter().copied());
     scratch
+}
+
+/// `a`'s elements, in order, in the shape `dim` (a result computed as a
+/// matrix, given its input's shape).
+pub(crate) fn reshaped<T, A: Dimension, D: Dimension>(
+    op: &'static str,
+    a: Array<T, A>,
+    dim: D,
+) -> crate::error::Result<Array<T, D>> {
+    a.into_shape_with_order(dim)
+        .map_err(|e| crate::error::Error::invalid(op, e.to_string()))
 }
 
 /// The index of the first NaN or infinity in `s`: one vectorized pass over

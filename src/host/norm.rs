@@ -148,9 +148,7 @@ pub fn norm_forward<T: HostFloat, D: Dimension>(
             out,
         )?;
     }
-    let y = y
-        .into_shape_with_order(x.raw_dim())
-        .map_err(|e| Error::invalid(OP, e.to_string()))?;
+    let y = super::reshaped(OP, y, x.raw_dim())?;
     Ok((y, NormSummary { mean, var, invstd }))
 }
 
@@ -494,9 +492,7 @@ pub fn norm_backward<T: HostFloat, D: Dimension>(
             out,
         )?;
     }
-    let dx = dx
-        .into_shape_with_order(x.raw_dim())
-        .map_err(|e| Error::invalid(OP, e.to_string()))?;
+    let dx = super::reshaped(OP, dx, x.raw_dim())?;
     Ok((dx, dgamma, dbeta))
 }
 

@@ -133,14 +133,12 @@ pub(crate) fn grid_2d_within(op: &'static str, groups: usize, limit: u32) -> Res
     let limit = limit as usize;
     let x = groups.min(limit).max(1);
     let y = groups.div_ceil(x);
-    if y > limit {
-        return Err(Error::ExceedsLimit {
-            op,
-            what: "workgroups in a 2-D dispatch",
-            needed: groups as u64,
-            limit: (limit * limit) as u64,
-        });
-    }
+    Error::check_limit(
+        op,
+        "workgroups in a 2-D dispatch",
+        groups as u64,
+        (limit * limit) as u64,
+    )?;
     Ok((x as u32, y as u32))
 }
 
@@ -319,14 +317,7 @@ impl Plan {
     ) -> Result<Plan> {
         let ddof = options.ddof;
         crate::error::check_nonempty(OP, (n, d))?;
-        if n > u32::MAX as usize {
-            return Err(Error::ExceedsLimit {
-                op: OP,
-                what: "rows",
-                needed: n as u64,
-                limit: u32::MAX as u64,
-            });
-        }
+        Error::check_limit(OP, "rows", n as u64, u32::MAX as u64)?;
         crate::error::check_ddof(OP, ddof, n)?;
         let vec4 = d.is_multiple_of(4);
         let cols_per_group = if vec4 { 4 * COLS_PER_GROUP } else { COLS_PER_GROUP };

@@ -341,14 +341,7 @@ impl Plan {
         let n = rows.len() as u64 * self.cols;
         let at = self.offset + rows.start as u64 * self.cols;
         // 4 * block + lane stays within u32 in the shader.
-        if n > u64::from(u32::MAX) - 8 {
-            return Err(Error::ExceedsLimit {
-                op: OP,
-                what: "elements in one fill",
-                needed: n,
-                limit: u64::from(u32::MAX) - 8,
-            });
-        }
+        Error::check_limit(OP, "elements in one fill", n, u64::from(u32::MAX) - 8)?;
         let lead = at % 4;
         let blocks = (lead + n).div_ceil(4);
         let groups = blocks.div_ceil(WG);
@@ -356,14 +349,7 @@ impl Plan {
         let gx_max = self.max_groups_x.map_or(limit, |m| u64::from(m).clamp(1, limit));
         let gx = groups.min(gx_max);
         let gy = groups.div_ceil(gx);
-        if gy > limit {
-            return Err(Error::ExceedsLimit {
-                op: OP,
-                what: "workgroups in a 2-D dispatch",
-                needed: groups,
-                limit: gx_max * limit,
-            });
-        }
+        Error::check_limit(OP, "workgroups in a 2-D dispatch", groups, gx_max * limit)?;
         let first_block = at / 4;
         let params = Params {
             block_lo: first_block as u32,

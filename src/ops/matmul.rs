@@ -325,14 +325,7 @@ impl Plan {
         let b_pad = u32::from(opts.transpose_w);
         let shared = 16 * k_step as u64 * ((tm4 * wy + 1) + (tn4 * wx + b_pad)) as u64;
         let room = limits.max_compute_workgroup_storage_size as u64;
-        if shared > room {
-            return Err(Error::ExceedsLimit {
-                op: OP,
-                what: "workgroup storage in bytes",
-                needed: shared,
-                limit: room,
-            });
-        }
+        Error::check_limit(OP, "workgroup storage in bytes", shared, room)?;
         let buffers = if 2 * shared <= room && !config.single_buffer {
             2
         } else {
