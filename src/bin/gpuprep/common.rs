@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::ValueEnum;
 use gpuprep::csvfile::{ColumnRef, CsvColumns, DEFAULT_MAX_LINE_BYTES};
 use gpuprep::io::{Delimiter, Format, NonFinite, ReadOptions};
+use gpuprep::stream::Dataset;
 use gpuprep::Gpu;
 
 /// Where a subcommand computes.
@@ -65,9 +66,13 @@ pub enum FormatArg {
     Csv,
 }
 
-/// How the input matrix is read: the flags every subcommand with one shares.
+/// The input data set and how it is read: the arguments every subcommand
+/// with one shares.
 #[derive(clap::Args, Debug)]
-pub struct InputFormat {
+pub struct InputArgs {
+    /// Input .npy or .csv files (one data set: their rows in order).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
     /// The input's format.
     #[arg(long, value_enum, default_value = "auto")]
     format: FormatArg,
@@ -130,7 +135,13 @@ fn parse_delimiter(s: &str) -> Result<Delimiter, String> {
     }
 }
 
-impl InputFormat {
+impl InputArgs {
+    /// The data set, opened for `op` (`non_finite`: whether NaN and
+    /// infinity may be read).
+    pub fn open(&self, op: &'static str, non_finite: NonFinite) -> gpuprep::Result<Dataset> {
+        Dataset::open(&self.inputs, &self.options(op, &self.inputs, non_finite)?)
+    }
+
     /// How the data set of `paths` is read: the format flags, checked against
     /// each path (a `--delimiter` for a file read as .npy is an error).
     pub fn options(

@@ -4,9 +4,8 @@
 use std::path::PathBuf;
 
 use gpuprep::io::{self, NonFinite};
-use gpuprep::stream::Dataset;
 
-use crate::common::{InputFormat, StreamArgs};
+use crate::common::{InputArgs, StreamArgs};
 use crate::output;
 use crate::steps::{self, StepArgs};
 
@@ -16,11 +15,8 @@ use crate::steps::{self, StepArgs};
 /// can combine models fitted on parts.
 #[derive(clap::Args)]
 pub struct FitArgs {
-    /// Input .npy or .csv files (finite values only).
-    #[arg(required = true)]
-    inputs: Vec<PathBuf>,
     #[command(flatten)]
-    format: InputFormat,
+    input: InputArgs,
     /// The model file (.npz).
     #[arg(short, long, value_name = "MODEL.npz")]
     output: PathBuf,
@@ -31,11 +27,10 @@ pub struct FitArgs {
 }
 
 pub fn run(a: FitArgs) -> gpuprep::Result<()> {
-    io::check_outputs("fit", &steps::paths(&a.inputs), &[&a.output])?;
+    io::check_outputs("fit", &steps::paths(&a.input.inputs), &[&a.output])?;
     let options = a.steps.options()?;
     options.validate()?;
-    let read = a.format.options("fit", &a.inputs, NonFinite::Reject)?;
-    let mut ds = Dataset::open(&a.inputs, &read)?;
+    let mut ds = a.input.open("fit", NonFinite::Reject)?;
     let gpu = steps::device(a.stream.device);
     let mut model = steps::fit(&mut ds, &options, &gpu, &a.stream)?;
     model.state.feature_names = ds.feature_names().map(<[String]>::to_vec);

@@ -4,9 +4,8 @@
 use std::path::PathBuf;
 
 use gpuprep::io::{self, NonFinite};
-use gpuprep::stream::Dataset;
 
-use crate::common::{InputFormat, StreamArgs};
+use crate::common::{InputArgs, StreamArgs};
 use crate::output;
 use crate::steps::{self, DtypeArg, StepArgs};
 
@@ -17,11 +16,8 @@ use crate::steps::{self, DtypeArg, StepArgs};
 /// atomically and together. With no step flags: center and scale.
 #[derive(clap::Args)]
 pub struct PreprocessArgs {
-    /// Input .npy or .csv files (one data set).
-    #[arg(required = true)]
-    inputs: Vec<PathBuf>,
     #[command(flatten)]
-    format: InputFormat,
+    input: InputArgs,
     /// Output .npy file.
     #[arg(short, long)]
     output: PathBuf,
@@ -40,11 +36,10 @@ pub struct PreprocessArgs {
 pub fn run(a: PreprocessArgs) -> gpuprep::Result<()> {
     let mut outputs = vec![a.output.as_path()];
     outputs.extend(a.save_model.as_deref());
-    io::check_outputs("preprocess", &steps::paths(&a.inputs), &outputs)?;
+    io::check_outputs("preprocess", &steps::paths(&a.input.inputs), &outputs)?;
     let options = a.steps.options()?;
     options.validate()?;
-    let read = a.format.options("preprocess", &a.inputs, NonFinite::Reject)?;
-    let mut ds = Dataset::open(&a.inputs, &read)?;
+    let mut ds = a.input.open("preprocess", NonFinite::Reject)?;
     let gpu = steps::device(a.stream.device);
     let mut model = steps::fit(&mut ds, &options, &gpu, &a.stream)?;
     model.state.feature_names = ds.feature_names().map(<[String]>::to_vec);

@@ -1,12 +1,9 @@
 //! `gpuprep stats`: per-column statistics of a matrix file, as a table or JSON.
 
-use std::path::PathBuf;
-
 use gpuprep::io::NonFinite;
 use gpuprep::pipeline;
-use gpuprep::stream::Dataset;
 
-use crate::common::{InputFormat, Progress, StreamArgs};
+use crate::common::{InputArgs, Progress, StreamArgs};
 use crate::output;
 use crate::steps;
 
@@ -15,11 +12,8 @@ use crate::steps;
 /// NaN and +/-inf in the data are read, and propagate as in numpy.
 #[derive(clap::Args)]
 pub struct StatsArgs {
-    /// Input .npy or .csv files.
-    #[arg(required = true)]
-    inputs: Vec<PathBuf>,
     #[command(flatten)]
-    format: InputFormat,
+    input: InputArgs,
     /// Delta degrees of freedom of the variance (0: numpy's default).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     ddof: usize,
@@ -54,14 +48,13 @@ fn json_numbers(v: &ndarray::Array1<f64>) -> serde_json::Value {
 
 /// Streams the input, computes its column statistics and prints them.
 pub fn run(a: StatsArgs) -> gpuprep::Result<()> {
-    let read = a.format.options("stats", &a.inputs, NonFinite::Allow)?;
-    let mut ds = Dataset::open(&a.inputs, &read)?;
+    let mut ds = a.input.open("stats", NonFinite::Allow)?;
     if ds.rows() <= a.ddof {
         return Err(gpuprep::Error::InvalidArgument {
             op: "stats",
             reason: format!(
                 "{} has {} rows: statistics with --ddof {} need at least {}",
-                steps::names(&a.inputs),
+                steps::names(&a.input.inputs),
                 ds.rows(),
                 a.ddof,
                 a.ddof + 1

@@ -6,7 +6,7 @@ use gpuprep::io::{self, NonFinite};
 use gpuprep::stream::Dataset;
 use gpuprep::Pipeline;
 
-use crate::common::{InputFormat, StreamArgs};
+use crate::common::{InputArgs, StreamArgs};
 use crate::output;
 use crate::steps::{self, DtypeArg};
 
@@ -16,11 +16,8 @@ use crate::steps::{self, DtypeArg};
 /// nothing). The output keeps the input's dtype unless --dtype says otherwise.
 #[derive(clap::Args)]
 pub struct TransformArgs {
-    /// Input .npy or .csv files (one data set).
-    #[arg(required = true)]
-    inputs: Vec<PathBuf>,
     #[command(flatten)]
-    format: InputFormat,
+    input: InputArgs,
     /// Output .npy file.
     #[arg(short, long)]
     output: PathBuf,
@@ -38,12 +35,11 @@ pub struct TransformArgs {
 }
 
 pub fn run(a: TransformArgs) -> gpuprep::Result<()> {
-    let mut inputs = steps::paths(&a.inputs);
+    let mut inputs = steps::paths(&a.input.inputs);
     inputs.push(&a.model);
     io::check_outputs("transform", &inputs, &[&a.output])?;
     let model = Pipeline::load(&a.model)?;
-    let read = a.format.options("transform", &a.inputs, NonFinite::Reject)?;
-    let mut ds = Dataset::open(&a.inputs, &read)?;
+    let mut ds = a.input.open("transform", NonFinite::Reject)?;
     check_columns(&a, &model, &ds)?;
     let gpu = steps::device(a.stream.device);
     let dtype = a.dtype.map_or(ds.dtype(), DtypeArg::dtype);
