@@ -130,17 +130,7 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 /// well-formed header (a 1-D array is refused, as scikit-learn refuses it:
 /// one row or one column is for the user to say).
 pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<NpyHeader> {
-    let (text, end) = header_text(bytes).map_err(|r| bad(path, r))?;
-    let dict = parse_header_dict(text).map_err(|r| bad(path, format!("the .npy header: {r}")))?;
-    let (dtype, big_endian) = float_descr(&dict.descr).ok_or_else(|| {
-        bad(
-            path,
-            format!(
-                "dtype {:?}: gpuprep reads f32 (<f4) and f64 (<f8) arrays (convert with x.astype(np.float64))",
-                dict.descr
-            ),
-        )
-    })?;
+    let (dict, dtype, big_endian, end) = float_header(path, bytes)?;
     let shape = match dict.shape[..] {
         [r, c] => (r, c),
         [n] => {
@@ -174,6 +164,23 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<NpyHeader> {
         return Err(bad(path, format!("shape {shape:?} overflows")));
     }
     Ok(header)
+}
+
+/// The header at the start of `bytes` of an f32 or f64 array: its dict, the
+/// dtype, whether it is big-endian, and where the data starts.
+fn float_header(path: &Path, bytes: &[u8]) -> Result<(HeaderDict, Dtype, bool, usize)> {
+    let (text, end) = header_text(bytes).map_err(|r| bad(path, r))?;
+    let dict = parse_header_dict(text).map_err(|r| bad(path, format!("the .npy header: {r}")))?;
+    let (dtype, big) = float_descr(&dict.descr).ok_or_else(|| {
+        bad(
+            path,
+            format!(
+                "dtype {:?}: gpuprep reads f32 (<f4) and f64 (<f8) arrays (convert with x.astype(np.float64))",
+                dict.descr
+            ),
+        )
+    })?;
+    Ok((dict, dtype, big, end))
 }
 
 /// The element type and byte order of a float descr, in the spellings numpy
@@ -508,17 +515,7 @@ fn read_head(file: &mut File, path: &Path) -> Result<Vec<u8>> {
 pub fn read_array(path: &Path) -> Result<(ndarray::ArrayD<f64>, Dtype)> {
     let mut file = File::open(path).map_err(io(path))?;
     let head = read_head(&mut file, path)?;
-    let (text, offset) = header_text(&head).map_err(|r| bad(path, r))?;
-    let dict = parse_header_dict(text).map_err(|r| bad(path, format!("the .npy header: {r}")))?;
-    let (dtype, big) = float_descr(&dict.descr).ok_or_else(|| {
-        bad(
-            path,
-            format!(
-                "dtype {:?}: gpuprep reads f32 (<f4) and f64 (<f8) arrays",
-                dict.descr
-            ),
-        )
-    })?;
+    let (dict, dtype, big, offset) = float_header(path, &head)?;
     let count = dict
         .shape
         .iter()

@@ -331,18 +331,12 @@ impl Mlp {
                 sgd(b.view_mut(), db.view(), layer.vb.view_mut(), &sgd_opts)?;
             }
             if let (Some(bnl), Some((dgamma, dbeta))) = (layer.bn.as_mut(), bn) {
-                sgd(
-                    bnl.gamma.view_mut(),
-                    dgamma.view(),
-                    layer.vgamma.view_mut(),
-                    &sgd_opts,
-                )?;
-                sgd(
-                    bnl.beta.view_mut(),
-                    dbeta.view(),
-                    layer.vbeta.view_mut(),
-                    &sgd_opts,
-                )?;
+                for (p, g, v) in [
+                    (&mut bnl.gamma, dgamma, &mut layer.vgamma),
+                    (&mut bnl.beta, dbeta, &mut layer.vbeta),
+                ] {
+                    sgd(p.view_mut(), g.view(), v.view_mut(), &sgd_opts)?;
+                }
             }
         }
         Ok(xent.sums)
