@@ -89,44 +89,48 @@ struct Plan {
     n_tiles: usize,
 }
 
-fn plan(gpu: &Gpu, d: usize, config: &CovarianceConfig) -> Result<Plan> {
-    let wg = config.tile_threads.unwrap_or(match d {
-        0..=32 => 4,
-        33..=64 => 8,
-        _ => 16,
-    });
-    if ![4, 8, 16].contains(&wg) {
-        return Err(Error::invalid(
-            OP,
-            format!("tile_threads must be 4, 8 or 16, got {wg}"),
-        ));
-    }
-    let kstep = config.rows_per_step as usize;
-    if ![8, 16].contains(&kstep) {
-        return Err(Error::invalid(
-            OP,
-            format!("rows_per_step must be 8 or 16, got {kstep}"),
-        ));
-    }
-    let limits = gpu.limits();
-    if wg > limits.max_compute_workgroup_size_x || wg * wg > limits.max_compute_invocations_per_workgroup {
-        return Err(Error::ExceedsLimit {
-            op: OP,
-            what: "compute invocations per workgroup",
-            needed: (wg * wg) as u64,
-            limit: limits.max_compute_invocations_per_workgroup as u64,
+impl Plan {
+    /// The tile and step for `d` columns under `config` and the device's
+    /// `limits`: the options checked once, no device needed.
+    fn new(d: usize, config: &CovarianceConfig, limits: &wgpu::Limits) -> Result<Plan> {
+        let wg = config.tile_threads.unwrap_or(match d {
+            0..=32 => 4,
+            33..=64 => 8,
+            _ => 16,
         });
+        if ![4, 8, 16].contains(&wg) {
+            return Err(Error::invalid(
+                OP,
+                format!("tile_threads must be 4, 8 or 16, got {wg}"),
+            ));
+        }
+        let kstep = config.rows_per_step as usize;
+        if ![8, 16].contains(&kstep) {
+            return Err(Error::invalid(
+                OP,
+                format!("rows_per_step must be 8 or 16, got {kstep}"),
+            ));
+        }
+        if wg > limits.max_compute_workgroup_size_x || wg * wg > limits.max_compute_invocations_per_workgroup
+        {
+            return Err(Error::ExceedsLimit {
+                op: OP,
+                what: "compute invocations per workgroup",
+                needed: (wg * wg) as u64,
+                limit: limits.max_compute_invocations_per_workgroup as u64,
+            });
+        }
+        let tile = 8 * wg as usize;
+        let n_blocks = d.div_ceil(tile);
+        Ok(Plan {
+            wg,
+            kstep,
+            single_buffer: config.single_buffer,
+            tile,
+            n_blocks,
+            n_tiles: n_blocks * (n_blocks + 1) / 2,
+        })
     }
-    let tile = 8 * wg as usize;
-    let n_blocks = d.div_ceil(tile);
-    Ok(Plan {
-        wg,
-        kstep,
-        single_buffer: config.single_buffer,
-        tile,
-        n_blocks,
-        n_tiles: n_blocks * (n_blocks + 1) / 2,
-    })
 }
 
 /// The most rows one slice of pass 1 may take on `gpu`: where the adapter
@@ -386,7 +390,7 @@ pub(crate) fn encode_covariance_scaled_into(
         m.check_output(gpu, OP, (2, d), &[x, mean, out])?;
     }
     let config = options.tuning.unwrap_or_default();
-    let p = plan(gpu, d, &config)?;
+    let p = Plan::new(d, &config, &gpu.limits())?;
     let pieces = pieces(gpu, &[x]);
     let slices = slices(gpu, &p, &pieces, &config)?;
     let n_slices: usize = slices.iter().map(|s| s.1).sum();
@@ -582,7 +586,7 @@ impl CovarianceStream {
             return Err(Error::shape(OP, "at least 1 column", "0 columns"));
         }
         let config = CovarianceConfig::default();
-        let p = plan(gpu, d, &config)?;
+        let p = Plan::new(d, &config, &gpu.limits())?;
         let tile_bytes = (p.tile * p.tile * 4) as u64;
         let slice_bytes = p.n_tiles as u64 * tile_bytes;
         let cap = MAX_PARTIAL_BYTES.min(gpu.max_binding_bytes());
@@ -802,5 +806,61 @@ impl CovarianceStream {
             mean,
             comoment,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_sizes_tiles_by_width_and_checks_options_without_a_device() {
+        let limits = wgpu::Limits::default();
+        let config = CovarianceConfig::default();
+        for (d, wg, blocks) in [
+            (1, 4, 1),
+            (32, 4, 1),
+            (33, 8, 1),
+            (64, 8, 1),
+            (65, 16, 1),
+            (129, 16, 2),
+            (1000, 16, 8),
+        ] {
+            let p = Plan::new(d, &config, &limits).unwrap();
+            assert_eq!(
+                (p.wg, p.tile, p.n_blocks),
+                (wg, 8 * wg as usize, blocks),
+                "d = {d}"
+            );
+            assert_eq!(p.n_tiles, blocks * (blocks + 1) / 2, "d = {d}");
+        }
+        let bad = |c: CovarianceConfig| Plan::new(100, &c, &limits).unwrap_err().to_string();
+        let e = bad(CovarianceConfig {
+            tile_threads: Some(6),
+            ..config
+        });
+        assert!(e.contains("tile_threads must be 4, 8 or 16, got 6"), "{e}");
+        let e = bad(CovarianceConfig {
+            rows_per_step: 12,
+            ..config
+        });
+        assert!(e.contains("rows_per_step must be 8 or 16, got 12"), "{e}");
+        let small = wgpu::Limits {
+            max_compute_invocations_per_workgroup: 64,
+            ..limits.clone()
+        };
+        let e = Plan::new(100, &config, &small).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::ExceedsLimit {
+                    needed: 256,
+                    limit: 64,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(Plan::new(40, &config, &small).unwrap().wg, 8);
     }
 }
