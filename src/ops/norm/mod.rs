@@ -347,15 +347,7 @@ pub(crate) fn check_eps(op: &'static str, eps: f32) -> Result<()> {
 pub(crate) fn check_input(gpu: &Gpu, op: &'static str, x: &GpuMatrix) -> Result<()> {
     x.check_device(gpu, op)?;
     let have = gpu.limits().max_storage_buffers_per_shader_stage;
-    if have < 7 {
-        return Err(Error::ExceedsLimit {
-            op,
-            what: "storage buffers per shader stage",
-            needed: 7,
-            limit: have as u64,
-        });
-    }
-    Ok(())
+    Error::check_limit(op, "storage buffers per shader stage", 7, u64::from(have))
 }
 
 pub(crate) fn check_len(op: &'static str, what: &str, m: &GpuMatrix, len: usize) -> Result<()> {
