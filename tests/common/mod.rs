@@ -177,6 +177,35 @@ pub const STANDARDIZE_OPTIONS: [gpuprep::StandardizeOptions; 3] = [
     },
 ];
 
+/// `f` (a statistic of a matrix with a ddof) refuses a ddof of all of `x`'s
+/// rows (InvalidArgument) and an empty 0 x 3 matrix (ShapeMismatch).
+pub fn refuses_ddof_of_all_rows_and_no_rows<R>(
+    x: &gpuprep::GpuMatrix,
+    f: impl Fn(&gpuprep::GpuMatrix, usize) -> gpuprep::Result<R>,
+) {
+    assert!(matches!(
+        f(x, x.rows()),
+        Err(gpuprep::Error::InvalidArgument { .. })
+    ));
+    let empty = gpuprep::GpuMatrix::uninit(gpu(), 0, 3).unwrap();
+    assert!(matches!(f(&empty, 0), Err(gpuprep::Error::ShapeMismatch { .. })));
+}
+
+/// Row `i` of a column of +-3e38 alternating (3e38 on even rows): one whose
+/// deviations from any shift overflow f32 for half the rows.
+pub fn alternating_3e38(i: usize) -> f32 {
+    if i % 2 == 0 {
+        3e38
+    } else {
+        -3e38
+    }
+}
+
+/// Row `i` of `n` of a column spanning f32's whole range, from -f32::MAX up.
+pub fn spanning_f32(i: usize, n: usize) -> f32 {
+    (i as f32 / n as f32 * 2.0 - 1.0) * f32::MAX
+}
+
 /// Records the column statistics of `x` into `enc` (into new statistics).
 pub fn record_stats(
     g: &Gpu,
