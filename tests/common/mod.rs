@@ -194,7 +194,7 @@ pub fn refuses_ddof_of_all_rows_and_no_rows<R>(
 /// Row `i` of a column of +-3e38 alternating (3e38 on even rows): one whose
 /// deviations from any shift overflow f32 for half the rows.
 pub fn alternating_3e38(i: usize) -> f32 {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         3e38
     } else {
         -3e38
