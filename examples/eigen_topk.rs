@@ -12,25 +12,16 @@
 //! and `e` standard normal, `s_j = exp(-j / 16)`; its covariance (f64, / N)
 //! is what both solvers see.
 
+mod common;
+
 use std::time::Instant;
+
+use common::{arg, median};
 
 use gpuprep::model::eigen::{top_eigenpairs, TopKOptions};
 use gpuprep::model::pca::eigh_descending;
 use gpuprep::{host, Philox};
 use ndarray::Array2;
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 /// `--eigh-file C.npy [--reps R]`: only the full eigendecomposition of the
 /// f64 matrix in the file, timed (the load left out); prints the seconds of

@@ -16,19 +16,15 @@
 //! all threads) instead of wall time: steadier than wall time on a machine
 //! that other work keeps busy.
 
+mod common;
+
 use std::time::Instant;
+
+use common::arg;
 
 use gpuprep::host::{self, BatchNorm};
 use gpuprep::{NormKind, Philox, RunningStatsConfig};
 use ndarray::{Array1, Array2, ArrayView3};
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The process's CPU time so far (user + system, all threads), in seconds.
 #[cfg(unix)]

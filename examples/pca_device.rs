@@ -9,7 +9,11 @@
 //! clock around `REPS` copies recorded into one encoder and one submit,
 //! divided by `REPS`, median of `TRIALS` submits (data resident on the device).
 
+mod common;
+
 use std::time::Instant;
+
+use common::median;
 
 use gpuprep::ops::covariance::{encode_covariance_into, CovarianceOptions};
 use gpuprep::ops::matmul::encode_matmul_into;
@@ -40,11 +44,6 @@ fn data(n: usize, d: usize, offset: f32, seed: u32) -> Array2<f32> {
         s = s.wrapping_mul(1664525).wrapping_add(1013904223);
         offset + (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
     })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn time_gpu(

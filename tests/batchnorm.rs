@@ -3,11 +3,10 @@
 
 mod common;
 
-use common::{gpu, normal};
+use common::{gpu, normal, twin_norm};
 use gpuprep::cpu::batchnorm::{
     backward_closed, backward_staged, forward_staged, from_channels_last, to_channels_last,
 };
-use gpuprep::cpu::norm::{norm_backward, norm_forward};
 use gpuprep::model::norm::NormKind;
 use gpuprep::model::norm::RunningStatsConfig;
 use gpuprep::ops::{BatchNorm, NormGrads};
@@ -81,16 +80,7 @@ fn staged_graph_and_closed_form_agree() {
         let (dx_s, dg_s, db_s) = backward_staged(dym.view(), &cache).unwrap();
         let (dx_c, dg_c, db_c) =
             backward_closed(dym.view(), cache.xhat.view(), gamma.view(), cache.ivar.view()).unwrap();
-        let fw = norm_forward(NormKind::Batch, x.view(), gamma.view(), beta.view(), 1e-5).unwrap();
-        let g = norm_backward(
-            NormKind::Batch,
-            x.view(),
-            dy.view(),
-            gamma.view(),
-            fw.stats.mean.view(),
-            fw.stats.invstd.view(),
-        )
-        .unwrap();
+        let (fw, g) = twin_norm(NormKind::Batch, &x, &dy, &gamma, &beta, 1e-5);
         let errs = [
             max_abs_diff(&dx_s, &dx_c),
             max_abs_diff(&dg_s, &dg_c),

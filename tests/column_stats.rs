@@ -95,15 +95,9 @@ fn constant_column_has_zero_variance() {
 fn bad_input_is_an_error_not_a_panic() {
     let g = gpu();
     let x = GpuMatrix::upload(g, normal(1, 3, 0.0, 1.0, 1).view()).unwrap();
-    assert!(matches!(
-        ops::column_stats(g, &x, &ops::ColumnStatsOptions::ddof(1)),
-        Err(Error::InvalidArgument { .. })
-    ));
-    let empty = GpuMatrix::uninit(g, 0, 3).unwrap();
-    assert!(matches!(
-        ops::column_stats(g, &empty, &ops::ColumnStatsOptions::ddof(0)),
-        Err(Error::ShapeMismatch { .. })
-    ));
+    common::refuses_ddof_of_all_rows_and_no_rows(&x, |m, ddof| {
+        ops::column_stats(g, m, &ops::ColumnStatsOptions::ddof(ddof))
+    });
     let mut wrong_out = ops::ColumnStats::uninit(g, 2).unwrap();
     let mut enc = g.encoder("t");
     let opts = ops::ColumnStatsOptions::default();
@@ -238,13 +232,7 @@ fn values_near_the_f32_limit() {
     let g = gpu();
     let n = 999;
     let x = ndarray::Array2::from_shape_fn((n, 4), |(i, j)| match j {
-        0 => {
-            if i % 2 == 0 {
-                3e38f32
-            } else {
-                -3e38
-            }
-        }
+        0 => common::alternating_3e38(i),
         1 => f32::MAX,
         2 => {
             if i == 500 {
@@ -253,7 +241,7 @@ fn values_near_the_f32_limit() {
                 f32::MAX
             }
         }
-        _ => (i as f32 / n as f32 * 2.0 - 1.0) * f32::MAX,
+        _ => common::spanning_f32(i, n),
     });
     let s = gpu_summary(g, &x, &ops::ColumnStatsOptions::default());
     assert!(s.std.iter().all(|v| v.is_finite()), "std {:?}", s.std);

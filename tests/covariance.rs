@@ -165,12 +165,9 @@ fn convenience_form_and_host_mean() {
 fn bad_input_is_an_error_not_a_panic() {
     let g = gpu();
     let x = GpuMatrix::upload(g, normal(4, 3, 0.0, 1.0, 1).view()).unwrap();
-    assert!(matches!(
-        ops::covariance(g, &x, &ops::CovarianceOptions::ddof(4)),
-        Err(Error::InvalidArgument { .. })
-    ));
-    let empty = GpuMatrix::uninit(g, 0, 3).unwrap();
-    assert!(ops::covariance(g, &empty, &ops::CovarianceOptions::ddof(0)).is_err());
+    common::refuses_ddof_of_all_rows_and_no_rows(&x, |m, ddof| {
+        ops::covariance(g, m, &ops::CovarianceOptions::ddof(ddof))
+    });
     let mean = GpuMatrix::uninit(g, 1, 2).unwrap();
     let mut enc = g.encoder("t");
     assert!(matches!(
@@ -309,15 +306,9 @@ fn products_beyond_f32_stay_exact_in_scale() {
 fn values_near_the_f32_limit() {
     let n = 401;
     let x = Array2::from_shape_fn((n, 4), |(i, j)| match j {
-        0 => {
-            if i % 2 == 0 {
-                3e38f32
-            } else {
-                -3e38
-            }
-        }
+        0 => common::alternating_3e38(i),
         1 => f32::MAX,
-        2 => (i as f32 / n as f32 * 2.0 - 1.0) * f32::MAX,
+        2 => common::spanning_f32(i, n),
         _ => (i % 7) as f32,
     });
     let want = cpu::covariance(x.view(), 0).unwrap();

@@ -3,12 +3,14 @@
 //! tiles, inputs that are not in standard layout, large offsets, f64 input,
 //! and bad input. No GPU needed.
 
+mod common;
+
 use gpuprep::cpu::covariance::frobenius_rel_error;
 use gpuprep::host::{self, MatmulOptions};
 use gpuprep::{
     cpu, Activation, CoMoments, ColumnMoments, Error, NComponents, PcaOptions, StandardizeOptions, Whitening,
 };
-use ndarray::{s, Array1, Array2, ArrayView2, Axis};
+use ndarray::{s, Array1, Array2, ArrayView, ArrayView2, Axis};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -138,6 +140,20 @@ fn column_stats_on_large_offsets() {
     assert!(e <= 1e-9, "f64 var {e:e}");
 }
 
+/// `f` (a statistic of `x` with `ddof`) refuses 0 x 3 and `rows` x 0 as
+/// ShapeMismatch, and a ddof of 1 on one row of 3 as InvalidArgument.
+fn refuses_no_rows_no_columns_and_ddof_past_rows<R>(
+    f: impl Fn(ArrayView2<f32>, usize) -> gpuprep::Result<R>,
+    rows: usize,
+) {
+    let empty = Array2::<f32>::zeros((0, 3));
+    assert!(matches!(f(empty.view(), 0), Err(Error::ShapeMismatch { .. })));
+    let no_cols = Array2::<f32>::zeros((rows, 0));
+    assert!(matches!(f(no_cols.view(), 0), Err(Error::ShapeMismatch { .. })));
+    let one = Array2::<f32>::ones((1, 3));
+    assert!(matches!(f(one.view(), 1), Err(Error::InvalidArgument { .. })));
+}
+
 #[test]
 fn column_stats_propagate_nan_and_refuse_bad_input() {
     let mut x = normal(300, 4, 0.0, 1.0, 9);
@@ -157,21 +173,8 @@ fn column_stats_propagate_nan_and_refuse_bad_input() {
     assert!(s.mean[0].is_nan());
     assert_eq!((s.min[0], s.max[0]), (f64::NEG_INFINITY, f64::INFINITY));
 
+    refuses_no_rows_no_columns_and_ddof_past_rows(|x, ddof| host::column_stats(x, ddof), 3);
     let empty = Array2::<f32>::zeros((0, 3));
-    assert!(matches!(
-        host::column_stats(empty.view(), 0),
-        Err(Error::ShapeMismatch { .. })
-    ));
-    let no_cols = Array2::<f32>::zeros((3, 0));
-    assert!(matches!(
-        host::column_stats(no_cols.view(), 0),
-        Err(Error::ShapeMismatch { .. })
-    ));
-    let one = Array2::<f32>::ones((1, 3));
-    assert!(matches!(
-        host::column_stats(one.view(), 1),
-        Err(Error::InvalidArgument { .. })
-    ));
     assert_eq!(host::column_moments(empty.view()), ColumnMoments::new(3));
 }
 
@@ -235,17 +238,8 @@ where
 
 #[test]
 fn standardize_matches_the_twin() {
-    let all = [
-        StandardizeOptions::default(),
-        StandardizeOptions {
-            center: true,
-            scale: false,
-        },
-        StandardizeOptions {
-            center: false,
-            scale: true,
-        },
-    ];
+    let all = common::STANDARDIZE_OPTIONS;
+    let both = StandardizeOptions::default();
     for (i, &(n, d)) in SHAPES.iter().enumerate() {
         let mut x = normal(n, d, 1e4, 1.0, 300 + i as u64);
         // A constant column: divided by 1 (column_scale), not by 0.
@@ -257,14 +251,14 @@ fn standardize_matches_the_twin() {
                 check_standardize(x.slice(s![.., 1..]), opts, "sliced");
             }
         }
-        check_standardize(normal64(n, d, 1e6, 0.1, 400 + i as u64).view(), all[0], "f64");
+        check_standardize(normal64(n, d, 1e6, 0.1, 400 + i as u64).view(), both, "f64");
     }
     // Sliced in place (not contiguous): the generic path.
     let x = normal(50, 6, 2.0, 3.0, 12);
     let stats = host::column_stats(x.slice(s![.., 2..]), 0).unwrap();
-    let want = host::standardize(x.slice(s![.., 2..]), &stats, all[0]).unwrap();
+    let want = host::standardize(x.slice(s![.., 2..]), &stats, both).unwrap();
     let mut y = x.clone();
-    host::standardize_inplace(y.slice_mut(s![.., 2..]), &stats, all[0]).unwrap();
+    host::standardize_inplace(y.slice_mut(s![.., 2..]), &stats, both).unwrap();
     assert_eq!(y.slice(s![.., 2..]), want);
     assert_eq!(y.slice(s![.., ..2]), x.slice(s![.., ..2]));
 }
@@ -295,14 +289,36 @@ where
     let (n, d) = x.dim();
     assert_eq!(got.dim(), (d, d));
     assert_eq!(got, got.t(), "{what} {n}x{d}: not symmetric");
-    let e = frobenius_rel_error(got.view(), want.view());
-    assert!(e <= tol, "{what} {n}x{d} ddof {ddof}: rel error {e:e}");
     // The state's mean is the column mean.
     let c = host::comoments(x).unwrap();
+    check_covariance_and_mean(
+        x,
+        &want,
+        got.view(),
+        &c.mean,
+        tol,
+        &format!("{what} {n}x{d} ddof {ddof}"),
+    );
+}
+
+/// `cov` against the twin's covariance `want` of `x` (Frobenius, to `tol`),
+/// and `mean` against the column mean (to 1e-6 of the largest column std).
+fn check_covariance_and_mean<T>(
+    x: ArrayView2<T>,
+    want: &Array2<f64>,
+    cov: ArrayView2<f64>,
+    mean: &Array1<f64>,
+    tol: f64,
+    what: &str,
+) where
+    T: host::HostFloat + Into<f64>,
+{
+    let e = frobenius_rel_error(cov, want.view());
+    assert!(e <= tol, "{what}: rel error {e:e}");
     let m = cpu::covariance::column_mean(x).unwrap();
     let spread = want.diag().iter().fold(1e-300f64, |a, &b| a.max(b.sqrt()));
-    let e = rel(c.mean.iter().copied(), m.iter().copied(), spread);
-    assert!(e <= 1e-6, "{what} {n}x{d}: mean {e:e}");
+    let e = rel(mean.iter().copied(), m.iter().copied(), spread);
+    assert!(e <= 1e-6, "{what}: mean {e:e}");
 }
 
 #[test]
@@ -382,12 +398,7 @@ where
     assert_eq!(got.comoment, got.comoment.t(), "{what}: not symmetric");
     let cov = got.covariance(0).unwrap();
     let want = cpu::covariance(x, 0).unwrap();
-    let e = frobenius_rel_error(cov.view(), want.view());
-    assert!(e <= tol, "{what} {n}x{d}: rel error {e:e}");
-    let m = cpu::covariance::column_mean(x).unwrap();
-    let spread = want.diag().iter().fold(1e-300f64, |a, &b| a.max(b.sqrt()));
-    let e = rel(got.mean.iter().copied(), m.iter().copied(), spread);
-    assert!(e <= 1e-6, "{what} {n}x{d}: mean {e:e}");
+    check_covariance_and_mean(x, &want, cov.view(), &got.mean, tol, &format!("{what} {n}x{d}"));
 }
 
 #[test]
@@ -448,22 +459,10 @@ fn states_too_large_for_memory_are_errors() {
 
 #[test]
 fn covariance_refuses_bad_input() {
-    let empty = Array2::<f32>::zeros((0, 3));
-    assert!(matches!(
-        host::covariance(empty.view(), 0),
-        Err(Error::ShapeMismatch { .. })
-    ));
-    let no_cols = Array2::<f32>::zeros((4, 0));
-    assert!(matches!(
-        host::covariance(no_cols.view(), 0),
-        Err(Error::ShapeMismatch { .. })
-    ));
+    refuses_no_rows_no_columns_and_ddof_past_rows(|x, ddof| host::covariance(x, ddof), 4);
     let one = Array2::<f32>::ones((1, 3));
     assert!(host::covariance(one.view(), 0).is_ok());
-    assert!(matches!(
-        host::covariance(one.view(), 1),
-        Err(Error::InvalidArgument { .. })
-    ));
+    let empty = Array2::<f32>::zeros((0, 3));
     assert_eq!(host::comoments(empty.view()).unwrap(), CoMoments::new(3));
 }
 
@@ -839,59 +838,64 @@ fn rel_all<D: ndarray::Dimension, E: ndarray::Dimension>(
     rel(a.iter().copied(), b.iter().copied(), 1e-300)
 }
 
-/// The host layer against the twin on `x` (in `T`), with the same gamma,
-/// beta and config: two training steps, eval, backward.
-fn check_batchnorm<T>(x: ArrayView2<T>, dy: ArrayView2<T>, tol: f64, what: &str)
+/// The host layer against the twin on `x` (in `T`, shaped (N, C, ...)),
+/// with the same gamma, beta and config: two training steps, eval, backward.
+fn check_batchnorm<T, D>(x: ArrayView<T, D>, dy: ArrayView<T, D>, tol: f64, what: &str)
 where
     T: host::HostFloat + Into<f64> + Copy,
+    D: ndarray::Dimension,
 {
-    let (n, d) = x.dim();
+    let dims = x.shape().to_vec();
+    let c = dims[1];
+    let what = format!("{what} {dims:?}");
     let xf = x.mapv(Into::into).into_dyn();
     let dyf = dy.mapv(Into::into).into_dyn();
-    let mut twin = cpu::batchnorm::BatchNorm::new(d, gpuprep::RunningStatsConfig::pytorch());
-    twin.gamma = Array1::from_shape_fn(d, |j| 0.5 + (j % 7) as f64 * 0.25);
-    twin.beta = Array1::from_shape_fn(d, |j| (j % 5) as f64 - 2.0);
-    let mut bn = host::BatchNorm::new(d, gpuprep::RunningStatsConfig::pytorch());
+    let mut twin = cpu::batchnorm::BatchNorm::new(c, gpuprep::RunningStatsConfig::pytorch());
+    twin.gamma = Array1::from_shape_fn(c, |j| 0.5 + (j % 7) as f64 * 0.25);
+    twin.beta = Array1::from_shape_fn(c, |j| (j % 5) as f64 - 2.0);
+    let mut bn = host::BatchNorm::new(c, gpuprep::RunningStatsConfig::pytorch());
     bn.gamma = twin.gamma.clone();
     bn.beta = twin.beta.clone();
     for step in 0..2 {
-        let (y, saved) = bn.forward_train(x).unwrap();
+        let (y, saved) = bn.forward_train(x.view()).unwrap();
         let (yt, savedt) = twin.forward_train(xf.view()).unwrap();
+        assert_eq!(y.shape(), &dims[..]);
         let e = rel_all(&y.mapv(Into::into), &yt);
-        assert!(e <= tol, "{what} {n}x{d} step {step}: forward rel error {e:e}");
+        assert!(e <= tol, "{what} step {step}: forward rel error {e:e}");
         let e = rel_each(
             &saved.mean,
             &savedt.mean,
             savedt.var.iter().fold(1e-300, |a, &b| a.max(b.sqrt())),
         );
-        assert!(e <= 1e-9, "{what} {n}x{d}: saved mean rel error {e:e}");
+        assert!(e <= 1e-9, "{what}: saved mean rel error {e:e}");
         let e = rel_each(&saved.invstd, &savedt.invstd, 1e-300);
-        assert!(e <= 1e-9, "{what} {n}x{d}: saved invstd rel error {e:e}");
+        assert!(e <= 1e-9, "{what}: saved invstd rel error {e:e}");
         let e = rel_each(&bn.running_mean, &twin.running_mean, 1.0);
-        assert!(e <= 1e-9, "{what} {n}x{d}: running mean rel error {e:e}");
+        assert!(e <= 1e-9, "{what}: running mean rel error {e:e}");
         let e = rel_each(&bn.running_var, &twin.running_var, 1e-300);
-        assert!(e <= 1e-9, "{what} {n}x{d}: running var rel error {e:e}");
+        assert!(e <= 1e-9, "{what}: running var rel error {e:e}");
         assert_eq!(bn.num_batches_tracked, twin.num_batches_tracked);
 
-        let (dx, dgamma, dbeta) = bn.backward(x, dy, &saved).unwrap();
+        let (dx, dgamma, dbeta) = bn.backward(x.view(), dy.view(), &saved).unwrap();
         let (dxt, dgammat, dbetat) = twin.backward(xf.view(), dyf.view(), &savedt).unwrap();
         // Relative to the size of dx's terms (at N = 2, dx is 0 exactly).
-        let terms = (0..d)
+        let terms = (0..c)
             .map(|j| bn.gamma[j].abs() * saved.invstd[j])
             .fold(0.0, f64::max)
             * dyf.iter().fold(0.0f64, |a, &b| a.max(b.abs()));
         let e = rel(dx.iter().map(|&v| v.into()), dxt.iter().copied(), terms);
-        assert!(e <= tol, "{what} {n}x{d}: dx rel error {e:e}");
-        let floor = (n as f64).sqrt();
+        assert!(e <= tol, "{what}: dx rel error {e:e}");
+        // the square root of the values per channel
+        let floor = ((x.len() / c) as f64).sqrt();
         let e = rel(dgamma.iter().copied(), dgammat.iter().copied(), floor);
-        assert!(e <= 1e-9, "{what} {n}x{d}: dgamma rel error {e:e}");
+        assert!(e <= 1e-9, "{what}: dgamma rel error {e:e}");
         let e = rel(dbeta.iter().copied(), dbetat.iter().copied(), floor);
-        assert!(e <= 1e-9, "{what} {n}x{d}: dbeta rel error {e:e}");
+        assert!(e <= 1e-9, "{what}: dbeta rel error {e:e}");
     }
-    let y = bn.forward_eval(x).unwrap();
+    let y = bn.forward_eval(x.view()).unwrap();
     let yt = twin.forward_eval(xf.view()).unwrap();
     let e = rel_all(&y.mapv(Into::into), &yt);
-    assert!(e <= tol, "{what} {n}x{d}: eval rel error {e:e}");
+    assert!(e <= tol, "{what}: eval rel error {e:e}");
 }
 
 #[test]
@@ -1052,7 +1056,6 @@ const BN_SPATIAL: &[&[usize]] = &[
 fn spatial_batchnorm_matches_the_twin() {
     for (i, &dims) in BN_SPATIAL.iter().enumerate() {
         let len: usize = dims.iter().product();
-        let c = dims[1];
         let seed = 300 + i as u64;
         for (offset, tol) in [(0.0, 1e-6), (1e4, 1e-5)] {
             let x = normal(len, 1, offset, 1.0, seed)
@@ -1061,44 +1064,7 @@ fn spatial_batchnorm_matches_the_twin() {
             let dy = normal(len, 1, 0.0, 1.0, seed + 50)
                 .into_shape_with_order(dims)
                 .unwrap();
-            let xf = x.mapv(f64::from);
-            let dyf = dy.mapv(f64::from);
-            let mut twin = cpu::batchnorm::BatchNorm::new(c, gpuprep::RunningStatsConfig::pytorch());
-            twin.gamma = Array1::from_shape_fn(c, |j| 0.5 + (j % 7) as f64 * 0.25);
-            twin.beta = Array1::from_shape_fn(c, |j| (j % 5) as f64 - 2.0);
-            let mut bn = host::BatchNorm::new(c, gpuprep::RunningStatsConfig::pytorch());
-            bn.gamma = twin.gamma.clone();
-            bn.beta = twin.beta.clone();
-            let what = format!("{dims:?} offset {offset}");
-            for _ in 0..2 {
-                let (y, saved) = bn.forward_train(x.view()).unwrap();
-                let (yt, savedt) = twin.forward_train(xf.view()).unwrap();
-                assert_eq!(y.shape(), dims);
-                let e = rel_all(&y.mapv(f64::from), &yt);
-                assert!(e <= tol, "{what}: forward rel error {e:e}");
-                let e = rel_each(&saved.invstd, &savedt.invstd, 1e-300);
-                assert!(e <= 1e-9, "{what}: invstd rel error {e:e}");
-                let e = rel_each(&bn.running_var, &twin.running_var, 1e-300);
-                assert!(e <= 1e-9, "{what}: running var rel error {e:e}");
-                let e = rel_each(&bn.running_mean, &twin.running_mean, 1.0);
-                assert!(e <= 1e-9, "{what}: running mean rel error {e:e}");
-                let (dx, dgamma, dbeta) = bn.backward(x.view(), dy.view(), &saved).unwrap();
-                let (dxt, dgammat, dbetat) = twin.backward(xf.view(), dyf.view(), &savedt).unwrap();
-                let terms = (0..c).map(|j| bn.gamma[j] * saved.invstd[j]).fold(0.0, f64::max)
-                    * dyf.iter().fold(0.0f64, |a, &b| a.max(b.abs()));
-                let e = rel(dx.iter().map(|&v| v as f64), dxt.iter().copied(), terms);
-                assert!(e <= tol, "{what}: dx rel error {e:e}");
-                let floor = ((len / c) as f64).sqrt();
-                let e = rel(dgamma.iter().copied(), dgammat.iter().copied(), floor);
-                assert!(e <= 1e-9, "{what}: dgamma rel error {e:e}");
-                let e = rel(dbeta.iter().copied(), dbetat.iter().copied(), floor);
-                assert!(e <= 1e-9, "{what}: dbeta rel error {e:e}");
-            }
-            let e = rel_all(
-                &bn.forward_eval(x.view()).unwrap().mapv(f64::from),
-                &twin.forward_eval(xf.view()).unwrap(),
-            );
-            assert!(e <= tol, "{what}: eval rel error {e:e}");
+            check_batchnorm(x.view(), dy.view(), tol, &format!("offset {offset}"));
         }
     }
     // An array not in standard layout (channels last, viewed as NCHW) gives
@@ -1192,40 +1158,13 @@ fn check_norm(kind: gpuprep::NormKind, dims: &[usize], offset: f64, seed: u64, f
     let a = plan.affine_len;
     let gamma = Array1::from_shape_fn(a, |j| 0.5 + (j % 7) as f64 * 0.25);
     let beta = Array1::from_shape_fn(a, |j| (j % 5) as f64 - 2.0);
-    let want = cpu::norm::norm_forward(kind, xt.view(), gamma.view(), beta.view(), 1e-5).unwrap();
-    let wg = cpu::norm::norm_backward(
-        kind,
-        xt.view(),
-        dyt.view(),
-        gamma.view(),
-        want.stats.mean.view(),
-        want.stats.invstd.view(),
-    )
-    .unwrap();
+    let (want, wg) = common::twin_norm(kind, &xt, &dyt, &gamma, &beta, 1e-5);
     let what = format!("{kind:?} {dims:?} offset {offset} f64 {f64_data}");
     let (y, stats, dx, dgamma, dbeta) = if f64_data {
-        let (y, st) = host::norm_forward(kind, x64.view(), gamma.view(), beta.view(), 1e-5).unwrap();
-        let (dx, dg, db) = host::norm_backward(
-            kind,
-            x64.view(),
-            dy64.view(),
-            gamma.view(),
-            st.mean.view(),
-            st.invstd.view(),
-        )
-        .unwrap();
+        let (y, st, (dx, dg, db)) = common::host_norm(kind, x64.view(), dy64.view(), &gamma, &beta, 1e-5);
         (y, st, dx, dg, db)
     } else {
-        let (y, st) = host::norm_forward(kind, x32.view(), gamma.view(), beta.view(), 1e-5).unwrap();
-        let (dx, dg, db) = host::norm_backward(
-            kind,
-            x32.view(),
-            dy32.view(),
-            gamma.view(),
-            st.mean.view(),
-            st.invstd.view(),
-        )
-        .unwrap();
+        let (y, st, (dx, dg, db)) = common::host_norm(kind, x32.view(), dy32.view(), &gamma, &beta, 1e-5);
         (y.mapv(f64::from), st, dx.mapv(f64::from), dg, db)
     };
     let tol = match (f64_data, offset == 0.0) {
@@ -1359,27 +1298,27 @@ fn norms_refuse_bad_input_and_overflow() {
     let dy = normal(24, 1, 0.0, 1.0, 462)
         .into_shape_with_order(vec![2, 3, 4])
         .unwrap();
-    let r = host::norm_backward(
-        NormKind::Instance,
-        x.view(),
-        dy.view(),
-        ones(4).view(),
-        st.mean.view(),
-        st.invstd.view(),
-    );
-    assert!(matches!(r, Err(Error::ShapeMismatch { .. })));
+    let backward = |dy: &ndarray::ArrayD<f32>, invstd: &Array1<f64>| {
+        host::norm_backward(
+            NormKind::Instance,
+            x.view(),
+            dy.view(),
+            ones(4).view(),
+            st.mean.view(),
+            invstd.view(),
+        )
+    };
+    assert!(matches!(
+        backward(&dy, &st.invstd),
+        Err(Error::ShapeMismatch { .. })
+    ));
     let dy = normal(24, 1, 0.0, 1.0, 462)
         .into_shape_with_order(vec![2, 4, 3])
         .unwrap();
-    let r = host::norm_backward(
-        NormKind::Instance,
-        x.view(),
-        dy.view(),
-        ones(4).view(),
-        st.mean.view(),
-        ones(3).view(),
-    );
-    assert!(matches!(r, Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(
+        backward(&dy, &ones(3)),
+        Err(Error::ShapeMismatch { .. })
+    ));
     // Overflow from finite input is an error; NaN propagates within its group.
     let mut big = ones(4);
     big[1] = 1e39;

@@ -75,21 +75,16 @@ fn check_on(
     .unwrap();
     let what = format!("{n}x{k} @ {k}x{m} flags {flags}");
     let got = common::submit_and_read_written(g, enc, &out, &what);
-    let (c64, s64, b64) = (
-        center.mapv(f64::from),
-        scale.mapv(f64::from),
-        bias.mapv(f64::from),
-    );
-    let want = twin_matmul(
+    let want = twin_matmul_flagged(
         &x,
         &w,
+        flags,
+        [&center, &scale, &bias],
         cpu::MatmulOptions {
-            center: (flags & 1 != 0).then(|| c64.view()),
-            scale: (flags & 2 != 0).then(|| s64.view()),
-            bias: (flags & 4 != 0).then(|| b64.view()),
             transpose_w,
             transpose_x,
             activation,
+            ..Default::default()
         },
     );
     frobenius_rel_error(got.view(), want.view())
@@ -519,13 +514,13 @@ fn linear_layer_with_activations() {
                 ..Default::default()
             };
             let got = gpu_matmul(&x, &w, &opts);
-            let (b64, s64) = (b.mapv(f64::from), s.mapv(f64::from));
-            let want = twin_matmul(
+            // (no center: flags & 1 is 0 in every case)
+            let want = twin_matmul_flagged(
                 &x,
                 &w,
+                flags,
+                [&Array1::zeros(k), &s, &b],
                 cpu::MatmulOptions {
-                    scale: (flags & 2 != 0).then(|| s64.view()),
-                    bias: (flags & 4 != 0).then(|| b64.view()),
                     transpose_w,
                     activation,
                     ..Default::default()
@@ -553,6 +548,32 @@ fn linear_layer_with_activations() {
 /// The f64 twin's `x @ w` (w widened to f64) under `opts`.
 fn twin_matmul(x: &Array2<f32>, w: &Array2<f32>, opts: cpu::MatmulOptions) -> Array2<f64> {
     cpu::matmul(x.view(), w.mapv(f64::from).view(), &opts).unwrap()
+}
+
+/// [`twin_matmul`] under `opts` with the center, scale and bias (given in
+/// f32, as the GPU has them) that bits 1, 2 and 4 of `flags` select.
+fn twin_matmul_flagged(
+    x: &Array2<f32>,
+    w: &Array2<f32>,
+    flags: u32,
+    [center, scale, bias]: [&Array1<f32>; 3],
+    opts: cpu::MatmulOptions,
+) -> Array2<f64> {
+    let (c64, s64, b64) = (
+        center.mapv(f64::from),
+        scale.mapv(f64::from),
+        bias.mapv(f64::from),
+    );
+    twin_matmul(
+        x,
+        w,
+        cpu::MatmulOptions {
+            center: (flags & 1 != 0).then(|| c64.view()),
+            scale: (flags & 2 != 0).then(|| s64.view()),
+            bias: (flags & 4 != 0).then(|| b64.view()),
+            ..opts
+        },
+    )
 }
 
 /// `x @ w` on the test GPU under `opts`, read back.

@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{gpu, normal};
-use gpuprep::cpu::norm::{norm_backward, norm_forward};
+use common::{gpu, host_norm, normal, twin_norm};
+use gpuprep::cpu::norm::norm_forward;
 use gpuprep::model::norm::{NormKind, NormPlan, NormShape};
 use gpuprep::ops::{Norm, NormForward, NormGrads, NormStats};
 use gpuprep::{Error, GpuMatrix};
@@ -66,16 +66,7 @@ fn grad_check(kind: NormKind, dims: &[usize], seed: u64, offset: f32) -> [f64; 3
     let beta = vector(a, 0.0, 0.5, seed + 2);
     let dy = tensor(dims, 0.0, 1.0, seed + 3);
     let eps = 1e-5;
-    let fw = norm_forward(kind, x.view(), gamma.view(), beta.view(), eps).unwrap();
-    let g = norm_backward(
-        kind,
-        x.view(),
-        dy.view(),
-        gamma.view(),
-        fw.stats.mean.view(),
-        fw.stats.invstd.view(),
-    )
-    .unwrap();
+    let (_, g) = twin_norm(kind, &x, &dy, &gamma, &beta, eps);
     let loss = |x: &ArrayD<f64>, gm: &Array1<f64>, bt: &Array1<f64>| -> f64 {
         let y = norm_forward(kind, x.view(), gm.view(), bt.view(), eps).unwrap().y;
         (&y * &dy).sum()
@@ -183,6 +174,34 @@ fn row(v: &Array1<f64>) -> Array2<f32> {
     v.mapv(|x| x as f32).insert_axis(ndarray::Axis(0))
 }
 
+/// `norm`'s forward and backward passes on the GPU, from the f32 rounding of
+/// `x`, `dy`, `gamma` and `beta`.
+fn gpu_norm(
+    g: &gpuprep::Gpu,
+    norm: &Norm,
+    x: &ArrayD<f64>,
+    dy: &ArrayD<f64>,
+    gamma: &Array1<f64>,
+    beta: &Array1<f64>,
+) -> (NormForward, NormGrads) {
+    let xg = GpuMatrix::upload(g, matrix(x).view()).unwrap();
+    let (gg, bg) = (
+        GpuMatrix::upload(g, row(gamma).view()).unwrap(),
+        GpuMatrix::upload(g, row(beta).view()).unwrap(),
+    );
+    let f = norm.forward(g, &xg, &gg, &bg).unwrap();
+    let b = norm
+        .backward(
+            g,
+            &xg,
+            &GpuMatrix::upload(g, matrix(dy).view()).unwrap(),
+            &gg,
+            &f.stats,
+        )
+        .unwrap();
+    (f, b)
+}
+
 /// max |gpu - cpu| / max(scale, max |cpu|).
 fn rel_err(gpu: impl IntoIterator<Item = f32>, cpu: &[f64], scale: f64) -> f64 {
     let cmax = cpu.iter().fold(scale, |m, v| m.max(v.abs())).max(1e-30);
@@ -249,16 +268,7 @@ fn gpu_check_on(g: &gpuprep::Gpu, kind: NormKind, x: &ArrayD<f64>, seed: u64) ->
     let dy = tensor(dims, 0.0, 1.0, seed + 1);
     let gamma = vector(a, 1.0, 0.3, seed + 2).mapv(|v| v as f32 as f64);
     let beta = vector(a, 0.0, 0.3, seed + 3).mapv(|v| v as f32 as f64);
-    let fw = norm_forward(kind, x.view(), gamma.view(), beta.view(), 1e-5).unwrap();
-    let gr = norm_backward(
-        kind,
-        x.view(),
-        dy.view(),
-        gamma.view(),
-        fw.stats.mean.view(),
-        fw.stats.invstd.view(),
-    )
-    .unwrap();
+    let (fw, gr) = twin_norm(kind, x, &dy, &gamma, &beta, 1e-5);
 
     let norm = Norm::new(kind, dims[1]);
     let xg = GpuMatrix::upload(g, matrix(x).view()).unwrap();
@@ -524,6 +534,44 @@ fn layer_norm_normalized_shape_follows_pytorch() {
     ));
 }
 
+fn layer_trailing(len: usize) -> NormKind {
+    NormKind::LayerTrailing { len }
+}
+
+fn rms(len: usize) -> NormKind {
+    NormKind::Rms { len }
+}
+
+/// [`grad_check`] of `kind(len)` over each `(dims, len)` of `cases` at both
+/// offsets (seed `seed0` + the case's index): every rel_error within 1e-7.
+fn grad_check_runs(
+    name: &str,
+    kind: fn(usize) -> NormKind,
+    cases: &[(&[usize], usize)],
+    offsets: [f32; 2],
+    seed0: u64,
+) {
+    for (i, &(dims, len)) in cases.iter().enumerate() {
+        for offset in offsets {
+            let r = grad_check(kind(len), dims, seed0 + i as u64, offset);
+            println!("{name} over {len} of {dims:?} offset {offset}: rel_error {r:?}");
+            assert!(r.iter().all(|&e| e <= 1e-7), "{dims:?} {len}: {r:?}");
+        }
+    }
+}
+
+/// The worst of [`gpu_case`] of `kind(len)` over each `(dims, len)` of
+/// `cases`, at offsets 0.5 and 1e4 (seed `seed0` + the case's index).
+fn gpu_cases_runs(kind: fn(usize) -> NormKind, cases: &[(&[usize], usize)], seed0: u64) -> f64 {
+    let mut worst = 0.0f64;
+    for (i, &(dims, len)) in cases.iter().enumerate() {
+        for offset in [0.5, 1e4] {
+            worst = worst.max(gpu_case(kind(len), dims, offset, seed0 + i as u64));
+        }
+    }
+    worst
+}
+
 #[test]
 fn layer_norm_over_trailing_dims_twin_gradient_check_and_gpu() {
     let cases: &[(&[usize], usize)] = &[
@@ -533,38 +581,22 @@ fn layer_norm_over_trailing_dims_twin_gradient_check_and_gpu() {
         (&[4, 3, 5], 5),
         (&[2, 2, 3, 1], 1),
     ];
-    for (i, (dims, len)) in cases.iter().enumerate() {
-        let kind = NormKind::LayerTrailing { len: *len };
-        for offset in [0.0, 10.0] {
-            let r = grad_check(kind, dims, 40 + i as u64, offset);
-            println!("layer over {len} of {dims:?} offset {offset}: rel_error {r:?}");
-            assert!(r.iter().all(|&e| e <= 1e-7), "{dims:?} {len}: {r:?}");
-        }
-    }
+    grad_check_runs("layer", layer_trailing, cases, [0.0, 10.0], 40);
     // GPU: rows of several runs, runs that do not divide the workgroup, many runs
-    let mut worst = 0.0f64;
-    for (i, (dims, len)) in [
-        (&[3usize, 4, 5, 5][..], 25usize),
-        (&[2, 6, 13, 11], 11),
-        (&[2, 6, 13, 11], 143),
-        (&[70, 8, 3, 3], 9),
-        (&[1000, 2, 1, 3], 3),
-        (&[4, 2, 1000], 1000),
-        (&[3, 7, 300], 300),
-        (&[5, 64, 1, 1], 1),
-    ]
-    .iter()
-    .enumerate()
-    {
-        for offset in [0.5, 1e4] {
-            worst = worst.max(gpu_case(
-                NormKind::LayerTrailing { len: *len },
-                dims,
-                offset,
-                6000 + i as u64,
-            ));
-        }
-    }
+    let mut worst = gpu_cases_runs(
+        layer_trailing,
+        &[
+            (&[3, 4, 5, 5], 25),
+            (&[2, 6, 13, 11], 11),
+            (&[2, 6, 13, 11], 143),
+            (&[70, 8, 3, 3], 9),
+            (&[1000, 2, 1, 3], 3),
+            (&[4, 2, 1000], 1000),
+            (&[3, 7, 300], 300),
+            (&[5, 64, 1, 1], 1),
+        ],
+        6000,
+    );
     // layer norm's dgamma/dbeta over 70,000 affine entries: a 2-D finalize grid
     worst = worst.max(gpu_case(
         NormKind::LayerTrailing { len: 70_000 },
@@ -820,16 +852,7 @@ fn layer_norm_matches_pytorch() {
         let kind = NormKind::layer("test", x.shape(), ns).unwrap();
         let flat1 = |a: ArrayD<f64>| Array1::from_iter(a.iter().copied());
         let (gamma, beta, dy) = (flat1(t("gamma")), flat1(t("beta")), t("dy"));
-        let fw = norm_forward(kind, x.view(), gamma.view(), beta.view(), 1e-5).unwrap();
-        let gr = norm_backward(
-            kind,
-            x.view(),
-            dy.view(),
-            gamma.view(),
-            fw.stats.mean.view(),
-            fw.stats.invstd.view(),
-        )
-        .unwrap();
+        let (fw, gr) = twin_norm(kind, &x, &dy, &gamma, &beta, 1e-5);
         let [sdx, sg, sb] = scales(kind, &x, &dy, &gamma, &fw.stats);
         let cpu = [
             rel_to(fw.y.iter().copied(), &t("y"), 0.0),
@@ -840,22 +863,7 @@ fn layer_norm_matches_pytorch() {
             rel_to(fw.stats.invstd.iter().copied(), &t("rstd"), 0.0),
         ];
         // the GPU, from the f32 rounding of the same tensors
-        let xg = GpuMatrix::upload(g, matrix(&x).view()).unwrap();
-        let norm = Norm::new(kind, x.shape()[1]);
-        let (gg, bg) = (
-            GpuMatrix::upload(g, row(&gamma).view()).unwrap(),
-            GpuMatrix::upload(g, row(&beta).view()).unwrap(),
-        );
-        let f = norm.forward(g, &xg, &gg, &bg).unwrap();
-        let b = norm
-            .backward(
-                g,
-                &xg,
-                &GpuMatrix::upload(g, matrix(&dy).view()).unwrap(),
-                &gg,
-                &f.stats,
-            )
-            .unwrap();
+        let (f, b) = gpu_norm(g, &Norm::new(kind, x.shape()[1]), &x, &dy, &gamma, &beta);
         let st = f.stats.download(g).unwrap();
         let f64s = |m: Array2<f32>| m.iter().map(|&v| f64::from(v)).collect::<Vec<_>>();
         let std_max = fw.stats.var.iter().fold(0.0f64, |m, v| m.max(v.sqrt()));
@@ -956,40 +964,24 @@ fn rms_norm_twin_gradient_check_and_gpu() {
         (&[3, 2, 1, 3], 3),
         (&[1, 7], 7),
     ];
-    for (i, (dims, len)) in cases.iter().enumerate() {
-        let kind = NormKind::Rms { len: *len };
-        // (An offset of 10 over runs of three makes the rows nearly parallel
-        // to their normalization: dx, orthogonal to x, is then mostly
-        // cancellation, and the differences' h^2 error dominates it.)
-        for offset in [0.0, 2.0] {
-            let r = grad_check(kind, dims, 70 + i as u64, offset);
-            println!("rms over {len} of {dims:?} offset {offset}: rel_error {r:?}");
-            assert!(r.iter().all(|&e| e <= 1e-7), "{dims:?} {len}: {r:?}");
-        }
-    }
-    let mut worst = 0.0f64;
-    for (i, (dims, len)) in [
-        (&[1usize, 1][..], 1usize),
-        (&[3, 4, 5, 5], 25),
-        (&[2, 6, 13, 11], 11),
-        (&[2, 6, 13, 11], 858),
-        (&[70, 8, 3, 3], 9),
-        (&[1000, 2, 1, 3], 3),
-        (&[4, 2, 1000], 2000),
-        (&[5, 64, 1, 1], 1),
-    ]
-    .iter()
-    .enumerate()
-    {
-        for offset in [0.5, 1e4] {
-            worst = worst.max(gpu_case(
-                NormKind::Rms { len: *len },
-                dims,
-                offset,
-                7000 + i as u64,
-            ));
-        }
-    }
+    // (An offset of 10 over runs of three makes the rows nearly parallel
+    // to their normalization: dx, orthogonal to x, is then mostly
+    // cancellation, and the differences' h^2 error dominates it.)
+    grad_check_runs("rms", rms, cases, [0.0, 2.0], 70);
+    let worst = gpu_cases_runs(
+        rms,
+        &[
+            (&[1, 1], 1),
+            (&[3, 4, 5, 5], 25),
+            (&[2, 6, 13, 11], 11),
+            (&[2, 6, 13, 11], 858),
+            (&[70, 8, 3, 3], 9),
+            (&[1000, 2, 1, 3], 3),
+            (&[4, 2, 1000], 2000),
+            (&[5, 64, 1, 1], 1),
+        ],
+        7000,
+    );
     println!("rms norm: worst GPU rel error {worst:.2e}");
 }
 
@@ -1023,16 +1015,7 @@ fn rms_norm_matches_pytorch() {
         let dy = t("dy");
         // the rstd PyTorch's leading dimensions shape
         let rstd = t("rstd");
-        let fw = norm_forward(kind, x.view(), gamma.view(), beta.view(), eps).unwrap();
-        let gr = norm_backward(
-            kind,
-            x.view(),
-            dy.view(),
-            gamma.view(),
-            fw.stats.mean.view(),
-            fw.stats.invstd.view(),
-        )
-        .unwrap();
+        let (fw, gr) = twin_norm(kind, &x, &dy, &gamma, &beta, eps);
         assert!(fw.stats.mean.iter().all(|&m| m == 0.0), "RMS norm has no mean");
         let [sdx, sg, _] = scales(kind, &x, &dy, &gamma, &fw.stats);
         let mut cpu = vec![
@@ -1044,16 +1027,7 @@ fn rms_norm_matches_pytorch() {
             cpu.push(rel_to(gr.dgamma.iter().copied(), &t("dweight"), sg));
         }
         // the host path, in f64 and in f32
-        let (hy, hs) = gpuprep::host::norm_forward(kind, x.view(), gamma.view(), beta.view(), eps).unwrap();
-        let (hdx, hdg, _) = gpuprep::host::norm_backward(
-            kind,
-            x.view(),
-            dy.view(),
-            gamma.view(),
-            hs.mean.view(),
-            hs.invstd.view(),
-        )
-        .unwrap();
+        let (hy, _, (hdx, hdg, _)) = host_norm(kind, x.view(), dy.view(), &gamma, &beta, eps);
         let mut host = vec![
             rel_to(hy.iter().copied(), &t("y"), 0.0),
             rel_to(hdx.iter().copied(), &t("dx"), sdx),
@@ -1062,16 +1036,7 @@ fn rms_norm_matches_pytorch() {
             host.push(rel_to(hdg.iter().copied(), &t("dweight"), sg));
         }
         let (x32, dy32) = (x.mapv(|v| v as f32), dy.mapv(|v| v as f32));
-        let (fy, fs) = gpuprep::host::norm_forward(kind, x32.view(), gamma.view(), beta.view(), eps).unwrap();
-        let (fdx, fdg, _) = gpuprep::host::norm_backward(
-            kind,
-            x32.view(),
-            dy32.view(),
-            gamma.view(),
-            fs.mean.view(),
-            fs.invstd.view(),
-        )
-        .unwrap();
+        let (fy, _, (fdx, fdg, _)) = host_norm(kind, x32.view(), dy32.view(), &gamma, &beta, eps);
         let f64s = |a: ArrayD<f32>| a.mapv(f64::from);
         let mut host32 = vec![
             rel_to(f64s(fy).iter().copied(), &t("y"), 0.0),
@@ -1081,22 +1046,7 @@ fn rms_norm_matches_pytorch() {
             host32.push(rel_to(fdg.iter().copied(), &t("dweight"), sg));
         }
         // the GPU, from the f32 rounding of the same tensors
-        let xg = GpuMatrix::upload(g, matrix(&x).view()).unwrap();
-        let norm = Norm::rms(ns).with_eps(eps as f32);
-        let (gg, bg) = (
-            GpuMatrix::upload(g, row(&gamma).view()).unwrap(),
-            GpuMatrix::upload(g, row(&beta).view()).unwrap(),
-        );
-        let f = norm.forward(g, &xg, &gg, &bg).unwrap();
-        let b = norm
-            .backward(
-                g,
-                &xg,
-                &GpuMatrix::upload(g, matrix(&dy).view()).unwrap(),
-                &gg,
-                &f.stats,
-            )
-            .unwrap();
+        let (f, b) = gpu_norm(g, &Norm::rms(ns).with_eps(eps as f32), &x, &dy, &gamma, &beta);
         let st = f.stats.download(g).unwrap();
         let f32s = |m: Array2<f32>| m.iter().map(|&v| f64::from(v)).collect::<Vec<_>>();
         let mut gpu = vec![

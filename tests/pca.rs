@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
-// The lecture's code run by numpy 2.4 on the data set below (script: tests/data/pca_lecture.py):
+// The lecture's code run by numpy 2.4 on its data set (tests/data/pca_lecture.csv; script: tests/data/pca_lecture.py):
 // X -= mean; cov = X.T @ X / N; U, S, V = svd(cov); Xrot = X @ U; Xrot_reduced = X @ U[:, :2];
 // Xwhite = Xrot / sqrt(S + 1e-5); Xzca = Xwhite @ U.T.
 const COV: [[f64; 4]; 4] = [
@@ -267,19 +267,15 @@ const XZCA: [[f64; 4]; 10] = [
     ],
 ];
 
+/// The lecture's 10 x 4 data set (tests/data/pca_lecture.csv, which the
+/// script reads too).
 fn lecture_data() -> Array2<f64> {
-    array![
-        [2.5, 2.4, 0.5, 1.0],
-        [0.5, 0.7, 1.5, -1.0],
-        [2.2, 2.9, 0.2, 0.5],
-        [1.9, 2.2, 0.9, 0.0],
-        [3.1, 3.0, -0.3, 1.5],
-        [2.3, 2.7, 0.4, 0.25],
-        [2.0, 1.6, 1.1, -0.5],
-        [1.0, 1.1, 1.2, -0.75],
-        [1.5, 1.6, 0.8, 0.1],
-        [1.1, 0.9, 1.3, -0.2],
-    ]
+    let rows: Vec<Vec<f64>> = include_str!("data/pca_lecture.csv")
+        .lines()
+        .map(|line| line.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert_eq!((rows.len(), rows[0].len()), (10, 4));
+    Array2::from_shape_fn((10, 4), |(i, j)| rows[i][j])
 }
 
 fn to_array<const C: usize, const R: usize>(a: &[[f64; C]; R]) -> Array2<f64> {
@@ -319,6 +315,24 @@ fn correlated(n: usize, d: usize, offset: f64, seed: u64) -> Array2<f64> {
         normal.sample(&mut rng) * if i == j { 2.0 } else { 0.5 } / (1.0 + j as f64)
     });
     z.dot(&mix) + offset
+}
+
+/// [`correlated`] rounded to f32.
+fn correlated_f32(n: usize, d: usize, offset: f64, seed: u64) -> Array2<f32> {
+    correlated(n, d, offset, seed).mapv(|v| v as f32)
+}
+
+/// [`correlated_f32`], and the same on the device `g`.
+fn correlated_on_gpu(
+    g: &gpuprep::Gpu,
+    n: usize,
+    d: usize,
+    offset: f64,
+    seed: u64,
+) -> (Array2<f32>, GpuMatrix) {
+    let x = correlated_f32(n, d, offset, seed);
+    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    (x, xg)
 }
 
 fn opts(n_components: NComponents, whitening: Whitening) -> PcaOptions {
@@ -629,7 +643,7 @@ fn check_gpu(x: &Array2<f32>, o: &PcaOptions) -> bool {
 
 #[test]
 fn gpu_matches_twin_across_options() {
-    let x = correlated(700, 10, 3.0, 20).mapv(|v| v as f32);
+    let x = correlated_f32(700, 10, 3.0, 20);
     for n_components in [
         NComponents::All,
         NComponents::Count(1),
@@ -650,24 +664,31 @@ fn gpu_matches_twin_across_options() {
     );
 }
 
-#[test]
-fn gpu_awkward_shapes() {
-    // D not a multiple of any tile, k = 1, k = D, N < D, N = 1, D = 1, offset 1e4.
-    for (i, &(n, d, offset)) in [
+/// Runs `check` on [`correlated`] f32 data (and its D) of the awkward N x D
+/// shapes: 1 x 1, the two of `own` (N, D, offset), 5 x 40, and 300 x 67 and
+/// 1000 x 130 on an offset of 1e4; shape i's seed is `seed0 + i`.
+fn on_awkward_shapes(own: [(usize, usize, f64); 2], seed0: u64, check: impl Fn(&Array2<f32>, usize)) {
+    let shapes = [
         (1, 1, 0.0),
-        (1, 6, 1.0),
-        (9, 1, 2.0),
+        own[0],
+        own[1],
         (5, 40, 0.0),
         (300, 67, 1e4),
         (1000, 130, 1e4),
-    ]
-    .iter()
-    .enumerate()
-    {
-        let x = correlated(n, d, offset, 30 + i as u64).mapv(|v| v as f32);
-        check_gpu(&x, &opts(NComponents::Count(1), Whitening::None));
-        check_gpu(&x, &opts(NComponents::Count(d), Whitening::Pca));
+    ];
+    for (i, (n, d, offset)) in shapes.into_iter().enumerate() {
+        let x = correlated_f32(n, d, offset, seed0 + i as u64);
+        check(&x, d);
     }
+}
+
+#[test]
+fn gpu_awkward_shapes() {
+    // D not a multiple of any tile, k = 1, k = D, N < D, N = 1, D = 1, offset 1e4.
+    on_awkward_shapes([(1, 6, 1.0), (9, 1, 2.0)], 30, |x, d| {
+        check_gpu(x, &opts(NComponents::Count(1), Whitening::None));
+        check_gpu(x, &opts(NComponents::Count(d), Whitening::Pca));
+    });
 }
 
 #[test]
@@ -705,8 +726,7 @@ fn gpu_lecture_numbers_default_options() {
 #[test]
 fn gpu_whitened_covariance_is_identity() {
     let g = gpu();
-    let x = correlated(4000, 12, 1e4, 40).mapv(|v| v as f32);
-    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    let (_, xg) = correlated_on_gpu(g, 4000, 12, 1e4, 40);
     for whitening in [Whitening::Pca, Whitening::Zca] {
         let pca = Pca::fit(g, &xg, &opts(NComponents::All, whitening)).unwrap();
         let y = pca.transform(g, &xg).unwrap();
@@ -726,8 +746,7 @@ fn gpu_whitened_covariance_is_identity() {
 #[test]
 fn gpu_full_reconstruction_returns_x() {
     let g = gpu();
-    let x = correlated(500, 20, 1e4, 41).mapv(|v| v as f32);
-    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    let (x, xg) = correlated_on_gpu(g, 500, 20, 1e4, 41);
     for whitening in [Whitening::None, Whitening::Pca, Whitening::Zca] {
         let pca = Pca::fit(g, &xg, &opts(NComponents::All, whitening)).unwrap();
         let back = pca
@@ -744,8 +763,7 @@ fn gpu_full_reconstruction_returns_x() {
 #[test]
 fn gpu_fraction_keeps_at_least_that_fraction() {
     let g = gpu();
-    let x = correlated(800, 16, 0.0, 42).mapv(|v| v as f32);
-    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    let (_, xg) = correlated_on_gpu(g, 800, 16, 0.0, 42);
     for f in [0.5, 0.9, 0.99] {
         let pca = Pca::fit(g, &xg, &opts(NComponents::Fraction(f), Whitening::None)).unwrap();
         let m = pca.model();
@@ -763,8 +781,7 @@ fn gpu_fraction_keeps_at_least_that_fraction() {
 #[test]
 fn gpu_model_from_file_transforms_the_same() {
     let g = gpu();
-    let x = correlated(200, 9, 1.0, 43).mapv(|v| v as f32);
-    let xg = GpuMatrix::upload(g, x.view()).unwrap();
+    let (_, xg) = correlated_on_gpu(g, 200, 9, 1.0, 43);
     let pca = Pca::fit(g, &xg, &opts(NComponents::Count(4), Whitening::Pca)).unwrap();
     let path = std::env::temp_dir().join(format!("gpuprep-pca-gpu-{}.npz", std::process::id()));
     pca.model().save(&path).unwrap();
@@ -910,7 +927,7 @@ fn gpu_fit_reads_x_once_where_a_prefix_represents_the_data() {
         .iter()
         .enumerate()
     {
-        let x = correlated(n, d, offset, 60 + i as u64).mapv(|v| v as f32);
+        let x = correlated_f32(n, d, offset, 60 + i as u64);
         assert!(
             check_gpu(&x, &opts(NComponents::All, Whitening::Pca)),
             "{n}x{d}: two passes"
@@ -931,7 +948,7 @@ fn gpu_fit_reads_x_once_where_a_prefix_represents_the_data() {
         "a zero column in the prefix: two passes"
     );
     // Fewer rows: two passes.
-    let x = correlated(n0 - 1, 3, 1.0, 64).mapv(|v| v as f32);
+    let x = correlated_f32(n0 - 1, 3, 1.0, 64);
     assert!(!check_gpu(&x, &opts(NComponents::All, Whitening::None)));
 }
 
@@ -960,7 +977,7 @@ fn gpu_fit_takes_two_passes_where_the_prefix_misleads() {
     }
     assert!(!check_gpu(&x.mapv(|v| v as f32), &all));
     // A NaN after the prefix: refused, as on two passes.
-    let mut x = correlated(n, 4, 0.0, 72).mapv(|v| v as f32);
+    let mut x = correlated_f32(n, 4, 0.0, 72);
     x[[n - 1, 1]] = f32::NAN;
     let g = gpu();
     let xg = GpuMatrix::upload(g, x.view()).unwrap();
@@ -1013,21 +1030,10 @@ fn gpu_topk_solver_matches_the_full_eigendecomposition() {
 
 #[test]
 fn gpu_topk_solver_on_awkward_shapes_and_one_pass() {
-    for (i, &(n, d, offset)) in [
-        (1, 1, 0.0),
-        (2, 1, 3.0),
-        (9, 3, 2.0),
-        (5, 40, 0.0),
-        (300, 67, 1e4),
-        (1000, 130, 1e4),
-    ]
-    .iter()
-    .enumerate()
-    {
-        let x = correlated(n, d, offset, 90 + i as u64).mapv(|v| v as f32);
-        check_gpu(&x, &topk(NComponents::Count(1), Whitening::None));
-        check_gpu(&x, &topk(NComponents::Count(d.min(3)), Whitening::Pca));
-    }
+    on_awkward_shapes([(2, 1, 3.0), (9, 3, 2.0)], 90, |x, d| {
+        check_gpu(x, &topk(NComponents::Count(1), Whitening::None));
+        check_gpu(x, &topk(NComponents::Count(d.min(3)), Whitening::Pca));
+    });
     // From ONE_PASS_MIN_ROWS rows on, the one-pass fit leaves its covariance
     // on the device too.
     let x = low_rank(ops::pca::ONE_PASS_MIN_ROWS + 77, 130, 12, 20.0, 96);

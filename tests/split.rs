@@ -47,6 +47,28 @@ fn bits(a: &Array2<f32>) -> Vec<u32> {
 
 const SHAPES: &[(usize, usize)] = &[(1, 1), (7, 3), (50, 12), (301, 13), (1000, 8)];
 
+/// The PCA fit of `x` (`xg` on the device) with `opts` on the GPU and by the
+/// twin; the GPU's `values` (the eigenvalues or the explained variance) within
+/// 1e-4 of the twin's, relative to max(|twin's|, `floor`).
+fn fit_gpu_and_twin(
+    g: &Gpu,
+    xg: &GpuMatrix,
+    x: &Array2<f32>,
+    opts: &PcaOptions,
+    values: fn(&gpuprep::PcaModel) -> &ndarray::Array1<f64>,
+    floor: f64,
+) -> (Pca, gpuprep::PcaModel) {
+    let pca = Pca::fit(g, xg, opts).unwrap();
+    let twin = cpu::pca::fit(x.view(), opts).unwrap();
+    let ev = max_rel(
+        values(pca.model()).iter().copied(),
+        values(&twin).iter().copied(),
+        floor,
+    );
+    assert!(ev <= 1e-4, "eigenvalues {ev:e}");
+    (pca, twin)
+}
+
 #[test]
 fn matrices_span_several_buffers() {
     let (n, d) = (301, 13);
@@ -189,14 +211,7 @@ fn pca_split_matches_twin() {
         whitening: Whitening::Pca,
         ..Default::default()
     };
-    let pca = Pca::fit(&sg, &xs, &opts).unwrap();
-    let twin = cpu::pca::fit(x.view(), &opts).unwrap();
-    let ev = max_rel(
-        pca.model().eigenvalues.iter().copied(),
-        twin.eigenvalues.iter().copied(),
-        1e-3,
-    );
-    assert!(ev <= 1e-4, "eigenvalues {ev:e}");
+    let (pca, twin) = fit_gpu_and_twin(&sg, &xs, &x, &opts, |m| &m.eigenvalues, 1e-3);
     let y = pca.transform(&sg, &xs).unwrap().download(&sg).unwrap();
     let want = cpu::pca::transform(&twin, x.view()).unwrap();
     let err = max_abs_err(&y, &want);
@@ -329,14 +344,7 @@ fn a_matrix_larger_than_one_binding() {
         n_components: gpuprep::NComponents::Count(8),
         ..Default::default()
     };
-    let pca = Pca::fit(g, &xg, &opts).unwrap();
-    let want = cpu::pca::fit(x.view(), &opts).unwrap();
-    let ev = max_rel(
-        pca.model().explained_variance.iter().copied(),
-        want.explained_variance.iter().copied(),
-        1e-12,
-    );
-    assert!(ev <= 1e-4, "eigenvalues {ev:e}");
+    let (pca, want) = fit_gpu_and_twin(g, &xg, &x, &opts, |m| &m.explained_variance, 1e-12);
     let y = pca.transform(g, &xg).unwrap();
     assert_eq!(y.shape(), (n, 8));
     let tail = y.download_rows(g, n - 1000, 1000).unwrap();

@@ -2,24 +2,9 @@
 
 mod common;
 
-use common::{gpu, normal, SHAPES};
+use common::{gpu, normal, SHAPES, STANDARDIZE_OPTIONS};
 use gpuprep::{cpu, ops, Error, GpuMatrix, StandardizeOptions};
 use ndarray::Array2;
-
-const ALL_OPTS: [StandardizeOptions; 3] = [
-    StandardizeOptions {
-        center: true,
-        scale: false,
-    },
-    StandardizeOptions {
-        center: false,
-        scale: true,
-    },
-    StandardizeOptions {
-        center: true,
-        scale: true,
-    },
-];
 
 /// Largest |gpu - cpu| relative to the column's spread (std, or 1 when unscaled).
 fn err(
@@ -76,7 +61,7 @@ fn run(
 fn matches_cpu_on_awkward_shapes() {
     for (i, &(n, d)) in SHAPES.iter().enumerate() {
         let x = normal(n, d, -3.0, 5.0, 200 + i as u64);
-        for opts in ALL_OPTS {
+        for opts in STANDARDIZE_OPTIONS {
             for inplace in [false, true] {
                 let (got, want, cs) = run(&x, opts, inplace);
                 let e = err(&got, &want, &cs, opts);
@@ -89,7 +74,7 @@ fn matches_cpu_on_awkward_shapes() {
 #[test]
 fn large_offset() {
     let x = normal(3001, 37, 1e4, 1.0, 9);
-    for opts in ALL_OPTS {
+    for opts in STANDARDIZE_OPTIONS {
         let (got, want, cs) = run(&x, opts, false);
         let e = err(&got, &want, &cs, opts);
         assert!(e <= 1e-3, "{opts:?}: error {e:e}");

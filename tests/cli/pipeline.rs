@@ -26,6 +26,15 @@ fn fit(device: &str, out: &str, inputs: &[&str], steps: &[&str]) -> Output {
     gpuprep(&args)
 }
 
+/// `gpuprep preprocess -q --device DEVICE OPTIONS... -o OUT INPUT STEPS...`
+fn preprocess(device: &str, options: &[&str], out: &str, input: &str, steps: &[&str]) -> Output {
+    let mut args = vec!["preprocess", "-q", "--device", device];
+    args.extend_from_slice(options);
+    args.extend_from_slice(&["-o", out, input]);
+    args.extend_from_slice(steps);
+    gpuprep(&args)
+}
+
 /// `gpuprep transform -q --device DEVICE --model MODEL -o OUT INPUTS... EXTRA...`
 fn transform(device: &str, model: &str, out: &str, inputs: &[&str], extra: &[&str]) -> Output {
     let mut args = vec!["transform", "-q", "--device", device, "--model", model, "-o", out];
@@ -57,6 +66,20 @@ fn max_rel(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
 fn assert_near(got: &Array2<f64>, want: &Array2<f64>, tol: f64, what: std::fmt::Arguments) {
     let err = max_rel(got, want);
     assert!(err < tol, "{what}: {err:e}");
+}
+
+/// The f64 .npy file `got` against `want` ([`assert_near`]): to `cpu_tol`
+/// from the CPU path, to `gpu_tol` from the GPU.
+fn assert_file_near(
+    got: impl AsRef<Path>,
+    want: &Array2<f64>,
+    device: &str,
+    [cpu_tol, gpu_tol]: [f64; 2],
+    what: std::fmt::Arguments,
+) {
+    let got: Array2<f64> = ndarray_npy::read_npy(got).unwrap();
+    let tol = if device == "cpu" { cpu_tol } else { gpu_tol };
+    assert_near(&got, want, tol, what);
 }
 
 const STEPS: &[&[&str]] = &[
@@ -103,9 +126,7 @@ fn three_processes_merged_transform_like_one_fit() {
             ok(transform("cpu", &w, &ya, &[&input], &[]));
             ok(transform("cpu", &merged, &yb, &[&input], &[]));
             let a: Array2<f64> = ndarray_npy::read_npy(&ya).unwrap();
-            let b: Array2<f64> = ndarray_npy::read_npy(&yb).unwrap();
-            let tol = if device == "cpu" { 1e-9 } else { 1e-4 };
-            assert_near(&b, &a, tol, format_args!("{steps:?} {device}"));
+            assert_file_near(&yb, &a, device, [1e-9, 1e-4], format_args!("{steps:?} {device}"));
         }
     }
 }
@@ -119,28 +140,20 @@ fn tiny_chunks_equal_one_chunk_and_dtypes_are_kept() {
     for device in ["cpu", "gpu"] {
         for steps in STEPS {
             let run = |input: &str, chunk: &str, out: &Path| {
-                let o = p(out);
-                let i = p(&dir.join(input));
-                let mut args = vec![
-                    "preprocess",
-                    "-q",
-                    "--device",
-                    device,
-                    "--chunk-rows",
-                    chunk,
-                    "-o",
-                    &o,
-                    &i,
-                ];
-                args.extend_from_slice(steps);
-                ok(gpuprep(&args));
+                let (o, i) = (p(out), p(&dir.join(input)));
+                ok(preprocess(device, &["--chunk-rows", chunk], &o, &i, steps));
             };
             run("x64.npy", "7", &dir.join("a.npy"));
             run("x64.npy", "100000", &dir.join("b.npy"));
-            let a: Array2<f64> = ndarray_npy::read_npy(dir.join("a.npy")).unwrap();
             let b: Array2<f64> = ndarray_npy::read_npy(dir.join("b.npy")).unwrap();
-            let tol = if device == "cpu" { 1e-10 } else { 1e-4 };
-            assert_near(&a, &b, tol, format_args!("{device} {steps:?}"));
+            assert_file_near(
+                dir.join("a.npy"),
+                &b,
+                device,
+                [1e-10, 1e-4],
+                format_args!("{device} {steps:?}"),
+            );
+            let a: Array2<f64> = ndarray_npy::read_npy(dir.join("a.npy")).unwrap();
             // f32 in, f32 out.
             run("x32.npy", "7", &dir.join("c.npy"));
             let c: Array2<f32> = ndarray_npy::read_npy(dir.join("c.npy")).unwrap();
@@ -150,17 +163,7 @@ fn tiny_chunks_equal_one_chunk_and_dtypes_are_kept() {
     // --dtype changes the output's type.
     let o = p(&dir.join("d.npy"));
     let i = p(&dir.join("x64.npy"));
-    ok(gpuprep(&[
-        "preprocess",
-        "-q",
-        "--device",
-        "cpu",
-        "--dtype",
-        "f32",
-        "-o",
-        &o,
-        &i,
-    ]));
+    ok(preprocess("cpu", &["--dtype", "f32"], &o, &i, &[]));
     let _: Array2<f32> = ndarray_npy::read_npy(dir.join("d.npy")).unwrap();
 }
 
@@ -181,9 +184,7 @@ fn inverse_transform_and_several_inputs() {
         ok(fit(device, &m, &[&a, &b], &["--scale", "--whiten", "zca"]));
         ok(transform(device, &m, &y, &[&a, &b], &[]));
         ok(transform(device, &m, &back, &[&y], &["--inverse"]));
-        let got: Array2<f64> = ndarray_npy::read_npy(&back).unwrap();
-        let tol = if device == "cpu" { 1e-10 } else { 1e-5 };
-        assert_near(&got, &x, tol, format_args!("{device}"));
+        assert_file_near(&back, &x, device, [1e-10, 1e-5], format_args!("{device}"));
     }
 }
 

@@ -73,6 +73,16 @@ fn each_refuses(commands: &[Vec<&str>], input: &Path, secs: u64, wants: &[&str])
     }
 }
 
+/// `stats` on the CPU and on the GPU, and `fit` on the CPU into `model`:
+/// the commands a header's claimed shape is tried with.
+fn stats_and_fit(model: &str) -> Vec<Vec<&str>> {
+    vec![
+        vec!["stats", "--device", "cpu"],
+        vec!["stats", "--device", "gpu"],
+        vec!["fit", "--device", "cpu", "-o", model],
+    ]
+}
+
 #[test]
 fn headers_claiming_huge_shapes_are_refused_before_allocating() {
     let dir = tmpdir("r-huge");
@@ -80,12 +90,8 @@ fn headers_claiming_huge_shapes_are_refused_before_allocating() {
     claiming_npy(&wide, "<f4", "(0, 1000000000000000)", &[]);
     let y = p(&dir.join("y.npy"));
     let m = p(&dir.join("m.npz"));
-    let commands = [
-        vec!["stats", "--device", "cpu"],
-        vec!["stats", "--device", "gpu"],
-        vec!["fit", "--device", "cpu", "-o", &m],
-        vec!["preprocess", "--device", "cpu", "-o", &y],
-    ];
+    let mut commands = stats_and_fit(&m);
+    commands.push(vec!["preprocess", "--device", "cpu", "-o", &y]);
     each_refuses(&commands, &wide, 60, &["wide.npy", "1000000000000000 columns"]);
     // normcheck's tensors (any rank) are checked against the file's size.
     let x = dir.join("x.npy");
@@ -104,12 +110,18 @@ fn degenerate_shapes_end_at_once() {
     let empty = dir.join("empty.npy");
     claiming_npy(&empty, "<f8", "(1000000000000000000, 0)", &[]);
     let m = p(&dir.join("m.npz"));
-    let commands = [
-        vec!["stats", "--device", "cpu"],
-        vec!["stats", "--device", "gpu"],
-        vec!["fit", "--device", "cpu", "-o", &m],
-    ];
-    each_refuses(&commands, &empty, 30, &["empty.npy", "0 columns"]);
+    each_refuses(&stats_and_fit(&m), &empty, 30, &["empty.npy", "0 columns"]);
+}
+
+/// Runs `script` with `sh -c`, the binary as `$0` and `args` as `$1`, `$2`...
+fn sh(script: &str, args: &[&Path]) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(bin().get_program())
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -118,45 +130,24 @@ fn results_to_a_full_or_closed_stdout_are_errors() {
     let x = small(&dir, "x.npy");
     for redirect in ["> /dev/full", ">&-"] {
         for cmd in ["stats --device cpu", "stats --json --device cpu"] {
-            let out = Command::new("sh")
-                .arg("-c")
-                .arg(format!("\"$0\" {cmd} \"$1\" {redirect}"))
-                .arg(bin().get_program())
-                .arg(&x)
-                .output()
-                .unwrap();
+            let out = sh(&format!("\"$0\" {cmd} \"$1\" {redirect}"), &[&x]);
             refused(&out, &["standard output"]);
         }
     }
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("\"$0\" activations --layers 1 --units 4 --batch 3 --device cpu > /dev/full")
-        .arg(bin().get_program())
-        .output()
-        .unwrap();
+    let out = sh(
+        "\"$0\" activations --layers 1 --units 4 --batch 3 --device cpu > /dev/full",
+        &[],
+    );
     refused(&out, &["standard output"]);
     // /dev/null opened read-write on purpose (Python's subprocess.DEVNULL)
     // is no closed stdout: the results go there, as with `> /dev/null`.
     for redirect in ["1<> /dev/null", "> /dev/null"] {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(format!("\"$0\" stats --device cpu \"$1\" {redirect}"))
-            .arg(bin().get_program())
-            .arg(&x)
-            .output()
-            .unwrap();
+        let out = sh(&format!("\"$0\" stats --device cpu \"$1\" {redirect}"), &[&x]);
         ok(&out);
     }
     // A closing note that cannot be written is no failure: the model is there.
     let m = dir.join("m.npz");
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("\"$0\" fit \"$1\" -o \"$2\" --device cpu 2> /dev/full")
-        .arg(bin().get_program())
-        .arg(&x)
-        .arg(&m)
-        .output()
-        .unwrap();
+    let out = sh("\"$0\" fit \"$1\" -o \"$2\" --device cpu 2> /dev/full", &[&x, &m]);
     ok(&out);
     assert!(m.exists());
 }

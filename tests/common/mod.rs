@@ -161,6 +161,51 @@ pub const SHAPES: &[(usize, usize)] = &[
     (4099, 200),
 ];
 
+/// Every standardize option: centering only, scaling only, both.
+pub const STANDARDIZE_OPTIONS: [gpuprep::StandardizeOptions; 3] = [
+    gpuprep::StandardizeOptions {
+        center: true,
+        scale: false,
+    },
+    gpuprep::StandardizeOptions {
+        center: false,
+        scale: true,
+    },
+    gpuprep::StandardizeOptions {
+        center: true,
+        scale: true,
+    },
+];
+
+/// `f` (a statistic of a matrix with a ddof) refuses a ddof of all of `x`'s
+/// rows (InvalidArgument) and an empty 0 x 3 matrix (ShapeMismatch).
+pub fn refuses_ddof_of_all_rows_and_no_rows<R>(
+    x: &gpuprep::GpuMatrix,
+    f: impl Fn(&gpuprep::GpuMatrix, usize) -> gpuprep::Result<R>,
+) {
+    assert!(matches!(
+        f(x, x.rows()),
+        Err(gpuprep::Error::InvalidArgument { .. })
+    ));
+    let empty = gpuprep::GpuMatrix::uninit(gpu(), 0, 3).unwrap();
+    assert!(matches!(f(&empty, 0), Err(gpuprep::Error::ShapeMismatch { .. })));
+}
+
+/// Row `i` of a column of +-3e38 alternating (3e38 on even rows): one whose
+/// deviations from any shift overflow f32 for half the rows.
+pub fn alternating_3e38(i: usize) -> f32 {
+    if i.is_multiple_of(2) {
+        3e38
+    } else {
+        -3e38
+    }
+}
+
+/// Row `i` of `n` of a column spanning f32's whole range, from -f32::MAX up.
+pub fn spanning_f32(i: usize, n: usize) -> f32 {
+    (i as f32 / n as f32 * 2.0 - 1.0) * f32::MAX
+}
+
 /// Records the column statistics of `x` into `enc` (into new statistics).
 pub fn record_stats(
     g: &Gpu,
@@ -177,4 +222,47 @@ pub fn record_stats(
         &gpuprep::ops::ColumnStatsOptions::ddof(ddof),
     )?;
     Ok(st)
+}
+
+/// The f64 twin's norm: the forward pass of `kind` over `x`, then the
+/// backward pass for the upstream gradient `dy` from its statistics.
+pub fn twin_norm(
+    kind: gpuprep::NormKind,
+    x: &ndarray::ArrayD<f64>,
+    dy: &ndarray::ArrayD<f64>,
+    gamma: &ndarray::Array1<f64>,
+    beta: &ndarray::Array1<f64>,
+    eps: f64,
+) -> (gpuprep::cpu::norm::NormOutput, gpuprep::cpu::norm::NormGrads) {
+    let fw = gpuprep::cpu::norm::norm_forward(kind, x.view(), gamma.view(), beta.view(), eps).unwrap();
+    let gr = gpuprep::cpu::norm::norm_backward(
+        kind,
+        x.view(),
+        dy.view(),
+        gamma.view(),
+        fw.stats.mean.view(),
+        fw.stats.invstd.view(),
+    )
+    .unwrap();
+    (fw, gr)
+}
+
+/// The host path's norm in `x`'s float type: the output, the statistics and
+/// the gradients (dx, dgamma, dbeta) for the upstream gradient `dy`.
+pub fn host_norm<T: gpuprep::host::HostFloat, D: ndarray::Dimension>(
+    kind: gpuprep::NormKind,
+    x: ndarray::ArrayView<'_, T, D>,
+    dy: ndarray::ArrayView<'_, T, D>,
+    gamma: &ndarray::Array1<f64>,
+    beta: &ndarray::Array1<f64>,
+    eps: f64,
+) -> (
+    ndarray::Array<T, D>,
+    gpuprep::NormSummary,
+    gpuprep::host::BatchNormGrads<T, D>,
+) {
+    let (y, st) = gpuprep::host::norm_forward(kind, x.view(), gamma.view(), beta.view(), eps).unwrap();
+    let grads =
+        gpuprep::host::norm_backward(kind, x, dy, gamma.view(), st.mean.view(), st.invstd.view()).unwrap();
+    (y, st, grads)
 }

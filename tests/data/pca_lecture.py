@@ -1,17 +1,8 @@
 # The lecture's numpy PCA / whitening on a fixed small data set; prints Rust constants.
 import numpy as np
-X = np.array([
-    [2.5, 2.4, 0.5, 1.0],
-    [0.5, 0.7, 1.5, -1.0],
-    [2.2, 2.9, 0.2, 0.5],
-    [1.9, 2.2, 0.9, 0.0],
-    [3.1, 3.0, -0.3, 1.5],
-    [2.3, 2.7, 0.4, 0.25],
-    [2.0, 1.6, 1.1, -0.5],
-    [1.0, 1.1, 1.2, -0.75],
-    [1.5, 1.6, 0.8, 0.1],
-    [1.1, 0.9, 1.3, -0.2],
-])
+from pathlib import Path
+# the data set, which tests/pca.rs reads too
+X = np.loadtxt(Path(__file__).with_name("pca_lecture.csv"), delimiter=",")
 X -= np.mean(X, axis=0)  # zero-center the data (important)
 cov = np.dot(X.T, X) / X.shape[0]  # get the data covariance matrix
 U, S, V = np.linalg.svd(cov)
