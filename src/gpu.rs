@@ -213,6 +213,7 @@ impl Gpu {
         // (lavapipe), and a bound that costs a software adapter little.
         let loop_limit =
             (device.adapter_info().device_type == wgpu::DeviceType::Cpu).then_some(SOFTWARE_LOOP_LIMIT);
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         Gpu {
             info: None,
             loop_limit,
@@ -224,7 +225,7 @@ impl Gpu {
             scratch: Mutex::new(HashMap::new()),
             staging: Mutex::new(Vec::new()),
             lost,
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id,
             readback_timeout: DEFAULT_READBACK_TIMEOUT,
             max_block_bytes: None,
             max_piece_bytes: None,
@@ -975,6 +976,20 @@ fn poll_wait(
             seconds: timeout.as_secs_f64(),
         }),
         Err(e) => Err(Error::DeviceLost(e.to_string())),
+    }
+}
+
+impl Drop for Gpu {
+    /// Waits (at most the readback timeout) for the work this context
+    /// submitted. Work left running can outlive the process's exit, and a
+    /// CPU adapter may then crash in its teardown (lavapipe: its worker
+    /// thread still runs JIT code while the exit frees LLVM's globals;
+    /// "free(): invalid pointer", SIGSEGV). A context that is never dropped
+    /// (a `static` one) should [`Gpu::wait`] before the process exits.
+    fn drop(&mut self) {
+        if !self.lost.flag.load(Ordering::Acquire) {
+            let _ = poll_wait(&self.device, "drop", None, self.readback_timeout);
+        }
     }
 }
 

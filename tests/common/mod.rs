@@ -13,8 +13,27 @@ use rand_distr::{Distribution, StandardNormal};
 
 /// The test GPU. A missing adapter fails the test (never a silent skip), with
 /// the way to get one.
+///
+/// The context is a `static`, never dropped, so the calling thread (the
+/// test's own: libtest runs each test on a thread it joins) gets a guard
+/// that waits for the context's work when the thread ends: a test that
+/// returns with work in flight would otherwise let the process exit under
+/// it, and lavapipe can then crash in its teardown (SIGSEGV or "free():
+/// invalid pointer" after the test passed).
 pub fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
+    struct WaitAtThreadEnd;
+    impl Drop for WaitAtThreadEnd {
+        fn drop(&mut self) {
+            if let Some(g) = GPU.get() {
+                let _ = g.wait();
+            }
+        }
+    }
+    thread_local! {
+        static GUARD: WaitAtThreadEnd = const { WaitAtThreadEnd };
+    }
+    GUARD.with(|_| {});
     GPU.get_or_init(|| match Gpu::new() {
         Ok(g) => g,
         Err(e) => panic!(
