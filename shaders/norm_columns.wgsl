@@ -103,6 +103,26 @@ fn linear_wg(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + wid.y * nwg.x;
 }
 
+// What a thread of a data pass covers: workgroup wg (below col_tiles *
+// chunks) takes column tile wg % col_tiles of row chunk wg / col_tiles; its
+// thread li takes column col of that tile and rows r0 + rl, r0 + rl + tr, ...
+// below r1 (tr = WG / col_lanes threads per column).
+struct ColTile {
+    tr: u32,
+    rl: u32,
+    chunk: u32,
+    col: u32,
+    r0: u32,
+    r1: u32,
+}
+
+fn col_tile(li: u32, wg: u32) -> ColTile {
+    let tc = p.col_lanes;
+    let chunk = wg / p.col_tiles;
+    let r0 = chunk * p.chunk_rows;
+    return ColTile(WG / tc, li / tc, chunk, (wg % p.col_tiles) * tc + li % tc, r0, min(r0 + p.chunk_rows, p.rows));
+}
+
 // Welford over rows r, r + tr, ... < r1 of column col, on x * sc - shift * sc
 // (sc = 1; or 2^-96 to redo a state that overflowed).
 fn column_welford(col: u32, r_first: u32, r1: u32, tr: u32, shift: f32, sc: f32) -> Wf {
@@ -141,6 +161,17 @@ fn column_welford(col: u32, r_first: u32, r1: u32, tr: u32, shift: f32, sc: f32)
     return Wf(n, mean, m2);
 }
 
+// The thread's state of its column in its tile: column_welford, redone in
+// units of 2^96 where it overflowed (or met NaN / inf).
+fn column_state(t: ColTile, shift: f32) -> Wf {
+    var st = column_welford(t.col, t.r0 + t.rl, t.r1, t.tr, shift, 1.0);
+    if (!(is_finite(st.mean) && is_finite(st.m2))) {
+        st = column_welford(t.col, t.r0 + t.rl, t.r1, t.tr, shift, DOWN);
+        st.n = st.n | SCALED;
+    }
+    return st;
+}
+
 @compute @workgroup_size(WG)
 fn stats_partials(
     @builtin(local_invocation_index) li: u32,
@@ -151,40 +182,26 @@ fn stats_partials(
     if (wg >= p.col_tiles * p.chunks) {
         return;
     }
-    let tc = p.col_lanes;
-    let tr = WG / tc;
-    let lane = li % tc;
-    let rl = li / tc;
-    let tile = wg % p.col_tiles;
-    let chunk = wg / p.col_tiles;
-    let col = tile * tc + lane;
-    let r0 = chunk * p.chunk_rows;
-    let r1 = min(r0 + p.chunk_rows, p.rows);
-
+    let t = col_tile(li, wg);
     var st = Wf(0u, 0.0, 0.0);
     var shift = 0.0;
-    if (col < p.cols) {
-        shift = x[col];
-        st = column_welford(col, r0 + rl, r1, tr, shift, 1.0);
-        if (!(is_finite(st.mean) && is_finite(st.m2))) {
-            // overflow (or NaN / inf in the data): again, in units of 2^96
-            st = column_welford(col, r0 + rl, r1, tr, shift, DOWN);
-            st.n = st.n | SCALED;
-        }
+    if (t.col < p.cols) {
+        shift = x[t.col];
+        st = column_state(t, shift);
     }
     sh_n[li] = st.n;
     sh_a[li] = st.mean;
     sh_b[li] = st.m2;
     workgroupBarrier();
-    for (var s = tr / 2u; s > 0u; s = s / 2u) {
-        if (rl < s) {
-            let o = li + s * tc;
+    for (var s = t.tr / 2u; s > 0u; s = s / 2u) {
+        if (t.rl < s) {
+            let o = li + s * p.col_lanes;
             sh_merge_wf(li, o);
         }
         workgroupBarrier();
     }
-    if (rl == 0u && col < p.cols) {
-        partials[(p.chunk_base + chunk) * p.cols + col] = Partial(sh_n[li], shift, sh_a[li], sh_b[li]);
+    if (t.rl == 0u && t.col < p.cols) {
+        partials[(p.chunk_base + t.chunk) * p.cols + t.col] = Partial(sh_n[li], shift, sh_a[li], sh_b[li]);
     }
 }
 
@@ -291,14 +308,13 @@ fn apply(
     if (wg >= p.col_tiles * p.chunks) {
         return;
     }
-    let tc = p.col_lanes;
-    let tr = WG / tc;
-    let col = (wg % p.col_tiles) * tc + li % tc;
+    let t = col_tile(li, wg);
+    let tr = t.tr;
+    let col = t.col;
     if (col >= p.cols) {
         return;
     }
-    let r0 = (wg / p.col_tiles) * p.chunk_rows;
-    let r1 = min(r0 + p.chunk_rows, p.rows);
+    let r1 = t.r1;
     let c = col / p.spatial;
     let st = decode(stats[c]);
     let sc = st.sc;
@@ -307,7 +323,7 @@ fn apply(
     let a = st.ist * gamma[c];
     let b = beta[c];
     let f = p.cols;
-    var r = r0 + li / tc;
+    var r = t.r0 + t.rl;
     loop {
         if (r + 3u * tr >= r1) {
             break;
@@ -346,15 +362,11 @@ fn grad_partials(
     if (wg >= p.col_tiles * p.chunks) {
         return;
     }
-    let tc = p.col_lanes;
-    let tr = WG / tc;
-    let lane = li % tc;
-    let rl = li / tc;
-    let tile = wg % p.col_tiles;
-    let chunk = wg / p.col_tiles;
-    let col = tile * tc + lane;
-    let r0 = chunk * p.chunk_rows;
-    let r1 = min(r0 + p.chunk_rows, p.rows);
+    let t = col_tile(li, wg);
+    let tr = t.tr;
+    let rl = t.rl;
+    let col = t.col;
+    let r1 = t.r1;
 
     var s_dy = 0.0;
     var s_dyx = 0.0;
@@ -362,7 +374,7 @@ fn grad_partials(
         let f = p.cols;
         let g0 = col / p.g_div;
         let gs = p.g_row_stride;
-        var r = r0 + rl;
+        var r = t.r0 + rl;
         if (gs == 0u) {
             // batch norm: one statistics group per column
             let st = decode(stats[g0]);
@@ -378,10 +390,10 @@ fn grad_partials(
                 let e1 = dy[i1];
                 let e2 = dy[i2];
                 let e3 = dy[i3];
-                let h0 = ((x[i0] * st.sc - st.k) - st.m) * st.ist;
-                let h1 = ((x[i1] * st.sc - st.k) - st.m) * st.ist;
-                let h2 = ((x[i2] * st.sc - st.k) - st.m) * st.ist;
-                let h3 = ((x[i3] * st.sc - st.k) - st.m) * st.ist;
+                let h0 = xhat(x[i0], st);
+                let h1 = xhat(x[i1], st);
+                let h2 = xhat(x[i2], st);
+                let h3 = xhat(x[i3], st);
                 s_dy = s_dy + ((e0 + e1) + (e2 + e3));
                 s_dyx = s_dyx + ((e0 * h0 + e1 * h1) + (e2 * h2 + e3 * h3));
                 r = r + 4u * tr;
@@ -393,7 +405,7 @@ fn grad_partials(
                 let i = r * f + col;
                 let e = dy[i];
                 s_dy = s_dy + e;
-                s_dyx = s_dyx + e * (((x[i] * st.sc - st.k) - st.m) * st.ist);
+                s_dyx = s_dyx + e * xhat(x[i], st);
                 r = r + tr;
             }
         } else {
@@ -406,7 +418,7 @@ fn grad_partials(
                 let i = r * f + col;
                 let e = dy[i];
                 s_dy = s_dy + e;
-                s_dyx = s_dyx + e * (((x[i] * st.sc - st.k) - st.m) * st.ist);
+                s_dyx = s_dyx + e * xhat(x[i], st);
                 r = r + tr;
             }
         }
@@ -416,14 +428,14 @@ fn grad_partials(
     workgroupBarrier();
     for (var s = tr / 2u; s > 0u; s = s / 2u) {
         if (rl < s) {
-            let o = li + s * tc;
+            let o = li + s * p.col_lanes;
             sh_a[li] = sh_a[li] + sh_a[o];
             sh_b[li] = sh_b[li] + sh_b[o];
         }
         workgroupBarrier();
     }
     if (rl == 0u && col < p.cols) {
-        gpartials[(p.chunk_base + chunk) * p.cols + col] = vec2<f32>(sh_a[li], sh_b[li]);
+        gpartials[(p.chunk_base + t.chunk) * p.cols + col] = vec2<f32>(sh_a[li], sh_b[li]);
     }
 }
 
@@ -497,14 +509,13 @@ fn dx(
     if (wg >= p.col_tiles * p.chunks) {
         return;
     }
-    let tc = p.col_lanes;
-    let tr = WG / tc;
-    let col = (wg % p.col_tiles) * tc + li % tc;
+    let t = col_tile(li, wg);
+    let tr = t.tr;
+    let col = t.col;
     if (col >= p.cols) {
         return;
     }
-    let r0 = (wg / p.col_tiles) * p.chunk_rows;
-    let r1 = min(r0 + p.chunk_rows, p.rows);
+    let r1 = t.r1;
     let c = col / p.spatial;
     let st = decode(stats[c]);
     let inv_m = 1.0 / (f32(p.total_rows) * f32(p.spatial));
@@ -512,7 +523,7 @@ fn dx(
     let mdy = dbeta[c] * inv_m;
     let mdyx = dgamma[c] * inv_m;
     let f = p.cols;
-    var r = r0 + li / tc;
+    var r = t.r0 + t.rl;
     loop {
         if (r + 3u * tr >= r1) {
             break;
@@ -521,10 +532,10 @@ fn dx(
         let i1 = i0 + tr * f;
         let i2 = i1 + tr * f;
         let i3 = i2 + tr * f;
-        let h0 = ((x[i0] * st.sc - st.k) - st.m) * st.ist;
-        let h1 = ((x[i1] * st.sc - st.k) - st.m) * st.ist;
-        let h2 = ((x[i2] * st.sc - st.k) - st.m) * st.ist;
-        let h3 = ((x[i3] * st.sc - st.k) - st.m) * st.ist;
+        let h0 = xhat(x[i0], st);
+        let h1 = xhat(x[i1], st);
+        let h2 = xhat(x[i2], st);
+        let h3 = xhat(x[i3], st);
         let e0 = dy[i0];
         let e1 = dy[i1];
         let e2 = dy[i2];
@@ -540,7 +551,7 @@ fn dx(
             break;
         }
         let i = r * f + col;
-        let h = ((x[i] * st.sc - st.k) - st.m) * st.ist;
+        let h = xhat(x[i], st);
         out[i] = a * ((dy[i] - mdy) - h * mdyx);
         r = r + tr;
     }

@@ -150,11 +150,6 @@ fn row_state(base: u32, ln: Lanes, len: u32, shift: f32) -> Wf {
     return st;
 }
 
-// The normalized value of x under a decoded statistics row.
-fn xhat(v: f32, d: Decoded) -> f32 {
-    return ((v * d.sc - d.k) - d.m) * d.ist;
-}
-
 // Row r's output from its statistics row: y = xhat * gamma + beta.
 fn row_apply(r: u32, ln: Lanes, len: u32, row: vec4<f32>) {
     let d = decode(row);

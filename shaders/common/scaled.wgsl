@@ -134,3 +134,8 @@ fn stats_row(st: Wf, k: f32, eps: f32) -> vec4<f32> {
     }
     return vec4<f32>(k * DOWN, st.mean, -ist, up2(v));
 }
+
+// The normalized value of x under a decoded statistics row.
+fn xhat(v: f32, d: Decoded) -> f32 {
+    return ((v * d.sc - d.k) - d.m) * d.ist;
+}
