@@ -193,7 +193,7 @@ fn stats_partials(
     sh_a[li] = st.mean;
     sh_b[li] = st.m2;
     workgroupBarrier();
-    for (var s = t.tr / 2u; s > 0u; s = s / 2u) {
+    for (var s = (WG / p.col_lanes) / 2u; s > 0u; s = s / 2u) {
         if (t.rl < s) {
             let o = li + s * p.col_lanes;
             sh_merge_wf(li, o);
@@ -426,7 +426,7 @@ fn grad_partials(
     sh_a[li] = s_dy;
     sh_b[li] = s_dyx;
     workgroupBarrier();
-    for (var s = tr / 2u; s > 0u; s = s / 2u) {
+    for (var s = (WG / p.col_lanes) / 2u; s > 0u; s = s / 2u) {
         if (rl < s) {
             let o = li + s * p.col_lanes;
             sh_a[li] = sh_a[li] + sh_a[o];

@@ -232,7 +232,7 @@ fn row_forward(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let ln = Lanes(p.lanes, li % p.lanes, p.lane_q, p.lane_r);
-    let slots = WG / ln.tl;
+    let slots = WG / p.lanes;
     let slot = li / ln.tl;
     let base_li = slot * ln.tl;
     let nblocks = (p.rows + slots - 1u) / slots;
@@ -251,7 +251,7 @@ fn row_forward(
         sh_a[li] = st.mean;
         sh_b[li] = st.m2;
         workgroupBarrier();
-        for (var s = ln.tl / 2u; s > 0u; s = s / 2u) {
+        for (var s = p.lanes / 2u; s > 0u; s = s / 2u) {
             if (ln.lane < s) {
                 let o = li + s;
                 sh_merge_wf(li, o);
@@ -276,7 +276,7 @@ fn row_backward(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let ln = Lanes(p.lanes, li % p.lanes, p.lane_q, p.lane_r);
-    let slots = WG / ln.tl;
+    let slots = WG / p.lanes;
     let slot = li / ln.tl;
     let base_li = slot * ln.tl;
     let nblocks = (p.rows + slots - 1u) / slots;
@@ -294,7 +294,7 @@ fn row_backward(
         sh_a[li] = sums.x;
         sh_b[li] = sums.y;
         workgroupBarrier();
-        for (var s = ln.tl / 2u; s > 0u; s = s / 2u) {
+        for (var s = p.lanes / 2u; s > 0u; s = s / 2u) {
             if (ln.lane < s) {
                 sh_a[li] = sh_a[li] + sh_a[li + s];
                 sh_b[li] = sh_b[li] + sh_b[li + s];
