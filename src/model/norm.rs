@@ -531,7 +531,7 @@ pub trait LayerPath: Clone + Copy + std::fmt::Debug + Default {}
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HostPath;
 
-/// The f64 twin, the tests' oracle ([`crate::cpu::BatchNorm`]).
+/// The f64 twin, the tests' oracle ([`crate::cpu::batchnorm::BatchNorm`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TwinPath;
 
@@ -540,7 +540,7 @@ impl LayerPath for TwinPath {}
 
 /// A batch norm layer's parameters and running statistics, in f64: one
 /// struct for the host layer ([`crate::host::BatchNorm`]) and the twin
-/// ([`crate::cpu::BatchNorm`]), whose passes are each path's own.
+/// ([`crate::cpu::batchnorm::BatchNorm`]), whose passes are each path's own.
 #[derive(Clone, Debug)]
 pub struct BatchNormLayer<P: LayerPath> {
     /// Scale, one per channel.
