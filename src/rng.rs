@@ -178,16 +178,7 @@ impl Philox {
     /// Element `i` of the normal stream, Box-Muller evaluated in `f64`:
     /// the reference the shader is held to.
     pub fn normal(&self, i: u64) -> f64 {
-        let x = self.block(i / 4);
-        let lane = (i % 4) as usize;
-        let pair = lane / 2;
-        let r = radius_f64(x[2 * pair]);
-        let (c, s) = cos_sin_turns_f64(x[2 * pair + 1]);
-        if lane.is_multiple_of(2) {
-            r * c
-        } else {
-            r * s
-        }
+        box_muller_lane(self.block(i / 4), i % 4, radius_f64, cos_sin_turns_f64)
     }
 
     /// The four `f64` normals of block `b` (elements `4b .. 4b + 4`).
@@ -203,16 +194,7 @@ impl Philox {
     /// Element `i` of the normal stream computed exactly as the shader does,
     /// operation by operation in `f32`: within a few ulps of [`Philox::normal`].
     pub fn normal_f32(&self, i: u64) -> f32 {
-        let x = self.block(i / 4);
-        let lane = (i % 4) as usize;
-        let pair = lane / 2;
-        let r = radius_f32(x[2 * pair]);
-        let (c, s) = cos_sin_turns_f32(x[2 * pair + 1]);
-        if lane.is_multiple_of(2) {
-            r * c
-        } else {
-            r * s
-        }
+        box_muller_lane(self.block(i / 4), i % 4, radius_f32, cos_sin_turns_f32)
     }
 }
 
@@ -297,6 +279,25 @@ pub(crate) const COS_C6: f32 = -0.020_863_48;
 pub(crate) const COS_C8: f32 = 0.000_919_260_26;
 /// -(pi/2)^10 / 10!.
 pub(crate) const COS_C10: f32 = -2.520_204_2e-5;
+
+/// Lane `lane` (0 to 3) of a block's two Box-Muller pairs: the radius of
+/// word `2p` times the cosine (even lanes) or sine (odd lanes) of word `2p + 1`,
+/// `p = lane / 2`.
+fn box_muller_lane<T: std::ops::Mul<Output = T> + Copy>(
+    x: [u32; 4],
+    lane: u64,
+    radius: impl Fn(u32) -> T,
+    cos_sin: impl Fn(u32) -> (T, T),
+) -> T {
+    let pair = (lane / 2) as usize;
+    let r = radius(x[2 * pair]);
+    let (c, s) = cos_sin(x[2 * pair + 1]);
+    if lane.is_multiple_of(2) {
+        r * c
+    } else {
+        r * s
+    }
+}
 
 /// Box-Muller radius in `f32`, operation for operation as `bm_radius` in the
 /// shader: `u1 = y * 2^e` with `y` in `[sqrt(1/2), sqrt(2)]` taken from the

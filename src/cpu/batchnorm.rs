@@ -222,14 +222,7 @@ impl BatchNorm {
         let plan = self.plan(OP, &x, true)?;
         let xf: Vec<f64> = x.iter().copied().collect();
         let stats = group_stats(&plan, &xf, self.eps);
-        let y = norm_apply(
-            &plan,
-            &xf,
-            self.gamma.view(),
-            self.beta.view(),
-            stats.mean.view(),
-            stats.invstd.view(),
-        );
+        let y = self.apply(OP, &plan, &xf, x.shape(), (&stats.mean, &stats.invstd))?;
         self.num_batches_tracked += 1;
         self.config.update(
             &mut self.running_mean,
@@ -238,7 +231,6 @@ impl BatchNorm {
             plan.group_len,
             self.num_batches_tracked,
         );
-        let y = ArrayD::from_shape_vec(IxDyn(x.shape()), y).map_err(|e| Error::invalid(OP, e.to_string()))?;
         Ok((
             y,
             BatchNormSaved {
@@ -255,15 +247,27 @@ impl BatchNorm {
         let plan = self.plan(OP, &x, false)?;
         let xf: Vec<f64> = x.iter().copied().collect();
         let invstd = self.running_var.mapv(|v| 1.0 / (v + self.eps).sqrt());
+        self.apply(OP, &plan, &xf, x.shape(), (&self.running_mean, &invstd))
+    }
+
+    /// `gamma * (x - mean) * invstd + beta` per channel, shaped `dims`.
+    fn apply(
+        &self,
+        op: &'static str,
+        plan: &NormPlan,
+        xf: &[f64],
+        dims: &[usize],
+        (mean, invstd): (&Array1<f64>, &Array1<f64>),
+    ) -> Result<ArrayD<f64>> {
         let y = norm_apply(
-            &plan,
-            &xf,
+            plan,
+            xf,
             self.gamma.view(),
             self.beta.view(),
-            self.running_mean.view(),
+            mean.view(),
             invstd.view(),
         );
-        ArrayD::from_shape_vec(IxDyn(x.shape()), y).map_err(|e| Error::invalid(OP, e.to_string()))
+        ArrayD::from_shape_vec(IxDyn(dims), y).map_err(|e| Error::invalid(op, e.to_string()))
     }
 
     /// Backward pass of a training forward pass on `x` (closed form).
