@@ -28,7 +28,6 @@ mod readme;
 #[path = "cli/robust.rs"]
 mod robust;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 /// The binary under test; `GPUPREP_TEST_BIN` runs the tests against another
@@ -68,7 +67,7 @@ fn json_of(cmd: &mut Command) -> serde_json::Value {
     serde_json::from_str(&stdout_of(cmd)).unwrap()
 }
 
-fn tmpdir(name: &str) -> PathBuf {
+fn tmpdir(name: &str) -> common::TestDir {
     common::fresh_dir(&format!("cli-{name}"))
 }
 

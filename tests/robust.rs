@@ -397,7 +397,7 @@ fn big_endian<T: Copy, const N: usize>(values: &[T], to_be: fn(T) -> [u8; N]) ->
     values.iter().flat_map(|&v| to_be(v)).collect()
 }
 
-fn scratch(name: &str) -> std::path::PathBuf {
+fn scratch(name: &str) -> common::TestDir {
     common::fresh_dir(&format!("robust-{name}"))
 }
 

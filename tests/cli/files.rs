@@ -70,7 +70,7 @@ fn an_output_that_is_an_input_is_refused() {
         dir.join("y.npy"),
         model.clone(),
         dx.clone(),
-        dir.clone(),
+        dir.to_path_buf(),
     ]
     .map(|p| p.display().to_string());
     let save_x = ["preprocess", x_str, "--pca", "2", "-o", &z, "--save-model", x_str];

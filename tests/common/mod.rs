@@ -79,12 +79,44 @@ pub fn max_rel(a: impl IntoIterator<Item = f64>, b: impl IntoIterator<Item = f64
 }
 
 /// An empty folder for a test's files: `gpuprep-{name}-{pid}` in the
-/// temporary directory, emptied of what an earlier run left there.
-pub fn fresh_dir(name: &str) -> PathBuf {
+/// temporary directory, emptied of what an earlier run left there, and
+/// removed when the test is done with it (kept where the test failed, for
+/// a look at what it wrote).
+pub fn fresh_dir(name: &str) -> TestDir {
     let d = std::env::temp_dir().join(format!("gpuprep-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TestDir(d)
+}
+
+/// A folder [`fresh_dir`] made; a path everywhere one is taken.
+pub struct TestDir(PathBuf);
+
+impl std::ops::Deref for TestDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TestDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TestDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// A .npy file of version 1 with this header dictionary and data.
