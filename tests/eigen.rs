@@ -693,3 +693,36 @@ fn graded_covariances_keep_their_smallest_eigenvalues() {
         }
     }
 }
+
+/// From `EIGH_BLOCKED_FROM` on, the full eigendecomposition reduces the
+/// matrix in panels (`model::tridiag`): at an order that is not a multiple of
+/// the panel width, a known spectrum with a repeated eigenvalue comes back
+/// to 1e-12 of the largest, the vectors orthonormal and eigenvectors.
+#[test]
+fn the_blocked_reduction_at_large_d() {
+    let d = gpuprep::model::eigen::EIGH_BLOCKED_FROM + 37;
+    let lambda: Vec<f64> = (0..d)
+        .map(|i| {
+            if i % 7 == 0 {
+                0.5
+            } else {
+                (-(i as f64) / 300.0).exp() * 10.0
+            }
+        })
+        .collect();
+    let (c, _) = with_spectrum(&lambda, 2026);
+    let (s, u) = eigh_descending(c.view()).unwrap();
+    let mut want = lambda.clone();
+    want.sort_by(|a, b| b.total_cmp(a));
+    let worst = s
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(worst <= 1e-12 * want[0], "eigenvalues off by {worst:e}");
+    let orth = orthonormality(u.view());
+    assert!(orth <= 1e-13, "U^T U - I: {orth:e}");
+    let res = residual(&c, &s, u.view());
+    assert!(res <= 1e-13, "residual {res:e}");
+    check_sign_rule(u.view());
+}

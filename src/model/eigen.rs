@@ -588,8 +588,11 @@ fn small_eigh_descending(h: MatRef<'_, f64>) -> Result<(Vec<f64>, Mat<f64>)> {
     Ok((values, vectors))
 }
 
-/// faer's eigendecomposition of the symmetric `h`: eigenvalues ascending,
-/// eigenvectors as columns. [`Error::NoConvergence`] names `what()`.
+/// The eigendecomposition of the symmetric `h`: eigenvalues ascending,
+/// eigenvectors as columns. From [`EIGH_BLOCKED_FROM`] on, the blocked
+/// reduction to tridiagonal form of [`crate::model::tridiag`] with faer's
+/// tridiagonal solver and back-transform; below it, faer's own
+/// `self_adjoint_evd`. [`Error::NoConvergence`] names `what()`.
 pub(crate) fn self_adjoint_evd(
     h: MatRef<'_, f64>,
     par: Par,
@@ -597,6 +600,11 @@ pub(crate) fn self_adjoint_evd(
     what: impl FnOnce() -> String,
 ) -> Result<(Vec<f64>, Mat<f64>)> {
     let m = h.nrows();
+    if m >= EIGH_BLOCKED_FROM {
+        let out = crate::model::tridiag::self_adjoint_evd(h, par);
+        crate::avx::clear_avx_upper_state();
+        return out.ok_or_else(|| Error::NoConvergence { op, what: what() });
+    }
     let mut u = Mat::<f64>::zeros(m, m);
     let mut s = Diag::<f64>::zeros(m);
     let scratch =
@@ -765,6 +773,12 @@ fn svqb(z: &mut [f64], d: usize, n: usize, keep: f64, par: Par) -> Result<(Vec<f
     );
     Ok((y, kept))
 }
+
+/// From this size on the full eigendecomposition reduces the matrix to
+/// tridiagonal form in panels ([`crate::model::tridiag`]), below it with
+/// faer's unblocked reduction, whose trailing matrix still fits the caches
+/// there (measured on the 2-core machine, see PERFORMANCE.md).
+pub const EIGH_BLOCKED_FROM: usize = 2048;
 
 /// Below this size the eigendecomposition runs on one thread: measured on a
 /// 2-core machine with faer 0.24, one thread beat faer's rayon default up to

@@ -49,3 +49,4 @@ pub mod pipeline;
 pub mod standardize;
 pub mod stats;
 pub mod train;
+pub mod tridiag;

@@ -1,0 +1,167 @@
+//! The full symmetric eigendecomposition's three phases, timed separately on
+//! the f64 matrix in a `.npy` file: the reduction to tridiagonal form, the
+//! tridiagonal matrix's eigendecomposition (divide and conquer) and the
+//! back-transform of its eigenvectors, as faer chains them.
+//!
+//! `cargo run --release --example eigh_phases -- C.npy [--reps R]`
+//! (scripts/eigh-phases.py compares LAPACK's pieces on the same matrix).
+
+use std::time::Instant;
+
+use faer::diag::Diag;
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::{evd, householder};
+use faer::{Conj, Mat, Par};
+use gpuprep::model::tridiag;
+use ndarray::Array2;
+
+/// This process's CPU seconds (all threads): on the shared machine the
+/// wall time of a phase includes the time other processes had the cores.
+fn cpu() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// faer's phases: (tridiag, tridiagonal evd, back-transform) seconds.
+fn faer_phases(a: &Mat<f64>, par: Par) -> [f64; 3] {
+    let n = a.nrows();
+    let bs = faer::linalg::qr::no_pivoting::factor::recommended_block_size::<f64>(n, n);
+    let scratch =
+        evd::self_adjoint_evd_scratch::<f64>(n, evd::ComputeEigenvectors::Yes, par, Default::default());
+    let mut mem = MemBuffer::new(scratch);
+    let stack = MemStack::new(&mut mem);
+    let mut trid = a.clone();
+    let mut h = Mat::<f64>::zeros(bs, n - 1);
+    let (c0, t0) = (cpu(), Instant::now());
+    evd::tridiag::tridiag_in_place(trid.as_mut(), h.as_mut(), par, stack, Default::default());
+    let (c1, t1) = (cpu(), Instant::now());
+    eprintln!("CPU faer tridiag {:.3} s", c1 - c0);
+    let mut diag = Diag::<f64>::zeros(n);
+    let mut sub = Diag::<f64>::zeros(n);
+    for i in 0..n {
+        diag[i] = trid[(i, i)];
+        if i + 1 < n {
+            sub[i] = trid[(i + 1, i)];
+        }
+    }
+    let mut s = Diag::<f64>::zeros(n);
+    let mut u = Mat::<f64>::zeros(n, n);
+    evd::tridiagonal_self_adjoint_evd(
+        diag.as_ref(),
+        sub.as_ref(),
+        s.as_mut(),
+        Some(u.as_mut()),
+        par,
+        stack,
+        Default::default(),
+    )
+    .expect("tridiagonal evd");
+    let t2 = Instant::now();
+    householder::apply_block_householder_sequence_on_the_left_in_place_with_conj(
+        trid.as_ref().submatrix(1, 0, n - 1, n - 1),
+        h.as_ref(),
+        Conj::No,
+        u.as_mut().subrows_mut(1, n - 1),
+        par,
+        stack,
+    );
+    let t3 = Instant::now();
+    let r = residual(a, &s, &u);
+    eprintln!("faer residual ||A U - U S|| / ||A|| = {r:.1e}");
+    [
+        (t1 - t0).as_secs_f64(),
+        (t2 - t1).as_secs_f64(),
+        (t3 - t2).as_secs_f64(),
+    ]
+}
+
+/// Ours (src/model/tridiag.rs): the same three phases.
+fn our_phases(a: &Mat<f64>, nb: usize, par: Par) -> [f64; 3] {
+    let n = a.nrows();
+    let (c0, t0) = (cpu(), Instant::now());
+    let red = tridiag::tridiagonalize(a.as_ref(), nb, par);
+    let (c1, t1) = (cpu(), Instant::now());
+    eprintln!("CPU ours nb {nb} tridiag {:.3} s", c1 - c0);
+    let mut diag = Diag::<f64>::zeros(n);
+    let mut sub = Diag::<f64>::zeros(n);
+    for i in 0..n {
+        diag[i] = red.diag[i];
+        sub[i] = red.sub[i];
+    }
+    let scratch =
+        evd::self_adjoint_evd_scratch::<f64>(n, evd::ComputeEigenvectors::Yes, par, Default::default());
+    let mut mem = MemBuffer::new(scratch);
+    let mut s = Diag::<f64>::zeros(n);
+    let mut u = Mat::<f64>::zeros(n, n);
+    evd::tridiagonal_self_adjoint_evd(
+        diag.as_ref(),
+        sub.as_ref(),
+        s.as_mut(),
+        Some(u.as_mut()),
+        par,
+        MemStack::new(&mut mem),
+        Default::default(),
+    )
+    .expect("tridiagonal evd");
+    let t2 = Instant::now();
+    tridiag::back_transform(&red, u.as_mut(), par);
+    let t3 = Instant::now();
+    let r = residual(a, &s, &u);
+    eprintln!("ours (nb = {nb}) residual ||A U - U S|| / ||A|| = {r:.1e}");
+    [
+        (t1 - t0).as_secs_f64(),
+        (t2 - t1).as_secs_f64(),
+        (t3 - t2).as_secs_f64(),
+    ]
+}
+
+fn residual(a: &Mat<f64>, s: &Diag<f64>, u: &Mat<f64>) -> f64 {
+    let au = a * u;
+    let us = u * s;
+    (&au - &us).norm_l2() / a.norm_l2()
+}
+
+fn main() -> gpuprep::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let path = args.get(1).cloned().unwrap_or_default();
+    let reps: usize = arg(&args, "--reps", 1);
+    let mut r = gpuprep::npy::NpyReader::open(std::path::Path::new(&path))?;
+    let mut c = Array2::<f64>::zeros((r.rows(), r.cols()));
+    r.read_rows(0, c.view_mut())?;
+    let a = Mat::<f64>::from_fn(c.nrows(), c.ncols(), |i, j| c[[i, j]]);
+    let par = if args.iter().any(|a| a == "--seq") {
+        Par::Seq
+    } else {
+        gpuprep::model::eigen::eigh_parallelism(a.nrows())
+    };
+    let nbs: String = arg(&args, "--nb", "32".to_string());
+    let only_ours = args.iter().any(|a| a == "--ours");
+    for _ in 0..reps {
+        for nb in nbs.split(',').filter_map(|v| v.parse().ok()) {
+            let [t, e, b] = our_phases(&a, nb, par);
+            println!("ours nb {nb} tridiag {t:.3} evd {e:.3} back {b:.3}");
+        }
+        if only_ours {
+            continue;
+        }
+        let [t, e, b] = faer_phases(&a, par);
+        let t0 = Instant::now();
+        gpuprep::model::pca::eigh_descending(c.view())?;
+        let whole = t0.elapsed().as_secs_f64();
+        println!("faer tridiag {t:.3} evd {e:.3} back {b:.3} | eigh_descending {whole:.3}");
+    }
+    Ok(())
+}
