@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The full symmetric eigendecomposition, gpuprep's (faer's self-adjoint solver,
+"""The full symmetric eigendecomposition, gpuprep's (from D = 2,048 the blocked
+reduction of src/model/tridiag.rs, then faer's tridiagonal solver; below, faer's self-adjoint solver,
 eigenvalues and vectors, as every full PCA fit runs it) against numpy's LAPACK
 `np.linalg.eigh` (syevd through the BLAS numpy was built with), on the same
 matrices, in one run.
@@ -66,7 +67,7 @@ def main():
         script = os.path.join(tmp, "np_eigh.py")
         with open(script, "w") as f:
             f.write(NUMPY)
-        print(f"{'D':>6} {'gpuprep (faer) s':>24} {'numpy eigh s':>24} {'numpy/gpuprep':>14}")
+        print(f"{'D':>6} {'gpuprep s':>24} {'numpy eigh s':>24} {'numpy/gpuprep':>14}")
         for d in [int(v) for v in a.d.split(",")]:
             path = os.path.join(tmp, f"c{d}.npy")
             subprocess.check_call([sys.executable, "-c", GEN, path, str(d)])
