@@ -56,25 +56,35 @@ pub struct Reduction {
 /// eigenvalues ascending, eigenvectors as columns; `None` where the
 /// tridiagonal solver did not converge.
 pub fn self_adjoint_evd(h: MatRef<'_, f64>, par: Par) -> Option<(Vec<f64>, Mat<f64>)> {
-    let n = h.nrows();
-    if n == 0 {
+    if h.nrows() == 0 {
         return Some((Vec::new(), Mat::zeros(0, 0)));
     }
     let red = tridiagonalize(h, PANEL, par);
+    let (s, mut u) = tridiagonal_evd(&red.diag, &red.sub, par)?;
+    back_transform(&red, u.as_mut(), par);
+    Some((s, u))
+}
+
+/// The eigendecomposition of the symmetric tridiagonal matrix with diagonal
+/// `diag` and subdiagonal `sub` (both `n` long, the last of `sub` unused),
+/// by faer's divide and conquer: eigenvalues ascending, eigenvectors as
+/// columns; `None` where it did not converge.
+pub fn tridiagonal_evd(diag: &[f64], sub: &[f64], par: Par) -> Option<(Vec<f64>, Mat<f64>)> {
+    let n = diag.len();
+    let mut d = Diag::<f64>::zeros(n);
+    let mut e = Diag::<f64>::zeros(n);
+    for i in 0..n {
+        d[i] = diag[i];
+        e[i] = if i + 1 < n { sub[i] } else { 0.0 };
+    }
     let mut u = Mat::<f64>::zeros(n, n);
     let mut s = Diag::<f64>::zeros(n);
-    let mut diag = Diag::<f64>::zeros(n);
-    let mut sub = Diag::<f64>::zeros(n);
-    for i in 0..n {
-        diag[i] = red.diag[i];
-        sub[i] = red.sub[i];
-    }
     let scratch =
         evd::self_adjoint_evd_scratch::<f64>(n, evd::ComputeEigenvectors::Yes, par, Default::default());
     let mut mem = MemBuffer::new(scratch);
     evd::tridiagonal_self_adjoint_evd(
-        diag.as_ref(),
-        sub.as_ref(),
+        d.as_ref(),
+        e.as_ref(),
         s.as_mut(),
         Some(u.as_mut()),
         par,
@@ -82,7 +92,6 @@ pub fn self_adjoint_evd(h: MatRef<'_, f64>, par: Par) -> Option<(Vec<f64>, Mat<f
         Default::default(),
     )
     .ok()?;
-    back_transform(&red, u.as_mut(), par);
     Some((s.column_vector().iter().copied().collect(), u))
 }
 
