@@ -717,6 +717,12 @@ impl Gpu {
     /// Blocks until all submitted work is done, at most the readback timeout
     /// ([`Error::Timeout`]; the poll runs on a worker thread, so a driver that
     /// blocks inside it cannot hold the call longer).
+    ///
+    /// A context that is dropped waits for its work (wgpu's queue does), but
+    /// one kept in a `static` never is: wait before the process exits with
+    /// work in flight, or a CPU adapter may crash in its teardown (lavapipe's
+    /// worker thread still runs JIT code while the exit frees LLVM's globals:
+    /// SIGSEGV or "free(): invalid pointer").
     pub fn wait(&self) -> Result<()> {
         self.check_alive()?;
         let device = self.device.clone();
@@ -976,20 +982,6 @@ fn poll_wait(
             seconds: timeout.as_secs_f64(),
         }),
         Err(e) => Err(Error::DeviceLost(e.to_string())),
-    }
-}
-
-impl Drop for Gpu {
-    /// Waits (at most the readback timeout) for the work this context
-    /// submitted. Work left running can outlive the process's exit, and a
-    /// CPU adapter may then crash in its teardown (lavapipe: its worker
-    /// thread still runs JIT code while the exit frees LLVM's globals;
-    /// "free(): invalid pointer", SIGSEGV). A context that is never dropped
-    /// (a `static` one) should [`Gpu::wait`] before the process exits.
-    fn drop(&mut self) {
-        if !self.lost.flag.load(Ordering::Acquire) {
-            let _ = poll_wait(&self.device, "drop", None, self.readback_timeout);
-        }
     }
 }
 
