@@ -213,7 +213,6 @@ impl Gpu {
         // (lavapipe), and a bound that costs a software adapter little.
         let loop_limit =
             (device.adapter_info().device_type == wgpu::DeviceType::Cpu).then_some(SOFTWARE_LOOP_LIMIT);
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         Gpu {
             info: None,
             loop_limit,
@@ -225,7 +224,7 @@ impl Gpu {
             scratch: Mutex::new(HashMap::new()),
             staging: Mutex::new(Vec::new()),
             lost,
-            id,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             readback_timeout: DEFAULT_READBACK_TIMEOUT,
             max_block_bytes: None,
             max_piece_bytes: None,

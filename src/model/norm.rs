@@ -580,21 +580,6 @@ impl<P: LayerPath> BatchNormLayer<P> {
         self.gamma.len()
     }
 
-    /// The same parameters and running statistics on another path (the
-    /// host layer's state on the twin, say).
-    pub fn on_path<Q: LayerPath>(self) -> BatchNormLayer<Q> {
-        BatchNormLayer {
-            gamma: self.gamma,
-            beta: self.beta,
-            running_mean: self.running_mean,
-            running_var: self.running_var,
-            num_batches_tracked: self.num_batches_tracked,
-            eps: self.eps,
-            config: self.config,
-            path: std::marker::PhantomData,
-        }
-    }
-
     /// Checks an input of shape `dims` and the layer's parameters for `op`;
     /// `training` refuses one value per channel, as PyTorch does.
     pub(crate) fn check(&self, op: &'static str, dims: &[usize], training: bool) -> Result<NormPlan> {

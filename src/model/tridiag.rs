@@ -386,7 +386,7 @@ mod kernel {
         let c = [&c[0][..len], &c[1][..len], &c[2][..len], &c[3][..len]];
         let x = &x[..len];
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if crate::host::has_avx2() {
             // SAFETY: the CPU has AVX2 and FMA (checked above), and every
             // slice has y's length (cut above).
             return unsafe { fused4_fma(c, x, xs, y) };
