@@ -22,7 +22,7 @@
 use std::io::{Read, Seek, Write};
 use std::path::Path;
 
-use faer::{Mat, Par};
+use faer::{Mat, MatRef, Par};
 use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2};
 
 use crate::error::{Error, Result};
@@ -268,12 +268,20 @@ pub fn eigh_descending_with(c: ArrayView2<'_, f64>, par: Par) -> Result<(Array1<
         ));
     }
     check_covariance_finite(c)?;
-    // faer's copy of the matrix, its eigenvectors and workspace, and the
-    // sorted eigenvectors: about five D x D f64 matrices.
+    // The solver's copy of the matrix, its eigenvectors and workspace, and
+    // the sorted eigenvectors: about five D x D f64 matrices.
     crate::alloc::check_bytes(OP, 40 * (d as u128) * (d as u128))?;
-    let m = Mat::<f64>::from_fn(d, d, |i, j| c[[i, j]]);
+    let standard = c.as_standard_layout();
+    let Some(values) = standard.as_slice() else {
+        return Err(Error::invalid(
+            OP,
+            "a covariance whose rows ndarray cannot lay out",
+        ));
+    };
+    // The solver reads the lower triangle through this view (no copy here).
+    let m = MatRef::from_row_major_slice(values, d, d);
     let what = || format!("the eigendecomposition of the {d} x {d} covariance");
-    let (mut s, mut u) = crate::model::eigen::self_adjoint_evd(m.as_ref(), par, OP, what)?;
+    let (mut s, mut u) = crate::model::eigen::self_adjoint_evd(m, par, OP, what)?;
     if d <= JACOBI_MAX_D && graded(&s, c) {
         if let Some((js, ju)) = jacobi_eigh(c) {
             s = js;
@@ -400,23 +408,45 @@ fn jacobi_eigh(c: ArrayView2<'_, f64>) -> Option<(Vec<f64>, Mat<f64>)> {
 /// crate's form: descending, each vector's entry of largest magnitude
 /// positive, negative eigenvalues clamped to 0.
 fn sorted_descending(ascending: &[f64], u: faer::MatRef<'_, f64>) -> (Array1<f64>, Array2<f64>) {
+    use ndarray::parallel::prelude::*;
+    // Rows of output per task, and the tile in which they are transposed
+    // from u's columns (both sides then move a cache line at a time).
+    const ROWS: usize = 64;
     let d = ascending.len();
-    let mut values = Array1::<f64>::zeros(d);
-    let mut vectors = Array2::<f64>::zeros((d, d));
-    for j in 0..d {
-        let src = d - 1 - j;
-        values[j] = ascending[src].max(0.0);
-        let mut best = 0;
-        for i in 1..d {
-            if u[(i, src)].abs() > u[(best, src)].abs() {
-                best = i;
+    let values = Array1::from_iter((0..d).map(|j| ascending[d - 1 - j].max(0.0)));
+    // Column j of the output is u's column d - 1 - j, its largest entry
+    // (the first of equals) made positive.
+    let signs: Vec<f64> = (0..d)
+        .into_par_iter()
+        .map(|j| {
+            let col = u.col(d - 1 - j);
+            let mut best = 0;
+            for i in 1..d {
+                if col[i].abs() > col[best].abs() {
+                    best = i;
+                }
             }
-        }
-        let sign = if u[(best, src)] < 0.0 { -1.0 } else { 1.0 };
-        for i in 0..d {
-            vectors[[i, j]] = sign * u[(i, src)];
-        }
-    }
+            if col[best] < 0.0 {
+                -1.0
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let mut vectors = Array2::<f64>::zeros((d, d));
+    vectors
+        .axis_chunks_iter_mut(ndarray::Axis(0), ROWS)
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(t, mut rows)| {
+            let i0 = t * ROWS;
+            for (j, &sign) in signs.iter().enumerate() {
+                let col = u.col(d - 1 - j);
+                for (r, mut row) in rows.rows_mut().into_iter().enumerate() {
+                    row[j] = sign * col[i0 + r];
+                }
+            }
+        });
     (values, vectors)
 }
 
@@ -1116,4 +1146,47 @@ pub(crate) enum Layout {
     Current,
     /// Integer codes, components as `D x k` (earlier versions).
     Coded,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorted_descending_reverses_and_signs_every_column() {
+        // Orders around the transposing tile of 64 rows; the check is the
+        // definition, element by element.
+        for d in [1usize, 3, 64, 65, 129] {
+            let u = Mat::<f64>::from_fn(d, d, |i, j| ((i * 31 + j * 17) % 23) as f64 - 11.0);
+            let ascending: Vec<f64> = (0..d).map(|j| j as f64 - 1.0).collect();
+            let (values, vectors) = sorted_descending(&ascending, u.as_ref());
+            for j in 0..d {
+                let src = d - 1 - j;
+                assert_eq!(values[j], ascending[src].max(0.0));
+                let best = (0..d).fold(0, |b, i| {
+                    if u[(i, src)].abs() > u[(b, src)].abs() {
+                        i
+                    } else {
+                        b
+                    }
+                });
+                let sign = if u[(best, src)] < 0.0 { -1.0 } else { 1.0 };
+                for i in 0..d {
+                    assert_eq!(vectors[[i, j]], sign * u[(i, src)], "d = {d}, ({i}, {j})");
+                }
+            }
+        }
+    }
+    #[test]
+    fn eigh_descending_reads_any_layout() {
+        // A symmetric matrix seen through a strided view (every other row and
+        // column of a larger array) and as its own contiguous copy.
+        let big = Array2::from_shape_fn((14, 14), |(i, j)| {
+            ((i / 2 + j / 2) % 5) as f64 + if i == j { 9.0 } else { 0.0 }
+        });
+        let view = big.slice(s![..;2, ..;2]);
+        let (v1, u1) = eigh_descending(view).unwrap();
+        let (v2, u2) = eigh_descending(view.to_owned().view()).unwrap();
+        assert_eq!((v1, u1), (v2, u2));
+    }
 }

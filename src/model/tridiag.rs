@@ -154,12 +154,7 @@ impl Panel {
 pub fn tridiagonalize(h: MatRef<'_, f64>, nb: usize, par: Par) -> Reduction {
     let n = h.nrows();
     let nb = nb.max(1);
-    let mut a = vec![0.0; n * n];
-    for j in 0..n {
-        for i in j..n {
-            a[j * n + i] = h[(i, j)];
-        }
-    }
+    let a = lower_column_major(h);
     let mut red = Reduction {
         n,
         a,
@@ -185,6 +180,28 @@ pub fn tridiagonalize(h: MatRef<'_, f64>, nb: usize, par: Par) -> Reduction {
         j0 += pb;
     }
     red
+}
+
+/// The lower triangle of `h` (any strides), column-major and `n x n` (zero
+/// above the diagonal). Copied in square tiles, so that a row-major `h` (a
+/// covariance from ndarray, seen without a copy) is read a cache line at a
+/// time as the column-major one is.
+fn lower_column_major(h: MatRef<'_, f64>) -> Vec<f64> {
+    const TILE: usize = 64;
+    let n = h.nrows();
+    let mut a = vec![0.0; n * n];
+    for j0 in (0..n).step_by(TILE) {
+        let j1 = (j0 + TILE).min(n);
+        for i0 in (j0..n).step_by(TILE) {
+            let i1 = (i0 + TILE).min(n);
+            for j in j0..j1 {
+                for i in i0.max(j)..i1 {
+                    a[j * n + i] = h[(i, j)];
+                }
+            }
+        }
+    }
+    a
 }
 
 /// Reduces column `i = j0 + p` of the panel: brings it up to date, makes its
@@ -625,5 +642,26 @@ mod tests {
         let (s2, u2) = self_adjoint_evd(garbage.as_ref(), Par::Seq).unwrap();
         assert_eq!(s, s2);
         assert_eq!(max_abs((u - u2).as_ref()), 0.0);
+    }
+
+    #[test]
+    fn a_row_major_view_reduces_as_the_column_major_matrix() {
+        // Orders around the copy's tile of 64; the row-major view of the
+        // matrix's values is its transpose, which is the matrix itself.
+        for n in [1, 2, 63, 64, 65, 130] {
+            let a = random_symmetric(n, 40 + n as u64);
+            let rows: Vec<f64> = (0..n * n).map(|k| a[(k / n, k % n)]).collect();
+            let view = MatRef::from_row_major_slice(&rows, n, n);
+            let (red, red2) = (
+                tridiagonalize(a.as_ref(), PANEL, Par::Seq),
+                tridiagonalize(view, PANEL, Par::Seq),
+            );
+            assert_eq!(red.a, red2.a, "n = {n}");
+            assert_eq!(
+                (red.diag, red.sub, red.taus),
+                (red2.diag, red2.sub, red2.taus),
+                "n = {n}"
+            );
+        }
     }
 }
