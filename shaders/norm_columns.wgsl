@@ -123,53 +123,10 @@ fn col_tile(li: u32, wg: u32) -> ColTile {
     return ColTile(WG / tc, li / tc, chunk, (wg % p.col_tiles) * tc + li % tc, r0, min(r0 + p.chunk_rows, p.rows));
 }
 
-// Welford over rows r, r + tr, ... < r1 of column col, on x * sc - shift * sc
-// (sc = 1; or 2^-96 to redo a state that overflowed).
-fn column_welford(col: u32, r_first: u32, r1: u32, tr: u32, shift: f32, sc: f32) -> Wf {
-    let f = p.cols;
-    let ks = shift * sc;
-    var n = 0u;
-    var mean = 0.0;
-    var m2 = 0.0;
-    var r = r_first;
-    // four rows at a time: four independent loads in flight, one division
-    loop {
-        if (r + 3u * tr >= r1) {
-            break;
-        }
-        let v0 = x[r * f + col] * sc - ks;
-        let v1 = x[(r + tr) * f + col] * sc - ks;
-        let v2 = x[(r + 2u * tr) * f + col] * sc - ks;
-        let v3 = x[(r + 3u * tr) * f + col] * sc - ks;
-        let mm = welford4(n, mean, m2, v0, v1, v2, v3);
-        n = n + 4u;
-        mean = mm.x;
-        m2 = mm.y;
-        r = r + 4u * tr;
-    }
-    loop {
-        if (r >= r1) {
-            break;
-        }
-        let v = x[r * f + col] * sc - ks;
-        n = n + 1u;
-        let d = v - mean;
-        mean = mean + d / f32(n);
-        m2 = m2 + d * (v - mean);
-        r = r + tr;
-    }
-    return Wf(n, mean, m2);
-}
-
-// The thread's state of its column in its tile: column_welford, redone in
-// units of 2^96 where it overflowed (or met NaN / inf).
+// The thread's state of its column in its tile (rows r0 + rl.. by tr below
+// r1), in the units welford_run chose.
 fn column_state(t: ColTile, shift: f32) -> Wf {
-    var st = column_welford(t.col, t.r0 + t.rl, t.r1, t.tr, shift, 1.0);
-    if (!(is_finite(st.mean) && is_finite(st.m2))) {
-        st = column_welford(t.col, t.r0 + t.rl, t.r1, t.tr, shift, DOWN);
-        st.n = st.n | SCALED;
-    }
-    return st;
+    return welford_run(t.col, t.r0 + t.rl, t.tr, t.r1, p.cols, shift);
 }
 
 @compute @workgroup_size(WG)

@@ -103,51 +103,10 @@ fn affine_step(a: Affine, ln: Lanes) -> Affine {
     return Affine(idx, s);
 }
 
-// Welford over elements lane, lane + tl, ... < len of the row at base, on
-// x * sc - shift * sc (sc = 1; or 2^-96 to redo a state that overflowed).
-fn row_welford(base: u32, lane: u32, tl: u32, len: u32, shift: f32, sc: f32) -> Wf {
-    let ks = shift * sc;
-    var n = 0u;
-    var mean = 0.0;
-    var m2 = 0.0;
-    var i = lane;
-    loop {
-        if (i + 3u * tl >= len) {
-            break;
-        }
-        let v0 = x[base + i] * sc - ks;
-        let v1 = x[base + i + tl] * sc - ks;
-        let v2 = x[base + i + 2u * tl] * sc - ks;
-        let v3 = x[base + i + 3u * tl] * sc - ks;
-        let mm = welford4(n, mean, m2, v0, v1, v2, v3);
-        n = n + 4u;
-        mean = mm.x;
-        m2 = mm.y;
-        i = i + 4u * tl;
-    }
-    loop {
-        if (i >= len) {
-            break;
-        }
-        let v = x[base + i] * sc - ks;
-        n = n + 1u;
-        let d = v - mean;
-        mean = mean + d / f32(n);
-        m2 = m2 + d * (v - mean);
-        i = i + tl;
-    }
-    return Wf(n, mean, m2);
-}
-
-// The lane's state of row r (first element at base, shift its first value):
-// row_welford, redone in units of 2^96 where it overflowed (or met NaN / inf).
+// The lane's state of row r (first element at base, shift its first value),
+// in the units welford_run chose.
 fn row_state(base: u32, ln: Lanes, len: u32, shift: f32) -> Wf {
-    var st = row_welford(base, ln.lane, ln.tl, len, shift, 1.0);
-    if (!(is_finite(st.mean) && is_finite(st.m2))) {
-        st = row_welford(base, ln.lane, ln.tl, len, shift, DOWN);
-        st.n = st.n | SCALED;
-    }
-    return st;
+    return welford_run(base, ln.lane, ln.tl, len, 1u, shift);
 }
 
 // Row r's output from its statistics row: y = xhat * gamma + beta.

@@ -1,6 +1,7 @@
 // Shared by shaders/norm_columns.wgsl and shaders/norm_rows.wgsl (src/shaders.rs
 // prepends it, after shaders/common/welford.wgsl): Welford states that survive
-// f32 overflow, and NaN by its bits.
+// f32 overflow, and NaN by its bits. welford_strided reads the includer's data
+// binding, x.
 //
 // Finite f32 data can still overflow a variance: a spread beyond about 1e19
 // squares past f32's 3.4e38, and values near +-3e38 overflow x - shift itself.
@@ -63,6 +64,55 @@ struct Wf {
     n: u32,
     mean: f32,
     m2: f32,
+}
+
+// The Welford state of x[base + i * stride] for i = first, first + step, ...
+// below end, each value taken as v * sc - shift * sc: four at a time (four
+// independent loads in flight, one division for the four), then one by one.
+// A column of a row-major matrix is stride = its width, a row stride = 1.
+fn welford_strided(base: u32, first: u32, step: u32, end: u32, stride: u32, shift: f32, sc: f32) -> Wf {
+    let ks = shift * sc;
+    var n = 0u;
+    var mean = 0.0;
+    var m2 = 0.0;
+    var i = first;
+    loop {
+        if (i + 3u * step >= end) {
+            break;
+        }
+        let v0 = x[base + i * stride] * sc - ks;
+        let v1 = x[base + (i + step) * stride] * sc - ks;
+        let v2 = x[base + (i + 2u * step) * stride] * sc - ks;
+        let v3 = x[base + (i + 3u * step) * stride] * sc - ks;
+        let mm = welford4(n, mean, m2, v0, v1, v2, v3);
+        n = n + 4u;
+        mean = mm.x;
+        m2 = mm.y;
+        i = i + 4u * step;
+    }
+    loop {
+        if (i >= end) {
+            break;
+        }
+        let v = x[base + i * stride] * sc - ks;
+        n = n + 1u;
+        let d = v - mean;
+        mean = mean + d / f32(n);
+        m2 = m2 + d * (v - mean);
+        i = i + step;
+    }
+    return Wf(n, mean, m2);
+}
+
+// welford_strided in the data's units, redone in units of 2^96 where it
+// overflowed (or met NaN / inf): the state of one thread's run of values.
+fn welford_run(base: u32, first: u32, step: u32, end: u32, stride: u32, shift: f32) -> Wf {
+    var st = welford_strided(base, first, step, end, stride, shift, 1.0);
+    if (!(is_finite(st.mean) && is_finite(st.m2))) {
+        st = welford_strided(base, first, step, end, stride, shift, DOWN);
+        st.n = st.n | SCALED;
+    }
+    return st;
 }
 
 // Chan's merge of two states in either units.
