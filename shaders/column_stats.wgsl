@@ -73,10 +73,6 @@ const LANES: u32 = 4u;
 const COLS: u32 = 64u;
 const FIN: u32 = 256u;
 
-const ABS: u32 = 0x7fffffffu;
-const INF_BITS: u32 = 0x7f800000u;
-const NEG_INF_BITS: u32 = 0xff800000u;
-const NAN_BITS: u32 = 0x7fc00000u;
 const F32_MAX: f32 = 3.4028234663852886e38;
 // After a rescale the largest magnitude sits near 2^(e + HEAD) ...
 const HEAD: i32 = 20;
@@ -445,19 +441,6 @@ fn merge_lanes(p: Partial, q: u32, lid: vec3<u32>, c4: u32, d4: u32, chunk: u32)
 }
 
 var<workgroup> fin_state: array<Partial, 256>;
-
-// The bits of q * 2^p (q >= 0 finite, p in [-252, 214]): inf past f32's range.
-fn scaled_bits(q: f32, p: i32) -> u32 {
-    let qa = bitcast<u32>(q) & ABS;
-    if (qa == 0u) {
-        return 0u;
-    }
-    if (i32(qa >> 23u) - 127 + p > 127) {
-        return INF_BITS;
-    }
-    let h = p / 2;
-    return bitcast<u32>(q * pow2(h) * pow2(p - h));
-}
 
 @compute @workgroup_size(256, 1, 1)
 fn column_stats_finalize(

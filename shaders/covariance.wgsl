@@ -90,10 +90,6 @@ override NBUF: u32 = 2u;
 // largest |x - m| * sc.
 @group(0) @binding(10) var<storage, read_write> moments: array<f32>;
 
-const ABS: u32 = 0x7fffffffu;
-const INF_BITS: u32 = 0x7f800000u;
-const NAN_BITS: u32 = 0x7fc00000u;
-
 // Pass 0: one thread per column.
 @compute @workgroup_size(256, 1, 1)
 fn covariance_scales(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -333,20 +329,6 @@ fn covariance_partial(
     }
 }
 
-// The bits of v * 2^p (v finite, p in [-252, 252]): +-inf past f32's range.
-fn unscaled_bits(v: f32, p: i32) -> u32 {
-    let b = bitcast<u32>(v);
-    let a = b & ABS;
-    if a == 0u {
-        return b;
-    }
-    if i32(a >> 23u) - 127 + p > 127 {
-        return (b & 0x80000000u) | INF_BITS;
-    }
-    let h = p / 2;
-    return bitcast<u32>(v * pow2(h) * pow2(p - h));
-}
-
 fn store_partial(base: u32, local_row: u32, tx: u32, left: vec4<f32>, right: vec4<f32>) {
     let t4 = 2u * WG;
     let l = base + local_row * t4 + tx;
@@ -429,7 +411,7 @@ fn covariance_finalize(
                     if bad_i || scales[c] == 0.0 {
                         bits = NAN_BITS;
                     } else if params.raw == 0u {
-                        bits = unscaled_bits(v[q], ei + 127 - i32(bitcast<u32>(scales[c]) >> 23u));
+                        bits = scaled_bits(v[q], ei + 127 - i32(bitcast<u32>(scales[c]) >> 23u));
                     }
                     cov[gi * d + c] = bits;
                     cov[c * d + gi] = bits;

@@ -39,8 +39,6 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> xy4: array<vec4<f32>>;
 
 const WG: u32 = 256u;
-const ABS: u32 = 0x7fffffffu;
-const INF_BITS: u32 = 0x7f800000u;
 const MIN_NORMAL_BITS: u32 = 0x00800000u;
 
 // Whether a column with this std and mean is constant up to rounding.

@@ -126,7 +126,10 @@ pub mod standardize {
     /// The shader.
     pub static SHADER: Shader = Shader {
         name: "standardize",
-        source: include_str!("../shaders/standardize.wgsl"),
+        source: concat!(
+            include_str!("../shaders/common/float.wgsl"),
+            include_str!("../shaders/standardize.wgsl")
+        ),
         entries: &[APPLY, APPLY_INPLACE, APPLY_VEC4, APPLY_INPLACE_VEC4],
         slots: &[PARAMS, X, STATS, Y, XY, X4, Y4, XY4],
     };
