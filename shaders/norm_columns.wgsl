@@ -42,9 +42,10 @@
 // (shaders/common/scaled.wgsl: the Wf states, decode() of a statistics row);
 // NaN or inf in a channel gives it NaN statistics, as the twin.
 //
-// WG, the workgroup scratch arrays sh_n / sh_a / sh_b, chan() and welford4()
-// come from shaders/common/welford.wgsl, and Wf, merge_wf(), sh_merge_wf(),
-// decode() and stats_row() from shaders/common/scaled.wgsl, which
+// WG, the workgroup scratch arrays sh_n / sh_a / sh_b, chan(), welford4() and
+// the pair-sum tree sh_tree_sum2() come from shaders/common/welford.wgsl, and
+// Wf, welford_run(), merge_wf(), the Welford tree sh_tree_wf(), decode() and
+// stats_row() from shaders/common/scaled.wgsl, which
 // src/shaders.rs prepends.
 
 struct Params {
@@ -146,17 +147,7 @@ fn stats_partials(
         shift = x[t.col];
         st = column_state(t, shift);
     }
-    sh_n[li] = st.n;
-    sh_a[li] = st.mean;
-    sh_b[li] = st.m2;
-    workgroupBarrier();
-    for (var s = (WG / p.col_lanes) / 2u; s > 0u; s = s / 2u) {
-        if (t.rl < s) {
-            let o = li + s * p.col_lanes;
-            sh_merge_wf(li, o);
-        }
-        workgroupBarrier();
-    }
+    sh_tree_wf(li, t.rl, WG / p.col_lanes, p.col_lanes, st);
     if (t.rl == 0u && t.col < p.cols) {
         partials[(p.chunk_base + t.chunk) * p.cols + t.col] = Partial(sh_n[li], shift, sh_a[li], sh_b[li]);
     }
@@ -197,17 +188,7 @@ fn stats_finalize(
         }
         acc = merge_wf(acc, Wf(q.count | qf, qm, qm2));
     }
-    sh_n[li] = acc.n;
-    sh_a[li] = acc.mean;
-    sh_b[li] = acc.m2;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (li < s) {
-            let o = li + s;
-            sh_merge_wf(li, o);
-        }
-        workgroupBarrier();
-    }
+    sh_tree_wf(li, li, WG, 1u, acc);
     if (li == 0u) {
         let st = Wf(sh_n[0], sh_a[0], sh_b[0]);
         let row = stats_row(st, k, p.eps);
@@ -380,17 +361,7 @@ fn grad_partials(
             }
         }
     }
-    sh_a[li] = s_dy;
-    sh_b[li] = s_dyx;
-    workgroupBarrier();
-    for (var s = (WG / p.col_lanes) / 2u; s > 0u; s = s / 2u) {
-        if (rl < s) {
-            let o = li + s * p.col_lanes;
-            sh_a[li] = sh_a[li] + sh_a[o];
-            sh_b[li] = sh_b[li] + sh_b[o];
-        }
-        workgroupBarrier();
-    }
+    sh_tree_sum2(li, rl, WG / p.col_lanes, p.col_lanes, vec2<f32>(s_dy, s_dyx));
     if (rl == 0u && col < p.cols) {
         gpartials[(p.chunk_base + t.chunk) * p.cols + col] = vec2<f32>(sh_a[li], sh_b[li]);
     }
@@ -440,16 +411,7 @@ fn grad_finalize(
         a = a + q.x;
         b = b + q.y;
     }
-    sh_a[li] = a;
-    sh_b[li] = b;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (li < s) {
-            sh_a[li] = sh_a[li] + sh_a[li + s];
-            sh_b[li] = sh_b[li] + sh_b[li + s];
-        }
-        workgroupBarrier();
-    }
+    sh_tree_sum2(li, li, WG, 1u, vec2<f32>(a, b));
     if (li == 0u) {
         dbeta[c] = sh_a[0];
         dgamma[c] = sh_b[0];

@@ -34,9 +34,10 @@
 // A row whose squared deviations overflow f32 is computed in units of 2^96
 // (shaders/common/scaled.wgsl); NaN or inf in a row gives it NaN statistics.
 //
-// WG, the workgroup scratch arrays sh_n / sh_a / sh_b, chan() and welford4()
-// come from shaders/common/welford.wgsl, and Wf, merge_wf(), sh_merge_wf(),
-// decode() and stats_row() from shaders/common/scaled.wgsl, which
+// WG, the workgroup scratch arrays sh_n / sh_a / sh_b, chan(), welford4() and
+// the pair-sum tree sh_tree_sum2() come from shaders/common/welford.wgsl, and
+// Wf, welford_run(), merge_wf(), the Welford tree sh_tree_wf(), decode() and
+// stats_row() from shaders/common/scaled.wgsl, which
 // src/shaders.rs prepends. Where the adapter has subgroups, short rows take
 // shaders/norm_rows_subgroup.wgsl's entry points instead (appended to this file).
 
@@ -206,17 +207,7 @@ fn row_forward(
             shift = x[r * len];
             st = row_state(r * len, ln, len, shift);
         }
-        sh_n[li] = st.n;
-        sh_a[li] = st.mean;
-        sh_b[li] = st.m2;
-        workgroupBarrier();
-        for (var s = p.lanes / 2u; s > 0u; s = s / 2u) {
-            if (ln.lane < s) {
-                let o = li + s;
-                sh_merge_wf(li, o);
-            }
-            workgroupBarrier();
-        }
+        sh_tree_wf(li, ln.lane, p.lanes, 1u, st);
         let row = finish_row(Wf(sh_n[base_li], sh_a[base_li], sh_b[base_li]), shift, p.eps);
         workgroupBarrier();
         if (valid) {
@@ -250,16 +241,7 @@ fn row_backward(
             st = decode(stats[p.row_base + r]);
             sums = row_grad_sums(r, ln, len, st);
         }
-        sh_a[li] = sums.x;
-        sh_b[li] = sums.y;
-        workgroupBarrier();
-        for (var s = p.lanes / 2u; s > 0u; s = s / 2u) {
-            if (ln.lane < s) {
-                sh_a[li] = sh_a[li] + sh_a[li + s];
-                sh_b[li] = sh_b[li] + sh_b[li + s];
-            }
-            workgroupBarrier();
-        }
+        sh_tree_sum2(li, ln.lane, p.lanes, 1u, sums);
         let inv_l = 1.0 / f32(len);
         // RMS norm: no mean, no gradient through one.
         let mg = sh_a[base_li] * inv_l * f32(p.center);

@@ -150,6 +150,22 @@ fn sh_merge_wf(li: u32, o: u32) {
     sh_b[li] = r.m2;
 }
 
+// The workgroup tree of Welford states, as sh_tree_sum2 (same slots, same
+// barriers) with merge_wf: the merged state is read after it at the first
+// slot.
+fn sh_tree_wf(li: u32, k: u32, count: u32, stride: u32, st: Wf) {
+    sh_n[li] = st.n;
+    sh_a[li] = st.mean;
+    sh_b[li] = st.m2;
+    workgroupBarrier();
+    for (var s = count / 2u; s > 0u; s = s / 2u) {
+        if (k < s) {
+            sh_merge_wf(li, li + s * stride);
+        }
+        workgroupBarrier();
+    }
+}
+
 // What the kernels need of a statistics row: xhat = ((x * sc - k) - m) * ist,
 // and invstd (in the data's own units).
 struct Decoded {

@@ -37,11 +37,21 @@ fn welford4(n: u32, mean: f32, m2: f32, v0: f32, v1: f32, v2: f32, v3: f32) -> v
     return chan(n, mean, m2, 4u, m4, q4);
 }
 
-// One step of a workgroup tree reduction: the Welford state in slot o of
-// sh_n / sh_a / sh_b merged into slot li.
-fn sh_merge(li: u32, o: u32) {
-    let mm = chan(sh_n[li], sh_a[li], sh_b[li], sh_n[o], sh_a[o], sh_b[o]);
-    sh_n[li] = sh_n[li] + sh_n[o];
-    sh_a[li] = mm.x;
-    sh_b[li] = mm.y;
+// The workgroup tree that sums pairs. Each thread puts v in its slot li; a
+// group of `count` threads whose slots are first + k * stride (k = 0..count,
+// the thread's own k given) is summed into its first slot, in halves, and
+// read there after the call. count is a power of two and workgroup-uniform,
+// and the call sits in uniform control flow (it holds barriers).
+fn sh_tree_sum2(li: u32, k: u32, count: u32, stride: u32, v: vec2<f32>) {
+    sh_a[li] = v.x;
+    sh_b[li] = v.y;
+    workgroupBarrier();
+    for (var s = count / 2u; s > 0u; s = s / 2u) {
+        if (k < s) {
+            let o = li + s * stride;
+            sh_a[li] = sh_a[li] + sh_a[o];
+            sh_b[li] = sh_b[li] + sh_b[o];
+        }
+        workgroupBarrier();
+    }
 }
