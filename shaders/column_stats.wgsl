@@ -241,15 +241,7 @@ fn column_stats_partial(
             r = r + LANES;
         }
     }
-    lane_state[lid.y * COLS + lid.x] = s;
-    workgroupBarrier();
-    if (lid.y == 0u && c < d) {
-        var acc = lane_state[lid.x];
-        for (var l = 1u; l < LANES; l = l + 1u) {
-            acc = merge(acc, lane_state[l * COLS + lid.x]);
-        }
-        partials[c * params.n_chunks + params.chunk_base + chunk] = acc;
-    }
+    merge_lanes(s, c, c < d, lid, chunk);
 }
 
 // Welford over 4 columns at once, all values finite and within the lanes'
@@ -419,25 +411,30 @@ fn column_stats_partial_vec4(
         push(&p2, v.z, k.z);
         push(&p3, v.w, k.w);
     }
-    // Merge the 4 row lanes, one column of the 4 at a time.
-    merge_lanes(p0, 0u, lid, c4, d4, chunk);
-    merge_lanes(p1, 1u, lid, c4, d4, chunk);
-    merge_lanes(p2, 2u, lid, c4, d4, chunk);
-    merge_lanes(p3, 3u, lid, c4, d4, chunk);
+    // Merge the 4 row lanes, one column of the 4 at a time (lane_state
+    // reused: a barrier between columns).
+    let live = c4 < d4;
+    merge_lanes(p0, c4 * 4u, live, lid, chunk);
+    workgroupBarrier();
+    merge_lanes(p1, c4 * 4u + 1u, live, lid, chunk);
+    workgroupBarrier();
+    merge_lanes(p2, c4 * 4u + 2u, live, lid, chunk);
+    workgroupBarrier();
+    merge_lanes(p3, c4 * 4u + 3u, live, lid, chunk);
 }
 
-// The row lanes' states of column 4 * c4 + q merged into its chunk's partial.
-fn merge_lanes(p: Partial, q: u32, lid: vec3<u32>, c4: u32, d4: u32, chunk: u32) {
+// The row lanes' states of column c (live: a column of the data) merged into
+// its chunk's partial, by the first row lane. Both partial passes end here.
+fn merge_lanes(p: Partial, c: u32, live: bool, lid: vec3<u32>, chunk: u32) {
     lane_state[lid.y * COLS + lid.x] = p;
     workgroupBarrier();
-    if (lid.y == 0u && c4 < d4) {
+    if (lid.y == 0u && live) {
         var acc = lane_state[lid.x];
         for (var l = 1u; l < LANES; l = l + 1u) {
             acc = merge(acc, lane_state[l * COLS + lid.x]);
         }
-        partials[(c4 * 4u + q) * params.n_chunks + params.chunk_base + chunk] = acc;
+        partials[c * params.n_chunks + params.chunk_base + chunk] = acc;
     }
-    workgroupBarrier();
 }
 
 var<workgroup> fin_state: array<Partial, 256>;
