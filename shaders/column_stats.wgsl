@@ -168,9 +168,8 @@ fn push(p: ptr<function, Partial>, v: f32, k: f32) {
     (*p).mx = max((*p).mx, v);
 }
 
-// Chan, Golub and LeVeque's pairwise merge of two states, at the larger
-// scale. Branch-free but for a rescale: an empty side has mean and M2 0, so
-// fb = 0 (b empty) or 1 (a empty) gives the other side exactly.
+// Chan, Golub and LeVeque's pairwise merge of two states (chan_mix), at the
+// larger scale. Branch-free but for a rescale.
 fn merge(a: Partial, b: Partial) -> Partial {
     var r: Partial;
     r.mn = min(a.mn, b.mn);
@@ -192,10 +191,9 @@ fn merge(a: Partial, b: Partial) -> Partial {
         mb = shrink(b.mean, b.e - r.e);
         qb = shrink(b.m2, 2 * (b.e - r.e));
     }
-    let delta = mb - ma;
-    let fb = b.n / max(r.n, 1.0);
-    r.mean = ma + delta * fb;
-    r.m2 = qa + qb + delta * delta * a.n * fb;
+    let mm = chan_mix(a.n, ma, qa, b.n / max(r.n, 1.0), mb, qb);
+    r.mean = mm.x;
+    r.m2 = mm.y;
     return r;
 }
 

@@ -42,8 +42,9 @@
 // (shaders/common/scaled.wgsl: the Wf states, decode() of a statistics row);
 // NaN or inf in a channel gives it NaN statistics, as the twin.
 //
-// WG, the workgroup scratch arrays sh_n / sh_a / sh_b, chan(), welford4() and
-// the pair-sum tree sh_tree_sum2() come from shaders/common/welford.wgsl, and
+// chan() and welford4() come from shaders/common/welford.wgsl, WG, the
+// workgroup scratch arrays sh_n / sh_a / sh_b and the pair-sum tree
+// sh_tree_sum2() from shaders/common/reduce.wgsl, and
 // Wf, welford_run(), merge_wf(), the Welford tree sh_tree_wf(), decode() and
 // stats_row() from shaders/common/scaled.wgsl, which
 // src/shaders.rs prepends.

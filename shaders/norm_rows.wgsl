@@ -34,8 +34,9 @@
 // A row whose squared deviations overflow f32 is computed in units of 2^96
 // (shaders/common/scaled.wgsl); NaN or inf in a row gives it NaN statistics.
 //
-// WG, the workgroup scratch arrays sh_n / sh_a / sh_b, chan(), welford4() and
-// the pair-sum tree sh_tree_sum2() come from shaders/common/welford.wgsl, and
+// chan() and welford4() come from shaders/common/welford.wgsl, WG, the
+// workgroup scratch arrays sh_n / sh_a / sh_b and the pair-sum tree
+// sh_tree_sum2() from shaders/common/reduce.wgsl, and
 // Wf, welford_run(), merge_wf(), the Welford tree sh_tree_wf(), decode() and
 // stats_row() from shaders/common/scaled.wgsl, which
 // src/shaders.rs prepends. Where the adapter has subgroups, short rows take

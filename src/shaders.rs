@@ -88,6 +88,7 @@ pub mod column_stats {
         name: "column_stats",
         source: concat!(
             include_str!("../shaders/common/float.wgsl"),
+            include_str!("../shaders/common/welford.wgsl"),
             include_str!("../shaders/column_stats.wgsl")
         ),
         entries: &[PARTIAL, PARTIAL_VEC4, FINALIZE],
@@ -248,6 +249,7 @@ pub mod norm_columns {
         source: concat!(
             include_str!("../shaders/common/float.wgsl"),
             include_str!("../shaders/common/welford.wgsl"),
+            include_str!("../shaders/common/reduce.wgsl"),
             include_str!("../shaders/common/scaled.wgsl"),
             include_str!("../shaders/norm_columns.wgsl")
         ),
@@ -294,6 +296,7 @@ pub mod norm_rows {
         source: concat!(
             include_str!("../shaders/common/float.wgsl"),
             include_str!("../shaders/common/welford.wgsl"),
+            include_str!("../shaders/common/reduce.wgsl"),
             include_str!("../shaders/common/scaled.wgsl"),
             include_str!("../shaders/norm_rows.wgsl")
         ),
@@ -322,6 +325,7 @@ pub mod norm_rows_subgroup {
         source: concat!(
             include_str!("../shaders/common/float.wgsl"),
             include_str!("../shaders/common/welford.wgsl"),
+            include_str!("../shaders/common/reduce.wgsl"),
             include_str!("../shaders/common/scaled.wgsl"),
             include_str!("../shaders/norm_rows.wgsl"),
             include_str!("../shaders/norm_rows_subgroup.wgsl")

@@ -1,5 +1,5 @@
 // Shared by shaders/norm_columns.wgsl and shaders/norm_rows.wgsl (src/shaders.rs
-// prepends it, after shaders/common/welford.wgsl): Welford states that survive
+// prepends it, after shaders/common/welford.wgsl and reduce.wgsl): Welford states that survive
 // f32 overflow, and NaN by its bits. welford_strided reads the includer's data
 // binding, x.
 //
