@@ -147,9 +147,8 @@ impl<W: Write + Seek> NpzWriter<W> {
     /// An f64 array of any rank (any layout; written in C order).
     ///
     /// # Errors
-    /// [`Error::Io`] naming the file when the write fails or the archive is
-    /// already finished; [`Error::Parse`] (zip's refusal) for a `name` already
-    /// written.
+    /// [`Error::Io`] naming the file when the write fails; [`Error::Parse`]
+    /// (zip's refusal) for a `name` already written.
     pub fn f64s<S: Data<Elem = f64>, D: Dimension>(&mut self, name: &str, a: &ArrayBase<S, D>) -> Result<()> {
         let mut data = Vec::with_capacity(a.len() * 8);
         for v in a.iter() {

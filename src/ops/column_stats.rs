@@ -206,9 +206,9 @@ pub fn column_summary(gpu: &Gpu, x: &GpuMatrix, options: &ColumnStatsOptions) ->
 ///
 /// # Errors
 /// [`Error::ShapeMismatch`] for an empty `x` or an `out` not of `x`'s columns;
-/// [`Error::InvalidArgument`] for `ddof >= N`, or an `out` (or its counts)
-/// sharing a buffer with `x`; [`Error::ExceedsLimit`] for more than `u32::MAX`
-/// rows; the context's errors.
+/// [`Error::InvalidArgument`] for `ddof >= N`, an `out` sharing a buffer with
+/// `x`, or `out.counts` sharing the statistics' buffer; [`Error::ExceedsLimit`]
+/// for more than `u32::MAX` rows; the context's errors.
 pub fn encode_column_stats_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
