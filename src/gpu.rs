@@ -168,11 +168,19 @@ impl Gpu {
     /// `WGPU_ADAPTER_NAME`, `WGPU_POWER_PREF`). Requests the adapter's own
     /// limits (so a 2 GiB storage binding works where the card allows it) and
     /// the optional features in [`wanted_features`] that it has.
+    ///
+    /// # Errors
+    /// [`Error::NoAdapter`] when wgpu finds no adapter (or none whose name
+    /// contains `WGPU_ADAPTER_NAME`); [`Error::RequestDevice`] when the adapter
+    /// refuses to create the device.
     pub fn new() -> Result<Gpu> {
         pollster::block_on(Self::new_async())
     }
 
     /// The async twin of [`Gpu::new`].
+    ///
+    /// # Errors
+    /// As [`Gpu::new`].
     pub async fn new_async() -> Result<Gpu> {
         let inst = instance();
         let adapter = pick_adapter(&inst).await?;
@@ -684,6 +692,10 @@ impl Gpu {
     /// Records `record` into a fresh encoder and submits it: the one helper
     /// behind every op's convenience form (`ops::column_stats` is
     /// `gpu.run(.., |e| ops::encode_column_stats_into(gpu, e, ..))`). Waits for nothing.
+    ///
+    /// # Errors
+    /// [`Error::DeviceLost`] for a lost device; `record`'s errors; [`Error::Gpu`]
+    /// for a validation error at the submit.
     pub fn run<T>(
         &self,
         op: &'static str,
@@ -700,6 +712,10 @@ impl Gpu {
     /// [`Error::Gpu`]. Waits for nothing, but is not bounded by the readback
     /// timeout: a driver may block a submit behind work already queued
     /// (lavapipe does, behind a long-running kernel).
+    ///
+    /// # Errors
+    /// [`Error::DeviceLost`] for a lost device; [`Error::Gpu`] for a validation
+    /// error in the recorded commands.
     pub fn submit(&self, op: &'static str, encoder: wgpu::CommandEncoder) -> Result<wgpu::SubmissionIndex> {
         self.check_alive()?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -722,6 +738,10 @@ impl Gpu {
     /// work in flight, or a CPU adapter may crash in its teardown (lavapipe's
     /// worker thread still runs JIT code while the exit frees LLVM's globals:
     /// SIGSEGV or "free(): invalid pointer").
+    ///
+    /// # Errors
+    /// [`Error::DeviceLost`] for a device lost before or during the wait, or a
+    /// failed poll; [`Error::Timeout`] past the readback timeout.
     pub fn wait(&self) -> Result<()> {
         self.check_alive()?;
         let device = self.device.clone();
@@ -813,6 +833,9 @@ impl Gpu {
     /// Copies `size` bytes at `offset` of `buffer` back to the host: the one
     /// readback path every op uses (see [`Gpu::run_and_read`]).
     /// The buffer needs `COPY_SRC`; the range must be in bounds and 4-byte aligned.
+    ///
+    /// # Errors
+    /// As [`Gpu::run_and_read`].
     pub fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
         if size == 0 {
             self.check_alive()?;
@@ -829,6 +852,12 @@ impl Gpu {
     /// readback timeout ([`Error::Timeout`]; see [`DEFAULT_READBACK_TIMEOUT`]).
     /// The buffer needs `COPY_SRC`; the range must be in bounds and 4-byte
     /// aligned.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a range out of bounds or not 4-byte aligned,
+    /// or a buffer without `COPY_SRC`; `record`'s errors; [`Error::Gpu`] for a
+    /// validation error; [`Error::Timeout`] past the readback timeout;
+    /// [`Error::DeviceLost`] for a lost device or a mapping that failed.
     pub fn run_and_read(
         &self,
         op: &'static str,
@@ -948,6 +977,10 @@ impl Gpu {
     }
 
     /// Reads `len` f32 values starting at element `start` of `buffer`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `start` or `len` in bytes overflows `u64`;
+    /// otherwise as [`Gpu::read_bytes`].
     pub fn read_f32(&self, buffer: &wgpu::Buffer, start: u64, len: u64) -> Result<Vec<f32>> {
         let (offset, size) = match (start.checked_mul(4), len.checked_mul(4)) {
             (Some(o), Some(s)) => (o, s),

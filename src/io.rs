@@ -108,6 +108,12 @@ pub fn read_matrix(path: &Path, options: &ReadOptions) -> Result<Array2<f32>> {
 /// Reads a 2-D .npy file of f32 or f64 (C or Fortran order) as f32. NaN and
 /// +/-infinity are read as values; an f64 element beyond f32's range is an
 /// error ([`read_matrix`] with [`NonFinite::Allow`]).
+///
+/// # Errors
+/// As [`read_matrix`] for a .npy file: [`Error::Io`] when the file cannot be
+/// read; [`Error::Parse`] for a file that is not a 2-D f32/f64 .npy, or an f64
+/// element beyond f32's range; [`Error::ExceedsLimit`] when the array does not
+/// fit in the memory available.
 pub fn read_npy_matrix(path: &Path) -> Result<Array2<f32>> {
     read_npy(
         path,
@@ -161,6 +167,9 @@ impl Default for CsvOptions {
 
 /// Parses comma-separated numbers ([`CsvOptions::default`]: finite values only);
 /// see [`parse_csv`]. `name` is used in error messages (a path or a label).
+///
+/// # Errors
+/// As [`parse_csv`].
 pub fn parse_csv_matrix(name: &Path, text: &str) -> Result<Array2<f64>> {
     parse_csv(name, text, &CsvOptions::default())
 }
@@ -204,6 +213,10 @@ pub fn parse_csv(name: &Path, text: &str, options: &CsvOptions) -> Result<Array2
 /// Writes `path` so that it is either absent (on error) or complete: the data
 /// goes to a temporary file beside it, which is renamed over `path` at the end.
 /// An [`OutputSet`] of one output: errors name `path`, never the temporary.
+///
+/// # Errors
+/// As [`OutputSet::write`] and [`OutputSet::commit`]; [`Error::InvalidArgument`]
+/// for a `path` without a file name.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> Result<()>) -> Result<()> {
     let mut set = OutputSet::new();
     set.write(path, write)?;
@@ -819,6 +832,9 @@ pub fn check_outputs(op: &'static str, inputs: &[&Path], outputs: &[&Path]) -> R
 }
 
 /// Writes a 2-D f32 array as .npy, atomically (an [`OutputSet`] of one).
+///
+/// # Errors
+/// As [`write_atomic`].
 pub fn write_npy_matrix(path: &Path, a: ArrayView2<f32>) -> Result<()> {
     let mut set = OutputSet::new();
     set.write_npy(path, &a)?;

@@ -23,6 +23,7 @@
 //! it is built on as [`wgpu`], so the host can name exactly that version.
 
 #![warn(missing_docs)]
+#![warn(clippy::missing_errors_doc)]
 
 mod alloc;
 mod avx;

@@ -53,6 +53,10 @@ fn elements(op: &'static str, rows: usize, cols: usize) -> Result<u64> {
 impl GpuMatrix {
     /// Uploads a matrix (any memory layout) to new buffers: one, unless it is
     /// larger than the device's largest buffer.
+    ///
+    /// # Errors
+    /// As [`GpuMatrix::uninit`] (and the upload's: [`Error::DeviceLost`] for a
+    /// lost device).
     pub fn upload(gpu: &Gpu, x: ArrayView2<f32>) -> Result<GpuMatrix> {
         let (rows, cols) = x.dim();
         let m = Self::uninit(gpu, rows, cols)?;
@@ -92,6 +96,10 @@ impl GpuMatrix {
     /// A new `rows x cols` matrix that `record` writes (recording into a new
     /// encoder, which is then submitted as `op`): the allocating form of an
     /// op's `encode_*_into`.
+    ///
+    /// # Errors
+    /// As [`GpuMatrix::uninit`]; `record`'s errors; [`Error::Gpu`] for a
+    /// validation error at the submit.
     pub fn recorded(
         gpu: &Gpu,
         op: &'static str,
@@ -104,6 +112,12 @@ impl GpuMatrix {
     }
 
     /// A new matrix whose contents are unspecified (zeros, in practice).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `rows * cols * 4` bytes overflow;
+    /// [`Error::ExceedsLimit`] for a row block beyond the device's largest buffer
+    /// (one row too wide); [`Error::Gpu`] when the allocation fails;
+    /// [`Error::DeviceLost`] for a lost device.
     pub fn uninit(gpu: &Gpu, rows: usize, cols: usize) -> Result<GpuMatrix> {
         gpu.check_alive()?;
         elements("GpuMatrix", rows, cols)?;
@@ -153,6 +167,9 @@ impl GpuMatrix {
     }
 
     /// A new matrix filled with `value` (NaN poisons an output in tests).
+    ///
+    /// # Errors
+    /// As [`GpuMatrix::uninit`] and [`GpuMatrix::fill`].
     pub fn filled(gpu: &Gpu, rows: usize, cols: usize, value: f32) -> Result<GpuMatrix> {
         let m = Self::uninit(gpu, rows, cols)?;
         m.fill(gpu, value)?;
@@ -161,6 +178,10 @@ impl GpuMatrix {
 
     /// Overwrites every element with `value` (through `Queue::write_buffer`:
     /// it lands before the next submit). Errors if a buffer lacks `COPY_DST`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a matrix of another context or a buffer
+    /// without `COPY_DST`; [`Error::DeviceLost`] for a lost device.
     pub fn fill(&self, gpu: &Gpu, value: f32) -> Result<()> {
         self.check_device(gpu, "GpuMatrix::fill")?;
         for b in self.blocks.iter() {
@@ -173,6 +194,9 @@ impl GpuMatrix {
     /// Wraps a host's buffer (no copy): the matrix starts at byte 0. The buffer
     /// needs `STORAGE` usage and at least `rows * cols * 4` bytes; `COPY_SRC`
     /// too if it will be downloaded.
+    ///
+    /// # Errors
+    /// As [`GpuMatrix::from_buffer_at`].
     pub fn from_buffer(gpu: &Gpu, buffer: wgpu::Buffer, rows: usize, cols: usize) -> Result<GpuMatrix> {
         Self::from_buffer_at(gpu, buffer, 0, rows, cols)
     }
@@ -181,6 +205,13 @@ impl GpuMatrix {
     /// `offset` (a multiple of 4). An offset that is not a multiple of the
     /// device's `min_storage_buffer_offset_alignment` works, at the cost of a
     /// staging copy per op (the buffer then needs `COPY_SRC` and `COPY_DST`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `rows * cols * 4` bytes overflow, for a
+    /// buffer without `STORAGE` or an `offset` not a multiple of 4;
+    /// [`Error::ShapeMismatch`] for a buffer too small for the matrix at `offset`;
+    /// [`Error::ExceedsLimit`] beyond the device's storage binding size;
+    /// [`Error::DeviceLost`] for a lost device.
     pub fn from_buffer_at(
         gpu: &Gpu,
         buffer: wgpu::Buffer,
@@ -224,6 +255,9 @@ impl GpuMatrix {
 
     /// Rows `rows` of this matrix as a matrix of their own: a view of the
     /// same buffers (no copy; writes through it change this matrix).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a range that is reversed or past the last row.
     pub fn row_range(&self, rows: Range<usize>) -> Result<GpuMatrix> {
         if rows.start > rows.end || rows.end > self.rows {
             return Err(Error::invalid(
@@ -355,11 +389,20 @@ impl GpuMatrix {
     }
 
     /// Downloads the whole matrix.
+    ///
+    /// # Errors
+    /// As [`GpuMatrix::download_rows`].
     pub fn download(&self, gpu: &Gpu) -> Result<Array2<f32>> {
         self.download_rows(gpu, 0, self.rows)
     }
 
     /// Downloads rows `start..start + count`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for rows past the end or a matrix of another
+    /// context; the readback's errors ([`Error::Timeout`], [`Error::DeviceLost`],
+    /// [`Error::Gpu`], and [`Error::InvalidArgument`] for a buffer without
+    /// `COPY_SRC`).
     pub fn download_rows(&self, gpu: &Gpu, start: usize, count: usize) -> Result<Array2<f32>> {
         const OP: &str = "GpuMatrix::download_rows";
         self.check_device(gpu, OP)?;

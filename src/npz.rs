@@ -145,6 +145,10 @@ impl<W: Write + Seek> NpzWriter<W> {
     }
 
     /// An f64 array of any rank (any layout; written in C order).
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the file when the write fails; [`Error::Parse`]
+    /// (zip's refusal) for a `name` already written.
     pub fn f64s<S: Data<Elem = f64>, D: Dimension>(&mut self, name: &str, a: &ArrayBase<S, D>) -> Result<()> {
         let mut data = Vec::with_capacity(a.len() * 8);
         for v in a.iter() {
@@ -154,33 +158,51 @@ impl<W: Write + Seek> NpzWriter<W> {
     }
 
     /// An f64 scalar (a 0-d array).
+    ///
+    /// # Errors
+    /// As [`NpzWriter::f64s`].
     pub fn f64(&mut self, name: &str, v: f64) -> Result<()> {
         self.entry(name, "<f8", &[], &v.to_le_bytes())
     }
 
     /// An i64 scalar.
+    ///
+    /// # Errors
+    /// As [`NpzWriter::f64s`].
     pub fn i64(&mut self, name: &str, v: i64) -> Result<()> {
         self.entry(name, "<i8", &[], &v.to_le_bytes())
     }
 
     /// A 1-D u64 array.
+    ///
+    /// # Errors
+    /// As [`NpzWriter::f64s`].
     pub fn u64s(&mut self, name: &str, v: &[u64]) -> Result<()> {
         let data: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
         self.entry(name, "<u8", &[v.len()], &data)
     }
 
     /// A bool scalar.
+    ///
+    /// # Errors
+    /// As [`NpzWriter::f64s`].
     pub fn bool(&mut self, name: &str, v: bool) -> Result<()> {
         self.entry(name, "|b1", &[], &[v as u8])
     }
 
     /// A string scalar (numpy's `<U`).
+    ///
+    /// # Errors
+    /// As [`NpzWriter::f64s`].
     pub fn str(&mut self, name: &str, v: &str) -> Result<()> {
         let (descr, data) = unicode(&[v]);
         self.entry(name, &descr, &[], &data)
     }
 
     /// A 1-D array of strings (numpy's `<U`, as wide as the longest).
+    ///
+    /// # Errors
+    /// As [`NpzWriter::f64s`].
     pub fn strs<S: AsRef<str>>(&mut self, name: &str, v: &[S]) -> Result<()> {
         let refs: Vec<&str> = v.iter().map(AsRef::as_ref).collect();
         let (descr, data) = unicode(&refs);

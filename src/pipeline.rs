@@ -842,6 +842,10 @@ impl GpuPipeline {
     /// Computed in f32 and left on the device unchecked: a result beyond
     /// f32's range is infinity there (the host transforms and
     /// [`transform_dataset`] refuse such results with [`Error::Overflow`]).
+    ///
+    /// # Errors
+    /// As [`GpuPipeline::encode_transform_into`], and [`GpuMatrix::uninit`]'s for
+    /// the output.
     pub fn transform(&self, gpu: &Gpu, x: &GpuMatrix) -> Result<GpuMatrix> {
         GpuMatrix::recorded(gpu, OP, (x.rows(), self.output_dim), |e, out| {
             self.encode_transform_into(gpu, e, x, out)
@@ -849,6 +853,12 @@ impl GpuPipeline {
     }
 
     /// Records the transform of `x` into `out` (`N x output_dim`).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for an `x` without `n_features` columns; otherwise
+    /// the op's errors ([`ops::encode_standardize_into`] or
+    /// [`ops::encode_matmul_into`]: an `out` not `N x output_dim` or sharing a
+    /// buffer with `x`, the context's errors).
     pub fn encode_transform_into(
         &self,
         gpu: &Gpu,
@@ -861,6 +871,10 @@ impl GpuPipeline {
     }
 
     /// The inverse transform of `y` (`N x output_dim`) as a new matrix, submitted.
+    ///
+    /// # Errors
+    /// As [`GpuPipeline::encode_inverse_transform_into`], and
+    /// [`GpuMatrix::uninit`]'s for the output.
     pub fn inverse_transform(&self, gpu: &Gpu, y: &GpuMatrix) -> Result<GpuMatrix> {
         GpuMatrix::recorded(gpu, OP, (y.rows(), self.n_features), |e, out| {
             self.encode_inverse_transform_into(gpu, e, y, out)
@@ -868,6 +882,13 @@ impl GpuPipeline {
     }
 
     /// Records the inverse transform of `y` into `out` (`N x n_features`).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for a `y` without `output_dim` columns;
+    /// [`Error::InvalidArgument`] for a model whose inverse cannot run on the GPU
+    /// (its reason kept by [`Pipeline::to_gpu`]: a column multiplier or divisor
+    /// outside what the f32 kernel holds); otherwise as
+    /// [`GpuPipeline::encode_transform_into`].
     pub fn encode_inverse_transform_into(
         &self,
         gpu: &Gpu,

@@ -37,6 +37,10 @@ impl GpuTimer {
     /// A timer, or `None` when the device was created without
     /// `TIMESTAMP_QUERY` (then time with the wall clock around a wait).
     /// [`Error::DeviceLost`] once the device is lost.
+    ///
+    /// # Errors
+    /// [`Error::DeviceLost`] for a lost device; [`Error::Gpu`] when the query set
+    /// or its resolve buffer cannot be made.
     pub fn new(gpu: &Gpu) -> Result<Option<GpuTimer>> {
         gpu.check_alive()?;
         if !gpu.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
@@ -93,6 +97,11 @@ impl GpuTimer {
 
     /// Seconds between the last submitted `start` and `stop` (waits for the
     /// submission and reads 16 bytes back).
+    ///
+    /// # Errors
+    /// The readback's errors ([`Error::Timeout`], [`Error::DeviceLost`]);
+    /// [`Error::InvalidArgument`] when the stop timestamp is before the start (no
+    /// `stop` recorded after the `start`).
     pub fn read_seconds(&self, gpu: &Gpu) -> Result<f64> {
         let bytes = gpu.read_bytes(&self.resolved, 0, 16)?;
         let t: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
@@ -110,6 +119,10 @@ impl GpuTimer {
 /// submits it, waits, and returns the seconds per copy: from `timer`'s
 /// timestamps around the copies when given, else from the wall clock around
 /// the submit and the wait. The benchmarks' one clock.
+///
+/// # Errors
+/// `record`'s errors; as [`Gpu::submit`], [`Gpu::wait`] and
+/// [`GpuTimer::read_seconds`].
 pub fn time_recorded(
     gpu: &Gpu,
     timer: Option<&GpuTimer>,

@@ -55,6 +55,11 @@ fn check_matrix(op: &'static str, x: &ArrayView2<f64>, gamma: &ArrayView1<f64>) 
 }
 
 /// Forward pass, training mode, as the lecture's graph: `x` is `(M, C)`, statistics per column.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for an empty `x` or a `gamma` or `beta` not of C
+/// values; [`Error::InvalidArgument`] for a single row (`M == 1`) or an `eps`
+/// that [`crate::model::norm::check_eps`] refuses.
 pub fn forward_staged(
     x: ArrayView2<f64>,
     gamma: ArrayView1<f64>,
@@ -98,6 +103,9 @@ pub fn forward_staged(
 
 /// Backward pass through the lecture's graph, node by node (steps 9 to 0).
 /// Returns `(dx, dgamma, dbeta)`.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for a `dout` not of the cache's shape.
 pub fn backward_staged(
     dout: ArrayView2<f64>,
     cache: &StagedCache,
@@ -150,6 +158,10 @@ pub fn backward_staged(
 /// The closed-form backward pass on an `(M, C)` matrix:
 /// `dx = (1/M) * gamma * invstd * (M * dy - sum(dy) - xhat * sum(dy * xhat))`,
 /// `dgamma = sum(dy * xhat)`, `dbeta = sum(dy)`.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for a `dout` not of `xhat`'s shape, or a `gamma` or
+/// `invstd` not of C values.
 pub fn backward_closed(
     dout: ArrayView2<f64>,
     xhat: ArrayView2<f64>,
@@ -176,6 +188,10 @@ pub fn backward_closed(
 }
 
 /// `(N, C, S...)` to the `(N * S, C)` matrix of the staged functions (channels last).
+///
+/// # Errors
+/// As [`NormShape::from_dims`] (fewer than 2 dimensions, a dimension of 0, too
+/// many elements).
 pub fn to_channels_last(x: ArrayViewD<f64>) -> Result<Array2<f64>> {
     let shape = NormShape::from_dims("batchnorm_to_channels_last", x.shape())?;
     let flat: Vec<f64> = x.iter().copied().collect();
@@ -186,6 +202,10 @@ pub fn to_channels_last(x: ArrayViewD<f64>) -> Result<Array2<f64>> {
 }
 
 /// Inverse of [`to_channels_last`] for an input of shape `dims`.
+///
+/// # Errors
+/// As [`NormShape::from_dims`] for `dims`; [`Error::ShapeMismatch`] for an `m`
+/// that is not `(N * S, C)`.
 pub fn from_channels_last(m: ArrayView2<f64>, dims: &[usize]) -> Result<ArrayD<f64>> {
     const OP: &str = "batchnorm_from_channels_last";
     let shape = NormShape::from_dims(OP, dims)?;
@@ -217,6 +237,13 @@ impl BatchNorm {
     }
 
     /// Training mode: normalizes with the batch statistics, updates the running statistics.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for an `x` of fewer than 2 dimensions, a dimension
+    /// of 0 or other than C channels, or a `beta` or running statistics not of C
+    /// values; [`Error::InvalidArgument`] for one value per channel (`N * S == 1`),
+    /// an `eps` that [`crate::model::norm::check_eps`] refuses, a momentum outside
+    /// `[0, 1]`, or too many elements.
     pub fn forward_train(&mut self, x: ArrayViewD<f64>) -> Result<(ArrayD<f64>, BatchNormSaved)> {
         const OP: &str = "batchnorm_forward_train";
         let plan = self.plan(OP, &x, true)?;
@@ -242,6 +269,10 @@ impl BatchNorm {
     }
 
     /// Eval mode: normalizes with the running statistics.
+    ///
+    /// # Errors
+    /// As [`BatchNorm::forward_train`], except that one value per channel is
+    /// allowed.
     pub fn forward_eval(&self, x: ArrayViewD<f64>) -> Result<ArrayD<f64>> {
         const OP: &str = "batchnorm_forward_eval";
         let plan = self.plan(OP, &x, false)?;
@@ -272,6 +303,12 @@ impl BatchNorm {
 
     /// Backward pass of a training forward pass on `x` (closed form).
     /// Returns `(dx, dgamma, dbeta)`.
+    ///
+    /// # Errors
+    /// As [`crate::cpu::norm::norm_backward`] with [`NormKind::Batch`]:
+    /// [`Error::ShapeMismatch`] for an `x` that is not `(N, C, ...)`, a `dy` of
+    /// another shape, or a `gamma` or saved statistics not of C values;
+    /// [`Error::InvalidArgument`] for one value per channel.
     pub fn backward(
         &self,
         x: ArrayViewD<f64>,

@@ -143,6 +143,9 @@ impl Block {
 /// Per-column count, mean, variance (divisor `N - ddof`), std, min and max,
 /// accumulated in f64, NaNs propagating (numpy's rules: see
 /// [`crate::model::stats`]). [`column_stats_with`] takes all the options.
+///
+/// # Errors
+/// As [`column_stats_with`].
 pub fn column_stats<T>(x: ArrayView2<T>, ddof: usize) -> Result<ColumnSummary>
 where
     T: Copy + Into<f64> + Send + Sync,
@@ -152,6 +155,12 @@ where
 
 /// Per-column statistics with `options` (ddof, and whether NaNs are left
 /// out), accumulated in f64: the twin of [`crate::ops::column_stats()`].
+///
+/// # Errors
+/// [`crate::Error::ShapeMismatch`] for an empty `x`;
+/// [`crate::Error::InvalidArgument`] for `ddof >= N`;
+/// [`crate::Error::ExceedsLimit`] when the per-thread accumulators do not fit
+/// in memory.
 pub fn column_stats_with<T>(x: ArrayView2<T>, options: &ColumnStatsOptions) -> Result<ColumnSummary>
 where
     T: Copy + Into<f64> + Send + Sync,

@@ -22,6 +22,9 @@ const OP: &str = "covariance (cpu)";
 const BLOCK: usize = 256;
 
 /// Column means of `x` in f64 (`N >= 1`).
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for an `x` without rows or columns.
 pub fn column_mean<A: Copy + Into<f64>>(x: ArrayView2<'_, A>) -> Result<Array1<f64>> {
     let (n, d) = x.dim();
     crate::error::check_nonempty(OP, (n, d))?;
@@ -35,6 +38,9 @@ pub fn column_mean<A: Copy + Into<f64>>(x: ArrayView2<'_, A>) -> Result<Array1<f
 }
 
 /// Covariance of the columns of `x` (`D x D`, symmetric), dividing by `N - ddof`.
+///
+/// # Errors
+/// As [`column_mean`] and [`covariance_shifted`].
 pub fn covariance<A: Copy + Into<f64>>(x: ArrayView2<'_, A>, ddof: usize) -> Result<Array2<f64>> {
     let mean = column_mean(x)?;
     covariance_shifted(x, mean.view(), ddof)
@@ -44,6 +50,11 @@ pub fn covariance<A: Copy + Into<f64>>(x: ArrayView2<'_, A>, ddof: usize) -> Res
 /// products of `x - mean` (any shift of length `D`; the column mean keeps them
 /// small), corrected by `- s s^T / N` for the shifted values' column sums `s`.
 /// The result is the covariance about the data's own mean whatever the shift.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for an empty `x` or a `mean` not of D values;
+/// [`Error::InvalidArgument`] for `N <= ddof`; [`Error::ExceedsLimit`] when the
+/// `D x D` accumulators do not fit in memory.
 pub fn covariance_shifted<A: Copy + Into<f64>>(
     x: ArrayView2<'_, A>,
     mean: ArrayView1<'_, f64>,

@@ -40,6 +40,10 @@ fn invalid(reason: String) -> Error {
 }
 
 /// Initialize a tensor of `shape` with `scheme` from the stream `rng`.
+///
+/// # Errors
+/// As [`Scheme::plan`]; [`Error::ExceedsLimit`] when the tensor does not fit
+/// in memory.
 pub fn init(shape: &[usize], scheme: &Scheme, rng: Philox) -> Result<ArrayD<f64>> {
     let fill = scheme.plan(shape)?;
     fill_tensor(shape, &fill, rng)

@@ -25,6 +25,12 @@ const BLOCK: usize = 256;
 pub use crate::model::matmul::MatmulOptions;
 
 /// `out = act(((x - center) @ w) * scale + bias)` in f64 (see the module docs).
+///
+/// # Errors
+/// [`crate::Error::ShapeMismatch`] for a `w` whose inner dimension is not
+/// x's, a `center` not of K values or a `scale` or `bias` not of M values;
+/// [`crate::Error::ExceedsLimit`] when the output and the work buffers do not
+/// fit in memory.
 pub fn matmul<A: Copy + Into<f64>>(
     x: ArrayView2<'_, A>,
     w: ArrayView2<'_, f64>,

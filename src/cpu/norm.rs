@@ -144,6 +144,11 @@ pub fn norm_forward(
 /// and per affine index `dgamma = sum(dy * xhat)`, `dbeta = sum(dy)`.
 /// For batch norm (gamma constant within a group) this is the lecture's
 /// `dx = (1/N) * gamma * invstd * (N * dy - sum(dy) - xhat * sum(dy * xhat))`.
+///
+/// # Errors
+/// As [`norm_forward`] for the shape of `x` and the kind;
+/// [`Error::ShapeMismatch`] for a `dy` of another shape, or a `gamma`, `mean`
+/// or `invstd` of the wrong length.
 pub fn norm_backward(
     kind: NormKind,
     x: ArrayViewD<f64>,

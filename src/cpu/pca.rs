@@ -23,6 +23,12 @@ use crate::model::pca::{check_cols, PcaModel, PcaOptions};
 const OP: &str = "pca";
 
 /// Fits PCA on `x` (`N x D`, rows are samples) in f64.
+///
+/// # Errors
+/// As [`PcaOptions::validate`], [`covariance::covariance_shifted`] (an empty
+/// `x`, `N <= ddof`) and [`PcaModel::from_covariance`] (non-finite data, a
+/// component count the data cannot give, the eigensolver's errors);
+/// [`crate::Error::ExceedsLimit`] when the `D x D` matrices do not fit in memory.
 pub fn fit<A: Copy + Into<f64>>(x: ArrayView2<'_, A>, options: &PcaOptions) -> Result<PcaModel> {
     options.validate()?;
     // The covariance and the eigendecomposition's D x D matrices (about 4).
@@ -36,6 +42,10 @@ pub fn fit<A: Copy + Into<f64>>(x: ArrayView2<'_, A>, options: &PcaOptions) -> R
 }
 
 /// Projects `x` (`N x D`) with the model's whitening: `N x output_dim`.
+///
+/// # Errors
+/// [`crate::Error::ShapeMismatch`] for an `x` without D columns;
+/// [`crate::Error::ExceedsLimit`] when the output does not fit in memory.
 pub fn transform<A: Copy + Into<f64>>(model: &PcaModel, x: ArrayView2<'_, A>) -> Result<Array2<f64>> {
     check_cols(OP, "input", x.dim(), model.n_features())?;
     model.with_transform(|w, options| matmul(x, w, options))
@@ -43,6 +53,10 @@ pub fn transform<A: Copy + Into<f64>>(model: &PcaModel, x: ArrayView2<'_, A>) ->
 
 /// Maps transformed data (`N x output_dim`) back to the input space (`N x D`).
 /// Exact with all components; the projection onto the kept ones otherwise.
+///
+/// # Errors
+/// [`crate::Error::ShapeMismatch`] for a `y` without `output_dim` columns;
+/// [`crate::Error::ExceedsLimit`] when the output does not fit in memory.
 pub fn inverse_transform<A: Copy + Into<f64>>(model: &PcaModel, y: ArrayView2<'_, A>) -> Result<Array2<f64>> {
     check_cols(OP, "transformed data", y.dim(), model.output_dim())?;
     model.with_inverse(|v, options| matmul(y, v, options))

@@ -8,6 +8,10 @@ use crate::model::stats::ColumnSummary;
 
 /// `x` centered and/or scaled by `stats`, in f64: `(x - mean) / scale` with
 /// [`column_scale`]'s scale (1 for a constant column, scikit-learn's rule).
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for `stats` whose mean is not of D values;
+/// [`Error::ExceedsLimit`] when the `N x D` f64 output does not fit in memory.
 pub fn standardize<T>(
     x: ArrayView2<T>,
     stats: &ColumnSummary,

@@ -22,6 +22,9 @@ pub fn relu(x: ArrayView2<f64>) -> Array2<f64> {
 }
 
 /// `dx = dy` where the forward output `y` is positive, else 0.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for a `y` of another shape than `dy`.
 pub fn relu_backward(dy: ArrayView2<f64>, y: ArrayView2<f64>) -> Result<Array2<f64>> {
     if dy.dim() != y.dim() {
         return Err(Error::shape(
@@ -48,6 +51,10 @@ pub struct XentOut {
 /// integer in `0..classes` held as f64; any other makes the row's loss and
 /// gradient NaN, as on the GPU): `loss = logsumexp(z) - z_label`, correct when
 /// the first largest logit is the label's.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for `logits` without columns or a label count
+/// other than its rows. (A label that is not a class gives NaN, not an error.)
 pub fn softmax_xent(logits: ArrayView2<f64>, labels: ArrayView1<f64>, grad_scale: f64) -> Result<XentOut> {
     let (n, c) = logits.dim();
     if labels.len() != n || c == 0 {
@@ -92,6 +99,10 @@ pub fn softmax_xent(logits: ArrayView2<f64>, labels: ArrayView1<f64>, grad_scale
 }
 
 /// One SGD step in place: `v = momentum * v + (g + weight_decay * p)`, `p -= lr * v`.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for a `grad` or `velocity` of another length than
+/// `param`. (`options` are not checked here.)
 pub fn sgd(
     mut param: ArrayViewMut1<f64>,
     grad: ArrayView1<f64>,
@@ -166,6 +177,10 @@ struct Tape {
 impl Mlp {
     /// The network with its weights drawn by `config.scheme` from the
     /// config's Philox streams (the GPU's draws agree to a few f32 ulps).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a `config` that [`MlpConfig::check`]
+    /// refuses; [`Error::ExceedsLimit`] when a weight does not fit in memory.
     pub fn new(config: &MlpConfig) -> Result<Mlp> {
         config.check(OP)?;
         let weights = (0..config.layers())
@@ -180,6 +195,10 @@ impl Mlp {
     }
 
     /// The network with the given `(out, in)` weights (biases 0, gamma 1, beta 0).
+    ///
+    /// # Errors
+    /// As [`MlpConfig::check`]; [`Error::ShapeMismatch`] for a weight count other
+    /// than the layer count or a weight not of its layer's `(out, in)` shape.
     pub fn with_weights(config: &MlpConfig, weights: Vec<Array2<f64>>) -> Result<Mlp> {
         config.check(OP)?;
         if weights.len() != config.layers() {
@@ -282,6 +301,12 @@ impl Mlp {
     /// One training step on a batch: forward (training-mode batch norm),
     /// softmax cross-entropy with the gradient scaled by `1 / rows`, backward,
     /// and the SGD update of every parameter. Returns the batch's sums.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for an `x` without D columns or a label count other
+    /// than its rows; [`Error::InvalidArgument`] for a label that is not a class,
+    /// or (with batch norm) a batch of one row; the products' errors
+    /// ([`Error::ExceedsLimit`] when they do not fit in memory).
     pub fn step(&mut self, x: ArrayView2<f64>, labels: ArrayView1<f64>) -> Result<PassSums> {
         self.check_batch(x, labels)?;
         let (tapes, logits) = self.forward(x, true)?;
@@ -343,6 +368,9 @@ impl Mlp {
     }
 
     /// The sums of an eval-mode forward pass (running statistics).
+    ///
+    /// # Errors
+    /// As [`Mlp::step`].
     pub fn evaluate(&mut self, x: ArrayView2<f64>, labels: ArrayView1<f64>) -> Result<PassSums> {
         self.check_batch(x, labels)?;
         let (_, logits) = self.forward(x, false)?;
@@ -350,12 +378,18 @@ impl Mlp {
     }
 
     /// The logits of an eval-mode forward pass.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for an `x` without D columns; the products' errors.
     pub fn logits(&mut self, x: ArrayView2<f64>) -> Result<Array2<f64>> {
         Ok(self.forward(x, false)?.1)
     }
 
     /// One epoch as the GPU runs it: the batches of [`epoch_order`] (full
     /// batches only), then eval-mode passes over the training and test sets.
+    ///
+    /// # Errors
+    /// As [`Mlp::step`], for the training and the test set.
     pub fn train_epoch(
         &mut self,
         x: ArrayView2<f64>,

@@ -221,6 +221,10 @@ impl Fans {
 }
 
 /// PyTorch's fans for `(out, in)` and `(out, in, kh, kw, ...)` shapes.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for a shape of fewer than 2 dimensions;
+/// [`Error::InvalidArgument`] when a fan overflows `usize`.
 pub fn fans(shape: &[usize]) -> Result<Fans> {
     if shape.len() < 2 {
         return Err(Error::ShapeMismatch {
@@ -422,6 +426,9 @@ fn nonneg(name: &str, v: f64) -> Result<f64> {
 }
 
 /// The number of elements of a shape.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the product overflows `usize`.
 pub fn numel(shape: &[usize]) -> Result<usize> {
     shape
         .iter()
@@ -505,6 +512,13 @@ impl Scheme {
 
     /// Resolve the fans and gains of this scheme for `shape`. A tensor with no
     /// elements is a no-op for every scheme (as in PyTorch).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a parameter that is not finite, a negative
+    /// `std` or `gain`, `low > high`, a sparsity outside `[0, 1]`, more connections
+    /// than columns, a sparse side beyond `u32::MAX`, or an element count or fan
+    /// that overflows; [`Error::ShapeMismatch`] for fewer than 2 dimensions where
+    /// fans or an orthogonal matrix are needed, or other than 2 for a sparse scheme.
     pub fn plan(&self, shape: &[usize]) -> Result<Fill> {
         if numel(shape)? == 0 {
             return Ok(Fill::Constant { value: 0.0 });

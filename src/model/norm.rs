@@ -158,6 +158,10 @@ pub struct NormShape {
 
 impl NormShape {
     /// Reads `(N, C, S)` from a shape of rank at least 2 with no zero dimension.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for fewer than 2 dimensions or a dimension of 0;
+    /// [`Error::InvalidArgument`] when the element count overflows `usize`.
     pub fn from_dims(op: &'static str, dims: &[usize]) -> Result<Self> {
         if dims.len() < 2 || dims.contains(&0) {
             return Err(Error::shape(
@@ -222,6 +226,13 @@ impl NormPlan {
     /// Checks the kind against the shape. `training` matters for batch norm:
     /// with one value per channel (N * S == 1) the batch variance is undefined
     /// and, as PyTorch does, that is an error.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for a layer/RMS length of 0 or one that does not
+    /// divide `C * S`; [`Error::InvalidArgument`] for batch norm with one value
+    /// per channel (`N * S == 1`) when `training`, instance norm without spatial
+    /// positions (`S == 1`, in either mode), or a group count of 0 or that does
+    /// not divide C.
     pub fn new(op: &'static str, kind: NormKind, shape: NormShape, training: bool) -> Result<Self> {
         let NormShape { n, c, s } = shape;
         let plan = |stat_groups, group_len, affine_len, gps| NormPlan {

@@ -177,6 +177,11 @@ impl PcaOptions {
     }
 
     /// Checks the options that do not depend on the data.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an eps that is negative or not finite, an eps
+    /// of 0 with whitening (except under scikit-learn's convention), 0 components,
+    /// or a fraction outside `(0, 1]` (`(0, 1)` under scikit-learn's convention).
     pub fn validate(&self) -> Result<()> {
         if !(self.eps.is_finite() && self.eps >= 0.0) {
             return Err(Error::invalid(
@@ -252,12 +257,21 @@ use crate::model::matmul::MatmulOptions;
 /// Eigendecomposition of a symmetric matrix, eigenvalues descending, each
 /// eigenvector's entry of largest magnitude positive, negative eigenvalues
 /// clamped to 0. Returns `(eigenvalues, eigenvectors as columns)`.
+///
+/// # Errors
+/// As [`eigh_descending_with`].
 pub fn eigh_descending(c: ArrayView2<'_, f64>) -> Result<(Array1<f64>, Array2<f64>)> {
     eigh_descending_with(c, eigh_parallelism(c.nrows()))
 }
 
 /// [`eigh_descending`] with the given parallelism (to measure what threads
 /// give at a size: `pca_device` sweeps it).
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for a matrix that is empty or not square;
+/// [`Error::NonFinite`] for an entry that is not finite; [`Error::ExceedsLimit`]
+/// when the solver's workspace (about five `D x D` f64 matrices) does not fit
+/// in the memory available; [`Error::NoConvergence`] when the solver gives up.
 pub fn eigh_descending_with(c: ArrayView2<'_, f64>, par: Par) -> Result<(Array1<f64>, Array2<f64>)> {
     let (d, d2) = c.dim();
     if d != d2 || d == 0 {
@@ -454,6 +468,10 @@ fn sorted_descending(ascending: &[f64], u: faer::MatRef<'_, f64>) -> (Array1<f64
 /// non-negative eigenvalues, by the lecture's rules (a fraction keeps the
 /// fewest components reaching at least it): [`select_components_with`] for
 /// the others.
+///
+/// # Errors
+/// As [`select_components_with`] under the lecture's convention: a count
+/// outside `1..=D` or a fraction outside `(0, 1]`.
 pub fn select_components(eigenvalues: ArrayView1<'_, f64>, n_components: NComponents) -> Result<usize> {
     select_components_with(eigenvalues, n_components, Convention::Lecture, usize::MAX)
 }
@@ -461,6 +479,11 @@ pub fn select_components(eigenvalues: ArrayView1<'_, f64>, n_components: NCompon
 /// The number of components `n_components` selects from descending,
 /// non-negative eigenvalues of a fit on `n_samples` rows, by `convention`'s
 /// rules (see [`Convention`]).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a count outside `1..=D` (above
+/// `min(n_samples, D)` under scikit-learn's convention) or a fraction outside
+/// `(0, 1]` (`(0, 1)` under scikit-learn's convention).
 pub fn select_components_with(
     eigenvalues: ArrayView1<'_, f64>,
     n_components: NComponents,
@@ -695,6 +718,13 @@ pub(crate) fn check_cols(op: &'static str, what: &str, shape: (usize, usize), wa
 impl PcaModel {
     /// Builds the model from a mean and a covariance (the GPU fit computes both
     /// on the device and finishes here).
+    ///
+    /// # Errors
+    /// As [`PcaOptions::validate`]; [`Error::NonFinite`] for a mean or covariance
+    /// entry that is not finite; [`Error::ShapeMismatch`] for a covariance not
+    /// `D x D`; [`Error::InvalidArgument`] for a component count
+    /// [`select_components_with`] refuses; the eigensolver's errors (as
+    /// [`eigh_descending_with`]).
     pub fn from_covariance(
         mean: Array1<f64>,
         cov: ArrayView2<'_, f64>,

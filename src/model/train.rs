@@ -33,6 +33,10 @@ impl Default for SgdOptions {
 
 impl SgdOptions {
     /// Checks that every option is finite and the momentum in `[0, 1)`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (naming `op`) for an `lr` or `weight_decay` that
+    /// is negative or not finite, or a `momentum` outside `[0, 1)`.
     pub fn check(&self, op: &'static str) -> Result<()> {
         if !(self.lr.is_finite() && self.lr >= 0.0) {
             return Err(Error::invalid(
@@ -130,6 +134,12 @@ impl MlpConfig {
     }
 
     /// Checks the shape and the options.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (naming `op`) for fewer than two widths or a width
+    /// of 0, a batch of 0 (or below 2 with batch norm), an `eps` that is not finite
+    /// and positive, or SGD options [`SgdOptions::check`] refuses; the errors of
+    /// [`Scheme::plan`] for a weight shape the scheme cannot fill.
     pub fn check(&self, op: &'static str) -> Result<()> {
         if self.widths.len() < 2 || self.widths.contains(&0) {
             return Err(Error::invalid(

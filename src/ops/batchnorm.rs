@@ -58,6 +58,10 @@ pub struct BatchNorm {
 impl BatchNorm {
     /// A layer over `channels` channels with gamma = 1, beta = 0, running
     /// mean 0 and running variance `config.initial_var`.
+    ///
+    /// # Errors
+    /// As [`BatchNorm::with_affine`] (`channels == 0` is an
+    /// [`Error::ShapeMismatch`]).
     pub fn new(gpu: &Gpu, channels: usize, config: RunningStatsConfig, eps: f32) -> Result<BatchNorm> {
         let ones = Array1::<f32>::ones(channels);
         let zeros = Array1::<f32>::zeros(channels);
@@ -65,6 +69,12 @@ impl BatchNorm {
     }
 
     /// A layer with the given gamma and beta (C values each).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for an empty `gamma` or a `beta` of another
+    /// length; [`Error::InvalidArgument`] for an `eps` that is not a positive
+    /// normal f32 or a `config` whose momentum is outside `[0, 1]`; the uploads'
+    /// errors (as [`GpuMatrix::upload`]).
     pub fn with_affine(
         gpu: &Gpu,
         gamma: ArrayView1<f32>,
@@ -139,16 +149,25 @@ impl BatchNorm {
     }
 
     /// Downloads the running mean (one readback).
+    ///
+    /// # Errors
+    /// As [`GpuMatrix::download`].
     pub fn running_mean(&self, gpu: &Gpu) -> Result<Array1<f32>> {
         Ok(self.running.download(gpu)?.column(0).to_owned())
     }
 
     /// Downloads the running variance (one readback).
+    ///
+    /// # Errors
+    /// As [`GpuMatrix::download`].
     pub fn running_var(&self, gpu: &Gpu) -> Result<Array1<f32>> {
         Ok(self.running.download(gpu)?.column(1).to_owned())
     }
 
     /// Overwrites the running statistics (for example from a checkpoint).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for a `mean` or `var` not of C values.
     pub fn set_running(&mut self, gpu: &Gpu, mean: ArrayView1<f32>, var: ArrayView1<f32>) -> Result<()> {
         if mean.len() != self.channels || var.len() != self.channels {
             return Err(Error::shape(
@@ -173,6 +192,10 @@ impl BatchNorm {
     }
 
     /// Training forward pass into a new matrix; submits, waits for nothing.
+    ///
+    /// # Errors
+    /// As [`BatchNorm::encode_forward_train_into`], and [`GpuMatrix::uninit`]'s
+    /// for `y`.
     pub fn forward_train(&mut self, gpu: &Gpu, x: &GpuMatrix) -> Result<GpuMatrix> {
         self.plan("BatchNorm::forward_train", gpu, x, true)?;
         let y = GpuMatrix::uninit(gpu, x.rows(), x.cols())?;
@@ -181,6 +204,13 @@ impl BatchNorm {
     }
 
     /// Records a training forward pass into a caller's encoder, writing `y`.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for an empty `x`, one whose columns are not a
+    /// multiple of C, or a `y` of another shape; [`Error::InvalidArgument`] for one
+    /// value per channel (`N * S == 1`) or a `y` sharing a buffer with `x` or the
+    /// layer's parameters; [`Error::ExceedsLimit`] for a device with fewer than 7
+    /// storage buffers per shader stage; the context's errors.
     pub fn encode_forward_train_into(
         &mut self,
         gpu: &Gpu,
@@ -220,6 +250,10 @@ impl BatchNorm {
     }
 
     /// Eval forward pass (running statistics) into a new matrix; submits.
+    ///
+    /// # Errors
+    /// As [`BatchNorm::encode_forward_eval_into`], and [`GpuMatrix::uninit`]'s
+    /// for `y`.
     pub fn forward_eval(&self, gpu: &Gpu, x: &GpuMatrix) -> Result<GpuMatrix> {
         self.plan("BatchNorm::forward_eval", gpu, x, false)?;
         let y = GpuMatrix::uninit(gpu, x.rows(), x.cols())?;
@@ -228,6 +262,10 @@ impl BatchNorm {
     }
 
     /// Records an eval forward pass into a caller's encoder, writing `y`.
+    ///
+    /// # Errors
+    /// As [`BatchNorm::encode_forward_train_into`], except that one value per
+    /// channel is allowed.
     pub fn encode_forward_eval_into(
         &self,
         gpu: &Gpu,
@@ -261,6 +299,10 @@ impl BatchNorm {
 
     /// Backward pass of the last `forward_train` (which was on `x`); submits.
     /// An error before any `forward_train`, or for an `x` of another shape.
+    ///
+    /// # Errors
+    /// As [`BatchNorm::encode_backward_into`], and [`GpuMatrix::uninit`]'s for
+    /// the gradients.
     pub fn backward(&self, gpu: &Gpu, x: &GpuMatrix, dy: &GpuMatrix) -> Result<NormGrads> {
         self.plan("BatchNorm::backward", gpu, x, true)?;
         let grads = NormGrads {
@@ -273,6 +315,14 @@ impl BatchNorm {
     }
 
     /// Records the backward pass into a caller's encoder, writing `grads`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] before any `forward_train`, for one value per
+    /// channel, or for an output sharing a buffer with an input or another output;
+    /// [`Error::ShapeMismatch`] for an `x` not of the last `forward_train`'s shape
+    /// (or not `N x (C * S)`), a `dy` or `dx` not of `x`'s shape, or a `dgamma` or
+    /// `dbeta` not of C elements; [`Error::ExceedsLimit`] as in the forward pass;
+    /// the context's errors.
     pub fn encode_backward_into(
         &self,
         gpu: &Gpu,

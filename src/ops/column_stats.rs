@@ -58,6 +58,10 @@ pub enum Stat {
 
 impl ColumnStats {
     /// Statistics of `cols` columns to be written by [`encode_column_stats_into`].
+    ///
+    /// # Errors
+    /// As [`GpuMatrix::uninit`], in one buffer ([`Error::ExceedsLimit`] beyond the
+    /// device's largest buffer).
     pub fn uninit(gpu: &Gpu, cols: usize) -> Result<ColumnStats> {
         Ok(ColumnStats {
             count: 0,
@@ -73,6 +77,9 @@ impl ColumnStats {
     }
 
     /// Downloads everything (one readback).
+    ///
+    /// # Errors
+    /// As [`GpuMatrix::download`].
     pub fn download(&self, gpu: &Gpu) -> Result<ColumnSummary> {
         let m = self.buffer.download(gpu)?;
         self.summary(gpu, m.view())
@@ -98,6 +105,9 @@ impl ColumnStats {
     }
 
     /// Downloads one statistic (one readback of D values).
+    ///
+    /// # Errors
+    /// As [`GpuMatrix::download_rows`].
     pub fn download_stat(&self, gpu: &Gpu, stat: Stat) -> Result<ndarray::Array1<f32>> {
         Ok(self
             .buffer
@@ -193,6 +203,12 @@ pub fn column_summary(gpu: &Gpu, x: &GpuMatrix, options: &ColumnStatsOptions) ->
 /// call) and setting its `count`, `ddof` and `counts` (allocated here when
 /// NaNs are ignored and `out` has none). Rows of `out.buffer`: see [`Stat`].
 /// The result is valid once the caller submits the encoder.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for an empty `x` or an `out` not of `x`'s columns;
+/// [`Error::InvalidArgument`] for `ddof >= N`, an `out` sharing a buffer with
+/// `x`, or `out.counts` sharing the statistics' buffer; [`Error::ExceedsLimit`]
+/// for more than `u32::MAX` rows; the context's errors.
 pub fn encode_column_stats_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,

@@ -17,6 +17,9 @@ const WG: usize = 256;
 pub(crate) use SH::Params;
 
 /// A new matrix holding a copy of `x`, submitted.
+///
+/// # Errors
+/// As [`encode_copy_into`], and [`GpuMatrix::uninit`]'s for the output.
 pub fn copy(gpu: &Gpu, x: &GpuMatrix) -> Result<GpuMatrix> {
     GpuMatrix::recorded(gpu, OP, (x.rows(), x.cols()), |e, out| {
         encode_copy_into(gpu, e, x, out)
@@ -25,6 +28,11 @@ pub fn copy(gpu: &Gpu, x: &GpuMatrix) -> Result<GpuMatrix> {
 
 /// Records `out = x` into a caller's encoder. `out` must have `x`'s shape
 /// and share no buffer with it.
+///
+/// # Errors
+/// [`crate::Error::ShapeMismatch`] for an `out` not of `x`'s shape;
+/// [`crate::Error::InvalidArgument`] for an `out` sharing a buffer with `x`; the
+/// context's errors (a lost device, a matrix of another context).
 pub fn encode_copy_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,

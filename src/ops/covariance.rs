@@ -298,6 +298,10 @@ impl Passes<'_> {
 
 /// The covariance of the columns of `x` (`D x D`, on the GPU): its column mean
 /// by [`crate::ops::column_stats()`], then the covariance kernel, one submit.
+///
+/// # Errors
+/// As [`encode_covariance_into`] (an empty `x`, `ddof >= N`), and
+/// [`GpuMatrix::uninit`]'s for the `D x D` output.
 pub fn covariance(gpu: &Gpu, x: &GpuMatrix, options: &CovarianceOptions) -> Result<GpuMatrix> {
     let out = GpuMatrix::uninit(gpu, x.cols(), x.cols())?;
     let mut stats = ColumnStats::uninit(gpu, x.cols())?;

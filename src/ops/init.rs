@@ -42,6 +42,10 @@ pub struct FillOptions {
 /// The `(rows, cols)` of the GPU matrix that holds a tensor of `shape`:
 /// `(shape[0], product of shape[1..])`; `(1, n)` for a 1-D shape, `(1, 1)`
 /// for a scalar.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the product of `shape[1..]` overflows
+/// `usize`.
 pub fn matrix_shape(shape: &[usize]) -> Result<(usize, usize)> {
     match shape {
         [] => Ok((1, 1)),
@@ -52,6 +56,10 @@ pub fn matrix_shape(shape: &[usize]) -> Result<(usize, usize)> {
 
 /// Initializes a new GPU tensor of `shape` with `scheme` from `rng` (stream
 /// elements `0..numel`), and submits.
+///
+/// # Errors
+/// As [`matrix_shape`] and [`encode_init_into`], and [`GpuMatrix::uninit`]'s
+/// for the output.
 pub fn init(gpu: &Gpu, shape: &[usize], scheme: &Scheme, rng: Philox) -> Result<GpuMatrix> {
     let (rows, cols) = matrix_shape(shape)?;
     GpuMatrix::recorded(gpu, OP, (rows, cols), |e, out| {
@@ -65,6 +73,11 @@ pub fn init(gpu: &Gpu, shape: &[usize], scheme: &Scheme, rng: Philox) -> Result<
 /// `orthogonal` has no GPU kernel: its matrix is computed on the CPU
 /// ([`crate::model::init::orthogonal`]) and written with `Queue::write_buffer`,
 /// which lands before the caller's next submit (so before the rest of `encoder`).
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for an `out` without `numel(shape)` elements;
+/// [`Error::InvalidArgument`] when that count overflows; as [`Scheme::plan`]
+/// for a scheme that cannot fill `shape`; as [`encode_fill_into`].
 pub fn encode_init_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
@@ -87,6 +100,9 @@ pub fn encode_init_into(
 
 /// Fills a new `rows x cols` matrix with stream elements `options.offset ..`
 /// and submits.
+///
+/// # Errors
+/// As [`encode_fill_into`], and [`GpuMatrix::uninit`]'s for the output.
 pub fn fill(
     gpu: &Gpu,
     fill: &Fill,
@@ -104,6 +120,13 @@ pub fn fill(
 /// options.offset + out.len()` into a caller's encoder. A sparse or
 /// orthogonal fill covers a whole matrix (`offset` 0, `out.len() == rows *
 /// cols`); an orthogonal one is computed on the CPU.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for a sparse or orthogonal fill of anything but a
+/// whole matrix of its shape at offset 0; [`Error::InvalidArgument`] for stream
+/// elements past 2^64 or a parameter that is not finite in f32;
+/// [`Error::ExceedsLimit`] for a grid beyond the device's workgroup limits; the
+/// context's errors.
 pub fn encode_fill_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
@@ -184,6 +207,11 @@ pub fn encode_fill_into(
 
 /// Records the raw `u32` stream, elements `options.offset .. + out.len()`,
 /// into `out` (as bit patterns; read them with [`Gpu::read_bytes`]).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for stream elements past 2^64;
+/// [`Error::ExceedsLimit`] for a grid beyond the device's workgroup limits; the
+/// context's errors.
 pub fn encode_random_bits_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
@@ -202,6 +230,10 @@ pub fn encode_random_bits_into(
 
 /// Elements `offset .. offset + n` of the `u32` stream, computed on the GPU
 /// and read back: bit-identical to [`Philox::fill_bits`].
+///
+/// # Errors
+/// As [`encode_random_bits_into`], and [`GpuMatrix::uninit`]'s, the submit's
+/// and the readback's errors.
 pub fn random_bits(gpu: &Gpu, rng: Philox, offset: u64, n: usize) -> Result<Vec<u32>> {
     let out = GpuMatrix::uninit(gpu, 1, n)?;
     let options = FillOptions {

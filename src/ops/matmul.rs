@@ -218,6 +218,9 @@ impl Prefetch {
 }
 
 /// `act(((x - center) @ w) * scale + bias)` as a new `N x M` matrix, submitted.
+///
+/// # Errors
+/// As [`encode_matmul_into`], and [`GpuMatrix::uninit`]'s for the output.
 pub fn matmul(gpu: &Gpu, x: &GpuMatrix, w: &GpuMatrix, options: &MatmulOptions) -> Result<GpuMatrix> {
     let m = if options.transpose_w { w.rows() } else { w.cols() };
     let n = if options.transpose_x { x.cols() } else { x.rows() };
@@ -495,6 +498,15 @@ fn check_len(what: &str, cols: Option<(usize, usize)>, len: usize) -> Result<u32
 /// output (which must not share a buffer with an input). `x` and `out` may be
 /// of any size (they are split into binding-sized row ranges); `w` and the
 /// vectors must each fit one binding.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for a `w` whose inner dimension is not x's, a
+/// `center` without K columns, a `scale` or `bias` without M columns (or
+/// rows), or an `out` not `N x M`; [`Error::InvalidArgument`] for a tuning the
+/// kernel does not take, an `out` sharing a buffer with an input, or a `w` (or
+/// a transposed `x`) split over several buffers; [`Error::ExceedsLimit`] where
+/// the tiles do not fit workgroup memory or `w` one binding; the context's
+/// errors.
 pub fn encode_matmul_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,

@@ -438,6 +438,13 @@ impl Pca {
     /// range, anything not finite) the result is not used and the fit takes
     /// the two passes it takes below that size, the statistics of all rows
     /// first; [`Pca::fitted_in_one_pass`] says which it took.
+    ///
+    /// # Errors
+    /// As [`PcaOptions::validate`]; [`Error::ShapeMismatch`] for an empty `x`;
+    /// [`Error::InvalidArgument`] for `ddof >= N`, whitening with an eps that is 0
+    /// in f32, or a component count the data cannot give; [`Error::NonFinite`] for
+    /// data that is not finite; the eigensolver's errors
+    /// ([`Error::NoConvergence`], [`Error::ExceedsLimit`]); the context's errors.
     pub fn fit(gpu: &Gpu, x: &GpuMatrix, options: &PcaOptions) -> Result<Pca> {
         options.validate()?;
         let (n, d) = x.shape();
@@ -468,6 +475,10 @@ impl Pca {
 
     /// Uploads a fitted model's transform matrices (for example one loaded
     /// with [`PcaModel::load`], or fitted by the CPU twin).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a whitening model whose eps is not positive
+    /// in f32; the uploads' errors (as [`GpuMatrix::upload`]).
     pub fn from_model(gpu: &Gpu, model: PcaModel) -> Result<Pca> {
         check_eps_f32(model.whitening, model.eps)?;
         let (w, scale) = model.transform_parts();
@@ -503,6 +514,10 @@ impl Pca {
     }
 
     /// Decorrelates / reduces / whitens `x` (`N x D`) into a new `N x output_dim` matrix.
+    ///
+    /// # Errors
+    /// As [`Pca::encode_transform_into`], and [`GpuMatrix::uninit`]'s for the
+    /// output.
     pub fn transform(&self, gpu: &Gpu, x: &GpuMatrix) -> Result<GpuMatrix> {
         GpuMatrix::recorded(gpu, OP, (x.rows(), self.output_dim()), |e, out| {
             self.encode_transform_into(gpu, e, x, out)
@@ -510,6 +525,11 @@ impl Pca {
     }
 
     /// Records the forward transform into a caller's encoder and `N x output_dim` output.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for an `x` without D columns or an `out` not
+    /// `N x output_dim`; otherwise as [`encode_matmul_into`] (an `out` sharing a
+    /// buffer with `x`, the context's errors).
     pub fn encode_transform_into(
         &self,
         gpu: &Gpu,
@@ -529,6 +549,10 @@ impl Pca {
     /// Maps transformed data (`N x output_dim`) back to the input space as a
     /// new `N x D` matrix: exact with all components, the projection onto the
     /// kept components otherwise.
+    ///
+    /// # Errors
+    /// As [`Pca::encode_inverse_transform_into`], and [`GpuMatrix::uninit`]'s for
+    /// the output.
     pub fn inverse_transform(&self, gpu: &Gpu, y: &GpuMatrix) -> Result<GpuMatrix> {
         GpuMatrix::recorded(gpu, OP, (y.rows(), self.model.n_features()), |e, out| {
             self.encode_inverse_transform_into(gpu, e, y, out)
@@ -536,6 +560,10 @@ impl Pca {
     }
 
     /// Records the inverse transform into a caller's encoder and `N x D` output.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for a `y` without `output_dim` columns or an `out`
+    /// not `N x D`; otherwise as [`encode_matmul_into`].
     pub fn encode_inverse_transform_into(
         &self,
         gpu: &Gpu,

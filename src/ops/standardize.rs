@@ -17,6 +17,9 @@ pub(crate) use SH::Params;
 /// / scale`, the scale 1 for a column that
 /// [`is_constant`](crate::model::standardize::is_constant) by scikit-learn's
 /// rule (with `n = stats.count`), else its std.
+///
+/// # Errors
+/// As [`encode_standardize_into`], and [`GpuMatrix::uninit`]'s for the output.
 pub fn standardize(
     gpu: &Gpu,
     x: &GpuMatrix,
@@ -96,6 +99,12 @@ impl Plan {
 /// Records `out = standardize(x)` into a caller's encoder. `out` is either
 /// `x` itself (in place: pass the same matrix) or a matrix of `x`'s shape that
 /// shares no buffer with the inputs.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for `stats` of another width or an `out` not of
+/// `x`'s shape; [`Error::InvalidArgument`] for an `out` that shares a buffer
+/// with `x` without being `x` itself; [`Error::ExceedsLimit`] for a grid beyond
+/// the device's workgroup limits; the context's errors.
 pub fn encode_standardize_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,

@@ -59,6 +59,9 @@ fn elementwise_params(op: &'static str, gpu: &Gpu, elems: usize) -> Result<(Para
 }
 
 /// Returns `max(x, 0)` elementwise as a new matrix (NaN passes through).
+///
+/// # Errors
+/// As [`encode_relu_into`], and [`GpuMatrix::uninit`]'s for the output.
 pub fn relu(gpu: &Gpu, x: &GpuMatrix) -> Result<GpuMatrix> {
     GpuMatrix::recorded(gpu, "relu", (x.rows(), x.cols()), |e, out| {
         encode_relu_into(gpu, e, x, out)
@@ -67,6 +70,11 @@ pub fn relu(gpu: &Gpu, x: &GpuMatrix) -> Result<GpuMatrix> {
 
 /// Records `out = max(x, 0)` into a caller's encoder (`out` of `x`'s shape,
 /// sharing no buffer with it).
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for an `out` not of `x`'s shape;
+/// [`Error::InvalidArgument`] for an `out` sharing a buffer with `x`; the
+/// context's errors (a lost device, a matrix of another context).
 pub fn encode_relu_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
@@ -96,6 +104,9 @@ pub fn encode_relu_into(
 
 /// Returns ReLU's backward pass `dx = dy * (y > 0)` as a new matrix, where
 /// `y` is the forward output.
+///
+/// # Errors
+/// As [`encode_relu_backward_into`], and [`GpuMatrix::uninit`]'s for `dx`.
 pub fn relu_backward(gpu: &Gpu, dy: &GpuMatrix, y: &GpuMatrix) -> Result<GpuMatrix> {
     let dx = GpuMatrix::uninit(gpu, dy.rows(), dy.cols())?;
     gpu.run("relu_backward", |e| encode_relu_backward_into(gpu, e, dy, y, &dx))?;
@@ -103,6 +114,11 @@ pub fn relu_backward(gpu: &Gpu, dy: &GpuMatrix, y: &GpuMatrix) -> Result<GpuMatr
 }
 
 /// Records `dx = dy * (y > 0)` into a caller's encoder.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for a `y` or `dx` not of `dy`'s shape;
+/// [`Error::InvalidArgument`] for a `dx` sharing a buffer with `dy` or `y`;
+/// the context's errors.
 pub fn encode_relu_backward_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
@@ -152,6 +168,9 @@ pub struct XentOptions {
 /// Softmax cross-entropy of `logits` (N x C) against `labels` (N x 1, class
 /// indices as f32): returns `dlogits = (softmax - onehot) / N` and a 1 x 3
 /// matrix of (loss sum, correct rows, rows), both on the GPU.
+///
+/// # Errors
+/// As [`encode_softmax_xent_into`], and [`GpuMatrix::uninit`]'s for the outputs.
 pub fn softmax_xent(gpu: &Gpu, logits: &GpuMatrix, labels: &GpuMatrix) -> Result<(GpuMatrix, GpuMatrix)> {
     let dlogits = GpuMatrix::uninit(gpu, logits.rows(), logits.cols())?;
     let metrics = GpuMatrix::filled(gpu, 1, 3, 0.0)?;
@@ -169,6 +188,13 @@ pub fn softmax_xent(gpu: &Gpu, logits: &GpuMatrix, labels: &GpuMatrix) -> Result
 /// correct rows, rows) to `metrics[slot ..]` and, when `dlogits` is given,
 /// writes the gradient there. A label that is not a class index gives NaN
 /// (the kernel cannot report it; [`Labeled::upload`] refuses such labels).
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for `logits` without columns, `labels` not `N x 1`,
+/// `metrics` of fewer than `slot + 3` elements or a `dlogits` not `N x C`;
+/// [`Error::InvalidArgument`] for a `grad_scale` that is not finite or an output
+/// sharing a buffer with an input; [`Error::ExceedsLimit`] where the adapter's
+/// [`Gpu::loop_limit`] leaves no room for a row of C classes; the context's errors.
 pub fn encode_softmax_xent_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
@@ -330,6 +356,9 @@ fn record_xent(
 
 /// One SGD step in place on the GPU, submitted:
 /// `v = momentum * v + (g + weight_decay * p)`, `p -= lr * v`.
+///
+/// # Errors
+/// As [`encode_sgd_into`], and the submit's ([`Gpu::submit`]).
 pub fn sgd(
     gpu: &Gpu,
     param: &GpuMatrix,
@@ -344,6 +373,12 @@ pub fn sgd(
 /// encoder. The three hold the same number of elements (their shapes may
 /// differ: a bias gradient from `dY^T @ 1` is a column) and are each bound
 /// whole: parameters are small operands.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for `options` that [`SgdOptions::check`] refuses,
+/// for two of `param`, `grad` and `velocity` sharing a buffer, or one split over
+/// several buffers; [`Error::ShapeMismatch`] for a `grad` or `velocity` of
+/// another element count than `param`; the context's errors.
 pub fn encode_sgd_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
@@ -400,6 +435,9 @@ pub fn encode_sgd_into(
 
 /// Returns rows `index[r]` of `x` (index: N x 1, row numbers as f32) as a
 /// new N x D matrix; a row whose index is not a row of `x` is NaN.
+///
+/// # Errors
+/// As [`encode_gather_rows_into`], and [`GpuMatrix::uninit`]'s for the output.
 pub fn gather_rows(gpu: &Gpu, x: &GpuMatrix, index: &GpuMatrix) -> Result<GpuMatrix> {
     GpuMatrix::recorded(gpu, "gather_rows", (index.rows(), x.cols()), |e, out| {
         encode_gather_rows_into(gpu, e, x, index, out)
@@ -408,6 +446,13 @@ pub fn gather_rows(gpu: &Gpu, x: &GpuMatrix, index: &GpuMatrix) -> Result<GpuMat
 
 /// Records `out[r] = x[index[r]]` into a caller's encoder. `x` is bound
 /// whole (any row may be read); `index` and `out` are split into pieces.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for an `index` that is not `N x 1` or an `out` not
+/// `N x D`; [`Error::InvalidArgument`] for an `out` sharing a buffer with an
+/// input, or an `x` split over several buffers (it is bound whole);
+/// [`Error::ExceedsLimit`] for an `x` beyond one storage binding; the context's
+/// errors.
 pub fn encode_gather_rows_into(
     gpu: &Gpu,
     encoder: &mut wgpu::CommandEncoder,
@@ -469,6 +514,11 @@ pub struct Labeled {
 impl Labeled {
     /// Uploads `x` and its labels, refusing a label outside `0..classes`
     /// and a row count that differs.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for a label count other than the rows of `x`;
+    /// [`Error::InvalidArgument`] for a label outside `0..classes` or from 2^24;
+    /// as [`GpuMatrix::upload`].
     pub fn upload(gpu: &Gpu, x: ArrayView2<f32>, labels: &[u32], classes: usize) -> Result<Labeled> {
         const OPU: &str = "Labeled::upload";
         if labels.len() != x.nrows() {
@@ -587,6 +637,10 @@ pub struct Mlp {
 impl Mlp {
     /// A network with its weights drawn on the GPU by `config.scheme` from
     /// the config's Philox streams (the CPU twin draws the same numbers).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a `config` that [`MlpConfig::check`] refuses;
+    /// the context's errors (allocations, the weight init, the submit).
     pub fn new(gpu: &Gpu, config: &MlpConfig) -> Result<Mlp> {
         config.check("Mlp::new")?;
         let mut encoder = gpu.encoder("Mlp::new");
@@ -609,6 +663,10 @@ impl Mlp {
     }
 
     /// A network with the given `(out, in)` weights (biases 0, gamma 1, beta 0).
+    ///
+    /// # Errors
+    /// As [`Mlp::new`]; [`Error::ShapeMismatch`] for a weight count other than the
+    /// layer count or a weight not of its layer's `(out, in)` shape.
     pub fn with_weights(gpu: &Gpu, config: &MlpConfig, weights: &[Array2<f32>]) -> Result<Mlp> {
         config.check("Mlp::with_weights")?;
         if weights.len() != config.layers() {
@@ -687,11 +745,18 @@ impl Mlp {
     }
 
     /// Downloads layer `l`'s `(out, in)` weight.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an `l` past the last layer; the download's
+    /// errors.
     pub fn weight(&self, gpu: &Gpu, l: usize) -> Result<Array2<f32>> {
         self.layer(l)?.w.download(gpu)
     }
 
     /// Downloads layer `l`'s bias, if it has one.
+    ///
+    /// # Errors
+    /// As [`Mlp::weight`].
     pub fn bias(&self, gpu: &Gpu, l: usize) -> Result<Option<Array1<f32>>> {
         match &self.layer(l)?.bias {
             Some((b, _, _)) => Ok(Some(b.download(gpu)?.row(0).to_owned())),
@@ -700,6 +765,9 @@ impl Mlp {
     }
 
     /// Downloads layer `l`'s batch norm gamma and beta, if it has batch norm.
+    ///
+    /// # Errors
+    /// As [`Mlp::weight`].
     pub fn batch_norm_affine(&self, gpu: &Gpu, l: usize) -> Result<Option<(Array1<f32>, Array1<f32>)>> {
         match &self.layer(l)?.bn {
             Some((bn, ..)) => Ok(Some((
@@ -787,6 +855,11 @@ impl Mlp {
     /// 1), B the config's batch: forward, softmax cross-entropy (its sums
     /// added to the metrics' `Train` slot), backward, and the SGD update of
     /// every parameter.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for an `x` not `B x D` or `labels` not `B x 1`; the
+    /// launchers' errors (matmul, batch norm, ReLU, softmax cross-entropy, SGD:
+    /// matrices of another context, a lost device).
     pub fn encode_step_into(
         &mut self,
         gpu: &Gpu,
@@ -889,6 +962,11 @@ impl Mlp {
 
     /// One training step on a batch of exactly `config.batch` rows, submitted;
     /// returns the batch's sums (one readback: for tests and small loops).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for a batch without D columns, not of `config.batch`
+    /// rows, or whose labels are not `N x 1`; the launchers', the submit's and the
+    /// readback's errors.
     pub fn step(&mut self, gpu: &Gpu, batch: &Labeled) -> Result<PassSums> {
         self.check_data("Mlp::step", batch)?;
         let mut encoder = gpu.encoder("Mlp::step");
@@ -939,6 +1017,10 @@ impl Mlp {
     }
 
     /// The mean loss and accuracy of an eval-mode pass over `data` (one readback).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for `data` without D columns or whose labels are not
+    /// `N x 1`; the launchers', the submit's and the readback's errors.
     pub fn evaluate(&mut self, gpu: &Gpu, data: &Labeled) -> Result<PassSums> {
         self.check_data("Mlp::evaluate", data)?;
         let mut encoder = gpu.encoder("Mlp::evaluate");
@@ -953,6 +1035,10 @@ impl Mlp {
     }
 
     /// The logits of an eval-mode pass over `x` (N x D), on the GPU.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for an `x` without D columns; the launchers' and the
+    /// submit's errors.
     pub fn logits(&mut self, gpu: &Gpu, x: &GpuMatrix) -> Result<GpuMatrix> {
         if x.cols() != self.config.widths[0] {
             return Err(Error::shape(
@@ -975,6 +1061,12 @@ impl Mlp {
     /// batches of [`epoch_order`] (gathered on the GPU from `train`), then
     /// eval-mode passes over `train` and `test`. Reads back the 12 floats of
     /// sums once, at the end.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for `train` or `test` without D columns or whose
+    /// labels are not `N x 1`; [`Error::InvalidArgument`] for fewer training rows
+    /// than one batch, or 2^24 rows or more; the launchers', the submit's and the
+    /// readback's errors.
     pub fn train_epoch(&mut self, gpu: &Gpu, train: &Labeled, test: &Labeled) -> Result<EpochReport> {
         const OPE: &str = "Mlp::train_epoch";
         self.check_data(OPE, train)?;

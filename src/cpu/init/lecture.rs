@@ -155,6 +155,10 @@ where
 
 /// The input of the activation experiment: `batch x units` unit gaussians
 /// from [`experiment_input_rng`].
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `batch * units` overflows;
+/// [`Error::ExceedsLimit`] when the matrix does not fit in memory.
 pub fn experiment_input(batch: usize, units: usize, seed: u64) -> Result<Array2<f64>> {
     let x = fill_tensor(
         &[batch, units],
@@ -167,6 +171,9 @@ pub fn experiment_input(batch: usize, units: usize, seed: u64) -> Result<Array2<
 
 /// The weights of layer `layer` (0-based) of the activation experiment:
 /// `(units, units)` in the `(out, in)` layout, stream `layer` of `seed`.
+///
+/// # Errors
+/// As [`init`] for a `units x units` weight.
 pub fn experiment_weight(scheme: &Scheme, units: usize, layer: usize, seed: u64) -> Result<Array2<f64>> {
     let w = init(&[units, units], scheme, experiment_weight_rng(seed, layer))?;
     w.into_dimensionality()
@@ -179,6 +186,11 @@ pub fn experiment_weight(scheme: &Scheme, units: usize, layer: usize, seed: u64)
 /// ([`experiment_input`]); the mean and std of each layer's activations.
 /// Each layer is one [`crate::cpu::matmul()`] (f64) with a transposed weight and
 /// the activation fused; the GPU twin is [`crate::ops::init::lecture::activation_statistics`].
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for `units` or `batch` of 0, or a `scheme` that
+/// cannot fill a `units x units` weight (as [`Scheme::plan`]);
+/// [`Error::ExceedsLimit`] when a matrix does not fit in memory.
 pub fn activation_statistics(
     scheme: &Scheme,
     activation: Activation,
@@ -219,6 +231,12 @@ pub struct VarianceIdentity {
 }
 
 /// Measure `Var(s)` against `n Var(w) Var(x)` (see [`VarianceIdentity`]).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `samples * n` overflows;
+/// [`Error::ShapeMismatch`] for a sparse or orthogonal fill not planned for a
+/// `samples x n` matrix; [`Error::ExceedsLimit`] when a fill does not fit in
+/// memory.
 pub fn variance_identity(
     n: usize,
     samples: usize,

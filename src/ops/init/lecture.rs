@@ -25,6 +25,11 @@ const OP: &str = "activation_statistics";
 /// `units` units, `H_l = act(H_{l-1} @ W_l^T)`, on `batch` unit-gaussian
 /// inputs; the mean and std (ddof 0) of each layer's activations. Weights and
 /// inputs are the CPU twin's Philox streams, so the two agree to f32 rounding.
+///
+/// # Errors
+/// [`crate::Error::InvalidArgument`] for `units` or `batch` of 0, or a `scheme`
+/// that cannot fill a `units x units` weight (as [`Scheme::plan`]); the
+/// launchers', the submit's and the readback's errors.
 pub fn activation_statistics(
     gpu: &Gpu,
     scheme: &Scheme,

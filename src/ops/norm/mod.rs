@@ -51,6 +51,10 @@ pub struct NormStats {
 
 impl NormStats {
     /// Uninitialized statistics for `groups` statistics groups.
+    ///
+    /// # Errors
+    /// As [`GpuMatrix::uninit`], in one buffer ([`Error::ExceedsLimit`] beyond the
+    /// device's largest buffer).
     pub fn uninit(gpu: &Gpu, kind: NormKind, groups: usize) -> Result<NormStats> {
         Ok(NormStats {
             kind,
@@ -65,6 +69,9 @@ impl NormStats {
 
     /// Downloads mean (shift + remainder, summed in f64), biased variance and
     /// invstd (a scaled group's converted back, see the type's documentation).
+    ///
+    /// # Errors
+    /// As [`GpuMatrix::download`].
     pub fn download(&self, gpu: &Gpu) -> Result<NormSummary> {
         Ok(summary_of(&self.buffer.download(gpu)?))
     }
@@ -180,11 +187,21 @@ impl Norm {
 
     /// How this normalization partitions `x` (checks the shape and, in
     /// training mode, batch norm's "more than one value per channel").
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for an empty `x`, `channels == 0` or columns that
+    /// are not a multiple of it, or a layer/RMS length of 0 or one that does not
+    /// divide the `C * S` features; [`Error::InvalidArgument`] for batch norm with
+    /// one value per channel (`N * S == 1`), instance norm without spatial
+    /// positions (`S == 1`), or a group count of 0 or that does not divide C.
     pub fn plan(&self, x: &GpuMatrix) -> Result<NormPlan> {
         plan_for(OP, self.kind, x, self.channels, true)
     }
 
     /// Training-mode forward pass; submits, waits for nothing.
+    ///
+    /// # Errors
+    /// As [`Norm::alloc_forward`] and [`Norm::encode_forward_into`].
     pub fn forward(
         &self,
         gpu: &Gpu,
@@ -198,6 +215,9 @@ impl Norm {
     }
 
     /// Outputs for a forward pass on `x`, for reuse across calls.
+    ///
+    /// # Errors
+    /// As [`Norm::plan`], and [`GpuMatrix::uninit`]'s for the outputs.
     pub fn alloc_forward(&self, gpu: &Gpu, x: &GpuMatrix) -> Result<NormForward> {
         let plan = self.plan(x)?;
         Ok(NormForward {
@@ -207,6 +227,14 @@ impl Norm {
     }
 
     /// Records a training-mode forward pass into a caller's encoder.
+    ///
+    /// # Errors
+    /// As [`Norm::plan`]; [`Error::ShapeMismatch`] for a `gamma` or `beta` without
+    /// the plan's affine length, a `y` not of `x`'s shape or statistics not
+    /// `groups x 4`; [`Error::InvalidArgument`] for an `eps` that is not a positive
+    /// normal f32, statistics of another kind, or an output sharing a buffer with
+    /// an input or the other output; [`Error::ExceedsLimit`] for a device with
+    /// fewer than 7 storage buffers per shader stage; the context's errors.
     pub fn encode_forward_into(
         &self,
         gpu: &Gpu,
@@ -243,6 +271,9 @@ impl Norm {
     }
 
     /// Backward pass of a training forward pass on `x` that saved `stats`; submits.
+    ///
+    /// # Errors
+    /// As [`Norm::alloc_backward`] and [`Norm::encode_backward_into`].
     pub fn backward(
         &self,
         gpu: &Gpu,
@@ -259,6 +290,9 @@ impl Norm {
     }
 
     /// Outputs for a backward pass on `x`, for reuse across calls.
+    ///
+    /// # Errors
+    /// As [`Norm::plan`], and [`GpuMatrix::uninit`]'s for the gradients.
     pub fn alloc_backward(&self, gpu: &Gpu, x: &GpuMatrix) -> Result<NormGrads> {
         let plan = self.plan(x)?;
         Ok(NormGrads {
@@ -270,6 +304,14 @@ impl Norm {
 
     /// Records the backward pass into a caller's encoder: dx in closed form,
     /// dgamma = sum(dy * xhat), dbeta = sum(dy) per affine index.
+    ///
+    /// # Errors
+    /// As [`Norm::plan`]; [`Error::ShapeMismatch`] for a `dy` or `dx` not of `x`'s
+    /// shape, a `gamma`, `dgamma` or `dbeta` without the plan's affine length, or
+    /// `stats` not `groups x 4`; [`Error::InvalidArgument`] for `stats` of another
+    /// kind or an output sharing a buffer with an input or another output;
+    /// [`Error::ExceedsLimit`] as [`Norm::encode_forward_into`]; the context's
+    /// errors.
     #[allow(clippy::too_many_arguments)]
     pub fn encode_backward_into(
         &self,
