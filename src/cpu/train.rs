@@ -102,7 +102,8 @@ pub fn softmax_xent(logits: ArrayView2<f64>, labels: ArrayView1<f64>, grad_scale
 ///
 /// # Errors
 /// [`Error::ShapeMismatch`] for a `grad` or `velocity` of another length than
-/// `param`. (`options` are not checked here.)
+/// `param`; [`Error::InvalidArgument`] for `options` that
+/// [`SgdOptions::check`] refuses (as the GPU's sgd does).
 pub fn sgd(
     mut param: ArrayViewMut1<f64>,
     grad: ArrayView1<f64>,
@@ -116,6 +117,7 @@ pub fn sgd(
             format!("{} and {}", grad.len(), velocity.len()),
         ));
     }
+    options.check(OP)?;
     let (lr, mu, wd) = (
         f64::from(options.lr),
         f64::from(options.momentum),
@@ -241,6 +243,7 @@ impl Mlp {
     }
 
     fn forward(&mut self, x: ArrayView2<f64>, training: bool) -> Result<(Vec<Tape>, Array2<f64>)> {
+        self.check_layers()?;
         let last = self.layers.len() - 1;
         let mut h = x.to_owned();
         let mut tapes = Vec::new();
@@ -285,7 +288,29 @@ impl Mlp {
         Ok((tapes, h))
     }
 
+    /// The public `config` and `layers` still agree (a caller may have
+    /// changed either): a valid config and one layer of its weight shape each.
+    fn check_layers(&self) -> Result<()> {
+        self.config.check(OP)?;
+        let shapes: Vec<(usize, usize)> = self.layers.iter().map(|l| l.w.dim()).collect();
+        let want: Vec<(usize, usize)> = (0..self.config.layers())
+            .map(|l| {
+                let [out, inp] = self.config.weight_shape(l);
+                (out, inp)
+            })
+            .collect();
+        if shapes != want {
+            return Err(Error::shape(
+                OP,
+                format!("layers of the config's weight shapes {want:?}"),
+                format!("{shapes:?}"),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_batch(&self, x: ArrayView2<f64>, labels: ArrayView1<f64>) -> Result<()> {
+        self.check_layers()?;
         let inputs = self.config.widths[0];
         if x.ncols() != inputs || labels.len() != x.nrows() {
             return Err(Error::shape(
@@ -305,8 +330,10 @@ impl Mlp {
     /// # Errors
     /// [`Error::ShapeMismatch`] for an `x` without D columns or a label count other
     /// than its rows; [`Error::InvalidArgument`] for a label that is not a class,
-    /// or (with batch norm) a batch of one row; the products' errors
-    /// ([`Error::ExceedsLimit`] when they do not fit in memory).
+    /// or (with batch norm) a batch of one row; a `config` or `layers` changed
+    /// so that they no longer agree (refused, as [`MlpConfig::check`] or
+    /// [`Error::ShapeMismatch`]); the products' errors ([`Error::ExceedsLimit`]
+    /// when they do not fit in memory).
     pub fn step(&mut self, x: ArrayView2<f64>, labels: ArrayView1<f64>) -> Result<PassSums> {
         self.check_batch(x, labels)?;
         let (tapes, logits) = self.forward(x, true)?;
@@ -380,7 +407,8 @@ impl Mlp {
     /// The logits of an eval-mode forward pass.
     ///
     /// # Errors
-    /// [`Error::ShapeMismatch`] for an `x` without D columns; the products' errors.
+    /// [`Error::ShapeMismatch`] for an `x` without D columns; a `config` and
+    /// `layers` that no longer agree, as [`Mlp::step`]; the products' errors.
     pub fn logits(&mut self, x: ArrayView2<f64>) -> Result<Array2<f64>> {
         Ok(self.forward(x, false)?.1)
     }
@@ -389,7 +417,9 @@ impl Mlp {
     /// batches only), then eval-mode passes over the training and test sets.
     ///
     /// # Errors
-    /// As [`Mlp::step`], for the training and the test set.
+    /// As [`Mlp::step`], for the training and the test set;
+    /// [`Error::InvalidArgument`] for fewer training rows than one batch, or
+    /// 2^24 rows or more (as the GPU's [`crate::ops::train::Mlp::train_epoch`]).
     pub fn train_epoch(
         &mut self,
         x: ArrayView2<f64>,
@@ -398,11 +428,12 @@ impl Mlp {
         test_labels: ArrayView1<f64>,
     ) -> Result<EpochReport> {
         self.check_batch(x, labels)?;
+        let batches = self.config.epoch_batches("Mlp::train_epoch (cpu)", x.nrows())?;
         let order = epoch_order(x.nrows(), self.config.seed, self.epochs);
         self.epochs += 1;
         let b = self.config.batch;
         let mut train = PassSums::default();
-        for k in 0..self.config.batches(x.nrows()) {
+        for k in 0..batches {
             let idx = &order[k * b..(k + 1) * b];
             let xb = gather_rows(x, idx);
             let lb: Array1<f64> = idx.iter().map(|&i| labels[i as usize]).collect();
@@ -557,5 +588,47 @@ mod tests {
             }
             assert!(worst < 1e-6, "batch_norm {batch_norm}: rel error {worst:e}");
         }
+    }
+    #[test]
+    fn changed_public_fields_and_bad_options_are_errors_not_panics() {
+        let config = MlpConfig {
+            batch: 4,
+            ..MlpConfig::new(&[3, 4, 2])
+        };
+        let x = Array2::from_shape_fn((6, 3), |(i, j)| (i * 3 + j) as f64 * 0.1);
+        let labels = array![0.0, 1.0, 0.0, 1.0, 0.0, 1.0];
+        let mut net = Mlp::new(&config).unwrap();
+        net.step(x.view(), labels.view()).unwrap();
+        // Fewer rows than one batch: refused, as the GPU loop refuses them.
+        let got = net.train_epoch(
+            x.slice(ndarray::s![..3, ..]),
+            labels.slice(ndarray::s![..3]),
+            x.view(),
+            labels.view(),
+        );
+        assert!(matches!(got, Err(Error::InvalidArgument { .. })), "{got:?}");
+        // Layers emptied, or of another shape, or widths emptied.
+        let mut emptied = net.clone();
+        emptied.layers.clear();
+        assert!(emptied.logits(x.view()).is_err());
+        assert!(emptied.step(x.view(), labels.view()).is_err());
+        let mut reshaped = net.clone();
+        reshaped.layers[1].w = Array2::zeros((5, 4));
+        assert!(matches!(
+            reshaped.logits(x.view()),
+            Err(Error::ShapeMismatch { .. })
+        ));
+        let mut no_widths = net.clone();
+        no_widths.config.widths.clear();
+        assert!(no_widths.step(x.view(), labels.view()).is_err());
+        // sgd checks its options, as the GPU's does.
+        let (mut p, g, mut v) = (array![1.0, 2.0], array![0.5, 0.5], array![0.0, 0.0]);
+        let bad = SgdOptions {
+            momentum: 1.5,
+            ..config.sgd
+        };
+        let got = sgd(p.view_mut(), g.view(), v.view_mut(), &bad);
+        assert!(matches!(got, Err(Error::InvalidArgument { .. })), "{got:?}");
+        assert_eq!(p, array![1.0, 2.0]);
     }
 }

@@ -178,6 +178,26 @@ impl MlpConfig {
     pub fn batches(&self, rows: usize) -> usize {
         rows / self.batch.max(1)
     }
+
+    /// The full batches of an epoch over `rows` training rows, for the GPU
+    /// loop and its twin alike.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (naming `op`) for fewer rows than one batch,
+    /// or 2^24 rows or more (the GPU holds row indices as f32).
+    pub fn epoch_batches(&self, op: &'static str, rows: usize) -> Result<usize> {
+        let batches = self.batches(rows);
+        if batches == 0 {
+            return Err(Error::invalid(
+                op,
+                format!("{rows} training rows make no batch of {}", self.batch),
+            ));
+        }
+        if rows >= 1 << 24 {
+            return Err(Error::invalid(op, "row indices must be below 2^24 (held as f32)"));
+        }
+        Ok(batches)
+    }
 }
 
 /// The order in which epoch `epoch` visits `rows` training rows: a

@@ -284,7 +284,8 @@ fn xent_rows_per_launch(limit: Option<u64>, classes: usize, grad: bool) -> Resul
             op: "softmax_xent",
             what: "classes per row on this adapter (its loop limit)",
             needed: classes as u64,
-            limit: budget / if grad { 3 } else { 2 } - 1,
+            // The most classes a row may have: (C + 1) * per_class <= budget.
+            limit: (budget / if grad { 3 } else { 2 }).saturating_sub(1),
         });
     }
     Ok((rows_per_thread as usize).saturating_mul(WG))
@@ -1072,23 +1073,11 @@ impl Mlp {
         self.check_data(OPE, train)?;
         self.check_data(OPE, test)?;
         let b = self.config.batch;
-        let batches = self.config.batches(train.rows());
-        if batches == 0 {
-            return Err(Error::invalid(
-                OPE,
-                format!("{} training rows make no batch of {b}", train.rows()),
-            ));
-        }
+        let batches = self.config.epoch_batches(OPE, train.rows())?;
         let order: Vec<f32> = epoch_order(train.rows(), self.config.seed, self.epochs)
             .into_iter()
             .map(|i| i as f32)
             .collect();
-        if train.rows() >= 1 << 24 {
-            return Err(Error::invalid(
-                OPE,
-                "row indices must be below 2^24 (held as f32)",
-            ));
-        }
         let order = Array2::from_shape_vec((order.len(), 1), order)
             .map_err(|e| Error::invalid(OPE, e.to_string()))?;
         let order = GpuMatrix::upload(gpu, order.view())?;
@@ -1109,5 +1098,31 @@ impl Mlp {
         Ok(EpochReport::from_metrics(
             &m.iter().copied().collect::<Vec<f32>>(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tiny_loop_limit_is_an_error_naming_a_sane_limit() {
+        // Every limit up to where one row of 10 classes fits: an error whose
+        // limit is below the classes asked for (it underflowed to u64::MAX
+        // once, and panicked in debug builds), then a row count.
+        for grad in [false, true] {
+            for limit in 0..200u64 {
+                match xent_rows_per_launch(Some(limit), 10, grad) {
+                    Err(Error::ExceedsLimit {
+                        needed, limit: most, ..
+                    }) => {
+                        assert!(most < needed, "limit {limit}: {most} classes allowed, 10 refused");
+                    }
+                    Ok(rows) => assert!(rows >= WG, "limit {limit}: {rows} rows"),
+                    Err(e) => panic!("limit {limit}: {e}"),
+                }
+            }
+        }
+        assert_eq!(xent_rows_per_launch(None, 10, true).unwrap(), usize::MAX);
     }
 }
