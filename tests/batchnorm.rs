@@ -700,3 +700,16 @@ fn statistics_past_the_loop_limit_are_refused() {
         }
     }
 }
+
+#[test]
+fn set_running_with_another_context_is_an_error_not_a_panic() {
+    // It wrote through the other context's queue (a wgpu validation panic).
+    let other = gpuprep::Gpu::new().unwrap();
+    let mut bn = BatchNorm::new(gpu(), 2, RunningStatsConfig::pytorch(), 1e-5).unwrap();
+    let (mean, var) = (Array1::from(vec![0.0f32, 1.0]), Array1::from(vec![1.0f32, 2.0]));
+    let got = bn.set_running(&other, mean.view(), var.view());
+    assert!(matches!(got, Err(Error::InvalidArgument { .. })), "{got:?}");
+    bn.set_running(gpu(), mean.view(), var.view()).unwrap();
+    assert_eq!(bn.running_var(gpu()).unwrap(), var);
+    other.wait().unwrap();
+}

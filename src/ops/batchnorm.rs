@@ -167,7 +167,9 @@ impl BatchNorm {
     /// Overwrites the running statistics (for example from a checkpoint).
     ///
     /// # Errors
-    /// [`Error::ShapeMismatch`] for a `mean` or `var` not of C values.
+    /// [`Error::ShapeMismatch`] for a `mean` or `var` not of C values;
+    /// [`Error::InvalidArgument`] for a `gpu` other than the layer's context;
+    /// [`Error::DeviceLost`] for a lost device.
     pub fn set_running(&mut self, gpu: &Gpu, mean: ArrayView1<f32>, var: ArrayView1<f32>) -> Result<()> {
         if mean.len() != self.channels || var.len() != self.channels {
             return Err(Error::shape(
@@ -180,10 +182,9 @@ impl BatchNorm {
         running.column_mut(0).assign(&mean);
         running.column_mut(1).assign(&var);
         running.column_mut(2).fill(self.num_batches_tracked as f32);
-        let bytes: Vec<f32> = running.iter().copied().collect();
-        gpu.queue()
-            .write_buffer(self.running.buffer(), 0, bytemuck::cast_slice(&bytes));
-        Ok(())
+        // Through GpuMatrix::write: another context's gpu, or a lost device, is
+        // an error here rather than a wgpu validation panic.
+        self.running.write(gpu, running.view())
     }
 
     fn plan(&self, op: &'static str, gpu: &Gpu, x: &GpuMatrix, training: bool) -> Result<NormPlan> {
