@@ -10,7 +10,7 @@ use crate::model::stats::ColumnSummary;
 /// [`column_scale`]'s scale (1 for a constant column, scikit-learn's rule).
 ///
 /// # Errors
-/// [`Error::ShapeMismatch`] for `stats` whose mean is not of D values;
+/// [`Error::ShapeMismatch`] for `stats` whose mean or std is not of D values;
 /// [`Error::ExceedsLimit`] when the `N x D` f64 output does not fit in memory.
 pub fn standardize<T>(
     x: ArrayView2<T>,
@@ -22,11 +22,11 @@ where
 {
     let d = x.ncols();
     crate::alloc::check2::<f64>("standardize (cpu)", x.nrows(), d)?;
-    if stats.mean.len() != d {
+    if stats.mean.len() != d || stats.std.len() != d {
         return Err(Error::shape(
             "standardize (cpu)",
-            format!("statistics for {d} columns"),
-            format!("statistics for {} columns", stats.mean.len()),
+            format!("a mean and a std for each of {d} columns"),
+            format!("{} means and {} stds", stats.mean.len(), stats.std.len()),
         ));
     }
     let shift: Array1<f64> = (0..d)
@@ -47,4 +47,29 @@ where
         .and_broadcast(&shift)
         .and_broadcast(&inv)
         .par_map_collect(|&v, &s, &i| (v.into() - s) * i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn statistics_of_another_width_are_an_error_not_a_panic() {
+        let x = array![[1.0f32, 2.0], [3.0, 5.0]];
+        let good = crate::cpu::column_stats::column_stats(x.view(), 0).unwrap();
+        let opts = StandardizeOptions::default();
+        assert!(standardize(x.view(), &good, opts).is_ok());
+        // Public fields: a std (or a mean) cut short is refused, never indexed.
+        let mut short = good.clone();
+        short.std = array![1.0];
+        let got = standardize(x.view(), &short, opts);
+        assert!(matches!(got, Err(Error::ShapeMismatch { .. })), "{got:?}");
+        let mut short = good;
+        short.mean = array![1.0];
+        assert!(matches!(
+            standardize(x.view(), &short, opts),
+            Err(Error::ShapeMismatch { .. })
+        ));
+    }
 }
