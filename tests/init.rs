@@ -1177,6 +1177,31 @@ fn activation_statistics_gpu_matches_cpu_twin() {
     );
 }
 
+#[test]
+fn activation_statistics_with_small_buffers_matches_cpu_twin() {
+    // A device whose buffers hold 7 rows of 64 units: the layers' 5-row
+    // statistics land across buffer boundaries (a copy by byte offset into
+    // the first buffer ran past it).
+    let g = gpuprep::Gpu::new().unwrap().with_max_block_bytes(7 * 64 * 4);
+    let (layers, units, batch) = (4, 64, 30);
+    let s = Scheme::kaiming_normal();
+    let got = gpu_init::lecture::activation_statistics(&g, &s, Activation::Relu, layers, units, batch, SEED)
+        .unwrap();
+    let want = activation_statistics(&s, Activation::Relu, layers, units, batch, SEED).unwrap();
+    for (l, (a, b)) in got.iter().zip(&want).enumerate() {
+        let scale = b.std.max(b.mean.abs());
+        assert!(
+            (a.std - b.std).abs() <= 1e-5 * scale,
+            "layer {l}: gpu {a:?} cpu {b:?}"
+        );
+        assert!(
+            (a.mean - b.mean).abs() <= 1e-5 * scale,
+            "layer {l}: gpu {a:?} cpu {b:?}"
+        );
+    }
+    g.wait().unwrap();
+}
+
 // ---------- the command line ----------
 
 fn gpuprep() -> std::process::Command {

@@ -16,6 +16,7 @@ use crate::gpu::Gpu;
 use crate::matrix::GpuMatrix;
 use crate::model::init::{experiment_input_rng, experiment_weight_rng, Fill, LayerStats, Scheme};
 use crate::ops::column_stats::{encode_column_stats_into, ColumnStats, ColumnStatsOptions, Stat};
+use crate::ops::copy::encode_copy_into;
 use crate::ops::init::{encode_fill_into, encode_init_into, FillOptions};
 use crate::ops::matmul::{encode_matmul_into, Activation, MatmulOptions};
 
@@ -60,11 +61,11 @@ pub fn activation_statistics(
     // rows 5l .. 5l + 5 of one matrix: one readback for the whole network.
     let mut stats = ColumnStats::uninit(gpu, units)?;
     let all = GpuMatrix::uninit(gpu, 5 * layers, units)?;
-    let stats_bytes = (5 * units * 4) as u64;
     for layer in 0..layers {
         // A weight buffer per layer: an orthogonal init is written through the
-        // queue before the submit, so layers must not share one.
-        let w = GpuMatrix::uninit(gpu, units, units)?;
+        // queue before the submit, so layers must not share one. One buffer:
+        // the product's weight operand is bound whole.
+        let w = GpuMatrix::uninit_whole(gpu, units, units)?;
         encode_init_into(
             gpu,
             &mut encoder,
@@ -76,13 +77,10 @@ pub fn activation_statistics(
         encode_matmul_into(gpu, &mut encoder, &h, &w, &next, &options)?;
         std::mem::swap(&mut h, &mut next);
         encode_column_stats_into(gpu, &mut encoder, &h, &mut stats, &ColumnStatsOptions::default())?;
-        encoder.copy_buffer_to_buffer(
-            stats.buffer.buffer(),
-            0,
-            all.buffer(),
-            layer as u64 * stats_bytes,
-            stats_bytes,
-        );
+        // A matrix of several buffers (a deep network on a device with small
+        // buffers) is cut between layers too: the copy follows its blocks.
+        let rows = all.row_range(5 * layer..5 * layer + 5)?;
+        encode_copy_into(gpu, &mut encoder, &stats.buffer, &rows)?;
     }
     gpu.submit(OP, encoder)?;
     let all = all.download(gpu)?.mapv(f64::from);
