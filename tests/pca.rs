@@ -6,7 +6,9 @@ mod common;
 use common::{fresh_dir, gpu, normal, submit_and_read_written};
 use gpuprep::cpu::covariance::frobenius_rel_error;
 use gpuprep::cpu::pca::{self as cpu_pca, fit};
-use gpuprep::{cpu, ops, Error, GpuMatrix, NComponents, Pca, PcaModel, PcaOptions, Solver, Whitening};
+use gpuprep::{
+    cpu, ops, Convention, Error, GpuMatrix, NComponents, Pca, PcaModel, PcaOptions, Solver, Whitening,
+};
 use ndarray::{array, s, Array2, ArrayView2, Axis};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -900,6 +902,34 @@ fn whitening_refuses_eps_that_is_zero_or_zero_in_f32() {
         ..Default::default()
     };
     assert!(fit(x.view(), &o).is_ok() && Pca::fit(g, &xg, &o).is_ok());
+    // scikit-learn's convention takes no eps (it clips sqrt(S) at machine
+    // epsilon): both paths accept eps 0 and whiten the same rank-deficient
+    // data to finite values (the GPU path refused it once).
+    for whitening in [Whitening::Pca, Whitening::Zca] {
+        let o = PcaOptions {
+            whitening,
+            eps: 0.0,
+            convention: Convention::Sklearn,
+            n_components: NComponents::Count(2),
+            ..Default::default()
+        };
+        let m = fit(x.view(), &o).unwrap();
+        let want = cpu_pca::transform(&m, x.view()).unwrap();
+        let got = Pca::fit(g, &xg, &o)
+            .unwrap()
+            .transform(g, &xg)
+            .unwrap()
+            .download(g)
+            .unwrap();
+        assert!(got.iter().all(|v| v.is_finite()), "{o:?}");
+        let worst = got
+            .iter()
+            .zip(want.iter())
+            .map(|(a, b)| (f64::from(*a) - b).abs())
+            .fold(0.0, f64::max);
+        assert!(worst <= 1e-3, "{o:?}: GPU and host differ by {worst:e}");
+        assert!(Pca::from_model(g, m).is_ok());
+    }
 }
 
 #[test]

@@ -14,6 +14,7 @@ use ndarray::{Array1, Array2};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::matrix::GpuMatrix;
+use crate::model::convention::Convention;
 use crate::model::eigen::SymmetricProduct;
 use crate::model::pca::{check_cols, takes_topk, PcaModel, Solver};
 pub use crate::model::pca::{NComponents, PcaOptions, Whitening};
@@ -34,10 +35,12 @@ pub const ONE_PASS_MIN_ROWS: usize = 8 * PREFIX_ROWS;
 /// Whitening divides by `sqrt(S + eps)` and the GPU holds the result in f32:
 /// an eps that is not positive, or that rounds to 0 in f32 (below 1.4e-45,
 /// e.g. 1e-50), would divide a zero eigenvalue by 0 (inf and NaN in the
-/// output), so it is refused.
-fn check_eps_f32(whitening: Whitening, eps: f64) -> Result<()> {
+/// output), so it is refused. scikit-learn's convention takes no eps (its
+/// divisor `sqrt(S)` is clipped at machine epsilon, finite in f32), as the
+/// host path, [`crate::model::pca::PcaOptions::validate`], accepts.
+fn check_eps_f32(whitening: Whitening, convention: Convention, eps: f64) -> Result<()> {
     let e = eps as f32;
-    if whitening != Whitening::None && (e.is_nan() || e <= 0.0) {
+    if whitening != Whitening::None && convention != Convention::Sklearn && (e.is_nan() || e <= 0.0) {
         return Err(Error::invalid(
             OP,
             format!(
@@ -458,7 +461,7 @@ impl Pca {
                 ),
             ));
         }
-        check_eps_f32(options.whitening, options.eps)?;
+        check_eps_f32(options.whitening, options.convention, options.eps)?;
         let topk = takes_topk(d, options);
         if n >= ONE_PASS_MIN_ROWS {
             if let Some((mean, fitted)) = fit_one_pass(gpu, x, options, topk)? {
@@ -478,9 +481,9 @@ impl Pca {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a whitening model whose eps is not positive
-    /// in f32; the uploads' errors (as [`GpuMatrix::upload`]).
+    /// in f32 (but under scikit-learn's convention); the uploads' errors (as [`GpuMatrix::upload`]).
     pub fn from_model(gpu: &Gpu, model: PcaModel) -> Result<Pca> {
-        check_eps_f32(model.whitening, model.eps)?;
+        check_eps_f32(model.whitening, model.convention, model.eps)?;
         let (w, scale) = model.transform_parts();
         Ok(Pca {
             mean: upload_row(gpu, &model.mean)?,
