@@ -124,18 +124,6 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// An array of an `.npz` archive (a saved accumulator state, see
-    /// [`crate::model::moments`]) is missing, has the wrong type or shape, or
-    /// holds values no data could give. The caller that opened the archive
-    /// knows its path.
-    #[error("npz array {array:?}: {reason}")]
-    Npz {
-        /// The array's name in the archive.
-        array: String,
-        /// What is wrong.
-        reason: String,
-    },
-
     /// A file could be read but its contents are not what was expected.
     #[error("{path}{}: {reason}", line.map(|l| format!(":{l}")).unwrap_or_default())]
     Parse {

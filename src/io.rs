@@ -92,12 +92,15 @@ impl ReadOptions {
 /// # Errors
 /// [`Error::Io`] when the file cannot be read; [`Error::Parse`] for a malformed
 /// file or an out-of-range value (with the line and column in a CSV, the
-/// element's index in a .npy); [`Error::NonFinite`] for a refused NaN or infinity.
+/// element's index in a .npy); [`Error::NonFinite`] for a refused NaN or
+/// infinity; [`Error::ExceedsLimit`] when the matrix does not fit in the
+/// memory available.
 pub fn read_matrix(path: &Path, options: &ReadOptions) -> Result<Array2<f32>> {
     match options.format.unwrap_or_else(|| Format::from_path(path)) {
         Format::Npy => read_npy(path, options),
         Format::Csv => {
             let mut f = CsvFile::open(path, &options.csv_spec())?;
+            crate::alloc::check2::<f32>("read_matrix", f.rows(), f.cols())?;
             let mut a = crate::host::new_output(f.rows(), f.cols());
             f.read_rows::<f32>(0, a.view_mut())?;
             Ok(a)

@@ -801,8 +801,8 @@ impl<W: Write> NpyWriter<W> {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for rows of the wrong width or past the
-    /// promised count; [`Error::Parse`]-free: [`Error::InvalidArgument`] for an
-    /// out-of-range value; [`Error::Io`] on a write error.
+    /// promised count, and for a value beyond the range of an f32 file (naming
+    /// the file and the element); [`Error::Io`] on a write error.
     pub fn write_rows<T: NpyFloat>(&mut self, path: &Path, x: ArrayView2<T>) -> Result<()> {
         let (n, d) = x.dim();
         if d != self.cols || self.written + n > self.rows {

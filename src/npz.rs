@@ -31,6 +31,18 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     }
 }
 
+/// A write's zip error: the OS's as [`Error::Io`]; any other (an entry name
+/// written twice) as [`Error::InvalidArgument`] naming the file and `what`.
+fn zip_write_err(path: &Path, what: &str, e: zip::result::ZipError) -> Error {
+    match e {
+        zip::result::ZipError::Io(source) => Error::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => Error::invalid("NpzWriter", format!("{}: {what}: {other}", path.display())),
+    }
+}
+
 fn zip_err(path: &Path, e: zip::result::ZipError) -> Error {
     match e {
         zip::result::ZipError::Io(source) => Error::Io {
@@ -139,7 +151,7 @@ impl<W: Write + Seek> NpzWriter<W> {
             source: std::io::Error::other("the archive is already finished"),
         })?;
         zip.start_file(format!("{name}.npy"), options)
-            .map_err(|e| zip_err(&self.path, e))?;
+            .map_err(|e| zip_write_err(&self.path, &format!("cannot add {name}.npy"), e))?;
         zip.write_all(&header).map_err(io_err(&self.path))?;
         zip.write_all(data).map_err(io_err(&self.path))
     }
@@ -147,8 +159,9 @@ impl<W: Write + Seek> NpzWriter<W> {
     /// An f64 array of any rank (any layout; written in C order).
     ///
     /// # Errors
-    /// [`Error::Io`] naming the file when the write fails; [`Error::Parse`]
-    /// (zip's refusal) for a `name` already written.
+    /// [`Error::Io`] naming the file when the write fails;
+    /// [`Error::InvalidArgument`] naming the file and the entry for a `name`
+    /// already written.
     pub fn f64s<S: Data<Elem = f64>, D: Dimension>(&mut self, name: &str, a: &ArrayBase<S, D>) -> Result<()> {
         let mut data = Vec::with_capacity(a.len() * 8);
         for v in a.iter() {
@@ -218,7 +231,9 @@ impl<W: Write + Seek> NpzWriter<W> {
             path: self.path.clone(),
             source: std::io::Error::other("the archive is already finished"),
         })?;
-        zip.finish().map(|s| s.inner).map_err(|e| zip_err(&self.path, e))
+        zip.finish()
+            .map(|s| s.inner)
+            .map_err(|e| zip_write_err(&self.path, "cannot finish the archive", e))
     }
 }
 
@@ -665,6 +680,18 @@ mod tests {
         write(&mut w).unwrap();
         let bytes = w.finish().unwrap().into_inner();
         NpzReader::new(Cursor::new(bytes), p).unwrap()
+    }
+
+    #[test]
+    fn a_name_written_twice_is_an_error_naming_it() {
+        let mut w = NpzWriter::new(Cursor::new(Vec::new()), Path::new("t.npz"));
+        w.f64("x", 1.0).unwrap();
+        match w.f64("x", 2.0) {
+            Err(Error::InvalidArgument { reason, .. }) => {
+                assert!(reason.contains("t.npz") && reason.contains("x.npy"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
