@@ -524,7 +524,7 @@ pub fn read_array(path: &Path) -> Result<(ndarray::ArrayD<f64>, Dtype)> {
         .ok_or_else(|| bad(path, format!("shape {:?} overflows", dict.shape)))?;
     let bytes = count as u64 * dtype.size() as u64;
     let len = file.metadata().map_err(io(path))?.len();
-    if len < offset as u64 + bytes {
+    if offset as u64 > len || len - (offset as u64) < bytes {
         return Err(bad(
             path,
             format!(
@@ -595,7 +595,12 @@ impl NpyReader {
         let head = read_head(&mut file, path)?;
         let header = parse_header(path, &head)?;
         let len = file.metadata().map_err(io(path))?.len();
-        let need = header.data_offset + header.data_bytes().unwrap_or(u64::MAX);
+        // A shape whose bytes overflow (alone or past the header) needs more
+        // than any file holds.
+        let need = header
+            .data_bytes()
+            .and_then(|b| b.checked_add(header.data_offset))
+            .unwrap_or(u64::MAX);
         if len < need {
             return Err(bad(
                 path,

@@ -305,7 +305,9 @@ impl Kind {
                 signed: false,
             },
             ("b", 1) => Kind::Bool,
-            ("U", 1..) => Kind::Unicode { chars: n },
+            // A width whose bytes (4 per character) overflow is no dtype numpy
+            // writes; refusing it keeps every size below usize::MAX.
+            ("U", 1..) if n.checked_mul(4).is_some() => Kind::Unicode { chars: n },
             _ => return None,
         };
         Some((kind, big))
@@ -365,13 +367,10 @@ impl Entry {
         };
         let mut s = String::new();
         for k in 0..chars {
-            let at = (i * chars + k) * 4;
-            let b = [
-                self.data[at],
-                self.data[at + 1],
-                self.data[at + 2],
-                self.data[at + 3],
-            ];
+            // None past the data (a header that promised less than it
+            // declares is refused when read, but this never indexes past it).
+            let at = i.checked_mul(chars)?.checked_add(k)?.checked_mul(4)?;
+            let b: [u8; 4] = self.data.get(at..at.checked_add(4)?)?.try_into().ok()?;
             let c = if self.big {
                 u32::from_be_bytes(b)
             } else {
@@ -680,6 +679,21 @@ mod tests {
         write(&mut w).unwrap();
         let bytes = w.finish().unwrap().into_inner();
         NpzReader::new(Cursor::new(bytes), p).unwrap()
+    }
+
+    #[test]
+    fn a_string_width_whose_bytes_overflow_is_refused() {
+        // 4 * 2^62 wraps to 0: the entry then declared 0 bytes, passed the size
+        // check, and reading the string indexed an empty vector.
+        let p = Path::new("evil.npz");
+        let mut w = NpzWriter::new(Cursor::new(Vec::new()), p);
+        w.entry("format", "<U4611686018427387904", &[], &[]).unwrap();
+        let bytes = w.finish().unwrap().into_inner();
+        let mut r = NpzReader::new(Cursor::new(bytes), p).unwrap();
+        match r.str("format") {
+            Err(Error::Parse { reason, .. }) => assert!(reason.contains("format"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -436,6 +436,16 @@ fn readers_check_a_headers_claim_before_allocating() {
     let (a, _) = gpuprep::npy::read_array(&t).unwrap();
     assert_eq!(a.shape(), [2, 1, 2]);
     assert_eq!(a.iter().copied().collect::<Vec<_>>(), [1.0, 3.0, 2.0, 4.0]);
+    // A claim whose bytes overflow once the header's length is added (2^64 - 4
+    // bytes of data): it wrapped to 124 bytes, passed as not truncated, and
+    // failed later with a misleading error (a panic in debug builds).
+    let huge = dir.join("huge.npy");
+    claiming_npy(&huge, "<f4", "(4611686018427387903, 1)", &[0; 64]);
+    let e = gpuprep::npy::NpyReader::open(&huge)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("truncated") || e.contains("overflow"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
