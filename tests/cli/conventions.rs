@@ -519,3 +519,31 @@ fn init_nonlinearity_a_and_trunc_normal() {
         assert!(e.contains(want), "{flags:?}: {e}");
     }
 }
+
+#[test]
+fn normcheck_refuses_a_0d_input_for_every_kind() {
+    // RMS's default normalized_shape sliced dims[1..] of a 0-D x: a panic
+    // (exit 101) where the other kinds gave the shape error.
+    let dir = tmpdir("conv-0d");
+    let x = dir.join("s.npy");
+    crate::common::claiming_npy(&x, "<f4", "()", &1.0f32.to_le_bytes());
+    let (x, out) = (arg(&x), arg(&dir.join("o")));
+    for kind in ["batch", "layer", "instance", "rms"] {
+        let args = [
+            "normcheck",
+            "--kind",
+            kind,
+            "--x",
+            &x,
+            "--forward",
+            "--device",
+            "cpu",
+            "--out",
+            &out,
+        ];
+        let o = bin().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{kind}: {err}");
+        assert!(err.contains("every dimension > 0"), "{kind}: {err}");
+    }
+}

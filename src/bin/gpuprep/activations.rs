@@ -52,7 +52,13 @@ pub fn run(a: ActivationsArgs) -> gpuprep::Result<()> {
     // The weights (units x units), the activations (batch x units) and the
     // twin's f64 copies, before anything is allocated.
     let (l, u, b) = (a.layers as u128, a.units as u128, a.batch as u128);
-    let bytes = 8 * (2 * u * u + 4 * b * u) + 8 * l;
+    // (saturating: usize inputs near 2^64 overflow the u128 products)
+    let bytes = u
+        .saturating_mul(u)
+        .saturating_mul(2)
+        .saturating_add(b.saturating_mul(u).saturating_mul(4))
+        .saturating_mul(8)
+        .saturating_add(8 * l);
     gpuprep::cpu::check_host_bytes("activations", bytes).map_err(|_| {
         invalid(format!(
             "--units {} --batch {} needs about {bytes} bytes of host memory, more than this machine has available",

@@ -175,7 +175,9 @@ fn norm_kind(args: &NormcheckArgs, dims: &[usize]) -> gpuprep::Result<NormKind> 
         (Kind::Instance, None) => Ok(NormKind::Instance),
         (Kind::Rms, None) => match &args.normalized_shape {
             Some(ns) => NormKind::rms(OP, dims, ns),
-            None => NormKind::rms(OP, dims, &dims[1..]),
+            // Over every dimension but the first (a 0-D x has none: the
+            // shape check that follows refuses it, as for the other kinds).
+            None => NormKind::rms(OP, dims, dims.get(1..).unwrap_or(&[])),
         },
     }
 }
@@ -558,9 +560,11 @@ fn batch_state(args: &NormcheckArgs, c: usize) -> gpuprep::Result<BatchState> {
 /// Every input read and checked against x and the kind.
 fn read_inputs(args: &NormcheckArgs, x: ArrayD<f64>, dtype: gpuprep::npy::Dtype) -> gpuprep::Result<Inputs> {
     let eps = eps(args, dtype)?;
+    // The shape first: one error for an input of too few dimensions, whatever
+    // the kind (RMS's default normalized_shape is every dimension after 0).
+    let shape = NormShape::from_dims(OP, x.shape())?;
     let kind = norm_kind(args, x.shape())?;
     let dy = read_dy(args, &x)?;
-    let shape = NormShape::from_dims(OP, x.shape())?;
     let plan = NormPlan::new(OP, kind, shape, !args.eval)?;
     let gamma = vector_or(&args.gamma, plan.affine_len, 1.0)?;
     let beta = vector_or(&args.beta, plan.affine_len, 0.0)?;

@@ -57,7 +57,7 @@ pub fn run(a: StatsArgs) -> gpuprep::Result<()> {
                 steps::names(&a.input.inputs),
                 ds.rows(),
                 a.ddof,
-                a.ddof + 1
+                a.ddof.saturating_add(1)
             ),
         });
     }
