@@ -41,7 +41,7 @@ fn main() -> gpuprep::Result<()> {
             &t,
             &Array2::from_elem((3, 4), c1),
             &Array2::from_elem((4, 2), c2),
-        );
+        )?;
         println!("from {name}:\nW1 =\n{w1:.4}\nW2 =\n{w2:.4}\n");
     }
 
@@ -59,14 +59,14 @@ fn main() -> gpuprep::Result<()> {
         "steps", "const loss", "const spread", "random loss", "rand spread"
     );
     for steps in [0usize, 1, 10, 100, 1000, 5000] {
-        let (a1, a2, la) = train(&x, &t, c1.clone(), c2.clone(), lr, steps);
-        let (b1, b2, lb) = train(&x, &t, r1.clone(), r2.clone(), lr, steps);
+        let (a1, a2, la) = train(&x, &t, c1.clone(), c2.clone(), lr, steps)?;
+        let (b1, b2, lb) = train(&x, &t, r1.clone(), r2.clone(), lr, steps)?;
         println!(
             "{steps:>6} | {:>12.4e} {:>12.1e} | {:>12.4e} {:>12.4e}",
             la[steps],
-            hidden_unit_spread(&a1, &a2),
+            hidden_unit_spread(&a1, &a2)?,
             lb[steps],
-            hidden_unit_spread(&b1, &b2)
+            hidden_unit_spread(&b1, &b2)?
         );
     }
     println!("\n'spread': the largest difference between any hidden unit's weights and unit 0's.");

@@ -939,7 +939,7 @@ fn assert_all_close(a: &Array2<f64>, want: &Array2<f64>, tol: f64) {
 fn lecture_symmetry_numbers() {
     let (x, t) = (toy_input(), toy_target());
     // Zero initialization.
-    let (w1, w2) = lecture_step(&x, &t, &Array2::zeros((3, 4)), &Array2::zeros((4, 2)));
+    let (w1, w2) = lecture_step(&x, &t, &Array2::zeros((3, 4)), &Array2::zeros((4, 2))).unwrap();
     eprintln!("from zeros:\nW1 =\n{w1}\nW2 =\n{w2}");
     let rows = |a: f64, b: f64, c: f64| Array2::from_shape_fn((3, 4), |(i, _)| [a, b, c][i]);
     assert_all_close(&w1, &rows(0.5, -0.25, -0.25), 1e-15);
@@ -950,12 +950,18 @@ fn lecture_symmetry_numbers() {
         &t,
         &Array2::from_elem((3, 4), 0.01),
         &Array2::from_elem((4, 2), 0.09),
-    );
+    )
+    .unwrap();
     eprintln!("from 0.01 / 0.09:\nW1 =\n{w1}\nW2 =\n{w2}");
     assert_all_close(&w1, &rows(0.51, -0.24, -0.24), 1e-15);
     assert_all_close(&w2, &Array2::from_elem((4, 2), -0.23), 1e-15);
     // Every hidden unit is still identical.
-    assert_eq!(hidden_unit_spread(&w1, &w2), 0.0);
+    assert_eq!(hidden_unit_spread(&w1, &w2).unwrap(), 0.0);
+    // Shapes that do not chain are errors, not panics (a debug assertion once).
+    assert!(lecture_step(&x, &t, &Array2::zeros((4, 4)), &Array2::zeros((4, 2))).is_err());
+    assert!(train(&x, &t, Array2::zeros((3, 4)), Array2::zeros((3, 2)), 0.5, 10).is_err());
+    assert!(squared_loss_grad(&x, &t, &Array2::zeros((3, 4)), &Array2::zeros((4, 3))).is_err());
+    assert!(hidden_unit_spread(&Array2::zeros((3, 4)), &Array2::zeros((2, 2))).is_err());
 }
 
 #[test]
@@ -974,7 +980,7 @@ fn squared_loss_gradient_matches_finite_differences() {
     .unwrap()
     .into_dimensionality()
     .unwrap();
-    let g = squared_loss_grad(&x, &t, &w1, &w2);
+    let g = squared_loss_grad(&x, &t, &w1, &w2).unwrap();
     let h = 1e-5;
     let mut worst = 0.0f64;
     for which in 0..2 {
@@ -987,13 +993,13 @@ fn squared_loss_gradient_matches_finite_differences() {
             wm[(i, j)] -= h;
             let (lp, lm) = if which == 0 {
                 (
-                    squared_loss_grad(&x, &t, &wp, &w2).loss,
-                    squared_loss_grad(&x, &t, &wm, &w2).loss,
+                    squared_loss_grad(&x, &t, &wp, &w2).unwrap().loss,
+                    squared_loss_grad(&x, &t, &wm, &w2).unwrap().loss,
                 )
             } else {
                 (
-                    squared_loss_grad(&x, &t, &w1, &wp).loss,
-                    squared_loss_grad(&x, &t, &w1, &wm).loss,
+                    squared_loss_grad(&x, &t, &w1, &wp).unwrap().loss,
+                    squared_loss_grad(&x, &t, &w1, &wm).unwrap().loss,
                 )
             };
             let num = (lp - lm) / (2.0 * h);
@@ -1017,8 +1023,9 @@ fn constant_init_keeps_units_identical_random_breaks_symmetry() {
         Array2::from_elem((4, 2), 0.09),
         lr,
         steps,
-    );
-    let spread_c = hidden_unit_spread(&w1c, &w2c);
+    )
+    .unwrap();
+    let spread_c = hidden_unit_spread(&w1c, &w2c).unwrap();
     let rng = Philox::new(SEED);
     let w1r: Array2<f64> = init(&[3, 4], &Scheme::SmallRandom, rng)
         .unwrap()
@@ -1028,8 +1035,8 @@ fn constant_init_keeps_units_identical_random_breaks_symmetry() {
         .unwrap()
         .into_dimensionality()
         .unwrap();
-    let (w1r, w2r, lr_) = train(&x, &t, w1r, w2r, lr, steps);
-    let spread_r = hidden_unit_spread(&w1r, &w2r);
+    let (w1r, w2r, lr_) = train(&x, &t, w1r, w2r, lr, steps).unwrap();
+    let spread_r = hidden_unit_spread(&w1r, &w2r).unwrap();
     eprintln!(
         "after {steps} steps: constant init spread {spread_c:e}, loss {:e}; random init spread {spread_r:.3}, loss {:e}",
         lc[steps], lr_[steps]

@@ -873,10 +873,14 @@ fn init<'py>(
     let rng = gpuprep::Philox::with_stream(seed, stream);
     let values = run(py, || -> gpuprep::Result<Vec<f32>> {
         match dev {
-            Device::Gpu(g) => Ok(gpuprep::ops::init::init(g, &shape, &scheme, rng)?
-                .download(g)?
-                .into_raw_vec_and_offset()
-                .0),
+            Device::Gpu(g) => {
+                let values = gpuprep::ops::init::init(g, &shape, &scheme, rng)?
+                    .download(g)?
+                    .into_raw_vec_and_offset()
+                    .0;
+                gpuprep::model::init::check_drawn_f32("init", &values)?;
+                Ok(values)
+            }
             Device::Cpu => {
                 let v = gpuprep::cpu::init::init(&shape, &scheme, rng)?;
                 v.iter()

@@ -690,11 +690,19 @@ pub fn experiment_weight_rng(seed: u64, layer: usize) -> Philox {
 
 /// Refuses an activation-statistics experiment whose layers would be
 /// statistics of nothing: no units or no rows. (No layers is an empty
-/// table, not an error.)
+/// table, not an error.) The statistics of every layer (5 rows of `units`,
+/// packed for one readback) must fit in memory.
 ///
 /// # Errors
-/// [`crate::Error::InvalidArgument`] naming the argument.
-pub(crate) fn check_experiment(op: &'static str, units: usize, batch: usize) -> crate::Result<()> {
+/// [`crate::Error::InvalidArgument`] naming the argument;
+/// [`crate::Error::ExceedsLimit`] for more `layers` than memory holds the
+/// statistics of.
+pub(crate) fn check_experiment(
+    op: &'static str,
+    layers: usize,
+    units: usize,
+    batch: usize,
+) -> crate::Result<()> {
     for (name, v) in [("units", units), ("batch", batch)] {
         if v == 0 {
             return Err(crate::Error::InvalidArgument {
@@ -703,5 +711,25 @@ pub(crate) fn check_experiment(op: &'static str, units: usize, batch: usize) -> 
             });
         }
     }
-    Ok(())
+    crate::alloc::check_bytes(op, layers as u128 * (20 * units as u128 + 16))
+}
+
+/// The values of a draw made on the GPU in f32, checked as the f64 twin's are
+/// converted: a finite draw beyond f32's range (a scale too large for f32,
+/// such as `std = 3e38`) is infinity there, and refused here, as the twin's
+/// conversion refuses it.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the first such element.
+pub fn check_drawn_f32(op: &'static str, values: &[f32]) -> Result<()> {
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(Error::invalid(
+            op,
+            format!(
+                "element {i} of the draw is beyond f32's range (|v| <= {:e}): the scheme's scale is too large for f32",
+                f32::MAX
+            ),
+        )),
+        None => Ok(()),
+    }
 }

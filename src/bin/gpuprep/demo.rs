@@ -614,8 +614,8 @@ fn toy_runs() -> Result<Toy> {
         &Scheme::SmallRandom,
         Philox::with_stream(231, 1),
     )?)?;
-    let (a1, a2, _) = toy_train(&tx, &tt, c1, c2, 0.5, 1000);
-    let (b1, b2, _) = toy_train(&tx, &tt, r1, r2, 0.5, 1000);
+    let (a1, a2, _) = toy_train(&tx, &tt, c1, c2, 0.5, 1000)?;
+    let (b1, b2, _) = toy_train(&tx, &tt, r1, r2, 0.5, 1000)?;
     Ok(vec![
         ("constant start (W1 = 0.01, W2 = 0.09)", a1, a2),
         ("0.01 * randn start", b1, b2),

@@ -329,7 +329,9 @@ pub fn run(a: InitArgs) -> gpuprep::Result<()> {
     let (values, device): (Vec<f32>, String) = match &gpu {
         Some(g) => {
             let m = ops::init::init(g, &shape, &scheme, rng)?;
-            (m.download(g)?.into_raw_vec_and_offset().0, g.adapter_name())
+            let values = m.download(g)?.into_raw_vec_and_offset().0;
+            gpuprep::model::init::check_drawn_f32("init", &values)?;
+            (values, g.adapter_name())
         }
         None => (
             f32_values(twin::init(&shape, &scheme, rng)?.iter())?,

@@ -19,11 +19,31 @@ pub fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// The 2-layer network's shapes agree: `input` N x D, `w1` D x H, `w2` H x O
+/// and `target` N x O.
+fn check_net(input: &Array2<f64>, target: &Array2<f64>, w1: &Array2<f64>, w2: &Array2<f64>) -> Result<()> {
+    let (n, d) = input.dim();
+    let h = w1.ncols();
+    let o = w2.ncols();
+    if w1.nrows() != d || w2.nrows() != h || target.dim() != (n, o) {
+        return Err(crate::Error::shape(
+            OP,
+            format!("input N x D, w1 D x H, w2 H x O and target N x O (N = {n}, D = {d})"),
+            format!(
+                "w1 {:?}, w2 {:?} and target {:?}",
+                w1.dim(),
+                w2.dim(),
+                target.dim()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `a @ b` by the obvious triple loop: every output entry is summed in the
-/// same order, so units that start identical stay bit-identical.
-/// (Shapes are the lecture's own, fixed by the callers.)
+/// same order, so units that start identical stay bit-identical. (Shapes
+/// checked by the callers, [`check_net`].)
 fn ordered_product(a: &Array2<f64>, b: &Array2<f64>) -> Array2<f64> {
-    debug_assert_eq!(a.ncols(), b.nrows(), "inner dimensions");
     Array2::from_shape_fn((a.nrows(), b.ncols()), |(i, j)| {
         let mut s = 0.0;
         for k in 0..a.ncols() {
@@ -57,19 +77,24 @@ pub fn toy_target() -> Array2<f64> {
 /// `0.5, -0.25, -0.25` and W2 all `-0.5`; from W1 = 0.01 and W2 = 0.09, W1
 /// rows `0.51, -0.24, -0.24` and W2 all `-0.23`. (With `diff = output -
 /// target` W2 would become `+0.5`, and with a sigmoid output it would stay 0.)
+///
+/// # Errors
+/// [`crate::Error::ShapeMismatch`] for shapes that are not `input` N x D,
+/// `w1` D x H, `w2` H x O and `target` N x O.
 pub fn lecture_step(
     input: &Array2<f64>,
     target: &Array2<f64>,
     w1: &Array2<f64>,
     w2: &Array2<f64>,
-) -> (Array2<f64>, Array2<f64>) {
+) -> Result<(Array2<f64>, Array2<f64>)> {
+    check_net(input, target, w1, w2)?;
     let hidden = ordered_product(input, w1).mapv(sigmoid);
     let output = ordered_product(&hidden, w2);
     let diff = target - &output;
     let new_w2 = w2 - &ordered_product(&hidden.t().to_owned(), &diff);
     let slope = hidden.mapv(|h| h * (1.0 - h));
     let new_w1 = w1 - &ordered_product(&input.t().to_owned(), &slope);
-    (new_w1, new_w2)
+    Ok((new_w1, new_w2))
 }
 
 /// Loss and gradients of the same network under the squared loss
@@ -86,12 +111,16 @@ pub struct Grads {
 
 /// The true gradient of `1/2 * ||sigmoid(X W1) W2 - T||^2`:
 /// `dW2 = H^T R`, `dW1 = X^T ((R W2^T) * H * (1 - H))` with `R = H W2 - T`.
+///
+/// # Errors
+/// As [`lecture_step`].
 pub fn squared_loss_grad(
     input: &Array2<f64>,
     target: &Array2<f64>,
     w1: &Array2<f64>,
     w2: &Array2<f64>,
-) -> Grads {
+) -> Result<Grads> {
+    check_net(input, target, w1, w2)?;
     let hidden = ordered_product(input, w1).mapv(sigmoid);
     let residual = ordered_product(&hidden, w2) - target;
     let loss = 0.5 * residual.iter().map(|r| r * r).sum::<f64>();
@@ -99,11 +128,14 @@ pub fn squared_loss_grad(
     let dh = ordered_product(&residual, &w2.t().to_owned());
     let dz = &dh * &hidden.mapv(|h| h * (1.0 - h));
     let dw1 = ordered_product(&input.t().to_owned(), &dz);
-    Grads { loss, dw1, dw2 }
+    Ok(Grads { loss, dw1, dw2 })
 }
 
 /// `steps` steps of gradient descent with learning rate `lr`; returns the
 /// final weights and the loss before each step and after the last.
+///
+/// # Errors
+/// As [`lecture_step`].
 pub fn train(
     input: &Array2<f64>,
     target: &Array2<f64>,
@@ -111,22 +143,33 @@ pub fn train(
     mut w2: Array2<f64>,
     lr: f64,
     steps: usize,
-) -> (Array2<f64>, Array2<f64>, Vec<f64>) {
-    let mut losses = Vec::with_capacity(steps + 1);
+) -> Result<(Array2<f64>, Array2<f64>, Vec<f64>)> {
+    check_net(input, target, &w1, &w2)?;
+    let mut losses = Vec::new();
     for _ in 0..steps {
-        let g = squared_loss_grad(input, target, &w1, &w2);
+        let g = squared_loss_grad(input, target, &w1, &w2)?;
         losses.push(g.loss);
         w1.scaled_add(-lr, &g.dw1);
         w2.scaled_add(-lr, &g.dw2);
     }
-    losses.push(squared_loss_grad(input, target, &w1, &w2).loss);
-    (w1, w2, losses)
+    losses.push(squared_loss_grad(input, target, &w1, &w2)?.loss);
+    Ok((w1, w2, losses))
 }
 
 /// How far apart the hidden units are: the largest difference between any
 /// unit's incoming weights (a column of W1) and outgoing weights (a row of
 /// W2) and unit 0's. Zero means every hidden unit computes the same function.
-pub fn hidden_unit_spread(w1: &Array2<f64>, w2: &Array2<f64>) -> f64 {
+///
+/// # Errors
+/// [`crate::Error::ShapeMismatch`] for a `w2` without one row per column of `w1`.
+pub fn hidden_unit_spread(w1: &Array2<f64>, w2: &Array2<f64>) -> Result<f64> {
+    if w2.nrows() != w1.ncols() {
+        return Err(crate::Error::shape(
+            OP,
+            format!("w2 with {} rows (one per hidden unit)", w1.ncols()),
+            format!("{:?}", w2.dim()),
+        ));
+    }
     let mut spread = 0.0f64;
     for j in 1..w1.ncols() {
         for i in 0..w1.nrows() {
@@ -136,7 +179,7 @@ pub fn hidden_unit_spread(w1: &Array2<f64>, w2: &Array2<f64>) -> f64 {
             spread = spread.max((w2[(j, k)] - w2[(0, k)]).abs());
         }
     }
-    spread
+    Ok(spread)
 }
 
 /// Mean and standard deviation (ddof 0) of all entries, two-pass.
@@ -199,7 +242,7 @@ pub fn activation_statistics(
     batch: usize,
     seed: u64,
 ) -> Result<Vec<LayerStats>> {
-    crate::model::init::check_experiment("activation statistics", units, batch)?;
+    crate::model::init::check_experiment("activation statistics", layers, units, batch)?;
     let mut h = experiment_input(batch, units, seed)?;
     let mut stats = Vec::with_capacity(layers);
     let options = MatmulOptions {

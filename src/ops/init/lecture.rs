@@ -40,7 +40,7 @@ pub fn activation_statistics(
     batch: usize,
     seed: u64,
 ) -> Result<Vec<LayerStats>> {
-    crate::model::init::check_experiment("activation statistics", units, batch)?;
+    crate::model::init::check_experiment("activation statistics", layers, units, batch)?;
     let mut encoder = gpu.encoder(OP);
     let mut h = GpuMatrix::uninit(gpu, batch, units)?;
     let mut next = GpuMatrix::uninit(gpu, batch, units)?;
