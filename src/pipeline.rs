@@ -315,7 +315,7 @@ impl Pipeline {
     /// [`Error::ShapeMismatch`] for rows of another width.
     pub fn transform<T: HostFloat>(&self, x: ArrayView2<T>) -> Result<Array2<T>> {
         check_cols(OP, self.n_features(), x.ncols())?;
-        let parts = self.transform_parts();
+        let parts = self.transform_parts()?;
         let mut out = new_output_for(&parts, x.nrows())?;
         apply_into(&parts, None, x, out.view_mut(), 0)?;
         Ok(out)
@@ -330,7 +330,7 @@ impl Pipeline {
     /// [`Error::InvalidArgument`] for an `out` of another shape or layout.
     pub fn transform_into<T: HostFloat>(&self, x: ArrayView2<T>, out: ArrayViewMut2<T>) -> Result<()> {
         check_cols(OP, self.n_features(), x.ncols())?;
-        apply_into(&self.transform_parts(), None, x, out, 0)
+        apply_into(&self.transform_parts()?, None, x, out, 0)
     }
 
     /// Maps transformed rows (`output_dim` columns) back to the input space.
@@ -339,7 +339,7 @@ impl Pipeline {
     /// [`Error::ShapeMismatch`] for rows of another width.
     pub fn inverse_transform<T: HostFloat>(&self, y: ArrayView2<T>) -> Result<Array2<T>> {
         check_cols(OP, self.output_dim(), y.ncols())?;
-        let parts = self.inverse_parts();
+        let parts = self.inverse_parts()?;
         let mut out = new_output_for(&parts, y.nrows())?;
         apply_into(&parts, None, y, out.view_mut(), 0)?;
         Ok(out)
@@ -356,7 +356,7 @@ impl Pipeline {
         out: ArrayViewMut2<T>,
     ) -> Result<()> {
         check_cols(OP, self.output_dim(), y.ncols())?;
-        apply_into(&self.inverse_parts(), None, y, out, 0)
+        apply_into(&self.inverse_parts()?, None, y, out, 0)
     }
 
     /// Uploads the transform matrices, for [`GpuPipeline::transform`].
@@ -365,10 +365,10 @@ impl Pipeline {
     /// The uploads' errors.
     pub fn to_gpu(&self, gpu: &Gpu) -> Result<GpuPipeline> {
         Ok(GpuPipeline {
-            forward: GpuParts::upload(gpu, &f32_forward(self).transform_parts())?,
+            forward: GpuParts::upload(gpu, &f32_forward(self).transform_parts()?)?,
             // A model whose inverse cannot run on the GPU still transforms
             // forward there; the inverse then says why it cannot.
-            inverse: match GpuParts::upload(gpu, &self.inverse_parts()) {
+            inverse: match GpuParts::upload(gpu, &self.inverse_parts()?) {
                 Ok(p) => Ok(p),
                 Err(Error::InvalidArgument { reason, .. }) => Err(reason),
                 Err(e) => return Err(e),
@@ -741,7 +741,7 @@ impl GpuParts {
                         OP,
                         format!(
                             "column {c} is multiplied by {:e}, beyond what the GPU's f32 kernel holds; \
-                             run on the CPU (--device cpu)",
+                             compute it on the CPU device",
                             inv_scale[c]
                         ),
                     ));
@@ -1131,9 +1131,9 @@ pub fn transform_dataset<W: std::io::Write + Send>(
         Device::Cpu => {
             let f32_all = (ds.dtype(), out.dtype()) == (Dtype::F32, Dtype::F32);
             let parts = match (inverse, f32_all) {
-                (true, _) => model.inverse_parts(),
-                (false, true) => f32_forward(model).transform_parts(),
-                (false, false) => model.transform_parts(),
+                (true, _) => model.inverse_parts()?,
+                (false, true) => f32_forward(model).transform_parts()?,
+                (false, false) => model.transform_parts()?,
             };
             if f32_all {
                 transform_host::<f32, W>(&parts, ds, chunk_rows, out, out_path, progress)
@@ -1370,9 +1370,9 @@ fn host_centered(
     gpu: &Gpu,
 ) -> Result<(Array1<f64>, Option<Array1<f64>>, GpuParts)> {
     let parts = if inverse {
-        model.inverse_parts()
+        model.inverse_parts()?
     } else {
-        f32_forward(model).transform_parts()
+        f32_forward(model).transform_parts()?
     };
     let (center, bias, rest) = match parts {
         TransformParts::Elementwise {

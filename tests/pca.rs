@@ -1087,3 +1087,38 @@ fn gpu_topk_solver_bad_input_is_an_error_not_a_panic() {
     assert!(Pca::fit(g, &fine, &topk(NComponents::Count(9), Whitening::None)).is_err());
     assert!(Pca::fit(g, &fine, &topk(NComponents::Fraction(1.5), Whitening::None)).is_err());
 }
+
+#[test]
+fn a_model_whose_public_fields_disagree_is_an_error_not_a_panic() {
+    // "Keep fewer components" by cutting explained_variance alone: the
+    // whitening scales no longer match the components (a broadcast panic in
+    // the inverse once); the same for a mean of another width.
+    let x = correlated(40, 4, 0.5, 63);
+    for whitening in [Whitening::None, Whitening::Pca, Whitening::Zca] {
+        let o = PcaOptions {
+            whitening,
+            ..Default::default()
+        };
+        let good = fit(x.view(), &o).unwrap();
+        let mut short = good.clone();
+        short.explained_variance = short.explained_variance.slice(s![..3]).to_owned();
+        let mut narrow = good.clone();
+        narrow.mean = narrow.mean.slice(s![..3]).to_owned();
+        for m in [&short, &narrow] {
+            let y = Array2::<f64>::zeros((2, good.output_dim()));
+            let x2 = Array2::<f64>::zeros((2, m.mean.len()));
+            for got in [
+                cpu_pca::transform(m, x2.view()).map(|_| ()),
+                cpu_pca::inverse_transform(m, y.view()).map(|_| ()),
+                gpuprep::host::pca::transform(m, x2.view()).map(|_| ()),
+                gpuprep::host::pca::inverse_transform(m, y.view()).map(|_| ()),
+                Pca::from_model(gpu(), m.clone()).map(|_| ()),
+            ] {
+                assert!(
+                    matches!(got, Err(Error::ShapeMismatch { .. })),
+                    "{whitening:?}: {got:?}"
+                );
+            }
+        }
+    }
+}

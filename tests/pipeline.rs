@@ -330,7 +330,7 @@ fn transform_parts_fold_the_steps_into_one_operation() {
         &opts(true, true, Some(NComponents::Count(2)), Whitening::Pca),
     )
     .unwrap();
-    match m.transform_parts() {
+    match m.transform_parts().unwrap() {
         TransformParts::Product {
             w,
             center,
@@ -343,7 +343,10 @@ fn transform_parts_fold_the_steps_into_one_operation() {
         other => panic!("{other:?}"),
     }
     let m = Pipeline::fit(x.view(), &opts(true, true, None, Whitening::None)).unwrap();
-    assert!(matches!(m.transform_parts(), TransformParts::Elementwise { .. }));
+    assert!(matches!(
+        m.transform_parts().unwrap(),
+        TransformParts::Elementwise { .. }
+    ));
 }
 
 #[test]

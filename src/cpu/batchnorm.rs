@@ -105,7 +105,8 @@ pub fn forward_staged(
 /// Returns `(dx, dgamma, dbeta)`.
 ///
 /// # Errors
-/// [`Error::ShapeMismatch`] for a `dout` not of the cache's shape.
+/// [`Error::ShapeMismatch`] for a `dout` not of the cache's shape, or a cache
+/// whose (public) fields no longer fit its `xhat`.
 pub fn backward_staged(
     dout: ArrayView2<f64>,
     cache: &StagedCache,
@@ -116,6 +117,28 @@ pub fn backward_staged(
             OP,
             format!("dout of shape {:?}", cache.xhat.dim()),
             format!("{:?}", dout.dim()),
+        ));
+    }
+    // The cache's fields are public: every one must still fit xhat.
+    let d = cache.xhat.ncols();
+    let vectors = [
+        ("gamma", cache.gamma.len()),
+        ("ivar", cache.ivar.len()),
+        ("sqrtvar", cache.sqrtvar.len()),
+        ("var", cache.var.len()),
+    ];
+    if let Some((name, len)) = vectors.iter().find(|(_, len)| *len != d) {
+        return Err(Error::shape(
+            OP,
+            format!("cache.{name} of {d} values"),
+            format!("{len}"),
+        ));
+    }
+    if cache.xmu.dim() != cache.xhat.dim() {
+        return Err(Error::shape(
+            OP,
+            format!("cache.xmu of shape {:?}", cache.xhat.dim()),
+            format!("{:?}", cache.xmu.dim()),
         ));
     }
     let StagedCache {
@@ -324,5 +347,29 @@ impl BatchNorm {
             saved.invstd.view(),
         )?;
         Ok((g.dx, g.dgamma, g.dbeta))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn a_staged_cache_whose_fields_disagree_is_an_error_not_a_panic() {
+        let x = array![[1.0, 2.0, 3.0], [4.0, 6.0, 5.0]];
+        let (gamma, beta) = (array![1.0, 2.0, 0.5], array![0.0, 0.0, 1.0]);
+        let (y, cache) = forward_staged(x.view(), gamma.view(), beta.view(), 1e-5).unwrap();
+        assert!(backward_staged(y.view(), &cache).is_ok());
+        let mut bad = cache.clone();
+        bad.ivar = Array1::ones(2);
+        let got = backward_staged(y.view(), &bad);
+        assert!(matches!(got, Err(Error::ShapeMismatch { .. })), "{got:?}");
+        let mut bad = cache;
+        bad.xmu = Array2::zeros((1, 3));
+        assert!(matches!(
+            backward_staged(y.view(), &bad),
+            Err(Error::ShapeMismatch { .. })
+        ));
     }
 }

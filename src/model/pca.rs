@@ -840,24 +840,54 @@ impl PcaModel {
         }
     }
 
+    /// Checks that the fields a transform reads agree (they are public, and a
+    /// caller may have changed one): `mean` of D, `components` `D x k` and
+    /// `explained_variance` of k.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] naming the fields' shapes.
+    pub fn check_consistent(&self) -> Result<()> {
+        let d = self.mean.len();
+        let (rows, k) = self.components.dim();
+        if rows != d || self.explained_variance.len() != k {
+            return Err(Error::shape(
+                OP,
+                format!("a mean of D, components of D x k and k explained variances (D = {d})"),
+                format!(
+                    "components of {rows} x {k} and {} explained variances",
+                    self.explained_variance.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The forward transform as one product: `transform(X) = ((X - mean) @ W) * scale`.
     /// Returns `(W: D x output_dim, scale: Some(per-column) for PCA whitening)`;
     /// for ZCA `W = U diag(1/sqrt(S + eps)) U^T` is precomputed here.
-    pub fn transform_parts(&self) -> (Array2<f64>, Option<Array1<f64>>) {
-        match self.whitening {
+    ///
+    /// # Errors
+    /// As [`PcaModel::check_consistent`].
+    pub fn transform_parts(&self) -> Result<(Array2<f64>, Option<Array1<f64>>)> {
+        self.check_consistent()?;
+        Ok(match self.whitening {
             Whitening::None => (self.components.clone(), None),
             Whitening::Pca => (self.components.clone(), Some(self.inv_sqrt())),
             Whitening::Zca => {
                 let scaled = &self.components * &self.inv_sqrt();
                 (scaled.dot(&self.components.t()), None)
             }
-        }
+        })
     }
 
     /// The inverse transform as one product: `inverse(Y) = Y @ V + mean`, returns
     /// `V` (`output_dim x D`).
-    pub fn inverse_parts(&self) -> Array2<f64> {
-        match self.whitening {
+    ///
+    /// # Errors
+    /// As [`PcaModel::check_consistent`].
+    pub fn inverse_parts(&self) -> Result<Array2<f64>> {
+        self.check_consistent()?;
+        Ok(match self.whitening {
             Whitening::None => self.components.t().to_owned(),
             Whitening::Pca => {
                 let scaled = &self.components * &self.sqrt();
@@ -867,7 +897,7 @@ impl PcaModel {
                 let scaled = &self.components * &self.sqrt();
                 scaled.dot(&self.components.t())
             }
-        }
+        })
     }
 
     /// Runs `product` on the forward transform's matrix and options (centre
@@ -875,9 +905,9 @@ impl PcaModel {
     /// transform, `product(w, options)` being their `matmul`.
     pub(crate) fn with_transform<R>(
         &self,
-        product: impl FnOnce(ArrayView2<'_, f64>, &MatmulOptions<'_>) -> R,
-    ) -> R {
-        let (w, scale) = self.transform_parts();
+        product: impl FnOnce(ArrayView2<'_, f64>, &MatmulOptions<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let (w, scale) = self.transform_parts()?;
         let options = MatmulOptions {
             center: Some(self.mean.view()),
             scale: scale.as_ref().map(|s| s.view()),
@@ -890,9 +920,9 @@ impl PcaModel {
     /// mean as the bias).
     pub(crate) fn with_inverse<R>(
         &self,
-        product: impl FnOnce(ArrayView2<'_, f64>, &MatmulOptions<'_>) -> R,
-    ) -> R {
-        let v = self.inverse_parts();
+        product: impl FnOnce(ArrayView2<'_, f64>, &MatmulOptions<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let v = self.inverse_parts()?;
         let options = MatmulOptions {
             bias: Some(self.mean.view()),
             ..Default::default()

@@ -578,6 +578,26 @@ impl Pipeline {
         self.pca.as_ref().map_or(self.n_features(), PcaModel::output_dim)
     }
 
+    /// The steps' widths agree: the standardizer's offsets and divisors and
+    /// the PCA step's mean, all of `n_features` (public fields a caller may
+    /// have changed), and the PCA model itself.
+    fn check_steps(&self, c: &Array1<f64>, dv: &Array1<f64>) -> Result<()> {
+        let d = self.n_features();
+        let pca = self.pca.as_ref().map_or(d, |p| p.mean.len());
+        if c.len() != d || dv.len() != d || pca != d {
+            return Err(Error::shape(
+                OP,
+                format!("steps of the pipeline's {d} features"),
+                format!(
+                    "a standardizer of {} offsets and {} divisors, a PCA step of {pca} features",
+                    c.len(),
+                    dv.len()
+                ),
+            ));
+        }
+        self.pca.as_ref().map_or(Ok(()), PcaModel::check_consistent)
+    }
+
     fn offset_divisor(&self) -> (Array1<f64>, Array1<f64>) {
         let d = self.n_features();
         match &self.standardizer {
@@ -587,16 +607,22 @@ impl Pipeline {
     }
 
     /// The forward transform as one operation (see the [module docs](self)).
-    pub fn transform_parts(&self) -> TransformParts {
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for public fields that no longer agree (a
+    /// standardizer or PCA step of another width; see
+    /// [`crate::model::pca::PcaModel::check_consistent`]).
+    pub fn transform_parts(&self) -> Result<TransformParts> {
         let (c, dv) = self.offset_divisor();
-        match &self.pca {
+        self.check_steps(&c, &dv)?;
+        Ok(match &self.pca {
             None => TransformParts::Elementwise {
                 center: c,
                 inv_scale: dv.mapv(|v| 1.0 / v),
                 bias: None,
             },
             Some(p) => {
-                let (w, scale) = p.transform_parts();
+                let (w, scale) = p.transform_parts()?;
                 let center = &c + &(&dv * &p.mean);
                 let mut w2 = w;
                 for (mut row, &di) in w2.rows_mut().into_iter().zip(&dv) {
@@ -609,21 +635,25 @@ impl Pipeline {
                     bias: None,
                 }
             }
-        }
+        })
     }
 
     /// The inverse transform as one operation: exact with all components, the
     /// projection onto the kept components otherwise.
-    pub fn inverse_parts(&self) -> TransformParts {
+    ///
+    /// # Errors
+    /// As [`Pipeline::transform_parts`].
+    pub fn inverse_parts(&self) -> Result<TransformParts> {
         let (c, dv) = self.offset_divisor();
-        match &self.pca {
+        self.check_steps(&c, &dv)?;
+        Ok(match &self.pca {
             None => TransformParts::Elementwise {
                 center: Array1::zeros(dv.len()),
                 inv_scale: dv,
                 bias: Some(c),
             },
             Some(p) => {
-                let mut v = p.inverse_parts();
+                let mut v = p.inverse_parts()?;
                 for (j, mut col) in v.columns_mut().into_iter().enumerate() {
                     col.mapv_inplace(|x| x * dv[j]);
                 }
@@ -634,7 +664,7 @@ impl Pipeline {
                     bias: Some(&c + &(&dv * &p.mean)),
                 }
             }
-        }
+        })
     }
 
     /// Saves the pipeline as one `.npz` readable by `numpy.load` (stored, as

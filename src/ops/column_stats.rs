@@ -87,6 +87,15 @@ impl ColumnStats {
 
     /// The summary from the downloaded 5 x D matrix `m`.
     fn summary(&self, gpu: &Gpu, m: ndarray::ArrayView2<'_, f32>) -> Result<ColumnSummary> {
+        // `buffer` is a public field: another shape is an error, not an
+        // index past its rows.
+        if m.nrows() != 5 {
+            return Err(Error::shape(
+                "ColumnStats::download",
+                "a 5 x D statistics matrix",
+                format!("{} x {}", m.nrows(), m.ncols()),
+            ));
+        }
         let row = |s: Stat| m.row(s as usize).mapv(f64::from);
         let counts = match &self.counts {
             Some(c) => c.download(gpu)?.row(0).mapv(|v| v.to_bits() as usize),

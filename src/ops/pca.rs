@@ -484,12 +484,12 @@ impl Pca {
     /// in f32 (but under scikit-learn's convention); the uploads' errors (as [`GpuMatrix::upload`]).
     pub fn from_model(gpu: &Gpu, model: PcaModel) -> Result<Pca> {
         check_eps_f32(model.whitening, model.convention, model.eps)?;
-        let (w, scale) = model.transform_parts();
+        let (w, scale) = model.transform_parts()?;
         Ok(Pca {
             mean: upload_row(gpu, &model.mean)?,
             forward: upload_f64(gpu, &w)?,
             forward_scale: scale.as_ref().map(|s| upload_row(gpu, s)).transpose()?,
-            inverse: upload_f64(gpu, &model.inverse_parts())?,
+            inverse: upload_f64(gpu, &model.inverse_parts()?)?,
             model,
             one_pass: false,
         })

@@ -154,8 +154,8 @@ fn check_args(gpu: &Gpu, x: &GpuMatrix, stats: &ColumnStats, out: &GpuMatrix) ->
     if stats.buffer.rows() != 5 {
         return Err(Error::shape(
             OP,
-            format!("statistics for {} columns", x.cols()),
-            format!("statistics for {} columns", stats.cols()),
+            "a 5 x D statistics matrix",
+            format!("{} x {}", stats.buffer.rows(), stats.buffer.cols()),
         ));
     }
     let inplace = out.same_view(x);

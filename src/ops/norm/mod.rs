@@ -71,8 +71,16 @@ impl NormStats {
     /// invstd (a scaled group's converted back, see the type's documentation).
     ///
     /// # Errors
-    /// As [`GpuMatrix::download`].
+    /// As [`GpuMatrix::download`]; [`Error::ShapeMismatch`] for a `buffer` (a
+    /// public field) that is not `groups x 4`.
     pub fn download(&self, gpu: &Gpu) -> Result<NormSummary> {
+        if self.buffer.cols() != 4 {
+            return Err(Error::shape(
+                "NormStats::download",
+                "a groups x 4 statistics matrix",
+                format!("{} x {}", self.buffer.rows(), self.buffer.cols()),
+            ));
+        }
         Ok(summary_of(&self.buffer.download(gpu)?))
     }
 }

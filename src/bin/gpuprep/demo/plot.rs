@@ -91,12 +91,21 @@ impl Canvas {
         }
     }
 
-    /// Writes the PNG; returns its path.
+    /// Writes the PNG atomically (encoded in memory, then a temporary file
+    /// renamed into place: an interrupted demo leaves no half-written
+    /// figure); returns its path.
     pub fn save(self) -> gpuprep::Result<PathBuf> {
         let img = image::RgbImage::from_raw(self.w, self.h, self.buf)
             .ok_or_else(|| err(&self.path, "buffer size"))?;
-        img.save_with_format(&self.path, image::ImageFormat::Png)
+        let mut png = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut png, image::ImageFormat::Png)
             .map_err(|e| err(&self.path, e))?;
+        gpuprep::io::write_atomic(&self.path, |f| {
+            std::io::Write::write_all(f, png.get_ref()).map_err(|source| gpuprep::Error::Io {
+                path: self.path.clone(),
+                source,
+            })
+        })?;
         Ok(self.path)
     }
 }
