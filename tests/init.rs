@@ -1619,3 +1619,15 @@ fn trunc_normal_moments_match_pytorch_samples() {
         assert!(f("min") >= f("a") && f("max") <= f("b"));
     }
 }
+
+#[test]
+fn activation_statistics_of_more_layers_than_memory_holds_are_refused() {
+    // Vec::with_capacity(layers) panicked with a capacity overflow; the GPU's
+    // 5 * layers rows wrapped.
+    let huge = 3_689_348_814_741_910_324usize;
+    let s = Scheme::SmallRandom;
+    let cpu = activation_statistics(&s, Activation::Tanh, huge, 8, 8, SEED);
+    assert!(matches!(cpu, Err(gpuprep::Error::ExceedsLimit { .. })), "{cpu:?}");
+    let g = gpu_init::lecture::activation_statistics(gpu(), &s, Activation::Tanh, huge, 8, 8, SEED);
+    assert!(matches!(g, Err(gpuprep::Error::ExceedsLimit { .. })), "{g:?}");
+}
