@@ -741,7 +741,7 @@ impl GpuParts {
                         OP,
                         format!(
                             "column {c} is multiplied by {:e}, beyond what the GPU's f32 kernel holds; \
-                             compute it on the CPU device",
+                             compute it on the CPU (--device cpu, or device=\"cpu\" in Python)",
                             inv_scale[c]
                         ),
                     ));
