@@ -882,20 +882,7 @@ fn init<'py>(
                 Ok(values)
             }
             Device::Cpu => {
-                let v = gpuprep::cpu::init::init(&shape, &scheme, rng)?;
-                v.iter()
-                    .map(|&x| {
-                        let f = x as f32;
-                        if f.is_infinite() && x.is_finite() {
-                            Err(Error::InvalidArgument {
-                                op: "init",
-                                reason: format!("the value {x:e} is beyond float32's range"),
-                            })
-                        } else {
-                            Ok(f)
-                        }
-                    })
-                    .collect()
+                gpuprep::model::init::draw_to_f32("init", gpuprep::cpu::init::init(&shape, &scheme, rng)?)
             }
         }
     })?;

@@ -714,22 +714,46 @@ pub(crate) fn check_experiment(
     crate::alloc::check_bytes(op, layers as u128 * (20 * units as u128 + 16))
 }
 
-/// The values of a draw made on the GPU in f32, checked as the f64 twin's are
-/// converted: a finite draw beyond f32's range (a scale too large for f32,
-/// such as `std = 3e38`) is infinity there, and refused here, as the twin's
-/// conversion refuses it.
+/// The refusal of a draw's element `i` that is beyond f32's range (a scale
+/// too large for f32, such as `std = 3e38`): one message for both devices.
+fn beyond_f32(op: &'static str, i: usize) -> Error {
+    Error::invalid(
+        op,
+        format!(
+            "element {i} of the draw is beyond f32's range (|v| <= {:e}): the scheme's scale is too large for f32",
+            f32::MAX
+        ),
+    )
+}
+
+/// The twin's f64 draw as f32 for an output, refusing a finite value beyond
+/// f32's range (it would be written as infinity).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming the first such element.
+pub fn draw_to_f32(op: &'static str, values: impl IntoIterator<Item = f64>) -> Result<Vec<f32>> {
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let f = v as f32;
+            if f.is_infinite() && v.is_finite() {
+                Err(beyond_f32(op, i))
+            } else {
+                Ok(f)
+            }
+        })
+        .collect()
+}
+
+/// A draw made on the GPU in f32, checked as [`draw_to_f32`] checks the
+/// twin's: a finite draw beyond f32's range is infinity there, and refused.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] naming the first such element.
 pub fn check_drawn_f32(op: &'static str, values: &[f32]) -> Result<()> {
     match values.iter().position(|v| !v.is_finite()) {
-        Some(i) => Err(Error::invalid(
-            op,
-            format!(
-                "element {i} of the draw is beyond f32's range (|v| <= {:e}): the scheme's scale is too large for f32",
-                f32::MAX
-            ),
-        )),
+        Some(i) => Err(beyond_f32(op, i)),
         None => Ok(()),
     }
 }

@@ -301,24 +301,6 @@ fn bias(a: &InitArgs) -> gpuprep::Result<Scheme> {
     })
 }
 
-/// The twin's f64 values as the file's f32, refusing a finite value beyond
-/// f32's range (it would be written as infinity).
-fn f32_values<'a>(values: impl Iterator<Item = &'a f64>) -> gpuprep::Result<Vec<f32>> {
-    values
-        .map(|&v| {
-            let f = v as f32;
-            if f.is_infinite() && v.is_finite() {
-                Err(invalid(format!(
-                    "the value {v:e} is beyond f32's range (|v| <= {:e}): the output would hold infinity",
-                    f32::MAX
-                )))
-            } else {
-                Ok(f)
-            }
-        })
-        .collect()
-}
-
 /// Runs `gpuprep init` on the GPU, or on the CPU twin (`--device cpu`, or no adapter).
 pub fn run(a: InitArgs) -> gpuprep::Result<()> {
     let scheme = scheme(&a)?;
@@ -334,7 +316,7 @@ pub fn run(a: InitArgs) -> gpuprep::Result<()> {
             (values, g.adapter_name())
         }
         None => (
-            f32_values(twin::init(&shape, &scheme, rng)?.iter())?,
+            gpuprep::model::init::draw_to_f32("init", twin::init(&shape, &scheme, rng)?)?,
             "cpu".into(),
         ),
     };
