@@ -243,8 +243,8 @@ impl Mlp {
     }
 
     fn forward(&mut self, x: ArrayView2<f64>, training: bool) -> Result<(Vec<Tape>, Array2<f64>)> {
-        self.check_layers()?;
-        let last = self.layers.len() - 1;
+        // Checked by the callers (check_batch, logits): at least one layer.
+        let last = self.layers.len().saturating_sub(1);
         let mut h = x.to_owned();
         let mut tapes = Vec::new();
         for (l, layer) in self.layers.iter_mut().enumerate() {
@@ -410,6 +410,7 @@ impl Mlp {
     /// [`Error::ShapeMismatch`] for an `x` without D columns; a `config` and
     /// `layers` that no longer agree, as [`Mlp::step`]; the products' errors.
     pub fn logits(&mut self, x: ArrayView2<f64>) -> Result<Array2<f64>> {
+        self.check_layers()?;
         Ok(self.forward(x, false)?.1)
     }
 
