@@ -480,3 +480,17 @@ fn chunks_stay_under_a_loop_limit() {
         same_as_twin(&g, &xn, &opts, 1e-5);
     }
 }
+
+#[test]
+fn statistics_buffers_of_another_shape_are_errors_not_panics() {
+    // The structs' `buffer` is public: a buffer cut short was indexed past its
+    // rows (columns) on download.
+    let g = gpu();
+    let x = GpuMatrix::upload(g, normal(8, 3, 0.0, 1.0, 5).view()).unwrap();
+    let mut st = ops::column_stats(g, &x, &Default::default()).unwrap();
+    st.buffer = st.buffer.row_range(0..2).unwrap();
+    assert!(matches!(st.download(g), Err(Error::ShapeMismatch { .. })));
+    let mut ns = ops::norm::NormStats::uninit(g, ops::norm::NormKind::Layer, 4).unwrap();
+    ns.buffer = GpuMatrix::uninit(g, 4, 3).unwrap();
+    assert!(matches!(ns.download(g), Err(Error::ShapeMismatch { .. })));
+}

@@ -79,23 +79,24 @@ impl ColumnStats {
     /// Downloads everything (one readback).
     ///
     /// # Errors
-    /// As [`GpuMatrix::download`].
+    /// As [`GpuMatrix::download`]; [`Error::ShapeMismatch`] for a `buffer` (a
+    /// public field) that is not `5 x D`.
     pub fn download(&self, gpu: &Gpu) -> Result<ColumnSummary> {
+        // `buffer` is a public field: another shape is an error (before any
+        // readback), not an index past its rows.
+        if self.buffer.rows() != 5 {
+            return Err(Error::shape(
+                "ColumnStats::download",
+                "a 5 x D statistics matrix",
+                format!("{} x {}", self.buffer.rows(), self.buffer.cols()),
+            ));
+        }
         let m = self.buffer.download(gpu)?;
         self.summary(gpu, m.view())
     }
 
     /// The summary from the downloaded 5 x D matrix `m`.
     fn summary(&self, gpu: &Gpu, m: ndarray::ArrayView2<'_, f32>) -> Result<ColumnSummary> {
-        // `buffer` is a public field: another shape is an error, not an
-        // index past its rows.
-        if m.nrows() != 5 {
-            return Err(Error::shape(
-                "ColumnStats::download",
-                "a 5 x D statistics matrix",
-                format!("{} x {}", m.nrows(), m.ncols()),
-            ));
-        }
         let row = |s: Stat| m.row(s as usize).mapv(f64::from);
         let counts = match &self.counts {
             Some(c) => c.download(gpu)?.row(0).mapv(|v| v.to_bits() as usize),
