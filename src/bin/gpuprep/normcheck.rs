@@ -175,8 +175,8 @@ fn norm_kind(args: &NormcheckArgs, dims: &[usize]) -> gpuprep::Result<NormKind> 
         (Kind::Instance, None) => Ok(NormKind::Instance),
         (Kind::Rms, None) => match &args.normalized_shape {
             Some(ns) => NormKind::rms(OP, dims, ns),
-            // Over every dimension but the first (a 0-D x has none: the
-            // shape check that follows refuses it, as for the other kinds).
+            // Over every dimension but the first (read_inputs checked the
+            // shape first; a 0-D x has none, and gives an empty tail here).
             None => NormKind::rms(OP, dims, dims.get(1..).unwrap_or(&[])),
         },
     }
