@@ -437,6 +437,19 @@ fn merge_lanes(p: Partial, c: u32, live: bool, lid: vec3<u32>, chunk: u32) {
 
 var<workgroup> fin_state: array<Partial, 256>;
 
+// A column's min (or max): the infinity on its side (`toward`) where the data
+// holds it, else the extreme of the finite values, else (the column holds only
+// the other infinity) `away`. Bits, as the output is written.
+fn extreme_bits(hit: bool, finite: bool, v: f32, toward: u32, away: u32) -> u32 {
+    if (hit) {
+        return toward;
+    }
+    if (finite) {
+        return bitcast<u32>(v);
+    }
+    return away;
+}
+
 @compute @workgroup_size(256, 1, 1)
 fn column_stats_finalize(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -490,20 +503,8 @@ fn column_stats_finalize(
                 o_var = scaled_bits(q, 2 * t.e);
                 o_std = scaled_bits(sqrt(q), t.e);
             }
-            if (neg) {
-                o_min = NEG_INF_BITS;
-            } else if (finite) {
-                o_min = bitcast<u32>(t.mn);
-            } else {
-                o_min = INF_BITS;
-            }
-            if (pos) {
-                o_max = INF_BITS;
-            } else if (finite) {
-                o_max = bitcast<u32>(t.mx);
-            } else {
-                o_max = NEG_INF_BITS;
-            }
+            o_min = extreme_bits(neg, finite, t.mn, NEG_INF_BITS, INF_BITS);
+            o_max = extreme_bits(pos, finite, t.mx, INF_BITS, NEG_INF_BITS);
         }
         out[c] = o_mean;
         out[d + c] = o_var;

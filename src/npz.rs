@@ -665,21 +665,25 @@ fn fortran_to_c(data: &[u8], shape: &[usize], size: usize) -> Vec<u8> {
     out
 }
 
+/// What `write` puts in an archive in memory, opened for reading (for the
+/// tests of every type that saves itself to `.npz`).
+#[cfg(test)]
+pub(crate) fn round_trip(
+    write: impl FnOnce(&mut NpzWriter<std::io::Cursor<Vec<u8>>>) -> Result<()>,
+) -> NpzReader<std::io::Cursor<Vec<u8>>> {
+    use std::io::Cursor;
+    let p = Path::new("t.npz");
+    let mut w = NpzWriter::new(Cursor::new(Vec::new()), p);
+    write(&mut w).unwrap();
+    let bytes = w.finish().unwrap().into_inner();
+    NpzReader::new(Cursor::new(bytes), p).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ndarray::array;
     use std::io::Cursor;
-
-    fn round_trip(
-        write: impl FnOnce(&mut NpzWriter<Cursor<Vec<u8>>>) -> Result<()>,
-    ) -> NpzReader<Cursor<Vec<u8>>> {
-        let p = Path::new("t.npz");
-        let mut w = NpzWriter::new(Cursor::new(Vec::new()), p);
-        write(&mut w).unwrap();
-        let bytes = w.finish().unwrap().into_inner();
-        NpzReader::new(Cursor::new(bytes), p).unwrap()
-    }
 
     #[test]
     fn a_string_width_whose_bytes_overflow_is_refused() {

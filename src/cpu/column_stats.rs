@@ -265,23 +265,24 @@ impl Block {
             } else {
                 t.m2[c] / (count - ddof) as f64
             };
-            let min = if neg {
-                f64::NEG_INFINITY
-            } else if finite {
-                t.min[c]
-            } else {
-                f64::INFINITY
-            };
-            let max = if pos {
-                f64::INFINITY
-            } else if finite {
-                t.max[c]
-            } else {
-                f64::NEG_INFINITY
-            };
+            let min = extreme(neg, finite, t.min[c], f64::NEG_INFINITY);
+            let max = extreme(pos, finite, t.max[c], f64::INFINITY);
             (mean, var, min, max)
         };
         (count, (mean, var, min, max))
+    }
+}
+
+/// A column's min (or max): the infinity on its side (`toward`) where the data
+/// holds it, else the extreme of the finite values, else (the column holds
+/// only the other infinity) `-toward`. As the shader's `extreme_bits`.
+fn extreme(hit: bool, finite: bool, v: f64, toward: f64) -> f64 {
+    if hit {
+        toward
+    } else if finite {
+        v
+    } else {
+        -toward
     }
 }
 

@@ -18,8 +18,7 @@ use crate::error::{Error, Result};
 
 const OP: &str = "covariance (cpu)";
 
-/// Rows centred and multiplied per block.
-const BLOCK: usize = 256;
+use super::ROW_BLOCK as BLOCK;
 
 /// Column means of `x` in f64 (`N >= 1`).
 ///
@@ -85,27 +84,15 @@ pub fn covariance_shifted<A: Copy + Into<f64>>(
     // each column of B is one centred row of X, so filling it reads X in order).
     let mut acc = Mat::<f64>::zeros(d, d);
     let mut sums = vec![0.0f64; d];
-    let mut block = Mat::<f64>::zeros(d, BLOCK.min(n));
     let par = faer::get_global_parallelism();
-    let mut start = 0;
-    while start < n {
-        let rows = BLOCK.min(n - start);
-        for r in 0..rows {
-            let col = block.col_as_slice_mut(r);
-            for (((c, &v), &m), s) in col
-                .iter_mut()
-                .zip(x.row(start + r).iter())
-                .zip(mean.iter())
-                .zip(sums.iter_mut())
-            {
-                *c = v.into() - m;
-                *s += *c;
+    super::row_blocks(x, Some(mean), |_, b| {
+        for r in 0..b.ncols() {
+            for (s, &c) in sums.iter_mut().zip(b.col(r).iter()) {
+                *s += c;
             }
         }
-        let b = block.as_ref().subcols(0, rows);
         matmul(acc.as_mut(), Accum::Add, b, b.transpose(), 1.0, par);
-        start += rows;
-    }
+    });
     crate::avx::clear_avx_upper_state();
 
     // Remove the shift, scale, and symmetrize exactly (the product may round

@@ -19,8 +19,7 @@ use crate::model::matmul::check_shapes;
 
 const OP: &str = "matmul (cpu)";
 
-/// Rows centred and multiplied per block.
-const BLOCK: usize = 256;
+use super::ROW_BLOCK as BLOCK;
 
 pub use crate::model::matmul::MatmulOptions;
 
@@ -50,32 +49,15 @@ pub fn matmul<A: Copy + Into<f64>>(
     let mut out = Array2::<f64>::zeros((n, m));
     // The product of a block: out_block^T (M x rows) = w^T (M x K) * xb^T (K x rows),
     // with xb^T column-major so each column is one (centred) row of x.
-    let mut xt = Mat::<f64>::zeros(k, BLOCK.min(n.max(1)));
     let mut ot = Mat::<f64>::zeros(m, BLOCK.min(n.max(1)));
     let par = faer::get_global_parallelism();
-    let mut start = 0;
-    while start < n {
-        let rows = BLOCK.min(n - start);
-        for r in 0..rows {
-            let col = xt.col_as_slice_mut(r);
-            match options.center {
-                Some(c) => {
-                    for ((o, &v), &cv) in col.iter_mut().zip(x.row(start + r).iter()).zip(c.iter()) {
-                        *o = v.into() - cv;
-                    }
-                }
-                None => {
-                    for (o, &v) in col.iter_mut().zip(x.row(start + r).iter()) {
-                        *o = v.into();
-                    }
-                }
-            }
-        }
+    super::row_blocks(x, options.center, |start, xt| {
+        let rows = xt.ncols();
         faer_matmul(
             ot.as_mut().subcols_mut(0, rows),
             Accum::Replace,
             wf.transpose(),
-            xt.as_ref().subcols(0, rows),
+            xt,
             1.0,
             par,
         );
@@ -93,8 +75,7 @@ pub fn matmul<A: Copy + Into<f64>>(
                 orow[j] = options.activation.apply(v);
             }
         }
-        start += rows;
-    }
+    });
     crate::avx::clear_avx_upper_state();
     Ok(out)
 }

@@ -202,24 +202,10 @@ impl Mlp {
     /// As [`MlpConfig::check`]; [`Error::ShapeMismatch`] for a weight count other
     /// than the layer count or a weight not of its layer's `(out, in)` shape.
     pub fn with_weights(config: &MlpConfig, weights: Vec<Array2<f64>>) -> Result<Mlp> {
-        config.check(OP)?;
-        if weights.len() != config.layers() {
-            return Err(Error::shape(
-                OP,
-                format!("{} weights", config.layers()),
-                format!("{}", weights.len()),
-            ));
-        }
+        config.check_weights(OP, weights.iter().map(Array2::dim))?;
         let mut layers = Vec::new();
         for (l, w) in weights.into_iter().enumerate() {
             let [out, inp] = config.weight_shape(l);
-            if w.dim() != (out, inp) {
-                return Err(Error::shape(
-                    OP,
-                    format!("layer {l}'s weight of {out} x {inp}"),
-                    format!("{:?}", w.dim()),
-                ));
-            }
             let bn = config.has_batch_norm(l).then(|| {
                 let mut bn = BatchNorm::new(out, RunningStatsConfig::pytorch());
                 bn.eps = f64::from(config.eps);

@@ -446,14 +446,7 @@ impl<'a> Krylov<'a> {
             1.0,
             par,
         );
-        for i in 0..m {
-            for j in 0..i {
-                let v = 0.5 * (h[(i, j)] + h[(j, i)]);
-                h[(i, j)] = v;
-                h[(j, i)] = v;
-            }
-        }
-        let (theta, y) = small_eigh_descending(h.as_ref())?;
+        let (theta, y) = small_eigh_descending(h)?;
         self.b0 = self.b.min(m);
         let b0 = self.b0;
         let yb = y.as_ref().subcols(0, b0);
@@ -578,11 +571,20 @@ fn finish(
     }
 }
 
-/// Eigenvalues (descending) and eigenvectors of a small symmetric matrix.
-fn small_eigh_descending(h: MatRef<'_, f64>) -> Result<(Vec<f64>, Mat<f64>)> {
+/// Eigenvalues (descending) and eigenvectors of a small matrix that is
+/// symmetric but for rounding (a product `A^T B` of the same span): it is made
+/// exactly symmetric first, each pair of entries replaced by their mean.
+fn small_eigh_descending(mut h: Mat<f64>) -> Result<(Vec<f64>, Mat<f64>)> {
     let m = h.nrows();
+    for i in 0..m {
+        for j in 0..i {
+            let v = 0.5 * (h[(i, j)] + h[(j, i)]);
+            h[(i, j)] = v;
+            h[(j, i)] = v;
+        }
+    }
     let what = || format!("the eigendecomposition of the {m} x {m} Rayleigh quotient");
-    let (s, u) = self_adjoint_evd(h, eigh_parallelism(m), OP, what)?;
+    let (s, u) = self_adjoint_evd(h.as_ref(), eigh_parallelism(m), OP, what)?;
     let values = (0..m).map(|j| s[m - 1 - j]).collect();
     let vectors = Mat::from_fn(m, m, |i, j| u[(i, m - 1 - j)]);
     Ok((values, vectors))
@@ -743,14 +745,7 @@ fn svqb(z: &mut [f64], d: usize, n: usize, keep: f64, par: Par) -> Result<(Vec<f
     let zr = MatRef::from_column_major_slice(&z[..d * n], d, n);
     let mut g = Mat::<f64>::zeros(n, n);
     matmul(g.as_mut(), Accum::Replace, zr.transpose(), zr, 1.0, par);
-    for i in 0..n {
-        for j in 0..i {
-            let v = 0.5 * (g[(i, j)] + g[(j, i)]);
-            g[(i, j)] = v;
-            g[(j, i)] = v;
-        }
-    }
-    let (lambda, v) = small_eigh_descending(g.as_ref())?;
+    let (lambda, v) = small_eigh_descending(g)?;
     let kept = lambda.iter().take_while(|&&l| l > keep * keep).count();
     if kept == 0 {
         return Ok((Vec::new(), 0));

@@ -557,7 +557,6 @@ mod tests {
     use ndarray::{s, Array2, ArrayView2};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
-    use std::io::Cursor;
 
     /// The states of `x` by the textbook two-pass sums in f64.
     fn direct(x: ArrayView2<f64>) -> (ColumnMoments, CoMoments) {
@@ -701,19 +700,11 @@ mod tests {
         assert!(c.comoment[[0, 2]].is_finite());
     }
 
-    fn roundtrip(save: impl Fn(&mut NpzWriter<Cursor<Vec<u8>>>) -> Result<()>) -> NpzReader<Cursor<Vec<u8>>> {
-        let p = std::path::Path::new("state.npz");
-        let mut w = NpzWriter::new(Cursor::new(Vec::new()), p);
-        save(&mut w).unwrap();
-        let bytes = w.finish().unwrap().into_inner();
-        NpzReader::new(Cursor::new(bytes), p).unwrap()
-    }
-
     #[test]
     fn npz_roundtrip_and_validation() {
         let x = data(11, 4, 4);
         let (m, c) = direct(x.view());
-        let mut r = roundtrip(|w| {
+        let mut r = crate::npz::round_trip(|w| {
             m.save_npz(w, "stats_")?;
             c.save_npz(w, "cov_")
         });
@@ -727,7 +718,7 @@ mod tests {
         assert!(CoMoments::load_npz(&mut r, "cov_", Some(5)).is_err());
 
         // Empty states round-trip (their infinite min/max included).
-        let mut r = roundtrip(|w| ColumnMoments::new(3).save_npz(w, ""));
+        let mut r = crate::npz::round_trip(|w| ColumnMoments::new(3).save_npz(w, ""));
         assert_eq!(
             ColumnMoments::load_npz(&mut r, "", None).unwrap(),
             ColumnMoments::new(3)
@@ -735,7 +726,7 @@ mod tests {
 
         // A negative count, a length that disagrees, a negative M2 or diagonal.
         let write = |count: i64, m2: Array1<f64>, min_len: usize| {
-            roundtrip(move |w| {
+            crate::npz::round_trip(move |w| {
                 w.i64("count", count)?;
                 w.f64s("mean", &Array1::<f64>::zeros(3))?;
                 w.f64s("m2", &m2)?;
@@ -758,7 +749,7 @@ mod tests {
         }
         assert!(CoMoments::load_npz(&mut write(-1, ok.clone(), 3), "", None).is_err());
         assert!(CoMoments::load_npz(&mut write(2, neg, 3), "", None).is_err());
-        let mut r = roundtrip(|w| {
+        let mut r = crate::npz::round_trip(|w| {
             w.i64("count", 2)?;
             w.f64s("mean", &Array1::<f64>::zeros(3))?;
             w.f64s("comoment", &Array2::<f64>::zeros((3, 2)))

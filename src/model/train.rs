@@ -133,6 +133,39 @@ impl MlpConfig {
         Philox::with_stream(self.seed, l as u64)
     }
 
+    /// Checks the config ([`MlpConfig::check`]) and that `dims` are its
+    /// weights' `(out, in)` shapes, one per layer.
+    ///
+    /// # Errors
+    /// As [`MlpConfig::check`]; [`Error::ShapeMismatch`] (naming `op`) for a
+    /// weight count other than the layer count or a weight not of its layer's
+    /// shape.
+    pub fn check_weights(
+        &self,
+        op: &'static str,
+        dims: impl ExactSizeIterator<Item = (usize, usize)>,
+    ) -> Result<()> {
+        self.check(op)?;
+        if dims.len() != self.layers() {
+            return Err(Error::shape(
+                op,
+                format!("{} weights", self.layers()),
+                format!("{}", dims.len()),
+            ));
+        }
+        for (l, dim) in dims.enumerate() {
+            let [out, inp] = self.weight_shape(l);
+            if dim != (out, inp) {
+                return Err(Error::shape(
+                    op,
+                    format!("layer {l}'s weight of {out} x {inp}"),
+                    format!("{dim:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the shape and the options.
     ///
     /// # Errors

@@ -669,26 +669,11 @@ impl Mlp {
     /// As [`Mlp::new`]; [`Error::ShapeMismatch`] for a weight count other than the
     /// layer count or a weight not of its layer's `(out, in)` shape.
     pub fn with_weights(gpu: &Gpu, config: &MlpConfig, weights: &[Array2<f32>]) -> Result<Mlp> {
-        config.check("Mlp::with_weights")?;
-        if weights.len() != config.layers() {
-            return Err(Error::shape(
-                "Mlp::with_weights",
-                format!("{} weights", config.layers()),
-                format!("{}", weights.len()),
-            ));
-        }
-        let mut ws = Vec::new();
-        for (l, w) in weights.iter().enumerate() {
-            let [out, inp] = config.weight_shape(l);
-            if w.dim() != (out, inp) {
-                return Err(Error::shape(
-                    "Mlp::with_weights",
-                    format!("layer {l}'s weight of {out} x {inp}"),
-                    format!("{:?}", w.dim()),
-                ));
-            }
-            ws.push(GpuMatrix::upload(gpu, w.view())?);
-        }
+        config.check_weights("Mlp::with_weights", weights.iter().map(Array2::dim))?;
+        let ws = weights
+            .iter()
+            .map(|w| GpuMatrix::upload(gpu, w.view()))
+            .collect::<Result<Vec<_>>>()?;
         Self::build(gpu, config, ws)
     }
 

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use gpuprep::io::{self, NonFinite};
+use gpuprep::io;
 
 use crate::common::{InputArgs, StreamArgs};
 use crate::output;
@@ -28,12 +28,7 @@ pub struct FitArgs {
 
 pub fn run(a: FitArgs) -> gpuprep::Result<()> {
     io::check_outputs("fit", &steps::paths(&a.input.inputs), &[&a.output])?;
-    let options = a.steps.options()?;
-    options.validate()?;
-    let mut ds = a.input.open("fit", NonFinite::Reject)?;
-    let gpu = steps::device(a.stream.device);
-    let mut model = steps::fit(&mut ds, &options, &gpu, &a.stream)?;
-    model.state.feature_names = ds.feature_names().map(<[String]>::to_vec);
+    let (_, _, model) = steps::open_and_fit("fit", &a.input, &a.steps, &a.stream)?;
     let mut out = io::OutputSet::new();
     out.write_with(&a.output, |tmp| model.save(tmp))?;
     out.commit()?;

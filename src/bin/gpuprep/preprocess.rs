@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use gpuprep::io::{self, NonFinite};
+use gpuprep::io;
 
 use crate::common::{InputArgs, StreamArgs};
 use crate::output;
@@ -37,12 +37,7 @@ pub fn run(a: PreprocessArgs) -> gpuprep::Result<()> {
     let mut outputs = vec![a.output.as_path()];
     outputs.extend(a.save_model.as_deref());
     io::check_outputs("preprocess", &steps::paths(&a.input.inputs), &outputs)?;
-    let options = a.steps.options()?;
-    options.validate()?;
-    let mut ds = a.input.open("preprocess", NonFinite::Reject)?;
-    let gpu = steps::device(a.stream.device);
-    let mut model = steps::fit(&mut ds, &options, &gpu, &a.stream)?;
-    model.state.feature_names = ds.feature_names().map(<[String]>::to_vec);
+    let (mut ds, gpu, model) = steps::open_and_fit("preprocess", &a.input, &a.steps, &a.stream)?;
     let dtype = a.dtype.map_or(ds.dtype(), DtypeArg::dtype);
     // Both outputs appear together or neither does.
     let mut out = io::OutputSet::new();

@@ -5,12 +5,13 @@
 use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
+use gpuprep::io::NonFinite;
 use gpuprep::npy::{Dtype, NpyWriter};
 use gpuprep::pipeline::{self, Device as Where};
 use gpuprep::stream::Dataset;
 use gpuprep::{io, Convention, Gpu, NComponents, Pipeline, PipelineOptions, Solver, Whitening};
 
-use crate::common::{Device, Progress, StreamArgs};
+use crate::common::{Device, InputArgs, Progress, StreamArgs};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum WhitenArg {
@@ -166,6 +167,24 @@ pub fn names(p: &[PathBuf]) -> String {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// What `fit` and `preprocess` share: the options checked, the input
+/// opened (non-finite values refused), the device chosen, and the pipeline
+/// fitted, streamed, with the input's feature names (where it has them).
+pub fn open_and_fit(
+    op: &'static str,
+    input: &InputArgs,
+    steps: &StepArgs,
+    stream: &StreamArgs,
+) -> gpuprep::Result<(Dataset, Option<Gpu>, Pipeline)> {
+    let options = steps.options()?;
+    options.validate()?;
+    let mut ds = input.open(op, NonFinite::Reject)?;
+    let gpu = device(stream.device);
+    let mut model = fit(&mut ds, &options, &gpu, stream)?;
+    model.state.feature_names = ds.feature_names().map(<[String]>::to_vec);
+    Ok((ds, gpu, model))
 }
 
 /// Fits `options` on the data set, streamed.
