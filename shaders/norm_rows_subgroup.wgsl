@@ -58,17 +58,30 @@ fn subgroup_merge_wf(st: Wf) -> Wf {
     return r;
 }
 
-@compute @workgroup_size(WG)
-fn row_forward_subgroup(
+// Where a subgroup is in the grid: one row per subgroup at a time, the grid's
+// subgroups striding over the rows.
+struct SubgroupIds {
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(subgroup_id) sg: u32,
     @builtin(num_subgroups) nsg: u32,
-) {
+}
+
+// The subgroup's first row.
+fn first_row(id: SubgroupIds) -> u32 {
+    return (id.wid.x + id.wid.y * id.nwg.x) * id.nsg + id.sg;
+}
+
+// The subgroups in the grid: the step from a subgroup's row to its next.
+fn row_stride(id: SubgroupIds) -> u32 {
+    return id.nwg.x * id.nwg.y * id.nsg;
+}
+
+@compute @workgroup_size(WG)
+fn row_forward_subgroup(id: SubgroupIds) {
     let ln = subgroup_lanes();
     let len = p.len;
-    let stride = nwg.x * nwg.y * nsg;
-    for (var r = (wid.x + wid.y * nwg.x) * nsg + sg; r < p.rows; r = r + stride) {
+    for (var r = first_row(id); r < p.rows; r = r + row_stride(id)) {
         let shift = x[r * len];
         let st = row_state(r * len, ln, len, shift);
         let row = finish_row(subgroup_merge_wf(st), shift, p.eps);
@@ -80,17 +93,11 @@ fn row_forward_subgroup(
 }
 
 @compute @workgroup_size(WG)
-fn row_backward_subgroup(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(subgroup_id) sg: u32,
-    @builtin(num_subgroups) nsg: u32,
-) {
+fn row_backward_subgroup(id: SubgroupIds) {
     let ln = subgroup_lanes();
     let len = p.len;
     let inv_l = 1.0 / f32(len);
-    let stride = nwg.x * nwg.y * nsg;
-    for (var r = (wid.x + wid.y * nwg.x) * nsg + sg; r < p.rows; r = r + stride) {
+    for (var r = first_row(id); r < p.rows; r = r + row_stride(id)) {
         let st = decode(stats[p.row_base + r]);
         let sums = row_grad_sums(r, ln, len, st);
         let mg = subgroupAdd(sums.x) * inv_l * f32(p.center);

@@ -291,6 +291,20 @@ impl GpuMatrix {
         })
     }
 
+    /// A ShapeMismatch naming `op`, `expected` and this matrix's shape unless
+    /// `ok` (a test of that shape by the caller: for matrices in public fields,
+    /// which a user may have replaced).
+    pub(crate) fn check_dims(&self, op: &'static str, expected: &str, ok: bool) -> Result<()> {
+        if ok {
+            return Ok(());
+        }
+        Err(Error::shape(
+            op,
+            expected,
+            format!("{} x {}", self.rows, self.cols),
+        ))
+    }
+
     /// Checks that `self` can be the `shape` output of `op` while `inputs` are
     /// read: its shape, its device, and no buffer shared with an input (a
     /// kernel reading and writing one buffer through two bindings races, and

@@ -411,33 +411,72 @@ pub(crate) fn trunc_uniform_f32(x: u32) -> (f32, f32) {
     )
 }
 
-fn horner_f64(c: &[f64; 8], r: f64) -> f64 {
-    c.iter().rev().fold(0.0, |acc, &k| acc * r + k)
+/// The arithmetic AS241's quantile takes, in f64 (the twin's) and in f32
+/// (the shader's, operation for operation), so the algorithm is written once.
+trait Ppnd:
+    Copy
+    + PartialOrd
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::Neg<Output = Self>
+{
+    /// A constant (each of AS241's is exact or nearest in both types).
+    fn lit(v: f64) -> Self;
+    /// The polynomial with coefficients `c` (lowest first) at `r`.
+    fn horner(c: &[f64; 8], r: Self) -> Self;
+    /// `sqrt(-ln p)`.
+    fn tail_radius(p: Self) -> Self;
 }
 
-fn horner_f32(c: &[f64; 8], r: f32) -> f32 {
-    let mut acc = c[7] as f32;
-    for &k in c[..7].iter().rev() {
-        acc = acc * r + k as f32;
+impl Ppnd for f64 {
+    fn lit(v: f64) -> f64 {
+        v
     }
-    acc
+    fn horner(c: &[f64; 8], r: f64) -> f64 {
+        c.iter().rev().fold(0.0, |acc, &k| acc * r + k)
+    }
+    fn tail_radius(p: f64) -> f64 {
+        (-p.ln()).sqrt()
+    }
+}
+
+impl Ppnd for f32 {
+    fn lit(v: f64) -> f32 {
+        v as f32
+    }
+    fn horner(c: &[f64; 8], r: f32) -> f32 {
+        let mut acc = c[7] as f32;
+        for &k in c[..7].iter().rev() {
+            acc = acc * r + k as f32;
+        }
+        acc
+    }
+    fn tail_radius(p: f32) -> f32 {
+        (-ln_f32(p)).sqrt()
+    }
+}
+
+/// `Phi^-1(p)` for `0 < p <= 1/2` (AS241's lower half).
+fn norm_ppf_lower<T: Ppnd>(p: T) -> T {
+    let q = p - T::lit(0.5);
+    if q >= T::lit(-0.425) {
+        let r = T::lit(0.180_625) - q * q;
+        return q * T::horner(&PPND_A, r) / T::horner(&PPND_B, r);
+    }
+    let r = T::tail_radius(p);
+    if r <= T::lit(5.0) {
+        let r = r - T::lit(1.6);
+        -(T::horner(&PPND_C, r) / T::horner(&PPND_D, r))
+    } else {
+        let r = r - T::lit(5.0);
+        -(T::horner(&PPND_E, r) / T::horner(&PPND_F, r))
+    }
 }
 
 /// `Phi^-1(p)` for `0 < p <= 1/2` in f64 (AS241's lower half).
 pub fn norm_ppf_lower_f64(p: f64) -> f64 {
-    let q = p - 0.5;
-    if q >= -0.425 {
-        let r = 0.180_625 - q * q;
-        return q * horner_f64(&PPND_A, r) / horner_f64(&PPND_B, r);
-    }
-    let r = (-p.ln()).sqrt();
-    if r <= 5.0 {
-        let r = r - 1.6;
-        -(horner_f64(&PPND_C, r) / horner_f64(&PPND_D, r))
-    } else {
-        let r = r - 5.0;
-        -(horner_f64(&PPND_E, r) / horner_f64(&PPND_F, r))
-    }
+    norm_ppf_lower(p)
 }
 
 /// `ln v` of a positive normal f32, as the shader computes it: `v = y * 2^e`
@@ -471,19 +510,7 @@ fn ln_times_pow2_f32(v: f32, p: i32) -> f32 {
 
 /// [`norm_ppf_lower_f64`] in f32, operation for operation as the shader.
 pub fn norm_ppf_lower_f32(p: f32) -> f32 {
-    let q = p - 0.5;
-    if q >= -0.425 {
-        let r = 0.180_625 - q * q;
-        return q * horner_f32(&PPND_A, r) / horner_f32(&PPND_B, r);
-    }
-    let r = (-ln_f32(p)).sqrt();
-    if r <= 5.0 {
-        let r = r - 1.6;
-        -(horner_f32(&PPND_C, r) / horner_f32(&PPND_D, r))
-    } else {
-        let r = r - 5.0;
-        -(horner_f32(&PPND_E, r) / horner_f32(&PPND_F, r))
-    }
+    norm_ppf_lower(p)
 }
 
 /// A truncated-normal value from the stream word `x` in f64 (the CPU twin's;

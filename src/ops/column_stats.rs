@@ -84,13 +84,12 @@ impl ColumnStats {
     pub fn download(&self, gpu: &Gpu) -> Result<ColumnSummary> {
         // `buffer` is a public field: another shape is an error (before any
         // readback), not an index past its rows.
-        if self.buffer.rows() != 5 {
-            return Err(Error::shape(
-                "ColumnStats::download",
-                "a 5 x D statistics matrix",
-                format!("{} x {}", self.buffer.rows(), self.buffer.cols()),
-            ));
-        }
+        let b = &self.buffer;
+        b.check_dims(
+            "ColumnStats::download",
+            "a 5 x D statistics matrix",
+            b.rows() == 5,
+        )?;
         let m = self.buffer.download(gpu)?;
         self.summary(gpu, m.view())
     }

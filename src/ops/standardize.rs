@@ -151,13 +151,8 @@ pub fn encode_standardize_into(
 /// is the input itself (in place).
 fn check_args(gpu: &Gpu, x: &GpuMatrix, stats: &ColumnStats, out: &GpuMatrix) -> Result<bool> {
     x.check_device(gpu, OP)?;
-    if stats.buffer.rows() != 5 {
-        return Err(Error::shape(
-            OP,
-            "a 5 x D statistics matrix",
-            format!("{} x {}", stats.buffer.rows(), stats.buffer.cols()),
-        ));
-    }
+    let b = &stats.buffer;
+    b.check_dims(OP, "a 5 x D statistics matrix", b.rows() == 5)?;
     let inplace = out.same_view(x);
     if !inplace && out.shares_buffer(x) {
         return Err(Error::invalid(

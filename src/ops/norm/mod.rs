@@ -74,13 +74,12 @@ impl NormStats {
     /// As [`GpuMatrix::download`]; [`Error::ShapeMismatch`] for a `buffer` (a
     /// public field) that is not `groups x 4`.
     pub fn download(&self, gpu: &Gpu) -> Result<NormSummary> {
-        if self.buffer.cols() != 4 {
-            return Err(Error::shape(
-                "NormStats::download",
-                "a groups x 4 statistics matrix",
-                format!("{} x {}", self.buffer.rows(), self.buffer.cols()),
-            ));
-        }
+        let b = &self.buffer;
+        b.check_dims(
+            "NormStats::download",
+            "a groups x 4 statistics matrix",
+            b.cols() == 4,
+        )?;
         Ok(summary_of(&self.buffer.download(gpu)?))
     }
 }
@@ -423,13 +422,9 @@ pub(crate) fn check_same_shape(op: &'static str, what: &str, m: &GpuMatrix, x: &
 }
 
 fn check_stats(op: &'static str, stats: &NormStats, plan: &NormPlan) -> Result<()> {
-    if stats.buffer.shape() != (plan.stat_groups, 4) {
-        return Err(Error::shape(
-            op,
-            format!("statistics of {} x 4", plan.stat_groups),
-            format!("{} x {}", stats.buffer.rows(), stats.buffer.cols()),
-        ));
-    }
+    let b = &stats.buffer;
+    let g = plan.stat_groups;
+    b.check_dims(op, &format!("statistics of {g} x 4"), b.shape() == (g, 4))?;
     if stats.kind != plan.kind {
         return Err(Error::invalid(
             op,
