@@ -13,11 +13,11 @@ use gpuprep::cpu::init::lecture::{
 use gpuprep::cpu::init::{
     feistel_permute, init, normal_values, sparse_keeps, trunc_normal_values, uniform_values,
 };
-use gpuprep::model::init::LayerStats;
 use gpuprep::model::init::{
     calculate_gain, fans, norm_cdf, FanMode, Fans, Fill, Nonlinearity, Scheme, SparseAxis, TruncNormalPlan,
     KAIMING_GAIN,
 };
+use gpuprep::model::init::{Experiment, LayerStats};
 use gpuprep::model::matmul::Activation;
 use gpuprep::ops::init as gpu_init;
 use gpuprep::rng::{trunc_normal_f32, ulp_distance, Philox};
@@ -1123,7 +1123,15 @@ fn activation_statistics_of_a_deep_network() {
         .map(|(name, s)| {
             (
                 name,
-                activation_statistics(&s, nl, layers, units, batch, SEED).unwrap(),
+                activation_statistics(&Experiment {
+                    scheme: &s,
+                    activation: nl,
+                    layers,
+                    units,
+                    batch,
+                    seed: SEED,
+                })
+                .unwrap(),
             )
         })
         .collect();
@@ -1159,9 +1167,16 @@ fn activation_statistics_gpu_matches_cpu_twin() {
     for &(layers, units, batch) in &[(4usize, 97usize, 130usize), (3, 1, 5), (2, 20, 1)] {
         for nl in [Activation::Tanh, Activation::Relu] {
             for s in &schemes {
-                let got =
-                    gpu_init::lecture::activation_statistics(g, s, nl, layers, units, batch, SEED).unwrap();
-                let want = activation_statistics(s, nl, layers, units, batch, SEED).unwrap();
+                let e = Experiment {
+                    scheme: s,
+                    activation: nl,
+                    layers,
+                    units,
+                    batch,
+                    seed: SEED,
+                };
+                let got = gpu_init::lecture::activation_statistics(g, &e).unwrap();
+                let want = activation_statistics(&e).unwrap();
                 assert_eq!(got.len(), layers);
                 for (l, (a, b)) in got.iter().zip(&want).enumerate() {
                     let what =
@@ -1179,9 +1194,15 @@ fn activation_statistics_gpu_matches_cpu_twin() {
             }
         }
     }
-    assert!(
-        gpu_init::lecture::activation_statistics(g, &schemes[0], Activation::Tanh, 2, 8, 0, SEED).is_err()
-    );
+    let no_rows = Experiment {
+        scheme: &schemes[0],
+        activation: Activation::Tanh,
+        layers: 2,
+        units: 8,
+        batch: 0,
+        seed: SEED,
+    };
+    assert!(gpu_init::lecture::activation_statistics(g, &no_rows).is_err());
 }
 
 #[test]
@@ -1192,9 +1213,16 @@ fn activation_statistics_with_small_buffers_matches_cpu_twin() {
     let g = gpuprep::Gpu::new().unwrap().with_max_block_bytes(7 * 64 * 4);
     let (layers, units, batch) = (4, 64, 30);
     let s = Scheme::kaiming_normal();
-    let got = gpu_init::lecture::activation_statistics(&g, &s, Activation::Relu, layers, units, batch, SEED)
-        .unwrap();
-    let want = activation_statistics(&s, Activation::Relu, layers, units, batch, SEED).unwrap();
+    let e = Experiment {
+        scheme: &s,
+        activation: Activation::Relu,
+        layers,
+        units,
+        batch,
+        seed: SEED,
+    };
+    let got = gpu_init::lecture::activation_statistics(&g, &e).unwrap();
+    let want = activation_statistics(&e).unwrap();
     for (l, (a, b)) in got.iter().zip(&want).enumerate() {
         let scale = b.std.max(b.mean.abs());
         assert!(
@@ -1283,12 +1311,22 @@ fn cli_init_writes_f32_npy_on_gpu_and_cpu() {
 fn activation_statistics_gpu_zero_layers_is_empty() {
     let g = gpu();
     let s = Scheme::kaiming_normal();
-    assert!(
-        gpu_init::lecture::activation_statistics(g, &s, Activation::Relu, 0, 8, 4, SEED)
-            .unwrap()
-            .is_empty()
-    );
-    assert!(gpu_init::lecture::activation_statistics(g, &s, Activation::Relu, 2, 0, 4, SEED).is_err());
+    let no_layers = Experiment {
+        scheme: &s,
+        activation: Activation::Relu,
+        layers: 0,
+        units: 8,
+        batch: 4,
+        seed: SEED,
+    };
+    let got = gpu_init::lecture::activation_statistics(g, &no_layers).unwrap();
+    assert!(got.is_empty());
+    let no_units = Experiment {
+        layers: 2,
+        units: 0,
+        ..no_layers
+    };
+    assert!(gpu_init::lecture::activation_statistics(g, &no_units).is_err());
 }
 
 // ---------- gains and the truncated normal (issue 10) ----------
@@ -1626,8 +1664,16 @@ fn activation_statistics_of_more_layers_than_memory_holds_are_refused() {
     // 5 * layers rows wrapped.
     let huge = 3_689_348_814_741_910_324usize;
     let s = Scheme::SmallRandom;
-    let cpu = activation_statistics(&s, Activation::Tanh, huge, 8, 8, SEED);
+    let e = Experiment {
+        scheme: &s,
+        activation: Activation::Tanh,
+        layers: huge,
+        units: 8,
+        batch: 8,
+        seed: SEED,
+    };
+    let cpu = activation_statistics(&e);
     assert!(matches!(cpu, Err(gpuprep::Error::ExceedsLimit { .. })), "{cpu:?}");
-    let g = gpu_init::lecture::activation_statistics(gpu(), &s, Activation::Tanh, huge, 8, 8, SEED);
+    let g = gpu_init::lecture::activation_statistics(gpu(), &e);
     assert!(matches!(g, Err(gpuprep::Error::ExceedsLimit { .. })), "{g:?}");
 }

@@ -455,9 +455,17 @@ fn experiments_that_make_no_work_are_refused() {
     use gpuprep::Activation;
     let s = Scheme::kaiming_normal();
     for (l, u, b) in [(2, 0, 4), (2, 4, 0), (0, 0, 4)] {
-        let r = cpu::init::lecture::activation_statistics(&s, Activation::Relu, l, u, b, 1);
+        let e = gpuprep::model::init::Experiment {
+            scheme: &s,
+            activation: Activation::Relu,
+            layers: l,
+            units: u,
+            batch: b,
+            seed: 1,
+        };
+        let r = cpu::init::lecture::activation_statistics(&e);
         assert!(matches!(r, Err(Error::InvalidArgument { .. })), "{r:?}");
-        let r = ops::init::lecture::activation_statistics(common::gpu(), &s, Activation::Relu, l, u, b, 1);
+        let r = ops::init::lecture::activation_statistics(common::gpu(), &e);
         assert!(matches!(r, Err(Error::InvalidArgument { .. })), "{r:?}");
     }
 }

@@ -570,15 +570,19 @@ super::avx2_fn! {
                 .zip(mb.iter().zip(ib));
             for (i, (((orun, xrun), drun), (&mean, &invstd))) in rows.enumerate() {
                 let run = Run {
+                    runs,
                     r: first + b * nb + i,
                     mean,
                     invstd,
+                    x: xrun,
+                    dy: drun,
+                    out: orun,
                 };
                 if runs.elementwise {
                     let (grads, scratch) = ((&mut dgamma[..], &mut dbeta[..]), &mut scratch[..]);
-                    finite &= backward_elementwise(runs, &run, xrun, drun, gamma, orun, grads, scratch);
+                    finite &= backward_elementwise(run, gamma, grads, scratch);
                 } else {
-                    backward_channels(runs, &run, xrun, drun, gamma, orun, &mut dgamma, &mut dbeta);
+                    backward_channels(run, gamma, (&mut dgamma, &mut dbeta));
                 }
             }
             if !runs.elementwise {
@@ -589,11 +593,27 @@ super::avx2_fn! {
     }
 }
 
-/// One run's index and statistics.
-struct Run {
+/// One run of the backward pass: the layout, the run's index, its
+/// statistics, and its slices of the input, the upstream gradient and `dx`.
+struct Run<'a, T> {
+    runs: &'a Runs,
     r: usize,
     mean: f64,
     invstd: f64,
+    x: &'a [T],
+    dy: &'a [T],
+    out: &'a mut [T],
+}
+
+/// `(b, c)` of `dx = (invstd * gamma) * dy + (c * (x - mean) + b)`, from
+/// `dx = invstd / M * (M * g - sum(g) - xhat * sum(g * xhat))` with
+/// `g = dy * gamma` over a run of `M` elements. RMS norm has no mean, so no
+/// gradient through one: its `sum(g)` term is dropped.
+#[inline(always)]
+fn dx_coefficients(runs: &Runs, invstd: f64, sum_g: f64, sum_gx: f64) -> (f64, f64) {
+    let sum_g = if runs.centred { sum_g } else { 0.0 };
+    let k = invstd / runs.len as f64;
+    (-k * sum_g, -k * sum_gx * invstd)
 }
 
 /// The backward pass over one run whose gamma is per element (layer norm):
@@ -602,19 +622,22 @@ struct Run {
 /// loop (elementwise, so it vectorizes as a whole), their sums `sum(g)`,
 /// `sum(g * xhat)` in lanes, then `dx` into `out`; whether every `dx` is
 /// finite.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn backward_elementwise<T: HostFloat>(
-    runs: &Runs,
-    run: &Run,
-    x: &[T],
-    dy: &[T],
+    run: Run<'_, T>,
     gamma: &[f64],
-    out: &mut [T],
     (dgamma, dbeta): (&mut [f64], &mut [f64]),
     scratch: &mut [f64],
 ) -> bool {
-    let (mean, invstd) = (run.mean, run.invstd);
+    let Run {
+        runs,
+        mean,
+        invstd,
+        x,
+        dy,
+        out,
+        ..
+    } = run;
     let (sg, sgx) = scratch.split_at_mut(runs.len);
     let grads = dgamma.iter_mut().zip(dbeta.iter_mut());
     let terms = sg.iter_mut().zip(sgx.iter_mut());
@@ -626,13 +649,10 @@ fn backward_elementwise<T: HostFloat>(
         *dg += d * xh;
         *db += d;
     }
-    // RMS norm has no mean, so no gradient through one: its sum(g) term is 0.
+    // RMS norm drops sum(g) (dx_coefficients): it is not summed.
     let sum_g = if runs.centred { lane_sum(sg, |v| v) } else { 0.0 };
     let sum_gx = lane_sum(sgx, |v| v);
-    // dx = invstd / M * (M * g - sum(g) - xhat * sum(g * xhat))
-    //    = (invstd * gamma) * dy + (c * (x - mean) + b)
-    let k = invstd / runs.len as f64;
-    let (b, c) = (-k * sum_g, -k * sum_gx * invstd);
+    let (b, c) = dx_coefficients(runs, invstd, sum_g, sum_gx);
     let mut finite = true;
     for (((o, &v), &d), &g) in out.iter_mut().zip(x).zip(dy).zip(gamma) {
         *o = T::from_f64((invstd * g) * d.to_f64() + (c * (v.to_f64() - mean) + b));
@@ -645,20 +665,22 @@ fn backward_elementwise<T: HostFloat>(
 /// elements (instance, group norm): per block `sum(dy)` and
 /// `sum(dy * xhat)`, added into `dgamma`, `dbeta` and (times gamma) into the
 /// run's sums, then `dx` into `out`.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn backward_channels<T: HostFloat>(
-    runs: &Runs,
-    run: &Run,
-    x: &[T],
-    dy: &[T],
+    run: Run<'_, T>,
     gamma: &[f64],
-    out: &mut [T],
-    dgamma: &mut [f64],
-    dbeta: &mut [f64],
+    (dgamma, dbeta): (&mut [f64], &mut [f64]),
 ) {
-    let (mu, is) = (run.mean, run.invstd);
-    let c0 = runs.first_channel(run.r);
+    let Run {
+        runs,
+        r,
+        mean: mu,
+        invstd: is,
+        x,
+        dy,
+        out,
+    } = run;
+    let c0 = runs.first_channel(r);
     let (mut sum_g, mut sum_gx) = (0.0, 0.0);
     for (k, (xb, db)) in x.chunks_exact(runs.s).zip(dy.chunks_exact(runs.s)).enumerate() {
         let g = gamma[c0 + k];
@@ -669,14 +691,7 @@ fn backward_channels<T: HostFloat>(
         dgamma[c0 + k] += sdx;
         dbeta[c0 + k] += sd;
     }
-    // RMS norm has no mean, so no gradient through one: its sum(g) term is 0.
-    if !runs.centred {
-        sum_g = 0.0;
-    }
-    // dx = invstd / M * (M * g - sum(g) - xhat * sum(g * xhat))
-    //    = (invstd * gamma) * dy + (c * (x - mean) + b)
-    let k = is / runs.len as f64;
-    let (b, c) = (-k * sum_g, -k * sum_gx * is);
+    let (b, c) = dx_coefficients(runs, is, sum_g, sum_gx);
     let blocks = out
         .chunks_exact_mut(runs.s)
         .zip(x.chunks_exact(runs.s))

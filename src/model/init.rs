@@ -688,30 +688,65 @@ pub fn experiment_weight_rng(seed: u64, layer: usize) -> Philox {
     Philox::with_stream(seed, layer as u64)
 }
 
-/// Refuses an activation-statistics experiment whose layers would be
-/// statistics of nothing: no units or no rows. (No layers is an empty
-/// table, not an error.) The statistics of every layer (5 rows of `units`,
-/// packed for one readback) must fit in memory.
+/// The lecture's activation-statistics experiment: `layers` fully connected
+/// layers of `units` units, `H_l = act(H_{l-1} @ W_l^T)`, each `W_l` drawn by
+/// `scheme`, on `batch` unit-gaussian inputs, all from `seed`. Run by
+/// [`crate::cpu::init::lecture::activation_statistics`] (the f64 twin) and
+/// [`crate::ops::init::lecture::activation_statistics`] (the GPU).
 ///
-/// # Errors
-/// [`crate::Error::InvalidArgument`] naming the argument;
-/// [`crate::Error::ExceedsLimit`] for more `layers` than memory holds the
-/// statistics of.
-pub(crate) fn check_experiment(
-    op: &'static str,
-    layers: usize,
-    units: usize,
-    batch: usize,
-) -> crate::Result<()> {
-    for (name, v) in [("units", units), ("batch", batch)] {
-        if v == 0 {
-            return Err(crate::Error::InvalidArgument {
-                op,
-                reason: format!("{name} must be at least 1: there is no network to measure"),
-            });
+/// # Example
+/// ```
+/// use gpuprep::model::init::{Experiment, Scheme};
+/// use gpuprep::model::matmul::Activation;
+/// let e = Experiment {
+///     scheme: &Scheme::kaiming_normal(),
+///     activation: Activation::Relu,
+///     layers: 4,
+///     units: 32,
+///     batch: 64,
+///     seed: 7,
+/// };
+/// let stats = gpuprep::cpu::init::lecture::activation_statistics(&e)?;
+/// assert_eq!(stats.len(), 4);
+/// # Ok::<(), gpuprep::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Experiment<'a> {
+    /// How each layer's weight is drawn.
+    pub scheme: &'a Scheme,
+    /// The nonlinearity after each product.
+    pub activation: crate::model::matmul::Activation,
+    /// Layers (0: no statistics).
+    pub layers: usize,
+    /// Units of every layer, the input's width included (at least 1).
+    pub units: usize,
+    /// Input rows (at least 1).
+    pub batch: usize,
+    /// The Philox seed of the input and the weights.
+    pub seed: u64,
+}
+
+impl Experiment<'_> {
+    /// Refuses an experiment whose layers would be statistics of nothing: no
+    /// units or no rows (no layers is an empty table, not an error). The
+    /// statistics of every layer (5 rows of `units`, packed for one readback)
+    /// must fit in memory.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] naming `units` or `batch` where it is
+    /// 0; [`crate::Error::ExceedsLimit`] for more `layers` than memory holds the
+    /// statistics of.
+    pub(crate) fn check(&self, op: &'static str) -> crate::Result<()> {
+        for (name, v) in [("units", self.units), ("batch", self.batch)] {
+            if v == 0 {
+                return Err(crate::Error::InvalidArgument {
+                    op,
+                    reason: format!("{name} must be at least 1: there is no network to measure"),
+                });
+            }
         }
+        crate::alloc::check_bytes(op, self.layers as u128 * (20 * self.units as u128 + 16))
     }
-    crate::alloc::check_bytes(op, layers as u128 * (20 * units as u128 + 16))
 }
 
 /// The refusal of a draw's element `i` that is beyond f32's range (a scale

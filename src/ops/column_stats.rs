@@ -84,12 +84,9 @@ impl ColumnStats {
     pub fn download(&self, gpu: &Gpu) -> Result<ColumnSummary> {
         // `buffer` is a public field: another shape is an error (before any
         // readback), not an index past its rows.
-        let b = &self.buffer;
-        b.check_dims(
-            "ColumnStats::download",
-            "a 5 x D statistics matrix",
-            b.rows() == 5,
-        )?;
+        const OPD: &str = "ColumnStats::download";
+        let five = self.buffer.rows() == 5;
+        self.buffer.check_dims(OPD, "a 5 x D statistics matrix", five)?;
         let m = self.buffer.download(gpu)?;
         self.summary(gpu, m.view())
     }

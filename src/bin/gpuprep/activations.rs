@@ -8,8 +8,8 @@
 //! printed. With `--device cpu` (or no adapter) only the twin runs.
 
 use gpuprep::cpu::init::lecture::activation_statistics;
-use gpuprep::model::init::LayerStats;
 use gpuprep::model::init::Scheme;
+use gpuprep::model::init::{Experiment, LayerStats};
 use gpuprep::model::matmul::Activation;
 use gpuprep::ops::init::lecture::activation_statistics as gpu_activation_statistics;
 
@@ -89,10 +89,18 @@ pub fn run(a: ActivationsArgs) -> gpuprep::Result<()> {
         outln!();
         let mut tables: Vec<Vec<LayerStats>> = Vec::new();
         for (_, s) in &schemes {
-            let twin = activation_statistics(s, act, a.layers, a.units, a.batch, a.seed)?;
+            let e = Experiment {
+                scheme: s,
+                activation: act,
+                layers: a.layers,
+                units: a.units,
+                batch: a.batch,
+                seed: a.seed,
+            };
+            let twin = activation_statistics(&e)?;
             let shown = match &gpu {
                 Some(g) => {
-                    let got = gpu_activation_statistics(g, s, act, a.layers, a.units, a.batch, a.seed)?;
+                    let got = gpu_activation_statistics(g, &e)?;
                     for (x, y) in got.iter().zip(&twin) {
                         let scale = y.std.max(y.mean.abs()).max(f64::MIN_POSITIVE);
                         worst = worst.max((x.std - y.std).abs() / scale);

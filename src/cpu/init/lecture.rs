@@ -7,8 +7,7 @@ use ndarray::{array, Array2, Axis};
 
 use super::{fill_tensor, init};
 use crate::cpu::matmul::{matmul, MatmulOptions};
-use crate::model::init::{experiment_input_rng, experiment_weight_rng, Fill, LayerStats, Scheme};
-use crate::model::matmul::Activation;
+use crate::model::init::{experiment_input_rng, experiment_weight_rng, Experiment, Fill, LayerStats, Scheme};
 use crate::rng::Philox;
 use crate::{Error, Result};
 
@@ -223,8 +222,8 @@ pub fn experiment_weight(scheme: &Scheme, units: usize, layer: usize, seed: u64)
         .map_err(|e| Error::invalid(OP, e.to_string()))
 }
 
-/// The lecture's experiment: `layers` fully connected layers of `units`
-/// units, `H_l = act(H_{l-1} @ W_l^T)` with each `W_l` in the `(out, in)`
+/// The lecture's experiment `e` ([`Experiment`]): `layers` fully connected
+/// layers of `units` units, `H_l = act(H_{l-1} @ W_l^T)` with each `W_l` in the `(out, in)`
 /// layout ([`experiment_weight`]), on `batch` unit-gaussian inputs
 /// ([`experiment_input`]); the mean and std of each layer's activations.
 /// Each layer is one [`crate::cpu::matmul()`] (f64) with a transposed weight and
@@ -234,24 +233,17 @@ pub fn experiment_weight(scheme: &Scheme, units: usize, layer: usize, seed: u64)
 /// [`Error::InvalidArgument`] for `units` or `batch` of 0, or a `scheme` that
 /// cannot fill a `units x units` weight (as [`Scheme::plan`]);
 /// [`Error::ExceedsLimit`] when a matrix does not fit in memory.
-pub fn activation_statistics(
-    scheme: &Scheme,
-    activation: Activation,
-    layers: usize,
-    units: usize,
-    batch: usize,
-    seed: u64,
-) -> Result<Vec<LayerStats>> {
-    crate::model::init::check_experiment("activation statistics", layers, units, batch)?;
-    let mut h = experiment_input(batch, units, seed)?;
-    let mut stats = Vec::with_capacity(layers);
+pub fn activation_statistics(e: &Experiment<'_>) -> Result<Vec<LayerStats>> {
+    e.check("activation statistics")?;
+    let mut h = experiment_input(e.batch, e.units, e.seed)?;
+    let mut stats = Vec::with_capacity(e.layers);
     let options = MatmulOptions {
         transpose_w: true,
-        activation,
+        activation: e.activation,
         ..Default::default()
     };
-    for layer in 0..layers {
-        let w = experiment_weight(scheme, units, layer, seed)?;
+    for layer in 0..e.layers {
+        let w = experiment_weight(e.scheme, e.units, layer, e.seed)?;
         h = matmul(h.view(), w.view(), &options)?;
         stats.push(mean_std(h.iter()));
     }

@@ -14,47 +14,42 @@ use ndarray::ArrayView1;
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::matrix::GpuMatrix;
-use crate::model::init::{experiment_input_rng, experiment_weight_rng, Fill, LayerStats, Scheme};
+use crate::model::init::{experiment_input_rng, experiment_weight_rng, Experiment, Fill, LayerStats};
 use crate::ops::column_stats::{encode_column_stats_into, ColumnStats, ColumnStatsOptions, Stat};
 use crate::ops::copy::encode_copy_into;
 use crate::ops::init::{encode_fill_into, encode_init_into, FillOptions};
-use crate::ops::matmul::{encode_matmul_into, Activation, MatmulOptions};
+use crate::ops::matmul::{encode_matmul_into, MatmulOptions};
 
 const OP: &str = "activation_statistics";
 
-/// The lecture's experiment on the GPU: `layers` fully connected layers of
-/// `units` units, `H_l = act(H_{l-1} @ W_l^T)`, on `batch` unit-gaussian
+/// The lecture's experiment `e` ([`Experiment`]) on the GPU: `layers` fully
+/// connected layers of `units` units, `H_l = act(H_{l-1} @ W_l^T)`, on `batch` unit-gaussian
 /// inputs; the mean and std (ddof 0) of each layer's activations. Weights and
 /// inputs are the CPU twin's Philox streams, so the two agree to f32 rounding.
 ///
 /// # Errors
 /// [`crate::Error::InvalidArgument`] for `units` or `batch` of 0, or a `scheme`
-/// that cannot fill a `units x units` weight (as [`Scheme::plan`]); the
-/// launchers', the submit's and the readback's errors.
-pub fn activation_statistics(
-    gpu: &Gpu,
-    scheme: &Scheme,
-    activation: Activation,
-    layers: usize,
-    units: usize,
-    batch: usize,
-    seed: u64,
-) -> Result<Vec<LayerStats>> {
-    crate::model::init::check_experiment("activation statistics", layers, units, batch)?;
+/// that cannot fill a `units x units` weight (as
+/// [`crate::model::init::Scheme::plan`]); [`crate::Error::ExceedsLimit`] for
+/// more layers than memory holds the statistics of; the launchers', the
+/// submit's and the readback's errors.
+pub fn activation_statistics(gpu: &Gpu, e: &Experiment<'_>) -> Result<Vec<LayerStats>> {
+    e.check("activation statistics")?;
+    let (units, layers) = (e.units, e.layers);
     let mut encoder = gpu.encoder(OP);
-    let mut h = GpuMatrix::uninit(gpu, batch, units)?;
-    let mut next = GpuMatrix::uninit(gpu, batch, units)?;
+    let mut h = GpuMatrix::uninit(gpu, e.batch, units)?;
+    let mut next = GpuMatrix::uninit(gpu, e.batch, units)?;
     encode_fill_into(
         gpu,
         &mut encoder,
         &Fill::Normal { mean: 0.0, std: 1.0 },
-        experiment_input_rng(seed),
+        experiment_input_rng(e.seed),
         &h,
         &FillOptions::default(),
     )?;
     let options = MatmulOptions {
         transpose_w: true,
-        activation,
+        activation: e.activation,
         ..Default::default()
     };
     // Each layer's 5 x units statistics (mean, var, std, min, max) land in
@@ -70,8 +65,8 @@ pub fn activation_statistics(
             gpu,
             &mut encoder,
             &[units, units],
-            scheme,
-            experiment_weight_rng(seed, layer),
+            e.scheme,
+            experiment_weight_rng(e.seed, layer),
             &w,
         )?;
         encode_matmul_into(gpu, &mut encoder, &h, &w, &next, &options)?;

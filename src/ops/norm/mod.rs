@@ -74,12 +74,9 @@ impl NormStats {
     /// As [`GpuMatrix::download`]; [`Error::ShapeMismatch`] for a `buffer` (a
     /// public field) that is not `groups x 4`.
     pub fn download(&self, gpu: &Gpu) -> Result<NormSummary> {
-        let b = &self.buffer;
-        b.check_dims(
-            "NormStats::download",
-            "a groups x 4 statistics matrix",
-            b.cols() == 4,
-        )?;
+        let ok = self.buffer.cols() == 4;
+        self.buffer
+            .check_dims("NormStats::download", "a groups x 4 statistics matrix", ok)?;
         Ok(summary_of(&self.buffer.download(gpu)?))
     }
 }
