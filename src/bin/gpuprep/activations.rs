@@ -36,8 +36,10 @@ pub struct ActivationsArgs {
     device: Device,
 }
 
-/// Prints the two tables (tanh, ReLU), and on the GPU the largest difference from the twin.
-pub fn run(a: ActivationsArgs) -> gpuprep::Result<()> {
+/// Refuses sizes with nothing to measure, and networks whose weights (units x
+/// units), activations (batch x units) and the twin's f64 copies would not fit
+/// in host memory, before anything is allocated.
+fn check_sizes(a: &ActivationsArgs) -> gpuprep::Result<()> {
     let invalid = |reason: String| gpuprep::Error::InvalidArgument {
         op: "activations",
         reason,
@@ -49,8 +51,6 @@ pub fn run(a: ActivationsArgs) -> gpuprep::Result<()> {
             )));
         }
     }
-    // The weights (units x units), the activations (batch x units) and the
-    // twin's f64 copies, before anything is allocated.
     let (l, u, b) = (a.layers as u128, a.units as u128, a.batch as u128);
     // (saturating: usize inputs near 2^64 overflow the u128 products)
     let bytes = u
@@ -65,6 +65,12 @@ pub fn run(a: ActivationsArgs) -> gpuprep::Result<()> {
             a.units, a.batch
         ))
     })?;
+    Ok(())
+}
+
+/// Prints the two tables (tanh, ReLU), and on the GPU the largest difference from the twin.
+pub fn run(a: ActivationsArgs) -> gpuprep::Result<()> {
+    check_sizes(&a)?;
     let gpu = gpu_or_cpu(a.device);
     let schemes = [
         ("0.01 * randn", Scheme::SmallRandom),
