@@ -771,9 +771,13 @@ fn svqb(z: &mut [f64], d: usize, n: usize, keep: f64, par: Par) -> Result<(Vec<f
 
 /// From this size on the full eigendecomposition reduces the matrix to
 /// tridiagonal form in panels ([`crate::model::tridiag`]), below it with
-/// faer's unblocked reduction, whose trailing matrix still fits the caches
-/// there (measured on the 2-core machine, see PERFORMANCE.md).
-pub const EIGH_BLOCKED_FROM: usize = 2048;
+/// faer's unblocked reduction. Where both run on one thread (below
+/// [`EIGH_SEQUENTIAL_BELOW`]) they took the same time (D = 64 to 256); from
+/// there on the blocked one, with its threads kept for the whole reduction,
+/// was faster at every size measured on the 2-core machine (D = 384: 13 ms
+/// against 16; 1,024: 0.12 s against 0.18; 2,048: 0.81 against 1.00; see
+/// PERFORMANCE.md).
+pub const EIGH_BLOCKED_FROM: usize = EIGH_SEQUENTIAL_BELOW;
 
 /// Below this size the eigendecomposition runs on one thread: measured on a
 /// 2-core machine with faer 0.24, one thread beat faer's rayon default up to

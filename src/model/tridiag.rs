@@ -15,7 +15,8 @@
 //! * column `i` is brought up to date with that correction (two small gemvs),
 //!   its reflector `v` made;
 //! * `w = (A_now v) / tau` needs one product with the trailing matrix, read
-//!   once (its lower triangle, both cores), the correction's share
+//!   once (its lower triangle, on every core: the threads of [`team`], kept
+//!   for the whole reduction), the correction's share
 //!   `V (W^T v) + W (V^T v)` taken off with gemvs, then
 //!   `w -= (w^T v / (2 tau)) v`, so that `H A H = A - v w^T - w v^T`;
 //! * after the panel, the trailing matrix takes the whole correction at once,
@@ -33,6 +34,9 @@ use faer::linalg::matmul::matmul;
 use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::linalg::{evd, householder};
 use faer::{Accum, ColMut, Conj, Mat, MatMut, MatRef, Par};
+
+mod team;
+use team::Team;
 
 /// Panel width of the blocked reduction (measured at D = 1,024 to 4,096 on
 /// the 2-core machine, see PERFORMANCE.md).
@@ -58,6 +62,12 @@ pub struct Reduction {
 pub fn self_adjoint_evd(h: MatRef<'_, f64>, par: Par) -> Option<(Vec<f64>, Mat<f64>)> {
     if h.nrows() == 0 {
         return Some((Vec::new(), Mat::zeros(0, 0)));
+    }
+    // Called from a thread outside rayon's pool, each of faer's fork-joins
+    // is injected into the pool while this thread sleeps until it ends (two
+    // wake-ups each): the whole decomposition runs on a pool thread instead.
+    if par != Par::Seq && rayon::current_thread_index().is_none() {
+        return rayon::scope(|_| self_adjoint_evd(h, par));
     }
     let red = tridiagonalize(h, PANEL, par);
     let (s, mut u) = tridiagonal_evd(&red.diag, &red.sub, par)?;
@@ -162,23 +172,29 @@ pub fn tridiagonalize(h: MatRef<'_, f64>, nb: usize, par: Par) -> Reduction {
         sub: vec![0.0; n],
         taus: vec![0.0; n.saturating_sub(1)],
     };
-    let mut j0 = 0;
-    while j0 < n {
-        let pb = nb.min(n - j0);
-        let m = n - j0;
-        let mut panel = Panel {
-            m,
-            v: vec![0.0; m * pb],
-            w: vec![0.0; m * pb],
-        };
-        for p in 0..pb {
-            panel_column(&mut red, &mut panel, j0, p, par);
+    let threads = match par {
+        Par::Seq => 1,
+        Par::Rayon(t) => t.get(),
+    };
+    team::with_team(threads, n, |team| {
+        let mut j0 = 0;
+        while j0 < n {
+            let pb = nb.min(n - j0);
+            let m = n - j0;
+            let mut panel = Panel {
+                m,
+                v: vec![0.0; m * pb],
+                w: vec![0.0; m * pb],
+            };
+            for p in 0..pb {
+                panel_column(&mut red, &mut panel, j0, p, team);
+            }
+            if j0 + pb < n {
+                trailing_update(&mut red.a, n, j0, pb, &panel, par);
+            }
+            j0 += pb;
         }
-        if j0 + pb < n {
-            trailing_update(&mut red.a, n, j0, pb, &panel, par);
-        }
-        j0 += pb;
-    }
+    });
     red
 }
 
@@ -206,7 +222,7 @@ fn lower_column_major(h: MatRef<'_, f64>) -> Vec<f64> {
 
 /// Reduces column `i = j0 + p` of the panel: brings it up to date, makes its
 /// reflector and the reflector's image `w` (the panel's column `p`).
-fn panel_column(red: &mut Reduction, panel: &mut Panel, j0: usize, p: usize, par: Par) {
+fn panel_column(red: &mut Reduction, panel: &mut Panel, j0: usize, p: usize, team: Option<&Team<'_>>) {
     let n = red.n;
     let m = panel.m;
     let i = j0 + p;
@@ -244,12 +260,18 @@ fn panel_column(red: &mut Reduction, panel: &mut Panel, j0: usize, p: usize, par
     let vcol = &mut panel.v[p * m..(p + 1) * m];
     vcol[p + 1] = 1.0;
     vcol[p + 2..].copy_from_slice(tail);
-    reflector_image(red, panel, j0, p, 1.0 / info.tau, par);
+    reflector_image(red, panel, (j0, p), 1.0 / info.tau, team);
 }
 
 /// `w = (A_now v) / tau - (w^T v / (2 tau)) v` for the panel's reflector `p`
 /// (rows `i + 1..`), stored as the panel's `W` column `p`.
-fn reflector_image(red: &Reduction, panel: &mut Panel, j0: usize, p: usize, tau_inv: f64, par: Par) {
+fn reflector_image(
+    red: &Reduction,
+    panel: &mut Panel,
+    (j0, p): (usize, usize),
+    tau_inv: f64,
+    team: Option<&Team<'_>>,
+) {
     let n = red.n;
     let m = panel.m;
     let i = j0 + p;
@@ -257,7 +279,16 @@ fn reflector_image(red: &Reduction, panel: &mut Panel, j0: usize, p: usize, tau_
     let mut y = vec![0.0; len];
     {
         let v = &panel.v[p * m + p + 1..(p + 1) * m];
-        symv_lower(&red.a, (i + 1) * n + i + 1, n, v, &mut y, par);
+        let t = Tri {
+            a: &red.a,
+            off: (i + 1) * n + i + 1,
+            ld: n,
+            x: v,
+        };
+        match team {
+            Some(team) => team.symv(&t, &mut y),
+            None => symv_columns(&t, 0..len, 0, &mut y),
+        }
     }
     if p > 0 {
         // A_now v = A v - V (W^T v) - W (V^T v), over rows i + 1.. .
@@ -305,19 +336,10 @@ fn trailing_update(a: &mut [f64], n: usize, j0: usize, pb: usize, panel: &Panel,
     );
 }
 
-/// `y = S x` for the symmetric `S` of order `x.len()` whose lower triangle
+/// `S x` for the symmetric `S` of order `x.len()` whose lower triangle
 /// starts at `a[off]` with column stride `ld`: each entry below the diagonal
-/// is read once and serves both `S[r][c]` and `S[c][r]`.
-fn symv_lower(a: &[f64], off: usize, ld: usize, x: &[f64], y: &mut [f64], par: Par) {
-    let threads = match par {
-        Par::Seq => 1,
-        Par::Rayon(t) => t.get(),
-    };
-    y.fill(0.0);
-    symv_split(&Tri { a, off, ld, x }, 0..x.len(), 0, y, threads);
-}
-
-/// The lower triangle and the vector of a [`symv_lower`].
+/// is read once and serves both `S[r][c]` and `S[c][r]` ([`symv_columns`],
+/// on one thread or shared by a [`Team`]).
 struct Tri<'a> {
     a: &'a [f64],
     off: usize,
@@ -325,34 +347,7 @@ struct Tri<'a> {
     x: &'a [f64],
 }
 
-/// Adds the columns `cols` of the product to `y` (rows `r0..`), on
-/// `threads` threads: the columns are cut in two ranges of equal area, the
-/// second summed into a vector of its own (its rows start at its first
-/// column), then added.
-fn symv_split(t: &Tri<'_>, cols: std::ops::Range<usize>, r0: usize, y: &mut [f64], threads: usize) {
-    let len = t.x.len();
-    let (c0, c1) = (cols.start, cols.end);
-    // Below about 128k entries (1 MB) a thread costs more than it saves.
-    let area = ((len - c0) * (len - c0) - (len - c1) * (len - c1)) / 2;
-    if threads < 2 || area < (1 << 17) {
-        symv_columns(t, cols, r0, y);
-        return;
-    }
-    // (len - mid)^2 halfway between (len - c0)^2 and (len - c1)^2.
-    let (f0, f1) = ((len - c0) as f64, (len - c1) as f64);
-    let mid = len - (((f0 * f0 + f1 * f1) / 2.0).sqrt().round() as usize).clamp(len - c1, len - c0);
-    let mut z = vec![0.0; len - mid];
-    let h = threads / 2;
-    rayon::join(
-        || symv_split(t, c0..mid, r0, y, threads - h),
-        || symv_split(t, mid..c1, mid, &mut z, h),
-    );
-    for (y, z) in y[mid - r0..].iter_mut().zip(&z) {
-        *y += z;
-    }
-}
-
-/// Adds the columns `cols` of the product (see [`symv_lower`]) to `y`, whose
+/// Adds the columns `cols` of the product (see [`Tri`]) to `y`, whose
 /// first entry is row `r0` (at most `cols.start`), four columns per pass
 /// over `y`.
 fn symv_columns(t: &Tri<'_>, cols: std::ops::Range<usize>, r0: usize, y: &mut [f64]) {
