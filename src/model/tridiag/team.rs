@@ -12,8 +12,10 @@
 //! chunks of equal area that every thread, the caller included, claims from
 //! one atomic counter. The caller never waits for a helper that has not
 //! started: it takes whatever chunks are left itself, and waits only for
-//! the chunks a helper has claimed. Each helper sums its chunks into a vector
-//! of its own, which the caller adds to the result.
+//! the chunks a helper has claimed. Each chunk is summed into a vector of its
+//! own and the caller adds the chunks' vectors in chunk order, so the result
+//! does not depend on which thread ran which chunk: the same input and thread
+//! count give the same bits (the top-k solver's seed promises that).
 
 use std::cell::UnsafeCell;
 use std::hint::spin_loop;
@@ -35,14 +37,20 @@ const YIELD_FOR: Duration = Duration::from_micros(200);
 const MIN_CHUNK: usize = 1 << 15;
 /// Chunks per thread, at most (so a slow thread leaves work to the others).
 const CHUNKS_PER_THREAD: usize = 4;
+/// Helpers at most: the products are bound by memory, which a few cores
+/// saturate (only 2 cores were measured; more helpers would also crowd the
+/// rayon workers of the trailing update while they yield).
+const MAX_HELPERS: usize = 7;
 
 /// The claim word: the product's generation, its chunk count and the next
 /// chunk to claim, packed so that one atomic names all three.
 const IDX_BITS: u32 = 20;
 const IDX_MASK: u64 = (1 << IDX_BITS) - 1;
+/// The generation's bits (it wraps: only a change of the word matters).
+const GEN_MASK: u64 = (1 << (64 - 2 * IDX_BITS)) - 1;
 
 fn pack(gen: u64, count: usize, next: usize) -> u64 {
-    (gen << (2 * IDX_BITS)) | ((count as u64) << IDX_BITS) | next as u64
+    ((gen & GEN_MASK) << (2 * IDX_BITS)) | ((count as u64) << IDX_BITS) | next as u64
 }
 
 fn unpack(w: u64) -> (u64, usize, usize) {
@@ -64,13 +72,6 @@ struct Job {
     len: usize,
 }
 
-/// A helper's sum of its chunks, and the first row it covers (`usize::MAX`:
-/// no chunk in this product).
-struct Acc {
-    z: UnsafeCell<Vec<f64>>,
-    from: AtomicUsize,
-}
-
 struct Shared {
     /// [`pack`]`(generation, chunks, next chunk)` of the current product.
     claim: AtomicU64,
@@ -81,18 +82,21 @@ struct Shared {
     job: UnsafeCell<Job>,
     /// Chunk `i` is columns `cuts[i]..cuts[i + 1]`.
     cuts: UnsafeCell<Vec<usize>>,
-    acc: Vec<Acc>,
+    /// Chunk `i`'s sum, rows `cuts[i]..` of the product.
+    parts: Vec<UnsafeCell<Vec<f64>>>,
     sleeping: Vec<AtomicBool>,
     stop: AtomicBool,
 }
 
-// SAFETY: the cells are written by the caller only while no chunk of the
-// product is claimed or running (before the claim word publishes a new
+// SAFETY: `job` and `cuts` are written by the caller only while no chunk of
+// the product is claimed or running (before the claim word publishes a new
 // generation, after every chunk of the last one is done), and read by a
-// helper only between its claim of a chunk and the `done` count that
-// releases it; each helper writes only its own `Acc`, which the caller reads
-// after `done` says every chunk is finished. The raw pointers in `Job` point
-// into slices the caller keeps borrowed, unchanged, for that whole time.
+// thread only between its claim of a chunk and the `done` count that
+// releases it; `parts[i]` is written only by the thread that claimed chunk
+// `i`, and read by the caller after `done` says every chunk is finished.
+// The raw pointers in `Job` point into slices the caller keeps borrowed,
+// unchanged, until every chunk is done (also when it unwinds: see
+// `Team::symv`).
 unsafe impl Sync for Shared {}
 
 /// Threads for [`super::Tri`]'s products, for the length of one
@@ -103,14 +107,15 @@ pub(super) struct Team<'s> {
     gen: std::cell::Cell<u64>,
 }
 
-/// Runs `f` with `threads - 1` helpers ready for products of order up to
-/// `n` (`None` for a single thread); the helpers stop when `f` returns or
-/// panics.
+/// Runs `f` with up to `threads - 1` helpers ready for products of order up
+/// to `n` (`None`: a single thread, or no helper could be started); the
+/// helpers stop when `f` returns or panics.
 pub(super) fn with_team<R>(threads: usize, n: usize, f: impl FnOnce(Option<&Team<'_>>) -> R) -> R {
-    let helpers = threads.saturating_sub(1).min(63);
+    let helpers = threads.saturating_sub(1).min(MAX_HELPERS);
     if helpers == 0 || n * n / 2 < 2 * MIN_CHUNK {
         return f(None);
     }
+    let chunks = CHUNKS_PER_THREAD * (helpers + 1);
     let shared = Shared {
         claim: AtomicU64::new(0),
         done: AtomicUsize::new(0),
@@ -123,30 +128,35 @@ pub(super) fn with_team<R>(threads: usize, n: usize, f: impl FnOnce(Option<&Team
             x: std::ptr::null(),
             len: 0,
         }),
-        cuts: UnsafeCell::new(Vec::with_capacity(CHUNKS_PER_THREAD * (helpers + 1) + 1)),
-        acc: (0..helpers)
-            .map(|_| Acc {
-                z: UnsafeCell::new(vec![0.0; n]),
-                from: AtomicUsize::new(usize::MAX),
-            })
-            .collect(),
+        cuts: UnsafeCell::new(Vec::with_capacity(chunks + 1)),
+        parts: (0..chunks).map(|_| UnsafeCell::new(vec![0.0; n])).collect(),
         sleeping: (0..helpers).map(|_| AtomicBool::new(false)).collect(),
         stop: AtomicBool::new(false),
     };
     thread::scope(|s| {
-        let handles: Vec<_> = (0..helpers)
-            .map(|h| {
-                let sh = &shared;
-                s.spawn(move || sh.serve(h))
-            })
-            .collect();
-        let team = Team {
+        // The team exists before any helper does: dropped on return or
+        // unwind (a helper that could not start included), it stops the
+        // helpers started so far, which the scope then joins.
+        let mut team = Team {
             shared: &shared,
-            helpers: handles.iter().map(|h| h.thread().clone()).collect(),
+            helpers: Vec::with_capacity(helpers),
             gen: std::cell::Cell::new(0),
         };
-        // Dropped on return or unwind: the helpers stop, and the scope
-        // joins them.
+        for h in 0..helpers {
+            let sh = &shared;
+            match thread::Builder::new()
+                .name("gpuprep-tridiag".into())
+                .spawn_scoped(s, move || sh.serve(h))
+            {
+                Ok(handle) => team.helpers.push(handle.thread().clone()),
+                // No more threads to be had (a process or cgroup limit):
+                // the ones started share the work.
+                Err(_) => break,
+            }
+        }
+        if team.helpers.is_empty() {
+            return f(None);
+        }
         f(Some(&team))
     })
 }
@@ -161,51 +171,65 @@ impl Drop for Team<'_> {
 }
 
 impl Team<'_> {
-    /// `y = S x` as [`super::Tri`] (`y` zeroed first), shared with
-    /// the helpers.
+    /// The threads sharing a product, the caller included.
+    pub(super) fn threads(&self) -> usize {
+        self.helpers.len() + 1
+    }
+
+    /// `y = S x` as [`super::Tri`] describes it, shared with the helpers
+    /// (`y`'s contents are overwritten).
     pub(super) fn symv(&self, t: &Tri<'_>, y: &mut [f64]) {
         let len = t.x.len();
         let sh = self.shared;
         y.fill(0.0);
-        let threads = sh.acc.len() + 1;
+        let threads = self.threads();
         let area = len * (len + 1) / 2;
         let count = (area / MIN_CHUNK).min(CHUNKS_PER_THREAD * threads);
         if count < 2 {
             symv_columns(t, 0..len, 0, y);
             return;
         }
-        // SAFETY: every chunk of the last product is finished (waited for
-        // below before it returned) and no chunk of this one can be claimed
-        // before the claim word below publishes it.
-        let cuts = unsafe { &mut *sh.cuts.get() };
-        cuts.clear();
-        cuts.extend((0..=count).map(|k| equal_area_cut(len, k, count)));
-        // SAFETY: as for `cuts`.
-        unsafe {
-            *sh.job.get() = Job {
-                a: t.a.as_ptr(),
-                a_len: t.a.len(),
-                off: t.off,
-                ld: t.ld,
-                x: t.x.as_ptr(),
-                len,
-            };
-        }
-        for acc in &sh.acc {
-            acc.from.store(usize::MAX, Relaxed);
+        {
+            // SAFETY: every chunk of the last product is finished (waited
+            // for below before it returned) and no chunk of this one can be
+            // claimed before the claim word below publishes it.
+            let cuts = unsafe { &mut *sh.cuts.get() };
+            cuts.clear();
+            cuts.extend((0..=count).map(|k| equal_area_cut(len, k, count)));
+            // SAFETY: as for `cuts`.
+            unsafe {
+                *sh.job.get() = Job {
+                    a: t.a.as_ptr(),
+                    a_len: t.a.len(),
+                    off: t.off,
+                    ld: t.ld,
+                    x: t.x.as_ptr(),
+                    len,
+                };
+            }
         }
         sh.done.store(0, Relaxed);
-        let gen = self.gen.get() + 1;
+        let gen = (self.gen.get() + 1) & GEN_MASK;
         self.gen.set(gen);
         sh.claim.store(pack(gen, count, 0), SeqCst);
-        for (h, sleeping) in sh.sleeping.iter().enumerate() {
+        for (h, sleeping) in sh.sleeping.iter().enumerate().take(self.helpers.len()) {
             if sleeping.load(SeqCst) {
                 self.helpers[h].unpark();
             }
         }
-        while let Some(i) = sh.take(gen) {
-            symv_columns(t, cuts[i]..cuts[i + 1], 0, y);
-            sh.done.fetch_add(1, Release);
+        // The caller's share. Should it unwind, the chunks left are claimed
+        // unrun and the helpers' waited for before the panic goes on: they
+        // read `t`'s slices, which the unwind would otherwise free under them.
+        let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            while let Some(i) = sh.take(gen) {
+                sh.chunk(i);
+                sh.done.fetch_add(1, Release);
+            }
+        }));
+        if mine.is_err() {
+            while sh.take(gen).is_some() {
+                sh.done.fetch_add(1, Release);
+            }
         }
         let started = Instant::now();
         while sh.done.load(Acquire) < count {
@@ -215,19 +239,23 @@ impl Team<'_> {
                 thread::yield_now();
             }
         }
+        if let Err(panic) = mine {
+            std::panic::resume_unwind(panic);
+        }
         assert!(
             !sh.failed.load(Acquire),
             "a helper of the tridiagonal reduction panicked"
         );
-        for acc in &sh.acc {
-            let from = acc.from.load(Relaxed);
-            if from < len {
-                // SAFETY: the helper's chunks are all done (the Acquire load
-                // of `done` above), and it writes `z` only within a chunk.
-                let z = unsafe { &*acc.z.get() };
-                for (y, z) in y[from..].iter_mut().zip(&z[from..len]) {
-                    *y += z;
-                }
+        // SAFETY: every chunk is done (the Acquire load of `done` above
+        // synchronizes with each chunk's Release count), so no thread
+        // touches `cuts` or the parts until the next product is published.
+        let cuts: &[usize] = unsafe { &*sh.cuts.get() };
+        for (i, part) in sh.parts.iter().take(count).enumerate() {
+            // SAFETY: as above.
+            let part = unsafe { &*part.get() };
+            let from = cuts[i];
+            for (y, p) in y[from..].iter_mut().zip(&part[from..len]) {
+                *y += p;
             }
         }
     }
@@ -271,7 +299,7 @@ impl Shared {
             let (gen, _, _) = unpack(w);
             match self.take(gen) {
                 Some(i) => {
-                    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.chunk(h, i)));
+                    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.chunk(i)));
                     if ok.is_err() {
                         self.failed.store(true, Release);
                     }
@@ -282,14 +310,15 @@ impl Shared {
         }
     }
 
-    /// Chunk `i` of the current product into helper `h`'s vector.
-    fn chunk(&self, h: usize, i: usize) {
-        // SAFETY: chunk `i` of this product is claimed and not yet counted
-        // done, so the caller neither rewrites `job` and `cuts` nor reads
-        // this helper's `z`, and keeps the slices behind `job` borrowed.
-        let (job, cols, z) = unsafe {
+    /// Chunk `i` of the current product into its part (zeroed first).
+    fn chunk(&self, i: usize) {
+        // SAFETY: chunk `i` of this product is claimed by this thread and not
+        // yet counted done, so no other thread rewrites `job` and `cuts` or
+        // touches part `i`, and the caller keeps the slices behind `job`
+        // borrowed.
+        let (job, cols, part) = unsafe {
             let cuts = &*self.cuts.get();
-            (*self.job.get(), cuts[i]..cuts[i + 1], &mut *self.acc[h].z.get())
+            (*self.job.get(), cuts[i]..cuts[i + 1], &mut *self.parts[i].get())
         };
         // SAFETY: as above; `job` holds the parts of the caller's slices.
         let (a, x) = unsafe {
@@ -304,17 +333,9 @@ impl Shared {
             ld: job.ld,
             x,
         };
-        // Chunks are taken in order, so the first of a product starts at
-        // the lowest row this helper touches in it.
-        let from = self.acc[h].from.load(Relaxed);
-        let from = if from == usize::MAX {
-            z[cols.start..job.len].fill(0.0);
-            self.acc[h].from.store(cols.start, Relaxed);
-            cols.start
-        } else {
-            from
-        };
-        symv_columns(&t, cols, from, &mut z[from..job.len]);
+        let part = &mut part[cols.start..job.len];
+        part.fill(0.0);
+        symv_columns(&t, cols.clone(), cols.start, part);
     }
 
     /// Waits until the claim word moves on from `w` or the team stops:
@@ -344,13 +365,36 @@ impl Shared {
 mod tests {
     use super::*;
 
+    /// The product as the team sums it, on one thread: each chunk into a
+    /// vector of its own, added in chunk order.
+    fn in_chunk_order(t: &Tri<'_>, threads: usize) -> Vec<f64> {
+        let len = t.x.len();
+        let count = (len * (len + 1) / 2 / MIN_CHUNK).min(CHUNKS_PER_THREAD * threads);
+        let mut y = vec![0.0; len];
+        if count < 2 {
+            symv_columns(t, 0..len, 0, &mut y);
+            return y;
+        }
+        for k in 0..count {
+            let cols = equal_area_cut(len, k, count)..equal_area_cut(len, k + 1, count);
+            let mut part = vec![0.0; len - cols.start];
+            symv_columns(t, cols.clone(), cols.start, &mut part);
+            for (y, p) in y[cols.start..].iter_mut().zip(&part) {
+                *y += p;
+            }
+        }
+        y
+    }
+
     /// Products of every trailing order a reduction makes (a triangle at an
     /// offset in a strided buffer), shared by teams of 2 to 5 threads on
-    /// whatever cores there are, against one thread's: equal to rounding,
-    /// the output's stale contents (NaN) overwritten.
+    /// whatever cores there are: equal to one thread's to rounding, and to
+    /// the bit to the chunks summed in order on one thread, whichever thread
+    /// ran which chunk (so repeated runs agree); the output's stale contents
+    /// (NaN) overwritten.
     #[test]
     fn shared_products_equal_one_threads() {
-        for (n, threads) in [(363, 2), (400, 3), (517, 2), (700, 5), (1000, 2)] {
+        for (n, threads) in [(363, 2), (400, 3), (517, 2), (700, 5), (1000, 2), (600, 12)] {
             let ld = n + 3;
             let a: Vec<f64> = (0..ld * ld + 5)
                 .map(|i| ((i * 7919) % 1000) as f64 / 500.0 - 1.0)
@@ -368,13 +412,18 @@ mod tests {
                     };
                     let mut want = vec![0.0; len];
                     symv_columns(&t, 0..len, 0, &mut want);
-                    let mut got = vec![f64::NAN; len];
-                    team.symv(&t, &mut got);
-                    for (r, (g, w)) in got.iter().zip(&want).enumerate() {
-                        assert!(
-                            (g - w).abs() <= 1e-12 * (1.0 + w.abs()),
-                            "n {n}, {threads} threads, order {len}, row {r}: {g} vs {w}"
-                        );
+                    let exact = in_chunk_order(&t, team.threads());
+                    for _ in 0..3 {
+                        let mut got = vec![f64::NAN; len];
+                        team.symv(&t, &mut got);
+                        for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+                            assert!(
+                                (g - w).abs() <= 1e-12 * (1.0 + w.abs()),
+                                "n {n}, {threads} threads, order {len}, row {r}: {g} vs {w}"
+                            );
+                        }
+                        let same = got.iter().zip(&exact).all(|(g, e)| g.to_bits() == e.to_bits());
+                        assert!(same, "n {n}, {threads} threads, order {len}: not the chunks' sum");
                     }
                 }
             });
