@@ -189,34 +189,7 @@ impl Team<'_> {
             symv_columns(t, 0..len, 0, y);
             return;
         }
-        {
-            // SAFETY: every chunk of the last product is finished (waited
-            // for below before it returned) and no chunk of this one can be
-            // claimed before the claim word below publishes it.
-            let cuts = unsafe { &mut *sh.cuts.get() };
-            cuts.clear();
-            cuts.extend((0..=count).map(|k| equal_area_cut(len, k, count)));
-            // SAFETY: as for `cuts`.
-            unsafe {
-                *sh.job.get() = Job {
-                    a: t.a.as_ptr(),
-                    a_len: t.a.len(),
-                    off: t.off,
-                    ld: t.ld,
-                    x: t.x.as_ptr(),
-                    len,
-                };
-            }
-        }
-        sh.done.store(0, Relaxed);
-        let gen = (self.gen.get() + 1) & GEN_MASK;
-        self.gen.set(gen);
-        sh.claim.store(pack(gen, count, 0), SeqCst);
-        for (h, sleeping) in sh.sleeping.iter().enumerate().take(self.helpers.len()) {
-            if sleeping.load(SeqCst) {
-                self.helpers[h].unpark();
-            }
-        }
+        let gen = self.publish(t, count);
         // The caller's share. Should it unwind, the chunks left are claimed
         // unrun and the helpers' waited for before the panic goes on: they
         // read `t`'s slices, which the unwind would otherwise free under them.
@@ -246,7 +219,50 @@ impl Team<'_> {
             !sh.failed.load(Acquire),
             "a helper of the tridiagonal reduction panicked"
         );
-        // SAFETY: every chunk is done (the Acquire load of `done` above
+        self.add_parts(count, y);
+    }
+
+    /// Writes the product's description (`count` chunks of `t`), publishes
+    /// it under a new generation and wakes the parked helpers; returns the
+    /// generation.
+    fn publish(&self, t: &Tri<'_>, count: usize) -> u64 {
+        let (sh, len) = (self.shared, t.x.len());
+        {
+            // SAFETY: every chunk of the last product is finished (`symv`
+            // waits for all of them before it returns) and no chunk of this
+            // one can be claimed before the claim word below publishes it.
+            let cuts = unsafe { &mut *sh.cuts.get() };
+            cuts.clear();
+            cuts.extend((0..=count).map(|k| equal_area_cut(len, k, count)));
+            // SAFETY: as for `cuts`.
+            unsafe {
+                *sh.job.get() = Job {
+                    a: t.a.as_ptr(),
+                    a_len: t.a.len(),
+                    off: t.off,
+                    ld: t.ld,
+                    x: t.x.as_ptr(),
+                    len,
+                };
+            }
+        }
+        sh.done.store(0, Relaxed);
+        let gen = (self.gen.get() + 1) & GEN_MASK;
+        self.gen.set(gen);
+        sh.claim.store(pack(gen, count, 0), SeqCst);
+        for (h, sleeping) in sh.sleeping.iter().enumerate().take(self.helpers.len()) {
+            if sleeping.load(SeqCst) {
+                self.helpers[h].unpark();
+            }
+        }
+        gen
+    }
+
+    /// `y += ` the `count` chunks' parts, in chunk order; called by `symv`
+    /// once every chunk is done.
+    fn add_parts(&self, count: usize, y: &mut [f64]) {
+        let (sh, len) = (self.shared, y.len());
+        // SAFETY: every chunk is done (`symv`'s Acquire load of `done`
         // synchronizes with each chunk's Release count), so no thread
         // touches `cuts` or the parts until the next product is published.
         let cuts: &[usize] = unsafe { &*sh.cuts.get() };
