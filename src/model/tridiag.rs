@@ -15,7 +15,7 @@
 //! * column `i` is brought up to date with that correction (two small gemvs),
 //!   its reflector `v` made;
 //! * `w = (A_now v) / tau` needs one product with the trailing matrix, read
-//!   once (its lower triangle, on every core: the threads of [`team`], kept
+//!   once (its lower triangle, on every core: the threads of `tridiag/team.rs`, kept
 //!   for the whole reduction), the correction's share
 //!   `V (W^T v) + W (V^T v)` taken off with gemvs, then
 //!   `w -= (w^T v / (2 tau)) v`, so that `H A H = A - v w^T - w v^T`;
