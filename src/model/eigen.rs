@@ -180,6 +180,16 @@ impl SymmetricProduct for HostMatrix<'_> {
 /// [`Error::ExceedsLimit`] when the basis does not fit in memory;
 /// [`Error::NoConvergence`] when the residuals are still above `tol` after
 /// `max_products` products.
+/// # Example
+/// ```
+/// use gpuprep::model::eigen::{top_eigenpairs, TopKOptions};
+/// // A diagonal covariance: its two largest eigenvalues are 9 and 7.
+/// let c = ndarray::Array2::from_diag(&ndarray::array![1.0, 9.0, 3.0, 7.0, 2.0, 0.5, 4.0, 6.0]);
+/// let top = top_eigenpairs(c.view(), 2, None, &TopKOptions::default())?;
+/// assert!((top.values[0] - 9.0).abs() < 1e-9 && (top.values[1] - 7.0).abs() < 1e-9);
+/// assert!((top.vectors[[1, 0]] - 1.0).abs() < 1e-9); // the second axis
+/// # Ok::<(), gpuprep::Error>(())
+/// ```
 pub fn top_eigenpairs(
     c: ArrayView2<'_, f64>,
     k: usize,

@@ -260,6 +260,15 @@ use crate::model::matmul::MatmulOptions;
 ///
 /// # Errors
 /// As [`eigh_descending_with`].
+/// # Example
+/// ```
+/// let c = ndarray::array![[2.0, 1.0], [1.0, 2.0]];
+/// let (values, vectors) = gpuprep::model::pca::eigh_descending(c.view())?;
+/// assert!((values[0] - 3.0).abs() < 1e-12 && (values[1] - 1.0).abs() < 1e-12);
+/// // The eigenvector of 3 is (1, 1) / sqrt(2), its largest entry positive.
+/// assert!((vectors[[0, 0]] - 0.5f64.sqrt()).abs() < 1e-12);
+/// # Ok::<(), gpuprep::Error>(())
+/// ```
 pub fn eigh_descending(c: ArrayView2<'_, f64>) -> Result<(Array1<f64>, Array2<f64>)> {
     eigh_descending_with(c, eigh_parallelism(c.nrows()))
 }

@@ -171,6 +171,18 @@ pub(crate) fn grid_2d_within(op: &'static str, groups: usize, limit: u32) -> Res
 /// [`Error::ShapeMismatch`] for an empty matrix, [`Error::InvalidArgument`]
 /// for `ddof >= N`, and the context's errors (a lost device, a matrix of
 /// another context).
+/// # Example
+/// ```no_run
+/// # fn main() -> gpuprep::Result<()> {
+/// use gpuprep::{ops, Gpu, GpuMatrix};
+/// let gpu = Gpu::new()?;
+/// let x = ndarray::Array2::<f32>::from_shape_fn((1000, 8), |(i, j)| ((i * 7 + j) % 13) as f32);
+/// let xg = GpuMatrix::upload(&gpu, x.view())?;
+/// let stats = ops::column_stats(&gpu, &xg, &ops::ColumnStatsOptions::ddof(1))?; // stays on the GPU
+/// let summary = stats.download(&gpu)?; // mean, var, std, min, max per column
+/// assert_eq!(summary.mean.len(), 8);
+/// # Ok(()) }
+/// ```
 pub fn column_stats(gpu: &Gpu, x: &GpuMatrix, options: &ColumnStatsOptions) -> Result<ColumnStats> {
     let mut out = ColumnStats::uninit(gpu, x.cols())?;
     gpu.run(OP, |e| encode_column_stats_into(gpu, e, x, &mut out, options))?;

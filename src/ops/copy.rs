@@ -20,6 +20,17 @@ pub(crate) use SH::Params;
 ///
 /// # Errors
 /// As [`encode_copy_into`], and [`GpuMatrix::uninit`]'s for the output.
+/// # Example
+/// ```no_run
+/// # fn main() -> gpuprep::Result<()> {
+/// use gpuprep::{ops, Gpu, GpuMatrix};
+/// let gpu = Gpu::new()?;
+/// let x = ndarray::Array2::<f32>::from_shape_fn((1000, 8), |(i, j)| ((i * 7 + j) % 13) as f32);
+/// let xg = GpuMatrix::upload(&gpu, x.view())?;
+/// let y = ops::copy(&gpu, &xg)?; // a buffer of its own
+/// assert_eq!(y.download(&gpu)?, x);
+/// # Ok(()) }
+/// ```
 pub fn copy(gpu: &Gpu, x: &GpuMatrix) -> Result<GpuMatrix> {
     GpuMatrix::recorded(gpu, OP, (x.rows(), x.cols()), |e, out| {
         encode_copy_into(gpu, e, x, out)

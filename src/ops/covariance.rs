@@ -302,6 +302,18 @@ impl Passes<'_> {
 /// # Errors
 /// As [`encode_covariance_into`] (an empty `x`, `ddof >= N`), and
 /// [`GpuMatrix::uninit`]'s for the `D x D` output.
+/// # Example
+/// ```no_run
+/// # fn main() -> gpuprep::Result<()> {
+/// use gpuprep::{ops, Gpu, GpuMatrix};
+/// let gpu = Gpu::new()?;
+/// let x = ndarray::Array2::<f32>::from_shape_fn((1000, 8), |(i, j)| ((i * 7 + j) % 13) as f32);
+/// let xg = GpuMatrix::upload(&gpu, x.view())?;
+/// let c = ops::covariance(&gpu, &xg, &ops::CovarianceOptions::ddof(1))?; // 8 x 8, on the GPU
+/// let c: ndarray::Array2<f32> = c.download(&gpu)?;
+/// assert_eq!(c.dim(), (8, 8));
+/// # Ok(()) }
+/// ```
 pub fn covariance(gpu: &Gpu, x: &GpuMatrix, options: &CovarianceOptions) -> Result<GpuMatrix> {
     let out = GpuMatrix::uninit(gpu, x.cols(), x.cols())?;
     let mut stats = ColumnStats::uninit(gpu, x.cols())?;

@@ -60,6 +60,16 @@ pub fn matrix_shape(shape: &[usize]) -> Result<(usize, usize)> {
 /// # Errors
 /// As [`matrix_shape`] and [`encode_init_into`], and [`GpuMatrix::uninit`]'s
 /// for the output.
+/// # Example
+/// ```no_run
+/// # fn main() -> gpuprep::Result<()> {
+/// use gpuprep::{ops, Gpu, Philox, Scheme};
+/// let gpu = Gpu::new()?;
+/// // He initialization of a 256 x 128 (out, in) weight: N(0, 2 / 128).
+/// let w = ops::init::init(&gpu, &[256, 128], &Scheme::kaiming_normal(), Philox::new(7))?;
+/// assert_eq!(w.shape(), (256, 128));
+/// # Ok(()) }
+/// ```
 pub fn init(gpu: &Gpu, shape: &[usize], scheme: &Scheme, rng: Philox) -> Result<GpuMatrix> {
     let (rows, cols) = matrix_shape(shape)?;
     GpuMatrix::recorded(gpu, OP, (rows, cols), |e, out| {

@@ -221,6 +221,23 @@ impl Prefetch {
 ///
 /// # Errors
 /// As [`encode_matmul_into`], and [`GpuMatrix::uninit`]'s for the output.
+/// # Example
+/// ```no_run
+/// # fn main() -> gpuprep::Result<()> {
+/// use gpuprep::{ops, Gpu, GpuMatrix};
+/// let gpu = Gpu::new()?;
+/// let x = ndarray::Array2::<f32>::from_shape_fn((1000, 8), |(i, j)| ((i * 7 + j) % 13) as f32);
+/// let xg = GpuMatrix::upload(&gpu, x.view())?;
+/// let w = ndarray::Array2::<f32>::eye(8);
+/// let wg = GpuMatrix::upload(&gpu, w.view())?;
+/// let relu = ops::MatmulOptions {
+///     activation: ops::Activation::Relu,
+///     ..Default::default()
+/// };
+/// let y = ops::matmul(&gpu, &xg, &wg, &relu)?; // max(x @ w, 0)
+/// assert_eq!(y.download(&gpu)?, x);
+/// # Ok(()) }
+/// ```
 pub fn matmul(gpu: &Gpu, x: &GpuMatrix, w: &GpuMatrix, options: &MatmulOptions) -> Result<GpuMatrix> {
     let m = if options.transpose_w { w.rows() } else { w.cols() };
     let n = if options.transpose_x { x.cols() } else { x.rows() };

@@ -448,6 +448,25 @@ impl Pca {
     /// in f32, or a component count the data cannot give; [`Error::NonFinite`] for
     /// data that is not finite; the eigensolver's errors
     /// ([`Error::NoConvergence`], [`Error::ExceedsLimit`]); the context's errors.
+    /// # Example
+    /// ```no_run
+    /// # fn main() -> gpuprep::Result<()> {
+    /// use gpuprep::{Gpu, GpuMatrix};
+    /// let gpu = Gpu::new()?;
+    /// let x = ndarray::Array2::<f32>::from_shape_fn((1000, 8), |(i, j)| ((i * 7 + j) % 13) as f32);
+    /// let xg = GpuMatrix::upload(&gpu, x.view())?;
+    /// use gpuprep::{NComponents, Pca, PcaOptions, Whitening};
+    /// let options = PcaOptions {
+    ///     n_components: NComponents::Count(3),
+    ///     whitening: Whitening::Pca,
+    ///     ..Default::default()
+    /// };
+    /// let pca = Pca::fit(&gpu, &xg, &options)?; // covariance on the GPU, eigh (f64) on the host
+    /// let y = pca.transform(&gpu, &xg)?; // 1000 x 3, whitened
+    /// assert_eq!(y.shape(), (1000, 3));
+    /// println!("{:?}", pca.model().explained_variance_ratio);
+    /// # Ok(()) }
+    /// ```
     pub fn fit(gpu: &Gpu, x: &GpuMatrix, options: &PcaOptions) -> Result<Pca> {
         options.validate()?;
         let (n, d) = x.shape();

@@ -20,6 +20,19 @@ pub(crate) use SH::Params;
 ///
 /// # Errors
 /// As [`encode_standardize_into`], and [`GpuMatrix::uninit`]'s for the output.
+/// # Example
+/// ```no_run
+/// # fn main() -> gpuprep::Result<()> {
+/// use gpuprep::{ops, Gpu, GpuMatrix};
+/// let gpu = Gpu::new()?;
+/// let x = ndarray::Array2::<f32>::from_shape_fn((1000, 8), |(i, j)| ((i * 7 + j) % 13) as f32);
+/// let xg = GpuMatrix::upload(&gpu, x.view())?;
+/// let stats = ops::column_stats(&gpu, &xg, &Default::default())?;
+/// let z = ops::standardize(&gpu, &xg, &stats, &gpuprep::StandardizeOptions::default())?;
+/// let z: ndarray::Array2<f32> = z.download(&gpu)?; // (x - mean) / std per column
+/// assert_eq!(z.dim(), (1000, 8));
+/// # Ok(()) }
+/// ```
 pub fn standardize(
     gpu: &Gpu,
     x: &GpuMatrix,

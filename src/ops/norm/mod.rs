@@ -206,6 +206,23 @@ impl Norm {
     ///
     /// # Errors
     /// As [`Norm::alloc_forward`] and [`Norm::encode_forward_into`].
+    /// # Example
+    /// ```no_run
+    /// # fn main() -> gpuprep::Result<()> {
+    /// use gpuprep::{ops, Gpu, GpuMatrix};
+    /// let gpu = Gpu::new()?;
+    /// let x = ndarray::Array2::<f32>::from_shape_fn((1000, 8), |(i, j)| ((i * 7 + j) % 13) as f32);
+    /// let xg = GpuMatrix::upload(&gpu, x.view())?;
+    /// // Layer norm over the 8 features of each row, with PyTorch's defaults.
+    /// let norm = ops::Norm::layer(&[8]);
+    /// let gamma = GpuMatrix::filled(&gpu, 1, 8, 1.0)?;
+    /// let beta = GpuMatrix::filled(&gpu, 1, 8, 0.0)?;
+    /// let fwd = norm.forward(&gpu, &xg, &gamma, &beta)?;
+    /// let dy = GpuMatrix::filled(&gpu, 1000, 8, 1.0)?;
+    /// let grads = norm.backward(&gpu, &xg, &dy, &gamma, &fwd.stats)?; // dx, dgamma, dbeta
+    /// assert_eq!(grads.dx.shape(), (1000, 8));
+    /// # Ok(()) }
+    /// ```
     pub fn forward(
         &self,
         gpu: &Gpu,
