@@ -182,9 +182,7 @@ impl Team<'_> {
         let len = t.x.len();
         let sh = self.shared;
         y.fill(0.0);
-        let threads = self.threads();
-        let area = len * (len + 1) / 2;
-        let count = (area / MIN_CHUNK).min(CHUNKS_PER_THREAD * threads);
+        let count = chunk_count(len, self.threads());
         if count < 2 {
             symv_columns(t, 0..len, 0, y);
             return;
@@ -275,6 +273,13 @@ impl Team<'_> {
             }
         }
     }
+}
+
+/// The chunks of a product of order `len` on `threads` threads: one per
+/// [`MIN_CHUNK`] entries of the triangle, at most [`CHUNKS_PER_THREAD`] a
+/// thread (below 2 the product runs on the caller alone).
+fn chunk_count(len: usize, threads: usize) -> usize {
+    (len * (len + 1) / 2 / MIN_CHUNK).min(CHUNKS_PER_THREAD * threads)
 }
 
 /// Column `c_k` such that columns `0..c_k` hold `k / count` of the lower
@@ -385,7 +390,7 @@ mod tests {
     /// vector of its own, added in chunk order.
     fn in_chunk_order(t: &Tri<'_>, threads: usize) -> Vec<f64> {
         let len = t.x.len();
-        let count = (len * (len + 1) / 2 / MIN_CHUNK).min(CHUNKS_PER_THREAD * threads);
+        let count = chunk_count(len, threads);
         let mut y = vec![0.0; len];
         if count < 2 {
             symv_columns(t, 0..len, 0, &mut y);
