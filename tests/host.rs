@@ -343,7 +343,7 @@ fn covariance_matches_the_twin() {
 fn covariance_near_the_f32_limits_falls_back_to_f64() {
     // Products of values near 3e38 overflow f32: before, the host path's
     // covariance was inf (and a PCA fit refused the data as non-finite).
-    for &(n, d) in &[(1usize, 1usize), (37, 3), (3000, 5)] {
+    for &(n, d) in &[(1usize, 1usize), (37, 3), (3000, 5), (700, 400)] {
         let x =
             normal(n, d, 0.0, 1.0, 70).mapv(|v| v.signum() * (2.5e38 + 0.5e38 * (v.abs() / 4.0).min(1.0)));
         let got = host::covariance(x.view(), 0).unwrap();
@@ -359,7 +359,15 @@ fn covariance_near_the_f32_limits_falls_back_to_f64() {
 
 #[test]
 fn covariance_on_large_offsets() {
-    for &(n, d) in &[(4099usize, 200usize), (100_000, 16), (20_000, 64)] {
+    // D = 521 and 1100: the host's own product kernel where the CPU has
+    // AVX-512 (per-core tasks, and one task over all cores).
+    for &(n, d) in &[
+        (4099usize, 200usize),
+        (100_000, 16),
+        (20_000, 64),
+        (1500, 521),
+        (1300, 1100),
+    ] {
         let x = correlated(n, d, 1e4, 16);
         check_covariance(x.view(), 0, 1e-5, "offset 1e4");
     }

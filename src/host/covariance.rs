@@ -3,16 +3,19 @@
 //! f64 twin: [`crate::cpu::covariance`](mod@crate::cpu::covariance).
 //!
 //! The rows are split into one contiguous range per task (a few per core;
-//! one task with faer's parallelism inside its products from `D = 1024`; a
+//! one task with the products on all cores from `D = 1024`; a
 //! [`CoMomentsStream`] splits each chunk so and keeps the tasks' states
 //! across chunks). A task takes its first block's column means (rounded to
 //! the input's type) as its shift `k`, and for each block of about 256 Ki
-//! elements (at least 256 rows) writes the shifted rows `b = x - k` into a
-//! buffer that stays in L2 (one rounding of the exact difference), sums them
-//! per column (`s = sum b`, in the input's type within the block, in f64
-//! across blocks), and sums the lower triangle of `B^T B` (faer's product in
-//! the input's type: f32 for f32 data, f64 for f64) over up to 1024 rows
-//! before adding it into an f64 accumulator.
+//! elements (at least 256 rows) forms the shifted rows `b = x - k` (one
+//! rounding of the exact difference), sums them per column (`s = sum b`, in
+//! the input's type within the block, in f64 across blocks), and sums the
+//! lower triangle of `B^T B` in the input's type over up to 1024 rows before
+//! adding it into an f64 accumulator. The product is faer's (f64 data, small
+//! `D`, CPUs without AVX-512), or for f32 from `D = 384` where the CPU has
+//! AVX-512 our own kernel (the private `host::gram`), which packs the
+//! shifted rows itself in passes of 512 rows and runs about twice as fast as
+//! faer's at `D = 1024` to `4096`.
 //! At the end of the task
 //!
 //! ```text
@@ -27,10 +30,11 @@
 //! Only the lower triangle is multiplied (half the flops of `X^T X`); the
 //! result is mirrored, so it is exactly symmetric.
 
-use faer::{Accum, MatMut, MatRef, Par};
+use faer::{Accum, Par};
 use ndarray::{s, Array1, Array2, ArrayView2};
 use rayon::prelude::*;
 
+use super::gram;
 use super::{contiguous, dispatch, first_non_finite, rows_for, HostFloat};
 use crate::error::{Error, Result};
 use crate::model::moments::CoMoments;
@@ -81,16 +85,19 @@ const TASKS_PER_THREAD: usize = 2;
 /// ```
 pub fn comoments<T: HostFloat>(x: ArrayView2<'_, T>) -> Result<CoMoments> {
     let (n, d) = x.dim();
-    let (block_rows, tasks, _) = plan(d);
+    let (block_rows, tasks, _) = plan::<T>(d);
     // The tasks that get rows: no more than the blocks.
     let mut stream = CoMomentsStream::with_tasks(d, tasks.min(n.div_ceil(block_rows)))?;
     stream.push(x)?;
     Ok(stream.finish())
 }
 
-/// Rows per block, tasks and the products' parallelism at `d` columns.
-fn plan(d: usize) -> (usize, usize, Par) {
-    let block_rows = rows_for(BLOCK_ELEMS, d).max(MIN_BLOCK_ROWS);
+/// Rows per block, tasks and the products' parallelism at `d` columns. A
+/// block is at least one pass of our own kernel where it runs
+/// ([`gram::KC`] rows), else [`MIN_BLOCK_ROWS`].
+fn plan<T: HostFloat>(d: usize) -> (usize, usize, Par) {
+    let min_rows = if T::runs(d) { gram::KC } else { MIN_BLOCK_ROWS };
+    let block_rows = rows_for(BLOCK_ELEMS, d).max(min_rows);
     let threads = rayon::current_num_threads().max(1);
     if d >= ONE_TASK_FROM_D || threads == 1 {
         (block_rows, 1, faer::get_global_parallelism())
@@ -150,11 +157,11 @@ impl<T: HostFloat> CoMomentsStream<T> {
     /// # Errors
     /// [`Error::ExceedsLimit`] when its `D x D` states do not fit in memory.
     pub fn new(d: usize) -> Result<Self> {
-        Self::with_tasks(d, plan(d).1)
+        Self::with_tasks(d, plan::<T>(d).1)
     }
 
     fn with_tasks(d: usize, tasks: usize) -> Result<Self> {
-        let (block_rows, _, par) = plan(d);
+        let (block_rows, _, par) = plan::<T>(d);
         check_state::<T>(d, tasks)?;
         let tasks = (0..tasks.max(1)).map(|_| Task::new(d, block_rows, par)).collect();
         Ok(CoMomentsStream {
@@ -212,10 +219,13 @@ impl<T: HostFloat> CoMomentsStream<T> {
     pub fn finish(self) -> CoMoments {
         let d = self.d;
         let parts: Vec<CoMoments> = self.tasks.into_par_iter().map(Task::finish).collect();
-        let mut total = CoMoments::new(d);
-        for p in &parts {
+        let mut parts = parts.into_iter();
+        // The first part is the total so far (merging it into an empty state
+        // would copy its D x D matrix).
+        let mut total = parts.next().unwrap_or_else(|| CoMoments::new(d));
+        for p in parts {
             // Same width by construction: the merge cannot fail.
-            let _ = total.merge(p);
+            let _ = total.merge(&p);
         }
         total
     }
@@ -272,6 +282,8 @@ struct Task<T: HostFloat> {
     /// One block's column sums in `T`.
     part: Vec<T>,
     scratch: Vec<T>,
+    /// The product's packed panels.
+    packs: gram::Packs,
     /// Groups of rows whose products overflow `T` (finite f32 data near
     /// f32's limits), computed again in f64.
     widened: Option<CoMoments>,
@@ -291,6 +303,7 @@ impl<T: HostFloat> Task<T> {
             buf: Vec::new(),
             part: Vec::new(),
             scratch: Vec::new(),
+            packs: Default::default(),
             widened: None,
         }
     }
@@ -318,6 +331,8 @@ impl<T: HostFloat> Task<T> {
         if self.acc.is_empty() {
             // The D x D buffers, at the first rows (a task that gets none costs nothing).
             self.sums = vec![0.0; d];
+            // Plain zeroed pages (not huge ones): only the lower triangle is
+            // ever touched, so the upper half's pages are never faulted in.
             self.acc = vec![0.0; d * d];
             self.gram = vec![T::default(); d * d];
             self.part = vec![T::default(); d];
@@ -333,16 +348,22 @@ impl<T: HostFloat> Task<T> {
                 self.shift = block_mean(data, d).into_iter().map(T::from_f64).collect();
             }
             self.buf.resize((r1 - r0) * d, T::default());
-            let (shift, buf, part, sums) = (&self.shift, &mut self.buf, &mut self.part, &mut self.sums);
-            shift_rows(data, shift, buf, part, sums);
-            // Row-major rows x D is column-major D x rows: the columns are the rows b_n.
-            let bt = MatRef::from_column_major_slice(&self.buf, d, r1 - r0);
-            T::gram_lower(
-                MatMut::from_column_major_slice_mut(&mut self.gram, d, d),
-                if r0 == 0 { Accum::Replace } else { Accum::Add },
-                bt,
-                self.par,
-            );
+            let beta = if r0 == 0 { Accum::Replace } else { Accum::Add };
+            self.part.fill(T::default());
+            let block = gram::Block {
+                data,
+                shift: &self.shift,
+                part: &mut self.part,
+                replace: r0 == 0,
+            };
+            if !T::shifted_lower(&mut self.gram, d, block, self.par.degree() > 1, &mut self.packs) {
+                self.buf.resize((r1 - r0) * d, T::default());
+                shift_rows(data, &self.shift, &mut self.buf, &mut self.part);
+                T::gram_lower(&mut self.gram, &self.buf, (r1 - r0, d), beta, self.par);
+            }
+            for (s, &p) in self.sums.iter_mut().zip(&self.part) {
+                *s += p.to_f64();
+            }
             crate::avx::clear_avx_upper_state_here();
             r0 = r1;
         }
@@ -362,7 +383,9 @@ impl<T: HostFloat> Task<T> {
             }
             return;
         }
-        add_lower(&self.gram, &mut self.acc, d, self.par);
+        // The first group's products are written, not added: `acc` is still
+        // untouched zeros, whose pages a read would map to the zero page.
+        add_lower(&self.gram, &mut self.acc, d, self.par, self.count == 0);
         self.count += n;
     }
 
@@ -372,6 +395,8 @@ impl<T: HostFloat> Task<T> {
         let mut total = CoMoments::new(d);
         total.count = self.count as u64;
         if self.count > 0 && d > 0 {
+            // Written, never read first (see `zeroed`).
+            total.comoment = super::new_output(d, d);
             let n = self.count;
             let inv_n = 1.0 / n as f64;
             total.count = n as u64;
@@ -424,24 +449,25 @@ fn widened_comoments<T: HostFloat>(rows: ArrayView2<'_, T>, block_rows: usize, p
 }
 
 /// `out = acc - s s^T / n`, both triangles, from the lower triangle of the
-/// column-major `acc`, in tiles that stay in cache (reading the triangle by
-/// rows would touch a cache line per element at large `D`).
+/// column-major `acc`: bands of rows of `out` on all cores, each in tiles
+/// that stay in cache (reading the triangle by rows would touch a cache line
+/// per element at large `D`).
 fn mirror_lower(acc: &[f64], sums: &[f64], inv_n: f64, out: &mut Array2<f64>, d: usize) {
     const TILE: usize = 64;
     let Some(o) = out.as_slice_mut() else {
         return;
     };
-    for jb in (0..d).step_by(TILE) {
-        for ib in (jb..d).step_by(TILE) {
-            for j in jb..(jb + TILE).min(d) {
-                for i in ib.max(j)..(ib + TILE).min(d) {
-                    let v = acc[j * d + i] - sums[i] * sums[j] * inv_n;
-                    o[i * d + j] = v;
-                    o[j * d + i] = v;
+    o.par_chunks_mut(TILE * d).enumerate().for_each(|(b, band)| {
+        let i0 = b * TILE;
+        for jb in (0..d).step_by(TILE) {
+            for (row, i) in band.chunks_exact_mut(d).zip(i0..) {
+                for (j, o) in row.iter_mut().enumerate().take((jb + TILE).min(d)).skip(jb) {
+                    let (lo, hi) = if i >= j { (j, i) } else { (i, j) };
+                    *o = acc[lo * d + hi] - sums[hi] * sums[lo] * inv_n;
                 }
             }
         }
-    }
+    });
 }
 
 /// Column means of a row-major block, in f64.
@@ -460,14 +486,13 @@ fn block_mean<T: HostFloat>(data: &[T], d: usize) -> Vec<f64> {
 
 super::avx2_fn! {
     /// `out = x - shift` in `T` (one rounding of the exact difference, as the
-    /// shift is a `T` value), row by row, and `sums += sum(out)` per column: in
-    /// `T` within the block, then added to the f64 sums. The block's rounding
+    /// shift is a `T` value), row by row, and `part += sum(out)` per column, in
+    /// `T` (the caller adds the block's `part` to the f64 sums). The block's rounding
     /// errors in `sums` reach the result only through the correction
     /// `s s^T / n`, which is small because the shift is a mean of the data
     /// (about 1e-8 relative at 262144 x 256 in f32).
-    fn shift_rows<T: HostFloat>(data: &[T], shift: &[T], out: &mut [T], part: &mut [T], sums: &mut [f64]) {
+    fn shift_rows<T: HostFloat>(data: &[T], shift: &[T], out: &mut [T], part: &mut [T]) {
         let d = shift.len();
-        part.fill(T::default());
         for (orow, xrow) in out.chunks_exact_mut(d).zip(data.chunks_exact(d)) {
             for (((o, &v), &k), p) in orow.iter_mut().zip(xrow).zip(shift).zip(part.iter_mut()) {
                 let b = v - k;
@@ -475,20 +500,20 @@ super::avx2_fn! {
                 *p += b;
             }
         }
-        for (s, &p) in sums.iter_mut().zip(part.iter()) {
-            *s += p.to_f64();
-        }
     }
 }
 
-/// `acc += gram` on the lower triangle (column-major, diagonal included):
-/// the columns split over the cores when the products are (`par`), else on
-/// this thread.
-fn add_lower<T: HostFloat>(gram: &[T], acc: &mut [f64], d: usize, par: Par) {
+/// `acc += gram` (or `acc = gram`, `first`) on the lower triangle
+/// (column-major, diagonal included): the columns split over the cores when
+/// the products are (`par`), else on this thread.
+fn add_lower<T: HostFloat>(gram: &[T], acc: &mut [f64], d: usize, par: Par, first: bool) {
     let column = |(j, (a, g)): (usize, (&mut [f64], &[T]))| {
         dispatch(|| {
-            for (a, &g) in a[j..].iter_mut().zip(&g[j..]) {
-                *a += g.to_f64();
+            let pairs = a[j..].iter_mut().zip(&g[j..]);
+            if first {
+                pairs.for_each(|(a, &g)| *a = g.to_f64());
+            } else {
+                pairs.for_each(|(a, &g)| *a += g.to_f64());
             }
         })
     };

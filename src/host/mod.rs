@@ -10,7 +10,7 @@
 //! | --- | --- | --- |
 //! | [`column_stats`](mod@column_stats) | [`ColumnMoments`] / [`ColumnSummary`](crate::ColumnSummary) | one read of X: two passes per cache-sized block (sum, then squared deviations, in f64), Chan's merge between blocks |
 //! | [`standardize`](mod@standardize) | `(x - mean) / std` | one read and one write, in f64 per element, rounded once |
-//! | [`covariance`](mod@covariance) | [`CoMoments`] / covariance | one read of X: blocks shifted by a mean, their lower-triangle products in the input's type (faer), accumulated in f64 |
+//! | [`covariance`](mod@covariance) | [`CoMoments`] / covariance | one read of X: blocks shifted by a mean, their lower-triangle products in the input's type (faer's, or for f32 from `D = 384` an AVX-512 kernel of our own), accumulated in f64 |
 //! | [`matmul`](mod@matmul) | `act(((x - center) @ w) * scale + bias)` | centred row blocks through faer in the input's type, written into the output in place |
 //! | [`batchnorm`](mod@batchnorm) | [`BatchNorm`]: training and eval forward, backward on `(N, C)` or `(N, C, H, W, ...)` | the statistics as [`column_stats()`], then one read and one write; backward: one read of `x` and `dy` for the two sums (f64, per block), one more for `dx` |
 //! | [`norm`](mod@norm) | [`norm_forward`] / [`norm_backward`]: layer, instance, group (and batch) norm | each run of consecutive elements read twice in cache for its statistics, then once more; backward: two reads of `x` and `dy` per run, `dgamma` / `dbeta` per block of runs in f64 |
@@ -29,6 +29,7 @@
 pub mod batchnorm;
 pub mod column_stats;
 pub mod covariance;
+mod gram;
 pub mod matmul;
 pub mod norm;
 pub mod pca;
@@ -61,6 +62,7 @@ mod sealed {
         + std::fmt::Debug
         + std::ops::Sub<Output = Self>
         + std::ops::AddAssign
+        + super::gram::OwnGram
         + 'static
     {
         /// `dst (+)= lhs @ rhs`.
@@ -71,9 +73,11 @@ mod sealed {
             rhs: MatRef<'_, Self>,
             par: Par,
         );
-        /// The lower triangle (diagonal included) of `dst (+)= lhs @ lhs^T`;
-        /// the strict upper triangle is left alone.
-        fn gram_lower(dst: MatMut<'_, Self>, beta: Accum, lhs: MatRef<'_, Self>, par: Par);
+        /// The lower triangle (diagonal included) of `gram (+)= B^T B` for
+        /// the `k` rows `B` of `d` values in `rows` (row-major), `gram` being
+        /// `d x d` column-major (faer's product). Entries above the diagonal
+        /// are left alone.
+        fn gram_lower(gram: &mut [Self], rows: &[Self], shape: (usize, usize), beta: Accum, par: Par);
     }
 
     macro_rules! sealed {
@@ -88,9 +92,11 @@ mod sealed {
                 ) {
                     faer::linalg::matmul::matmul(dst, beta, lhs, rhs, 1.0, par);
                 }
-                fn gram_lower(dst: MatMut<'_, $t>, beta: Accum, lhs: MatRef<'_, $t>, par: Par) {
+                fn gram_lower(gram: &mut [$t], rows: &[$t], (k, d): (usize, usize), beta: Accum, par: Par) {
+                    // Row-major k x d is column-major d x k: the columns are the rows.
+                    let lhs = MatRef::from_column_major_slice(&rows[..k * d], d, k);
                     triangular::matmul(
-                        dst,
+                        MatMut::from_column_major_slice_mut(&mut gram[..d * d], d, d),
                         BlockStructure::TriangularLower,
                         beta,
                         lhs,
@@ -280,11 +286,21 @@ const HUGE_PAGE_OUTPUT_BYTES: usize = 4 << 20;
 /// writes fault in 2 MiB pages rather than 4 KiB ones: measured here, the
 /// first touch of 256 MiB took 128 ms in small pages and 62 ms in huge ones.
 pub(crate) fn new_output<T: HostFloat>(n: usize, m: usize) -> Array2<T> {
-    // `vec![0; len]` of a float is an `alloc_zeroed` (no writes).
-    let v = vec![T::default(); n * m];
-    advise_huge_pages(&v);
+    let v = zeroed(n * m);
     // The length is n * m by construction.
     Array2::from_shape_vec((n, m), v).unwrap_or_else(|_| Array2::from_elem((n, m), T::default()))
+}
+
+/// `len` zeros whose pages are not touched yet, as [`new_output`]'s (the
+/// host path's large scratch, such as the co-moments' `D x D` states). Write
+/// before reading: a page read first maps the shared zero page, and its
+/// first write then costs a copy and a TLB shootdown on every core (at `D =
+/// 4096` such faults took a tenth of the co-moments).
+pub(crate) fn zeroed<T: HostFloat>(len: usize) -> Vec<T> {
+    // `vec![0; len]` of a float is an `alloc_zeroed` (no writes).
+    let v = vec![T::default(); len];
+    advise_huge_pages(&v);
+    v
 }
 
 #[cfg(target_os = "linux")]
