@@ -347,7 +347,6 @@ impl<T: HostFloat> Task<T> {
             if self.shift.is_empty() {
                 self.shift = block_mean(data, d).into_iter().map(T::from_f64).collect();
             }
-            self.buf.resize((r1 - r0) * d, T::default());
             let beta = if r0 == 0 { Accum::Replace } else { Accum::Add };
             self.part.fill(T::default());
             let block = gram::Block {

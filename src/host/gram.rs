@@ -24,6 +24,9 @@
 //! Only entries on or below the diagonal are written; tiles across the
 //! diagonal compute their upper entries and drop them.
 
+// Elsewhere only `available() == false` and the callers' fallback are used.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
     __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_loadu_ps, _mm512_mask_storeu_ps,
@@ -32,8 +35,11 @@ use std::arch::x86_64::{
 
 use rayon::prelude::*;
 
-/// Rows of `C` per tile: two registers of 16 f32 lanes.
-const MR: usize = 32;
+/// Registers of 16 f32 lanes per column of a tile.
+const MV: usize = 2;
+/// Rows of `C` per tile (at most 64: `store`'s lane masks are 64 bits).
+const MR: usize = 16 * MV;
+const _: () = assert!(MV >= 1 && MR <= 64);
 /// Columns of `C` per tile: with `MR`, 24 of the 32 registers accumulate.
 const NR: usize = 12;
 /// Rows of `B` per pass: an `MR` panel is 64 KiB (read from L2), an `NR`
@@ -159,7 +165,12 @@ pub(crate) fn shifted_lower_f32(
 ) -> bool {
     let d = block.shift.len();
     let k = block.data.len().checked_div(d).unwrap_or(0);
-    let fits = d == 0 || (ldc >= d && c.len() >= (d - 1) * ldc + d);
+    let fits = d == 0
+        || (ldc >= d)
+            && (d - 1)
+                .checked_mul(ldc)
+                .and_then(|e| e.checked_add(d))
+                .is_some_and(|end| c.len() >= end);
     if !available() || !fits || block.data.len() != k * d || block.part.len() != d {
         return false;
     }
@@ -336,22 +347,24 @@ unsafe fn item(_: Dst, _: &Packs, _: usize, _: usize, _: usize, _: bool) {}
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn tile(kc: usize, a: *const f32, b: *const f32) -> [[__m512; 2]; NR] {
-    let mut acc = [[_mm512_setzero_ps(); 2]; NR];
+unsafe fn tile(kc: usize, a: *const f32, b: *const f32) -> [[__m512; MV]; NR] {
+    let mut acc = [[_mm512_setzero_ps(); MV]; NR];
     for r in 0..kc {
         // SAFETY: r < kc, so the row's values are inside the panels.
         unsafe {
             // The panel streams from L2: ask for it a few rows ahead.
             let ahead = a.wrapping_add((r + PREFETCH_ROWS) * MR);
-            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(16).cast());
-            let a0 = _mm512_loadu_ps(a.add(r * MR));
-            let a1 = _mm512_loadu_ps(a.add(r * MR + 16));
+            let mut av = [_mm512_setzero_ps(); MV];
+            for (h, v) in av.iter_mut().enumerate() {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(16 * h).cast());
+                *v = _mm512_loadu_ps(a.add(r * MR + 16 * h));
+            }
             let br = b.add(r * NR);
             for (jj, acc) in acc.iter_mut().enumerate() {
                 let bj = _mm512_set1_ps(*br.add(jj));
-                acc[0] = _mm512_fmadd_ps(a0, bj, acc[0]);
-                acc[1] = _mm512_fmadd_ps(a1, bj, acc[1]);
+                for (c, &v) in acc.iter_mut().zip(&av) {
+                    *c = _mm512_fmadd_ps(v, bj, *c);
+                }
             }
         }
     }
@@ -367,8 +380,14 @@ unsafe fn tile(kc: usize, a: *const f32, b: *const f32) -> [[__m512; 2]; NR] {
 fn prefetch_tile(dst: Dst, i0: usize, j0: usize) {
     for jj in 0..NR.min(dst.d - j0) {
         let col = dst.ptr.wrapping_add((j0 + jj) * dst.ldc + i0);
-        _mm_prefetch::<_MM_HINT_T0>(col.cast());
-        _mm_prefetch::<_MM_HINT_T0>(col.wrapping_add(16).cast());
+        for h in 0..MV {
+            // A safe function from Rust 1.91 on, unsafe before (the MSRV is 1.89).
+            #[allow(unused_unsafe)]
+            // SAFETY: a prefetch reads nothing and never faults, whatever the address.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(col.wrapping_add(16 * h).cast())
+            };
+        }
     }
 }
 
@@ -380,14 +399,14 @@ fn prefetch_tile(dst: Dst, i0: usize, j0: usize) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn store(dst: Dst, i0: usize, j0: usize, acc: &[[__m512; 2]; NR], replace: bool) {
+unsafe fn store(dst: Dst, i0: usize, j0: usize, acc: &[[__m512; MV]; NR], replace: bool) {
     let d = dst.d;
     let rows = (d - i0).min(MR);
-    let in_rows: u32 = if rows == 32 { u32::MAX } else { (1u32 << rows) - 1 };
+    let in_rows: u64 = if rows == 64 { u64::MAX } else { (1u64 << rows) - 1 };
     for (jj, acc) in acc.iter().enumerate().take((d - j0).min(NR)) {
         let j = j0 + jj;
         // Lanes above the diagonal (row < column) are dropped.
-        let below = u32::MAX.checked_shl(j.saturating_sub(i0) as u32).unwrap_or(0);
+        let below = u64::MAX.checked_shl(j.saturating_sub(i0) as u32).unwrap_or(0);
         let mask = in_rows & below;
         // SAFETY: column j < d starts at j * ldc; a lane is written only where
         // its row i0 + lane < d, so every access is inside `C`.
@@ -423,6 +442,11 @@ mod tests {
         let d = shift.len();
         let k = data.len() / d;
         let b = |r: usize, i: usize| data[r * d + i] - shift[i];
+        if replace && k == 0 {
+            for j in 0..d {
+                c[j * ldc + j..j * ldc + d].fill(0.0);
+            }
+        }
         for (p, r0) in (0..k).step_by(KC).enumerate() {
             let r1 = (r0 + KC).min(k);
             for j in 0..d {
