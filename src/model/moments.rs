@@ -484,8 +484,14 @@ impl CoMoments {
     /// # Errors
     /// [`Error::InvalidArgument`] when `count <= ddof` (an empty state included).
     pub fn covariance(&self, ddof: usize) -> Result<Array2<f64>> {
-        let dof = divisor("co-moments", self.count, ddof)?;
+        let dof = self.divisor(ddof)?;
         Ok(self.comoment.mapv(|c| c / dof))
+    }
+
+    /// The covariance's divisor `count - ddof`, as [`CoMoments::covariance`]
+    /// divides by it (and with its error).
+    pub(crate) fn divisor(&self, ddof: usize) -> Result<f64> {
+        divisor("co-moments", self.count, ddof)
     }
 
     /// Writes the state into an open `.npz` as `{prefix}count` (i64 scalar),
