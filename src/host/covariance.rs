@@ -106,6 +106,13 @@ fn plan<T: HostFloat>(d: usize) -> (usize, usize, Par) {
     }
 }
 
+/// The leading dimension of the products' `D x D` matrix under our own
+/// kernel: `D` plus 16 values, so that a tile's columns do not all fall in
+/// the same cache sets when `D` is a multiple of a large power of two.
+fn gram_ld(d: usize) -> usize {
+    d + 16
+}
+
 /// Checks that the `D x D` matrices of `tasks` tasks (the f64 accumulator,
 /// the products in `T` and the finished state each) and the total fit in
 /// memory.
@@ -277,6 +284,8 @@ struct Task<T: HostFloat> {
     acc: Vec<f64>,
     /// The current group's products in `T`, column-major, lower triangle written.
     gram: Vec<T>,
+    /// `gram`'s leading dimension.
+    ldg: usize,
     /// The shifted block.
     buf: Vec<T>,
     /// One block's column sums in `T`.
@@ -300,6 +309,7 @@ impl<T: HostFloat> Task<T> {
             sums: Vec::new(),
             acc: Vec::new(),
             gram: Vec::new(),
+            ldg: 0,
             buf: Vec::new(),
             part: Vec::new(),
             scratch: Vec::new(),
@@ -334,7 +344,8 @@ impl<T: HostFloat> Task<T> {
             // Plain zeroed pages (not huge ones): only the lower triangle is
             // ever touched, so the upper half's pages are never faulted in.
             self.acc = vec![0.0; d * d];
-            self.gram = vec![T::default(); d * d];
+            self.ldg = if T::runs(d) { gram_ld(d) } else { d };
+            self.gram = super::zeroed(d * self.ldg);
             self.part = vec![T::default(); d];
         }
         let narrow = T::NAME != "f64";
@@ -355,10 +366,16 @@ impl<T: HostFloat> Task<T> {
                 part: &mut self.part,
                 replace: r0 == 0,
             };
-            if !T::shifted_lower(&mut self.gram, d, block, self.par.degree() > 1, &mut self.packs) {
+            if !T::shifted_lower(
+                &mut self.gram,
+                self.ldg,
+                block,
+                self.par.degree() > 1,
+                &mut self.packs,
+            ) {
                 self.buf.resize((r1 - r0) * d, T::default());
                 shift_rows(data, &self.shift, &mut self.buf, &mut self.part);
-                T::gram_lower(&mut self.gram, &self.buf, (r1 - r0, d), beta, self.par);
+                T::gram_lower(&mut self.gram, self.ldg, &self.buf, (r1 - r0, d), beta, self.par);
             }
             for (s, &p) in self.sums.iter_mut().zip(&self.part) {
                 *s += p.to_f64();
@@ -367,7 +384,7 @@ impl<T: HostFloat> Task<T> {
             r0 = r1;
         }
         if narrow
-            && !(lower_finite(&self.gram, d) && self.sums.iter().all(|v| v.is_finite()))
+            && !(lower_finite(&self.gram, self.ldg, d) && self.sums.iter().all(|v| v.is_finite()))
             && all_finite(rows)
         {
             // Finite data whose shifted values or products overflow the
@@ -384,7 +401,7 @@ impl<T: HostFloat> Task<T> {
         }
         // The first group's products are written, not added: `acc` is still
         // untouched zeros, whose pages a read would map to the zero page.
-        add_lower(&self.gram, &mut self.acc, d, self.par, self.count == 0);
+        add_lower(&self.gram, self.ldg, &mut self.acc, d, self.par, self.count == 0);
         self.count += n;
     }
 
@@ -425,12 +442,12 @@ fn all_finite<T: HostFloat>(rows: ArrayView2<'_, T>) -> bool {
 /// formed on the way, is at most the larger of its two diagonal entries in
 /// magnitude (to rounding), so a diagonal below half of `T`'s largest value
 /// answers for the whole triangle; only a larger one needs the full scan.
-fn lower_finite<T: HostFloat>(gram: &[T], d: usize) -> bool {
+fn lower_finite<T: HostFloat>(gram: &[T], ld: usize, d: usize) -> bool {
     let half_max = T::MAX.to_f64() / 2.0;
-    if (0..d).all(|j| gram[j * d + j].to_f64().abs() < half_max) {
+    if (0..d).all(|j| gram[j * ld + j].to_f64().abs() < half_max) {
         return true;
     }
-    (0..d).all(|j| first_non_finite(&gram[j * d + j..(j + 1) * d]).is_none())
+    (0..d).all(|j| first_non_finite(&gram[j * ld + j..j * ld + d]).is_none())
 }
 
 /// The state of `rows` computed in f64: each block widened (exactly) and its
@@ -505,7 +522,7 @@ super::avx2_fn! {
 /// `acc += gram` (or `acc = gram`, `first`) on the lower triangle
 /// (column-major, diagonal included): the columns split over the cores when
 /// the products are (`par`), else on this thread.
-fn add_lower<T: HostFloat>(gram: &[T], acc: &mut [f64], d: usize, par: Par, first: bool) {
+fn add_lower<T: HostFloat>(gram: &[T], ld: usize, acc: &mut [f64], d: usize, par: Par, first: bool) {
     let column = |(j, (a, g)): (usize, (&mut [f64], &[T]))| {
         dispatch(|| {
             let pairs = a[j..].iter_mut().zip(&g[j..]);
@@ -518,11 +535,14 @@ fn add_lower<T: HostFloat>(gram: &[T], acc: &mut [f64], d: usize, par: Par, firs
     };
     if par.degree() > 1 {
         acc.par_chunks_mut(d)
-            .zip(gram.par_chunks(d))
+            .zip(gram.par_chunks(ld))
             .enumerate()
             .with_min_len(64)
             .for_each(column);
     } else {
-        acc.chunks_mut(d).zip(gram.chunks(d)).enumerate().for_each(column);
+        acc.chunks_mut(d)
+            .zip(gram.chunks(ld))
+            .enumerate()
+            .for_each(column);
     }
 }

@@ -75,9 +75,16 @@ mod sealed {
         );
         /// The lower triangle (diagonal included) of `gram (+)= B^T B` for
         /// the `k` rows `B` of `d` values in `rows` (row-major), `gram` being
-        /// `d x d` column-major (faer's product). Entries above the diagonal
-        /// are left alone.
-        fn gram_lower(gram: &mut [Self], rows: &[Self], shape: (usize, usize), beta: Accum, par: Par);
+        /// `d x d` column-major with leading dimension `ld` (faer's
+        /// product). Entries above the diagonal are left alone.
+        fn gram_lower(
+            gram: &mut [Self],
+            ld: usize,
+            rows: &[Self],
+            shape: (usize, usize),
+            beta: Accum,
+            par: Par,
+        );
     }
 
     macro_rules! sealed {
@@ -92,11 +99,18 @@ mod sealed {
                 ) {
                     faer::linalg::matmul::matmul(dst, beta, lhs, rhs, 1.0, par);
                 }
-                fn gram_lower(gram: &mut [$t], rows: &[$t], (k, d): (usize, usize), beta: Accum, par: Par) {
+                fn gram_lower(
+                    gram: &mut [$t],
+                    ld: usize,
+                    rows: &[$t],
+                    (k, d): (usize, usize),
+                    beta: Accum,
+                    par: Par,
+                ) {
                     // Row-major k x d is column-major d x k: the columns are the rows.
                     let lhs = MatRef::from_column_major_slice(&rows[..k * d], d, k);
                     triangular::matmul(
-                        MatMut::from_column_major_slice_mut(&mut gram[..d * d], d, d),
+                        MatMut::from_column_major_slice_with_stride_mut(gram, d, d, ld),
                         BlockStructure::TriangularLower,
                         beta,
                         lhs,
