@@ -850,3 +850,51 @@ fn a_streamed_gpu_fit_takes_a_second_pass_only_where_the_first_chunk_misleads() 
         }
     }
 }
+
+/// The top-k solver's PCA step from the co-moments, its products scaled on
+/// the fly (no standardized covariance formed), against the full solver on
+/// the same state: the same components (up to sign) and eigenvalues, centred
+/// and standardized; and non-finite data named by its column.
+#[test]
+fn the_topk_step_from_the_comoments_equals_the_full_solver() {
+    let (n, d, k) = (900, 300, 4);
+    let x = data(n, d, 31);
+    for scale in [false, true] {
+        let auto = PipelineOptions {
+            solver: gpuprep::Solver::TopK,
+            ..opts(true, scale, Some(NComponents::Count(k)), Whitening::None)
+        };
+        let full = PipelineOptions {
+            solver: gpuprep::Solver::Full,
+            ..auto
+        };
+        let a = Pipeline::fit(x.view(), &auto).unwrap();
+        let f = Pipeline::fit(x.view(), &full).unwrap();
+        let (pa, pf) = (a.pca.as_ref().unwrap(), f.pca.as_ref().unwrap());
+        let top = pf.eigenvalues[0];
+        for j in 0..k {
+            let e = (pa.eigenvalues[j] - pf.eigenvalues[j]).abs() / top;
+            assert!(
+                e <= 1e-12,
+                "scale {scale}: eigenvalue {j} off by {e:e} of the largest"
+            );
+            let (u, v) = (pa.components.column(j), pf.components.column(j));
+            let sign = u.dot(&v).signum();
+            let e = u
+                .iter()
+                .zip(&v)
+                .map(|(a, b)| (a - sign * b).abs())
+                .fold(0.0, f64::max);
+            assert!(e <= 1e-8, "scale {scale}: component {j} off by {e:e}");
+        }
+        assert!((pa.total_variance - pf.total_variance).abs() <= 1e-12 * pf.total_variance);
+    }
+    let mut bad = x.clone();
+    bad[[7, 123]] = f64::INFINITY;
+    let o = opts(true, false, Some(NComponents::Count(k)), Whitening::None);
+    let e = Pipeline::fit(bad.view(), &o).unwrap_err();
+    assert!(
+        matches!(&e, Error::NonFinite { location, .. } if location.contains("column 123")),
+        "{e}"
+    );
+}

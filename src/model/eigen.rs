@@ -124,13 +124,16 @@ pub trait SymmetricProduct {
 }
 
 /// A symmetric matrix in memory, multiplied by faer on all cores (the
-/// entries' finiteness is the caller's to check).
+/// entries' finiteness is the caller's to check), optionally scaled on the
+/// fly: `diag(s) A diag(s) / dof` without forming it ([`HostMatrix::scaled`]).
 pub(crate) struct HostMatrix<'a> {
     /// The entries; symmetric, so row-major is as good as column-major (a
     /// copy only for a strided view).
     data: Cow<'a, [f64]>,
     d: usize,
     par: Par,
+    /// `s` and `s / dof` for a scaled matrix, and the scaled block.
+    scale: Option<(Vec<f64>, Vec<f64>, Vec<f64>)>,
 }
 
 impl<'a> HostMatrix<'a> {
@@ -148,7 +151,19 @@ impl<'a> HostMatrix<'a> {
             data,
             d,
             par: faer::get_global_parallelism(),
+            scale: None,
         }
+    }
+
+    /// The matrix `diag(s) c diag(s) / dof` (`c` square, `s` of its size),
+    /// whose products scale the block, multiply it by `c` and scale the
+    /// result: a fit's standardized covariance from its co-moments without a
+    /// second `D x D` matrix. Its products are checked: a non-finite one is
+    /// an error.
+    pub(crate) fn scaled(c: ArrayView2<'a, f64>, s: &[f64], dof: f64) -> HostMatrix<'a> {
+        let mut m = HostMatrix::new(c);
+        m.scale = Some((s.to_vec(), s.iter().map(|v| v / dof).collect(), Vec::new()));
+        m
     }
 }
 
@@ -160,10 +175,29 @@ impl SymmetricProduct for HostMatrix<'_> {
     fn apply(&mut self, v: &[f64], n: usize, out: &mut [f64]) -> Result<()> {
         let d = self.d;
         let cm = MatRef::from_column_major_slice(&self.data[..], d, d);
-        let vs = MatRef::from_column_major_slice(&v[..d * n], d, n);
+        let Some((s, post, block)) = &mut self.scale else {
+            let vs = MatRef::from_column_major_slice(&v[..d * n], d, n);
+            let ws = MatMut::from_column_major_slice_mut(&mut out[..d * n], d, n);
+            matmul(ws, Accum::Replace, cm, vs, 1.0, self.par);
+            return Ok(());
+        };
+        block.clear();
+        for col in v[..d * n].chunks_exact(d) {
+            block.extend(col.iter().zip(s.iter()).map(|(x, s)| x * s));
+        }
+        let vs = MatRef::from_column_major_slice(&block[..], d, n);
         let ws = MatMut::from_column_major_slice_mut(&mut out[..d * n], d, n);
         matmul(ws, Accum::Replace, cm, vs, 1.0, self.par);
-        Ok(())
+        for col in out[..d * n].chunks_exact_mut(d) {
+            col.iter_mut().zip(post.iter()).for_each(|(o, p)| *o *= p);
+        }
+        match out[..d * n].iter().position(|o| !o.is_finite()) {
+            Some(i) => Err(Error::NonFinite {
+                op: "top-k eigenpairs",
+                location: format!("a product with the scaled covariance, row {}", i % d),
+            }),
+            None => Ok(()),
+        }
     }
 }
 

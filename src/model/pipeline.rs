@@ -545,8 +545,22 @@ impl Pipeline {
                 };
                 let mean_z = (&co.mean - &c) / &dv;
                 let inv = dv.mapv(|v| 1.0 / v);
-                let cov_z = scaled_covariance(co, po.ddof, &inv)?;
-                Some(PcaModel::from_covariance(mean_z, cov_z.view(), n, &po)?)
+                match topk_from_comoments(co, &po, &mean_z, &inv)? {
+                    Some(model) => Some(model),
+                    None => {
+                        let cov_z = scaled_covariance(co, po.ddof, &inv)?;
+                        // Where the top-k solver was tried and auto gave up
+                        // on it: the full eigendecomposition, not a second try.
+                        let po = match crate::model::pca::takes_topk(d, &po) {
+                            true => PcaOptions {
+                                solver: Solver::Full,
+                                ..po
+                            },
+                            false => po,
+                        };
+                        Some(PcaModel::from_covariance(mean_z, cov_z.view(), n, &po)?)
+                    }
+                }
             }
         };
         Ok(Pipeline {
@@ -796,6 +810,56 @@ impl Pipeline {
 pub const FORMAT: &str = "gpuprep.pipeline";
 
 /// Reads a pipeline of format version 2.
+/// The PCA step by the top-k solver where the options take it, its products
+/// taken with the co-moment matrix and scaled on the fly (`D^-1 C D^-1`,
+/// `C = comoment / (count - ddof)`; see [`scaled_covariance`]): no second
+/// `D x D` matrix is formed (at `D = 4096` forming one cost about a tenth of
+/// a fit, most of it the first touch of 128 MB). `None` where the options
+/// take the full solver, or where auto gives up on the top-k one.
+///
+/// # Errors
+/// As [`scaled_covariance`] for non-finite co-moments, and as
+/// [`PcaModel::from_product`].
+fn topk_from_comoments(
+    co: &CoMoments,
+    po: &PcaOptions,
+    mean_z: &Array1<f64>,
+    inv: &Array1<f64>,
+) -> Result<Option<PcaModel>> {
+    let d = co.dim();
+    if !crate::model::pca::takes_topk(d, po) {
+        return Ok(None);
+    }
+    let dof = co.divisor(po.ddof)?;
+    let first_bad = Zip::indexed(co.comoment.rows())
+        .into_par_iter()
+        // dof >= 1, so an entry divided by it is finite exactly where it is.
+        .filter_map(|(i, row)| row.iter().position(|v| !v.is_finite()).map(|j| (i, j)))
+        .min();
+    if let Some((_, j)) = first_bad {
+        return Err(non_finite_column(j));
+    }
+    let inv = inv.to_vec();
+    let trace = co
+        .comoment
+        .diag()
+        .iter()
+        .zip(&inv)
+        .map(|(c, s)| c / dof * s * s)
+        .sum::<f64>();
+    let mut product = crate::model::eigen::HostMatrix::scaled(co.comoment.view(), &inv, dof);
+    let n = co.count as usize;
+    PcaModel::from_product(mean_z.clone(), &mut product, trace, n, po)
+}
+
+/// The error for a non-finite covariance entry in column `j`.
+fn non_finite_column(j: usize) -> Error {
+    Error::NonFinite {
+        op: OP,
+        location: format!("column {j} (non-finite data)"),
+    }
+}
+
 /// The covariance of the standardized data, `D^-1 C D^-1` with `C =
 /// comoment / (count - ddof)` and `inv = 1 / d`: one pass over the `D x D`
 /// state on all cores, into a fresh matrix (at `D = 4096` each serial pass
@@ -825,10 +889,7 @@ fn scaled_covariance(co: &CoMoments, ddof: usize, inv: &Array1<f64>) -> Result<A
         })
         .min();
     match first_bad {
-        Some((_, j)) => Err(Error::NonFinite {
-            op: OP,
-            location: format!("column {j} (non-finite data)"),
-        }),
+        Some((_, j)) => Err(non_finite_column(j)),
         None => Ok(out),
     }
 }
