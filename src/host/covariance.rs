@@ -118,8 +118,9 @@ fn gram_ld(d: usize) -> usize {
 /// memory.
 fn check_state<T>(d: usize, tasks: usize) -> Result<()> {
     let d2 = (d as u128) * (d as u128);
-    let per_task = (16 + std::mem::size_of::<T>()) as u128;
-    crate::alloc::check_bytes(OP, d2 * (tasks as u128 * per_task + 8))
+    // The products' matrix may have a padded leading dimension (`gram_ld`).
+    let gram = (d as u128) * (gram_ld(d) as u128) * std::mem::size_of::<T>() as u128;
+    crate::alloc::check_bytes(OP, tasks as u128 * (16 * d2 + gram) + 8 * d2)
 }
 
 /// Rows streamed into one co-moment state chunk by chunk (a data set read in

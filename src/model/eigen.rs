@@ -839,3 +839,30 @@ pub fn eigh_parallelism(d: usize) -> Par {
         faer::get_global_parallelism()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scaled_matrix_multiplies_as_its_formed_product_and_refuses_overflow() {
+        let c = ndarray::array![[4.0, 1.0, 0.5], [1.0, 3.0, 0.25], [0.5, 0.25, 2.0]];
+        let s = [0.5, 2.0, 1.0];
+        let dof = 4.0;
+        let formed = Array2::from_shape_fn((3, 3), |(i, j)| c[[i, j]] / dof * s[i] * s[j]);
+        let v = [1.0, -2.0, 0.5, 0.25, 1.0, 3.0];
+        let mut got = [0.0; 6];
+        HostMatrix::scaled(c.view(), &s, dof)
+            .apply(&v, 2, &mut got)
+            .unwrap();
+        for col in 0..2 {
+            for i in 0..3 {
+                let want: f64 = (0..3).map(|j| formed[[i, j]] * v[col * 3 + j]).sum();
+                assert!((got[col * 3 + i] - want).abs() <= 1e-15 * want.abs().max(1.0));
+            }
+        }
+        let huge = c.mapv(|v| v * 1e300);
+        let e = HostMatrix::scaled(huge.view(), &[1e10, 1.0, 1.0], 1.0).apply(&v, 2, &mut got);
+        assert!(matches!(e, Err(Error::NonFinite { .. })), "{e:?}");
+    }
+}

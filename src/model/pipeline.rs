@@ -809,7 +809,6 @@ impl Pipeline {
 /// The `format` of a saved pipeline.
 pub const FORMAT: &str = "gpuprep.pipeline";
 
-/// Reads a pipeline of format version 2.
 /// The PCA step by the top-k solver where the options take it, its products
 /// taken with the co-moment matrix and scaled on the fly (`D^-1 C D^-1`,
 /// `C = comoment / (count - ddof)`; see [`scaled_covariance`]): no second
@@ -894,6 +893,7 @@ fn scaled_covariance(co: &CoMoments, ddof: usize, inv: &Array1<f64>) -> Result<A
     }
 }
 
+/// Reads a pipeline of format version 2.
 fn read_current<R: Read + Seek>(npz: &mut NpzReader<R>) -> Result<Pipeline> {
     let d =
         usize::try_from(npz.count("n_features_in")?).map_err(|_| npz.bad("n_features_in", "too large"))?;
