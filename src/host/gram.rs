@@ -136,7 +136,7 @@ impl OwnGram for f32 {
         parallel: bool,
         packs: &mut Packs,
     ) -> bool {
-        shifted_lower_f32(c, ldc, block, parallel, packs)
+        Self::runs(block.shift.len()) && shifted_lower_f32(c, ldc, block, parallel, packs)
     }
 }
 
