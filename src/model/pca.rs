@@ -318,19 +318,22 @@ pub fn eigh_descending_with(c: ArrayView2<'_, f64>, par: Par) -> Result<(Array1<
 /// Refuses a covariance with an entry that is not finite (data that is not,
 /// or whose products overflowed), naming the entry.
 fn check_covariance_finite(c: ArrayView2<'_, f64>) -> Result<()> {
-    // By rows on all cores (a D x D scan: 128 MB at D = 4096); the first in
-    // row-major order is named.
-    let first = Zip::indexed(c.rows())
-        .into_par_iter()
-        .filter_map(|(i, row)| row.iter().position(|v| !v.is_finite()).map(|j| (i, j)))
-        .min();
-    match first {
+    match first_non_finite_entry(c) {
         Some((i, j)) => Err(Error::NonFinite {
             op: OP,
             location: format!("covariance row {i}, column {j} (non-finite input data?)"),
         }),
         None => Ok(()),
     }
+}
+
+/// The row and column of `c`'s first non-finite entry in row-major order,
+/// scanned by rows on all cores (a `D x D` scan: 128 MB at `D = 4096`).
+pub(crate) fn first_non_finite_entry(c: ArrayView2<'_, f64>) -> Option<(usize, usize)> {
+    Zip::indexed(c.rows())
+        .into_par_iter()
+        .filter_map(|(i, row)| row.iter().position(|v| !v.is_finite()).map(|j| (i, j)))
+        .min()
 }
 
 /// Above this size the relatively accurate Jacobi solver is not run (its

@@ -830,12 +830,8 @@ fn topk_from_comoments(
         return Ok(None);
     }
     let dof = co.divisor(po.ddof)?;
-    let first_bad = Zip::indexed(co.comoment.rows())
-        .into_par_iter()
-        // dof >= 1, so an entry divided by it is finite exactly where it is.
-        .filter_map(|(i, row)| row.iter().position(|v| !v.is_finite()).map(|j| (i, j)))
-        .min();
-    if let Some((_, j)) = first_bad {
+    // dof >= 1, so an entry divided by it is finite exactly where it is.
+    if let Some((_, j)) = crate::model::pca::first_non_finite_entry(co.comoment.view()) {
         return Err(non_finite_column(j));
     }
     let inv = inv.to_vec();
