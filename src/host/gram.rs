@@ -534,6 +534,27 @@ mod tests {
     }
 
     #[test]
+    fn the_kernel_runs_only_from_its_width_on() {
+        let mut packs = Packs::default();
+        for d in [1usize, OWN_FROM_D - 1, OWN_FROM_D] {
+            let data = values(9, 3 * d, 0.0);
+            let shift = vec![0.0f32; d];
+            let mut part = vec![0.0f32; d];
+            let mut c = vec![0.0f32; d * d];
+            let block = Block {
+                data: &data,
+                shift: &shift,
+                part: &mut part,
+                replace: true,
+            };
+            let ran = <f32 as OwnGram>::shifted_lower(&mut c, d, block, false, &mut packs);
+            assert_eq!(ran, d >= OWN_FROM_D && available(), "d = {d}");
+            assert_eq!(<f32 as OwnGram>::runs(d), ran, "d = {d}");
+            assert!(!<f64 as OwnGram>::runs(d));
+        }
+    }
+
+    #[test]
     fn slices_shorter_than_the_shapes_are_refused_untouched() {
         let mut packs = Packs::default();
         let (d, k) = (40, 9);
