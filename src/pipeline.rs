@@ -58,7 +58,7 @@ impl PipelineState {
         }
         self.moments.merge(&host::column_moments(x))?;
         if let Some(c) = &mut self.comoments {
-            c.merge(&host::comoments(x)?)?;
+            c.merge_owned(host::comoments(x)?)?;
         }
         Ok(())
     }
@@ -211,7 +211,7 @@ impl PipelineState {
                     n as f64,
                 ),
             };
-            c.merge(&chunk)?;
+            c.merge_owned(chunk)?;
         }
         Ok(())
     }
@@ -993,7 +993,7 @@ pub fn accumulate_dataset(
                 }
             };
             match &mut state.comoments {
-                Some(c) => c.merge(&chunk),
+                Some(c) => c.merge_owned(chunk),
                 None => Ok(()),
             }
         }
@@ -1067,7 +1067,7 @@ fn accumulate_host<T: HostFloat + NpyFloat>(
         Ok(())
     })?;
     if let (Some(s), Some(c)) = (stream, &mut state.comoments) {
-        c.merge(&s.finish())?;
+        c.merge_owned(s.finish())?;
     }
     Ok(())
 }

@@ -146,6 +146,44 @@ fn streamed_and_merged_fits_equal_the_one_shot_fit() {
     let mut a = PipelineState::new(5, true);
     assert!(a.merge(&PipelineState::new(4, true)).is_err());
     assert!(a.merge(&PipelineState::new(5, false)).is_err());
+    assert!(a.merge_owned(PipelineState::new(4, true)).is_err());
+    assert!(a.merge_owned(PipelineState::new(5, false)).is_err());
+    let mut no_co = PipelineState::new(5, false);
+    assert!(no_co.merge_owned(PipelineState::new(5, true)).is_err());
+}
+
+#[test]
+fn an_owned_merge_equals_the_borrowed_one() {
+    // Into an empty state (the co-moments move), then into a non-empty one,
+    // with and without co-moments; names, ids and counts as `merge` keeps them.
+    let x = data(300, 6, 9);
+    for pca in [true, false] {
+        let parts: Vec<PipelineState> = [0..120, 120..121, 121..300]
+            .into_iter()
+            .map(|r| {
+                let mut s = PipelineState::new(6, pca);
+                s.partial_fit(x.slice(s![r, ..])).unwrap();
+                s.fit_ids.push(s.count());
+                s
+            })
+            .collect();
+        let mut by_ref = PipelineState::new(6, pca);
+        let mut owned = PipelineState::new(6, pca);
+        for p in &parts {
+            by_ref.merge(p).unwrap();
+            owned.merge_owned(p.clone()).unwrap();
+            assert_eq!(owned.moments, by_ref.moments);
+            assert_eq!(owned.comoments, by_ref.comoments);
+            assert_eq!(owned.fit_ids, by_ref.fit_ids);
+            assert_eq!(owned.feature_names, by_ref.feature_names);
+        }
+        assert_eq!(owned.count(), 300);
+        // The same fit twice is still refused, and leaves the state as it was.
+        let before = owned.clone();
+        assert!(owned.merge_owned(parts[0].clone()).is_err());
+        assert_eq!(owned.comoments, before.comoments);
+        assert_eq!(owned.count(), before.count());
+    }
 }
 
 #[test]

@@ -242,7 +242,7 @@ fn accumulate<T: gpuprep::npy::NpyFloat>(
             return Err(e);
         }
     }
-    state.merge(&chunk)
+    state.merge_owned(chunk)
 }
 
 /// The mergeable state of a fit (`gpuprep::PipelineState`).
@@ -292,7 +292,7 @@ impl PyState {
     fn merge(&mut self, py: Python<'_>, other: &PyState) -> PyResult<()> {
         let other = other.inner.clone();
         let state = &mut self.inner;
-        run(py, || state.merge(&other))
+        run(py, || state.merge_owned(other))
     }
 
     /// Rows accumulated.

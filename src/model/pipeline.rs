@@ -289,6 +289,23 @@ impl PipelineState {
     /// columns of other names, a fit already merged into this state (its rows
     /// would count twice), or counts whose sum overflows.
     pub fn merge(&mut self, other: &PipelineState) -> Result<()> {
+        self.merge_with(other, None)
+    }
+
+    /// [`PipelineState::merge`] of a state the caller no longer needs: into
+    /// an empty state, its co-moments move instead of being copied (the
+    /// first chunk of a fit: a `D x D` matrix).
+    ///
+    /// # Errors
+    /// As [`PipelineState::merge`].
+    pub fn merge_owned(&mut self, mut other: PipelineState) -> Result<()> {
+        let co = other.comoments.take();
+        self.merge_with(&other, co)
+    }
+
+    /// `merge`, with `other`'s co-moments given apart when `owned` is `Some`.
+    fn merge_with(&mut self, other: &PipelineState, owned: Option<CoMoments>) -> Result<()> {
+        let other_has_co = other.comoments.is_some() || owned.is_some();
         if other.dim() != self.dim() {
             return Err(Error::shape(
                 OP,
@@ -296,8 +313,8 @@ impl PipelineState {
                 format!("{} columns", other.dim()),
             ));
         }
-        match (&self.comoments, &other.comoments) {
-            (Some(_), Some(_)) | (None, None) => {}
+        match (self.comoments.is_some(), other_has_co) {
+            (true, true) | (false, false) => {}
             _ => return Err(Error::invalid(
                 OP,
                 "one state has a PCA step's co-moments and the other has not: fit both with the same steps",
@@ -351,8 +368,10 @@ impl PipelineState {
                 "one state has feature names and the other has not: fit both from data with the same columns",
             )),
         };
-        if let (Some(a), Some(b)) = (&mut self.comoments, &other.comoments) {
-            a.merge(b)?;
+        match (&mut self.comoments, owned, &other.comoments) {
+            (Some(a), Some(b), _) => a.merge_owned(b)?,
+            (Some(a), None, Some(b)) => a.merge(b)?,
+            _ => {}
         }
         self.moments.merge(&other.moments)?;
         self.feature_names = names;
