@@ -141,8 +141,15 @@ impl<W: Write + Seek> NpzWriter<W> {
     }
 
     fn entry(&mut self, name: &str, descr: &str, shape: &[usize], data: &[u8]) -> Result<()> {
+        self.start_entry(name, descr, shape, data.len())?;
+        self.write_data(data)
+    }
+
+    /// Starts entry `name` and writes its `.npy` header; `data_len` bytes of
+    /// data follow through [`NpzWriter::write_data`].
+    fn start_entry(&mut self, name: &str, descr: &str, shape: &[usize], data_len: usize) -> Result<()> {
         let header = header_for(descr, shape);
-        let large = (header.len() + data.len()) as u64 >= u32::MAX as u64;
+        let large = (header.len() as u64).saturating_add(data_len as u64) >= u32::MAX as u64;
         let options = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Stored)
             .large_file(large);
@@ -152,7 +159,15 @@ impl<W: Write + Seek> NpzWriter<W> {
         })?;
         zip.start_file(format!("{name}.npy"), options)
             .map_err(|e| zip_write_err(&self.path, &format!("cannot add {name}.npy"), e))?;
-        zip.write_all(&header).map_err(io_err(&self.path))?;
+        zip.write_all(&header).map_err(io_err(&self.path))
+    }
+
+    /// Writes the started entry's data, or a part of it.
+    fn write_data(&mut self, data: &[u8]) -> Result<()> {
+        let zip = self.zip.as_mut().ok_or_else(|| Error::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other("the archive is already finished"),
+        })?;
         zip.write_all(data).map_err(io_err(&self.path))
     }
 
@@ -163,11 +178,26 @@ impl<W: Write + Seek> NpzWriter<W> {
     /// [`Error::InvalidArgument`] naming the file and the entry for a `name`
     /// already written.
     pub fn f64s<S: Data<Elem = f64>, D: Dimension>(&mut self, name: &str, a: &ArrayBase<S, D>) -> Result<()> {
-        let mut data = Vec::with_capacity(a.len() * 8);
-        for v in a.iter() {
-            data.extend_from_slice(&v.to_le_bytes());
+        self.start_entry(name, "<f8", a.shape(), a.len() * 8)?;
+        // A C-ordered array's own bytes on a little-endian machine; else
+        // converted a slice at a time (a model's `D x D` state is 128 MB at
+        // D = 4096: no second copy of it).
+        if cfg!(target_endian = "little") {
+            if let Some(s) = a.as_slice() {
+                return self.write_data(bytemuck::cast_slice(s));
+            }
         }
-        self.entry(name, "<f8", a.shape(), &data)
+        const WORDS: usize = 8192;
+        let mut buf = Vec::with_capacity(WORDS * 8);
+        let mut values = a.iter().peekable();
+        while values.peek().is_some() {
+            buf.clear();
+            for v in values.by_ref().take(WORDS) {
+                buf.extend_from_slice(&v.to_le_bytes());
+            }
+            self.write_data(&buf)?;
+        }
+        Ok(())
     }
 
     /// An f64 scalar (a 0-d array).
@@ -710,6 +740,25 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn large_and_strided_f64_arrays_round_trip() {
+        // More values than one converted slice (8,192), C-ordered (written
+        // as they are) and transposed or strided (converted a slice at a time).
+        let big = Array2::from_shape_fn((97, 211), |(i, j)| (i * 211 + j) as f64 * 0.25 - 3.0);
+        let t = big.t();
+        let strided = big.slice(ndarray::s![..;3, 1..;2]);
+        let mut r = round_trip(|w| {
+            w.f64s("big", &big)?;
+            w.f64s("t", &t)?;
+            w.f64s("strided", &strided)?;
+            w.f64s("empty", &Array2::<f64>::zeros((0, 4)))
+        });
+        assert_eq!(r.f64_matrix("big", Some(97), Some(211)).unwrap(), big);
+        assert_eq!(r.f64_matrix("t", Some(211), Some(97)).unwrap(), t);
+        assert_eq!(r.f64_matrix("strided", None, None).unwrap(), strided);
+        assert_eq!(r.f64_matrix("empty", Some(0), Some(4)).unwrap().len(), 0);
     }
 
     #[test]
