@@ -420,8 +420,6 @@ impl<T: HostFloat> Task<T> {
         let mut total = CoMoments::new(d);
         total.count = self.count as u64;
         if self.count > 0 && d > 0 {
-            // Written, never read first (see `zeroed`).
-            total.comoment = super::new_output(d, d);
             let n = self.count;
             let inv_n = 1.0 / n as f64;
             total.count = n as u64;
@@ -431,7 +429,7 @@ impl<T: HostFloat> Task<T> {
                     .zip(&self.sums)
                     .map(|(k, s)| k.to_f64() + s * inv_n),
             );
-            mirror_lower(&self.acc, &self.sums, inv_n, &mut total.comoment, d);
+            total.comoment = mirror_in_place(self.acc, &self.sums, inv_n, d);
         }
         if let Some(w) = &self.widened {
             // Same width by construction: the merge cannot fail.
@@ -473,26 +471,64 @@ fn widened_comoments<T: HostFloat>(rows: ArrayView2<'_, T>, block_rows: usize, p
     task.finish()
 }
 
-/// `out = acc - s s^T / n`, both triangles, from the lower triangle of the
-/// column-major `acc`: bands of rows of `out` on all cores, each in tiles
-/// that stay in cache (reading the triangle by rows would touch a cache line
-/// per element at large `D`).
-fn mirror_lower(acc: &[f64], sums: &[f64], inv_n: f64, out: &mut Array2<f64>, d: usize) {
+/// `acc - s s^T / n` in place: the lower triangle of the column-major
+/// `D x D` `acc` becomes both triangles of the (symmetric) result, without a
+/// second `D x D` matrix (fresh memory costs about a millisecond per MB to
+/// fault in here: 128 MB at `D = 4096`). Tile pairs on all cores: pair `(I,
+/// J)`, `I >= J`, reads and rewrites tile `(I, J)` of the lower triangle and
+/// writes its mirror `(J, I)`, so no two pairs touch one entry.
+fn mirror_in_place(mut acc: Vec<f64>, sums: &[f64], inv_n: f64, d: usize) -> Array2<f64> {
     const TILE: usize = 64;
-    let Some(o) = out.as_slice_mut() else {
-        return;
-    };
-    o.par_chunks_mut(TILE * d).enumerate().for_each(|(b, band)| {
-        let i0 = b * TILE;
-        for jb in (0..d).step_by(TILE) {
-            for (row, i) in band.chunks_exact_mut(d).zip(i0..) {
-                for (j, o) in row.iter_mut().enumerate().take((jb + TILE).min(d)).skip(jb) {
-                    let (lo, hi) = if i >= j { (j, i) } else { (i, j) };
-                    *o = acc[lo * d + hi] - sums[hi] * sums[lo] * inv_n;
+    if acc.len() != d * d || sums.len() != d {
+        // Not reached: the task sizes both from `d`.
+        return Array2::zeros((d, d));
+    }
+    let tiles = d.div_ceil(TILE);
+    let pairs: Vec<(usize, usize)> = (0..tiles).flat_map(|i| (0..=i).map(move |j| (i, j))).collect();
+    let dst = Mirror(acc.as_mut_ptr());
+    pairs.into_par_iter().for_each(|(bi, bj)| {
+        let (r0, r1) = (bi * TILE, ((bi + 1) * TILE).min(d));
+        let (c0, c1) = (bj * TILE, ((bj + 1) * TILE).min(d));
+        for c in c0..c1 {
+            for r in r0.max(c)..r1 {
+                // SAFETY: r and c are below d, so both offsets lie in `acc`'s
+                // d * d entries; entry (r, c), r >= c, belongs to this pair's
+                // lower tile and (c, r) to its mirror, which no other pair
+                // reads or writes (see `Mirror`).
+                unsafe {
+                    let lower = dst.at(c * d + r);
+                    let v = *lower - sums[r] * sums[c] * inv_n;
+                    *lower = v;
+                    *dst.at(r * d + c) = v;
                 }
             }
         }
     });
+    // The length is d * d (checked above).
+    Array2::from_shape_vec((d, d), acc).unwrap_or_else(|_| Array2::zeros((d, d)))
+}
+
+/// `acc`'s entries, shared by [`mirror_in_place`]'s tile pairs.
+#[derive(Clone, Copy)]
+struct Mirror(*mut f64);
+
+// SAFETY: each tile pair `(I, J)` reads and writes only the entries (r, c) of
+// its lower tile (r in tile I, c in tile J, r >= c) and writes their mirrors
+// (c, r); distinct pairs' entries are disjoint, and the caller owns `acc`
+// until every pair has finished.
+unsafe impl Send for Mirror {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Mirror {}
+
+impl Mirror {
+    /// Entry `i` (a method, so closures capture the whole `Mirror`).
+    ///
+    /// # Safety
+    /// `i` must lie inside `acc`.
+    unsafe fn at(self, i: usize) -> *mut f64 {
+        // SAFETY: the caller keeps `i` inside the allocation.
+        unsafe { self.0.add(i) }
+    }
 }
 
 /// Column means of a row-major block, in f64.
@@ -553,5 +589,35 @@ fn add_lower<T: HostFloat>(gram: &[T], ld: usize, acc: &mut [f64], d: usize, par
             .zip(gram.chunks(ld))
             .enumerate()
             .for_each(column);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mirror_in_place_is_the_formula_in_both_triangles() {
+        // Sizes below, at and across the 64-entry tiles; entries above the
+        // diagonal start as NaN, which the mirror must overwrite.
+        for d in [1usize, 2, 63, 64, 65, 130, 200] {
+            let lower = |r: usize, c: usize| ((r * 31 + c * 17) % 101) as f64 * 0.37 - 11.0;
+            let mut acc = vec![f64::NAN; d * d];
+            for c in 0..d {
+                for r in c..d {
+                    acc[c * d + r] = lower(r, c);
+                }
+            }
+            let sums: Vec<f64> = (0..d).map(|i| (i as f64 * 0.7).sin() * 5.0).collect();
+            let inv_n = 1.0 / 7.0;
+            let out = mirror_in_place(acc, &sums, inv_n, d);
+            for i in 0..d {
+                for j in 0..d {
+                    let (lo, hi) = if i >= j { (j, i) } else { (i, j) };
+                    let want = lower(hi, lo) - sums[hi] * sums[lo] * inv_n;
+                    assert_eq!(out[[i, j]].to_bits(), want.to_bits(), "d = {d}, ({i}, {j})");
+                }
+            }
+        }
     }
 }
