@@ -34,6 +34,7 @@ pub mod matmul;
 pub mod norm;
 pub mod pca;
 pub mod standardize;
+pub(crate) mod symm;
 
 pub use batchnorm::{BatchNorm, BatchNormGrads};
 pub use column_stats::{column_moments, column_moments_skip_nan, column_stats};

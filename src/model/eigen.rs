@@ -134,6 +134,8 @@ pub(crate) struct HostMatrix<'a> {
     par: Par,
     /// `s` and `s / dof` for a scaled matrix, and the scaled block.
     scale: Option<(Vec<f64>, Vec<f64>, Vec<f64>)>,
+    /// Our own product's buffers, where it runs.
+    scratch: crate::host::symm::Scratch,
 }
 
 impl<'a> HostMatrix<'a> {
@@ -152,6 +154,7 @@ impl<'a> HostMatrix<'a> {
             d,
             par: faer::get_global_parallelism(),
             scale: None,
+            scratch: Default::default(),
         }
     }
 
@@ -174,22 +177,30 @@ impl SymmetricProduct for HostMatrix<'_> {
 
     fn apply(&mut self, v: &[f64], n: usize, out: &mut [f64]) -> Result<()> {
         let d = self.d;
+        let scale = self.scale.as_ref().map(|(s, post, _)| (&s[..], &post[..]));
+        let own = crate::host::symm::runs(d)
+            && crate::host::symm::symmetric_times(&self.data, d, v, n, out, scale, &mut self.scratch);
         let cm = MatRef::from_column_major_slice(&self.data[..], d, d);
+        if own && self.scale.is_none() {
+            return Ok(());
+        }
         let Some((s, post, block)) = &mut self.scale else {
             let vs = MatRef::from_column_major_slice(&v[..d * n], d, n);
             let ws = MatMut::from_column_major_slice_mut(&mut out[..d * n], d, n);
             matmul(ws, Accum::Replace, cm, vs, 1.0, self.par);
             return Ok(());
         };
-        block.clear();
-        for col in v[..d * n].chunks_exact(d) {
-            block.extend(col.iter().zip(s.iter()).map(|(x, s)| x * s));
-        }
-        let vs = MatRef::from_column_major_slice(&block[..], d, n);
-        let ws = MatMut::from_column_major_slice_mut(&mut out[..d * n], d, n);
-        matmul(ws, Accum::Replace, cm, vs, 1.0, self.par);
-        for col in out[..d * n].chunks_exact_mut(d) {
-            col.iter_mut().zip(post.iter()).for_each(|(o, p)| *o *= p);
+        if !own {
+            block.clear();
+            for col in v[..d * n].chunks_exact(d) {
+                block.extend(col.iter().zip(s.iter()).map(|(x, s)| x * s));
+            }
+            let vs = MatRef::from_column_major_slice(&block[..], d, n);
+            let ws = MatMut::from_column_major_slice_mut(&mut out[..d * n], d, n);
+            matmul(ws, Accum::Replace, cm, vs, 1.0, self.par);
+            for col in out[..d * n].chunks_exact_mut(d) {
+                col.iter_mut().zip(post.iter()).for_each(|(o, p)| *o *= p);
+            }
         }
         match out[..d * n].iter().position(|o| !o.is_finite()) {
             Some(i) => Err(Error::NonFinite {
@@ -863,6 +874,53 @@ mod tests {
         }
         let huge = c.mapv(|v| v * 1e300);
         let e = HostMatrix::scaled(huge.view(), &[1e10, 1.0, 1.0], 1.0).apply(&v, 2, &mut got);
+        assert!(matches!(e, Err(Error::NonFinite { .. })), "{e:?}");
+    }
+
+    #[test]
+    fn wide_products_take_our_kernel_and_equal_faers() {
+        // From 2048 rows the host's own product runs (where the CPU has
+        // AVX-512F); scaled and plain, against faer's product of the formed
+        // matrix, and the scaled product's overflow is still refused.
+        let d = 2048;
+        let g = Philox::new(11);
+        let c = Array2::from_shape_fn((d, d), |(i, j)| {
+            let (lo, hi) = (i.min(j), i.max(j));
+            g.normal((hi * d + lo) as u64)
+        });
+        let s: Vec<f64> = (0..d).map(|i| 0.5 + (i % 7) as f64 * 0.25).collect();
+        let dof = 3.0;
+        let n = 5;
+        let v: Vec<f64> = (0..d * n).map(|i| g.normal((d * d + i) as u64)).collect();
+        let formed = Array2::from_shape_fn((d, d), |(i, j)| c[[i, j]] / dof * s[i] * s[j]);
+        for (m, mut product) in [
+            (c.clone(), HostMatrix::new(c.view())),
+            (formed, HostMatrix::scaled(c.view(), &s, dof)),
+        ] {
+            let mut got = vec![f64::NAN; d * n];
+            product.apply(&v, n, &mut got).unwrap();
+            let mut want = Mat::<f64>::zeros(d, n);
+            matmul(
+                want.as_mut(),
+                Accum::Replace,
+                MatRef::from_row_major_slice(m.as_slice().unwrap(), d, d),
+                MatRef::from_column_major_slice(&v, d, n),
+                1.0,
+                Par::Seq,
+            );
+            let scale = (0..n).map(|j| want.col(j).norm_max()).fold(0.0, f64::max);
+            for j in 0..n {
+                for i in 0..d {
+                    let e = (got[j * d + i] - want[(i, j)]).abs();
+                    assert!(e <= 1e-13 * scale, "({i}, {j}): {e:e}");
+                }
+            }
+        }
+        let mut huge = c.clone();
+        huge[[7, 3]] = 1e308;
+        huge[[3, 7]] = 1e308;
+        let mut got = vec![0.0; d * n];
+        let e = HostMatrix::scaled(huge.view(), &vec![10.0; d], 1.0).apply(&v, n, &mut got);
         assert!(matches!(e, Err(Error::NonFinite { .. })), "{e:?}");
     }
 }
