@@ -431,9 +431,9 @@ impl<T: HostFloat> Task<T> {
             );
             total.comoment = mirror_in_place(self.acc, &self.sums, inv_n, d);
         }
-        if let Some(w) = &self.widened {
+        if let Some(w) = self.widened {
             // Same width by construction: the merge cannot fail.
-            let _ = total.merge(w);
+            let _ = total.merge_owned(w);
         }
         total
     }
@@ -474,7 +474,8 @@ fn widened_comoments<T: HostFloat>(rows: ArrayView2<'_, T>, block_rows: usize, p
 /// `acc - s s^T / n` in place: the lower triangle of the column-major
 /// `D x D` `acc` becomes both triangles of the (symmetric) result, without a
 /// second `D x D` matrix (fresh memory costs about a millisecond per MB to
-/// fault in here: 128 MB at `D = 4096`). Tile pairs on all cores: pair `(I,
+/// fault in here: 128 MB at `D = 4096`, of which the mirror still faults in
+/// the upper triangle's pages, about half). Tile pairs on all cores: pair `(I,
 /// J)`, `I >= J`, reads and rewrites tile `(I, J)` of the lower triangle and
 /// writes its mirror `(J, I)`, so no two pairs touch one entry.
 fn mirror_in_place(mut acc: Vec<f64>, sums: &[f64], inv_n: f64, d: usize) -> Array2<f64> {

@@ -90,6 +90,9 @@ pub(crate) fn symmetric_times(
     scratch: &mut Scratch,
 ) -> bool {
     let (pre, post) = (scale.map(|s| s.0), scale.map(|s| s.1));
+    if d == 0 {
+        return false;
+    }
     let Some(dd) = d.checked_mul(d) else { return false };
     let Some(dn) = d.checked_mul(n) else { return false };
     let short = |s: Option<&[f64]>| s.is_some_and(|s| s.len() < d);
@@ -120,7 +123,9 @@ pub(crate) fn symmetric_times(
         });
     let vr = &scratch.v[..];
     // A stretch of V's rows (all its columns) stays in L2 while the band's
-    // rows of A meet it, chunk by chunk of columns: A is read once.
+    // rows of A meet it, chunk by chunk of columns: A is read from memory
+    // once (with more than 48 columns, the band's stretch of A again per
+    // chunk, from L2).
     let kj = (KJ * CW / np).clamp(128, KJ);
     scratch
         .w
@@ -211,6 +216,7 @@ impl Tile<'_> {
             && self.a.len() > (R - 1) * self.d + last
             && self.v.len() >= last * self.np + 8 * NV
             && w.len() >= (R - 1) * self.np + 8 * NV;
+        debug_assert!(fits, "a tile outside its slices");
         if fits {
             // SAFETY: AVX-512F is present (`available`, checked by the caller),
             // and every index the kernel forms is inside the slices (checked

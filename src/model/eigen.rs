@@ -1,6 +1,8 @@
 //! The `k` largest eigenpairs of a symmetric `D x D` matrix (a covariance)
 //! without its full eigendecomposition: restarted block Krylov iteration with
-//! Rayleigh-Ritz, on the host, every large step a faer product on all cores.
+//! Rayleigh-Ritz, on the host, every large step a product on all cores (the
+//! matrix's on our own kernel from `D = 2048` where the CPU has AVX-512F,
+//! `crate::host::symm`; faer's elsewhere).
 //! The solver sees the matrix only through its products with blocks
 //! ([`SymmetricProduct`]): [`top_eigenpairs`] multiplies a matrix in memory,
 //! the GPU fit (`crate::ops::pca`) the covariance where the device computed
@@ -123,7 +125,9 @@ pub trait SymmetricProduct {
     }
 }
 
-/// A symmetric matrix in memory, multiplied by faer on all cores (the
+/// A symmetric matrix in memory, multiplied on all cores (by our own kernel
+/// where `crate::host::symm::runs` and faer's global parallelism is not
+/// `Par::Seq`, else by faer's) (the
 /// entries' finiteness is the caller's to check), optionally scaled on the
 /// fly: `diag(s) A diag(s) / dof` without forming it ([`HostMatrix::scaled`]).
 pub(crate) struct HostMatrix<'a> {
@@ -178,7 +182,10 @@ impl SymmetricProduct for HostMatrix<'_> {
     fn apply(&mut self, v: &[f64], n: usize, out: &mut [f64]) -> Result<()> {
         let d = self.d;
         let scale = self.scale.as_ref().map(|(s, post, _)| (&s[..], &post[..]));
-        let own = crate::host::symm::runs(d)
+        // Our kernel uses rayon's threads: under `Par::Seq`, faer's product
+        // on this thread.
+        let own = self.par.degree() > 1
+            && crate::host::symm::runs(d)
             && crate::host::symm::symmetric_times(&self.data, d, v, n, out, scale, &mut self.scratch);
         let cm = MatRef::from_column_major_slice(&self.data[..], d, d);
         if own && self.scale.is_none() {
@@ -883,6 +890,9 @@ mod tests {
         // AVX-512F); scaled and plain, against faer's product of the formed
         // matrix, and the scaled product's overflow is still refused.
         let d = 2048;
+        if !crate::host::symm::runs(d) {
+            eprintln!("no AVX-512F here: this compares faer's product with itself");
+        }
         let g = Philox::new(11);
         let c = Array2::from_shape_fn((d, d), |(i, j)| {
             let (lo, hi) = (i.min(j), i.max(j));

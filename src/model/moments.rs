@@ -495,7 +495,8 @@ impl CoMoments {
     /// As [`CoMoments::merge`].
     pub fn merge_owned(&mut self, other: CoMoments) -> Result<()> {
         let d = self.dim();
-        if self.count == 0 && other.dim() == d && other.comoment.dim() == (d, d) {
+        let square = |c: &CoMoments| c.comoment.dim() == (d, d);
+        if self.count == 0 && square(self) && other.dim() == d && square(&other) {
             if other.count > 0 {
                 *self = other;
             }
@@ -738,6 +739,12 @@ mod tests {
         bad.comoment = Array2::zeros((3, 2));
         assert!(e.merge_owned(bad).is_err());
         assert_eq!(e, CoMoments::new(3));
+        // An empty state with a malformed matrix is refused as `merge` refuses it.
+        let mut bad_self = CoMoments::new(3);
+        bad_self.comoment = Array2::zeros((2, 3));
+        let (_, full) = direct(data(4, 3, 5).view());
+        assert!(bad_self.clone().merge(&full).is_err());
+        assert!(bad_self.merge_owned(full).is_err());
     }
 
     #[test]
