@@ -250,7 +250,8 @@ fn pack<const W: usize>(
 ) {
     let d = shift.len();
     let len = d.div_ceil(W) * kc * W;
-    out.clear();
+    // Every value of the panels is written below: only a longer buffer's
+    // new part is zeroed (not 8 MB per pass at d = 4096, as clearing it was).
     out.resize(len + 16, 0.0);
     let off = out.as_ptr().align_offset(64).min(16);
     let fill = |p: usize, panel: &mut [f32], part: Option<&mut [f32]>| {
