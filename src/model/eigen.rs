@@ -127,9 +127,8 @@ pub trait SymmetricProduct {
 
 /// A symmetric matrix in memory, multiplied on all cores (by our own kernel
 /// where `crate::host::symm::runs` and faer's global parallelism is not
-/// `Par::Seq`, else by faer's) (the
-/// entries' finiteness is the caller's to check), optionally scaled on the
-/// fly: `diag(s) A diag(s) / dof` without forming it ([`HostMatrix::scaled`]).
+/// `Par::Seq`, else by faer's; the entries' finiteness is the caller's to
+/// check), optionally scaled on the fly: `diag(s) A diag(s) / dof` without forming it ([`HostMatrix::scaled`]).
 pub(crate) struct HostMatrix<'a> {
     /// The entries; symmetric, so row-major is as good as column-major (a
     /// copy only for a strided view).
