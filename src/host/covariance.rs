@@ -114,13 +114,13 @@ fn gram_ld(d: usize) -> usize {
 }
 
 /// Checks that the `D x D` matrices of `tasks` tasks (the f64 accumulator,
-/// the products in `T` and the finished state each) and the total fit in
-/// memory.
+/// which becomes the task's finished state in place, and the products in
+/// `T`) fit in memory; the tasks' states merge into the first one's.
 fn check_state<T>(d: usize, tasks: usize) -> Result<()> {
     let d2 = (d as u128) * (d as u128);
     // The products' matrix may have a padded leading dimension (`gram_ld`).
     let gram = (d as u128) * (gram_ld(d) as u128) * std::mem::size_of::<T>() as u128;
-    crate::alloc::check_bytes(OP, tasks as u128 * (16 * d2 + gram) + 8 * d2)
+    crate::alloc::check_bytes(OP, tasks as u128 * (8 * d2 + gram))
 }
 
 /// Rows streamed into one co-moment state chunk by chunk (a data set read in
