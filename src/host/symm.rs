@@ -103,9 +103,9 @@ pub(crate) fn symmetric_times(
         return true;
     }
     let np = n.next_multiple_of(8);
-    scratch.v.clear();
+    // Every value of both is written below (V's padding columns included;
+    // W's first stretch writes its sums): no clearing first.
     scratch.v.resize(d * np, 0.0);
-    scratch.w.clear();
     scratch.w.resize(d * np, 0.0);
     // Row-major V, scaled.
     scratch
@@ -119,6 +119,7 @@ pub(crate) fn symmetric_times(
                 for (c, o) in row.iter_mut().take(n).enumerate() {
                     *o = v[c * d + j] * s;
                 }
+                row[n..].fill(0.0);
             }
         });
     let vr = &scratch.v[..];
