@@ -4,7 +4,10 @@
 //! that `Solver::Auto` uses is read from this).
 //!
 //! `cargo run --release --example eigen_topk -- [--d 2048] [--n 4096] [--rank 64]
-//! [--noise 0.1] [--k 8,32,128,512] [--no-full] [--reps 3] [--extra P] [--blocks Q]`;
+//! [--noise 0.1] [--k 8,32,128,512] [--no-full] [--reps 3] [--extra P] [--blocks Q]
+//! [--auto]` (`--auto`: give up where auto PCA does, at the full
+//! eigendecomposition's work); each row also prints the work done, the full
+//! solver's and the first cycle's estimates, and the work per nanosecond;
 //! `-- --eigh-file C.npy [--reps R]` times only the full eigendecomposition of
 //! the matrix in the file (for scripts/eigh-vs-numpy.py).
 //!
@@ -18,7 +21,7 @@ use std::time::Instant;
 
 use common::{arg, median};
 
-use gpuprep::model::eigen::{top_eigenpairs, TopKOptions};
+use gpuprep::model::eigen::{full_work, top_eigenpairs, topk_cycle_work, TopKOptions};
 use gpuprep::model::pca::eigh_descending;
 use gpuprep::{host, Philox};
 use ndarray::Array2;
@@ -64,6 +67,9 @@ fn main() -> gpuprep::Result<()> {
         .filter(|&k| k >= 1 && k <= d)
         .collect();
     let full = !args.iter().any(|a| a == "--no-full");
+    // `--auto`: give up where auto PCA would (the work limit of the full
+    // eigendecomposition's cost).
+    let auto = args.iter().any(|a| a == "--auto");
     let extra: Option<usize> = args
         .iter()
         .position(|a| a == "--extra")
@@ -111,16 +117,27 @@ fn main() -> gpuprep::Result<()> {
         let opts = TopKOptions {
             extra,
             blocks,
+            max_work: auto.then(|| full_work(d)),
             ..Default::default()
         };
         let mut times = Vec::new();
         let mut r = None;
         for _ in 0..reps {
             let t = Instant::now();
-            r = Some(top_eigenpairs(c.view(), k, None, &opts)?);
+            match top_eigenpairs(c.view(), k, None, &opts) {
+                Err(gpuprep::Error::NoConvergence { .. }) if opts.max_work.is_some() => {
+                    println!(
+                        "{k}\tgave up after {:.4} s (the work limit, as auto PCA's)",
+                        t.elapsed().as_secs_f64()
+                    );
+                    break;
+                }
+                got => r = Some(got?),
+            }
             times.push(t.elapsed().as_secs_f64());
         }
-        let r = r.expect("reps >= 1");
+        let Some(r) = r else { continue };
+        let median_t = median(times.clone());
         let (du, ds) = match &reference {
             Some((s, u)) => {
                 let mut du = 0.0f64;
@@ -143,6 +160,13 @@ fn main() -> gpuprep::Result<()> {
             r.products,
             r.cycles,
             r.residual / r.values[0].abs().max(f64::MIN_POSITIVE)
+        );
+        println!(
+            "\twork {:.3e} (full eigh {:.3e}, first cycle estimated {:.3e}): {:.1} per ns",
+            r.work,
+            full_work(d),
+            topk_cycle_work(d, k, &opts),
+            r.work / median_t / 1e9
         );
     }
     Ok(())

@@ -4,7 +4,7 @@
 //! without a gap at k, rank-deficient), awkward shapes (D = 1, k = 1, k = D,
 //! k = D - 1), both conventions' fraction rules, saved models, bad input.
 
-use gpuprep::model::eigen::{top_eigenpairs, TopKOptions};
+use gpuprep::model::eigen::{full_work, top_eigenpairs, topk_cycle_work, TopKOptions};
 use gpuprep::model::pca::{eigh_descending, topk_wins};
 use gpuprep::npz::NpzWriter;
 use gpuprep::{
@@ -485,8 +485,9 @@ fn auto_takes_the_top_k_solver_only_well_below_d() {
     assert_eq!(auto(NComponents::Count(250)).eigenvalues.len(), 300);
     assert_eq!(auto(NComponents::All).eigenvalues.len(), 300);
     // A spectrum the top-k solver resolves slowly (300 eigenvalues within
-    // 3e-5 of each other, the residuals wanted to 1e-12): it gives up after
-    // D products and the full solver answers.
+    // 3e-5 of each other, the residuals wanted to 1e-12): it gives up (its
+    // residuals predict more work than the full solver's) and the full
+    // solver answers.
     let lambda: Vec<f64> = (0..300).map(|i| 1.0 - 1e-7 * i as f64).collect();
     let (slow, _) = with_spectrum(&lambda, 91);
     let m = PcaModel::from_covariance(
@@ -520,6 +521,77 @@ fn auto_takes_the_top_k_solver_only_well_below_d() {
     )
     .unwrap();
     same_model(&f, &full, "auto fraction");
+}
+
+/// The solver's work count and the cost test auto makes with it: a run that
+/// converges in one cycle did exactly the first cycle's estimated work; auto
+/// refuses the top-k solver where one cycle costs more than half the full
+/// eigendecomposition (at D = 1,024, k = 64 the basis alone does), and a
+/// model fitted there is the full solver's.
+#[test]
+fn auto_counts_the_basis_work_against_the_full_solver() {
+    let d = 400;
+    let k = 8;
+    // A wide gap at k: converged in the first cycle.
+    let lambda: Vec<f64> = (0..d)
+        .map(|i| {
+            if i < k {
+                100.0 + i as f64
+            } else {
+                1.0 / (2.0 + i as f64)
+            }
+        })
+        .collect();
+    let (c, _) = with_spectrum(&lambda, 92);
+    let opts = TopKOptions::default();
+    let r = top_eigenpairs(c.view(), k, None, &opts).unwrap();
+    assert_eq!(r.cycles, 1);
+    let est = topk_cycle_work(d, k, &opts);
+    assert!(
+        (r.work - est).abs() <= 1e-12 * est,
+        "work {} against {est}",
+        r.work
+    );
+    assert!(r.work > 2.0 * (d * d * r.products) as f64);
+    // The same run under a limit it stays within.
+    let limited = TopKOptions {
+        max_work: Some(full_work(d)),
+        ..TopKOptions::default()
+    };
+    let again = top_eigenpairs(c.view(), k, None, &limited).unwrap();
+    assert_eq!(again.vectors, r.vectors);
+    // A bad limit is refused.
+    for bad in [f64::NAN, -1.0] {
+        let o = TopKOptions {
+            max_work: Some(bad),
+            ..TopKOptions::default()
+        };
+        let e = top_eigenpairs(c.view(), k, None, &o).unwrap_err();
+        assert!(e.to_string().contains("max_work"), "{e}");
+    }
+    // The sizes measured (examples/eigen_topk.rs): where the top-k solver
+    // took longer than the full one on data without a gap at k, auto does
+    // not take it.
+    for (d, k, wins) in [
+        (1024, 32, true),
+        (1024, 64, false),
+        (2048, 64, true),
+        (2048, 128, false),
+        (4096, 128, true),
+        (4096, 256, false),
+    ] {
+        assert_eq!(topk_wins(d, k), wins, "D = {d}, k = {k}");
+    }
+    let (mean, cov) = low_rank(2000, 1024, 16, 93);
+    let m = PcaModel::from_covariance(
+        mean,
+        cov.view(),
+        2000,
+        &pca_opts(NComponents::Count(64), Solver::Auto, Convention::Lecture),
+    )
+    .unwrap();
+    assert_eq!(m.eigenvalues.len(), 1024, "the full solver's model");
+    assert_eq!(m.n_components(), 64);
 }
 
 fn dir(name: &str) -> std::path::PathBuf {

@@ -69,6 +69,12 @@ pub struct TopKOptions {
     /// Give up after this many matrix-vector products (columns multiplied)
     /// (`None`: `max(4 D, 64 b)`).
     pub max_products: Option<usize>,
+    /// Give up as well where the work (flop-equivalents, see [`TopK::work`])
+    /// reaches this, or where the cycles still needed, predicted from how
+    /// fast the residuals fell, would cost more than this (`None`: no such
+    /// limit). A caller with a cheaper alternative sets it to that
+    /// alternative's cost (auto PCA: [`full_work`]).
+    pub max_work: Option<f64>,
     /// Seed of the random start block (a fixed seed: the same input gives the
     /// same result).
     pub seed: u64,
@@ -81,6 +87,7 @@ impl Default for TopKOptions {
             extra: None,
             blocks: None,
             max_products: None,
+            max_work: None,
             seed: 0x5eed_70b1,
         }
     }
@@ -101,6 +108,49 @@ pub struct TopK {
     pub cycles: usize,
     /// Matrix-vector products (columns multiplied by the matrix).
     pub products: usize,
+    /// The work done, in flop-equivalents: `2 D^2` per product, the basis'
+    /// orthogonalization and Rayleigh-Ritz by their flops, and each small
+    /// eigendecomposition as [`full_work`] of its size.
+    pub work: f64,
+}
+
+/// The full eigendecomposition's cost per `D^3`, in the flop-equivalents of
+/// [`TopK::work`]. Measured on the 2-core machine (examples/eigen_topk.rs
+/// `--work`): the full eigendecomposition took 0.115 s at D = 1,024, 0.65 s
+/// at 2,048 and 5.0 s at 4,096, while the top-k solver ran at 55 (D =
+/// 1,024) to 85 (D = 4,096) flop-equivalents per nanosecond.
+pub const FULL_WORK_PER_CUBE: f64 = 7.5;
+
+/// The full eigendecomposition of a `d x d` matrix in the flop-equivalents
+/// of [`TopK::work`].
+pub fn full_work(d: usize) -> f64 {
+    FULL_WORK_PER_CUBE * (d as f64).powi(3)
+}
+
+/// The work of the top-k solver's first cycle for `k` of `d` eigenpairs
+/// under these options (its basis grown to its full size), in the
+/// flop-equivalents of [`TopK::work`]: a cycle that costs more than half
+/// the full eigendecomposition does not pay (auto PCA's test).
+pub fn topk_cycle_work(d: usize, k: usize, options: &TopKOptions) -> f64 {
+    let (b, m) = block_sizes(d, k.clamp(1, d.max(1)), options);
+    let (df, bf, mf) = (d as f64, b as f64, m as f64);
+    let q = (m / b.max(1)) as f64;
+    let products = 2.0 * df * df * mf;
+    // Each new block projected three times against the basis so far, and
+    // orthonormalized within twice (SVQB: its Gram matrix, eigenvectors and
+    // product).
+    let project = 6.0 * df * bf * bf * q * (q - 1.0);
+    let within = q * (8.0 * df * bf * bf + 2.0 * full_work(b));
+    let rayleigh_ritz = 2.0 * df * mf * mf + full_work(m) + 4.0 * df * mf * bf;
+    products + project + within + rayleigh_ritz
+}
+
+/// A block's columns (`k` plus the extra ones) and the basis' columns at
+/// most, for `k` of `d` (`1 <= k <= d`).
+fn block_sizes(d: usize, k: usize, options: &TopKOptions) -> (usize, usize) {
+    let b = (k + options.extra.unwrap_or((k / 2).max(8))).min(d);
+    let m = b.saturating_mul(options.blocks.unwrap_or(6).max(2)).min(d);
+    (b, m)
 }
 
 /// A symmetric `D x D` matrix as the top-k solver uses it: its products with
@@ -276,12 +326,14 @@ pub fn top_eigenpairs_of(
     let plan = TopKPlan::new((d, d), k, start.as_ref().map(|s| s.dim()), options, floor)?;
     let mut solver = Krylov::new(product, &plan, start, options.seed);
     loop {
+        let before = solver.work();
         solver.start_cycle()?;
         solver.grow()?;
         if let Some(done) = solver.rayleigh_ritz()? {
             return Ok(done);
         }
-        if solver.products >= plan.max_products {
+        solver.cycle_work = solver.work() - before;
+        if solver.products >= plan.max_products || solver.predicts_over(plan.max_work) {
             return Err(solver.no_convergence());
         }
     }
@@ -297,6 +349,7 @@ struct TopKPlan {
     m_max: usize,
     tol: f64,
     max_products: usize,
+    max_work: f64,
 }
 
 impl TopKPlan {
@@ -335,8 +388,15 @@ impl TopKPlan {
             return Err(Error::invalid(OP, "a Krylov basis needs at least 2 blocks"));
         }
         let tol = options.tol.unwrap_or_else(|| floor.max(1e-12));
-        let b = (k + options.extra.unwrap_or((k / 2).max(8))).min(d);
-        let m_max = b.saturating_mul(options.blocks.unwrap_or(6)).min(d);
+        if let Some(w) = options.max_work {
+            if w.is_nan() || w < 0.0 {
+                return Err(Error::invalid(
+                    OP,
+                    format!("max_work must be at least 0, got {w}"),
+                ));
+            }
+        }
+        let (b, m_max) = block_sizes(d, k, options);
         let max_products = options.max_products.unwrap_or((4 * d).max(64 * b));
         // The basis and its image, the Ritz vectors and theirs (D x b each), the
         // Rayleigh quotient and its eigenvectors (m x m each).
@@ -349,6 +409,7 @@ impl TopKPlan {
             m_max,
             tol,
             max_products,
+            max_work: options.max_work.unwrap_or(f64::INFINITY),
         })
     }
 }
@@ -374,6 +435,13 @@ struct Krylov<'a> {
     b0: usize,
     cycles: usize,
     products: usize,
+    /// The work of the products and Rayleigh-Ritz (the basis counts its
+    /// own), and the work of the last cycle (both as [`TopK::work`]).
+    work: f64,
+    cycle_work: f64,
+    /// The first cycle's largest residual, relative to the largest |Ritz
+    /// value|: with the latest, how fast the residuals fall.
+    first_residual: f64,
     /// An estimate of the matrix's norm (from below: the largest image of
     /// the start block, then the largest Ritz value) against which the
     /// Krylov blocks' new directions are measured.
@@ -422,6 +490,9 @@ impl<'a> Krylov<'a> {
             b0: 0,
             cycles: 0,
             products: 0,
+            work: 0.0,
+            cycle_work: 0.0,
+            first_residual: f64::NAN,
             norm_est: 0.0,
             residual: 0.0,
             scale: 0.0,
@@ -459,12 +530,35 @@ impl<'a> Krylov<'a> {
         }
         let n = self.basis.cols;
         self.basis.multiply(&mut *self.product, 0, n)?;
-        self.products += n;
+        self.count_products(n);
         self.norm_est = self.basis.image[..n * d]
             .chunks_exact(d)
             .map(norm)
             .fold(0.0, f64::max);
         Ok(())
+    }
+
+    fn count_products(&mut self, n: usize) {
+        self.products += n;
+        self.work += 2.0 * (self.d as f64).powi(2) * n as f64;
+    }
+
+    /// All the work so far (as [`TopK::work`]).
+    fn work(&self) -> f64 {
+        self.work + self.basis.work
+    }
+
+    /// Whether to give up under the work limit `max` ([`gives_up`]).
+    fn predicts_over(&self, max: f64) -> bool {
+        gives_up(
+            self.work(),
+            max,
+            self.cycles,
+            self.first_residual,
+            self.residual / self.scale.max(f64::MIN_POSITIVE),
+            self.tol,
+            self.cycle_work,
+        )
     }
 
     /// Grows the Krylov basis: each new block is the last block's image.
@@ -484,7 +578,7 @@ impl<'a> Krylov<'a> {
                 break;
             }
             self.basis.multiply(&mut *self.product, start_col, added)?;
-            self.products += added;
+            self.count_products(added);
             last = (start_col, added);
         }
         self.cycles += 1;
@@ -496,6 +590,8 @@ impl<'a> Krylov<'a> {
     fn rayleigh_ritz(&mut self) -> Result<Option<TopK>> {
         let (d, k, par) = (self.d, self.k, self.par);
         let m = self.basis.cols;
+        let (df, mf) = (d as f64, m as f64);
+        self.work += 2.0 * df * mf * mf + full_work(m) + 4.0 * df * mf * self.b.min(m) as f64;
         let exact = m == d || self.basis.cols < self.m_max;
         // H = Q^T (C Q), symmetrized.
         let mut h = Mat::<f64>::zeros(m, m);
@@ -521,6 +617,9 @@ impl<'a> Krylov<'a> {
         let kk = k.min(b0);
         let tol = self.tol * scale;
         self.residual = residuals(&self.ritz, &self.ritz_image, &theta, d, kk);
+        if self.cycles == 1 {
+            self.first_residual = self.residual / scale.max(f64::MIN_POSITIVE);
+        }
         let converged = kk == k && self.residual <= tol;
         if (converged || exact) && self.cycles == 1 {
             // The images came straight from this cycle's products.
@@ -546,22 +645,38 @@ impl<'a> Krylov<'a> {
         let d = self.d;
         let mut fresh = vec![0.0; d * kk];
         self.product.apply(&self.ritz[..d * kk], kk, &mut fresh)?;
-        self.products += kk;
+        self.count_products(kk);
         let r = residuals(&self.ritz, &fresh, theta, d, kk);
         self.ritz_image[..d * kk].copy_from_slice(&fresh);
         Ok(r)
     }
 
+    /// The answer from the Ritz block: the first `k` vectors, each signed so
+    /// its entry of largest magnitude is positive.
     fn finish(&self, theta: &[f64], residual: f64) -> TopK {
-        finish(
-            &self.ritz,
-            theta,
-            self.d,
-            self.k,
+        let (d, k) = (self.d, self.k);
+        let mut vectors = Array2::<f64>::zeros((d, k));
+        for j in 0..k {
+            let col = &self.ritz[j * d..(j + 1) * d];
+            let mut best = 0;
+            for (i, v) in col.iter().enumerate() {
+                if v.abs() > col[best].abs() {
+                    best = i;
+                }
+            }
+            let sign = if col[best] < 0.0 { -1.0 } else { 1.0 };
+            for (i, v) in col.iter().enumerate() {
+                vectors[[i, j]] = sign * v;
+            }
+        }
+        TopK {
+            values: Array1::from_iter(theta[..k].iter().copied()),
+            vectors,
             residual,
-            self.cycles,
-            self.products,
-        )
+            cycles: self.cycles,
+            products: self.products,
+            work: self.work(),
+        }
     }
 
     fn no_convergence(&self) -> Error {
@@ -577,6 +692,27 @@ impl<'a> Krylov<'a> {
             ),
         }
     }
+}
+
+/// Whether the top-k solver gives up under the work limit `max`: where its
+/// `work` has reached it, or where the cycles still needed, predicted from
+/// the geometric mean of the residuals' fall per cycle since the first (the
+/// first cycle's relative residual `first`, the latest's `now`, against
+/// `tol`), at the last cycle's work each, would cost more than `max`. A
+/// residual that did not fall predicts no end; one cycle predicts nothing.
+fn gives_up(work: f64, max: f64, cycles: usize, first: f64, now: f64, tol: f64, cycle_work: f64) -> bool {
+    if work >= max {
+        return true;
+    }
+    if max.is_infinite() || cycles < 2 {
+        return false;
+    }
+    let rate = (now / first).powf(1.0 / (cycles - 1) as f64);
+    if rate.is_nan() || rate >= 1.0 {
+        return true;
+    }
+    let left = ((tol / now).ln() / rate.ln()).ceil().max(1.0);
+    left * cycle_work > max
 }
 
 fn norm(v: &[f64]) -> f64 {
@@ -598,38 +734,6 @@ fn residuals(x: &[f64], img: &[f64], theta: &[f64], d: usize, k: usize) -> f64 {
                 .sqrt()
         })
         .fold(0.0, f64::max)
-}
-
-fn finish(
-    x: &[f64],
-    theta: &[f64],
-    d: usize,
-    k: usize,
-    residual: f64,
-    cycles: usize,
-    products: usize,
-) -> TopK {
-    let mut vectors = Array2::<f64>::zeros((d, k));
-    for j in 0..k {
-        let col = &x[j * d..(j + 1) * d];
-        let mut best = 0;
-        for (i, v) in col.iter().enumerate() {
-            if v.abs() > col[best].abs() {
-                best = i;
-            }
-        }
-        let sign = if col[best] < 0.0 { -1.0 } else { 1.0 };
-        for (i, v) in col.iter().enumerate() {
-            vectors[[i, j]] = sign * v;
-        }
-    }
-    TopK {
-        values: Array1::from_iter(theta[..k].iter().copied()),
-        vectors,
-        residual,
-        cycles,
-        products,
-    }
 }
 
 /// Eigenvalues (descending) and eigenvectors of a small matrix that is
@@ -693,6 +797,8 @@ struct Basis {
     cols: usize,
     q: Vec<f64>,
     image: Vec<f64>,
+    /// The work of the orthogonalization so far (as [`TopK::work`]).
+    work: f64,
 }
 
 impl Basis {
@@ -703,6 +809,7 @@ impl Basis {
             cols: 0,
             q: vec![0.0; d * cap],
             image: vec![0.0; d * cap],
+            work: 0.0,
         }
     }
 
@@ -774,9 +881,10 @@ impl Basis {
         // Orthonormal within the block (SVQB), then once more against the
         // basis and within: the second pass starts from nearly orthonormal
         // columns, and leaves them orthonormal to rounding.
-        let (mut y, kept) = svqb(z, d, kept, 1e-4, par)?;
-        self.project(&mut y, kept, par);
-        let (y, kept) = svqb(&mut y, d, kept, 0.5, par)?;
+        let (mut y, kept0) = svqb(z, d, kept, 1e-4, par)?;
+        self.project(&mut y, kept0, par);
+        let (y, kept) = svqb(&mut y, d, kept0, 0.5, par)?;
+        self.work += svqb_work(d, kept, kept0) + svqb_work(d, kept0, kept);
         let kept = kept.min(self.cap - self.cols);
         let at = self.cols * d;
         self.q[at..at + kept * d].copy_from_slice(&y[..kept * d]);
@@ -785,17 +893,23 @@ impl Basis {
     }
 
     /// `z -= Q (Q^T z)`.
-    fn project(&self, z: &mut [f64], n: usize, par: Par) {
+    fn project(&mut self, z: &mut [f64], n: usize, par: Par) {
         let (d, m) = (self.d, self.cols);
         if m == 0 || n == 0 {
             return;
         }
+        self.work += 4.0 * (d * m * n) as f64;
         let mut t = Mat::<f64>::zeros(m, n);
         let zr = MatRef::from_column_major_slice(&z[..d * n], d, n);
         matmul(t.as_mut(), Accum::Replace, self.q(m).transpose(), zr, 1.0, par);
         let zm = MatMut::from_column_major_slice_mut(&mut z[..d * n], d, n);
         matmul(zm, Accum::Add, self.q(m), t.as_ref(), -1.0, par);
     }
+}
+
+/// The work of [`svqb`] of `n` columns keeping `kept` (as [`TopK::work`]).
+fn svqb_work(d: usize, n: usize, kept: usize) -> f64 {
+    2.0 * (d * n * (n + kept)) as f64 + full_work(n)
 }
 
 /// SVQB (Stathopoulos and Wu): an orthonormal basis of the span of `z`'s `n`
@@ -860,6 +974,27 @@ pub fn eigh_parallelism(d: usize) -> Par {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_work_limit_gives_up_on_what_the_residuals_predict() {
+        let (max, cw) = (100.0, 10.0);
+        // Spent: at or past the limit, whatever the residuals.
+        assert!(gives_up(100.0, max, 3, 1e-3, 1e-13, 1e-12, cw));
+        // One cycle predicts nothing; no limit gives up on nothing.
+        assert!(!gives_up(20.0, max, 1, 1e-3, 1e-3, 1e-12, cw));
+        assert!(!gives_up(20.0, f64::INFINITY, 5, 1e-3, 1e-3, 1e-12, cw));
+        // A tenth per cycle from 1e-4: 1e-12 in 7 more cycles (70 < 100).
+        assert!(!gives_up(20.0, max, 2, 1e-3, 1e-4, 1e-12, cw));
+        // A half per cycle from 1e-4: 27 more cycles (270 > 100).
+        assert!(gives_up(20.0, max, 2, 2e-4, 1e-4, 1e-12, cw));
+        // The mean rate since the first cycle: 1e-3 to 1e-7 in 4 cycles is a
+        // tenth per cycle although the last one fell by less.
+        assert!(!gives_up(50.0, max, 5, 1e-3, 1e-7, 1e-12, cw));
+        // No fall, or a residual that is not a number: no end predicted.
+        assert!(gives_up(20.0, max, 2, 1e-4, 1e-4, 1e-12, cw));
+        assert!(gives_up(20.0, max, 2, 1e-4, 2e-4, 1e-12, cw));
+        assert!(gives_up(20.0, max, 2, f64::NAN, 1e-4, 1e-12, cw));
+    }
 
     #[test]
     fn a_scaled_matrix_multiplies_as_its_formed_product_and_refuses_overflow() {

@@ -74,26 +74,37 @@ crate::model::names!(Solver, "the command line takes \"auto\", \"full\" or \"top
 /// [`Solver::Auto`] takes the top-k solver from this `D` up.
 pub const TOPK_MIN_FEATURES: usize = 256;
 
-/// [`Solver::Auto`] takes the top-k solver while `k * TOPK_MAX_FRACTION_INV <= D`.
+/// [`Solver::Auto`] takes the top-k solver only while `k * TOPK_MAX_FRACTION_INV <= D`
+/// (and where its cycle's cost allows, see [`topk_wins`]).
 ///
 /// Measured on a 2-core machine (examples/eigen_topk.rs, the covariance of
-/// rank-D/16 data plus noise): at D = 512 the full solver took 60 ms and
-/// the top-k one 11 ms for k = 16, 63 ms for k = 64, 71 ms for k = 128; at
-/// D = 1024, 311 ms against 50 ms (k = 32) and 520 ms (k = 64); at D = 2048,
-/// 1.46 s against 0.12 s (k = 32) and 1.33 s (k = 64). The crossover is
-/// about k = D / 16 (earlier where the k-th eigenvalue is small beside the
-/// largest: the residuals are measured against the largest).
+/// rank-64 data plus noise, so no gap past k = 64): at D = 1,024 the full
+/// solver took 0.105 s and the top-k one 0.029 s for k = 32 and 0.23 s for
+/// k = 64; at D = 2,048, 0.64 s against 0.41 (k = 64) and 1.76 (k = 128);
+/// at D = 4,096, 5.9 s against 0.95 (k = 64), 4.8 (k = 128) and 12.1
+/// (k = 256). Past k = D / 16 the top-k solver never won; below it, the
+/// cost test of [`topk_wins`] draws the line.
 pub const TOPK_MAX_FRACTION_INV: usize = 16;
 
-/// Under [`Solver::Auto`], the top-k solver gives up after `D` products
-/// (about half the cost of the full eigendecomposition at this `D`) and the
-/// full solver runs instead.
-const AUTO_MAX_PRODUCTS_PER_FEATURE: usize = 1;
-
 /// Whether [`Solver::Auto`] computes `k` of `d` components with the top-k
-/// solver: `d >= TOPK_MIN_FEATURES` and `k <= d / TOPK_MAX_FRACTION_INV`.
+/// solver: `d >= TOPK_MIN_FEATURES`, `k <= d / TOPK_MAX_FRACTION_INV`, and
+/// one restart cycle of the top-k solver costs at most half the full
+/// eigendecomposition ([`eigen::topk_cycle_work`] against
+/// [`eigen::full_work`]: the basis of a large `k` costs `D m^2`, which the
+/// product count alone misses; at D = 4,096 this keeps k = 128 and refuses
+/// k = 256, at D = 2,048 it refuses k = 128).
+///
+/// Under auto the top-k solver then gives up, and the full solver runs,
+/// where its work reaches the full solver's or the cycles its residuals
+/// predict would cost more ([`TopKOptions::max_work`]).
+///
+/// [`eigen::topk_cycle_work`]: crate::model::eigen::topk_cycle_work
+/// [`eigen::full_work`]: crate::model::eigen::full_work
 pub fn topk_wins(d: usize, k: usize) -> bool {
-    d >= TOPK_MIN_FEATURES && k.saturating_mul(TOPK_MAX_FRACTION_INV) <= d
+    use crate::model::eigen::{full_work, topk_cycle_work};
+    d >= TOPK_MIN_FEATURES
+        && k.saturating_mul(TOPK_MAX_FRACTION_INV) <= d
+        && topk_cycle_work(d, k, &TopKOptions::default()) <= 0.5 * full_work(d)
 }
 
 /// Whitening applied after the rotation.
@@ -628,7 +639,7 @@ fn solve_topk(
     let d = product.dim();
     let auto = options.solver == Solver::Auto;
     let topk_opts = TopKOptions {
-        max_products: auto.then_some(AUTO_MAX_PRODUCTS_PER_FEATURE * d),
+        max_work: auto.then(|| crate::model::eigen::full_work(d)),
         ..Default::default()
     };
     let found = match options.n_components {
@@ -686,8 +697,11 @@ fn solve_fraction(
     let d = product.dim();
     let mut k = d.min(8);
     let mut start: Option<Array2<f64>> = None;
+    // Auto's work limit covers all the runs together.
+    let mut opts = topk_opts.clone();
     loop {
-        let r = top_k(product, k, start.as_ref().map(|s| s.view()), topk_opts)?;
+        let r = top_k(product, k, start.as_ref().map(|s| s.view()), &opts)?;
+        opts.max_work = opts.max_work.map(|w| (w - r.work).max(0.0));
         let reached = fraction_reached(r.values.view(), trace, f, options.convention);
         if let Some(kept) = reached.or((k == d).then_some(d)) {
             let kept = kept.min(k);
@@ -698,7 +712,8 @@ fn solve_fraction(
             )));
         }
         let next = (2 * k).min(d);
-        if options.solver == Solver::Auto && !topk_wins(d, next) {
+        let afford = |w: f64| crate::model::eigen::topk_cycle_work(d, next, &opts) <= w;
+        if options.solver == Solver::Auto && !(topk_wins(d, next) && opts.max_work.is_none_or(afford)) {
             return Ok(None);
         }
         start = Some(r.vectors);
