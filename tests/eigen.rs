@@ -504,12 +504,13 @@ fn auto_takes_the_top_k_solver_only_well_below_d() {
         600,
         &pca_opts(NComponents::Count(5), Solver::TopK, Convention::Lecture),
     );
-    // The explicit top-k solver has a larger budget (4 D): it converges or says it did not.
+    // The explicit top-k solver has no work limit, only its product count (4 D): it
+    // converges or says it did not.
     match e {
         Ok(m) => assert_eq!(m.eigenvalues.len(), 5),
         Err(e) => assert!(matches!(e, Error::NoConvergence { .. }), "{e}"),
     }
-    // A fraction reached within D / 16 stays on the top-k solver.
+    // A fraction reached while the top-k solver pays stays on it.
     let f = auto(NComponents::Fraction(0.9));
     assert!(f.n_components() <= 300 / 16);
     assert_eq!(f.eigenvalues.len(), f.n_components());
@@ -560,6 +561,18 @@ fn auto_counts_the_basis_work_against_the_full_solver() {
     };
     let again = top_eigenpairs(c.view(), k, None, &limited).unwrap();
     assert_eq!(again.vectors, r.vectors);
+    // A multi-cycle run under a limit it does not reach: the same pairs, to
+    // the bit (the limit only decides whether to go on).
+    let slow: Vec<f64> = (0..300).map(|i| 0.97f64.powi(i)).collect();
+    let (c2, _) = with_spectrum(&slow, 94);
+    let free = top_eigenpairs(c2.view(), 12, None, &opts).unwrap();
+    assert!(free.cycles >= 2, "{} cycles", free.cycles);
+    let far = TopKOptions {
+        max_work: Some(1e30),
+        ..TopKOptions::default()
+    };
+    let bound = top_eigenpairs(c2.view(), 12, None, &far).unwrap();
+    assert_eq!((bound.values, bound.vectors), (free.values, free.vectors));
     // A bad limit is refused.
     for bad in [f64::NAN, -1.0] {
         let o = TopKOptions {

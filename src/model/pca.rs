@@ -74,37 +74,33 @@ crate::model::names!(Solver, "the command line takes \"auto\", \"full\" or \"top
 /// [`Solver::Auto`] takes the top-k solver from this `D` up.
 pub const TOPK_MIN_FEATURES: usize = 256;
 
-/// [`Solver::Auto`] takes the top-k solver only while `k * TOPK_MAX_FRACTION_INV <= D`
-/// (and where its cycle's cost allows, see [`topk_wins`]).
+/// Whether [`Solver::Auto`] computes `k` of `d` components with the top-k
+/// solver: from `d = TOPK_MIN_FEATURES` on, where one restart cycle of the
+/// top-k solver costs at most half the full eigendecomposition
+/// ([`eigen::topk_cycle_work`] against [`eigen::full_work`]). With the
+/// default block (`1.5 k` columns, 6 blocks) that ratio depends on `k / D`
+/// alone for `k >= 16`: the line falls near `k = D / 19` (12 at D = 256, 53
+/// at 1,024, 213 at 4,096, 641 at 12,288). The basis of a large `k` costs
+/// `D m^2` and its Rayleigh-Ritz step `m^3`, which a count of products
+/// misses.
 ///
 /// Measured on a 2-core machine (examples/eigen_topk.rs, the covariance of
 /// rank-64 data plus noise, so no gap past k = 64): at D = 1,024 the full
 /// solver took 0.105 s and the top-k one 0.029 s for k = 32 and 0.23 s for
 /// k = 64; at D = 2,048, 0.64 s against 0.41 (k = 64) and 1.76 (k = 128);
 /// at D = 4,096, 5.9 s against 0.95 (k = 64), 4.8 (k = 128) and 12.1
-/// (k = 256). Past k = D / 16 the top-k solver never won; below it, the
-/// cost test of [`topk_wins`] draws the line.
-pub const TOPK_MAX_FRACTION_INV: usize = 16;
-
-/// Whether [`Solver::Auto`] computes `k` of `d` components with the top-k
-/// solver: `d >= TOPK_MIN_FEATURES`, `k <= d / TOPK_MAX_FRACTION_INV`, and
-/// one restart cycle of the top-k solver costs at most half the full
-/// eigendecomposition ([`eigen::topk_cycle_work`] against
-/// [`eigen::full_work`]: the basis of a large `k` costs `D m^2`, which the
-/// product count alone misses; at D = 4,096 this keeps k = 128 and refuses
-/// k = 256, at D = 2,048 it refuses k = 128).
+/// (k = 256). The rule keeps each of these on the faster solver.
 ///
 /// Under auto the top-k solver then gives up, and the full solver runs,
-/// where its work reaches the full solver's or the cycles its residuals
-/// predict would cost more ([`TopKOptions::max_work`]).
+/// where the cycles its residuals predict would cost more than the full
+/// solver, or where its work has reached the full solver's and one more
+/// cycle is not predicted to finish ([`TopKOptions::max_work`]).
 ///
 /// [`eigen::topk_cycle_work`]: crate::model::eigen::topk_cycle_work
 /// [`eigen::full_work`]: crate::model::eigen::full_work
 pub fn topk_wins(d: usize, k: usize) -> bool {
     use crate::model::eigen::{full_work, topk_cycle_work};
-    d >= TOPK_MIN_FEATURES
-        && k.saturating_mul(TOPK_MAX_FRACTION_INV) <= d
-        && topk_cycle_work(d, k, &TopKOptions::default()) <= 0.5 * full_work(d)
+    d >= TOPK_MIN_FEATURES && topk_cycle_work(d, k, &TopKOptions::default()) <= 0.5 * full_work(d)
 }
 
 /// Whitening applied after the rotation.
