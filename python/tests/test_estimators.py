@@ -361,7 +361,7 @@ def test_without_an_adapter_gpu_raises_gpuerror_and_auto_takes_the_cpu_path():
 
 
 def test_wide_data_takes_the_top_k_solver_and_keeps_noise_variance():
-    # D = 320 and k = 5 <= D / 16: the top-k solver, which knows only the
+    # D = 320 and k = 5, where auto takes the top-k solver (k <= 9 at this D), which knows only the
     # kept eigenvalues and the total variance; noise_variance_ and the rest
     # still equal scikit-learn's exact solver's.
     rng = np.random.default_rng(5)

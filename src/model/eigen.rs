@@ -132,8 +132,8 @@ pub fn full_work(d: usize) -> f64 {
 
 /// The work of the top-k solver's first cycle for `k` of `d` eigenpairs
 /// under these options (its basis grown to its full size), in the
-/// flop-equivalents of [`TopK::work`]: a cycle that costs more than half
-/// the full eigendecomposition does not pay (auto PCA's test).
+/// flop-equivalents of [`TopK::work`]: a cycle that costs more than a
+/// quarter of the full eigendecomposition does not pay (auto PCA's test).
 pub fn topk_cycle_work(d: usize, k: usize, options: &TopKOptions) -> f64 {
     let (b, m) = block_sizes(d, k.clamp(1, d.max(1)), options);
     let (df, bf, mf) = (d as f64, b as f64, m as f64);

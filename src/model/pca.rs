@@ -76,20 +76,25 @@ pub const TOPK_MIN_FEATURES: usize = 256;
 
 /// Whether [`Solver::Auto`] computes `k` of `d` components with the top-k
 /// solver: from `d = TOPK_MIN_FEATURES` on, where one restart cycle of the
-/// top-k solver costs at most half the full eigendecomposition
+/// top-k solver costs at most a quarter of the full eigendecomposition
 /// ([`eigen::topk_cycle_work`] against [`eigen::full_work`]). With the
 /// default block (`1.5 k` columns, 6 blocks) that ratio depends on `k / D`
-/// alone for `k >= 16`: the line falls near `k = D / 19` (12 at D = 256, 53
-/// at 1,024, 213 at 4,096, 641 at 12,288). The basis of a large `k` costs
-/// `D m^2` and its Rayleigh-Ritz step `m^3`, which a count of products
-/// misses.
+/// alone for `k >= 16`: the line falls near `k = D / 27.7` (5 at D = 256,
+/// 18 at 512, 37 at 1,024, 111 at 3,072, 148 at 4,096, 444 at 12,288). The
+/// basis of a large `k` costs `D m^2` and its Rayleigh-Ritz step `m^3`,
+/// which a count of products misses.
 ///
 /// Measured on a 2-core machine (examples/eigen_topk.rs, the covariance of
 /// rank-64 data plus noise, so no gap past k = 64): at D = 1,024 the full
 /// solver took 0.105 s and the top-k one 0.029 s for k = 32 and 0.23 s for
 /// k = 64; at D = 2,048, 0.64 s against 0.41 (k = 64) and 1.76 (k = 128);
-/// at D = 4,096, 5.9 s against 0.95 (k = 64), 4.8 (k = 128) and 12.1
-/// (k = 256). The rule keeps each of these on the faster solver.
+/// at D = 4,096, 5.9-6.0 s against 0.95 (k = 64), 4.8 (k = 128), 5.8
+/// (k = 160) and 12.1 (k = 256). On natural-image patches (32 x 32 x 3 from
+/// the two photographs in shared/data, 53,592 x 3,072, whole `fit` jobs)
+/// the top-k solver won at k = 96 (3.1 s against 4.4) and lost at 128 (3.9
+/// against 3.7) and 160 (4.3 against 3.8). A cycle's cost of a quarter of
+/// the full solve's (k = 111 at D = 3,072, 148 at 4,096) sits at that
+/// crossover.
 ///
 /// Under auto the top-k solver then gives up, and the full solver runs,
 /// where the cycles its residuals predict would cost more than the full
@@ -100,7 +105,7 @@ pub const TOPK_MIN_FEATURES: usize = 256;
 /// [`eigen::full_work`]: crate::model::eigen::full_work
 pub fn topk_wins(d: usize, k: usize) -> bool {
     use crate::model::eigen::{full_work, topk_cycle_work};
-    d >= TOPK_MIN_FEATURES && topk_cycle_work(d, k, &TopKOptions::default()) <= 0.5 * full_work(d)
+    d >= TOPK_MIN_FEATURES && topk_cycle_work(d, k, &TopKOptions::default()) <= 0.25 * full_work(d)
 }
 
 /// Whitening applied after the rotation.

@@ -33,7 +33,7 @@ pub enum ConventionArg {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum SolverArg {
-    /// The top-k solver when the components kept are well below the columns (from D = 256, where one of its cycles costs at most half the full solve: about k <= D/19), else full; the full one too where the top-k solver's residuals predict more work than the full solve's.
+    /// The top-k solver when the components kept are well below the columns (from D = 256, where one of its cycles costs at most a quarter of the full solve: about k <= D/28), else full; the full one too where the top-k solver's residuals predict more work than the full solve's.
     Auto,
     /// The full eigendecomposition of the covariance (all D eigenpairs).
     Full,
