@@ -5,7 +5,7 @@
 //! k = D - 1), both conventions' fraction rules, saved models, bad input.
 
 use gpuprep::model::eigen::{full_work, top_eigenpairs, topk_cycle_work, TopKOptions};
-use gpuprep::model::pca::{eigh_descending, topk_wins};
+use gpuprep::model::pca::{eigh_descending, takes_topk, topk_wins};
 use gpuprep::npz::NpzWriter;
 use gpuprep::{
     Convention, Error, NComponents, PcaModel, PcaOptions, Pipeline, PipelineOptions, Solver, Whitening,
@@ -512,7 +512,7 @@ fn auto_takes_the_top_k_solver_only_well_below_d() {
     }
     // A fraction reached while the top-k solver pays stays on it.
     let f = auto(NComponents::Fraction(0.9));
-    assert!(f.n_components() <= 300 / 16);
+    assert!(f.n_components() <= 8, "auto's limit at D = 300");
     assert_eq!(f.eigenvalues.len(), f.n_components());
     let full = PcaModel::from_covariance(
         mean.clone(),
@@ -597,6 +597,11 @@ fn auto_counts_the_basis_work_against_the_full_solver() {
     ] {
         assert_eq!(topk_wins(d, k), wins, "D = {d}, k = {k}");
     }
+    // A fraction's first run is of 8 components: auto takes the top-k
+    // solver for it only where 8 pays (from D = 296).
+    let frac = pca_opts(NComponents::Fraction(0.9), Solver::Auto, Convention::Lecture);
+    assert!(!takes_topk(256, &frac) && !takes_topk(295, &frac));
+    assert!(takes_topk(296, &frac) && takes_topk(4096, &frac));
     let (mean, cov) = low_rank(2000, 1024, 16, 93);
     let m = PcaModel::from_covariance(
         mean,

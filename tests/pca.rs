@@ -1056,6 +1056,11 @@ fn gpu_topk_solver_matches_the_full_eigendecomposition() {
         let auto = opts(NComponents::Count(4), Whitening::Pca);
         assert!(gpuprep::model::pca::takes_topk(d, &auto), "{d}");
         check_gpu(&x, &auto);
+        // ... and it converged there (the full solver's model keeps all D
+        // eigenvalues).
+        let xg = GpuMatrix::upload(gpu(), x.view()).unwrap();
+        let fitted = Pca::fit(gpu(), &xg, &auto).unwrap();
+        assert_eq!(fitted.model().eigenvalues.len(), 4, "{d}");
         check_gpu(&x, &topk(NComponents::Fraction(0.5), Whitening::None));
     }
 }

@@ -53,8 +53,9 @@ pub enum NComponents {
 pub enum Solver {
     /// The top-k solver where it is faster (a count or fraction of
     /// components well below `D`, see [`topk_wins`]), the full
-    /// eigendecomposition otherwise, and where the top-k solver does not
-    /// converge within the full one's cost.
+    /// eigendecomposition otherwise, and where the top-k solver's residuals
+    /// predict more work than the full one's, or its work has passed the
+    /// full one's ([`TopKOptions::max_work`]).
     #[default]
     Auto,
     /// The full eigendecomposition: all `D` eigenpairs.
@@ -607,7 +608,8 @@ pub fn takes_topk(d: usize, options: &PcaOptions) -> bool {
         (Solver::Full, _) | (Solver::Auto, NComponents::All) => false,
         (Solver::TopK, _) => true,
         (Solver::Auto, NComponents::Count(k)) => topk_wins(d, k),
-        (Solver::Auto, NComponents::Fraction(_)) => topk_wins(d, 1),
+        // The fraction's first run is of `min(D, 8)` components.
+        (Solver::Auto, NComponents::Fraction(_)) => topk_wins(d, d.min(8)),
     }
 }
 
