@@ -137,20 +137,35 @@ pub fn full_work(d: usize) -> f64 {
 /// quarter of the full eigendecomposition does not pay (auto PCA's test).
 pub fn topk_cycle_work(d: usize, k: usize, options: &TopKOptions) -> f64 {
     let (b, m) = block_sizes(d, k.clamp(1, d.max(1)), options);
-    let (df, bf, mf) = (d as f64, b as f64, m as f64);
     // Blocks of `b` columns. Where the basis is the whole space (m = d, not
     // a multiple of b) the last block is partial: counted whole, the
     // estimate is a few per cent high (auto never sees that case: m = d
     // needs k near D / 9).
-    let q = m.div_ceil(b.max(1)) as f64;
-    let products = 2.0 * df * df * mf;
-    // Each new block projected three times against the basis so far, and
-    // orthonormalized within twice (SVQB: its Gram matrix, eigenvectors and
-    // product).
-    let project = 6.0 * df * bf * bf * q * (q - 1.0);
-    let within = q * (8.0 * df * bf * bf + 2.0 * full_work(b));
-    let rayleigh_ritz = 2.0 * df * mf * mf + full_work(m) + 4.0 * df * mf * bf;
-    products + project + within + rayleigh_ritz
+    let q = m.div_ceil(b.max(1));
+    let products = product_work(d, m);
+    // Block j (from 0) projected three times against the j b columns
+    // before it, and orthonormalized within twice (SVQB).
+    let blocks: f64 = (0..q)
+        .map(|j| 3.0 * project_work(d, j * b, b) + 2.0 * svqb_work(d, b, b))
+        .sum();
+    products + blocks + rayleigh_ritz_work(d, m, b)
+}
+
+/// The work of `n` products (as [`TopK::work`]).
+fn product_work(d: usize, n: usize) -> f64 {
+    2.0 * (d as f64).powi(2) * n as f64
+}
+
+/// The work of projecting `n` columns against `m` ([`Basis::project`]).
+fn project_work(d: usize, m: usize, n: usize) -> f64 {
+    4.0 * d as f64 * m as f64 * n as f64
+}
+
+/// The work of Rayleigh-Ritz on `m` columns keeping `b`: `Q^T (C Q)`, its
+/// eigendecomposition, the Ritz block and its image.
+fn rayleigh_ritz_work(d: usize, m: usize, b: usize) -> f64 {
+    let (df, mf) = (d as f64, m as f64);
+    2.0 * df * mf * mf + full_work(m) + 4.0 * df * mf * b.min(m) as f64
 }
 
 /// A block's columns (`k` plus the extra ones) and the basis' columns at
@@ -548,7 +563,7 @@ impl<'a> Krylov<'a> {
 
     fn count_products(&mut self, n: usize) {
         self.products += n;
-        self.work += 2.0 * (self.d as f64).powi(2) * n as f64;
+        self.work += product_work(self.d, n);
     }
 
     /// All the work so far (as [`TopK::work`]).
@@ -598,8 +613,7 @@ impl<'a> Krylov<'a> {
     fn rayleigh_ritz(&mut self) -> Result<Option<TopK>> {
         let (d, k, par) = (self.d, self.k, self.par);
         let m = self.basis.cols;
-        let (df, mf) = (d as f64, m as f64);
-        self.work += 2.0 * df * mf * mf + full_work(m) + 4.0 * df * mf * self.b.min(m) as f64;
+        self.work += rayleigh_ritz_work(d, m, self.b);
         let exact = m == d || self.basis.cols < self.m_max;
         // H = Q^T (C Q), symmetrized.
         let mut h = Mat::<f64>::zeros(m, m);
@@ -918,7 +932,7 @@ impl Basis {
         if m == 0 || n == 0 {
             return;
         }
-        self.work += 4.0 * d as f64 * m as f64 * n as f64;
+        self.work += project_work(d, m, n);
         let mut t = Mat::<f64>::zeros(m, n);
         let zr = MatRef::from_column_major_slice(&z[..d * n], d, n);
         matmul(t.as_mut(), Accum::Replace, self.q(m).transpose(), zr, 1.0, par);
