@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 
 use gpuprep::model::init::{FanMode, Scheme};
 use gpuprep::model::moments::NanMoments;
+use gpuprep::model::pca::Solver;
 use gpuprep::npz::{NpzReader, NpzWriter};
 use gpuprep::pipeline::Device;
 use gpuprep::{
@@ -427,6 +428,14 @@ fn whitening(s: &str) -> PyResult<Whitening> {
         .ok_or_else(|| PyValueError::new_err(format!("whiten must be None, \"pca\" or \"zca\", got {s:?}")))
 }
 
+fn solver(s: &str) -> PyResult<Solver> {
+    Solver::from_name(s).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "solver must be \"auto\", \"full\" or \"topk\", got {s:?}"
+        ))
+    })
+}
+
 fn convention(s: &str) -> PyResult<Convention> {
     Convention::from_name(s).ok_or_else(|| {
         PyValueError::new_err(format!(
@@ -484,7 +493,7 @@ impl PyModel {
     /// Fits a pipeline from an accumulated state (the eigendecomposition
     /// runs here, without the GIL).
     #[staticmethod]
-    #[pyo3(signature = (state, *, center, scale, n_components=None, whiten="none", convention="sklearn", eps=None))]
+    #[pyo3(signature = (state, *, center, scale, n_components=None, whiten="none", convention="sklearn", eps=None, solver="auto"))]
     #[allow(clippy::too_many_arguments)]
     fn fit(
         py: Python<'_>,
@@ -495,6 +504,7 @@ impl PyModel {
         whiten: &str,
         convention: &str,
         eps: Option<f64>,
+        solver: &str,
     ) -> PyResult<Self> {
         let options = PipelineOptions {
             center,
@@ -503,7 +513,7 @@ impl PyModel {
             whitening: whitening(whiten)?,
             convention: self::convention(convention)?,
             eps,
-            solver: Default::default(),
+            solver: self::solver(solver)?,
         };
         let state = state.inner.clone();
         let inner = run(py, || Pipeline::from_state(state, &options))?;

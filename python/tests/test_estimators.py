@@ -309,8 +309,10 @@ def test_errors_are_python_exceptions_with_the_libraries_message(tmp_path):
         gpuprep.PCA(2, device="tpu").fit(X)
     with pytest.raises(ValueError, match="n_components"):
         gpuprep.PCA(10, device="cpu").fit(X)
-    with pytest.raises(ValueError, match="not supported"):
-        gpuprep.PCA("mle", device="cpu").fit(X)
+    with pytest.raises(ValueError, match="n_samples >= n_features"):
+        gpuprep.PCA("mle", device="cpu").fit(X[:3])
+    with pytest.raises(ValueError, match="svd_solver"):
+        gpuprep.PCA(2, svd_solver="lapack", device="cpu").fit(X)
     with pytest.raises(ValueError, match="nothing to do"):
         gpuprep.Preprocessor(center=False, scale=False, device="cpu").fit(X)
     with pytest.raises(FileNotFoundError, match="missing.npz"):

@@ -15,6 +15,8 @@ def _estimators():
             gpuprep.StandardScaler(with_mean=False, device=device),
             gpuprep.PCA(device=device),
             gpuprep.PCA(n_components=2, whiten=True, device=device),
+            gpuprep.PCA(n_components=1, svd_solver="randomized", device=device),
+            gpuprep.PCA(n_components="mle", device=device),
             gpuprep.Preprocessor(device=device),
             gpuprep.Preprocessor(n_components=2, whiten="pca", device=device),
             gpuprep.Preprocessor(whiten="zca", convention="lecture", device=device),

@@ -55,6 +55,39 @@ def _arrow_matrix(batch):
     return out, names
 
 
+# Values per densified block of a sparse matrix: 64 MiB of float64.
+_DENSE_BLOCK_VALUES = 1 << 23
+
+
+def dense_blocks(x):
+    """(first row, dense rows) of x: x itself where it is dense; a sparse
+    matrix a block of rows at a time, each block at most
+    ``_DENSE_BLOCK_VALUES`` values (one row at least)."""
+    import scipy.sparse as sp
+
+    if not sp.issparse(x):
+        yield 0, x
+        return
+    x = x.tocsr()
+    n, d = x.shape
+    rows = max(1, _DENSE_BLOCK_VALUES // max(d, 1))
+    for i in range(0, n, rows):
+        yield i, x[i : i + rows].toarray()
+
+
+def transform_blocks(x, apply):
+    """``apply`` of each dense block of x, gathered into one array."""
+    out = None
+    for i, block in dense_blocks(x):
+        y = apply(block)
+        if out is None:
+            if y.shape[0] == x.shape[0]:
+                return y
+            out = np.empty((x.shape[0], y.shape[1]), dtype=y.dtype)
+        out[i : i + y.shape[0]] = y
+    return out
+
+
 class _Estimator(TransformerMixin, BaseEstimator):
     """The shared fit / partial_fit / merge of gpuprep's estimators.
 
@@ -65,16 +98,24 @@ class _Estimator(TransformerMixin, BaseEstimator):
     """
 
     _allow_nan = False
+    # Whether fit and transform take scipy's sparse matrices (densified a
+    # block of rows at a time: the covariance is dense anyway).
+    _accept_sparse = False
+    # Parameters that say where or how the model is computed, not what it
+    # is: fits that differ only in these merge.
+    _merge_free = ("device",)
 
     # -- input ---------------------------------------------------------------
 
-    def _validate(self, X, *, reset):
+    def _validate(self, X, *, reset, sparse=False):
+        """X as a float array (a CSR or CSC matrix where ``sparse`` and the
+        estimator takes one: ``_accept_sparse``)."""
         return validate_data(
             self,
             X,
             reset=reset,
             dtype=[np.float64, np.float32],
-            accept_sparse=False,
+            accept_sparse=("csr", "csc") if sparse and self._accept_sparse else False,
             ensure_all_finite=False,  # checked in the compiled core, in the same pass as the work
             ensure_min_samples=1,
             copy=False,
@@ -92,10 +133,16 @@ class _Estimator(TransformerMixin, BaseEstimator):
 
     # -- the mergeable state -------------------------------------------------
 
+    def _check_params(self):
+        """Checks the parameters before any data is read (a subclass's)."""
+
     def _state_of(self, X, *, reset):
         """The state of the rows of X (an array-like, a DataFrame or Arrow
         data), named by the columns' names where X has them."""
         check_device(self.device)
+        self._check_params()
+        if reset:
+            self._fit_dtype = None
         if _is_arrow(X):
             state = None
             for batch in _arrow_batches(X):
@@ -118,8 +165,10 @@ class _Estimator(TransformerMixin, BaseEstimator):
             if state is None:
                 raise ValueError("the Arrow data holds no rows")
         else:
-            x = self._validate(X, reset=reset)
-            state = self._accumulate(self._new_state(x.shape[1]), x)
+            x = self._validate(X, reset=reset, sparse=True)
+            state = self._new_state(x.shape[1])
+            for _, block in dense_blocks(x):
+                state = self._accumulate(state, block)
         self._name_state(state, self._names())
         return state
 
@@ -148,19 +197,23 @@ class _Estimator(TransformerMixin, BaseEstimator):
         self._finish(self._merge_states(self._state, state), partial=True)
         return self
 
+    def _merge_params(self):
+        """The parameters two fits must share to merge."""
+        return {k: v for k, v in self.get_params().items() if k not in self._merge_free}
+
     def merge(self, *others):
         """Merges fits of other (disjoint) rows into this one: the model of
         all their rows, as one fit of them would give. Estimators of another
-        kind or other parameters (the device aside) are refused, and so is a
-        fit merged twice."""
+        kind or other parameters (the device and the solver aside) are
+        refused, and so is a fit merged twice."""
         check_is_fitted(self)
-        mine = {k: v for k, v in self.get_params().items() if k != "device"}
+        mine = self._merge_params()
         state = self._state
         for o in others:
             if type(o) is not type(self):
                 raise TypeError(f"cannot merge a {type(o).__name__} into a {type(self).__name__}")
             check_is_fitted(o)
-            theirs = {k: v for k, v in o.get_params().items() if k != "device"}
+            theirs = o._merge_params()
             if theirs != mine:
                 diff = sorted(k for k in mine if mine[k] != theirs.get(k))
                 raise ValueError(f"cannot merge estimators whose parameters differ: {', '.join(diff)}")
@@ -200,6 +253,7 @@ class _Estimator(TransformerMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = self._allow_nan
+        tags.input_tags.sparse = self._accept_sparse
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 

@@ -4,12 +4,14 @@ over the compiled core."""
 from __future__ import annotations
 
 import io
+import math
 import numbers
 import os
 import secrets
 
 import numpy as np
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, OneToOneFeatureMixin
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import (
     _check_feature_names_in,
     _generate_get_feature_names_out,
@@ -18,7 +20,7 @@ from sklearn.utils.validation import (
 )
 
 from . import _gpuprep
-from ._base import _Estimator, check_device, check_eps
+from ._base import _Estimator, check_device, check_eps, transform_blocks
 
 
 def _model_arrays(model):
@@ -193,20 +195,28 @@ class _CompiledModel:
     """transform and inverse_transform through the fitted compiled pipeline
     ``self._model`` (PCA and Preprocessor)."""
 
+    _accept_sparse = True
+
     def _model_forward(self, X):
         check_is_fitted(self)
         self._pending()
         check_device(self.device)
-        x = self._validate(X, reset=False)
-        return self._model.transform(x, self.device, inverse=False, finite="all")
+        x = self._validate(X, reset=False, sparse=True)
+        if getattr(self, "n_components_", None) == 0:
+            _check_finite(x)
+            return np.zeros((x.shape[0], 0), dtype=x.dtype)
+        return transform_blocks(x, lambda b: self._model.transform(b, self.device, inverse=False, finite="all"))
 
     def _model_inverse(self, X, width, what):
         check_is_fitted(self)
         self._pending()
         check_device(self.device)
-        x = check_array(X, dtype=[np.float64, np.float32], ensure_all_finite=False)
+        x = check_array(X, dtype=[np.float64, np.float32], ensure_all_finite=False, ensure_min_features=0)
         if x.shape[1] != width:
             raise ValueError(f"X has {x.shape[1]} columns, but " + what.format(width))
+        if width == 0:
+            # No component kept: every row maps back to the mean.
+            return np.broadcast_to(self.mean_.astype(x.dtype), (x.shape[0], self.mean_.shape[0])).copy()
         return self._model.transform(x, self.device, inverse=True, finite="all")
 
 
@@ -221,17 +231,38 @@ class PCA(_CompiledModel, ClassNamePrefixFeaturesOutMixin, _Estimator):
     the model of all the rows exactly (scikit-learn's IncrementalPCA is an
     approximation).
 
+    Every solver is exact: ``svd_solver`` chooses how the leading
+    eigenpairs of the covariance are found, never how accurately, so the
+    model does not depend on it (to rounding).
+
     Parameters
     ----------
-    n_components : int, float or None, default=None
+    n_components : int, float, "mle" or None, default=None
         An int keeps that many components (at most min(n_samples,
         n_features)); a float in (0, 1) the fewest whose explained variance
-        ratio passes it; None min(n_samples, n_features). ("mle" is not
-        supported.)
+        ratio passes it; "mle" the count that Minka's criterion picks (needs
+        n_samples >= n_features; two full eigendecompositions); None
+        min(n_samples, n_features), or one less with ``svd_solver="arpack"``
+        (scikit-learn's "auto" turns to arpack for sparse input and so keeps
+        one less there; gpuprep's does not). A partial fit that has seen too
+        few rows for the count waits for more.
     copy : bool, default=True
         Kept for scikit-learn's API; the data are never overwritten.
     whiten : bool, default=False
         Divide each component by its standard deviation.
+    svd_solver : {"auto", "full", "covariance_eigh", "arpack", "randomized"}, default="auto"
+        "auto" takes the top-k eigensolver where it is faster (few
+        components of many features) and the full eigendecomposition
+        otherwise; "full" and "covariance_eigh" the full eigendecomposition
+        of the covariance; "arpack" and "randomized" the top-k eigensolver
+        (block Krylov, converged to the full solver's accuracy: not an
+        approximation). As scikit-learn's, "arpack" needs n_components below
+        min(n_samples, n_features), and both need a count of components.
+    tol, iterated_power, n_oversamples, power_iteration_normalizer, random_state
+        scikit-learn's settings of its ARPACK and randomized solvers, checked
+        as scikit-learn checks them so that its parameters carry over
+        (``gpuprep.PCA(**sklearn_pca.get_params())``); without effect here:
+        gpuprep's solvers are exact and deterministic.
     device : {"auto", "gpu", "cpu"}, default="auto"
         As StandardScaler's.
 
@@ -242,22 +273,59 @@ class PCA(_CompiledModel, ClassNamePrefixFeaturesOutMixin, _Estimator):
     n_features_in_, feature_names_in_ : as scikit-learn's.
     """
 
-    def __init__(self, n_components=None, *, copy=True, whiten=False, device="auto"):
+    # Parameters that choose how the model is computed, not what it is: fits
+    # that differ only in these merge.
+    _merge_free = (
+        "device",
+        "svd_solver",
+        "tol",
+        "iterated_power",
+        "n_oversamples",
+        "power_iteration_normalizer",
+        "random_state",
+    )
+
+    def __init__(
+        self,
+        n_components=None,
+        *,
+        copy=True,
+        whiten=False,
+        svd_solver="auto",
+        tol=0.0,
+        iterated_power="auto",
+        n_oversamples=10,
+        power_iteration_normalizer="auto",
+        random_state=None,
+        device="auto",
+    ):
         self.n_components = n_components
         self.copy = copy
         self.whiten = whiten
+        self.svd_solver = svd_solver
+        self.tol = tol
+        self.iterated_power = iterated_power
+        self.n_oversamples = n_oversamples
+        self.power_iteration_normalizer = power_iteration_normalizer
+        self.random_state = random_state
         self.device = device
 
     def _new_state(self, n_features):
         return _gpuprep.State(n_features, True)
 
     def _accumulate(self, state, X):
-        if X.dtype == np.float32:
-            self._fit_dtype = np.float32
-        elif not hasattr(self, "_fit_dtype"):
-            self._fit_dtype = np.float64
+        self._note_dtype(X.dtype)
         state.partial_fit(X, self.device, finite=True)
         return state
+
+    def _note_dtype(self, dtype):
+        """The attributes' dtype: float32 where every row seen since the last
+        fit was float32 (scikit-learn keeps the input's), else float64."""
+        seen = getattr(self, "_fit_dtype", None)
+        if dtype == np.float32 and seen in (None, np.float32):
+            self._fit_dtype = np.float32
+        else:
+            self._fit_dtype = np.float64
 
     @staticmethod
     def _merge_states(a, b):
@@ -265,39 +333,134 @@ class PCA(_CompiledModel, ClassNamePrefixFeaturesOutMixin, _Estimator):
         s.merge(b)
         return s
 
-    def _requested(self, n, d):
-        k = self.n_components
-        if k is None:
-            return min(n, d)
-        if isinstance(k, str):
-            raise ValueError(f"n_components={k!r} is not supported: pass an int, a float in (0, 1) or None")
-        if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Real):
-            raise TypeError(f"n_components must be an int, a float or None, got {k!r}")
-        if isinstance(k, numbers.Integral):
-            return int(k)
-        return float(k)
+    def _merge_params(self):
+        p = super()._merge_params()
+        if p["n_components"] is None:
+            # None keeps one component less under arpack.
+            p["n_components"] = "min(n, d) - 1" if self.svd_solver == "arpack" else "min(n, d)"
+        return p
 
-    def _finish(self, state, partial=False):
+    def _check_params(self):
+        """scikit-learn's checks of PCA's parameters (ValueError naming the
+        parameter); returns the core's solver."""
         if not isinstance(self.whiten, (bool, np.bool_)):
             raise TypeError(f"whiten must be a bool, got {self.whiten!r}")
+        if not isinstance(self.copy, (bool, np.bool_)):
+            raise TypeError(f"copy must be a bool, got {self.copy!r}")
+        if self.svd_solver not in _SVD_SOLVERS:
+            raise ValueError(
+                f"svd_solver must be one of {', '.join(map(repr, _SVD_SOLVERS))}, got {self.svd_solver!r}"
+            )
+        _check_real("tol", self.tol, low=0.0)
+        if not (isinstance(self.iterated_power, str) and self.iterated_power == "auto"):
+            _check_int("iterated_power", self.iterated_power, low=0, also='"auto"')
+        _check_int("n_oversamples", self.n_oversamples, low=1)
+        if self.power_iteration_normalizer not in ("auto", "QR", "LU", "none"):
+            raise ValueError(
+                "power_iteration_normalizer must be 'auto', 'QR', 'LU' or 'none', "
+                f"got {self.power_iteration_normalizer!r}"
+            )
+        try:
+            check_random_state(self.random_state)
+        except ValueError:
+            raise ValueError(
+                "random_state must be None, an int or a numpy RandomState, " f"got {self.random_state!r}"
+            ) from None
+        return _SVD_SOLVERS[self.svd_solver]
+
+    def _requested(self, n, d):
+        """The core's n_components: an int, a float or "mle" (chosen after a
+        first fit), with scikit-learn's checks for each solver."""
+        k = self.n_components
+        solver = self.svd_solver
+        if k is None:
+            k = min(n, d) - 1 if solver == "arpack" else min(n, d)
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (numbers.Real, str)):
+            raise TypeError(f"n_components must be an int, a float, 'mle' or None, got {k!r}")
+        if isinstance(k, str):
+            if k != "mle":
+                raise ValueError(f"n_components must be an int, a float in (0, 1), 'mle' or None, got {k!r}")
+            if solver in ("arpack", "randomized"):
+                raise ValueError(f"n_components={k!r} cannot be a string with svd_solver={solver!r}")
+            if n < d:
+                raise ValueError("n_components='mle' is only supported if n_samples >= n_features")
+            return k
+        if isinstance(k, numbers.Integral):
+            k = int(k)
+            if k < 0:
+                raise ValueError(f"n_components must be at least 0, got {k}")
+        else:
+            k = float(k)
+            if not 0.0 < k < 1.0:
+                raise ValueError(f"n_components must be an int or a float in (0, 1), got {k!r}")
+        if solver in ("arpack", "randomized"):
+            if not (isinstance(k, int) and 1 <= k <= min(n, d)):
+                raise ValueError(
+                    f"n_components={k!r} must be between 1 and min(n_samples, n_features)={min(n, d)} "
+                    f"with svd_solver={solver!r}"
+                )
+            if solver == "arpack" and k == min(n, d):
+                raise ValueError(
+                    f"n_components={k!r} must be strictly less than min(n_samples, n_features)={min(n, d)} "
+                    f"with svd_solver={solver!r}"
+                )
+        elif isinstance(k, int) and k > min(n, d):
+            fit_solver = _sklearn_choice(solver, n, d, k)
+            raise ValueError(
+                f"n_components={k} must be between 0 and min(n_samples, n_features)={min(n, d)} "
+                f"with svd_solver={fit_solver!r}"
+            )
+        return k
+
+    def _curable(self, n, d):
+        """Whether more rows would make this request valid."""
+        try:
+            self._requested(max(n, d + 1), d)
+        except ValueError:
+            return False
+        return True
+
+    def _finish(self, state, partial=False):
+        solver = self._check_params()
         n, d = state.n_samples, state.n_features
         if n < 2 and not partial:
             raise ValueError(f"PCA needs at least 2 samples to estimate a covariance, got n_samples = {n}")
-        model = self._fit_model(
-            state,
-            partial,
+        options = dict(
             center=False,
             scale=False,
-            n_components=self._requested(n, d),
             whiten="pca" if self.whiten else "none",
             convention="sklearn",
+            solver=solver,
         )
+        try:
+            k = self._requested(n, d)
+        except ValueError:
+            # A partial fit waits for more rows where they would make the
+            # request valid (n_components up to n_features, "mle").
+            if partial and (n < 2 or self._curable(n, d)):
+                self._state, self._model = state, None
+                return
+            raise
+        if k == "mle":
+            # Minka's criterion reads the whole spectrum: the full solver's
+            # eigenvalues of a first fit, then the fit of the count it picks.
+            first = self._fit_model(state, partial, n_components=1, **dict(options, solver="full"))
+            if first is None:
+                self._state, self._model = state, None
+                return
+            k = _mle_rank(_model_arrays(first)["pca_eigenvalues"], n)
+            options["solver"] = "full"
+        # No component (scikit-learn allows it: all the variance is noise)
+        # is the model of one with the component dropped.
+        model = self._fit_model(state, partial, n_components=1 if k == 0 else k, **options)
         if model is None:
             self._state, self._model = state, None
             return
         a = _model_arrays(model)
-        dtype = getattr(self, "_fit_dtype", np.float64)
-        k = int(a["n_components"])
+        dtype = getattr(self, "_fit_dtype", None) or np.float64
+        k = int(a["n_components"]) if k != 0 else 0
+        for key in ("pca_components", "pca_explained_variance", "pca_explained_variance_ratio"):
+            a[key] = a[key][:k]
         ev = a["pca_explained_variance"]
         eig = a["pca_eigenvalues"]
         rank = min(n, d)
@@ -320,6 +483,7 @@ class PCA(_CompiledModel, ClassNamePrefixFeaturesOutMixin, _Estimator):
             # (those past min(n, d) are zero).
             total = float(a["pca_total_variance"])
             self.noise_variance_ = max(total - float(np.sum(eig[:k])), 0.0) / (rank - k)
+        self.noise_variance_ = dtype(self.noise_variance_)
         self.n_features_in_ = d
         if state.feature_names is not None:
             self.feature_names_in_ = np.asarray(state.feature_names, dtype=object)
@@ -335,6 +499,160 @@ class PCA(_CompiledModel, ClassNamePrefixFeaturesOutMixin, _Estimator):
     def inverse_transform(self, X):
         """Maps projected rows back to the input space."""
         return self._model_inverse(X, self.n_components_, "this PCA has {} components")
+
+    def _generative(self):
+        """The probabilistic PCA model's factors, in float64: the components
+        (scaled by their standard deviations where whitened, as scikit-learn
+        does), the variance each holds above the noise (never below 0), and
+        the noise variance."""
+        check_is_fitted(self)
+        self._pending()
+        w = np.asarray(self.components_, dtype=np.float64)
+        ev = np.asarray(self.explained_variance_, dtype=np.float64)
+        if self.whiten:
+            w = w * np.sqrt(ev)[:, None]
+        noise = float(self.noise_variance_)
+        return w, np.maximum(ev - noise, 0.0), noise
+
+    def get_covariance(self):
+        """The data's covariance under the fitted generative model:
+        ``components_.T @ diag(explained_variance_ - noise_variance_) @
+        components_ + noise_variance_ * I`` (scikit-learn's)."""
+        w, excess, noise = self._generative()
+        cov = (w.T * excess) @ w
+        cov[np.diag_indices_from(cov)] += noise
+        return cov.astype(self.components_.dtype, copy=False)
+
+    def get_precision(self):
+        """The inverse of ``get_covariance()``, by the matrix inversion lemma
+        (a k x k inverse) where the noise variance is positive."""
+        w, excess, noise = self._generative()
+        d = w.shape[1]
+        dtype = self.components_.dtype
+        if self.n_components_ == 0:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return (np.eye(d) / noise).astype(dtype, copy=False)
+        if noise == 0.0:
+            return np.linalg.inv(self.get_covariance().astype(np.float64)).astype(dtype, copy=False)
+        # (noise I + W^T E W)^-1 = I / noise - W^T (E^-1 + W W^T / noise)^-1 W / noise^2
+        with np.errstate(divide="ignore"):
+            inner = (w @ w.T) / noise
+            inner[np.diag_indices_from(inner)] += 1.0 / excess
+        precision = -(w.T @ np.linalg.inv(inner) @ w) / (noise * noise)
+        precision[np.diag_indices(d)] += 1.0 / noise
+        return precision.astype(dtype, copy=False)
+
+    def score_samples(self, X):
+        """The log-likelihood of each row of X under the probabilistic PCA
+        model (Tipping and Bishop; scikit-learn's ``score_samples``)."""
+        check_is_fitted(self)
+        self._pending()
+        x = self._validate(X, reset=False)
+        _check_finite(x)
+        xr = np.asarray(x, dtype=np.float64) - np.asarray(self.mean_, dtype=np.float64)
+        precision = self.get_precision().astype(np.float64)
+        sign, logdet = np.linalg.slogdet(precision)
+        if sign <= 0:
+            logdet = -np.inf
+        d = xr.shape[1]
+        ll = -0.5 * np.einsum("ij,ij->i", xr, xr @ precision) - 0.5 * (d * np.log(2.0 * np.pi) - logdet)
+        return ll.astype(self.components_.dtype, copy=False)
+
+    def score(self, X, y=None):
+        """The mean log-likelihood of the rows of X (``score_samples``)."""
+        return float(np.mean(self.score_samples(X)))
+
+
+# scikit-learn's svd_solver names and the core solver each runs.
+_SVD_SOLVERS = {
+    "auto": "auto",
+    "full": "full",
+    "covariance_eigh": "full",
+    "arpack": "topk",
+    "randomized": "topk",
+}
+
+
+def _sklearn_choice(svd_solver, n, d, k):
+    """The solver scikit-learn's "auto" resolves to (its error messages name
+    it); gpuprep's own auto weighs its solvers' work instead."""
+    if svd_solver != "auto":
+        return svd_solver
+    if d <= 1000 and n >= 10 * d:
+        return "covariance_eigh"
+    if max(n, d) <= 500 or k == "mle":
+        return "full"
+    if isinstance(k, int) and 1 <= k < 0.8 * min(n, d):
+        return "randomized"
+    return "full"
+
+
+def _check_finite(x):
+    """ValueError where x (dense or sparse) holds NaN or infinity."""
+    values = x.data if hasattr(x, "tocsr") else x
+    if not np.isfinite(values).all():
+        raise ValueError("Input X contains NaN or infinity")
+
+
+def _check_real(name, value, *, low):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not value >= low:
+        raise ValueError(f"{name} must be a number >= {low}, got {value!r}")
+
+
+def _check_int(name, value, *, low, also=None):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < low:
+        extra = f" or {also}" if also else ""
+        raise ValueError(f"{name} must be an int >= {low}{extra}, got {value!r}")
+
+
+def _mle_rank(spectrum, n_samples):
+    """Minka's choice of the PCA dimension ("Automatic choice of
+    dimensionality for PCA", NIPS 2000) from the covariance's eigenvalues in
+    descending order and the sample count: the rank k in [1, D - 1] of the
+    largest Laplace-approximated evidence, 0 where none is finite. O(D^2):
+    the sums over eigenvalue pairs are carried from one rank to the next.
+    Two equal eigenvalues make the evidence infinite (the first rank past
+    them wins), where scikit-learn's loop fails on log(0)."""
+    s = np.asarray(spectrum, dtype=np.float64)
+    d = s.shape[0]
+    if d < 2:
+        return 0
+    eps = 1e-15
+    n = float(n_samples)
+    log_n = np.log(n)
+    best, best_ll = 0, -np.inf
+    # Prefix sums over the pairs i < j < k: log(s_i - s_j) for every j > i
+    # is independent of k; log(1/s_j - 1/s_i) for j < k is added as k grows.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gaps_all = np.array([np.sum(np.log(s[i] - s[i + 1 :])) for i in range(d)])
+    pair_inner = 0.0  # sum over i < j < k of log(1/s_j - 1/s_i)
+    gaps = 0.0  # sum over i < k of sum_{j > i} log(s_i - s_j)
+    pu = 0.0
+    tail = np.cumsum(s[::-1])[::-1]  # tail[k] = sum of s[k:]
+    log_s = np.cumsum(np.log(np.maximum(s, np.finfo(np.float64).tiny)))
+    for k in range(1, d):
+        # Grow the pair sums from rank k - 1 to rank k.
+        i = k - 1
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if i > 0:
+                pair_inner += float(np.sum(np.log(1.0 / s[i] - 1.0 / s[:i])))
+        gaps += gaps_all[i]
+        m = d - i
+        pu += math.lgamma(m / 2.0) - math.log(math.pi) * m / 2.0
+        if s[k - 1] < eps:
+            continue
+        v = max(eps, tail[k] / (d - k))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pair_tail = (d - k) * float(np.sum(np.log(1.0 / v - 1.0 / s[:k])))
+        pa = gaps + pair_inner + pair_tail + log_n * (k * d - k * (k + 1) / 2.0)
+        pl = -log_s[k - 1] * n / 2.0
+        pv = -np.log(v) * n * (d - k) / 2.0
+        mm = d * k - k * (k + 1) / 2.0
+        pp = np.log(2.0 * np.pi) * (mm + k) / 2.0
+        ll = (pu - k * np.log(2.0)) + pl + pv + pp - pa / 2.0 - k * log_n / 2.0
+        if ll > best_ll:
+            best, best_ll = k, ll
+    return best
 
 
 _WHITEN = {None: "none", "pca": "pca", "zca": "zca"}
@@ -362,8 +680,15 @@ class Preprocessor(_CompiledModel, _Estimator):
         square root) or PyTorch's.
     eps : float or None, default=None
         Added under whitening's square root (None: the convention's).
+    solver : {"auto", "full", "topk"}, default="auto"
+        The PCA step's eigensolver, as the command line's ``--solver``:
+        "topk" finds only the leading eigenpairs (block Krylov, converged to
+        the full solver's accuracy), "full" all of them, "auto" the top-k
+        solver where it is faster. How the model is computed, not what it is.
     device : {"auto", "gpu", "cpu"}, default="auto"
     """
+
+    _merge_free = ("device", "solver")
 
     def __init__(
         self,
@@ -374,6 +699,7 @@ class Preprocessor(_CompiledModel, _Estimator):
         whiten=None,
         convention="sklearn",
         eps=None,
+        solver="auto",
         device="auto",
     ):
         self.center = center
@@ -382,6 +708,7 @@ class Preprocessor(_CompiledModel, _Estimator):
         self.whiten = whiten
         self.convention = convention
         self.eps = eps
+        self.solver = solver
         self.device = device
 
     def _has_pca(self):
@@ -396,10 +723,15 @@ class Preprocessor(_CompiledModel, _Estimator):
 
     _merge_states = staticmethod(PCA._merge_states)
 
-    def _finish(self, state, partial=False):
+    def _check_params(self):
         if self.whiten not in _WHITEN:
             raise ValueError(f'whiten must be None, "pca" or "zca", got {self.whiten!r}')
         check_eps(self.eps)
+        if self.solver not in ("auto", "full", "topk"):
+            raise ValueError(f'solver must be "auto", "full" or "topk", got {self.solver!r}')
+
+    def _finish(self, state, partial=False):
+        self._check_params()
         model = self._fit_model(
             state,
             partial,
@@ -409,6 +741,7 @@ class Preprocessor(_CompiledModel, _Estimator):
             whiten=_WHITEN[self.whiten],
             convention=self.convention,
             eps=None if self.eps is None else float(self.eps),
+            solver=self.solver,
         )
         if model is None:
             self._state, self._model = state, None

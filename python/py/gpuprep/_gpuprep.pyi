@@ -44,6 +44,7 @@ class Model:
         whiten: Literal["none", "pca", "zca"] = "none",
         convention: Literal["sklearn", "lecture", "pytorch"] = "sklearn",
         eps: float | None = None,
+        solver: Literal["auto", "full", "topk"] = "auto",
     ) -> Model: ...
     @staticmethod
     def standardizer(

@@ -65,6 +65,11 @@ def fit(estimator, X):
     import dask
 
     X, names = _as_array(X)
+    estimator._check_params()
+    if hasattr(estimator, "_note_dtype"):
+        # The fitted attributes keep float32 data's dtype, as one fit would.
+        estimator._fit_dtype = None
+        estimator._note_dtype(X.dtype)
     template = clone(estimator)
     parts = [dask.delayed(_fit_block)(template, b) for b in X.to_delayed().ravel()]
     if not parts:

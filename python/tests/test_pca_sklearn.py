@@ -1,0 +1,355 @@
+"""PCA as a drop-in for scikit-learn's: its parameters, n_components="mle"
+and 0, the probabilistic model (get_covariance, get_precision, score),
+sparse input, and scikit-learn's own PCA test module run against
+gpuprep.PCA."""
+
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn import datasets, decomposition
+
+import gpuprep
+from conftest import rel, rel_up_to_sign
+from gpuprep._estimators import _model_arrays
+
+SOLVERS = ["auto", "full", "covariance_eigh", "arpack", "randomized"]
+
+
+def _wide(n, d, seed, rank=12):
+    """Low rank plus noise on an offset, with a clear gap after `rank`."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, rank)) * np.linspace(6.0, 2.0, rank)
+    return 50.0 + z @ rng.normal(size=(rank, d)) + 0.05 * rng.normal(size=(n, d))
+
+
+@pytest.mark.parametrize("svd_solver", SOLVERS)
+def test_every_solver_gives_scikit_learns_model(svd_solver, device):
+    # D = 300 puts auto and the named truncated solvers on the top-k
+    # eigensolver; the model must not depend on the solver.
+    X = _wide(400, 300, seed=1)
+    tol = 1e-6 if device == "cpu" else 1e-4
+    a = gpuprep.PCA(8, svd_solver=svd_solver, device=device).fit(X)
+    b = decomposition.PCA(8, svd_solver="full").fit(X)
+    # The top-k solver keeps the eigenvalues it found; the full one all 300.
+    found = len(_model_arrays(a._model)["pca_eigenvalues"])
+    assert (found == 300) == (svd_solver in ("full", "covariance_eigh")), found
+    assert rel_up_to_sign(a.components_, b.components_, axis=1) < tol
+    assert rel(a.explained_variance_, b.explained_variance_) < tol
+    assert abs(a.noise_variance_ - b.noise_variance_) <= tol * b.noise_variance_
+    assert rel_up_to_sign(a.transform(X), b.transform(X), axis=0) < tol
+
+
+def test_scikit_learns_parameters_carry_over():
+    for params in (
+        decomposition.PCA().get_params(),
+        decomposition.PCA(5, svd_solver="randomized", iterated_power=3, n_oversamples=4, random_state=0).get_params(),
+        decomposition.PCA(2, svd_solver="arpack", tol=1e-3, power_iteration_normalizer="QR").get_params(),
+    ):
+        ours = gpuprep.PCA(**params)
+        assert {k: v for k, v in ours.get_params().items() if k != "device"} == params
+    X = datasets.load_iris().data
+    a = gpuprep.PCA(2, svd_solver="arpack", tol=1e-3, random_state=np.random.RandomState(0)).fit(X)
+    b = decomposition.PCA(2).fit(X)
+    assert rel_up_to_sign(a.components_, b.components_, axis=1) < 1e-8
+
+
+@pytest.mark.parametrize(
+    "params, name",
+    [
+        ({"svd_solver": "lobpcg"}, "svd_solver"),
+        ({"tol": -1.0}, "tol"),
+        ({"tol": float("nan")}, "tol"),
+        ({"iterated_power": -1}, "iterated_power"),
+        ({"iterated_power": "often"}, "iterated_power"),
+        ({"n_oversamples": 0}, "n_oversamples"),
+        ({"n_oversamples": 2.5}, "n_oversamples"),
+        ({"power_iteration_normalizer": "qr"}, "power_iteration_normalizer"),
+        ({"random_state": "seed"}, "random_state"),
+        ({"n_components": "many"}, "n_components"),
+        ({"n_components": -1}, "n_components"),
+        ({"n_components": 1.5}, "n_components"),
+    ],
+)
+def test_bad_parameters_are_named(params, name):
+    X = datasets.load_iris().data
+    with pytest.raises(ValueError, match=name):
+        gpuprep.PCA(**params).fit(X)
+
+
+def test_truncated_solvers_check_n_components_as_scikit_learn_does():
+    X = datasets.load_iris().data  # 150 x 4
+    with pytest.raises(ValueError, match="strictly less than"):
+        gpuprep.PCA(4, svd_solver="arpack").fit(X)
+    for solver in ("arpack", "randomized"):
+        with pytest.raises(ValueError, match="between 1 and"):
+            gpuprep.PCA(0.5, svd_solver=solver).fit(X)
+        with pytest.raises(ValueError, match="cannot be a string"):
+            gpuprep.PCA("mle", svd_solver=solver).fit(X)
+    # None keeps min(n, d) - 1 with arpack, as scikit-learn's does.
+    assert gpuprep.PCA(svd_solver="arpack").fit(X).n_components_ == 3
+    assert gpuprep.PCA(4, svd_solver="randomized").fit(X).n_components_ == 4
+
+
+def test_solver_does_not_stop_a_merge():
+    X = _wide(300, 20, seed=2)
+    a = gpuprep.PCA(3, svd_solver="full").fit(X[:100])
+    b = gpuprep.PCA(3, svd_solver="randomized").fit(X[100:])
+    whole = gpuprep.PCA(3).fit(X)
+    a.merge(b)
+    assert rel_up_to_sign(a.components_, whole.components_, axis=1) < 1e-10
+    with pytest.raises(ValueError, match="whiten"):
+        a.merge(gpuprep.PCA(3, whiten=True).fit(X[:50]))
+
+
+@pytest.mark.parametrize("whiten", [False, True])
+@pytest.mark.parametrize("k", [0, 1, 2, 4, None, 0.9])
+def test_probabilistic_model_equals_scikit_learns(k, whiten, device):
+    # iris (k = 4 = D: no noise left, so the precision is a full inverse)
+    # and an offset wide set with fewer rows than columns.
+    tol = 1e-6 if device == "cpu" else 2e-3
+    rng = np.random.default_rng(3)
+    for X in (datasets.load_iris().data, 1e3 + rng.normal(size=(40, 60))):
+        a = gpuprep.PCA(k, whiten=whiten, device=device).fit(X)
+        b = decomposition.PCA(k, whiten=whiten, svd_solver="full").fit(X)
+        assert a.n_components_ == b.n_components_
+        assert abs(a.noise_variance_ - b.noise_variance_) <= tol * max(b.noise_variance_, 1e-12)
+        assert rel(a.get_covariance(), b.get_covariance()) < tol
+        if b.noise_variance_ > 0 or b.n_components_ == X.shape[1]:
+            assert rel(a.get_precision(), b.get_precision()) < tol
+            Y = X[::3] + 0.1
+            assert rel(a.score_samples(Y), b.score_samples(Y)) < tol
+            assert abs(a.score(Y) - b.score(Y)) <= tol * abs(b.score(Y))
+
+
+def test_partial_fit_waits_for_rows_that_make_the_request_valid():
+    X = _wide(60, 6, seed=10, rank=3)
+    for params in ({"n_components": 4, "svd_solver": "full"}, {"n_components": "mle"}, {"svd_solver": "arpack"}):
+        a = gpuprep.PCA(**params)
+        a.partial_fit(X[:3])  # 3 rows: 4 components and mle need more
+        assert hasattr(a, "components_") == ("svd_solver" in params and "n_components" not in params), params
+        for i in range(3, 60, 19):
+            a.partial_fit(X[i : i + 19])
+        b = gpuprep.PCA(**params).fit(X)
+        assert a.n_components_ == b.n_components_, params
+        assert rel_up_to_sign(a.components_, b.components_, axis=1) < 1e-9, params
+    # More rows cannot help: refused at once.
+    with pytest.raises(ValueError, match="n_components=7"):
+        gpuprep.PCA(7).partial_fit(X[:3])
+
+
+def test_merge_refuses_fits_whose_none_keeps_another_count():
+    X = _wide(60, 5, seed=11, rank=3)
+    a = gpuprep.PCA(svd_solver="arpack").fit(X[:25])
+    b = gpuprep.PCA(svd_solver="full").fit(X[25:])
+    with pytest.raises(ValueError, match="n_components"):
+        a.merge(b)
+    c = gpuprep.PCA(svd_solver="covariance_eigh").fit(X[25:])
+    assert b.merge(c).n_components_ == 5
+
+
+def test_float32_fits_keep_float32_everywhere():
+    X = _wide(200, 10, seed=12).astype(np.float32)
+    a = gpuprep.PCA(3).fit(X)
+    b = decomposition.PCA(3).fit(X)
+    for name in ("get_covariance", "get_precision"):
+        assert getattr(a, name)().dtype == getattr(b, name)().dtype == np.float32, name
+    assert a.score_samples(X).dtype == b.score_samples(X).dtype == np.float32
+    assert type(a.noise_variance_) is type(b.noise_variance_)
+    # A refit on float64 rows gives float64 attributes.
+    assert gpuprep.PCA(3).fit(X).fit(X.astype(np.float64)).components_.dtype == np.float64
+
+
+def test_non_finite_rows_are_refused_without_components_too():
+    X = datasets.load_iris().data
+    bad = X.copy()
+    bad[2, 1] = np.nan
+    for k in (0, 2):
+        a = gpuprep.PCA(k).fit(X)
+        with pytest.raises(ValueError, match="NaN"):
+            a.transform(bad)
+        with pytest.raises(ValueError, match="NaN"):
+            a.score_samples(bad)
+
+
+def test_bad_parameters_are_refused_before_the_data_is_read():
+    class Rows:
+        def __array__(self, dtype=None, copy=None):
+            raise AssertionError("the data was read")
+
+    for est in (gpuprep.PCA(svd_solver="x"), gpuprep.PCA(copy="yes"), gpuprep.Preprocessor(solver="x")):
+        with pytest.raises((ValueError, TypeError)):
+            est.fit(Rows())
+
+
+def test_mle_may_keep_no_component_as_scikit_learn_does():
+    rng = np.random.default_rng(13)
+    for X in (rng.normal(size=(20, 1)), np.ones((20, 3))):
+        a = gpuprep.PCA("mle").fit(X)
+        assert a.n_components_ == decomposition.PCA("mle").fit(X).n_components_ == 0
+    # Constant data, no component: the precision is infinite, as scikit-learn's.
+    with np.errstate(divide="ignore"):
+        assert np.isinf(gpuprep.PCA(0).fit(np.ones((5, 2))).get_precision()).any()
+
+
+def test_no_component_keeps_the_mean_and_all_variance_as_noise():
+    X = datasets.load_wine().data
+    a = gpuprep.PCA(0).fit(X)
+    b = decomposition.PCA(0, svd_solver="full").fit(X)
+    assert a.components_.shape == (0, X.shape[1]) and a.n_components_ == 0
+    assert a.explained_variance_.shape == (0,) and a.singular_values_.shape == (0,)
+    assert rel(a.noise_variance_, b.noise_variance_) < 1e-10
+    assert a.transform(X).shape == (X.shape[0], 0)
+    # (scikit-learn's inverse_transform refuses the 0 columns; every row maps back to the mean)
+    assert rel(a.inverse_transform(a.transform(X)), np.tile(b.mean_, (X.shape[0], 1))) < 1e-12
+    assert rel(a.score_samples(X), b.score_samples(X)) < 1e-10
+    assert list(a.get_feature_names_out()) == []
+
+
+def _sklearn_mle(spectrum, n):
+    from sklearn.decomposition._pca import _infer_dimension
+
+    return int(_infer_dimension(np.asarray(spectrum, dtype=np.float64), n))
+
+
+def test_mle_rank_equals_minkas_criterion_as_scikit_learn_computes_it():
+    from gpuprep._estimators import _mle_rank
+
+    rng = np.random.default_rng(4)
+    for trial in range(40):
+        d = int(rng.integers(2, 40))
+        n = int(rng.integers(d, 500))
+        kind = trial % 4
+        if kind == 0:
+            s = np.sort(rng.exponential(size=d))[::-1]
+        elif kind == 1:  # a gap
+            r = int(rng.integers(1, d))
+            s = np.concatenate([10 + rng.random(r) * 5, rng.random(d - r) * 0.1])
+            s = np.sort(s)[::-1]
+        elif kind == 2:  # trailing zeros (rank-deficient)
+            r = int(rng.integers(1, d))
+            s = np.concatenate([np.sort(rng.random(r) + 0.5)[::-1], np.zeros(d - r)])
+        else:  # clusters of near ties (scikit-learn's loop fails on exact ones)
+            s = np.round(rng.random(d) * 3, 1) + 0.1 + rng.random(d) * 1e-9
+            s = np.sort(s)[::-1]
+        assert _mle_rank(s, n) == _sklearn_mle(s, n), (trial, d, n, s)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mle_picks_scikit_learns_count(seed, device):
+    rng = np.random.default_rng(seed)
+    n, d, r = 500, 12, 3 + seed
+    X = rng.normal(size=(n, r)) @ rng.normal(size=(r, d)) * 3 + 0.3 * rng.normal(size=(n, d)) + 7.0
+    a = gpuprep.PCA("mle", device=device).fit(X)
+    b = decomposition.PCA("mle").fit(X)
+    assert a.n_components_ == b.n_components_ == r
+    assert rel_up_to_sign(a.components_, b.components_, axis=1) < (1e-6 if device == "cpu" else 1e-4)
+    for name, X in (("iris", datasets.load_iris().data), ("wine", datasets.load_wine().data)):
+        assert gpuprep.PCA("mle").fit(X).n_components_ == decomposition.PCA("mle").fit(X).n_components_, name
+    with pytest.raises(ValueError, match="n_samples >= n_features"):
+        gpuprep.PCA("mle").fit(X[:5])
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo"])
+def test_sparse_input_fits_and_transforms_as_dense(fmt, monkeypatch):
+    # Small blocks: the densified rows come in several pieces.
+    from gpuprep import _base
+
+    monkeypatch.setattr(_base, "_DENSE_BLOCK_VALUES", 700)
+    X = sp.random(301, 40, density=0.2, format=fmt, random_state=6, dtype=np.float64) * 10
+    X = X + sp.random(301, 40, density=0.01, format=fmt, random_state=7) * 1e4
+    Xd = X.toarray()
+    for est in (
+        gpuprep.PCA(5, whiten=True, svd_solver="covariance_eigh"),
+        gpuprep.Preprocessor(n_components=4, whiten="zca"),
+    ):
+        a = est.fit(X)
+        b = type(est)(**est.get_params()).fit(Xd)
+        assert rel(a.transform(X), b.transform(Xd)) < 1e-10
+        Y = sp.random(7, 40, density=0.3, format=fmt, random_state=8)
+        assert rel(a.transform(Y), b.transform(Y.toarray())) < 1e-10
+    a = gpuprep.PCA(3).fit(X.astype(np.float32))
+    assert a.components_.dtype == np.float32 and a.transform(X.astype(np.float32)).dtype == np.float32
+    with pytest.raises(TypeError, match="dense"):
+        gpuprep.StandardScaler().fit(X)
+    with pytest.raises(ValueError, match="features"):
+        gpuprep.PCA(3).fit(X).transform(sp.random(2, 39, format="csr"))
+
+
+def test_preprocessor_solver_option():
+    X = _wide(300, 280, seed=9)
+    models = {s: gpuprep.Preprocessor(n_components=6, solver=s).fit(X) for s in ("auto", "full", "topk")}
+    ref = models["full"].transform(X)
+    for s in ("auto", "topk"):
+        assert rel_up_to_sign(models[s].transform(X), ref, axis=0) < 1e-8, s
+    with pytest.raises(ValueError, match="solver"):
+        gpuprep.Preprocessor(n_components=6, solver="lanczos").fit(X)
+
+
+# scikit-learn's test module tests what gpuprep.PCA does differently here,
+# by design; every other failure fails this test.
+KNOWN_DIFFERENCES = {
+    # It asserts which solver scikit-learn's "auto" picks (a private
+    # attribute); gpuprep's auto weighs the eigensolvers' work instead.
+    "test_pca_svd_solver_auto",
+    # It expects sparse input refused with "full" and "randomized";
+    # gpuprep densifies sparse rows a block at a time and fits them with
+    # every solver.
+    "test_sparse_pca_solver_error",
+}
+
+CONFTEST = '''
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def global_random_seed():
+    return 42
+
+
+@pytest.fixture(params=[np.float32, np.float64])
+def global_dtype(request):
+    return request.param
+'''
+
+
+def test_scikit_learns_own_pca_tests(tmp_path):
+    import sklearn
+
+    source = os.path.join(os.path.dirname(sklearn.__file__), "decomposition", "tests", "test_pca.py")
+    if not os.path.exists(source):
+        pytest.skip(f"scikit-learn {sklearn.__version__} ships no {source}")
+    with open(source) as f:
+        text = f.read()
+    line = "from sklearn.decomposition import PCA\n"
+    assert text.count(line) == 1, "scikit-learn's test module no longer imports PCA on one line"
+    (tmp_path / "test_pca_gpuprep.py").write_text(text.replace(line, "from gpuprep import PCA\n"))
+    (tmp_path / "conftest.py").write_text(CONFTEST)
+    report = tmp_path / "report.xml"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.path.dirname(__file__), os.environ.get("PYTHONPATH")])))
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}", "test_pca_gpuprep.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert report.exists(), run.stdout[-3000:] + run.stderr[-3000:]
+    passed, failed = 0, {}
+    for case in ET.parse(report).iter("testcase"):
+        name = case.get("name", "").split("[")[0]
+        bad = case.find("failure") if case.find("failure") is not None else case.find("error")
+        if bad is not None:
+            failed.setdefault(name, []).append(case.get("name"))
+        elif case.find("skipped") is None:
+            passed += 1
+    unexpected = {k: v for k, v in failed.items() if k not in KNOWN_DIFFERENCES}
+    assert not unexpected, f"{unexpected}\n{run.stdout[-5000:]}"
+    # The module ran: hundreds of its cases passed (397 with scikit-learn 1.9).
+    assert passed >= 300, run.stdout[-3000:]
