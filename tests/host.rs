@@ -179,6 +179,32 @@ fn column_stats_propagate_nan_and_refuse_bad_input() {
 }
 
 #[test]
+fn a_constant_column_has_its_value_as_mean_and_no_spread_exactly() {
+    // 1e-10 summed N times and divided by N is not 1e-10 again: without the
+    // pin, M2 was about N * 1e-52 and a scaler divided by its root.
+    for n in [1usize, 7, 10, 100, 10_000, 70_001] {
+        let mut x = normal64(n, 4, 0.0, 1.0, 3);
+        x.column_mut(1).fill(1e-10);
+        x.column_mut(2).fill(-123.456);
+        x.column_mut(3).fill(0.1);
+        let m = host::column_moments(x.view());
+        for (c, v) in [(1, 1e-10), (2, -123.456), (3, 0.1)] {
+            assert_eq!((m.mean[c], m.m2[c]), (v, 0.0), "n = {n}, column {c}");
+        }
+        assert!(n == 1 || m.m2[0] > 0.0);
+        let m32 = host::column_moments(x.mapv(|v| v as f32).view());
+        assert_eq!((m32.mean[3], m32.m2[3]), ((0.1f32) as f64, 0.0), "n = {n}");
+        // With NaN in the column, the NaN-skipping moments likewise.
+        x[[0, 3]] = f64::NAN;
+        let s = host::column_moments_skip_nan(x.view());
+        assert_eq!(
+            (s.count[3], s.mean[3], s.m2[3]),
+            (n as u64 - 1, if n > 1 { 0.1 } else { 0.0 }, 0.0)
+        );
+    }
+}
+
+#[test]
 fn moments_of_row_splits_merge_to_the_whole() {
     let x = normal64(5000, 37, 50.0, 3.0, 11);
     let whole = host::column_moments(x.view());

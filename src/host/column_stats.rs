@@ -66,7 +66,20 @@ pub fn column_moments<T: HostFloat>(x: ArrayView2<'_, T>) -> ColumnMoments {
         // Same width by construction: the merge cannot fail.
         let _ = total.merge(p);
     }
+    pin_constant_columns(&mut total);
     total
+}
+
+/// A column whose values are all one value has that mean and no spread,
+/// exactly: its sums can round (1e-10 summed N times and divided by N is not
+/// 1e-10 again), and a scaler would then divide by the rounding's spread.
+fn pin_constant_columns(m: &mut ColumnMoments) {
+    for c in 0..m.dim() {
+        if m.min[c] == m.max[c] {
+            m.mean[c] = m.min[c];
+            m.m2[c] = 0.0;
+        }
+    }
 }
 
 /// Returns the per-column count, mean and `M2` of `x`'s values that are not
@@ -93,9 +106,16 @@ pub fn column_moments_skip_nan<T: HostFloat>(x: ArrayView2<'_, T>) -> NanMoments
         .map(|&c| {
             let col = x.column(c);
             let (mut n, mut sum) = (0u64, 0.0f64);
+            let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
             for v in col.iter().map(|v| v.to_f64()).filter(|v| !v.is_nan()) {
                 n += 1;
                 sum += v;
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+            if lo == hi {
+                // One value throughout (as pin_constant_columns).
+                return (c, n, lo, 0.0);
             }
             let mean = if n > 0 { sum / n as f64 } else { 0.0 };
             let m2: f64 = col
