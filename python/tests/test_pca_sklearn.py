@@ -1,12 +1,6 @@
 """PCA as a drop-in for scikit-learn's: its parameters, n_components="mle"
 and 0, the probabilistic model (get_covariance, get_precision, score),
-sparse input, and scikit-learn's own PCA test module run against
-gpuprep.PCA."""
-
-import os
-import subprocess
-import sys
-import xml.etree.ElementTree as ET
+sparse input (scikit-learn's own PCA tests: test_sklearn_suites.py)."""
 
 import numpy as np
 import pytest
@@ -274,7 +268,7 @@ def test_sparse_input_fits_and_transforms_as_dense(fmt, monkeypatch):
         assert rel(a.transform(Y), b.transform(Y.toarray())) < 1e-10
     a = gpuprep.PCA(3).fit(X.astype(np.float32))
     assert a.components_.dtype == np.float32 and a.transform(X.astype(np.float32)).dtype == np.float32
-    with pytest.raises(TypeError, match="dense"):
+    with pytest.raises(ValueError, match="Cannot center sparse"):
         gpuprep.StandardScaler().fit(X)
     with pytest.raises(ValueError, match="features"):
         gpuprep.PCA(3).fit(X).transform(sp.random(2, 39, format="csr"))
@@ -290,66 +284,39 @@ def test_preprocessor_solver_option():
         gpuprep.Preprocessor(n_components=6, solver="lanczos").fit(X)
 
 
-# scikit-learn's test module tests what gpuprep.PCA does differently here,
-# by design; every other failure fails this test.
-KNOWN_DIFFERENCES = {
-    # It asserts which solver scikit-learn's "auto" picks (a private
-    # attribute); gpuprep's auto weighs the eigensolvers' work instead.
-    "test_pca_svd_solver_auto",
-    # It expects sparse input refused with "full" and "randomized";
-    # gpuprep densifies sparse rows a block at a time and fits them with
-    # every solver.
-    "test_sparse_pca_solver_error",
-}
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo"])
+def test_standard_scaler_takes_sparse_input_as_scikit_learns(fmt):
+    from sklearn import preprocessing
 
-CONFTEST = '''
-import numpy as np
-import pytest
-
-
-@pytest.fixture
-def global_random_seed():
-    return 42
-
-
-@pytest.fixture(params=[np.float32, np.float64])
-def global_dtype(request):
-    return request.param
-'''
-
-
-def test_scikit_learns_own_pca_tests(tmp_path):
-    import sklearn
-
-    source = os.path.join(os.path.dirname(sklearn.__file__), "decomposition", "tests", "test_pca.py")
-    if not os.path.exists(source):
-        pytest.skip(f"scikit-learn {sklearn.__version__} ships no {source}")
-    with open(source) as f:
-        text = f.read()
-    line = "from sklearn.decomposition import PCA\n"
-    assert text.count(line) == 1, "scikit-learn's test module no longer imports PCA on one line"
-    (tmp_path / "test_pca_gpuprep.py").write_text(text.replace(line, "from gpuprep import PCA\n"))
-    (tmp_path / "conftest.py").write_text(CONFTEST)
-    report = tmp_path / "report.xml"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.path.dirname(__file__), os.environ.get("PYTHONPATH")])))
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}", "test_pca_gpuprep.py"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
+    X = sp.random(500, 30, density=0.1, format="csr", random_state=15) * 100 + sp.random(
+        500, 30, density=0.02, format="csr", random_state=16
     )
-    assert report.exists(), run.stdout[-3000:] + run.stderr[-3000:]
-    passed, failed = 0, {}
-    for case in ET.parse(report).iter("testcase"):
-        name = case.get("name", "").split("[")[0]
-        bad = case.find("failure") if case.find("failure") is not None else case.find("error")
-        if bad is not None:
-            failed.setdefault(name, []).append(case.get("name"))
-        elif case.find("skipped") is None:
-            passed += 1
-    unexpected = {k: v for k, v in failed.items() if k not in KNOWN_DIFFERENCES}
-    assert not unexpected, f"{unexpected}\n{run.stdout[-5000:]}"
-    # The module ran: hundreds of its cases passed (397 with scikit-learn 1.9).
-    assert passed >= 300, run.stdout[-3000:]
+    X = X.tolil()
+    X[3, 4] = np.nan
+    X[7, 4] = np.nan
+    X[:, 5] = 0.25  # one value throughout: no spread, exactly
+    X = X.asformat(fmt)
+    a = gpuprep.StandardScaler(with_mean=False).fit(X)
+    b = preprocessing.StandardScaler(with_mean=False).fit(X)
+    assert rel(a.mean_, b.mean_) < 1e-12 and rel(a.var_, b.var_) < 1e-12 and rel(a.scale_, b.scale_) < 1e-12
+    assert a.var_[5] == 0.0 and a.scale_[5] == 1.0
+    assert np.array_equal(a.n_samples_seen_, b.n_samples_seen_)
+    Y = a.transform(X)
+    assert sp.issparse(Y) and Y.format == "csr"
+    np.testing.assert_allclose(Y.toarray(), b.transform(X).toarray(), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(a.inverse_transform(Y).toarray(), X.toarray(), rtol=1e-12, atol=1e-12)
+    # Sparse and dense chunks merge into the whole.
+    c = gpuprep.StandardScaler(with_mean=False).partial_fit(X.tocsr()[:200]).partial_fit(X.toarray()[200:])
+    assert rel(c.var_, a.var_) < 1e-12 and np.array_equal(c.n_samples_seen_, a.n_samples_seen_)
+    # copy=False scales a CSR matrix of the fitted dtype in place.
+    Z = X.tocsr().astype(np.float64)
+    out = a.transform(Z, copy=False)
+    assert out is Z
+    with pytest.raises(ValueError, match="with_mean=False"):
+        gpuprep.StandardScaler().fit(X)
+    with pytest.raises(ValueError, match="with_mean=False"):
+        gpuprep.StandardScaler().fit(X.toarray()).transform(X)
+    bad = X.tocsr().copy()
+    bad.data[0] = np.inf
+    with pytest.raises(ValueError, match="infinity"):
+        gpuprep.StandardScaler(with_mean=False).fit(bad)

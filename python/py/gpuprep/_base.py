@@ -101,6 +101,8 @@ class _Estimator(TransformerMixin, BaseEstimator):
     # Whether fit and transform take scipy's sparse matrices (densified a
     # block of rows at a time: the covariance is dense anyway).
     _accept_sparse = False
+    # Whether _accumulate takes a sparse matrix as it is.
+    _sparse_native = False
     # Parameters that say where or how the model is computed, not what it
     # is: fits that differ only in these merge.
     _merge_free = ("device",)
@@ -167,7 +169,7 @@ class _Estimator(TransformerMixin, BaseEstimator):
         else:
             x = self._validate(X, reset=reset, sparse=True)
             state = self._new_state(x.shape[1])
-            for _, block in dense_blocks(x):
+            for _, block in [(0, x)] if self._sparse_native else dense_blocks(x):
                 state = self._accumulate(state, block)
         self._name_state(state, self._names())
         return state

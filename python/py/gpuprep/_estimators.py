@@ -10,6 +10,7 @@ import os
 import secrets
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, OneToOneFeatureMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import (
@@ -56,7 +57,9 @@ class StandardScaler(OneToOneFeatureMixin, _Estimator):
     NaN is disregarded in fit and kept in transform; infinity is refused. The
     statistics are accumulated in float64 (two passes per cache-sized block,
     Chan's merge between blocks), so data on a large offset keeps its
-    digits. ``partial_fit`` and ``merge`` are exact: any split of the rows
+    digits; a column of one value has exactly that mean and no variance.
+    Sparse input (``with_mean=False`` only, as scikit-learn's) is fitted from
+    its stored values and scaled to a sparse CSR result. ``partial_fit`` and ``merge`` are exact: any split of the rows
     gives the model of all of them.
 
     Parameters
@@ -84,6 +87,11 @@ class StandardScaler(OneToOneFeatureMixin, _Estimator):
     """
 
     _allow_nan = True
+    # Sparse input with ``with_mean=False``: the moments come from the
+    # stored values (the others are zeros), the transform scales them and
+    # stays sparse (CSR), as scikit-learn's.
+    _accept_sparse = True
+    _sparse_native = True
 
     def __init__(self, *, copy=True, with_mean=True, with_std=True, device="auto"):
         self.copy = copy
@@ -100,8 +108,17 @@ class StandardScaler(OneToOneFeatureMixin, _Estimator):
             None,
         )
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = not self.with_mean
+        return tags
+
     def _accumulate(self, state, X):
-        count, mean, m2 = _gpuprep.nan_moments(X, self.device)
+        if sp.issparse(X):
+            _refuse_centering_sparse(self.with_mean)
+            count, mean, m2 = _sparse_nan_moments(X)
+        else:
+            count, mean, m2 = _gpuprep.nan_moments(X, self.device)
         part = _Moments(count, mean, m2, X.shape[0], None)
         return self._merge_states(state, part)
 
@@ -158,10 +175,19 @@ class StandardScaler(OneToOneFeatureMixin, _Estimator):
         # Columns without a value (all NaN) transform to NaN, as scikit-learn's do.
         self._empty = np.flatnonzero(empty)
 
-    def _apply(self, X, inverse):
+    def _apply(self, X, inverse, copy=None):
+        copy = self.copy if copy is None else copy
         check_is_fitted(self)
         check_device(self.device)
-        x = self._validate(X, reset=False)
+        x = self._validate(X, reset=False, sparse=True)
+        if sp.issparse(x):
+            _refuse_centering_sparse(self.with_mean)
+            x = x.tocsr(copy=copy and x is X)
+            if self.scale_ is not None:
+                scale = np.nan_to_num(self.scale_, nan=1.0)
+                factor = scale if inverse else 1.0 / scale
+                x.data *= factor[x.indices].astype(x.dtype, copy=False)
+            return x
         if self._model is None:
             return x.copy() if self.copy else x
         if self._empty.size:
@@ -177,18 +203,64 @@ class StandardScaler(OneToOneFeatureMixin, _Estimator):
             y[:, self._empty] = np.nan
         else:
             y = self._model.transform(x, self.device, inverse=inverse, finite="allow-nan")
-        if not self.copy and isinstance(X, np.ndarray) and X.dtype == y.dtype and X.flags.writeable:
+        if not copy and isinstance(X, np.ndarray) and X.dtype == y.dtype and X.flags.writeable:
             X[...] = y
             return X
         return y
 
     def transform(self, X, copy=None):
-        """Standardizes X by ``(X - mean_) / scale_`` (in X's float dtype)."""
-        return self._apply(X, inverse=False)
+        """Standardizes X by ``(X - mean_) / scale_`` (in X's float dtype;
+        a sparse X is scaled and stays sparse). ``copy`` overrides the
+        estimator's."""
+        return self._apply(X, inverse=False, copy=copy)
 
     def inverse_transform(self, X, copy=None):
         """Scales back: ``X * scale_ + mean_``."""
-        return self._apply(X, inverse=True)
+        return self._apply(X, inverse=True, copy=copy)
+
+
+def _refuse_centering_sparse(with_mean):
+    if with_mean:
+        raise ValueError(
+            "Cannot center sparse matrices: pass `with_mean=False` instead "
+            "(centering would fill in every zero). See scikit-learn's docstring for alternatives."
+        )
+
+
+def _sparse_nan_moments(x):
+    """Per column: the count of values that are not NaN, their mean and M2,
+    of a sparse matrix whose unstored values are zeros, in float64 (two
+    passes over the stored values: O(nnz))."""
+    x = x.tocsr()
+    n, d = x.shape
+    cols = x.indices
+    vals = x.data.astype(np.float64, copy=False)
+    if np.isinf(vals).any():
+        j = int(cols[np.flatnonzero(np.isinf(vals))[0]])
+        raise ValueError(f"Input X contains infinity (column {j}); NaN is disregarded, infinity is not")
+    nan = np.isnan(vals)
+    if nan.any():
+        nan_count = np.bincount(cols[nan], minlength=d)
+        cols, vals = cols[~nan], vals[~nan]
+    else:
+        nan_count = np.zeros(d, dtype=np.int64)
+    count = (n - nan_count).astype(np.uint64)
+    stored = np.bincount(cols, minlength=d)
+    total = np.bincount(cols, weights=vals, minlength=d)
+    mean = np.divide(total, count, out=np.zeros(d), where=count > 0)
+    dev = vals - mean[cols]
+    # The unstored zeros each lie mean away from it.
+    zeros = count.astype(np.float64) - stored
+    m2 = np.bincount(cols, weights=dev * dev, minlength=d) + zeros * mean * mean
+    # A column of one value has that mean and no spread, exactly (as the
+    # compiled core pins them): its sums can round.
+    lo = np.where(zeros > 0, 0.0, np.inf)
+    hi = np.where(zeros > 0, 0.0, -np.inf)
+    np.minimum.at(lo, cols, vals)
+    np.maximum.at(hi, cols, vals)
+    one = (lo == hi) & (count > 0)
+    mean[one], m2[one] = lo[one], 0.0
+    return count, mean, m2
 
 
 class _CompiledModel:
