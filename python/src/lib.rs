@@ -746,17 +746,14 @@ fn standard_scale<'py>(
     py: Python<'py>,
     var: PyReadonlyArray1<'py, f64>,
     mean: PyReadonlyArray1<'py, f64>,
-    count: PyReadonlyArray1<'py, u64>,
+    count: PyReadonlyArray1<'py, f64>,
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
     let (var, mean, count) = (var.as_array(), mean.as_array(), count.as_array());
     if mean.len() != var.len() || count.len() != var.len() {
         return Err(PyValueError::new_err("var, mean and count must have one length"));
     }
     let scale: ndarray::Array1<f64> = (0..var.len())
-        .map(|c| {
-            let n = usize::try_from(count[c]).unwrap_or(usize::MAX);
-            gpuprep::model::standardize::column_scale(var[c].sqrt(), mean[c], n)
-        })
+        .map(|c| gpuprep::model::standardize::column_scale_weighted(var[c].sqrt(), mean[c], count[c]))
         .collect();
     Ok(scale.into_pyarray(py))
 }

@@ -320,3 +320,74 @@ def test_standard_scaler_takes_sparse_input_as_scikit_learns(fmt):
     bad.data[0] = np.inf
     with pytest.raises(ValueError, match="infinity"):
         gpuprep.StandardScaler(with_mean=False).fit(bad)
+
+
+def test_standard_scaler_sample_weight_is_repetition_and_equals_scikit_learns():
+    from sklearn import preprocessing
+
+    rng = np.random.default_rng(17)
+    X = 1e4 + rng.normal(size=(300, 6))
+    X[5, 2] = np.nan
+    X[:, 4] = 7.5  # one value throughout
+    reps = rng.integers(0, 4, size=300)
+    a = gpuprep.StandardScaler().fit(X, sample_weight=reps.astype(float))
+    rep = gpuprep.StandardScaler().fit(np.repeat(X, reps, axis=0))
+    assert rel(a.mean_, rep.mean_) < 1e-13 and rel(a.var_, rep.var_) < 1e-9
+    np.testing.assert_allclose(a.n_samples_seen_, rep.n_samples_seen_)
+    assert a.var_[4] == 0.0 and a.scale_[4] == 1.0
+    w = rng.random(300) * 3
+    for Xf, sparse in ((X, False), (sp.random(300, 6, density=0.3, format="csr", random_state=18) * 50, True)):
+        kw = {"with_mean": False} if sparse else {}
+        a = gpuprep.StandardScaler(**kw).fit(Xf, sample_weight=w)
+        b = preprocessing.StandardScaler(**kw).fit(Xf, sample_weight=w)
+        assert rel(a.mean_, b.mean_) < 1e-12 and rel(a.var_, b.var_) < 1e-9 and rel(a.scale_, b.scale_) < 1e-9
+        np.testing.assert_allclose(a.n_samples_seen_, b.n_samples_seen_, rtol=1e-12)
+        # Weighted chunks merge into the whole, with unweighted ones too.
+        c = gpuprep.StandardScaler(**kw).partial_fit(Xf[:100], sample_weight=w[:100])
+        c.partial_fit(Xf[100:], sample_weight=w[100:])
+        assert rel(c.var_, a.var_) < 1e-12 and rel(c.mean_, a.mean_) < 1e-13
+        d = gpuprep.StandardScaler(**kw).partial_fit(Xf[:100]).partial_fit(Xf[100:], sample_weight=w[100:])
+        e = preprocessing.StandardScaler(**kw).partial_fit(Xf[:100]).partial_fit(Xf[100:], sample_weight=w[100:])
+        assert rel(d.var_, e.var_) < 1e-9
+    # A number weighs every row alike: the unweighted moments.
+    f = gpuprep.StandardScaler().fit(X, sample_weight=2.0)
+    g = gpuprep.StandardScaler().fit(X)
+    assert rel(f.var_, g.var_) < 1e-12 and np.allclose(f.n_samples_seen_, 2 * np.asarray(g.n_samples_seen_))
+
+
+def test_standard_scaler_refuses_bad_weights_by_row():
+    X = np.arange(12.0).reshape(6, 2)
+    for w, match in (
+        (np.ones(5), r"shape \(6,\)"),
+        (np.ones((6, 1)), r"shape \(6,\)"),
+        (np.array([1, 1, -1, 1, 1, 1.0]), "row 2"),
+        (np.array([1, 1, 1, np.nan, 1, 1.0]), "row 3"),
+        (np.array([1, np.inf, 1, 1, 1, 1.0]), "row 1"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            gpuprep.StandardScaler().fit(X, sample_weight=w)
+
+
+def test_standard_scaler_weights_arrow_batches():
+    pa = pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(19)
+    X = rng.normal(size=(50, 3)) + 5
+    w = rng.random(50)
+    t = pa.Table.from_batches(
+        [pa.RecordBatch.from_arrays([pa.array(X[i : i + 20, j]) for j in range(3)], names=list("abc")) for i in (0, 20, 40)]
+    )
+    a = gpuprep.StandardScaler().fit(t, sample_weight=w)
+    b = gpuprep.StandardScaler().fit(X, sample_weight=w)
+    assert rel(a.var_, b.var_) < 1e-12 and list(a.feature_names_in_) == list("abc")
+    with pytest.raises(ValueError, match="RecordBatchReader"):
+        gpuprep.StandardScaler().fit(pa.RecordBatchReader.from_batches(t.schema, t.to_batches()), sample_weight=w)
+
+
+def test_standard_scaler_keeps_float16():
+    X = (np.random.default_rng(20).normal(size=(40, 3)) * 3 + 2).astype(np.float16)
+    a = gpuprep.StandardScaler().fit(X)
+    Y = a.transform(X)
+    assert Y.dtype == np.float16 and a.mean_.dtype == np.float64
+    ref = (X.astype(np.float64) - a.mean_) / a.scale_
+    assert np.abs(Y - ref).max() < 2e-3
+    assert a.inverse_transform(Y).dtype == np.float16

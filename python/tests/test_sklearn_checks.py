@@ -24,6 +24,16 @@ def _estimators():
     return out
 
 
-@parametrize_with_checks(_estimators())
+def _expected_failures(estimator):
+    if isinstance(estimator, gpuprep.StandardScaler) and estimator.device == "gpu":
+        return {
+            "check_sample_weight_equivalence_on_dense_data": (
+                "the GPU's moments are float32 (2e-7 apart), the weighted ones float64 on the CPU"
+            )
+        }
+    return {}
+
+
+@parametrize_with_checks(_estimators(), expected_failed_checks=_expected_failures)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)

@@ -40,17 +40,28 @@ impl Default for StandardizeOptions {
 /// may flush such a value to zero. `n` is the number of rows the statistics
 /// cover.
 pub fn is_constant(std: f64, mean: f64, n: usize) -> bool {
+    is_constant_weighted(std, mean, n as f64)
+}
+
+/// [`is_constant`] of weighted statistics: `n` is the sum of the rows'
+/// weights (scikit-learn's `n_samples_seen_` under `sample_weight`).
+pub fn is_constant_weighted(std: f64, mean: f64, n: f64) -> bool {
     if std < f32::MIN_POSITIVE as f64 {
         return true;
     }
-    let ne = n as f64 * f64::EPSILON;
+    let ne = n * f64::EPSILON;
     std * (1.0 - ne).max(0.0).sqrt() <= ne * mean.abs()
 }
 
 /// The divisor used for a column: its std, or 1 for a column that
 /// [`is_constant`] (scikit-learn's convention, not a division by zero).
 pub fn column_scale(std: f64, mean: f64, n: usize) -> f64 {
-    if is_constant(std, mean, n) {
+    column_scale_weighted(std, mean, n as f64)
+}
+
+/// [`column_scale`] of weighted statistics ([`is_constant_weighted`]).
+pub fn column_scale_weighted(std: f64, mean: f64, n: f64) -> f64 {
+    if is_constant_weighted(std, mean, n) {
         1.0
     } else {
         std

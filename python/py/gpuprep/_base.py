@@ -38,6 +38,15 @@ def _arrow_batches(X):
         yield X
 
 
+def _arrow_rows(X):
+    """The rows of Arrow data, where it knows them without reading (a
+    RecordBatchReader does not: its weights are checked batch by batch)."""
+    n = getattr(X, "num_rows", None)
+    if n is None and hasattr(X, "count_rows"):
+        n = X.count_rows()
+    return n
+
+
 def _arrow_matrix(batch):
     """A record batch as a 2-D float array (float32 when every column is) and its names."""
     import pyarrow as pa
@@ -103,6 +112,8 @@ class _Estimator(TransformerMixin, BaseEstimator):
     _accept_sparse = False
     # Whether _accumulate takes a sparse matrix as it is.
     _sparse_native = False
+    # The float dtypes kept from the input (others convert to the first).
+    _dtypes = (np.float64, np.float32)
     # Parameters that say where or how the model is computed, not what it
     # is: fits that differ only in these merge.
     _merge_free = ("device",)
@@ -116,7 +127,7 @@ class _Estimator(TransformerMixin, BaseEstimator):
             self,
             X,
             reset=reset,
-            dtype=[np.float64, np.float32],
+            dtype=list(self._dtypes),
             accept_sparse=("csr", "csc") if sparse and self._accept_sparse else False,
             ensure_all_finite=False,  # checked in the compiled core, in the same pass as the work
             ensure_min_samples=1,
@@ -138,15 +149,19 @@ class _Estimator(TransformerMixin, BaseEstimator):
     def _check_params(self):
         """Checks the parameters before any data is read (a subclass's)."""
 
-    def _state_of(self, X, *, reset):
+    def _state_of(self, X, *, reset, sample_weight=None):
         """The state of the rows of X (an array-like, a DataFrame or Arrow
-        data), named by the columns' names where X has them."""
+        data), named by the columns' names where X has them; with
+        ``sample_weight`` (a subclass's ``_accumulate`` takes ``w=``), each
+        row's weight."""
         check_device(self.device)
         self._check_params()
         if reset:
             self._fit_dtype = None
+        weights = {} if sample_weight is None else {"w": sample_weight}
         if _is_arrow(X):
             state = None
+            first = 0
             for batch in _arrow_batches(X):
                 if batch.num_rows == 0:
                     continue
@@ -163,16 +178,46 @@ class _Estimator(TransformerMixin, BaseEstimator):
                     self._set_names(names, reset=False)
                 if state is None:
                     state = self._new_state(x.shape[1])
-                state = self._accumulate(state, x)
+                if sample_weight is not None:
+                    weights = {"w": self._check_weights(sample_weight, x, first, _arrow_rows(X))}
+                state = self._accumulate(state, x, **weights)
+                first += x.shape[0]
             if state is None:
                 raise ValueError("the Arrow data holds no rows")
         else:
             x = self._validate(X, reset=reset, sparse=True)
             state = self._new_state(x.shape[1])
+            if sample_weight is not None:
+                weights = {"w": self._check_weights(sample_weight, x, 0, x.shape[0])}
             for _, block in [(0, x)] if self._sparse_native else dense_blocks(x):
-                state = self._accumulate(state, block)
+                state = self._accumulate(state, block, **weights)
         self._name_state(state, self._names())
         return state
+
+    @staticmethod
+    def _check_weights(sample_weight, x, first, total):
+        """The weights of rows first .. first + len(x) of `total` rows, as
+        float64: a number (every row's) or one finite value >= 0 per row."""
+        if total is None:
+            raise ValueError(
+                "sample_weight with a RecordBatchReader: pass a Table or a dataset, whose row count is known"
+            )
+        if isinstance(sample_weight, numbers.Number):
+            w = np.full(x.shape[0], float(sample_weight))
+        else:
+            w = np.asarray(sample_weight, dtype=np.float64)
+            if w.ndim != 1 or w.shape[0] != total:
+                raise ValueError(f"sample_weight must have one value per row: shape ({total},), got {w.shape}")
+            bad = ~np.isfinite(w) | (w < 0)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"sample_weight must be finite and >= 0: row {i} has {w[i]!r}")
+            if total and not w.any():
+                raise ValueError("sample_weight must contain at least one non-zero weight: all are zero")
+            w = w[first : first + x.shape[0]]
+        if not np.isfinite(w).all() or (w < 0).any() or (w.size and not w.any()):
+            raise ValueError(f"sample_weight must be a finite number > 0 for every row, got {sample_weight!r}")
+        return w
 
     def _names(self):
         names = getattr(self, "feature_names_in_", None)

@@ -92,6 +92,8 @@ class StandardScaler(OneToOneFeatureMixin, _Estimator):
     # stays sparse (CSR), as scikit-learn's.
     _accept_sparse = True
     _sparse_native = True
+    # float16 is kept, as scikit-learn keeps it (computed through float32).
+    _dtypes = (np.float64, np.float32, np.float16)
 
     def __init__(self, *, copy=True, with_mean=True, with_std=True, device="auto"):
         self.copy = copy
@@ -113,10 +115,29 @@ class StandardScaler(OneToOneFeatureMixin, _Estimator):
         tags.input_tags.sparse = not self.with_mean
         return tags
 
-    def _accumulate(self, state, X):
+    def fit(self, X, y=None, sample_weight=None):
+        """Fits on the rows of X (as ``_Estimator.fit``); ``sample_weight``:
+        one weight per row (finite, >= 0) or one for all, as scikit-learn's:
+        the moments are weighted and ``n_samples_seen_`` sums the weights."""
+        self._finish(self._state_of(X, reset=True, sample_weight=sample_weight))
+        return self
+
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """Adds the rows of X (weighted by ``sample_weight``) to the fit."""
+        if not hasattr(self, "_state"):
+            return self.fit(X, sample_weight=sample_weight)
+        state = self._state_of(X, reset=False, sample_weight=sample_weight)
+        self._finish(self._merge_states(self._state, state), partial=True)
+        return self
+
+    def _accumulate(self, state, X, w=None):
+        if X.dtype == np.float16:
+            X = X.astype(np.float32)
         if sp.issparse(X):
             _refuse_centering_sparse(self.with_mean)
-            count, mean, m2 = _sparse_nan_moments(X)
+            count, mean, m2 = _sparse_nan_moments(X, w)
+        elif w is not None:
+            count, mean, m2 = _weighted_nan_moments(X, w)
         else:
             count, mean, m2 = _gpuprep.nan_moments(X, self.device)
         part = _Moments(count, mean, m2, X.shape[0], None)
@@ -136,7 +157,10 @@ class StandardScaler(OneToOneFeatureMixin, _Estimator):
             return b
         if b.rows == 0:
             return a
-        count, mean, m2 = _gpuprep.nan_moments_merge((a.count, a.mean, a.m2), (b.count, b.mean, b.m2))
+        if a.count.dtype == np.uint64 and b.count.dtype == np.uint64:
+            count, mean, m2 = _gpuprep.nan_moments_merge((a.count, a.mean, a.m2), (b.count, b.mean, b.m2))
+        else:
+            count, mean, m2 = _merge_weighted_moments((a.count, a.mean, a.m2), (b.count, b.mean, b.m2))
         names = a.names if a.names is not None else b.names
         return _Moments(count, mean, m2, a.rows + b.rows, names, sorted(set(a.fit_ids) | set(b.fit_ids)))
 
@@ -144,22 +168,26 @@ class StandardScaler(OneToOneFeatureMixin, _Estimator):
         if not state.fit_ids:
             state.fit_ids = (secrets.randbits(64),)
         self._state = state
-        count = state.count.astype(np.int64)
+        weighted = state.count.dtype != np.uint64
+        count = state.count if weighted else state.count.astype(np.int64)
         seen = count.min() if count.size and (count == count[0]).all() else count
-        self.n_samples_seen_ = int(seen) if np.ndim(seen) == 0 else seen
+        if np.ndim(seen) == 0:
+            seen = float(seen) if weighted else int(seen)
+        self.n_samples_seen_ = seen
         if state.names is not None:
             self.feature_names_in_ = np.asarray(state.names, dtype=object)
         self.n_features_in_ = state.mean.shape[0]
         empty = state.count == 0
         mean = np.where(empty, np.nan, state.mean)
-        var = np.where(empty, np.nan, state.m2 / np.maximum(state.count, 1))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            var = np.where(empty, np.nan, state.m2 / np.where(empty, 1, state.count))
         if self.with_mean or self.with_std:
             self.mean_ = mean
         else:
             self.mean_ = None
         if self.with_std:
             self.var_ = var
-            self.scale_ = _gpuprep.standard_scale(var, mean, state.count)
+            self.scale_ = _gpuprep.standard_scale(var, mean, state.count.astype(np.float64))
         else:
             self.var_ = None
             self.scale_ = None
@@ -189,7 +217,10 @@ class StandardScaler(OneToOneFeatureMixin, _Estimator):
                 x.data *= factor[x.indices].astype(x.dtype, copy=False)
             return x
         if self._model is None:
-            return x.copy() if self.copy else x
+            return x.copy() if copy else x
+        half = x.dtype == np.float16
+        if half:
+            x = x.astype(np.float32)
         if self._empty.size:
             # The core's parameters must be finite: the empty columns get
             # mean 0 and scale 1 there, and NaN here.
@@ -203,6 +234,8 @@ class StandardScaler(OneToOneFeatureMixin, _Estimator):
             y[:, self._empty] = np.nan
         else:
             y = self._model.transform(x, self.device, inverse=inverse, finite="allow-nan")
+        if half:
+            y = y.astype(np.float16)
         if not copy and isinstance(X, np.ndarray) and X.dtype == y.dtype and X.flags.writeable:
             X[...] = y
             return X
@@ -227,40 +260,95 @@ def _refuse_centering_sparse(with_mean):
         )
 
 
-def _sparse_nan_moments(x):
-    """Per column: the count of values that are not NaN, their mean and M2,
-    of a sparse matrix whose unstored values are zeros, in float64 (two
-    passes over the stored values: O(nnz))."""
+def _refuse_infinity(values, cols):
+    """ValueError naming the column of the first infinite value (values and
+    their columns, flat; cols may be a function of the flat indices)."""
+    bad = np.isinf(values)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        j = int(cols(i) if callable(cols) else cols[i])
+        raise ValueError(f"Input X contains infinity (column {j}); NaN is disregarded, infinity is not")
+
+
+def _sparse_nan_moments(x, w=None):
+    """Per column: the count (or with row weights ``w``, the weight) of the
+    values that are not NaN, their mean and M2, of a sparse matrix whose
+    unstored values are zeros, in float64 (two passes over the stored
+    values: O(nnz))."""
     x = x.tocsr()
     n, d = x.shape
     cols = x.indices
     vals = x.data.astype(np.float64, copy=False)
-    if np.isinf(vals).any():
-        j = int(cols[np.flatnonzero(np.isinf(vals))[0]])
-        raise ValueError(f"Input X contains infinity (column {j}); NaN is disregarded, infinity is not")
+    _refuse_infinity(vals, cols)
+    # Each stored value's weight (1 without weights).
+    wv = np.ones(vals.shape[0]) if w is None else np.repeat(w, np.diff(x.indptr))
     nan = np.isnan(vals)
+    stored_count = np.bincount(cols[~nan], minlength=d)
     if nan.any():
-        nan_count = np.bincount(cols[nan], minlength=d)
-        cols, vals = cols[~nan], vals[~nan]
+        nan_weight = np.bincount(cols[nan], weights=wv[nan], minlength=d)
+        cols, vals, wv = cols[~nan], vals[~nan], wv[~nan]
     else:
-        nan_count = np.zeros(d, dtype=np.int64)
-    count = (n - nan_count).astype(np.uint64)
-    stored = np.bincount(cols, minlength=d)
-    total = np.bincount(cols, weights=vals, minlength=d)
-    mean = np.divide(total, count, out=np.zeros(d), where=count > 0)
+        nan_weight = np.zeros(d)
+    if w is None:
+        count = (n - nan_weight.astype(np.int64)).astype(np.uint64)
+        weight = count.astype(np.float64)
+    else:
+        weight = count = np.maximum(float(np.sum(w)) - nan_weight, 0.0)
+    total = np.bincount(cols, weights=wv * vals, minlength=d)
+    mean = np.divide(total, weight, out=np.zeros(d), where=weight > 0)
     dev = vals - mean[cols]
-    # The unstored zeros each lie mean away from it.
-    zeros = count.astype(np.float64) - stored
-    m2 = np.bincount(cols, weights=dev * dev, minlength=d) + zeros * mean * mean
+    # The unstored zeros each lie mean away from it, with the weight left.
+    zeros = np.maximum(weight - np.bincount(cols, weights=wv, minlength=d), 0.0)
+    m2 = np.bincount(cols, weights=wv * dev * dev, minlength=d) + zeros * mean * mean
     # A column of one value has that mean and no spread, exactly (as the
     # compiled core pins them): its sums can round.
-    lo = np.where(zeros > 0, 0.0, np.inf)
-    hi = np.where(zeros > 0, 0.0, -np.inf)
+    has_zeros = stored_count < n - np.bincount(x.indices[np.isnan(x.data)], minlength=d)
+    lo = np.where(has_zeros, 0.0, np.inf)
+    hi = np.where(has_zeros, 0.0, -np.inf)
     np.minimum.at(lo, cols, vals)
     np.maximum.at(hi, cols, vals)
-    one = (lo == hi) & (count > 0)
+    one = (lo == hi) & (weight > 0)
     mean[one], m2[one] = lo[one], 0.0
     return count, mean, m2
+
+
+def _weighted_nan_moments(x, w):
+    """Per column: the weight of the values that are not NaN, their weighted
+    mean and M2, in float64: two passes over each block of rows, Chan's merge
+    between blocks; a column of one value pinned as the core pins it."""
+    n, d = x.shape
+    rows = max(1, (1 << 20) // max(d, 1))
+    state = None
+    lo, hi = np.full(d, np.inf), np.full(d, -np.inf)
+    for i in range(0, n, rows):
+        xb = np.asarray(x[i : i + rows], dtype=np.float64)
+        wb = w[i : i + rows]
+        _refuse_infinity(xb.ravel(), lambda k: k % d)
+        ok = ~np.isnan(xb)
+        weight = wb @ ok
+        mean = np.divide(wb @ np.where(ok, xb, 0.0), weight, out=np.zeros(d), where=weight > 0)
+        dev = np.where(ok, xb - mean, 0.0)
+        part = (weight, mean, wb @ (dev * dev))
+        state = part if state is None else _merge_weighted_moments(state, part)
+        lo = np.fmin(lo, np.fmin.reduce(xb, axis=0))
+        hi = np.fmax(hi, np.fmax.reduce(xb, axis=0))
+    weight, mean, m2 = state
+    one = (lo == hi) & (weight > 0)
+    mean[one], m2[one] = lo[one], 0.0
+    return weight, mean, m2
+
+
+def _merge_weighted_moments(a, b):
+    """Chan's merge of two (weight, mean, M2) states per column, the weights
+    as float64 (integer counts convert exactly below 2^53)."""
+    na, ma, m2a = (np.asarray(v, dtype=np.float64) for v in a)
+    nb, mb, m2b = (np.asarray(v, dtype=np.float64) for v in b)
+    n = na + nb
+    delta = mb - ma
+    fb = np.divide(nb, n, out=np.zeros_like(n), where=n > 0)
+    mean = np.where(na == 0, mb, np.where(nb == 0, ma, ma + delta * fb))
+    m2 = np.where(na == 0, m2b, np.where(nb == 0, m2a, m2a + m2b + delta * delta * na * fb))
+    return n, mean, m2
 
 
 class _CompiledModel:

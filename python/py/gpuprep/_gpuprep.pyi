@@ -80,7 +80,7 @@ def nan_moments_merge(
     b: tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64], npt.NDArray[np.float64]],
 ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
 def standard_scale(
-    var: npt.NDArray[np.float64], mean: npt.NDArray[np.float64], count: npt.NDArray[np.uint64]
+    var: npt.NDArray[np.float64], mean: npt.NDArray[np.float64], count: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]: ...
 def init(
     shape: list[int],
