@@ -201,6 +201,10 @@ fn a_constant_column_has_its_value_as_mean_and_no_spread_exactly() {
             (s.count[3], s.mean[3], s.m2[3]),
             (n as u64 - 1, if n > 1 { 0.1 } else { 0.0 }, 0.0)
         );
+        // An infinite column is not pinned: its spread stays NaN.
+        x.column_mut(2).fill(f64::INFINITY);
+        assert!(host::column_moments(x.view()).m2[2].is_nan(), "n = {n}");
+        assert!(host::column_moments_skip_nan(x.view()).m2[2].is_nan(), "n = {n}");
     }
 }
 

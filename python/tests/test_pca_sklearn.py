@@ -308,10 +308,18 @@ def test_standard_scaler_takes_sparse_input_as_scikit_learns(fmt):
     # Sparse and dense chunks merge into the whole.
     c = gpuprep.StandardScaler(with_mean=False).partial_fit(X.tocsr()[:200]).partial_fit(X.toarray()[200:])
     assert rel(c.var_, a.var_) < 1e-12 and np.array_equal(c.n_samples_seen_, a.n_samples_seen_)
-    # copy=False scales a CSR matrix of the fitted dtype in place.
+    # copy=False scales a CSR matrix of the fitted dtype in place; copy=True
+    # leaves it alone.
     Z = X.tocsr().astype(np.float64)
+    before = Z.copy()
+    assert a.transform(Z) is not Z and np.array_equal(Z.data, before.data, equal_nan=True)
     out = a.transform(Z, copy=False)
     assert out is Z
+    np.testing.assert_allclose(Z.toarray(), b.transform(before).toarray(), rtol=1e-12, atol=0)
+    # A column fitted without a value (all NaN) scales to NaN, as dense.
+    e = gpuprep.StandardScaler(with_mean=False).fit(sp.csr_matrix([[np.nan, 1.0], [np.nan, 2.0]]))
+    B = sp.csr_matrix([[5.0, 1.0], [0.0, 2.0]])
+    assert np.isnan(e.transform(B).toarray()[0, 0]) and e.transform(B).toarray()[1, 0] == 0
     with pytest.raises(ValueError, match="with_mean=False"):
         gpuprep.StandardScaler().fit(X)
     with pytest.raises(ValueError, match="with_mean=False"):
@@ -336,7 +344,11 @@ def test_standard_scaler_sample_weight_is_repetition_and_equals_scikit_learns():
     np.testing.assert_allclose(a.n_samples_seen_, rep.n_samples_seen_)
     assert a.var_[4] == 0.0 and a.scale_[4] == 1.0
     w = rng.random(300) * 3
-    for Xf, sparse in ((X, False), (sp.random(300, 6, density=0.3, format="csr", random_state=18) * 50, True)):
+    # Sparse: mostly zeros, and a fully stored column on an offset (no
+    # unstored zero: none of its weight may be left to zeros).
+    S = (sp.random(300, 6, density=0.3, format="lil", random_state=18) * 50).tolil()
+    S[:, 1] = 1e4 + 1e-3 * rng.normal(size=(300, 1))
+    for Xf, sparse in ((X, False), (S.tocsr(), True)):
         kw = {"with_mean": False} if sparse else {}
         a = gpuprep.StandardScaler(**kw).fit(Xf, sample_weight=w)
         b = preprocessing.StandardScaler(**kw).fit(Xf, sample_weight=w)
@@ -363,8 +375,12 @@ def test_standard_scaler_refuses_bad_weights_by_row():
         (np.array([1, 1, -1, 1, 1, 1.0]), "row 2"),
         (np.array([1, 1, 1, np.nan, 1, 1.0]), "row 3"),
         (np.array([1, np.inf, 1, 1, 1, 1.0]), "row 1"),
+        (np.zeros(6), "all are zero"),
+        (0.0, "one number"),
+        (1j, "one number"),
+        (["a"] * 6, "sample_weight"),
     ):
-        with pytest.raises(ValueError, match=match):
+        with pytest.raises((ValueError, TypeError), match=match):
             gpuprep.StandardScaler().fit(X, sample_weight=w)
 
 
@@ -376,11 +392,16 @@ def test_standard_scaler_weights_arrow_batches():
     t = pa.Table.from_batches(
         [pa.RecordBatch.from_arrays([pa.array(X[i : i + 20, j]) for j in range(3)], names=list("abc")) for i in (0, 20, 40)]
     )
+    w[:20] = 0.0  # a whole batch without weight
     a = gpuprep.StandardScaler().fit(t, sample_weight=w)
     b = gpuprep.StandardScaler().fit(X, sample_weight=w)
     assert rel(a.var_, b.var_) < 1e-12 and list(a.feature_names_in_) == list("abc")
+    assert rel(b.mean_, np.average(X, axis=0, weights=w)) < 1e-14
     with pytest.raises(ValueError, match="RecordBatchReader"):
         gpuprep.StandardScaler().fit(pa.RecordBatchReader.from_batches(t.schema, t.to_batches()), sample_weight=w)
+    # One number for all rows needs no row count.
+    c = gpuprep.StandardScaler().fit(pa.RecordBatchReader.from_batches(t.schema, t.to_batches()), sample_weight=2.0)
+    assert rel(c.var_, gpuprep.StandardScaler().fit(X).var_) < 1e-12 and c.n_samples_seen_ == 100.0
 
 
 def test_standard_scaler_keeps_float16():

@@ -91,12 +91,9 @@ def test_scikit_learns_own_standard_scaler_tests(tmp_path):
         assert "StandardScaler" in text[:i], "scikit-learn's test module changed its imports"
         return text[:i] + "\nfrom gpuprep import StandardScaler  # noqa: E402\n" + text[i:]
 
-    failed, passed, out = _run_suite(
-        tmp_path,
-        "preprocessing/tests/test_data.py",
-        patch,
-        select="standard_scaler or test_scaler_ or test_scale_",
-    )
+    # The whole module: the other scalers' tests pass as they are, and every
+    # test that uses StandardScaler (by name or not) uses gpuprep's.
+    failed, passed, out = _run_suite(tmp_path, "preprocessing/tests/test_data.py", patch)
     # gpuprep's StandardScaler has no callbacks (an experimental API of
     # scikit-learn 1.9); every other case must pass, sparse input,
     # sample_weight and float16 included.
@@ -105,5 +102,5 @@ def test_scikit_learns_own_standard_scaler_tests(tmp_path):
     }
     unexpected = {k: v for k, v in unexpected.items() if v}
     assert not unexpected, f"{unexpected}\n{out}"
-    # 257 cases passed with scikit-learn 1.9.1.
-    assert passed >= 200, out
+    # The module ran (459 of its cases passed with scikit-learn 1.9.1).
+    assert passed >= 350, out

@@ -70,12 +70,13 @@ pub fn column_moments<T: HostFloat>(x: ArrayView2<'_, T>) -> ColumnMoments {
     total
 }
 
-/// A column whose values are all one value has that mean and no spread,
-/// exactly: its sums can round (1e-10 summed N times and divided by N is not
-/// 1e-10 again), and a scaler would then divide by the rounding's spread.
+/// A column whose values are all one finite value has that mean and no
+/// spread, exactly (an infinite one keeps its NaN spread): its sums can
+/// round (1e-10 summed N times and divided by N is not 1e-10 again), and a
+/// scaler would then divide by the rounding's spread.
 fn pin_constant_columns(m: &mut ColumnMoments) {
     for c in 0..m.dim() {
-        if m.min[c] == m.max[c] {
+        if m.min[c] == m.max[c] && m.min[c].is_finite() {
             m.mean[c] = m.min[c];
             m.m2[c] = 0.0;
         }
@@ -113,7 +114,7 @@ pub fn column_moments_skip_nan<T: HostFloat>(x: ArrayView2<'_, T>) -> NanMoments
                 lo = lo.min(v);
                 hi = hi.max(v);
             }
-            if lo == hi {
+            if lo == hi && lo.is_finite() {
                 // One value throughout (as pin_constant_columns).
                 return (c, n, lo, 0.0);
             }

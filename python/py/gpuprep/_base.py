@@ -162,6 +162,8 @@ class _Estimator(TransformerMixin, BaseEstimator):
         if _is_arrow(X):
             state = None
             first = 0
+            if sample_weight is not None:
+                checked = self._check_weights(sample_weight, _arrow_rows(X))
             for batch in _arrow_batches(X):
                 if batch.num_rows == 0:
                     continue
@@ -179,7 +181,7 @@ class _Estimator(TransformerMixin, BaseEstimator):
                 if state is None:
                     state = self._new_state(x.shape[1])
                 if sample_weight is not None:
-                    weights = {"w": self._check_weights(sample_weight, x, first, _arrow_rows(X))}
+                    weights = {"w": self._weights_of(checked, first, x.shape[0])}
                 state = self._accumulate(state, x, **weights)
                 first += x.shape[0]
             if state is None:
@@ -188,36 +190,44 @@ class _Estimator(TransformerMixin, BaseEstimator):
             x = self._validate(X, reset=reset, sparse=True)
             state = self._new_state(x.shape[1])
             if sample_weight is not None:
-                weights = {"w": self._check_weights(sample_weight, x, 0, x.shape[0])}
+                checked = self._check_weights(sample_weight, x.shape[0])
+                weights = {"w": self._weights_of(checked, 0, x.shape[0])}
             for _, block in [(0, x)] if self._sparse_native else dense_blocks(x):
                 state = self._accumulate(state, block, **weights)
         self._name_state(state, self._names())
         return state
 
     @staticmethod
-    def _check_weights(sample_weight, x, first, total):
-        """The weights of rows first .. first + len(x) of `total` rows, as
-        float64: a number (every row's) or one finite value >= 0 per row."""
-        if total is None:
+    def _check_weights(sample_weight, rows):
+        """The weights of `rows` rows as float64, checked once: a number
+        (every row's) or one finite value >= 0 per row, not all zero;
+        `rows` None (a RecordBatchReader's unknown count) takes a number only."""
+        if isinstance(sample_weight, numbers.Number) and not isinstance(sample_weight, (bool, np.bool_)):
+            if not isinstance(sample_weight, numbers.Real) or not (np.isfinite(sample_weight) and sample_weight > 0):
+                raise ValueError(f"sample_weight as one number must be finite and > 0, got {sample_weight!r}")
+            return float(sample_weight)
+        if rows is None:
             raise ValueError(
-                "sample_weight with a RecordBatchReader: pass a Table or a dataset, whose row count is known"
+                "sample_weight per row with a RecordBatchReader: pass a Table or a dataset, whose row count is known"
             )
-        if isinstance(sample_weight, numbers.Number):
-            w = np.full(x.shape[0], float(sample_weight))
-        else:
+        try:
             w = np.asarray(sample_weight, dtype=np.float64)
-            if w.ndim != 1 or w.shape[0] != total:
-                raise ValueError(f"sample_weight must have one value per row: shape ({total},), got {w.shape}")
-            bad = ~np.isfinite(w) | (w < 0)
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                raise ValueError(f"sample_weight must be finite and >= 0: row {i} has {w[i]!r}")
-            if total and not w.any():
-                raise ValueError("sample_weight must contain at least one non-zero weight: all are zero")
-            w = w[first : first + x.shape[0]]
-        if not np.isfinite(w).all() or (w < 0).any() or (w.size and not w.any()):
-            raise ValueError(f"sample_weight must be a finite number > 0 for every row, got {sample_weight!r}")
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"sample_weight must be numbers, one per row: {e}") from None
+        if w.ndim != 1 or w.shape[0] != rows:
+            raise ValueError(f"sample_weight must have one value per row: shape ({rows},), got {w.shape}")
+        bad = ~np.isfinite(w) | (w < 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"sample_weight must be finite and >= 0: row {i} has {w[i]!r}")
+        if rows and not w.any():
+            raise ValueError("sample_weight must contain at least one non-zero weight: all are zero")
         return w
+
+    @staticmethod
+    def _weights_of(w, first, rows):
+        """Rows first .. first + rows of checked weights `w`."""
+        return np.full(rows, w) if isinstance(w, float) else w[first : first + rows]
 
     def _names(self):
         names = getattr(self, "feature_names_in_", None)

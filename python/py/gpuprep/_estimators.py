@@ -81,8 +81,10 @@ class StandardScaler(OneToOneFeatureMixin, _Estimator):
     ----------
     mean_, var_, scale_ : ndarray of shape (n_features,) or None
         As scikit-learn's (None where the options make them unused).
-    n_samples_seen_ : int or ndarray of shape (n_features,)
-        Rows seen; per feature where NaN made the counts differ.
+    n_samples_seen_ : int, float or ndarray of shape (n_features,)
+        Rows seen (under ``sample_weight``, the sum of their weights, a
+        float, also where neither mean nor std is used); per feature where
+        NaN made the counts differ.
     n_features_in_, feature_names_in_
     """
 
@@ -212,8 +214,9 @@ class StandardScaler(OneToOneFeatureMixin, _Estimator):
             _refuse_centering_sparse(self.with_mean)
             x = x.tocsr(copy=copy and x is X)
             if self.scale_ is not None:
-                scale = np.nan_to_num(self.scale_, nan=1.0)
-                factor = scale if inverse else 1.0 / scale
+                # (A column fitted without a value has scale NaN: its stored
+                # values become NaN, as scikit-learn's and the dense path's.)
+                factor = self.scale_ if inverse else 1.0 / self.scale_
                 x.data *= factor[x.indices].astype(x.dtype, copy=False)
             return x
         if self._model is None:
@@ -297,18 +300,27 @@ def _sparse_nan_moments(x, w=None):
     total = np.bincount(cols, weights=wv * vals, minlength=d)
     mean = np.divide(total, weight, out=np.zeros(d), where=weight > 0)
     dev = vals - mean[cols]
-    # The unstored zeros each lie mean away from it, with the weight left.
-    zeros = np.maximum(weight - np.bincount(cols, weights=wv, minlength=d), 0.0)
+    # The unstored zeros each lie mean away from it, with the weight the
+    # stored values leave; exactly none where every row is stored (the
+    # difference of two sums of the same weights rounds, and mean^2 would
+    # make that rounding a variance).
+    has_zeros = stored_count < n - np.bincount(x.indices[nan], minlength=d)
+    zeros = np.where(has_zeros, np.maximum(weight - np.bincount(cols, weights=wv, minlength=d), 0.0), 0.0)
     m2 = np.bincount(cols, weights=wv * dev * dev, minlength=d) + zeros * mean * mean
+    # The corrected two-pass term: what the deviations still sum to.
+    resid = np.bincount(cols, weights=wv * dev, minlength=d) - zeros * mean
+    m2 -= np.divide(resid * resid, weight, out=np.zeros(d), where=weight > 0)
+    m2 = np.maximum(m2, 0.0)
     # A column of one value has that mean and no spread, exactly (as the
     # compiled core pins them): its sums can round.
-    has_zeros = stored_count < n - np.bincount(x.indices[np.isnan(x.data)], minlength=d)
-    lo = np.where(has_zeros, 0.0, np.inf)
-    hi = np.where(has_zeros, 0.0, -np.inf)
-    np.minimum.at(lo, cols, vals)
-    np.maximum.at(hi, cols, vals)
-    one = (lo == hi) & (weight > 0)
-    mean[one], m2[one] = lo[one], 0.0
+    # (Each column against one of its stored values, or 0 where it has
+    # unstored zeros: bincounts, O(nnz), no per-element ufunc.at.)
+    ref = np.zeros(d)
+    ref[cols] = vals  # any one of them: a constant column has no other
+    ref[has_zeros] = 0.0
+    differs = np.bincount(cols, weights=(vals != ref[cols]), minlength=d) > 0
+    one = ~differs & (weight > 0) & (has_zeros | (stored_count > 0))
+    mean[one], m2[one] = ref[one], 0.0
     return count, mean, m2
 
 
@@ -327,7 +339,7 @@ def _weighted_nan_moments(x, w):
         ok = ~np.isnan(xb)
         weight = wb @ ok
         mean = np.divide(wb @ np.where(ok, xb, 0.0), weight, out=np.zeros(d), where=weight > 0)
-        dev = np.where(ok, xb - mean, 0.0)
+        dev = np.where(ok & (wb[:, None] > 0), xb - mean, 0.0)
         part = (weight, mean, wb @ (dev * dev))
         state = part if state is None else _merge_weighted_moments(state, part)
         lo = np.fmin(lo, np.fmin.reduce(xb, axis=0))

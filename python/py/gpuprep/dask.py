@@ -113,5 +113,6 @@ def transform(estimator, X):
         def apply(block):
             return estimator.transform(block)
 
-    dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float64
+    kept = getattr(estimator, "_dtypes", (np.float64, np.float32))
+    dtype = X.dtype if X.dtype in kept else np.float64
     return X.map_blocks(apply, dtype=dtype, chunks=(X.chunks[0], (n_out,)))
