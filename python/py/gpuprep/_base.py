@@ -39,8 +39,8 @@ def _arrow_batches(X):
 
 
 def _arrow_rows(X):
-    """The rows of Arrow data, where it knows them without reading (a
-    RecordBatchReader does not: its weights are checked batch by batch)."""
+    """The rows of Arrow data, where it knows them without reading; None
+    for a RecordBatchReader (whose weights can then only be one number)."""
     n = getattr(X, "num_rows", None)
     if n is None and hasattr(X, "count_rows"):
         n = X.count_rows()
@@ -158,7 +158,7 @@ class _Estimator(TransformerMixin, BaseEstimator):
         self._check_params()
         if reset:
             self._fit_dtype = None
-        weights = {} if sample_weight is None else {"w": sample_weight}
+        weights = {}  # the keyword w= of _accumulate, under sample_weight
         if _is_arrow(X):
             state = None
             first = 0

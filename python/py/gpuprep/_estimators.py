@@ -59,8 +59,9 @@ class StandardScaler(OneToOneFeatureMixin, _Estimator):
     Chan's merge between blocks), so data on a large offset keeps its
     digits; a column of one value has exactly that mean and no variance.
     Sparse input (``with_mean=False`` only, as scikit-learn's) is fitted from
-    its stored values and scaled to a sparse CSR result. ``partial_fit`` and ``merge`` are exact: any split of the rows
-    gives the model of all of them.
+    its stored values and scaled to a sparse CSR result. ``partial_fit`` and
+    ``merge`` are exact: any split of the rows gives the model of all of
+    them.
 
     Parameters
     ----------
@@ -413,7 +414,8 @@ class PCA(_CompiledModel, ClassNamePrefixFeaturesOutMixin, _Estimator):
         An int keeps that many components (at most min(n_samples,
         n_features)); a float in (0, 1) the fewest whose explained variance
         ratio passes it; "mle" the count that Minka's criterion picks (needs
-        n_samples >= n_features; two full eigendecompositions); None
+        n_samples >= n_features; a full eigendecomposition for the spectrum,
+        then the fit of that count by ``svd_solver``); None
         min(n_samples, n_features), or one less with ``svd_solver="arpack"``
         (scikit-learn's "auto" turns to arpack for sparse input and so keeps
         one less there; gpuprep's does not). A partial fit that has seen too
@@ -621,7 +623,6 @@ class PCA(_CompiledModel, ClassNamePrefixFeaturesOutMixin, _Estimator):
                 self._state, self._model = state, None
                 return
             k = _mle_rank(_model_arrays(first)["pca_eigenvalues"], n)
-            options["solver"] = "full"
         # No component (scikit-learn allows it: all the variance is noise)
         # is the model of one with the component dropped.
         model = self._fit_model(state, partial, n_components=1 if k == 0 else k, **options)
@@ -686,14 +687,17 @@ class PCA(_CompiledModel, ClassNamePrefixFeaturesOutMixin, _Estimator):
         noise = float(self.noise_variance_)
         return w, np.maximum(ev - noise, 0.0), noise
 
+    def _covariance64(self):
+        w, excess, noise = self._generative()
+        cov = (w.T * excess) @ w
+        cov[np.diag_indices_from(cov)] += noise
+        return cov
+
     def get_covariance(self):
         """The data's covariance under the fitted generative model:
         ``components_.T @ diag(explained_variance_ - noise_variance_) @
         components_ + noise_variance_ * I`` (scikit-learn's)."""
-        w, excess, noise = self._generative()
-        cov = (w.T * excess) @ w
-        cov[np.diag_indices_from(cov)] += noise
-        return cov.astype(self.components_.dtype, copy=False)
+        return self._covariance64().astype(self.components_.dtype, copy=False)
 
     def get_precision(self):
         """The inverse of ``get_covariance()``, by the matrix inversion lemma
@@ -705,7 +709,7 @@ class PCA(_CompiledModel, ClassNamePrefixFeaturesOutMixin, _Estimator):
             with np.errstate(divide="ignore", invalid="ignore"):
                 return (np.eye(d) / noise).astype(dtype, copy=False)
         if noise == 0.0:
-            return np.linalg.inv(self.get_covariance().astype(np.float64)).astype(dtype, copy=False)
+            return np.linalg.inv(self._covariance64()).astype(dtype, copy=False)
         # (noise I + W^T E W)^-1 = I / noise - W^T (E^-1 + W W^T / noise)^-1 W / noise^2
         with np.errstate(divide="ignore"):
             inner = (w @ w.T) / noise
