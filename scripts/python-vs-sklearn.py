@@ -4,7 +4,11 @@ array (the CPU path by default): fit_transform of StandardScaler and of
 PCA(32, whiten=True), the Python layer's overhead over the compiled core it
 calls, and whole jobs from a file (load, fit_transform, save).
 
-    python3 scripts/python-vs-sklearn.py [--n 262144] [--d 256] [--rounds 7] [--device cpu]
+    python3 scripts/python-vs-sklearn.py [--n 262144] [--d 256] [--rounds 7] [--device cpu] [--density 0.01]
+
+Rows: StandardScaler and PCA(32, whiten=True) fit_transform; StandardScaler
+fit with sample_weight; StandardScaler(with_mean=False) fit (unweighted and
+weighted) and transform of a sparse CSR matrix of the same shape.
 
 Needs gpuprep installed (pip install ./python) and scikit-learn. Rounds
 alternate between the two libraries; medians are reported, with the ratio
@@ -36,6 +40,7 @@ def main():
     ap = parser(__doc__, n=262144, d=256, k=32, rounds=7)
     ap.add_argument("--device", default="cpu", choices=["cpu", "gpu", "auto"])
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--density", type=float, default=0.01, help="of the sparse matrix's rows (default 0.01)")
     a = ap.parse_args()
 
     import sklearn
@@ -90,10 +95,40 @@ def main():
         lambda: decomposition.PCA(a.k, whiten=True).fit_transform(X),
     )
 
+    # sample_weight, and sparse input (StandardScaler(with_mean=False)).
+    w = rng.uniform(0.0, 2.0, a.n)
+    pair(
+        "StandardScaler().fit(X, sample_weight=w)",
+        lambda: gpuprep.StandardScaler(device=a.device).fit(X, sample_weight=w),
+        lambda: preprocessing.StandardScaler().fit(X, sample_weight=w),
+    )
+    import scipy.sparse as sp
+
+    S = sp.random(a.n, a.d, density=a.density, format="csr", dtype=a.dtype, random_state=1)
+    S.data += 100.0
+    g = gpuprep.StandardScaler(with_mean=False, device=a.device).fit(S)
+    k = preprocessing.StandardScaler(with_mean=False).fit(S)
+    print(
+        f"sparse CSR {a.n} x {a.d}, density {a.density} ({S.nnz} stored): "
+        f"max |var rel. diff| = {np.max(np.abs(g.var_ - k.var_) / np.maximum(k.var_, 1e-300)):.2e}"
+    )
+    for name, kw in [("", {}), (", sample_weight=w", {"sample_weight": w})]:
+        pair(
+            f"StandardScaler(with_mean=False).fit(sparse{name})",
+            lambda kw=kw: gpuprep.StandardScaler(with_mean=False, device=a.device).fit(S, **kw),
+            lambda kw=kw: preprocessing.StandardScaler(with_mean=False).fit(S, **kw),
+        )
+    pair(
+        "StandardScaler(with_mean=False).transform(sparse)",
+        lambda: g.transform(S),
+        lambda: k.transform(S),
+    )
+    del S
+
     # The Python layer's overhead: the estimator against the compiled calls it makes.
     def core_scaler():
         count, mean, m2 = _gpuprep.nan_moments(X, a.device)
-        scale = _gpuprep.standard_scale(m2 / count, mean, count)
+        scale = _gpuprep.standard_scale(m2 / count, mean, count.astype(np.float64))
         _gpuprep.Model.standardizer(mean, scale, True, True).transform(X, a.device, finite="allow-nan")
 
     def core_pca():

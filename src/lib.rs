@@ -56,7 +56,7 @@ pub use matrix::GpuMatrix;
 pub use model::convention::Convention;
 pub use model::init::{FanMode, Scheme};
 pub use model::matmul::Activation;
-pub use model::moments::{CoMoments, ColumnMoments};
+pub use model::moments::{CoMoments, ColumnMoments, NanMoments, WeightedMoments};
 pub use model::norm::{NormKind, NormSummary, RunningStatsConfig};
 pub use model::pca::{NComponents, PcaModel, PcaOptions, Solver, Whitening};
 pub use model::pipeline::{Pipeline, PipelineOptions, PipelineState, Standardizer};

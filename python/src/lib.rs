@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use gpuprep::model::init::{FanMode, Scheme};
-use gpuprep::model::moments::NanMoments;
+use gpuprep::model::moments::{NanMoments, WeightedMoments};
 use gpuprep::model::pca::Solver;
 use gpuprep::npz::{NpzReader, NpzWriter};
 use gpuprep::pipeline::Device;
@@ -693,10 +693,34 @@ fn nan_moments_of<T: gpuprep::npy::NpyFloat>(
 
 /// Per-column count, mean and M2 of the values of `x` that are not NaN
 /// (scikit-learn's StandardScaler state), accumulated in f64 on `device`.
+/// With `sample_weight` (one finite weight >= 0 per row) each value counts
+/// with its row's weight and the counts are the weights, as float64; the
+/// weighted moments run on the host whatever the device.
 #[pyfunction]
-fn nan_moments<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, device: &str) -> PyResult<Moments<'py>> {
+#[pyo3(signature = (x, device, sample_weight=None))]
+fn nan_moments<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    device: &str,
+    sample_weight: Option<PyReadonlyArray1<'py, f64>>,
+) -> PyResult<AnyMoments<'py>> {
     let dev = self::device(py, device)?;
-    let m = match Rows::of(x, "X")? {
+    let rows = Rows::of(x, "X")?;
+    if let Some(w) = sample_weight {
+        let w = w.as_array();
+        let m = match rows {
+            Rows::F32(a) => {
+                let v = a.as_array();
+                run(py, || host::column_moments_skip_nan_weighted(v, w))?
+            }
+            Rows::F64(a) => {
+                let v = a.as_array();
+                run(py, || host::column_moments_skip_nan_weighted(v, w))?
+            }
+        };
+        return Ok(weighted_out(py, m));
+    }
+    let m = match rows {
         Rows::F32(a) => {
             let v = a.as_array();
             run(py, || nan_moments_of(v, dev))?
@@ -706,37 +730,143 @@ fn nan_moments<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, device: &str) -> PyR
             run(py, || nan_moments_of(v, dev))?
         }
     };
-    Ok(moments_out(py, m))
+    let (c, m, q) = moments_out(py, m);
+    Ok((c.into_any(), m, q))
 }
 
-/// The merge of two NaN-skipping states `(count, mean, m2)`, each column by
-/// Chan's formula over its own counts.
+/// Moments whose counts are uint64 (unweighted) or float64 (weights).
+type AnyMoments<'py> = (
+    Bound<'py, PyAny>,
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<f64>>,
+);
+
+fn weighted_out<'py>(py: Python<'py>, m: WeightedMoments) -> AnyMoments<'py> {
+    (
+        m.weight.into_pyarray(py).into_any(),
+        m.mean.into_pyarray(py),
+        m.m2.into_pyarray(py),
+    )
+}
+
+/// A 1-D array of scipy's index types, borrowed.
+#[derive(FromPyObject)]
+enum Indices<'py> {
+    I32(PyReadonlyArray1<'py, i32>),
+    I64(PyReadonlyArray1<'py, i64>),
+}
+
+/// A 1-D float32 or float64 array, borrowed.
+#[derive(FromPyObject)]
+enum Values<'py> {
+    F32(PyReadonlyArray1<'py, f32>),
+    F64(PyReadonlyArray1<'py, f64>),
+}
+
+/// The moments of a sparse CSR matrix (scipy's `indptr`, `indices` and
+/// `data` of a matrix of `shape`, in canonical form), its unstored values
+/// zeros, NaN disregarded, as `nan_moments`: counts as uint64 without
+/// `sample_weight`, the weights as float64 with it. On the host, in
+/// O(stored values + columns).
 #[pyfunction]
-fn nan_moments_merge<'py>(
+#[pyo3(signature = (shape, indptr, indices, data, sample_weight=None))]
+fn sparse_nan_moments<'py>(
     py: Python<'py>,
-    a: (
-        PyReadonlyArray1<'py, u64>,
-        PyReadonlyArray1<'py, f64>,
-        PyReadonlyArray1<'py, f64>,
-    ),
-    b: (
-        PyReadonlyArray1<'py, u64>,
-        PyReadonlyArray1<'py, f64>,
-        PyReadonlyArray1<'py, f64>,
-    ),
-) -> PyResult<Moments<'py>> {
-    let own = |t: &(
-        PyReadonlyArray1<'py, u64>,
-        PyReadonlyArray1<'py, f64>,
-        PyReadonlyArray1<'py, f64>,
-    )| NanMoments {
-        count: t.0.as_array().to_owned(),
+    shape: (usize, usize),
+    indptr: Indices<'py>,
+    indices: Indices<'py>,
+    data: Values<'py>,
+    sample_weight: Option<PyReadonlyArray1<'py, f64>>,
+) -> PyResult<AnyMoments<'py>> {
+    let offsets: Vec<usize> = match &indptr {
+        Indices::I32(a) => a
+            .as_array()
+            .iter()
+            .map(|&p| usize::try_from(p).ok())
+            .collect::<Option<Vec<usize>>>(),
+        Indices::I64(a) => a
+            .as_array()
+            .iter()
+            .map(|&p| usize::try_from(p).ok())
+            .collect::<Option<Vec<usize>>>(),
+    }
+    .ok_or_else(|| PyValueError::new_err("indptr holds a negative offset"))?;
+    let weights = sample_weight.as_ref().map(|w| w.as_array());
+    fn go<T: gpuprep::npy::NpyFloat + numpy::Element + Sync, I: host::CsrIndex + numpy::Element>(
+        py: Python<'_>,
+        shape: (usize, usize),
+        indptr: &[usize],
+        indices: &PyReadonlyArray1<'_, I>,
+        data: &PyReadonlyArray1<'_, T>,
+        w: Option<ndarray::ArrayView1<'_, f64>>,
+    ) -> PyResult<WeightedMoments> {
+        let (indices, data) = (indices.as_slice()?, data.as_slice()?);
+        let x = host::Csr {
+            shape,
+            indptr,
+            indices,
+            data,
+        };
+        run(py, || host::sparse_column_moments_skip_nan(x, w))
+    }
+    let m = match (&indices, &data) {
+        (Indices::I32(i), Values::F32(v)) => go(py, shape, &offsets, i, v, weights)?,
+        (Indices::I32(i), Values::F64(v)) => go(py, shape, &offsets, i, v, weights)?,
+        (Indices::I64(i), Values::F32(v)) => go(py, shape, &offsets, i, v, weights)?,
+        (Indices::I64(i), Values::F64(v)) => go(py, shape, &offsets, i, v, weights)?,
+    };
+    if sample_weight.is_some() {
+        return Ok(weighted_out(py, m));
+    }
+    // Unit weights: the counts, exact (integers below 2^53).
+    let count = m.weight.mapv(|c| c as u64);
+    Ok((
+        count.into_pyarray(py).into_any(),
+        m.mean.into_pyarray(py),
+        m.m2.into_pyarray(py),
+    ))
+}
+
+/// Counts as uint64 or weights as float64.
+#[derive(FromPyObject)]
+enum Counts<'py> {
+    U64(PyReadonlyArray1<'py, u64>),
+    F64(PyReadonlyArray1<'py, f64>),
+}
+
+type State<'py> = (
+    Counts<'py>,
+    PyReadonlyArray1<'py, f64>,
+    PyReadonlyArray1<'py, f64>,
+);
+
+/// The merge of two NaN-skipping states `(count, mean, m2)`, each column by
+/// Chan's formula over its own counts; counts of uint64 with counts of
+/// uint64 stay counts, float64 weights on either side give weights.
+#[pyfunction]
+fn nan_moments_merge<'py>(py: Python<'py>, a: State<'py>, b: State<'py>) -> PyResult<AnyMoments<'py>> {
+    if let (Counts::U64(ca), Counts::U64(cb)) = (&a.0, &b.0) {
+        let own = |c: &PyReadonlyArray1<'py, u64>, t: &State<'py>| NanMoments {
+            count: c.as_array().to_owned(),
+            mean: t.1.as_array().to_owned(),
+            m2: t.2.as_array().to_owned(),
+        };
+        let mut m = own(ca, &a);
+        m.merge(&own(cb, &b)).map_err(to_py)?;
+        let (c, m, q) = moments_out(py, m);
+        return Ok((c.into_any(), m, q));
+    }
+    let own = |t: &State<'py>| WeightedMoments {
+        weight: match &t.0 {
+            Counts::U64(c) => c.as_array().mapv(|v| v as f64),
+            Counts::F64(w) => w.as_array().to_owned(),
+        },
         mean: t.1.as_array().to_owned(),
         m2: t.2.as_array().to_owned(),
     };
     let mut m = own(&a);
     m.merge(&own(&b)).map_err(to_py)?;
-    Ok(moments_out(py, m))
+    Ok(weighted_out(py, m))
 }
 
 /// scikit-learn's scale of each column: the std, or 1 where the variance is
@@ -922,6 +1052,7 @@ fn _gpuprep(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(device_error, m)?)?;
     m.add_function(wrap_pyfunction!(nan_moments, m)?)?;
     m.add_function(wrap_pyfunction!(nan_moments_merge, m)?)?;
+    m.add_function(wrap_pyfunction!(sparse_nan_moments, m)?)?;
     m.add_function(wrap_pyfunction!(standard_scale, m)?)?;
     m.add_function(wrap_pyfunction!(init, m)?)?;
     m.add_function(wrap_pyfunction!(calculate_gain, m)?)?;

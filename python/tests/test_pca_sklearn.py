@@ -330,6 +330,45 @@ def test_standard_scaler_takes_sparse_input_as_scikit_learns(fmt):
         gpuprep.StandardScaler(with_mean=False).fit(bad)
 
 
+def test_sparse_moments_take_any_index_type_order_and_duplicates():
+    from sklearn import preprocessing
+
+    from gpuprep import _gpuprep
+
+    rng = np.random.default_rng(21)
+    dense = np.where(rng.random((400, 9)) < 0.2, 1e3 + rng.normal(size=(400, 9)), 0.0)
+    X = sp.csr_matrix(dense)
+    b = preprocessing.StandardScaler(with_mean=False).fit(X)
+    # int64 indices, float32 values.
+    X64 = X.copy()
+    X64.indices, X64.indptr = X64.indices.astype(np.int64), X64.indptr.astype(np.int64)
+    assert rel(gpuprep.StandardScaler(with_mean=False).fit(X64).var_, b.var_) < 1e-9
+    c = gpuprep.StandardScaler(with_mean=False).fit(X.astype(np.float32))
+    d = preprocessing.StandardScaler(with_mean=False).fit(X.astype(np.float32))
+    assert rel(c.var_, d.var_) < 1e-5 and c.var_.dtype == d.var_.dtype
+    # Unsorted indices, and a value stored as two parts (scipy sums them).
+    rows, cols = X.nonzero()
+    vals = np.asarray(X[rows, cols]).ravel()
+    order = rng.permutation(len(vals))
+    half = np.r_[vals / 2, vals / 2]
+    Y = sp.csr_matrix((half[np.r_[order, order]], (np.r_[rows, rows][np.r_[order, order]], np.r_[cols, cols][np.r_[order, order]])), shape=X.shape)
+    Y.has_canonical_format = False
+    assert rel(gpuprep.StandardScaler(with_mean=False).fit(Y).var_, b.var_) < 1e-9
+    # The compiled call refuses what is not a matrix, by name, never a panic.
+    ip, ix, v = X.indptr, X.indices, X.data
+    for args, match in (
+        (((400, 9), ip[:-1], ix, v), "indptr of 401 offsets"),
+        (((400, 9), ip, ix[:-1], v), "one index per stored value"),
+        (((400, 3), ip, ix, v), "outside 0..3"),
+        (((400, 9), -ip, ix, v), "negative offset"),
+        (((400, 9), ip, np.r_[ix[:1], ix[:1], ix[2:]], v), "twice|outside|stores"),
+        (((400, 9), ip, ix, v, np.ones(3)), "400 weights"),
+        (((400, 9), ip, ix, v, -np.ones(400)), "weight of row 0"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            _gpuprep.sparse_nan_moments(*args)
+
+
 def test_standard_scaler_sample_weight_is_repetition_and_equals_scikit_learns():
     from sklearn import preprocessing
 

@@ -35,6 +35,7 @@ pub mod norm;
 pub mod pca;
 pub mod standardize;
 pub(crate) mod symm;
+pub mod weighted_moments;
 
 pub use batchnorm::{BatchNorm, BatchNormGrads};
 pub use column_stats::{column_moments, column_moments_skip_nan, column_stats};
@@ -42,8 +43,9 @@ pub use covariance::{comoments, covariance, CoMomentsStream};
 pub use matmul::{matmul, matmul_into, MatmulOptions, MatmulPlan};
 pub use norm::{norm_backward, norm_forward};
 pub use standardize::{standardize, standardize_inplace};
+pub use weighted_moments::{column_moments_skip_nan_weighted, sparse_column_moments_skip_nan, Csr, CsrIndex};
 
-pub use crate::model::moments::{CoMoments, ColumnMoments, NanMoments};
+pub use crate::model::moments::{CoMoments, ColumnMoments, NanMoments, WeightedMoments};
 
 use ndarray::{Array, Array2, ArrayView2, Dimension};
 

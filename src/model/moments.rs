@@ -183,6 +183,106 @@ impl NanMoments {
     }
 }
 
+/// Per-column weight, mean and `M2` of the values that are not NaN, each
+/// value counted with its row's weight, in f64: the state of scikit-learn's
+/// `StandardScaler` fitted with `sample_weight` (the weight of a column is
+/// the sum of the weights of its rows that hold a value there). Unit weights
+/// give [`NanMoments`] with its counts as floats ([`WeightedMoments::from_counts`]).
+///
+/// ```
+/// use gpuprep::model::moments::WeightedMoments;
+/// use ndarray::array;
+/// # fn main() -> gpuprep::Result<()> {
+/// // Values 1 (weight 1) and 4 (weight 2): mean 3, M2 = 1 * 2^2 + 2 * 1^2.
+/// let mut a = WeightedMoments { weight: array![1.0], mean: array![1.0], m2: array![0.0] };
+/// let b = WeightedMoments { weight: array![2.0], mean: array![4.0], m2: array![0.0] };
+/// a.merge(&b)?;
+/// assert_eq!((a.weight[0], a.mean[0], a.m2[0]), (3.0, 3.0, 6.0));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightedMoments {
+    /// The weight of the values that are not NaN, per column.
+    pub weight: Array1<f64>,
+    /// Their weighted mean (0 where the weight is 0).
+    pub mean: Array1<f64>,
+    /// Their weighted sum of squared deviations from the mean.
+    pub m2: Array1<f64>,
+}
+
+impl WeightedMoments {
+    /// The empty state of `d` columns.
+    pub fn new(d: usize) -> Self {
+        WeightedMoments {
+            weight: Array1::zeros(d),
+            mean: Array1::zeros(d),
+            m2: Array1::zeros(d),
+        }
+    }
+
+    /// Columns `D`.
+    pub fn dim(&self) -> usize {
+        self.mean.len()
+    }
+
+    /// The state of unit weights: the counts as floats (exact below 2^53).
+    pub fn from_counts(m: &NanMoments) -> Self {
+        WeightedMoments {
+            weight: m.count.mapv(|c| c as f64),
+            mean: m.mean.clone(),
+            m2: m.m2.clone(),
+        }
+    }
+
+    /// Merges `other` (disjoint rows of the same columns) into `self`, each
+    /// column with Chan's formula over its own weights.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for states of other widths or vectors of other
+    /// lengths.
+    pub fn merge(&mut self, other: &WeightedMoments) -> Result<()> {
+        const OP: &str = "weighted moments merge";
+        let d = self.dim();
+        if other.dim() != d {
+            return Err(dim_mismatch(OP, d, other.dim()));
+        }
+        for s in [self as &WeightedMoments, other] {
+            if s.weight.len() != d || s.m2.len() != d {
+                return Err(Error::shape(
+                    OP,
+                    format!("weight, mean and m2 of {d} values"),
+                    format!("{}, {} and {}", s.weight.len(), s.mean.len(), s.m2.len()),
+                ));
+            }
+        }
+        for c in 0..d {
+            weighted_merge(
+                (&mut self.weight[c], &mut self.mean[c], &mut self.m2[c]),
+                (other.weight[c], other.mean[c], other.m2[c]),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Chan's merge of one column's `(w_b, mean_b, m2_b)` into `(w_a, mean_a,
+/// m2_a)`; a side of weight 0 is the identity.
+pub(crate) fn weighted_merge((wa, ma, sa): (&mut f64, &mut f64, &mut f64), (wb, mb, sb): (f64, f64, f64)) {
+    if wb == 0.0 {
+        return;
+    }
+    if *wa == 0.0 {
+        (*wa, *ma, *sa) = (wb, mb, sb);
+        return;
+    }
+    let w = *wa + wb;
+    let fb = wb / w;
+    let delta = mb - *ma;
+    *ma += delta * fb;
+    *sa += sb + delta * delta * *wa * fb;
+    *wa = w;
+}
+
 /// numpy's `minimum`: NaN if either is NaN.
 pub(crate) fn nan_min(a: f64, b: f64) -> f64 {
     if a.is_nan() || b.is_nan() {

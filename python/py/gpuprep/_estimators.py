@@ -140,7 +140,8 @@ class StandardScaler(OneToOneFeatureMixin, _Estimator):
             _refuse_centering_sparse(self.with_mean)
             count, mean, m2 = _sparse_nan_moments(X, w)
         elif w is not None:
-            count, mean, m2 = _weighted_nan_moments(X, w)
+            w = np.ascontiguousarray(w, dtype=np.float64)
+            count, mean, m2 = _gpuprep.nan_moments(X, self.device, sample_weight=w)
         else:
             count, mean, m2 = _gpuprep.nan_moments(X, self.device)
         part = _Moments(count, mean, m2, X.shape[0], None)
@@ -160,10 +161,8 @@ class StandardScaler(OneToOneFeatureMixin, _Estimator):
             return b
         if b.rows == 0:
             return a
-        if a.count.dtype == np.uint64 and b.count.dtype == np.uint64:
-            count, mean, m2 = _gpuprep.nan_moments_merge((a.count, a.mean, a.m2), (b.count, b.mean, b.m2))
-        else:
-            count, mean, m2 = _merge_weighted_moments((a.count, a.mean, a.m2), (b.count, b.mean, b.m2))
+        # uint64 counts merge to counts; float64 weights on either side to weights.
+        count, mean, m2 = _gpuprep.nan_moments_merge((a.count, a.mean, a.m2), (b.count, b.mean, b.m2))
         names = a.names if a.names is not None else b.names
         return _Moments(count, mean, m2, a.rows + b.rows, names, sorted(set(a.fit_ids) | set(b.fit_ids)))
 
@@ -264,104 +263,19 @@ def _refuse_centering_sparse(with_mean):
         )
 
 
-def _refuse_infinity(values, cols):
-    """ValueError naming the column of the first infinite value (values and
-    their columns, flat; cols may be a function of the flat indices)."""
-    bad = np.isinf(values)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        j = int(cols(i) if callable(cols) else cols[i])
-        raise ValueError(f"Input X contains infinity (column {j}); NaN is disregarded, infinity is not")
-
-
 def _sparse_nan_moments(x, w=None):
     """Per column: the count (or with row weights ``w``, the weight) of the
     values that are not NaN, their mean and M2, of a sparse matrix whose
-    unstored values are zeros, in float64 (two passes over the stored
-    values: O(nnz))."""
+    unstored values are zeros, in float64, in the compiled core (two passes
+    over the stored values: O(nnz))."""
     x = x.tocsr()
-    n, d = x.shape
-    cols = x.indices
-    vals = x.data.astype(np.float64, copy=False)
-    _refuse_infinity(vals, cols)
-    # Each stored value's weight (1 without weights).
-    wv = np.ones(vals.shape[0]) if w is None else np.repeat(w, np.diff(x.indptr))
-    nan = np.isnan(vals)
-    stored_count = np.bincount(cols[~nan], minlength=d)
-    if nan.any():
-        nan_weight = np.bincount(cols[nan], weights=wv[nan], minlength=d)
-        cols, vals, wv = cols[~nan], vals[~nan], wv[~nan]
-    else:
-        nan_weight = np.zeros(d)
-    if w is None:
-        count = (n - nan_weight.astype(np.int64)).astype(np.uint64)
-        weight = count.astype(np.float64)
-    else:
-        weight = count = np.maximum(float(np.sum(w)) - nan_weight, 0.0)
-    total = np.bincount(cols, weights=wv * vals, minlength=d)
-    mean = np.divide(total, weight, out=np.zeros(d), where=weight > 0)
-    dev = vals - mean[cols]
-    # The unstored zeros each lie mean away from it, with the weight the
-    # stored values leave; exactly none where every row is stored (the
-    # difference of two sums of the same weights rounds, and mean^2 would
-    # make that rounding a variance).
-    has_zeros = stored_count < n - np.bincount(x.indices[nan], minlength=d)
-    zeros = np.where(has_zeros, np.maximum(weight - np.bincount(cols, weights=wv, minlength=d), 0.0), 0.0)
-    m2 = np.bincount(cols, weights=wv * dev * dev, minlength=d) + zeros * mean * mean
-    # The corrected two-pass term: what the deviations still sum to.
-    resid = np.bincount(cols, weights=wv * dev, minlength=d) - zeros * mean
-    m2 -= np.divide(resid * resid, weight, out=np.zeros(d), where=weight > 0)
-    m2 = np.maximum(m2, 0.0)
-    # A column of one value has that mean and no spread, exactly (as the
-    # compiled core pins them): its sums can round.
-    # (Each column against one of its stored values, or 0 where it has
-    # unstored zeros: bincounts, O(nnz), no per-element ufunc.at.)
-    ref = np.zeros(d)
-    ref[cols] = vals  # any one of them: a constant column has no other
-    ref[has_zeros] = 0.0
-    differs = np.bincount(cols, weights=(vals != ref[cols]), minlength=d) > 0
-    one = ~differs & (weight > 0) & (has_zeros | (stored_count > 0))
-    mean[one], m2[one] = ref[one], 0.0
-    return count, mean, m2
-
-
-def _weighted_nan_moments(x, w):
-    """Per column: the weight of the values that are not NaN, their weighted
-    mean and M2, in float64: two passes over each block of rows, Chan's merge
-    between blocks; a column of one value pinned as the core pins it."""
-    n, d = x.shape
-    rows = max(1, (1 << 20) // max(d, 1))
-    state = None
-    lo, hi = np.full(d, np.inf), np.full(d, -np.inf)
-    for i in range(0, n, rows):
-        xb = np.asarray(x[i : i + rows], dtype=np.float64)
-        wb = w[i : i + rows]
-        _refuse_infinity(xb.ravel(), lambda k: k % d)
-        ok = ~np.isnan(xb)
-        weight = wb @ ok
-        mean = np.divide(wb @ np.where(ok, xb, 0.0), weight, out=np.zeros(d), where=weight > 0)
-        dev = np.where(ok & (wb[:, None] > 0), xb - mean, 0.0)
-        part = (weight, mean, wb @ (dev * dev))
-        state = part if state is None else _merge_weighted_moments(state, part)
-        lo = np.fmin(lo, np.fmin.reduce(xb, axis=0))
-        hi = np.fmax(hi, np.fmax.reduce(xb, axis=0))
-    weight, mean, m2 = state
-    one = (lo == hi) & (weight > 0)
-    mean[one], m2[one] = lo[one], 0.0
-    return weight, mean, m2
-
-
-def _merge_weighted_moments(a, b):
-    """Chan's merge of two (weight, mean, M2) states per column, the weights
-    as float64 (integer counts convert exactly below 2^53)."""
-    na, ma, m2a = (np.asarray(v, dtype=np.float64) for v in a)
-    nb, mb, m2b = (np.asarray(v, dtype=np.float64) for v in b)
-    n = na + nb
-    delta = mb - ma
-    fb = np.divide(nb, n, out=np.zeros_like(n), where=n > 0)
-    mean = np.where(na == 0, mb, np.where(nb == 0, ma, ma + delta * fb))
-    m2 = np.where(na == 0, m2b, np.where(nb == 0, m2a, m2a + m2b + delta * delta * na * fb))
-    return n, mean, m2
+    if not x.has_canonical_format:
+        # One stored value per place: duplicates sum, as scipy reads them.
+        x = x.copy()
+        x.sum_duplicates()
+    if w is not None:
+        w = np.ascontiguousarray(w, dtype=np.float64)
+    return _gpuprep.sparse_nan_moments(x.shape, x.indptr, x.indices, x.data, w)
 
 
 class _CompiledModel:

@@ -72,13 +72,22 @@ class Model:
 
 def device_info() -> dict[str, Any] | None: ...
 def device_error() -> str | None: ...
+_Moments = tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64], npt.NDArray[np.float64]]
+_WeightedMoments = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]
+
 def nan_moments(
-    x: Floats, device: Device
-) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
+    x: Floats, device: Device, sample_weight: npt.NDArray[np.float64] | None = None
+) -> _Moments | _WeightedMoments: ...
+def sparse_nan_moments(
+    shape: tuple[int, int],
+    indptr: npt.NDArray[np.int32] | npt.NDArray[np.int64],
+    indices: npt.NDArray[np.int32] | npt.NDArray[np.int64],
+    data: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    sample_weight: npt.NDArray[np.float64] | None = None,
+) -> _Moments | _WeightedMoments: ...
 def nan_moments_merge(
-    a: tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64], npt.NDArray[np.float64]],
-    b: tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64], npt.NDArray[np.float64]],
-) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
+    a: _Moments | _WeightedMoments, b: _Moments | _WeightedMoments
+) -> _Moments | _WeightedMoments: ...
 def standard_scale(
     var: npt.NDArray[np.float64], mean: npt.NDArray[np.float64], count: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]: ...

@@ -1,0 +1,393 @@
+//! The weighted and the sparse NaN-skipping column moments of the host path
+//! (`host::column_moments_skip_nan_weighted`,
+//! `host::sparse_column_moments_skip_nan`) against an oracle written here in
+//! the plainest f64 (the definition: weighted sums, then squared deviations,
+//! each value read from the dense matrix), on seeded data: shapes that do
+//! and do not divide the blocks, tasks, column tiles and sparse chunks, NaN,
+//! zero weights, large offsets, constant columns, and bad input.
+
+use gpuprep::host::{self, Csr};
+use gpuprep::{Error, WeightedMoments};
+use ndarray::{s, Array1, Array2};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+/// N = 1, D = 1, sizes that divide nothing, several blocks (64 Ki elements)
+/// and tasks (1 Mi), a second column tile (8192).
+const SHAPES: &[(usize, usize)] = &[
+    (1, 1),
+    (1, 5),
+    (7, 1),
+    (1000, 1),
+    (63, 65),
+    (4099, 200),
+    (20_000, 64),
+    (3, 9000),
+];
+
+/// The definition, from the dense matrix (NaN skipped).
+fn oracle(x: &Array2<f64>, w: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let d = x.ncols();
+    let (mut weight, mut mean, mut m2) = (vec![0.0; d], vec![0.0; d], vec![0.0; d]);
+    for c in 0..d {
+        let vals: Vec<(f64, f64)> = x
+            .column(c)
+            .iter()
+            .zip(w)
+            .filter(|(v, _)| !v.is_nan())
+            .map(|(&v, &w)| (v, w))
+            .collect();
+        let wt: f64 = vals.iter().map(|p| p.1).sum();
+        weight[c] = wt;
+        if wt > 0.0 {
+            mean[c] = vals.iter().map(|p| p.1 * p.0).sum::<f64>() / wt;
+            m2[c] = vals.iter().map(|p| p.1 * (p.0 - mean[c]).powi(2)).sum();
+        }
+    }
+    (weight, mean, m2)
+}
+
+fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// Offset + N(0, 1), a share `nan` of NaN, a share `zero` of exact zeros.
+fn data(n: usize, d: usize, offset: f64, nan: f64, zero: f64, seed: u64) -> Array2<f64> {
+    let mut r = rng(seed);
+    Array2::from_shape_simple_fn((n, d), || {
+        let u: f64 = r.random();
+        let z: f64 = StandardNormal.sample(&mut r);
+        if u < nan {
+            f64::NAN
+        } else if u < nan + zero {
+            0.0
+        } else {
+            offset + z
+        }
+    })
+}
+
+/// Weights in [0, 3), a quarter of them 0.
+fn weights(n: usize, seed: u64) -> Vec<f64> {
+    let mut r = rng(seed);
+    (0..n)
+        .map(|_| {
+            let u: f64 = r.random();
+            if u < 0.25 {
+                0.0
+            } else {
+                3.0 * r.random::<f64>()
+            }
+        })
+        .collect()
+}
+
+/// The CSR form of `x` (its zeros unstored).
+fn csr(x: &Array2<f64>) -> (Vec<usize>, Vec<i32>, Vec<f64>) {
+    let (mut indptr, mut indices, mut data) = (vec![0usize], vec![], vec![]);
+    for row in x.rows() {
+        for (c, &v) in row.iter().enumerate() {
+            if v != 0.0 {
+                indices.push(c as i32);
+                data.push(v);
+            }
+        }
+        indptr.push(data.len());
+    }
+    (indptr, indices, data)
+}
+
+fn close(got: &WeightedMoments, want: &(Vec<f64>, Vec<f64>, Vec<f64>), offset: f64, what: &str) {
+    for c in 0..want.0.len() {
+        let (w, m, q) = (want.0[c], want.1[c], want.2[c]);
+        assert!(
+            (got.weight[c] - w).abs() <= 1e-12 * w.max(1.0),
+            "{what} column {c}: weight {} vs {w}",
+            got.weight[c]
+        );
+        let scale = offset.abs().max(1.0);
+        assert!(
+            (got.mean[c] - m).abs() <= 1e-12 * scale,
+            "{what} column {c}: mean {} vs {m}",
+            got.mean[c]
+        );
+        // M2 about the mean: relative to itself (plus the weight's rounding).
+        assert!(
+            (got.m2[c] - q).abs() <= 1e-9 * q + 1e-12 * w,
+            "{what} column {c}: m2 {} vs {q}",
+            got.m2[c]
+        );
+    }
+}
+
+#[test]
+fn weighted_dense_moments_equal_the_definition() {
+    for (i, &(n, d)) in SHAPES.iter().enumerate() {
+        for offset in [0.0, 1e4] {
+            let x = data(n, d, offset, 0.1, 0.0, i as u64);
+            let w = weights(n, 100 + i as u64);
+            let want = oracle(&x, &w);
+            let wv = Array1::from(w.clone());
+            let got = host::column_moments_skip_nan_weighted(x.view(), wv.view()).unwrap();
+            close(&got, &want, offset, &format!("f64 {n} x {d} offset {offset}"));
+            // f32 input: the same sums of its (widened) values.
+            let x32 = x.mapv(|v| v as f32);
+            let got = host::column_moments_skip_nan_weighted(x32.view(), wv.view()).unwrap();
+            close(
+                &got,
+                &oracle(&x32.mapv(|v| v as f64), &w),
+                offset,
+                &format!("f32 {n} x {d}"),
+            );
+            // Not in standard layout: the transpose of a transpose's copy.
+            let t = x.t().to_owned();
+            let got = host::column_moments_skip_nan_weighted(t.t(), wv.view()).unwrap();
+            close(&got, &want, offset, &format!("transposed {n} x {d}"));
+        }
+    }
+}
+
+#[test]
+fn unit_weights_equal_the_nan_skipping_moments() {
+    let x = data(4099, 70, 1e3, 0.05, 0.0, 7);
+    let ones = Array1::from_elem(4099, 1.0);
+    let a = host::column_moments_skip_nan_weighted(x.view(), ones.view()).unwrap();
+    let b = host::column_moments_skip_nan(x.view());
+    for c in 0..70 {
+        assert_eq!(a.weight[c], b.count[c] as f64);
+        assert!((a.mean[c] - b.mean[c]).abs() <= 1e-12 * 1e3, "column {c}");
+        assert!((a.m2[c] - b.m2[c]).abs() <= 1e-9 * b.m2[c], "column {c}");
+    }
+}
+
+#[test]
+fn sparse_moments_equal_the_definition_with_and_without_weights() {
+    for (i, &(n, d)) in SHAPES.iter().chain(&[(300_000, 3), (50, 40_000)]).enumerate() {
+        for offset in [0.0, 1e4] {
+            // Mostly zeros, some NaN stored, values about the offset.
+            let x = data(n, d, offset, 0.02, 0.8, 40 + i as u64);
+            let (indptr, indices, vals) = csr(&x);
+            let m = Csr {
+                shape: (n, d),
+                indptr: &indptr,
+                indices: &indices,
+                data: &vals,
+            };
+            let ones = vec![1.0; n];
+            let got = host::sparse_column_moments_skip_nan(m, None).unwrap();
+            close(
+                &got,
+                &oracle(&x, &ones),
+                offset,
+                &format!("sparse {n} x {d} offset {offset}"),
+            );
+            let w = weights(n, 90 + i as u64);
+            let wv = Array1::from(w.clone());
+            let got = host::sparse_column_moments_skip_nan(m, Some(wv.view())).unwrap();
+            close(
+                &got,
+                &oracle(&x, &w),
+                offset,
+                &format!("weighted sparse {n} x {d}"),
+            );
+            // f32 values and i64 indices.
+            let v32: Vec<f32> = vals.iter().map(|&v| v as f32).collect();
+            let i64s: Vec<i64> = indices.iter().map(|&c| c as i64).collect();
+            let m32 = Csr {
+                shape: (n, d),
+                indptr: &indptr,
+                indices: &i64s,
+                data: &v32,
+            };
+            let got = host::sparse_column_moments_skip_nan(m32, Some(wv.view())).unwrap();
+            let x32 = x.mapv(|v| v as f32 as f64);
+            close(&got, &oracle(&x32, &w), offset, &format!("f32 sparse {n} x {d}"));
+        }
+    }
+}
+
+#[test]
+fn sparse_and_dense_moments_agree_on_a_fully_stored_matrix() {
+    // Every value stored (no zeros): the sparse path's zero correction must
+    // add nothing, exactly, even where the weights' two sums round apart.
+    let x = data(5000, 30, 1e4, 0.0, 0.0, 3);
+    let (indptr, indices, vals) = csr(&x);
+    let w = Array1::from(weights(5000, 4).iter().map(|v| v + 0.1).collect::<Vec<_>>());
+    let m = Csr {
+        shape: (5000, 30),
+        indptr: &indptr,
+        indices: &indices,
+        data: &vals,
+    };
+    let a = host::sparse_column_moments_skip_nan(m, Some(w.view())).unwrap();
+    let b = host::column_moments_skip_nan_weighted(x.view(), w.view()).unwrap();
+    for c in 0..30 {
+        assert!((a.mean[c] - b.mean[c]).abs() <= 1e-12 * 1e4);
+        assert!((a.m2[c] - b.m2[c]).abs() <= 1e-9 * b.m2[c]);
+    }
+}
+
+#[test]
+fn a_column_of_one_value_has_that_mean_and_no_spread_exactly() {
+    for n in [1usize, 7, 100, 70_001] {
+        let mut x = data(n, 4, 0.0, 0.0, 0.0, 5);
+        x.column_mut(1).fill(1e-10);
+        x.column_mut(2).fill(-123.456);
+        x.column_mut(3).fill(0.1);
+        x[[0, 3]] = f64::NAN;
+        let w = Array1::from(weights(n, 6).iter().map(|v| v + 0.5).collect::<Vec<_>>());
+        let m = host::column_moments_skip_nan_weighted(x.view(), w.view()).unwrap();
+        for (c, v) in [(1, 1e-10), (2, -123.456)] {
+            assert_eq!((m.mean[c], m.m2[c]), (v, 0.0), "n = {n}, column {c}");
+        }
+        if n > 1 {
+            assert_eq!((m.mean[3], m.m2[3]), (0.1, 0.0), "n = {n}");
+        }
+        // Sparse: a column stored in every row with one value, and a column
+        // of zeros and NaN only.
+        let mut y = x.clone();
+        y.column_mut(0).fill(0.0);
+        y[[0, 0]] = f64::NAN;
+        let (indptr, indices, vals) = csr(&y);
+        let sm = Csr {
+            shape: (n, 4),
+            indptr: &indptr,
+            indices: &indices,
+            data: &vals,
+        };
+        let m = host::sparse_column_moments_skip_nan(sm, Some(w.view())).unwrap();
+        assert_eq!((m.mean[1], m.m2[1]), (1e-10, 0.0), "n = {n}");
+        assert_eq!((m.mean[2], m.m2[2]), (-123.456, 0.0), "n = {n}");
+        assert_eq!((m.mean[0], m.m2[0]), (0.0, 0.0), "n = {n}");
+        assert_eq!(m.weight[0], w.sum() - w[0], "n = {n}");
+    }
+}
+
+#[test]
+fn zero_weights_give_no_share_and_no_overflow() {
+    // A huge value at weight 0 would square to infinity; 0 * inf is NaN.
+    let x = ndarray::array![[1e300f64, 1.0], [2.0, 3.0], [4.0, f64::NAN]];
+    let w = ndarray::array![0.0, 1.0, 1.0];
+    let m = host::column_moments_skip_nan_weighted(x.view(), w.view()).unwrap();
+    assert_eq!(m.weight.to_vec(), vec![2.0, 1.0]);
+    assert_eq!(m.mean.to_vec(), vec![3.0, 3.0]);
+    assert_eq!(m.m2.to_vec(), vec![2.0, 0.0]);
+    let (indptr, indices, vals) = csr(&x);
+    let sm = Csr {
+        shape: (3, 2),
+        indptr: &indptr,
+        indices: &indices,
+        data: &vals,
+    };
+    let s = host::sparse_column_moments_skip_nan(sm, Some(w.view())).unwrap();
+    assert_eq!(
+        (s.weight.to_vec(), s.mean.to_vec(), s.m2.to_vec()),
+        (m.weight.to_vec(), m.mean.to_vec(), m.m2.to_vec())
+    );
+    // All weights 0: weight 0, mean 0 and M2 0.
+    let z = Array1::zeros(3);
+    let m = host::column_moments_skip_nan_weighted(x.view(), z.view()).unwrap();
+    assert_eq!((m.weight.sum(), m.mean.sum(), m.m2.sum()), (0.0, 0.0, 0.0));
+}
+
+#[test]
+fn splits_merge_to_the_whole() {
+    let x = data(3001, 17, 500.0, 0.1, 0.0, 9);
+    let w = Array1::from(weights(3001, 10));
+    let whole = host::column_moments_skip_nan_weighted(x.view(), w.view()).unwrap();
+    let mut a = host::column_moments_skip_nan_weighted(x.slice(s![..1234, ..]), w.slice(s![..1234])).unwrap();
+    let b = host::column_moments_skip_nan_weighted(x.slice(s![1234.., ..]), w.slice(s![1234..])).unwrap();
+    a.merge(&b).unwrap();
+    for c in 0..17 {
+        assert!((a.weight[c] - whole.weight[c]).abs() <= 1e-12 * whole.weight[c]);
+        assert!((a.mean[c] - whole.mean[c]).abs() <= 1e-12 * 500.0);
+        assert!((a.m2[c] - whole.m2[c]).abs() <= 1e-9 * whole.m2[c]);
+    }
+    assert!(matches!(
+        a.merge(&WeightedMoments::new(3)),
+        Err(Error::ShapeMismatch { .. })
+    ));
+}
+
+#[test]
+fn the_result_does_not_depend_on_the_thread_count() {
+    let x = data(70_000, 33, 10.0, 0.05, 0.5, 11);
+    let w = Array1::from(weights(70_000, 12));
+    let (indptr, indices, vals) = csr(&x);
+    let sm = Csr {
+        shape: (70_000, 33),
+        indptr: &indptr,
+        indices: &indices,
+        data: &vals,
+    };
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            (
+                host::column_moments_skip_nan_weighted(x.view(), w.view()).unwrap(),
+                host::sparse_column_moments_skip_nan(sm, Some(w.view())).unwrap(),
+            )
+        })
+    };
+    assert_eq!(run(1), run(3));
+}
+
+#[test]
+fn bad_input_is_refused_naming_what_is_wrong() {
+    let x = ndarray::array![[1.0f64, 2.0], [3.0, f64::INFINITY]];
+    let w = ndarray::array![1.0, 1.0];
+    let msg = |e: Error| e.to_string();
+    let e = host::column_moments_skip_nan_weighted(x.view(), w.view()).unwrap_err();
+    assert!(msg(e).contains("infinity (row 1, column 1)"));
+    for (bad, what) in [(f64::NAN, "NaN"), (-1.0, "-1"), (f64::INFINITY, "inf")] {
+        let w = ndarray::array![1.0, bad];
+        let e = host::column_moments_skip_nan_weighted(x.view(), w.view()).unwrap_err();
+        assert!(msg(e).contains(&format!("weight of row 1 is {what}")), "{what}");
+    }
+    let e = host::column_moments_skip_nan_weighted(x.view(), ndarray::array![1.0].view()).unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { .. }));
+
+    let ok = |indptr: &[usize], indices: &[i64], data: &[f64]| {
+        host::sparse_column_moments_skip_nan(
+            Csr {
+                shape: (2, 3),
+                indptr,
+                indices,
+                data,
+            },
+            None,
+        )
+    };
+    assert!(ok(&[0, 1, 2], &[0, 2], &[1.0, 2.0]).is_ok());
+    assert!(msg(ok(&[0, 1], &[0], &[1.0]).unwrap_err()).contains("indptr of 3 offsets"));
+    assert!(msg(ok(&[0, 1, 3], &[0, 2], &[1.0, 2.0]).unwrap_err()).contains("indptr from 0"));
+    assert!(msg(ok(&[0, 2, 2], &[0], &[1.0, 2.0]).unwrap_err()).contains("one index per stored value"));
+    assert!(msg(ok(&[0, 3, 2], &[0, 1], &[1.0, 2.0]).unwrap_err()).contains("falls at row 1"));
+    assert!(msg(ok(&[0, 1, 2], &[0, 3], &[1.0, 2.0]).unwrap_err()).contains("stored value 1 is outside 0..3"));
+    assert!(msg(ok(&[0, 1, 2], &[0, -1], &[1.0, 2.0]).unwrap_err()).contains("stored value 1 is outside"));
+    assert!(msg(ok(&[0, 2, 2], &[1, 1], &[1.0, 2.0]).unwrap_err()).contains("row 0 stores column 1 twice"));
+    assert!(msg(ok(&[0, 3, 3], &[1, 0, 1], &[1.0, 2.0, 3.0]).unwrap_err()).contains("column 1 twice"));
+    assert!(
+        msg(ok(&[0, 1, 2], &[0, 1], &[1.0, f64::NEG_INFINITY]).unwrap_err())
+            .contains("infinity (row 1, column 1)")
+    );
+    // No rows, no columns.
+    let none = host::sparse_column_moments_skip_nan(
+        Csr::<f64, i32> {
+            shape: (0, 2),
+            indptr: &[0],
+            indices: &[],
+            data: &[],
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(none.weight.to_vec(), vec![0.0, 0.0]);
+    let empty = Array2::<f32>::zeros((0, 3));
+    let m = host::column_moments_skip_nan_weighted(empty.view(), Array1::zeros(0).view()).unwrap();
+    assert_eq!(m.dim(), 3);
+}
