@@ -125,7 +125,9 @@ impl Dense {
 }
 
 /// The state of rows `first..` of the data (`x`, their weights `w`), block by
-/// block of `block_rows` rows and column tiles of `tile`.
+/// block of `block_rows` rows and column tiles of `tile`. The inner loops
+/// have no branch (NaN and infinity are selects and flags), so they
+/// vectorize; a block that holds an infinity is searched for it afterwards.
 fn dense_task<T: HostFloat>(
     x: ArrayView2<'_, T>,
     w: ArrayView1<'_, f64>,
@@ -134,6 +136,11 @@ fn dense_task<T: HostFloat>(
     tile: usize,
 ) -> Result<Dense> {
     let (n, d) = x.dim();
+    // Rows as slices: a copy for inputs in another layout only.
+    let x = x.as_standard_layout();
+    let Some(all) = x.as_slice() else {
+        return Err(Error::invalid(OP, "the rows are not contiguous after a copy"));
+    };
     let mut st = Dense::new(d);
     let mut sum = vec![0.0f64; tile];
     let mut wsum = vec![0.0f64; tile];
@@ -144,45 +151,50 @@ fn dense_task<T: HostFloat>(
         let k = c1 - c0;
         for r0 in (0..n).step_by(block_rows) {
             let r1 = (r0 + block_rows).min(n);
-            let block = x.slice(s![r0..r1, c0..c1]);
-            sum[..k].fill(0.0);
-            wsum[..k].fill(0.0);
+            let row = |r: usize| &all[r * d + c0..r * d + c1];
+            let (sum, wsum) = (&mut sum[..k], &mut wsum[..k]);
+            sum.fill(0.0);
+            wsum.fill(0.0);
             let (lo, hi) = (&mut st.lo[c0..c1], &mut st.hi[c0..c1]);
-            for (i, row) in block.rows().into_iter().enumerate() {
-                let wr = w[r0 + i];
-                for (j, v) in row.iter().enumerate() {
+            let mut infinite = false;
+            for r in r0..r1 {
+                let wr = w[r];
+                for (j, v) in row(r).iter().enumerate() {
                     let v = v.to_f64();
-                    if v.is_nan() {
-                        continue;
+                    let ok = !v.is_nan();
+                    infinite |= v.is_infinite();
+                    let vw = if ok { wr } else { 0.0 };
+                    sum[j] += vw * if ok { v } else { 0.0 };
+                    wsum[j] += vw;
+                    lo[j] = if ok && v < lo[j] { v } else { lo[j] };
+                    hi[j] = if ok && v > hi[j] { v } else { hi[j] };
+                }
+            }
+            if infinite {
+                for r in r0..r1 {
+                    if let Some(j) = row(r).iter().position(|v| v.to_f64().is_infinite()) {
+                        return Err(infinity(OP, first + r, c0 + j));
                     }
-                    if v.is_infinite() {
-                        return Err(infinity(OP, first + r0 + i, c0 + j));
-                    }
-                    sum[j] += wr * v;
-                    wsum[j] += wr;
-                    lo[j] = lo[j].min(v);
-                    hi[j] = hi[j].max(v);
                 }
             }
             for j in 0..k {
                 sum[j] = if wsum[j] > 0.0 { sum[j] / wsum[j] } else { 0.0 };
             }
-            let mean = &sum;
-            dev[..k].fill(0.0);
-            sq[..k].fill(0.0);
-            for (i, row) in block.rows().into_iter().enumerate() {
-                let wr = w[r0 + i];
+            let mean = &*sum;
+            let (dev, sq) = (&mut dev[..k], &mut sq[..k]);
+            dev.fill(0.0);
+            sq.fill(0.0);
+            for r in r0..r1 {
+                let wr = w[r];
                 if wr == 0.0 {
                     // No share, and no 0 * huge^2 overflow.
                     continue;
                 }
-                for (j, v) in row.iter().enumerate() {
+                for (j, v) in row(r).iter().enumerate() {
                     let v = v.to_f64();
-                    if !v.is_nan() {
-                        let e = v - mean[j];
-                        dev[j] += wr * e;
-                        sq[j] += wr * e * e;
-                    }
+                    let e = if v.is_nan() { 0.0 } else { v - mean[j] };
+                    dev[j] += wr * e;
+                    sq[j] += wr * e * e;
                 }
             }
             for j in 0..k {
