@@ -8,7 +8,8 @@ calls, and whole jobs from a file (load, fit_transform, save).
 
 Rows: StandardScaler and PCA(32, whiten=True) fit_transform; StandardScaler
 fit with sample_weight; StandardScaler(with_mean=False) fit (unweighted and
-weighted) and transform of a sparse CSR matrix of the same shape.
+weighted) and transform of a sparse CSR matrix of the same shape, and
+PCA(k).fit of it (float64) against scikit-learn's arpack and covariance_eigh.
 
 Needs gpuprep installed (pip install ./python) and scikit-learn. Rounds
 alternate between the two libraries; medians are reported, with the ratio
@@ -129,7 +130,16 @@ def main():
         lambda: g.transform(S),
         lambda: k.transform(S),
     )
-    del S
+    # PCA of sparse input: gpuprep's co-moments from the stored values' Gram
+    # matrix; scikit-learn's arpack (its "auto" for sparse) and covariance_eigh.
+    S64 = S.astype(np.float64)
+    for solver in ("arpack", "covariance_eigh"):
+        pair(
+            f"PCA({a.k}).fit(sparse) vs {solver}",
+            lambda: gpuprep.PCA(a.k, device=a.device).fit(S64),
+            lambda solver=solver: decomposition.PCA(a.k, svd_solver=solver, random_state=0).fit(S64),
+        )
+    del S, S64
 
     # The Python layer's overhead: the estimator against the compiled calls it makes.
     def core_scaler():

@@ -391,3 +391,155 @@ fn bad_input_is_refused_naming_what_is_wrong() {
     let m = host::column_moments_skip_nan_weighted(empty.view(), Array1::zeros(0).view()).unwrap();
     assert_eq!(m.dim(), 3);
 }
+
+/// The co-moments of the dense matrix in f64, by definition.
+fn dense_comoments(x: &Array2<f64>) -> (Array1<f64>, Array2<f64>) {
+    let mean = x.mean_axis(ndarray::Axis(0)).unwrap();
+    let c = x - &mean;
+    (mean, c.t().dot(&c))
+}
+
+#[test]
+fn sparse_comoments_equal_the_dense_definition() {
+    for (i, &(n, d)) in SHAPES.iter().take(7).chain(&[(2000, 300), (5, 1)]).enumerate() {
+        for offset in [0.0, 30.0] {
+            let x = data(n, d, offset, 0.0, 0.85, 200 + i as u64);
+            let (indptr, indices, vals) = csr(&x);
+            let m = Csr {
+                shape: (n, d),
+                indptr: &indptr,
+                indices: &indices,
+                data: &vals,
+            };
+            let mom = host::sparse_column_moments(m).unwrap();
+            assert!(host::sparse_gram_is_accurate(&mom));
+            let co = host::sparse_comoments(m, &mom).unwrap();
+            let (mean, want) = dense_comoments(&x);
+            let scale = want.diag().iter().fold(1e-300f64, |a, &b| a.max(b));
+            let err = (&co.comoment - &want).iter().fold(0.0f64, |a, &b| a.max(b.abs()));
+            assert!(
+                err <= 1e-11 * scale,
+                "{n} x {d} offset {offset}: {err} of {scale}"
+            );
+            assert!((&co.mean - &mean)
+                .iter()
+                .all(|v| v.abs() <= 1e-12 * (1.0 + offset)));
+            assert_eq!(co.count, n as u64);
+            // Symmetric exactly; min and max count the zeros.
+            assert_eq!(co.comoment, co.comoment.t());
+            for c in 0..d {
+                let col = x.column(c);
+                assert_eq!(
+                    mom.min[c],
+                    col.fold(f64::INFINITY, |a, &b| a.min(b)),
+                    "min of column {c}"
+                );
+                assert_eq!(
+                    mom.max[c],
+                    col.fold(f64::NEG_INFINITY, |a, &b| a.max(b)),
+                    "max of column {c}"
+                );
+            }
+            // Unsorted rows (each row reversed), f32 values, i64 indices.
+            let mut rev_i: Vec<i64> = Vec::new();
+            let mut rev_v: Vec<f32> = Vec::new();
+            for r in 0..n {
+                for k in (indptr[r]..indptr[r + 1]).rev() {
+                    rev_i.push(indices[k] as i64);
+                    rev_v.push(vals[k] as f32);
+                }
+            }
+            let m32 = Csr {
+                shape: (n, d),
+                indptr: &indptr,
+                indices: &rev_i,
+                data: &rev_v,
+            };
+            let mom32 = host::sparse_column_moments(m32).unwrap();
+            let co32 = host::sparse_comoments(m32, &mom32).unwrap();
+            let (_, want32) = dense_comoments(&x.mapv(|v| v as f32 as f64));
+            let err = (&co32.comoment - &want32)
+                .iter()
+                .fold(0.0f64, |a, &b| a.max(b.abs()));
+            assert!(err <= 1e-11 * scale, "unsorted f32 {n} x {d}: {err}");
+        }
+    }
+}
+
+#[test]
+fn sparse_comoments_of_a_constant_column_are_zero_and_offsets_are_flagged() {
+    // Column 1 stored everywhere with one value; column 2 near a large offset.
+    let mut x = data(500, 3, 0.0, 0.0, 0.5, 301);
+    x.column_mut(1).fill(7.25);
+    let (indptr, indices, vals) = csr(&x);
+    let m = Csr {
+        shape: (500, 3),
+        indptr: &indptr,
+        indices: &indices,
+        data: &vals,
+    };
+    let mom = host::sparse_column_moments(m).unwrap();
+    let co = host::sparse_comoments(m, &mom).unwrap();
+    assert_eq!((mom.mean[1], mom.m2[1]), (7.25, 0.0));
+    assert_eq!(co.comoment.row(1).to_vec(), vec![0.0; 3]);
+    assert_eq!(co.comoment.column(1).to_vec(), vec![0.0; 3]);
+    assert!(host::sparse_gram_is_accurate(&mom));
+    x.column_mut(2).mapv_inplace(|v| 1e4 + 1e-2 * v);
+    let (indptr, indices, vals) = csr(&x);
+    let m = Csr {
+        shape: (500, 3),
+        indptr: &indptr,
+        indices: &indices,
+        data: &vals,
+    };
+    assert!(!host::sparse_gram_is_accurate(
+        &host::sparse_column_moments(m).unwrap()
+    ));
+}
+
+#[test]
+fn sparse_comoments_do_not_depend_on_the_thread_count_and_refuse_nan() {
+    let x = data(3000, 90, 1.0, 0.0, 0.9, 302);
+    let (indptr, indices, vals) = csr(&x);
+    let m = Csr {
+        shape: (3000, 90),
+        indptr: &indptr,
+        indices: &indices,
+        data: &vals,
+    };
+    let mom = host::sparse_column_moments(m).unwrap();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| host::sparse_comoments(m, &mom).unwrap())
+    };
+    assert_eq!(run(1), run(3));
+    let mut bad = vals.clone();
+    bad[indptr[17]] = f64::NAN;
+    let b = Csr {
+        shape: (3000, 90),
+        indptr: &indptr,
+        indices: &indices,
+        data: &bad,
+    };
+    let e = host::sparse_column_moments(b).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("NaN (row 17, column {})", indices[indptr[17]])),
+        "{e}"
+    );
+    let other = host::sparse_column_moments(Csr {
+        shape: (3000, 90),
+        indptr: &indptr,
+        indices: &indices,
+        data: &vals[..],
+    })
+    .unwrap();
+    let mut short = other.clone();
+    short.count = 2;
+    assert!(matches!(
+        host::sparse_comoments(m, &short),
+        Err(Error::ShapeMismatch { .. })
+    ));
+}

@@ -289,6 +289,82 @@ impl PyState {
         }
     }
 
+    /// Accumulates a sparse CSR matrix (scipy's `indptr`, `indices` and
+    /// `data` of a matrix of `shape`, canonical) without densifying it: its
+    /// column moments from the stored values, and the co-moments from the
+    /// Gram matrix of the stored values' pairs (on the host, whatever the
+    /// device). Returns False, the state left as it was, where a column's
+    /// mean is too large against its spread for the Gram matrix's accuracy
+    /// (`host::sparse_gram_is_accurate`): then accumulate dense blocks of
+    /// rows. NaN and infinity are refused, naming their row and column.
+    fn partial_fit_sparse<'py>(
+        &mut self,
+        py: Python<'py>,
+        shape: (usize, usize),
+        indptr: Indices<'py>,
+        indices: Indices<'py>,
+        data: Values<'py>,
+    ) -> PyResult<bool> {
+        if shape.1 != self.inner.dim() {
+            return Err(PyValueError::new_err(format!(
+                "X has {} columns, the state {}",
+                shape.1,
+                self.inner.dim()
+            )));
+        }
+        let offsets = offsets(&indptr)?;
+        let pca = self.inner.comoments.is_some();
+        fn go<T: gpuprep::npy::NpyFloat + numpy::Element + Sync, I: host::CsrIndex + numpy::Element>(
+            py: Python<'_>,
+            x: (usize, usize, &[usize]),
+            indices: &PyReadonlyArray1<'_, I>,
+            data: &PyReadonlyArray1<'_, T>,
+            pca: bool,
+        ) -> PyResult<Option<PipelineState>> {
+            let (indices, data) = (indices.as_slice()?, data.as_slice()?);
+            let x = host::Csr {
+                shape: (x.0, x.1),
+                indptr: x.2,
+                indices,
+                data,
+            };
+            run(py, || {
+                let moments = host::sparse_column_moments(x)?;
+                if !pca {
+                    return Ok(Some(PipelineState {
+                        moments,
+                        comoments: None,
+                        feature_names: None,
+                        fit_ids: Vec::new(),
+                    }));
+                }
+                if !host::sparse_gram_is_accurate(&moments) {
+                    return Ok(None);
+                }
+                let comoments = Some(host::sparse_comoments(x, &moments)?);
+                Ok(Some(PipelineState {
+                    moments,
+                    comoments,
+                    feature_names: None,
+                    fit_ids: Vec::new(),
+                }))
+            })
+        }
+        let x = (shape.0, shape.1, &offsets[..]);
+        let chunk = match (&indices, &data) {
+            (Indices::I32(i), Values::F32(v)) => go(py, x, i, v, pca)?,
+            (Indices::I32(i), Values::F64(v)) => go(py, x, i, v, pca)?,
+            (Indices::I64(i), Values::F32(v)) => go(py, x, i, v, pca)?,
+            (Indices::I64(i), Values::F64(v)) => go(py, x, i, v, pca)?,
+        };
+        let Some(chunk) = chunk else {
+            return Ok(false);
+        };
+        let state = &mut self.inner;
+        run(py, || state.merge_owned(chunk))?;
+        Ok(true)
+    }
+
     /// Merges another state (disjoint rows of the same columns) into this one.
     fn merge(&mut self, py: Python<'_>, other: &PyState) -> PyResult<()> {
         let other = other.inner.clone();
@@ -778,19 +854,7 @@ fn sparse_nan_moments<'py>(
     data: Values<'py>,
     sample_weight: Option<PyReadonlyArray1<'py, f64>>,
 ) -> PyResult<AnyMoments<'py>> {
-    let offsets: Vec<usize> = match &indptr {
-        Indices::I32(a) => a
-            .as_array()
-            .iter()
-            .map(|&p| usize::try_from(p).ok())
-            .collect::<Option<Vec<usize>>>(),
-        Indices::I64(a) => a
-            .as_array()
-            .iter()
-            .map(|&p| usize::try_from(p).ok())
-            .collect::<Option<Vec<usize>>>(),
-    }
-    .ok_or_else(|| PyValueError::new_err("indptr holds a negative offset"))?;
+    let offsets = offsets(&indptr)?;
     let weights = sample_weight.as_ref().map(|w| w.as_array());
     fn go<T: gpuprep::npy::NpyFloat + numpy::Element + Sync, I: host::CsrIndex + numpy::Element>(
         py: Python<'_>,
@@ -825,6 +889,23 @@ fn sparse_nan_moments<'py>(
         m.mean.into_pyarray(py),
         m.m2.into_pyarray(py),
     ))
+}
+
+/// A CSR matrix's row offsets as `usize`, refusing a negative one.
+fn offsets(indptr: &Indices<'_>) -> PyResult<Vec<usize>> {
+    match indptr {
+        Indices::I32(a) => a
+            .as_array()
+            .iter()
+            .map(|&p| usize::try_from(p).ok())
+            .collect::<Option<Vec<usize>>>(),
+        Indices::I64(a) => a
+            .as_array()
+            .iter()
+            .map(|&p| usize::try_from(p).ok())
+            .collect::<Option<Vec<usize>>>(),
+    }
+    .ok_or_else(|| PyValueError::new_err("indptr holds a negative offset"))
 }
 
 /// Counts as uint64 or weights as float64.

@@ -274,6 +274,43 @@ def test_sparse_input_fits_and_transforms_as_dense(fmt, monkeypatch):
         gpuprep.PCA(3).fit(X).transform(sp.random(2, 39, format="csr"))
 
 
+def test_sparse_fit_takes_the_gram_path_and_falls_back_where_means_dominate(monkeypatch):
+    from gpuprep import _base
+
+    calls = []
+    real = _base.dense_blocks
+    monkeypatch.setattr(_base, "dense_blocks", lambda x: calls.append(x.shape) or real(x))
+    rng = np.random.default_rng(22)
+    X = sp.random(2000, 60, density=0.05, format="csr", random_state=23) * 10
+    X = X + sp.random(2000, 60, density=0.01, format="csr", random_state=24) * 1e3
+    Xd = X.toarray()
+    for est in (gpuprep.PCA(8, whiten=True), gpuprep.Preprocessor(n_components=5, scale=True, whiten="zca")):
+        calls.clear()
+        a = est.fit(X)
+        assert calls == [], "the sparse fit densified its rows"
+        b = type(est)(**est.get_params()).fit(Xd)
+        assert rel(a.transform(Xd), b.transform(Xd)) < 1e-9
+        # Sparse and dense chunks merge into the whole.
+        c = type(est)(**est.get_params()).partial_fit(X[:700]).partial_fit(Xd[700:1500]).partial_fit(X[1500:])
+        assert rel(c.transform(Xd), b.transform(Xd)) < 1e-9
+    # A stored column far from 0 against its spread: the shifted dense path.
+    Y = X.tolil()
+    Y[:, 3] = 1e5 + rng.normal(size=(2000, 1)) * 1e-2
+    Y = Y.tocsr()
+    calls.clear()
+    a = gpuprep.PCA(4).fit(Y)
+    assert calls, "the fit did not fall back to dense rows"
+    b = gpuprep.PCA(4).fit(Y.toarray())
+    assert rel(a.explained_variance_, b.explained_variance_) < 1e-9
+    assert rel_up_to_sign(a.components_, b.components_, axis=1) < 1e-7
+    # NaN in a sparse matrix is refused by its place.
+    Z = X.copy()
+    Z.data[5] = np.nan
+    r = int(np.searchsorted(Z.indptr, 5, side="right") - 1)
+    with pytest.raises(ValueError, match=f"row {r}, column {Z.indices[5]}"):
+        gpuprep.PCA(3).fit(Z)
+
+
 def test_preprocessor_solver_option():
     X = _wide(300, 280, seed=9)
     models = {s: gpuprep.Preprocessor(n_components=6, solver=s).fit(X) for s in ("auto", "full", "topk")}

@@ -429,7 +429,7 @@ impl<T: HostFloat> Task<T> {
                     .zip(&self.sums)
                     .map(|(k, s)| k.to_f64() + s * inv_n),
             );
-            total.comoment = mirror_in_place(self.acc, &self.sums, inv_n, d);
+            total.comoment = mirror_in_place(self.acc, &self.sums, inv_n, d, Triangle::Lower);
         }
         if let Some(w) = self.widened {
             // Same width by construction: the merge cannot fail.
@@ -471,14 +471,29 @@ fn widened_comoments<T: HostFloat>(rows: ArrayView2<'_, T>, block_rows: usize, p
     task.finish()
 }
 
-/// `acc - s s^T / n` in place: the lower triangle of the column-major
+/// Which triangle of a column-major `D x D` matrix holds the sums.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Triangle {
+    /// Entries `(r, c)`, `r >= c` (at `c * D + r`).
+    Lower,
+    /// Entries `(c, r)`, `r >= c` (at `r * D + c`): a row-major lower triangle.
+    Upper,
+}
+
+/// `acc - s s^T / n` in place: the `from` triangle of the column-major
 /// `D x D` `acc` becomes both triangles of the (symmetric) result, without a
 /// second `D x D` matrix (fresh memory costs about a millisecond per MB to
 /// fault in here: 128 MB at `D = 4096`, of which the mirror still faults in
 /// the upper triangle's pages, about half). Tile pairs on all cores: pair `(I,
 /// J)`, `I >= J`, reads and rewrites tile `(I, J)` of the lower triangle and
 /// writes its mirror `(J, I)`, so no two pairs touch one entry.
-fn mirror_in_place(mut acc: Vec<f64>, sums: &[f64], inv_n: f64, d: usize) -> Array2<f64> {
+pub(crate) fn mirror_in_place(
+    mut acc: Vec<f64>,
+    sums: &[f64],
+    inv_n: f64,
+    d: usize,
+    from: Triangle,
+) -> Array2<f64> {
     const TILE: usize = 64;
     if acc.len() != d * d || sums.len() != d {
         // Not reached: the task sizes both from `d`.
@@ -497,10 +512,11 @@ fn mirror_in_place(mut acc: Vec<f64>, sums: &[f64], inv_n: f64, d: usize) -> Arr
                 // lower tile and (c, r) to its mirror, which no other pair
                 // reads or writes (see `Mirror`).
                 unsafe {
-                    let lower = dst.at(c * d + r);
-                    let v = *lower - sums[r] * sums[c] * inv_n;
+                    let (lower, upper) = (dst.at(c * d + r), dst.at(r * d + c));
+                    let sum = if from == Triangle::Lower { *lower } else { *upper };
+                    let v = sum - sums[r] * sums[c] * inv_n;
                     *lower = v;
-                    *dst.at(r * d + c) = v;
+                    *upper = v;
                 }
             }
         }
@@ -611,7 +627,7 @@ mod tests {
             }
             let sums: Vec<f64> = (0..d).map(|i| (i as f64 * 0.7).sin() * 5.0).collect();
             let inv_n = 1.0 / 7.0;
-            let out = mirror_in_place(acc, &sums, inv_n, d);
+            let out = mirror_in_place(acc, &sums, inv_n, d, Triangle::Lower);
             for i in 0..d {
                 for j in 0..d {
                     let (lo, hi) = if i >= j { (j, i) } else { (i, j) };

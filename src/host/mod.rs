@@ -33,6 +33,7 @@ mod gram;
 pub mod matmul;
 pub mod norm;
 pub mod pca;
+pub mod sparse;
 pub mod standardize;
 pub(crate) mod symm;
 pub mod weighted_moments;
@@ -42,6 +43,7 @@ pub use column_stats::{column_moments, column_moments_skip_nan, column_stats};
 pub use covariance::{comoments, covariance, CoMomentsStream};
 pub use matmul::{matmul, matmul_into, MatmulOptions, MatmulPlan};
 pub use norm::{norm_backward, norm_forward};
+pub use sparse::{sparse_column_moments, sparse_comoments, sparse_gram_is_accurate};
 pub use standardize::{standardize, standardize_inplace};
 pub use weighted_moments::{column_moments_skip_nan_weighted, sparse_column_moments_skip_nan, Csr, CsrIndex};
 

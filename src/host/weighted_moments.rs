@@ -473,7 +473,7 @@ impl Sums {
 }
 
 /// Checks that `x`'s offsets, indices and values make a matrix of its shape.
-fn check_csr<T, I>(x: &Csr<'_, T, I>) -> Result<()> {
+pub(crate) fn check_csr<T, I>(x: &Csr<'_, T, I>) -> Result<()> {
     let (n, _) = x.shape;
     if x.indptr.len() != n + 1 {
         return Err(Error::shape(

@@ -84,6 +84,34 @@ def dense_blocks(x):
         yield i, x[i : i + rows].toarray()
 
 
+def canonical_csr(x):
+    """x as CSR in scipy's canonical form (sorted indices, one stored value
+    per place: duplicates summed), copied only where it is not."""
+    x = x.tocsr()
+    if not x.has_canonical_format:
+        x = x.copy()
+        x.sum_duplicates()
+    return x
+
+
+def fit_rows(state, x, device):
+    """Accumulates the rows of x into a compiled state (finite values only):
+    a sparse matrix by its stored values where the core takes it (its
+    co-moments from the Gram matrix of the stored values, see
+    ``State.partial_fit_sparse``), else, and for dense x, as dense rows."""
+    import scipy.sparse as sp
+
+    if sp.issparse(x):
+        x = canonical_csr(x)
+        if state.partial_fit_sparse(x.shape, x.indptr, x.indices, x.data):
+            return
+        # A column's mean dwarfs its spread: the shifted dense path.
+        for _, block in dense_blocks(x):
+            state.partial_fit(block, device, finite=True)
+        return
+    state.partial_fit(x, device, finite=True)
+
+
 def transform_blocks(x, apply):
     """``apply`` of each dense block of x, gathered into one array."""
     out = None

@@ -21,7 +21,7 @@ from sklearn.utils.validation import (
 )
 
 from . import _gpuprep
-from ._base import _Estimator, check_device, check_eps, transform_blocks
+from ._base import _Estimator, canonical_csr, check_device, check_eps, fit_rows, transform_blocks
 
 
 def _model_arrays(model):
@@ -268,11 +268,7 @@ def _sparse_nan_moments(x, w=None):
     values that are not NaN, their mean and M2, of a sparse matrix whose
     unstored values are zeros, in float64, in the compiled core (two passes
     over the stored values: O(nnz))."""
-    x = x.tocsr()
-    if not x.has_canonical_format:
-        # One stored value per place: duplicates sum, as scipy reads them.
-        x = x.copy()
-        x.sum_duplicates()
+    x = canonical_csr(x)
     if w is not None:
         w = np.ascontiguousarray(w, dtype=np.float64)
     return _gpuprep.sparse_nan_moments(x.shape, x.indptr, x.indices, x.data, w)
@@ -283,6 +279,8 @@ class _CompiledModel:
     ``self._model`` (PCA and Preprocessor)."""
 
     _accept_sparse = True
+    # Sparse rows go to the core whole (fit_rows).
+    _sparse_native = True
 
     def _model_forward(self, X):
         check_is_fitted(self)
@@ -403,7 +401,7 @@ class PCA(_CompiledModel, ClassNamePrefixFeaturesOutMixin, _Estimator):
 
     def _accumulate(self, state, X):
         self._note_dtype(X.dtype)
-        state.partial_fit(X, self.device, finite=True)
+        fit_rows(state, X, self.device)
         return state
 
     def _note_dtype(self, dtype):
@@ -808,7 +806,7 @@ class Preprocessor(_CompiledModel, _Estimator):
         return _gpuprep.State(n_features, self._has_pca())
 
     def _accumulate(self, state, X):
-        state.partial_fit(X, self.device, finite=True)
+        fit_rows(state, X, self.device)
         return state
 
     _merge_states = staticmethod(PCA._merge_states)

@@ -1,0 +1,222 @@
+//! Column moments and co-moments of a sparse (CSR) matrix on the host, its
+//! unstored values zeros: the PCA fit of sparse data without densifying it.
+//!
+//! The co-moments come from the Gram matrix `G = X^T X`, summed over the
+//! stored values' pairs only (`sum_rows nnz_row^2 / 2` multiply-adds, not
+//! `N D^2 / 2`), in f64, then `C = G - N mean mean^T`. That difference
+//! cancels where a column's mean is large against its spread: the error of
+//! `C` is about f64's epsilon times `mean^2 / var` of the columns, relative
+//! to `C`. [`sparse_gram_is_accurate`] says whether the data is within
+//! [`SPARSE_GRAM_MAX_MEAN_RATIO`] (an error below 1e-9 or so); where it is
+//! not, densify blocks of rows and take the shifted dense path
+//! ([`crate::host::comoments`]) instead. The diagonal is the two-pass `M2`
+//! of [`sparse_column_moments_skip_nan`], and a column of one value has no
+//! co-moment with any column, exactly.
+//!
+//! Each entry of `G` is summed in row order by one task, so the result does
+//! not depend on the number of threads.
+
+use rayon::prelude::*;
+
+use super::covariance::{mirror_in_place, Triangle};
+use super::weighted_moments::{check_csr, sparse_column_moments_skip_nan, Csr, CsrIndex};
+use super::HostFloat;
+use crate::error::{Error, Result};
+use crate::model::moments::{CoMoments, ColumnMoments};
+
+const OP: &str = "sparse_comoments (host)";
+
+/// The largest `mean^2 / var` of a column for which the Gram matrix's
+/// co-moments are used: f64's epsilon times it is about 1e-10.
+pub const SPARSE_GRAM_MAX_MEAN_RATIO: f64 = 1e6;
+
+/// Returns the column moments of a sparse matrix (count, mean, `M2`, min and
+/// max; the unstored values zeros), refusing NaN and infinity by row and
+/// column.
+///
+/// # Errors
+/// As [`sparse_column_moments_skip_nan`], and
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a NaN.
+///
+/// ```
+/// # fn main() -> gpuprep::Result<()> {
+/// use gpuprep::host::{self, Csr};
+/// // [[0, 2], [4, 0]]
+/// let x = Csr { shape: (2, 2), indptr: &[0, 1, 2], indices: &[1i32, 0], data: &[2.0f32, 4.0] };
+/// let m = host::sparse_column_moments(x)?;
+/// assert_eq!((m.count, m.mean.to_vec(), m.m2.to_vec()), (2, vec![2.0, 1.0], vec![8.0, 2.0]));
+/// assert_eq!((m.min.to_vec(), m.max.to_vec()), (vec![0.0, 0.0], vec![4.0, 2.0]));
+/// # Ok(()) }
+/// ```
+pub fn sparse_column_moments<T: HostFloat + Sync, I: CsrIndex>(x: Csr<'_, T, I>) -> Result<ColumnMoments> {
+    let (n, d) = x.shape;
+    let w = sparse_column_moments_skip_nan(x, None)?;
+    if let Some(c) = (0..d).find(|&c| w.weight[c] != n as f64) {
+        // A NaN was skipped: name its place.
+        for r in 0..n {
+            let row = x.indptr[r]..x.indptr[r + 1];
+            for (&i, v) in x.indices[row.clone()].iter().zip(&x.data[row]) {
+                if i.index() == Some(c) && v.to_f64().is_nan() {
+                    return Err(Error::invalid(
+                        OP,
+                        format!("X contains NaN (row {r}, column {c})"),
+                    ));
+                }
+            }
+        }
+    }
+    let mut m = ColumnMoments::new(d);
+    m.count = n as u64;
+    m.mean = w.mean;
+    m.m2 = w.m2;
+    if n == 0 {
+        return Ok(m);
+    }
+    let mut stored = vec![0usize; d];
+    for (&i, v) in x.indices.iter().zip(x.data) {
+        // In range and finite: checked above.
+        let c = i.index().unwrap_or(0);
+        let v = v.to_f64();
+        stored[c] += 1;
+        m.min[c] = m.min[c].min(v);
+        m.max[c] = m.max[c].max(v);
+    }
+    for c in 0..d {
+        if stored[c] < n {
+            m.min[c] = m.min[c].min(0.0);
+            m.max[c] = m.max[c].max(0.0);
+        }
+    }
+    Ok(m)
+}
+
+/// Whether the Gram matrix gives the co-moments of data with these moments
+/// to f64 accuracy: every column with spread has `mean^2 / var` at most
+/// [`SPARSE_GRAM_MAX_MEAN_RATIO`] (see the [module docs](self)).
+pub fn sparse_gram_is_accurate(m: &ColumnMoments) -> bool {
+    let n = m.count as f64;
+    (0..m.dim()).all(|c| m.m2[c] == 0.0 || n * m.mean[c] * m.mean[c] <= SPARSE_GRAM_MAX_MEAN_RATIO * m.m2[c])
+}
+
+/// Returns the co-moments of a sparse matrix whose column moments are `m`
+/// (from [`sparse_column_moments`]), through the Gram matrix of its stored
+/// values (see the [module docs](self): check [`sparse_gram_is_accurate`]
+/// first).
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] for moments of another shape, or offsets,
+/// indices and values that do not make a matrix;
+/// [`Error::ExceedsLimit`] where the `D x D` matrix does not fit in memory.
+///
+/// ```
+/// # fn main() -> gpuprep::Result<()> {
+/// use gpuprep::host::{self, Csr};
+/// // [[1, 2], [3, 0]]: means (2, 1); co-moments [[2, -2], [-2, 2]].
+/// let x = Csr { shape: (2, 2), indptr: &[0, 2, 3], indices: &[0i32, 1, 0], data: &[1.0f64, 2.0, 3.0] };
+/// let m = host::sparse_column_moments(x)?;
+/// let c = host::sparse_comoments(x, &m)?;
+/// assert_eq!(c.comoment, ndarray::array![[2.0, -2.0], [-2.0, 2.0]]);
+/// # Ok(()) }
+/// ```
+pub fn sparse_comoments<T: HostFloat + Sync, I: CsrIndex>(
+    x: Csr<'_, T, I>,
+    m: &ColumnMoments,
+) -> Result<CoMoments> {
+    let (n, d) = x.shape;
+    check_csr(&x)?;
+    if m.dim() != d || m.count != n as u64 {
+        return Err(Error::shape(
+            OP,
+            format!("moments of {n} rows and {d} columns"),
+            format!("{} rows and {} columns", m.count, m.dim()),
+        ));
+    }
+    crate::alloc::check_bytes(OP, 8 * (d as u128) * (d as u128))?;
+    // Row-major lower triangle of G (pages faulted in by their first write).
+    let mut g: Vec<f64> = super::zeroed(d * d);
+    if n > 0 && d > 0 {
+        // Row ranges of G of about equal lower-triangle area, a few per thread.
+        let tasks = (4 * rayon::current_num_threads()).clamp(1, d);
+        let mut bounds: Vec<usize> = (0..=tasks)
+            .map(|t| ((d as f64) * (t as f64 / tasks as f64).sqrt()).round() as usize)
+            .collect();
+        bounds[tasks] = d;
+        bounds.dedup();
+        let mut parts: Vec<(usize, usize, &mut [f64])> = Vec::with_capacity(bounds.len());
+        let mut rest = &mut g[..];
+        for b in bounds.windows(2) {
+            let (head, tail) = rest.split_at_mut((b[1] - b[0]) * d);
+            parts.push((b[0], b[1], head));
+            rest = tail;
+        }
+        parts
+            .into_par_iter()
+            .for_each(|(a0, a1, rows)| gram_rows(&x, a0, a1, rows));
+    }
+    // C = G - N mean mean^T = G - s s^T / N (s the column sums), mirrored.
+    let inv_n = if n > 0 { 1.0 / n as f64 } else { 0.0 };
+    let sums: Vec<f64> = m.mean.iter().map(|&v| v * n as f64).collect();
+    let mut c = mirror_in_place(g, &sums, inv_n, d, Triangle::Upper);
+    for a in 0..d {
+        if m.m2[a] == 0.0 {
+            // A column of one value varies with nothing.
+            c.row_mut(a).fill(0.0);
+            c.column_mut(a).fill(0.0);
+        }
+    }
+    for a in 0..d {
+        c[[a, a]] = m.m2[a];
+    }
+    Ok(CoMoments {
+        count: n as u64,
+        mean: m.mean.clone(),
+        comoment: c,
+    })
+}
+
+/// Rows `a0..a1` of the lower triangle of `X^T X` into `out` (row-major,
+/// `D` wide): for each stored value in a column of the range, its products
+/// with the row's values in columns up to its own.
+fn gram_rows<T: HostFloat, I: CsrIndex>(x: &Csr<'_, T, I>, a0: usize, a1: usize, out: &mut [f64]) {
+    let (n, d) = x.shape;
+    let mut cols: Vec<usize> = Vec::new();
+    let mut vals: Vec<f64> = Vec::new();
+    for r in 0..n {
+        let row = x.indptr[r]..x.indptr[r + 1];
+        if row.is_empty() {
+            continue;
+        }
+        cols.clear();
+        vals.clear();
+        // In range: checked by the moments.
+        cols.extend(x.indices[row.clone()].iter().map(|i| i.index().unwrap_or(0)));
+        if !cols.iter().any(|&c| (a0..a1).contains(&c)) {
+            continue;
+        }
+        vals.extend(x.data[row].iter().map(|v| v.to_f64()));
+        if cols.windows(2).all(|p| p[0] < p[1]) {
+            // Sorted: the pairs of entry k are the entries 0..=k.
+            let k0 = cols.partition_point(|&c| c < a0);
+            let k1 = cols.partition_point(|&c| c < a1);
+            for k in k0..k1 {
+                let (a, va) = (cols[k], vals[k]);
+                let dst = &mut out[(a - a0) * d..(a - a0 + 1) * d];
+                for (&b, &vb) in cols[..=k].iter().zip(&vals[..=k]) {
+                    dst[b] += va * vb;
+                }
+            }
+        } else {
+            for (&a, &va) in cols.iter().zip(&vals) {
+                if !(a0..a1).contains(&a) {
+                    continue;
+                }
+                let dst = &mut out[(a - a0) * d..(a - a0 + 1) * d];
+                for (&b, &vb) in cols.iter().zip(&vals) {
+                    if b <= a {
+                        dst[b] += va * vb;
+                    }
+                }
+            }
+        }
+    }
+}
