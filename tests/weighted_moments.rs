@@ -543,3 +543,66 @@ fn sparse_comoments_do_not_depend_on_the_thread_count_and_refuse_nan() {
         Err(Error::ShapeMismatch { .. })
     ));
 }
+
+#[test]
+fn zero_weight_rows_leave_no_rounding_behind_in_sparse_moments() {
+    // The unstored zero sits in a row of weight 0: the column's only value
+    // of any weight is 10.69..., so it has no spread, exactly (the
+    // difference of the weight sums would round to about 1e-16 and give the
+    // zeros that weight).
+    let x = ndarray::array![
+        [f64::NAN, f64::NAN],
+        [0.0, f64::NAN],
+        [f64::NAN, f64::NAN],
+        [f64::NAN, f64::NAN],
+        [10.69653365, f64::NAN]
+    ];
+    let w = ndarray::array![699.49093669, 0.0, 781.34244665, 0.0, 625.95822767];
+    let (indptr, indices, vals) = csr(&x);
+    let sm = Csr {
+        shape: (5, 2),
+        indptr: &indptr,
+        indices: &indices,
+        data: &vals,
+    };
+    let m = host::sparse_column_moments_skip_nan(sm, Some(w.view())).unwrap();
+    let dense = host::column_moments_skip_nan_weighted(x.view(), w.view()).unwrap();
+    // As the dense path: the one value's weight and mean, no spread to
+    // speak of (the zero is in a row of weight 0).
+    assert_eq!((m.weight[0], m.mean[0]), (dense.weight[0], dense.mean[0]));
+    assert_eq!(m.weight[0], 625.95822767);
+    assert!((m.mean[0] - 10.69653365).abs() <= 2e-15 * 10.7);
+    assert!(
+        m.m2[0] <= 1e-25 && dense.m2[0] <= 1e-25,
+        "{} {}",
+        m.m2[0],
+        dense.m2[0]
+    );
+    // All NaN: weight exactly 0 (not the rounding of two weight sums).
+    assert_eq!((m.weight[1], m.mean[1], m.m2[1]), (0.0, 0.0, 0.0));
+    assert_eq!(dense.weight[1], 0.0);
+}
+
+#[test]
+fn shapes_beyond_memory_are_refused_not_aborted() {
+    let e = host::sparse_column_moments_skip_nan(
+        Csr::<f64, i32> {
+            shape: (0, 1 << 62),
+            indptr: &[0],
+            indices: &[],
+            data: &[],
+        },
+        None,
+    );
+    assert!(matches!(e, Err(Error::ExceedsLimit { .. })), "{e:?}");
+    let e = host::sparse_column_moments_skip_nan(
+        Csr::<f64, i32> {
+            shape: (usize::MAX, 3),
+            indptr: &[],
+            indices: &[],
+            data: &[],
+        },
+        None,
+    );
+    assert!(e.is_err());
+}

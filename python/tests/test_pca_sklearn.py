@@ -303,6 +303,17 @@ def test_sparse_fit_takes_the_gram_path_and_falls_back_where_means_dominate(monk
     b = gpuprep.PCA(4).fit(Y.toarray())
     assert rel(a.explained_variance_, b.explained_variance_) < 1e-9
     assert rel_up_to_sign(a.components_, b.components_, axis=1) < 1e-7
+    # Two columns on an offset of 900 that differ by 1e-4 (a smallest
+    # eigenvalue of 5e-9 against 2): the Gram path would lose it (mean^2 /
+    # var = 8e5); the fit falls back and keeps it.
+    z = rng.normal(size=2000)
+    W = sp.hstack([sp.csr_matrix(np.c_[900 + z, 900 + z + 1e-4 * rng.normal(size=2000)]), sp.random(2000, 1, density=0.05, random_state=25)]).tocsr()
+    Wd = W.toarray()
+    truth = np.linalg.eigvalsh(np.cov(Wd, rowvar=False))[::-1]
+    calls.clear()
+    a = gpuprep.PCA(3).fit(W)
+    assert calls and rel(a.explained_variance_, truth) < 1e-9
+    assert abs(a.explained_variance_[2] - truth[2]) < 1e-6 * truth[2]
     # NaN in a sparse matrix is refused by its place.
     Z = X.copy()
     Z.data[5] = np.nan
@@ -391,6 +402,15 @@ def test_sparse_moments_take_any_index_type_order_and_duplicates():
     Y = sp.csr_matrix((half[np.r_[order, order]], (np.r_[rows, rows][np.r_[order, order]], np.r_[cols, cols][np.r_[order, order]])), shape=X.shape)
     Y.has_canonical_format = False
     assert rel(gpuprep.StandardScaler(with_mean=False).fit(Y).var_, b.var_) < 1e-9
+    # Weighted: the unstored zero in a row of weight 0 leaves no spread (the
+    # rounding of two weight sums used to give it one, and a scale of 2e-7);
+    # a column of NaN only has no weight at all, as dense.
+    D = np.array([[np.nan, np.nan], [0, np.nan], [np.nan, np.nan], [np.nan, np.nan], [10.69653365, np.nan]])
+    w = np.array([699.49093669, 0, 781.34244665, 0, 625.95822767])
+    s_ = gpuprep.StandardScaler(with_mean=False).fit(sp.csr_matrix(D), sample_weight=w)
+    d_ = gpuprep.StandardScaler(with_mean=False).fit(D, sample_weight=w)
+    assert s_.scale_[0] == d_.scale_[0] == 1.0 and s_.var_[0] < 1e-25
+    assert np.isnan(s_.var_[1]) and np.isnan(d_.var_[1]) and s_.n_samples_seen_[1] == 0
     # The compiled call refuses what is not a matrix, by name, never a panic.
     ip, ix, v = X.indptr, X.indices, X.data
     for args, match in (
@@ -398,12 +418,16 @@ def test_sparse_moments_take_any_index_type_order_and_duplicates():
         (((400, 9), ip, ix[:-1], v), "one index per stored value"),
         (((400, 3), ip, ix, v), "outside 0..3"),
         (((400, 9), -ip, ix, v), "negative offset"),
-        (((400, 9), ip, np.r_[ix[:1], ix[:1], ix[2:]], v), "twice|outside|stores"),
+        (((2**64 - 1, 3), np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0)), "too many"),
+        (((2, 9), np.array([0, 2, 3]), np.array([4, 4, 1]), np.ones(3)), "row 0 stores column 4 twice"),
+        (((2, 9), np.array([0, 1, 4]), np.array([4, 7, 1, 7]), np.ones(4)), "row 1 stores column 7 twice"),
         (((400, 9), ip, ix, v, np.ones(3)), "400 weights"),
         (((400, 9), ip, ix, v, -np.ones(400)), "weight of row 0"),
     ):
         with pytest.raises(ValueError, match=match):
             _gpuprep.sparse_nan_moments(*args)
+    with pytest.raises(MemoryError, match="memory"):
+        _gpuprep.sparse_nan_moments((2, 2**62), np.zeros(3, np.int64), np.zeros(0, np.int32), np.zeros(0))
 
 
 def test_standard_scaler_sample_weight_is_repetition_and_equals_scikit_learns():

@@ -5,10 +5,10 @@
 //! stored values' pairs only (`sum_rows nnz_row^2 / 2` multiply-adds, not
 //! `N D^2 / 2`), in f64, then `C = G - N mean mean^T`. That difference
 //! cancels where a column's mean is large against its spread: the error of
-//! `C` is about f64's epsilon times `mean^2 / var` of the columns, relative
-//! to `C`. [`sparse_gram_is_accurate`] says whether the data is within
-//! [`SPARSE_GRAM_MAX_MEAN_RATIO`] (an error below 1e-9 or so); where it is
-//! not, densify blocks of rows and take the shifted dense path
+//! `C` is about f64's epsilon times `mean^2 / var` of the columns times `C`'s
+//! norm, which small eigenvalues feel in full. [`sparse_gram_is_accurate`]
+//! says whether the data is within [`SPARSE_GRAM_MAX_MEAN_RATIO`]; where it
+//! is not, densify blocks of rows and take the shifted dense path
 //! ([`crate::host::comoments`]) instead. The diagonal is the two-pass `M2`
 //! of [`sparse_column_moments_skip_nan`], and a column of one value has no
 //! co-moment with any column, exactly.
@@ -27,8 +27,12 @@ use crate::model::moments::{CoMoments, ColumnMoments};
 const OP: &str = "sparse_comoments (host)";
 
 /// The largest `mean^2 / var` of a column for which the Gram matrix's
-/// co-moments are used: f64's epsilon times it is about 1e-10.
-pub const SPARSE_GRAM_MAX_MEAN_RATIO: f64 = 1e6;
+/// co-moments are used. The cancellation's error is about f64's epsilon
+/// times this ratio times the largest eigenvalue, so small eigenvalues get
+/// at most about a hundred times the rounding error the eigendecomposition
+/// itself makes (epsilon times the largest eigenvalue). A column stored in a
+/// share `p` of the rows has a ratio of at most `p / (1 - p)`: up to 99%.
+pub const SPARSE_GRAM_MAX_MEAN_RATIO: f64 = 100.0;
 
 /// Returns the column moments of a sparse matrix (count, mean, `M2`, min and
 /// max; the unstored values zeros), refusing NaN and infinity by row and
@@ -36,7 +40,7 @@ pub const SPARSE_GRAM_MAX_MEAN_RATIO: f64 = 1e6;
 ///
 /// # Errors
 /// As [`sparse_column_moments_skip_nan`], and
-/// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a NaN.
+/// [`Error::InvalidArgument`] for a NaN.
 ///
 /// ```
 /// # fn main() -> gpuprep::Result<()> {
@@ -81,8 +85,9 @@ pub fn sparse_column_moments<T: HostFloat + Sync, I: CsrIndex>(x: Csr<'_, T, I>)
         m.min[c] = m.min[c].min(v);
         m.max[c] = m.max[c].max(v);
     }
-    for c in 0..d {
-        if stored[c] < n {
+    for (c, &k) in stored.iter().enumerate() {
+        if k < n {
+            // Unstored zeros.
             m.min[c] = m.min[c].min(0.0);
             m.max[c] = m.max[c].max(0.0);
         }

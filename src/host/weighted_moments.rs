@@ -71,16 +71,22 @@ pub fn column_moments_skip_nan_weighted<T: HostFloat>(
     let block_rows = rows_for(BLOCK_ELEMS, tile);
     let task_rows = block_rows * rows_for(TASK_ELEMS, block_rows * d);
     let tasks = n.div_ceil(task_rows);
-    let parts: Vec<Result<Dense>> = (0..tasks)
-        .into_par_iter()
-        .map(|t| {
-            let (lo, hi) = (t * task_rows, ((t + 1) * task_rows).min(n));
-            dense_task(x.slice(s![lo..hi, ..]), w.slice(s![lo..hi]), lo, block_rows, tile)
-        })
-        .collect();
+    // Tasks in waves of a few per thread, each wave merged in row order as
+    // it ends: a few D-wide states alive at once, not one per task (a task
+    // is a few rows of very wide data).
+    let wave = 4 * rayon::current_num_threads().max(1);
     let mut total = Dense::new(d);
-    for p in parts {
-        total.merge(&p?);
+    for first in (0..tasks).step_by(wave) {
+        let parts: Vec<Result<Dense>> = (first..(first + wave).min(tasks))
+            .into_par_iter()
+            .map(|t| {
+                let (lo, hi) = (t * task_rows, ((t + 1) * task_rows).min(n));
+                dense_task(x.slice(s![lo..hi, ..]), w.slice(s![lo..hi]), lo, block_rows, tile)
+            })
+            .collect();
+        for p in parts {
+            total.merge(&p?);
+        }
     }
     Ok(total.finish())
 }
@@ -280,10 +286,15 @@ pub fn sparse_column_moments_skip_nan<T: HostFloat + Sync, I: CsrIndex>(
     if let Some(w) = w {
         check_weights(SPARSE_OP, w, n)?;
     }
+    // A chunk's sums and the result: refused, not aborted, where they do not fit.
+    crate::alloc::check_bytes(
+        SPARSE_OP,
+        (d as u128) * (std::mem::size_of::<Sums>() as u128 + 40),
+    )?;
     let nnz = x.data.len();
     // Chunks of rows of about CHUNK_NNZ stored values, as many as the
     // per-column sums' memory allows; cut from the offsets alone.
-    let state_bytes = d.max(1) * std::mem::size_of::<Sums>();
+    let state_bytes = d.max(1).saturating_mul(std::mem::size_of::<Sums>());
     let chunks = nnz
         .div_ceil(CHUNK_NNZ)
         .clamp(1, (CHUNK_STATE_BYTES / state_bytes).max(1))
@@ -304,6 +315,8 @@ pub fn sparse_column_moments_skip_nan<T: HostFloat + Sync, I: CsrIndex>(
             let mut acc = vec![Sums::EMPTY; d];
             for r in r0..r1 {
                 let wr = weight_of(r);
+                // 1 in a row of positive weight.
+                let pos = if wr > 0.0 { 1.0 } else { 0.0 };
                 let row = x.indptr[r]..x.indptr[r + 1];
                 let mut sorted = true;
                 // One past the previous column: strictly increasing columns
@@ -320,10 +333,11 @@ pub fn sparse_column_moments_skip_nan<T: HostFloat + Sync, I: CsrIndex>(
                     next = c + 1;
                     let s = &mut acc[c];
                     s.stored += 1.0;
+                    s.stored_pos += pos;
                     let v = v.to_f64();
                     if !v.is_finite() {
                         if v.is_nan() {
-                            s.nan += 1.0;
+                            s.nan_pos += pos;
                             s.nan_weight += wr;
                             continue;
                         }
@@ -346,20 +360,33 @@ pub fn sparse_column_moments_skip_nan<T: HostFloat + Sync, I: CsrIndex>(
             Ok(acc)
         })
         .collect();
-    let mut tot = vec![Sums::EMPTY; d];
+    // The first chunk's sums take the others' (no second D-wide copy).
+    let mut firsts = firsts.into_iter();
+    let mut tot = match firsts.next() {
+        Some(first) => first?,
+        None => vec![Sums::EMPTY; d],
+    };
     for p in firsts {
         for (t, s) in tot.iter_mut().zip(&p?) {
             t.add(s);
         }
     }
     let total_weight = w.map_or(n as f64, |w| w.sum());
+    // Rows of positive weight: those whose values count.
+    let positive = w.map_or(n, |w| w.iter().filter(|&&v| v > 0.0).count()) as f64;
     let mut m = WeightedMoments::new(d);
     // Per column: the mean, and the weight of the unstored zeros.
     let mut centre = vec![[0.0f64; 2]; d];
     for (c, t) in tot.iter().enumerate() {
         m.weight[c] = match w {
             // Counts: exact.
-            None => n as f64 - t.nan,
+            None => n as f64 - t.nan_pos,
+            // Exactly 0 where every row of positive weight holds NaN (the
+            // difference of two sums of the same weights would round).
+            Some(_) if t.nan_pos >= positive => 0.0,
+            // Every row of positive weight stores the column: the weight of
+            // its finite values, summed (no difference of sums to round).
+            Some(_) if t.stored_pos >= positive => t.wsum,
             Some(_) => (total_weight - t.nan_weight).max(0.0),
         };
         m.mean[c] = if m.weight[c] > 0.0 {
@@ -368,9 +395,10 @@ pub fn sparse_column_moments_skip_nan<T: HostFloat + Sync, I: CsrIndex>(
             0.0
         };
         // The unstored zeros, with the weight the stored values leave;
-        // exactly none where every row is stored (the difference of two sums
-        // of the same weights rounds, and mean^2 would make it a variance).
-        let zeros = if t.stored >= n as f64 {
+        // exactly none where every row of positive weight stores the column
+        // (the difference of two sums of the same weights rounds, and mean^2
+        // would make it a variance).
+        let zeros = if t.stored_pos >= positive {
             0.0
         } else if w.is_none() {
             n as f64 - t.stored
@@ -406,9 +434,10 @@ pub fn sparse_column_moments_skip_nan<T: HostFloat + Sync, I: CsrIndex>(
             acc
         })
         .collect();
-    let mut dev = vec![[0.0f64; 2]; d];
-    for p in &seconds {
-        for (t, s) in dev.iter_mut().zip(p) {
+    let mut seconds = seconds.into_iter();
+    let mut dev = seconds.next().unwrap_or_else(|| vec![[0.0f64; 2]; d]);
+    for p in seconds {
+        for (t, s) in dev.iter_mut().zip(&p) {
             t[0] += s[0];
             t[1] += s[1];
         }
@@ -437,16 +466,21 @@ pub fn sparse_column_moments_skip_nan<T: HostFloat + Sync, I: CsrIndex>(
     Ok(m)
 }
 
-/// Pass 1's sums of one column of a sparse chunk: one cache line.
+/// Pass 1's sums of one column of a sparse chunk: one cache line. The
+/// counts are exact in f64 (below 2^53).
 #[derive(Clone, Copy)]
-#[repr(C, align(64))] // seven sums and the line's padding
+#[repr(C, align(64))]
 struct Sums {
+    /// Of the finite values: weighted sum, weight, min and max.
     sum: f64,
     wsum: f64,
     lo: f64,
     hi: f64,
+    /// Stored values in all rows, and in rows of positive weight.
     stored: f64,
-    nan: f64,
+    stored_pos: f64,
+    /// NaN in rows of positive weight, and their weight.
+    nan_pos: f64,
     nan_weight: f64,
 }
 
@@ -457,7 +491,8 @@ impl Sums {
         lo: f64::INFINITY,
         hi: f64::NEG_INFINITY,
         stored: 0.0,
-        nan: 0.0,
+        stored_pos: 0.0,
+        nan_pos: 0.0,
         nan_weight: 0.0,
     };
 
@@ -467,7 +502,8 @@ impl Sums {
         self.lo = self.lo.min(o.lo);
         self.hi = self.hi.max(o.hi);
         self.stored += o.stored;
-        self.nan += o.nan;
+        self.stored_pos += o.stored_pos;
+        self.nan_pos += o.nan_pos;
         self.nan_weight += o.nan_weight;
     }
 }
@@ -475,10 +511,13 @@ impl Sums {
 /// Checks that `x`'s offsets, indices and values make a matrix of its shape.
 pub(crate) fn check_csr<T, I>(x: &Csr<'_, T, I>) -> Result<()> {
     let (n, _) = x.shape;
-    if x.indptr.len() != n + 1 {
+    let Some(offsets) = n.checked_add(1) else {
+        return Err(Error::invalid(SPARSE_OP, format!("{n} rows: too many")));
+    };
+    if x.indptr.len() != offsets {
         return Err(Error::shape(
             SPARSE_OP,
-            format!("indptr of {} offsets (rows + 1)", n + 1),
+            format!("indptr of {offsets} offsets (rows + 1)"),
             format!("{} offsets", x.indptr.len()),
         ));
     }

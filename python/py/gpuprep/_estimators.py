@@ -316,8 +316,9 @@ class PCA(_CompiledModel, ClassNamePrefixFeaturesOutMixin, _Estimator):
     the model of all the rows exactly (scikit-learn's IncrementalPCA is an
     approximation). Sparse input is fitted without densifying it: the
     co-moments come from the Gram matrix of its stored values (float64, on
-    the CPU path), except where a column's mean is over a thousand times its
-    spread, whose rows are densified by blocks and fitted as dense rows.
+    the CPU path), except where a column's mean is over ten times its spread
+    (that difference would cost small eigenvalues digits): then the rows are
+    densified by blocks and fitted as dense rows.
 
     Every solver is exact: ``svd_solver`` chooses how the leading
     eigenpairs of the covariance are found, never how accurately, so the
