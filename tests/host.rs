@@ -15,20 +15,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-/// Shapes: N = 1, D = 1, sizes that divide nothing, several blocks
-/// (column stats: 64 Ki elements; covariance: 1 Mi), several tasks, a second
-/// column tile (8192), and the single-task covariance (D >= 1024).
-const SHAPES: &[(usize, usize)] = &[
-    (1, 1),
-    (1, 5),
-    (7, 1),
-    (1000, 1),
-    (63, 65),
-    (4099, 200),
-    (20_000, 64),
-    (3, 9000),
-    (2100, 700),
-];
+use common::HOST_SHAPES as SHAPES;
 
 fn normal64(n: usize, d: usize, offset: f64, scale: f64, seed: u64) -> Array2<f64> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -13,18 +13,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-/// N = 1, D = 1, sizes that divide nothing, several blocks (64 Ki elements)
-/// and tasks (1 Mi), a second column tile (8192).
-const SHAPES: &[(usize, usize)] = &[
-    (1, 1),
-    (1, 5),
-    (7, 1),
-    (1000, 1),
-    (63, 65),
-    (4099, 200),
-    (20_000, 64),
-    (3, 9000),
-];
+mod common;
+
+use common::HOST_SHAPES as SHAPES;
 
 /// The definition, from the dense matrix (NaN skipped).
 fn oracle(x: &Array2<f64>, w: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
@@ -81,6 +72,21 @@ fn weights(n: usize, seed: u64) -> Vec<f64> {
             }
         })
         .collect()
+}
+
+/// A borrowed CSR matrix.
+fn csr_of<'a, T, I>(
+    shape: (usize, usize),
+    indptr: &'a [usize],
+    indices: &'a [I],
+    data: &'a [T],
+) -> Csr<'a, T, I> {
+    Csr {
+        shape,
+        indptr,
+        indices,
+        data,
+    }
 }
 
 /// The CSR form of `x` (its zeros unstored).
@@ -168,12 +174,7 @@ fn sparse_moments_equal_the_definition_with_and_without_weights() {
             // Mostly zeros, some NaN stored, values about the offset.
             let x = data(n, d, offset, 0.02, 0.8, 40 + i as u64);
             let (indptr, indices, vals) = csr(&x);
-            let m = Csr {
-                shape: (n, d),
-                indptr: &indptr,
-                indices: &indices,
-                data: &vals,
-            };
+            let m = csr_of((n, d), &indptr, &indices, &vals);
             let ones = vec![1.0; n];
             let got = host::sparse_column_moments_skip_nan(m, None).unwrap();
             close(
@@ -194,12 +195,7 @@ fn sparse_moments_equal_the_definition_with_and_without_weights() {
             // f32 values and i64 indices.
             let v32: Vec<f32> = vals.iter().map(|&v| v as f32).collect();
             let i64s: Vec<i64> = indices.iter().map(|&c| c as i64).collect();
-            let m32 = Csr {
-                shape: (n, d),
-                indptr: &indptr,
-                indices: &i64s,
-                data: &v32,
-            };
+            let m32 = csr_of((n, d), &indptr, &i64s, &v32);
             let got = host::sparse_column_moments_skip_nan(m32, Some(wv.view())).unwrap();
             let x32 = x.mapv(|v| v as f32 as f64);
             close(&got, &oracle(&x32, &w), offset, &format!("f32 sparse {n} x {d}"));
@@ -214,12 +210,7 @@ fn sparse_and_dense_moments_agree_on_a_fully_stored_matrix() {
     let x = data(5000, 30, 1e4, 0.0, 0.0, 3);
     let (indptr, indices, vals) = csr(&x);
     let w = Array1::from(weights(5000, 4).iter().map(|v| v + 0.1).collect::<Vec<_>>());
-    let m = Csr {
-        shape: (5000, 30),
-        indptr: &indptr,
-        indices: &indices,
-        data: &vals,
-    };
+    let m = csr_of((5000, 30), &indptr, &indices, &vals);
     let a = host::sparse_column_moments_skip_nan(m, Some(w.view())).unwrap();
     let b = host::column_moments_skip_nan_weighted(x.view(), w.view()).unwrap();
     for c in 0..30 {
@@ -250,12 +241,7 @@ fn a_column_of_one_value_has_that_mean_and_no_spread_exactly() {
         y.column_mut(0).fill(0.0);
         y[[0, 0]] = f64::NAN;
         let (indptr, indices, vals) = csr(&y);
-        let sm = Csr {
-            shape: (n, 4),
-            indptr: &indptr,
-            indices: &indices,
-            data: &vals,
-        };
+        let sm = csr_of((n, 4), &indptr, &indices, &vals);
         let m = host::sparse_column_moments_skip_nan(sm, Some(w.view())).unwrap();
         assert_eq!((m.mean[1], m.m2[1]), (1e-10, 0.0), "n = {n}");
         assert_eq!((m.mean[2], m.m2[2]), (-123.456, 0.0), "n = {n}");
@@ -274,12 +260,7 @@ fn zero_weights_give_no_share_and_no_overflow() {
     assert_eq!(m.mean.to_vec(), vec![3.0, 3.0]);
     assert_eq!(m.m2.to_vec(), vec![2.0, 0.0]);
     let (indptr, indices, vals) = csr(&x);
-    let sm = Csr {
-        shape: (3, 2),
-        indptr: &indptr,
-        indices: &indices,
-        data: &vals,
-    };
+    let sm = csr_of((3, 2), &indptr, &indices, &vals);
     let s = host::sparse_column_moments_skip_nan(sm, Some(w.view())).unwrap();
     assert_eq!(
         (s.weight.to_vec(), s.mean.to_vec(), s.m2.to_vec()),
@@ -315,12 +296,7 @@ fn the_result_does_not_depend_on_the_thread_count() {
     let x = data(70_000, 33, 10.0, 0.05, 0.5, 11);
     let w = Array1::from(weights(70_000, 12));
     let (indptr, indices, vals) = csr(&x);
-    let sm = Csr {
-        shape: (70_000, 33),
-        indptr: &indptr,
-        indices: &indices,
-        data: &vals,
-    };
+    let sm = csr_of((70_000, 33), &indptr, &indices, &vals);
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -376,16 +352,8 @@ fn bad_input_is_refused_naming_what_is_wrong() {
             .contains("infinity (row 1, column 1)")
     );
     // No rows, no columns.
-    let none = host::sparse_column_moments_skip_nan(
-        Csr::<f64, i32> {
-            shape: (0, 2),
-            indptr: &[0],
-            indices: &[],
-            data: &[],
-        },
-        None,
-    )
-    .unwrap();
+    let none =
+        host::sparse_column_moments_skip_nan(csr_of::<f64, i32>((0, 2), &[0], &[], &[]), None).unwrap();
     assert_eq!(none.weight.to_vec(), vec![0.0, 0.0]);
     let empty = Array2::<f32>::zeros((0, 3));
     let m = host::column_moments_skip_nan_weighted(empty.view(), Array1::zeros(0).view()).unwrap();
@@ -405,12 +373,7 @@ fn sparse_comoments_equal_the_dense_definition() {
         for offset in [0.0, 30.0] {
             let x = data(n, d, offset, 0.0, 0.85, 200 + i as u64);
             let (indptr, indices, vals) = csr(&x);
-            let m = Csr {
-                shape: (n, d),
-                indptr: &indptr,
-                indices: &indices,
-                data: &vals,
-            };
+            let m = csr_of((n, d), &indptr, &indices, &vals);
             let mom = host::sparse_column_moments(m).unwrap();
             assert!(host::sparse_gram_is_accurate(&mom));
             let co = host::sparse_comoments(m, &mom).unwrap();
@@ -449,12 +412,7 @@ fn sparse_comoments_equal_the_dense_definition() {
                     rev_v.push(vals[k] as f32);
                 }
             }
-            let m32 = Csr {
-                shape: (n, d),
-                indptr: &indptr,
-                indices: &rev_i,
-                data: &rev_v,
-            };
+            let m32 = csr_of((n, d), &indptr, &rev_i, &rev_v);
             let mom32 = host::sparse_column_moments(m32).unwrap();
             let co32 = host::sparse_comoments(m32, &mom32).unwrap();
             let (_, want32) = dense_comoments(&x.mapv(|v| v as f32 as f64));
@@ -472,12 +430,7 @@ fn sparse_comoments_of_a_constant_column_are_zero_and_offsets_are_flagged() {
     let mut x = data(500, 3, 0.0, 0.0, 0.5, 301);
     x.column_mut(1).fill(7.25);
     let (indptr, indices, vals) = csr(&x);
-    let m = Csr {
-        shape: (500, 3),
-        indptr: &indptr,
-        indices: &indices,
-        data: &vals,
-    };
+    let m = csr_of((500, 3), &indptr, &indices, &vals);
     let mom = host::sparse_column_moments(m).unwrap();
     let co = host::sparse_comoments(m, &mom).unwrap();
     assert_eq!((mom.mean[1], mom.m2[1]), (7.25, 0.0));
@@ -486,12 +439,7 @@ fn sparse_comoments_of_a_constant_column_are_zero_and_offsets_are_flagged() {
     assert!(host::sparse_gram_is_accurate(&mom));
     x.column_mut(2).mapv_inplace(|v| 1e4 + 1e-2 * v);
     let (indptr, indices, vals) = csr(&x);
-    let m = Csr {
-        shape: (500, 3),
-        indptr: &indptr,
-        indices: &indices,
-        data: &vals,
-    };
+    let m = csr_of((500, 3), &indptr, &indices, &vals);
     assert!(!host::sparse_gram_is_accurate(
         &host::sparse_column_moments(m).unwrap()
     ));
@@ -501,12 +449,7 @@ fn sparse_comoments_of_a_constant_column_are_zero_and_offsets_are_flagged() {
 fn sparse_comoments_do_not_depend_on_the_thread_count_and_refuse_nan() {
     let x = data(3000, 90, 1.0, 0.0, 0.9, 302);
     let (indptr, indices, vals) = csr(&x);
-    let m = Csr {
-        shape: (3000, 90),
-        indptr: &indptr,
-        indices: &indices,
-        data: &vals,
-    };
+    let m = csr_of((3000, 90), &indptr, &indices, &vals);
     let mom = host::sparse_column_moments(m).unwrap();
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -518,24 +461,13 @@ fn sparse_comoments_do_not_depend_on_the_thread_count_and_refuse_nan() {
     assert_eq!(run(1), run(3));
     let mut bad = vals.clone();
     bad[indptr[17]] = f64::NAN;
-    let b = Csr {
-        shape: (3000, 90),
-        indptr: &indptr,
-        indices: &indices,
-        data: &bad,
-    };
+    let b = csr_of((3000, 90), &indptr, &indices, &bad);
     let e = host::sparse_column_moments(b).unwrap_err().to_string();
     assert!(
         e.contains(&format!("NaN (row 17, column {})", indices[indptr[17]])),
         "{e}"
     );
-    let other = host::sparse_column_moments(Csr {
-        shape: (3000, 90),
-        indptr: &indptr,
-        indices: &indices,
-        data: &vals[..],
-    })
-    .unwrap();
+    let other = host::sparse_column_moments(csr_of((3000, 90), &indptr, &indices, &vals[..])).unwrap();
     let mut short = other.clone();
     short.count = 2;
     assert!(matches!(
@@ -559,12 +491,7 @@ fn zero_weight_rows_leave_no_rounding_behind_in_sparse_moments() {
     ];
     let w = ndarray::array![699.49093669, 0.0, 781.34244665, 0.0, 625.95822767];
     let (indptr, indices, vals) = csr(&x);
-    let sm = Csr {
-        shape: (5, 2),
-        indptr: &indptr,
-        indices: &indices,
-        data: &vals,
-    };
+    let sm = csr_of((5, 2), &indptr, &indices, &vals);
     let m = host::sparse_column_moments_skip_nan(sm, Some(w.view())).unwrap();
     let dense = host::column_moments_skip_nan_weighted(x.view(), w.view()).unwrap();
     // As the dense path: the one value's weight and mean, no spread to
@@ -585,24 +512,8 @@ fn zero_weight_rows_leave_no_rounding_behind_in_sparse_moments() {
 
 #[test]
 fn shapes_beyond_memory_are_refused_not_aborted() {
-    let e = host::sparse_column_moments_skip_nan(
-        Csr::<f64, i32> {
-            shape: (0, 1 << 62),
-            indptr: &[0],
-            indices: &[],
-            data: &[],
-        },
-        None,
-    );
+    let e = host::sparse_column_moments_skip_nan(csr_of::<f64, i32>((0, 1 << 62), &[0], &[], &[]), None);
     assert!(matches!(e, Err(Error::ExceedsLimit { .. })), "{e:?}");
-    let e = host::sparse_column_moments_skip_nan(
-        Csr::<f64, i32> {
-            shape: (usize::MAX, 3),
-            indptr: &[],
-            indices: &[],
-            data: &[],
-        },
-        None,
-    );
+    let e = host::sparse_column_moments_skip_nan(csr_of::<f64, i32>((usize::MAX, 3), &[], &[], &[]), None);
     assert!(e.is_err());
 }

@@ -55,6 +55,22 @@ pub fn small_memory_gpu() -> Gpu {
     Gpu::from_device_queue(device, queue)
 }
 
+/// Shapes for the host path's tests: N = 1, D = 1, sizes that divide
+/// nothing, several blocks (column stats: 64 Ki elements; covariance: 1 Mi),
+/// several tasks, a second column tile (8192), and the single-task
+/// covariance (D >= 1024).
+pub const HOST_SHAPES: &[(usize, usize)] = &[
+    (1, 1),
+    (1, 5),
+    (7, 1),
+    (1000, 1),
+    (63, 65),
+    (4099, 200),
+    (20_000, 64),
+    (3, 9000),
+    (2100, 700),
+];
+
 /// A seeded N x D matrix of `offset + scale * N(0, 1)`.
 pub fn normal(n: usize, d: usize, offset: f32, scale: f32, seed: u64) -> Array2<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
