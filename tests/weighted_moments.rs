@@ -459,6 +459,14 @@ fn sparse_comoments_do_not_depend_on_the_thread_count_and_refuse_nan() {
         pool.install(|| host::sparse_comoments(m, &mom).unwrap())
     };
     assert_eq!(run(1), run(3));
+    // Rows in any column order: the same sums, to the bit.
+    let (mut rev_i, mut rev_v) = (indices.clone(), vals.clone());
+    for r in 0..3000 {
+        rev_i[indptr[r]..indptr[r + 1]].reverse();
+        rev_v[indptr[r]..indptr[r + 1]].reverse();
+    }
+    let rev = csr_of((3000, 90), &indptr, &rev_i, &rev_v);
+    assert_eq!(host::sparse_comoments(rev, &mom).unwrap(), run(2));
     let mut bad = vals.clone();
     bad[indptr[17]] = f64::NAN;
     let b = csr_of((3000, 90), &indptr, &indices, &bad);

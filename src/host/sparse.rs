@@ -140,23 +140,24 @@ pub fn sparse_comoments<T: HostFloat + Sync, I: CsrIndex>(
     // Row-major lower triangle of G (pages faulted in by their first write).
     let mut g: Vec<f64> = super::zeroed(d * d);
     if n > 0 && d > 0 {
-        // Row ranges of G of about equal lower-triangle area, a few per thread.
-        let tasks = (4 * rayon::current_num_threads()).clamp(1, d);
-        let mut bounds: Vec<usize> = (0..=tasks)
-            .map(|t| ((d as f64) * (t as f64 / tasks as f64).sqrt()).round() as usize)
-            .collect();
-        bounds[tasks] = d;
-        bounds.dedup();
-        let mut parts: Vec<(usize, usize, &mut [f64])> = Vec::with_capacity(bounds.len());
-        let mut rest = &mut g[..];
-        for b in bounds.windows(2) {
-            let (head, tail) = rest.split_at_mut((b[1] - b[0]) * d);
-            parts.push((b[0], b[1], head));
-            rest = tail;
+        // Rows with their columns in increasing order (scipy's canonical
+        // form); a copy sorted row by row where some are not.
+        let sorted = (0..n).all(|r| {
+            let idx = &x.indices[x.indptr[r]..x.indptr[r + 1]];
+            idx.windows(2).all(|p| p[0].index() < p[1].index())
+        });
+        if sorted {
+            gram(&x, &mut g);
+        } else {
+            let (indices, data) = sorted_rows(&x);
+            let y = Csr {
+                shape: x.shape,
+                indptr: x.indptr,
+                indices: &indices[..],
+                data: &data[..],
+            };
+            gram(&y, &mut g);
         }
-        parts
-            .into_par_iter()
-            .for_each(|(a0, a1, rows)| gram_rows(&x, a0, a1, rows));
     }
     // C = G - N mean mean^T = G - s s^T / N (s the column sums), mirrored.
     let inv_n = if n > 0 { 1.0 / n as f64 } else { 0.0 };
@@ -179,48 +180,84 @@ pub fn sparse_comoments<T: HostFloat + Sync, I: CsrIndex>(
     })
 }
 
+/// The lower triangle of `X^T X` into the row-major `D x D` `g`, on all
+/// cores: tasks own ranges of G's rows of about equal lower-triangle area,
+/// as many as the pairs' work pays for (each task reads every row's
+/// offsets).
+fn gram<T: HostFloat + Sync, I: CsrIndex>(x: &Csr<'_, T, I>, g: &mut [f64]) {
+    let (n, d) = x.shape;
+    let pairs: usize = (0..n)
+        .map(|r| {
+            let k = x.indptr[r + 1] - x.indptr[r];
+            k * (k + 1) / 2
+        })
+        .sum();
+    let tasks = (pairs / (1 << 20))
+        .clamp(1, 4 * rayon::current_num_threads())
+        .min(d);
+    let mut bounds: Vec<usize> = (0..=tasks)
+        .map(|t| ((d as f64) * (t as f64 / tasks as f64).sqrt()).round() as usize)
+        .collect();
+    bounds[tasks] = d;
+    bounds.dedup();
+    let mut parts: Vec<(usize, usize, &mut [f64])> = Vec::with_capacity(bounds.len());
+    let mut rest = g;
+    for b in bounds.windows(2) {
+        let (head, tail) = rest.split_at_mut((b[1] - b[0]) * d);
+        parts.push((b[0], b[1], head));
+        rest = tail;
+    }
+    parts
+        .into_par_iter()
+        .for_each(|(a0, a1, rows)| gram_rows(x, a0, a1, rows));
+}
+
+/// `x`'s column indices (as `usize`) and values with each row's columns in
+/// increasing order.
+fn sorted_rows<T: HostFloat, I: CsrIndex>(x: &Csr<'_, T, I>) -> (Vec<usize>, Vec<T>) {
+    let mut indices = Vec::with_capacity(x.indices.len());
+    let mut data = Vec::with_capacity(x.data.len());
+    let mut row: Vec<(usize, T)> = Vec::new();
+    for r in 0..x.shape.0 {
+        let span = x.indptr[r]..x.indptr[r + 1];
+        row.clear();
+        // In range: checked by the moments.
+        row.extend(
+            x.indices[span.clone()]
+                .iter()
+                .map(|i| i.index().unwrap_or(0))
+                .zip(x.data[span].iter().copied()),
+        );
+        row.sort_unstable_by_key(|p| p.0);
+        indices.extend(row.iter().map(|p| p.0));
+        data.extend(row.iter().map(|p| p.1));
+    }
+    (indices, data)
+}
+
 /// Rows `a0..a1` of the lower triangle of `X^T X` into `out` (row-major,
-/// `D` wide): for each stored value in a column of the range, its products
-/// with the row's values in columns up to its own.
+/// `D` wide), from rows whose columns increase: each stored value in a
+/// column of the range times the row's values in columns up to its own.
 fn gram_rows<T: HostFloat, I: CsrIndex>(x: &Csr<'_, T, I>, a0: usize, a1: usize, out: &mut [f64]) {
     let (n, d) = x.shape;
-    let mut cols: Vec<usize> = Vec::new();
     let mut vals: Vec<f64> = Vec::new();
+    // In range: checked by the moments.
+    let col = |i: &I| i.index().unwrap_or(0);
     for r in 0..n {
-        let row = x.indptr[r]..x.indptr[r + 1];
-        if row.is_empty() {
+        let span = x.indptr[r]..x.indptr[r + 1];
+        let idx = &x.indices[span.clone()];
+        let k0 = idx.partition_point(|i| col(i) < a0);
+        let k1 = idx.partition_point(|i| col(i) < a1);
+        if k0 == k1 {
             continue;
         }
-        cols.clear();
         vals.clear();
-        // In range: checked by the moments.
-        cols.extend(x.indices[row.clone()].iter().map(|i| i.index().unwrap_or(0)));
-        if !cols.iter().any(|&c| (a0..a1).contains(&c)) {
-            continue;
-        }
-        vals.extend(x.data[row].iter().map(|v| v.to_f64()));
-        if cols.windows(2).all(|p| p[0] < p[1]) {
-            // Sorted: the pairs of entry k are the entries 0..=k.
-            let k0 = cols.partition_point(|&c| c < a0);
-            let k1 = cols.partition_point(|&c| c < a1);
-            for k in k0..k1 {
-                let (a, va) = (cols[k], vals[k]);
-                let dst = &mut out[(a - a0) * d..(a - a0 + 1) * d];
-                for (&b, &vb) in cols[..=k].iter().zip(&vals[..=k]) {
-                    dst[b] += va * vb;
-                }
-            }
-        } else {
-            for (&a, &va) in cols.iter().zip(&vals) {
-                if !(a0..a1).contains(&a) {
-                    continue;
-                }
-                let dst = &mut out[(a - a0) * d..(a - a0 + 1) * d];
-                for (&b, &vb) in cols.iter().zip(&vals) {
-                    if b <= a {
-                        dst[b] += va * vb;
-                    }
-                }
+        vals.extend(x.data[span][..k1].iter().map(|v| v.to_f64()));
+        for k in k0..k1 {
+            let (a, va) = (col(&idx[k]), vals[k]);
+            let dst = &mut out[(a - a0) * d..(a - a0 + 1) * d];
+            for (i, &vb) in idx[..=k].iter().zip(&vals[..=k]) {
+                dst[col(i)] += va * vb;
             }
         }
     }
