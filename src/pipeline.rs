@@ -452,6 +452,64 @@ impl PipelineState {
         }
         Ok(())
     }
+
+    /// Accumulates the rows of a sparse (CSR) matrix, its unstored values
+    /// zeros, without densifying it where it need not: the column moments
+    /// from the stored values, and with a PCA step the co-moments from the
+    /// Gram matrix of the stored values' pairs, on the host whatever the
+    /// device ([`host::sparse_comoments`]). Where a column's mean is too
+    /// large against its spread for the Gram matrix's accuracy
+    /// ([`host::sparse_gram_is_accurate`]), blocks of rows (64 MiB) are
+    /// densified and accumulated on `device` as dense rows. Returns whether
+    /// the rows stayed sparse. The state is left as it was on an error.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for a matrix of another width, or offsets,
+    /// indices and values that do not make one;
+    /// [`Error::InvalidArgument`] for NaN or infinity (naming its row and
+    /// column), or a column index stored twice in a row; the dense path's
+    /// errors.
+    pub fn partial_fit_sparse<T: NpyFloat + Sync, I: host::CsrIndex>(
+        &mut self,
+        x: host::Csr<'_, T, I>,
+        device: Device,
+    ) -> Result<bool> {
+        let (n, d) = x.shape;
+        check_cols(OP, self.dim(), d)?;
+        let moments = host::sparse_column_moments(x)?;
+        if self.comoments.is_none() {
+            self.moments.merge(&moments)?;
+            return Ok(true);
+        }
+        if host::sparse_gram_is_accurate(&moments) {
+            let comoments = Some(host::sparse_comoments(x, &moments)?);
+            let chunk = PipelineState {
+                moments,
+                comoments,
+                feature_names: None,
+                fit_ids: Vec::new(),
+            };
+            self.merge_owned(chunk)?;
+            return Ok(true);
+        }
+        // The shifted dense path, a block of rows at a time.
+        let mut chunk = PipelineState::try_new(d, true)?;
+        let rows = ((64 << 20) / (std::mem::size_of::<T>() * d.max(1))).max(1);
+        for r0 in (0..n).step_by(rows) {
+            let r1 = (r0 + rows).min(n);
+            let mut block = Array2::<T>::default((r1 - r0, d));
+            for r in r0..r1 {
+                let span = x.indptr[r]..x.indptr[r + 1];
+                for (i, &v) in x.indices[span.clone()].iter().zip(&x.data[span]) {
+                    // In range: checked by the moments.
+                    block[[r - r0, i.index().unwrap_or(0)]] = v;
+                }
+            }
+            chunk.partial_fit_on(block.view(), device)?;
+        }
+        self.merge_owned(chunk)?;
+        Ok(false)
+    }
 }
 
 impl Pipeline {

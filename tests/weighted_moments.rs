@@ -525,3 +525,60 @@ fn shapes_beyond_memory_are_refused_not_aborted() {
     let e = host::sparse_column_moments_skip_nan(csr_of::<f64, i32>((usize::MAX, 3), &[], &[], &[]), None);
     assert!(e.is_err());
 }
+
+#[test]
+fn a_pipeline_state_takes_sparse_rows_as_their_dense_form() {
+    use gpuprep::pipeline::Device;
+    use gpuprep::PipelineState;
+    let x = data(3000, 40, 2.0, 0.0, 0.9, 400);
+    let (indptr, indices, vals) = csr(&x);
+    let m = csr_of((3000, 40), &indptr, &indices, &vals);
+    let mut dense = PipelineState::new(40, true);
+    dense.partial_fit(x.view()).unwrap();
+    // Sparse rows stay sparse: the Gram path.
+    let mut s = PipelineState::new(40, true);
+    assert!(s.partial_fit_sparse(m, Device::Cpu).unwrap());
+    close_to(&s, &dense, "gram");
+    // A column on an offset far above its spread: dense blocks.
+    let mut y = x.clone();
+    y.column_mut(3).mapv_inplace(|v| 1e4 + 1e-3 * v);
+    let (indptr, indices, vals) = csr(&y);
+    let my = csr_of((3000, 40), &indptr, &indices, &vals);
+    dense = PipelineState::new(40, true);
+    dense.partial_fit(y.view()).unwrap();
+    let mut s = PipelineState::new(40, true);
+    assert!(!s.partial_fit_sparse(my, Device::Cpu).unwrap());
+    close_to(&s, &dense, "dense blocks");
+    // Without a PCA step: the moments alone. A bad matrix leaves the state.
+    let mut t = PipelineState::new(40, false);
+    assert!(t.partial_fit_sparse(m, Device::Cpu).unwrap());
+    assert_eq!(t.moments.count, 3000);
+    let mut bad = vals.clone();
+    bad[0] = f64::NAN;
+    let before = s.clone();
+    assert!(s
+        .partial_fit_sparse(csr_of((3000, 40), &indptr, &indices, &bad), Device::Cpu)
+        .is_err());
+    assert_eq!(s, before);
+    assert!(s
+        .partial_fit_sparse(csr_of((3000, 41), &indptr, &indices, &vals), Device::Cpu)
+        .is_err());
+}
+
+fn close_to(s: &gpuprep::PipelineState, dense: &gpuprep::PipelineState, what: &str) {
+    let (a, b) = (s.comoments.as_ref().unwrap(), dense.comoments.as_ref().unwrap());
+    let scale = b.comoment.diag().iter().fold(0.0f64, |a, &v| a.max(v));
+    let err = (&a.comoment - &b.comoment)
+        .iter()
+        .fold(0.0f64, |a, &v| a.max(v.abs()));
+    assert!(err <= 1e-9 * scale, "{what}: {err}");
+    assert_eq!(
+        (s.moments.count, s.moments.min.clone(), s.moments.max.clone()),
+        (
+            dense.moments.count,
+            dense.moments.min.clone(),
+            dense.moments.max.clone()
+        ),
+        "{what}"
+    );
+}

@@ -138,6 +138,29 @@ fn device_error(py: Python<'_>) -> Option<String> {
     py.detach(gpu_context).as_ref().err().cloned()
 }
 
+/// `$body` with `$x` the `host::Csr` of a matrix of `$shape` from its row
+/// offsets and borrowed `Indices` and `Values`, for each pair of their
+/// types; a `PyResult`.
+macro_rules! with_csr {
+    ($shape:expr, $indptr:expr, $indices:expr, $data:expr, |$x:ident| $body:expr) => {
+        match ($indices, $data) {
+            (Indices::I32(i), Values::F32(v)) => with_csr!(@one $shape, $indptr, i, v, $x, $body),
+            (Indices::I32(i), Values::F64(v)) => with_csr!(@one $shape, $indptr, i, v, $x, $body),
+            (Indices::I64(i), Values::F32(v)) => with_csr!(@one $shape, $indptr, i, v, $x, $body),
+            (Indices::I64(i), Values::F64(v)) => with_csr!(@one $shape, $indptr, i, v, $x, $body),
+        }
+    };
+    (@one $shape:expr, $indptr:expr, $i:ident, $v:ident, $x:ident, $body:expr) => {{
+        let $x = host::Csr {
+            shape: $shape,
+            indptr: $indptr,
+            indices: $i.as_slice()?,
+            data: $v.as_slice()?,
+        };
+        $body
+    }};
+}
+
 /// A 2-D float32 or float64 array, borrowed.
 enum Rows<'py> {
     F32(PyReadonlyArray2<'py, f32>),
@@ -290,13 +313,11 @@ impl PyState {
     }
 
     /// Accumulates a sparse CSR matrix (scipy's `indptr`, `indices` and
-    /// `data` of a matrix of `shape`, canonical) without densifying it: its
-    /// column moments from the stored values, and the co-moments from the
-    /// Gram matrix of the stored values' pairs (on the host, whatever the
-    /// device). Returns False, the state left as it was, where a column's
-    /// mean is too large against its spread for the Gram matrix's accuracy
-    /// (`host::sparse_gram_is_accurate`): then accumulate dense blocks of
-    /// rows. NaN and infinity are refused, naming their row and column.
+    /// `data` of a matrix of `shape`, canonical) on `device`:
+    /// `PipelineState::partial_fit_sparse` (the co-moments from the Gram
+    /// matrix of the stored values where that is accurate, else dense blocks
+    /// of rows). Returns whether the rows stayed sparse. NaN and infinity
+    /// are refused, naming their row and column; the state is left as it was.
     fn partial_fit_sparse<'py>(
         &mut self,
         py: Python<'py>,
@@ -304,65 +325,13 @@ impl PyState {
         indptr: Indices<'py>,
         indices: Indices<'py>,
         data: Values<'py>,
+        device: &str,
     ) -> PyResult<bool> {
-        if shape.1 != self.inner.dim() {
-            return Err(PyValueError::new_err(format!(
-                "X has {} columns, the state {}",
-                shape.1,
-                self.inner.dim()
-            )));
-        }
+        let dev = self::device(py, device)?;
         let offsets = offsets(&indptr)?;
-        let pca = self.inner.comoments.is_some();
-        fn go<T: gpuprep::npy::NpyFloat + numpy::Element + Sync, I: host::CsrIndex + numpy::Element>(
-            py: Python<'_>,
-            x: (usize, usize, &[usize]),
-            indices: &PyReadonlyArray1<'_, I>,
-            data: &PyReadonlyArray1<'_, T>,
-            pca: bool,
-        ) -> PyResult<Option<PipelineState>> {
-            let (indices, data) = (indices.as_slice()?, data.as_slice()?);
-            let x = host::Csr {
-                shape: (x.0, x.1),
-                indptr: x.2,
-                indices,
-                data,
-            };
-            run(py, || {
-                let moments = host::sparse_column_moments(x)?;
-                if !pca {
-                    return Ok(Some(PipelineState {
-                        moments,
-                        comoments: None,
-                        feature_names: None,
-                        fit_ids: Vec::new(),
-                    }));
-                }
-                if !host::sparse_gram_is_accurate(&moments) {
-                    return Ok(None);
-                }
-                let comoments = Some(host::sparse_comoments(x, &moments)?);
-                Ok(Some(PipelineState {
-                    moments,
-                    comoments,
-                    feature_names: None,
-                    fit_ids: Vec::new(),
-                }))
-            })
-        }
-        let x = (shape.0, shape.1, &offsets[..]);
-        let chunk = match (&indices, &data) {
-            (Indices::I32(i), Values::F32(v)) => go(py, x, i, v, pca)?,
-            (Indices::I32(i), Values::F64(v)) => go(py, x, i, v, pca)?,
-            (Indices::I64(i), Values::F32(v)) => go(py, x, i, v, pca)?,
-            (Indices::I64(i), Values::F64(v)) => go(py, x, i, v, pca)?,
-        };
-        let Some(chunk) = chunk else {
-            return Ok(false);
-        };
         let state = &mut self.inner;
-        run(py, || state.merge_owned(chunk))?;
-        Ok(true)
+        with_csr!(shape, &offsets, &indices, &data, |x| run(py, || state
+            .partial_fit_sparse(x, dev)))
     }
 
     /// Merges another state (disjoint rows of the same columns) into this one.
@@ -856,29 +825,9 @@ fn sparse_nan_moments<'py>(
 ) -> PyResult<AnyMoments<'py>> {
     let offsets = offsets(&indptr)?;
     let weights = sample_weight.as_ref().map(|w| w.as_array());
-    fn go<T: gpuprep::npy::NpyFloat + numpy::Element + Sync, I: host::CsrIndex + numpy::Element>(
-        py: Python<'_>,
-        shape: (usize, usize),
-        indptr: &[usize],
-        indices: &PyReadonlyArray1<'_, I>,
-        data: &PyReadonlyArray1<'_, T>,
-        w: Option<ndarray::ArrayView1<'_, f64>>,
-    ) -> PyResult<WeightedMoments> {
-        let (indices, data) = (indices.as_slice()?, data.as_slice()?);
-        let x = host::Csr {
-            shape,
-            indptr,
-            indices,
-            data,
-        };
-        run(py, || host::sparse_column_moments_skip_nan(x, w))
-    }
-    let m = match (&indices, &data) {
-        (Indices::I32(i), Values::F32(v)) => go(py, shape, &offsets, i, v, weights)?,
-        (Indices::I32(i), Values::F64(v)) => go(py, shape, &offsets, i, v, weights)?,
-        (Indices::I64(i), Values::F32(v)) => go(py, shape, &offsets, i, v, weights)?,
-        (Indices::I64(i), Values::F64(v)) => go(py, shape, &offsets, i, v, weights)?,
-    };
+    let m = with_csr!(shape, &offsets, &indices, &data, |x| run(py, || {
+        host::sparse_column_moments_skip_nan(x, weights)
+    }))?;
     if sample_weight.is_some() {
         return Ok(weighted_out(py, m));
     }

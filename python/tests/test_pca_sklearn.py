@@ -275,11 +275,13 @@ def test_sparse_input_fits_and_transforms_as_dense(fmt, monkeypatch):
 
 
 def test_sparse_fit_takes_the_gram_path_and_falls_back_where_means_dominate(monkeypatch):
-    from gpuprep import _base
+    from gpuprep import _estimators
 
+    # calls: one entry per sparse matrix whose rows the fit densified
+    # (fit_rows returns False).
     calls = []
-    real = _base.dense_blocks
-    monkeypatch.setattr(_base, "dense_blocks", lambda x: calls.append(x.shape) or real(x))
+    real = _estimators.fit_rows
+    monkeypatch.setattr(_estimators, "fit_rows", lambda s, x, d: real(s, x, d) or calls.append(x.shape))
     rng = np.random.default_rng(22)
     X = sp.random(2000, 60, density=0.05, format="csr", random_state=23) * 10
     X = X + sp.random(2000, 60, density=0.01, format="csr", random_state=24) * 1e3

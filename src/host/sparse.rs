@@ -10,7 +10,7 @@
 //! says whether the data is within [`SPARSE_GRAM_MAX_MEAN_RATIO`]; where it
 //! is not, densify blocks of rows and take the shifted dense path
 //! ([`crate::host::comoments`]) instead. The diagonal is the two-pass `M2`
-//! of [`sparse_column_moments_skip_nan`], and a column of one value has no
+//! of [`sparse_column_moments_skip_nan`](super::sparse_column_moments_skip_nan), and a column of one value has no
 //! co-moment with any column, exactly.
 //!
 //! Each entry of `G` is summed in row order by one task, so the result does
@@ -19,7 +19,7 @@
 use rayon::prelude::*;
 
 use super::covariance::{mirror_in_place, Triangle};
-use super::weighted_moments::{check_csr, sparse_column_moments_skip_nan, Csr, CsrIndex};
+use super::weighted_moments::{check_csr, sparse_moments_and_range, Csr, CsrIndex};
 use super::HostFloat;
 use crate::error::{Error, Result};
 use crate::model::moments::{CoMoments, ColumnMoments};
@@ -39,7 +39,7 @@ pub const SPARSE_GRAM_MAX_MEAN_RATIO: f64 = 100.0;
 /// column.
 ///
 /// # Errors
-/// As [`sparse_column_moments_skip_nan`], and
+/// As [`sparse_column_moments_skip_nan`](super::sparse_column_moments_skip_nan), and
 /// [`Error::InvalidArgument`] for a NaN.
 ///
 /// ```
@@ -54,7 +54,7 @@ pub const SPARSE_GRAM_MAX_MEAN_RATIO: f64 = 100.0;
 /// ```
 pub fn sparse_column_moments<T: HostFloat + Sync, I: CsrIndex>(x: Csr<'_, T, I>) -> Result<ColumnMoments> {
     let (n, d) = x.shape;
-    let w = sparse_column_moments_skip_nan(x, None)?;
+    let (w, range) = sparse_moments_and_range(x, None)?;
     if let Some(c) = (0..d).find(|&c| w.weight[c] != n as f64) {
         // A NaN was skipped: name its place.
         for r in 0..n {
@@ -73,24 +73,9 @@ pub fn sparse_column_moments<T: HostFloat + Sync, I: CsrIndex>(x: Csr<'_, T, I>)
     m.count = n as u64;
     m.mean = w.mean;
     m.m2 = w.m2;
-    if n == 0 {
-        return Ok(m);
-    }
-    let mut stored = vec![0usize; d];
-    for (&i, v) in x.indices.iter().zip(x.data) {
-        // In range and finite: checked above.
-        let c = i.index().unwrap_or(0);
-        let v = v.to_f64();
-        stored[c] += 1;
-        m.min[c] = m.min[c].min(v);
-        m.max[c] = m.max[c].max(v);
-    }
-    for (c, &k) in stored.iter().enumerate() {
-        if k < n {
-            // Unstored zeros.
-            m.min[c] = m.min[c].min(0.0);
-            m.max[c] = m.max[c].max(0.0);
-        }
+    if n > 0 {
+        m.min = range.iter().map(|r| r.0).collect();
+        m.max = range.iter().map(|r| r.1).collect();
     }
     Ok(m)
 }

@@ -281,6 +281,16 @@ pub fn sparse_column_moments_skip_nan<T: HostFloat + Sync, I: CsrIndex>(
     x: Csr<'_, T, I>,
     w: Option<ArrayView1<'_, f64>>,
 ) -> Result<WeightedMoments> {
+    Ok(sparse_moments_and_range(x, w)?.0)
+}
+
+/// [`sparse_column_moments_skip_nan`], and each column's min and max over
+/// its values that are not NaN (the unstored zeros included): `(inf, -inf)`
+/// where it has none.
+pub(crate) fn sparse_moments_and_range<T: HostFloat + Sync, I: CsrIndex>(
+    x: Csr<'_, T, I>,
+    w: Option<ArrayView1<'_, f64>>,
+) -> Result<(WeightedMoments, Vec<(f64, f64)>)> {
     let (n, d) = x.shape;
     check_csr(&x)?;
     if let Some(w) = w {
@@ -463,7 +473,17 @@ pub fn sparse_column_moments_skip_nan<T: HostFloat + Sync, I: CsrIndex>(
             m.m2[c] = 0.0;
         }
     }
-    Ok(m)
+    let range = tot
+        .iter()
+        .map(|t| {
+            if t.stored < n as f64 {
+                (t.lo.min(0.0), t.hi.max(0.0))
+            } else {
+                (t.lo, t.hi)
+            }
+        })
+        .collect();
+    Ok((m, range))
 }
 
 /// Pass 1's sums of one column of a sparse chunk: one cache line. The

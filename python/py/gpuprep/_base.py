@@ -95,21 +95,17 @@ def canonical_csr(x):
 
 
 def fit_rows(state, x, device):
-    """Accumulates the rows of x into a compiled state (finite values only):
-    a sparse matrix by its stored values where the core takes it (its
-    co-moments from the Gram matrix of the stored values, see
-    ``State.partial_fit_sparse``), else, and for dense x, as dense rows."""
+    """Accumulates the rows of x into a compiled state (finite values only);
+    a sparse matrix through ``State.partial_fit_sparse`` (its co-moments
+    from the Gram matrix of the stored values, or dense blocks of rows where
+    that would cost digits). Returns False where sparse rows were densified."""
     import scipy.sparse as sp
 
     if sp.issparse(x):
         x = canonical_csr(x)
-        if state.partial_fit_sparse(x.shape, x.indptr, x.indices, x.data):
-            return
-        # A column's mean dwarfs its spread: the shifted dense path.
-        for _, block in dense_blocks(x):
-            state.partial_fit(block, device, finite=True)
-        return
+        return state.partial_fit_sparse(x.shape, x.indptr, x.indices, x.data, device)
     state.partial_fit(x, device, finite=True)
+    return True
 
 
 def transform_blocks(x, apply):
